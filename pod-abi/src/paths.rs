@@ -1,0 +1,182 @@
+//! On-disk layout of a pod directory (`<dir>/pods/<state>/<uuid>/`), as in rkt.
+
+use std::path::{Path, PathBuf};
+
+/// Pod manifest file name inside the pod directory.
+pub const POD_MANIFEST: &str = "pod";
+/// Empty file whose mtime is the pod's creation time.
+pub const POD_CREATED: &str = "pod-created";
+/// File holding the decimal PID of the stage1 process that `rkt enter`/`stop` address.
+pub const PID_FILE: &str = "pid";
+/// Lock file for app mutations.
+pub const POD_LOCK: &str = "pod.lck";
+/// Tree-store ID of the stage1 image.
+pub const STAGE1_TREE_ID: &str = "stage1TreeStoreID";
+/// Directory with `<app>/{manifest,treeStoreID}`.
+pub const APPSINFO_DIR: &str = "appsinfo";
+/// Directory with one sub-directory per `kind=empty` volume.
+pub const SHARED_VOLUMES_DIR: &str = "sharedVolumes";
+/// Directory with overlay upper/work directories.
+pub const OVERLAY_DIR: &str = "overlay";
+/// Written by stage1 when the pod ends abnormally: one line of reason (e.g. "guest kernel panic").
+pub const POD_FAILURE: &str = "failure";
+
+/// Path of the stage1 root inside the pod, relative to the stage1 root: status files.
+pub const STATUS_DIR_IN_STAGE1: &str = "rkt/status";
+/// Per-app failure reasons (setup errors) relative to the stage1 root: `rkt/errors/<app>`.
+pub const ERRORS_DIR_IN_STAGE1: &str = "rkt/errors";
+/// Launch plan written by the host side of stage1, read by guest-init: `rkt/plan.json`.
+pub const PLAN_IN_STAGE1: &str = "rkt/plan.json";
+/// Where guest-init lives in every stage1 image's rootfs.
+pub const GUEST_INIT_IN_STAGE1: &str = "init";
+
+/// Typed accessors for the files of one pod directory.
+#[derive(Debug, Clone)]
+pub struct PodPaths {
+    root: PathBuf,
+}
+
+impl PodPaths {
+    /// Wraps a pod directory such as `/var/lib/rkt/pods/run/<uuid>`.
+    pub fn new(pod_dir: impl Into<PathBuf>) -> Self {
+        Self { root: pod_dir.into() }
+    }
+    /// The pod directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `pod` (the PodManifest).
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join(POD_MANIFEST)
+    }
+    /// `pid`.
+    pub fn pid(&self) -> PathBuf {
+        self.root.join(PID_FILE)
+    }
+    /// `failure`.
+    pub fn failure(&self) -> PathBuf {
+        self.root.join(POD_FAILURE)
+    }
+    /// `stage1/manifest` (the stage1 ImageManifest).
+    pub fn stage1_manifest(&self) -> PathBuf {
+        self.root.join("stage1/manifest")
+    }
+    /// `stage1/rootfs`.
+    pub fn stage1_rootfs(&self) -> PathBuf {
+        self.root.join("stage1/rootfs")
+    }
+    /// `stage1/rootfs/opt/stage2/<app>`.
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        self.stage1_rootfs().join("opt/stage2").join(app)
+    }
+    /// `stage1/rootfs/opt/stage2/<app>/rootfs`.
+    pub fn app_rootfs(&self, app: &str) -> PathBuf {
+        self.app_dir(app).join("rootfs")
+    }
+    /// `stage1/rootfs/opt/stage2/<app>/manifest` (the app's ImageManifest).
+    pub fn app_manifest(&self, app: &str) -> PathBuf {
+        self.app_dir(app).join("manifest")
+    }
+    /// `stage1/rootfs/rkt/status`.
+    pub fn status_dir(&self) -> PathBuf {
+        self.stage1_rootfs().join(STATUS_DIR_IN_STAGE1)
+    }
+    /// `stage1/rootfs/rkt/status/<app>`.
+    pub fn app_status(&self, app: &str) -> PathBuf {
+        self.status_dir().join(app)
+    }
+    /// `stage1/rootfs/rkt/errors/<app>`.
+    pub fn app_error(&self, app: &str) -> PathBuf {
+        self.stage1_rootfs().join(ERRORS_DIR_IN_STAGE1).join(app)
+    }
+    /// `stage1/rootfs/rkt/plan.json`.
+    pub fn plan(&self) -> PathBuf {
+        self.stage1_rootfs().join(PLAN_IN_STAGE1)
+    }
+    /// `sharedVolumes/<name>`.
+    pub fn shared_volume(&self, name: &str) -> PathBuf {
+        self.root.join(SHARED_VOLUMES_DIR).join(name)
+    }
+    /// `appsinfo/<app>`.
+    pub fn appsinfo(&self, app: &str) -> PathBuf {
+        self.root.join(APPSINFO_DIR).join(app)
+    }
+}
+
+/// Pod states, each a directory under `<dir>/pods/`, as in rkt's pod lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum PodDirState {
+    /// `embryo/`: just created.
+    Embryo,
+    /// `prepare/`: being prepared (locked) or prepare failed (unlocked).
+    Prepare,
+    /// `prepared/`: ready for run-prepared.
+    Prepared,
+    /// `run/`: running (locked by stage1) or exited (unlocked).
+    Run,
+    /// `exited-garbage/`: exited and marked for gc.
+    ExitedGarbage,
+    /// `garbage/`: prepare failed and marked for gc.
+    Garbage,
+}
+
+impl PodDirState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [PodDirState; 6] = [
+        PodDirState::Embryo,
+        PodDirState::Prepare,
+        PodDirState::Prepared,
+        PodDirState::Run,
+        PodDirState::ExitedGarbage,
+        PodDirState::Garbage,
+    ];
+    /// Directory name under `pods/`.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            PodDirState::Embryo => "embryo",
+            PodDirState::Prepare => "prepare",
+            PodDirState::Prepared => "prepared",
+            PodDirState::Run => "run",
+            PodDirState::ExitedGarbage => "exited-garbage",
+            PodDirState::Garbage => "garbage",
+        }
+    }
+    /// The renames rkt allows between state directories (the lifecycle as data).
+    pub const TRANSITIONS: [(PodDirState, PodDirState); 6] = [
+        (PodDirState::Embryo, PodDirState::Prepare),
+        (PodDirState::Prepare, PodDirState::Prepared),
+        (PodDirState::Prepare, PodDirState::Run),
+        (PodDirState::Prepared, PodDirState::Run),
+        (PodDirState::Run, PodDirState::ExitedGarbage),
+        (PodDirState::Prepare, PodDirState::Garbage),
+    ];
+    /// Whether `self -> to` is a valid transition.
+    pub fn can_move_to(self, to: PodDirState) -> bool {
+        Self::TRANSITIONS.contains(&(self, to))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_rkt() {
+        let p = PodPaths::new("/var/lib/rkt/pods/run/u");
+        assert_eq!(
+            p.app_status("a"),
+            PathBuf::from("/var/lib/rkt/pods/run/u/stage1/rootfs/rkt/status/a")
+        );
+        assert_eq!(
+            p.app_rootfs("a"),
+            PathBuf::from("/var/lib/rkt/pods/run/u/stage1/rootfs/opt/stage2/a/rootfs")
+        );
+    }
+
+    #[test]
+    fn lifecycle_table() {
+        assert!(PodDirState::Embryo.can_move_to(PodDirState::Prepare));
+        assert!(!PodDirState::Run.can_move_to(PodDirState::Prepared));
+        assert!(!PodDirState::Garbage.can_move_to(PodDirState::Run));
+    }
+}

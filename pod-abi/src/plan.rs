@@ -1,0 +1,146 @@
+//! The launch plan: everything guest-init needs to start a pod's apps, fully resolved on the host
+//! by the stage1 `run` entrypoint from the pod manifest and the apps' image manifests, and written
+//! to `stage1/rootfs/rkt/plan.json` before guest-init starts. guest-init reads only this file, so
+//! the same guest-init serves the namespace flavor and the KVM flavor.
+
+use serde::{Deserialize, Serialize};
+
+/// Plan format version; bump on incompatible changes.
+pub const PLAN_VERSION: u32 = 1;
+/// Default `PATH` of the appc execution environment.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Default grace period between SIGTERM and SIGKILL when stopping apps, in seconds.
+pub const DEFAULT_STOP_GRACE_SECS: u32 = 10;
+
+/// Which stage1 flavor runs guest-init (decides how it ends: exit vs reboot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// PID 1 of a set of Linux namespaces on the host: exits at the end.
+    Ns,
+    /// PID 1 of a KVM guest: syncs and reboots at the end.
+    Kvm,
+}
+
+/// The whole pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// [`PLAN_VERSION`].
+    pub version: u32,
+    /// Pod UUID.
+    pub uuid: String,
+    /// Hostname for the pod's UTS namespace.
+    pub hostname: String,
+    /// Flavor.
+    pub flavor: Flavor,
+    /// One app attached to the console as a TTY.
+    #[serde(default)]
+    pub interactive: bool,
+    /// Verbose guest-init logging on the console.
+    #[serde(default)]
+    pub debug: bool,
+    /// SIGTERM -> SIGKILL grace period in seconds.
+    pub stop_grace_secs: u32,
+    /// Apps in pod-manifest order.
+    pub apps: Vec<AppPlan>,
+}
+
+/// One app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppPlan {
+    /// App name (ACName); rootfs at `/opt/stage2/<name>/rootfs` relative to the stage1 root.
+    pub name: String,
+    /// Image ID (sha512-...).
+    pub image_id: String,
+    /// argv; argv\[0\] looked up in PATH inside the app root when it has no `/`.
+    pub exec: Vec<String>,
+    /// Final environment in order (PATH, AC_APP_NAME, container=rkt, image env, overrides).
+    pub env: Vec<(String, String)>,
+    /// User: name (from the app's /etc/passwd), number, or absolute path (owner of that file).
+    pub user: String,
+    /// Group: name (from the app's /etc/group), number, or absolute path.
+    pub group: String,
+    /// Supplementary GIDs.
+    #[serde(default)]
+    pub supplementary_gids: Vec<u32>,
+    /// Absolute working directory inside the app root (must exist).
+    pub working_directory: String,
+    /// `pre-start` event handler argv, run to completion before the app starts.
+    #[serde(default)]
+    pub pre_start: Option<Vec<String>>,
+    /// `post-stop` event handler argv, run after the app exits.
+    #[serde(default)]
+    pub post_stop: Option<Vec<String>>,
+    /// Mount the app root read-only.
+    #[serde(default)]
+    pub read_only_rootfs: bool,
+    /// Volumes as they appear in the app (already bind-mounted by stage0 into the app root;
+    /// guest-init makes each target a mount point with the right flags if it is not one yet).
+    #[serde(default)]
+    pub mounts: Vec<MountPlan>,
+    /// Capabilities kept in the bounding, permitted, effective and inheritable sets (`CAP_*`).
+    pub capabilities: Vec<String>,
+    /// `os/linux/no-new-privileges`.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// `resource/memory` limit in bytes.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
+    /// `resource/cpu` limit in millicores.
+    #[serde(default)]
+    pub cpu_limit_millis: Option<u64>,
+    /// Isolators present in the manifests that this runtime does not implement (reported).
+    #[serde(default)]
+    pub ignored_isolators: Vec<String>,
+}
+
+/// A volume mount inside an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountPlan {
+    /// Volume name.
+    pub volume: String,
+    /// Absolute path inside the app root.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Error reading or writing a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// I/O on the plan file.
+    #[error("plan file {path}")]
+    Io {
+        /// The plan path.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// JSON syntax or shape.
+    #[error("malformed plan")]
+    Json(#[source] serde_json::Error),
+    /// Version mismatch.
+    #[error("plan version {0} is not supported (want {PLAN_VERSION})")]
+    Version(u32),
+}
+
+impl Plan {
+    /// Parses a plan and checks its version.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, PlanError> {
+        let p: Plan = serde_json::from_slice(bytes).map_err(PlanError::Json)?;
+        if p.version != PLAN_VERSION {
+            return Err(PlanError::Version(p.version));
+        }
+        Ok(p)
+    }
+    /// Reads and parses a plan file.
+    pub fn read(path: &std::path::Path) -> Result<Self, PlanError> {
+        let b = std::fs::read(path)
+            .map_err(|e| PlanError::Io { path: path.display().to_string(), source: e })?;
+        Self::from_json(&b)
+    }
+}

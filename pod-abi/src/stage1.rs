@@ -1,0 +1,237 @@
+//! stage0 -> stage1 interface: entrypoint annotations and the argv each entrypoint receives
+//! (rkt's stage1 implementors' guide, interface version 6 subset).
+
+/// Annotation naming the `run` entrypoint (a path inside the stage1 rootfs).
+pub const ANN_RUN: &str = "coreos.com/rkt/stage1/run";
+/// Annotation naming the `enter` entrypoint.
+pub const ANN_ENTER: &str = "coreos.com/rkt/stage1/enter";
+/// Annotation naming the `gc` entrypoint.
+pub const ANN_GC: &str = "coreos.com/rkt/stage1/gc";
+/// Annotation naming the optional `stop` entrypoint.
+pub const ANN_STOP: &str = "coreos.com/rkt/stage1/stop";
+/// Annotation carrying the interface version (decimal; missing means 1).
+pub const ANN_INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
+/// The interface version our stage1 images declare.
+pub const INTERFACE_VERSION: u32 = 5;
+/// Environment variable carrying the pod lock fd from stage0 to stage1 `run`.
+pub const ENV_LOCK_FD: &str = "RKT_LOCK_FD";
+
+/// Image name of the namespace flavor's stage1 image.
+pub const STAGE1_NS_NAME: &str = "coreos.com/rkt/stage1-ns";
+/// Image name of the KVM flavor's stage1 image.
+pub const STAGE1_KVM_NAME: &str = "coreos.com/rkt/stage1-kvm";
+
+/// Arguments of the `run` entrypoint: `[--debug] --net=<list> [--interactive]
+/// [--hostname=H] [--mds-token=T] <UUID>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunArgs {
+    /// `--debug`.
+    pub debug: bool,
+    /// `--net=` value (`default`, `host`, `none`, or a list).
+    pub net: String,
+    /// `--interactive`: one app, attached to the terminal.
+    pub interactive: bool,
+    /// `--hostname=`; empty means `rkt-<uuid>`.
+    pub hostname: String,
+    /// The pod UUID (last argument).
+    pub uuid: String,
+}
+
+/// Error parsing entrypoint argv.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgsError {
+    /// A flag this interface does not define.
+    #[error("unknown stage1 flag {0:?}")]
+    UnknownFlag(String),
+    /// No UUID argument.
+    #[error("missing pod UUID argument")]
+    MissingUuid,
+    /// More than one positional argument.
+    #[error("unexpected argument {0:?}")]
+    Unexpected(String),
+}
+
+impl RunArgs {
+    /// Renders the argv (without argv\[0\]) in rkt's order.
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.debug {
+            v.push("--debug".to_string());
+        }
+        v.push(format!("--net={}", if self.net.is_empty() { "default" } else { &self.net }));
+        if self.interactive {
+            v.push("--interactive".to_string());
+        }
+        if !self.hostname.is_empty() {
+            v.push(format!("--hostname={}", self.hostname));
+        }
+        v.push(self.uuid.clone());
+        v
+    }
+
+    /// Parses argv (without argv\[0\]). Unknown `--flags` from newer stage0s that carry a value
+    /// (`--local-config=`, `--dns-conf-mode=`, `--ipc=`, `--mds-token=`, `--private-users=`) are
+    /// accepted and ignored; other unknown flags are errors.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        const IGNORED: [&str; 8] = [
+            "--local-config=",
+            "--dns-conf-mode=",
+            "--ipc=",
+            "--mds-token=",
+            "--private-users=",
+            "--disable-capabilities-restriction",
+            "--disable-paths",
+            "--disable-seccomp",
+        ];
+        let mut out = RunArgs { net: "default".into(), ..Default::default() };
+        for a in args {
+            if a == "--debug" {
+                out.debug = true;
+            } else if a == "--interactive" {
+                out.interactive = true;
+            } else if let Some(v) = a.strip_prefix("--net=") {
+                out.net = v.to_string();
+            } else if let Some(v) = a.strip_prefix("--hostname=") {
+                out.hostname = v.to_string();
+            } else if IGNORED.iter().any(|p| a.starts_with(p)) {
+            } else if a.starts_with("--") {
+                return Err(ArgsError::UnknownFlag(a));
+            } else if out.uuid.is_empty() {
+                out.uuid = a;
+            } else {
+                return Err(ArgsError::Unexpected(a));
+            }
+        }
+        if out.uuid.is_empty() {
+            return Err(ArgsError::MissingUuid);
+        }
+        Ok(out)
+    }
+}
+
+/// Arguments of the `stop` entrypoint: `[--force] <UUID>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StopArgs {
+    /// `--force`: kill instead of a graceful stop.
+    pub force: bool,
+    /// The pod UUID.
+    pub uuid: String,
+}
+
+impl StopArgs {
+    /// Renders the argv (without argv\[0\]).
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.force {
+            v.push("--force".into());
+        }
+        v.push(self.uuid.clone());
+        v
+    }
+    /// Parses argv (without argv\[0\]).
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        let mut out = StopArgs::default();
+        for a in args {
+            if a == "--force" {
+                out.force = true;
+            } else if a.starts_with("--") {
+                return Err(ArgsError::UnknownFlag(a));
+            } else if out.uuid.is_empty() {
+                out.uuid = a;
+            } else {
+                return Err(ArgsError::Unexpected(a));
+            }
+        }
+        if out.uuid.is_empty() {
+            return Err(ArgsError::MissingUuid);
+        }
+        Ok(out)
+    }
+}
+
+/// Arguments of the `enter` entrypoint: `--pid=<PID> --appname=<NAME> -- cmd [args]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnterArgs {
+    /// PID from the pod's `pid` file.
+    pub pid: i32,
+    /// App to enter.
+    pub app: String,
+    /// Command and arguments.
+    pub cmd: Vec<String>,
+}
+
+impl EnterArgs {
+    /// Renders the argv (without argv\[0\]).
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![format!("--pid={}", self.pid), format!("--appname={}", self.app), "--".into()];
+        v.extend(self.cmd.iter().cloned());
+        v
+    }
+    /// Parses argv (without argv\[0\]).
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        let mut out = EnterArgs::default();
+        let mut it = args.into_iter();
+        for a in it.by_ref() {
+            if a == "--" {
+                break;
+            } else if let Some(v) = a.strip_prefix("--pid=") {
+                out.pid = v.parse().map_err(|_| ArgsError::Unexpected(a.clone()))?;
+            } else if let Some(v) = a.strip_prefix("--appname=") {
+                out.app = v.to_string();
+            } else {
+                return Err(ArgsError::UnknownFlag(a));
+            }
+        }
+        out.cmd = it.collect();
+        Ok(out)
+    }
+}
+
+/// Arguments of the `gc` entrypoint: `[--debug] <UUID>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcArgs {
+    /// `--debug`.
+    pub debug: bool,
+    /// The pod UUID.
+    pub uuid: String,
+}
+
+impl GcArgs {
+    /// Renders the argv (without argv\[0\]).
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.debug {
+            v.push("--debug".into());
+        }
+        v.push(self.uuid.clone());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_args_round_trip() {
+        let a = RunArgs {
+            debug: true,
+            net: "host".into(),
+            interactive: true,
+            hostname: "h".into(),
+            uuid: "u".into(),
+        };
+        assert_eq!(RunArgs::parse(a.to_argv()), Ok(a));
+        assert_eq!(
+            RunArgs::parse(vec!["--bogus".to_string(), "u".into()]),
+            Err(ArgsError::UnknownFlag("--bogus".into()))
+        );
+        assert_eq!(RunArgs::parse(Vec::<String>::new()), Err(ArgsError::MissingUuid));
+    }
+
+    #[test]
+    fn enter_args_round_trip() {
+        let a = EnterArgs { pid: 7, app: "x".into(), cmd: vec!["/bin/sh".into(), "-c".into()] };
+        assert_eq!(EnterArgs::parse(a.to_argv()), Ok(a));
+    }
+}

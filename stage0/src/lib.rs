@@ -1,0 +1,1 @@
+//! stage0 library: store, fetch, pods, stage1 selection.

@@ -1,0 +1,1 @@
+//! Test support: image builders and helpers for the integration tests.
