@@ -1,7 +1,9 @@
 //! The launch plan: everything guest-init needs to start a pod's apps, fully resolved on the host
-//! by the stage1 `run` entrypoint from the pod manifest and the apps' image manifests, and written
-//! to `stage1/rootfs/rkt/plan.json` before guest-init starts. guest-init reads only this file, so
-//! the same guest-init serves the namespace flavor and the KVM flavor.
+//! by stage0 from the pod manifest, the apps' image manifests and the command line, and written
+//! atomically to `stage1/rootfs/rkt/plan.json` right before stage0 execs the stage1 `run`
+//! entrypoint (the pod manifest `pod` stays the authoritative contract for third-party stage1s).
+//! guest-init reads only this file, so the same guest-init serves the namespace flavor and the
+//! KVM flavor; the flavor itself reaches guest-init as its `--flavor=ns|kvm` argument.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +14,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// Default grace period between SIGTERM and SIGKILL when stopping apps, in seconds.
 pub const DEFAULT_STOP_GRACE_SECS: u32 = 10;
 
-/// Which stage1 flavor runs guest-init (decides how it ends: exit vs reboot).
+/// Which stage1 flavor runs guest-init (decides how it ends: exit vs reboot); passed to
+/// guest-init as `--flavor=ns|kvm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Flavor {
@@ -32,8 +35,6 @@ pub struct Plan {
     pub uuid: String,
     /// Hostname for the pod's UTS namespace.
     pub hostname: String,
-    /// Flavor.
-    pub flavor: Flavor,
     /// One app attached to the console as a TTY.
     #[serde(default)]
     pub interactive: bool,
