@@ -1,0 +1,1 @@
+//! Fetching images: files, file://, http(s):// with revalidation, appc discovery.

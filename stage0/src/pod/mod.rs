@@ -1,0 +1,1 @@
+//! Pods: lifecycle (state directories + flock), manifest, layout, overlay mounts, launch plan.

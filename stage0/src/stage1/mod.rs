@@ -1,0 +1,1 @@
+//! stage1 images: selection (--stage1-*), entrypoint resolution and exec.
