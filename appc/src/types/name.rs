@@ -122,7 +122,10 @@ impl AcIdentifier {
         if Self::is_valid(&self.0) {
             Ok(())
         } else {
-            Err(ValidationError::new("", Invalid::AcIdentifier(self.0.clone())))
+            Err(ValidationError::new(
+                "",
+                Invalid::AcIdentifier(self.0.clone()),
+            ))
         }
     }
 }
@@ -176,7 +179,13 @@ mod tests {
 
     #[test]
     fn acidentifier_grammar() {
-        for ok in ["example.com/reduce-worker", "a~b", "a_b", "coreos.com/etcd", "x"] {
+        for ok in [
+            "example.com/reduce-worker",
+            "a~b",
+            "a_b",
+            "coreos.com/etcd",
+            "x",
+        ] {
             assert!(AcIdentifier::is_valid(ok), "{ok}");
         }
         for bad in ["", "/a", "a/", "a//b", "Example.com", "a b", "a:b", "a._b"] {
