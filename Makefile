@@ -1,0 +1,25 @@
+# The README's two commands:
+#   make          build everything, make the example image, run it in a KVM pod, print its output
+#   make test     run the whole test suite (what CI runs)
+.PHONY: all demo build test bench clean
+
+all: demo
+
+build:
+	bash ci/build.sh
+
+demo: build
+	bash ci/demo.sh
+
+test:
+	bash ci/test.sh
+
+bench: build
+	bash ci/deps.sh --bench
+	bash bench/fetch.sh
+	bash bench/run-ns.sh
+	ci/nested-kvm bash bench/boot.sh
+	ci/nested-kvm bash bench/run-kvm.sh
+
+clean:
+	rm -rf build target

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds everything into build/: host binaries, static guest binaries, the guest kernel,
+# the stage1 images and the example image. Incremental: reruns are cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+bash ci/deps.sh
+mkdir -p build/bin
+export CARGO_TERM_QUIET=${CARGO_TERM_QUIET:-true}
+echo "==> cargo build --release (host binaries)" >&2
+cargo build --release --workspace --bins
+for b in rkt stage1-vmm stage1-ns mkaci; do
+  [ -f "target/release/$b" ] && install -m 0755 "target/release/$b" build/bin/
+done
+echo "==> static binaries (guest-init, hello, pod-check)" >&2
+RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$root/target/static" \
+  cargo build --release --target x86_64-unknown-linux-gnu -p guest-init -p rkt-tests --bins
+for b in guest-init hello pod-check; do
+  [ -f "target/static/x86_64-unknown-linux-gnu/release/$b" ] && \
+    install -m 0755 "target/static/x86_64-unknown-linux-gnu/release/$b" build/bin/
+done
+echo "==> guest kernel" >&2
+bash kernel-config/build.sh --out build/kernel
+echo "==> stage1 images" >&2
+for f in ns kvm; do
+  if [ -x ci/mkstage1.sh ] || [ -f ci/mkstage1.sh ]; then bash ci/mkstage1.sh "$f" "build/stage1-$f.aci"; fi
+done
+echo "==> example image" >&2
+build/bin/mkaci --name example.com/hello --label version=0.1.0 --label os=linux --label arch=amd64 \
+  --exec /bin/hello --file build/bin/hello:/bin/hello:0755 -o build/example.aci
+echo "==> build done" >&2

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and the nested-KVM harness need.
+# Idempotent and quiet when everything is present. Needs root (apt-get).
+set -euo pipefail
+pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun gcc make
+      iproute2 procps kmod)
+[ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ci/deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "ci/deps.sh: cargo not found (the Rust toolchain is part of the machine image)" >&2; exit 1; }
