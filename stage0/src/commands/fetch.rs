@@ -1,12 +1,69 @@
-//! `rkt fetch`.
+//! `rkt fetch IMAGE...`: prints one `sha256-<64 hex>` ID per image on stdout (the sha512 ID
+//! with `--full`); everything else goes to stderr.
+
+use anyhow::Context;
+use stage0::fetch::{fetch_image, FetchOptions, InsecureOptions, PullPolicy};
+use stage0::store::Store;
 
 use crate::cli::Globals;
 
 /// Flags of `rkt fetch`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Local signature file to use in validating the preceding image (not implemented yet:
+    /// accepted and ignored with a warning).
+    #[arg(long)]
+    pub signature: Vec<String>,
+    /// Use only images from the store (same as --pull-policy=never).
+    #[arg(long)]
+    pub store_only: bool,
+    /// Fetch images ignoring the store (always download).
+    #[arg(long, conflicts_with = "store_only")]
+    pub no_store: bool,
+    /// Print the full image ID (sha512).
+    #[arg(long)]
+    pub full: bool,
+    /// When to fetch: never (store only), new (only if not in the store), update (revalidate).
+    #[arg(long, default_value = "update", value_parser = ["never", "new", "update"])]
+    pub pull_policy: String,
+    /// Images: file paths, file://, http(s):// URLs, IDs, or names (name[:version][,label=value]).
+    #[arg(required = true, value_name = "IMAGE_URL")]
+    pub images: Vec<String>,
+}
+
+/// Builds FetchOptions from the global and command flags.
+pub fn options(
+    g: &Globals,
+    policy: &str,
+    store_only: bool,
+    no_store: bool,
+) -> anyhow::Result<FetchOptions> {
+    let insecure = InsecureOptions::parse(&g.insecure_options)?;
+    let mut pull_policy: PullPolicy = policy.parse()?;
+    if store_only {
+        pull_policy = PullPolicy::Never;
+    }
+    Ok(FetchOptions {
+        insecure,
+        pull_policy,
+        progress: true,
+        debug: g.debug,
+        no_store,
+    })
+}
 
 /// Runs `rkt fetch`.
-pub fn run(_g: &Globals, _a: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
+    let opts = options(g, &a.pull_policy, a.store_only, a.no_store)?;
+    if !a.signature.is_empty() {
+        eprintln!("rkt: warning: --signature is not supported yet; signatures are not checked");
+    }
+    let store =
+        Store::open(&g.dir).with_context(|| format!("cannot open store in {}", g.dir.display()))?;
+    for img in &a.images {
+        let rec =
+            fetch_image(&store, img, &opts).with_context(|| format!("cannot fetch image {img}"))?;
+        println!("{}", if a.full { &rec.id } else { &rec.sha256_id });
+    }
+    Ok(0)
 }

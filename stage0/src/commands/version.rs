@@ -1,6 +1,10 @@
-//! `rkt version`.
+//! `rkt version`: `rkt Version: X`, `appc Version: Y` (parsed by Nomad with regexes), then
+//! `Features:` lines.
 
 use crate::cli::Globals;
+
+/// The appc spec version implemented.
+pub const APPC_VERSION: &str = "0.8.11";
 
 /// Flags of `rkt version`.
 #[derive(Debug, clap::Args)]
@@ -8,5 +12,17 @@ pub struct Args {}
 
 /// Runs `rkt version`.
 pub fn run(_g: &Globals, _a: Args) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+    println!("rkt Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("appc Version: {APPC_VERSION}");
+    println!(
+        "Rust Version: {}",
+        option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("unknown")
+    );
+    println!(
+        "Rust OS/Arch: {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    println!("Features: -TPM +SDJOURNAL=no +stage1-kvm +stage1-ns +sqlite-store +appc-discovery");
+    Ok(0)
 }

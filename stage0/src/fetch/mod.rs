@@ -1,1 +1,323 @@
-//! Fetching images: files, file://, http(s):// with revalidation, appc discovery.
+//! Fetching images into the store: local files, `file://`, `http(s)://` (with ETag /
+//! Last-Modified revalidation and Cache-Control max-age), image IDs, and names (store lookup,
+//! then appc meta discovery).
+
+mod discovery;
+mod http;
+mod progress;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::store::{ImageRecord, ImportSource, NameRef, Store, StoreError};
+
+pub use discovery::{discovery_urls, parse_meta_tags, render_template, DISCOVERY_PORT_ENV};
+
+/// Errors of fetching.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// A store operation failed (includes invalid archives and missing images).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A local image file cannot be opened.
+    #[error("cannot open image file {0}")]
+    File(PathBuf, #[source] io::Error),
+    /// `--insecure-options` has an unknown value.
+    #[error("invalid --insecure-options value {0:?} (allowed: none,http,image,tls,pubkey,capabilities,paths,seccomp,all-fetch,all-run,all)")]
+    BadInsecureOption(String),
+    /// `--pull-policy` has an unknown value.
+    #[error("invalid --pull-policy value {0:?} (allowed: never, new, update)")]
+    BadPullPolicy(String),
+    /// Plain http without `--insecure-options=http`.
+    #[error("refusing to fetch {0} over plain http: pass --insecure-options=http to allow it")]
+    HttpNotAllowed(String),
+    /// The URL scheme is not supported.
+    #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, IDs, names)")]
+    UnsupportedScheme(String),
+    /// The HTTP request failed.
+    #[error("cannot fetch {0}")]
+    Http(String, #[source] reqwest::Error),
+    /// The server answered with an error status.
+    #[error("cannot fetch {url}: server answered HTTP {status}")]
+    HttpStatus {
+        /// The URL.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The image is not in the store and the pull policy forbids fetching it.
+    #[error("image {0:?} is not in the store and the pull policy is \"never\"")]
+    NotInStore(String),
+    /// appc discovery found no image.
+    #[error("cannot discover image {name:?}: {reason}")]
+    Discovery {
+        /// The name reference.
+        name: String,
+        /// What was tried.
+        reason: String,
+    },
+}
+
+impl FetchError {
+    /// Whether the image (or file) does not exist (exit code IMAGE_NOT_FOUND).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            FetchError::Store(e) => e.is_not_found(),
+            FetchError::File(_, e) => e.kind() == io::ErrorKind::NotFound,
+            FetchError::NotInStore(_) | FetchError::Discovery { .. } => true,
+            FetchError::HttpStatus { status, .. } => *status == 404 || *status == 410,
+            _ => false,
+        }
+    }
+
+    /// Whether the image is invalid or hostile (exit code BAD_IMAGE).
+    pub fn is_bad_image(&self) -> bool {
+        matches!(self, FetchError::Store(e) if e.is_bad_image())
+    }
+
+    /// Whether a flag value was wrong (exit code USAGE).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            FetchError::BadInsecureOption(_)
+                | FetchError::BadPullPolicy(_)
+                | FetchError::Store(StoreError::BadReference(_))
+        )
+    }
+}
+
+/// When to go to the network for an image that is already in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Only use the store.
+    Never,
+    /// Use the store if the image is there, else fetch.
+    New,
+    /// Revalidate remote images (ETag / Last-Modified / max-age) and fetch newer ones.
+    #[default]
+    Update,
+}
+
+impl FromStr for PullPolicy {
+    type Err = FetchError;
+    fn from_str(s: &str) -> Result<Self, FetchError> {
+        match s {
+            "never" => Ok(PullPolicy::Never),
+            "new" => Ok(PullPolicy::New),
+            "update" => Ok(PullPolicy::Update),
+            _ => Err(FetchError::BadPullPolicy(s.to_string())),
+        }
+    }
+}
+
+/// Security features disabled by `--insecure-options`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InsecureOptions {
+    /// Allow plain http (images, discovery).
+    pub http: bool,
+    /// Skip image signature verification.
+    pub image: bool,
+    /// Accept invalid TLS certificates.
+    pub tls: bool,
+    /// Accept unverified public keys.
+    pub pubkey: bool,
+    /// Do not restrict capabilities.
+    pub capabilities: bool,
+    /// Do not restrict access to paths.
+    pub paths: bool,
+    /// Do not apply seccomp.
+    pub seccomp: bool,
+}
+
+impl InsecureOptions {
+    /// Parses rkt's comma-separated list: none, http, image, tls, pubkey, capabilities, paths,
+    /// seccomp, all-fetch (image,tls,http), all-run (capabilities,paths,seccomp), all.
+    pub fn parse(s: &str) -> Result<Self, FetchError> {
+        let mut o = InsecureOptions::default();
+        for v in s.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            match v {
+                "none" => {}
+                "http" => o.http = true,
+                "image" => o.image = true,
+                "tls" => o.tls = true,
+                "pubkey" => o.pubkey = true,
+                "capabilities" => o.capabilities = true,
+                "paths" => o.paths = true,
+                "seccomp" => o.seccomp = true,
+                "all-fetch" => {
+                    o.image = true;
+                    o.tls = true;
+                    o.http = true;
+                }
+                "all-run" => {
+                    o.capabilities = true;
+                    o.paths = true;
+                    o.seccomp = true;
+                }
+                "all" => {
+                    o = InsecureOptions {
+                        http: true,
+                        image: true,
+                        tls: true,
+                        pubkey: true,
+                        capabilities: true,
+                        paths: true,
+                        seccomp: true,
+                    }
+                }
+                _ => return Err(FetchError::BadInsecureOption(v.to_string())),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// How to fetch.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOptions {
+    /// Disabled security features.
+    pub insecure: InsecureOptions,
+    /// Pull policy (rkt fetch defaults to update, rkt run to new).
+    pub pull_policy: PullPolicy,
+    /// Show a progress bar on stderr (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Print debug messages on stderr.
+    pub debug: bool,
+    /// `--no-store`: ignore what the store has for remote images (always download).
+    pub no_store: bool,
+}
+
+/// What a reference string denotes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRef {
+    /// `sha512-...` / `sha256-...` (full or prefix).
+    Id(String),
+    /// A local file.
+    File(PathBuf),
+    /// An `http://` or `https://` URL.
+    Url(String),
+    /// `name[:version][,label=value...]`.
+    Name(NameRef),
+}
+
+/// Classifies a reference the way rkt does: URLs by scheme, IDs by prefix, paths when they
+/// look like paths (absolute, `./`, `../`, `.aci` suffix) or exist, names otherwise.
+pub fn classify(reference: &str) -> Result<ImageRef, FetchError> {
+    if let Some(p) = reference.strip_prefix("file://") {
+        return Ok(ImageRef::File(PathBuf::from(p)));
+    }
+    if reference.starts_with("http://") || reference.starts_with("https://") {
+        return Ok(ImageRef::Url(reference.to_string()));
+    }
+    if reference.contains("://") {
+        return Err(FetchError::UnsupportedScheme(reference.to_string()));
+    }
+    if reference.starts_with("sha512-") || reference.starts_with("sha256-") {
+        return Ok(ImageRef::Id(reference.to_string()));
+    }
+    let looks_like_path = reference.starts_with('/')
+        || reference.starts_with("./")
+        || reference.starts_with("../")
+        || reference.ends_with(".aci")
+        || Path::new(reference).is_file();
+    if looks_like_path {
+        return Ok(ImageRef::File(PathBuf::from(reference)));
+    }
+    NameRef::parse(reference)
+        .map(ImageRef::Name)
+        .ok_or_else(|| FetchError::Store(StoreError::BadReference(reference.to_string())))
+}
+
+/// Resolve-or-fetch: a file path, `file://`, `http(s)://`, an ID, or a name (store lookup;
+/// then appc discovery when the pull policy allows).
+pub fn fetch_image(
+    store: &Store,
+    reference: &str,
+    opts: &FetchOptions,
+) -> Result<ImageRecord, FetchError> {
+    let rec = match classify(reference)? {
+        ImageRef::Id(id) => return Ok(store.resolve(&id)?),
+        ImageRef::File(path) => fetch_file(store, &path, opts)?,
+        ImageRef::Url(url) => match http::fetch_url(store, &url, opts, &mut |_| Ok(()))? {
+            http::Fetched::Cached(rec) => return Ok(rec),
+            http::Fetched::Downloaded(rec) => rec,
+        },
+        ImageRef::Name(nr) => {
+            if !opts.no_store {
+                if let Some(rec) = store.find_by_name(&nr)? {
+                    return Ok(rec);
+                }
+            }
+            if opts.pull_policy == PullPolicy::Never {
+                return Err(FetchError::NotInStore(reference.to_string()));
+            }
+            discovery::fetch_by_name(store, &nr, opts)?
+        }
+    };
+    warn_unverified(&rec, opts);
+    Ok(rec)
+}
+
+/// Signature checking is not implemented yet: say so unless `--insecure-options=image`.
+fn warn_unverified(rec: &ImageRecord, opts: &FetchOptions) {
+    if !opts.insecure.image {
+        eprintln!(
+            "rkt: warning: image {} ({}) was not verified: signature verification is not implemented yet",
+            rec.display_name(),
+            rec.sha256_id
+        );
+    }
+}
+
+/// Imports a local file (always read: the file may have changed).
+fn fetch_file(store: &Store, path: &Path, opts: &FetchOptions) -> Result<ImageRecord, FetchError> {
+    let f = File::open(path).map_err(|e| FetchError::File(path.to_path_buf(), e))?;
+    let total = f.metadata().ok().map(|m| m.len());
+    let mut bar = progress::Bar::new(opts.progress, &path.display().to_string(), total);
+    let rec = store.import_aci(f, &ImportSource::file(path), &mut |n| bar.update(n))?;
+    bar.finish();
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_options() {
+        let o = InsecureOptions::parse("all-fetch").expect("valid");
+        assert!(o.http && o.image && o.tls && !o.seccomp);
+        let o = InsecureOptions::parse("http,seccomp").expect("valid");
+        assert!(o.http && o.seccomp && !o.image);
+        assert_eq!(
+            InsecureOptions::parse("none").expect("valid"),
+            InsecureOptions::default()
+        );
+        assert!(InsecureOptions::parse("htp").is_err());
+    }
+
+    #[test]
+    fn classify_refs() {
+        assert!(matches!(classify("https://x/y.aci"), Ok(ImageRef::Url(_))));
+        assert!(matches!(classify("file:///x.aci"), Ok(ImageRef::File(_))));
+        assert!(matches!(classify("/no/such.aci"), Ok(ImageRef::File(_))));
+        assert!(matches!(classify("x.aci"), Ok(ImageRef::File(_))));
+        assert!(matches!(
+            classify("sha512-0123456789ab"),
+            Ok(ImageRef::Id(_))
+        ));
+        assert!(matches!(
+            classify("example.com/app:1.0"),
+            Ok(ImageRef::Name(_))
+        ));
+        assert!(matches!(
+            classify("docker://busybox"),
+            Err(FetchError::UnsupportedScheme(_))
+        ));
+        assert!(classify("Bad Name").is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! HTTP(S) fetching with revalidation: a remembered URL within its `Cache-Control: max-age`
+//! is not requested at all; after that it is revalidated with `If-None-Match` /
+//! `If-Modified-Since`, and a `304 Not Modified` downloads nothing.
+
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
+use reqwest::StatusCode;
+
+use super::{progress, FetchError, FetchOptions, PullPolicy};
+use crate::store::{now_nanos, ImageRecord, ImportSource, Store};
+
+/// TCP connect timeout, in seconds.
+const CONNECT_TIMEOUT_SECS: u64 = 30;
+
+/// Maximum number of redirects followed.
+const MAX_REDIRECTS: usize = 10;
+
+/// Outcome of [`fetch_url`].
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// Served from the store (fresh, 304, or pull policy).
+    Cached(ImageRecord),
+    /// Downloaded and imported.
+    Downloaded(ImageRecord),
+}
+
+/// An HTTP client honouring the insecure options (plain http, TLS verification, redirects
+/// to plain http).
+pub(crate) fn client(opts: &FetchOptions) -> Result<Client, FetchError> {
+    let allow_http = opts.insecure.http;
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else if attempt.url().scheme() == "http" && !allow_http {
+            attempt
+                .error("redirect to plain http refused (pass --insecure-options=http to allow it)")
+        } else {
+            attempt.follow()
+        }
+    });
+    Client::builder()
+        .user_agent(concat!("rkt/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS))
+        .timeout(None)
+        .redirect(policy)
+        .danger_accept_invalid_certs(opts.insecure.tls)
+        .build()
+        .map_err(|e| FetchError::Http("(client setup)".into(), e))
+}
+
+/// `Cache-Control` → max-age seconds (`no-cache`/`no-store` → 0; absent → None).
+pub(crate) fn max_age(resp: &Response) -> Option<u64> {
+    let cc = resp
+        .headers()
+        .get(CACHE_CONTROL)?
+        .to_str()
+        .ok()?
+        .to_ascii_lowercase();
+    let mut age = None;
+    for d in cc.split(',').map(str::trim) {
+        if d == "no-cache" || d == "no-store" {
+            return Some(0);
+        }
+        if let Some(v) = d.strip_prefix("max-age=") {
+            age = v.trim_matches('"').parse().ok();
+        }
+    }
+    age
+}
+
+fn header(resp: &Response, name: reqwest::header::HeaderName) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Whether a remembered download is still within its max-age.
+fn fresh(max_age: Option<u64>, download_time: i64) -> bool {
+    let Some(m) = max_age.filter(|m| *m > 0) else {
+        return false;
+    };
+    let age_ns = now_nanos().saturating_sub(download_time);
+    age_ns >= 0 && u128::try_from(age_ns).unwrap_or(u128::MAX) < u128::from(m) * 1_000_000_000
+}
+
+/// Fetches `url` into the store (see module docs). `check` may reject the manifest before the
+/// image becomes visible.
+pub(crate) fn fetch_url(
+    store: &Store,
+    url: &str,
+    opts: &FetchOptions,
+    check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+) -> Result<Fetched, FetchError> {
+    if url.starts_with("http://") && !opts.insecure.http {
+        return Err(FetchError::HttpNotAllowed(url.to_string()));
+    }
+    let cached = if opts.no_store {
+        None
+    } else {
+        match store.remote(url)? {
+            Some(r) => store.get(&r.image_id)?.map(|rec| (r, rec)),
+            None => None,
+        }
+    };
+    if let Some((remote, rec)) = &cached {
+        if opts.pull_policy != PullPolicy::Update || fresh(remote.max_age, remote.download_time) {
+            if opts.debug {
+                eprintln!("rkt: using {url} from the store ({})", rec.sha256_id);
+            }
+            return Ok(Fetched::Cached(rec.clone()));
+        }
+    } else if opts.pull_policy == PullPolicy::Never {
+        return Err(FetchError::NotInStore(url.to_string()));
+    }
+    let client = client(opts)?;
+    let mut req = client.get(url);
+    if let Some((remote, _)) = &cached {
+        if let Some(e) = &remote.etag {
+            req = req.header(IF_NONE_MATCH, e);
+        }
+        if let Some(lm) = &remote.last_modified {
+            req = req.header(IF_MODIFIED_SINCE, lm);
+        }
+    }
+    if opts.debug {
+        eprintln!("rkt: fetching {url}");
+    }
+    let resp = req
+        .send()
+        .map_err(|e| FetchError::Http(url.to_string(), e))?;
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        if let Some((_, rec)) = cached {
+            store.revalidated(url, max_age(&resp))?;
+            if opts.debug {
+                eprintln!("rkt: {url} not modified ({})", rec.sha256_id);
+            }
+            return Ok(Fetched::Cached(rec));
+        }
+    }
+    if !resp.status().is_success() {
+        return Err(FetchError::HttpStatus {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+        });
+    }
+    let src = ImportSource {
+        url: Some(url.to_string()),
+        etag: header(&resp, ETAG),
+        last_modified: header(&resp, LAST_MODIFIED),
+        max_age: max_age(&resp),
+    };
+    let total = header(&resp, CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    let mut bar = progress::Bar::new(opts.progress, url, total);
+    let rec = store.import_aci_checked(resp, &src, &mut |n| bar.update(n), check)?;
+    bar.finish();
+    Ok(Fetched::Downloaded(rec))
+}

@@ -1,0 +1,309 @@
+//! The SQLite image index at `cas/db/index.sqlite` (WAL, busy_timeout, versioned schema).
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{ImageRecord, StoreError};
+
+/// Schema version stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a writer waits for another process's transaction, in milliseconds.
+const BUSY_TIMEOUT_MS: u64 = 60_000;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,      -- sha512-<128 hex>
+    sha256_id   TEXT NOT NULL UNIQUE,      -- sha256-<64 hex>, the blob key
+    name        TEXT NOT NULL,
+    labels      TEXT NOT NULL,             -- JSON [[name, value], ...]
+    size        INTEGER NOT NULL,          -- uncompressed bytes
+    import_time INTEGER NOT NULL,          -- unix ns
+    last_used   INTEGER NOT NULL,          -- unix ns
+    source      TEXT,
+    manifest    BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_name ON images(name);
+CREATE TABLE IF NOT EXISTS remotes (
+    url           TEXT PRIMARY KEY,
+    image_id      TEXT NOT NULL,           -- sha512 id
+    etag          TEXT,
+    last_modified TEXT,
+    max_age       INTEGER,                 -- seconds
+    download_time INTEGER NOT NULL         -- unix ns of the last download or revalidation
+);
+CREATE TABLE IF NOT EXISTS trees (
+    tree_id  TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL,                -- top image, sha512 id
+    rendered INTEGER NOT NULL              -- unix ns
+);
+";
+
+/// HTTP caching data for one URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// The URL fetched.
+    pub url: String,
+    /// sha512 ID of the image it served.
+    pub image_id: String,
+    /// `ETag` response header.
+    pub etag: Option<String>,
+    /// `Last-Modified` response header.
+    pub last_modified: Option<String>,
+    /// `Cache-Control: max-age`, seconds.
+    pub max_age: Option<u64>,
+    /// Unix ns of the last download or successful revalidation.
+    pub download_time: i64,
+}
+
+/// An open index.
+pub(crate) struct Db {
+    conn: Connection,
+}
+
+const IMAGE_COLS: &str = "id, sha256_id, name, labels, size, import_time, last_used, source";
+
+fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
+    let labels: String = r.get(3)?;
+    let size: i64 = r.get(4)?;
+    Ok(ImageRecord {
+        id: r.get(0)?,
+        sha256_id: r.get(1)?,
+        name: r.get(2)?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        size: u64::try_from(size).unwrap_or(0),
+        import_time: r.get(5)?,
+        last_used: r.get(6)?,
+        source: r.get(7)?,
+    })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Db {
+    /// Opens or creates the index and migrates it to [`SCHEMA_VERSION`].
+    pub(crate) fn open(path: &Path) -> Result<Db, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if v > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if v < SCHEMA_VERSION {
+            // Migrations run in one immediate transaction: concurrent openers serialize here.
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))?;
+        }
+        Ok(Db { conn })
+    }
+
+    pub(crate) fn get_by_id(&self, id: &str) -> Result<Option<ImageRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {IMAGE_COLS} FROM images WHERE id = ?1"),
+                [id],
+                row_to_record,
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn get_by_sha256(&self, id: &str) -> Result<Option<ImageRecord>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {IMAGE_COLS} FROM images WHERE sha256_id = ?1"),
+                [id],
+                row_to_record,
+            )
+            .optional()?)
+    }
+
+    /// Images whose `col` (`id` or `sha256_id`) starts with `prefix` (hex lower-case).
+    pub(crate) fn find_by_prefix(
+        &self,
+        col: &str,
+        prefix: &str,
+    ) -> Result<Vec<ImageRecord>, StoreError> {
+        let col = if col == "id" { "id" } else { "sha256_id" };
+        // IDs contain only [a-z0-9-], so no LIKE escaping is needed; substr keeps it exact.
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {IMAGE_COLS} FROM images WHERE substr({col}, 1, length(?1)) = ?1 ORDER BY seq"
+        ))?;
+        let rows = st.query_map([prefix], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Images named `name`, most recently imported first.
+    pub(crate) fn find_by_name(&self, name: &str) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {IMAGE_COLS} FROM images WHERE name = ?1 ORDER BY import_time DESC, seq DESC"
+        ))?;
+        let rows = st.query_map([name], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {IMAGE_COLS} FROM images ORDER BY import_time, seq"
+        ))?;
+        let rows = st.query_map([], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(crate) fn manifest_json(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT manifest FROM images WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Inserts the image, or (re-import) updates its last use and source.
+    pub(crate) fn upsert_image(
+        &mut self,
+        rec: &ImageRecord,
+        manifest: &[u8],
+        new: bool,
+    ) -> Result<(), StoreError> {
+        let labels = serde_json::to_string(&rec.labels).unwrap_or_else(|_| "[]".into());
+        if new {
+            self.conn.execute(
+                "INSERT INTO images (id, sha256_id, name, labels, size, import_time, last_used, source, manifest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET last_used = excluded.last_used,
+                    source = COALESCE(excluded.source, images.source)",
+                params![
+                    rec.id,
+                    rec.sha256_id,
+                    rec.name,
+                    labels,
+                    to_i64(rec.size),
+                    rec.import_time,
+                    rec.last_used,
+                    rec.source,
+                    manifest
+                ],
+            )?;
+        } else {
+            self.conn.execute(
+                "UPDATE images SET last_used = ?2, source = COALESCE(?3, source) WHERE id = ?1",
+                params![rec.id, rec.last_used, rec.source],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the image row and its remotes; returns whether a row existed.
+    pub(crate) fn remove_image(&mut self, id: &str) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM remotes WHERE image_id = ?1", [id])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE images SET last_used = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn get_remote(&self, url: &str) -> Result<Option<Remote>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT url, image_id, etag, last_modified, max_age, download_time FROM remotes WHERE url = ?1",
+                [url],
+                |r| {
+                    let max_age: Option<i64> = r.get(4)?;
+                    Ok(Remote {
+                        url: r.get(0)?,
+                        image_id: r.get(1)?,
+                        etag: r.get(2)?,
+                        last_modified: r.get(3)?,
+                        max_age: max_age.and_then(|m| u64::try_from(m).ok()),
+                        download_time: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub(crate) fn set_remote(&self, r: &Remote) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO remotes (url, image_id, etag, last_modified, max_age, download_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(url) DO UPDATE SET image_id = excluded.image_id, etag = excluded.etag,
+                last_modified = excluded.last_modified, max_age = excluded.max_age,
+                download_time = excluded.download_time",
+            params![
+                r.url,
+                r.image_id,
+                r.etag,
+                r.last_modified,
+                r.max_age.map(to_i64),
+                r.download_time
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn revalidated(
+        &self,
+        url: &str,
+        max_age: Option<u64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE remotes SET max_age = ?2, download_time = ?3 WHERE url = ?1",
+            params![url, max_age.map(to_i64), now],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn set_tree(
+        &self,
+        tree_id: &str,
+        image_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO trees (tree_id, image_id, rendered) VALUES (?1, ?2, ?3)
+             ON CONFLICT(tree_id) DO UPDATE SET image_id = excluded.image_id, rendered = excluded.rendered",
+            params![tree_id, image_id, now],
+        )?;
+        Ok(())
+    }
+
+    pub(crate) fn remove_tree(&self, tree_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM trees WHERE tree_id = ?1", [tree_id])?;
+        Ok(())
+    }
+
+    pub(crate) fn tree_image(&self, tree_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT image_id FROM trees WHERE tree_id = ?1",
+                [tree_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}

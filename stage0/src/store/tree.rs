@@ -1,0 +1,202 @@
+//! The tree store: `cas/tree/<treeid>/{rootfs,manifest,rendered}`, each image rendered once.
+//!
+//! The tree ID is `deps-sha512-<64 hex>`: the first 64 hex digits of the sha512 of the
+//! comma-joined image IDs of the flattened dependency list (as rkt does). The `rendered` flag
+//! is written last, after the tree is synced; a tree without it is partial and is re-rendered
+//! from scratch under the tree's exclusive lock.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha512};
+
+use super::{lock, now_nanos, ImageRecord, NameRef, Store, StoreError};
+use crate::util::{write_atomic, LockMode};
+
+/// Maximum nesting of dependencies (guards against cycles), count of levels.
+pub(crate) const MAX_DEPENDENCY_DEPTH: usize = 32;
+
+/// Name of the completion flag file.
+const RENDERED: &str = "rendered";
+
+/// A rendered image tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tree {
+    /// `deps-sha512-<64 hex>`.
+    pub id: String,
+    /// The rendered root filesystem (use as a read-only overlayfs lower dir).
+    pub rootfs: PathBuf,
+    /// The top image's manifest file.
+    pub manifest: PathBuf,
+}
+
+/// Tree ID for a flattened dependency list (sha512 image IDs, render order).
+pub fn tree_id_for(ids: &[String]) -> String {
+    let h = Sha512::digest(ids.join(",").as_bytes());
+    let hex = hex::encode(h);
+    format!("deps-sha512-{}", hex.get(..64).unwrap_or(&hex))
+}
+
+/// Dependencies depth-first in listed order, then the image itself (A->[B,C], C->[D] gives
+/// B, D, C, A).
+pub(crate) fn flatten(store: &Store, top: &ImageRecord) -> Result<Vec<ImageRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    visit(store, top, 0, &mut out, &mut seen)?;
+    Ok(out)
+}
+
+fn visit(
+    store: &Store,
+    rec: &ImageRecord,
+    depth: usize,
+    out: &mut Vec<ImageRecord>,
+    seen: &mut HashSet<String>,
+) -> Result<(), StoreError> {
+    if depth > MAX_DEPENDENCY_DEPTH {
+        return Err(StoreError::DependencyCycle(rec.id.clone()));
+    }
+    let m = store.manifest(rec)?;
+    for dep in &m.dependencies {
+        let found = match &dep.image_id {
+            Some(id) => match store.resolve(id) {
+                Ok(r) => Some(r),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e),
+            },
+            None => {
+                let nr = NameRef {
+                    name: dep.image_name.as_str().to_string(),
+                    labels: dep
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.as_str().to_string(), l.value.clone()))
+                        .collect(),
+                };
+                store.find_by_name(&nr)?
+            }
+        };
+        let Some(d) = found else {
+            let mut what = dep.image_name.as_str().to_string();
+            if let Some(id) = &dep.image_id {
+                what.push_str(&format!(" ({id})"));
+            }
+            return Err(StoreError::MissingDependency {
+                image: rec.id.clone(),
+                dependency: what,
+            });
+        };
+        visit(store, &d, depth + 1, out, seen)?;
+    }
+    // An image appearing twice is rendered at its first position only (rkt does the same).
+    if seen.insert(rec.id.clone()) {
+        out.push(rec.clone());
+    }
+    Ok(())
+}
+
+fn tree_dir(store: &Store, id: &str) -> PathBuf {
+    store.cas_dir().join("tree").join(id)
+}
+
+/// Renders `top` (see [`Store::render_tree`]).
+pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreError> {
+    let layers = flatten(store, top)?;
+    let ids: Vec<String> = layers.iter().map(|r| r.id.clone()).collect();
+    let id = tree_id_for(&ids);
+    let dir = tree_dir(store, &id);
+    let tree = Tree {
+        id: id.clone(),
+        rootfs: dir.join("rootfs"),
+        manifest: dir.join("manifest"),
+    };
+    let _store_lock = store.lock_store(LockMode::Shared)?;
+    let _tree_lock = lock::acquire(
+        store.cas_dir(),
+        &lock::tree_lock_name(&id),
+        LockMode::Exclusive,
+        true,
+    )?;
+    if dir.join(RENDERED).exists() {
+        store.touch_last_used(top)?;
+        return Ok(tree);
+    }
+    // Partial leftovers of a killed renderer: we hold the lock, so nobody else uses them.
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(StoreError::io("remove partial tree", &dir))?;
+    }
+    fs::create_dir_all(&tree.rootfs).map_err(StoreError::io("create directory", &tree.rootfs))?;
+    let whitelist = store.manifest(top)?.path_whitelist;
+    for layer in &layers {
+        let _img = lock::acquire(
+            store.cas_dir(),
+            &lock::image_lock_name(&layer.sha256_id),
+            LockMode::Shared,
+            true,
+        )?;
+        let blob = store.open_blob(layer)?;
+        let r = io::BufReader::with_capacity(1 << 20, blob);
+        super::aci::extract_rootfs(r, &tree.rootfs, &whitelist)
+            .map_err(|e| StoreError::Render(layer.id.clone(), e))?;
+    }
+    let manifest = store.manifest_json(top)?;
+    write_atomic(&tree.manifest, &manifest, 0o644)
+        .map_err(StoreError::io("write", &tree.manifest))?;
+    sync_fs(&dir)?;
+    write_atomic(&dir.join(RENDERED), b"", 0o644)
+        .map_err(StoreError::io("write", dir.join(RENDERED)))?;
+    store.db().set_tree(&id, &top.id, now_nanos())?;
+    store.touch_last_used(top)?;
+    Ok(tree)
+}
+
+/// syncfs(2) on the filesystem holding `dir`: every file of the tree reaches the disk.
+fn sync_fs(dir: &Path) -> Result<(), StoreError> {
+    let f = fs::File::open(dir).map_err(StoreError::io("open", dir))?;
+    // SAFETY: syncfs on a valid open fd owned by `f`; the return value is checked.
+    let r = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if r != 0 {
+        return Err(StoreError::io("syncfs", dir)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// IDs of all trees (complete or partial).
+pub(crate) fn list_ids(store: &Store) -> Result<Vec<String>, StoreError> {
+    let root = store.cas_dir().join("tree");
+    let rd = fs::read_dir(&root).map_err(StoreError::io("read directory", &root))?;
+    Ok(rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("deps-"))
+        .collect())
+}
+
+/// Removes a tree unless its lock is held.
+pub(crate) fn remove(store: &Store, id: &str) -> Result<bool, StoreError> {
+    if id.contains('/') || id.starts_with('.') {
+        return Err(StoreError::BadReference(id.to_string()));
+    }
+    let Some(_l) = lock::acquire(
+        store.cas_dir(),
+        &lock::tree_lock_name(id),
+        LockMode::Exclusive,
+        false,
+    )?
+    else {
+        return Ok(false);
+    };
+    let dir = tree_dir(store, id);
+    // Drop the completion flag first so a crash mid-removal leaves a tree marked partial.
+    let _ = fs::remove_file(dir.join(RENDERED));
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io("remove tree", &dir)(e)),
+    }
+    store.db().remove_tree(id)?;
+    Ok(true)
+}
