@@ -1,0 +1,211 @@
+//! Device worker threads: one named thread per active device, an epoll loop over the queue
+//! EventFds, a stop EventFd and any host fds the device registers itself.
+//!
+//! A handler error (a corrupt queue, a broken event loop) or a panic ends the worker and marks the
+//! device `DEVICE_NEEDS_RESET` with a configuration interrupt; the VMM and the other devices keep
+//! running. A driver reset stops the worker through the stop EventFd and joins it.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::thread::{self, JoinHandle};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::queue::QueueError;
+use super::{ActivateError, Interrupt};
+
+/// Epoll token of the stop EventFd.
+const STOP_TOKEN: u64 = u64::MAX;
+/// First epoll token a device may use for its own fds (queue `i` uses token `i`).
+pub(crate) const FIRST_DEVICE_TOKEN: u64 = 1 << 32;
+/// Epoll events fetched per wait (count).
+const EVENTS_PER_WAIT: usize = 16;
+
+/// A device-fatal error in a worker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeviceError {
+    /// The driver corrupted a queue.
+    #[error("corrupt queue {queue}")]
+    Queue {
+        /// Queue index.
+        queue: usize,
+        /// What was wrong.
+        #[source]
+        source: QueueError,
+    },
+    /// The event loop itself failed.
+    #[error("event loop failed")]
+    Epoll(#[source] io::Error),
+}
+
+/// Whether a drain left work behind (it stopped at its per-drain budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// Nothing left to do until the next event.
+    Done,
+    /// More chains are available; run again after other events were served.
+    More,
+}
+
+/// The device side of a worker thread.
+pub(crate) trait Worker: Send + 'static {
+    /// Registers the device's own fds with tokens from [`FIRST_DEVICE_TOKEN`] on.
+    fn init(&mut self, _epoll: &Epoll) -> Result<(), DeviceError> {
+        Ok(())
+    }
+    /// Queue `queue` was notified (or has work left from a previous drain).
+    fn queue_event(&mut self, epoll: &Epoll, queue: usize) -> Result<Drain, DeviceError>;
+    /// A device fd registered in `init` (or later) is ready. Returns a queue that has work left
+    /// (it is then served like a [`Drain::More`]).
+    fn fd_event(
+        &mut self,
+        _epoll: &Epoll,
+        _token: u64,
+        _events: EventSet,
+    ) -> Result<Option<usize>, DeviceError> {
+        Ok(None)
+    }
+}
+
+/// A running worker thread; dropping it stops and joins the thread.
+pub(crate) struct WorkerHandle {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker and waits for it to end.
+    pub(crate) fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            if let Err(e) = self.stop.write(1) {
+                log::error!("virtio: cannot signal the worker to stop: {e}");
+                return;
+            }
+            if thread.join().is_err() {
+                log::error!("virtio: worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts `worker` on a thread named `name`, watching `queue_evts` (queue `i` = token `i`).
+pub(crate) fn spawn<W: Worker>(
+    name: &str,
+    queue_evts: Vec<EventFd>,
+    interrupt: Interrupt,
+    mut worker: W,
+) -> Result<WorkerHandle, ActivateError> {
+    let stop = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::Worker)?;
+    let stop_worker = stop.try_clone().map_err(ActivateError::Worker)?;
+    let epoll = Epoll::new().map_err(ActivateError::Worker)?;
+    add_fd(&epoll, stop_worker.as_raw_fd(), EventSet::IN, STOP_TOKEN)
+        .map_err(ActivateError::Worker)?;
+    for (i, evt) in queue_evts.iter().enumerate() {
+        add_fd(&epoll, evt.as_raw_fd(), EventSet::IN, i as u64).map_err(ActivateError::Worker)?;
+    }
+    let thread_name = name.to_string();
+    let thread = thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                run(&epoll, &stop_worker, &queue_evts, &mut worker)
+            }));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("{thread_name}: {}", error_chain(&e));
+                    interrupt.set_needs_reset();
+                }
+                Err(_) => {
+                    log::error!("{thread_name}: worker panicked");
+                    interrupt.set_needs_reset();
+                }
+            }
+        })
+        .map_err(ActivateError::Worker)?;
+    Ok(WorkerHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Adds `fd` to `epoll` for `events` with `token`.
+pub(crate) fn add_fd(epoll: &Epoll, fd: i32, events: EventSet, token: u64) -> io::Result<()> {
+    epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
+}
+
+/// Changes the events watched on `fd`.
+pub(crate) fn modify_fd(epoll: &Epoll, fd: i32, events: EventSet, token: u64) -> io::Result<()> {
+    epoll.ctl(ControlOperation::Modify, fd, EpollEvent::new(events, token))
+}
+
+/// Formats an error and its sources on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn run<W: Worker>(
+    epoll: &Epoll,
+    stop: &EventFd,
+    queue_evts: &[EventFd],
+    worker: &mut W,
+) -> Result<(), DeviceError> {
+    worker.init(epoll)?;
+    let mut more = vec![false; queue_evts.len()];
+    let mut events = [EpollEvent::default(); EVENTS_PER_WAIT];
+    loop {
+        let timeout = if more.iter().any(|m| *m) { 0 } else { -1 };
+        let n = match epoll.wait(timeout, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(DeviceError::Epoll(e)),
+        };
+        for ev in events.iter().take(n) {
+            let token = ev.data();
+            if token == STOP_TOKEN {
+                // Drain the counter; the thread ends either way.
+                let _ = stop.read();
+                return Ok(());
+            }
+            if let Some(evt) = usize::try_from(token).ok().and_then(|i| queue_evts.get(i)) {
+                // The counter only says "notified"; reading it re-arms the eventfd.
+                let _ = evt.read();
+                let queue = token as usize;
+                let drained = worker.queue_event(epoll, queue)?;
+                if let Some(m) = more.get_mut(queue) {
+                    *m = drained == Drain::More;
+                }
+            } else {
+                if let Some(m) = worker
+                    .fd_event(epoll, token, ev.event_set())?
+                    .and_then(|q| more.get_mut(q))
+                {
+                    *m = true;
+                }
+            }
+        }
+        for queue in 0..more.len() {
+            if more.get(queue).copied().unwrap_or(false) {
+                let drained = worker.queue_event(epoll, queue)?;
+                if let Some(m) = more.get_mut(queue) {
+                    *m = drained == Drain::More;
+                }
+            }
+        }
+    }
+}
