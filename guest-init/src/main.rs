@@ -1,1 +1,262 @@
-fn main() {}
+//! guest-init: PID 1 of a pod, for both stage1 flavors (`--flavor=ns|kvm [--debug]`).
+//!
+//! It reads the launch plan `/rkt/plan.json`, builds each app's execution environment under
+//! `/opt/stage2/<app>/rootfs`, runs the apps (see [`supervisor`]), writes their statuses to
+//! `/rkt/status/<app>` and ends: `exit(pod exit code)` in the ns flavor, `sync` +
+//! `reboot(RB_AUTOBOOT)` in the kvm flavor. A failure of guest-init itself is printed on the
+//! console and written to [`FAILURE_FILE`] before it ends, so its reason is never lost.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod caps;
+mod cgroup;
+mod launch;
+mod log;
+mod machine;
+mod mounts;
+mod paths;
+mod status;
+mod supervisor;
+mod sys;
+mod user;
+
+use std::os::fd::{IntoRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use pod_abi::plan::{Flavor, Plan};
+
+/// Where guest-init writes the reason it failed as a whole (one line), in its own root; on the
+/// host that is `stage1/rootfs/rkt/failure`, which the stage1 host side copies to the pod's
+/// `failure` file.
+pub const FAILURE_FILE: &str = "/rkt/failure";
+/// The launch plan, in guest-init's root.
+const PLAN_FILE: &str = "/rkt/plan.json";
+/// Control channel from the VMM in the kvm flavor (second serial port).
+const CONTROL_TTY: &str = "/dev/ttyS1";
+/// Virtio consoles carrying the apps' stdout and stderr in the kvm flavor.
+const HVC_STDOUT: &str = "/dev/hvc0";
+/// See [`HVC_STDOUT`].
+const HVC_STDERR: &str = "/dev/hvc1";
+
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    flavor: Flavor,
+    debug: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut flavor = None;
+    let mut debug = false;
+    for a in args {
+        match a.as_str() {
+            "--debug" => debug = true,
+            "--flavor=ns" => flavor = Some(Flavor::Ns),
+            "--flavor=kvm" => flavor = Some(Flavor::Kvm),
+            // Kernel command line leftovers may reach init in the VM; ignore them.
+            other if !other.starts_with("--") => {}
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        flavor: flavor.ok_or("missing --flavor=ns|kvm")?,
+        debug,
+    })
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            info!("{e}; usage: init --flavor=ns|kvm [--debug]");
+            // Without a flavor we do not know how to end; PID 1 of a VM panics on exit,
+            // which reboots it (panic=1).
+            std::process::exit(pod_abi::exit::USAGE);
+        }
+    };
+    log::set_debug(args.debug);
+    let code = match run(&args) {
+        Ok(code) => code,
+        Err(reason) => {
+            info!("fatal: {reason}");
+            let _ = std::fs::create_dir_all("/rkt");
+            let _ = status::write_atomic(Path::new("/rkt"), "failure", &format!("{reason}\n"));
+            pod_abi::exit::STAGE1_FAILED
+        }
+    };
+    finish(args.flavor, code)
+}
+
+fn run(args: &Args) -> Result<i32, String> {
+    // Block the signals first so that a stop arriving during setup is not lost.
+    let signals = supervisor::signal_fd().map_err(|e| format!("signalfd: {}", e.desc()))?;
+    let env = match args.flavor {
+        Flavor::Kvm => kvm_setup(),
+        Flavor::Ns => ns_setup(),
+    }?;
+    let plan = Plan::read(Path::new(PLAN_FILE)).map_err(|e| supervisor::chain(&e))?;
+    if plan.debug {
+        log::set_debug(true);
+    }
+    if args.flavor == Flavor::Kvm && !plan.hostname.is_empty() {
+        if let Err(e) = nix::unistd::sethostname(&plan.hostname) {
+            info!("sethostname {}: {}", plan.hostname, e.desc());
+        }
+    }
+    debug!("pod {} with {} app(s)", plan.uuid, plan.apps.len());
+    let codes = supervisor::run(&plan, env, signals);
+    Ok(pod_abi::status::pod_exit_code(&codes))
+}
+
+fn mount_fs(
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(target);
+    match mount(Some(src), target, Some(fstype), flags, data) {
+        Ok(()) | Err(nix::errno::Errno::EBUSY) => Ok(()),
+        Err(e) => Err(format!("mount {fstype} on {target}: {}", e.desc())),
+    }
+}
+
+/// The console tty PID 1 holds, as a path to bind (via /proc/self/fd), if any.
+fn console_from_stdio() -> Option<PathBuf> {
+    (0..=2)
+        .find(|fd| nix::unistd::isatty(*fd).unwrap_or(false))
+        .map(|fd| PathBuf::from(format!("/proc/self/fd/{fd}")))
+}
+
+/// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
+/// procfs of the pod's PID namespace for guest-init's own use.
+fn ns_setup() -> Result<supervisor::Env, String> {
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", nse, None)?;
+    Ok(supervisor::Env {
+        console: console_from_stdio(),
+        host_dev: PathBuf::from("/dev"),
+        stdout: None,
+        stderr: None,
+        control: None,
+    })
+}
+
+fn open_rw(path: &str) -> Option<RawFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ok()
+        .map(IntoRawFd::into_raw_fd)
+}
+
+/// kvm flavor: the root is the virtio-fs share; mount what PID 1 of a VM needs, find the
+/// consoles and the control channel, and mount the guest's cgroup hierarchies.
+fn kvm_setup() -> Result<supervisor::Env, String> {
+    let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_fs("proc", "/proc", "proc", nse, None)?;
+    let soft = |r: Result<(), String>| {
+        if let Err(e) = r {
+            info!("{e}");
+        }
+    };
+    soft(mount_fs("sysfs", "/sys", "sysfs", nse, None));
+    soft(mount_fs(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=755"),
+    ));
+    soft(mount_fs(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("ptmxmode=0666,mode=0620"),
+    ));
+    soft(mount_fs(
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    ));
+    soft(mount_fs(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    ));
+    if let Err(e) = cgroup::mount_in_guest() {
+        info!("cgroups unavailable in the guest: {}", user::errno_text(&e));
+    }
+    let console = Path::new("/dev/console")
+        .exists()
+        .then(|| PathBuf::from("/dev/console"));
+    let stdout = open_rw(HVC_STDOUT);
+    let stderr = open_rw(HVC_STDERR).or(stdout);
+    let control = open_control();
+    Ok(supervisor::Env {
+        console,
+        host_dev: PathBuf::from("/dev"),
+        stdout,
+        stderr,
+        control,
+    })
+}
+
+/// Opens the control serial port raw and non-blocking.
+fn open_control() -> Option<std::fs::File> {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(CONTROL_TTY)
+        .ok()?;
+    if let Ok(mut t) = tcgetattr(&f) {
+        cfmakeraw(&mut t);
+        let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
+    }
+    Some(f)
+}
+
+fn finish(flavor: Flavor, code: i32) -> ! {
+    nix::unistd::sync();
+    if flavor == Flavor::Kvm {
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        info!("reboot failed");
+    }
+    std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args() {
+        let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            a(&["--flavor=kvm", "--debug"]),
+            Ok(Args {
+                flavor: Flavor::Kvm,
+                debug: true
+            })
+        );
+        assert_eq!(
+            a(&["--flavor=ns"]),
+            Ok(Args {
+                flavor: Flavor::Ns,
+                debug: false
+            })
+        );
+        assert!(a(&[]).is_err());
+        assert!(a(&["--flavor=ns", "--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,463 @@
+//! The filesystem of one app's execution environment as a list of operations (data), computed
+//! from the plan and a few queries, then applied through [`Sys`]. Order matters and is fixed:
+//! read-only root bind, volumes, `/proc`, `/sys`, `/dev` and its nodes, then the read-only
+//! remount of the root.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use pod_abi::plan::AppPlan;
+
+use crate::sys::Sys;
+
+/// Character devices every app gets: (name, major, minor), mode 0666 (appc ACE).
+pub const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Permission bits of the device nodes.
+const DEVICE_MODE: u32 = 0o666;
+/// Mode of directories guest-init creates (appc: missing targets are created 0755).
+const DIR_MODE: u32 = 0o755;
+
+/// One step of building an app's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// `mkdir -p` (0755).
+    Mkdir(PathBuf),
+    /// A filesystem or bind mount.
+    Mount {
+        /// Source (device name or bind source).
+        source: Option<String>,
+        /// Target.
+        target: PathBuf,
+        /// Filesystem type (`None` for binds and remounts).
+        fstype: Option<String>,
+        /// Flags.
+        flags: MsFlags,
+        /// Filesystem options.
+        data: Option<String>,
+    },
+    /// A character device; when mknod is not permitted, bind-mount `fallback` instead.
+    Device {
+        /// Node path.
+        path: PathBuf,
+        /// Major number.
+        major: u64,
+        /// Minor number.
+        minor: u64,
+        /// Existing node to bind if mknod fails with EPERM.
+        fallback: PathBuf,
+    },
+    /// Bind `source` onto a file created at `target` (e.g. the console).
+    BindFile {
+        /// Existing file or device.
+        source: PathBuf,
+        /// Target created as an empty file first.
+        target: PathBuf,
+    },
+    /// A symlink (skipped if something already exists there).
+    Symlink {
+        /// Link contents.
+        target: String,
+        /// Link path.
+        link: PathBuf,
+    },
+}
+
+/// Environment facts the operations depend on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountCtx {
+    /// What `/dev/console` of the app is bound to (the pod's console tty), if any; without one,
+    /// `/dev/console` becomes a null device so that it exists.
+    pub console: Option<PathBuf>,
+    /// Directory with device nodes to bind when mknod is refused (guest-init's own `/dev`).
+    pub host_dev: PathBuf,
+}
+
+/// A failed step, with the path for the report.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A target could not be resolved inside the app root.
+    #[error("resolve {path} in app root")]
+    Resolve {
+        /// Path inside the app.
+        path: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// An operation failed.
+    #[error("{op}")]
+    Apply {
+        /// The operation, rendered.
+        op: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn mnt(source: &str, target: PathBuf, fstype: &str, flags: MsFlags, data: &str) -> MountOp {
+    MountOp::Mount {
+        source: Some(source.to_string()),
+        target,
+        fstype: Some(fstype.to_string()),
+        flags,
+        data: if data.is_empty() {
+            None
+        } else {
+            Some(data.to_string())
+        },
+    }
+}
+
+fn bind(path: &Path, recursive: bool) -> MountOp {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    MountOp::Mount {
+        source: Some(path.display().to_string()),
+        target: path.to_path_buf(),
+        fstype: None,
+        flags,
+        data: None,
+    }
+}
+
+fn remount_ro(path: &Path) -> MountOp {
+    MountOp::Mount {
+        source: None,
+        target: path.to_path_buf(),
+        fstype: None,
+        flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        data: None,
+    }
+}
+
+/// Computes the operations that build `app`'s environment in `rootfs` (a path in guest-init's
+/// view, e.g. `/opt/stage2/<app>/rootfs`).
+pub fn plan_app_mounts(
+    sys: &dyn Sys,
+    app: &AppPlan,
+    rootfs: &Path,
+    ctx: &MountCtx,
+) -> Result<Vec<MountOp>, MountError> {
+    let resolve = |p: &str| {
+        sys.resolve(rootfs, p).map_err(|e| MountError::Resolve {
+            path: p.to_string(),
+            source: e,
+        })
+    };
+    let mut ops = Vec::new();
+    if app.read_only_rootfs {
+        ops.push(bind(rootfs, true));
+    }
+    for m in &app.mounts {
+        let t = resolve(&m.target)?;
+        ops.push(MountOp::Mkdir(t.clone()));
+        if !sys.is_mount_point(&t) {
+            ops.push(bind(&t, true));
+        }
+        if m.read_only {
+            ops.push(remount_ro(&t));
+        }
+    }
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_ = resolve("/proc")?;
+    ops.push(MountOp::Mkdir(proc_.clone()));
+    ops.push(mnt("proc", proc_, "proc", nosuid_nodev_noexec, ""));
+    let sys_ = resolve("/sys")?;
+    ops.push(MountOp::Mkdir(sys_.clone()));
+    ops.push(mnt(
+        "sysfs",
+        sys_,
+        "sysfs",
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        "",
+    ));
+    let dev = resolve("/dev")?;
+    ops.push(MountOp::Mkdir(dev.clone()));
+    ops.push(mnt(
+        "tmpfs",
+        dev.clone(),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        "mode=755,size=65536k",
+    ));
+    for (name, major, minor) in DEVICES {
+        ops.push(MountOp::Device {
+            path: dev.join(name),
+            major,
+            minor,
+            fallback: ctx.host_dev.join(name),
+        });
+    }
+    match &ctx.console {
+        Some(c) => ops.push(MountOp::BindFile {
+            source: c.clone(),
+            target: dev.join("console"),
+        }),
+        None => ops.push(MountOp::Device {
+            path: dev.join("console"),
+            major: 1,
+            minor: 3,
+            fallback: ctx.host_dev.join("null"),
+        }),
+    }
+    ops.push(MountOp::Mkdir(dev.join("pts")));
+    ops.push(mnt(
+        "devpts",
+        dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    ));
+    ops.push(MountOp::Symlink {
+        target: "pts/ptmx".into(),
+        link: dev.join("ptmx"),
+    });
+    ops.push(MountOp::Mkdir(dev.join("shm")));
+    ops.push(mnt(
+        "shm",
+        dev.join("shm"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        "mode=1777,size=65536k",
+    ));
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(MountOp::Symlink {
+            target: target.into(),
+            link: dev.join(link),
+        });
+    }
+    if app.read_only_rootfs {
+        ops.push(remount_ro(rootfs));
+    }
+    Ok(ops)
+}
+
+/// Applies the operations in order; stops at the first failure.
+pub fn apply(sys: &dyn Sys, ops: &[MountOp]) -> Result<(), MountError> {
+    for op in ops {
+        apply_one(sys, op).map_err(|e| MountError::Apply {
+            op: describe(op),
+            source: e,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply_one(sys: &dyn Sys, op: &MountOp) -> io::Result<()> {
+    match op {
+        MountOp::Mkdir(p) => sys.mkdir_all(p, DIR_MODE),
+        MountOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => sys.mount(
+            source.as_deref(),
+            target,
+            fstype.as_deref(),
+            *flags,
+            data.as_deref(),
+        ),
+        MountOp::Device {
+            path,
+            major,
+            minor,
+            fallback,
+        } => match sys.mknod_char(path, *major, *minor, DEVICE_MODE) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && sys.exists(fallback) => {
+                sys.touch(path)?;
+                let src = fallback.display().to_string();
+                sys.mount(Some(&src), path, None, MsFlags::MS_BIND, None)
+            }
+            r => r,
+        },
+        MountOp::BindFile { source, target } => {
+            sys.touch(target)?;
+            let src = source.display().to_string();
+            sys.mount(Some(&src), target, None, MsFlags::MS_BIND, None)
+        }
+        MountOp::Symlink { target, link } => {
+            if sys.exists(link) {
+                return Ok(());
+            }
+            sys.symlink(target, link)
+        }
+    }
+}
+
+/// One line describing an operation (for error reports).
+pub fn describe(op: &MountOp) -> String {
+    match op {
+        MountOp::Mkdir(p) => format!("mkdir {}", p.display()),
+        MountOp::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            ..
+        } => format!(
+            "mount {} on {} ({}, {:?})",
+            source.as_deref().unwrap_or("none"),
+            target.display(),
+            fstype.as_deref().unwrap_or("bind"),
+            flags
+        ),
+        MountOp::Device {
+            path, major, minor, ..
+        } => {
+            format!("mknod {} c {major} {minor}", path.display())
+        }
+        MountOp::BindFile { source, target } => {
+            format!("bind {} on {}", source.display(), target.display())
+        }
+        MountOp::Symlink { target, link } => format!("symlink {} -> {target}", link.display()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::sys::FakeSys;
+    use pod_abi::plan::MountPlan;
+
+    pub(crate) fn app(name: &str) -> AppPlan {
+        AppPlan {
+            name: name.into(),
+            image_id: "sha512-x".into(),
+            exec: vec!["/bin/true".into()],
+            env: vec![],
+            user: "0".into(),
+            group: "0".into(),
+            supplementary_gids: vec![],
+            working_directory: "/".into(),
+            pre_start: None,
+            post_stop: None,
+            read_only_rootfs: false,
+            mounts: vec![],
+            capabilities: vec![],
+            no_new_privileges: false,
+            memory_limit: None,
+            cpu_limit_millis: None,
+            ignored_isolators: vec![],
+        }
+    }
+
+    fn ctx() -> MountCtx {
+        MountCtx {
+            console: Some("/proc/self/fd/1".into()),
+            host_dev: "/dev".into(),
+        }
+    }
+
+    #[test]
+    fn volumes_bound_unless_mount_point_and_ro_remounted() {
+        let sys = FakeSys {
+            mount_points: vec!["/r/db".into()],
+            ..Default::default()
+        };
+        let mut a = app("a");
+        a.mounts = vec![
+            MountPlan {
+                volume: "db".into(),
+                target: "/db".into(),
+                read_only: false,
+            },
+            MountPlan {
+                volume: "ro".into(),
+                target: "/ro".into(),
+                read_only: true,
+            },
+        ];
+        let ops = plan_app_mounts(&sys, &a, Path::new("/r"), &ctx()).unwrap();
+        let binds: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                MountOp::Mount {
+                    target,
+                    fstype: None,
+                    flags,
+                    ..
+                } => Some((target.clone(), *flags)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            binds,
+            vec![
+                ("/r/ro".into(), MsFlags::MS_BIND | MsFlags::MS_REC),
+                (
+                    "/r/ro".into(),
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn read_only_root_is_bound_first_and_remounted_last() {
+        let sys = FakeSys::default();
+        let mut a = app("a");
+        a.read_only_rootfs = true;
+        let ops = plan_app_mounts(&sys, &a, Path::new("/r"), &ctx()).unwrap();
+        assert_eq!(ops.first(), Some(&bind(Path::new("/r"), true)));
+        assert_eq!(ops.last(), Some(&remount_ro(Path::new("/r"))));
+    }
+
+    #[test]
+    fn dev_has_required_nodes_and_fallback_binds() {
+        let sys = FakeSys {
+            mknod_errno: Some(libc::EPERM),
+            existing: DEVICES
+                .iter()
+                .map(|d| Path::new("/dev").join(d.0))
+                .collect(),
+            ..Default::default()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &ctx()).unwrap();
+        apply(&sys, &ops).unwrap();
+        let calls = sys.calls.borrow();
+        for (name, _, _) in DEVICES {
+            let line = format!("mount /dev/{name} /r/dev/{name} - MsFlags(MS_BIND) -");
+            assert!(calls.contains(&line), "{line} missing in {calls:#?}");
+        }
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with("mount devpts /r/dev/pts devpts")
+                && c.ends_with("newinstance,ptmxmode=0666,mode=0620")));
+        assert!(calls.contains(&"symlink /r/dev/ptmx -> pts/ptmx".to_string()));
+        assert!(calls
+            .contains(&"mount /proc/self/fd/1 /r/dev/console - MsFlags(MS_BIND) -".to_string()));
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with("mount shm /r/dev/shm tmpfs")));
+    }
+
+    #[test]
+    fn mknod_failure_without_fallback_is_reported() {
+        let sys = FakeSys {
+            mknod_errno: Some(libc::EPERM),
+            ..Default::default()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &ctx()).unwrap();
+        let e = apply(&sys, &ops).unwrap_err();
+        assert_eq!(e.to_string(), "mknod /r/dev/null c 1 3");
+    }
+}

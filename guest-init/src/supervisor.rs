@@ -1,0 +1,459 @@
+//! PID 1's main loop: prepares every app's environment, starts all apps concurrently (each
+//! after its pre-start handler), reaps every child, forwards a stop (SIGTERM/SIGINT or `stop`
+//! on the control channel) to the apps and SIGKILLs what is left after the grace period, runs
+//! post-stop handlers, and writes each app's status and setup-failure reason atomically.
+
+use std::io::Read;
+use std::os::fd::{AsFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use pod_abi::plan::{AppPlan, Plan};
+use pod_abi::status::{SETUP_FAILED, SIGNAL_BASE};
+
+use crate::launch::{self, LaunchSpec};
+use crate::machine::{step, Action, Event, Facts, Phase};
+use crate::mounts::{self, MountCtx};
+use crate::sys::LinuxSys;
+use crate::user::{self, IdKind};
+use crate::{cgroup, debug, info};
+
+/// Where the stage1 root keeps the status files (guest-init's view).
+pub const STATUS_DIR: &str = "/rkt/status";
+/// Where the stage1 root keeps the setup-failure reasons (guest-init's view).
+pub const ERRORS_DIR: &str = "/rkt/errors";
+/// Where the app roots are (guest-init's view).
+pub const STAGE2_DIR: &str = "/opt/stage2";
+/// Longest control-channel line kept, in bytes.
+const MAX_CONTROL_LINE: usize = 256;
+
+/// Pod-wide settings of the run.
+#[derive(Debug)]
+pub struct Env {
+    /// Bind source for each app's `/dev/console`.
+    pub console: Option<PathBuf>,
+    /// Directory with device nodes to bind when mknod is refused.
+    pub host_dev: PathBuf,
+    /// fd for the apps' stdout (`None`: inherit).
+    pub stdout: Option<RawFd>,
+    /// fd for the apps' stderr (`None`: inherit).
+    pub stderr: Option<RawFd>,
+    /// Control channel (kvm: `/dev/ttyS1`); a line `stop` requests a graceful stop.
+    pub control: Option<std::fs::File>,
+}
+
+#[derive(Debug)]
+struct AppRun {
+    phase: Phase,
+    pid: Option<Pid>,
+    code: Option<i32>,
+    spec: Option<LaunchSpec>,
+    error: Option<String>,
+}
+
+/// Runs the pod to completion and returns each app's exit code in plan order.
+pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
+    let mut sup = Supervisor {
+        plan,
+        apps: Vec::new(),
+        stop_deadline: None,
+        killed: false,
+        env,
+    };
+    for app in &plan.apps {
+        let run = match sup.prepare(app) {
+            Ok(spec) => AppRun {
+                phase: Phase::Pending,
+                pid: None,
+                code: None,
+                spec: Some(spec),
+                error: None,
+            },
+            Err(reason) => AppRun {
+                phase: Phase::Pending,
+                pid: None,
+                code: None,
+                spec: None,
+                error: Some(reason),
+            },
+        };
+        sup.apps.push(run);
+    }
+    for i in 0..sup.apps.len() {
+        let ev = if sup.apps.get(i).is_some_and(|a| a.spec.is_some()) {
+            Event::Start
+        } else {
+            Event::SetupFailed
+        };
+        if let Some(a) = sup.apps.get_mut(i) {
+            if ev == Event::SetupFailed {
+                a.code = Some(SETUP_FAILED);
+            }
+        }
+        sup.fire(i, ev);
+    }
+    sup.event_loop(&signals);
+    sup.apps.iter().map(|a| a.code).collect()
+}
+
+struct Supervisor<'a> {
+    plan: &'a Plan,
+    apps: Vec<AppRun>,
+    stop_deadline: Option<Instant>,
+    killed: bool,
+    env: Env,
+}
+
+impl Supervisor<'_> {
+    fn app_plan(&self, i: usize) -> Option<&AppPlan> {
+        self.plan.apps.get(i)
+    }
+
+    /// Builds the app's filesystem and resolves everything its processes need.
+    fn prepare(&self, app: &AppPlan) -> Result<LaunchSpec, String> {
+        if !app.ignored_isolators.is_empty() {
+            info!(
+                "app {}: ignoring unsupported isolators: {}",
+                app.name,
+                app.ignored_isolators.join(", ")
+            );
+        }
+        let rootfs = Path::new(STAGE2_DIR).join(&app.name).join("rootfs");
+        if !rootfs.is_dir() {
+            return Err(format!("app root {} is missing", rootfs.display()));
+        }
+        let sys = LinuxSys;
+        let ctx = MountCtx {
+            console: self.env.console.clone(),
+            host_dev: self.env.host_dev.clone(),
+        };
+        let ops = mounts::plan_app_mounts(&sys, app, &rootfs, &ctx).map_err(|e| chain(&e))?;
+        for op in &ops {
+            debug!("app {}: {}", app.name, mounts::describe(op));
+        }
+        mounts::apply(&sys, &ops).map_err(|e| chain(&e))?;
+        let uid = user::resolve(IdKind::User, &app.user, &rootfs).map_err(|e| e.to_string())?;
+        let gid = user::resolve(IdKind::Group, &app.group, &rootfs).map_err(|e| e.to_string())?;
+        let caps = crate::caps::parse_caps(&app.capabilities).map_err(|e| e.to_string())?;
+        let layout = cgroup::Layout::detect(Path::new(cgroup::CGROUP_ROOT));
+        let cg = cgroup::plan_app(app, &layout);
+        for u in &cg.unenforced {
+            info!(
+                "app {}: no cgroup hierarchy available, not enforcing {u}",
+                app.name
+            );
+        }
+        cgroup::apply(&cg).map_err(|e| format!("cgroup setup: {e}"))?;
+        Ok(LaunchSpec {
+            rootfs,
+            argv: app.exec.clone(),
+            env: app.env.clone(),
+            uid,
+            gid,
+            groups: app.supplementary_gids.clone(),
+            workdir: app.working_directory.clone(),
+            caps,
+            no_new_privs: app.no_new_privileges,
+            cgroup_procs: cg.procs,
+            interactive: self.plan.interactive && self.plan.apps.len() == 1,
+            stdout: self.env.stdout,
+            stderr: self.env.stderr,
+        })
+    }
+
+    fn facts(&self, i: usize) -> Facts {
+        let app = self.app_plan(i);
+        Facts {
+            pre_start: app.is_some_and(|a| a.pre_start.is_some()),
+            post_stop: app.is_some_and(|a| a.post_stop.is_some()) && !self.killed,
+            stopping: self.stop_deadline.is_some(),
+        }
+    }
+
+    /// Feeds `ev` to app `i` and performs the resulting action (which may feed more events).
+    fn fire(&mut self, i: usize, ev: Event) {
+        let mut ev = ev;
+        loop {
+            let facts = self.facts(i);
+            let Some(a) = self.apps.get_mut(i) else {
+                return;
+            };
+            let Some((next, action)) = step(a.phase, ev, facts) else {
+                debug!("app #{i}: ignoring event {ev:?} in phase {:?}", a.phase);
+                return;
+            };
+            a.phase = next;
+            a.pid = None;
+            let argv = match action {
+                Action::Finish => {
+                    self.finish(i);
+                    return;
+                }
+                Action::RunApp => self.app_plan(i).map(|p| p.exec.clone()),
+                Action::RunPreStart => self.app_plan(i).and_then(|p| p.pre_start.clone()),
+                Action::RunPostStop => self.app_plan(i).and_then(|p| p.post_stop.clone()),
+            };
+            match self.launch(i, action, argv.unwrap_or_default()) {
+                Ok(()) => return,
+                Err(()) => ev = Event::SetupFailed,
+            }
+        }
+    }
+
+    fn launch(&mut self, i: usize, action: Action, argv: Vec<String>) -> Result<(), ()> {
+        let name = self.app_plan(i).map(|p| p.name.clone()).unwrap_or_default();
+        let Some(a) = self.apps.get_mut(i) else {
+            return Err(());
+        };
+        let Some(mut spec) = a.spec.clone() else {
+            return Err(());
+        };
+        spec.argv = argv;
+        let what = match action {
+            Action::RunPreStart => "pre-start handler",
+            Action::RunPostStop => "post-stop handler",
+            _ => "app",
+        };
+        debug!("app {name}: starting {what} {:?}", spec.argv);
+        match launch::spawn(&spec) {
+            Ok(l) => {
+                a.pid = Some(l.pid);
+                if let Some((code, reason)) = l.failure {
+                    let reason = if action == Action::RunApp {
+                        reason
+                    } else {
+                        format!("{what}: {reason}")
+                    };
+                    info!("app {name}: {reason} (exit status {code})");
+                    if action != Action::RunPostStop && a.error.is_none() {
+                        a.error = Some(reason);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("fork {what}: {}", e.desc());
+                info!("app {name}: {reason}");
+                if a.error.is_none() {
+                    a.error = Some(reason);
+                }
+                if action != Action::RunPostStop {
+                    a.code = Some(SETUP_FAILED);
+                }
+                Err(())
+            }
+        }
+    }
+
+    fn finish(&mut self, i: usize) {
+        let name = self.app_plan(i).map(|p| p.name.clone()).unwrap_or_default();
+        let Some(a) = self.apps.get_mut(i) else {
+            return;
+        };
+        let code = *a.code.get_or_insert(SETUP_FAILED);
+        if let Some(err) = &a.error {
+            info!("app {name}: setup failed: {err}");
+            if let Err(e) =
+                crate::status::write_atomic(Path::new(ERRORS_DIR), &name, &format!("{err}\n"))
+            {
+                info!("app {name}: cannot write error file: {e}");
+            }
+        }
+        info!("app {name} exited with status {code}");
+        if let Err(e) =
+            crate::status::write_atomic(Path::new(STATUS_DIR), &name, &format!("{code}\n"))
+        {
+            info!("app {name}: cannot write status file: {e}");
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.apps.iter().all(|a| a.phase == Phase::Done)
+    }
+
+    fn event_loop(&mut self, signals: &SignalFd) {
+        let mut line = Vec::new();
+        while !self.all_done() {
+            self.reap();
+            if self.all_done() {
+                break;
+            }
+            let timeout = match self.stop_deadline {
+                Some(d) if !self.killed => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    PollTimeout::try_from(left.as_millis().min(u128::from(u32::MAX >> 1)) as u32)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+                _ => PollTimeout::NONE,
+            };
+            let (sig_ready, ctl_ready) = {
+                let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+                if let Some(c) = &self.env.control {
+                    fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => {
+                        info!("poll: {}", e.desc());
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+                let ready =
+                    |f: Option<&PollFd>| f.and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+                (ready(fds.first()), ready(fds.get(1)))
+            };
+            if sig_ready {
+                while let Ok(Some(si)) = signals.read_signal() {
+                    let sig = Signal::try_from(si.ssi_signo as i32);
+                    match sig {
+                        Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                            info!(
+                                "received {:?}, stopping the pod",
+                                sig.unwrap_or(Signal::SIGTERM)
+                            );
+                            self.request_stop();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if ctl_ready {
+                self.read_control(&mut line);
+            }
+            if let Some(d) = self.stop_deadline {
+                if !self.killed && Instant::now() >= d {
+                    self.kill_all();
+                }
+            }
+        }
+    }
+
+    fn read_control(&mut self, line: &mut Vec<u8>) {
+        let mut buf = [0u8; 64];
+        let n = match self.env.control.as_mut().map(|c| c.read(&mut buf)) {
+            Some(Ok(0)) | None => {
+                // Hang-up: stop polling a dead channel.
+                self.env.control = None;
+                return;
+            }
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return,
+        };
+        for &b in buf.get(..n).unwrap_or_default() {
+            if b == b'\n' || b == b'\r' {
+                let cmd = String::from_utf8_lossy(line).trim().to_string();
+                line.clear();
+                if cmd == "stop" {
+                    info!("stop requested on the control channel");
+                    self.request_stop();
+                } else if !cmd.is_empty() {
+                    info!("ignoring control command {cmd:?}");
+                }
+            } else if line.len() < MAX_CONTROL_LINE {
+                line.push(b);
+            }
+        }
+    }
+
+    fn request_stop(&mut self) {
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        let grace = Duration::from_secs(u64::from(self.plan.stop_grace_secs));
+        self.stop_deadline = Some(Instant::now() + grace);
+        for a in &self.apps {
+            if let (Some(pid), Phase::PreStart | Phase::Running) = (a.pid, a.phase) {
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+        }
+    }
+
+    fn kill_all(&mut self) {
+        self.killed = true;
+        info!("grace period over, killing remaining processes");
+        for a in &self.apps {
+            if let Some(pid) = a.pid {
+                let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Reaps every exited child and feeds app exits into the state machine.
+    fn reap(&mut self) {
+        loop {
+            let st = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(st) => st,
+            };
+            let (pid, code) = match st {
+                WaitStatus::Exited(p, c) => (p, c),
+                WaitStatus::Signaled(p, s, _) => (p, SIGNAL_BASE + s as i32),
+                _ => continue,
+            };
+            let Some(i) = self.apps.iter().position(|a| a.pid == Some(pid)) else {
+                debug!("reaped pid {pid} with status {code}");
+                continue;
+            };
+            let phase = self.apps.get(i).map(|a| a.phase);
+            if let Some(a) = self.apps.get_mut(i) {
+                match phase {
+                    Some(Phase::Running) => a.code = Some(code),
+                    Some(Phase::PreStart) if code != 0 => {
+                        a.code = Some(SETUP_FAILED);
+                        if a.error.is_none() {
+                            a.error = Some(format!("pre-start handler exited with status {code}"));
+                        }
+                    }
+                    Some(Phase::PreStart) if self.stop_deadline.is_some() => {
+                        a.code = Some(SIGNAL_BASE + Signal::SIGTERM as i32);
+                    }
+                    Some(Phase::PostStop) if code != 0 => {
+                        info!("post-stop handler of app #{i} exited with status {code}");
+                    }
+                    _ => {}
+                }
+            }
+            self.fire(
+                i,
+                if code == 0 {
+                    Event::ExitOk
+                } else {
+                    Event::ExitFail
+                },
+            );
+        }
+    }
+}
+
+/// Renders an error with its causes: `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => user::errno_text(io),
+            None => c.to_string(),
+        };
+        s.push_str(": ");
+        s.push_str(&t);
+        cur = c.source();
+    }
+    s
+}
+
+/// Blocks the signals PID 1 handles through a signalfd and returns it.
+pub fn signal_fd() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+        mask.add(s);
+    }
+    mask.thread_block()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}

@@ -1,0 +1,227 @@
+//! The seam in front of the host system calls that set up an app's filesystem: mount logic is
+//! computed as data ([`crate::mounts::MountOp`]) against this trait, so it can be unit-tested
+//! with the recording fake without root, and applied for real by [`LinuxSys`].
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+
+/// Filesystem queries and mutations guest-init needs to build an app's environment.
+pub trait Sys {
+    /// Resolves `path` inside `root` (symlinks stay inside `root`).
+    fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf>;
+    /// Whether `path` is a mount point in the current mount namespace.
+    fn is_mount_point(&self, path: &Path) -> bool;
+    /// `mkdir -p` with `mode` for created directories.
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()>;
+    /// mount(2).
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    /// mknod(2) of a character device with `mode` permission bits.
+    fn mknod_char(&self, path: &Path, major: u64, minor: u64, mode: u32) -> io::Result<()>;
+    /// Creates an empty regular file if nothing exists at `path` (a bind-mount target).
+    fn touch(&self, path: &Path) -> io::Result<()>;
+    /// symlink(2), replacing nothing.
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
+    /// Whether something exists at `path` (without following a final symlink).
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// The real system.
+#[derive(Debug, Default)]
+pub struct LinuxSys;
+
+fn nix_io(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+/// Decodes the octal escapes (`\040`) of a mountinfo path field.
+pub fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            if let Some(v) = b.get(i + 1..i + 4).and_then(octal3) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn octal3(d: &[u8]) -> Option<u8> {
+    let mut v: u32 = 0;
+    for &c in d {
+        if !(b'0'..=b'7').contains(&c) {
+            return None;
+        }
+        v = v * 8 + u32::from(c - b'0');
+    }
+    u8::try_from(v).ok()
+}
+
+/// Mount points (field 5) listed in a `/proc/self/mountinfo` text.
+pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .collect()
+}
+
+impl Sys for LinuxSys {
+    fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf> {
+        crate::paths::secure_join(root, path)
+    }
+    fn is_mount_point(&self, path: &Path) -> bool {
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| mount_points(&t).contains(&canon))
+            .unwrap_or(false)
+    }
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+    }
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data).map_err(nix_io)
+    }
+    fn mknod_char(&self, path: &Path, major: u64, minor: u64, mode: u32) -> io::Result<()> {
+        use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+        mknod(
+            path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(mode),
+            makedev(major, minor),
+        )
+        .map_err(nix_io)?;
+        // mknod honours the umask; make the permissions exact.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        if self.exists(path) {
+            return Ok(());
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map(drop)
+    }
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+}
+
+/// A fake [`Sys`] for tests: answers queries from sets and records every mutation.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeSys {
+    /// Paths that count as mount points.
+    pub mount_points: Vec<PathBuf>,
+    /// Paths that exist.
+    pub existing: Vec<PathBuf>,
+    /// Errno returned by `mknod_char`, if any.
+    pub mknod_errno: Option<i32>,
+    /// Recorded calls, one human-readable line each.
+    pub calls: std::cell::RefCell<Vec<String>>,
+}
+
+#[cfg(test)]
+impl Sys for FakeSys {
+    fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf> {
+        Ok(root.join(path.trim_start_matches('/')))
+    }
+    fn is_mount_point(&self, path: &Path) -> bool {
+        self.mount_points.iter().any(|p| p == path)
+    }
+    fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(format!("mkdir {} {mode:o}", path.display()));
+        Ok(())
+    }
+    fn mount(
+        &self,
+        source: Option<&str>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        self.calls.borrow_mut().push(format!(
+            "mount {} {} {} {:?} {}",
+            source.unwrap_or("-"),
+            target.display(),
+            fstype.unwrap_or("-"),
+            flags,
+            data.unwrap_or("-")
+        ));
+        Ok(())
+    }
+    fn mknod_char(&self, path: &Path, major: u64, minor: u64, mode: u32) -> io::Result<()> {
+        if let Some(e) = self.mknod_errno {
+            return Err(io::Error::from_raw_os_error(e));
+        }
+        self.calls
+            .borrow_mut()
+            .push(format!("mknod {} {major}:{minor} {mode:o}", path.display()));
+        Ok(())
+    }
+    fn touch(&self, path: &Path) -> io::Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(format!("touch {}", path.display()));
+        Ok(())
+    }
+    fn symlink(&self, target: &str, link: &Path) -> io::Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(format!("symlink {} -> {target}", link.display()));
+        Ok(())
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.existing.iter().any(|p| p == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_parsing() {
+        let t = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:5 / /a\\040b rw - tmpfs t rw\n";
+        assert_eq!(
+            mount_points(t),
+            vec![PathBuf::from("/"), PathBuf::from("/a b")]
+        );
+    }
+}
