@@ -1,2 +1,21 @@
 //! ACI archives: compression sniffing, one-pass import (decompress + hash + validate),
 //! hardened rootfs extraction and building.
+//!
+//! An ACI is a tar (optionally gzip/bzip2/xz compressed) with exactly two top-level
+//! entries: the `manifest` file and the `rootfs/` directory.
+
+mod build;
+mod error;
+mod extract;
+mod import;
+mod layout;
+mod sniff;
+
+pub use build::{raw_tar_entry, AciBuilder};
+pub use error::{AciError, EntryProblem};
+pub use extract::{extract_rootfs, ExtractOptions};
+pub use import::{import, read_manifest_from_tar, Imported, Limits};
+pub use sniff::{sniff, Compression, SNIFF_LEN};
+
+#[cfg(test)]
+mod tests;

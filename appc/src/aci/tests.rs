@@ -1,0 +1,409 @@
+//! Import tests: valid images in every compression and a table of hostile archives.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+
+use sha2::{Digest, Sha256, Sha512};
+use tar::EntryType;
+
+use super::*;
+use crate::schema::{App, ImageManifest};
+use crate::types::AcIdentifier;
+
+pub(crate) fn manifest() -> ImageManifest {
+    let mut m = ImageManifest::new(AcIdentifier::new("example.com/test").unwrap());
+    m.app = Some(App {
+        exec: vec!["/bin/true".into()],
+        user: "0".into(),
+        group: "0".into(),
+        ..App::default()
+    });
+    m
+}
+
+/// A small valid image as an uncompressed tar.
+pub(crate) fn valid_tar() -> Vec<u8> {
+    let mut b = AciBuilder::new(Vec::new(), Compression::None, &manifest()).unwrap();
+    b.add_dir("/bin", 0o755).unwrap();
+    b.add_file("/bin/true", 0o755, b"#!/bin/sh\n").unwrap();
+    b.add_file("/etc/hosts", 0o644, b"127.0.0.1 localhost\n")
+        .unwrap();
+    b.add_symlink("/usr/bin", "../bin").unwrap();
+    b.add_symlink("/bin/abs", "/etc/hosts").unwrap();
+    b.add_hardlink("/bin/false", "/bin/true").unwrap();
+    b.add_file(
+        &format!("/deep/{}/file", "d".repeat(120)),
+        0o600,
+        &[7u8; 3000],
+    )
+    .unwrap();
+    b.finish().unwrap()
+}
+
+fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
+    match c {
+        Compression::None => data.to_vec(),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Compression::Bzip2 => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        Compression::Xz => {
+            let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+    }
+}
+
+fn run(input: &[u8], limits: &Limits) -> (Result<Imported, AciError>, Vec<u8>) {
+    let mut out = Vec::new();
+    let r = import(input, &mut out, limits, &mut |_| {});
+    (r, out)
+}
+
+#[test]
+fn imports_every_compression() {
+    let tar = valid_tar();
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Bzip2,
+        Compression::Xz,
+    ] {
+        let input = compress(c, &tar);
+        let mut out = Vec::new();
+        let mut last = 0;
+        let imp = import(&input[..], &mut out, &Limits::default(), &mut |n| last = n).unwrap();
+        assert_eq!(out, tar, "{c:?}");
+        assert_eq!(imp.compression, c);
+        assert_eq!(imp.uncompressed_size, tar.len() as u64);
+        assert_eq!(imp.compressed_size, input.len() as u64);
+        assert_eq!(last, input.len() as u64);
+        assert_eq!(imp.digest.sha512[..], Sha512::digest(&tar)[..]);
+        assert_eq!(imp.digest.sha256[..], Sha256::digest(&tar)[..]);
+        assert_eq!(imp.manifest, manifest());
+        assert_eq!(
+            ImageManifest::from_json(&imp.manifest_json).unwrap(),
+            manifest()
+        );
+    }
+    let (m, _) = read_manifest_from_tar(&tar[..]).unwrap();
+    assert_eq!(m, manifest());
+}
+
+#[test]
+fn gzip_builder_round_trips() {
+    let mut b = AciBuilder::new(Vec::new(), Compression::Gzip, &manifest()).unwrap();
+    b.add_file("etc/x", 0o644, b"x").unwrap();
+    let gz = b.finish().unwrap();
+    assert_eq!(sniff(&gz).unwrap(), Compression::Gzip);
+    let (r, _) = run(&gz, &Limits::default());
+    assert_eq!(r.unwrap().manifest.name.as_str(), "example.com/test");
+}
+
+#[test]
+fn big_image_spans_many_chunks() {
+    let mut b = AciBuilder::new(Vec::new(), Compression::None, &manifest()).unwrap();
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    for i in 0..4 {
+        b.add_file(&format!("/data/{i}"), 0o644, &data).unwrap();
+    }
+    let tar = b.finish().unwrap();
+    let gz = compress(Compression::Gzip, &tar);
+    let (r, out) = run(&gz, &Limits::default());
+    let imp = r.unwrap();
+    assert_eq!(out, tar);
+    assert_eq!(imp.digest.sha512[..], Sha512::digest(&tar)[..]);
+}
+
+/// Build an archive: the valid manifest, then `f` adds raw entries.
+fn hostile(f: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut t = tar::Builder::new(Vec::new());
+    let m = manifest().to_json();
+    raw_tar_entry(&mut t, b"manifest", EntryType::Regular, None, 0o644, &m).unwrap();
+    raw_tar_entry(&mut t, b"rootfs/", EntryType::Directory, None, 0o755, b"").unwrap();
+    f(&mut t);
+    t.into_inner().unwrap()
+}
+
+fn file(t: &mut tar::Builder<Vec<u8>>, p: &str) {
+    raw_tar_entry(t, p.as_bytes(), EntryType::Regular, None, 0o644, b"data").unwrap();
+}
+
+fn link(t: &mut tar::Builder<Vec<u8>>, kind: EntryType, p: &str, target: &str) {
+    raw_tar_entry(t, p.as_bytes(), kind, Some(target.as_bytes()), 0o777, b"").unwrap();
+}
+
+/// (name, archive bytes, limits, expected error message)
+pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
+    let d = Limits::default;
+    let mut cases = vec![
+        ("dotdot", hostile(|t| file(t, "rootfs/../evil")), d(), r#"entry "rootfs/../evil": path contains "..""#.to_string()),
+        ("absolute", hostile(|t| file(t, "/etc/evil")), d(), r#"entry "/etc/evil": absolute path"#.into()),
+        ("symlink escape", hostile(|t| link(t, EntryType::Symlink, "rootfs/a/l", "../../etc")), d(),
+            r#"entry "rootfs/a/l": symlink target "../../etc" resolves outside rootfs"#.into()),
+        ("through symlinked dir", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a", "/etc"); file(t, "rootfs/a/passwd"); }), d(),
+            r#"entry "rootfs/a/passwd": parent "rootfs/a" is a symlink"#.into()),
+        ("hardlink outside", hostile(|t| link(t, EntryType::Link, "rootfs/h", "/etc/passwd")), d(),
+            r#"entry "rootfs/h": hardlink target "/etc/passwd" is not an earlier entry in rootfs"#.into()),
+        ("hardlink dotdot", hostile(|t| link(t, EntryType::Link, "rootfs/h", "rootfs/../../x")), d(),
+            r#"entry "rootfs/h": hardlink target "rootfs/../../x" is not an earlier entry in rootfs"#.into()),
+        ("hardlink missing", hostile(|t| link(t, EntryType::Link, "rootfs/h", "rootfs/nothere")), d(),
+            r#"entry "rootfs/h": hardlink target "rootfs/nothere" is not an earlier entry in rootfs"#.into()),
+        ("hardlink later", hostile(|t| { link(t, EntryType::Link, "rootfs/h", "rootfs/f"); file(t, "rootfs/f"); }), d(),
+            r#"entry "rootfs/h": hardlink target "rootfs/f" is not an earlier entry in rootfs"#.into()),
+        ("hardlink to manifest", hostile(|t| link(t, EntryType::Link, "rootfs/h", "manifest")), d(),
+            r#"entry "rootfs/h": hardlink target "manifest" is not an earlier entry in rootfs"#.into()),
+        ("hardlink to dir", hostile(|t| { file(t, "rootfs/d/f"); link(t, EntryType::Link, "rootfs/h", "rootfs/d"); }), d(),
+            r#"entry "rootfs/h": hardlink target "rootfs/d" is a directory"#.into()),
+        ("duplicate file", hostile(|t| { file(t, "rootfs/f"); file(t, "./rootfs//f"); }), d(), r#"entry "./rootfs//f": duplicate entry"#.into()),
+        ("dir replaced by symlink", hostile(|t| { file(t, "rootfs/d/f"); link(t, EntryType::Symlink, "rootfs/d", "/etc"); }), d(),
+            r#"entry "rootfs/d": duplicate entry"#.into()),
+        ("duplicate manifest", hostile(|t| file(t, "manifest")), d(), r#"entry "manifest": duplicate entry"#.into()),
+        ("duplicate rootfs", hostile(|t| raw_tar_entry(t, b"rootfs", EntryType::Directory, None, 0o755, b"").unwrap()), d(),
+            r#"entry "rootfs": duplicate entry"#.into()),
+        ("char device", hostile(|t| raw_tar_entry(t, b"rootfs/dev/mem", EntryType::Char, None, 0o600, b"").unwrap()), d(),
+            r#"entry "rootfs/dev/mem": device nodes and fifos are not allowed"#.into()),
+        ("block device", hostile(|t| raw_tar_entry(t, b"rootfs/dev/sda", EntryType::Block, None, 0o600, b"").unwrap()), d(),
+            r#"entry "rootfs/dev/sda": device nodes and fifos are not allowed"#.into()),
+        ("fifo", hostile(|t| raw_tar_entry(t, b"rootfs/fifo", EntryType::Fifo, None, 0o600, b"").unwrap()), d(),
+            r#"entry "rootfs/fifo": device nodes and fifos are not allowed"#.into()),
+        ("extra top-level", hostile(|t| file(t, "etc/passwd")), d(), r#"entry "etc/passwd": not under rootfs/ and not the manifest"#.into()),
+        ("rootfs prefix trick", hostile(|t| file(t, "rootfsx/passwd")), d(), r#"entry "rootfsx/passwd": not under rootfs/ and not the manifest"#.into()),
+        ("parent is a file", hostile(|t| { file(t, "rootfs/f"); file(t, "rootfs/f/x"); }), d(), r#"entry "rootfs/f/x": parent "rootfs/f" is not a directory"#.into()),
+        ("empty symlink", hostile(|t| link(t, EntryType::Symlink, "rootfs/l", "")), d(), r#"entry "rootfs/l": empty link target"#.into()),
+        ("unsupported type", hostile(|t| raw_tar_entry(t, b"rootfs/v", EntryType::new(b'V'), None, 0o600, b"").unwrap()), d(),
+            r#"entry "rootfs/v": unsupported entry type 'V'"#.into()),
+        ("too many entries", hostile(|t| { for i in 0..10 { file(t, &format!("rootfs/{i}")); } }), Limits { max_entries: 5, ..d() },
+            "more than 5 entries".into()),
+    ];
+    // Layout problems with the manifest itself.
+    let mut t = tar::Builder::new(Vec::new());
+    raw_tar_entry(&mut t, b"rootfs/", EntryType::Directory, None, 0o755, b"").unwrap();
+    file(&mut t, "rootfs/x");
+    cases.push((
+        "missing manifest",
+        t.into_inner().unwrap(),
+        d(),
+        "image has no manifest".into(),
+    ));
+
+    let mut t = tar::Builder::new(Vec::new());
+    raw_tar_entry(&mut t, b"manifest/", EntryType::Directory, None, 0o755, b"").unwrap();
+    cases.push((
+        "manifest is a dir",
+        t.into_inner().unwrap(),
+        d(),
+        r#"entry "manifest/": manifest is not a regular file"#.into(),
+    ));
+
+    let mut t = tar::Builder::new(Vec::new());
+    raw_tar_entry(
+        &mut t,
+        b"manifest",
+        EntryType::Regular,
+        None,
+        0o644,
+        &manifest().to_json(),
+    )
+    .unwrap();
+    file(&mut t, "rootfs");
+    cases.push((
+        "rootfs is a file",
+        t.into_inner().unwrap(),
+        d(),
+        r#"entry "rootfs": rootfs is not a directory"#.into(),
+    ));
+
+    let mut big = manifest();
+    big.annotations.push(crate::schema::Annotation {
+        name: AcIdentifier::new("padding").unwrap(),
+        value: "x".repeat(3000),
+    });
+    let tar = AciBuilder::new(Vec::new(), Compression::None, &big)
+        .unwrap()
+        .finish()
+        .unwrap();
+    cases.push((
+        "manifest too big",
+        tar,
+        Limits {
+            max_manifest_bytes: 2048,
+            ..d()
+        },
+        format!(
+            "manifest is {} bytes, more than the limit of 2048",
+            big.to_json_pretty().len()
+        ),
+    ));
+
+    let bad = br#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"Bad Name"}"#;
+    let tar = AciBuilder::with_raw_manifest(Vec::new(), Compression::None, bad)
+        .unwrap()
+        .finish()
+        .unwrap();
+    cases.push((
+        "invalid manifest",
+        tar,
+        d(),
+        "invalid image manifest".into(),
+    ));
+
+    // Decompression bombs: 8 MiB of zeros compresses ~1000:1.
+    let mut b = AciBuilder::new(Vec::new(), Compression::Gzip, &manifest()).unwrap();
+    b.add_file("/zeros", 0o644, &vec![0u8; 8 << 20]).unwrap();
+    let bomb = b.finish().unwrap();
+    cases.push((
+        "ratio bomb",
+        bomb.clone(),
+        Limits {
+            ratio_grace_bytes: 1 << 20,
+            ..d()
+        },
+        "compression ratio exceeds the limit of 200:1".into(),
+    ));
+    cases.push((
+        "size bomb",
+        bomb,
+        Limits {
+            max_uncompressed_bytes: 4 << 20,
+            ..d()
+        },
+        "uncompressed size exceeds the limit of 4194304 bytes".into(),
+    ));
+
+    // Truncated and corrupt streams.
+    let tar = valid_tar();
+    let gz = compress(Compression::Gzip, &tar);
+    cases.push((
+        "truncated gzip",
+        gz.get(..gz.len() / 2).unwrap().to_vec(),
+        d(),
+        "corrupt gzip stream".into(),
+    ));
+    let mut corrupt = gz.clone();
+    for b in corrupt.iter_mut().skip(20).take(40) {
+        *b ^= 0x5a;
+    }
+    cases.push(("corrupt gzip", corrupt, d(), "corrupt gzip stream".into()));
+    let xz = compress(Compression::Xz, &tar);
+    cases.push((
+        "truncated xz",
+        xz.get(..xz.len() - 10).unwrap().to_vec(),
+        d(),
+        "corrupt xz stream".into(),
+    ));
+    let bz = compress(Compression::Bzip2, &tar);
+    cases.push((
+        "truncated bzip2",
+        bz.get(..bz.len() - 10).unwrap().to_vec(),
+        d(),
+        "corrupt bzip2 stream".into(),
+    ));
+    // Cut in the middle of an entry's data, and exactly before the end-of-archive marker.
+    cases.push((
+        "truncated tar data",
+        tar.get(..2048 + 700).unwrap().to_vec(),
+        d(),
+        "corrupt tar archive".into(),
+    ));
+    let cut = tar.len() - 1024;
+    assert!(tar.get(cut..).unwrap().iter().all(|&b| b == 0));
+    let no_end: Vec<u8> = tar.get(..cut).unwrap().to_vec();
+    cases.push((
+        "tar without end marker",
+        no_end,
+        d(),
+        "truncated tar archive".into(),
+    ));
+    let mut bad_sum = tar.clone();
+    bad_sum[2048 + 3] ^= 1; // a header name byte of a later entry: checksum mismatch
+    cases.push((
+        "bad header checksum",
+        bad_sum,
+        d(),
+        "corrupt tar archive".into(),
+    ));
+    cases.push((
+        "not an image",
+        b"hello world, this is not an archive".to_vec(),
+        d(),
+        "unrecognized image format (not gzip, bzip2, xz or tar)".into(),
+    ));
+    cases.push((
+        "empty input",
+        Vec::new(),
+        d(),
+        "unrecognized image format (not gzip, bzip2, xz or tar)".into(),
+    ));
+    cases
+}
+
+#[test]
+fn hostile_archives_are_rejected() {
+    for (name, input, limits, want) in hostile_cases() {
+        let (r, _) = run(&input, &limits);
+        match r {
+            Err(e) => assert_eq!(e.to_string(), want, "{name}"),
+            Ok(_) => panic!("{name}: accepted"),
+        }
+        // The same archive gzip-compressed fails the same way (unless it is about the stream).
+        if sniff(&input).ok() == Some(Compression::None)
+            && !want.starts_with("truncated")
+            && !name.contains("checksum")
+        {
+            let (r, _) = run(&compress(Compression::Gzip, &input), &limits);
+            assert_eq!(r.err().map(|e| e.to_string()), Some(want), "{name} (gzip)");
+        }
+    }
+}
+
+#[test]
+fn devices_allowed_when_asked() {
+    let tar = hostile(|t| {
+        raw_tar_entry(t, b"rootfs/dev/null", EntryType::Char, None, 0o666, b"").unwrap()
+    });
+    let (r, _) = run(
+        &tar,
+        &Limits {
+            allow_devices: true,
+            ..Limits::default()
+        },
+    );
+    assert!(r.is_ok());
+}
+
+#[test]
+fn root_entry_and_dot_prefix_accepted() {
+    let mut t = tar::Builder::new(Vec::new());
+    raw_tar_entry(&mut t, b"./", EntryType::Directory, None, 0o755, b"").unwrap();
+    raw_tar_entry(
+        &mut t,
+        b"./manifest",
+        EntryType::Regular,
+        None,
+        0o644,
+        &manifest().to_json(),
+    )
+    .unwrap();
+    raw_tar_entry(&mut t, b"./rootfs/", EntryType::Directory, None, 0o755, b"").unwrap();
+    file(&mut t, "./rootfs/a/b");
+    raw_tar_entry(
+        &mut t,
+        b"./rootfs/a/",
+        EntryType::Directory,
+        None,
+        0o755,
+        b"",
+    )
+    .unwrap();
+    let tar = t.into_inner().unwrap();
+    let (r, _) = run(&tar, &Limits::default());
+    assert!(r.is_ok(), "{r:?}");
+}
