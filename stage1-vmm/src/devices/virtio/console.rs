@@ -557,3 +557,267 @@ impl Drop for ConsoleWorker {
         self.flush();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::devices::virtio::mmio::MmioTransport;
+    use crate::devices::virtio::test_utils::*;
+
+    /// Test stream size (bytes).
+    const STREAM_LEN: usize = 10 << 20;
+
+    fn pipe() -> (File, File) {
+        let (r, w) = std::io::pipe().unwrap();
+        (File::from(OwnedFd::from(r)), File::from(OwnedFd::from(w)))
+    }
+
+    fn nonblocking(f: &File, write: bool) -> OwnedFd {
+        nonblocking_fd(f.as_fd(), write).unwrap()
+    }
+
+    fn pattern(i: usize) -> u8 {
+        ((i % 251) as u8) ^ ((i / 4096) as u8)
+    }
+
+    fn console(
+        mem: &GuestMem,
+        out: Option<OwnedFd>,
+        input: Option<OwnedFd>,
+    ) -> (MmioTransport, Vec<GuestQueue>) {
+        let (t, q, _irq) = activated(mem, Box::new(Console::new(out, input)), &[256, 256]);
+        (t, q)
+    }
+
+    #[test]
+    fn tx_bytes_arrive_in_order() {
+        let mem = guest_memory();
+        let (r, w) = pipe();
+        let (mut t, mut q) = console(&mem, Some(nonblocking(&w, true)), None);
+        drop(w);
+        let tx = &mut q[1];
+        mem.write_slice(b"first ", GuestAddress(DATA_BASE)).unwrap();
+        mem.write_slice(b"sec", GuestAddress(DATA_BASE + 0x100))
+            .unwrap();
+        mem.write_slice(b"o", GuestAddress(DATA_BASE + 0x200))
+            .unwrap();
+        mem.write_slice(b"nd ", GuestAddress(DATA_BASE + 0x300))
+            .unwrap();
+        mem.write_slice(b"third\n", GuestAddress(DATA_BASE + 0x400))
+            .unwrap();
+        tx.add_chain(&mem, &[(DATA_BASE, 6, false)]);
+        tx.add_chain(
+            &mem,
+            &[
+                (DATA_BASE + 0x100, 3, false),
+                (DATA_BASE + 0x200, 1, false),
+                (DATA_BASE + 0x300, 3, false),
+            ],
+        );
+        tx.add_chain(&mem, &[(DATA_BASE + 0x400, 6, false)]);
+        notify(&mut t, 1);
+        for _ in 0..3 {
+            tx.wait_used(&mem);
+        }
+        drop(t);
+        let mut got = String::new();
+        (&r).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "first second third\n");
+    }
+
+    #[test]
+    fn tx_10mib_through_slow_pipe_loses_nothing() {
+        let mem = guest_memory();
+        let (r, w) = pipe();
+        let (mut t, mut q) = console(&mem, Some(nonblocking(&w, true)), None);
+        drop(w);
+        let reader = thread::spawn(move || {
+            // Let the pipe fill up so the device has to stop and wait.
+            thread::sleep(Duration::from_millis(200));
+            let mut got = Vec::with_capacity(STREAM_LEN);
+            let mut buf = [0u8; 4096];
+            let mut reads = 0u32;
+            loop {
+                let n = (&r).read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                reads += 1;
+                if reads.is_multiple_of(64) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            got
+        });
+
+        let tx = &mut q[1];
+        let size = usize::from(tx.size);
+        let mut sent = 0usize;
+        let mut in_flight = 0usize;
+        let mut k = 0usize;
+        while sent < STREAM_LEN {
+            while in_flight >= size {
+                tx.wait_used(&mem);
+                in_flight -= 1;
+                while tx.pop_used(&mem).is_some() {
+                    in_flight -= 1;
+                }
+            }
+            let slot = (k % size) as u64;
+            let len = (4096 - (k % 7) * 100).min(STREAM_LEN - sent);
+            let data: Vec<u8> = (sent..sent + len).map(pattern).collect();
+            let addr = DATA_BASE + slot * 4096;
+            mem.write_slice(&data, GuestAddress(addr)).unwrap();
+            tx.add_chain(&mem, &[(addr, len as u32, false)]);
+            notify(&mut t, 1);
+            sent += len;
+            in_flight += 1;
+            k += 1;
+        }
+        while in_flight > 0 {
+            tx.wait_used(&mem);
+            in_flight -= 1;
+        }
+        assert!(!t.needs_reset());
+        drop(t); // closes the write end
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), STREAM_LEN, "every byte arrived");
+        if let Some(i) = (0..STREAM_LEN).find(|i| got[*i] != pattern(*i)) {
+            panic!("byte {i} differs: got {} want {}", got[i], pattern(i));
+        }
+    }
+
+    #[test]
+    fn reset_flushes_output_already_queued() {
+        let mem = guest_memory();
+        let (r, w) = pipe();
+        let (mut t, mut q) = console(&mem, Some(nonblocking(&w, true)), None);
+        drop(w);
+        let tx = &mut q[1];
+        // 1 MiB in 16 chains of 64 KiB: more than the pipe holds.
+        let total = 16 * 0x1_0000usize;
+        let data: Vec<u8> = (0..total).map(pattern).collect();
+        mem.write_slice(&data, GuestAddress(DATA_BASE)).unwrap();
+        for c in 0..16u64 {
+            tx.add_chain(&mem, &[(DATA_BASE + c * 0x1_0000, 0x1_0000, false)]);
+        }
+        notify(&mut t, 1);
+        let reader = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            let mut got = Vec::new();
+            (&r).read_to_end(&mut got).unwrap();
+            got
+        });
+        thread::sleep(Duration::from_millis(50));
+        // The pipe (64 KiB) is full and nobody reads: the device waits instead of dropping.
+        let mut done = 0;
+        while tx.pop_used(&mem).is_some() {
+            done += 1;
+        }
+        assert!(
+            done < 16,
+            "device returned {done} chains it cannot have written"
+        );
+        // Driver reset while output is still queued: the worker flushes before it stops.
+        wr(&mut t, 0x70, 0);
+        drop(t);
+        assert_eq!(reader.join().unwrap(), data);
+    }
+
+    #[test]
+    fn tx_to_regular_file() {
+        let mem = guest_memory();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let f = File::create(&path).unwrap();
+        let (mut t, mut q) = console(&mem, Some(nonblocking(&f, true)), None);
+        let tx = &mut q[1];
+        mem.write_slice(b"to a file", GuestAddress(DATA_BASE))
+            .unwrap();
+        tx.add_chain(&mem, &[(DATA_BASE, 9, false)]);
+        notify(&mut t, 1);
+        tx.wait_used(&mem);
+        drop(t);
+        assert_eq!(std::fs::read(&path).unwrap(), b"to a file");
+    }
+
+    #[test]
+    fn tx_after_reader_closed_keeps_consuming() {
+        let mem = guest_memory();
+        let (r, w) = pipe();
+        let (mut t, mut q) = console(&mem, Some(nonblocking(&w, true)), None);
+        drop(w);
+        drop(r);
+        let tx = &mut q[1];
+        for _ in 0..3 {
+            tx.add_chain(&mem, &[(DATA_BASE, 100, false)]);
+            notify(&mut t, 1);
+            assert_eq!(tx.wait_used(&mem).1, 0);
+        }
+        assert!(!t.needs_reset());
+    }
+
+    #[test]
+    fn rx_delivers_host_input() {
+        let mem = guest_memory();
+        let (r, w) = pipe();
+        let (mut t, mut q) = console(&mem, None, Some(nonblocking(&r, false)));
+        drop(r);
+        let rx = &mut q[0];
+        let buf = DATA_BASE + 0x8_0000;
+        rx.add_chain(&mem, &[(buf, 64, true)]);
+        notify(&mut t, 0);
+        (&w).write_all(b"hello guest").unwrap();
+        let (_, len) = rx.wait_used(&mem);
+        let mut got = vec![0u8; len as usize];
+        mem.read_slice(&mut got, GuestAddress(buf)).unwrap();
+        assert_eq!(got, b"hello guest");
+
+        // Input that arrives before the guest posts buffers is kept, in order.
+        (&w).write_all(b"0123456789").unwrap();
+        thread::sleep(Duration::from_millis(50));
+        rx.add_chain(&mem, &[(buf, 4, true)]);
+        rx.add_chain(&mem, &[(buf + 0x100, 64, true)]);
+        notify(&mut t, 0);
+        let (_, a) = rx.wait_used(&mem);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (_, b) = loop {
+            if let Some(u) = rx.pop_used(&mem) {
+                break u;
+            }
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(1));
+        };
+        let mut first = vec![0u8; a as usize];
+        let mut second = vec![0u8; b as usize];
+        mem.read_slice(&mut first, GuestAddress(buf)).unwrap();
+        mem.read_slice(&mut second, GuestAddress(buf + 0x100))
+            .unwrap();
+        assert_eq!([first, second].concat(), b"0123456789");
+    }
+
+    #[test]
+    fn nonblocking_fd_leaves_the_original_blocking() {
+        let (r, w) = pipe();
+        let nb = nonblocking(&w, true);
+        // SAFETY: F_GETFL on valid fds owned by this test.
+        let (orig, new) = unsafe {
+            (
+                libc::fcntl(w.as_raw_fd(), libc::F_GETFL),
+                libc::fcntl(nb.as_raw_fd(), libc::F_GETFL),
+            )
+        };
+        assert_eq!(orig & libc::O_NONBLOCK, 0);
+        assert_ne!(new & libc::O_NONBLOCK, 0);
+        drop(r);
+    }
+}

@@ -288,3 +288,342 @@ impl Worker for FsWorker {
             .map_err(|source| DeviceError::Queue { queue, source })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    use fuse_backend_rs::abi::fuse_abi::{
+        EntryOut, InHeader, InitIn, OpenIn, OpenOut, OutHeader, ReadIn,
+    };
+    use vm_memory::{ByteValued, Bytes, GuestAddress};
+
+    use super::*;
+    use crate::devices::virtio::mmio::MmioTransport;
+    use crate::devices::virtio::test_utils::*;
+
+    const LOOKUP: u32 = 1;
+    const READLINK: u32 = 5;
+    const OPEN: u32 = 14;
+    const READ: u32 = 15;
+    const INIT: u32 = 26;
+    /// FUSE root node ID.
+    const ROOT: u64 = 1;
+    /// Request buffer (guest physical address).
+    const REQ: u64 = DATA_BASE;
+    /// Response buffer (guest physical address) and its size (bytes).
+    const RESP: u64 = DATA_BASE + 0x1_0000;
+    const RESP_LEN: u32 = 0x1_0000;
+    const HELLO: &[u8] = b"hello from the share\n";
+
+    /// A FUSE client talking to the device through its request queue.
+    struct Client {
+        mem: GuestMem,
+        t: MmioTransport,
+        q: Vec<GuestQueue>,
+        unique: u64,
+    }
+
+    /// A reply: errno (0 on success) and body length.
+    struct Reply {
+        error: i32,
+        len: usize,
+    }
+
+    impl Client {
+        fn new(share: &Path) -> Client {
+            let mem = guest_memory();
+            let dev = Fs::new(FsConfig::new(share)).unwrap();
+            let (t, q, _irq) = activated(&mem, Box::new(dev), &[QUEUE_SIZE, QUEUE_SIZE]);
+            let mut c = Client {
+                mem,
+                t,
+                q,
+                unique: 0,
+            };
+            let init = InitIn {
+                major: 7,
+                minor: 31,
+                max_readahead: 0x2_0000,
+                flags: 0,
+            };
+            assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+            c
+        }
+
+        /// Sends one raw chain: `req` as the readable part, one writable response buffer.
+        fn raw(&mut self, req: &[u8]) -> u32 {
+            self.mem.write_slice(req, GuestAddress(REQ)).unwrap();
+            self.mem
+                .write_slice(&[0u8; RESP_LEN as usize], GuestAddress(RESP))
+                .unwrap();
+            let rq = &mut self.q[1];
+            rq.add_chain(
+                &self.mem,
+                &[(REQ, req.len() as u32, false), (RESP, RESP_LEN, true)],
+            );
+            notify(&mut self.t, 1);
+            rq.wait_used(&self.mem).1
+        }
+
+        fn call(&mut self, opcode: u32, nodeid: u64, body: &[u8]) -> Reply {
+            self.unique += 1;
+            let hdr = InHeader {
+                len: (std::mem::size_of::<InHeader>() + body.len()) as u32,
+                opcode,
+                unique: self.unique,
+                nodeid,
+                uid: 0,
+                gid: 0,
+                pid: 1,
+                padding: 0,
+            };
+            let req = [hdr.as_slice(), body].concat();
+            let used = self.raw(&req);
+            let out: OutHeader = self.mem.read_obj(GuestAddress(RESP)).unwrap();
+            assert_eq!(out.unique, self.unique);
+            assert_eq!(out.len, used, "used length is the reply length");
+            Reply {
+                error: -out.error,
+                len: used as usize - std::mem::size_of::<OutHeader>(),
+            }
+        }
+
+        fn body<T: ByteValued>(&self) -> T {
+            let at = RESP + std::mem::size_of::<OutHeader>() as u64;
+            self.mem.read_obj(GuestAddress(at)).unwrap()
+        }
+
+        fn body_bytes(&self, len: usize) -> Vec<u8> {
+            let mut v = vec![0u8; len];
+            let at = RESP + std::mem::size_of::<OutHeader>() as u64;
+            self.mem.read_slice(&mut v, GuestAddress(at)).unwrap();
+            v
+        }
+
+        /// LOOKUP `name` in `parent`: the entry, or the errno.
+        fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<EntryOut, i32> {
+            let body = [name, b"\0"].concat();
+            let r = self.call(LOOKUP, parent, &body);
+            if r.error != 0 {
+                return Err(r.error);
+            }
+            let e: EntryOut = self.body();
+            if e.nodeid == 0 {
+                // Negative entry.
+                return Err(libc::ENOENT);
+            }
+            Ok(e)
+        }
+
+        fn readlink(&mut self, node: u64) -> Result<Vec<u8>, i32> {
+            let r = self.call(READLINK, node, &[]);
+            if r.error != 0 {
+                return Err(r.error);
+            }
+            Ok(self.body_bytes(r.len))
+        }
+
+        fn open(&mut self, node: u64) -> Result<u64, i32> {
+            let open = OpenIn {
+                flags: libc::O_RDONLY as u32,
+                fuse_flags: 0,
+            };
+            let r = self.call(OPEN, node, open.as_slice());
+            if r.error != 0 {
+                return Err(r.error);
+            }
+            Ok(self.body::<OpenOut>().fh)
+        }
+
+        fn read(&mut self, node: u64, fh: u64, size: u32) -> Result<Vec<u8>, i32> {
+            let read = ReadIn {
+                fh,
+                offset: 0,
+                size,
+                ..Default::default()
+            };
+            let r = self.call(READ, node, read.as_slice());
+            if r.error != 0 {
+                return Err(r.error);
+            }
+            Ok(self.body_bytes(r.len))
+        }
+    }
+
+    /// `root/share` (exported) next to `root/outside` (must stay unreachable).
+    fn layout() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let share = root.path().join("share");
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(share.join("a")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(share.join("hello.txt"), HELLO).unwrap();
+        std::fs::write(share.join("a/b"), b"inner").unwrap();
+        std::fs::write(outside.join("secret.txt"), b"host secret").unwrap();
+        symlink("/etc", share.join("etc-link")).unwrap();
+        symlink("../outside", share.join("up-link")).unwrap();
+        symlink(outside.join("secret.txt"), share.join("secret-link")).unwrap();
+        root
+    }
+
+    #[test]
+    fn lookup_open_read_returns_file_bytes() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        assert_eq!(e.attr.mode & libc::S_IFMT, libc::S_IFREG);
+        assert_eq!(e.attr.size, HELLO.len() as u64);
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        // Nested lookups work one component at a time.
+        let a = c.lookup(ROOT, b"a").unwrap();
+        let b = c.lookup(a.nodeid, b"b").unwrap();
+        let fh = c.open(b.nodeid).unwrap();
+        assert_eq!(c.read(b.nodeid, fh, 4096).unwrap(), b"inner");
+        assert!(!c.t.needs_reset());
+    }
+
+    #[test]
+    fn dotdot_at_the_root_stays_in_the_share() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        eprintln!(
+            "PROBE dotdot root: {:?}",
+            c.lookup(ROOT, b"..").map(|e| e.nodeid)
+        );
+        // ".." of the share root is the share root itself.
+        let up = c.lookup(ROOT, b"..").unwrap();
+        assert!(c.lookup(up.nodeid, b"hello.txt").is_ok());
+        assert_eq!(
+            c.lookup(up.nodeid, b"outside").map(|e| e.nodeid),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            c.lookup(up.nodeid, b"share").map(|e| e.nodeid),
+            Err(libc::ENOENT)
+        );
+        // ".." inside a subdirectory leads back to the share root, no further.
+        let a = c.lookup(ROOT, b"a").unwrap();
+        let up = c.lookup(a.nodeid, b"..").unwrap();
+        assert!(c.lookup(up.nodeid, b"hello.txt").is_ok());
+        let upup = c.lookup(up.nodeid, b"..").unwrap();
+        assert_eq!(
+            c.lookup(upup.nodeid, b"outside").map(|e| e.nodeid),
+            Err(libc::ENOENT)
+        );
+    }
+
+    #[test]
+    fn names_with_slashes_are_rejected() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        assert_eq!(c.lookup(ROOT, b"a/b").map(|e| e.nodeid), Err(libc::EINVAL));
+        assert_eq!(
+            c.lookup(ROOT, b"../outside").map(|e| e.nodeid),
+            Err(libc::EINVAL)
+        );
+        assert_eq!(c.lookup(ROOT, b"/etc").map(|e| e.nodeid), Err(libc::EINVAL));
+        let a = c.lookup(ROOT, b"a").unwrap();
+        assert_eq!(
+            c.lookup(a.nodeid, b"../../outside").map(|e| e.nodeid),
+            Err(libc::EINVAL)
+        );
+    }
+
+    #[test]
+    fn symlinks_are_not_followed_on_the_host() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+
+        let l = c.lookup(ROOT, b"etc-link").unwrap();
+        assert_eq!(l.attr.mode & libc::S_IFMT, libc::S_IFLNK);
+        assert_eq!(c.readlink(l.nodeid).unwrap(), b"/etc");
+        // The link's node is the link itself, not a directory to walk through.
+        assert_eq!(
+            c.lookup(l.nodeid, b"passwd").map(|e| e.nodeid),
+            Err(libc::ENOTDIR)
+        );
+        assert_eq!(
+            c.lookup(l.nodeid, b"hostname").map(|e| e.nodeid),
+            Err(libc::ENOTDIR)
+        );
+
+        let u = c.lookup(ROOT, b"up-link").unwrap();
+        assert_eq!(c.readlink(u.nodeid).unwrap(), b"../outside");
+        assert_eq!(
+            c.lookup(u.nodeid, b"secret.txt").map(|e| e.nodeid),
+            Err(libc::ENOTDIR)
+        );
+
+        // Opening a symlink's node must not open its host target.
+        let s = c.lookup(ROOT, b"secret-link").unwrap();
+        assert_eq!(s.attr.mode & libc::S_IFMT, libc::S_IFLNK);
+        eprintln!("PROBE open symlink: {:?}", c.open(s.nodeid));
+        eprintln!(
+            "PROBE lookup in etc-link: {:?}",
+            c.lookup(l.nodeid, b"passwd").map(|e| e.nodeid)
+        );
+        assert!(c.open(s.nodeid).is_err());
+        // READ with a made-up handle on that node fails too.
+        assert!(c.read(s.nodeid, 1, 4096).is_err());
+    }
+
+    #[test]
+    fn malformed_requests_fail_alone() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        // Too short for a FUSE header.
+        assert_eq!(c.raw(&[1, 2, 3, 4, 5, 6, 7, 8]), 0);
+        // A header claiming a huge length and an unknown opcode.
+        let hdr = InHeader {
+            len: u32::MAX,
+            opcode: 9999,
+            unique: 77,
+            nodeid: ROOT,
+            ..Default::default()
+        };
+        c.raw(hdr.as_slice());
+        // A chain without a writable buffer.
+        c.mem.write_slice(&[0u8; 8], GuestAddress(REQ)).unwrap();
+        let rq = &mut c.q[1];
+        rq.add_chain(&c.mem, &[(REQ, 8, false)]);
+        notify(&mut c.t, 1);
+        assert_eq!(rq.wait_used(&c.mem).1, 0);
+        // The device still serves requests.
+        assert!(!c.t.needs_reset());
+        assert!(c.lookup(ROOT, b"hello.txt").is_ok());
+    }
+
+    #[test]
+    fn config_space_holds_tag_and_queue_count() {
+        let root = layout();
+        let mut cfg = FsConfig::new(root.path().join("share"));
+        cfg.tag = "podroot".into();
+        let dev = Fs::new(cfg).unwrap();
+        let mut tag = [0u8; TAG_LEN];
+        dev.read_config(0, &mut tag);
+        assert_eq!(&tag[..7], b"podroot");
+        assert!(tag[7..].iter().all(|b| *b == 0));
+        let mut n = [0u8; 4];
+        dev.read_config(TAG_LEN as u64, &mut n);
+        assert_eq!(u32::from_le_bytes(n), 1);
+        let mut past = [0xffu8; 4];
+        dev.read_config(1 << 40, &mut past);
+        assert_eq!(past, [0; 4]);
+
+        let mut long = FsConfig::new(root.path().join("share"));
+        long.tag = "x".repeat(TAG_LEN + 1);
+        assert!(matches!(Fs::new(long), Err(FsError::Tag(_))));
+        assert!(matches!(
+            Fs::new(FsConfig::new("/")),
+            Err(FsError::SharedDir(_))
+        ));
+        assert!(matches!(
+            Fs::new(FsConfig::new("relative/dir")),
+            Err(FsError::SharedDir(_))
+        ));
+    }
+}
