@@ -1,4 +1,21 @@
 //! The KVM stage1: a mini-VMM on rust-vmm crates that boots the guest kernel, shares the pod's
 //! stage1 root over in-process virtio-fs and runs guest-init as PID 1.
+//!
+//! Map: [`kvm`] and [`pvm`] check the host; [`memory`] lays out guest RAM; [`boot`] loads the
+//! kernel (PVH or bzImage) and writes the boot structures; [`vcpu`] configures vCPUs and runs
+//! `KVM_RUN`; [`exit`] decides what each exit means (pure); [`bus`] routes port and MMIO
+//! accesses to [`devices`]; [`vmm`] puts it together. See docs/vmm.md.
 
+#![deny(missing_docs)]
+
+pub mod boot;
+pub mod bus;
 pub mod devices;
+pub mod exit;
+pub mod kvm;
+pub mod memory;
+pub mod pvm;
+pub mod vcpu;
+pub mod vmm;
+
+pub use vmm::{MmioSlot, SerialBackend, VmConfig, VmOutcome, Vmm, VmmError};

@@ -1,1 +1,107 @@
-fn main() {}
+//! `stage1-vmm`: the KVM stage1 binary. Entry points are dispatched on a subcommand (or, for
+//! the pod entrypoints to come, on argv[0]'s basename): today only `boot`, the debug entry that
+//! boots a kernel and streams its console.
+//!
+//! Exit status of `boot`: 0 when the guest rebooted (or powered off) normally; 125
+//! (`pod_abi::exit::STAGE1_FAILED`) with a one-line reason on stderr when the guest panicked,
+//! triple-faulted, KVM failed or the timeout expired; 1 for bad arguments/files/host.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use stage1_vmm::{VmConfig, Vmm};
+
+#[derive(Parser)]
+#[command(name = "stage1-vmm", about = "rkt KVM stage1: a mini-VMM")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a kernel, stream its console to stdout, exit 0 when the guest reboots.
+    Boot(BootArgs),
+}
+
+#[derive(clap::Args)]
+struct BootArgs {
+    /// Kernel: ELF vmlinux (PVH entry) or bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs (newc cpio, optionally compressed).
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// Extra kernel command line, appended to the default one.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Use --cmdline instead of the default command line.
+    #[arg(long)]
+    replace_cmdline: bool,
+    /// Guest memory (MiB).
+    #[arg(long, default_value_t = 512)]
+    mem: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Fail if the guest has not ended after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Do not forward stdin to the guest console.
+    #[arg(long)]
+    no_stdin: bool,
+}
+
+fn boot(a: BootArgs) -> Result<ExitCode> {
+    let mut cfg = VmConfig::new(&a.kernel);
+    cfg.initramfs = a.initramfs;
+    cfg.cmdline = a.cmdline;
+    cfg.replace_cmdline = a.replace_cmdline;
+    cfg.mem_mib = a.mem;
+    cfg.cpus = a.cpus;
+    cfg.timeout = match a.timeout {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(_) => anyhow::bail!("--timeout must be a positive number of seconds"),
+        None => None,
+    };
+    if !a.no_stdin {
+        let fd: OwnedFd = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("stdin")?;
+        cfg.console_in = Some(fd);
+    }
+    let vmm = Vmm::new(cfg)?;
+    let (outcome, stats) = vmm.run()?;
+    if stats.dropped > 0 {
+        eprintln!(
+            "stage1-vmm: {} console bytes dropped (stdout too slow)",
+            stats.dropped
+        );
+    }
+    if outcome.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("stage1-vmm: {}", outcome.reason());
+        Ok(ExitCode::from(pod_abi::exit::STAGE1_FAILED as u8))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Command::Boot(a) => boot(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("stage1-vmm: {}", chain.join(": "));
+            ExitCode::from(pod_abi::exit::FAILURE as u8)
+        }
+    }
+}
