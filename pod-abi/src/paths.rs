@@ -39,7 +39,9 @@ pub struct PodPaths {
 impl PodPaths {
     /// Wraps a pod directory such as `/var/lib/rkt/pods/run/<uuid>`.
     pub fn new(pod_dir: impl Into<PathBuf>) -> Self {
-        Self { root: pod_dir.into() }
+        Self {
+            root: pod_dir.into(),
+        }
     }
     /// The pod directory itself.
     pub fn root(&self) -> &Path {
@@ -142,13 +144,15 @@ impl PodDirState {
         }
     }
     /// The renames rkt allows between state directories (the lifecycle as data).
-    pub const TRANSITIONS: [(PodDirState, PodDirState); 6] = [
+    pub const TRANSITIONS: [(PodDirState, PodDirState); 7] = [
         (PodDirState::Embryo, PodDirState::Prepare),
         (PodDirState::Prepare, PodDirState::Prepared),
         (PodDirState::Prepare, PodDirState::Run),
         (PodDirState::Prepared, PodDirState::Run),
         (PodDirState::Run, PodDirState::ExitedGarbage),
         (PodDirState::Prepare, PodDirState::Garbage),
+        // gc expiring prepared pods (`--expire-prepared`) and `rkt rm` of a prepared pod.
+        (PodDirState::Prepared, PodDirState::Garbage),
     ];
     /// Whether `self -> to` is a valid transition.
     pub fn can_move_to(self, to: PodDirState) -> bool {

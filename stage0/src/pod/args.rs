@@ -1,0 +1,689 @@
+//! The `rkt run` / `rkt prepare` command line, parsed by hand because per-app flags follow the
+//! image they apply to: `[pod flags] IMAGE [app flags] [-- args...] [--- IMAGE ...]`.
+//!
+//! Flags take `--flag=value` or `--flag value`; booleans take `--flag` or `--flag=true|false`.
+//! `--mount` before every image applies to every app. Global flags (`--dir`, `--debug`,
+//! `--insecure-options`, ...) are accepted anywhere before `--`.
+
+use std::path::PathBuf;
+
+/// A command-line error (exit code [`pod_abi::exit::USAGE`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
+}
+
+/// Which command is parsed (they accept slightly different flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `rkt run`.
+    Run,
+    /// `rkt prepare`.
+    Prepare,
+}
+
+/// How the stage1 image is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stage1Ref {
+    /// The default flavor (`ns`).
+    #[default]
+    Default,
+    /// `--stage1=ns|kvm`.
+    Flavor(String),
+    /// `--stage1-path`: an ACI file.
+    Path(PathBuf),
+    /// `--stage1-name`: an image name in the store.
+    Name(String),
+    /// `--stage1-hash`: an image ID (prefix) in the store.
+    Hash(String),
+    /// `--stage1-url`: fetched like any image.
+    Url(String),
+}
+
+/// `--mount volume=NAME,target=PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountArg {
+    /// Volume name.
+    pub volume: String,
+    /// Absolute path inside the app.
+    pub target: String,
+}
+
+/// Global flags that may appear among the command's arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalOverrides {
+    /// `--debug`.
+    pub debug: bool,
+    /// `--dir`.
+    pub dir: Option<PathBuf>,
+    /// `--insecure-options`.
+    pub insecure_options: Option<String>,
+}
+
+/// Pod-level options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodOptions {
+    /// `--volume` (in order).
+    pub volumes: Vec<appc::schema::Volume>,
+    /// `--mount` before the first image: applies to every app.
+    pub mounts: Vec<MountArg>,
+    /// `--set-env K=V`.
+    pub set_env: Vec<(String, String)>,
+    /// `--set-env-file FILE`.
+    pub set_env_file: Vec<PathBuf>,
+    /// `--inherit-env`.
+    pub inherit_env: bool,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--uuid-file-save`.
+    pub uuid_file_save: Option<PathBuf>,
+    /// `--interactive` (run only).
+    pub interactive: bool,
+    /// `--net` (default `default`).
+    pub net: String,
+    /// stage1 selection.
+    pub stage1: Stage1Ref,
+    /// `--quiet` (prepare only).
+    pub quiet: bool,
+    /// `--pull-policy`.
+    pub pull_policy: Option<String>,
+}
+
+/// Per-app options (flags following an image).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppOptions {
+    /// The image reference (file, URL, name, ID).
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--exec`.
+    pub exec: Option<String>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--group`.
+    pub group: Option<String>,
+    /// `--supplementary-gids`.
+    pub supplementary_gids: Option<Vec<u32>>,
+    /// `--working-dir`.
+    pub working_dir: Option<String>,
+    /// `--environment K=V`.
+    pub environment: Vec<(String, String)>,
+    /// `--memory` (quantity).
+    pub memory: Option<String>,
+    /// `--cpu` (quantity).
+    pub cpu: Option<String>,
+    /// `--caps-retain`.
+    pub caps_retain: Option<Vec<String>>,
+    /// `--caps-remove`.
+    pub caps_remove: Option<Vec<String>>,
+    /// `--readonly-rootfs`.
+    pub readonly_rootfs: bool,
+    /// `--mount` after this image.
+    pub mounts: Vec<MountArg>,
+    /// Arguments after `--`.
+    pub args: Option<Vec<String>>,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCommand {
+    /// Global flags found among the arguments.
+    pub globals: GlobalOverrides,
+    /// Pod-level options.
+    pub pod: PodOptions,
+    /// Apps in order.
+    pub apps: Vec<AppOptions>,
+}
+
+/// Flag arity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    Value,
+}
+
+/// Where a flag may appear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Global,
+    Pod,
+    App,
+    /// `--mount`: pod-wide before images, per app after one.
+    Mount,
+}
+
+/// The flag table: name, arity, scope.
+const FLAGS: &[(&str, Kind, Scope)] = &[
+    ("debug", Kind::Bool, Scope::Global),
+    ("dir", Kind::Value, Scope::Global),
+    ("insecure-options", Kind::Value, Scope::Global),
+    ("local-config", Kind::Value, Scope::Global),
+    ("system-config", Kind::Value, Scope::Global),
+    ("user-config", Kind::Value, Scope::Global),
+    ("trust-keys-from-https", Kind::Bool, Scope::Global),
+    ("volume", Kind::Value, Scope::Pod),
+    ("set-env", Kind::Value, Scope::Pod),
+    ("set-env-file", Kind::Value, Scope::Pod),
+    ("inherit-env", Kind::Bool, Scope::Pod),
+    ("hostname", Kind::Value, Scope::Pod),
+    ("uuid-file-save", Kind::Value, Scope::Pod),
+    ("interactive", Kind::Bool, Scope::Pod),
+    ("net", Kind::Value, Scope::Pod),
+    ("stage1", Kind::Value, Scope::Pod),
+    ("stage1-path", Kind::Value, Scope::Pod),
+    ("stage1-name", Kind::Value, Scope::Pod),
+    ("stage1-hash", Kind::Value, Scope::Pod),
+    ("stage1-url", Kind::Value, Scope::Pod),
+    ("quiet", Kind::Bool, Scope::Pod),
+    ("pull-policy", Kind::Value, Scope::Pod),
+    ("no-overlay", Kind::Bool, Scope::Pod),
+    ("store-only", Kind::Bool, Scope::Pod),
+    ("no-store", Kind::Bool, Scope::Pod),
+    ("mount", Kind::Value, Scope::Mount),
+    ("exec", Kind::Value, Scope::App),
+    ("name", Kind::Value, Scope::App),
+    ("user", Kind::Value, Scope::App),
+    ("group", Kind::Value, Scope::App),
+    ("supplementary-gids", Kind::Value, Scope::App),
+    ("working-dir", Kind::Value, Scope::App),
+    ("environment", Kind::Value, Scope::App),
+    ("memory", Kind::Value, Scope::App),
+    ("cpu", Kind::Value, Scope::App),
+    ("caps-retain", Kind::Value, Scope::App),
+    ("cap-retain", Kind::Value, Scope::App),
+    ("caps-remove", Kind::Value, Scope::App),
+    ("cap-remove", Kind::Value, Scope::App),
+    ("readonly-rootfs", Kind::Bool, Scope::App),
+    ("signature", Kind::Value, Scope::App),
+];
+
+fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
+    match v {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(usage(format!("invalid boolean {v:?} for --{flag}"))),
+    }
+}
+
+/// Parses `K=V`.
+pub fn parse_kv(flag: &str, s: &str) -> Result<(String, String), UsageError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(usage(format!("--{flag} wants NAME=VALUE, got {s:?}"))),
+    }
+}
+
+/// Parses rkt's `--volume NAME,kind=host,source=PATH[,readOnly=BOOL][,recursive=BOOL]` or
+/// `NAME,kind=empty[,mode=0755][,uid=0][,gid=0]`.
+pub fn parse_volume(s: &str) -> Result<appc::schema::Volume, UsageError> {
+    let mut parts = s.split(',');
+    let name = parts.next().unwrap_or_default();
+    let name = appc::AcName::new(name).map_err(|_| {
+        usage(format!(
+            "--volume: invalid volume name {name:?} (want an ACName)"
+        ))
+    })?;
+    let mut v = appc::schema::Volume {
+        name,
+        kind: String::new(),
+        source: None,
+        read_only: None,
+        recursive: None,
+        mode: None,
+        uid: None,
+        gid: None,
+    };
+    for p in parts {
+        let (k, val) = p
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--volume: expected key=value, got {p:?}")))?;
+        let num = |val: &str| {
+            val.parse::<u32>()
+                .map_err(|_| usage(format!("--volume: invalid number {val:?} for {k}")))
+        };
+        match k {
+            "kind" => v.kind = val.to_string(),
+            "source" => v.source = Some(val.to_string()),
+            "readOnly" => v.read_only = Some(parse_bool("volume readOnly", val)?),
+            "recursive" => v.recursive = Some(parse_bool("volume recursive", val)?),
+            "mode" => v.mode = Some(val.to_string()),
+            "uid" => v.uid = Some(num(val)?),
+            "gid" => v.gid = Some(num(val)?),
+            _ => return Err(usage(format!("--volume: unknown key {k:?}"))),
+        }
+    }
+    match v.kind.as_str() {
+        "host" => {
+            match &v.source {
+                Some(src) if src.starts_with('/') => {}
+                Some(src) => {
+                    return Err(usage(format!(
+                        "--volume {}: source must be an absolute path, got {src:?}",
+                        v.name
+                    )))
+                }
+                None => {
+                    return Err(usage(format!(
+                        "--volume {}: kind=host needs source=",
+                        v.name
+                    )))
+                }
+            }
+            if v.mode.is_some() || v.uid.is_some() || v.gid.is_some() {
+                return Err(usage(format!(
+                    "--volume {}: mode/uid/gid apply to kind=empty only",
+                    v.name
+                )));
+            }
+        }
+        "empty" => {
+            if v.source.is_some() || v.recursive.is_some() {
+                return Err(usage(format!(
+                    "--volume {}: source/recursive apply to kind=host only",
+                    v.name
+                )));
+            }
+        }
+        "" => {
+            return Err(usage(format!(
+                "--volume {}: missing kind=host|empty",
+                v.name
+            )))
+        }
+        k => return Err(usage(format!("--volume {}: unknown kind {k:?}", v.name))),
+    }
+    v.validate_at("volume")
+        .map_err(|e| usage(format!("--volume: {e}")))?;
+    Ok(v)
+}
+
+/// Parses `--mount volume=NAME,target=PATH`.
+pub fn parse_mount(s: &str) -> Result<MountArg, UsageError> {
+    let (mut volume, mut target) = (None, None);
+    for p in s.split(',') {
+        match p.split_once('=') {
+            Some(("volume", v)) => volume = Some(v.to_string()),
+            Some(("target", t)) => target = Some(t.to_string()),
+            _ => {
+                return Err(usage(format!(
+                    "--mount: unexpected {p:?} (want volume=NAME,target=PATH)"
+                )))
+            }
+        }
+    }
+    match (volume, target) {
+        (Some(v), Some(t)) if t.starts_with('/') && !v.is_empty() => Ok(MountArg {
+            volume: v,
+            target: t,
+        }),
+        (Some(_), Some(t)) => Err(usage(format!(
+            "--mount: target must be absolute, got {t:?}"
+        ))),
+        _ => Err(usage("--mount wants volume=NAME,target=PATH")),
+    }
+}
+
+fn parse_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn parse_stage1_flavor(v: &str) -> Result<Stage1Ref, UsageError> {
+    match v {
+        "ns" | "kvm" => Ok(Stage1Ref::Flavor(v.to_string())),
+        _ => Err(usage(format!(
+            "--stage1: unknown flavor {v:?} (want ns or kvm)"
+        ))),
+    }
+}
+
+impl RunCommand {
+    /// Parses the arguments after `run`/`prepare`.
+    pub fn parse(mode: Mode, argv: &[String]) -> Result<Self, UsageError> {
+        let mut cmd = RunCommand::default();
+        cmd.pod.net = "default".to_string();
+        let mut stage1_set = false;
+        let mut i = 0;
+        while let Some(tok) = argv.get(i) {
+            i += 1;
+            if tok == "--" {
+                let app = cmd
+                    .apps
+                    .last_mut()
+                    .ok_or_else(|| usage("\"--\" must follow an image"))?;
+                if app.args.is_some() {
+                    return Err(usage(format!("arguments for {} given twice", app.image)));
+                }
+                let mut args = Vec::new();
+                while let Some(a) = argv.get(i) {
+                    i += 1;
+                    if a == "---" {
+                        break;
+                    }
+                    args.push(a.clone());
+                }
+                app.args = Some(args);
+                continue;
+            }
+            if tok == "---" {
+                if cmd.apps.is_empty() {
+                    return Err(usage("\"---\" must follow an image"));
+                }
+                continue;
+            }
+            let Some(body) = tok.strip_prefix("--") else {
+                if tok.starts_with('-') && tok.len() > 1 {
+                    return Err(usage(format!("unknown flag {tok:?}")));
+                }
+                cmd.apps.push(AppOptions {
+                    image: tok.clone(),
+                    ..Default::default()
+                });
+                continue;
+            };
+            let (name, inline) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (body, None),
+            };
+            let Some(&(_, kind, scope)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
+                return Err(usage(format!("unknown flag --{name}")));
+            };
+            let value = match kind {
+                Kind::Bool => match &inline {
+                    Some(v) => parse_bool(name, v)?.to_string(),
+                    None => "true".to_string(),
+                },
+                Kind::Value => match inline {
+                    Some(v) => v,
+                    None => {
+                        let v = argv
+                            .get(i)
+                            .ok_or_else(|| usage(format!("flag --{name} needs a value")))?;
+                        i += 1;
+                        v.clone()
+                    }
+                },
+            };
+            let on = value == "true";
+            match scope {
+                Scope::Global => match name {
+                    "debug" => cmd.globals.debug = on,
+                    "dir" => cmd.globals.dir = Some(PathBuf::from(value)),
+                    "insecure-options" => cmd.globals.insecure_options = Some(value),
+                    _ => {}
+                },
+                Scope::Pod => {
+                    let stage1 = |r: Stage1Ref, set: &mut bool| -> Result<Stage1Ref, UsageError> {
+                        if std::mem::replace(set, true) {
+                            return Err(usage("only one of --stage1, --stage1-path, --stage1-name, --stage1-hash, --stage1-url may be given"));
+                        }
+                        Ok(r)
+                    };
+                    match name {
+                        "volume" => cmd.pod.volumes.push(parse_volume(&value)?),
+                        "set-env" => cmd.pod.set_env.push(parse_kv(name, &value)?),
+                        "set-env-file" => cmd.pod.set_env_file.push(PathBuf::from(value)),
+                        "inherit-env" => cmd.pod.inherit_env = on,
+                        "hostname" => cmd.pod.hostname = Some(value),
+                        "uuid-file-save" => cmd.pod.uuid_file_save = Some(PathBuf::from(value)),
+                        "interactive" => {
+                            if mode == Mode::Prepare {
+                                return Err(usage("--interactive is not supported by prepare"));
+                            }
+                            cmd.pod.interactive = on;
+                        }
+                        "quiet" => {
+                            if mode == Mode::Run {
+                                return Err(usage("unknown flag --quiet"));
+                            }
+                            cmd.pod.quiet = on;
+                        }
+                        "net" => {
+                            if value.is_empty() {
+                                return Err(usage("--net needs a value"));
+                            }
+                            cmd.pod.net = value;
+                        }
+                        "stage1" => {
+                            cmd.pod.stage1 = stage1(parse_stage1_flavor(&value)?, &mut stage1_set)?
+                        }
+                        "stage1-path" => {
+                            cmd.pod.stage1 =
+                                stage1(Stage1Ref::Path(PathBuf::from(value)), &mut stage1_set)?
+                        }
+                        "stage1-name" => {
+                            cmd.pod.stage1 = stage1(Stage1Ref::Name(value), &mut stage1_set)?
+                        }
+                        "stage1-hash" => {
+                            cmd.pod.stage1 = stage1(Stage1Ref::Hash(value), &mut stage1_set)?
+                        }
+                        "stage1-url" => {
+                            cmd.pod.stage1 = stage1(Stage1Ref::Url(value), &mut stage1_set)?
+                        }
+                        "pull-policy" => cmd.pod.pull_policy = Some(value),
+                        _ => {}
+                    }
+                }
+                Scope::Mount => {
+                    let m = parse_mount(&value)?;
+                    match cmd.apps.last_mut() {
+                        Some(app) => app.mounts.push(m),
+                        None => cmd.pod.mounts.push(m),
+                    }
+                }
+                Scope::App => {
+                    let app = cmd
+                        .apps
+                        .last_mut()
+                        .ok_or_else(|| usage(format!("flag --{name} must follow an image")))?;
+                    match name {
+                        "exec" => app.exec = Some(value),
+                        "name" => {
+                            if !appc::AcName::is_valid(&value) {
+                                return Err(usage(format!(
+                                    "--name: invalid app name {value:?} (want an ACName)"
+                                )));
+                            }
+                            app.name = Some(value)
+                        }
+                        "user" => app.user = Some(value),
+                        "group" => app.group = Some(value),
+                        "supplementary-gids" => {
+                            let gids = parse_list(&value)
+                                .iter()
+                                .map(|g| g.parse::<u32>())
+                                .collect::<Result<Vec<_>, _>>()
+                                .map_err(|_| {
+                                    usage(format!("--supplementary-gids: invalid list {value:?}"))
+                                })?;
+                            app.supplementary_gids = Some(gids);
+                        }
+                        "working-dir" => {
+                            if !value.starts_with('/') {
+                                return Err(usage(format!(
+                                    "--working-dir must be absolute, got {value:?}"
+                                )));
+                            }
+                            app.working_dir = Some(value)
+                        }
+                        "environment" => app.environment.push(parse_kv(name, &value)?),
+                        "memory" => {
+                            appc::types::parse_quantity(&value).map_err(|_| {
+                                usage(format!("--memory: invalid quantity {value:?}"))
+                            })?;
+                            app.memory = Some(value)
+                        }
+                        "cpu" => {
+                            appc::types::parse_quantity(&value)
+                                .map_err(|_| usage(format!("--cpu: invalid quantity {value:?}")))?;
+                            app.cpu = Some(value)
+                        }
+                        "caps-retain" | "cap-retain" => {
+                            app.caps_retain = Some(normalize_caps(&value)?)
+                        }
+                        "caps-remove" | "cap-remove" => {
+                            app.caps_remove = Some(normalize_caps(&value)?)
+                        }
+                        "readonly-rootfs" => app.readonly_rootfs = on,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if cmd.apps.is_empty() {
+            return Err(usage("at least one image is required"));
+        }
+        if cmd.pod.interactive && cmd.apps.len() > 1 {
+            return Err(usage("--interactive works with a single image only"));
+        }
+        Ok(cmd)
+    }
+}
+
+/// Parses a capability list (`CAP_NET_ADMIN,sys_admin`), returning canonical `CAP_*` names.
+pub fn normalize_caps(s: &str) -> Result<Vec<String>, UsageError> {
+    parse_list(s)
+        .iter()
+        .map(|c| {
+            let up = c.to_ascii_uppercase();
+            let full = if up.starts_with("CAP_") {
+                up
+            } else {
+                format!("CAP_{up}")
+            };
+            if appc::types::KNOWN_CAPABILITIES.contains(&full.as_str()) {
+                Ok(full)
+            } else {
+                Err(usage(format!("unknown capability {c:?}")))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn p(mode: Mode, s: &[&str]) -> Result<RunCommand, UsageError> {
+        let v: Vec<String> = s.iter().map(|x| x.to_string()).collect();
+        RunCommand::parse(mode, &v)
+    }
+
+    #[test]
+    fn per_app_flags_follow_their_image() {
+        let c = p(
+            Mode::Run,
+            &[
+                "--volume=data,kind=empty,mode=0700",
+                "--mount",
+                "volume=data,target=/data",
+                "--set-env=A=1",
+                "a.aci",
+                "--exec=/bin/a",
+                "--name",
+                "first",
+                "--memory=64Mi",
+                "--",
+                "x",
+                "--not-a-flag",
+                "---",
+                "b.aci",
+                "--user=1000",
+                "--mount=volume=data,target=/b",
+                "--caps-retain=net_admin,CAP_CHOWN",
+                "--debug",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.apps.len(), 2);
+        assert_eq!(c.apps[0].image, "a.aci");
+        assert_eq!(c.apps[0].exec.as_deref(), Some("/bin/a"));
+        assert_eq!(c.apps[0].name.as_deref(), Some("first"));
+        assert_eq!(
+            c.apps[0].args,
+            Some(vec!["x".to_string(), "--not-a-flag".to_string()])
+        );
+        assert_eq!(c.apps[1].user.as_deref(), Some("1000"));
+        assert_eq!(c.apps[1].mounts[0].target, "/b");
+        assert_eq!(
+            c.apps[1].caps_retain,
+            Some(vec!["CAP_NET_ADMIN".to_string(), "CAP_CHOWN".to_string()])
+        );
+        assert_eq!(c.pod.mounts[0].target, "/data");
+        assert_eq!(c.pod.volumes[0].mode.as_deref(), Some("0700"));
+        assert_eq!(c.pod.set_env, vec![("A".to_string(), "1".to_string())]);
+        assert!(c.globals.debug);
+        assert_eq!(c.pod.net, "default");
+    }
+
+    #[test]
+    fn args_without_triple_dash_run_to_the_end() {
+        let c = p(Mode::Run, &["a.aci", "--", "--exit", "3"]).unwrap();
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(
+            c.apps[0].args,
+            Some(vec!["--exit".to_string(), "3".to_string()])
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        assert!(p(Mode::Run, &["--bogus", "a.aci"])
+            .unwrap_err()
+            .0
+            .contains("--bogus"));
+        assert!(p(Mode::Run, &["--exec=/x", "a.aci"])
+            .unwrap_err()
+            .0
+            .contains("must follow"));
+        assert!(p(Mode::Run, &[]).is_err());
+        assert!(p(Mode::Run, &["a.aci", "--memory=12Q"]).is_err());
+        assert!(p(Mode::Run, &["a.aci", "--name=Bad_Name"]).is_err());
+        assert!(p(Mode::Run, &["--interactive", "a.aci", "b.aci"]).is_err());
+        assert!(p(Mode::Prepare, &["--interactive", "a.aci"]).is_err());
+        assert!(p(Mode::Run, &["--quiet", "a.aci"]).is_err());
+        assert!(p(Mode::Prepare, &["--quiet", "a.aci"]).unwrap().pod.quiet);
+        assert!(p(Mode::Run, &["--stage1=xen", "a.aci"]).is_err());
+        assert!(p(Mode::Run, &["--stage1=ns", "--stage1-name=x", "a.aci"]).is_err());
+        assert!(p(Mode::Run, &["--volume=v,kind=host", "a.aci"]).is_err());
+        assert!(p(Mode::Run, &["--volume=v,kind=host,source=rel", "a.aci"]).is_err());
+        assert!(p(Mode::Run, &["--mount=volume=v", "a.aci"]).is_err());
+        assert!(p(Mode::Run, &["a.aci", "--working-dir=rel"]).is_err());
+        assert!(p(Mode::Run, &["a.aci", "--caps-remove=CAP_NOPE"]).is_err());
+        assert!(p(Mode::Run, &["a.aci", "--hostname"]).is_err());
+    }
+
+    #[test]
+    fn volumes_parse_like_rkt() {
+        let v = parse_volume("src,kind=host,source=/tmp,readOnly=true,recursive=false").unwrap();
+        assert_eq!(v.source.as_deref(), Some("/tmp"));
+        assert_eq!(v.read_only, Some(true));
+        assert_eq!(v.recursive, Some(false));
+        let e = parse_volume("db,kind=empty,uid=7,gid=8").unwrap();
+        assert_eq!((e.uid, e.gid), (Some(7), Some(8)));
+        assert!(parse_volume("db,kind=empty,source=/x").is_err());
+        assert!(parse_volume("db,kind=tmpfs").is_err());
+    }
+
+    #[test]
+    fn stage1_selection() {
+        assert_eq!(p(Mode::Run, &["a"]).unwrap().pod.stage1, Stage1Ref::Default);
+        assert_eq!(
+            p(Mode::Run, &["--stage1", "kvm", "a"]).unwrap().pod.stage1,
+            Stage1Ref::Flavor("kvm".into())
+        );
+        assert_eq!(
+            p(Mode::Run, &["--stage1-path=/x/s1.aci", "a"])
+                .unwrap()
+                .pod
+                .stage1,
+            Stage1Ref::Path("/x/s1.aci".into())
+        );
+    }
+}

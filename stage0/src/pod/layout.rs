@@ -1,0 +1,415 @@
+//! The pod directory's contents: files written at prepare time (`pod`, `pod-created`,
+//! `stage1TreeStoreID`, `stage1/manifest`, `appsinfo/`, overlay upper/work dirs), the mounts
+//! made right before stage1 runs (stage1 and app rootfs overlays, volumes), the launch plan,
+//! and unmounting everything for gc. Nothing of an image is copied: the rendered trees are
+//! overlayfs lower layers.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use appc::schema::PodManifest;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use pod_abi::paths::{PodPaths, OVERLAY_DIR, POD_CREATED, STAGE1_TREE_ID};
+use pod_abi::plan::Plan;
+
+use super::PodError;
+use crate::util::write_atomic;
+
+/// File holding the stage1 image ID (sha512) next to `stage1TreeStoreID`, so that
+/// `run-prepared` can render the same stage1 again.
+pub const STAGE1_IMAGE_ID: &str = "stage1ImageID";
+/// Marker written once the overlay directories are in place (as rkt).
+pub const OVERLAY_PREPARED: &str = "overlay-prepared";
+/// Mode of directories created in the pod (octal permission bits).
+const DIR_MODE: u32 = 0o755;
+
+/// A rendered image tree used by the pod.
+#[derive(Debug, Clone)]
+pub struct TreeInfo {
+    /// Image ID (`sha512-...`).
+    pub image_id: String,
+    /// Tree-store ID.
+    pub tree_id: String,
+    /// Rendered rootfs (overlay lower dir).
+    pub rootfs: PathBuf,
+    /// The image manifest file of the tree.
+    pub manifest: PathBuf,
+}
+
+fn mkdirs(p: &Path) -> Result<(), PodError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(p)
+        .map_err(|e| PodError::io("create", p, e))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), PodError> {
+    let data = fs::read(from).map_err(|e| PodError::io("read", from, e))?;
+    write_atomic(to, &data, 0o644).map_err(|e| PodError::io("write", to, e))
+}
+
+/// Overlay upper/work of the stage1 rootfs: `overlay/<treeid>/{upper,work}`.
+fn stage1_overlay(paths: &PodPaths, tree_id: &str) -> (PathBuf, PathBuf) {
+    let b = paths.root().join(OVERLAY_DIR).join(tree_id);
+    (b.join("upper"), b.join("work"))
+}
+
+/// Overlay upper/work of an app rootfs: `overlay/<treeid>/<app>/{upper,work}`.
+fn app_overlay(paths: &PodPaths, tree_id: &str, app: &str) -> (PathBuf, PathBuf) {
+    let b = paths.root().join(OVERLAY_DIR).join(tree_id).join(app);
+    (b.join("upper"), b.join("work"))
+}
+
+/// Writes everything `prepare` leaves in the pod directory (no mounts).
+pub fn write_prepared(
+    paths: &PodPaths,
+    pm: &PodManifest,
+    stage1: &TreeInfo,
+    apps: &[TreeInfo],
+) -> Result<(), PodError> {
+    let root = paths.root();
+    write_atomic(&paths.manifest(), &pm.to_json(), 0o644)
+        .map_err(|e| PodError::io("write", &paths.manifest(), e))?;
+    let created = root.join(POD_CREATED);
+    fs::File::create(&created).map_err(|e| PodError::io("create", &created, e))?;
+    let w = |name: &str, data: &[u8]| {
+        let p = root.join(name);
+        write_atomic(&p, data, 0o644).map_err(|e| PodError::io("write", &p, e))
+    };
+    w(STAGE1_TREE_ID, stage1.tree_id.as_bytes())?;
+    w(STAGE1_IMAGE_ID, stage1.image_id.as_bytes())?;
+    mkdirs(&root.join("stage1/rootfs"))?;
+    copy(&stage1.manifest, &paths.stage1_manifest())?;
+    let (u, wk) = stage1_overlay(paths, &stage1.tree_id);
+    mkdirs(&u)?;
+    mkdirs(&wk)?;
+    for (ra, t) in pm.apps.iter().zip(apps) {
+        let name = ra.name.as_str();
+        let info = paths.appsinfo(name);
+        mkdirs(&info)?;
+        copy(&t.manifest, &info.join("manifest"))?;
+        write_atomic(&info.join("treeStoreID"), t.tree_id.as_bytes(), 0o644)
+            .map_err(|e| PodError::io("write", &info, e))?;
+        let (u, wk) = app_overlay(paths, &t.tree_id, name);
+        mkdirs(&u)?;
+        mkdirs(&wk)?;
+    }
+    w(OVERLAY_PREPARED, b"")?;
+    Ok(())
+}
+
+fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), PodError> {
+    for p in [lower, upper, work] {
+        let s = p.to_string_lossy();
+        if s.contains([',', ':', '\\']) {
+            return Err(PodError::Config(format!(
+                "path {s:?} cannot be used in overlay options"
+            )));
+        }
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| PodError::Mount {
+        what: format!("overlay of {}", lower.display()),
+        target: target.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Mounts the stage1 rootfs and every app rootfs as overlayfs and puts each app's image
+/// manifest at `stage1/rootfs/opt/stage2/<app>/manifest`.
+pub fn mount_rootfs(
+    paths: &PodPaths,
+    pm: &PodManifest,
+    stage1: &TreeInfo,
+    apps: &[TreeInfo],
+) -> Result<(), PodError> {
+    let s1 = paths.stage1_rootfs();
+    mkdirs(&s1)?;
+    let (u, w) = stage1_overlay(paths, &stage1.tree_id);
+    mkdirs(&u)?;
+    mkdirs(&w)?;
+    overlay(&stage1.rootfs, &u, &w, &s1)?;
+    for d in [
+        pod_abi::paths::STATUS_DIR_IN_STAGE1,
+        pod_abi::paths::ERRORS_DIR_IN_STAGE1,
+    ] {
+        mkdirs(&s1.join(d))?;
+    }
+    for (ra, t) in pm.apps.iter().zip(apps) {
+        let name = ra.name.as_str();
+        let target = paths.app_rootfs(name);
+        mkdirs(&target)?;
+        let (u, w) = app_overlay(paths, &t.tree_id, name);
+        mkdirs(&u)?;
+        mkdirs(&w)?;
+        overlay(&t.rootfs, &u, &w, &target)?;
+        copy(&t.manifest, &paths.app_manifest(name))?;
+    }
+    Ok(())
+}
+
+/// Creates `rel` (absolute path inside the app) under `root` without following symlinks: an
+/// image must not be able to redirect a volume onto a host path. The last component becomes a
+/// directory (or an empty file when `file` is set); a file in the way of a directory target is
+/// replaced (it lives in the pod's overlay upper layer).
+pub fn secure_target(root: &Path, rel: &str, file: bool) -> Result<PathBuf, PodError> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<Component> = Path::new(rel).components().collect();
+    let n = comps.len();
+    for (i, c) in comps.into_iter().enumerate() {
+        let name = match c {
+            Component::RootDir | Component::CurDir => continue,
+            Component::Normal(x) => x,
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(PodError::Config(format!(
+                    "volume target {rel:?} must not contain \"..\""
+                )))
+            }
+        };
+        cur.push(name);
+        let last = i + 1 == n;
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(PodError::Config(format!(
+                    "volume target {rel:?}: {} is a symlink in the image; refusing to follow it",
+                    cur.display()
+                )))
+            }
+            Ok(m) if m.is_dir() => {
+                if last && file {
+                    return Err(PodError::Config(format!(
+                        "volume target {rel:?} is a directory but the source is a file"
+                    )));
+                }
+            }
+            Ok(_) => {
+                if !(last && file) {
+                    fs::remove_file(&cur).map_err(|e| PodError::io("replace", &cur, e))?;
+                    fs::DirBuilder::new()
+                        .mode(DIR_MODE)
+                        .create(&cur)
+                        .map_err(|e| PodError::io("create", &cur, e))?;
+                }
+            }
+            Err(_) if last && file => {
+                fs::File::create(&cur).map_err(|e| PodError::io("create", &cur, e))?;
+            }
+            Err(_) => {
+                fs::DirBuilder::new()
+                    .mode(DIR_MODE)
+                    .create(&cur)
+                    .map_err(|e| PodError::io("create", &cur, e))?;
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// The host path behind a volume (checked: host sources must exist and not be symlinks;
+/// empty volumes are created under `sharedVolumes/` with their mode/uid/gid).
+pub fn volume_source(paths: &PodPaths, v: &appc::schema::Volume) -> Result<PathBuf, PodError> {
+    match v.kind.as_str() {
+        "host" => {
+            let src = PathBuf::from(v.source.as_deref().unwrap_or_default());
+            match fs::symlink_metadata(&src) {
+                Ok(m) if m.file_type().is_symlink() => Err(PodError::Config(format!(
+                    "volume {}: source {} is a symlink; give the path it points to",
+                    v.name,
+                    src.display()
+                ))),
+                Ok(_) => Ok(src),
+                Err(e) => Err(PodError::Config(format!(
+                    "volume {}: source {} does not exist ({e})",
+                    v.name,
+                    src.display()
+                ))),
+            }
+        }
+        "empty" => {
+            let p = paths.shared_volume(v.name.as_str());
+            if !p.exists() {
+                mkdirs(&p)?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(v.effective_mode()))
+                    .map_err(|e| PodError::io("chmod", &p, e))?;
+                let (uid, gid) = (v.uid.unwrap_or(0), v.gid.unwrap_or(0));
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+                    .map_err(|e| PodError::io("chown", &p, e))?;
+            }
+            Ok(p)
+        }
+        k => Err(PodError::Config(format!(
+            "volume {}: unknown kind {k:?}",
+            v.name
+        ))),
+    }
+}
+
+/// Bind-mounts every volume of every app onto its target inside the app's rootfs (host side,
+/// before stage1 runs, so every flavor sees them).
+pub fn mount_volumes(paths: &PodPaths, pm: &PodManifest, plan: &Plan) -> Result<(), PodError> {
+    for app in &plan.apps {
+        let root = paths.app_rootfs(&app.name);
+        for m in &app.mounts {
+            let v = pm.volume(&m.volume).ok_or_else(|| {
+                PodError::Config(format!("app {}: unknown volume {}", app.name, m.volume))
+            })?;
+            let src = volume_source(paths, v)?;
+            let is_file = !src.is_dir();
+            let target = secure_target(&root, &m.target, is_file)?;
+            let mut flags = MsFlags::MS_BIND;
+            let recursive = v.kind != "host" || v.is_recursive();
+            if recursive {
+                flags |= MsFlags::MS_REC;
+            }
+            mount(Some(&src), &target, None::<&str>, flags, None::<&str>).map_err(|e| {
+                PodError::Mount {
+                    what: format!("volume {} ({})", m.volume, src.display()),
+                    target: target.clone(),
+                    source: e,
+                }
+            })?;
+            if m.read_only {
+                let ro = flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                mount(None::<&str>, &target, None::<&str>, ro, None::<&str>).map_err(|e| {
+                    PodError::Mount {
+                        what: format!("volume {} read-only", m.volume),
+                        target: target.clone(),
+                        source: e,
+                    }
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the launch plan to `stage1/rootfs/rkt/plan.json` atomically.
+pub fn write_plan(paths: &PodPaths, plan: &Plan) -> Result<(), PodError> {
+    let p = paths.plan();
+    if let Some(d) = p.parent() {
+        mkdirs(d)?;
+    }
+    let json =
+        serde_json::to_vec_pretty(plan).map_err(|e| PodError::Config(format!("plan: {e}")))?;
+    write_atomic(&p, &json, 0o644).map_err(|e| PodError::io("write", &p, e))
+}
+
+/// Decodes the octal escapes (`\040`) of /proc/self/mountinfo paths.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'\\' {
+            if let Some(oct) = b.get(i + 1..i + 4) {
+                if let Some(v) = std::str::from_utf8(oct)
+                    .ok()
+                    .and_then(|o| u8::from_str_radix(o, 8).ok())
+                {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// Unmounts every mount under the pod directory, deepest first (lazily, so a busy mount does
+/// not block gc). Returns how many were unmounted.
+pub fn unmount_all(dir: &Path) -> Result<usize, PodError> {
+    let mut n = 0;
+    // Stacked mounts show the same path several times: loop until none is left.
+    for _ in 0..64 {
+        let ms = mounts_under(dir);
+        if ms.is_empty() {
+            return Ok(n);
+        }
+        for m in ms {
+            match umount2(&m, MntFlags::MNT_DETACH) {
+                Ok(()) => n += 1,
+                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+                Err(e) => return Err(PodError::Unmount(m, e)),
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Removes a pod directory after unmounting everything in it.
+pub fn remove_pod_dir(dir: &Path) -> Result<(), PodError> {
+    unmount_all(dir)?;
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(PodError::io("remove", dir, e)),
+    }
+}
+
+/// Owner uid of a path (used by tests and diagnostics).
+pub fn owner(p: &Path) -> Option<u32> {
+    fs::metadata(p).ok().map(|m| m.uid())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn secure_target_refuses_symlinks_and_creates_dirs() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
+        assert!(secure_target(root, "/evil/x", false).is_err());
+        assert!(secure_target(root, "/../x", false).is_err());
+        let p = secure_target(root, "/a/b/c", false).unwrap();
+        assert!(p.is_dir());
+        assert_eq!(
+            fs::metadata(root.join("a")).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        fs::write(root.join("f"), b"x").unwrap();
+        assert!(secure_target(root, "/f", false).unwrap().is_dir());
+        assert!(secure_target(root, "/g", true).unwrap().is_file());
+    }
+}

@@ -1,0 +1,417 @@
+//! Building the pod manifest (`pod`) from the command line and the resolved images: app names,
+//! image IDs (sha512), per-app `app` overrides (exec, user, group, working dir, args,
+//! environment in rkt's precedence), mounts, isolators and volumes.
+
+use std::path::Path;
+
+use appc::schema::{App, EnvVar, Mount, PodManifest, RuntimeApp, RuntimeImage, Volume};
+use appc::types::{isolator_names, Isolator};
+use appc::{AcIdentifier, AcName, ImageManifest};
+
+use super::args::{AppOptions, PodOptions};
+use super::PodError;
+
+/// One app's image, resolved in the store.
+#[derive(Debug, Clone)]
+pub struct ResolvedApp {
+    /// The command-line options of this app.
+    pub opts: AppOptions,
+    /// Image ID (`sha512-...`).
+    pub image_id: String,
+    /// The image manifest.
+    pub manifest: ImageManifest,
+}
+
+/// Pod-wide environment sources, lowest precedence first (image env and `--environment` sit
+/// between/after them): parent env (`--inherit-env`) < image env < `--set-env-file` <
+/// `--set-env` < `--environment`.
+#[derive(Debug, Clone, Default)]
+pub struct EnvSources {
+    /// The parent's environment when `--inherit-env` is given.
+    pub inherited: Vec<(String, String)>,
+    /// `--set-env-file` contents, in order.
+    pub from_files: Vec<(String, String)>,
+    /// `--set-env`, in order.
+    pub set_env: Vec<(String, String)>,
+}
+
+/// Reads a `--set-env-file`: `VAR=VALUE` lines; empty lines and lines starting with `#` or
+/// `;` are ignored.
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, PodError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PodError::io("read", path, e))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        match l.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => out.push((k.trim().to_string(), v.to_string())),
+            _ => {
+                return Err(PodError::Config(format!(
+                    "{}:{}: expected VAR=VALUE",
+                    path.display(),
+                    n + 1
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `name=value` in `env`, replacing an existing entry in place (keeping its position).
+pub fn set_env(env: &mut Vec<EnvVar>, name: &str, value: &str) {
+    match env.iter_mut().find(|e| e.name == name) {
+        Some(e) => e.value = value.to_string(),
+        None => env.push(EnvVar {
+            name: name.to_string(),
+            value: value.to_string(),
+        }),
+    }
+}
+
+/// Whether `name` is a valid appc environment variable name.
+fn valid_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The app's effective environment in rkt's precedence.
+pub fn effective_env(
+    image_env: &[EnvVar],
+    sources: &EnvSources,
+    app_env: &[(String, String)],
+) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    for (k, v) in &sources.inherited {
+        if valid_env_name(k) {
+            set_env(&mut env, k, v);
+        }
+    }
+    for e in image_env {
+        set_env(&mut env, &e.name, &e.value);
+    }
+    for (k, v) in sources
+        .from_files
+        .iter()
+        .chain(&sources.set_env)
+        .chain(app_env)
+    {
+        set_env(&mut env, k, v);
+    }
+    env
+}
+
+/// The default app name for an image: the last path component of its name, as an ACName.
+pub fn default_app_name(image_name: &str) -> AcName {
+    AcName::sanitize(image_name.rsplit('/').next().unwrap_or(image_name))
+}
+
+fn replace_isolator(list: &mut Vec<Isolator>, name: &str, value: serde_json::Value) {
+    list.retain(|i| i.name.as_str() != name);
+    if let Ok(n) = AcIdentifier::new(name) {
+        list.push(Isolator::new(n, value));
+    }
+}
+
+/// Builds the `app` of one pod app: the image's app with the command-line overrides.
+fn effective_app(r: &ResolvedApp, sources: &EnvSources) -> Result<App, PodError> {
+    let o = &r.opts;
+    let mut app = match (&r.manifest.app, &o.exec) {
+        (Some(a), _) => a.clone(),
+        (None, Some(_)) => App {
+            user: "0".into(),
+            group: "0".into(),
+            ..Default::default()
+        },
+        (None, None) => {
+            return Err(PodError::Config(format!(
+                "image {} has no app; give --exec",
+                r.manifest.name
+            )))
+        }
+    };
+    if let Some(e) = &o.exec {
+        app.exec = vec![e.clone()];
+    }
+    if let Some(args) = &o.args {
+        app.exec.extend(args.iter().cloned());
+    }
+    if app.exec.is_empty() {
+        return Err(PodError::Config(format!(
+            "image {} has no exec; give --exec",
+            r.manifest.name
+        )));
+    }
+    if let Some(u) = &o.user {
+        app.user = u.clone();
+    }
+    if let Some(g) = &o.group {
+        app.group = g.clone();
+    }
+    if let Some(gids) = &o.supplementary_gids {
+        app.supplementary_gids = gids.clone();
+    }
+    if let Some(w) = &o.working_dir {
+        app.working_directory = Some(w.clone());
+    }
+    app.environment = effective_env(&app.environment, sources, &o.environment);
+    if let Some(m) = &o.memory {
+        replace_isolator(
+            &mut app.isolators,
+            isolator_names::MEMORY,
+            serde_json::json!({"request": m, "limit": m}),
+        );
+    }
+    if let Some(c) = &o.cpu {
+        replace_isolator(
+            &mut app.isolators,
+            isolator_names::CPU,
+            serde_json::json!({"request": c, "limit": c}),
+        );
+    }
+    if let Some(set) = &o.caps_retain {
+        replace_isolator(
+            &mut app.isolators,
+            isolator_names::CAPS_RETAIN,
+            serde_json::json!({ "set": set }),
+        );
+    }
+    if let Some(set) = &o.caps_remove {
+        replace_isolator(
+            &mut app.isolators,
+            isolator_names::CAPS_REMOVE,
+            serde_json::json!({ "set": set }),
+        );
+    }
+    Ok(app)
+}
+
+/// Builds and validates the pod manifest. Mount points without a matching volume get an
+/// implicit `kind=empty` volume (reported through `warn`, like rkt).
+pub fn build_pod_manifest(
+    pod: &PodOptions,
+    sources: &EnvSources,
+    apps: &[ResolvedApp],
+    warn: &mut dyn FnMut(String),
+) -> Result<PodManifest, PodError> {
+    let mut pm = PodManifest::new();
+    pm.volumes = pod.volumes.clone();
+    {
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &pm.volumes {
+            if !seen.insert(v.name.as_str().to_string()) {
+                return Err(PodError::Config(format!("volume {} given twice", v.name)));
+            }
+        }
+    }
+    for r in apps {
+        let name = match &r.opts.name {
+            Some(n) => AcName::new(n.as_str())
+                .map_err(|_| PodError::Config(format!("invalid app name {n:?}")))?,
+            None => default_app_name(r.manifest.name.as_str()),
+        };
+        if pm.apps.iter().any(|a| a.name == name) {
+            return Err(PodError::Config(format!(
+                "app name {name} is used twice; give one of the images --name"
+            )));
+        }
+        let app = effective_app(r, sources)?;
+        let mut mounts = Vec::new();
+        for m in pod.mounts.iter().chain(&r.opts.mounts) {
+            let vol = AcName::new(m.volume.as_str()).map_err(|_| {
+                PodError::Config(format!("--mount: invalid volume name {:?}", m.volume))
+            })?;
+            if !pm.volumes.iter().any(|v| v.name == vol) {
+                return Err(PodError::Config(format!(
+                    "--mount refers to volume {:?}, which no --volume defines",
+                    m.volume
+                )));
+            }
+            mounts.push(Mount {
+                volume: vol,
+                path: m.target.clone(),
+                app_volume: None,
+            });
+        }
+        for mp in &app.mount_points {
+            let covered = mounts
+                .iter()
+                .any(|m| m.path == mp.path || m.volume == mp.name);
+            if !covered && !pm.volumes.iter().any(|v| v.name == mp.name) {
+                warn(format!(
+                    "no volume specified for mount point {:?} of app {name}, implicitly creating an \"empty\" volume; it is removed when the pod is garbage-collected",
+                    mp.name.as_str()
+                ));
+                pm.volumes.push(Volume {
+                    name: mp.name.clone(),
+                    kind: "empty".into(),
+                    source: None,
+                    read_only: Some(mp.read_only),
+                    recursive: None,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                });
+            }
+        }
+        let image_name = Some(r.manifest.name.clone());
+        pm.apps.push(RuntimeApp {
+            name,
+            image: RuntimeImage {
+                id: r.image_id.clone(),
+                name: image_name,
+                labels: r.manifest.labels.clone(),
+            },
+            app: Some(app),
+            read_only_root_fs: r.opts.readonly_rootfs,
+            mounts,
+            annotations: Vec::new(),
+        });
+    }
+    pm.validate()
+        .map_err(|e| PodError::Config(format!("pod manifest: {e}")))?;
+    Ok(pm)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::pod::args::{Mode, RunCommand};
+
+    fn image(name: &str, json_app: serde_json::Value) -> ImageManifest {
+        let v = serde_json::json!({
+            "acKind": "ImageManifest", "acVersion": "0.8.11", "name": name, "app": json_app
+        });
+        ImageManifest::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn resolved(cmd: &RunCommand, manifests: Vec<ImageManifest>) -> Vec<ResolvedApp> {
+        cmd.apps
+            .iter()
+            .zip(manifests)
+            .map(|(o, m)| ResolvedApp {
+                opts: o.clone(),
+                image_id: format!("sha512-{}", "ab".repeat(64)),
+                manifest: m,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn env_precedence_matches_rkt() {
+        let img = vec![
+            EnvVar {
+                name: "A".into(),
+                value: "image".into(),
+            },
+            EnvVar {
+                name: "B".into(),
+                value: "image".into(),
+            },
+        ];
+        let src = EnvSources {
+            inherited: vec![("A".into(), "parent".into()), ("P".into(), "parent".into())],
+            from_files: vec![("B".into(), "file".into()), ("C".into(), "file".into())],
+            set_env: vec![("C".into(), "set".into()), ("D".into(), "set".into())],
+        };
+        let env = effective_env(&img, &src, &[("D".into(), "app".into())]);
+        let get = |k: &str| env.iter().find(|e| e.name == k).map(|e| e.value.clone());
+        assert_eq!(get("A").as_deref(), Some("image"));
+        assert_eq!(get("P").as_deref(), Some("parent"));
+        assert_eq!(get("B").as_deref(), Some("file"));
+        assert_eq!(get("C").as_deref(), Some("set"));
+        assert_eq!(get("D").as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn env_file_skips_comments() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("env");
+        std::fs::write(&f, "# c\n; c\n\nX=1\nY=a=b\n").unwrap();
+        assert_eq!(
+            read_env_file(&f).unwrap(),
+            vec![
+                ("X".to_string(), "1".to_string()),
+                ("Y".to_string(), "a=b".to_string())
+            ]
+        );
+        std::fs::write(&f, "garbage\n").unwrap();
+        assert!(read_env_file(&f).is_err());
+    }
+
+    #[test]
+    fn manifest_has_overrides_names_and_isolators() {
+        let argv: Vec<String> = [
+            "--volume=data,kind=empty",
+            "--mount=volume=data,target=/data",
+            "example.com/tools/hello",
+            "--exec=/bin/hello",
+            "--user=1000",
+            "--memory=64Mi",
+            "--caps-remove=CAP_MKNOD",
+            "--",
+            "--exit",
+            "3",
+            "---",
+            "example.com/other/hello",
+            "--name=second",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cmd = RunCommand::parse(Mode::Run, &argv).unwrap();
+        let app = serde_json::json!({"exec": ["/bin/x", "img-arg"], "user": "0", "group": "0",
+            "mountPoints": [{"name": "cache", "path": "/cache"}]});
+        let apps = resolved(
+            &cmd,
+            vec![
+                image("example.com/tools/hello", app.clone()),
+                image("example.com/other/hello", app),
+            ],
+        );
+        let mut warnings = Vec::new();
+        let pm = build_pod_manifest(&cmd.pod, &EnvSources::default(), &apps, &mut |w| {
+            warnings.push(w)
+        })
+        .unwrap();
+        assert_eq!(pm.ac_version, "0.8.11");
+        assert_eq!(pm.apps[0].name.as_str(), "hello");
+        assert_eq!(pm.apps[1].name.as_str(), "second");
+        let a0 = pm.apps[0].app.as_ref().unwrap();
+        assert_eq!(a0.exec, vec!["/bin/hello", "--exit", "3"]);
+        assert_eq!(a0.user, "1000");
+        assert!(a0
+            .isolators
+            .iter()
+            .any(|i| i.name.as_str() == "resource/memory"));
+        assert_eq!(
+            pm.apps[1].app.as_ref().unwrap().exec,
+            vec!["/bin/x", "img-arg"]
+        );
+        assert_eq!(pm.apps[0].mounts[0].path, "/data");
+        // The uncovered mount point got an implicit empty volume, once.
+        assert_eq!(
+            pm.volumes
+                .iter()
+                .filter(|v| v.name.as_str() == "cache")
+                .count(),
+            1
+        );
+        assert!(!warnings.is_empty());
+        // Same derived name twice is an error.
+        let cmd2 =
+            RunCommand::parse(Mode::Run, &["a/hello".to_string(), "b/hello".to_string()]).unwrap();
+        let app2 = serde_json::json!({"exec": ["/x"], "user": "0", "group": "0"});
+        let apps2 = resolved(
+            &cmd2,
+            vec![image("a/hello", app2.clone()), image("b/hello", app2)],
+        );
+        assert!(
+            build_pod_manifest(&cmd2.pod, &EnvSources::default(), &apps2, &mut |_| {}).is_err()
+        );
+    }
+}

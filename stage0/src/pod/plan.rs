@@ -1,0 +1,227 @@
+//! Building the launch plan (`stage1/rootfs/rkt/plan.json`, [`pod_abi::plan::Plan`]) from the
+//! pod manifest and the apps' image manifests: effective app, argv, environment, user, mounts,
+//! capabilities and resource limits.
+
+use appc::schema::{PodManifest, RuntimeApp};
+use appc::types::IsolatorValue;
+use appc::ImageManifest;
+use pod_abi::plan::{
+    AppPlan, MountPlan, Plan, DEFAULT_PATH, DEFAULT_STOP_GRACE_SECS, PLAN_VERSION,
+};
+
+use super::PodError;
+
+/// Value of the `container` environment variable (the executor's name).
+pub const CONTAINER_ENV: &str = "rkt";
+
+/// Run-time options that are not part of the pod manifest.
+#[derive(Debug, Clone, Default)]
+pub struct RunTimeOptions {
+    /// Pod hostname; empty means `rkt-<uuid>`.
+    pub hostname: String,
+    /// `--interactive`.
+    pub interactive: bool,
+    /// `--debug`.
+    pub debug: bool,
+}
+
+/// The volume mounts of one app: explicit `mounts`, then each image mount point that a pod
+/// volume of the same name satisfies (rkt's matching), with the effective read-only flag.
+pub fn app_mounts(
+    pm: &PodManifest,
+    ra: &RuntimeApp,
+    app: &appc::schema::App,
+) -> Result<Vec<MountPlan>, PodError> {
+    let mut out: Vec<MountPlan> = Vec::new();
+    let vol_ro = |name: &str| pm.volume(name).map(|v| v.is_read_only());
+    for m in &ra.mounts {
+        let ro = vol_ro(m.volume.as_str()).ok_or_else(|| {
+            PodError::Config(format!(
+                "app {}: mount of unknown volume {}",
+                ra.name, m.volume
+            ))
+        })?;
+        let mp_ro = app
+            .mount_points
+            .iter()
+            .any(|mp| mp.path == m.path && mp.read_only);
+        out.push(MountPlan {
+            volume: m.volume.to_string(),
+            target: m.path.clone(),
+            read_only: ro || mp_ro,
+        });
+    }
+    for mp in &app.mount_points {
+        if out.iter().any(|m| m.target == mp.path) || ra.mounts.iter().any(|m| m.volume == mp.name)
+        {
+            continue;
+        }
+        if let Some(ro) = vol_ro(mp.name.as_str()) {
+            out.push(MountPlan {
+                volume: mp.name.to_string(),
+                target: mp.path.clone(),
+                read_only: ro || mp.read_only,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The environment guest-init gives the app: PATH, AC_APP_NAME, container, then the app's
+/// environment (which may override PATH but never AC_APP_NAME).
+pub fn app_env(app_name: &str, env: &[appc::schema::EnvVar]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("AC_APP_NAME".into(), app_name.into()),
+        ("container".into(), CONTAINER_ENV.into()),
+    ];
+    for e in env {
+        if e.name == "AC_APP_NAME" {
+            continue;
+        }
+        match out.iter_mut().find(|(k, _)| *k == e.name) {
+            Some(slot) => slot.1 = e.value.clone(),
+            None => out.push((e.name.clone(), e.value.clone())),
+        }
+    }
+    out
+}
+
+/// Builds the plan. `images` are the apps' image manifests in pod-manifest order.
+pub fn build_plan(
+    uuid: &str,
+    pm: &PodManifest,
+    images: &[ImageManifest],
+    rt: &RunTimeOptions,
+) -> Result<Plan, PodError> {
+    let mut apps = Vec::new();
+    for (i, ra) in pm.apps.iter().enumerate() {
+        let image_app = images.get(i).and_then(|m| m.app.as_ref());
+        let app = ra
+            .app
+            .as_ref()
+            .or(image_app)
+            .ok_or_else(|| PodError::Config(format!("app {} has no app section", ra.name)))?;
+        if app.exec.is_empty() {
+            return Err(PodError::Config(format!("app {} has no exec", ra.name)));
+        }
+        let mut caps: Vec<String> = appc::types::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let (mut nnp, mut mem, mut cpu, mut ignored) = (false, None, None, Vec::new());
+        for iso in app.isolators.iter().chain(&pm.isolators) {
+            let parsed = iso.parsed().map_err(|e| {
+                PodError::Config(format!("app {}: isolator {}: {e}", ra.name, iso.name))
+            })?;
+            match parsed {
+                IsolatorValue::CapsRetain(set) => caps = set,
+                IsolatorValue::CapsRemove(set) => caps.retain(|c| !set.contains(c)),
+                IsolatorValue::NoNewPrivileges(b) => nnp = b,
+                IsolatorValue::ResourceMemory { limit, .. } => mem = limit.map(|q| q.as_units()),
+                IsolatorValue::ResourceCpu { limit, .. } => cpu = limit.map(|q| q.as_millis()),
+                _ => ignored.push(iso.name.to_string()),
+            }
+        }
+        let handler = |n: &str| app.event_handler(n).map(|h| h.exec.clone());
+        apps.push(AppPlan {
+            name: ra.name.to_string(),
+            image_id: ra.image.id.clone(),
+            exec: app.exec.clone(),
+            env: app_env(ra.name.as_str(), &app.environment),
+            user: app.user.clone(),
+            group: app.group.clone(),
+            supplementary_gids: app.supplementary_gids.clone(),
+            working_directory: app.working_dir().to_string(),
+            pre_start: handler("pre-start"),
+            post_stop: handler("post-stop"),
+            read_only_rootfs: ra.read_only_root_fs,
+            mounts: app_mounts(pm, ra, app)?,
+            capabilities: caps,
+            no_new_privileges: nnp,
+            memory_limit: mem,
+            cpu_limit_millis: cpu,
+            ignored_isolators: ignored,
+        });
+    }
+    Ok(Plan {
+        version: PLAN_VERSION,
+        uuid: uuid.to_string(),
+        hostname: if rt.hostname.is_empty() {
+            format!("rkt-{uuid}")
+        } else {
+            rt.hostname.clone()
+        },
+        interactive: rt.interactive,
+        debug: rt.debug,
+        stop_grace_secs: DEFAULT_STOP_GRACE_SECS,
+        apps,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_resolves_env_caps_limits_and_mounts() {
+        let pm = serde_json::json!({
+            "acVersion": "0.8.11", "acKind": "PodManifest",
+            "volumes": [{"name": "db", "kind": "empty"}, {"name": "ro", "kind": "host", "source": "/tmp", "readOnly": true}],
+            "apps": [{
+                "name": "main",
+                "image": {"id": format!("sha512-{}", "a".repeat(128))},
+                "app": {
+                    "exec": ["/bin/main", "x"], "user": "1000", "group": "100",
+                    "workingDirectory": "/work",
+                    "environment": [{"name": "PATH", "value": "/bin"}, {"name": "AC_APP_NAME", "value": "evil"}, {"name": "K", "value": "v"}],
+                    "eventHandlers": [{"name": "pre-start", "exec": ["/bin/pre"]}],
+                    "mountPoints": [{"name": "db", "path": "/db"}],
+                    "isolators": [
+                        {"name": "resource/memory", "value": {"limit": "64Mi"}},
+                        {"name": "resource/cpu", "value": {"limit": "500m"}},
+                        {"name": "os/linux/capabilities-remove-set", "value": {"set": ["CAP_MKNOD"]}},
+                        {"name": "os/linux/no-new-privileges", "value": true},
+                        {"name": "os/linux/oom-score-adj", "value": 5}
+                    ]
+                },
+                "mounts": [{"volume": "ro", "path": "/ro"}]
+            }]
+        });
+        let pm = PodManifest::from_json(pm.to_string().as_bytes()).unwrap();
+        let plan = build_plan("u-1", &pm, &[], &RunTimeOptions::default()).unwrap();
+        assert_eq!(plan.hostname, "rkt-u-1");
+        let a = &plan.apps[0];
+        assert_eq!(a.env[0], ("PATH".to_string(), "/bin".to_string()));
+        assert_eq!(a.env[1], ("AC_APP_NAME".to_string(), "main".to_string()));
+        assert_eq!(a.env[2], ("container".to_string(), "rkt".to_string()));
+        assert_eq!(a.env[3], ("K".to_string(), "v".to_string()));
+        assert_eq!(a.capabilities.len(), 13);
+        assert!(!a.capabilities.contains(&"CAP_MKNOD".to_string()));
+        assert!(a.no_new_privileges);
+        assert_eq!(a.memory_limit, Some(64 << 20));
+        assert_eq!(a.cpu_limit_millis, Some(500));
+        assert_eq!(
+            a.ignored_isolators,
+            vec!["os/linux/oom-score-adj".to_string()]
+        );
+        assert_eq!(a.pre_start, Some(vec!["/bin/pre".to_string()]));
+        assert_eq!(a.working_directory, "/work");
+        assert_eq!(
+            a.mounts,
+            vec![
+                MountPlan {
+                    volume: "ro".into(),
+                    target: "/ro".into(),
+                    read_only: true
+                },
+                MountPlan {
+                    volume: "db".into(),
+                    target: "/db".into(),
+                    read_only: false
+                },
+            ]
+        );
+    }
+}
