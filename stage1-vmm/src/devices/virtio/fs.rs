@@ -16,10 +16,12 @@
 //! the guest with 0 bytes written, never a panic.
 
 use std::io;
+use std::mem::size_of;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fuse_backend_rs::abi::fuse_abi::{InHeader, MknodIn, OutHeader};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::api::{Vfs, VfsOptions};
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, PassthroughFs};
@@ -112,6 +114,7 @@ impl Fs {
         if let Some(dst) = config_space.get_mut(TAG_LEN..) {
             dst.copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
         }
+        raise_fd_limit();
         let server = build_server(&cfg)?;
         Ok(Fs {
             cfg,
@@ -119,6 +122,28 @@ impl Fs {
             next_server: Some(server),
             worker: None,
         })
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: PassthroughFs keeps one `O_PATH` fd
+/// per inode the guest has looked up, so the default 1024 is too small for a pod's root.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid `lim` we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        log::warn!("virtio-fs: getrlimit: {}", io::Error::last_os_error());
+        return;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads the valid `lim` we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        log::warn!("virtio-fs: setrlimit: {}", io::Error::last_os_error());
     }
 }
 
@@ -231,6 +256,37 @@ pub(crate) fn read_config_bytes(space: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// FUSE opcode of MKNOD.
+const FUSE_MKNOD: u32 = 8;
+
+/// Answers EPERM to a MKNOD of a character or block device: a device node created by the guest
+/// in the share would be opened by the VMM on the host. Returns the reply size if it answered.
+fn refuse_device_node(r: &Reader<'_>, w: &mut VirtioFsWriter<'_>) -> Option<usize> {
+    let mut peek = r.clone();
+    let hdr: InHeader = peek.read_obj().ok()?;
+    if hdr.opcode != FUSE_MKNOD {
+        return None;
+    }
+    let args: MknodIn = peek.read_obj().ok()?;
+    let kind = args.mode & libc::S_IFMT;
+    if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
+        return None;
+    }
+    log::warn!("virtio-fs: guest tried to create a device node; refused");
+    let out = OutHeader {
+        len: size_of::<OutHeader>() as u32,
+        error: -libc::EPERM,
+        unique: hdr.unique,
+    };
+    match w.write_obj(out) {
+        Ok(()) => Some(size_of::<OutHeader>()),
+        Err(e) => {
+            log::warn!("virtio-fs: cannot write reply: {e}");
+            Some(0)
+        }
+    }
+}
+
 struct FsWorker {
     mem: GuestMem,
     queues: Vec<Queue>,
@@ -253,12 +309,15 @@ impl FsWorker {
             let reader = Reader::from_descriptor_chain(mem, chain.clone());
             let writer = VirtioFsWriter::new(mem, chain);
             let written = match (reader, writer) {
-                (Ok(r), Ok(w)) => match self.server.handle_message(r, w.into(), None, None) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        log::warn!("virtio-fs: request failed: {e}");
-                        0
-                    }
+                (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w) {
+                    Some(n) => n,
+                    None => match self.server.handle_message(r, w.into(), None, None) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            log::warn!("virtio-fs: request failed: {e}");
+                            0
+                        }
+                    },
                 },
                 (Err(e), _) | (_, Err(e)) => {
                     log::warn!("virtio-fs: bad request buffers: {e}");
@@ -295,9 +354,7 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
-    use fuse_backend_rs::abi::fuse_abi::{
-        EntryOut, InHeader, InitIn, OpenIn, OpenOut, OutHeader, ReadIn,
-    };
+    use fuse_backend_rs::abi::fuse_abi::{EntryOut, InitIn, OpenIn, OpenOut, ReadIn};
     use vm_memory::{ByteValued, Bytes, GuestAddress};
 
     use super::*;
@@ -569,6 +626,36 @@ mod tests {
         assert!(c.open(s.nodeid).is_err());
         // READ with a made-up handle on that node fails too.
         assert!(c.read(s.nodeid, 1, 4096).is_err());
+    }
+
+    #[test]
+    fn device_nodes_cannot_be_created() {
+        let root = layout();
+        let share = root.path().join("share");
+        let mut c = Client::new(&share);
+        let mknod = |mode: u32, name: &[u8]| {
+            let args = MknodIn {
+                mode: mode | 0o666,
+                rdev: libc::makedev(1, 3) as u32,
+                umask: 0,
+                padding: 0,
+            };
+            [args.as_slice(), name, b"\0"].concat()
+        };
+        let r = c.call(FUSE_MKNOD, ROOT, &mknod(libc::S_IFCHR, b"null"));
+        assert_eq!(r.error, libc::EPERM);
+        let r = c.call(FUSE_MKNOD, ROOT, &mknod(libc::S_IFBLK, b"disk"));
+        assert_eq!(r.error, libc::EPERM);
+        assert!(!share.join("null").exists());
+        assert!(!share.join("disk").exists());
+        // Other node types still work.
+        let r = c.call(FUSE_MKNOD, ROOT, &mknod(libc::S_IFIFO, b"fifo"));
+        assert_eq!(r.error, 0);
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(share.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
     }
 
     #[test]

@@ -355,6 +355,14 @@ impl MmioTransport {
     }
 
     fn write_queue_ready(&mut self, v: u32) {
+        if v == 0 {
+            // Linux writes 0 and reads it back when it deletes a queue, in any state. The running
+            // device keeps its own copy of the queue until the next reset.
+            if let Some(q) = self.selected_queue() {
+                q.ready = false;
+            }
+            return;
+        }
         if self.status != DeviceStatus::FeaturesOk {
             log::warn!(
                 "virtio-mmio: queue ready written in state {:?}",
@@ -367,10 +375,6 @@ impl MmioTransport {
             log::warn!("virtio-mmio: queue ready for a bad queue index");
             return;
         };
-        if v == 0 {
-            q.ready = false;
-            return;
-        }
         match validate_layout(&mem, q.size, q.max_size, q.desc, q.avail, q.used) {
             Ok(()) => q.ready = true,
             Err(e) => log::warn!("virtio-mmio: queue not made ready: {e}"),
@@ -652,6 +656,16 @@ mod tests {
         assert_eq!(t.status(), DeviceStatus::DriverOk);
         assert_eq!(rd(&mut t, REG_STATUS), DOK);
         assert!(!t.needs_reset());
+        // Queue registers are frozen once live, except that Linux may clear READY (and checks
+        // that it reads back 0) when it deletes a queue.
+        wr(&mut t, REG_QUEUE_SEL, 1);
+        assert_eq!(rd(&mut t, REG_QUEUE_READY), 1);
+        wr(&mut t, REG_QUEUE_NUM, 16);
+        assert_eq!(t.queues[1].size, 256);
+        wr(&mut t, REG_QUEUE_READY, 0);
+        assert_eq!(rd(&mut t, REG_QUEUE_READY), 0);
+        wr(&mut t, REG_QUEUE_READY, 1);
+        assert_eq!(rd(&mut t, REG_QUEUE_READY), 0);
     }
 
     #[test]
