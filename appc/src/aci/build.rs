@@ -290,6 +290,8 @@ pub fn raw_tar_entry<W: Write>(
     h.set_gid(0);
     h.set_mtime(0);
     h.set_size(data.len() as u64);
+    h.set_device_major(0)?;
+    h.set_device_minor(0)?;
     {
         let old = h.as_old_mut();
         if path.len() > RAW_NAME_MAX {

@@ -7,6 +7,7 @@
 mod build;
 mod error;
 mod extract;
+mod fsat;
 mod import;
 mod layout;
 mod sniff;
@@ -17,5 +18,7 @@ pub use extract::{extract_rootfs, ExtractOptions};
 pub use import::{import, read_manifest_from_tar, Imported, Limits};
 pub use sniff::{sniff, Compression, SNIFF_LEN};
 
+#[cfg(test)]
+mod extract_tests;
 #[cfg(test)]
 mod tests;

@@ -110,8 +110,8 @@ fn gzip_builder_round_trips() {
 #[test]
 fn big_image_spans_many_chunks() {
     let mut b = AciBuilder::new(Vec::new(), Compression::None, &manifest()).unwrap();
-    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
-    for i in 0..4 {
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    for i in 0..3 {
         b.add_file(&format!("/data/{i}"), 0o644, &data).unwrap();
     }
     let tar = b.finish().unwrap();
@@ -255,9 +255,9 @@ pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
         "invalid image manifest".into(),
     ));
 
-    // Decompression bombs: 8 MiB of zeros compresses ~1000:1.
+    // Decompression bombs: 3 MiB of zeros compresses ~1000:1.
     let mut b = AciBuilder::new(Vec::new(), Compression::Gzip, &manifest()).unwrap();
-    b.add_file("/zeros", 0o644, &vec![0u8; 8 << 20]).unwrap();
+    b.add_file("/zeros", 0o644, &vec![0u8; 3 << 20]).unwrap();
     let bomb = b.finish().unwrap();
     cases.push((
         "ratio bomb",
@@ -272,10 +272,10 @@ pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
         "size bomb",
         bomb,
         Limits {
-            max_uncompressed_bytes: 4 << 20,
+            max_uncompressed_bytes: 2 << 20,
             ..d()
         },
-        "uncompressed size exceeds the limit of 4194304 bytes".into(),
+        "uncompressed size exceeds the limit of 2097152 bytes".into(),
     ));
 
     // Truncated and corrupt streams.
