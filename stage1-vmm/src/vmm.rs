@@ -264,6 +264,12 @@ impl crate::bus::PioDevice for Com2Slot {
     }
 }
 
+impl VirtioMmio for crate::devices::virtio::mmio::MmioTransport {
+    fn queue_evts(&self) -> &[EventFd] {
+        crate::devices::virtio::mmio::MmioTransport::queue_evts(self)
+    }
+}
+
 impl Vmm {
     /// Creates the VM (see the module docs for the steps).
     pub fn new(cfg: VmConfig) -> Result<Vmm, VmmError> {

@@ -189,3 +189,84 @@ fn nix_pipe() -> (OwnedFd, OwnedFd) {
         (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
     }
 }
+
+/// A virtio-mmio stand-in: register 0 reads 0x5a; two queue-notify eventfds.
+struct DummyVirtio {
+    evts: Vec<vmm_sys_util::eventfd::EventFd>,
+    _irq: vmm_sys_util::eventfd::EventFd,
+}
+
+impl stage1_vmm::devices::MmioDevice for DummyVirtio {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if offset == 0 {
+            if let Some(b) = data.first_mut() {
+                *b = 0x5a;
+            }
+        }
+    }
+    fn write(&mut self, _offset: u64, _data: &[u8]) {}
+}
+
+impl stage1_vmm::devices::VirtioMmio for DummyVirtio {
+    fn queue_evts(&self) -> &[vmm_sys_util::eventfd::EventFd] {
+        &self.evts
+    }
+}
+
+#[test]
+fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
+    if !kvm_or_skip("virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds") {
+        return;
+    }
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    // mov eax, [0xd0000000]; out to COM1; mov dword [0xd0000050], 1 (notify queue 1); reset.
+    let mut code = vec![0xa1, 0x00, 0x00, 0x00, 0xd0];
+    code.extend(asm::mov_dx(0x3f8));
+    code.push(asm::OUT_DX_AL);
+    code.extend([0xc7, 0x05, 0x50, 0x00, 0x00, 0xd0, 0x01, 0x00, 0x00, 0x00]);
+    code.extend(asm::reset());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = write_file(dir.path(), "tiny.elf", &pvh_elf(&code));
+    let out = SharedBuf::default();
+    let mut cfg = VmConfig::new(kernel);
+    cfg.linux_guest = false;
+    cfg.mem_mib = 32;
+    cfg.timeout = Some(Duration::from_secs(30));
+    cfg.console_out = Some(Box::new(out.clone()));
+    let mut vmm = Vmm::new(cfg).expect("VM");
+    let q0 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+    let q1 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+    let (q0c, q1c) = (
+        q0.try_clone().expect("clone"),
+        q1.try_clone().expect("clone"),
+    );
+    let slot = vmm
+        .add_virtio_mmio(move |_mem, irq| DummyVirtio {
+            evts: vec![q0c, q1c],
+            _irq: irq,
+        })
+        .expect("registered");
+    assert_eq!(slot.base, 0xd000_0000);
+    assert_eq!(slot.gsi, 5);
+    assert!(
+        vmm.cmdline().contains("virtio_mmio.device=4K@0xd0000000:5"),
+        "{}",
+        vmm.cmdline()
+    );
+    let slot2 = vmm
+        .add_virtio_mmio(|_mem, irq| DummyVirtio {
+            evts: vec![],
+            _irq: irq,
+        })
+        .expect("second slot");
+    assert_eq!((slot2.base, slot2.gsi), (0xd000_1000, 6));
+    assert!(vmm.cmdline().contains("virtio_mmio.device=4K@0xd0001000:6"));
+
+    let (outcome, _) = vmm.run().expect("runs");
+    assert_eq!(outcome, VmOutcome::Reset);
+    assert_eq!(*out.0.lock().expect("lock"), vec![0x5a]);
+    assert_eq!(q1.read().expect("queue 1 notified"), 1);
+    assert!(q0.read().is_err(), "queue 0 must not be notified");
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod initramfs;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,41 @@ pub fn pvh_elf(code: &[u8]) -> Vec<u8> {
     f.resize(code_off, 0);
     f.extend_from_slice(code);
     f
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The guest kernel for guest-Linux tests: `$RKT_TEST_KERNEL`, else `<repo>/build/kernel/vmlinux`.
+/// Panics (fails the test) when it is missing, saying how to build it.
+pub fn test_kernel() -> PathBuf {
+    let p = std::env::var_os("RKT_TEST_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("build/kernel/vmlinux"));
+    assert!(
+        p.is_file(),
+        "guest kernel {} is missing: run kernel-config/build.sh (or set RKT_TEST_KERNEL)",
+        p.display()
+    );
+    p
+}
+
+/// Whether this host's KVM can boot Linux; if not, prints the SKIP line for `name`.
+pub fn linux_kvm_or_skip(name: &str) -> bool {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("SKIP: {name}: no /dev/kvm; run under ci/nested-kvm");
+        return false;
+    }
+    if !stage1_vmm::pvm::host_can_boot_linux() {
+        eprintln!("SKIP: {name}: host KVM is PVM; run under ci/nested-kvm");
+        return false;
+    }
+    true
 }
 
 /// Writes `bytes` to a new file in `dir` and returns its path.

@@ -1,0 +1,69 @@
+//! The test initramfs: a newc cpio with /dev/console, /proc and the static test init
+//! (tests/guest/init.rs, built by build.rs). Shared by the guest-Linux tests and the
+//! `mk_test_initramfs` example that bench/boot.sh uses.
+
+use std::path::{Path, PathBuf};
+
+/// The static test init, built by build.rs (empty if that failed).
+pub const TEST_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-init"));
+
+/// Mode bits: directory.
+const S_IFDIR: u32 = 0o040000;
+/// Mode bits: regular file.
+const S_IFREG: u32 = 0o100000;
+/// Mode bits: character device.
+const S_IFCHR: u32 = 0o020000;
+
+fn entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+    let namesize = name.len() + 1;
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        namesize as u32,
+        0,
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// The initramfs bytes.
+pub fn build() -> Vec<u8> {
+    assert!(
+        !TEST_INIT.is_empty(),
+        "the static test init was not built (see the build.rs warning; needs static glibc, libc6-dev)"
+    );
+    let mut out = Vec::new();
+    entry(&mut out, 1, "dev", S_IFDIR | 0o755, (0, 0), &[]);
+    entry(&mut out, 2, "dev/console", S_IFCHR | 0o600, (5, 1), &[]);
+    entry(&mut out, 3, "proc", S_IFDIR | 0o755, (0, 0), &[]);
+    entry(&mut out, 4, "init", S_IFREG | 0o755, (0, 0), TEST_INIT);
+    entry(&mut out, 0, "TRAILER!!!", 0, (0, 0), &[]);
+    out
+}
+
+/// Writes the initramfs to `dir/initramfs.cpio` and returns the path.
+pub fn write_to(dir: &Path) -> PathBuf {
+    let p = dir.join("initramfs.cpio");
+    std::fs::write(&p, build()).expect("write initramfs");
+    p
+}
