@@ -1,0 +1,130 @@
+//! Building the pod's namespaces inside the child that becomes guest-init: new mount, UTS, IPC
+//! (and network) namespaces, hostname, loopback up, `/` made rprivate, the stage1 root bound
+//! onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then `pivot_root`
+//! into the stage1 root. Errors carry the step that failed.
+
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::cgroup::PodCgroup;
+
+/// A failed step of the namespace setup.
+#[derive(Debug, thiserror::Error)]
+#[error("{step}")]
+pub struct NsError {
+    /// What was being done.
+    pub step: String,
+    /// Cause.
+    #[source]
+    pub source: nix::Error,
+}
+
+fn at(step: impl Into<String>) -> impl FnOnce(nix::Error) -> NsError {
+    let step = step.into();
+    move |source| NsError { step, source }
+}
+
+/// Namespace settings.
+#[derive(Debug, Clone)]
+pub struct NsConfig<'a> {
+    /// Absolute path of `stage1/rootfs`.
+    pub rootfs: &'a Path,
+    /// Hostname of the pod.
+    pub hostname: &'a str,
+    /// Create a network namespace (only `lo`); false for `--net=host`.
+    pub private_net: bool,
+    /// Pod cgroups to bind and join.
+    pub cgroups: &'a [PodCgroup],
+}
+
+/// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
+/// process inside the stage1 root with cwd `/`.
+pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if cfg.private_net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(at("unshare mount/uts/ipc/net namespaces"))?;
+    nix::unistd::sethostname(cfg.hostname).map_err(at(format!("sethostname {}", cfg.hostname)))?;
+    if cfg.private_net {
+        loopback_up().map_err(at("bring up lo"))?;
+    }
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(at("make / rprivate"))?;
+    mount(
+        Some(cfg.rootfs),
+        cfg.rootfs,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(at(format!("bind {} onto itself", cfg.rootfs.display())))?;
+    if !cfg.cgroups.is_empty() {
+        let base = cfg.rootfs.join("rkt/cgroup");
+        let _ = std::fs::create_dir_all(&base);
+        mount(
+            Some("tmpfs"),
+            &base,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=755"),
+        )
+        .map_err(at(format!("mount tmpfs on {}", base.display())))?;
+        for cg in cfg.cgroups {
+            let t = base.join(&cg.name);
+            let _ = std::fs::create_dir_all(&t);
+            mount(Some(&cg.dir), &t, none, MsFlags::MS_BIND, none)
+                .map_err(at(format!("bind cgroup {}", cg.dir.display())))?;
+            std::fs::write(&cg.join, "0").map_err(|e| NsError {
+                step: format!("join cgroup {}", cg.join.display()),
+                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        }
+    }
+    nix::unistd::chdir(cfg.rootfs).map_err(at("chdir to the stage1 root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(at("pivot_root into the stage1 root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(at("detach the old root"))?;
+    nix::unistd::chdir("/").map_err(at("chdir /"))?;
+    Ok(())
+}
+
+/// `struct ifreq` with the flags member (40 bytes on Linux).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    pad: [u8; 22],
+}
+
+/// Sets `lo` up in the current network namespace.
+pub fn loopback_up() -> nix::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        pad: [0; 22],
+    };
+    if let Some(dst) = req.name.get_mut(..2) {
+        dst.copy_from_slice(b"lo");
+    }
+    // SAFETY: SIOCGIFFLAGS fills the flags of the valid, correctly sized ifreq passed.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(nix::Error::last());
+    }
+    req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the valid ifreq passed.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(nix::Error::last());
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! The `run` entrypoint: cwd is the pod directory, `RKT_LOCK_FD` holds the pod lock (kept open
+//! for the pod's whole life). Creates the pod cgroups, a new PID namespace whose PID 1 is
+//! guest-init (forked child: namespaces + pivot_root, then exec `/init --flavor=ns`), writes
+//! `pid`, forwards SIGTERM/SIGINT/SIGHUP, proxies the terminal when interactive, and exits with
+//! the pod's exit code from the status files.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use pod_abi::paths::PodPaths;
+use pod_abi::plan::Plan;
+use pod_abi::stage1::{RunArgs, ENV_LOCK_FD};
+use pod_abi::status::{pod_exit_code, read_app_status, SIGNAL_BASE};
+
+use crate::cgroup;
+use crate::ns::{enter_pod, NsConfig};
+use crate::tty::{copy_winsize, EscapeDetector, RawMode};
+
+/// guest-init's failure file relative to the stage1 root (see guest-init's docs).
+const GUEST_FAILURE_IN_STAGE1: &str = "rkt/failure";
+
+/// Writes `contents` to `path` atomically (tmp file, fsync, rename).
+pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Keeps the inherited pod lock fd open but out of guest-init's and the apps' reach.
+fn keep_lock_fd() -> Option<RawFd> {
+    let fd: RawFd = std::env::var(ENV_LOCK_FD).ok()?.trim().parse().ok()?;
+    match fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
+        Ok(_) => Some(fd),
+        Err(e) => {
+            log::warn!("{ENV_LOCK_FD}={fd} is not an open fd: {}", e.desc());
+            None
+        }
+    }
+}
+
+/// Runs the pod; returns the pod's exit code.
+pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    let pod_dir = std::env::current_dir().context("current directory")?;
+    let pod = PodPaths::new(&pod_dir);
+    let lock = keep_lock_fd();
+    if lock.is_none() {
+        log::warn!("no pod lock fd in {ENV_LOCK_FD}; the pod will not count as running");
+    }
+    let plan = Plan::read(&pod.plan()).context("read the launch plan")?;
+    let hostname = if !args.hostname.is_empty() {
+        args.hostname.clone()
+    } else if !plan.hostname.is_empty() {
+        plan.hostname.clone()
+    } else {
+        format!("rkt-{}", args.uuid)
+    };
+    let private_net = args.net != "host";
+    if private_net && args.net != "none" {
+        log::info!(
+            "--net={}: the ns flavor gives the pod a private network with only lo",
+            args.net
+        );
+    }
+    let rootfs = std::fs::canonicalize(pod.stage1_rootfs()).context("stage1 rootfs")?;
+    let cgroups = cgroup::create(&pod_dir, &args.uuid).unwrap_or_else(|e| {
+        log::warn!("pod cgroups unavailable: {e}");
+        Vec::new()
+    });
+    let interactive =
+        (args.interactive || plan.interactive) && nix::unistd::isatty(0).unwrap_or(false);
+    let pty = if interactive {
+        Some(nix::pty::openpty(None, None).context("openpty")?)
+    } else {
+        None
+    };
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let mut init_argv = vec!["/init".to_string(), "--flavor=ns".to_string()];
+    if args.debug || plan.debug {
+        init_argv.push("--debug".into());
+    }
+    let init_argv: Vec<CString> = init_argv
+        .into_iter()
+        .map(CString::new)
+        .collect::<Result<_, _>>()
+        .context("argv")?;
+    let cfg = NsConfig {
+        rootfs: &rootfs,
+        hostname: &hostname,
+        private_net,
+        cgroups: &cgroups,
+    };
+
+    unshare(CloneFlags::CLONE_NEWPID).context("unshare the PID namespace")?;
+    // SAFETY: stage1-ns is single-threaded; the child only runs setup code and execs.
+    match unsafe { nix::unistd::fork() }.context("fork guest-init")? {
+        ForkResult::Child => {
+            drop(rd);
+            let msg = child(&cfg, pty.as_ref().map(|p| p.slave.as_raw_fd()), &init_argv);
+            let _ = nix::unistd::write(&wr, msg.as_bytes());
+            // SAFETY: _exit after fork is always safe.
+            unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
+        }
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let pty_master = pty.map(|p| {
+                drop(p.slave);
+                p.master
+            });
+            parent(&pod, &plan, child, rd, pty_master)
+        }
+    }
+}
+
+/// The child: namespaces, console, exec guest-init. Returns only the failure reason.
+fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString]) -> String {
+    // Detach from the user's session: ^C on the terminal reaches stage1-ns, which forwards it.
+    let _ = nix::unistd::setsid();
+    if let Some(s) = slave {
+        for fd in 0..=2 {
+            if let Err(e) = nix::unistd::dup2(s, fd) {
+                return format!("dup2 the pty onto fd {fd}: {}", e.desc());
+            }
+        }
+    }
+    if let Err(e) = enter_pod(cfg) {
+        return format!("{}: {}", e.step, e.source.desc());
+    }
+    let Some(prog) = argv.first() else {
+        return "empty init argv".into();
+    };
+    let e = nix::unistd::execv(prog, argv)
+        .err()
+        .unwrap_or(nix::errno::Errno::EIO);
+    format!("exec /init in the stage1 root: {}", e.desc())
+}
+
+fn read_all(fd: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parent(
+    pod: &PodPaths,
+    plan: &Plan,
+    child: Pid,
+    report: OwnedFd,
+    master: Option<OwnedFd>,
+) -> anyhow::Result<i32> {
+    // Block before reading the report so no signal is lost between exec and the loop.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    mask.thread_block().context("block signals")?;
+    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("signalfd")?;
+    let failure = read_all(&report);
+    if !failure.is_empty() {
+        let _ = waitpid(child, None);
+        let _ = write_atomic(&pod.failure(), &format!("stage1-ns: {failure}\n"));
+        bail!("{failure}");
+    }
+    write_atomic(&pod.pid(), &format!("{}\n", child.as_raw())).context("write the pid file")?;
+    let status = match master {
+        Some(m) => supervise_interactive(child, &sfd, m)?,
+        None => supervise(child, &sfd)?,
+    };
+    let codes: Vec<Option<i32>> = plan
+        .apps
+        .iter()
+        .map(|a| read_app_status(&pod.status_dir(), &a.name))
+        .collect();
+    let guest_failure = pod.stage1_rootfs().join(GUEST_FAILURE_IN_STAGE1);
+    if let Ok(reason) = std::fs::read_to_string(&guest_failure) {
+        let reason = reason.trim();
+        eprintln!("stage1-ns: guest-init failed: {reason}");
+        let _ = write_atomic(&pod.failure(), &format!("guest-init: {reason}\n"));
+    } else if codes.iter().any(Option::is_none) {
+        let why = match status {
+            WaitStatus::Signaled(_, s, _) => format!("guest-init killed by {s:?}"),
+            WaitStatus::Exited(_, c) => format!("guest-init exited with status {c}"),
+            _ => "guest-init ended".into(),
+        };
+        let _ = write_atomic(
+            &pod.failure(),
+            &format!("{why} before every app reported a status\n"),
+        );
+    }
+    Ok(pod_exit_code(&codes))
+}
+
+fn forward(child: Pid, si_signo: u32) {
+    if let Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) = Signal::try_from(si_signo as i32)
+    {
+        let _ = kill(child, Signal::SIGTERM);
+    }
+}
+
+fn child_exited(child: Pid) -> Option<WaitStatus> {
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => None,
+        Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => Some(st),
+        Ok(_) => None,
+        Err(_) => Some(WaitStatus::Exited(child, SIGNAL_BASE)),
+    }
+}
+
+fn supervise(child: Pid, sfd: &SignalFd) -> anyhow::Result<WaitStatus> {
+    loop {
+        if let Some(st) = child_exited(child) {
+            return Ok(st);
+        }
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("poll: {}", e.desc()),
+        }
+        while let Ok(Some(si)) = sfd.read_signal() {
+            forward(child, si.ssi_signo);
+        }
+    }
+}
+
+fn write_all(fd: RawFd, mut b: &[u8]) {
+    while !b.is_empty() {
+        // SAFETY: fd is an open descriptor owned by this process for the call's duration.
+        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match nix::unistd::write(bfd, b) {
+            Ok(n) => b = b.get(n..).unwrap_or_default(),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+fn supervise_interactive(
+    child: Pid,
+    sfd: &SignalFd,
+    master: OwnedFd,
+) -> anyhow::Result<WaitStatus> {
+    let stdin = std::io::stdin();
+    let stdin_fd = stdin.as_fd();
+    copy_winsize(stdin_fd, master.as_fd());
+    let raw = RawMode::enter(stdin_fd).context("raw mode")?;
+    let mut esc = EscapeDetector::default();
+    let mut stdin_open = true;
+    let mut master_open = true;
+    let mut buf = [0u8; 4096];
+    let mut exited = None;
+    let result = loop {
+        if exited.is_none() {
+            exited = child_exited(child);
+        }
+        if exited.is_some() && !master_open {
+            break exited;
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if master_open {
+            fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open && master_open {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+        }
+        // Once guest-init is gone, drain the pty without blocking.
+        let timeout = if exited.is_some() {
+            PollTimeout::from(100u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) if exited.is_some() => break exited,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("poll: {}", e.desc()),
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_r, m_r, in_r) = (
+            ready(0),
+            master_open && ready(1),
+            stdin_open && master_open && ready(2),
+        );
+        drop(fds);
+        if sig_r {
+            while let Ok(Some(si)) = sfd.read_signal() {
+                if si.ssi_signo == Signal::SIGWINCH as u32 {
+                    copy_winsize(stdin_fd, master.as_fd());
+                } else {
+                    forward(child, si.ssi_signo);
+                }
+            }
+        }
+        if m_r {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => master_open = false,
+                Ok(n) => write_all(1, buf.get(..n).unwrap_or_default()),
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                Err(_) => master_open = false,
+            }
+        }
+        if in_r {
+            match nix::unistd::read(stdin_fd.as_raw_fd(), &mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    let now = Instant::now();
+                    if data.iter().any(|b| esc.feed(*b, now)) {
+                        let _ = kill(child, Signal::SIGKILL);
+                        write_all(2, b"\r\nstage1-ns: ^] pressed three times, pod killed\r\n");
+                    }
+                    write_all(master.as_raw_fd(), data);
+                }
+            }
+        }
+    };
+    drop(raw);
+    Ok(result.unwrap_or(WaitStatus::Exited(child, 0)))
+}
+
+/// The pid file's value, for stop/enter callers.
+pub fn read_pid(pod_dir: &Path) -> anyhow::Result<i32> {
+    let p: PathBuf = PodPaths::new(pod_dir).pid();
+    let t = std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
+    t.trim()
+        .parse()
+        .with_context(|| format!("bad pid in {}", p.display()))
+}
