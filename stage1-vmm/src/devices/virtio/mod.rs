@@ -7,13 +7,15 @@
 //! - [`VirtioDevice`]: what a device model implements (type, queues, features, config space,
 //!   activate/reset). Devices run their queues on their own worker thread (see `worker`), never on
 //!   the vCPU thread.
-//! - [`fs`]: virtio-fs over fuse-backend-rs (in process); [`console`]: a single-port console.
+//! - [`fs`]: virtio-fs over fuse-backend-rs (in process); [`console`]: a single-port console;
+//!   [`blk`]: a read-only raw-image block device.
 //!
 //! Guest input is hostile: a corrupt queue (bad avail index, malformed or looping descriptor
 //! chain, buffers outside guest memory) puts the device into `DEVICE_NEEDS_RESET` and raises a
 //! configuration interrupt; the VMM keeps running. Errors in one request are answered to the guest
 //! and logged, never fatal.
 
+pub mod blk;
 pub mod console;
 pub mod fs;
 pub mod mmio;
