@@ -1,0 +1,437 @@
+//! Pod lifecycle through the real `rkt` binary on real pod directories, with a small shell
+//! stage1 (an ACI whose entrypoints are `/bin/sh` scripts) so no real stage1 is needed:
+//! prepare/list/status/cat-manifest/rm/gc, run with exit-code propagation, run-prepared,
+//! stop, mounts and the launch plan, error exit codes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use appc::aci::{AciBuilder, Compression};
+use appc::schema::{Annotation, App};
+use appc::{AcIdentifier, ImageManifest};
+
+const RUN_SCRIPT: &str = r#"#!/bin/sh
+# Fake stage1 run: check the contract, record it, write statuses.
+uuid=""
+for a in "$@"; do uuid="$a"; done
+echo "$@" > args
+[ -n "$RKT_LOCK_FD" ] || { echo "no RKT_LOCK_FD" >&2; exit 125; }
+[ -e "/proc/self/fd/$RKT_LOCK_FD" ] || { echo "lock fd not open" >&2; exit 125; }
+readlink "/proc/self/fd/$RKT_LOCK_FD" > lockfd-target
+pwd > cwd
+echo $$ > pid
+mountpoint -q stage1/rootfs && echo yes > stage1-mounted
+if [ -f stage1/rootfs/rkt/sleep ]; then exec sleep 60; fi
+code=0
+for d in stage1/rootfs/opt/stage2/*; do
+  app=$(basename "$d")
+  c=$(tr -d ' \n' < stage1/rootfs/rkt/plan.json | grep -o '"--exit","[0-9]*"' | grep -o '[0-9]*' | head -1)
+  [ -n "$c" ] || c=0
+  echo "$c" > "stage1/rootfs/rkt/status/$app"
+  [ "$code" = 0 ] && code=$c
+done
+exit $code
+"#;
+
+const STOP_SCRIPT: &str = "#!/bin/sh\necho \"$@\" > stop-args\nkill -9 $(cat pid)\n";
+const GC_SCRIPT: &str = "#!/bin/sh\necho \"$@\" > ../../gc-ran-$1\n";
+
+struct Env {
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+    fn rkt(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_rkt"))
+            .arg(format!("--dir={}", self.dir().display()))
+            .arg("--insecure-options=image")
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ rkt {}\n[{:?}]\n{}{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+    fn stage1(&self) -> PathBuf {
+        let p = self.tmp.path().join("stage1-sh.aci");
+        if p.exists() {
+            return p;
+        }
+        let mut m = ImageManifest::new(AcIdentifier::new("example.com/stage1-sh").unwrap());
+        for (k, v) in [
+            ("coreos.com/rkt/stage1/run", "/run"),
+            ("coreos.com/rkt/stage1/stop", "/stop"),
+            ("coreos.com/rkt/stage1/gc", "/gc"),
+            ("coreos.com/rkt/stage1/enter", "/enter"),
+            ("coreos.com/rkt/stage1/interface-version", "5"),
+        ] {
+            m.annotations.push(Annotation {
+                name: AcIdentifier::new(k).unwrap(),
+                value: v.into(),
+            });
+        }
+        let f = std::fs::File::create(&p).unwrap();
+        let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
+        b.add_file("/run", 0o755, RUN_SCRIPT.as_bytes()).unwrap();
+        b.add_file("/stop", 0o755, STOP_SCRIPT.as_bytes()).unwrap();
+        b.add_file("/gc", 0o755, GC_SCRIPT.as_bytes()).unwrap();
+        b.add_dir("/rkt", 0o755).unwrap();
+        b.add_dir("/opt", 0o755).unwrap();
+        b.finish().unwrap();
+        p
+    }
+    fn image(&self, name: &str) -> PathBuf {
+        let p = self
+            .tmp
+            .path()
+            .join(format!("{}.aci", name.replace('/', "_")));
+        let mut m = ImageManifest::new(AcIdentifier::new(name).unwrap());
+        m.app = Some(App {
+            exec: vec!["/bin/app".into()],
+            user: "0".into(),
+            group: "0".into(),
+            ..Default::default()
+        });
+        let f = std::fs::File::create(&p).unwrap();
+        let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
+        b.add_dir("/bin", 0o755).unwrap();
+        b.add_file("/bin/app", 0o755, b"#!/bin/sh\nexit 0\n")
+            .unwrap();
+        b.add_dir("/etc", 0o755).unwrap();
+        b.add_file("/etc/in-image", 0o644, b"lower").unwrap();
+        b.finish().unwrap();
+        p
+    }
+    fn s1flag(&self) -> String {
+        format!("--stage1-path={}", self.stage1().display())
+    }
+    fn pod_dir(&self, state: &str, uuid: &str) -> PathBuf {
+        self.dir().join("pods").join(state).join(uuid)
+    }
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn mounts_under(dir: &Path) -> usize {
+    let d = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&d))
+        .count()
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn prepare_list_status_cat_manifest_rm() {
+    let e = Env::new();
+    let img = e.image("example.com/tools/app");
+    let o = e.rkt(&[
+        "prepare",
+        &e.s1flag(),
+        "--set-env=FOO=bar",
+        img.to_str().unwrap(),
+        "--user=7",
+        "--",
+        "a1",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let uuid = out(&o).trim().to_string();
+    assert!(
+        uuid::Uuid::parse_str(&uuid).is_ok(),
+        "stdout must be the UUID only: {:?}",
+        out(&o)
+    );
+    let pd = e.pod_dir("prepared", &uuid);
+    for f in [
+        "pod",
+        "pod-created",
+        "stage1TreeStoreID",
+        "stage1/manifest",
+        "appsinfo/app/manifest",
+        "appsinfo/app/treeStoreID",
+    ] {
+        assert!(pd.join(f).exists(), "{f} missing");
+    }
+    // No mounts at prepare time.
+    assert_eq!(mounts_under(&pd), 0);
+    let pm: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pd.join("pod")).unwrap()).unwrap();
+    assert_eq!(pm["acVersion"], "0.8.11");
+    assert_eq!(pm["apps"][0]["name"], "app");
+    assert!(pm["apps"][0]["image"]["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha512-"));
+    assert_eq!(pm["apps"][0]["app"]["user"], "7");
+    assert_eq!(
+        pm["apps"][0]["app"]["exec"],
+        serde_json::json!(["/bin/app", "a1"])
+    );
+    assert!(pm["apps"][0]["app"]["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == "FOO" && v["value"] == "bar"));
+
+    let o = e.rkt(&["status", &uuid[..8]]);
+    assert_eq!(o.status.code(), Some(0));
+    let s = out(&o);
+    assert!(s.contains("state=prepared\n"), "{s}");
+    assert!(s.contains("created="), "{s}");
+    let o = e.rkt(&["status", "--format=json", &uuid]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["name"], uuid.as_str());
+    assert_eq!(j["state"], "prepared");
+    assert_eq!(j["app_names"], serde_json::json!(["app"]));
+
+    let o = e.rkt(&["list"]);
+    let l = out(&o);
+    assert!(l.starts_with("UUID\t"), "{l}");
+    assert!(
+        l.contains(&uuid[..8]) && l.contains("prepared") && l.contains("example.com/tools/app"),
+        "{l}"
+    );
+    let o = e.rkt(&["list", "--no-legend", "--full"]);
+    assert!(out(&o).starts_with(&uuid), "{}", out(&o));
+    let o = e.rkt(&["list", "--format=json"]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j[0]["name"], uuid.as_str());
+
+    let o = e.rkt(&["cat-manifest", &uuid]);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["acKind"], "PodManifest");
+
+    let o = e.rkt(&["rm", &uuid]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!pd.exists());
+    let o = e.rkt(&["status", &uuid]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::POD_STATE));
+}
+
+#[test]
+fn usage_and_unknown_pod_exit_codes() {
+    let e = Env::new();
+    let o = e.rkt(&["run", "--no-such-flag", "x.aci"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::USAGE));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-such-flag"));
+    let o = e.rkt(&["run", "x.aci", "--exec"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::USAGE));
+    let o = e.rkt(&["prepare", "--interactive", "x.aci"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::USAGE));
+    let o = e.rkt(&["status", "01234567-89ab-4cde-8f01-23456789abcd"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::POD_STATE));
+    let o = e.rkt(&["rm", "0123"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::POD_STATE));
+    let o = e.rkt(&["run-prepared", "0123"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::POD_STATE));
+    let o = e.rkt(&["run", &e.s1flag(), "/no/such/image.aci"]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::IMAGE_NOT_FOUND));
+    // A missing host volume source is a clear error.
+    let img = e.image("example.com/app");
+    let o = e.rkt(&[
+        "prepare",
+        &e.s1flag(),
+        "--volume=v,kind=host,source=/no/such/dir",
+        "--mount=volume=v,target=/v",
+        img.to_str().unwrap(),
+    ]);
+    // prepare succeeds (the source is checked when the pod starts) ...
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
+    if !is_root() {
+        eprintln!("SKIP: run_mounts_overlays_writes_plan_and_propagates_exit_code: needs root");
+        return;
+    }
+    let e = Env::new();
+    let img = e.image("example.com/app");
+    let host = e.tmp.path().join("hostvol");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("from-host"), b"x").unwrap();
+    let uuid_file = e.tmp.path().join("uuid");
+    let o = e.rkt(&[
+        "run",
+        &e.s1flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        "--volume=hv,kind=host,source=".to_string().as_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::USAGE));
+    let o = e.rkt(&[
+        "run",
+        &e.s1flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        &format!(
+            "--volume=hv,kind=host,source={},readOnly=true",
+            host.display()
+        ),
+        "--volume=ev,kind=empty,mode=0700,uid=5",
+        "--mount=volume=hv,target=/mnt/host",
+        "--hostname=podhost",
+        img.to_str().unwrap(),
+        "--mount=volume=ev,target=/shared",
+        "--",
+        "--exit",
+        "3",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "rkt run must exit with the pod's status"
+    );
+    let uuid = std::fs::read_to_string(&uuid_file).unwrap();
+    let pd = e.pod_dir("run", &uuid);
+    assert_eq!(
+        std::fs::read_to_string(pd.join("cwd")).unwrap().trim(),
+        pd.to_str().unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(pd.join("args")).unwrap().trim(),
+        format!("--net=default --hostname=podhost {uuid}")
+    );
+    assert_eq!(
+        std::fs::read_to_string(pd.join("lockfd-target"))
+            .unwrap()
+            .trim(),
+        pd.to_str().unwrap()
+    );
+    assert!(pd.join("stage1-mounted").exists());
+    // Overlays: app rootfs shows the image, writes go to the pod's upper dir.
+    let rootfs = pd.join("stage1/rootfs/opt/stage2/app/rootfs");
+    assert_eq!(
+        std::fs::read(rootfs.join("etc/in-image")).unwrap(),
+        b"lower"
+    );
+    assert!(pd.join("stage1/rootfs/opt/stage2/app/manifest").exists());
+    // Volumes are bind-mounted into the app rootfs by stage0.
+    assert!(rootfs.join("mnt/host/from-host").exists());
+    assert!(
+        std::fs::write(rootfs.join("mnt/host/nope"), b"x").is_err(),
+        "read-only volume"
+    );
+    std::fs::write(rootfs.join("shared/f"), b"x").unwrap();
+    assert!(pd.join("sharedVolumes/ev/f").exists());
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(pd.join("sharedVolumes/ev")).unwrap();
+    assert_eq!((md.mode() & 0o777, md.uid()), (0o700, 5));
+    // The plan.
+    let plan = pod_abi::plan::Plan::read(&pd.join("stage1/rootfs/rkt/plan.json")).unwrap();
+    assert_eq!(plan.hostname, "podhost");
+    assert_eq!(plan.apps[0].exec, vec!["/bin/app", "--exit", "3"]);
+    assert_eq!(
+        plan.apps[0].env[1],
+        ("AC_APP_NAME".to_string(), "app".to_string())
+    );
+    assert_eq!(plan.apps[0].capabilities.len(), 14);
+    assert_eq!(plan.apps[0].mounts.len(), 2);
+    // Status after exit.
+    let o = e.rkt(&["status", &uuid]);
+    let s = out(&o);
+    assert!(
+        s.contains("state=exited\n") && s.contains("exited=true") && s.contains("app-app=3"),
+        "{s}"
+    );
+    assert!(mounts_under(&pd) >= 4);
+    // gc: mark, then sweep with no grace period; mounts and directory gone; gc entrypoint ran.
+    let o = e.rkt(&["gc", "--mark-only"]);
+    assert_eq!(o.status.code(), Some(0));
+    let eg = e.pod_dir("exited-garbage", &uuid);
+    assert!(eg.exists());
+    let o = e.rkt(&["status", &uuid]);
+    assert!(out(&o).contains("state=exited garbage"), "{}", out(&o));
+    let o = e.rkt(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!eg.exists());
+    assert_eq!(mounts_under(&e.dir().join("pods")), 0);
+    assert!(e.dir().join("pods").join(format!("gc-ran-{uuid}")).exists());
+}
+
+#[test]
+fn run_prepared_and_stop_a_running_pod() {
+    if !is_root() {
+        eprintln!("SKIP: run_prepared_and_stop_a_running_pod: needs root");
+        return;
+    }
+    let e = Env::new();
+    let img = e.image("example.com/app");
+    let o = e.rkt(&["prepare", "--quiet", &e.s1flag(), img.to_str().unwrap()]);
+    let uuid = out(&o).trim().to_string();
+    assert!(
+        o.stderr.is_empty(),
+        "--quiet: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Make the fake stage1 keep running: the marker lives in the stage1 rootfs, which only
+    // exists once run-prepared mounts it, so ask for it through the stage1 upper dir.
+    let pd = e.pod_dir("prepared", &uuid);
+    let tree = std::fs::read_to_string(pd.join("stage1TreeStoreID")).unwrap();
+    let upper = pd.join("overlay").join(tree.trim()).join("upper/rkt");
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::write(upper.join("sleep"), b"").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rkt"))
+        .arg(format!("--dir={}", e.dir().display()))
+        .args(["run-prepared", "--hostname=h", &uuid])
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let o = e.rkt(&["status", &uuid]);
+        if out(&o).contains("state=running")
+            && out(&o).contains("pid=")
+            && !out(&o).contains("pid=-1")
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "pod never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A running pod cannot be removed or run again.
+    assert_eq!(
+        e.rkt(&["rm", &uuid]).status.code(),
+        Some(pod_abi::exit::POD_STATE)
+    );
+    assert_eq!(
+        e.rkt(&["run-prepared", &uuid]).status.code(),
+        Some(pod_abi::exit::POD_STATE)
+    );
+    let o = e.rkt(&["stop", &uuid]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(out(&o).trim(), format!("{uuid:?}"));
+    let _ = child.wait().unwrap();
+    let o = e.rkt(&["status", "--wait=5s", &uuid]);
+    assert!(out(&o).contains("state=exited"), "{}", out(&o));
+    let pd = e.pod_dir("run", &uuid);
+    assert_eq!(
+        std::fs::read_to_string(pd.join("stop-args"))
+            .unwrap()
+            .trim(),
+        uuid
+    );
+    let o = e.rkt(&["rm", &uuid]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!pd.exists());
+    assert_eq!(mounts_under(&e.dir().join("pods")), 0);
+}
