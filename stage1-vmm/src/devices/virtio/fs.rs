@@ -685,6 +685,41 @@ mod tests {
     }
 
     #[test]
+    fn hiprio_forget_and_reset_then_new_session() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        // FORGET goes on the hiprio queue and has no reply.
+        let hdr = InHeader {
+            len: (size_of::<InHeader>() + 8) as u32,
+            opcode: 2,
+            unique: 1000,
+            nodeid: e.nodeid,
+            ..Default::default()
+        };
+        let req = [hdr.as_slice(), &1u64.to_le_bytes()].concat();
+        c.mem.write_slice(&req, GuestAddress(REQ)).unwrap();
+        c.q[0].add_chain(&c.mem, &[(REQ, req.len() as u32, false)]);
+        notify(&mut c.t, 0);
+        assert_eq!(c.q[0].wait_used(&c.mem).1, 0);
+
+        // Driver reset, new handshake, new FUSE session on a fresh server.
+        wr(&mut c.t, 0x70, 0);
+        c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0x2_0000,
+            flags: 0,
+        };
+        assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        assert!(!c.t.needs_reset());
+    }
+
+    #[test]
     fn config_space_holds_tag_and_queue_count() {
         let root = layout();
         let mut cfg = FsConfig::new(root.path().join("share"));

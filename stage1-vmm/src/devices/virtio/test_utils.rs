@@ -166,12 +166,18 @@ pub fn activated(
     let irq = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let mut t =
         MmioTransport::new(mem.clone(), dev, irq.try_clone().expect("dup")).expect("transport");
-    wr(&mut t, 0x70, STATUS_ACKNOWLEDGE);
-    wr(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-    wr(&mut t, 0x24, 1);
-    wr(&mut t, 0x20, 1); // VIRTIO_F_VERSION_1 (bit 32)
+    let queues = handshake(mem, &mut t, sizes);
+    (t, queues, irq)
+}
+
+/// Runs the driver handshake on a transport in its reset state, with fresh (zeroed) rings.
+pub fn handshake(mem: &GuestMem, t: &mut MmioTransport, sizes: &[u16]) -> Vec<GuestQueue> {
+    wr(t, 0x70, STATUS_ACKNOWLEDGE);
+    wr(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    wr(t, 0x24, 1);
+    wr(t, 0x20, 1); // VIRTIO_F_VERSION_1 (bit 32)
     wr(
-        &mut t,
+        t,
         0x70,
         STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
     );
@@ -179,16 +185,19 @@ pub fn activated(
     let mut base = RINGS_BASE;
     for (i, s) in sizes.iter().enumerate() {
         let q = GuestQueue::new(base, *s);
-        base = (q.used + 6 + 8 * u64::from(*s) + 0xfff) & !0xfff;
-        setup_queue(&mut t, i as u32, &q);
+        let end = (q.used + 6 + 8 * u64::from(*s) + 0xfff) & !0xfff;
+        mem.write_slice(&vec![0u8; (end - base) as usize], GuestAddress(base))
+            .expect("clear rings");
+        base = end;
+        setup_queue(t, i as u32, &q);
         queues.push(q);
     }
     wr(
-        &mut t,
+        t,
         0x70,
         STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
     );
-    (t, queues, irq)
+    queues
 }
 
 /// Notifies queue `i` through the QueueNotify register.
