@@ -14,6 +14,9 @@ use crate::store::{ImageRecord, NameRef, Store};
 /// parameter of appc's discovery library; used by tests against a local server).
 pub const DISCOVERY_PORT_ENV: &str = "RKT_DISCOVERY_PORT";
 
+/// Timeout of one discovery request (the pages are small), in seconds.
+const DISCOVERY_TIMEOUT_SECS: u64 = 30;
+
 /// The host's appc os label.
 const HOST_OS: &str = "linux";
 
@@ -184,7 +187,10 @@ pub(crate) fn discover(nr: &NameRef, opts: &FetchOptions) -> Result<Vec<String>,
         if opts.debug {
             eprintln!("rkt: discovery: GET {url}");
         }
-        let body = match client.get(&url).send() {
+        let req = client
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(DISCOVERY_TIMEOUT_SECS));
+        let body = match req.send() {
             Ok(r) if r.status().is_success() => match r.text() {
                 Ok(t) => t,
                 Err(e) => {
