@@ -354,7 +354,7 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
-    use fuse_backend_rs::abi::fuse_abi::{EntryOut, InitIn, OpenIn, OpenOut, ReadIn};
+    use fuse_backend_rs::abi::fuse_abi::{EntryOut, InitIn, OpenIn, OpenOut, ReadIn, SetattrIn};
     use vm_memory::{ByteValued, Bytes, GuestAddress};
 
     use super::*;
@@ -626,6 +626,20 @@ mod tests {
         assert!(c.open(s.nodeid).is_err());
         // READ with a made-up handle on that node fails too.
         assert!(c.read(s.nodeid, 1, 4096).is_err());
+        // SETATTR (chmod + truncate) on the link's node must not reach the target.
+        let secret = root.path().join("outside/secret.txt");
+        let before = std::fs::metadata(&secret).unwrap();
+        let setattr = SetattrIn {
+            valid: 0x1 | 0x8, // FATTR_MODE | FATTR_SIZE
+            mode: libc::S_IFREG | 0o777,
+            size: 0,
+            ..Default::default()
+        };
+        assert_ne!(c.call(4, s.nodeid, setattr.as_slice()).error, 0);
+        let after = std::fs::metadata(&secret).unwrap();
+        assert_eq!(after.len(), before.len());
+        assert_eq!(after.permissions(), before.permissions());
+        assert_eq!(std::fs::read(&secret).unwrap(), b"host secret");
     }
 
     #[test]
