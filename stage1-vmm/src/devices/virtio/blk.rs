@@ -16,7 +16,7 @@ use vmm_sys_util::epoll::Epoll;
 
 use super::queue::{add_used, has_pending, pop_chain, QueueError};
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
-use super::{ActivateArgs, ActivateError, Interrupt, VirtioDevice, TYPE_BLOCK};
+use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_BLOCK};
 use crate::devices::GuestMem;
 
 /// Sector size of the virtio-blk protocol (bytes).
@@ -71,6 +71,7 @@ pub struct Block {
     id: [u8; ID_BYTES],
     capacity: u64,
     worker: Option<WorkerHandle>,
+    log_limit: LogLimiter,
 }
 
 impl Block {
@@ -105,6 +106,7 @@ impl Block {
             id: id_bytes,
             capacity,
             worker: None,
+            log_limit: LogLimiter::default(),
         })
     }
 }
@@ -127,7 +129,10 @@ impl VirtioDevice for Block {
     }
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        log::warn!("virtio-blk: write to read-only config space at {offset:#x} ignored");
+        guest_warn!(
+            self.log_limit,
+            "virtio-blk: write to read-only config space at {offset:#x} ignored"
+        );
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
@@ -148,6 +153,7 @@ impl VirtioDevice for Block {
             capacity: self.capacity,
             id: self.id,
             buf: vec![0u8; CHUNK],
+            log_limit: LogLimiter::default(),
         };
         self.worker = Some(worker::spawn(
             "virtio-blk",
@@ -173,6 +179,7 @@ struct BlockWorker {
     capacity: u64,
     id: [u8; ID_BYTES],
     buf: Vec<u8>,
+    log_limit: LogLimiter,
 }
 
 impl BlockWorker {
@@ -180,12 +187,12 @@ impl BlockWorker {
     fn request(&mut self, chain: DescriptorChain<&GuestMem>) -> u32 {
         let mem = self.mem.clone();
         let (Ok(mut r), Ok(mut w)) = (chain.clone().reader(&mem), chain.writer(&mem)) else {
-            log::warn!("virtio-blk: bad request buffers");
+            guest_warn!(self.log_limit, "virtio-blk: bad request buffers");
             return 0;
         };
         // The status byte is the last writable byte.
         let Some(data_len) = w.available_bytes().checked_sub(1) else {
-            log::warn!("virtio-blk: request without a status byte");
+            guest_warn!(self.log_limit, "virtio-blk: request without a status byte");
             return 0;
         };
         let Ok(mut status_w) = w.split_at(data_len) else {

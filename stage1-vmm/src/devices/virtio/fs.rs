@@ -31,7 +31,7 @@ use vmm_sys_util::epoll::Epoll;
 
 use super::queue::{add_used, has_pending, pop_chain, QueueError};
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
-use super::{ActivateArgs, ActivateError, Interrupt, VirtioDevice, TYPE_FS};
+use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_FS};
 use crate::devices::GuestMem;
 
 /// Maximum length of the mount tag (bytes, virtio 1.2, 5.11.4).
@@ -98,6 +98,7 @@ pub struct Fs {
     /// A fresh server for the next activation (a FUSE session cannot be re-initialised).
     next_server: Option<Arc<FsServer>>,
     worker: Option<WorkerHandle>,
+    log_limit: LogLimiter,
 }
 
 impl Fs {
@@ -121,6 +122,7 @@ impl Fs {
             config_space,
             next_server: Some(server),
             worker: None,
+            log_limit: LogLimiter::default(),
         })
     }
 }
@@ -201,7 +203,10 @@ impl VirtioDevice for Fs {
     }
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {
-        log::warn!("virtio-fs: write to read-only config space at {offset:#x} ignored");
+        guest_warn!(
+            self.log_limit,
+            "virtio-fs: write to read-only config space at {offset:#x} ignored"
+        );
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
@@ -226,6 +231,7 @@ impl VirtioDevice for Fs {
             queues: args.queues,
             interrupt: args.interrupt.clone(),
             server,
+            log_limit: LogLimiter::default(),
         };
         self.worker = Some(worker::spawn(
             "virtio-fs",
@@ -261,7 +267,11 @@ const FUSE_MKNOD: u32 = 8;
 
 /// Answers EPERM to a MKNOD of a character or block device: a device node created by the guest
 /// in the share would be opened by the VMM on the host. Returns the reply size if it answered.
-fn refuse_device_node(r: &Reader<'_>, w: &mut VirtioFsWriter<'_>) -> Option<usize> {
+fn refuse_device_node(
+    r: &Reader<'_>,
+    w: &mut VirtioFsWriter<'_>,
+    log_limit: &mut LogLimiter,
+) -> Option<usize> {
     let mut peek = r.clone();
     let hdr: InHeader = peek.read_obj().ok()?;
     if hdr.opcode != FUSE_MKNOD {
@@ -272,7 +282,10 @@ fn refuse_device_node(r: &Reader<'_>, w: &mut VirtioFsWriter<'_>) -> Option<usiz
     if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
         return None;
     }
-    log::warn!("virtio-fs: guest tried to create a device node; refused");
+    guest_warn!(
+        log_limit,
+        "virtio-fs: guest tried to create a device node; refused"
+    );
     let out = OutHeader {
         len: size_of::<OutHeader>() as u32,
         error: -libc::EPERM,
@@ -281,7 +294,7 @@ fn refuse_device_node(r: &Reader<'_>, w: &mut VirtioFsWriter<'_>) -> Option<usiz
     match w.write_obj(out) {
         Ok(()) => Some(size_of::<OutHeader>()),
         Err(e) => {
-            log::warn!("virtio-fs: cannot write reply: {e}");
+            guest_warn!(log_limit, "virtio-fs: cannot write reply: {e}");
             Some(0)
         }
     }
@@ -292,6 +305,7 @@ struct FsWorker {
     queues: Vec<Queue>,
     interrupt: Interrupt,
     server: Arc<FsServer>,
+    log_limit: LogLimiter,
 }
 
 impl FsWorker {
@@ -309,18 +323,18 @@ impl FsWorker {
             let reader = Reader::from_descriptor_chain(mem, chain.clone());
             let writer = VirtioFsWriter::new(mem, chain);
             let written = match (reader, writer) {
-                (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w) {
+                (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w, &mut self.log_limit) {
                     Some(n) => n,
                     None => match self.server.handle_message(r, w.into(), None, None) {
                         Ok(n) => n,
                         Err(e) => {
-                            log::warn!("virtio-fs: request failed: {e}");
+                            guest_warn!(self.log_limit, "virtio-fs: request failed: {e}");
                             0
                         }
                     },
                 },
                 (Err(e), _) | (_, Err(e)) => {
-                    log::warn!("virtio-fs: bad request buffers: {e}");
+                    guest_warn!(self.log_limit, "virtio-fs: bad request buffers: {e}");
                     0
                 }
             };

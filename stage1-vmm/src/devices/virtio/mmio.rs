@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::validate_layout;
 use super::worker::error_chain;
-use super::{ActivateArgs, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{ActivateArgs, Interrupt, LogLimiter, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::{GuestMem, MmioDevice};
 
 /// "virt" in little endian.
@@ -192,6 +192,7 @@ pub struct MmioTransport {
     driver_features: u64,
     queue_sel: u32,
     active: bool,
+    log_limit: LogLimiter,
 }
 
 impl MmioTransport {
@@ -224,6 +225,7 @@ impl MmioTransport {
             driver_features: 0,
             queue_sel: 0,
             active: false,
+            log_limit: LogLimiter::default(),
         })
     }
 
@@ -318,7 +320,8 @@ impl MmioTransport {
 
     fn write_driver_features(&mut self, v: u32) {
         if self.status != DeviceStatus::Driver {
-            log::warn!(
+            guest_warn!(
+                self.log_limit,
                 "virtio-mmio: driver features written in state {:?}",
                 self.status
             );
@@ -334,7 +337,8 @@ impl MmioTransport {
                 self.driver_features = (self.driver_features & 0xffff_ffff)
                     | ((u64::from(v) << 32) & offered & !0xffff_ffff);
             }
-            _ => log::warn!(
+            _ => guest_warn!(
+                self.log_limit,
                 "virtio-mmio: driver features page {} ignored",
                 self.driver_features_sel
             ),
@@ -344,13 +348,20 @@ impl MmioTransport {
     /// Applies `f` to the selected queue, if the driver may configure queues now.
     fn write_queue(&mut self, f: impl FnOnce(&mut QueueConfig)) {
         if self.status != DeviceStatus::FeaturesOk {
-            log::warn!("virtio-mmio: queue configured in state {:?}", self.status);
+            guest_warn!(
+                self.log_limit,
+                "virtio-mmio: queue configured in state {:?}",
+                self.status
+            );
             return;
         }
         match self.selected_queue() {
             Some(q) if !q.ready => f(q),
-            Some(_) => log::warn!("virtio-mmio: queue configured while ready"),
-            None => log::warn!("virtio-mmio: queue configured for a bad queue index"),
+            Some(_) => guest_warn!(self.log_limit, "virtio-mmio: queue configured while ready"),
+            None => guest_warn!(
+                self.log_limit,
+                "virtio-mmio: queue configured for a bad queue index"
+            ),
         }
     }
 
@@ -364,7 +375,8 @@ impl MmioTransport {
             return;
         }
         if self.status != DeviceStatus::FeaturesOk {
-            log::warn!(
+            guest_warn!(
+                self.log_limit,
                 "virtio-mmio: queue ready written in state {:?}",
                 self.status
             );
@@ -372,12 +384,15 @@ impl MmioTransport {
         }
         let mem = self.mem.clone();
         let Some(q) = self.selected_queue() else {
-            log::warn!("virtio-mmio: queue ready for a bad queue index");
+            guest_warn!(
+                self.log_limit,
+                "virtio-mmio: queue ready for a bad queue index"
+            );
             return;
         };
         match validate_layout(&mem, q.size, q.max_size, q.desc, q.avail, q.used) {
             Ok(()) => q.ready = true,
-            Err(e) => log::warn!("virtio-mmio: queue not made ready: {e}"),
+            Err(e) => guest_warn!(self.log_limit, "virtio-mmio: queue not made ready: {e}"),
         }
     }
 
@@ -389,7 +404,7 @@ impl MmioTransport {
                     log::warn!("virtio-mmio: cannot signal queue {v}: {e}");
                 }
             }
-            None => log::warn!("virtio-mmio: notify for bad queue {v}"),
+            None => guest_warn!(self.log_limit, "virtio-mmio: notify for bad queue {v}"),
         }
     }
 
@@ -399,14 +414,15 @@ impl MmioTransport {
             return;
         }
         let Some(target) = DeviceStatus::from_write(v) else {
-            log::warn!("virtio-mmio: invalid status {v:#x} ignored");
+            guest_warn!(self.log_limit, "virtio-mmio: invalid status {v:#x} ignored");
             return;
         };
         if target == self.status && target != DeviceStatus::Failed {
             return;
         }
         if !transition_allowed(self.status, target) {
-            log::warn!(
+            guest_warn!(
+                self.log_limit,
                 "virtio-mmio: status change {:?} -> {target:?} ({v:#x}) ignored",
                 self.status
             );
@@ -416,13 +432,19 @@ impl MmioTransport {
             DeviceStatus::FeaturesOk => {
                 if self.driver_features & (1u64 << VIRTIO_F_VERSION_1) == 0 {
                     // Leave FEATURES_OK clear: the driver reads it back and gives up.
-                    log::warn!("virtio-mmio: driver did not accept VIRTIO_F_VERSION_1");
+                    guest_warn!(
+                        self.log_limit,
+                        "virtio-mmio: driver did not accept VIRTIO_F_VERSION_1"
+                    );
                     return;
                 }
             }
             DeviceStatus::DriverOk => self.activate(),
             DeviceStatus::Failed => {
-                log::warn!("virtio-mmio: driver marked the device failed");
+                guest_warn!(
+                    self.log_limit,
+                    "virtio-mmio: driver marked the device failed"
+                );
                 self.stop_device();
             }
             DeviceStatus::Init | DeviceStatus::Acknowledge | DeviceStatus::Driver => {}
@@ -442,7 +464,7 @@ impl MmioTransport {
                 }
             },
             Err(msg) => {
-                log::warn!("virtio-mmio: activation refused: {msg}");
+                guest_warn!(self.log_limit, "virtio-mmio: activation refused: {msg}");
                 self.interrupt.set_needs_reset();
             }
         }
@@ -530,7 +552,8 @@ impl MmioDevice for MmioTransport {
             return;
         }
         if data.len() != 4 || !offset.is_multiple_of(4) {
-            log::warn!(
+            guest_warn!(
+                self.log_limit,
                 "virtio-mmio: bad register read of {} bytes at {offset:#x}",
                 data.len()
             );
@@ -546,14 +569,18 @@ impl MmioDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!(
+            guest_warn!(
+                self.log_limit,
                 "virtio-mmio: bad register write of {} bytes at {offset:#x}",
                 data.len()
             );
             return;
         };
         if !offset.is_multiple_of(4) {
-            log::warn!("virtio-mmio: misaligned register write at {offset:#x}");
+            guest_warn!(
+                self.log_limit,
+                "virtio-mmio: misaligned register write at {offset:#x}"
+            );
             return;
         }
         self.write_reg(offset, u32::from_le_bytes(bytes));

@@ -15,6 +15,15 @@
 //! configuration interrupt; the VMM keeps running. Errors in one request are answered to the guest
 //! and logged, never fatal.
 
+/// Logs a warning the guest can trigger at will, through a [`LogLimiter`].
+macro_rules! guest_warn {
+    ($limiter:expr, $($arg:tt)*) => {
+        if $limiter.allow() {
+            log::warn!($($arg)*);
+        }
+    };
+}
+
 pub mod blk;
 pub mod console;
 pub mod fs;
@@ -181,5 +190,40 @@ impl Interrupt {
     pub(crate) fn clear(&self) {
         self.inner.status.store(0, Ordering::Release);
         self.inner.needs_reset.store(false, Ordering::Release);
+    }
+}
+
+/// Rate limit for log lines a guest can trigger (a hostile guest must not flood the VMM's log):
+/// the first [`LogLimiter::BURST`] pass, then one in [`LogLimiter::EVERY`].
+#[derive(Debug, Default)]
+pub(crate) struct LogLimiter {
+    count: u64,
+}
+
+impl LogLimiter {
+    /// Messages logged before limiting starts (count).
+    pub(crate) const BURST: u64 = 20;
+    /// After the burst, one message in this many is logged (count).
+    pub(crate) const EVERY: u64 = 1000;
+
+    /// Whether to log this occurrence.
+    pub(crate) fn allow(&mut self) -> bool {
+        self.count = self.count.saturating_add(1);
+        if self.count == Self::BURST {
+            log::warn!("virtio: further guest-triggered warnings are rate-limited");
+        }
+        self.count <= Self::BURST || self.count.is_multiple_of(Self::EVERY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLimiter;
+
+    #[test]
+    fn guest_warnings_are_rate_limited() {
+        let mut l = LogLimiter::default();
+        let allowed = (0..10_000).filter(|_| l.allow()).count() as u64;
+        assert_eq!(allowed, LogLimiter::BURST + 10_000 / LogLimiter::EVERY);
     }
 }
