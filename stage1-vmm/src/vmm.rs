@@ -518,7 +518,9 @@ impl Vmm {
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
-                    let end = vcpu::run_loop(&mut fd, &bus, &stop);
+                    let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(&mut fd, &bus, &stop));
+                    let end = std::panic::catch_unwind(run)
+                        .unwrap_or_else(|_| VcpuEnd::Failed("vCPU thread panicked".into()));
                     lock(&ends).push((id as u8, end));
                     let _ = wake.write(1);
                 })

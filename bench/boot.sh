@@ -1,0 +1,125 @@
+#!/bin/bash
+# bench/boot.sh [RUNS]
+#
+# Boot-time benchmark: our VMM (`stage1-vmm boot`) against
+# `qemu-system-x86_64 -M microvm -enable-kvm`, same vmlinux, same initramfs
+# (a static init that prints a marker and reboots at once), same quiet
+# command line, runs alternating (default 10 each). Reports, per VMM, the
+# median time from start to the init marker on the console and from start
+# to process exit, and the median max RSS of the VMM process; the last line
+# is `RATIO boot_vs_qemu_microvm <ours/qemu of the start->exit medians>`.
+#
+# Needs a KVM that boots Linux. On a host whose KVM cannot (PVM), run it
+# under the harness: `ci/nested-kvm bench/boot.sh`; run plainly on such a
+# host, it prepares everything (release build, initramfs, packages) and then
+# re-runs itself under ci/nested-kvm. Inside L1 the root is read-only, so
+# preparation happens on the host first.
+#
+# Environment: CARGO_TARGET_DIR (where the release build is; default
+# <repo>/target), RKT_TEST_KERNEL (default <repo>/build/kernel/vmlinux),
+# BENCH_MEM (MiB, default 256), BENCH_CPUS (default 1).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+repo=$(dirname "$here")
+runs=${1:-10}
+tgt=${CARGO_TARGET_DIR:-$repo/target}
+vmm=$tgt/release/stage1-vmm
+mkinit=$tgt/release/examples/mk_test_initramfs
+kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
+mem=${BENCH_MEM:-256}
+cpus=${BENCH_CPUS:-1}
+log() { echo "bench: $*" >&2; }
+
+host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
+
+prepare() {
+    local need=()
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    [ -x /usr/bin/time ] || need+=(time)
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${need[@]}" >&2 ||
+            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
+    fi
+    [ -s "$kernel" ] || "$repo/kernel-config/build.sh" >&2
+    log "building stage1-vmm (release)"
+    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --bin stage1-vmm --example mk_test_initramfs)
+}
+
+if [ -z "${NESTED_KVM:-}" ]; then
+    prepare
+    if ! host_kvm_ok; then
+        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
+        exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
+    fi
+fi
+for f in "$vmm" "$mkinit" "$kernel" /usr/bin/time; do
+    [ -e "$f" ] || { log "missing $f (run bench/boot.sh on the host first to prepare)"; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-boot.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$mkinit" "$work/initramfs.cpio"
+
+marker=RKT-TEST-INIT-MARKER
+# The same quiet command line for both (ours adds nothing else: it is our default line).
+common="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=quick"
+# reboot: ours ends on the i8042 reset (reboot=k); microvm has no i8042, so QEMU ends on a
+# triple fault (reboot=t) with -no-reboot, its fastest way out.
+ours=("$vmm" boot --kernel "$kernel" --initramfs "$work/initramfs.cpio" --mem "$mem" --cpus "$cpus"
+    --no-stdin --replace-cmdline --cmdline "$common reboot=k" --timeout 120)
+qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off
+    -enable-kvm -cpu host -m "$mem" -smp "$cpus" -nodefaults -no-user-config -nographic -no-reboot
+    -serial stdio -kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$common reboot=t")
+
+# run NAME CMD...: prints "marker_ms exit_ms rss_kb status"
+run() {
+    local name=$1; shift
+    local t0 tm="" out=$work/$name.out rss
+    t0=$EPOCHREALTIME
+    {
+        /usr/bin/time -f '%M' -o "$work/$name.rss" "$@" </dev/null 2>"$work/$name.err" |
+            while IFS= read -r line; do
+                case $line in *"$marker"*) [ -n "$tm" ] || { tm=$EPOCHREALTIME; echo "$tm" >"$work/$name.tm"; } ;; esac
+                printf '%s\n' "$line"
+            done >"$out"
+    }
+    local st=${PIPESTATUS[0]}
+    local t1=$EPOCHREALTIME
+    tm=$(cat "$work/$name.tm" 2>/dev/null || echo "")
+    rm -f "$work/$name.tm"
+    rss=$(tail -n 1 "$work/$name.rss" 2>/dev/null || echo 0)
+    local ms_exit ms_mark
+    ms_exit=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)*1000}')
+    if [ -n "$tm" ]; then ms_mark=$(awk -v a="$t0" -v b="$tm" 'BEGIN{printf "%.1f", (b-a)*1000}'); else ms_mark=NA; fi
+    echo "$ms_mark $ms_exit $rss $st"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+: >"$work/ours.tsv"; : >"$work/qemu.tsv"
+log "$runs runs each, alternating; mem ${mem} MiB, ${cpus} vCPU(s)"
+for i in $(seq 1 "$runs"); do
+    r=$(run ours "${ours[@]}"); echo "$r" >>"$work/ours.tsv"
+    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "ours run $i failed (status $4):"; tail -n 5 "$work/ours.out" "$work/ours.err" >&2; }
+    q=$(run qemu "${qemu[@]}"); echo "$q" >>"$work/qemu.tsv"
+    set -- $q; [ "$1" != NA ] || { log "qemu run $i: no marker (status $4):"; tail -n 5 "$work/qemu.out" "$work/qemu.err" >&2; }
+    log "run $i: ours marker=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | qemu marker=${q%% *} ms exit=$(echo "$q" | cut -d' ' -f2) ms"
+done
+
+report() {
+    local name=$1 f=$2
+    local mark exit rss
+    mark=$(awk '$1!="NA"{print $1}' "$f" | median)
+    exit=$(awk '{print $2}' "$f" | median)
+    rss=$(awk '{print $3}' "$f" | median)
+    printf '%-14s start->marker %8s ms   start->exit %8s ms   max RSS %8s KiB\n' "$name" "$mark" "$exit" "$rss"
+}
+echo "boot benchmark: $runs runs each, kernel $(basename "$kernel"), ${mem} MiB, ${cpus} vCPU(s)$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
+report stage1-vmm "$work/ours.tsv"
+report qemu-microvm "$work/qemu.tsv"
+ours_exit=$(awk '{print $2}' "$work/ours.tsv" | median)
+qemu_exit=$(awk '{print $2}' "$work/qemu.tsv" | median)
+echo "RATIO boot_vs_qemu_microvm $(awk -v a="$ours_exit" -v b="$qemu_exit" 'BEGIN{printf "%.2f", a/b}')"
