@@ -22,6 +22,8 @@ use appc::aci::{AciBuilder, Compression};
 use appc::schema::{App, EnvVar, EventHandler, Label, MountPoint};
 use appc::{AcIdentifier, AcName, ImageManifest};
 
+/// Time limit of one `rkt` invocation in tests, in seconds.
+pub const RUN_TIMEOUT_SECS: u64 = 60;
 /// Env var naming the `rkt` binary.
 pub const ENV_RKT_BIN: &str = "RKT_BIN";
 /// Env var naming the namespace stage1 ACI.
@@ -321,9 +323,25 @@ impl E2e {
         format!("--stage1-path={}", self.stage1.display())
     }
 
-    /// Runs `rkt` and returns its output.
+    /// Runs `rkt` (killed after [`RUN_TIMEOUT_SECS`]) and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.rkt(args).output().unwrap();
+        let mut c = self.rkt(args);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(RUN_TIMEOUT_SECS);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                eprintln!("rkt {} timed out after {RUN_TIMEOUT_SECS}s", args.join(" "));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
         eprintln!(
             "$ rkt {}\n[exit {:?}]\n--- stdout\n{}--- stderr\n{}",
             args.join(" "),
