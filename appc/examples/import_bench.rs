@@ -66,6 +66,36 @@ fn mbps(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
 
+/// CPU seconds (user + system) used so far by this process or by its waited-for children.
+fn cpu(children: bool) -> f64 {
+    // SAFETY: an all-zero rusage is valid; getrusage only writes into it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let who = if children {
+        libc::RUSAGE_CHILDREN
+    } else {
+        libc::RUSAGE_SELF
+    };
+    // SAFETY: valid `who` and a writable rusage.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// Time `f`: (wall seconds, CPU seconds of this process).
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (c0, t0) = (cpu(false), Instant::now());
+    let r = f();
+    (r, t0.elapsed().as_secs_f64(), cpu(false) - c0)
+}
+
+fn line(label: &str, bytes: usize, wall: f64, cpu: f64) {
+    println!(
+        "{label:<22} {:7.0} MB/s wall ({wall:.3}s)   {:7.0} MB/s per CPU-second ({cpu:.3} CPU-s)",
+        mbps(bytes, wall),
+        mbps(bytes, cpu)
+    );
+}
+
 fn main() -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("appc-bench-{}", std::process::id()));
     fs::create_dir_all(&tmp)?;
@@ -81,78 +111,57 @@ fn main() -> Result<()> {
     };
     let gz = fs::read(&aci)?;
     let mut tar = Vec::new();
-    let t = Instant::now();
-    flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut tar)?;
-    let gunzip = t.elapsed().as_secs_f64();
+    let (r, wall, c) = timed(|| flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut tar));
+    r?;
     println!("input: {} bytes gzip, {} bytes tar", gz.len(), tar.len());
-    println!("gunzip (zlib-rs):     {:7.0} MB/s", mbps(tar.len(), gunzip));
-    let t = Instant::now();
-    let h = Sha256::digest(&tar);
-    println!(
-        "sha256:               {:7.0} MB/s  ({:02x}{:02x}..)",
-        mbps(tar.len(), t.elapsed().as_secs_f64()),
-        h[0],
-        h[1]
-    );
-    let t = Instant::now();
-    let h = Sha512::digest(&tar);
-    println!(
-        "sha512:               {:7.0} MB/s  ({:02x}{:02x}..)",
-        mbps(tar.len(), t.elapsed().as_secs_f64()),
-        h[0],
-        h[1]
-    );
+    line("gunzip (zlib-rs)", tar.len(), wall, c);
+    let (h, wall, c) = timed(|| Sha256::digest(&tar));
+    line("sha256", tar.len(), wall, c);
+    let (h2, wall, c) = timed(|| Sha512::digest(&tar));
+    line("sha512", tar.len(), wall, c);
+    eprintln!("({:02x}{:02x} {:02x}{:02x})", h[0], h[1], h2[0], h2[1]);
     for (label, to_file) in [("import -> sink", false), ("import -> file", true)] {
         let out_path = tmp.join("out.tar");
-        let t = Instant::now();
-        let file = BufReader::with_capacity(1 << 20, File::open(&aci)?);
-        let imp = if to_file {
-            import(
-                file,
-                File::create(&out_path)?,
-                &Limits::default(),
-                &mut |_| {},
-            )?
-        } else {
-            import(file, io::sink(), &Limits::default(), &mut |_| {})?
-        };
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "{label}:       {:7.0} MB/s  {:.3}s  {}",
-            mbps(tar.len(), secs),
-            secs,
-            &imp.digest.sha512_id()[..20]
-        );
+        let (imp, wall, c) = timed(|| -> Result<_> {
+            let file = BufReader::with_capacity(1 << 20, File::open(&aci)?);
+            Ok(if to_file {
+                import(
+                    file,
+                    File::create(&out_path)?,
+                    &Limits::default(),
+                    &mut |_| {},
+                )?
+            } else {
+                import(file, io::sink(), &Limits::default(), &mut |_| {})?
+            })
+        });
+        let imp = imp?;
+        line(label, tar.len(), wall, c);
+        eprintln!("({})", &imp.digest.sha512_id()[..20]);
         let _ = fs::remove_file(&out_path);
     }
-    let xdir = tmp.join("x");
-    fs::create_dir_all(&xdir)?;
-    let t = Instant::now();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "gzip -dc '{}' | tar -x -C '{}'",
-            aci.display(),
-            xdir.display()
-        ))
-        .status()?;
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "gzip -dc | tar -x:    {:7.0} MB/s  {:.3}s  ({st})",
-        mbps(tar.len(), secs),
-        secs
-    );
-    let t = Instant::now();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(format!("gzip -dc '{}' > /dev/null", aci.display()))
-        .status()?;
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "gzip -dc > /dev/null: {:7.0} MB/s  {:.3}s  ({st})",
-        mbps(tar.len(), secs),
-        secs
-    );
+    for (label, cmd) in [
+        (
+            "gzip -dc | tar -x",
+            format!(
+                "mkdir -p '{0}/x' && gzip -dc '{1}' | tar -x -C '{0}/x'",
+                tmp.display(),
+                aci.display()
+            ),
+        ),
+        (
+            "gzip -dc > /dev/null",
+            format!("gzip -dc '{}' > /dev/null", aci.display()),
+        ),
+    ] {
+        let (c0, t0) = (cpu(true), Instant::now());
+        let st = Command::new("sh").arg("-c").arg(&cmd).status()?;
+        let (wall, c) = (t0.elapsed().as_secs_f64(), cpu(true) - c0);
+        line(label, tar.len(), wall, c);
+        if !st.success() {
+            eprintln!("{label}: {st}");
+        }
+    }
     fs::remove_dir_all(&tmp)?;
     Ok(())
 }

@@ -1,16 +1,23 @@
 //! One-pass import: sniff and decompress the input, write the uncompressed tar to `out`,
 //! hash it (sha256 + sha512) and check the ACI layout, all while streaming.
 //!
-//! Pipeline (2 threads): the calling thread reads, decompresses, enforces size limits and
-//! writes `out`; a worker thread hashes each chunk and walks the tar. Chunks are handed
-//! over through a bounded channel and recycled, so memory stays at
-//! `CHUNK_BYTES * (QUEUE_CHUNKS + 2)`.
+//! Pipeline (3 threads, neither `input` nor `out` has to be `Send`):
+//!
+//! ```text
+//! caller thread: read input ──compressed chunks──> decoder thread: decompress, limits
+//!      ^                                              │ uncompressed chunks (Arc, shared)
+//!      └──────────── write `out` <────────────────────┤
+//!                                                     └──> walker thread: sha256, sha512, tar walk
+//! ```
+//!
+//! All channels are bounded, so memory stays below
+//! `INPUT_CHUNK_BYTES * INPUT_QUEUE + CHUNK_BYTES * 2 * QUEUE_CHUNKS` plus the chunks in use.
 
-use std::cell::Cell;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::rc::Rc;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::io::{self, BufRead, Read, Write};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256, Sha512};
 
@@ -19,12 +26,16 @@ use super::{sniff, AciError, Compression, SNIFF_LEN};
 use crate::id::ImageDigest;
 use crate::schema::ImageManifest;
 
-/// Size of one uncompressed chunk handed to the worker (bytes).
+/// Size of one uncompressed chunk (bytes).
 const CHUNK_BYTES: usize = 1 << 20;
-/// Chunks in flight between the threads (count).
+/// Uncompressed chunks in flight per consumer (count).
 const QUEUE_CHUNKS: usize = 4;
-/// Read buffer for the compressed input (bytes).
-const INPUT_BUF_BYTES: usize = 256 << 10;
+/// Size of one read from the input (bytes).
+const INPUT_CHUNK_BYTES: usize = 256 << 10;
+/// Compressed chunks in flight to the decoder (count).
+const INPUT_QUEUE: usize = 8;
+/// How long the caller thread waits for output before retrying a full input queue.
+const POLL: Duration = Duration::from_millis(1);
 /// Size of a tar block (bytes).
 const TAR_BLOCK: u64 = 512;
 
@@ -76,20 +87,6 @@ pub struct Imported {
     pub compression: Compression,
 }
 
-/// Counts bytes read through it into a shared cell.
-struct Counting<R> {
-    inner: R,
-    count: Rc<Cell<u64>>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
-        Ok(n)
-    }
-}
-
 /// Read until `buf` is full or EOF; returns the bytes read.
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
@@ -104,12 +101,52 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// The worker's view of the stream: a reader over the chunks that hashes each chunk as it
+/// The decoder's input: compressed chunks from the caller thread, as a `BufRead`.
+struct InputChunks {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+    /// Compressed bytes received so far.
+    count: u64,
+}
+
+impl Read for InputChunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        if let (Some(src), Some(dst)) = (avail.get(..n), buf.get_mut(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for InputChunks {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.count += c.len() as u64;
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(self.cur.get(self.pos..).unwrap_or_default())
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.cur.len());
+    }
+}
+
+/// The walker's view of the stream: a reader over the chunks that hashes each chunk as it
 /// arrives and remembers how the stream ended.
 struct ChunkReader {
-    rx: Receiver<Vec<u8>>,
-    recycle: SyncSender<Vec<u8>>,
-    cur: Vec<u8>,
+    rx: Receiver<Arc<Vec<u8>>>,
+    cur: Arc<Vec<u8>>,
     pos: usize,
     sha256: Sha256,
     sha512: Sha512,
@@ -121,14 +158,10 @@ struct ChunkReader {
 
 impl ChunkReader {
     fn next_chunk(&mut self) -> bool {
-        let old = std::mem::take(&mut self.cur);
-        if old.capacity() > 0 {
-            let _ = self.recycle.try_send(old);
-        }
         match self.rx.recv() {
             Ok(c) => {
-                self.sha256.update(&c);
-                self.sha512.update(&c);
+                self.sha256.update(&c[..]);
+                self.sha512.update(&c[..]);
                 self.total += c.len() as u64;
                 self.cur = c;
                 self.pos = 0;
@@ -170,7 +203,7 @@ impl Read for ChunkReader {
     }
 }
 
-/// What the worker found.
+/// What the walker found.
 struct Walked {
     manifest: ImageManifest,
     manifest_json: Vec<u8>,
@@ -208,13 +241,90 @@ fn walk(mut reader: ChunkReader, limits: &Limits) -> Result<Walked, AciError> {
     })
 }
 
-/// A decompressor over the (buffered, counted) input.
-fn decoder<'a, R: BufRead + 'a>(c: Compression, input: R) -> Box<dyn Read + 'a> {
+/// A decompressor over the input chunks.
+fn decoder(c: Compression, input: InputChunks) -> Box<dyn DecodeRead> {
     match c {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
         Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(input)),
+    }
+}
+
+/// A decoder that can report how many compressed bytes it has pulled in.
+trait DecodeRead: Read {
+    fn compressed(&self) -> u64;
+}
+
+impl DecodeRead for InputChunks {
+    fn compressed(&self) -> u64 {
+        self.count
+    }
+}
+
+impl DecodeRead for flate2::bufread::MultiGzDecoder<InputChunks> {
+    fn compressed(&self) -> u64 {
+        self.get_ref().count
+    }
+}
+
+impl DecodeRead for bzip2::bufread::MultiBzDecoder<InputChunks> {
+    fn compressed(&self) -> u64 {
+        self.get_ref().count
+    }
+}
+
+impl DecodeRead for xz2::bufread::XzDecoder<InputChunks> {
+    fn compressed(&self) -> u64 {
+        self.get_ref().count
+    }
+}
+
+/// Why the decoder thread stopped early.
+enum Decode {
+    /// A consumer (walker or caller thread) hung up; it has the real error.
+    ConsumerGone,
+    /// Decompression failed or a limit was hit.
+    Err(AciError),
+}
+
+/// Decoder thread: decompress, enforce size limits, fan chunks out to the caller thread
+/// (for `out`) and the walker.
+fn decode(
+    mut dec: Box<dyn DecodeRead>,
+    compression: Compression,
+    limits: &Limits,
+    to_out: SyncSender<Arc<Vec<u8>>>,
+    to_walk: SyncSender<Arc<Vec<u8>>>,
+) -> Result<u64, Decode> {
+    let mut total: u64 = 0;
+    loop {
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let n = read_full(&mut *dec, &mut buf).map_err(|e| {
+            Decode::Err(match compression {
+                Compression::None => AciError::Read(e),
+                c => AciError::Corrupt(c.name(), e),
+            })
+        })?;
+        if n == 0 {
+            return Ok(total);
+        }
+        buf.truncate(n);
+        total += n as u64;
+        if total > limits.max_uncompressed_bytes {
+            return Err(Decode::Err(AciError::TooBig {
+                limit: limits.max_uncompressed_bytes,
+            }));
+        }
+        if total > limits.ratio_grace_bytes && total / dec.compressed().max(1) > limits.max_ratio {
+            return Err(Decode::Err(AciError::Ratio {
+                limit: limits.max_ratio,
+            }));
+        }
+        let chunk = Arc::new(buf);
+        if to_walk.send(Arc::clone(&chunk)).is_err() || to_out.send(chunk).is_err() {
+            return Err(Decode::ConsumerGone);
+        }
     }
 }
 
@@ -227,29 +337,29 @@ fn decoder<'a, R: BufRead + 'a>(c: Compression, input: R) -> Box<dyn Read + 'a> 
 ///
 /// On error `out` holds a partial tar; the caller discards it.
 pub fn import<R: Read, W: Write>(
-    input: R,
+    mut input: R,
     mut out: W,
     limits: &Limits,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Imported, AciError> {
-    let count = Rc::new(Cell::new(0u64));
-    let mut counted = Counting {
-        inner: input,
-        count: Rc::clone(&count),
-    };
     let mut head = vec![0u8; SNIFF_LEN];
-    let n = read_full(&mut counted, &mut head).map_err(AciError::Read)?;
+    let n = read_full(&mut input, &mut head).map_err(AciError::Read)?;
     head.truncate(n);
     let compression = sniff(&head)?;
-    let buffered = BufReader::with_capacity(INPUT_BUF_BYTES, io::Cursor::new(head).chain(counted));
-    let mut dec = decoder(compression, buffered);
+    let mut consumed = n as u64;
 
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE_CHUNKS);
-    let (recycle_tx, recycle_rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE_CHUNKS + 2);
+    let (in_tx, in_rx) = mpsc::sync_channel::<Vec<u8>>(INPUT_QUEUE);
+    let (out_tx, out_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(QUEUE_CHUNKS);
+    let (walk_tx, walk_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(QUEUE_CHUNKS);
+    let chunks = InputChunks {
+        rx: in_rx,
+        cur: head,
+        pos: 0,
+        count: n as u64,
+    };
     let reader = ChunkReader {
-        rx,
-        recycle: recycle_tx,
-        cur: Vec::new(),
+        rx: walk_rx,
+        cur: Arc::new(Vec::new()),
         pos: 0,
         sha256: Sha256::new(),
         sha512: Sha512::new(),
@@ -259,94 +369,118 @@ pub fn import<R: Read, W: Write>(
     };
 
     thread::scope(|s| {
-        let worker = s.spawn(move || walk(reader, limits));
-        let fed = feed(
-            &mut *dec,
+        let walker = s.spawn(move || walk(reader, limits));
+        let decoder = s.spawn(move || {
+            decode(
+                decoder(compression, chunks),
+                compression,
+                limits,
+                out_tx,
+                walk_tx,
+            )
+        });
+        progress(consumed);
+        let pumped = pump(
+            &mut input,
             &mut out,
-            &tx,
-            &recycle_rx,
-            limits,
-            &count,
-            compression,
+            in_tx,
+            &out_rx,
+            &mut consumed,
             progress,
         );
-        drop(tx);
-        let walked = worker.join().map_err(|_| AciError::WorkerPanicked);
-        // Reading/limit errors explain a worker failure (e.g. "truncated"), so they win;
-        // a closed channel means the worker stopped first with its own error.
-        let uncompressed = match fed {
+        drop(out_rx);
+        let decoded = decoder.join().map_err(|_| AciError::WorkerPanicked)?;
+        let walked = walker.join().map_err(|_| AciError::WorkerPanicked)?;
+        // The caller thread's own I/O errors first, then the decoder's (a corrupt stream
+        // also makes the walker fail, less precisely), then the walker's.
+        let written = pumped?;
+        let uncompressed = match decoded {
             Ok(n) => n,
-            Err(Feed::WorkerGone) => {
-                return Err(walked?.err().unwrap_or(AciError::WorkerPanicked));
+            Err(Decode::Err(e)) => return Err(e),
+            Err(Decode::ConsumerGone) => {
+                return Err(walked.err().unwrap_or(AciError::WorkerPanicked));
             }
-            Err(Feed::Err(e)) => return Err(e),
         };
-        let w = walked??;
-        debug_assert_eq!(w.total, uncompressed);
+        let w = walked?;
+        if written != uncompressed || w.total != uncompressed {
+            return Err(AciError::WorkerPanicked);
+        }
         out.flush().map_err(AciError::Write)?;
         Ok(Imported {
             manifest: w.manifest,
             manifest_json: w.manifest_json,
             digest: w.digest,
             uncompressed_size: w.total,
-            compressed_size: count.get(),
+            compressed_size: consumed,
             compression,
         })
     })
 }
 
-/// Why feeding stopped early.
-enum Feed {
-    /// The worker dropped its receiver (it has an error to report).
-    WorkerGone,
-    /// Reading, decompressing, writing or a limit failed.
-    Err(AciError),
-}
-
-#[allow(clippy::too_many_arguments)]
-fn feed(
-    dec: &mut dyn Read,
+/// Caller thread: feed input chunks to the decoder and write decoded chunks to `out`,
+/// never blocking on one while the other could make progress. Returns bytes written.
+fn pump(
+    input: &mut dyn Read,
     out: &mut dyn Write,
-    tx: &SyncSender<Vec<u8>>,
-    recycled: &Receiver<Vec<u8>>,
-    limits: &Limits,
-    count: &Cell<u64>,
-    compression: Compression,
+    in_tx: SyncSender<Vec<u8>>,
+    out_rx: &Receiver<Arc<Vec<u8>>>,
+    consumed: &mut u64,
     progress: &mut dyn FnMut(u64),
-) -> Result<u64, Feed> {
-    let mut total: u64 = 0;
+) -> Result<u64, AciError> {
+    let mut written: u64 = 0;
+    let mut write = |chunk: Arc<Vec<u8>>, written: &mut u64| -> Result<(), AciError> {
+        out.write_all(&chunk[..]).map_err(AciError::Write)?;
+        *written += chunk.len() as u64;
+        Ok(())
+    };
+    let mut in_tx = Some(in_tx);
     loop {
-        let mut buf = recycled.try_recv().unwrap_or_default();
-        buf.resize(CHUNK_BYTES, 0);
-        let n = read_full(dec, &mut buf).map_err(|e| {
-            Feed::Err(match compression {
-                Compression::None => AciError::Read(e),
-                // A read error of the underlying input surfaces as a decoder error too;
-                // both mean the stream cannot be trusted.
-                c => AciError::Corrupt(c.name(), e),
-            })
-        })?;
+        // Write whatever is ready.
+        loop {
+            match out_rx.try_recv() {
+                Ok(c) => write(c, &mut written)?,
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return Ok(written),
+            }
+        }
+        let Some(tx) = &in_tx else {
+            // Input finished: only output is left.
+            match out_rx.recv() {
+                Ok(c) => write(c, &mut written)?,
+                Err(_) => return Ok(written),
+            }
+            continue;
+        };
+        let mut buf = vec![0u8; INPUT_CHUNK_BYTES];
+        let n = loop {
+            match input.read(&mut buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(AciError::Read(e)),
+            }
+        };
         if n == 0 {
-            progress(count.get());
-            return Ok(total);
+            in_tx = None;
+            continue;
         }
         buf.truncate(n);
-        total += n as u64;
-        if total > limits.max_uncompressed_bytes {
-            return Err(Feed::Err(AciError::TooBig {
-                limit: limits.max_uncompressed_bytes,
-            }));
-        }
-        if total > limits.ratio_grace_bytes && total / count.get().max(1) > limits.max_ratio {
-            return Err(Feed::Err(AciError::Ratio {
-                limit: limits.max_ratio,
-            }));
-        }
-        out.write_all(&buf)
-            .map_err(|e| Feed::Err(AciError::Write(e)))?;
-        progress(count.get());
-        if tx.send(buf).is_err() {
-            return Err(Feed::WorkerGone);
+        *consumed += n as u64;
+        progress(*consumed);
+        let mut pending = buf;
+        loop {
+            match tx.try_send(pending) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    pending = back;
+                    match out_rx.recv_timeout(POLL) {
+                        Ok(c) => write(c, &mut written)?,
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return Ok(written),
+                    }
+                }
+                // The decoder stopped; its result says why.
+                Err(TrySendError::Disconnected(_)) => return Ok(written),
+            }
         }
     }
 }

@@ -169,7 +169,7 @@ impl<'a> LayoutChecker<'a> {
         }
         // Every parent must be a directory (explicit or implied), never a symlink.
         for (i, _) in path.iter().enumerate().filter(|(_, &b)| b == b'/') {
-            let parent = &path[..i];
+            let Some(parent) = path.get(..i) else { break };
             match self.seen.get(parent) {
                 None => {
                     self.seen.insert(parent.to_vec(), Kind::ImpliedDir);

@@ -407,3 +407,68 @@ fn root_entry_and_dot_prefix_accepted() {
     let (r, _) = run(&tar, &Limits::default());
     assert!(r.is_ok(), "{r:?}");
 }
+
+/// A reader that is not `Send` and returns at most 7 bytes per call.
+struct Dribble {
+    data: std::rc::Rc<Vec<u8>>,
+    pos: usize,
+}
+
+impl std::io::Read for Dribble {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        let n = rest.len().min(buf.len()).min(7);
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A writer that is not `Send` and fails after `limit` bytes.
+struct FailingWriter {
+    _not_send: std::rc::Rc<()>,
+    written: usize,
+    limit: usize,
+}
+
+impl Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() > self.limit {
+            return Err(std::io::Error::other("disk full"));
+        }
+        self.written += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn non_send_dribbling_reader_and_failing_writer() {
+    let tar = valid_tar();
+    let gz = compress(Compression::Gzip, &tar);
+    let input = Dribble {
+        data: std::rc::Rc::new(gz.clone()),
+        pos: 0,
+    };
+    let mut calls = 0u64;
+    let mut last = 0;
+    let imp = import(input, Vec::new(), &Limits::default(), &mut |n| {
+        assert!(n >= last);
+        last = n;
+        calls += 1;
+    })
+    .unwrap();
+    assert_eq!(imp.digest.sha512[..], Sha512::digest(&tar)[..]);
+    assert_eq!(last, gz.len() as u64);
+    assert!(calls > 10);
+
+    let out = FailingWriter {
+        _not_send: std::rc::Rc::new(()),
+        written: 0,
+        limit: 1000,
+    };
+    let err = import(&gz[..], out, &Limits::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(err.to_string(), "writing the image");
+}

@@ -177,38 +177,26 @@ fn digits(s: &[u8]) -> bool {
 
 /// RFC 3339 date-time (`2014-10-27T19:32:27.67021798Z`, `...+02:00`).
 pub(crate) fn is_rfc3339(s: &str) -> bool {
+    // Shape of `YYYY-MM-DDThh:mm:ss`: 'd' = digit, other bytes literal ('T' also 't').
+    const SHAPE: &[u8; 19] = b"dddd-dd-ddTdd:dd:dd";
     let b = s.as_bytes();
-    if b.len() < 20 {
-        return false;
-    }
-    let (date, rest) = b.split_at(10);
-    let date_ok = digits(&date[0..4])
-        && date[4] == b'-'
-        && digits(&date[5..7])
-        && date[7] == b'-'
-        && digits(&date[8..10]);
-    if !date_ok || !matches!(rest.first(), Some(b'T' | b't')) {
-        return false;
-    }
-    let Some(time) = rest.get(1..) else {
+    let (Some(head), Some(mut tz)) = (b.get(..SHAPE.len()), b.get(SHAPE.len()..)) else {
         return false;
     };
-    if time.len() < 9
-        || !(digits(&time[0..2])
-            && time[2] == b':'
-            && digits(&time[3..5])
-            && time[5] == b':'
-            && digits(&time[6..8]))
-    {
+    let head_ok = head.iter().zip(SHAPE).all(|(c, p)| match p {
+        b'd' => c.is_ascii_digit(),
+        b'T' => *c == b'T' || *c == b't',
+        _ => c == p,
+    });
+    if !head_ok {
         return false;
     }
-    let mut tz = &time[8..];
     if let Some(frac) = tz.strip_prefix(b".") {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if n == 0 {
             return false;
         }
-        tz = &frac[n..];
+        tz = frac.get(n..).unwrap_or_default();
     }
     match tz {
         [b'Z' | b'z'] => true,
