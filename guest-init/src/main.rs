@@ -123,11 +123,11 @@ fn mount_fs(
     }
 }
 
-/// The console tty PID 1 holds, as a path to bind (via /proc/self/fd), if any.
-fn console_from_stdio() -> Option<PathBuf> {
-    (0..=2)
-        .find(|fd| nix::unistd::isatty(*fd).unwrap_or(false))
-        .map(|fd| PathBuf::from(format!("/proc/self/fd/{fd}")))
+/// The pod console to bind into apps: stage1-ns binds the pod's terminal (if it has one) at
+/// `/dev/console` of the stage1 root; a bind source must be in the pod's mount namespace.
+fn console_in_root() -> Option<PathBuf> {
+    let p = Path::new("/dev/console");
+    p.exists().then(|| p.to_path_buf())
 }
 
 /// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
@@ -136,7 +136,7 @@ fn ns_setup() -> Result<supervisor::Env, String> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
     Ok(supervisor::Env {
-        console: console_from_stdio(),
+        console: console_in_root(),
         host_dev: PathBuf::from("/dev"),
         stdout: None,
         stderr: None,

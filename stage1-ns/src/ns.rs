@@ -62,6 +62,7 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
         none,
     )
     .map_err(at(format!("bind {} onto itself", cfg.rootfs.display())))?;
+    populate_dev(cfg.rootfs)?;
     if !cfg.cgroups.is_empty() {
         let base = cfg.rootfs.join("rkt/cgroup");
         let _ = std::fs::create_dir_all(&base);
@@ -88,6 +89,65 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
     nix::unistd::pivot_root(".", ".").map_err(at("pivot_root into the stage1 root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(at("detach the old root"))?;
     nix::unistd::chdir("/").map_err(at("chdir /"))?;
+    Ok(())
+}
+
+/// Host device nodes bound into the stage1 root's `/dev` (guest-init binds them into apps when
+/// it may not mknod).
+const HOST_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn bind_file(source: &Path, target: &Path) -> Result<(), NsError> {
+    let none: Option<&str> = None;
+    std::fs::write(target, b"").map_err(|e| NsError {
+        step: format!("create {}", target.display()),
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    mount(Some(source), target, none, MsFlags::MS_BIND, none).map_err(at(format!(
+        "bind {} on {}",
+        source.display(),
+        target.display()
+    )))
+}
+
+/// Mounts a tmpfs on the stage1 root's `/dev` with the host's basic device nodes and, when the
+/// pod has a terminal (the interactive pty or the user's tty on fd 0-2), `/dev/console` bound
+/// to it: guest-init binds that into each app, and a bind source must live in the pod's mount
+/// namespace, which the host's `/dev/pts` does not after `pivot_root`.
+fn populate_dev(rootfs: &Path) -> Result<(), NsError> {
+    let dev = rootfs.join("dev");
+    let _ = std::fs::create_dir_all(&dev);
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755"),
+    )
+    .map_err(at(format!("mount tmpfs on {}", dev.display())))?;
+    for name in HOST_DEVICES {
+        let src = Path::new("/dev").join(name);
+        if src.exists() {
+            bind_file(&src, &dev.join(name))?;
+        }
+    }
+    // Bind by name: a bind source must be a mount of this (copied) namespace, which the fd's
+    // own mount, from the original namespace, is not.
+    let tty = (0..=2)
+        .filter(|fd| nix::unistd::isatty(*fd).unwrap_or(false))
+        .find_map(|fd| {
+            // SAFETY: fds 0-2 are open for the duration of this call (isatty succeeded).
+            let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::unistd::ttyname(b).ok()
+        });
+    if let Some(name) = tty {
+        if let Err(e) = bind_file(&name, &dev.join("console")) {
+            log::warn!(
+                "no /dev/console for the pod: {}: {}",
+                e.step,
+                e.source.desc()
+            );
+        }
+    }
     Ok(())
 }
 

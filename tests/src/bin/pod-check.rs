@@ -4,7 +4,8 @@
 //! Checks (unless `--no-check`): `PATH` is the appc default (unless `--expect-env PATH=...`),
 //! `AC_APP_NAME` and `container` are set, `/proc` is procfs, `/sys` is sysfs, the device nodes
 //! are character devices with the right numbers, `/dev/console` exists, `/dev/pts` is devpts,
-//! `/dev/ptmx` exists, `/dev/shm` is a writable tmpfs; plus every `--expect-*` option.
+//! `/dev/ptmx` exists, `/dev/shm` is a writable tmpfs; plus every `--expect-*` option
+//! (`--expect-tty`: stdin/stdout are a terminal that is the controlling terminal).
 //! Prints `pod-check OK`, or `pod-check FAIL` and one `==> problem` line per problem.
 //!
 //! Then, in this order, the actions: `--ignore-sigterm`, `--print-env`, `--write FILE`, `--append FILE TEXT`,
@@ -56,6 +57,7 @@ struct Opts {
     no_caps: Vec<u32>,
     no_new_privs: Option<bool>,
     ro_root: bool,
+    tty: bool,
     print_env: bool,
     write: Vec<String>,
     append: Vec<(String, String)>,
@@ -121,6 +123,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 .push(num(Some(&val()?), "--expect-no-cap")? as u32),
             "--expect-no-new-privs" => o.no_new_privs = Some(val()? == "1"),
             "--expect-ro-root" => o.ro_root = true,
+            "--expect-tty" => o.tty = true,
             "--print-env" => o.print_env = true,
             "--write" => o.write.push(val()?),
             "--append" => {
@@ -289,6 +292,20 @@ fn check(o: &Opts) -> Vec<String> {
         let have = status_field("NoNewPrivs").as_deref() == Some("1");
         if have != want {
             bad.push(format!("NoNewPrivs is {have}, want {want}"));
+        }
+    }
+    if o.tty {
+        // SAFETY: isatty only inspects the fd.
+        let (i, out) = unsafe { (libc::isatty(0), libc::isatty(1)) };
+        if i != 1 || out != 1 {
+            bad.push("stdin/stdout are not a terminal".into());
+        }
+        if let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+        {
+            bad.push(format!("no controlling terminal: open /dev/tty: {e}"));
         }
     }
     if o.ro_root {
