@@ -27,6 +27,8 @@ macro_rules! guest_warn {
 pub mod blk;
 pub mod console;
 pub mod fs;
+#[cfg(test)]
+mod linux_tests;
 pub mod mmio;
 mod queue;
 #[cfg(test)]
