@@ -148,6 +148,24 @@ impl DirStack {
     }
 }
 
+/// Run `create`; if the name is taken, remove what is there (recursively, never following
+/// symlinks) and run it again. Fresh extractions pay no extra syscall.
+fn replacing<T>(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    rel: &[u8],
+    op: &'static str,
+    create: impl Fn() -> io::Result<T>,
+) -> Result<T, AciError> {
+    match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            fsat::remove_all(dir, name).map_err(ex(rel, "unlinkat"))?;
+            create().map_err(ex(rel, op))
+        }
+        r => r.map_err(ex(rel, op)),
+    }
+}
+
 /// Split a clean rootfs-relative path into parent components and the final name.
 fn split(rel: &[u8]) -> (Vec<&[u8]>, &[u8]) {
     let mut comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
@@ -219,10 +237,7 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
         match etype {
             EntryType::Directory => {
                 let dir = dirs.parent(&parents, rel)?;
-                let fd = match fsat::existing(dir, name).map_err(ex(rel, "fstatat"))? {
-                    Existing::Dir => fsat::open_dir(dir, name).map_err(ex(rel, "openat"))?,
-                    _ => ensure_dir(dir, name, rel)?,
-                };
+                let fd = ensure_dir(dir, name, rel)?;
                 if let Some((uid, gid)) = owner {
                     fsat::chown_fd(fd.as_fd(), uid, gid).map_err(ex(rel, "fchown"))?;
                 }
@@ -235,8 +250,7 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let dir = dirs.parent(&parents, rel)?;
-                fsat::remove_all(dir, name).map_err(ex(rel, "unlinkat"))?;
-                let mut f = fsat::create_file(dir, name).map_err(ex(rel, "openat"))?;
+                let mut f = replacing(dir, name, rel, "openat", || fsat::create_file(dir, name))?;
                 copy(&mut entry, &mut f, &mut buf).map_err(AciError::CorruptTar)?;
                 if let Some((uid, gid)) = owner {
                     fsat::chown_fd(f.as_fd(), uid, gid).map_err(ex(rel, "fchown"))?;
@@ -252,8 +266,9 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
                     .ok_or_else(|| bad(EntryProblem::EmptyLinkTarget))?
                     .into_owned();
                 let dir = dirs.parent(&parents, rel)?;
-                fsat::remove_all(dir, name).map_err(ex(rel, "unlinkat"))?;
-                fsat::symlink(&target, dir, name).map_err(ex(rel, "symlinkat"))?;
+                replacing(dir, name, rel, "symlinkat", || {
+                    fsat::symlink(&target, dir, name)
+                })?;
                 if let Some((uid, gid)) = owner {
                     fsat::lchown_at(dir, name, uid, gid).map_err(ex(rel, "fchownat"))?;
                 }
@@ -290,8 +305,9 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
                     }
                 }
                 let dir = dirs.parent(&parents, rel)?;
-                fsat::remove_all(dir, name).map_err(ex(rel, "unlinkat"))?;
-                fsat::hardlink(tdir.as_fd(), tname, dir, name).map_err(ex(rel, "linkat"))?;
+                replacing(dir, name, rel, "linkat", || {
+                    fsat::hardlink(tdir.as_fd(), tname, dir, name)
+                })?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 if !opts.allow_devices {
@@ -302,20 +318,13 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
                     EntryType::Block => libc::S_IFBLK,
                     _ => libc::S_IFIFO,
                 };
-                let major = entry
-                    .header()
-                    .device_major()
-                    .map_err(AciError::CorruptTar)?
-                    .unwrap_or(0);
-                let minor = entry
-                    .header()
-                    .device_minor()
-                    .map_err(AciError::CorruptTar)?
-                    .unwrap_or(0);
+                // Blank device fields (common for fifos) read as 0.
+                let major = entry.header().device_major().ok().flatten().unwrap_or(0);
+                let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
                 let dir = dirs.parent(&parents, rel)?;
-                fsat::remove_all(dir, name).map_err(ex(rel, "unlinkat"))?;
-                fsat::mknod(dir, name, kind | mode, libc::makedev(major, minor))
-                    .map_err(ex(rel, "mknodat"))?;
+                replacing(dir, name, rel, "mknodat", || {
+                    fsat::mknod(dir, name, kind | mode, libc::makedev(major, minor))
+                })?;
                 if let Some((uid, gid)) = owner {
                     fsat::lchown_at(dir, name, uid, gid).map_err(ex(rel, "fchownat"))?;
                 }

@@ -281,3 +281,96 @@ fn devices_when_allowed() {
         .file_type()
         .is_fifo());
 }
+
+#[test]
+fn host_tree_round_trips_through_builder_import_and_extract() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host");
+    fs::create_dir_all(host.join("sub/deeper")).unwrap();
+    fs::write(host.join("a.txt"), b"alpha").unwrap();
+    fs::set_permissions(host.join("a.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::write(host.join("sub/deeper/b.bin"), vec![9u8; 70_000]).unwrap();
+    fs::hard_link(host.join("a.txt"), host.join("sub/a-link")).unwrap();
+    symlink("../a.txt", host.join("sub/rel")).unwrap();
+    let mut b = AciBuilder::new(Vec::new(), Compression::Gzip, &manifest()).unwrap();
+    b.add_path_from_host("/opt/app", &host).unwrap();
+    let gz = b.finish().unwrap();
+
+    let mut tar = Vec::new();
+    let imp = import(&gz[..], &mut tar, &Limits::default(), &mut |_| {}).unwrap();
+    assert_eq!(imp.uncompressed_size, tar.len() as u64);
+    let dest = tmp.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    extract_rootfs(&tar[..], &dest, &opts()).unwrap();
+    let app = dest.join("opt/app");
+    assert_eq!(fs::read(app.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        fs::metadata(app.join("a.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    assert_eq!(
+        fs::read(app.join("sub/deeper/b.bin")).unwrap(),
+        vec![9u8; 70_000]
+    );
+    assert_eq!(
+        fs::metadata(app.join("sub/a-link")).unwrap().ino(),
+        fs::metadata(app.join("a.txt")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::read_link(app.join("sub/rel")).unwrap(),
+        Path::new("../a.txt")
+    );
+    assert_eq!(
+        fs::metadata(app.join("sub")).unwrap().mtime(),
+        fs::metadata(host.join("sub")).unwrap().mtime()
+    );
+}
+
+#[test]
+fn xattrs_are_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Probe: does this filesystem take user xattrs?
+    let probe = tmp.path().join("probe");
+    fs::write(&probe, b"").unwrap();
+    let f = fs::File::open(&probe).unwrap();
+    use std::os::fd::AsFd;
+    if super::fsat::set_xattr_fd(f.as_fd(), b"user.probe", b"1").is_err() {
+        eprintln!(
+            "SKIP: xattrs_are_restored: no user xattrs on {}",
+            tmp.path().display()
+        );
+        return;
+    }
+    let mut t = tar::Builder::new(Vec::new());
+    t.append_pax_extensions([("SCHILY.xattr.user.color", &b"blue"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(1);
+    t.append_data(&mut h, "rootfs/x", &b"x"[..]).unwrap();
+    let dest = tmp.path().join("d");
+    fs::create_dir(&dest).unwrap();
+    extract_rootfs(&t.into_inner().unwrap()[..], &dest, &opts()).unwrap();
+    let path = std::ffi::CString::new(dest.join("x").to_str().unwrap()).unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: valid C strings and a writable buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.color".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert_eq!(n, 4);
+    assert_eq!(&buf[..4], b"blue");
+}

@@ -512,3 +512,20 @@ pub fn read_manifest_from_tar<R: Read>(tar: R) -> Result<(ImageManifest, Vec<u8>
     }
     Err(AciError::MissingManifest)
 }
+
+/// Read and validate the manifest of an ACI in any supported compression (stops after it;
+/// nothing is hashed or checked beyond the manifest).
+pub fn read_manifest<R: Read>(mut input: R) -> Result<(ImageManifest, Vec<u8>), AciError> {
+    let mut head = vec![0u8; SNIFF_LEN];
+    let n = read_full(&mut input, &mut head).map_err(AciError::Read)?;
+    head.truncate(n);
+    let c = sniff(&head)?;
+    let buffered = io::BufReader::new(io::Cursor::new(head).chain(input));
+    let tar: Box<dyn Read> = match c {
+        Compression::None => Box::new(buffered),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(buffered)),
+    };
+    read_manifest_from_tar(tar)
+}

@@ -15,7 +15,7 @@ mod sniff;
 pub use build::{raw_tar_entry, AciBuilder};
 pub use error::{AciError, EntryProblem};
 pub use extract::{extract_rootfs, ExtractOptions};
-pub use import::{import, read_manifest_from_tar, Imported, Limits};
+pub use import::{import, read_manifest, read_manifest_from_tar, Imported, Limits};
 pub use sniff::{sniff, Compression, SNIFF_LEN};
 
 #[cfg(test)]

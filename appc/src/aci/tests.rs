@@ -472,3 +472,22 @@ fn non_send_dribbling_reader_and_failing_writer() {
     let err = import(&gz[..], out, &Limits::default(), &mut |_| {}).unwrap_err();
     assert_eq!(err.to_string(), "writing the image");
 }
+
+#[test]
+fn read_manifest_from_compressed_images() {
+    let tar = valid_tar();
+    for c in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Bzip2,
+        Compression::Xz,
+    ] {
+        let (m, json) = read_manifest(&compress(c, &tar)[..]).unwrap();
+        assert_eq!(m, manifest(), "{c:?}");
+        assert_eq!(ImageManifest::from_json(&json).unwrap(), m);
+    }
+    assert!(matches!(
+        read_manifest(&b"nope"[..]),
+        Err(AciError::UnknownFormat)
+    ));
+}
