@@ -439,10 +439,34 @@ fn cat_manifest(store: &Store, a: CatManifestArgs) -> anyhow::Result<i32> {
     if a.pretty_print {
         out.write_all(&pretty_json(&json))?;
     } else {
-        out.write_all(json.trim_ascii_end())?;
+        out.write_all(&compact_json(&json))?;
     }
     out.write_all(b"\n")?;
     Ok(0)
+}
+
+/// Removes insignificant whitespace from JSON, keeping key order and strings byte for byte.
+fn compact_json(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len());
+    let mut in_str = false;
+    let mut escaped = false;
+    for &c in src {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else if c.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Re-indents JSON with tabs, keeping the key order and string contents byte for byte.
