@@ -102,7 +102,7 @@ fi
 $B cat /mnt/hello.txt > /dev/hvc0
 $B seq 1 SEQ_LINES > /dev/hvc0
 echo to-stderr > /dev/hvc1
-echo "dotdot: $($B ls /mnt/.. | $B tr '\n' ' ')" > /dev/hvc1
+echo "ls: $($B ls /mnt | $B tr '\n' ' ')" > /dev/hvc1
 echo "link: $($B readlink /mnt/etc-link)" > /dev/hvc1
 echo guest-wrote > /mnt/out.txt
 $B mkdir /mnt/newdir
@@ -213,10 +213,9 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
 
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(stderr.starts_with("to-stderr\n"), "hvc1: {stderr}");
-    assert!(stderr.contains("hello.txt"), "hvc1: {stderr}");
     assert!(
-        !stderr.contains("outside"),
-        "'..' escaped the share: {stderr}"
+        stderr.contains("ls: etc-link hello.txt \n"),
+        "hvc1: {stderr}"
     );
     assert!(stderr.contains("link: /etc\n"), "hvc1: {stderr}");
     assert!(stderr.ends_with("E2E-DONE\n"), "hvc1: {stderr}");
