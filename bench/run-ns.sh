@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Start-to-exit latency of a pod: `rkt run --stage1=ns` of the hello image vs `crun run` of an
+# OCI bundle with the same rootfs (the static hello binary). Runs alternate; each side's
+# median (ms) is reported, and the last line is `RATIO run_ns_vs_crun <rkt/crun>`.
+#
+# Inputs (env): RKT_BIN (build/bin/rkt), RKT_STAGE1_NS_ACI (build/stage1-ns.aci),
+# HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (runs per side, default 20).
+# Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
+stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
+hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
+mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
+n=${N:-20}
+for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
+  [ -f "$f" ] || { echo "run-ns: missing $f (run make build)" >&2; exit 1; }
+done
+command -v crun >/dev/null || { echo "run-ns: crun not installed (apt-get install crun)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run-ns: needs root" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/rkt-bench-ns.XXXXXX)
+dir=$work/data
+cleanup() {
+  "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# rkt finds stage1-<flavor>.aci next to its binary for --stage1=ns; otherwise name the file.
+if [ "$(dirname "$(dirname "$rkt")")/stage1-ns.aci" -ef "$stage1" ] || [ "$(dirname "$rkt")/stage1-ns.aci" -ef "$stage1" ]; then
+  s1=(--stage1=ns)
+else
+  s1=(--stage1-path="$stage1")
+fi
+R=("$rkt" --dir="$dir" --insecure-options=image)
+
+"$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
+  --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
+"${R[@]}" fetch "$work/hello.aci" >/dev/null
+# Warm-up: imports the stage1 image and renders both trees once.
+"${R[@]}" run "${s1[@]}" example.com/bench-hello >/dev/null
+"${R[@]}" gc --grace-period=0s >/dev/null
+
+bundle=$work/bundle
+mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/dev" "$bundle/rootfs/sys" "$bundle/rootfs/tmp"
+cp "$hello" "$bundle/rootfs/bin/hello"
+(cd "$bundle" && crun spec)
+python3 - "$bundle/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["process"]["args"] = ["/bin/hello"]
+c["process"]["terminal"] = False
+c["root"]["readonly"] = False
+json.dump(c, open(p, "w"), indent=1)
+EOF
+# crun refuses hybrid cgroup hosts whose cgroup2 hierarchy holds controllers; such hosts run
+# crun in a private mount namespace without /sys/fs/cgroup/unified (the host is unchanged).
+# crun creates no cgroups either way (--cgroup-manager=disabled).
+hybrid=0
+if grep -qs . /sys/fs/cgroup/unified/cgroup.controllers; then hybrid=1; fi
+crun_us() { # bundle id -> prints microseconds of `crun run` (setup outside the interval)
+  unshare -m sh -c '
+    [ "$3" = 1 ] && umount /sys/fs/cgroup/unified
+    t0=$(date +%s%N); crun --cgroup-manager=disabled run -b "$1" "$2" >/dev/null; rc=$?
+    t1=$(date +%s%N); [ $rc = 0 ] || exit $rc; echo $(( (t1 - t0) / 1000 ))' sh "$1" "$2" "$hybrid"
+}
+crun_us "$bundle" "bench-warm-$$" >/dev/null
+
+now_ns() { date +%s%N; }
+rk=() cr=()
+for i in $(seq 1 "$n"); do
+  t0=$(now_ns)
+  "${R[@]}" run "${s1[@]}" example.com/bench-hello >/dev/null
+  t1=$(now_ns)
+  rk+=($(( (t1 - t0) / 1000 )))
+  "${R[@]}" gc --grace-period=0s >/dev/null
+  cr+=("$(crun_us "$bundle" "bench-$$-$i")")
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+mr=$(median "${rk[@]}")
+mc=$(median "${cr[@]}")
+printf 'rkt run --stage1=ns  median %d.%03d ms (n=%d)\n' $((mr / 1000)) $((mr % 1000)) "$n"
+printf 'crun run             median %d.%03d ms (n=%d)\n' $((mc / 1000)) $((mc % 1000)) "$n"
+echo "RATIO run_ns_vs_crun $(awk -v a="$mr" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"
