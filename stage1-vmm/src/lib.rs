@@ -14,6 +14,7 @@ pub mod devices;
 pub mod exit;
 pub mod kvm;
 pub mod memory;
+pub mod pod;
 pub mod pvm;
 pub mod vcpu;
 pub mod vmm;

@@ -91,7 +91,34 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
     }
 }
 
+/// The pod entrypoints (`run`, `stop`, `gc`, `enter`), chosen by argv[0]'s basename (the
+/// stage1 image's symlinks) or by the first argument; `None` for the debug subcommands.
+fn pod_entrypoint() -> Option<(String, Vec<String>)> {
+    const ENTRYPOINTS: [&str; 4] = ["run", "stop", "gc", "enter"];
+    let mut argv: Vec<String> = std::env::args().collect();
+    let base = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if ENTRYPOINTS.contains(&base.as_str()) {
+        return Some((base, argv.split_off(1)));
+    }
+    if argv
+        .get(1)
+        .is_some_and(|a| ENTRYPOINTS.contains(&a.as_str()))
+    {
+        let rest = argv.split_off(2);
+        return argv.pop().map(|cmd| (cmd, rest));
+    }
+    None
+}
+
 fn main() -> ExitCode {
+    if let Some((cmd, args)) = pod_entrypoint() {
+        let code = stage1_vmm::pod::dispatch(&cmd, args);
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Boot(a) => boot(a),

@@ -1,0 +1,363 @@
+//! The `run` entrypoint: one pod, one VM, this process (whose pid is the pod's `pid`).
+//!
+//! Order matters (see [`super::jail`]): block the stop signals and enter a private mount
+//! namespace while single-threaded; read the plan, write `pid`, size the VM; create the VM
+//! (opens the kernel and /dev/kvm); pivot into the pod directory; open the virtio-fs share of
+//! `stage1/rootfs`; add hvc0 (stdout), hvc1 (stderr) and the share; attach COM2; start the
+//! signal (and, for `--interactive`, stdin) threads; run. Then the VM's end becomes the pod's
+//! exit code ([`finish`]).
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pod_abi::paths::PodPaths;
+use pod_abi::plan::Plan;
+use pod_abi::stage1::RunArgs;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{
+    control, jail, record_failure, set_failure_path, sizing, write_atomic, PodError, PROG,
+};
+use crate::devices::virtio::console::{nonblocking_fd, Console};
+use crate::devices::virtio::fs::{Fs, FsConfig};
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::{GuestMem, MmioDevice, VirtioMmio};
+use crate::vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
+
+/// The guest kernel, relative to the stage1 root.
+pub const KERNEL_IN_STAGE1: &str = "kernel/vmlinux";
+/// Mount tag of the pod's root share (the guest mounts it as `/` with `root=<tag>`).
+pub const ROOT_TAG: &str = "rkt";
+/// Where guest-init writes its own fatal error, relative to the stage1 root.
+pub const GUEST_INIT_FAILURE_IN_STAGE1: &str = "rkt/failure";
+/// Kernel parameters for a virtio-fs root and guest-init (after the VMM's defaults).
+pub const ROOT_CMDLINE: &str = "root=rkt rootfstype=virtiofs rw init=/init";
+
+/// The command line added to the VMM's defaults for this pod.
+pub fn pod_cmdline(debug: bool) -> String {
+    let mut s = String::from(ROOT_CMDLINE);
+    if debug {
+        // Later than the default `quiet`, so it wins: the whole boot log on stderr.
+        s.push_str(" loglevel=7");
+    }
+    s.push_str(" -- --flavor=kvm");
+    if debug {
+        s.push_str(" --debug");
+    }
+    s
+}
+
+/// A transport, or the record that creating it failed (`Vmm::add_virtio_mmio` takes an
+/// infallible constructor; the failure is reported right after registration).
+enum Slot {
+    Ready(MmioTransport),
+    Failed,
+}
+
+impl MmioDevice for Slot {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match self {
+            Slot::Ready(t) => t.read(offset, data),
+            Slot::Failed => data.fill(0),
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Slot::Ready(t) = self {
+            t.write(offset, data);
+        }
+    }
+}
+
+impl VirtioMmio for Slot {
+    fn queue_evts(&self) -> &[EventFd] {
+        match self {
+            Slot::Ready(t) => t.queue_evts(),
+            Slot::Failed => &[],
+        }
+    }
+}
+
+fn add_device(vmm: &mut Vmm, dev: Box<dyn VirtioDevice>) -> Result<(), PodError> {
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let f2 = failed.clone();
+    vmm.add_virtio_mmio(move |mem: GuestMem, irq: EventFd| {
+        match MmioTransport::new(mem, dev, irq) {
+            Ok(t) => Slot::Ready(t),
+            Err(e) => {
+                *f2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Slot::Failed
+            }
+        }
+    })?;
+    let err = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match err {
+        Some(e) => Err(PodError::Transport(e)),
+        None => Ok(()),
+    }
+}
+
+/// A pipe: (read end, write end), both close-on-exec; the read end non-blocking.
+fn pipe() -> Result<(OwnedFd, OwnedFd), PodError> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(PodError::Host(
+            "cannot create a pipe",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: pipe2 succeeded; both fds are fresh and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: F_GETFL/F_SETFL on the valid read end.
+    unsafe {
+        let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+    Ok((r, w))
+}
+
+/// The pod lock inherited from stage0 (`RKT_LOCK_FD`): checked and kept open for the VM's life
+/// (it is never closed; the kernel drops it when this process exits, which tells stage0 the pod
+/// exited).
+fn check_lock_fd() {
+    let Ok(v) = std::env::var(pod_abi::stage1::ENV_LOCK_FD) else {
+        log::warn!(
+            "{PROG}: no {} (not started by rkt?)",
+            pod_abi::stage1::ENV_LOCK_FD
+        );
+        return;
+    };
+    let Ok(fd) = v.trim().parse::<libc::c_int>() else {
+        log::warn!("{PROG}: bad {}={v}", pod_abi::stage1::ENV_LOCK_FD);
+        return;
+    };
+    // SAFETY: F_GETFD/F_SETFD on an fd number; an invalid one just fails with EBADF.
+    let ok = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFD);
+        fl >= 0 && libc::fcntl(fd, libc::F_SETFD, fl | libc::FD_CLOEXEC) >= 0
+    };
+    if !ok {
+        log::warn!("{PROG}: {} names no open fd", pod_abi::stage1::ENV_LOCK_FD);
+    }
+}
+
+/// Installs a panic hook that records the panic as the pod's failure before the default output.
+fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        control::restore_terminal();
+        record_failure(&format!("stage1-vmm crashed: {info}"));
+        prev(info);
+    }));
+}
+
+/// Runs the pod (see the module docs); returns the pod's exit code.
+pub fn run(args: &RunArgs) -> Result<i32, PodError> {
+    control::block_stop_signals().map_err(|e| PodError::Host("cannot block signals", e))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| PodError::Host("cannot get the current directory", e))?;
+    let host = PodPaths::new(&cwd);
+    set_failure_path(host.failure());
+    install_panic_hook();
+    check_lock_fd();
+    jail::enter_private_namespace()?;
+
+    let plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
+    if args.net == "host" {
+        eprintln!(
+            "{PROG}: --net=host: a VM cannot share the host's network; the pod has loopback only"
+        );
+    }
+    let pid = std::process::id();
+    write_atomic(&host.pid(), pid.to_string().as_bytes())
+        .map_err(|e| PodError::io("cannot write", &host.pid(), e))?;
+
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+        .min(u32::from(crate::boot::mptable::MAX_CPUS));
+    let size = sizing::size_vm(&plan, host_cpus);
+    log::info!(
+        "pod {}: {} app(s), {} MiB, {} vCPU(s)",
+        plan.uuid,
+        plan.apps.len(),
+        size.mem_mib,
+        size.cpus
+    );
+    if args.debug {
+        eprintln!(
+            "{PROG}: pod {}: {} MiB RAM ({} MiB for the apps), {} vCPU(s)",
+            plan.uuid,
+            size.mem_mib,
+            sizing::apps_mem_mib(&plan),
+            size.cpus
+        );
+    }
+
+    // Host ends of the consoles, taken while /proc is the host's.
+    let out = nonblocking_fd(std::io::stdout().as_fd(), true)
+        .map_err(|e| PodError::Host("cannot use stdout", e))?;
+    let err = nonblocking_fd(std::io::stderr().as_fd(), true)
+        .map_err(|e| PodError::Host("cannot use stderr", e))?;
+    let interactive = args.interactive || plan.interactive;
+    let (console_in, stdin_pipe) = if interactive {
+        let (r, w) = pipe()?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let (com2_rx, com2_tx) = pipe()?;
+
+    let mut cfg = VmConfig::new(host.stage1_rootfs().join(KERNEL_IN_STAGE1));
+    cfg.cmdline = pod_cmdline(args.debug || plan.debug);
+    cfg.mem_mib = size.mem_mib;
+    cfg.cpus = size.cpus;
+    // COM1 is the kernel console (and guest-init's own messages): stderr, never the apps'
+    // stdout. The kernel is `quiet`, so it only speaks when something goes wrong.
+    cfg.console_out = Some(Box::new(std::io::stderr()));
+    let mut vmm = Vmm::new(cfg)?;
+
+    // From here on the VMM sees only the pod directory.
+    jail::pivot_into(&cwd)?;
+    let pod = PodPaths::new(PathBuf::from(jail::POD_IN_JAIL));
+    set_failure_path(pod.failure());
+
+    add_device(&mut vmm, Box::new(Console::new(Some(out), console_in)))?;
+    add_device(&mut vmm, Box::new(Console::new(Some(err), None)))?;
+    let mut fs_cfg = FsConfig::new(pod.stage1_rootfs());
+    fs_cfg.tag = ROOT_TAG.to_string();
+    let fs = Fs::new(fs_cfg)?;
+    jail::drop_proc()?;
+    add_device(&mut vmm, Box::new(fs))?;
+    let com2_out: Box<dyn std::io::Write + Send> = if args.debug {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::sink())
+    };
+    vmm.attach_com2(SerialBackend {
+        out: com2_out,
+        input: Some(com2_rx),
+    })?;
+    if args.debug {
+        eprintln!("{PROG}: kernel command line: {}", vmm.cmdline());
+    }
+
+    let grace = Duration::from_secs(u64::from(plan.stop_grace_secs));
+    control::spawn_signal_thread(com2_tx, grace)
+        .map_err(|e| PodError::Host("cannot start the signal thread", e))?;
+    if let Some(w) = stdin_pipe {
+        let stdin = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| PodError::Host("cannot use stdin", e))?;
+        control::enter_raw_mode(libc::STDIN_FILENO)
+            .map_err(|e| PodError::Host("cannot put the terminal in raw mode", e))?;
+        control::spawn_stdin_thread(stdin, w)
+            .map_err(|e| PodError::Host("cannot start the stdin thread", e))?;
+    }
+
+    let res = vmm.run();
+    control::restore_terminal();
+    let (outcome, stats) = res?;
+    if stats.dropped > 0 {
+        log::warn!("{} kernel console bytes dropped", stats.dropped);
+    }
+    Ok(finish(&pod, &plan, &outcome))
+}
+
+/// Turns the VM's end into the pod's exit code: after a normal reboot, the apps' statuses
+/// (first non-zero in app order) unless guest-init recorded a failure of its own; after a panic,
+/// triple fault or KVM error, the reason goes to the pod's `failure` file and the code is
+/// `STAGE1_FAILED`.
+pub fn finish(pod: &PodPaths, plan: &Plan, outcome: &VmOutcome) -> i32 {
+    if !outcome.is_success() {
+        record_failure(&outcome.reason());
+        return pod_abi::exit::STAGE1_FAILED;
+    }
+    if let Some(reason) = guest_init_failure(&pod.stage1_rootfs()) {
+        record_failure(&format!("guest-init failed: {reason}"));
+        return pod_abi::exit::STAGE1_FAILED;
+    }
+    let codes: Vec<Option<i32>> = plan
+        .apps
+        .iter()
+        .map(|a| pod_abi::status::read_app_status(&pod.status_dir(), &a.name))
+        .collect();
+    pod_abi::status::pod_exit_code(&codes)
+}
+
+/// guest-init's own failure line, if it wrote one.
+fn guest_init_failure(stage1_root: &Path) -> Option<String> {
+    let mut text = String::new();
+    File::open(stage1_root.join(GUEST_INIT_FAILURE_IN_STAGE1))
+        .ok()
+        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text).ok())?;
+    let line = text.lines().next().unwrap_or("").trim().to_string();
+    Some(if line.is_empty() {
+        "no reason given".into()
+    } else {
+        line
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_puts_init_args_last() {
+        assert_eq!(
+            pod_cmdline(false),
+            "root=rkt rootfstype=virtiofs rw init=/init -- --flavor=kvm"
+        );
+        assert!(pod_cmdline(true).ends_with("-- --flavor=kvm --debug"));
+        assert!(pod_cmdline(true).contains("loglevel=7"));
+    }
+
+    #[test]
+    fn finish_reads_statuses_and_failures() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let pod = PodPaths::new(dir.path());
+        std::fs::create_dir_all(pod.status_dir()).unwrap_or_else(|e| panic!("{e}"));
+        let mut plan: Plan = serde_json::from_str(
+            r#"{"version":1,"uuid":"u","hostname":"h","stopGraceSecs":1,"apps":[]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let app: pod_abi::plan::AppPlan = serde_json::from_str(
+            r#"{"name":"a","imageId":"i","exec":["/x"],"env":[],"user":"0","group":"0",
+                "workingDirectory":"/","capabilities":[]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut b = app.clone();
+        b.name = "b".into();
+        plan.apps = vec![app, b];
+        std::fs::write(pod.app_status("a"), "0\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(pod.app_status("b"), "7\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(finish(&pod, &plan, &VmOutcome::Reset), 7);
+
+        // A panic is a stage1 failure, recorded in the pod's failure file.
+        set_failure_path(pod.failure());
+        let code = finish(&pod, &plan, &VmOutcome::Panic("Kernel panic - x".into()));
+        assert_eq!(code, pod_abi::exit::STAGE1_FAILED);
+        let f = std::fs::read_to_string(pod.failure()).unwrap_or_default();
+        assert!(f.contains("guest kernel panic: Kernel panic - x"), "{f}");
+
+        // guest-init's own failure wins over statuses.
+        std::fs::write(
+            pod.stage1_rootfs().join(GUEST_INIT_FAILURE_IN_STAGE1),
+            "bad plan\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            finish(&pod, &plan, &VmOutcome::Reset),
+            pod_abi::exit::STAGE1_FAILED
+        );
+        let f = std::fs::read_to_string(pod.failure()).unwrap_or_default();
+        assert_eq!(f, "guest-init failed: bad plan\n");
+    }
+}

@@ -1,0 +1,154 @@
+//! Sizing the pod VM from the apps' isolators (pure).
+//!
+//! Memory: the sum of the apps' `resource/memory` limits ([`DEFAULT_APP_MEM_MIB`] for an app
+//! without one), plus the guest's own fixed cost ([`GUEST_BASE_MIB`]: kernel image, guest-init,
+//! page tables, the share's dentries and page cache) and the kernel's per-page bookkeeping
+//! (`struct page` and friends, [`PER_PAGE_OVERHEAD_DIVISOR`]), so that the guest's `MemTotal` is at
+//! least the sum of the limits and each app can really use its limit. There is no 512 MiB floor
+//! (rkt's stage1-kvm had one); a hello-world pod gets a small VM. See docs/kvm-stage1.md for the
+//! measurements behind the constants.
+//!
+//! vCPUs: `ceil(sum of resource/cpu limits)` when every app has one, else all host CPUs (as rkt);
+//! never more than the host has, never fewer than one.
+
+use pod_abi::plan::Plan;
+
+/// Memory counted for an app without a `resource/memory` limit (MiB).
+pub const DEFAULT_APP_MEM_MIB: u64 = 128;
+/// Fixed guest cost on top of the apps' memory (MiB): what the kernel keeps for itself
+/// (`MemTotal` is RAM minus kernel code/data and reserved areas, measured 22 MiB at 160 MiB RAM)
+/// plus what guest-init and the boot leave in use (page cache of the share, slab: measured
+/// 9 MiB in `MemTotal - MemAvailable` after boot), rounded up.
+pub const GUEST_BASE_MIB: u64 = 40;
+/// The kernel's per-page structures take about 1/64 of RAM (64-byte `struct page` per 4 KiB
+/// page); the VM gets `apps / PER_PAGE_OVERHEAD_DIVISOR` more so the apps keep their share.
+pub const PER_PAGE_OVERHEAD_DIVISOR: u64 = 32;
+/// Largest VM we create (MiB): 1 TiB, far beyond any host we run on; larger sums are clamped.
+pub const MAX_MEM_MIB: u64 = 1 << 20;
+/// Bytes per MiB.
+const MIB: u64 = 1 << 20;
+/// Millicores per CPU.
+const MILLIS_PER_CPU: u64 = 1000;
+
+/// The size of a pod VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmSize {
+    /// Guest RAM (MiB).
+    pub mem_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+}
+
+/// Memory the apps of `plan` are entitled to (MiB, limits rounded up to whole MiB).
+pub fn apps_mem_mib(plan: &Plan) -> u64 {
+    plan.apps
+        .iter()
+        .map(|a| match a.memory_limit {
+            Some(bytes) => bytes.div_ceil(MIB),
+            None => DEFAULT_APP_MEM_MIB,
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Sizes the VM for `plan` on a host with `host_cpus` CPUs.
+pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
+    let apps = apps_mem_mib(plan);
+    let mem_mib = apps
+        .saturating_add(GUEST_BASE_MIB)
+        .saturating_add(apps.div_ceil(PER_PAGE_OVERHEAD_DIVISOR))
+        .min(MAX_MEM_MIB);
+    let host = host_cpus.max(1);
+    let limits: Option<u64> = plan
+        .apps
+        .iter()
+        .map(|a| a.cpu_limit_millis)
+        .try_fold(0u64, |acc, l| l.map(|l| acc.saturating_add(l)));
+    let cpus = match limits {
+        Some(total) if !plan.apps.is_empty() => {
+            let want = total.div_ceil(MILLIS_PER_CPU).max(1);
+            u32::try_from(want).unwrap_or(u32::MAX).min(host)
+        }
+        _ => host,
+    };
+    VmSize { mem_mib, cpus }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pod_abi::plan::{AppPlan, PLAN_VERSION};
+
+    fn app(mem: Option<u64>, cpu: Option<u64>) -> AppPlan {
+        AppPlan {
+            name: "a".into(),
+            image_id: "sha512-x".into(),
+            exec: vec!["/x".into()],
+            env: vec![],
+            user: "0".into(),
+            group: "0".into(),
+            supplementary_gids: vec![],
+            working_directory: "/".into(),
+            pre_start: None,
+            post_stop: None,
+            read_only_rootfs: false,
+            mounts: vec![],
+            capabilities: vec![],
+            no_new_privileges: false,
+            memory_limit: mem,
+            cpu_limit_millis: cpu,
+            ignored_isolators: vec![],
+        }
+    }
+
+    fn plan(apps: Vec<AppPlan>) -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            uuid: "u".into(),
+            hostname: "h".into(),
+            interactive: false,
+            debug: false,
+            stop_grace_secs: 10,
+            apps,
+        }
+    }
+
+    #[test]
+    fn memory_is_limits_plus_measured_overhead_without_a_floor() {
+        // One app without a limit: the default, no 512 MiB floor.
+        let s = size_vm(&plan(vec![app(None, None)]), 4);
+        assert_eq!(s.mem_mib, 128 + GUEST_BASE_MIB + 4);
+        // 256 MiB + 100 MiB (rounded up from bytes).
+        let s = size_vm(
+            &plan(vec![
+                app(Some(256 << 20), None),
+                app(Some(100 * MIB - 1), None),
+            ]),
+            4,
+        );
+        assert_eq!(s.mem_mib, 356 + GUEST_BASE_MIB + 12);
+        // Absurd limits are clamped, never overflow.
+        let s = size_vm(
+            &plan(vec![app(Some(u64::MAX), None), app(Some(u64::MAX), None)]),
+            1,
+        );
+        assert_eq!(s.mem_mib, MAX_MEM_MIB);
+    }
+
+    #[test]
+    fn cpus_from_limits_or_host() {
+        // All apps limited: ceil of the sum.
+        let s = size_vm(&plan(vec![app(None, Some(500)), app(None, Some(700))]), 8);
+        assert_eq!(s.cpus, 2);
+        let s = size_vm(&plan(vec![app(None, Some(1))]), 8);
+        assert_eq!(s.cpus, 1);
+        // One app unlimited: the host's CPUs.
+        let s = size_vm(&plan(vec![app(None, Some(500)), app(None, None)]), 8);
+        assert_eq!(s.cpus, 8);
+        // Capped at the host.
+        let s = size_vm(&plan(vec![app(None, Some(64_000))]), 2);
+        assert_eq!(s.cpus, 2);
+        // A zero-CPU host report still gives one vCPU.
+        let s = size_vm(&plan(vec![app(None, None)]), 0);
+        assert_eq!(s.cpus, 1);
+    }
+}
