@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow_free::Result;
-use appc::aci::{import, AciBuilder, Compression, Limits};
+use appc::aci::{extract_rootfs, import, AciBuilder, Compression, ExtractOptions, Limits};
 use appc::schema::ImageManifest;
 use appc::AcIdentifier;
 use sha2::{Digest, Sha256, Sha512};
@@ -140,7 +140,22 @@ fn main() -> Result<()> {
         eprintln!("({})", &imp.digest.sha512_id()[..20]);
         let _ = fs::remove_file(&out_path);
     }
+    let tar_path = tmp.join("plain.tar");
+    fs::write(&tar_path, &tar)?;
+    let xdir = tmp.join("extract");
+    fs::create_dir_all(&xdir)?;
+    let (r, wall, c) = timed(|| extract_rootfs(&tar[..], &xdir, &ExtractOptions::default()));
+    r?;
+    line("extract_rootfs", tar.len(), wall, c);
     for (label, cmd) in [
+        (
+            "tar -x (plain tar)",
+            format!(
+                "mkdir -p '{0}/y' && tar -x -f '{1}' -C '{0}/y'",
+                tmp.display(),
+                tar_path.display()
+            ),
+        ),
         (
             "gzip -dc | tar -x",
             format!(
@@ -162,6 +177,10 @@ fn main() -> Result<()> {
             eprintln!("{label}: {st}");
         }
     }
-    fs::remove_dir_all(&tmp)?;
+    if std::env::var_os("APPC_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", tmp.display());
+    } else {
+        fs::remove_dir_all(&tmp)?;
+    }
     Ok(())
 }

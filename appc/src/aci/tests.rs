@@ -345,21 +345,66 @@ pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
     cases
 }
 
+/// Every file and directory under `dir` (relative paths, sorted).
+pub(crate) fn listing(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, d: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 #[test]
 fn hostile_archives_are_rejected() {
     for (name, input, limits, want) in hostile_cases() {
-        let (r, _) = run(&input, &limits);
-        match r {
+        // The archive is a real file in a tempdir; the tar goes to a file in `out/`.
+        let tmp = tempfile::tempdir().unwrap();
+        let aci = tmp.path().join("in.aci");
+        std::fs::write(&aci, &input).unwrap();
+        std::fs::create_dir(tmp.path().join("out")).unwrap();
+        let out = std::fs::File::create(tmp.path().join("out/image.tar")).unwrap();
+        let file = std::fs::File::open(&aci).unwrap();
+        match import(file, out, &limits, &mut |_| {}) {
             Err(e) => assert_eq!(e.to_string(), want, "{name}"),
             Ok(_) => panic!("{name}: accepted"),
         }
+        assert_eq!(
+            listing(tmp.path()),
+            ["in.aci", "out", "out/image.tar"],
+            "{name}"
+        );
         // The same archive gzip-compressed fails the same way (unless it is about the stream).
-        if sniff(&input).ok() == Some(Compression::None)
-            && !want.starts_with("truncated")
-            && !name.contains("checksum")
-        {
+        let plain = sniff(&input).ok() == Some(Compression::None);
+        if plain && !want.starts_with("truncated") && !name.contains("checksum") {
             let (r, _) = run(&compress(Compression::Gzip, &input), &limits);
             assert_eq!(r.err().map(|e| e.to_string()), Some(want), "{name} (gzip)");
+        }
+        // Extracting it anyway (skipping validation) never writes outside the destination.
+        if plain {
+            let dest = tmp.path().join("dest");
+            std::fs::create_dir(&dest).unwrap();
+            let o = ExtractOptions {
+                allow_devices: limits.allow_devices,
+                ..ExtractOptions::default()
+            };
+            let _ = extract_rootfs(&input[..], &dest, &o);
+            let outside: Vec<String> = listing(tmp.path())
+                .into_iter()
+                .filter(|p| !p.starts_with("dest"))
+                .collect();
+            assert_eq!(
+                outside,
+                ["in.aci", "out", "out/image.tar"],
+                "{name} (extract)"
+            );
         }
     }
 }
