@@ -535,3 +535,206 @@ pub fn validate_isolators(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    fn iso(name: &str, value: Value) -> Isolator {
+        Isolator::new(AcIdentifier::new(name).unwrap(), value)
+    }
+
+    #[test]
+    fn parses_every_known_isolator() {
+        let q = |s: &str| Some(parse_quantity(s).unwrap());
+        let cases = vec![
+            (
+                iso(names::CPU, json!({"request": "250m", "limit": "1.5"})),
+                IsolatorValue::ResourceCpu {
+                    request: q("250m"),
+                    limit: q("1.5"),
+                },
+            ),
+            (
+                iso(names::MEMORY, json!({"limit": "512Mi"})),
+                IsolatorValue::ResourceMemory {
+                    request: None,
+                    limit: q("512Mi"),
+                },
+            ),
+            (
+                iso(
+                    names::BLOCK_BANDWIDTH,
+                    json!({"default": true, "limit": "10M"}),
+                ),
+                IsolatorValue::ResourceBlockBandwidth(q("10M")),
+            ),
+            (
+                iso(names::BLOCK_IOPS, json!({"default": true, "limit": "1k"})),
+                IsolatorValue::ResourceBlockIops(q("1k")),
+            ),
+            (
+                iso(
+                    names::NETWORK_BANDWIDTH,
+                    json!({"default": true, "limit": "1G"}),
+                ),
+                IsolatorValue::ResourceNetworkBandwidth(q("1G")),
+            ),
+            (
+                iso(names::CAPS_RETAIN, json!({"set": ["CAP_CHOWN"]})),
+                IsolatorValue::CapsRetain(vec!["CAP_CHOWN".into()]),
+            ),
+            (
+                iso(
+                    names::CAPS_REMOVE,
+                    json!({"set": ["CAP_NET_RAW", "CAP_SYS_CHROOT"]}),
+                ),
+                IsolatorValue::CapsRemove(vec!["CAP_NET_RAW".into(), "CAP_SYS_CHROOT".into()]),
+            ),
+            (
+                iso(names::NO_NEW_PRIVILEGES, json!(false)),
+                IsolatorValue::NoNewPrivileges(false),
+            ),
+            (
+                iso(
+                    names::SECCOMP_RETAIN,
+                    json!({"set": ["@appc.io/all"], "errno": "EPERM"}),
+                ),
+                IsolatorValue::SeccompRetain(SeccompSet {
+                    set: vec!["@appc.io/all".into()],
+                    errno: Some("EPERM".into()),
+                }),
+            ),
+            (
+                iso(
+                    names::SECCOMP_REMOVE,
+                    json!({"set": ["reboot"], "errno": ""}),
+                ),
+                IsolatorValue::SeccompRemove(SeccompSet {
+                    set: vec!["reboot".into()],
+                    errno: None,
+                }),
+            ),
+            (
+                iso(
+                    names::SELINUX_CONTEXT,
+                    json!({"user": "u", "role": "r", "type": "t", "level": "s0"}),
+                ),
+                IsolatorValue::SelinuxContext(SelinuxContext {
+                    user: "u".into(),
+                    role: "r".into(),
+                    typ: "t".into(),
+                    level: "s0".into(),
+                }),
+            ),
+            (
+                iso(names::OOM_SCORE_ADJ, json!(-500)),
+                IsolatorValue::OomScoreAdj(-500),
+            ),
+            (
+                iso(names::CPU_SHARES, json!(512)),
+                IsolatorValue::CpuShares(512),
+            ),
+            (
+                iso(names::SYSCTL, json!({"net.ipv4.ip_forward": "1"})),
+                IsolatorValue::Sysctl(
+                    [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+                ),
+            ),
+            (
+                iso("example.com/custom", json!({"anything": 1})),
+                IsolatorValue::Unknown,
+            ),
+        ];
+        for (i, want) in cases {
+            assert_eq!(i.parsed().unwrap(), want, "{}", i.name);
+        }
+        assert_eq!(
+            DEFAULT_CAPABILITIES
+                .iter()
+                .filter(|c| KNOWN_CAPABILITIES.contains(c))
+                .count(),
+            14
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values_with_relative_paths() {
+        let cases = vec![
+            (
+                iso(names::CPU, json!({"default": true})),
+                "value.default: must not be set to true for this resource",
+            ),
+            (
+                iso(names::BLOCK_IOPS, json!({"default": true, "request": "1"})),
+                "value.request: must not be set for this resource",
+            ),
+            (
+                iso(
+                    names::SELINUX_CONTEXT,
+                    json!({"user": "u:x", "role": "r", "type": "t", "level": "s0"}),
+                ),
+                r#"value.user: invalid value "u:x""#,
+            ),
+            (
+                iso(names::SELINUX_CONTEXT, json!({"user": "u"})),
+                "value.role: must be set",
+            ),
+            (
+                iso(names::CPU_SHARES, json!(1)),
+                "value: value 1 out of range 2..=262144",
+            ),
+            (
+                iso(names::OOM_SCORE_ADJ, json!("5")),
+                "value: expected an integer",
+            ),
+            (
+                iso(names::SYSCTL, json!({"../x": "1"})),
+                r#"value.../x: invalid value "../x""#,
+            ),
+            (
+                iso(names::SECCOMP_REMOVE, json!({"set": ["a b"]})),
+                r#"value.set[0]: invalid value "a b""#,
+            ),
+            (
+                iso(names::MEMORY, json!({"limit": true})),
+                "value.limit: expected a quantity string",
+            ),
+        ];
+        for (i, want) in cases {
+            assert_eq!(i.parsed().unwrap_err().to_string(), want, "{}", i.name);
+        }
+    }
+
+    #[test]
+    fn list_rules() {
+        let app = vec![
+            iso(names::SECCOMP_RETAIN, json!({"set": ["read"]})),
+            iso(names::SECCOMP_REMOVE, json!({"set": ["reboot"]})),
+        ];
+        assert_eq!(
+            validate_isolators(&app, "app.isolators", Scope::App)
+                .unwrap_err()
+                .to_string(),
+            r#"app.isolators[1].name: isolator "os/linux/seccomp-remove-set" conflicts with "os/linux/seccomp-retain-set""#
+        );
+        let bad_name = vec![
+            iso("resource/memory", json!({})),
+            Isolator::new(serde_json::from_value(json!("Bad")).unwrap(), json!(1)),
+        ];
+        assert_eq!(
+            validate_isolators(&bad_name, "isolators", Scope::Pod)
+                .unwrap_err()
+                .to_string(),
+            r#"isolators[1].name: invalid ACIdentifier "Bad""#
+        );
+        let pod = vec![
+            iso(names::SYSCTL, json!({})),
+            iso(names::MEMORY, json!({"limit": "1G"})),
+        ];
+        validate_isolators(&pod, "isolators", Scope::Pod).unwrap();
+    }
+}
