@@ -122,3 +122,35 @@ fn ns_prepare_run_prepared_status_json() {
         Some(pod_abi::exit::POD_STATE)
     );
 }
+
+#[test]
+fn ns_default_stage1_is_found_next_to_rkt() {
+    let Some(e) = E2e::require("ns_default_stage1_is_found_next_to_rkt") else {
+        return;
+    };
+    let exe_dir = e.rkt.parent().unwrap();
+    let found = [
+        exe_dir.join("../stage1-ns.aci"),
+        exe_dir.join("stage1-ns.aci"),
+    ]
+    .iter()
+    .any(|p| p.is_file());
+    if !found {
+        rkt_tests::skip(
+            "ns_default_stage1_is_found_next_to_rkt",
+            "no stage1-ns.aci next to the rkt binary",
+        );
+        return;
+    }
+    let img = e.hello_image();
+    for flags in [&["--stage1=ns"][..], &[][..]] {
+        let mut args = vec!["run"];
+        args.extend_from_slice(flags);
+        args.push(img.to_str().unwrap());
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("Hello from a rkt-rs pod!"));
+    }
+    // The stage1 file was imported once and is reused.
+    assert!(e.dir().join("stage1-images.json").is_file());
+}
