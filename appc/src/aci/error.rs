@@ -110,6 +110,9 @@ pub enum EntryProblem {
     /// A NUL byte or empty path.
     #[error("malformed path")]
     Malformed,
+    /// A path longer than PATH_MAX (4096 bytes).
+    #[error("path longer than 4096 bytes")]
+    PathTooLong,
     /// The path was already in the archive.
     #[error("duplicate entry")]
     Duplicate,

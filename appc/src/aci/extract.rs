@@ -13,7 +13,7 @@ use std::path::Path;
 use tar::EntryType;
 
 use super::fsat::{self, Existing};
-use super::layout::clean_path;
+use super::layout::{clean_path, MAX_PATH_BYTES};
 use super::{AciError, EntryProblem};
 
 /// Mode of directories created implicitly (permission bits).
@@ -211,6 +211,9 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
             continue;
         }
         let path = clean_path(&raw).map_err(bad)?;
+        if path.len() > MAX_PATH_BYTES {
+            return Err(bad(EntryProblem::PathTooLong));
+        }
         if path.is_empty() || path == b"manifest" || path == b"rootfs" {
             continue;
         }

@@ -10,6 +10,9 @@ use tar::{Entry, EntryType};
 use super::{AciError, EntryProblem, Limits};
 use crate::schema::ImageManifest;
 
+/// Longest accepted entry path (bytes; Linux PATH_MAX).
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
 /// What a path in the archive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -120,6 +123,9 @@ impl<'a> LayoutChecker<'a> {
             }
         };
         let path = clean_path(&raw).map_err(bad)?;
+        if path.len() > MAX_PATH_BYTES {
+            return Err(bad(EntryProblem::PathTooLong));
+        }
         if path.is_empty() {
             // The archive root (`./`): only as a directory, and it adds nothing.
             return if kind == Kind::Dir {
@@ -167,20 +173,26 @@ impl<'a> LayoutChecker<'a> {
         if kind == Kind::Special && !self.limits.allow_devices {
             return Err(bad(EntryProblem::Device));
         }
-        // Every parent must be a directory (explicit or implied), never a symlink.
-        for (i, _) in path.iter().enumerate().filter(|(_, &b)| b == b'/') {
+        // Every parent must be a directory (explicit or implied), never a symlink. Walk up
+        // only to the nearest known directory: its own ancestors were checked when it was
+        // recorded, so each entry costs O(new directories), not O(depth^2).
+        let mut missing = Vec::new();
+        for (i, _) in path.iter().enumerate().rev().filter(|(_, &b)| b == b'/') {
             let Some(parent) = path.get(..i) else { break };
             match self.seen.get(parent) {
-                None => {
-                    self.seen.insert(parent.to_vec(), Kind::ImpliedDir);
-                }
-                Some(Kind::Dir | Kind::ImpliedDir) => {}
+                None => missing.push(i),
+                Some(Kind::Dir | Kind::ImpliedDir) => break,
                 Some(Kind::Symlink) => {
                     return Err(bad(EntryProblem::ThroughSymlink(lossy(parent))))
                 }
                 Some(Kind::File | Kind::Special) => {
                     return Err(bad(EntryProblem::ParentNotDir(lossy(parent))))
                 }
+            }
+        }
+        for i in missing {
+            if let Some(parent) = path.get(..i) {
+                self.seen.insert(parent.to_vec(), Kind::ImpliedDir);
             }
         }
         match etype {

@@ -180,6 +180,17 @@ pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
         ("empty symlink", hostile(|t| link(t, EntryType::Symlink, "rootfs/l", "")), d(), r#"entry "rootfs/l": empty link target"#.into()),
         ("unsupported type", hostile(|t| raw_tar_entry(t, b"rootfs/v", EntryType::new(b'V'), None, 0o600, b"").unwrap()), d(),
             r#"entry "rootfs/v": unsupported entry type 'V'"#.into()),
+        ("deep path", hostile(|t| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_size(0);
+            let deep = format!("rootfs/{}x", "a/".repeat(3000));
+            t.append_data(&mut h, deep, &b""[..]).unwrap();
+        }), d(), format!(r#"entry "rootfs/{}x": path longer than 4096 bytes"#, "a/".repeat(3000))),
         ("too many entries", hostile(|t| { for i in 0..10 { file(t, &format!("rootfs/{i}")); } }), Limits { max_entries: 5, ..d() },
             "more than 5 entries".into()),
     ];
