@@ -264,7 +264,11 @@ impl Supervisor<'_> {
                 info!("app {name}: cannot write error file: {e}");
             }
         }
-        info!("app {name} exited with status {code}");
+        if code == 0 {
+            debug!("app {name} exited with status 0");
+        } else {
+            info!("app {name} exited with status {code}");
+        }
         if let Err(e) =
             crate::status::write_atomic(Path::new(STATUS_DIR), &name, &format!("{code}\n"))
         {
@@ -363,6 +367,10 @@ impl Supervisor<'_> {
 
     fn request_stop(&mut self) {
         if self.stop_deadline.is_some() {
+            // A second request (a second ^C, `rkt stop` twice) does not wait for the grace.
+            if !self.killed {
+                self.kill_all();
+            }
             return;
         }
         let grace = Duration::from_secs(u64::from(self.plan.stop_grace_secs));
@@ -376,7 +384,7 @@ impl Supervisor<'_> {
 
     fn kill_all(&mut self) {
         self.killed = true;
-        info!("grace period over, killing remaining processes");
+        info!("killing the remaining app processes");
         for a in &self.apps {
             if let Some(pid) = a.pid {
                 let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);

@@ -89,6 +89,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         None
     };
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    // The child execs guest-init only once `pid` is written, so that no app runs before the
+    // pod's pid is known (stop/enter/status rely on it).
+    let (go_rd, go_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let mut init_argv = vec!["/init".to_string(), "--flavor=ns".to_string()];
     if args.debug || plan.debug {
         init_argv.push("--debug".into());
@@ -110,24 +113,37 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     match unsafe { nix::unistd::fork() }.context("fork guest-init")? {
         ForkResult::Child => {
             drop(rd);
-            let msg = child(&cfg, pty.as_ref().map(|p| p.slave.as_raw_fd()), &init_argv);
+            drop(go_wr);
+            let msg = child(
+                &cfg,
+                pty.as_ref().map(|p| p.slave.as_raw_fd()),
+                &init_argv,
+                go_rd,
+            );
             let _ = nix::unistd::write(&wr, msg.as_bytes());
             // SAFETY: _exit after fork is always safe.
             unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
         }
         ForkResult::Parent { child } => {
             drop(wr);
+            drop(go_rd);
             let pty_master = pty.map(|p| {
                 drop(p.slave);
                 p.master
             });
+            if let Err(e) = write_atomic(&pod.pid(), &format!("{}\n", child.as_raw())) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e).context("write the pid file");
+            }
+            drop(go_wr);
             parent(&pod, &plan, child, rd, pty_master)
         }
     }
 }
 
 /// The child: namespaces, console, exec guest-init. Returns only the failure reason.
-fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString]) -> String {
+fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd) -> String {
     // Detach from the user's session: ^C on the terminal reaches stage1-ns, which forwards it.
     let _ = nix::unistd::setsid();
     if let Some(s) = slave {
@@ -140,6 +156,9 @@ fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString]) -> String {
     if let Err(e) = enter_pod(cfg) {
         return format!("{}: {}", e.step, e.source.desc());
     }
+    // Wait for the parent to write `pid` (it closes its end; EOF is the signal).
+    let _ = read_all(&go);
+    drop(go);
     let Some(prog) = argv.first() else {
         return "empty init argv".into();
     };
@@ -190,7 +209,6 @@ fn parent(
         let _ = write_atomic(&pod.failure(), &format!("stage1-ns: {failure}\n"));
         bail!("{failure}");
     }
-    write_atomic(&pod.pid(), &format!("{}\n", child.as_raw())).context("write the pid file")?;
     let status = match master {
         Some(m) => supervise_interactive(child, &sfd, m)?,
         None => supervise(child, &sfd)?,

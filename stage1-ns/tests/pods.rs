@@ -460,3 +460,25 @@ fn interactive_console_and_escape() {
     assert_eq!(pod.status("tty"), None);
     assert_eq!(st.code, pod_abi::status::SETUP_FAILED);
 }
+
+#[test]
+fn second_stop_does_not_wait_for_the_grace_period() {
+    skip_unless_root!("second_stop_does_not_wait_for_the_grace_period");
+    let mut a = app(
+        "a",
+        &["--ignore-sigterm", "--write", "/v/a", "--sleep-ms", "60000"],
+    );
+    a.mounts = vec![mount("v", "/v", false)];
+    let mut pod = Pod::new(vec![a], 60);
+    let child = pod.spawn();
+    pod.release_test_lock();
+    wait_for(&pod.volume("v").join("a"), Duration::from_secs(20));
+    let t0 = Instant::now();
+    assert!(pod.entrypoint(&["stop", &pod.uuid]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(pod.entrypoint(&["stop", &pod.uuid]).status.success());
+    let out = finish(child);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(pod.status("a"), Some(128 + 9));
+    assert_eq!(out.code, 137);
+}
