@@ -43,12 +43,19 @@ const HVC_STDERR: &str = "/dev/hvc1";
 struct Args {
     flavor: Flavor,
     debug: bool,
+    /// kvm flavor: the control channel (`--control=PATH`, default [`CONTROL_TTY`]).
+    control: String,
 }
 
 fn parse_args(args: &[String]) -> Result<Args, String> {
     let mut flavor = None;
     let mut debug = false;
+    let mut control = CONTROL_TTY.to_string();
     for a in args {
+        if let Some(c) = a.strip_prefix("--control=") {
+            control = c.to_string();
+            continue;
+        }
         match a.as_str() {
             "--debug" => debug = true,
             "--flavor=ns" => flavor = Some(Flavor::Ns),
@@ -61,6 +68,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     Ok(Args {
         flavor: flavor.ok_or("missing --flavor=ns|kvm")?,
         debug,
+        control,
     })
 }
 
@@ -69,7 +77,7 @@ fn main() {
     let args = match parse_args(&argv) {
         Ok(a) => a,
         Err(e) => {
-            info!("{e}; usage: init --flavor=ns|kvm [--debug]");
+            info!("{e}; usage: init --flavor=ns|kvm [--debug] [--control=PATH]");
             // Without a flavor we do not know how to end; PID 1 of a VM panics on exit,
             // which reboots it (panic=1).
             std::process::exit(pod_abi::exit::USAGE);
@@ -92,7 +100,7 @@ fn run(args: &Args) -> Result<i32, String> {
     // Block the signals first so that a stop arriving during setup is not lost.
     let signals = supervisor::signal_fd().map_err(|e| format!("signalfd: {}", e.desc()))?;
     let env = match args.flavor {
-        Flavor::Kvm => kvm_setup(),
+        Flavor::Kvm => kvm_setup(&args.control),
         Flavor::Ns => ns_setup(),
     }?;
     let plan = Plan::read(Path::new(PLAN_FILE)).map_err(|e| supervisor::chain(&e))?;
@@ -155,7 +163,7 @@ fn open_rw(path: &str) -> Option<RawFd> {
 
 /// kvm flavor: the root is the virtio-fs share; mount what PID 1 of a VM needs, find the
 /// consoles and the control channel, and mount the guest's cgroup hierarchies.
-fn kvm_setup() -> Result<supervisor::Env, String> {
+fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
     let soft = |r: Result<(), String>| {
@@ -200,7 +208,7 @@ fn kvm_setup() -> Result<supervisor::Env, String> {
         .then(|| PathBuf::from("/dev/console"));
     let stdout = open_rw(HVC_STDOUT);
     let stderr = open_rw(HVC_STDERR).or(stdout);
-    let control = open_control();
+    let control = open_control(control_path);
     Ok(supervisor::Env {
         console,
         host_dev: PathBuf::from("/dev"),
@@ -210,14 +218,14 @@ fn kvm_setup() -> Result<supervisor::Env, String> {
     })
 }
 
-/// Opens the control serial port raw and non-blocking.
-fn open_control() -> Option<std::fs::File> {
+/// Opens the control channel (a serial port, or a FIFO in tests) raw and non-blocking.
+fn open_control(path: &str) -> Option<std::fs::File> {
     use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(CONTROL_TTY)
+        .open(path)
         .ok()?;
     if let Ok(mut t) = tcgetattr(&f) {
         cfmakeraw(&mut t);
@@ -246,14 +254,20 @@ mod tests {
             a(&["--flavor=kvm", "--debug"]),
             Ok(Args {
                 flavor: Flavor::Kvm,
-                debug: true
+                debug: true,
+                control: CONTROL_TTY.into()
             })
+        );
+        assert_eq!(
+            a(&["--flavor=kvm", "--control=/x"]).map(|a| a.control),
+            Ok("/x".into())
         );
         assert_eq!(
             a(&["--flavor=ns"]),
             Ok(Args {
                 flavor: Flavor::Ns,
-                debug: false
+                debug: false,
+                control: CONTROL_TTY.into()
             })
         );
         assert!(a(&[]).is_err());

@@ -482,3 +482,79 @@ fn second_stop_does_not_wait_for_the_grace_period() {
     assert_eq!(pod.status("a"), Some(128 + 9));
     assert_eq!(out.code, 137);
 }
+
+/// guest-init's kvm flavor, run as PID 1 of a PID namespace on the host (no VM needed):
+/// its own early mounts, kvm-style volumes (plain directories bound onto themselves), the
+/// hostname from the plan, `stop` on the control channel, and the final `reboot(RB_AUTOBOOT)`,
+/// which in a non-initial PID namespace ends the namespace with SIGHUP instead of rebooting.
+#[test]
+fn guest_init_kvm_flavor_in_a_pid_namespace() {
+    use std::os::unix::process::ExitStatusExt;
+    skip_unless_root!("guest_init_kvm_flavor_in_a_pid_namespace");
+    if std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: guest_init_kvm_flavor_in_a_pid_namespace: util-linux unshare missing");
+        return;
+    }
+    let mut a = app(
+        "a",
+        &[
+            "--expect-mount",
+            "/v:rw",
+            "--write",
+            "/v/ready",
+            "--sleep-ms",
+            "60000",
+        ],
+    );
+    a.mounts = vec![mount("v", "/v", false)];
+    let mut pod = Pod::new(vec![a], 5);
+    let hostname = "kvm-flavor-test".to_string();
+    pod.plan.hostname = hostname.clone();
+    pod.plan.apps[0]
+        .exec
+        .extend(["--expect-hostname".to_string(), hostname]);
+    pod.write_plan();
+    let root = pod.dir.join("stage1/rootfs");
+    let ctl = root.join("rkt/ctl");
+    nix::unistd::mkfifo(&ctl, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let child = std::process::Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount",
+            "--propagation",
+            "private",
+            "--uts",
+            "--ipc",
+        ])
+        .arg("chroot")
+        .arg(&root)
+        .args(["/init", "--flavor=kvm", "--control=/rkt/ctl"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = pod.app_rootfs("a").join("v/ready");
+    wait_for(&ready, Duration::from_secs(20));
+    std::fs::write(&ctl, "stop\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("stdout:\n{stdout}stderr:\n{stderr}");
+    assert!(stdout.contains("pod-check OK"), "{stdout}");
+    assert!(
+        stderr.contains("stop requested on the control channel"),
+        "{stderr}"
+    );
+    assert_eq!(pod.status("a"), Some(128 + 15));
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGHUP),
+        "ended by reboot(RB_AUTOBOOT)"
+    );
+}
