@@ -26,10 +26,10 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::api::{Vfs, VfsOptions};
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vmm_sys_util::epoll::Epoll;
 
-use super::queue::{add_used, has_pending, pop_chain, QueueError};
+use super::queue::{add_used, pop_chain, QueueError};
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_FS};
 use crate::devices::GuestMem;
@@ -317,41 +317,62 @@ impl FsWorker {
         };
         let mut budget = queue.size();
         let mut used = false;
-        let mut result = Drain::Done;
-        while let Some(chain) = pop_chain(queue, mem)? {
-            let head = chain.head_index();
-            let reader = Reader::from_descriptor_chain(mem, chain.clone());
-            let writer = VirtioFsWriter::new(mem, chain);
-            let written = match (reader, writer) {
-                (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w, &mut self.log_limit) {
-                    Some(n) => n,
-                    None => match self.server.handle_message(r, w.into(), None, None) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            guest_warn!(self.log_limit, "virtio-fs: request failed: {e}");
-                            0
-                        }
-                    },
-                },
-                (Err(e), _) | (_, Err(e)) => {
-                    guest_warn!(self.log_limit, "virtio-fs: bad request buffers: {e}");
-                    0
+        // Guest kicks are suppressed while draining (VRING_USED_F_NO_NOTIFY) and re-enabled
+        // before returning; `enable_notification` says whether chains arrived meanwhile.
+        let result = 'drain: loop {
+            queue.disable_notification(mem).map_err(QueueError::Avail)?;
+            while let Some(chain) = pop_chain(queue, mem)? {
+                let head = chain.head_index();
+                let written = serve(mem, &self.server, &mut self.log_limit, chain);
+                add_used(queue, mem, head, u32::try_from(written).unwrap_or(u32::MAX))?;
+                used = true;
+                budget = budget.saturating_sub(1);
+                if budget == 0 {
+                    let more = queue.enable_notification(mem).map_err(QueueError::Avail)?;
+                    break 'drain if more { Drain::More } else { Drain::Done };
                 }
-            };
-            add_used(queue, mem, head, u32::try_from(written).unwrap_or(u32::MAX))?;
-            used = true;
+            }
+            if !queue.enable_notification(mem).map_err(QueueError::Avail)? {
+                break Drain::Done;
+            }
+            // Each extra round also costs budget, so a driver that keeps moving its avail index
+            // cannot keep the worker here.
             budget = budget.saturating_sub(1);
             if budget == 0 {
-                if has_pending(queue, mem)? {
-                    result = Drain::More;
-                }
-                break;
+                break Drain::More;
             }
-        }
+        };
         if used {
             self.interrupt.signal_used_queue();
         }
         Ok(result)
+    }
+}
+
+/// Serves one FUSE request; returns the reply size (0 when the request failed).
+fn serve(
+    mem: &GuestMem,
+    server: &FsServer,
+    log_limit: &mut LogLimiter,
+    chain: DescriptorChain<&GuestMem>,
+) -> usize {
+    let reader = Reader::from_descriptor_chain(mem, chain.clone());
+    let writer = VirtioFsWriter::new(mem, chain);
+    match (reader, writer) {
+        (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w, log_limit) {
+            Some(n) => n,
+            None => match server.handle_message(r, w.into(), None, None) {
+                Ok(n) => n,
+                Err(e) => {
+                    guest_warn!(log_limit, "virtio-fs: request failed: {e}");
+                    0
+                }
+            },
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            guest_warn!(log_limit, "virtio-fs: bad request buffers: {e}");
+            0
+        }
     }
 }
 
@@ -555,6 +576,9 @@ mod tests {
         let fh = c.open(b.nodeid).unwrap();
         assert_eq!(c.read(b.nodeid, fh, 4096).unwrap(), b"inner");
         assert!(!c.t.needs_reset());
+        // Guest kicks are enabled again after every drain (used ring flags = 0).
+        let flags: u16 = c.mem.read_obj(GuestAddress(c.q[1].used)).unwrap();
+        assert_eq!(flags, 0);
     }
 
     #[test]
