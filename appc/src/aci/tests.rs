@@ -563,7 +563,7 @@ fn random_corruption_never_panics_or_escapes() {
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("dest");
-    for round in 0..300 {
+    for round in 0..300u32 {
         let src = if round.is_multiple_of(3) { &gz } else { &base };
         let mut data = src.clone();
         let flips = 1 + next(&mut seed) % 8;
