@@ -413,17 +413,25 @@ impl Supervisor<'_> {
             if let Some(a) = self.apps.get_mut(i) {
                 match phase {
                     Some(Phase::Running) => a.code = Some(code),
+                    // Stopped while its pre-start ran: the app never starts; it counts as
+                    // terminated by the stop, not as a setup failure.
+                    Some(Phase::PreStart) if self.stop_deadline.is_some() => {
+                        a.code = Some(SIGNAL_BASE + Signal::SIGTERM as i32);
+                    }
                     Some(Phase::PreStart) if code != 0 => {
                         a.code = Some(SETUP_FAILED);
                         if a.error.is_none() {
                             a.error = Some(format!("pre-start handler exited with status {code}"));
                         }
                     }
-                    Some(Phase::PreStart) if self.stop_deadline.is_some() => {
-                        a.code = Some(SIGNAL_BASE + Signal::SIGTERM as i32);
-                    }
                     Some(Phase::PostStop) if code != 0 => {
-                        info!("post-stop handler of app #{i} exited with status {code}");
+                        let name = self
+                            .plan
+                            .apps
+                            .get(i)
+                            .map(|p| p.name.as_str())
+                            .unwrap_or("?");
+                        info!("app {name}: post-stop handler exited with status {code}");
                     }
                     _ => {}
                 }

@@ -558,3 +558,52 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
         "ended by reboot(RB_AUTOBOOT)"
     );
 }
+
+#[test]
+fn stop_during_pre_start_skips_the_app() {
+    skip_unless_root!("stop_during_pre_start_skips_the_app");
+    let mut a = app("a", &["--no-check", "--write", "/v/main"]);
+    a.pre_start = handler(&["--no-check", "--write", "/v/pre", "--sleep-ms", "60000"]);
+    a.post_stop = handler(&["--no-check", "--write", "/v/post"]);
+    a.mounts = vec![mount("v", "/v", false)];
+    let mut pod = Pod::new(vec![a], 5);
+    let child = pod.spawn();
+    pod.release_test_lock();
+    wait_for(&pod.volume("v").join("pre"), Duration::from_secs(20));
+    assert!(pod.entrypoint(&["stop", &pod.uuid]).status.success());
+    let out = finish(child);
+    assert_eq!(pod.status("a"), Some(128 + 15));
+    assert_eq!(out.code, 143);
+    assert!(
+        !pod.volume("v").join("main").exists(),
+        "the app must not start after a stop"
+    );
+    assert!(
+        pod.volume("v").join("post").exists(),
+        "post-stop still runs"
+    );
+}
+
+#[test]
+fn read_only_root_keeps_volumes_writable() {
+    skip_unless_root!("read_only_root_keeps_volumes_writable");
+    let mut a = app(
+        "a",
+        &[
+            "--expect-ro-root",
+            "--expect-mount",
+            "/db:rw",
+            "--expect-mount",
+            "/cfg:ro",
+            "--write",
+            "/db/x",
+        ],
+    );
+    a.read_only_rootfs = true;
+    a.mounts = vec![mount("db", "/db", false), mount("cfg", "/cfg", true)];
+    let mut pod = Pod::new(vec![a], 5);
+    let out = pod.run();
+    assert!(out.stdout.contains("pod-check OK"), "{}", out.stdout);
+    assert_eq!(out.code, 0);
+    assert!(pod.volume("db").join("x").exists());
+}
