@@ -599,3 +599,75 @@ fn random_corruption_never_panics_or_escapes() {
         }
     }
 }
+
+#[test]
+fn images_made_by_gnu_tar_import_and_extract() {
+    use std::process::Command;
+    if Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("SKIP: images_made_by_gnu_tar_import_and_extract: no tar binary");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(src.join("rootfs/usr/bin")).unwrap();
+    std::fs::write(src.join("manifest"), manifest().to_json_pretty()).unwrap();
+    std::fs::write(src.join("rootfs/usr/bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+    std::os::unix::fs::symlink("usr/bin", src.join("rootfs/bin")).unwrap();
+    std::fs::write(
+        src.join(format!("rootfs/{}", "long-name-".repeat(20))),
+        b"x",
+    )
+    .unwrap();
+    for (i, args) in [
+        vec!["-czf", "a.aci", "-C", "src", "manifest", "rootfs"],
+        vec!["-cJf", "b.aci", "-C", "src", "."],
+        vec![
+            "--format=posix",
+            "-cjf",
+            "c.aci",
+            "-C",
+            "src",
+            "manifest",
+            "rootfs",
+        ],
+        vec![
+            "--format=ustar",
+            "-cf",
+            "d.aci",
+            "-C",
+            "src",
+            "manifest",
+            "rootfs",
+        ],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let st = Command::new("tar")
+            .args(&args)
+            .current_dir(tmp.path())
+            .status()
+            .unwrap();
+        if !st.success() {
+            // ustar cannot store the 200-byte name: expected for that format only.
+            assert_eq!(i, 3, "tar {args:?} failed");
+            continue;
+        }
+        let aci = std::fs::read(
+            tmp.path()
+                .join(args[args.iter().position(|a| a.ends_with(".aci")).unwrap()]),
+        )
+        .unwrap();
+        let (r, tar) = run(&aci, &Limits::default());
+        let imp = r.unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(imp.manifest, manifest());
+        let dest = tmp.path().join(format!("dest{i}"));
+        std::fs::create_dir(&dest).unwrap();
+        extract_rootfs(&tar[..], &dest, &ExtractOptions::default()).unwrap();
+        assert_eq!(
+            std::fs::read(dest.join("bin/tool")).unwrap(),
+            b"#!/bin/sh\necho hi\n"
+        );
+        assert!(dest.join("long-name-".repeat(20)).exists());
+    }
+}
