@@ -84,6 +84,9 @@ fn main() {
         }
     };
     log::set_debug(args.debug);
+    if args.flavor == Flavor::Kvm {
+        ensure_stdio();
+    }
     let code = match run(&args) {
         Ok(code) => code,
         Err(reason) => {
@@ -232,6 +235,40 @@ fn open_control(path: &str) -> Option<std::fs::File> {
         let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
     }
     Some(f)
+}
+
+/// kvm flavor: if the kernel could not open a console for PID 1 (no `/dev/console` on the
+/// root), mount devtmpfs and open it as fds 0-2, so that no message of guest-init is lost and
+/// no later fd lands on 0-2 by accident.
+fn ensure_stdio() {
+    let closed = |fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err();
+    if !(0..=2).any(closed) {
+        return;
+    }
+    if !Path::new("/dev/console").exists() {
+        let _ = mount_fs(
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            Some("mode=755"),
+        );
+    }
+    let Ok(fd) = nix::fcntl::open(
+        "/dev/console",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    for target in 0..=2 {
+        if closed(target) && target != fd {
+            let _ = nix::unistd::dup2(fd, target);
+        }
+    }
+    if fd > 2 {
+        let _ = nix::unistd::close(fd);
+    }
 }
 
 fn finish(flavor: Flavor, code: i32) -> ! {
