@@ -87,6 +87,7 @@ fn main() {
     if args.flavor == Flavor::Kvm {
         ensure_stdio();
     }
+    close_stray_fds();
     let code = match run(&args) {
         Ok(code) => code,
         Err(reason) => {
@@ -235,6 +236,21 @@ fn open_control(path: &str) -> Option<std::fs::File> {
         let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
     }
     Some(f)
+}
+
+/// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
+const MAX_STRAY_FD: i32 = 1024;
+
+/// Closes every fd above stderr inherited from whoever started us (stage0 and stage1 may leak
+/// some), so that no app ever inherits one.
+fn close_stray_fds() {
+    // SAFETY: close_range only closes descriptors; nothing in this process uses fds >= 3 yet.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        for fd in 3..MAX_STRAY_FD {
+            let _ = nix::unistd::close(fd);
+        }
+    }
 }
 
 /// kvm flavor: if the kernel could not open a console for PID 1 (no `/dev/console` on the

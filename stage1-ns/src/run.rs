@@ -88,6 +88,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
+    if let Some(p) = &pty {
+        // Only the copies dup'ed onto fds 0-2 may reach guest-init and the apps.
+        for fd in [p.master.as_raw_fd(), p.slave.as_raw_fd()] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("pty close-on-exec")?;
+        }
+    }
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     // The child execs guest-init only once `pid` is written, so that no app runs before the
     // pod's pid is known (stop/enter/status rely on it).

@@ -54,7 +54,14 @@ fn environment_and_exit_code() {
     // App "root": read-only root filesystem, exits 7.
     let mut root = app(
         "root",
-        &["--expect-ro-root", "--expect-uid", "0", "--exit", "7"],
+        &[
+            "--expect-ro-root",
+            "--expect-uid",
+            "0",
+            "--expect-only-std-fds",
+            "--exit",
+            "7",
+        ],
     );
     root.read_only_rootfs = true;
     let mut pod = Pod::new(vec![user, root], 5);

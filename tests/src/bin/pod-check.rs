@@ -5,7 +5,8 @@
 //! `AC_APP_NAME` and `container` are set, `/proc` is procfs, `/sys` is sysfs, the device nodes
 //! are character devices with the right numbers, `/dev/console` exists, `/dev/pts` is devpts,
 //! `/dev/ptmx` exists, `/dev/shm` is a writable tmpfs; plus every `--expect-*` option
-//! (`--expect-tty`: stdin/stdout are a terminal that is the controlling terminal).
+//! (`--expect-tty`: stdin/stdout are a terminal that is the controlling terminal;
+//! `--expect-only-std-fds`: no descriptor besides 0-2 was inherited).
 //! Prints `pod-check OK`, or `pod-check FAIL` and one `==> problem` line per problem.
 //!
 //! Then, in this order, the actions: `--ignore-sigterm`, `--print-env`, `--write FILE`, `--append FILE TEXT`,
@@ -58,6 +59,7 @@ struct Opts {
     no_new_privs: Option<bool>,
     ro_root: bool,
     tty: bool,
+    only_std_fds: bool,
     print_env: bool,
     write: Vec<String>,
     append: Vec<(String, String)>,
@@ -124,6 +126,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--expect-no-new-privs" => o.no_new_privs = Some(val()? == "1"),
             "--expect-ro-root" => o.ro_root = true,
             "--expect-tty" => o.tty = true,
+            "--expect-only-std-fds" => o.only_std_fds = true,
             "--print-env" => o.print_env = true,
             "--write" => o.write.push(val()?),
             "--append" => {
@@ -306,6 +309,40 @@ fn check(o: &Opts) -> Vec<String> {
             .open("/dev/tty")
         {
             bad.push(format!("no controlling terminal: open /dev/tty: {e}"));
+        }
+    }
+    if o.only_std_fds {
+        // The directory handle read_dir itself holds shows up too; it is the only extra one.
+        let fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let extra: Vec<String> = fds
+            .iter()
+            .filter(|f| !["0", "1", "2"].contains(&f.as_str()))
+            .filter(|f| {
+                std::fs::read_link(format!("/proc/self/fd/{f}"))
+                    .is_ok_and(|t| !t.starts_with("/proc"))
+            })
+            .cloned()
+            .collect();
+        if !extra.is_empty() {
+            let targets: Vec<String> = extra
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{f}->{:?}",
+                        std::fs::read_link(format!("/proc/self/fd/{f}")).ok()
+                    )
+                })
+                .collect();
+            bad.push(format!(
+                "inherited file descriptors: {}",
+                targets.join(", ")
+            ));
         }
     }
     if o.ro_root {
