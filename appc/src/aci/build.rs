@@ -170,6 +170,8 @@ impl<W: Write> AciBuilder<W> {
     /// Add a host file, symlink or directory (recursively, sorted by name) at
     /// `path_in_rootfs`, keeping mode and mtime; owner becomes root. Files that share an
     /// inode on the host become hardlinks. Sockets are skipped; devices are refused.
+    /// `path_in_rootfs` `/` with a host directory adds that directory's contents as the
+    /// whole rootfs.
     pub fn add_path_from_host(
         &mut self,
         path_in_rootfs: &str,
@@ -179,6 +181,13 @@ impl<W: Write> AciBuilder<W> {
             path: host_path.display().to_string(),
             source,
         };
+        if path_in_rootfs.split('/').all(|c| c.is_empty() || c == ".") {
+            let md = fs::metadata(host_path).map_err(host_err)?;
+            if !md.is_dir() {
+                return Err(AciError::BadPath(path_in_rootfs.to_string()));
+            }
+            return self.add_children(path_in_rootfs, host_path);
+        }
         let p = archive_path(path_in_rootfs)?;
         let md = fs::symlink_metadata(host_path).map_err(host_err)?;
         let ft = md.file_type();
@@ -197,20 +206,7 @@ impl<W: Write> AciBuilder<W> {
             let mut h = self.header(EntryType::Directory, mode, 0);
             h.set_mtime(mtime);
             self.append(h, &p, io::empty())?;
-            let mut children: Vec<_> = fs::read_dir(host_path)
-                .map_err(host_err)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()
-                .map_err(host_err)?;
-            children.sort();
-            for name in children {
-                let Some(name_str) = name.to_str() else {
-                    return Err(AciError::BadPath(name.to_string_lossy().into_owned()));
-                };
-                let child_rootfs = format!("{}/{}", path_in_rootfs.trim_end_matches('/'), name_str);
-                self.add_path_from_host(&child_rootfs, &host_path.join(&name))?;
-            }
-            return Ok(());
+            return self.add_children(path_in_rootfs, host_path);
         }
         if ft.is_file() {
             if md.nlink() > 1 {
@@ -238,6 +234,28 @@ impl<W: Write> AciBuilder<W> {
             io::ErrorKind::Unsupported,
             "device nodes and fifos cannot be added",
         )))
+    }
+
+    /// Add every entry of host directory `host_dir` (sorted by name) under `path_in_rootfs`.
+    fn add_children(&mut self, path_in_rootfs: &str, host_dir: &Path) -> Result<(), AciError> {
+        let host_err = |source| AciError::Host {
+            path: host_dir.display().to_string(),
+            source,
+        };
+        let mut children: Vec<_> = fs::read_dir(host_dir)
+            .map_err(host_err)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(host_err)?;
+        children.sort();
+        for name in children {
+            let Some(name_str) = name.to_str() else {
+                return Err(AciError::BadPath(name.to_string_lossy().into_owned()));
+            };
+            let child = format!("{}/{}", path_in_rootfs.trim_end_matches('/'), name_str);
+            self.add_path_from_host(&child, &host_dir.join(&name))?;
+        }
+        Ok(())
     }
 
     /// Append an unchecked entry with the literal archive path `path` (see

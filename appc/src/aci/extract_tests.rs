@@ -296,6 +296,20 @@ fn host_tree_round_trips_through_builder_import_and_extract() {
     let mut b = AciBuilder::new(Vec::new(), Compression::Gzip, &manifest()).unwrap();
     b.add_path_from_host("/opt/app", &host).unwrap();
     let gz = b.finish().unwrap();
+    // `/` adds the directory's contents as the rootfs itself.
+    let mut whole = AciBuilder::new(Vec::new(), Compression::None, &manifest()).unwrap();
+    whole.add_path_from_host("/", &host).unwrap();
+    let whole = whole.finish().unwrap();
+    let mut sink = Vec::new();
+    import(&whole[..], &mut sink, &Limits::default(), &mut |_| {}).unwrap();
+    let wdest = tmp.path().join("whole");
+    fs::create_dir(&wdest).unwrap();
+    extract_rootfs(&whole[..], &wdest, &opts()).unwrap();
+    assert_eq!(fs::read(wdest.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        fs::read_link(wdest.join("sub/rel")).unwrap(),
+        Path::new("../a.txt")
+    );
 
     let mut tar = Vec::new();
     let imp = import(&gz[..], &mut tar, &Limits::default(), &mut |_| {}).unwrap();
