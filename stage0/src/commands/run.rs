@@ -145,7 +145,6 @@ fn create_pod(
         let m = store.manifest(&rec)?;
         debug_log(debug, || format!("image {} -> {}", a.image, rec.id));
         trees.push(tree_of(&store, &rec)?);
-        let _ = store.touch_last_used(&rec);
         resolved.push(ResolvedApp {
             opts: a.clone(),
             image_id: rec.id.clone(),
@@ -270,6 +269,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
 pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
     report((|| {
         let (mut pod, cmd, _store, _debug, _trees) = create_pod(g, Mode::Prepare, &a.rest)?;
+        layout::sync_pod(&pod.paths())?;
         pod.transition(PodDirState::Prepared)?;
         pod.unlock();
         if !cmd.pod.quiet {

@@ -14,7 +14,6 @@ use pod_abi::paths::{PodPaths, OVERLAY_DIR, POD_CREATED, STAGE1_TREE_ID};
 use pod_abi::plan::Plan;
 
 use super::PodError;
-use crate::util::write_atomic;
 
 /// File holding the stage1 image ID (sha512) next to `stage1TreeStoreID`, so that
 /// `run-prepared` can render the same stage1 again.
@@ -45,9 +44,30 @@ fn mkdirs(p: &Path) -> Result<(), PodError> {
         .map_err(|e| PodError::io("create", p, e))
 }
 
+/// Writes `data` to `path` atomically (temp file in the same directory, then rename) but
+/// without fsync: a pod's files matter only while the host is up (`rkt prepare` syncs the pod
+/// once at the end, see [`sync_pod`]), and fsyncs would dominate a pod's start time.
+pub fn write_file(path: &Path, data: &[u8]) -> Result<(), PodError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    fs::write(&tmp, data).map_err(|e| PodError::io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| PodError::io("rename", &tmp, e))
+}
+
+/// Flushes the file system holding the pod directory (one `syncfs`, for prepared pods that
+/// must survive a reboot).
+pub fn sync_pod(paths: &PodPaths) -> Result<(), PodError> {
+    let f = fs::File::open(paths.root()).map_err(|e| PodError::io("open", paths.root(), e))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
+        .map_err(|e| PodError::io("sync", paths.root(), e.into()))
+}
+
 fn copy(from: &Path, to: &Path) -> Result<(), PodError> {
     let data = fs::read(from).map_err(|e| PodError::io("read", from, e))?;
-    write_atomic(to, &data, 0o644).map_err(|e| PodError::io("write", to, e))
+    write_file(to, &data)
 }
 
 /// Overlay upper/work of the stage1 rootfs: `overlay/<treeid>/{upper,work}`.
@@ -70,14 +90,10 @@ pub fn write_prepared(
     apps: &[TreeInfo],
 ) -> Result<(), PodError> {
     let root = paths.root();
-    write_atomic(&paths.manifest(), &pm.to_json(), 0o644)
-        .map_err(|e| PodError::io("write", &paths.manifest(), e))?;
+    write_file(&paths.manifest(), &pm.to_json())?;
     let created = root.join(POD_CREATED);
     fs::File::create(&created).map_err(|e| PodError::io("create", &created, e))?;
-    let w = |name: &str, data: &[u8]| {
-        let p = root.join(name);
-        write_atomic(&p, data, 0o644).map_err(|e| PodError::io("write", &p, e))
-    };
+    let w = |name: &str, data: &[u8]| write_file(&root.join(name), data);
     w(STAGE1_TREE_ID, stage1.tree_id.as_bytes())?;
     w(STAGE1_IMAGE_ID, stage1.image_id.as_bytes())?;
     mkdirs(&root.join("stage1/rootfs"))?;
@@ -90,8 +106,7 @@ pub fn write_prepared(
         let info = paths.appsinfo(name);
         mkdirs(&info)?;
         copy(&t.manifest, &info.join("manifest"))?;
-        write_atomic(&info.join("treeStoreID"), t.tree_id.as_bytes(), 0o644)
-            .map_err(|e| PodError::io("write", &info, e))?;
+        write_file(&info.join("treeStoreID"), t.tree_id.as_bytes())?;
         let (u, wk) = app_overlay(paths, &t.tree_id, name);
         mkdirs(&u)?;
         mkdirs(&wk)?;
@@ -305,7 +320,7 @@ pub fn write_plan(paths: &PodPaths, plan: &Plan) -> Result<(), PodError> {
     }
     let json =
         serde_json::to_vec_pretty(plan).map_err(|e| PodError::Config(format!("plan: {e}")))?;
-    write_atomic(&p, &json, 0o644).map_err(|e| PodError::io("write", &p, e))
+    write_file(&p, &json)
 }
 
 /// Decodes the octal escapes (`\040`) of /proc/self/mountinfo paths.
