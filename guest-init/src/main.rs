@@ -118,6 +118,9 @@ fn run(args: &Args) -> Result<i32, String> {
     }
     debug!("pod {} with {} app(s)", plan.uuid, plan.apps.len());
     let codes = supervisor::run(&plan, env, signals);
+    if args.flavor == Flavor::Ns {
+        sync_pod_filesystems(&plan);
+    }
     Ok(pod_abi::status::pod_exit_code(&codes))
 }
 
@@ -287,8 +290,51 @@ fn ensure_stdio() {
     }
 }
 
+/// Set once the ns flavor has synced the pod's own filesystems.
+static POD_SYNCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// ns flavor: `syncfs` on every filesystem the pod wrote to (the stage1 root, each app root and
+/// volume) instead of a global `sync`, which on a shared host waits for everyone's dirty data.
+fn sync_pod_filesystems(plan: &Plan) {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = vec![PathBuf::from("/")];
+    for app in &plan.apps {
+        let root = Path::new(supervisor::STAGE2_DIR)
+            .join(&app.name)
+            .join("rootfs");
+        for m in &app.mounts {
+            if let Ok(p) = paths::secure_join(&root, &m.target) {
+                paths.push(p);
+            }
+        }
+        paths.push(root);
+    }
+    let mut seen = Vec::new();
+    for p in paths {
+        let Ok(f) = std::fs::File::open(&p) else {
+            continue;
+        };
+        let Ok(md) = f.metadata() else { continue };
+        if seen.contains(&md.dev()) {
+            continue;
+        }
+        seen.push(md.dev());
+        // SAFETY: syncfs on an fd owned by `f` for the duration of the call.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+            debug!(
+                "syncfs {}: {}",
+                p.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    POD_SYNCED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 fn finish(flavor: Flavor, code: i32) -> ! {
-    nix::unistd::sync();
+    if flavor == Flavor::Kvm || !POD_SYNCED.load(std::sync::atomic::Ordering::Relaxed) {
+        nix::unistd::sync();
+    }
     if flavor == Flavor::Kvm {
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
         info!("reboot failed");
