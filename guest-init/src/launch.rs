@@ -144,14 +144,9 @@ impl Prepared {
     }
 }
 
-fn errno_desc(e: nix::errno::Errno) -> &'static str {
-    e.desc()
-}
-
 /// Runs in the child; returns only on failure.
 fn child(spec: &LaunchSpec, p: &Prepared) -> (i32, String) {
-    let fail =
-        |what: String, e: nix::errno::Errno| (SETUP_FAILED, format!("{what}: {}", errno_desc(e)));
+    let fail = |what: String, e: nix::errno::Errno| (SETUP_FAILED, format!("{what}: {}", e.desc()));
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if let Err(e) = nix::unistd::setsid() {
         return fail("setsid".into(), e);
@@ -239,10 +234,7 @@ fn exec(p: &Prepared) -> (i32, String) {
         let e = nix::unistd::execve(arg0, &p.argv, &p.env)
             .err()
             .unwrap_or(nix::errno::Errno::EIO);
-        return (
-            exec_errno_code(e),
-            format!("exec {name}: {}", errno_desc(e)),
-        );
+        return (exec_errno_code(e), format!("exec {name}: {}", e.desc()));
     }
     let mut denied = None;
     for dir in p.path.split(':').filter(|d| !d.is_empty()) {
@@ -256,10 +248,7 @@ fn exec(p: &Prepared) -> (i32, String) {
         }
     }
     match denied {
-        Some((full, e)) => (
-            exec_errno_code(e),
-            format!("exec {full}: {}", errno_desc(e)),
-        ),
+        Some((full, e)) => (exec_errno_code(e), format!("exec {full}: {}", e.desc())),
         None => (
             APP_NOT_FOUND,
             format!("exec {name:?}: executable file not found in $PATH"),

@@ -66,36 +66,29 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         env,
     };
     for app in &plan.apps {
-        let run = match sup.prepare(app) {
-            Ok(spec) => AppRun {
-                phase: Phase::Pending,
-                pid: None,
-                code: None,
-                spec: Some(spec),
-                error: None,
-            },
-            Err(reason) => AppRun {
-                phase: Phase::Pending,
-                pid: None,
-                code: None,
-                spec: None,
-                error: Some(reason),
-            },
+        let (spec, error) = match sup.prepare(app) {
+            Ok(spec) => (Some(spec), None),
+            Err(reason) => (None, Some(reason)),
         };
-        sup.apps.push(run);
+        let code = error.as_ref().map(|_| SETUP_FAILED);
+        sup.apps.push(AppRun {
+            phase: Phase::Pending,
+            pid: None,
+            code,
+            spec,
+            error,
+        });
     }
     for i in 0..sup.apps.len() {
-        let ev = if sup.apps.get(i).is_some_and(|a| a.spec.is_some()) {
-            Event::Start
-        } else {
-            Event::SetupFailed
-        };
-        if let Some(a) = sup.apps.get_mut(i) {
-            if ev == Event::SetupFailed {
-                a.code = Some(SETUP_FAILED);
-            }
-        }
-        sup.fire(i, ev);
+        let ready = sup.apps.get(i).is_some_and(|a| a.spec.is_some());
+        sup.fire(
+            i,
+            if ready {
+                Event::Start
+            } else {
+                Event::SetupFailed
+            },
+        );
     }
     sup.event_loop(&signals);
     sup.apps.iter().map(|a| a.code).collect()
