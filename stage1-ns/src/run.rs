@@ -143,7 +143,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
                 return Err(e).context("write the pid file");
             }
             drop(go_wr);
-            parent(&pod, &plan, child, rd, pty_master)
+            let r = parent(&pod, &plan, child, rd, pty_master);
+            // The pod's PID namespace is gone with guest-init, so its cgroups are empty: remove
+            // them now rather than leaving them until `gc` (which stays idempotent).
+            if let Err(e) = cgroup::gc(&pod_dir) {
+                log::warn!("cannot remove the pod cgroups yet (gc will retry): {e}");
+            }
+            r
         }
     }
 }

@@ -397,6 +397,12 @@ fn enter_cgroups_and_gc() {
     assert!(stop.status.success());
     let out = finish(child);
     assert_eq!(out.code, 143);
+    for d in &dirs {
+        assert!(
+            !std::path::Path::new(d).exists(),
+            "{d} removed when the pod ended"
+        );
+    }
     let gc = pod.entrypoint(&["gc", &pod.uuid]);
     assert!(
         gc.status.success(),
