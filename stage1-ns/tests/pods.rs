@@ -59,6 +59,7 @@ fn environment_and_exit_code() {
             "--expect-uid",
             "0",
             "--expect-only-std-fds",
+            "--expect-only-lo",
             "--exit",
             "7",
         ],

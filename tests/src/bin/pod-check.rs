@@ -6,7 +6,8 @@
 //! are character devices with the right numbers, `/dev/console` exists, `/dev/pts` is devpts,
 //! `/dev/ptmx` exists, `/dev/shm` is a writable tmpfs; plus every `--expect-*` option
 //! (`--expect-tty`: stdin/stdout are a terminal that is the controlling terminal;
-//! `--expect-only-std-fds`: no descriptor besides 0-2 was inherited).
+//! `--expect-only-std-fds`: no descriptor besides 0-2 was inherited; `--expect-only-lo`: the
+//! network namespace has only `lo`, and it is up).
 //! Prints `pod-check OK`, or `pod-check FAIL` and one `==> problem` line per problem.
 //!
 //! Then, in this order, the actions: `--ignore-sigterm`, `--print-env`, `--write FILE`, `--append FILE TEXT`,
@@ -60,6 +61,7 @@ struct Opts {
     ro_root: bool,
     tty: bool,
     only_std_fds: bool,
+    only_lo: bool,
     print_env: bool,
     write: Vec<String>,
     append: Vec<(String, String)>,
@@ -127,6 +129,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--expect-ro-root" => o.ro_root = true,
             "--expect-tty" => o.tty = true,
             "--expect-only-std-fds" => o.only_std_fds = true,
+            "--expect-only-lo" => o.only_lo = true,
             "--print-env" => o.print_env = true,
             "--write" => o.write.push(val()?),
             "--append" => {
@@ -343,6 +346,24 @@ fn check(o: &Opts) -> Vec<String> {
                 "inherited file descriptors: {}",
                 targets.join(", ")
             ));
+        }
+    }
+    if o.only_lo {
+        let mut ifaces: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ifaces.sort();
+        if ifaces != ["lo"] {
+            bad.push(format!("network interfaces are {ifaces:?}, want only lo"));
+        }
+        let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+        if flags & 1 == 0 {
+            bad.push("lo is not up".into());
         }
     }
     if o.ro_root {
