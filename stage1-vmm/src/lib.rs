@@ -19,4 +19,4 @@ pub mod pvm;
 pub mod vcpu;
 pub mod vmm;
 
-pub use vmm::{MmioSlot, SerialBackend, VmConfig, VmOutcome, Vmm, VmmError};
+pub use vmm::{MmioSlot, RunReport, SerialBackend, VmConfig, VmOutcome, Vmm, VmmError};

@@ -56,6 +56,27 @@ struct BootArgs {
     no_stdin: bool,
 }
 
+/// Set to `1` to print timings and VM exit counts on stderr after the run.
+const STATS_ENV: &str = "RKT_VMM_STATS";
+
+fn print_report(r: &stage1_vmm::RunReport) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "stats: setup {:.1} ms, guest {:.1} ms, teardown {:.1} ms, console {} bytes",
+        ms(r.setup),
+        ms(r.guest),
+        ms(r.teardown),
+        r.console.written
+    );
+    let total: u64 = r.exits.values().sum();
+    let mut by: Vec<_> = r.exits.iter().collect();
+    by.sort_by(|a, b| b.1.cmp(a.1));
+    eprintln!("stats: {total} exits");
+    for (k, n) in by.iter().take(20) {
+        eprintln!("stats:   {n:>8}  {k:x?}");
+    }
+}
+
 fn boot(a: BootArgs) -> Result<ExitCode> {
     let mut cfg = VmConfig::new(&a.kernel);
     cfg.initramfs = a.initramfs;
@@ -76,12 +97,15 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
         cfg.console_in = Some(fd);
     }
     let vmm = Vmm::new(cfg)?;
-    let (outcome, stats) = vmm.run()?;
-    if stats.dropped > 0 {
+    let (outcome, report) = vmm.run_report()?;
+    if report.console.dropped > 0 {
         eprintln!(
             "stage1-vmm: {} console bytes dropped (stdout too slow)",
-            stats.dropped
+            report.console.dropped
         );
+    }
+    if std::env::var_os(STATS_ENV).is_some_and(|v| v == "1") {
+        print_report(&report);
     }
     if outcome.is_success() {
         Ok(ExitCode::SUCCESS)

@@ -37,7 +37,7 @@ use crate::memory::{
     create_guest_memory, MemoryError, KVM_TSS_ADDRESS, MIB, VIRTIO_MMIO_END, VIRTIO_MMIO_SLOT_SIZE,
     VIRTIO_MMIO_START,
 };
-use crate::vcpu::{self, VcpuEnd, VcpuError};
+use crate::vcpu::{self, ExitCounts, VcpuEnd, VcpuError};
 
 /// Queue notification register of a virtio-mmio transport (offset from its base).
 const VIRTIO_MMIO_QUEUE_NOTIFY: u64 = 0x50;
@@ -214,6 +214,21 @@ pub struct ConsoleStats {
     pub dropped: u64,
 }
 
+/// What a run cost (for profiling and the benchmark).
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Console output counters.
+    pub console: ConsoleStats,
+    /// VM exits of all vCPUs, by kind.
+    pub exits: ExitCounts,
+    /// From [`Vmm::new`] to the vCPU threads starting (VM, memory, devices, kernel load).
+    pub setup: Duration,
+    /// From the vCPU threads starting to the VM's end.
+    pub guest: Duration,
+    /// From the VM's end to all threads stopped and joined.
+    pub teardown: Duration,
+}
+
 /// A VM being assembled, then run.
 pub struct Vmm {
     kvm: Kvm,
@@ -236,6 +251,7 @@ pub struct Vmm {
     virtio_devices: Vec<Arc<Mutex<dyn VirtioMmio>>>,
     /// irqfds of virtio devices: registered for the VM's life, so kept open with it.
     virtio_irqs: Vec<EventFd>,
+    created: Instant,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -273,6 +289,7 @@ impl VirtioMmio for crate::devices::virtio::mmio::MmioTransport {
 impl Vmm {
     /// Creates the VM (see the module docs for the steps).
     pub fn new(cfg: VmConfig) -> Result<Vmm, VmmError> {
+        let created = Instant::now();
         let open = |what, path: &PathBuf| {
             File::open(path).map_err(|source| VmmError::OpenFile {
                 what,
@@ -402,6 +419,7 @@ impl Vmm {
             next_virtio: 0,
             virtio_devices: Vec::new(),
             virtio_irqs: Vec::new(),
+            created,
         })
     }
 
@@ -484,8 +502,13 @@ impl Vmm {
         Ok(MmioSlot { base, gsi })
     }
 
-    /// Boots the guest and runs until it ends; returns how it ended.
-    pub fn run(mut self) -> Result<(VmOutcome, ConsoleStats), VmmError> {
+    /// Boots the guest and runs until it ends; returns how it ended and the console counters.
+    pub fn run(self) -> Result<(VmOutcome, ConsoleStats), VmmError> {
+        self.run_report().map(|(o, r)| (o, r.console))
+    }
+
+    /// As [`Vmm::run`], with timings and exit counts.
+    pub fn run_report(mut self) -> Result<(VmOutcome, RunReport), VmmError> {
         let e820 = e820::e820_map(self.mem_size);
         let entry = boot::load(
             &self.mem,
@@ -511,16 +534,26 @@ impl Vmm {
         let bus = Arc::new(std::mem::take(&mut self.bus));
         let stop = Arc::new(AtomicBool::new(false));
         let ends: Arc<Mutex<Vec<(u8, VcpuEnd)>>> = Arc::new(Mutex::new(Vec::new()));
+        let counts: Arc<Mutex<ExitCounts>> = Arc::new(Mutex::new(ExitCounts::new()));
         let mut threads = Vec::with_capacity(vcpus.len());
         for (id, mut fd) in vcpus.into_iter().enumerate() {
             let (bus, stop, ends, wake) =
                 (bus.clone(), stop.clone(), ends.clone(), self.wake.clone());
+            let all_counts = counts.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
-                    let run = std::panic::AssertUnwindSafe(|| vcpu::run_loop(&mut fd, &bus, &stop));
+                    let mut mine = ExitCounts::new();
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        vcpu::run_loop(&mut fd, &bus, &stop, &mut mine)
+                    });
                     let end = std::panic::catch_unwind(run)
                         .unwrap_or_else(|_| VcpuEnd::Failed("vCPU thread panicked".into()));
+                    let mut all = lock(&all_counts);
+                    for (k, n) in mine {
+                        *all.entry(k).or_insert(0) += n;
+                    }
+                    drop(all);
                     lock(&ends).push((id as u8, end));
                     let _ = wake.write(1);
                 })
@@ -528,11 +561,13 @@ impl Vmm {
             threads.push(t);
         }
 
+        let started = Instant::now();
+        let setup = started.duration_since(self.created);
         let outcome = self.event_loop(&ends);
+        let ended = Instant::now();
 
         // Stop: flag first, then kick until every thread has left KVM_RUN.
         stop.store(true, Ordering::SeqCst);
-        let started = Instant::now();
         loop {
             let mut running = 0;
             for t in &threads {
@@ -542,7 +577,7 @@ impl Vmm {
                     let _ = t.kill(vcpu::kick_signal());
                 }
             }
-            if running == 0 || started.elapsed() > KICK_GIVE_UP {
+            if running == 0 || ended.elapsed() > KICK_GIVE_UP {
                 break;
             }
             std::thread::sleep(KICK_RETRY);
@@ -558,11 +593,19 @@ impl Vmm {
         if let Some(c) = self.com2 {
             c.writer.finish();
         }
-        let stats = ConsoleStats {
+        let console = ConsoleStats {
             written: stats.written.load(Ordering::Relaxed),
             dropped: stats.dropped.load(Ordering::Relaxed),
         };
-        Ok((outcome, stats))
+        let exits = std::mem::take(&mut *lock(&counts));
+        let report = RunReport {
+            console,
+            exits,
+            setup,
+            guest: ended.duration_since(started),
+            teardown: ended.elapsed(),
+        };
+        Ok((outcome, report))
     }
 
     /// Waits for the VM to end, feeding console input meanwhile.
