@@ -435,3 +435,36 @@ fn run_prepared_and_stop_a_running_pod() {
     assert!(!pd.exists());
     assert_eq!(mounts_under(&e.dir().join("pods")), 0);
 }
+
+#[test]
+fn relative_data_dir_works() {
+    if !is_root() {
+        eprintln!("SKIP: relative_data_dir_works: needs root");
+        return;
+    }
+    let e = Env::new();
+    let img = e.image("example.com/app");
+    let o = Command::new(env!("CARGO_BIN_EXE_rkt"))
+        .current_dir(e.tmp.path())
+        .args([
+            "--dir=data",
+            "--insecure-options=image",
+            "run",
+            &e.s1flag(),
+            img.to_str().unwrap(),
+            "--",
+            "--exit",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = e.rkt(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(mounts_under(&e.dir()), 0);
+}

@@ -78,6 +78,9 @@ pub fn report(r: anyhow::Result<i32>) -> anyhow::Result<i32> {
 
 fn merged_globals(g: &Globals, cmd: &RunCommand) -> (PathBuf, bool, String) {
     let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
+    // Absolute, so tree paths (overlay lower dirs) do not depend on the cwd.
+    let _ = std::fs::create_dir_all(&dir);
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     let debug = g.debug || cmd.globals.debug;
     let insecure = cmd
         .globals
@@ -232,7 +235,12 @@ fn launch(
             debug: rt.debug,
             net: net.to_string(),
             interactive: rt.interactive,
-            hostname: plan.hostname.clone(),
+            // --hostname exists from stage1 interface version 2 on.
+            hostname: if ep.interface_version() >= 2 {
+                plan.hostname.clone()
+            } else {
+                String::new()
+            },
             uuid: pod.uuid().to_string(),
         };
         Ok((entry, args))
@@ -284,6 +292,11 @@ pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
 pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
     report((|| {
         let pods = PodsDir::open(&g.dir)?;
+        let data_dir = pods
+            .root()
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| g.dir.clone());
         let mut pod = pods.open_pod(&a.uuid)?;
         if pod.dir_state() != PodDirState::Prepared {
             return Err(PodError::WrongState {
@@ -309,7 +322,7 @@ pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
             return Err(UsageError("--interactive works with a single app only".into()).into());
         }
         pod.transition(PodDirState::Run)?;
-        let store = Store::open(&g.dir)?;
+        let store = Store::open(&data_dir)?;
         let rt = RunTimeOptions {
             hostname: a.hostname.clone(),
             interactive: a.interactive,

@@ -97,13 +97,16 @@ pub struct PodsDir {
 }
 
 impl PodsDir {
-    /// `<data_dir>/pods`; creates the state directories if missing.
+    /// `<data_dir>/pods` (made absolute); creates the state directories if missing.
     pub fn open(data_dir: &Path) -> Result<Self, PodError> {
         let root = data_dir.join("pods");
         for s in PodDirState::ALL {
             let d = root.join(s.dir_name());
             fs::create_dir_all(&d).map_err(|e| PodError::io("create", &d, e))?;
         }
+        // Absolute: stage1 runs with cwd = the pod directory and overlay options need
+        // absolute paths.
+        let root = fs::canonicalize(&root).map_err(|e| PodError::io("resolve", &root, e))?;
         Ok(Self { root })
     }
 
