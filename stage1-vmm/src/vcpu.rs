@@ -416,7 +416,12 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 
 /// Runs the vCPU until the guest ends it, a fatal exit, or `stop` is set (and the thread
 /// kicked with [`kick_signal`]); counts exits into `counts`.
-pub fn run_loop(vcpu: &mut VcpuFd, bus: &Bus, stop: &AtomicBool, counts: &mut ExitCounts) -> VcpuEnd {
+pub fn run_loop(
+    vcpu: &mut VcpuFd,
+    bus: &Bus,
+    stop: &AtomicBool,
+    counts: &mut ExitCounts,
+) -> VcpuEnd {
     let run = vcpu.get_kvm_run();
     let flag = std::ptr::addr_of_mut!(run.immediate_exit).cast::<AtomicU8>();
     IMMEDIATE_EXIT.with(|c| c.set(flag));
