@@ -497,3 +497,64 @@ fn version_output_matches_nomad_regexes() {
     assert_eq!(lines[1], "appc Version: 0.8.11");
     assert!(lines.iter().any(|l| l.starts_with("Features: ")));
 }
+
+#[test]
+fn fetch_also_fetches_missing_dependencies_by_discovery() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("SKIP: fetch_also_fetches_missing_dependencies_by_discovery: template arch is amd64 only in this test");
+        return;
+    }
+    let base = build_aci(
+        &manifest("localhost/team/base", &[], &[]),
+        &[("etc/base", b"b")],
+        true,
+    );
+    let top = build_aci(
+        &manifest("localhost/team/top", &[], &["localhost/team/base"]),
+        &[("etc/top", b"t")],
+        true,
+    );
+    let port = Arc::new(AtomicUsize::new(0));
+    let p = port.clone();
+    let srv = TestServer::start(move |req| {
+        let port = p.load(Ordering::SeqCst);
+        match req.url.as_str() {
+            "/team/base?ac-discovery=1" => Reply::ok(
+                format!("<meta name=\"ac-discovery\" content=\"localhost/team http://127.0.0.1:{port}/i/{{name}}-{{version}}.{{ext}}\">")
+                    .into_bytes(),
+            ),
+            "/i/localhost/team/base-latest.aci" => Reply::ok(base.clone()).download(),
+            _ => Reply::status(404),
+        }
+    });
+    port.store(usize::from(srv.port), Ordering::SeqCst);
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let f = write_file(t.path(), "top.aci", &top);
+    let o = rkt_cmd(
+        &dir,
+        &[
+            "--insecure-options=http,image",
+            "fetch",
+            f.to_str().expect("utf8"),
+        ],
+    )
+    .env("RKT_DISCOVERY_PORT", srv.port.to_string())
+    .output()
+    .expect("rkt");
+    ok(&o);
+    assert_eq!(srv.download_count(), 1, "{}", stderr(&o));
+    assert_eq!(image_rows(&dir).len(), 2);
+    let out = t.path().join("r");
+    ok(&rkt(
+        &dir,
+        &[
+            "image",
+            "render",
+            "--rootfs-only",
+            "localhost/team/top",
+            out.to_str().expect("utf8"),
+        ],
+    ));
+    assert!(out.join("etc/base").is_file() && out.join("etc/top").is_file());
+}

@@ -263,7 +263,7 @@ fn extract_and_render_with_dependencies_and_whitelist() {
     assert!(!rw.join("rootfs/bin/tool").exists());
 
     // A missing dependency is "image not found".
-    let orphan_m = manifest("example.com/orphan", &[], &["example.com/nothere"]);
+    let orphan_m = manifest("example.com/orphan", &[], &["nothere.invalid/dep"]);
     let of = write_file(
         t.path(),
         "orphan.aci",
@@ -280,7 +280,7 @@ fn extract_and_render_with_dependencies_and_whitelist() {
         ],
     );
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert!(stderr(&o).contains("example.com/nothere"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothere.invalid/dep"), "{}", stderr(&o));
 }
 
 #[test]

@@ -259,7 +259,55 @@ pub fn fetch_image(
         }
     };
     warn_unverified(&rec, opts);
+    fetch_dependencies(store, &rec, opts, 0);
     Ok(rec)
+}
+
+/// Maximum nesting of dependencies fetched, count of levels.
+const MAX_DEPENDENCY_DEPTH: usize = 32;
+
+/// Fetches (by discovery) the dependencies of a newly fetched image that are not in the store
+/// yet. Failures only warn: rendering reports a dependency that is still missing.
+fn fetch_dependencies(store: &Store, rec: &ImageRecord, opts: &FetchOptions, depth: usize) {
+    if depth >= MAX_DEPENDENCY_DEPTH || opts.pull_policy == PullPolicy::Never {
+        return;
+    }
+    let Ok(m) = store.manifest(rec) else { return };
+    for dep in &m.dependencies {
+        let nr = NameRef {
+            name: dep.image_name.as_str().to_string(),
+            labels: dep
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str().to_string(), l.value.clone()))
+                .collect(),
+        };
+        let present = match &dep.image_id {
+            Some(id) => store.resolve(id).is_ok(),
+            None => store.find_by_name(&nr).ok().flatten().is_some(),
+        };
+        if present {
+            continue;
+        }
+        match discovery::fetch_by_name(store, &nr, opts) {
+            Ok(d) => {
+                warn_unverified(&d, opts);
+                fetch_dependencies(store, &d, opts, depth + 1);
+            }
+            Err(e) => {
+                let mut msg = format!(
+                    "rkt: warning: cannot fetch dependency {nr} of {}: {e}",
+                    rec.display_name()
+                );
+                let mut cur = std::error::Error::source(&e);
+                while let Some(c) = cur {
+                    msg.push_str(&format!(": {c}"));
+                    cur = c.source();
+                }
+                eprintln!("{msg}");
+            }
+        }
+    }
 }
 
 /// Signature checking is not implemented yet: say so unless `--insecure-options=image`.
