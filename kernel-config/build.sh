@@ -17,6 +17,7 @@
 #   RKT_KERNEL_FRAGMENTS  space-separated fragment files (default:
 #                         "guest.config l1.config", relative to kernel-config/)
 #   RKT_KERNEL_JOBS       make -j (default: nproc)
+#   RKT_KERNEL_QUIET=1    say nothing on a cache hit
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     case $1 in
     --out) out=${2:?--out needs a directory}; shift 2 ;;
     --out=*) out=${1#--out=}; shift ;;
-    -h|--help) sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "build.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -73,6 +74,7 @@ publish_out() {
     local name src
     for name in vmlinux bzImage config; do
         src=$cache/$name
+        [ "$src" -ef "$out/$name" ] && continue   # already a hard link to it
         ln -f "$src" "$out/.$name.tmp.$$" 2>/dev/null || cp -f "$src" "$out/.$name.tmp.$$"
         mv -f "$out/.$name.tmp.$$" "$out/$name"
     done
@@ -83,7 +85,7 @@ complete() { [ -s "$cache/vmlinux" ] && [ -s "$cache/bzImage" ] && [ -s "$cache/
 
 if complete; then
     publish_out
-    log "cached ($key) -> $out"
+    [ "${RKT_KERNEL_QUIET:-0}" = 1 ] || log "cached ($key) -> $out"
     exit 0
 fi
 
@@ -95,14 +97,16 @@ if ! flock -n 9; then
 fi
 if complete; then   # built by whoever held the lock
     publish_out
-    log "cached ($key) -> $out"
+    [ "${RKT_KERNEL_QUIET:-0}" = 1 ] || log "cached ($key) -> $out"
     exit 0
 fi
 
-# --- source tree (extracted once per source version) -------------------------
+# --- source tree (extracted once per source version); one object dir per
+# fragment set, kept so that a fragment change rebuilds incrementally ----------
 work=$cache_root/kernel-work/$srcpkg-$srcver
 src=$work/src
-obj=$work/obj
+set_name=$(for f in "${frags[@]}"; do basename "$f" .config; done | paste -sd+)
+obj=$work/obj-$set_name
 if [ ! -f "$src/.extracted" ]; then
     log "extracting $tarball"
     rm -rf "$work/src.tmp" && mkdir -p "$work/src.tmp"
@@ -114,7 +118,7 @@ mkdir -p "$obj"
 
 # --- configure --------------------------------------------------------------
 start=$(date +%s)
-buildlog=$work/build.log
+buildlog=$obj.log
 : > "$buildlog"
 run() { "$@" >>"$buildlog" 2>&1 || { log "failed: $* (last lines of $buildlog:)"; tail -n 40 "$buildlog" >&2; exit 1; }; }
 mk() { run make -C "$src" O="$obj" "$@"; }
