@@ -20,6 +20,9 @@ pub fn import<R: Read, W: Write>(
 /// (absolute paths; empty = everything). Later entries overwrite earlier ones, so calling it
 /// once per layer renders dependencies.
 pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, whitelist: &[String]) -> Result<(), AciError> {
-    let opts = appc::aci::ExtractOptions { whitelist: whitelist.to_vec(), ..Default::default() };
+    let opts = appc::aci::ExtractOptions {
+        whitelist: whitelist.to_vec(),
+        ..Default::default()
+    };
     appc::aci::extract_rootfs(tar, dest, &opts)
 }
