@@ -270,3 +270,18 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
     assert_eq!(q1.read().expect("queue 1 notified"), 1);
     assert!(q0.read().is_err(), "queue 0 must not be notified");
 }
+
+#[test]
+fn kernel_pages_are_mapped_from_the_file() {
+    if !kvm_or_skip("kernel_pages_are_mapped_from_the_file") {
+        return;
+    }
+    // Three pages of NOPs, then the code that prints and resets, then a partial page: the
+    // loader maps the whole pages from the file and copies the tail.
+    let mut code = vec![0x90u8; 3 * 4096];
+    code.extend(asm::print(0x3f8, b"mapped\n"));
+    code.extend(asm::reset());
+    let (outcome, text, _) = run_tiny(&code, 1, Duration::from_secs(60), None);
+    assert_eq!(outcome, VmOutcome::Reset, "console: {text:?}");
+    assert_eq!(text, "mapped\n");
+}

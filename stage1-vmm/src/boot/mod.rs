@@ -4,6 +4,7 @@
 
 pub mod cmdline;
 pub mod e820;
+pub mod elf;
 pub mod mptable;
 pub mod pvh;
 
@@ -11,10 +12,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
-use linux_loader::loader::elf::PvhBootCapability;
-use linux_loader::loader::{BzImage, Elf, KernelLoader};
+use linux_loader::loader::{BzImage, KernelLoader};
 use thiserror::Error;
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemory};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use self::cmdline::Cmdline;
 use self::e820::E820Entry;
@@ -50,6 +50,9 @@ pub enum BootError {
         #[source]
         source: std::io::Error,
     },
+    /// The ELF kernel is malformed or does not fit.
+    #[error("bad ELF kernel: {0}")]
+    BadElf(&'static str),
     /// linux-loader rejected the kernel image.
     #[error("cannot load the kernel image")]
     Load(#[source] linux_loader::loader::Error),
@@ -119,18 +122,21 @@ pub fn load(
     kernel.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let is_elf = magic == ELF_MAGIC;
 
-    let loaded = if is_elf {
-        Elf::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
+    // ELF: mapped by our loader (PVH note preferred); bzImage: linux-loader.
+    let (kernel_end, pvh_entry, entry64, setup_header) = if is_elf {
+        let k = elf::load(mem, kernel)?;
+        (k.end, k.pvh_entry, k.entry, None)
     } else {
-        BzImage::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
-    }
-    .map_err(BootError::Load)?;
-    // linux-loader reports `kernel_end` as an absolute guest address for both formats.
-    let kernel_end = loaded.kernel_end;
+        let l = BzImage::load(mem, None, kernel, Some(GuestAddress(HIMEM_START)))
+            .map_err(BootError::Load)?;
+        let entry = l.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET;
+        // linux-loader reports `kernel_end` as an absolute guest address.
+        (l.kernel_end, None, entry, l.setup_header)
+    };
 
     // Initramfs: page-aligned at the top of low RAM (and below the kernel's initrd limit).
     let mut initrd_limit = low_ram_end(mem_size);
-    if let Some(hdr) = loaded.setup_header {
+    if let Some(hdr) = setup_header {
         let max = hdr.initrd_addr_max;
         if max != 0 {
             initrd_limit = initrd_limit.min(u64::from(max) + 1);
@@ -148,17 +154,14 @@ pub fn load(
     mem.write_slice(&line, GuestAddress(CMDLINE_START))
         .map_err(BootError::WriteBootInfo)?;
 
-    if let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap {
+    if let Some(entry) = pvh_entry {
         let start_info = pvh::write_start_info(mem, e820, CMDLINE_START, initramfs)?;
-        return Ok(BootEntry::Pvh {
-            entry: entry.0,
-            start_info,
-        });
+        return Ok(BootEntry::Pvh { entry, start_info });
     }
 
     // Linux boot protocol: zero page with the setup header (bzImage) or a made-up one (vmlinux).
     let mut params = BootParams::default();
-    match loaded.setup_header {
+    match setup_header {
         Some(hdr) => params.0.hdr = hdr,
         None => {
             params.0.hdr.boot_flag = BOOT_FLAG_MAGIC;
@@ -189,22 +192,17 @@ pub fn load(
     mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
         .map_err(BootError::WriteBootInfo)?;
 
-    let entry = if is_elf {
-        loaded.kernel_load.0
-    } else {
-        loaded.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET
-    };
     Ok(BootEntry::Linux64 {
-        entry,
+        entry: entry64,
         zero_page: ZERO_PAGE_START,
     })
 }
 
-/// Copies the initramfs to the highest page-aligned address below `limit` that is above
-/// `kernel_end`; returns `(address, size)`.
+/// Maps (or copies) the initramfs to the highest page-aligned address below `limit` that is
+/// above `kernel_end`; returns `(address, size)`.
 fn load_initramfs(
     mem: &GuestMem,
-    f: &mut File,
+    f: &File,
     kernel_end: u64,
     limit: u64,
 ) -> Result<(u64, u64), BootError> {
@@ -215,12 +213,7 @@ fn load_initramfs(
     let size = f.metadata().map_err(read_err)?.len();
     let addr =
         initramfs_addr(size, kernel_end, limit).ok_or(BootError::InitramfsTooBig { size })?;
-    f.seek(SeekFrom::Start(0)).map_err(read_err)?;
-    let len = usize::try_from(size).map_err(|_| BootError::InitramfsTooBig { size })?;
-    mem.read_exact_volatile_from(GuestAddress(addr), f, len)
-        .map_err(BootError::LoadInitramfs)?;
-    // Make sure the memory really is RAM (read_exact_volatile_from checks the range).
-    debug_assert!(mem.address_in_range(GuestAddress(addr)));
+    elf::map_file(mem, f, "initramfs", 0, addr, size)?;
     Ok((addr, size))
 }
 
