@@ -117,6 +117,9 @@ fn create_pod(
     rest: &[String],
 ) -> anyhow::Result<(Pod, RunCommand, Store, bool, (TreeInfo, Vec<TreeInfo>))> {
     let cmd = RunCommand::parse(mode, rest)?;
+    for f in &cmd.pod.ignored {
+        eprintln!("rkt: warning: {f} is not supported by this runtime and is ignored");
+    }
     let (dir, debug, insecure) = merged_globals(g, &cmd);
     let insecure = InsecureOptions::parse(&insecure)?;
     let pull_policy = match &cmd.pod.pull_policy {
@@ -224,6 +227,13 @@ fn launch(
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let plan = build_plan(pod.uuid(), &pm, &images, &rt)?;
+        for a in plan.apps.iter().filter(|a| !a.ignored_isolators.is_empty()) {
+            eprintln!(
+                "rkt: warning: app {}: isolators not implemented, ignored: {}",
+                a.name,
+                a.ignored_isolators.join(", ")
+            );
+        }
         layout::mount_rootfs(&paths, &pm, &s1, &apps)?;
         layout::mount_volumes(&paths, &pm, &plan)?;
         layout::write_plan(&paths, &plan)?;

@@ -90,6 +90,11 @@ pub struct PodOptions {
     pub quiet: bool,
     /// `--pull-policy`.
     pub pull_policy: Option<String>,
+    /// `--port NAME:[HOSTIP:]HOSTPORT`: (name, host IP, host port).
+    pub ports: Vec<(String, Option<String>, u32)>,
+    /// Flags accepted for compatibility whose feature is not implemented (`--dns`, ...);
+    /// reported as warnings.
+    pub ignored: Vec<String>,
 }
 
 /// Per-app options (flags following an image).
@@ -125,6 +130,18 @@ pub struct AppOptions {
     pub mounts: Vec<MountArg>,
     /// Arguments after `--`.
     pub args: Option<Vec<String>>,
+    /// `--cpu-shares` (os/linux/cpu-shares).
+    pub cpu_shares: Option<u32>,
+    /// `--oom-score-adj` (os/linux/oom-score-adj).
+    pub oom_score_adj: Option<i32>,
+    /// `--seccomp mode=retain|remove[,errno=E],syscall,...`: (retain?, errno, syscalls).
+    pub seccomp: Option<(bool, Option<String>, Vec<String>)>,
+    /// `--annotation K=V`.
+    pub annotations: Vec<(String, String)>,
+    /// `--user-annotation K=V`.
+    pub user_annotations: Vec<(String, String)>,
+    /// `--user-label K=V`.
+    pub user_labels: Vec<(String, String)>,
 }
 
 /// The parsed command line.
@@ -180,6 +197,15 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("quiet", Kind::Bool, Scope::Pod),
     ("pull-policy", Kind::Value, Scope::Pod),
     ("no-overlay", Kind::Bool, Scope::Pod),
+    ("port", Kind::Value, Scope::Pod),
+    ("dns", Kind::Value, Scope::Pod),
+    ("dns-search", Kind::Value, Scope::Pod),
+    ("dns-opt", Kind::Value, Scope::Pod),
+    ("dns-domain", Kind::Value, Scope::Pod),
+    ("hosts-entry", Kind::Value, Scope::Pod),
+    ("mds-register", Kind::Bool, Scope::Pod),
+    ("private-users", Kind::Bool, Scope::Pod),
+    ("ipc", Kind::Value, Scope::Pod),
     ("store-only", Kind::Bool, Scope::Pod),
     ("no-store", Kind::Bool, Scope::Pod),
     ("mount", Kind::Value, Scope::Mount),
@@ -198,6 +224,15 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("cap-remove", Kind::Value, Scope::App),
     ("readonly-rootfs", Kind::Bool, Scope::App),
     ("signature", Kind::Value, Scope::App),
+    ("cpu-shares", Kind::Value, Scope::App),
+    ("oom-score-adj", Kind::Value, Scope::App),
+    ("seccomp", Kind::Value, Scope::App),
+    ("annotation", Kind::Value, Scope::App),
+    ("user-annotation", Kind::Value, Scope::App),
+    ("user-label", Kind::Value, Scope::App),
+    ("stdin", Kind::Value, Scope::App),
+    ("stdout", Kind::Value, Scope::App),
+    ("stderr", Kind::Value, Scope::App),
 ];
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
@@ -324,6 +359,41 @@ pub fn parse_mount(s: &str) -> Result<MountArg, UsageError> {
         ))),
         _ => Err(usage("--mount wants volume=NAME,target=PATH")),
     }
+}
+
+/// Parses `--port NAME:[HOSTIP:]HOSTPORT`.
+pub fn parse_port(s: &str) -> Result<(String, Option<String>, u32), UsageError> {
+    let bad = || usage(format!("--port wants NAME:[HOSTIP:]HOSTPORT, got {s:?}"));
+    let (name, rest) = s.split_once(':').ok_or_else(bad)?;
+    let (ip, port) = match rest.rsplit_once(':') {
+        Some((ip, p)) => (Some(ip.to_string()), p),
+        None => (None, rest),
+    };
+    let port: u32 = port
+        .parse()
+        .ok()
+        .filter(|p| (1..=65_535).contains(p))
+        .ok_or_else(bad)?;
+    if !appc::AcName::is_valid(name) {
+        return Err(bad());
+    }
+    Ok((name.to_string(), ip, port))
+}
+
+/// Parses `--seccomp mode=retain|remove[,errno=ENAME],syscall,...`.
+pub fn parse_seccomp(s: &str) -> Result<(bool, Option<String>, Vec<String>), UsageError> {
+    let (mut mode, mut errno, mut calls) = (None, None, Vec::new());
+    for p in s.split(',').filter(|p| !p.is_empty()) {
+        match p.split_once('=') {
+            Some(("mode", "retain")) => mode = Some(true),
+            Some(("mode", "remove")) => mode = Some(false),
+            Some(("errno", e)) => errno = Some(e.to_string()),
+            Some(_) => return Err(usage(format!("--seccomp: unexpected {p:?}"))),
+            None => calls.push(p.to_string()),
+        }
+    }
+    let mode = mode.ok_or_else(|| usage("--seccomp needs mode=retain or mode=remove"))?;
+    Ok((mode, errno, calls))
 }
 
 fn parse_list(s: &str) -> Vec<String> {
@@ -466,6 +536,13 @@ impl RunCommand {
                             cmd.pod.stage1 = stage1(Stage1Ref::Url(value), &mut stage1_set)?
                         }
                         "pull-policy" => cmd.pod.pull_policy = Some(value),
+                        "port" => cmd.pod.ports.push(parse_port(&value)?),
+                        "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
+                            cmd.pod.ignored.push(format!("--{name}={value}"))
+                        }
+                        "mds-register" | "private-users" if on => {
+                            cmd.pod.ignored.push(format!("--{name}"))
+                        }
                         _ => {}
                     }
                 }
@@ -530,6 +607,35 @@ impl RunCommand {
                             app.caps_remove = Some(normalize_caps(&value)?)
                         }
                         "readonly-rootfs" => app.readonly_rootfs = on,
+                        "cpu-shares" => {
+                            let v = value.parse::<u32>().map_err(|_| {
+                                usage(format!("--cpu-shares: invalid number {value:?}"))
+                            })?;
+                            app.cpu_shares = Some(v)
+                        }
+                        "oom-score-adj" => {
+                            let v = value
+                                .parse::<i32>()
+                                .ok()
+                                .filter(|v| (-1000..=1000).contains(v))
+                                .ok_or_else(|| {
+                                    usage(format!(
+                                        "--oom-score-adj: want -1000..1000, got {value:?}"
+                                    ))
+                                })?;
+                            app.oom_score_adj = Some(v)
+                        }
+                        "seccomp" => app.seccomp = Some(parse_seccomp(&value)?),
+                        "annotation" => app.annotations.push(parse_kv(name, &value)?),
+                        "user-annotation" => app.user_annotations.push(parse_kv(name, &value)?),
+                        "user-label" => app.user_labels.push(parse_kv(name, &value)?),
+                        "stdin" | "stdout" | "stderr" => {
+                            let ok = ["null", "tty", "stream", "log"];
+                            if !ok.contains(&value.as_str()) || (name == "stdin" && value == "log")
+                            {
+                                return Err(usage(format!("--{name}: invalid mode {value:?}")));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -657,6 +763,52 @@ mod tests {
         assert!(p(Mode::Run, &["a.aci", "--working-dir=rel"]).is_err());
         assert!(p(Mode::Run, &["a.aci", "--caps-remove=CAP_NOPE"]).is_err());
         assert!(p(Mode::Run, &["a.aci", "--hostname"]).is_err());
+    }
+
+    #[test]
+    fn nomad_style_prepare() {
+        let c = p(
+            Mode::Prepare,
+            &[
+                "--volume=a-t-alloc,kind=host,source=/tmp",
+                "--mount=volume=a-t-alloc,target=/alloc",
+                "--set-env=K=V",
+                "--dns=8.8.8.8",
+                "--port=http:8080",
+                "img",
+                "--exec=/bin/x",
+                "--memory=268435456",
+                "--cpu-shares=512",
+                "--oom-score-adj=10",
+                "--seccomp=mode=remove,errno=EPERM,reboot,swapon",
+                "--user-label=k=v",
+                "--stdout=log",
+                "--",
+                "arg",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pod.ports, vec![("http".to_string(), None, 8080)]);
+        assert_eq!(c.pod.ignored, vec!["--dns=8.8.8.8".to_string()]);
+        let a = &c.apps[0];
+        assert_eq!(a.cpu_shares, Some(512));
+        assert_eq!(a.oom_score_adj, Some(10));
+        assert_eq!(
+            a.seccomp,
+            Some((
+                false,
+                Some("EPERM".into()),
+                vec!["reboot".into(), "swapon".into()]
+            ))
+        );
+        assert_eq!(
+            parse_port("p:127.0.0.1:80").unwrap(),
+            ("p".into(), Some("127.0.0.1".into()), 80)
+        );
+        assert!(parse_port("p:0").is_err());
+        assert!(p(Mode::Run, &["a", "--stdin=log"]).is_err());
+        assert!(p(Mode::Run, &["a", "--oom-score-adj=5000"]).is_err());
+        assert!(p(Mode::Run, &["a", "--seccomp=reboot"]).is_err());
     }
 
     #[test]

@@ -179,6 +179,45 @@ fn effective_app(r: &ResolvedApp, sources: &EnvSources) -> Result<App, PodError>
             serde_json::json!({ "set": set }),
         );
     }
+    if let Some(n) = o.cpu_shares {
+        replace_isolator(
+            &mut app.isolators,
+            isolator_names::CPU_SHARES,
+            serde_json::json!(n),
+        );
+    }
+    if let Some(n) = o.oom_score_adj {
+        replace_isolator(
+            &mut app.isolators,
+            isolator_names::OOM_SCORE_ADJ,
+            serde_json::json!(n),
+        );
+    }
+    if let Some((retain, errno, calls)) = &o.seccomp {
+        let (name, other) = if *retain {
+            (
+                isolator_names::SECCOMP_RETAIN,
+                isolator_names::SECCOMP_REMOVE,
+            )
+        } else {
+            (
+                isolator_names::SECCOMP_REMOVE,
+                isolator_names::SECCOMP_RETAIN,
+            )
+        };
+        app.isolators.retain(|i| i.name.as_str() != other);
+        let mut v = serde_json::json!({ "set": calls });
+        if let (Some(e), Some(m)) = (errno, v.as_object_mut()) {
+            m.insert("errno".into(), e.clone().into());
+        }
+        replace_isolator(&mut app.isolators, name, v);
+    }
+    for (k, v) in &o.user_annotations {
+        app.user_annotations.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &o.user_labels {
+        app.user_labels.insert(k.clone(), v.clone());
+    }
     if let Some(set) = &o.caps_remove {
         replace_isolator(
             &mut app.isolators,
@@ -258,6 +297,15 @@ pub fn build_pod_manifest(
             }
         }
         let image_name = Some(r.manifest.name.clone());
+        let mut annotations = Vec::new();
+        for (k, v) in &r.opts.annotations {
+            let n = AcIdentifier::new(k.as_str())
+                .map_err(|_| PodError::Config(format!("--annotation: invalid name {k:?}")))?;
+            annotations.push(appc::schema::Annotation {
+                name: n,
+                value: v.clone(),
+            });
+        }
         pm.apps.push(RuntimeApp {
             name,
             image: RuntimeImage {
@@ -268,7 +316,27 @@ pub fn build_pod_manifest(
             app: Some(app),
             read_only_root_fs: r.opts.readonly_rootfs,
             mounts,
-            annotations: Vec::new(),
+            annotations,
+        });
+    }
+    for (name, ip, port) in &pod.ports {
+        let declared = pm
+            .apps
+            .iter()
+            .filter_map(|a| a.app.as_ref())
+            .any(|a| a.ports.iter().any(|p| p.name.as_str() == name));
+        if !declared {
+            return Err(PodError::Config(format!(
+                "--port: no app declares a port named {name:?}"
+            )));
+        }
+        let name = AcName::new(name.as_str())
+            .map_err(|_| PodError::Config(format!("--port: invalid name {name:?}")))?;
+        pm.ports.push(appc::schema::ExposedPort {
+            name,
+            host_port: *port,
+            host_ip: ip.clone(),
+            pod_port: None,
         });
     }
     pm.validate()
@@ -325,6 +393,52 @@ mod tests {
         assert_eq!(get("B").as_deref(), Some("file"));
         assert_eq!(get("C").as_deref(), Some("set"));
         assert_eq!(get("D").as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn nomad_isolators_validate() {
+        let argv: Vec<String> = [
+            "example.com/x",
+            "--memory=268435456",
+            "--cpu-shares=512",
+            "--oom-score-adj=-5",
+            "--seccomp=mode=retain,errno=EPERM,read,write",
+            "--annotation=a=b",
+            "--user-label=k=v",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cmd = RunCommand::parse(Mode::Run, &argv).unwrap();
+        let app = serde_json::json!({"exec": ["/x"], "user": "0", "group": "0"});
+        let apps = resolved(&cmd, vec![image("example.com/x", app)]);
+        let pm = build_pod_manifest(&cmd.pod, &EnvSources::default(), &apps, &mut |_| {}).unwrap();
+        let a = pm.apps[0].app.as_ref().unwrap();
+        let names: Vec<&str> = a.isolators.iter().map(|i| i.name.as_str()).collect();
+        for n in [
+            "resource/memory",
+            "os/linux/cpu-shares",
+            "os/linux/oom-score-adj",
+            "os/linux/seccomp-retain-set",
+        ] {
+            assert!(names.contains(&n), "{names:?}");
+        }
+        assert_eq!(a.user_labels.get("k").map(String::as_str), Some("v"));
+        assert_eq!(pm.apps[0].annotations[0].value, "b");
+        // A --port must name a port some app declares.
+        let cmd = RunCommand::parse(
+            Mode::Run,
+            &["--port=www:8080".to_string(), "example.com/x".to_string()],
+        )
+        .unwrap();
+        let app = serde_json::json!({"exec": ["/x"], "user": "0", "group": "0"});
+        let apps = resolved(&cmd, vec![image("example.com/x", app)]);
+        assert!(build_pod_manifest(&cmd.pod, &EnvSources::default(), &apps, &mut |_| {}).is_err());
+        let app = serde_json::json!({"exec": ["/x"], "user": "0", "group": "0",
+            "ports": [{"name": "www", "protocol": "tcp", "port": 80}]});
+        let apps = resolved(&cmd, vec![image("example.com/x", app)]);
+        let pm = build_pod_manifest(&cmd.pod, &EnvSources::default(), &apps, &mut |_| {}).unwrap();
+        assert_eq!(pm.ports[0].host_port, 8080);
     }
 
     #[test]
