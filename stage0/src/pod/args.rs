@@ -536,6 +536,10 @@ impl RunCommand {
                             cmd.pod.stage1 = stage1(Stage1Ref::Url(value), &mut stage1_set)?
                         }
                         "pull-policy" => cmd.pod.pull_policy = Some(value),
+                        // rkt's older spellings of --pull-policy=never / --no-store.
+                        "store-only" if on => cmd.pod.pull_policy = Some("never".into()),
+                        "no-store" if on => cmd.pod.pull_policy = Some("update".into()),
+                        "no-overlay" if on => cmd.pod.ignored.push("--no-overlay".into()),
                         "port" => cmd.pod.ports.push(parse_port(&value)?),
                         "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
                             cmd.pod.ignored.push(format!("--{name}={value}"))
