@@ -558,3 +558,54 @@ fn fetch_also_fetches_missing_dependencies_by_discovery() {
     ));
     assert!(out.join("etc/base").is_file() && out.join("etc/top").is_file());
 }
+
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let f = write_file(
+        t.path(),
+        "p.aci",
+        &simple_aci("example.com/progress", "1", "p"),
+    );
+    // Not a terminal: no bar, no carriage returns.
+    let o = rkt(
+        &t.path().join("s1"),
+        &[
+            "--insecure-options=image",
+            "fetch",
+            f.to_str().expect("utf8"),
+        ],
+    );
+    ok(&o);
+    assert!(
+        !stderr(&o).contains('\r') && !stderr(&o).contains("MiB"),
+        "{}",
+        stderr(&o)
+    );
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: progress_bar_only_on_a_terminal: util-linux `script` (pty) not available");
+        return;
+    }
+    // Under a pty (util-linux script): the bar is drawn on stderr.
+    let cmd = format!(
+        "{} --dir={} --insecure-options=image fetch {}",
+        rkt_bin(),
+        t.path().join("s2").display(),
+        f.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .expect("script");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("MiB") && out.contains("[="),
+        "no progress bar: {out:?}"
+    );
+    assert!(out.contains("sha256-"), "{out:?}");
+}
