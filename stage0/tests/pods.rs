@@ -468,3 +468,69 @@ fn relative_data_dir_works() {
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(mounts_under(&e.dir()), 0);
 }
+
+/// Bytes of regular files under `dir` (not following symlinks, not crossing mounts).
+fn file_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(dir).map(|m| m.dev()).unwrap_or(0);
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue;
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn image_contents_are_not_copied_into_the_pod() {
+    if !is_root() {
+        eprintln!("SKIP: image_contents_are_not_copied_into_the_pod: needs root");
+        return;
+    }
+    const BIG: usize = 8 << 20;
+    let e = Env::new();
+    let p = e.tmp.path().join("big.aci");
+    let mut m = ImageManifest::new(AcIdentifier::new("example.com/big").unwrap());
+    m.app = Some(App {
+        exec: vec!["/bin/app".into()],
+        user: "0".into(),
+        group: "0".into(),
+        ..Default::default()
+    });
+    let f = std::fs::File::create(&p).unwrap();
+    let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
+    b.add_dir("/data", 0o755).unwrap();
+    b.add_file("/data/blob", 0o644, &vec![7u8; BIG]).unwrap();
+    b.finish().unwrap();
+    let uuid_file = e.tmp.path().join("uuid");
+    let o = e.rkt(&[
+        "run",
+        &e.s1flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let uuid = std::fs::read_to_string(&uuid_file).unwrap();
+    let pd = e.pod_dir("run", &uuid);
+    let blob = pd.join("stage1/rootfs/opt/stage2/big/rootfs/data/blob");
+    assert_eq!(std::fs::metadata(&blob).unwrap().len(), BIG as u64);
+    // The pod directory itself (overlay upper dirs, manifests) holds a few KiB, not the image.
+    let own = file_bytes(&pd);
+    assert!(own < 1 << 20, "pod directory holds {own} bytes of files");
+    assert_eq!(e.rkt(&["gc", "--grace-period=0s"]).status.code(), Some(0));
+}
