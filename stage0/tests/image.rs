@@ -287,16 +287,28 @@ fn extract_and_render_with_dependencies_and_whitelist() {
 fn gc_removes_unused_images_and_orphaned_trees() {
     let t = tempfile::tempdir().expect("tempdir");
     let dir = t.path().join("store");
+    let base_m = manifest("example.com/usedbase", &[], &[]);
+    let base = write_file(
+        t.path(),
+        "base.aci",
+        &build_aci(&base_m, &[("etc/b", b"b")], true),
+    );
+    let used_m = manifest(
+        "example.com/used",
+        &[("version", "1")],
+        &["example.com/usedbase"],
+    );
     let used = write_file(
         t.path(),
         "used.aci",
-        &simple_aci("example.com/used", "1", "u"),
+        &build_aci(&used_m, &[("etc/u", b"u")], true),
     );
     let unused = write_file(
         t.path(),
         "unused.aci",
         &simple_aci("example.com/unused", "1", "n"),
     );
+    fetch(&dir, &base);
     fetch(&dir, &used);
     fetch(&dir, &unused);
     let used_full = ok(&rkt(&dir, &["fetch", "--full", "example.com/used"]));
@@ -319,13 +331,20 @@ fn gc_removes_unused_images_and_orphaned_trees() {
     fs::write(pod.join("pod"), pm.to_string()).expect("pod manifest");
     // Within the grace period nothing goes.
     ok(&rkt(&dir, &["image", "gc"]));
-    assert_eq!(image_rows(&dir).len(), 2);
+    assert_eq!(image_rows(&dir).len(), 3);
     let o = rkt(&dir, &["image", "gc", "--grace-period=0s"]);
     ok(&o);
     let rows = image_rows(&dir);
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].contains("example.com/used"));
-    assert_eq!(blobs(&dir).len(), 1);
+    assert_eq!(
+        rows.len(),
+        2,
+        "the referenced image and its dependency stay: {rows:?}"
+    );
+    assert!(
+        rows.iter().all(|r| !r.contains("example.com/unused")),
+        "{rows:?}"
+    );
+    assert_eq!(blobs(&dir).len(), 2);
     assert!(stderr(&o).contains("removed treestore"), "{}", stderr(&o));
     let trees: Vec<_> = fs::read_dir(dir.join("cas/tree"))
         .expect("trees")

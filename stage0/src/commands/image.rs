@@ -767,9 +767,21 @@ fn gc(store: &Store, a: GcArgs) -> anyhow::Result<i32> {
         }
     }
     let cutoff = now_nanos().saturating_sub(grace);
+    let images = store.list()?;
+    // Keep recently used and referenced images, and everything they are rendered on top of.
+    let roots: Vec<&ImageRecord> = images
+        .iter()
+        .filter(|r| r.last_used >= cutoff || keep_images.contains(&r.id))
+        .collect();
+    for rec in roots {
+        keep_images.insert(rec.id.clone());
+        if let Ok(deps) = store.flatten_dependencies(rec) {
+            keep_images.extend(deps.into_iter().map(|d| d.id));
+        }
+    }
     let mut removed = 0;
-    for rec in store.list()? {
-        if rec.last_used >= cutoff || keep_images.contains(&rec.id) {
+    for rec in images {
+        if keep_images.contains(&rec.id) {
             continue;
         }
         match store.remove(&rec) {

@@ -415,6 +415,11 @@ impl Store {
         tree::render(self, rec)
     }
 
+    /// The image's dependencies flattened in render order, the image itself last.
+    pub fn flatten_dependencies(&self, rec: &ImageRecord) -> Result<Vec<ImageRecord>, StoreError> {
+        tree::flatten(self, rec)
+    }
+
     /// Removes the image's index row and blob (trees are removed by `image gc`).
     pub fn remove(&self, rec: &ImageRecord) -> Result<(), StoreError> {
         let _store_lock = self.lock_store(LockMode::Shared)?;

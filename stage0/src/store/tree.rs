@@ -121,7 +121,7 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
         true,
     )?;
     if dir.join(RENDERED).exists() {
-        store.touch_last_used(top)?;
+        touch_all(store, &layers)?;
         return Ok(tree);
     }
     // Partial leftovers of a killed renderer: we hold the lock, so nobody else uses them.
@@ -149,8 +149,16 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
     write_atomic(&dir.join(RENDERED), b"", 0o644)
         .map_err(StoreError::io("write", dir.join(RENDERED)))?;
     store.db().set_tree(&id, &top.id, now_nanos())?;
-    store.touch_last_used(top)?;
+    touch_all(store, &layers)?;
     Ok(tree)
+}
+
+/// Marks every layer of a tree as used now.
+fn touch_all(store: &Store, layers: &[ImageRecord]) -> Result<(), StoreError> {
+    for l in layers {
+        store.touch_last_used(l)?;
+    }
+    Ok(())
 }
 
 /// syncfs(2) on the filesystem holding `dir`: every file of the tree reaches the disk.
