@@ -287,8 +287,8 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
 pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
     report((|| {
         let (mut pod, cmd, _store, _debug, _trees) = create_pod(g, Mode::Prepare, &a.rest)?;
-        layout::sync_pod(&pod.paths())?;
         pod.transition(PodDirState::Prepared)?;
+        layout::sync_pod(&pod.paths())?;
         pod.unlock();
         if !cmd.pod.quiet {
             eprintln!("rkt: pod {} prepared", pod.uuid());

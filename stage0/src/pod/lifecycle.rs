@@ -325,9 +325,9 @@ impl Pod {
         }
         let from = self.path();
         let dst = self.pods.path(to, &self.uuid);
+        // No fsync: a pod that runs does not outlive the host; `rkt prepare` syncs the file
+        // system once after its last transition (see `layout::sync_pod`).
         fs::rename(&from, &dst).map_err(|e| PodError::io("rename", &from, e))?;
-        let parent = self.pods.root.join(to.dir_name());
-        crate::util::fsync_dir(&parent).map_err(|e| PodError::io("sync", &parent, e))?;
         self.dir_state = to;
         Ok(())
     }
