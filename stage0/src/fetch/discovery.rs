@@ -203,7 +203,7 @@ pub(crate) fn discover(nr: &NameRef, opts: &FetchOptions) -> Result<Vec<String>,
                 continue;
             }
             Err(e) => {
-                tried.push(format!("{url}: {}", error_chain(&e)));
+                tried.push(format!("{url}: {}", error_chain(&e.without_url())));
                 continue;
             }
         };

@@ -132,7 +132,7 @@ pub(crate) fn fetch_url(
     }
     let resp = req
         .send()
-        .map_err(|e| FetchError::Http(url.to_string(), e))?;
+        .map_err(|e| FetchError::Http(url.to_string(), e.without_url()))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
         if let Some((_, rec)) = cached {
             store.revalidated(url, max_age(&resp))?;

@@ -38,8 +38,8 @@ pub enum FetchError {
     /// The URL scheme is not supported.
     #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, IDs, names)")]
     UnsupportedScheme(String),
-    /// The HTTP request failed.
-    #[error("cannot fetch {0}")]
+    /// The HTTP request failed (the reqwest error carries no URL; field 0 has it).
+    #[error("request to {0} failed")]
     Http(String, #[source] reqwest::Error),
     /// The server answered with an error status.
     #[error("cannot fetch {url}: server answered HTTP {status}")]
