@@ -130,18 +130,26 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(),
         upper.display(),
         work.display()
     );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .map_err(|e| PodError::Mount {
-        what: format!("overlay of {}", lower.display()),
-        target: target.to_path_buf(),
-        source: e,
-    })
+    // `volatile` (Linux >= 5.10): the upper layer is thrown away with the pod, so syncs on the
+    // pod's rootfs (status files, app fsyncs) need not reach the disk. Older kernels reject
+    // the option: mount again without it.
+    let volatile = format!("{opts},volatile");
+    let m = |o: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(o),
+        )
+    };
+    m(&volatile)
+        .or_else(|_| m(&opts))
+        .map_err(|e| PodError::Mount {
+            what: format!("overlay of {}", lower.display()),
+            target: target.to_path_buf(),
+            source: e,
+        })
 }
 
 /// Mounts the stage1 rootfs and every app rootfs as overlayfs and puts each app's image
