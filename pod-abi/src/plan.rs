@@ -140,8 +140,10 @@ impl Plan {
     }
     /// Reads and parses a plan file.
     pub fn read(path: &std::path::Path) -> Result<Self, PlanError> {
-        let b = std::fs::read(path)
-            .map_err(|e| PlanError::Io { path: path.display().to_string(), source: e })?;
+        let b = std::fs::read(path).map_err(|e| PlanError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         Self::from_json(&b)
     }
 }

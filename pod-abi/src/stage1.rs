@@ -58,7 +58,14 @@ impl RunArgs {
         if self.debug {
             v.push("--debug".to_string());
         }
-        v.push(format!("--net={}", if self.net.is_empty() { "default" } else { &self.net }));
+        v.push(format!(
+            "--net={}",
+            if self.net.is_empty() {
+                "default"
+            } else {
+                &self.net
+            }
+        ));
         if self.interactive {
             v.push("--interactive".to_string());
         }
@@ -83,7 +90,10 @@ impl RunArgs {
             "--disable-paths",
             "--disable-seccomp",
         ];
-        let mut out = RunArgs { net: "default".into(), ..Default::default() };
+        let mut out = RunArgs {
+            net: "default".into(),
+            ..Default::default()
+        };
         for a in args {
             if a == "--debug" {
                 out.debug = true;
@@ -163,7 +173,11 @@ pub struct EnterArgs {
 impl EnterArgs {
     /// Renders the argv (without argv\[0\]).
     pub fn to_argv(&self) -> Vec<String> {
-        let mut v = vec![format!("--pid={}", self.pid), format!("--appname={}", self.app), "--".into()];
+        let mut v = vec![
+            format!("--pid={}", self.pid),
+            format!("--appname={}", self.app),
+            "--".into(),
+        ];
         v.extend(self.cmd.iter().cloned());
         v
     }
@@ -226,12 +240,19 @@ mod tests {
             RunArgs::parse(vec!["--bogus".to_string(), "u".into()]),
             Err(ArgsError::UnknownFlag("--bogus".into()))
         );
-        assert_eq!(RunArgs::parse(Vec::<String>::new()), Err(ArgsError::MissingUuid));
+        assert_eq!(
+            RunArgs::parse(Vec::<String>::new()),
+            Err(ArgsError::MissingUuid)
+        );
     }
 
     #[test]
     fn enter_args_round_trip() {
-        let a = EnterArgs { pid: 7, app: "x".into(), cmd: vec!["/bin/sh".into(), "-c".into()] };
+        let a = EnterArgs {
+            pid: 7,
+            app: "x".into(),
+            cmd: vec!["/bin/sh".into(), "-c".into()],
+        };
         assert_eq!(EnterArgs::parse(a.to_argv()), Ok(a));
     }
 }

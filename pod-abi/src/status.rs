@@ -16,7 +16,9 @@ pub fn parse_status(text: &str) -> Option<i32> {
 
 /// Reads `<status_dir>/<app>`; `None` if the app has not exited (no file) or it is garbled.
 pub fn read_app_status(status_dir: &Path, app: &str) -> Option<i32> {
-    std::fs::read_to_string(status_dir.join(app)).ok().and_then(|t| parse_status(&t))
+    std::fs::read_to_string(status_dir.join(app))
+        .ok()
+        .and_then(|t| parse_status(&t))
 }
 
 /// The pod's exit code from its apps' codes in app order: the first non-zero, else 0.

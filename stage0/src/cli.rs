@@ -29,7 +29,11 @@ pub struct Globals {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "rkt", about = "rkt - App Container runtime", disable_version_flag = true)]
+#[command(
+    name = "rkt",
+    about = "rkt - App Container runtime",
+    disable_version_flag = true
+)]
 struct Cli {
     #[command(flatten)]
     globals: Globals,
@@ -73,7 +77,11 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { pod_abi::exit::USAGE } else { 0 };
+            let code = if e.use_stderr() {
+                pod_abi::exit::USAGE
+            } else {
+                0
+            };
             let _ = e.print();
             return code;
         }
