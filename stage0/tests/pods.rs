@@ -248,8 +248,15 @@ fn usage_and_unknown_pod_exit_codes() {
     assert_eq!(o.status.code(), Some(pod_abi::exit::POD_STATE));
     let o = e.rkt(&["run", &e.s1flag(), "/no/such/image.aci"]);
     assert_eq!(o.status.code(), Some(pod_abi::exit::IMAGE_NOT_FOUND));
-    // A missing host volume source is a clear error.
     let img = e.image("example.com/app");
+    let o = e.rkt(&[
+        "run",
+        "--stage1-path=/no/such/stage1.aci",
+        img.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::IMAGE_NOT_FOUND));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/stage1.aci"));
+    // A missing host volume source is a clear error.
     let o = e.rkt(&[
         "prepare",
         &e.s1flag(),
@@ -259,6 +266,36 @@ fn usage_and_unknown_pod_exit_codes() {
     ]);
     // prepare succeeds (the source is checked when the pod starts) ...
     assert_eq!(o.status.code(), Some(0));
+    if !is_root() {
+        eprintln!("SKIP: usage_and_unknown_pod_exit_codes (volume part): needs root");
+        return;
+    }
+    // ... and starting it fails clearly; the pod ends exited, with the reason recorded.
+    let uuid = out(&o).trim().to_string();
+    let o = e.rkt(&["run-prepared", &uuid]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::FAILURE));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("/no/such/dir") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(out(&e.rkt(&["status", &uuid])).contains("state=exited"));
+    let failure = std::fs::read_to_string(e.pod_dir("run", &uuid).join("failure")).unwrap();
+    assert!(failure.contains("/no/such/dir"), "{failure}");
+    // A symlinked source is refused too.
+    let link = e.tmp.path().join("link");
+    std::os::unix::fs::symlink("/tmp", &link).unwrap();
+    let o = e.rkt(&[
+        "run",
+        &e.s1flag(),
+        &format!("--volume=v,kind=host,source={}", link.display()),
+        "--mount=volume=v,target=/v",
+        img.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(pod_abi::exit::FAILURE));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a symlink"));
+    assert_eq!(e.rkt(&["gc", "--grace-period=0s"]).status.code(), Some(0));
+    assert_eq!(mounts_under(&e.dir()), 0);
 }
 
 #[test]

@@ -61,6 +61,15 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
                 return pod_abi::exit::POD_STATE;
             }
         }
+        // stage1 selection boxes its fetch errors.
+        if let Some(f) = c.downcast_ref::<Box<stage0::fetch::FetchError>>() {
+            if f.is_not_found() {
+                return pod_abi::exit::IMAGE_NOT_FOUND;
+            }
+            if f.is_bad_image() {
+                return pod_abi::exit::BAD_IMAGE;
+            }
+        }
     }
     super::exit_code_for(e)
 }
