@@ -139,6 +139,12 @@ fn mounts_under(dir: &Path) -> usize {
         .count()
 }
 
+/// Prints a SKIP line past the harness's output capture.
+fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -267,7 +273,10 @@ fn usage_and_unknown_pod_exit_codes() {
     // prepare succeeds (the source is checked when the pod starts) ...
     assert_eq!(o.status.code(), Some(0));
     if !is_root() {
-        eprintln!("SKIP: usage_and_unknown_pod_exit_codes (volume part): needs root");
+        skip(
+            "usage_and_unknown_pod_exit_codes (volume part)",
+            "needs root",
+        );
         return;
     }
     // ... and starting it fails clearly; the pod ends exited, with the reason recorded.
@@ -301,7 +310,10 @@ fn usage_and_unknown_pod_exit_codes() {
 #[test]
 fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
     if !is_root() {
-        eprintln!("SKIP: run_mounts_overlays_writes_plan_and_propagates_exit_code: needs root");
+        skip(
+            "run_mounts_overlays_writes_plan_and_propagates_exit_code",
+            "needs root",
+        );
         return;
     }
     let e = Env::new();
@@ -409,7 +421,7 @@ fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
 #[test]
 fn run_prepared_and_stop_a_running_pod() {
     if !is_root() {
-        eprintln!("SKIP: run_prepared_and_stop_a_running_pod: needs root");
+        skip("run_prepared_and_stop_a_running_pod", "needs root");
         return;
     }
     let e = Env::new();
@@ -476,7 +488,7 @@ fn run_prepared_and_stop_a_running_pod() {
 #[test]
 fn relative_data_dir_works() {
     if !is_root() {
-        eprintln!("SKIP: relative_data_dir_works: needs root");
+        skip("relative_data_dir_works", "needs root");
         return;
     }
     let e = Env::new();
@@ -536,7 +548,7 @@ fn file_bytes(dir: &Path) -> u64 {
 #[test]
 fn image_contents_are_not_copied_into_the_pod() {
     if !is_root() {
-        eprintln!("SKIP: image_contents_are_not_copied_into_the_pod: needs root");
+        skip("image_contents_are_not_copied_into_the_pod", "needs root");
         return;
     }
     const BIG: usize = 8 << 20;

@@ -89,9 +89,11 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Prints the skip line CI collects.
+/// Prints the skip line CI collects. Written straight to stderr (not `eprintln!`), so the
+/// test harness's output capture does not swallow it.
 pub fn skip(test: &str, reason: &str) {
-    eprintln!("SKIP: {test}: {reason}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
 }
 
 /// A test image under construction.
