@@ -118,6 +118,14 @@ pub fn pivot_into(pod_dir: &Path) -> Result<(), JailError> {
         None,
     )?;
     drop(pod_fd);
+    // The recursive bind also copied the tmpfs that now sits on the pod directory, on top of
+    // the bind's root: take that copy off to uncover the pod directory itself.
+    if pod.join(POD_IN_JAIL.trim_start_matches('/')).is_dir() {
+        let p = cstr(&pod)?;
+        // SAFETY: umount2 with a valid path and flags.
+        let rc = unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+        check(rc, || format!("uncover {}", pod.display()))?;
+    }
     mount(
         Some(Path::new("proc")),
         &proc,

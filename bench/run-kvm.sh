@@ -1,0 +1,144 @@
+#!/bin/bash
+# bench/run-kvm.sh [RUNS]
+#
+# Start-to-exit latency of a KVM pod: `rkt run --stage1=kvm` of the hello image against a bare
+# `qemu-system-x86_64 -M microvm -enable-kvm` boot of the same vmlinux with an initramfs whose
+# static init prints a line and reboots at once, same quiet command line (acpi=off), runs
+# alternating (default 10 each); medians. Then the same pod with a 1 GiB image against a 1 MiB
+# image (overlays, nothing copied per run: the two must be within 10%). The last line is
+# `RATIO run_kvm_vs_qemu_boot <rkt run median / qemu boot median>`.
+#
+# Run it as `ci/nested-kvm bash bench/run-kvm.sh` (or plainly: on a host whose KVM cannot boot
+# Linux it prepares everything on the host, where it is fast, then re-runs itself under
+# ci/nested-kvm). Inputs (env, defaults from `make build`): RKT_BIN (build/bin/rkt),
+# RKT_STAGE1_KVM_ACI (build/stage1-kvm.aci), HELLO_BIN (build/bin/hello), MKACI
+# (build/bin/mkaci), RKT_TEST_KERNEL (build/kernel/vmlinux), CARGO_TARGET_DIR (for the
+# initramfs maker, default <repo>/target), RKT_BENCH_CACHE (prepared images,
+# default /var/cache/rkt-rs/bench-kvm), BENCH_QEMU_MEM (MiB, default: what the pod VM gets).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+repo=$(dirname "$here")
+runs=${1:-10}
+rkt=${RKT_BIN:-$repo/build/bin/rkt}
+stage1=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
+hello=${HELLO_BIN:-$repo/build/bin/hello}
+mkaci=${MKACI:-$repo/build/bin/mkaci}
+kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
+tgt=${CARGO_TARGET_DIR:-$repo/target}
+mkinit=$tgt/release/examples/mk_test_initramfs
+cache=${RKT_BENCH_CACHE:-/var/cache/rkt-rs/bench-kvm}
+# The hello pod's VM: one app without a memory limit = 128 MiB + the measured guest overhead
+# (stage1-vmm/src/pod/sizing.rs); QEMU gets the same.
+qemu_mem=${BENCH_QEMU_MEM:-172}
+log() { echo "bench: $*" >&2; }
+
+host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
+
+prepare() {
+    command -v qemu-system-x86_64 >/dev/null || {
+        log "installing qemu-system-x86"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends qemu-system-x86 >&2 ||
+            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends qemu-system-x86 >&2; }
+    }
+    for f in "$rkt" "$stage1" "$hello" "$mkaci" "$kernel"; do
+        [ -e "$f" ] || { log "missing $f (run make build)"; exit 1; }
+    done
+    [ -x "$mkinit" ] || (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    mkdir -p "$cache"
+    [ -s "$cache/initramfs.cpio" ] || "$mkinit" "$cache/initramfs.cpio"
+    [ -s "$cache/hello.aci" ] || "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
+        --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$cache/hello.aci"
+    local size name
+    for size in 1M 1G; do
+        name=$cache/big-$size.aci
+        [ -s "$name" ] && continue
+        log "building the $size image"
+        head -c "$size" /dev/zero >"$cache/blob-$size"
+        "$mkaci" --name "example.com/bench-$size" --label os=linux --label arch=amd64 \
+            --exec /bin/hello --file "$hello:/bin/hello:0755" --file "$cache/blob-$size:/data/blob:0644" \
+            -o "$name.tmp" && mv "$name.tmp" "$name"
+        rm -f "$cache/blob-$size"
+    done
+}
+
+if [ -z "${NESTED_KVM:-}" ]; then
+    prepare
+    if ! host_kvm_ok; then
+        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
+        exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
+    fi
+fi
+for f in "$rkt" "$stage1" "$kernel" "$cache/initramfs.cpio" "$cache/hello.aci" "$cache/big-1M.aci" "$cache/big-1G.aci"; do
+    [ -e "$f" ] || { log "missing $f (run bash bench/run-kvm.sh on the host first to prepare)"; exit 1; }
+done
+command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 missing"; exit 1; }
+
+work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-run-kvm.XXXXXX")
+dir=$work/data
+cleanup() {
+    "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+R=("$rkt" --dir="$dir" --insecure-options=image)
+
+# Import once; runs name images by ID, so no run re-hashes an image file.
+id_of() { "${R[@]}" fetch "$1" 2>/dev/null | tail -n 1; }
+log "importing images (the 1 GiB one takes a while under emulation)"
+hello_id=$(id_of "$cache/hello.aci")
+small_id=$(id_of "$cache/big-1M.aci")
+big_id=$(id_of "$cache/big-1G.aci")
+"${R[@]}" run --stage1-path="$stage1" "$hello_id" >/dev/null 2>&1 || true   # imports stage1
+"${R[@]}" run --stage1-path="$stage1" "$big_id" >/dev/null 2>&1 || true     # renders its tree
+
+cmdline="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=quick"
+# microvm has no i8042: QEMU ends on a triple fault (reboot=t) with -no-reboot.
+qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off
+    -enable-kvm -cpu host -m "$qemu_mem" -smp 1 -nodefaults -no-user-config -nographic -no-reboot
+    -serial stdio -kernel "$kernel" -initrd "$cache/initramfs.cpio" -append "$cmdline reboot=t")
+
+# ms CMD...: runs CMD, prints its wall time (ms) and status; output to $work/last.*
+ms() {
+    local t0 t1 st=0
+    t0=$EPOCHREALTIME
+    "$@" </dev/null >"$work/last.out" 2>"$work/last.err" || st=$?
+    t1=$EPOCHREALTIME
+    awk -v a="$t0" -v b="$t1" -v s="$st" 'BEGIN{printf "%.1f %d\n", (b-a)*1000, s}'
+}
+median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+check() { # NAME RESULT: complain about a failed run
+    set -- "$1" $2
+    [ "$3" = 0 ] || { log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
+}
+
+: >"$work/rkt.ms"; : >"$work/qemu.ms"
+log "$runs runs each, alternating: rkt run --stage1=kvm hello | qemu microvm boot"
+for i in $(seq 1 "$runs"); do
+    r=$(ms "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run $i" "$r"
+    grep -q "Hello from a rkt-rs pod" "$work/last.out" || log "rkt run $i: no greeting"
+    echo "${r% *}" >>"$work/rkt.ms"
+    q=$(ms "${qemu[@]}"); echo "${q% *}" >>"$work/qemu.ms"
+    grep -q RKT-TEST-INIT-MARKER "$work/last.out" || log "qemu run $i: no init marker"
+    log "run $i: rkt ${r% *} ms | qemu ${q% *} ms"
+    "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
+done
+
+: >"$work/small.ms"; : >"$work/big.ms"
+size_runs=$(( (runs + 1) / 2 )); [ "$size_runs" -ge 3 ] || size_runs=3
+log "$size_runs runs each, alternating: 1 MiB image | 1 GiB image"
+for i in $(seq 1 "$size_runs"); do
+    s=$(ms "${R[@]}" run --stage1-path="$stage1" "$small_id"); check "1M run $i" "$s"; echo "${s% *}" >>"$work/small.ms"
+    b=$(ms "${R[@]}" run --stage1-path="$stage1" "$big_id"); check "1G run $i" "$b"; echo "${b% *}" >>"$work/big.ms"
+    log "run $i: 1 MiB ${s% *} ms | 1 GiB ${b% *} ms"
+    "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
+done
+
+rkt_med=$(median <"$work/rkt.ms"); qemu_med=$(median <"$work/qemu.ms")
+small_med=$(median <"$work/small.ms"); big_med=$(median <"$work/big.ms")
+echo "run-kvm benchmark: $runs runs each$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
+printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
+    "rkt run, 1 MiB image" "$small_med" "rkt run, 1 GiB image" "$big_med"
+echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
+echo "RATIO run_kvm_vs_qemu_boot $(awk -v a="$rkt_med" -v b="$qemu_med" 'BEGIN{printf "%.2f", a/b}')"

@@ -1,0 +1,636 @@
+//! End-to-end: `rkt run --stage1=kvm` of real images (static hello / pod-check, and a static C
+//! helper compiled here) in real KVM guests: app output without kernel noise, exit codes, the
+//! in-pod checker, volumes (empty, host ro/rw), `rkt stop`, a guest kernel panic surfaced as a
+//! pod failure, 10 MiB of output arriving whole, and memory sizing.
+//!
+//! Every test first checks that this host's KVM can boot Linux (not PVM); if not it prints
+//! `SKIP: <name>: host KVM cannot boot Linux; runs under ci/nested-kvm` and returns. ci/test.sh
+//! runs this binary inside ci/nested-kvm, single-threaded. Scratch space (`--dir` included) goes
+//! under `$NESTED_KVM_TMP` when set (a plain tmpfs: overlayfs cannot use an overlay as upper).
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rkt_tests::{
+    is_root, rkt_bin, skip, stage1_kvm_aci, stderr, stdout, test_bin_dir, E2e, ImageSpec,
+};
+
+/// Time limit of one `rkt run` under nested, emulated KVM (seconds).
+const KVM_RUN_TIMEOUT_SECS: u64 = 300;
+/// The PVM module's sysfs directory (as stage1_vmm::pvm checks it).
+const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
+/// Bytes of output the bulk test streams: 10 MiB.
+const BULK_BYTES: usize = 10 << 20;
+/// Line length of the bulk pattern (9 digits and a newline).
+const BULK_LINE: usize = 10;
+
+/// A static helper for what neither hello nor pod-check does: `emit N` writes N bytes of
+/// numbered lines to stdout; `meminfo` prints MemTotal and MemAvailable (kB).
+const HELPER_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <errno.h>
+static int put(const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(1, p, n);
+        if (w < 0) { if (errno == EINTR) continue; return -1; }
+        p += w; n -= (size_t)w;
+    }
+    return 0;
+}
+int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "emit") == 0) {
+        long total = atol(argv[2]), line = 0;
+        static char buf[65536];
+        size_t used = 0;
+        while (total >= 10) {
+            snprintf(buf + used, 11, "%09ld\n", line++);
+            used += 10; total -= 10;
+            if (used + 10 > sizeof buf) { if (put(buf, used)) return 1; used = 0; }
+        }
+        if (used && put(buf, used)) return 1;
+        return 0;
+    }
+    if (argc >= 2 && strcmp(argv[1], "meminfo") == 0) {
+        FILE *f = fopen("/proc/meminfo", "r");
+        char l[256];
+        if (!f) { perror("/proc/meminfo"); return 1; }
+        while (fgets(l, sizeof l, f))
+            if (!strncmp(l, "MemTotal:", 9) || !strncmp(l, "MemAvailable:", 13)) fputs(l, stdout);
+        return 0;
+    }
+    fprintf(stderr, "usage: helper emit N | meminfo\n");
+    return 2;
+}
+"#;
+
+/// Why this host's KVM cannot boot a Linux guest, if it cannot (the VMM's PVM rule: the
+/// kvm_pvm module loaded and no vmx/svm CPU flag, unless RKT_VMM_ALLOW_PVM=1).
+fn kvm_unusable() -> Option<&'static str> {
+    if !Path::new("/dev/kvm").exists() {
+        return Some("host KVM cannot boot Linux (no /dev/kvm); runs under ci/nested-kvm");
+    }
+    let hw = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .flat_map(|l| l.split_whitespace())
+        .any(|f| f == "vmx" || f == "svm");
+    let allow = std::env::var("RKT_VMM_ALLOW_PVM").is_ok_and(|v| v == "1");
+    if Path::new(KVM_PVM_MODULE).exists() && !hw && !allow {
+        return Some("host KVM cannot boot Linux; runs under ci/nested-kvm");
+    }
+    None
+}
+
+/// Everything a kvm test needs; `None` (after a SKIP line) when something is missing.
+fn require(test: &str) -> Option<E2e> {
+    if let Some(why) = kvm_unusable() {
+        skip(test, why);
+        return None;
+    }
+    if !is_root() {
+        skip(test, "needs root (mounts, /dev/kvm)");
+        return None;
+    }
+    let (Some(rkt), Some(stage1), Some(bins)) = (rkt_bin(), stage1_kvm_aci(), test_bin_dir())
+    else {
+        skip(
+            test,
+            "no rkt, stage1-kvm.aci or static test binaries (set RKT_BIN, RKT_STAGE1_KVM_ACI, \
+             RKT_TEST_BIN_DIR or run `make build`)",
+        );
+        return None;
+    };
+    let base = std::env::var_os("NESTED_KVM_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("rkt-kvm-")
+        .tempdir_in(base)
+        .unwrap();
+    Some(E2e {
+        rkt,
+        stage1,
+        bins,
+        tmp,
+    })
+}
+
+/// Runs `rkt` with the kvm time limit and prints what happened.
+fn run(e: &E2e, args: &[&str]) -> Output {
+    let started = Instant::now();
+    let child = spawn(e, args);
+    let out = wait(child, Duration::from_secs(KVM_RUN_TIMEOUT_SECS));
+    let so = stdout(&out);
+    let shown = if so.len() > 4000 {
+        format!("{}... ({} bytes)\n", &so[..2000], so.len())
+    } else {
+        so
+    };
+    eprintln!(
+        "$ rkt {}\n[exit {:?} after {:.1?}]\n--- stdout\n{shown}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        started.elapsed(),
+        stderr(&out)
+    );
+    out
+}
+
+fn spawn(e: &E2e, args: &[&str]) -> Child {
+    e.rkt(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Collects a child's output (reading both pipes while it runs), killing it after `limit`.
+fn wait(mut child: Child, limit: Duration) -> Output {
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            eprintln!("rkt timed out after {limit:?}; killing it");
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}
+
+fn kvm_flag(e: &E2e) -> String {
+    format!("--stage1-path={}", e.stage1.display())
+}
+
+/// The static helper (compiled once per test binary with `cc -static`), or `None` after a SKIP.
+fn helper(test: &str) -> Option<PathBuf> {
+    static HELPER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = HELPER.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("rkt-kvm-helper-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
+        let src = dir.join("helper.c");
+        let bin = dir.join("helper");
+        std::fs::write(&src, HELPER_C).map_err(|e| e.to_string())?;
+        let o = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .map_err(|e| format!("cc: {e}"))?;
+        if !o.status.success() {
+            return Err(format!(
+                "cc -static failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        Ok(bin)
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(why) => {
+            skip(test, &format!("cannot build the static helper: {why}"));
+            None
+        }
+    }
+}
+
+fn helper_image(e: &E2e, helper: &Path) -> PathBuf {
+    let p = e.path("helper.aci");
+    if !p.exists() {
+        ImageSpec::new("example.com/helper", &["/bin/helper"])
+            .file("/bin/helper", helper, 0o755)
+            .dir("/proc")
+            .build(&p);
+    }
+    p
+}
+
+fn uuid_of(file: &Path) -> String {
+    std::fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+fn status_lines(e: &E2e, uuid: &str) -> String {
+    stdout(&run(e, &["status", uuid]))
+}
+
+/// The pod directory of `uuid` in whatever state it is.
+fn pod_dir(e: &E2e, uuid: &str) -> PathBuf {
+    ["run", "exited-garbage", "prepared", "garbage"]
+        .iter()
+        .map(|s| e.dir().join("pods").join(s).join(uuid))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no pod directory for {uuid}"))
+}
+
+#[test]
+fn kvm_hello_output_and_exit_code() {
+    let Some(e) = require("kvm_hello_output_and_exit_code") else {
+        return;
+    };
+    let img = e.hello_image();
+    let uuid_file = e.path("uuid");
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            img.to_str().unwrap(),
+            "--",
+            "first",
+            "second",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // stdout is exactly the app's output: no kernel or guest-init noise.
+    let want = "Hello from a rkt-rs pod!\nargv: [\"/bin/hello\", \"first\", \"second\"]\nAC_APP_NAME=hello\n";
+    assert_eq!(stdout(&o), want);
+    let uuid = uuid_of(&uuid_file);
+    let s = status_lines(&e, &uuid);
+    assert!(
+        s.contains("state=exited\n") && s.contains("app-hello=0"),
+        "{s}"
+    );
+    let pid: i32 = std::fs::read_to_string(pod_dir(&e, &uuid).join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid > 0);
+    assert!(!pod_dir(&e, &uuid).join("failure").exists());
+}
+
+#[test]
+fn kvm_exit_code_is_first_non_zero_in_app_order() {
+    let Some(e) = require("kvm_exit_code_is_first_non_zero_in_app_order") else {
+        return;
+    };
+    let img = e.hello_image();
+    let img = img.to_str().unwrap();
+    let uuid_file = e.path("uuid");
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            img,
+            "--name=a",
+            "---",
+            img,
+            "--name=b",
+            "--",
+            "--exit",
+            "5",
+            "---",
+            img,
+            "--name=c",
+            "--",
+            "--exit",
+            "7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches("Hello from a rkt-rs pod!").count(), 3);
+    let s = status_lines(&e, &uuid_of(&uuid_file));
+    for l in ["state=exited", "app-a=0", "app-b=5", "app-c=7"] {
+        assert!(s.contains(l), "{l} in {s}");
+    }
+}
+
+#[test]
+fn kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume() {
+    let Some(e) = require("kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume") else {
+        return;
+    };
+    // The in-pod checker, unchanged from the ns flavor's test, plus a second app that
+    // rendezvouses with the first through an empty volume.
+    let img = e.pod_check_image("check.aci", |s| {
+        s.env("IMG", "image").env("OVER", "image").dir("/work")
+    });
+    let side = e.pod_check_image("sidekick.aci", |s| s.mount_point("db", "/db", false));
+    let host = e.path("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("from-host"), b"hi").unwrap();
+    let envfile = e.path("env");
+    std::fs::write(&envfile, "# comment\nFILE=file\nOVER=file\n").unwrap();
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!(
+                "--volume=data,kind=host,source={},readOnly=true",
+                host.display()
+            ),
+            "--volume=db,kind=empty",
+            "--mount=volume=data,target=/data",
+            &format!("--set-env-file={}", envfile.display()),
+            "--set-env=SET=set",
+            "--hostname=checkhost",
+            img.to_str().unwrap(),
+            "--user=1000",
+            "--group=1001",
+            "--supplementary-gids=5,6",
+            "--working-dir=/work",
+            "--environment=OVER=app",
+            "--mount=volume=db,target=/db",
+            "--",
+            "--expect-env=IMG=image",
+            "--expect-env=FILE=file",
+            "--expect-env=SET=set",
+            "--expect-env=OVER=app",
+            "--expect-env=AC_APP_NAME=check",
+            "--expect-env=container=rkt",
+            "--expect-uid=1000",
+            "--expect-gid=1001",
+            "--expect-groups=5,6",
+            "--expect-cwd=/work",
+            "--expect-mount=/data:ro",
+            "--expect-mount=/db:rw",
+            "--expect-file=/data/from-host",
+            "--expect-hostname=checkhost",
+            "--write=/db/main",
+            "--wait-for=/db/sidekick",
+            "--timeout-ms=60000",
+            "---",
+            side.to_str().unwrap(),
+            "--",
+            "--write=/db/sidekick",
+            "--wait-for=/db/main",
+            "--timeout-ms=60000",
+        ],
+    );
+    assert_eq!(
+        stdout(&o).matches("pod-check OK").count(),
+        2,
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn kvm_host_volumes_read_only_and_read_write() {
+    let Some(e) = require("kvm_host_volumes_read_only_and_read_write") else {
+        return;
+    };
+    let img = e.pod_check_image("vols.aci", |s| {
+        s.mount_point("ro", "/ro", true)
+            .mount_point("rw", "/rw", false)
+    });
+    let ro = e.path("ro");
+    let rw = e.path("rw");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::create_dir(&rw).unwrap();
+    std::fs::write(ro.join("from-host"), b"hi").unwrap();
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!(
+                "--volume=ro,kind=host,source={},readOnly=true",
+                ro.display()
+            ),
+            &format!("--volume=rw,kind=host,source={}", rw.display()),
+            img.to_str().unwrap(),
+            "--name=writer",
+            "--",
+            "--expect-mount=/ro:ro",
+            "--expect-mount=/rw:rw",
+            "--expect-file=/ro/from-host",
+            "--append",
+            "/rw/from-guest",
+            "written in the VM",
+            "---",
+            img.to_str().unwrap(),
+            "--name=denied",
+            "--",
+            "--no-check",
+            "--append",
+            "/ro/denied",
+            "x",
+        ],
+    );
+    let out = stdout(&o);
+    assert!(out.contains("pod-check OK"), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("append to /ro/denied") && out.contains("Read-only file system"),
+        "{out}"
+    );
+    // The first app passed; the second failed its write: the pod's code is the second's.
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(rw.join("from-guest")).unwrap(),
+        "written in the VM\n"
+    );
+    assert!(!ro.join("denied").exists());
+}
+
+#[test]
+fn kvm_rkt_stop_ends_a_running_pod() {
+    let Some(e) = require("kvm_rkt_stop_ends_a_running_pod") else {
+        return;
+    };
+    let img = e.pod_check_image("sleeper.aci", |s| s.mount_point("mark", "/mark", false));
+    let mark = e.path("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let uuid_file = e.path("uuid");
+    let child = spawn(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            &format!("--volume=mark,kind=host,source={}", mark.display()),
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--write=/mark/started",
+            "--sleep-ms=600000",
+        ],
+    );
+    let t0 = Instant::now();
+    while !mark.join("started").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+            "the app never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let uuid = uuid_of(&uuid_file);
+    assert!(status_lines(&e, &uuid).contains("state=running"));
+    let stopped = Instant::now();
+    let s = run(&e, &["stop", &uuid]);
+    assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
+    let o = wait(child, Duration::from_secs(120));
+    eprintln!(
+        "rkt run after stop: exit {:?} in {:.1?}\n{}",
+        o.status.code(),
+        stopped.elapsed(),
+        stderr(&o)
+    );
+    // SIGTERM reached the app (128 + 15) through guest-init; the pod exited normally.
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    let st = status_lines(&e, &uuid);
+    assert!(
+        st.contains("state=exited") && st.contains("app-sleeper=143"),
+        "{st}"
+    );
+    assert!(!pod_dir(&e, &uuid).join("failure").exists());
+}
+
+#[test]
+fn kvm_guest_kernel_panic_is_a_pod_failure() {
+    let Some(e) = require("kvm_guest_kernel_panic_is_a_pod_failure") else {
+        return;
+    };
+    // The app crashes the guest kernel through sysrq; the VMM sees the panic line.
+    let img = e.pod_check_image("crash.aci", |s| s);
+    let uuid_file = e.path("uuid");
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--append",
+            "/proc/sysrq-trigger",
+            "c",
+            "--sleep-ms=60000",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(pod_abi::exit::STAGE1_FAILED),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("guest kernel panic"), "{}", stderr(&o));
+    let uuid = uuid_of(&uuid_file);
+    let failure = std::fs::read_to_string(pod_dir(&e, &uuid).join("failure")).unwrap();
+    assert!(failure.starts_with("guest kernel panic"), "{failure}");
+    assert_eq!(failure.lines().count(), 1, "{failure}");
+    assert!(status_lines(&e, &uuid).contains("state=exited"));
+}
+
+#[test]
+fn kvm_ten_mib_of_output_arrive_whole() {
+    let Some(e) = require("kvm_ten_mib_of_output_arrive_whole") else {
+        return;
+    };
+    let Some(h) = helper("kvm_ten_mib_of_output_arrive_whole") else {
+        return;
+    };
+    let img = helper_image(&e, &h);
+    let n = BULK_BYTES.to_string();
+    let t0 = Instant::now();
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            img.to_str().unwrap(),
+            "--",
+            "emit",
+            &n,
+        ],
+    );
+    let took = t0.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.stdout.len(), BULK_BYTES, "bytes received");
+    let mut want = String::with_capacity(BULK_BYTES);
+    for i in 0..BULK_BYTES / BULK_LINE {
+        want.push_str(&format!("{i:09}\n"));
+    }
+    assert!(
+        o.stdout == want.as_bytes(),
+        "the output is not the emitted sequence"
+    );
+    eprintln!("10 MiB through hvc0 in {took:.1?} (boot included)");
+}
+
+#[test]
+fn kvm_memory_limit_sizes_the_vm() {
+    let Some(e) = require("kvm_memory_limit_sizes_the_vm") else {
+        return;
+    };
+    let Some(h) = helper("kvm_memory_limit_sizes_the_vm") else {
+        return;
+    };
+    let img = helper_image(&e, &h);
+    let kb = |out: &str, key: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {out:?}"))
+    };
+    // With a 256 MiB limit the guest has at least that much.
+    let o = run(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            img.to_str().unwrap(),
+            "--memory=256Mi",
+            "--",
+            "meminfo",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let (total, avail) = (kb(&out, "MemTotal:"), kb(&out, "MemAvailable:"));
+    eprintln!("--memory=256Mi: MemTotal {total} kB, MemAvailable {avail} kB");
+    assert!(total >= 256 * 1024, "MemTotal {total} kB < 256 MiB");
+    assert!(avail >= 256 * 1024, "MemAvailable {avail} kB < 256 MiB");
+    // Without a limit: the default per-app amount, far below rkt's old 512 MiB floor.
+    let o = run(
+        &e,
+        &["run", &kvm_flag(&e), img.to_str().unwrap(), "--", "meminfo"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let (total, avail) = (kb(&out, "MemTotal:"), kb(&out, "MemAvailable:"));
+    eprintln!("no limit: MemTotal {total} kB, MemAvailable {avail} kB");
+    assert!(
+        (128 * 1024..512 * 1024).contains(&total),
+        "MemTotal {total} kB"
+    );
+}
