@@ -37,10 +37,11 @@ jobs=${RKT_KERNEL_JOBS:-$(nproc)}
 log() { echo "kernel: $*" >&2; }
 
 # --- dependencies -----------------------------------------------------------
-need=()
-for p in bc bison flex libelf-dev libssl-dev cpio make gcc libc6-dev xz-utils linux-source; do
-    dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || need+=("$p")
-done
+deps=(bc bison flex libelf-dev libssl-dev cpio make gcc libc6-dev xz-utils linux-source)
+mapfile -t need < <(
+    dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${deps[@]}" 2>/dev/null |
+        awk -v want="${deps[*]}" '$2 == "installed" { ok[$1] = 1 }
+            END { n = split(want, w, " "); for (i = 1; i <= n; i++) if (!ok[w[i]]) print w[i] }')
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
