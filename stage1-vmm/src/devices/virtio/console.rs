@@ -287,6 +287,7 @@ impl ConsoleWorker {
                             (self.pending_tx.take(), self.queues.get_mut(TX_QUEUE))
                         {
                             add_used(q, &self.mem, p.head, 0)?;
+                            log::trace!("virtio-console: tx head {} written", p.head);
                             used = true;
                         }
                     }

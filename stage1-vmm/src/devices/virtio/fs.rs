@@ -324,6 +324,7 @@ impl FsWorker {
             while let Some(chain) = pop_chain(queue, mem)? {
                 let head = chain.head_index();
                 let written = serve(mem, &self.server, &mut self.log_limit, chain);
+                log::trace!("virtio-fs: queue {index}: head {head}: {written} bytes replied");
                 add_used(queue, mem, head, u32::try_from(written).unwrap_or(u32::MAX))?;
                 used = true;
                 budget = budget.saturating_sub(1);

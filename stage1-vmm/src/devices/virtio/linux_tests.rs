@@ -25,7 +25,7 @@ use super::mmio::MmioTransport;
 use crate::{VmConfig, VmOutcome, Vmm};
 
 /// Lines the guest writes to hvc0 after the file contents (count).
-const SEQ_LINES: u32 = 200_000;
+const SEQ_LINES: u32 = 50_000;
 const HELLO: &str = "hello from the host share\n";
 
 fn repo_root() -> PathBuf {
@@ -93,18 +93,21 @@ fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u3
 
 const INIT: &str = r#"#!/bin/busybox sh
 B=/bin/busybox
+echo E2E: init started > /dev/ttyS0
 $B mount -t proc proc /proc
 $B mount -t devtmpfs dev /dev
 if ! $B mount -t virtiofs rkt /mnt; then
     echo "E2E: virtiofs mount failed" > /dev/ttyS0
     $B reboot -f
 fi
+echo E2E: virtiofs mounted > /dev/ttyS0
 $B cat /mnt/hello.txt > /dev/hvc0
 $B seq 1 SEQ_LINES > /dev/hvc0
 echo to-stderr > /dev/hvc1
 echo "ls: $($B ls /mnt | $B tr '\n' ' ')" > /dev/hvc1
 echo "link: $($B readlink /mnt/etc-link)" > /dev/hvc1
 echo guest-wrote > /mnt/out.txt
+echo E2E: consoles written > /dev/ttyS0
 $B mkdir /mnt/newdir
 $B mkdir /mnt/tmp && $B chmod 1777 /mnt/tmp
 $B sync
@@ -129,19 +132,38 @@ fn initramfs(dir: &Path, busybox: &Path) -> PathBuf {
     path
 }
 
-/// A `Write` into a shared buffer (the serial console, for diagnostics).
+/// A `Write` into a shared buffer that also echoes to stderr (the serial console, for
+/// diagnostics: under ci/nested-kvm stderr ends up in the L1 console log).
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
+        let _ = std::io::stderr().write_all(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
+
+/// Prints log records to stderr, so device warnings show up in the test output.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Debug && m.target().starts_with("stage1_vmm")
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("[{} {}] {}", r.level(), r.target(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLog = StderrLog;
 
 #[test]
 fn linux_mounts_virtiofs_and_writes_both_consoles() {
@@ -153,6 +175,9 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
             return;
         }
     };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
     let dir = tempfile::tempdir().unwrap();
     let share = dir.path().join("share");
     std::fs::create_dir_all(&share).unwrap();
@@ -187,7 +212,9 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
     let mut cfg = VmConfig::new(&kernel);
     cfg.initramfs = Some(initrd);
     cfg.mem_mib = 256;
-    cfg.timeout = Some(Duration::from_secs(300));
+    // Extra kernel arguments for diagnosis, e.g. RKT_TEST_CMDLINE="loglevel=7".
+    cfg.cmdline = std::env::var("RKT_TEST_CMDLINE").unwrap_or_default();
+    cfg.timeout = Some(Duration::from_secs(150));
     cfg.console_out = Some(Box::new(serial.clone()));
     let mut vmm = Vmm::new(cfg).unwrap();
     let fs_dev = Fs::new(FsConfig::new(&share)).unwrap();
@@ -199,7 +226,9 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
     let err_dev = Console::new(Some(stderr_fd), None);
     vmm.add_virtio_mmio(|mem, irq| MmioTransport::new(mem, Box::new(err_dev), irq).unwrap())
         .unwrap();
+    eprintln!("{name}: booting {}", vmm.cmdline());
     let (outcome, _) = vmm.run().unwrap();
+    eprintln!("{name}: VM ended: {outcome:?}");
     let serial = String::from_utf8_lossy(&serial.0.lock().unwrap()).into_owned();
     assert_eq!(outcome, VmOutcome::Reset, "serial console:\n{serial}");
 

@@ -274,7 +274,14 @@ impl MmioTransport {
                 .ok()
                 .and_then(|i| self.queues.get(i))
                 .map_or(0, |q| u32::from(q.ready)),
-            REG_INTERRUPT_STATUS => self.interrupt.status(),
+            REG_INTERRUPT_STATUS => {
+                let v = self.interrupt.status();
+                log::trace!(
+                    "virtio-mmio: type {} interrupt status read: {v:#x}",
+                    self.device.device_type()
+                );
+                v
+            }
             REG_STATUS => {
                 let mut v = self.status_reg;
                 if self.interrupt.needs_reset() {
@@ -293,6 +300,10 @@ impl MmioTransport {
     }
 
     fn write_reg(&mut self, offset: u64, v: u32) {
+        log::trace!(
+            "virtio-mmio: type {} write {offset:#x} = {v:#x}",
+            self.device.device_type()
+        );
         match offset {
             REG_DEVICE_FEATURES_SEL => self.device_features_sel = v,
             REG_DRIVER_FEATURES_SEL => self.driver_features_sel = v,
@@ -449,6 +460,11 @@ impl MmioTransport {
             }
             DeviceStatus::Init | DeviceStatus::Acknowledge | DeviceStatus::Driver => {}
         }
+        log::debug!(
+            "virtio-mmio: device type {}: {:?} -> {target:?}",
+            self.device.device_type(),
+            self.status
+        );
         self.status = target;
         self.status_reg = target.bits().unwrap_or(v);
     }

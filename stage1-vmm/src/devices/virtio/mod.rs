@@ -162,6 +162,7 @@ impl Interrupt {
     }
 
     fn raise(&self, bit: u32) {
+        log::trace!("virtio: interrupt {bit:#x}");
         self.inner.status.fetch_or(bit, Ordering::AcqRel);
         if let Err(e) = self.inner.evt.write(1) {
             log::warn!("virtio: cannot signal the irq eventfd: {e}");

@@ -111,6 +111,7 @@ pub(crate) fn spawn<W: Worker>(
     for (i, evt) in queue_evts.iter().enumerate() {
         add_fd(&epoll, evt.as_raw_fd(), EventSet::IN, i as u64).map_err(ActivateError::Worker)?;
     }
+    log::debug!("{name}: worker starting with {} queues", queue_evts.len());
     let thread_name = name.to_string();
     let thread = thread::Builder::new()
         .name(name.to_string())
