@@ -126,4 +126,8 @@ report stage1-vmm "$work/ours.tsv"
 report qemu-microvm "$work/qemu.tsv"
 ours_exit=$(awk '{print $2}' "$work/ours.tsv" | median)
 qemu_exit=$(awk '{print $2}' "$work/qemu.tsv" | median)
+# Each pair of runs is adjacent in time, so their ratio is less sensitive to the machine's
+# load drifting during the benchmark than the ratio of the medians.
+paired=$(paste -d' ' "$work/ours.tsv" "$work/qemu.tsv" | awk '{printf "%.3f\n", $2/$6}' | median)
+echo "paired start->exit ratio (median of per-pair ratios): $paired"
 echo "RATIO boot_vs_qemu_microvm $(awk -v a="$ours_exit" -v b="$qemu_exit" 'BEGIN{printf "%.2f", a/b}')"

@@ -62,9 +62,15 @@ pub enum BootError {
         /// Size of the initramfs (bytes).
         size: u64,
     },
-    /// Copying the initramfs into guest memory failed.
-    #[error("cannot copy the initramfs into guest memory")]
-    LoadInitramfs(#[source] vm_memory::GuestMemoryError),
+    /// Copying the kernel or initramfs into guest memory failed.
+    #[error("cannot copy the {what} into guest memory")]
+    CopyImage {
+        /// "kernel" or "initramfs".
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
     /// Writing the command line, start info or zero page failed.
     #[error("cannot write boot information to guest memory")]
     WriteBootInfo(#[source] vm_memory::GuestMemoryError),

@@ -6,13 +6,16 @@
 //! line (the kernel hands unknown `key=value` parameters to init as environment):
 //! - `report` (default): mounts /proc, prints `NCPUS=<n>` and `MEMTOTAL_KB=<n>`, reboots;
 //! - `quick`: reboots at once (the benchmark);
-//! - `exit`: exits with status 3, so the kernel panics ("Attempted to kill init!").
+//! - `exit`: exits with status 3, so the kernel panics ("Attempted to kill init!");
+//! - `dmesg`: prints the kernel log buffer (read with syslog(2), so it never went through the
+//!   console), then reboots: profile a quiet boot with `initcall_debug`.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
 use std::io::Write;
 
 extern "C" {
     fn reboot(cmd: c_int) -> c_int;
+    fn klogctl(kind: c_int, buf: *mut c_char, len: c_int) -> c_int;
     fn sync();
     fn mount(
         src: *const c_char,
@@ -43,6 +46,15 @@ fn main() {
     let mode = std::env::var("rkt_test").unwrap_or_else(|_| "report".into());
     match mode.as_str() {
         "quick" => do_reboot(),
+        "dmesg" => {
+            let mut buf = vec![0u8; 1 << 20];
+            // SAFETY: SYSLOG_ACTION_READ_ALL (3) writes at most `len` bytes into `buf`.
+            let n = unsafe { klogctl(3, buf.as_mut_ptr().cast(), buf.len() as c_int) };
+            if n > 0 {
+                let _ = std::io::stdout().write_all(buf.get(..n as usize).unwrap_or_default());
+            }
+            do_reboot()
+        }
         "exit" => {
             println!("RKT-TEST-INIT-EXITING");
             let _ = std::io::stdout().flush();
