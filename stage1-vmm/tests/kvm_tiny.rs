@@ -276,8 +276,8 @@ fn multi_page_kernel_loads() {
     if !kvm_or_skip("multi_page_kernel_loads") {
         return;
     }
-    // Three pages of NOPs, then the code that prints and resets, then a partial page (with
-    // RKT_VMM_MMAP=1 the loader maps the whole pages and copies the tail).
+    // Three pages of NOPs, then the code that prints and resets, then a partial page: the
+    // loader maps the whole pages from the file and copies the tail.
     let mut code = vec![0x90u8; 3 * 4096];
     code.extend(asm::print(0x3f8, b"mapped\n"));
     code.extend(asm::reset());
