@@ -30,7 +30,7 @@ mkinit=$tgt/release/examples/mk_test_initramfs
 cache=${RKT_BENCH_CACHE:-/var/cache/rkt-rs/bench-kvm}
 # The hello pod's VM: one app without a memory limit = 128 MiB + the measured guest overhead
 # (stage1-vmm/src/pod/sizing.rs); QEMU gets the same.
-qemu_mem=${BENCH_QEMU_MEM:-172}
+qemu_mem=${BENCH_QEMU_MEM:-164}
 log() { echo "bench: $*" >&2; }
 
 host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }

@@ -50,6 +50,89 @@ pub fn pod_cmdline(debug: bool) -> String {
     s
 }
 
+/// Kernel console lines kept for the failure report (lines).
+pub const KERNEL_TAIL_LINES: usize = 64;
+/// Longest console line kept whole (bytes); longer lines are cut.
+const MAX_LINE: usize = 4096;
+
+/// Whether a console line is the kernel's (printk with `CONFIG_PRINTK_TIME`: `[    1.234567] `).
+pub fn is_kernel_line(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"[") else {
+        return false;
+    };
+    let rest: Vec<u8> = rest.iter().copied().skip_while(|b| *b == b' ').collect();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && rest.get(digits) == Some(&b'.')
+}
+
+/// The COM1 sink of a pod: guest-init's own lines go to stderr; kernel lines are kept (the last
+/// [`KERNEL_TAIL_LINES`]) and shown only if the VM fails, so a normal run prints no kernel noise.
+/// With `--debug` everything goes to stderr.
+pub struct ConsoleFilter<W: std::io::Write> {
+    out: W,
+    debug: bool,
+    partial: Vec<u8>,
+    tail: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+impl<W: std::io::Write> ConsoleFilter<W> {
+    /// A filter writing to `out`; `tail` receives the kernel lines.
+    pub fn new(
+        out: W,
+        debug: bool,
+        tail: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    ) -> Self {
+        ConsoleFilter {
+            out,
+            debug,
+            partial: Vec::new(),
+            tail,
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if self.debug || !is_kernel_line(line) {
+            return self.out.write_all(line);
+        }
+        let mut t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() == KERNEL_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(String::from_utf8_lossy(line).trim_end().to_string());
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ConsoleFilter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for &b in buf {
+            if self.partial.len() < MAX_LINE {
+                self.partial.push(b);
+            }
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.partial);
+                self.line(&line)?;
+            }
+        }
+        Ok(buf.len())
+    }
+    /// Flushes the output; an incomplete line stays buffered (the console writer flushes after
+    /// every chunk, often a single byte), to be judged when it is complete or at drop.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for ConsoleFilter<W> {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            let _ = self.line(&line);
+            let _ = self.out.flush();
+        }
+    }
+}
+
 /// A transport, or the record that creating it failed (`Vmm::add_virtio_mmio` takes an
 /// infallible constructor; the failure is reported right after registration).
 enum Slot {
@@ -219,7 +302,14 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     cfg.cpus = size.cpus;
     // COM1 is the kernel console (and guest-init's own messages): stderr, never the apps'
     // stdout. The kernel is `quiet`, so it only speaks when something goes wrong.
-    cfg.console_out = Some(Box::new(std::io::stderr()));
+    let kernel_tail = std::sync::Arc::new(std::sync::Mutex::new(
+        std::collections::VecDeque::with_capacity(KERNEL_TAIL_LINES),
+    ));
+    cfg.console_out = Some(Box::new(ConsoleFilter::new(
+        std::io::stderr(),
+        args.debug || plan.debug,
+        kernel_tail.clone(),
+    )));
     let mut vmm = Vmm::new(cfg)?;
 
     // From here on the VMM sees only the pod directory.
@@ -267,6 +357,15 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     if stats.dropped > 0 {
         log::warn!("{} kernel console bytes dropped", stats.dropped);
     }
+    if !outcome.is_success() {
+        let tail = kernel_tail.lock().unwrap_or_else(|p| p.into_inner());
+        if !tail.is_empty() {
+            eprintln!("{PROG}: last kernel messages:");
+            for l in tail.iter() {
+                eprintln!("  {l}");
+            }
+        }
+    }
     Ok(finish(&pod, &plan, &outcome))
 }
 
@@ -308,6 +407,33 @@ fn guest_init_failure(stage1_root: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_filter_keeps_kernel_lines_for_failures() {
+        use std::io::Write;
+        let tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let mut out = Vec::new();
+        {
+            let mut f = ConsoleFilter::new(&mut out, false, tail.clone());
+            // Byte by byte with a flush after each, as the serial port delivers it.
+            let text: &[u8] = b"[    0.860150] PCI: Fatal\n[guest-init] app a exited\n\
+                [12345.1] reboot: Restarting system\n[x] y\n[guest-init] no newline";
+            for b in text {
+                f.write_all(&[*b]).unwrap_or_else(|e| panic!("{e}"));
+                f.flush().unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        assert_eq!(
+            out,
+            b"[guest-init] app a exited\n[x] y\n[guest-init] no newline"
+        );
+        let t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(t.len(), 2);
+        assert!(t[0].ends_with("PCI: Fatal"));
+        assert!(is_kernel_line(b"[    3.828542] reboot"));
+        assert!(!is_kernel_line(b"[guest-init] x"));
+        assert!(!is_kernel_line(b"[ ] x"));
+    }
 
     #[test]
     fn cmdline_puts_init_args_last() {
