@@ -159,13 +159,22 @@ fn ns_setup() -> Result<supervisor::Env, String> {
     })
 }
 
+/// Opens a virtio console for app output in raw mode: no output processing (ONLCR would turn
+/// every `\n` into `\r\n`), so the host receives the apps' bytes unchanged.
 fn open_rw(path: &str) -> Option<RawFd> {
-    std::fs::OpenOptions::new()
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOCTTY)
         .open(path)
-        .ok()
-        .map(IntoRawFd::into_raw_fd)
+        .ok()?;
+    if let Ok(mut t) = tcgetattr(&f) {
+        cfmakeraw(&mut t);
+        let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
+    }
+    Some(f.into_raw_fd())
 }
 
 /// kvm flavor: the root is the virtio-fs share; mount what PID 1 of a VM needs, find the
