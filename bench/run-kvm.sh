@@ -8,9 +8,10 @@
 # image (overlays, nothing copied per run: the two must be within 10%). The last line is
 # `RATIO run_kvm_vs_qemu_boot <rkt run median / qemu boot median>`.
 #
-# Run it as `ci/nested-kvm bash bench/run-kvm.sh` (or plainly: on a host whose KVM cannot boot
-# Linux it prepares everything on the host, where it is fast, then re-runs itself under
-# ci/nested-kvm). Inputs (env, defaults from `make build`): RKT_BIN (build/bin/rkt),
+# Run it plainly: on a host whose KVM cannot boot Linux it prepares everything on the host, where
+# it is fast, then re-runs itself under ci/nested-kvm with 6 GiB for L1. By hand after a plain
+# run has prepared: `NESTED_KVM_MEM=6144 ci/nested-kvm bash bench/run-kvm.sh` (L1's default
+# 3 GiB is too small for the 1 GiB image's store copy plus its tree). Inputs (env, defaults from `make build`): RKT_BIN (build/bin/rkt),
 # RKT_STAGE1_KVM_ACI (build/stage1-kvm.aci), HELLO_BIN (build/bin/hello), MKACI
 # (build/bin/mkaci), RKT_TEST_KERNEL (build/kernel/vmlinux), CARGO_TARGET_DIR (for the
 # initramfs maker, default <repo>/target), RKT_BENCH_CACHE (prepared images,
@@ -55,10 +56,17 @@ prepare() {
         name=$cache/big-$size.aci
         [ -s "$name" ] && continue
         log "building the $size image"
-        head -c "$size" /dev/zero >"$cache/blob-$size"
-        "$mkaci" --name "example.com/bench-$size" --label os=linux --label arch=amd64 \
+        # Mostly zeros with 40 random bytes per 4 KiB: compresses about 80:1, under stage0's
+        # 200:1 compression-bomb limit, and cheap to build.
+        python3 -c 'import os, sys
+n = {"1M": 1 << 20, "1G": 1 << 30}[sys.argv[1]] // 4096
+with open(sys.argv[2], "wb") as f:
+    for _ in range(n):
+        f.write(os.urandom(40) + bytes(4056))' "$size" "$cache/blob-$size"
+        "$mkaci" --name "example.com/bench-${size,,}" --label os=linux --label arch=amd64 \
             --exec /bin/hello --file "$hello:/bin/hello:0755" --file "$cache/blob-$size:/data/blob:0644" \
-            -o "$name.tmp" && mv "$name.tmp" "$name"
+            -o "$name.tmp" || { rm -f "$name.tmp" "$cache/blob-$size"; log "mkaci failed"; exit 1; }
+        mv "$name.tmp" "$name"
         rm -f "$cache/blob-$size"
     done
 }
@@ -67,7 +75,7 @@ if [ -z "${NESTED_KVM:-}" ]; then
     prepare
     if ! host_kvm_ok; then
         log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
+        NESTED_KVM_MEM=${NESTED_KVM_MEM:-6144} exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
     fi
 fi
 for f in "$rkt" "$stage1" "$kernel" "$cache/initramfs.cpio" "$cache/hello.aci" "$cache/big-1M.aci" "$cache/big-1G.aci"; do
@@ -77,9 +85,14 @@ command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 missing"; 
 
 work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-run-kvm.XXXXXX")
 dir=$work/data
+# Inside L1 the store's copy of the 1 GiB image and its 1 GiB tree do not fit in
+# $NESTED_KVM_TMP beside the rest (each tmpfs is half of L1's RAM; the re-run asks for 6 GiB):
+# use the separate fresh tmpfs at /var/lib/rkt.
+[ -n "${NESTED_KVM:-}" ] && dir=/var/lib/rkt/bench-run-kvm
 cleanup() {
     "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
     rm -rf "$work"
+    [ -n "${NESTED_KVM:-}" ] && rm -rf "$dir"
 }
 trap cleanup EXIT
 R=("$rkt" --dir="$dir" --insecure-options=image)

@@ -528,6 +528,14 @@ fn kvm_rkt_stop_ends_a_running_pod() {
     }
     let uuid = uuid_of(&uuid_file);
     assert!(status_lines(&e, &uuid).contains("state=running"));
+    // No exec channel into the guest yet: enter says so.
+    let en = run(&e, &["enter", &uuid, "/bin/pod-check"]);
+    assert_eq!(en.status.code(), Some(1), "{}", stderr(&en));
+    assert!(
+        stderr(&en).contains("rkt enter is not supported by the kvm stage1 yet"),
+        "{}",
+        stderr(&en)
+    );
     let stopped = Instant::now();
     let s = run(&e, &["stop", &uuid]);
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
