@@ -557,6 +557,69 @@ fn kvm_rkt_stop_ends_a_running_pod() {
 }
 
 #[test]
+fn kvm_second_sigterm_ends_the_vm_at_once() {
+    let Some(e) = require("kvm_second_sigterm_ends_the_vm_at_once") else {
+        return;
+    };
+    // The app ignores SIGTERM, so the graceful stop would take the whole grace period; a
+    // second signal to the VMM ends the VM at once and says so.
+    let img = e.pod_check_image("stubborn.aci", |s| s.mount_point("mark", "/mark", false));
+    let mark = e.path("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let uuid_file = e.path("uuid");
+    let child = spawn(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            &format!("--volume=mark,kind=host,source={}", mark.display()),
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--ignore-sigterm",
+            "--write=/mark/started",
+            "--sleep-ms=600000",
+        ],
+    );
+    let t0 = Instant::now();
+    while !mark.join("started").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+            "the app never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let uuid = uuid_of(&uuid_file);
+    let pid: i32 = std::fs::read_to_string(pod_dir(&uuid).join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stopped = Instant::now();
+    for _ in 0..2 {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let o = wait(child, Duration::from_secs(60));
+    eprintln!(
+        "two SIGTERMs: exit {:?} after {:.1?}\n{}",
+        o.status.code(),
+        stopped.elapsed(),
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(pod_abi::exit::STAGE1_FAILED));
+    assert!(stopped.elapsed() < Duration::from_secs(10), "not at once");
+    let failure = std::fs::read_to_string(pod_dir(&uuid).join("failure")).unwrap();
+    assert_eq!(failure, "stopped by a second signal\n");
+    assert!(status_lines(&e, &uuid).contains("state=exited"));
+}
+
+#[test]
 fn kvm_guest_kernel_panic_is_a_pod_failure() {
     let Some(e) = require("kvm_guest_kernel_panic_is_a_pod_failure") else {
         return;
