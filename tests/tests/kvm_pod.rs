@@ -619,6 +619,108 @@ fn kvm_second_sigterm_ends_the_vm_at_once() {
     assert!(status_lines(&e, &uuid).contains("state=exited"));
 }
 
+/// Runs `rkt ARGS` with a pty as its terminal; `input` is typed after `delay`. Returns the exit
+/// code, what the terminal showed, and whether the terminal is cooked (ICANON|ECHO) afterwards.
+fn run_on_pty(
+    e: &E2e,
+    args: &[&str],
+    input: &[u8],
+    delay: Duration,
+) -> (Option<i32>, String, bool) {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::io::Write;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave;
+    let mut child = rkt(e, args)
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave.try_clone().unwrap()))
+        .spawn()
+        .unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut reader = master.try_clone().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            s2.lock().unwrap().extend_from_slice(&b[..n]);
+        }
+    });
+    std::thread::sleep(delay);
+    master.write_all(input).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let cooked = tcgetattr(&slave)
+        .map(|t| {
+            t.local_flags
+                .contains(LocalFlags::ICANON | LocalFlags::ECHO)
+        })
+        .unwrap_or(false);
+    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    eprintln!(
+        "$ rkt {} (on a pty)\n[exit {:?}]\n{text}",
+        args.join(" "),
+        status.code()
+    );
+    (status.code(), text, cooked)
+}
+
+#[test]
+fn kvm_interactive_terminal_and_escape() {
+    let Some(e) = require("kvm_interactive_terminal_and_escape") else {
+        return;
+    };
+    let img = e.pod_check_image("tty.aci", |s| s);
+    // The app's stdin and stdout are a terminal that is its controlling terminal.
+    let (code, text, cooked) = run_on_pty(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            "--interactive",
+            img.to_str().unwrap(),
+            "--",
+            "--expect-tty",
+        ],
+        b"",
+        Duration::from_millis(0),
+    );
+    assert!(text.contains("pod-check OK"), "{text}");
+    assert_eq!(code, Some(0));
+    assert!(cooked, "the terminal was not restored");
+    // ^] three times within a second kills the VM and restores the terminal.
+    let (code, text, cooked) = run_on_pty(
+        &e,
+        &[
+            "run",
+            &kvm_flag(&e),
+            "--interactive",
+            img.to_str().unwrap(),
+            "--",
+            "--sleep-ms=600000",
+        ],
+        b"\x1d\x1d\x1d",
+        Duration::from_secs(3),
+    );
+    assert_eq!(code, Some(pod_abi::exit::STAGE1_FAILED), "{text}");
+    assert!(text.contains("killed from the terminal"), "{text}");
+    assert!(cooked, "the terminal was not restored");
+}
+
 #[test]
 fn kvm_guest_kernel_panic_is_a_pod_failure() {
     let Some(e) = require("kvm_guest_kernel_panic_is_a_pod_failure") else {
