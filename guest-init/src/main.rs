@@ -117,6 +117,10 @@ fn run(args: &Args) -> Result<i32, String> {
         }
     }
     debug!("pod {} with {} app(s)", plan.uuid, plan.apps.len());
+    let mut env = env;
+    if args.flavor == Flavor::Kvm && plan.interactive && plan.apps.len() == 1 {
+        attach_interactive_console(&mut env);
+    }
     let codes = supervisor::run(&plan, env, signals);
     if args.flavor == Flavor::Ns {
         sync_pod_filesystems(&plan);
@@ -175,6 +179,35 @@ fn open_rw(path: &str) -> Option<RawFd> {
         let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
     }
     Some(f.into_raw_fd())
+}
+
+/// kvm flavor, interactive pod: the app's terminal is `hvc0` (the host copies its own terminal
+/// to it), cooked again (it was opened raw for plain output), as stdin (PID 1's fd 0, which the
+/// app inherits and makes its controlling terminal), stdout and stderr.
+fn attach_interactive_console(env: &mut supervisor::Env) {
+    use nix::sys::termios::{tcgetattr, tcsetattr, InputFlags, LocalFlags, OutputFlags, SetArg};
+    let Some(fd) = open_rw(HVC_STDOUT) else {
+        info!("interactive: no {HVC_STDOUT}; the app gets the console");
+        return;
+    };
+    // SAFETY: `fd` was just opened and stays open for PID 1's life.
+    let tty = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if let Ok(mut t) = tcgetattr(tty) {
+        t.input_flags |= InputFlags::ICRNL | InputFlags::IXON;
+        t.output_flags |= OutputFlags::OPOST | OutputFlags::ONLCR;
+        t.local_flags |= LocalFlags::ISIG
+            | LocalFlags::ICANON
+            | LocalFlags::ECHO
+            | LocalFlags::ECHOE
+            | LocalFlags::ECHOK
+            | LocalFlags::IEXTEN;
+        let _ = tcsetattr(tty, SetArg::TCSANOW, &t);
+    }
+    if let Err(e) = nix::unistd::dup2(fd, 0) {
+        info!("interactive: dup2 {HVC_STDOUT} to stdin: {}", e.desc());
+    }
+    env.stdout = Some(fd);
+    env.stderr = Some(fd);
 }
 
 /// kvm flavor: the root is the virtio-fs share; mount what PID 1 of a VM needs, find the
