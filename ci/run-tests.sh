@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the given test binaries one after the other (inside the nested-KVM L1 VM), single-threaded,
-# and exits non-zero if any failed.
+# Runs test binaries one after the other (inside the nested-KVM L1 VM), single-threaded, and
+# exits non-zero if any failed. Argument: a file with one "BINARY [FILTER]" per line.
 set -u
 rc=0
-for t in "$@"; do
-  echo "---- $(basename "$t")"
-  "$t" --test-threads=1 || rc=1
-done
+while read -r bin filter; do
+  [ -n "$bin" ] || continue
+  echo "---- $(basename "$bin") ${filter:-}"
+  # shellcheck disable=SC2086
+  "$bin" --test-threads=1 $filter || rc=1
+done < "$1"
 exit $rc
