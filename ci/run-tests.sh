@@ -7,6 +7,6 @@ while read -r bin filter; do
   [ -n "$bin" ] || continue
   echo "---- $(basename "$bin") ${filter:-}"
   # shellcheck disable=SC2086
-  "$bin" --test-threads=1 $filter || rc=1
+  "$bin" --test-threads=1 --show-output $filter || rc=1
 done < "$1"
 exit $rc

@@ -142,7 +142,9 @@ fn mounts_under(dir: &Path) -> usize {
 /// Prints a SKIP line past the harness's output capture.
 fn skip(test: &str, reason: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+    // One write(2), so parallel tests cannot split the line.
+    let line = format!("SKIP: {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 fn is_root() -> bool {

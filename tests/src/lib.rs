@@ -93,7 +93,9 @@ pub fn is_root() -> bool {
 /// test harness's output capture does not swallow it.
 pub fn skip(test: &str, reason: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIP: {test}: {reason}");
+    // One write(2), so parallel tests cannot split the line.
+    let line = format!("SKIP: {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// A test image under construction.
