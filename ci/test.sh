@@ -38,7 +38,7 @@ for line in sys.stdin:
     except ValueError: continue
     if m.get("reason") != "compiler-artifact" or not m.get("executable"): continue
     t = m["target"]
-    if "test" not in t["kind"]: continue
+    if not m.get("profile", {}).get("test"): continue
     name = t["name"]
     vmm = m["package_id"].find("stage1-vmm") >= 0
     if name.startswith("kvm") or (vmm and t["kind"] == ["test"]):
