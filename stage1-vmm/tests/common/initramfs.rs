@@ -4,6 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "cpio.rs"]
+mod cpio;
+use cpio::entry;
+
 /// The static test init, built by build.rs (empty if that failed).
 pub const TEST_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-init"));
 
@@ -13,38 +17,6 @@ const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 /// Mode bits: character device.
 const S_IFCHR: u32 = 0o020000;
-
-fn entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-    let namesize = name.len() + 1;
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        data.len() as u32,
-        0,
-        0,
-        rdev.0,
-        rdev.1,
-        namesize as u32,
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
 
 /// The initramfs bytes.
 pub fn build() -> Vec<u8> {
