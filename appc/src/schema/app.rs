@@ -1,10 +1,10 @@
 //! The `app` section shared by image manifests and pod apps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{is_abs, nullable, validate_env, EnvVar};
+use super::common::{is_abs, nullable, validate_env, EnvVar, UserMeta};
 use crate::types::{
     index, join, validate_isolators, AcName, Invalid, Isolator, IsolatorScope, ValidationError,
 };
@@ -72,20 +72,9 @@ pub struct App {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub ports: Vec<Port>,
-    /// Free-form user annotations.
-    #[serde(
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub user_annotations: BTreeMap<String, String>,
-    /// Free-form user labels.
-    #[serde(
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub user_labels: BTreeMap<String, String>,
+    /// Free-form user annotations and labels.
+    #[serde(flatten)]
+    pub user_meta: UserMeta,
 }
 
 /// A lifecycle hook.

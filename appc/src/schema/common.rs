@@ -1,7 +1,8 @@
-//! Small shared manifest pieces: labels, annotations, environment variables, the
-//! `null`-tolerant list deserializer and the shared validation rules.
+//! Small shared manifest pieces: labels, annotations, user annotations and labels,
+//! environment variables, the `null`-tolerant list deserializer, the JSON reading and writing
+//! of a manifest kind and the shared validation rules.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -14,6 +15,56 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `from_json` (parse and validate), `to_json` and `to_json_pretty` for a manifest kind `$kind`
+/// that has `fn validate(&self) -> Result<(), ValidationError>`.
+macro_rules! manifest_json {
+    ($kind:ty) => {
+        impl $kind {
+            /// Parse and validate.
+            pub fn from_json(bytes: &[u8]) -> Result<Self, $crate::schema::ManifestError> {
+                let m: Self =
+                    serde_json::from_slice(bytes).map_err($crate::schema::ManifestError::Json)?;
+                m.validate()?;
+                Ok(m)
+            }
+
+            /// Serialize to compact JSON.
+            pub fn to_json(&self) -> Vec<u8> {
+                // Serializing plain data with string keys cannot fail.
+                serde_json::to_vec(self).unwrap_or_default()
+            }
+
+            /// Serialize to indented JSON.
+            pub fn to_json_pretty(&self) -> Vec<u8> {
+                serde_json::to_vec_pretty(self).unwrap_or_default()
+            }
+        }
+    };
+}
+pub(crate) use manifest_json;
+
+/// Free-form user annotations and labels (`userAnnotations`, `userLabels`), which an app and a
+/// pod both carry (flattened into them); `null` reads as empty, empty maps are not written.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UserMeta {
+    /// Free-form user annotations.
+    #[serde(
+        rename = "userAnnotations",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub annotations: BTreeMap<String, String>,
+    /// Free-form user labels.
+    #[serde(
+        rename = "userLabels",
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A `{name, value}` label (`version`, `os`, `arch`, ...).

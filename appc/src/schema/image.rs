@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{is_abs, is_hash, nullable, validate_annotations, validate_labels};
-use super::{Annotation, App, Label, ManifestError, AC_VERSION};
+use super::common::{
+    is_abs, is_hash, manifest_json, nullable, validate_annotations, validate_labels,
+};
+use super::{Annotation, App, Label, AC_VERSION};
 use crate::types::{index, join, AcIdentifier, Invalid, ValidationError};
 
 /// Value of `acKind` for image manifests.
@@ -75,6 +77,8 @@ pub struct Dependency {
     pub size: Option<u64>,
 }
 
+manifest_json!(ImageManifest);
+
 impl ImageManifest {
     /// A minimal valid manifest named `name` (current acVersion, no app).
     pub fn new(name: AcIdentifier) -> Self {
@@ -88,24 +92,6 @@ impl ImageManifest {
             path_whitelist: Vec::new(),
             annotations: Vec::new(),
         }
-    }
-
-    /// Parse and validate.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let m: Self = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
-        m.validate()?;
-        Ok(m)
-    }
-
-    /// Serialize to compact JSON.
-    pub fn to_json(&self) -> Vec<u8> {
-        // Serializing plain data with string keys cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Serialize to indented JSON.
-    pub fn to_json_pretty(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
     /// Check every rule of the spec; the error names the first bad field.

@@ -11,7 +11,7 @@ mod pod;
 use thiserror::Error;
 
 pub use app::{App, EventHandler, MountPoint, Port};
-pub use common::{Annotation, EnvVar, Label, ValidOsArch, VALID_OS_ARCH};
+pub use common::{Annotation, EnvVar, Label, UserMeta, ValidOsArch, VALID_OS_ARCH};
 pub use image::{Dependency, ImageManifest, IMAGE_MANIFEST_KIND};
 pub use pod::{
     ExposedPort, Mount, PodManifest, RuntimeApp, RuntimeImage, Volume, POD_MANIFEST_KIND,

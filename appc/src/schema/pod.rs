@@ -1,13 +1,15 @@
 //! `PodManifest`: the apps, volumes and ports of a pod.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use super::app::App;
-use super::common::{is_abs, is_hash, nullable, validate_annotations, validate_labels};
+use super::common::{
+    is_abs, is_hash, manifest_json, nullable, validate_annotations, validate_labels, UserMeta,
+};
 use super::image::validate_ac_version;
-use super::{Annotation, Label, ManifestError, Port, AC_VERSION};
+use super::{Annotation, Label, Port, AC_VERSION};
 use crate::types::{
     index, join, validate_isolators, AcIdentifier, AcName, Invalid, Isolator, IsolatorScope,
     ValidationError,
@@ -44,20 +46,9 @@ pub struct PodManifest {
     /// Ports exposed on the host.
     #[serde(default, deserialize_with = "nullable")]
     pub ports: Vec<ExposedPort>,
-    /// Free-form user annotations.
-    #[serde(
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub user_annotations: BTreeMap<String, String>,
-    /// Free-form user labels.
-    #[serde(
-        default,
-        deserialize_with = "nullable",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub user_labels: BTreeMap<String, String>,
+    /// Free-form user annotations and labels.
+    #[serde(flatten)]
+    pub user_meta: UserMeta,
 }
 
 /// One app of a pod.
@@ -260,6 +251,8 @@ fn parse_mode(s: &str) -> Option<u32> {
     u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
 }
 
+manifest_json!(PodManifest);
+
 impl PodManifest {
     /// An empty pod manifest with the current acVersion.
     pub fn new() -> Self {
@@ -271,26 +264,8 @@ impl PodManifest {
             isolators: Vec::new(),
             annotations: Vec::new(),
             ports: Vec::new(),
-            user_annotations: BTreeMap::new(),
-            user_labels: BTreeMap::new(),
+            user_meta: UserMeta::default(),
         }
-    }
-
-    /// Parse and validate.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let m: Self = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
-        m.validate()?;
-        Ok(m)
-    }
-
-    /// Serialize to compact JSON.
-    pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// Serialize to indented JSON.
-    pub fn to_json_pretty(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
     /// Check every rule of the spec (a pod template may leave `image.id` empty; see

@@ -134,6 +134,30 @@ fn go_nulls_accepted() {
 }
 
 #[test]
+fn user_annotations_and_labels_keep_their_keys_in_apps_and_pods() {
+    let j = br#"{"acVersion":"0.8.11","acKind":"PodManifest","apps":[{"name":"a","image":{"id":"sha512-aa"},"app":{"exec":["/x"],"user":"0","group":"0","userAnnotations":{"k":"v"}}}],"userLabels":{"tier":"web"}}"#;
+    let p = PodManifest::from_json(j).unwrap();
+    let app = p.apps[0].app.as_ref().unwrap();
+    assert_eq!(
+        app.user_meta.annotations.get("k").map(String::as_str),
+        Some("v")
+    );
+    assert!(app.user_meta.labels.is_empty());
+    assert_eq!(
+        p.user_meta.labels.get("tier").map(String::as_str),
+        Some("web")
+    );
+    assert!(p.user_meta.annotations.is_empty());
+    // Written back under the same keys; empty maps are left out.
+    let v: Value = serde_json::from_slice(&p.to_json()).unwrap();
+    assert_eq!(v["userLabels"], json!({"tier": "web"}));
+    assert_eq!(v["apps"][0]["app"]["userAnnotations"], json!({"k": "v"}));
+    assert!(v.get("userAnnotations").is_none());
+    assert!(v["apps"][0]["app"].get("userLabels").is_none());
+    assert_eq!(PodManifest::from_json(&p.to_json()).unwrap(), p);
+}
+
+#[test]
 fn new_manifests_are_valid() {
     let m = ImageManifest::new(crate::AcIdentifier::new("example.com/x").unwrap());
     m.validate().unwrap();

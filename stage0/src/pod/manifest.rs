@@ -213,10 +213,10 @@ fn effective_app(r: &ResolvedApp, sources: &EnvSources) -> Result<App, PodError>
         replace_isolator(&mut app.isolators, name, v);
     }
     for (k, v) in &o.user_annotations {
-        app.user_annotations.insert(k.clone(), v.clone());
+        app.user_meta.annotations.insert(k.clone(), v.clone());
     }
     for (k, v) in &o.user_labels {
-        app.user_labels.insert(k.clone(), v.clone());
+        app.user_meta.labels.insert(k.clone(), v.clone());
     }
     if let Some(set) = &o.caps_remove {
         replace_isolator(
@@ -423,7 +423,7 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{names:?}");
         }
-        assert_eq!(a.user_labels.get("k").map(String::as_str), Some("v"));
+        assert_eq!(a.user_meta.labels.get("k").map(String::as_str), Some("v"));
         assert_eq!(pm.apps[0].annotations[0].value, "b");
         // A --port must name a port some app declares.
         let cmd = RunCommand::parse(
