@@ -1,5 +1,6 @@
 //! Test support: locating the built binaries and stage1 images, building test ACIs with
-//! `appc::aci::AciBuilder`, and running `rkt` against a private data directory.
+//! `appc::aci::AciBuilder`, running `rkt` against a private data directory, and marking the
+//! tests that boot guests.
 //!
 //! End-to-end tests use these environment variables (set by `ci/test.sh`; defaults in
 //! parentheses, relative to the workspace root):
@@ -12,18 +13,32 @@
 //!
 //! `make build` (ci/build.sh) produces all of them. A test whose inputs are missing, or that
 //! needs root and is not, prints `SKIP: <test>: <reason>` on stderr and returns.
+//!
+//! A test that boots a guest calls [`guest_kvm_or_skip`] first (through [`E2e::require_kvm`]):
+//! that mark, not the test's name, is how `ci/test.sh` knows to run it inside ci/nested-kvm.
 
 #![allow(clippy::unwrap_used)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use appc::aci::{AciBuilder, Compression};
 use appc::schema::{App, EnvVar, EventHandler, Label, MountPoint};
 use appc::{AcIdentifier, AcName, ImageManifest};
 
-/// Time limit of one `rkt` invocation in tests, in seconds.
+/// Time limit of one `rkt` invocation in namespace tests, in seconds.
 pub const RUN_TIMEOUT_SECS: u64 = 60;
+/// Time limit of one `rkt` invocation in KVM tests (nested, emulated KVM), in seconds.
+pub const KVM_RUN_TIMEOUT_SECS: u64 = 300;
+/// The PVM module's sysfs directory (as `stage1_vmm::pvm` checks it).
+const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
+/// Env var that lets the VMM use a PVM `/dev/kvm` (`1`), as `stage1_vmm::pvm` reads it.
+const ENV_ALLOW_PVM: &str = "RKT_VMM_ALLOW_PVM";
+/// Stdout longer than this (bytes) is shown abridged in a test's log.
+const SHOWN_STDOUT_MAX: usize = 4000;
 /// Env var naming the `rkt` binary.
 pub const ENV_RKT_BIN: &str = "RKT_BIN";
 /// Env var naming the namespace stage1 ACI.
@@ -89,13 +104,107 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Prints the skip line CI collects. Written straight to stderr (not `eprintln!`), so the
-/// test harness's output capture does not swallow it.
-pub fn skip(test: &str, reason: &str) {
+/// Writes `line` (newline included) to stderr in one write(2), so parallel tests cannot split
+/// it and the test harness's output capture does not swallow it (unlike `eprintln!`).
+fn say(line: &str) {
     use std::io::Write;
-    // One write(2), so parallel tests cannot split the line.
-    let line = format!("SKIP: {test}: {reason}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Prints the skip line CI collects: `SKIP: <test>: <reason>`.
+pub fn skip(test: &str, reason: &str) {
+    say(&format!("SKIP: {test}: {reason}\n"));
+}
+
+/// Why this host's KVM cannot boot a Linux guest, if it cannot (the VMM's PVM rule: the
+/// kvm_pvm module loaded and no vmx/svm CPU flag, unless `RKT_VMM_ALLOW_PVM=1`).
+pub fn kvm_unusable() -> Option<&'static str> {
+    if !Path::new("/dev/kvm").exists() {
+        return Some("host KVM cannot boot Linux (no /dev/kvm); runs under ci/nested-kvm");
+    }
+    let hw = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .flat_map(|l| l.split_whitespace())
+        .any(|f| f == "vmx" || f == "svm");
+    let allow = std::env::var(ENV_ALLOW_PVM).is_ok_and(|v| v == "1");
+    if Path::new(KVM_PVM_MODULE).exists() && !hw && !allow {
+        return Some("host KVM cannot boot Linux; runs under ci/nested-kvm");
+    }
+    None
+}
+
+/// Marks `test` (its libtest name) as a guest-booting test and says whether it can run here.
+///
+/// Prints `GUEST-TEST: here <binary> <test>` when this host's KVM can boot Linux, else
+/// `GUEST-TEST: nested <binary> <test>` and the test's SKIP line, and returns false. `ci/test.sh`
+/// runs every `nested` test inside ci/nested-kvm and fails unless it passes there, printing
+/// `here`; the stage1-vmm tests print the same lines (`stage1-vmm/tests/common/guest.rs`).
+pub fn guest_kvm_or_skip(test: &str) -> bool {
+    let bin = std::env::current_exe().unwrap_or_default();
+    let unusable = kvm_unusable();
+    let verdict = if unusable.is_some() { "nested" } else { "here" };
+    say(&format!("GUEST-TEST: {verdict} {} {test}\n", bin.display()));
+    if let Some(why) = unusable {
+        skip(test, why);
+    }
+    unusable.is_none()
+}
+
+/// Where tests put scratch space: `$NESTED_KVM_TMP` when set (inside ci/nested-kvm: a plain
+/// tmpfs, since overlayfs cannot use an overlay as upper), else the system temp directory.
+pub fn scratch_base() -> PathBuf {
+    std::env::var_os("NESTED_KVM_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// A fresh temporary directory under [`scratch_base`] named `prefix...`.
+fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(scratch_base())
+        .unwrap()
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    })
+}
+
+/// Collects a child's output (reading both pipes while it runs), killing it after `limit`.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let so = drain(child.stdout.take());
+    let se = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            eprintln!("timed out after {limit:?}; killing it");
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: so.join().unwrap(),
+        stderr: se.join().unwrap(),
+    }
+}
+
+/// The pod UUID saved by `--uuid-file-save` in `file`.
+pub fn uuid_of(file: &Path) -> String {
+    std::fs::read_to_string(file).unwrap().trim().to_string()
 }
 
 /// A test image under construction.
@@ -252,22 +361,27 @@ impl ImageSpec {
     }
 }
 
-/// Everything an end-to-end `rkt run --stage1=ns` test needs, with a private `--dir`.
+/// Everything an end-to-end `rkt run` test needs: the binaries, one stage1 image, a data
+/// directory (`--dir`) and scratch space.
 #[derive(Debug)]
 pub struct E2e {
     /// The `rkt` binary.
     pub rkt: PathBuf,
-    /// The stage1-ns image.
+    /// The stage1 image (stage1-ns or stage1-kvm).
     pub stage1: PathBuf,
     /// Directory with the static `hello` and `pod-check`.
     pub bins: PathBuf,
-    /// Private data directory (`--dir`) and scratch space.
+    /// Scratch space (the private `--dir` of namespace tests too).
     pub tmp: tempfile::TempDir,
+    /// The `--dir` every `rkt` invocation gets.
+    data: PathBuf,
+    /// Time limit of one `rkt` invocation.
+    timeout: Duration,
 }
 
 impl E2e {
-    /// Checks the prerequisites (root, binaries, stage1 image); prints a SKIP line and returns
-    /// None when one is missing.
+    /// Checks the prerequisites of a namespace test (root, binaries, stage1-ns image); prints a
+    /// SKIP line and returns None when one is missing. The data directory is private.
     pub fn require(test: &str) -> Option<E2e> {
         if !is_root() {
             skip(test, "needs root (namespaces, mounts)");
@@ -291,21 +405,56 @@ impl E2e {
             );
             return None;
         };
-        let tmp = tempfile::Builder::new()
-            .prefix("rkt-e2e-")
-            .tempdir()
-            .unwrap();
+        let tmp = scratch("rkt-e2e-");
+        let data = tmp.path().join("data");
         Some(E2e {
             rkt,
             stage1,
             bins,
             tmp,
+            data,
+            timeout: Duration::from_secs(RUN_TIMEOUT_SECS),
         })
     }
 
-    /// The private `--dir`.
+    /// Marks `test` as guest-booting ([`guest_kvm_or_skip`]) and checks the prerequisites of a
+    /// KVM test (root, binaries, stage1-kvm image); prints a SKIP line and returns None when
+    /// one is missing. All KVM tests of a test binary share one data directory, so the stage1
+    /// image is imported once (under emulation an import costs far more than a pod run).
+    pub fn require_kvm(test: &str) -> Option<E2e> {
+        if !guest_kvm_or_skip(test) {
+            return None;
+        }
+        if !is_root() {
+            skip(test, "needs root (mounts, /dev/kvm)");
+            return None;
+        }
+        let (Some(rkt), Some(stage1), Some(bins)) = (rkt_bin(), stage1_kvm_aci(), test_bin_dir())
+        else {
+            skip(
+                test,
+                "no rkt, stage1-kvm.aci or static test binaries (set RKT_BIN, RKT_STAGE1_KVM_ACI, \
+                 RKT_TEST_BIN_DIR or run `make build`)",
+            );
+            return None;
+        };
+        static SHARED: OnceLock<PathBuf> = OnceLock::new();
+        let data = SHARED
+            .get_or_init(|| scratch("rkt-kvm-data-").keep())
+            .clone();
+        Some(E2e {
+            rkt,
+            stage1,
+            bins,
+            tmp: scratch("rkt-kvm-"),
+            data,
+            timeout: Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+        })
+    }
+
+    /// The `--dir` of this test's `rkt` invocations.
     pub fn dir(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        self.data.clone()
     }
 
     /// A scratch path.
@@ -313,47 +462,75 @@ impl E2e {
         self.tmp.path().join(name)
     }
 
-    /// `rkt --dir=<private> --insecure-options=image ARGS...`
-    pub fn rkt(&self, args: &[&str]) -> Command {
+    /// `rkt --dir=<data> --insecure-options=image ARGS...`
+    pub fn rkt<S: AsRef<str>>(&self, args: &[S]) -> Command {
         let mut c = Command::new(&self.rkt);
-        c.arg(format!("--dir={}", self.dir().display()))
+        c.arg(format!("--dir={}", self.data.display()))
             .arg("--insecure-options=image")
-            .args(args);
+            .args(args.iter().map(AsRef::as_ref));
         c
     }
 
-    /// `--stage1-path=<stage1-ns.aci>`.
+    /// `--stage1-path=<the stage1 image>`.
     pub fn stage1_flag(&self) -> String {
         format!("--stage1-path={}", self.stage1.display())
     }
 
-    /// Runs `rkt` (killed after [`RUN_TIMEOUT_SECS`]) and returns its output.
-    pub fn run(&self, args: &[&str]) -> Output {
-        let mut c = self.rkt(args);
-        c.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(RUN_TIMEOUT_SECS);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                eprintln!("rkt {} timed out after {RUN_TIMEOUT_SECS}s", args.join(" "));
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
+    /// Starts `rkt ARGS` with stdin from /dev/null and piped stdout and stderr.
+    pub fn spawn<S: AsRef<str>>(&self, args: &[S]) -> Child {
+        self.rkt(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs `rkt ARGS` (killed after the time limit) and prints what happened.
+    pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        let started = Instant::now();
+        let out = wait_output(self.spawn(args), self.timeout);
+        let so = stdout(&out);
+        let shown = if so.len() > SHOWN_STDOUT_MAX {
+            let head: String = so.chars().take(SHOWN_STDOUT_MAX / 2).collect();
+            format!("{head}... ({} bytes)\n", so.len())
+        } else {
+            so
+        };
         eprintln!(
-            "$ rkt {}\n[exit {:?}]\n--- stdout\n{}--- stderr\n{}",
-            args.join(" "),
+            "$ rkt {}\n[exit {:?} after {:.1?}]\n--- stdout\n{shown}--- stderr\n{}",
+            args.iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<&str>>()
+                .join(" "),
             out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            started.elapsed(),
+            stderr(&out)
         );
         out
+    }
+
+    /// `rkt status UUID`'s stdout.
+    pub fn status(&self, uuid: &str) -> String {
+        stdout(&self.run(&["status", uuid]))
+    }
+
+    /// The pod directory of `uuid` in whatever state it is.
+    pub fn pod_dir(&self, uuid: &str) -> PathBuf {
+        ["run", "exited-garbage", "prepared", "garbage"]
+            .iter()
+            .map(|s| self.data.join("pods").join(s).join(uuid))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("no pod directory for {uuid}"))
+    }
+
+    /// The pid stage1 recorded for pod `uuid`.
+    pub fn pod_pid(&self, uuid: &str) -> i32 {
+        std::fs::read_to_string(self.pod_dir(uuid).join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// The `hello` image (`example.com/hello`, exec `/bin/hello`).
@@ -382,6 +559,70 @@ impl E2e {
         .dir("/tmp");
         spec(base).build(&p);
         p
+    }
+
+    /// `rkt run` arguments for the in-pod checker with every kind of override, which both
+    /// stage1 flavors run: image environment, an env file, `--set-env`, a read-only host
+    /// volume, the hostname, user, group, supplementary groups, working directory and app
+    /// environment, plus the pod's empty volume `empty` (`--volume` options `opts`) mounted at
+    /// `/<empty>`. The checker's flags end with its expectations; `more` follows them (further
+    /// checker flags, `---` and more apps).
+    pub fn overrides_check_args(&self, empty: &str, opts: &str, more: &[&str]) -> Vec<String> {
+        let img = self.pod_check_image("check.aci", |s| {
+            s.env("IMG", "image").env("OVER", "image").dir("/work")
+        });
+        let host = self.path("hostdir");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("from-host"), b"hi").unwrap();
+        let envfile = self.path("env");
+        std::fs::write(&envfile, "# comment\nFILE=file\nOVER=file\n").unwrap();
+        let mut args = vec![
+            "run".to_string(),
+            self.stage1_flag(),
+            format!(
+                "--volume=data,kind=host,source={},readOnly=true",
+                host.display()
+            ),
+            format!("--volume={empty},{opts}"),
+            "--mount=volume=data,target=/data".into(),
+            format!("--set-env-file={}", envfile.display()),
+            "--set-env=SET=set".into(),
+            "--hostname=checkhost".into(),
+            img.display().to_string(),
+        ];
+        args.extend(
+            [
+                "--user=1000",
+                "--group=1001",
+                "--supplementary-gids=5,6",
+                "--working-dir=/work",
+                "--environment=OVER=app",
+            ]
+            .map(String::from),
+        );
+        args.push(format!("--mount=volume={empty},target=/{empty}"));
+        args.push("--".into());
+        args.extend(
+            [
+                "--expect-env=IMG=image",
+                "--expect-env=FILE=file",
+                "--expect-env=SET=set",
+                "--expect-env=OVER=app",
+                "--expect-env=AC_APP_NAME=check",
+                "--expect-env=container=rkt",
+                "--expect-uid=1000",
+                "--expect-gid=1001",
+                "--expect-groups=5,6",
+                "--expect-cwd=/work",
+                "--expect-mount=/data:ro",
+                "--expect-file=/data/from-host",
+                "--expect-hostname=checkhost",
+            ]
+            .map(String::from),
+        );
+        args.push(format!("--expect-mount=/{empty}:rw"));
+        args.extend(more.iter().map(|m| m.to_string()));
+        args
     }
 }
 

@@ -3,26 +3,21 @@
 //! in-pod checker, volumes (empty, host ro/rw), `rkt stop`, a guest kernel panic surfaced as a
 //! pod failure, 10 MiB of output arriving whole, and memory sizing.
 //!
-//! Every test first checks that this host's KVM can boot Linux (not PVM); if not it prints
-//! `SKIP: <name>: host KVM cannot boot Linux; runs under ci/nested-kvm` and returns. ci/test.sh
-//! runs this binary inside ci/nested-kvm, single-threaded. Scratch space (`--dir` included) goes
-//! under `$NESTED_KVM_TMP` when set (a plain tmpfs: overlayfs cannot use an overlay as upper).
+//! Every test starts with `E2e::require_kvm`, which marks it as guest-booting: where this
+//! host's KVM cannot boot Linux (PVM) it prints `SKIP: <name>: host KVM cannot boot Linux; runs
+//! under ci/nested-kvm` and returns, and ci/test.sh runs it inside ci/nested-kvm,
+//! single-threaded. Scratch space (`--dir` included) goes under `$NESTED_KVM_TMP` when set (a
+//! plain tmpfs: overlayfs cannot use an overlay as upper).
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rkt_tests::{
-    is_root, rkt_bin, skip, stage1_kvm_aci, stderr, stdout, test_bin_dir, E2e, ImageSpec,
-};
+use rkt_tests::{skip, stderr, stdout, uuid_of, wait_output, E2e, ImageSpec, KVM_RUN_TIMEOUT_SECS};
 
-/// Time limit of one `rkt run` under nested, emulated KVM (seconds).
-const KVM_RUN_TIMEOUT_SECS: u64 = 300;
-/// The PVM module's sysfs directory (as stage1_vmm::pvm checks it).
-const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
 /// Bytes of output the bulk test streams: 10 MiB.
 const BULK_BYTES: usize = 10 << 20;
 /// Line length of the bulk pattern (9 digits and a newline).
@@ -70,151 +65,6 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// Why this host's KVM cannot boot a Linux guest, if it cannot (the VMM's PVM rule: the
-/// kvm_pvm module loaded and no vmx/svm CPU flag, unless RKT_VMM_ALLOW_PVM=1).
-fn kvm_unusable() -> Option<&'static str> {
-    if !Path::new("/dev/kvm").exists() {
-        return Some("host KVM cannot boot Linux (no /dev/kvm); runs under ci/nested-kvm");
-    }
-    let hw = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .flat_map(|l| l.split_whitespace())
-        .any(|f| f == "vmx" || f == "svm");
-    let allow = std::env::var("RKT_VMM_ALLOW_PVM").is_ok_and(|v| v == "1");
-    if Path::new(KVM_PVM_MODULE).exists() && !hw && !allow {
-        return Some("host KVM cannot boot Linux; runs under ci/nested-kvm");
-    }
-    None
-}
-
-/// Everything a kvm test needs; `None` (after a SKIP line) when something is missing.
-fn require(test: &str) -> Option<E2e> {
-    if let Some(why) = kvm_unusable() {
-        skip(test, why);
-        return None;
-    }
-    if !is_root() {
-        skip(test, "needs root (mounts, /dev/kvm)");
-        return None;
-    }
-    let (Some(rkt), Some(stage1), Some(bins)) = (rkt_bin(), stage1_kvm_aci(), test_bin_dir())
-    else {
-        skip(
-            test,
-            "no rkt, stage1-kvm.aci or static test binaries (set RKT_BIN, RKT_STAGE1_KVM_ACI, \
-             RKT_TEST_BIN_DIR or run `make build`)",
-        );
-        return None;
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix("rkt-kvm-")
-        .tempdir_in(scratch_base())
-        .unwrap();
-    Some(E2e {
-        rkt,
-        stage1,
-        bins,
-        tmp,
-    })
-}
-
-/// Runs `rkt` with the kvm time limit and prints what happened.
-fn run(e: &E2e, args: &[&str]) -> Output {
-    let started = Instant::now();
-    let child = spawn(e, args);
-    let out = wait(child, Duration::from_secs(KVM_RUN_TIMEOUT_SECS));
-    let so = stdout(&out);
-    let shown = if so.len() > 4000 {
-        format!("{}... ({} bytes)\n", &so[..2000], so.len())
-    } else {
-        so
-    };
-    eprintln!(
-        "$ rkt {}\n[exit {:?} after {:.1?}]\n--- stdout\n{shown}--- stderr\n{}",
-        args.join(" "),
-        out.status.code(),
-        started.elapsed(),
-        stderr(&out)
-    );
-    out
-}
-
-/// One `--dir` for every test of this binary, so the stage1 image is imported once (under
-/// emulation an import costs far more than a pod run).
-fn data_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("rkt-kvm-data-")
-            .tempdir_in(scratch_base())
-            .unwrap()
-            .keep()
-    })
-}
-
-fn scratch_base() -> PathBuf {
-    std::env::var_os("NESTED_KVM_TMP")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir)
-}
-
-/// `rkt --dir=<shared> --insecure-options=image ARGS...`
-fn rkt(e: &E2e, args: &[&str]) -> Command {
-    let mut c = Command::new(&e.rkt);
-    c.arg(format!("--dir={}", data_dir().display()))
-        .arg("--insecure-options=image")
-        .args(args);
-    c
-}
-
-fn spawn(e: &E2e, args: &[&str]) -> Child {
-    rkt(e, args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Collects a child's output (reading both pipes while it runs), killing it after `limit`.
-fn wait(mut child: Child, limit: Duration) -> Output {
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            eprintln!("rkt timed out after {limit:?}; killing it");
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: t1.join().unwrap(),
-        stderr: t2.join().unwrap(),
-    }
-}
-
-fn kvm_flag(e: &E2e) -> String {
-    format!("--stage1-path={}", e.stage1.display())
-}
-
 /// The static helper (compiled once per test binary with `cc -static`), or `None` after a SKIP.
 fn helper(test: &str) -> Option<PathBuf> {
     static HELPER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -261,42 +111,53 @@ fn helper_image(e: &E2e, helper: &Path) -> PathBuf {
     p
 }
 
-fn uuid_of(file: &Path) -> String {
-    std::fs::read_to_string(file).unwrap().trim().to_string()
-}
-
-fn status_lines(e: &E2e, uuid: &str) -> String {
-    stdout(&run(e, &["status", uuid]))
-}
-
-/// The pod directory of `uuid` in whatever state it is.
-fn pod_dir(uuid: &str) -> PathBuf {
-    ["run", "exited-garbage", "prepared", "garbage"]
-        .iter()
-        .map(|s| data_dir().join("pods").join(s).join(uuid))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("no pod directory for {uuid}"))
+/// Starts a `pod-check` app (image `file`) that writes `/mark/started` into a host volume,
+/// then sleeps with `flags` (after `--no-check`); waits until it has started. Returns the
+/// running `rkt run` and the pod's UUID.
+fn start_sleeper(e: &E2e, file: &str, flags: &[&str]) -> (Child, String) {
+    let img = e.pod_check_image(file, |s| s.mount_point("mark", "/mark", false));
+    let mark = e.path("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let uuid_file = e.path("uuid");
+    let mut args = vec![
+        "run".to_string(),
+        e.stage1_flag(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+        format!("--volume=mark,kind=host,source={}", mark.display()),
+        img.display().to_string(),
+        "--".into(),
+        "--no-check".into(),
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend(["--write=/mark/started", "--sleep-ms=600000"].map(String::from));
+    let child = e.spawn(&args);
+    let t0 = Instant::now();
+    while !mark.join("started").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+            "the app never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (child, uuid_of(&uuid_file))
 }
 
 #[test]
 fn kvm_hello_output_and_exit_code() {
-    let Some(e) = require("kvm_hello_output_and_exit_code") else {
+    let Some(e) = E2e::require_kvm("kvm_hello_output_and_exit_code") else {
         return;
     };
     let img = e.hello_image();
     let uuid_file = e.path("uuid");
-    let o = run(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            &format!("--uuid-file-save={}", uuid_file.display()),
-            img.to_str().unwrap(),
-            "--",
-            "first",
-            "second",
-        ],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        img.to_str().unwrap(),
+        "--",
+        "first",
+        "second",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // stdout is exactly the app's output: no kernel or guest-init noise.
     let want = "Hello from a rkt-rs pod!\nargv: [\"/bin/hello\", \"first\", \"second\"]\nAC_APP_NAME=hello\n";
@@ -311,53 +172,45 @@ fn kvm_hello_output_and_exit_code() {
         .collect();
     assert!(noise.is_empty(), "kernel lines on stderr: {noise:?}");
     let uuid = uuid_of(&uuid_file);
-    let s = status_lines(&e, &uuid);
+    let s = e.status(&uuid);
     assert!(
         s.contains("state=exited\n") && s.contains("app-hello=0"),
         "{s}"
     );
-    let pid: i32 = std::fs::read_to_string(pod_dir(&uuid).join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(pid > 0);
-    assert!(!pod_dir(&uuid).join("failure").exists());
+    assert!(e.pod_pid(&uuid) > 0);
+    assert!(!e.pod_dir(&uuid).join("failure").exists());
 }
 
 #[test]
 fn kvm_exit_code_is_first_non_zero_in_app_order() {
-    let Some(e) = require("kvm_exit_code_is_first_non_zero_in_app_order") else {
+    let Some(e) = E2e::require_kvm("kvm_exit_code_is_first_non_zero_in_app_order") else {
         return;
     };
     let img = e.hello_image();
     let img = img.to_str().unwrap();
     let uuid_file = e.path("uuid");
-    let o = run(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            &format!("--uuid-file-save={}", uuid_file.display()),
-            img,
-            "--name=a",
-            "---",
-            img,
-            "--name=b",
-            "--",
-            "--exit",
-            "5",
-            "---",
-            img,
-            "--name=c",
-            "--",
-            "--exit",
-            "7",
-        ],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        img,
+        "--name=a",
+        "---",
+        img,
+        "--name=b",
+        "--",
+        "--exit",
+        "5",
+        "---",
+        img,
+        "--name=c",
+        "--",
+        "--exit",
+        "7",
+    ]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(stdout(&o).matches("Hello from a rkt-rs pod!").count(), 3);
-    let s = status_lines(&e, &uuid_of(&uuid_file));
+    let s = e.status(&uuid_of(&uuid_file));
     for l in ["state=exited", "app-a=0", "app-b=5", "app-c=7"] {
         assert!(s.contains(l), "{l} in {s}");
     }
@@ -365,68 +218,30 @@ fn kvm_exit_code_is_first_non_zero_in_app_order() {
 
 #[test]
 fn kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume() {
-    let Some(e) = require("kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume") else {
+    let Some(e) = E2e::require_kvm("kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume")
+    else {
         return;
     };
-    // The in-pod checker, unchanged from the ns flavor's test, plus a second app that
-    // rendezvouses with the first through an empty volume.
-    let img = e.pod_check_image("check.aci", |s| {
-        s.env("IMG", "image").env("OVER", "image").dir("/work")
-    });
+    // The in-pod checker, as in the ns flavor's test, plus a second app that rendezvouses
+    // with the first through the empty volume (mode 0777: the checker runs as uid 1000, the
+    // sidekick as root).
     let side = e.pod_check_image("sidekick.aci", |s| s.mount_point("db", "/db", false));
-    let host = e.path("hostdir");
-    std::fs::create_dir(&host).unwrap();
-    std::fs::write(host.join("from-host"), b"hi").unwrap();
-    let envfile = e.path("env");
-    std::fs::write(&envfile, "# comment\nFILE=file\nOVER=file\n").unwrap();
-    let o = run(
-        &e,
+    let side = side.to_str().unwrap();
+    let o = e.run(&e.overrides_check_args(
+        "db",
+        "kind=empty,mode=0777",
         &[
-            "run",
-            &kvm_flag(&e),
-            &format!(
-                "--volume=data,kind=host,source={},readOnly=true",
-                host.display()
-            ),
-            // The checker runs as uid 1000; the sidekick as root.
-            "--volume=db,kind=empty,mode=0777",
-            "--mount=volume=data,target=/data",
-            &format!("--set-env-file={}", envfile.display()),
-            "--set-env=SET=set",
-            "--hostname=checkhost",
-            img.to_str().unwrap(),
-            "--user=1000",
-            "--group=1001",
-            "--supplementary-gids=5,6",
-            "--working-dir=/work",
-            "--environment=OVER=app",
-            "--mount=volume=db,target=/db",
-            "--",
-            "--expect-env=IMG=image",
-            "--expect-env=FILE=file",
-            "--expect-env=SET=set",
-            "--expect-env=OVER=app",
-            "--expect-env=AC_APP_NAME=check",
-            "--expect-env=container=rkt",
-            "--expect-uid=1000",
-            "--expect-gid=1001",
-            "--expect-groups=5,6",
-            "--expect-cwd=/work",
-            "--expect-mount=/data:ro",
-            "--expect-mount=/db:rw",
-            "--expect-file=/data/from-host",
-            "--expect-hostname=checkhost",
             "--write=/db/main",
             "--wait-for=/db/sidekick",
             "--timeout-ms=60000",
             "---",
-            side.to_str().unwrap(),
+            side,
             "--",
             "--write=/db/sidekick",
             "--wait-for=/db/main",
             "--timeout-ms=60000",
         ],
-    );
+    ));
     assert_eq!(
         stdout(&o).matches("pod-check OK").count(),
         2,
@@ -439,7 +254,7 @@ fn kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume() {
 
 #[test]
 fn kvm_host_volumes_read_only_and_read_write() {
-    let Some(e) = require("kvm_host_volumes_read_only_and_read_write") else {
+    let Some(e) = E2e::require_kvm("kvm_host_volumes_read_only_and_read_write") else {
         return;
     };
     let img = e.pod_check_image("vols.aci", |s| {
@@ -451,35 +266,32 @@ fn kvm_host_volumes_read_only_and_read_write() {
     std::fs::create_dir(&ro).unwrap();
     std::fs::create_dir(&rw).unwrap();
     std::fs::write(ro.join("from-host"), b"hi").unwrap();
-    let o = run(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            &format!(
-                "--volume=ro,kind=host,source={},readOnly=true",
-                ro.display()
-            ),
-            &format!("--volume=rw,kind=host,source={}", rw.display()),
-            img.to_str().unwrap(),
-            "--name=writer",
-            "--",
-            "--expect-mount=/ro:ro",
-            "--expect-mount=/rw:rw",
-            "--expect-file=/ro/from-host",
-            "--append",
-            "/rw/from-guest",
-            "written in the VM",
-            "---",
-            img.to_str().unwrap(),
-            "--name=denied",
-            "--",
-            "--no-check",
-            "--append",
-            "/ro/denied",
-            "x",
-        ],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!(
+            "--volume=ro,kind=host,source={},readOnly=true",
+            ro.display()
+        ),
+        &format!("--volume=rw,kind=host,source={}", rw.display()),
+        img.to_str().unwrap(),
+        "--name=writer",
+        "--",
+        "--expect-mount=/ro:ro",
+        "--expect-mount=/rw:rw",
+        "--expect-file=/ro/from-host",
+        "--append",
+        "/rw/from-guest",
+        "written in the VM",
+        "---",
+        img.to_str().unwrap(),
+        "--name=denied",
+        "--",
+        "--no-check",
+        "--append",
+        "/ro/denied",
+        "x",
+    ]);
     let out = stdout(&o);
     assert!(out.contains("pod-check OK"), "{out}{}", stderr(&o));
     assert!(
@@ -497,39 +309,13 @@ fn kvm_host_volumes_read_only_and_read_write() {
 
 #[test]
 fn kvm_rkt_stop_ends_a_running_pod() {
-    let Some(e) = require("kvm_rkt_stop_ends_a_running_pod") else {
+    let Some(e) = E2e::require_kvm("kvm_rkt_stop_ends_a_running_pod") else {
         return;
     };
-    let img = e.pod_check_image("sleeper.aci", |s| s.mount_point("mark", "/mark", false));
-    let mark = e.path("mark");
-    std::fs::create_dir(&mark).unwrap();
-    let uuid_file = e.path("uuid");
-    let child = spawn(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            &format!("--uuid-file-save={}", uuid_file.display()),
-            &format!("--volume=mark,kind=host,source={}", mark.display()),
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--write=/mark/started",
-            "--sleep-ms=600000",
-        ],
-    );
-    let t0 = Instant::now();
-    while !mark.join("started").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
-            "the app never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let uuid = uuid_of(&uuid_file);
-    assert!(status_lines(&e, &uuid).contains("state=running"));
+    let (child, uuid) = start_sleeper(&e, "sleeper.aci", &[]);
+    assert!(e.status(&uuid).contains("state=running"));
     // No exec channel into the guest yet: enter says so.
-    let en = run(&e, &["enter", &uuid, "/bin/pod-check"]);
+    let en = e.run(&["enter", &uuid, "/bin/pod-check"]);
     assert_eq!(en.status.code(), Some(1), "{}", stderr(&en));
     assert!(
         stderr(&en).contains("rkt enter is not supported by the kvm stage1 yet"),
@@ -537,9 +323,9 @@ fn kvm_rkt_stop_ends_a_running_pod() {
         stderr(&en)
     );
     let stopped = Instant::now();
-    let s = run(&e, &["stop", &uuid]);
+    let s = e.run(&["stop", &uuid]);
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
-    let o = wait(child, Duration::from_secs(120));
+    let o = wait_output(child, Duration::from_secs(120));
     eprintln!(
         "rkt run after stop: exit {:?} in {:.1?}\n{}",
         o.status.code(),
@@ -548,54 +334,23 @@ fn kvm_rkt_stop_ends_a_running_pod() {
     );
     // SIGTERM reached the app (128 + 15) through guest-init; the pod exited normally.
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
-    let st = status_lines(&e, &uuid);
+    let st = e.status(&uuid);
     assert!(
         st.contains("state=exited") && st.contains("app-sleeper=143"),
         "{st}"
     );
-    assert!(!pod_dir(&uuid).join("failure").exists());
+    assert!(!e.pod_dir(&uuid).join("failure").exists());
 }
 
 #[test]
 fn kvm_second_sigterm_ends_the_vm_at_once() {
-    let Some(e) = require("kvm_second_sigterm_ends_the_vm_at_once") else {
+    let Some(e) = E2e::require_kvm("kvm_second_sigterm_ends_the_vm_at_once") else {
         return;
     };
     // The app ignores SIGTERM, so the graceful stop would take the whole grace period; a
     // second signal to the VMM ends the VM at once and says so.
-    let img = e.pod_check_image("stubborn.aci", |s| s.mount_point("mark", "/mark", false));
-    let mark = e.path("mark");
-    std::fs::create_dir(&mark).unwrap();
-    let uuid_file = e.path("uuid");
-    let child = spawn(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            &format!("--uuid-file-save={}", uuid_file.display()),
-            &format!("--volume=mark,kind=host,source={}", mark.display()),
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--ignore-sigterm",
-            "--write=/mark/started",
-            "--sleep-ms=600000",
-        ],
-    );
-    let t0 = Instant::now();
-    while !mark.join("started").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
-            "the app never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let uuid = uuid_of(&uuid_file);
-    let pid: i32 = std::fs::read_to_string(pod_dir(&uuid).join("pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (child, uuid) = start_sleeper(&e, "stubborn.aci", &["--ignore-sigterm"]);
+    let pid = e.pod_pid(&uuid);
     let stopped = Instant::now();
     for _ in 0..2 {
         nix::sys::signal::kill(
@@ -605,7 +360,7 @@ fn kvm_second_sigterm_ends_the_vm_at_once() {
         .unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
-    let o = wait(child, Duration::from_secs(60));
+    let o = wait_output(child, Duration::from_secs(60));
     eprintln!(
         "two SIGTERMs: exit {:?} after {:.1?}\n{}",
         o.status.code(),
@@ -614,9 +369,9 @@ fn kvm_second_sigterm_ends_the_vm_at_once() {
     );
     assert_eq!(o.status.code(), Some(pod_abi::exit::STAGE1_FAILED));
     assert!(stopped.elapsed() < Duration::from_secs(10), "not at once");
-    let failure = std::fs::read_to_string(pod_dir(&uuid).join("failure")).unwrap();
+    let failure = std::fs::read_to_string(e.pod_dir(&uuid).join("failure")).unwrap();
     assert_eq!(failure, "stopped by a second signal\n");
-    assert!(status_lines(&e, &uuid).contains("state=exited"));
+    assert!(e.status(&uuid).contains("state=exited"));
 }
 
 /// Runs `rkt ARGS` with a pty as its terminal; `input` is typed after `delay`. Returns the exit
@@ -631,7 +386,8 @@ fn run_on_pty(
     use std::io::Write;
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = pty.slave;
-    let mut child = rkt(e, args)
+    let mut child = e
+        .rkt(args)
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave.try_clone().unwrap()))
@@ -681,7 +437,7 @@ fn run_on_pty(
 
 #[test]
 fn kvm_interactive_terminal_and_escape() {
-    let Some(e) = require("kvm_interactive_terminal_and_escape") else {
+    let Some(e) = E2e::require_kvm("kvm_interactive_terminal_and_escape") else {
         return;
     };
     let img = e.pod_check_image("tty.aci", |s| s);
@@ -690,7 +446,7 @@ fn kvm_interactive_terminal_and_escape() {
         &e,
         &[
             "run",
-            &kvm_flag(&e),
+            &e.stage1_flag(),
             "--interactive",
             img.to_str().unwrap(),
             "--",
@@ -707,7 +463,7 @@ fn kvm_interactive_terminal_and_escape() {
         &e,
         &[
             "run",
-            &kvm_flag(&e),
+            &e.stage1_flag(),
             "--interactive",
             img.to_str().unwrap(),
             "--",
@@ -723,27 +479,24 @@ fn kvm_interactive_terminal_and_escape() {
 
 #[test]
 fn kvm_guest_kernel_panic_is_a_pod_failure() {
-    let Some(e) = require("kvm_guest_kernel_panic_is_a_pod_failure") else {
+    let Some(e) = E2e::require_kvm("kvm_guest_kernel_panic_is_a_pod_failure") else {
         return;
     };
     // The app crashes the guest kernel through sysrq; the VMM sees the panic line.
     let img = e.pod_check_image("crash.aci", |s| s);
     let uuid_file = e.path("uuid");
-    let o = run(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            &format!("--uuid-file-save={}", uuid_file.display()),
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--append",
-            "/proc/sysrq-trigger",
-            "c",
-            "--sleep-ms=60000",
-        ],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        img.to_str().unwrap(),
+        "--",
+        "--no-check",
+        "--append",
+        "/proc/sysrq-trigger",
+        "c",
+        "--sleep-ms=60000",
+    ]);
     assert_eq!(
         o.status.code(),
         Some(pod_abi::exit::STAGE1_FAILED),
@@ -752,15 +505,15 @@ fn kvm_guest_kernel_panic_is_a_pod_failure() {
     );
     assert!(stderr(&o).contains("guest kernel panic"), "{}", stderr(&o));
     let uuid = uuid_of(&uuid_file);
-    let failure = std::fs::read_to_string(pod_dir(&uuid).join("failure")).unwrap();
+    let failure = std::fs::read_to_string(e.pod_dir(&uuid).join("failure")).unwrap();
     assert!(failure.starts_with("guest kernel panic"), "{failure}");
     assert_eq!(failure.lines().count(), 1, "{failure}");
-    assert!(status_lines(&e, &uuid).contains("state=exited"));
+    assert!(e.status(&uuid).contains("state=exited"));
 }
 
 #[test]
 fn kvm_ten_mib_of_output_arrive_whole() {
-    let Some(e) = require("kvm_ten_mib_of_output_arrive_whole") else {
+    let Some(e) = E2e::require_kvm("kvm_ten_mib_of_output_arrive_whole") else {
         return;
     };
     let Some(h) = helper("kvm_ten_mib_of_output_arrive_whole") else {
@@ -769,17 +522,14 @@ fn kvm_ten_mib_of_output_arrive_whole() {
     let img = helper_image(&e, &h);
     let n = BULK_BYTES.to_string();
     let t0 = Instant::now();
-    let o = run(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            img.to_str().unwrap(),
-            "--",
-            "emit",
-            &n,
-        ],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        img.to_str().unwrap(),
+        "--",
+        "emit",
+        &n,
+    ]);
     let took = t0.elapsed();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(o.stdout.len(), BULK_BYTES, "bytes received");
@@ -796,7 +546,7 @@ fn kvm_ten_mib_of_output_arrive_whole() {
 
 #[test]
 fn kvm_memory_limit_sizes_the_vm() {
-    let Some(e) = require("kvm_memory_limit_sizes_the_vm") else {
+    let Some(e) = E2e::require_kvm("kvm_memory_limit_sizes_the_vm") else {
         return;
     };
     let Some(h) = helper("kvm_memory_limit_sizes_the_vm") else {
@@ -811,17 +561,14 @@ fn kvm_memory_limit_sizes_the_vm() {
             .unwrap_or_else(|| panic!("no {key} in {out:?}"))
     };
     // With a 256 MiB limit the guest has at least that much.
-    let o = run(
-        &e,
-        &[
-            "run",
-            &kvm_flag(&e),
-            img.to_str().unwrap(),
-            "--memory=256Mi",
-            "--",
-            "meminfo",
-        ],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        img.to_str().unwrap(),
+        "--memory=256Mi",
+        "--",
+        "meminfo",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let (total, avail) = (kb(&out, "MemTotal:"), kb(&out, "MemAvailable:"));
@@ -829,10 +576,13 @@ fn kvm_memory_limit_sizes_the_vm() {
     assert!(total >= 256 * 1024, "MemTotal {total} kB < 256 MiB");
     assert!(avail >= 256 * 1024, "MemAvailable {avail} kB < 256 MiB");
     // Without a limit: the default per-app amount, far below rkt's old 512 MiB floor.
-    let o = run(
-        &e,
-        &["run", &kvm_flag(&e), img.to_str().unwrap(), "--", "meminfo"],
-    );
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        img.to_str().unwrap(),
+        "--",
+        "meminfo",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let (total, avail) = (kb(&out, "MemTotal:"), kb(&out, "MemAvailable:"));
