@@ -1,21 +1,32 @@
 //! KVM plumbing with tiny hand-made guests (a few instructions in 32-bit protected mode,
 //! entered through the real PVH ELF path). They run on any working /dev/kvm, including this
-//! host's PVM one; without /dev/kvm they skip loudly.
+//! host's PVM one; without /dev/kvm they skip loudly and ci/test.sh runs them inside
+//! ci/nested-kvm (each is marked through `common::kvm_or_skip`).
 
 mod common;
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use common::{asm, pvh_elf, write_file, SharedBuf};
+use common::{asm, kvm_or_skip, pvh_elf, write_file, SharedBuf};
 use stage1_vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
 
-fn kvm_or_skip(name: &str) -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    eprintln!("SKIP: {name}: no /dev/kvm");
-    false
+/// Guest memory of a tiny guest (MiB).
+const TINY_MEM_MIB: u64 = 32;
+
+/// A tiny guest: `code` on `cpus` vCPUs, stopped after `timeout`, its COM1 output going to the
+/// returned buffer. The directory holds the kernel file: keep it until the VM has run.
+fn tiny_vm(code: &[u8], cpus: u32, timeout: Duration) -> (Vmm, SharedBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = write_file(dir.path(), "tiny.elf", &pvh_elf(code));
+    let out = SharedBuf::default();
+    let mut cfg = VmConfig::new(kernel);
+    cfg.linux_guest = false;
+    cfg.mem_mib = TINY_MEM_MIB;
+    cfg.cpus = cpus;
+    cfg.timeout = Some(timeout);
+    cfg.console_out = Some(Box::new(out.clone()));
+    (Vmm::new(cfg).expect("VM created"), out, dir)
 }
 
 /// Boots `code` as a tiny guest; returns the outcome, console text and run time.
@@ -25,16 +36,7 @@ fn run_tiny(
     timeout: Duration,
     com2: Option<SerialBackend>,
 ) -> (VmOutcome, String, Duration) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kernel = write_file(dir.path(), "tiny.elf", &pvh_elf(code));
-    let out = SharedBuf::default();
-    let mut cfg = VmConfig::new(kernel);
-    cfg.linux_guest = false;
-    cfg.mem_mib = 32;
-    cfg.cpus = cpus;
-    cfg.timeout = Some(timeout);
-    cfg.console_out = Some(Box::new(out.clone()));
-    let mut vmm = Vmm::new(cfg).expect("VM created");
+    let (mut vmm, out, _dir) = tiny_vm(code, cpus, timeout);
     if let Some(b) = com2 {
         vmm.attach_com2(b).expect("COM2 attached");
     }
@@ -132,15 +134,8 @@ fn unknown_ports_read_all_ones() {
     code.extend(asm::mov_dx(0x87));
     code.push(asm::OUT_DX_AL);
     code.extend(asm::reset());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kernel = write_file(dir.path(), "tiny.elf", &pvh_elf(&code));
-    let out = SharedBuf::default();
-    let mut cfg = VmConfig::new(kernel);
-    cfg.linux_guest = false;
-    cfg.mem_mib = 32;
-    cfg.timeout = Some(Duration::from_secs(30));
-    cfg.console_out = Some(Box::new(out.clone()));
-    let (outcome, _) = Vmm::new(cfg).expect("VM").run().expect("runs");
+    let (vmm, out, _dir) = tiny_vm(&code, 1, Duration::from_secs(30));
+    let (outcome, _) = vmm.run().expect("runs");
     assert_eq!(outcome, VmOutcome::Reset);
     assert_eq!(*out.0.lock().expect("lock"), vec![0xff; 4]);
 }
@@ -227,15 +222,7 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
     code.extend([0xc7, 0x05, 0x50, 0x00, 0x00, 0xd0, 0x01, 0x00, 0x00, 0x00]);
     code.extend(asm::reset());
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kernel = write_file(dir.path(), "tiny.elf", &pvh_elf(&code));
-    let out = SharedBuf::default();
-    let mut cfg = VmConfig::new(kernel);
-    cfg.linux_guest = false;
-    cfg.mem_mib = 32;
-    cfg.timeout = Some(Duration::from_secs(30));
-    cfg.console_out = Some(Box::new(out.clone()));
-    let mut vmm = Vmm::new(cfg).expect("VM");
+    let (mut vmm, out, _dir) = tiny_vm(&code, 1, Duration::from_secs(30));
     let q0 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let q1 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let (q0c, q1c) = (

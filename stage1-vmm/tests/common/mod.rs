@@ -1,8 +1,9 @@
-//! Test support: hand-made PVH ELF guests, a shared output buffer, and (for guest-Linux tests)
-//! the kernel path, the PVM skip rule and the test initramfs.
+//! Test support: hand-made PVH ELF guests, a shared output buffer, the guest-test mark with
+//! its skip rules, and (for guest-Linux tests) the kernel path and the test initramfs.
 
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod initramfs;
 
 use std::io::Write;
@@ -86,17 +87,35 @@ pub fn test_kernel() -> PathBuf {
     p
 }
 
-/// Whether this host's KVM can boot Linux; if not, prints the SKIP line for `name`.
+/// Marks `name` as a guest-Linux test ([`guest::mark`]); where this host's KVM cannot boot
+/// Linux (no /dev/kvm, or PVM) prints the SKIP line and returns false.
 pub fn linux_kvm_or_skip(name: &str) -> bool {
-    if !Path::new("/dev/kvm").exists() {
-        eprintln!("SKIP: {name}: no /dev/kvm; run under ci/nested-kvm");
-        return false;
+    let unusable = if !Path::new("/dev/kvm").exists() {
+        Some("no /dev/kvm; run under ci/nested-kvm")
+    } else if !stage1_vmm::pvm::host_can_boot_linux() {
+        Some("host KVM is PVM; run under ci/nested-kvm")
+    } else {
+        None
+    };
+    mark_or_skip(name, unusable)
+}
+
+/// Marks `name` as a tiny-guest test ([`guest::mark`]), which any /dev/kvm runs, PVM included;
+/// without /dev/kvm prints the SKIP line and returns false.
+pub fn kvm_or_skip(name: &str) -> bool {
+    let unusable =
+        (!Path::new("/dev/kvm").exists()).then_some("no /dev/kvm; run under ci/nested-kvm");
+    mark_or_skip(name, unusable)
+}
+
+fn mark_or_skip(name: &str, unusable: Option<&str>) -> bool {
+    match guest::mark(name, unusable.map(String::from)) {
+        Ok(()) => true,
+        Err(why) => {
+            let _ = std::io::stderr().write_all(format!("SKIP: {name}: {why}\n").as_bytes());
+            false
+        }
     }
-    if !stage1_vmm::pvm::host_can_boot_linux() {
-        eprintln!("SKIP: {name}: host KVM is PVM; run under ci/nested-kvm");
-        return false;
-    }
-    true
 }
 
 /// Writes `bytes` to a new file in `dir` and returns its path.
