@@ -374,11 +374,13 @@ fn kvm_second_sigterm_ends_the_vm_at_once() {
     assert!(e.status(&uuid).contains("state=exited"));
 }
 
-/// Runs `rkt ARGS` with a pty as its terminal; `input` is typed after `delay`. Returns the exit
-/// code, what the terminal showed, and whether the terminal is cooked (ICANON|ECHO) afterwards.
+/// Runs the image `img` with `rkt run --interactive`, a pty as its terminal, the app getting
+/// `app_args`; `input` is typed after `delay`. Returns the exit code, what the terminal showed,
+/// and whether the terminal is cooked (ICANON|ECHO) afterwards.
 fn run_on_pty(
     e: &E2e,
-    args: &[&str],
+    img: &Path,
+    app_args: &[&str],
     input: &[u8],
     delay: Duration,
 ) -> (Option<i32>, String, bool) {
@@ -386,8 +388,16 @@ fn run_on_pty(
     use std::io::Write;
     let pty = nix::pty::openpty(None, None).unwrap();
     let slave = pty.slave;
+    let mut args = vec![
+        "run".to_string(),
+        e.stage1_flag(),
+        "--interactive".into(),
+        img.display().to_string(),
+        "--".into(),
+    ];
+    args.extend(app_args.iter().map(|a| a.to_string()));
     let mut child = e
-        .rkt(args)
+        .rkt(&args)
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave.try_clone().unwrap()))
@@ -442,33 +452,15 @@ fn kvm_interactive_terminal_and_escape() {
     };
     let img = e.pod_check_image("tty.aci", |s| s);
     // The app's stdin and stdout are a terminal that is its controlling terminal.
-    let (code, text, cooked) = run_on_pty(
-        &e,
-        &[
-            "run",
-            &e.stage1_flag(),
-            "--interactive",
-            img.to_str().unwrap(),
-            "--",
-            "--expect-tty",
-        ],
-        b"",
-        Duration::from_millis(0),
-    );
+    let (code, text, cooked) = run_on_pty(&e, &img, &["--expect-tty"], b"", Duration::ZERO);
     assert!(text.contains("pod-check OK"), "{text}");
     assert_eq!(code, Some(0));
     assert!(cooked, "the terminal was not restored");
     // ^] three times within a second kills the VM and restores the terminal.
     let (code, text, cooked) = run_on_pty(
         &e,
-        &[
-            "run",
-            &e.stage1_flag(),
-            "--interactive",
-            img.to_str().unwrap(),
-            "--",
-            "--sleep-ms=600000",
-        ],
+        &img,
+        &["--sleep-ms=600000"],
         b"\x1d\x1d\x1d",
         Duration::from_secs(3),
     );

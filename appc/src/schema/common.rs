@@ -187,6 +187,29 @@ pub(crate) fn validate_annotations(list: &[Annotation], path: &str) -> Result<()
     Ok(())
 }
 
+/// `acKind` must be `expected`, and `acVersion` a semantic version.
+pub(crate) fn validate_kind_and_version(
+    kind: &str,
+    expected: &'static str,
+    version: &str,
+) -> Result<(), ValidationError> {
+    if kind != expected {
+        return Err(ValidationError::new(
+            "acKind",
+            Invalid::WrongKind {
+                expected,
+                found: kind.to_string(),
+            },
+        ));
+    }
+    if version.is_empty() {
+        return Err(ValidationError::new("acVersion", Invalid::Missing));
+    }
+    semver::Version::parse(version)
+        .map(|_| ())
+        .map_err(|_| ValidationError::new("acVersion", Invalid::SemVer(version.to_string())))
+}
+
 /// Validate environment variables at `path`: name charset, no duplicates.
 pub(crate) fn validate_env(list: &[EnvVar], path: &str) -> Result<(), ValidationError> {
     let mut seen = BTreeSet::new();

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    is_abs, is_hash, manifest_json, nullable, validate_annotations, validate_labels,
+    is_abs, is_hash, manifest_json, nullable, validate_annotations, validate_kind_and_version,
+    validate_labels,
 };
 use super::{Annotation, App, Label, AC_VERSION};
 use crate::types::{index, join, AcIdentifier, Invalid, ValidationError};
@@ -96,16 +97,7 @@ impl ImageManifest {
 
     /// Check every rule of the spec; the error names the first bad field.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.ac_kind != IMAGE_MANIFEST_KIND {
-            return Err(ValidationError::new(
-                "acKind",
-                Invalid::WrongKind {
-                    expected: IMAGE_MANIFEST_KIND,
-                    found: self.ac_kind.clone(),
-                },
-            ));
-        }
-        validate_ac_version(&self.ac_version)?;
+        validate_kind_and_version(&self.ac_kind, IMAGE_MANIFEST_KIND, &self.ac_version)?;
         if self.name.as_str().is_empty() {
             return Err(ValidationError::new("name", Invalid::Missing));
         }
@@ -155,14 +147,4 @@ impl ImageManifest {
             .find(|a| a.name == name)
             .map(|a| a.value.as_str())
     }
-}
-
-/// `acVersion` must be a semantic version.
-pub(crate) fn validate_ac_version(v: &str) -> Result<(), ValidationError> {
-    if v.is_empty() {
-        return Err(ValidationError::new("acVersion", Invalid::Missing));
-    }
-    semver::Version::parse(v)
-        .map(|_| ())
-        .map_err(|_| ValidationError::new("acVersion", Invalid::SemVer(v.to_string())))
 }

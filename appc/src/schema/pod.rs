@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::app::App;
 use super::common::{
-    is_abs, is_hash, manifest_json, nullable, validate_annotations, validate_labels, UserMeta,
+    is_abs, is_hash, manifest_json, nullable, validate_annotations, validate_kind_and_version,
+    validate_labels, UserMeta,
 };
-use super::image::validate_ac_version;
 use super::{Annotation, Label, Port, AC_VERSION};
 use crate::types::{
     index, join, validate_isolators, AcIdentifier, AcName, Invalid, Isolator, IsolatorScope,
@@ -271,16 +271,7 @@ impl PodManifest {
     /// Check every rule of the spec (a pod template may leave `image.id` empty; see
     /// [`PodManifest::validate_reified`]).
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.ac_kind != POD_MANIFEST_KIND {
-            return Err(ValidationError::new(
-                "acKind",
-                Invalid::WrongKind {
-                    expected: POD_MANIFEST_KIND,
-                    found: self.ac_kind.clone(),
-                },
-            ));
-        }
-        validate_ac_version(&self.ac_version)?;
+        validate_kind_and_version(&self.ac_kind, POD_MANIFEST_KIND, &self.ac_version)?;
         let mut vols = BTreeSet::new();
         for (i, v) in self.volumes.iter().enumerate() {
             let vp = index("volumes", i);
