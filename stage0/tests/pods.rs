@@ -264,7 +264,7 @@ fn usage_and_unknown_pod_exit_codes() {
     ]);
     assert_eq!(o.status.code(), Some(pod_abi::exit::IMAGE_NOT_FOUND));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/no/such/stage1.aci"));
-    // A missing host volume source is a clear error.
+    // A missing host volume source is a clear error, before any pod exists.
     let o = e.rkt(&[
         "prepare",
         &e.s1flag(),
@@ -272,8 +272,24 @@ fn usage_and_unknown_pod_exit_codes() {
         "--mount=volume=v,target=/v",
         img.to_str().unwrap(),
     ]);
-    // prepare succeeds (the source is checked when the pod starts) ...
+    assert_eq!(o.status.code(), Some(pod_abi::exit::FAILURE));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    assert!(std::fs::read_dir(e.dir().join("pods/prepared"))
+        .unwrap()
+        .next()
+        .is_none());
+    // A source that disappears after prepare is checked again when the pod starts.
+    let gone = e.tmp.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let o = e.rkt(&[
+        "prepare",
+        &e.s1flag(),
+        &format!("--volume=v,kind=host,source={}", gone.display()),
+        "--mount=volume=v,target=/v",
+        img.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0));
+    std::fs::remove_dir(&gone).unwrap();
     if !is_root() {
         skip(
             "usage_and_unknown_pod_exit_codes (volume part)",
@@ -281,18 +297,18 @@ fn usage_and_unknown_pod_exit_codes() {
         );
         return;
     }
-    // ... and starting it fails clearly; the pod ends exited, with the reason recorded.
+    // Starting it fails clearly; the pod ends exited, with the reason recorded.
     let uuid = out(&o).trim().to_string();
     let o = e.rkt(&["run-prepared", &uuid]);
     assert_eq!(o.status.code(), Some(pod_abi::exit::FAILURE));
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(
-        err.contains("/no/such/dir") && err.contains("does not exist"),
+        err.contains(gone.to_str().unwrap()) && err.contains("does not exist"),
         "{err}"
     );
     assert!(out(&e.rkt(&["status", &uuid])).contains("state=exited"));
     let failure = std::fs::read_to_string(e.pod_dir("run", &uuid).join("failure")).unwrap();
-    assert!(failure.contains("/no/such/dir"), "{failure}");
+    assert!(failure.contains(gone.to_str().unwrap()), "{failure}");
     // A symlinked source is refused too.
     let link = e.tmp.path().join("link");
     std::os::unix::fs::symlink("/tmp", &link).unwrap();

@@ -75,6 +75,10 @@ pub enum Invalid {
     /// Not an ACIdentifier.
     #[error("invalid ACIdentifier {0:?}")]
     AcIdentifier(String),
+    /// An ACName or ACIdentifier longer than [`crate::types::MAX_NAME_BYTES`] (its length in
+    /// bytes).
+    #[error("name is {0} bytes long, more than the limit of 255")]
+    NameTooLong(usize),
     /// `name` used as a label name.
     #[error("label name \"name\" is forbidden")]
     ForbiddenLabel,

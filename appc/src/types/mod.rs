@@ -12,5 +12,5 @@ pub use isolator::{
     names as isolator_names, Isolator, IsolatorValue, ResourceLimits, Scope as IsolatorScope,
     SeccompSet, SelinuxContext, DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES,
 };
-pub use name::{AcIdentifier, AcName};
+pub use name::{AcIdentifier, AcName, MAX_NAME_BYTES};
 pub use quantity::{parse_quantity, Quantity, QuantityError};

@@ -21,10 +21,26 @@ pub struct AcName(String);
 #[serde(transparent)]
 pub struct AcIdentifier(String);
 
-/// Check the common grammar: runs of `[a-z0-9]` separated by single separator chars.
+/// Longest accepted ACName or ACIdentifier, in bytes. The spec sets no limit, but names
+/// become file names (app directories, default app names derived from image names), so a
+/// longer one could only fail later, at render or run time: Linux NAME_MAX.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The error for an invalid name: too long, or not matching the grammar (`bad`).
+fn name_error(s: String, bad: fn(String) -> Invalid) -> ValidationError {
+    let kind = if s.len() > MAX_NAME_BYTES {
+        Invalid::NameTooLong(s.len())
+    } else {
+        bad(s)
+    };
+    ValidationError::new("", kind)
+}
+
+/// Check the common grammar: runs of `[a-z0-9]` separated by single separator chars, at most
+/// [`MAX_NAME_BYTES`] long.
 fn valid_grammar(s: &str, is_sep: impl Fn(u8) -> bool) -> bool {
     let b = s.as_bytes();
-    if b.is_empty() {
+    if b.is_empty() || b.len() > MAX_NAME_BYTES {
         return false;
     }
     let mut prev_sep = true; // start behaves like after a separator: must see alnum
@@ -50,7 +66,7 @@ impl AcName {
         if Self::is_valid(&s) {
             Ok(Self(s))
         } else {
-            Err(ValidationError::new("", Invalid::AcName(s)))
+            Err(name_error(s, Invalid::AcName))
         }
     }
 
@@ -61,10 +77,13 @@ impl AcName {
 
     /// Derive a valid ACName from arbitrary text (like appc's `SanitizeACName`): lower-case,
     /// every run of other characters becomes one `-`, leading/trailing `-` dropped.
-    /// Returns `app` if nothing usable remains.
+    /// Returns `app` if nothing usable remains; cut to [`MAX_NAME_BYTES`].
     pub fn sanitize(s: &str) -> AcName {
         let mut out = String::with_capacity(s.len());
         for c in s.chars() {
+            if out.len() >= MAX_NAME_BYTES {
+                break;
+            }
             let c = c.to_ascii_lowercase();
             if c.is_ascii_lowercase() || c.is_ascii_digit() {
                 out.push(c);
@@ -91,7 +110,7 @@ impl AcName {
         if Self::is_valid(&self.0) {
             Ok(())
         } else {
-            Err(ValidationError::new("", Invalid::AcName(self.0.clone())))
+            Err(name_error(self.0.clone(), Invalid::AcName))
         }
     }
 }
@@ -103,7 +122,7 @@ impl AcIdentifier {
         if Self::is_valid(&s) {
             Ok(Self(s))
         } else {
-            Err(ValidationError::new("", Invalid::AcIdentifier(s)))
+            Err(name_error(s, Invalid::AcIdentifier))
         }
     }
 
@@ -122,10 +141,7 @@ impl AcIdentifier {
         if Self::is_valid(&self.0) {
             Ok(())
         } else {
-            Err(ValidationError::new(
-                "",
-                Invalid::AcIdentifier(self.0.clone()),
-            ))
+            Err(name_error(self.0.clone(), Invalid::AcIdentifier))
         }
     }
 }
@@ -164,6 +180,7 @@ str_impls!(AcName);
 str_impls!(AcIdentifier);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -200,5 +217,23 @@ mod tests {
         assert_eq!(AcName::sanitize("--X--").as_str(), "x");
         assert_eq!(AcName::sanitize("___").as_str(), "app");
         assert!(AcName::is_valid(AcName::sanitize("a/b.c~d").as_str()));
+        assert!(AcName::is_valid(
+            AcName::sanitize(&"a".repeat(300)).as_str()
+        ));
+    }
+
+    #[test]
+    fn names_longer_than_name_max_are_refused() {
+        let ok = "a".repeat(MAX_NAME_BYTES);
+        assert!(AcName::is_valid(&ok) && AcIdentifier::is_valid(&ok));
+        let long = "a".repeat(MAX_NAME_BYTES + 1);
+        assert!(!AcName::is_valid(&long) && !AcIdentifier::is_valid(&long));
+        let e = AcIdentifier::new(long.clone()).unwrap_err();
+        assert_eq!(e.kind, Invalid::NameTooLong(256));
+        assert!(e.to_string().contains("256 bytes"), "{e}");
+        assert_eq!(
+            AcName::new(long).unwrap_err().kind,
+            Invalid::NameTooLong(256)
+        );
     }
 }

@@ -11,10 +11,52 @@ use reqwest::header::{
 use reqwest::StatusCode;
 
 use super::{progress, FetchError, FetchOptions, PullPolicy};
-use crate::store::{now_nanos, ImageRecord, ImportSource, Store};
+use crate::store::{now_nanos, ImageRecord, ImportSource, Store, StoreError};
 
-/// TCP connect timeout, in seconds.
-const CONNECT_TIMEOUT_SECS: u64 = 30;
+/// Default TCP connect timeout, in seconds.
+pub const CONNECT_TIMEOUT_SECS: u64 = 30;
+/// Default read timeout, in seconds: the longest wait for the response headers, and for each
+/// read of the body (a server that stalls for this long fails the fetch).
+pub const READ_TIMEOUT_SECS: u64 = 60;
+/// Environment variable overriding [`CONNECT_TIMEOUT_SECS`] (seconds, may be fractional).
+pub const CONNECT_TIMEOUT_ENV: &str = "RKT_HTTP_CONNECT_TIMEOUT";
+/// Environment variable overriding [`READ_TIMEOUT_SECS`] (seconds, may be fractional).
+pub const READ_TIMEOUT_ENV: &str = "RKT_HTTP_READ_TIMEOUT";
+
+/// Connect and read timeouts in effect.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect.
+    pub connect: Duration,
+    /// Response headers, and each read of the body.
+    pub read: Duration,
+}
+
+/// A timeout from environment variable `var` (a positive number of seconds), else `default`.
+fn timeout_from_env(var: &'static str, default: u64) -> Result<Duration, FetchError> {
+    match std::env::var(var) {
+        Err(std::env::VarError::NotPresent) => Ok(Duration::from_secs(default)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+            .map(Duration::from_secs_f64)
+            .ok_or(FetchError::BadTimeout { var, value: v }),
+        Err(std::env::VarError::NotUnicode(v)) => Err(FetchError::BadTimeout {
+            var,
+            value: v.to_string_lossy().into_owned(),
+        }),
+    }
+}
+
+/// The timeouts: defaults, or [`CONNECT_TIMEOUT_ENV`] / [`READ_TIMEOUT_ENV`].
+pub fn timeouts() -> Result<Timeouts, FetchError> {
+    Ok(Timeouts {
+        connect: timeout_from_env(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS)?,
+        read: timeout_from_env(READ_TIMEOUT_ENV, READ_TIMEOUT_SECS)?,
+    })
+}
 
 /// Maximum number of redirects followed.
 const MAX_REDIRECTS: usize = 10;
@@ -42,10 +84,13 @@ pub(crate) fn client(opts: &FetchOptions) -> Result<Client, FetchError> {
             attempt.follow()
         }
     });
+    let t = timeouts()?;
+    // The blocking client's `timeout` bounds sending the request and receiving the headers,
+    // then each read of the body separately: an idle timeout, not a deadline for the download.
     Client::builder()
         .user_agent(concat!("rkt/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS))
-        .timeout(None)
+        .connect_timeout(t.connect)
+        .timeout(t.read)
         .redirect(policy)
         .danger_accept_invalid_certs(opts.insecure.tls)
         .build()
@@ -130,9 +175,13 @@ pub(crate) fn fetch_url(
     if opts.debug {
         eprintln!("rkt: fetching {url}");
     }
-    let resp = req
-        .send()
-        .map_err(|e| FetchError::Http(url.to_string(), e.without_url()))?;
+    let resp = req.send().map_err(|e| {
+        if e.is_timeout() {
+            timed_out(url, e.is_connect())
+        } else {
+            FetchError::Http(url.to_string(), e.without_url())
+        }
+    })?;
     if resp.status() == StatusCode::NOT_MODIFIED {
         if let Some((_, rec)) = cached {
             store.revalidated(url, max_age(&resp))?;
@@ -156,7 +205,48 @@ pub(crate) fn fetch_url(
     };
     let total = header(&resp, CONTENT_LENGTH).and_then(|v| v.parse().ok());
     let mut bar = progress::Bar::new(opts.progress, url, total);
-    let rec = store.import_aci_checked(resp, &src, &mut |n| bar.update(n), check)?;
+    let rec = store
+        .import_aci_checked(resp, &src, &mut |n| bar.update(n), check)
+        .map_err(|e| match e {
+            StoreError::Read(io) if is_timeout(&io) => timed_out(url, false),
+            e => FetchError::Store(e),
+        })?;
     bar.finish();
     Ok(Fetched::Downloaded(rec))
+}
+
+/// Whether an I/O error from a response body is reqwest's read timeout.
+fn is_timeout(e: &std::io::Error) -> bool {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<reqwest::Error>() {
+            if r.is_timeout() {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
+}
+
+/// [`FetchError::Timeout`] for `url` with the timeout in effect.
+fn timed_out(url: &str, connect: bool) -> FetchError {
+    let t = timeouts().unwrap_or(Timeouts {
+        connect: Duration::from_secs(CONNECT_TIMEOUT_SECS),
+        read: Duration::from_secs(READ_TIMEOUT_SECS),
+    });
+    let (what, d, var) = if connect {
+        ("connecting", t.connect, CONNECT_TIMEOUT_ENV)
+    } else {
+        ("waiting for data", t.read, READ_TIMEOUT_ENV)
+    };
+    FetchError::Timeout {
+        url: url.to_string(),
+        what,
+        secs: d.as_secs_f64(),
+        var,
+    }
 }

@@ -16,6 +16,10 @@ use thiserror::Error;
 use crate::store::{ImageRecord, ImportSource, NameRef, Store, StoreError};
 
 pub use discovery::{discovery_urls, parse_meta_tags, render_template, DISCOVERY_PORT_ENV};
+pub use http::{
+    timeouts, Timeouts, CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS, READ_TIMEOUT_ENV,
+    READ_TIMEOUT_SECS,
+};
 
 /// Errors of fetching.
 #[derive(Debug, Error)]
@@ -41,6 +45,26 @@ pub enum FetchError {
     /// The HTTP request failed (the reqwest error carries no URL; field 0 has it).
     #[error("request to {0} failed")]
     Http(String, #[source] reqwest::Error),
+    /// The server did not answer in time.
+    #[error("fetching {url} timed out: {what} for more than {secs} s (set {var} to change it)")]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// `connecting` or `waiting for data`.
+        what: &'static str,
+        /// The timeout, in seconds.
+        secs: f64,
+        /// The environment variable that sets it.
+        var: &'static str,
+    },
+    /// A timeout environment variable is not a positive number of seconds.
+    #[error("invalid {var}={value:?}: want a positive number of seconds")]
+    BadTimeout {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// The server answered with an error status.
     #[error("cannot fetch {url}: server answered HTTP {status}")]
     HttpStatus {
@@ -85,6 +109,7 @@ impl FetchError {
             self,
             FetchError::BadInsecureOption(_)
                 | FetchError::BadPullPolicy(_)
+                | FetchError::BadTimeout { .. }
                 | FetchError::Store(StoreError::BadReference(_))
         )
     }

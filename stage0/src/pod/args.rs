@@ -380,6 +380,76 @@ pub fn parse_port(s: &str) -> Result<(String, Option<String>, u32), UsageError> 
     Ok((name.to_string(), ip, port))
 }
 
+/// Longest hostname Linux accepts (`HOST_NAME_MAX`), in bytes.
+pub const MAX_HOSTNAME_BYTES: usize = 64;
+/// Longest DNS label, in bytes.
+const MAX_LABEL_BYTES: usize = 63;
+
+/// Checks `--hostname`: dot-separated DNS labels (letters, digits, inner `-`; 1 to 63 bytes
+/// each), at most [`MAX_HOSTNAME_BYTES`] in all. Newlines, spaces and escapes never reach
+/// the pod's `/etc/hostname` or `/etc/hosts`.
+pub fn validate_hostname(h: &str) -> Result<(), UsageError> {
+    let bad = |why: &str| usage(format!("--hostname {h:?}: {why}"));
+    if h.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if h.len() > MAX_HOSTNAME_BYTES {
+        return Err(bad(&format!("longer than {MAX_HOSTNAME_BYTES} bytes")));
+    }
+    for label in h.split('.') {
+        let b = label.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= MAX_LABEL_BYTES
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b.first() != Some(&b'-')
+            && b.last() != Some(&b'-');
+        if !ok {
+            return Err(bad(
+                "want DNS labels (letters, digits and inner '-', 1 to 63 characters) separated by '.'",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Smallest `--memory` accepted, in bytes (one page: below it nothing can run).
+pub const MIN_MEMORY_BYTES: u64 = 4096;
+/// Largest `--memory` accepted, in bytes (what the cgroup files take: `i64::MAX`).
+pub const MAX_MEMORY_BYTES: u64 = i64::MAX as u64;
+/// Largest `--cpu` accepted, in cores (Linux's largest `NR_CPUS`; a larger CFS quota is
+/// refused by the kernel inside the pod).
+pub const MAX_CPU_CORES: u64 = 8192;
+
+/// Checks `--memory`: a quantity of at least [`MIN_MEMORY_BYTES`].
+pub fn validate_memory(v: &str) -> Result<(), UsageError> {
+    let q = appc::types::parse_quantity(v)
+        .map_err(|e| usage(format!("--memory: invalid quantity {v:?} ({e})")))?;
+    let bytes = q.as_units();
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(usage(format!(
+            "--memory={v}: want at least {MIN_MEMORY_BYTES} bytes"
+        )));
+    }
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(usage(format!("--memory={v}: too large")));
+    }
+    Ok(())
+}
+
+/// Checks `--cpu`: a quantity of cores above 0 and at most [`MAX_CPU_CORES`].
+pub fn validate_cpu(v: &str) -> Result<(), UsageError> {
+    let q = appc::types::parse_quantity(v)
+        .map_err(|e| usage(format!("--cpu: invalid quantity {v:?} ({e})")))?;
+    let millis = q.as_millis();
+    if millis == 0 {
+        return Err(usage(format!("--cpu={v}: must be more than 0")));
+    }
+    if millis > MAX_CPU_CORES * 1000 {
+        return Err(usage(format!("--cpu={v}: more than {MAX_CPU_CORES} cores")));
+    }
+    Ok(())
+}
+
 /// Parses `--seccomp mode=retain|remove[,errno=ENAME],syscall,...`.
 pub fn parse_seccomp(s: &str) -> Result<(bool, Option<String>, Vec<String>), UsageError> {
     let (mut mode, mut errno, mut calls) = (None, None, Vec::new());
@@ -499,7 +569,10 @@ impl RunCommand {
                         "set-env" => cmd.pod.set_env.push(parse_kv(name, &value)?),
                         "set-env-file" => cmd.pod.set_env_file.push(PathBuf::from(value)),
                         "inherit-env" => cmd.pod.inherit_env = on,
-                        "hostname" => cmd.pod.hostname = Some(value),
+                        "hostname" => {
+                            validate_hostname(&value)?;
+                            cmd.pod.hostname = Some(value)
+                        }
                         "uuid-file-save" => cmd.pod.uuid_file_save = Some(PathBuf::from(value)),
                         "interactive" => {
                             if mode == Mode::Prepare {
@@ -594,14 +667,11 @@ impl RunCommand {
                         }
                         "environment" => app.environment.push(parse_kv(name, &value)?),
                         "memory" => {
-                            appc::types::parse_quantity(&value).map_err(|_| {
-                                usage(format!("--memory: invalid quantity {value:?}"))
-                            })?;
+                            validate_memory(&value)?;
                             app.memory = Some(value)
                         }
                         "cpu" => {
-                            appc::types::parse_quantity(&value)
-                                .map_err(|_| usage(format!("--cpu: invalid quantity {value:?}")))?;
+                            validate_cpu(&value)?;
                             app.cpu = Some(value)
                         }
                         "caps-retain" | "cap-retain" => {
@@ -813,6 +883,52 @@ mod tests {
         assert!(p(Mode::Run, &["a", "--stdin=log"]).is_err());
         assert!(p(Mode::Run, &["a", "--oom-score-adj=5000"]).is_err());
         assert!(p(Mode::Run, &["a", "--seccomp=reboot"]).is_err());
+    }
+
+    #[test]
+    fn late_validation_moves_to_parsing() {
+        for h in ["podhost", "a.b-c.example", "x1", &"a".repeat(63)] {
+            assert!(
+                p(Mode::Run, &[&format!("--hostname={h}"), "a"]).is_ok(),
+                "{h}"
+            );
+        }
+        for h in [
+            "a\nb",
+            "a b",
+            "\u{1b}[31m",
+            "-a",
+            "a-",
+            "a..b",
+            ".",
+            "",
+            "a_b",
+            &"a".repeat(64),
+            &format!("{}.{}", "a".repeat(40), "b".repeat(40)),
+        ] {
+            let e = p(Mode::Run, &[&format!("--hostname={h}"), "a"]).unwrap_err();
+            assert!(e.0.contains("--hostname"), "{h:?}: {e}");
+        }
+        for ok in [
+            "--memory=64Mi",
+            "--memory=4096",
+            "--cpu=250m",
+            "--cpu=1",
+            "--cpu=8192",
+        ] {
+            assert!(p(Mode::Run, &["a", ok]).is_ok(), "{ok}");
+        }
+        for bad in [
+            "--memory=0",
+            "--memory=4095",
+            "--memory=1e30",
+            "--cpu=0",
+            "--cpu=1e9",
+            "--cpu=8193",
+            "--cpu=-1",
+        ] {
+            assert!(p(Mode::Run, &["a", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

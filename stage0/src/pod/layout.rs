@@ -5,6 +5,7 @@
 //! overlayfs lower layers.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -14,6 +15,7 @@ use pod_abi::paths::{PodPaths, OVERLAY_DIR, POD_CREATED, STAGE1_TREE_ID};
 use pod_abi::plan::Plan;
 
 use super::PodError;
+use crate::util::{open_path_no_symlinks, NoSymlinkError};
 
 /// File holding the stage1 image ID (sha512) next to `stage1TreeStoreID`, so that
 /// `run-prepared` can render the same stage1 again.
@@ -22,6 +24,11 @@ pub const STAGE1_IMAGE_ID: &str = "stage1ImageID";
 pub const OVERLAY_PREPARED: &str = "overlay-prepared";
 /// Mode of directories created in the pod (octal permission bits).
 const DIR_MODE: u32 = 0o755;
+/// Mode of the pod directories that hold trees a pod can write (`stage1`, `overlay`,
+/// `sharedVolumes`): only root may reach a file a pod planted (setuid binaries, devices).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Pod subdirectories created with [`PRIVATE_DIR_MODE`].
+pub const PRIVATE_DIRS: [&str; 3] = ["stage1", OVERLAY_DIR, "sharedVolumes"];
 
 /// A rendered image tree used by the pod.
 #[derive(Debug, Clone)]
@@ -34,6 +41,30 @@ pub struct TreeInfo {
     pub rootfs: PathBuf,
     /// The image manifest file of the tree.
     pub manifest: PathBuf,
+}
+
+/// Creates (or tightens) the pod's [`PRIVATE_DIRS`].
+fn private_dirs(root: &Path) -> Result<(), PodError> {
+    for d in PRIVATE_DIRS {
+        let p = root.join(d);
+        match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(PodError::io("create", &p, e)),
+        }
+        let m = fs::symlink_metadata(&p).map_err(|e| PodError::io("stat", &p, e))?;
+        if !m.is_dir() {
+            return Err(PodError::Config(format!(
+                "{} is not a directory",
+                p.display()
+            )));
+        }
+        if m.mode() & 0o7777 != PRIVATE_DIR_MODE {
+            fs::set_permissions(&p, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+                .map_err(|e| PodError::io("chmod", &p, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn mkdirs(p: &Path) -> Result<(), PodError> {
@@ -96,6 +127,7 @@ pub fn write_prepared(
     let w = |name: &str, data: &[u8]| write_file(&root.join(name), data);
     w(STAGE1_TREE_ID, stage1.tree_id.as_bytes())?;
     w(STAGE1_IMAGE_ID, stage1.image_id.as_bytes())?;
+    private_dirs(root)?;
     mkdirs(&root.join("stage1/rootfs"))?;
     copy(&stage1.manifest, &paths.stage1_manifest())?;
     let (u, wk) = stage1_overlay(paths, &stage1.tree_id);
@@ -160,6 +192,7 @@ pub fn mount_rootfs(
     stage1: &TreeInfo,
     apps: &[TreeInfo],
 ) -> Result<(), PodError> {
+    private_dirs(paths.root())?;
     let s1 = paths.stage1_rootfs();
     mkdirs(&s1)?;
     let (u, w) = stage1_overlay(paths, &stage1.tree_id);
@@ -242,29 +275,55 @@ pub fn secure_target(root: &Path, rel: &str, file: bool) -> Result<PathBuf, PodE
     Ok(cur)
 }
 
-/// The host path behind a volume (checked: host sources must exist and not be symlinks;
-/// empty volumes are created under `sharedVolumes/` with their mode/uid/gid).
+/// Opens a host volume's source without following a symlink in any component of the path
+/// (the appc spec says a runtime SHOULD refuse them): the fd to bind-mount.
+pub fn open_host_source(v: &appc::schema::Volume) -> Result<OwnedFd, PodError> {
+    let src = PathBuf::from(v.source.as_deref().unwrap_or_default());
+    open_path_no_symlinks(&src).map_err(|e| {
+        PodError::Config(match e {
+            NoSymlinkError::Symlink(l) if l == src => format!(
+                "volume {}: source {} is a symlink; give the path it points to",
+                v.name,
+                src.display()
+            ),
+            NoSymlinkError::Symlink(l) => format!(
+                "volume {}: source {}: {} is a symlink; give a path without symlinks",
+                v.name,
+                src.display(),
+                l.display()
+            ),
+            NoSymlinkError::NotNormalized => format!(
+                "volume {}: source {:?} must be an absolute path without \".\" or \"..\"",
+                v.name,
+                src.display()
+            ),
+            NoSymlinkError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => format!(
+                "volume {}: source {} does not exist ({e})",
+                v.name,
+                src.display()
+            ),
+            NoSymlinkError::Io(e) => format!(
+                "volume {}: cannot open source {} ({e})",
+                v.name,
+                src.display()
+            ),
+        })
+    })
+}
+
+/// The host path behind a volume (checked: host sources must exist and have no symlink in
+/// any component; empty volumes are created under `sharedVolumes/` with their
+/// mode/uid/gid).
 pub fn volume_source(paths: &PodPaths, v: &appc::schema::Volume) -> Result<PathBuf, PodError> {
     match v.kind.as_str() {
         "host" => {
-            let src = PathBuf::from(v.source.as_deref().unwrap_or_default());
-            match fs::symlink_metadata(&src) {
-                Ok(m) if m.file_type().is_symlink() => Err(PodError::Config(format!(
-                    "volume {}: source {} is a symlink; give the path it points to",
-                    v.name,
-                    src.display()
-                ))),
-                Ok(_) => Ok(src),
-                Err(e) => Err(PodError::Config(format!(
-                    "volume {}: source {} does not exist ({e})",
-                    v.name,
-                    src.display()
-                ))),
-            }
+            open_host_source(v)?;
+            Ok(PathBuf::from(v.source.as_deref().unwrap_or_default()))
         }
         "empty" => {
             let p = paths.shared_volume(v.name.as_str());
             if !p.exists() {
+                private_dirs(paths.root())?;
                 mkdirs(&p)?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(v.effective_mode()))
                     .map_err(|e| PodError::io("chmod", &p, e))?;
@@ -281,18 +340,196 @@ pub fn volume_source(paths: &PodPaths, v: &appc::schema::Volume) -> Result<PathB
     }
 }
 
+/// Refuses volume targets of one app that are equal or nested (one under another): the
+/// outer mount would hide or be hidden by the inner one depending on order.
+pub fn check_mount_targets<'a>(
+    app: &str,
+    targets: impl IntoIterator<Item = &'a str>,
+) -> Result<(), PodError> {
+    let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+    for t in targets {
+        let norm: PathBuf = Path::new(t)
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        for (p, orig) in &seen {
+            if *p == norm {
+                return Err(PodError::Config(format!(
+                    "app {app}: two volumes are mounted on {t}"
+                )));
+            }
+            if norm.starts_with(p) || p.starts_with(&norm) {
+                let (outer, inner) = if norm.starts_with(p) {
+                    (*orig, t)
+                } else {
+                    (t, *orig)
+                };
+                return Err(PodError::Config(format!(
+                    "app {app}: volume target {inner} is inside volume target {outer}; nested volume targets are not supported"
+                )));
+            }
+        }
+        seen.push((norm, t));
+    }
+    Ok(())
+}
+
+/// Validates the volumes of a pod manifest before the pod exists: every host source opens
+/// without a symlink in any component, and no app has nested or duplicate targets.
+pub fn check_volumes(pm: &PodManifest) -> Result<(), PodError> {
+    for v in pm.volumes.iter().filter(|v| v.kind == "host") {
+        open_host_source(v)?;
+    }
+    for ra in &pm.apps {
+        let Some(app) = ra.app.as_ref() else {
+            continue;
+        };
+        let mounts = super::plan::app_mounts(pm, ra, app)?;
+        check_mount_targets(ra.name.as_str(), mounts.iter().map(|m| m.target.as_str()))?;
+    }
+    Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+/// Makes the mount at `target` read-only, with every mount below it when `recursive`:
+/// mount_setattr(2) with `AT_RECURSIVE` (Linux >= 5.12), else a read-only bind remount of
+/// the target and of each submount listed in /proc/self/mountinfo (keeping their nosuid,
+/// nodev, noexec and atime flags).
+pub fn make_read_only(target: &Path, recursive: bool) -> Result<(), PodError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| PodError::Config(format!("bad path {}", target.display())))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_SYMLINK_NOFOLLOW;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: mount_setattr with a valid NUL-terminated path and an initialized mount_attr
+    // of the size passed, both outliving the call; the result is checked.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = nix::errno::Errno::last();
+    if !matches!(e, nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL) {
+        return Err(PodError::Mount {
+            what: "read-only attribute".into(),
+            target: target.to_path_buf(),
+            source: e,
+        });
+    }
+    remount_read_only_tree(target, recursive)
+}
+
+/// The fallback of [`make_read_only`] (public for its test): a read-only bind remount of
+/// `target` and, when `recursive`, of every mount below it in /proc/self/mountinfo.
+pub fn remount_read_only_tree(target: &Path, recursive: bool) -> Result<(), PodError> {
+    let mut all = vec![target.to_path_buf()];
+    if recursive {
+        all.extend(mounts_under(target).into_iter().filter(|m| m != target));
+    }
+    for m in all {
+        remount_read_only(&m)?;
+    }
+    Ok(())
+}
+
+/// `MS_BIND|MS_REMOUNT|MS_RDONLY` on one mount, keeping its other per-mount flags.
+fn remount_read_only(m: &Path) -> Result<(), PodError> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    if let Ok(st) = statvfs(m) {
+        for (f, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if st.flags().contains(f) {
+                flags |= ms;
+            }
+        }
+    }
+    mount(None::<&str>, m, None::<&str>, flags, None::<&str>).map_err(|e| PodError::Mount {
+        what: "read-only remount".into(),
+        target: m.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Whether `dir` is a directory with at least one entry.
+fn non_empty_dir(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some())
+}
+
 /// Bind-mounts every volume of every app onto its target inside the app's rootfs (host side,
-/// before stage1 runs, so every flavor sees them).
+/// before stage1 runs, so every flavor sees them). Warnings go to stderr.
 pub fn mount_volumes(paths: &PodPaths, pm: &PodManifest, plan: &Plan) -> Result<(), PodError> {
+    mount_volumes_with(paths, pm, plan, &mut |w| eprintln!("rkt: warning: {w}"))
+}
+
+/// [`mount_volumes`] with the warnings (one line each: a volume hides a non-empty directory
+/// of the image) given to `warn`. Host sources are opened without following symlinks and
+/// mounted through their fd; read-only volumes are read-only with all their submounts.
+pub fn mount_volumes_with(
+    paths: &PodPaths,
+    pm: &PodManifest,
+    plan: &Plan,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), PodError> {
+    for app in &plan.apps {
+        check_mount_targets(&app.name, app.mounts.iter().map(|m| m.target.as_str()))?;
+    }
     for app in &plan.apps {
         let root = paths.app_rootfs(&app.name);
         for m in &app.mounts {
             let v = pm.volume(&m.volume).ok_or_else(|| {
                 PodError::Config(format!("app {}: unknown volume {}", app.name, m.volume))
             })?;
-            let src = volume_source(paths, v)?;
+            let (src, shown, _fd) = if v.kind == "host" {
+                let fd = open_host_source(v)?;
+                let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                let shown = PathBuf::from(v.source.as_deref().unwrap_or_default());
+                (via, shown, Some(fd))
+            } else {
+                let p = volume_source(paths, v)?;
+                (p.clone(), p, None)
+            };
             let is_file = !src.is_dir();
             let target = secure_target(&root, &m.target, is_file)?;
+            if !is_file && non_empty_dir(&target) {
+                warn(format!(
+                    "volume {} hides the non-empty directory {} of app {}'s image",
+                    m.volume, m.target, app.name
+                ));
+            }
             let mut flags = MsFlags::MS_BIND;
             let recursive = v.kind != "host" || v.is_recursive();
             if recursive {
@@ -300,20 +537,13 @@ pub fn mount_volumes(paths: &PodPaths, pm: &PodManifest, plan: &Plan) -> Result<
             }
             mount(Some(&src), &target, None::<&str>, flags, None::<&str>).map_err(|e| {
                 PodError::Mount {
-                    what: format!("volume {} ({})", m.volume, src.display()),
+                    what: format!("volume {} ({})", m.volume, shown.display()),
                     target: target.clone(),
                     source: e,
                 }
             })?;
             if m.read_only {
-                let ro = flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                mount(None::<&str>, &target, None::<&str>, ro, None::<&str>).map_err(|e| {
-                    PodError::Mount {
-                        what: format!("volume {} read-only", m.volume),
-                        target: target.clone(),
-                        source: e,
-                    }
-                })?;
+                make_read_only(&target, recursive)?;
             }
         }
     }

@@ -97,13 +97,13 @@ pub struct PodsDir {
 }
 
 impl PodsDir {
-    /// `<data_dir>/pods` (made absolute); creates the state directories if missing.
+    /// `<data_dir>/pods` (made absolute); creates the state directories if missing, and
+    /// gives the data directory, `pods` and the state directories rkt's ownership and modes
+    /// (see [`crate::store::datadir`]).
     pub fn open(data_dir: &Path) -> Result<Self, PodError> {
-        let root = data_dir.join("pods");
-        for s in PodDirState::ALL {
-            let d = root.join(s.dir_name());
-            fs::create_dir_all(&d).map_err(|e| PodError::io("create", &d, e))?;
-        }
+        let states: Vec<&str> = PodDirState::ALL.iter().map(|s| s.dir_name()).collect();
+        let root = crate::store::datadir::secure_pods_dir(data_dir, &states)
+            .map_err(|e| PodError::io("create", &data_dir.join("pods"), e))?;
         // Absolute: stage1 runs with cwd = the pod directory and overlay options need
         // absolute paths.
         let root = fs::canonicalize(&root).map_err(|e| PodError::io("resolve", &root, e))?;

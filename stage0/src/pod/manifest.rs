@@ -35,10 +35,16 @@ pub struct EnvSources {
     pub set_env: Vec<(String, String)>,
 }
 
-/// Reads a `--set-env-file`: `VAR=VALUE` lines; empty lines and lines starting with `#` or
-/// `;` are ignored.
+/// Largest `--set-env-file` accepted, in bytes.
+pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a `--set-env-file` (at most [`MAX_ENV_FILE_BYTES`], UTF-8): `VAR=VALUE` lines;
+/// empty lines and lines starting with `#` or `;` are ignored.
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, PodError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PodError::io("read", path, e))?;
+    let data = crate::util::read_bounded(path, MAX_ENV_FILE_BYTES)
+        .map_err(|e| PodError::io("read --set-env-file", path, e))?;
+    let text = String::from_utf8(data)
+        .map_err(|_| PodError::Config(format!("--set-env-file {} is not UTF-8", path.display())))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let l = line.trim();
@@ -341,6 +347,8 @@ pub fn build_pod_manifest(
     }
     pm.validate()
         .map_err(|e| PodError::Config(format!("pod manifest: {e}")))?;
+    // Volume errors (symlinked or missing sources, nested targets) before the pod exists.
+    super::layout::check_volumes(&pm)?;
     Ok(pm)
 }
 

@@ -70,7 +70,7 @@ impl TempBlob {
             .read(true)
             .write(true)
             .custom_flags(libc::O_TMPFILE)
-            .mode(0o644)
+            .mode(super::datadir::INDEX_FILE_MODE)
             .open(&tmp_dir)
         {
             Ok(file) => {
@@ -97,7 +97,7 @@ impl TempBlob {
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(super::datadir::INDEX_FILE_MODE)
             .open(&path)
             .map_err(StoreError::io("create temp file", &path))?;
         flock(&file, LockMode::Exclusive, true).map_err(StoreError::io("lock temp file", &path))?;

@@ -1,11 +1,14 @@
 //! The SQLite image index at `cas/db/index.sqlite` (WAL, busy_timeout, versioned schema).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{ImageRecord, StoreError};
+use super::datadir::{self, Owner};
+use super::{lock, ImageRecord, StoreError};
+use crate::util::LockMode;
 
 /// Schema version stored in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -86,24 +89,53 @@ fn to_i64(v: u64) -> i64 {
 }
 
 impl Db {
-    /// Opens or creates the index and migrates it to [`SCHEMA_VERSION`].
-    pub(crate) fn open(path: &Path) -> Result<Db, StoreError> {
+    /// Opens or creates the index (mode [`datadir::INDEX_FILE_MODE`], owned by `owner`) and
+    /// migrates it to [`SCHEMA_VERSION`]. A new or outdated index is set up (WAL mode, schema)
+    /// under the exclusive lock `cas/locks/index.lock`, so that the first parallel users of a
+    /// brand-new store do not race SQLite's journal-mode switch ("database is locked"); an
+    /// index already set up is opened without that lock.
+    pub(crate) fn open(path: &Path, cas: &Path, owner: Owner) -> Result<Db, StoreError> {
+        // Create the file ourselves so that it never exists with SQLite's default 0644;
+        // the -wal and -shm files SQLite creates copy its mode and owner.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(datadir::INDEX_FILE_MODE)
+            .open(path)
+            .map_err(StoreError::io("create", path))?;
+        datadir::secure_file(path, datadir::INDEX_FILE_MODE, owner)
+            .map_err(StoreError::io("set the mode of", path))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let ready = |conn: &Connection| -> Result<(bool, i64), StoreError> {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            Ok((mode.eq_ignore_ascii_case("wal"), v))
+        };
+        let (mut wal, mut v) = ready(&conn)?;
+        if !wal || v < SCHEMA_VERSION {
+            let _init = lock::acquire(cas, "index", LockMode::Exclusive, true)?;
+            (wal, v) = ready(&conn)?;
+            if !wal {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+            }
+            if v < SCHEMA_VERSION {
+                // One immediate transaction: openers without the lock (older rkt) serialize
+                // here too.
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))?;
+                v = SCHEMA_VERSION;
+            }
+        }
         if v > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
                 found: v,
                 supported: SCHEMA_VERSION,
             });
-        }
-        if v < SCHEMA_VERSION {
-            // Migrations run in one immediate transaction: concurrent openers serialize here.
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
         }
         Ok(Db { conn })
     }

@@ -19,6 +19,7 @@
 
 pub mod aci;
 mod blob;
+pub mod datadir;
 mod db;
 mod lock;
 mod tree;
@@ -70,9 +71,21 @@ pub enum StoreError {
         /// The dependency's name (and labels) or ID.
         dependency: String,
     },
-    /// The dependency graph is too deep or cyclic.
+    /// The dependency graph is too deep or cyclic (an invalid image).
     #[error("dependencies of image {0} are cyclic or nested deeper than {max}", max = tree::MAX_DEPENDENCY_DEPTH)]
     DependencyCycle(String),
+    /// The file system holding the data directory is full (ENOSPC or EDQUOT).
+    #[error("no space left on the disk under {dir} (the file system holding the rkt data directory is full); free space, e.g. with `rkt image gc` and `rkt gc`")]
+    NoSpace {
+        /// The data directory (`--dir`).
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The image could not be read from its source (file or network).
+    #[error("cannot read the image from its source")]
+    Read(#[source] io::Error),
     /// Rendering the tree failed.
     #[error("cannot render image {0}")]
     Render(String, #[source] aci::AciError),
@@ -122,9 +135,27 @@ impl StoreError {
     pub fn is_bad_image(&self) -> bool {
         matches!(
             self,
-            StoreError::BadImage(_) | StoreError::BadManifest(..) | StoreError::Rejected(_)
+            StoreError::BadImage(_)
+                | StoreError::BadManifest(..)
+                | StoreError::Rejected(_)
+                | StoreError::DependencyCycle(_)
         )
     }
+
+    /// Whether the disk under the data directory is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace { .. })
+    }
+}
+
+/// Whether `e` means "no space left on the device" (ENOSPC, or EDQUOT: quota exhausted).
+pub fn is_no_space_io(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Whether a SQLite error means the disk is full.
+fn is_no_space_db(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull))
 }
 
 /// One image in the store.
@@ -212,19 +243,82 @@ pub fn now_nanos() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `<dir>/cas`.
+    /// Opens (creating if needed) the store under `<dir>/cas`, with rkt's ownership and
+    /// modes (see [`datadir`]; existing directories are tightened).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let owner =
+            datadir::secure_data_dir(dir).map_err(StoreError::io("create data directory", dir))?;
         let cas = dir.join("cas");
-        for sub in ["blob/sha256", "db", "tree", "tmp", "locks"] {
-            let p = cas.join(sub);
-            fs::create_dir_all(&p).map_err(StoreError::io("create directory", &p))?;
+        for (sub, mode) in [
+            ("", datadir::DATA_DIR_MODE),
+            ("blob", datadir::DATA_DIR_MODE),
+            ("blob/sha256", datadir::DATA_DIR_MODE),
+            ("db", datadir::DATA_DIR_MODE),
+            ("locks", datadir::DATA_DIR_MODE),
+            ("tree", datadir::TREE_DIR_MODE),
+            ("tmp", datadir::TREE_DIR_MODE),
+        ] {
+            let p = if sub.is_empty() {
+                cas.clone()
+            } else {
+                cas.join(sub)
+            };
+            datadir::ensure_dir(&p, mode, owner)
+                .map_err(|e| Self::no_space_or(dir, e, StoreError::io("create directory", &p)))?;
         }
-        let db = db::Db::open(&cas.join("db").join("index.sqlite"))?;
+        let db =
+            db::Db::open(&cas.join("db").join("index.sqlite"), &cas, owner).map_err(
+                |e| match e {
+                    StoreError::Db(ref d) if is_no_space_db(d) => StoreError::NoSpace {
+                        dir: dir.to_path_buf(),
+                        source: io::Error::from_raw_os_error(libc::ENOSPC),
+                    },
+                    e => e,
+                },
+            )?;
         Ok(Store {
             dir: dir.to_path_buf(),
             cas,
             db: Mutex::new(db),
         })
+    }
+
+    /// [`StoreError::NoSpace`] if `e` is ENOSPC/EDQUOT, else `other(e)`.
+    fn no_space_or(
+        dir: &Path,
+        e: io::Error,
+        other: impl FnOnce(io::Error) -> StoreError,
+    ) -> StoreError {
+        if is_no_space_io(&e) {
+            StoreError::NoSpace {
+                dir: dir.to_path_buf(),
+                source: e,
+            }
+        } else {
+            other(e)
+        }
+    }
+
+    /// Rewrites an error whose cause is a full disk (I/O or SQLite) as [`StoreError::NoSpace`].
+    pub(crate) fn classify_no_space(&self, e: StoreError) -> StoreError {
+        let full = match &e {
+            StoreError::Io { source, .. } => is_no_space_io(source),
+            StoreError::Db(d) => is_no_space_db(d),
+            StoreError::Render(_, aci::AciError::Extract { source, .. }) => is_no_space_io(source),
+            _ => false,
+        };
+        if !full {
+            return e;
+        }
+        let source = match e {
+            StoreError::Io { source, .. }
+            | StoreError::Render(_, aci::AciError::Extract { source, .. }) => source,
+            _ => io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        StoreError::NoSpace {
+            dir: self.dir.clone(),
+            source,
+        }
     }
 
     /// The rkt data directory (`--dir`).
@@ -276,12 +370,28 @@ impl Store {
         progress: &mut dyn FnMut(u64),
         check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
     ) -> Result<ImageRecord, StoreError> {
+        self.import_inner(r, src, progress, check)
+            .map_err(|e| self.classify_no_space(e))
+    }
+
+    fn import_inner(
+        &self,
+        r: impl Read,
+        src: &ImportSource,
+        progress: &mut dyn FnMut(u64),
+        check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+    ) -> Result<ImageRecord, StoreError> {
         let _store_lock = self.lock_store(LockMode::Shared)?;
         blob::cleanup_tmp(&self.cas);
         let mut tmp = blob::TempBlob::create(&self.cas)?;
         let imported = {
             let mut w = io::BufWriter::with_capacity(blob::WRITE_BUFFER_BYTES, tmp.file());
-            let imported = aci::import(r, &mut w, progress).map_err(StoreError::BadImage)?;
+            let imported = aci::import(r, &mut w, progress).map_err(|e| match e {
+                // The source (file, network) or our disk failed, not the image.
+                aci::AciError::Read(e) => StoreError::Read(e),
+                aci::AciError::Write(e) => StoreError::io("write", tmp.path())(e),
+                e => StoreError::BadImage(e),
+            })?;
             io::Write::flush(&mut w).map_err(StoreError::io("write", tmp.path()))?;
             imported
         };
@@ -412,7 +522,7 @@ impl Store {
     /// applied). Marked complete (`rendered`) only after the tree is synced; concurrent
     /// callers wait on the tree lock and reuse the result.
     pub fn render_tree(&self, rec: &ImageRecord) -> Result<Tree, StoreError> {
-        tree::render(self, rec)
+        tree::render(self, rec).map_err(|e| self.classify_no_space(e))
     }
 
     /// The image's dependencies flattened in render order, the image itself last.

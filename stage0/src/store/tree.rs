@@ -41,61 +41,83 @@ pub fn tree_id_for(ids: &[String]) -> String {
 }
 
 /// Dependencies depth-first in listed order, then the image itself (A->[B,C], C->[D] gives
-/// B, D, C, A).
+/// B, D, C, A). Each image is visited once (an image reached again keeps its first position,
+/// as in rkt), so a graph whose width doubles per level costs linear, not exponential, time.
+/// A cycle is [`StoreError::DependencyCycle`].
 pub(crate) fn flatten(store: &Store, top: &ImageRecord) -> Result<Vec<ImageRecord>, StoreError> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    visit(store, top, 0, &mut out, &mut seen)?;
-    Ok(out)
+    let mut walk = Walk {
+        out: Vec::new(),
+        done: HashSet::new(),
+        path: HashSet::new(),
+    };
+    walk.visit(store, top, 0)?;
+    Ok(walk.out)
 }
 
-fn visit(
+/// State of one depth-first walk.
+struct Walk {
+    /// Render order so far.
+    out: Vec<ImageRecord>,
+    /// Images fully visited (in `out`).
+    done: HashSet<String>,
+    /// Images on the current path from the top (a dependency among them is a cycle).
+    path: HashSet<String>,
+}
+
+impl Walk {
+    fn visit(&mut self, store: &Store, rec: &ImageRecord, depth: usize) -> Result<(), StoreError> {
+        if self.done.contains(&rec.id) {
+            return Ok(());
+        }
+        if depth > MAX_DEPENDENCY_DEPTH || !self.path.insert(rec.id.clone()) {
+            return Err(StoreError::DependencyCycle(rec.id.clone()));
+        }
+        let m = store.manifest(rec)?;
+        for dep in &m.dependencies {
+            let d = resolve_dependency(store, rec, dep)?;
+            self.visit(store, &d, depth + 1)?;
+        }
+        self.path.remove(&rec.id);
+        self.done.insert(rec.id.clone());
+        self.out.push(rec.clone());
+        Ok(())
+    }
+}
+
+/// The store's image for one dependency of `rec` (by ID, else by name and labels).
+fn resolve_dependency(
     store: &Store,
     rec: &ImageRecord,
-    depth: usize,
-    out: &mut Vec<ImageRecord>,
-    seen: &mut HashSet<String>,
-) -> Result<(), StoreError> {
-    if depth > MAX_DEPENDENCY_DEPTH {
-        return Err(StoreError::DependencyCycle(rec.id.clone()));
-    }
-    let m = store.manifest(rec)?;
-    for dep in &m.dependencies {
-        let found = match &dep.image_id {
-            Some(id) => match store.resolve(id) {
-                Ok(r) => Some(r),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(e),
-            },
-            None => {
-                let nr = NameRef {
-                    name: dep.image_name.as_str().to_string(),
-                    labels: dep
-                        .labels
-                        .iter()
-                        .map(|l| (l.name.as_str().to_string(), l.value.clone()))
-                        .collect(),
-                };
-                store.find_by_name(&nr)?
-            }
-        };
-        let Some(d) = found else {
-            let mut what = dep.image_name.as_str().to_string();
-            if let Some(id) = &dep.image_id {
-                what.push_str(&format!(" ({id})"));
-            }
-            return Err(StoreError::MissingDependency {
-                image: rec.id.clone(),
-                dependency: what,
-            });
-        };
-        visit(store, &d, depth + 1, out, seen)?;
-    }
-    // An image appearing twice is rendered at its first position only (rkt does the same).
-    if seen.insert(rec.id.clone()) {
-        out.push(rec.clone());
-    }
-    Ok(())
+    dep: &appc::schema::Dependency,
+) -> Result<ImageRecord, StoreError> {
+    let found = match &dep.image_id {
+        Some(id) => match store.resolve(id) {
+            Ok(r) => Some(r),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        },
+        None => {
+            let nr = NameRef {
+                name: dep.image_name.as_str().to_string(),
+                labels: dep
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str().to_string(), l.value.clone()))
+                    .collect(),
+            };
+            store.find_by_name(&nr)?
+        }
+    };
+    found.ok_or_else(|| {
+        let mut what = dep.image_name.as_str().to_string();
+        if let Some(id) = &dep.image_id {
+            what.push_str(&format!(" ({id})"));
+        }
+        StoreError::MissingDependency {
+            image: rec.id.clone(),
+            dependency: what,
+        }
+    })
 }
 
 fn tree_dir(store: &Store, id: &str) -> PathBuf {
@@ -128,7 +150,10 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(StoreError::io("remove partial tree", &dir))?;
     }
-    fs::create_dir_all(&tree.rootfs).map_err(StoreError::io("create directory", &tree.rootfs))?;
+    // 0700 root:root, without the set-group-ID bit of cas/tree: the rootfs below it becomes
+    // an app's root directory.
+    super::datadir::make_private_dir(&dir).map_err(StoreError::io("create directory", &dir))?;
+    fs::create_dir(&tree.rootfs).map_err(StoreError::io("create directory", &tree.rootfs))?;
     let whitelist = store.manifest(top)?.path_whitelist;
     for layer in &layers {
         let _img = lock::acquire(
