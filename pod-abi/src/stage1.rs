@@ -220,6 +220,72 @@ impl GcArgs {
         v.push(self.uuid.clone());
         v
     }
+    /// Parses argv (without argv\[0\]): one UUID; `--local-config=` (rkt's) is ignored.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        let mut out = GcArgs::default();
+        for a in args {
+            if a == "--debug" {
+                out.debug = true;
+            } else if a.starts_with("--local-config=") {
+            } else if a.starts_with("--") {
+                return Err(ArgsError::UnknownFlag(a));
+            } else if out.uuid.is_empty() {
+                out.uuid = a;
+            } else {
+                return Err(ArgsError::Unexpected(a));
+            }
+        }
+        if out.uuid.is_empty() {
+            return Err(ArgsError::MissingUuid);
+        }
+        Ok(out)
+    }
+}
+
+/// The stage1 entrypoints; each is a file in the stage1 image named by an annotation (our
+/// images link `/run`, `/stop`, `/gc`, `/enter` to one binary that dispatches on the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entrypoint {
+    /// `run` ([`RunArgs`]).
+    Run,
+    /// `stop` ([`StopArgs`]).
+    Stop,
+    /// `gc` ([`GcArgs`]).
+    Gc,
+    /// `enter` ([`EnterArgs`]).
+    Enter,
+}
+
+impl Entrypoint {
+    /// Every entrypoint.
+    pub const ALL: [Entrypoint; 4] = [
+        Entrypoint::Run,
+        Entrypoint::Stop,
+        Entrypoint::Gc,
+        Entrypoint::Enter,
+    ];
+    /// The entrypoint's name (also its file name in our stage1 images).
+    pub fn name(self) -> &'static str {
+        match self {
+            Entrypoint::Run => "run",
+            Entrypoint::Stop => "stop",
+            Entrypoint::Gc => "gc",
+            Entrypoint::Enter => "enter",
+        }
+    }
+    /// The entrypoint named `s`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+    /// The annotation naming this entrypoint in a stage1 image manifest.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Entrypoint::Run => ANN_RUN,
+            Entrypoint::Stop => ANN_STOP,
+            Entrypoint::Gc => ANN_GC,
+            Entrypoint::Enter => ANN_ENTER,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +310,29 @@ mod tests {
             RunArgs::parse(Vec::<String>::new()),
             Err(ArgsError::MissingUuid)
         );
+    }
+
+    #[test]
+    fn gc_args_one_parser() {
+        let a = GcArgs {
+            debug: true,
+            uuid: "u".into(),
+        };
+        assert_eq!(GcArgs::parse(a.to_argv()), Ok(a));
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            GcArgs::parse(v(&["--local-config=/etc/rkt", "u"])).map(|a| a.uuid),
+            Ok("u".into())
+        );
+        assert_eq!(GcArgs::parse(v(&[])), Err(ArgsError::MissingUuid));
+        assert_eq!(
+            GcArgs::parse(v(&["u", "v"])),
+            Err(ArgsError::Unexpected("v".into()))
+        );
+        assert!(GcArgs::parse(v(&["--bogus", "u"])).is_err());
+        for e in Entrypoint::ALL {
+            assert_eq!(Entrypoint::from_name(e.name()), Some(e));
+        }
     }
 
     #[test]
