@@ -128,7 +128,7 @@ impl Channel {
     pub const VIRTIO_CONSOLES: [Channel; 2] = [Channel::AppStdout, Channel::AppStderr];
 
     /// The device guest-init opens for this role.
-    pub fn guest_device(self) -> &'static str {
+    pub const fn guest_device(self) -> &'static str {
         match self {
             Channel::AppStdout => "/dev/hvc0",
             Channel::AppStderr => "/dev/hvc1",
