@@ -1,5 +1,5 @@
-//! Atomic writes of the per-app status and error files (`/rkt/status/<app>`,
-//! `/rkt/errors/<app>`) and of guest-init's own failure (`/rkt/failure`), with
+//! Atomic writes of the per-app status and error files and of guest-init's own failure (paths
+//! in `pod_abi::paths`: `GUEST_STATUS_DIR`, `GUEST_ERRORS_DIR`, `GUEST_FAILURE`), with
 //! `pod_abi::podfile::write_atomic` (temporary file, fsync, rename, fsync of the directory), so a
 //! reader never sees a torn file even if the pod dies mid-write.
 
@@ -33,10 +33,8 @@ mod tests {
         write_atomic(&dir, "app", "0\n").unwrap();
         assert_eq!(fs::read_to_string(dir.join("app")).unwrap(), "0\n");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
-        write_file(&d.path().join("rkt/failure"), "bad plan\n").unwrap();
-        assert_eq!(
-            fs::read_to_string(d.path().join("rkt/failure")).unwrap(),
-            "bad plan\n"
-        );
+        let failure = d.path().join(pod_abi::paths::GUEST_FAILURE_IN_STAGE1);
+        write_file(&failure, "bad plan\n").unwrap();
+        assert_eq!(fs::read_to_string(&failure).unwrap(), "bad plan\n");
     }
 }

@@ -219,7 +219,7 @@ mod tests {
             std::fs::read_to_string(pod.failure()).unwrap(),
             "guest-init failed: bad plan\n"
         );
-        // A FIFO planted at rkt/failure is refused, not waited on.
+        // A FIFO planted at guest-init's failure file is refused, not waited on.
         std::fs::remove_file(pod.guest_failure()).unwrap();
         let fifo = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
             pod.guest_failure().as_os_str(),

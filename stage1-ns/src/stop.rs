@@ -9,8 +9,8 @@ use pod_abi::init::InitArgs;
 use pod_abi::paths::GUEST_INIT_PATH;
 use pod_abi::plan::{Flavor, Plan};
 
-/// Why a pid is not this pod's guest-init, or `None` if it is: its argv is guest-init's with
-/// `--flavor=ns`, and the plan in its root has this pod's UUID.
+/// Why a pid is not this pod's guest-init, or `None` if it is: its argv is guest-init's for the
+/// ns flavor (`InitArgs`), and the plan in its root has this pod's UUID.
 pub fn verify_guest_init(pid: i32, uuid: &str) -> Option<String> {
     let Some(args) = stage1_common::stop::proc_cmdline(pid) else {
         return Some(format!("process {pid} does not exist"));
