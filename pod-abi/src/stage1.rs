@@ -94,7 +94,7 @@ impl RunArgs {
             net: "default".into(),
             ..Default::default()
         };
-        for a in args {
+        out.uuid = flags_then_uuid(args, |a| {
             if a == "--debug" {
                 out.debug = true;
             } else if a == "--interactive" {
@@ -103,20 +103,34 @@ impl RunArgs {
                 out.net = v.to_string();
             } else if let Some(v) = a.strip_prefix("--hostname=") {
                 out.hostname = v.to_string();
-            } else if IGNORED.iter().any(|p| a.starts_with(p)) {
-            } else if a.starts_with("--") {
-                return Err(ArgsError::UnknownFlag(a));
-            } else if out.uuid.is_empty() {
-                out.uuid = a;
             } else {
-                return Err(ArgsError::Unexpected(a));
+                return IGNORED.iter().any(|p| a.starts_with(p));
             }
-        }
-        if out.uuid.is_empty() {
-            return Err(ArgsError::MissingUuid);
-        }
+            true
+        })?;
         Ok(out)
     }
+}
+
+/// The one positional UUID among `args`; every `--flag` goes to `flag`, which returns whether
+/// it knows it (unknown flags are errors).
+fn flags_then_uuid<I: IntoIterator<Item = String>>(
+    args: I,
+    mut flag: impl FnMut(&str) -> bool,
+) -> Result<String, ArgsError> {
+    let mut uuid = None;
+    for a in args {
+        if a.starts_with("--") {
+            if !flag(&a) {
+                return Err(ArgsError::UnknownFlag(a));
+            }
+        } else if uuid.is_none() {
+            uuid = Some(a);
+        } else {
+            return Err(ArgsError::Unexpected(a));
+        }
+    }
+    uuid.filter(|u| !u.is_empty()).ok_or(ArgsError::MissingUuid)
 }
 
 /// Arguments of the `stop` entrypoint: `[--force] <UUID>`.
@@ -140,22 +154,12 @@ impl StopArgs {
     }
     /// Parses argv (without argv\[0\]).
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
-        let mut out = StopArgs::default();
-        for a in args {
-            if a == "--force" {
-                out.force = true;
-            } else if a.starts_with("--") {
-                return Err(ArgsError::UnknownFlag(a));
-            } else if out.uuid.is_empty() {
-                out.uuid = a;
-            } else {
-                return Err(ArgsError::Unexpected(a));
-            }
-        }
-        if out.uuid.is_empty() {
-            return Err(ArgsError::MissingUuid);
-        }
-        Ok(out)
+        let mut force = false;
+        let uuid = flags_then_uuid(args, |a| {
+            force |= a == "--force";
+            a == "--force"
+        })?;
+        Ok(StopArgs { force, uuid })
     }
 }
 
@@ -222,23 +226,12 @@ impl GcArgs {
     }
     /// Parses argv (without argv\[0\]): one UUID; `--local-config=` (rkt's) is ignored.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
-        let mut out = GcArgs::default();
-        for a in args {
-            if a == "--debug" {
-                out.debug = true;
-            } else if a.starts_with("--local-config=") {
-            } else if a.starts_with("--") {
-                return Err(ArgsError::UnknownFlag(a));
-            } else if out.uuid.is_empty() {
-                out.uuid = a;
-            } else {
-                return Err(ArgsError::Unexpected(a));
-            }
-        }
-        if out.uuid.is_empty() {
-            return Err(ArgsError::MissingUuid);
-        }
-        Ok(out)
+        let mut debug = false;
+        let uuid = flags_then_uuid(args, |a| {
+            debug |= a == "--debug";
+            a == "--debug" || a.starts_with("--local-config=")
+        })?;
+        Ok(GcArgs { debug, uuid })
     }
 }
 
