@@ -1,10 +1,11 @@
-//! guest-init: PID 1 of a pod, for both stage1 flavors (`--flavor=ns|kvm [--debug]`).
+//! guest-init: PID 1 of a pod, for both stage1 flavors (arguments: `pod_abi::init::InitArgs`).
 //!
-//! It reads the launch plan `/rkt/plan.json`, builds each app's execution environment under
-//! `/opt/stage2/<app>/rootfs`, runs the apps (see [`supervisor`]), writes their statuses to
-//! `/rkt/status/<app>` and ends: `exit(pod exit code)` in the ns flavor, `sync` +
-//! `reboot(RB_AUTOBOOT)` in the kvm flavor. A failure of guest-init itself is printed on the
-//! console and written to [`FAILURE_FILE`] before it ends, so its reason is never lost.
+//! It reads the launch plan (`pod_abi::paths::GUEST_PLAN`), builds each app's execution
+//! environment under `/opt/stage2/<app>/rootfs`, runs the apps (see [`supervisor`]), writes
+//! their statuses (`GUEST_STATUS_DIR`) and ends: `exit(pod exit code)` in the ns flavor,
+//! `sync` and `reboot(RB_AUTOBOOT)` in the kvm flavor. A failure of guest-init itself is printed on the
+//! console and written to `GUEST_FAILURE` before it ends, so its reason is never lost; the
+//! stage1 host side records it as the pod's failure.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -24,60 +25,20 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
+use pod_abi::init::{Channel, InitArgs, INIT_USAGE};
+use pod_abi::paths::{GUEST_FAILURE, GUEST_PLAN};
 use pod_abi::plan::{Flavor, Plan};
 
-/// Where guest-init writes the reason it failed as a whole (one line), in its own root; on the
-/// host that is `stage1/rootfs/rkt/failure`, which the stage1 host side copies to the pod's
-/// `failure` file.
-pub const FAILURE_FILE: &str = "/rkt/failure";
-/// The launch plan, in guest-init's root.
-const PLAN_FILE: &str = "/rkt/plan.json";
-/// Control channel from the VMM in the kvm flavor (second serial port).
-const CONTROL_TTY: &str = "/dev/ttyS1";
-/// Virtio consoles carrying the apps' stdout and stderr in the kvm flavor.
-const HVC_STDOUT: &str = "/dev/hvc0";
-/// See [`HVC_STDOUT`].
-const HVC_STDERR: &str = "/dev/hvc1";
-
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
-    flavor: Flavor,
-    debug: bool,
-    /// kvm flavor: the control channel (`--control=PATH`, default [`CONTROL_TTY`]).
-    control: String,
-}
-
-fn parse_args(args: &[String]) -> Result<Args, String> {
-    let mut flavor = None;
-    let mut debug = false;
-    let mut control = CONTROL_TTY.to_string();
-    for a in args {
-        if let Some(c) = a.strip_prefix("--control=") {
-            control = c.to_string();
-            continue;
-        }
-        match a.as_str() {
-            "--debug" => debug = true,
-            "--flavor=ns" => flavor = Some(Flavor::Ns),
-            "--flavor=kvm" => flavor = Some(Flavor::Kvm),
-            // Kernel command line leftovers may reach init in the VM; ignore them.
-            other if !other.starts_with("--") => {}
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(Args {
-        flavor: flavor.ok_or("missing --flavor=ns|kvm")?,
-        debug,
-        control,
-    })
-}
+/// The apps' stdout (and an interactive app's terminal) in the kvm flavor.
+const HVC_STDOUT: &str = Channel::AppStdout.guest_device();
+/// The apps' stderr in the kvm flavor.
+const HVC_STDERR: &str = Channel::AppStderr.guest_device();
 
 fn main() {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&argv) {
+    let args = match InitArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
-            info!("{e}; usage: init --flavor=ns|kvm [--debug] [--control=PATH]");
+            info!("{e}; usage: {INIT_USAGE}");
             // Without a flavor we do not know how to end; PID 1 of a VM panics on exit,
             // which reboots it (panic=1).
             std::process::exit(pod_abi::exit::USAGE);
@@ -92,22 +53,21 @@ fn main() {
         Ok(code) => code,
         Err(reason) => {
             info!("fatal: {reason}");
-            let _ = std::fs::create_dir_all("/rkt");
-            let _ = status::write_atomic(Path::new("/rkt"), "failure", &format!("{reason}\n"));
+            let _ = status::write_file(Path::new(GUEST_FAILURE), &format!("{reason}\n"));
             pod_abi::exit::STAGE1_FAILED
         }
     };
     finish(args.flavor, code)
 }
 
-fn run(args: &Args) -> Result<i32, String> {
+fn run(args: &InitArgs) -> Result<i32, String> {
     // Block the signals first so that a stop arriving during setup is not lost.
     let signals = supervisor::signal_fd().map_err(|e| format!("signalfd: {}", e.desc()))?;
     let env = match args.flavor {
-        Flavor::Kvm => kvm_setup(&args.control),
+        Flavor::Kvm => kvm_setup(args.control_path()),
         Flavor::Ns => ns_setup(),
     }?;
-    let plan = Plan::read(Path::new(PLAN_FILE)).map_err(|e| supervisor::chain(&e))?;
+    let plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
     if plan.debug {
         log::set_debug(true);
     }
@@ -382,36 +342,4 @@ fn finish(flavor: Flavor, code: i32) -> ! {
         info!("reboot failed");
     }
     std::process::exit(code)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args() {
-        let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            a(&["--flavor=kvm", "--debug"]),
-            Ok(Args {
-                flavor: Flavor::Kvm,
-                debug: true,
-                control: CONTROL_TTY.into()
-            })
-        );
-        assert_eq!(
-            a(&["--flavor=kvm", "--control=/x"]).map(|a| a.control),
-            Ok("/x".into())
-        );
-        assert_eq!(
-            a(&["--flavor=ns"]),
-            Ok(Args {
-                flavor: Flavor::Ns,
-                debug: false,
-                control: CONTROL_TTY.into()
-            })
-        );
-        assert!(a(&[]).is_err());
-        assert!(a(&["--flavor=ns", "--bogus"]).is_err());
-    }
 }

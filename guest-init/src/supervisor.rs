@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use pod_abi::control::{ControlMsg, LineDecoder, Received};
 use pod_abi::plan::{AppPlan, Plan};
 use pod_abi::status::{SETUP_FAILED, SIGNAL_BASE};
 
@@ -24,13 +25,11 @@ use crate::user::{self, IdKind};
 use crate::{cgroup, debug, info};
 
 /// Where the stage1 root keeps the status files (guest-init's view).
-pub const STATUS_DIR: &str = "/rkt/status";
+pub const STATUS_DIR: &str = pod_abi::paths::GUEST_STATUS_DIR;
 /// Where the stage1 root keeps the setup-failure reasons (guest-init's view).
-pub const ERRORS_DIR: &str = "/rkt/errors";
+pub const ERRORS_DIR: &str = pod_abi::paths::GUEST_ERRORS_DIR;
 /// Where the app roots are (guest-init's view).
 pub const STAGE2_DIR: &str = "/opt/stage2";
-/// Longest control-channel line kept, in bytes.
-const MAX_CONTROL_LINE: usize = 256;
 
 /// Pod-wide settings of the run.
 #[derive(Debug)]
@@ -43,7 +42,8 @@ pub struct Env {
     pub stdout: Option<RawFd>,
     /// fd for the apps' stderr (`None`: inherit).
     pub stderr: Option<RawFd>,
-    /// Control channel (kvm: `/dev/ttyS1`); a line `stop` requests a graceful stop.
+    /// Control channel (kvm: `pod_abi::init::Channel::Control`); carries
+    /// `pod_abi::control` lines.
     pub control: Option<std::fs::File>,
 }
 
@@ -274,7 +274,7 @@ impl Supervisor<'_> {
     }
 
     fn event_loop(&mut self, signals: &SignalFd) {
-        let mut line = Vec::new();
+        let mut line = LineDecoder::default();
         while !self.all_done() {
             self.reap();
             if self.all_done() {
@@ -331,7 +331,7 @@ impl Supervisor<'_> {
         }
     }
 
-    fn read_control(&mut self, line: &mut Vec<u8>) {
+    fn read_control(&mut self, line: &mut LineDecoder) {
         let mut buf = [0u8; 64];
         let n = match self.env.control.as_mut().map(|c| c.read(&mut buf)) {
             Some(Ok(0)) | None => {
@@ -342,18 +342,13 @@ impl Supervisor<'_> {
             Some(Ok(n)) => n,
             Some(Err(_)) => return,
         };
-        for &b in buf.get(..n).unwrap_or_default() {
-            if b == b'\n' || b == b'\r' {
-                let cmd = String::from_utf8_lossy(line).trim().to_string();
-                line.clear();
-                if cmd == "stop" {
+        for msg in line.feed(buf.get(..n).unwrap_or_default()) {
+            match msg {
+                Received::Msg(ControlMsg::Stop) => {
                     info!("stop requested on the control channel");
                     self.request_stop();
-                } else if !cmd.is_empty() {
-                    info!("ignoring control command {cmd:?}");
                 }
-            } else if line.len() < MAX_CONTROL_LINE {
-                line.push(b);
+                Received::Unknown(cmd) => info!("ignoring control command {cmd:?}"),
             }
         }
     }

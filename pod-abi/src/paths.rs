@@ -27,6 +27,21 @@ pub const STATUS_DIR_IN_STAGE1: &str = "rkt/status";
 pub const ERRORS_DIR_IN_STAGE1: &str = "rkt/errors";
 /// Launch plan written by the host side of stage1, read by guest-init: `rkt/plan.json`.
 pub const PLAN_IN_STAGE1: &str = "rkt/plan.json";
+/// guest-init's own failure reason (one line) relative to the stage1 root: `rkt/failure`.
+pub const GUEST_FAILURE_IN_STAGE1: &str = "rkt/failure";
+
+/// guest-init's view (its root is the stage1 root) of the contract directory `rkt`.
+pub const GUEST_RKT_DIR: &str = "/rkt";
+/// guest-init's view of [`STATUS_DIR_IN_STAGE1`].
+pub const GUEST_STATUS_DIR: &str = "/rkt/status";
+/// guest-init's view of [`ERRORS_DIR_IN_STAGE1`].
+pub const GUEST_ERRORS_DIR: &str = "/rkt/errors";
+/// guest-init's view of [`PLAN_IN_STAGE1`].
+pub const GUEST_PLAN: &str = "/rkt/plan.json";
+/// guest-init's view of [`GUEST_FAILURE_IN_STAGE1`].
+pub const GUEST_FAILURE: &str = "/rkt/failure";
+/// guest-init's path as PID 1 sees it (argv\[0\] of the pod's init).
+pub const GUEST_INIT_PATH: &str = "/init";
 /// Where guest-init lives in every stage1 image's rootfs.
 pub const GUEST_INIT_IN_STAGE1: &str = "init";
 
@@ -90,6 +105,10 @@ impl PodPaths {
     /// `stage1/rootfs/rkt/errors/<app>`.
     pub fn app_error(&self, app: &str) -> PathBuf {
         self.stage1_rootfs().join(ERRORS_DIR_IN_STAGE1).join(app)
+    }
+    /// `stage1/rootfs/rkt/failure` (guest-init's own failure; pod-written).
+    pub fn guest_failure(&self) -> PathBuf {
+        self.stage1_rootfs().join(GUEST_FAILURE_IN_STAGE1)
     }
     /// `stage1/rootfs/rkt/plan.json`.
     pub fn plan(&self) -> PathBuf {
@@ -175,6 +194,20 @@ mod tests {
             p.app_rootfs("a"),
             PathBuf::from("/var/lib/rkt/pods/run/u/stage1/rootfs/opt/stage2/a/rootfs")
         );
+    }
+
+    #[test]
+    fn guest_views_match_the_host_layout() {
+        for (guest, host) in [
+            (GUEST_STATUS_DIR, STATUS_DIR_IN_STAGE1),
+            (GUEST_ERRORS_DIR, ERRORS_DIR_IN_STAGE1),
+            (GUEST_PLAN, PLAN_IN_STAGE1),
+            (GUEST_FAILURE, GUEST_FAILURE_IN_STAGE1),
+        ] {
+            assert_eq!(guest, format!("/{host}"));
+            assert!(Path::new(guest).starts_with(GUEST_RKT_DIR));
+        }
+        assert_eq!(GUEST_INIT_PATH, format!("/{GUEST_INIT_IN_STAGE1}"));
     }
 
     #[test]

@@ -127,6 +127,9 @@ pub enum PlanError {
     /// Version mismatch.
     #[error("plan version {0} is not supported (want {PLAN_VERSION})")]
     Version(u32),
+    /// The plan in a pod's root could not be read safely (see [`Plan::read_beneath`]).
+    #[error("cannot read the plan")]
+    PodFile(#[from] crate::podfile::PodFileError),
 }
 
 impl Plan {
@@ -144,6 +147,17 @@ impl Plan {
             path: path.display().to_string(),
             source: e,
         })?;
+        Self::from_json(&b)
+    }
+    /// Reads the plan of a running pod from its stage1 root `root` (e.g. `/proc/<pid>/root`),
+    /// which the pod can write: `rkt/plan.json` resolved beneath `root` without symlinks, a
+    /// regular file of at most [`crate::podfile::PLAN_MAX`] bytes.
+    pub fn read_beneath(root: &std::path::Path) -> Result<Self, PlanError> {
+        let b = crate::podfile::read_beneath(
+            root,
+            std::path::Path::new(crate::paths::PLAN_IN_STAGE1),
+            crate::podfile::PLAN_MAX,
+        )?;
         Self::from_json(&b)
     }
 }

@@ -94,7 +94,7 @@ impl RunArgs {
             net: "default".into(),
             ..Default::default()
         };
-        for a in args {
+        out.uuid = flags_then_uuid(args, |a| {
             if a == "--debug" {
                 out.debug = true;
             } else if a == "--interactive" {
@@ -103,20 +103,34 @@ impl RunArgs {
                 out.net = v.to_string();
             } else if let Some(v) = a.strip_prefix("--hostname=") {
                 out.hostname = v.to_string();
-            } else if IGNORED.iter().any(|p| a.starts_with(p)) {
-            } else if a.starts_with("--") {
-                return Err(ArgsError::UnknownFlag(a));
-            } else if out.uuid.is_empty() {
-                out.uuid = a;
             } else {
-                return Err(ArgsError::Unexpected(a));
+                return IGNORED.iter().any(|p| a.starts_with(p));
             }
-        }
-        if out.uuid.is_empty() {
-            return Err(ArgsError::MissingUuid);
-        }
+            true
+        })?;
         Ok(out)
     }
+}
+
+/// The one positional UUID among `args`; every `--flag` goes to `flag`, which returns whether
+/// it knows it (unknown flags are errors).
+fn flags_then_uuid<I: IntoIterator<Item = String>>(
+    args: I,
+    mut flag: impl FnMut(&str) -> bool,
+) -> Result<String, ArgsError> {
+    let mut uuid = None;
+    for a in args {
+        if a.starts_with("--") {
+            if !flag(&a) {
+                return Err(ArgsError::UnknownFlag(a));
+            }
+        } else if uuid.is_none() {
+            uuid = Some(a);
+        } else {
+            return Err(ArgsError::Unexpected(a));
+        }
+    }
+    uuid.filter(|u| !u.is_empty()).ok_or(ArgsError::MissingUuid)
 }
 
 /// Arguments of the `stop` entrypoint: `[--force] <UUID>`.
@@ -140,22 +154,12 @@ impl StopArgs {
     }
     /// Parses argv (without argv\[0\]).
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
-        let mut out = StopArgs::default();
-        for a in args {
-            if a == "--force" {
-                out.force = true;
-            } else if a.starts_with("--") {
-                return Err(ArgsError::UnknownFlag(a));
-            } else if out.uuid.is_empty() {
-                out.uuid = a;
-            } else {
-                return Err(ArgsError::Unexpected(a));
-            }
-        }
-        if out.uuid.is_empty() {
-            return Err(ArgsError::MissingUuid);
-        }
-        Ok(out)
+        let mut force = false;
+        let uuid = flags_then_uuid(args, |a| {
+            force |= a == "--force";
+            a == "--force"
+        })?;
+        Ok(StopArgs { force, uuid })
     }
 }
 
@@ -220,6 +224,61 @@ impl GcArgs {
         v.push(self.uuid.clone());
         v
     }
+    /// Parses argv (without argv\[0\]): one UUID; `--local-config=` (rkt's) is ignored.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        let mut debug = false;
+        let uuid = flags_then_uuid(args, |a| {
+            debug |= a == "--debug";
+            a == "--debug" || a.starts_with("--local-config=")
+        })?;
+        Ok(GcArgs { debug, uuid })
+    }
+}
+
+/// The stage1 entrypoints; each is a file in the stage1 image named by an annotation (our
+/// images link `/run`, `/stop`, `/gc`, `/enter` to one binary that dispatches on the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entrypoint {
+    /// `run` ([`RunArgs`]).
+    Run,
+    /// `stop` ([`StopArgs`]).
+    Stop,
+    /// `gc` ([`GcArgs`]).
+    Gc,
+    /// `enter` ([`EnterArgs`]).
+    Enter,
+}
+
+impl Entrypoint {
+    /// Every entrypoint.
+    pub const ALL: [Entrypoint; 4] = [
+        Entrypoint::Run,
+        Entrypoint::Stop,
+        Entrypoint::Gc,
+        Entrypoint::Enter,
+    ];
+    /// The entrypoint's name (also its file name in our stage1 images).
+    pub fn name(self) -> &'static str {
+        match self {
+            Entrypoint::Run => "run",
+            Entrypoint::Stop => "stop",
+            Entrypoint::Gc => "gc",
+            Entrypoint::Enter => "enter",
+        }
+    }
+    /// The entrypoint named `s`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == s)
+    }
+    /// The annotation naming this entrypoint in a stage1 image manifest.
+    pub fn annotation(self) -> &'static str {
+        match self {
+            Entrypoint::Run => ANN_RUN,
+            Entrypoint::Stop => ANN_STOP,
+            Entrypoint::Gc => ANN_GC,
+            Entrypoint::Enter => ANN_ENTER,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +303,29 @@ mod tests {
             RunArgs::parse(Vec::<String>::new()),
             Err(ArgsError::MissingUuid)
         );
+    }
+
+    #[test]
+    fn gc_args_one_parser() {
+        let a = GcArgs {
+            debug: true,
+            uuid: "u".into(),
+        };
+        assert_eq!(GcArgs::parse(a.to_argv()), Ok(a));
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            GcArgs::parse(v(&["--local-config=/etc/rkt", "u"])).map(|a| a.uuid),
+            Ok("u".into())
+        );
+        assert_eq!(GcArgs::parse(v(&[])), Err(ArgsError::MissingUuid));
+        assert_eq!(
+            GcArgs::parse(v(&["u", "v"])),
+            Err(ArgsError::Unexpected("v".into()))
+        );
+        assert!(GcArgs::parse(v(&["--bogus", "u"])).is_err());
+        for e in Entrypoint::ALL {
+            assert_eq!(Entrypoint::from_name(e.name()), Some(e));
+        }
     }
 
     #[test]

@@ -20,10 +20,8 @@ pub const DEFAULT_CMD: &str = "/bin/sh";
 /// Runs `enter`.
 pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     let proc_dir = format!("/proc/{}", args.pid);
-    let plan = Plan::read(std::path::Path::new(&format!(
-        "{proc_dir}/root/rkt/plan.json"
-    )))
-    .with_context(|| format!("read the plan of pid {}", args.pid))?;
+    let plan = Plan::read_beneath(std::path::Path::new(&format!("{proc_dir}/root")))
+        .with_context(|| format!("read the plan of pid {}", args.pid))?;
     let app = if args.app.is_empty() {
         match plan.apps.as_slice() {
             [one] => one,

@@ -1,12 +1,12 @@
 //! The `run` entrypoint: cwd is the pod directory, `RKT_LOCK_FD` holds the pod lock (kept open
 //! for the pod's whole life). Creates the pod cgroups, a new PID namespace whose PID 1 is
-//! guest-init (forked child: namespaces + pivot_root, then exec `/init --flavor=ns`), writes
-//! `pid`, forwards SIGTERM/SIGINT/SIGHUP, proxies the terminal when interactive, and exits with
-//! the pod's exit code from the status files.
+//! guest-init (forked child: namespaces + pivot_root, then exec guest-init with
+//! `pod_abi::init::InitArgs` for the ns flavor), writes `pid`, forwards the stop signals,
+//! proxies the terminal when interactive, and exits with the pod's exit code
+//! (`stage1_common::pod::finish`).
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -17,50 +17,23 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
-use pod_abi::paths::PodPaths;
-use pod_abi::plan::Plan;
-use pod_abi::stage1::{RunArgs, ENV_LOCK_FD};
-use pod_abi::status::{pod_exit_code, read_app_status, SIGNAL_BASE};
+use pod_abi::init::InitArgs;
+use pod_abi::paths::{PodPaths, GUEST_INIT_PATH};
+use pod_abi::plan::{Flavor, Plan};
+use pod_abi::stage1::RunArgs;
+use pod_abi::status::SIGNAL_BASE;
+use stage1_common::pod::{finish, keep_lock_fd};
+use stage1_common::terminal::{copy_winsize, EscapeDetector, RawMode, ESCAPE_KILL_REASON};
+use stage1_common::{signals, PodContext};
 
 use crate::cgroup;
 use crate::ns::{enter_pod, NsConfig};
-use crate::tty::{copy_winsize, EscapeDetector, RawMode};
-
-/// guest-init's failure file relative to the stage1 root (see guest-init's docs).
-const GUEST_FAILURE_IN_STAGE1: &str = "rkt/failure";
-
-/// Writes `contents` to `path` atomically (tmp file, fsync, rename).
-pub fn write_atomic(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-/// Keeps the inherited pod lock fd open but out of guest-init's and the apps' reach.
-fn keep_lock_fd() -> Option<RawFd> {
-    let fd: RawFd = std::env::var(ENV_LOCK_FD).ok()?.trim().parse().ok()?;
-    match fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)) {
-        Ok(_) => Some(fd),
-        Err(e) => {
-            log::warn!("{ENV_LOCK_FD}={fd} is not an open fd: {}", e.desc());
-            None
-        }
-    }
-}
 
 /// Runs the pod; returns the pod's exit code.
-pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
-    let pod_dir = std::env::current_dir().context("current directory")?;
-    let pod = PodPaths::new(&pod_dir);
-    let lock = keep_lock_fd();
-    if lock.is_none() {
-        log::warn!("no pod lock fd in {ENV_LOCK_FD}; the pod will not count as running");
-    }
+pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
+    let pod_dir = ctx.dir().to_path_buf();
+    let pod = ctx.paths();
+    let _lock = keep_lock_fd();
     let plan = Plan::read(&pod.plan()).context("read the launch plan")?;
     let hostname = if !args.hostname.is_empty() {
         args.hostname.clone()
@@ -98,12 +71,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     // The child execs guest-init only once `pid` is written, so that no app runs before the
     // pod's pid is known (stop/enter/status rely on it).
     let (go_rd, go_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    let mut init_argv = vec!["/init".to_string(), "--flavor=ns".to_string()];
-    if args.debug || plan.debug {
-        init_argv.push("--debug".into());
-    }
-    let init_argv: Vec<CString> = init_argv
-        .into_iter()
+    let mut init = InitArgs::new(Flavor::Ns);
+    init.debug = args.debug || plan.debug;
+    let init_argv: Vec<CString> = std::iter::once(GUEST_INIT_PATH.to_string())
+        .chain(init.to_args())
         .map(CString::new)
         .collect::<Result<_, _>>()
         .context("argv")?;
@@ -137,13 +108,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
                 drop(p.slave);
                 p.master
             });
-            if let Err(e) = write_atomic(&pod.pid(), &format!("{}\n", child.as_raw())) {
+            if let Err(e) = ctx.write_pid(child.as_raw()) {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
                 return Err(e).context("write the pid file");
             }
             drop(go_wr);
-            let r = parent(&pod, &plan, child, rd, pty_master);
+            let r = parent(pod, &plan, child, rd, pty_master);
             // The pod's PID namespace is gone with guest-init, so its cgroups are empty: remove
             // them now rather than leaving them until `gc` (which stays idempotent).
             if let Err(e) = cgroup::gc(&pod_dir) {
@@ -218,40 +189,23 @@ fn parent(
     let failure = read_all(&report);
     if !failure.is_empty() {
         let _ = waitpid(child, None);
-        let _ = write_atomic(&pod.failure(), &format!("stage1-ns: {failure}\n"));
         bail!("{failure}");
     }
     let status = match master {
         Some(m) => supervise_interactive(child, &sfd, m)?,
         None => supervise(child, &sfd)?,
     };
-    let codes: Vec<Option<i32>> = plan
-        .apps
-        .iter()
-        .map(|a| read_app_status(&pod.status_dir(), &a.name))
-        .collect();
-    let guest_failure = pod.stage1_rootfs().join(GUEST_FAILURE_IN_STAGE1);
-    if let Ok(reason) = std::fs::read_to_string(&guest_failure) {
-        let reason = reason.trim();
-        eprintln!("stage1-ns: guest-init failed: {reason}");
-        let _ = write_atomic(&pod.failure(), &format!("guest-init: {reason}\n"));
-    } else if codes.iter().any(Option::is_none) {
-        let why = match status {
-            WaitStatus::Signaled(_, s, _) => format!("guest-init killed by {s:?}"),
-            WaitStatus::Exited(_, c) => format!("guest-init exited with status {c}"),
-            _ => "guest-init ended".into(),
-        };
-        let _ = write_atomic(
-            &pod.failure(),
-            &format!("{why} before every app reported a status\n"),
-        );
-    }
-    Ok(pod_exit_code(&codes))
+    let ended = match status {
+        WaitStatus::Signaled(_, s, _) => format!("guest-init killed by {s:?}"),
+        WaitStatus::Exited(_, c) => format!("guest-init exited with status {c}"),
+        _ => "guest-init ended".into(),
+    };
+    Ok(finish(pod, plan, Some(&ended)))
 }
 
+/// Forwards a stop signal to guest-init as SIGTERM.
 fn forward(child: Pid, si_signo: u32) {
-    if let Ok(Signal::SIGTERM | Signal::SIGINT | Signal::SIGHUP) = Signal::try_from(si_signo as i32)
-    {
+    if signals::is_stop_signal(i32::try_from(si_signo).unwrap_or_default()) {
         let _ = kill(child, Signal::SIGTERM);
     }
 }
@@ -369,9 +323,13 @@ fn supervise_interactive(
                 Ok(n) => {
                     let data = buf.get(..n).unwrap_or_default();
                     let now = Instant::now();
-                    if data.iter().any(|b| esc.feed(*b, now)) {
+                    if esc.feed_all(data, now) {
                         let _ = kill(child, Signal::SIGKILL);
-                        write_all(2, b"\r\nstage1-ns: ^] pressed three times, pod killed\r\n");
+                        let msg = format!(
+                            "\r\n{}: {ESCAPE_KILL_REASON}\r\n",
+                            stage1_common::log::prog()
+                        );
+                        write_all(2, msg.as_bytes());
                     }
                     write_all(master.as_raw_fd(), data);
                 }
@@ -380,13 +338,4 @@ fn supervise_interactive(
     };
     drop(raw);
     Ok(result.unwrap_or(WaitStatus::Exited(child, 0)))
-}
-
-/// The pid file's value, for stop/enter callers.
-pub fn read_pid(pod_dir: &Path) -> anyhow::Result<i32> {
-    let p: PathBuf = PodPaths::new(pod_dir).pid();
-    let t = std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
-    t.trim()
-        .parse()
-        .with_context(|| format!("bad pid in {}", p.display()))
 }

@@ -547,7 +547,15 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
         ])
         .arg("chroot")
         .arg(&root)
-        .args(["/init", "--flavor=kvm", "--control=/rkt/ctl"])
+        .arg(pod_abi::paths::GUEST_INIT_PATH)
+        .args(
+            pod_abi::init::InitArgs {
+                flavor: pod_abi::plan::Flavor::Kvm,
+                debug: false,
+                control: Some("/rkt/ctl".into()),
+            }
+            .to_args(),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -555,7 +563,7 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
         .unwrap();
     let ready = pod.app_rootfs("a").join("v/ready");
     wait_for(&ready, Duration::from_secs(20));
-    std::fs::write(&ctl, "stop\n").unwrap();
+    std::fs::write(&ctl, pod_abi::control::ControlMsg::Stop.line()).unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -620,4 +628,43 @@ fn read_only_root_keeps_volumes_writable() {
     assert!(out.stdout.contains("pod-check OK"), "{}", out.stdout);
     assert_eq!(out.code, 0);
     assert!(pod.volume("db").join("x").exists());
+}
+
+/// Issue 9: a pod that plants a FIFO, or a symlink to a host file, where guest-init's failure
+/// reason goes. stage1-ns must neither hang on the FIFO (holding the pod lock forever) nor copy
+/// the host file into the pod's `failure` file; the pod fails with a clear reason.
+#[test]
+fn pod_planted_failure_file_is_refused() {
+    skip_unless_root!("pod_planted_failure_file_is_refused");
+    for plant in ["fifo", "symlink"] {
+        let mut pod = Pod::new(vec![app("a", &[])], 1);
+        let failure = pod_abi::paths::PodPaths::new(&pod.dir).guest_failure();
+        let secret = pod.dir.join("host-secret");
+        std::fs::write(&secret, "host secret\n").unwrap();
+        if plant == "fifo" {
+            nix::unistd::mkfifo(&failure, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&secret, &failure).unwrap();
+        }
+        let mut child = pod.spawn();
+        pod.release_test_lock();
+        let t0 = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{plant}: stage1-ns hangs on the planted failure file");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = finish(child);
+        assert_eq!(out.code, pod_abi::exit::STAGE1_FAILED, "{plant}");
+        let f = std::fs::read_to_string(pod.dir.join("failure")).unwrap();
+        assert!(!f.contains("host secret"), "{plant}: {f}");
+        let why = if plant == "fifo" {
+            "not a regular file"
+        } else {
+            "symbolic link"
+        };
+        assert!(f.contains(why), "{plant}: {f}");
+    }
 }

@@ -1,6 +1,7 @@
-//! `stage1-vmm`: the KVM stage1 binary. Entry points are dispatched on a subcommand (or, for
-//! the pod entrypoints to come, on argv[0]'s basename): today only `boot`, the debug entry that
-//! boots a kernel and streams its console.
+//! `stage1-vmm`: the KVM stage1 binary. The pod entrypoints (`run`, `stop`, `gc`, `enter`) are
+//! dispatched by `stage1-common` on argv\[0\]'s basename or the first argument
+//! (`stage1_vmm::pod::Kvm`); anything else is a debug subcommand: `boot` boots a kernel and
+//! streams its console.
 //!
 //! Exit status of `boot`: 0 when the guest rebooted (or powered off) normally; 125
 //! (`pod_abi::exit::STAGE1_FAILED`) with a one-line reason on stderr when the guest panicked,
@@ -115,34 +116,12 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
     }
 }
 
-/// The pod entrypoints (`run`, `stop`, `gc`, `enter`), chosen by argv[0]'s basename (the
-/// stage1 image's symlinks) or by the first argument; `None` for the debug subcommands.
-fn pod_entrypoint() -> Option<(String, Vec<String>)> {
-    const ENTRYPOINTS: [&str; 4] = ["run", "stop", "gc", "enter"];
-    let mut argv: Vec<String> = std::env::args().collect();
-    let base = argv
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name())
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if ENTRYPOINTS.contains(&base.as_str()) {
-        return Some((base, argv.split_off(1)));
-    }
-    if argv
-        .get(1)
-        .is_some_and(|a| ENTRYPOINTS.contains(&a.as_str()))
-    {
-        let rest = argv.split_off(2);
-        return argv.pop().map(|cmd| (cmd, rest));
-    }
-    None
-}
-
 fn main() -> ExitCode {
-    if let Some((cmd, args)) = pod_entrypoint() {
-        let code = stage1_vmm::pod::dispatch(&cmd, args);
-        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    if let Some((entry, args)) = stage1_common::entry::select(std::env::args().collect()) {
+        let code = stage1_common::entry::dispatch(&stage1_vmm::pod::Kvm, entry, args);
+        return stage1_common::entry::exit_code(code);
     }
+    stage1_common::log::init(stage1_vmm::pod::PROG, false);
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Boot(a) => boot(a),
@@ -150,9 +129,8 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("stage1-vmm: {}", chain.join(": "));
-            ExitCode::from(pod_abi::exit::FAILURE as u8)
+            eprintln!("{}: {e:#}", stage1_vmm::pod::PROG);
+            stage1_common::entry::exit_code(pod_abi::exit::FAILURE)
         }
     }
 }

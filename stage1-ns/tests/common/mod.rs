@@ -205,8 +205,8 @@ impl Pod {
             "proc",
             "sys",
             "tmp",
-            "rkt/status",
-            "rkt/errors",
+            pod_abi::paths::STATUS_DIR_IN_STAGE1,
+            pod_abi::paths::ERRORS_DIR_IN_STAGE1,
             "opt/stage2",
         ] {
             std::fs::create_dir_all(s1.join(d)).unwrap();
@@ -279,14 +279,17 @@ impl Pod {
             .join("rootfs")
     }
 
-    /// `rkt/status/<app>` parsed.
+    /// The app's status file parsed (read as the host reads it).
     pub fn status(&self, app: &str) -> Option<i32> {
-        pod_abi::status::read_app_status(&self.dir.join("stage1/rootfs/rkt/status"), app)
+        pod_abi::status::read_app_status(
+            &pod_abi::paths::PodPaths::new(&self.dir).status_dir(),
+            app,
+        )
     }
 
-    /// `rkt/errors/<app>`.
+    /// The app's setup error file.
     pub fn error(&self, app: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("stage1/rootfs/rkt/errors").join(app)).ok()
+        std::fs::read_to_string(pod_abi::paths::PodPaths::new(&self.dir).app_error(app)).ok()
     }
 
     /// Starts `stage1-ns run` with the pod lock held in `RKT_LOCK_FD`.

@@ -1,8 +1,9 @@
 //! Stopping the pod from the host and the interactive terminal.
 //!
-//! Signals: SIGTERM, SIGINT and SIGHUP are blocked in every thread ([`block_stop_signals`], called
-//! before the first thread exists) and taken by one thread ([`spawn_signal_thread`]) with
-//! `sigtimedwait`. What happens is a table ([`next`]): the first signal sends `stop\n` on COM2,
+//! Signals: `stage1_common::signals::STOP_SIGNALS` are blocked in every thread
+//! ([`block_stop_signals`], called before the first thread exists) and taken by one thread
+//! ([`spawn_signal_thread`]) with `sigtimedwait`. What happens is a table ([`next`]): the first
+//! signal sends the `stop` control line (`pod_abi::control::ControlMsg::Stop`) on COM2,
 //! which guest-init reads on /dev/ttyS1 and answers like SIGTERM (forward to the apps, grace
 //! period, SIGKILL, post-stop handlers, statuses, reboot); the line is repeated every
 //! [`RESEND_EVERY`] in case it arrived before guest-init opened the port. A second signal, or no
@@ -10,32 +11,24 @@
 //!
 //! Interactive pods: the terminal is put in raw mode ([`enter_raw_mode`], undone by
 //! [`restore_terminal`] on every way out) and stdin is copied to the app's console by a thread
-//! that watches for the escape: `^]` three times within [`ESCAPE_WINDOW`] kills the VM.
+//! that watches for the escape (`stage1_common::terminal::EscapeDetector`: `^]` three times
+//! within a second kills the VM).
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{record_failure, PROG};
+use pod_abi::control::ControlMsg;
+use stage1_common::signals::{self, STOP_SIGNALS};
+use stage1_common::terminal::{self, EscapeDetector, ESCAPE_KILL_REASON};
 
-/// The signals that stop a pod.
-pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+use super::{record_failure, PROG};
 /// Time the guest gets beyond the plan's grace period to reboot after a stop request (seconds):
 /// post-stop handlers, status writes and the sync, with room for a slow (nested, emulated) host.
 pub const STOP_MARGIN: Duration = Duration::from_secs(20);
 /// Interval at which an unanswered `stop` line is sent again.
 pub const RESEND_EVERY: Duration = Duration::from_secs(2);
-/// The escape key, `^]` (GS, 0x1d), as telnet and QEMU use it.
-pub const ESCAPE_BYTE: u8 = 0x1d;
-/// How many escape presses kill the VM.
-pub const ESCAPE_PRESSES: usize = 3;
-/// Window in which the escape presses must fall.
-pub const ESCAPE_WINDOW: Duration = Duration::from_secs(1);
-/// The control line that asks guest-init for a graceful stop.
-pub const STOP_LINE: &[u8] = b"stop\n";
 /// How long `sigtimedwait` sleeps between checks (milliseconds).
 const TICK_MS: i64 = 250;
 
@@ -113,27 +106,9 @@ pub fn next(
     }
 }
 
-fn stop_sigset() -> libc::sigset_t {
-    // SAFETY: sigemptyset initializes the zeroed set we own; sigaddset adds valid signals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in STOP_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
 /// Blocks [`STOP_SIGNALS`] in the calling thread (and so in every thread it creates later).
 pub fn block_stop_signals() -> std::io::Result<()> {
-    let set = stop_sigset();
-    // SAFETY: pthread_sigmask with a valid set and a null old-set pointer.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    Ok(())
+    signals::block(&STOP_SIGNALS)
 }
 
 /// Restores the terminal, records `reason` as the pod's failure and exits with
@@ -151,7 +126,8 @@ pub fn spawn_signal_thread(com2_tx: OwnedFd, grace: Duration) -> std::io::Result
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let set = stop_sigset();
+            let set = signals::sigset(&STOP_SIGNALS);
+            let stop_line = ControlMsg::Stop.line();
             let mut state = StopState::Running;
             let ts = libc::timespec {
                 tv_sec: 0,
@@ -171,7 +147,7 @@ pub fn spawn_signal_thread(com2_tx: OwnedFd, grace: Duration) -> std::io::Result
                 match action {
                     StopAction::None => {}
                     StopAction::SendStop => {
-                        if let Err(e) = tx.write_all(STOP_LINE) {
+                        if let Err(e) = tx.write_all(&stop_line) {
                             log::warn!("cannot send stop on COM2: {e}");
                         }
                     }
@@ -182,65 +158,18 @@ pub fn spawn_signal_thread(com2_tx: OwnedFd, grace: Duration) -> std::io::Result
         .map(|_| ())
 }
 
-/// The terminal settings to restore, with the fd they belong to.
-static SAVED_TERMIOS: Mutex<Option<(libc::c_int, libc::termios)>> = Mutex::new(None);
-
-/// Puts the terminal on `fd` in raw mode (if it is one) and remembers how it was.
+/// Puts the terminal on `fd` (stdin) in raw mode, if it is one; [`restore_terminal`] undoes it.
 pub fn enter_raw_mode(fd: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: isatty on an fd number; no memory involved.
-    if unsafe { libc::isatty(fd) } != 1 {
-        return Ok(());
-    }
-    // SAFETY: tcgetattr writes into the zeroed termios we own.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::tcgetattr(fd, &mut t) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let saved = t;
-    // SAFETY: cfmakeraw edits the termios we own.
-    unsafe { libc::cfmakeraw(&mut t) };
-    // SAFETY: tcsetattr reads the valid termios.
-    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    *SAVED_TERMIOS.lock().unwrap_or_else(|p| p.into_inner()) = Some((fd, saved));
+    // SAFETY: the caller passes an fd that stays open for the process's life (stdin).
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    // Restored explicitly (also from other threads and the panic hook), not by a guard.
+    std::mem::forget(terminal::RawMode::enter(fd)?);
     Ok(())
 }
 
 /// Restores the terminal saved by [`enter_raw_mode`] (idempotent).
 pub fn restore_terminal() {
-    let saved = SAVED_TERMIOS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    if let Some((fd, t)) = saved {
-        // SAFETY: tcsetattr reads the valid saved termios.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) };
-    }
-}
-
-/// Counts escape presses; `true` once [`ESCAPE_PRESSES`] fall within [`ESCAPE_WINDOW`].
-#[derive(Debug, Default)]
-pub struct EscapeWatch {
-    presses: VecDeque<Instant>,
-}
-
-impl EscapeWatch {
-    /// Feeds `data` read at `now`; returns whether the kill sequence is complete.
-    pub fn feed(&mut self, data: &[u8], now: Instant) -> bool {
-        for _ in data.iter().filter(|b| **b == ESCAPE_BYTE) {
-            self.presses.push_back(now);
-        }
-        while self
-            .presses
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > ESCAPE_WINDOW)
-        {
-            self.presses.pop_front();
-        }
-        self.presses.len() >= ESCAPE_PRESSES
-    }
+    terminal::restore();
 }
 
 /// Starts the thread copying `input` (stdin) to `to_guest` (the write end of the console's
@@ -251,7 +180,7 @@ pub fn spawn_stdin_thread(input: OwnedFd, to_guest: OwnedFd) -> std::io::Result<
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut watch = EscapeWatch::default();
+            let mut watch = EscapeDetector::default();
             let mut buf = [0u8; 4096];
             loop {
                 let n = match input.read(&mut buf) {
@@ -261,10 +190,10 @@ pub fn spawn_stdin_thread(input: OwnedFd, to_guest: OwnedFd) -> std::io::Result<
                     Err(_) => break,
                 };
                 let data = buf.get(..n).unwrap_or_default();
-                if watch.feed(data, Instant::now()) {
+                if watch.feed_all(data, Instant::now()) {
                     restore_terminal();
                     eprintln!("\r");
-                    force_end("killed from the terminal (^] pressed three times)");
+                    force_end(ESCAPE_KILL_REASON);
                 }
                 if out.write_all(data).is_err() {
                     break;
@@ -301,19 +230,5 @@ mod tests {
         assert!(matches!(a, StopAction::Force(_)));
         let (_, a) = next(s, StopEvent::Signal, t0, grace);
         assert!(matches!(a, StopAction::Force(_)));
-    }
-
-    #[test]
-    fn escape_needs_three_presses_within_a_second() {
-        let t0 = Instant::now();
-        let mut w = EscapeWatch::default();
-        assert!(!w.feed(b"a\x1db", t0));
-        assert!(!w.feed(b"\x1d", t0 + Duration::from_millis(300)));
-        // The first press is now too old.
-        assert!(!w.feed(b"\x1d", t0 + Duration::from_millis(1500)));
-        assert!(!w.feed(b"\x1d", t0 + Duration::from_millis(1600)));
-        assert!(w.feed(b"\x1d", t0 + Duration::from_millis(2400)));
-        let mut w = EscapeWatch::default();
-        assert!(w.feed(b"\x1d\x1d\x1d", t0));
     }
 }

@@ -1,6 +1,7 @@
 //! The kvm flavor's stage1 entrypoints: `run`, `stop`, `gc`, `enter` (the stage1 image links
-//! `/run`, `/stop`, `/gc`, `/enter` to the `stage1-vmm` binary, which dispatches on argv\[0\];
-//! see [`dispatch`]). All run with cwd = the pod directory, as stage0 starts them.
+//! `/run`, `/stop`, `/gc`, `/enter` to the `stage1-vmm` binary; `stage1-common` dispatches on
+//! argv\[0\] to [`Kvm`], this flavor's [`Stage1`]). All run with cwd = the pod directory, as
+//! stage0 starts them.
 //!
 //! - [`run`]: sizes the VM from the launch plan ([`sizing`]), boots the pod's kernel with the
 //!   pod's `stage1/rootfs` as the guest's root over virtio-fs, app stdout/stderr on two
@@ -19,11 +20,13 @@ pub mod run;
 pub mod sizing;
 pub mod stop;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use pod_abi::stage1::ArgsError;
+use pod_abi::stage1::{ArgsError, EnterArgs, GcArgs, RunArgs, StopArgs};
+use stage1_common::{PodContext, Stage1, Stage1Error};
+
+pub use stage1_common::pod::{record_failure, set_failure_path};
+pub use stage1_common::write_atomic;
 
 /// Prefix of every message the entrypoints print.
 pub const PROG: &str = "stage1-vmm";
@@ -63,12 +66,6 @@ pub enum PodError {
     /// Setting up the host side (pipes, signals, threads) failed.
     #[error("{0}")]
     Host(&'static str, #[source] std::io::Error),
-    /// The pod is not running or its pid is not our VMM.
-    #[error("{0}")]
-    NotOurs(String),
-    /// `enter` is not implemented for VMs.
-    #[error("rkt enter is not supported by the kvm stage1 yet")]
-    EnterUnsupported,
 }
 
 impl PodError {
@@ -81,106 +78,32 @@ impl PodError {
     }
 }
 
-/// Writes `data` to `path` atomically (temporary file in the same directory, then rename).
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
-/// Where [`record_failure`] writes (the pod's `failure` file; moves when the VMM is jailed).
-static FAILURE_PATH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-fn failure_path() -> Option<PathBuf> {
-    FAILURE_PATH
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-}
-
-/// Sets the file [`record_failure`] writes to.
-pub fn set_failure_path(p: PathBuf) {
-    *FAILURE_PATH.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
-}
-
-/// Records why the pod failed: one line in the pod's `failure` file and on stderr.
-pub fn record_failure(reason: &str) {
-    let line = reason.lines().next().unwrap_or("unknown failure").trim();
-    eprintln!("{PROG}: {line}");
-    if let Some(p) = failure_path() {
-        if let Err(e) = write_atomic(&p, format!("{line}\n").as_bytes()) {
-            eprintln!("{PROG}: cannot write {}: {e}", p.display());
+impl From<PodError> for Stage1Error {
+    fn from(e: PodError) -> Self {
+        match e {
+            PodError::Args(a) => Stage1Error::Usage(a),
+            e => Stage1Error::failed(e),
         }
     }
 }
 
-/// The error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// The kvm flavor.
+#[derive(Debug, Default)]
+pub struct Kvm;
 
-/// Runs entrypoint `cmd` (`run`, `stop`, `gc` or `enter`) with `args` (argv without argv\[0\])
-/// and returns the process exit code; errors are printed here.
-pub fn dispatch(cmd: &str, args: Vec<String>) -> i32 {
-    let debug = args.iter().any(|a| a == "--debug");
-    let res = match cmd {
-        "run" => pod_abi::stage1::RunArgs::parse(args)
-            .map_err(PodError::from)
-            .and_then(|a| run::run(&a)),
-        "stop" => pod_abi::stage1::StopArgs::parse(args)
-            .map_err(PodError::from)
-            .and_then(|a| stop::stop(&a)),
-        "gc" => stop::gc(args),
-        "enter" => pod_abi::stage1::EnterArgs::parse(args)
-            .map_err(PodError::from)
-            .and_then(|a| stop::enter(&a)),
-        other => Err(PodError::Args(ArgsError::UnknownFlag(other.to_string()))),
-    };
-    match res {
-        Ok(code) => code,
-        Err(e) => {
-            let msg = error_chain(&e);
-            match &e {
-                PodError::Args(_) => {
-                    eprintln!("{PROG} {cmd}: {msg}");
-                    pod_abi::exit::USAGE
-                }
-                PodError::EnterUnsupported | PodError::NotOurs(_) => {
-                    eprintln!("{PROG} {cmd}: {msg}");
-                    pod_abi::exit::FAILURE
-                }
-                _ if cmd == "run" => {
-                    control::restore_terminal();
-                    record_failure(&msg);
-                    if debug {
-                        eprintln!("{PROG} run: {e:?}");
-                    }
-                    pod_abi::exit::STAGE1_FAILED
-                }
-                _ => {
-                    eprintln!("{PROG} {cmd}: {msg}");
-                    pod_abi::exit::FAILURE
-                }
-            }
-        }
+impl Stage1 for Kvm {
+    const NAME: &'static str = PROG;
+    fn run(&self, _pod: &PodContext, args: &RunArgs) -> Result<i32, Stage1Error> {
+        Ok(run::run(args)?)
+    }
+    fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
+        stage1_common::stop::stop_verified(pod, args, stop::verify_vmm)
+    }
+    /// Nothing VM-specific outlives the VMM: returns 0, every time.
+    fn gc(&self, _pod: &PodContext, _args: &GcArgs) -> Result<i32, Stage1Error> {
+        Ok(0)
+    }
+    fn enter(&self, _pod: &PodContext, _args: &EnterArgs) -> Result<i32, Stage1Error> {
+        Err(Stage1Error::Refused(stop::ENTER_UNSUPPORTED.into()))
     }
 }

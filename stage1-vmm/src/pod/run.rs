@@ -7,13 +7,13 @@
 //! signal (and, for `--interactive`, stdin) threads; run. Then the VM's end becomes the pod's
 //! exit code ([`finish`]).
 
-use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use pod_abi::init::InitArgs;
 use pod_abi::paths::PodPaths;
-use pod_abi::plan::Plan;
+use pod_abi::plan::{Flavor, Plan};
 use pod_abi::stage1::RunArgs;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,8 +31,6 @@ use crate::vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
 pub const KERNEL_IN_STAGE1: &str = "kernel/vmlinux";
 /// Mount tag of the pod's root share (the guest mounts it as `/` with `root=<tag>`).
 pub const ROOT_TAG: &str = "rkt";
-/// Where guest-init writes its own fatal error, relative to the stage1 root.
-pub const GUEST_INIT_FAILURE_IN_STAGE1: &str = "rkt/failure";
 /// Kernel parameters for a virtio-fs root and guest-init (after the VMM's defaults).
 pub const ROOT_CMDLINE: &str = "root=rkt rootfstype=virtiofs rw init=/init";
 
@@ -43,9 +41,12 @@ pub fn pod_cmdline(debug: bool) -> String {
         // Later than the default `quiet`, so it wins: the whole boot log on stderr.
         s.push_str(" loglevel=7");
     }
-    s.push_str(" -- --flavor=kvm");
-    if debug {
-        s.push_str(" --debug");
+    let mut init = InitArgs::new(Flavor::Kvm);
+    init.debug = debug;
+    s.push_str(" --");
+    for a in init.to_args() {
+        s.push(' ');
+        s.push_str(&a);
     }
     s
 }
@@ -204,31 +205,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), PodError> {
     Ok((r, w))
 }
 
-/// The pod lock inherited from stage0 (`RKT_LOCK_FD`): checked and kept open for the VM's life
-/// (it is never closed; the kernel drops it when this process exits, which tells stage0 the pod
-/// exited).
-fn check_lock_fd() {
-    let Ok(v) = std::env::var(pod_abi::stage1::ENV_LOCK_FD) else {
-        log::warn!(
-            "{PROG}: no {} (not started by rkt?)",
-            pod_abi::stage1::ENV_LOCK_FD
-        );
-        return;
-    };
-    let Ok(fd) = v.trim().parse::<libc::c_int>() else {
-        log::warn!("{PROG}: bad {}={v}", pod_abi::stage1::ENV_LOCK_FD);
-        return;
-    };
-    // SAFETY: F_GETFD/F_SETFD on an fd number; an invalid one just fails with EBADF.
-    let ok = unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFD);
-        fl >= 0 && libc::fcntl(fd, libc::F_SETFD, fl | libc::FD_CLOEXEC) >= 0
-    };
-    if !ok {
-        log::warn!("{PROG}: {} names no open fd", pod_abi::stage1::ENV_LOCK_FD);
-    }
-}
-
 /// Installs a panic hook that records the panic as the pod's failure before the default output.
 fn install_panic_hook() {
     let prev = std::panic::take_hook();
@@ -247,7 +223,7 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let host = PodPaths::new(&cwd);
     set_failure_path(host.failure());
     install_panic_hook();
-    check_lock_fd();
+    let _lock = stage1_common::pod::keep_lock_fd();
     jail::enter_private_namespace()?;
 
     let plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
@@ -378,30 +354,7 @@ pub fn finish(pod: &PodPaths, plan: &Plan, outcome: &VmOutcome) -> i32 {
         record_failure(&outcome.reason());
         return pod_abi::exit::STAGE1_FAILED;
     }
-    if let Some(reason) = guest_init_failure(&pod.stage1_rootfs()) {
-        record_failure(&format!("guest-init failed: {reason}"));
-        return pod_abi::exit::STAGE1_FAILED;
-    }
-    let codes: Vec<Option<i32>> = plan
-        .apps
-        .iter()
-        .map(|a| pod_abi::status::read_app_status(&pod.status_dir(), &a.name))
-        .collect();
-    pod_abi::status::pod_exit_code(&codes)
-}
-
-/// guest-init's own failure line, if it wrote one.
-fn guest_init_failure(stage1_root: &Path) -> Option<String> {
-    let mut text = String::new();
-    File::open(stage1_root.join(GUEST_INIT_FAILURE_IN_STAGE1))
-        .ok()
-        .and_then(|mut f| std::io::Read::read_to_string(&mut f, &mut text).ok())?;
-    let line = text.lines().next().unwrap_or("").trim().to_string();
-    Some(if line.is_empty() {
-        "no reason given".into()
-    } else {
-        line
-    })
+    stage1_common::pod::finish(pod, plan, None)
 }
 
 #[cfg(test)]
@@ -437,11 +390,20 @@ mod tests {
 
     #[test]
     fn cmdline_puts_init_args_last() {
+        let init = InitArgs::new(Flavor::Kvm);
         assert_eq!(
             pod_cmdline(false),
-            "root=rkt rootfstype=virtiofs rw init=/init -- --flavor=kvm"
+            format!(
+                "root=rkt rootfstype=virtiofs rw init=/init -- {}",
+                init.to_args().join(" ")
+            )
         );
-        assert!(pod_cmdline(true).ends_with("-- --flavor=kvm --debug"));
+        let args = pod_cmdline(true);
+        let after = args.split(" -- ").nth(1).unwrap_or_default();
+        assert_eq!(
+            InitArgs::parse(after.split(' ')).map(|a| (a.flavor, a.debug)),
+            Ok((Flavor::Kvm, true))
+        );
         assert!(pod_cmdline(true).contains("loglevel=7"));
     }
 
@@ -474,11 +436,7 @@ mod tests {
         assert!(f.contains("guest kernel panic: Kernel panic - x"), "{f}");
 
         // guest-init's own failure wins over statuses.
-        std::fs::write(
-            pod.stage1_rootfs().join(GUEST_INIT_FAILURE_IN_STAGE1),
-            "bad plan\n",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(pod.guest_failure(), "bad plan\n").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             finish(&pod, &plan, &VmOutcome::Reset),
             pod_abi::exit::STAGE1_FAILED

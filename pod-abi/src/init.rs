@@ -1,0 +1,177 @@
+//! stage1 host side -> guest-init: the arguments guest-init is started with and the channels
+//! between them.
+//!
+//! The ns flavor execs `/init --flavor=ns [--debug]` as PID 1 of the pod's namespaces; the kvm
+//! flavor passes the same arguments on the kernel command line after `--`. In the kvm flavor
+//! the channels are fixed devices ([`Channel`]): two virtio consoles for the apps' output, COM1
+//! for the kernel and guest-init's own messages, COM2 for control messages
+//! ([`crate::control`]).
+
+use crate::plan::Flavor;
+
+/// Error parsing guest-init's arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InitArgsError {
+    /// An argument this contract does not define.
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    /// No `--flavor=`.
+    #[error("missing --flavor=ns|kvm")]
+    MissingFlavor,
+}
+
+impl Flavor {
+    /// The flavor's name as it appears in `--flavor=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Ns => "ns",
+            Flavor::Kvm => "kvm",
+        }
+    }
+    /// The flavor named `s`.
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Flavor::Ns, Flavor::Kvm]
+            .into_iter()
+            .find(|f| f.name() == s)
+    }
+}
+
+/// guest-init's arguments: `--flavor=ns|kvm [--debug] [--control=PATH]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitArgs {
+    /// Which stage1 runs guest-init (decides how it ends).
+    pub flavor: Flavor,
+    /// Verbose logging on the console.
+    pub debug: bool,
+    /// kvm flavor: the control channel instead of [`Channel::Control`]'s device (tests use a
+    /// FIFO).
+    pub control: Option<String>,
+}
+
+/// The usage line printed on bad arguments.
+pub const INIT_USAGE: &str = "init --flavor=ns|kvm [--debug] [--control=PATH]";
+
+impl InitArgs {
+    /// Arguments for `flavor`, without debug or control override.
+    pub fn new(flavor: Flavor) -> Self {
+        InitArgs {
+            flavor,
+            debug: false,
+            control: None,
+        }
+    }
+
+    /// The control channel to open: `--control=`, else [`Channel::Control`]'s device.
+    pub fn control_path(&self) -> &str {
+        self.control
+            .as_deref()
+            .unwrap_or(Channel::Control.guest_device())
+    }
+
+    /// Renders the arguments (without argv\[0\]).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![format!("--flavor={}", self.flavor.name())];
+        if self.debug {
+            v.push("--debug".into());
+        }
+        if let Some(c) = &self.control {
+            v.push(format!("--control={c}"));
+        }
+        v
+    }
+
+    /// Parses the arguments (without argv\[0\]). Words without `--` are ignored: kernel command
+    /// line leftovers may reach init in a VM.
+    pub fn parse<I, S>(args: I) -> Result<Self, InitArgsError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut flavor = None;
+        let mut debug = false;
+        let mut control = None;
+        for a in args {
+            let a = a.as_ref();
+            if let Some(c) = a.strip_prefix("--control=") {
+                control = Some(c.to_string());
+            } else if let Some(f) = a.strip_prefix("--flavor=") {
+                flavor = Some(Flavor::from_name(f).ok_or(InitArgsError::Unknown(a.into()))?);
+            } else if a == "--debug" {
+                debug = true;
+            } else if a.starts_with("--") {
+                return Err(InitArgsError::Unknown(a.into()));
+            }
+        }
+        Ok(InitArgs {
+            flavor: flavor.ok_or(InitArgsError::MissingFlavor)?,
+            debug,
+            control,
+        })
+    }
+}
+
+/// The kvm flavor's channels between the VMM and the guest, by role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The apps' stdout (and an interactive app's terminal): the first virtio console.
+    AppStdout,
+    /// The apps' stderr: the second virtio console.
+    AppStderr,
+    /// The kernel console and guest-init's own messages: COM1, to the host's stderr.
+    Kernel,
+    /// Control messages from the host to guest-init: COM2.
+    Control,
+}
+
+impl Channel {
+    /// The virtio consoles in the order the VMM must add them (the guest numbers them so).
+    pub const VIRTIO_CONSOLES: [Channel; 2] = [Channel::AppStdout, Channel::AppStderr];
+
+    /// The device guest-init opens for this role.
+    pub const fn guest_device(self) -> &'static str {
+        match self {
+            Channel::AppStdout => "/dev/hvc0",
+            Channel::AppStderr => "/dev/hvc1",
+            Channel::Kernel => "/dev/ttyS0",
+            Channel::Control => "/dev/ttyS1",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_args_round_trip() {
+        for a in [
+            InitArgs::new(Flavor::Ns),
+            InitArgs {
+                flavor: Flavor::Kvm,
+                debug: true,
+                control: Some("/x".into()),
+            },
+        ] {
+            assert_eq!(InitArgs::parse(a.to_args()), Ok(a));
+        }
+        assert_eq!(
+            InitArgs::new(Flavor::Kvm).to_args(),
+            vec!["--flavor=kvm".to_string()]
+        );
+        assert_eq!(
+            InitArgs::parse(["--flavor=ns", "--debug"]).map(|a| a.debug),
+            Ok(true)
+        );
+        assert_eq!(
+            InitArgs::parse(["--flavor=kvm", "console=ttyS0"]).map(|a| a.flavor),
+            Ok(Flavor::Kvm)
+        );
+        assert_eq!(
+            InitArgs::parse(Vec::<String>::new()),
+            Err(InitArgsError::MissingFlavor)
+        );
+        assert!(InitArgs::parse(["--flavor=ns", "--bogus"]).is_err());
+        assert!(InitArgs::parse(["--flavor=xen"]).is_err());
+        assert_eq!(InitArgs::new(Flavor::Kvm).control_path(), "/dev/ttyS1");
+    }
+}

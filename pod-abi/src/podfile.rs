@@ -1,0 +1,467 @@
+//! How the host reads files a pod can write, and how every side writes the contract's files.
+//!
+//! A pod (an app, guest-init, or a KVM guest through its virtio-fs share) can replace anything
+//! under `stage1/rootfs` with a symlink to a host file, a FIFO, a device node or a huge file.
+//! [`read_beneath`] is the one way the host reads such a file: the path is resolved beneath a
+//! directory the host trusts (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; on kernels
+//! without `openat2`, a walk of the components with `O_NOFOLLOW`), the file is first opened with
+//! `O_PATH` so that a FIFO or device node is never opened for I/O, it must be a regular file, and
+//! at most `cap` bytes are read. No call blocks on anything the pod controls.
+//!
+//! [`write_atomic`] is the one atomic write (temporary file, fsync, rename, fsync of the
+//! directory) used by the stage1 host sides and guest-init.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Size cap for one-line files: app statuses, setup errors, failure reasons (bytes).
+pub const SMALL_FILE_MAX: usize = 4096;
+/// Size cap for the `pid` file (bytes).
+pub const PID_FILE_MAX: usize = 64;
+/// Size cap for the launch plan when read back from a pod's root (bytes).
+pub const PLAN_MAX: usize = 4 << 20;
+
+/// Why a pod-written file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PodFileError {
+    /// The file (or a directory on its path) does not exist.
+    #[error("{0}: no such file")]
+    NotFound(PathBuf),
+    /// The file or a directory on its path is a symbolic link.
+    #[error("{0}: refusing a symbolic link")]
+    Symlink(PathBuf),
+    /// The file is not a regular file (a FIFO, a device, a directory, ...).
+    #[error("{0}: not a regular file")]
+    NotRegular(PathBuf),
+    /// The file is larger than the cap.
+    #[error("{path}: larger than {cap} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap (bytes).
+        cap: usize,
+    },
+    /// The relative path is absolute or climbs out with `..`.
+    #[error("{0}: path leaves its directory")]
+    Escapes(PathBuf),
+    /// The file was replaced between the check and the open.
+    #[error("{0}: replaced while being opened")]
+    Replaced(PathBuf),
+    /// The contents are not what the contract says.
+    #[error("pod wrote an invalid {what} in {path}")]
+    Invalid {
+        /// What the file should hold ("status", "pid", ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Any other I/O error.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl PodFileError {
+    /// Whether the file simply does not exist (not an attack, not garbage).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, PodFileError::NotFound(_))
+    }
+}
+
+/// Opens a directory the host trusts (e.g. a pod's `stage1/rootfs`) as the base of
+/// [`read_beneath_at`]; the path itself is resolved normally.
+pub fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)?;
+    Ok(OwnedFd::from(f))
+}
+
+/// Reads at most `cap` bytes of the regular file `rel` beneath the trusted directory `dir`,
+/// refusing symlinks anywhere in `rel`, FIFOs, devices and larger files (see the module docs).
+pub fn read_beneath(dir: &Path, rel: &Path, cap: usize) -> Result<Vec<u8>, PodFileError> {
+    let full = dir.join(rel);
+    let d = open_dir(dir).map_err(|e| io_error(&full, e))?;
+    read_at(d_borrow(&d), rel, cap, &full, Resolver::Auto)
+}
+
+/// [`read_beneath`] relative to an open directory.
+pub fn read_beneath_at(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    cap: usize,
+) -> Result<Vec<u8>, PodFileError> {
+    read_at(dir, rel, cap, rel, Resolver::Auto)
+}
+
+/// [`read_beneath`] as text: the first line, trimmed (lossy UTF-8).
+pub fn read_line_beneath(dir: &Path, rel: &Path, cap: usize) -> Result<String, PodFileError> {
+    let b = read_beneath(dir, rel, cap)?;
+    Ok(first_line(&b))
+}
+
+/// The first line of `b`, trimmed (lossy UTF-8).
+pub fn first_line(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn d_borrow(d: &OwnedFd) -> BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    d.as_fd()
+}
+
+/// How paths are resolved (tests force the fallback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolver {
+    /// `openat2`, falling back to the walk when the kernel lacks it.
+    Auto,
+    /// The component walk only.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Walk,
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> PodFileError {
+    let p = path.to_path_buf();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => PodFileError::NotFound(p),
+        Some(libc::ELOOP) => PodFileError::Symlink(p),
+        Some(libc::EXDEV) => PodFileError::Escapes(p),
+        _ => PodFileError::Io { path: p, source: e },
+    }
+}
+
+fn read_at(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    cap: usize,
+    shown: &Path,
+    how: Resolver,
+) -> Result<Vec<u8>, PodFileError> {
+    let parts = components(rel).ok_or_else(|| PodFileError::Escapes(shown.to_path_buf()))?;
+    let open = |flags: libc::c_int| -> Result<OwnedFd, PodFileError> {
+        let r = match how {
+            Resolver::Auto => match openat2_beneath(dir, rel, flags) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    walk(dir, &parts, flags)
+                }
+                r => r,
+            },
+            Resolver::Walk => walk(dir, &parts, flags),
+        };
+        r.map_err(|e| io_error(shown, e))
+    };
+    // Look first (O_PATH opens nothing for I/O), then open what was seen.
+    let probe = open(libc::O_PATH)?;
+    let seen = fstat(&probe).map_err(|e| io_error(shown, e))?;
+    match seen.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {}
+        libc::S_IFLNK => return Err(PodFileError::Symlink(shown.to_path_buf())),
+        _ => return Err(PodFileError::NotRegular(shown.to_path_buf())),
+    }
+    if usize::try_from(seen.st_size).unwrap_or(usize::MAX) > cap {
+        return Err(PodFileError::TooLarge {
+            path: shown.to_path_buf(),
+            cap,
+        });
+    }
+    let fd = open(libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)?;
+    let st = fstat(&fd).map_err(|e| io_error(shown, e))?;
+    if st.st_dev != seen.st_dev
+        || st.st_ino != seen.st_ino
+        || st.st_mode & libc::S_IFMT != libc::S_IFREG
+    {
+        return Err(PodFileError::Replaced(shown.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    File::from(fd)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| io_error(shown, e))?;
+    if out.len() > cap {
+        return Err(PodFileError::TooLarge {
+            path: shown.to_path_buf(),
+            cap,
+        });
+    }
+    Ok(out)
+}
+
+/// The normal components of `rel`; `None` if it is absolute or has `..`.
+fn components(rel: &Path) -> Option<Vec<CString>> {
+    let mut out = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(s) => out.push(CString::new(s.as_bytes()).ok()?),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on an fd we own, writing into the stat we own.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+fn owned(fd: libc::c_int) -> std::io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn openat2_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    flags: libc::c_int,
+) -> std::io::Result<OwnedFd> {
+    let path = CString::new(rel.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = u64::try_from(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC).unwrap_or_default();
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads the NUL-terminated path and the open_how we own, of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    owned(libc::c_int::try_from(fd).unwrap_or(-1))
+}
+
+/// The fallback: each directory opened with `O_NOFOLLOW | O_DIRECTORY`, the last component with
+/// `O_NOFOLLOW` (an `O_PATH` open of a symlink yields the link itself, which fstat reports).
+fn walk(dir: BorrowedFd<'_>, parts: &[CString], flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let Some((last, dirs)) = parts.split_last() else {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for c in dirs {
+        let base = cur.as_ref().map_or(dir.as_raw_fd(), |f| f.as_raw_fd());
+        // SAFETY: openat on a valid dir fd with a NUL-terminated name.
+        let fd = unsafe {
+            libc::openat(
+                base,
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        let next = owned(fd).map_err(|e| {
+            // O_PATH|O_NOFOLLOW|O_DIRECTORY on a symlink fails with ENOTDIR: say what it was.
+            if e.raw_os_error() == Some(libc::ENOTDIR) && is_symlink_at(base, c) {
+                std::io::Error::from_raw_os_error(libc::ELOOP)
+            } else {
+                e
+            }
+        })?;
+        cur = Some(next);
+    }
+    let base = cur.as_ref().map_or(dir.as_raw_fd(), |f| f.as_raw_fd());
+    // SAFETY: openat on a valid dir fd with a NUL-terminated name.
+    let fd = unsafe {
+        libc::openat(
+            base,
+            last.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    owned(fd)
+}
+
+fn is_symlink_at(dir: libc::c_int, name: &CString) -> bool {
+    // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatat on a valid dir fd, a NUL-terminated name and a stat we own.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
+/// Writes `data` to `path` atomically: a temporary file in the same directory (never following
+/// a symlink), fsync, rename over `path`, fsync of the directory. The temporary file is removed
+/// on error.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return res;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Durability of the rename; a failure here does not undo the write.
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::time::{Duration, Instant};
+
+    const BOTH: [Resolver; 2] = [Resolver::Auto, Resolver::Walk];
+
+    fn read(dir: &Path, rel: &str, how: Resolver) -> Result<Vec<u8>, PodFileError> {
+        let d = open_dir(dir).unwrap();
+        read_at(d_borrow(&d), Path::new(rel), 16, Path::new(rel), how)
+    }
+
+    /// Runs `f` on a thread and fails the test if it takes longer than two seconds (a FIFO
+    /// opened for reading would block forever).
+    fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(2))
+            .unwrap_or_else(|_| panic!("the read blocked"))
+    }
+
+    #[test]
+    fn reads_a_small_regular_file() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("rkt/status")).unwrap();
+        std::fs::write(d.path().join("rkt/status/a"), "0\n").unwrap();
+        for how in BOTH {
+            assert_eq!(read(d.path(), "rkt/status/a", how).unwrap(), b"0\n");
+            assert!(read(d.path(), "rkt/status/b", how)
+                .unwrap_err()
+                .is_not_found());
+        }
+    }
+
+    #[test]
+    fn refuses_a_symlink_to_a_host_file() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, "root only\n").unwrap();
+        std::fs::create_dir(d.path().join("root")).unwrap();
+        symlink(&secret, d.path().join("root/status")).unwrap();
+        symlink("../secret", d.path().join("root/rel")).unwrap();
+        for how in BOTH {
+            for f in ["status", "rel"] {
+                let e = read(&d.path().join("root"), f, how).unwrap_err();
+                assert!(matches!(e, PodFileError::Symlink(_)), "{how:?} {f}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_symlinked_directory_component() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("host/status")).unwrap();
+        std::fs::write(d.path().join("host/status/a"), "0\n").unwrap();
+        std::fs::create_dir(d.path().join("root")).unwrap();
+        symlink(d.path().join("host"), d.path().join("root/rkt")).unwrap();
+        for how in BOTH {
+            let e = read(&d.path().join("root"), "rkt/status/a", how).unwrap_err();
+            assert!(matches!(e, PodFileError::Symlink(_)), "{how:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_dev_zero_and_huge_files() {
+        let d = tempfile::tempdir().unwrap();
+        symlink("/dev/zero", d.path().join("zero")).unwrap();
+        let big = File::create(d.path().join("big")).unwrap();
+        big.set_len(1 << 40).unwrap();
+        for how in BOTH {
+            let dir = d.path().to_path_buf();
+            let e = promptly(move || read(&dir, "zero", how)).unwrap_err();
+            assert!(matches!(e, PodFileError::Symlink(_)), "{e:?}");
+            let e = read(d.path(), "big", how).unwrap_err();
+            assert!(matches!(e, PodFileError::TooLarge { cap: 16, .. }), "{e:?}");
+        }
+        // A device node itself (a bind of /dev/zero's kind) is not a regular file.
+        let dev = open_dir(Path::new("/dev")).unwrap();
+        let e =
+            promptly(move || read_beneath_at(d_borrow(&dev), Path::new("zero"), 16)).unwrap_err();
+        assert!(matches!(e, PodFileError::NotRegular(_)), "{e:?}");
+    }
+
+    #[test]
+    fn a_fifo_returns_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = CString::new(d.path().join("status").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        for how in BOTH {
+            let dir = d.path().to_path_buf();
+            let t0 = Instant::now();
+            let e = promptly(move || read(&dir, "status", how)).unwrap_err();
+            assert!(matches!(e, PodFileError::NotRegular(_)), "{e:?}");
+            assert!(t0.elapsed() < Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn refuses_paths_that_leave_the_directory() {
+        let d = tempfile::tempdir().unwrap();
+        for how in BOTH {
+            for rel in ["../x", "/etc/passwd", "a/../../x", ""] {
+                let e = read(d.path(), rel, how).unwrap_err();
+                assert!(matches!(e, PodFileError::Escapes(_)), "{rel}: {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("app");
+        write_atomic(&p, b"1\n").unwrap();
+        write_atomic(&p, b"0\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "0\n");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        assert!(write_atomic(&d.path().join("nodir/x"), b"").is_err());
+        assert_eq!(first_line(b" bad plan \nmore"), "bad plan");
+    }
+}
