@@ -1,32 +1,9 @@
-//! Command-line definition (rkt's command and flag names) and dispatch.
+//! Command-line definition (rkt's command and flag names), dispatch, and the one place where
+//! errors are printed and mapped to exit codes.
 
 use clap::{Parser, Subcommand};
 
-use crate::commands;
-
-/// Global flags shared by every command.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Globals {
-    /// rkt data directory.
-    #[arg(long, global = true, default_value = "/var/lib/rkt")]
-    pub dir: std::path::PathBuf,
-    /// Print out more debug information to stderr.
-    #[arg(long, global = true)]
-    pub debug: bool,
-    /// Comma-separated list of security features to disable:
-    /// none,http,image,tls,pubkey,capabilities,paths,seccomp,all-fetch,all-run,all.
-    #[arg(long, global = true, default_value = "none")]
-    pub insecure_options: String,
-    /// Local configuration directory.
-    #[arg(long, global = true, default_value = "/etc/rkt")]
-    pub local_config: std::path::PathBuf,
-    /// System configuration directory.
-    #[arg(long, global = true, default_value = "/usr/lib/rkt")]
-    pub system_config: std::path::PathBuf,
-    /// Trust keys fetched over https (accepted for compatibility).
-    #[arg(long, global = true)]
-    pub trust_keys_from_https: bool,
-}
+use crate::commands::{self, Globals, StdoutError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -72,7 +49,8 @@ enum Command {
     Enter(commands::pods::EnterArgs),
 }
 
-/// Parses argv, runs the command, prints the error chain once, returns the exit code.
+/// Parses argv, runs the command, prints the error chain once, returns the exit code. A
+/// closed stdout ends the process quietly by SIGPIPE.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -82,7 +60,9 @@ pub fn main() -> i32 {
             } else {
                 0
             };
-            let _ = e.print();
+            if e.print().is_err() && !e.use_stderr() {
+                commands::exit_on_broken_pipe();
+            }
             return code;
         }
     };
@@ -102,11 +82,17 @@ pub fn main() -> i32 {
         Command::Gc(a) => commands::pods::gc(g, a),
         Command::Enter(a) => commands::pods::enter(g, a),
     };
+    let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {
         Ok(code) => code,
         Err(e) => {
-            commands::print_error(&e);
-            commands::exit_code_for(&e)
+            let broken = e
+                .downcast_ref::<StdoutError>()
+                .is_some_and(StdoutError::is_broken_pipe);
+            if broken {
+                commands::exit_on_broken_pipe();
+            }
+            commands::report(e)
         }
     }
 }

@@ -1,8 +1,13 @@
-//! stage0 library: the image store (CAS blobs, SQLite index, tree store), fetching, pods
-//! (lifecycle, manifest, layout, plan) and stage1 selection/exec. The `rkt` binary is a thin
-//! command layer over this.
+//! stage0 library: the image store (CAS blobs, SQLite index, tree store, export, gc),
+//! fetching, pods (lifecycle, manifest, layout, plan, launch, operations) and stage1
+//! selection/exec, with one usage error, one exit-code mapping (`error`), one Go-duration
+//! parser (`duration`) and rkt's text output formats (`format`). The `rkt` binary is argument
+//! handling and printing over this.
 
+pub mod duration;
+pub mod error;
 pub mod fetch;
+pub mod format;
 pub mod pod;
 pub mod stage1;
 pub mod store;

@@ -1,4 +1,5 @@
-//! `rkt`: the App Container runtime's stage0 command line.
+//! `rkt`: the App Container runtime's stage0 command line (argument handling and printing
+//! over the `stage0` library).
 
 mod cli;
 mod commands;

@@ -601,3 +601,90 @@ fn image_contents_are_not_copied_into_the_pod() {
     assert!(own < 1 << 20, "pod directory holds {own} bytes of files");
     assert_eq!(e.rkt(&["gc", "--grace-period=0s"]).status.code(), Some(0));
 }
+
+impl Env {
+    /// Runs rkt with stdout a pipe whose reader is already closed (as `rkt ... | head -0`);
+    /// returns the exit status and stderr.
+    fn rkt_closed_stdout(&self, args: &[&str]) -> (std::process::ExitStatus, String) {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let o = Command::new(env!("CARGO_BIN_EXE_rkt"))
+            .arg(format!("--dir={}", self.dir().display()))
+            .arg("--insecure-options=image")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(w))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        (o.status, String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+#[test]
+fn closed_stdout_ends_rkt_quietly_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let e = Env::new();
+    let img = e.image("example.com/epipe");
+    let o = e.rkt(&["prepare", &e.s1flag(), img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    let uuid = out(&o).trim().to_string();
+    let img = img.to_str().unwrap();
+    for args in [
+        vec!["status", uuid.as_str()],
+        vec!["list"],
+        vec!["version"],
+        vec!["fetch", img],
+        vec!["cat-manifest", uuid.as_str()],
+        vec!["image", "list"],
+    ] {
+        let (status, err) = e.rkt_closed_stdout(&args);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGPIPE),
+            "rkt {args:?}: {status:?}, stderr: {err}"
+        );
+        assert!(!err.contains("panicked"), "rkt {args:?}: {err}");
+        assert!(!err.contains("Broken pipe"), "rkt {args:?}: {err}");
+    }
+}
+
+#[test]
+fn duration_overflow_is_a_usage_error() {
+    let e = Env::new();
+    let big = "18446744073709551615s";
+    for args in [
+        vec!["gc".to_string(), format!("--grace-period={big}")],
+        vec!["gc".to_string(), format!("--expire-prepared={big}")],
+        vec!["gc".to_string(), "--grace-period=2562048h".to_string()],
+        vec![
+            "status".to_string(),
+            format!("--wait={big}"),
+            "0123abcd".to_string(),
+        ],
+        vec![
+            "image".to_string(),
+            "gc".to_string(),
+            format!("--grace-period={big}"),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = e.rkt(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(pod_abi::exit::USAGE),
+            "rkt {args:?}: {err}"
+        );
+        assert!(err.contains("invalid duration"), "rkt {args:?}: {err}");
+        assert!(!err.contains("panicked"), "rkt {args:?}: {err}");
+    }
+    // The largest Go duration still works.
+    let o = e.rkt(&["gc", "--grace-period=2562047h47m16.854775807s"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -5,7 +5,8 @@ use anyhow::Context;
 use stage0::fetch::{fetch_image, FetchOptions, InsecureOptions, PullPolicy};
 use stage0::store::Store;
 
-use crate::cli::Globals;
+use super::Globals;
+use crate::outln;
 
 /// Flags of `rkt fetch`.
 #[derive(Debug, clap::Args)]
@@ -31,39 +32,33 @@ pub struct Args {
     pub images: Vec<String>,
 }
 
-/// Builds FetchOptions from the global and command flags.
-pub fn options(
-    g: &Globals,
-    policy: &str,
-    store_only: bool,
-    no_store: bool,
-) -> anyhow::Result<FetchOptions> {
-    let insecure = InsecureOptions::parse(&g.insecure_options)?;
-    let mut pull_policy: PullPolicy = policy.parse()?;
-    if store_only {
-        pull_policy = PullPolicy::Never;
-    }
+/// Builds FetchOptions from `--insecure-options`, `--debug` and `--pull-policy` values.
+pub fn options(insecure: &str, debug: bool, policy: &str) -> anyhow::Result<FetchOptions> {
     Ok(FetchOptions {
-        insecure,
-        pull_policy,
+        insecure: InsecureOptions::parse(insecure)?,
+        pull_policy: policy.parse::<PullPolicy>()?,
         progress: true,
-        debug: g.debug,
-        no_store,
+        debug,
+        no_store: false,
     })
 }
 
 /// Runs `rkt fetch`.
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
-    let opts = options(g, &a.pull_policy, a.store_only, a.no_store)?;
+    let mut opts = options(&g.insecure_options, g.debug, &a.pull_policy)?;
+    if a.store_only {
+        opts.pull_policy = PullPolicy::Never;
+    }
+    opts.no_store = a.no_store;
     if !a.signature.is_empty() {
-        eprintln!("rkt: warning: --signature is not supported yet; signatures are not checked");
+        super::warn("--signature is not supported yet; signatures are not checked");
     }
     let store =
         Store::open(&g.dir).with_context(|| format!("cannot open store in {}", g.dir.display()))?;
     for img in &a.images {
         let rec =
             fetch_image(&store, img, &opts).with_context(|| format!("cannot fetch image {img}"))?;
-        println!("{}", if a.full { &rec.id } else { &rec.sha256_id });
+        outln!("{}", if a.full { &rec.id } else { &rec.sha256_id })?;
     }
     Ok(0)
 }

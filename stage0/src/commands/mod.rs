@@ -1,5 +1,6 @@
-//! One module per command family. Commands return `anyhow::Result<i32>` (the exit code on
-//! success paths, e.g. `rkt run` returns the pod's exit code).
+//! One module per command family: argument handling and printing over the `stage0` library.
+//! Commands return `anyhow::Result<i32>` (the exit code on success paths, e.g. `rkt stop`
+//! returns the code of the last failed pod); errors are printed and mapped once in `cli`.
 
 pub mod fetch;
 pub mod image;
@@ -7,54 +8,94 @@ pub mod pods;
 pub mod run;
 pub mod version;
 
-use stage0::fetch::FetchError;
-use stage0::store::StoreError;
+use std::io::{self, Write};
 
-/// Prints `rkt: <error>: <cause>: <cause>` once on stderr.
+/// Global flags shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Globals {
+    /// rkt data directory.
+    #[arg(long, global = true, default_value = "/var/lib/rkt")]
+    pub dir: std::path::PathBuf,
+    /// Print out more debug information to stderr.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Comma-separated list of security features to disable:
+    /// none,http,image,tls,pubkey,capabilities,paths,seccomp,all-fetch,all-run,all.
+    #[arg(long, global = true, default_value = "none")]
+    pub insecure_options: String,
+    /// Local configuration directory.
+    #[arg(long, global = true, default_value = "/etc/rkt")]
+    pub local_config: std::path::PathBuf,
+    /// System configuration directory.
+    #[arg(long, global = true, default_value = "/usr/lib/rkt")]
+    pub system_config: std::path::PathBuf,
+    /// Trust keys fetched over https (accepted for compatibility).
+    #[arg(long, global = true)]
+    pub trust_keys_from_https: bool,
+}
+
+/// Writing to stdout failed (a closed pipe ends `rkt` quietly, see [`exit_on_broken_pipe`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to stdout")]
+pub struct StdoutError(#[source] pub io::Error);
+
+impl StdoutError {
+    /// Whether the reader of stdout is gone (EPIPE).
+    pub fn is_broken_pipe(&self) -> bool {
+        self.0.kind() == io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Writes to stdout; fails with [`StdoutError`] instead of panicking as `print!` does.
+pub fn out(s: impl AsRef<[u8]>) -> Result<(), StdoutError> {
+    io::stdout()
+        .lock()
+        .write_all(s.as_ref())
+        .map_err(StdoutError)
+}
+
+/// `println!` that fails with [`StdoutError`].
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::commands::out(format!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// Flushes stdout (buffered output can still meet a closed pipe).
+pub fn flush_stdout() -> Result<(), StdoutError> {
+    io::stdout().lock().flush().map_err(StdoutError)
+}
+
+/// Ends the process as rkt (a Go program) did when stdout's reader is gone: killed by
+/// SIGPIPE, printing nothing.
+pub fn exit_on_broken_pipe() -> ! {
+    // SAFETY: resets SIGPIPE's disposition to the default and raises it in this process;
+    // no memory is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE)
+}
+
+/// Prints `rkt: <error>: <cause>: <cause>` once on stderr (a closed stderr is ignored).
 pub fn print_error(e: &anyhow::Error) {
     let mut msg = format!("rkt: {e}");
     for cause in e.chain().skip(1) {
         msg.push_str(&format!(": {cause}"));
     }
-    eprintln!("{msg}");
+    let _ = writeln!(io::stderr(), "{msg}");
 }
 
-/// A usage error detected after argument parsing (bad flag value): exit code USAGE.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+/// Prints `rkt: warning: <msg>` on stderr.
+pub fn warn(msg: &str) {
+    let _ = writeln!(io::stderr(), "rkt: warning: {msg}");
+}
 
-/// Maps an error to rkt's documented exit codes (see `pod_abi::exit`): IMAGE_NOT_FOUND for
-/// missing images and files, BAD_IMAGE for invalid or hostile archives, USAGE for bad flag
-/// values, FAILURE otherwise.
-pub fn exit_code_for(e: &anyhow::Error) -> i32 {
-    use pod_abi::exit;
-    for cause in e.chain() {
-        if cause.downcast_ref::<UsageError>().is_some() {
-            return exit::USAGE;
-        }
-        if let Some(f) = cause.downcast_ref::<FetchError>() {
-            if f.is_usage() {
-                return exit::USAGE;
-            }
-            if f.is_not_found() {
-                return exit::IMAGE_NOT_FOUND;
-            }
-            if f.is_bad_image() {
-                return exit::BAD_IMAGE;
-            }
-        }
-        if let Some(s) = cause.downcast_ref::<StoreError>() {
-            if matches!(s, StoreError::BadReference(_)) {
-                return exit::USAGE;
-            }
-            if s.is_not_found() {
-                return exit::IMAGE_NOT_FOUND;
-            }
-            if s.is_bad_image() {
-                return exit::BAD_IMAGE;
-            }
-        }
-    }
-    exit::FAILURE
+/// Prints an error that does not end the command and returns its exit code.
+pub fn report(e: impl Into<anyhow::Error>) -> i32 {
+    let e = e.into();
+    print_error(&e);
+    stage0::error::exit_code(e.as_ref())
 }

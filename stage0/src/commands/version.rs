@@ -1,7 +1,8 @@
 //! `rkt version`: `rkt Version: X`, `appc Version: Y` (parsed by Nomad with regexes), then
 //! `Features:` lines.
 
-use crate::cli::Globals;
+use super::Globals;
+use crate::outln;
 
 /// The appc spec version implemented.
 pub const APPC_VERSION: &str = "0.8.11";
@@ -12,17 +13,17 @@ pub struct Args {}
 
 /// Runs `rkt version`.
 pub fn run(_g: &Globals, _a: Args) -> anyhow::Result<i32> {
-    println!("rkt Version: {}", env!("CARGO_PKG_VERSION"));
-    println!("appc Version: {APPC_VERSION}");
-    println!(
+    outln!("rkt Version: {}", env!("CARGO_PKG_VERSION"))?;
+    outln!("appc Version: {APPC_VERSION}")?;
+    outln!(
         "Rust Version: {}",
         option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("unknown")
-    );
-    println!(
+    )?;
+    outln!(
         "Rust OS/Arch: {}/{}",
         std::env::consts::OS,
         std::env::consts::ARCH
-    );
-    println!("Features: -TPM +SDJOURNAL=no +stage1-kvm +stage1-ns +sqlite-store +appc-discovery");
+    )?;
+    outln!("Features: -TPM +SDJOURNAL=no +stage1-kvm +stage1-ns +sqlite-store +appc-discovery")?;
     Ok(0)
 }

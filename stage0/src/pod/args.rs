@@ -7,10 +7,7 @@
 
 use std::path::PathBuf;
 
-/// A command-line error (exit code [`pod_abi::exit::USAGE`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+use crate::error::UsageError;
 
 fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())

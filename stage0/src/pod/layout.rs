@@ -11,15 +11,20 @@ use std::path::{Component, Path, PathBuf};
 
 use appc::schema::PodManifest;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use pod_abi::paths::{PodPaths, OVERLAY_DIR, POD_CREATED, STAGE1_TREE_ID};
+use pod_abi::paths::{
+    PodPaths, APPSINFO_DIR, OVERLAY_DIR, POD_CREATED, POD_MANIFEST, STAGE1_TREE_ID,
+};
 use pod_abi::plan::Plan;
 
 use super::PodError;
+use crate::store::gc::PodReferences;
 use crate::util::{open_path_no_symlinks, NoSymlinkError};
 
 /// File holding the stage1 image ID (sha512) next to `stage1TreeStoreID`, so that
 /// `run-prepared` can render the same stage1 again.
 pub const STAGE1_IMAGE_ID: &str = "stage1ImageID";
+/// File in `appsinfo/<app>/` holding the app's tree ID.
+pub const APP_TREE_ID: &str = "treeStoreID";
 /// Marker written once the overlay directories are in place (as rkt).
 pub const OVERLAY_PREPARED: &str = "overlay-prepared";
 /// Mode of directories created in the pod (octal permission bits).
@@ -138,7 +143,7 @@ pub fn write_prepared(
         let info = paths.appsinfo(name);
         mkdirs(&info)?;
         copy(&t.manifest, &info.join("manifest"))?;
-        write_file(&info.join("treeStoreID"), t.tree_id.as_bytes())?;
+        write_file(&info.join(APP_TREE_ID), t.tree_id.as_bytes())?;
         let (u, wk) = app_overlay(paths, &t.tree_id, name);
         mkdirs(&u)?;
         mkdirs(&wk)?;
@@ -635,6 +640,52 @@ pub fn remove_pod_dir(dir: &Path) -> Result<(), PodError> {
 /// Owner uid of a path (used by tests and diagnostics).
 pub fn owner(p: &Path) -> Option<u32> {
     fs::metadata(p).ok().map(|m| m.uid())
+}
+
+/// Image and tree IDs used by any pod under `<data_dir>/pods` (what `image gc` keeps):
+/// the images of each pod manifest, the stage1 tree and each app's tree.
+pub fn store_references(data_dir: &Path) -> PodReferences {
+    let mut refs = PodReferences::default();
+    let Ok(states) = fs::read_dir(data_dir.join("pods")) else {
+        return refs;
+    };
+    for state in states.flatten() {
+        let Ok(pods) = fs::read_dir(state.path()) else {
+            continue;
+        };
+        for pod in pods.flatten() {
+            let p = pod.path();
+            if let Ok(bytes) = fs::read(p.join(POD_MANIFEST)) {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    for app in v
+                        .get("apps")
+                        .and_then(|a| a.as_array())
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(id) = app
+                            .get("image")
+                            .and_then(|i| i.get("id"))
+                            .and_then(|i| i.as_str())
+                        {
+                            refs.images.insert(id.to_string());
+                        }
+                    }
+                }
+            }
+            if let Ok(t) = fs::read_to_string(p.join(STAGE1_TREE_ID)) {
+                refs.trees.insert(t.trim().to_string());
+            }
+            if let Ok(apps) = fs::read_dir(p.join(APPSINFO_DIR)) {
+                for app in apps.flatten() {
+                    if let Ok(t) = fs::read_to_string(app.path().join(APP_TREE_ID)) {
+                        refs.trees.insert(t.trim().to_string());
+                    }
+                }
+            }
+        }
+    }
+    refs
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! Pods: lifecycle (state directories + flock), the `rkt run`/`prepare` command line, the pod
-//! manifest, the on-disk layout (overlay mounts, volumes), the launch plan and pod status.
+//! manifest, the on-disk layout (overlay mounts, volumes), the launch plan, launching
+//! (`launch`), the operations on existing pods (`ops`: stop, rm, gc, enter, wait) and pod
+//! status.
 
 pub mod args;
+pub mod launch;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
+pub mod ops;
 pub mod plan;
 pub mod status;
 
@@ -12,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use pod_abi::paths::PodDirState;
 
+pub use launch::{LaunchError, PreparedPod, RunOptions};
 pub use lifecycle::{Pod, PodState, PodsDir};
+pub use ops::OpError;
 
 /// Errors of pod operations.
 #[derive(Debug, thiserror::Error)]

@@ -9,21 +9,11 @@ use pod_abi::plan::{
     AppPlan, MountPlan, Plan, DEFAULT_PATH, DEFAULT_STOP_GRACE_SECS, PLAN_VERSION,
 };
 
+use super::launch::RunOptions;
 use super::PodError;
 
 /// Value of the `container` environment variable (the executor's name).
 pub const CONTAINER_ENV: &str = "rkt";
-
-/// Run-time options that are not part of the pod manifest.
-#[derive(Debug, Clone, Default)]
-pub struct RunTimeOptions {
-    /// Pod hostname; empty means `rkt-<uuid>`.
-    pub hostname: String,
-    /// `--interactive`.
-    pub interactive: bool,
-    /// `--debug`.
-    pub debug: bool,
-}
 
 /// The volume mounts of one app: explicit `mounts`, then each image mount point that a pod
 /// volume of the same name satisfies (rkt's matching), with the effective read-only flag.
@@ -92,7 +82,7 @@ pub fn build_plan(
     uuid: &str,
     pm: &PodManifest,
     images: &[ImageManifest],
-    rt: &RunTimeOptions,
+    rt: &RunOptions,
 ) -> Result<Plan, PodError> {
     let mut apps = Vec::new();
     for (i, ra) in pm.apps.iter().enumerate() {
@@ -190,7 +180,7 @@ mod tests {
             }]
         });
         let pm = PodManifest::from_json(pm.to_string().as_bytes()).unwrap();
-        let plan = build_plan("u-1", &pm, &[], &RunTimeOptions::default()).unwrap();
+        let plan = build_plan("u-1", &pm, &[], &RunOptions::default()).unwrap();
         assert_eq!(plan.hostname, "rkt-u-1");
         let a = &plan.apps[0];
         assert_eq!(a.env[0], ("PATH".to_string(), "/bin".to_string()));

@@ -7,6 +7,7 @@ use appc::schema::PodManifest;
 use serde::Serialize;
 
 use super::{Pod, PodState};
+use crate::format::format_time;
 
 /// One app as reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,82 +154,4 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// rkt's time layout `2006-01-02 15:04:05.999 -0700 MST`, in UTC.
-pub fn format_time(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = i64::try_from(d.as_secs()).unwrap_or(0);
-    let (y, mo, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    let ms = d.subsec_millis();
-    let frac = if ms == 0 {
-        String::new()
-    } else {
-        format!(".{ms:03}").trim_end_matches('0').to_string()
-    };
-    format!(
-        "{y:04}-{mo:02}-{day:02} {:02}:{:02}:{:02}{frac} +0000 UTC",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// "3 seconds ago"-style relative time, as rkt's list shows.
-pub fn format_ago(t: SystemTime, now: SystemTime) -> String {
-    let s = now.duration_since(t).map(|d| d.as_secs()).unwrap_or(0);
-    let (n, unit) = match s {
-        0..=1 => return "just now".into(),
-        2..=59 => (s, "seconds"),
-        60..=3599 => (s / 60, "minutes"),
-        3600..=86_399 => (s / 3600, "hours"),
-        _ => (s / 86_400, "days"),
-    };
-    if n == 1 {
-        format!("1 {} ago", unit.trim_end_matches('s'))
-    } else {
-        format!("{n} {unit} ago")
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn time_formats() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_456_790_400_120);
-        assert_eq!(format_time(t), "2016-03-01 00:00:00.12 +0000 UTC");
-        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00 +0000 UTC");
-        let now = UNIX_EPOCH + Duration::from_secs(1000);
-        assert_eq!(
-            format_ago(UNIX_EPOCH + Duration::from_secs(990), now),
-            "10 seconds ago"
-        );
-        assert_eq!(
-            format_ago(UNIX_EPOCH + Duration::from_secs(880), now),
-            "2 minutes ago"
-        );
-        assert_eq!(
-            format_ago(UNIX_EPOCH + Duration::from_secs(940), now),
-            "1 minute ago"
-        );
-    }
 }

@@ -21,6 +21,8 @@ pub mod aci;
 mod blob;
 pub mod datadir;
 mod db;
+pub mod export;
+pub mod gc;
 mod lock;
 mod tree;
 
@@ -100,6 +102,9 @@ pub enum StoreError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// `image export`/`extract` would replace an existing output without `--overwrite`.
+    #[error("output {0} {1} already exists (use --overwrite)")]
+    OutputExists(&'static str, PathBuf),
     /// A filesystem operation failed.
     #[error("{op} {path}")]
     Io {

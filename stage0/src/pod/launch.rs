@@ -1,0 +1,357 @@
+//! Pod launch for `rkt run`, `rkt prepare` and `rkt run-prepared`: create a pod from a parsed
+//! command line (fetch and render the images, select stage1, write the pod manifest and
+//! layout), then mount the rootfs overlays and volumes, write the launch plan and exec the
+//! stage1 `run` entrypoint holding the pod lock.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use pod_abi::paths::PodDirState;
+
+use super::args::RunCommand;
+use super::layout::{self, TreeInfo};
+use super::manifest::{self, EnvSources, ResolvedApp};
+use super::plan::build_plan;
+use super::{Pod, PodError, PodState, PodsDir};
+use crate::error::{error_chain, UsageError};
+use crate::fetch::{fetch_image, FetchError, FetchOptions};
+use crate::stage1::{self, Entrypoints, Stage1Error};
+use crate::store::{ImageRecord, Store, StoreError};
+
+/// Errors of creating and launching a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A bad flag value.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// A pod operation failed.
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    /// Selecting or executing stage1 failed.
+    #[error(transparent)]
+    Stage1(#[from] Stage1Error),
+    /// A fetch option is invalid.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// A store lookup failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The image store cannot be opened.
+    #[error("cannot open the image store")]
+    OpenStore(#[source] StoreError),
+    /// An app image cannot be fetched or found.
+    #[error("cannot get image {0}")]
+    Image(String, #[source] Box<FetchError>),
+    /// An image cannot be rendered.
+    #[error("cannot render image {0}")]
+    Render(String, #[source] Box<StoreError>),
+    /// A rendered image manifest cannot be read.
+    #[error("cannot read image manifest {0}")]
+    ImageManifest(PathBuf, #[source] appc::ManifestError),
+    /// A file cannot be read or written.
+    #[error("cannot {0} {1}")]
+    Io(&'static str, PathBuf, #[source] std::io::Error),
+    /// Starting the pod failed after it moved to `run/` (recorded in its `failure` file).
+    #[error("cannot start pod {uuid}")]
+    Start {
+        /// The pod.
+        uuid: String,
+        /// What failed.
+        #[source]
+        source: Box<LaunchError>,
+    },
+}
+
+impl LaunchError {
+    /// The wrapped error whose exit code this one has: the one a transparent variant hides
+    /// from the source chain, or a boxed cause (for [`crate::error::exit_code`]).
+    pub fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LaunchError::Usage(e) => Some(e),
+            LaunchError::Pod(e) => Some(e),
+            LaunchError::Stage1(e) => Some(e),
+            LaunchError::Fetch(e) => Some(e),
+            LaunchError::Store(e) => Some(e),
+            LaunchError::Image(_, e) => Some(&**e),
+            LaunchError::Render(_, e) => Some(&**e),
+            LaunchError::Start { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}
+
+/// Where to create a pod and how to get its images.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Data directory (`--dir`), absolute so that overlay lower dirs do not depend on the cwd.
+    pub data_dir: PathBuf,
+    /// How images are fetched.
+    pub fetch: FetchOptions,
+}
+
+/// Launch-time options (`rkt run` flags, or `rkt run-prepared` ones).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Pod hostname; empty means `rkt-<uuid>`.
+    pub hostname: String,
+    /// `--interactive`.
+    pub interactive: bool,
+    /// `--debug`.
+    pub debug: bool,
+    /// `--net` as given to stage1.
+    pub net: String,
+}
+
+/// What a launch reports while it works (`rkt` prints warnings always, debug lines with
+/// `--debug`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Something the user should know (an ignored flag, an implicit volume ...).
+    Warning(String),
+    /// A step taken (image IDs, pod path).
+    Debug(String),
+}
+
+/// The rendered trees a pod runs on: the stage1 image's and each app's, in pod order.
+#[derive(Debug, Clone)]
+pub struct PodTrees {
+    /// stage1.
+    pub stage1: TreeInfo,
+    /// Apps in pod-manifest order.
+    pub apps: Vec<TreeInfo>,
+}
+
+/// A pod whose manifest and layout are written, locked by this process, ready to be run or
+/// left prepared.
+#[derive(Debug)]
+pub struct PreparedPod {
+    pod: Pod,
+    store: Store,
+    /// Known after `create`; re-rendered from the store at launch after `open`.
+    trees: Option<PodTrees>,
+}
+
+/// Renders a record's tree.
+fn tree_of(store: &Store, rec: &ImageRecord) -> Result<TreeInfo, LaunchError> {
+    let t = store
+        .render_tree(rec)
+        .map_err(|e| LaunchError::Render(rec.display_name(), Box::new(e)))?;
+    Ok(TreeInfo {
+        image_id: rec.id.clone(),
+        tree_id: t.id,
+        rootfs: t.rootfs,
+        manifest: t.manifest,
+    })
+}
+
+impl PreparedPod {
+    /// Creates a pod for `cmd` in `prepare/`: fetches and renders the app and stage1 images,
+    /// writes the pod manifest and layout, and `--uuid-file-save`.
+    pub fn create(
+        cmd: &RunCommand,
+        opts: &PrepareOptions,
+        notice: &mut dyn FnMut(Notice),
+    ) -> Result<Self, LaunchError> {
+        for f in &cmd.pod.ignored {
+            notice(Notice::Warning(format!(
+                "{f} is not supported by this runtime and is ignored"
+            )));
+        }
+        let store = Store::open(&opts.data_dir).map_err(LaunchError::OpenStore)?;
+        let mut sources = EnvSources::default();
+        if cmd.pod.inherit_env {
+            sources.inherited = std::env::vars().collect();
+        }
+        for f in &cmd.pod.set_env_file {
+            sources.from_files.extend(manifest::read_env_file(f)?);
+        }
+        sources.set_env = cmd.pod.set_env.clone();
+
+        let mut resolved = Vec::new();
+        let mut apps = Vec::new();
+        for a in &cmd.apps {
+            let rec = fetch_image(&store, &a.image, &opts.fetch)
+                .map_err(|e| LaunchError::Image(a.image.clone(), Box::new(e)))?;
+            let m = store.manifest(&rec)?;
+            notice(Notice::Debug(format!("image {} -> {}", a.image, rec.id)));
+            apps.push(tree_of(&store, &rec)?);
+            resolved.push(ResolvedApp {
+                opts: a.clone(),
+                image_id: rec.id.clone(),
+                manifest: m,
+            });
+        }
+        let s1rec = stage1::select(&store, &cmd.pod.stage1, &opts.fetch)?;
+        notice(Notice::Debug(format!(
+            "stage1 image {} ({})",
+            s1rec.display_name(),
+            s1rec.id
+        )));
+        let s1m = store.manifest(&s1rec)?;
+        Entrypoints::from_manifest(s1m).entrypoint(pod_abi::stage1::ANN_RUN)?;
+        let stage1 = tree_of(&store, &s1rec)?;
+        let pm = manifest::build_pod_manifest(&cmd.pod, &sources, &resolved, &mut |w| {
+            notice(Notice::Warning(w))
+        })?;
+
+        let pods = PodsDir::open(&opts.data_dir)?;
+        let pod = pods.create()?;
+        notice(Notice::Debug(format!(
+            "pod {} at {}",
+            pod.uuid(),
+            pod.path().display()
+        )));
+        layout::write_prepared(&pod.paths(), &pm, &stage1, &apps)?;
+        if let Some(f) = &cmd.pod.uuid_file_save {
+            crate::util::write_atomic(f, pod.uuid().as_bytes(), 0o644)
+                .map_err(|e| LaunchError::Io("write", f.clone(), e))?;
+        }
+        Ok(PreparedPod {
+            pod,
+            store,
+            trees: Some(PodTrees { stage1, apps }),
+        })
+    }
+
+    /// Opens and locks a prepared pod for `rkt run-prepared`. `interactive` needs a
+    /// single-app pod.
+    pub fn open(pods: &PodsDir, reference: &str, interactive: bool) -> Result<Self, LaunchError> {
+        let mut pod = pods.open_pod(reference)?;
+        let wrong = |uuid: &str, state| PodError::WrongState {
+            uuid: uuid.to_string(),
+            state,
+            wanted: "not prepared",
+        };
+        if pod.dir_state() != PodDirState::Prepared {
+            return Err(wrong(pod.uuid(), pod.state()).into());
+        }
+        pod.lock(false)?;
+        if pod.dir_state() != PodDirState::Prepared {
+            return Err(wrong(pod.uuid(), PodState::derive(pod.dir_state(), true)).into());
+        }
+        let pm = read_pod_manifest(&pod)?;
+        if interactive && pm.apps.len() != 1 {
+            return Err(UsageError("--interactive works with a single app only".into()).into());
+        }
+        let data_dir = pods
+            .root()
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| pods.root().to_path_buf());
+        let store = Store::open(&data_dir)?;
+        Ok(PreparedPod {
+            pod,
+            store,
+            trees: None,
+        })
+    }
+
+    /// The pod's UUID.
+    pub fn uuid(&self) -> &str {
+        self.pod.uuid()
+    }
+
+    /// Leaves the pod prepared (`prepared/`, synced, unlocked) for a later `run-prepared`;
+    /// returns its UUID.
+    pub fn into_prepared(mut self) -> Result<String, LaunchError> {
+        self.pod.transition(PodDirState::Prepared)?;
+        layout::sync_pod(&self.pod.paths())?;
+        self.pod.unlock();
+        Ok(self.pod.uuid().to_string())
+    }
+
+    /// Moves the pod to `run/`, mounts, writes the plan and execs stage1 (this process is
+    /// replaced). Returns only on failure, after recording it in the pod's `failure` file.
+    pub fn run(mut self, opts: &RunOptions, notice: &mut dyn FnMut(Notice)) -> LaunchError {
+        if let Err(e) = self.pod.transition(PodDirState::Run) {
+            return e.into();
+        }
+        let paths = self.pod.paths();
+        let (entry, args) = match self.start(opts, notice) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = std::fs::write(paths.failure(), format!("{}\n", error_chain(&e)));
+                return LaunchError::Start {
+                    uuid: self.pod.uuid().to_string(),
+                    source: Box::new(e),
+                };
+            }
+        };
+        let root = self.pod.path();
+        let _ = std::io::stdout().flush();
+        let err = stage1::exec_run(&root, &entry, &args, self.pod.into_lock_fd());
+        let _ = std::fs::write(root.join(pod_abi::paths::POD_FAILURE), format!("{err}\n"));
+        err.into()
+    }
+
+    /// The launch steps before exec: plan, mounts, entrypoint and its arguments.
+    fn start(
+        &mut self,
+        opts: &RunOptions,
+        notice: &mut dyn FnMut(Notice),
+    ) -> Result<(PathBuf, pod_abi::stage1::RunArgs), LaunchError> {
+        let paths = self.pod.paths();
+        let pm = read_pod_manifest(&self.pod)?;
+        let trees = match self.trees.take() {
+            Some(t) => t,
+            None => pod_trees(&self.store, &self.pod, &pm)?,
+        };
+        let images = trees
+            .apps
+            .iter()
+            .map(|t| {
+                let b = std::fs::read(&t.manifest)
+                    .map_err(|e| LaunchError::Io("read", t.manifest.clone(), e))?;
+                appc::ImageManifest::from_json(&b)
+                    .map_err(|e| LaunchError::ImageManifest(t.manifest.clone(), e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let plan = build_plan(self.pod.uuid(), &pm, &images, opts)?;
+        for a in plan.apps.iter().filter(|a| !a.ignored_isolators.is_empty()) {
+            notice(Notice::Warning(format!(
+                "app {}: isolators not implemented, ignored: {}",
+                a.name,
+                a.ignored_isolators.join(", ")
+            )));
+        }
+        layout::mount_rootfs(&paths, &pm, &trees.stage1, &trees.apps)?;
+        layout::mount_volumes(&paths, &pm, &plan)?;
+        layout::write_plan(&paths, &plan)?;
+        let ep = Entrypoints::read(&paths.stage1_manifest())?;
+        let entry = paths
+            .stage1_rootfs()
+            .join(ep.entrypoint(pod_abi::stage1::ANN_RUN)?);
+        let args = pod_abi::stage1::RunArgs {
+            debug: opts.debug,
+            net: opts.net.clone(),
+            interactive: opts.interactive,
+            // --hostname exists from stage1 interface version 2 on.
+            hostname: if ep.interface_version() >= 2 {
+                plan.hostname.clone()
+            } else {
+                String::new()
+            },
+            uuid: self.pod.uuid().to_string(),
+        };
+        Ok((entry, args))
+    }
+}
+
+/// Reads and parses the pod manifest of `pod`.
+pub fn read_pod_manifest(pod: &Pod) -> Result<appc::PodManifest, PodError> {
+    let path = pod.paths().manifest();
+    let b = std::fs::read(&path).map_err(|e| PodError::io("read", &path, e))?;
+    appc::PodManifest::from_json(&b).map_err(|e| PodError::Manifest { path, source: e })
+}
+
+/// Trees of a prepared pod, re-rendered from the store by image ID.
+fn pod_trees(store: &Store, pod: &Pod, pm: &appc::PodManifest) -> Result<PodTrees, LaunchError> {
+    let path = pod.path().join(layout::STAGE1_IMAGE_ID);
+    let s1id = std::fs::read_to_string(&path).map_err(|e| LaunchError::Io("read", path, e))?;
+    let stage1 = tree_of(store, &store.resolve(s1id.trim())?)?;
+    let mut apps = Vec::new();
+    for a in &pm.apps {
+        apps.push(tree_of(store, &store.resolve(&a.image.id)?)?);
+    }
+    Ok(PodTrees { stage1, apps })
+}
