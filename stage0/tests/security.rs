@@ -481,3 +481,108 @@ fn volume_over_a_non_empty_image_directory_warns() {
         Some(0)
     );
 }
+
+/// A stage1 whose `stop` and `gc` entrypoints record that they ran from the image (into
+/// `marks/`), and whose `run` holds the pod lock in a `sleep` until stopped.
+fn marking_stage1(dir: &Path, marks: &Path) -> PathBuf {
+    let p = dir.join("stage1-mark.aci");
+    let mut m = ImageManifest::new(AcIdentifier::new("example.com/stage1-mark").unwrap());
+    for (k, v) in [
+        ("coreos.com/rkt/stage1/run", "/run"),
+        ("coreos.com/rkt/stage1/stop", "/stop"),
+        ("coreos.com/rkt/stage1/gc", "/gc"),
+        ("coreos.com/rkt/stage1/interface-version", "5"),
+    ] {
+        m.annotations.push(Annotation {
+            name: AcIdentifier::new(k).unwrap(),
+            value: v.into(),
+        });
+    }
+    let f = std::fs::File::create(&p).unwrap();
+    let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
+    let m = marks.display();
+    b.add_file("/run", 0o755, b"#!/bin/sh\necho $$ > pid\nexec sleep 60\n")
+        .unwrap();
+    b.add_file(
+        "/stop",
+        0o755,
+        format!("#!/bin/sh\necho image > {m}/stop\nkill $(cat pid)\n").as_bytes(),
+    )
+    .unwrap();
+    b.add_file(
+        "/gc",
+        0o755,
+        format!("#!/bin/sh\necho image > {m}/gc\n").as_bytes(),
+    )
+    .unwrap();
+    b.add_dir("/rkt", 0o755).unwrap();
+    b.add_dir("/opt", 0o755).unwrap();
+    b.finish().unwrap();
+    p
+}
+
+/// Issue 9 item 1: a pod (or a KVM guest, whose virtio-fs root is the same tree) rewrites the
+/// stage1 entrypoints in its writable `stage1/rootfs`; `rkt stop` and `rkt rm` still run the
+/// stage1 image's own entrypoints from the store's read-only tree, never the planted ones.
+#[test]
+fn pod_planted_stage1_entrypoints_are_never_executed_by_the_host() {
+    const T: &str = "pod_planted_stage1_entrypoints_are_never_executed_by_the_host";
+    if !is_root() {
+        skip(T, "needs root");
+        return;
+    }
+    let t = open_tempdir();
+    let marks = t.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let s1 = marking_stage1(t.path(), &marks);
+    let img = app_image(t.path(), None);
+    let dir = t.path().join("data");
+    let uuid_file = t.path().join("uuid");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_rkt"))
+        .arg(format!("--dir={}", dir.display()))
+        .args([
+            "--insecure-options=image",
+            "run",
+            &format!("--stage1-path={}", s1.display()),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            img.to_str().unwrap(),
+        ])
+        .spawn()
+        .unwrap();
+    let mut pd = None;
+    for _ in 0..200 {
+        if let Ok(u) = std::fs::read_to_string(&uuid_file) {
+            let p = dir.join("pods/run").join(u.trim());
+            if p.join("pid").exists() {
+                pd = Some((u.trim().to_string(), p));
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (uuid, pd) = pd.expect("the pod started");
+    // The attack: what the pod can write, the host would run as root.
+    let rootfs = pd.join("stage1/rootfs");
+    for e in ["stop", "gc", "enter"] {
+        let f = rootfs.join(e);
+        let _ = std::fs::remove_file(&f);
+        std::fs::write(
+            &f,
+            format!("#!/bin/sh\necho pwned > {}/pwned-{e}\n", marks.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = rkt(&dir, &["stop", &uuid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let _ = run.wait().unwrap();
+    let o = rkt(&dir, &["rm", &uuid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut found: Vec<String> = std::fs::read_dir(&marks)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, ["gc", "stop"], "planted entrypoints ran on the host");
+}

@@ -318,8 +318,10 @@ impl PreparedPod {
         layout::mount_volumes(&paths, &pm, &plan)?;
         layout::write_plan(&paths, &plan)?;
         let ep = Entrypoints::read(&paths.stage1_manifest())?;
-        let entry = paths
-            .stage1_rootfs()
+        // From the store's read-only tree, never from the pod's writable stage1/rootfs.
+        let entry = trees
+            .stage1
+            .rootfs
             .join(ep.entrypoint(pod_abi::stage1::ANN_RUN)?);
         let args = pod_abi::stage1::RunArgs {
             debug: opts.debug,

@@ -115,6 +115,11 @@ impl PodsDir {
         &self.root
     }
 
+    /// The data directory (`--dir`) holding `pods/` and `cas/`.
+    pub fn data_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(&self.root)
+    }
+
     /// `<dir>/pods/<state>/<uuid>`.
     pub fn path(&self, state: PodDirState, uuid: &str) -> PathBuf {
         self.root.join(state.dir_name()).join(uuid)

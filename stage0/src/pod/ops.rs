@@ -80,7 +80,8 @@ pub fn stop(pods: &PodsDir, reference: &str, force: bool) -> Result<String, OpEr
     require_running(&pod)?;
     let ep = Entrypoints::read(&pod.paths().stage1_manifest())?;
     if ep.has(pod_abi::stage1::ANN_STOP) {
-        let entry = ep.entrypoint(pod_abi::stage1::ANN_STOP)?;
+        let entry = stage1::image_root(pods.data_dir(), &pod.path())?
+            .join(ep.entrypoint(pod_abi::stage1::ANN_STOP)?);
         let argv = pod_abi::stage1::StopArgs {
             force,
             uuid: pod.uuid().to_string(),
@@ -105,7 +106,13 @@ pub fn stop(pods: &PodsDir, reference: &str, force: bool) -> Result<String, OpEr
 /// Deletes a pod: lock, move to a garbage state, run the stage1 `gc` entrypoint (failures
 /// reported through `warn`), unmount everything, remove the directory. Fails on running
 /// pods.
-pub fn remove(pod: &mut Pod, debug: bool, warn: &mut dyn FnMut(String)) -> Result<(), OpError> {
+pub fn remove(
+    pods: &PodsDir,
+    pod: &mut Pod,
+    debug: bool,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), OpError> {
+    let data_dir = pods.data_dir();
     pod.lock(false).map_err(|e| match e {
         PodError::Locked(u) => PodError::WrongState {
             uuid: u,
@@ -122,7 +129,11 @@ pub fn remove(pod: &mut Pod, debug: bool, warn: &mut dyn FnMut(String)) -> Resul
     let paths = pod.paths();
     if let Ok(ep) = Entrypoints::read(&paths.stage1_manifest()) {
         if let Ok(entry) = ep.entrypoint(pod_abi::stage1::ANN_GC) {
-            if paths.stage1_rootfs().join(&entry).exists() {
+            let image_root = stage1::image_root(data_dir, &pod.path());
+            if let Err(e) = &image_root {
+                warn(format!("stage1 gc of pod {} skipped: {e}", pod.uuid()));
+            }
+            if let Some(entry) = image_root.ok().map(|r| r.join(&entry)) {
                 let argv = pod_abi::stage1::GcArgs {
                     debug,
                     uuid: pod.uuid().to_string(),
@@ -148,7 +159,7 @@ pub fn remove_by_ref(
     warn: &mut dyn FnMut(String),
 ) -> Result<String, OpError> {
     let mut pod = pods.open_pod(reference)?;
-    remove(&mut pod, debug, warn)?;
+    remove(pods, &mut pod, debug, warn)?;
     Ok(pod.uuid().to_string())
 }
 
@@ -229,7 +240,7 @@ pub fn gc(pods: &PodsDir, opts: &GcOptions, on: &mut dyn FnMut(GcEvent)) -> Resu
         }
         on(GcEvent::Collecting(u.clone()));
         let mut warnings = Vec::new();
-        let res = remove(&mut p, opts.debug, &mut |w| warnings.push(w));
+        let res = remove(pods, &mut p, opts.debug, &mut |w| warnings.push(w));
         for w in warnings {
             on(GcEvent::Warning(w));
         }
@@ -337,7 +348,8 @@ fn enter_args(
         cmd
     };
     let ep = Entrypoints::read(&pod.paths().stage1_manifest())?;
-    let entry = ep.entrypoint(pod_abi::stage1::ANN_ENTER)?;
+    let entry = stage1::image_root(pods.data_dir(), &pod.path())?
+        .join(ep.entrypoint(pod_abi::stage1::ANN_ENTER)?);
     let argv = pod_abi::stage1::EnterArgs { pid, app, cmd }.to_argv();
     Ok((pod, entry, argv))
 }

@@ -55,6 +55,22 @@ pub enum Stage1Error {
     /// exec/spawn failed.
     #[error("cannot execute stage1 entrypoint {0}")]
     Exec(PathBuf, #[source] std::io::Error),
+    /// The pod's stage1 tree is not (or no longer) rendered in the store.
+    #[error(
+        "the pod's stage1 image tree {0:?} is not in the store (was the stage1 image removed?)"
+    )]
+    NoTree(String),
+}
+
+/// The read-only root of the stage1 image a pod was created with: its rendered tree in the
+/// store (`cas/tree/<stage1TreeStoreID>/rootfs`). Every entrypoint runs from here. The pod's
+/// own `stage1/rootfs` is an overlay whose upper layer the pod writes (in the kvm flavor it is
+/// the guest's virtio-fs root), so the host never executes anything from it.
+pub fn image_root(data_dir: &Path, pod_dir: &Path) -> Result<PathBuf, Stage1Error> {
+    let path = pod_dir.join(pod_abi::paths::STAGE1_TREE_ID);
+    let id = std::fs::read_to_string(&path).map_err(|e| Stage1Error::Manifest(path, e))?;
+    let id = id.trim();
+    crate::store::rendered_rootfs(data_dir, id).ok_or_else(|| Stage1Error::NoTree(id.into()))
 }
 
 /// Directories searched for `stage1-<flavor>.aci`, in order.
@@ -268,28 +284,29 @@ pub fn exec_run(pod_dir: &Path, entry: &Path, args: &abi::RunArgs, lock: OwnedFd
     }
 }
 
-/// Runs a non-`run` entrypoint (gc, stop) to completion with cwd = `pod_dir`.
+/// Runs a non-`run` entrypoint (gc, stop) to completion with cwd = `pod_dir`; `entry` is a
+/// path in the stage1 image's tree ([`image_root`]).
 pub fn run_entrypoint(
     pod_dir: &Path,
     entry: &Path,
     argv: &[String],
 ) -> Result<std::process::ExitStatus, Stage1Error> {
-    std::process::Command::new(pod_dir.join("stage1/rootfs").join(entry))
+    std::process::Command::new(entry)
         .args(argv)
         .current_dir(pod_dir)
         .status()
         .map_err(|e| Stage1Error::Exec(entry.to_path_buf(), e))
 }
 
-/// Replaces this process with an entrypoint (enter), cwd = `pod_dir`. Returns only on failure.
+/// Replaces this process with an entrypoint (enter), cwd = `pod_dir`; `entry` is a path in
+/// the stage1 image's tree ([`image_root`]). Returns only on failure.
 pub fn exec_entrypoint(pod_dir: &Path, entry: &Path, argv: &[String]) -> Stage1Error {
     use std::os::unix::process::CommandExt;
-    let full = pod_dir.join("stage1/rootfs").join(entry);
-    let e = std::process::Command::new(&full)
+    let e = std::process::Command::new(entry)
         .args(argv)
         .current_dir(pod_dir)
         .exec();
-    Stage1Error::Exec(full, e)
+    Stage1Error::Exec(entry.to_path_buf(), e)
 }
 
 #[cfg(test)]

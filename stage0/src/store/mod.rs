@@ -35,7 +35,7 @@ use thiserror::Error;
 
 pub use db::{Remote, SCHEMA_VERSION};
 pub use lock::StoreLock;
-pub use tree::{tree_id_for, Tree};
+pub use tree::{is_tree_id, rendered_rootfs, tree_id_for, Tree};
 
 use crate::util::LockMode;
 

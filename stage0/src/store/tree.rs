@@ -124,6 +124,28 @@ fn tree_dir(store: &Store, id: &str) -> PathBuf {
     store.cas_dir().join("tree").join(id)
 }
 
+/// Whether `id` has the form of a tree ID (`deps-sha512-<64 lowercase hex>`), so that it can
+/// be joined to a path without escaping `cas/tree`.
+pub fn is_tree_id(id: &str) -> bool {
+    id.strip_prefix("deps-sha512-").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The read-only rootfs of the fully rendered tree `id` under the data directory `data_dir`
+/// (`<data_dir>/cas/tree/<id>/rootfs`), without opening the store; `None` when `id` is not a
+/// tree ID or the tree is not (or no longer) completely rendered. stage1 entrypoints run from
+/// here, never from a pod's `stage1/rootfs`, which the pod can write.
+pub fn rendered_rootfs(data_dir: &Path, id: &str) -> Option<PathBuf> {
+    if !is_tree_id(id) {
+        return None;
+    }
+    let dir = data_dir.join("cas").join("tree").join(id);
+    dir.join(RENDERED).is_file().then(|| dir.join("rootfs"))
+}
+
 /// Renders `top` (see [`Store::render_tree`]).
 pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreError> {
     let layers = flatten(store, top)?;
