@@ -353,6 +353,7 @@ pub(crate) mod tests {
             read_only_rootfs: false,
             mounts: vec![],
             capabilities: vec![],
+            capabilities_retained: false,
             no_new_privileges: false,
             memory_limit: None,
             cpu_limit_millis: None,
