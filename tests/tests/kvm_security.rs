@@ -1,0 +1,299 @@
+//! The pod boundary of the kvm flavor, attacked from inside an app with `escape-probe`
+//! (`rkt run --stage1=kvm` in real KVM guests; the ns flavor's versions are in
+//! `stage1-ns/tests/security.rs`). Each test performs the attack and passes only if it fails:
+//! a root app and its pre-start handler holding `CAP_SYS_CHROOT` cannot climb out of the app
+//! root into guest-init's tree (the virtio-fs share, the pod's `stage1/rootfs` on the host);
+//! an app running as `nobody` holds no capability and cannot write a root-owned directory;
+//! `--caps-retain` grants a non-root app exactly the named capabilities.
+//!
+//! Like `kvm_pod.rs`: a host whose KVM cannot boot Linux prints a SKIP line (ci/test.sh runs
+//! this binary inside ci/nested-kvm); scratch space goes under `$NESTED_KVM_TMP` when set.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rkt_tests::{
+    is_root, rkt_bin, skip, stage1_kvm_aci, stderr, stdout, test_bin_dir, workspace_root, E2e,
+    ImageSpec,
+};
+
+/// Time limit of one `rkt run` under nested, emulated KVM (seconds).
+const KVM_RUN_TIMEOUT_SECS: u64 = 300;
+/// The PVM module's sysfs directory (as stage1_vmm::pvm checks it).
+const KVM_PVM_MODULE: &str = "/sys/module/kvm_pvm";
+/// The probe's name in the test binary directory and in the image.
+const PROBE: &str = "escape-probe";
+/// A file that exists only in guest-init's tree (the virtio-fs root), never in an app's.
+const MARKER: &str = "/rkt/plan.json";
+/// What escape-probe creates in whatever root its double chroot reached.
+const WITNESS: &str = "escape-probe-was-here";
+/// `nobody`.
+const NOBODY: &str = "65534";
+
+/// Why this host's KVM cannot boot a Linux guest, if it cannot.
+fn kvm_unusable() -> Option<&'static str> {
+    if !Path::new("/dev/kvm").exists() {
+        return Some("host KVM cannot boot Linux (no /dev/kvm); runs under ci/nested-kvm");
+    }
+    let hw = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .flat_map(|l| l.split_whitespace())
+        .any(|f| f == "vmx" || f == "svm");
+    let allow = std::env::var("RKT_VMM_ALLOW_PVM").is_ok_and(|v| v == "1");
+    if Path::new(KVM_PVM_MODULE).exists() && !hw && !allow {
+        return Some("host KVM cannot boot Linux; runs under ci/nested-kvm");
+    }
+    None
+}
+
+fn scratch_base() -> PathBuf {
+    std::env::var_os("NESTED_KVM_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Everything a test needs and the probe image; `None` (after a SKIP line) when the host
+/// cannot run it. A build without the probe is a failure, not a skip: these are security tests.
+fn require(test: &str) -> Option<(E2e, PathBuf)> {
+    if let Some(why) = kvm_unusable() {
+        skip(test, why);
+        return None;
+    }
+    if !is_root() {
+        skip(test, "needs root (mounts, /dev/kvm)");
+        return None;
+    }
+    let (Some(rkt), Some(stage1), Some(bins)) = (rkt_bin(), stage1_kvm_aci(), test_bin_dir())
+    else {
+        skip(
+            test,
+            "no rkt, stage1-kvm.aci or static test binaries (set RKT_BIN, RKT_STAGE1_KVM_ACI, \
+             RKT_TEST_BIN_DIR or run `make build`)",
+        );
+        return None;
+    };
+    let probe = [
+        bins.join(PROBE),
+        workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| panic!("no static {PROBE} in {} (run ci/build.sh)", bins.display()));
+    let tmp = tempfile::Builder::new()
+        .prefix("rkt-kvm-sec-")
+        .tempdir_in(scratch_base())
+        .unwrap();
+    let e = E2e {
+        rkt,
+        stage1,
+        bins,
+        tmp,
+    };
+    let img = e.path("probe.aci");
+    ImageSpec::new("example.com/escape-probe", &["/bin/escape-probe"])
+        .file("/bin/escape-probe", &probe, 0o755)
+        .dir("/rootdir")
+        .dir("/tmp")
+        .event_handler("pre-start", &["/bin/escape-probe", "chroot-escape", MARKER])
+        .build(&img);
+    Some((e, img))
+}
+
+/// One `--dir` for every test of this binary (the stage1 image is imported once).
+fn data_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("rkt-kvm-sec-data-")
+            .tempdir_in(scratch_base())
+            .unwrap()
+            .keep()
+    })
+}
+
+/// `rkt run --stage1-path=<kvm> --uuid-file-save=<uuid> ARGS...`, killed after the kvm time
+/// limit; returns the output and the pod's UUID.
+fn run_pod(e: &E2e, args: &[&str]) -> (Output, String) {
+    let uuid_file = e.path("uuid");
+    let mut child = Command::new(&e.rkt)
+        .arg(format!("--dir={}", data_dir().display()))
+        .arg("--insecure-options=image")
+        .arg("run")
+        .arg(format!("--stage1-path={}", e.stage1.display()))
+        .arg(format!("--uuid-file-save={}", uuid_file.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let so = pipe(Box::new(child.stdout.take().unwrap()));
+    let se = pipe(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            eprintln!("rkt timed out; killing it");
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = Output {
+        status,
+        stdout: so.join().unwrap(),
+        stderr: se.join().unwrap(),
+    };
+    eprintln!(
+        "$ rkt run {}\n[exit {:?}]\n--- stdout\n{}--- stderr\n{}",
+        args.join(" "),
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    let uuid = std::fs::read_to_string(uuid_file).unwrap_or_default();
+    (out, uuid.trim().to_string())
+}
+
+/// The pod directory of `uuid` in whatever state it is.
+fn pod_dir(uuid: &str) -> PathBuf {
+    ["run", "exited-garbage", "prepared", "garbage"]
+        .iter()
+        .map(|s| data_dir().join("pods").join(s).join(uuid))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no pod directory for {uuid}"))
+}
+
+fn mask_hex(names: &[&str]) -> String {
+    let m = names
+        .iter()
+        .map(|n| linux_number(n))
+        .fold(0u64, |m, n| m | (1 << n));
+    format!("{m:016x}")
+}
+
+/// Capability number of a canonical name, from appc's table (the shared `linux-caps` one).
+fn linux_number(name: &str) -> u32 {
+    appc::types::KNOWN_CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .unwrap() as u32
+}
+
+#[test]
+fn kvm_root_app_cannot_chroot_out_of_its_root() {
+    let Some((e, img)) = require("kvm_root_app_cannot_chroot_out_of_its_root") else {
+        return;
+    };
+    let proc_root = format!("/proc/1/root{MARKER}");
+    let (o, uuid) = run_pod(
+        &e,
+        &[
+            img.to_str().unwrap(),
+            "--",
+            "status",
+            "chroot-escape",
+            MARKER,
+            "read",
+            &proc_root,
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let caps = format!("CapEff={}", mask_hex(&appc::types::DEFAULT_CAPABILITIES));
+    assert!(
+        out.contains(&caps),
+        "the attack needs CAP_SYS_CHROOT: {out}"
+    );
+    assert_eq!(
+        out.matches("chroot-escape: chroot: ok").count(),
+        2,
+        "app and pre-start handler both performed the double chroot: {out}"
+    );
+    assert_eq!(
+        out.matches(&format!("chroot-escape: {MARKER}: absent"))
+            .count(),
+        2,
+        "guest-init's tree must stay out of reach: {out}"
+    );
+    assert!(!out.contains("PRESENT"), "{out}");
+    assert!(!out.contains(&format!("read {proc_root}: ok")), "{out}");
+    assert!(
+        !pod_dir(&uuid).join("stage1/rootfs").join(WITNESS).exists(),
+        "the app wrote into the share the host executes from"
+    );
+}
+
+#[test]
+fn kvm_nobody_holds_no_capability_unless_retained() {
+    let Some((e, img)) = require("kvm_nobody_holds_no_capability_unless_retained") else {
+        return;
+    };
+    let img = img.to_str().unwrap();
+    let user = format!("--user={NOBODY}");
+    let group = format!("--group={NOBODY}");
+    let (o, _) = run_pod(
+        &e,
+        &[
+            img,
+            "--name=plain",
+            &user,
+            &group,
+            "--",
+            "status",
+            "create",
+            "/rootdir/plain",
+            "---",
+            img,
+            "--name=kept",
+            &user,
+            &group,
+            "--caps-retain=CAP_DAC_OVERRIDE",
+            "--",
+            "status",
+            "create",
+            "/rootdir/kept",
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(
+        out.matches(&format!("uid={NOBODY} gid={NOBODY}")).count(),
+        2,
+        "{out}{}",
+        stderr(&o)
+    );
+    let zero = "0".repeat(16);
+    let bnd = mask_hex(&appc::types::DEFAULT_CAPABILITIES);
+    assert!(
+        out.contains(&format!(
+            "caps: CapInh={zero} CapPrm={zero} CapEff={zero} CapBnd={bnd} CapAmb={zero}"
+        )),
+        "nobody keeps only the bounding set: {out}"
+    );
+    assert!(out.contains("create /rootdir/plain: EACCES"), "{out}");
+    let m = mask_hex(&["CAP_DAC_OVERRIDE"]);
+    assert!(
+        out.contains(&format!(
+            "caps: CapInh={m} CapPrm={m} CapEff={m} CapBnd={m} CapAmb={m}"
+        )),
+        "--caps-retain grants exactly the named capabilities, ambient included: {out}"
+    );
+    // Whether CAP_DAC_OVERRIDE also lets the guest create the file depends on the virtio-fs
+    // server, which acts with the caller's fsuid on the host: only report it.
+    assert!(out.contains("create /rootdir/kept: "), "{out}");
+}
