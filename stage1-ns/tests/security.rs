@@ -2,7 +2,7 @@
 //! `common`; needs root). Each test performs the attack with `escape-probe` and passes only if
 //! it fails: a root app holding `CAP_SYS_CHROOT` cannot climb out of its root into
 //! guest-init's tree (the stage1 root the host later executes from), neither can its event
-//! handlers; an app running as `nobody` holds no capability and cannot write a root-owned
+//! handlers, nor open the host-global kernel knobs under `/proc` for writing; an app running as `nobody` holds no capability and cannot write a root-owned
 //! directory unless `os/linux/capabilities-retain-set` grants it.
 
 #![allow(clippy::unwrap_used)]
@@ -17,6 +17,10 @@ use common::{app, Pod};
 const MARKER: &str = "/rkt/plan.json";
 /// What escape-probe creates in whatever root its double chroot reached.
 const WITNESS: &str = "escape-probe-was-here";
+/// A host-global sysctl: a program the host kernel runs as root on a crash.
+const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
+/// Reboots (and worse) the host kernel.
+const SYSRQ: &str = "/proc/sysrq-trigger";
 /// `nobody`.
 const NOBODY: &str = "65534";
 /// A root-owned 0755 directory of the app image.
@@ -42,7 +46,17 @@ fn root_app_cannot_chroot_out_of_its_root() {
     let proc_root = format!("/proc/1/root{MARKER}");
     let mut a = probe_app(
         "a",
-        &["status", "chroot-escape", MARKER, "read", &proc_root],
+        &[
+            "status",
+            "chroot-escape",
+            MARKER,
+            "read",
+            &proc_root,
+            "open-write",
+            CORE_PATTERN,
+            "open-write",
+            SYSRQ,
+        ],
     );
     a.pre_start = Some(
         ["/bin/escape-probe", "chroot-escape", MARKER]
@@ -76,6 +90,18 @@ fn root_app_cannot_chroot_out_of_its_root() {
     assert!(
         !out.stdout.contains(&format!("read {proc_root}: ok")),
         "guest-init's root through /proc/1/root: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("open-write {CORE_PATTERN}: EROFS")),
+        "host-global kernel knobs must be read-only: {}",
+        out.stdout
+    );
+    // Kernels without CONFIG_MAGIC_SYSRQ have no trigger (ENOENT).
+    assert!(
+        !out.stdout.contains(&format!("open-write {SYSRQ}: ok")),
+        "{}",
         out.stdout
     );
     let stage1_root = pod.dir.join("stage1/rootfs");

@@ -31,6 +31,8 @@ const PROBE: &str = "escape-probe";
 const MARKER: &str = "/rkt/plan.json";
 /// What escape-probe creates in whatever root its double chroot reached.
 const WITNESS: &str = "escape-probe-was-here";
+/// A kernel-global sysctl (read-only in apps).
+const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
 /// `nobody`.
 const NOBODY: &str = "65534";
 
@@ -211,6 +213,8 @@ fn kvm_root_app_cannot_chroot_out_of_its_root() {
             MARKER,
             "read",
             &proc_root,
+            "open-write",
+            CORE_PATTERN,
         ],
     );
     let out = stdout(&o);
@@ -233,6 +237,10 @@ fn kvm_root_app_cannot_chroot_out_of_its_root() {
     );
     assert!(!out.contains("PRESENT"), "{out}");
     assert!(!out.contains(&format!("read {proc_root}: ok")), "{out}");
+    assert!(
+        out.contains(&format!("open-write {CORE_PATTERN}: EROFS")),
+        "{out}"
+    );
     assert!(
         !pod_dir(&uuid).join("stage1/rootfs").join(WITNESS).exists(),
         "the app wrote into the share the host executes from"

@@ -6,6 +6,8 @@
 //!   (hex masks from `/proc/self/status`).
 //! * `create PATH`: creates `PATH` exclusively; `create PATH: ok` or `create PATH: <ERRNO>`.
 //! * `read PATH`: reads `PATH`; `read PATH: ok` or `read PATH: <ERRNO>`.
+//! * `open-write PATH`: opens `PATH` for writing without writing anything (e.g. a host-global
+//!   sysctl such as `/proc/sys/kernel/core_pattern`); `open-write PATH: ok|<ERRNO>`.
 //! * `chroot-escape MARKER`: the classic double chroot, in a child process (the probe's own root
 //!   stays): `mkdir .escape-probe`, `chroot .escape-probe`, `chdir ..` many times, `chroot .`;
 //!   then looks for `MARKER` (a file that exists only outside the app's root, e.g. guest-init's
@@ -81,6 +83,13 @@ fn read(path: &str) {
     }
 }
 
+fn open_write(path: &str) {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(_) => say(&format!("open-write {path}: ok")),
+        Err(e) => say(&format!("open-write {path}: {}", io_name(&e))),
+    }
+}
+
 /// The double chroot, in the calling (forked) process; returns its exit code.
 fn escape(marker: &str) -> i32 {
     let _ = std::fs::create_dir(ESCAPE_DIR);
@@ -144,6 +153,7 @@ fn main() {
             "status" => status(),
             "create" => create(&operand()),
             "read" => read(&operand()),
+            "open-write" => open_write(&operand()),
             "chroot-escape" => {
                 if let Err(e) = chroot_escape(&operand()) {
                     eprintln!("escape-probe: {e}");
