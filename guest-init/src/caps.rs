@@ -1,77 +1,42 @@
-//! Linux capabilities of an app: names to numbers, the bounding set reduced to the plan's list,
-//! then permitted/effective/inheritable (and ambient for non-root users) set with `capset`.
-//! Runs in the forked child right before `execve`.
+//! Linux capabilities of an app process. The sets are data ([`app_sets`]): the bounding set
+//! is the plan's list; a root app also holds it (permitted, effective, inheritable); a
+//! non-root app holds nothing unless the list came from `os/linux/capabilities-retain-set`,
+//! and then holds it in every set, ambient included (rkt's rule). They are applied in the
+//! forked child right before `execve`: [`drop_bounding`] as root, then [`apply_sets`] after
+//! the uid change. Names and numbers come from the shared `linux-caps` table.
 
-/// Capability names in kernel number order (`CAP_CHOWN` = 0 ... `CAP_CHECKPOINT_RESTORE` = 40).
-pub const CAP_NAMES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
+pub use linux_caps::CapMask;
 
 /// An unknown capability name in the plan.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unknown capability {0:?}")]
 pub struct UnknownCap(pub String);
 
-/// A set of capabilities as a 64-bit mask (bit N = capability N).
-pub type CapMask = u64;
-
 /// Parses `CAP_X` / `x` names into a mask.
 pub fn parse_caps(names: &[String]) -> Result<CapMask, UnknownCap> {
-    let mut mask = 0u64;
-    for n in names {
-        let up = n.to_ascii_uppercase();
-        let full = if up.starts_with("CAP_") {
-            up
-        } else {
-            format!("CAP_{up}")
-        };
-        let idx = CAP_NAMES
-            .iter()
-            .position(|c| *c == full)
-            .ok_or_else(|| UnknownCap(n.clone()))?;
-        mask |= 1u64 << idx;
+    linux_caps::mask(names).map_err(UnknownCap)
+}
+
+/// The capability sets of one app process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapSets {
+    /// Bounding set: the most the process (and anything it execs) can ever hold.
+    pub bounding: CapMask,
+    /// Permitted, effective and inheritable sets.
+    pub held: CapMask,
+    /// Ambient set (kept across `execve` by a non-root process).
+    pub ambient: CapMask,
+}
+
+/// The sets for an app running as `uid` with the plan's capability list `caps`; `retained`:
+/// the list came from a retain-set isolator.
+pub fn app_sets(caps: CapMask, uid: u32, retained: bool) -> CapSets {
+    let root = uid == 0;
+    CapSets {
+        bounding: caps,
+        held: if root || retained { caps } else { 0 },
+        ambient: if !root && retained { caps } else { 0 },
     }
-    Ok(mask)
 }
 
 /// The highest capability number the running kernel knows.
@@ -165,23 +130,25 @@ pub fn drop_bounding(keep: CapMask) -> std::io::Result<()> {
     prctl(libc::PR_SET_KEEPCAPS, 1, 0)
 }
 
-/// Step 2 (after setuid/setgid): set effective = permitted = inheritable = `keep` (limited to
-/// what the process still has), raise ambient capabilities for non-root users, and set
-/// `no_new_privs` if asked.
-pub fn apply_sets(keep: CapMask, uid: u32, no_new_privs: bool) -> std::io::Result<()> {
+/// Step 2 (after setuid/setgid): set permitted = effective = inheritable = `sets.held`
+/// (limited to what the process still has), the ambient set to exactly `sets.ambient`, drop
+/// `keepcaps`, and set `no_new_privs` if asked.
+pub fn apply_sets(sets: CapSets, no_new_privs: bool) -> std::io::Result<()> {
     let cur = capget()?;
     let permitted = u64::from(cur[0].permitted) | (u64::from(cur[1].permitted) << 32);
-    let set = keep & permitted;
-    capset(set, set, set)?;
-    if uid != 0 {
-        for cap in 0..=last_cap().min(63) {
-            if set & (1u64 << cap) != 0 {
-                // Ambient capabilities need Linux 4.3; older kernels just lose them.
-                let _ = prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE as _,
-                    cap.into(),
-                );
+    let held = sets.held & permitted;
+    capset(held, held, held)?;
+    let ambient_op =
+        |op: libc::c_int, cap: libc::c_ulong| prctl(libc::PR_CAP_AMBIENT, op as libc::c_ulong, cap);
+    match ambient_op(libc::PR_CAP_AMBIENT_CLEAR_ALL, 0) {
+        // Linux < 4.3 has no ambient set: nothing to clear, nothing can be raised.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(e) => return Err(e),
+        Ok(()) => {
+            for cap in 0..=last_cap().min(63) {
+                if sets.ambient & held & (1u64 << cap) != 0 {
+                    ambient_op(libc::PR_CAP_AMBIENT_RAISE, cap.into())?;
+                }
             }
         }
     }
@@ -205,6 +172,21 @@ mod tests {
             parse_caps(&["CAP_BOGUS".into()]),
             Err(UnknownCap("CAP_BOGUS".into()))
         );
-        assert_eq!(CAP_NAMES[40], "CAP_CHECKPOINT_RESTORE");
+    }
+
+    #[test]
+    fn sets_by_user_and_retain() {
+        let caps = parse_caps(&["CAP_DAC_OVERRIDE".into(), "CAP_KILL".into()]).unwrap();
+        let root = app_sets(caps, 0, false);
+        assert_eq!((root.bounding, root.held, root.ambient), (caps, caps, 0));
+        assert_eq!(
+            app_sets(caps, 0, true),
+            root,
+            "root ignores the retain flag"
+        );
+        let nobody = app_sets(caps, 65534, false);
+        assert_eq!((nobody.bounding, nobody.held, nobody.ambient), (caps, 0, 0));
+        let kept = app_sets(caps, 65534, true);
+        assert_eq!((kept.bounding, kept.held, kept.ambient), (caps, caps, caps));
     }
 }

@@ -1,5 +1,6 @@
 //! Starting one process of an app (its pre-start or post-stop handler, or the app itself) in the
-//! app's execution environment: fork, then in the child session/tty, stdio, cgroups, chroot,
+//! app's execution environment: fork, then in the child session/tty, stdio, cgroups, its own
+//! mount namespace with the app root as `/` ([`confine`]: `pivot_root`, old root detached),
 //! working directory, credentials, capabilities, and exec. A setup or exec failure in the child
 //! travels back to PID 1 over a close-on-exec pipe as `<code> <reason>` and the child exits with
 //! that code, so the reason is never lost.
@@ -31,8 +32,8 @@ pub struct LaunchSpec {
     pub groups: Vec<u32>,
     /// Working directory inside the app root.
     pub workdir: String,
-    /// Capabilities to keep (mask).
-    pub caps: u64,
+    /// Capability sets.
+    pub caps: crate::caps::CapSets,
     /// Set `no_new_privs`.
     pub no_new_privs: bool,
     /// `cgroup.procs` files to join.
@@ -181,11 +182,8 @@ fn child(spec: &LaunchSpec, p: &Prepared) -> (i32, String) {
             return fail(format!("join cgroup {}", procs.display()), errno);
         }
     }
-    if let Err(e) = nix::unistd::chroot(&spec.rootfs) {
-        return fail(format!("chroot {}", spec.rootfs.display()), e);
-    }
-    if let Err(e) = nix::unistd::chdir("/") {
-        return fail("chdir /".into(), e);
+    if let Err((step, e)) = confine(&spec.rootfs) {
+        return fail(format!("confine to {}: {step}", spec.rootfs.display()), e);
     }
     let wd = if spec.workdir.is_empty() {
         "/"
@@ -195,7 +193,7 @@ fn child(spec: &LaunchSpec, p: &Prepared) -> (i32, String) {
     if let Err(e) = nix::unistd::chdir(wd) {
         return fail(format!("working directory {wd}"), e);
     }
-    if let Err(e) = crate::caps::drop_bounding(spec.caps) {
+    if let Err(e) = crate::caps::drop_bounding(spec.caps.bounding) {
         return fail("drop bounding capabilities".into(), io_errno(&e));
     }
     let groups: Vec<nix::unistd::Gid> = spec
@@ -214,10 +212,48 @@ fn child(spec: &LaunchSpec, p: &Prepared) -> (i32, String) {
     if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
         return fail(format!("setuid {}", spec.uid), e);
     }
-    if let Err(e) = crate::caps::apply_sets(spec.caps, spec.uid, spec.no_new_privs) {
+    if let Err(e) = crate::caps::apply_sets(spec.caps, spec.no_new_privs) {
         return fail("set capabilities".into(), io_errno(&e));
     }
     exec(p)
+}
+
+/// Makes `rootfs` (a path in PID 1's view) the whole filesystem of the calling process: a
+/// mount namespace of its own whose mounts are slaves (nothing propagates back to PID 1 or the
+/// host), the app root bound onto itself (recursively: volumes, `/proc`, `/dev` come along),
+/// `pivot_root` into it with the old root stacked on the new one (`pivot_root(".", ".")`, so
+/// no directory is needed in a possibly read-only app root), then the old root detached. Unlike
+/// `chroot`, nothing of PID 1's tree stays reachable, so an app holding `CAP_SYS_CHROOT` cannot
+/// climb out. Ends in `/`. Errors name the step.
+pub fn confine(rootfs: &std::path::Path) -> Result<(), (&'static str, nix::errno::Errno)> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    let none: Option<&str> = None;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| ("unshare mount namespace", e))?;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
+        .map_err(|e| ("make mounts slaves", e))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(|e| ("bind the app root onto itself", e))?;
+    let dir = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let old_root = nix::fcntl::open("/", dir, nix::sys::stat::Mode::empty())
+        .map_err(|e| ("open the old root", e))?;
+    // SAFETY: `old_root` was just opened and is owned here (closed on every path below).
+    let old_root = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(old_root) };
+    nix::unistd::chdir(rootfs).map_err(|e| ("chdir to the app root", e))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| ("pivot_root", e))?;
+    // The old root is now stacked on `/`; step into it to detach it.
+    nix::unistd::fchdir(old_root.as_raw_fd()).map_err(|e| ("fchdir to the old root", e))?;
+    drop(old_root);
+    mount(none, ".", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
+        .map_err(|e| ("make the old root a slave", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| ("detach the old root", e))?;
+    nix::unistd::chdir("/").map_err(|e| ("chdir /", e))
 }
 
 fn io_errno(e: &std::io::Error) -> nix::errno::Errno {

@@ -1,7 +1,8 @@
 //! The filesystem of one app's execution environment as a list of operations (data), computed
 //! from the plan and a few queries, then applied through [`Sys`]. Order matters and is fixed:
-//! read-only root bind, volumes, `/proc`, `/sys`, `/dev` and its nodes, then the read-only
-//! remount of the root.
+//! read-only root bind, volumes, `/proc` (with the host-global kernel knobs below it made
+//! read-only, [`PROC_READ_ONLY`]), `/sys`, `/dev` and its nodes, then the read-only remount of
+//! the root.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,13 @@ pub const DEVICES: [(&str, u64, u64); 6] = [
     ("urandom", 1, 9),
     ("tty", 5, 0),
 ];
+
+/// Parts of an app's `/proc` that reach the whole (host) kernel rather than the pod, made
+/// read-only for the app (each bound onto itself and remounted read-only; skipped when the
+/// kernel has no such entry). A root app could otherwise set `kernel/core_pattern` to a
+/// program the host kernel runs as root on the next crash, or reboot the host through
+/// `sysrq-trigger`.
+pub const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
 /// Permission bits of the device nodes.
 const DEVICE_MODE: u32 = 0o666;
@@ -62,6 +70,9 @@ pub enum MountOp {
         /// Target created as an empty file first.
         target: PathBuf,
     },
+    /// Bind `path` onto itself and remount it read-only (nosuid, nodev, noexec); skipped when
+    /// nothing exists at `path`.
+    ReadOnlyIfPresent(PathBuf),
     /// A symlink (skipped if something already exists there).
     Symlink {
         /// Link contents.
@@ -173,7 +184,10 @@ pub fn plan_app_mounts(
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = resolve("/proc")?;
     ops.push(MountOp::Mkdir(proc_.clone()));
-    ops.push(mnt("proc", proc_, "proc", nosuid_nodev_noexec, ""));
+    ops.push(mnt("proc", proc_.clone(), "proc", nosuid_nodev_noexec, ""));
+    for p in PROC_READ_ONLY {
+        ops.push(MountOp::ReadOnlyIfPresent(proc_.join(p)));
+    }
     let sys_ = resolve("/sys")?;
     ops.push(MountOp::Mkdir(sys_.clone()));
     ops.push(mnt(
@@ -294,6 +308,26 @@ fn apply_one(sys: &dyn Sys, op: &MountOp) -> io::Result<()> {
             let src = source.display().to_string();
             sys.mount(Some(&src), target, None, MsFlags::MS_BIND, None)
         }
+        MountOp::ReadOnlyIfPresent(path) => {
+            if !sys.exists(path) {
+                return Ok(());
+            }
+            let src = path.display().to_string();
+            sys.mount(
+                Some(&src),
+                path,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            let ro = MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC;
+            sys.mount(None, path, None, ro, None)
+        }
         MountOp::Symlink { target, link } => {
             if sys.exists(link) {
                 return Ok(());
@@ -328,6 +362,7 @@ pub fn describe(op: &MountOp) -> String {
         MountOp::BindFile { source, target } => {
             format!("bind {} on {}", source.display(), target.display())
         }
+        MountOp::ReadOnlyIfPresent(p) => format!("read-only {}", p.display()),
         MountOp::Symlink { target, link } => format!("symlink {} -> {target}", link.display()),
     }
 }
@@ -353,6 +388,7 @@ pub(crate) mod tests {
             read_only_rootfs: false,
             mounts: vec![],
             capabilities: vec![],
+            capabilities_retained: false,
             no_new_privileges: false,
             memory_limit: None,
             cpu_limit_millis: None,
@@ -448,6 +484,34 @@ pub(crate) mod tests {
         assert!(calls
             .iter()
             .any(|c| c.starts_with("mount shm /r/dev/shm tmpfs")));
+    }
+
+    #[test]
+    fn host_global_proc_entries_are_read_only_when_present() {
+        let sys = FakeSys {
+            existing: vec!["/r/proc/sys".into()],
+            ..Default::default()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &ctx()).unwrap();
+        let proc_at = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Mount { fstype: Some(t), .. } if t == "proc"))
+            .unwrap();
+        assert_eq!(
+            ops.get(proc_at + 1),
+            Some(&MountOp::ReadOnlyIfPresent("/r/proc/sys".into()))
+        );
+        apply(&sys, &ops).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(calls
+            .contains(&"mount /r/proc/sys /r/proc/sys - MsFlags(MS_BIND | MS_REC) -".to_string()));
+        assert!(calls.iter().any(|c| c.starts_with("mount - /r/proc/sys - ")
+            && c.contains("MS_RDONLY")
+            && c.contains("MS_REMOUNT")));
+        assert!(
+            !calls.iter().any(|c| c.contains("/r/proc/sysrq-trigger")),
+            "absent entries are skipped: {calls:#?}"
+        );
     }
 
     #[test]

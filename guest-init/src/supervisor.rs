@@ -133,6 +133,7 @@ impl Supervisor<'_> {
         let uid = user::resolve(IdKind::User, &app.user, &rootfs).map_err(|e| e.to_string())?;
         let gid = user::resolve(IdKind::Group, &app.group, &rootfs).map_err(|e| e.to_string())?;
         let caps = crate::caps::parse_caps(&app.capabilities).map_err(|e| e.to_string())?;
+        let caps = crate::caps::app_sets(caps, uid, app.capabilities_retained);
         let layout = cgroup::Layout::detect(Path::new(cgroup::CGROUP_ROOT));
         let cg = cgroup::plan_app(app, &layout);
         for u in &cg.unenforced {

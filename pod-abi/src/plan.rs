@@ -81,8 +81,14 @@ pub struct AppPlan {
     /// guest-init makes each target a mount point with the right flags if it is not one yet).
     #[serde(default)]
     pub mounts: Vec<MountPlan>,
-    /// Capabilities kept in the bounding, permitted, effective and inheritable sets (`CAP_*`).
+    /// The app's capability bounding set (`CAP_*`); a root app also holds them (permitted,
+    /// effective, inheritable), a non-root app only with [`AppPlan::capabilities_retained`].
     pub capabilities: Vec<String>,
+    /// `capabilities` come from an `os/linux/capabilities-retain-set` isolator: a non-root
+    /// app then holds them too (permitted, effective, inheritable and ambient); otherwise a
+    /// non-root app holds no capability.
+    #[serde(default)]
+    pub capabilities_retained: bool,
     /// `os/linux/no-new-privileges`.
     #[serde(default)]
     pub no_new_privileges: bool,

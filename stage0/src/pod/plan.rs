@@ -100,12 +100,16 @@ pub fn build_plan(
             .map(|c| c.to_string())
             .collect();
         let (mut nnp, mut mem, mut cpu, mut ignored) = (false, None, None, Vec::new());
+        let mut retained = false;
         for iso in app.isolators.iter().chain(&pm.isolators) {
             let parsed = iso.parsed().map_err(|e| {
                 PodError::Config(format!("app {}: isolator {}: {e}", ra.name, iso.name))
             })?;
             match parsed {
-                IsolatorValue::CapsRetain(set) => caps = set,
+                IsolatorValue::CapsRetain(set) => {
+                    caps = set;
+                    retained = true;
+                }
                 IsolatorValue::CapsRemove(set) => caps.retain(|c| !set.contains(c)),
                 IsolatorValue::NoNewPrivileges(b) => nnp = b,
                 IsolatorValue::ResourceMemory { limit, .. } => mem = limit.map(|q| q.as_units()),
@@ -128,6 +132,7 @@ pub fn build_plan(
             read_only_rootfs: ra.read_only_root_fs,
             mounts: app_mounts(pm, ra, app)?,
             capabilities: caps,
+            capabilities_retained: retained,
             no_new_privileges: nnp,
             memory_limit: mem,
             cpu_limit_millis: cpu,
@@ -189,6 +194,10 @@ mod tests {
         assert_eq!(a.env[3], ("K".to_string(), "v".to_string()));
         assert_eq!(a.capabilities.len(), 13);
         assert!(!a.capabilities.contains(&"CAP_MKNOD".to_string()));
+        assert!(
+            !a.capabilities_retained,
+            "a remove-set gives a non-root app nothing"
+        );
         assert!(a.no_new_privileges);
         assert_eq!(a.memory_limit, Some(64 << 20));
         assert_eq!(a.cpu_limit_millis, Some(500));
@@ -213,5 +222,26 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn retain_set_marks_the_capabilities_retained() {
+        let pm = serde_json::json!({
+            "acVersion": "0.8.11", "acKind": "PodManifest",
+            "apps": [{
+                "name": "main",
+                "image": {"id": format!("sha512-{}", "a".repeat(128))},
+                "app": {
+                    "exec": ["/bin/main"], "user": "65534", "group": "65534",
+                    "isolators": [{"name": "os/linux/capabilities-retain-set",
+                                   "value": {"set": ["CAP_DAC_OVERRIDE"]}}]
+                }
+            }]
+        });
+        let pm = PodManifest::from_json(pm.to_string().as_bytes()).unwrap();
+        let plan = build_plan("u-1", &pm, &[], &RunOptions::default()).unwrap();
+        let a = &plan.apps[0];
+        assert_eq!(a.capabilities, vec!["CAP_DAC_OVERRIDE".to_string()]);
+        assert!(a.capabilities_retained);
     }
 }

@@ -1,5 +1,6 @@
 //! Hand-built pods for stage1-ns integration tests (no stage0): a stage1 root with the static
-//! guest-init as `/init`, app roots with the static `pod-check` as `/bin/pod-check`, a launch
+//! guest-init as `/init`, app roots with the static `pod-check` as `/bin/pod-check` and
+//! `escape-probe` as `/bin/escape-probe`, a launch
 //! plan, and volumes bind-mounted the way stage0 does it (here inside a private mount
 //! namespace of the `stage1-ns run` child, so nothing leaks into the host).
 //!
@@ -63,9 +64,9 @@ fn static_target_dir() -> PathBuf {
     workspace().join("target/static")
 }
 
-/// Paths of the static guest-init and pod-check, built on first use.
-pub fn static_bins() -> &'static (PathBuf, PathBuf) {
-    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+/// Paths of the static guest-init, pod-check and escape-probe, built on first use.
+pub fn static_bins() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static BINS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
         let dir = static_target_dir();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -83,12 +84,18 @@ pub fn static_bins() -> &'static (PathBuf, PathBuf) {
                 "guest-init",
                 "--bin",
                 "pod-check",
+                "--bin",
+                "escape-probe",
             ])
             .status()
             .expect("run cargo for the static binaries");
         assert!(st.success(), "static build failed");
         let out = dir.join(TRIPLE).join("release");
-        (out.join("guest-init"), out.join("pod-check"))
+        (
+            out.join("guest-init"),
+            out.join("pod-check"),
+            out.join("escape-probe"),
+        )
     })
 }
 
@@ -118,25 +125,8 @@ pub fn app(name: &str, args: &[&str]) -> AppPlan {
         post_stop: None,
         read_only_rootfs: false,
         mounts: vec![],
-        capabilities: [
-            "CAP_AUDIT_WRITE",
-            "CAP_CHOWN",
-            "CAP_DAC_OVERRIDE",
-            "CAP_FSETID",
-            "CAP_FOWNER",
-            "CAP_KILL",
-            "CAP_MKNOD",
-            "CAP_NET_RAW",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_SETUID",
-            "CAP_SETGID",
-            "CAP_SETPCAP",
-            "CAP_SETFCAP",
-            "CAP_SYS_CHROOT",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+        capabilities: linux_caps::DEFAULT.iter().map(|s| s.to_string()).collect(),
+        capabilities_retained: false,
         no_new_privileges: false,
         memory_limit: None,
         cpu_limit_millis: None,
@@ -188,7 +178,7 @@ impl Pod {
     /// Builds the pod: stage1 root, app roots, plan; `volumes` are shared host directories
     /// (created under the pod's `sharedVolumes/`) bound at each app's mount targets.
     pub fn new(apps: Vec<AppPlan>, stop_grace_secs: u32) -> Pod {
-        let (init, check) = static_bins();
+        let (init, check, probe) = static_bins();
         let tmp = tempfile::Builder::new()
             .prefix("stage1-ns-test")
             .tempdir_in("/tmp")
@@ -218,6 +208,7 @@ impl Pod {
             std::fs::create_dir_all(r.join("bin")).unwrap();
             std::fs::create_dir_all(r.join("etc")).unwrap();
             std::fs::copy(check, r.join("bin/pod-check")).unwrap();
+            std::fs::copy(probe, r.join("bin/escape-probe")).unwrap();
             std::fs::write(
                 r.join("etc/passwd"),
                 "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",

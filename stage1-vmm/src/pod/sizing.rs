@@ -96,6 +96,7 @@ mod tests {
             read_only_rootfs: false,
             mounts: vec![],
             capabilities: vec![],
+            capabilities_retained: false,
             no_new_privileges: false,
             memory_limit: mem,
             cpu_limit_millis: cpu,

@@ -1,0 +1,169 @@
+//! escape-probe: an app for the pod-boundary tests (static binary). It tries what a hostile app
+//! would and prints one line per observation; the tests decide from those lines (and from what
+//! they find on the host afterwards) whether the boundary held. Actions, in argv order:
+//!
+//! * `status`: `uid=U gid=G` and `caps: CapInh=.. CapPrm=.. CapEff=.. CapBnd=.. CapAmb=..`
+//!   (hex masks from `/proc/self/status`).
+//! * `create PATH`: creates `PATH` exclusively; `create PATH: ok` or `create PATH: <ERRNO>`.
+//! * `read PATH`: reads `PATH`; `read PATH: ok` or `read PATH: <ERRNO>`.
+//! * `open-write PATH`: opens `PATH` for writing without writing anything (e.g. a host-global
+//!   sysctl such as `/proc/sys/kernel/core_pattern`); `open-write PATH: ok|<ERRNO>`.
+//! * `chroot-escape MARKER`: the classic double chroot, in a child process (the probe's own root
+//!   stays): `mkdir .escape-probe`, `chroot .escape-probe`, `chdir ..` many times, `chroot .`;
+//!   then looks for `MARKER` (a file that exists only outside the app's root, e.g. guest-init's
+//!   `/rkt/plan.json`) and creates `/escape-probe-was-here` in the root it reached. Prints
+//!   `chroot-escape: chroot: ok|<ERRNO>`, `chroot-escape: MARKER: absent|PRESENT` and
+//!   `chroot-escape: wrote /escape-probe-was-here: ok|<ERRNO>`.
+//!
+//! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
+
+use std::io::Write;
+
+/// Directory the double chroot starts from (created in the current directory).
+const ESCAPE_DIR: &str = ".escape-probe";
+/// `chdir("..")` steps after the first chroot: more than any real depth.
+const CLIMB_STEPS: usize = 64;
+/// File the escape child creates in the root it reached.
+const ESCAPE_WITNESS: &str = "/escape-probe-was-here";
+/// The capability lines of `/proc/self/status`, in print order.
+const CAP_FIELDS: [&str; 5] = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"];
+
+fn errno_name(e: nix::errno::Errno) -> String {
+    format!("{e:?}")
+}
+
+fn io_name(e: &std::io::Error) -> String {
+    e.raw_os_error()
+        .map(|n| errno_name(nix::errno::Errno::from_raw(n)))
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn status() {
+    say(&format!(
+        "uid={} gid={}",
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    ));
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps: Vec<String> = CAP_FIELDS
+        .iter()
+        .map(|f| {
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{f}:")))
+                .map(str::trim)
+                .unwrap_or("?");
+            format!("{f}={v}")
+        })
+        .collect();
+    say(&format!("caps: {}", caps.join(" ")));
+}
+
+fn create(path: &str) {
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path);
+    match r {
+        Ok(_) => say(&format!("create {path}: ok")),
+        Err(e) => say(&format!("create {path}: {}", io_name(&e))),
+    }
+}
+
+fn read(path: &str) {
+    match std::fs::read(path) {
+        Ok(_) => say(&format!("read {path}: ok")),
+        Err(e) => say(&format!("read {path}: {}", io_name(&e))),
+    }
+}
+
+fn open_write(path: &str) {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(_) => say(&format!("open-write {path}: ok")),
+        Err(e) => say(&format!("open-write {path}: {}", io_name(&e))),
+    }
+}
+
+/// The double chroot, in the calling (forked) process; returns its exit code.
+fn escape(marker: &str) -> i32 {
+    let _ = std::fs::create_dir(ESCAPE_DIR);
+    if let Err(e) = nix::unistd::chroot(ESCAPE_DIR) {
+        say(&format!("chroot-escape: chroot: {}", errno_name(e)));
+        return 0;
+    }
+    for _ in 0..CLIMB_STEPS {
+        let _ = nix::unistd::chdir("..");
+    }
+    if let Err(e) = nix::unistd::chroot(".") {
+        say(&format!("chroot-escape: chroot: {}", errno_name(e)));
+        return 0;
+    }
+    let _ = nix::unistd::chdir("/");
+    say("chroot-escape: chroot: ok");
+    let seen = std::fs::symlink_metadata(marker).is_ok();
+    say(&format!(
+        "chroot-escape: {marker}: {}",
+        if seen { "PRESENT" } else { "absent" }
+    ));
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(ESCAPE_WITNESS);
+    let res = match w {
+        Ok(_) => "ok".to_string(),
+        Err(e) => io_name(&e),
+    };
+    say(&format!("chroot-escape: wrote {ESCAPE_WITNESS}: {res}"));
+    0
+}
+
+fn chroot_escape(marker: &str) -> Result<(), String> {
+    // SAFETY: single-threaded program; the child only makes plain system calls and exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            let code = escape(marker);
+            // SAFETY: _exit after fork is always safe.
+            unsafe { libc::_exit(code) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            nix::sys::wait::waitpid(child, None).map_err(|e| format!("wait: {e}"))?;
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut operand = || {
+            it.next().cloned().unwrap_or_else(|| {
+                eprintln!("escape-probe: {a} needs an argument");
+                std::process::exit(2)
+            })
+        };
+        match a.as_str() {
+            "status" => status(),
+            "create" => create(&operand()),
+            "read" => read(&operand()),
+            "open-write" => open_write(&operand()),
+            "chroot-escape" => {
+                if let Err(e) = chroot_escape(&operand()) {
+                    eprintln!("escape-probe: {e}");
+                    std::process::exit(1);
+                }
+            }
+            other => {
+                eprintln!("escape-probe: unknown action {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+}
