@@ -18,6 +18,14 @@ fn kvm_or_skip(name: &str) -> bool {
     false
 }
 
+/// COM1 output into `out`, no input.
+fn console_to(out: &SharedBuf) -> SerialBackend {
+    SerialBackend {
+        out: Box::new(out.clone()),
+        input: None,
+    }
+}
+
 /// Boots `code` as a tiny guest; returns the outcome, console text and run time.
 fn run_tiny(
     code: &[u8],
@@ -33,8 +41,7 @@ fn run_tiny(
     cfg.mem_mib = 32;
     cfg.cpus = cpus;
     cfg.timeout = Some(timeout);
-    cfg.console_out = Some(Box::new(out.clone()));
-    let mut vmm = Vmm::new(cfg).expect("VM created");
+    let mut vmm = Vmm::new(&cfg, console_to(&out)).expect("VM created");
     if let Some(b) = com2 {
         vmm.attach_com2(b).expect("COM2 attached");
     }
@@ -139,8 +146,10 @@ fn unknown_ports_read_all_ones() {
     cfg.linux_guest = false;
     cfg.mem_mib = 32;
     cfg.timeout = Some(Duration::from_secs(30));
-    cfg.console_out = Some(Box::new(out.clone()));
-    let (outcome, _) = Vmm::new(cfg).expect("VM").run().expect("runs");
+    let (outcome, _) = Vmm::new(&cfg, console_to(&out))
+        .expect("VM")
+        .run()
+        .expect("runs");
     assert_eq!(outcome, VmOutcome::Reset);
     assert_eq!(*out.0.lock().expect("lock"), vec![0xff; 4]);
 }
@@ -196,7 +205,7 @@ struct DummyVirtio {
     _irq: vmm_sys_util::eventfd::EventFd,
 }
 
-impl stage1_vmm::devices::MmioDevice for DummyVirtio {
+impl stage1_vmm::bus::MmioDevice for DummyVirtio {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if offset == 0 {
@@ -208,7 +217,7 @@ impl stage1_vmm::devices::MmioDevice for DummyVirtio {
     fn write(&mut self, _offset: u64, _data: &[u8]) {}
 }
 
-impl stage1_vmm::devices::VirtioMmio for DummyVirtio {
+impl stage1_vmm::device_manager::VirtioMmio for DummyVirtio {
     fn queue_evts(&self) -> &[vmm_sys_util::eventfd::EventFd] {
         &self.evts
     }
@@ -234,8 +243,14 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
     cfg.linux_guest = false;
     cfg.mem_mib = 32;
     cfg.timeout = Some(Duration::from_secs(30));
-    cfg.console_out = Some(Box::new(out.clone()));
-    let mut vmm = Vmm::new(cfg).expect("VM");
+    let mut vmm = Vmm::new(&cfg, console_to(&out)).expect("VM");
+    // A device that fails to build takes no slot and leaves the command line alone.
+    let before = vmm.cmdline();
+    let failed = vmm.add_virtio_transport(|_mem, _irq| -> Result<DummyVirtio, _> {
+        Err(stage1_vmm::device_manager::DeviceError::NoVirtioSlot)
+    });
+    assert!(failed.is_err());
+    assert_eq!(vmm.cmdline(), before);
     let q0 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let q1 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let (q0c, q1c) = (
@@ -243,9 +258,11 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
         q1.try_clone().expect("clone"),
     );
     let slot = vmm
-        .add_virtio_mmio(move |_mem, irq| DummyVirtio {
-            evts: vec![q0c, q1c],
-            _irq: irq,
+        .add_virtio_transport(move |_mem, irq| {
+            Ok(DummyVirtio {
+                evts: vec![q0c, q1c],
+                _irq: irq,
+            })
         })
         .expect("registered");
     assert_eq!(slot.base, 0xd000_0000);
@@ -256,13 +273,23 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
         vmm.cmdline()
     );
     let slot2 = vmm
-        .add_virtio_mmio(|_mem, irq| DummyVirtio {
-            evts: vec![],
-            _irq: irq,
+        .add_virtio_transport(|_mem, irq| {
+            Ok(DummyVirtio {
+                evts: vec![],
+                _irq: irq,
+            })
         })
         .expect("second slot");
     assert_eq!((slot2.base, slot2.gsi), (0xd000_1000, 6));
     assert!(vmm.cmdline().contains("virtio_mmio.device=4K@0xd0001000:6"));
+    // A real device goes through the same step.
+    let slot3 = vmm
+        .add_virtio(Box::new(
+            stage1_vmm::devices::virtio::console::Console::new(None, None),
+        ))
+        .expect("console slot");
+    assert_eq!((slot3.base, slot3.gsi), (0xd000_2000, 7));
+    assert!(vmm.cmdline().contains("virtio_mmio.device=4K@0xd0002000:7"));
 
     let (outcome, _) = vmm.run().expect("runs");
     assert_eq!(outcome, VmOutcome::Reset);

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{record_failure, PROG};
+use crate::threads::{self, ThreadKind};
 
 /// The signals that stop a pod.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
@@ -148,38 +149,36 @@ pub fn force_end(reason: &str) -> ! {
 /// COM2's input pipe), and ends the VMM if the guest does not stop in time.
 pub fn spawn_signal_thread(com2_tx: OwnedFd, grace: Duration) -> std::io::Result<()> {
     let mut tx = File::from(com2_tx);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let set = stop_sigset();
-            let mut state = StopState::Running;
-            let ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: TICK_MS * 1_000_000,
+    threads::spawn(ThreadKind::Signals, "signals", move || {
+        let set = stop_sigset();
+        let mut state = StopState::Running;
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: TICK_MS * 1_000_000,
+        };
+        loop {
+            // SAFETY: a valid set, a null siginfo pointer and a valid timeout.
+            let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+            let event = if sig > 0 {
+                log::info!("signal {sig}: stopping the pod");
+                StopEvent::Signal
+            } else {
+                StopEvent::Tick
             };
-            loop {
-                // SAFETY: a valid set, a null siginfo pointer and a valid timeout.
-                let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-                let event = if sig > 0 {
-                    log::info!("signal {sig}: stopping the pod");
-                    StopEvent::Signal
-                } else {
-                    StopEvent::Tick
-                };
-                let (s, action) = next(state, event, Instant::now(), grace);
-                state = s;
-                match action {
-                    StopAction::None => {}
-                    StopAction::SendStop => {
-                        if let Err(e) = tx.write_all(STOP_LINE) {
-                            log::warn!("cannot send stop on COM2: {e}");
-                        }
+            let (s, action) = next(state, event, Instant::now(), grace);
+            state = s;
+            match action {
+                StopAction::None => {}
+                StopAction::SendStop => {
+                    if let Err(e) = tx.write_all(STOP_LINE) {
+                        log::warn!("cannot send stop on COM2: {e}");
                     }
-                    StopAction::Force(why) => force_end(why),
                 }
+                StopAction::Force(why) => force_end(why),
             }
-        })
-        .map(|_| ())
+        }
+    })
+    .map(|_| ())
 }
 
 /// The terminal settings to restore, with the fd they belong to.
@@ -248,31 +247,29 @@ impl EscapeWatch {
 pub fn spawn_stdin_thread(input: OwnedFd, to_guest: OwnedFd) -> std::io::Result<()> {
     let mut input = File::from(input);
     let mut out = File::from(to_guest);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut watch = EscapeWatch::default();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let data = buf.get(..n).unwrap_or_default();
-                if watch.feed(data, Instant::now()) {
-                    restore_terminal();
-                    eprintln!("\r");
-                    force_end("killed from the terminal (^] pressed three times)");
-                }
-                if out.write_all(data).is_err() {
-                    break;
-                }
+    threads::spawn(ThreadKind::Stdin, "stdin", move || {
+        let mut watch = EscapeWatch::default();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let data = buf.get(..n).unwrap_or_default();
+            if watch.feed(data, Instant::now()) {
+                restore_terminal();
+                eprintln!("\r");
+                force_end("killed from the terminal (^] pressed three times)");
             }
-            log::debug!("{PROG}: stdin closed (fd {})", input.as_raw_fd());
-        })
-        .map(|_| ())
+            if out.write_all(data).is_err() {
+                break;
+            }
+        }
+        log::debug!("{PROG}: stdin closed (fd {})", input.as_raw_fd());
+    })
+    .map(|_| ())
 }
 
 #[cfg(test)]
