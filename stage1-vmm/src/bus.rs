@@ -5,8 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 
-use crate::devices::MmioDevice;
-
 /// What a device write asks of the VM, beyond the write itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceAction {
@@ -14,6 +12,15 @@ pub enum DeviceAction {
     None,
     /// Reset the machine (the guest rebooted; for us the VM ends).
     Reset,
+}
+
+/// A device on the MMIO bus: the vCPU exit handler calls `read`/`write` with the offset from the
+/// device's base. Devices never block the calling vCPU thread.
+pub trait MmioDevice: Send {
+    /// Guest read of `data.len()` bytes at `offset` from the device's base.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Guest write of `data` at `offset` from the device's base.
+    fn write(&mut self, offset: u64, data: &[u8]);
 }
 
 /// A device on the port-I/O bus.

@@ -4,19 +4,24 @@
 //! Map: [`kvm`] and [`pvm`] check the host; [`memory`] lays out guest RAM; [`boot`] loads the
 //! kernel (PVH or bzImage) and writes the boot structures; [`vcpu`] configures vCPUs and runs
 //! `KVM_RUN`; [`exit`] decides what each exit means (pure); [`bus`] routes port and MMIO
-//! accesses to [`devices`]; [`vmm`] puts it together. See docs/vmm.md.
+//! accesses to [`devices`], which [`device_manager`] creates and wires to KVM; [`threads`] starts
+//! every thread; [`vmm`] puts it together. The core (`memory`, `boot`, `vcpu`, `exit`, `bus`)
+//! does not depend on `devices`. See docs/vmm.md.
 
 #![deny(missing_docs)]
 
 pub mod boot;
 pub mod bus;
+pub mod device_manager;
 pub mod devices;
 pub mod exit;
 pub mod kvm;
 pub mod memory;
 pub mod pod;
 pub mod pvm;
+pub mod threads;
 pub mod vcpu;
 pub mod vmm;
 
-pub use vmm::{MmioSlot, RunReport, SerialBackend, VmConfig, VmOutcome, Vmm, VmmError};
+pub use device_manager::{MmioSlot, SerialBackend};
+pub use vmm::{RunReport, VmConfig, VmOutcome, Vmm, VmmError};

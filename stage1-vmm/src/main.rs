@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use stage1_vmm::{VmConfig, Vmm};
+use stage1_vmm::{SerialBackend, VmConfig, Vmm};
 
 #[derive(Parser)]
 #[command(name = "stage1-vmm", about = "rkt KVM stage1: a mini-VMM")]
@@ -90,14 +90,15 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
         Some(_) => anyhow::bail!("--timeout must be a positive number of seconds"),
         None => None,
     };
+    let mut console = SerialBackend::stdout();
     if !a.no_stdin {
         let fd: OwnedFd = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
             .context("stdin")?;
-        cfg.console_in = Some(fd);
+        console.input = Some(fd);
     }
-    let vmm = Vmm::new(cfg)?;
+    let vmm = Vmm::new(&cfg, console)?;
     let (outcome, report) = vmm.run_report()?;
     if report.console.dropped > 0 {
         eprintln!(

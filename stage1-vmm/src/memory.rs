@@ -16,7 +16,8 @@
 use thiserror::Error;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-use crate::devices::GuestMem;
+/// Guest memory as the VMM, the boot code and every device see it.
+pub type GuestMem = GuestMemoryMmap<()>;
 
 /// Bytes per KiB.
 pub const KIB: u64 = 1 << 10;

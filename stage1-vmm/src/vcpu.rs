@@ -17,8 +17,8 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::boot::BootEntry;
 use crate::bus::Bus;
-use crate::devices::GuestMem;
 use crate::exit::{handle_exit, ExitError, VcpuAction};
+use crate::memory::GuestMem;
 use crate::memory::{
     BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START,
 };

@@ -25,8 +25,19 @@ fn tiny_vm(code: &[u8], cpus: u32, timeout: Duration) -> (Vmm, SharedBuf, tempfi
     cfg.mem_mib = TINY_MEM_MIB;
     cfg.cpus = cpus;
     cfg.timeout = Some(timeout);
-    cfg.console_out = Some(Box::new(out.clone()));
-    (Vmm::new(cfg).expect("VM created"), out, dir)
+    (
+        Vmm::new(&cfg, console_to(&out)).expect("VM created"),
+        out,
+        dir,
+    )
+}
+
+/// COM1 output into `out`, no input.
+fn console_to(out: &SharedBuf) -> SerialBackend {
+    SerialBackend {
+        out: Box::new(out.clone()),
+        input: None,
+    }
 }
 
 /// Boots `code` as a tiny guest; returns the outcome, console text and run time.
@@ -191,7 +202,7 @@ struct DummyVirtio {
     _irq: vmm_sys_util::eventfd::EventFd,
 }
 
-impl stage1_vmm::devices::MmioDevice for DummyVirtio {
+impl stage1_vmm::bus::MmioDevice for DummyVirtio {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if offset == 0 {
@@ -203,7 +214,7 @@ impl stage1_vmm::devices::MmioDevice for DummyVirtio {
     fn write(&mut self, _offset: u64, _data: &[u8]) {}
 }
 
-impl stage1_vmm::devices::VirtioMmio for DummyVirtio {
+impl stage1_vmm::device_manager::VirtioMmio for DummyVirtio {
     fn queue_evts(&self) -> &[vmm_sys_util::eventfd::EventFd] {
         &self.evts
     }
@@ -223,6 +234,13 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
     code.extend(asm::reset());
 
     let (mut vmm, out, _dir) = tiny_vm(&code, 1, Duration::from_secs(30));
+    // A device that fails to build takes no slot and leaves the command line alone.
+    let before = vmm.cmdline();
+    let failed = vmm.add_virtio_transport(|_mem, _irq| -> Result<DummyVirtio, _> {
+        Err(stage1_vmm::device_manager::DeviceError::NoVirtioSlot)
+    });
+    assert!(failed.is_err());
+    assert_eq!(vmm.cmdline(), before);
     let q0 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let q1 = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let (q0c, q1c) = (
@@ -230,9 +248,11 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
         q1.try_clone().expect("clone"),
     );
     let slot = vmm
-        .add_virtio_mmio(move |_mem, irq| DummyVirtio {
-            evts: vec![q0c, q1c],
-            _irq: irq,
+        .add_virtio_transport(move |_mem, irq| {
+            Ok(DummyVirtio {
+                evts: vec![q0c, q1c],
+                _irq: irq,
+            })
         })
         .expect("registered");
     assert_eq!(slot.base, 0xd000_0000);
@@ -243,13 +263,23 @@ fn virtio_mmio_slot_is_on_the_bus_the_cmdline_and_ioeventfds() {
         vmm.cmdline()
     );
     let slot2 = vmm
-        .add_virtio_mmio(|_mem, irq| DummyVirtio {
-            evts: vec![],
-            _irq: irq,
+        .add_virtio_transport(|_mem, irq| {
+            Ok(DummyVirtio {
+                evts: vec![],
+                _irq: irq,
+            })
         })
         .expect("second slot");
     assert_eq!((slot2.base, slot2.gsi), (0xd000_1000, 6));
     assert!(vmm.cmdline().contains("virtio_mmio.device=4K@0xd0001000:6"));
+    // A real device goes through the same step.
+    let slot3 = vmm
+        .add_virtio(Box::new(
+            stage1_vmm::devices::virtio::console::Console::new(None, None),
+        ))
+        .expect("console slot");
+    assert_eq!((slot3.base, slot3.gsi), (0xd000_2000, 7));
+    assert!(vmm.cmdline().contains("virtio_mmio.device=4K@0xd0002000:7"));
 
     let (outcome, _) = vmm.run().expect("runs");
     assert_eq!(outcome, VmOutcome::Reset);

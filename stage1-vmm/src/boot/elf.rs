@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryRegion};
 
 use super::BootError;
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 use crate::memory::HIMEM_START;
 
 /// Page size (bytes).

@@ -18,7 +18,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use self::cmdline::Cmdline;
 use self::e820::E820Entry;
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 use crate::memory::{low_ram_end, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, ZERO_PAGE_START};
 
 /// Page size (bytes).

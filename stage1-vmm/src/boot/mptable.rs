@@ -6,7 +6,7 @@
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 use crate::memory::{IOAPIC_START, LAPIC_START, MPTABLE_START};
 
 /// Most vCPUs an MP table (8-bit APIC IDs, IOAPIC ID after them) can describe here.

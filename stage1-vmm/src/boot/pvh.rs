@@ -7,7 +7,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use super::e820::E820Entry;
 use super::BootError;
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 use crate::memory::PVH_INFO_START;
 
 /// `hvm_start_info.magic` ("xEn3" with the high bit set).

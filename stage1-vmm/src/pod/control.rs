@@ -23,6 +23,8 @@ use pod_abi::control::ControlMsg;
 use stage1_common::signals::{self, STOP_SIGNALS};
 use stage1_common::terminal::{self, EscapeDetector, ESCAPE_KILL_REASON};
 
+use crate::threads::{self, ThreadKind};
+
 use super::{record_failure, PROG};
 /// Time the guest gets beyond the plan's grace period to reboot after a stop request (seconds):
 /// post-stop handlers, status writes and the sync, with room for a slow (nested, emulated) host.
@@ -123,39 +125,37 @@ pub fn force_end(reason: &str) -> ! {
 /// COM2's input pipe), and ends the VMM if the guest does not stop in time.
 pub fn spawn_signal_thread(com2_tx: OwnedFd, grace: Duration) -> std::io::Result<()> {
     let mut tx = File::from(com2_tx);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let set = signals::sigset(&STOP_SIGNALS);
-            let stop_line = ControlMsg::Stop.line();
-            let mut state = StopState::Running;
-            let ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: TICK_MS * 1_000_000,
+    threads::spawn(ThreadKind::Signals, "signals", move || {
+        let set = signals::sigset(&STOP_SIGNALS);
+        let stop_line = ControlMsg::Stop.line();
+        let mut state = StopState::Running;
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: TICK_MS * 1_000_000,
+        };
+        loop {
+            // SAFETY: a valid set, a null siginfo pointer and a valid timeout.
+            let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+            let event = if sig > 0 {
+                log::info!("signal {sig}: stopping the pod");
+                StopEvent::Signal
+            } else {
+                StopEvent::Tick
             };
-            loop {
-                // SAFETY: a valid set, a null siginfo pointer and a valid timeout.
-                let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-                let event = if sig > 0 {
-                    log::info!("signal {sig}: stopping the pod");
-                    StopEvent::Signal
-                } else {
-                    StopEvent::Tick
-                };
-                let (s, action) = next(state, event, Instant::now(), grace);
-                state = s;
-                match action {
-                    StopAction::None => {}
-                    StopAction::SendStop => {
-                        if let Err(e) = tx.write_all(&stop_line) {
-                            log::warn!("cannot send stop on COM2: {e}");
-                        }
+            let (s, action) = next(state, event, Instant::now(), grace);
+            state = s;
+            match action {
+                StopAction::None => {}
+                StopAction::SendStop => {
+                    if let Err(e) = tx.write_all(&stop_line) {
+                        log::warn!("cannot send stop on COM2: {e}");
                     }
-                    StopAction::Force(why) => force_end(why),
                 }
+                StopAction::Force(why) => force_end(why),
             }
-        })
-        .map(|_| ())
+        }
+    })
+    .map(|_| ())
 }
 
 /// Puts the terminal on `fd` (stdin) in raw mode, if it is one; [`restore_terminal`] undoes it.
@@ -177,31 +177,29 @@ pub fn restore_terminal() {
 pub fn spawn_stdin_thread(input: OwnedFd, to_guest: OwnedFd) -> std::io::Result<()> {
     let mut input = File::from(input);
     let mut out = File::from(to_guest);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut watch = EscapeDetector::default();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = match input.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let data = buf.get(..n).unwrap_or_default();
-                if watch.feed_all(data, Instant::now()) {
-                    restore_terminal();
-                    eprintln!("\r");
-                    force_end(ESCAPE_KILL_REASON);
-                }
-                if out.write_all(data).is_err() {
-                    break;
-                }
+    threads::spawn(ThreadKind::Stdin, "stdin", move || {
+        let mut watch = EscapeDetector::default();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let data = buf.get(..n).unwrap_or_default();
+            if watch.feed_all(data, Instant::now()) {
+                restore_terminal();
+                eprintln!("\r");
+                force_end(ESCAPE_KILL_REASON);
             }
-            log::debug!("{PROG}: stdin closed (fd {})", input.as_raw_fd());
-        })
-        .map(|_| ())
+            if out.write_all(data).is_err() {
+                break;
+            }
+        }
+        log::debug!("{PROG}: stdin closed (fd {})", input.as_raw_fd());
+    })
+    .map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,31 +1,30 @@
 //! The `run` entrypoint: one pod, one VM, this process (whose pid is the pod's `pid`).
 //!
-//! Order matters (see [`super::jail`]): block the stop signals and enter a private mount
-//! namespace while single-threaded; read the plan, write `pid`, size the VM; create the VM
-//! (opens the kernel and /dev/kvm); pivot into the pod directory; open the virtio-fs share of
-//! `stage1/rootfs`; add hvc0 (stdout), hvc1 (stderr) and the share; attach COM2; start the
-//! signal (and, for `--interactive`, stdin) threads; run. Then the VM's end becomes the pod's
-//! exit code ([`finish`]).
+//! [`run`] is a list of named steps, and their order matters (see [`super::jail`]):
+//! [`prepare_process`] blocks the stop signals and enters a private mount namespace while
+//! single-threaded; [`read_plan`] reads the plan and writes `pid`; [`choose_size`] sizes the VM;
+//! [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
+//! creates the VM (opens the kernel and /dev/kvm); [`jail_vmm`] pivots into the pod directory;
+//! [`attach_devices`] adds hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`
+//! and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
+//! [`boot_and_wait`] runs the VM; [`finish`] turns its end into the pod's exit code.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pod_abi::init::InitArgs;
 use pod_abi::paths::PodPaths;
 use pod_abi::plan::{Flavor, Plan};
 use pod_abi::stage1::RunArgs;
-use vmm_sys_util::eventfd::EventFd;
 
 use super::{
     control, jail, record_failure, set_failure_path, sizing, write_atomic, PodError, PROG,
 };
+use crate::device_manager::SerialBackend;
 use crate::devices::virtio::console::{nonblocking_fd, Console};
 use crate::devices::virtio::fs::{Fs, FsConfig};
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::VirtioDevice;
-use crate::devices::{GuestMem, MmioDevice, VirtioMmio};
-use crate::vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
+use crate::vmm::{VmConfig, VmOutcome, Vmm};
 
 /// The guest kernel, relative to the stage1 root.
 pub const KERNEL_IN_STAGE1: &str = "kernel/vmlinux";
@@ -134,55 +133,6 @@ impl<W: std::io::Write> Drop for ConsoleFilter<W> {
     }
 }
 
-/// A transport, or the record that creating it failed (`Vmm::add_virtio_mmio` takes an
-/// infallible constructor; the failure is reported right after registration).
-enum Slot {
-    Ready(MmioTransport),
-    Failed,
-}
-
-impl MmioDevice for Slot {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        match self {
-            Slot::Ready(t) => t.read(offset, data),
-            Slot::Failed => data.fill(0),
-        }
-    }
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        if let Slot::Ready(t) = self {
-            t.write(offset, data);
-        }
-    }
-}
-
-impl VirtioMmio for Slot {
-    fn queue_evts(&self) -> &[EventFd] {
-        match self {
-            Slot::Ready(t) => t.queue_evts(),
-            Slot::Failed => &[],
-        }
-    }
-}
-
-fn add_device(vmm: &mut Vmm, dev: Box<dyn VirtioDevice>) -> Result<(), PodError> {
-    let failed = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let f2 = failed.clone();
-    vmm.add_virtio_mmio(move |mem: GuestMem, irq: EventFd| {
-        match MmioTransport::new(mem, dev, irq) {
-            Ok(t) => Slot::Ready(t),
-            Err(e) => {
-                *f2.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                Slot::Failed
-            }
-        }
-    })?;
-    let err = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match err {
-        Some(e) => Err(PodError::Transport(e)),
-        None => Ok(()),
-    }
-}
-
 /// A pipe: (read end, write end), both close-on-exec; the read end non-blocking.
 fn pipe() -> Result<(OwnedFd, OwnedFd), PodError> {
     let mut fds = [0 as libc::c_int; 2];
@@ -217,6 +167,23 @@ fn install_panic_hook() {
 
 /// Runs the pod (see the module docs); returns the pod's exit code.
 pub fn run(args: &RunArgs) -> Result<i32, PodError> {
+    let cwd = prepare_process()?;
+    let host = PodPaths::new(&cwd);
+    let plan = read_plan(&host, args)?;
+    let size = choose_size(&plan, args);
+    let io = HostIo::open(args.interactive || plan.interactive)?;
+    let (mut vmm, kernel_tail) = build_vm(&host, size, args.debug || plan.debug)?;
+    let pod = jail_vmm(&cwd)?;
+    attach_devices(&mut vmm, &pod, io.devices, args.debug)?;
+    start_control(io.control, &plan)?;
+    let outcome = boot_and_wait(vmm, &kernel_tail)?;
+    Ok(finish(&pod, &plan, &outcome))
+}
+
+/// Step 1, while single-threaded: block the stop signals, point failures at the pod's `failure`
+/// file, install the panic hook, check the lock fd and enter a private mount namespace. Returns
+/// the pod directory (the cwd stage0 gave us).
+fn prepare_process() -> Result<PathBuf, PodError> {
     control::block_stop_signals().map_err(|e| PodError::Host("cannot block signals", e))?;
     let cwd = std::env::current_dir()
         .map_err(|e| PodError::Host("cannot get the current directory", e))?;
@@ -225,7 +192,11 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     install_panic_hook();
     let _lock = stage1_common::pod::keep_lock_fd();
     jail::enter_private_namespace()?;
+    Ok(cwd)
+}
 
+/// Step 2: reads the launch plan and writes `pid` (this process is the pod).
+fn read_plan(host: &PodPaths, args: &RunArgs) -> Result<Plan, PodError> {
     let plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
     if args.net == "host" {
         eprintln!(
@@ -235,12 +206,16 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let pid = std::process::id();
     write_atomic(&host.pid(), pid.to_string().as_bytes())
         .map_err(|e| PodError::io("cannot write", &host.pid(), e))?;
+    Ok(plan)
+}
 
+/// Step 3: the VM's memory and vCPUs from the plan and the host's CPUs.
+fn choose_size(plan: &Plan, args: &RunArgs) -> sizing::VmSize {
     let host_cpus = std::thread::available_parallelism()
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1)
         .min(u32::from(crate::boot::mptable::MAX_CPUS));
-    let size = sizing::size_vm(&plan, host_cpus);
+    let size = sizing::size_vm(plan, host_cpus);
     log::info!(
         "pod {}: {} app(s), {} MiB, {} vCPU(s)",
         plan.uuid,
@@ -253,70 +228,139 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
             "{PROG}: pod {}: {} MiB RAM ({} MiB for the apps), {} vCPU(s)",
             plan.uuid,
             size.mem_mib,
-            sizing::apps_mem_mib(&plan),
+            sizing::apps_mem_mib(plan),
             size.cpus
         );
     }
+    size
+}
 
-    // Host ends of the consoles, taken while /proc is the host's.
-    let out = nonblocking_fd(std::io::stdout().as_fd(), true)
-        .map_err(|e| PodError::Host("cannot use stdout", e))?;
-    let err = nonblocking_fd(std::io::stderr().as_fd(), true)
-        .map_err(|e| PodError::Host("cannot use stderr", e))?;
-    let interactive = args.interactive || plan.interactive;
-    let (console_in, stdin_pipe) = if interactive {
-        let (r, w) = pipe()?;
-        (Some(r), Some(w))
-    } else {
-        (None, None)
-    };
-    let (com2_rx, com2_tx) = pipe()?;
+/// The host ends the devices get: the apps' stdout/stderr and, for an interactive pod, the read
+/// end of the console's input pipe; and COM2's input pipe.
+struct DeviceIo {
+    out: OwnedFd,
+    err: OwnedFd,
+    console_in: Option<OwnedFd>,
+    com2_rx: OwnedFd,
+}
 
+/// The host ends the control threads get: COM2's input pipe (for `stop` lines) and, for an
+/// interactive pod, the console's input pipe (for stdin).
+struct ControlIo {
+    com2_tx: OwnedFd,
+    stdin_pipe: Option<OwnedFd>,
+}
+
+/// The host file descriptors of a pod, taken before the jail.
+struct HostIo {
+    devices: DeviceIo,
+    control: ControlIo,
+}
+
+impl HostIo {
+    /// Step 4: the host ends of the consoles and the pipes, taken while /proc is the host's.
+    fn open(interactive: bool) -> Result<HostIo, PodError> {
+        let out = nonblocking_fd(std::io::stdout().as_fd(), true)
+            .map_err(|e| PodError::Host("cannot use stdout", e))?;
+        let err = nonblocking_fd(std::io::stderr().as_fd(), true)
+            .map_err(|e| PodError::Host("cannot use stderr", e))?;
+        let (console_in, stdin_pipe) = if interactive {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let (com2_rx, com2_tx) = pipe()?;
+        Ok(HostIo {
+            devices: DeviceIo {
+                out,
+                err,
+                console_in,
+                com2_rx,
+            },
+            control: ControlIo {
+                com2_tx,
+                stdin_pipe,
+            },
+        })
+    }
+}
+
+/// Kernel console lines kept for a failure report (see [`ConsoleFilter`]).
+type KernelTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+
+/// Step 5: creates the VM (opens the pod's kernel and /dev/kvm). COM1 is the kernel console
+/// (and guest-init's own messages): stderr, never the apps' stdout. The kernel is `quiet`, so
+/// it only speaks when something goes wrong; its lines are kept in the returned tail.
+fn build_vm(
+    host: &PodPaths,
+    size: sizing::VmSize,
+    debug: bool,
+) -> Result<(Vmm, KernelTail), PodError> {
     let mut cfg = VmConfig::new(host.stage1_rootfs().join(KERNEL_IN_STAGE1));
-    cfg.cmdline = pod_cmdline(args.debug || plan.debug);
+    cfg.cmdline = pod_cmdline(debug);
     cfg.mem_mib = size.mem_mib;
     cfg.cpus = size.cpus;
-    // COM1 is the kernel console (and guest-init's own messages): stderr, never the apps'
-    // stdout. The kernel is `quiet`, so it only speaks when something goes wrong.
-    let kernel_tail = std::sync::Arc::new(std::sync::Mutex::new(
+    let kernel_tail: KernelTail = std::sync::Arc::new(std::sync::Mutex::new(
         std::collections::VecDeque::with_capacity(KERNEL_TAIL_LINES),
     ));
-    cfg.console_out = Some(Box::new(ConsoleFilter::new(
-        std::io::stderr(),
-        args.debug || plan.debug,
-        kernel_tail.clone(),
-    )));
-    let mut vmm = Vmm::new(cfg)?;
+    let console = SerialBackend {
+        out: Box::new(ConsoleFilter::new(
+            std::io::stderr(),
+            debug,
+            kernel_tail.clone(),
+        )),
+        input: None,
+    };
+    let vmm = Vmm::new(&cfg, console)?;
+    Ok((vmm, kernel_tail))
+}
 
-    // From here on the VMM sees only the pod directory.
-    jail::pivot_into(&cwd)?;
+/// Step 6: from here on the VMM sees only the pod directory. Returns its paths in the jail.
+fn jail_vmm(cwd: &Path) -> Result<PodPaths, PodError> {
+    jail::pivot_into(cwd)?;
     let pod = PodPaths::new(PathBuf::from(jail::POD_IN_JAIL));
     set_failure_path(pod.failure());
+    Ok(pod)
+}
 
-    add_device(&mut vmm, Box::new(Console::new(Some(out), console_in)))?;
-    add_device(&mut vmm, Box::new(Console::new(Some(err), None)))?;
+/// Step 7: hvc0 (stdout, with stdin for an interactive pod), hvc1 (stderr), the virtio-fs share
+/// of `stage1/rootfs` (opened before /proc goes away), and COM2, the control channel.
+fn attach_devices(
+    vmm: &mut Vmm,
+    pod: &PodPaths,
+    io: DeviceIo,
+    debug: bool,
+) -> Result<(), PodError> {
+    vmm.add_virtio(Box::new(Console::new(Some(io.out), io.console_in)))?;
+    vmm.add_virtio(Box::new(Console::new(Some(io.err), None)))?;
     let mut fs_cfg = FsConfig::new(pod.stage1_rootfs());
     fs_cfg.tag = ROOT_TAG.to_string();
     let fs = Fs::new(fs_cfg)?;
     jail::drop_proc()?;
-    add_device(&mut vmm, Box::new(fs))?;
-    let com2_out: Box<dyn std::io::Write + Send> = if args.debug {
+    vmm.add_virtio(Box::new(fs))?;
+    let com2_out: Box<dyn std::io::Write + Send> = if debug {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::sink())
     };
     vmm.attach_com2(SerialBackend {
         out: com2_out,
-        input: Some(com2_rx),
+        input: Some(io.com2_rx),
     })?;
-    if args.debug {
+    if debug {
         eprintln!("{PROG}: kernel command line: {}", vmm.cmdline());
     }
+    Ok(())
+}
 
+/// Step 8: the signal thread and, for an interactive pod, the terminal in raw mode and the
+/// stdin thread.
+fn start_control(io: ControlIo, plan: &Plan) -> Result<(), PodError> {
     let grace = Duration::from_secs(u64::from(plan.stop_grace_secs));
-    control::spawn_signal_thread(com2_tx, grace)
+    control::spawn_signal_thread(io.com2_tx, grace)
         .map_err(|e| PodError::Host("cannot start the signal thread", e))?;
-    if let Some(w) = stdin_pipe {
+    if let Some(w) = io.stdin_pipe {
         let stdin = std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
@@ -326,7 +370,12 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
         control::spawn_stdin_thread(stdin, w)
             .map_err(|e| PodError::Host("cannot start the stdin thread", e))?;
     }
+    Ok(())
+}
 
+/// Step 9: boots the guest and waits for the VM to end; restores the terminal; after a failure,
+/// prints the kernel's last lines.
+fn boot_and_wait(vmm: Vmm, kernel_tail: &KernelTail) -> Result<VmOutcome, PodError> {
     let res = vmm.run();
     control::restore_terminal();
     let (outcome, stats) = res?;
@@ -342,10 +391,10 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
             }
         }
     }
-    Ok(finish(&pod, &plan, &outcome))
+    Ok(outcome)
 }
 
-/// Turns the VM's end into the pod's exit code: after a normal reboot, the apps' statuses
+/// Step 10, collect statuses: turns the VM's end into the pod's exit code: after a normal reboot, the apps' statuses
 /// (first non-zero in app order) unless guest-init recorded a failure of its own; after a panic,
 /// triple fault or KVM error, the reason goes to the pod's `failure` file and the code is
 /// `STAGE1_FAILED`.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::threads::{self, ThreadKind};
+
 /// Default bound of an [`AsyncWriter`]'s queue (bytes, 1 MiB).
 pub const DEFAULT_QUEUE_BYTES: usize = 1 << 20;
 /// Most bytes of one line [`PanicWatch`] keeps (longer lines are truncated).
@@ -70,36 +72,34 @@ impl AsyncWriter {
             stats: stats.clone(),
         });
         let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let mut chunk = Vec::with_capacity(4096);
-                loop {
-                    {
-                        let mut q = lock(&s.q);
-                        while q.buf.is_empty() && !q.closed {
-                            q = s.cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                        }
-                        if q.buf.is_empty() && q.closed {
-                            break;
-                        }
-                        let n = q.buf.len().min(4096);
-                        chunk.clear();
-                        chunk.extend(q.buf.drain(..n));
+        let thread = threads::spawn(ThreadKind::Console, name, move || {
+            let mut chunk = Vec::with_capacity(4096);
+            loop {
+                {
+                    let mut q = lock(&s.q);
+                    while q.buf.is_empty() && !q.closed {
+                        q = s.cv.wait(q).unwrap_or_else(|p| p.into_inner());
                     }
-                    let ok = backend.write_all(&chunk).and_then(|_| backend.flush());
-                    match ok {
-                        Ok(()) => s
-                            .stats
-                            .written
-                            .fetch_add(chunk.len() as u64, Ordering::Relaxed),
-                        Err(_) => s
-                            .stats
-                            .dropped
-                            .fetch_add(chunk.len() as u64, Ordering::Relaxed),
-                    };
+                    if q.buf.is_empty() && q.closed {
+                        break;
+                    }
+                    let n = q.buf.len().min(4096);
+                    chunk.clear();
+                    chunk.extend(q.buf.drain(..n));
                 }
-            })?;
+                let ok = backend.write_all(&chunk).and_then(|_| backend.flush());
+                match ok {
+                    Ok(()) => s
+                        .stats
+                        .written
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed),
+                    Err(_) => s
+                        .stats
+                        .dropped
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed),
+                };
+            }
+        })?;
         Ok((
             AsyncWriter {
                 shared: shared.clone(),

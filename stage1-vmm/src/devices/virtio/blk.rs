@@ -17,7 +17,7 @@ use vmm_sys_util::epoll::Epoll;
 use super::queue::{add_used, has_pending, pop_chain, QueueError};
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_BLOCK};
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 
 /// Sector size of the virtio-blk protocol (bytes).
 pub const SECTOR_SIZE: u64 = 512;
@@ -157,6 +157,7 @@ impl VirtioDevice for Block {
         };
         self.worker = Some(worker::spawn(
             "virtio-blk",
+            TYPE_BLOCK,
             args.queue_evts,
             args.interrupt,
             w,
@@ -302,9 +303,9 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
+    use crate::bus::MmioDevice;
     use crate::devices::virtio::mmio::MmioTransport;
     use crate::devices::virtio::test_utils::*;
-    use crate::devices::MmioDevice;
 
     const HDR: u64 = DATA_BASE;
     const DATA: u64 = DATA_BASE + 0x1000;

@@ -27,7 +27,7 @@ use super::queue::{add_used, has_pending, pop_chain, QueueError};
 use super::worker::FIRST_DEVICE_TOKEN;
 use super::worker::{self, add_fd, modify_fd, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, VirtioDevice, TYPE_CONSOLE};
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 
 /// Queue size of both queues (entries).
 pub const QUEUE_SIZE: u16 = 256;
@@ -160,6 +160,7 @@ impl VirtioDevice for Console {
         };
         self.worker = Some(worker::spawn(
             "virtio-console",
+            TYPE_CONSOLE,
             args.queue_evts,
             args.interrupt,
             w,

@@ -32,7 +32,7 @@ use vmm_sys_util::epoll::Epoll;
 use super::queue::{add_used, pop_chain, QueueError};
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_FS};
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 
 /// Maximum length of the mount tag (bytes, virtio 1.2, 5.11.4).
 pub const TAG_LEN: usize = 36;
@@ -235,6 +235,7 @@ impl VirtioDevice for Fs {
         };
         self.worker = Some(worker::spawn(
             "virtio-fs",
+            TYPE_FS,
             args.queue_evts,
             args.interrupt,
             fs_worker,

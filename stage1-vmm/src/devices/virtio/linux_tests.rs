@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use super::console::{nonblocking_fd, Console};
 use super::fs::{Fs, FsConfig};
-use super::mmio::MmioTransport;
-use crate::{VmConfig, VmOutcome, Vmm};
+use crate::{SerialBackend, VmConfig, VmOutcome, Vmm};
 
 /// Lines the guest writes to hvc0 after the file contents (count).
 const SEQ_LINES: u32 = 50_000;
@@ -196,16 +195,16 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
     // Extra kernel arguments for diagnosis, e.g. RKT_TEST_CMDLINE="loglevel=7".
     cfg.cmdline = std::env::var("RKT_TEST_CMDLINE").unwrap_or_default();
     cfg.timeout = Some(Duration::from_secs(150));
-    cfg.console_out = Some(Box::new(serial.clone()));
-    let mut vmm = Vmm::new(cfg).unwrap();
+    let console = SerialBackend {
+        out: Box::new(serial.clone()),
+        input: None,
+    };
+    let mut vmm = Vmm::new(&cfg, console).unwrap();
     let fs_dev = Fs::new(FsConfig::new(&share)).unwrap();
-    vmm.add_virtio_mmio(|mem, irq| MmioTransport::new(mem, Box::new(fs_dev), irq).unwrap())
+    vmm.add_virtio(Box::new(fs_dev)).unwrap();
+    vmm.add_virtio(Box::new(Console::new(Some(stdout_fd), None)))
         .unwrap();
-    let out_dev = Console::new(Some(stdout_fd), None);
-    vmm.add_virtio_mmio(|mem, irq| MmioTransport::new(mem, Box::new(out_dev), irq).unwrap())
-        .unwrap();
-    let err_dev = Console::new(Some(stderr_fd), None);
-    vmm.add_virtio_mmio(|mem, irq| MmioTransport::new(mem, Box::new(err_dev), irq).unwrap())
+    vmm.add_virtio(Box::new(Console::new(Some(stderr_fd), None)))
         .unwrap();
     eprintln!("{name}: booting {}", vmm.cmdline());
     let (outcome, _) = vmm.run().unwrap();

@@ -18,7 +18,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::queue::validate_layout;
 use super::worker::error_chain;
 use super::{ActivateArgs, Interrupt, LogLimiter, VirtioDevice, VIRTIO_F_VERSION_1};
-use crate::devices::{GuestMem, MmioDevice};
+use crate::bus::MmioDevice;
+use crate::memory::GuestMem;
 
 /// "virt" in little endian.
 const MMIO_MAGIC: u32 = 0x7472_6976;

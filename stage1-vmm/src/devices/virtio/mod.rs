@@ -42,7 +42,7 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 
 /// virtio device ID of a console (virtio 1.2, 5.3).
 pub const TYPE_CONSOLE: u32 = 3;

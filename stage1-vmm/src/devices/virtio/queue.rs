@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryRegion};
 
-use crate::devices::GuestMem;
+use crate::memory::GuestMem;
 
 /// Size of one descriptor-table entry (bytes).
 const DESC_SIZE: u64 = 16;

@@ -13,7 +13,8 @@ use super::mmio::{
     MmioTransport, STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
 };
 use super::VirtioDevice;
-use crate::devices::{GuestMem, MmioDevice};
+use crate::bus::MmioDevice;
+use crate::memory::GuestMem;
 
 /// Guest memory size used by the tests (bytes).
 pub const MEM_SIZE: usize = 32 << 20;

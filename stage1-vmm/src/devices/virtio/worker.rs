@@ -1,20 +1,22 @@
 //! Device worker threads: one named thread per active device, an epoll loop over the queue
 //! EventFds, a stop EventFd and any host fds the device registers itself.
 //!
-//! A handler error (a corrupt queue, a broken event loop) or a panic ends the worker and marks the
-//! device `DEVICE_NEEDS_RESET` with a configuration interrupt; the VMM and the other devices keep
-//! running. A driver reset stops the worker through the stop EventFd and joins it.
+//! A handler error (a corrupt queue, a broken event loop) ends the worker and marks the device
+//! `DEVICE_NEEDS_RESET` with a configuration interrupt; the VMM and the other devices keep
+//! running. A panic is a VMM bug, not guest input: it aborts the whole process (the panic policy,
+//! see [`crate::threads`] and docs/vmm.md). A driver reset stops the worker through the stop
+//! EventFd and joins it.
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::panic::{self, AssertUnwindSafe};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::QueueError;
 use super::{ActivateError, Interrupt};
+use crate::threads::{self, ThreadKind};
 
 /// Epoll token of the stop EventFd.
 const STOP_TOKEN: u64 = u64::MAX;
@@ -83,9 +85,8 @@ impl WorkerHandle {
                 log::error!("virtio: cannot signal the worker to stop: {e}");
                 return;
             }
-            if thread.join().is_err() {
-                log::error!("virtio: worker thread panicked");
-            }
+            // A panicking worker aborts the process, so the join cannot report one.
+            let _ = thread.join();
         }
     }
 }
@@ -96,9 +97,11 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Starts `worker` on a thread named `name`, watching `queue_evts` (queue `i` = token `i`).
+/// Starts `worker` on a thread named `name` for a device of virtio type `device_type`, watching
+/// `queue_evts` (queue `i` = token `i`).
 pub(crate) fn spawn<W: Worker>(
     name: &str,
+    device_type: u32,
     queue_evts: Vec<EventFd>,
     interrupt: Interrupt,
     mut worker: W,
@@ -113,25 +116,13 @@ pub(crate) fn spawn<W: Worker>(
     }
     log::debug!("{name}: worker starting with {} queues", queue_evts.len());
     let thread_name = name.to_string();
-    let thread = thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                run(&epoll, &stop_worker, &queue_evts, &mut worker)
-            }));
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    log::error!("{thread_name}: {}", error_chain(&e));
-                    interrupt.set_needs_reset();
-                }
-                Err(_) => {
-                    log::error!("{thread_name}: worker panicked");
-                    interrupt.set_needs_reset();
-                }
-            }
-        })
-        .map_err(ActivateError::Worker)?;
+    let thread = threads::spawn(ThreadKind::DeviceWorker(device_type), name, move || {
+        if let Err(e) = run(&epoll, &stop_worker, &queue_evts, &mut worker) {
+            log::error!("{thread_name}: {}", error_chain(&e));
+            interrupt.set_needs_reset();
+        }
+    })
+    .map_err(ActivateError::Worker)?;
     Ok(WorkerHandle {
         stop,
         thread: Some(thread),
@@ -208,5 +199,82 @@ fn run<W: Worker>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::devices::virtio::TYPE_CONSOLE;
+    use crate::threads::{assert_aborted, run_test_in_child};
+
+    /// Set in the child process of [`a_panicking_device_worker_aborts_the_vmm`].
+    const CHILD_ENV: &str = "RKT_VMM_TEST_WORKER_PANIC_CHILD";
+
+    /// A device whose queue handler panics (a VMM bug) or fails (a corrupt queue).
+    struct Faulty {
+        panic: bool,
+    }
+
+    impl Worker for Faulty {
+        fn queue_event(&mut self, _epoll: &Epoll, queue: usize) -> Result<Drain, DeviceError> {
+            if self.panic {
+                panic!("device bug on queue {queue}");
+            }
+            Err(DeviceError::Epoll(io::Error::other("corrupt")))
+        }
+    }
+
+    fn evt() -> EventFd {
+        EventFd::new(EFD_NONBLOCK).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a [`Faulty`] worker, kicks its queue and waits up to 10 s for `DEVICE_NEEDS_RESET`.
+    fn kick_faulty(panic: bool) -> (WorkerHandle, bool) {
+        let queue = evt();
+        let notify = queue.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let interrupt = Interrupt::new(evt());
+        let handle = spawn(
+            "virtio-test",
+            TYPE_CONSOLE,
+            vec![queue],
+            interrupt.clone(),
+            Faulty { panic },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        notify.write(1).unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        while !interrupt.needs_reset() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        (handle, interrupt.needs_reset())
+    }
+
+    #[test]
+    fn a_failing_device_worker_only_needs_a_reset() {
+        let (mut handle, needs_reset) = kick_faulty(false);
+        assert!(needs_reset, "a device error must set DEVICE_NEEDS_RESET");
+        handle.stop();
+    }
+
+    /// The child: the worker panics while the "VMM" (this test's thread) waits for the device.
+    #[test]
+    fn panicking_worker_child() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        let (_handle, needs_reset) = kick_faulty(true);
+        println!("VMM SURVIVED (needs_reset = {needs_reset})");
+    }
+
+    #[test]
+    fn a_panicking_device_worker_aborts_the_vmm() {
+        let out = run_test_in_child(
+            "devices::virtio::worker::tests::panicking_worker_child",
+            CHILD_ENV,
+        );
+        assert_aborted(&out, "device bug on queue 0", "VMM SURVIVED");
     }
 }
