@@ -6,8 +6,15 @@ use std::time::SystemTime;
 use crate::pod::status::unix_nanos;
 
 /// Go's `text/tabwriter` with minwidth 0, tabwidth 8, padding 1, padchar '\t' (what rkt
-/// uses): every cell but a row's last is followed by tabs up to its column's width.
+/// uses): every cell but a row's last is followed by tabs up to its column's width. Control
+/// characters in cells (image labels and names come from images) are escaped
+/// ([`escape_control`]), so a cell can neither break the table nor drive the terminal.
 pub fn tabwrite(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_control(c).into_owned()).collect())
+        .collect();
+    let rows = rows.as_slice();
     const TABWIDTH: usize = 8;
     let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; ncols];
@@ -36,6 +43,29 @@ pub fn tabwrite(rows: &[Vec<String>]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// `s` with every control character (C0, DEL, C1) written as an escape: `\n`, `\r`, `\t`,
+/// `\\`-prefixed hex otherwise (`\x1b`, `\u{9b}`); a backslash itself stays as is. Borrows
+/// when there is nothing to escape.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// go-humanize `IBytes`: `82 B`, `1.5 KiB`, `12 MiB`.
@@ -279,6 +309,22 @@ mod tests {
         assert_eq!(ago(990), "10 seconds ago");
         assert_eq!(ago(880), "2 minutes ago");
         assert_eq!(ago(940), "1 minute ago");
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        assert_eq!(escape_control("plain"), "plain");
+        assert_eq!(
+            escape_control("a\u{1b}[2Jb\nc\td\u{9b}e\u{7f}"),
+            "a\\x1b[2Jb\\nc\\td\\u{9b}e\\x7f"
+        );
+        let t = tabwrite(&[
+            vec!["NAME".into(), "LABEL".into()],
+            vec!["x\ny".into(), "\u{1b}]0;owned\u{7}".into()],
+        ]);
+        assert_eq!(t.lines().count(), 2, "{t:?}");
+        assert!(!t.contains('\u{1b}'), "{t:?}");
+        assert!(t.contains("x\\ny"), "{t:?}");
     }
 
     #[test]

@@ -354,3 +354,21 @@ fn gc_removes_unused_images_and_orphaned_trees() {
     let o = rkt(&dir, &["image", "gc", "--grace-period=soon"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Issue 9: an image whose version label carries terminal escapes and a newline cannot break
+/// `rkt image list`'s table or drive the terminal reading it.
+#[test]
+fn list_escapes_control_characters_from_images() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let f = write_file(
+        t.path(),
+        "evil.aci",
+        &simple_aci("example.com/evil", "1\u{1b}]0;owned\u{7}\nFAKE\trow", "x"),
+    );
+    fetch(&dir, &f);
+    let out = ok(&rkt(&dir, &["image", "list"]));
+    assert_eq!(out.lines().count(), 2, "one header, one row: {out:?}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(out.contains("1\\x1b]0;owned\\x07\\nFAKE\\trow"), "{out:?}");
+}
