@@ -2,7 +2,7 @@
 # ci/nested-kvm where the host KVM cannot boot Linux):
 #   make          build everything, make the example image, run it in a KVM pod, print its output
 #   make test     run the whole test suite (what CI runs)
-.PHONY: all demo build test bench clean
+.PHONY: all demo build test bench fuzz clean
 
 all: demo
 
@@ -21,6 +21,10 @@ bench: build
 	bash bench/run-ns.sh
 	bash bench/boot.sh
 	bash bench/run-kvm.sh
+
+# Every fuzz target for FUZZ_SECS seconds each (default 300); crashes land in fuzz/artifacts/.
+fuzz:
+	bash ci/fuzz.sh $${FUZZ_SECS:-300}
 
 clean:
 	rm -rf build target

@@ -4,7 +4,9 @@
 #   4. the guest-booting tests that skipped on the host (they mark themselves, see
 #      ci/guest-tests.sh) inside ci/nested-kvm; CI fails unless each passes there, and fails on
 #      a host skip that names ci/nested-kvm from an unmarked test,
-#   5. the harness self-test; then the list of skipped tests with their reasons and a summary.
+#   5. the harness self-test, 6. a short fuzzing smoke run of every fuzz target (ci/fuzz.sh,
+#      FUZZ_SMOKE_SECS each, default 10; `make fuzz` runs them longer); then the list of
+#      skipped tests with their reasons and a summary.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,6 +45,10 @@ bash ci/guest-tests.sh check "$log/host" "$log/guest" || fail=1
 
 step "nested-kvm harness self-test"
 bash ci/test-nested-kvm.sh 2>&1 | tee "$log/harness"
+[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+
+step "fuzz smoke (ci/fuzz.sh ${FUZZ_SMOKE_SECS:-10} s per target)"
+bash ci/fuzz.sh "${FUZZ_SMOKE_SECS:-10}" 2>&1 | tee "$log/fuzz"
 [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
 
 step "skipped tests"
