@@ -29,7 +29,7 @@ for d in stage1/rootfs/opt/stage2/*; do
   app=$(basename "$d")
   c=$(tr -d ' \n' < stage1/rootfs/rkt/plan.json | grep -o '"--exit","[0-9]*"' | grep -o '[0-9]*' | head -1)
   [ -n "$c" ] || c=0
-  echo "$c" > "stage1/rootfs/rkt/status/$app"
+  echo "$c" > "stage1/rootfs/@STATUS_DIR@/$app"
   [ "$code" = 0 ] && code=$c
 done
 exit $code
@@ -87,7 +87,8 @@ impl Env {
         }
         let f = std::fs::File::create(&p).unwrap();
         let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
-        b.add_file("/run", 0o755, RUN_SCRIPT.as_bytes()).unwrap();
+        let run = RUN_SCRIPT.replace("@STATUS_DIR@", pod_abi::paths::STATUS_DIR_IN_STAGE1);
+        b.add_file("/run", 0o755, run.as_bytes()).unwrap();
         b.add_file("/stop", 0o755, STOP_SCRIPT.as_bytes()).unwrap();
         b.add_file("/gc", 0o755, GC_SCRIPT.as_bytes()).unwrap();
         b.add_dir("/rkt", 0o755).unwrap();
