@@ -9,8 +9,11 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use appc::aci::{AciBuilder, Compression};
-use appc::schema::{Annotation, App};
+use appc::schema::App;
 use appc::{AcIdentifier, ImageManifest};
+
+mod stage1_util;
+use stage1_util::script_stage1;
 
 const RUN_SCRIPT: &str = r#"#!/bin/sh
 # Fake stage1 run: check the contract, record it, write statuses.
@@ -72,28 +75,17 @@ impl Env {
         if p.exists() {
             return p;
         }
-        let mut m = ImageManifest::new(AcIdentifier::new("example.com/stage1-sh").unwrap());
-        for (k, v) in [
-            ("coreos.com/rkt/stage1/run", "/run"),
-            ("coreos.com/rkt/stage1/stop", "/stop"),
-            ("coreos.com/rkt/stage1/gc", "/gc"),
-            ("coreos.com/rkt/stage1/enter", "/enter"),
-            ("coreos.com/rkt/stage1/interface-version", "5"),
-        ] {
-            m.annotations.push(Annotation {
-                name: AcIdentifier::new(k).unwrap(),
-                value: v.into(),
-            });
-        }
-        let f = std::fs::File::create(&p).unwrap();
-        let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
         let run = RUN_SCRIPT.replace("@STATUS_DIR@", pod_abi::paths::STATUS_DIR_IN_STAGE1);
-        b.add_file("/run", 0o755, run.as_bytes()).unwrap();
-        b.add_file("/stop", 0o755, STOP_SCRIPT.as_bytes()).unwrap();
-        b.add_file("/gc", 0o755, GC_SCRIPT.as_bytes()).unwrap();
-        b.add_dir("/rkt", 0o755).unwrap();
-        b.add_dir("/opt", 0o755).unwrap();
-        b.finish().unwrap();
+        script_stage1(
+            &p,
+            "example.com/stage1-sh",
+            &[
+                ("run", run.as_bytes()),
+                ("stop", STOP_SCRIPT.as_bytes()),
+                ("gc", GC_SCRIPT.as_bytes()),
+                ("enter", b"#!/bin/sh\nexit 0\n"),
+            ],
+        );
         p
     }
     fn image(&self, name: &str) -> PathBuf {

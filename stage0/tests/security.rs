@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use appc::aci::{AciBuilder, Compression};
-use appc::schema::{Annotation, App};
+use appc::schema::App;
 use appc::{AcIdentifier, ImageManifest};
 use stage0::store::datadir;
+
+mod stage1_util;
+use stage1_util::script_stage1;
 
 /// The unprivileged user and group of the attacks (`nobody`).
 const NOBODY: u32 = 65534;
@@ -61,26 +64,12 @@ fn stderr(o: &Output) -> String {
 /// A stage1 whose entrypoints are shell scripts: `run` exits 0 leaving the mounts in place.
 fn shell_stage1(dir: &Path) -> PathBuf {
     let p = dir.join("stage1-sh.aci");
-    let mut m = ImageManifest::new(AcIdentifier::new("example.com/stage1-sh").unwrap());
-    for (k, v) in [
-        ("coreos.com/rkt/stage1/run", "/run"),
-        ("coreos.com/rkt/stage1/stop", "/stop"),
-        ("coreos.com/rkt/stage1/gc", "/gc"),
-        ("coreos.com/rkt/stage1/interface-version", "5"),
-    ] {
-        m.annotations.push(Annotation {
-            name: AcIdentifier::new(k).unwrap(),
-            value: v.into(),
-        });
-    }
-    let f = std::fs::File::create(&p).unwrap();
-    let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
-    for e in ["/run", "/stop", "/gc"] {
-        b.add_file(e, 0o755, b"#!/bin/sh\nexit 0\n").unwrap();
-    }
-    b.add_dir("/rkt", 0o755).unwrap();
-    b.add_dir("/opt", 0o755).unwrap();
-    b.finish().unwrap();
+    let ok: &[u8] = b"#!/bin/sh\nexit 0\n";
+    script_stage1(
+        &p,
+        "example.com/stage1-sh",
+        &[("run", ok), ("stop", ok), ("gc", ok)],
+    );
     p
 }
 
@@ -486,38 +475,18 @@ fn volume_over_a_non_empty_image_directory_warns() {
 /// `marks/`), and whose `run` holds the pod lock in a `sleep` until stopped.
 fn marking_stage1(dir: &Path, marks: &Path) -> PathBuf {
     let p = dir.join("stage1-mark.aci");
-    let mut m = ImageManifest::new(AcIdentifier::new("example.com/stage1-mark").unwrap());
-    for (k, v) in [
-        ("coreos.com/rkt/stage1/run", "/run"),
-        ("coreos.com/rkt/stage1/stop", "/stop"),
-        ("coreos.com/rkt/stage1/gc", "/gc"),
-        ("coreos.com/rkt/stage1/interface-version", "5"),
-    ] {
-        m.annotations.push(Annotation {
-            name: AcIdentifier::new(k).unwrap(),
-            value: v.into(),
-        });
-    }
-    let f = std::fs::File::create(&p).unwrap();
-    let mut b = AciBuilder::new(f, Compression::Gzip, &m).unwrap();
     let m = marks.display();
-    b.add_file("/run", 0o755, b"#!/bin/sh\necho $$ > pid\nexec sleep 60\n")
-        .unwrap();
-    b.add_file(
-        "/stop",
-        0o755,
-        format!("#!/bin/sh\necho image > {m}/stop\nkill $(cat pid)\n").as_bytes(),
-    )
-    .unwrap();
-    b.add_file(
-        "/gc",
-        0o755,
-        format!("#!/bin/sh\necho image > {m}/gc\n").as_bytes(),
-    )
-    .unwrap();
-    b.add_dir("/rkt", 0o755).unwrap();
-    b.add_dir("/opt", 0o755).unwrap();
-    b.finish().unwrap();
+    let stop = format!("#!/bin/sh\necho image > {m}/stop\nkill $(cat pid)\n");
+    let gc = format!("#!/bin/sh\necho image > {m}/gc\n");
+    script_stage1(
+        &p,
+        "example.com/stage1-mark",
+        &[
+            ("run", b"#!/bin/sh\necho $$ > pid\nexec sleep 60\n"),
+            ("stop", stop.as_bytes()),
+            ("gc", gc.as_bytes()),
+        ],
+    );
     p
 }
 
