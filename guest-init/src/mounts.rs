@@ -185,8 +185,10 @@ pub fn plan_app_mounts(
     let proc_ = resolve("/proc")?;
     ops.push(MountOp::Mkdir(proc_.clone()));
     ops.push(mnt("proc", proc_.clone(), "proc", nosuid_nodev_noexec, ""));
-    for p in PROC_READ_ONLY {
-        ops.push(MountOp::ReadOnlyIfPresent(proc_.join(p)));
+    if !app.insecure_paths {
+        for p in PROC_READ_ONLY {
+            ops.push(MountOp::ReadOnlyIfPresent(proc_.join(p)));
+        }
     }
     let sys_ = resolve("/sys")?;
     ops.push(MountOp::Mkdir(sys_.clone()));
@@ -390,6 +392,7 @@ pub(crate) mod tests {
             capabilities: vec![],
             capabilities_retained: false,
             no_new_privileges: false,
+            insecure_paths: false,
             memory_limit: None,
             cpu_limit_millis: None,
             ignored_isolators: vec![],
@@ -511,6 +514,22 @@ pub(crate) mod tests {
         assert!(
             !calls.iter().any(|c| c.contains("/r/proc/sysrq-trigger")),
             "absent entries are skipped: {calls:#?}"
+        );
+    }
+
+    #[test]
+    fn insecure_paths_leaves_proc_writable() {
+        let sys = FakeSys {
+            existing: vec!["/r/proc/sys".into()],
+            ..Default::default()
+        };
+        let mut a = app("a");
+        a.insecure_paths = true;
+        let ops = plan_app_mounts(&sys, &a, Path::new("/r"), &ctx()).unwrap();
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, MountOp::ReadOnlyIfPresent(_))),
+            "{ops:#?}"
         );
     }
 

@@ -92,6 +92,10 @@ pub struct AppPlan {
     /// `os/linux/no-new-privileges`.
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// `--insecure-options=paths`: leave the host-global `/proc` entries (`/proc/sys`,
+    /// `/proc/sysrq-trigger`, ...) writable in the app, as rkt's option did.
+    #[serde(default)]
+    pub insecure_paths: bool,
     /// `resource/memory` limit in bytes.
     #[serde(default)]
     pub memory_limit: Option<u64>,

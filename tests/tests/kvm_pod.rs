@@ -474,11 +474,13 @@ fn kvm_guest_kernel_panic_is_a_pod_failure() {
     let Some(e) = E2e::require_kvm("kvm_guest_kernel_panic_is_a_pod_failure") else {
         return;
     };
-    // The app crashes the guest kernel through sysrq; the VMM sees the panic line.
+    // The app crashes the guest kernel through sysrq (writable only with
+    // --insecure-options=paths); the VMM sees the panic line.
     let img = e.pod_check_image("crash.aci", |s| s);
     let uuid_file = e.path("uuid");
     let o = e.run(&[
         "run",
+        "--insecure-options=image,paths",
         &e.stage1_flag(),
         &format!("--uuid-file-save={}", uuid_file.display()),
         img.to_str().unwrap(),

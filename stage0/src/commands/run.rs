@@ -54,7 +54,7 @@ fn create(
     g: &Globals,
     mode: Mode,
     rest: &[String],
-) -> anyhow::Result<(PreparedPod, RunCommand, bool)> {
+) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
     let cmd = RunCommand::parse(mode, rest)?;
     // Global flags may also appear among the run arguments.
     let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
@@ -73,24 +73,25 @@ fn create(
         fetch: super::fetch::options(insecure, debug, policy)?,
     };
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
-    Ok((pod, cmd, debug))
+    Ok((pod, cmd, debug, opts.fetch.insecure.paths))
 }
 
 /// Runs `rkt run`: returns only on failure (stage1 replaces this process).
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
-    let (pod, cmd, debug) = create(g, Mode::Run, &a.rest)?;
+    let (pod, cmd, debug, insecure_paths) = create(g, Mode::Run, &a.rest)?;
     let opts = RunOptions {
         hostname: cmd.pod.hostname.clone().unwrap_or_default(),
         interactive: cmd.pod.interactive,
         debug,
         net: cmd.pod.net.clone(),
+        insecure_paths,
     };
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
 
 /// Runs `rkt prepare`: prints the UUID only on stdout.
 pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
-    let (pod, cmd, _) = create(g, Mode::Prepare, &a.rest)?;
+    let (pod, cmd, _, _) = create(g, Mode::Prepare, &a.rest)?;
     let uuid = pod.into_prepared()?;
     if !cmd.pod.quiet {
         eprintln!("rkt: pod {uuid} prepared");
@@ -111,6 +112,7 @@ pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
         interactive: a.interactive,
         debug: g.debug,
         net: a.net,
+        insecure_paths: stage0::fetch::InsecureOptions::parse(&g.insecure_options)?.paths,
     };
     Err(pod.run(&opts, &mut notices(g.debug)).into())
 }

@@ -100,6 +100,8 @@ pub struct RunOptions {
     pub debug: bool,
     /// `--net` as given to stage1.
     pub net: String,
+    /// `--insecure-options=paths`: apps keep a writable `/proc/sys`, `/proc/sysrq-trigger`...
+    pub insecure_paths: bool,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with

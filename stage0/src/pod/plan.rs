@@ -134,6 +134,7 @@ pub fn build_plan(
             capabilities: caps,
             capabilities_retained: retained,
             no_new_privileges: nnp,
+            insecure_paths: rt.insecure_paths,
             memory_limit: mem,
             cpu_limit_millis: cpu,
             ignored_isolators: ignored,

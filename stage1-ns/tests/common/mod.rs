@@ -128,6 +128,7 @@ pub fn app(name: &str, args: &[&str]) -> AppPlan {
         capabilities: linux_caps::DEFAULT.iter().map(|s| s.to_string()).collect(),
         capabilities_retained: false,
         no_new_privileges: false,
+        insecure_paths: false,
         memory_limit: None,
         cpu_limit_millis: None,
         ignored_isolators: vec![],

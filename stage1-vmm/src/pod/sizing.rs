@@ -98,6 +98,7 @@ mod tests {
             capabilities: vec![],
             capabilities_retained: false,
             no_new_privileges: false,
+            insecure_paths: false,
             memory_limit: mem,
             cpu_limit_millis: cpu,
             ignored_isolators: vec![],
