@@ -125,6 +125,8 @@ save("virtio_mmio", "chain_loop", handshake(2, 0) + memw(0x8000, blk_hdr(0, 0))
 
 # ---- virtio_fs: ctl [init flags] then requests
 def fuse(op, node, body, reply=5, ctl=0, reply2=None):
+    """A request; `node` 1 is the root, other small IDs are the share's (Vfs slot 1)."""
+    node = node if node <= 1 else 0x80 | node
     rsel = reply | ((reply2 << 3) | 0x40 if reply2 is not None else 0)
     out = u8(ctl) + u8(op) + u8(node) + u8(rsel)
     if len(body) > 255:
@@ -141,26 +143,26 @@ UNLINK, RENAME, LINK, OPEN, READ, WRITE_, STATFS, OPENDIR, READDIR = 10, 12, 13,
 CREATE, READDIRPLUS, RENAME2, LSEEK = 35, 44, 45, 46
 z = lambda s: s + b"\0"
 save("virtio_fs", "lookup_open_read", INIT + fuse(LOOKUP, 1, z(b"hello.txt"))
-     + fuse(OPEN, 2, u32(0) + u32(0)) + fuse(READ, 2, u64(0) + u64(0) + u32(4096) + u32(0)
-                                                  + u64(0) + u32(0) + u32(0)))
+     + fuse(OPEN, 2, u32(0) + u32(0)) + fuse(READ, 2, u64(1) + u64(0) + u32(4096) + u32(0)
+                                                  + u64(0) + u32(0) + u32(0), 6))
 save("virtio_fs", "escape_links", INIT + fuse(LOOKUP, 1, z(b"up-link"))
      + fuse(LOOKUP, 2, z(b"sentinel")) + fuse(READLINK, 2, b"")
      + fuse(LOOKUP, 1, z(b"secret-link")) + fuse(OPEN, 3, u32(2) + u32(0))
      + fuse(SETATTR, 3, u32(0x9) + u32(0) + u64(0) + u64(0) + u64(0) + u64(0) * 3 + u32(0) * 3
             + u32(0o100777) + u32(0) * 3 + u32(0))
      + fuse(LOOKUP, 1, z(b"..")) + fuse(LOOKUP, 1, z(b"../outside"))
-     + fuse(LINK, 1, u64(3) + z(b"hard")))
+     + fuse(LINK, 1, u64(1 << 56 | 3) + z(b"hard")))
 save("virtio_fs", "create_write_rename", INIT
      + fuse(CREATE, 1, u32(0o102) + u32(0o100644) + u32(0) + u32(0) + z(b"new"))
-     + fuse(WRITE_, 2, u64(0) + u64(0) + u32(5) + u32(0) + u64(0) + u32(0) + u32(0) + b"data!")
+     + fuse(WRITE_, 2, u64(1) + u64(0) + u32(5) + u32(0) + u64(0) + u32(0) + u32(0) + b"data!")
      + fuse(RENAME, 1, u64(1) + z(b"new") + z(b"renamed"))
      + fuse(RENAME2, 1, u64(1) + u32(2) + u32(0) + z(b"renamed") + z(b"hello.txt"))
      + fuse(MKDIR, 1, u32(0o755) + u32(0) + z(b"d"))
      + fuse(SYMLINK, 1, z(b"sl") + z(b"/"))
      + fuse(UNLINK, 1, z(b"hello.txt")))
 save("virtio_fs", "readdir", INIT + fuse(OPENDIR, 1, u32(0) + u32(0))
-     + fuse(READDIR, 1, u64(0) + u64(0) + u32(4096) + u32(0) + u64(0) + u32(0) + u32(0))
-     + fuse(READDIRPLUS, 1, u64(0) + u64(0) + u32(4096) + u32(0) + u64(0) + u32(0) + u32(0), 6)
+     + fuse(READDIR, 1, u64(1) + u64(0) + u32(4096) + u32(0) + u64(0) + u32(0) + u32(0))
+     + fuse(READDIRPLUS, 1, u64(1) + u64(0) + u32(4096) + u32(0) + u64(0) + u32(0) + u32(0), 6)
      + fuse(STATFS, 1, b"") + fuse(GETATTR, 1, u32(0) + u32(0) + u64(0)))
 save("virtio_fs", "mknod_and_forget", INIT
      + fuse(MKNOD, 1, u32(0o20666) + u32(0x103) + u32(0) + u32(0) + z(b"null"))
