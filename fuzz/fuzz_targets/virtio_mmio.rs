@@ -41,6 +41,12 @@ const MAX_OPS: usize = 256;
 /// Rounds of queue service per notification (count).
 const ROUNDS: u32 = 4;
 
+/// `RKT_FUZZ_DEBUG=1`: print the end state of each run (for checking seeds).
+fn debug() -> bool {
+    static D: OnceLock<bool> = OnceLock::new();
+    *D.get_or_init(|| std::env::var_os("RKT_FUZZ_DEBUG").is_some())
+}
+
 struct Fixture {
     mem: GuestMem,
     disk: PathBuf,
@@ -204,6 +210,18 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     fuzzing::run_inline_workers(ROUNDS);
+    if debug() {
+        let used = gq.as_ref().map(|q| {
+            let idx: u16 = mem.read_obj(GuestAddress(q.used + 2)).unwrap_or(0);
+            let status: u8 = mem.read_obj(GuestAddress(0xA000)).unwrap_or(0xee);
+            (idx, status)
+        });
+        eprintln!(
+            "virtio_mmio: state {:?}, needs_reset {}, (used idx, byte at 0xa000) {used:?}",
+            t.status(),
+            t.needs_reset()
+        );
+    }
     check_invariants(&mut t);
     // A reset brings everything back and stops the device.
     wr(&mut t, 0x70, 0);

@@ -6,7 +6,8 @@
 //! queues on the caller's thread, exactly as the worker loop would (minus host-fd events).
 //! The queue helpers are re-exported so a target can drive them directly.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use virtio_queue::{DescriptorChain, Queue};
@@ -20,7 +21,10 @@ use crate::memory::GuestMem;
 
 pub use super::queue::{QueueConfigError, QueueError};
 
-static INLINE: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    /// Per thread, so a test that turns it on cannot affect tests on other threads.
+    static INLINE: Cell<bool> = const { Cell::new(false) };
+}
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static WORKERS: Mutex<Vec<InlineWorker>> = Mutex::new(Vec::new());
 
@@ -38,14 +42,15 @@ fn workers() -> MutexGuard<'static, Vec<InlineWorker>> {
     WORKERS.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Makes device activations register inline workers (`true`) or start threads (`false`).
+/// Makes device activations on this thread register inline workers (`true`) or start threads
+/// (`false`).
 pub fn set_inline_workers(on: bool) {
-    INLINE.store(on, Ordering::Release);
+    INLINE.with(|i| i.set(on));
 }
 
-/// Whether device activations register inline workers.
+/// Whether device activations on this thread register inline workers.
 pub(crate) fn inline_workers() -> bool {
-    INLINE.load(Ordering::Acquire)
+    INLINE.with(Cell::get)
 }
 
 /// Registers a worker (called by `worker::spawn`); returns its id.
@@ -171,4 +176,50 @@ pub fn validate_layout(
     used: u64,
 ) -> Result<(), QueueConfigError> {
     queue::validate_layout(mem, size, max, desc, avail, used)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::devices::virtio::blk::Block;
+    use crate::devices::virtio::test_utils::*;
+
+    /// An inline virtio-blk worker serves a notified request on the caller's thread, and a
+    /// driver reset unregisters it.
+    #[test]
+    fn inline_worker_serves_and_reset_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.raw");
+        std::fs::write(&disk, vec![7u8; 1024]).unwrap();
+        let mem = guest_memory();
+        set_inline_workers(true);
+        let before = inline_worker_count();
+        let dev = Block::new(&disk, "x").unwrap();
+        let (mut t, mut q, _irq) = activated(&mem, Box::new(dev), &[8]);
+        set_inline_workers(false);
+        assert_eq!(inline_worker_count(), before + 1);
+        let mut hdr = [0u8; 16];
+        hdr[8..].copy_from_slice(&1u64.to_le_bytes());
+        mem.write_slice(&hdr, GuestAddress(DATA_BASE)).unwrap();
+        let bufs = [
+            (DATA_BASE, 16, false),
+            (DATA_BASE + 0x1000, 512, true),
+            (DATA_BASE + 0x2000, 1, true),
+        ];
+        q[0].add_chain(&mem, &bufs);
+        notify(&mut t, 0);
+        assert!(
+            q[0].pop_used(&mem).is_none(),
+            "nothing runs before the caller serves"
+        );
+        assert_eq!(run_inline_workers(4), 1);
+        assert_eq!(q[0].pop_used(&mem), Some((0, 513)));
+        let status: u8 = mem.read_obj(GuestAddress(DATA_BASE + 0x2000)).unwrap();
+        assert_eq!(status, 0);
+        wr(&mut t, 0x70, 0);
+        assert_eq!(inline_worker_count(), before);
+    }
 }
