@@ -27,12 +27,16 @@ macro_rules! guest_warn {
 pub mod blk;
 pub mod console;
 pub mod fs;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod linux_tests;
 pub mod mmio;
 mod queue;
-#[cfg(test)]
-mod test_utils;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod test_utils;
 mod worker;
 
 use std::io;

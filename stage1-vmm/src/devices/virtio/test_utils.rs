@@ -1,5 +1,7 @@
 //! Test helpers: guest memory, a guest-side split virtqueue driver, and the virtio-mmio driver
-//! handshake, so devices are exercised through their queues exactly as a guest would.
+//! handshake, so devices are exercised through their queues exactly as a guest would. Also used
+//! by the fuzz targets (feature `fuzzing`); the helpers panic on misuse, so callers pass them
+//! valid layouts and keep hostile data in guest memory.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,19 +27,33 @@ pub const DATA_BASE: u64 = 0x10_0000;
 
 /// One region of `MEM_SIZE` bytes at guest address 0.
 pub fn guest_memory() -> GuestMem {
-    GuestMem::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("guest memory")
+    guest_memory_with(&[(0, MEM_SIZE)])
+}
+
+/// Guest memory of the given `(start, length)` regions (bytes; sorted, non-overlapping; gaps
+/// between them are holes, as the MMIO gap is).
+pub fn guest_memory_with(ranges: &[(u64, usize)]) -> GuestMem {
+    let ranges: Vec<(GuestAddress, usize)> =
+        ranges.iter().map(|(s, l)| (GuestAddress(*s), *l)).collect();
+    GuestMem::from_ranges(&ranges).expect("guest memory")
 }
 
 /// Descriptor flag: continues in `next`.
-const F_NEXT: u16 = 1;
+pub const F_NEXT: u16 = 1;
 /// Descriptor flag: device-writable.
-const F_WRITE: u16 = 2;
+pub const F_WRITE: u16 = 2;
+/// Descriptor flag: the buffer is a table of descriptors.
+pub const F_INDIRECT: u16 = 4;
 
 /// The guest's view of one split virtqueue.
 pub struct GuestQueue {
+    /// Number of entries.
     pub size: u16,
+    /// Guest address of the descriptor table.
     pub desc: u64,
+    /// Guest address of the avail ring.
     pub avail: u64,
+    /// Guest address of the used ring.
     pub used: u64,
     next_desc: u16,
     avail_idx: u16,

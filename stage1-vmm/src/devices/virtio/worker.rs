@@ -75,11 +75,18 @@ pub(crate) trait Worker: Send + 'static {
 pub(crate) struct WorkerHandle {
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
+    /// The worker's id when it runs inline (fuzzing builds only, see `super::fuzzing`).
+    #[cfg(feature = "fuzzing")]
+    inline: Option<u64>,
 }
 
 impl WorkerHandle {
     /// Stops the worker and waits for it to end.
     pub(crate) fn stop(&mut self) {
+        #[cfg(feature = "fuzzing")]
+        if let Some(id) = self.inline.take() {
+            super::fuzzing::remove_worker(id);
+        }
         if let Some(thread) = self.thread.take() {
             if let Err(e) = self.stop.write(1) {
                 log::error!("virtio: cannot signal the worker to stop: {e}");
@@ -115,6 +122,15 @@ pub(crate) fn spawn<W: Worker>(
         add_fd(&epoll, evt.as_raw_fd(), EventSet::IN, i as u64).map_err(ActivateError::Worker)?;
     }
     log::debug!("{name}: worker starting with {} queues", queue_evts.len());
+    #[cfg(feature = "fuzzing")]
+    if super::fuzzing::inline_workers() {
+        let id = super::fuzzing::add_worker(epoll, queue_evts, interrupt, Box::new(worker));
+        return Ok(WorkerHandle {
+            stop,
+            thread: None,
+            inline: Some(id),
+        });
+    }
     let thread_name = name.to_string();
     let thread = threads::spawn(ThreadKind::DeviceWorker(device_type), name, move || {
         if let Err(e) = run(&epoll, &stop_worker, &queue_evts, &mut worker) {
@@ -126,6 +142,8 @@ pub(crate) fn spawn<W: Worker>(
     Ok(WorkerHandle {
         stop,
         thread: Some(thread),
+        #[cfg(feature = "fuzzing")]
+        inline: None,
     })
 }
 
