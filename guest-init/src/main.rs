@@ -9,23 +9,22 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod caps;
 mod cgroup;
 mod launch;
 mod log;
 mod machine;
 mod mounts;
-mod paths;
 mod status;
 mod supervisor;
 mod sys;
-mod user;
 
 use std::os::fd::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use app_confine::paths;
+use app_confine::user;
 use nix::mount::{mount, MsFlags};
-use pod_abi::init::{Channel, InitArgs, INIT_USAGE};
+use pod_abi::init::{Channel, InitArgs, INIT_USAGE, START_BYTE};
 use pod_abi::paths::{GUEST_FAILURE, GUEST_PLAN};
 use pod_abi::plan::{Flavor, Plan};
 
@@ -48,7 +47,13 @@ fn main() {
     if args.flavor == Flavor::Kvm {
         ensure_stdio();
     }
-    close_stray_fds();
+    if let Some(fd) = args.start_fd {
+        if !wait_for_start(fd) {
+            info!("the stage1 host side ended before starting the pod");
+            std::process::exit(pod_abi::exit::STAGE1_FAILED);
+        }
+    }
+    app_confine::exec::close_inherited_fds();
     let code = match run(&args) {
         Ok(code) => code,
         Err(reason) => {
@@ -243,19 +248,19 @@ fn open_control(path: &str) -> Option<std::fs::File> {
     Some(f)
 }
 
-/// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
-const MAX_STRAY_FD: i32 = 1024;
-
-/// Closes every fd above stderr inherited from whoever started us (stage0 and stage1 may leak
-/// some), so that no app ever inherits one.
-fn close_stray_fds() {
-    // SAFETY: close_range only closes descriptors; nothing in this process uses fds >= 3 yet.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if r != 0 {
-        for fd in 3..MAX_STRAY_FD {
-            let _ = nix::unistd::close(fd);
+/// ns flavor (`--start-fd`): waits for the launcher's [`START_BYTE`], sent once the pod's
+/// `pid` file exists, so that no app runs before stop/enter/status can find the pod. `false`
+/// when the launcher died instead (EOF, or anything else): the pod must not start.
+fn wait_for_start(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    let got = loop {
+        match nix::unistd::read(fd, &mut b) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r,
         }
-    }
+    };
+    let _ = nix::unistd::close(fd);
+    got == Ok(1) && b[0] == START_BYTE
 }
 
 /// kvm flavor: if the kernel could not open a console for PID 1 (no `/dev/console` on the
@@ -301,9 +306,7 @@ fn sync_pod_filesystems(plan: &Plan) {
     use std::os::unix::fs::MetadataExt;
     let mut paths = vec![PathBuf::from("/")];
     for app in &plan.apps {
-        let root = Path::new(supervisor::STAGE2_DIR)
-            .join(&app.name)
-            .join("rootfs");
+        let root = pod_abi::paths::guest_app_rootfs(&app.name);
         for m in &app.mounts {
             if let Ok(p) = paths::secure_join(&root, &m.target) {
                 paths.push(p);

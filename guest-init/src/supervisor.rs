@@ -21,15 +21,14 @@ use crate::launch::{self, LaunchSpec};
 use crate::machine::{step, Action, Event, Facts, Phase};
 use crate::mounts::{self, MountCtx};
 use crate::sys::LinuxSys;
-use crate::user::{self, IdKind};
 use crate::{cgroup, debug, info};
+use app_confine::identity::Identity;
+use app_confine::user;
 
 /// Where the stage1 root keeps the status files (guest-init's view).
 pub const STATUS_DIR: &str = pod_abi::paths::GUEST_STATUS_DIR;
 /// Where the stage1 root keeps the setup-failure reasons (guest-init's view).
 pub const ERRORS_DIR: &str = pod_abi::paths::GUEST_ERRORS_DIR;
-/// Where the app roots are (guest-init's view).
-pub const STAGE2_DIR: &str = "/opt/stage2";
 
 /// Pod-wide settings of the run.
 #[derive(Debug)]
@@ -116,7 +115,7 @@ impl Supervisor<'_> {
                 app.ignored_isolators.join(", ")
             );
         }
-        let rootfs = Path::new(STAGE2_DIR).join(&app.name).join("rootfs");
+        let rootfs = pod_abi::paths::guest_app_rootfs(&app.name);
         if !rootfs.is_dir() {
             return Err(format!("app root {} is missing", rootfs.display()));
         }
@@ -130,10 +129,7 @@ impl Supervisor<'_> {
             debug!("app {}: {}", app.name, mounts::describe(op));
         }
         mounts::apply(&sys, &ops).map_err(|e| chain(&e))?;
-        let uid = user::resolve(IdKind::User, &app.user, &rootfs).map_err(|e| e.to_string())?;
-        let gid = user::resolve(IdKind::Group, &app.group, &rootfs).map_err(|e| e.to_string())?;
-        let caps = crate::caps::parse_caps(&app.capabilities).map_err(|e| e.to_string())?;
-        let caps = crate::caps::app_sets(caps, uid, app.capabilities_retained);
+        let identity = Identity::for_app(app, &rootfs)?;
         let layout = cgroup::Layout::detect(Path::new(cgroup::CGROUP_ROOT));
         let cg = cgroup::plan_app(app, &layout);
         for u in &cg.unenforced {
@@ -147,12 +143,8 @@ impl Supervisor<'_> {
             rootfs,
             argv: app.exec.clone(),
             env: app.env.clone(),
-            uid,
-            gid,
-            groups: app.supplementary_gids.clone(),
+            identity,
             workdir: app.working_directory.clone(),
-            caps,
-            no_new_privs: app.no_new_privileges,
             cgroup_procs: cg.procs,
             interactive: self.plan.interactive && self.plan.apps.len() == 1,
             stdout: self.env.stdout,
