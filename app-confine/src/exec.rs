@@ -3,6 +3,7 @@
 //! ([`Command::exec`]), failing with the shell's exit codes.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 
 use pod_abi::exit::{APP_NOT_EXECUTABLE, APP_NOT_FOUND};
 use pod_abi::status::SETUP_FAILED;
@@ -10,13 +11,35 @@ use pod_abi::status::SETUP_FAILED;
 /// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
 const MAX_STRAY_FD: i32 = 1024;
 
-/// Closes every fd above stderr (whatever a caller leaked), so that app code never inherits
-/// one: a leaked directory fd would reach outside the app root.
-pub fn close_inherited_fds() {
-    // SAFETY: close_range only closes descriptors; callers hold no fd >= 3 they still need.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+/// Closes every fd above stderr but `keep` (whatever a caller leaked), so that app code never
+/// inherits one: a leaked directory fd would reach outside the app root. `keep` is made
+/// close-on-exec.
+pub fn close_inherited_fds(keep: Option<RawFd>) {
+    let keep = keep.filter(|k| *k > 2);
+    let ranges = match keep {
+        Some(k) => [(3, k - 1), (k + 1, i32::MAX)],
+        None => [(3, i32::MAX), (1, 0)],
+    };
+    for (lo, hi) in ranges.into_iter().filter(|(lo, hi)| lo <= hi) {
+        close_range(lo, hi);
+    }
+    if let Some(k) = keep {
+        let _ = nix::fcntl::fcntl(
+            k,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+}
+
+/// Closes the fds `lo..=hi` (`close_range(2)`, else one by one up to [`MAX_STRAY_FD`]).
+fn close_range(lo: RawFd, hi: RawFd) {
+    let (Ok(l), Ok(h)) = (u32::try_from(lo), u32::try_from(hi)) else {
+        return;
+    };
+    // SAFETY: close_range only closes descriptors; callers hold none in the range they need.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, l, h, 0u32) };
     if r != 0 {
-        for fd in 3..MAX_STRAY_FD {
+        for fd in lo..=hi.min(MAX_STRAY_FD) {
             let _ = nix::unistd::close(fd);
         }
     }
@@ -102,6 +125,32 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closing_inherited_fds_keeps_the_one_asked_for() {
+        use std::os::fd::IntoRawFd;
+        let a = std::fs::File::open("/").unwrap().into_raw_fd();
+        let b = std::fs::File::open("/").unwrap().into_raw_fd();
+        // A child process, so that the test harness's own descriptors are left alone.
+        // SAFETY: the child only makes plain system calls (no allocation) and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                close_inherited_fds(Some(b));
+                let open = |fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD);
+                let ok = open(a).is_err()
+                    && open(b) == Ok(nix::fcntl::FdFlag::FD_CLOEXEC.bits())
+                    && open(1).is_ok();
+                // SAFETY: _exit after fork is always safe.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::unistd::close(a);
+                let _ = nix::unistd::close(b);
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
 
     #[test]
     fn codes_and_preparation() {

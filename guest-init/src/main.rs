@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use app_confine::paths;
 use app_confine::user;
 use nix::mount::{mount, MsFlags};
-use pod_abi::init::{Channel, InitArgs, INIT_USAGE, START_BYTE};
+use pod_abi::init::{Channel, InitArgs, INIT_USAGE};
 use pod_abi::paths::{GUEST_FAILURE, GUEST_PLAN};
 use pod_abi::plan::{Flavor, Plan};
 
@@ -47,14 +47,13 @@ fn main() {
     if args.flavor == Flavor::Kvm {
         ensure_stdio();
     }
-    if let Some(fd) = args.start_fd {
-        if !wait_for_start(fd) {
-            info!("the stage1 host side ended before starting the pod");
-            std::process::exit(pod_abi::exit::STAGE1_FAILED);
-        }
-    }
-    app_confine::exec::close_inherited_fds();
-    let code = match run(&args) {
+    // The launcher's socket (ns, `--start-fd`) is the one inherited fd kept (close-on-exec).
+    app_confine::exec::close_inherited_fds(args.start_fd);
+    let start = args.start_fd.map(|fd| {
+        // SAFETY: the launcher passed this fd for guest-init alone; it is owned from here on.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    });
+    let code = match run(&args, start) {
         Ok(code) => code,
         Err(reason) => {
             info!("fatal: {reason}");
@@ -65,12 +64,12 @@ fn main() {
     finish(args.flavor, code)
 }
 
-fn run(args: &InitArgs) -> Result<i32, String> {
+fn run(args: &InitArgs, start: Option<std::os::fd::OwnedFd>) -> Result<i32, String> {
     // Block the signals first so that a stop arriving during setup is not lost.
     let signals = supervisor::signal_fd().map_err(|e| format!("signalfd: {}", e.desc()))?;
     let env = match args.flavor {
         Flavor::Kvm => kvm_setup(args.control_path()),
-        Flavor::Ns => ns_setup(),
+        Flavor::Ns => ns_setup(start),
     }?;
     let plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
     if plan.debug {
@@ -116,7 +115,7 @@ fn console_in_root() -> Option<PathBuf> {
 
 /// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
 /// procfs of the pod's PID namespace for guest-init's own use.
-fn ns_setup() -> Result<supervisor::Env, String> {
+fn ns_setup(start: Option<std::os::fd::OwnedFd>) -> Result<supervisor::Env, String> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
     Ok(supervisor::Env {
@@ -125,6 +124,7 @@ fn ns_setup() -> Result<supervisor::Env, String> {
         stdout: None,
         stderr: None,
         control: None,
+        start,
     })
 }
 
@@ -229,6 +229,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         stdout,
         stderr,
         control,
+        start: None,
     })
 }
 
@@ -246,21 +247,6 @@ fn open_control(path: &str) -> Option<std::fs::File> {
         let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
     }
     Some(f)
-}
-
-/// ns flavor (`--start-fd`): waits for the launcher's [`START_BYTE`], sent once the pod's
-/// `pid` file exists, so that no app runs before stop/enter/status can find the pod. `false`
-/// when the launcher died instead (EOF, or anything else): the pod must not start.
-fn wait_for_start(fd: RawFd) -> bool {
-    let mut b = [0u8; 1];
-    let got = loop {
-        match nix::unistd::read(fd, &mut b) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => break r,
-        }
-    };
-    let _ = nix::unistd::close(fd);
-    got == Ok(1) && b[0] == START_BYTE
 }
 
 /// kvm flavor: if the kernel could not open a console for PID 1 (no `/dev/console` on the

@@ -2,7 +2,8 @@
 //! between them.
 //!
 //! The ns flavor execs `/init --flavor=ns [--debug] --start-fd=N` as PID 1 of the pod's
-//! namespaces (guest-init starts nothing before it reads [`START_BYTE`] on fd N); the kvm
+//! namespaces (fd N is a socket: guest-init sends [`READY_BYTE`] once the apps' environments
+//! are set up and starts no app before it reads [`START_BYTE`]); the kvm
 //! flavor passes the same arguments on the kernel command line after `--`. In the kvm flavor
 //! the channels are fixed devices ([`Channel`]): two virtio consoles for the apps' output, COM1
 //! for the kernel and guest-init's own messages, COM2 for control messages
@@ -24,9 +25,15 @@ pub enum InitArgsError {
     BadStartFd(String),
 }
 
+/// The byte guest-init writes on its `--start-fd` once every app's environment is set up
+/// (mounts, users, cgroups) and before any app process starts: from then on `enter` finds each
+/// app root complete. The launcher then writes the pod's `pid` file and answers
+/// [`START_BYTE`].
+pub const READY_BYTE: u8 = b'r';
+
 /// The byte the launcher writes on guest-init's `--start-fd` once the pod's `pid` file exists;
-/// EOF instead means the launcher died, and guest-init exits without starting anything.
-pub const START_BYTE: u8 = b'1';
+/// EOF instead means the launcher died, and guest-init starts no app.
+pub const START_BYTE: u8 = b's';
 
 impl Flavor {
     /// The flavor's name as it appears in `--flavor=`.
@@ -54,8 +61,9 @@ pub struct InitArgs {
     /// kvm flavor: the control channel instead of [`Channel::Control`]'s device (tests use a
     /// FIFO).
     pub control: Option<String>,
-    /// ns flavor: an inherited pipe on which guest-init waits for [`START_BYTE`] before it
-    /// starts anything (the launcher sends it once `pid` is written).
+    /// ns flavor: an inherited socket to the launcher: guest-init sends [`READY_BYTE`] when the
+    /// apps' environments are set up, then waits for [`START_BYTE`] before it starts any app
+    /// (the launcher sends it once `pid` is written).
     pub start_fd: Option<i32>,
 }
 

@@ -100,7 +100,7 @@ fn pick_app<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a AppPlan> {
 /// exec. Returns only on failure: the exit code and the reason.
 fn child(app: &AppPlan, command: &Command) -> (i32, String) {
     let failed = pod_abi::exit::STAGE1_FAILED;
-    close_inherited_fds();
+    close_inherited_fds(None);
     let rootfs = guest_app_rootfs(&app.name);
     if let Err(e) = app_confine::root::confine(&rootfs) {
         return (failed, format!("confine to {}: {e}", rootfs.display()));

@@ -5,16 +5,17 @@
 //! proxies the terminal when interactive, and exits with the pod's exit code
 //! (`stage1_common::pod::finish`).
 //!
-//! Start-up order (no window in which `pid` names anything but guest-init in its root, and no
-//! app before `pid` exists): the child pivots into the stage1 root and execs guest-init with
-//! `--start-fd`; the close-on-exec report pipe reaching EOF tells this process that the exec
-//! succeeded; only then is `pid` written and the start byte sent, and guest-init starts no app
-//! before it has read that byte.
+//! Start-up order (no window in which `pid` names anything but guest-init in its root with the
+//! apps' environments set up, and no app before `pid` exists): the child pivots into the
+//! stage1 root and execs guest-init with `--start-fd` (one end of a socket pair); the
+//! close-on-exec report pipe reaching EOF tells this process that the exec succeeded;
+//! guest-init sets up every app's environment and sends the ready byte; only then is `pid`
+//! written and the start byte sent back, and guest-init starts no app before it has read it.
 //!
 //! The pod lives and dies with this process (the pod lock is this process's): the child asks
 //! for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), and guest-init, PID 1 of the pod's
 //! PID namespace, takes every process of the pod with it. A launcher that died before that
-//! request took effect never sends the start byte, and guest-init then exits at once.
+//! request took effect never sends the start byte, and guest-init then starts no app and ends.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -26,9 +27,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
-use pod_abi::init::{InitArgs, START_BYTE};
+use pod_abi::init::{InitArgs, READY_BYTE, START_BYTE};
 use pod_abi::paths::{PodPaths, GUEST_INIT_PATH};
 use pod_abi::plan::{Flavor, Plan};
 use pod_abi::stage1::RunArgs;
@@ -80,9 +82,16 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     }
     // The child's setup failure, or EOF once it has exec'd guest-init (close-on-exec).
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    // guest-init waits on `go_rd` (its `--start-fd`) for the start byte, sent once `pid` is
+    // guest-init's `--start-fd` (`go_rd`): it sends the ready byte once the apps' environments
+    // are set up and waits for the start byte, sent once `pid` is
     // written, so that no app runs before the pod's pid is known (stop/enter/status use it).
-    let (go_rd, go_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let (go_rd, go_wr) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")?;
     let mut init = InitArgs::new(Flavor::Ns);
     init.debug = args.debug || plan.debug;
     init.start_fd = Some(go_rd.as_raw_fd());
@@ -157,7 +166,7 @@ fn stop_mask() -> SigSet {
 }
 
 /// What the parent needs to start guest-init: the pod (for `pid`), the child's report pipe
-/// and the start pipe.
+/// and the start socket.
 struct Start<'a> {
     ctx: &'a PodContext,
     report: OwnedFd,
@@ -165,21 +174,34 @@ struct Start<'a> {
 }
 
 impl Start<'_> {
-    /// Waits for the child to exec guest-init (or to report why it could not), writes `pid`
-    /// and sends the start byte.
+    /// Waits for the child to exec guest-init (or to report why it could not) and for
+    /// guest-init to have set up the apps' environments (its ready byte), writes `pid` and
+    /// sends the start byte. A guest-init that ends before it is ready gets no `pid` (the
+    /// supervision that follows reports how it ended).
     fn go(self, child: Pid) -> anyhow::Result<()> {
         let failure = read_all(&self.report);
         if !failure.is_empty() {
             let _ = waitpid(child, None);
             bail!("{failure}");
         }
+        let mut b = [0u8; 1];
+        let ready = loop {
+            match nix::unistd::read(self.go.as_raw_fd(), &mut b) {
+                Err(nix::errno::Errno::EINTR) => {}
+                Ok(1) => break b == [READY_BYTE],
+                _ => break false,
+            }
+        };
+        if !ready {
+            return Ok(());
+        }
         if let Err(e) = self.ctx.write_pid(child.as_raw()) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
             return Err(e).context("write the pid file");
         }
-        // guest-init may already be gone (it then fails the pod): its status tells.
-        let _ = nix::unistd::write(&self.go, &[START_BYTE]);
+        // guest-init may already be gone: the supervision that follows tells how it ended.
+        let _ = nix::sys::socket::send(self.go.as_raw_fd(), &[START_BYTE], MsgFlags::MSG_NOSIGNAL);
         Ok(())
     }
 }
@@ -217,9 +239,9 @@ fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd
     if let Err(e) = enter_pod(cfg) {
         return format!("{}: {}", e.step, e.source.desc());
     }
-    // guest-init inherits the start pipe as its `--start-fd`.
+    // guest-init inherits its end of the start socket as its `--start-fd`.
     if let Err(e) = fcntl(go.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
-        return format!("pass the start pipe to guest-init: {}", e.desc());
+        return format!("pass the start socket to guest-init: {}", e.desc());
     }
     let Some(prog) = argv.first() else {
         return "empty init argv".into();

@@ -7,8 +7,9 @@
 //!   i.e. the stage1 root on the host), `/proc/1/root` is refused, the capability sets are the
 //!   app's (bounding set = the plan's list; `nobody` holds none and cannot write a root-owned
 //!   directory), and the user, group and environment are the app's;
-//! * `rkt enter` right after the pod's `pid` appears works every time (no window in which
-//!   `pid` names a process that is not yet guest-init in the stage1 root);
+//! * `rkt enter` right after the pod's `pid` appears works every time and finds the app's
+//!   complete environment (no window in which `pid` names a process that is not yet guest-init
+//!   in the stage1 root, or an app root that guest-init has not set up yet);
 //! * SIGKILL of the launcher (`rkt run`, which became stage1-ns) ends the whole pod: no process
 //!   of it survives, `rkt status` says exited, `rkt gc` cleans it;
 //! * a FIFO planted where the host reads an app status neither hangs `rkt status` nor breaks
@@ -245,9 +246,7 @@ fn ns_enter_right_after_start() {
     let Some(e) = E2e::require("ns_enter_right_after_start") else {
         return;
     };
-    let img = e.pod_check_image("sleeper.aci", |s| {
-        s.file("/bin/hello", &e.bins.join("hello"), 0o755)
-    });
+    let img = e.pod_check_image("sleeper.aci", |s| s);
     let img = img.to_str().unwrap();
     for round in 0..ENTER_RACE_ROUNDS {
         let name = format!("race{round}");
@@ -267,7 +266,8 @@ fn ns_enter_right_after_start() {
             );
             std::thread::sleep(Duration::from_millis(1));
         };
-        let o = e.run(&["enter", &uuid, "/bin/hello", "--exit", "7"]);
+        // pod-check's full checks: the app's /proc, /sys and /dev are there already.
+        let o = e.run(&["enter", &uuid, "/bin/pod-check", "--exit", "7"]);
         assert_eq!(
             o.status.code(),
             Some(7),
