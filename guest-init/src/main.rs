@@ -9,21 +9,20 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-mod caps;
 mod cgroup;
 mod launch;
 mod log;
 mod machine;
 mod mounts;
-mod paths;
 mod status;
 mod supervisor;
 mod sys;
-mod user;
 
 use std::os::fd::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use app_confine::paths;
+use app_confine::user;
 use nix::mount::{mount, MsFlags};
 use pod_abi::init::{Channel, InitArgs, INIT_USAGE};
 use pod_abi::paths::{GUEST_FAILURE, GUEST_PLAN};
@@ -48,8 +47,13 @@ fn main() {
     if args.flavor == Flavor::Kvm {
         ensure_stdio();
     }
-    close_stray_fds();
-    let code = match run(&args) {
+    // The launcher's socket (ns, `--start-fd`) is the one inherited fd kept (close-on-exec).
+    app_confine::exec::close_inherited_fds(args.start_fd);
+    let start = args.start_fd.map(|fd| {
+        // SAFETY: the launcher passed this fd for guest-init alone; it is owned from here on.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    });
+    let code = match run(&args, start) {
         Ok(code) => code,
         Err(reason) => {
             info!("fatal: {reason}");
@@ -60,12 +64,12 @@ fn main() {
     finish(args.flavor, code)
 }
 
-fn run(args: &InitArgs) -> Result<i32, String> {
+fn run(args: &InitArgs, start: Option<std::os::fd::OwnedFd>) -> Result<i32, String> {
     // Block the signals first so that a stop arriving during setup is not lost.
     let signals = supervisor::signal_fd().map_err(|e| format!("signalfd: {}", e.desc()))?;
     let env = match args.flavor {
         Flavor::Kvm => kvm_setup(args.control_path()),
-        Flavor::Ns => ns_setup(),
+        Flavor::Ns => ns_setup(start),
     }?;
     let plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
     if plan.debug {
@@ -111,7 +115,7 @@ fn console_in_root() -> Option<PathBuf> {
 
 /// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
 /// procfs of the pod's PID namespace for guest-init's own use.
-fn ns_setup() -> Result<supervisor::Env, String> {
+fn ns_setup(start: Option<std::os::fd::OwnedFd>) -> Result<supervisor::Env, String> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
     Ok(supervisor::Env {
@@ -120,6 +124,7 @@ fn ns_setup() -> Result<supervisor::Env, String> {
         stdout: None,
         stderr: None,
         control: None,
+        start,
     })
 }
 
@@ -224,6 +229,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         stdout,
         stderr,
         control,
+        start: None,
     })
 }
 
@@ -241,21 +247,6 @@ fn open_control(path: &str) -> Option<std::fs::File> {
         let _ = tcsetattr(&f, SetArg::TCSANOW, &t);
     }
     Some(f)
-}
-
-/// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
-const MAX_STRAY_FD: i32 = 1024;
-
-/// Closes every fd above stderr inherited from whoever started us (stage0 and stage1 may leak
-/// some), so that no app ever inherits one.
-fn close_stray_fds() {
-    // SAFETY: close_range only closes descriptors; nothing in this process uses fds >= 3 yet.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if r != 0 {
-        for fd in 3..MAX_STRAY_FD {
-            let _ = nix::unistd::close(fd);
-        }
-    }
 }
 
 /// kvm flavor: if the kernel could not open a console for PID 1 (no `/dev/console` on the
@@ -301,9 +292,7 @@ fn sync_pod_filesystems(plan: &Plan) {
     use std::os::unix::fs::MetadataExt;
     let mut paths = vec![PathBuf::from("/")];
     for app in &plan.apps {
-        let root = Path::new(supervisor::STAGE2_DIR)
-            .join(&app.name)
-            .join("rootfs");
+        let root = pod_abi::paths::guest_app_rootfs(&app.name);
         for m in &app.mounts {
             if let Ok(p) = paths::secure_join(&root, &m.target) {
                 paths.push(p);

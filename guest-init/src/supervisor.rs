@@ -4,7 +4,7 @@
 //! post-stop handlers, and writes each app's status and setup-failure reason atomically.
 
 use std::io::Read;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use pod_abi::control::{ControlMsg, LineDecoder, Received};
+use pod_abi::init::{READY_BYTE, START_BYTE};
 use pod_abi::plan::{AppPlan, Plan};
 use pod_abi::status::{SETUP_FAILED, SIGNAL_BASE};
 
@@ -21,15 +22,14 @@ use crate::launch::{self, LaunchSpec};
 use crate::machine::{step, Action, Event, Facts, Phase};
 use crate::mounts::{self, MountCtx};
 use crate::sys::LinuxSys;
-use crate::user::{self, IdKind};
 use crate::{cgroup, debug, info};
+use app_confine::identity::Identity;
+use app_confine::user;
 
 /// Where the stage1 root keeps the status files (guest-init's view).
 pub const STATUS_DIR: &str = pod_abi::paths::GUEST_STATUS_DIR;
 /// Where the stage1 root keeps the setup-failure reasons (guest-init's view).
 pub const ERRORS_DIR: &str = pod_abi::paths::GUEST_ERRORS_DIR;
-/// Where the app roots are (guest-init's view).
-pub const STAGE2_DIR: &str = "/opt/stage2";
 
 /// Pod-wide settings of the run.
 #[derive(Debug)]
@@ -45,6 +45,10 @@ pub struct Env {
     /// Control channel (kvm: `pod_abi::init::Channel::Control`); carries
     /// `pod_abi::control` lines.
     pub control: Option<std::fs::File>,
+    /// ns flavor: the launcher's socket (`pod_abi::init::InitArgs::start_fd`): every app's
+    /// environment is set up, then [`READY_BYTE`] is sent and no app starts before
+    /// [`START_BYTE`] comes back.
+    pub start: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -54,6 +58,28 @@ struct AppRun {
     code: Option<i32>,
     spec: Option<LaunchSpec>,
     error: Option<String>,
+}
+
+/// Tells the launcher that the apps' environments are set up ([`READY_BYTE`]; `enter` may now
+/// confine a command to any app root) and waits for [`START_BYTE`], which it sends once the
+/// pod's `pid` file exists. `false` if the launcher is gone (EOF or an error).
+fn ready_then_wait_for_start(gate: &OwnedFd) -> bool {
+    let mut sent = false;
+    while !sent {
+        match nix::unistd::write(gate, &[READY_BYTE]) {
+            Ok(_) => sent = true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(gate.as_raw_fd(), &mut b) {
+            Err(nix::errno::Errno::EINTR) => {}
+            Ok(1) => return b == [START_BYTE],
+            _ => return false,
+        }
+    }
 }
 
 /// Runs the pod to completion and returns each app's exit code in plan order.
@@ -78,6 +104,12 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
             spec,
             error,
         });
+    }
+    if let Some(gate) = sup.env.start.take() {
+        if !ready_then_wait_for_start(&gate) {
+            info!("the stage1 host side ended before starting the pod; no app starts");
+            return sup.apps.iter().map(|_| None).collect();
+        }
     }
     for i in 0..sup.apps.len() {
         let ready = sup.apps.get(i).is_some_and(|a| a.spec.is_some());
@@ -116,7 +148,7 @@ impl Supervisor<'_> {
                 app.ignored_isolators.join(", ")
             );
         }
-        let rootfs = Path::new(STAGE2_DIR).join(&app.name).join("rootfs");
+        let rootfs = pod_abi::paths::guest_app_rootfs(&app.name);
         if !rootfs.is_dir() {
             return Err(format!("app root {} is missing", rootfs.display()));
         }
@@ -130,10 +162,7 @@ impl Supervisor<'_> {
             debug!("app {}: {}", app.name, mounts::describe(op));
         }
         mounts::apply(&sys, &ops).map_err(|e| chain(&e))?;
-        let uid = user::resolve(IdKind::User, &app.user, &rootfs).map_err(|e| e.to_string())?;
-        let gid = user::resolve(IdKind::Group, &app.group, &rootfs).map_err(|e| e.to_string())?;
-        let caps = crate::caps::parse_caps(&app.capabilities).map_err(|e| e.to_string())?;
-        let caps = crate::caps::app_sets(caps, uid, app.capabilities_retained);
+        let identity = Identity::for_app(app, &rootfs)?;
         let layout = cgroup::Layout::detect(Path::new(cgroup::CGROUP_ROOT));
         let cg = cgroup::plan_app(app, &layout);
         for u in &cg.unenforced {
@@ -147,12 +176,8 @@ impl Supervisor<'_> {
             rootfs,
             argv: app.exec.clone(),
             env: app.env.clone(),
-            uid,
-            gid,
-            groups: app.supplementary_gids.clone(),
+            identity,
             workdir: app.working_directory.clone(),
-            caps,
-            no_new_privs: app.no_new_privileges,
             cgroup_procs: cg.procs,
             interactive: self.plan.interactive && self.plan.apps.len() == 1,
             stdout: self.env.stdout,

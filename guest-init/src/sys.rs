@@ -83,7 +83,7 @@ pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
 
 impl Sys for LinuxSys {
     fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf> {
-        crate::paths::secure_join(root, path)
+        app_confine::paths::secure_join(root, path)
     }
     fn is_mount_point(&self, path: &Path) -> bool {
         let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

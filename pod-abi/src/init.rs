@@ -1,7 +1,9 @@
 //! stage1 host side -> guest-init: the arguments guest-init is started with and the channels
 //! between them.
 //!
-//! The ns flavor execs `/init --flavor=ns [--debug]` as PID 1 of the pod's namespaces; the kvm
+//! The ns flavor execs `/init --flavor=ns [--debug] --start-fd=N` as PID 1 of the pod's
+//! namespaces (fd N is a socket: guest-init sends [`READY_BYTE`] once the apps' environments
+//! are set up and starts no app before it reads [`START_BYTE`]); the kvm
 //! flavor passes the same arguments on the kernel command line after `--`. In the kvm flavor
 //! the channels are fixed devices ([`Channel`]): two virtio consoles for the apps' output, COM1
 //! for the kernel and guest-init's own messages, COM2 for control messages
@@ -18,7 +20,20 @@ pub enum InitArgsError {
     /// No `--flavor=`.
     #[error("missing --flavor=ns|kvm")]
     MissingFlavor,
+    /// `--start-fd=` is not a descriptor number.
+    #[error("bad --start-fd {0:?}")]
+    BadStartFd(String),
 }
+
+/// The byte guest-init writes on its `--start-fd` once every app's environment is set up
+/// (mounts, users, cgroups) and before any app process starts: from then on `enter` finds each
+/// app root complete. The launcher then writes the pod's `pid` file and answers
+/// [`START_BYTE`].
+pub const READY_BYTE: u8 = b'r';
+
+/// The byte the launcher writes on guest-init's `--start-fd` once the pod's `pid` file exists;
+/// EOF instead means the launcher died, and guest-init starts no app.
+pub const START_BYTE: u8 = b's';
 
 impl Flavor {
     /// The flavor's name as it appears in `--flavor=`.
@@ -36,7 +51,7 @@ impl Flavor {
     }
 }
 
-/// guest-init's arguments: `--flavor=ns|kvm [--debug] [--control=PATH]`.
+/// guest-init's arguments: `--flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitArgs {
     /// Which stage1 runs guest-init (decides how it ends).
@@ -46,10 +61,14 @@ pub struct InitArgs {
     /// kvm flavor: the control channel instead of [`Channel::Control`]'s device (tests use a
     /// FIFO).
     pub control: Option<String>,
+    /// ns flavor: an inherited socket to the launcher: guest-init sends [`READY_BYTE`] when the
+    /// apps' environments are set up, then waits for [`START_BYTE`] before it starts any app
+    /// (the launcher sends it once `pid` is written).
+    pub start_fd: Option<i32>,
 }
 
 /// The usage line printed on bad arguments.
-pub const INIT_USAGE: &str = "init --flavor=ns|kvm [--debug] [--control=PATH]";
+pub const INIT_USAGE: &str = "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N]";
 
 impl InitArgs {
     /// Arguments for `flavor`, without debug or control override.
@@ -58,6 +77,7 @@ impl InitArgs {
             flavor,
             debug: false,
             control: None,
+            start_fd: None,
         }
     }
 
@@ -77,6 +97,9 @@ impl InitArgs {
         if let Some(c) = &self.control {
             v.push(format!("--control={c}"));
         }
+        if let Some(fd) = self.start_fd {
+            v.push(format!("--start-fd={fd}"));
+        }
         v
     }
 
@@ -90,10 +113,14 @@ impl InitArgs {
         let mut flavor = None;
         let mut debug = false;
         let mut control = None;
+        let mut start_fd = None;
         for a in args {
             let a = a.as_ref();
             if let Some(c) = a.strip_prefix("--control=") {
                 control = Some(c.to_string());
+            } else if let Some(n) = a.strip_prefix("--start-fd=") {
+                let fd = n.parse().ok().filter(|fd: &i32| *fd >= 0);
+                start_fd = Some(fd.ok_or_else(|| InitArgsError::BadStartFd(n.into()))?);
             } else if let Some(f) = a.strip_prefix("--flavor=") {
                 flavor = Some(Flavor::from_name(f).ok_or(InitArgsError::Unknown(a.into()))?);
             } else if a == "--debug" {
@@ -106,6 +133,7 @@ impl InitArgs {
             flavor: flavor.ok_or(InitArgsError::MissingFlavor)?,
             debug,
             control,
+            start_fd,
         })
     }
 }
@@ -150,6 +178,13 @@ mod tests {
                 flavor: Flavor::Kvm,
                 debug: true,
                 control: Some("/x".into()),
+                start_fd: None,
+            },
+            InitArgs {
+                flavor: Flavor::Ns,
+                debug: false,
+                control: None,
+                start_fd: Some(7),
             },
         ] {
             assert_eq!(InitArgs::parse(a.to_args()), Ok(a));
@@ -172,6 +207,11 @@ mod tests {
         );
         assert!(InitArgs::parse(["--flavor=ns", "--bogus"]).is_err());
         assert!(InitArgs::parse(["--flavor=xen"]).is_err());
+        assert_eq!(
+            InitArgs::parse(["--flavor=ns", "--start-fd=x"]),
+            Err(InitArgsError::BadStartFd("x".into()))
+        );
+        assert!(InitArgs::parse(["--flavor=ns", "--start-fd=-1"]).is_err());
         assert_eq!(InitArgs::new(Flavor::Kvm).control_path(), "/dev/ttyS1");
     }
 }

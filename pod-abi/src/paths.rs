@@ -44,6 +44,14 @@ pub const GUEST_FAILURE: &str = "/rkt/failure";
 pub const GUEST_INIT_PATH: &str = "/init";
 /// Where guest-init lives in every stage1 image's rootfs.
 pub const GUEST_INIT_IN_STAGE1: &str = "init";
+/// Directory of the app roots as guest-init sees it (`/opt/stage2/<app>/rootfs`).
+pub const GUEST_STAGE2_DIR: &str = "/opt/stage2";
+
+/// An app's root as guest-init (and `enter`, once in guest-init's mount namespace) sees it:
+/// `/opt/stage2/<app>/rootfs`.
+pub fn guest_app_rootfs(app: &str) -> PathBuf {
+    Path::new(GUEST_STAGE2_DIR).join(app).join("rootfs")
+}
 
 /// Typed accessors for the files of one pod directory.
 #[derive(Debug, Clone)]

@@ -1,90 +1,73 @@
-//! The `enter` entrypoint: joins the ipc, uts, net, pid and mount namespaces of the pod's
-//! guest-init (`--pid`), chroots into `/opt/stage2/<app>/rootfs`, sets the app's environment
-//! from the launch plan, forks (to be inside the PID namespace) and runs the command
-//! (default `/bin/sh`), returning its exit code.
+//! The `enter` entrypoint: runs a command (default `/bin/sh`; often the image's own code) in an
+//! app of a running pod, confined exactly like the app's own processes. It checks that `--pid`
+//! is guest-init (its argv, as `stop` does; stage1-ns writes `pid` only once guest-init runs
+//! in the stage1 root, so there is no window to retry), reads the plan beneath its root, joins
+//! guest-init's ipc,
+//! uts, net, pid and mount namespaces, forks (to be inside the PID namespace), and in the child
+//! confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
+//! namespace, `pivot_root`, old root detached), changes to the app's working directory, takes
+//! the app's identity (user, group, supplementary groups, capability sets, `no_new_privs`:
+//! `app_confine::identity`) and execs the command with exactly the app's environment. Returns
+//! the command's exit code (128+signal; 127/126 for exec failures; 125 when the command could
+//! not be confined, with the reason on stderr).
 
-use std::ffi::CString;
 use std::fs::File;
+use std::path::Path;
 
 use anyhow::{bail, Context};
+use app_confine::exec::{close_inherited_fds, Command};
+use app_confine::identity::Identity;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
-use pod_abi::plan::{Plan, DEFAULT_PATH};
+use pod_abi::paths::guest_app_rootfs;
+use pod_abi::plan::{AppPlan, Plan};
 use pod_abi::stage1::EnterArgs;
 use pod_abi::status::SIGNAL_BASE;
 
 /// Default command when none is given.
 pub const DEFAULT_CMD: &str = "/bin/sh";
 
+/// The namespaces of guest-init that the command joins, as named under `/proc/<pid>/ns/`; the
+/// mount namespace last (it changes root and cwd).
+const NAMESPACES: [(&str, CloneFlags); 5] = [
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
 /// Runs `enter`.
 pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
-    let proc_dir = format!("/proc/{}", args.pid);
-    let plan = Plan::read_beneath(std::path::Path::new(&format!("{proc_dir}/root")))
-        .with_context(|| format!("read the plan of pid {}", args.pid))?;
-    let app = if args.app.is_empty() {
-        match plan.apps.as_slice() {
-            [one] => one,
-            _ => bail!("the pod has several apps; pass --appname"),
-        }
-    } else {
-        plan.apps
-            .iter()
-            .find(|a| a.name == args.app)
-            .with_context(|| format!("no app {:?} in the pod", args.app))?
-    };
-    let mut nss = Vec::new();
-    for (name, flag) in [
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ] {
-        let f = File::open(format!("{proc_dir}/ns/{name}"))
-            .with_context(|| format!("open {name} namespace"))?;
-        nss.push((name, flag, f));
+    let pid = args.pid;
+    if let Some(why) = crate::stop::verify_init_argv(pid) {
+        bail!("refusing to enter: {why}");
     }
-    let root = File::open(format!("{proc_dir}/root")).context("open the pod's root")?;
-    for (name, flag, f) in &nss {
-        setns(f, *flag).with_context(|| format!("join the {name} namespace"))?;
-    }
-    nix::unistd::fchdir(std::os::fd::AsRawFd::as_raw_fd(&root))
-        .context("fchdir to the pod root")?;
-    let app_root = format!("opt/stage2/{}/rootfs", app.name);
-    nix::unistd::chroot(app_root.as_str()).with_context(|| format!("chroot {app_root}"))?;
-    let wd = if app.working_directory.is_empty() {
-        "/"
-    } else {
-        app.working_directory.as_str()
-    };
-    if nix::unistd::chdir(wd).is_err() {
-        nix::unistd::chdir("/").context("chdir /")?;
-    }
+    let plan = Plan::read_beneath(Path::new(&format!("/proc/{pid}/root")))
+        .with_context(|| format!("read the plan of pid {pid}"))?;
+    let app = pick_app(&plan, &args.app)?;
     let cmd = if args.cmd.is_empty() {
         vec![DEFAULT_CMD.to_string()]
     } else {
         args.cmd.clone()
     };
-    let argv: Vec<CString> = cmd
-        .iter()
-        .map(|a| CString::new(a.as_str()))
-        .collect::<Result<_, _>>()?;
-    let env: Vec<CString> = app
-        .env
-        .iter()
-        .map(|(k, v)| CString::new(format!("{k}={v}")))
-        .collect::<Result<_, _>>()?;
-    let path = app
-        .env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or(DEFAULT_PATH.into());
-    // SAFETY: single-threaded; the child only execs.
+    let command = Command::new(&cmd, &app.env).map_err(anyhow::Error::msg)?;
+    let mut nss = Vec::new();
+    for (name, flag) in NAMESPACES {
+        let f = File::open(format!("/proc/{pid}/ns/{name}"))
+            .with_context(|| format!("open the {name} namespace of pid {pid}"))?;
+        nss.push((name, flag, f));
+    }
+    for (name, flag, f) in &nss {
+        setns(f, *flag).with_context(|| format!("join the {name} namespace"))?;
+    }
+    drop(nss);
+    // SAFETY: stage1-ns is single-threaded; the child only confines itself and execs.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
-            let code = exec_search(&argv, &env, &path);
+            let (code, why) = child(app, &command);
+            eprintln!("{}: {why}", stage1_common::log::prog());
             // SAFETY: _exit after fork is always safe.
             unsafe { libc::_exit(code) }
         }
@@ -99,31 +82,46 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// execve with PATH search; returns the shell-style exit code on failure.
-fn exec_search(argv: &[CString], env: &[CString], path: &str) -> i32 {
-    let Some(arg0) = argv.first() else { return 127 };
-    let name = arg0.to_string_lossy().into_owned();
-    let mut candidates = Vec::new();
-    if name.contains('/') {
-        candidates.push(arg0.clone());
+/// `name`'s plan, or the only app's when `name` is empty.
+fn pick_app<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a AppPlan> {
+    if name.is_empty() {
+        return match plan.apps.as_slice() {
+            [one] => Ok(one),
+            _ => bail!("the pod has several apps; pass --appname"),
+        };
+    }
+    plan.apps
+        .iter()
+        .find(|a| a.name == name)
+        .with_context(|| format!("no app {name:?} in the pod"))
+}
+
+/// In the forked child, inside the pod's namespaces with guest-init's root: confine, identity,
+/// exec. Returns only on failure: the exit code and the reason.
+fn child(app: &AppPlan, command: &Command) -> (i32, String) {
+    let failed = pod_abi::exit::STAGE1_FAILED;
+    close_inherited_fds(None);
+    let rootfs = guest_app_rootfs(&app.name);
+    if let Err(e) = app_confine::root::confine(&rootfs) {
+        return (failed, format!("confine to {}: {e}", rootfs.display()));
+    }
+    // Confined: `/` is the app root, so the user database is the image's own.
+    let id = match Identity::for_app(app, Path::new("/")) {
+        Ok(id) => id,
+        Err(e) => return (failed, e),
+    };
+    let wd = if app.working_directory.is_empty() {
+        "/"
     } else {
-        for d in path.split(':').filter(|d| !d.is_empty()) {
-            if let Ok(c) = CString::new(format!("{d}/{name}")) {
-                candidates.push(c);
-            }
+        app.working_directory.as_str()
+    };
+    if nix::unistd::chdir(wd).is_err() {
+        if let Err(e) = nix::unistd::chdir("/") {
+            return (failed, format!("chdir /: {}", e.desc()));
         }
     }
-    let mut last = nix::errno::Errno::ENOENT;
-    for c in &candidates {
-        let Err(e) = nix::unistd::execve(c, argv, env);
-        if e != nix::errno::Errno::ENOENT {
-            last = e;
-        }
+    if let Err(e) = id.assume() {
+        return (failed, format!("take the app's identity: {e}"));
     }
-    eprintln!("stage1-ns enter: exec {name}: {}", last.desc());
-    if last == nix::errno::Errno::ENOENT {
-        pod_abi::exit::APP_NOT_FOUND
-    } else {
-        pod_abi::exit::APP_NOT_EXECUTABLE
-    }
+    command.exec()
 }

@@ -4,6 +4,18 @@
 //! `pod_abi::init::InitArgs` for the ns flavor), writes `pid`, forwards the stop signals,
 //! proxies the terminal when interactive, and exits with the pod's exit code
 //! (`stage1_common::pod::finish`).
+//!
+//! Start-up order (no window in which `pid` names anything but guest-init in its root with the
+//! apps' environments set up, and no app before `pid` exists): the child pivots into the
+//! stage1 root and execs guest-init with `--start-fd` (one end of a socket pair); the
+//! close-on-exec report pipe reaching EOF tells this process that the exec succeeded;
+//! guest-init sets up every app's environment and sends the ready byte; only then is `pid`
+//! written and the start byte sent back, and guest-init starts no app before it has read it.
+//!
+//! The pod lives and dies with this process (the pod lock is this process's): the child asks
+//! for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), and guest-init, PID 1 of the pod's
+//! PID namespace, takes every process of the pod with it. A launcher that died before that
+//! request took effect never sends the start byte, and guest-init then starts no app and ends.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -15,9 +27,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
-use pod_abi::init::InitArgs;
+use pod_abi::init::{InitArgs, READY_BYTE, START_BYTE};
 use pod_abi::paths::{PodPaths, GUEST_INIT_PATH};
 use pod_abi::plan::{Flavor, Plan};
 use pod_abi::stage1::RunArgs;
@@ -67,12 +80,21 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("pty close-on-exec")?;
         }
     }
+    // The child's setup failure, or EOF once it has exec'd guest-init (close-on-exec).
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    // The child execs guest-init only once `pid` is written, so that no app runs before the
-    // pod's pid is known (stop/enter/status rely on it).
-    let (go_rd, go_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    // guest-init's `--start-fd` (`go_rd`): it sends the ready byte once the apps' environments
+    // are set up and waits for the start byte, sent once `pid` is
+    // written, so that no app runs before the pod's pid is known (stop/enter/status use it).
+    let (go_rd, go_wr) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .context("socketpair")?;
     let mut init = InitArgs::new(Flavor::Ns);
     init.debug = args.debug || plan.debug;
+    init.start_fd = Some(go_rd.as_raw_fd());
     let init_argv: Vec<CString> = std::iter::once(GUEST_INIT_PATH.to_string())
         .chain(init.to_args())
         .map(CString::new)
@@ -85,6 +107,10 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         cgroups: &cgroups,
     };
 
+    // Blocked before fork, so that no stop request is lost: this process reads them from a
+    // signalfd, and guest-init inherits the mask until its own signalfd takes over.
+    let mask = stop_mask();
+    mask.thread_block().context("block signals")?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare the PID namespace")?;
     // SAFETY: stage1-ns is single-threaded; the child only runs setup code and execs.
     match unsafe { nix::unistd::fork() }.context("fork guest-init")? {
@@ -108,13 +134,12 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
                 drop(p.slave);
                 p.master
             });
-            if let Err(e) = ctx.write_pid(child.as_raw()) {
-                let _ = kill(child, Signal::SIGKILL);
-                let _ = waitpid(child, None);
-                return Err(e).context("write the pid file");
-            }
-            drop(go_wr);
-            let r = parent(pod, &plan, child, rd, pty_master);
+            let start = Start {
+                ctx,
+                report: rd,
+                go: go_wr,
+            };
+            let r = parent(pod, &plan, child, &mask, start, pty_master);
             // The pod's PID namespace is gone with guest-init, so its cgroups are empty: remove
             // them now rather than leaving them until `gc` (which stays idempotent).
             if let Err(e) = cgroup::gc(&pod_dir) {
@@ -125,8 +150,83 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// The signals this process handles (forwarded or acted on) rather than dies of.
+fn stop_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
+/// What the parent needs to start guest-init: the pod (for `pid`), the child's report pipe
+/// and the start socket.
+struct Start<'a> {
+    ctx: &'a PodContext,
+    report: OwnedFd,
+    go: OwnedFd,
+}
+
+impl Start<'_> {
+    /// Waits for the child to exec guest-init (or to report why it could not) and for
+    /// guest-init to have set up the apps' environments (its ready byte), writes `pid` and
+    /// sends the start byte. A guest-init that ends before it is ready gets no `pid` (the
+    /// supervision that follows reports how it ended).
+    fn go(self, child: Pid) -> anyhow::Result<()> {
+        let failure = read_all(&self.report);
+        if !failure.is_empty() {
+            let _ = waitpid(child, None);
+            bail!("{failure}");
+        }
+        let mut b = [0u8; 1];
+        let ready = loop {
+            match nix::unistd::read(self.go.as_raw_fd(), &mut b) {
+                Err(nix::errno::Errno::EINTR) => {}
+                Ok(1) => break b == [READY_BYTE],
+                _ => break false,
+            }
+        };
+        if !ready {
+            return Ok(());
+        }
+        if let Err(e) = self.ctx.write_pid(child.as_raw()) {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(e).context("write the pid file");
+        }
+        // guest-init may already be gone: the supervision that follows tells how it ended.
+        let _ = nix::sys::socket::send(self.go.as_raw_fd(), &[START_BYTE], MsgFlags::MSG_NOSIGNAL);
+        Ok(())
+    }
+}
+
 /// The child: namespaces, console, exec guest-init. Returns only the failure reason.
 fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd) -> String {
+    // The pod dies with its launcher: this process (guest-init once exec'd, PID 1 of the pod's
+    // PID namespace) gets SIGKILL when stage1-ns dies. If stage1-ns died before this, it never
+    // sends the start byte and guest-init exits on EOF.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return format!(
+            "die with the launcher (PR_SET_PDEATHSIG): {}",
+            nix::errno::Errno::last().desc()
+        );
+    }
     // Detach from the user's session: ^C on the terminal reaches stage1-ns, which forwards it.
     let _ = nix::unistd::setsid();
     if let Some(s) = slave {
@@ -139,9 +239,10 @@ fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd
     if let Err(e) = enter_pod(cfg) {
         return format!("{}: {}", e.step, e.source.desc());
     }
-    // Wait for the parent to write `pid` (it closes its end; EOF is the signal).
-    let _ = read_all(&go);
-    drop(go);
+    // guest-init inherits its end of the start socket as its `--start-fd`.
+    if let Err(e) = fcntl(go.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
+        return format!("pass the start socket to guest-init: {}", e.desc());
+    }
     let Some(prog) = argv.first() else {
         return "empty init argv".into();
     };
@@ -169,28 +270,13 @@ fn parent(
     pod: &PodPaths,
     plan: &Plan,
     child: Pid,
-    report: OwnedFd,
+    mask: &SigSet,
+    start: Start<'_>,
     master: Option<OwnedFd>,
 ) -> anyhow::Result<i32> {
-    // Block before reading the report so no signal is lost between exec and the loop.
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGWINCH,
-    ] {
-        mask.add(s);
-    }
-    mask.thread_block().context("block signals")?;
-    let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("signalfd")?;
-    let failure = read_all(&report);
-    if !failure.is_empty() {
-        let _ = waitpid(child, None);
-        bail!("{failure}");
-    }
+    start.go(child)?;
     let status = match master {
         Some(m) => supervise_interactive(child, &sfd, m)?,
         None => supervise(child, &sfd)?,

@@ -9,9 +9,10 @@ use pod_abi::init::InitArgs;
 use pod_abi::paths::GUEST_INIT_PATH;
 use pod_abi::plan::{Flavor, Plan};
 
-/// Why a pid is not this pod's guest-init, or `None` if it is: its argv is guest-init's for the
-/// ns flavor (`InitArgs`), and the plan in its root has this pod's UUID.
-pub fn verify_guest_init(pid: i32, uuid: &str) -> Option<String> {
+/// Why a pid is not an ns-flavor guest-init, or `None` if it is: its argv is guest-init's for
+/// the ns flavor (`InitArgs`). stage1-ns writes `pid` only once guest-init runs, so this holds
+/// from the moment `pid` exists.
+pub fn verify_init_argv(pid: i32) -> Option<String> {
     let Some(args) = stage1_common::stop::proc_cmdline(pid) else {
         return Some(format!("process {pid} does not exist"));
     };
@@ -22,6 +23,15 @@ pub fn verify_guest_init(pid: i32, uuid: &str) -> Option<String> {
             "process {pid} is not guest-init ({:?})",
             args.join(" ")
         ));
+    }
+    None
+}
+
+/// Why a pid is not this pod's guest-init, or `None` if it is: [`verify_init_argv`], and the
+/// plan in its root has this pod's UUID.
+pub fn verify_guest_init(pid: i32, uuid: &str) -> Option<String> {
+    if let Some(why) = verify_init_argv(pid) {
+        return Some(why);
     }
     match Plan::read_beneath(Path::new(&format!("/proc/{pid}/root"))) {
         Ok(p) if p.uuid == uuid => None,

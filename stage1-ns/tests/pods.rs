@@ -560,6 +560,7 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
                 flavor: pod_abi::plan::Flavor::Kvm,
                 debug: false,
                 control: Some("/rkt/ctl".into()),
+                start_fd: None,
             }
             .to_args(),
         )

@@ -1,10 +1,15 @@
 //! Resolving an app's `user` and `group` strings as the appc spec says: a name from the app's
-//! own `/etc/passwd` / `/etc/group`, a number, or an absolute path whose owner is used.
+//! own `/etc/passwd` / `/etc/group`, a number, or an absolute path whose owner is used. The
+//! image controls these files: they are read only if regular, without blocking, and at most
+//! [`DB_MAX`] bytes of them.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::paths::secure_join;
+
+/// Most bytes read from an image's `/etc/passwd` or `/etc/group` (1 MiB).
+pub const DB_MAX: u64 = 1 << 20;
 
 /// Why a user or group could not be resolved.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,7 +96,7 @@ pub fn resolve(kind: IdKind, spec: &str, rootfs: &Path) -> Result<u32, UserError
     }
     let db = secure_join(rootfs, kind.db())
         .ok()
-        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|p| read_db(&p))
         .unwrap_or_default();
     if let Some(id) = lookup_id(&db, spec) {
         return Ok(id);
@@ -101,6 +106,25 @@ pub fn resolve(kind: IdKind, spec: &str, rootfs: &Path) -> Result<u32, UserError
         name: spec.to_string(),
         db: kind.db(),
     })
+}
+
+/// The text of a database file of the image: `None` unless it is a regular file (a FIFO, a
+/// device or a symlink planted there is ignored, never opened for a blocking read); at most
+/// [`DB_MAX`] bytes.
+fn read_db(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(DB_MAX).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// The OS error text without Rust's " (os error N)" suffix.
@@ -142,5 +166,19 @@ mod tests {
             "user path /missing: No such file or directory"
         );
         assert_eq!(resolve(IdKind::User, "", r), Err(UserError::Empty("user")));
+    }
+
+    #[test]
+    fn a_planted_fifo_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        nix::unistd::mkfifo(&r.join("etc/passwd"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Would block forever if opened for a plain read.
+        assert!(matches!(
+            resolve(IdKind::User, "user", r),
+            Err(UserError::NotFound { .. })
+        ));
+        assert_eq!(resolve(IdKind::User, "7", r), Ok(7));
     }
 }

@@ -1,0 +1,169 @@
+//! The last steps before an app's code runs: no inherited descriptor beyond stdio
+//! ([`close_inherited_fds`]) and `execve` with the app's exact environment and a PATH search
+//! ([`Command::exec`]), failing with the shell's exit codes.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+
+use pod_abi::exit::{APP_NOT_EXECUTABLE, APP_NOT_FOUND};
+use pod_abi::status::SETUP_FAILED;
+
+/// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
+const MAX_STRAY_FD: i32 = 1024;
+
+/// Closes every fd above stderr but `keep` (whatever a caller leaked), so that app code never
+/// inherits one: a leaked directory fd would reach outside the app root. `keep` is made
+/// close-on-exec.
+pub fn close_inherited_fds(keep: Option<RawFd>) {
+    let keep = keep.filter(|k| *k > 2);
+    let ranges = match keep {
+        Some(k) => [(3, k - 1), (k + 1, i32::MAX)],
+        None => [(3, i32::MAX), (1, 0)],
+    };
+    for (lo, hi) in ranges.into_iter().filter(|(lo, hi)| lo <= hi) {
+        close_range(lo, hi);
+    }
+    if let Some(k) = keep {
+        let _ = nix::fcntl::fcntl(
+            k,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+}
+
+/// Closes the fds `lo..=hi` (`close_range(2)`, else one by one up to [`MAX_STRAY_FD`]).
+fn close_range(lo: RawFd, hi: RawFd) {
+    let (Ok(l), Ok(h)) = (u32::try_from(lo), u32::try_from(hi)) else {
+        return;
+    };
+    // SAFETY: close_range only closes descriptors; callers hold none in the range they need.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, l, h, 0u32) };
+    if r != 0 {
+        for fd in lo..=hi.min(MAX_STRAY_FD) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// The exit code a shell would use for an exec errno.
+pub fn exec_errno_code(errno: nix::errno::Errno) -> i32 {
+    if errno == nix::errno::Errno::ENOENT {
+        APP_NOT_FOUND
+    } else {
+        APP_NOT_EXECUTABLE
+    }
+}
+
+/// A command ready for `execve` (C strings prepared before fork, so the child allocates
+/// nothing it could fail on).
+#[derive(Debug, Clone)]
+pub struct Command {
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    path: String,
+}
+
+impl Command {
+    /// `argv` with exactly `env` (`PATH` from it, else the appc default, for the search).
+    /// Errors: an empty argv, a NUL byte.
+    pub fn new(argv: &[String], env: &[(String, String)]) -> Result<Self, String> {
+        let cs = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
+        if argv.is_empty() {
+            return Err("empty exec".into());
+        }
+        let argv = argv.iter().map(|a| cs(a)).collect::<Result<Vec<_>, _>>()?;
+        let cenv = env
+            .iter()
+            .map(|(k, v)| cs(&format!("{k}={v}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| pod_abi::plan::DEFAULT_PATH.to_string());
+        Ok(Command {
+            argv,
+            env: cenv,
+            path,
+        })
+    }
+
+    /// `execve`, with a PATH search like `execvp` when argv\[0\] has no `/`. Returns only on
+    /// failure: the exit code (127 not found, 126 not executable) and the reason.
+    pub fn exec(&self) -> (i32, String) {
+        let Some(arg0) = self.argv.first() else {
+            return (SETUP_FAILED, "empty exec".into());
+        };
+        let name = arg0.to_string_lossy().into_owned();
+        if name.contains('/') {
+            let e = nix::unistd::execve(arg0, &self.argv, &self.env)
+                .err()
+                .unwrap_or(nix::errno::Errno::EIO);
+            return (exec_errno_code(e), format!("exec {name}: {}", e.desc()));
+        }
+        let mut denied = None;
+        for dir in self.path.split(':').filter(|d| !d.is_empty()) {
+            let Ok(full) = CString::new(format!("{dir}/{name}")) else {
+                continue;
+            };
+            match nix::unistd::execve(&full, &self.argv, &self.env) {
+                Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
+                Err(e) => denied = Some((full.to_string_lossy().into_owned(), e)),
+                Ok(never) => match never {},
+            }
+        }
+        match denied {
+            Some((full, e)) => (exec_errno_code(e), format!("exec {full}: {}", e.desc())),
+            None => (
+                APP_NOT_FOUND,
+                format!("exec {name:?}: executable file not found in $PATH"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_inherited_fds_keeps_the_one_asked_for() {
+        use std::os::fd::IntoRawFd;
+        let a = std::fs::File::open("/").unwrap().into_raw_fd();
+        let b = std::fs::File::open("/").unwrap().into_raw_fd();
+        // A child process, so that the test harness's own descriptors are left alone.
+        // SAFETY: the child only makes plain system calls (no allocation) and exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                close_inherited_fds(Some(b));
+                let open = |fd| nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD);
+                let ok = open(a).is_err()
+                    && open(b) == Ok(nix::fcntl::FdFlag::FD_CLOEXEC.bits())
+                    && open(1).is_ok();
+                // SAFETY: _exit after fork is always safe.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::unistd::close(a);
+                let _ = nix::unistd::close(b);
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
+
+    #[test]
+    fn codes_and_preparation() {
+        assert_eq!(exec_errno_code(nix::errno::Errno::ENOENT), 127);
+        assert_eq!(exec_errno_code(nix::errno::Errno::EACCES), 126);
+        assert!(Command::new(&[], &[]).is_err());
+        assert!(Command::new(&["a\0b".into()], &[]).is_err());
+        let c = Command::new(&["x".into()], &[("PATH".into(), "/nowhere".into())]).unwrap();
+        assert_eq!(c.path, "/nowhere");
+        let (code, why) = c.exec();
+        assert_eq!(code, 127, "{why}");
+        assert_eq!(why, "exec \"x\": executable file not found in $PATH");
+        let c = Command::new(&["/nonexistent/x".into()], &[]).unwrap();
+        assert_eq!(c.exec().0, 127);
+    }
+}

@@ -1,0 +1,427 @@
+//! End-to-end attacks and failures on the ns flavor's `enter`, start and launcher (needs root;
+//! otherwise a SKIP line). Each test performs the attack or the failure and passes only if the
+//! pod boundary and the pod's state stay right:
+//!
+//! * `rkt enter` runs image-controlled code (`/bin/escape-probe` of the image) confined like
+//!   the app: the double chroot ends in the app root (never guest-init's `/rkt/plan.json`,
+//!   i.e. the stage1 root on the host), `/proc/1/root` is refused, the capability sets are the
+//!   app's (bounding set = the plan's list; `nobody` holds none and cannot write a root-owned
+//!   directory), and the user, group and environment are the app's;
+//! * `rkt enter` right after the pod's `pid` appears works every time and finds the app's
+//!   complete environment (no window in which `pid` names a process that is not yet guest-init
+//!   in the stage1 root, or an app root that guest-init has not set up yet);
+//! * SIGKILL of the launcher (`rkt run`, which became stage1-ns) ends the whole pod: no process
+//!   of it survives, `rkt status` says exited, `rkt gc` cleans it;
+//! * a FIFO planted where the host reads an app status neither hangs `rkt status` nor breaks
+//!   `rkt stop`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use rkt_tests::{mounts_under, stderr, stdout, uuid_of, workspace_root, E2e};
+
+/// The probe's name in the test binary directory and in the image.
+const PROBE: &str = "escape-probe";
+/// A file that exists only in guest-init's tree (the stage1 root), never in an app's.
+const MARKER: &str = "/rkt/plan.json";
+/// What escape-probe creates in whatever root its double chroot reached.
+const WITNESS: &str = "escape-probe-was-here";
+/// `nobody`.
+const NOBODY: &str = "65534";
+/// How long a pod may take to start or to go away, in seconds.
+const SETTLE_SECS: u64 = 20;
+/// How long the pod may outlive its killed launcher, in seconds.
+const DIE_WITH_LAUNCHER_SECS: u64 = 5;
+/// `rkt enter` right after start: attempts.
+const ENTER_RACE_ROUNDS: usize = 20;
+
+/// The static escape-probe (a missing one is a failure: these are security tests).
+fn probe(e: &E2e) -> PathBuf {
+    [
+        e.bins.join(PROBE),
+        workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| {
+        panic!(
+            "no static {PROBE} in {} (run ci/build.sh)",
+            e.bins.display()
+        )
+    })
+}
+
+/// A pod-check image that also holds escape-probe and a root-owned 0755 `/rootdir`.
+fn probe_image(e: &E2e) -> PathBuf {
+    let p = probe(e);
+    e.pod_check_image("probe.aci", |s| {
+        s.file("/bin/escape-probe", &p, 0o755)
+            .file("/bin/hello", &e.bins.join("hello"), 0o755)
+            .dir("/rootdir")
+            .env("PROBE_ENV", "from-image")
+    })
+}
+
+/// Starts `rkt run ARGS` in the background; returns the child and its `--uuid-file-save`.
+fn start(e: &E2e, name: &str, args: &[&str]) -> (Child, PathBuf) {
+    let uuid_file = e.path(&format!("{name}.uuid"));
+    let mut all = vec![
+        "run".to_string(),
+        e.stage1_flag(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let child = e
+        .rkt(&all)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, uuid_file)
+}
+
+/// Waits until the pod is running with a pid; returns its UUID.
+fn wait_running(e: &E2e, uuid_file: &Path) -> String {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(u) = std::fs::read_to_string(uuid_file) {
+            let s = stdout(&e.rkt(&["status", u.trim()]).output().unwrap());
+            if s.contains("state=running") && !s.contains("pid=-1") {
+                return u.trim().to_string();
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(SETTLE_SECS),
+            "pod did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops the pod (forced) and waits for its launcher.
+fn stop_and_wait(e: &E2e, uuid: &str, mut child: Child) {
+    let _ = e.run(&["stop", "--force", uuid]);
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(SETTLE_SECS) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The capability mask of `names` as `/proc/<pid>/status` prints it.
+fn mask_hex(names: &[&str]) -> String {
+    let m = names
+        .iter()
+        .map(|n| {
+            appc::types::KNOWN_CAPABILITIES
+                .iter()
+                .position(|c| c == n)
+                .unwrap()
+        })
+        .fold(0u64, |m, n| m | (1 << n));
+    format!("{m:016x}")
+}
+
+#[test]
+fn ns_enter_is_confined_like_the_app() {
+    let Some(e) = E2e::require("ns_enter_is_confined_like_the_app") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let img = img.to_str().unwrap();
+    let (child, uuid_file) = start(
+        &e,
+        "confined",
+        &[
+            img,
+            "--name=boss",
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+            "---",
+            img,
+            "--name=plain",
+            &format!("--user={NOBODY}"),
+            &format!("--group={NOBODY}"),
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let stage1_root = e.pod_dir(&uuid).join("stage1/rootfs");
+    let proc_root = format!("/proc/1/root{MARKER}");
+
+    // The entered command is the image's own code, run by the host's root through rkt.
+    let o = e.run(&[
+        "enter",
+        "--app=boss",
+        &uuid,
+        "/bin/escape-probe",
+        "status",
+        "chroot-escape",
+        MARKER,
+        "read",
+        &proc_root,
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let dflt = mask_hex(&appc::types::DEFAULT_CAPABILITIES);
+    assert!(out.contains("uid=0 gid=0"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "CapPrm={dflt} CapEff={dflt} CapBnd={dflt} CapAmb={}",
+            "0".repeat(16)
+        )),
+        "the entered root process holds exactly the app's capabilities (no CAP_SYS_ADMIN, \
+         so no mount; the bounding set is the app's): {out}"
+    );
+    assert!(
+        out.contains("chroot-escape: chroot: ok"),
+        "the attack needs CAP_SYS_CHROOT, which the app keeps: {out}"
+    );
+    assert!(
+        out.contains(&format!("chroot-escape: {MARKER}: absent")),
+        "the double chroot of an entered command reached guest-init's tree: {out}"
+    );
+    assert!(!out.contains("PRESENT"), "{out}");
+    assert!(!out.contains(&format!("read {proc_root}: ok")), "{out}");
+    assert!(
+        !stage1_root.join(WITNESS).exists(),
+        "the entered command wrote into the stage1 root the host executes from"
+    );
+
+    // The app's environment (not stage0's) and its whole execution environment.
+    let o = e.run(&[
+        "enter",
+        "--app=boss",
+        &uuid,
+        "/bin/pod-check",
+        "--expect-env=PROBE_ENV=from-image",
+        "--expect-env=AC_APP_NAME=boss",
+        "--expect-uid=0",
+        "--expect-cwd=/",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("pod-check OK"), "{out}");
+
+    // A non-root app: the entered command runs as that user with no capability.
+    let o = e.run(&[
+        "enter",
+        "--app=plain",
+        &uuid,
+        "/bin/escape-probe",
+        "status",
+        "create",
+        "/rootdir/entered",
+        "chroot-escape",
+        MARKER,
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let zero = "0".repeat(16);
+    assert!(out.contains(&format!("uid={NOBODY} gid={NOBODY}")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "caps: CapInh={zero} CapPrm={zero} CapEff={zero} CapBnd={dflt} CapAmb={zero}"
+        )),
+        "a non-root app's entered command holds no capability: {out}"
+    );
+    assert!(out.contains("create /rootdir/entered: EACCES"), "{out}");
+    // No CAP_SYS_CHROOT (and no directory to chroot into: EACCES first).
+    assert!(out.contains("chroot-escape: chroot: "), "{out}");
+    assert!(!out.contains("chroot-escape: chroot: ok"), "{out}");
+
+    stop_and_wait(&e, &uuid, child);
+}
+
+#[test]
+fn ns_enter_right_after_start() {
+    let Some(e) = E2e::require("ns_enter_right_after_start") else {
+        return;
+    };
+    let img = e.pod_check_image("sleeper.aci", |s| s);
+    let img = img.to_str().unwrap();
+    for round in 0..ENTER_RACE_ROUNDS {
+        let name = format!("race{round}");
+        let (child, uuid_file) = start(&e, &name, &[img, "--", "--no-check", "--sleep-ms=60000"]);
+        // Enter the moment `pid` appears, as a script that starts a pod and enters it would.
+        let t0 = Instant::now();
+        let uuid = loop {
+            if let Ok(u) = std::fs::read_to_string(&uuid_file) {
+                let u = u.trim().to_string();
+                if e.dir().join("pods/run").join(&u).join("pid").exists() {
+                    break u;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(SETTLE_SECS),
+                "round {round}: no pid"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        // pod-check's full checks: the app's /proc, /sys and /dev are there already.
+        let o = e.run(&["enter", &uuid, "/bin/pod-check", "--exit", "7"]);
+        assert_eq!(
+            o.status.code(),
+            Some(7),
+            "round {round}: enter right after start: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stop_and_wait(&e, &uuid, child);
+    }
+}
+
+/// Start time (field 22 of `/proc/<pid>/stat`) of `pid`, if it exists: tells a process from a
+/// later one that reuses its pid.
+fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The parent pid of `pid`.
+fn ppid(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The children of `parent` (host pids).
+fn children(parent: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|d| d.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ppid(*p) == Some(parent))
+        .collect()
+}
+
+/// SIGKILLs what is left of a pod (guest-init ends its PID namespace) if a test failed.
+struct Reaper(Vec<(i32, u64)>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for (pid, t) in &self.0 {
+            if start_time(*pid) == Some(*t) {
+                // SAFETY: kill with a pid and a signal; the start time says it is the pod's.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn ns_sigkill_of_run_ends_the_pod() {
+    let Some(e) = E2e::require("ns_sigkill_of_run_ends_the_pod") else {
+        return;
+    };
+    let img = e.pod_check_image("sleeper.aci", |s| s);
+    let (mut child, uuid_file) = start(
+        &e,
+        "killed",
+        &[
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let init = e.pod_pid(&uuid);
+    let t0 = Instant::now();
+    let app = loop {
+        if let Some(p) = children(init).first() {
+            break *p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(SETTLE_SECS),
+            "the app did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pod: Vec<(i32, u64)> = [init, app]
+        .iter()
+        .filter_map(|p| Some((*p, start_time(*p)?)))
+        .collect();
+    assert_eq!(pod.len(), 2, "guest-init {init} and app {app}");
+    let _reaper = Reaper(pod.clone());
+
+    // The launcher dies without any chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = Instant::now();
+    while pod.iter().any(|(p, t)| start_time(*p) == Some(*t)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(DIE_WITH_LAUNCHER_SECS),
+            "the pod outlived its launcher (guest-init {init}, app {app}) while rkt says: {}",
+            e.status(&uuid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = e.status(&uuid);
+    assert!(s.contains("state=exited\n"), "{s}");
+    let o = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pods = e.dir().join("pods");
+    assert!(mounts_under(&pods).is_empty(), "{:?}", mounts_under(&pods));
+    assert_eq!(
+        e.run(&["status", &uuid]).status.code(),
+        Some(pod_abi::exit::POD_STATE),
+        "gc removed the pod"
+    );
+}
+
+#[test]
+fn ns_planted_fifo_status_neither_hangs_status_nor_breaks_stop() {
+    let Some(e) = E2e::require("ns_planted_fifo_status_neither_hangs_status_nor_breaks_stop")
+    else {
+        return;
+    };
+    let img = e.pod_check_image("sleeper.aci", |s| s);
+    let (mut child, uuid_file) = start(
+        &e,
+        "fifo",
+        &[
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let status_dir = e.pod_dir(&uuid).join("stage1/rootfs/rkt/status");
+    std::fs::create_dir_all(&status_dir).unwrap();
+    let fifo = status_dir.join("sleeper");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let t0 = Instant::now();
+    let s = e.status(&uuid);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "status hung on a FIFO"
+    );
+    assert!(s.contains("state=running"), "{s}");
+    let o = e.run(&["stop", &uuid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(SETTLE_SECS),
+            "pod did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = stdout(&e.run(&["status", "--wait=10s", &uuid]));
+    assert!(s.contains("state=exited\n"), "{s}");
+    let _ = uuid_of(&uuid_file);
+}
