@@ -11,6 +11,43 @@ use pod_abi::status::SETUP_FAILED;
 /// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
 const MAX_STRAY_FD: i32 = 1024;
 
+/// Sets every signal's disposition back to the default. `execve` keeps ignored signals
+/// ignored, and the Rust runtime of guest-init (and of `rkt enter`'s stage1) ignores `SIGPIPE`:
+/// without this an app would start with `SIGPIPE` ignored, unlike under any shell or rkt.
+pub fn reset_signal_dispositions() {
+    /// The kernel's `struct sigaction` on x86_64 (handler, flags, restorer, 64-bit mask).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0, // SIG_DFL
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid, fully initialised kernel sigaction (SIG_DFL) and
+        // no old-action pointer; the raw call also reaches the real-time signals that glibc's
+        // wrappers refuse (32, 33). Failures (none expected) leave the disposition as it was.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+}
+
 /// Closes every fd above stderr but `keep` (whatever a caller leaked), so that app code never
 /// inherits one: a leaked directory fd would reach outside the app root. `keep` is made
 /// close-on-exec.
@@ -91,6 +128,7 @@ impl Command {
     /// `execve`, with a PATH search like `execvp` when argv\[0\] has no `/`. Returns only on
     /// failure: the exit code (127 not found, 126 not executable) and the reason.
     pub fn exec(&self) -> (i32, String) {
+        reset_signal_dispositions();
         let Some(arg0) = self.argv.first() else {
             return (SETUP_FAILED, "empty exec".into());
         };
@@ -125,6 +163,37 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `SigIgn` mask of the calling process.
+    fn ignored_mask() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX)
+    }
+
+    #[test]
+    fn apps_start_with_no_signal_ignored() {
+        // In a child: SIGPIPE ignored as the Rust runtime leaves it, then the reset.
+        // SAFETY: fork in a test; the child only makes async-signal-safe calls and _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+            let before = ignored_mask();
+            reset_signal_dispositions();
+            let after = ignored_mask();
+            let ok = before & (1 << (libc::SIGPIPE - 1)) != 0 && after == 0;
+            // SAFETY: ends the forked child without running the parent's atexit handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
 
     #[test]
     fn closing_inherited_fds_keeps_the_one_asked_for() {

@@ -86,6 +86,7 @@ mod tests {
             capabilities: vec!["CAP_KILL".into()],
             capabilities_retained: false,
             no_new_privileges: true,
+            insecure_paths: false,
             memory_limit: None,
             cpu_limit_millis: None,
             ignored_isolators: Vec::new(),
