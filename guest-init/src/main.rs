@@ -75,6 +75,10 @@ fn run(args: &InitArgs, start: Option<std::os::fd::OwnedFd>) -> Result<i32, Stri
     if plan.debug {
         log::set_debug(true);
     }
+    // Space for the statuses, however full the apps make the pod's file system.
+    if let Err(e) = status::reserve(Path::new(pod_abi::paths::GUEST_RKT_DIR)) {
+        info!("cannot reserve space for statuses: {e}");
+    }
     if args.flavor == Flavor::Kvm && !plan.hostname.is_empty() {
         if let Err(e) = nix::unistd::sethostname(&plan.hostname) {
             info!("sethostname {}: {}", plan.hostname, e.desc());
