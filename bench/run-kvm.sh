@@ -5,8 +5,10 @@
 # `qemu-system-x86_64 -M microvm -enable-kvm` boot of the same vmlinux with an initramfs whose
 # static init prints a line and reboots at once, same quiet command line (acpi=off), runs
 # alternating (default 10 each); medians. Then the same pod with a 1 GiB image against a 1 MiB
-# image (overlays, nothing copied per run: the two must be within 10%). The last line is
-# `RATIO run_kvm_vs_qemu_boot <rkt run median / qemu boot median>`.
+# image (overlays, nothing copied per run: the two must be within 10%). The hello pod also runs
+# with the VMM's seccomp filters off (RKT_VMM_SECCOMP=0, the debugging knob; it prints a
+# warning) in the same alternation, for `RATIO seccomp_on_vs_off` (expected <= 1.03). The last
+# line is `RATIO run_kvm_vs_qemu_boot <rkt run median / qemu boot median>`.
 #
 # Run it plainly: on a host whose KVM cannot boot Linux it prepares everything on the host, where
 # it is fast, then re-runs itself under ci/nested-kvm with 6 GiB for L1. By hand after a plain
@@ -126,15 +128,18 @@ check() { # NAME RESULT: complain about a failed run
     [ "$3" = 0 ] || { log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
 }
 
-: >"$work/rkt.ms"; : >"$work/qemu.ms"
-log "$runs runs each, alternating: rkt run --stage1=kvm hello | qemu microvm boot"
+: >"$work/rkt.ms"; : >"$work/qemu.ms"; : >"$work/nofilter.ms"
+log "$runs runs each, alternating: rkt run --stage1=kvm hello | same, seccomp off | qemu microvm boot"
 for i in $(seq 1 "$runs"); do
     r=$(ms "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run $i" "$r"
     grep -q "Hello from a rkt-rs pod" "$work/last.out" || log "rkt run $i: no greeting"
     echo "${r% *}" >>"$work/rkt.ms"
+    n=$(ms env RKT_VMM_SECCOMP=0 "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run (no seccomp) $i" "$n"
+    grep -q "WITHOUT seccomp" "$work/last.err" || log "rkt run (no seccomp) $i: no warning"
+    echo "${n% *}" >>"$work/nofilter.ms"
     q=$(ms "${qemu[@]}"); echo "${q% *}" >>"$work/qemu.ms"
     grep -q RKT-TEST-INIT-MARKER "$work/last.out" || log "qemu run $i: no init marker"
-    log "run $i: rkt ${r% *} ms | qemu ${q% *} ms"
+    log "run $i: rkt ${r% *} ms | rkt, seccomp off ${n% *} ms | qemu ${q% *} ms"
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 
@@ -148,10 +153,12 @@ for i in $(seq 1 "$size_runs"); do
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 
-rkt_med=$(median <"$work/rkt.ms"); qemu_med=$(median <"$work/qemu.ms")
+rkt_med=$(median <"$work/rkt.ms"); qemu_med=$(median <"$work/qemu.ms"); nof_med=$(median <"$work/nofilter.ms")
 small_med=$(median <"$work/small.ms"); big_med=$(median <"$work/big.ms")
 echo "run-kvm benchmark: $runs runs each$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
-printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
+printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "same, RKT_VMM_SECCOMP=0" "$nof_med" \
+    "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
     "rkt run, 1 MiB image" "$small_med" "rkt run, 1 GiB image" "$big_med"
+echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}')"
 echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
 echo "RATIO run_kvm_vs_qemu_boot $(awk -v a="$rkt_med" -v b="$qemu_med" 'BEGIN{printf "%.2f", a/b}')"

@@ -229,3 +229,66 @@ fn every_thread_kind_has_a_case() {
         assert!(kinds.contains(&p), "no case for {p:?}");
     }
 }
+
+/// Executable memory is refused to every confined thread (checked on a vCPU).
+#[test]
+fn a_vcpu_thread_dies_on_executable_mmap() {
+    if !is_root() {
+        println!("SKIP: a_vcpu_thread_dies_on_executable_mmap: needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(exe)
+        .args([
+            "confine::tests::exec_mmap_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CASE_ENV, "mmap")
+        .env(DIR_ENV, dir.path())
+        .env_remove(SECCOMP_ENV)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(pod_abi::exit::STAGE1_FAILED),
+        "{stderr}"
+    );
+    let failure = std::fs::read_to_string(dir.path().join("failure")).unwrap_or_default();
+    assert_eq!(
+        failure,
+        format!(
+            "seccomp: thread vcpu made forbidden syscall {} (mmap)\n",
+            libc::SYS_mmap
+        )
+    );
+}
+
+#[test]
+fn exec_mmap_child() {
+    if std::env::var_os(CASE_ENV).is_none_or(|c| c != "mmap") {
+        return;
+    }
+    let dir = std::env::var_os(DIR_ENV).unwrap_or_else(|| panic!("{DIR_ENV} unset"));
+    init(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let h = crate::threads::spawn(ThreadKind::Vcpu, "confined", || {
+        // SAFETY: an anonymous mapping request; the filter stops it before the kernel sees it.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        println!("THREAD SURVIVED");
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = h.join();
+    println!("PROCESS SURVIVED");
+}
