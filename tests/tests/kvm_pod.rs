@@ -433,6 +433,22 @@ fn kvm_vmm_runs_with_least_privilege() {
     ] {
         assert!(kinds.iter().any(|c| c == k), "no {k} thread in {kinds:?}");
     }
+    // The jail's /pod and every mount below it (the guest's share among them) are
+    // nosuid,nodev: a device node the guest makes in its share is never opened on the host.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let pod_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m == "/pod" || m.starts_with("/pod/"))
+        })
+        .collect();
+    assert!(pod_mounts.len() >= 2, "{mountinfo}");
+    for l in &pod_mounts {
+        let opts: Vec<&str> = l.split(' ').nth(5).unwrap_or("").split(',').collect();
+        assert!(opts.contains(&"nosuid") && opts.contains(&"nodev"), "{l}");
+    }
     let s = e.run(&["stop", &uuid]);
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
     let o = wait_output(child, Duration::from_secs(120));
