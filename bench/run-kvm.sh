@@ -135,7 +135,7 @@ check() { # NAME RESULT: complain about a failed run
     [ "$3" = 0 ] || { log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
 }
 
-: >"$work/rkt.ms"; : >"$work/qemu.ms"; : >"$work/nofilter.ms"
+: >"$work/rkt.ms"; : >"$work/qemu.ms"; : >"$work/nofilter.ms"; : >"$work/onoff.ratio"
 log "$runs runs each, alternating: rkt run --stage1=kvm hello | same, seccomp off | qemu microvm boot"
 for i in $(seq 1 "$runs"); do
     r=$(ms "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run $i" "$r"
@@ -144,6 +144,7 @@ for i in $(seq 1 "$runs"); do
     n=$(ms env RKT_VMM_SECCOMP=0 "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run (no seccomp) $i" "$n"
     grep -q "WITHOUT seccomp" "$work/last.err" || log "rkt run (no seccomp) $i: no warning"
     echo "${n% *}" >>"$work/nofilter.ms"
+    awk -v a="${r% *}" -v b="${n% *}" 'BEGIN{printf "%.4f\n", a/b}' >>"$work/onoff.ratio"
     q=$(ms "${qemu[@]}"); echo "${q% *}" >>"$work/qemu.ms"
     grep -q RKT-TEST-INIT-MARKER "$work/last.out" || log "qemu run $i: no init marker"
     log "run $i: rkt ${r% *} ms | rkt, seccomp off ${n% *} ms | qemu ${q% *} ms"
@@ -167,6 +168,6 @@ echo "run-kvm benchmark: $runs runs each$( [ -n "${NESTED_KVM:-}" ] && echo ', i
 printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "same, RKT_VMM_SECCOMP=0" "$nof_med" \
     "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
     "rkt run, 1 MiB image" "$small_med" "rkt run, 1 GiB image" "$big_med"
-echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}')"
+echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}') (median of the per-pair ratios: $(median <"$work/onoff.ratio"))"
 [ "$sizes" = 0 ] || echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
 echo "RATIO run_kvm_vs_qemu_boot $(awk -v a="$rkt_med" -v b="$qemu_med" 'BEGIN{printf "%.2f", a/b}')"

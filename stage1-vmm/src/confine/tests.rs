@@ -292,3 +292,53 @@ fn exec_mmap_child() {
     let _ = h.join();
     println!("PROCESS SURVIVED");
 }
+
+/// Filter cost per system call (run by hand: `cargo test -p stage1-vmm --release --lib
+/// filter_overhead -- --ignored --nocapture`): a vCPU-profile thread writes an eventfd (a call
+/// that thread makes) 200 000 times, with and without its filter; prints ns per call.
+#[test]
+#[ignore]
+fn filter_overhead() {
+    if std::env::var_os(CASE_ENV).is_none_or(|c| c != "overhead") {
+        let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+        for filtered in ["0", "1"] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "confine::tests::filter_overhead",
+                    "--exact",
+                    "--nocapture",
+                    "--ignored",
+                    "--test-threads=1",
+                ])
+                .env(CASE_ENV, "overhead")
+                .env(DIR_ENV, dir.path())
+                .env(SECCOMP_ENV, if filtered == "1" { "1" } else { "0" })
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let so = String::from_utf8_lossy(&out.stdout);
+            for l in so
+                .lines()
+                .filter_map(|l| l.find("OVERHEAD").and_then(|i| l.get(i..)))
+            {
+                println!("{l}");
+            }
+        }
+        return;
+    }
+    let dir = std::env::var_os(DIR_ENV).unwrap_or_else(|| panic!("{DIR_ENV} unset"));
+    let mode = init(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let h = crate::threads::spawn(ThreadKind::Vcpu, "bench", move || {
+        let evt = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK)
+            .unwrap_or_else(|e| panic!("{e}"));
+        const N: u32 = 200_000;
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            let _ = evt.write(1);
+        }
+        let ns = t.elapsed().as_nanos() / u128::from(N);
+        println!("OVERHEAD mode {mode:?}: {ns} ns per eventfd write on a vcpu thread");
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = h.join();
+}
