@@ -129,7 +129,7 @@ ms() {
     t1=$EPOCHREALTIME
     awk -v a="$t0" -v b="$t1" -v s="$st" 'BEGIN{printf "%.1f %d\n", (b-a)*1000, s}'
 }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 check() { # NAME RESULT: complain about a failed run
     set -- "$1" $2
     [ "$3" = 0 ] || { log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
@@ -137,13 +137,20 @@ check() { # NAME RESULT: complain about a failed run
 
 : >"$work/rkt.ms"; : >"$work/qemu.ms"; : >"$work/nofilter.ms"; : >"$work/onoff.ratio"
 log "$runs runs each, alternating: rkt run --stage1=kvm hello | same, seccomp off | qemu microvm boot"
-for i in $(seq 1 "$runs"); do
+# on_run / off_run: one hello run with the filters on / off (the order alternates per round,
+# so neither always runs first after the previous round's gc).
+on_run() {
     r=$(ms "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run $i" "$r"
     grep -q "Hello from a rkt-rs pod" "$work/last.out" || log "rkt run $i: no greeting"
     echo "${r% *}" >>"$work/rkt.ms"
+}
+off_run() {
     n=$(ms env RKT_VMM_SECCOMP=0 "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run (no seccomp) $i" "$n"
     grep -q "WITHOUT seccomp" "$work/last.err" || log "rkt run (no seccomp) $i: no warning"
     echo "${n% *}" >>"$work/nofilter.ms"
+}
+for i in $(seq 1 "$runs"); do
+    if [ $((i % 2)) = 1 ]; then on_run; off_run; else off_run; on_run; fi
     awk -v a="${r% *}" -v b="${n% *}" 'BEGIN{printf "%.4f\n", a/b}' >>"$work/onoff.ratio"
     q=$(ms "${qemu[@]}"); echo "${q% *}" >>"$work/qemu.ms"
     grep -q RKT-TEST-INIT-MARKER "$work/last.out" || log "qemu run $i: no init marker"
