@@ -5,8 +5,10 @@
 # `qemu-system-x86_64 -M microvm -enable-kvm` boot of the same vmlinux with an initramfs whose
 # static init prints a line and reboots at once, same quiet command line (acpi=off), runs
 # alternating (default 10 each); medians. Then the same pod with a 1 GiB image against a 1 MiB
-# image (overlays, nothing copied per run: the two must be within 10%). The last line is
-# `RATIO run_kvm_vs_qemu_boot <rkt run median / qemu boot median>`.
+# image (overlays, nothing copied per run: the two must be within 10%). The hello pod also runs
+# with the VMM's seccomp filters off (RKT_VMM_SECCOMP=0, the debugging knob; it prints a
+# warning) in the same alternation, for `RATIO seccomp_on_vs_off` (expected <= 1.03). The last
+# line is `RATIO run_kvm_vs_qemu_boot <rkt run median / qemu boot median>`.
 #
 # Run it plainly: on a host whose KVM cannot boot Linux it prepares everything on the host, where
 # it is fast, then re-runs itself under ci/nested-kvm with 6 GiB for L1. By hand after a plain
@@ -15,7 +17,8 @@
 # RKT_STAGE1_KVM_ACI (build/stage1-kvm.aci), HELLO_BIN (build/bin/hello), MKACI
 # (build/bin/mkaci), RKT_TEST_KERNEL (build/kernel/vmlinux), CARGO_TARGET_DIR (for the
 # initramfs maker, default <repo>/target), RKT_BENCH_CACHE (prepared images,
-# default /var/cache/rkt-rs/bench-kvm), BENCH_QEMU_MEM (MiB, default: what the pod VM gets).
+# default /var/cache/rkt-rs/bench-kvm), BENCH_QEMU_MEM (MiB, default: what the pod VM gets),
+# BENCH_SIZES (0: skip the 1 MiB / 1 GiB comparison, e.g. to measure only the filters).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -32,6 +35,7 @@ cache=${RKT_BENCH_CACHE:-/var/cache/rkt-rs/bench-kvm}
 # The hello pod's VM: one app without a memory limit = 128 MiB + the measured guest overhead
 # (stage1-vmm/src/pod/sizing.rs); QEMU gets the same.
 qemu_mem=${BENCH_QEMU_MEM:-164}
+sizes=${BENCH_SIZES:-1}
 log() { echo "bench: $*" >&2; }
 
 host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
@@ -52,6 +56,7 @@ prepare() {
     [ -s "$cache/hello.aci" ] || "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
         --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$cache/hello.aci"
     local size name
+    [ "$sizes" = 0 ] && return 0
     for size in 1M 1G; do
         name=$cache/big-$size.aci
         [ -s "$name" ] && continue
@@ -78,7 +83,9 @@ if [ -z "${NESTED_KVM:-}" ]; then
         NESTED_KVM_MEM=${NESTED_KVM_MEM:-6144} exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
     fi
 fi
-for f in "$rkt" "$stage1" "$kernel" "$cache/initramfs.cpio" "$cache/hello.aci" "$cache/big-1M.aci" "$cache/big-1G.aci"; do
+need=("$rkt" "$stage1" "$kernel" "$cache/initramfs.cpio" "$cache/hello.aci")
+[ "$sizes" = 0 ] || need+=("$cache/big-1M.aci" "$cache/big-1G.aci")
+for f in "${need[@]}"; do
     [ -e "$f" ] || { log "missing $f (run bash bench/run-kvm.sh on the host first to prepare)"; exit 1; }
 done
 command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 missing"; exit 1; }
@@ -101,10 +108,12 @@ R=("$rkt" --dir="$dir" --insecure-options=image)
 id_of() { "${R[@]}" fetch "$1" 2>/dev/null | tail -n 1; }
 log "importing images (the 1 GiB one takes a while under emulation)"
 hello_id=$(id_of "$cache/hello.aci")
-small_id=$(id_of "$cache/big-1M.aci")
-big_id=$(id_of "$cache/big-1G.aci")
 "${R[@]}" run --stage1-path="$stage1" "$hello_id" >/dev/null 2>&1 || true   # imports stage1
-"${R[@]}" run --stage1-path="$stage1" "$big_id" >/dev/null 2>&1 || true     # renders its tree
+if [ "$sizes" != 0 ]; then
+    small_id=$(id_of "$cache/big-1M.aci")
+    big_id=$(id_of "$cache/big-1G.aci")
+    "${R[@]}" run --stage1-path="$stage1" "$big_id" >/dev/null 2>&1 || true # renders its tree
+fi
 
 cmdline="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=quick"
 # microvm has no i8042: QEMU ends on a triple fault (reboot=t) with -no-reboot.
@@ -120,27 +129,39 @@ ms() {
     t1=$EPOCHREALTIME
     awk -v a="$t0" -v b="$t1" -v s="$st" 'BEGIN{printf "%.1f %d\n", (b-a)*1000, s}'
 }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 check() { # NAME RESULT: complain about a failed run
     set -- "$1" $2
     [ "$3" = 0 ] || { log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
 }
 
-: >"$work/rkt.ms"; : >"$work/qemu.ms"
-log "$runs runs each, alternating: rkt run --stage1=kvm hello | qemu microvm boot"
-for i in $(seq 1 "$runs"); do
+: >"$work/rkt.ms"; : >"$work/qemu.ms"; : >"$work/nofilter.ms"; : >"$work/onoff.ratio"
+log "$runs runs each, alternating: rkt run --stage1=kvm hello | same, seccomp off | qemu microvm boot"
+# on_run / off_run: one hello run with the filters on / off (the order alternates per round,
+# so neither always runs first after the previous round's gc).
+on_run() {
     r=$(ms "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run $i" "$r"
     grep -q "Hello from a rkt-rs pod" "$work/last.out" || log "rkt run $i: no greeting"
     echo "${r% *}" >>"$work/rkt.ms"
+}
+off_run() {
+    n=$(ms env RKT_VMM_SECCOMP=0 "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run (no seccomp) $i" "$n"
+    grep -q "WITHOUT seccomp" "$work/last.err" || log "rkt run (no seccomp) $i: no warning"
+    echo "${n% *}" >>"$work/nofilter.ms"
+}
+for i in $(seq 1 "$runs"); do
+    if [ $((i % 2)) = 1 ]; then on_run; off_run; else off_run; on_run; fi
+    awk -v a="${r% *}" -v b="${n% *}" 'BEGIN{printf "%.4f\n", a/b}' >>"$work/onoff.ratio"
     q=$(ms "${qemu[@]}"); echo "${q% *}" >>"$work/qemu.ms"
     grep -q RKT-TEST-INIT-MARKER "$work/last.out" || log "qemu run $i: no init marker"
-    log "run $i: rkt ${r% *} ms | qemu ${q% *} ms"
+    log "run $i: rkt ${r% *} ms | rkt, seccomp off ${n% *} ms | qemu ${q% *} ms"
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 
 : >"$work/small.ms"; : >"$work/big.ms"
 size_runs=$(( (runs + 1) / 2 )); [ "$size_runs" -ge 3 ] || size_runs=3
-log "$size_runs runs each, alternating: 1 MiB image | 1 GiB image"
+[ "$sizes" = 0 ] && size_runs=0
+[ "$size_runs" = 0 ] || log "$size_runs runs each, alternating: 1 MiB image | 1 GiB image"
 for i in $(seq 1 "$size_runs"); do
     s=$(ms "${R[@]}" run --stage1-path="$stage1" "$small_id"); check "1M run $i" "$s"; echo "${s% *}" >>"$work/small.ms"
     b=$(ms "${R[@]}" run --stage1-path="$stage1" "$big_id"); check "1G run $i" "$b"; echo "${b% *}" >>"$work/big.ms"
@@ -148,10 +169,12 @@ for i in $(seq 1 "$size_runs"); do
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 
-rkt_med=$(median <"$work/rkt.ms"); qemu_med=$(median <"$work/qemu.ms")
+rkt_med=$(median <"$work/rkt.ms"); qemu_med=$(median <"$work/qemu.ms"); nof_med=$(median <"$work/nofilter.ms")
 small_med=$(median <"$work/small.ms"); big_med=$(median <"$work/big.ms")
 echo "run-kvm benchmark: $runs runs each$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
-printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
+printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "same, RKT_VMM_SECCOMP=0" "$nof_med" \
+    "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
     "rkt run, 1 MiB image" "$small_med" "rkt run, 1 GiB image" "$big_med"
-echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
+echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}') (median of the per-pair ratios: $(median <"$work/onoff.ratio"))"
+[ "$sizes" = 0 ] || echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
 echo "RATIO run_kvm_vs_qemu_boot $(awk -v a="$rkt_med" -v b="$qemu_med" 'BEGIN{printf "%.2f", a/b}')"

@@ -5,13 +5,15 @@
 //! kernel (PVH or bzImage) and writes the boot structures; [`vcpu`] configures vCPUs and runs
 //! `KVM_RUN`; [`exit`] decides what each exit means (pure); [`bus`] routes port and MMIO
 //! accesses to [`devices`], which [`device_manager`] creates and wires to KVM; [`threads`] starts
-//! every thread; [`vmm`] puts it together. The core (`memory`, `boot`, `vcpu`, `exit`, `bus`)
+//! every thread and [`confine`] gives each its seccomp filter and capabilities; [`vmm`] puts it
+//! together. The core (`memory`, `boot`, `vcpu`, `exit`, `bus`)
 //! does not depend on `devices`. See docs/vmm.md.
 
 #![deny(missing_docs)]
 
 pub mod boot;
 pub mod bus;
+pub mod confine;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;

@@ -3,8 +3,9 @@
 //! Every thread of the VMM process besides the main one is started here (vCPUs, device workers,
 //! console writers, the signal thread and the interactive stdin thread), so this is the single
 //! place where per-thread confinement goes: [`on_thread_start`] runs first on the new thread,
-//! before its body, and is where the per-kind seccomp filter and capability drops will be
-//! installed (today it installs nothing).
+//! before its body, and installs the kind's capability sets and seccomp filter
+//! ([`crate::confine`]); [`on_main_ready`] does the same for the main thread once it has started
+//! every other thread.
 //!
 //! It is also where the panic policy is enforced (see docs/vmm.md, "Panics"): a panic on any
 //! spawned thread ends the whole process with `abort`, as the release profile's
@@ -49,11 +50,20 @@ where
     })
 }
 
-/// Runs on every new thread before its body: the hook for per-kind seccomp filters and
-/// capability drops (issue 9). Today it does nothing. It must not fail silently: a thread whose
-/// confinement cannot be installed must end the process, never run unconfined.
+/// Runs on every new thread before its body: confines it as a thread of `kind` (capability sets,
+/// then the seccomp filter; see [`crate::confine`]; nothing when confinement is off). A thread
+/// whose confinement cannot be installed ends the process, never runs unconfined.
 pub fn on_thread_start(kind: ThreadKind) {
-    log::trace!("thread start: {kind:?}");
+    // SAFETY: gettid takes no arguments.
+    let tid = unsafe { libc::gettid() };
+    log::debug!("thread start: {kind:?} tid {tid}");
+    crate::confine::thread(kind);
+}
+
+/// Runs on the main thread once it has started every other thread (a seccomp filter is
+/// inherited by the threads its owner creates later): confines it with the main profile.
+pub fn on_main_ready() {
+    crate::confine::main_thread();
 }
 
 /// Runs test `test` (full path) of this test binary in a child process with `env`=1 set;

@@ -399,6 +399,7 @@ impl Vmm {
             .map_err(|e| VmmError::Io("cannot start a vCPU thread", e))?;
             threads.push(t);
         }
+        threads::on_main_ready();
 
         let started = Instant::now();
         let setup = started.duration_since(self.created);

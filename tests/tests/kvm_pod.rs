@@ -374,6 +374,88 @@ fn kvm_second_sigterm_ends_the_vm_at_once() {
     assert!(e.status(&uuid).contains("state=exited"));
 }
 
+/// A `/proc/<pid>/status` (or task status) field's value.
+fn status_field(status: &str, field: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in\n{status}"))
+}
+
+/// The VMM of a running pod runs with least privilege (issue 9, item 5): no new privileges, a
+/// seccomp filter on every thread, no capability (effective, permitted, bounding, ambient) on
+/// any thread but the virtio-fs worker, which keeps only what the passthrough file system needs.
+#[test]
+fn kvm_vmm_runs_with_least_privilege() {
+    let Some(e) = E2e::require_kvm("kvm_vmm_runs_with_least_privilege") else {
+        return;
+    };
+    // CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID SETGID SETUID MKNOD
+    // (stage1-vmm/src/confine/caps.rs).
+    let fs_caps = "00000000080000df";
+    let none = "0000000000000000";
+    let (child, uuid) = start_sleeper(&e, "confined.aci", &[]);
+    let pid = e.pod_pid(&uuid);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    eprintln!("VMM /proc/{pid}/status:\n{status}");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&status, "Seccomp"), "2");
+    assert_eq!(status_field(&status, "CapEff"), none);
+    assert_eq!(status_field(&status, "CapPrm"), none);
+    assert_eq!(status_field(&status, "CapBnd"), none);
+    let mut kinds = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let comm = comm.trim().to_string();
+        let st = std::fs::read_to_string(dir.join("status")).unwrap();
+        let eff = status_field(&st, "CapEff");
+        eprintln!(
+            "thread {comm}: Seccomp {} CapEff {eff}",
+            status_field(&st, "Seccomp")
+        );
+        assert_eq!(status_field(&st, "Seccomp"), "2", "thread {comm}");
+        assert_eq!(status_field(&st, "NoNewPrivs"), "1", "thread {comm}");
+        let want = if comm == "virtio-fs" { fs_caps } else { none };
+        assert_eq!(eff, want, "thread {comm} CapEff");
+        assert_eq!(status_field(&st, "CapPrm"), want, "thread {comm} CapPrm");
+        assert_eq!(status_field(&st, "CapAmb"), none, "thread {comm} CapAmb");
+        assert_eq!(status_field(&st, "CapBnd"), want, "thread {comm} CapBnd");
+        kinds.push(comm);
+    }
+    for k in [
+        "vcpu0",
+        "virtio-fs",
+        "virtio-console",
+        "console-out",
+        "signals",
+    ] {
+        assert!(kinds.iter().any(|c| c == k), "no {k} thread in {kinds:?}");
+    }
+    // The jail's /pod and every mount below it (the guest's share among them) are
+    // nosuid,nodev: a device node the guest makes in its share is never opened on the host.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let pod_mounts: Vec<&str> = mountinfo
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m == "/pod" || m.starts_with("/pod/"))
+        })
+        .collect();
+    assert!(pod_mounts.len() >= 2, "{mountinfo}");
+    for l in &pod_mounts {
+        let opts: Vec<&str> = l.split(' ').nth(5).unwrap_or("").split(',').collect();
+        assert!(opts.contains(&"nosuid") && opts.contains(&"nodev"), "{l}");
+    }
+    let s = e.run(&["stop", &uuid]);
+    assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
+    let o = wait_output(child, Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    assert!(!e.pod_dir(&uuid).join("failure").exists());
+}
+
 /// Runs the image `img` with `rkt run --interactive`, a pty as its terminal, the app getting
 /// `app_args`; `input` is typed after `delay`. Returns the exit code, what the terminal showed,
 /// and whether the terminal is cooked (ICANON|ECHO) afterwards.

@@ -25,7 +25,7 @@ use stage1_common::terminal::{self, EscapeDetector, ESCAPE_KILL_REASON};
 
 use crate::threads::{self, ThreadKind};
 
-use super::{record_failure, PROG};
+use super::PROG;
 /// Time the guest gets beyond the plan's grace period to reboot after a stop request (seconds):
 /// post-stop handlers, status writes and the sync, with room for a slow (nested, emulated) host.
 pub const STOP_MARGIN: Duration = Duration::from_secs(20);
@@ -117,7 +117,7 @@ pub fn block_stop_signals() -> std::io::Result<()> {
 /// `STAGE1_FAILED`; the kernel closes the pod lock and the VM with the process.
 pub fn force_end(reason: &str) -> ! {
     restore_terminal();
-    record_failure(reason);
+    crate::confine::record_failure(reason);
     std::process::exit(pod_abi::exit::STAGE1_FAILED)
 }
 

@@ -8,7 +8,11 @@
 //!    fails with EINVAL once threads share the file-system context): a new mount namespace whose
 //!    mounts are slaves of the host's (nothing we mount leaks out).
 //! 2. [`pivot_into`] (threads may exist by then) mounts a tmpfs over the pod directory, binds the
-//!    pod directory (recursively, through an fd opened before) into it at `/pod`, mounts procfs
+//!    pod directory (recursively, through an fd opened before) into it at `/pod`, makes that bind
+//!    and every mount below it (the overlays, the volumes) `nosuid,nodev` ([`harden_pod_bind`]:
+//!    a device node the guest creates in its share, which the virtio-fs worker's `CAP_MKNOD`
+//!    allows, can then never be opened on the host, and no setuid bit takes effect in the jail),
+//!    mounts procfs
 //!    at `/proc`, and pivots. The share must be opened after this step so that its directory fd
 //!    lives in the new tree (an fd opened before would see the app overlays and volumes detached
 //!    when the old root is unmounted). [`drop_proc`] then detaches `/proc` once the devices hold
@@ -126,6 +130,7 @@ pub fn pivot_into(pod_dir: &Path) -> Result<(), JailError> {
         let rc = unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
         check(rc, || format!("uncover {}", pod.display()))?;
     }
+    harden_pod_bind(&pod)?;
     mount(
         Some(Path::new("proc")),
         &proc,
@@ -162,10 +167,135 @@ pub fn pivot_into(pod_dir: &Path) -> Result<(), JailError> {
     Ok(())
 }
 
+/// Adds `nosuid,nodev` to the mount at `pod` and every mount below it, keeping their other flags
+/// (read-only volumes stay read-only): `mount_setattr(AT_RECURSIVE)` (Linux 5.12); on older
+/// kernels, each mount is remounted with its own flags plus these two.
+pub fn harden_pod_bind(pod: &Path) -> Result<(), JailError> {
+    let p = cstr(pod)?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr with a valid path, a valid attr struct and its size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(JailError::Sys(
+            format!("mount_setattr {}", pod.display()),
+            e,
+        ));
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| JailError::Sys("read /proc/self/mountinfo".into(), e))?;
+    for target in mounts_at_or_below(&mountinfo, pod) {
+        remount_nosuid_nodev(&target)?;
+    }
+    Ok(())
+}
+
+/// The mount points at or below `dir` in a mountinfo text (field 5; octal escapes decoded).
+fn mounts_at_or_below(mountinfo: &str, dir: &Path) -> Vec<std::path::PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| std::path::PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let oct = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|x| (b'0'..=b'7').contains(x)));
+        match (c, oct) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |a, x| a * 8 + u32::from(x - b'0'));
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// Remounts the mount at `target` with its current per-mount flags plus `nosuid,nodev`.
+fn remount_nosuid_nodev(target: &Path) -> Result<(), JailError> {
+    let t = cstr(target)?;
+    // SAFETY: a zeroed statvfs is valid; statvfs fills it from a valid path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    check(unsafe { libc::statvfs(t.as_ptr(), &mut st) }, || {
+        format!("statvfs {}", target.display())
+    })?;
+    let keep = [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ]
+    .iter()
+    .filter(|(st_flag, _)| st.f_flag & *st_flag != 0)
+    .fold(0, |acc, (_, ms)| acc | *ms);
+    mount(
+        None,
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV | keep,
+        None,
+    )
+}
+
 /// Detaches the jail's procfs (devices that opened `/proc/self/fd` keep their fd working).
 pub fn drop_proc() -> Result<(), JailError> {
     let p = cstr(Path::new(PROC_IN_JAIL))?;
     // SAFETY: umount2 with a valid path and flags.
     let rc = unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
     check(rc, || format!("detach {PROC_IN_JAIL}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lists_mounts_at_or_below() {
+        let info = "22 1 0:21 / / rw - ext4 /dev/root rw\n\
+                    30 22 0:30 / /pod rw,nosuid - tmpfs t rw\n\
+                    31 30 0:31 / /pod/stage1/rootfs rw - overlay o rw\n\
+                    32 30 0:32 / /pod/apps/a\\040b rw - overlay o rw\n\
+                    33 22 0:33 / /podx rw - tmpfs t rw\n";
+        let got = mounts_at_or_below(info, Path::new("/pod"));
+        assert_eq!(
+            got,
+            vec![
+                std::path::PathBuf::from("/pod"),
+                "/pod/stage1/rootfs".into(),
+                "/pod/apps/a b".into(),
+            ]
+        );
+    }
 }

@@ -54,6 +54,9 @@ pub enum PodError {
     /// Jailing the VMM failed.
     #[error("cannot confine the VMM to the pod directory")]
     Jail(#[from] jail::JailError),
+    /// Dropping privileges (no-new-privs, capabilities, seccomp) failed.
+    #[error("cannot drop the VMM's privileges")]
+    Confine(#[from] crate::confine::ConfineError),
     /// Creating or running the VM failed.
     #[error(transparent)]
     Vmm(#[from] crate::vmm::VmmError),

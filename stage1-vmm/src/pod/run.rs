@@ -1,13 +1,16 @@
 //! The `run` entrypoint: one pod, one VM, this process (whose pid is the pod's `pid`).
 //!
-//! [`run`] is a list of named steps, and their order matters (see [`super::jail`]):
-//! [`prepare_process`] blocks the stop signals and enters a private mount namespace while
+//! [`run`] is a list of named steps, and their order matters (see [`super::jail`] and
+//! [`crate::confine`]): [`prepare_process`] blocks the stop signals, enters a private mount
+//! namespace and starts the confinement (no new privileges, bounding set, SIGSYS handler) while
 //! single-threaded; [`read_plan`] reads the plan and writes `pid`; [`choose_size`] sizes the VM;
 //! [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
-//! creates the VM (opens the kernel and /dev/kvm); [`jail_vmm`] pivots into the pod directory;
+//! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm);
+//! [`jail_vmm`] pivots into the pod directory;
 //! [`attach_devices`] adds hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`
 //! and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
-//! [`boot_and_wait`] runs the VM; [`finish`] turns its end into the pod's exit code.
+//! [`boot_and_wait`] runs the VM (the main thread confines itself once the vCPUs run);
+//! [`finish`] turns its end into the pod's exit code.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -160,7 +163,7 @@ fn install_panic_hook() {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         control::restore_terminal();
-        record_failure(&format!("stage1-vmm crashed: {info}"));
+        crate::confine::record_failure(&format!("stage1-vmm crashed: {info}"));
         prev(info);
     }));
 }
@@ -181,8 +184,9 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
 }
 
 /// Step 1, while single-threaded: block the stop signals, point failures at the pod's `failure`
-/// file, install the panic hook, check the lock fd and enter a private mount namespace. Returns
-/// the pod directory (the cwd stage0 gave us).
+/// file, install the panic hook, check the lock fd, enter a private mount namespace and start the
+/// confinement (`PR_SET_NO_NEW_PRIVS`, bounding set, SIGSYS handler, compiled filters: every
+/// thread started after this is confined). Returns the pod directory (the cwd stage0 gave us).
 fn prepare_process() -> Result<PathBuf, PodError> {
     control::block_stop_signals().map_err(|e| PodError::Host("cannot block signals", e))?;
     let cwd = std::env::current_dir()
@@ -192,6 +196,7 @@ fn prepare_process() -> Result<PathBuf, PodError> {
     install_panic_hook();
     let _lock = stage1_common::pod::keep_lock_fd();
     jail::enter_private_namespace()?;
+    crate::confine::init(&cwd)?;
     Ok(cwd)
 }
 
@@ -297,7 +302,7 @@ fn build_vm(
     size: sizing::VmSize,
     debug: bool,
 ) -> Result<(Vmm, KernelTail), PodError> {
-    let mut cfg = VmConfig::new(host.stage1_rootfs().join(KERNEL_IN_STAGE1));
+    let mut cfg = VmConfig::new(kernel_path(host));
     cfg.cmdline = pod_cmdline(debug);
     cfg.mem_mib = size.mem_mib;
     cfg.cpus = size.cpus;
@@ -316,11 +321,38 @@ fn build_vm(
     Ok((vmm, kernel_tail))
 }
 
+/// The guest kernel: `kernel/vmlinux` in the stage1 image, i.e. beside this executable (its
+/// canonical path, read before the jail). stage0 runs the entrypoints from the image's read-only
+/// tree in the store (`cas/tree/<id>/rootfs`), so the kernel comes from there and never from
+/// the pod's `stage1/rootfs`, which is the guest's writable virtio-fs root. Only when no kernel
+/// sits beside the executable (it runs outside a stage1 image: a test binary) is the pod's
+/// `stage1/rootfs/kernel/vmlinux` used.
+pub fn kernel_path(host: &PodPaths) -> PathBuf {
+    let in_image = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(KERNEL_IN_STAGE1)))
+        .filter(|k| k.is_file());
+    match in_image {
+        Some(k) => k,
+        None => {
+            let k = host.stage1_rootfs().join(KERNEL_IN_STAGE1);
+            log::warn!(
+                "not running from a stage1 image (no {KERNEL_IN_STAGE1} beside the executable): \
+                 using {}",
+                k.display()
+            );
+            k
+        }
+    }
+}
+
 /// Step 6: from here on the VMM sees only the pod directory. Returns its paths in the jail.
 fn jail_vmm(cwd: &Path) -> Result<PodPaths, PodError> {
     jail::pivot_into(cwd)?;
     let pod = PodPaths::new(PathBuf::from(jail::POD_IN_JAIL));
     set_failure_path(pod.failure());
+    crate::confine::jailed(Path::new(jail::POD_IN_JAIL))?;
     Ok(pod)
 }
 

@@ -156,8 +156,8 @@ impl VirtioDevice for Block {
             log_limit: LogLimiter::default(),
         };
         self.worker = Some(worker::spawn(
+            &args.thread,
             "virtio-blk",
-            TYPE_BLOCK,
             args.queue_evts,
             args.interrupt,
             w,

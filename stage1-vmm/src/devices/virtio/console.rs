@@ -159,8 +159,8 @@ impl VirtioDevice for Console {
             scratch: vec![0u8; TX_CHUNK],
         };
         self.worker = Some(worker::spawn(
+            &args.thread,
             "virtio-console",
-            TYPE_CONSOLE,
             args.queue_evts,
             args.interrupt,
             w,

@@ -220,22 +220,19 @@ impl VirtioDevice for Fs {
                 got: args.queues.len(),
             });
         }
-        let server = match self.next_server.take() {
-            Some(s) => s,
-            None => {
-                build_server(&self.cfg).map_err(|e| ActivateError::Backend(io::Error::other(e)))?
-            }
-        };
+        // A re-activation builds its server on the worker thread (FsWorker::init): the vCPU
+        // thread that activates the device has no file-system calls.
         let fs_worker = FsWorker {
             mem: args.mem,
             queues: args.queues,
             interrupt: args.interrupt.clone(),
-            server,
+            server: self.next_server.take(),
+            cfg: self.cfg.clone(),
             log_limit: LogLimiter::default(),
         };
         self.worker = Some(worker::spawn(
+            &args.thread,
             "virtio-fs",
-            TYPE_FS,
             args.queue_evts,
             args.interrupt,
             fs_worker,
@@ -305,7 +302,9 @@ struct FsWorker {
     mem: GuestMem,
     queues: Vec<Queue>,
     interrupt: Interrupt,
-    server: Arc<FsServer>,
+    /// The FUSE server; built by [`Worker::init`] when the device had none ready.
+    server: Option<Arc<FsServer>>,
+    cfg: FsConfig,
     log_limit: LogLimiter,
 }
 
@@ -313,7 +312,7 @@ impl FsWorker {
     /// Serves up to one queue's worth of requests from queue `index`.
     fn drain(&mut self, index: usize) -> Result<Drain, QueueError> {
         let mem = &self.mem;
-        let Some(queue) = self.queues.get_mut(index) else {
+        let (Some(queue), Some(server)) = (self.queues.get_mut(index), self.server.as_ref()) else {
             return Ok(Drain::Done);
         };
         let mut budget = queue.size();
@@ -324,7 +323,7 @@ impl FsWorker {
             queue.disable_notification(mem).map_err(QueueError::Avail)?;
             while let Some(chain) = pop_chain(queue, mem)? {
                 let head = chain.head_index();
-                let written = serve(mem, &self.server, &mut self.log_limit, chain);
+                let written = serve(mem, server, &mut self.log_limit, chain);
                 log::trace!("virtio-fs: queue {index}: head {head}: {written} bytes replied");
                 add_used(queue, mem, head, u32::try_from(written).unwrap_or(u32::MAX))?;
                 used = true;
@@ -379,6 +378,15 @@ fn serve(
 }
 
 impl Worker for FsWorker {
+    fn init(&mut self, _epoll: &Epoll) -> Result<(), DeviceError> {
+        if self.server.is_none() {
+            let server =
+                build_server(&self.cfg).map_err(|e| DeviceError::Backend(e.to_string()))?;
+            self.server = Some(server);
+        }
+        Ok(())
+    }
+
     fn queue_event(&mut self, _epoll: &Epoll, queue: usize) -> Result<Drain, DeviceError> {
         self.drain(queue)
             .map_err(|source| DeviceError::Queue { queue, source })

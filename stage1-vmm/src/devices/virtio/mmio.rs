@@ -17,7 +17,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::validate_layout;
 use super::worker::error_chain;
-use super::{ActivateArgs, Interrupt, LogLimiter, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{ActivateArgs, Interrupt, LogLimiter, VirtioDevice, WorkerThread, VIRTIO_F_VERSION_1};
 use crate::bus::MmioDevice;
 use crate::memory::GuestMem;
 
@@ -152,6 +152,9 @@ pub enum TransportError {
     /// Creating a queue notification EventFd failed.
     #[error("cannot create a queue eventfd")]
     EventFd(#[source] io::Error),
+    /// Starting the device's worker thread failed.
+    #[error("cannot start the device worker thread")]
+    Worker(#[source] io::Error),
 }
 
 /// What the driver configured for one queue (raw register values).
@@ -194,6 +197,8 @@ pub struct MmioTransport {
     queue_sel: u32,
     active: bool,
     log_limit: LogLimiter,
+    /// The device's worker thread (see [`WorkerThread`]: started here, never on a vCPU).
+    thread: WorkerThread,
 }
 
 impl MmioTransport {
@@ -213,6 +218,7 @@ impl MmioTransport {
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
             .map_err(TransportError::EventFd)?;
+        let thread = WorkerThread::start(device.device_type()).map_err(TransportError::Worker)?;
         Ok(MmioTransport {
             mem,
             device,
@@ -227,6 +233,7 @@ impl MmioTransport {
             queue_sel: 0,
             active: false,
             log_limit: LogLimiter::default(),
+            thread,
         })
     }
 
@@ -522,6 +529,7 @@ impl MmioTransport {
             queue_evts,
             interrupt: self.interrupt.clone(),
             acked_features: self.driver_features,
+            thread: self.thread.clone(),
         })
     }
 

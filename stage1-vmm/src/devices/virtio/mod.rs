@@ -39,6 +39,8 @@ mod queue;
 pub mod test_utils;
 mod worker;
 
+pub use worker::WorkerThread;
+
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -76,6 +78,8 @@ pub struct ActivateArgs {
     pub interrupt: Interrupt,
     /// Features the driver accepted (including `VIRTIO_F_VERSION_1`).
     pub acked_features: u64,
+    /// The device's worker thread (started with the transport), which runs the activation.
+    pub thread: WorkerThread,
 }
 
 /// Why a device could not start.

@@ -1,21 +1,28 @@
-//! Device worker threads: one named thread per active device, an epoll loop over the queue
-//! EventFds, a stop EventFd and any host fds the device registers itself.
+//! Device worker threads: one named thread per device, started with its transport, that runs an
+//! epoll loop over the queue EventFds, a stop EventFd and any host fds the device registers
+//! itself, once per activation.
 //!
-//! A handler error (a corrupt queue, a broken event loop) ends the worker and marks the device
-//! `DEVICE_NEEDS_RESET` with a configuration interrupt; the VMM and the other devices keep
+//! The thread is started when the transport is created ([`WorkerThread::start`], on the thread
+//! that builds the VM), not when the driver activates the device (on a vCPU thread): a thread
+//! inherits its creator's seccomp filter and capabilities, so a worker started by a confined
+//! vCPU could never hold what its own kind needs (docs/vmm.md, "Confinement").
+//!
+//! A handler error (a corrupt queue, a broken event loop) ends the activation and marks the
+//! device `DEVICE_NEEDS_RESET` with a configuration interrupt; the VMM and the other devices keep
 //! running. A panic is a VMM bug, not guest input: it aborts the whole process (the panic policy,
-//! see [`crate::threads`] and docs/vmm.md). A driver reset stops the worker through the stop
-//! EventFd and joins it.
+//! see [`crate::threads`] and docs/vmm.md). A driver reset stops the activation through the stop
+//! EventFd and waits for it to end; the thread stays, idle, for the next activation.
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::QueueError;
-use super::{ActivateError, Interrupt};
+use super::{ActivateError, Interrupt, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS};
 use crate::threads::{self, ThreadKind};
 
 /// Epoll token of the stop EventFd.
@@ -24,6 +31,78 @@ const STOP_TOKEN: u64 = u64::MAX;
 pub(crate) const FIRST_DEVICE_TOKEN: u64 = 1 << 32;
 /// Epoll events fetched per wait (count).
 const EVENTS_PER_WAIT: usize = 16;
+
+/// One activation's event loop, run on the device's [`WorkerThread`].
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The name of the worker thread of a device of virtio type `device_type` (`ps -L`).
+pub fn thread_name(device_type: u32) -> &'static str {
+    match device_type {
+        TYPE_FS => "virtio-fs",
+        TYPE_CONSOLE => "virtio-console",
+        TYPE_BLOCK => "virtio-blk",
+        _ => "virtio-dev",
+    }
+}
+
+/// A device's worker thread (cheap to clone: a handle). The thread ends, and is joined, when the
+/// last handle is dropped.
+#[derive(Clone)]
+pub struct WorkerThread {
+    inner: Arc<ThreadInner>,
+}
+
+struct ThreadInner {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl WorkerThread {
+    /// Starts the idle worker thread of a device of virtio type `device_type`
+    /// ([`ThreadKind::DeviceWorker`]: its confinement is installed before it runs anything).
+    pub fn start(device_type: u32) -> io::Result<WorkerThread> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = threads::spawn(
+            ThreadKind::DeviceWorker(device_type),
+            thread_name(device_type),
+            move || {
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
+            },
+        )?;
+        Ok(WorkerThread {
+            inner: Arc::new(ThreadInner {
+                jobs: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    fn submit(&self, job: Job) -> io::Result<()> {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.as_ref() {
+            Some(tx) => tx
+                .send(job)
+                .map_err(|_| io::Error::other("the device worker thread has ended")),
+            None => Err(io::Error::other("the device worker thread has ended")),
+        }
+    }
+}
+
+impl Drop for ThreadInner {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop once its current job (if any) returns.
+        drop(self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                // A panicking worker aborts the process, so the join cannot report one.
+                let _ = t.join();
+            }
+        }
+    }
+}
 
 /// A device-fatal error in a worker.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +119,9 @@ pub(crate) enum DeviceError {
     /// The event loop itself failed.
     #[error("event loop failed")]
     Epoll(#[source] io::Error),
+    /// The device's host backend could not be set up.
+    #[error("cannot set up the device backend: {0}")]
+    Backend(String),
 }
 
 /// Whether a drain left work behind (it stopped at its per-drain budget).
@@ -71,29 +153,29 @@ pub(crate) trait Worker: Send + 'static {
     }
 }
 
-/// A running worker thread; dropping it stops and joins the thread.
+/// A running activation; dropping it stops the event loop and waits for it to end.
 pub(crate) struct WorkerHandle {
     stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    done: Option<mpsc::Receiver<()>>,
     /// The worker's id when it runs inline (fuzzing builds only, see `super::fuzzing`).
     #[cfg(feature = "fuzzing")]
     inline: Option<u64>,
 }
 
 impl WorkerHandle {
-    /// Stops the worker and waits for it to end.
+    /// Stops the event loop and waits for it to end (the thread stays for the next activation).
     pub(crate) fn stop(&mut self) {
         #[cfg(feature = "fuzzing")]
         if let Some(id) = self.inline.take() {
             super::fuzzing::remove_worker(id);
         }
-        if let Some(thread) = self.thread.take() {
+        if let Some(done) = self.done.take() {
             if let Err(e) = self.stop.write(1) {
                 log::error!("virtio: cannot signal the worker to stop: {e}");
                 return;
             }
-            // A panicking worker aborts the process, so the join cannot report one.
-            let _ = thread.join();
+            // Returns when the job drops its sender, i.e. when the loop has ended.
+            let _ = done.recv();
         }
     }
 }
@@ -104,11 +186,11 @@ impl Drop for WorkerHandle {
     }
 }
 
-/// Starts `worker` on a thread named `name` for a device of virtio type `device_type`, watching
-/// `queue_evts` (queue `i` = token `i`).
+/// Runs `worker` on `thread` (the device's worker thread) for a device activation, watching
+/// `queue_evts` (queue `i` = token `i`); `name` prefixes its log lines.
 pub(crate) fn spawn<W: Worker>(
+    thread: &WorkerThread,
     name: &str,
-    device_type: u32,
     queue_evts: Vec<EventFd>,
     interrupt: Interrupt,
     mut worker: W,
@@ -127,21 +209,24 @@ pub(crate) fn spawn<W: Worker>(
         let id = super::fuzzing::add_worker(epoll, queue_evts, interrupt, Box::new(worker));
         return Ok(WorkerHandle {
             stop,
-            thread: None,
+            done: None,
             inline: Some(id),
         });
     }
-    let thread_name = name.to_string();
-    let thread = threads::spawn(ThreadKind::DeviceWorker(device_type), name, move || {
-        if let Err(e) = run(&epoll, &stop_worker, &queue_evts, &mut worker) {
-            log::error!("{thread_name}: {}", error_chain(&e));
-            interrupt.set_needs_reset();
-        }
-    })
-    .map_err(ActivateError::Worker)?;
+    let log_name = name.to_string();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    thread
+        .submit(Box::new(move || {
+            let _done = done_tx;
+            if let Err(e) = run(&epoll, &stop_worker, &queue_evts, &mut worker) {
+                log::error!("{log_name}: {}", error_chain(&e));
+                interrupt.set_needs_reset();
+            }
+        }))
+        .map_err(ActivateError::Worker)?;
     Ok(WorkerHandle {
         stop,
-        thread: Some(thread),
+        done: Some(done_rx),
         #[cfg(feature = "fuzzing")]
         inline: None,
     })
@@ -250,13 +335,14 @@ mod tests {
     }
 
     /// Starts a [`Faulty`] worker, kicks its queue and waits up to 10 s for `DEVICE_NEEDS_RESET`.
-    fn kick_faulty(panic: bool) -> (WorkerHandle, bool) {
+    fn kick_faulty(panic: bool) -> (WorkerThread, WorkerHandle, bool) {
         let queue = evt();
         let notify = queue.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let interrupt = Interrupt::new(evt());
+        let thread = WorkerThread::start(TYPE_CONSOLE).unwrap_or_else(|e| panic!("{e}"));
         let handle = spawn(
+            &thread,
             "virtio-test",
-            TYPE_CONSOLE,
             vec![queue],
             interrupt.clone(),
             Faulty { panic },
@@ -267,12 +353,12 @@ mod tests {
         while !interrupt.needs_reset() && start.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(10));
         }
-        (handle, interrupt.needs_reset())
+        (thread, handle, interrupt.needs_reset())
     }
 
     #[test]
     fn a_failing_device_worker_only_needs_a_reset() {
-        let (mut handle, needs_reset) = kick_faulty(false);
+        let (_thread, mut handle, needs_reset) = kick_faulty(false);
         assert!(needs_reset, "a device error must set DEVICE_NEEDS_RESET");
         handle.stop();
     }
@@ -283,7 +369,7 @@ mod tests {
         if std::env::var_os(CHILD_ENV).is_none() {
             return;
         }
-        let (_handle, needs_reset) = kick_faulty(true);
+        let (_thread, _handle, needs_reset) = kick_faulty(true);
         println!("VMM SURVIVED (needs_reset = {needs_reset})");
     }
 
