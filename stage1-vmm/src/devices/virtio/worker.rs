@@ -242,17 +242,8 @@ pub(crate) fn modify_fd(epoll: &Epoll, fd: i32, events: EventSet, token: u64) ->
     epoll.ctl(ControlOperation::Modify, fd, EpollEvent::new(events, token))
 }
 
-/// Formats an error and its sources on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+/// Formats an error and its sources on one line (the one helper, in stage1-common).
+pub(crate) use stage1_common::error::chain as error_chain;
 
 fn run<W: Worker>(
     epoll: &Epoll,
