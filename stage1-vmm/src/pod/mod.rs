@@ -63,9 +63,6 @@ pub enum PodError {
     /// The virtio-fs share could not be set up.
     #[error("cannot share the pod's stage1 root")]
     Fs(#[from] crate::devices::virtio::fs::FsError),
-    /// A virtio transport could not be created.
-    #[error("cannot create a virtio transport")]
-    Transport(#[source] crate::devices::virtio::mmio::TransportError),
     /// Setting up the host side (pipes, signals, threads) failed.
     #[error("{0}")]
     Host(&'static str, #[source] std::io::Error),
