@@ -28,7 +28,7 @@ check() {
   fi
   while read -r bin test; do
     result=$(grep -oh 'GUEST-RESULT: .*' "$guest" 2>/dev/null \
-      | awk -v b="$bin" -v t="$test" '$3 == b && $4 == t { print $2; exit }')
+      | awk -v b="$bin" -v t="$test" '$3 == b && $4 == t { r = $2 } END { print r }')
     if [ "$result" != pass ]; then
       echo "GUEST TEST NOT PASSED IN ci/nested-kvm: $test ($(basename "$bin")): ${result:-not run}"
       bad=1

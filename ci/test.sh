@@ -35,9 +35,26 @@ step "guest tests inside ci/nested-kvm"
 # Guest-booting tests mark themselves (ci/guest-tests.sh has the contract): those that could not
 # boot their guest on this host run here, exactly those, and each must pass inside the harness.
 bash ci/guest-tests.sh needed "$log/host" > "$log/guest-tests"
+retried=0
 if [ -s "$log/guest-tests" ]; then
-  ci/nested-kvm bash ci/run-tests.sh "$log/guest-tests" 2>&1 | tee "$log/guest"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+  NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-1200} \
+    ci/nested-kvm bash ci/run-tests.sh "$log/guest-tests" 2>&1 | tee "$log/guest"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    # The harness's L1 (TCG with nested SVM) occasionally wedges whole (QEMU idle, no guest
+    # progress): run what did not pass once more, in a fresh L1. ci/guest-tests.sh check takes
+    # each test's last result; the summary counts a retried test once.
+    : > "$log/guest-retry"
+    while read -r b t; do
+      grep -qF "GUEST-RESULT: pass $b $t" "$log/guest" || echo "$b $t" >> "$log/guest-retry"
+    done < "$log/guest-tests"
+    retried=$(wc -l < "$log/guest-retry")
+    if [ "$retried" -gt 0 ]; then
+      echo "RETRY: $retried guest test(s) did not pass; running them once more in a fresh L1"
+      NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-1200} \
+        ci/nested-kvm bash ci/run-tests.sh "$log/guest-retry" 2>&1 | tee "$log/guest-2"
+      grep -oh 'GUEST-RESULT: .*' "$log/guest-2" >> "$log/guest"
+    fi
+  fi
 else
   echo "none needed: every marked guest test ran on the host" | tee "$log/guest"
 fi
@@ -63,11 +80,23 @@ if [ -s "$log/skips" ]; then sed 's/^/  /' "$log/skips"; else echo "  (none)"; f
 
 step "summary"
 passed=0; failed=0
-for f in "$log"/host "$log"/guest; do
+for f in "$log"/host "$log"/guest "$log"/guest-2; do
   [ -f "$f" ] || continue
   while read -r p fl; do passed=$((passed+p)); failed=$((failed+fl)); done < <(
     sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$f")
 done
+# A retried guest test counts once, by its last result: failures are the host's plus the
+# guest tests whose last result is not a pass.
+if [ "$retried" -gt 0 ]; then
+  failed=0
+  while read -r p fl; do failed=$((failed+fl)); done < <(
+    sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log/host")
+  while read -r b t; do
+    last=$(grep -oh 'GUEST-RESULT: .*' "$log/guest" | awk -v b="$b" -v t="$t" '$3 == b && $4 == t { r = $2 } END { print r }')
+    [ "$last" = pass ] || failed=$((failed+1))
+  done < "$log/guest-tests"
+  echo "(guest tests retried in a fresh L1: $retried; see RETRY above)"
+fi
 echo "$passed passed, $failed failed"
 if [ "$fail" -ne 0 ]; then echo "TEST SUITE FAILED"; exit 1; fi
 echo "TEST SUITE PASSED"
