@@ -55,20 +55,7 @@ impl Env {
         self.tmp.path().join("data")
     }
     fn rkt(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_rkt"))
-            .arg(format!("--dir={}", self.dir().display()))
-            .arg("--insecure-options=image")
-            .args(args)
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ rkt {}\n[{:?}]\n{}{}",
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        stage1_util::rkt(&self.dir(), args)
     }
     fn stage1(&self) -> PathBuf {
         let p = self.tmp.path().join("stage1-sh.aci");

@@ -16,7 +16,7 @@ use appc::{AcIdentifier, ImageManifest};
 use stage0::store::datadir;
 
 mod stage1_util;
-use stage1_util::script_stage1;
+use stage1_util::{rkt, script_stage1};
 
 /// The unprivileged user and group of the attacks (`nobody`).
 const NOBODY: u32 = 65534;
@@ -38,23 +38,6 @@ fn open_tempdir() -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     t
-}
-
-fn rkt(dir: &Path, args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_rkt"))
-        .arg(format!("--dir={}", dir.display()))
-        .arg("--insecure-options=image")
-        .args(args)
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ rkt {}\n[{:?}]\n{}{}",
-        args.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
 }
 
 fn stderr(o: &Output) -> String {

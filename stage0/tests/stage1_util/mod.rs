@@ -1,8 +1,10 @@
 //! A stage1 image made of shell scripts, for tests that exercise stage0's side of the stage1
-//! contract without a real stage1 (shared by `pods.rs` and `security.rs`).
+//! contract without a real stage1, and the `rkt` runner those tests use (shared by `pods.rs`
+//! and `security.rs`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 use appc::aci::{AciBuilder, Compression};
 use appc::schema::Annotation;
@@ -35,4 +37,23 @@ pub fn script_stage1(out: &Path, name: &str, scripts: &[(&str, &[u8])]) {
     b.add_dir("/rkt", 0o755).unwrap();
     b.add_dir("/opt", 0o755).unwrap();
     b.finish().unwrap();
+}
+
+/// Runs `rkt --dir=<dir> --insecure-options=image ARGS...` to completion and prints what
+/// happened.
+pub fn rkt(dir: &Path, args: &[&str]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_rkt"))
+        .arg(format!("--dir={}", dir.display()))
+        .arg("--insecure-options=image")
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ rkt {}\n[{:?}]\n{}{}",
+        args.join(" "),
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
 }
