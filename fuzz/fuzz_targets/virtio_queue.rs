@@ -19,7 +19,9 @@ use rkt_fuzz::Input;
 use stage1_vmm::devices::virtio::blk::Block;
 use stage1_vmm::devices::virtio::fuzzing::{self, add_used, pop_chain};
 use stage1_vmm::devices::virtio::test_utils::guest_memory_with;
-use stage1_vmm::devices::virtio::{ActivateArgs, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use stage1_vmm::devices::virtio::{
+    ActivateArgs, Interrupt, VirtioDevice, WorkerThread, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+};
 use stage1_vmm::memory::GuestMem;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
@@ -42,6 +44,8 @@ struct Fixture {
     mem: GuestMem,
     disk: PathBuf,
     zeros: Vec<u8>,
+    /// The block device's (idle) worker thread: inline workers never submit to it.
+    thread: WorkerThread,
 }
 
 fn fixture() -> &'static Fixture {
@@ -53,6 +57,7 @@ fn fixture() -> &'static Fixture {
             mem: guest_memory_with(&[A, B]),
             disk: rkt_fuzz::disk_image(&dir, 8),
             zeros: vec![0u8; A.1.max(B.1)],
+            thread: WorkerThread::start(TYPE_BLOCK).expect("worker thread"),
         }
     })
 }
@@ -253,6 +258,7 @@ fn block(f: &Fixture, size: u16, next_avail: u16, first: First) {
         queue_evts: vec![evt.try_clone().expect("dup")],
         interrupt: interrupt.clone(),
         acked_features: 1 << VIRTIO_F_VERSION_1,
+        thread: f.thread.clone(),
     })
     .expect("activate");
     evt.write(1).expect("notify");
