@@ -88,5 +88,11 @@ NESTED_KVM_TIMEOUT=8 "$nk" sleep 60 > "$work/timeout" 2>&1
 rc=$?
 check "timeout kills L1 (got $rc)" bash -c "[ $rc -ne 0 ] && grep -q 'timed out' '$work/timeout'"
 
+# 7. a wedged L1 (no heartbeat: here l1-init's heartbeat loop is stopped) is killed early
+NESTED_KVM_STALL=20 "$nk" sh -c 'kill -STOP $(pgrep -P 1 -x l1-init); sleep 120' > "$work/wedge" 2>&1
+rc=$?
+check "wedged L1 killed by the stall watchdog (got $rc)" \
+    bash -c "[ $rc = 124 ] && grep -q 'wedged' '$work/wedge'"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
