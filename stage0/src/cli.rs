@@ -1,7 +1,7 @@
 //! Command-line definition (rkt's command and flag names), dispatch, and the one place where
 //! errors are printed and mapped to exit codes.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{self, Globals, StdoutError};
 
@@ -52,7 +52,10 @@ enum Command {
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
 /// closed stdout ends the process quietly by SIGPIPE.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let parsed = commands::gobool::go_style(Cli::command())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {

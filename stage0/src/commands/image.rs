@@ -72,7 +72,8 @@ pub struct RmArgs {
 pub struct CatManifestArgs {
     /// Pretty-print the manifest.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
-          default_missing_value = "true", require_equals = true)]
+          default_missing_value = "true", require_equals = true, value_name = "BOOL",
+          value_parser = super::gobool::value)]
     pub pretty_print: bool,
     /// Image ID (or prefix) or name.
     #[arg(value_name = "IMAGE")]

@@ -1,7 +1,8 @@
 //! The `rkt run` / `rkt prepare` command line, parsed by hand because per-app flags follow the
 //! image they apply to: `[pod flags] IMAGE [app flags] [-- args...] [--- IMAGE ...]`.
 //!
-//! Flags take `--flag=value` or `--flag value`; booleans take `--flag` or `--flag=true|false`.
+//! Flags take `--flag=value` or `--flag value`; booleans take `--flag` or `--flag=BOOL` (Go's
+//! `strconv.ParseBool` values, [`crate::gobool`]).
 //! `--mount` before every image applies to every app. Global flags (`--dir`, `--debug`,
 //! `--insecure-options`, ...) are accepted anywhere before `--`.
 
@@ -233,11 +234,7 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
 ];
 
 fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
-    match v {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(usage(format!("invalid boolean {v:?} for --{flag}"))),
-    }
+    crate::gobool::parse_flag(flag, v)
 }
 
 /// Parses `K=V`.
