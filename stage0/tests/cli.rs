@@ -64,3 +64,34 @@ fn go_style_booleans_everywhere() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--no-overlay"), "{}", stderr(&o));
 }
+
+/// `run-prepared` takes rkt 1.30's pod-level flags (Nomad passes `--dns`, `--dns-search`,
+/// `--net`, `--debug=B`); unknown ones are usage errors. The pod does not exist, so a
+/// parsed command line ends with a pod-state error, not a usage error.
+#[test]
+fn run_prepared_accepts_pod_flags() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let o = rkt(
+        t.path(),
+        &[
+            "run-prepared",
+            "--dns=10.0.0.1",
+            "--dns-search=example.com",
+            "--dns-opt=ndots:1",
+            "--dns-domain=example.com",
+            "--hosts-entry=10.0.0.2=db",
+            "--mds-register=false",
+            "--ipc=auto",
+            "--interactive=false",
+            "--hostname=web",
+            "--net=none",
+            "--debug=false",
+            "0123abcd",
+        ],
+    );
+    assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("unknown flag"), "{}", stderr(&o));
+    let o = rkt(t.path(), &["run-prepared", "--exec=/bin/sh", "0123abcd"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--exec"), "{}", stderr(&o));
+}

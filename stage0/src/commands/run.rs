@@ -1,7 +1,7 @@
 //! `rkt run`, `rkt prepare`, `rkt run-prepared`: parse the command line, then let
 //! `stage0::pod::launch` create the pod and exec stage1.
 
-use stage0::pod::args::{Mode, RunCommand};
+use stage0::pod::args::{Mode, PodOptions, RunCommand};
 use stage0::pod::launch::{Notice, PrepareOptions, PreparedPod, RunOptions};
 use stage0::pod::PodsDir;
 
@@ -24,20 +24,18 @@ pub struct PrepareArgs {
     pub rest: Vec<String>,
 }
 
-/// Flags of `rkt run-prepared`.
+/// Flags of `rkt run-prepared`: rkt 1.30's pod-level flags (`--net`, `--dns`,
+/// `--dns-search`, `--dns-opt`, `--dns-domain`, `--hosts-entry`, `--mds-register`, `--ipc`,
+/// `--interactive`, `--hostname`), parsed like `rkt run`'s, and the pod UUID.
 #[derive(Debug, clap::Args)]
 pub struct RunPreparedArgs {
-    /// Network configuration (default, host, none, ...).
-    #[arg(long, default_value = "default")]
-    pub net: String,
-    /// Attach the app to the terminal (single-app pods).
-    #[arg(long)]
-    pub interactive: bool,
-    /// Pod hostname (default rkt-<uuid>).
-    #[arg(long, default_value = "")]
-    pub hostname: String,
-    /// Pod UUID (or unambiguous prefix).
-    pub uuid: String,
+    /// Pod flags and the pod UUID (or unambiguous prefix).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS… UUID"
+    )]
+    pub rest: Vec<String>,
 }
 
 /// Prints launch notices: warnings always, debug lines with `--debug`.
@@ -76,16 +74,21 @@ fn create(
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
 }
 
+/// The launch options of `run` and `run-prepared` from their pod flags.
+fn run_options(pod: &PodOptions, debug: bool, insecure_paths: bool) -> RunOptions {
+    RunOptions {
+        hostname: pod.hostname.clone().unwrap_or_default(),
+        interactive: pod.interactive,
+        debug,
+        net: pod.net.clone(),
+        insecure_paths,
+    }
+}
+
 /// Runs `rkt run`: returns only on failure (stage1 replaces this process).
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
     let (pod, cmd, debug, insecure_paths) = create(g, Mode::Run, &a.rest)?;
-    let opts = RunOptions {
-        hostname: cmd.pod.hostname.clone().unwrap_or_default(),
-        interactive: cmd.pod.interactive,
-        debug,
-        net: cmd.pod.net.clone(),
-        insecure_paths,
-    };
+    let opts = run_options(&cmd.pod, debug, insecure_paths);
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
 
@@ -100,19 +103,26 @@ pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Runs `rkt run-prepared`: returns only on failure.
+/// Runs `rkt run-prepared`: returns only on failure. Its pod flags override what
+/// `prepare` stored.
 pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
-    if !a.hostname.is_empty() {
-        stage0::pod::args::validate_hostname(&a.hostname)?;
+    let (cmd, uuid) = RunCommand::parse_run_prepared(&a.rest)?;
+    let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
+    let debug = g.debug || cmd.globals.debug;
+    let insecure = cmd
+        .globals
+        .insecure_options
+        .as_ref()
+        .unwrap_or(&g.insecure_options);
+    let insecure_paths = stage0::fetch::InsecureOptions::parse(insecure)?.paths;
+    let mut notice = notices(debug);
+    for f in &cmd.pod.ignored {
+        notice(Notice::Warning(format!(
+            "{f} is not supported by this runtime and is ignored"
+        )));
     }
-    let pods = PodsDir::open(&g.dir)?;
-    let pod = PreparedPod::open(&pods, &a.uuid, a.interactive)?;
-    let opts = RunOptions {
-        hostname: a.hostname,
-        interactive: a.interactive,
-        debug: g.debug,
-        net: a.net,
-        insecure_paths: stage0::fetch::InsecureOptions::parse(&g.insecure_options)?.paths,
-    };
-    Err(pod.run(&opts, &mut notices(g.debug)).into())
+    let pods = PodsDir::open(&dir)?;
+    let pod = PreparedPod::open(&pods, &uuid, cmd.pod.interactive)?;
+    let opts = run_options(&cmd.pod, debug, insecure_paths);
+    Err(pod.run(&opts, &mut notice).into())
 }

@@ -21,7 +21,25 @@ pub enum Mode {
     Run,
     /// `rkt prepare`.
     Prepare,
+    /// `rkt run-prepared`: global flags, the pod flags of [`RUN_PREPARED_FLAGS`] and one
+    /// UUID (see [`RunCommand::parse_run_prepared`]).
+    RunPrepared,
 }
+
+/// The pod-level flags `rkt run-prepared` takes (rkt 1.30); they override what `prepare`
+/// stored.
+pub const RUN_PREPARED_FLAGS: [&str; 10] = [
+    "net",
+    "dns",
+    "dns-search",
+    "dns-opt",
+    "dns-domain",
+    "hosts-entry",
+    "mds-register",
+    "ipc",
+    "interactive",
+    "hostname",
+];
 
 /// How the stage1 image is chosen.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -527,6 +545,12 @@ impl RunCommand {
             let Some(&(_, kind, scope)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
                 return Err(usage(format!("unknown flag --{name}")));
             };
+            if mode == Mode::RunPrepared
+                && scope != Scope::Global
+                && !RUN_PREPARED_FLAGS.contains(&name)
+            {
+                return Err(usage(format!("unknown flag --{name} for run-prepared")));
+            }
             let value = match kind {
                 Kind::Bool => match &inline {
                     Some(v) => parse_bool(name, v)?.to_string(),
@@ -709,6 +733,9 @@ impl RunCommand {
                 }
             }
         }
+        if mode == Mode::RunPrepared && (cmd.apps.len() != 1 || cmd.apps[0].args.is_some()) {
+            return Err(usage("run-prepared takes flags and exactly one pod UUID"));
+        }
         if cmd.apps.is_empty() {
             return Err(usage("at least one image is required"));
         }
@@ -716,6 +743,15 @@ impl RunCommand {
             return Err(usage("--interactive works with a single image only"));
         }
         Ok(cmd)
+    }
+
+    /// Parses the arguments after `run-prepared`: global flags and [`RUN_PREPARED_FLAGS`]
+    /// before or after one pod UUID (Nomad passes `--net=… --debug=B UUID`). Returns the
+    /// options given (`apps` empty) and the UUID.
+    pub fn parse_run_prepared(argv: &[String]) -> Result<(Self, String), UsageError> {
+        let mut cmd = Self::parse(Mode::RunPrepared, argv)?;
+        let uuid = cmd.apps.remove(0).image;
+        Ok((cmd, uuid))
     }
 }
 
@@ -922,6 +958,42 @@ mod tests {
             "--cpu=-1",
         ] {
             assert!(p(Mode::Run, &["a", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_prepared_takes_pod_flags_and_one_uuid() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (c, uuid) = RunCommand::parse_run_prepared(&v(&[
+            "--dns=10.0.0.1",
+            "--dns-search=example.com",
+            "--net=none",
+            "--hostname=web",
+            "--interactive=false",
+            "--mds-register=false",
+            "--debug=false",
+            "1234abcd",
+        ]))
+        .unwrap();
+        assert_eq!(uuid, "1234abcd");
+        assert!(c.apps.is_empty());
+        assert_eq!(c.pod.net, "none");
+        assert_eq!(c.pod.hostname.as_deref(), Some("web"));
+        assert!(!c.pod.interactive && !c.globals.debug);
+        // Flags may also follow the UUID.
+        let (c, _) =
+            RunCommand::parse_run_prepared(&v(&["u", "--interactive", "--ipc=private"])).unwrap();
+        assert!(c.pod.interactive);
+        for bad in [
+            &["--exec=/x", "u"][..],
+            &["--volume=v,kind=empty", "u"],
+            &["u", "--memory=1G"],
+            &["u", "--", "arg"],
+            &["u", "v"],
+            &[],
+            &["--hostname=a b", "u"],
+        ] {
+            assert!(RunCommand::parse_run_prepared(&v(bad)).is_err(), "{bad:?}");
         }
     }
 
