@@ -106,6 +106,8 @@ pub struct PodOptions {
     pub quiet: bool,
     /// `--pull-policy`.
     pub pull_policy: Option<String>,
+    /// `--no-overlay`: copy the image trees into the pod instead of overlay mounts.
+    pub no_overlay: bool,
     /// `--port NAME:[HOSTIP:]HOSTPORT`: (name, host IP, host port).
     pub ports: Vec<(String, Option<String>, u32)>,
     /// Flags accepted for compatibility whose feature is not implemented (`--dns`, ...);
@@ -630,7 +632,7 @@ impl RunCommand {
                         // rkt's older spellings of --pull-policy=never / --no-store.
                         "store-only" if on => cmd.pod.pull_policy = Some("never".into()),
                         "no-store" if on => cmd.pod.pull_policy = Some("update".into()),
-                        "no-overlay" if on => cmd.pod.ignored.push("--no-overlay".into()),
+                        "no-overlay" => cmd.pod.no_overlay = on,
                         "port" => cmd.pod.ports.push(parse_port(&value)?),
                         "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
                             cmd.pod.ignored.push(format!("--{name}={value}"))
