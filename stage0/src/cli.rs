@@ -47,15 +47,21 @@ enum Command {
     Gc(commands::pods::GcArgs),
     /// Enter the namespaces of an app within a pod.
     Enter(commands::pods::EnterArgs),
+    /// Print the merged configuration (stage0) in JSON format.
+    Config(commands::config::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
 /// closed stdout ends the process quietly by SIGPIPE.
 pub fn main() -> i32 {
+    let mut dir_given = false;
     let parsed = commands::gobool::go_style(Cli::command())
         .try_get_matches()
-        .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
+        .and_then(|m| {
+            dir_given = given(&m, "dir");
+            Cli::from_arg_matches(&m)
+        });
+    let mut cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -69,6 +75,17 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // The data directory of `paths.d` when `--dir` is not given.
+    if !dir_given && !matches!(cli.command, Command::Version(_)) {
+        match commands::config::load(&cli.globals) {
+            Ok(c) => {
+                if let Some(d) = c.data_dir {
+                    cli.globals.dir = d.into();
+                }
+            }
+            Err(e) => return commands::report(e),
+        }
+    }
     let g = &cli.globals;
     let res = match cli.command {
         Command::Fetch(a) => commands::fetch::run(g, a),
@@ -84,6 +101,7 @@ pub fn main() -> i32 {
         Command::Rm(a) => commands::pods::rm(g, a),
         Command::Gc(a) => commands::pods::gc(g, a),
         Command::Enter(a) => commands::pods::enter(g, a),
+        Command::Config(a) => commands::config::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {
@@ -98,4 +116,17 @@ pub fn main() -> i32 {
             commands::report(e)
         }
     }
+}
+
+/// Whether the global flag `id` was given on the command line (at the top or after a
+/// subcommand).
+fn given(m: &clap::ArgMatches, id: &str) -> bool {
+    let mut cur = Some(m);
+    while let Some(m) = cur {
+        if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            return true;
+        }
+        cur = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
 }

@@ -95,3 +95,118 @@ fn run_prepared_accepts_pod_flags() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--exec"), "{}", stderr(&o));
 }
+
+/// Writes `<dir>/auth.d/<name>` (an `auth` of type basic for `domains`).
+fn basic_auth_config(dir: &std::path::Path, domains: &[&str], user: &str, password: &str) {
+    let d = dir.join("auth.d");
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let body = serde_json::json!({
+        "rktKind": "auth", "rktVersion": "v1", "domains": domains, "type": "basic",
+        "credentials": {"user": user, "password": password},
+    });
+    std::fs::write(d.join("test.json"), body.to_string()).expect("write");
+}
+
+/// `auth.d` basic credentials reach the host they name as an `Authorization` header, and
+/// never another host, not even through a redirect.
+#[test]
+fn fetch_sends_configured_basic_auth_to_its_host_only() {
+    use std::sync::{Arc, Mutex};
+    let aci = simple_aci("example.com/private", "1.0", "secret");
+    // "localhost" is another host than "127.0.0.1" to the client.
+    let other_seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = other_seen.clone();
+    let body = aci.clone();
+    let other = TestServer::start(move |req| {
+        seen.lock()
+            .expect("lock")
+            .push(req.header("authorization").map(str::to_string));
+        Reply::ok(body.clone()).download()
+    });
+    let other_url = format!("http://localhost:{}/private.aci", other.port);
+    let srv = TestServer::start(move |req| {
+        // base64("alice:s3cret")
+        if req.header("authorization") != Some("Basic YWxpY2U6czNjcmV0") {
+            return Reply::status(401);
+        }
+        match req.url.as_str() {
+            "/private.aci" => Reply::ok(aci.clone()).download(),
+            "/moved.aci" => Reply::status(302).header("Location", &other_url),
+            _ => Reply::status(404),
+        }
+    });
+    let t = tempfile::tempdir().expect("tempdir");
+    let (sys, local) = (t.path().join("sys"), t.path().join("local"));
+    basic_auth_config(&local, &["127.0.0.1"], "alice", "s3cret");
+    let cfg = [
+        format!("--system-config={}", sys.display()),
+        format!("--local-config={}", local.display()),
+    ];
+    let fetch = |dir: &str, cfg: &[&str], url: &str| {
+        let mut a = vec!["--insecure-options=http,image"];
+        a.extend_from_slice(cfg);
+        a.extend(["fetch", "--no-store", url]);
+        rkt(&t.path().join(dir), &a)
+    };
+    let with: Vec<&str> = cfg.iter().map(String::as_str).collect();
+    let empty = format!("--local-config={}", t.path().join("none").display());
+    let without = [with[0], empty.as_str()];
+    let o = fetch("a", &without, &srv.url("/private.aci"));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+    let o = fetch("a", &with, &srv.url("/private.aci"));
+    assert!(ok(&o).starts_with("sha256-"));
+    // The redirect target is another host: it gets no credentials.
+    let o = fetch("b", &with, &srv.url("/moved.aci"));
+    assert!(ok(&o).starts_with("sha256-"));
+    // A host the configuration does not name gets none either.
+    let o = fetch(
+        "c",
+        &with,
+        &other.url("/private.aci").replace("127.0.0.1", "localhost"),
+    );
+    assert!(ok(&o).starts_with("sha256-"));
+    let seen = other_seen.lock().expect("lock").clone();
+    assert_eq!(seen, vec![None, None], "credentials leaked to another host");
+}
+
+/// `rkt config` prints the merged configuration as rkt 1.30 did; a malformed file is an
+/// error naming it.
+#[test]
+fn config_prints_merged_stage0_configuration() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let (sys, local) = (t.path().join("sys"), t.path().join("local"));
+    basic_auth_config(&sys, &["example.com"], "u", "p");
+    std::fs::create_dir_all(local.join("paths.d")).expect("mkdir");
+    std::fs::write(
+        local.join("paths.d/paths.json"),
+        r#"{"rktKind":"paths","rktVersion":"v1","data":"/srv/rkt-data"}"#,
+    )
+    .expect("write");
+    let cmd = |extra: &[&str]| {
+        let mut c = std::process::Command::new(rkt_bin());
+        c.arg(format!("--system-config={}", sys.display()))
+            .arg(format!("--local-config={}", local.display()))
+            .arg("config")
+            .args(extra);
+        c.output().expect("rkt")
+    };
+    let o = cmd(&["--pretty-print=false"]);
+    let out = ok(&o);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let s0 = v["stage0"].as_array().expect("stage0");
+    assert_eq!(s0[0]["rktKind"], "auth");
+    assert_eq!(s0[0]["domains"][0], "example.com");
+    assert_eq!(s0[0]["type"], "basic");
+    assert_eq!(s0[0]["credentials"]["user"], "u");
+    // paths.d's data directory is the default `--dir`.
+    assert_eq!(s0[1]["rktKind"], "paths");
+    assert_eq!(s0[1]["data"], "/srv/rkt-data");
+    assert_eq!(s0[2]["rktKind"], "stage1");
+    assert!(ok(&cmd(&[])).lines().count() > 1, "pretty by default");
+    std::fs::write(local.join("paths.d/broken.json"), "{").expect("write");
+    let o = cmd(&[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("broken.json"), "{}", stderr(&o));
+}

@@ -1,7 +1,7 @@
 //! `rkt run`, `rkt prepare`, `rkt run-prepared`: parse the command line, then let
 //! `stage0::pod::launch` create the pod and exec stage1.
 
-use stage0::pod::args::{Mode, PodOptions, RunCommand};
+use stage0::pod::args::{Mode, PodOptions, RunCommand, Stage1Ref};
 use stage0::pod::launch::{Notice, PrepareOptions, PreparedPod, RunOptions};
 use stage0::pod::PodsDir;
 
@@ -53,7 +53,20 @@ fn create(
     mode: Mode,
     rest: &[String],
 ) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
-    let cmd = RunCommand::parse(mode, rest)?;
+    let mut cmd = RunCommand::parse(mode, rest)?;
+    let config = super::config::load(g)?;
+    // The default stage1 of `stage1.d`.
+    if cmd.pod.stage1 == Stage1Ref::Default {
+        if let Some(loc) = &config.stage1_location {
+            cmd.pod.stage1 = if loc.contains("://") {
+                Stage1Ref::Url(loc.clone())
+            } else {
+                Stage1Ref::Path(loc.into())
+            };
+        } else if let Some((name, version)) = &config.stage1_name {
+            cmd.pod.stage1 = Stage1Ref::Name(format!("{name}:{version}"));
+        }
+    }
     // Global flags may also appear among the run arguments.
     let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
     // Absolute, so tree paths (overlay lower dirs) do not depend on the cwd.
@@ -66,10 +79,9 @@ fn create(
         .as_ref()
         .unwrap_or(&g.insecure_options);
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("new");
-    let opts = PrepareOptions {
-        data_dir,
-        fetch: super::fetch::options(insecure, debug, policy)?,
-    };
+    let mut fetch = super::fetch::options(insecure, debug, policy)?;
+    fetch.config = config;
+    let opts = PrepareOptions { data_dir, fetch };
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
 }
