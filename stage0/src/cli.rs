@@ -49,6 +49,8 @@ enum Command {
     Enter(commands::pods::EnterArgs),
     /// Print the merged configuration (stage0) in JSON format.
     Config(commands::config::Args),
+    /// Export an app of an exited pod to an ACI file.
+    Export(commands::export::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -102,6 +104,7 @@ pub fn main() -> i32 {
         Command::Gc(a) => commands::pods::gc(g, a),
         Command::Enter(a) => commands::pods::enter(g, a),
         Command::Config(a) => commands::config::run(g, a),
+        Command::Export(a) => commands::export::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

@@ -4,6 +4,7 @@
 //! status.
 
 pub mod args;
+pub mod export;
 pub mod launch;
 pub mod layout;
 pub mod lifecycle;
