@@ -88,6 +88,9 @@ pub fn main() -> i32 {
             Err(e) => return commands::report(e),
         }
     }
+    if cli.globals.trust_keys_from_https {
+        commands::warn("--trust-keys-from-https is not supported yet and is ignored");
+    }
     let g = &cli.globals;
     let res = match cli.command {
         Command::Fetch(a) => commands::fetch::run(g, a),

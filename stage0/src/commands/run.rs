@@ -8,8 +8,22 @@ use stage0::pod::PodsDir;
 use super::Globals;
 use crate::outln;
 
+/// The `--help` text listing the hand-parsed flags of `mode`, one per line.
+fn flags_help(mode: Mode) -> String {
+    let mut s = String::from(if mode == Mode::RunPrepared {
+        "Flags (before or after the UUID):\n"
+    } else {
+        "Flags (before the first image: pod flags; after an image: that app's):\n"
+    });
+    for f in stage0::pod::args::flags_for(mode) {
+        s.push_str(&format!("  --{f}\n"));
+    }
+    s
+}
+
 /// Flags of `rkt run` (rkt's per-image flags follow images; parsed by hand).
 #[derive(Debug, clap::Args)]
+#[command(after_help = flags_help(Mode::Run))]
 pub struct Args {
     /// Images, per-app flags and `-- args ---` separators.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -18,6 +32,7 @@ pub struct Args {
 
 /// Flags of `rkt prepare`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = flags_help(Mode::Prepare))]
 pub struct PrepareArgs {
     /// Images, per-app flags and `-- args ---` separators.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -28,6 +43,7 @@ pub struct PrepareArgs {
 /// `--dns-search`, `--dns-opt`, `--dns-domain`, `--hosts-entry`, `--mds-register`, `--ipc`,
 /// `--interactive`, `--hostname`), parsed like `rkt run`'s, and the pod UUID.
 #[derive(Debug, clap::Args)]
+#[command(after_help = flags_help(Mode::RunPrepared))]
 pub struct RunPreparedArgs {
     /// Pod flags and the pod UUID (or unambiguous prefix).
     #[arg(

@@ -253,6 +253,22 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("stderr", Kind::Value, Scope::App),
 ];
 
+/// The flags `mode` takes besides the global ones, in table order (for `--help`).
+pub fn flags_for(mode: Mode) -> Vec<&'static str> {
+    FLAGS
+        .iter()
+        .filter(|(n, _, scope)| {
+            *scope != Scope::Global
+                && match mode {
+                    Mode::Run => *n != "quiet",
+                    Mode::Prepare => *n != "interactive",
+                    Mode::RunPrepared => RUN_PREPARED_FLAGS.contains(n),
+                }
+        })
+        .map(|(n, _, _)| *n)
+        .collect()
+}
+
 fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
     crate::gobool::parse_flag(flag, v)
 }
@@ -729,7 +745,12 @@ impl RunCommand {
                             {
                                 return Err(usage(format!("--{name}: invalid mode {value:?}")));
                             }
+                            let default = if name == "stdin" { "null" } else { "log" };
+                            if value != default {
+                                cmd.pod.ignored.push(format!("--{name}={value}"));
+                            }
                         }
+                        "signature" => cmd.pod.ignored.push(format!("--{name}={value}")),
                         _ => {}
                     }
                 }
