@@ -107,6 +107,10 @@ fn check_export(e: &Env, uuid: &str, out: &Path) {
     assert_eq!((new.2, new.3.as_slice()), (7, &b"new\n"[..]));
     assert_eq!(get("rootfs/etc/link").unwrap().1, b'2', "symlink entry");
     assert!(get("rootfs/etc/removed").is_none(), "{ents:?}");
+    assert!(
+        !ents.iter().any(|x| x.0.contains("host-secret")),
+        "a host volume's file reached the image"
+    );
     // `rkt image fetch` is `rkt fetch`.
     let o = e.rkt(&["image", "fetch", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", err(&o));
@@ -123,7 +127,17 @@ fn export_an_exited_pods_app() {
         let e = Env {
             tmp: tempfile::tempdir().unwrap(),
         };
-        let uuid = e.run(flags);
+        // A host volume in the app: its files must not reach the image.
+        let host = e.tmp.path().join("hostvol");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("host-secret"), b"x").unwrap();
+        let mut all = vec![
+            format!("--volume=hv,kind=host,source={}", host.display()),
+            "--mount=volume=hv,target=/mnt/host".to_string(),
+        ];
+        all.extend(flags.iter().map(|f| f.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let uuid = e.run(&all);
         // cat-manifest as scripts use it: pretty by default, one line with
         // --pretty-print=false, the UUID from --uuid-file.
         let o = e.rkt(&["cat-manifest", &uuid]);

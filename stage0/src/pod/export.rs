@@ -4,9 +4,10 @@
 //! The rootfs is pod-written: it is read without following symlinks (they are archived as
 //! symlinks), regular files are opened with `O_NOFOLLOW | O_NONBLOCK` and checked to be the
 //! file just listed, FIFOs and devices become archive entries and are never opened, and each
-//! file contributes exactly the size listed. With overlay, a rootfs no longer mounted is
-//! mounted again read-only (the pod's upper dir over the image tree) in a private mount
-//! namespace of this process, so nothing is left mounted.
+//! file contributes exactly the size listed. The rootfs is read in a mount namespace private
+//! to this process, without the pod's volumes (host files never reach the image): with
+//! overlay, the app's layers are mounted again read-only (the pod's upper dir over the image
+//! tree) at a temporary directory; without, the volume mounts are detached there.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -85,7 +86,10 @@ pub fn export_app(pod: &Pod, data_dir: &Path, o: &ExportOptions) -> Result<(), E
         .map_err(|e| ExportError::Refused(format!("the manifest of app {app} is invalid: {e}")))?;
     let mut rootfs = paths.app_rootfs(&app);
     let mut scratch = None;
-    if layout::uses_overlay(&paths) && !layout::mounts_under(&rootfs).contains(&rootfs) {
+    // Volumes are bind mounts in the app's rootfs: a private mount namespace sees the rootfs
+    // without them (host files never reach the image).
+    private_mount_namespace(&rootfs)?;
+    if layout::uses_overlay(&paths) {
         let d = std::env::temp_dir().join(format!("rkt-export-{}", std::process::id()));
         fs::DirBuilder::new()
             .mode(0o700)
@@ -97,6 +101,16 @@ pub fn export_app(pod: &Pod, data_dir: &Path, o: &ExportOptions) -> Result<(), E
             return Err(e);
         }
         rootfs = d;
+    } else {
+        for m in layout::mounts_under(&rootfs) {
+            nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                PodError::Mount {
+                    what: "private unmount of a volume".into(),
+                    target: m.clone(),
+                    source: e,
+                }
+            })?;
+        }
     }
     let res = write_output(&manifest, &rootfs, o);
     if let Some(d) = scratch {
@@ -121,8 +135,28 @@ fn write_output(manifest: &[u8], rootfs: &Path, o: &ExportOptions) -> Result<(),
     res
 }
 
+/// Moves this process to a mount namespace of its own, with no propagation to the host's.
+fn private_mount_namespace(rootfs: &Path) -> Result<(), ExportError> {
+    let m = |e: nix::errno::Errno, what: &str| PodError::Mount {
+        what: what.to_string(),
+        target: rootfs.to_path_buf(),
+        source: e,
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| m(e, "private mount namespace"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| m(e, "private mount propagation"))?;
+    Ok(())
+}
+
 /// Mounts the app's overlay again at `rootfs`, read-only (upper dir over the image tree,
-/// both as lower layers), in a mount namespace private to this process.
+/// both as lower layers); the caller is in a private mount namespace.
 fn remount_read_only_overlay(
     pod: &Pod,
     data_dir: &Path,
@@ -157,16 +191,6 @@ fn remount_read_only_overlay(
         target: rootfs.to_path_buf(),
         source: e,
     };
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| m(e, "private mount namespace"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| m(e, "private mount propagation"))?;
     let opts = format!("lowerdir={}:{}", upper.display(), tree.display());
     mount(
         Some("overlay"),
