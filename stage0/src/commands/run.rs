@@ -71,6 +71,22 @@ fn create(
 ) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
     let mut cmd = RunCommand::parse(mode, rest)?;
     let config = super::config::load(g)?;
+    // `paths.d`'s stage1-images directory holds `stage1-<flavor>.aci` files.
+    if let Some(dir) = &config.stage1_images_dir {
+        let flavor = match &cmd.pod.stage1 {
+            Stage1Ref::Flavor(f) => Some(f.as_str()),
+            Stage1Ref::Default if config.stage1_location.is_none() => {
+                Some(stage0::stage1::DEFAULT_FLAVOR)
+            }
+            _ => None,
+        };
+        if let Some(f) = flavor {
+            let p = std::path::Path::new(dir).join(format!("stage1-{f}.aci"));
+            if p.is_file() {
+                cmd.pod.stage1 = Stage1Ref::Path(p);
+            }
+        }
+    }
     // The default stage1 of `stage1.d`.
     if cmd.pod.stage1 == Stage1Ref::Default {
         if let Some(loc) = &config.stage1_location {
