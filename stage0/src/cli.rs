@@ -1,7 +1,7 @@
 //! Command-line definition (rkt's command and flag names), dispatch, and the one place where
 //! errors are printed and mapped to exit codes.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands::{self, Globals, StdoutError};
 
@@ -47,12 +47,23 @@ enum Command {
     Gc(commands::pods::GcArgs),
     /// Enter the namespaces of an app within a pod.
     Enter(commands::pods::EnterArgs),
+    /// Print the merged configuration (stage0) in JSON format.
+    Config(commands::config::Args),
+    /// Export an app of an exited pod to an ACI file.
+    Export(commands::export::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
 /// closed stdout ends the process quietly by SIGPIPE.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let mut dir_given = false;
+    let parsed = commands::gobool::go_style(Cli::command())
+        .try_get_matches()
+        .and_then(|m| {
+            dir_given = given(&m, "dir");
+            Cli::from_arg_matches(&m)
+        });
+    let mut cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -66,6 +77,20 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // The data directory of `paths.d` when `--dir` is not given.
+    if !dir_given && !matches!(cli.command, Command::Version(_)) {
+        match commands::config::load(&cli.globals) {
+            Ok(c) => {
+                if let Some(d) = c.data_dir {
+                    cli.globals.dir = d.into();
+                }
+            }
+            Err(e) => return commands::report(e),
+        }
+    }
+    if cli.globals.trust_keys_from_https {
+        commands::warn("--trust-keys-from-https is not supported yet and is ignored");
+    }
     let g = &cli.globals;
     let res = match cli.command {
         Command::Fetch(a) => commands::fetch::run(g, a),
@@ -81,6 +106,8 @@ pub fn main() -> i32 {
         Command::Rm(a) => commands::pods::rm(g, a),
         Command::Gc(a) => commands::pods::gc(g, a),
         Command::Enter(a) => commands::pods::enter(g, a),
+        Command::Config(a) => commands::config::run(g, a),
+        Command::Export(a) => commands::export::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {
@@ -95,4 +122,17 @@ pub fn main() -> i32 {
             commands::report(e)
         }
     }
+}
+
+/// Whether the global flag `id` was given on the command line (at the top or after a
+/// subcommand).
+fn given(m: &clap::ArgMatches, id: &str) -> bool {
+    let mut cur = Some(m);
+    while let Some(m) = cur {
+        if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            return true;
+        }
+        cur = m.subcommand().map(|(_, sub)| sub);
+    }
+    false
 }

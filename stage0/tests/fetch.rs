@@ -493,8 +493,12 @@ fn version_output_matches_nomad_regexes() {
     let o = rkt(t.path(), &["version"]);
     let out = ok(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "rkt Version: 0.1.0");
+    assert_eq!(lines[0], "rkt Version: 1.30.0");
     assert_eq!(lines[1], "appc Version: 0.8.11");
+    assert_eq!(
+        lines[2],
+        format!("rkt-rs Version: {}", env!("CARGO_PKG_VERSION"))
+    );
     assert!(lines.iter().any(|l| l.starts_with("Features: ")));
 }
 

@@ -40,6 +40,7 @@ pub fn options(insecure: &str, debug: bool, policy: &str) -> anyhow::Result<Fetc
         progress: true,
         debug,
         no_store: false,
+        config: Default::default(),
     })
 }
 
@@ -50,6 +51,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
         opts.pull_policy = PullPolicy::Never;
     }
     opts.no_store = a.no_store;
+    opts.config = super::config::load(g)?;
     if !a.signature.is_empty() {
         super::warn("--signature is not supported yet; signatures are not checked");
     }

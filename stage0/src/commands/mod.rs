@@ -2,7 +2,10 @@
 //! Commands return `anyhow::Result<i32>` (the exit code on success paths, e.g. `rkt stop`
 //! returns the code of the last failed pod); errors are printed and mapped once in `cli`.
 
+pub mod config;
+pub mod export;
 pub mod fetch;
+pub mod gobool;
 pub mod image;
 pub mod pods;
 pub mod run;
@@ -29,6 +32,9 @@ pub struct Globals {
     /// System configuration directory.
     #[arg(long, global = true, default_value = "/usr/lib/rkt")]
     pub system_config: std::path::PathBuf,
+    /// User configuration directory (read after the local one).
+    #[arg(long, global = true)]
+    pub user_config: Option<std::path::PathBuf>,
     /// Trust keys fetched over https (accepted for compatibility).
     #[arg(long, global = true)]
     pub trust_keys_from_https: bool,

@@ -249,8 +249,10 @@ pub fn list(g: &Globals, a: ListArgs) -> anyhow::Result<i32> {
 #[derive(Debug, clap::Args)]
 pub struct CatManifestArgs {
     /// Pretty-print the JSON (default true).
-    #[arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", require_equals = true)]
-    pub pretty_print: String,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true, value_name = "BOOL",
+          value_parser = super::gobool::value)]
+    pub pretty_print: bool,
     /// Read the UUID from this file.
     #[arg(long)]
     pub uuid_file: Option<PathBuf>,
@@ -263,10 +265,10 @@ pub fn cat_manifest(g: &Globals, a: CatManifestArgs) -> anyhow::Result<i32> {
     let uuid = uuid_arg(&a.uuid, &a.uuid_file)?;
     let pods = PodsDir::open(&g.dir)?;
     let pm = read_pod_manifest(&pods.open_pod(&uuid)?)?;
-    let out = if a.pretty_print == "false" {
-        pm.to_json()
-    } else {
+    let out = if a.pretty_print {
         pm.to_json_pretty()
+    } else {
+        pm.to_json()
     };
     outln!("{}", String::from_utf8_lossy(&out))?;
     Ok(0)

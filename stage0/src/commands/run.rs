@@ -1,15 +1,29 @@
 //! `rkt run`, `rkt prepare`, `rkt run-prepared`: parse the command line, then let
 //! `stage0::pod::launch` create the pod and exec stage1.
 
-use stage0::pod::args::{Mode, RunCommand};
+use stage0::pod::args::{Mode, PodOptions, RunCommand, Stage1Ref};
 use stage0::pod::launch::{Notice, PrepareOptions, PreparedPod, RunOptions};
 use stage0::pod::PodsDir;
 
 use super::Globals;
 use crate::outln;
 
+/// The `--help` text listing the hand-parsed flags of `mode`, one per line.
+fn flags_help(mode: Mode) -> String {
+    let mut s = String::from(if mode == Mode::RunPrepared {
+        "Flags (before or after the UUID):\n"
+    } else {
+        "Flags (before the first image: pod flags; after an image: that app's):\n"
+    });
+    for f in stage0::pod::args::flags_for(mode) {
+        s.push_str(&format!("  --{f}\n"));
+    }
+    s
+}
+
 /// Flags of `rkt run` (rkt's per-image flags follow images; parsed by hand).
 #[derive(Debug, clap::Args)]
+#[command(after_help = flags_help(Mode::Run))]
 pub struct Args {
     /// Images, per-app flags and `-- args ---` separators.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -18,26 +32,26 @@ pub struct Args {
 
 /// Flags of `rkt prepare`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = flags_help(Mode::Prepare))]
 pub struct PrepareArgs {
     /// Images, per-app flags and `-- args ---` separators.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub rest: Vec<String>,
 }
 
-/// Flags of `rkt run-prepared`.
+/// Flags of `rkt run-prepared`: rkt 1.30's pod-level flags (`--net`, `--dns`,
+/// `--dns-search`, `--dns-opt`, `--dns-domain`, `--hosts-entry`, `--mds-register`, `--ipc`,
+/// `--interactive`, `--hostname`), parsed like `rkt run`'s, and the pod UUID.
 #[derive(Debug, clap::Args)]
+#[command(after_help = flags_help(Mode::RunPrepared))]
 pub struct RunPreparedArgs {
-    /// Network configuration (default, host, none, ...).
-    #[arg(long, default_value = "default")]
-    pub net: String,
-    /// Attach the app to the terminal (single-app pods).
-    #[arg(long)]
-    pub interactive: bool,
-    /// Pod hostname (default rkt-<uuid>).
-    #[arg(long, default_value = "")]
-    pub hostname: String,
-    /// Pod UUID (or unambiguous prefix).
-    pub uuid: String,
+    /// Pod flags and the pod UUID (or unambiguous prefix).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "FLAGS… UUID"
+    )]
+    pub rest: Vec<String>,
 }
 
 /// Prints launch notices: warnings always, debug lines with `--debug`.
@@ -55,7 +69,36 @@ fn create(
     mode: Mode,
     rest: &[String],
 ) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
-    let cmd = RunCommand::parse(mode, rest)?;
+    let mut cmd = RunCommand::parse(mode, rest)?;
+    let config = super::config::load(g)?;
+    // `paths.d`'s stage1-images directory holds `stage1-<flavor>.aci` files.
+    if let Some(dir) = &config.stage1_images_dir {
+        let flavor = match &cmd.pod.stage1 {
+            Stage1Ref::Flavor(f) => Some(f.as_str()),
+            Stage1Ref::Default if config.stage1_location.is_none() => {
+                Some(stage0::stage1::DEFAULT_FLAVOR)
+            }
+            _ => None,
+        };
+        if let Some(f) = flavor {
+            let p = std::path::Path::new(dir).join(format!("stage1-{f}.aci"));
+            if p.is_file() {
+                cmd.pod.stage1 = Stage1Ref::Path(p);
+            }
+        }
+    }
+    // The default stage1 of `stage1.d`.
+    if cmd.pod.stage1 == Stage1Ref::Default {
+        if let Some(loc) = &config.stage1_location {
+            cmd.pod.stage1 = if loc.contains("://") {
+                Stage1Ref::Url(loc.clone())
+            } else {
+                Stage1Ref::Path(loc.into())
+            };
+        } else if let Some((name, version)) = &config.stage1_name {
+            cmd.pod.stage1 = Stage1Ref::Name(format!("{name}:{version}"));
+        }
+    }
     // Global flags may also appear among the run arguments.
     let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
     // Absolute, so tree paths (overlay lower dirs) do not depend on the cwd.
@@ -68,24 +111,28 @@ fn create(
         .as_ref()
         .unwrap_or(&g.insecure_options);
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("new");
-    let opts = PrepareOptions {
-        data_dir,
-        fetch: super::fetch::options(insecure, debug, policy)?,
-    };
+    let mut fetch = super::fetch::options(insecure, debug, policy)?;
+    fetch.config = config;
+    let opts = PrepareOptions { data_dir, fetch };
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
+}
+
+/// The launch options of `run` and `run-prepared` from their pod flags.
+fn run_options(pod: &PodOptions, debug: bool, insecure_paths: bool) -> RunOptions {
+    RunOptions {
+        hostname: pod.hostname.clone().unwrap_or_default(),
+        interactive: pod.interactive,
+        debug,
+        net: pod.net.clone(),
+        insecure_paths,
+    }
 }
 
 /// Runs `rkt run`: returns only on failure (stage1 replaces this process).
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
     let (pod, cmd, debug, insecure_paths) = create(g, Mode::Run, &a.rest)?;
-    let opts = RunOptions {
-        hostname: cmd.pod.hostname.clone().unwrap_or_default(),
-        interactive: cmd.pod.interactive,
-        debug,
-        net: cmd.pod.net.clone(),
-        insecure_paths,
-    };
+    let opts = run_options(&cmd.pod, debug, insecure_paths);
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
 
@@ -100,19 +147,26 @@ pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Runs `rkt run-prepared`: returns only on failure.
+/// Runs `rkt run-prepared`: returns only on failure. Its pod flags override what
+/// `prepare` stored.
 pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
-    if !a.hostname.is_empty() {
-        stage0::pod::args::validate_hostname(&a.hostname)?;
+    let (cmd, uuid) = RunCommand::parse_run_prepared(&a.rest)?;
+    let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
+    let debug = g.debug || cmd.globals.debug;
+    let insecure = cmd
+        .globals
+        .insecure_options
+        .as_ref()
+        .unwrap_or(&g.insecure_options);
+    let insecure_paths = stage0::fetch::InsecureOptions::parse(insecure)?.paths;
+    let mut notice = notices(debug);
+    for f in &cmd.pod.ignored {
+        notice(Notice::Warning(format!(
+            "{f} is not supported by this runtime and is ignored"
+        )));
     }
-    let pods = PodsDir::open(&g.dir)?;
-    let pod = PreparedPod::open(&pods, &a.uuid, a.interactive)?;
-    let opts = RunOptions {
-        hostname: a.hostname,
-        interactive: a.interactive,
-        debug: g.debug,
-        net: a.net,
-        insecure_paths: stage0::fetch::InsecureOptions::parse(&g.insecure_options)?.paths,
-    };
-    Err(pod.run(&opts, &mut notices(g.debug)).into())
+    let pods = PodsDir::open(&dir)?;
+    let pod = PreparedPod::open(&pods, &uuid, cmd.pod.interactive)?;
+    let opts = run_options(&cmd.pod, debug, insecure_paths);
+    Err(pod.run(&opts, &mut notice).into())
 }

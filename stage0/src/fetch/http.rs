@@ -164,6 +164,11 @@ pub(crate) fn fetch_url(
     }
     let client = client(opts)?;
     let mut req = client.get(url);
+    // Only for the host the credentials name: reqwest drops the header on a redirect to
+    // another host (or port).
+    if let Some(auth) = opts.config.authorization(url) {
+        req = req.header(reqwest::header::AUTHORIZATION, auth);
+    }
     if let Some((remote, _)) = &cached {
         if let Some(e) = &remote.etag {
             req = req.header(IF_NONE_MATCH, e);

@@ -214,6 +214,8 @@ pub struct FetchOptions {
     pub debug: bool,
     /// `--no-store`: ignore what the store has for remote images (always download).
     pub no_store: bool,
+    /// Configuration (`auth.d`): `Authorization` headers for the hosts it names.
+    pub config: crate::config::Config,
 }
 
 /// What a reference string denotes.

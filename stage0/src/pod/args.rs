@@ -1,7 +1,8 @@
 //! The `rkt run` / `rkt prepare` command line, parsed by hand because per-app flags follow the
 //! image they apply to: `[pod flags] IMAGE [app flags] [-- args...] [--- IMAGE ...]`.
 //!
-//! Flags take `--flag=value` or `--flag value`; booleans take `--flag` or `--flag=true|false`.
+//! Flags take `--flag=value` or `--flag value`; booleans take `--flag` or `--flag=BOOL` (Go's
+//! `strconv.ParseBool` values, [`crate::gobool`]).
 //! `--mount` before every image applies to every app. Global flags (`--dir`, `--debug`,
 //! `--insecure-options`, ...) are accepted anywhere before `--`.
 
@@ -20,7 +21,25 @@ pub enum Mode {
     Run,
     /// `rkt prepare`.
     Prepare,
+    /// `rkt run-prepared`: global flags, the pod flags of [`RUN_PREPARED_FLAGS`] and one
+    /// UUID (see [`RunCommand::parse_run_prepared`]).
+    RunPrepared,
 }
+
+/// The pod-level flags `rkt run-prepared` takes (rkt 1.30); they override what `prepare`
+/// stored.
+pub const RUN_PREPARED_FLAGS: [&str; 10] = [
+    "net",
+    "dns",
+    "dns-search",
+    "dns-opt",
+    "dns-domain",
+    "hosts-entry",
+    "mds-register",
+    "ipc",
+    "interactive",
+    "hostname",
+];
 
 /// How the stage1 image is chosen.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -87,6 +106,8 @@ pub struct PodOptions {
     pub quiet: bool,
     /// `--pull-policy`.
     pub pull_policy: Option<String>,
+    /// `--no-overlay`: copy the image trees into the pod instead of overlay mounts.
+    pub no_overlay: bool,
     /// `--port NAME:[HOSTIP:]HOSTPORT`: (name, host IP, host port).
     pub ports: Vec<(String, Option<String>, u32)>,
     /// Flags accepted for compatibility whose feature is not implemented (`--dns`, ...);
@@ -232,12 +253,24 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("stderr", Kind::Value, Scope::App),
 ];
 
+/// The flags `mode` takes besides the global ones, in table order (for `--help`).
+pub fn flags_for(mode: Mode) -> Vec<&'static str> {
+    FLAGS
+        .iter()
+        .filter(|(n, _, scope)| {
+            *scope != Scope::Global
+                && match mode {
+                    Mode::Run => *n != "quiet",
+                    Mode::Prepare => *n != "interactive",
+                    Mode::RunPrepared => RUN_PREPARED_FLAGS.contains(n),
+                }
+        })
+        .map(|(n, _, _)| *n)
+        .collect()
+}
+
 fn parse_bool(flag: &str, v: &str) -> Result<bool, UsageError> {
-    match v {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(usage(format!("invalid boolean {v:?} for --{flag}"))),
-    }
+    crate::gobool::parse_flag(flag, v)
 }
 
 /// Parses `K=V`.
@@ -530,6 +563,12 @@ impl RunCommand {
             let Some(&(_, kind, scope)) = FLAGS.iter().find(|(n, _, _)| *n == name) else {
                 return Err(usage(format!("unknown flag --{name}")));
             };
+            if mode == Mode::RunPrepared
+                && scope != Scope::Global
+                && !RUN_PREPARED_FLAGS.contains(&name)
+            {
+                return Err(usage(format!("unknown flag --{name} for run-prepared")));
+            }
             let value = match kind {
                 Kind::Bool => match &inline {
                     Some(v) => parse_bool(name, v)?.to_string(),
@@ -609,7 +648,7 @@ impl RunCommand {
                         // rkt's older spellings of --pull-policy=never / --no-store.
                         "store-only" if on => cmd.pod.pull_policy = Some("never".into()),
                         "no-store" if on => cmd.pod.pull_policy = Some("update".into()),
-                        "no-overlay" if on => cmd.pod.ignored.push("--no-overlay".into()),
+                        "no-overlay" => cmd.pod.no_overlay = on,
                         "port" => cmd.pod.ports.push(parse_port(&value)?),
                         "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
                             cmd.pod.ignored.push(format!("--{name}={value}"))
@@ -706,11 +745,19 @@ impl RunCommand {
                             {
                                 return Err(usage(format!("--{name}: invalid mode {value:?}")));
                             }
+                            let default = if name == "stdin" { "null" } else { "log" };
+                            if value != default {
+                                cmd.pod.ignored.push(format!("--{name}={value}"));
+                            }
                         }
+                        "signature" => cmd.pod.ignored.push(format!("--{name}={value}")),
                         _ => {}
                     }
                 }
             }
+        }
+        if mode == Mode::RunPrepared && (cmd.apps.len() != 1 || cmd.apps[0].args.is_some()) {
+            return Err(usage("run-prepared takes flags and exactly one pod UUID"));
         }
         if cmd.apps.is_empty() {
             return Err(usage("at least one image is required"));
@@ -719,6 +766,15 @@ impl RunCommand {
             return Err(usage("--interactive works with a single image only"));
         }
         Ok(cmd)
+    }
+
+    /// Parses the arguments after `run-prepared`: global flags and [`RUN_PREPARED_FLAGS`]
+    /// before or after one pod UUID (Nomad passes `--net=… --debug=B UUID`). Returns the
+    /// options given (`apps` empty) and the UUID.
+    pub fn parse_run_prepared(argv: &[String]) -> Result<(Self, String), UsageError> {
+        let mut cmd = Self::parse(Mode::RunPrepared, argv)?;
+        let uuid = cmd.apps.remove(0).image;
+        Ok((cmd, uuid))
     }
 }
 
@@ -925,6 +981,42 @@ mod tests {
             "--cpu=-1",
         ] {
             assert!(p(Mode::Run, &["a", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_prepared_takes_pod_flags_and_one_uuid() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (c, uuid) = RunCommand::parse_run_prepared(&v(&[
+            "--dns=10.0.0.1",
+            "--dns-search=example.com",
+            "--net=none",
+            "--hostname=web",
+            "--interactive=false",
+            "--mds-register=false",
+            "--debug=false",
+            "1234abcd",
+        ]))
+        .unwrap();
+        assert_eq!(uuid, "1234abcd");
+        assert!(c.apps.is_empty());
+        assert_eq!(c.pod.net, "none");
+        assert_eq!(c.pod.hostname.as_deref(), Some("web"));
+        assert!(!c.pod.interactive && !c.globals.debug);
+        // Flags may also follow the UUID.
+        let (c, _) =
+            RunCommand::parse_run_prepared(&v(&["u", "--interactive", "--ipc=private"])).unwrap();
+        assert!(c.pod.interactive);
+        for bad in [
+            &["--exec=/x", "u"][..],
+            &["--volume=v,kind=empty", "u"],
+            &["u", "--memory=1G"],
+            &["u", "--", "arg"],
+            &["u", "v"],
+            &[],
+            &["--hostname=a b", "u"],
+        ] {
+            assert!(RunCommand::parse_run_prepared(&v(bad)).is_err(), "{bad:?}");
         }
     }
 

@@ -11,6 +11,7 @@ use pod_abi::paths::PodDirState;
 use super::args::RunCommand;
 use super::layout::{self, TreeInfo};
 use super::manifest::{self, EnvSources, ResolvedApp};
+use super::overlay_support::{self, OverlaySupport};
 use super::plan::build_plan;
 use super::{Pod, PodError, PodState, PodsDir};
 use crate::error::{error_chain, UsageError};
@@ -197,13 +198,29 @@ impl PreparedPod {
         })?;
 
         let pods = PodsDir::open(&opts.data_dir)?;
+        let overlay = !cmd.pod.no_overlay
+            && match overlay_support::probe(pods.root()) {
+                OverlaySupport::Yes => true,
+                OverlaySupport::No(why) => {
+                    notice(Notice::Warning(format!(
+                        "{why}; falling back to --no-overlay (the image trees are copied into the pod)"
+                    )));
+                    false
+                }
+            };
         let pod = pods.create()?;
         notice(Notice::Debug(format!(
             "pod {} at {}",
             pod.uuid(),
             pod.path().display()
         )));
-        layout::write_prepared(&pod.paths(), &pm, &stage1, &apps)?;
+        let copied = layout::write_prepared(&pod.paths(), &pm, &stage1, &apps, overlay)?;
+        if !overlay {
+            notice(Notice::Debug(format!(
+                "trees copied into the pod: {} files reflinked, {} copied, {} bytes",
+                copied.reflinked, copied.copied, copied.bytes
+            )));
+        }
         if let Some(f) = &cmd.pod.uuid_file_save {
             crate::util::write_atomic(f, pod.uuid().as_bytes(), 0o644)
                 .map_err(|e| LaunchError::Io("write", f.clone(), e))?;

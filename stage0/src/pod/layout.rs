@@ -2,7 +2,9 @@
 //! `stage1TreeStoreID`, `stage1/manifest`, `appsinfo/`, overlay upper/work dirs), the mounts
 //! made right before stage1 runs (stage1 and app rootfs overlays, volumes), the launch plan,
 //! and unmounting everything for gc. Nothing of an image is copied: the rendered trees are
-//! overlayfs lower layers.
+//! overlayfs lower layers, except with `--no-overlay` (or a data directory that cannot hold
+//! overlay upper dirs), where `prepare` copies the trees into the pod (`tree_copy`) and
+//! leaves no `overlay-prepared` marker.
 
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,6 +18,7 @@ use pod_abi::paths::{
 };
 use pod_abi::plan::Plan;
 
+use super::tree_copy::CopyStats;
 use super::PodError;
 use crate::store::gc::PodReferences;
 use crate::util::{open_path_no_symlinks, NoSymlinkError};
@@ -118,13 +121,16 @@ fn app_overlay(paths: &PodPaths, tree_id: &str, app: &str) -> (PathBuf, PathBuf)
     (b.join("upper"), b.join("work"))
 }
 
-/// Writes everything `prepare` leaves in the pod directory (no mounts).
+/// Writes everything `prepare` leaves in the pod directory (no mounts): with `overlay`, the
+/// overlay upper/work dirs and the `overlay-prepared` marker; without, copies of the stage1
+/// and app trees (see [`super::tree_copy`]), returned as copy statistics.
 pub fn write_prepared(
     paths: &PodPaths,
     pm: &PodManifest,
     stage1: &TreeInfo,
     apps: &[TreeInfo],
-) -> Result<(), PodError> {
+    overlay: bool,
+) -> Result<CopyStats, PodError> {
     let root = paths.root();
     write_file(&paths.manifest(), &pm.to_json())?;
     let created = root.join(POD_CREATED);
@@ -133,23 +139,55 @@ pub fn write_prepared(
     w(STAGE1_TREE_ID, stage1.tree_id.as_bytes())?;
     w(STAGE1_IMAGE_ID, stage1.image_id.as_bytes())?;
     private_dirs(root)?;
-    mkdirs(&root.join("stage1/rootfs"))?;
+    let mut stats = CopyStats::default();
+    if overlay {
+        mkdirs(&paths.stage1_rootfs())?;
+        let (u, wk) = stage1_overlay(paths, &stage1.tree_id);
+        mkdirs(&u)?;
+        mkdirs(&wk)?;
+    } else {
+        stats = copy_tree(&stage1.rootfs, &paths.stage1_rootfs(), stats)?;
+    }
     copy(&stage1.manifest, &paths.stage1_manifest())?;
-    let (u, wk) = stage1_overlay(paths, &stage1.tree_id);
-    mkdirs(&u)?;
-    mkdirs(&wk)?;
     for (ra, t) in pm.apps.iter().zip(apps) {
         let name = ra.name.as_str();
         let info = paths.appsinfo(name);
         mkdirs(&info)?;
         copy(&t.manifest, &info.join("manifest"))?;
         write_file(&info.join(APP_TREE_ID), t.tree_id.as_bytes())?;
-        let (u, wk) = app_overlay(paths, &t.tree_id, name);
-        mkdirs(&u)?;
-        mkdirs(&wk)?;
+        if overlay {
+            let (u, wk) = app_overlay(paths, &t.tree_id, name);
+            mkdirs(&u)?;
+            mkdirs(&wk)?;
+        } else {
+            let target = paths.app_rootfs(name);
+            if let Some(parent) = target.parent() {
+                mkdirs(parent)?;
+            }
+            stats = copy_tree(&t.rootfs, &target, stats)?;
+        }
     }
-    w(OVERLAY_PREPARED, b"")?;
-    Ok(())
+    if overlay {
+        w(OVERLAY_PREPARED, b"")?;
+    }
+    Ok(stats)
+}
+
+/// Whether the pod's trees are overlay mounts (else copies made by `prepare`).
+pub fn uses_overlay(paths: &PodPaths) -> bool {
+    paths.root().join(OVERLAY_PREPARED).exists()
+}
+
+/// Copies one tree into the pod, adding to `stats`.
+fn copy_tree(from: &Path, to: &Path, stats: CopyStats) -> Result<CopyStats, PodError> {
+    let s =
+        super::tree_copy::copy_tree(from, to).map_err(|e| PodError::io("copy tree to", to, e))?;
+    Ok(CopyStats {
+        reflinked: stats.reflinked + s.reflinked,
+        copied: stats.copied + s.copied,
+        bytes: stats.bytes + s.bytes,
+        other: stats.other + s.other,
+    })
 }
 
 fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(), PodError> {
@@ -189,8 +227,9 @@ fn overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Result<(),
         })
 }
 
-/// Mounts the stage1 rootfs and every app rootfs as overlayfs and puts each app's image
-/// manifest at `stage1/rootfs/opt/stage2/<app>/manifest`.
+/// Mounts the stage1 rootfs and every app rootfs as overlayfs (unless `prepare` copied the
+/// trees, see [`uses_overlay`]) and puts each app's image manifest at
+/// `stage1/rootfs/opt/stage2/<app>/manifest`.
 pub fn mount_rootfs(
     paths: &PodPaths,
     pm: &PodManifest,
@@ -198,12 +237,15 @@ pub fn mount_rootfs(
     apps: &[TreeInfo],
 ) -> Result<(), PodError> {
     private_dirs(paths.root())?;
+    let use_overlay = uses_overlay(paths);
     let s1 = paths.stage1_rootfs();
     mkdirs(&s1)?;
-    let (u, w) = stage1_overlay(paths, &stage1.tree_id);
-    mkdirs(&u)?;
-    mkdirs(&w)?;
-    overlay(&stage1.rootfs, &u, &w, &s1)?;
+    if use_overlay {
+        let (u, w) = stage1_overlay(paths, &stage1.tree_id);
+        mkdirs(&u)?;
+        mkdirs(&w)?;
+        overlay(&stage1.rootfs, &u, &w, &s1)?;
+    }
     for d in [
         pod_abi::paths::STATUS_DIR_IN_STAGE1,
         pod_abi::paths::ERRORS_DIR_IN_STAGE1,
@@ -214,10 +256,12 @@ pub fn mount_rootfs(
         let name = ra.name.as_str();
         let target = paths.app_rootfs(name);
         mkdirs(&target)?;
-        let (u, w) = app_overlay(paths, &t.tree_id, name);
-        mkdirs(&u)?;
-        mkdirs(&w)?;
-        overlay(&t.rootfs, &u, &w, &target)?;
+        if use_overlay {
+            let (u, w) = app_overlay(paths, &t.tree_id, name);
+            mkdirs(&u)?;
+            mkdirs(&w)?;
+            overlay(&t.rootfs, &u, &w, &target)?;
+        }
         copy(&t.manifest, &paths.app_manifest(name))?;
     }
     Ok(())

@@ -4,13 +4,16 @@
 //! status.
 
 pub mod args;
+pub mod export;
 pub mod launch;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
 pub mod ops;
+pub mod overlay_support;
 pub mod plan;
 pub mod status;
+pub mod tree_copy;
 
 use std::path::{Path, PathBuf};
 
