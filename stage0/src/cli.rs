@@ -47,6 +47,8 @@ enum Command {
     Gc(commands::pods::GcArgs),
     /// Enter the namespaces of an app within a pod.
     Enter(commands::pods::EnterArgs),
+    /// Trust a key for image verification.
+    Trust(commands::trust::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -81,6 +83,7 @@ pub fn main() -> i32 {
         Command::Rm(a) => commands::pods::rm(g, a),
         Command::Gc(a) => commands::pods::gc(g, a),
         Command::Enter(a) => commands::pods::enter(g, a),
+        Command::Trust(a) => commands::trust::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod image;
 pub mod pods;
 pub mod run;
+pub mod trust;
 pub mod version;
 
 use std::io::{self, Write};

@@ -68,10 +68,12 @@ fn create(
         .as_ref()
         .unwrap_or(&g.insecure_options);
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("new");
-    let opts = PrepareOptions {
+    let mut opts = PrepareOptions {
         data_dir,
         fetch: super::fetch::options(insecure, debug, policy)?,
     };
+    opts.fetch.keystore = Some(super::fetch::keystore(g));
+    opts.fetch.quiet = cmd.pod.quiet;
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
 }
