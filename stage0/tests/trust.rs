@@ -506,19 +506,26 @@ fn killed_mid_fetch_leaves_nothing_visible() {
     let e = Env::new();
     let c = cert("slow");
     e.trust("--prefix=example.com", &c);
-    // ~2 MiB of incompressible content, served 16 KiB every 20 ms (~2.6 s in all).
+    // 1 MiB of incompressible (xorshift) content, served slowly: 16 KiB every 50 ms (~3 s).
     let m = manifest("example.com/slow", &[("version", "1.0")], &[]);
-    let big: Vec<u8> = (0..(2u32 << 20))
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let big: Vec<u8> = (0..(1u32 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
         .collect();
     let aci = build_aci(&m, &[("data", &big)], true);
     let sig = sign(&c, &aci);
     let body = aci.clone();
     let srv = TestServer::start(move |req| match req.url.as_str() {
-        "/slow.aci.asc" => Reply::ok(sig.clone()),
+        "/slow.aci.asc" | "/fast.aci.asc" => Reply::ok(sig.clone()),
+        "/fast.aci" => Reply::ok(body.clone()).download(),
         "/slow.aci" => {
             let mut r = Reply::ok(body.clone()).download();
-            r.slow = Some((16 << 10, std::time::Duration::from_millis(20)));
+            r.slow = Some((16 << 10, std::time::Duration::from_millis(50)));
             r
         }
         _ => Reply::status(404),
@@ -540,6 +547,6 @@ fn killed_mid_fetch_leaves_nothing_visible() {
         "nothing visible after a killed fetch"
     );
     // The next fetch completes, verifies, and leaves no temporary files.
-    ok(&e.rkt(&["--insecure-options=http", "fetch", &url]));
+    ok(&e.rkt(&["--insecure-options=http", "fetch", &srv.url("/fast.aci")]));
     assert_eq!(e.store_state(), (1, 1, 0));
 }
