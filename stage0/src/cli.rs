@@ -51,6 +51,8 @@ enum Command {
     Config(commands::config::Args),
     /// Export an app of an exited pod to an ACI file.
     Export(commands::export::Args),
+    /// Trust a key for image verification.
+    Trust(commands::trust::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -108,6 +110,7 @@ pub fn main() -> i32 {
         Command::Enter(a) => commands::pods::enter(g, a),
         Command::Config(a) => commands::config::run(g, a),
         Command::Export(a) => commands::export::run(g, a),
+        Command::Trust(a) => commands::trust::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

@@ -72,6 +72,14 @@ fn code_of(e: &(dyn Error + 'static)) -> Option<i32> {
 }
 
 fn fetch_code(f: &FetchError) -> Option<i32> {
+    if let Some(v) = f.trust_verdict() {
+        return match v {
+            trust::Verdict::Unsigned => Some(exit::UNSIGNED_IMAGE),
+            trust::Verdict::BadSignature => Some(exit::BAD_SIGNATURE),
+            trust::Verdict::UntrustedKey => Some(exit::UNTRUSTED_KEY),
+            trust::Verdict::Other => None,
+        };
+    }
     if f.is_usage() {
         Some(exit::USAGE)
     } else if f.is_not_found() {

@@ -31,8 +31,8 @@ fn fetch_file_prints_sha256_of_uncompressed_tar() {
     let id = ok(&o);
     assert_eq!(id, format!("sha256-{}", gunzip_digest(&aci, "sha256sum")));
     assert!(
-        !stderr(&o).contains("not verified"),
-        "insecure image must not warn: {}",
+        stderr(&o).contains("signature verification has been disabled"),
+        "an insecure image is fetched with rkt's warning: {}",
         stderr(&o)
     );
     // The blob is the uncompressed tar at the seed's path.
@@ -43,18 +43,27 @@ fn fetch_file_prints_sha256_of_uncompressed_tar() {
         .output()
         .expect("sha256sum");
     assert!(String::from_utf8_lossy(&o.stdout).starts_with(&blob_hex));
-    // --full prints the sha512 ID; file:// works; a warning about verification goes to stderr.
+    // --full prints the sha512 ID; file:// works; an unsigned image is refused by default.
     let url = format!("file://{}", aci.display());
     let o = rkt(&dir, &["fetch", "--full", &url]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no signature found"), "{}", stderr(&o));
+    let o = rkt(&dir, &["--insecure-options=image", "fetch", "--full", &url]);
     assert_eq!(
         ok(&o),
         format!("sha512-{}", gunzip_digest(&aci, "sha512sum"))
     );
-    assert!(stderr(&o).contains("was not verified"), "{}", stderr(&o));
     // Uncompressed ACIs work too, and give the plain tar's sha256.
     let m = manifest("example.com/plain", &[], &[]);
     let tar = write_file(t.path(), "plain.aci", &build_aci(&m, &[("a", b"a")], false));
-    let o = rkt(&dir, &["fetch", tar.to_str().expect("utf8")]);
+    let o = rkt(
+        &dir,
+        &[
+            "--insecure-options=image",
+            "fetch",
+            tar.to_str().expect("utf8"),
+        ],
+    );
     let sum = std::process::Command::new("sha256sum")
         .arg(&tar)
         .output()
@@ -171,7 +180,14 @@ fn hostile_archives_are_rejected_and_nothing_is_stored() {
     ];
     for (name, data, needle) in cases {
         let f = write_file(t.path(), &format!("{name}.aci"), &data);
-        let o = rkt(&dir, &["fetch", f.to_str().expect("utf8")]);
+        let o = rkt(
+            &dir,
+            &[
+                "--insecure-options=image",
+                "fetch",
+                f.to_str().expect("utf8"),
+            ],
+        );
         assert_eq!(
             o.status.code(),
             Some(4),

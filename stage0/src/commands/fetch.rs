@@ -11,10 +11,10 @@ use crate::outln;
 /// Flags of `rkt fetch`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Local signature file to use in validating the preceding image (not implemented yet:
-    /// accepted and ignored with a warning).
+    /// Local signature file of an image file (default `IMAGE.asc`); give one per image, in
+    /// the order of the images.
     #[arg(long)]
-    pub signature: Vec<String>,
+    pub signature: Vec<std::path::PathBuf>,
     /// Use only images from the store (same as --pull-policy=never).
     #[arg(long)]
     pub store_only: bool,
@@ -40,8 +40,13 @@ pub fn options(insecure: &str, debug: bool, policy: &str) -> anyhow::Result<Fetc
         progress: true,
         debug,
         no_store: false,
-        config: Default::default(),
+        ..Default::default()
     })
+}
+
+/// The keystore of `--local-config` and `--system-config`.
+pub fn keystore(g: &Globals) -> trust::Keystore {
+    trust::Keystore::new(&g.local_config, &g.system_config)
 }
 
 /// Runs `rkt fetch`.
@@ -52,12 +57,19 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
     }
     opts.no_store = a.no_store;
     opts.config = super::config::load(g)?;
-    if !a.signature.is_empty() {
-        super::warn("--signature is not supported yet; signatures are not checked");
+    opts.keystore = Some(keystore(g));
+    if !a.signature.is_empty() && a.signature.len() != a.images.len() {
+        return Err(stage0::error::UsageError(format!(
+            "{} --signature flags for {} images: give one per image, in order",
+            a.signature.len(),
+            a.images.len()
+        ))
+        .into());
     }
     let store =
         Store::open(&g.dir).with_context(|| format!("cannot open store in {}", g.dir.display()))?;
-    for img in &a.images {
+    for (i, img) in a.images.iter().enumerate() {
+        opts.signature = a.signature.get(i).cloned();
         let rec =
             fetch_image(&store, img, &opts).with_context(|| format!("cannot fetch image {img}"))?;
         outln!("{}", if a.full { &rec.id } else { &rec.sha256_id })?;

@@ -9,6 +9,7 @@ pub mod gobool;
 pub mod image;
 pub mod pods;
 pub mod run;
+pub mod trust;
 pub mod version;
 
 use std::io::{self, Write};

@@ -113,6 +113,8 @@ fn create(
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("new");
     let mut fetch = super::fetch::options(insecure, debug, policy)?;
     fetch.config = config;
+    fetch.keystore = Some(super::fetch::keystore(g));
+    fetch.quiet = cmd.pod.quiet;
     let opts = PrepareOptions { data_dir, fetch };
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))

@@ -172,16 +172,20 @@ fn template_vars(nr: &NameRef, ext: &str) -> BTreeMap<String, String> {
 }
 
 /// Port override from [`DISCOVERY_PORT_ENV`].
-fn port_override() -> Option<u16> {
+pub(crate) fn port_override() -> Option<u16> {
     std::env::var(DISCOVERY_PORT_ENV)
         .ok()
         .and_then(|p| p.parse().ok())
 }
 
-/// ACI URLs discovered for `nr`, best first (https before http).
-pub(crate) fn discover(nr: &NameRef, opts: &FetchOptions) -> Result<Vec<String>, FetchError> {
+/// `(ACI URL, signature URL)` pairs discovered for `nr`, best first (https before http).
+pub(crate) fn discover(
+    nr: &NameRef,
+    opts: &FetchOptions,
+) -> Result<Vec<(String, String)>, FetchError> {
     let client = http::client(opts)?;
     let vars = template_vars(nr, "aci");
+    let sig_vars = template_vars(nr, "aci.asc");
     let mut tried = Vec::new();
     for url in discovery_urls(&nr.name, opts.insecure.http, port_override()) {
         if opts.debug {
@@ -207,7 +211,7 @@ pub(crate) fn discover(nr: &NameRef, opts: &FetchOptions) -> Result<Vec<String>,
                 continue;
             }
         };
-        let mut found: Vec<String> = parse_meta_tags(&body)
+        let mut found: Vec<(String, String)> = parse_meta_tags(&body)
             .into_iter()
             .filter(|(n, _)| n == "ac-discovery")
             .filter_map(|(_, c)| {
@@ -217,15 +221,18 @@ pub(crate) fn discover(nr: &NameRef, opts: &FetchOptions) -> Result<Vec<String>,
                 if !nr.name.starts_with(prefix) {
                     return None;
                 }
-                render_template(template, &vars)
+                Some((
+                    render_template(template, &vars)?,
+                    render_template(template, &sig_vars)?,
+                ))
             })
-            .filter(|u| opts.insecure.http || u.starts_with("https://"))
+            .filter(|(u, _)| opts.insecure.http || u.starts_with("https://"))
             .collect();
         if found.is_empty() {
             tried.push(format!("{url}: no matching ac-discovery meta tag"));
             continue;
         }
-        found.sort_by_key(|u| !u.starts_with("https://"));
+        found.sort_by_key(|(u, _)| !u.starts_with("https://"));
         return Ok(found);
     }
     Err(FetchError::Discovery {
@@ -253,7 +260,7 @@ pub(crate) fn fetch_by_name(
 ) -> Result<ImageRecord, FetchError> {
     let urls = discover(nr, opts)?;
     let mut last_err = None;
-    for url in urls {
+    for (url, sig_url) in urls {
         let mut check = |m: &appc::ImageManifest| -> Result<(), String> {
             if m.name.as_str() != nr.name {
                 return Err(format!(
@@ -272,7 +279,7 @@ pub(crate) fn fetch_by_name(
             }
             Ok(())
         };
-        match http::fetch_url(store, &url, opts, &mut check) {
+        match http::fetch_url(store, &url, opts, &mut check, &sig_url) {
             Ok(Fetched::Cached(r)) | Ok(Fetched::Downloaded(r)) => return Ok(r),
             Err(e) => last_err = Some(e),
         }

@@ -10,7 +10,7 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
-use super::{progress, FetchError, FetchOptions, PullPolicy};
+use super::{progress, signature, FetchError, FetchOptions, PullPolicy};
 use crate::store::{now_nanos, ImageRecord, ImportSource, Store, StoreError};
 
 /// Default TCP connect timeout, in seconds.
@@ -134,12 +134,14 @@ fn fresh(max_age: Option<u64>, download_time: i64) -> bool {
 }
 
 /// Fetches `url` into the store (see module docs). `check` may reject the manifest before the
-/// image becomes visible.
+/// image becomes visible. Unless `--insecure-options=image`, the detached signature at
+/// `sig_url` is downloaded first and verified as the image streams in (see `signature`).
 pub(crate) fn fetch_url(
     store: &Store,
     url: &str,
     opts: &FetchOptions,
     check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+    sig_url: &str,
 ) -> Result<Fetched, FetchError> {
     if url.starts_with("http://") && !opts.insecure.http {
         return Err(FetchError::HttpNotAllowed(url.to_string()));
@@ -163,6 +165,7 @@ pub(crate) fn fetch_url(
         return Err(FetchError::NotInStore(url.to_string()));
     }
     let client = client(opts)?;
+    let verification = signature::for_download(&client, url, sig_url, opts)?;
     let mut req = client.get(url);
     // Only for the host the credentials name: reqwest drops the header on a redirect to
     // another host (or port).
@@ -210,13 +213,14 @@ pub(crate) fn fetch_url(
     };
     let total = header(&resp, CONTENT_LENGTH).and_then(|v| v.parse().ok());
     let mut bar = progress::Bar::new(opts.progress, url, total);
-    let rec = store
-        .import_aci_checked(resp, &src, &mut |n| bar.update(n), check)
+    let v = verification.as_ref();
+    let (rec, verified) = signature::import(store, resp, &src, &mut |n| bar.update(n), check, v)
         .map_err(|e| match e {
             StoreError::Read(io) if is_timeout(&io) => timed_out(url, false),
-            e => FetchError::Store(e),
+            e => signature::map_import_error(e, v),
         })?;
     bar.finish();
+    signature::finished(&rec, verified.as_ref(), opts);
     Ok(Fetched::Downloaded(rec))
 }
 

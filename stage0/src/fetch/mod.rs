@@ -5,6 +5,8 @@
 mod discovery;
 mod http;
 mod progress;
+pub mod pubkeys;
+mod signature;
 
 use std::fs::File;
 use std::io;
@@ -20,6 +22,7 @@ pub use http::{
     timeouts, Timeouts, CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS, READ_TIMEOUT_ENV,
     READ_TIMEOUT_SECS,
 };
+pub use signature::{keystore, warn_skipped};
 
 /// Errors of fetching.
 #[derive(Debug, Error)]
@@ -42,6 +45,9 @@ pub enum FetchError {
     /// The URL scheme is not supported.
     #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, IDs, names)")]
     UnsupportedScheme(String),
+    /// The image's signature is missing, invalid, or not by a trusted key.
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
     /// The HTTP request failed (the reqwest error carries no URL; field 0 has it).
     #[error("request to {0} failed")]
     Http(String, #[source] reqwest::Error),
@@ -95,6 +101,15 @@ impl FetchError {
             FetchError::NotInStore(_) | FetchError::Discovery { .. } => true,
             FetchError::HttpStatus { status, .. } => *status == 404 || *status == 410,
             _ => false,
+        }
+    }
+
+    /// The class of a signature failure, if this is one (exit codes UNSIGNED_IMAGE,
+    /// BAD_SIGNATURE, UNTRUSTED_KEY).
+    pub fn trust_verdict(&self) -> Option<trust::Verdict> {
+        match self {
+            FetchError::Trust(t) => Some(t.verdict()),
+            _ => None,
         }
     }
 
@@ -216,6 +231,15 @@ pub struct FetchOptions {
     pub no_store: bool,
     /// Configuration (`auth.d`): `Authorization` headers for the hosts it names.
     pub config: crate::config::Config,
+    /// Trusted keys (None: rkt's `/etc/rkt` and `/usr/lib/rkt`).
+    pub keystore: Option<trust::Keystore>,
+    /// `--signature`: the detached signature of a local image file (default `<file>.asc`).
+    pub signature: Option<PathBuf>,
+    /// `prepare --quiet`: no notes on stderr about verification (errors are still reported).
+    pub quiet: bool,
+    /// The image comes from a location trusted by configuration (a stage1 image installed
+    /// beside rkt): it is not verified, and no warning is printed.
+    pub trusted_location: bool,
 }
 
 /// What a reference string denotes.
@@ -269,10 +293,12 @@ pub fn fetch_image(
     let rec = match classify(reference)? {
         ImageRef::Id(id) => return Ok(store.resolve(&id)?),
         ImageRef::File(path) => fetch_file(store, &path, opts)?,
-        ImageRef::Url(url) => match http::fetch_url(store, &url, opts, &mut |_| Ok(()))? {
-            http::Fetched::Cached(rec) => return Ok(rec),
-            http::Fetched::Downloaded(rec) => rec,
-        },
+        ImageRef::Url(url) => {
+            match http::fetch_url(store, &url, opts, &mut |_| Ok(()), &format!("{url}.asc"))? {
+                http::Fetched::Cached(rec) => return Ok(rec),
+                http::Fetched::Downloaded(rec) => rec,
+            }
+        }
         ImageRef::Name(nr) => {
             if !opts.no_store {
                 if let Some(rec) = store.find_by_name(&nr)? {
@@ -285,7 +311,6 @@ pub fn fetch_image(
             discovery::fetch_by_name(store, &nr, opts)?
         }
     };
-    warn_unverified(&rec, opts);
     fetch_dependencies(store, &rec, opts, 0);
     Ok(rec)
 }
@@ -317,10 +342,7 @@ fn fetch_dependencies(store: &Store, rec: &ImageRecord, opts: &FetchOptions, dep
             continue;
         }
         match discovery::fetch_by_name(store, &nr, opts) {
-            Ok(d) => {
-                warn_unverified(&d, opts);
-                fetch_dependencies(store, &d, opts, depth + 1);
-            }
+            Ok(d) => fetch_dependencies(store, &d, opts, depth + 1),
             Err(e) => {
                 let mut msg = format!(
                     "rkt: warning: cannot fetch dependency {nr} of {}: {e}",
@@ -337,24 +359,34 @@ fn fetch_dependencies(store: &Store, rec: &ImageRecord, opts: &FetchOptions, dep
     }
 }
 
-/// Signature checking is not implemented yet: say so unless `--insecure-options=image`.
-fn warn_unverified(rec: &ImageRecord, opts: &FetchOptions) {
-    if !opts.insecure.image {
-        eprintln!(
-            "rkt: warning: image {} ({}) was not verified: signature verification is not implemented yet",
-            rec.display_name(),
-            rec.sha256_id
-        );
-    }
-}
-
-/// Imports a local file (always read: the file may have changed).
+/// Imports a local file (always read: the file may have changed), verifying its signature
+/// (`--signature` or `<file>.asc`) unless `--insecure-options=image`.
 fn fetch_file(store: &Store, path: &Path, opts: &FetchOptions) -> Result<ImageRecord, FetchError> {
     let f = File::open(path).map_err(|e| FetchError::File(path.to_path_buf(), e))?;
+    let verification = if opts.insecure.image || opts.trusted_location {
+        None
+    } else {
+        let (sig, sig_path) = signature::read_local(path, opts.signature.as_deref())?;
+        Some(signature::Verification::new(
+            &sig,
+            &sig_path.display().to_string(),
+            opts,
+        )?)
+    };
     let total = f.metadata().ok().map(|m| m.len());
     let mut bar = progress::Bar::new(opts.progress, &path.display().to_string(), total);
-    let rec = store.import_aci(f, &ImportSource::file(path), &mut |n| bar.update(n))?;
+    let v = verification.as_ref();
+    let (rec, verified) = signature::import(
+        store,
+        f,
+        &ImportSource::file(path),
+        &mut |n| bar.update(n),
+        &mut |_| Ok(()),
+        v,
+    )
+    .map_err(|e| signature::map_import_error(e, v))?;
     bar.finish();
+    signature::finished(&rec, verified.as_ref(), opts);
     Ok(rec)
 }
 

@@ -160,6 +160,8 @@ pub struct AppOptions {
     pub user_annotations: Vec<(String, String)>,
     /// `--user-label K=V`.
     pub user_labels: Vec<(String, String)>,
+    /// `--signature FILE`: the detached signature of this (file) image.
+    pub signature: Option<PathBuf>,
 }
 
 /// The parsed command line.
@@ -739,6 +741,7 @@ impl RunCommand {
                         "annotation" => app.annotations.push(parse_kv(name, &value)?),
                         "user-annotation" => app.user_annotations.push(parse_kv(name, &value)?),
                         "user-label" => app.user_labels.push(parse_kv(name, &value)?),
+                        "signature" => app.signature = Some(PathBuf::from(value)),
                         "stdin" | "stdout" | "stderr" => {
                             let ok = ["null", "tty", "stream", "log"];
                             if !ok.contains(&value.as_str()) || (name == "stdin" && value == "log")
@@ -750,7 +753,6 @@ impl RunCommand {
                                 cmd.pod.ignored.push(format!("--{name}={value}"));
                             }
                         }
-                        "signature" => cmd.pod.ignored.push(format!("--{name}={value}")),
                         _ => {}
                     }
                 }

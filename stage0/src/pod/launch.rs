@@ -173,7 +173,9 @@ impl PreparedPod {
         let mut resolved = Vec::new();
         let mut apps = Vec::new();
         for a in &cmd.apps {
-            let rec = fetch_image(&store, &a.image, &opts.fetch)
+            let mut fetch = opts.fetch.clone();
+            fetch.signature = a.signature.clone();
+            let rec = fetch_image(&store, &a.image, &fetch)
                 .map_err(|e| LaunchError::Image(a.image.clone(), Box::new(e)))?;
             let m = store.manifest(&rec)?;
             notice(Notice::Debug(format!("image {} -> {}", a.image, rec.id)));

@@ -133,7 +133,7 @@ pub fn import_file(
         }
     }
     let mut o = opts.clone();
-    o.insecure.image = true;
+    o.trusted_location = true;
     let rec =
         fetch_image(store, &key, &o).map_err(|e| Stage1Error::Fetch(key.clone(), Box::new(e)))?;
     if let Some(stamp) = stamp {

@@ -192,6 +192,8 @@ impl Reply {
 
 /// One request as the handler sees it.
 pub struct Req {
+    /// The HTTP method (`GET`, `HEAD`).
+    pub method: String,
     /// The URL path with query.
     pub url: String,
     /// Request headers (name lower-cased).
@@ -262,6 +264,7 @@ impl TestServer {
                 for rq in server.incoming_requests() {
                     requests.fetch_add(1, Ordering::SeqCst);
                     let req = Req {
+                        method: rq.method().as_str().to_string(),
                         url: rq.url().to_string(),
                         headers: rq
                             .headers()
