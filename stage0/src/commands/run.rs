@@ -85,6 +85,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
         debug,
         net: cmd.pod.net.clone(),
         insecure_paths,
+        net_plan: stage0::pod::netopts::net_plan(&cmd.pod.dns, &g.local_config, &g.system_config)?,
     };
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
@@ -113,6 +114,11 @@ pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
         debug: g.debug,
         net: a.net,
         insecure_paths: stage0::fetch::InsecureOptions::parse(&g.insecure_options)?.paths,
+        net_plan: stage0::pod::netopts::net_plan(
+            &Default::default(),
+            &g.local_config,
+            &g.system_config,
+        )?,
     };
     Err(pod.run(&opts, &mut notices(g.debug)).into())
 }

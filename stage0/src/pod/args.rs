@@ -89,7 +89,10 @@ pub struct PodOptions {
     pub pull_policy: Option<String>,
     /// `--port NAME:[HOSTIP:]HOSTPORT`: (name, host IP, host port).
     pub ports: Vec<(String, Option<String>, u32)>,
-    /// Flags accepted for compatibility whose feature is not implemented (`--dns`, ...);
+    /// `--dns`, `--dns-search`, `--dns-opt`, `--dns-domain`, `--hosts-entry` (see
+    /// [`super::netopts`]).
+    pub dns: super::netopts::DnsFlags,
+    /// Flags accepted for compatibility whose feature is not implemented (`--ipc`, ...);
     /// reported as warnings.
     pub ignored: Vec<String>,
 }
@@ -611,9 +614,10 @@ impl RunCommand {
                         "no-store" if on => cmd.pod.pull_policy = Some("update".into()),
                         "no-overlay" if on => cmd.pod.ignored.push("--no-overlay".into()),
                         "port" => cmd.pod.ports.push(parse_port(&value)?),
-                        "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
-                            cmd.pod.ignored.push(format!("--{name}={value}"))
+                        "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" => {
+                            cmd.pod.dns.push(name, &value)?
                         }
+                        "ipc" => cmd.pod.ignored.push(format!("--{name}={value}")),
                         "mds-register" | "private-users" if on => {
                             cmd.pod.ignored.push(format!("--{name}"))
                         }
@@ -860,7 +864,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.pod.ports, vec![("http".to_string(), None, 8080)]);
-        assert_eq!(c.pod.ignored, vec!["--dns=8.8.8.8".to_string()]);
+        assert_eq!(c.pod.dns.dns, vec!["8.8.8.8".to_string()]);
+        assert!(c.pod.ignored.is_empty());
         let a = &c.apps[0];
         assert_eq!(a.cpu_shares, Some(512));
         assert_eq!(a.oom_score_adj, Some(10));

@@ -236,6 +236,7 @@ impl Pod {
             debug: false,
             stop_grace_secs,
             apps,
+            net: Default::default(),
         };
         std::fs::write(
             s1.join("rkt/plan.json"),
