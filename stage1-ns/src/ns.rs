@@ -1,5 +1,5 @@
-//! Building the pod's namespaces inside the child that becomes guest-init: new mount, UTS, IPC
-//! (and network) namespaces, hostname, loopback up, `/` made rprivate, the stage1 root bound
+//! Building the pod's namespaces inside the child that becomes guest-init: the pod's network
+//! namespace joined (made by `crate::net`), new mount, UTS and IPC namespaces, hostname, `/` made rprivate, the stage1 root bound
 //! onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then `pivot_root`
 //! into the stage1 root. Errors carry the step that failed.
 
@@ -33,8 +33,9 @@ pub struct NsConfig<'a> {
     pub rootfs: &'a Path,
     /// Hostname of the pod.
     pub hostname: &'a str,
-    /// Create a network namespace (only `lo`); false for `--net=host`.
-    pub private_net: bool,
+    /// The pod's network namespace (made by stage1 with its networks) to join; `None` keeps
+    /// the host's (`--net=host`).
+    pub netns: Option<std::os::fd::RawFd>,
     /// Pod cgroups to bind and join.
     pub cgroups: &'a [PodCgroup],
 }
@@ -42,15 +43,14 @@ pub struct NsConfig<'a> {
 /// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
 /// process inside the stage1 root with cwd `/`.
 pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if cfg.private_net {
-        flags |= CloneFlags::CLONE_NEWNET;
+    if let Some(fd) = cfg.netns {
+        // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
+        let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(at("join the pod's netns"))?;
     }
-    unshare(flags).map_err(at("unshare mount/uts/ipc/net namespaces"))?;
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    unshare(flags).map_err(at("unshare mount/uts/ipc namespaces"))?;
     nix::unistd::sethostname(cfg.hostname).map_err(at(format!("sethostname {}", cfg.hostname)))?;
-    if cfg.private_net {
-        loopback_up().map_err(at("bring up lo"))?;
-    }
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(at("make / rprivate"))?;
@@ -147,44 +147,6 @@ fn populate_dev(rootfs: &Path) -> Result<(), NsError> {
                 e.source.desc()
             );
         }
-    }
-    Ok(())
-}
-
-/// `struct ifreq` with the flags member (40 bytes on Linux).
-#[repr(C)]
-struct IfReqFlags {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    pad: [u8; 22],
-}
-
-/// Sets `lo` up in the current network namespace.
-pub fn loopback_up() -> nix::Result<()> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    use std::os::fd::AsRawFd;
-    let s = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let mut req = IfReqFlags {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        pad: [0; 22],
-    };
-    if let Some(dst) = req.name.get_mut(..2) {
-        dst.copy_from_slice(b"lo");
-    }
-    // SAFETY: SIOCGIFFLAGS fills the flags of the valid, correctly sized ifreq passed.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(nix::Error::last());
-    }
-    req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads the valid ifreq passed.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(nix::Error::last());
     }
     Ok(())
 }
