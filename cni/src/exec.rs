@@ -169,44 +169,64 @@ pub fn invoke(inv: &Invocation<'_>) -> Result<Vec<u8>, CniError> {
         .current_dir("/")
         .spawn()
         .map_err(|e| fail(format!("cannot execute {}: {e}", inv.path.display())))?;
+    // Readers and the writer are joined once they are done, so that no thread of ours outlives
+    // the call (stage1-ns forks after this); one still blocked after the grace period (a daemon
+    // the plugin left behind holds a pipe) is left to end with that daemon.
     let (otx, orx) = mpsc::channel();
     let (etx, erx) = mpsc::channel();
-    if let Some(o) = child.stdout.take() {
+    let (itx, irx) = mpsc::channel();
+    let out_t = child.stdout.take().map(|o| {
         std::thread::spawn(move || {
             let _ = otx.send(read_bounded(o, STDOUT_MAX));
-        });
-    }
-    if let Some(e) = child.stderr.take() {
+        })
+    });
+    let err_t = child.stderr.take().map(|e| {
         std::thread::spawn(move || {
             let _ = etx.send(read_bounded(e, STDERR_MAX));
-        });
-    }
-    if let Some(mut i) = child.stdin.take() {
+        })
+    });
+    let in_t = child.stdin.take().map(|mut i| {
         let data = inv.stdin.to_vec();
         std::thread::spawn(move || {
             let _ = i.write_all(&data);
-        });
-    }
+            drop(i);
+            let _ = itx.send(());
+        })
+    });
     let deadline = Instant::now() + inv.timeout;
     let status = loop {
         match child.try_wait() {
-            Ok(Some(s)) => break s,
+            Ok(Some(s)) => break Ok(s),
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(fail(format!(
-                    "timed out after {} s",
-                    inv.timeout.as_secs_f32()
-                )));
+                break Err(format!("timed out after {} s", inv.timeout.as_secs_f32()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(fail(format!("wait: {e}"))),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("wait: {e}"));
+            }
         }
     };
-    // A daemon the plugin left behind may hold the pipes: wait a little, not forever.
-    let grace = Duration::from_secs(2);
-    let (out, out_over) = orx.recv_timeout(grace).unwrap_or_default();
-    let (err, _) = erx.recv_timeout(grace).unwrap_or_default();
+    let grace_end = Instant::now() + Duration::from_secs(2);
+    let left = || grace_end.saturating_duration_since(Instant::now());
+    let out = orx.recv_timeout(left()).ok();
+    let err = erx.recv_timeout(left()).ok();
+    let wrote = irx.recv_timeout(left()).is_ok();
+    for (done, t) in [
+        (out.is_some(), out_t),
+        (err.is_some(), err_t),
+        (wrote, in_t),
+    ] {
+        if let (true, Some(t)) = (done, t) {
+            let _ = t.join();
+        }
+    }
+    let status = status.map_err(fail)?;
+    let (out, out_over) = out.unwrap_or_default();
+    let (err, _) = err.unwrap_or_default();
     if out_over {
         return Err(fail(format!(
             "output larger than {STDOUT_MAX} bytes (exit status {status})"

@@ -52,7 +52,7 @@ pub struct Attached {
 pub struct PodNetwork {
     /// The mode.
     pub mode: NetMode,
-    /// The pod's namespace; `None` for `--net=host`.
+    /// The pod's persistent namespace; `None` for `--net=host` and `--net=none`.
     pub netns: Option<PathBuf>,
     /// Networks in attach order.
     pub attached: Vec<Attached>,
@@ -269,6 +269,17 @@ fn info_from_result(info: &mut NetInfo, r: &CniResult) {
     }
 }
 
+/// `CNI_ARGS` for the user's per-network arguments: `IgnoreUnknown=1` first (the CNI
+/// convention), so that a plugin of the chain that does not know an argument (`IP` is
+/// host-local's) does not fail.
+fn cni_args(user: &str) -> String {
+    if user.is_empty() || user.split(';').any(|kv| kv.starts_with("IgnoreUnknown=")) {
+        user.to_string()
+    } else {
+        format!("IgnoreUnknown=1;{user}")
+    }
+}
+
 /// Resolves the networks and their plugins without creating anything.
 fn plan_networks(o: &PodNetOptions<'_>, mode: &NetMode) -> Result<Vec<NetConfList>, CniError> {
     let NetMode::Networks(reqs) = mode else {
@@ -303,11 +314,13 @@ fn plan_networks(o: &PodNetOptions<'_>, mode: &NetMode) -> Result<Vec<NetConfLis
     Ok(confs)
 }
 
-/// Sets up the pod's networks (see the module doc). `--net=host` creates nothing.
+/// Sets up the pod's networks (see the module doc). `--net=host` and `--net=none` create
+/// nothing: the caller keeps the host's namespace, or gives the pod a fresh one with only `lo`
+/// (nothing to tear down, nothing persisted).
 pub fn setup(o: &PodNetOptions<'_>) -> Result<PodNetwork, CniError> {
     let mode = NetMode::parse(o.net)?;
     let confs = plan_networks(o, &mode)?;
-    if mode == NetMode::Host {
+    if matches!(mode, NetMode::Host | NetMode::None) {
         return Ok(PodNetwork {
             mode,
             netns: None,
@@ -361,13 +374,14 @@ fn add_all(
             ..Default::default()
         });
         netinfo::write(o.pod_dir, &infos).map_err(CniError::NetInfo)?;
+        let args = cni_args(&req.args);
         let chain = Chain {
             conf: c,
             dirs: &o.plugin_dirs,
             uuid: o.uuid,
             netns: &ns_str,
             ifname: &ifname,
-            args: &req.args,
+            args: &args,
             timeout: o.timeout,
         };
         let r = chain.add()?;
@@ -421,7 +435,7 @@ pub fn teardown(
             uuid,
             netns: &ns_str,
             ifname: &n.if_name,
-            args: &n.args,
+            args: &cni_args(&n.args),
             timeout,
         }
         .del(prev.as_ref(), &mut errors);
@@ -461,7 +475,7 @@ pub fn check(
             uuid,
             netns: &ns,
             ifname: &n.if_name,
-            args: &n.args,
+            args: &cni_args(&n.args),
             timeout,
         }
         .check(&prev)?;
@@ -516,6 +530,13 @@ mod tests {
         assert_eq!(prev.unwrap()["cniVersion"], "0.4.0");
         let (_, prev) = from_stored(&stored_conf(&d, None)).unwrap();
         assert!(prev.is_none());
+    }
+
+    #[test]
+    fn user_args_ignore_unknown() {
+        assert_eq!(cni_args(""), "");
+        assert_eq!(cni_args("IP=10.1.1.5"), "IgnoreUnknown=1;IP=10.1.1.5");
+        assert_eq!(cni_args("IgnoreUnknown=0;IP=1"), "IgnoreUnknown=0;IP=1");
     }
 
     #[test]

@@ -568,8 +568,6 @@ pub fn exists_beneath(dir: &Path, rel: &Path) -> bool {
             }
             r => r.ok(),
         }
-        .map(Some)
-        .unwrap_or(None)
     };
     if !parents.is_empty() && parent.is_none() {
         return false;

@@ -1,7 +1,8 @@
 //! Building the pod's namespaces inside the child that becomes guest-init: the pod's network
-//! namespace joined (made by `crate::net`), new mount, UTS and IPC namespaces, hostname, `/` made rprivate, the stage1 root bound
-//! onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then `pivot_root`
-//! into the stage1 root. Errors carry the step that failed.
+//! namespace (joined when `crate::net` made one, new with `lo` up for `--net=none`, the host's
+//! for `--net=host`), new mount, UTS and IPC namespaces, hostname, `/` made rprivate, the
+//! stage1 root bound onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then
+//! `pivot_root` into the stage1 root. Errors carry the step that failed.
 
 use std::path::Path;
 
@@ -26,6 +27,17 @@ fn at(step: impl Into<String>) -> impl FnOnce(nix::Error) -> NsError {
     move |source| NsError { step, source }
 }
 
+/// The pod's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodNet {
+    /// The host's (`--net=host`).
+    Host,
+    /// A new one with only `lo` (`--net=none`).
+    New,
+    /// The one stage1 made with the pod's networks (an open `/var/run/netns/rkt-<uuid>`).
+    Join(std::os::fd::RawFd),
+}
+
 /// Namespace settings.
 #[derive(Debug, Clone)]
 pub struct NsConfig<'a> {
@@ -33,9 +45,8 @@ pub struct NsConfig<'a> {
     pub rootfs: &'a Path,
     /// Hostname of the pod.
     pub hostname: &'a str,
-    /// The pod's network namespace (made by stage1 with its networks) to join; `None` keeps
-    /// the host's (`--net=host`).
-    pub netns: Option<std::os::fd::RawFd>,
+    /// The pod's network namespace.
+    pub net: PodNet,
     /// Pod cgroups to bind and join.
     pub cgroups: &'a [PodCgroup],
 }
@@ -43,10 +54,17 @@ pub struct NsConfig<'a> {
 /// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
 /// process inside the stage1 root with cwd `/`.
 pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
-    if let Some(fd) = cfg.netns {
-        // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
-        let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(at("join the pod's netns"))?;
+    match cfg.net {
+        PodNet::Host => {}
+        PodNet::New => {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(at("unshare the network namespace"))?;
+            cni::netns::loopback_up().map_err(at("bring up lo"))?;
+        }
+        PodNet::Join(fd) => {
+            // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
+            let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(at("join the pod's netns"))?;
+        }
     }
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).map_err(at("unshare mount/uts/ipc namespaces"))?;

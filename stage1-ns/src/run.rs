@@ -40,7 +40,7 @@ use stage1_common::terminal::{copy_winsize, EscapeDetector, RawMode, ESCAPE_KILL
 use stage1_common::{signals, PodContext};
 
 use crate::cgroup;
-use crate::ns::{enter_pod, NsConfig};
+use crate::ns::{enter_pod, NsConfig, PodNet};
 
 /// Runs the pod; returns the pod's exit code.
 pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
@@ -55,7 +55,13 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     } else {
         format!("rkt-{}", args.uuid)
     };
+    let t0 = Instant::now();
     let net = crate::net::setup(&pod_dir, &args.uuid, &args.net, &mut plan)?;
+    log::debug!(
+        "--net={}: networks set up in {} us",
+        args.net,
+        t0.elapsed().as_micros()
+    );
     let netns_file = match &net.netns {
         Some(p) => Some(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?),
         None => None,
@@ -101,7 +107,11 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = NsConfig {
         rootfs: &rootfs,
         hostname: &hostname,
-        netns: netns_file.as_ref().map(|f| f.as_raw_fd()),
+        net: match (&netns_file, &net.mode) {
+            (Some(f), _) => PodNet::Join(f.as_raw_fd()),
+            (None, cni::NetMode::Host) => PodNet::Host,
+            (None, _) => PodNet::New,
+        },
         cgroups: &cgroups,
     };
 

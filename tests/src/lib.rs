@@ -19,6 +19,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod hostns;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -313,6 +315,18 @@ impl ImageSpec {
         self
     }
 
+    /// Declares an app port.
+    pub fn port(mut self, name: &str, protocol: &str, port: u32) -> Self {
+        self.app().ports.push(appc::schema::Port {
+            name: AcName::new(name).unwrap(),
+            protocol: protocol.into(),
+            port,
+            count: 1,
+            socket_activated: false,
+        });
+        self
+    }
+
     /// Sets user and group.
     pub fn user_group(mut self, user: &str, group: &str) -> Self {
         let a = self.app();
@@ -377,6 +391,8 @@ pub struct E2e {
     data: PathBuf,
     /// Time limit of one `rkt` invocation.
     timeout: Duration,
+    /// The test's "host" network namespace every `rkt` runs in (namespace tests).
+    pub host_ns: Option<hostns::HostNs>,
 }
 
 impl E2e {
@@ -414,6 +430,7 @@ impl E2e {
             tmp,
             data,
             timeout: Duration::from_secs(RUN_TIMEOUT_SECS),
+            host_ns: hostns::HostNs::create(),
         })
     }
 
@@ -449,6 +466,7 @@ impl E2e {
             tmp: scratch("rkt-kvm-"),
             data,
             timeout: Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+            host_ns: None,
         })
     }
 
@@ -468,7 +486,15 @@ impl E2e {
         c.arg(format!("--dir={}", self.data.display()))
             .arg("--insecure-options=image")
             .args(args.iter().map(AsRef::as_ref));
+        if let Some(ns) = &self.host_ns {
+            ns.enter(&mut c);
+        }
         c
+    }
+
+    /// The time limit of one `rkt` invocation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `--stage1-path=<the stage1 image>`.

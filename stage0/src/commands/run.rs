@@ -85,7 +85,14 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
         debug,
         net: cmd.pod.net.clone(),
         insecure_paths,
-        net_plan: stage0::pod::netopts::net_plan(&cmd.pod.dns, &g.local_config, &g.system_config)?,
+        net_plan: stage0::pod::netopts::net_plan(
+            &cmd.pod.dns,
+            cmd.globals.local_config.as_ref().unwrap_or(&g.local_config),
+            cmd.globals
+                .system_config
+                .as_ref()
+                .unwrap_or(&g.system_config),
+        )?,
     };
     Err(pod.run(&opts, &mut notices(debug)).into())
 }

@@ -58,6 +58,10 @@ pub struct GlobalOverrides {
     pub dir: Option<PathBuf>,
     /// `--insecure-options`.
     pub insecure_options: Option<String>,
+    /// `--local-config` (network configs in its `net.d`).
+    pub local_config: Option<PathBuf>,
+    /// `--system-config`.
+    pub system_config: Option<PathBuf>,
 }
 
 /// Pod-level options.
@@ -555,6 +559,8 @@ impl RunCommand {
                     "debug" => cmd.globals.debug = on,
                     "dir" => cmd.globals.dir = Some(PathBuf::from(value)),
                     "insecure-options" => cmd.globals.insecure_options = Some(value),
+                    "local-config" => cmd.globals.local_config = Some(PathBuf::from(value)),
+                    "system-config" => cmd.globals.system_config = Some(PathBuf::from(value)),
                     _ => {}
                 },
                 Scope::Pod => {

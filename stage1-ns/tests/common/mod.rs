@@ -323,13 +323,13 @@ impl Pod {
             .env("RKT_LOCK_FD", lock_fd.to_string());
         match tty {
             Some(t) => {
-                cmd.args(["run", "--net=default", "--interactive", &self.uuid])
+                cmd.args(["run", "--net=none", "--interactive", &self.uuid])
                     .stdin(Stdio::from(t.try_clone().unwrap()))
                     .stdout(Stdio::from(t.try_clone().unwrap()))
                     .stderr(Stdio::from(t.try_clone().unwrap()));
             }
             None => {
-                cmd.args(["run", "--net=default", &self.uuid])
+                cmd.args(["run", "--net=none", &self.uuid])
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());
