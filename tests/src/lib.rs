@@ -470,6 +470,29 @@ impl E2e {
         })
     }
 
+    /// The pod network namespaces (`/var/run/netns/rkt-<uuid>`) of this test's pods.
+    pub fn pod_netns(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for state in std::fs::read_dir(self.data.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for pod in std::fs::read_dir(state.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let ns = Path::new("/var/run/netns")
+                    .join(format!("rkt-{}", pod.file_name().to_string_lossy()));
+                if ns.exists() {
+                    v.push(ns);
+                }
+            }
+        }
+        v
+    }
+
     /// The `--dir` of this test's `rkt` invocations.
     pub fn dir(&self) -> PathBuf {
         self.data.clone()
@@ -671,4 +694,28 @@ pub fn stdout(o: &Output) -> String {
 /// Stderr as a string.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+impl Drop for E2e {
+    /// Namespace tests: garbage-collects the test's exited pods (the stage1 `gc` tears their
+    /// networks down), then removes any pod network namespace still left, so that a test that
+    /// does not gc leaves nothing on the machine.
+    fn drop(&mut self) {
+        if self.host_ns.is_none() {
+            return;
+        }
+        if let Ok(child) = self
+            .rkt(&["gc", "--grace-period=0s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            let _ = wait_output(child, self.timeout);
+        }
+        for ns in self.pod_netns() {
+            let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&ns);
+        }
+    }
 }
