@@ -176,3 +176,46 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use pod_abi::netinfo::NetInfo;
+
+    #[test]
+    fn networks_in_rkt_formats() {
+        let net = |name: &str, ip: &str| NetInfo {
+            net_name: name.into(),
+            if_name: "eth0".into(),
+            ip: ip.into(),
+            conf: Some(serde_json::json!({"private": true})),
+            ..Default::default()
+        };
+        let info = PodInfo {
+            uuid: "u".into(),
+            state: PodState::Running,
+            created: None,
+            started: None,
+            pid: Some(7),
+            apps: vec![],
+            manifest: None,
+            networks: vec![
+                net("default", "172.16.28.2"),
+                net("pending", ""),
+                net("br", "10.1.0.2"),
+            ],
+        };
+        assert_eq!(
+            info.networks_summary(),
+            "default:ip4=172.16.28.2,br:ip4=10.1.0.2"
+        );
+        assert!(info
+            .status_lines()
+            .contains(&"networks=default:ip4=172.16.28.2,br:ip4=10.1.0.2".to_string()));
+        let j = info.to_json();
+        assert_eq!(j["networks"][0]["netName"], "default");
+        assert_eq!(j["networks"][2]["ip"], "10.1.0.2");
+        assert!(j["networks"][0].get("rktRsConf").is_none());
+    }
+}
