@@ -38,6 +38,43 @@ pub struct PodNetOptions<'a> {
     pub timeout: Duration,
 }
 
+/// rkt's plugin dir inside a stage1 image.
+pub const STAGE1_PLUGIN_DIR: &str = "usr/lib/rkt/plugins/net";
+
+impl<'a> PodNetOptions<'a> {
+    /// The options a stage1 uses for the pod in `pod_dir` (`<data>/pods/<state>/<uuid>`):
+    /// plugins from the stage1 image beside the running executable (stage0 runs it from the
+    /// store's read-only tree; never a directory inside the pod directory), then the host's;
+    /// host-local state of the built-in networks in `<data>/networks`; the default timeout.
+    pub fn for_stage1(pod_dir: &'a Path, uuid: &'a str, net: &'a str, plan: &'a NetPlan) -> Self {
+        PodNetOptions {
+            pod_dir,
+            uuid,
+            net,
+            plan,
+            plugin_dirs: stage1_plugin_dirs(pod_dir),
+            ipam_data_dir: rkt_ipam_dir(pod_dir),
+            timeout: exec::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// The plugin dirs of a stage1 (see [`PodNetOptions::for_stage1`]).
+pub fn stage1_plugin_dirs(pod_dir: &Path) -> PluginDirs {
+    let exe = std::env::current_exe().ok();
+    let pod = std::fs::canonicalize(pod_dir).unwrap_or_else(|_| pod_dir.to_path_buf());
+    let own = exe
+        .filter(|e| !e.starts_with(&pod))
+        .and_then(|e| e.parent().map(|d| d.join(STAGE1_PLUGIN_DIR)));
+    PluginDirs::with_first(own)
+}
+
+/// host-local's state dir for the built-in networks: `networks/` in rkt's data dir.
+fn rkt_ipam_dir(pod_dir: &Path) -> Option<PathBuf> {
+    let pod = std::fs::canonicalize(pod_dir).ok()?;
+    Some(pod.parent()?.parent()?.parent()?.join("networks"))
+}
+
 /// One attached network.
 #[derive(Debug, Clone)]
 pub struct Attached {
