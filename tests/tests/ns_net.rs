@@ -631,3 +631,20 @@ fn ns_net_failing_or_missing_plugin_is_clear_and_leaves_nothing() {
     }
     gc(&e);
 }
+
+#[test]
+fn ns_net_rm_tears_down_like_gc() {
+    let Some(e) = require("ns_net_rm_tears_down_like_gc") else {
+        return;
+    };
+    let ipam = [ipam_dir(&e, "default")];
+    let before = snapshot(&e, &ipam);
+    let (o, uuid) = run_pod(&e, "default", &[], "true");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(netns_of(&uuid).exists());
+    assert_ne!(snapshot(&e, &ipam), before);
+    let o = e.run(&["rm", &uuid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!netns_of(&uuid).exists());
+    assert_eq!(snapshot(&e, &ipam), before);
+}
