@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod cgroup;
+mod etc_files;
 mod launch;
 mod log;
 mod machine;

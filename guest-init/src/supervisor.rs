@@ -152,6 +152,8 @@ impl Supervisor<'_> {
         if !rootfs.is_dir() {
             return Err(format!("app root {} is missing", rootfs.display()));
         }
+        crate::etc_files::write(self.plan, &rootfs)
+            .map_err(|e| format!("/etc/resolv.conf or /etc/hosts: {e}"))?;
         let sys = LinuxSys;
         let ctx = MountCtx {
             console: self.env.console.clone(),

@@ -7,6 +7,7 @@
 pub mod control;
 pub mod exit;
 pub mod init;
+pub mod netinfo;
 pub mod paths;
 pub mod plan;
 pub mod podfile;

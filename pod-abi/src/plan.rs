@@ -45,6 +45,74 @@ pub struct Plan {
     pub stop_grace_secs: u32,
     /// Apps in pod-manifest order.
     pub apps: Vec<AppPlan>,
+    /// Networking options beyond `--net` (which reaches stage1 as its `--net=` argument).
+    #[serde(default)]
+    pub net: NetPlan,
+}
+
+/// The pod's networking options: where network configurations live, port forwards, and what
+/// guest-init writes into each app's `/etc/resolv.conf` and `/etc/hosts`. The default (an older
+/// plan without it) means: rkt's default config dirs, no ports, image files left alone (except
+/// rkt's fallback `/etc/hosts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetPlan {
+    /// `--local-config` (`net.d/` below it holds network configs); empty means `/etc/rkt`.
+    #[serde(default)]
+    pub local_config: String,
+    /// `--system-config`; empty means `/usr/lib/rkt`.
+    #[serde(default)]
+    pub system_config: String,
+    /// `--port` forwards, resolved against the apps' declared ports.
+    #[serde(default)]
+    pub ports: Vec<PortPlan>,
+    /// `--dns` servers (`host` resolved by stage0 into [`NetPlan::resolv_conf`]).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search`.
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    /// `--dns-opt`.
+    #[serde(default)]
+    pub dns_opt: Vec<String>,
+    /// `--dns-domain`.
+    #[serde(default)]
+    pub dns_domain: String,
+    /// `--dns=host`: the host's `/etc/resolv.conf`, verbatim.
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
+    /// `--hosts-entry IP=HOST` entries.
+    #[serde(default)]
+    pub hosts_entries: Vec<HostsEntry>,
+    /// `--hosts-entry=host`: the host's `/etc/hosts`, verbatim.
+    #[serde(default)]
+    pub hosts_file: Option<String>,
+}
+
+/// One port forward (CNI `portMappings` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortPlan {
+    /// The app port's name.
+    pub name: String,
+    /// Protocol (`tcp` or `udp`).
+    pub protocol: String,
+    /// Port inside the pod.
+    pub container_port: u16,
+    /// Port on the host.
+    pub host_port: u16,
+    /// Host address to bind; empty means every address.
+    #[serde(default)]
+    pub host_ip: String,
+}
+
+/// One `/etc/hosts` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsEntry {
+    /// Address.
+    pub ip: String,
+    /// Names for it.
+    pub names: Vec<String>,
 }
 
 /// One app.

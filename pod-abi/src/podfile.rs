@@ -465,3 +465,153 @@ mod tests {
         assert_eq!(first_line(b" bad plan \nmore"), "bad plan");
     }
 }
+
+/// Resolves the parent directory of `parts` beneath `dir` without symlinks (`O_PATH`);
+/// a missing single-level parent (`etc`) is created with mode 0755.
+fn parent_beneath(dir: BorrowedFd<'_>, parents: &[CString]) -> std::io::Result<Option<OwnedFd>> {
+    if parents.is_empty() {
+        return Ok(None);
+    }
+    let rel: PathBuf = parents
+        .iter()
+        .map(|c| std::ffi::OsStr::from_bytes(c.as_bytes()))
+        .collect();
+    let flags = libc::O_PATH | libc::O_DIRECTORY;
+    let open = || match openat2_beneath(dir, &rel, flags) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            walk(dir, parents, flags)
+        }
+        r => r,
+    };
+    match open() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && parents.len() == 1 => {
+            let name = parents.first().map(|c| c.as_ptr()).unwrap_or_default();
+            // SAFETY: mkdirat on a valid dir fd with a NUL-terminated name.
+            if unsafe { libc::mkdirat(dir.as_raw_fd(), name, 0o755) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(e);
+                }
+            }
+            open().map(Some)
+        }
+        r => r.map(Some),
+    }
+}
+
+/// Writes `data` (mode `mode`) to `rel` beneath `dir`, a tree a pod controls (an app's root),
+/// without ever following a symlink: the parent is resolved beneath `dir` with no symlinks in
+/// any component, the data goes to a new temporary file there (`O_EXCL | O_NOFOLLOW`), which
+/// is renamed over the last component, so that a symlink there is replaced, not followed.
+pub fn write_beneath(dir: &Path, rel: &Path, data: &[u8], mode: u32) -> Result<(), PodFileError> {
+    let shown = dir.join(rel);
+    let parts = components(rel).ok_or_else(|| PodFileError::Escapes(shown.clone()))?;
+    let Some((last, parents)) = parts.split_last() else {
+        return Err(PodFileError::Escapes(shown));
+    };
+    let root = open_dir(dir).map_err(|e| io_error(&shown, e))?;
+    let parent = parent_beneath(d_borrow(&root), parents).map_err(|e| io_error(&shown, e))?;
+    let pfd = parent.as_ref().unwrap_or(&root).as_raw_fd();
+    let mut tmp = b".".to_vec();
+    tmp.extend_from_slice(last.as_bytes());
+    tmp.extend_from_slice(format!(".tmp.{}", std::process::id()).as_bytes());
+    let tmp = CString::new(tmp).map_err(|_| PodFileError::Escapes(shown.clone()))?;
+    // SAFETY: openat on a valid dir fd with a NUL-terminated name; the new fd is owned below.
+    let fd = unsafe {
+        libc::openat(
+            pfd,
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode,
+        )
+    };
+    let res = owned(fd).and_then(|fd| {
+        let mut f = File::from(fd);
+        f.write_all(data)?;
+        f.sync_all()?;
+        // SAFETY: renameat on valid dir fds with NUL-terminated names.
+        if unsafe { libc::renameat(pfd, tmp.as_ptr(), pfd, last.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    });
+    if let Err(e) = res {
+        // SAFETY: unlinkat on a valid dir fd with a NUL-terminated name.
+        unsafe { libc::unlinkat(pfd, tmp.as_ptr(), 0) };
+        return Err(io_error(&shown, e));
+    }
+    Ok(())
+}
+
+/// Whether anything (a symlink included, never followed) exists at `rel` beneath `dir`.
+pub fn exists_beneath(dir: &Path, rel: &Path) -> bool {
+    let Some(parts) = components(rel) else {
+        return false;
+    };
+    let Some((last, parents)) = parts.split_last() else {
+        return false;
+    };
+    let Ok(root) = open_dir(dir) else {
+        return false;
+    };
+    let parent = if parents.is_empty() {
+        None
+    } else {
+        let rel: PathBuf = parents
+            .iter()
+            .map(|c| std::ffi::OsStr::from_bytes(c.as_bytes()))
+            .collect();
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        match openat2_beneath(d_borrow(&root), &rel, flags) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                walk(d_borrow(&root), parents, flags).ok()
+            }
+            r => r.ok(),
+        }
+    };
+    if !parents.is_empty() && parent.is_none() {
+        return false;
+    }
+    let pfd = parent.as_ref().unwrap_or(&root).as_raw_fd();
+    // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatat on a valid dir fd, a NUL-terminated name and a stat we own.
+    unsafe { libc::fstatat(pfd, last.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) == 0 }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod write_beneath_tests {
+    use super::*;
+
+    #[test]
+    fn replaces_symlinks_and_refuses_symlinked_parents() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        // Missing /etc is created.
+        write_beneath(&root, Path::new("etc/hosts"), b"h\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"h\n");
+        assert!(exists_beneath(&root, Path::new("etc/hosts")));
+        assert!(!exists_beneath(&root, Path::new("etc/nope")));
+        // A final symlink is replaced, not followed.
+        std::os::unix::fs::symlink(&victim, root.join("etc/resolv.conf")).unwrap();
+        assert!(exists_beneath(&root, Path::new("etc/resolv.conf")));
+        write_beneath(&root, Path::new("etc/resolv.conf"), b"r\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!std::fs::symlink_metadata(root.join("etc/resolv.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // A symlinked parent is refused.
+        let root2 = d.path().join("root2");
+        std::fs::create_dir(&root2).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root2.join("etc")).unwrap();
+        assert!(write_beneath(&root2, Path::new("etc/victim"), b"x", 0o644).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(write_beneath(&root2, Path::new("../x"), b"x", 0o644).is_err());
+    }
+}

@@ -6,6 +6,7 @@
 
 mod cgroup;
 mod enter;
+mod net;
 mod ns;
 mod run;
 mod stop;
@@ -26,9 +27,12 @@ impl Stage1 for Ns {
     fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
         stage1_common::stop::stop_verified(pod, args, stop::verify_guest_init)
     }
-    fn gc(&self, pod: &PodContext, _args: &GcArgs) -> Result<i32, Stage1Error> {
+    fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error> {
+        // Networks first, so that a cgroup failure never leaves rules and namespaces behind.
+        let net = net::gc(pod.dir(), &args.uuid);
         cgroup::gc(pod.dir())
             .map_err(|e| Stage1Error::failed(format!("remove the pod cgroups: {e}")))?;
+        net.map_err(|e| Stage1Error::failed(format!("tear down the pod's networks: {e}")))?;
         Ok(0)
     }
     fn enter(&self, _pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {

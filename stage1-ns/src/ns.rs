@@ -1,7 +1,8 @@
-//! Building the pod's namespaces inside the child that becomes guest-init: new mount, UTS, IPC
-//! (and network) namespaces, hostname, loopback up, `/` made rprivate, the stage1 root bound
-//! onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then `pivot_root`
-//! into the stage1 root. Errors carry the step that failed.
+//! Building the pod's namespaces inside the child that becomes guest-init: the pod's network
+//! namespace (joined when `crate::net` made one, new with `lo` up for `--net=none`, the host's
+//! for `--net=host`), new mount, UTS and IPC namespaces, hostname, `/` made rprivate, the
+//! stage1 root bound onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then
+//! `pivot_root` into the stage1 root. Errors carry the step that failed.
 
 use std::path::Path;
 
@@ -26,6 +27,17 @@ fn at(step: impl Into<String>) -> impl FnOnce(nix::Error) -> NsError {
     move |source| NsError { step, source }
 }
 
+/// The pod's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodNet {
+    /// The host's (`--net=host`).
+    Host,
+    /// A new one with only `lo` (`--net=none`).
+    New,
+    /// The one stage1 made with the pod's networks (an open `/var/run/netns/rkt-<uuid>`).
+    Join(std::os::fd::RawFd),
+}
+
 /// Namespace settings.
 #[derive(Debug, Clone)]
 pub struct NsConfig<'a> {
@@ -33,8 +45,8 @@ pub struct NsConfig<'a> {
     pub rootfs: &'a Path,
     /// Hostname of the pod.
     pub hostname: &'a str,
-    /// Create a network namespace (only `lo`); false for `--net=host`.
-    pub private_net: bool,
+    /// The pod's network namespace.
+    pub net: PodNet,
     /// Pod cgroups to bind and join.
     pub cgroups: &'a [PodCgroup],
 }
@@ -42,15 +54,21 @@ pub struct NsConfig<'a> {
 /// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
 /// process inside the stage1 root with cwd `/`.
 pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if cfg.private_net {
-        flags |= CloneFlags::CLONE_NEWNET;
+    match cfg.net {
+        PodNet::Host => {}
+        PodNet::New => {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(at("unshare the network namespace"))?;
+            cni::netns::loopback_up().map_err(at("bring up lo"))?;
+        }
+        PodNet::Join(fd) => {
+            // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
+            let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(at("join the pod's netns"))?;
+        }
     }
-    unshare(flags).map_err(at("unshare mount/uts/ipc/net namespaces"))?;
+    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    unshare(flags).map_err(at("unshare mount/uts/ipc namespaces"))?;
     nix::unistd::sethostname(cfg.hostname).map_err(at(format!("sethostname {}", cfg.hostname)))?;
-    if cfg.private_net {
-        loopback_up().map_err(at("bring up lo"))?;
-    }
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(at("make / rprivate"))?;
@@ -147,44 +165,6 @@ fn populate_dev(rootfs: &Path) -> Result<(), NsError> {
                 e.source.desc()
             );
         }
-    }
-    Ok(())
-}
-
-/// `struct ifreq` with the flags member (40 bytes on Linux).
-#[repr(C)]
-struct IfReqFlags {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    pad: [u8; 22],
-}
-
-/// Sets `lo` up in the current network namespace.
-pub fn loopback_up() -> nix::Result<()> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    use std::os::fd::AsRawFd;
-    let s = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    let mut req = IfReqFlags {
-        name: [0; libc::IFNAMSIZ],
-        flags: 0,
-        pad: [0; 22],
-    };
-    if let Some(dst) = req.name.get_mut(..2) {
-        dst.copy_from_slice(b"lo");
-    }
-    // SAFETY: SIOCGIFFLAGS fills the flags of the valid, correctly sized ifreq passed.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(nix::Error::last());
-    }
-    req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads the valid ifreq passed.
-    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(nix::Error::last());
     }
     Ok(())
 }

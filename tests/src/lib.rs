@@ -19,6 +19,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod hostns;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -313,6 +315,18 @@ impl ImageSpec {
         self
     }
 
+    /// Declares an app port.
+    pub fn port(mut self, name: &str, protocol: &str, port: u32) -> Self {
+        self.app().ports.push(appc::schema::Port {
+            name: AcName::new(name).unwrap(),
+            protocol: protocol.into(),
+            port,
+            count: 1,
+            socket_activated: false,
+        });
+        self
+    }
+
     /// Sets user and group.
     pub fn user_group(mut self, user: &str, group: &str) -> Self {
         let a = self.app();
@@ -377,6 +391,8 @@ pub struct E2e {
     data: PathBuf,
     /// Time limit of one `rkt` invocation.
     timeout: Duration,
+    /// The test's "host" network namespace every `rkt` runs in (namespace tests).
+    pub host_ns: Option<hostns::HostNs>,
 }
 
 impl E2e {
@@ -414,6 +430,7 @@ impl E2e {
             tmp,
             data,
             timeout: Duration::from_secs(RUN_TIMEOUT_SECS),
+            host_ns: hostns::HostNs::create(),
         })
     }
 
@@ -449,7 +466,31 @@ impl E2e {
             tmp: scratch("rkt-kvm-"),
             data,
             timeout: Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+            host_ns: None,
         })
+    }
+
+    /// The pod network namespaces (`/var/run/netns/rkt-<uuid>`) of this test's pods.
+    pub fn pod_netns(&self) -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for state in std::fs::read_dir(self.data.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for pod in std::fs::read_dir(state.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let ns = Path::new("/var/run/netns")
+                    .join(format!("rkt-{}", pod.file_name().to_string_lossy()));
+                if ns.exists() {
+                    v.push(ns);
+                }
+            }
+        }
+        v
     }
 
     /// The `--dir` of this test's `rkt` invocations.
@@ -468,7 +509,15 @@ impl E2e {
         c.arg(format!("--dir={}", self.data.display()))
             .arg("--insecure-options=image")
             .args(args.iter().map(AsRef::as_ref));
+        if let Some(ns) = &self.host_ns {
+            ns.enter(&mut c);
+        }
         c
+    }
+
+    /// The time limit of one `rkt` invocation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// `--stage1-path=<the stage1 image>`.
@@ -645,4 +694,28 @@ pub fn stdout(o: &Output) -> String {
 /// Stderr as a string.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+impl Drop for E2e {
+    /// Namespace tests: garbage-collects the test's exited pods (the stage1 `gc` tears their
+    /// networks down), then removes any pod network namespace still left, so that a test that
+    /// does not gc leaves nothing on the machine.
+    fn drop(&mut self) {
+        if self.host_ns.is_none() {
+            return;
+        }
+        if let Ok(child) = self
+            .rkt(&["gc", "--grace-period=0s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            let _ = wait_output(child, self.timeout);
+        }
+        for ns in self.pod_netns() {
+            let _ = nix::mount::umount2(&ns, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_file(&ns);
+        }
+    }
 }

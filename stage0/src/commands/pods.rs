@@ -191,7 +191,7 @@ fn pod_rows(
                 info.state.to_string(),
                 when(info.created),
                 when(info.started),
-                String::new(),
+                info.networks_summary(),
             ]);
         } else {
             r.extend([String::new(), String::new(), String::new(), String::new()]);

@@ -1,7 +1,7 @@
 //! `rkt run`, `rkt prepare`, `rkt run-prepared`: parse the command line, then let
 //! `stage0::pod::launch` create the pod and exec stage1.
 
-use stage0::pod::args::{Mode, PodOptions, RunCommand, Stage1Ref};
+use stage0::pod::args::{Mode, RunCommand, Stage1Ref};
 use stage0::pod::launch::{Notice, PrepareOptions, PreparedPod, RunOptions};
 use stage0::pod::PodsDir;
 
@@ -121,20 +121,34 @@ fn create(
 }
 
 /// The launch options of `run` and `run-prepared` from their pod flags.
-fn run_options(pod: &PodOptions, debug: bool, insecure_paths: bool) -> RunOptions {
-    RunOptions {
+fn run_options(
+    g: &Globals,
+    cmd: &RunCommand,
+    debug: bool,
+    insecure_paths: bool,
+) -> anyhow::Result<RunOptions> {
+    let pod = &cmd.pod;
+    Ok(RunOptions {
         hostname: pod.hostname.clone().unwrap_or_default(),
         interactive: pod.interactive,
         debug,
         net: pod.net.clone(),
         insecure_paths,
-    }
+        net_plan: stage0::pod::netopts::net_plan(
+            &pod.dns,
+            cmd.globals.local_config.as_ref().unwrap_or(&g.local_config),
+            cmd.globals
+                .system_config
+                .as_ref()
+                .unwrap_or(&g.system_config),
+        )?,
+    })
 }
 
 /// Runs `rkt run`: returns only on failure (stage1 replaces this process).
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
     let (pod, cmd, debug, insecure_paths) = create(g, Mode::Run, &a.rest)?;
-    let opts = run_options(&cmd.pod, debug, insecure_paths);
+    let opts = run_options(g, &cmd, debug, insecure_paths)?;
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
 
@@ -169,6 +183,6 @@ pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
     }
     let pods = PodsDir::open(&dir)?;
     let pod = PreparedPod::open(&pods, &uuid, cmd.pod.interactive)?;
-    let opts = run_options(&cmd.pod, debug, insecure_paths);
+    let opts = run_options(g, &cmd, debug, insecure_paths)?;
     Err(pod.run(&opts, &mut notice).into())
 }

@@ -77,6 +77,10 @@ pub struct GlobalOverrides {
     pub dir: Option<PathBuf>,
     /// `--insecure-options`.
     pub insecure_options: Option<String>,
+    /// `--local-config` (network configs in its `net.d`).
+    pub local_config: Option<PathBuf>,
+    /// `--system-config`.
+    pub system_config: Option<PathBuf>,
 }
 
 /// Pod-level options.
@@ -110,7 +114,10 @@ pub struct PodOptions {
     pub no_overlay: bool,
     /// `--port NAME:[HOSTIP:]HOSTPORT`: (name, host IP, host port).
     pub ports: Vec<(String, Option<String>, u32)>,
-    /// Flags accepted for compatibility whose feature is not implemented (`--dns`, ...);
+    /// `--dns`, `--dns-search`, `--dns-opt`, `--dns-domain`, `--hosts-entry` (see
+    /// [`super::netopts`]).
+    pub dns: super::netopts::DnsFlags,
+    /// Flags accepted for compatibility whose feature is not implemented (`--ipc`, ...);
     /// reported as warnings.
     pub ignored: Vec<String>,
 }
@@ -593,6 +600,8 @@ impl RunCommand {
                     "debug" => cmd.globals.debug = on,
                     "dir" => cmd.globals.dir = Some(PathBuf::from(value)),
                     "insecure-options" => cmd.globals.insecure_options = Some(value),
+                    "local-config" => cmd.globals.local_config = Some(PathBuf::from(value)),
+                    "system-config" => cmd.globals.system_config = Some(PathBuf::from(value)),
                     _ => {}
                 },
                 Scope::Pod => {
@@ -652,9 +661,10 @@ impl RunCommand {
                         "no-store" if on => cmd.pod.pull_policy = Some("update".into()),
                         "no-overlay" => cmd.pod.no_overlay = on,
                         "port" => cmd.pod.ports.push(parse_port(&value)?),
-                        "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
-                            cmd.pod.ignored.push(format!("--{name}={value}"))
+                        "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" => {
+                            cmd.pod.dns.push(name, &value)?
                         }
+                        "ipc" => cmd.pod.ignored.push(format!("--{name}={value}")),
                         "mds-register" | "private-users" if on => {
                             cmd.pod.ignored.push(format!("--{name}"))
                         }
@@ -918,7 +928,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.pod.ports, vec![("http".to_string(), None, 8080)]);
-        assert_eq!(c.pod.ignored, vec!["--dns=8.8.8.8".to_string()]);
+        assert_eq!(c.pod.dns.dns, vec!["8.8.8.8".to_string()]);
+        assert!(c.pod.ignored.is_empty());
         let a = &c.apps[0];
         assert_eq!(a.cpu_shares, Some(512));
         assert_eq!(a.oom_score_adj, Some(10));

@@ -103,6 +103,8 @@ pub struct RunOptions {
     pub net: String,
     /// `--insecure-options=paths`: apps keep a writable `/proc/sys`, `/proc/sysrq-trigger`...
     pub insecure_paths: bool,
+    /// Network config dirs, `--dns*`, `--hosts-entry` (ports come from the pod manifest).
+    pub net_plan: pod_abi::plan::NetPlan,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with

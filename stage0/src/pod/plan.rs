@@ -6,7 +6,8 @@ use appc::schema::{PodManifest, RuntimeApp};
 use appc::types::IsolatorValue;
 use appc::ImageManifest;
 use pod_abi::plan::{
-    AppPlan, MountPlan, Plan, DEFAULT_PATH, DEFAULT_STOP_GRACE_SECS, PLAN_VERSION,
+    AppPlan, MountPlan, NetPlan, Plan, PortPlan, DEFAULT_PATH, DEFAULT_STOP_GRACE_SECS,
+    PLAN_VERSION,
 };
 
 use super::launch::RunOptions;
@@ -152,7 +153,58 @@ pub fn build_plan(
         debug: rt.debug,
         stop_grace_secs: DEFAULT_STOP_GRACE_SECS,
         apps,
+        net: NetPlan {
+            ports: port_plans(pm, images)?,
+            ..rt.net_plan.clone()
+        },
     })
+}
+
+/// The pod's `ports` (`--port`) resolved against the port each app declares under that name:
+/// protocol and port inside the pod (`podPort` when the pod manifest gives one).
+pub fn port_plans(pm: &PodManifest, images: &[ImageManifest]) -> Result<Vec<PortPlan>, PodError> {
+    let mut out = Vec::new();
+    for ep in &pm.ports {
+        let declared = pm.apps.iter().enumerate().find_map(|(i, ra)| {
+            let app = ra
+                .app
+                .as_ref()
+                .or_else(|| images.get(i).and_then(|m| m.app.as_ref()))?;
+            app.ports.iter().find(|p| p.name == ep.name).cloned()
+        });
+        let Some(p) = ep.pod_port.clone().or(declared) else {
+            return Err(PodError::Config(format!(
+                "--port: no app declares a port named {:?}",
+                ep.name.as_str()
+            )));
+        };
+        let bad = |what: &str, v: u32| {
+            PodError::Config(format!(
+                "port {}: {what} {v} out of range",
+                ep.name.as_str()
+            ))
+        };
+        let container_port = u16::try_from(p.port)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| bad("port", p.port))?;
+        let host_port = u16::try_from(ep.host_port)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| bad("host port", ep.host_port))?;
+        out.push(PortPlan {
+            name: ep.name.to_string(),
+            protocol: if p.protocol.is_empty() {
+                "tcp".into()
+            } else {
+                p.protocol.to_ascii_lowercase()
+            },
+            container_port,
+            host_port,
+            host_ip: ep.host_ip.clone().unwrap_or_default(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct PodInfo {
     pub apps: Vec<AppInfo>,
     /// The pod manifest, if readable.
     pub manifest: Option<PodManifest>,
+    /// The pod's networks (`net-info.json`), once it ran.
+    pub networks: Vec<pod_abi::netinfo::NetInfo>,
 }
 
 impl PodInfo {
@@ -78,7 +80,26 @@ impl PodInfo {
             pid: if ran { pod.pid() } else { None },
             apps,
             manifest,
+            networks: if ran {
+                pod_abi::netinfo::read(&pod.path())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// rkt's network summary: `name:ip4=IP` joined with `,` (`networks=` in `rkt status`, the
+    /// NETWORKS column of `rkt list`).
+    pub fn networks_summary(&self) -> String {
+        self.networks
+            .iter()
+            .filter(|n| !n.ip.is_empty())
+            .map(|n| format!("{}:ip4={}", n.net_name, n.ip))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The pod's exit code by [`pod_abi::status::pod_exit_code`] (once exited).
@@ -98,7 +119,7 @@ impl PodInfo {
         }
         let s = self.state;
         if matches!(s, PodState::Running) || s.is_after_run() {
-            v.push("networks=".to_string());
+            v.push(format!("networks={}", self.networks_summary()));
             v.push(format!("pid={}", self.pid.unwrap_or(-1)));
             v.push(format!("exited={}", s.is_after_run()));
         }
@@ -118,7 +139,7 @@ impl PodInfo {
         let mut o = serde_json::json!({
             "name": self.uuid,
             "state": self.state.as_str(),
-            "networks": [],
+            "networks": self.networks.iter().map(|n| n.public()).collect::<Vec<_>>(),
             "app_names": self.apps.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
             "apps": self.apps.iter().map(|a| serde_json::json!({
                 "name": a.name,
@@ -154,4 +175,47 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use pod_abi::netinfo::NetInfo;
+
+    #[test]
+    fn networks_in_rkt_formats() {
+        let net = |name: &str, ip: &str| NetInfo {
+            net_name: name.into(),
+            if_name: "eth0".into(),
+            ip: ip.into(),
+            conf: Some(serde_json::json!({"private": true})),
+            ..Default::default()
+        };
+        let info = PodInfo {
+            uuid: "u".into(),
+            state: PodState::Running,
+            created: None,
+            started: None,
+            pid: Some(7),
+            apps: vec![],
+            manifest: None,
+            networks: vec![
+                net("default", "172.16.28.2"),
+                net("pending", ""),
+                net("br", "10.1.0.2"),
+            ],
+        };
+        assert_eq!(
+            info.networks_summary(),
+            "default:ip4=172.16.28.2,br:ip4=10.1.0.2"
+        );
+        assert!(info
+            .status_lines()
+            .contains(&"networks=default:ip4=172.16.28.2,br:ip4=10.1.0.2".to_string()));
+        let j = info.to_json();
+        assert_eq!(j["networks"][0]["netName"], "default");
+        assert_eq!(j["networks"][2]["ip"], "10.1.0.2");
+        assert!(j["networks"][0].get("rktRsConf").is_none());
+    }
 }

@@ -236,6 +236,7 @@ impl Pod {
             debug: false,
             stop_grace_secs,
             apps,
+            net: Default::default(),
         };
         std::fs::write(
             s1.join("rkt/plan.json"),
@@ -322,13 +323,13 @@ impl Pod {
             .env("RKT_LOCK_FD", lock_fd.to_string());
         match tty {
             Some(t) => {
-                cmd.args(["run", "--net=default", "--interactive", &self.uuid])
+                cmd.args(["run", "--net=none", "--interactive", &self.uuid])
                     .stdin(Stdio::from(t.try_clone().unwrap()))
                     .stdout(Stdio::from(t.try_clone().unwrap()))
                     .stderr(Stdio::from(t.try_clone().unwrap()));
             }
             None => {
-                cmd.args(["run", "--net=default", &self.uuid])
+                cmd.args(["run", "--net=none", &self.uuid])
                     .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped());

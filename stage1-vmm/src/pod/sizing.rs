@@ -114,6 +114,7 @@ mod tests {
             debug: false,
             stop_grace_secs: 10,
             apps,
+            net: Default::default(),
         }
     }
 

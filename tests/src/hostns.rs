@@ -1,0 +1,101 @@
+//! A test-made "host" network namespace: every `rkt` of a namespace test runs in one, so that
+//! the pods' veths, routes and iptables rules (real CNI plugins) never touch the machine's
+//! own. Created with `ip netns add` (a bind mount under `/var/run/netns`), removed on drop.
+
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A network namespace the test owns.
+#[derive(Debug)]
+pub struct HostNs {
+    /// Its name (`ip netns` name).
+    pub name: String,
+    /// Its path.
+    pub path: PathBuf,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl HostNs {
+    /// Creates a namespace with `lo` up; `None` when `ip` is missing or fails.
+    pub fn create() -> Option<HostNs> {
+        let name = format!(
+            "rkt-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return None;
+        }
+        let ns = HostNs {
+            path: PathBuf::from("/var/run/netns").join(&name),
+            name,
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// Makes `cmd` run in this namespace (network namespace only: the mount namespace stays
+    /// the machine's, so `/var/run/netns` bind mounts of pods stay visible to later commands).
+    pub fn enter(&self, cmd: &mut Command) {
+        let path = self.path.clone();
+        // SAFETY: the closure only opens a file and calls setns between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let f = std::fs::File::open(&path)?;
+                nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+
+    /// Runs `cmd args` in the namespace.
+    pub fn exec(&self, cmd: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(cmd);
+        c.args(args);
+        self.enter(&mut c);
+        c.output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    }
+
+    /// `ip ARGS` in the namespace; panics on failure.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let o = self.exec("ip", args);
+        assert!(
+            o.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs `f` on a thread inside the namespace (sockets it creates live there).
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = self.path.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+    }
+}
+
+impl Drop for HostNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
