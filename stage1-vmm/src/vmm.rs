@@ -129,12 +129,14 @@ pub struct NetConfig {
     pub tap: Arc<OwnedFd>,
     /// The guest interface's MAC address.
     pub mac: [u8; 6],
+    /// The link's MTU (bytes), offered to the guest (`VIRTIO_NET_F_MTU`); the CNI interface's.
+    pub mtu: Option<u16>,
 }
 
 impl PartialEq for NetConfig {
     /// The same open tap (not merely an equal descriptor number) and MAC.
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.tap, &other.tap) && self.mac == other.mac
+        Arc::ptr_eq(&self.tap, &other.tap) && self.mac == other.mac && self.mtu == other.mtu
     }
 }
 
@@ -350,7 +352,11 @@ impl Vmm {
                 .tap
                 .try_clone()
                 .map_err(|e| VmmError::Io("cannot duplicate a tap descriptor", e))?;
-            vmm.add_virtio(Box::new(Net::new(tap, n.mac)))?;
+            let mut dev = Net::new(tap, n.mac);
+            if let Some(mtu) = n.mtu {
+                dev = dev.with_mtu(mtu);
+            }
+            vmm.add_virtio(Box::new(dev))?;
         }
         Ok(vmm)
     }

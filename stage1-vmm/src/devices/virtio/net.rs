@@ -45,6 +45,8 @@ pub const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
 /// Transmit queue index.
 const TX_QUEUE: usize = 1;
+/// Feature bit: the device reports the link's MTU in its configuration space (bit number).
+pub const VIRTIO_NET_F_MTU: u32 = 3;
 /// Feature bit: the device has a MAC address in its configuration space (bit number).
 pub const VIRTIO_NET_F_MAC: u32 = 5;
 /// Length of `virtio_net_hdr_v1` (with `num_buffers`), used with `VIRTIO_F_VERSION_1` (bytes).
@@ -56,9 +58,13 @@ pub const MAX_FRAME_NO_HDR: usize = 65550;
 pub const MAX_FRAME: usize = VNET_HDR_LEN + MAX_FRAME_NO_HDR;
 /// Ethernet header (bytes): a shorter frame is dropped.
 const ETH_HLEN: usize = 14;
-/// Configuration space: `mac[6]`, `status` (bytes; `status` is only meaningful with
-/// `VIRTIO_NET_F_STATUS`, which we do not offer, and reads as zero).
-const CONFIG_LEN: usize = 8;
+/// Configuration space: `mac[6]`, `status`, `max_virtqueue_pairs`, `mtu` (bytes; `status` and
+/// `max_virtqueue_pairs` need features we do not offer and read as zero).
+const CONFIG_LEN: usize = 12;
+/// Offset of `mtu` in the configuration space (bytes).
+const CONFIG_MTU: usize = 10;
+/// Smallest MTU offered (bytes): Linux refuses the feature below its 68-byte minimum.
+const MIN_MTU: u16 = 68;
 /// Epoll token of the tap.
 const TOKEN_TAP: u64 = FIRST_DEVICE_TOKEN;
 
@@ -79,6 +85,7 @@ pub struct NetCounters {
 pub struct Net {
     tap: Arc<File>,
     config: [u8; CONFIG_LEN],
+    features: u64,
     counters: Arc<NetCounters>,
     worker: Option<WorkerHandle>,
     log_limit: LogLimiter,
@@ -95,10 +102,29 @@ impl Net {
         Net {
             tap: Arc::new(File::from(tap)),
             config,
+            features: 1u64 << VIRTIO_NET_F_MAC,
             counters: Arc::new(NetCounters::default()),
             worker: None,
             log_limit: LogLimiter::default(),
         }
+    }
+
+    /// Also offers the link's MTU (`VIRTIO_NET_F_MTU`, bytes; the CNI interface's): Linux then
+    /// sizes its receive buffers for it (above 1500 it posts big buffers) and caps the
+    /// interface's MTU there. Values below 68 are ignored.
+    pub fn with_mtu(mut self, mtu: u16) -> Net {
+        if mtu >= MIN_MTU {
+            for (d, s) in self
+                .config
+                .iter_mut()
+                .skip(CONFIG_MTU)
+                .zip(mtu.to_le_bytes())
+            {
+                *d = s;
+            }
+            self.features |= 1u64 << VIRTIO_NET_F_MTU;
+        }
+        self
     }
 
     /// The device's frame counters (shared with its worker).
@@ -117,7 +143,7 @@ impl VirtioDevice for Net {
     }
 
     fn features(&self) -> u64 {
-        1u64 << VIRTIO_NET_F_MAC
+        self.features
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -545,6 +571,17 @@ mod tests {
         assert_eq!(got, MAC);
         assert_eq!(net.features(), 1 << VIRTIO_NET_F_MAC, "no offloads");
         assert_eq!(net.device_type(), 1);
+        let net = net.with_mtu(9000);
+        assert_eq!(
+            net.features(),
+            (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_MTU)
+        );
+        let mut mtu = [0u8; 2];
+        net.read_config(10, &mut mtu);
+        assert_eq!(u16::from_le_bytes(mtu), 9000);
+        let (dev_end, _other) = UnixDatagram::pair().unwrap();
+        let tiny = Net::new(OwnedFd::from(dev_end), MAC).with_mtu(20);
+        assert_eq!(tiny.features(), 1 << VIRTIO_NET_F_MAC);
     }
 
     #[test]
