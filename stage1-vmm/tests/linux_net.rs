@@ -1,5 +1,5 @@
 //! Guest-Linux networking, end to end at the VMM level: in a test-made "host" namespace and a
-//! "pod" namespace joined by a veth pair (what CNI's ptp plugin makes), `stage1_vmm::net::attach`
+//! "pod" namespace joined by a veth pair (made by hand, and by the real CNI `ptp` plugin), `stage1_vmm::net::attach`
 //! puts a tap in the pod namespace and redirects it to and from `eth0` with tc; a VM with that
 //! tap as its virtio-net card (`VmConfig.net`, the CNI interface's MAC) boots the project's kernel
 //! with a busybox initramfs. The guest brings `lo` up and shows 127.0.0.1 answering, configures
@@ -162,6 +162,19 @@ impl Drop for Netns {
     }
 }
 
+/// `confine::init` once per process (its filters and report descriptor are process-wide);
+/// returns the report directory. Kept: a confined thread may not list a directory to remove it.
+fn confine_once() -> PathBuf {
+    static REPORT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    REPORT
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("report dir").keep();
+            stage1_vmm::confine::init(&dir).expect("confine");
+            dir
+        })
+        .clone()
+}
+
 fn wait_for(buf: &SharedBuf, what: &str, deadline: Instant) -> bool {
     while Instant::now() < deadline {
         if buf.text().contains(what) {
@@ -172,18 +185,27 @@ fn wait_for(buf: &SharedBuf, what: &str, deadline: Instant) -> bool {
     false
 }
 
-#[test]
-fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
-    let name = "guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects";
+/// Whether this test can run here (marks it as a guest test; prints SKIP otherwise).
+fn can_run(name: &str) -> bool {
     if !linux_kvm_or_skip(name) {
-        return;
+        return false;
     }
     // SAFETY: geteuid takes no arguments.
     if unsafe { libc::geteuid() } != 0 || !Path::new(BUSYBOX).exists() {
         eprintln!("SKIP: {name}: needs root and {BUSYBOX}");
+        return false;
+    }
+    true
+}
+
+/// A veth pair made by hand, as CNI's ptp plugin would: `vh0` 10.99.0.1/24 in the host
+/// namespace, `eth0` 10.99.0.2/24 with a default route in the pod one, both MTU 1400.
+#[test]
+fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
+    let name = "guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects";
+    if !can_run(name) {
         return;
     }
-    let kernel = test_kernel();
     let host = Netns::new();
     let pod = Netns::new();
     host.must(&format!(
@@ -195,18 +217,93 @@ fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
         "ip addr add {POD_IP}/24 dev eth0 && ip link set eth0 mtu 1400 up && \
          ip route add default via {HOST_IP}"
     ));
+    talk(&host, &pod, HOST_IP, 1400);
+}
 
+/// The real CNI `ptp` plugin (with host-local IPAM and IP masquerade, rkt's default network)
+/// makes the pod's interface; its ADD result's address and gateway are what the guest uses.
+#[test]
+fn guest_on_a_cni_ptp_network_talks_to_the_host_namespace() {
+    let name = "guest_on_a_cni_ptp_network_talks_to_the_host_namespace";
+    if !can_run(name) {
+        return;
+    }
+    let plugins = Path::new("/usr/lib/cni");
+    if !plugins.join("ptp").exists() || !plugins.join("host-local").exists() {
+        eprintln!("SKIP: {name}: no CNI ptp/host-local plugins in /usr/lib/cni");
+        return;
+    }
+    let host = Netns::new();
+    let pod = Netns::new();
+    host.must("ip link set lo up");
+    let ipam = tempfile::tempdir().expect("ipam dir");
+    let conf = format!(
+        r#"{{"cniVersion":"0.4.0","name":"rkt-vnet-test","type":"ptp","ipMasq":true,"mtu":1400,
+            "ipam":{{"type":"host-local","subnet":"10.98.0.0/24","dataDir":"{}",
+                     "routes":[{{"dst":"0.0.0.0/0"}}]}}}}"#,
+        ipam.path().display()
+    );
+    let cni = |cmd: &str| {
+        let mut c = Command::new("nsenter")
+            .arg(format!("--net={}", host.path().display()))
+            .arg(plugins.join("ptp"))
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", "rkt-vnet-test")
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", plugins)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ptp");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.as_bytes())
+            .expect("conf");
+        let out = c.wait_with_output().expect("ptp");
+        assert!(
+            out.status.success(),
+            "ptp {cmd}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cni("ADD");
+    // host-local hands out .2 first; the gateway is the host side, .1.
+    talk(&host, &pod, "10.98.0.1", 1400);
+    cni("DEL");
+}
+
+/// Attaches a tap to the pod namespace's `eth0`, boots the guest with it and checks the traffic
+/// both ways with `host_ip` in the host namespace (see the module docs).
+fn talk(host: &Netns, pod: &Netns, host_ip: &'static str, mtu: u32) {
+    let kernel = test_kernel();
     let attached = stage1_vmm::net::attach(&pod.path(), "eth0", "tap0").expect("attach");
     let mac = attached.interface.mac;
-    assert_eq!(
-        attached.interface.addresses.first().map(|a| a.to_string()),
-        Some(format!("{POD_IP}/24"))
+    let pod_cidr = attached
+        .interface
+        .addresses
+        .first()
+        .map(|a| a.to_string())
+        .expect("the pod interface has an address");
+    let pod_ip = pod_cidr.split('/').next().unwrap_or_default().to_string();
+    assert_eq!(attached.interface.mtu, Some(mtu));
+    assert!(
+        attached
+            .routes
+            .iter()
+            .any(|r| r.dst.prefix == 0
+                && r.gateway.map(|g| g.to_string()).as_deref() == Some(host_ip)),
+        "default route via {host_ip} in {:?}",
+        attached.routes
     );
 
     // The host namespace's TCP server (one connection) and, once the guest is ready, its
     // client and ping.
-    let server = host.on_thread(|| {
-        let l = TcpListener::bind((HOST_IP, 7778)).expect("bind in the host namespace");
+    let server = host.on_thread(move || {
+        let l = TcpListener::bind((host_ip, 7778)).expect("bind in the host namespace");
         let (mut s, peer) = l.accept().expect("accept");
         s.write_all(b"hello-from-host\n").expect("write");
         peer
@@ -218,7 +315,7 @@ fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
     cfg.initramfs = Some(initrd);
     cfg.mem_mib = 256;
     cfg.timeout = Some(Duration::from_secs(240));
-    cfg.cmdline = format!("rkt_mac={mac} rkt_addr={POD_IP}/24 rkt_gw={HOST_IP}");
+    cfg.cmdline = format!("rkt_mac={mac} rkt_addr={pod_cidr} rkt_gw={host_ip}");
     cfg.net = vec![NetConfig {
         tap: Arc::new(attached.tap),
         mac: mac.0,
@@ -232,11 +329,11 @@ fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
     // no worker or vCPU filter allows (pods run release builds); see the module docs.
     let confined = !cfg!(debug_assertions);
     let vm = std::thread::spawn(move || {
-        // Kept: once confined, this thread may not list a directory to remove it.
-        let report = tempfile::tempdir().expect("report dir").keep();
-        if confined {
-            stage1_vmm::confine::init(&report).expect("confine");
-        }
+        let report = if confined {
+            confine_once()
+        } else {
+            tempfile::tempdir().expect("report dir").keep()
+        };
         let vmm = Vmm::new(
             &cfg,
             SerialBackend {
@@ -254,10 +351,11 @@ fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
     let ready = wait_for(&console, "GUEST-READY", deadline);
     let text = console.text();
     assert!(ready, "the guest never got ready; console:\n{text}");
-    let ping = host.sh(&format!("{BUSYBOX} ping -c 1 -W 10 {POD_IP}"));
+    let ping = host.sh(&format!("{BUSYBOX} ping -c 1 -W 10 {pod_ip}"));
+    let guest_ip: Ipv4Addr = pod_ip.parse().expect("ip");
     let fetched = host
-        .on_thread(|| {
-            let addr = SocketAddr::from((POD_IP.parse::<Ipv4Addr>().expect("ip"), 7777));
+        .on_thread(move || {
+            let addr = SocketAddr::from((guest_ip, 7777));
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(20))?;
             s.set_read_timeout(Some(Duration::from_secs(20)))?;
             let mut got = String::new();
@@ -288,7 +386,7 @@ fn guest_and_host_namespace_talk_over_virtio_net_and_tc_redirects() {
     );
     assert_eq!(
         peer.ip().to_string(),
-        POD_IP,
+        pod_ip,
         "the host saw the guest's address"
     );
     assert!(
