@@ -136,6 +136,8 @@ pub struct Link {
     pub name: String,
     /// Hardware address, if it is an Ethernet one.
     pub mac: Option<MacAddr>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
 }
 
 /// A request under construction: header, fixed part, attributes (4-byte aligned).
@@ -345,10 +347,12 @@ impl Netlink {
                     }
                     RTM_NEWLINK => {
                         let index = u32_at(payload, 4).map(|i| i as i32).unwrap_or(0);
+                        let flags = u32_at(payload, 8).unwrap_or(0);
                         let mut link = Link {
                             index,
                             name: String::new(),
                             mac: None,
+                            up: flags & IFF_UP != 0,
                         };
                         for (aty, data) in attrs(payload, 16) {
                             match aty {
@@ -382,14 +386,18 @@ impl Netlink {
         self.request(m)
     }
 
-    /// Brings `lo` up (its kernel-made 127.0.0.1/8 and ::1 then work).
+    /// Brings `lo` up (its kernel-made 127.0.0.1/8 and ::1 then work); nothing when it is up
+    /// already (stage1-ns brought it up, or `--net=host`), so no privilege is needed then.
     pub fn loopback_up(&mut self) -> io::Result<()> {
-        // SAFETY: if_nametoindex reads a NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        if index == 0 {
-            return Err(io::Error::last_os_error());
+        let links = self.links()?;
+        let lo = links
+            .iter()
+            .find(|l| l.name == "lo")
+            .ok_or_else(|| io::Error::other("no interface lo"))?;
+        if lo.up {
+            return Ok(());
         }
-        self.link_up(index as i32, None)
+        self.link_up(lo.index, None)
     }
 
     /// Adds `addr/prefix` to interface `index` (replacing an equal one).

@@ -86,6 +86,9 @@ fn configures_loopback_interfaces_and_routes_in_a_fresh_namespace() {
         )
         .unwrap();
         let mut nl = Netlink::open().unwrap();
+        assert!(nl.links().unwrap().iter().any(|l| l.name == "lo" && !l.up));
+        nl.loopback_up().unwrap();
+        assert!(nl.links().unwrap().iter().any(|l| l.name == "lo" && l.up));
         nl.loopback_up().unwrap();
         let errors = configure(&mut nl, &cfg);
         assert!(errors.is_empty(), "{errors:?}");
