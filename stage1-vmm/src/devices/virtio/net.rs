@@ -745,6 +745,69 @@ mod tests {
         wait_for("needs reset (avail)", || t.needs_reset());
     }
 
+    /// Random descriptor tables, heads and avail indices on both queues, with frames waiting:
+    /// the device serves, drops or needs a reset, and never panics (which would abort this test
+    /// binary) or stalls the caller.
+    #[test]
+    fn random_chains_never_panic() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..200 {
+            let (mem, mut t, q, peer, _) = device();
+            peer.set_nonblocking(true).unwrap();
+            let mut m = vec![0u8; VNET_HDR_LEN];
+            m.extend_from_slice(&frame(64 + (round % 1400), round as u8));
+            let _ = peer.send(&m);
+            for (qi, gq) in q.iter().enumerate() {
+                let n = rnd() % 8 + 1;
+                for i in 0..n as u16 {
+                    let r = rnd();
+                    let addr = match r % 4 {
+                        0 => DATA_BASE + (r >> 8) % 0x10_0000,
+                        1 => (MEM_SIZE as u64).wrapping_sub((r >> 8) % 64),
+                        2 => r >> 4,
+                        _ => DATA_BASE,
+                    };
+                    let len = match (r >> 2) % 4 {
+                        0 => (r >> 16) as u32 % 2048,
+                        1 => u32::MAX - (r >> 40) as u32 % 16,
+                        2 => 70_000,
+                        _ => 12,
+                    };
+                    let flags = (r >> 24) as u16 & (F_NEXT | F_WRITE | F_INDIRECT);
+                    let next = (r >> 32) as u16 % (QUEUE_SIZE + 4);
+                    gq.write_desc(&mem, i, addr, len, flags, next);
+                }
+                let k = rnd() % 4 + 1;
+                for j in 0..k {
+                    let slot = GuestAddress(gq.avail + 4 + 2 * j);
+                    mem.write_obj((rnd() % 10) as u16, slot).unwrap();
+                }
+                let idx = if rnd() % 5 == 0 {
+                    rnd() as u16
+                } else {
+                    k as u16
+                };
+                gq.set_avail_idx(&mem, idx);
+                notify(&mut t, qi as u32);
+            }
+            // Either the queues drain or the device gives up; both within the deadline.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !t.needs_reset() && Instant::now() < deadline {
+                let used: u16 = mem.read_obj(GuestAddress(q[1].used + 2)).unwrap();
+                if used != 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     #[test]
     fn a_flood_of_frames_is_served_in_bounded_batches() {
         let (mem, mut t, mut q, peer, counters) = device();
