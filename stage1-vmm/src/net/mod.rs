@@ -35,7 +35,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pod_abi::guestnet::{GuestInterface, GuestRoute, IpCidr, MacAddr};
+use pod_abi::guestnet::{GuestInterface, GuestNetConfig, GuestRoute, IpCidr, MacAddr};
 
 pub use tap::{open_tap_in, TapInfo};
 
@@ -102,6 +102,34 @@ pub struct Attached {
     pub interface: GuestInterface,
     /// The CNI interface's routes (main table), on-link ones first.
     pub routes: Vec<GuestRoute>,
+}
+
+/// What guest-init configures for these attached interfaces (`rkt/net.json`, see
+/// [`pod_abi::guestnet`]): every interface, then every interface's on-link routes, then the
+/// routes through gateways (so a gateway is reachable before a route names it), duplicates
+/// dropped.
+pub fn guest_config<'a>(attached: impl IntoIterator<Item = &'a Attached>) -> GuestNetConfig {
+    let mut cfg = GuestNetConfig::default();
+    let mut via = Vec::new();
+    for a in attached {
+        cfg.interfaces.push(a.interface.clone());
+        for r in &a.routes {
+            let list = if r.gateway.is_some() {
+                &mut via
+            } else {
+                &mut cfg.routes
+            };
+            if !list.contains(r) {
+                list.push(r.clone());
+            }
+        }
+    }
+    for r in via {
+        if !cfg.routes.contains(&r) {
+            cfg.routes.push(r);
+        }
+    }
+    cfg
 }
 
 fn check_name(name: &str) -> Result<(), NetError> {

@@ -207,7 +207,7 @@ fn attach_joins_a_tap_to_the_cni_interface_both_ways() {
     p.host.sh(&format!(
         "ip neigh replace 10.99.0.2 lladdr {eth0_mac} dev vh0"
     ));
-    let mut tap = File::from(a.tap);
+    let mut tap = File::from(a.tap.try_clone().unwrap());
     let mut msg = vec![0u8; crate::devices::virtio::net::VNET_HDR_LEN];
     msg.extend(icmp_echo(eth0_mac.0, p.host_mac(), POD_IP, HOST_IP, 0x5151));
     tap.write_all(&msg).unwrap();
@@ -224,6 +224,11 @@ fn attach_joins_a_tap_to_the_cni_interface_both_ways() {
             Err(e) => panic!("{e}"),
         }
     }
+
+    let cfg = guest_config([&a]);
+    assert_eq!(cfg.interfaces, vec![a.interface.clone()]);
+    assert_eq!(cfg.routes, a.routes);
+    assert!(cfg.to_json().is_ok());
 
     detach(&p.pod.path(), "eth0").unwrap();
     assert!(!p.pod.sh("tc qdisc show dev eth0").contains("ingress"));
@@ -323,4 +328,47 @@ fn a_virtio_net_device_over_the_tap_pings_the_host_namespace() {
     assert!(!t.needs_reset());
     drop(t);
     detach(&p.pod.path(), "eth0").unwrap();
+}
+
+#[test]
+fn guest_config_puts_on_link_routes_first_across_interfaces() {
+    let route = |dst: &str, gw: Option<&str>, mac: MacAddr| GuestRoute {
+        dst: dst.parse().unwrap(),
+        gateway: gw.map(|g| g.parse().unwrap()),
+        mac: Some(mac),
+    };
+    let att = |mac: [u8; 6], addr: &str, routes: Vec<GuestRoute>| Attached {
+        tap: File::open("/dev/null").unwrap().into(),
+        interface: GuestInterface {
+            mac: MacAddr(mac),
+            addresses: vec![addr.parse().unwrap()],
+            mtu: Some(1500),
+        },
+        routes,
+    };
+    let (m1, m2) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+    let a = att(
+        m1.0,
+        "10.1.0.2/24",
+        vec![
+            route("10.1.0.1/32", None, m1),
+            route("0.0.0.0/0", Some("10.1.0.1"), m1),
+        ],
+    );
+    let b = att(
+        m2.0,
+        "10.2.0.2/24",
+        vec![
+            route("10.2.0.1/32", None, m2),
+            route("10.20.0.0/16", Some("10.2.0.1"), m2),
+        ],
+    );
+    let cfg = guest_config([&a, &b]);
+    assert_eq!(cfg.interfaces.len(), 2);
+    let dsts: Vec<String> = cfg.routes.iter().map(|r| r.dst.to_string()).collect();
+    assert_eq!(
+        dsts,
+        ["10.1.0.1/32", "10.2.0.1/32", "0.0.0.0/0", "10.20.0.0/16"]
+    );
+    cfg.validate().unwrap();
 }
