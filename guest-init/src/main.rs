@@ -15,6 +15,7 @@ mod launch;
 mod log;
 mod machine;
 mod mounts;
+mod net;
 mod status;
 mod supervisor;
 mod sys;
@@ -72,6 +73,7 @@ fn run(args: &InitArgs, start: Option<std::os::fd::OwnedFd>) -> Result<i32, Stri
         Flavor::Kvm => kvm_setup(args.control_path()),
         Flavor::Ns => ns_setup(start),
     }?;
+    net::setup(args.flavor);
     let plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
     if plan.debug {
         log::set_debug(true);

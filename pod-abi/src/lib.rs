@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod exit;
+pub mod guestnet;
 pub mod init;
 pub mod netinfo;
 pub mod paths;

@@ -29,6 +29,9 @@ pub const ERRORS_DIR_IN_STAGE1: &str = "rkt/errors";
 pub const PLAN_IN_STAGE1: &str = "rkt/plan.json";
 /// guest-init's own failure reason (one line) relative to the stage1 root: `rkt/failure`.
 pub const GUEST_FAILURE_IN_STAGE1: &str = "rkt/failure";
+/// A KVM guest's network (`crate::guestnet`), written by the host before boot, relative to the
+/// stage1 root: `rkt/net.json`.
+pub const NET_IN_STAGE1: &str = "rkt/net.json";
 
 /// guest-init's view (its root is the stage1 root) of the contract directory `rkt`.
 pub const GUEST_RKT_DIR: &str = "/rkt";
@@ -40,6 +43,8 @@ pub const GUEST_ERRORS_DIR: &str = "/rkt/errors";
 pub const GUEST_PLAN: &str = "/rkt/plan.json";
 /// guest-init's view of [`GUEST_FAILURE_IN_STAGE1`].
 pub const GUEST_FAILURE: &str = "/rkt/failure";
+/// guest-init's view of [`NET_IN_STAGE1`].
+pub const GUEST_NET: &str = "/rkt/net.json";
 /// guest-init's path as PID 1 sees it (argv\[0\] of the pod's init).
 pub const GUEST_INIT_PATH: &str = "/init";
 /// Where guest-init lives in every stage1 image's rootfs.
@@ -211,6 +216,7 @@ mod tests {
             (GUEST_ERRORS_DIR, ERRORS_DIR_IN_STAGE1),
             (GUEST_PLAN, PLAN_IN_STAGE1),
             (GUEST_FAILURE, GUEST_FAILURE_IN_STAGE1),
+            (GUEST_NET, NET_IN_STAGE1),
         ] {
             assert_eq!(guest, format!("/{host}"));
             assert!(Path::new(guest).starts_with(GUEST_RKT_DIR));

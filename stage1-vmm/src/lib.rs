@@ -19,6 +19,7 @@ pub mod devices;
 pub mod exit;
 pub mod kvm;
 pub mod memory;
+pub mod net;
 pub mod pod;
 pub mod pvm;
 pub mod threads;
@@ -26,4 +27,4 @@ pub mod vcpu;
 pub mod vmm;
 
 pub use device_manager::{MmioSlot, SerialBackend};
-pub use vmm::{RunReport, VmConfig, VmOutcome, Vmm, VmmError};
+pub use vmm::{NetConfig, RunReport, VmConfig, VmOutcome, Vmm, VmmError};

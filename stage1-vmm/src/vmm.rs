@@ -14,7 +14,7 @@
 //! (what decides that the VM ended).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ use crate::boot::{self, e820, mptable, BootError};
 use crate::device_manager::{
     ConsoleStats, DeviceError, DeviceManager, MmioSlot, SerialBackend, VirtioMmio,
 };
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::VcpuAction;
 use crate::kvm::{open_kvm, KvmError};
@@ -115,7 +116,31 @@ pub struct VmConfig {
     /// The guest is a real Linux: refuse a PVM host (see [`crate::pvm`]). Tiny hand-made test
     /// guests set this to `false`.
     pub linux_guest: bool,
+    /// One virtio-net device per entry, added by [`Vmm::new`] before any other virtio device
+    /// (the guest finds its interfaces by MAC, so their order does not matter).
+    pub net: Vec<NetConfig>,
 }
+
+/// One network card: an open tap (see [`crate::net::attach`]) and the guest interface's MAC.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// The tap: `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, 12-byte vnet header, non-blocking.
+    /// Shared so that the config stays plain data; the device gets its own duplicate.
+    pub tap: Arc<OwnedFd>,
+    /// The guest interface's MAC address.
+    pub mac: [u8; 6],
+    /// The link's MTU (bytes), offered to the guest (`VIRTIO_NET_F_MTU`); the CNI interface's.
+    pub mtu: Option<u16>,
+}
+
+impl PartialEq for NetConfig {
+    /// The same open tap (not merely an equal descriptor number) and MAC.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.tap, &other.tap) && self.mac == other.mac && self.mtu == other.mtu
+    }
+}
+
+impl Eq for NetConfig {}
 
 impl VmConfig {
     /// A config for `kernel` with defaults: 512 MiB, 1 vCPU, default command line, no timeout.
@@ -129,6 +154,7 @@ impl VmConfig {
             cpus: 1,
             timeout: None,
             linux_guest: true,
+            net: Vec::new(),
         }
     }
 }
@@ -314,13 +340,25 @@ impl Vmm {
             timeout: cfg.timeout,
         };
         let devices = DeviceManager::new(&machine.vm, console, &watch.wake, &watch.panic_line)?;
-        Ok(Vmm {
+        let mut vmm = Vmm {
             machine,
             boot,
             devices,
             watch,
             created,
-        })
+        };
+        for n in &cfg.net {
+            let tap = n
+                .tap
+                .try_clone()
+                .map_err(|e| VmmError::Io("cannot duplicate a tap descriptor", e))?;
+            let mut dev = Net::new(tap, n.mac);
+            if let Some(mtu) = n.mtu {
+                dev = dev.with_mtu(mtu);
+            }
+            vmm.add_virtio(Box::new(dev))?;
+        }
+        Ok(vmm)
     }
 
     /// Guest memory (for building devices).

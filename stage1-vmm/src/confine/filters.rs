@@ -170,6 +170,14 @@ pub const BLOCK_IO: Group = Group {
     ],
 };
 
+/// The virtio-net worker: one `read` per received frame and one `write` per transmitted frame
+/// on its tap (`read` is in [`EVENT_LOOP`], `write` in [`RUNTIME`]); the vectored forms for
+/// scatter-gather I/O. Nothing else: no sockets, no ioctls (the tap is configured before).
+pub const NET_IO: Group = Group {
+    name: "net-io",
+    calls: &[sys!(SYS_readv), sys!(SYS_writev)],
+};
+
 /// The virtio-fs worker: the passthrough file system (fuse-backend-rs `PassthroughFs`), its
 /// per-request credential switch and `CAP_FSETID` juggling.
 pub const PASSTHROUGH_FS: Group = Group {
@@ -276,6 +284,8 @@ pub enum Profile {
     ConsoleWorker,
     /// `ThreadKind::DeviceWorker(TYPE_BLOCK)`.
     BlockWorker,
+    /// `ThreadKind::DeviceWorker(TYPE_NET)`.
+    NetWorker,
     /// `ThreadKind::Console`.
     Console,
     /// `ThreadKind::Signals`.
@@ -288,11 +298,12 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, in `repr` order.
-    pub const ALL: [Profile; 8] = [
+    pub const ALL: [Profile; 9] = [
         Profile::Vcpu,
         Profile::FsWorker,
         Profile::ConsoleWorker,
         Profile::BlockWorker,
+        Profile::NetWorker,
         Profile::Console,
         Profile::Signals,
         Profile::Stdin,
@@ -306,6 +317,7 @@ impl Profile {
             Profile::FsWorker => "virtio-fs worker",
             Profile::ConsoleWorker => "virtio-console worker",
             Profile::BlockWorker => "virtio-blk worker",
+            Profile::NetWorker => "virtio-net worker",
             Profile::Console => "console writer",
             Profile::Signals => "signals",
             Profile::Stdin => "stdin",
@@ -320,6 +332,7 @@ impl Profile {
             Profile::FsWorker => &[&RUNTIME, &EVENT_LOOP, &PASSTHROUGH_FS],
             Profile::ConsoleWorker => &[&RUNTIME, &EVENT_LOOP, &CONSOLE_IO],
             Profile::BlockWorker => &[&RUNTIME, &EVENT_LOOP, &BLOCK_IO],
+            Profile::NetWorker => &[&RUNTIME, &EVENT_LOOP, &NET_IO],
             Profile::Console => &[&RUNTIME, &WRITER],
             Profile::Signals => &[&RUNTIME, &SIGNAL_WAIT, &TERMINAL],
             Profile::Stdin => &[&RUNTIME, &STDIN_COPY, &TERMINAL],
@@ -346,12 +359,13 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
         .map(Call::short_name)
 }
 
-const ALL_GROUPS: [&Group; 11] = [
+const ALL_GROUPS: [&Group; 12] = [
     &RUNTIME,
     &VCPU,
     &EVENT_LOOP,
     &CONSOLE_IO,
     &BLOCK_IO,
+    &NET_IO,
     &PASSTHROUGH_FS,
     &WRITER,
     &TERMINAL,

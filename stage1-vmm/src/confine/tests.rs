@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use super::*;
-use crate::devices::virtio::{TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS};
+use crate::devices::virtio::{TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET};
 
 /// Names the case the child runs.
 const CASE_ENV: &str = "RKT_VMM_TEST_SECCOMP_CASE";
@@ -74,7 +74,7 @@ impl Forbidden {
 }
 
 /// The cases: (name, thread kind or `None` for the main thread, forbidden call).
-const CASES: [(&str, Option<ThreadKind>, Forbidden); 8] = [
+const CASES: [(&str, Option<ThreadKind>, Forbidden); 9] = [
     ("vcpu", Some(ThreadKind::Vcpu), Forbidden::Ioctl),
     (
         "fs",
@@ -90,6 +90,11 @@ const CASES: [(&str, Option<ThreadKind>, Forbidden); 8] = [
         "blk",
         Some(ThreadKind::DeviceWorker(TYPE_BLOCK)),
         Forbidden::OpenByName,
+    ),
+    (
+        "net",
+        Some(ThreadKind::DeviceWorker(TYPE_NET)),
+        Forbidden::Socket,
     ),
     ("console", Some(ThreadKind::Console), Forbidden::OpenByName),
     ("signals", Some(ThreadKind::Signals), Forbidden::Socket),
@@ -197,6 +202,11 @@ fn the_virtio_console_worker_dies_on_open_by_name() {
 #[test]
 fn the_virtio_blk_worker_dies_on_open_by_name() {
     expect_killed("blk");
+}
+
+#[test]
+fn the_virtio_net_worker_dies_on_socket() {
+    expect_killed("net");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 #[path = "cpio.rs"]
-mod cpio;
+pub mod cpio;
 use cpio::entry;
 
 /// The static test init, built by build.rs (empty if that failed).

@@ -8,7 +8,7 @@
 //!   activate/reset). Devices run their queues on their own worker thread (see `worker`), never on
 //!   the vCPU thread.
 //! - [`fs`]: virtio-fs over fuse-backend-rs (in process); [`console`]: a single-port console;
-//!   [`blk`]: a read-only raw-image block device.
+//!   [`blk`]: a read-only raw-image block device; [`net`]: a network card over a tap.
 //!
 //! Guest input is hostile: a corrupt queue (bad avail index, malformed or looping descriptor
 //! chain, buffers outside guest memory) puts the device into `DEVICE_NEEDS_RESET` and raises a
@@ -33,6 +33,7 @@ pub mod fuzzing;
 #[cfg(test)]
 mod linux_tests;
 pub mod mmio;
+pub mod net;
 mod queue;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -50,6 +51,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMem;
 
+/// virtio device ID of a network card (virtio 1.2, 5.1).
+pub const TYPE_NET: u32 = 1;
 /// virtio device ID of a console (virtio 1.2, 5.3).
 pub const TYPE_CONSOLE: u32 = 3;
 /// virtio device ID of a block device (virtio 1.2, 5.2).
