@@ -3,7 +3,8 @@
 # Idempotent and quiet when everything is present. Needs root (apt-get).
 set -euo pipefail
 pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun gcc make
-      iproute2 procps kmod busybox-static python3 libc6-dev)
+      iproute2 procps kmod busybox-static python3 libc6-dev
+      golang-go golang-github-appc-spec-dev)   # the last two: appc's ACE validator (ci/ace.sh)
 [ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -37,9 +37,15 @@ impl Client {
         UnixStream::connect(&self.socket).is_ok()
     }
 
-    /// Registers pod `uuid` with `token` and its pod manifest (JSON).
-    pub fn register_pod(&self, uuid: &str, token: &str, manifest: &[u8]) -> Result<(), MdsError> {
-        self.request("PUT", &format!("/pods/{uuid}?token={token}"), manifest)
+    /// Registers pod `uuid` with `token` and its pod manifest (JSON); returns the service's
+    /// public port.
+    pub fn register_pod(&self, uuid: &str, token: &str, manifest: &[u8]) -> Result<u16, MdsError> {
+        let what = "PUT /pods".to_string();
+        let body = self.request("PUT", &format!("/pods/{uuid}?token={token}"), manifest)?;
+        String::from_utf8_lossy(&body)
+            .trim()
+            .parse()
+            .map_err(|_| MdsError::BadAnswer(what))
     }
 
     /// Registers the image manifest (JSON) of app `app` of pod `uuid`.
@@ -50,18 +56,20 @@ impl Client {
         image_manifest: &[u8],
     ) -> Result<(), MdsError> {
         self.request("PUT", &format!("/pods/{uuid}/{app}"), image_manifest)
+            .map(drop)
     }
 
     /// Unregisters pod `uuid`; `Ok(false)` when it was not registered.
     pub fn unregister_pod(&self, uuid: &str) -> Result<bool, MdsError> {
         match self.request("DELETE", &format!("/pods/{uuid}"), b"") {
-            Ok(()) => Ok(true),
+            Ok(_) => Ok(true),
             Err(MdsError::Refused { status: 404, .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<(), MdsError> {
+    /// One request; the answer's body on a 2xx status.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, MdsError> {
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let io = |source| MdsError::Io {
             what: format!("{what} on {}", self.socket.display()),
@@ -86,7 +94,7 @@ impl Client {
         };
         let status = resp.code.ok_or_else(|| MdsError::BadAnswer(what.clone()))?;
         if (200..300).contains(&status) {
-            return Ok(());
+            return Ok(answer[body_at..].to_vec());
         }
         let message = String::from_utf8_lossy(&answer[body_at..])
             .trim()

@@ -104,6 +104,10 @@ pub fn registration(reg: &Registry, req: &Request) -> Response {
         _ => return Response::text(404, "not found"),
     };
     match res {
+        // Registering a pod answers with the public port, for its AC_METADATA_URL.
+        Ok(()) if req.method == "PUT" && segs.len() == 2 => {
+            Response::text(200, reg.public_port().to_string())
+        }
         Ok(()) => Response::text(200, "OK"),
         Err(e) => e.into(),
     }

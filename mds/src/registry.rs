@@ -109,12 +109,26 @@ struct Inner {
 }
 
 /// The registry, shared by the public and the registration server threads.
-#[derive(Default)]
 pub struct Registry {
     inner: RwLock<Inner>,
+    public_port: u16,
 }
 
 impl Registry {
+    /// An empty registry of a service whose public side listens on `public_port` (told to
+    /// registering clients, which put it in the pod's `AC_METADATA_URL`).
+    pub fn new(public_port: u16) -> Self {
+        Registry {
+            inner: RwLock::default(),
+            public_port,
+        }
+    }
+
+    /// The public side's port.
+    pub fn public_port(&self) -> u16 {
+        self.public_port
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -47,6 +47,8 @@ enum Command {
     Gc(commands::pods::GcArgs),
     /// Enter the namespaces of an app within a pod.
     Enter(commands::pods::EnterArgs),
+    /// Run the metadata service (AC_METADATA_URL for pods run with --mds-register).
+    MetadataService(commands::metadata_service::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -81,6 +83,7 @@ pub fn main() -> i32 {
         Command::Rm(a) => commands::pods::rm(g, a),
         Command::Gc(a) => commands::pods::gc(g, a),
         Command::Enter(a) => commands::pods::enter(g, a),
+        Command::MetadataService(a) => commands::metadata_service::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

@@ -95,6 +95,9 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     let mut init = InitArgs::new(Flavor::Ns);
     init.debug = args.debug || plan.debug;
     init.start_fd = Some(go_rd.as_raw_fd());
+    // Pod networks do not reach the host in this flavor yet: only --net=host reaches the service.
+    let mds_host = (!private_net).then_some(stage1_common::metadata::HOST_NET_ADDRESS);
+    init.metadata_url = stage1_common::metadata::url(args, mds_host)?;
     let init_argv: Vec<CString> = std::iter::once(GUEST_INIT_PATH.to_string())
         .chain(init.to_args())
         .map(CString::new)

@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod image;
+pub mod metadata_service;
 pub mod pods;
 pub mod run;
 pub mod version;

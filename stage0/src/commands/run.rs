@@ -36,6 +36,9 @@ pub struct RunPreparedArgs {
     /// Pod hostname (default rkt-<uuid>).
     #[arg(long, default_value = "")]
     pub hostname: String,
+    /// Register the pod with the metadata service (started on demand).
+    #[arg(long)]
+    pub mds_register: bool,
     /// Pod UUID (or unambiguous prefix).
     pub uuid: String,
 }
@@ -85,6 +88,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
         debug,
         net: cmd.pod.net.clone(),
         insecure_paths,
+        mds_register: cmd.pod.mds_register,
     };
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
@@ -113,6 +117,7 @@ pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
         debug: g.debug,
         net: a.net,
         insecure_paths: stage0::fetch::InsecureOptions::parse(&g.insecure_options)?.paths,
+        mds_register: a.mds_register,
     };
     Err(pod.run(&opts, &mut notices(g.debug)).into())
 }

@@ -92,6 +92,8 @@ pub struct PodOptions {
     /// Flags accepted for compatibility whose feature is not implemented (`--dns`, ...);
     /// reported as warnings.
     pub ignored: Vec<String>,
+    /// `--mds-register`: register the pod with the metadata service.
+    pub mds_register: bool,
 }
 
 /// Per-app options (flags following an image).
@@ -614,9 +616,8 @@ impl RunCommand {
                         "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" | "ipc" => {
                             cmd.pod.ignored.push(format!("--{name}={value}"))
                         }
-                        "mds-register" | "private-users" if on => {
-                            cmd.pod.ignored.push(format!("--{name}"))
-                        }
+                        "mds-register" => cmd.pod.mds_register = on,
+                        "private-users" if on => cmd.pod.ignored.push(format!("--{name}")),
                         _ => {}
                     }
                 }

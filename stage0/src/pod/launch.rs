@@ -4,13 +4,14 @@
 //! stage1 `run` entrypoint holding the pod lock.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pod_abi::paths::PodDirState;
 
 use super::args::RunCommand;
 use super::layout::{self, TreeInfo};
 use super::manifest::{self, EnvSources, ResolvedApp};
+use super::metadata;
 use super::plan::build_plan;
 use super::{Pod, PodError, PodState, PodsDir};
 use crate::error::{error_chain, UsageError};
@@ -51,6 +52,9 @@ pub enum LaunchError {
     /// A file cannot be read or written.
     #[error("cannot {0} {1}")]
     Io(&'static str, PathBuf, #[source] std::io::Error),
+    /// `--mds-register` failed.
+    #[error(transparent)]
+    Metadata(#[from] super::metadata::MetadataError),
     /// Starting the pod failed after it moved to `run/` (recorded in its `failure` file).
     #[error("cannot start pod {uuid}")]
     Start {
@@ -74,6 +78,7 @@ impl LaunchError {
             LaunchError::Store(e) => Some(e),
             LaunchError::Image(_, e) => Some(&**e),
             LaunchError::Render(_, e) => Some(&**e),
+            LaunchError::Metadata(e) => Some(e),
             LaunchError::Start { source, .. } => Some(&**source),
             _ => None,
         }
@@ -102,6 +107,8 @@ pub struct RunOptions {
     pub net: String,
     /// `--insecure-options=paths`: apps keep a writable `/proc/sys`, `/proc/sysrq-trigger`...
     pub insecure_paths: bool,
+    /// `--mds-register`: register the pod with the metadata service (started on demand).
+    pub mds_register: bool,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with
@@ -325,6 +332,23 @@ impl PreparedPod {
             .stage1
             .rootfs
             .join(ep.entrypoint(pod_abi::stage1::ANN_RUN)?);
+        let mds = if opts.mds_register {
+            let apps: Vec<(String, &Path)> = pm
+                .apps
+                .iter()
+                .zip(&trees.apps)
+                .map(|(a, t)| (a.name.as_str().to_string(), t.manifest.as_path()))
+                .collect();
+            let mut warn = |w: String| notice(Notice::Warning(w));
+            Some(metadata::register(
+                self.pod.uuid(),
+                &paths.manifest(),
+                &apps,
+                &mut warn,
+            )?)
+        } else {
+            None
+        };
         let args = pod_abi::stage1::RunArgs {
             debug: opts.debug,
             net: opts.net.clone(),
@@ -335,6 +359,8 @@ impl PreparedPod {
             } else {
                 String::new()
             },
+            mds_token: mds.as_ref().map(|r| r.token.clone()),
+            mds_port: mds.as_ref().map(|r| r.port),
             uuid: self.pod.uuid().to_string(),
         };
         Ok((entry, args))

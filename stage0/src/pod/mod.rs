@@ -8,6 +8,7 @@ pub mod launch;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
+pub mod metadata;
 pub mod ops;
 pub mod plan;
 pub mod status;
