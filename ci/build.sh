@@ -25,6 +25,8 @@ echo "==> stage1 images" >&2
 for f in ns kvm; do
   if [ -x ci/mkstage1.sh ] || [ -f ci/mkstage1.sh ]; then bash ci/mkstage1.sh "$f" "build/stage1-$f.aci"; fi
 done
+echo "==> appc ACE validator images (ci/ace.sh)" >&2
+bash ci/ace.sh build/ace
 echo "==> example image" >&2
 build/bin/mkaci --name example.com/hello --label version=0.1.0 --label os=linux --label arch=amd64 \
   --exec /bin/hello --file build/bin/hello:/bin/hello:0755 -o build/example.aci

@@ -74,7 +74,10 @@ fn run(args: &InitArgs, start: Option<std::os::fd::OwnedFd>) -> Result<i32, Stri
         Flavor::Ns => ns_setup(start),
     }?;
     net::setup(args.flavor);
-    let plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
+    let mut plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
+    if let Some(url) = &args.metadata_url {
+        pod_abi::plan::set_metadata_url(&mut plan, url);
+    }
     if plan.debug {
         log::set_debug(true);
     }

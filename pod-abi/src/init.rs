@@ -65,10 +65,14 @@ pub struct InitArgs {
     /// apps' environments are set up, then waits for [`START_BYTE`] before it starts any app
     /// (the launcher sends it once `pid` is written).
     pub start_fd: Option<i32>,
+    /// The pod's `AC_METADATA_URL` (`http://<host IP>:<port>/<token>`), given to every app, when
+    /// the pod is registered with the metadata service.
+    pub metadata_url: Option<String>,
 }
 
 /// The usage line printed on bad arguments.
-pub const INIT_USAGE: &str = "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N]";
+pub const INIT_USAGE: &str =
+    "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N] [--metadata-url=URL]";
 
 impl InitArgs {
     /// Arguments for `flavor`, without debug or control override.
@@ -78,6 +82,7 @@ impl InitArgs {
             debug: false,
             control: None,
             start_fd: None,
+            metadata_url: None,
         }
     }
 
@@ -100,6 +105,9 @@ impl InitArgs {
         if let Some(fd) = self.start_fd {
             v.push(format!("--start-fd={fd}"));
         }
+        if let Some(u) = &self.metadata_url {
+            v.push(format!("--metadata-url={u}"));
+        }
         v
     }
 
@@ -114,6 +122,7 @@ impl InitArgs {
         let mut debug = false;
         let mut control = None;
         let mut start_fd = None;
+        let mut metadata_url = None;
         for a in args {
             let a = a.as_ref();
             if let Some(c) = a.strip_prefix("--control=") {
@@ -121,6 +130,8 @@ impl InitArgs {
             } else if let Some(n) = a.strip_prefix("--start-fd=") {
                 let fd = n.parse().ok().filter(|fd: &i32| *fd >= 0);
                 start_fd = Some(fd.ok_or_else(|| InitArgsError::BadStartFd(n.into()))?);
+            } else if let Some(u) = a.strip_prefix("--metadata-url=") {
+                metadata_url = Some(u.to_string());
             } else if let Some(f) = a.strip_prefix("--flavor=") {
                 flavor = Some(Flavor::from_name(f).ok_or(InitArgsError::Unknown(a.into()))?);
             } else if a == "--debug" {
@@ -134,6 +145,7 @@ impl InitArgs {
             debug,
             control,
             start_fd,
+            metadata_url,
         })
     }
 }
@@ -179,12 +191,14 @@ mod tests {
                 debug: true,
                 control: Some("/x".into()),
                 start_fd: None,
+                metadata_url: Some("http://172.16.28.1:18112/ab12".into()),
             },
             InitArgs {
                 flavor: Flavor::Ns,
                 debug: false,
                 control: None,
                 start_fd: Some(7),
+                metadata_url: None,
             },
         ] {
             assert_eq!(InitArgs::parse(a.to_args()), Ok(a));

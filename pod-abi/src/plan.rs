@@ -115,6 +115,18 @@ pub struct HostsEntry {
     pub names: Vec<String>,
 }
 
+/// The variable that carries a registered pod's metadata service URL (appc).
+pub const AC_METADATA_URL: &str = "AC_METADATA_URL";
+
+/// Gives every app of `plan` `AC_METADATA_URL=url`, replacing any value the image or the
+/// command line set.
+pub fn set_metadata_url(plan: &mut Plan, url: &str) {
+    for app in &mut plan.apps {
+        app.env.retain(|(k, _)| k != AC_METADATA_URL);
+        app.env.push((AC_METADATA_URL.to_string(), url.to_string()));
+    }
+}
+
 /// One app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -22,7 +22,7 @@ pub const STAGE1_NS_NAME: &str = "coreos.com/rkt/stage1-ns";
 pub const STAGE1_KVM_NAME: &str = "coreos.com/rkt/stage1-kvm";
 
 /// Arguments of the `run` entrypoint: `[--debug] --net=<list> [--interactive]
-/// [--hostname=H] [--mds-token=T] <UUID>`.
+/// [--hostname=H] [--mds-token=T [--mds-port=P]] <UUID>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunArgs {
     /// `--debug`.
@@ -33,6 +33,10 @@ pub struct RunArgs {
     pub interactive: bool,
     /// `--hostname=`; empty means `rkt-<uuid>`.
     pub hostname: String,
+    /// `--mds-token=`: the pod is registered with the metadata service under this token.
+    pub mds_token: Option<String>,
+    /// `--mds-port=`: the metadata service's public port (default rkt's 18112).
+    pub mds_port: Option<u16>,
     /// The pod UUID (last argument).
     pub uuid: String,
 }
@@ -72,19 +76,24 @@ impl RunArgs {
         if !self.hostname.is_empty() {
             v.push(format!("--hostname={}", self.hostname));
         }
+        if let Some(t) = &self.mds_token {
+            v.push(format!("--mds-token={t}"));
+        }
+        if let Some(p) = self.mds_port {
+            v.push(format!("--mds-port={p}"));
+        }
         v.push(self.uuid.clone());
         v
     }
 
     /// Parses argv (without argv\[0\]). Unknown `--flags` from newer stage0s that carry a value
-    /// (`--local-config=`, `--dns-conf-mode=`, `--ipc=`, `--mds-token=`, `--private-users=`) are
-    /// accepted and ignored; other unknown flags are errors.
+    /// (`--local-config=`, `--dns-conf-mode=`, `--ipc=`, `--private-users=`) are accepted and
+    /// ignored; other unknown flags are errors.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
-        const IGNORED: [&str; 8] = [
+        const IGNORED: [&str; 7] = [
             "--local-config=",
             "--dns-conf-mode=",
             "--ipc=",
-            "--mds-token=",
             "--private-users=",
             "--disable-capabilities-restriction",
             "--disable-paths",
@@ -103,6 +112,11 @@ impl RunArgs {
                 out.net = v.to_string();
             } else if let Some(v) = a.strip_prefix("--hostname=") {
                 out.hostname = v.to_string();
+            } else if let Some(v) = a.strip_prefix("--mds-token=") {
+                out.mds_token = Some(v.to_string());
+            } else if let Some(v) = a.strip_prefix("--mds-port=") {
+                // A bad port is dropped (the default applies), like other unknown values.
+                out.mds_port = v.parse().ok();
             } else {
                 return IGNORED.iter().any(|p| a.starts_with(p));
             }
@@ -292,6 +306,8 @@ mod tests {
             net: "host".into(),
             interactive: true,
             hostname: "h".into(),
+            mds_token: Some("ab12".into()),
+            mds_port: Some(18113),
             uuid: "u".into(),
         };
         assert_eq!(RunArgs::parse(a.to_argv()), Ok(a));

@@ -53,6 +53,8 @@ enum Command {
     Export(commands::export::Args),
     /// Trust a key for image verification.
     Trust(commands::trust::Args),
+    /// Run the metadata service (AC_METADATA_URL for pods run with --mds-register).
+    MetadataService(commands::metadata_service::Args),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -111,6 +113,7 @@ pub fn main() -> i32 {
         Command::Config(a) => commands::config::run(g, a),
         Command::Export(a) => commands::export::run(g, a),
         Command::Trust(a) => commands::trust::run(g, a),
+        Command::MetadataService(a) => commands::metadata_service::run(g, a),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

@@ -99,6 +99,17 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     let mut init = InitArgs::new(Flavor::Ns);
     init.debug = args.debug || plan.debug;
     init.start_fd = Some(go_rd.as_raw_fd());
+    // The metadata service is reached at the host side of the first network (its gateway, as
+    // rkt did), or on loopback with --net=host.
+    let mds_host = match &net.mode {
+        cni::NetMode::Host => Some(stage1_common::metadata::HOST_NET_ADDRESS.to_string()),
+        _ => net
+            .attached
+            .iter()
+            .map(|a| a.info.host_ip.clone())
+            .find(|h| !h.is_empty()),
+    };
+    init.metadata_url = stage1_common::metadata::url(args, mds_host.as_deref())?;
     let init_argv: Vec<CString> = std::iter::once(GUEST_INIT_PATH.to_string())
         .chain(init.to_args())
         .map(CString::new)

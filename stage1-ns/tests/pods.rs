@@ -561,6 +561,7 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
                 debug: false,
                 control: Some("/rkt/ctl".into()),
                 start_fd: None,
+                metadata_url: None,
             }
             .to_args(),
         )

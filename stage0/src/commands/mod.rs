@@ -7,6 +7,7 @@ pub mod export;
 pub mod fetch;
 pub mod gobool;
 pub mod image;
+pub mod metadata_service;
 pub mod pods;
 pub mod run;
 pub mod trust;

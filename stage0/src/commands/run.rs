@@ -134,6 +134,7 @@ fn run_options(
         debug,
         net: pod.net.clone(),
         insecure_paths,
+        mds_register: pod.mds_register,
         net_plan: stage0::pod::netopts::net_plan(
             &pod.dns,
             cmd.globals.local_config.as_ref().unwrap_or(&g.local_config),

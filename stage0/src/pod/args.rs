@@ -120,6 +120,8 @@ pub struct PodOptions {
     /// Flags accepted for compatibility whose feature is not implemented (`--ipc`, ...);
     /// reported as warnings.
     pub ignored: Vec<String>,
+    /// `--mds-register`: register the pod with the metadata service.
+    pub mds_register: bool,
 }
 
 /// Per-app options (flags following an image).
@@ -665,9 +667,8 @@ impl RunCommand {
                             cmd.pod.dns.push(name, &value)?
                         }
                         "ipc" => cmd.pod.ignored.push(format!("--{name}={value}")),
-                        "mds-register" | "private-users" if on => {
-                            cmd.pod.ignored.push(format!("--{name}"))
-                        }
+                        "mds-register" => cmd.pod.mds_register = on,
+                        "private-users" if on => cmd.pod.ignored.push(format!("--{name}")),
                         _ => {}
                     }
                 }

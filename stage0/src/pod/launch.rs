@@ -4,13 +4,14 @@
 //! stage1 `run` entrypoint holding the pod lock.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pod_abi::paths::PodDirState;
 
 use super::args::RunCommand;
 use super::layout::{self, TreeInfo};
 use super::manifest::{self, EnvSources, ResolvedApp};
+use super::metadata;
 use super::overlay_support::{self, OverlaySupport};
 use super::plan::build_plan;
 use super::{Pod, PodError, PodState, PodsDir};
@@ -52,6 +53,9 @@ pub enum LaunchError {
     /// A file cannot be read or written.
     #[error("cannot {0} {1}")]
     Io(&'static str, PathBuf, #[source] std::io::Error),
+    /// `--mds-register` failed.
+    #[error(transparent)]
+    Metadata(#[from] super::metadata::MetadataError),
     /// Starting the pod failed after it moved to `run/` (recorded in its `failure` file).
     #[error("cannot start pod {uuid}")]
     Start {
@@ -75,6 +79,7 @@ impl LaunchError {
             LaunchError::Store(e) => Some(e),
             LaunchError::Image(_, e) => Some(&**e),
             LaunchError::Render(_, e) => Some(&**e),
+            LaunchError::Metadata(e) => Some(e),
             LaunchError::Start { source, .. } => Some(&**source),
             _ => None,
         }
@@ -105,6 +110,8 @@ pub struct RunOptions {
     pub insecure_paths: bool,
     /// Network config dirs, `--dns*`, `--hosts-entry` (ports come from the pod manifest).
     pub net_plan: pod_abi::plan::NetPlan,
+    /// `--mds-register`: register the pod with the metadata service (started on demand).
+    pub mds_register: bool,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with
@@ -346,6 +353,23 @@ impl PreparedPod {
             .stage1
             .rootfs
             .join(ep.entrypoint(pod_abi::stage1::ANN_RUN)?);
+        let mds = if opts.mds_register {
+            let apps: Vec<(String, &Path)> = pm
+                .apps
+                .iter()
+                .zip(&trees.apps)
+                .map(|(a, t)| (a.name.as_str().to_string(), t.manifest.as_path()))
+                .collect();
+            let mut warn = |w: String| notice(Notice::Warning(w));
+            Some(metadata::register(
+                self.pod.uuid(),
+                &paths.manifest(),
+                &apps,
+                &mut warn,
+            )?)
+        } else {
+            None
+        };
         let args = pod_abi::stage1::RunArgs {
             debug: opts.debug,
             net: opts.net.clone(),
@@ -356,6 +380,8 @@ impl PreparedPod {
             } else {
                 String::new()
             },
+            mds_token: mds.as_ref().map(|r| r.token.clone()),
+            mds_port: mds.as_ref().map(|r| r.port),
             uuid: self.pod.uuid().to_string(),
         };
         Ok((entry, args))

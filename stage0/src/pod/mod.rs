@@ -9,6 +9,7 @@ pub mod launch;
 pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
+pub mod metadata;
 pub mod netopts;
 pub mod ops;
 pub mod overlay_support;

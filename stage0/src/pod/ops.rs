@@ -147,6 +147,9 @@ pub fn remove(
             }
         }
     }
+    if let Err(e) = super::metadata::unregister(pod.uuid()) {
+        warn(format!("pod {}: metadata service: {e}", pod.uuid()));
+    }
     layout::remove_pod_dir(&pod.path())?;
     Ok(())
 }

@@ -94,6 +94,12 @@ pub struct Kvm;
 impl Stage1 for Kvm {
     const NAME: &'static str = PROG;
     fn run(&self, _pod: &PodContext, args: &RunArgs) -> Result<i32, Stage1Error> {
+        if args.mds_token.is_some() {
+            // Until the pod has a virtio-net network, nothing in the guest reaches the host.
+            return Err(Stage1Error::Refused(
+                "--mds-register: a KVM pod reaches the metadata service over its virtio-net network, which this stage1 does not provide yet".into(),
+            ));
+        }
         Ok(run::run(args)?)
     }
     fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
