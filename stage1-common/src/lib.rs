@@ -3,7 +3,8 @@
 //! one error type mapped to one exit code ([`error`]), the pod context: lock fd, pid file,
 //! failure file and the pod's exit code from the apps' statuses ([`pod`]), the terminal in raw
 //! mode and the `^]^]^]` escape ([`terminal`]), stop-signal helpers ([`signals`]) and the
-//! verified `stop` ([`stop`]) and the pod's metadata service URL ([`metadata`]).
+//! verified `stop` ([`stop`]), the pod's CNI networks ([`net`]) and its metadata service URL
+//! ([`metadata`]).
 //!
 //! A flavor implements [`entry::Stage1`] (its own launch, process check and gc) and calls
 //! [`entry::main`]. Contract strings and file formats live in `pod-abi`, not here.
@@ -13,6 +14,7 @@ pub mod entry;
 pub mod error;
 pub mod log;
 pub mod metadata;
+pub mod net;
 pub mod pod;
 pub mod signals;
 pub mod stop;

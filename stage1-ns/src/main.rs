@@ -6,7 +6,6 @@
 
 mod cgroup;
 mod enter;
-mod net;
 mod ns;
 mod run;
 mod stop;
@@ -29,7 +28,7 @@ impl Stage1 for Ns {
     }
     fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error> {
         // Networks first, so that a cgroup failure never leaves rules and namespaces behind.
-        let net = net::gc(pod.dir(), &args.uuid);
+        let net = stage1_common::net::gc(pod.dir(), &args.uuid);
         cgroup::gc(pod.dir())
             .map_err(|e| Stage1Error::failed(format!("remove the pod cgroups: {e}")))?;
         net.map_err(|e| Stage1Error::failed(format!("tear down the pod's networks: {e}")))?;

@@ -56,7 +56,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         format!("rkt-{}", args.uuid)
     };
     let t0 = Instant::now();
-    let net = crate::net::setup(&pod_dir, &args.uuid, &args.net, &mut plan)?;
+    let net = stage1_common::net::setup(&pod_dir, &args.uuid, &args.net, &mut plan)?;
     log::debug!(
         "--net={}: networks set up in {} us",
         args.net,
@@ -101,14 +101,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     init.start_fd = Some(go_rd.as_raw_fd());
     // The metadata service is reached at the host side of the first network (its gateway, as
     // rkt did), or on loopback with --net=host.
-    let mds_host = match &net.mode {
-        cni::NetMode::Host => Some(stage1_common::metadata::HOST_NET_ADDRESS.to_string()),
-        _ => net
-            .attached
-            .iter()
-            .map(|a| a.info.host_ip.clone())
-            .find(|h| !h.is_empty()),
-    };
+    let mds_host = stage1_common::net::host_address(&net);
     init.metadata_url = stage1_common::metadata::url(args, mds_host.as_deref())?;
     let init_argv: Vec<CString> = std::iter::once(GUEST_INIT_PATH.to_string())
         .chain(init.to_args())

@@ -66,6 +66,9 @@ pub enum PodError {
     /// Setting up the host side (pipes, signals, threads) failed.
     #[error("{0}")]
     Host(&'static str, #[source] std::io::Error),
+    /// The pod's networks could not be set up (the message names the network and plugin).
+    #[error("{0}")]
+    Net(String),
 }
 
 impl PodError {
@@ -94,19 +97,15 @@ pub struct Kvm;
 impl Stage1 for Kvm {
     const NAME: &'static str = PROG;
     fn run(&self, _pod: &PodContext, args: &RunArgs) -> Result<i32, Stage1Error> {
-        if args.mds_token.is_some() {
-            // Until the pod has a virtio-net network, nothing in the guest reaches the host.
-            return Err(Stage1Error::Refused(
-                "--mds-register: a KVM pod reaches the metadata service over its virtio-net network, which this stage1 does not provide yet".into(),
-            ));
-        }
         Ok(run::run(args)?)
     }
     fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
         stage1_common::stop::stop_verified(pod, args, stop::verify_vmm)
     }
-    /// Nothing VM-specific outlives the VMM: returns 0, every time.
-    fn gc(&self, _pod: &PodContext, _args: &GcArgs) -> Result<i32, Stage1Error> {
+    /// Tears the pod's networks down (DEL for each, the netns removed; its taps and tc
+    /// redirects go with it). Nothing else VM-specific outlives the VMM.
+    fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error> {
+        stage1_common::net::gc(pod.dir(), &args.uuid).map_err(Stage1Error::failed)?;
         Ok(0)
     }
     fn enter(&self, _pod: &PodContext, _args: &EnterArgs) -> Result<i32, Stage1Error> {

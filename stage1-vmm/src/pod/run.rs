@@ -36,8 +36,9 @@ pub const ROOT_TAG: &str = "rkt";
 /// Kernel parameters for a virtio-fs root and guest-init (after the VMM's defaults).
 pub const ROOT_CMDLINE: &str = "root=rkt rootfstype=virtiofs rw init=/init";
 
-/// The command line added to the VMM's defaults for this pod.
-pub fn pod_cmdline(debug: bool) -> String {
+/// The command line added to the VMM's defaults for this pod; `metadata_url` is the pod's
+/// `AC_METADATA_URL` when it is registered with the metadata service.
+pub fn pod_cmdline(debug: bool, metadata_url: Option<&str>) -> String {
     let mut s = String::from(ROOT_CMDLINE);
     if debug {
         // Later than the default `quiet`, so it wins: the whole boot log on stderr.
@@ -45,6 +46,7 @@ pub fn pod_cmdline(debug: bool) -> String {
     }
     let mut init = InitArgs::new(Flavor::Kvm);
     init.debug = debug;
+    init.metadata_url = metadata_url.map(str::to_string);
     s.push_str(" --");
     for a in init.to_args() {
         s.push(' ');
@@ -170,12 +172,12 @@ fn install_panic_hook() {
 
 /// Runs the pod (see the module docs); returns the pod's exit code.
 pub fn run(args: &RunArgs) -> Result<i32, PodError> {
-    let cwd = prepare_process()?;
+    let (cwd, net) = prepare_process(args)?;
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host, args)?;
     let size = choose_size(&plan, args);
     let io = HostIo::open(args.interactive || plan.interactive)?;
-    let (mut vmm, kernel_tail) = build_vm(&host, size, args.debug || plan.debug)?;
+    let (mut vmm, kernel_tail) = build_vm(&host, size, args.debug || plan.debug, net)?;
     let pod = jail_vmm(&cwd)?;
     attach_devices(&mut vmm, &pod, io.devices, args.debug)?;
     start_control(io.control, &plan)?;
@@ -186,8 +188,11 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
 /// Step 1, while single-threaded: block the stop signals, point failures at the pod's `failure`
 /// file, install the panic hook, check the lock fd, enter a private mount namespace and start the
 /// confinement (`PR_SET_NO_NEW_PRIVS`, bounding set, SIGSYS handler, compiled filters: every
-/// thread started after this is confined). Returns the pod directory (the cwd stage0 gave us).
-fn prepare_process() -> Result<PathBuf, PodError> {
+/// thread started after this is confined). Between the lock and the private mount namespace
+/// it sets up the pod's networks ([`setup_network`]: the persistent netns must be visible to
+/// `gc`, and `tc`/the plugins run before the VMM loses its capabilities). Returns the pod
+/// directory (the cwd stage0 gave us) and the network devices.
+fn prepare_process(args: &RunArgs) -> Result<(PathBuf, PodNet), PodError> {
     control::block_stop_signals().map_err(|e| PodError::Host("cannot block signals", e))?;
     let cwd = std::env::current_dir()
         .map_err(|e| PodError::Host("cannot get the current directory", e))?;
@@ -195,19 +200,76 @@ fn prepare_process() -> Result<PathBuf, PodError> {
     set_failure_path(host.failure());
     install_panic_hook();
     let _lock = stage1_common::pod::keep_lock_fd();
+    let net = setup_network(&cwd, args)?;
     jail::enter_private_namespace()?;
     crate::confine::init(&cwd)?;
-    Ok(cwd)
+    Ok((cwd, net))
+}
+
+/// The pod's network devices and the kernel command line's metadata URL.
+struct PodNet {
+    /// One virtio-net card per CNI network, in attach order (eth0, eth1, ...).
+    cards: Vec<crate::vmm::NetConfig>,
+    /// The pod's `AC_METADATA_URL`, when it is registered.
+    metadata_url: Option<String>,
+}
+
+/// Step 1b: the pod's CNI networks (`stage1_common::net`, as the ns flavor), a tap joined to
+/// each CNI interface inside the pod's netns (`crate::net::attach`), and the guest's network
+/// configuration written to `rkt/net.json` in the stage1 root for guest-init. `--net=host` is
+/// refused: a VM cannot share the host's network namespace.
+fn setup_network(cwd: &Path, args: &RunArgs) -> Result<PodNet, PodError> {
+    if args.net == "host" {
+        return Err(PodError::Net(
+            "--net=host: a KVM pod cannot share the host's network namespace; use --net=default (or a named network)".into(),
+        ));
+    }
+    let host = PodPaths::new(cwd);
+    let mut plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
+    let net = stage1_common::net::setup(cwd, &args.uuid, &args.net, &mut plan)
+        .map_err(|e| PodError::Net(stage1_common::error::chain(&e)))?;
+    let mut cards = Vec::new();
+    let mut attached = Vec::new();
+    if let Some(netns) = &net.netns {
+        for (i, a) in net.attached.iter().enumerate() {
+            let tap = format!("tap{i}");
+            let att = crate::net::attach(netns, &a.info.if_name, &tap).map_err(|e| {
+                PodError::Net(format!(
+                    "network {}: cannot join a tap to {}: {}",
+                    a.info.net_name,
+                    a.info.if_name,
+                    stage1_common::error::chain(&e)
+                ))
+            })?;
+            attached.push(att);
+        }
+    }
+    let guest = crate::net::guest_config(attached.iter());
+    let path = host.stage1_rootfs().join(pod_abi::paths::NET_IN_STAGE1);
+    let json = guest
+        .to_json()
+        .map_err(|e| PodError::Net(format!("the guest's network configuration: {e}")))?;
+    write_atomic(&path, &json).map_err(|e| PodError::io("cannot write", &path, e))?;
+    for a in attached {
+        cards.push(crate::vmm::NetConfig {
+            mtu: a.interface.mtu.and_then(|m| u16::try_from(m).ok()),
+            mac: a.interface.mac.0,
+            tap: std::sync::Arc::new(a.tap),
+        });
+    }
+    let host_ip = stage1_common::net::host_address(&net);
+    let metadata_url = stage1_common::metadata::url(args, host_ip.as_deref())
+        .map_err(|e| PodError::Net(e.to_string()))?;
+    Ok(PodNet {
+        cards,
+        metadata_url,
+    })
 }
 
 /// Step 2: reads the launch plan and writes `pid` (this process is the pod).
 fn read_plan(host: &PodPaths, args: &RunArgs) -> Result<Plan, PodError> {
     let plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
-    if args.net == "host" {
-        eprintln!(
-            "{PROG}: --net=host: a VM cannot share the host's network; the pod has loopback only"
-        );
-    }
+    let _ = args;
     let pid = std::process::id();
     write_atomic(&host.pid(), pid.to_string().as_bytes())
         .map_err(|e| PodError::io("cannot write", &host.pid(), e))?;
@@ -301,9 +363,11 @@ fn build_vm(
     host: &PodPaths,
     size: sizing::VmSize,
     debug: bool,
+    net: PodNet,
 ) -> Result<(Vmm, KernelTail), PodError> {
     let mut cfg = VmConfig::new(kernel_path(host));
-    cfg.cmdline = pod_cmdline(debug);
+    cfg.cmdline = pod_cmdline(debug, net.metadata_url.as_deref());
+    cfg.net = net.cards;
     cfg.mem_mib = size.mem_mib;
     cfg.cpus = size.cpus;
     let kernel_tail: KernelTail = std::sync::Arc::new(std::sync::Mutex::new(
@@ -473,19 +537,19 @@ mod tests {
     fn cmdline_puts_init_args_last() {
         let init = InitArgs::new(Flavor::Kvm);
         assert_eq!(
-            pod_cmdline(false),
+            pod_cmdline(false, None),
             format!(
                 "root=rkt rootfstype=virtiofs rw init=/init -- {}",
                 init.to_args().join(" ")
             )
         );
-        let args = pod_cmdline(true);
+        let args = pod_cmdline(true, Some("http://172.16.28.1:18112/ab"));
         let after = args.split(" -- ").nth(1).unwrap_or_default();
         assert_eq!(
             InitArgs::parse(after.split(' ')).map(|a| (a.flavor, a.debug)),
             Ok((Flavor::Kvm, true))
         );
-        assert!(pod_cmdline(true).contains("loglevel=7"));
+        assert!(pod_cmdline(true, None).contains("loglevel=7"));
     }
 
     #[test]
