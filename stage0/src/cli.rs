@@ -92,8 +92,10 @@ pub fn main() -> i32 {
             Err(e) => return commands::report(e),
         }
     }
-    if cli.globals.trust_keys_from_https {
-        commands::warn("--trust-keys-from-https is not supported yet and is ignored");
+    if cli.globals.trust_keys_from_https && !matches!(cli.command, Command::Trust(_)) {
+        commands::warn(
+            "--trust-keys-from-https only applies to rkt trust (keys are never trusted implicitly while fetching)",
+        );
     }
     let g = &cli.globals;
     let res = match cli.command {

@@ -61,11 +61,7 @@ pub fn dispatch<S: Stage1>(s: &S, entry: Entrypoint, args: Vec<String>) -> i32 {
     let res = match entry {
         Entrypoint::Run => RunArgs::parse(args).map_err(Into::into).and_then(|a| {
             crate::pod::set_failure_path(pod.paths().failure());
-            let res = s.run(&pod, &a);
-            if a.mds_token.is_some() {
-                crate::metadata::unregister(&a.uuid);
-            }
-            res
+            s.run(&pod, &a)
         }),
         Entrypoint::Stop => StopArgs::parse(args)
             .map_err(Into::into)

@@ -30,7 +30,8 @@ pub fn url(args: &RunArgs, host: Option<&str>) -> Result<Option<String>, Metadat
 /// The address a pod with `--net=host` reaches the host's services at.
 pub const HOST_NET_ADDRESS: &str = "127.0.0.1";
 
-/// Unregisters the pod when it ends (best effort: `rkt gc` and `rkt rm` unregister too).
+/// Unregisters the pod when it ends (best effort: `rkt gc` and `rkt rm` unregister too). For a
+/// process that can still reach the registration socket (not a jailed, confined VMM).
 pub fn unregister(uuid: &str) {
     let client = mds::client::Client::new(mds::socket_path());
     match client.unregister_pod(uuid) {

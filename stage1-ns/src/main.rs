@@ -21,7 +21,13 @@ struct Ns;
 impl Stage1 for Ns {
     const NAME: &'static str = "stage1-ns";
     fn run(&self, pod: &PodContext, args: &RunArgs) -> Result<i32, Stage1Error> {
-        run::run(pod, args).map_err(Stage1Error::failed)
+        let res = run::run(pod, args).map_err(Stage1Error::failed);
+        // The pod has ended: its metadata registration goes with it. (The kvm flavor cannot:
+        // its confined VMM sees no socket outside the pod; stage0's rm and gc unregister.)
+        if args.mds_token.is_some() {
+            stage1_common::metadata::unregister(&args.uuid);
+        }
+        res
     }
     fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
         stage1_common::stop::stop_verified(pod, args, stop::verify_guest_init)

@@ -156,6 +156,18 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
 /// Runs `rkt prepare`: prints the UUID only on stdout.
 pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
     let (pod, cmd, _, _) = create(g, Mode::Prepare, &a.rest)?;
+    // Launch-time flags: a prepared pod keeps none of them (as in rkt, run-prepared takes them).
+    let dns = &cmd.pod.dns;
+    let dns_given = !(dns.dns.is_empty()
+        && dns.search.is_empty()
+        && dns.opts.is_empty()
+        && dns.domain.is_empty()
+        && dns.hosts.is_empty());
+    if dns_given || cmd.pod.mds_register {
+        super::warn(
+            "--dns*, --hosts-entry and --mds-register apply when the pod runs: give them to rkt run-prepared",
+        );
+    }
     let uuid = pod.into_prepared()?;
     if !cmd.pod.quiet {
         eprintln!("rkt: pod {uuid} prepared");

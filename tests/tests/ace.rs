@@ -1,5 +1,5 @@
 //! appc's own conformance suite (the ACE validator, built by ci/ace.sh from the appc spec
-//! sources) run as rkt ran it: `rkt run --mds-register --volume database,kind=empty
+//! sources) run as rkt ran it, under both stage1s: `rkt run --mds-register --volume database,kind=empty
 //! ace-validator-main.aci ace-validator-sidekick.aci` against `rkt metadata-service`. Every
 //! check must print OK (prestart, main, sidekick, poststop). Runs inside a network namespace
 //! the test makes (`unshare --net`, lo only), so the service's port is never opened on the
@@ -82,12 +82,26 @@ fn rkt_env(e: &E2e) -> Vec<(&'static str, String)> {
 const RKT_FN: &str = r#"rkt() { "$RKT" --dir="$RKTDIR" --insecure-options=image "$@"; }
 "#;
 
-#[test]
-fn ns_ace_validator_passes_with_the_metadata_service() {
-    let t = "ns_ace_validator_passes_with_the_metadata_service";
-    let Some(e) = E2e::require(t) else { return };
-    let Some(ace) = ace_dir(t) else { return };
-    let sock = e.path("mds/metadata-svc.sock");
+/// The validator's checks all pass for a pod on `net`, against a service in the test's
+/// network namespace; the service is gone after the script.
+fn ace_passes(e: &E2e, ace: &Path, net: &str) {
+    let o = run_ace(e, ace, net);
+    let out = stdout(&o);
+    for check in ["prestart OK", "main OK", "sidekick OK", "poststop OK"] {
+        assert!(
+            out.contains(check),
+            "--net={net}: the ACE validator did not print {check:?}:\n{out}\n{}",
+            stderr(&o)
+        );
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// Runs the validator's two images in a pod on `net` with a service in the test's network
+/// namespace (gone after the script); the script's output.
+fn run_ace(e: &E2e, ace: &Path, net: &str) -> std::process::Output {
+    let sock = e.path(&format!("mds-{net}/metadata-svc.sock"));
     let script = r#"
         # Not through the `rkt` function: $! must be the service itself, and its stdio must not
         # hold the test's pipes open.
@@ -95,28 +109,70 @@ fn ns_ace_validator_passes_with_the_metadata_service() {
         svc=$!
         i=0; while [ ! -S "$RKT_METADATA_SOCKET" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
         rc=0
-        rkt run --net=host --mds-register $STAGE1 --volume database,kind=empty \
+        rkt run --net=$NET --mds-register $STAGE1 --volume database,kind=empty \
             "$ACE/ace-validator-main.aci" "$ACE/ace-validator-sidekick.aci" || rc=$?
+        rkt gc --grace-period=0s >/dev/null 2>&1 || true
         kill $svc
         exit $rc
     "#;
-    let mut env = rkt_env(&e);
+    let mut env = rkt_env(e);
     env.push(("ACE", ace.display().to_string()));
+    env.push(("NET", net.to_string()));
     env.push(("RKT_METADATA_SOCKET", sock.display().to_string()));
     let o = in_test_netns(script, &env);
-    let out = stdout(&o);
-    for check in ["prestart OK", "main OK", "sidekick OK", "poststop OK"] {
-        assert!(
-            out.contains(check),
-            "the ACE validator did not print {check:?}:\n{out}\n{}",
-            stderr(&o)
-        );
-    }
-    assert!(!out.contains("FAIL"), "{out}");
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         services_of(&sock).is_empty(),
         "the service outlived the test"
+    );
+    o
+}
+
+#[test]
+fn ns_ace_validator_passes_with_the_metadata_service() {
+    let t = "ns_ace_validator_passes_with_the_metadata_service";
+    let Some(e) = E2e::require(t) else { return };
+    let Some(ace) = ace_dir(t) else { return };
+    // The host's loopback, then a CNI network whose host side (its gateway) serves the pod.
+    ace_passes(&e, &ace, "host");
+    ace_passes(&e, &ace, "default");
+}
+
+#[test]
+fn kvm_ace_validator_passes_with_the_metadata_service() {
+    let t = "kvm_ace_validator_passes_with_the_metadata_service";
+    let Some(e) = E2e::require_kvm(t) else { return };
+    let Some(ace) = ace_dir(t) else { return };
+    // A KVM pod reaches the service over its virtio-net card and the CNI network's host side.
+    if std::env::var_os("NESTED_KVM").is_none() {
+        ace_passes(&e, &ace, "default");
+        return;
+    }
+    // Under ci/nested-kvm the guest is emulated (TCG): its first TCP connection to the host
+    // takes longer than the validator's fixed 100 ms HTTP timeout. Everything else must pass,
+    // and `main` may fail only by that timeout.
+    let o = run_ace(&e, &ace, "default");
+    let (out, err) = (stdout(&o), stderr(&o));
+    for check in ["prestart OK", "sidekick OK", "poststop OK"] {
+        assert!(out.contains(check), "no {check:?}:\n{out}\n{err}");
+    }
+    if out.contains("main OK") {
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        return;
+    }
+    let problems: Vec<&str> = err.lines().filter(|l| l.starts_with("==>")).collect();
+    assert!(
+        !problems.is_empty()
+            && problems
+                .iter()
+                .all(|l| l.contains("Client.Timeout exceeded") || l.contains("i/o timeout")),
+        "main failed for another reason than the 100 ms timeout:\n{out}\n{err}"
+    );
+    skip(
+        t,
+        &format!(
+            "under TCG emulation the guest misses the validator's 100 ms HTTP timeout ({}); every other check passed",
+            problems.join("; ")
+        ),
     );
 }
 
