@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::http::{self, Fetched};
 use super::{FetchError, FetchOptions};
+use crate::error::error_chain;
 use crate::store::{ImageRecord, NameRef, Store};
 
 /// Environment variable that overrides the port of discovery requests (like the `port`
@@ -178,18 +179,23 @@ pub(crate) fn port_override() -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
-/// `(ACI URL, signature URL)` pairs discovered for `nr`, best first (https before http).
-pub(crate) fn discover(
-    nr: &NameRef,
+/// Walks the discovery pages of `name` (see [`discovery_urls`]) with `client` and returns what
+/// `found` makes of the first page whose meta tags give something; otherwise one line per page
+/// tried saying why it gave nothing (`tag`: the meta tag looked for). `label` prefixes the debug
+/// lines.
+pub(crate) fn first_discovered<T>(
+    client: &reqwest::blocking::Client,
+    name: &str,
+    allow_http: bool,
     opts: &FetchOptions,
-) -> Result<Vec<(String, String)>, FetchError> {
-    let client = http::client(opts)?;
-    let vars = template_vars(nr, "aci");
-    let sig_vars = template_vars(nr, "aci.asc");
+    label: &str,
+    tag: &str,
+    mut found: impl FnMut(Vec<(String, String)>) -> Vec<T>,
+) -> Result<Vec<T>, Vec<String>> {
     let mut tried = Vec::new();
-    for url in discovery_urls(&nr.name, opts.insecure.http, port_override()) {
+    for url in discovery_urls(name, allow_http, port_override()) {
         if opts.debug {
-            eprintln!("rkt: discovery: GET {url}");
+            eprintln!("rkt: {label}: GET {url}");
         }
         let req = client
             .get(&url)
@@ -211,45 +217,61 @@ pub(crate) fn discover(
                 continue;
             }
         };
-        let mut found: Vec<(String, String)> = parse_meta_tags(&body)
+        let tags = parse_meta_tags(&body)
             .into_iter()
-            .filter(|(n, _)| n == "ac-discovery")
-            .filter_map(|(_, c)| {
-                let mut it = c.split_whitespace();
-                let prefix = it.next()?;
-                let template = it.next()?;
-                if !nr.name.starts_with(prefix) {
-                    return None;
-                }
-                Some((
-                    render_template(template, &vars)?,
-                    render_template(template, &sig_vars)?,
-                ))
-            })
-            .filter(|(u, _)| opts.insecure.http || u.starts_with("https://"))
+            .filter(|(n, _)| n == tag)
             .collect();
-        if found.is_empty() {
-            tried.push(format!("{url}: no matching ac-discovery meta tag"));
+        let got = found(tags);
+        if got.is_empty() {
+            tried.push(format!("{url}: no matching {tag} meta tag"));
             continue;
         }
-        found.sort_by_key(|(u, _)| !u.starts_with("https://"));
-        return Ok(found);
+        return Ok(got);
     }
-    Err(FetchError::Discovery {
+    Err(tried)
+}
+
+/// `(ACI URL, signature URL)` pairs discovered for `nr`, best first (https before http).
+pub(crate) fn discover(
+    nr: &NameRef,
+    opts: &FetchOptions,
+) -> Result<Vec<(String, String)>, FetchError> {
+    let client = http::client(opts)?;
+    let vars = template_vars(nr, "aci");
+    let sig_vars = template_vars(nr, "aci.asc");
+    let http_ok = opts.insecure.http;
+    first_discovered(
+        &client,
+        &nr.name,
+        http_ok,
+        opts,
+        "discovery",
+        "ac-discovery",
+        |tags| {
+            let mut found: Vec<(String, String)> = tags
+                .into_iter()
+                .filter_map(|(_, c)| {
+                    let mut it = c.split_whitespace();
+                    let prefix = it.next()?;
+                    let template = it.next()?;
+                    if !nr.name.starts_with(prefix) {
+                        return None;
+                    }
+                    Some((
+                        render_template(template, &vars)?,
+                        render_template(template, &sig_vars)?,
+                    ))
+                })
+                .filter(|(u, _)| http_ok || u.starts_with("https://"))
+                .collect();
+            found.sort_by_key(|(u, _)| !u.starts_with("https://"));
+            found
+        },
+    )
+    .map_err(|tried| FetchError::Discovery {
         name: nr.to_string(),
         reason: format!("tried {}", tried.join("; ")),
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Discovers and fetches `nr`; the fetched manifest must carry the requested name and labels.

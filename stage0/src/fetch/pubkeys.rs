@@ -4,12 +4,9 @@
 
 use std::io::Read;
 
-use super::discovery::{discovery_urls, parse_meta_tags, port_override};
+use super::discovery::first_discovered;
 use super::{http, FetchError, FetchOptions};
 use crate::store::StoreError;
-
-/// Timeout of one discovery request, in seconds.
-const DISCOVERY_TIMEOUT_SECS: u64 = 30;
 
 /// Downloads a key file (at most [`trust::MAX_KEY_BYTES`]).
 pub fn fetch_key(url: &str, allow_http: bool, opts: &FetchOptions) -> Result<Vec<u8>, FetchError> {
@@ -47,49 +44,26 @@ pub fn discover_pubkeys(
     let mut o = opts.clone();
     o.insecure.http |= allow_http;
     let client = http::client(&o)?;
-    let mut tried = Vec::new();
-    for url in discovery_urls(prefix, allow_http, port_override()) {
-        if opts.debug {
-            eprintln!("rkt: key discovery: GET {url}");
-        }
-        let req = client
-            .get(&url)
-            .timeout(std::time::Duration::from_secs(DISCOVERY_TIMEOUT_SECS));
-        let body = match req.send() {
-            Ok(r) if r.status().is_success() => match r.text() {
-                Ok(t) => t,
-                Err(e) => {
-                    tried.push(format!("{url}: {e}"));
-                    continue;
-                }
-            },
-            Ok(r) => {
-                tried.push(format!("{url}: HTTP {}", r.status().as_u16()));
-                continue;
-            }
-            Err(e) => {
-                tried.push(format!("{url}: {}", e.without_url()));
-                continue;
-            }
-        };
-        let found: Vec<String> = parse_meta_tags(&body)
-            .into_iter()
-            .filter(|(n, _)| n == "ac-discovery-pubkeys")
-            .filter_map(|(_, c)| {
-                let mut it = c.split_whitespace();
-                let p = it.next()?;
-                let key_url = it.next()?;
-                covers(p, prefix).then(|| key_url.to_string())
-            })
-            .filter(|u| u.starts_with("https://") || (allow_http && u.starts_with("http://")))
-            .collect();
-        if found.is_empty() {
-            tried.push(format!("{url}: no matching ac-discovery-pubkeys meta tag"));
-            continue;
-        }
-        return Ok(found);
-    }
-    Err(FetchError::Discovery {
+    first_discovered(
+        &client,
+        prefix,
+        allow_http,
+        opts,
+        "key discovery",
+        "ac-discovery-pubkeys",
+        |tags| {
+            tags.into_iter()
+                .filter_map(|(_, c)| {
+                    let mut it = c.split_whitespace();
+                    let p = it.next()?;
+                    let key_url = it.next()?;
+                    covers(p, prefix).then(|| key_url.to_string())
+                })
+                .filter(|u| u.starts_with("https://") || (allow_http && u.starts_with("http://")))
+                .collect()
+        },
+    )
+    .map_err(|tried| FetchError::Discovery {
         name: prefix.to_string(),
         reason: format!("no public keys discovered; tried {}", tried.join("; ")),
     })
