@@ -99,25 +99,31 @@ fn create(
             cmd.pod.stage1 = Stage1Ref::Name(format!("{name}:{version}"));
         }
     }
-    // Global flags may also appear among the run arguments.
-    let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
+    let (dir, debug, insecure) = globals_of(g, &cmd);
     // Absolute, so tree paths (overlay lower dirs) do not depend on the cwd.
     let _ = std::fs::create_dir_all(&dir);
     let data_dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-    let debug = g.debug || cmd.globals.debug;
-    let insecure = cmd
-        .globals
-        .insecure_options
-        .as_ref()
-        .unwrap_or(&g.insecure_options);
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("new");
-    let mut fetch = super::fetch::options(insecure, debug, policy)?;
+    let mut fetch = super::fetch::options(&insecure, debug, policy)?;
     fetch.config = config;
     fetch.keystore = Some(super::fetch::keystore(g));
     fetch.quiet = cmd.pod.quiet;
     let opts = PrepareOptions { data_dir, fetch };
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
+}
+
+/// The global flags in effect: those given among the command's own arguments win over those
+/// before the command. `(--dir, --debug, --insecure-options)`.
+fn globals_of(g: &Globals, cmd: &RunCommand) -> (std::path::PathBuf, bool, String) {
+    let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
+    let debug = g.debug || cmd.globals.debug;
+    let insecure = cmd
+        .globals
+        .insecure_options
+        .clone()
+        .unwrap_or_else(|| g.insecure_options.clone());
+    (dir, debug, insecure)
 }
 
 /// The launch options of `run` and `run-prepared` from their pod flags.
@@ -180,14 +186,8 @@ pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
 /// `prepare` stored.
 pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
     let (cmd, uuid) = RunCommand::parse_run_prepared(&a.rest)?;
-    let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
-    let debug = g.debug || cmd.globals.debug;
-    let insecure = cmd
-        .globals
-        .insecure_options
-        .as_ref()
-        .unwrap_or(&g.insecure_options);
-    let insecure_paths = stage0::fetch::InsecureOptions::parse(insecure)?.paths;
+    let (dir, debug, insecure) = globals_of(g, &cmd);
+    let insecure_paths = stage0::fetch::InsecureOptions::parse(&insecure)?.paths;
     let mut notice = notices(debug);
     for f in &cmd.pod.ignored {
         notice(Notice::Warning(format!(
