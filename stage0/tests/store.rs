@@ -259,3 +259,46 @@ fn resolve_by_id_prefixes_and_names() {
     );
     assert_eq!(o.status.code(), Some(3));
 }
+
+#[test]
+fn version_1_index_is_upgraded_in_place() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let img = write_file(
+        t.path(),
+        "old.aci",
+        &simple_aci("example.com/old", "1", "old"),
+    );
+    ok(&rkt(
+        &dir,
+        &[
+            "--insecure-options=image",
+            "fetch",
+            img.to_str().expect("utf8"),
+        ],
+    ));
+    // Make the index what a version-1 rkt-rs left: no signed_by column, user_version 1.
+    {
+        let db = rusqlite::Connection::open(dir.join("cas/db/index.sqlite")).expect("open db");
+        db.execute_batch("ALTER TABLE images DROP COLUMN signed_by; PRAGMA user_version = 1;")
+            .expect("downgrade");
+    }
+    let listed = ok(&rkt(&dir, &["image", "list", "--format=json"]));
+    assert!(
+        listed.contains("example.com/old") && listed.contains("\"verified\":false"),
+        "{listed}"
+    );
+    let db = rusqlite::Connection::open(dir.join("cas/db/index.sqlite")).expect("open db");
+    let v: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(v, stage0::store::SCHEMA_VERSION);
+    let n: i64 = db
+        .query_row(
+            "SELECT count(*) FROM images WHERE signed_by IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("column");
+    assert_eq!(n, 1);
+}

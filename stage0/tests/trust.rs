@@ -226,6 +226,53 @@ fn file_images_verified_and_refused() {
     ]);
     ok(&o);
     assert!(stderr(&o).contains("has been disabled"), "{}", stderr(&o));
+
+    // `image list` says who vouched for each image (an insecure re-import keeps the signer);
+    // removing an image leaves its key trusted.
+    let asub = alice
+        .keys()
+        .subkeys()
+        .next()
+        .expect("sub")
+        .key()
+        .fingerprint()
+        .to_hex();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&e.rkt(&["image", "list", "--format=json"]))).expect("json");
+    let entry = |name: &str| {
+        listed
+            .as_array()
+            .expect("array")
+            .iter()
+            .find(|x| x["name"].as_str().is_some_and(|n| n.starts_with(name)))
+            .cloned()
+            .expect("listed")
+    };
+    let bar = entry("example.com/foo/bar");
+    assert_eq!(bar["verified"], true, "{bar}");
+    assert!(
+        bar["signed_by"]
+            .as_str()
+            .is_some_and(|k| k.eq_ignore_ascii_case(&asub)),
+        "{bar} (key {asub})"
+    );
+    let three = entry("example.org/foo");
+    assert_eq!(three["verified"], false, "{three}");
+    assert!(three.get("signed_by").is_none(), "{three}");
+    let table = ok(&e.rkt(&["image", "list", "--fields=name,signedby", "--no-legend"]));
+    assert!(
+        table.lines().any(|l| l.starts_with("example.com/foo/bar")
+            && l.to_ascii_uppercase().contains(&asub.to_ascii_uppercase())),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("example.org/foo") && l.trim_end().ends_with('-')),
+        "{table}"
+    );
+    ok(&e.rkt(&["image", "rm", &id]));
+    assert!(key_file.is_file(), "image rm must not remove trust");
 }
 
 #[test]

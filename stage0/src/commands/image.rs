@@ -41,7 +41,7 @@ pub enum ImageCommand {
 /// `rkt image list` flags.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// Comma-separated list of fields to display: id,name,size,importtime,lastused.
+    /// Comma-separated list of fields to display: id,name,size,importtime,lastused,signedby.
     #[arg(long, default_value = "id,name,size,importtime,lastused")]
     pub fields: String,
     /// Comma-separated sort fields: name,importtime,lastused,size.
@@ -150,8 +150,9 @@ fn resolve(store: &Store, image: &str) -> anyhow::Result<ImageRecord> {
 // ---------------------------------------------------------------------------------------------
 // list
 
-/// The fields `image list` can show, in rkt's option spelling.
-const LIST_FIELDS: [&str; 5] = ["id", "name", "size", "importtime", "lastused"];
+/// The fields `image list` can show, in rkt's option spelling (`signedby`: the key whose
+/// signature was verified at fetch, or `-` for an image that was not verified).
+const LIST_FIELDS: [&str; 6] = ["id", "name", "size", "importtime", "lastused", "signedby"];
 
 fn header(field: &str) -> &'static str {
     match field {
@@ -159,6 +160,7 @@ fn header(field: &str) -> &'static str {
         "name" => "NAME",
         "size" => "SIZE",
         "importtime" => "IMPORT TIME",
+        "signedby" => "SIGNED BY",
         _ => "LAST USED",
     }
 }
@@ -216,6 +218,8 @@ fn list(store: &Store, a: ListArgs) -> anyhow::Result<i32> {
                 import_time: r.import_time,
                 last_used_time: r.last_used,
                 size: r.size,
+                verified: r.signed_by.is_some(),
+                signed_by: r.signed_by.clone(),
             })
             .collect();
         let s = if a.format == "json-pretty" {
@@ -243,6 +247,7 @@ fn list(store: &Store, a: ListArgs) -> anyhow::Result<i32> {
                     "size" => ibytes(r.size),
                     "importtime" if a.full => format_time_nanos(r.import_time),
                     "importtime" => humanize_time(now, r.import_time),
+                    "signedby" => r.signed_by.clone().unwrap_or_else(|| "-".into()),
                     _ if a.full => format_time_nanos(r.last_used),
                     _ => humanize_time(now, r.last_used),
                 })
@@ -261,6 +266,11 @@ struct ListEntry {
     import_time: i64,
     last_used_time: i64,
     size: u64,
+    /// Whether its signature was verified when it entered the store (not in rkt's entry).
+    verified: bool,
+    /// The verifying key (hex), when verified (not in rkt's entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_by: Option<String>,
 }
 
 /// rkt's short ID: `sha512-` plus the first 12 hex digits.

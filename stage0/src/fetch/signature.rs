@@ -85,12 +85,13 @@ pub(crate) fn import(
 ) -> Result<(ImageRecord, Option<Verified>), StoreError> {
     let Some(v) = v else {
         return store
-            .import_aci_checked(r, src, progress, check)
+            .import_aci_checked(r, src, progress, &mut |m| check(m).map(|()| None))
             .map(|rec| (rec, None));
     };
     let mut both = |m: &appc::ImageManifest| {
         check(m)?;
-        v.check(m)
+        v.check(m)?;
+        Ok(v.verified.borrow().as_ref().map(|x| x.signing_key.to_hex()))
     };
     let rec = store.import_aci_checked(
         VerifyingReader::new(r, &v.verifier),

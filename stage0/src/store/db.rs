@@ -10,8 +10,9 @@ use super::datadir::{self, Owner};
 use super::{lock, ImageRecord, StoreError};
 use crate::util::LockMode;
 
-/// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`: 1 the tables below, 2 adds
+/// `images.signed_by` (the verifying key, hex; NULL when not verified).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another process's transaction, in milliseconds.
 const BUSY_TIMEOUT_MS: u64 = 60_000;
@@ -67,7 +68,11 @@ pub(crate) struct Db {
     conn: Connection,
 }
 
-const IMAGE_COLS: &str = "id, sha256_id, name, labels, size, import_time, last_used, source";
+/// Version 1 to 2.
+const SCHEMA_V2: &str = "ALTER TABLE images ADD COLUMN signed_by TEXT;";
+
+const IMAGE_COLS: &str =
+    "id, sha256_id, name, labels, size, import_time, last_used, source, signed_by";
 
 fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     let labels: String = r.get(3)?;
@@ -81,6 +86,7 @@ fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
         import_time: r.get(5)?,
         last_used: r.get(6)?,
         source: r.get(7)?,
+        signed_by: r.get(8)?,
     })
 }
 
@@ -125,8 +131,13 @@ impl Db {
             if v < SCHEMA_VERSION {
                 // One immediate transaction: openers without the lock (older rkt) serialize
                 // here too.
+                let steps = if v < 1 {
+                    format!("{SCHEMA_V1} {SCHEMA_V2}")
+                } else {
+                    SCHEMA_V2.to_string()
+                };
                 conn.execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN IMMEDIATE; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 ))?;
                 v = SCHEMA_VERSION;
             }
@@ -213,10 +224,11 @@ impl Db {
         let labels = serde_json::to_string(&rec.labels).unwrap_or_else(|_| "[]".into());
         if new {
             self.conn.execute(
-                "INSERT INTO images (id, sha256_id, name, labels, size, import_time, last_used, source, manifest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO images (id, sha256_id, name, labels, size, import_time, last_used, source, manifest, signed_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(id) DO UPDATE SET last_used = excluded.last_used,
-                    source = COALESCE(excluded.source, images.source)",
+                    source = COALESCE(excluded.source, images.source),
+                    signed_by = COALESCE(excluded.signed_by, images.signed_by)",
                 params![
                     rec.id,
                     rec.sha256_id,
@@ -226,13 +238,15 @@ impl Db {
                     rec.import_time,
                     rec.last_used,
                     rec.source,
-                    manifest
+                    manifest,
+                    rec.signed_by
                 ],
             )?;
         } else {
             self.conn.execute(
-                "UPDATE images SET last_used = ?2, source = COALESCE(?3, source) WHERE id = ?1",
-                params![rec.id, rec.last_used, rec.source],
+                "UPDATE images SET last_used = ?2, source = COALESCE(?3, source),
+                    signed_by = COALESCE(?4, signed_by) WHERE id = ?1",
+                params![rec.id, rec.last_used, rec.source, rec.signed_by],
             )?;
         }
         Ok(())

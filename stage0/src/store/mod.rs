@@ -182,6 +182,9 @@ pub struct ImageRecord {
     pub last_used: i64,
     /// Where it came from: a URL, `file:///abs/path`, or None.
     pub source: Option<String>,
+    /// The key whose signature was verified when the image entered the store (hex), or None
+    /// when it was not verified (`--insecure-options=image`, a stage1 beside rkt).
+    pub signed_by: Option<String>,
 }
 
 impl ImageRecord {
@@ -363,17 +366,19 @@ impl Store {
         src: &ImportSource,
         progress: &mut dyn FnMut(u64),
     ) -> Result<ImageRecord, StoreError> {
-        self.import_aci_checked(r, src, progress, &mut |_| Ok(()))
+        self.import_aci_checked(r, src, progress, &mut |_| Ok(None))
     }
 
     /// Like [`Store::import_aci`], but `check` may reject the image (after validation, before it
-    /// becomes visible in the store), e.g. because discovery asked for another name.
+    /// becomes visible in the store), e.g. because discovery asked for another name or its
+    /// signature does not verify; it returns the verifying key (hex) when there is one, which
+    /// the index records with the image.
     pub fn import_aci_checked(
         &self,
         r: impl Read,
         src: &ImportSource,
         progress: &mut dyn FnMut(u64),
-        check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+        check: &mut dyn FnMut(&appc::ImageManifest) -> Result<Option<String>, String>,
     ) -> Result<ImageRecord, StoreError> {
         self.import_inner(r, src, progress, check)
             .map_err(|e| self.classify_no_space(e))
@@ -384,7 +389,7 @@ impl Store {
         r: impl Read,
         src: &ImportSource,
         progress: &mut dyn FnMut(u64),
-        check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+        check: &mut dyn FnMut(&appc::ImageManifest) -> Result<Option<String>, String>,
     ) -> Result<ImageRecord, StoreError> {
         let _store_lock = self.lock_store(LockMode::Shared)?;
         blob::cleanup_tmp(&self.cas);
@@ -400,7 +405,7 @@ impl Store {
             io::Write::flush(&mut w).map_err(StoreError::io("write", tmp.path()))?;
             imported
         };
-        check(&imported.manifest).map_err(StoreError::Rejected)?;
+        let signer = check(&imported.manifest).map_err(StoreError::Rejected)?;
         tmp.sync()?;
         let sha256_id = imported.digest.sha256_id();
         let id = imported.digest.sha512_id();
@@ -435,6 +440,7 @@ impl Store {
                 .url
                 .clone()
                 .or_else(|| existing.as_ref().and_then(|e| e.source.clone())),
+            signed_by: signer.or_else(|| existing.as_ref().and_then(|e| e.signed_by.clone())),
         };
         db.upsert_image(&rec, &imported.manifest_json, existing.is_none())?;
         if let Some(url) = &src.url {
@@ -713,6 +719,7 @@ mod tests {
             import_time: 0,
             last_used: 0,
             source: None,
+            signed_by: None,
         };
         assert!(NameRef::parse("example.com/app").is_some_and(|r| r.matches(&rec)));
         assert!(NameRef::parse("example.com/app:latest").is_some_and(|r| r.matches(&rec)));
