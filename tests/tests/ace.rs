@@ -234,3 +234,37 @@ except urllib.error.HTTPError as e: print("after-exit", e.code)' "$url"
         "exactly one service started on demand: {started:?}"
     );
 }
+
+#[test]
+fn ns_manifests_and_images_rkt_writes_pass_actool_validate() {
+    let t = "ns_manifests_and_images_rkt_writes_pass_actool_validate";
+    let Some(e) = E2e::require(t) else { return };
+    let Some(ace) = ace_dir(t) else { return };
+    // appc's own actool judges the pod manifest (`rkt cat-manifest`), an image manifest
+    // (`rkt image cat-manifest`), an exported pod app (`rkt export`) and an image exported
+    // from the store (`rkt image export`).
+    let probe = e.pod_check_image("validated.aci", |i| {
+        i.env("K", "v").mount_point("data", "/data", false)
+    });
+    let script = r#"
+        rkt run --net=none $STAGE1 --uuid-file-save="$TMP/uuid" --volume data,kind=empty \
+            --set-env=X=y "$PROBE" --annotation=note=x -- --no-check --write /data/f >/dev/null
+        uuid=$(cat "$TMP/uuid")
+        rkt cat-manifest "$uuid" > "$TMP/pod.json"
+        rkt image cat-manifest example.com/validated > "$TMP/image.json"
+        rkt export "$uuid" "$TMP/exported.aci"
+        rkt image export example.com/validated "$TMP/image.aci"
+        "$ACTOOL" validate "$TMP/pod.json" "$TMP/image.json" "$TMP/exported.aci" "$TMP/image.aci"
+        echo validated
+    "#;
+    let mut env = rkt_env(&e);
+    env.push(("PROBE", probe.display().to_string()));
+    env.push(("ACTOOL", ace.join("actool").display().to_string()));
+    let o = in_test_netns(script, &env);
+    assert!(
+        stdout(&o).contains("validated") && o.status.success(),
+        "actool refused what rkt wrote:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
