@@ -99,3 +99,30 @@ impl Drop for HostNs {
             .status();
     }
 }
+
+/// `iptables-save` without comments and counters, and without tables that hold nothing but
+/// their built-in chains with ACCEPT policies (a table appears once anything touched it).
+pub fn normalize_iptables(save: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut table: Vec<String> = Vec::new();
+    for l in save.lines().filter(|l| !l.starts_with('#')) {
+        let l = match l.find(" [") {
+            Some(i) if l.starts_with(':') => l[..i].to_string(),
+            _ => l.to_string(),
+        };
+        if l == "COMMIT" {
+            let empty = table
+                .iter()
+                .skip(1)
+                .all(|c| c.starts_with(':') && c.ends_with(" ACCEPT"));
+            if !empty {
+                out.append(&mut table);
+                out.push(l);
+            }
+            table.clear();
+        } else {
+            table.push(l);
+        }
+    }
+    out
+}

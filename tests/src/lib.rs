@@ -466,7 +466,8 @@ impl E2e {
             tmp: scratch("rkt-kvm-"),
             data,
             timeout: Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
-            host_ns: None,
+            // KVM pods get CNI networks too: never in the machine's own namespace.
+            host_ns: hostns::HostNs::create(),
         })
     }
 

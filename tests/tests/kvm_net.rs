@@ -106,3 +106,90 @@ fn kvm_loopback_works_in_the_guest() {
     );
     assert_eq!(stdout(&o), "LO4-OK\nLO6-OK\n", "{}", stderr(&o));
 }
+
+/// The static busybox of Debian's `busybox-static` (ci/deps.sh).
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The test namespace's iptables rules and links (what a pod's networks must not leave).
+fn net_state(ns: &rkt_tests::hostns::HostNs) -> (Vec<String>, String) {
+    let o = ns.exec("iptables-save", &[]);
+    let rules = rkt_tests::hostns::normalize_iptables(&String::from_utf8_lossy(&o.stdout));
+    let links: Vec<String> = ns
+        .ip(&["-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+        .collect();
+    (rules, links.join(","))
+}
+
+#[test]
+fn kvm_default_network_reaches_the_host_and_gc_leaves_nothing() {
+    let name = "kvm_default_network_reaches_the_host_and_gc_leaves_nothing";
+    let Some(e) = E2e::require_kvm(name) else {
+        return;
+    };
+    let Some(ns) = e.host_ns.as_ref() else {
+        skip(
+            name,
+            "cannot create a test network namespace (ip netns add)",
+        );
+        return;
+    };
+    if !Path::new(BUSYBOX).exists() {
+        skip(
+            name,
+            "no static busybox (ci/deps.sh installs busybox-static)",
+        );
+        return;
+    }
+    let img = e.path("nc.aci");
+    ImageSpec::new(
+        "example.com/kvm-nc",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo hello-from-the-guest | /bin/busybox nc -w 20 172.16.28.1 7777",
+        ],
+    )
+    .file("/bin/busybox", Path::new(BUSYBOX), 0o755)
+    .dir("/proc")
+    .build(&img);
+    let before = net_state(ns);
+    // A TCP server in the test's "host" namespace: the pod's gateway (172.16.28.1) is its side
+    // of the pod's ptp link.
+    let server = ns.thread(|| {
+        let l = std::net::TcpListener::bind("0.0.0.0:7777").unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut c, &mut got).unwrap();
+        got
+    });
+    let uuid_file = e.path("uuid");
+    let o = e.run(&[
+        "run",
+        "--net=default",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        img.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(server.join().unwrap(), "hello-from-the-guest\n");
+    let uuid = std::fs::read_to_string(&uuid_file).unwrap();
+    let status = stdout(&e.run(&["status", "--format=json", &uuid]));
+    assert!(
+        status.contains("\"172.16.28."),
+        "no network in status: {status}"
+    );
+    let o = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        net_state(ns),
+        before,
+        "the pod's networks left something behind"
+    );
+    assert!(
+        !Path::new(&format!("/var/run/netns/rkt-{uuid}")).exists(),
+        "the pod's netns outlived gc"
+    );
+}

@@ -118,7 +118,7 @@ struct Snapshot {
 fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> Snapshot {
     let ns = e.host_ns.as_ref().unwrap();
     let o = ns.exec("iptables-save", &[]);
-    let iptables = normalize_iptables(&String::from_utf8_lossy(&o.stdout));
+    let iptables = rkt_tests::hostns::normalize_iptables(&String::from_utf8_lossy(&o.stdout));
     let links = ns
         .ip(&["-o", "link", "show"])
         .lines()
@@ -142,33 +142,6 @@ fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> Snapshot {
         links,
         ipam,
     }
-}
-
-/// `iptables-save` without comments and counters, and without tables that hold nothing but
-/// their built-in chains with ACCEPT policies (a table appears once anything touched it).
-fn normalize_iptables(save: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut table: Vec<String> = Vec::new();
-    for l in save.lines().filter(|l| !l.starts_with('#')) {
-        let l = match l.find(" [") {
-            Some(i) if l.starts_with(':') => l[..i].to_string(),
-            _ => l.to_string(),
-        };
-        if l == "COMMIT" {
-            let empty = table
-                .iter()
-                .skip(1)
-                .all(|c| c.starts_with(':') && c.ends_with(" ACCEPT"));
-            if !empty {
-                out.append(&mut table);
-                out.push(l);
-            }
-            table.clear();
-        } else {
-            table.push(l);
-        }
-    }
-    out
 }
 
 fn gc(e: &E2e) {
