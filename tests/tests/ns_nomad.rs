@@ -40,6 +40,10 @@ impl Driver<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The pod's CNI network lives in the test's own "host" namespace.
+        if let Some(ns) = &self.e.host_ns {
+            ns.enter(&mut c);
+        }
         c
     }
 
@@ -180,13 +184,11 @@ fn ns_nomad_driver_replay() {
     );
 
     // Step 3: run-prepared under Nomad's executor (its exit status is the task's).
-    // `--net=none` here; `--net=default` with the network polling of step 4 belongs to the
-    // networking work and is left out rather than faked.
     let run_argv = vec![
         "run-prepared".to_string(),
         "--dns=10.0.0.53".into(),
         "--dns-search=service.nomad".into(),
-        "--net=none".into(),
+        "--net=default".into(),
         debug.into(),
         uuid.clone(),
     ];
@@ -205,7 +207,13 @@ fn ns_nomad_driver_replay() {
         );
         let st: serde_json::Value = serde_json::from_str(stdout(&o).trim())
             .unwrap_or_else(|_| panic!("status is not JSON: {}", stdout(&o)));
-        if st["state"] == "running" && started.exists() {
+        // Nomad waits for `networks[].ip` to hold a global unicast address.
+        let ip = st["networks"]
+            .as_array()
+            .and_then(|n| n.iter().find_map(|x| x["ip"].as_str()))
+            .and_then(|ip| ip.parse::<std::net::Ipv4Addr>().ok())
+            .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_link_local());
+        if st["state"] == "running" && started.exists() && ip.is_some() {
             break;
         }
         assert!(
@@ -214,8 +222,6 @@ fn ns_nomad_driver_replay() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // NETWORKING (networking helper): with `--net=default`, poll `status --format=json` until
-    // `networks[].ip` holds a global unicast address (nomad-contract.md, Start step 4).
 
     // `cat-manifest` supplies the app's declared ports (single-app pods only).
     let o = d.run(&s(&["cat-manifest", &uuid]));
