@@ -193,3 +193,122 @@ fn kvm_default_network_reaches_the_host_and_gc_leaves_nothing() {
         "the pod's netns outlived gc"
     );
 }
+
+/// A busybox image whose app runs `sh -c <first app argument>`, with port `http` 80/tcp.
+fn busybox_sh_image(e: &E2e) -> PathBuf {
+    let out = e.path("sh.aci");
+    if out.exists() {
+        return out;
+    }
+    let mut img = ImageSpec::new("example.com/kvm-sh", &["/bin/sh", "-c"])
+        .file("/bin/busybox", Path::new(BUSYBOX), 0o755)
+        .dir("/etc")
+        .dir("/proc")
+        .port("http", "tcp", 80);
+    for a in ["sh", "ip", "nc", "cat", "echo"] {
+        img = img.symlink(&format!("/bin/{a}"), "busybox");
+    }
+    img.build(&out);
+    out
+}
+
+#[test]
+fn kvm_net_none_dns_hosts_and_port() {
+    let name = "kvm_net_none_dns_hosts_and_port";
+    let Some(e) = E2e::require_kvm(name) else {
+        return;
+    };
+    let Some(ns) = e.host_ns.as_ref() else {
+        skip(
+            name,
+            "cannot create a test network namespace (ip netns add)",
+        );
+        return;
+    };
+    if !Path::new(BUSYBOX).exists() {
+        skip(
+            name,
+            "no static busybox (ci/deps.sh installs busybox-static)",
+        );
+        return;
+    }
+    let img = busybox_sh_image(&e);
+    let img = img.to_str().unwrap();
+    // --net=none: the guest has its loopback and nothing else.
+    let o = e.run(&[
+        "run",
+        "--net=none",
+        &e.stage1_flag(),
+        img,
+        "--",
+        "ip -o link",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let links: Vec<String> = stdout(&o)
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_string()))
+        .collect();
+    assert_eq!(links, ["lo"], "{}", stdout(&o));
+    // --dns*, --hosts-entry and --hostname reach the KVM app's /etc files.
+    let o = e.run(&[
+        "run",
+        "--net=default",
+        "--dns=10.1.2.3",
+        "--dns-search=example.test",
+        "--hosts-entry=10.9.9.9=db.example.test",
+        "--hostname=kvmpod",
+        &e.stage1_flag(),
+        img,
+        "--",
+        "cat /etc/resolv.conf /etc/hosts",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let files = stdout(&o);
+    for want in [
+        "nameserver 10.1.2.3",
+        "search example.test",
+        "10.9.9.9",
+        "db.example.test",
+        "kvmpod",
+    ] {
+        assert!(files.contains(want), "no {want:?} in:\n{files}");
+    }
+    // --port: the pod's port 80 answers on the host's 127.0.0.1:8080 (rkt #3251).
+    let uf = e.path("uuid-port");
+    let child = e.spawn(&[
+        "run",
+        "--net=default",
+        "--port=http:8080",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", uf.display()),
+        img,
+        "--",
+        "while true; do echo port-ok | nc -l -p 80; done",
+    ]);
+    let got = ns
+        .thread(|| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                if let Ok(mut c) = std::net::TcpStream::connect("127.0.0.1:8080") {
+                    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(20)));
+                    let mut s = String::new();
+                    if std::io::Read::read_to_string(&mut c, &mut s).is_ok() && !s.is_empty() {
+                        return Ok(s);
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err("nothing answered on 127.0.0.1:8080 within 120 s".to_string());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+        .join()
+        .unwrap();
+    let uuid = rkt_tests::uuid_of(&uf);
+    let o = e.run(&["stop", &uuid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _ = rkt_tests::wait_output(child, e.timeout());
+    assert_eq!(got.as_deref(), Ok("port-ok\n"));
+    let o = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
