@@ -174,7 +174,7 @@ fn install_panic_hook() {
 pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let (cwd, net) = prepare_process(args)?;
     let host = PodPaths::new(&cwd);
-    let plan = read_plan(&host, args)?;
+    let plan = read_plan(&host)?;
     let size = choose_size(&plan, args);
     let io = HostIo::open(args.interactive || plan.interactive)?;
     let (mut vmm, kernel_tail) = build_vm(&host, size, args.debug || plan.debug, net)?;
@@ -267,9 +267,8 @@ fn setup_network(cwd: &Path, args: &RunArgs) -> Result<PodNet, PodError> {
 }
 
 /// Step 2: reads the launch plan and writes `pid` (this process is the pod).
-fn read_plan(host: &PodPaths, args: &RunArgs) -> Result<Plan, PodError> {
+fn read_plan(host: &PodPaths) -> Result<Plan, PodError> {
     let plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
-    let _ = args;
     let pid = std::process::id();
     write_atomic(&host.pid(), pid.to_string().as_bytes())
         .map_err(|e| PodError::io("cannot write", &host.pid(), e))?;

@@ -136,15 +136,7 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if args.queues.len() != 1 || args.queue_evts.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: args.queues.len(),
-            });
-        }
+        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
         let w = BlockWorker {
             mem: args.mem,
             queues: args.queues,

@@ -210,16 +210,7 @@ impl VirtioDevice for Fs {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let expected = self.queue_max_sizes().len();
-        if args.queues.len() != expected || args.queue_evts.len() != expected {
-            return Err(ActivateError::QueueCount {
-                expected,
-                got: args.queues.len(),
-            });
-        }
+        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
         // A re-activation builds its server on the worker thread (FsWorker::init): the vCPU
         // thread that activates the device has no file-system calls.
         let fs_worker = FsWorker {

@@ -85,6 +85,23 @@ pub struct ActivateArgs {
     pub thread: WorkerThread,
 }
 
+impl ActivateArgs {
+    /// The checks every device makes before it starts: it is not `active` already, and the
+    /// transport handed over exactly `expected` queues and as many EventFds.
+    pub fn check(&self, active: bool, expected: usize) -> Result<(), ActivateError> {
+        if active {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if self.queues.len() != expected || self.queue_evts.len() != expected {
+            return Err(ActivateError::QueueCount {
+                expected,
+                got: self.queues.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {

@@ -160,16 +160,7 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        if self.worker.is_some() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        let expected = self.queue_max_sizes().len();
-        if args.queues.len() != expected || args.queue_evts.len() != expected {
-            return Err(ActivateError::QueueCount {
-                expected,
-                got: args.queues.len(),
-            });
-        }
+        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
         let w = NetWorker {
             mem: args.mem,
             queues: args.queues,
