@@ -14,3 +14,4 @@ pub mod plan;
 pub mod podfile;
 pub mod stage1;
 pub mod status;
+pub mod vsock;
