@@ -4,6 +4,7 @@
 
 mod discovery;
 mod http;
+mod oci;
 mod progress;
 pub mod pubkeys;
 mod signature;
@@ -43,7 +44,7 @@ pub enum FetchError {
     #[error("refusing to fetch {0} over plain http: pass --insecure-options=http to allow it")]
     HttpNotAllowed(String),
     /// The URL scheme is not supported.
-    #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, IDs, names)")]
+    #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, IDs, names, oci:DIR[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:NAME:TAG])")]
     UnsupportedScheme(String),
     /// The image's signature is missing, invalid, or not by a trusted key.
     #[error(transparent)]
@@ -82,6 +83,12 @@ pub enum FetchError {
     /// The image is not in the store and the pull policy forbids fetching it.
     #[error("image {0:?} is not in the store and the pull policy is \"never\"")]
     NotInStore(String),
+    /// An OCI layout or Docker archive is invalid, hostile, or unreadable.
+    #[error("cannot import the image")]
+    Oci(#[from] oci_import::OciError),
+    /// An OCI layout or Docker archive without `--insecure-options=image`.
+    #[error("{0} cannot be verified: OCI and Docker archives carry no appc signature; pass --insecure-options=image to import it")]
+    OciUnsigned(String),
     /// appc discovery found no image.
     #[error("cannot discover image {name:?}: {reason}")]
     Discovery {
@@ -98,6 +105,7 @@ impl FetchError {
         match self {
             FetchError::Store(e) => e.is_not_found(),
             FetchError::File(_, e) => e.kind() == io::ErrorKind::NotFound,
+            FetchError::Oci(e) => e.is_not_found(),
             FetchError::NotInStore(_) | FetchError::Discovery { .. } => true,
             FetchError::HttpStatus { status, .. } => *status == 404 || *status == 410,
             _ => false,
@@ -109,13 +117,18 @@ impl FetchError {
     pub fn trust_verdict(&self) -> Option<trust::Verdict> {
         match self {
             FetchError::Trust(t) => Some(t.verdict()),
+            FetchError::OciUnsigned(_) => Some(trust::Verdict::Unsigned),
             _ => None,
         }
     }
 
     /// Whether the image is invalid or hostile (exit code BAD_IMAGE).
     pub fn is_bad_image(&self) -> bool {
-        matches!(self, FetchError::Store(e) if e.is_bad_image())
+        match self {
+            FetchError::Store(e) => e.is_bad_image(),
+            FetchError::Oci(e) => e.is_bad_image(),
+            _ => false,
+        }
     }
 
     /// Whether a flag value was wrong (exit code USAGE).
@@ -125,6 +138,7 @@ impl FetchError {
             FetchError::BadInsecureOption(_)
                 | FetchError::BadPullPolicy(_)
                 | FetchError::BadTimeout { .. }
+                | FetchError::Oci(oci_import::OciError::BadReference(..))
                 | FetchError::Store(StoreError::BadReference(_))
         )
     }
@@ -253,11 +267,17 @@ pub enum ImageRef {
     Url(String),
     /// `name[:version][,label=value...]`.
     Name(NameRef),
+    /// `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`, `docker-archive:PATH[:NAME:TAG]`.
+    Oci(oci_import::Reference),
 }
 
 /// Classifies a reference the way rkt does: URLs by scheme, IDs by prefix, paths when they
-/// look like paths (absolute, `./`, `../`, `.aci` suffix) or exist, names otherwise.
+/// look like paths (absolute, `./`, `../`, `.aci` suffix) or exist, names otherwise; and
+/// skopeo's `oci:`, `oci-archive:`, `docker-archive:` forms.
 pub fn classify(reference: &str) -> Result<ImageRef, FetchError> {
+    if let Some(r) = oci_import::Reference::parse(reference) {
+        return Ok(ImageRef::Oci(r?));
+    }
     if let Some(p) = reference.strip_prefix("file://") {
         return Ok(ImageRef::File(PathBuf::from(p)));
     }
@@ -293,6 +313,7 @@ pub fn fetch_image(
     let rec = match classify(reference)? {
         ImageRef::Id(id) => return Ok(store.resolve(&id)?),
         ImageRef::File(path) => fetch_file(store, &path, opts)?,
+        ImageRef::Oci(r) => return oci::fetch_oci(store, &r, opts),
         ImageRef::Url(url) => {
             match http::fetch_url(store, &url, opts, &mut |_| Ok(()), &format!("{url}.asc"))? {
                 http::Fetched::Cached(rec) => return Ok(rec),
@@ -426,5 +447,14 @@ mod tests {
             Err(FetchError::UnsupportedScheme(_))
         ));
         assert!(classify("Bad Name").is_err());
+        assert!(matches!(classify("oci:/x:1.0"), Ok(ImageRef::Oci(_))));
+        assert!(matches!(
+            classify("oci-archive:x.tar"),
+            Ok(ImageRef::Oci(_))
+        ));
+        assert!(matches!(
+            classify("docker-archive:x.tar:n:t"),
+            Ok(ImageRef::Oci(_))
+        ));
     }
 }

@@ -1,0 +1,476 @@
+//! Applying the layers: the top layer is read first and the first version of a path wins;
+//! a whiteout (`.wh.NAME`) hides NAME and an opaque marker (`.wh..wh..opq`) hides a
+//! directory's contents in the layers below (never in its own layer), as do a non-directory
+//! or a whiteout over any parent. Every layer is streamed once (a hardlink whose target a
+//! higher layer replaced makes its layer be read a second time, to copy the old content).
+//! Output headers are rebuilt from the parsed fields (type, mode, uid, gid, mtime, size,
+//! names), so two archives of the same layers give the same bytes.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use tar::{EntryType, Header};
+
+use crate::blobs::{Blobs, Layer};
+use crate::verify::{Bounded, Verified};
+use crate::{lift, Limits, OciError};
+
+/// Largest `/etc/passwd` kept to resolve the user's primary group (bytes).
+const PASSWD_MAX: u64 = 1 << 20;
+/// Read buffer of a layer (bytes).
+const LAYER_BUFFER: usize = 256 << 10;
+
+/// What writing the rootfs produced.
+pub(crate) struct Flat {
+    pub(crate) warnings: Vec<String>,
+    /// The final `/etc/passwd`, if it is a regular file of at most [`PASSWD_MAX`] bytes.
+    pub(crate) passwd: Option<Vec<u8>>,
+    /// Entries written (count).
+    pub(crate) entries: u64,
+}
+
+/// A path decided by a higher layer (or earlier in the same one).
+#[derive(Clone, Copy)]
+struct Decided {
+    dir: bool,
+    layer: usize,
+    /// Written to the output (false: dropped, e.g. a device node).
+    written: bool,
+}
+
+/// Counts bytes read (the compressed side of the ratio limit).
+struct Counting<R> {
+    inner: R,
+    n: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n.set(self.n.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// One layer's tar stream and the flags saying its digests matched.
+struct LayerStream {
+    tar: tar::Archive<Verified<Bounded<Box<dyn Read>>>>,
+    diff_ok: Rc<Cell<bool>>,
+    blob_ok: Option<Rc<Cell<bool>>>,
+    compressed: Rc<Cell<u64>>,
+}
+
+/// Shared counters of decompressed and compressed bytes (all layers so far).
+struct Totals {
+    uncompressed: Rc<Cell<u64>>,
+    compressed_before: u64,
+}
+
+fn open_layer(
+    blobs: &Blobs,
+    layer: &Layer,
+    li: usize,
+    limits: &Limits,
+    totals: &Totals,
+) -> Result<LayerStream, OciError> {
+    let what = format!("layer {li} ({})", layer.path);
+    let (raw, blob_ok): (Box<dyn Read>, _) = match &layer.blob {
+        Some((digest, size)) => {
+            let v = blobs.open_blob(digest, *size, &what)?;
+            let ok = v.ok_flag();
+            (Box::new(v), Some(ok))
+        }
+        None => (blobs.open_layer(layer, &what)?, None),
+    };
+    let compressed = Rc::new(Cell::new(0));
+    let mut buf = BufReader::with_capacity(
+        LAYER_BUFFER,
+        Counting {
+            inner: raw,
+            n: compressed.clone(),
+        },
+    );
+    let head = buf
+        .fill_buf()
+        .map_err(|e| lift(e, |e| OciError::CorruptLayer(li, e)))?;
+    let decoded: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(buf))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Err(OciError::Compression(li, "zstd"));
+    } else if head.starts_with(b"BZh") {
+        return Err(OciError::Compression(li, "bzip2"));
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err(OciError::Compression(li, "xz"));
+    } else {
+        Box::new(buf)
+    };
+    let bounded = Bounded {
+        inner: decoded,
+        total: totals.uncompressed.clone(),
+        compressed: compressed.clone(),
+        base_compressed: totals.compressed_before,
+        limits: limits.clone(),
+    };
+    let diff = Verified::new(bounded, format!("{what} diff_id"), &layer.diff_id, None)?;
+    let diff_ok = diff.ok_flag();
+    Ok(LayerStream {
+        tar: tar::Archive::new(diff),
+        diff_ok,
+        blob_ok,
+        compressed,
+    })
+}
+
+/// `a/b/c` -> (`a/b`, `c`); (``, `c`) at the top.
+fn split(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (
+            p.get(..i).unwrap_or_default(),
+            p.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (b"", p),
+    }
+}
+
+/// `parent/name` (or `name` at the top).
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = parent.to_vec();
+    if !v.is_empty() {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+/// Clean a layer path: drop `.`, empty components and a leading `/`; None for `..`.
+fn clean(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return None,
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The decisions so far.
+#[derive(Default)]
+struct State {
+    decided: HashMap<Vec<u8>, Decided>,
+    hidden: HashSet<Vec<u8>>,
+    opaque: HashSet<Vec<u8>>,
+}
+
+impl State {
+    /// Whether a higher layer (or an earlier entry) already decided `p` or hides it.
+    fn shadowed(&self, p: &[u8]) -> bool {
+        if self.decided.contains_key(p) || self.hidden.contains(p) {
+            return true;
+        }
+        for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
+            let a = p.get(..i).unwrap_or_default();
+            if self.hidden.contains(a)
+                || self.opaque.contains(a)
+                || self.decided.get(a).is_some_and(|d| !d.dir)
+            {
+                return true;
+            }
+        }
+        // The root's opaque marker hides everything below.
+        self.opaque.contains(&b""[..])
+    }
+}
+
+/// A fresh header with the fields that matter.
+fn header<R: Read>(e: &tar::Entry<'_, R>, t: EntryType, size: u64) -> Header {
+    let src = e.header();
+    let mut h = Header::new_gnu();
+    h.set_entry_type(t);
+    h.set_mode(src.mode().unwrap_or(0o644) & 0o7777);
+    h.set_uid(src.uid().unwrap_or(0));
+    h.set_gid(src.gid().unwrap_or(0));
+    h.set_mtime(src.mtime().unwrap_or(0));
+    h.set_size(size);
+    h
+}
+
+fn out_path(p: &[u8]) -> std::path::PathBuf {
+    let mut v = b"rootfs/".to_vec();
+    v.extend_from_slice(p);
+    Path::new(OsStr::from_bytes(&v)).to_path_buf()
+}
+
+/// Warnings, each printed once.
+#[derive(Default)]
+struct Warnings(Vec<String>);
+
+impl Warnings {
+    fn once(&mut self, w: &str) {
+        if !self.0.iter().any(|x| x == w) {
+            self.0.push(w.to_string());
+        }
+    }
+}
+
+/// Writes `rootfs` and the flattened layers to `out`.
+pub(crate) fn write_rootfs<W: Write>(
+    blobs: &Blobs,
+    layers: &[Layer],
+    limits: &Limits,
+    out: &mut tar::Builder<W>,
+) -> Result<Flat, OciError> {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_mtime(0);
+    h.set_size(0);
+    out.append_data(&mut h, "rootfs", io::empty())
+        .map_err(OciError::Write)?;
+    let mut st = State::default();
+    let mut warn = Warnings::default();
+    let mut passwd = None;
+    let mut entries = 0u64;
+    let mut written = 0u64;
+    let mut totals = Totals {
+        uncompressed: Rc::new(Cell::new(0)),
+        compressed_before: 0,
+    };
+    for (li, layer) in layers.iter().enumerate().rev() {
+        let mut ls = open_layer(blobs, layer, li, limits, &totals)?;
+        let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
+        let mut pending_hidden = Vec::new();
+        let mut pending_opaque = Vec::new();
+        // Regular files of this layer that a higher layer replaced: path -> ordinal.
+        let mut skipped: HashMap<Vec<u8>, u64> = HashMap::new();
+        // Hardlinks whose target was copied under another path: target -> that path.
+        let mut relinked: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut ordinal = 0u64;
+        for e in ls.tar.entries().map_err(corrupt)? {
+            let mut e = e.map_err(corrupt)?;
+            ordinal += 1;
+            entries += 1;
+            if entries > limits.max_entries {
+                return Err(OciError::TooBig {
+                    what: "entry count",
+                    limit: format!("{} entries", limits.max_entries),
+                });
+            }
+            let raw = e.path_bytes().into_owned();
+            let p = clean(&raw).ok_or_else(|| OciError::PathEscape {
+                layer: li,
+                path: lossy(&raw),
+            })?;
+            if p.is_empty() || p.contains(&0) {
+                continue;
+            }
+            let (parent, base) = split(&p);
+            if let Some(name) = base.strip_prefix(b".wh.") {
+                if name == b".wh..opq" {
+                    pending_opaque.push(parent.to_vec());
+                } else if name.starts_with(b".wh.") || name.is_empty() || name == b"." {
+                    warn.once("aufs metadata files (.wh..wh.*) ignored");
+                } else {
+                    pending_hidden.push(join(parent, name));
+                }
+                continue;
+            }
+            let t = e.header().entry_type();
+            if st.shadowed(&p) {
+                if matches!(t, EntryType::Regular | EntryType::Continuous) {
+                    skipped.insert(p, ordinal);
+                }
+                continue;
+            }
+            if e.pax_extensions().ok().flatten().is_some_and(|x| {
+                x.flatten()
+                    .any(|x| x.key_bytes().starts_with(b"SCHILY.xattr."))
+            }) {
+                warn.once("extended attributes (xattrs, file capabilities) in layers are dropped");
+            }
+            let mut dir = false;
+            let mut wrote = true;
+            match t {
+                EntryType::Directory => {
+                    dir = true;
+                    let mut h = header(&e, t, 0);
+                    out.append_data(&mut h, out_path(&p), io::empty())
+                        .map_err(OciError::Write)?;
+                }
+                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    let size = e.size();
+                    let mut h = header(&e, EntryType::Regular, size);
+                    if p == b"etc/passwd" && size <= PASSWD_MAX {
+                        let mut data = Vec::new();
+                        e.read_to_end(&mut data).map_err(corrupt)?;
+                        out.append_data(&mut h, out_path(&p), &data[..])
+                            .map_err(OciError::Write)?;
+                        passwd = Some(data);
+                    } else {
+                        copy_entry(out, &mut h, &p, &mut e, size).map_err(corrupt)?;
+                    }
+                }
+                EntryType::Symlink => {
+                    let target = e
+                        .link_name_bytes()
+                        .map(|c| c.into_owned())
+                        .unwrap_or_default();
+                    let mut h = header(&e, t, 0);
+                    out.append_link(&mut h, out_path(&p), Path::new(OsStr::from_bytes(&target)))
+                        .map_err(OciError::Write)?;
+                }
+                EntryType::Link => {
+                    let raw_t = e
+                        .link_name_bytes()
+                        .map(|c| c.into_owned())
+                        .unwrap_or_default();
+                    let target = clean(&raw_t).ok_or_else(|| OciError::PathEscape {
+                        layer: li,
+                        path: lossy(&raw_t),
+                    })?;
+                    let bad = || OciError::Hardlink {
+                        layer: li,
+                        path: lossy(&p),
+                        target: lossy(&target),
+                    };
+                    let here = st
+                        .decided
+                        .get(&target)
+                        .is_some_and(|d| d.layer == li && d.written && !d.dir);
+                    if here {
+                        let mut h = header(&e, t, 0);
+                        out.append_link(&mut h, out_path(&p), out_path(&target))
+                            .map_err(OciError::Write)?;
+                    } else if let Some(first) = relinked.get(&target) {
+                        let mut h = header(&e, t, 0);
+                        out.append_link(&mut h, out_path(&p), out_path(first))
+                            .map_err(OciError::Write)?;
+                    } else if let Some(&k) = skipped.get(&target) {
+                        copy_old(blobs, layer, li, limits, k, &p, out)?;
+                        relinked.insert(target, p.clone());
+                    } else {
+                        return Err(bad());
+                    }
+                }
+                EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                    warn.once(
+                        "device nodes and FIFOs in layers are dropped (the stage1 provides /dev)",
+                    );
+                    wrote = false;
+                }
+                EntryType::XGlobalHeader => continue,
+                other => {
+                    return Err(OciError::Invalid(format!(
+                        "layer {li}: entry {:?} has unsupported type {:?}",
+                        lossy(&p),
+                        char::from(other.as_byte())
+                    )))
+                }
+            }
+            if wrote {
+                written += 1;
+            }
+            st.decided.insert(
+                p,
+                Decided {
+                    dir,
+                    layer: li,
+                    written: wrote,
+                },
+            );
+        }
+        // Read to the end so the digests are checked, whatever follows the tar's end marker.
+        let mut rest = ls.tar.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+        if !ls.diff_ok.get() || ls.blob_ok.as_ref().is_some_and(|f| !f.get()) {
+            return Err(OciError::Invalid(format!(
+                "layer {li} was not read to its end"
+            )));
+        }
+        totals.compressed_before += ls.compressed.get();
+        st.hidden.extend(pending_hidden);
+        st.opaque.extend(pending_opaque);
+    }
+    Ok(Flat {
+        warnings: warn.0,
+        passwd,
+        entries: written,
+    })
+}
+
+/// Copies a regular file's data, failing unless exactly `size` bytes come.
+fn copy_entry<W: Write, R: Read>(
+    out: &mut tar::Builder<W>,
+    h: &mut Header,
+    p: &[u8],
+    data: &mut R,
+    size: u64,
+) -> io::Result<()> {
+    let mut exact = ExactReader {
+        inner: data.take(size),
+        left: size,
+    };
+    out.append_data(h, out_path(p), &mut exact)
+}
+
+/// Yields exactly `left` bytes or fails (so a short entry never pads the output wrongly).
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes the `k`-th entry of layer `li` (a file a higher layer replaced) as a regular file
+/// at `p`: a hardlink of that layer still names the old content.
+fn copy_old<W: Write>(
+    blobs: &Blobs,
+    layer: &Layer,
+    li: usize,
+    limits: &Limits,
+    k: u64,
+    p: &[u8],
+    out: &mut tar::Builder<W>,
+) -> Result<(), OciError> {
+    let totals = Totals {
+        uncompressed: Rc::new(Cell::new(0)),
+        compressed_before: 0,
+    };
+    let mut ls = open_layer(blobs, layer, li, limits, &totals)?;
+    let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
+    for (i, e) in ls.tar.entries().map_err(corrupt)?.enumerate() {
+        let mut e = e.map_err(corrupt)?;
+        if i as u64 + 1 == k {
+            let size = e.size();
+            let mut h = header(&e, EntryType::Regular, size);
+            return copy_entry(out, &mut h, p, &mut e, size).map_err(corrupt);
+        }
+    }
+    Err(OciError::Invalid(format!(
+        "layer {li} changed while it was read"
+    )))
+}
