@@ -13,6 +13,8 @@ mod blobs;
 mod flatten;
 mod mapping;
 mod reference;
+#[cfg(feature = "testutil")]
+pub mod testutil;
 mod verify;
 
 use std::io::{self, Write};
