@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun gcc make
       iproute2 procps kmod busybox-static python3 libc6-dev gnupg gpgv sqv
       containernetworking-plugins iptables   # CNI plugins land in /usr/lib/cni
+      umoci skopeo                           # OCI test fixtures and bench/oci.sh
       golang-go golang-github-appc-spec-dev)  # appc's ACE validator and actool (ci/ace.sh)
 [ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time)
 missing=()
