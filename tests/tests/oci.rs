@@ -56,7 +56,7 @@ fn fixture(e: &E2e, test: &str) -> Option<PathBuf> {
 }
 
 fn check_output(o: &std::process::Output) {
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
     let out = stdout(o);
     for line in WANT {
         assert!(out.contains(line), "want {line:?} in {out:?}");
