@@ -120,7 +120,7 @@ impl Blobs {
                 let slice = Slice {
                     file: file.clone(),
                     pos,
-                    end: pos + size,
+                    end: pos.saturating_add(size),
                 };
                 Ok((Box::new(slice), size))
             }

@@ -173,14 +173,19 @@ fn lossy(b: &[u8]) -> String {
 #[derive(Default)]
 struct State {
     decided: HashMap<Vec<u8>, Decided>,
+    /// Parents of written entries that no entry has decided yet: they must stay directories.
+    implied: HashSet<Vec<u8>>,
     hidden: HashSet<Vec<u8>>,
     opaque: HashSet<Vec<u8>>,
 }
 
 impl State {
     /// Whether a higher layer (or an earlier entry) already decided `p` or hides it.
-    fn shadowed(&self, p: &[u8]) -> bool {
-        if self.decided.contains_key(p) || self.hidden.contains(p) {
+    fn shadowed(&self, p: &[u8], dir: bool) -> bool {
+        if self.decided.contains_key(p)
+            || self.hidden.contains(p)
+            || (!dir && self.implied.contains(p))
+        {
             return true;
         }
         for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
@@ -194,6 +199,16 @@ impl State {
         }
         // The root's opaque marker hides everything below.
         self.opaque.contains(&b""[..])
+    }
+
+    /// Records that `p` was written: its parents must be directories.
+    fn imply_parents(&mut self, p: &[u8]) {
+        for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
+            let a = p.get(..i).unwrap_or_default();
+            if !self.decided.contains_key(a) && !self.implied.contains(a) {
+                self.implied.insert(a.to_vec());
+            }
+        }
     }
 }
 
@@ -291,7 +306,7 @@ pub(crate) fn write_rootfs<W: Write>(
                 continue;
             }
             let t = e.header().entry_type();
-            if st.shadowed(&p) {
+            if st.shadowed(&p, t == EntryType::Directory) {
                 if matches!(t, EntryType::Regular | EntryType::Continuous) {
                     skipped.insert(p, ordinal);
                 }
@@ -384,6 +399,7 @@ pub(crate) fn write_rootfs<W: Write>(
             }
             if wrote {
                 written += 1;
+                st.imply_parents(&p);
             }
             st.decided.insert(
                 p,

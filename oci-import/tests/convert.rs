@@ -50,6 +50,7 @@ fn base_layers() -> Vec<Vec<u8>> {
             Entry::File("orig", b"first"),
             Entry::Hardlink("link", "orig"),
             Entry::File("keep", b"k"),
+            Entry::File("nowdir", b"a file below, a directory above"),
         ]),
         layer(&[
             Entry::File(".wh.gone", b""),
@@ -59,6 +60,7 @@ fn base_layers() -> Vec<Vec<u8>> {
             Entry::Symlink("d", "etc"),
             Entry::File("orig", b"second"),
             Entry::File("keep", b"k2"),
+            Entry::File("nowdir/x", b"x"),
         ]),
     ]
 }
@@ -79,6 +81,13 @@ fn layers_flatten_with_whiteouts_opaque_dirs_and_old_hardlink_targets() {
     };
     write_oci(&dir, "2.0", &base_layers(), &tw).expect("layout");
     let aci = convert(&format!("oci:{}:2.0", dir.display()), &Limits::default()).expect("converts");
+    appc::aci::import(
+        &aci[..],
+        std::io::sink(),
+        &appc::aci::Limits::default(),
+        &mut |_| {},
+    )
+    .expect("the ACI importer accepts the output");
     let es = entries(&aci);
     let get = |p: &str| es.iter().find(|e| e.0 == p).cloned();
     assert!(
@@ -105,6 +114,11 @@ fn layers_flatten_with_whiteouts_opaque_dirs_and_old_hardlink_targets() {
         "a hardlink to a replaced file keeps the old content"
     );
     assert_eq!(get("rootfs/keep").map(|e| e.3), Some("k2".into()));
+    assert!(
+        get("rootfs/nowdir").is_none(),
+        "a file below a higher layer's implied directory is hidden"
+    );
+    assert_eq!(get("rootfs/nowdir/x").map(|e| e.3), Some("x".into()));
     let (last, _, _, json) = es.last().cloned().expect("entries");
     assert_eq!(last, "manifest");
     let m = appc::ImageManifest::from_json(json.as_bytes()).expect("valid manifest");
