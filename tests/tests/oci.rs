@@ -15,7 +15,7 @@ const WANT: &[&str] = &[
     "args:one two\n",
     "uid=1000 gid=1001\n",
     "cwd=/work\n",
-    "opq=new \n",
+    "opq=new.txt \n",
     "keep=a.txt b.txt \n",
     "gone=absent\n",
     "greeting=hello\n",
