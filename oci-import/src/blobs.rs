@@ -391,11 +391,7 @@ fn open_oci(blobs: &Blobs, r: &Reference, limits: &Limits) -> Result<Found, OciE
         .collect();
     let desc = match (picked.as_slice(), &r.tag) {
         ([d], _) => *d,
-        ([], Some(t)) => {
-            return Err(OciError::Invalid(format!(
-                "no image tagged {t:?} in the layout"
-            )))
-        }
+        ([], Some(t)) => return Err(OciError::NoSuchTag(t.clone())),
         ([], None) => return Err(OciError::Invalid("the layout holds no image".into())),
         (_, _) => {
             return Err(OciError::Invalid(
@@ -461,10 +457,10 @@ fn open_docker(blobs: &Blobs, r: &Reference, limits: &Limits) -> Result<Found, O
     let m = match picked.as_slice() {
         [m] => *m,
         [] => {
-            return Err(OciError::Invalid(match &r.tag {
-                Some(t) => format!("no image tagged {t:?} in the archive"),
-                None => "the archive holds no image".into(),
-            }))
+            return Err(match &r.tag {
+                Some(t) => OciError::NoSuchTag(t.clone()),
+                None => OciError::Invalid("the archive holds no image".into()),
+            })
         }
         _ => {
             return Err(OciError::Invalid(

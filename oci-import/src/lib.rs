@@ -42,6 +42,9 @@ pub enum OciError {
     /// A blob or file the image names is not in the layout or archive.
     #[error("{0} is missing from the image")]
     Missing(String),
+    /// No image in the layout or archive has the tag asked for.
+    #[error("no image tagged {0:?} in the layout or archive")]
+    NoSuchTag(String),
     /// A blob is a symlink, a directory or another non-regular file.
     #[error("{0} is not a regular file inside the image (symlinks are not followed)")]
     NotRegular(String),
@@ -136,13 +139,20 @@ impl OciError {
     pub fn is_bad_image(&self) -> bool {
         !matches!(
             self,
-            OciError::Open { .. } | OciError::Write(_) | OciError::BadReference(..)
+            OciError::Open { .. }
+                | OciError::Write(_)
+                | OciError::BadReference(..)
+                | OciError::NoSuchTag(_)
         )
     }
 
     /// Whether the image file or directory does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, OciError::Open { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        match self {
+            OciError::Open { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            OciError::NoSuchTag(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -67,6 +67,9 @@ fn oci_forms_share_one_id_and_need_insecure_image() {
     assert_eq!(a.id, b.id);
     assert_eq!(a.display_name(), "app:1.0");
     assert_eq!(store.list().expect("list").len(), 1);
+    let e = fetch_image(&store, &format!("oci:{}:2.0", dir.display()), &opts())
+        .expect_err("no such tag");
+    assert!(e.is_not_found(), "{e}");
 }
 
 #[test]
