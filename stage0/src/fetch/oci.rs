@@ -26,8 +26,13 @@ pub(super) fn fetch_oci(
     }
     let image = Image::open(r, &Limits::default())?;
     let (rd, wr) = io::pipe().map_err(|e| FetchError::Store(StoreError::Read(e)))?;
+    // Recorded as the image's source: the reference with the absolute path.
+    let abs = Reference {
+        path: std::fs::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone()),
+        ..r.clone()
+    };
     let src = ImportSource {
-        url: Some(r.to_string()),
+        url: Some(abs.to_string()),
         ..Default::default()
     };
     let outcome: RefCell<Option<Result<Converted, OciError>>> = RefCell::new(None);
