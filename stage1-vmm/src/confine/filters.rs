@@ -190,7 +190,6 @@ pub const VSOCK_IO: Group = Group {
         sys!(SYS_socket, When::ArgIn(0, &[libc::AF_UNIX as u64])),
         sys!(SYS_connect),
         sys!(SYS_sendto),
-        sys!(SYS_recvfrom),
         sys!(SYS_shutdown),
         sys!(SYS_newfstatat),
         sys!(SYS_statx),
