@@ -34,7 +34,9 @@ pub mod packet;
 mod tests;
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,10 +51,6 @@ use super::queue::{add_used, pop_chain, QueueError};
 use super::worker::{self, add_fd, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_VSOCK};
 use crate::memory::GuestMem;
-use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
-
-pub use self::muxer::VsockCounters as Counters;
 
 /// Size of each queue (entries).
 pub const QUEUE_SIZE: u16 = 256;
