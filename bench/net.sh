@@ -112,7 +112,8 @@ if [ "$mode" = kvm ]; then
   sleep 0.5
   # The receiver-side Mbit/s of each iperf3 run in $1's output, in order (up, then down).
   rates() { awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1) }' "$1"; }
-  "${R[@]}" run --stage1-path="$stage1k" --net=default example.com/bench-iperf -- \
+  # Bounded: a pod whose transfer stalls must not hang the bench (SIGTERM stops the VMM).
+  timeout 400 "${R[@]}" run --stage1-path="$stage1k" --net=default example.com/bench-iperf -- \
     "/usr/bin/iperf3 -c 172.16.28.1 -t $secs -f m && /usr/bin/iperf3 -c 172.16.28.1 -t $secs -f m -R" \
     >"$work/kvm.out" 2>"$work/kvm.err" ||
     { echo "net.sh: the iperf3 pod failed" >&2; cat "$work/kvm.out" "$work/kvm.err" >&2; exit 1; }
@@ -122,7 +123,7 @@ if [ "$mode" = kvm ]; then
   ip addr add 192.168.77.1/24 dev qtap0
   ip link set qtap0 up
   qemu() { # extra virtio-net-device properties, output file
-    timeout 600 qemu-system-x86_64 -accel kvm -cpu host -M microvm -m 512 -smp 1 \
+    timeout 300 qemu-system-x86_64 -accel kvm -cpu host -M microvm -m 512 -smp 1 \
       -nodefaults -no-user-config -display none -no-reboot -serial stdio -kernel "$kernel" \
       -append "console=ttyS0 quiet panic=-1 reboot=t noxsave root=r rootfstype=9p rootflags=trans=virtio,version=9p2000.L ro init=$PWD/bench/net-qemu-guest.sh -- $secs" \
       -fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap \
