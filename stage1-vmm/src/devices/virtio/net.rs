@@ -860,6 +860,86 @@ mod tests {
         ));
     }
 
+    /// Like [`device`], with the offloads offered and accepted by the driver (`features` low
+    /// word) in the handshake.
+    fn offload_device(features: u32) -> (GuestMem, MmioTransport, Vec<GuestQueue>, UnixDatagram) {
+        use crate::devices::virtio::mmio::{
+            STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
+        };
+        let (dev_end, test_end) = UnixDatagram::pair().unwrap();
+        dev_end.set_nonblocking(true).unwrap();
+        test_end
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let net = Net::new(OwnedFd::from(dev_end), MAC).with_offloads();
+        let mem = guest_memory();
+        let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(mem.clone(), Box::new(net), irq).unwrap();
+        wr(&mut t, 0x70, STATUS_ACKNOWLEDGE);
+        wr(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        wr(&mut t, 0x24, 0);
+        wr(&mut t, 0x20, features);
+        wr(&mut t, 0x24, 1);
+        wr(&mut t, 0x20, 1); // VIRTIO_F_VERSION_1
+        let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+        wr(&mut t, 0x70, ok);
+        let mut queues = Vec::new();
+        let mut base = RINGS_BASE;
+        for i in 0..2u32 {
+            let q = GuestQueue::new(base, QUEUE_SIZE);
+            base = (q.used + 6 + 8 * u64::from(QUEUE_SIZE) + 0xfff) & !0xfff;
+            setup_queue(&mut t, i, &q);
+            queues.push(q);
+        }
+        wr(&mut t, 0x70, ok | STATUS_DRIVER_OK);
+        (mem, t, queues, test_end)
+    }
+
+    #[test]
+    fn with_offloads_a_tso_segment_passes_whole_and_a_hostile_header_is_dropped() {
+        let (mem, mut t, mut q, peer) = offload_device(OFFLOAD_FEATURES as u32);
+        // A 30000-byte TSO segment: header passed through (num_buffers cleared).
+        let mut seg = with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16);
+        seg.resize(VNET_HDR_LEN + 30000, 0xab);
+        mem.write_slice(&seg, GuestAddress(DATA_BASE)).unwrap();
+        let head = q[1].add_chain(&mem, &[(DATA_BASE, seg.len() as u32, false)]);
+        notify(&mut t, 1);
+        let mut got = vec![0u8; MAX_FRAME + 100];
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(n, seg.len());
+        seg[10] = 0;
+        assert_eq!(&got[..n], &seg[..]);
+        assert_eq!(q[1].wait_used(&mem), (u32::from(head), 0));
+        // A checksum field past the end: dropped, the chain returned, the device fine.
+        let bad = with_hdr(1, GSO_NONE, 0, 0, 1500, 100);
+        mem.write_slice(&bad, GuestAddress(DATA_BASE + 0x10000))
+            .unwrap();
+        let head = q[1].add_chain(&mem, &[(DATA_BASE + 0x10000, bad.len() as u32, false)]);
+        notify(&mut t, 1);
+        assert_eq!(q[1].wait_used(&mem), (u32::from(head), 0));
+        peer.set_nonblocking(true).unwrap();
+        assert!(peer.recv(&mut got).is_err(), "nothing reached the tap");
+        assert!(!t.needs_reset());
+    }
+
+    #[test]
+    fn a_driver_without_guest_tso4_gets_no_segments() {
+        // The driver accepted the checksum offloads only.
+        let (mem, mut t, mut q, peer) =
+            offload_device((1 << VIRTIO_NET_F_CSUM) | (1 << VIRTIO_NET_F_GUEST_CSUM));
+        let head = q[0].add_chain(&mem, &[(DATA_BASE, 65562, true)]);
+        notify(&mut t, 0);
+        peer.send(&with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16))
+            .unwrap();
+        assert_eq!(q[0].wait_used(&mem), (u32::from(head), 0), "dropped");
+        let head = q[0].add_chain(&mem, &[(DATA_BASE, 65562, true)]);
+        notify(&mut t, 0);
+        let f = with_hdr(1, GSO_NONE, 0, 0, 34, 16);
+        peer.send(&f).unwrap();
+        assert_eq!(q[0].wait_used(&mem), (u32::from(head), f.len() as u32));
+        assert!(!t.needs_reset());
+    }
+
     #[test]
     fn transmitted_frame_arrives_whole_with_a_plain_header() {
         let (mem, mut t, mut q, peer, counters) = device();
