@@ -22,6 +22,8 @@ bench: build
 	bash bench/boot.sh
 	bash bench/run-kvm.sh
 	bash bench/oci.sh
+	bash bench/net.sh
+	bash bench/mds.sh
 
 # Every fuzz target for FUZZ_SECS seconds each (default 300); crashes land in fuzz/artifacts/.
 fuzz:

@@ -12,10 +12,10 @@ cargo build --release --workspace --bins
 for b in rkt stage1-vmm stage1-ns mkaci; do
   [ -f "target/release/$b" ] && install -m 0755 "target/release/$b" build/bin/
 done
-echo "==> static binaries (guest-init, hello, pod-check, escape-probe)" >&2
+echo "==> static binaries (guest-init, hello, pod-check, escape-probe, http-lat)" >&2
 RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$root/target/static" \
   cargo build --release --target x86_64-unknown-linux-gnu -p guest-init -p rkt-tests --bins
-for b in guest-init hello pod-check escape-probe; do
+for b in guest-init hello pod-check escape-probe http-lat; do
   [ -f "target/static/x86_64-unknown-linux-gnu/release/$b" ] && \
     install -m 0755 "target/static/x86_64-unknown-linux-gnu/release/$b" build/bin/
 done

@@ -7,7 +7,7 @@ pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun
       containernetworking-plugins iptables   # CNI plugins land in /usr/lib/cni
       umoci skopeo                           # OCI test fixtures and bench/oci.sh
       golang-go golang-github-appc-spec-dev)  # appc's ACE validator and actool (ci/ace.sh)
-[ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time)
+[ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time iperf3)   # iperf3: bench/net.sh
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

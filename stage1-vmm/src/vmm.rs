@@ -362,6 +362,12 @@ impl Vmm {
             if let Some(mtu) = n.mtu {
                 dev = dev.with_mtu(mtu);
             }
+            // Checksum and TSO4 offloads when the tap takes them (now: the device threads
+            // may not make ioctls once confined).
+            match crate::net::enable_offloads(&*n.tap) {
+                Ok(()) => dev = dev.with_offloads(),
+                Err(e) => log::warn!("virtio-net: the tap takes no offloads ({e}); none offered"),
+            }
             vmm.add_virtio(Box::new(dev))?;
         }
         if let Some(v) = &cfg.vsock {

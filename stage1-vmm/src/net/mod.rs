@@ -37,7 +37,7 @@ use std::process::Command;
 
 use pod_abi::guestnet::{GuestInterface, GuestNetConfig, GuestRoute, IpCidr, MacAddr};
 
-pub use tap::{open_tap_in, TapInfo};
+pub use tap::{enable_offloads, open_tap_in, TapInfo};
 
 /// Where `tc` may be (first existing, root-owned, not group/other-writable wins).
 const TC_PATHS: &[&str] = &["/usr/sbin/tc", "/sbin/tc"];

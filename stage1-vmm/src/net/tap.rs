@@ -18,6 +18,12 @@ const TUN_PATH: &str = "/dev/net/tun";
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// `TUNSETVNETHDRSZ` (`_IOW('T', 216, int)`).
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `TUNSETOFFLOAD` (`_IOW('T', 208, unsigned int)`).
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUN_F_CSUM`: the tap takes and gives frames with a partial checksum.
+const TUN_F_CSUM: libc::c_uint = 0x01;
+/// `TUN_F_TSO4`: the tap takes and gives TCPv4 segments up to 64 KiB.
+const TUN_F_TSO4: libc::c_uint = 0x02;
 /// `IFF_TAP`: an Ethernet device.
 const IFF_TAP: libc::c_short = 0x0002;
 /// `IFF_NO_PI`: no packet-information prefix.
@@ -163,6 +169,19 @@ fn open_here(ifname: &str, tap_name: &str) -> Result<(OwnedFd, TapInfo), NetErro
             mtu: u32::try_from(mtu).unwrap_or(1500),
         },
     ))
+}
+
+/// Lets `tap` carry partial checksums and TCPv4 segments up to 64 KiB both ways
+/// (`TUNSETOFFLOAD` with `TUN_F_CSUM | TUN_F_TSO4`): the virtio-net header then says what each
+/// frame needs ([`crate::devices::virtio::net::Net::with_offloads`]). Called before the VMM
+/// confines itself (its device threads may not make ioctls).
+pub fn enable_offloads(tap: &impl AsRawFd) -> io::Result<()> {
+    let flags: libc::c_uint = TUN_F_CSUM | TUN_F_TSO4;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is passed.
+    if unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETOFFLOAD as _, flags as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Opens tap `tap_name` in the namespace `ns` (opened from `path`) and copies `ifname`'s MTU

@@ -3,9 +3,11 @@
 //! Modelled on Firecracker's and cloud-hypervisor's net devices (rust-vmm has no net device
 //! crate). The device offers `VIRTIO_NET_F_MAC` (the MAC the caller chose, normally the CNI
 //! interface's) and, through the transport, `VIRTIO_F_VERSION_1`, so every frame carries the
-//! 12-byte `virtio_net_hdr_v1`. No offloads are offered: the guest sends and expects complete
-//! frames with computed checksums, and the tap (opened without `TUNSETOFFLOAD`) gives us the
-//! same, the host kernel segmenting and checksumming what it hands to it.
+//! 12-byte `virtio_net_hdr_v1`. Without [`Net::with_offloads`] no offloads are offered: the
+//! guest sends and expects complete frames with computed checksums, and the tap (opened without
+//! `TUNSETOFFLOAD`) gives us the same. With it (the tap got `TUN_F_CSUM | TUN_F_TSO4`) the
+//! device offers `CSUM`, `GUEST_CSUM`, `HOST_TSO4` and `GUEST_TSO4`, and the header passes
+//! through in both directions, checked against what the driver accepted (below).
 //!
 //! The tap is used as opened by [`crate::net`]: `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, a 12-byte
 //! vnet header (`TUNSETVNETHDRSZ`), non-blocking. One `read` returns one header + frame, one
@@ -16,7 +18,14 @@
 //! - TX: a chain is read into one buffer of at most [`MAX_FRAME`] bytes (header included) and
 //!   written to the tap in one `write`; a chain that is longer, shorter than a header, or has a
 //!   device-writable descriptor is dropped (returned with length 0, counted, logged rate-limited).
-//!   The guest's header is replaced by a zeroed one (no offloads were negotiated).
+//!   Without negotiated offloads the guest's header is replaced by a zeroed one; with them it
+//!   passes only if it asks for nothing more than was negotiated (`NEEDS_CSUM` with
+//!   `csum_start + csum_offset + 2` inside the frame; `GSO_TCPV4` with `NEEDS_CSUM`, a non-zero
+//!   `gso_size` and `hdr_len` inside the frame), else the frame is dropped; the host kernel
+//!   checks the header again when the tap takes it.
+//! - RX (offloads on the tap): a segment (`GSO_TCPV4`) goes only to a driver that accepted
+//!   `GUEST_TSO4`, else it is dropped; a partial checksum is completed here for a driver without
+//!   `GUEST_CSUM` (bounds checked as on TX), and `DATA_VALID` cleared for it.
 //! - RX: a frame from the tap goes into one guest chain; a chain too small for it drops the frame
 //!   and is returned with length 0 (Linux counts it as a length error). When the guest has no
 //!   receive buffers the tap is left unread (removed from the epoll set) until the guest adds
@@ -45,6 +54,27 @@ pub const QUEUE_SIZE: u16 = 256;
 const RX_QUEUE: usize = 0;
 /// Transmit queue index.
 const TX_QUEUE: usize = 1;
+/// Feature bit: the device takes frames with a partial checksum (bit number).
+pub const VIRTIO_NET_F_CSUM: u32 = 0;
+/// Feature bit: the driver takes frames with a partial checksum (bit number).
+pub const VIRTIO_NET_F_GUEST_CSUM: u32 = 1;
+/// Feature bit: the driver takes TCPv4 segments up to 64 KiB (bit number).
+pub const VIRTIO_NET_F_GUEST_TSO4: u32 = 7;
+/// Feature bit: the device takes TCPv4 segments up to 64 KiB (bit number).
+pub const VIRTIO_NET_F_HOST_TSO4: u32 = 11;
+/// The offload features [`Net::with_offloads`] offers.
+const OFFLOAD_FEATURES: u64 = (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO4);
+/// Header flag: the checksum from `csum_start` is to be completed.
+const HDR_F_NEEDS_CSUM: u8 = 1;
+/// Header flag: the checksum was verified.
+const HDR_F_DATA_VALID: u8 = 2;
+/// Header `gso_type`: not a segment.
+const GSO_NONE: u8 = 0;
+/// Header `gso_type`: a TCPv4 segment.
+const GSO_TCPV4: u8 = 1;
 /// Feature bit: the device reports the link's MTU in its configuration space (bit number).
 pub const VIRTIO_NET_F_MTU: u32 = 3;
 /// Feature bit: the device has a MAC address in its configuration space (bit number).
@@ -127,6 +157,14 @@ impl Net {
         self
     }
 
+    /// Also offers the checksum and TCPv4 segmentation offloads (`CSUM`, `GUEST_CSUM`,
+    /// `HOST_TSO4`, `GUEST_TSO4`); only for a tap given `TUN_F_CSUM | TUN_F_TSO4`
+    /// ([`crate::net::enable_offloads`]).
+    pub fn with_offloads(mut self) -> Net {
+        self.features |= OFFLOAD_FEATURES;
+        self
+    }
+
     /// The device's frame counters (shared with its worker).
     pub fn counters(&self) -> Arc<NetCounters> {
         self.counters.clone()
@@ -170,6 +208,7 @@ impl VirtioDevice for Net {
             rx_frame: vec![0u8; MAX_FRAME],
             rx_len: None,
             tx_frame: vec![0u8; MAX_FRAME],
+            offloads: Offloads::accepted(args.acked_features & self.features),
             counters: self.counters.clone(),
             log_limit: LogLimiter::default(),
         };
@@ -213,8 +252,114 @@ struct NetWorker {
     rx_len: Option<usize>,
     /// Bounce buffer for one transmitted frame (header included).
     tx_frame: Vec<u8>,
+    /// The offloads the driver accepted.
+    offloads: Offloads,
     counters: Arc<NetCounters>,
     log_limit: LogLimiter,
+}
+
+/// The offloads the driver accepted (of those offered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Offloads {
+    /// `CSUM`: the guest may send partial checksums.
+    tx_csum: bool,
+    /// `HOST_TSO4`: the guest may send TCPv4 segments.
+    tx_tso4: bool,
+    /// `GUEST_CSUM`: the guest takes partial checksums.
+    rx_csum: bool,
+    /// `GUEST_TSO4`: the guest takes TCPv4 segments.
+    rx_tso4: bool,
+}
+
+impl Offloads {
+    fn accepted(acked: u64) -> Offloads {
+        let has = |bit: u32| acked & (1u64 << bit) != 0;
+        Offloads {
+            tx_csum: has(VIRTIO_NET_F_CSUM),
+            tx_tso4: has(VIRTIO_NET_F_HOST_TSO4),
+            rx_csum: has(VIRTIO_NET_F_GUEST_CSUM),
+            rx_tso4: has(VIRTIO_NET_F_GUEST_TSO4),
+        }
+    }
+}
+
+/// The `u16` at `at` of a header (little endian; 0 if out of range).
+fn hdr_u16(hdr: &[u8], at: usize) -> usize {
+    hdr.get(at..at + 2)
+        .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+}
+
+/// Where a partial checksum goes in the Ethernet frame `len` bytes long: `(csum_start,
+/// position of the checksum field)`, or None when the header's fields point outside it.
+fn csum_span(hdr: &[u8], len: usize) -> Option<(usize, usize)> {
+    let start = hdr_u16(hdr, 6);
+    let field = start.checked_add(hdr_u16(hdr, 8))?;
+    (field.checked_add(2)? <= len).then_some((start, field))
+}
+
+/// Checks a transmitted header + frame against the accepted offloads and clears what the
+/// tap must not see; false: drop the frame.
+fn check_tx(frame: &mut [u8], o: Offloads) -> bool {
+    let len = frame.len().saturating_sub(VNET_HDR_LEN);
+    let Some(hdr) = frame.get_mut(..VNET_HDR_LEN) else {
+        return false;
+    };
+    if !o.tx_csum && !o.tx_tso4 {
+        hdr.fill(0);
+        return true;
+    }
+    let needs_csum = hdr[0] & HDR_F_NEEDS_CSUM != 0;
+    if needs_csum && (!o.tx_csum || csum_span(hdr, len).is_none()) {
+        return false;
+    }
+    match hdr[1] {
+        GSO_NONE => {}
+        GSO_TCPV4 if o.tx_tso4 && needs_csum && hdr_u16(hdr, 4) > 0 && hdr_u16(hdr, 2) <= len => {}
+        _ => return false,
+    }
+    hdr[0] &= HDR_F_NEEDS_CSUM;
+    hdr[10] = 0;
+    hdr[11] = 0;
+    true
+}
+
+/// Adapts a header + frame from the tap to the accepted offloads: completes a partial checksum
+/// for a driver without `GUEST_CSUM`; false: drop it (a segment the driver does not take, or
+/// a header pointing outside the frame).
+fn check_rx(frame: &mut [u8], o: Offloads) -> bool {
+    let len = frame.len().saturating_sub(VNET_HDR_LEN);
+    if frame.len() < VNET_HDR_LEN {
+        return false;
+    }
+    let (hdr, eth) = frame.split_at_mut(VNET_HDR_LEN);
+    match hdr[1] {
+        GSO_NONE => {}
+        GSO_TCPV4 if o.rx_tso4 => {}
+        _ => return false,
+    }
+    if hdr[0] & HDR_F_NEEDS_CSUM != 0 && !o.rx_csum {
+        let Some((start, field)) = csum_span(hdr, len) else {
+            return false;
+        };
+        // The field holds the pseudo-header sum: the one's complement sum from csum_start to
+        // the end, complemented, is the checksum.
+        let mut sum: u32 = 0;
+        let data = eth.get(start..).unwrap_or_default();
+        for c in data.chunks(2) {
+            let w = u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]);
+            sum += u32::from(w);
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let csum = !(sum as u16);
+        if let Some(f) = eth.get_mut(field..field + 2) {
+            f.copy_from_slice(&csum.to_be_bytes());
+        }
+        hdr[0] = 0;
+    }
+    if !o.rx_csum {
+        hdr[0] &= !HDR_F_DATA_VALID;
+    }
+    true
 }
 
 /// What reading the tap gave.
@@ -286,6 +431,14 @@ impl NetWorker {
         let Some(frame) = self.rx_frame.get_mut(..len) else {
             return 0;
         };
+        if !check_rx(frame, self.offloads) {
+            self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+            guest_warn!(
+                self.log_limit,
+                "virtio-net: dropped a tap frame the driver's offloads cannot take"
+            );
+            return 0;
+        }
         // virtio 1.x: num_buffers is 1 without VIRTIO_NET_F_MRG_RXBUF (the tap leaves it 0).
         if let Some(nb) = frame.get_mut(VNET_HDR_LEN - 2..VNET_HDR_LEN) {
             nb.copy_from_slice(&1u16.to_le_bytes());
@@ -407,10 +560,12 @@ impl NetWorker {
             );
             return None;
         }
-        // No offloads were negotiated: whatever the guest put in the header, the tap gets a
-        // plain one (no checksum request, no GSO).
-        if let Some(hdr) = buf.get_mut(..VNET_HDR_LEN) {
-            hdr.fill(0);
+        if !check_tx(buf, self.offloads) {
+            guest_warn!(
+                self.log_limit,
+                "virtio-net: dropped a transmit frame whose header asks for more than was negotiated"
+            );
+            return None;
         }
         Some(len)
     }
@@ -573,6 +728,216 @@ mod tests {
         let (dev_end, _other) = UnixDatagram::pair().unwrap();
         let tiny = Net::new(OwnedFd::from(dev_end), MAC).with_mtu(20);
         assert_eq!(tiny.features(), 1 << VIRTIO_NET_F_MAC);
+    }
+
+    #[test]
+    fn offloads_are_offered_only_for_a_tap_that_takes_them() {
+        let (dev_end, _other) = UnixDatagram::pair().unwrap();
+        let net = Net::new(OwnedFd::from(dev_end), MAC).with_offloads();
+        assert_eq!(
+            net.features(),
+            (1 << VIRTIO_NET_F_MAC) | (1 << 0) | (1 << 1) | (1 << 7) | (1 << 11)
+        );
+        let all = Offloads::accepted(net.features());
+        assert!(all.tx_csum && all.tx_tso4 && all.rx_csum && all.rx_tso4);
+        assert_eq!(
+            Offloads::accepted(1 << VIRTIO_NET_F_MAC),
+            Offloads::default()
+        );
+    }
+
+    /// A header + `len`-byte frame with the given header fields.
+    fn with_hdr(flags: u8, gso: u8, hdr_len: u16, gso_size: u16, start: u16, off: u16) -> Vec<u8> {
+        let mut f = vec![0u8; VNET_HDR_LEN];
+        f[0] = flags;
+        f[1] = gso;
+        f[2..4].copy_from_slice(&hdr_len.to_le_bytes());
+        f[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        f[6..8].copy_from_slice(&start.to_le_bytes());
+        f[8..10].copy_from_slice(&off.to_le_bytes());
+        f[10..12].copy_from_slice(&7u16.to_le_bytes());
+        f.extend_from_slice(&frame(1514, 5));
+        f
+    }
+
+    #[test]
+    fn transmit_headers_ask_for_no_more_than_was_negotiated() {
+        let all = Offloads::accepted(OFFLOAD_FEATURES);
+        let csum_only = Offloads {
+            tx_csum: true,
+            ..Offloads::default()
+        };
+        // Without offloads any header is replaced by a zeroed one and the frame goes.
+        let mut f = with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16);
+        assert!(check_tx(&mut f, Offloads::default()));
+        assert_eq!(&f[..VNET_HDR_LEN], &[0u8; VNET_HDR_LEN]);
+        // A partial checksum inside the frame passes (flags kept, num_buffers cleared).
+        let mut f = with_hdr(1 | 4, GSO_NONE, 0, 0, 34, 16);
+        assert!(check_tx(&mut f, csum_only));
+        assert_eq!((f[0], &f[10..12]), (1, &[0u8, 0][..]));
+        // A TSO segment passes with everything accepted.
+        assert!(check_tx(&mut with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16), all));
+        for (what, mut f, o) in [
+            (
+                "checksum field past the end",
+                with_hdr(1, 0, 0, 0, 1500, 13),
+                all,
+            ),
+            (
+                "checksum offset overflowing",
+                with_hdr(1, 0, 0, 0, 0xffff, 0xffff),
+                all,
+            ),
+            (
+                "checksum not negotiated",
+                with_hdr(1, 0, 0, 0, 34, 16),
+                Offloads::accepted(1 << 11),
+            ),
+            (
+                "TSO not negotiated",
+                with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16),
+                csum_only,
+            ),
+            (
+                "TSO without NEEDS_CSUM",
+                with_hdr(0, GSO_TCPV4, 54, 1448, 34, 16),
+                all,
+            ),
+            (
+                "TSO with gso_size 0",
+                with_hdr(1, GSO_TCPV4, 54, 0, 34, 16),
+                all,
+            ),
+            (
+                "hdr_len past the end",
+                with_hdr(1, GSO_TCPV4, 1515, 1448, 34, 16),
+                all,
+            ),
+            ("UDP segment", with_hdr(1, 3, 42, 1448, 34, 6), all),
+            ("TCPv6 segment", with_hdr(1, 4, 74, 1428, 54, 16), all),
+            ("ECN", with_hdr(1, 0x80 | GSO_TCPV4, 54, 1448, 34, 16), all),
+        ] {
+            assert!(!check_tx(&mut f, o), "{what}");
+        }
+        assert!(!check_tx(&mut [0u8; 4], all), "shorter than a header");
+    }
+
+    #[test]
+    fn received_headers_fit_what_the_driver_accepted() {
+        let all = Offloads::accepted(OFFLOAD_FEATURES);
+        // A segment only for a driver with GUEST_TSO4.
+        assert!(check_rx(&mut with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16), all));
+        assert!(!check_rx(
+            &mut with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16),
+            Offloads::default()
+        ));
+        assert!(
+            !check_rx(&mut with_hdr(0, 3, 0, 0, 0, 0), all),
+            "UDP segment"
+        );
+        // A partial checksum is completed for a driver without GUEST_CSUM: the field held the
+        // pseudo-header sum; that plus the one's complement sum from csum_start over the result
+        // is 0xffff, as a receiver checks it.
+        let mut f = with_hdr(1 | HDR_F_DATA_VALID, GSO_NONE, 0, 0, 34, 16);
+        let field = VNET_HDR_LEN + 34 + 16;
+        let pseudo = u16::from_be_bytes([f[field], f[field + 1]]);
+        assert!(check_rx(&mut f, Offloads::default()));
+        assert_eq!(f[0], 0, "no NEEDS_CSUM or DATA_VALID left");
+        let mut sum = u32::from(pseudo);
+        for c in f[VNET_HDR_LEN + 34..].chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)]));
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        // ... and passed through to one with it.
+        let mut f = with_hdr(1, GSO_NONE, 0, 0, 34, 16);
+        let before = f.clone();
+        assert!(check_rx(&mut f, all));
+        assert_eq!(f, before);
+        assert!(!check_rx(
+            &mut with_hdr(1, GSO_NONE, 0, 0, 1513, 0),
+            Offloads::default()
+        ));
+    }
+
+    /// Like [`device`], with the offloads offered and accepted by the driver (`features` low
+    /// word) in the handshake.
+    fn offload_device(features: u32) -> (GuestMem, MmioTransport, Vec<GuestQueue>, UnixDatagram) {
+        use crate::devices::virtio::mmio::{
+            STATUS_ACKNOWLEDGE, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK,
+        };
+        let (dev_end, test_end) = UnixDatagram::pair().unwrap();
+        dev_end.set_nonblocking(true).unwrap();
+        test_end
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let net = Net::new(OwnedFd::from(dev_end), MAC).with_offloads();
+        let mem = guest_memory();
+        let irq = vmm_sys_util::eventfd::EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap();
+        let mut t = MmioTransport::new(mem.clone(), Box::new(net), irq).unwrap();
+        wr(&mut t, 0x70, STATUS_ACKNOWLEDGE);
+        wr(&mut t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+        wr(&mut t, 0x24, 0);
+        wr(&mut t, 0x20, features);
+        wr(&mut t, 0x24, 1);
+        wr(&mut t, 0x20, 1); // VIRTIO_F_VERSION_1
+        let ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
+        wr(&mut t, 0x70, ok);
+        let mut queues = Vec::new();
+        let mut base = RINGS_BASE;
+        for i in 0..2u32 {
+            let q = GuestQueue::new(base, QUEUE_SIZE);
+            base = (q.used + 6 + 8 * u64::from(QUEUE_SIZE) + 0xfff) & !0xfff;
+            setup_queue(&mut t, i, &q);
+            queues.push(q);
+        }
+        wr(&mut t, 0x70, ok | STATUS_DRIVER_OK);
+        (mem, t, queues, test_end)
+    }
+
+    #[test]
+    fn with_offloads_a_tso_segment_passes_whole_and_a_hostile_header_is_dropped() {
+        let (mem, mut t, mut q, peer) = offload_device(OFFLOAD_FEATURES as u32);
+        // A 30000-byte TSO segment: header passed through (num_buffers cleared).
+        let mut seg = with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16);
+        seg.resize(VNET_HDR_LEN + 30000, 0xab);
+        mem.write_slice(&seg, GuestAddress(DATA_BASE)).unwrap();
+        let head = q[1].add_chain(&mem, &[(DATA_BASE, seg.len() as u32, false)]);
+        notify(&mut t, 1);
+        let mut got = vec![0u8; MAX_FRAME + 100];
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(n, seg.len());
+        seg[10] = 0;
+        assert_eq!(&got[..n], &seg[..]);
+        assert_eq!(q[1].wait_used(&mem), (u32::from(head), 0));
+        // A checksum field past the end: dropped, the chain returned, the device fine.
+        let bad = with_hdr(1, GSO_NONE, 0, 0, 1500, 100);
+        mem.write_slice(&bad, GuestAddress(DATA_BASE + 0x10000))
+            .unwrap();
+        let head = q[1].add_chain(&mem, &[(DATA_BASE + 0x10000, bad.len() as u32, false)]);
+        notify(&mut t, 1);
+        assert_eq!(q[1].wait_used(&mem), (u32::from(head), 0));
+        peer.set_nonblocking(true).unwrap();
+        assert!(peer.recv(&mut got).is_err(), "nothing reached the tap");
+        assert!(!t.needs_reset());
+    }
+
+    #[test]
+    fn a_driver_without_guest_tso4_gets_no_segments() {
+        // The driver accepted the checksum offloads only.
+        let (mem, mut t, mut q, peer) =
+            offload_device((1 << VIRTIO_NET_F_CSUM) | (1 << VIRTIO_NET_F_GUEST_CSUM));
+        let head = q[0].add_chain(&mem, &[(DATA_BASE, 65562, true)]);
+        notify(&mut t, 0);
+        peer.send(&with_hdr(1, GSO_TCPV4, 54, 1448, 34, 16))
+            .unwrap();
+        assert_eq!(q[0].wait_used(&mem), (u32::from(head), 0), "dropped");
+        let head = q[0].add_chain(&mem, &[(DATA_BASE, 65562, true)]);
+        notify(&mut t, 0);
+        let f = with_hdr(1, GSO_NONE, 0, 0, 34, 16);
+        peer.send(&f).unwrap();
+        assert_eq!(q[0].wait_used(&mem), (u32::from(head), f.len() as u32));
+        assert!(!t.needs_reset());
     }
 
     #[test]
