@@ -24,6 +24,8 @@ bench: build
 	bash bench/oci.sh
 	bash bench/net.sh
 	bash bench/mds.sh
+	bash bench/verify.sh
+	bash bench/no-overlay.sh
 
 # Every fuzz target for FUZZ_SECS seconds each (default 300); crashes land in fuzz/artifacts/.
 fuzz:
