@@ -11,6 +11,7 @@
 
 mod cgroup;
 mod etc_files;
+mod exec_service;
 mod launch;
 mod log;
 mod machine;
@@ -135,6 +136,7 @@ fn ns_setup(start: Option<std::os::fd::OwnedFd>) -> Result<supervisor::Env, Stri
         stderr: None,
         control: None,
         start,
+        exec_listener: None,
     })
 }
 
@@ -233,6 +235,17 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
     let stdout = open_rw(HVC_STDOUT);
     let stderr = open_rw(HVC_STDERR).or(stdout);
     let control = open_control(control_path);
+    // Bound before the apps start, so an enter right after the pod starts finds it.
+    let exec_listener = match exec_service::listen_vsock(pod_abi::vsock::EXEC_PORT) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            info!(
+                "no exec service (rkt enter, stop over vsock): {}",
+                user::errno_text(&e)
+            );
+            None
+        }
+    };
     Ok(supervisor::Env {
         console,
         host_dev: PathBuf::from("/dev"),
@@ -240,6 +253,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         stderr,
         control,
         start: None,
+        exec_listener,
     })
 }
 
