@@ -49,6 +49,7 @@ fn main() {
     log::set_debug(args.debug);
     if args.flavor == Flavor::Kvm {
         ensure_stdio();
+        console_output_unprocessed();
     }
     // The launcher's socket (ns, `--start-fd`) is the one inherited fd kept (close-on-exec).
     app_confine::exec::close_inherited_fds(args.start_fd);
@@ -304,6 +305,19 @@ fn ensure_stdio() {
     }
     if fd > 2 {
         let _ = nix::unistd::close(fd);
+    }
+}
+
+/// kvm flavor: guest-init's own messages go to `/dev/console` (COM1), a terminal whose
+/// output processing (OPOST with ONLCR) would turn every `\n` into `\r\n` on the host's stderr;
+/// switched off so that the host receives guest-init's lines byte for byte.
+fn console_output_unprocessed() {
+    use nix::sys::termios::{tcgetattr, tcsetattr, OutputFlags, SetArg};
+    // SAFETY: fd 2 stays open for PID 1's life (ensure_stdio).
+    let err = unsafe { std::os::fd::BorrowedFd::borrow_raw(2) };
+    if let Ok(mut t) = tcgetattr(err) {
+        t.output_flags.remove(OutputFlags::OPOST);
+        let _ = tcsetattr(err, SetArg::TCSANOW, &t);
     }
 }
 
