@@ -240,7 +240,9 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
     let exec_listener = match exec_service::listen_vsock(pod_abi::vsock::EXEC_PORT) {
         Ok(l) => Some(l),
         Err(e) => {
-            info!(
+            // Not on the console by default: a VM without a vsock device is not an error, and
+            // `rkt enter` says that it cannot reach the service.
+            debug!(
                 "no exec service (rkt enter, stop over vsock): {}",
                 user::errno_text(&e)
             );
