@@ -27,4 +27,5 @@ pub mod vcpu;
 pub mod vmm;
 
 pub use device_manager::{MmioSlot, SerialBackend};
+pub use devices::virtio::vsock::VsockConfig;
 pub use vmm::{NetConfig, RunReport, VmConfig, VmOutcome, Vmm, VmmError};

@@ -33,6 +33,7 @@ use crate::device_manager::{
     ConsoleStats, DeviceError, DeviceManager, MmioSlot, SerialBackend, VirtioMmio,
 };
 use crate::devices::virtio::net::Net;
+use crate::devices::virtio::vsock::{Vsock, VsockConfig};
 use crate::devices::virtio::VirtioDevice;
 use crate::exit::VcpuAction;
 use crate::kvm::{open_kvm, KvmError};
@@ -119,6 +120,10 @@ pub struct VmConfig {
     /// One virtio-net device per entry, added by [`Vmm::new`] before any other virtio device
     /// (the guest finds its interfaces by MAC, so their order does not matter).
     pub net: Vec<NetConfig>,
+    /// A virtio-vsock device ([`crate::devices::virtio::vsock`]), added by [`Vmm::new`] after
+    /// the network cards; its socket is created then. A pod adds its own after the jail instead
+    /// (`pod::run`), so that the socket's path is the jail's `/pod/vsock.sock`.
+    pub vsock: Option<VsockConfig>,
 }
 
 /// One network card: an open tap (see [`crate::net::attach`]) and the guest interface's MAC.
@@ -155,6 +160,7 @@ impl VmConfig {
             timeout: None,
             linux_guest: true,
             net: Vec::new(),
+            vsock: None,
         }
     }
 }
@@ -356,6 +362,11 @@ impl Vmm {
             if let Some(mtu) = n.mtu {
                 dev = dev.with_mtu(mtu);
             }
+            vmm.add_virtio(Box::new(dev))?;
+        }
+        if let Some(v) = &cfg.vsock {
+            let dev =
+                Vsock::new(v).map_err(|e| VmmError::Io("cannot create the vsock socket", e))?;
             vmm.add_virtio(Box::new(dev))?;
         }
         Ok(vmm)

@@ -178,6 +178,26 @@ pub const NET_IO: Group = Group {
     calls: &[sys!(SYS_readv), sys!(SYS_writev)],
 };
 
+/// The virtio-vsock worker: unix stream sockets only. It accepts host clients on the listener
+/// the main thread bound (`accept4`), connects to host listeners for the guest (`socket` of
+/// `AF_UNIX` only, `connect`, after an `lstat` of the name: `newfstatat`/`statx`), moves bytes
+/// (`read` in [`EVENT_LOOP`], `sendto` with `MSG_NOSIGNAL`), half-closes (`shutdown`), and
+/// ticks a timer for its handshake and close deadlines (`timerfd_*`).
+pub const VSOCK_IO: Group = Group {
+    name: "vsock-io",
+    calls: &[
+        sys!(SYS_accept4),
+        sys!(SYS_socket, When::ArgIn(0, &[libc::AF_UNIX as u64])),
+        sys!(SYS_connect),
+        sys!(SYS_sendto),
+        sys!(SYS_shutdown),
+        sys!(SYS_newfstatat),
+        sys!(SYS_statx),
+        sys!(SYS_timerfd_create),
+        sys!(SYS_timerfd_settime),
+    ],
+};
+
 /// The virtio-fs worker: the passthrough file system (fuse-backend-rs `PassthroughFs`), its
 /// per-request credential switch and `CAP_FSETID` juggling.
 pub const PASSTHROUGH_FS: Group = Group {
@@ -286,6 +306,8 @@ pub enum Profile {
     BlockWorker,
     /// `ThreadKind::DeviceWorker(TYPE_NET)`.
     NetWorker,
+    /// `ThreadKind::DeviceWorker(TYPE_VSOCK)`.
+    VsockWorker,
     /// `ThreadKind::Console`.
     Console,
     /// `ThreadKind::Signals`.
@@ -298,12 +320,13 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, in `repr` order.
-    pub const ALL: [Profile; 9] = [
+    pub const ALL: [Profile; 10] = [
         Profile::Vcpu,
         Profile::FsWorker,
         Profile::ConsoleWorker,
         Profile::BlockWorker,
         Profile::NetWorker,
+        Profile::VsockWorker,
         Profile::Console,
         Profile::Signals,
         Profile::Stdin,
@@ -318,6 +341,7 @@ impl Profile {
             Profile::ConsoleWorker => "virtio-console worker",
             Profile::BlockWorker => "virtio-blk worker",
             Profile::NetWorker => "virtio-net worker",
+            Profile::VsockWorker => "virtio-vsock worker",
             Profile::Console => "console writer",
             Profile::Signals => "signals",
             Profile::Stdin => "stdin",
@@ -333,6 +357,7 @@ impl Profile {
             Profile::ConsoleWorker => &[&RUNTIME, &EVENT_LOOP, &CONSOLE_IO],
             Profile::BlockWorker => &[&RUNTIME, &EVENT_LOOP, &BLOCK_IO],
             Profile::NetWorker => &[&RUNTIME, &EVENT_LOOP, &NET_IO],
+            Profile::VsockWorker => &[&RUNTIME, &EVENT_LOOP, &VSOCK_IO],
             Profile::Console => &[&RUNTIME, &WRITER],
             Profile::Signals => &[&RUNTIME, &SIGNAL_WAIT, &TERMINAL],
             Profile::Stdin => &[&RUNTIME, &STDIN_COPY, &TERMINAL],
@@ -359,13 +384,14 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
         .map(Call::short_name)
 }
 
-const ALL_GROUPS: [&Group; 12] = [
+const ALL_GROUPS: [&Group; 13] = [
     &RUNTIME,
     &VCPU,
     &EVENT_LOOP,
     &CONSOLE_IO,
     &BLOCK_IO,
     &NET_IO,
+    &VSOCK_IO,
     &PASSTHROUGH_FS,
     &WRITER,
     &TERMINAL,
@@ -516,6 +542,11 @@ mod tests {
             assert_eq!(allows(p, libc::SYS_unlinkat), fs, "{p:?} unlinkat");
             assert!(!allows(p, libc::SYS_execve), "{p:?} execve");
             assert!(!allows(p, libc::SYS_socket), "{p:?} socket");
+            assert_eq!(
+                allows(p, libc::SYS_connect),
+                p == Profile::VsockWorker,
+                "{p:?} connect"
+            );
             assert!(!allows(p, libc::SYS_clone3), "{p:?} clone3");
             assert_eq!(p.caps().is_empty(), p != Profile::FsWorker, "{p:?} caps");
         }

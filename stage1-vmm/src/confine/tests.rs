@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use super::*;
-use crate::devices::virtio::{TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET};
+use crate::devices::virtio::{TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK};
 
 /// Names the case the child runs.
 const CASE_ENV: &str = "RKT_VMM_TEST_SECCOMP_CASE";
@@ -74,7 +74,7 @@ impl Forbidden {
 }
 
 /// The cases: (name, thread kind or `None` for the main thread, forbidden call).
-const CASES: [(&str, Option<ThreadKind>, Forbidden); 9] = [
+const CASES: [(&str, Option<ThreadKind>, Forbidden); 10] = [
     ("vcpu", Some(ThreadKind::Vcpu), Forbidden::Ioctl),
     (
         "fs",
@@ -94,6 +94,12 @@ const CASES: [(&str, Option<ThreadKind>, Forbidden); 9] = [
     (
         "net",
         Some(ThreadKind::DeviceWorker(TYPE_NET)),
+        Forbidden::Socket,
+    ),
+    // AF_INET: the vsock worker may create AF_UNIX sockets only.
+    (
+        "vsock",
+        Some(ThreadKind::DeviceWorker(TYPE_VSOCK)),
         Forbidden::Socket,
     ),
     ("console", Some(ThreadKind::Console), Forbidden::OpenByName),
@@ -207,6 +213,11 @@ fn the_virtio_blk_worker_dies_on_open_by_name() {
 #[test]
 fn the_virtio_net_worker_dies_on_socket() {
     expect_killed("net");
+}
+
+#[test]
+fn the_virtio_vsock_worker_dies_on_an_inet_socket() {
+    expect_killed("vsock");
 }
 
 #[test]

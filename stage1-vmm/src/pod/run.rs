@@ -7,8 +7,8 @@
 //! [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
 //! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm);
 //! [`jail_vmm`] pivots into the pod directory;
-//! [`attach_devices`] adds hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`
-//! and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
+//! [`attach_devices`] adds hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`,
+//! the virtio-vsock device (`/pod/vsock.sock`) and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
 //! [`boot_and_wait`] runs the VM (the main thread confines itself once the vCPUs run);
 //! [`finish`] turns its end into the pod's exit code.
 
@@ -27,6 +27,7 @@ use super::{
 use crate::device_manager::SerialBackend;
 use crate::devices::virtio::console::{nonblocking_fd, Console};
 use crate::devices::virtio::fs::{Fs, FsConfig};
+use crate::devices::virtio::vsock::{Vsock, VsockConfig};
 use crate::vmm::{VmConfig, VmOutcome, Vmm};
 
 /// The guest kernel, relative to the stage1 root.
@@ -427,7 +428,8 @@ fn jail_vmm(cwd: &Path) -> Result<PodPaths, PodError> {
 }
 
 /// Step 7: hvc0 (stdout, with stdin for an interactive pod), hvc1 (stderr), the virtio-fs share
-/// of `stage1/rootfs` (opened before /proc goes away), and COM2, the control channel.
+/// of `stage1/rootfs` (opened before /proc goes away), the virtio-vsock device (its socket in the
+/// pod directory, `pod_abi::vsock`), and COM2, the control channel.
 fn attach_devices(
     vmm: &mut Vmm,
     pod: &PodPaths,
@@ -441,6 +443,13 @@ fn attach_devices(
     let fs = Fs::new(fs_cfg)?;
     jail::drop_proc()?;
     vmm.add_virtio(Box::new(fs))?;
+    // The host<->guest channel (enter, stop): `/pod/vsock.sock`, bound now, while the main
+    // thread is not confined yet (socket, bind, chmod, rename); removed when the VM ends.
+    let vsock = Vsock::new(&VsockConfig {
+        socket_dir: PathBuf::from(jail::POD_IN_JAIL),
+    })
+    .map_err(|e| PodError::Host("cannot create the pod's vsock socket", e))?;
+    vmm.add_virtio(Box::new(vsock))?;
     let com2_out: Box<dyn std::io::Write + Send> = if debug {
         Box::new(std::io::stderr())
     } else {

@@ -8,12 +8,21 @@
 //! - `quick`: reboots at once (the benchmark);
 //! - `exit`: exits with status 3, so the kernel panics ("Attempted to kill init!");
 //! - `dmesg`: prints the kernel log buffer (read with syslog(2), so it never went through the
-//!   console), then reboots: profile a quiet boot with `initcall_debug`.
+//!   console), then reboots: profile a quiet boot with `initcall_debug`;
+//! - `vsock-echo` (tests/linux_vsock.rs): echoes every connection to AF_VSOCK port 1234;
+//!   connects to host port 5678 and prints `VSOCK-HOST-GOT=<line>` with the host's answer to
+//!   its `hello-from-guest` line; connects to host port 5679 (nobody listens) and prints
+//!   `VSOCK-REFUSED errno=<n>`; prints `VSOCK-READY`; reboots on a connection to port 1235.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
 use std::io::Write;
 
 extern "C" {
+    fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int;
+    fn bind(fd: c_int, addr: *const SockaddrVm, len: u32) -> c_int;
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+    fn accept(fd: c_int, addr: *mut c_void, len: *mut u32) -> c_int;
+    fn connect(fd: c_int, addr: *const SockaddrVm, len: u32) -> c_int;
     fn reboot(cmd: c_int) -> c_int;
     fn klogctl(kind: c_int, buf: *mut c_char, len: c_int) -> c_int;
     fn sync();
@@ -24,6 +33,133 @@ extern "C" {
         flags: c_ulong,
         data: *const c_void,
     ) -> c_int;
+}
+
+/// `struct sockaddr_vm` (linux/vm_sockets.h).
+#[repr(C)]
+struct SockaddrVm {
+    family: u16,
+    reserved1: u16,
+    port: u32,
+    cid: u32,
+    zero: [u8; 4],
+}
+
+/// `AF_VSOCK`.
+const AF_VSOCK: c_int = 40;
+/// `SOCK_STREAM | SOCK_CLOEXEC`.
+const SOCK_STREAM_CLOEXEC: c_int = 1 | 0o2000000;
+/// `VMADDR_CID_ANY`.
+const CID_ANY: u32 = u32::MAX;
+/// The host's CID.
+const CID_HOST: u32 = 2;
+
+fn vm_addr(cid: u32, port: u32) -> SockaddrVm {
+    SockaddrVm {
+        family: AF_VSOCK as u16,
+        reserved1: 0,
+        port,
+        cid,
+        zero: [0; 4],
+    }
+}
+
+/// A listening AF_VSOCK socket on `port`, or the errno.
+fn vsock_listen(port: u32) -> Result<std::fs::File, i32> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls; the address outlives the call.
+    unsafe {
+        let fd = socket(AF_VSOCK, SOCK_STREAM_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let a = vm_addr(CID_ANY, port);
+        if bind(fd, &a, std::mem::size_of::<SockaddrVm>() as u32) != 0 || listen(fd, 64) != 0 {
+            return Err(errno());
+        }
+        Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
+fn vsock_accept(l: &std::fs::File) -> Result<std::fs::File, i32> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: accept without an address.
+    let fd = unsafe { accept(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut()) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a fresh descriptor.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+fn vsock_connect(cid: u32, port: u32) -> Result<std::fs::File, i32> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls; the address outlives the call.
+    unsafe {
+        let fd = socket(AF_VSOCK, SOCK_STREAM_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let a = vm_addr(cid, port);
+        if connect(fd, &a, std::mem::size_of::<SockaddrVm>() as u32) != 0 {
+            let e = errno();
+            let _ = std::fs::File::from_raw_fd(fd);
+            return Err(e);
+        }
+        Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn vsock_echo() -> ! {
+    use std::io::{BufRead, Read};
+    let l = match vsock_listen(1234) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("RKT-TEST-ERROR vsock listen errno={e}");
+            do_reboot()
+        }
+    };
+    std::thread::spawn(move || loop {
+        let Ok(c) = vsock_accept(&l) else { continue };
+        std::thread::spawn(move || {
+            let mut c = c;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    });
+    match vsock_connect(CID_HOST, 5678) {
+        Ok(mut c) => {
+            let _ = c.write_all(b"hello-from-guest\n");
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(c).read_line(&mut line);
+            println!("VSOCK-HOST-GOT={}", line.trim_end());
+        }
+        Err(e) => println!("VSOCK-HOST-ERROR errno={e}"),
+    }
+    match vsock_connect(CID_HOST, 5679) {
+        Ok(_) => println!("VSOCK-UNEXPECTED-CONNECT"),
+        Err(e) => println!("VSOCK-REFUSED errno={e}"),
+    }
+    let quit = vsock_listen(1235);
+    println!("VSOCK-READY");
+    let _ = std::io::stdout().flush();
+    if let Ok(q) = quit {
+        let _ = vsock_accept(&q);
+    }
+    do_reboot()
 }
 
 /// `reboot(2)` command: restart (with `reboot=k` the kernel resets through the i8042).
@@ -55,6 +191,7 @@ fn main() {
             }
             do_reboot()
         }
+        "vsock-echo" => vsock_echo(),
         "exit" => {
             println!("RKT-TEST-INIT-EXITING");
             let _ = std::io::stdout().flush();

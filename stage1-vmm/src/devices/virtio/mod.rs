@@ -8,7 +8,8 @@
 //!   activate/reset). Devices run their queues on their own worker thread (see `worker`), never on
 //!   the vCPU thread.
 //! - [`fs`]: virtio-fs over fuse-backend-rs (in process); [`console`]: a single-port console;
-//!   [`blk`]: a read-only raw-image block device; [`net`]: a network card over a tap.
+//!   [`blk`]: a read-only raw-image block device; [`net`]: a network card over a tap;
+//!   [`vsock`]: host<->guest sockets over unix sockets in the pod directory.
 //!
 //! Guest input is hostile: a corrupt queue (bad avail index, malformed or looping descriptor
 //! chain, buffers outside guest memory) puts the device into `DEVICE_NEEDS_RESET` and raises a
@@ -38,6 +39,7 @@ mod queue;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod test_utils;
+pub mod vsock;
 mod worker;
 
 pub use worker::WorkerThread;
@@ -57,6 +59,8 @@ pub const TYPE_NET: u32 = 1;
 pub const TYPE_CONSOLE: u32 = 3;
 /// virtio device ID of a block device (virtio 1.2, 5.2).
 pub const TYPE_BLOCK: u32 = 2;
+/// virtio device ID of a socket device (virtio 1.2, 5.10).
+pub const TYPE_VSOCK: u32 = 19;
 /// virtio device ID of a file-system device (virtio 1.2, 5.11).
 pub const TYPE_FS: u32 = 26;
 
