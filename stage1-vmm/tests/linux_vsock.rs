@@ -183,7 +183,11 @@ fn guest_vsock_echo_host_listener_refusal_and_no_descriptor_growth() {
     assert!(["104", "111"].contains(&refused.trim()), "errno {refused}");
 
     let mbps = bulk_echo(&sockets);
-    println!("VSOCK_THROUGHPUT_MBPS {mbps:.1}");
+    // 64 MiB each way at once: every byte crosses the device twice.
+    println!(
+        "VSOCK_THROUGHPUT_MBPS {mbps:.1} (echo of {} MiB)",
+        BULK >> 20
+    );
 
     // 100 connections in a row: no descriptor growth in the VMM (this process).
     let one = |i: u32| {
@@ -209,8 +213,9 @@ fn guest_vsock_echo_host_listener_refusal_and_no_descriptor_growth() {
     println!("VSOCK_FDS before={before} after={after}");
     assert!(after <= before, "descriptors grew from {before} to {after}");
 
-    // A connection to port 1235 reboots the guest.
-    let _quit = connect(&sockets, 1235, Duration::from_secs(30)).expect("quit");
+    // A connection to port 1235 reboots the guest (it may reset before the device has handed
+    // the host its `OK`, so the answer is not checked).
+    let _quit = connect(&sockets, 1235, Duration::from_secs(30));
     let (outcome, failure) = vm.join().expect("vm thread");
     assert_eq!(
         outcome,

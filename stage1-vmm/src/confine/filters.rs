@@ -181,7 +181,8 @@ pub const NET_IO: Group = Group {
 /// The virtio-vsock worker: unix stream sockets only. It accepts host clients on the listener
 /// the main thread bound (`accept4`), connects to host listeners for the guest (`socket` of
 /// `AF_UNIX` only, `connect`, after an `lstat` of the name: `newfstatat`/`statx`), moves bytes
-/// (`read` in [`EVENT_LOOP`], `sendto` with `MSG_NOSIGNAL`), half-closes (`shutdown`), and
+/// (`recvfrom`: std reads sockets with `recv`; `sendto` with `MSG_NOSIGNAL`), half-closes
+/// (`shutdown`), and
 /// ticks a timer for its handshake and close deadlines (`timerfd_*`).
 pub const VSOCK_IO: Group = Group {
     name: "vsock-io",
@@ -190,6 +191,7 @@ pub const VSOCK_IO: Group = Group {
         sys!(SYS_socket, When::ArgIn(0, &[libc::AF_UNIX as u64])),
         sys!(SYS_connect),
         sys!(SYS_sendto),
+        sys!(SYS_recvfrom),
         sys!(SYS_shutdown),
         sys!(SYS_newfstatat),
         sys!(SYS_statx),

@@ -154,7 +154,7 @@ impl VirtioDevice for Vsock {
             ),
             timer: None,
             timer_armed: false,
-            tx_data: Vec::with_capacity(MAX_DATA),
+            tx_data: vec![0u8; MAX_DATA],
             rx_data: vec![0u8; MAX_DATA],
             counters: self.counters.clone(),
             log_limit: LogLimiter::default(),
@@ -219,10 +219,12 @@ impl VsockWorker {
             budget -= 1;
             let head = chain.head_index();
             match read_tx(&mem, &mut chain, &mut self.tx_data) {
-                Ok(h) => self
-                    .muxer
-                    .guest_packet(epoll, &h, &self.tx_data)
-                    .map_err(epoll_err)?,
+                Ok((h, n)) => {
+                    let data = self.tx_data.get(..n).unwrap_or_default();
+                    self.muxer
+                        .guest_packet(epoll, &h, data)
+                        .map_err(epoll_err)?
+                }
                 Err(e) => {
                     self.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
                     guest_warn!(self.log_limit, "virtio-vsock: dropped a tx chain: {e}");

@@ -62,12 +62,13 @@ pub struct Header {
 pub struct PacketError(pub String);
 
 /// Reads a transmit chain: its header, and its data (at most [`MAX_DATA`] bytes, checked by
-/// the crate against the header's `len` and the descriptors) into `data`.
+/// the crate against the header's `len` and the descriptors) into the start of `data`; returns
+/// the header and the data length (bytes).
 pub fn read_tx(
     mem: &GuestMem,
     chain: &mut DescriptorChain<&GuestMem>,
-    data: &mut Vec<u8>,
-) -> Result<Header, PacketError> {
+    data: &mut [u8],
+) -> Result<(Header, usize), PacketError> {
     let pkt = VsockPacket::from_tx_virtq_chain(mem, chain, MAX_DATA as u32)
         .map_err(|e| PacketError(e.to_string()))?;
     let h = Header {
@@ -82,14 +83,11 @@ pub fn read_tx(
         buf_alloc: pkt.buf_alloc(),
         fwd_cnt: pkt.fwd_cnt(),
     };
-    data.clear();
-    if let Some(slice) = pkt.data_slice() {
-        let n = slice.len().min(MAX_DATA);
-        data.resize(n, 0);
-        let got = slice.copy_to(data.as_mut_slice());
-        data.truncate(got);
-    }
-    Ok(h)
+    let n = match pkt.data_slice() {
+        Some(slice) => slice.copy_to(data),
+        None => 0,
+    };
+    Ok((h, n))
 }
 
 /// A guest receive chain being filled.
