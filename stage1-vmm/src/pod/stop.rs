@@ -57,12 +57,24 @@ pub fn stop(pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
     stage1_common::stop::stop_verified(pod, args, verify_vmm)
 }
 
-/// Waits until process `pid` is gone, at most `limit`.
+/// Waits until process `pid` has exited (gone, or a zombie its parent has not reaped yet), at
+/// most `limit`.
 fn wait_for_exit(pid: i32, limit: Duration) {
     let end = Instant::now() + limit;
-    while Instant::now() < end && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+    while Instant::now() < end && running(pid) {
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether `pid` exists and is not a zombie (`/proc/<pid>/stat`'s state after the command).
+fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
 }
 
 /// The name of the VMM binary, which `/proc/<pid>/exe` of a pod's VMM ends with.
@@ -98,6 +110,24 @@ pub fn verify_vmm(pid: i32, uuid: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zombies_count_as_exited() {
+        let me = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
+        assert!(running(me));
+        assert!(!running(i32::MAX));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        let t0 = Instant::now();
+        wait_for_exit(pid, Duration::from_secs(5));
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "a zombie is not waited for"
+        );
+        let _ = child.wait();
+    }
 
     #[test]
     fn verify_refuses_other_processes() {
