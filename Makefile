@@ -26,6 +26,7 @@ bench: build
 	bash bench/mds.sh
 	bash bench/verify.sh
 	bash bench/no-overlay.sh
+	bash bench/enter.sh
 
 # Every fuzz target for FUZZ_SECS seconds each (default 300); crashes land in fuzz/artifacts/.
 fuzz:

@@ -65,11 +65,11 @@ impl Identity {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal app plan.
-    fn app() -> AppPlan {
+    pub(crate) fn app() -> AppPlan {
         AppPlan {
             name: "a".into(),
             image_id: "sha512-x".into(),

@@ -11,12 +11,16 @@
 //! 3. [`exec::Command`]: `execve` with the app's exact environment and a PATH search, failing
 //!    with the shell's exit codes (127 not found, 126 not executable).
 //!
+//! [`enter::confine_and_exec`] chains them (with the app's cgroups) for a command `rkt enter`
+//! runs, in both flavors.
+//!
 //! Dependencies stay light (nix, libc, the plan types, the capability table): guest-init is a
 //! static PID 1.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod caps;
+pub mod enter;
 pub mod exec;
 pub mod identity;
 pub mod paths;

@@ -83,7 +83,7 @@ pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
     }
 }
 
-fn read_all(fd: &OwnedFd) -> Vec<u8> {
+pub(crate) fn read_all(fd: &OwnedFd) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 512];
     loop {

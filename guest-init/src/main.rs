@@ -11,6 +11,7 @@
 
 mod cgroup;
 mod etc_files;
+mod exec_service;
 mod launch;
 mod log;
 mod machine;
@@ -48,6 +49,7 @@ fn main() {
     log::set_debug(args.debug);
     if args.flavor == Flavor::Kvm {
         ensure_stdio();
+        console_output_unprocessed();
     }
     // The launcher's socket (ns, `--start-fd`) is the one inherited fd kept (close-on-exec).
     app_confine::exec::close_inherited_fds(args.start_fd);
@@ -135,6 +137,7 @@ fn ns_setup(start: Option<std::os::fd::OwnedFd>) -> Result<supervisor::Env, Stri
         stderr: None,
         control: None,
         start,
+        exec_listener: None,
     })
 }
 
@@ -233,6 +236,19 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
     let stdout = open_rw(HVC_STDOUT);
     let stderr = open_rw(HVC_STDERR).or(stdout);
     let control = open_control(control_path);
+    // Bound before the apps start, so an enter right after the pod starts finds it.
+    let exec_listener = match exec_service::listen_vsock(pod_abi::vsock::EXEC_PORT) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            // Not on the console by default: a VM without a vsock device is not an error, and
+            // `rkt enter` says that it cannot reach the service.
+            debug!(
+                "no exec service (rkt enter, stop over vsock): {}",
+                user::errno_text(&e)
+            );
+            None
+        }
+    };
     Ok(supervisor::Env {
         console,
         host_dev: PathBuf::from("/dev"),
@@ -240,6 +256,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         stderr,
         control,
         start: None,
+        exec_listener,
     })
 }
 
@@ -290,6 +307,19 @@ fn ensure_stdio() {
     }
     if fd > 2 {
         let _ = nix::unistd::close(fd);
+    }
+}
+
+/// kvm flavor: guest-init's own messages go to `/dev/console` (COM1), a terminal whose
+/// output processing (OPOST with ONLCR) would turn every `\n` into `\r\n` on the host's stderr;
+/// switched off so that the host receives guest-init's lines byte for byte.
+fn console_output_unprocessed() {
+    use nix::sys::termios::{tcgetattr, tcsetattr, OutputFlags, SetArg};
+    // SAFETY: fd 2 stays open for PID 1's life (ensure_stdio).
+    let err = unsafe { std::os::fd::BorrowedFd::borrow_raw(2) };
+    if let Ok(mut t) = tcgetattr(err) {
+        t.output_flags.remove(OutputFlags::OPOST);
+        let _ = tcsetattr(err, SetArg::TCSANOW, &t);
     }
 }
 

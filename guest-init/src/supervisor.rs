@@ -49,6 +49,9 @@ pub struct Env {
     /// environment is set up, then [`READY_BYTE`] is sent and no app starts before
     /// [`START_BYTE`] comes back.
     pub start: Option<OwnedFd>,
+    /// kvm flavor: the exec service's listener (`crate::exec_service`), served from just
+    /// before the apps start.
+    pub exec_listener: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -58,6 +61,10 @@ struct AppRun {
     code: Option<i32>,
     spec: Option<LaunchSpec>,
     error: Option<String>,
+    /// Got SIGTERM from a stop.
+    sigterm: bool,
+    /// Got SIGKILL at the end of the grace period.
+    sigkill: bool,
 }
 
 /// Tells the launcher that the apps' environments are set up ([`READY_BYTE`]; `enter` may now
@@ -90,6 +97,9 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         stop_deadline: None,
         killed: false,
         env,
+        service: None,
+        report_stop: false,
+        grace_secs: plan.stop_grace_secs,
     };
     for app in &plan.apps {
         let (spec, error) = match sup.prepare(app) {
@@ -103,12 +113,20 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
             code,
             spec,
             error,
+            sigterm: false,
+            sigkill: false,
         });
     }
     if let Some(gate) = sup.env.start.take() {
         if !ready_then_wait_for_start(&gate) {
             info!("the stage1 host side ended before starting the pod; no app starts");
             return sup.apps.iter().map(|_| None).collect();
+        }
+    }
+    if let Some(l) = sup.env.exec_listener.take() {
+        match crate::exec_service::start(l, plan) {
+            Ok(s) => sup.service = Some(s),
+            Err(e) => info!("exec service: {}", user::errno_text(&e)),
         }
     }
     for i in 0..sup.apps.len() {
@@ -123,6 +141,11 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         );
     }
     sup.event_loop(&signals);
+    if sup.report_stop {
+        if let Some(svc) = &sup.service {
+            crate::exec_service::deliver_report(&svc.ctl, &sup.stop_report());
+        }
+    }
     sup.apps.iter().map(|a| a.code).collect()
 }
 
@@ -132,6 +155,12 @@ struct Supervisor<'a> {
     stop_deadline: Option<Instant>,
     killed: bool,
     env: Env,
+    /// The exec service, if it runs (kvm).
+    service: Option<crate::exec_service::Service>,
+    /// A stop came over the exec channel: its session waits for [`Supervisor::stop_report`].
+    report_stop: bool,
+    /// The grace period of the stop, in seconds.
+    grace_secs: u32,
 }
 
 impl Supervisor<'_> {
@@ -316,10 +345,15 @@ impl Supervisor<'_> {
                 }
                 _ => PollTimeout::NONE,
             };
-            let (sig_ready, ctl_ready) = {
+            let (sig_ready, ctl_ready, svc_ready) = {
                 let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+                let mut svc_at = None;
                 if let Some(c) = &self.env.control {
                     fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(svc) = &self.service {
+                    fds.push(PollFd::new(svc.ctl.as_fd(), PollFlags::POLLIN));
+                    svc_at = Some(fds.len() - 1);
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -331,7 +365,12 @@ impl Supervisor<'_> {
                 }
                 let ready =
                     |f: Option<&PollFd>| f.and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
-                (ready(fds.first()), ready(fds.get(1)))
+                let ctl_at = self.env.control.as_ref().map(|_| 1);
+                (
+                    ready(fds.first()),
+                    ready(ctl_at.and_then(|i| fds.get(i))),
+                    ready(svc_at.and_then(|i| fds.get(i))),
+                )
             };
             if sig_ready {
                 while let Ok(Some(si)) = signals.read_signal() {
@@ -342,7 +381,7 @@ impl Supervisor<'_> {
                                 "received {:?}, stopping the pod",
                                 sig.unwrap_or(Signal::SIGTERM)
                             );
-                            self.request_stop();
+                            self.request_stop(None);
                         }
                         _ => {}
                     }
@@ -350,6 +389,9 @@ impl Supervisor<'_> {
             }
             if ctl_ready {
                 self.read_control(&mut line);
+            }
+            if svc_ready {
+                self.read_service();
             }
             if let Some(d) = self.stop_deadline {
                 if !self.killed && Instant::now() >= d {
@@ -374,14 +416,53 @@ impl Supervisor<'_> {
             match msg {
                 Received::Msg(ControlMsg::Stop) => {
                     info!("stop requested on the control channel");
-                    self.request_stop();
+                    self.request_stop(None);
                 }
                 Received::Unknown(cmd) => info!("ignoring control command {cmd:?}"),
             }
         }
     }
 
-    fn request_stop(&mut self) {
+    /// A stop request from an exec session (`crate::exec_service`).
+    fn read_service(&mut self) {
+        let Some(svc) = &self.service else {
+            return;
+        };
+        match crate::exec_service::read_stop_request(&svc.ctl) {
+            Ok(Some(grace)) => {
+                self.report_stop = true;
+                self.request_stop(grace);
+            }
+            Ok(None) => {}
+            Err(()) => {
+                info!("the exec service is gone");
+                self.service = None;
+            }
+        }
+    }
+
+    /// What happened to each app during the stop.
+    fn stop_report(&self) -> pod_abi::exec::StopReport {
+        pod_abi::exec::StopReport {
+            grace_secs: self.grace_secs,
+            apps: self
+                .plan
+                .apps
+                .iter()
+                .zip(&self.apps)
+                .map(|(p, a)| pod_abi::exec::StoppedApp {
+                    name: p.name.clone(),
+                    sigterm: a.sigterm,
+                    sigkill: a.sigkill,
+                    status: a.code,
+                })
+                .collect(),
+        }
+    }
+
+    /// Starts a stop (SIGTERM, SIGKILL after the grace period: `grace_secs`, else the
+    /// plan's); a second request kills at once.
+    fn request_stop(&mut self, grace_secs: Option<u32>) {
         if self.stop_deadline.is_some() {
             // A second request (a second ^C, `rkt stop` twice) does not wait for the grace.
             if !self.killed {
@@ -389,10 +470,12 @@ impl Supervisor<'_> {
             }
             return;
         }
-        let grace = Duration::from_secs(u64::from(self.plan.stop_grace_secs));
+        self.grace_secs = grace_secs.unwrap_or(self.plan.stop_grace_secs);
+        let grace = Duration::from_secs(u64::from(self.grace_secs));
         self.stop_deadline = Some(Instant::now() + grace);
-        for a in &self.apps {
+        for a in &mut self.apps {
             if let (Some(pid), Phase::PreStart | Phase::Running) = (a.pid, a.phase) {
+                a.sigterm = true;
                 let _ = kill(pid, Signal::SIGTERM);
             }
         }
@@ -401,8 +484,9 @@ impl Supervisor<'_> {
     fn kill_all(&mut self) {
         self.killed = true;
         info!("killing the remaining app processes");
-        for a in &self.apps {
+        for a in &mut self.apps {
             if let Some(pid) = a.pid {
+                a.sigkill |= matches!(a.phase, Phase::PreStart | Phase::Running);
                 let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
                 let _ = kill(pid, Signal::SIGKILL);
             }
@@ -422,6 +506,9 @@ impl Supervisor<'_> {
                 _ => continue,
             };
             let Some(i) = self.apps.iter().position(|a| a.pid == Some(pid)) else {
+                if self.service.as_ref().is_some_and(|s| s.pid == pid) {
+                    info!("the exec service ended with status {code}");
+                }
                 debug!("reaped pid {pid} with status {code}");
                 continue;
             };

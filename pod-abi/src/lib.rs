@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod control;
+pub mod exec;
 pub mod exit;
 pub mod guestnet;
 pub mod init;

@@ -4,7 +4,7 @@
 //! in the stage1 root, so there is no window to retry), reads the plan beneath its root, joins
 //! guest-init's ipc,
 //! uts, net, pid and mount namespaces, forks (to be inside the PID namespace), and in the child
-//! confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
+//! (`app_confine::enter`, shared with the kvm flavor's exec service in guest-init) confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
 //! namespace, `pivot_root`, old root detached), changes to the app's working directory, takes
 //! the app's identity (user, group, supplementary groups, capability sets, `no_new_privs`:
 //! `app_confine::identity`) and execs the command with exactly the app's environment. Returns
@@ -15,8 +15,8 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use app_confine::exec::{close_inherited_fds, Command};
-use app_confine::identity::Identity;
+use app_confine::enter::{confine_and_exec, pick_app, EnterSpec};
+use app_confine::exec::Command;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
@@ -46,7 +46,7 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     }
     let plan = Plan::read_beneath(Path::new(&format!("/proc/{pid}/root")))
         .with_context(|| format!("read the plan of pid {pid}"))?;
-    let app = pick_app(&plan, &args.app)?;
+    let app = pick_app(&plan, &args.app).map_err(anyhow::Error::msg)?;
     let cmd = if args.cmd.is_empty() {
         vec![DEFAULT_CMD.to_string()]
     } else {
@@ -82,46 +82,15 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// `name`'s plan, or the only app's when `name` is empty.
-fn pick_app<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a AppPlan> {
-    if name.is_empty() {
-        return match plan.apps.as_slice() {
-            [one] => Ok(one),
-            _ => bail!("the pod has several apps; pass --appname"),
-        };
-    }
-    plan.apps
-        .iter()
-        .find(|a| a.name == name)
-        .with_context(|| format!("no app {name:?} in the pod"))
-}
-
-/// In the forked child, inside the pod's namespaces with guest-init's root: confine, identity,
-/// exec. Returns only on failure: the exit code and the reason.
+/// In the forked child, inside the pod's namespaces with guest-init's root: the shared
+/// confinement ([`app_confine::enter::confine_and_exec`]; no cgroup join: the ns flavor's
+/// `enter` has never moved the command into the app's cgroups). Returns only on failure.
 fn child(app: &AppPlan, command: &Command) -> (i32, String) {
-    let failed = pod_abi::exit::STAGE1_FAILED;
-    close_inherited_fds(None);
-    let rootfs = guest_app_rootfs(&app.name);
-    if let Err(e) = app_confine::root::confine(&rootfs) {
-        return (failed, format!("confine to {}: {e}", rootfs.display()));
-    }
-    // Confined: `/` is the app root, so the user database is the image's own.
-    let id = match Identity::for_app(app, Path::new("/")) {
-        Ok(id) => id,
-        Err(e) => return (failed, e),
+    let spec = EnterSpec {
+        app,
+        rootfs: guest_app_rootfs(&app.name),
+        cgroup_procs: Vec::new(),
+        keep_fd: None,
     };
-    let wd = if app.working_directory.is_empty() {
-        "/"
-    } else {
-        app.working_directory.as_str()
-    };
-    if nix::unistd::chdir(wd).is_err() {
-        if let Err(e) = nix::unistd::chdir("/") {
-            return (failed, format!("chdir /: {}", e.desc()));
-        }
-    }
-    if let Err(e) = id.assume() {
-        return (failed, format!("take the app's identity: {e}"));
-    }
-    command.exec()
+    confine_and_exec(&spec, command)
 }

@@ -314,17 +314,15 @@ fn kvm_rkt_stop_ends_a_running_pod() {
     };
     let (child, uuid) = start_sleeper(&e, "sleeper.aci", &[]);
     assert!(e.status(&uuid).contains("state=running"));
-    // No exec channel into the guest yet: enter says so.
-    let en = e.run(&["enter", &uuid, "/bin/pod-check"]);
-    assert_eq!(en.status.code(), Some(1), "{}", stderr(&en));
-    assert!(
-        stderr(&en).contains("rkt enter is not supported by the kvm stage1 yet"),
-        "{}",
-        stderr(&en)
-    );
+    // The stop goes over the exec channel (tests/tests/kvm_exec.rs covers enter).
     let stopped = Instant::now();
     let s = e.run(&["stop", &uuid]);
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
+    assert!(
+        stderr(&s).contains("app sleeper: stopped by SIGTERM, status 143"),
+        "rkt stop reports what happened: {}",
+        stderr(&s)
+    );
     let o = wait_output(child, Duration::from_secs(120));
     eprintln!(
         "rkt run after stop: exit {:?} in {:.1?}\n{}",
@@ -451,6 +449,11 @@ fn kvm_vmm_runs_with_least_privilege() {
     }
     let s = e.run(&["stop", &uuid]);
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
+    assert!(
+        stderr(&s).contains("app sleeper: stopped by SIGTERM, status 143"),
+        "rkt stop reports what happened: {}",
+        stderr(&s)
+    );
     let o = wait_output(child, Duration::from_secs(120));
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
     assert!(!e.pod_dir(&uuid).join("failure").exists());

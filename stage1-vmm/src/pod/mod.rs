@@ -8,13 +8,16 @@
 //!   virtio-consoles, the kernel console on COM1 (-> stderr) and the guest-init control channel
 //!   on COM2, jailed in its own mount namespace ([`jail`]); turns the VM's end into the pod's exit
 //!   code or a `failure` file. Signals and the terminal: [`control`].
-//! - [`stop`]: SIGTERM (graceful, through guest-init) or SIGKILL to the verified VMM process.
+//! - [`stop`]: graceful over the exec channel (guest-init's report printed), else SIGTERM to
+//!   the verified VMM process (the COM2 `stop` line); `--force`: SIGKILL to the VMM.
 //! - `gc`: nothing VM-specific is left behind after the VMM exits; idempotent.
-//! - `enter`: needs an exec channel into the guest, which does not exist yet: a clear error.
+//! - [`enter`]: runs a command in an app over the exec channel (guest-init's exec service on
+//!   vsock), proxying the terminal, signals and the exit status.
 //!
 //! See docs/kvm-stage1.md.
 
 pub mod control;
+pub mod enter;
 pub mod jail;
 pub mod run;
 pub mod sizing;
@@ -100,7 +103,7 @@ impl Stage1 for Kvm {
         Ok(run::run(args)?)
     }
     fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
-        stage1_common::stop::stop_verified(pod, args, stop::verify_vmm)
+        stop::stop(pod, args)
     }
     /// Tears the pod's networks down (DEL for each, the netns removed; its taps and tc
     /// redirects go with it). Nothing else VM-specific outlives the VMM.
@@ -108,7 +111,22 @@ impl Stage1 for Kvm {
         stage1_common::net::gc(pod.dir(), &args.uuid).map_err(Stage1Error::failed)?;
         Ok(0)
     }
-    fn enter(&self, _pod: &PodContext, _args: &EnterArgs) -> Result<i32, Stage1Error> {
-        Err(Stage1Error::Refused(stop::ENTER_UNSUPPORTED.into()))
+    /// The VMM named by `--pid` must be this pod's (its command line ends with the pod's
+    /// UUID, the pod directory's name); then the exec channel does the rest.
+    fn enter(&self, pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {
+        let uuid = pod
+            .dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(why) = stop::verify_vmm(args.pid, &uuid) {
+            return Err(Stage1Error::Refused(format!("refusing to enter: {why}")));
+        }
+        let cmd = if args.cmd.is_empty() {
+            vec!["/bin/sh".to_string()]
+        } else {
+            args.cmd.clone()
+        };
+        enter::enter(pod.dir(), &args.app, cmd).map_err(Stage1Error::failed)
     }
 }

@@ -98,7 +98,14 @@ impl<W: std::io::Write> ConsoleFilter<W> {
 
     fn line(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.debug || !is_kernel_line(line) {
-            return self.out.write_all(line);
+            // The kernel's serial console ends its lines in `\r\n`: the host's stderr gets `\n`.
+            return match line.strip_suffix(b"\r\n") {
+                Some(body) => {
+                    self.out.write_all(body)?;
+                    self.out.write_all(b"\n")
+                }
+                None => self.out.write_all(line),
+            };
         }
         let mut t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if t.len() == KERNEL_TAIL_LINES {
@@ -522,7 +529,7 @@ mod tests {
         {
             let mut f = ConsoleFilter::new(&mut out, false, tail.clone());
             // Byte by byte with a flush after each, as the serial port delivers it.
-            let text: &[u8] = b"[    0.860150] PCI: Fatal\n[guest-init] app a exited\n\
+            let text: &[u8] = b"[    0.860150] PCI: Fatal\r\n[guest-init] app a exited\r\n\
                 [12345.1] reboot: Restarting system\n[x] y\n[guest-init] no newline";
             for b in text {
                 f.write_all(&[*b]).unwrap_or_else(|e| panic!("{e}"));

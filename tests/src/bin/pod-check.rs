@@ -11,6 +11,9 @@
 //! Prints `pod-check OK`, or `pod-check FAIL` and one `==> problem` line per problem.
 //!
 //! Then, in this order, the actions: `--ignore-sigterm`, `--print-env`, `--write FILE`, `--append FILE TEXT`,
+//! `--winsize` (prints `winsize ROWSxCOLS` of stdin's terminal), `--wait-winsize ROWSxCOLS`
+//! (waits, up to `--timeout-ms`, until stdin's terminal has that size, then prints it), `--cat`
+//! (copies stdin to stdout until EOF, then prints `pod-check: cat N bytes` on stderr),
 //! `--wait-for FILE [--timeout-ms N]`, `--sleep-ms N`, `--exit N`.
 
 use std::ffi::CString;
@@ -63,6 +66,9 @@ struct Opts {
     only_std_fds: bool,
     only_lo: bool,
     print_env: bool,
+    winsize: bool,
+    wait_winsize: Option<String>,
+    cat: bool,
     write: Vec<String>,
     append: Vec<(String, String)>,
     wait_for: Vec<String>,
@@ -131,6 +137,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--expect-only-std-fds" => o.only_std_fds = true,
             "--expect-only-lo" => o.only_lo = true,
             "--print-env" => o.print_env = true,
+            "--winsize" => o.winsize = true,
+            "--wait-winsize" => o.wait_winsize = Some(val()?),
+            "--cat" => o.cat = true,
             "--write" => o.write.push(val()?),
             "--append" => {
                 let f = val()?;
@@ -380,6 +389,17 @@ fn check(o: &Opts) -> Vec<String> {
     bad
 }
 
+/// Stdin's terminal size as `ROWSxCOLS` (`none` if it is not a terminal).
+fn winsize() -> String {
+    // SAFETY: an all-zero winsize is valid for TIOCGWINSZ to overwrite.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes into the valid winsize passed.
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } != 0 {
+        return "none".into();
+    }
+    format!("{}x{}", ws.ws_row, ws.ws_col)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let o = match parse(&args) {
@@ -427,6 +447,37 @@ fn main() {
             bad.push(format!("append to {f}: {e}"));
             println!("==> append to {f}: {e}");
         }
+    }
+    if o.winsize {
+        println!("winsize {}", winsize());
+    }
+    if let Some(want) = &o.wait_winsize {
+        let deadline = Instant::now() + Duration::from_millis(o.timeout_ms);
+        while winsize() != *want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+        }
+        println!("winsize {}", winsize());
+    }
+    if o.cat {
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut i, mut out) = (std::io::stdin().lock(), std::io::stdout().lock());
+        use std::io::{Read, Write};
+        loop {
+            match i.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => {
+                    n += k as u64;
+                    if out.write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = out.flush();
+        eprintln!("pod-check: cat {n} bytes");
     }
     for f in &o.wait_for {
         let deadline = Instant::now() + Duration::from_millis(o.timeout_ms);

@@ -1,0 +1,114 @@
+//! Confining a command that `rkt enter` runs in an app of a running pod, the one home shared by
+//! the ns flavor's `enter` entrypoint (stage1-ns, inside guest-init's namespaces) and the kvm
+//! flavor's exec service (guest-init in the VM): join the app's cgroups, [`crate::root::confine`]
+//! to the app root, the app's working directory (`/` if it is gone), the app's identity
+//! ([`Identity::for_app`] resolved against the app's own user database, then
+//! [`Identity::assume`]) and `execve` with exactly the app's environment.
+
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+
+use pod_abi::exit::STAGE1_FAILED;
+use pod_abi::plan::{AppPlan, Plan};
+
+use crate::exec::{close_inherited_fds, Command};
+use crate::identity::Identity;
+
+/// `name`'s plan, or the only app's when `name` is empty; the error is one line.
+pub fn pick_app<'a>(plan: &'a Plan, name: &str) -> Result<&'a AppPlan, String> {
+    if name.is_empty() {
+        return match plan.apps.as_slice() {
+            [one] => Ok(one),
+            _ => Err("the pod has several apps; pass --appname".into()),
+        };
+    }
+    plan.apps
+        .iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| format!("no app {name:?} in the pod"))
+}
+
+/// Where and how to confine the command.
+#[derive(Debug, Clone)]
+pub struct EnterSpec<'a> {
+    /// The app.
+    pub app: &'a AppPlan,
+    /// The app root in the caller's view (`/opt/stage2/<app>/rootfs`).
+    pub rootfs: PathBuf,
+    /// `cgroup.procs` files (caller's view) the command joins before confining itself.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// An fd above stderr to keep open (close-on-exec), e.g. a report pipe; every other one
+    /// is closed.
+    pub keep_fd: Option<RawFd>,
+}
+
+/// Runs in a forked child whose stdio is already in place: confines it and execs `command`.
+/// Returns only on failure: the exit code ([`STAGE1_FAILED`] when confining failed, 126/127
+/// when the exec did) and the reason.
+pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String) {
+    close_inherited_fds(spec.keep_fd);
+    for procs in &spec.cgroup_procs {
+        if let Err(e) = std::fs::write(procs, "0") {
+            return (
+                STAGE1_FAILED,
+                format!(
+                    "join cgroup {}: {}",
+                    procs.display(),
+                    crate::user::errno_text(&e)
+                ),
+            );
+        }
+    }
+    if let Err(e) = crate::root::confine(&spec.rootfs) {
+        return (
+            STAGE1_FAILED,
+            format!("confine to {}: {e}", spec.rootfs.display()),
+        );
+    }
+    // Confined: `/` is the app root, so the user database is the image's own.
+    let id = match Identity::for_app(spec.app, Path::new("/")) {
+        Ok(id) => id,
+        Err(e) => return (STAGE1_FAILED, e),
+    };
+    let wd = if spec.app.working_directory.is_empty() {
+        "/"
+    } else {
+        spec.app.working_directory.as_str()
+    };
+    if nix::unistd::chdir(wd).is_err() {
+        if let Err(e) = nix::unistd::chdir("/") {
+            return (STAGE1_FAILED, format!("chdir /: {}", e.desc()));
+        }
+    }
+    if let Err(e) = id.assume() {
+        return (STAGE1_FAILED, format!("take the app's identity: {e}"));
+    }
+    command.exec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick() {
+        let one = crate::identity::tests::app();
+        let mut plan = Plan {
+            version: pod_abi::plan::PLAN_VERSION,
+            uuid: "u".into(),
+            hostname: "h".into(),
+            interactive: false,
+            debug: false,
+            stop_grace_secs: 1,
+            apps: vec![one.clone()],
+            net: Default::default(),
+        };
+        assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
+        let mut two = one.clone();
+        two.name = "second".into();
+        plan.apps.push(two);
+        assert!(pick_app(&plan, "").unwrap_err().contains("several apps"));
+        assert_eq!(pick_app(&plan, "second").unwrap().name, "second");
+        assert_eq!(pick_app(&plan, "x").unwrap_err(), "no app \"x\" in the pod");
+    }
+}
