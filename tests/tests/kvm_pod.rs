@@ -24,13 +24,20 @@ const BULK_BYTES: usize = 10 << 20;
 const BULK_LINE: usize = 10;
 
 /// A static helper for what neither hello nor pod-check does: `emit N` writes N bytes of
-/// numbered lines to stdout; `meminfo` prints MemTotal and MemAvailable (kB).
+/// numbered lines to stdout; `meminfo` prints MemTotal and MemAvailable (kB); `spin MS` busy-loops
+/// for MS ms of wall time and prints `CPUFRAC=<x>`, the CPU time it got over that wall time.
 const HELPER_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <errno.h>
+#include <time.h>
+static double secs(clockid_t c) {
+    struct timespec t;
+    clock_gettime(c, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
 static int put(const char *p, size_t n) {
     while (n > 0) {
         ssize_t w = write(1, p, n);
@@ -60,7 +67,16 @@ int main(int argc, char **argv) {
             if (!strncmp(l, "MemTotal:", 9) || !strncmp(l, "MemAvailable:", 13)) fputs(l, stdout);
         return 0;
     }
-    fprintf(stderr, "usage: helper emit N | meminfo\n");
+    if (argc >= 3 && strcmp(argv[1], "spin") == 0) {
+        double wall = atol(argv[2]) / 1000.0;
+        double w0 = secs(CLOCK_MONOTONIC), c0 = secs(CLOCK_PROCESS_CPUTIME_ID);
+        volatile unsigned long n = 0;
+        while (secs(CLOCK_MONOTONIC) - w0 < wall) n++;
+        double w = secs(CLOCK_MONOTONIC) - w0, c = secs(CLOCK_PROCESS_CPUTIME_ID) - c0;
+        printf("CPUFRAC=%.3f\n", c / w);
+        return 0;
+    }
+    fprintf(stderr, "usage: helper emit N | meminfo | spin MS\n");
     return 2;
 }
 "#;
@@ -669,5 +685,43 @@ fn kvm_memory_limit_sizes_the_vm() {
     assert!(
         (128 * 1024..512 * 1024).contains(&total),
         "MemTotal {total} kB"
+    );
+}
+
+#[test]
+fn kvm_cpu_limit_is_enforced() {
+    let Some(e) = E2e::require_kvm("kvm_cpu_limit_is_enforced") else {
+        return;
+    };
+    let Some(h) = helper("kvm_cpu_limit_is_enforced") else {
+        return;
+    };
+    let img = helper_image(&e, &h);
+    // `resource/cpu` 500m: the guest kernel's CFS bandwidth control holds a busy loop to about
+    // half a CPU over 3 s of guest time (the vCPU count alone could not: it is whole CPUs).
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        img.to_str().unwrap(),
+        "--cpu=500m",
+        "--",
+        "spin",
+        "3000",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("not enforcing resource/cpu"),
+        "the guest could not enforce the CPU limit: {err}"
+    );
+    let frac: f64 = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("CPUFRAC="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no CPUFRAC in {:?}", stdout(&o)));
+    eprintln!("--cpu=500m: a busy loop got {frac:.3} of a CPU");
+    assert!(
+        (0.3..0.7).contains(&frac),
+        "a 500m limit gave the loop {frac:.3} of a CPU"
     );
 }

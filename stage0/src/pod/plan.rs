@@ -231,7 +231,8 @@ mod tests {
                         {"name": "resource/cpu", "value": {"limit": "500m"}},
                         {"name": "os/linux/capabilities-remove-set", "value": {"set": ["CAP_MKNOD"]}},
                         {"name": "os/linux/no-new-privileges", "value": true},
-                        {"name": "os/linux/oom-score-adj", "value": 5}
+                        {"name": "os/linux/oom-score-adj", "value": 5},
+                        {"name": "example.com/frobnicate", "value": {"level": 3}}
                     ]
                 },
                 "mounts": [{"volume": "ro", "path": "/ro"}]
@@ -256,7 +257,11 @@ mod tests {
         assert_eq!(a.cpu_limit_millis, Some(500));
         assert_eq!(
             a.ignored_isolators,
-            vec!["os/linux/oom-score-adj".to_string()]
+            vec![
+                "os/linux/oom-score-adj".to_string(),
+                "example.com/frobnicate".to_string()
+            ],
+            "registered isolators not implemented and unregistered names are both reported"
         );
         assert_eq!(a.pre_start, Some(vec!["/bin/pre".to_string()]));
         assert_eq!(a.working_directory, "/work");
