@@ -230,10 +230,28 @@ fn pty_resize(e: &E2e, uuid: &str) {
 }
 
 /// Open descriptors and resident memory (KiB) of `pid`.
+/// The VMM's open descriptors once closed connections are gone (the vsock device keeps a closed
+/// connection up to its 3 s flush time): polled every second until two counts agree, up to 10 s.
+fn settled_fds(pid: i32) -> usize {
+    let count = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let mut last = count();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = count();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 fn fds_and_rss(pid: i32) -> (usize, i64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
+    let fds = settled_fds(pid);
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
     let rss = rollup
         .lines()
@@ -303,7 +321,10 @@ fn kvm_enter_and_stop_over_the_exec_channel() {
         "FIGURE enter_ms {} vmm_fds {fds0}->{fds1} vmm_rss_kb {rss0}->{rss1}",
         per.as_millis()
     );
-    assert_eq!(fds1, fds0, "the VMM leaks descriptors");
+    assert!(
+        fds1 <= fds0,
+        "the VMM leaks descriptors: {fds0} -> {fds1} over {ROUNDS} enters"
+    );
     assert!(
         rss1 - rss0 < RSS_SLACK_KB,
         "the VMM grew by {} KiB",
