@@ -37,7 +37,7 @@ step "guest tests inside ci/nested-kvm"
 bash ci/guest-tests.sh needed "$log/host" > "$log/guest-tests"
 retried=0
 if [ -s "$log/guest-tests" ]; then
-  NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-1200} \
+  NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-2400} \
     ci/nested-kvm bash ci/run-tests.sh "$log/guest-tests" 2>&1 | tee "$log/guest"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then
     # The harness's L1 (TCG with nested SVM) occasionally wedges whole (QEMU idle, no guest
@@ -50,7 +50,7 @@ if [ -s "$log/guest-tests" ]; then
     retried=$(wc -l < "$log/guest-retry")
     if [ "$retried" -gt 0 ]; then
       echo "RETRY: $retried guest test(s) did not pass; running them once more in a fresh L1"
-      NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-1200} \
+      NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-2400} \
         ci/nested-kvm bash ci/run-tests.sh "$log/guest-retry" 2>&1 | tee "$log/guest-2"
       grep -oh 'GUEST-RESULT: .*' "$log/guest-2" >> "$log/guest"
     fi

@@ -466,7 +466,7 @@ fn kvm_vmm_runs_with_least_privilege() {
     let s = e.run(&["stop", &uuid]);
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
     assert!(
-        stderr(&s).contains("app sleeper: stopped by SIGTERM, status 143"),
+        stderr(&s).contains("app confined: stopped by SIGTERM, status 143"),
         "rkt stop reports what happened: {}",
         stderr(&s)
     );
