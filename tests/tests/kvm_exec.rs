@@ -230,28 +230,30 @@ fn pty_resize(e: &E2e, uuid: &str) {
 }
 
 /// Open descriptors and resident memory (KiB) of `pid`.
-/// The VMM's open descriptors once closed connections are gone (the vsock device keeps a closed
-/// connection up to its 3 s flush time): polled every second until two counts agree, up to 10 s.
-fn settled_fds(pid: i32) -> usize {
-    let count = || {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .count()
-    };
-    let mut last = count();
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = count();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    last
+/// The VMM's open descriptors (count of `/proc/PID/fd`).
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
-fn fds_and_rss(pid: i32) -> (usize, i64) {
-    let fds = settled_fds(pid);
+/// The VMM's open descriptors once every closed connection is gone: the vsock device keeps a
+/// closed connection up to its 3 s flush time, so this waits longer than that, and then up to
+/// 10 s more for the count to reach `at_most` (a leaked descriptor never goes away).
+fn settled_fds(pid: i32, at_most: usize) -> usize {
+    std::thread::sleep(Duration::from_secs(4));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = fds(pid);
+        if n <= at_most || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn fds_and_rss(pid: i32, at_most: usize) -> (usize, i64) {
+    let fds = settled_fds(pid, at_most);
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
     let rss = rollup
         .lines()
@@ -310,13 +312,13 @@ fn kvm_enter_and_stop_over_the_exec_channel() {
     for _ in 0..5 {
         once();
     }
-    let (fds0, rss0) = fds_and_rss(vmm);
+    let (fds0, rss0) = fds_and_rss(vmm, usize::MAX);
     let t0 = Instant::now();
     for _ in 0..ROUNDS {
         once();
     }
     let per = t0.elapsed() / ROUNDS as u32;
-    let (fds1, rss1) = fds_and_rss(vmm);
+    let (fds1, rss1) = fds_and_rss(vmm, fds0);
     eprintln!(
         "FIGURE enter_ms {} vmm_fds {fds0}->{fds1} vmm_rss_kb {rss0}->{rss1}",
         per.as_millis()
