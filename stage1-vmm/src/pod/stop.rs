@@ -19,6 +19,10 @@ use super::PROG;
 
 /// Time the VMM has to exit after guest-init reported the stop.
 pub const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// Time beyond the grace period that guest-init gets to send its stop report (post-stop
+/// handlers, statuses; generous for a loaded, nested, emulated host: a missed report falls back
+/// to SIGTERM, which kills the apps at once).
+pub const REPORT_MARGIN: Duration = Duration::from_secs(60);
 
 /// The `stop` entrypoint.
 pub fn stop(pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
@@ -28,7 +32,7 @@ pub fn stop(pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
         let grace = pod_abi::plan::Plan::read_beneath(&pod.paths().stage1_rootfs())
             .map(|p| p.stop_grace_secs)
             .unwrap_or(pod_abi::plan::DEFAULT_STOP_GRACE_SECS);
-        let wait = Duration::from_secs(u64::from(grace)) + super::control::STOP_MARGIN;
+        let wait = Duration::from_secs(u64::from(grace)) + REPORT_MARGIN;
         match super::enter::stop_over_channel(pod.dir(), None, wait) {
             Ok(Some(report)) => {
                 eprintln!(
