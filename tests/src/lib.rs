@@ -181,6 +181,16 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<V
     })
 }
 
+/// Waits until every path in `paths` exists (checked every 200 ms); panics with `what` after
+/// `limit`.
+pub fn wait_for_paths(paths: &[&Path], limit: Duration, what: &str) {
+    let t0 = Instant::now();
+    while !paths.iter().all(|p| p.exists()) {
+        assert!(t0.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Collects a child's output (reading both pipes while it runs), killing it after `limit`.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     let so = drain(child.stdout.take());
@@ -592,6 +602,34 @@ impl E2e {
                 .build(&p);
         }
         p
+    }
+
+    /// Starts a `pod-check` app (image `file`) that writes `/mark/started` into a host volume,
+    /// then sleeps with `flags` (after `--no-check`); waits until it has started (up to
+    /// [`KVM_RUN_TIMEOUT_SECS`]). Returns the running `rkt run` and the pod's UUID.
+    pub fn start_sleeper(&self, file: &str, flags: &[&str]) -> (Child, String) {
+        let img = self.pod_check_image(file, |s| s.mount_point("mark", "/mark", false));
+        let mark = self.path("mark");
+        std::fs::create_dir(&mark).unwrap();
+        let uuid_file = self.path("uuid");
+        let mut args = vec![
+            "run".to_string(),
+            self.stage1_flag(),
+            format!("--uuid-file-save={}", uuid_file.display()),
+            format!("--volume=mark,kind=host,source={}", mark.display()),
+            img.display().to_string(),
+            "--".into(),
+            "--no-check".into(),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.extend(["--write=/mark/started", "--sleep-ms=600000"].map(String::from));
+        let child = self.spawn(&args);
+        wait_for_paths(
+            &[&mark.join("started")],
+            Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+            "the app never started",
+        );
+        (child, uuid_of(&uuid_file))
     }
 
     /// A `pod-check` image named `name` with extra configuration.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rkt_tests::{stderr, stdout, uuid_of, wait_output, E2e, KVM_RUN_TIMEOUT_SECS};
+use rkt_tests::{stderr, stdout, uuid_of, wait_for_paths, wait_output, E2e, KVM_RUN_TIMEOUT_SECS};
 use sha2::{Digest, Sha256};
 
 /// Bytes pushed through `enter` each way: 64 MiB.
@@ -54,14 +54,11 @@ fn start_pod(e: &E2e) -> (Child, String, PathBuf) {
         "--sleep-ms=600000".into(),
     ];
     let child = e.spawn(&args);
-    let t0 = Instant::now();
-    while !(mark.join("honour").exists() && mark.join("ignore").exists()) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
-            "the apps never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_paths(
+        &[&mark.join("honour"), &mark.join("ignore")],
+        Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
+        "the apps never started",
+    );
     (child, uuid_of(&uuid_file), mark)
 }
 

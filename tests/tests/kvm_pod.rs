@@ -12,7 +12,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -125,37 +125,6 @@ fn helper_image(e: &E2e, helper: &Path) -> PathBuf {
             .build(&p);
     }
     p
-}
-
-/// Starts a `pod-check` app (image `file`) that writes `/mark/started` into a host volume,
-/// then sleeps with `flags` (after `--no-check`); waits until it has started. Returns the
-/// running `rkt run` and the pod's UUID.
-fn start_sleeper(e: &E2e, file: &str, flags: &[&str]) -> (Child, String) {
-    let img = e.pod_check_image(file, |s| s.mount_point("mark", "/mark", false));
-    let mark = e.path("mark");
-    std::fs::create_dir(&mark).unwrap();
-    let uuid_file = e.path("uuid");
-    let mut args = vec![
-        "run".to_string(),
-        e.stage1_flag(),
-        format!("--uuid-file-save={}", uuid_file.display()),
-        format!("--volume=mark,kind=host,source={}", mark.display()),
-        img.display().to_string(),
-        "--".into(),
-        "--no-check".into(),
-    ];
-    args.extend(flags.iter().map(|f| f.to_string()));
-    args.extend(["--write=/mark/started", "--sleep-ms=600000"].map(String::from));
-    let child = e.spawn(&args);
-    let t0 = Instant::now();
-    while !mark.join("started").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
-            "the app never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (child, uuid_of(&uuid_file))
 }
 
 #[test]
@@ -328,7 +297,7 @@ fn kvm_rkt_stop_ends_a_running_pod() {
     let Some(e) = E2e::require_kvm("kvm_rkt_stop_ends_a_running_pod") else {
         return;
     };
-    let (child, uuid) = start_sleeper(&e, "sleeper.aci", &[]);
+    let (child, uuid) = e.start_sleeper("sleeper.aci", &[]);
     assert!(e.status(&uuid).contains("state=running"));
     // The stop goes over the exec channel (tests/tests/kvm_exec.rs covers enter).
     let stopped = Instant::now();
@@ -363,7 +332,7 @@ fn kvm_second_sigterm_ends_the_vm_at_once() {
     };
     // The app ignores SIGTERM, so the graceful stop would take the whole grace period; a
     // second signal to the VMM ends the VM at once and says so.
-    let (child, uuid) = start_sleeper(&e, "stubborn.aci", &["--ignore-sigterm"]);
+    let (child, uuid) = e.start_sleeper("stubborn.aci", &["--ignore-sigterm"]);
     let pid = e.pod_pid(&uuid);
     let stopped = Instant::now();
     for _ in 0..2 {
@@ -409,7 +378,7 @@ fn kvm_vmm_runs_with_least_privilege() {
     // (stage1-vmm/src/confine/caps.rs).
     let fs_caps = "00000000080000df";
     let none = "0000000000000000";
-    let (child, uuid) = start_sleeper(&e, "confined.aci", &[]);
+    let (child, uuid) = e.start_sleeper("confined.aci", &[]);
     let pid = e.pod_pid(&uuid);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     eprintln!("VMM /proc/{pid}/status:\n{status}");

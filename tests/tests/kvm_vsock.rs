@@ -9,37 +9,14 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use pod_abi::vsock::{connect, ConnectError, SOCKET};
-use rkt_tests::{stderr, uuid_of, wait_output, E2e, KVM_RUN_TIMEOUT_SECS};
+use rkt_tests::{stderr, wait_output, E2e};
 
 #[test]
 fn kvm_pod_has_a_private_vsock_socket_that_goes_with_it() {
     let Some(e) = E2e::require_kvm("kvm_pod_has_a_private_vsock_socket_that_goes_with_it") else {
         return;
     };
-    let img = e.pod_check_image("sleeper.aci", |s| s.mount_point("mark", "/mark", false));
-    let mark = e.path("mark");
-    std::fs::create_dir(&mark).unwrap();
-    let uuid_file = e.path("uuid");
-    let child = e.spawn(&[
-        "run".to_string(),
-        e.stage1_flag(),
-        format!("--uuid-file-save={}", uuid_file.display()),
-        format!("--volume=mark,kind=host,source={}", mark.display()),
-        img.display().to_string(),
-        "--".into(),
-        "--no-check".into(),
-        "--write=/mark/started".into(),
-        "--sleep-ms=600000".into(),
-    ]);
-    let t0 = Instant::now();
-    while !mark.join("started").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(KVM_RUN_TIMEOUT_SECS),
-            "the app never started"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let uuid = uuid_of(&uuid_file);
+    let (child, uuid) = e.start_sleeper("sleeper.aci", &[]);
     let pod = e.pod_dir(&uuid);
     let sock = pod.join(SOCKET);
     let meta = std::fs::symlink_metadata(&sock).unwrap();
