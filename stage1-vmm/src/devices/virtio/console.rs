@@ -127,7 +127,7 @@ impl VirtioDevice for Console {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::fs::read_config_bytes(&[0u8; CONFIG_SIZE], offset, data);
+        super::read_config_bytes(&[0u8; CONFIG_SIZE], offset, data);
     }
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {

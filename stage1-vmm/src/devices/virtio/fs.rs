@@ -199,7 +199,7 @@ impl VirtioDevice for Fs {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config_space, offset, data);
+        super::read_config_bytes(&self.config_space, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {
@@ -234,19 +234,6 @@ impl VirtioDevice for Fs {
     fn reset(&mut self) {
         if let Some(mut w) = self.worker.take() {
             w.stop();
-        }
-    }
-}
-
-/// Copies `data.len()` bytes of `space` from `offset`; bytes outside `space` read as zero.
-pub(crate) fn read_config_bytes(space: &[u8], offset: u64, data: &mut [u8]) {
-    data.fill(0);
-    let Ok(start) = usize::try_from(offset) else {
-        return;
-    };
-    if let Some(src) = space.get(start..) {
-        for (d, s) in data.iter_mut().zip(src) {
-            *d = *s;
         }
     }
 }

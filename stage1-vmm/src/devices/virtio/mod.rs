@@ -106,6 +106,20 @@ impl ActivateArgs {
     }
 }
 
+/// Every device's `read_config`: copies `data.len()` bytes of the config space `space` from
+/// `offset`; bytes outside `space` read as zero.
+pub(crate) fn read_config_bytes(space: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = space.get(start..) {
+        for (d, s) in data.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {

@@ -185,7 +185,7 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::fs::read_config_bytes(&self.config, offset, data);
+        super::read_config_bytes(&self.config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {
