@@ -36,11 +36,7 @@ pub fn connect_line(port: u32) -> String {
 
 /// The port of a `CONNECT <port>` line (without its newline), if well formed.
 pub fn parse_connect(line: &str) -> Option<u32> {
-    let rest = line.strip_prefix("CONNECT ")?;
-    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    rest.parse().ok()
+    port_after(line, "CONNECT ")
 }
 
 /// The VMM's answer once the guest accepted (`OK <host port>\n`).
@@ -50,7 +46,13 @@ pub fn ok_line(host_port: u32) -> String {
 
 /// The host port of an `OK <port>` line (without its newline), if well formed.
 pub fn parse_ok(line: &str) -> Option<u32> {
-    let rest = line.strip_prefix("OK ")?;
+    port_after(line, "OK ")
+}
+
+/// The port that follows `word` in a handshake line: decimal digits only (no sign, no space),
+/// fitting a `u32`.
+fn port_after(line: &str, word: &str) -> Option<u32> {
+    let rest = line.strip_prefix(word)?;
     if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
