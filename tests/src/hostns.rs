@@ -77,6 +77,35 @@ impl HostNs {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// What must be identical before pods and after their gc (rkt #1163, #2565, #3114): this
+    /// namespace's normalized `iptables-save`, its interface names, and the host-local IPAM
+    /// reservations in `ipam_dirs` (sorted; `lock` and `last_reserved_ip*` are bookkeeping).
+    pub fn net_snapshot(&self, ipam_dirs: &[PathBuf]) -> NetSnapshot {
+        let o = self.exec("iptables-save", &[]);
+        let iptables = normalize_iptables(&String::from_utf8_lossy(&o.stdout));
+        let links = self
+            .ip(&["-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect();
+        let mut ipam = Vec::new();
+        for d in ipam_dirs {
+            for f in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                if n != "lock" && !n.starts_with("last_reserved_ip") {
+                    ipam.push(format!("{}/{n}", d.display()));
+                }
+            }
+        }
+        ipam.sort();
+        NetSnapshot {
+            iptables,
+            links,
+            ipam,
+        }
+    }
+
     /// Runs `f` on a thread inside the namespace (sockets it creates live there).
     pub fn thread<T: Send + 'static>(
         &self,
@@ -125,4 +154,15 @@ pub fn normalize_iptables(save: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// A network state to compare before a pod and after its gc ([`HostNs::net_snapshot`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct NetSnapshot {
+    /// `iptables-save`, normalized ([`normalize_iptables`]).
+    pub iptables: Vec<String>,
+    /// Interface names.
+    pub links: Vec<String>,
+    /// IPAM reservations (host-local files).
+    pub ipam: Vec<String>,
 }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rkt_tests::hostns::NetSnapshot;
 use rkt_tests::{skip, stderr, stdout, E2e, ImageSpec};
 
 /// A static app: TCP over 127.0.0.1 and ::1 inside the pod (listen, connect, accept, one
@@ -349,52 +350,11 @@ fn require_net(test: &str) -> Option<E2e> {
     Some(e)
 }
 
-/// What must be identical before pods and after their gc (rkt #1163, #2565, #3114). The pods'
-/// namespaces are checked by name (`netns_of`, `E2e::pod_netns`): under ci/nested-kvm the whole
-/// `/var/run/netns` also shows the host's own, coming and going over 9p.
-#[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
-    /// `iptables-save` of the test's namespace, normalized.
-    iptables: Vec<String>,
-    /// Interface names in the test's namespace.
-    links: Vec<String>,
-    /// IPAM reservations (host-local files).
-    ipam: Vec<String>,
-}
-
-fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> Snapshot {
-    let ns = e.host_ns.as_ref().unwrap();
-    let o = ns.exec("iptables-save", &[]);
-    let iptables = rkt_tests::hostns::normalize_iptables(&String::from_utf8_lossy(&o.stdout));
-    let links = ns
-        .ip(&["-o", "link", "show"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect();
-    let names = |d: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(d)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|f| f.file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
-    let mut ipam = Vec::new();
-    for d in ipam_dirs {
-        for n in names(d) {
-            if n != "lock" && !n.starts_with("last_reserved_ip") {
-                ipam.push(format!("{}/{n}", d.display()));
-            }
-        }
-    }
-    Snapshot {
-        iptables,
-        links,
-        ipam,
-    }
+/// The leak check's network state of the test's "host" namespace. The pods' namespaces are
+/// checked by name (`E2e::pod_netns`): under ci/nested-kvm `/var/run/netns` also shows the
+/// host's own, coming and going over 9p.
+fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> NetSnapshot {
+    e.host_ns.as_ref().unwrap().net_snapshot(ipam_dirs)
 }
 
 fn ipam_dir(e: &E2e, net: &str) -> PathBuf {

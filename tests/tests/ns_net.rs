@@ -12,6 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rkt_tests::hostns::NetSnapshot;
 use rkt_tests::{skip, stderr, stdout, uuid_of, wait_output, E2e, ImageSpec};
 
 /// The test "host" namespace's own address (on a veth standing for the uplink), the pods' way out.
@@ -107,41 +108,9 @@ fn rand_suffix() -> String {
     N.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
-/// What must be identical before a pod and after its gc.
-#[derive(Debug, PartialEq, Eq)]
-struct Snapshot {
-    iptables: Vec<String>,
-    links: Vec<String>,
-    ipam: Vec<String>,
-}
-
-fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> Snapshot {
-    let ns = e.host_ns.as_ref().unwrap();
-    let o = ns.exec("iptables-save", &[]);
-    let iptables = rkt_tests::hostns::normalize_iptables(&String::from_utf8_lossy(&o.stdout));
-    let links = ns
-        .ip(&["-o", "link", "show"])
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .collect();
-    let mut ipam = Vec::new();
-    for d in ipam_dirs {
-        if let Ok(rd) = std::fs::read_dir(d) {
-            for f in rd.flatten() {
-                let n = f.file_name().to_string_lossy().into_owned();
-                if n != "lock" && !n.starts_with("last_reserved_ip") {
-                    ipam.push(format!("{}/{n}", d.display()));
-                }
-            }
-        }
-    }
-    ipam.sort();
-    Snapshot {
-        iptables,
-        links,
-        ipam,
-    }
+/// The leak check's network state of the test's "host" namespace.
+fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> NetSnapshot {
+    e.host_ns.as_ref().unwrap().net_snapshot(ipam_dirs)
 }
 
 fn gc(e: &E2e) {
