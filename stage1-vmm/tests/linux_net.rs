@@ -27,8 +27,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::vm::{spawn_vm, wait_for};
 use common::{linux_kvm_or_skip, test_kernel, SharedBuf};
-use stage1_vmm::{NetConfig, SerialBackend, VmConfig, VmOutcome, Vmm};
+use stage1_vmm::{NetConfig, VmConfig, VmOutcome};
 
 use common::initramfs::cpio;
 
@@ -160,29 +161,6 @@ impl Drop for Netns {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `confine::init` once per process (its filters and report descriptor are process-wide);
-/// returns the report directory. Kept: a confined thread may not list a directory to remove it.
-fn confine_once() -> PathBuf {
-    static REPORT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    REPORT
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("report dir").keep();
-            stage1_vmm::confine::init(&dir).expect("confine");
-            dir
-        })
-        .clone()
-}
-
-fn wait_for(buf: &SharedBuf, what: &str, deadline: Instant) -> bool {
-    while Instant::now() < deadline {
-        if buf.text().contains(what) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Whether this test can run here (marks it as a guest test; prints SKIP otherwise).
@@ -324,28 +302,8 @@ fn talk(host: &Netns, pod: &Netns, host_ip: &'static str, mtu: u32) {
     let console = SharedBuf::default();
     let out = console.clone();
 
-    // The VM on its own thread, confined as in a pod (attach ran before). Not in builds with
-    // debug assertions: there std checks every descriptor it closes with fcntl(F_GETFD), which
-    // no worker or vCPU filter allows (pods run release builds); see the module docs.
-    let confined = !cfg!(debug_assertions);
-    let vm = std::thread::spawn(move || {
-        let report = if confined {
-            confine_once()
-        } else {
-            tempfile::tempdir().expect("report dir").keep()
-        };
-        let vmm = Vmm::new(
-            &cfg,
-            SerialBackend {
-                out: Box::new(out),
-                input: None,
-            },
-        )
-        .expect("vmm");
-        let outcome = vmm.run().map(|(o, _)| o);
-        let failure = std::fs::read_to_string(report.join("failure")).unwrap_or_default();
-        (outcome.map_err(|e| e.to_string()), failure)
-    });
+    // The VM on its own thread, confined as in a pod (attach ran before; see the module docs).
+    let vm = spawn_vm(cfg, out);
 
     let deadline = Instant::now() + Duration::from_secs(240);
     let ready = wait_for(&console, "GUEST-READY", deadline);

@@ -22,12 +22,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::vm::{spawn_vm, wait_for};
 use common::{linux_kvm_or_skip, test_kernel, SharedBuf};
 use pod_abi::vsock::{connect, listener_name};
-use stage1_vmm::{SerialBackend, VmConfig, VmOutcome, Vmm, VsockConfig};
+use stage1_vmm::{VmConfig, VmOutcome, VsockConfig};
 
 /// Bytes sent through the echo and back.
 const BULK: usize = 64 << 20;
@@ -44,30 +45,8 @@ fn can_run(name: &str) -> bool {
     true
 }
 
-fn wait_for(buf: &SharedBuf, what: &str, deadline: Instant) -> bool {
-    while Instant::now() < deadline {
-        if buf.text().contains(what) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-/// `confine::init` once per process; returns the report directory.
-fn confine_once() -> PathBuf {
-    static REPORT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    REPORT
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().expect("report dir").keep();
-            stage1_vmm::confine::init(&dir).expect("confine");
-            dir
-        })
-        .clone()
 }
 
 /// 64 MiB through the echo: a writer thread and this thread reading, byte-exact. Returns MB/s
@@ -140,25 +119,7 @@ fn guest_vsock_echo_host_listener_refusal_and_no_descriptor_growth() {
     });
     let console = SharedBuf::default();
     let out = console.clone();
-    let confined = !cfg!(debug_assertions);
-    let vm = std::thread::spawn(move || {
-        let report = if confined {
-            confine_once()
-        } else {
-            tempfile::tempdir().expect("report dir").keep()
-        };
-        let vmm = Vmm::new(
-            &cfg,
-            SerialBackend {
-                out: Box::new(out),
-                input: None,
-            },
-        )
-        .expect("vmm");
-        let outcome = vmm.run().map(|(o, _)| o);
-        let failure = std::fs::read_to_string(report.join("failure")).unwrap_or_default();
-        (outcome.map_err(|e| e.to_string()), failure)
-    });
+    let vm = spawn_vm(cfg, out);
 
     let ready = wait_for(
         &console,

@@ -5,6 +5,7 @@
 
 pub mod guest;
 pub mod initramfs;
+pub mod vm;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
