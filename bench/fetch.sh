@@ -17,16 +17,8 @@ cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"; }
 trap cleanup EXIT
 
 # --- the rkt binary -------------------------------------------------------------------------
-if [ -z "${RKT:-}" ]; then
-    if [ -x "$ROOT/build/bin/rkt" ]; then
-        RKT="$ROOT/build/bin/rkt"
-    else
-        TD=${CARGO_TARGET_DIR:-$ROOT/target}
-        echo "building rkt (release) in $TD ..." >&2
-        (cd "$ROOT" && CARGO_TARGET_DIR="$TD" cargo build --release -q -p stage0)
-        RKT="$TD/release/rkt"
-    fi
-fi
+. "$ROOT/bench/lib.sh"
+bench_rkt
 echo "rkt: $RKT" >&2
 
 # --- the image: a few large incompressible-ish files + many small text files ----------------

@@ -24,16 +24,8 @@ for t in umoci skopeo; do
     command -v "$t" >/dev/null || { echo "bench/oci.sh: $t missing (ci/deps.sh installs it)" >&2; exit 1; }
 done
 
-TD=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ -z "${RKT:-}" ]; then
-    if [ -x "$ROOT/build/bin/rkt" ]; then
-        RKT="$ROOT/build/bin/rkt"
-    else
-        echo "building rkt (release) in $TD ..." >&2
-        (cd "$ROOT" && CARGO_TARGET_DIR="$TD" cargo build --release -q -p stage0)
-        RKT="$TD/release/rkt"
-    fi
-fi
+. "$ROOT/bench/lib.sh"
+bench_rkt
 echo "rkt: $RKT" >&2
 
 # --- the image: 3 layers, ~100 MB compressed ----------------------------------------------

@@ -21,15 +21,8 @@ cleanup() { [ "${KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"; }
 trap cleanup EXIT
 
 TD=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ -z "${RKT:-}" ]; then
-    if [ -x "$ROOT/build/bin/rkt" ]; then
-        RKT="$ROOT/build/bin/rkt"
-    else
-        echo "building rkt (release) in $TD ..." >&2
-        (cd "$ROOT" && CARGO_TARGET_DIR="$TD" cargo build --release -q -p stage0)
-        RKT="$TD/release/rkt"
-    fi
-fi
+. "$ROOT/bench/lib.sh"
+bench_rkt
 (cd "$ROOT" && CARGO_TARGET_DIR="$TD" cargo build --release -q -p trust --example verify)
 VERIFY="$TD/release/examples/verify"
 echo "rkt: $RKT" >&2
