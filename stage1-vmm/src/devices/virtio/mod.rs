@@ -31,8 +31,6 @@ pub mod fs;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(test)]
-mod linux_tests;
 pub mod mmio;
 pub mod net;
 mod queue;
