@@ -20,6 +20,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod hostns;
+pub mod mutable;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -115,6 +115,7 @@ mod tests {
             stop_grace_secs: 10,
             apps,
             net: Default::default(),
+            mutable: false,
         }
     }
 
