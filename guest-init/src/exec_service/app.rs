@@ -89,3 +89,94 @@ pub fn send_app_reply(ctl: &OwnedFd, r: &AppReply) {
         info!("app {}: cannot answer the request: {}", r.app, e.desc());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    use pod_abi::exec::{AppReply, Frame, FrameReader, Request};
+    use pod_abi::plan::Plan;
+
+    use super::super::{read_ctl_request, serve_session, Confinement, Ctx};
+    use super::send_app_reply;
+
+    fn frames(bytes: &[u8]) -> Vec<Frame> {
+        let mut r = FrameReader::default();
+        r.push(bytes);
+        let mut out = Vec::new();
+        while let Some(f) = r.next_frame().unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    /// One app request through a session: PID 1 gets the request, its answer reaches the host.
+    fn round_trip(req: &Request, error: Option<&str>) -> Vec<Frame> {
+        let p = Plan::from_json(
+            br#"{"version":1,"uuid":"u","hostname":"h","stopGraceSecs":1,"apps":[],"mutable":true}"#,
+        )
+        .unwrap();
+        let (pid1, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let ctx = Ctx {
+            plan: &p,
+            ctl: Some(theirs.as_raw_fd()),
+            confinement: Confinement::Unconfined,
+        };
+        let (client, server) = UnixStream::pair().unwrap();
+        std::thread::scope(|s| {
+            s.spawn(move || serve_session(server, &ctx));
+            (&client).write_all(&req.to_line()).unwrap();
+            let mut got = None;
+            for _ in 0..200 {
+                if let Ok(Some(r)) = read_ctl_request(&pid1) {
+                    got = Some(r);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(got.as_ref(), Some(req));
+            // A reply for another app is not this session's.
+            send_app_reply(
+                &pid1,
+                &AppReply {
+                    app: "other".into(),
+                    error: None,
+                },
+            );
+            send_app_reply(
+                &pid1,
+                &AppReply {
+                    app: req.app_op().unwrap().into(),
+                    error: error.map(String::from),
+                },
+            );
+            let mut all = Vec::new();
+            (&client).read_to_end(&mut all).unwrap();
+            drop(client);
+            frames(&all)
+        })
+    }
+
+    #[test]
+    fn app_requests_reach_pid1_and_its_answer_the_host() {
+        let start = Request::AppStart { app: "web".into() };
+        assert_eq!(round_trip(&start, None), vec![Frame::Exit(0)]);
+        let rm = Request::AppRm { app: "web".into() };
+        assert_eq!(
+            round_trip(&rm, Some("app \"web\" is running; stop it first")),
+            vec![
+                Frame::Error("app \"web\" is running; stop it first".into()),
+                Frame::Exit(1)
+            ]
+        );
+    }
+}

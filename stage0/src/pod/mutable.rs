@@ -590,6 +590,23 @@ mod tests {
     }
 
     #[test]
+    fn sandbox_pods_are_marked_mutable_in_manifest_and_plan() {
+        let cmd = parse_sandbox(&v(&["--net=none"])).unwrap();
+        let pm = build_pod_manifest(&cmd.pod, &EnvSources::default(), &[], &mut |_| {}).unwrap();
+        assert!(is_mutable(&pm));
+        let plan = super::super::plan::build_plan("u", &pm, &[], &RunOptions::default()).unwrap();
+        assert!(plan.mutable && plan.apps.is_empty());
+        let plain = build_pod_manifest(
+            &super::super::args::PodOptions::default(),
+            &EnvSources::default(),
+            &[],
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!is_mutable(&plain));
+    }
+
+    #[test]
     fn add_takes_the_pod_then_one_image() {
         let (u, c) = parse_add(&v(&[
             "abcd",
