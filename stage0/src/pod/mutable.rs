@@ -287,23 +287,20 @@ fn app_dir_in_pod(paths: &PodPaths, app: &str) -> PathBuf {
         .join(app)
 }
 
-/// Removes the app's tree in the pod and its `appsinfo/<app>`; `opt/stage2` and the app's
-/// directory must not be symlinks (the pod can write there).
+/// Removes the app's tree in the pod and its `appsinfo/<app>`. The tree is removed chrooted to
+/// the pod's root (`tree_copy::beneath_root`): the pod can write there.
 fn remove_app_files(paths: &PodPaths, app: &str) -> Result<(), PodError> {
     let dir = app_dir_in_pod(paths, app);
-    let stage2 = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-    let real_dirs = [stage2.parent(), Some(stage2.as_path()), Some(dir.as_path())]
-        .into_iter()
-        .flatten()
-        .all(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
-    if real_dirs {
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(PodError::io("remove", &dir, e))
-            }
-            _ => {}
-        }
-    }
+    let inner = Path::new(pod_abi::paths::GUEST_STAGE2_DIR).join(app);
+    super::tree_copy::beneath_root(
+        &paths.stage1_rootfs(),
+        None,
+        || match std::fs::remove_dir_all(&inner) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    )
+    .map_err(|e| PodError::io("remove", &dir, e))?;
     let info = paths.appsinfo(app);
     match std::fs::remove_dir_all(&info) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PodError::io("remove", &info, e)),
@@ -405,12 +402,18 @@ pub fn add(
             &format!("{}/{name}", pod_abi::paths::GUEST_STAGE2_DIR),
             false,
         )?;
+        // The copy runs chrooted to the pod's root: a running kvm guest can write there and
+        // could otherwise swap a directory on the way for a symlink to a host path.
         let rootfs = dir.join("rootfs");
-        if rootfs.exists() {
-            std::fs::remove_dir_all(&rootfs).map_err(|e| PodError::io("remove", &rootfs, e))?;
-        }
-        super::tree_copy::copy_tree(&tree.rootfs, &rootfs)
-            .map_err(|e| PodError::io("copy tree to", &rootfs, e))?;
+        let inner = pod_abi::paths::guest_app_rootfs(&name);
+        super::tree_copy::beneath_root(&paths.stage1_rootfs(), Some(&tree.rootfs), || {
+            match std::fs::remove_dir_all(&inner) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            super::tree_copy::copy_tree(Path::new("."), &inner)
+        })
+        .map_err(|e| PodError::io("copy tree to", &rootfs, e))?;
         let mbytes =
             std::fs::read(&tree.manifest).map_err(|e| PodError::io("read", &tree.manifest, e))?;
         let rel = format!("opt/stage2/{name}/manifest");
