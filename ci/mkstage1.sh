@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Packs a stage1 image (an ACI with rkt's stage1 entrypoint annotations).
-#   ci/mkstage1.sh ns  OUT.aci   rootfs: /stage1-ns (host side), /run /stop /gc /enter -> stage1-ns,
+#   ci/mkstage1.sh ns  OUT.aci   rootfs: /stage1-ns (host side), /run /stop /gc /enter
+#                                 /app_add /app_start /app_stop /app_rm -> stage1-ns,
 #                                 /init (static guest-init), empty /dev /proc /sys /tmp
 #                                 /rkt/status /rkt/errors /opt/stage2
-#   ci/mkstage1.sh kvm OUT.aci   rootfs: /stage1-vmm, /run /stop /gc /enter -> stage1-vmm,
+#   ci/mkstage1.sh kvm OUT.aci   rootfs: /stage1-vmm, /run /stop /gc /enter /app_* -> stage1-vmm,
 #                                 /init (static guest-init), /kernel/vmlinux, same empty dirs
 # Inputs (override with env): BIN_DIR (default build/bin: mkaci, stage1-ns, stage1-vmm,
 # guest-init), KERNEL (default build/kernel/vmlinux), MKACI (default $BIN_DIR/mkaci).
@@ -39,7 +40,12 @@ tmp="$out.tmp.$$"
   --annotation coreos.com/rkt/stage1/interface-version=5 \
   --file "$bin/$host:/$host:0755" \
   --file "$bin/guest-init:/init:0755" \
+  --annotation coreos.com/rkt/stage1/app/add=/app_add \
+  --annotation coreos.com/rkt/stage1/app/start=/app_start \
+  --annotation coreos.com/rkt/stage1/app/stop=/app_stop \
+  --annotation coreos.com/rkt/stage1/app/rm=/app_rm \
   --symlink "/run:$host" --symlink "/stop:$host" --symlink "/gc:$host" --symlink "/enter:$host" \
+  --symlink "/app_add:$host" --symlink "/app_start:$host" --symlink "/app_stop:$host" --symlink "/app_rm:$host" \
   --dir /dev --dir /proc --dir /sys --dir /tmp --dir /rkt/status --dir /rkt/errors --dir /opt/stage2 \
   "${extra[@]}" -o "$tmp"
 mv -f "$tmp" "$out"

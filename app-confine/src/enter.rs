@@ -102,6 +102,7 @@ mod tests {
             stop_grace_secs: 1,
             apps: vec![one.clone()],
             net: Default::default(),
+            mutable: false,
         };
         assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
         let mut two = one.clone();

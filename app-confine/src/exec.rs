@@ -52,15 +52,23 @@ pub fn reset_signal_dispositions() {
 /// inherits one: a leaked directory fd would reach outside the app root. `keep` is made
 /// close-on-exec.
 pub fn close_inherited_fds(keep: Option<RawFd>) {
-    let keep = keep.filter(|k| *k > 2);
-    let ranges = match keep {
-        Some(k) => [(3, k - 1), (k + 1, i32::MAX)],
-        None => [(3, i32::MAX), (1, 0)],
-    };
-    for (lo, hi) in ranges.into_iter().filter(|(lo, hi)| lo <= hi) {
-        close_range(lo, hi);
+    close_inherited_fds_except(keep.as_slice());
+}
+
+/// [`close_inherited_fds`] keeping every fd of `keep` (each made close-on-exec).
+pub fn close_inherited_fds_except(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k > 2).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut lo = 3;
+    for &k in &keep {
+        if lo < k {
+            close_range(lo, k - 1);
+        }
+        lo = k.saturating_add(1);
     }
-    if let Some(k) = keep {
+    close_range(lo, i32::MAX);
+    for &k in &keep {
         let _ = nix::fcntl::fcntl(
             k,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),

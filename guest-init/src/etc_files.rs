@@ -98,6 +98,7 @@ mod tests {
             stop_grace_secs: 1,
             apps: vec![],
             net,
+            mutable: false,
         }
     }
 

@@ -283,6 +283,10 @@ pub fn serve_session(stream: UnixStream, ctx: &Ctx<'_>) {
             linger(&stream, HANGUP_GRACE);
         }
         Request::Stop { grace_secs } => stop_session(&stream, ctx, grace_secs),
+        r @ (Request::AppAdd { .. }
+        | Request::AppStart { .. }
+        | Request::AppStop { .. }
+        | Request::AppRm { .. }) => app::app_session(&stream, ctx, &r),
     }
 }
 
@@ -426,7 +430,14 @@ fn exec_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &ExecReq<'_>, rest: Vec
         send(stream, &[Frame::Error(why)]);
         STAGE1_FAILED
     };
-    let app = match pick_app(ctx.plan, req.app) {
+    // A mutable pod's plan grows after the server forked: read it again for an app added since.
+    let fresh = match (ctx.plan.mutable, ctx.confinement) {
+        (true, Confinement::App) => {
+            Plan::read(std::path::Path::new(pod_abi::paths::GUEST_PLAN)).ok()
+        }
+        _ => None,
+    };
+    let app = match pick_app(fresh.as_ref().unwrap_or(ctx.plan), req.app) {
         Ok(a) => a,
         Err(e) => return fail(e),
     };
@@ -793,10 +804,10 @@ fn stop_session(stream: &UnixStream, ctx: &Ctx<'_>, grace_secs: Option<u32>) {
     }
 }
 
-/// PID 1: a stop request from a session on `ctl`, if one is waiting: `Some(grace override)`.
-/// `Err(())` when the service is gone (stop polling it).
-pub fn read_stop_request(ctl: &OwnedFd) -> Result<Option<Option<u32>>, ()> {
-    let mut buf = [0u8; 256];
+/// PID 1: a request from a session on `ctl` (a stop, or an app request of a mutable pod), if
+/// one is waiting. `Err(())` when the service is gone (stop polling it).
+pub fn read_ctl_request(ctl: &OwnedFd) -> Result<Option<Request>, ()> {
+    let mut buf = [0u8; 2048];
     match nix::sys::socket::recv(
         ctl.as_raw_fd(),
         &mut buf,
@@ -804,7 +815,8 @@ pub fn read_stop_request(ctl: &OwnedFd) -> Result<Option<Option<u32>>, ()> {
     ) {
         Ok(0) => Err(()),
         Ok(n) => match Request::parse(buf.get(..n).unwrap_or_default()) {
-            Ok(Request::Stop { grace_secs }) => Ok(Some(grace_secs)),
+            Ok(r @ Request::Stop { .. }) => Ok(Some(r)),
+            Ok(r) if r.app_op().is_some() => Ok(Some(r)),
             _ => Ok(None),
         },
         Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(None),
@@ -844,6 +856,9 @@ pub fn deliver_report(ctl: &OwnedFd, report: &StopReport) {
         }
     }
 }
+
+mod app;
+pub use app::send_app_reply;
 
 #[cfg(test)]
 mod tests;

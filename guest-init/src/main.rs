@@ -51,13 +51,20 @@ fn main() {
         ensure_stdio();
         console_output_unprocessed();
     }
-    // The launcher's socket (ns, `--start-fd`) is the one inherited fd kept (close-on-exec).
-    app_confine::exec::close_inherited_fds(args.start_fd);
-    let start = args.start_fd.map(|fd| {
+    // The launcher's sockets (ns: `--start-fd`, and `--exec-fd` for a mutable pod) are the
+    // only inherited fds kept (close-on-exec).
+    let keep: Vec<RawFd> = args.start_fd.into_iter().chain(args.exec_fd).collect();
+    app_confine::exec::close_inherited_fds_except(&keep);
+    let owned = |fd: RawFd| {
         // SAFETY: the launcher passed this fd for guest-init alone; it is owned from here on.
         unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-    });
-    let code = match run(&args, start) {
+    };
+    let start = args.start_fd.map(owned);
+    let exec_listener = args
+        .exec_fd
+        .filter(|fd| Some(*fd) != args.start_fd)
+        .map(owned);
+    let code = match run(&args, start, exec_listener) {
         Ok(code) => code,
         Err(reason) => {
             info!("fatal: {reason}");
@@ -68,12 +75,16 @@ fn main() {
     finish(args.flavor, code)
 }
 
-fn run(args: &InitArgs, start: Option<std::os::fd::OwnedFd>) -> Result<i32, String> {
+fn run(
+    args: &InitArgs,
+    start: Option<std::os::fd::OwnedFd>,
+    exec_listener: Option<std::os::fd::OwnedFd>,
+) -> Result<i32, String> {
     // Block the signals first so that a stop arriving during setup is not lost.
     let signals = supervisor::signal_fd().map_err(|e| format!("signalfd: {}", e.desc()))?;
     let env = match args.flavor {
         Flavor::Kvm => kvm_setup(args.control_path()),
-        Flavor::Ns => ns_setup(start),
+        Flavor::Ns => ns_setup(start, exec_listener),
     }?;
     net::setup(args.flavor);
     let mut plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
@@ -127,7 +138,10 @@ fn console_in_root() -> Option<PathBuf> {
 
 /// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
 /// procfs of the pod's PID namespace for guest-init's own use.
-fn ns_setup(start: Option<std::os::fd::OwnedFd>) -> Result<supervisor::Env, String> {
+fn ns_setup(
+    start: Option<std::os::fd::OwnedFd>,
+    exec_listener: Option<std::os::fd::OwnedFd>,
+) -> Result<supervisor::Env, String> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
     Ok(supervisor::Env {
@@ -137,7 +151,7 @@ fn ns_setup(start: Option<std::os::fd::OwnedFd>) -> Result<supervisor::Env, Stri
         stderr: None,
         control: None,
         start,
-        exec_listener: None,
+        exec_listener,
     })
 }
 

@@ -26,6 +26,8 @@ use crate::{cgroup, debug, info};
 use app_confine::identity::Identity;
 use app_confine::user;
 
+mod apps;
+
 /// Where the stage1 root keeps the status files (guest-init's view).
 pub const STATUS_DIR: &str = pod_abi::paths::GUEST_STATUS_DIR;
 /// Where the stage1 root keeps the setup-failure reasons (guest-init's view).
@@ -89,10 +91,12 @@ fn ready_then_wait_for_start(gate: &OwnedFd) -> bool {
     }
 }
 
-/// Runs the pod to completion and returns each app's exit code in plan order.
+/// Runs the pod to completion and returns each app's exit code in plan order (a mutable pod's
+/// apps as they are at the end).
 pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
     let mut sup = Supervisor {
-        plan,
+        plan: plan.clone(),
+        requests: apps::Requests::default(),
         apps: Vec::new(),
         stop_deadline: None,
         killed: false,
@@ -124,7 +128,7 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         }
     }
     if let Some(l) = sup.env.exec_listener.take() {
-        match crate::exec_service::start(l, plan) {
+        match crate::exec_service::start(l, &sup.plan) {
             Ok(s) => sup.service = Some(s),
             Err(e) => info!("exec service: {}", user::errno_text(&e)),
         }
@@ -149,8 +153,10 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
     sup.apps.iter().map(|a| a.code).collect()
 }
 
-struct Supervisor<'a> {
-    plan: &'a Plan,
+struct Supervisor {
+    plan: Plan,
+    /// App requests of a mutable pod waiting for an app to end ([`apps`]).
+    requests: apps::Requests,
     apps: Vec<AppRun>,
     stop_deadline: Option<Instant>,
     killed: bool,
@@ -163,7 +169,7 @@ struct Supervisor<'a> {
     grace_secs: u32,
 }
 
-impl Supervisor<'_> {
+impl Supervisor {
     fn app_plan(&self, i: usize) -> Option<&AppPlan> {
         self.plan.apps.get(i)
     }
@@ -181,7 +187,7 @@ impl Supervisor<'_> {
         if !rootfs.is_dir() {
             return Err(format!("app root {} is missing", rootfs.display()));
         }
-        crate::etc_files::write(self.plan, &rootfs)
+        crate::etc_files::write(&self.plan, &rootfs)
             .map_err(|e| format!("/etc/resolv.conf or /etc/hosts: {e}"))?;
         let sys = LinuxSys;
         let ctx = MountCtx {
@@ -324,10 +330,11 @@ impl Supervisor<'_> {
         {
             info!("app {name}: cannot write status file: {e}");
         }
+        self.app_finished(&name);
     }
 
     fn all_done(&self) -> bool {
-        self.apps.iter().all(|a| a.phase == Phase::Done)
+        self.apps.iter().all(|a| a.phase == Phase::Done) && !self.waits_for_apps()
     }
 
     fn event_loop(&mut self, signals: &SignalFd) {
@@ -345,6 +352,7 @@ impl Supervisor<'_> {
                 }
                 _ => PollTimeout::NONE,
             };
+            let timeout = self.requests.clamp(timeout);
             let (sig_ready, ctl_ready, svc_ready) = {
                 let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
                 let mut svc_at = None;
@@ -398,6 +406,7 @@ impl Supervisor<'_> {
                     self.kill_all();
                 }
             }
+            self.kill_overdue_apps();
         }
     }
 
@@ -428,11 +437,12 @@ impl Supervisor<'_> {
         let Some(svc) = &self.service else {
             return;
         };
-        match crate::exec_service::read_stop_request(&svc.ctl) {
-            Ok(Some(grace)) => {
+        match crate::exec_service::read_ctl_request(&svc.ctl) {
+            Ok(Some(pod_abi::exec::Request::Stop { grace_secs })) => {
                 self.report_stop = true;
-                self.request_stop(grace);
+                self.request_stop(grace_secs);
             }
+            Ok(Some(req)) => self.app_request(req),
             Ok(None) => {}
             Err(()) => {
                 info!("the exec service is gone");

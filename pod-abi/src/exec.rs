@@ -2,7 +2,9 @@
 //! [`crate::vsock::EXEC_PORT`], served by guest-init).
 //!
 //! 1. The host sends one [`Request`] as a JSON line of at most [`MAX_REQUEST`] bytes
-//!    (newline included): `{"op":"exec",...}` or `{"op":"stop",...}`.
+//!    (newline included): `{"op":"exec",...}`, `{"op":"stop",...}`, or an app request of a
+//!    mutable pod (`app_add`, `app_start`, `app_stop`, `app_rm`; answered by `Exit(0)`, or
+//!    `Error` and `Exit(1)`).
 //! 2. Then both directions carry [`Frame`]s: `[type u8][len u32 BE][payload]`, payload at most
 //!    [`MAX_PAYLOAD`] bytes. Host -> guest: [`Frame::Stdin`], [`Frame::StdinEof`],
 //!    [`Frame::Resize`], [`Frame::Signal`]. Guest -> host: [`Frame::Stdout`], [`Frame::Stderr`],
@@ -49,6 +51,58 @@ pub enum Request {
         #[serde(default)]
         grace_secs: Option<u32>,
     },
+    /// Mutable pods (`rkt app add`): the host has put the app's tree at
+    /// `/opt/stage2/<app>/rootfs` and its entry in the launch plan; guest-init reads the plan
+    /// again and sets the app's environment up, without starting it. Answered by `Exit(0)`, or
+    /// `Error` and `Exit(1)`, as every app request.
+    AppAdd {
+        /// App name (ACName).
+        app: String,
+    },
+    /// Start an added (or exited) app, supervised like the apps of `rkt run`.
+    AppStart {
+        /// App name (ACName).
+        app: String,
+    },
+    /// Stop a running app: SIGTERM, SIGKILL after the grace period; answered once it exited
+    /// (its status file written).
+    AppStop {
+        /// App name (ACName).
+        app: String,
+        /// Grace period in seconds; `None`: the launch plan's.
+        #[serde(default)]
+        grace_secs: Option<u32>,
+    },
+    /// Forget a stopped app: its mounts in the pod are detached and its status files removed
+    /// (the host then removes its tree and its plan entry).
+    AppRm {
+        /// App name (ACName).
+        app: String,
+    },
+}
+
+/// PID 1's answer to an app request, from PID 1 to the exec session (one `SOCK_SEQPACKET`
+/// message, JSON); the session turns it into `Exit(0)` or `Error` and `Exit(1)` frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppReply {
+    /// The app the request named.
+    pub app: String,
+    /// Why the request failed; `None`: done.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Whether `s` is an appc ACName (`[a-z0-9]+(-[a-z0-9]+)*`, at most 512 bytes): the form of
+/// every app name, checked before a name becomes part of a path.
+pub fn is_app_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && s.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 /// Errors reading a request or a frame.
@@ -93,7 +147,24 @@ impl Request {
                 return Err(ProtoError::BadRequest("empty argv".into()));
             }
         }
+        if let Some(app) = r.app_op() {
+            if !is_app_name(app) {
+                return Err(ProtoError::BadRequest(format!("invalid app name {app:?}")));
+            }
+        }
         Ok(r)
+    }
+
+    /// The app an app request (`app_add`, `app_start`, `app_stop`, `app_rm`) names; `None`
+    /// for `exec` and `stop`.
+    pub fn app_op(&self) -> Option<&str> {
+        match self {
+            Request::AppAdd { app }
+            | Request::AppStart { app }
+            | Request::AppStop { app, .. }
+            | Request::AppRm { app } => Some(app),
+            Request::Exec { .. } | Request::Stop { .. } => None,
+        }
     }
 }
 
@@ -359,6 +430,40 @@ mod tests {
             Request::parse(&vec![b' '; MAX_REQUEST + 1]),
             Err(ProtoError::RequestTooLong)
         );
+    }
+
+    #[test]
+    fn app_requests_round_trip_and_names_are_checked() {
+        for r in [
+            Request::AppAdd { app: "web".into() },
+            Request::AppStart { app: "a-1".into() },
+            Request::AppStop {
+                app: "web".into(),
+                grace_secs: Some(2),
+            },
+            Request::AppRm { app: "web".into() },
+        ] {
+            assert_eq!(Request::parse(&r.to_line()).unwrap(), r);
+            assert!(r.app_op().is_some());
+        }
+        assert_eq!(
+            Request::parse(br#"{"op":"app_stop","app":"x"}"#).unwrap(),
+            Request::AppStop {
+                app: "x".into(),
+                grace_secs: None
+            }
+        );
+        for bad in ["", "../x", "A", "a--b", "-a", "a/b", "a b"] {
+            let line = Request::AppStart { app: bad.into() }.to_line();
+            assert!(Request::parse(&line).is_err(), "{bad:?}");
+        }
+        let reply = AppReply {
+            app: "web".into(),
+            error: Some("no app".into()),
+        };
+        let j = serde_json::to_vec(&reply).unwrap();
+        assert_eq!(serde_json::from_slice::<AppReply>(&j).unwrap(), reply);
+        assert!(serde_json::from_slice::<StopReport>(&j).is_err());
     }
 
     #[test]

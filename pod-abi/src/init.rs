@@ -23,6 +23,9 @@ pub enum InitArgsError {
     /// `--start-fd=` is not a descriptor number.
     #[error("bad --start-fd {0:?}")]
     BadStartFd(String),
+    /// `--exec-fd=` is not a descriptor number.
+    #[error("bad --exec-fd {0:?}")]
+    BadExecFd(String),
 }
 
 /// The byte guest-init writes on its `--start-fd` once every app's environment is set up
@@ -68,11 +71,15 @@ pub struct InitArgs {
     /// The pod's `AC_METADATA_URL` (`http://<host IP>:<port>/<token>`), given to every app, when
     /// the pod is registered with the metadata service.
     pub metadata_url: Option<String>,
+    /// ns flavor, mutable pods: an inherited listening socket (the pod directory's
+    /// `crate::paths::EXEC_SOCKET`) that guest-init's exec service serves, as the kvm flavor
+    /// serves vsock.
+    pub exec_fd: Option<i32>,
 }
 
 /// The usage line printed on bad arguments.
 pub const INIT_USAGE: &str =
-    "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N] [--metadata-url=URL]";
+    "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N] [--exec-fd=N] [--metadata-url=URL]";
 
 impl InitArgs {
     /// Arguments for `flavor`, without debug or control override.
@@ -83,6 +90,7 @@ impl InitArgs {
             control: None,
             start_fd: None,
             metadata_url: None,
+            exec_fd: None,
         }
     }
 
@@ -108,6 +116,9 @@ impl InitArgs {
         if let Some(u) = &self.metadata_url {
             v.push(format!("--metadata-url={u}"));
         }
+        if let Some(fd) = self.exec_fd {
+            v.push(format!("--exec-fd={fd}"));
+        }
         v
     }
 
@@ -123,6 +134,7 @@ impl InitArgs {
         let mut control = None;
         let mut start_fd = None;
         let mut metadata_url = None;
+        let mut exec_fd = None;
         for a in args {
             let a = a.as_ref();
             if let Some(c) = a.strip_prefix("--control=") {
@@ -130,6 +142,9 @@ impl InitArgs {
             } else if let Some(n) = a.strip_prefix("--start-fd=") {
                 let fd = n.parse().ok().filter(|fd: &i32| *fd >= 0);
                 start_fd = Some(fd.ok_or_else(|| InitArgsError::BadStartFd(n.into()))?);
+            } else if let Some(n) = a.strip_prefix("--exec-fd=") {
+                let fd = n.parse().ok().filter(|fd: &i32| *fd >= 0);
+                exec_fd = Some(fd.ok_or_else(|| InitArgsError::BadExecFd(n.into()))?);
             } else if let Some(u) = a.strip_prefix("--metadata-url=") {
                 metadata_url = Some(u.to_string());
             } else if let Some(f) = a.strip_prefix("--flavor=") {
@@ -146,6 +161,7 @@ impl InitArgs {
             control,
             start_fd,
             metadata_url,
+            exec_fd,
         })
     }
 }
@@ -192,6 +208,7 @@ mod tests {
                 control: Some("/x".into()),
                 start_fd: None,
                 metadata_url: Some("http://172.16.28.1:18112/ab12".into()),
+                exec_fd: None,
             },
             InitArgs {
                 flavor: Flavor::Ns,
@@ -199,6 +216,7 @@ mod tests {
                 control: None,
                 start_fd: Some(7),
                 metadata_url: None,
+                exec_fd: Some(8),
             },
         ] {
             assert_eq!(InitArgs::parse(a.to_args()), Ok(a));

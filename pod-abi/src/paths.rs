@@ -47,6 +47,20 @@ pub const GUEST_FAILURE: &str = "/rkt/failure";
 pub const GUEST_NET: &str = "/rkt/net.json";
 /// guest-init's path as PID 1 sees it (argv\[0\] of the pod's init).
 pub const GUEST_INIT_PATH: &str = "/init";
+/// ns flavor, mutable pods: the exec channel's socket in the pod directory (bound by
+/// stage1-ns before the pod starts, where nothing in the pod can reach; guest-init inherits the
+/// listening socket as `--exec-fd`).
+pub const EXEC_SOCKET: &str = "exec.sock";
+/// Where guest-init records when an app of a mutable pod was started (`<app>` holds Unix
+/// nanoseconds), relative to the stage1 root.
+pub const STARTED_DIR_IN_STAGE1: &str = "rkt/started";
+/// [`STARTED_DIR_IN_STAGE1`] as guest-init sees it.
+pub const GUEST_STARTED_DIR: &str = "/rkt/started";
+/// Where guest-init records when an app of a mutable pod finished (`<app>` holds Unix
+/// nanoseconds), relative to the stage1 root.
+pub const FINISHED_DIR_IN_STAGE1: &str = "rkt/finished";
+/// [`FINISHED_DIR_IN_STAGE1`] as guest-init sees it.
+pub const GUEST_FINISHED_DIR: &str = "/rkt/finished";
 /// Where guest-init lives in every stage1 image's rootfs.
 pub const GUEST_INIT_IN_STAGE1: &str = "init";
 /// Directory of the app roots as guest-init sees it (`/opt/stage2/<app>/rootfs`).

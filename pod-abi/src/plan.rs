@@ -48,7 +48,15 @@ pub struct Plan {
     /// Networking options beyond `--net` (which reaches stage1 as its `--net=` argument).
     #[serde(default)]
     pub net: NetPlan,
+    /// A mutable pod (`rkt app sandbox`, annotation [`MUTABLE_ANNOTATION`]): it keeps running
+    /// with no app running until it is stopped, and takes app requests
+    /// (`crate::exec::Request::AppAdd` ...) on its exec channel.
+    #[serde(default)]
+    pub mutable: bool,
 }
+
+/// The pod-manifest annotation that makes a pod mutable (rkt's, set by `rkt app sandbox`).
+pub const MUTABLE_ANNOTATION: &str = "coreos.com/rkt/stage1/mutable";
 
 /// The pod's networking options: where network configurations live, port forwards, and what
 /// guest-init writes into each app's `/etc/resolv.conf` and `/etc/hosts`. The default (an older

@@ -9,6 +9,14 @@ pub const ANN_ENTER: &str = "coreos.com/rkt/stage1/enter";
 pub const ANN_GC: &str = "coreos.com/rkt/stage1/gc";
 /// Annotation naming the optional `stop` entrypoint.
 pub const ANN_STOP: &str = "coreos.com/rkt/stage1/stop";
+/// Annotation naming the `app/add` entrypoint (mutable pods, interface version 5).
+pub const ANN_APP_ADD: &str = "coreos.com/rkt/stage1/app/add";
+/// Annotation naming the `app/start` entrypoint.
+pub const ANN_APP_START: &str = "coreos.com/rkt/stage1/app/start";
+/// Annotation naming the `app/stop` entrypoint.
+pub const ANN_APP_STOP: &str = "coreos.com/rkt/stage1/app/stop";
+/// Annotation naming the `app/rm` entrypoint.
+pub const ANN_APP_RM: &str = "coreos.com/rkt/stage1/app/rm";
 /// Annotation carrying the interface version (decimal; missing means 1).
 pub const ANN_INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
 /// The interface version our stage1 images declare.
@@ -50,9 +58,12 @@ pub enum ArgsError {
     /// No UUID argument.
     #[error("missing pod UUID argument")]
     MissingUuid,
-    /// More than one positional argument.
+    /// More than one positional argument, or a bad value.
     #[error("unexpected argument {0:?}")]
     Unexpected(String),
+    /// No `--app=` (app entrypoints).
+    #[error("missing --app=NAME")]
+    MissingApp,
 }
 
 impl RunArgs {
@@ -249,6 +260,67 @@ impl GcArgs {
     }
 }
 
+/// Arguments of the app entrypoints (`app/add`, `app/start`, `app/stop`, `app/rm`), as rkt 1.30
+/// passed them: `[--debug] [--uuid=<UUID>] --app=<NAME>`; rkt's `--local-config=`,
+/// `--disable-*` and `--private-users=` flags are accepted and ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppArgs {
+    /// `--debug`.
+    pub debug: bool,
+    /// The pod UUID.
+    pub uuid: String,
+    /// The app (an ACName, `crate::exec::is_app_name`).
+    pub app: String,
+}
+
+impl AppArgs {
+    /// Renders the argv (without argv\[0\]).
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.debug {
+            v.push("--debug".into());
+        }
+        if !self.uuid.is_empty() {
+            v.push(format!("--uuid={}", self.uuid));
+        }
+        v.push(format!("--app={}", self.app));
+        v
+    }
+    /// Parses argv (without argv\[0\]); the app name must be an ACName.
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        const IGNORED: [&str; 5] = [
+            "--local-config=",
+            "--private-users=",
+            "--disable-capabilities-restriction",
+            "--disable-paths",
+            "--disable-seccomp",
+        ];
+        let mut out = AppArgs::default();
+        for a in args {
+            if a == "--debug" {
+                out.debug = true;
+            } else if let Some(v) = a.strip_prefix("--uuid=") {
+                out.uuid = v.to_string();
+            } else if let Some(v) = a.strip_prefix("--app=") {
+                if !crate::exec::is_app_name(v) {
+                    return Err(ArgsError::Unexpected(a));
+                }
+                out.app = v.to_string();
+            } else if IGNORED.iter().any(|p| a.starts_with(p)) {
+            } else if a.starts_with("--") {
+                return Err(ArgsError::UnknownFlag(a));
+            } else {
+                return Err(ArgsError::Unexpected(a));
+            }
+        }
+        // rkt passed `--uuid=` to `app/add` only (the cwd is the pod directory).
+        if out.app.is_empty() {
+            return Err(ArgsError::MissingApp);
+        }
+        Ok(out)
+    }
+}
+
 /// The stage1 entrypoints; each is a file in the stage1 image named by an annotation (our
 /// images link `/run`, `/stop`, `/gc`, `/enter` to one binary that dispatches on the name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,15 +333,27 @@ pub enum Entrypoint {
     Gc,
     /// `enter` ([`EnterArgs`]).
     Enter,
+    /// `app/add` ([`AppArgs`]; file `app_add` in our images, as rkt's).
+    AppAdd,
+    /// `app/start` ([`AppArgs`]).
+    AppStart,
+    /// `app/stop` ([`AppArgs`]).
+    AppStop,
+    /// `app/rm` ([`AppArgs`]).
+    AppRm,
 }
 
 impl Entrypoint {
     /// Every entrypoint.
-    pub const ALL: [Entrypoint; 4] = [
+    pub const ALL: [Entrypoint; 8] = [
         Entrypoint::Run,
         Entrypoint::Stop,
         Entrypoint::Gc,
         Entrypoint::Enter,
+        Entrypoint::AppAdd,
+        Entrypoint::AppStart,
+        Entrypoint::AppStop,
+        Entrypoint::AppRm,
     ];
     /// The entrypoint's name (also its file name in our stage1 images).
     pub fn name(self) -> &'static str {
@@ -278,6 +362,10 @@ impl Entrypoint {
             Entrypoint::Stop => "stop",
             Entrypoint::Gc => "gc",
             Entrypoint::Enter => "enter",
+            Entrypoint::AppAdd => "app_add",
+            Entrypoint::AppStart => "app_start",
+            Entrypoint::AppStop => "app_stop",
+            Entrypoint::AppRm => "app_rm",
         }
     }
     /// The entrypoint named `s`.
@@ -291,6 +379,10 @@ impl Entrypoint {
             Entrypoint::Stop => ANN_STOP,
             Entrypoint::Gc => ANN_GC,
             Entrypoint::Enter => ANN_ENTER,
+            Entrypoint::AppAdd => ANN_APP_ADD,
+            Entrypoint::AppStart => ANN_APP_START,
+            Entrypoint::AppStop => ANN_APP_STOP,
+            Entrypoint::AppRm => ANN_APP_RM,
         }
     }
 }
@@ -342,6 +434,29 @@ mod tests {
         for e in Entrypoint::ALL {
             assert_eq!(Entrypoint::from_name(e.name()), Some(e));
         }
+    }
+
+    #[test]
+    fn app_args_round_trip() {
+        let a = AppArgs {
+            debug: true,
+            uuid: "u".into(),
+            app: "web-1".into(),
+        };
+        assert_eq!(AppArgs::parse(a.to_argv()), Ok(a));
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(AppArgs::parse(v(&["--uuid=u"])), Err(ArgsError::MissingApp));
+        assert_eq!(
+            AppArgs::parse(v(&["--app=a", "--debug"])).map(|a| a.uuid),
+            Ok(String::new())
+        );
+        assert!(AppArgs::parse(v(&["--uuid=u", "--app=../x"])).is_err());
+        assert!(AppArgs::parse(v(&["--uuid=u", "--app=a", "--bogus"])).is_err());
+        assert_eq!(
+            AppArgs::parse(v(&["--app=a", "--disable-seccomp", "--uuid=u"])).map(|a| a.app),
+            Ok("a".into())
+        );
+        assert_eq!(Entrypoint::from_name("app_rm"), Some(Entrypoint::AppRm));
     }
 
     #[test]

@@ -55,6 +55,9 @@ enum Command {
     Trust(commands::trust::Args),
     /// Run the metadata service (AC_METADATA_URL for pods run with --mds-register).
     MetadataService(commands::metadata_service::Args),
+    /// Mutable pods (experimental: RKT_EXPERIMENT_APP=true).
+    #[command(subcommand)]
+    App(commands::app::AppCommand),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::Export(a) => commands::export::run(g, a),
         Command::Trust(a) => commands::trust::run(g, a),
         Command::MetadataService(a) => commands::metadata_service::run(g, a),
+        Command::App(c) => commands::app::run(g, c),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

@@ -68,6 +68,9 @@ fn code_of(e: &(dyn Error + 'static)) -> Option<i32> {
     if let Some(o) = e.downcast_ref::<OpError>() {
         return o.inner().and_then(code_of);
     }
+    if let Some(a) = e.downcast_ref::<crate::pod::mutable::AppError>() {
+        return a.inner().and_then(code_of);
+    }
     None
 }
 

@@ -1,5 +1,5 @@
-//! The README's CLI table against the binary: every command `rkt --help` and
-//! `rkt image --help` list has a row, every row's command exists unless the row refuses the
+//! The README's CLI table against the binary: every command `rkt --help`,
+//! `rkt image --help` and `rkt app --help` list has a row, every row's command exists unless the row refuses the
 //! whole command, and each command's flags in `--help` (minus the global ones) are exactly the
 //! row's "done" and "ignored with a warning" flags; a refused flag is not in `--help`.
 #![allow(clippy::unwrap_used)]
@@ -114,10 +114,12 @@ fn readme_cli_table_matches_help() {
     }
     // Every command of the binary has a row.
     let mut commands: Vec<Vec<String>> = subcommands(&top).into_iter().map(|c| vec![c]).collect();
-    for sub in subcommands(&help(&["image".into()])) {
-        commands.push(vec!["image".into(), sub]);
+    for group in ["image", "app"] {
+        for sub in subcommands(&help(&[group.into()])) {
+            commands.push(vec![group.into(), sub]);
+        }
     }
-    commands.retain(|c| c != &["image".to_string()]);
+    commands.retain(|c| c != &["image".to_string()] && c != &["app".to_string()]);
     for c in &commands {
         if !rows.iter().any(|r| &r.command == c) {
             problems.push(format!("rkt {} has no README row", c.join(" ")));

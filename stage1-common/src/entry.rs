@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use pod_abi::stage1::{EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
+use pod_abi::stage1::{AppArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
 
 use crate::error::chain;
 use crate::{PodContext, Stage1Error};
@@ -25,6 +25,16 @@ pub trait Stage1 {
     fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error>;
     /// `enter`: run a command in an app of the running pod; returns its exit code.
     fn enter(&self, pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error>;
+    /// `app/add`, `app/start`, `app/stop`, `app/rm` of a mutable pod: usually
+    /// [`crate::app::send_request`] on the flavor's exec channel. Refused by default.
+    fn app(&self, pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
+        let _ = (pod, args);
+        Err(Stage1Error::Refused(format!(
+            "{} does not implement {}",
+            Self::NAME,
+            entry.name()
+        )))
+    }
 }
 
 /// The entrypoint `argv` asks for and its arguments: argv\[0\]'s basename, else argv\[1\];
@@ -72,6 +82,11 @@ pub fn dispatch<S: Stage1>(s: &S, entry: Entrypoint, args: Vec<String>) -> i32 {
         Entrypoint::Enter => EnterArgs::parse(args)
             .map_err(Into::into)
             .and_then(|a| s.enter(&pod, &a)),
+        Entrypoint::AppAdd | Entrypoint::AppStart | Entrypoint::AppStop | Entrypoint::AppRm => {
+            AppArgs::parse(args)
+                .map_err(Into::into)
+                .and_then(|a| s.app(&pod, entry, &a))
+        }
     };
     match res {
         Ok(code) => code,
@@ -107,7 +122,10 @@ pub fn main<S: Stage1>(s: &S) -> ExitCode {
     match select(std::env::args().collect()) {
         Some((entry, args)) => exit_code(dispatch(s, entry, args)),
         None => {
-            eprintln!("usage: {} run|stop|gc|enter ARGS...", S::NAME);
+            eprintln!(
+                "usage: {} run|stop|gc|enter|app_add|app_start|app_stop|app_rm ARGS...",
+                S::NAME
+            );
             exit_code(pod_abi::exit::USAGE)
         }
     }

@@ -4,12 +4,13 @@
 //! failure file and the pod's exit code from the apps' statuses ([`pod`]), the terminal in raw
 //! mode and the `^]^]^]` escape ([`terminal`]), stop-signal helpers ([`signals`]) and the
 //! verified `stop` ([`stop`]), the pod's CNI networks ([`net`]) and its metadata service URL
-//! ([`metadata`]).
+//! ([`metadata`]), and the app entrypoints' requests to guest-init ([`app`]).
 //!
 //! A flavor implements [`entry::Stage1`] (its own launch, process check and gc) and calls
 //! [`entry::main`]. Contract strings and file formats live in `pod-abi`, not here.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod entry;
 pub mod error;
 pub mod log;

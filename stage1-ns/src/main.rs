@@ -4,6 +4,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod app;
 mod cgroup;
 mod enter;
 mod ns;
@@ -12,7 +13,7 @@ mod stop;
 
 use std::process::ExitCode;
 
-use pod_abi::stage1::{EnterArgs, GcArgs, RunArgs, StopArgs};
+use pod_abi::stage1::{AppArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
 use stage1_common::{PodContext, Stage1, Stage1Error};
 
 /// The namespace flavor.
@@ -42,6 +43,9 @@ impl Stage1 for Ns {
     }
     fn enter(&self, _pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {
         enter::enter(args).map_err(Stage1Error::failed)
+    }
+    fn app(&self, pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
+        app::request(pod, entry, args)
     }
 }
 

@@ -96,9 +96,17 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         SockFlag::SOCK_CLOEXEC,
     )
     .context("socketpair")?;
+    // A mutable pod's exec channel: bound here, in the pod directory, where nothing in the pod
+    // can reach; guest-init serves the listening socket it inherits.
+    let exec_listener = if plan.mutable {
+        Some(crate::app::listen(&pod_dir)?)
+    } else {
+        None
+    };
     let mut init = InitArgs::new(Flavor::Ns);
     init.debug = args.debug || plan.debug;
     init.start_fd = Some(go_rd.as_raw_fd());
+    init.exec_fd = exec_listener.as_ref().map(AsRawFd::as_raw_fd);
     // The metadata service is reached at the host side of the first network (its gateway, as
     // rkt did), or on loopback with --net=host.
     let mds_host = stage1_common::net::host_address(&net);
@@ -134,6 +142,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
                 pty.as_ref().map(|p| p.slave.as_raw_fd()),
                 &init_argv,
                 go_rd,
+                exec_listener,
             );
             let _ = nix::unistd::write(&wr, msg.as_bytes());
             // SAFETY: _exit after fork is always safe.
@@ -142,6 +151,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         ForkResult::Parent { child } => {
             drop(wr);
             drop(go_rd);
+            drop(exec_listener);
             let pty_master = pty.map(|p| {
                 drop(p.slave);
                 p.master
@@ -219,7 +229,13 @@ impl Start<'_> {
 }
 
 /// The child: namespaces, console, exec guest-init. Returns only the failure reason.
-fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd) -> String {
+fn child(
+    cfg: &NsConfig<'_>,
+    slave: Option<RawFd>,
+    argv: &[CString],
+    go: OwnedFd,
+    exec_listener: Option<std::os::unix::net::UnixListener>,
+) -> String {
     // The pod dies with its launcher: this process (guest-init once exec'd, PID 1 of the pod's
     // PID namespace) gets SIGKILL when stage1-ns dies. If stage1-ns died before this, it never
     // sends the start byte and guest-init exits on EOF.
@@ -254,6 +270,11 @@ fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd
     // guest-init inherits its end of the start socket as its `--start-fd`.
     if let Err(e) = fcntl(go.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
         return format!("pass the start socket to guest-init: {}", e.desc());
+    }
+    if let Some(l) = &exec_listener {
+        if let Err(e) = fcntl(l.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
+            return format!("pass the exec socket to guest-init: {}", e.desc());
+        }
     }
     let Some(prog) = argv.first() else {
         return "empty init argv".into();

@@ -562,6 +562,7 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
                 control: Some("/rkt/ctl".into()),
                 start_fd: None,
                 metadata_url: None,
+                exec_fd: None,
             }
             .to_args(),
         )

@@ -20,6 +20,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod hostns;
+pub mod mutable;
 pub mod nomad;
 
 use std::io::Read;

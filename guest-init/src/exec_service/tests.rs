@@ -19,6 +19,7 @@ fn plan(apps: &[&str]) -> Plan {
         stop_grace_secs: 1,
         apps: apps.iter().map(|n| app(n)).collect(),
         net: Default::default(),
+        mutable: false,
     }
 }
 
@@ -228,8 +229,8 @@ fn stop_relays_pid1s_report() {
         // PID 1's side.
         let mut got = None;
         for _ in 0..100 {
-            if let Ok(Some(g)) = read_stop_request(&pid1) {
-                got = Some(g);
+            if let Ok(Some(Request::Stop { grace_secs })) = read_ctl_request(&pid1) {
+                got = Some(grace_secs);
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -55,7 +55,7 @@ pub struct RunPreparedArgs {
 }
 
 /// Prints launch notices: warnings always, debug lines with `--debug`.
-fn notices(debug: bool) -> impl FnMut(Notice) {
+pub(super) fn notices(debug: bool) -> impl FnMut(Notice) {
     move |n| match n {
         Notice::Warning(w) => super::warn(&w),
         Notice::Debug(d) if debug => eprintln!("rkt: {d}"),
@@ -69,7 +69,14 @@ fn create(
     mode: Mode,
     rest: &[String],
 ) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
-    let mut cmd = RunCommand::parse(mode, rest)?;
+    create_from(g, RunCommand::parse(mode, rest)?)
+}
+
+/// Creates the pod of a parsed command (`rkt app sandbox` parses its own).
+pub(super) fn create_from(
+    g: &Globals,
+    mut cmd: RunCommand,
+) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
     let config = super::config::load(g)?;
     // `paths.d`'s stage1-images directory holds `stage1-<flavor>.aci` files.
     if let Some(dir) = &config.stage1_images_dir {
@@ -115,7 +122,7 @@ fn create(
 
 /// The global flags in effect: those given among the command's own arguments win over those
 /// before the command. `(--dir, --debug, --insecure-options)`.
-fn globals_of(g: &Globals, cmd: &RunCommand) -> (std::path::PathBuf, bool, String) {
+pub(super) fn globals_of(g: &Globals, cmd: &RunCommand) -> (std::path::PathBuf, bool, String) {
     let dir = cmd.globals.dir.clone().unwrap_or_else(|| g.dir.clone());
     let debug = g.debug || cmd.globals.debug;
     let insecure = cmd
@@ -127,7 +134,7 @@ fn globals_of(g: &Globals, cmd: &RunCommand) -> (std::path::PathBuf, bool, Strin
 }
 
 /// The launch options of `run` and `run-prepared` from their pod flags.
-fn run_options(
+pub(super) fn run_options(
     g: &Globals,
     cmd: &RunCommand,
     debug: bool,

@@ -122,6 +122,8 @@ pub struct PodOptions {
     pub ignored: Vec<String>,
     /// `--mds-register`: register the pod with the metadata service.
     pub mds_register: bool,
+    /// A mutable pod (`rkt app sandbox`; `pod_abi::plan::MUTABLE_ANNOTATION`).
+    pub mutable: bool,
 }
 
 /// Per-app options (flags following an image).

@@ -345,6 +345,13 @@ pub fn build_pod_manifest(
             pod_port: None,
         });
     }
+    if pod.mutable {
+        pm.annotations.push(appc::schema::Annotation {
+            name: AcIdentifier::new(pod_abi::plan::MUTABLE_ANNOTATION)
+                .map_err(|_| PodError::Config("mutable annotation".into()))?,
+            value: "true".into(),
+        });
+    }
     pm.validate()
         .map_err(|e| PodError::Config(format!("pod manifest: {e}")))?;
     // Volume errors (symlinked or missing sources, nested targets) before the pod exists.

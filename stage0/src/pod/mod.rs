@@ -10,6 +10,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod manifest;
 pub mod metadata;
+pub mod mutable;
 pub mod netopts;
 pub mod ops;
 pub mod overlay_support;

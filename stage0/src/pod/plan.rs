@@ -157,6 +157,7 @@ pub fn build_plan(
             ports: port_plans(pm, images)?,
             ..rt.net_plan.clone()
         },
+        mutable: crate::pod::mutable::is_mutable(pm),
     })
 }
 

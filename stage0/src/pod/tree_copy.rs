@@ -5,8 +5,11 @@
 //! owners, extended attributes (file capabilities), timestamps, symlinks (as symlinks),
 //! device nodes, FIFOs and hardlinks inside the tree are kept.
 //!
-//! The source is a store tree (root-only, never written by a pod) and the destination a new
-//! directory of a pod that has not run yet, so paths are not raced by a pod.
+//! The source is a store tree (root-only, never written by a pod). The destination is a new
+//! directory of a pod that has not run yet, or, for `rkt app add`/`rm` on a running pod, a
+//! directory a pod (a kvm guest) can write while the host works there: such work runs through
+//! [`beneath_root`], so every destination path resolves beneath the pod's root whatever
+//! symlinks or renames the pod makes meanwhile.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -32,6 +35,33 @@ pub struct CopyStats {
 
 /// Largest extended attribute value copied, in bytes (Linux's `XATTR_SIZE_MAX`).
 const XATTR_SIZE_MAX: usize = 65_536;
+
+/// Runs `f` on a thread of its own whose root directory is `root` (`unshare(CLONE_FS)`, then
+/// `chroot`; other threads keep theirs) and whose working directory is `cwd`, a directory
+/// opened before the `chroot` (e.g. a trusted store tree outside `root`; `/` when None).
+/// Absolute paths in `f` then resolve beneath `root`, symlinks a pod planted and `..`
+/// included, while relative paths read `cwd`.
+pub fn beneath_root<T: Send>(
+    root: &Path,
+    cwd: Option<&Path>,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let cwd = cwd.map(|p| with_path(p, File::open(p))).transpose()?;
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).map_err(io::Error::from)?;
+                with_path(root, nix::unistd::chroot(root).map_err(io::Error::from))?;
+                nix::unistd::chdir("/").map_err(io::Error::from)?;
+                if let Some(d) = cwd {
+                    nix::unistd::fchdir(d.as_raw_fd()).map_err(io::Error::from)?;
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the confined copy thread panicked")))
+    })
+}
 
 /// Copies the directory `src` to `dst` (which must not exist).
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
@@ -261,5 +291,64 @@ mod tests {
         fs::write(dst.join("bin/tool"), b"changed").unwrap();
         assert_eq!(fs::read(src.join("bin/tool")).unwrap(), b"#!/bin/sh\n");
         assert!(copy_tree(&src, &dst).is_err(), "destination exists");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod beneath_tests {
+    use super::*;
+
+    /// A pod replaced `opt/stage2` with a symlink to a host directory (absolute, and relative
+    /// with `..`): the copy and the removal stay beneath the pod's root.
+    #[test]
+    fn a_planted_symlink_cannot_take_the_copy_or_the_removal_outside_the_root() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: a_planted_symlink_cannot_take_the_copy_or_the_removal_outside_the_root: needs root (chroot)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let (src, root, host) = (
+            t.path().join("src"),
+            t.path().join("root"),
+            t.path().join("host"),
+        );
+        fs::create_dir_all(src.join("etc")).unwrap();
+        fs::write(src.join("etc/file"), "image").unwrap();
+        fs::create_dir_all(root.join("opt")).unwrap();
+        fs::create_dir_all(host.join("app/keep")).unwrap();
+        let planted = [
+            ("opt/stage2", host.clone()),
+            ("opt/up", PathBuf::from("../../host")),
+        ];
+        for (link, target) in planted {
+            std::os::unix::fs::symlink(&target, root.join(link)).unwrap();
+            let inner = Path::new("/").join(link).join("app/rootfs");
+            // It may fail or write beneath the root; never into the host directory.
+            let _ = beneath_root(&root, Some(&src), || copy_tree(Path::new("."), &inner));
+            assert!(
+                !host.join("app/rootfs").exists(),
+                "copy escaped through {link}"
+            );
+            let gone = Path::new("/").join(link).join("app");
+            let _ = beneath_root(&root, None, || fs::remove_dir_all(&gone));
+            assert!(
+                host.join("app/keep").is_dir(),
+                "removal escaped through {link}"
+            );
+        }
+        // The same calls through a real directory copy and remove.
+        fs::remove_file(root.join("opt/stage2")).unwrap();
+        fs::create_dir_all(root.join("opt/stage2/app")).unwrap();
+        beneath_root(&root, Some(&src), || {
+            copy_tree(Path::new("."), Path::new("/opt/stage2/app/rootfs"))
+        })
+        .unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("opt/stage2/app/rootfs/etc/file")).unwrap(),
+            "image"
+        );
+        beneath_root(&root, None, || fs::remove_dir_all("/opt/stage2/app")).unwrap();
+        assert!(!root.join("opt/stage2/app").exists());
     }
 }

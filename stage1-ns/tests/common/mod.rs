@@ -237,6 +237,7 @@ impl Pod {
             stop_grace_secs,
             apps,
             net: Default::default(),
+            mutable: false,
         };
         std::fs::write(
             s1.join("rkt/plan.json"),

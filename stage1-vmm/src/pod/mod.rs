@@ -13,6 +13,8 @@
 //! - `gc`: nothing VM-specific is left behind after the VMM exits; idempotent.
 //! - [`enter`]: runs a command in an app over the exec channel (guest-init's exec service on
 //!   vsock), proxying the terminal, signals and the exit status.
+//! - `app_add`, `app_start`, `app_stop`, `app_rm` (mutable pods): one app request over the
+//!   same channel (`stage1_common::app`).
 //!
 //! See docs/kvm-stage1.md.
 
@@ -25,7 +27,7 @@ pub mod stop;
 
 use std::path::{Path, PathBuf};
 
-use pod_abi::stage1::{ArgsError, EnterArgs, GcArgs, RunArgs, StopArgs};
+use pod_abi::stage1::{AppArgs, ArgsError, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
 use stage1_common::{PodContext, Stage1, Stage1Error};
 
 pub use stage1_common::pod::{record_failure, set_failure_path};
@@ -128,5 +130,15 @@ impl Stage1 for Kvm {
             args.cmd.clone()
         };
         enter::enter(pod.dir(), &args.app, cmd).map_err(Stage1Error::failed)
+    }
+    /// A mutable pod's app request over the exec channel (guest-init's exec service on
+    /// vsock), as `enter` reaches it.
+    fn app(&self, pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
+        let req = stage1_common::app::request_for(entry, args).ok_or_else(|| {
+            Stage1Error::Refused(format!("{} is not an app entrypoint", entry.name()))
+        })?;
+        let stream = enter::open(pod.dir()).map_err(Stage1Error::failed)?;
+        stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;
+        Ok(0)
     }
 }

@@ -26,6 +26,9 @@ pub const GUEST_BASE_MIB: u64 = 32;
 /// `struct page` per 4 KiB page alone is 1/64); the VM gets `apps / PER_PAGE_OVERHEAD_DIVISOR`
 /// more so the apps keep their share.
 pub const PER_PAGE_OVERHEAD_DIVISOR: u64 = 32;
+/// Memory counted for the apps of a mutable pod (`rkt app sandbox`), which starts with none and
+/// gets its apps later (MiB): room for four apps without limits.
+pub const MUTABLE_APPS_MIB: u64 = 4 * DEFAULT_APP_MEM_MIB;
 /// Largest VM we create (MiB): 1 TiB, far beyond any host we run on; larger sums are clamped.
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 /// Bytes per MiB.
@@ -55,7 +58,10 @@ pub fn apps_mem_mib(plan: &Plan) -> u64 {
 
 /// Sizes the VM for `plan` on a host with `host_cpus` CPUs.
 pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
-    let apps = apps_mem_mib(plan);
+    let mut apps = apps_mem_mib(plan);
+    if plan.mutable {
+        apps = apps.max(MUTABLE_APPS_MIB);
+    }
     let mem_mib = apps
         .saturating_add(GUEST_BASE_MIB)
         .saturating_add(apps.div_ceil(PER_PAGE_OVERHEAD_DIVISOR))
@@ -115,6 +121,7 @@ mod tests {
             stop_grace_secs: 10,
             apps,
             net: Default::default(),
+            mutable: false,
         }
     }
 
@@ -156,5 +163,17 @@ mod tests {
         // A zero-CPU host report still gives one vCPU.
         let s = size_vm(&plan(vec![app(None, None)]), 0);
         assert_eq!(s.cpus, 1);
+    }
+
+    #[test]
+    fn a_mutable_pod_has_room_for_apps_added_later() {
+        let mut p = plan(Vec::new());
+        p.mutable = true;
+        let s = size_vm(&p, 2);
+        assert_eq!(
+            s.mem_mib,
+            MUTABLE_APPS_MIB + GUEST_BASE_MIB + MUTABLE_APPS_MIB / PER_PAGE_OVERHEAD_DIVISOR
+        );
+        assert_eq!(s.cpus, 2);
     }
 }

@@ -1,0 +1,636 @@
+//! Mutable pods: the experimental `rkt app` commands (rkt 1.30's, as rktlet drove them).
+//!
+//! `rkt app sandbox` creates a pod with no apps and the pod-manifest annotation
+//! [`pod_abi::plan::MUTABLE_ANNOTATION`] and runs it like `rkt run`; its launch plan says
+//! `mutable`, so guest-init keeps it running with no app until it is stopped. Then:
+//!
+//! - [`add`]: fetches (store only, or a file) and renders the image, copies its tree into the
+//!   running pod at `stage1/rootfs/opt/stage2/<app>/rootfs` (a mount made now would not reach
+//!   the pod's mount namespace or the VM's share; `--no-overlay`'s copy, reflinked where the file
+//!   system can), adds the app to the pod manifest (`pod`) and to the launch plan, and calls
+//!   the stage1 `app/add` entrypoint (guest-init sets the app's environment up). Any failure
+//!   undoes what was done.
+//! - [`start`], [`stop`], [`remove`]: the stage1 `app/start`, `app/stop`, `app/rm`
+//!   entrypoints; `remove` stops a running app first, then removes its tree, `appsinfo/<app>`,
+//!   and its entries in the pod manifest and the plan.
+//! - [`app_statuses`]: each app's state (created, running, exited), times and exit code.
+//!
+//! Every change runs under the pod's app lock ([`APP_LOCK`], an exclusive `flock`; the pod
+//! lock itself is the stage1's for the pod's life), so one request at a time reaches
+//! guest-init. App names are ACNames before they touch a path; files the pod can write (the
+//! plan, status files, the `rkt/started` and `rkt/finished` marks) are read with
+//! `pod_abi::podfile::read_beneath` and written with `write_beneath`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::SystemTime;
+
+use appc::schema::PodManifest;
+use pod_abi::paths::{PodPaths, PLAN_IN_STAGE1};
+use pod_abi::plan::{Plan, MUTABLE_ANNOTATION};
+use pod_abi::podfile::{read_beneath, write_beneath, SMALL_FILE_MAX};
+use pod_abi::stage1::{AppArgs, ANN_APP_ADD, ANN_APP_RM, ANN_APP_START, ANN_APP_STOP};
+
+use super::args::{Mode, RunCommand};
+use super::launch::{read_pod_manifest, LaunchError, RunOptions};
+use super::manifest::{build_pod_manifest, EnvSources, ResolvedApp};
+use super::{layout, Pod, PodError, PodState, PodsDir};
+use crate::error::UsageError;
+use crate::fetch::{fetch_image, FetchError, FetchOptions};
+use crate::stage1::{self, Entrypoints, Stage1Error};
+use crate::store::Store;
+
+/// The app lock's file in the pod directory (host-only; created `0600`).
+pub const APP_LOCK: &str = "app.lck";
+/// Placeholder image that lets `rkt run`'s parser read a sandbox's pod flags.
+const SANDBOX_PLACEHOLDER: &str = "\u{0}sandbox";
+
+/// Errors of the app commands.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// A bad command line or request (exit 2).
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// A pod lifecycle error (missing pod, wrong state: exit 5).
+    #[error(transparent)]
+    Pod(#[from] PodError),
+    /// The stage1 image's entrypoints.
+    #[error(transparent)]
+    Stage1(#[from] Stage1Error),
+    /// The image could not be fetched or rendered.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The image is not in the store (or the file cannot be read).
+    #[error("image {0}")]
+    Image(String, #[source] Box<FetchError>),
+    /// The pod's launch plan could not be read.
+    #[error("cannot read the pod's launch plan")]
+    Plan(#[source] pod_abi::plan::PlanError),
+    /// A file the pod can write could not be written safely.
+    #[error("cannot write {0} into the pod")]
+    PodFile(String, #[source] pod_abi::podfile::PodFileError),
+    /// The pod was not made by `rkt app sandbox`.
+    #[error("pod {0} is not mutable (start one with rkt app sandbox)")]
+    NotMutable(String),
+    /// A stage1 app entrypoint failed (it printed why).
+    #[error("stage1 {0} entrypoint failed ({1})")]
+    Entrypoint(&'static str, ExitStatus),
+}
+
+impl AppError {
+    /// The error a transparent variant hides from the source chain (for
+    /// [`crate::error::exit_code`]).
+    pub fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AppError::Usage(e) => Some(e),
+            AppError::Pod(e) => Some(e),
+            AppError::Stage1(e) => Some(e),
+            AppError::Launch(e) => Some(e),
+            AppError::Image(_, e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> AppError {
+    AppError::Usage(UsageError(msg.into()))
+}
+
+/// Whether the pod manifest asks for a mutable pod.
+pub fn is_mutable(pm: &PodManifest) -> bool {
+    pm.annotations
+        .iter()
+        .any(|a| a.name.as_str() == MUTABLE_ANNOTATION && a.value == "true")
+}
+
+/// Parses `rkt app sandbox`'s flags: `rkt run`'s pod flags, no image.
+pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
+    if let Some(a) = argv.iter().find(|a| *a == "--" || *a == "---") {
+        return Err(UsageError(format!(
+            "app sandbox takes no {a:?} and no image"
+        )));
+    }
+    let mut all = argv.to_vec();
+    all.push(SANDBOX_PLACEHOLDER.to_string());
+    let mut cmd = RunCommand::parse(Mode::Run, &all)?;
+    match cmd.apps.as_slice() {
+        [only] if only.image == SANDBOX_PLACEHOLDER => {}
+        _ => {
+            return Err(UsageError(
+                "app sandbox takes no image (add apps with rkt app add)".into(),
+            ))
+        }
+    }
+    cmd.apps.clear();
+    if cmd.pod.interactive {
+        return Err(UsageError("app sandbox has no terminal app".into()));
+    }
+    if !cmd.pod.ports.is_empty()
+        || !cmd.pod.volumes.is_empty()
+        || !cmd.pod.mounts.is_empty()
+        || cmd.pod.mds_register
+    {
+        return Err(UsageError(
+            "app sandbox: --port, --volume, --mount and --mds-register need the apps; not supported"
+                .into(),
+        ));
+    }
+    cmd.pod.mutable = true;
+    Ok(cmd)
+}
+
+/// Parses `rkt app add UUID IMAGE [app flags] [-- ARGS...]` (rkt's form: the pod and the image
+/// first); `--label K=V` is rkt's spelling of `--user-label`. Returns the UUID and the command
+/// with one app.
+pub fn parse_add(argv: &[String]) -> Result<(String, RunCommand), UsageError> {
+    let bad = || UsageError("usage: rkt app add UUID IMAGE [flags] [-- ARGS...]".into());
+    let (uuid, rest) = argv.split_first().ok_or_else(bad)?;
+    let image = rest.first().ok_or_else(bad)?;
+    if uuid.starts_with('-') || image.starts_with('-') {
+        return Err(bad());
+    }
+    let mut translated = Vec::new();
+    let mut it = rest.iter();
+    for a in it.by_ref() {
+        if a == "--" {
+            translated.push(a.clone());
+            break;
+        }
+        if a == "--mnt-volume" || a.starts_with("--mnt-volume=") {
+            return Err(UsageError(
+                "app add: --mnt-volume is not supported (volumes of apps added to a running pod)"
+                    .into(),
+            ));
+        }
+        translated.push(match a.strip_prefix("--label") {
+            Some(v) if v.is_empty() || v.starts_with('=') => format!("--user-label{v}"),
+            _ => a.clone(),
+        });
+    }
+    translated.extend(it.cloned());
+    let cmd = RunCommand::parse(Mode::Run, &translated)?;
+    if let Some(n) = cmd.apps.iter().find_map(|a| a.name.as_deref()) {
+        if !pod_abi::exec::is_app_name(n) {
+            return Err(UsageError(format!(
+                "invalid app name {n:?} (lower-case letters, digits and inner dashes)"
+            )));
+        }
+    }
+    if cmd.apps.len() != 1 {
+        return Err(UsageError("app add takes one image".into()));
+    }
+    let p = &cmd.pod;
+    if !p.volumes.is_empty() || !p.mounts.is_empty() || !p.ports.is_empty() {
+        return Err(UsageError(
+            "app add: --volume, --mount and --port are not supported".into(),
+        ));
+    }
+    if cmd.apps.iter().any(|a| !a.mounts.is_empty()) {
+        return Err(UsageError("app add: --mount is not supported".into()));
+    }
+    Ok((uuid.clone(), cmd))
+}
+
+/// A running mutable pod with its app lock held.
+struct Locked {
+    pod: Pod,
+    pm: PodManifest,
+    /// Released when dropped.
+    _lock: nix::fcntl::Flock<File>,
+}
+
+fn open_locked(pods: &PodsDir, reference: &str) -> Result<Locked, AppError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pod = pods.open_pod(reference)?;
+    let wrong = |state| PodError::WrongState {
+        uuid: pod.uuid().to_string(),
+        state,
+        wanted: "not running",
+    };
+    if pod.state() != PodState::Running {
+        return Err(wrong(pod.state()).into());
+    }
+    let path = pod.path().join(APP_LOCK);
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| PodError::io("open", &path, e))?;
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| PodError::io("lock", &path, e.into()))?;
+    // The pod may have ended while we waited.
+    if pod.state() != PodState::Running {
+        return Err(wrong(pod.state()).into());
+    }
+    let pm = read_pod_manifest(&pod)?;
+    if !is_mutable(&pm) {
+        return Err(AppError::NotMutable(pod.uuid().to_string()));
+    }
+    Ok(Locked {
+        pod,
+        pm,
+        _lock: lock,
+    })
+}
+
+/// Runs the stage1 app entrypoint `ann` for `app`.
+fn call(
+    pods: &PodsDir,
+    pod: &Pod,
+    ann: &'static str,
+    app: &str,
+    debug: bool,
+) -> Result<(), AppError> {
+    let ep = Entrypoints::read(&pod.paths().stage1_manifest())?;
+    let entry = stage1::image_root(pods.data_dir(), &pod.path())?.join(ep.entrypoint(ann)?);
+    let argv = AppArgs {
+        debug,
+        uuid: pod.uuid().to_string(),
+        app: app.to_string(),
+    }
+    .to_argv();
+    let s = stage1::run_entrypoint(&pod.path(), &entry, &argv)?;
+    if !s.success() {
+        return Err(AppError::Entrypoint(
+            ann.rsplit('/').next().unwrap_or(ann),
+            s,
+        ));
+    }
+    Ok(())
+}
+
+fn read_plan(paths: &PodPaths) -> Result<Plan, AppError> {
+    Plan::read_beneath(&paths.stage1_rootfs()).map_err(AppError::Plan)
+}
+
+fn write_plan(paths: &PodPaths, plan: &Plan) -> Result<(), AppError> {
+    let json =
+        serde_json::to_vec_pretty(plan).map_err(|e| PodError::Config(format!("plan: {e}")))?;
+    write_beneath(
+        &paths.stage1_rootfs(),
+        Path::new(PLAN_IN_STAGE1),
+        &json,
+        0o644,
+    )
+    .map_err(|e| AppError::PodFile(PLAN_IN_STAGE1.into(), e))
+}
+
+/// `stage1/rootfs/opt/stage2/<app>`, the app's directory in the pod.
+fn app_dir_in_pod(paths: &PodPaths, app: &str) -> PathBuf {
+    paths
+        .stage1_rootfs()
+        .join(pod_abi::paths::GUEST_STAGE2_DIR.trim_start_matches('/'))
+        .join(app)
+}
+
+/// Removes the app's tree in the pod and its `appsinfo/<app>`. The tree is removed chrooted to
+/// the pod's root (`tree_copy::beneath_root`): the pod can write there.
+fn remove_app_files(paths: &PodPaths, app: &str) -> Result<(), PodError> {
+    let dir = app_dir_in_pod(paths, app);
+    let inner = Path::new(pod_abi::paths::GUEST_STAGE2_DIR).join(app);
+    super::tree_copy::beneath_root(
+        &paths.stage1_rootfs(),
+        None,
+        || match std::fs::remove_dir_all(&inner) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    )
+    .map_err(|e| PodError::io("remove", &dir, e))?;
+    let info = paths.appsinfo(app);
+    match std::fs::remove_dir_all(&info) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PodError::io("remove", &info, e)),
+        _ => Ok(()),
+    }
+}
+
+/// What `add` needs besides the command line.
+#[derive(Debug, Clone)]
+pub struct AddOptions {
+    /// The data directory (the store).
+    pub data_dir: PathBuf,
+    /// How the image is found (store only; a file is imported).
+    pub fetch: FetchOptions,
+    /// `--debug`.
+    pub debug: bool,
+    /// `--insecure-options=paths`.
+    pub insecure_paths: bool,
+}
+
+/// `rkt app add`: adds the one app of `cmd` to the running mutable pod `reference`; returns
+/// the app's name. Warnings (implicit volumes and the like) go to `warn`.
+pub fn add(
+    pods: &PodsDir,
+    reference: &str,
+    cmd: &RunCommand,
+    o: &AddOptions,
+    warn: &mut dyn FnMut(String),
+) -> Result<String, AppError> {
+    let l = open_locked(pods, reference)?;
+    let app_opts = cmd
+        .apps
+        .first()
+        .ok_or_else(|| usage("app add takes one image"))?;
+    let store = Store::open(&o.data_dir).map_err(LaunchError::OpenStore)?;
+    let rec = fetch_image(&store, &app_opts.image, &o.fetch)
+        .map_err(|e| AppError::Image(app_opts.image.clone(), Box::new(e)))?;
+    let image = store.manifest(&rec).map_err(LaunchError::from)?;
+    let mut sources = EnvSources::default();
+    if cmd.pod.inherit_env {
+        sources.inherited = std::env::vars().collect();
+    }
+    for f in &cmd.pod.set_env_file {
+        sources
+            .from_files
+            .extend(super::manifest::read_env_file(f)?);
+    }
+    sources.set_env = cmd.pod.set_env.clone();
+    let resolved = ResolvedApp {
+        opts: app_opts.clone(),
+        image_id: rec.id.clone(),
+        manifest: image.clone(),
+    };
+    let mut implicit = Vec::new();
+    let one = build_pod_manifest(
+        &super::args::PodOptions::default(),
+        &sources,
+        &[resolved],
+        &mut |w| implicit.push(w),
+    )?;
+    let ra = one
+        .apps
+        .first()
+        .cloned()
+        .ok_or_else(|| usage("app add takes one image"))?;
+    let name = ra.name.as_str().to_string();
+    if !implicit.is_empty() || !ra.mounts.is_empty() {
+        return Err(usage(format!(
+            "app {name}: the image has mount points; volumes are not supported for apps added to a running pod"
+        )));
+    }
+    if l.pm.apps.iter().any(|a| a.name == ra.name) {
+        return Err(usage(format!(
+            "pod {} already has an app named {name}",
+            l.pod.uuid()
+        )));
+    }
+    let rt = RunOptions {
+        insecure_paths: o.insecure_paths,
+        ..Default::default()
+    };
+    let entry = super::plan::build_plan(l.pod.uuid(), &one, &[image], &rt)?
+        .apps
+        .into_iter()
+        .next()
+        .ok_or_else(|| usage("app add takes one image"))?;
+    for a in &entry.ignored_isolators {
+        warn(format!(
+            "app {name}: isolator not implemented, ignored: {a}"
+        ));
+    }
+    let tree = store.render_tree(&rec).map_err(LaunchError::from)?;
+    let paths = l.pod.paths();
+    let mut plan = read_plan(&paths)?;
+    let res = (|| -> Result<(), AppError> {
+        // The tree: the app's directory is made without following a symlink.
+        let dir = layout::secure_target(
+            &paths.stage1_rootfs(),
+            &format!("{}/{name}", pod_abi::paths::GUEST_STAGE2_DIR),
+            false,
+        )?;
+        // The copy runs chrooted to the pod's root: a running kvm guest can write there and
+        // could otherwise swap a directory on the way for a symlink to a host path.
+        let rootfs = dir.join("rootfs");
+        let inner = pod_abi::paths::guest_app_rootfs(&name);
+        super::tree_copy::beneath_root(&paths.stage1_rootfs(), Some(&tree.rootfs), || {
+            match std::fs::remove_dir_all(&inner) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            super::tree_copy::copy_tree(Path::new("."), &inner)
+        })
+        .map_err(|e| PodError::io("copy tree to", &rootfs, e))?;
+        let mbytes =
+            std::fs::read(&tree.manifest).map_err(|e| PodError::io("read", &tree.manifest, e))?;
+        let rel = format!("opt/stage2/{name}/manifest");
+        write_beneath(&paths.stage1_rootfs(), Path::new(&rel), &mbytes, 0o644)
+            .map_err(|e| AppError::PodFile(rel.clone(), e))?;
+        let info = paths.appsinfo(&name);
+        std::fs::create_dir_all(&info).map_err(|e| PodError::io("create", &info, e))?;
+        layout::write_file(&info.join("manifest"), &mbytes)?;
+        layout::write_file(&info.join(layout::APP_TREE_ID), tree.id.as_bytes())?;
+        // The plan, then the manifest: `enter` and `status` find the app once it is there.
+        plan.apps.push(entry);
+        write_plan(&paths, &plan)?;
+        let mut pm = l.pm.clone();
+        pm.apps.push(ra);
+        layout::write_file(&paths.manifest(), &pm.to_json())?;
+        call(pods, &l.pod, ANN_APP_ADD, &name, o.debug)
+    })();
+    if let Err(e) = res {
+        // Undo: the pod is as it was before the request.
+        plan.apps.retain(|a| a.name != name);
+        let _ = write_plan(&paths, &plan);
+        let _ = layout::write_file(&paths.manifest(), &l.pm.to_json());
+        let _ = remove_app_files(&paths, &name);
+        return Err(e);
+    }
+    Ok(name)
+}
+
+fn require_app(l: &Locked, app: &str) -> Result<(), AppError> {
+    if !pod_abi::exec::is_app_name(app) {
+        return Err(usage(format!("invalid app name {app:?}")));
+    }
+    if !l.pm.apps.iter().any(|a| a.name.as_str() == app) {
+        return Err(usage(format!("pod {} has no app {app:?}", l.pod.uuid())));
+    }
+    Ok(())
+}
+
+/// `rkt app start`.
+pub fn start(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
+    let l = open_locked(pods, reference)?;
+    require_app(&l, app)?;
+    call(pods, &l.pod, ANN_APP_START, app, debug)
+}
+
+/// `rkt app stop`: SIGTERM, SIGKILL after the grace period; returns once the app exited.
+pub fn stop(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
+    let l = open_locked(pods, reference)?;
+    require_app(&l, app)?;
+    call(pods, &l.pod, ANN_APP_STOP, app, debug)
+}
+
+/// `rkt app rm`: stops the app if it runs, removes it from the pod.
+pub fn remove(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
+    let l = open_locked(pods, reference)?;
+    require_app(&l, app)?;
+    call(pods, &l.pod, ANN_APP_STOP, app, debug)?;
+    call(pods, &l.pod, ANN_APP_RM, app, debug)?;
+    let paths = l.pod.paths();
+    let mut pm = l.pm.clone();
+    pm.apps.retain(|a| a.name.as_str() != app);
+    layout::write_file(&paths.manifest(), &pm.to_json())?;
+    let mut plan = read_plan(&paths)?;
+    plan.apps.retain(|a| a.name != app);
+    write_plan(&paths, &plan)?;
+    remove_app_files(&paths, app)?;
+    Ok(())
+}
+
+/// One app's state as `rkt app list` and `rkt app status` report it (rkt's `lib.App`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppStatus {
+    /// App name.
+    pub name: String,
+    /// `created`, `running` or `exited`.
+    pub state: String,
+    /// When the app was added (or the pod created), Unix nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    /// When it was started, Unix nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// When it exited, Unix nanoseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// Exit code, once it exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Image ID.
+    pub image_id: String,
+}
+
+/// A decimal Unix-nanoseconds mark the pod wrote at `rel` beneath its stage1 root.
+fn mark(root: &Path, rel: &str) -> Option<i64> {
+    let b = read_beneath(root, Path::new(rel), SMALL_FILE_MAX).ok()?;
+    String::from_utf8_lossy(&b).trim().parse().ok()
+}
+
+/// The apps of `pod` with their states (any pod; a pod not made by `rkt app sandbox` reports
+/// its apps as `rkt status` does).
+pub fn app_statuses(pod: &Pod) -> Result<Vec<AppStatus>, AppError> {
+    let pm = read_pod_manifest(pod)?;
+    let state = pod.state();
+    let paths = pod.paths();
+    let root = paths.stage1_rootfs();
+    let mutable = is_mutable(&pm);
+    let ran = state == PodState::Running || state.is_after_run();
+    let nanos = |t: SystemTime| super::status::unix_nanos(t);
+    let pod_created = pod.created().map(nanos);
+    let pod_started = if ran { pod.started().map(nanos) } else { None };
+    let mut out = Vec::new();
+    for a in &pm.apps {
+        let name = a.name.as_str();
+        let code = if ran {
+            pod_abi::status::read_app_status(&paths.status_dir(), name)
+        } else {
+            None
+        };
+        let (created, started, finished) = if mutable {
+            let created = std::fs::metadata(paths.appsinfo(name))
+                .and_then(|m| m.modified())
+                .ok()
+                .map(nanos);
+            (
+                created,
+                mark(
+                    &root,
+                    &format!("{}/{name}", pod_abi::paths::STARTED_DIR_IN_STAGE1),
+                ),
+                mark(
+                    &root,
+                    &format!("{}/{name}", pod_abi::paths::FINISHED_DIR_IN_STAGE1),
+                ),
+            )
+        } else {
+            (pod_created, pod_started, None)
+        };
+        let state = match (code, state, started) {
+            (Some(_), _, _) => "exited",
+            (None, PodState::Running, Some(_)) => "running",
+            (None, PodState::Running, None) if !mutable => "running",
+            (None, s, _) if s.is_after_run() && (started.is_some() || !mutable) => "exited",
+            _ => "created",
+        };
+        out.push(AppStatus {
+            name: name.to_string(),
+            state: state.to_string(),
+            created_at: created,
+            started_at: started,
+            finished_at: finished,
+            exit_code: code,
+            image_id: a.image.id.clone(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn sandbox_takes_pod_flags_only() {
+        let c = parse_sandbox(&v(&["--net=none", "--hostname=h", "--dns=1.1.1.1"])).unwrap();
+        assert!(c.apps.is_empty() && c.pod.mutable);
+        assert_eq!(c.pod.net, "none");
+        assert_eq!(c.pod.hostname.as_deref(), Some("h"));
+        assert!(parse_sandbox(&v(&["img.aci"])).is_err());
+        assert!(parse_sandbox(&v(&["--", "x"])).is_err());
+        assert!(parse_sandbox(&v(&["--name=x"])).is_err());
+        assert!(parse_sandbox(&v(&["--interactive"])).is_err());
+    }
+
+    #[test]
+    fn sandbox_pods_are_marked_mutable_in_manifest_and_plan() {
+        let cmd = parse_sandbox(&v(&["--net=none"])).unwrap();
+        let pm = build_pod_manifest(&cmd.pod, &EnvSources::default(), &[], &mut |_| {}).unwrap();
+        assert!(is_mutable(&pm));
+        let plan = super::super::plan::build_plan("u", &pm, &[], &RunOptions::default()).unwrap();
+        assert!(plan.mutable && plan.apps.is_empty());
+        let plain = build_pod_manifest(
+            &super::super::args::PodOptions::default(),
+            &EnvSources::default(),
+            &[],
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(!is_mutable(&plain));
+    }
+
+    #[test]
+    fn add_takes_the_pod_then_one_image() {
+        let (u, c) = parse_add(&v(&[
+            "abcd",
+            "img.aci",
+            "--name=web",
+            "--exec=/bin/x",
+            "--label=k=v",
+            "--",
+            "--label=arg",
+        ]))
+        .unwrap();
+        assert_eq!(u, "abcd");
+        assert_eq!(c.apps.len(), 1);
+        let a = &c.apps[0];
+        assert_eq!(a.name.as_deref(), Some("web"));
+        assert_eq!(a.user_labels, vec![("k".to_string(), "v".to_string())]);
+        assert_eq!(a.args.as_deref(), Some(&v(&["--label=arg"])[..]));
+        assert!(parse_add(&v(&["abcd"])).is_err());
+        assert!(parse_add(&v(&["abcd", "img", "--name=Bad_Name"])).is_err());
+        assert!(parse_add(&v(&["--name=x", "abcd", "img"])).is_err());
+        assert!(parse_add(&v(&["abcd", "img", "--mnt-volume=a"])).is_err());
+        assert!(parse_add(&v(&["abcd", "img", "---", "img2"])).is_err());
+    }
+}

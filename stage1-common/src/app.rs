@@ -1,0 +1,136 @@
+//! The app entrypoints' client side (mutable pods, `rkt app add|start|stop|rm`): one app
+//! request over the pod's exec channel (`pod_abi::exec`), answered by an `Exit` frame (0: done)
+//! after any `Error` frames. The flavor supplies the connected stream (ns: the pod directory's
+//! `exec.sock`; kvm: the exec service over vsock).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use pod_abi::exec::{read_room, Frame, FrameReader, Request};
+use pod_abi::stage1::{AppArgs, Entrypoint};
+
+/// How long guest-init may take to answer an app request; a stop waits for the app's grace
+/// period (the plan's, at most a few minutes in practice) before its answer.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A failed app request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Reading or writing the channel failed.
+    #[error("the exec channel failed")]
+    Io(#[source] std::io::Error),
+    /// guest-init refused or failed the request (its reason).
+    #[error("{0}")]
+    Refused(String),
+    /// The channel broke the protocol or closed without an answer.
+    #[error("the exec channel: {0}")]
+    Protocol(String),
+}
+
+/// The request entrypoint `entry` sends for `args`; `None` for entrypoints that are not app
+/// entrypoints.
+pub fn request_for(entry: Entrypoint, args: &AppArgs) -> Option<Request> {
+    let app = args.app.clone();
+    Some(match entry {
+        Entrypoint::AppAdd => Request::AppAdd { app },
+        Entrypoint::AppStart => Request::AppStart { app },
+        Entrypoint::AppStop => Request::AppStop {
+            app,
+            grace_secs: None,
+        },
+        Entrypoint::AppRm => Request::AppRm { app },
+        _ => return None,
+    })
+}
+
+/// Sends `req` on `stream` and waits (at most [`REPLY_TIMEOUT`]) for the answer. Frames are
+/// bounded (`pod_abi::exec::MAX_PAYLOAD`); error texts are cut to one line of 512 bytes.
+pub fn send_request(mut stream: UnixStream, req: &Request) -> Result<(), AppError> {
+    stream.write_all(&req.to_line()).map_err(AppError::Io)?;
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(AppError::Io)?;
+    let mut reader = FrameReader::default();
+    let mut buf = vec![0u8; read_room(&reader)];
+    let mut why: Option<String> = None;
+    loop {
+        while let Some(f) = reader
+            .next_frame()
+            .map_err(|e| AppError::Protocol(e.to_string()))?
+        {
+            match f {
+                Frame::Exit(0) if why.is_none() => return Ok(()),
+                Frame::Exit(c) => {
+                    return Err(AppError::Refused(
+                        why.unwrap_or_else(|| format!("failed with status {c}")),
+                    ))
+                }
+                Frame::Error(t) => {
+                    let line = pod_abi::podfile::first_line(t.as_bytes());
+                    let cut: String = line.chars().take(512).collect();
+                    why = Some(cut);
+                }
+                other => {
+                    return Err(AppError::Protocol(format!("unexpected frame {other:?}")));
+                }
+            }
+        }
+        let room = read_room(&reader);
+        match stream.read(buf.get_mut(..room).unwrap_or_default()) {
+            Ok(0) => {
+                return Err(why
+                    .map(AppError::Refused)
+                    .unwrap_or_else(|| AppError::Protocol("closed before the answer".into())))
+            }
+            Ok(n) => reader.push(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(AppError::Io(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pod_abi::exec::encoded;
+
+    fn serve(answer: Vec<Frame>) -> (UnixStream, std::thread::JoinHandle<Vec<u8>>) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while b.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            for f in answer {
+                b.write_all(&encoded(&f)).unwrap();
+            }
+            line
+        });
+        (a, t)
+    }
+
+    #[test]
+    fn answers_become_results() {
+        let args = AppArgs {
+            debug: false,
+            uuid: "u".into(),
+            app: "web".into(),
+        };
+        let req = request_for(Entrypoint::AppStart, &args).unwrap();
+        let (s, t) = serve(vec![Frame::Exit(0)]);
+        send_request(s, &req).unwrap();
+        assert_eq!(Request::parse(&t.join().unwrap()).unwrap(), req);
+        let (s, _t) = serve(vec![
+            Frame::Error("no app \"web\"\nmore".into()),
+            Frame::Exit(1),
+        ]);
+        let e = send_request(s, &req).unwrap_err();
+        assert_eq!(e.to_string(), "no app \"web\"");
+        let (s, _t) = serve(vec![]);
+        assert!(matches!(send_request(s, &req), Err(AppError::Protocol(_))));
+        assert!(request_for(Entrypoint::Run, &args).is_none());
+    }
+}

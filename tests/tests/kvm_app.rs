@@ -1,0 +1,23 @@
+//! End-to-end under the kvm stage1 (inside `ci/nested-kvm`): the experimental `rkt app`
+//! commands over the vsock exec channel, the same flow as `ns_app.rs`
+//! (`rkt_tests::mutable::app_flow`) in one KVM pod.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use rkt_tests::mutable::{app_flow, start_sandbox};
+use rkt_tests::{E2e, KVM_RUN_TIMEOUT_SECS};
+
+#[test]
+fn kvm_app_sandbox_add_start_exec_stop_rm() {
+    let Some(e) = E2e::require_kvm("kvm_app_sandbox_add_start_exec_stop_rm") else {
+        return;
+    };
+    let limit = Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
+    let (sandbox, uuid) = start_sandbox(&e, &["--net=none"], limit);
+    let t = app_flow(&e, sandbox, &uuid, limit);
+    eprintln!(
+        "TIMING kvm app add {:?}, app start {:?}, app stop {:?}, app rm {:?}",
+        t.add, t.start, t.stop, t.rm
+    );
+}

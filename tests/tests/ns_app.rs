@@ -1,0 +1,51 @@
+//! End-to-end: the experimental `rkt app` commands with the ns stage1 (issue 14, item 5):
+//! refused without `RKT_EXPERIMENT_APP=true`; sandbox -> add two apps -> start, exec, stop,
+//! rm one -> the other still works -> bad adds change nothing -> `rkt stop` + `rkt gc` leave
+//! nothing (`rkt_tests::mutable::app_flow`).
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use rkt_tests::mutable::{app_flow, start_sandbox};
+use rkt_tests::E2e;
+
+#[test]
+fn ns_app_sandbox_add_start_exec_stop_rm() {
+    let Some(e) = E2e::require("ns_app_sandbox_add_start_exec_stop_rm") else {
+        return;
+    };
+    let limit = Duration::from_secs(30);
+    let (sandbox, uuid) = start_sandbox(&e, &["--net=none", "--hostname=sandbox"], limit);
+    let t = app_flow(&e, sandbox, &uuid, limit);
+    eprintln!(
+        "TIMING app add {:?}, app start {:?}, app stop {:?}, app rm {:?}",
+        t.add, t.start, t.stop, t.rm
+    );
+}
+
+#[test]
+fn ns_app_commands_need_the_experiment_variable() {
+    let Some(e) = E2e::require("ns_app_commands_need_the_experiment_variable") else {
+        return;
+    };
+    for args in [
+        &["app", "sandbox", "--net=none"][..],
+        &["app", "list", "abcd"],
+        &["app", "add", "abcd", "img.aci"],
+    ] {
+        let o = e.run(args);
+        assert_eq!(o.status.code(), Some(pod_abi::exit::USAGE), "{args:?}");
+        assert!(
+            rkt_tests::stderr(&o).contains("RKT_EXPERIMENT_APP=true"),
+            "{}",
+            rkt_tests::stderr(&o)
+        );
+    }
+    assert!(
+        !e.dir().join("pods/run").exists()
+            || std::fs::read_dir(e.dir().join("pods/run"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
