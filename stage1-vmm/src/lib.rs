@@ -17,6 +17,7 @@ pub mod confine;
 pub mod device_manager;
 pub mod devices;
 pub mod exit;
+pub mod exit_stats;
 pub mod kvm;
 pub mod memory;
 pub mod net;
