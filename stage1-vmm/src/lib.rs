@@ -19,6 +19,7 @@ pub mod devices;
 pub mod exit;
 pub mod exit_stats;
 pub mod kvm;
+pub mod malloc;
 pub mod memory;
 pub mod net;
 pub mod pod;

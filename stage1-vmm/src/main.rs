@@ -122,6 +122,7 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    stage1_vmm::malloc::limit_arenas();
     if let Some((entry, args)) = stage1_common::entry::select(std::env::args().collect()) {
         let code = stage1_common::entry::dispatch(&stage1_vmm::pod::Kvm, entry, args);
         return stage1_common::entry::exit_code(code);
