@@ -58,7 +58,7 @@ cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 "$mkinit" "$work/initramfs.cpio"
 
-common="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 rkt_test=hold"
+common="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 rkt_test=hold"
 ours=("$VMM" boot --kernel "$kernel" --initramfs "$work/initramfs.cpio" --mem "$mem" --cpus "$cpus"
     --no-stdin --replace-cmdline --cmdline "$common reboot=k" --timeout 300)
 qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off
@@ -134,7 +134,7 @@ done
 echo "VMM memory benchmark: $runs runs each, ${mem} MiB guest, ${cpus} vCPU(s)$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm')"
 for name in ours qemu; do
     echo "largest non-guest mappings of the last $name run (RSS KiB):"
-    tail -n +2 "$work/$name.split" 2>/dev/null | sed 's/^/    /'
+    [ -f "$work/$name.split" ] && sed -n '2,$s/^/    /p' "$work/$name.split"
 done
 col() { awk -v c="$1" '$c != "NA" {print $c}' "$2" | median; }
 for name in ours qemu; do
