@@ -15,16 +15,18 @@
 # re-runs itself under ci/nested-kvm. Inside L1 the root is read-only, so
 # preparation happens on the host first.
 #
-# Environment: CARGO_TARGET_DIR (where the release build is; default
+# Environment: VMM_BIN (default: the static release build of stage1-vmm, as the stage1-kvm
+# image ships it; bench/lib.sh), CARGO_TARGET_DIR (where the release builds are; default
 # <repo>/target), RKT_TEST_KERNEL (default <repo>/build/kernel/vmlinux),
 # BENCH_MEM (MiB, default 256), BENCH_CPUS (default 1).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
+ROOT=$repo
+. "$here/lib.sh"
 runs=${1:-10}
 tgt=${CARGO_TARGET_DIR:-$repo/target}
-vmm=$tgt/release/stage1-vmm
 mkinit=$tgt/release/examples/mk_test_initramfs
 kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
 mem=${BENCH_MEM:-256}
@@ -44,17 +46,19 @@ prepare() {
             { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
     fi
     [ -s "$kernel" ] || "$repo/kernel-config/build.sh" >&2
-    log "building stage1-vmm (release)"
-    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --bin stage1-vmm --example mk_test_initramfs)
+    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    bench_vmm
 }
 
 if [ -z "${NESTED_KVM:-}" ]; then
     prepare
     if ! host_kvm_ok; then
         log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
+        VMM_BIN=$VMM exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
     fi
 fi
+[ -n "${VMM:-}" ] || bench_vmm
+vmm=$VMM
 for f in "$vmm" "$mkinit" "$kernel" /usr/bin/time; do
     [ -e "$f" ] || { log "missing $f (run bench/boot.sh on the host first to prepare)"; exit 1; }
 done
@@ -66,7 +70,7 @@ trap 'rm -rf "$work"' EXIT
 marker=RKT-TEST-INIT-MARKER
 # The same quiet command line for both: stage1-vmm's default line (boot/cmdline.rs) plus the
 # test init's mode; only the reboot method differs.
-common="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 rkt_test=quick"
+common="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 rkt_test=quick"
 # CPU: the host's, without VMX/SVM, as stage1-vmm gives its guests (otherwise a guest kernel
 # with KVM built in spends ~0.4 s setting up nested virtualization).
 qemu_cpu=host,-svm,-vmx

@@ -13,3 +13,17 @@ bench_rkt() {
     (cd "$ROOT" && CARGO_TARGET_DIR="$td" cargo build --release -q -p stage0)
     RKT="$td/release/rkt"
 }
+
+# Sets VMM to the stage1-vmm binary the stage1-kvm image ships: $VMM_BIN if given, else the
+# static release build (as ci/build.sh makes it) in ${CARGO_TARGET_DIR:-$ROOT/target}/static.
+bench_vmm() {
+    if [ -n "${VMM_BIN:-}" ]; then
+        VMM=$VMM_BIN
+        return 0
+    fi
+    local td=${CARGO_TARGET_DIR:-$ROOT/target}/static
+    echo "building stage1-vmm (release, static) in $td ..." >&2
+    (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$td" \
+        cargo build --release -q --target x86_64-unknown-linux-gnu -p stage1-vmm --bin stage1-vmm)
+    VMM="$td/x86_64-unknown-linux-gnu/release/stage1-vmm"
+}

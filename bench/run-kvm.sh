@@ -115,7 +115,7 @@ if [ "$sizes" != 0 ]; then
     "${R[@]}" run --stage1-path="$stage1" "$big_id" >/dev/null 2>&1 || true # renders its tree
 fi
 
-cmdline="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=quick"
+cmdline="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=quick"
 # microvm has no i8042: QEMU ends on a triple fault (reboot=t) with -no-reboot.
 qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off
     -enable-kvm -cpu host -m "$qemu_mem" -smp 1 -nodefaults -no-user-config -nographic -no-reboot

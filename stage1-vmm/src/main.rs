@@ -57,7 +57,8 @@ struct BootArgs {
     no_stdin: bool,
 }
 
-/// Set to `1` to print timings and VM exit counts on stderr after the run.
+/// Set to `1` to print timings and the VM exit profile on stderr after the run (the exit
+/// profile alone: `RKT_VMM_EXIT_STATS=1`).
 const STATS_ENV: &str = "RKT_VMM_STATS";
 
 fn print_report(r: &stage1_vmm::RunReport) {
@@ -69,12 +70,11 @@ fn print_report(r: &stage1_vmm::RunReport) {
         ms(r.teardown),
         r.console.written
     );
-    let total: u64 = r.exits.values().sum();
-    let mut by: Vec<_> = r.exits.iter().collect();
-    by.sort_by(|a, b| b.1.cmp(a.1));
-    eprintln!("stats: {total} exits");
-    for (k, n) in by.iter().take(20) {
-        eprintln!("stats:   {n:>8}  {k:x?}");
+}
+
+fn print_exits(r: &stage1_vmm::RunReport) {
+    for line in r.exit_table() {
+        eprintln!("exits: {line}");
     }
 }
 
@@ -106,8 +106,12 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
             report.console.dropped
         );
     }
-    if std::env::var_os(STATS_ENV).is_some_and(|v| v == "1") {
+    let stats = std::env::var_os(STATS_ENV).is_some_and(|v| v == "1");
+    if stats {
         print_report(&report);
+    }
+    if stats || stage1_vmm::exit_stats::enabled() {
+        print_exits(&report);
     }
     if outcome.is_success() {
         Ok(ExitCode::SUCCESS)
@@ -118,6 +122,7 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    stage1_vmm::malloc::limit_arenas();
     if let Some((entry, args)) = stage1_common::entry::select(std::env::args().collect()) {
         let code = stage1_common::entry::dispatch(&stage1_vmm::pod::Kvm, entry, args);
         return stage1_common::entry::exit_code(code);

@@ -62,21 +62,34 @@ pub enum ExitKind {
     MmioRead(u64),
     /// MMIO write in the 4 KiB page at this address.
     MmioWrite(u64),
+    /// `hlt` (only without an in-kernel irqchip).
+    Hlt,
+    /// KVM_EXIT_SHUTDOWN (triple fault).
+    Shutdown,
+    /// KVM_EXIT_SYSTEM_EVENT of this type (reset, power off, crash).
+    SystemEvent(u32),
     /// KVM_RUN interrupted by a signal (a kick).
     Interrupted,
+    /// Interrupt window, host interrupt, IOAPIC EOI: KVM returned with nothing to do.
+    Spurious,
     /// Anything else.
     Other,
 }
 
-/// VM exits per kind (profiling: `stage1-vmm boot` prints them with `RKT_VMM_STATS=1`).
+/// VM exits per kind (the profile: [`crate::exit_stats`]).
 pub type ExitCounts = BTreeMap<ExitKind, u64>;
 
-fn exit_kind(exit: &VcpuExit<'_>) -> ExitKind {
+/// The kind of `exit`.
+pub fn exit_kind(exit: &VcpuExit<'_>) -> ExitKind {
     match exit {
         VcpuExit::IoIn(port, _) => ExitKind::PioIn(*port),
         VcpuExit::IoOut(port, _) => ExitKind::PioOut(*port),
         VcpuExit::MmioRead(addr, _) => ExitKind::MmioRead(addr & !0xfff),
         VcpuExit::MmioWrite(addr, _) => ExitKind::MmioWrite(addr & !0xfff),
+        VcpuExit::Hlt => ExitKind::Hlt,
+        VcpuExit::Shutdown => ExitKind::Shutdown,
+        VcpuExit::SystemEvent(kind, _) => ExitKind::SystemEvent(*kind),
+        VcpuExit::IrqWindowOpen | VcpuExit::Intr | VcpuExit::IoapicEoi(_) => ExitKind::Spurious,
         _ => ExitKind::Other,
     }
 }
@@ -460,6 +473,26 @@ pub fn run_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_of_exits() {
+        let mut d = [0u8];
+        assert_eq!(
+            exit_kind(&VcpuExit::IoIn(0x3fd, &mut d)),
+            ExitKind::PioIn(0x3fd)
+        );
+        assert_eq!(
+            exit_kind(&VcpuExit::MmioWrite(0xd000_1050, &[0; 4])),
+            ExitKind::MmioWrite(0xd000_1000)
+        );
+        assert_eq!(exit_kind(&VcpuExit::Hlt), ExitKind::Hlt);
+        assert_eq!(
+            exit_kind(&VcpuExit::SystemEvent(2, &[])),
+            ExitKind::SystemEvent(2)
+        );
+        assert_eq!(exit_kind(&VcpuExit::Intr), ExitKind::Spurious);
+        assert_eq!(exit_kind(&VcpuExit::Exception), ExitKind::Other);
+    }
 
     #[test]
     fn gdt_entries_round_trip() {

@@ -211,6 +211,15 @@ pub struct RunReport {
     pub guest: Duration,
     /// From the VM's end to all threads stopped and joined.
     pub teardown: Duration,
+    /// The virtio-mmio slots: (guest physical base, device), for naming MMIO exits.
+    pub mmio_devices: Vec<(u64, &'static str)>,
+}
+
+impl RunReport {
+    /// The exit profile table ([`crate::exit_stats::table`]).
+    pub fn exit_table(&self) -> Vec<String> {
+        crate::exit_stats::table(&self.exits, &self.mmio_devices)
+    }
 }
 
 /// The boot inputs built from a [`VmConfig`] before KVM is touched: the open kernel and
@@ -324,6 +333,8 @@ pub struct Vmm {
     devices: DeviceManager,
     watch: EndWatch,
     created: Instant,
+    /// The virtio-mmio slots taken: (base, device), for the exit profile.
+    mmio_devices: Vec<(u64, &'static str)>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -352,6 +363,7 @@ impl Vmm {
             devices,
             watch,
             created,
+            mmio_devices: Vec::new(),
         };
         for n in &cfg.net {
             let tap = n
@@ -396,12 +408,15 @@ impl Vmm {
     /// Adds a virtio device: a virtio-mmio transport in the next slot, wired to KVM and named on
     /// the kernel command line (see [`DeviceManager::add_virtio_transport`]).
     pub fn add_virtio(&mut self, device: Box<dyn VirtioDevice>) -> Result<MmioSlot, VmmError> {
-        Ok(self.devices.add_virtio(
+        let name = crate::devices::virtio::thread_name(device.device_type());
+        let slot = self.devices.add_virtio(
             &self.machine.vm,
             &self.machine.mem,
             &mut self.boot.cmdline,
             device,
-        )?)
+        )?;
+        self.mmio_devices.push((slot.base, name));
+        Ok(slot)
     }
 
     /// Adds a virtio-mmio transport built by `make(guest memory, irq eventfd)` (another
@@ -443,11 +458,7 @@ impl Vmm {
             let t = threads::spawn(ThreadKind::Vcpu, format!("vcpu{id}"), move || {
                 let mut mine = ExitCounts::new();
                 let end = vcpu::run_loop(&mut fd, &bus, &stop, &mut mine);
-                let mut all = lock(&all_counts);
-                for (k, n) in mine {
-                    *all.entry(k).or_insert(0) += n;
-                }
-                drop(all);
+                crate::exit_stats::merge(&mut lock(&all_counts), &mine);
                 lock(&ends).push((id as u8, end));
                 let _ = wake.write(1);
             })
@@ -470,7 +481,13 @@ impl Vmm {
             setup,
             guest: ended.duration_since(started),
             teardown: ended.elapsed(),
+            mmio_devices: std::mem::take(&mut self.mmio_devices),
         };
+        if log::log_enabled!(log::Level::Debug) {
+            for line in report.exit_table() {
+                log::debug!("exits: {line}");
+            }
+        }
         Ok((outcome, report))
     }
 

@@ -487,11 +487,16 @@ fn start_control(io: ControlIo, plan: &Plan) -> Result<(), PodError> {
 /// Step 9: boots the guest and waits for the VM to end; restores the terminal; after a failure,
 /// prints the kernel's last lines.
 fn boot_and_wait(vmm: Vmm, kernel_tail: &KernelTail) -> Result<VmOutcome, PodError> {
-    let res = vmm.run();
+    let res = vmm.run_report();
     control::restore_terminal();
-    let (outcome, stats) = res?;
-    if stats.dropped > 0 {
-        log::warn!("{} kernel console bytes dropped", stats.dropped);
+    let (outcome, report) = res?;
+    if report.console.dropped > 0 {
+        log::warn!("{} kernel console bytes dropped", report.console.dropped);
+    }
+    if crate::exit_stats::enabled() {
+        for line in report.exit_table() {
+            eprintln!("{PROG}: exits: {line}");
+        }
     }
     if !outcome.is_success() {
         let tail = kernel_tail.lock().unwrap_or_else(|p| p.into_inner());

@@ -40,7 +40,7 @@ pub mod test_utils;
 pub mod vsock;
 mod worker;
 
-pub use worker::WorkerThread;
+pub use worker::{thread_name, WorkerThread};
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
