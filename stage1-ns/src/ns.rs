@@ -68,6 +68,7 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
     }
     let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     unshare(flags).map_err(at("unshare mount/uts/ipc namespaces"))?;
+    pod_abi::trace::phase("stage1-ns", "unshared");
     nix::unistd::sethostname(cfg.hostname).map_err(at(format!("sethostname {}", cfg.hostname)))?;
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
@@ -102,6 +103,7 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
                 source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
             })?;
         }
+        pod_abi::trace::phase("stage1-ns", "cgroups-joined");
     }
     nix::unistd::chdir(cfg.rootfs).map_err(at("chdir to the stage1 root"))?;
     nix::unistd::pivot_root(".", ".").map_err(at("pivot_root into the stage1 root"))?;

@@ -44,6 +44,7 @@ use crate::ns::{enter_pod, NsConfig, PodNet};
 
 /// Runs the pod; returns the pod's exit code.
 pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
+    trace("main");
     let pod_dir = ctx.dir().to_path_buf();
     let pod = ctx.paths();
     let _lock = keep_lock_fd();
@@ -62,6 +63,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         args.net,
         t0.elapsed().as_micros()
     );
+    trace("net");
     let netns_file = match &net.netns {
         Some(p) => Some(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?),
         None => None,
@@ -71,6 +73,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         log::warn!("pod cgroups unavailable: {e}");
         Vec::new()
     });
+    trace("cgroups-created");
     let interactive =
         (args.interactive || plan.interactive) && nix::unistd::isatty(0).unwrap_or(false);
     let pty = if interactive {
@@ -129,6 +132,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         ForkResult::Child => {
             drop(rd);
             drop(go_wr);
+            trace("child");
             let msg = child(
                 &cfg,
                 pty.as_ref().map(|p| p.slave.as_raw_fd()),
@@ -142,6 +146,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         ForkResult::Parent { child } => {
             drop(wr);
             drop(go_rd);
+            trace("forked");
             let pty_master = pty.map(|p| {
                 drop(p.slave);
                 p.master
@@ -157,9 +162,15 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             if let Err(e) = cgroup::gc(&pod_dir) {
                 log::warn!("cannot remove the pod cgroups yet (gc will retry): {e}");
             }
+            trace("cgroups-removed");
             r
         }
     }
+}
+
+/// A start-up phase of this process (`pod_abi::trace`, `RKT_TRACE_PHASES=1`).
+fn trace(phase: &str) {
+    pod_abi::trace::phase("stage1-ns", phase);
 }
 
 /// The signals this process handles (forwarded or acted on) rather than dies of.
@@ -196,6 +207,7 @@ impl Start<'_> {
             let _ = waitpid(child, None);
             bail!("{failure}");
         }
+        trace("init-exec");
         let mut b = [0u8; 1];
         let ready = loop {
             match nix::unistd::read(self.go.as_raw_fd(), &mut b) {
@@ -207,6 +219,7 @@ impl Start<'_> {
         if !ready {
             return Ok(());
         }
+        trace("ready");
         if let Err(e) = self.ctx.write_pid(child.as_raw()) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
@@ -214,6 +227,7 @@ impl Start<'_> {
         }
         // guest-init may already be gone: the supervision that follows tells how it ended.
         let _ = nix::sys::socket::send(self.go.as_raw_fd(), &[START_BYTE], MsgFlags::MSG_NOSIGNAL);
+        trace("started");
         Ok(())
     }
 }
@@ -251,6 +265,7 @@ fn child(cfg: &NsConfig<'_>, slave: Option<RawFd>, argv: &[CString], go: OwnedFd
     if let Err(e) = enter_pod(cfg) {
         return format!("{}: {}", e.step, e.source.desc());
     }
+    trace("namespaces");
     // guest-init inherits its end of the start socket as its `--start-fd`.
     if let Err(e) = fcntl(go.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
         return format!("pass the start socket to guest-init: {}", e.desc());
@@ -293,6 +308,7 @@ fn parent(
         Some(m) => supervise_interactive(child, &sfd, m)?,
         None => supervise(child, &sfd)?,
     };
+    trace("init-exited");
     let ended = match status {
         WaitStatus::Signaled(_, s, _) => format!("guest-init killed by {s:?}"),
         WaitStatus::Exited(_, c) => format!("guest-init exited with status {c}"),

@@ -109,6 +109,7 @@ fn create(
     fetch.keystore = Some(super::fetch::keystore(g));
     fetch.quiet = cmd.pod.quiet;
     let opts = PrepareOptions { data_dir, fetch };
+    pod_abi::trace::phase("rkt", "parsed");
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
 }
