@@ -61,7 +61,7 @@ for line in open(sys.argv[1]):
         walls.append(float(f[3]))
         continue
     # run I rkt-phase MS PROCESS PHASE
-    runs[f[1]].setdefault(f"{f[5]} {f[6]}", float(f[4]))
+    runs[f[1]].setdefault(f"{f[4]} {f[5]}", float(f[3]))
 offsets = collections.defaultdict(list)
 for r in runs.values():
     t0 = r.get("rkt main")

@@ -6,7 +6,8 @@
 //! (`stage1_common::pod::finish`).
 //!
 //! Start-up order (no window in which `pid` names anything but guest-init in its root with the
-//! apps' environments set up, and no app before `pid` exists): the child pivots into the
+//! apps' environments set up, and no app before `pid` exists): this process moves the child
+//! into the pod cgroups ([`cgroup::join`]) while the child pivots into the
 //! stage1 root and execs guest-init with `--start-fd` (one end of a socket pair); the
 //! close-on-exec report pipe reaching EOF tells this process that the exec succeeded;
 //! guest-init sets up every app's environment and sends the ready byte; only then is `pid`
@@ -147,6 +148,14 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             drop(wr);
             drop(go_rd);
             trace("forked");
+            // While the child builds the namespaces (see the module doc); before any app.
+            if let Err((file, e)) = cgroup::join(&cgroups, child.as_raw()) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                let _ = cgroup::gc(&pod_dir);
+                bail!("join cgroup {}: {e}", file.display());
+            }
+            trace("cgroups-joined");
             let pty_master = pty.map(|p| {
                 drop(p.slave);
                 p.master
