@@ -4,7 +4,10 @@
 # median (ms) is reported, and the last line is `RATIO run_ns_vs_crun <rkt/crun>`.
 #
 # Inputs (env): RKT_BIN (build/bin/rkt), RKT_STAGE1_NS_ACI (build/stage1-ns.aci),
-# HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (runs per side, default 20).
+# HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (runs per side, default 20),
+# NET (the pod's --net, default none: a new network namespace with only lo, as crun's default
+# spec gives its container; NET=default adds rkt's CNI ptp network, which crun does not set up,
+# and prints the ratio as run_ns_default_net_vs_crun). bench/phases.sh shows where the time goes.
 # Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +16,7 @@ stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
 hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
 mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
 n=${N:-20}
+net=${NET:-none}
 for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
   [ -f "$f" ] || { echo "run-ns: missing $f (run make build)" >&2; exit 1; }
 done
@@ -33,6 +37,7 @@ if [ "$(dirname "$(dirname "$rkt")")/stage1-ns.aci" -ef "$stage1" ] || [ "$(dirn
 else
   s1=(--stage1-path="$stage1")
 fi
+s1+=(--net="$net")
 R=("$rkt" --dir="$dir" --insecure-options=image)
 
 "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
@@ -82,6 +87,8 @@ done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
 mr=$(median "${rk[@]}")
 mc=$(median "${cr[@]}")
-printf 'rkt run --stage1=ns  median %d.%03d ms (n=%d)\n' $((mr / 1000)) $((mr % 1000)) "$n"
+printf 'rkt run --stage1=ns --net=%s  median %d.%03d ms (n=%d)\n' "$net" $((mr / 1000)) $((mr % 1000)) "$n"
 printf 'crun run             median %d.%03d ms (n=%d)\n' $((mc / 1000)) $((mc % 1000)) "$n"
-echo "RATIO run_ns_vs_crun $(awk -v a="$mr" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"
+name=run_ns_vs_crun
+[ "$net" = none ] || name=run_ns_${net//[^a-z0-9]/_}_net_vs_crun
+echo "RATIO $name $(awk -v a="$mr" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"

@@ -151,6 +151,7 @@ fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
     if let Err(e) = spec.identity.assume() {
         return (SETUP_FAILED, e.to_string());
     }
+    pod_abi::trace::phase("app", "exec");
     command.exec()
 }
 

@@ -37,6 +37,7 @@ const HVC_STDOUT: &str = Channel::AppStdout.guest_device();
 const HVC_STDERR: &str = Channel::AppStderr.guest_device();
 
 fn main() {
+    pod_abi::trace::phase("guest-init", "main");
     let args = match InitArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
@@ -109,6 +110,7 @@ fn run(
         attach_interactive_console(&mut env);
     }
     let codes = supervisor::run(&plan, env, signals);
+    pod_abi::trace::phase("guest-init", "apps-exited");
     if args.flavor == Flavor::Ns {
         sync_pod_filesystems(&plan);
     }
@@ -384,5 +386,6 @@ fn finish(flavor: Flavor, code: i32) -> ! {
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
         info!("reboot failed");
     }
+    pod_abi::trace::phase("guest-init", "exit");
     std::process::exit(code)
 }

@@ -122,10 +122,12 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         });
     }
     if let Some(gate) = sup.env.start.take() {
+        pod_abi::trace::phase("guest-init", "ready");
         if !ready_then_wait_for_start(&gate) {
             info!("the stage1 host side ended before starting the pod; no app starts");
             return sup.apps.iter().map(|_| None).collect();
         }
+        pod_abi::trace::phase("guest-init", "started");
     }
     if let Some(l) = sup.env.exec_listener.take() {
         match crate::exec_service::start(l, &sup.plan) {

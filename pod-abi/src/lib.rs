@@ -15,4 +15,5 @@ pub mod plan;
 pub mod podfile;
 pub mod stage1;
 pub mod status;
+pub mod trace;
 pub mod vsock;

@@ -9,7 +9,8 @@
 //! at most `cap` bytes are read. No call blocks on anything the pod controls.
 //!
 //! [`write_atomic`] is the one atomic write (temporary file, fsync, rename, fsync of the
-//! directory) used by the stage1 host sides and guest-init.
+//! directory) used by the stage1 host sides and guest-init; [`write_atomic_unsynced`] is the
+//! same without the fsyncs, for files that do not outlive a boot.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -309,6 +310,16 @@ fn is_symlink_at(dir: libc::c_int, name: &CString) -> bool {
 /// a symlink), fsync, rename over `path`, fsync of the directory. The temporary file is removed
 /// on error.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_via_temp(path, data, true)
+}
+
+/// [`write_atomic`] without the two fsyncs, for files that mean nothing after a reboot (a
+/// running pod's `pid`): readers still see the old content or the new one, never a part.
+pub fn write_atomic_unsynced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_via_temp(path, data, false)
+}
+
+fn write_via_temp(path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -324,12 +335,17 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
         return res;
+    }
+    if !sync {
+        return Ok(());
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // Durability of the rename; a failure here does not undo the write.
@@ -462,6 +478,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "0\n");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
         assert!(write_atomic(&d.path().join("nodir/x"), b"").is_err());
+        write_atomic_unsynced(&p, b"7\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "7\n");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        assert!(write_atomic_unsynced(&d.path().join("nodir/x"), b"").is_err());
         assert_eq!(first_line(b" bad plan \nmore"), "bad plan");
     }
 }

@@ -7,6 +7,7 @@ mod commands;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    pod_abi::trace::phase("rkt", "main");
     let code = cli::main();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

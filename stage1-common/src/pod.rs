@@ -41,7 +41,8 @@ impl PodContext {
     }
     /// Writes the `pid` file (decimal, newline) atomically.
     pub fn write_pid(&self, pid: i32) -> std::io::Result<()> {
-        crate::write_atomic(&self.paths.pid(), format!("{pid}\n").as_bytes())
+        // No fsync: a pod does not outlive a reboot, and this is on the start path.
+        pod_abi::podfile::write_atomic_unsynced(&self.paths.pid(), format!("{pid}\n").as_bytes())
     }
     /// Reads the `pid` file (bounded, no symlinks, must hold a positive number).
     pub fn read_pid(&self) -> Result<i32, PodFileError> {

@@ -28,6 +28,7 @@ impl Stage1 for Ns {
         if args.mds_token.is_some() {
             stage1_common::metadata::unregister(&args.uuid);
         }
+        pod_abi::trace::phase("stage1-ns", "exit");
         res
     }
     fn stop(&self, pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {

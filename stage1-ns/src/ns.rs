@@ -1,8 +1,10 @@
 //! Building the pod's namespaces inside the child that becomes guest-init: the pod's network
 //! namespace (joined when `crate::net` made one, new with `lo` up for `--net=none`, the host's
-//! for `--net=host`), new mount, UTS and IPC namespaces, hostname, `/` made rprivate, the
-//! stage1 root bound onto itself, the pod cgroups bound at `/rkt/cgroup/<name>` and joined, then
-//! `pivot_root` into the stage1 root. Errors carry the step that failed.
+//! for `--net=host`), new mount, UTS and IPC namespaces (one `unshare` with the new network
+//! namespace), hostname, `/` made rprivate, the stage1 root bound onto itself, the pod cgroups
+//! bound at `/rkt/cgroup/<name>`, then `pivot_root` into the stage1 root. The launcher moves
+//! this process into the pod cgroups meanwhile (`crate::cgroup::join`). Errors carry the step
+//! that failed.
 
 use std::path::Path;
 
@@ -47,27 +49,28 @@ pub struct NsConfig<'a> {
     pub hostname: &'a str,
     /// The pod's network namespace.
     pub net: PodNet,
-    /// Pod cgroups to bind and join.
+    /// Pod cgroups to bind (the launcher joins them, [`crate::cgroup::join`]).
     pub cgroups: &'a [PodCgroup],
 }
 
 /// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
 /// process inside the stage1 root with cwd `/`.
 pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
-    match cfg.net {
-        PodNet::Host => {}
-        PodNet::New => {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(at("unshare the network namespace"))?;
-            cni::netns::loopback_up().map_err(at("bring up lo"))?;
-        }
-        PodNet::Join(fd) => {
-            // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
-            let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(at("join the pod's netns"))?;
-        }
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if let PodNet::Join(fd) = cfg.net {
+        // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
+        let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::sched::setns(ns, CloneFlags::CLONE_NEWNET).map_err(at("join the pod's netns"))?;
     }
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    unshare(flags).map_err(at("unshare mount/uts/ipc namespaces"))?;
+    if cfg.net == PodNet::New {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    // One call: each namespace unshared separately costs the kernel's setup again.
+    unshare(flags).map_err(at("unshare net/mount/uts/ipc namespaces"))?;
+    pod_abi::trace::phase("stage1-ns", "unshared");
+    if cfg.net == PodNet::New {
+        cni::netns::loopback_up().map_err(at("bring up lo"))?;
+    }
     nix::unistd::sethostname(cfg.hostname).map_err(at(format!("sethostname {}", cfg.hostname)))?;
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
@@ -97,10 +100,6 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
             let _ = std::fs::create_dir_all(&t);
             mount(Some(&cg.dir), &t, none, MsFlags::MS_BIND, none)
                 .map_err(at(format!("bind cgroup {}", cg.dir.display())))?;
-            std::fs::write(&cg.join, "0").map_err(|e| NsError {
-                step: format!("join cgroup {}", cg.join.display()),
-                source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            })?;
         }
     }
     nix::unistd::chdir(cfg.rootfs).map_err(at("chdir to the stage1 root"))?;

@@ -6,7 +6,8 @@
 //! (`stage1_common::pod::finish`).
 //!
 //! Start-up order (no window in which `pid` names anything but guest-init in its root with the
-//! apps' environments set up, and no app before `pid` exists): the child pivots into the
+//! apps' environments set up, and no app before `pid` exists): this process moves the child
+//! into the pod cgroups ([`cgroup::join`]) while the child pivots into the
 //! stage1 root and execs guest-init with `--start-fd` (one end of a socket pair); the
 //! close-on-exec report pipe reaching EOF tells this process that the exec succeeded;
 //! guest-init sets up every app's environment and sends the ready byte; only then is `pid`
@@ -44,6 +45,7 @@ use crate::ns::{enter_pod, NsConfig, PodNet};
 
 /// Runs the pod; returns the pod's exit code.
 pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
+    trace("main");
     let pod_dir = ctx.dir().to_path_buf();
     let pod = ctx.paths();
     let _lock = keep_lock_fd();
@@ -62,6 +64,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         args.net,
         t0.elapsed().as_micros()
     );
+    trace("net");
     let netns_file = match &net.netns {
         Some(p) => Some(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?),
         None => None,
@@ -71,6 +74,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         log::warn!("pod cgroups unavailable: {e}");
         Vec::new()
     });
+    trace("cgroups-created");
     let interactive =
         (args.interactive || plan.interactive) && nix::unistd::isatty(0).unwrap_or(false);
     let pty = if interactive {
@@ -137,6 +141,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         ForkResult::Child => {
             drop(rd);
             drop(go_wr);
+            trace("child");
             let msg = child(
                 &cfg,
                 pty.as_ref().map(|p| p.slave.as_raw_fd()),
@@ -152,6 +157,15 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             drop(wr);
             drop(go_rd);
             drop(exec_listener);
+            trace("forked");
+            // While the child builds the namespaces (see the module doc); before any app.
+            if let Err((file, e)) = cgroup::join(&cgroups, child.as_raw()) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                let _ = cgroup::gc(&pod_dir);
+                bail!("join cgroup {}: {e}", file.display());
+            }
+            trace("cgroups-joined");
             let pty_master = pty.map(|p| {
                 drop(p.slave);
                 p.master
@@ -167,9 +181,15 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             if let Err(e) = cgroup::gc(&pod_dir) {
                 log::warn!("cannot remove the pod cgroups yet (gc will retry): {e}");
             }
+            trace("cgroups-removed");
             r
         }
     }
+}
+
+/// A start-up phase of this process (`pod_abi::trace`, `RKT_TRACE_PHASES=1`).
+fn trace(phase: &str) {
+    pod_abi::trace::phase("stage1-ns", phase);
 }
 
 /// The signals this process handles (forwarded or acted on) rather than dies of.
@@ -206,6 +226,7 @@ impl Start<'_> {
             let _ = waitpid(child, None);
             bail!("{failure}");
         }
+        trace("init-exec");
         let mut b = [0u8; 1];
         let ready = loop {
             match nix::unistd::read(self.go.as_raw_fd(), &mut b) {
@@ -217,6 +238,7 @@ impl Start<'_> {
         if !ready {
             return Ok(());
         }
+        trace("ready");
         if let Err(e) = self.ctx.write_pid(child.as_raw()) {
             let _ = kill(child, Signal::SIGKILL);
             let _ = waitpid(child, None);
@@ -224,6 +246,7 @@ impl Start<'_> {
         }
         // guest-init may already be gone: the supervision that follows tells how it ended.
         let _ = nix::sys::socket::send(self.go.as_raw_fd(), &[START_BYTE], MsgFlags::MSG_NOSIGNAL);
+        trace("started");
         Ok(())
     }
 }
@@ -267,6 +290,7 @@ fn child(
     if let Err(e) = enter_pod(cfg) {
         return format!("{}: {}", e.step, e.source.desc());
     }
+    trace("namespaces");
     // guest-init inherits its end of the start socket as its `--start-fd`.
     if let Err(e) = fcntl(go.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
         return format!("pass the start socket to guest-init: {}", e.desc());
@@ -314,6 +338,7 @@ fn parent(
         Some(m) => supervise_interactive(child, &sfd, m)?,
         None => supervise(child, &sfd)?,
     };
+    trace("init-exited");
     let ended = match status {
         WaitStatus::Signaled(_, s, _) => format!("guest-init killed by {s:?}"),
         WaitStatus::Exited(_, c) => format!("guest-init exited with status {c}"),

@@ -116,6 +116,7 @@ pub(super) fn create_from(
     fetch.keystore = Some(super::fetch::keystore(g));
     fetch.quiet = cmd.pod.quiet;
     let opts = PrepareOptions { data_dir, fetch };
+    pod_abi::trace::phase("rkt", "parsed");
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
     Ok((pod, cmd, debug, opts.fetch.insecure.paths))
 }

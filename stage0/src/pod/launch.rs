@@ -170,6 +170,7 @@ impl PreparedPod {
             )));
         }
         let store = Store::open(&opts.data_dir).map_err(LaunchError::OpenStore)?;
+        pod_abi::trace::phase("rkt", "store-open");
         let mut sources = EnvSources::default();
         if cmd.pod.inherit_env {
             sources.inherited = std::env::vars().collect();
@@ -195,6 +196,7 @@ impl PreparedPod {
                 manifest: m,
             });
         }
+        pod_abi::trace::phase("rkt", "app-images");
         let s1rec = stage1::select(&store, &cmd.pod.stage1, &opts.fetch)?;
         notice(Notice::Debug(format!(
             "stage1 image {} ({})",
@@ -204,6 +206,7 @@ impl PreparedPod {
         let s1m = store.manifest(&s1rec)?;
         Entrypoints::from_manifest(s1m).entrypoint(pod_abi::stage1::ANN_RUN)?;
         let stage1 = tree_of(&store, &s1rec)?;
+        pod_abi::trace::phase("rkt", "stage1-image");
         let pm = manifest::build_pod_manifest(&cmd.pod, &sources, &resolved, &mut |w| {
             notice(Notice::Warning(w))
         })?;
@@ -226,6 +229,7 @@ impl PreparedPod {
             pod.path().display()
         )));
         let copied = layout::write_prepared(&pod.paths(), &pm, &stage1, &apps, overlay)?;
+        pod_abi::trace::phase("rkt", "pod-written");
         if !overlay {
             notice(Notice::Debug(format!(
                 "trees copied into the pod: {} files reflinked, {} copied, {} bytes",
@@ -309,6 +313,7 @@ impl PreparedPod {
         };
         let root = self.pod.path();
         let _ = std::io::stdout().flush();
+        pod_abi::trace::phase("rkt", "exec-stage1");
         let err = stage1::exec_run(&root, &entry, &args, self.pod.into_lock_fd());
         let _ = std::fs::write(root.join(pod_abi::paths::POD_FAILURE), format!("{err}\n"));
         err.into()
@@ -346,6 +351,7 @@ impl PreparedPod {
         }
         layout::mount_rootfs(&paths, &pm, &trees.stage1, &trees.apps)?;
         layout::mount_volumes(&paths, &pm, &plan)?;
+        pod_abi::trace::phase("rkt", "mounted");
         layout::write_plan(&paths, &plan)?;
         let ep = Entrypoints::read(&paths.stage1_manifest())?;
         // From the store's read-only tree, never from the pod's writable stage1/rootfs.

@@ -261,11 +261,17 @@ impl Db {
         Ok(n > 0)
     }
 
+    /// Sets an image's last-used time without an fsync (WAL with `synchronous=NORMAL` for this
+    /// one commit): a last-used time lost to a power cut is harmless, and this runs on the
+    /// start path of every pod. The index stays consistent either way.
     pub(crate) fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let r = self.conn.execute(
             "UPDATE images SET last_used = ?2 WHERE id = ?1",
             params![id, now],
-        )?;
+        );
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        r?;
         Ok(())
     }
 

@@ -242,6 +242,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Resolution of an image's last-used time, in nanoseconds (one minute; `image gc` grace
+/// periods are hours).
+pub const LAST_USED_RESOLUTION_NS: i64 = 60 * 1_000_000_000;
+
 /// Current time as Unix nanoseconds.
 pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()
@@ -564,9 +568,15 @@ impl Store {
         Ok(())
     }
 
-    /// Records that the image was used now (for `image gc` and `image list`).
+    /// Records that the image was used now (for `image gc` and `image list`), to within
+    /// [`LAST_USED_RESOLUTION_NS`]: a record used more recently than that is not written again,
+    /// so that starting pods of an already-rendered image writes nothing to the store.
     pub fn touch_last_used(&self, rec: &ImageRecord) -> Result<(), StoreError> {
-        self.db().touch(&rec.id, now_nanos())
+        let now = now_nanos();
+        if now.saturating_sub(rec.last_used) < LAST_USED_RESOLUTION_NS {
+            return Ok(());
+        }
+        self.db().touch(&rec.id, now)
     }
 
     /// HTTP caching data remembered for `url`, if any.

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Where the time of `rkt run --stage1=ns` of the hello image goes: N runs with
+# RKT_TRACE_PHASES=1 (pod_abi::trace: rkt, stage1-ns, guest-init and the app's exec print
+# `rkt-phase <monotonic ms> <process> <phase>` on stderr), then per phase the median time since
+# `rkt main` and the median step from the phase before. With STRACE=1 one more run is traced:
+# `strace -f -tt` and `strace -f -c` files in $OUT (default: a new /tmp directory, kept).
+#
+# Inputs (env): RKT_BIN (build/bin/rkt), RKT_STAGE1_NS_ACI (build/stage1-ns.aci),
+# HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (runs, default 20),
+# NET (the pod's --net, default none: a new network namespace with lo only, as crun's default
+# spec; NET=default adds the CNI ptp + host-local + ipMasq setup). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
+stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
+hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
+mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
+n=${N:-20}
+net=${NET:-none}
+for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
+  [ -f "$f" ] || { echo "phases: missing $f (run make build)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "phases: needs root" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/rkt-bench-phases.XXXXXX)
+dir=$work/data
+out=${OUT:-$(mktemp -d /tmp/rkt-phases-out.XXXXXX)}
+mkdir -p "$out"
+cleanup() {
+  "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+R=("$rkt" --dir="$dir" --insecure-options=image)
+S=(--stage1-path="$stage1" --net="$net")
+"$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
+  --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
+"${R[@]}" fetch "$work/hello.aci" >/dev/null 2>&1
+# Warm-up: imports the stage1 image and renders both trees once.
+"${R[@]}" run "${S[@]}" example.com/bench-hello >/dev/null 2>&1
+"${R[@]}" gc --grace-period=0s >/dev/null 2>&1
+
+: >"$out/phases.txt"
+for i in $(seq 1 "$n"); do
+  t0=$(date +%s%N)
+  RKT_TRACE_PHASES=1 "${R[@]}" run "${S[@]}" example.com/bench-hello >/dev/null 2>"$work/err"
+  t1=$(date +%s%N)
+  echo "run $i wall_ms $(( (t1 - t0) / 1000 ))e-3" >>"$out/phases.txt"
+  grep '^rkt-phase ' "$work/err" | sed "s/^/run $i /" >>"$out/phases.txt" || true
+  "${R[@]}" gc --grace-period=0s >/dev/null 2>&1
+done
+
+python3 - "$out/phases.txt" <<'EOF'
+import collections, statistics, sys
+runs = collections.defaultdict(dict)
+walls = []
+for line in open(sys.argv[1]):
+    f = line.split()
+    if f[2] == "wall_ms":
+        walls.append(float(f[3]))
+        continue
+    # run I rkt-phase MS PROCESS PHASE
+    runs[f[1]].setdefault(f"{f[4]} {f[5]}", float(f[3]))
+offsets = collections.defaultdict(list)
+for r in runs.values():
+    t0 = r.get("rkt main")
+    if t0 is None:
+        continue
+    for k, v in r.items():
+        offsets[k].append(v - t0)
+rows = sorted((statistics.median(v), k) for k, v in offsets.items())
+print(f"{'phase (process phase)':32} {'at ms':>8} {'step ms':>8}   (medians of {len(runs)} runs)")
+prev = 0.0
+for at, k in rows:
+    print(f"{k:32} {at:8.2f} {at - prev:8.2f}")
+    prev = at
+print(f"{'wall (shell, fork to exit)':32} {statistics.median(walls):8.2f}")
+EOF
+echo "phase lines: $out/phases.txt" >&2
+
+if [ "${STRACE:-0}" = 1 ]; then
+  command -v strace >/dev/null || { echo "phases: strace not installed" >&2; exit 1; }
+  strace -f -tt -o "$out/strace-tt.txt" "${R[@]}" run "${S[@]}" example.com/bench-hello >/dev/null 2>&1
+  "${R[@]}" gc --grace-period=0s >/dev/null 2>&1
+  strace -f -c -o "$out/strace-c.txt" "${R[@]}" run "${S[@]}" example.com/bench-hello >/dev/null 2>&1
+  head -25 "$out/strace-c.txt"
+  echo "strace: $out/strace-tt.txt $out/strace-c.txt" >&2
+fi
