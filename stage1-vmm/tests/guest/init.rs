@@ -6,6 +6,7 @@
 //! line (the kernel hands unknown `key=value` parameters to init as environment):
 //! - `report` (default): mounts /proc, prints `NCPUS=<n>` and `MEMTOTAL_KB=<n>`, reboots;
 //! - `quick`: reboots at once (the benchmark);
+//! - `hold`: stays up doing nothing (bench/density.sh: the memory of an idle booted guest);
 //! - `exit`: exits with status 3, so the kernel panics ("Attempted to kill init!");
 //! - `dmesg`: prints the kernel log buffer (read with syslog(2), so it never went through the
 //!   console), then reboots: profile a quiet boot with `initcall_debug`;
@@ -182,6 +183,9 @@ fn main() {
     let mode = std::env::var("rkt_test").unwrap_or_else(|_| "report".into());
     match mode.as_str() {
         "quick" => do_reboot(),
+        "hold" => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
         "dmesg" => {
             let mut buf = vec![0u8; 1 << 20];
             // SAFETY: SYSLOG_ACTION_READ_ALL (3) writes at most `len` bytes into `buf`.
