@@ -15,8 +15,10 @@ const ALLOC_MIB: u64 = 200;
 /// How far above its idle RSS the VMM may stay once the guest reported (KiB): 48 MiB, for the
 /// page cache and slab the app's run left behind and blocks not yet reported.
 const BOUND_KIB: i64 = 48 << 10;
-/// How long the guest has to report the freed memory (seconds; reporting waits ~2 s).
-const REPORT_WAIT_SECS: u64 = 60;
+/// How long the guest has to report the freed memory (seconds): Linux reports ~2 s after a free,
+/// then in passes 2 s apart (mm/page_reporting.c: "all pages on an idle system in about 30
+/// seconds"); TCG emulation makes that slower.
+const REPORT_WAIT_SECS: u64 = 120;
 
 /// `Rss:` of `/proc/PID/smaps_rollup` (KiB).
 fn rss_kib(pid: i32) -> i64 {
