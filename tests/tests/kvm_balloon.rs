@@ -51,7 +51,10 @@ fn kvm_freed_guest_memory_returns_to_the_host() {
     std::fs::create_dir(&mark).unwrap();
     let img = e.pod_check_image("balloon.aci", |s| s.mount_point("mark", "/mark", false));
     let uuid_file = e.path("uuid");
+    // --debug: the guest kernel's log (the balloon's probe, "Free page reporting enabled") and
+    // the VMM's device log reach stderr, printed below.
     let args = vec![
+        "--debug".to_string(),
         "run".to_string(),
         e.stage1_flag(),
         format!("--uuid-file-save={}", uuid_file.display()),
@@ -93,6 +96,12 @@ fn kvm_freed_guest_memory_returns_to_the_host() {
     let uuid = uuid_of(&uuid_file);
     let s = e.run(&["stop", &uuid]);
     let o = wait_output(run, Duration::from_secs(60));
+    for l in stderr(&o).lines().filter(|l| {
+        let l = l.to_ascii_lowercase();
+        l.contains("balloon") || l.contains("page reporting") || l.contains("virtio-mmio")
+    }) {
+        eprintln!("  | {l}");
+    }
     assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
     assert!(
         peak >= before + ((ALLOC_MIB as i64 * 3 / 4) << 10),

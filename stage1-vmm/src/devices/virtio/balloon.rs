@@ -42,6 +42,8 @@ pub const VIRTIO_BALLOON_F_REPORTING: u32 = 5;
 pub const PAGE_SIZE: u64 = 4096;
 /// Config space: `num_pages` and `actual`, le32 each (bytes).
 const CONFIG_LEN: usize = 8;
+/// Reports logged at debug level per activation (count; the guest sends as many as it likes).
+const DEBUG_REPORTS: u32 = 20;
 /// Offset of `actual` in the config space (bytes).
 const ACTUAL_OFFSET: u64 = 4;
 
@@ -127,6 +129,7 @@ impl VirtioDevice for Balloon {
             interrupt: args.interrupt.clone(),
             stats: self.stats.clone(),
             log_limit: LogLimiter::default(),
+            debug_reports: 0,
         };
         self.worker = Some(worker::spawn(
             &args.thread,
@@ -152,6 +155,8 @@ struct BalloonWorker {
     interrupt: Interrupt,
     stats: Arc<ReportStats>,
     log_limit: LogLimiter,
+    /// Reports logged at debug level so far (the first [`DEBUG_REPORTS`] are).
+    debug_reports: u32,
 }
 
 /// Why a reported range was not discarded.
@@ -249,8 +254,17 @@ impl BalloonWorker {
             };
             let head = chain.head_index();
             if qi == REPORTING_QUEUE {
+                let mut ranges = 0u32;
                 for desc in chain {
                     self.report(&mem, desc.addr(), u64::from(desc.len()));
+                    ranges += 1;
+                }
+                if self.debug_reports < DEBUG_REPORTS {
+                    self.debug_reports += 1;
+                    log::debug!(
+                        "virtio-balloon: report of {ranges} ranges; {} bytes discarded so far",
+                        self.stats.discarded_bytes.load(Ordering::Relaxed)
+                    );
                 }
             } else {
                 guest_warn!(
