@@ -303,6 +303,9 @@ impl BalloonWorker {
 
 impl Worker for BalloonWorker {
     fn queue_event(&mut self, _epoll: &Epoll, queue: usize) -> Result<Drain, DeviceError> {
+        if self.debug_reports < DEBUG_REPORTS {
+            log::debug!("virtio-balloon: queue {queue} notified");
+        }
         self.drain(queue)
             .map_err(|source| DeviceError::Queue { queue, source })
     }
