@@ -28,6 +28,7 @@ bench: build
 	bash bench/verify.sh
 	bash bench/no-overlay.sh
 	bash bench/enter.sh
+	bash bench/density.sh
 
 # Every fuzz target for FUZZ_SECS seconds each (default 300); crashes land in fuzz/artifacts/.
 fuzz:

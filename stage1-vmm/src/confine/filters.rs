@@ -310,6 +310,8 @@ pub enum Profile {
     NetWorker,
     /// `ThreadKind::DeviceWorker(TYPE_VSOCK)`.
     VsockWorker,
+    /// `ThreadKind::DeviceWorker(TYPE_BALLOON)`.
+    BalloonWorker,
     /// `ThreadKind::Console`.
     Console,
     /// `ThreadKind::Signals`.
@@ -322,13 +324,14 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, in `repr` order.
-    pub const ALL: [Profile; 10] = [
+    pub const ALL: [Profile; 11] = [
         Profile::Vcpu,
         Profile::FsWorker,
         Profile::ConsoleWorker,
         Profile::BlockWorker,
         Profile::NetWorker,
         Profile::VsockWorker,
+        Profile::BalloonWorker,
         Profile::Console,
         Profile::Signals,
         Profile::Stdin,
@@ -344,6 +347,7 @@ impl Profile {
             Profile::BlockWorker => "virtio-blk worker",
             Profile::NetWorker => "virtio-net worker",
             Profile::VsockWorker => "virtio-vsock worker",
+            Profile::BalloonWorker => "virtio-balloon worker",
             Profile::Console => "console writer",
             Profile::Signals => "signals",
             Profile::Stdin => "stdin",
@@ -360,6 +364,8 @@ impl Profile {
             Profile::BlockWorker => &[&RUNTIME, &EVENT_LOOP, &BLOCK_IO],
             Profile::NetWorker => &[&RUNTIME, &EVENT_LOOP, &NET_IO],
             Profile::VsockWorker => &[&RUNTIME, &EVENT_LOOP, &VSOCK_IO],
+            // Its `madvise` of reported guest pages is the runtime group's (the allocator's).
+            Profile::BalloonWorker => &[&RUNTIME, &EVENT_LOOP],
             Profile::Console => &[&RUNTIME, &WRITER],
             Profile::Signals => &[&RUNTIME, &SIGNAL_WAIT, &TERMINAL],
             Profile::Stdin => &[&RUNTIME, &STDIN_COPY, &TERMINAL],

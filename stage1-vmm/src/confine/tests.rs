@@ -8,7 +8,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use super::*;
-use crate::devices::virtio::{TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK};
+use crate::devices::virtio::{
+    TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK,
+};
 
 /// Names the case the child runs.
 const CASE_ENV: &str = "RKT_VMM_TEST_SECCOMP_CASE";
@@ -74,7 +76,7 @@ impl Forbidden {
 }
 
 /// The cases: (name, thread kind or `None` for the main thread, forbidden call).
-const CASES: [(&str, Option<ThreadKind>, Forbidden); 10] = [
+const CASES: [(&str, Option<ThreadKind>, Forbidden); 11] = [
     ("vcpu", Some(ThreadKind::Vcpu), Forbidden::Ioctl),
     (
         "fs",
@@ -101,6 +103,11 @@ const CASES: [(&str, Option<ThreadKind>, Forbidden); 10] = [
         "vsock",
         Some(ThreadKind::DeviceWorker(TYPE_VSOCK)),
         Forbidden::Socket,
+    ),
+    (
+        "balloon",
+        Some(ThreadKind::DeviceWorker(TYPE_BALLOON)),
+        Forbidden::OpenByName,
     ),
     ("console", Some(ThreadKind::Console), Forbidden::OpenByName),
     ("signals", Some(ThreadKind::Signals), Forbidden::Socket),
@@ -233,6 +240,11 @@ fn the_signal_thread_dies_on_socket() {
 #[test]
 fn the_stdin_thread_dies_on_open_by_name() {
     expect_killed("stdin");
+}
+
+#[test]
+fn the_balloon_worker_dies_on_open_by_name() {
+    expect_killed("balloon");
 }
 
 #[test]

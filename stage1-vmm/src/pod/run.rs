@@ -8,7 +8,7 @@
 //! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm);
 //! [`jail_vmm`] pivots into the pod directory;
 //! [`attach_devices`] adds hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`,
-//! the virtio-vsock device (`/pod/vsock.sock`) and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
+//! the virtio-vsock device (`/pod/vsock.sock`), the balloon (free page reporting) and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
 //! [`boot_and_wait`] runs the VM (the main thread confines itself once the vCPUs run);
 //! [`finish`] turns its end into the pod's exit code.
 
@@ -25,6 +25,7 @@ use super::{
     control, jail, record_failure, set_failure_path, sizing, write_atomic, PodError, PROG,
 };
 use crate::device_manager::SerialBackend;
+use crate::devices::virtio::balloon::Balloon;
 use crate::devices::virtio::console::{nonblocking_fd, Console};
 use crate::devices::virtio::fs::{Fs, FsConfig};
 use crate::devices::virtio::vsock::{Vsock, VsockConfig};
@@ -429,7 +430,8 @@ fn jail_vmm(cwd: &Path) -> Result<PodPaths, PodError> {
 
 /// Step 7: hvc0 (stdout, with stdin for an interactive pod), hvc1 (stderr), the virtio-fs share
 /// of `stage1/rootfs` (opened before /proc goes away), the virtio-vsock device (its socket in the
-/// pod directory, `pod_abi::vsock`), and COM2, the control channel.
+/// pod directory, `pod_abi::vsock`), the balloon (free page reporting only: memory the guest
+/// frees goes back to the host), and COM2, the control channel.
 fn attach_devices(
     vmm: &mut Vmm,
     pod: &PodPaths,
@@ -450,6 +452,7 @@ fn attach_devices(
     })
     .map_err(|e| PodError::Host("cannot create the pod's vsock socket", e))?;
     vmm.add_virtio(Box::new(vsock))?;
+    vmm.add_virtio(Box::new(Balloon::new()))?;
     let com2_out: Box<dyn std::io::Write + Send> = if debug {
         Box::new(std::io::stderr())
     } else {

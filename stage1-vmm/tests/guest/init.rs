@@ -7,7 +7,8 @@
 //! - `report` (default): mounts /proc, prints `NCPUS=<n>` and `MEMTOTAL_KB=<n>`, reboots;
 //! - `quick`: reboots at once (the benchmark);
 //! - `hold`: prints `RKT-TEST-HOLDING` and sleeps until the VMM is killed (bench/vmm-rss.sh
-//!   samples a running VMM's memory);
+//!   samples a running VMM's memory; bench/density.sh:
+//!   the memory of an idle booted guest);
 //! - `exit`: exits with status 3, so the kernel panics ("Attempted to kill init!");
 //! - `dmesg`: prints the kernel log buffer (read with syslog(2), so it never went through the
 //!   console), then reboots: profile a quiet boot with `initcall_debug`;

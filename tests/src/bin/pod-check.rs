@@ -14,7 +14,9 @@
 //! `--winsize` (prints `winsize ROWSxCOLS` of stdin's terminal), `--wait-winsize ROWSxCOLS`
 //! (waits, up to `--timeout-ms`, until stdin's terminal has that size, then prints it), `--cat`
 //! (copies stdin to stdout until EOF, then prints `pod-check: cat N bytes` on stderr),
-//! `--wait-for FILE [--timeout-ms N]`, `--sleep-ms N`, `--exit N`.
+//! `--wait-for FILE [--timeout-ms N]`, `--alloc-free MIB` (maps MIB MiB, writes every page, prints
+//! `pod-check: touched MIB MiB`, unmaps it: memory the guest then frees), `--then-write FILE`
+//! (written after `--alloc-free`), `--sleep-ms N`, `--exit N`.
 
 use std::ffi::CString;
 use std::os::unix::fs::FileTypeExt;
@@ -75,6 +77,8 @@ struct Opts {
     timeout_ms: u64,
     ignore_sigterm: bool,
     sleep_ms: u64,
+    alloc_free_mib: u64,
+    then_write: Vec<String>,
     exit: i32,
 }
 
@@ -150,6 +154,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--timeout-ms" => o.timeout_ms = num(Some(&val()?), "--timeout-ms")?,
             "--ignore-sigterm" => o.ignore_sigterm = true,
             "--sleep-ms" => o.sleep_ms = num(Some(&val()?), "--sleep-ms")?,
+            "--alloc-free" => o.alloc_free_mib = num(Some(&val()?), "--alloc-free")?,
+            "--then-write" => o.then_write.push(val()?),
             "--exit" => o.exit = num(Some(&val()?), "--exit")? as i32,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -400,6 +406,38 @@ fn winsize() -> String {
     format!("{}x{}", ws.ws_row, ws.ws_col)
 }
 
+/// Maps `mib` MiB of anonymous memory, writes every page (so the guest really backs it), then
+/// unmaps it: the pages go back to the guest kernel's free lists.
+fn alloc_touch_free(mib: u64) -> std::io::Result<()> {
+    const PAGE: usize = 4096;
+    let len = usize::try_from(mib << 20).map_err(std::io::Error::other)?;
+    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    let base = p.cast::<u8>();
+    for i in (0..len).step_by(PAGE) {
+        // SAFETY: `i < len`, inside the mapping made above, which nothing else references.
+        unsafe { base.add(i).write_volatile((i / PAGE) as u8 | 1) };
+    }
+    println!("pod-check: touched {mib} MiB");
+    // SAFETY: unmaps exactly the mapping made above; no reference into it survives.
+    if unsafe { libc::munmap(p, len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let o = match parse(&args) {
@@ -488,6 +526,18 @@ fn main() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+        }
+    }
+    if o.alloc_free_mib > 0 {
+        if let Err(e) = alloc_touch_free(o.alloc_free_mib) {
+            bad.push(format!("alloc-free: {e}"));
+            println!("==> alloc-free: {e}");
+        }
+    }
+    for f in &o.then_write {
+        if let Err(e) = std::fs::write(f, "pod-check\n") {
+            bad.push(format!("write {f}: {e}"));
+            println!("==> write {f}: {e}");
         }
     }
     if o.sleep_ms > 0 {

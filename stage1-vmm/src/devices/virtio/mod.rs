@@ -25,6 +25,7 @@ macro_rules! guest_warn {
     };
 }
 
+pub mod balloon;
 pub mod blk;
 pub mod console;
 pub mod fs;
@@ -57,6 +58,8 @@ pub const TYPE_NET: u32 = 1;
 pub const TYPE_CONSOLE: u32 = 3;
 /// virtio device ID of a block device (virtio 1.2, 5.2).
 pub const TYPE_BLOCK: u32 = 2;
+/// virtio device ID of a memory balloon (virtio 1.2, 5.5).
+pub const TYPE_BALLOON: u32 = 5;
 /// virtio device ID of a socket device (virtio 1.2, 5.10).
 pub const TYPE_VSOCK: u32 = 19;
 /// virtio device ID of a file-system device (virtio 1.2, 5.11).

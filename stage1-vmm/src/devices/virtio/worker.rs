@@ -22,7 +22,9 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::QueueError;
-use super::{ActivateError, Interrupt, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK};
+use super::{
+    ActivateError, Interrupt, TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK,
+};
 use crate::threads::{self, ThreadKind};
 
 /// Epoll token of the stop EventFd.
@@ -43,6 +45,7 @@ pub fn thread_name(device_type: u32) -> &'static str {
         TYPE_BLOCK => "virtio-blk",
         TYPE_NET => "virtio-net",
         TYPE_VSOCK => "virtio-vsock",
+        TYPE_BALLOON => "virtio-balloon",
         _ => "virtio-dev",
     }
 }
