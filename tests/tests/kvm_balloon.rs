@@ -4,12 +4,12 @@
 //! to within [`BOUND_KIB`] of what it was before (the guest reports free 2 MiB blocks about 2 s
 //! after they were freed). Guest-booting: runs under ci/nested-kvm (see kvm_pod.rs).
 //!
-//! Opt-in (`RKT_TEST_BALLOON_E2E=1`), like `devices::virtio::linux_tests`: in the nested harness
-//! the L2 guest's timer wheel stalls (it logs `rcu_sched kthread timer wakeup didn't happen ...
-//! timer-softirq=1`, issue 15 item 7), and Linux runs page reporting from delayed work, so its
-//! first pass came ~100-140 s after boot and the freed memory was not reported within the
+//! Opt-in (`RKT_TEST_BALLOON_E2E=1`): in the nested harness L2 guests get almost no local
+//! timer interrupts (docs/nested-kvm.md, "L2 timers": the guest logs `rcu_sched kthread timer
+//! wakeup didn't happen ... timer-softirq=1`), and Linux runs page reporting from delayed work,
+//! so its first pass came ~100-140 s after boot and the freed memory was not reported within the
 //! window. The device's side works there: the VMM logged 2 reports of 32 x 4 MiB and dropped
-//! them. Turn it on by default once guest timers fire under the harness.
+//! them. Turn it on by default where guest timers fire (hardware KVM).
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -56,8 +56,8 @@ fn kvm_freed_guest_memory_returns_to_the_host() {
     if std::env::var_os(OPT_IN_ENV).is_none() {
         skip(
             "kvm_freed_guest_memory_returns_to_the_host",
-            "opt-in (RKT_TEST_BALLOON_E2E=1): the nested L2 guest's timer wheel stalls, which \
-             delays Linux's page reporting (see the module doc)",
+            "opt-in (RKT_TEST_BALLOON_E2E=1): L2 guests in the nested harness get almost no \
+             timer interrupts, which delays Linux's page reporting (see the module doc)",
         );
         return;
     }
