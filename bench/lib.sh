@@ -27,3 +27,19 @@ bench_vmm() {
         cargo build --release -q --target x86_64-unknown-linux-gnu -p stage1-vmm --bin stage1-vmm)
     VMM="$td/x86_64-unknown-linux-gnu/release/stage1-vmm"
 }
+
+# Sets rkt, stage1, hello, mkaci (realpaths), n and net from the environment of an ns pod
+# bench (RKT_BIN, RKT_STAGE1_NS_ACI, HELLO_BIN, MKACI, N, NET; defaults under build/) and checks
+# the files exist; NAME prefixes the error. Call from the repository root.
+bench_ns_inputs() {
+    local name=$1 f
+    rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
+    stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
+    hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
+    mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
+    n=${N:-20}
+    net=${NET:-none}
+    for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
+        [ -f "$f" ] || { echo "$name: missing $f (run make build)" >&2; exit 1; }
+    done
+}

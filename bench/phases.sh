@@ -11,15 +11,9 @@
 # spec; NET=default adds the CNI ptp + host-local + ipMasq setup). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
-stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
-hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
-mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
-n=${N:-20}
-net=${NET:-none}
-for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
-  [ -f "$f" ] || { echo "phases: missing $f (run make build)" >&2; exit 1; }
-done
+ROOT=$PWD
+. bench/lib.sh
+bench_ns_inputs phases
 [ "$(id -u)" = 0 ] || { echo "phases: needs root" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/rkt-bench-phases.XXXXXX)

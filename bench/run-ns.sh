@@ -11,15 +11,9 @@
 # Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
-stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
-hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
-mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
-n=${N:-20}
-net=${NET:-none}
-for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
-  [ -f "$f" ] || { echo "run-ns: missing $f (run make build)" >&2; exit 1; }
-done
+ROOT=$PWD
+. bench/lib.sh
+bench_ns_inputs run-ns
 command -v crun >/dev/null || { echo "run-ns: crun not installed (apt-get install crun)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run-ns: needs root" >&2; exit 1; }
 
