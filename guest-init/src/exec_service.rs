@@ -758,17 +758,61 @@ fn stop_session(stream: &UnixStream, ctx: &Ctx<'_>, grace_secs: Option<u32>) {
     // SAFETY: `ctl` stays open for the session's life (inherited from the server).
     let ctl = unsafe { BorrowedFd::borrow_raw(ctl) };
     let line = Request::Stop { grace_secs }.to_line();
-    if let Err(e) =
-        nix::sys::socket::send(ctl.as_raw_fd(), &line, nix::sys::socket::MsgFlags::empty())
-    {
-        send(
-            stream,
-            &[Frame::Error(format!("ask PID 1 to stop: {}", e.desc()))],
-        );
-        return;
-    }
-    info!("stop requested on the exec channel");
     let mut buf = vec![0u8; MAX_PAYLOAD];
+    info!("stop requested on the exec channel");
+    // The host may only wait: anything it sends (or EOF) ends the session at once.
+    let asked = ask_pid1(ctl, stream, &line, &mut buf, HostReady::Wins, |d| {
+        serde_json::from_slice::<StopReport>(d).ok()
+    });
+    match asked {
+        Err(e) => {
+            send(
+                stream,
+                &[Frame::Error(format!("ask PID 1 to stop: {}", e.desc()))],
+            );
+        }
+        Ok(Pid1Answer::Answer(report)) => {
+            send(stream, &[Frame::StopReport(report)]);
+            linger(stream, REPORT_WAIT);
+            let _ =
+                nix::sys::socket::send(ctl.as_raw_fd(), ACK, nix::sys::socket::MsgFlags::empty());
+        }
+        Ok(Pid1Answer::HostGone | Pid1Answer::Pid1Gone) => {}
+    }
+}
+
+/// Which side [`ask_pid1`] heeds when the host's stream and PID 1's channel are ready at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostReady {
+    /// The host's readiness (data or EOF) ends the wait even if PID 1 has answered.
+    Wins,
+    /// PID 1's answer is read first; the host ends the wait only when PID 1 is silent.
+    Yields,
+}
+
+/// How a wait for PID 1 ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pid1Answer<T> {
+    /// A datagram `accept` took.
+    Answer(T),
+    /// The host's stream became readable (it may only wait: data or EOF ends the session).
+    HostGone,
+    /// PID 1 closed the channel or it failed.
+    Pid1Gone,
+}
+
+/// Sends `line` to PID 1 over the `SOCK_SEQPACKET` channel `ctl`, then waits for a datagram
+/// (at most `buf.len()` bytes) that `accept` turns into an answer, skipping the ones it
+/// refuses, while watching the host's `stream` ([`HostReady`]). `Err` when the send fails.
+fn ask_pid1<T>(
+    ctl: BorrowedFd<'_>,
+    stream: &UnixStream,
+    line: &[u8],
+    buf: &mut [u8],
+    host: HostReady,
+    mut accept: impl FnMut(&[u8]) -> Option<T>,
+) -> nix::Result<Pid1Answer<T>> {
+    nix::sys::socket::send(ctl.as_raw_fd(), line, nix::sys::socket::MsgFlags::empty())?;
     loop {
         let mut fds = [
             PollFd::new(ctl, PollFlags::POLLIN),
@@ -778,29 +822,22 @@ fn stop_session(stream: &UnixStream, ctx: &Ctx<'_>, grace_secs: Option<u32>) {
             continue;
         }
         let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-        if ready(&fds[1]) {
-            // The host may only wait; anything else (or EOF) ends the session.
-            return;
+        let (pid1, host_ready) = (ready(&fds[0]), ready(&fds[1]));
+        if host_ready && (host == HostReady::Wins || !pid1) {
+            return Ok(Pid1Answer::HostGone);
         }
-        if !ready(&fds[0]) {
+        if !pid1 {
             continue;
         }
-        let n = match nix::sys::socket::recv(
-            ctl.as_raw_fd(),
-            &mut buf,
-            nix::sys::socket::MsgFlags::empty(),
-        ) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let report: StopReport = match serde_json::from_slice(buf.get(..n).unwrap_or_default()) {
-            Ok(r) => r,
-            Err(_) => continue,
-        };
-        send(stream, &[Frame::StopReport(report)]);
-        linger(stream, REPORT_WAIT);
-        let _ = nix::sys::socket::send(ctl.as_raw_fd(), ACK, nix::sys::socket::MsgFlags::empty());
-        return;
+        let n =
+            match nix::sys::socket::recv(ctl.as_raw_fd(), buf, nix::sys::socket::MsgFlags::empty())
+            {
+                Ok(0) | Err(_) => return Ok(Pid1Answer::Pid1Gone),
+                Ok(n) => n,
+            };
+        if let Some(answer) = accept(buf.get(..n).unwrap_or_default()) {
+            return Ok(Pid1Answer::Answer(answer));
+        }
     }
 }
 

@@ -8,17 +8,16 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::MsgFlags;
 use pod_abi::exec::{AppReply, Frame, Request};
 
-use super::{linger, send, Ctx, HANGUP_GRACE};
+use super::{ask_pid1, linger, send, Ctx, HostReady, Pid1Answer, HANGUP_GRACE};
 use crate::info;
 
 /// Relays one app request to PID 1 and its answer to the host.
 pub(super) fn app_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &Request) {
     let app = req.app_op().unwrap_or_default();
-    let answer = match ask_pid1(stream, ctx, req, app) {
+    let answer = match ask_app_op(stream, ctx, req, app) {
         Ok(None) => vec![Frame::Exit(0)],
         Ok(Some(why)) | Err(why) => vec![Frame::Error(why), Frame::Exit(1)],
     };
@@ -27,7 +26,7 @@ pub(super) fn app_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &Request) {
 }
 
 /// `Ok(None)`: done; `Ok(Some(reason))`: PID 1 refused; `Err`: the channel failed.
-fn ask_pid1(
+fn ask_app_op(
     stream: &UnixStream,
     ctx: &Ctx<'_>,
     req: &Request,
@@ -38,37 +37,30 @@ fn ask_pid1(
     };
     // SAFETY: `ctl` stays open for the session's life (inherited from the server).
     let ctl = unsafe { BorrowedFd::borrow_raw(ctl) };
-    nix::sys::socket::send(ctl.as_raw_fd(), &req.to_line(), MsgFlags::empty())
-        .map_err(|e| format!("ask PID 1: {}", e.desc()))?;
-    info!("app {app}: {} requested on the exec channel", op_name(req));
     let mut buf = vec![0u8; 4096];
-    loop {
-        let mut fds = [
-            PollFd::new(ctl, PollFlags::POLLIN),
-            PollFd::new(stream.as_fd(), PollFlags::POLLIN),
-        ];
-        if poll(&mut fds, PollTimeout::NONE).is_err() {
-            continue;
-        }
-        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-        if ready(&fds[1]) && !ready(&fds[0]) {
-            // The host may only wait; EOF or anything else ends the session (PID 1 still
-            // completes the request).
-            return Err("the host went away".into());
-        }
-        if !ready(&fds[0]) {
-            continue;
-        }
-        let n = match nix::sys::socket::recv(ctl.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(0) | Err(_) => return Err("PID 1 closed the channel".into()),
-            Ok(n) => n,
-        };
-        match serde_json::from_slice::<AppReply>(buf.get(..n).unwrap_or_default()) {
-            Ok(r) if r.app == app => return Ok(r.error),
-            // A stop report: the pod is going down.
-            Err(_) if n > 0 => return Err("the pod is stopping".into()),
-            _ => {}
-        }
+    info!("app {app}: {} requested on the exec channel", op_name(req));
+    // PID 1 completes a request even when the host went away, so its answer is read first.
+    let asked = ask_pid1(
+        ctl,
+        stream,
+        &req.to_line(),
+        &mut buf,
+        HostReady::Yields,
+        |d| {
+            match serde_json::from_slice::<AppReply>(d) {
+                Ok(r) if r.app == app => Some(Ok(r.error)),
+                Ok(_) => None,
+                // A stop report: the pod is going down.
+                Err(_) if !d.is_empty() => Some(Err("the pod is stopping".to_string())),
+                Err(_) => None,
+            }
+        },
+    );
+    match asked {
+        Err(e) => Err(format!("ask PID 1: {}", e.desc())),
+        Ok(Pid1Answer::Answer(answer)) => answer,
+        Ok(Pid1Answer::HostGone) => Err("the host went away".into()),
+        Ok(Pid1Answer::Pid1Gone) => Err("PID 1 closed the channel".into()),
     }
 }
 

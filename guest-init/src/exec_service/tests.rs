@@ -250,3 +250,93 @@ fn stop_relays_pid1s_report() {
         assert!(done.join().unwrap() < REPORT_WAIT, "acknowledged");
     });
 }
+
+/// PID 1's end and the session's end of a stop channel, and the host's and the session's ends
+/// of an exec stream.
+fn channels() -> ((OwnedFd, OwnedFd), (UnixStream, UnixStream)) {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let ctl = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    (ctl, UnixStream::pair().unwrap())
+}
+
+fn datagram(fd: &OwnedFd, bytes: &[u8]) {
+    nix::sys::socket::send(fd.as_raw_fd(), bytes, nix::sys::socket::MsgFlags::empty()).unwrap();
+}
+
+#[test]
+fn ask_pid1_sends_the_line_and_skips_what_it_does_not_accept() {
+    let ((pid1, session), (_host, stream)) = channels();
+    datagram(&pid1, b"other");
+    datagram(&pid1, b"mine");
+    let mut buf = [0u8; 64];
+    let got = ask_pid1(
+        session.as_fd(),
+        &stream,
+        b"req",
+        &mut buf,
+        HostReady::Wins,
+        |d| (d == b"mine").then_some(d.len()),
+    );
+    assert_eq!(got.unwrap(), Pid1Answer::Answer(4));
+    let mut req = [0u8; 16];
+    let n = nix::sys::socket::recv(
+        pid1.as_raw_fd(),
+        &mut req,
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(&req[..n], b"req");
+}
+
+#[test]
+fn ask_pid1_host_readiness_wins_or_yields_as_asked() {
+    for (host, want) in [
+        (HostReady::Wins, Pid1Answer::HostGone),
+        (HostReady::Yields, Pid1Answer::Answer(())),
+    ] {
+        let ((pid1, session), (host_end, stream)) = channels();
+        datagram(&pid1, b"answer");
+        drop(host_end); // EOF on the host's side, and PID 1 has answered: both are ready.
+        let mut buf = [0u8; 64];
+        let got = ask_pid1(session.as_fd(), &stream, b"req", &mut buf, host, |_| {
+            Some(())
+        });
+        assert_eq!(got.unwrap(), want, "{host:?}");
+    }
+}
+
+#[test]
+fn ask_pid1_ends_when_either_side_goes_away() {
+    let ((pid1, session), (_host, stream)) = channels();
+    datagram(&pid1, b"not this");
+    drop(pid1);
+    let mut buf = [0u8; 64];
+    let got = ask_pid1(
+        session.as_fd(),
+        &stream,
+        b"req",
+        &mut buf,
+        HostReady::Yields,
+        |_| None::<()>,
+    );
+    // The send fails (no reader) or the wait sees the close.
+    assert!(matches!(got, Err(_) | Ok(Pid1Answer::Pid1Gone)), "{got:?}");
+
+    let ((_pid1, session), (host_end, stream)) = channels();
+    drop(host_end);
+    let got = ask_pid1(
+        session.as_fd(),
+        &stream,
+        b"req",
+        &mut buf,
+        HostReady::Yields,
+        |_| Some(()),
+    );
+    assert_eq!(got.unwrap(), Pid1Answer::HostGone);
+}

@@ -284,9 +284,19 @@ const PLAN_WAIT: Duration = Duration::from_secs(8);
 /// The app's entry in `/rkt/plan.json`, which the host has just rewritten.
 fn read_plan_entry(app: &str) -> Result<pod_abi::plan::AppPlan, String> {
     let t0 = Instant::now();
+    let plan_path = Path::new(pod_abi::paths::GUEST_PLAN);
+    let on_fuse = nix::sys::statfs::statfs(plan_path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
     loop {
-        let plan =
-            Plan::read(Path::new(pod_abi::paths::GUEST_PLAN)).map_err(|e| super::chain(&e))?;
+        if on_fuse {
+            // The share's entry cache may still name the replaced file, and it expires on
+            // timer ticks, which a guest under nested TCG barely gets (docs/nested-kvm.md,
+            // "L2 timers"): drop the unused dentries so the lookup asks the host again.
+            if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "2") {
+                debug!("drop_caches: {e}");
+            }
+        }
+        let plan = Plan::read(plan_path).map_err(|e| super::chain(&e))?;
         if let Some(a) = plan.apps.into_iter().find(|a| a.name == app) {
             return Ok(a);
         }

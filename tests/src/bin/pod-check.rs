@@ -12,8 +12,9 @@
 //!
 //! Then, in this order, the actions: `--ignore-sigterm`, `--print-env`, `--write FILE`, `--append FILE TEXT`,
 //! `--winsize` (prints `winsize ROWSxCOLS` of stdin's terminal), `--wait-winsize ROWSxCOLS`
-//! (waits, up to `--timeout-ms`, until stdin's terminal has that size, then prints it), `--cat`
-//! (copies stdin to stdout until EOF, then prints `pod-check: cat N bytes` on stderr),
+//! (waits for SIGWINCH, up to `--timeout-ms`, until stdin's terminal has that size, then prints
+//! it), `--cat` (copies stdin to stdout until EOF, then prints `pod-check: cat N bytes` on
+//! stderr),
 //! `--wait-for FILE [--timeout-ms N]`, `--alloc-free MIB` (maps MIB MiB, writes every page, prints
 //! `pod-check: touched MIB MiB`, unmaps it: memory the guest then frees), `--then-write FILE`
 //! (written after `--alloc-free`), `--sleep-ms N`, `--exit N`.
@@ -406,6 +407,30 @@ fn winsize() -> String {
     format!("{}x{}", ws.ws_row, ws.ws_col)
 }
 
+/// Blocks SIGWINCH (ignored by default, so it is lost unless blocked) and returns its set.
+fn block_sigwinch() -> libc::sigset_t {
+    // SAFETY: an all-zero sigset is valid storage for sigemptyset to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid; SIGWINCH is a valid signal; a null old set is allowed.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGWINCH);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    set
+}
+
+/// Waits up to `max` for a SIGWINCH: woken by the signal itself, not by a polling timer (a KVM
+/// guest under nested TCG gets almost no timer interrupts, see docs/nested-kvm.md).
+fn wait_sigwinch(set: &libc::sigset_t, max: Duration) {
+    let ts = libc::timespec {
+        tv_sec: max.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: max.subsec_nanos().into(),
+    };
+    // SAFETY: valid set and timespec; a null siginfo is allowed.
+    unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+}
+
 /// Maps `mib` MiB of anonymous memory, writes every page (so the guest really backs it), then
 /// unmaps it: the pages go back to the guest kernel's free lists.
 fn alloc_touch_free(mib: u64) -> std::io::Result<()> {
@@ -486,13 +511,17 @@ fn main() {
             println!("==> append to {f}: {e}");
         }
     }
+    // Blocked before the first size is read, so a resize after it stays pending.
+    let winch = o.wait_winsize.as_ref().map(|_| block_sigwinch());
     if o.winsize {
         println!("winsize {}", winsize());
     }
-    if let Some(want) = &o.wait_winsize {
+    if let (Some(want), Some(winch)) = (&o.wait_winsize, winch) {
         let deadline = Instant::now() + Duration::from_millis(o.timeout_ms);
         while winsize() != *want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+            // Also polls (100 ms), in case this process is not the terminal's foreground.
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_sigwinch(&winch, left.min(Duration::from_millis(100)));
         }
         println!("winsize {}", winsize());
     }
