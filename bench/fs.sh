@@ -18,10 +18,13 @@
 # Same kernel (PVH vmlinux), same guest memory, same command line, 1 vCPU; ours and the peer
 # alternate, ROUNDS rounds (default $N or 3). mkfs.erofs of the whole data set is timed once
 # (a per-image cost). virtiofsd runs with --cache=always (ours: CachePolicy::Always),
-# --sandbox=none and --seccomp=none (`stage1-vmm boot` is not confined either), and both
-# request queues have 256 entries.
+# --sandbox=none and --seccomp=none (`stage1-vmm boot` is not confined either), both request
+# queues have 256 entries, and QEMU's microvm gets `pit=on,pic=on` as our VMM has an in-kernel
+# PIT and PIC (FS_BENCH_QEMU_PIT=off to drop them). Each guest ends itself with `sysrq b`:
+# reboot(2) can wait minutes for an L2 timer under nested TCG (docs/nested-kvm.md).
 #
-# Prints every round, a table of medians, then LAST:
+# Prints every round, a table of medians, the medians of the per-round ratios, how many runs
+# stalled (did not finish within FS_BENCH_TIMEOUT; the medians skip them), then LAST:
 #   RATIO fs_read_vs_virtiofsd <x>    RATIO fs_write_vs_virtiofsd <x>    RATIO fs_walk_vs_virtiofsd <x>
 # Unlike the other benches' time ratios, these are THROUGHPUT ratios, ours / peer (= peer's
 # median time / our median time): higher is better; issue 15 expects >= 0.8, goal >= 1.0.
@@ -32,8 +35,8 @@
 # kernel) and re-runs itself under ci/nested-kvm. Environment: N (rounds), VMM_BIN,
 # CARGO_TARGET_DIR, RKT_TEST_KERNEL (default <repo>/build/kernel/vmlinux), BENCH_MEM (MiB,
 # default 512: the 256 MiB file fits the guest's page cache), VIRTIOFSD (default
-# /var/cache/rkt-rs/bin/virtiofsd), FS_BENCH_PROFILE=1 (print our VMM's exit profile and
-# `strace -c -f` of it, one extra run), FS_BENCH_ONLY (a subset of "ours peer erofs"),
+# /var/cache/rkt-rs/bin/virtiofsd), FS_BENCH_PROFILE=1 (one extra run of each virtio-fs side
+# under `strace -c -f`: the syscall tables of our VMM and of virtiofsd, and our VM exit profile), FS_BENCH_ONLY (a subset of "ours peer erofs"),
 # FS_BENCH_TIMEOUT (seconds per guest, default 300).
 set -euo pipefail
 
@@ -222,7 +225,9 @@ run() {
         local i
         for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
         until_done "$out" "$work/$name.err" "${qemu[@]}" || st=$?
-        kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null || true; vpid=""
+        kill "$vpid" 2>/dev/null || true
+        wait "$vpid" 2>/dev/null || true
+        vpid=""
         ;;
     esac
     t1=$EPOCHREALTIME
@@ -265,7 +270,9 @@ if [ "${FS_BENCH_PROFILE:-0}" = 1 ]; then
     for i in $(seq 1 100); do [ -S "$sock" ] && break; sleep 0.1; done
     until_done "$work/prof-peer.out" "$work/prof-peer.err" "${qemu[@]}" || true
     for i in $(seq 1 50); do kill -0 "$vpid" 2>/dev/null || break; sleep 0.1; done
-    kill "$vpid" 2>/dev/null; wait "$vpid" 2>/dev/null || true; vpid=""
+    kill "$vpid" 2>/dev/null || true
+    wait "$vpid" 2>/dev/null || true
+    vpid=""
     echo "profile virtiofsd: $(parse "$work/prof-peer.out" NA)"
     echo "--- stage1-vmm syscalls (strace -c -f, whole VM run)"
     head -n 22 "$work/strace-ours.txt"
@@ -295,6 +302,15 @@ ratio() { # COLUMN: peer median time / our median time
     awk -v o="$(col "$1" "$work/ours.tsv")" -v p="$(col "$1" "$work/peer.tsv")" \
         'BEGIN{ if (o == "NA" || p == "NA" || o <= 0) print "NA"; else printf "%.2f", p / o }'
 }
+# Rounds are adjacent in time, so per-round ratios are less sensitive to the machine's load
+# drifting than the ratio of the medians (which also mixes rounds where one side stalled).
+paired() { # COLUMN: median over rounds with both figures of peer time / our time
+    paste -d' ' "$work/ours.tsv" "$work/peer.tsv" |
+        awk -v c="$1" '{ o = $c; p = $(c + 7); if (o != "NA" && p != "NA" && o > 0) printf "%.2f\n", p / o }' | median
+}
+echo "paired throughput ratios ours/peer (median of per-round ratios): read $(paired 2), write $(paired 4), walk $(paired 3)"
+stalls() { awk '$2 == "NA" || $3 == "NA" || $4 == "NA" { n++ } END { print n + 0 }' "$1"; }
+echo "runs that did not finish within FS_BENCH_TIMEOUT (guest stalled): ours $(stalls "$work/ours.tsv"), virtiofsd $(stalls "$work/peer.tsv")"
 echo "RATIO fs_read_vs_virtiofsd $(ratio 2)"
 echo "RATIO fs_write_vs_virtiofsd $(ratio 4)"
 echo "RATIO fs_walk_vs_virtiofsd $(ratio 3)"
