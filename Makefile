@@ -29,6 +29,7 @@ bench: build
 	bash bench/no-overlay.sh
 	bash bench/enter.sh
 	bash bench/density.sh
+	bash bench/fs.sh
 
 # Every fuzz target for FUZZ_SECS seconds each (default 300); crashes land in fuzz/artifacts/.
 fuzz:

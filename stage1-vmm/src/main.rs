@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use stage1_vmm::devices::virtio::blk::Block;
+use stage1_vmm::devices::virtio::fs::{Fs, FsConfig, TAG_LEN};
 use stage1_vmm::{SerialBackend, VmConfig, Vmm};
 
 #[derive(Parser)]
@@ -55,6 +57,75 @@ struct BootArgs {
     /// Do not forward stdin to the guest console.
     #[arg(long)]
     no_stdin: bool,
+    /// Share host directory DIR with the guest as virtio-fs tag TAG (the in-process device a
+    /// pod's root uses; the guest mounts it with `mount -t virtiofs TAG /mnt`). Repeatable.
+    #[arg(long, value_name = "TAG=DIR", value_parser = parse_share)]
+    share: Vec<Share>,
+    /// Attach raw image FILE as a read-only virtio-blk disk (/dev/vda, /dev/vdb, ... in the
+    /// order given; `,ro` may be stated, writable disks are not supported). Repeatable.
+    #[arg(long, value_name = "FILE[,ro]", value_parser = parse_disk)]
+    disk: Vec<PathBuf>,
+}
+
+/// A `--share TAG=DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Share {
+    tag: String,
+    dir: PathBuf,
+}
+
+/// Parses `TAG=DIR`: TAG 1 to 36 bytes without `=`, DIR not empty.
+fn parse_share(s: &str) -> Result<Share, String> {
+    let (tag, dir) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected TAG=DIR, got {s:?}"))?;
+    if tag.is_empty() || tag.len() > TAG_LEN {
+        return Err(format!("the tag must be 1 to {TAG_LEN} bytes, got {tag:?}"));
+    }
+    if dir.is_empty() {
+        return Err(format!("no directory after {tag}="));
+    }
+    Ok(Share {
+        tag: tag.to_string(),
+        dir: PathBuf::from(dir),
+    })
+}
+
+/// Parses `FILE[,ro]` (the last comma separates the option).
+fn parse_disk(s: &str) -> Result<PathBuf, String> {
+    let file = match s.rsplit_once(',') {
+        Some((file, "ro")) => file,
+        Some((_, "rw")) => {
+            return Err("writable disks are not supported (virtio-blk is read-only)".into())
+        }
+        Some((_, opt)) => return Err(format!("unknown disk option {opt:?} (only `ro`)")),
+        None => s,
+    };
+    if file.is_empty() {
+        return Err("no disk image file given".into());
+    }
+    Ok(PathBuf::from(file))
+}
+
+/// Adds the `--share` and `--disk` devices to `vmm`, shares first, in the order given.
+fn attach(vmm: &mut Vmm, shares: &[Share], disks: &[PathBuf]) -> Result<()> {
+    for (i, s) in shares.iter().enumerate() {
+        if shares[..i].iter().any(|o| o.tag == s.tag) {
+            anyhow::bail!("--share: tag {:?} given twice", s.tag);
+        }
+        let dir = std::fs::canonicalize(&s.dir)
+            .with_context(|| format!("--share {}={}", s.tag, s.dir.display()))?;
+        let mut cfg = FsConfig::new(dir);
+        cfg.tag = s.tag.clone();
+        let fs = Fs::new(cfg).with_context(|| format!("--share {}={}", s.tag, s.dir.display()))?;
+        vmm.add_virtio(Box::new(fs))?;
+    }
+    for (i, d) in disks.iter().enumerate() {
+        let blk = Block::new(d, &format!("disk{i}"))
+            .with_context(|| format!("--disk {}", d.display()))?;
+        vmm.add_virtio(Box::new(blk))?;
+    }
+    Ok(())
 }
 
 /// Set to `1` to print timings and the VM exit profile on stderr after the run (the exit
@@ -98,7 +169,8 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
             .context("stdin")?;
         console.input = Some(fd);
     }
-    let vmm = Vmm::new(&cfg, console)?;
+    let mut vmm = Vmm::new(&cfg, console)?;
+    attach(&mut vmm, &a.share, &a.disk)?;
     let (outcome, report) = vmm.run_report()?;
     if report.console.dropped > 0 {
         eprintln!(
@@ -138,5 +210,83 @@ fn main() -> ExitCode {
             eprintln!("{}: {e:#}", stage1_vmm::pod::PROG);
             stage1_common::entry::exit_code(pod_abi::exit::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_parses_tag_and_dir() {
+        let s = parse_share("data=/srv/a=b").unwrap();
+        assert_eq!(s.tag, "data");
+        assert_eq!(s.dir, PathBuf::from("/srv/a=b"));
+        assert_eq!(
+            parse_share(&format!("{}=/x", "t".repeat(TAG_LEN)))
+                .unwrap()
+                .dir,
+            PathBuf::from("/x")
+        );
+    }
+
+    #[test]
+    fn bad_shares_are_refused() {
+        for bad in [
+            "/srv",
+            "=/srv",
+            "data=",
+            &format!("{}=/x", "t".repeat(TAG_LEN + 1)),
+        ] {
+            assert!(parse_share(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn disk_parses_file_and_ro() {
+        assert_eq!(parse_disk("a.img").unwrap(), PathBuf::from("a.img"));
+        assert_eq!(
+            parse_disk("/d/a,b.img,ro").unwrap(),
+            PathBuf::from("/d/a,b.img")
+        );
+    }
+
+    #[test]
+    fn bad_disks_are_refused() {
+        assert!(parse_disk("a.img,rw").unwrap_err().contains("read-only"));
+        assert!(parse_disk("a.img,cache=none")
+            .unwrap_err()
+            .contains("unknown disk option"));
+        assert!(parse_disk("").is_err());
+        assert!(parse_disk(",ro").is_err());
+    }
+
+    #[test]
+    fn cli_gives_one_clear_error() {
+        let err = Cli::try_parse_from(["stage1-vmm", "boot", "--kernel", "k", "--share", "nodir"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("--share") && err.contains("expected TAG=DIR"),
+            "{err}"
+        );
+        let ok = Cli::try_parse_from([
+            "stage1-vmm",
+            "boot",
+            "--kernel",
+            "k",
+            "--share",
+            "a=/x",
+            "--share",
+            "b=/y",
+            "--disk",
+            "f.img,ro",
+        ])
+        .unwrap();
+        let Command::Boot(b) = ok.cmd;
+        assert_eq!(b.share.len(), 2);
+        assert_eq!(b.disk, vec![PathBuf::from("f.img")]);
     }
 }

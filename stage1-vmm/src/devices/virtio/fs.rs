@@ -127,8 +127,14 @@ impl Fs {
     }
 }
 
-/// Raises the soft limit of open files to the hard limit: PassthroughFs keeps one `O_PATH` fd
-/// per inode the guest has looked up, so the default 1024 is too small for a pod's root.
+/// Ceiling of the open-file limit [`raise_fd_limit`] asks for when `/proc/sys/fs/nr_open`
+/// cannot be read (the kernel's default `nr_open`; descriptors).
+const FD_LIMIT_FALLBACK: u64 = 1 << 20;
+
+/// Raises the open-file limit as far as allowed: both limits to the kernel's `nr_open` when
+/// the process may raise its hard limit (root, as virtiofsd does), else the soft limit to the
+/// hard one. PassthroughFs keeps one `O_PATH` fd per inode the guest has looked up and not yet
+/// forgotten, so a walk of a 10 000-file tree needs more than the usual hard limit of 4096.
 fn raise_fd_limit() {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -138,6 +144,21 @@ fn raise_fd_limit() {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         log::warn!("virtio-fs: getrlimit: {}", io::Error::last_os_error());
         return;
+    }
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(FD_LIMIT_FALLBACK);
+    if lim.rlim_max < ceiling {
+        let want = libc::rlimit {
+            rlim_cur: ceiling,
+            rlim_max: ceiling,
+        };
+        // SAFETY: setrlimit reads the valid `want` we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            return;
+        }
+        // EPERM without CAP_SYS_RESOURCE: the soft limit can still go up to the hard one.
     }
     if lim.rlim_cur >= lim.rlim_max {
         return;
@@ -757,6 +778,55 @@ mod tests {
         let fh = c.open(e.nodeid).unwrap();
         assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
         assert!(!c.t.needs_reset());
+    }
+
+    /// More files looked up than the common hard limit of 4096 descriptors: with
+    /// CAP_SYS_RESOURCE the device raises the hard limit (to `nr_open`), so every lookup gets
+    /// its `O_PATH` fd.
+    #[test]
+    fn lookups_beyond_4096_open_files() {
+        // CAP_SYS_RESOURCE (bit 24) in the effective set: may raise the hard limit. (Probing with
+        // setrlimit would fail once an earlier test's Fs::new raised it to nr_open already.)
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        const CAP_SYS_RESOURCE: u32 = 24;
+        if cap_eff & (1 << CAP_SYS_RESOURCE) == 0 {
+            eprintln!(
+                "SKIP: lookups_beyond_4096_open_files: cannot raise the hard limit \
+                 (no CAP_SYS_RESOURCE)"
+            );
+            return;
+        }
+        const FILES: usize = 5000;
+        let root = tempfile::tempdir().unwrap();
+        let share = root.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        for i in 0..FILES {
+            std::fs::write(share.join(format!("f{i}")), b"x").unwrap();
+        }
+        let low = libc::rlimit {
+            rlim_cur: 1024,
+            rlim_max: 4096,
+        };
+        // SAFETY: setrlimit reads the valid `low` we pass.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+        let mut c = Client::new(&share);
+        let mut lim = low;
+        // SAFETY: getrlimit writes into the valid `lim` we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert!(
+            lim.rlim_max > 4096 && lim.rlim_cur == lim.rlim_max,
+            "{}",
+            lim.rlim_max
+        );
+        for i in 0..FILES {
+            let name = format!("f{i}");
+            assert!(c.lookup(ROOT, name.as_bytes()).is_ok(), "lookup {name}");
+        }
     }
 
     #[test]
