@@ -8,7 +8,8 @@
 #  then, unless NET_BENCH_KVM=0, in one ci/nested-kvm L1 run (`net.sh --kvm`):
 #  3. KVM pod start-to-exit with --net=default vs --net=none (N_KVM samples each, added ms);
 #  4. iperf3 TCP throughput, both directions, between the bench namespace and a KVM pod on
-#     --net=default vs a QEMU microvm (same kernel, 1 vCPU, 512 MiB) with a tap and
+#     --net=default vs a QEMU microvm (the L1 kernel: the guest kernel's options plus 9p for
+#     the host root its guest runs from; 1 vCPU, 512 MiB) with a tap and
 #     `virtio-net-device` (vhost off, its default offloads), guest bench/net-qemu-guest.sh,
 #     IPERF_SECONDS each; and, for the record, the same QEMU with every offload off.
 # Lines `RATIO net_setup_vs_script <ours/script>` (expected <= 1.3) and, last,
@@ -17,6 +18,7 @@
 #
 # Inputs (env): RKT_BIN (build/bin/rkt), RKT_STAGE1_NS_ACI (build/stage1-ns.aci),
 # RKT_STAGE1_KVM_ACI (build/stage1-kvm.aci), RKT_TEST_KERNEL (build/kernel/vmlinux),
+# NET_QEMU_KERNEL (build/kernel-l1/vmlinux, built here when missing),
 # HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (ns samples per side, default 10),
 # N_KVM (KVM samples per side, default 3), IPERF_SECONDS (default 5), NET_BENCH_KVM (1).
 # Needs root, containernetworking-plugins, iptables, iperf3 and qemu-system-x86 (ci/deps.sh
@@ -29,6 +31,7 @@ rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
 stage1=$(realpath "${RKT_STAGE1_NS_ACI:-build/stage1-ns.aci}")
 stage1k=$(realpath "${RKT_STAGE1_KVM_ACI:-build/stage1-kvm.aci}")
 kernel=$(realpath "${RKT_TEST_KERNEL:-build/kernel/vmlinux}")
+qkernel=$(realpath -m "${NET_QEMU_KERNEL:-build/kernel-l1/vmlinux}")
 hello=$(realpath "${HELLO_BIN:-build/bin/hello}")
 mkaci=$(realpath "${MKACI:-build/bin/mkaci}")
 n=${N:-10}
@@ -36,7 +39,7 @@ n_kvm=${N_KVM:-3}
 secs=${IPERF_SECONDS:-5}
 plugins=/usr/lib/cni
 need=("$rkt" "$hello" "$mkaci" "$plugins/ptp" "$plugins/host-local")
-if [ "$mode" = ns ]; then need+=("$stage1"); else need+=("$stage1k" "$kernel" /usr/bin/iperf3); fi
+if [ "$mode" = ns ]; then need+=("$stage1"); else need+=("$stage1k" "$kernel" "$qkernel" /usr/bin/iperf3); fi
 for f in "${need[@]}"; do
   [ -f "$f" ] || { echo "net.sh: missing $f (bash ci/build.sh; ci/deps.sh --bench)" >&2; exit 1; }
 done
@@ -54,6 +57,8 @@ if [ -z "${NET_BENCH_INSIDE:-}" ]; then
     # The KVM half in one L1 run (an exec where the host's KVM boots Linux).
     [ -f "$stage1k" ] && [ -f "$kernel" ] && command -v iperf3 >/dev/null ||
       { echo "net.sh: no stage1-kvm.aci, kernel or iperf3: KVM half skipped" >&2; exit 1; }
+    [ -f "$qkernel" ] || RKT_KERNEL_FRAGMENTS="guest.config l1.config" \
+      kernel-config/build.sh --out "$(dirname "$qkernel")"
     ci/nested-kvm bash bench/net.sh --kvm
   fi
   exit 0
@@ -124,7 +129,7 @@ if [ "$mode" = kvm ]; then
   ip link set qtap0 up
   qemu() { # extra virtio-net-device properties, output file
     timeout 300 qemu-system-x86_64 -accel kvm -cpu host -M microvm -m 512 -smp 1 \
-      -nodefaults -no-user-config -display none -no-reboot -serial stdio -kernel "$kernel" \
+      -nodefaults -no-user-config -display none -no-reboot -serial stdio -kernel "$qkernel" \
       -append "console=ttyS0 quiet panic=-1 reboot=t noxsave root=r rootfstype=9p rootflags=trans=virtio,version=9p2000.L ro init=$PWD/bench/net-qemu-guest.sh -- $secs" \
       -fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap \
       -device virtio-9p-device,fsdev=r,mount_tag=r \

@@ -1,10 +1,11 @@
 #!/bin/bash
 # kernel-config/build.sh [--out DIR]
 #
-# Builds the project's kernel (guest kernel for stage1-vmm and L1 kernel for
-# ci/nested-kvm: one kernel, fragments guest.config + l1.config) from Debian's
-# linux-source package, and copies vmlinux, bzImage and config into DIR
-# (default: <repo>/build/kernel).
+# Builds a kernel from Debian's linux-source package and copies vmlinux,
+# bzImage and config into DIR (default: <repo>/build/kernel). By default the
+# pod guest kernel booted by stage1-vmm (fragment guest.config); ci/nested-kvm
+# builds its L1 kernel with RKT_KERNEL_FRAGMENTS="guest.config l1.config"
+# --out <repo>/build/kernel-l1.
 #
 # Cached in /var/cache/rkt-rs/kernel/<key>/ (outside the clone), key = sha256
 # of the fragments, build.sh, check.sh, the linux-source package version and
@@ -14,8 +15,9 @@
 #
 # Environment:
 #   RKT_KERNEL_CACHE      cache root (default /var/cache/rkt-rs)
-#   RKT_KERNEL_FRAGMENTS  space-separated fragment files (default:
-#                         "guest.config l1.config", relative to kernel-config/)
+#   RKT_KERNEL_FRAGMENTS  space-separated fragment files, later ones override
+#                         earlier ones (default: "guest.config", relative to
+#                         kernel-config/)
 #   RKT_KERNEL_JOBS       make -j (default: nproc)
 #   RKT_KERNEL_QUIET=1    say nothing on a cache hit
 set -euo pipefail
@@ -55,7 +57,7 @@ srcpkg=$(basename "$tarball" .tar.xz)
 srcver=$(dpkg-query -W -f='${Version}' "$srcpkg")
 
 frags=()
-for f in ${RKT_KERNEL_FRAGMENTS:-guest.config l1.config}; do
+for f in ${RKT_KERNEL_FRAGMENTS:-guest.config}; do
     case $f in /*) ;; *) f=$here/$f ;; esac
     [ -f "$f" ] || { log "missing fragment $f"; exit 1; }
     frags+=("$f")
