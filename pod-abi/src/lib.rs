@@ -13,6 +13,7 @@ pub mod netinfo;
 pub mod paths;
 pub mod plan;
 pub mod podfile;
+pub mod snapshot;
 pub mod stage1;
 pub mod status;
 pub mod trace;

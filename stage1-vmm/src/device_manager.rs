@@ -22,6 +22,7 @@ use crate::devices::legacy::{AsyncWriter, OutputStats, PanicWatch, SerialDevice,
 use crate::devices::virtio::mmio::{MmioTransport, TransportError, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::VirtioDevice;
 use crate::memory::{GuestMem, VIRTIO_MMIO_END, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_START};
+use crate::snapshot::state::DevicesState;
 
 /// GSIs handed to virtio-mmio devices, in order: the IOAPIC pins not used by legacy ISA devices
 /// (0 timer, 1 keyboard, 2 cascade, 3/4 serial, 8 RTC).
@@ -163,6 +164,7 @@ pub struct DeviceManager {
     bus: Bus,
     com1: SerialPort,
     com2: Com2,
+    i8042: Arc<Mutex<I8042>>,
     virtio: Vec<VirtioSlot>,
 }
 
@@ -229,11 +231,8 @@ impl DeviceManager {
             Arc::new(Mutex::new(Com2Slot(cell.clone()))),
         )?;
 
-        bus.add_pio(
-            I8042_DATA_PORT,
-            I8042_PORTS,
-            Arc::new(Mutex::new(I8042::new())),
-        )?;
+        let i8042 = Arc::new(Mutex::new(I8042::new()));
+        bus.add_pio(I8042_DATA_PORT, I8042_PORTS, i8042.clone())?;
 
         Ok(DeviceManager {
             bus,
@@ -243,6 +242,7 @@ impl DeviceManager {
                 irq: com2_irq,
                 port: None,
             },
+            i8042,
             virtio: Vec::new(),
         })
     }
@@ -353,6 +353,42 @@ impl DeviceManager {
         Ok(slot)
     }
 
+    /// Places another port-I/O device (the snapshot port) on the bus.
+    pub fn add_pio(
+        &mut self,
+        base: u16,
+        len: u16,
+        dev: Arc<Mutex<dyn PioDevice>>,
+    ) -> Result<(), DeviceError> {
+        Ok(self.bus.add_pio(base, len, dev)?)
+    }
+
+    /// How many virtio-mmio devices are registered.
+    pub fn virtio_count(&self) -> usize {
+        self.virtio.len()
+    }
+
+    /// The legacy devices' state, for a snapshot.
+    pub fn legacy_state(&self) -> DevicesState {
+        DevicesState {
+            com1: lock(&self.com1.dev).state(),
+            com2: self.com2.port.as_ref().map(|p| lock(&p.dev).state()),
+            i8042: lock(&self.i8042).state(),
+        }
+    }
+
+    /// Puts the legacy devices in state `s` (from a snapshot). COM2's state applies when a
+    /// backend is attached (a snapshot's COM2 without one here is dropped: the port floats).
+    pub fn set_legacy_state(&mut self, s: &DevicesState) -> Result<(), DeviceError> {
+        let bad = |e| DeviceError::Io("cannot restore a UART", e);
+        lock(&self.com1.dev).set_state(&s.com1).map_err(bad)?;
+        if let (Some(port), Some(st)) = (self.com2.port.as_ref(), s.com2.as_ref()) {
+            lock(&port.dev).set_state(st).map_err(bad)?;
+        }
+        lock(&self.i8042).set_state(&s.i8042);
+        Ok(())
+    }
+
     /// The buses, for the vCPU threads (leaves an empty bus behind; devices stay registered
     /// here and live until the manager is dropped).
     pub fn take_bus(&mut self) -> Bus {
@@ -419,6 +455,7 @@ impl DeviceManager {
             bus,
             com1,
             com2,
+            i8042: _,
             virtio,
         } = self;
         com1.writer.finish();

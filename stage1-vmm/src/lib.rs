@@ -24,6 +24,7 @@ pub mod memory;
 pub mod net;
 pub mod pod;
 pub mod pvm;
+pub mod snapshot;
 pub mod threads;
 pub mod vcpu;
 pub mod vmm;

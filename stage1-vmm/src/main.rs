@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use stage1_vmm::snapshot::SnapshotMode;
 use stage1_vmm::{SerialBackend, VmConfig, Vmm};
 
 #[derive(Parser)]
@@ -31,9 +32,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BootArgs {
-    /// Kernel: ELF vmlinux (PVH entry) or bzImage.
-    #[arg(long)]
-    kernel: PathBuf,
+    /// Kernel: ELF vmlinux (PVH entry) or bzImage (not with --restore).
+    #[arg(long, required_unless_present = "restore", conflicts_with = "restore")]
+    kernel: Option<PathBuf>,
     /// Initramfs (newc cpio, optionally compressed).
     #[arg(long)]
     initramfs: Option<PathBuf>,
@@ -55,6 +56,12 @@ struct BootArgs {
     /// Do not forward stdin to the guest console.
     #[arg(long)]
     no_stdin: bool,
+    /// When the guest asks (the snapshot port), save the VM into DIR and end it (1 vCPU).
+    #[arg(long, value_name = "DIR", conflicts_with = "restore")]
+    snapshot_out: Option<PathBuf>,
+    /// Restore the VM saved in DIR by --snapshot-out instead of booting a kernel.
+    #[arg(long, value_name = "DIR")]
+    restore: Option<PathBuf>,
 }
 
 /// Set to `1` to print timings and the VM exit profile on stderr after the run (the exit
@@ -79,7 +86,12 @@ fn print_exits(r: &stage1_vmm::RunReport) {
 }
 
 fn boot(a: BootArgs) -> Result<ExitCode> {
-    let mut cfg = VmConfig::new(&a.kernel);
+    let mut cfg = VmConfig::new(a.kernel.unwrap_or_default());
+    cfg.snapshot = match (a.snapshot_out, a.restore) {
+        (Some(dir), _) => SnapshotMode::Make(dir),
+        (None, Some(dir)) => SnapshotMode::Restore(dir),
+        (None, None) => SnapshotMode::Off,
+    };
     cfg.initramfs = a.initramfs;
     cfg.cmdline = a.cmdline;
     cfg.replace_cmdline = a.replace_cmdline;

@@ -1,4 +1,4 @@
-//! The test initramfs: a newc cpio with /dev/console, /proc and the static test init
+//! The test initramfs: a newc cpio with /dev/console, /dev/urandom, /dev/port, /proc and the static test init
 //! (tests/guest/init.rs, built by build.rs). Shared by the guest-Linux tests and the
 //! `mk_test_initramfs` example that bench/boot.sh uses.
 
@@ -29,6 +29,8 @@ pub fn build() -> Vec<u8> {
     entry(&mut out, 2, "dev/console", S_IFCHR | 0o600, (5, 1), &[]);
     entry(&mut out, 3, "proc", S_IFDIR | 0o755, (0, 0), &[]);
     entry(&mut out, 4, "init", S_IFREG | 0o755, (0, 0), TEST_INIT);
+    entry(&mut out, 5, "dev/urandom", S_IFCHR | 0o644, (1, 9), &[]);
+    entry(&mut out, 6, "dev/port", S_IFCHR | 0o600, (1, 4), &[]);
     entry(&mut out, 0, "TRAILER!!!", 0, (0, 0), &[]);
     out
 }

@@ -1,0 +1,164 @@
+//! Snapshot and restore of a real Linux guest (`stage1-vmm boot --snapshot-out` / `--restore`)
+//! with the test init's `snapshot` mode (tests/guest/init.rs): it asks for a snapshot on the
+//! snapshot port; each restore reads fresh entropy and the wall clock from the port, prints
+//! them and reboots. Guest tests: they SKIP where this host's KVM cannot boot Linux; run them
+//! under ci/nested-kvm (see linux_boot.rs).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{initramfs, linux_kvm_or_skip, test_kernel};
+
+/// Generous per-run limit: under nested TCG a boot takes seconds.
+const TIMEOUT_SECS: &str = "180";
+
+fn vmm(args: &[&std::ffi::OsStr]) -> (Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_stage1-vmm"))
+        .arg("boot")
+        .args(["--timeout", TIMEOUT_SECS, "--no-stdin"])
+        .args(args)
+        .output()
+        .expect("spawn stage1-vmm");
+    (out, start.elapsed())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// `KEY=value` from the `RESTORED` line.
+fn field<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    let line = stdout.lines().find(|l| l.starts_with("RESTORED "))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn make_snapshot(dir: &Path, snap: &Path) -> Duration {
+    let kernel = test_kernel();
+    let initrd = initramfs::write_to(dir);
+    let (out, took) = vmm(&[
+        "--kernel".as_ref(),
+        kernel.as_os_str(),
+        "--initramfs".as_ref(),
+        initrd.as_os_str(),
+        "--mem".as_ref(),
+        "128".as_ref(),
+        "--cmdline".as_ref(),
+        "rkt_test=snapshot".as_ref(),
+        "--snapshot-out".as_ref(),
+        snap.as_os_str(),
+    ]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("SNAPSHOT-POINT"), "stdout:\n{stdout}");
+    assert!(
+        !stdout.contains("RESTORED"),
+        "ran on past the snapshot:\n{stdout}"
+    );
+    assert!(snap.join("state").is_file() && snap.join("memory").is_file());
+    took
+}
+
+#[test]
+fn two_restores_from_one_snapshot_get_fresh_entropy_and_clock() {
+    let name = "two_restores_from_one_snapshot_get_fresh_entropy_and_clock";
+    if !linux_kvm_or_skip(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("snap");
+    let cold = make_snapshot(dir.path(), &snap);
+    // Let the wall clock move on, so a restored guest that kept the snapshot's clock shows.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let before = now_secs();
+        let (out, took) = vmm(&["--restore".as_ref(), snap.as_os_str()]);
+        let after = now_secs();
+        let stdout = ok(&out);
+        assert!(
+            !stdout.contains("SNAPSHOT-POINT"),
+            "booted again:\n{stdout}"
+        );
+        let entropy = field(&stdout, "ENTROPY")
+            .expect("RESTORED line")
+            .to_string();
+        let clock: u64 = field(&stdout, "CLOCK")
+            .and_then(|c| c.parse().ok())
+            .expect("CLOCK=");
+        assert_eq!(field(&stdout, "ADDENTROPY"), Some("0"), "{stdout}");
+        assert_eq!(field(&stdout, "SETTIME"), Some("0"), "{stdout}");
+        assert_eq!(entropy.len(), 64, "{stdout}");
+        assert_ne!(entropy, "0".repeat(64));
+        assert!(
+            (before..=after + 1).contains(&clock),
+            "round {round}: guest clock {clock} not within [{before}, {after}]"
+        );
+        eprintln!("restore {round}: {took:?} (cold boot to the snapshot point: {cold:?})");
+        seen.push(entropy);
+    }
+    assert_ne!(seen[0], seen[1], "two restores got the same entropy");
+}
+
+#[test]
+fn cold_boot_without_snapshot_mode_carries_on() {
+    // The port is absent without --snapshot-out: the request is ignored and the guest reads
+    // "cold boot" (0xff: nothing answers).
+    let name = "cold_boot_without_snapshot_mode_carries_on";
+    if !linux_kvm_or_skip(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = test_kernel();
+    let initrd = initramfs::write_to(dir.path());
+    let (out, _) = vmm(&[
+        "--kernel".as_ref(),
+        kernel.as_os_str(),
+        "--initramfs".as_ref(),
+        initrd.as_os_str(),
+        "--cmdline".as_ref(),
+        "rkt_test=snapshot".as_ref(),
+    ]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("SNAPSHOT-COLD STATUS=255"), "{stdout}");
+}
+
+#[test]
+fn corrupt_or_missing_snapshots_fail_before_kvm() {
+    // Runs everywhere: the state file is read and checked before /dev/kvm is opened.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, _) = vmm(&["--restore".as_ref(), dir.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot open the state file"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(dir.path().join("state"), b"RKTSNAP\0\x01\0\0\0garbage").expect("write");
+    let (out, _) = vmm(&["--restore".as_ref(), dir.path().as_os_str()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("snapshot state"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
