@@ -22,7 +22,7 @@ use crate::devices::legacy::{AsyncWriter, OutputStats, PanicWatch, SerialDevice,
 use crate::devices::virtio::mmio::{MmioTransport, TransportError, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::VirtioDevice;
 use crate::memory::{GuestMem, VIRTIO_MMIO_END, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_START};
-use crate::snapshot::state::DevicesState;
+use crate::snapshot::state::{DevicesState, TransportState};
 
 /// GSIs handed to virtio-mmio devices, in order: the IOAPIC pins not used by legacy ISA devices
 /// (0 timer, 1 keyboard, 2 cascade, 3/4 serial, 8 RTC).
@@ -36,6 +36,14 @@ pub enum DeviceError {
     /// Placing a device on the bus.
     #[error("cannot place a device on the bus")]
     Bus(#[from] BusError),
+    /// A virtio transport's snapshot state cannot be taken or applied.
+    #[error("virtio slot {slot}: {why}")]
+    VirtioSnapshot {
+        /// The slot index.
+        slot: usize,
+        /// Why.
+        why: String,
+    },
     /// No MMIO slot or GSI left for another virtio device.
     #[error("no virtio-mmio slot or interrupt left")]
     NoVirtioSlot,
@@ -59,11 +67,25 @@ pub enum DeviceError {
 pub trait VirtioMmio: MmioDevice {
     /// The queue-notify eventfds, in queue order.
     fn queue_evts(&self) -> &[EventFd];
+    /// The transport's state for a snapshot; `None`: this transport cannot be snapshotted.
+    fn snapshot_state(&self) -> Option<TransportState> {
+        None
+    }
+    /// Applies a snapshot's state to this (fresh) transport.
+    fn restore_state(&mut self, _state: &TransportState) -> Result<(), String> {
+        Err("this transport cannot be restored".into())
+    }
 }
 
 impl VirtioMmio for MmioTransport {
     fn queue_evts(&self) -> &[EventFd] {
         MmioTransport::queue_evts(self)
+    }
+    fn snapshot_state(&self) -> Option<TransportState> {
+        Some(MmioTransport::snapshot_state(self))
+    }
+    fn restore_state(&mut self, state: &TransportState) -> Result<(), String> {
+        MmioTransport::restore_state(self, state).map_err(|e| e.to_string())
     }
 }
 
@@ -363,9 +385,41 @@ impl DeviceManager {
         Ok(self.bus.add_pio(base, len, dev)?)
     }
 
-    /// How many virtio-mmio devices are registered.
-    pub fn virtio_count(&self) -> usize {
-        self.virtio.len()
+    /// Every virtio transport's state, in slot order, for a snapshot.
+    pub fn virtio_state(&self) -> Result<Vec<TransportState>, DeviceError> {
+        self.virtio
+            .iter()
+            .enumerate()
+            .map(|(slot, v)| {
+                lock(&v._dev)
+                    .snapshot_state()
+                    .ok_or(DeviceError::VirtioSnapshot {
+                        slot,
+                        why: "this transport cannot be snapshotted".into(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Applies a snapshot's virtio states: this VM must have the same devices in the same slots
+    /// (by type and queue count); each live one is activated with its fresh backend.
+    pub fn set_virtio_state(&mut self, states: &[TransportState]) -> Result<(), DeviceError> {
+        if states.len() != self.virtio.len() {
+            return Err(DeviceError::VirtioSnapshot {
+                slot: self.virtio.len().min(states.len()),
+                why: format!(
+                    "the snapshot has {} virtio devices, this VM {}",
+                    states.len(),
+                    self.virtio.len()
+                ),
+            });
+        }
+        for (slot, (v, s)) in self.virtio.iter().zip(states).enumerate() {
+            lock(&v._dev)
+                .restore_state(s)
+                .map_err(|why| DeviceError::VirtioSnapshot { slot, why })?;
+        }
+        Ok(())
     }
 
     /// The legacy devices' state, for a snapshot.

@@ -508,9 +508,6 @@ impl Vmm {
             SnapshotPlan::Restore(_) => self.restore_vcpus()?,
             _ => self.load_and_create_vcpus()?,
         };
-        if !matches!(self.snapshot, SnapshotPlan::Off) && self.devices.virtio_count() > 0 {
-            return Err(SnapshotError::VirtioDevices(self.devices.virtio_count()).into());
-        }
         // A snapshot-making VM's vCPU saves itself when the guest asks (it owns its fd).
         let msr_list = match &self.snapshot {
             SnapshotPlan::Make(_) => Some(Arc::new(
@@ -643,6 +640,7 @@ impl Vmm {
             snapshot::kvm_state::restore_vcpu(fd, s)?;
         }
         self.devices.set_legacy_state(&state.devices)?;
+        self.devices.set_virtio_state(&state.virtio)?;
         Ok(vcpus)
     }
 
@@ -654,6 +652,7 @@ impl Vmm {
             vm: snapshot::kvm_state::save_vm(&m.vm)?,
             vcpus: vec![vcpu],
             devices: self.devices.legacy_state(),
+            virtio: self.devices.virtio_state()?,
         };
         snapshot::write_dir(dir, &state, &m.mem)?;
         Ok(())

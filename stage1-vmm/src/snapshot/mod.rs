@@ -10,8 +10,9 @@
 //! [`format`] encoding) and [`MEMORY_FILE`] (guest RAM, [`memory`]). Both are written to a
 //! temporary name and renamed, memory first, so a directory with a state file is complete.
 //!
-//! Limits of this version: one vCPU; no virtio devices (a VM with any refuses to snapshot, and
-//! a restore refuses to add any); device backends are never in a snapshot.
+//! Virtio-mmio transports are in the snapshot (registers, queue positions:
+//! [`crate::devices::virtio::mmio::snapshot`]), device backends never: the restoring VM creates
+//! the same devices in the same slots, each with its own fresh backend. Limit: one vCPU.
 
 pub mod format;
 pub mod kvm_state;
@@ -65,9 +66,6 @@ pub enum SnapshotError {
     /// More than one vCPU.
     #[error("snapshots support 1 vCPU, not {0}")]
     Vcpus(usize),
-    /// The VM has virtio devices.
-    #[error("snapshots do not cover virtio devices yet ({0} in this VM)")]
-    VirtioDevices(usize),
     /// The state file cannot be parsed.
     #[error("snapshot state {path}: {source}")]
     Format {

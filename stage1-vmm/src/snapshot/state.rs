@@ -112,6 +112,48 @@ pub struct DevicesState {
     pub i8042: I8042State,
 }
 
+/// One virtio queue as the driver configured it, and the device's position in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// Queue size (entries).
+    pub size: u16,
+    /// QueueReady.
+    pub ready: bool,
+    /// Descriptor table (guest physical).
+    pub desc: u64,
+    /// Available ring (guest physical).
+    pub avail: u64,
+    /// Used ring (guest physical).
+    pub used: u64,
+    /// The device's next available-ring index.
+    pub next_avail: u16,
+    /// The device's next used-ring index.
+    pub next_used: u16,
+}
+
+/// One virtio-mmio transport ([`crate::devices::virtio::mmio::snapshot`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportState {
+    /// The virtio device type (must match the restoring VM's device in that slot).
+    pub device_type: u32,
+    /// The status register.
+    pub status_reg: u32,
+    /// Features the driver accepted.
+    pub driver_features: u64,
+    /// DeviceFeaturesSel.
+    pub device_features_sel: u32,
+    /// DriverFeaturesSel.
+    pub driver_features_sel: u32,
+    /// QueueSel.
+    pub queue_sel: u32,
+    /// InterruptStatus.
+    pub interrupt_status: u32,
+    /// ConfigGeneration.
+    pub config_generation: u32,
+    /// The queues, in order.
+    pub queues: Vec<QueueState>,
+}
+
 /// Everything in the state file.
 #[derive(Debug, Default)]
 pub struct SnapshotState {
@@ -123,12 +165,89 @@ pub struct SnapshotState {
     pub vcpus: Vec<VcpuState>,
     /// The legacy devices.
     pub devices: DevicesState,
+    /// The virtio-mmio transports, in slot order.
+    pub virtio: Vec<TransportState>,
 }
 
 /// Most MSRs or CPUID entries one vCPU may carry (KVM's own limits are 256 and 80).
 const MAX_LIST: usize = 1024;
 /// Most vCPUs a snapshot may carry.
 const MAX_VCPUS: usize = 255;
+/// Most virtio transports (the MMIO slots' GSIs) and queues per transport.
+const MAX_VIRTIO: usize = 64;
+
+fn put_transport(w: &mut Writer, t: &TransportState) {
+    for v in [
+        t.device_type,
+        t.status_reg,
+        t.device_features_sel,
+        t.driver_features_sel,
+        t.queue_sel,
+        t.interrupt_status,
+        t.config_generation,
+    ] {
+        w.u32(v);
+    }
+    w.u64(t.driver_features);
+    w.u32(t.queues.len() as u32);
+    for q in &t.queues {
+        w.u32(u32::from(q.size));
+        w.u8(u8::from(q.ready));
+        w.u64(q.desc);
+        w.u64(q.avail);
+        w.u64(q.used);
+        w.u32(u32::from(q.next_avail));
+        w.u32(u32::from(q.next_used));
+    }
+}
+
+fn get_u16(r: &mut Reader<'_>, what: &'static str) -> Result<u16, FormatError> {
+    u16::try_from(r.u32(what)?).map_err(|_| FormatError::BadField(what))
+}
+
+fn get_transport(r: &mut Reader<'_>) -> Result<TransportState, FormatError> {
+    let device_type = r.u32("virtio device type")?;
+    let status_reg = r.u32("virtio status")?;
+    let device_features_sel = r.u32("virtio features sel")?;
+    let driver_features_sel = r.u32("virtio features sel")?;
+    let queue_sel = r.u32("virtio queue sel")?;
+    let interrupt_status = r.u32("virtio interrupt status")?;
+    let config_generation = r.u32("virtio config generation")?;
+    let driver_features = r.u64("virtio driver features")?;
+    let n = r.count("virtio queue count", 37)?;
+    if n > MAX_VIRTIO {
+        return Err(FormatError::BadField("virtio queue count"));
+    }
+    let mut queues = Vec::with_capacity(n);
+    for _ in 0..n {
+        let size = get_u16(r, "queue size")?;
+        let ready = match r.u8("queue ready")? {
+            0 => false,
+            1 => true,
+            _ => return Err(FormatError::BadField("queue ready")),
+        };
+        queues.push(QueueState {
+            size,
+            ready,
+            desc: r.u64("queue desc")?,
+            avail: r.u64("queue avail")?,
+            used: r.u64("queue used")?,
+            next_avail: get_u16(r, "queue next avail")?,
+            next_used: get_u16(r, "queue next used")?,
+        });
+    }
+    Ok(TransportState {
+        device_type,
+        status_reg,
+        driver_features,
+        device_features_sel,
+        driver_features_sel,
+        queue_sel,
+        interrupt_status,
+        config_generation,
+        queues,
+    })
+}
 
 fn put_uart(w: &mut Writer, u: &UartState) {
     w.bytes(&u.regs);
@@ -239,6 +358,10 @@ impl SnapshotState {
         }
         w.bytes(&k.out);
         w.u8(u8::from(k.last_was_cmd));
+        w.u32(self.virtio.len() as u32);
+        for t in &self.virtio {
+            put_transport(&mut w, t);
+        }
         w.finish()
     }
 
@@ -286,8 +409,16 @@ impl SnapshotState {
             1 => true,
             _ => return Err(FormatError::BadField("i8042 last")),
         };
+        let n = r.count("virtio count", 40)?;
+        if n > MAX_VIRTIO {
+            return Err(FormatError::BadField("virtio count"));
+        }
+        let virtio = (0..n)
+            .map(|_| get_transport(&mut r))
+            .collect::<Result<_, _>>()?;
         r.end()?;
         Ok(SnapshotState {
+            virtio,
             mem_size,
             vm,
             vcpus,
@@ -348,6 +479,21 @@ mod tests {
                     last_was_cmd: true,
                 },
             },
+            virtio: vec![TransportState {
+                device_type: 26,
+                status_reg: 15,
+                driver_features: 1 << 32,
+                queues: vec![QueueState {
+                    size: 128,
+                    ready: true,
+                    desc: 0x1000,
+                    avail: 0x2000,
+                    used: 0x3000,
+                    next_avail: 5,
+                    next_used: 5,
+                }],
+                ..Default::default()
+            }],
         }
     }
 
@@ -370,6 +516,7 @@ mod tests {
         assert_eq!(back.vm.clock.clock, 987_654_321);
         assert_eq!(back.vm.pit.channels[0].count, 0x1234);
         assert_eq!(back.devices, s.devices);
+        assert_eq!(back.virtio, s.virtio);
     }
 
     #[test]
