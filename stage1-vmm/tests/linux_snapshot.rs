@@ -122,6 +122,68 @@ fn two_restores_from_one_snapshot_get_fresh_entropy_and_clock() {
 }
 
 #[test]
+fn a_restored_vm_gets_a_fresh_vsock_backend_that_works() {
+    // The snapshot's VM has a virtio-vsock device whose driver is live (DRIVER_OK, queues set
+    // up); the restoring VM creates its own device on another socket directory. After the
+    // restore the guest connects to host port 5678 through the restored transport.
+    let name = "a_restored_vm_gets_a_fresh_vsock_backend_that_works";
+    if !linux_kvm_or_skip(name) {
+        return;
+    }
+    use stage1_vmm::snapshot::SnapshotMode;
+    use stage1_vmm::{VmConfig, VmOutcome, VsockConfig};
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snap = dir.path().join("snap");
+    let (first, second) = (dir.path().join("pod1"), dir.path().join("pod2"));
+    for d in [&first, &second] {
+        std::fs::create_dir(d).expect("socket dir");
+    }
+    let run = |cfg: VmConfig| {
+        let console = common::SharedBuf::default();
+        let vm = common::vm::spawn_vm(cfg, console.clone());
+        let (outcome, failure) = vm.join().expect("vm thread");
+        (outcome, failure, console.text())
+    };
+
+    let mut cfg = VmConfig::new(test_kernel());
+    cfg.initramfs = Some(initramfs::write_to(dir.path()));
+    cfg.mem_mib = 128;
+    cfg.timeout = Some(Duration::from_secs(300));
+    cfg.cmdline = "rkt_test=snapshot-vsock".into();
+    cfg.vsock = Some(VsockConfig {
+        socket_dir: first.clone(),
+    });
+    cfg.snapshot = SnapshotMode::Make(snap.clone());
+    let (outcome, failure, text) = run(cfg.clone());
+    assert_eq!(outcome, Ok(VmOutcome::Snapshot), "{failure}\n{text}");
+    assert!(text.contains("SNAPSHOT-POINT"), "{text}");
+
+    let l = UnixListener::bind(second.join(pod_abi::vsock::listener_name(5678))).expect("bind");
+    let host = std::thread::spawn(move || {
+        let (s, _) = l.accept().expect("accept the guest");
+        let mut line = String::new();
+        BufReader::new(s.try_clone().expect("clone"))
+            .read_line(&mut line)
+            .expect("read");
+        let mut s = s;
+        s.write_all(b"hello-from-host\n").expect("write");
+        line
+    });
+    cfg.vsock = Some(VsockConfig {
+        socket_dir: second.clone(),
+    });
+    cfg.snapshot = SnapshotMode::Restore(snap);
+    let (outcome, failure, text) = run(cfg);
+    assert_eq!(outcome, Ok(VmOutcome::Reset), "{failure}\n{text}");
+    assert!(text.contains("VSOCK-HOST-GOT=hello-from-host"), "{text}");
+    assert!(text.contains("RESTORED "), "{text}");
+    assert_eq!(host.join().expect("host"), "hello-from-guest\n");
+}
+
+#[test]
 fn cold_boot_without_snapshot_mode_carries_on() {
     // The port is absent without --snapshot-out: the request is ignored and the guest reads
     // "cold boot" (0xff: nothing answers).

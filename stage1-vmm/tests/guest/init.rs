@@ -23,6 +23,9 @@
 //!   /dev/urandom), sets the wall clock, prints `RESTORED ENTROPY=<hex> CLOCK=<secs>
 //!   ADDENTROPY=<0|errno> SETTIME=<0|errno>` and reboots; on a cold boot prints
 //!   `SNAPSHOT-COLD STATUS=<n>` and reboots.
+//! - `snapshot-vsock` (tests/linux_snapshot.rs): as `snapshot`, and after the restore connects
+//!   to vsock host port 5678 (the restored VM's fresh vsock backend), sends `hello-from-guest`
+//!   and prints `VSOCK-HOST-GOT=<line>` with the answer before the `RESTORED` line.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
 use std::io::Write;
@@ -97,7 +100,7 @@ fn inb(dev: &std::fs::File, port: u16) -> u8 {
     b[0]
 }
 
-fn snapshot_point() -> ! {
+fn snapshot_point(vsock: bool) -> ! {
     use std::os::fd::AsRawFd;
     let dev = match std::fs::OpenOptions::new()
         .read(true)
@@ -151,6 +154,18 @@ fn snapshot_point() -> ! {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    if vsock {
+        use std::io::BufRead;
+        match vsock_connect(CID_HOST, 5678) {
+            Ok(mut c) => {
+                let _ = c.write_all(b"hello-from-guest\n");
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(c).read_line(&mut line);
+                println!("VSOCK-HOST-GOT={}", line.trim_end());
+            }
+            Err(e) => println!("VSOCK-HOST-ERROR errno={e}"),
+        }
+    }
     let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
     println!("RESTORED ENTROPY={hex} CLOCK={now} ADDENTROPY={add} SETTIME={set}");
     do_reboot()
@@ -310,7 +325,8 @@ fn main() {
             do_reboot()
         }
         "vsock-echo" => vsock_echo(),
-        "snapshot" => snapshot_point(),
+        "snapshot" => snapshot_point(false),
+        "snapshot-vsock" => snapshot_point(true),
         "exit" => {
             println!("RKT-TEST-INIT-EXITING");
             let _ = std::io::stdout().flush();
