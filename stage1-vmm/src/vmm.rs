@@ -536,7 +536,11 @@ impl Vmm {
             );
             let all_counts = counts.clone();
             let (msr_list, saved) = (msr_list.clone(), saved.clone());
-            let t = threads::spawn(ThreadKind::Vcpu, format!("vcpu{id}"), move || {
+            let kind = match msr_list {
+                Some(_) => ThreadKind::SnapshotVcpu,
+                None => ThreadKind::Vcpu,
+            };
+            let t = threads::spawn(kind, format!("vcpu{id}"), move || {
                 let mut mine = ExitCounts::new();
                 let end = vcpu::run_loop(&mut fd, &bus, &stop, &mut mine);
                 if let (VcpuEnd::Guest(VcpuAction::Snapshot), Some(list)) = (&end, msr_list) {
@@ -551,7 +555,10 @@ impl Vmm {
             .map_err(|e| VmmError::Io("cannot start a vCPU thread", e))?;
             threads.push(t);
         }
-        threads::on_main_ready();
+        match self.snapshot {
+            SnapshotPlan::Make(_) => threads::on_main_ready_snapshot(),
+            _ => threads::on_main_ready(),
+        }
 
         let started = Instant::now();
         let setup = started.duration_since(self.created);
