@@ -14,6 +14,7 @@
 //! [`crate::devices::virtio::mmio::snapshot`]), device backends never: the restoring VM creates
 //! the same devices in the same slots, each with its own fresh backend. Limit: one vCPU.
 
+pub mod cache;
 pub mod format;
 pub mod kvm_state;
 pub mod memory;
