@@ -10,6 +10,16 @@
 //!   device answers) means a cold boot: carry on.
 //! - `in` [`PORT_DATA`], [`FRESH_LEN`] times: the record [`Fresh::encode`] describes.
 
+/// guest-init's first argument when the kernel starts it from the snapshot initramfs: stop at
+/// the snapshot port, then mount the pod's root share and continue as the pod's init.
+pub const INIT_STAGE_ARG: &str = "--snapshot-stage";
+/// Where the host puts guest-init's arguments for a restored pod, relative to the stage1 root
+/// (one argument per line): a snapshot's kernel command line is the snapshot maker's, so pod
+/// arguments cannot come from it.
+pub const INIT_ARGS_IN_STAGE1: &str = "rkt/init-args";
+/// Largest [`INIT_ARGS_IN_STAGE1`] guest-init reads (bytes).
+pub const INIT_ARGS_MAX: usize = 64 << 10;
+
 /// The data/command port.
 pub const PORT_DATA: u16 = 0x5e0;
 /// The status port.

@@ -187,6 +187,100 @@ fn a_restored_vm_gets_a_fresh_vsock_backend_that_works() {
     assert_eq!(host.join().expect("host"), "hello-from-guest\n");
 }
 
+/// The static guest-init: `$RKT_TEST_BIN_DIR/guest-init`, else `<repo>/build/bin/guest-init`.
+fn guest_init_bin() -> std::path::PathBuf {
+    let p = std::env::var_os("RKT_TEST_BIN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| common::repo_root().join("build/bin"))
+        .join("guest-init");
+    assert!(
+        p.is_file(),
+        "{} is missing: run ci/build.sh (or set RKT_TEST_BIN_DIR)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn guest_init_snapshot_stage_restores_then_switches_to_the_root_share() {
+    // guest-init from an initramfs stops at the port before any root exists (the snapshot's
+    // VM shares an empty directory); the restored VM shares another directory with an `/init`
+    // (the test init) and `rkt/init-args`: guest-init mounts it, moves it over `/` and runs
+    // that init with those arguments, through the restored virtio-fs transport.
+    let name = "guest_init_snapshot_stage_restores_then_switches_to_the_root_share";
+    if !linux_kvm_or_skip(name) {
+        return;
+    }
+    use stage1_vmm::devices::virtio::fs::{Fs, FsConfig};
+    use stage1_vmm::snapshot::SnapshotMode;
+    use stage1_vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
+    use std::os::unix::fs::PermissionsExt;
+
+    const DIR: u32 = 0o040_755;
+    const CHR: u32 = 0o020_600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gi = std::fs::read(guest_init_bin()).expect("read guest-init");
+    let mut cpio = Vec::new();
+    let e = initramfs::cpio::entry;
+    e(&mut cpio, 1, "dev", DIR, (0, 0), &[]);
+    e(&mut cpio, 2, "dev/console", CHR, (5, 1), &[]);
+    e(&mut cpio, 3, "dev/port", CHR, (1, 4), &[]);
+    e(&mut cpio, 4, "dev/urandom", CHR, (1, 9), &[]);
+    e(&mut cpio, 5, "root", DIR, (0, 0), &[]);
+    e(&mut cpio, 6, "init", 0o100_755, (0, 0), &gi);
+    e(&mut cpio, 0, "TRAILER!!!", 0, (0, 0), &[]);
+    let initrd = dir.path().join("snapshot-initramfs.cpio");
+    std::fs::write(&initrd, cpio).expect("write initramfs");
+
+    let empty = dir.path().join("empty");
+    let pod = dir.path().join("pod");
+    std::fs::create_dir(&empty).expect("mkdir");
+    std::fs::create_dir_all(pod.join("rkt")).expect("mkdir");
+    std::fs::create_dir(pod.join("proc")).expect("mkdir");
+    let init = pod.join("init");
+    std::fs::write(&init, initramfs::TEST_INIT).expect("write init");
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(pod.join("rkt/init-args"), "--from-the-share\n--second\n").expect("args");
+
+    let snap = dir.path().join("snap");
+    let run = |cfg: &VmConfig, share: &std::path::Path| {
+        let console = common::SharedBuf::default();
+        let mut vmm = Vmm::new(
+            cfg,
+            SerialBackend {
+                out: Box::new(console.clone()),
+                input: None,
+            },
+        )
+        .expect("vmm");
+        let mut fs = FsConfig::new(share);
+        fs.tag = "rkt".into();
+        vmm.add_virtio(Box::new(Fs::new(fs).expect("fs")))
+            .expect("add fs");
+        let (outcome, _) = vmm.run().expect("run");
+        (outcome, console.text())
+    };
+    let mut cfg = VmConfig::new(test_kernel());
+    cfg.initramfs = Some(initrd);
+    cfg.mem_mib = 128;
+    cfg.timeout = Some(Duration::from_secs(300));
+    cfg.cmdline = "rkt_test=report -- --snapshot-stage".into();
+    cfg.snapshot = SnapshotMode::Make(snap.clone());
+    let (outcome, text) = run(&cfg, &empty);
+    assert_eq!(outcome, VmOutcome::Snapshot, "{text}");
+    assert!(!text.contains("RKT-TEST-INIT-MARKER"), "{text}");
+
+    cfg.snapshot = SnapshotMode::Restore(snap);
+    let (outcome, text) = run(&cfg, &pod);
+    assert_eq!(outcome, VmOutcome::Reset, "{text}");
+    assert!(text.contains("RKT-TEST-INIT-MARKER"), "{text}");
+    assert!(
+        text.contains("INIT-ARGS=--from-the-share --second"),
+        "{text}"
+    );
+    assert!(text.contains("NCPUS=1"), "{text}");
+}
+
 #[test]
 fn cold_boot_without_snapshot_mode_carries_on() {
     // The port is absent without --snapshot-out: the request is ignored and the guest reads

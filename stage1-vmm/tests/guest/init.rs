@@ -2,7 +2,8 @@
 //! symbols declared by hand) compiled by stage1-vmm's build.rs and packed into a newc
 //! initramfs by the test support code.
 //!
-//! It prints `RKT-TEST-INIT-MARKER` at once, then acts on `rkt_test=` from the kernel command
+//! It prints `RKT-TEST-INIT-MARKER` at once (and `INIT-ARGS=<args>` when it has arguments),
+//! then acts on `rkt_test=` from the kernel command
 //! line (the kernel hands unknown `key=value` parameters to init as environment):
 //! - `report` (default): mounts /proc, prints `NCPUS=<n>` and `MEMTOTAL_KB=<n>`, reboots;
 //! - `quick`: reboots at once (the benchmark);
@@ -305,6 +306,10 @@ fn do_reboot() -> ! {
 
 fn main() {
     println!("RKT-TEST-INIT-MARKER");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        println!("INIT-ARGS={}", args.join(" "));
+    }
     let mode = std::env::var("rkt_test").unwrap_or_else(|_| "report".into());
     match mode.as_str() {
         "quick" => do_reboot(),
