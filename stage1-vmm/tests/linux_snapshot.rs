@@ -216,19 +216,9 @@ fn guest_init_snapshot_stage_restores_then_switches_to_the_root_share() {
     use stage1_vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
     use std::os::unix::fs::PermissionsExt;
 
-    const DIR: u32 = 0o040_755;
-    const CHR: u32 = 0o020_600;
     let dir = tempfile::tempdir().expect("tempdir");
     let gi = std::fs::read(guest_init_bin()).expect("read guest-init");
-    let mut cpio = Vec::new();
-    let e = initramfs::cpio::entry;
-    e(&mut cpio, 1, "dev", DIR, (0, 0), &[]);
-    e(&mut cpio, 2, "dev/console", CHR, (5, 1), &[]);
-    e(&mut cpio, 3, "dev/port", CHR, (1, 4), &[]);
-    e(&mut cpio, 4, "dev/urandom", CHR, (1, 9), &[]);
-    e(&mut cpio, 5, "root", DIR, (0, 0), &[]);
-    e(&mut cpio, 6, "init", 0o100_755, (0, 0), &gi);
-    e(&mut cpio, 0, "TRAILER!!!", 0, (0, 0), &[]);
+    let cpio = stage1_vmm::snapshot::initramfs::snapshot_stage(&gi);
     let initrd = dir.path().join("snapshot-initramfs.cpio");
     std::fs::write(&initrd, cpio).expect("write initramfs");
 

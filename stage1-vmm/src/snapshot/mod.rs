@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod format;
+pub mod initramfs;
 pub mod kvm_state;
 pub mod memory;
 pub mod port;

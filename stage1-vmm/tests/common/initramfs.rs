@@ -11,12 +11,7 @@ use cpio::entry;
 /// The static test init, built by build.rs (empty if that failed).
 pub const TEST_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-init"));
 
-/// Mode bits: directory.
-const S_IFDIR: u32 = 0o040000;
-/// Mode bits: regular file.
-const S_IFREG: u32 = 0o100000;
-/// Mode bits: character device.
-const S_IFCHR: u32 = 0o020000;
+use stage1_vmm::boot::newc::{S_IFCHR, S_IFDIR, S_IFREG};
 
 /// The initramfs bytes.
 pub fn build() -> Vec<u8> {
