@@ -6,18 +6,19 @@
 //! over `/`, and executes the share's `/init` (guest-init again) with the arguments the host
 //! wrote into the share (`pod_abi::snapshot::INIT_ARGS_IN_STAGE1`), so the pod's own arguments
 //! never come from the snapshot's command line. The initramfs provides `/dev/console`,
-//! `/dev/port`, `/dev/urandom` and an empty `/root`.
+//! `/dev/port` (used only when `ioperm` fails: `pod_abi::snapshot_port`), `/dev/urandom` and
+//! an empty `/root`.
 
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 
 use nix::mount::{mount, MsFlags};
 use pod_abi::snapshot::{
-    Fresh, FRESH_LEN, INIT_ARGS_IN_STAGE1, INIT_ARGS_MAX, PORT_DATA, PORT_STATUS, REQUEST,
+    Fresh, FRESH_LEN, INIT_ARGS_IN_STAGE1, INIT_ARGS_MAX, PORTS, PORT_DATA, PORT_STATUS, REQUEST,
     STATUS_RESTORED,
 };
+use pod_abi::snapshot_port::Ports;
 
 /// The pod's root share's mount tag (stage1-vmm's `pod::run::ROOT_TAG`).
 const ROOT_TAG: &str = "rkt";
@@ -41,23 +42,16 @@ pub fn run() -> String {
 
 /// Asks for the snapshot; on a restore applies the fresh data. Whether this VM was restored.
 fn restore_point() -> Result<bool, String> {
-    let port = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/port")
-        .map_err(|e| format!("/dev/port: {e}"))?;
-    let io = |e: std::io::Error| format!("/dev/port: {e}");
-    port.write_at(&[REQUEST], u64::from(PORT_DATA))
-        .map_err(io)?;
-    let mut b = [0u8];
-    port.read_at(&mut b, u64::from(PORT_STATUS)).map_err(io)?;
-    if b[0] != STATUS_RESTORED {
+    let port = Ports::open(PORT_DATA, PORTS).map_err(|e| format!("snapshot port: {e}"))?;
+    crate::debug!("snapshot stage: port via {:?}", port.via());
+    let io = |e: std::io::Error| format!("snapshot port: {e}");
+    port.outb(PORT_DATA, REQUEST).map_err(io)?;
+    if port.inb(PORT_STATUS).map_err(io)? != STATUS_RESTORED {
         return Ok(false);
     }
     let mut rec = [0u8; FRESH_LEN];
     for byte in rec.iter_mut() {
-        port.read_at(&mut b, u64::from(PORT_DATA)).map_err(io)?;
-        *byte = b[0];
+        *byte = port.inb(PORT_DATA).map_err(io)?;
     }
     let fresh = Fresh::decode(&rec).ok_or("bad fresh-data record")?;
     add_entropy(&fresh.entropy)?;

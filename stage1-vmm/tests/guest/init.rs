@@ -18,8 +18,8 @@
 //!   its `hello-from-guest` line; connects to host port 5679 (nobody listens) and prints
 //!   `VSOCK-REFUSED errno=<n>`; prints `VSOCK-READY`; reboots on a connection to port 1235.
 //! - `snapshot` (tests/linux_snapshot.rs, bench/snapshot.sh): prints `SNAPSHOT-POINT`, asks
-//!   for a snapshot on the snapshot port (`pod_abi::snapshot`, numbers copied below; through
-//!   /dev/port, as the guest kernel has no `ioperm`); when it
+//!   for a snapshot on the snapshot port (`pod_abi::snapshot`, numbers copied below; with
+//!   `ioperm` and `in`/`out`, else through /dev/port: `pod_abi::snapshot_port`); when it
 //!   runs on (restored), reads the fresh-data record, adds the entropy (`RNDADDENTROPY` on
 //!   /dev/urandom), sets the wall clock, prints `RESTORED ENTROPY=<hex> CLOCK=<secs>
 //!   ADDENTROPY=<0|errno> SETTIME=<0|errno>` and reboots; on a cold boot prints
@@ -83,34 +83,32 @@ const RNDADDENTROPY: c_ulong = 0x4008_5203;
 /// `CLOCK_REALTIME`.
 const CLOCK_REALTIME: c_int = 0;
 
-/// One byte out to `port` through /dev/port (the guest kernel has no `ioperm`).
-fn outb(dev: &std::fs::File, port: u16, v: u8) {
-    use std::os::unix::fs::FileExt;
-    if let Err(e) = dev.write_at(&[v], u64::from(port)) {
-        println!("RKT-TEST-ERROR /dev/port write: {e}");
+/// The snapshot port's access code, shared with guest-init (`ioperm`, else /dev/port).
+#[allow(dead_code)]
+#[path = "../../../pod-abi/src/snapshot_port.rs"]
+mod snapshot_port;
+
+/// One byte out to `port`.
+fn outb(ports: &snapshot_port::Ports, port: u16, v: u8) {
+    if let Err(e) = ports.outb(port, v) {
+        println!("RKT-TEST-ERROR snapshot port write: {e}");
     }
 }
 
-/// One byte in from `port` through /dev/port.
-fn inb(dev: &std::fs::File, port: u16) -> u8 {
-    use std::os::unix::fs::FileExt;
-    let mut b = [0u8];
-    if let Err(e) = dev.read_at(&mut b, u64::from(port)) {
-        println!("RKT-TEST-ERROR /dev/port read: {e}");
-    }
-    b[0]
+/// One byte in from `port` (0 after an error).
+fn inb(ports: &snapshot_port::Ports, port: u16) -> u8 {
+    ports.inb(port).unwrap_or_else(|e| {
+        println!("RKT-TEST-ERROR snapshot port read: {e}");
+        0
+    })
 }
 
 fn snapshot_point(vsock: bool) -> ! {
     use std::os::fd::AsRawFd;
-    let dev = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/port")
-    {
-        Ok(f) => f,
+    let dev = match snapshot_port::Ports::open(SNAP_PORT_DATA, 2) {
+        Ok(p) => p,
         Err(e) => {
-            println!("RKT-TEST-ERROR open /dev/port: {e}");
+            println!("RKT-TEST-ERROR snapshot port: {e}");
             do_reboot()
         }
     };
