@@ -19,6 +19,7 @@ pub mod format;
 pub mod initramfs;
 pub mod kvm_state;
 pub mod memory;
+pub mod pod;
 pub mod port;
 pub mod state;
 
