@@ -20,6 +20,7 @@ bench: build
 	bash bench/fetch.sh
 	bash bench/run-ns.sh
 	bash bench/boot.sh
+	bash bench/snapshot.sh
 	bash bench/vmm-rss.sh
 	bash bench/run-kvm.sh
 	bash bench/oci.sh

@@ -10,6 +10,7 @@ fn main() {
     let src = "tests/guest/init.rs";
     println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../pod-abi/src/snapshot_port.rs");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default()).join("test-init");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let status = Command::new(rustc)

@@ -17,6 +17,7 @@ mod log;
 mod machine;
 mod mounts;
 mod net;
+mod snapshot_stage;
 mod status;
 mod supervisor;
 mod sys;
@@ -37,6 +38,18 @@ const HVC_STDOUT: &str = Channel::AppStdout.guest_device();
 const HVC_STDERR: &str = Channel::AppStderr.guest_device();
 
 fn main() {
+    // Anywhere among the arguments: the kernel passes init the command-line words it does not
+    // know (without `=`) before those after `--`.
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == pod_abi::snapshot::INIT_STAGE_ARG)
+    {
+        // The snapshot initramfs (snapshot_stage): returns only if it cannot hand over; PID 1
+        // exiting panics the kernel, which ends the VM with the reason on the console.
+        let why = snapshot_stage::run();
+        info!("fatal: snapshot stage: {why}");
+        std::process::exit(pod_abi::exit::STAGE1_FAILED);
+    }
     pod_abi::trace::phase("guest-init", "main");
     let args = match InitArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,

@@ -13,6 +13,9 @@ pub mod netinfo;
 pub mod paths;
 pub mod plan;
 pub mod podfile;
+pub mod snapshot;
+#[cfg(target_arch = "x86_64")]
+pub mod snapshot_port;
 pub mod stage1;
 pub mod status;
 pub mod trace;

@@ -12,6 +12,9 @@ pub enum DeviceAction {
     None,
     /// Reset the machine (the guest rebooted; for us the VM ends).
     Reset,
+    /// The guest asked for a snapshot here (the snapshot port, [`crate::snapshot`]): the vCPU
+    /// leaves its run loop so the VMM can save it.
+    Snapshot,
 }
 
 /// A device on the MMIO bus: the vCPU exit handler calls `read`/`write` with the offset from the

@@ -22,6 +22,7 @@ use crate::devices::legacy::{AsyncWriter, OutputStats, PanicWatch, SerialDevice,
 use crate::devices::virtio::mmio::{MmioTransport, TransportError, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::VirtioDevice;
 use crate::memory::{GuestMem, VIRTIO_MMIO_END, VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_START};
+use crate::snapshot::state::{DevicesState, TransportState};
 
 /// GSIs handed to virtio-mmio devices, in order: the IOAPIC pins not used by legacy ISA devices
 /// (0 timer, 1 keyboard, 2 cascade, 3/4 serial, 8 RTC).
@@ -35,6 +36,14 @@ pub enum DeviceError {
     /// Placing a device on the bus.
     #[error("cannot place a device on the bus")]
     Bus(#[from] BusError),
+    /// A virtio transport's snapshot state cannot be taken or applied.
+    #[error("virtio slot {slot}: {why}")]
+    VirtioSnapshot {
+        /// The slot index.
+        slot: usize,
+        /// Why.
+        why: String,
+    },
     /// No MMIO slot or GSI left for another virtio device.
     #[error("no virtio-mmio slot or interrupt left")]
     NoVirtioSlot,
@@ -58,11 +67,25 @@ pub enum DeviceError {
 pub trait VirtioMmio: MmioDevice {
     /// The queue-notify eventfds, in queue order.
     fn queue_evts(&self) -> &[EventFd];
+    /// The transport's state for a snapshot; `None`: this transport cannot be snapshotted.
+    fn snapshot_state(&self) -> Option<TransportState> {
+        None
+    }
+    /// Applies a snapshot's state to this (fresh) transport.
+    fn restore_state(&mut self, _state: &TransportState) -> Result<(), String> {
+        Err("this transport cannot be restored".into())
+    }
 }
 
 impl VirtioMmio for MmioTransport {
     fn queue_evts(&self) -> &[EventFd] {
         MmioTransport::queue_evts(self)
+    }
+    fn snapshot_state(&self) -> Option<TransportState> {
+        Some(MmioTransport::snapshot_state(self))
+    }
+    fn restore_state(&mut self, state: &TransportState) -> Result<(), String> {
+        MmioTransport::restore_state(self, state).map_err(|e| e.to_string())
     }
 }
 
@@ -163,6 +186,7 @@ pub struct DeviceManager {
     bus: Bus,
     com1: SerialPort,
     com2: Com2,
+    i8042: Arc<Mutex<I8042>>,
     virtio: Vec<VirtioSlot>,
 }
 
@@ -229,11 +253,8 @@ impl DeviceManager {
             Arc::new(Mutex::new(Com2Slot(cell.clone()))),
         )?;
 
-        bus.add_pio(
-            I8042_DATA_PORT,
-            I8042_PORTS,
-            Arc::new(Mutex::new(I8042::new())),
-        )?;
+        let i8042 = Arc::new(Mutex::new(I8042::new()));
+        bus.add_pio(I8042_DATA_PORT, I8042_PORTS, i8042.clone())?;
 
         Ok(DeviceManager {
             bus,
@@ -243,6 +264,7 @@ impl DeviceManager {
                 irq: com2_irq,
                 port: None,
             },
+            i8042,
             virtio: Vec::new(),
         })
     }
@@ -353,6 +375,74 @@ impl DeviceManager {
         Ok(slot)
     }
 
+    /// Places another port-I/O device (the snapshot port) on the bus.
+    pub fn add_pio(
+        &mut self,
+        base: u16,
+        len: u16,
+        dev: Arc<Mutex<dyn PioDevice>>,
+    ) -> Result<(), DeviceError> {
+        Ok(self.bus.add_pio(base, len, dev)?)
+    }
+
+    /// Every virtio transport's state, in slot order, for a snapshot.
+    pub fn virtio_state(&self) -> Result<Vec<TransportState>, DeviceError> {
+        self.virtio
+            .iter()
+            .enumerate()
+            .map(|(slot, v)| {
+                lock(&v._dev)
+                    .snapshot_state()
+                    .ok_or(DeviceError::VirtioSnapshot {
+                        slot,
+                        why: "this transport cannot be snapshotted".into(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Applies a snapshot's virtio states: this VM must have the same devices in the same slots
+    /// (by type and queue count); each live one is activated with its fresh backend.
+    pub fn set_virtio_state(&mut self, states: &[TransportState]) -> Result<(), DeviceError> {
+        if states.len() != self.virtio.len() {
+            return Err(DeviceError::VirtioSnapshot {
+                slot: self.virtio.len().min(states.len()),
+                why: format!(
+                    "the snapshot has {} virtio devices, this VM {}",
+                    states.len(),
+                    self.virtio.len()
+                ),
+            });
+        }
+        for (slot, (v, s)) in self.virtio.iter().zip(states).enumerate() {
+            lock(&v._dev)
+                .restore_state(s)
+                .map_err(|why| DeviceError::VirtioSnapshot { slot, why })?;
+        }
+        Ok(())
+    }
+
+    /// The legacy devices' state, for a snapshot.
+    pub fn legacy_state(&self) -> DevicesState {
+        DevicesState {
+            com1: lock(&self.com1.dev).state(),
+            com2: self.com2.port.as_ref().map(|p| lock(&p.dev).state()),
+            i8042: lock(&self.i8042).state(),
+        }
+    }
+
+    /// Puts the legacy devices in state `s` (from a snapshot). COM2's state applies when a
+    /// backend is attached (a snapshot's COM2 without one here is dropped: the port floats).
+    pub fn set_legacy_state(&mut self, s: &DevicesState) -> Result<(), DeviceError> {
+        let bad = |e| DeviceError::Io("cannot restore a UART", e);
+        lock(&self.com1.dev).set_state(&s.com1).map_err(bad)?;
+        if let (Some(port), Some(st)) = (self.com2.port.as_ref(), s.com2.as_ref()) {
+            lock(&port.dev).set_state(st).map_err(bad)?;
+        }
+        lock(&self.i8042).set_state(&s.i8042);
+        Ok(())
+    }
+
     /// The buses, for the vCPU threads (leaves an empty bus behind; devices stay registered
     /// here and live until the manager is dropped).
     pub fn take_bus(&mut self) -> Bus {
@@ -419,6 +509,7 @@ impl DeviceManager {
             bus,
             com1,
             com2,
+            i8042: _,
             virtio,
         } = self;
         com1.writer.finish();

@@ -24,6 +24,8 @@ pub enum VcpuAction {
     PowerOff,
     /// The guest halted with nothing to wake it (only without an in-kernel irqchip).
     Halted,
+    /// The guest asked for a snapshot: the vCPU stops so that the VMM can save the VM.
+    Snapshot,
 }
 
 /// Exits that end the VM with a failure.
@@ -63,6 +65,7 @@ pub fn handle_exit(bus: &Bus, exit: VcpuExit<'_>) -> Result<VcpuAction, ExitErro
         }
         VcpuExit::IoOut(port, data) => match bus.pio_write(port, data) {
             Some(DeviceAction::Reset) => Ok(VcpuAction::Reset),
+            Some(DeviceAction::Snapshot) => Ok(VcpuAction::Snapshot),
             Some(DeviceAction::None) => Ok(VcpuAction::Continue),
             None => {
                 log::trace!("unhandled out to port {port:#x}");

@@ -6,7 +6,8 @@
 //! `KVM_RUN`; [`exit`] decides what each exit means (pure); [`bus`] routes port and MMIO
 //! accesses to [`devices`], which [`device_manager`] creates and wires to KVM; [`threads`] starts
 //! every thread and [`confine`] gives each its seccomp filter and capabilities; [`vmm`] puts it
-//! together. The core (`memory`, `boot`, `vcpu`, `exit`, `bus`)
+//! together; [`snapshot`] saves a VM when its guest asks and restores it (docs/snapshot.md).
+//! The core (`memory`, `boot`, `vcpu`, `exit`, `bus`)
 //! does not depend on `devices`. See docs/vmm.md.
 
 #![deny(missing_docs)]
@@ -24,6 +25,7 @@ pub mod memory;
 pub mod net;
 pub mod pod;
 pub mod pvm;
+pub mod snapshot;
 pub mod threads;
 pub mod vcpu;
 pub mod vmm;

@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use stage1_vmm::devices::virtio::blk::Block;
 use stage1_vmm::devices::virtio::fs::{Fs, FsConfig, TAG_LEN};
+use stage1_vmm::snapshot::SnapshotMode;
 use stage1_vmm::{SerialBackend, VmConfig, Vmm};
 
 #[derive(Parser)]
@@ -33,9 +34,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BootArgs {
-    /// Kernel: ELF vmlinux (PVH entry) or bzImage.
-    #[arg(long)]
-    kernel: PathBuf,
+    /// Kernel: ELF vmlinux (PVH entry) or bzImage (not with --restore).
+    #[arg(long, required_unless_present = "restore", conflicts_with = "restore")]
+    kernel: Option<PathBuf>,
     /// Initramfs (newc cpio, optionally compressed).
     #[arg(long)]
     initramfs: Option<PathBuf>,
@@ -65,6 +66,12 @@ struct BootArgs {
     /// order given; `,ro` may be stated, writable disks are not supported). Repeatable.
     #[arg(long, value_name = "FILE[,ro]", value_parser = parse_disk)]
     disk: Vec<PathBuf>,
+    /// When the guest asks (the snapshot port), save the VM into DIR and end it (1 vCPU).
+    #[arg(long, value_name = "DIR", conflicts_with = "restore")]
+    snapshot_out: Option<PathBuf>,
+    /// Restore the VM saved in DIR by --snapshot-out instead of booting a kernel.
+    #[arg(long, value_name = "DIR")]
+    restore: Option<PathBuf>,
 }
 
 /// A `--share TAG=DIR`.
@@ -150,7 +157,12 @@ fn print_exits(r: &stage1_vmm::RunReport) {
 }
 
 fn boot(a: BootArgs) -> Result<ExitCode> {
-    let mut cfg = VmConfig::new(&a.kernel);
+    let mut cfg = VmConfig::new(a.kernel.unwrap_or_default());
+    cfg.snapshot = match (a.snapshot_out, a.restore) {
+        (Some(dir), _) => SnapshotMode::Make(dir),
+        (None, Some(dir)) => SnapshotMode::Restore(dir),
+        (None, None) => SnapshotMode::Off,
+    };
     cfg.initramfs = a.initramfs;
     cfg.cmdline = a.cmdline;
     cfg.replace_cmdline = a.replace_cmdline;

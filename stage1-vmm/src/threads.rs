@@ -21,6 +21,9 @@ use std::thread::{Builder, JoinHandle};
 pub enum ThreadKind {
     /// Runs `KVM_RUN` for one vCPU and the device accesses of its exits.
     Vcpu,
+    /// A vCPU of a snapshot-making VM (`SnapshotMode::Make`, never a pod's): as `Vcpu`, and it
+    /// reads its own KVM state when the guest asks for the snapshot.
+    SnapshotVcpu,
     /// The worker of one virtio device, by virtio device type (`TYPE_FS`, `TYPE_CONSOLE`, ...):
     /// virtio-fs needs file-system calls the others must not have.
     DeviceWorker(u32),
@@ -64,6 +67,11 @@ pub fn on_thread_start(kind: ThreadKind) {
 /// inherited by the threads its owner creates later): confines it with the main profile.
 pub fn on_main_ready() {
     crate::confine::main_thread();
+}
+
+/// As [`on_main_ready`], for the main thread of a snapshot-making VM (it saves the VM).
+pub fn on_main_ready_snapshot() {
+    crate::confine::snapshot_main_thread();
 }
 
 /// Runs test `test` (full path) of this test binary in a child process with `env`=1 set;

@@ -38,6 +38,8 @@ use crate::devices::virtio::VirtioDevice;
 use crate::exit::VcpuAction;
 use crate::kvm::{open_kvm, KvmError};
 use crate::memory::{create_guest_memory, GuestMem, MemoryError, KVM_TSS_ADDRESS, MIB};
+use crate::snapshot::state::VcpuState;
+use crate::snapshot::{self, SnapshotError, SnapshotMode, SnapshotPort, SnapshotState};
 use crate::threads::{self, ThreadKind};
 use crate::vcpu::{self, ExitCounts, VcpuEnd, VcpuError};
 
@@ -94,6 +96,9 @@ pub enum VmmError {
     /// Creating an eventfd or a thread failed.
     #[error("{0}")]
     Io(&'static str, #[source] std::io::Error),
+    /// Saving or restoring a snapshot.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// What the VM is made of: plain data (paths, sizes, flags). The live objects (open files, KVM
@@ -124,6 +129,8 @@ pub struct VmConfig {
     /// the network cards; its socket is created then. A pod adds its own after the jail instead
     /// (`pod::run`), so that the socket's path is the jail's `/pod/vsock.sock`.
     pub vsock: Option<VsockConfig>,
+    /// Make a snapshot when the guest asks, restore one, or neither ([`crate::snapshot`]).
+    pub snapshot: SnapshotMode,
 }
 
 /// One network card: an open tap (see [`crate::net::attach`]) and the guest interface's MAC.
@@ -161,6 +168,7 @@ impl VmConfig {
             linux_guest: true,
             net: Vec::new(),
             vsock: None,
+            snapshot: SnapshotMode::Off,
         }
     }
 }
@@ -178,12 +186,17 @@ pub enum VmOutcome {
     Failed(String),
     /// The timeout expired.
     Timeout,
+    /// The guest asked for a snapshot and the VMM saved it ([`SnapshotMode::Make`]).
+    Snapshot,
 }
 
 impl VmOutcome {
     /// Whether the guest ended normally.
     pub fn is_success(&self) -> bool {
-        matches!(self, VmOutcome::Reset | VmOutcome::PowerOff)
+        matches!(
+            self,
+            VmOutcome::Reset | VmOutcome::PowerOff | VmOutcome::Snapshot
+        )
     }
 
     /// One-line reason for a failure.
@@ -194,6 +207,7 @@ impl VmOutcome {
             VmOutcome::Panic(line) => format!("guest kernel panic: {line}"),
             VmOutcome::Failed(why) => format!("VM failed: {why}"),
             VmOutcome::Timeout => "VM timed out".into(),
+            VmOutcome::Snapshot => "snapshot saved".into(),
         }
     }
 }
@@ -225,7 +239,8 @@ impl RunReport {
 /// The boot inputs built from a [`VmConfig`] before KVM is touched: the open kernel and
 /// initramfs (so a typo fails fast) and the command line (devices append to it).
 struct BootSource {
-    kernel: File,
+    /// `None` when restoring a snapshot (nothing is loaded).
+    kernel: Option<File>,
     initramfs: Option<File>,
     cmdline: Cmdline,
 }
@@ -239,7 +254,10 @@ impl BootSource {
                 source,
             })
         };
-        let kernel = open("kernel", &cfg.kernel)?;
+        let kernel = match cfg.snapshot {
+            SnapshotMode::Restore(_) => None,
+            _ => Some(open("kernel", &cfg.kernel)?),
+        };
         let initramfs = cfg
             .initramfs
             .as_ref()
@@ -269,7 +287,8 @@ struct Machine {
 }
 
 impl Machine {
-    fn create(cfg: &VmConfig) -> Result<Machine, VmmError> {
+    /// `restore`: the snapshot's memory file, mapped instead of fresh anonymous memory.
+    fn create(cfg: &VmConfig, restore: Option<File>) -> Result<Machine, VmmError> {
         let cpus = u8::try_from(cfg.cpus)
             .ok()
             .filter(|c| (1..=mptable::MAX_CPUS).contains(c))
@@ -291,7 +310,10 @@ impl Machine {
         vm.create_pit2(pit)
             .map_err(|e| VmmError::VmIoctl("KVM_CREATE_PIT2", e))?;
 
-        let mem = create_guest_memory(mem_size)?;
+        let mem = match restore {
+            Some(file) => snapshot::memory::map_private(file, mem_size)?,
+            None => create_guest_memory(mem_size)?,
+        };
         for (slot, region) in mem.iter().enumerate() {
             let host = mem
                 .get_host_address(region.start_addr())
@@ -335,6 +357,17 @@ pub struct Vmm {
     created: Instant,
     /// The virtio-mmio slots taken: (base, device), for the exit profile.
     mmio_devices: Vec<(u64, &'static str)>,
+    /// What to do about snapshots, and the state being restored.
+    snapshot: SnapshotPlan,
+}
+
+/// A VM's snapshot role, as [`Vmm::new`] prepared it.
+enum SnapshotPlan {
+    Off,
+    /// Save into this directory when the guest asks.
+    Make(PathBuf),
+    /// Restore this state (memory is already mapped) instead of loading a kernel.
+    Restore(Box<SnapshotState>),
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -347,7 +380,24 @@ impl Vmm {
     pub fn new(cfg: &VmConfig, console: SerialBackend) -> Result<Vmm, VmmError> {
         let created = Instant::now();
         let boot = BootSource::open(cfg)?;
-        let machine = Machine::create(cfg)?;
+        // A restore takes the machine's shape from the snapshot, read before /dev/kvm.
+        let mut cfg = cfg.clone();
+        let (plan, mem_file) = match &cfg.snapshot {
+            SnapshotMode::Off => (SnapshotPlan::Off, None),
+            SnapshotMode::Make(dir) => (SnapshotPlan::Make(dir.clone()), None),
+            SnapshotMode::Restore(dir) => {
+                let state = snapshot::read_state(dir)?;
+                cfg.mem_mib = state.mem_size / MIB;
+                cfg.cpus = state.vcpus.len() as u32;
+                let mem = snapshot::open_memory(dir)?;
+                (SnapshotPlan::Restore(Box::new(state)), Some(mem))
+            }
+        };
+        if !matches!(plan, SnapshotPlan::Off) && cfg.cpus != 1 {
+            return Err(SnapshotError::Vcpus(cfg.cpus as usize).into());
+        }
+        let cfg = &cfg;
+        let machine = Machine::create(cfg, mem_file)?;
         let watch = EndWatch {
             wake: Arc::new(
                 EventFd::new(EFD_NONBLOCK)
@@ -364,7 +414,20 @@ impl Vmm {
             watch,
             created,
             mmio_devices: Vec::new(),
+            snapshot: plan,
         };
+        let port = match &vmm.snapshot {
+            SnapshotPlan::Off => None,
+            SnapshotPlan::Make(_) => Some(SnapshotPort::Armed),
+            SnapshotPlan::Restore(_) => Some(SnapshotPort::restored(&snapshot::port::fresh_now()?)),
+        };
+        if let Some(port) = port {
+            vmm.devices.add_pio(
+                pod_abi::snapshot::PORT_DATA,
+                pod_abi::snapshot::PORTS,
+                Arc::new(Mutex::new(port)),
+            )?;
+        }
         for n in &cfg.net {
             let tap = n
                 .tap
@@ -441,7 +504,24 @@ impl Vmm {
 
     /// As [`Vmm::run`], with timings and exit counts.
     pub fn run_report(mut self) -> Result<(VmOutcome, RunReport), VmmError> {
-        let vcpus = self.load_and_create_vcpus()?;
+        let vcpus = match &self.snapshot {
+            SnapshotPlan::Restore(_) => self.restore_vcpus()?,
+            _ => self.load_and_create_vcpus()?,
+        };
+        // A snapshot-making VM's vCPU saves itself when the guest asks (it owns its fd).
+        let msr_list = match &self.snapshot {
+            SnapshotPlan::Make(_) => Some(Arc::new(
+                self.machine
+                    .kvm
+                    .get_msr_index_list()
+                    .map_err(|e| VmmError::VmIoctl("KVM_GET_MSR_INDEX_LIST", e))?
+                    .as_slice()
+                    .to_vec(),
+            )),
+            _ => None,
+        };
+        type Saved = Option<Result<VcpuState, SnapshotError>>;
+        let saved: Arc<Mutex<Saved>> = Arc::new(Mutex::new(None));
         let bus = Arc::new(self.devices.take_bus());
         let stop = Arc::new(AtomicBool::new(false));
         let ends: Arc<Mutex<Vec<(u8, VcpuEnd)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -455,9 +535,19 @@ impl Vmm {
                 self.watch.wake.clone(),
             );
             let all_counts = counts.clone();
-            let t = threads::spawn(ThreadKind::Vcpu, format!("vcpu{id}"), move || {
+            let (msr_list, saved) = (msr_list.clone(), saved.clone());
+            let kind = match msr_list {
+                Some(_) => ThreadKind::SnapshotVcpu,
+                None => ThreadKind::Vcpu,
+            };
+            let t = threads::spawn(kind, format!("vcpu{id}"), move || {
                 let mut mine = ExitCounts::new();
                 let end = vcpu::run_loop(&mut fd, &bus, &stop, &mut mine);
+                if let (VcpuEnd::Guest(VcpuAction::Snapshot), Some(list)) = (&end, msr_list) {
+                    let state = snapshot::kvm_state::complete_pending_io(&mut fd)
+                        .and_then(|()| snapshot::kvm_state::save_vcpu(&fd, &list));
+                    *lock(&saved) = Some(state);
+                }
                 crate::exit_stats::merge(&mut lock(&all_counts), &mine);
                 lock(&ends).push((id as u8, end));
                 let _ = wake.write(1);
@@ -465,13 +555,28 @@ impl Vmm {
             .map_err(|e| VmmError::Io("cannot start a vCPU thread", e))?;
             threads.push(t);
         }
-        threads::on_main_ready();
+        match self.snapshot {
+            SnapshotPlan::Make(_) => threads::on_main_ready_snapshot(),
+            _ => threads::on_main_ready(),
+        }
 
         let started = Instant::now();
         let setup = started.duration_since(self.created);
-        let outcome = self.event_loop(&ends);
+        let mut outcome = self.event_loop(&ends);
         let ended = Instant::now();
         stop_vcpus(&stop, threads, ended);
+        if outcome == VmOutcome::Snapshot {
+            let vcpu = lock(&saved).take();
+            outcome = match (vcpu, &self.snapshot) {
+                (Some(Ok(v)), SnapshotPlan::Make(dir)) => {
+                    let dir = dir.clone();
+                    self.save_snapshot(&dir, v)?;
+                    VmOutcome::Snapshot
+                }
+                (Some(Err(e)), _) => return Err(e.into()),
+                _ => VmOutcome::Failed("the guest asked for a snapshot this VM cannot take".into()),
+            };
+        }
 
         let console = self.devices.finish();
         let exits = std::mem::take(&mut *lock(&counts));
@@ -499,7 +604,12 @@ impl Vmm {
         let entry = boot::load(
             &m.mem,
             m.mem_size,
-            &mut self.boot.kernel,
+            self.boot
+                .kernel
+                .as_mut()
+                .ok_or(VmmError::Snapshot(SnapshotError::Corrupt(
+                    "boot without a kernel",
+                )))?,
             self.boot.initramfs.as_mut(),
             &self.boot.cmdline,
             &e820,
@@ -515,6 +625,44 @@ impl Vmm {
             vcpus.push(fd);
         }
         Ok(vcpus)
+    }
+
+    /// Creates the vCPU and puts the VM, the vCPU and the legacy devices in the snapshot's
+    /// state (memory is the snapshot's already); nothing is loaded.
+    fn restore_vcpus(&mut self) -> Result<Vec<VcpuFd>, VmmError> {
+        let SnapshotPlan::Restore(state) = &self.snapshot else {
+            return Ok(Vec::new());
+        };
+        let m = &self.machine;
+        vcpu::install_kick_handler()?;
+        let mut vcpus = Vec::with_capacity(state.vcpus.len());
+        for id in 0..state.vcpus.len() {
+            let fd =
+                m.vm.create_vcpu(id as u64)
+                    .map_err(|e| VmmError::VmIoctl("KVM_CREATE_VCPU", e))?;
+            vcpus.push(fd);
+        }
+        snapshot::kvm_state::restore_vm(&m.vm, &state.vm)?;
+        for (fd, s) in vcpus.iter().zip(&state.vcpus) {
+            snapshot::kvm_state::restore_vcpu(fd, s)?;
+        }
+        self.devices.set_legacy_state(&state.devices)?;
+        self.devices.set_virtio_state(&state.virtio)?;
+        Ok(vcpus)
+    }
+
+    /// Saves the VM (its vCPU's state `vcpu` taken by the vCPU thread) into `dir`.
+    fn save_snapshot(&self, dir: &std::path::Path, vcpu: VcpuState) -> Result<(), VmmError> {
+        let m = &self.machine;
+        let state = SnapshotState {
+            mem_size: m.mem_size,
+            vm: snapshot::kvm_state::save_vm(&m.vm)?,
+            vcpus: vec![vcpu],
+            devices: self.devices.legacy_state(),
+            virtio: self.devices.virtio_state()?,
+        };
+        snapshot::write_dir(dir, &state, &m.mem)?;
+        Ok(())
     }
 
     /// Waits for the VM to end, feeding console input meanwhile.
@@ -582,6 +730,7 @@ fn outcome_of(id: u8, end: VcpuEnd, panic: Option<String>) -> VmOutcome {
         (VcpuEnd::Guest(VcpuAction::Halted), None) => {
             VmOutcome::Failed(format!("vCPU {id} halted with no way to wake up"))
         }
+        (VcpuEnd::Guest(VcpuAction::Snapshot), None) => VmOutcome::Snapshot,
         (VcpuEnd::Guest(VcpuAction::Continue), None) | (VcpuEnd::Stopped, None) => {
             VmOutcome::Failed(format!("vCPU {id} stopped"))
         }

@@ -6,6 +6,7 @@ pub mod cmdline;
 pub mod e820;
 pub mod elf;
 pub mod mptable;
+pub mod newc;
 pub mod pvh;
 
 use std::fs::File;

@@ -82,6 +82,29 @@ const TCSETS: u64 = 0x5402;
 const TCSETSW: u64 = 0x5403;
 const TCSETSF: u64 = 0x5404;
 const TIOCGWINSZ: u64 = 0x5413;
+// KVM state reads of a snapshot (linux/kvm.h: `_IOR`/`_IOWR(KVMIO, nr, type)`).
+const KVMIO: u64 = 0xae;
+const fn kvm_ior(nr: u64, size: usize) -> u64 {
+    (2 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+}
+const fn kvm_iowr(nr: u64, size: usize) -> u64 {
+    (3 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
+}
+use std::mem::size_of;
+const KVM_GET_REGS: u64 = kvm_ior(0x81, size_of::<kvm_bindings::kvm_regs>());
+const KVM_GET_SREGS: u64 = kvm_ior(0x83, size_of::<kvm_bindings::kvm_sregs>());
+const KVM_GET_MSRS: u64 = kvm_iowr(0x88, size_of::<kvm_bindings::kvm_msrs>());
+const KVM_GET_FPU: u64 = kvm_ior(0x8c, size_of::<kvm_bindings::kvm_fpu>());
+const KVM_GET_LAPIC: u64 = kvm_ior(0x8e, size_of::<kvm_bindings::kvm_lapic_state>());
+const KVM_GET_CPUID2: u64 = kvm_iowr(0x91, size_of::<kvm_bindings::kvm_cpuid2>());
+const KVM_GET_MP_STATE: u64 = kvm_ior(0x98, size_of::<kvm_bindings::kvm_mp_state>());
+const KVM_GET_VCPU_EVENTS: u64 = kvm_ior(0x9f, size_of::<kvm_bindings::kvm_vcpu_events>());
+const KVM_GET_DEBUGREGS: u64 = kvm_ior(0xa1, size_of::<kvm_bindings::kvm_debugregs>());
+const KVM_GET_XSAVE: u64 = kvm_ior(0xa4, size_of::<kvm_bindings::kvm_xsave>());
+const KVM_GET_XCRS: u64 = kvm_ior(0xa6, size_of::<kvm_bindings::kvm_xcrs>());
+const KVM_GET_IRQCHIP: u64 = kvm_iowr(0x62, size_of::<kvm_bindings::kvm_irqchip>());
+const KVM_GET_CLOCK: u64 = kvm_ior(0x7c, size_of::<kvm_bindings::kvm_clock_data>());
+const KVM_GET_PIT2: u64 = kvm_ior(0x9f, size_of::<kvm_bindings::kvm_pit_state2>());
 // fcntl commands.
 const F_DUPFD_CLOEXEC: u64 = libc::F_DUPFD_CLOEXEC as u64;
 
@@ -135,6 +158,48 @@ pub const VCPU: Group = Group {
         sys!(SYS_eventfd2),
         sys!(SYS_epoll_create1),
         sys!(SYS_epoll_ctl),
+    ],
+};
+
+/// The vCPU of a snapshot-making VM (`stage1-vmm boot --snapshot-out`, never a pod's): reads
+/// its own state once the guest asks for the snapshot (`snapshot::kvm_state::save_vcpu`).
+pub const VCPU_SAVE: Group = Group {
+    name: "vcpu-save",
+    calls: &[sys!(
+        SYS_ioctl,
+        When::ArgIn(
+            1,
+            &[
+                KVM_GET_REGS,
+                KVM_GET_SREGS,
+                KVM_GET_MSRS,
+                KVM_GET_FPU,
+                KVM_GET_LAPIC,
+                KVM_GET_CPUID2,
+                KVM_GET_MP_STATE,
+                KVM_GET_VCPU_EVENTS,
+                KVM_GET_DEBUGREGS,
+                KVM_GET_XSAVE,
+                KVM_GET_XCRS,
+            ]
+        )
+    )],
+};
+
+/// The main thread of a snapshot-making VM: reads the VM's state (irqchip, PIT, clock) and
+/// writes the snapshot directory (`snapshot::write_dir`: `mkdir`, page writes at offsets, the
+/// length set; opening, syncing and renaming are main-loop's).
+pub const SNAPSHOT_WRITE: Group = Group {
+    name: "snapshot-write",
+    calls: &[
+        sys!(
+            SYS_ioctl,
+            When::ArgIn(1, &[KVM_GET_IRQCHIP, KVM_GET_CLOCK, KVM_GET_PIT2])
+        ),
+        sys!(SYS_mkdir),
+        sys!(SYS_mkdirat),
+        sys!(SYS_pwrite64),
+        sys!(SYS_ftruncate),
     ],
 };
 
@@ -320,11 +385,15 @@ pub enum Profile {
     Stdin,
     /// The main thread after setup.
     Main,
+    /// `ThreadKind::SnapshotVcpu`.
+    SnapshotVcpu,
+    /// The main thread of a snapshot-making VM after setup.
+    SnapshotMain,
 }
 
 impl Profile {
     /// Every profile, in `repr` order.
-    pub const ALL: [Profile; 11] = [
+    pub const ALL: [Profile; 13] = [
         Profile::Vcpu,
         Profile::FsWorker,
         Profile::ConsoleWorker,
@@ -336,6 +405,8 @@ impl Profile {
         Profile::Signals,
         Profile::Stdin,
         Profile::Main,
+        Profile::SnapshotVcpu,
+        Profile::SnapshotMain,
     ];
 
     /// The name in messages ("seccomp: thread <name> made ...").
@@ -352,6 +423,8 @@ impl Profile {
             Profile::Signals => "signals",
             Profile::Stdin => "stdin",
             Profile::Main => "main",
+            Profile::SnapshotVcpu => "snapshot vcpu",
+            Profile::SnapshotMain => "snapshot main",
         }
     }
 
@@ -370,6 +443,8 @@ impl Profile {
             Profile::Signals => &[&RUNTIME, &SIGNAL_WAIT, &TERMINAL],
             Profile::Stdin => &[&RUNTIME, &STDIN_COPY, &TERMINAL],
             Profile::Main => &[&RUNTIME, &MAIN_LOOP, &TERMINAL],
+            Profile::SnapshotVcpu => &[&RUNTIME, &VCPU, &VCPU_SAVE],
+            Profile::SnapshotMain => &[&RUNTIME, &MAIN_LOOP, &TERMINAL, &SNAPSHOT_WRITE],
         }
     }
 
@@ -392,7 +467,7 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
         .map(Call::short_name)
 }
 
-const ALL_GROUPS: [&Group; 13] = [
+const ALL_GROUPS: [&Group; 15] = [
     &RUNTIME,
     &VCPU,
     &EVENT_LOOP,
@@ -406,6 +481,8 @@ const ALL_GROUPS: [&Group; 13] = [
     &SIGNAL_WAIT,
     &STDIN_COPY,
     &MAIN_LOOP,
+    &VCPU_SAVE,
+    &SNAPSHOT_WRITE,
 ];
 
 /// Calls no profile allows, named only for the violation message.
@@ -537,6 +614,25 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_ioctl_numbers_are_linux_s() {
+        // The values of linux/kvm.h on x86_64.
+        assert_eq!(KVM_GET_REGS, 0x8090_ae81);
+        assert_eq!(KVM_GET_SREGS, 0x8138_ae83);
+        assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_GET_FPU, 0x81a0_ae8c);
+        assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
+        assert_eq!(KVM_GET_CPUID2, 0xc008_ae91);
+        assert_eq!(KVM_GET_MP_STATE, 0x8004_ae98);
+        assert_eq!(KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(KVM_GET_DEBUGREGS, 0x8080_aea1);
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_GET_XCRS, 0x8188_aea6);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
+        assert_eq!(KVM_GET_CLOCK, 0x8030_ae7c);
+        assert_eq!(KVM_GET_PIT2, 0x8070_ae9f);
+    }
+
+    #[test]
     fn only_the_fs_worker_touches_files_by_name_and_keeps_capabilities() {
         let allows = |p: Profile, nr: i64| {
             p.groups()
@@ -545,7 +641,7 @@ mod tests {
                 .any(|c| c.nr == nr && matches!(c.when, When::Always))
         };
         for p in Profile::ALL {
-            let fs = p == Profile::FsWorker || p == Profile::Main;
+            let fs = matches!(p, Profile::FsWorker | Profile::Main | Profile::SnapshotMain);
             assert_eq!(allows(p, libc::SYS_openat), fs, "{p:?} openat");
             assert_eq!(allows(p, libc::SYS_unlinkat), fs, "{p:?} unlinkat");
             assert!(!allows(p, libc::SYS_execve), "{p:?} execve");

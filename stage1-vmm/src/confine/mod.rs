@@ -81,6 +81,7 @@ pub fn profile_of(kind: ThreadKind) -> Profile {
     use crate::devices::virtio::{TYPE_BALLOON, TYPE_BLOCK, TYPE_FS, TYPE_NET, TYPE_VSOCK};
     match kind {
         ThreadKind::Vcpu => Profile::Vcpu,
+        ThreadKind::SnapshotVcpu => Profile::SnapshotVcpu,
         ThreadKind::DeviceWorker(TYPE_FS) => Profile::FsWorker,
         ThreadKind::DeviceWorker(TYPE_BLOCK) => Profile::BlockWorker,
         ThreadKind::DeviceWorker(TYPE_NET) => Profile::NetWorker,
@@ -163,6 +164,11 @@ pub fn thread(kind: ThreadKind) {
 /// sets are emptied and its filter installed. Nothing when [`init`] was not called.
 pub fn main_thread() {
     apply_or_die(Profile::Main);
+}
+
+/// As [`main_thread`], for the main thread of a snapshot-making VM (it also saves the VM).
+pub fn snapshot_main_thread() {
+    apply_or_die(Profile::SnapshotMain);
 }
 
 fn apply_or_die(profile: Profile) {

@@ -75,44 +75,70 @@ impl Forbidden {
     }
 }
 
-/// The cases: (name, thread kind or `None` for the main thread, forbidden call).
-const CASES: [(&str, Option<ThreadKind>, Forbidden); 11] = [
-    ("vcpu", Some(ThreadKind::Vcpu), Forbidden::Ioctl),
+/// The main thread's two profiles.
+#[derive(Debug, Clone, Copy)]
+enum Main {
+    /// A pod's (or any VM's).
+    Plain,
+    /// A snapshot-making VM's.
+    Snapshot,
+}
+
+impl Main {
+    fn profile(self) -> Profile {
+        match self {
+            Main::Plain => Profile::Main,
+            Main::Snapshot => Profile::SnapshotMain,
+        }
+    }
+}
+
+/// The cases: (name, thread kind or `Err(main thread profile)`, forbidden call).
+const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 13] = [
+    ("vcpu", Ok(ThreadKind::Vcpu), Forbidden::Ioctl),
+    // TIOCSTI: the save ioctls are KVM's only.
+    (
+        "snapshot-vcpu",
+        Ok(ThreadKind::SnapshotVcpu),
+        Forbidden::Ioctl,
+    ),
     (
         "fs",
-        Some(ThreadKind::DeviceWorker(TYPE_FS)),
+        Ok(ThreadKind::DeviceWorker(TYPE_FS)),
         Forbidden::Socket,
     ),
     (
         "console-worker",
-        Some(ThreadKind::DeviceWorker(TYPE_CONSOLE)),
+        Ok(ThreadKind::DeviceWorker(TYPE_CONSOLE)),
         Forbidden::OpenByName,
     ),
     (
         "blk",
-        Some(ThreadKind::DeviceWorker(TYPE_BLOCK)),
+        Ok(ThreadKind::DeviceWorker(TYPE_BLOCK)),
         Forbidden::OpenByName,
     ),
     (
         "net",
-        Some(ThreadKind::DeviceWorker(TYPE_NET)),
+        Ok(ThreadKind::DeviceWorker(TYPE_NET)),
         Forbidden::Socket,
     ),
     // AF_INET: the vsock worker may create AF_UNIX sockets only.
     (
         "vsock",
-        Some(ThreadKind::DeviceWorker(TYPE_VSOCK)),
+        Ok(ThreadKind::DeviceWorker(TYPE_VSOCK)),
         Forbidden::Socket,
     ),
     (
         "balloon",
-        Some(ThreadKind::DeviceWorker(TYPE_BALLOON)),
+        Ok(ThreadKind::DeviceWorker(TYPE_BALLOON)),
         Forbidden::OpenByName,
     ),
-    ("console", Some(ThreadKind::Console), Forbidden::OpenByName),
-    ("signals", Some(ThreadKind::Signals), Forbidden::Socket),
-    ("stdin", Some(ThreadKind::Stdin), Forbidden::OpenByName),
-    ("main", None, Forbidden::Exec),
+    ("console", Ok(ThreadKind::Console), Forbidden::OpenByName),
+    ("signals", Ok(ThreadKind::Signals), Forbidden::Socket),
+    ("stdin", Ok(ThreadKind::Stdin), Forbidden::OpenByName),
+    ("main", Err(Main::Plain), Forbidden::Exec),
+    // A file by name outside the snapshot directory's calls: openat is allowed, so a socket.
+    ("snapshot-main", Err(Main::Snapshot), Forbidden::Socket),
 ];
 
 fn is_root() -> bool {
@@ -134,7 +160,7 @@ fn seccomp_child() {
     let mode = init(Path::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(mode, Mode::On);
     match kind {
-        Some(kind) => {
+        Ok(kind) => {
             let h = crate::threads::spawn(kind, "confined", move || {
                 forbidden.call();
                 println!("THREAD SURVIVED");
@@ -142,8 +168,11 @@ fn seccomp_child() {
             .unwrap_or_else(|e| panic!("{e}"));
             let _ = h.join();
         }
-        None => {
-            crate::threads::on_main_ready();
+        Err(main) => {
+            match main {
+                Main::Plain => crate::threads::on_main_ready(),
+                Main::Snapshot => crate::threads::on_main_ready_snapshot(),
+            }
             forbidden.call();
         }
     }
@@ -175,7 +204,7 @@ fn expect_killed(name: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let profile = kind.map_or(Profile::Main, profile_of);
+    let profile = kind.map_or_else(Main::profile, profile_of);
     let nr = forbidden.nr();
     let name_part = filters::syscall_name(nr).map_or(String::new(), |n| format!(" ({n})"));
     let want = format!(
@@ -253,10 +282,20 @@ fn the_main_thread_dies_on_exec() {
 }
 
 #[test]
+fn a_snapshot_vcpu_thread_dies_on_a_forbidden_ioctl() {
+    expect_killed("snapshot-vcpu");
+}
+
+#[test]
+fn a_snapshot_main_thread_dies_on_socket() {
+    expect_killed("snapshot-main");
+}
+
+#[test]
 fn every_thread_kind_has_a_case() {
     let kinds: Vec<Profile> = CASES
         .iter()
-        .map(|c| c.1.map_or(Profile::Main, profile_of))
+        .map(|c| c.1.map_or_else(Main::profile, profile_of))
         .collect();
     for p in Profile::ALL {
         assert!(kinds.contains(&p), "no case for {p:?}");

@@ -1,4 +1,4 @@
-//! The test initramfs: a newc cpio with /dev/console, /proc and the static test init
+//! The test initramfs: a newc cpio with /dev/console, /dev/urandom, /dev/port, /proc and the static test init
 //! (tests/guest/init.rs, built by build.rs). Shared by the guest-Linux tests and the
 //! `mk_test_initramfs` example that bench/boot.sh uses.
 
@@ -11,12 +11,7 @@ use cpio::entry;
 /// The static test init, built by build.rs (empty if that failed).
 pub const TEST_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-init"));
 
-/// Mode bits: directory.
-const S_IFDIR: u32 = 0o040000;
-/// Mode bits: regular file.
-const S_IFREG: u32 = 0o100000;
-/// Mode bits: character device.
-const S_IFCHR: u32 = 0o020000;
+use stage1_vmm::boot::newc::{S_IFCHR, S_IFDIR, S_IFREG};
 
 /// The initramfs bytes.
 pub fn build() -> Vec<u8> {
@@ -29,6 +24,8 @@ pub fn build() -> Vec<u8> {
     entry(&mut out, 2, "dev/console", S_IFCHR | 0o600, (5, 1), &[]);
     entry(&mut out, 3, "proc", S_IFDIR | 0o755, (0, 0), &[]);
     entry(&mut out, 4, "init", S_IFREG | 0o755, (0, 0), TEST_INIT);
+    entry(&mut out, 5, "dev/urandom", S_IFCHR | 0o644, (1, 9), &[]);
+    entry(&mut out, 6, "dev/port", S_IFCHR | 0o600, (1, 4), &[]);
     entry(&mut out, 0, "TRAILER!!!", 0, (0, 0), &[]);
     out
 }

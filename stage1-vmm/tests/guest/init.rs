@@ -2,7 +2,8 @@
 //! symbols declared by hand) compiled by stage1-vmm's build.rs and packed into a newc
 //! initramfs by the test support code.
 //!
-//! It prints `RKT-TEST-INIT-MARKER` at once, then acts on `rkt_test=` from the kernel command
+//! It prints `RKT-TEST-INIT-MARKER` at once (and `INIT-ARGS=<args>` when it has arguments),
+//! then acts on `rkt_test=` from the kernel command
 //! line (the kernel hands unknown `key=value` parameters to init as environment):
 //! - `report` (default): mounts /proc, prints `NCPUS=<n>` and `MEMTOTAL_KB=<n>`, reboots;
 //! - `quick`: reboots at once (the benchmark);
@@ -16,6 +17,16 @@
 //!   connects to host port 5678 and prints `VSOCK-HOST-GOT=<line>` with the host's answer to
 //!   its `hello-from-guest` line; connects to host port 5679 (nobody listens) and prints
 //!   `VSOCK-REFUSED errno=<n>`; prints `VSOCK-READY`; reboots on a connection to port 1235.
+//! - `snapshot` (tests/linux_snapshot.rs, bench/snapshot.sh): prints `SNAPSHOT-POINT`, asks
+//!   for a snapshot on the snapshot port (`pod_abi::snapshot`, numbers copied below; with
+//!   `ioperm` and `in`/`out`, else through /dev/port: `pod_abi::snapshot_port`); when it
+//!   runs on (restored), reads the fresh-data record, adds the entropy (`RNDADDENTROPY` on
+//!   /dev/urandom), sets the wall clock, prints `RESTORED ENTROPY=<hex> CLOCK=<secs>
+//!   ADDENTROPY=<0|errno> SETTIME=<0|errno>` and reboots; on a cold boot prints
+//!   `SNAPSHOT-COLD STATUS=<n>` and reboots.
+//! - `snapshot-vsock` (tests/linux_snapshot.rs): as `snapshot`, and after the restore connects
+//!   to vsock host port 5678 (the restored VM's fresh vsock backend), sends `hello-from-guest`
+//!   and prints `VSOCK-HOST-GOT=<line>` with the answer before the `RESTORED` line.
 
 use std::ffi::{c_char, c_int, c_ulong, c_void};
 use std::io::Write;
@@ -29,6 +40,8 @@ extern "C" {
     fn reboot(cmd: c_int) -> c_int;
     fn klogctl(kind: c_int, buf: *mut c_char, len: c_int) -> c_int;
     fn sync();
+    fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
+    fn clock_settime(clock: c_int, tp: *const Timespec) -> c_int;
     fn mount(
         src: *const c_char,
         target: *const c_char,
@@ -46,6 +59,115 @@ struct SockaddrVm {
     port: u32,
     cid: u32,
     zero: [u8; 4],
+}
+
+/// `struct timespec`.
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+/// The snapshot port (`pod_abi::snapshot`; this binary uses no crates).
+const SNAP_PORT_DATA: u16 = 0x5e0;
+/// Its status port.
+const SNAP_PORT_STATUS: u16 = 0x5e1;
+/// The request byte.
+const SNAP_REQUEST: u8 = 0x53;
+/// Status: restored.
+const SNAP_RESTORED: u8 = 1;
+/// The fresh-data record: 32 bytes of entropy, u64 seconds, u32 nanoseconds, 4 zero bytes.
+const SNAP_FRESH_LEN: usize = 48;
+/// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
+const RNDADDENTROPY: c_ulong = 0x4008_5203;
+/// `CLOCK_REALTIME`.
+const CLOCK_REALTIME: c_int = 0;
+
+/// The snapshot port's access code, shared with guest-init (`ioperm`, else /dev/port).
+#[allow(dead_code)]
+#[path = "../../../pod-abi/src/snapshot_port.rs"]
+mod snapshot_port;
+
+/// One byte out to `port`.
+fn outb(ports: &snapshot_port::Ports, port: u16, v: u8) {
+    if let Err(e) = ports.outb(port, v) {
+        println!("RKT-TEST-ERROR snapshot port write: {e}");
+    }
+}
+
+/// One byte in from `port` (0 after an error).
+fn inb(ports: &snapshot_port::Ports, port: u16) -> u8 {
+    ports.inb(port).unwrap_or_else(|e| {
+        println!("RKT-TEST-ERROR snapshot port read: {e}");
+        0
+    })
+}
+
+fn snapshot_point(vsock: bool) -> ! {
+    use std::os::fd::AsRawFd;
+    let dev = match snapshot_port::Ports::open(SNAP_PORT_DATA, 2) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("RKT-TEST-ERROR snapshot port: {e}");
+            do_reboot()
+        }
+    };
+    println!("SNAPSHOT-POINT");
+    let _ = std::io::stdout().flush();
+    outb(&dev, SNAP_PORT_DATA, SNAP_REQUEST);
+    let status = inb(&dev, SNAP_PORT_STATUS);
+    if status != SNAP_RESTORED {
+        println!("SNAPSHOT-COLD STATUS={status}");
+        do_reboot()
+    }
+    let mut rec = [0u8; SNAP_FRESH_LEN];
+    for b in rec.iter_mut() {
+        *b = inb(&dev, SNAP_PORT_DATA);
+    }
+    let entropy = &rec[..32];
+    let secs = u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default());
+    let nanos = u32::from_le_bytes(rec[40..44].try_into().unwrap_or_default());
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + entropy.len());
+    info.extend_from_slice(&((entropy.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(entropy.len() as i32).to_ne_bytes());
+    info.extend_from_slice(entropy);
+    let add = match std::fs::File::open("/dev/urandom") {
+        // SAFETY: RNDADDENTROPY reads `8 + buf_size` bytes from `info`, which holds them.
+        Ok(f) => match unsafe { ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } {
+            0 => 0,
+            _ => errno(),
+        },
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    };
+    let ts = Timespec {
+        sec: secs as i64,
+        nsec: i64::from(nanos),
+    };
+    // SAFETY: `ts` is a valid timespec for the call's duration.
+    let set = match unsafe { clock_settime(CLOCK_REALTIME, &ts) } {
+        0 => 0,
+        _ => errno(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if vsock {
+        use std::io::BufRead;
+        match vsock_connect(CID_HOST, 5678) {
+            Ok(mut c) => {
+                let _ = c.write_all(b"hello-from-guest\n");
+                let mut line = String::new();
+                let _ = std::io::BufReader::new(c).read_line(&mut line);
+                println!("VSOCK-HOST-GOT={}", line.trim_end());
+            }
+            Err(e) => println!("VSOCK-HOST-ERROR errno={e}"),
+        }
+    }
+    let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
+    println!("RESTORED ENTROPY={hex} CLOCK={now} ADDENTROPY={add} SETTIME={set}");
+    do_reboot()
 }
 
 /// `AF_VSOCK`.
@@ -182,6 +304,10 @@ fn do_reboot() -> ! {
 
 fn main() {
     println!("RKT-TEST-INIT-MARKER");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.is_empty() {
+        println!("INIT-ARGS={}", args.join(" "));
+    }
     let mode = std::env::var("rkt_test").unwrap_or_else(|_| "report".into());
     match mode.as_str() {
         "quick" => do_reboot(),
@@ -202,6 +328,8 @@ fn main() {
             do_reboot()
         }
         "vsock-echo" => vsock_echo(),
+        "snapshot" => snapshot_point(false),
+        "snapshot-vsock" => snapshot_point(true),
         "exit" => {
             println!("RKT-TEST-INIT-EXITING");
             let _ = std::io::stdout().flush();

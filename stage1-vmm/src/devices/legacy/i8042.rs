@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use crate::bus::{DeviceAction, PioDevice};
+use crate::snapshot::state::I8042State;
 
 /// Data port.
 pub const I8042_DATA_PORT: u16 = 0x60;
@@ -76,6 +77,26 @@ impl I8042 {
     /// A controller in its power-on state.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The controller's state, for a snapshot.
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            ctr: self.ctr,
+            outp: self.outp,
+            cmd_pending: self.cmd_pending,
+            out: self.out.iter().copied().collect(),
+            last_was_cmd: self.last_was_cmd,
+        }
+    }
+
+    /// Puts the controller in state `s` (from a snapshot; the queue is cut to its bound).
+    pub fn set_state(&mut self, s: &I8042State) {
+        self.ctr = s.ctr;
+        self.outp = s.outp;
+        self.cmd_pending = s.cmd_pending;
+        self.out = s.out.iter().copied().take(MAX_QUEUE).collect();
+        self.last_was_cmd = s.last_was_cmd;
     }
 
     fn push(&mut self, b: u8) {
@@ -177,6 +198,18 @@ mod tests {
             "input buffer never full, so kb_wait ends at once"
         );
         assert_eq!(d.write(4, &[CMD_RESET_CPU]), DeviceAction::Reset);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let mut d = I8042::new();
+        d.write(4, &[CMD_WRITE_CTR]); // a command waiting for its byte
+        d.write(4, &[CMD_SELF_TEST]);
+        let st = d.state();
+        let mut e = I8042::new();
+        e.set_state(&st);
+        assert_eq!(e.state(), st);
+        assert_eq!(rd(&mut e, 0), SELF_TEST_OK);
     }
 
     #[test]

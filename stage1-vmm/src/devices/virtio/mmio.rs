@@ -15,6 +15,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+#[path = "mmio_snapshot.rs"]
+pub mod snapshot;
+
 use super::queue::validate_layout;
 use super::worker::error_chain;
 use super::{ActivateArgs, Interrupt, LogLimiter, VirtioDevice, WorkerThread, VIRTIO_F_VERSION_1};

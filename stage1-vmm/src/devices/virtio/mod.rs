@@ -236,6 +236,19 @@ impl Interrupt {
         self.inner.config_generation.load(Ordering::Acquire)
     }
 
+    /// Sets the interrupt status and configuration generation from a snapshot; a pending
+    /// status raises the interrupt line again (the irqfd is edge-triggered: a fresh one never
+    /// saw the snapshot's edge).
+    pub(crate) fn restore(&self, status: u32, config_generation: u32) {
+        self.inner
+            .config_generation
+            .store(config_generation, Ordering::Release);
+        self.inner.status.store(0, Ordering::Release);
+        if status != 0 {
+            self.raise(status);
+        }
+    }
+
     /// Back to the power-on state (after a device reset).
     pub(crate) fn clear(&self) {
         self.inner.status.store(0, Ordering::Release);

@@ -1,0 +1,126 @@
+#!/bin/bash
+# bench/snapshot.sh [RUNS]
+#
+# Snapshot-start benchmark: restoring a VM from a snapshot (`stage1-vmm boot --restore`)
+# against cold-booting it to the same point. The guest is the test initramfs's init in
+# `rkt_test=snapshot` mode (stage1-vmm/tests/guest/init.rs): it asks for a snapshot on the
+# snapshot port, then reads the port's status. Booted cold (no --snapshot-out) it goes on at
+# once and prints `SNAPSHOT-COLD`; restored, it reads the fresh entropy and clock, applies them
+# and prints `RESTORED`. Both lines come right after the same port read, so "start to that
+# line" is the same point of the guest program. One snapshot is made first (--snapshot-out),
+# then runs alternate (default 10 each). Reports the medians of start->line and start->exit and
+# of the VMM's max RSS; the last line is
+# `RATIO snapshot_vs_cold <restore/cold of the start->line medians>` (issue 15 expects <= 0.4).
+#
+# Needs a KVM that boots Linux; elsewhere it prepares on the host and re-runs itself under
+# ci/nested-kvm, as bench/boot.sh does. Environment: as bench/boot.sh (VMM_BIN,
+# CARGO_TARGET_DIR, RKT_TEST_KERNEL, BENCH_MEM default 256).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+repo=$(dirname "$here")
+ROOT=$repo
+. "$here/lib.sh"
+runs=${1:-10}
+tgt=${CARGO_TARGET_DIR:-$repo/target}
+mkinit=$tgt/release/examples/mk_test_initramfs
+kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
+mem=${BENCH_MEM:-256}
+log() { echo "bench: $*" >&2; }
+
+host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
+
+prepare() {
+    if [ ! -x /usr/bin/time ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends time >&2 ||
+            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends time >&2; }
+    fi
+    [ -s "$kernel" ] || "$repo/kernel-config/build.sh" >&2
+    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    bench_vmm
+}
+
+if [ -z "${NESTED_KVM:-}" ]; then
+    prepare
+    if ! host_kvm_ok; then
+        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
+        VMM_BIN=$VMM exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
+    fi
+fi
+[ -n "${VMM:-}" ] || bench_vmm
+vmm=$VMM
+for f in "$vmm" "$mkinit" "$kernel" /usr/bin/time; do
+    [ -e "$f" ] || { log "missing $f (run bench/snapshot.sh on the host first to prepare)"; exit 1; }
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-snapshot.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$mkinit" "$work/initramfs.cpio"
+
+# bench/boot.sh's quiet command line, with the test init's snapshot mode.
+cmdline="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 reboot=k rkt_test=snapshot"
+boot=("$vmm" boot --kernel "$kernel" --initramfs "$work/initramfs.cpio"
+    --mem "$mem" --no-stdin --replace-cmdline --cmdline "$cmdline" --timeout 120)
+snap=$work/snap
+
+t0=$EPOCHREALTIME
+"${boot[@]}" --snapshot-out "$snap" >"$work/make.out" 2>"$work/make.err" ||
+    { log "making the snapshot failed:"; tail -n 20 "$work/make.out" "$work/make.err" >&2; exit 1; }
+make_ms=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", (b-a)*1000}')
+grep -q SNAPSHOT-POINT "$work/make.out" || { log "no SNAPSHOT-POINT in the snapshot run"; exit 1; }
+snap_mem_kb=$(du -k "$snap/memory" | cut -f1)
+log "snapshot made in $make_ms ms (memory file: $snap_mem_kb KiB on disk of $mem MiB)"
+
+# run NAME MARKER CMD...: prints "line_ms exit_ms rss_kb status"
+run() {
+    local name=$1 marker=$2; shift 2
+    local t0 tm="" out=$work/$name.out rss
+    t0=$EPOCHREALTIME
+    {
+        /usr/bin/time -f '%M' -o "$work/$name.rss" "$@" </dev/null 2>"$work/$name.err" |
+            while IFS= read -r line; do
+                case $line in *"$marker"*) [ -n "$tm" ] || { tm=$EPOCHREALTIME; echo "$tm" >"$work/$name.tm"; } ;; esac
+                printf '%s\n' "$line"
+            done >"$out"
+    }
+    local st=${PIPESTATUS[0]}
+    local t1=$EPOCHREALTIME
+    tm=$(cat "$work/$name.tm" 2>/dev/null || echo "")
+    rm -f "$work/$name.tm"
+    rss=$(tail -n 1 "$work/$name.rss" 2>/dev/null || echo 0)
+    local ms_exit ms_line
+    ms_exit=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)*1000}')
+    if [ -n "$tm" ]; then ms_line=$(awk -v a="$t0" -v b="$tm" 'BEGIN{printf "%.1f", (b-a)*1000}'); else ms_line=NA; fi
+    echo "$ms_line $ms_exit $rss $st"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+
+: >"$work/restore.tsv"; : >"$work/cold.tsv"
+log "$runs runs each, alternating; mem ${mem} MiB, 1 vCPU"
+for i in $(seq 1 "$runs"); do
+    r=$(run restore RESTORED "$vmm" boot --restore "$snap" --no-stdin --timeout 120)
+    echo "$r" >>"$work/restore.tsv"
+    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "restore run $i failed (status $4):"; tail -n 5 "$work/restore.out" "$work/restore.err" >&2; }
+    c=$(run cold SNAPSHOT-COLD "${boot[@]}")
+    echo "$c" >>"$work/cold.tsv"
+    set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { log "cold run $i failed (status $4):"; tail -n 5 "$work/cold.out" "$work/cold.err" >&2; }
+    log "run $i: restore line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
+done
+
+report() {
+    local name=$1 f=$2
+    printf '%-8s start->line %8s ms   start->exit %8s ms   max RSS %8s KiB\n' "$name" \
+        "$(awk '$1!="NA"{print $1}' "$f" | median)" "$(awk '{print $2}' "$f" | median)" \
+        "$(awk '{print $3}' "$f" | median)"
+}
+echo "snapshot benchmark: $runs runs each, kernel $(basename "$kernel"), ${mem} MiB, 1 vCPU$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
+echo "snapshot made in $make_ms ms; memory file $snap_mem_kb KiB on disk"
+report restore "$work/restore.tsv"
+report cold "$work/cold.tsv"
+failed=$(cat "$work/restore.tsv" "$work/cold.tsv" | awk '$1=="NA" || $4!=0' | wc -l)
+[ "$failed" = 0 ] || { log "$failed runs failed"; exit 1; }
+restore_line=$(awk '{print $1}' "$work/restore.tsv" | median)
+cold_line=$(awk '{print $1}' "$work/cold.tsv" | median)
+echo "RATIO snapshot_vs_cold $(awk -v a="$restore_line" -v b="$cold_line" 'BEGIN{printf "%.2f", a/b}')"

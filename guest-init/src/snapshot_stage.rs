@@ -1,0 +1,145 @@
+//! The snapshot stage: guest-init as the kernel's `/init` in the snapshot initramfs
+//! (`pod_abi::snapshot::INIT_STAGE_ARG`). It asks for a snapshot on the snapshot port before
+//! the pod's root exists (so a snapshot holds nothing of any pod); a VM restored from it reads
+//! the fresh entropy and wall clock from the port and applies them; a VM booted cold without a
+//! snapshot finds no port and goes on. Either way it then mounts the pod's root share, moves it
+//! over `/`, and executes the share's `/init` (guest-init again) with the arguments the host
+//! wrote into the share (`pod_abi::snapshot::INIT_ARGS_IN_STAGE1`), so the pod's own arguments
+//! never come from the snapshot's command line. The initramfs provides `/dev/console`,
+//! `/dev/port` (used only when `ioperm` fails: `pod_abi::snapshot_port`), `/dev/urandom` and
+//! an empty `/root`.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+
+use nix::mount::{mount, MsFlags};
+use pod_abi::snapshot::{
+    Fresh, FRESH_LEN, INIT_ARGS_IN_STAGE1, INIT_ARGS_MAX, PORTS, PORT_DATA, PORT_STATUS, REQUEST,
+    STATUS_RESTORED,
+};
+use pod_abi::snapshot_port::Ports;
+
+/// The pod's root share's mount tag (stage1-vmm's `pod::run::ROOT_TAG`).
+const ROOT_TAG: &str = "rkt";
+/// Where the share is mounted before it moves over `/`.
+const NEW_ROOT: &str = "/root";
+/// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+
+/// Runs the stage; returns only the reason it could not hand over to the pod's init.
+pub fn run() -> String {
+    match restore_point() {
+        Ok(true) => crate::debug!("snapshot stage: restored"),
+        Ok(false) => crate::debug!("snapshot stage: cold boot"),
+        Err(e) => crate::info!("snapshot stage: {e}"),
+    }
+    match switch_root() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Asks for the snapshot; on a restore applies the fresh data. Whether this VM was restored.
+fn restore_point() -> Result<bool, String> {
+    let port = Ports::open(PORT_DATA, PORTS).map_err(|e| format!("snapshot port: {e}"))?;
+    crate::debug!("snapshot stage: port via {:?}", port.via());
+    let io = |e: std::io::Error| format!("snapshot port: {e}");
+    port.outb(PORT_DATA, REQUEST).map_err(io)?;
+    if port.inb(PORT_STATUS).map_err(io)? != STATUS_RESTORED {
+        return Ok(false);
+    }
+    let mut rec = [0u8; FRESH_LEN];
+    for byte in rec.iter_mut() {
+        *byte = port.inb(PORT_DATA).map_err(io)?;
+    }
+    let fresh = Fresh::decode(&rec).ok_or("bad fresh-data record")?;
+    add_entropy(&fresh.entropy)?;
+    let ts = libc::timespec {
+        tv_sec: fresh.secs as libc::time_t,
+        tv_nsec: libc::c_long::from(fresh.nanos as i32),
+    };
+    // SAFETY: `ts` is a valid timespec for the call.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(format!(
+            "clock_settime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(true)
+}
+
+/// Adds `entropy` to the kernel's pool, credited at 8 bits a byte.
+fn add_entropy(entropy: &[u8]) -> Result<(), String> {
+    let f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info = Vec::with_capacity(8 + entropy.len());
+    info.extend_from_slice(&((entropy.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(entropy.len() as i32).to_ne_bytes());
+    info.extend_from_slice(entropy);
+    // SAFETY: RNDADDENTROPY reads 8 + buf_size bytes from `info`, which holds them.
+    if unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) } != 0 {
+        return Err(format!(
+            "RNDADDENTROPY: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The arguments in `text`: one per line, empty lines skipped.
+fn parse_args(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Mounts the share, moves it over `/`, executes its `/init`.
+fn switch_root() -> Result<std::convert::Infallible, String> {
+    let _ = std::fs::create_dir_all(NEW_ROOT);
+    mount(
+        Some(ROOT_TAG),
+        NEW_ROOT,
+        Some("virtiofs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount the root share: {}", e.desc()))?;
+    let path = format!("{NEW_ROOT}/{INIT_ARGS_IN_STAGE1}");
+    let mut text = String::new();
+    if let Ok(f) = std::fs::File::open(&path) {
+        f.take(INIT_ARGS_MAX as u64)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{path}: {e}"))?;
+    }
+    let args = parse_args(&text);
+    nix::unistd::chdir(NEW_ROOT).map_err(|e| format!("chdir: {}", e.desc()))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(|e| format!("move the root share over /: {}", e.desc()))?;
+    nix::unistd::chroot(".").map_err(|e| format!("chroot: {}", e.desc()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir: {}", e.desc()))?;
+    let argv: Vec<CString> = std::iter::once("/init".to_string())
+        .chain(args)
+        .map(|a| CString::new(a).map_err(|_| "an argument holds a NUL".to_string()))
+        .collect::<Result<_, _>>()?;
+    let init = c"/init";
+    match nix::unistd::execv(init, &argv) {
+        Ok(never) => match never {},
+        Err(e) => Err(format!("exec /init: {}", e.desc())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_are_lines() {
+        assert_eq!(
+            parse_args("--flavor=kvm\n\n--debug\n"),
+            vec!["--flavor=kvm".to_string(), "--debug".to_string()]
+        );
+        assert!(parse_args("").is_empty());
+    }
+}

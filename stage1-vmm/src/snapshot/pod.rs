@@ -1,0 +1,186 @@
+//! Pods restored from a snapshot, the parts that need no VM (docs/snapshot.md, "Not done yet";
+//! not wired into `pod::run` yet): whether a pod may be restored ([`decide`]), the cache key
+//! of its VM shape ([`PodShape::key`]), and guest-init's arguments written into the stage1 root
+//! ([`write_init_args`]), since a restored kernel's command line is the snapshot maker's.
+
+use std::path::Path;
+
+use pod_abi::snapshot::{INIT_ARGS_IN_STAGE1, INIT_ARGS_MAX};
+use thiserror::Error;
+
+use super::cache::SnapshotKey;
+
+/// Bumped when what a snapshot holds changes in a way the other key parts do not show.
+pub const KEY_VERSION: u32 = 1;
+
+/// Errors writing guest-init's arguments.
+#[derive(Debug, Error)]
+pub enum InitArgsError {
+    /// An argument holds a newline or NUL (the file has one argument per line).
+    #[error("guest-init argument {0:?} holds a newline or NUL")]
+    BadArg(String),
+    /// The arguments exceed what guest-init reads.
+    #[error("guest-init arguments are {0} bytes, more than {INIT_ARGS_MAX}")]
+    TooLong(usize),
+    /// Writing the file failed.
+    #[error("writing {INIT_ARGS_IN_STAGE1}: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a pod's VM looks like, as far as its snapshot depends on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodShape {
+    /// SHA-256 (hex) of the stage1 image's guest-init (the snapshot stage's `/init`).
+    pub guest_init_sha256: String,
+    /// SHA-256 (hex) of the guest kernel.
+    pub kernel_sha256: String,
+    /// Guest memory (MiB).
+    pub mem_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// The virtio devices in slot order, e.g. `["fs", "vsock"]`.
+    pub devices: Vec<&'static str>,
+    /// Network cards (a snapshot has none: a tap is per pod).
+    pub net_cards: usize,
+}
+
+/// Why a pod boots cold although snapshots were asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdReason {
+    /// The pod has network cards.
+    NetworkCards,
+    /// More than one vCPU (snapshots hold one).
+    Cpus,
+}
+
+/// How a pod with snapshots asked for starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Restore from (or first make) the snapshot with this key.
+    Restore(SnapshotKey),
+    /// Boot cold, for this reason (logged at debug level).
+    Cold(ColdReason),
+}
+
+impl PodShape {
+    /// The cache key: every part of the shape, and [`KEY_VERSION`].
+    pub fn key(&self) -> SnapshotKey {
+        let mut k = SnapshotKey::new();
+        k.set("version", KEY_VERSION)
+            .set("guest-init", &self.guest_init_sha256)
+            .set("kernel", &self.kernel_sha256)
+            .set("mem-mib", self.mem_mib)
+            .set("cpus", self.cpus)
+            .set("devices", self.devices.join(","));
+        k
+    }
+}
+
+/// How a pod of `shape` starts when snapshots are asked for.
+pub fn decide(shape: &PodShape) -> Start {
+    if shape.net_cards > 0 {
+        Start::Cold(ColdReason::NetworkCards)
+    } else if shape.cpus != 1 {
+        Start::Cold(ColdReason::Cpus)
+    } else {
+        Start::Restore(shape.key())
+    }
+}
+
+/// The contents of [`INIT_ARGS_IN_STAGE1`]: one argument per line.
+pub fn init_args_text(args: &[String]) -> Result<Vec<u8>, InitArgsError> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.is_empty() || a.contains(['\n', '\0']) {
+            return Err(InitArgsError::BadArg(a.clone()));
+        }
+        out.extend_from_slice(a.as_bytes());
+        out.push(b'\n');
+    }
+    if out.len() > INIT_ARGS_MAX {
+        return Err(InitArgsError::TooLong(out.len()));
+    }
+    Ok(out)
+}
+
+/// Writes `args` to [`INIT_ARGS_IN_STAGE1`] under `stage1_root` (host-written, atomic; the
+/// `rkt` directory exists in every stage1 root).
+pub fn write_init_args(stage1_root: &Path, args: &[String]) -> Result<(), InitArgsError> {
+    let text = init_args_text(args)?;
+    pod_abi::podfile::write_atomic(&stage1_root.join(INIT_ARGS_IN_STAGE1), &text)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> PodShape {
+        PodShape {
+            guest_init_sha256: "aa".into(),
+            kernel_sha256: "bb".into(),
+            mem_mib: 256,
+            cpus: 1,
+            devices: vec!["fs", "vsock"],
+            net_cards: 0,
+        }
+    }
+
+    #[test]
+    fn pods_with_cards_or_several_cpus_boot_cold() {
+        assert_eq!(decide(&shape()), Start::Restore(shape().key()));
+        let mut s = shape();
+        s.net_cards = 1;
+        assert_eq!(decide(&s), Start::Cold(ColdReason::NetworkCards));
+        let mut s = shape();
+        s.cpus = 2;
+        assert_eq!(decide(&s), Start::Cold(ColdReason::Cpus));
+    }
+
+    #[test]
+    fn every_part_of_the_shape_changes_the_key() {
+        let base = shape().key().id();
+        let variants: [fn(&mut PodShape); 5] = [
+            |s| s.guest_init_sha256 = "ab".into(),
+            |s| s.kernel_sha256 = "bc".into(),
+            |s| s.mem_mib = 512,
+            |s| s.cpus = 2,
+            |s| s.devices = vec!["vsock", "fs"],
+        ];
+        for change in variants {
+            let mut s = shape();
+            change(&mut s);
+            assert_ne!(s.key().id(), base);
+        }
+        assert_eq!(shape().key().id(), base);
+    }
+
+    #[test]
+    fn init_args_are_one_per_line_and_refuse_line_breaks() {
+        let args = vec!["--flavor=kvm".to_string(), "--debug".to_string()];
+        assert_eq!(
+            init_args_text(&args).expect("text"),
+            b"--flavor=kvm\n--debug\n"
+        );
+        for bad in ["a\nb", "a\0b", ""] {
+            assert!(matches!(
+                init_args_text(&[bad.to_string()]),
+                Err(InitArgsError::BadArg(_))
+            ));
+        }
+        let long = vec!["x".repeat(INIT_ARGS_MAX)];
+        assert!(matches!(
+            init_args_text(&long),
+            Err(InitArgsError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn init_args_land_in_the_stage1_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("rkt")).expect("mkdir");
+        write_init_args(dir.path(), &["--debug".to_string()]).expect("writes");
+        let got = std::fs::read(dir.path().join(INIT_ARGS_IN_STAGE1)).expect("reads");
+        assert_eq!(got, b"--debug\n");
+    }
+}
