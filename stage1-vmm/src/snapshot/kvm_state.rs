@@ -92,7 +92,9 @@ pub fn restore_vcpu(vcpu: &VcpuFd, s: &VcpuState) -> Result<(), SnapshotError> {
     vcpu.set_mp_state(s.mp_state)
         .map_err(ioctl("KVM_SET_MP_STATE"))?;
     vcpu.set_regs(&s.regs).map_err(ioctl("KVM_SET_REGS"))?;
-    vcpu.set_sregs(&s.sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    let mut sregs = s.sregs;
+    tr_as_loaded(&mut sregs, host_is_amd());
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
     vcpu.set_fpu(&s.fpu).map_err(ioctl("KVM_SET_FPU"))?;
     // SAFETY: a 4 KiB `kvm_xsave` as KVM_GET_XSAVE returned it (no trailing XSAVE2 data).
     unsafe { vcpu.set_xsave(&s.xsave) }.map_err(ioctl("KVM_SET_XSAVE"))?;
@@ -157,4 +159,51 @@ pub fn restore_vm(vm: &VmFd, s: &VmState) -> Result<(), SnapshotError> {
         vm.set_irqchip(chip).map_err(ioctl("KVM_SET_IRQCHIP"))?;
     }
     Ok(())
+}
+
+/// Task-register types: an available and a busy 64-bit TSS.
+const TSS_AVAILABLE: u8 = 9;
+const TSS_BUSY: u8 = 11;
+
+/// On AMD, gives the task register back the type the CPU loaded (available): KVM's SVM code
+/// reports TR as busy on every read (SVM does not keep the bit), so a restore would write back a
+/// busy type the guest never had. Hardware does not care, but QEMU's TCG (the nested harness's
+/// SVM) grants `ioperm` ports only through an available TSS, so a restored guest's first
+/// user-mode `in`/`out` (the snapshot port) would fault. Intel's VM entry requires busy: left
+/// alone there.
+fn tr_as_loaded(sregs: &mut kvm_bindings::kvm_sregs, amd: bool) {
+    if amd && sregs.tr.type_ == TSS_BUSY {
+        sregs.tr.type_ = TSS_AVAILABLE;
+    }
+}
+
+/// Whether this CPU is AMD's (or Hygon's, the same SVM): CPUID leaf 0's vendor string.
+fn host_is_amd() -> bool {
+    let r = std::arch::x86_64::__cpuid(0);
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    &v == b"AuthenticAMD" || &v == b"HygonGenuine"
+}
+
+#[cfg(test)]
+mod tr_tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_tss_is_restored_available_on_amd_only() {
+        let mut s = kvm_bindings::kvm_sregs::default();
+        s.tr.type_ = TSS_BUSY;
+        let mut intel = s;
+        tr_as_loaded(&mut intel, false);
+        assert_eq!(intel.tr.type_, TSS_BUSY);
+        tr_as_loaded(&mut s, true);
+        assert_eq!(s.tr.type_, TSS_AVAILABLE);
+        // Anything else is left as saved.
+        let mut other = kvm_bindings::kvm_sregs::default();
+        other.tr.type_ = 3;
+        tr_as_loaded(&mut other, true);
+        assert_eq!(other.tr.type_, 3);
+    }
 }
