@@ -133,8 +133,6 @@ fn a_restored_vm_gets_a_fresh_vsock_backend_that_works() {
     }
     use stage1_vmm::snapshot::SnapshotMode;
     use stage1_vmm::{VmConfig, VmOutcome, VsockConfig};
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::UnixListener;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let snap = dir.path().join("snap");
@@ -164,17 +162,7 @@ fn a_restored_vm_gets_a_fresh_vsock_backend_that_works() {
     assert!(failure.is_empty(), "{failure}");
     assert!(text.contains("SNAPSHOT-POINT"), "{text}");
 
-    let l = UnixListener::bind(second.join(pod_abi::vsock::listener_name(5678))).expect("bind");
-    let host = std::thread::spawn(move || {
-        let (s, _) = l.accept().expect("accept the guest");
-        let mut line = String::new();
-        BufReader::new(s.try_clone().expect("clone"))
-            .read_line(&mut line)
-            .expect("read");
-        let mut s = s;
-        s.write_all(b"hello-from-host\n").expect("write");
-        line
-    });
+    let host = common::vm::answer_guest_greeting(&second);
     cfg.vsock = Some(VsockConfig {
         socket_dir: second.clone(),
     });

@@ -20,14 +20,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixListener;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::vm::{spawn_vm, wait_for};
 use common::{linux_kvm_or_skip, test_kernel, SharedBuf};
-use pod_abi::vsock::{connect, listener_name};
+use pod_abi::vsock::connect;
 use stage1_vmm::{VmConfig, VmOutcome, VsockConfig};
 
 /// Bytes sent through the echo and back.
@@ -97,17 +96,7 @@ fn guest_vsock_echo_host_listener_refusal_and_no_descriptor_growth() {
     std::fs::create_dir(&sockets).expect("socket dir");
 
     // The host's listener for the guest's connection to host port 5678.
-    let l = UnixListener::bind(sockets.join(listener_name(5678))).expect("bind 5678");
-    let host_server = std::thread::spawn(move || {
-        let (s, _) = l.accept().expect("accept the guest");
-        let mut line = String::new();
-        BufReader::new(s.try_clone().expect("clone"))
-            .read_line(&mut line)
-            .expect("read");
-        let mut s = s;
-        s.write_all(b"hello-from-host\n").expect("write");
-        line
-    });
+    let host_server = common::vm::answer_guest_greeting(&sockets);
 
     let mut cfg = VmConfig::new(&kernel);
     cfg.initramfs = Some(common::initramfs::write_to(dir.path()));

@@ -60,3 +60,26 @@ pub fn wait_for(buf: &SharedBuf, what: &str, deadline: Instant) -> bool {
     }
     false
 }
+
+/// The test init's vsock greeting port on the host.
+pub const GREETING_PORT: u32 = 5678;
+
+/// The host end of the test init's greeting: listens for host port [`GREETING_PORT`] in the
+/// vsock socket directory `dir`, reads the guest's line, answers `hello-from-host`, and returns
+/// the line it read.
+pub fn answer_guest_greeting(dir: &std::path::Path) -> JoinHandle<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::os::unix::net::UnixListener::bind(
+        dir.join(pod_abi::vsock::listener_name(GREETING_PORT)),
+    )
+    .expect("bind the greeting port");
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept the guest");
+        let mut line = String::new();
+        BufReader::new(s.try_clone().expect("clone"))
+            .read_line(&mut line)
+            .expect("read");
+        s.write_all(b"hello-from-host\n").expect("write");
+        line
+    })
+}

@@ -154,20 +154,26 @@ fn snapshot_point(vsock: bool) -> ! {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     if vsock {
-        use std::io::BufRead;
-        match vsock_connect(CID_HOST, 5678) {
-            Ok(mut c) => {
-                let _ = c.write_all(b"hello-from-guest\n");
-                let mut line = String::new();
-                let _ = std::io::BufReader::new(c).read_line(&mut line);
-                println!("VSOCK-HOST-GOT={}", line.trim_end());
-            }
-            Err(e) => println!("VSOCK-HOST-ERROR errno={e}"),
-        }
+        greet_host();
     }
     let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
     println!("RESTORED ENTROPY={hex} CLOCK={now} ADDENTROPY={add} SETTIME={set}");
     do_reboot()
+}
+
+/// Connects to host port 5678, says `hello-from-guest` and prints the host's answer
+/// (`VSOCK-HOST-GOT=...`, or `VSOCK-HOST-ERROR errno=...`).
+fn greet_host() {
+    use std::io::BufRead;
+    match vsock_connect(CID_HOST, 5678) {
+        Ok(mut c) => {
+            let _ = c.write_all(b"hello-from-guest\n");
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(c).read_line(&mut line);
+            println!("VSOCK-HOST-GOT={}", line.trim_end());
+        }
+        Err(e) => println!("VSOCK-HOST-ERROR errno={e}"),
+    }
 }
 
 /// `AF_VSOCK`.
@@ -265,15 +271,7 @@ fn vsock_echo() -> ! {
             }
         });
     });
-    match vsock_connect(CID_HOST, 5678) {
-        Ok(mut c) => {
-            let _ = c.write_all(b"hello-from-guest\n");
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(c).read_line(&mut line);
-            println!("VSOCK-HOST-GOT={}", line.trim_end());
-        }
-        Err(e) => println!("VSOCK-HOST-ERROR errno={e}"),
-    }
+    greet_host();
     match vsock_connect(CID_HOST, 5679) {
         Ok(_) => println!("VSOCK-UNEXPECTED-CONNECT"),
         Err(e) => println!("VSOCK-REFUSED errno={e}"),
