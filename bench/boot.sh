@@ -82,37 +82,12 @@ qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,ac
     -enable-kvm -cpu "$qemu_cpu" -m "$mem" -smp "$cpus" -nodefaults -no-user-config -nographic -no-reboot
     -serial stdio -kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$common reboot=t")
 
-# run NAME CMD...: prints "marker_ms exit_ms rss_kb status"
-run() {
-    local name=$1; shift
-    local t0 tm="" out=$work/$name.out rss
-    t0=$EPOCHREALTIME
-    {
-        /usr/bin/time -f '%M' -o "$work/$name.rss" "$@" </dev/null 2>"$work/$name.err" |
-            while IFS= read -r line; do
-                case $line in *"$marker"*) [ -n "$tm" ] || { tm=$EPOCHREALTIME; echo "$tm" >"$work/$name.tm"; } ;; esac
-                printf '%s\n' "$line"
-            done >"$out"
-    }
-    local st=${PIPESTATUS[0]}
-    local t1=$EPOCHREALTIME
-    tm=$(cat "$work/$name.tm" 2>/dev/null || echo "")
-    rm -f "$work/$name.tm"
-    rss=$(tail -n 1 "$work/$name.rss" 2>/dev/null || echo 0)
-    local ms_exit ms_mark
-    ms_exit=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)*1000}')
-    if [ -n "$tm" ]; then ms_mark=$(awk -v a="$t0" -v b="$tm" 'BEGIN{printf "%.1f", (b-a)*1000}'); else ms_mark=NA; fi
-    echo "$ms_mark $ms_exit $rss $st"
-}
-
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-
 : >"$work/ours.tsv"; : >"$work/qemu.tsv"
 log "$runs runs each, alternating; mem ${mem} MiB, ${cpus} vCPU(s)"
 for i in $(seq 1 "$runs"); do
-    r=$(run ours "${ours[@]}"); echo "$r" >>"$work/ours.tsv"
+    r=$(bench_timed_run ours "$marker" "${ours[@]}"); echo "$r" >>"$work/ours.tsv"
     set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "ours run $i failed (status $4):"; tail -n 5 "$work/ours.out" "$work/ours.err" >&2; }
-    q=$(run qemu "${qemu[@]}"); echo "$q" >>"$work/qemu.tsv"
+    q=$(bench_timed_run qemu "$marker" "${qemu[@]}"); echo "$q" >>"$work/qemu.tsv"
     set -- $q; [ "$1" != NA ] || { log "qemu run $i: no marker (status $4):"; tail -n 5 "$work/qemu.out" "$work/qemu.err" >&2; }
     log "run $i: ours marker=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | qemu marker=${q%% *} ms exit=$(echo "$q" | cut -d' ' -f2) ms"
 done
@@ -120,18 +95,18 @@ done
 report() {
     local name=$1 f=$2
     local mark exit rss
-    mark=$(awk '$1!="NA"{print $1}' "$f" | median)
-    exit=$(awk '{print $2}' "$f" | median)
-    rss=$(awk '{print $3}' "$f" | median)
+    mark=$(awk '$1!="NA"{print $1}' "$f" | bench_median)
+    exit=$(awk '{print $2}' "$f" | bench_median)
+    rss=$(awk '{print $3}' "$f" | bench_median)
     printf '%-14s start->marker %8s ms   start->exit %8s ms   max RSS %8s KiB\n' "$name" "$mark" "$exit" "$rss"
 }
 echo "boot benchmark: $runs runs each, kernel $(basename "$kernel"), ${mem} MiB, ${cpus} vCPU(s)$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
 report stage1-vmm "$work/ours.tsv"
 report qemu-microvm "$work/qemu.tsv"
-ours_exit=$(awk '{print $2}' "$work/ours.tsv" | median)
-qemu_exit=$(awk '{print $2}' "$work/qemu.tsv" | median)
+ours_exit=$(awk '{print $2}' "$work/ours.tsv" | bench_median)
+qemu_exit=$(awk '{print $2}' "$work/qemu.tsv" | bench_median)
 # Each pair of runs is adjacent in time, so their ratio is less sensitive to the machine's
 # load drifting during the benchmark than the ratio of the medians.
-paired=$(paste -d' ' "$work/ours.tsv" "$work/qemu.tsv" | awk '{printf "%.3f\n", $2/$6}' | median)
+paired=$(paste -d' ' "$work/ours.tsv" "$work/qemu.tsv" | awk '{printf "%.3f\n", $2/$6}' | bench_median)
 echo "paired start->exit ratio (median of per-pair ratios): $paired"
 echo "RATIO boot_vs_qemu_microvm $(awk -v a="$ours_exit" -v b="$qemu_exit" 'BEGIN{printf "%.2f", a/b}')"

@@ -43,3 +43,32 @@ bench_ns_inputs() {
         [ -f "$f" ] || { echo "$name: missing $f (run make build)" >&2; exit 1; }
     done
 }
+
+# bench_timed_run NAME MARKER CMD...: runs CMD under /usr/bin/time with stdin from /dev/null,
+# stdout to $work/NAME.out and stderr to $work/NAME.err ($work: the caller's scratch dir), and
+# prints "marker_ms exit_ms rss_kb status": milliseconds from the start to the first stdout
+# line containing MARKER (NA if none), to CMD's exit, its max RSS (KiB) and exit status.
+bench_timed_run() {
+    local name=$1 marker=$2; shift 2
+    local t0 tm="" out=$work/$name.out rss
+    t0=$EPOCHREALTIME
+    {
+        /usr/bin/time -f '%M' -o "$work/$name.rss" "$@" </dev/null 2>"$work/$name.err" |
+            while IFS= read -r line; do
+                case $line in *"$marker"*) [ -n "$tm" ] || { tm=$EPOCHREALTIME; echo "$tm" >"$work/$name.tm"; } ;; esac
+                printf '%s\n' "$line"
+            done >"$out"
+    }
+    local st=${PIPESTATUS[0]}
+    local t1=$EPOCHREALTIME
+    tm=$(cat "$work/$name.tm" 2>/dev/null || echo "")
+    rm -f "$work/$name.tm"
+    rss=$(tail -n 1 "$work/$name.rss" 2>/dev/null || echo 0)
+    local ms_exit ms_mark
+    ms_exit=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)*1000}')
+    if [ -n "$tm" ]; then ms_mark=$(awk -v a="$t0" -v b="$tm" 'BEGIN{printf "%.1f", (b-a)*1000}'); else ms_mark=NA; fi
+    echo "$ms_mark $ms_exit $rss $st"
+}
+
+# bench_median: the median of the numbers on stdin, one per line (NA when there are none).
+bench_median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }

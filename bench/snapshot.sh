@@ -72,38 +72,13 @@ grep -q SNAPSHOT-POINT "$work/make.out" || { log "no SNAPSHOT-POINT in the snaps
 snap_mem_kb=$(du -k "$snap/memory" | cut -f1)
 log "snapshot made in $make_ms ms (memory file: $snap_mem_kb KiB on disk of $mem MiB)"
 
-# run NAME MARKER CMD...: prints "line_ms exit_ms rss_kb status"
-run() {
-    local name=$1 marker=$2; shift 2
-    local t0 tm="" out=$work/$name.out rss
-    t0=$EPOCHREALTIME
-    {
-        /usr/bin/time -f '%M' -o "$work/$name.rss" "$@" </dev/null 2>"$work/$name.err" |
-            while IFS= read -r line; do
-                case $line in *"$marker"*) [ -n "$tm" ] || { tm=$EPOCHREALTIME; echo "$tm" >"$work/$name.tm"; } ;; esac
-                printf '%s\n' "$line"
-            done >"$out"
-    }
-    local st=${PIPESTATUS[0]}
-    local t1=$EPOCHREALTIME
-    tm=$(cat "$work/$name.tm" 2>/dev/null || echo "")
-    rm -f "$work/$name.tm"
-    rss=$(tail -n 1 "$work/$name.rss" 2>/dev/null || echo 0)
-    local ms_exit ms_line
-    ms_exit=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)*1000}')
-    if [ -n "$tm" ]; then ms_line=$(awk -v a="$t0" -v b="$tm" 'BEGIN{printf "%.1f", (b-a)*1000}'); else ms_line=NA; fi
-    echo "$ms_line $ms_exit $rss $st"
-}
-
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-
 : >"$work/restore.tsv"; : >"$work/cold.tsv"
 log "$runs runs each, alternating; mem ${mem} MiB, 1 vCPU"
 for i in $(seq 1 "$runs"); do
-    r=$(run restore RESTORED "$vmm" boot --restore "$snap" --no-stdin --timeout 120)
+    r=$(bench_timed_run restore RESTORED "$vmm" boot --restore "$snap" --no-stdin --timeout 120)
     echo "$r" >>"$work/restore.tsv"
     set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "restore run $i failed (status $4):"; tail -n 5 "$work/restore.out" "$work/restore.err" >&2; }
-    c=$(run cold SNAPSHOT-COLD "${boot[@]}")
+    c=$(bench_timed_run cold SNAPSHOT-COLD "${boot[@]}")
     echo "$c" >>"$work/cold.tsv"
     set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { log "cold run $i failed (status $4):"; tail -n 5 "$work/cold.out" "$work/cold.err" >&2; }
     log "run $i: restore line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
@@ -112,8 +87,8 @@ done
 report() {
     local name=$1 f=$2
     printf '%-8s start->line %8s ms   start->exit %8s ms   max RSS %8s KiB\n' "$name" \
-        "$(awk '$1!="NA"{print $1}' "$f" | median)" "$(awk '{print $2}' "$f" | median)" \
-        "$(awk '{print $3}' "$f" | median)"
+        "$(awk '$1!="NA"{print $1}' "$f" | bench_median)" "$(awk '{print $2}' "$f" | bench_median)" \
+        "$(awk '{print $3}' "$f" | bench_median)"
 }
 echo "snapshot benchmark: $runs runs each, kernel $(basename "$kernel"), ${mem} MiB, 1 vCPU$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
 echo "snapshot made in $make_ms ms; memory file $snap_mem_kb KiB on disk"
@@ -121,6 +96,6 @@ report restore "$work/restore.tsv"
 report cold "$work/cold.tsv"
 failed=$(cat "$work/restore.tsv" "$work/cold.tsv" | awk '$1=="NA" || $4!=0' | wc -l)
 [ "$failed" = 0 ] || { log "$failed runs failed"; exit 1; }
-restore_line=$(awk '{print $1}' "$work/restore.tsv" | median)
-cold_line=$(awk '{print $1}' "$work/cold.tsv" | median)
+restore_line=$(awk '{print $1}' "$work/restore.tsv" | bench_median)
+cold_line=$(awk '{print $1}' "$work/cold.tsv" | bench_median)
 echo "RATIO snapshot_vs_cold $(awk -v a="$restore_line" -v b="$cold_line" 'BEGIN{printf "%.2f", a/b}')"
