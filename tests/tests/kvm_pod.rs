@@ -407,6 +407,28 @@ fn kvm_vmm_runs_with_least_privilege() {
         assert_eq!(status_field(&st, "CapBnd"), want, "thread {comm} CapBnd");
         kinds.push(comm);
     }
+    // The virtio-fs device keeps one descriptor per inode the guest has looked up: the VMM
+    // raised its open-file limits to `nr_open` while it still had CAP_SYS_RESOURCE (in the L1 the
+    // hard limit it started with is 4096), so a pod root of more files does not end in EMFILE.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let files: Vec<u64> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open-file limit in\n{limits}"))
+        .split_whitespace()
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [nr_open, nr_open],
+        "soft and hard open-file limits:\n{limits}"
+    );
     for k in [
         "vcpu0",
         "virtio-fs",
