@@ -231,8 +231,12 @@ pub fn make(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Resul
     let mut vmm = Vmm::new(&cfg, SerialBackend::stdout())?;
     let mut fs_cfg = FsConfig::new(&share);
     fs_cfg.tag = super::run::ROOT_TAG.to_string();
+    // The socket's path must fit `sun_path` (108 bytes) and the cache's may not: bind it
+    // relative to the vsock directory, made the working directory of this process.
+    std::env::set_current_dir(&vsock_dir)
+        .map_err(|e| PodError::io("cannot enter", &vsock_dir, e))?;
     let vsock = Vsock::new(&VsockConfig {
-        socket_dir: vsock_dir,
+        socket_dir: PathBuf::from("."),
     })
     .map_err(|e| PodError::Host("cannot create the maker's vsock socket", e))?;
     add_pod_devices(
