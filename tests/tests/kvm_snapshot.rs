@@ -284,3 +284,70 @@ fn kvm_snapshot_tampered_cache_entry_boots_cold() {
     assert_eq!(o.status.code(), Some(6), "{err}");
     assert!(err.contains("is unusable"), "{err}");
 }
+
+#[test]
+fn kvm_snapshot_pod_takes_enter_stop_and_gc() {
+    // After the restore the pod is a cold pod's twin: `rkt enter` over vsock, `rkt stop`
+    // (exec channel, then COM2/SIGTERM), `rkt gc`.
+    let Some(e) = E2e::require_kvm("kvm_snapshot_pod_takes_enter_stop_and_gc") else {
+        return;
+    };
+    let img = e.hello_image();
+    let (o, _) = run_pod(&e, true, &img, "88Mi", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let mark = e.path("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let sleeper = e.pod_check_image("sleeper.aci", |s| s.mount_point("mark", "/mark", false));
+    let uuid_file = e.path("uuid-sleeper");
+    let args = vec![
+        "run".to_string(),
+        "--debug".into(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        "--kvm-snapshot".into(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+        format!("--volume=mark,kind=host,source={}", mark.display()),
+        sleeper.display().to_string(),
+        "--cpu=1".into(),
+        "--memory=88Mi".into(),
+        "--".into(),
+        "--no-check".into(),
+        "--write=/mark/started".into(),
+        "--sleep-ms=600000".into(),
+    ];
+    let run = e.spawn(&args);
+    rkt_tests::wait_for_paths(
+        &[&mark.join("started")],
+        e.timeout(),
+        "the restored pod's app never started",
+    );
+    let uuid = uuid_of(&uuid_file);
+    let o = e.run(&[
+        "enter",
+        &uuid,
+        "/bin/pod-check",
+        "--no-check",
+        "--exit",
+        "7",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let s = e.run(&["stop", &uuid]);
+    assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
+    let out = rkt_tests::wait_output(run, e.timeout());
+    assert!(
+        stderr(&out).contains("--kvm-snapshot: found snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    let st = e.status(&uuid);
+    assert!(st.contains("state=exited"), "{st}");
+    let g = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(g.status.code(), Some(0), "{}", stderr(&g));
+    assert!(
+        !e.dir().join("pods/run").join(&uuid).exists(),
+        "gc left the pod among the running ones"
+    );
+    // The cache is not a pod's: gc keeps it.
+    assert!(!snapshots(&e).is_empty());
+}
