@@ -115,20 +115,22 @@ trap '"$rkt" --dir="$pods/data" gc --grace-period=0s >/dev/null 2>&1 || true; rm
 "${MKACI:-$repo/build/bin/mkaci}" --name example.com/bench-hello --label os=linux --label arch=amd64 \
     --exec /bin/hello --file "${HELLO_BIN:-$repo/build/bin/hello}:/bin/hello:0755" -o "$pods/hello.aci"
 R=("$rkt" --dir="$pods/data" --insecure-options=image)
+# A pod that stalls (nested TCG, docs/virtio.md) fails its run instead of hanging the bench.
+T=(timeout --kill-after=10 "${BENCH_POD_TIMEOUT:-180}")
 hello_id=$("${R[@]}" fetch "$pods/hello.aci" 2>/dev/null | tail -n 1)
 [ -n "$hello_id" ] || { log "cannot import the hello image"; exit 1; }
 pod=(run --stage1-path="$stage1" --net=none "$hello_id" --cpu=1)
 log "pods: warm-up (imports stage1, makes the snapshot)"
-w=$(bench_timed_run warm "Hello from" "${R[@]}" --debug run --kvm-snapshot --stage1-path="$stage1" --net=none "$hello_id" --cpu=1)
+w=$(bench_timed_run warm "Hello from" "${T[@]}" "${R[@]}" --debug run --kvm-snapshot --stage1-path="$stage1" --net=none "$hello_id" --cpu=1)
 grep -q -- "--kvm-snapshot: made snapshot" "$work/warm.err" ||
     { log "the warm-up made no snapshot:"; tail -n 20 "$work/warm.err" >&2; exit 1; }
 log "warm-up (snapshot made): $(echo "$w" | cut -d' ' -f2) ms to exit"
 : >"$work/podsnap.tsv"; : >"$work/podcold.tsv"
 for i in $(seq 1 "$runs"); do
-    r=$(bench_timed_run podsnap "Hello from" "${R[@]}" "${pod[0]}" --kvm-snapshot "${pod[@]:1}")
+    r=$(bench_timed_run podsnap "Hello from" "${T[@]}" "${R[@]}" "${pod[0]}" --kvm-snapshot "${pod[@]:1}")
     echo "$r" >>"$work/podsnap.tsv"
     set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "snapshot pod $i failed (status $4):"; tail -n 5 "$work/podsnap.err" >&2; }
-    c=$(bench_timed_run podcold "Hello from" "${R[@]}" "${pod[@]}")
+    c=$(bench_timed_run podcold "Hello from" "${T[@]}" "${R[@]}" "${pod[@]}")
     echo "$c" >>"$work/podcold.tsv"
     set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { log "cold pod $i failed (status $4):"; tail -n 5 "$work/podcold.err" >&2; }
     log "pod run $i: snapshot line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
