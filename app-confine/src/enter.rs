@@ -103,6 +103,7 @@ mod tests {
             apps: vec![one.clone()],
             net: Default::default(),
             mutable: false,
+            kvm_snapshot: false,
         };
         assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
         let mut two = one.clone();

@@ -99,6 +99,7 @@ mod tests {
             apps: vec![],
             net,
             mutable: false,
+            kvm_snapshot: false,
         }
     }
 

@@ -53,6 +53,10 @@ pub struct Plan {
     /// (`crate::exec::Request::AppAdd` ...) on its exec channel.
     #[serde(default)]
     pub mutable: bool,
+    /// `rkt run --kvm-snapshot` (experimental): the KVM flavor starts the pod from a snapshot
+    /// of a booted guest (docs/snapshot.md); the ns flavor ignores it with a warning.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kvm_snapshot: bool,
 }
 
 /// The pod-manifest annotation that makes a pod mutable (rkt's, set by `rkt app sandbox`).

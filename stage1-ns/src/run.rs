@@ -50,6 +50,9 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     let pod = ctx.paths();
     let _lock = keep_lock_fd();
     let mut plan = Plan::read(&pod.plan()).context("read the launch plan")?;
+    if plan.kvm_snapshot {
+        log::warn!("--kvm-snapshot applies to the kvm flavor only; ignored");
+    }
     let hostname = if !args.hostname.is_empty() {
         args.hostname.clone()
     } else if !plan.hostname.is_empty() {

@@ -30,6 +30,26 @@ struct Cli {
 enum Command {
     /// Boot a kernel, stream its console to stdout, exit 0 when the guest reboots.
     Boot(BootArgs),
+    /// Internal (`rkt run --kvm-snapshot`): make a pod snapshot with no pod
+    /// (`stage1_vmm::pod::snapshot_start::make`).
+    #[command(name = "make-pod-snapshot", hide = true)]
+    MakePodSnapshot(MakePodSnapshotArgs),
+}
+
+#[derive(clap::Args)]
+struct MakePodSnapshotArgs {
+    /// The pod kernel.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// The stage1 image's guest-init (the snapshot stage's `/init`).
+    #[arg(long)]
+    guest_init: PathBuf,
+    /// Guest memory (MiB): the pod's.
+    #[arg(long)]
+    mem: u64,
+    /// The (empty) directory to save the snapshot into.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -215,6 +235,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Boot(a) => boot(a),
+        Command::MakePodSnapshot(a) => {
+            stage1_vmm::pod::snapshot_start::make(&a.kernel, &a.guest_init, a.mem, &a.out)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
+        }
     };
     match res {
         Ok(code) => code,
@@ -297,7 +322,9 @@ mod tests {
             "f.img,ro",
         ])
         .unwrap();
-        let Command::Boot(b) = ok.cmd;
+        let Command::Boot(b) = ok.cmd else {
+            panic!("not boot")
+        };
         assert_eq!(b.share.len(), 2);
         assert_eq!(b.disk, vec![PathBuf::from("f.img")]);
     }

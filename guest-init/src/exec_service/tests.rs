@@ -20,6 +20,7 @@ fn plan(apps: &[&str]) -> Plan {
         apps: apps.iter().map(|n| app(n)).collect(),
         net: Default::default(),
         mutable: false,
+        kvm_snapshot: false,
     }
 }
 

@@ -149,6 +149,7 @@ pub(super) fn run_options(
         net: pod.net.clone(),
         insecure_paths,
         mds_register: pod.mds_register,
+        kvm_snapshot: pod.kvm_snapshot,
         net_plan: stage0::pod::netopts::net_plan(
             &pod.dns,
             cmd.globals.local_config.as_ref().unwrap_or(&g.local_config),

@@ -28,7 +28,7 @@ pub enum Mode {
 
 /// The pod-level flags `rkt run-prepared` takes (rkt 1.30); they override what `prepare`
 /// stored.
-pub const RUN_PREPARED_FLAGS: [&str; 10] = [
+pub const RUN_PREPARED_FLAGS: [&str; 11] = [
     "net",
     "dns",
     "dns-search",
@@ -39,6 +39,7 @@ pub const RUN_PREPARED_FLAGS: [&str; 10] = [
     "ipc",
     "interactive",
     "hostname",
+    "kvm-snapshot",
 ];
 
 /// How the stage1 image is chosen.
@@ -122,6 +123,8 @@ pub struct PodOptions {
     pub ignored: Vec<String>,
     /// `--mds-register`: register the pod with the metadata service.
     pub mds_register: bool,
+    /// `--kvm-snapshot` (run only, experimental): start a KVM pod from a snapshot.
+    pub kvm_snapshot: bool,
     /// A mutable pod (`rkt app sandbox`; `pod_abi::plan::MUTABLE_ANNOTATION`).
     pub mutable: bool,
 }
@@ -219,6 +222,7 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("hostname", Kind::Value, Scope::Pod),
     ("uuid-file-save", Kind::Value, Scope::Pod),
     ("interactive", Kind::Bool, Scope::Pod),
+    ("kvm-snapshot", Kind::Bool, Scope::Pod),
     ("net", Kind::Value, Scope::Pod),
     ("stage1", Kind::Value, Scope::Pod),
     ("stage1-path", Kind::Value, Scope::Pod),
@@ -274,7 +278,7 @@ pub fn flags_for(mode: Mode) -> Vec<&'static str> {
             *scope != Scope::Global
                 && match mode {
                     Mode::Run => *n != "quiet",
-                    Mode::Prepare => *n != "interactive",
+                    Mode::Prepare => !matches!(*n, "interactive" | "kvm-snapshot"),
                     Mode::RunPrepared => RUN_PREPARED_FLAGS.contains(n),
                 }
         })
@@ -630,6 +634,14 @@ impl RunCommand {
                                 return Err(usage("--interactive is not supported by prepare"));
                             }
                             cmd.pod.interactive = on;
+                        }
+                        "kvm-snapshot" => {
+                            if mode == Mode::Prepare {
+                                return Err(usage(
+                                    "--kvm-snapshot is not supported by prepare (give it to run-prepared)",
+                                ));
+                            }
+                            cmd.pod.kvm_snapshot = on;
                         }
                         "quiet" => {
                             if mode == Mode::Run {
@@ -1023,6 +1035,16 @@ mod tests {
         let (c, _) =
             RunCommand::parse_run_prepared(&v(&["u", "--interactive", "--ipc=private"])).unwrap();
         assert!(c.pod.interactive);
+        assert!(!c.pod.kvm_snapshot);
+        let (c, _) = RunCommand::parse_run_prepared(&v(&["u", "--kvm-snapshot"])).unwrap();
+        assert!(c.pod.kvm_snapshot);
+        assert!(
+            p(Mode::Run, &["--kvm-snapshot", "a.aci"])
+                .unwrap()
+                .pod
+                .kvm_snapshot
+        );
+        assert!(p(Mode::Prepare, &["--kvm-snapshot", "a.aci"]).is_err());
         for bad in [
             &["--exec=/x", "u"][..],
             &["--volume=v,kind=empty", "u"],

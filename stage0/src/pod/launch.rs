@@ -112,6 +112,8 @@ pub struct RunOptions {
     pub net_plan: pod_abi::plan::NetPlan,
     /// `--mds-register`: register the pod with the metadata service (started on demand).
     pub mds_register: bool,
+    /// `--kvm-snapshot`: recorded in the plan (`Plan::kvm_snapshot`).
+    pub kvm_snapshot: bool,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with

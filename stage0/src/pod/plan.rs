@@ -158,6 +158,7 @@ pub fn build_plan(
             ..rt.net_plan.clone()
         },
         mutable: crate::pod::mutable::is_mutable(pm),
+        kvm_snapshot: rt.kvm_snapshot,
     })
 }
 

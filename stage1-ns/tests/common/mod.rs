@@ -238,6 +238,7 @@ impl Pod {
             apps,
             net: Default::default(),
             mutable: false,
+            kvm_snapshot: false,
         };
         std::fs::write(
             s1.join("rkt/plan.json"),

@@ -23,6 +23,7 @@ pub mod enter;
 pub mod jail;
 pub mod run;
 pub mod sizing;
+pub mod snapshot_start;
 pub mod stop;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,9 @@ pub enum PodError {
     /// The pod's networks could not be set up (the message names the network and plugin).
     #[error("{0}")]
     Net(String),
+    /// `--kvm-snapshot`: the snapshot could not be made, found or prepared for.
+    #[error("--kvm-snapshot: {0}")]
+    Snapshot(String),
 }
 
 impl PodError {

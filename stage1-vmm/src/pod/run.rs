@@ -4,10 +4,13 @@
 //! [`crate::confine`]): [`prepare_process`] blocks the stop signals, enters a private mount
 //! namespace and starts the confinement (no new privileges, bounding set, SIGSYS handler) while
 //! single-threaded; [`read_plan`] reads the plan and writes `pid`; [`choose_size`] sizes the VM;
+//! with `--kvm-snapshot` in the plan, [`super::snapshot_start::prepare`] gets the snapshot to
+//! restore (making it first, by a child process with no pod) and writes guest-init's arguments;
 //! [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
-//! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm);
+//! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm), or
+//! restores it from the snapshot;
 //! [`jail_vmm`] pivots into the pod directory;
-//! [`attach_devices`] adds hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`,
+//! [`attach_devices`] adds ([`add_pod_devices`]) hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`,
 //! the virtio-vsock device (`/pod/vsock.sock`), the balloon (free page reporting) and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
 //! [`boot_and_wait`] runs the VM (the main thread confines itself once the vCPUs run);
 //! [`finish`] turns its end into the pod's exit code.
@@ -38,19 +41,25 @@ pub const ROOT_TAG: &str = "rkt";
 /// Kernel parameters for a virtio-fs root and guest-init (after the VMM's defaults).
 pub const ROOT_CMDLINE: &str = "root=rkt rootfstype=virtiofs rw init=/init";
 
-/// The command line added to the VMM's defaults for this pod; `metadata_url` is the pod's
-/// `AC_METADATA_URL` when it is registered with the metadata service.
+/// guest-init's arguments for this pod; `metadata_url` is the pod's `AC_METADATA_URL` when it
+/// is registered with the metadata service.
+pub fn pod_init_args(debug: bool, metadata_url: Option<&str>) -> Vec<String> {
+    let mut init = InitArgs::new(Flavor::Kvm);
+    init.debug = debug;
+    init.metadata_url = metadata_url.map(str::to_string);
+    init.to_args()
+}
+
+/// The command line added to the VMM's defaults for this pod (a cold boot): the root share,
+/// then [`pod_init_args`] after `--`.
 pub fn pod_cmdline(debug: bool, metadata_url: Option<&str>) -> String {
     let mut s = String::from(ROOT_CMDLINE);
     if debug {
         // Later than the default `quiet`, so it wins: the whole boot log on stderr.
         s.push_str(" loglevel=7");
     }
-    let mut init = InitArgs::new(Flavor::Kvm);
-    init.debug = debug;
-    init.metadata_url = metadata_url.map(str::to_string);
     s.push_str(" --");
-    for a in init.to_args() {
+    for a in pod_init_args(debug, metadata_url) {
         s.push(' ');
         s.push_str(&a);
     }
@@ -185,8 +194,11 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host)?;
     let size = choose_size(&plan, args);
+    let debug = args.debug || plan.debug;
+    let init_args = pod_init_args(debug, net.metadata_url.as_deref());
+    let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
     let io = HostIo::open(args.interactive || plan.interactive)?;
-    let (mut vmm, kernel_tail) = build_vm(&host, size, args.debug || plan.debug, net)?;
+    let (mut vmm, kernel_tail) = build_vm(&host, size, debug, net, restore)?;
     let pod = jail_vmm(&cwd)?;
     attach_devices(&mut vmm, &pod, io.devices, args.debug)?;
     start_control(io.control, &plan)?;
@@ -364,7 +376,9 @@ impl HostIo {
 /// Kernel console lines kept for a failure report (see [`ConsoleFilter`]).
 type KernelTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
 
-/// Step 5: creates the VM (opens the pod's kernel and /dev/kvm). COM1 is the kernel console
+/// Step 5: creates the VM (opens the pod's kernel and /dev/kvm), or with `restore` (the
+/// snapshot directory [`super::snapshot_start::prepare`] chose) restores it: the memory file
+/// is opened read-only and mapped private now, before the jail. COM1 is the kernel console
 /// (and guest-init's own messages): stderr, never the apps' stdout. The kernel is `quiet`, so
 /// it only speaks when something goes wrong; its lines are kept in the returned tail.
 fn build_vm(
@@ -372,12 +386,16 @@ fn build_vm(
     size: sizing::VmSize,
     debug: bool,
     net: PodNet,
+    restore: Option<PathBuf>,
 ) -> Result<(Vmm, KernelTail), PodError> {
     let mut cfg = VmConfig::new(kernel_path(host));
     cfg.cmdline = pod_cmdline(debug, net.metadata_url.as_deref());
     cfg.net = net.cards;
     cfg.mem_mib = size.mem_mib;
     cfg.cpus = size.cpus;
+    if let Some(dir) = restore {
+        cfg.snapshot = crate::snapshot::SnapshotMode::Restore(dir);
+    }
     let kernel_tail: KernelTail = std::sync::Arc::new(std::sync::Mutex::new(
         std::collections::VecDeque::with_capacity(KERNEL_TAIL_LINES),
     ));
@@ -428,40 +446,77 @@ fn jail_vmm(cwd: &Path) -> Result<PodPaths, PodError> {
     Ok(pod)
 }
 
-/// Step 7: hvc0 (stdout, with stdin for an interactive pod), hvc1 (stderr), the virtio-fs share
-/// of `stage1/rootfs` (opened before /proc goes away), the virtio-vsock device (its socket in the
-/// pod directory, `pod_abi::vsock`), the balloon (free page reporting only: memory the guest
-/// frees goes back to the host), and COM2, the control channel.
+/// A pod VM's devices, in the order [`add_pod_devices`] adds them: [`POD_DEVICES`]. A
+/// snapshot's maker and the pod restoring it both add them this way, each with its own backends.
+pub const POD_DEVICES: [&str; 6] = ["console", "console", "fs", "vsock", "balloon", "com2"];
+
+/// The backends of a pod VM's devices.
+pub struct PodDevices {
+    /// hvc0's output (the apps' stdout); `None` discards it.
+    pub out: Option<OwnedFd>,
+    /// hvc1's output (the apps' stderr); `None` discards it.
+    pub err: Option<OwnedFd>,
+    /// hvc0's input (an interactive pod's stdin pipe).
+    pub console_in: Option<OwnedFd>,
+    /// The root share (tag [`ROOT_TAG`]).
+    pub fs: Fs,
+    /// The host<->guest channel.
+    pub vsock: Vsock,
+    /// COM2, the control channel.
+    pub com2: SerialBackend,
+}
+
+/// Adds a pod VM's devices in [`POD_DEVICES`] order: hvc0, hvc1, the root share, vsock, the
+/// balloon (free page reporting only: memory the guest frees goes back to the host), COM2.
+pub fn add_pod_devices(vmm: &mut Vmm, d: PodDevices) -> Result<(), PodError> {
+    vmm.add_virtio(Box::new(Console::new(d.out, d.console_in)))?;
+    vmm.add_virtio(Box::new(Console::new(d.err, None)))?;
+    vmm.add_virtio(Box::new(d.fs))?;
+    vmm.add_virtio(Box::new(d.vsock))?;
+    vmm.add_virtio(Box::new(Balloon::new()))?;
+    vmm.attach_com2(d.com2)?;
+    Ok(())
+}
+
+/// Step 7: the pod's devices ([`add_pod_devices`]): hvc0 (stdout, with stdin for an
+/// interactive pod), hvc1 (stderr), the virtio-fs share of `stage1/rootfs` (opened before
+/// /proc goes away), the virtio-vsock device (its socket in the pod directory,
+/// `pod_abi::vsock`), the balloon, and COM2, the control channel.
 fn attach_devices(
     vmm: &mut Vmm,
     pod: &PodPaths,
     io: DeviceIo,
     debug: bool,
 ) -> Result<(), PodError> {
-    vmm.add_virtio(Box::new(Console::new(Some(io.out), io.console_in)))?;
-    vmm.add_virtio(Box::new(Console::new(Some(io.err), None)))?;
     let mut fs_cfg = FsConfig::new(pod.stage1_rootfs());
     fs_cfg.tag = ROOT_TAG.to_string();
     let fs = Fs::new(fs_cfg)?;
     jail::drop_proc()?;
-    vmm.add_virtio(Box::new(fs))?;
     // The host<->guest channel (enter, stop): `/pod/vsock.sock`, bound now, while the main
     // thread is not confined yet (socket, bind, chmod, rename); removed when the VM ends.
     let vsock = Vsock::new(&VsockConfig {
         socket_dir: PathBuf::from(jail::POD_IN_JAIL),
     })
     .map_err(|e| PodError::Host("cannot create the pod's vsock socket", e))?;
-    vmm.add_virtio(Box::new(vsock))?;
-    vmm.add_virtio(Box::new(Balloon::new()))?;
     let com2_out: Box<dyn std::io::Write + Send> = if debug {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::sink())
     };
-    vmm.attach_com2(SerialBackend {
-        out: com2_out,
-        input: Some(io.com2_rx),
-    })?;
+    add_pod_devices(
+        vmm,
+        PodDevices {
+            out: Some(io.out),
+            err: Some(io.err),
+            console_in: io.console_in,
+            fs,
+            vsock,
+            com2: SerialBackend {
+                out: com2_out,
+                input: Some(io.com2_rx),
+            },
+        },
+    )?;
     if debug {
         eprintln!("{PROG}: kernel command line: {}", vmm.cmdline());
     }

@@ -122,6 +122,7 @@ mod tests {
             apps,
             net: Default::default(),
             mutable: false,
+            kvm_snapshot: false,
         }
     }
 

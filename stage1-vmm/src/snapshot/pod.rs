@@ -1,7 +1,7 @@
-//! Pods restored from a snapshot, the parts that need no VM (docs/snapshot.md, "Not done yet";
-//! not wired into `pod::run` yet): whether a pod may be restored ([`decide`]), the cache key
-//! of its VM shape ([`PodShape::key`]), and guest-init's arguments written into the stage1 root
-//! ([`write_init_args`]), since a restored kernel's command line is the snapshot maker's.
+//! Pods restored from a snapshot, the parts that need no VM (docs/snapshot.md; `pod::run` uses
+//! them through `pod::snapshot_start`): whether a pod may be restored ([`decide`]), the cache
+//! key of its VM shape ([`PodShape::key`]), and guest-init's arguments written into the stage1
+//! root ([`write_init_args`]), since a restored kernel's command line is the snapshot maker's.
 
 use std::path::Path;
 
@@ -30,10 +30,11 @@ pub enum InitArgsError {
 /// What a pod's VM looks like, as far as its snapshot depends on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodShape {
-    /// SHA-256 (hex) of the stage1 image's guest-init (the snapshot stage's `/init`).
-    pub guest_init_sha256: String,
-    /// SHA-256 (hex) of the guest kernel.
-    pub kernel_sha256: String,
+    /// Identity of the stage1 image's guest-init (the snapshot stage's `/init`): a content
+    /// hash or a file identity that changes whenever the file does.
+    pub guest_init_id: String,
+    /// Identity of the guest kernel (as `guest_init_id`).
+    pub kernel_id: String,
     /// Guest memory (MiB).
     pub mem_mib: u64,
     /// vCPUs.
@@ -53,6 +54,15 @@ pub enum ColdReason {
     Cpus,
 }
 
+impl std::fmt::Display for ColdReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ColdReason::NetworkCards => "the pod has network cards (a tap is per pod)",
+            ColdReason::Cpus => "the pod has more than one vCPU (snapshots hold one)",
+        })
+    }
+}
+
 /// How a pod with snapshots asked for starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -67,8 +77,8 @@ impl PodShape {
     pub fn key(&self) -> SnapshotKey {
         let mut k = SnapshotKey::new();
         k.set("version", KEY_VERSION)
-            .set("guest-init", &self.guest_init_sha256)
-            .set("kernel", &self.kernel_sha256)
+            .set("guest-init", &self.guest_init_id)
+            .set("kernel", &self.kernel_id)
             .set("mem-mib", self.mem_mib)
             .set("cpus", self.cpus)
             .set("devices", self.devices.join(","));
@@ -117,8 +127,8 @@ mod tests {
 
     fn shape() -> PodShape {
         PodShape {
-            guest_init_sha256: "aa".into(),
-            kernel_sha256: "bb".into(),
+            guest_init_id: "aa".into(),
+            kernel_id: "bb".into(),
             mem_mib: 256,
             cpus: 1,
             devices: vec!["fs", "vsock"],
@@ -141,8 +151,8 @@ mod tests {
     fn every_part_of_the_shape_changes_the_key() {
         let base = shape().key().id();
         let variants: [fn(&mut PodShape); 5] = [
-            |s| s.guest_init_sha256 = "ab".into(),
-            |s| s.kernel_sha256 = "bc".into(),
+            |s| s.guest_init_id = "ab".into(),
+            |s| s.kernel_id = "bc".into(),
             |s| s.mem_mib = 512,
             |s| s.cpus = 2,
             |s| s.devices = vec!["vsock", "fs"],

@@ -1,0 +1,307 @@
+//! Snapshot start of a pod (`rkt run --kvm-snapshot`, experimental; docs/snapshot.md): the pod
+//! is restored from a snapshot of guest-init's snapshot stage instead of booting its kernel.
+//!
+//! [`prepare`] runs in `pod::run` before the jail: it decides whether the pod may be restored
+//! ([`crate::snapshot::pod::decide`]: pods with network cards or more than one vCPU boot cold),
+//! builds the cache key (kernel and guest-init identities, memory, vCPUs, the device layout),
+//! and gets the snapshot from the cache ([`crate::snapshot::cache`], outside every pod
+//! directory, root-only), making it first if needed. The maker is never the pod's VM: it is a
+//! child `stage1-vmm make-pod-snapshot` process ([`make`]) that boots the snapshot stage's
+//! initramfs (the stage1 image's guest-init) in the pod's device layout with empty backends (an
+//! empty private share, consoles to nothing, a private vsock directory) and saves the VM when
+//! guest-init asks. Then [`prepare`] checks the snapshot (state checksum, memory file size: a
+//! damaged entry means a cold boot with a warning) and writes guest-init's arguments into the
+//! stage1 root (`rkt/init-args`); the pod's VM restores it with its real devices, in the same
+//! order ([`super::run::add_pod_devices`]).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pod_abi::paths::PodPaths;
+use pod_abi::plan::Plan;
+
+use super::run::{add_pod_devices, PodDevices, POD_DEVICES};
+use super::{sizing, PodError, PROG};
+use crate::device_manager::SerialBackend;
+use crate::devices::virtio::fs::{Fs, FsConfig};
+use crate::devices::virtio::vsock::{Vsock, VsockConfig};
+use crate::snapshot::cache::{Cache, DEFAULT_ROOT};
+use crate::snapshot::pod::{decide, write_init_args, PodShape, Start};
+use crate::snapshot::{self, SnapshotMode};
+use crate::vmm::{VmConfig, VmOutcome, Vmm};
+
+/// The hidden `stage1-vmm` subcommand that makes a pod snapshot ([`make`]).
+pub const MAKE_SUBCOMMAND: &str = "make-pod-snapshot";
+/// The snapshot stage's kernel command line (after the VMM's defaults).
+pub const MAKE_CMDLINE: &str = "-- --snapshot-stage";
+/// The maker VM ends after this long at the latest (seconds; under TCG emulation it takes ~10 s).
+pub const MAKE_TIMEOUT_SECS: u64 = 300;
+/// The maker's scratch directory inside the snapshot directory being made (removed after).
+const WORK_DIR: &str = ".work";
+/// Bytes of the maker's output kept for an error message.
+const OUTPUT_TAIL: usize = 4096;
+
+/// The snapshot cache of the pod in `pod_dir`: `<data dir>/cache/snapshots` when the pod
+/// directory is `<data dir>/pods/<state>/<uuid>` (so `rkt --dir=D` keeps its snapshots under
+/// D, outside every pod directory), else [`DEFAULT_ROOT`].
+pub fn cache_root(pod_dir: &Path) -> PathBuf {
+    let pods = pod_dir.parent().and_then(Path::parent);
+    match pods {
+        Some(p) if p.file_name().is_some_and(|n| n == "pods") => p
+            .parent()
+            .map(|d| d.join("cache/snapshots"))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+        _ => PathBuf::from(DEFAULT_ROOT),
+    }
+}
+
+/// The identity of a file of the stage1 image, for the cache key: device, inode, size, and
+/// modification and change times (ns). Hashing the kernel's contents at every pod start would
+/// cost more than the restore saves (seconds under emulation); the image's files are not
+/// rewritten in place, and any write changes the change time.
+fn file_id(path: &Path) -> Result<String, PodError> {
+    let m = std::fs::metadata(path).map_err(|e| PodError::io("cannot stat", path, e))?;
+    Ok(format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// The stage1 image's guest-init: `init` beside the kernel's directory (the image's root, as
+/// [`super::run::kernel_path`] finds the kernel), else the pod's `stage1/rootfs/init`.
+fn guest_init_path(host: &PodPaths, kernel: &Path) -> PathBuf {
+    let in_image = kernel
+        .parent()
+        .and_then(Path::parent)
+        .map(|root| root.join(pod_abi::paths::GUEST_INIT_IN_STAGE1))
+        .filter(|p| p.is_file());
+    in_image.unwrap_or_else(|| {
+        host.stage1_rootfs()
+            .join(pod_abi::paths::GUEST_INIT_IN_STAGE1)
+    })
+}
+
+/// Whether `dir` holds a snapshot a VM of `mem_mib` can restore: the state parses (checksum,
+/// lengths) and the memory file has the state's size.
+fn check(dir: &Path, mem_mib: u64) -> Result<(), String> {
+    let state = snapshot::read_state(dir).map_err(|e| e.to_string())?;
+    if state.mem_size != mem_mib << 20 {
+        return Err(format!(
+            "it holds {} MiB of memory, the pod has {mem_mib} MiB",
+            state.mem_size >> 20
+        ));
+    }
+    let mem = snapshot::open_memory(dir).map_err(|e| e.to_string())?;
+    let len = mem
+        .metadata()
+        .map_err(|e| format!("cannot stat the memory file: {e}"))?
+        .len();
+    if len != state.mem_size {
+        return Err(format!(
+            "the memory file is {len} bytes, the state says {}",
+            state.mem_size
+        ));
+    }
+    Ok(())
+}
+
+/// The last [`OUTPUT_TAIL`] bytes of `b`, as text.
+fn tail(b: &[u8]) -> String {
+    let from = b.len().saturating_sub(OUTPUT_TAIL);
+    String::from_utf8_lossy(&b[from..]).trim().to_string()
+}
+
+/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]).
+fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find stage1-vmm: {e}"))?;
+    let o = Command::new(&exe)
+        .arg(MAKE_SUBCOMMAND)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--guest-init")
+        .arg(guest_init)
+        .arg("--mem")
+        .arg(mem_mib.to_string())
+        .arg("--out")
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let _ = std::fs::remove_dir_all(out.join(WORK_DIR));
+    if o.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} {MAKE_SUBCOMMAND} failed ({}): {} {}",
+        exe.display(),
+        o.status,
+        tail(&o.stdout),
+        tail(&o.stderr)
+    ))
+}
+
+/// Decides how the pod starts when its plan asks for a snapshot (see the module docs). Returns
+/// the snapshot directory to restore, or `None` for a cold boot (snapshots not asked for, the
+/// pod cannot be restored, or the cache entry is damaged: a warning says so). `init_args` are
+/// guest-init's arguments, which a cold pod gets on its kernel command line.
+pub fn prepare(
+    pod_dir: &Path,
+    plan: &Plan,
+    size: sizing::VmSize,
+    net_cards: usize,
+    init_args: &[String],
+) -> Result<Option<PathBuf>, PodError> {
+    if !plan.kvm_snapshot {
+        return Ok(None);
+    }
+    let host = PodPaths::new(pod_dir);
+    let kernel = super::run::kernel_path(&host);
+    let guest_init = guest_init_path(&host, &kernel);
+    let shape = PodShape {
+        guest_init_id: file_id(&guest_init)?,
+        kernel_id: file_id(&kernel)?,
+        mem_mib: size.mem_mib,
+        cpus: size.cpus,
+        devices: POD_DEVICES.to_vec(),
+        net_cards,
+    };
+    let key = match decide(&shape) {
+        Start::Restore(key) => key,
+        Start::Cold(why) => {
+            log::debug!("--kvm-snapshot: booting cold: {why}");
+            return Ok(None);
+        }
+    };
+    let root = cache_root(pod_dir);
+    let cache = Cache::open(&root).map_err(|e| PodError::Snapshot(e.to_string()))?;
+    let (dir, made) = cache
+        .get_or_make(&key, |out| {
+            make_in_child(&kernel, &guest_init, size.mem_mib, out)
+        })
+        .map_err(|e| PodError::Snapshot(e.to_string()))?;
+    log::debug!(
+        "--kvm-snapshot: {} snapshot {}",
+        if made { "made" } else { "found" },
+        dir.display()
+    );
+    if let Err(why) = check(&dir, size.mem_mib) {
+        eprintln!(
+            "{PROG}: WARNING: snapshot {} is unusable ({why}); booting cold (remove it to make \
+             it again)",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    write_init_args(&host.stage1_rootfs(), init_args)
+        .map_err(|e| PodError::Snapshot(e.to_string()))?;
+    Ok(Some(dir))
+}
+
+/// The body of [`MAKE_SUBCOMMAND`]: boots the snapshot stage (`guest_init` as the initramfs's
+/// `/init`) on `kernel` with `mem_mib` MiB and 1 vCPU in the pod's device layout with empty
+/// backends, and saves the VM into `out` when guest-init asks. Nothing of any pod is reachable
+/// from this VM.
+pub fn make(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), PodError> {
+    let work = out.join(WORK_DIR);
+    let share = work.join("share");
+    let vsock_dir = work.join("vsock");
+    for d in [&share, &vsock_dir] {
+        std::fs::create_dir_all(d).map_err(|e| PodError::io("cannot create", d, e))?;
+    }
+    let gi = std::fs::read(guest_init).map_err(|e| PodError::io("cannot read", guest_init, e))?;
+    let initramfs = work.join("initramfs.cpio");
+    std::fs::write(&initramfs, snapshot::initramfs::snapshot_stage(&gi))
+        .map_err(|e| PodError::io("cannot write", &initramfs, e))?;
+
+    let mut cfg = VmConfig::new(kernel);
+    cfg.initramfs = Some(initramfs);
+    cfg.cmdline = MAKE_CMDLINE.to_string();
+    cfg.mem_mib = mem_mib;
+    cfg.cpus = 1;
+    cfg.timeout = Some(Duration::from_secs(MAKE_TIMEOUT_SECS));
+    cfg.snapshot = SnapshotMode::Make(out.to_path_buf());
+    let mut vmm = Vmm::new(&cfg, SerialBackend::stdout())?;
+    let mut fs_cfg = FsConfig::new(&share);
+    fs_cfg.tag = super::run::ROOT_TAG.to_string();
+    // The socket's path must fit `sun_path` (108 bytes) and the cache's may not: bind it
+    // relative to the vsock directory, made the working directory of this process.
+    std::env::set_current_dir(&vsock_dir)
+        .map_err(|e| PodError::io("cannot enter", &vsock_dir, e))?;
+    let vsock = Vsock::new(&VsockConfig {
+        socket_dir: PathBuf::from("."),
+    })
+    .map_err(|e| PodError::Host("cannot create the maker's vsock socket", e))?;
+    add_pod_devices(
+        &mut vmm,
+        PodDevices {
+            out: None,
+            err: None,
+            console_in: None,
+            fs: Fs::new(fs_cfg)?,
+            vsock,
+            com2: SerialBackend {
+                out: Box::new(std::io::sink()),
+                input: None,
+            },
+        },
+    )?;
+    let (outcome, _) = vmm.run()?;
+    let _ = std::fs::remove_dir_all(&work);
+    match outcome {
+        VmOutcome::Snapshot => Ok(()),
+        o => Err(PodError::Snapshot(format!(
+            "the snapshot stage ended without a snapshot: {}",
+            o.reason()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_lives_beside_the_pods_of_the_data_dir() {
+        assert_eq!(
+            cache_root(Path::new("/d/pods/run/0000-11")),
+            PathBuf::from("/d/cache/snapshots")
+        );
+        assert_eq!(
+            cache_root(Path::new("/var/lib/rkt/pods/run/u")),
+            PathBuf::from(DEFAULT_ROOT)
+        );
+        assert_eq!(
+            cache_root(Path::new("/tmp/x/u")),
+            PathBuf::from(DEFAULT_ROOT)
+        );
+        assert_eq!(cache_root(Path::new("u")), PathBuf::from(DEFAULT_ROOT));
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_by_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(check(dir.path(), 128).is_err());
+        std::fs::write(dir.path().join(snapshot::STATE_FILE), b"RKTSNAP\0junk").expect("write");
+        let e = check(dir.path(), 128).expect_err("refused");
+        assert!(e.contains("snapshot state"), "{e}");
+    }
+
+    #[test]
+    fn file_ids_change_with_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("k");
+        std::fs::write(&f, b"one").expect("write");
+        let a = file_id(&f).expect("id");
+        assert_eq!(a, file_id(&f).expect("id"));
+        std::fs::write(&f, b"two!").expect("write");
+        assert_ne!(a, file_id(&f).expect("id"));
+    }
+}

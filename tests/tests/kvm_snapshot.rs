@@ -1,0 +1,353 @@
+//! End-to-end: `rkt run --stage1=kvm --kvm-snapshot` (docs/snapshot.md): the first pod makes
+//! the snapshot (a child stage1-vmm with no pod), later pods of the same shape restore it; both
+//! run their app and exit with its status; a pod without the flag boots cold; a pod's app can
+//! neither see nor change the snapshot's files; a tampered cache entry means a cold boot with a
+//! warning.
+//!
+//! Snapshot pods need one vCPU and no network cards: every pod here runs with `--net=none` and
+//! `--cpu=1`. Each test gives its app a different `--memory`, so that each has its own cache
+//! entry (the KVM tests of a binary share one data directory, hence one cache).
+//!
+//! Every test starts with `E2e::require_kvm` (guest-booting: SKIP here, run under
+//! ci/nested-kvm).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use rkt_tests::{skip, stderr, stdout, uuid_of, E2e, ImageSpec};
+use sha2::{Digest, Sha256};
+
+/// The snapshot cache of `e`'s data directory (stage1-vmm's `snapshot_start::cache_root`).
+fn cache(e: &E2e) -> PathBuf {
+    e.dir().join("cache/snapshots")
+}
+
+/// The complete snapshot directories in the cache (those with a `state` file).
+fn snapshots(e: &E2e) -> BTreeSet<PathBuf> {
+    std::fs::read_dir(cache(e))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path())
+        .filter(|p| p.join("state").is_file())
+        .collect()
+}
+
+/// SHA-256 (hex) of a file.
+fn sha256(p: &Path) -> String {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    hex::encode(Sha256::digest(&b))
+}
+
+/// `rkt run` of `image` as a snapshot-capable pod (`--net=none`, one vCPU, `--memory=mem`),
+/// with `--kvm-snapshot` when `snapshot`, `--debug`, and `args` for the app.
+fn run_pod(
+    e: &E2e,
+    snapshot: bool,
+    image: &Path,
+    mem: &str,
+    args: &[&str],
+) -> (std::process::Output, String) {
+    let uuid_file = e.path("uuid");
+    let _ = std::fs::remove_file(&uuid_file);
+    let mut a = vec![
+        "run".to_string(),
+        "--debug".to_string(),
+        e.stage1_flag(),
+        "--net=none".to_string(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+    ];
+    if snapshot {
+        a.push("--kvm-snapshot".into());
+    }
+    a.push(image.display().to_string());
+    a.push("--cpu=1".into());
+    a.push(format!("--memory={mem}"));
+    if !args.is_empty() {
+        a.push("--".into());
+        a.extend(args.iter().map(|s| s.to_string()));
+    }
+    let o = e.run(&a);
+    let uuid = uuid_of(&uuid_file);
+    (o, uuid)
+}
+
+#[test]
+fn kvm_snapshot_pods_make_then_restore_and_carry_the_exit_status() {
+    let Some(e) = E2e::require_kvm("kvm_snapshot_pods_make_then_restore_and_carry_the_exit_status")
+    else {
+        return;
+    };
+    let img = e.hello_image();
+    let before = snapshots(&e);
+
+    // The first pod makes the snapshot, then restores it like every later one.
+    let (o, uuid) = run_pod(&e, true, &img, "64Mi", &["--exit", "3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Hello from a rkt-rs pod!"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("--kvm-snapshot: made snapshot"),
+        "{}",
+        stderr(&o)
+    );
+    let s = e.status(&uuid);
+    assert!(
+        s.contains("state=exited\n") && s.contains("app-hello=3"),
+        "{s}"
+    );
+    let made: Vec<PathBuf> = snapshots(&e).difference(&before).cloned().collect();
+    assert_eq!(made.len(), 1, "one new snapshot: {made:?}");
+    let state = made[0].join("state");
+    let sum = sha256(&state);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cache(&e)).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the cache is root-only: {mode:o}");
+
+    // The second restores the same snapshot: no new one, the old one untouched.
+    let (o, uuid) = run_pod(&e, true, &img, "64Mi", &["--exit", "3", "again"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"again\""), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("--kvm-snapshot: found snapshot"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(e.status(&uuid).contains("app-hello=3"));
+    assert_eq!(snapshots(&e).difference(&before).count(), 1);
+    assert_eq!(sha256(&state), sum);
+
+    // Without the flag the same pod boots cold and nothing is made.
+    let (o, _) = run_pod(&e, false, &img, "64Mi", &["--exit", "4"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("--kvm-snapshot"), "{}", stderr(&o));
+    assert_eq!(snapshots(&e).difference(&before).count(), 1);
+}
+
+/// A static probe: for each path argument, tries to read it, then to create its directories
+/// and overwrite it, and prints `READ <path> ok|<errno>` and `WRITE <path> ok|<errno>`.
+const PROBE_C: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void mkparents(const char *p) {
+    char b[4096];
+    snprintf(b, sizeof b, "%s", p);
+    for (char *s = b + 1; *s; s++)
+        if (*s == '/') { *s = 0; mkdir(b, 0755); *s = '/'; }
+}
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        char buf[16];
+        int fd = open(argv[i], O_RDONLY);
+        if (fd >= 0 && read(fd, buf, sizeof buf) >= 0) printf("READ %s ok\n", argv[i]);
+        else printf("READ %s %s\n", argv[i], strerror(errno));
+        if (fd >= 0) close(fd);
+        mkparents(argv[i]);
+        fd = open(argv[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0 && write(fd, "tampered", 8) == 8) printf("WRITE %s ok\n", argv[i]);
+        else printf("WRITE %s %s\n", argv[i], strerror(errno));
+        if (fd >= 0) close(fd);
+    }
+    return 0;
+}
+"#;
+
+/// The probe image (the probe compiled with `cc -static`), or `None` after a SKIP.
+fn probe_image(e: &E2e, test: &str) -> Option<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let bin = BIN.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("rkt-snapshot-probe-")
+            .tempdir()
+            .map_err(|e| e.to_string())?
+            .keep();
+        let (src, bin) = (dir.join("probe.c"), dir.join("probe"));
+        std::fs::write(&src, PROBE_C).map_err(|e| e.to_string())?;
+        let o = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .map_err(|e| format!("cc: {e}"))?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
+        }
+        Ok(bin)
+    });
+    match bin {
+        Ok(b) => {
+            let p = e.path("probe.aci");
+            ImageSpec::new("example.com/probe", &["/bin/probe"])
+                .file("/bin/probe", b, 0o755)
+                .build(&p);
+            Some(p)
+        }
+        Err(why) => {
+            skip(test, &format!("cannot build the static probe: {why}"));
+            None
+        }
+    }
+}
+
+#[test]
+fn kvm_snapshot_files_are_out_of_a_pods_reach() {
+    let name = "kvm_snapshot_files_are_out_of_a_pods_reach";
+    let Some(e) = E2e::require_kvm(name) else {
+        return;
+    };
+    let Some(img) = probe_image(&e, name) else {
+        return;
+    };
+    let hello = e.hello_image();
+    let before = snapshots(&e);
+    let (o, _) = run_pod(&e, true, &hello, "72Mi", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let made: Vec<PathBuf> = snapshots(&e).difference(&before).cloned().collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let (state, memory) = (made[0].join("state"), made[0].join("memory"));
+    let sums = (sha256(&state), sha256(&memory));
+
+    // A pod restored from that snapshot is given the host paths of its files.
+    let (s, m) = (state.display().to_string(), memory.display().to_string());
+    let (o, _) = run_pod(&e, true, &img, "72Mi", &[&s, &m]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--kvm-snapshot: found snapshot"),
+        "{}",
+        stderr(&o)
+    );
+    let out = stdout(&o);
+    for p in [&s, &m] {
+        // The guest has no such file: the host's cache is not in it.
+        assert!(out.contains(&format!("READ {p} No such file")), "{out}");
+    }
+    // Whatever the app wrote went into its own root, not the host's files.
+    assert_eq!((sha256(&state), sha256(&memory)), sums);
+    assert_eq!(snapshots(&e).difference(&before).count(), 1);
+}
+
+#[test]
+fn kvm_snapshot_tampered_cache_entry_boots_cold() {
+    let Some(e) = E2e::require_kvm("kvm_snapshot_tampered_cache_entry_boots_cold") else {
+        return;
+    };
+    let img = e.hello_image();
+    let before = snapshots(&e);
+    let (o, _) = run_pod(&e, true, &img, "80Mi", &["--exit", "6"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let made: Vec<PathBuf> = snapshots(&e).difference(&before).cloned().collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+
+    // Flip a byte in the middle of the state file: its checksum no longer matches.
+    let state = made[0].join("state");
+    let mut b = std::fs::read(&state).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x5a;
+    std::fs::write(&state, &b).unwrap();
+    let (o, _) = run_pod(&e, true, &img, "80Mi", &["--exit", "6"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(
+        stdout(&o).contains("Hello from a rkt-rs pod!"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        err.contains("is unusable") && err.contains("booting cold"),
+        "{err}"
+    );
+
+    // A truncated memory file too.
+    std::fs::write(&state, {
+        b[mid] ^= 0x5a;
+        &b
+    })
+    .unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(made[0].join("memory"))
+        .unwrap();
+    f.set_len(4096).unwrap();
+    let (o, _) = run_pod(&e, true, &img, "80Mi", &["--exit", "6"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("is unusable"), "{err}");
+}
+
+#[test]
+fn kvm_snapshot_pod_takes_enter_stop_and_gc() {
+    // After the restore the pod is a cold pod's twin: `rkt enter` over vsock, `rkt stop`
+    // (exec channel, then COM2/SIGTERM), `rkt gc`.
+    let Some(e) = E2e::require_kvm("kvm_snapshot_pod_takes_enter_stop_and_gc") else {
+        return;
+    };
+    let img = e.hello_image();
+    let (o, _) = run_pod(&e, true, &img, "88Mi", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let mark = e.path("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let sleeper = e.pod_check_image("sleeper.aci", |s| s.mount_point("mark", "/mark", false));
+    let uuid_file = e.path("uuid-sleeper");
+    let args = vec![
+        "run".to_string(),
+        "--debug".into(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        "--kvm-snapshot".into(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+        format!("--volume=mark,kind=host,source={}", mark.display()),
+        sleeper.display().to_string(),
+        "--cpu=1".into(),
+        "--memory=88Mi".into(),
+        "--".into(),
+        "--no-check".into(),
+        "--write=/mark/started".into(),
+        "--sleep-ms=600000".into(),
+    ];
+    let run = e.spawn(&args);
+    rkt_tests::wait_for_paths(
+        &[&mark.join("started")],
+        e.timeout(),
+        "the restored pod's app never started",
+    );
+    let uuid = uuid_of(&uuid_file);
+    let o = e.run(&[
+        "enter",
+        &uuid,
+        "/bin/pod-check",
+        "--no-check",
+        "--exit",
+        "7",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let s = e.run(&["stop", &uuid]);
+    assert_eq!(s.status.code(), Some(0), "{}", stderr(&s));
+    let out = rkt_tests::wait_output(run, e.timeout());
+    assert!(
+        stderr(&out).contains("--kvm-snapshot: found snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    let st = e.status(&uuid);
+    assert!(st.contains("state=exited"), "{st}");
+    let g = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(g.status.code(), Some(0), "{}", stderr(&g));
+    assert!(
+        !e.dir().join("pods/run").join(&uuid).exists(),
+        "gc left the pod among the running ones"
+    );
+    // The cache is not a pod's: gc keeps it.
+    assert!(!snapshots(&e).is_empty());
+}
