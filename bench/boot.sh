@@ -31,36 +31,24 @@ mkinit=$tgt/release/examples/mk_test_initramfs
 kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
 mem=${BENCH_MEM:-256}
 cpus=${BENCH_CPUS:-1}
-log() { echo "bench: $*" >&2; }
-
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
-
 prepare() {
     local need=()
     command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
     [ -x /usr/bin/time ] || need+=(time)
-    if [ ${#need[@]} -gt 0 ]; then
-        log "installing ${need[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends "${need[@]}" >&2 ||
-            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
-    fi
+    bench_apt_install "${need[@]}"
     [ -s "$kernel" ] || "$repo/kernel-config/build.sh" >&2
-    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    bench_initramfs_maker
     bench_vmm
 }
 
 if [ -z "${NESTED_KVM:-}" ]; then
     prepare
-    if ! host_kvm_ok; then
-        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        VMM_BIN=$VMM exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
-    fi
+    bench_reexec_nested VMM_BIN="$VMM" -- "$@"
 fi
 [ -n "${VMM:-}" ] || bench_vmm
 vmm=$VMM
 for f in "$vmm" "$mkinit" "$kernel" /usr/bin/time; do
-    [ -e "$f" ] || { log "missing $f (run bench/boot.sh on the host first to prepare)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run bench/boot.sh on the host first to prepare)"; exit 1; }
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-boot.XXXXXX")
@@ -83,13 +71,13 @@ qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,ac
     -serial stdio -kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$common reboot=t")
 
 : >"$work/ours.tsv"; : >"$work/qemu.tsv"
-log "$runs runs each, alternating; mem ${mem} MiB, ${cpus} vCPU(s)"
+bench_log "$runs runs each, alternating; mem ${mem} MiB, ${cpus} vCPU(s)"
 for i in $(seq 1 "$runs"); do
     r=$(bench_timed_run ours "$marker" "${ours[@]}"); echo "$r" >>"$work/ours.tsv"
-    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "ours run $i failed (status $4):"; tail -n 5 "$work/ours.out" "$work/ours.err" >&2; }
+    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { bench_log "ours run $i failed (status $4):"; tail -n 5 "$work/ours.out" "$work/ours.err" >&2; }
     q=$(bench_timed_run qemu "$marker" "${qemu[@]}"); echo "$q" >>"$work/qemu.tsv"
-    set -- $q; [ "$1" != NA ] || { log "qemu run $i: no marker (status $4):"; tail -n 5 "$work/qemu.out" "$work/qemu.err" >&2; }
-    log "run $i: ours marker=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | qemu marker=${q%% *} ms exit=$(echo "$q" | cut -d' ' -f2) ms"
+    set -- $q; [ "$1" != NA ] || { bench_log "qemu run $i: no marker (status $4):"; tail -n 5 "$work/qemu.out" "$work/qemu.err" >&2; }
+    bench_log "run $i: ours marker=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | qemu marker=${q%% *} ms exit=$(echo "$q" | cut -d' ' -f2) ms"
 done
 
 report() {

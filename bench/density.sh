@@ -30,6 +30,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
+ROOT=$repo
+. "$here/lib.sh"
 pods=${1:-10}
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 stage1=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
@@ -43,22 +45,13 @@ cache=${RKT_BENCH_CACHE:-/var/cache/rkt-rs/bench-density}
 pod_mem=64M
 # stage1-vmm/src/pod/sizing.rs: app 64 MiB + GUEST_BASE_MIB 32 + 64 / PER_PAGE_OVERHEAD_DIVISOR.
 vm_mib=98
-log() { echo "bench: $*" >&2; }
-
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
-
 prepare() {
-    command -v qemu-system-x86_64 >/dev/null || {
-        log "installing qemu-system-x86"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends qemu-system-x86 >&2 ||
-            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends qemu-system-x86 >&2; }
-    }
+    command -v qemu-system-x86_64 >/dev/null || bench_apt_install qemu-system-x86
     for f in "$rkt" "$stage1" "$hello" "$podcheck" "$mkaci" "$kernel"; do
-        [ -e "$f" ] || { log "missing $f (run make build)"; exit 1; }
+        [ -e "$f" ] || { bench_log "missing $f (run make build)"; exit 1; }
     done
     # Rebuilt every time (cheap when up to date): the initramfs must have the `hold` mode.
-    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    bench_initramfs_maker
     mkdir -p "$cache"
     "$mkinit" "$cache/initramfs.cpio"
     "$mkaci" --name example.com/density-hello --label os=linux --label arch=amd64 \
@@ -69,15 +62,12 @@ prepare() {
 
 if [ -z "${NESTED_KVM:-}" ]; then
     prepare
-    if ! host_kvm_ok; then
-        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        NESTED_KVM_MEM=${NESTED_KVM_MEM:-4096} exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
-    fi
+    bench_reexec_nested NESTED_KVM_MEM="${NESTED_KVM_MEM:-4096}" -- "$@"
 fi
 for f in "$rkt" "$stage1" "$kernel" "$cache/initramfs.cpio" "$cache/hello.aci" "$cache/sleeper.aci"; do
-    [ -e "$f" ] || { log "missing $f (run bash bench/density.sh on the host first to prepare)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run bash bench/density.sh on the host first to prepare)"; exit 1; }
 done
-command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 missing"; exit 1; }
+command -v qemu-system-x86_64 >/dev/null || { bench_log "qemu-system-x86_64 missing"; exit 1; }
 cpus=$(nproc)
 
 work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-density.XXXXXX")
@@ -99,13 +89,12 @@ trap cleanup EXIT
 R=("$rkt" --dir="$dir" --insecure-options=image)
 
 id_of() { "${R[@]}" fetch "$1" 2>/dev/null | tail -n 1; }
-log "importing images"
+bench_log "importing images"
 hello_id=$(id_of "$cache/hello.aci")
 sleeper_id=$(id_of "$cache/sleeper.aci")
 "${R[@]}" run --net=none --stage1-path="$stage1" "$hello_id" --memory=$pod_mem >/dev/null 2>&1 || true # imports stage1
 
 now_ms() { awk -v t="$EPOCHREALTIME" 'BEGIN{printf "%.1f", t*1000}'; }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 mem_avail_kib() { awk '/^MemAvailable:/{print $2}' /proc/meminfo; }
 rss_kib() { awk '/^Rss:/{print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 
@@ -124,14 +113,14 @@ hello_run() {
 for i in 1 2 3; do
     hello_run "s$i"
     read -r ms st <"$work/hello.s$i"
-    [ "$st" = 0 ] || { log "single run $i failed (status $st):"; tail -n 5 "$work/err.s$i" >&2; exit 1; }
+    [ "$st" = 0 ] || { bench_log "single run $i failed (status $st):"; tail -n 5 "$work/err.s$i" >&2; exit 1; }
     echo "$ms" >>"$work/single.ms"
-    log "alone $i: $ms ms"
+    bench_log "alone $i: $ms ms"
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
-single=$(median <"$work/single.ms")
+single=$(bench_median %.6g <"$work/single.ms")
 
-log "$pods pods at once"
+bench_log "$pods pods at once"
 t0=$(now_ms)
 for i in $(seq 1 "$pods"); do hello_run "c$i" & done
 wait
@@ -144,7 +133,7 @@ for i in $(seq 1 "$pods"); do
     echo "$ms" >>"$work/conc.ms"
     if [ "$st" != 0 ] || ! grep -q "Hello from a rkt-rs pod" "$work/out.c$i"; then
         failed=$((failed + 1))
-        log "concurrent pod $i failed (status $st):"; tail -n 5 "$work/err.c$i" >&2
+        bench_log "concurrent pod $i failed (status $st):"; tail -n 5 "$work/err.c$i" >&2
     fi
 done
 "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
@@ -155,7 +144,7 @@ slowest=$(sort -n "$work/conc.ms" | tail -n 1)
 settle() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; sleep 3; }
 settle
 base=$(mem_avail_kib)
-log "memory: $pods sleeping pods"
+bench_log "memory: $pods sleeping pods"
 for i in $(seq 1 "$pods"); do
     mkdir -p "$work/mark$i"
     "${R[@]}" run --net=none --stage1-path="$stage1" --uuid-file-save="$work/uuid$i" \
@@ -166,7 +155,7 @@ done
 deadline=$((SECONDS + 900))
 for i in $(seq 1 "$pods"); do
     until [ -e "$work/mark$i/up" ]; do
-        [ $SECONDS -lt $deadline ] || { log "sleeping pod $i never started:"; tail -n 5 "$work/sleep.err.$i" >&2; exit 1; }
+        [ $SECONDS -lt $deadline ] || { bench_log "sleeping pod $i never started:"; tail -n 5 "$work/sleep.err.$i" >&2; exit 1; }
         sleep 1
     done
 done
@@ -182,7 +171,7 @@ wait
 "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 settle
 qbase=$(mem_avail_kib)
-log "memory: $pods idle QEMU microvms of $vm_mib MiB"
+bench_log "memory: $pods idle QEMU microvms of $vm_mib MiB"
 cmdline="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=hold"
 for i in $(seq 1 "$pods"); do
     qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off \
@@ -193,7 +182,7 @@ for i in $(seq 1 "$pods"); do
 done
 for i in $(seq 1 "$pods"); do
     until grep -q RKT-TEST-INIT-MARKER "$work/qemu.$i.log" 2>/dev/null; do
-        [ $SECONDS -lt $deadline ] || { log "qemu $i never booted"; exit 1; }
+        [ $SECONDS -lt $deadline ] || { bench_log "qemu $i never booted"; exit 1; }
         sleep 1
     done
 done
@@ -215,6 +204,6 @@ printf '%-44s %9s MiB\n' "rkt: sum of VMM RSS" "$((rkt_rss / 1024))" \
     "rkt: L1 MemAvailable drop" "$((rkt_used / 1024))" \
     "qemu microvm: sum of RSS" "$((qemu_rss / 1024))" \
     "qemu microvm: L1 MemAvailable drop" "$((qemu_used / 1024))"
-[ "$failed" = 0 ] || { log "$failed of $pods concurrent pods failed"; exit 1; }
+[ "$failed" = 0 ] || { bench_log "$failed of $pods concurrent pods failed"; exit 1; }
 echo "RATIO density_mem_vs_qemu $(awk -v a="$rkt_used" -v b="$qemu_used" 'BEGIN{printf "%.2f", a/b}') (VMM RSS sum vs QEMU RSS sum: $(awk -v a="$rkt_rss" -v b="$qemu_rss" 'BEGIN{printf "%.2f", a/b}'))"
 echo "RATIO density10_vs_single $(awk -v w="$wall" -v n="$pods" -v c="$cpus" -v s="$single" 'BEGIN{printf "%.2f", (w * c / n) / s}')"

@@ -16,23 +16,20 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
+ROOT=$repo
+. "$here/lib.sh"
 runs=${1:-20}
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 kvm=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
 ns=${RKT_STAGE1_NS_ACI:-$repo/build/stage1-ns.aci}
 check=${POD_CHECK_BIN:-$repo/build/bin/pod-check}
 mkaci=${MKACI:-$repo/build/bin/mkaci}
-log() { echo "bench: $*" >&2; }
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
 
 for f in "$rkt" "$kvm" "$ns" "$check" "$mkaci"; do
-    [ -e "$f" ] || { log "missing $f (run make build)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run make build)"; exit 1; }
 done
-[ "$(id -u)" = 0 ] || { log "needs root"; exit 1; }
-if [ -z "${NESTED_KVM:-}" ] && ! host_kvm_ok; then
-    log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-    exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
-fi
+[ "$(id -u)" = 0 ] || { bench_log "needs root"; exit 1; }
+bench_reexec_nested -- "$@"
 
 work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-enter.XXXXXX")
 dir=$work/data
@@ -59,11 +56,11 @@ start() {
     until [ -s "$work/$1.uuid" ] && "${R[@]}" enter "$(cat "$work/$1.uuid")" /bin/pod-check --no-check \
         </dev/null >/dev/null 2>&1; do
         sleep 0.5; t=$((t + 1))
-        [ "$t" -lt 600 ] || { log "the $1 pod did not come up"; tail -n 5 "$work/$1.err" >&2; exit 1; }
+        [ "$t" -lt 600 ] || { bench_log "the $1 pod did not come up"; tail -n 5 "$work/$1.err" >&2; exit 1; }
     done
     uuid=$(cat "$work/$1.uuid"); uuids+=("$uuid")
 }
-log "starting an ns pod and a kvm pod"
+bench_log "starting an ns pod and a kvm pod"
 start ns "$ns"; ns_uuid=$uuid
 start kvm "$kvm"; kvm_uuid=$uuid
 
@@ -72,12 +69,11 @@ ms() { # ms CMD...: wall time of CMD in ms
     t0=$EPOCHREALTIME
     "$@" </dev/null >/dev/null 2>"$work/last.err" || st=$?
     t1=$EPOCHREALTIME
-    [ "$st" = 0 ] || { log "failed ($st): $*"; tail -n 3 "$work/last.err" >&2; }
+    [ "$st" = 0 ] || { bench_log "failed ($st): $*"; tail -n 3 "$work/last.err" >&2; }
     awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", (b-a)*1000}'
 }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 : >"$work/ns.ms"; : >"$work/kvm.ms"
-log "$runs enters each, alternating"
+bench_log "$runs enters each, alternating"
 for _ in $(seq 1 "$runs"); do
     ms "${R[@]}" enter "$ns_uuid" /bin/pod-check --no-check >>"$work/ns.ms"
     ms "${R[@]}" enter "$kvm_uuid" /bin/pod-check --no-check >>"$work/kvm.ms"
@@ -90,12 +86,12 @@ cat_mibs() { # cat_mibs UUID: MiB/s of 64 MiB in and out through enter, checked
     t0=$EPOCHREALTIME
     got=$("${R[@]}" enter "$1" /bin/pod-check --no-check --cat <"$work/blob" 2>/dev/null | sha256sum)
     t1=$EPOCHREALTIME
-    [ "$got" = "$want" ] || log "cat through enter ($1) changed the data"
+    [ "$got" = "$want" ] || bench_log "cat through enter ($1) changed the data"
     awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", 64/(b-a)}'
 }
 ns_tp=$(cat_mibs "$ns_uuid"); kvm_tp=$(cat_mibs "$kvm_uuid")
 
-ns_med=$(median <"$work/ns.ms"); kvm_med=$(median <"$work/kvm.ms")
+ns_med=$(bench_median %.6g <"$work/ns.ms"); kvm_med=$(bench_median %.6g <"$work/kvm.ms")
 echo "enter benchmark: $runs enters per flavor$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
 printf '%-40s median %9s ms\n' "rkt enter (ns) pod-check --no-check" "$ns_med" \
     "rkt enter (kvm) pod-check --no-check" "$kvm_med"

@@ -64,7 +64,6 @@ echo "image: $NFILES entries, $((USIZE / 1048576)) MiB uncompressed, $((CSIZE / 
 
 # --- timing ---------------------------------------------------------------------------------
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a / b }'; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Each measurement: "<wall s> <cpu s>" (bash's `time` covers the whole pipeline).
 TIMEFORMAT='%R %U %S'
@@ -94,15 +93,15 @@ for r in $(seq 1 "$RUNS"); do
     fi
 done
 
-M_FETCH=$(printf '%s\n' "${T_FETCH[@]}" | median)
-M_UNTAR=$(printf '%s\n' "${T_UNTAR[@]}" | median)
-M_SUM=$(printf '%s\n' "${T_SUM[@]}" | median)
+M_FETCH=$(printf '%s\n' "${T_FETCH[@]}" | bench_median %.6g)
+M_UNTAR=$(printf '%s\n' "${T_UNTAR[@]}" | bench_median %.6g)
+M_SUM=$(printf '%s\n' "${T_SUM[@]}" | bench_median %.6g)
 printf 'image            %d entries, %d MiB uncompressed, %d MiB gzip\n' "$NFILES" $((USIZE >> 20)) $((CSIZE >> 20))
-M_FILE=$(printf '%s\n' "${T_FILE[@]}" | median)
-MC_FILE=$(printf '%s\n' "${C_FILE[@]}" | median)
-MC_FETCH=$(printf '%s\n' "${C_FETCH[@]}" | median)
-MC_UNTAR=$(printf '%s\n' "${C_UNTAR[@]}" | median)
-MC_SUM=$(printf '%s\n' "${C_SUM[@]}" | median)
+M_FILE=$(printf '%s\n' "${T_FILE[@]}" | bench_median %.6g)
+MC_FILE=$(printf '%s\n' "${C_FILE[@]}" | bench_median %.6g)
+MC_FETCH=$(printf '%s\n' "${C_FETCH[@]}" | bench_median %.6g)
+MC_UNTAR=$(printf '%s\n' "${C_UNTAR[@]}" | bench_median %.6g)
+MC_SUM=$(printf '%s\n' "${C_SUM[@]}" | bench_median %.6g)
 printf 'median rkt fetch        %.3f s wall, %.3f s cpu  (%.0f MiB/s uncompressed)\n' "$M_FETCH" "$MC_FETCH" \
     "$(div "$((USIZE >> 20))" "$M_FETCH")"
 printf 'median gunzip|untar     %.3f s wall, %.3f s cpu\n' "$M_UNTAR" "$MC_UNTAR"

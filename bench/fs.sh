@@ -52,17 +52,6 @@ virtiofsd=${VIRTIOFSD:-$bindir/virtiofsd}
 busybox=${RKT_TEST_BUSYBOX:-/usr/bin/busybox}
 only=" ${FS_BENCH_ONLY:-ours peer erofs} "
 vm_timeout=${FS_BENCH_TIMEOUT:-300}
-log() { echo "bench: $*" >&2; }
-
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
-
-apt_install() {
-    log "installing $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q --no-install-recommends "$@" >&2 ||
-        { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "$@" >&2; }
-}
-
 prepare() {
     local need=()
     command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -73,9 +62,9 @@ prepare() {
         dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
         dpkg -s libcap-ng-dev >/dev/null 2>&1 || need+=(libcap-ng-dev)
     fi
-    [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
+    bench_apt_install "${need[@]}"
     if [ ! -x "$virtiofsd" ]; then
-        log "building virtiofsd (cargo install virtiofsd --root ${bindir%/bin}); cached for later runs"
+        bench_log "building virtiofsd (cargo install virtiofsd --root ${bindir%/bin}); cached for later runs"
         # Outside the clone (its rust-toolchain.toml pins the project's toolchain, not this one's).
         (cd / && CARGO_TARGET_DIR=$(mktemp -d) && trap 'rm -rf "$CARGO_TARGET_DIR"' EXIT &&
             export CARGO_TARGET_DIR && cargo install -q --locked virtiofsd --root "${bindir%/bin}") >&2
@@ -86,15 +75,12 @@ prepare() {
 
 if [ -z "${NESTED_KVM:-}" ]; then
     prepare
-    if ! host_kvm_ok; then
-        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        VMM_BIN=$VMM exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
-    fi
+    bench_reexec_nested VMM_BIN="$VMM" -- "$@"
 fi
 VMM=${VMM:-${VMM_BIN:-}}
 [ -n "$VMM" ] || bench_vmm
 for f in "$VMM" "$kernel" "$virtiofsd" "$busybox" "$(command -v mkfs.erofs)" "$(command -v qemu-system-x86_64)"; do
-    [ -e "$f" ] || { log "missing ${f:-a tool} (run bench/fs.sh on the host first to prepare)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing ${f:-a tool} (run bench/fs.sh on the host first to prepare)"; exit 1; }
 done
 
 work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-fs.XXXXXX")
@@ -120,12 +106,12 @@ for a in range(10):
                     fh.write(f"{a} {b} {c} {f}\n" * 4)
 EOF
 entries=$(find "$data/tree" | wc -l)
-log "data set: 256 MiB file + tree of $entries entries in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}') s"
+bench_log "data set: 256 MiB file + tree of $entries entries in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}') s"
 t0=$EPOCHREALTIME
 mkfs.erofs "$work/data.erofs" "$data" >"$work/mkfs.log" 2>&1 || { cat "$work/mkfs.log" >&2; exit 1; }
 mkfs_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
 erofs_mib=$(du -m "$work/data.erofs" | cut -f1)
-log "mkfs.erofs: $mkfs_s s, image $erofs_mib MiB"
+bench_log "mkfs.erofs: $mkfs_s s, image $erofs_mib MiB"
 
 # --- the guest ------------------------------------------------------------------------------
 cp "$busybox" "$work/initrd/bin/busybox"
@@ -235,17 +221,16 @@ run() {
     line=$(parse "$out" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')")
     echo "$line" >>"$work/$name.tsv"
     if ! grep -q "FSB done" "$out" || grep -q "FSB error" "$out"; then
-        log "$name: the guest did not finish (status $st):"
+        bench_log "$name: the guest did not finish (status $st):"
         tail -n 12 "$out" "$work/$name.err" "$work/virtiofsd.err" >&2 2>/dev/null || true
     fi
     echo "$line"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-col() { awk -v c="$1" '$c != "NA" {print $c}' "$2" | median; }
+col() { awk -v c="$1" '$c != "NA" {print $c}' "$2" | bench_median %.2f; }
 
 : >"$work/ours.tsv"; : >"$work/peer.tsv"; : >"$work/erofs.tsv"
-log "$rounds rounds, ours and virtiofsd alternating, then erofs; ${mem} MiB guests, 1 vCPU"
+bench_log "$rounds rounds, ours and virtiofsd alternating, then erofs; ${mem} MiB guests, 1 vCPU"
 echo "fs benchmark: $rounds rounds, ${mem} MiB, 1 vCPU, kernel $(basename "$kernel")$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
 echo "per round (seconds, guest /proc/uptime): mount read walk write entries bytes_written | host wall"
 for i in $(seq 1 "$rounds"); do
@@ -306,7 +291,7 @@ ratio() { # COLUMN: peer median time / our median time
 # drifting than the ratio of the medians (which also mixes rounds where one side stalled).
 paired() { # COLUMN: median over rounds with both figures of peer time / our time
     paste -d' ' "$work/ours.tsv" "$work/peer.tsv" |
-        awk -v c="$1" '{ o = $c; p = $(c + 7); if (o != "NA" && p != "NA" && o > 0) printf "%.2f\n", p / o }' | median
+        awk -v c="$1" '{ o = $c; p = $(c + 7); if (o != "NA" && p != "NA" && o > 0) printf "%.2f\n", p / o }' | bench_median %.2f
 }
 echo "paired throughput ratios ours/peer (median of per-round ratios): read $(paired 2), write $(paired 4), walk $(paired 3)"
 stalls() { awk '$2 == "NA" || $3 == "NA" || $4 == "NA" { n++ } END { print n + 0 }' "$1"; }

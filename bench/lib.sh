@@ -1,5 +1,61 @@
 # Shared by the bench scripts (sourced, after ROOT is set).
 
+# bench_log MSG...: one progress line on stderr, "bench: MSG".
+bench_log() { echo "bench: $*" >&2; }
+
+# bench_apt_install PKG...: apt-installs PKGs (no recommends; on failure once more after
+# `apt-get update`), output on stderr; nothing without PKGs. The caller decides what is missing.
+bench_apt_install() {
+    [ $# -gt 0 ] || return 0
+    bench_log "installing $*"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "$@" >&2 ||
+        { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "$@" >&2; }
+}
+
+# bench_host_kvm_ok: true when this host's /dev/kvm boots Linux guests (ci/nested-kvm's test).
+bench_host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
+
+# bench_reexec_nested [VAR=VALUE...] -- ARG...: on the host ($NESTED_KVM unset) when its KVM cannot
+# boot Linux, replaces this shell with `ci/nested-kvm bash $0 ARG...`, the VARs exported for the
+# re-run; returns otherwise (inside L1, or where the host's KVM boots Linux).
+bench_reexec_nested() {
+    local kv=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do kv+=("$1"); shift; done
+    [ $# -gt 0 ] && shift
+    [ -z "${NESTED_KVM:-}" ] && ! bench_host_kvm_ok || return 0
+    bench_log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
+    [ ${#kv[@]} -eq 0 ] || export "${kv[@]}"
+    exec "$ROOT/ci/nested-kvm" bash "$0" "$@"
+}
+
+# bench_sized_aci SIZE OUT HELLO MKACI: unless OUT exists, builds with MKACI an image
+# example.com/bench-<size> of the static HELLO (its exec) and a SIZE (1M or 1G) file /data/blob:
+# mostly zeros with 40 random bytes per 4 KiB, so it compresses about 80:1 (under stage0's 200:1
+# compression-bomb limit) and is cheap to build. Exits the script when MKACI fails.
+bench_sized_aci() {
+    local size=$1 out=$2 hello=$3 mkaci=$4 blob=$2.blob
+    [ -s "$out" ] && return 0
+    bench_log "building the $size image"
+    python3 -c 'import os, sys
+n = {"1M": 1 << 20, "1G": 1 << 30}[sys.argv[1]] // 4096
+with open(sys.argv[2], "wb") as f:
+    for _ in range(n):
+        f.write(os.urandom(40) + bytes(4056))' "$size" "$blob"
+    "$mkaci" --name "example.com/bench-${size,,}" --label os=linux --label arch=amd64 \
+        --exec /bin/hello --file "$hello:/bin/hello:0755" --file "$blob:/data/blob:0644" \
+        -o "$out.tmp" || { rm -f "$out.tmp" "$blob"; bench_log "mkaci failed"; exit 1; }
+    mv "$out.tmp" "$out"
+    rm -f "$blob"
+}
+
+# bench_initramfs_maker: builds the test initramfs maker (stage1-vmm's mk_test_initramfs example,
+# release) in ${CARGO_TARGET_DIR:-$ROOT/target}; cheap when up to date.
+bench_initramfs_maker() {
+    (cd "$ROOT" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target} \
+        cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+}
+
 # Sets RKT to the rkt binary: $RKT if given, else build/bin/rkt if present, else a release build
 # of stage0 in ${CARGO_TARGET_DIR:-$ROOT/target}.
 bench_rkt() {
@@ -70,5 +126,9 @@ bench_timed_run() {
     echo "$ms_mark $ms_exit $rss $st"
 }
 
-# bench_median: the median of the numbers on stdin, one per line (NA when there are none).
-bench_median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+# bench_median [FMT]: the median of the numbers on stdin, one per line (NA when there are none):
+# the middle one as written, or the mean of the two middle ones printed with the awk printf
+# format FMT (default %.1f).
+bench_median() {
+    sort -n | awk -v f="${1:-%.1f}\n" '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf f, (a[NR/2]+a[NR/2+1])/2 }'
+}

@@ -25,6 +25,8 @@
 # --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+. bench/lib.sh
 mode=ns
 [ "${1:-}" = --kvm ] && mode=kvm
 rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
@@ -65,7 +67,7 @@ if [ -z "${NET_BENCH_INSIDE:-}" ]; then
 fi
 ip link set lo up
 now_ns() { date +%s%N; }
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+median() { printf '%s\n' "$@" | bench_median %d; } # integer microseconds
 ms_() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
 
 if [ "$mode" = kvm ]; then

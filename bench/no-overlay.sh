@@ -16,33 +16,22 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
+ROOT=$repo
+. "$here/lib.sh"
 runs=${1:-5}
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 stage1=${RKT_STAGE1_NS_ACI:-$repo/build/stage1-ns.aci}
 hello=${HELLO_BIN:-$repo/build/bin/hello}
 mkaci=${MKACI:-$repo/build/bin/mkaci}
 cache=${RKT_BENCH_CACHE:-/var/cache/rkt-rs/bench-kvm}
-log() { echo "bench: $*" >&2; }
 for f in "$rkt" "$stage1" "$hello" "$mkaci"; do
-    [ -e "$f" ] || { log "missing $f (run make build)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run make build)"; exit 1; }
 done
-[ "$(id -u)" = 0 ] || { log "needs root"; exit 1; }
+[ "$(id -u)" = 0 ] || { bench_log "needs root"; exit 1; }
 
 mkdir -p "$cache"
 img=$cache/big-1G.aci
-if [ ! -s "$img" ]; then
-    log "building the 1G image"
-    # As run-kvm.sh: mostly zeros with 40 random bytes per 4 KiB (compresses about 80:1).
-    python3 -c 'import os, sys
-with open(sys.argv[1], "wb") as f:
-    for _ in range((1 << 30) // 4096):
-        f.write(os.urandom(40) + bytes(4056))' "$cache/blob-1G"
-    "$mkaci" --name example.com/bench-1g --label os=linux --label arch=amd64 \
-        --exec /bin/hello --file "$hello:/bin/hello:0755" --file "$cache/blob-1G:/data/blob:0644" \
-        -o "$img.tmp" || { rm -f "$img.tmp" "$cache/blob-1G"; log "mkaci failed"; exit 1; }
-    mv "$img.tmp" "$img"
-    rm -f "$cache/blob-1G"
-fi
+bench_sized_aci 1G "$img" "$hello" "$mkaci"
 
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/bench-no-overlay.XXXXXX")
 dir=$work/data
@@ -62,10 +51,9 @@ ms() {
     t0=$EPOCHREALTIME
     "$@" </dev/null >"$work/last.out" 2>"$work/last.err" || st=$?
     t1=$EPOCHREALTIME
-    [ "$st" = 0 ] || { log "run failed ($st):"; tail -n 5 "$work/last.err" >&2; }
+    [ "$st" = 0 ] || { bench_log "run failed ($st):"; tail -n 5 "$work/last.err" >&2; }
     awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f\n", (b-a)*1000}'
 }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 : >"$work/ovl.ms"; : >"$work/copy.ms"
 copied=""
 for i in $(seq 1 "$runs"); do
@@ -74,9 +62,9 @@ for i in $(seq 1 "$runs"); do
     c=$(ms "${R[@]}" --debug run --no-overlay=true --stage1-path="$stage1" "$id"); echo "$c" >>"$work/copy.ms"
     copied=$(grep -o 'trees copied into the pod: .*' "$work/last.err" || true)
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
-    log "run $i: overlay $o ms | --no-overlay $c ms"
+    bench_log "run $i: overlay $o ms | --no-overlay $c ms"
 done
-om=$(median <"$work/ovl.ms"); cm=$(median <"$work/copy.ms")
+om=$(bench_median %.6g <"$work/ovl.ms"); cm=$(bench_median %.6g <"$work/copy.ms")
 fs=$(stat -f -c %T "$work")
 echo "no-overlay benchmark: 1 GiB image, $runs runs each, data dir on $fs"
 printf '%-40s median %9s ms\n' "rkt run --stage1=ns (overlay)" "$om" "rkt run --stage1=ns --no-overlay=true" "$cm"

@@ -23,6 +23,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
+ROOT=$repo
+. "$here/lib.sh"
 runs=${1:-10}
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 stage1=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
@@ -36,59 +38,31 @@ cache=${RKT_BENCH_CACHE:-/var/cache/rkt-rs/bench-kvm}
 # (stage1-vmm/src/pod/sizing.rs); QEMU gets the same.
 qemu_mem=${BENCH_QEMU_MEM:-164}
 sizes=${BENCH_SIZES:-1}
-log() { echo "bench: $*" >&2; }
-
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
-
 prepare() {
-    command -v qemu-system-x86_64 >/dev/null || {
-        log "installing qemu-system-x86"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends qemu-system-x86 >&2 ||
-            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends qemu-system-x86 >&2; }
-    }
+    command -v qemu-system-x86_64 >/dev/null || bench_apt_install qemu-system-x86
     for f in "$rkt" "$stage1" "$hello" "$mkaci" "$kernel"; do
-        [ -e "$f" ] || { log "missing $f (run make build)"; exit 1; }
+        [ -e "$f" ] || { bench_log "missing $f (run make build)"; exit 1; }
     done
-    [ -x "$mkinit" ] || (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    [ -x "$mkinit" ] || bench_initramfs_maker
     mkdir -p "$cache"
     [ -s "$cache/initramfs.cpio" ] || "$mkinit" "$cache/initramfs.cpio"
     [ -s "$cache/hello.aci" ] || "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
         --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$cache/hello.aci"
-    local size name
+    local size
     [ "$sizes" = 0 ] && return 0
-    for size in 1M 1G; do
-        name=$cache/big-$size.aci
-        [ -s "$name" ] && continue
-        log "building the $size image"
-        # Mostly zeros with 40 random bytes per 4 KiB: compresses about 80:1, under stage0's
-        # 200:1 compression-bomb limit, and cheap to build.
-        python3 -c 'import os, sys
-n = {"1M": 1 << 20, "1G": 1 << 30}[sys.argv[1]] // 4096
-with open(sys.argv[2], "wb") as f:
-    for _ in range(n):
-        f.write(os.urandom(40) + bytes(4056))' "$size" "$cache/blob-$size"
-        "$mkaci" --name "example.com/bench-${size,,}" --label os=linux --label arch=amd64 \
-            --exec /bin/hello --file "$hello:/bin/hello:0755" --file "$cache/blob-$size:/data/blob:0644" \
-            -o "$name.tmp" || { rm -f "$name.tmp" "$cache/blob-$size"; log "mkaci failed"; exit 1; }
-        mv "$name.tmp" "$name"
-        rm -f "$cache/blob-$size"
-    done
+    for size in 1M 1G; do bench_sized_aci "$size" "$cache/big-$size.aci" "$hello" "$mkaci"; done
 }
 
 if [ -z "${NESTED_KVM:-}" ]; then
     prepare
-    if ! host_kvm_ok; then
-        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        NESTED_KVM_MEM=${NESTED_KVM_MEM:-6144} exec "$repo/ci/nested-kvm" bash "${BASH_SOURCE[0]}" "$@"
-    fi
+    bench_reexec_nested NESTED_KVM_MEM="${NESTED_KVM_MEM:-6144}" -- "$@"
 fi
 need=("$rkt" "$stage1" "$kernel" "$cache/initramfs.cpio" "$cache/hello.aci")
 [ "$sizes" = 0 ] || need+=("$cache/big-1M.aci" "$cache/big-1G.aci")
 for f in "${need[@]}"; do
-    [ -e "$f" ] || { log "missing $f (run bash bench/run-kvm.sh on the host first to prepare)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run bash bench/run-kvm.sh on the host first to prepare)"; exit 1; }
 done
-command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 missing"; exit 1; }
+command -v qemu-system-x86_64 >/dev/null || { bench_log "qemu-system-x86_64 missing"; exit 1; }
 
 work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-run-kvm.XXXXXX")
 dir=$work/data
@@ -106,7 +80,7 @@ R=("$rkt" --dir="$dir" --insecure-options=image)
 
 # Import once; runs name images by ID, so no run re-hashes an image file.
 id_of() { "${R[@]}" fetch "$1" 2>/dev/null | tail -n 1; }
-log "importing images (the 1 GiB one takes a while under emulation)"
+bench_log "importing images (the 1 GiB one takes a while under emulation)"
 hello_id=$(id_of "$cache/hello.aci")
 "${R[@]}" run --stage1-path="$stage1" "$hello_id" >/dev/null 2>&1 || true   # imports stage1
 if [ "$sizes" != 0 ]; then
@@ -129,52 +103,51 @@ ms() {
     t1=$EPOCHREALTIME
     awk -v a="$t0" -v b="$t1" -v s="$st" 'BEGIN{printf "%.1f %d\n", (b-a)*1000, s}'
 }
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 check() { # NAME RESULT: complain about a failed run
     set -- "$1" $2
-    [ "$3" = 0 ] || { log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
+    [ "$3" = 0 ] || { bench_log "$1 failed (status $3):"; tail -n 5 "$work/last.out" "$work/last.err" >&2; }
 }
 
 : >"$work/rkt.ms"; : >"$work/qemu.ms"; : >"$work/nofilter.ms"; : >"$work/onoff.ratio"
-log "$runs runs each, alternating: rkt run --stage1=kvm hello | same, seccomp off | qemu microvm boot"
+bench_log "$runs runs each, alternating: rkt run --stage1=kvm hello | same, seccomp off | qemu microvm boot"
 # on_run / off_run: one hello run with the filters on / off (the order alternates per round,
 # so neither always runs first after the previous round's gc).
 on_run() {
     r=$(ms "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run $i" "$r"
-    grep -q "Hello from a rkt-rs pod" "$work/last.out" || log "rkt run $i: no greeting"
+    grep -q "Hello from a rkt-rs pod" "$work/last.out" || bench_log "rkt run $i: no greeting"
     echo "${r% *}" >>"$work/rkt.ms"
 }
 off_run() {
     n=$(ms env RKT_VMM_SECCOMP=0 "${R[@]}" run --stage1-path="$stage1" "$hello_id"); check "rkt run (no seccomp) $i" "$n"
-    grep -q "WITHOUT seccomp" "$work/last.err" || log "rkt run (no seccomp) $i: no warning"
+    grep -q "WITHOUT seccomp" "$work/last.err" || bench_log "rkt run (no seccomp) $i: no warning"
     echo "${n% *}" >>"$work/nofilter.ms"
 }
 for i in $(seq 1 "$runs"); do
     if [ $((i % 2)) = 1 ]; then on_run; off_run; else off_run; on_run; fi
     awk -v a="${r% *}" -v b="${n% *}" 'BEGIN{printf "%.4f\n", a/b}' >>"$work/onoff.ratio"
     q=$(ms "${qemu[@]}"); echo "${q% *}" >>"$work/qemu.ms"
-    grep -q RKT-TEST-INIT-MARKER "$work/last.out" || log "qemu run $i: no init marker"
-    log "run $i: rkt ${r% *} ms | rkt, seccomp off ${n% *} ms | qemu ${q% *} ms"
+    grep -q RKT-TEST-INIT-MARKER "$work/last.out" || bench_log "qemu run $i: no init marker"
+    bench_log "run $i: rkt ${r% *} ms | rkt, seccomp off ${n% *} ms | qemu ${q% *} ms"
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 
 : >"$work/small.ms"; : >"$work/big.ms"
 size_runs=$(( (runs + 1) / 2 )); [ "$size_runs" -ge 3 ] || size_runs=3
 [ "$sizes" = 0 ] && size_runs=0
-[ "$size_runs" = 0 ] || log "$size_runs runs each, alternating: 1 MiB image | 1 GiB image"
+[ "$size_runs" = 0 ] || bench_log "$size_runs runs each, alternating: 1 MiB image | 1 GiB image"
 for i in $(seq 1 "$size_runs"); do
     s=$(ms "${R[@]}" run --stage1-path="$stage1" "$small_id"); check "1M run $i" "$s"; echo "${s% *}" >>"$work/small.ms"
     b=$(ms "${R[@]}" run --stage1-path="$stage1" "$big_id"); check "1G run $i" "$b"; echo "${b% *}" >>"$work/big.ms"
-    log "run $i: 1 MiB ${s% *} ms | 1 GiB ${b% *} ms"
+    bench_log "run $i: 1 MiB ${s% *} ms | 1 GiB ${b% *} ms"
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 
-rkt_med=$(median <"$work/rkt.ms"); qemu_med=$(median <"$work/qemu.ms"); nof_med=$(median <"$work/nofilter.ms")
-small_med=$(median <"$work/small.ms"); big_med=$(median <"$work/big.ms")
+rkt_med=$(bench_median %.6g <"$work/rkt.ms"); qemu_med=$(bench_median %.6g <"$work/qemu.ms"); nof_med=$(bench_median %.6g <"$work/nofilter.ms")
+small_med=$(bench_median %.6g <"$work/small.ms"); big_med=$(bench_median %.6g <"$work/big.ms")
 echo "run-kvm benchmark: $runs runs each$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm (L2 under TCG)')"
 printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "same, RKT_VMM_SECCOMP=0" "$nof_med" \
     "qemu microvm boot (${qemu_mem} MiB)" "$qemu_med" \
     "rkt run, 1 MiB image" "$small_med" "rkt run, 1 GiB image" "$big_med"
-echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}') (median of the per-pair ratios: $(median <"$work/onoff.ratio"))"
+echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}') (median of the per-pair ratios: $(bench_median %.6g <"$work/onoff.ratio"))"
 [ "$sizes" = 0 ] || echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
 echo "RATIO run_kvm_vs_qemu_boot $(awk -v a="$rkt_med" -v b="$qemu_med" 'BEGIN{printf "%.2f", a/b}')"

@@ -78,7 +78,7 @@ for i in $(seq 1 "$n"); do
   cr+=("$(crun_us "$bundle" "bench-$$-$i")")
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+median() { printf '%s\n' "$@" | bench_median %d; } # integer microseconds
 mr=$(median "${rk[@]}")
 mc=$(median "${cr[@]}")
 printf 'rkt run --stage1=ns --net=%s  median %d.%03d ms (n=%d)\n' "$net" $((mr / 1000)) $((mr % 1000)) "$n"

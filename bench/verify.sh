@@ -52,7 +52,6 @@ gpg --batch -q --armor --export -o "$BENCH_DIR/key.asc" "$FPR"
 
 # --- timing -----------------------------------------------------------------------------------
 div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", a / b }'; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 # Each measurement: "<wall s> <cpu s>".
 TIMEFORMAT='%R %U %S'
 measure() { { time "$@" >/dev/null 2>&1 ; } 2>&1 | awk 'END { printf "%s %.3f\n", $1, $2 + $3 }'; }
@@ -76,12 +75,12 @@ for r in $(seq 1 "$RUNS"); do
     printf 'run %d: verify ours %ss gpgv %ss  fetch signed %ss (cpu %ss) insecure %ss (cpu %ss)\n' "$r" \
         "${T_OURS[-1]}" "${T_GPGV[-1]}" "${T_SIGNED[-1]}" "${C_SIGNED[-1]}" "${T_INSECURE[-1]}" "${C_INSECURE[-1]}" >&2
 done
-MC_SIGNED=$(printf '%s\n' "${C_SIGNED[@]}" | median)
-MC_INSECURE=$(printf '%s\n' "${C_INSECURE[@]}" | median)
-M_OURS=$(printf '%s\n' "${T_OURS[@]}" | median)
-M_GPGV=$(printf '%s\n' "${T_GPGV[@]}" | median)
-M_SIGNED=$(printf '%s\n' "${T_SIGNED[@]}" | median)
-M_INSECURE=$(printf '%s\n' "${T_INSECURE[@]}" | median)
+MC_SIGNED=$(printf '%s\n' "${C_SIGNED[@]}" | bench_median %.6g)
+MC_INSECURE=$(printf '%s\n' "${C_INSECURE[@]}" | bench_median %.6g)
+M_OURS=$(printf '%s\n' "${T_OURS[@]}" | bench_median %.6g)
+M_GPGV=$(printf '%s\n' "${T_GPGV[@]}" | bench_median %.6g)
+M_SIGNED=$(printf '%s\n' "${T_SIGNED[@]}" | bench_median %.6g)
+M_INSECURE=$(printf '%s\n' "${T_INSECURE[@]}" | bench_median %.6g)
 printf 'image                  %d MiB gzip, ed25519 signature made by gpg\n' $((CSIZE >> 20))
 printf 'median verify (ours)   %.3f s\n' "$M_OURS"
 printf 'median verify (gpgv)   %.3f s\n' "$M_GPGV"

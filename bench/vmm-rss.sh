@@ -27,29 +27,18 @@ mkinit=$tgt/release/examples/mk_test_initramfs
 kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
 mem=${BENCH_MEM:-256}
 cpus=${BENCH_CPUS:-1}
-log() { echo "bench: $*" >&2; }
-
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
 
 if [ -z "${NESTED_KVM:-}" ]; then
-    command -v qemu-system-x86_64 >/dev/null || {
-        log "installing qemu-system-x86"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends qemu-system-x86 >&2 ||
-            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends qemu-system-x86 >&2; }
-    }
+    command -v qemu-system-x86_64 >/dev/null || bench_apt_install qemu-system-x86
     [ -s "$kernel" ] || "$repo/kernel-config/build.sh" >&2
-    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    bench_initramfs_maker
     bench_vmm
-    if ! host_kvm_ok; then
-        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        VMM_BIN=$VMM exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
-    fi
+    bench_reexec_nested VMM_BIN="$VMM" -- "$@"
 fi
 VMM=${VMM:-${VMM_BIN:-}}
 [ -n "$VMM" ] || bench_vmm
 for f in "$VMM" "$mkinit" "$kernel"; do
-    [ -e "$f" ] || { log "missing $f (run bench/vmm-rss.sh on the host first to prepare)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run bench/vmm-rss.sh on the host first to prepare)"; exit 1; }
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-rss.XXXXXX")
@@ -112,7 +101,7 @@ measure() {
         sleep 0.1
     done
     if ! grep -q RKT-TEST-HOLDING "$work/$name.out"; then
-        log "$name: the guest never held"; tail -n 5 "$work/$name.out" "$work/$name.err" >&2
+        bench_log "$name: the guest never held"; tail -n 5 "$work/$name.out" "$work/$name.err" >&2
         kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=""
         echo "NA NA NA"; return
     fi
@@ -123,20 +112,18 @@ measure() {
     head -n 1 "$work/$name.split"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-
 : >"$work/ours.tsv"; : >"$work/qemu.tsv"
 for i in $(seq 1 "$runs"); do
     r=$(measure ours "${ours[@]}"); echo "$r" >>"$work/ours.tsv"
     q=$(measure qemu "${qemu[@]}"); echo "$q" >>"$work/qemu.tsv"
-    log "run $i: ours total/guest/beyond $r KiB | qemu $q KiB"
+    bench_log "run $i: ours total/guest/beyond $r KiB | qemu $q KiB"
 done
 echo "VMM memory benchmark: $runs runs each, ${mem} MiB guest, ${cpus} vCPU(s)$( [ -n "${NESTED_KVM:-}" ] && echo ', inside ci/nested-kvm')"
 for name in ours qemu; do
     echo "largest non-guest mappings of the last $name run (RSS KiB):"
     [ -f "$work/$name.split" ] && sed -n '2,$s/^/    /p' "$work/$name.split"
 done
-col() { awk -v c="$1" '$c != "NA" {print $c}' "$2" | median; }
+col() { awk -v c="$1" '$c != "NA" {print $c}' "$2" | bench_median; }
 for name in ours qemu; do
     printf '%-5s RSS total %8s KiB   guest RAM %8s KiB   beyond guest %8s KiB\n' "$name" \
         "$(col 1 "$work/$name.tsv")" "$(col 2 "$work/$name.tsv")" "$(col 3 "$work/$name.tsv")"
