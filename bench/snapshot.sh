@@ -26,32 +26,23 @@ tgt=${CARGO_TARGET_DIR:-$repo/target}
 mkinit=$tgt/release/examples/mk_test_initramfs
 kernel=${RKT_TEST_KERNEL:-$repo/build/kernel/vmlinux}
 mem=${BENCH_MEM:-256}
-log() { echo "bench: $*" >&2; }
-
-host_kvm_ok() { [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; }
-
 prepare() {
-    if [ ! -x /usr/bin/time ]; then
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q --no-install-recommends time >&2 ||
-            { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends time >&2; }
-    fi
+    local need=()
+    [ -x /usr/bin/time ] || need+=(time)
+    bench_apt_install "${need[@]}"
     [ -s "$kernel" ] || "$repo/kernel-config/build.sh" >&2
-    (cd "$repo" && CARGO_TARGET_DIR=$tgt cargo build -q --release -p stage1-vmm --example mk_test_initramfs)
+    bench_initramfs_maker
     bench_vmm
 }
 
 if [ -z "${NESTED_KVM:-}" ]; then
     prepare
-    if ! host_kvm_ok; then
-        log "host KVM cannot boot Linux: re-running under ci/nested-kvm"
-        VMM_BIN=$VMM exec "$repo/ci/nested-kvm" "${BASH_SOURCE[0]}" "$@"
-    fi
+    bench_reexec_nested VMM_BIN="$VMM" -- "$@"
 fi
 [ -n "${VMM:-}" ] || bench_vmm
 vmm=$VMM
 for f in "$vmm" "$mkinit" "$kernel" /usr/bin/time; do
-    [ -e "$f" ] || { log "missing $f (run bench/snapshot.sh on the host first to prepare)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run bench/snapshot.sh on the host first to prepare)"; exit 1; }
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-snapshot.XXXXXX")
@@ -66,22 +57,22 @@ snap=$work/snap
 
 t0=$EPOCHREALTIME
 "${boot[@]}" --snapshot-out "$snap" >"$work/make.out" 2>"$work/make.err" ||
-    { log "making the snapshot failed:"; tail -n 20 "$work/make.out" "$work/make.err" >&2; exit 1; }
+    { bench_log "making the snapshot failed:"; tail -n 20 "$work/make.out" "$work/make.err" >&2; exit 1; }
 make_ms=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", (b-a)*1000}')
-grep -q SNAPSHOT-POINT "$work/make.out" || { log "no SNAPSHOT-POINT in the snapshot run"; exit 1; }
+grep -q SNAPSHOT-POINT "$work/make.out" || { bench_log "no SNAPSHOT-POINT in the snapshot run"; exit 1; }
 snap_mem_kb=$(du -k "$snap/memory" | cut -f1)
-log "snapshot made in $make_ms ms (memory file: $snap_mem_kb KiB on disk of $mem MiB)"
+bench_log "snapshot made in $make_ms ms (memory file: $snap_mem_kb KiB on disk of $mem MiB)"
 
 : >"$work/restore.tsv"; : >"$work/cold.tsv"
-log "$runs runs each, alternating; mem ${mem} MiB, 1 vCPU"
+bench_log "$runs runs each, alternating; mem ${mem} MiB, 1 vCPU"
 for i in $(seq 1 "$runs"); do
     r=$(bench_timed_run restore RESTORED "$vmm" boot --restore "$snap" --no-stdin --timeout 120)
     echo "$r" >>"$work/restore.tsv"
-    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "restore run $i failed (status $4):"; tail -n 5 "$work/restore.out" "$work/restore.err" >&2; }
+    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { bench_log "restore run $i failed (status $4):"; tail -n 5 "$work/restore.out" "$work/restore.err" >&2; }
     c=$(bench_timed_run cold SNAPSHOT-COLD "${boot[@]}")
     echo "$c" >>"$work/cold.tsv"
-    set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { log "cold run $i failed (status $4):"; tail -n 5 "$work/cold.out" "$work/cold.err" >&2; }
-    log "run $i: restore line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
+    set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { bench_log "cold run $i failed (status $4):"; tail -n 5 "$work/cold.out" "$work/cold.err" >&2; }
+    bench_log "run $i: restore line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
 done
 
 report() {
@@ -95,7 +86,7 @@ echo "snapshot made in $make_ms ms; memory file $snap_mem_kb KiB on disk"
 report restore "$work/restore.tsv"
 report cold "$work/cold.tsv"
 failed=$(cat "$work/restore.tsv" "$work/cold.tsv" | awk '$1=="NA" || $4!=0' | wc -l)
-[ "$failed" = 0 ] || { log "$failed runs failed"; exit 1; }
+[ "$failed" = 0 ] || { bench_log "$failed runs failed"; exit 1; }
 restore_line=$(awk '{print $1}' "$work/restore.tsv" | bench_median)
 cold_line=$(awk '{print $1}' "$work/cold.tsv" | bench_median)
 
@@ -108,7 +99,7 @@ cold_line=$(awk '{print $1}' "$work/cold.tsv" | bench_median)
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 stage1=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
 for f in "$rkt" "$stage1" "${HELLO_BIN:-$repo/build/bin/hello}" "${MKACI:-$repo/build/bin/mkaci}"; do
-    [ -e "$f" ] || { log "missing $f (run make build)"; exit 1; }
+    [ -e "$f" ] || { bench_log "missing $f (run make build)"; exit 1; }
 done
 pods=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/bench-snapshot-pods.XXXXXX")
 trap '"$rkt" --dir="$pods/data" gc --grace-period=0s >/dev/null 2>&1 || true; rm -rf "$work" "$pods"' EXIT
@@ -118,29 +109,29 @@ R=("$rkt" --dir="$pods/data" --insecure-options=image)
 # A pod that stalls (nested TCG, docs/virtio.md) fails its run instead of hanging the bench.
 T=(timeout --kill-after=10 "${BENCH_POD_TIMEOUT:-180}")
 hello_id=$("${R[@]}" fetch "$pods/hello.aci" 2>/dev/null | tail -n 1)
-[ -n "$hello_id" ] || { log "cannot import the hello image"; exit 1; }
+[ -n "$hello_id" ] || { bench_log "cannot import the hello image"; exit 1; }
 pod=(run --stage1-path="$stage1" --net=none "$hello_id" --cpu=1)
-log "pods: warm-up (imports stage1, makes the snapshot)"
+bench_log "pods: warm-up (imports stage1, makes the snapshot)"
 w=$(bench_timed_run warm "Hello from" "${T[@]}" "${R[@]}" --debug run --kvm-snapshot --stage1-path="$stage1" --net=none "$hello_id" --cpu=1)
 grep -q -- "--kvm-snapshot: made snapshot" "$work/warm.err" ||
-    { log "the warm-up made no snapshot:"; tail -n 20 "$work/warm.err" >&2; exit 1; }
-log "warm-up (snapshot made): $(echo "$w" | cut -d' ' -f2) ms to exit"
+    { bench_log "the warm-up made no snapshot:"; tail -n 20 "$work/warm.err" >&2; exit 1; }
+bench_log "warm-up (snapshot made): $(echo "$w" | cut -d' ' -f2) ms to exit"
 : >"$work/podsnap.tsv"; : >"$work/podcold.tsv"
 for i in $(seq 1 "$runs"); do
     r=$(bench_timed_run podsnap "Hello from" "${T[@]}" "${R[@]}" "${pod[0]}" --kvm-snapshot "${pod[@]:1}")
     echo "$r" >>"$work/podsnap.tsv"
-    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { log "snapshot pod $i failed (status $4):"; tail -n 5 "$work/podsnap.err" >&2; }
+    set -- $r; [ "$4" = 0 ] && [ "$1" != NA ] || { bench_log "snapshot pod $i failed (status $4):"; tail -n 5 "$work/podsnap.err" >&2; }
     c=$(bench_timed_run podcold "Hello from" "${T[@]}" "${R[@]}" "${pod[@]}")
     echo "$c" >>"$work/podcold.tsv"
-    set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { log "cold pod $i failed (status $4):"; tail -n 5 "$work/podcold.err" >&2; }
-    log "pod run $i: snapshot line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
+    set -- $c; [ "$4" = 0 ] && [ "$1" != NA ] || { bench_log "cold pod $i failed (status $4):"; tail -n 5 "$work/podcold.err" >&2; }
+    bench_log "pod run $i: snapshot line=${r%% *} ms exit=$(echo "$r" | cut -d' ' -f2) ms | cold line=${c%% *} ms exit=$(echo "$c" | cut -d' ' -f2) ms"
     "${R[@]}" gc --grace-period=0s >/dev/null 2>&1 || true
 done
 echo "rkt run --stage1=kvm hello (--net=none --cpu=1), $runs runs each (line: the app's first line):"
 report snapshot "$work/podsnap.tsv"
 report cold "$work/podcold.tsv"
 failed=$(cat "$work/podsnap.tsv" "$work/podcold.tsv" | awk '$1=="NA" || $4!=0' | wc -l)
-[ "$failed" = 0 ] || { log "$failed pod runs failed"; exit 1; }
+[ "$failed" = 0 ] || { bench_log "$failed pod runs failed"; exit 1; }
 snap_run=$(awk '{print $1}' "$work/podsnap.tsv" | bench_median)
 cold_run=$(awk '{print $1}' "$work/podcold.tsv" | bench_median)
 
