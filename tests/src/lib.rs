@@ -120,6 +120,28 @@ pub fn skip(test: &str, reason: &str) {
     say(&format!("SKIP: {test}: {reason}\n"));
 }
 
+/// Compiles the C program `src` with `cc -static -O2` into `dir/<name>` (its source beside it,
+/// `dir/<name>.c`) for a test image. The error says why (no `cc`, or its diagnostics); the
+/// caller SKIPs with it.
+pub fn cc_static(src: &str, dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let c = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&c, src).map_err(|e| format!("cannot write {}: {e}", c.display()))?;
+    let o = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&bin)
+        .arg(&c)
+        .output()
+        .map_err(|e| format!("no cc: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "cc -static failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(bin)
+}
+
 /// Why this host's KVM cannot boot a Linux guest, if it cannot (the VMM's PVM rule: the
 /// kvm_pvm module loaded and no vmx/svm CPU flag, unless `RKT_VMM_ALLOW_PVM=1`).
 pub fn kvm_unusable() -> Option<&'static str> {

@@ -8,10 +8,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rkt_tests::hostns::NetSnapshot;
-use rkt_tests::{skip, stderr, stdout, E2e, ImageSpec};
+use rkt_tests::{cc_static, skip, stderr, stdout, E2e, ImageSpec};
 
 /// A static app: TCP over 127.0.0.1 and ::1 inside the pod (listen, connect, accept, one
 /// message each way); prints `LO4-OK` / `LO6-OK` or the failing call.
@@ -54,25 +53,12 @@ int main(void) {
 
 /// Compiles [`LO_C`] with `cc -static` into the test's directory; `None` after a SKIP.
 fn lo_helper(e: &E2e, test: &str) -> Option<PathBuf> {
-    let src = e.path("lo.c");
-    let bin = e.path("lo");
-    std::fs::write(&src, LO_C).unwrap();
-    match Command::new("cc")
-        .args(["-static", "-O2", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .output()
-    {
-        Ok(o) if o.status.success() => Some(bin),
-        Ok(o) => {
-            skip(
-                test,
-                &format!("cc -static failed: {}", String::from_utf8_lossy(&o.stderr)),
-            );
-            None
-        }
-        Err(err) => {
-            skip(test, &format!("no cc: {err}"));
+    let dir = e.path("lo-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    match cc_static(LO_C, &dir, "lo") {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            skip(test, &why);
             None
         }
     }

@@ -12,11 +12,13 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rkt_tests::{skip, stderr, stdout, uuid_of, wait_output, E2e, ImageSpec, KVM_RUN_TIMEOUT_SECS};
+use rkt_tests::{
+    cc_static, skip, stderr, stdout, uuid_of, wait_output, E2e, ImageSpec, KVM_RUN_TIMEOUT_SECS,
+};
 
 /// Bytes of output the bulk test streams: 10 MiB.
 const BULK_BYTES: usize = 10 << 20;
@@ -90,22 +92,7 @@ fn helper(test: &str) -> Option<PathBuf> {
             .tempdir()
             .map_err(|e| e.to_string())?
             .keep();
-        let src = dir.join("helper.c");
-        let bin = dir.join("helper");
-        std::fs::write(&src, HELPER_C).map_err(|e| e.to_string())?;
-        let o = Command::new("cc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .map_err(|e| format!("cc: {e}"))?;
-        if !o.status.success() {
-            return Err(format!(
-                "cc -static failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
-        Ok(bin)
+        cc_static(HELPER_C, &dir, "helper")
     });
     match r {
         Ok(p) => Some(p.clone()),

@@ -14,10 +14,9 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
-use rkt_tests::{skip, stderr, stdout, uuid_of, E2e, ImageSpec};
+use rkt_tests::{cc_static, skip, stderr, stdout, uuid_of, E2e, ImageSpec};
 use sha2::{Digest, Sha256};
 
 /// The snapshot cache of `e`'s data directory (stage1-vmm's `snapshot_start::cache_root`).
@@ -172,18 +171,7 @@ fn probe_image(e: &E2e, test: &str) -> Option<PathBuf> {
             .tempdir()
             .map_err(|e| e.to_string())?
             .keep();
-        let (src, bin) = (dir.join("probe.c"), dir.join("probe"));
-        std::fs::write(&src, PROBE_C).map_err(|e| e.to_string())?;
-        let o = Command::new("cc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .map_err(|e| format!("cc: {e}"))?;
-        if !o.status.success() {
-            return Err(String::from_utf8_lossy(&o.stderr).into_owned());
-        }
-        Ok(bin)
+        cc_static(PROBE_C, &dir, "probe")
     });
     match bin {
         Ok(b) => {
