@@ -75,11 +75,15 @@ pub struct InitArgs {
     /// `crate::paths::EXEC_SOCKET`) that guest-init's exec service serves, as the kvm flavor
     /// serves vsock.
     pub exec_fd: Option<i32>,
+    /// Start-up phase lines on the console ([`crate::trace`]): the kvm flavor's guest-init does
+    /// not inherit the host's environment, so the VMM passes `--trace-phases` when its own
+    /// `RKT_TRACE_PHASES` is on.
+    pub trace_phases: bool,
 }
 
 /// The usage line printed on bad arguments.
 pub const INIT_USAGE: &str =
-    "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N] [--exec-fd=N] [--metadata-url=URL]";
+    "init --flavor=ns|kvm [--debug] [--control=PATH] [--start-fd=N] [--exec-fd=N] [--metadata-url=URL] [--trace-phases]";
 
 impl InitArgs {
     /// Arguments for `flavor`, without debug or control override.
@@ -91,6 +95,7 @@ impl InitArgs {
             start_fd: None,
             metadata_url: None,
             exec_fd: None,
+            trace_phases: false,
         }
     }
 
@@ -119,6 +124,9 @@ impl InitArgs {
         if let Some(fd) = self.exec_fd {
             v.push(format!("--exec-fd={fd}"));
         }
+        if self.trace_phases {
+            v.push("--trace-phases".into());
+        }
         v
     }
 
@@ -135,6 +143,7 @@ impl InitArgs {
         let mut start_fd = None;
         let mut metadata_url = None;
         let mut exec_fd = None;
+        let mut trace_phases = false;
         for a in args {
             let a = a.as_ref();
             if let Some(c) = a.strip_prefix("--control=") {
@@ -151,6 +160,8 @@ impl InitArgs {
                 flavor = Some(Flavor::from_name(f).ok_or(InitArgsError::Unknown(a.into()))?);
             } else if a == "--debug" {
                 debug = true;
+            } else if a == "--trace-phases" {
+                trace_phases = true;
             } else if a.starts_with("--") {
                 return Err(InitArgsError::Unknown(a.into()));
             }
@@ -162,6 +173,7 @@ impl InitArgs {
             start_fd,
             metadata_url,
             exec_fd,
+            trace_phases,
         })
     }
 }
@@ -209,6 +221,7 @@ mod tests {
                 start_fd: None,
                 metadata_url: Some("http://172.16.28.1:18112/ab12".into()),
                 exec_fd: None,
+                trace_phases: true,
             },
             InitArgs {
                 flavor: Flavor::Ns,
@@ -217,6 +230,7 @@ mod tests {
                 start_fd: Some(7),
                 metadata_url: None,
                 exec_fd: Some(8),
+                trace_phases: false,
             },
         ] {
             assert_eq!(InitArgs::parse(a.to_args()), Ok(a));

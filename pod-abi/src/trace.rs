@@ -1,7 +1,8 @@
 //! Pod start-up phase timestamps, for profiling a `rkt run` end to end.
 //!
 //! With `RKT_TRACE_PHASES=1` in the environment of `rkt`, every process on the run path
-//! (`rkt`, the stage1, guest-init in the ns flavor, which inherits the variable) prints one line
+//! (`rkt`, the stage1, guest-init in the ns flavor, which inherits the variable, and in the kvm
+//! flavor, told by `--trace-phases` ([`enable`]); its clock is the guest's) prints one line
 //! per phase on stderr: `rkt-phase <ms> <process> <phase>`, where `<ms>` is `CLOCK_MONOTONIC`
 //! in milliseconds (3 decimals), comparable across the processes of one host.
 //! `bench/phases.sh` turns the lines of many runs into a table of median phase durations.
@@ -15,10 +16,18 @@ pub const ENV: &str = "RKT_TRACE_PHASES";
 /// The first word of every phase line.
 pub const PREFIX: &str = "rkt-phase";
 
+/// Whether phase lines are printed: [`enable`]d, else the environment (read once per process).
+static ON: OnceLock<bool> = OnceLock::new();
+
 /// Whether phase lines are printed (read once per process).
 pub fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var_os(ENV).is_some_and(|v| v == "1"))
+}
+
+/// Turns phase lines on for this process whatever its environment says (a KVM guest's init is
+/// told by an argument). No effect once [`enabled`] has been asked.
+pub fn enable() {
+    let _ = ON.set(true);
 }
 
 /// `CLOCK_MONOTONIC` in milliseconds.

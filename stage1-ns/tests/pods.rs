@@ -557,12 +557,8 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
         .arg(pod_abi::paths::GUEST_INIT_PATH)
         .args(
             pod_abi::init::InitArgs {
-                flavor: pod_abi::plan::Flavor::Kvm,
-                debug: false,
                 control: Some("/rkt/ctl".into()),
-                start_fd: None,
-                metadata_url: None,
-                exec_fd: None,
+                ..pod_abi::init::InitArgs::new(pod_abi::plan::Flavor::Kvm)
             }
             .to_args(),
         )

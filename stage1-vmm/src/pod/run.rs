@@ -47,6 +47,7 @@ pub fn pod_init_args(debug: bool, metadata_url: Option<&str>) -> Vec<String> {
     let mut init = InitArgs::new(Flavor::Kvm);
     init.debug = debug;
     init.metadata_url = metadata_url.map(str::to_string);
+    init.trace_phases = pod_abi::trace::enabled();
     init.to_args()
 }
 
@@ -190,19 +191,40 @@ fn install_panic_hook() {
 
 /// Runs the pod (see the module docs); returns the pod's exit code.
 pub fn run(args: &RunArgs) -> Result<i32, PodError> {
+    let phase = |p: &str| pod_abi::trace::phase(PROG, p);
+    phase("run");
     let (cwd, net) = prepare_process(args)?;
+    phase("process-prepared");
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host)?;
     let size = choose_size(&plan, args);
     let debug = args.debug || plan.debug;
     let init_args = pod_init_args(debug, net.metadata_url.as_deref());
     let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
+    phase("snapshot-prepared");
     let io = HostIo::open(args.interactive || plan.interactive)?;
-    let (mut vmm, kernel_tail) = build_vm(&host, size, debug, net, restore)?;
+    let (mut vmm, kernel_tail) = match build_vm(&host, size, debug, &net, restore.as_deref()) {
+        // The snapshot is read (checksum, lengths) only here: a damaged entry boots cold.
+        Err(PodError::Vmm(crate::vmm::VmmError::Snapshot(why))) if restore.is_some() => {
+            if let Some(dir) = &restore {
+                eprintln!(
+                    "{PROG}: WARNING: snapshot {} is unusable ({why}); booting cold (remove it \
+                     to make it again)",
+                    dir.display()
+                );
+            }
+            build_vm(&host, size, debug, &net, None)?
+        }
+        r => r?,
+    };
+    phase("vm-built");
     let pod = jail_vmm(&cwd)?;
+    phase("jailed");
     attach_devices(&mut vmm, &pod, io.devices, args.debug)?;
     start_control(io.control, &plan)?;
+    phase("devices-attached");
     let outcome = boot_and_wait(vmm, &kernel_tail)?;
+    phase("vm-ended");
     Ok(finish(&pod, &plan, &outcome))
 }
 
@@ -377,24 +399,25 @@ impl HostIo {
 type KernelTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
 
 /// Step 5: creates the VM (opens the pod's kernel and /dev/kvm), or with `restore` (the
-/// snapshot directory [`super::snapshot_start::prepare`] chose) restores it: the memory file
-/// is opened read-only and mapped private now, before the jail. COM1 is the kernel console
+/// snapshot directory [`super::snapshot_start::prepare`] chose) restores it: the state is read
+/// and checked (checksum, lengths) and the memory file opened read-only and mapped private now,
+/// before the jail; a snapshot error here makes [`run`] warn and boot cold. COM1 is the kernel console
 /// (and guest-init's own messages): stderr, never the apps' stdout. The kernel is `quiet`, so
 /// it only speaks when something goes wrong; its lines are kept in the returned tail.
 fn build_vm(
     host: &PodPaths,
     size: sizing::VmSize,
     debug: bool,
-    net: PodNet,
-    restore: Option<PathBuf>,
+    net: &PodNet,
+    restore: Option<&Path>,
 ) -> Result<(Vmm, KernelTail), PodError> {
     let mut cfg = VmConfig::new(kernel_path(host));
     cfg.cmdline = pod_cmdline(debug, net.metadata_url.as_deref());
-    cfg.net = net.cards;
+    cfg.net = net.cards.clone();
     cfg.mem_mib = size.mem_mib;
     cfg.cpus = size.cpus;
     if let Some(dir) = restore {
-        cfg.snapshot = crate::snapshot::SnapshotMode::Restore(dir);
+        cfg.snapshot = crate::snapshot::SnapshotMode::Restore(dir.to_path_buf());
     }
     let kernel_tail: KernelTail = std::sync::Arc::new(std::sync::Mutex::new(
         std::collections::VecDeque::with_capacity(KERNEL_TAIL_LINES),
