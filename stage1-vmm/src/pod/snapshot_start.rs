@@ -14,20 +14,20 @@
 //! stage1 root (`rkt/init-args`); the pod's VM restores it with its real devices, in the same
 //! order ([`super::run::add_pod_devices`]).
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pod_abi::paths::PodPaths;
 use pod_abi::plan::Plan;
+use pod_abi::snapshot::{Source, CACHE_IN_DATA_DIR, SOURCE_FILE};
 
 use super::run::{add_pod_devices, PodDevices, POD_DEVICES};
 use super::{sizing, PodError, PROG};
 use crate::device_manager::SerialBackend;
 use crate::devices::virtio::fs::{Fs, FsConfig};
 use crate::devices::virtio::vsock::{Vsock, VsockConfig};
-use crate::snapshot::cache::{Cache, DEFAULT_ROOT};
+use crate::snapshot::cache::{Cache, SnapshotKey, DEFAULT_ROOT};
 use crate::snapshot::pod::{decide, write_init_args, PodShape, Start};
 use crate::snapshot::{self, SnapshotMode};
 use crate::vmm::{VmConfig, VmOutcome, Vmm};
@@ -36,8 +36,8 @@ use crate::vmm::{VmConfig, VmOutcome, Vmm};
 pub const MAKE_SUBCOMMAND: &str = "make-pod-snapshot";
 /// The snapshot stage's kernel command line (after the VMM's defaults).
 pub const MAKE_CMDLINE: &str = "-- --snapshot-stage";
-/// The maker VM ends after this long at the latest (seconds; under TCG emulation it takes ~10 s).
-pub const MAKE_TIMEOUT_SECS: u64 = 300;
+/// The maker VM ends after this long at the latest (seconds; `rkt gc` reads it too).
+pub use pod_abi::snapshot::MAKE_TIMEOUT_SECS;
 /// The maker's scratch directory inside the snapshot directory being made (removed after).
 const WORK_DIR: &str = ".work";
 /// Bytes of the maker's output kept for an error message.
@@ -51,7 +51,7 @@ pub fn cache_root(pod_dir: &Path) -> PathBuf {
     match pods {
         Some(p) if p.file_name().is_some_and(|n| n == "pods") => p
             .parent()
-            .map(|d| d.join("cache/snapshots"))
+            .map(|d| d.join(CACHE_IN_DATA_DIR))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         _ => PathBuf::from(DEFAULT_ROOT),
     }
@@ -62,17 +62,7 @@ pub fn cache_root(pod_dir: &Path) -> PathBuf {
 /// cost more than the restore saves (seconds under emulation); the image's files are not
 /// rewritten in place, and any write changes the change time.
 fn file_id(path: &Path) -> Result<String, PodError> {
-    let m = std::fs::metadata(path).map_err(|e| PodError::io("cannot stat", path, e))?;
-    Ok(format!(
-        "{}:{}:{}:{}.{}:{}.{}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec()
-    ))
+    pod_abi::snapshot::file_id_of(path).map_err(|e| PodError::io("cannot stat", path, e))
 }
 
 /// The stage1 image's guest-init: `init` beside the kernel's directory (the image's root, as
@@ -119,6 +109,31 @@ fn tail(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[from..]).trim().to_string()
 }
 
+/// The entry of `key` in `cache`, made first by `make` if missing, with `source` recorded in it
+/// ([`SOURCE_FILE`], written before the entry is renamed into place, so a complete entry always
+/// has it; `rkt gc` reads it). Returns the directory and whether it was made here; the error is
+/// why making it failed (a failed make leaves no entry: `Cache::get_or_make` removes the
+/// `.tmp`), for the warning of the cold boot that follows.
+fn get_or_make_entry<F>(
+    cache: &Cache,
+    key: &SnapshotKey,
+    source: &Source,
+    make: F,
+) -> Result<(PathBuf, bool), String>
+where
+    F: FnOnce(&Path) -> Result<(), String>,
+{
+    cache
+        .get_or_make(key, |out| {
+            make(out)?;
+            let record = source.encode().map_err(|e| e.to_string())?;
+            let path = out.join(SOURCE_FILE);
+            pod_abi::podfile::write_atomic(&path, &record)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+        .map_err(|e| e.to_string())
+}
+
 /// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]).
 fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find stage1-vmm: {e}"))?;
@@ -150,7 +165,8 @@ fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> 
 
 /// Decides how the pod starts when its plan asks for a snapshot (see the module docs). Returns
 /// the snapshot directory to restore, or `None` for a cold boot (snapshots not asked for, the
-/// pod cannot be restored, or the cache entry is damaged: a warning says so). `init_args` are
+/// pod cannot be restored, making the snapshot failed or the cache entry is damaged: a warning
+/// says so for the last two). `init_args` are
 /// guest-init's arguments, which a cold pod gets on its kernel command line.
 pub fn prepare(
     pod_dir: &Path,
@@ -182,11 +198,22 @@ pub fn prepare(
     };
     let root = cache_root(pod_dir);
     let cache = Cache::open(&root).map_err(|e| PodError::Snapshot(e.to_string()))?;
-    let (dir, made) = cache
-        .get_or_make(&key, |out| {
-            make_in_child(&kernel, &guest_init, size.mem_mib, out)
-        })
-        .map_err(|e| PodError::Snapshot(e.to_string()))?;
+    let source = Source {
+        kernel: kernel.clone(),
+        kernel_id: shape.kernel_id.clone(),
+        guest_init: guest_init.clone(),
+        guest_init_id: shape.guest_init_id.clone(),
+    };
+    let got = get_or_make_entry(&cache, &key, &source, |out| {
+        make_in_child(&kernel, &guest_init, size.mem_mib, out)
+    });
+    let (dir, made) = match got {
+        Ok(got) => got,
+        Err(why) => {
+            eprintln!("{PROG}: WARNING: no snapshot for this pod ({why}); booting cold");
+            return Ok(None);
+        }
+    };
     log::debug!(
         "--kvm-snapshot: {} snapshot {}",
         if made { "made" } else { "found" },
@@ -292,6 +319,70 @@ mod tests {
         std::fs::write(dir.path().join(snapshot::STATE_FILE), b"RKTSNAP\0junk").expect("write");
         let e = check(dir.path(), 128).expect_err("refused");
         assert!(e.contains("snapshot state"), "{e}");
+    }
+
+    fn key() -> SnapshotKey {
+        let mut k = SnapshotKey::new();
+        k.set("test", "failed-make");
+        k
+    }
+
+    fn source() -> Source {
+        Source {
+            kernel: "/img/kernel/vmlinux".into(),
+            kernel_id: "1:2:3:4.0:5.0".into(),
+            guest_init: "/img/init".into(),
+            guest_init_id: "1:3:3:4.0:5.0".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_make_is_a_reason_to_boot_cold_and_leaves_no_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path().join("s")).expect("opens");
+        let why = get_or_make_entry(&cache, &key(), &source(), |out| {
+            // Half a snapshot, then the maker dies.
+            std::fs::write(out.join(snapshot::STATE_FILE), b"partial").expect("write");
+            Err("stage1-vmm make-pod-snapshot failed (signal: 9 (SIGKILL))".into())
+        })
+        .expect_err("fails");
+        assert!(why.contains("SIGKILL"), "{why}");
+        assert_eq!(cache.lookup(&key()), None);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("s"))
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(pod_abi::snapshot::LOCK_SUFFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_made_entry_holds_its_source_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path().join("s")).expect("opens");
+        let (d, made) = get_or_make_entry(&cache, &key(), &source(), |out| {
+            std::fs::write(out.join(snapshot::STATE_FILE), b"s").map_err(|e| e.to_string())
+        })
+        .expect("makes");
+        assert!(made);
+        let b = pod_abi::podfile::read_beneath(
+            &d,
+            Path::new(SOURCE_FILE),
+            pod_abi::snapshot::SOURCE_MAX,
+        )
+        .expect("record");
+        assert_eq!(Source::parse(&b).expect("parses"), source());
+        // A record that cannot be written fails the make like the maker would.
+        let mut bad = source();
+        bad.kernel = "relative".into();
+        let mut k = key();
+        k.set("other", 1);
+        assert!(get_or_make_entry(&cache, &k, &bad, |out| {
+            std::fs::write(out.join(snapshot::STATE_FILE), b"s").map_err(|e| e.to_string())
+        })
+        .is_err());
+        assert_eq!(cache.lookup(&k), None);
     }
 
     #[test]
