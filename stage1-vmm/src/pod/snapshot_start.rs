@@ -14,9 +14,10 @@
 //! stage1 root (`rkt/init-args`); the pod's VM restores it with its real devices, in the same
 //! order ([`super::run::add_pod_devices`]).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pod_abi::paths::PodPaths;
 use pod_abi::plan::Plan;
@@ -40,6 +41,12 @@ pub const MAKE_CMDLINE: &str = "-- --snapshot-stage";
 pub use pod_abi::snapshot::MAKE_TIMEOUT_SECS;
 /// The maker's scratch directory inside the snapshot directory being made (removed after).
 const WORK_DIR: &str = ".work";
+/// The parent's limit on the maker child (seconds): its VM ends after [`MAKE_TIMEOUT_SECS`];
+/// this covers a child stuck outside its VM, which would hold the key's lock and so stall every
+/// pod of that shape.
+const MAKE_CHILD_LIMIT_SECS: u64 = MAKE_TIMEOUT_SECS + 60;
+/// How often the parent looks whether the maker child ended (ms).
+const MAKE_POLL_MS: u64 = 20;
 /// Bytes of the maker's output kept for an error message.
 const OUTPUT_TAIL: usize = 4096;
 
@@ -134,23 +141,80 @@ where
         .map_err(|e| e.to_string())
 }
 
-/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]).
+/// Runs `cmd` (stdin from /dev/null) and collects its output; kills it (SIGKILL) after
+/// `limit`. The error says why it could not run or that it was killed, with its output's tail.
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if start.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("killed after {} s", limit.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(MAKE_POLL_MS)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("cannot wait for it: {e}"));
+            }
+        }
+    };
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    match status {
+        Ok(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(why) => Err(format!(
+            "{:?} {why}: {} {}",
+            cmd.get_program(),
+            tail(&stdout),
+            tail(&stderr)
+        )),
+    }
+}
+
+/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]), killed after
+/// [`MAKE_CHILD_LIMIT_SECS`].
 fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find stage1-vmm: {e}"))?;
-    let o = Command::new(&exe)
-        .arg(MAKE_SUBCOMMAND)
-        .arg("--kernel")
-        .arg(kernel)
-        .arg("--guest-init")
-        .arg(guest_init)
-        .arg("--mem")
-        .arg(mem_mib.to_string())
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let o = output_within(
+        Command::new(&exe)
+            .arg(MAKE_SUBCOMMAND)
+            .arg("--kernel")
+            .arg(kernel)
+            .arg("--guest-init")
+            .arg(guest_init)
+            .arg("--mem")
+            .arg(mem_mib.to_string())
+            .arg("--out")
+            .arg(out),
+        Duration::from_secs(MAKE_CHILD_LIMIT_SECS),
+    );
     let _ = std::fs::remove_dir_all(out.join(WORK_DIR));
+    let o = o?;
     if o.status.success() {
         return Ok(());
     }
@@ -383,6 +447,28 @@ mod tests {
         })
         .is_err());
         assert_eq!(cache.lookup(&k), None);
+    }
+
+    #[test]
+    fn a_stuck_maker_is_killed_at_its_limit() {
+        let start = Instant::now();
+        let e = output_within(
+            Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+            Duration::from_millis(300),
+        )
+        .expect_err("killed");
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+        assert!(e.contains("killed after") && e.contains("started"), "{e}");
+        let o = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(30),
+        )
+        .expect("runs");
+        assert_eq!(o.status.code(), Some(3));
+        assert_eq!(
+            (&o.stdout[..], &o.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
     }
 
     #[test]
