@@ -16,12 +16,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use pod_abi::snapshot::{file_id_of, Source, CACHE_IN_DATA_DIR, SOURCE_FILE};
 use rkt_tests::{cc_static, skip, stderr, stdout, uuid_of, E2e, ImageSpec};
 use sha2::{Digest, Sha256};
 
 /// The snapshot cache of `e`'s data directory (stage1-vmm's `snapshot_start::cache_root`).
 fn cache(e: &E2e) -> PathBuf {
-    e.dir().join("cache/snapshots")
+    e.dir().join(CACHE_IN_DATA_DIR)
 }
 
 /// The complete snapshot directories in the cache (those with a `state` file).
@@ -336,6 +337,15 @@ fn kvm_snapshot_pod_takes_enter_stop_and_gc() {
         !e.dir().join("pods/run").join(&uuid).exists(),
         "gc left the pod among the running ones"
     );
-    // The cache is not a pod's: gc keeps it.
-    assert!(!snapshots(&e).is_empty());
+    // The cache is not a pod's: gc keeps its fresh entries, whose source records name the
+    // stage1 image's kernel and guest-init as they are.
+    let kept = snapshots(&e);
+    assert!(!kept.is_empty());
+    assert!(!stdout(&g).contains("Removed snapshot"), "{}", stdout(&g));
+    for d in &kept {
+        let b = std::fs::read(d.join(SOURCE_FILE)).unwrap();
+        let s = Source::parse(&b).unwrap();
+        assert_eq!(file_id_of(&s.kernel).unwrap(), s.kernel_id, "{s:?}");
+        assert_eq!(file_id_of(&s.guest_init).unwrap(), s.guest_init_id, "{s:?}");
+    }
 }

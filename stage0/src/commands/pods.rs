@@ -13,6 +13,7 @@ use stage0::pod::launch::read_pod_manifest;
 use stage0::pod::ops::{self, GcEvent, GcOptions};
 use stage0::pod::status::PodInfo;
 use stage0::pod::PodsDir;
+use stage0::snapshots::SnapshotGcEvent;
 
 use super::{report, Globals};
 use crate::outln;
@@ -372,7 +373,47 @@ pub fn gc(g: &Globals, a: GcArgs) -> anyhow::Result<i32> {
         }
     })?;
     printed?;
-    Ok(if all_ok { 0 } else { pod_abi::exit::FAILURE })
+    let snapshots_ok = a.mark_only || gc_snapshots(g)?;
+    Ok(if all_ok && snapshots_ok {
+        0
+    } else {
+        pod_abi::exit::FAILURE
+    })
+}
+
+/// The snapshot cache's part of `rkt gc` (`stage0::snapshots`): one line per removed entry,
+/// kept ones only with `--debug`. Returns whether it all worked.
+fn gc_snapshots(g: &Globals) -> anyhow::Result<bool> {
+    let mut printed = Ok(());
+    let res = stage0::snapshots::gc(&g.dir, SystemTime::now(), &mut |ev| {
+        let r = match ev {
+            SnapshotGcEvent::Removed { name, why } => outln!("Removed snapshot {name}: {why}"),
+            SnapshotGcEvent::Kept { name, why } => {
+                if g.debug {
+                    eprintln!("rkt: snapshot cache: kept {name}: {why}");
+                }
+                Ok(())
+            }
+            SnapshotGcEvent::Failed { name, error } => {
+                super::warn(&format!("snapshot {name}: {error}"));
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            if e.is_broken_pipe() {
+                super::exit_on_broken_pipe();
+            }
+            printed = Err(e);
+        }
+    });
+    printed?;
+    match res {
+        Ok(ok) => Ok(ok),
+        Err(e) => {
+            super::print_error(&e.into());
+            Ok(false)
+        }
+    }
 }
 
 /// Flags of `rkt enter`.

@@ -14,20 +14,21 @@
 //! stage1 root (`rkt/init-args`); the pod's VM restores it with its real devices, in the same
 //! order ([`super::run::add_pod_devices`]).
 
-use std::os::unix::fs::MetadataExt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pod_abi::paths::PodPaths;
 use pod_abi::plan::Plan;
+use pod_abi::snapshot::{Source, CACHE_IN_DATA_DIR, SOURCE_FILE};
 
 use super::run::{add_pod_devices, PodDevices, POD_DEVICES};
-use super::{sizing, PodError};
+use super::{sizing, PodError, PROG};
 use crate::device_manager::SerialBackend;
 use crate::devices::virtio::fs::{Fs, FsConfig};
 use crate::devices::virtio::vsock::{Vsock, VsockConfig};
-use crate::snapshot::cache::{Cache, DEFAULT_ROOT};
+use crate::snapshot::cache::{Cache, SnapshotKey, DEFAULT_ROOT};
 use crate::snapshot::pod::{decide, write_init_args, PodShape, Start};
 use crate::snapshot::{self, SnapshotMode};
 use crate::vmm::{VmConfig, VmOutcome, Vmm};
@@ -36,10 +37,16 @@ use crate::vmm::{VmConfig, VmOutcome, Vmm};
 pub const MAKE_SUBCOMMAND: &str = "make-pod-snapshot";
 /// The snapshot stage's kernel command line (after the VMM's defaults).
 pub const MAKE_CMDLINE: &str = "-- --snapshot-stage";
-/// The maker VM ends after this long at the latest (seconds; under TCG emulation it takes ~10 s).
-pub const MAKE_TIMEOUT_SECS: u64 = 300;
+/// The maker VM ends after this long at the latest (seconds; `rkt gc` reads it too).
+pub use pod_abi::snapshot::MAKE_TIMEOUT_SECS;
 /// The maker's scratch directory inside the snapshot directory being made (removed after).
 const WORK_DIR: &str = ".work";
+/// The parent's limit on the maker child (seconds): its VM ends after [`MAKE_TIMEOUT_SECS`];
+/// this covers a child stuck outside its VM, which would hold the key's lock and so stall every
+/// pod of that shape.
+const MAKE_CHILD_LIMIT_SECS: u64 = MAKE_TIMEOUT_SECS + 60;
+/// How often the parent looks whether the maker child ended (ms).
+const MAKE_POLL_MS: u64 = 20;
 /// Bytes of the maker's output kept for an error message.
 const OUTPUT_TAIL: usize = 4096;
 
@@ -51,7 +58,7 @@ pub fn cache_root(pod_dir: &Path) -> PathBuf {
     match pods {
         Some(p) if p.file_name().is_some_and(|n| n == "pods") => p
             .parent()
-            .map(|d| d.join("cache/snapshots"))
+            .map(|d| d.join(CACHE_IN_DATA_DIR))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         _ => PathBuf::from(DEFAULT_ROOT),
     }
@@ -62,17 +69,7 @@ pub fn cache_root(pod_dir: &Path) -> PathBuf {
 /// cost more than the restore saves (seconds under emulation); the image's files are not
 /// rewritten in place, and any write changes the change time.
 fn file_id(path: &Path) -> Result<String, PodError> {
-    let m = std::fs::metadata(path).map_err(|e| PodError::io("cannot stat", path, e))?;
-    Ok(format!(
-        "{}:{}:{}:{}.{}:{}.{}",
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec()
-    ))
+    pod_abi::snapshot::file_id_of(path).map_err(|e| PodError::io("cannot stat", path, e))
 }
 
 /// The stage1 image's guest-init: `init` beside the kernel's directory (the image's root, as
@@ -95,23 +92,105 @@ fn tail(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[from..]).trim().to_string()
 }
 
-/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]).
+/// The entry of `key` in `cache`, made first by `make` if missing, with `source` recorded in it
+/// ([`SOURCE_FILE`], written before the entry is renamed into place, so a complete entry always
+/// has it; `rkt gc` reads it). Returns the directory and whether it was made here; the error is
+/// why making it failed (a failed make leaves no entry: `Cache::get_or_make` removes the
+/// `.tmp`), for the warning of the cold boot that follows.
+fn get_or_make_entry<F>(
+    cache: &Cache,
+    key: &SnapshotKey,
+    source: &Source,
+    make: F,
+) -> Result<(PathBuf, bool), String>
+where
+    F: FnOnce(&Path) -> Result<(), String>,
+{
+    cache
+        .get_or_make(key, |out| {
+            make(out)?;
+            let record = source.encode().map_err(|e| e.to_string())?;
+            let path = out.join(SOURCE_FILE);
+            pod_abi::podfile::write_atomic(&path, &record)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `cmd` (stdin from /dev/null) and collects its output; kills it (SIGKILL) after
+/// `limit`. The error says why it could not run or that it was killed, with its output's tail.
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Ok(s),
+            Ok(None) if start.elapsed() >= limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("killed after {} s", limit.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(MAKE_POLL_MS)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("cannot wait for it: {e}"));
+            }
+        }
+    };
+    let (stdout, stderr) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    match status {
+        Ok(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        Err(why) => Err(format!(
+            "{:?} {why}: {} {}",
+            cmd.get_program(),
+            tail(&stdout),
+            tail(&stderr)
+        )),
+    }
+}
+
+/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]), killed after
+/// [`MAKE_CHILD_LIMIT_SECS`].
 fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find stage1-vmm: {e}"))?;
-    let o = Command::new(&exe)
-        .arg(MAKE_SUBCOMMAND)
-        .arg("--kernel")
-        .arg(kernel)
-        .arg("--guest-init")
-        .arg(guest_init)
-        .arg("--mem")
-        .arg(mem_mib.to_string())
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let o = output_within(
+        Command::new(&exe)
+            .arg(MAKE_SUBCOMMAND)
+            .arg("--kernel")
+            .arg(kernel)
+            .arg("--guest-init")
+            .arg(guest_init)
+            .arg("--mem")
+            .arg(mem_mib.to_string())
+            .arg("--out")
+            .arg(out),
+        Duration::from_secs(MAKE_CHILD_LIMIT_SECS),
+    );
     let _ = std::fs::remove_dir_all(out.join(WORK_DIR));
+    let o = o?;
     if o.status.success() {
         return Ok(());
     }
@@ -126,7 +205,8 @@ fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> 
 
 /// Decides how the pod starts when its plan asks for a snapshot (see the module docs). Returns
 /// the snapshot directory to restore, or `None` for a cold boot (snapshots not asked for, the
-/// pod cannot be restored, or the cache entry is damaged: a warning says so). `init_args` are
+/// pod cannot be restored, making the snapshot failed or the cache entry is damaged: a warning
+/// says so for the last two). `init_args` are
 /// guest-init's arguments, which a cold pod gets on its kernel command line.
 pub fn prepare(
     pod_dir: &Path,
@@ -158,11 +238,22 @@ pub fn prepare(
     };
     let root = cache_root(pod_dir);
     let cache = Cache::open(&root).map_err(|e| PodError::Snapshot(e.to_string()))?;
-    let (dir, made) = cache
-        .get_or_make(&key, |out| {
-            make_in_child(&kernel, &guest_init, size.mem_mib, out)
-        })
-        .map_err(|e| PodError::Snapshot(e.to_string()))?;
+    let source = Source {
+        kernel: kernel.clone(),
+        kernel_id: shape.kernel_id.clone(),
+        guest_init: guest_init.clone(),
+        guest_init_id: shape.guest_init_id.clone(),
+    };
+    let got = get_or_make_entry(&cache, &key, &source, |out| {
+        make_in_child(&kernel, &guest_init, size.mem_mib, out)
+    });
+    let (dir, made) = match got {
+        Ok(got) => got,
+        Err(why) => {
+            eprintln!("{PROG}: WARNING: no snapshot for this pod ({why}); booting cold");
+            return Ok(None);
+        }
+    };
     log::debug!(
         "--kvm-snapshot: {} snapshot {}",
         if made { "made" } else { "found" },
@@ -251,6 +342,92 @@ mod tests {
             PathBuf::from(DEFAULT_ROOT)
         );
         assert_eq!(cache_root(Path::new("u")), PathBuf::from(DEFAULT_ROOT));
+    }
+
+    fn key() -> SnapshotKey {
+        let mut k = SnapshotKey::new();
+        k.set("test", "failed-make");
+        k
+    }
+
+    fn source() -> Source {
+        Source {
+            kernel: "/img/kernel/vmlinux".into(),
+            kernel_id: "1:2:3:4.0:5.0".into(),
+            guest_init: "/img/init".into(),
+            guest_init_id: "1:3:3:4.0:5.0".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_make_is_a_reason_to_boot_cold_and_leaves_no_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path().join("s")).expect("opens");
+        let why = get_or_make_entry(&cache, &key(), &source(), |out| {
+            // Half a snapshot, then the maker dies.
+            std::fs::write(out.join(snapshot::STATE_FILE), b"partial").expect("write");
+            Err("stage1-vmm make-pod-snapshot failed (signal: 9 (SIGKILL))".into())
+        })
+        .expect_err("fails");
+        assert!(why.contains("SIGKILL"), "{why}");
+        assert_eq!(cache.lookup(&key()), None);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("s"))
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(pod_abi::snapshot::LOCK_SUFFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_made_entry_holds_its_source_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(dir.path().join("s")).expect("opens");
+        let (d, made) = get_or_make_entry(&cache, &key(), &source(), |out| {
+            std::fs::write(out.join(snapshot::STATE_FILE), b"s").map_err(|e| e.to_string())
+        })
+        .expect("makes");
+        assert!(made);
+        let b = pod_abi::podfile::read_beneath(
+            &d,
+            Path::new(SOURCE_FILE),
+            pod_abi::snapshot::SOURCE_MAX,
+        )
+        .expect("record");
+        assert_eq!(Source::parse(&b).expect("parses"), source());
+        // A record that cannot be written fails the make like the maker would.
+        let mut bad = source();
+        bad.kernel = "relative".into();
+        let mut k = key();
+        k.set("other", 1);
+        assert!(get_or_make_entry(&cache, &k, &bad, |out| {
+            std::fs::write(out.join(snapshot::STATE_FILE), b"s").map_err(|e| e.to_string())
+        })
+        .is_err());
+        assert_eq!(cache.lookup(&k), None);
+    }
+
+    #[test]
+    fn a_stuck_maker_is_killed_at_its_limit() {
+        let start = Instant::now();
+        let e = output_within(
+            Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
+            Duration::from_millis(300),
+        )
+        .expect_err("killed");
+        assert!(start.elapsed() < Duration::from_secs(10), "{e}");
+        assert!(e.contains("killed after") && e.contains("started"), "{e}");
+        let o = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(30),
+        )
+        .expect("runs");
+        assert_eq!(o.status.code(), Some(3));
+        assert_eq!(
+            (&o.stdout[..], &o.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
     }
 
     #[test]

@@ -2,17 +2,19 @@
 //! that shape. It lives outside every pod directory ([`DEFAULT_ROOT`]), is root-only (the root
 //! directory must be a real directory owned by this user and writable by nobody else), and is
 //! filled under an exclusive `flock` per key: the snapshot is made into `<id>.tmp`, then renamed
-//! to `<id>`, so a reader sees a complete snapshot or none.
+//! to `<id>`, so a reader sees a complete snapshot or none. Getting an entry marks it used;
+//! `rkt gc` removes stale entries under the same lock (names and lock: `pod_abi::snapshot`).
 //!
 //! A key names everything a snapshot depends on (the stage1 image, the kernel, memory size,
 //! vCPUs, the device layout: whatever the caller sets); its id is the SHA-256 of the parts,
 //! length-prefixed so that no value can pose as another part.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use pod_abi::snapshot::{lock_entry, mark_used, LOCK_SUFFIX, MAKING_SUFFIX};
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -86,6 +88,12 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// Marks the entry `dir` used ([`mark_used`]; `rkt gc` removes entries unused for long). A
+/// failure is ignored: the worst it does is an early removal, and the entry is made again.
+fn used(dir: &Path) {
+    let _ = mark_used(dir);
+}
+
 /// Whether `dir` holds a complete snapshot (a regular `state` file, not a symlink).
 fn complete(dir: &Path) -> bool {
     fs::symlink_metadata(dir.join(STATE_FILE)).is_ok_and(|m| m.file_type().is_file())
@@ -118,39 +126,30 @@ impl Cache {
 
     /// The snapshot directory of `key`; made first by `make(empty directory)` if the cache does
     /// not have it, under the key's lock (concurrent callers wait and then find it). Returns
-    /// the directory and whether this call made it.
+    /// the directory and whether this call made it. A found entry is marked used.
     pub fn get_or_make<F>(&self, key: &SnapshotKey, make: F) -> Result<(PathBuf, bool), CacheError>
     where
         F: FnOnce(&Path) -> Result<(), String>,
     {
         if let Some(dir) = self.lookup(key) {
+            used(&dir);
             return Ok((dir, false));
         }
         let id = key.id();
-        let lock_path = self.root.join(format!("{id}.lock"));
-        let lock = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&lock_path)
-            .map_err(io("cannot open the lock", &lock_path))?;
-        loop {
-            // SAFETY: flock on a descriptor we own; the lock goes with it.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
+        let lock = match lock_entry(&self.root, &id, true) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(CacheError::Make("the key's lock was not taken".into())),
+            Err(e) => {
+                let path = self.root.join(format!("{id}{LOCK_SUFFIX}"));
+                return Err(io("cannot lock", &path)(e));
             }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(io("cannot lock", &lock_path)(e));
-            }
-        }
+        };
         let dir = self.root.join(&id);
         if complete(&dir) {
+            used(&dir);
             return Ok((dir, false));
         }
-        let tmp = self.root.join(format!("{id}.tmp"));
+        let tmp = self.root.join(format!("{id}{MAKING_SUFFIX}"));
         if fs::symlink_metadata(&tmp).is_ok() {
             // A maker that died half-way: start over.
             fs::remove_dir_all(&tmp).map_err(io("cannot remove", &tmp))?;
@@ -170,7 +169,10 @@ impl Cache {
             let _ = fs::remove_dir_all(&tmp);
             return Err(CacheError::Make("no state file was written".into()));
         }
-        fs::rename(&tmp, &dir).map_err(io("cannot rename", &tmp))?;
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(io("cannot rename", &tmp)(e));
+        }
         drop(lock);
         Ok((dir, true))
     }
@@ -256,6 +258,23 @@ mod tests {
             })
             .expect("makes");
         assert!(made && complete(&d));
+    }
+
+    #[test]
+    fn a_found_entry_is_marked_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cache::open(dir.path().join("s")).expect("opens");
+        let write = |d: &Path| fs::write(d.join(STATE_FILE), b"s").map_err(|e| e.to_string());
+        let (d, _) = c.get_or_make(&key(32), write).expect("makes");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1 << 30);
+        fs::File::open(&d)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+        let (again, made) = c.get_or_make(&key(32), write).expect("finds");
+        assert!(!made);
+        let m = fs::metadata(&again).expect("stat");
+        assert!(pod_abi::snapshot::last_used(&m).expect("mtime") > old);
+        assert!(DEFAULT_ROOT.ends_with(pod_abi::snapshot::CACHE_IN_DATA_DIR));
     }
 
     #[test]
