@@ -390,6 +390,9 @@ impl Vmm {
                 cfg.mem_mib = state.mem_size / MIB;
                 cfg.cpus = state.vcpus.len() as u32;
                 let mem = snapshot::open_memory(dir)?;
+                // Every check of the snapshot comes before /dev/kvm: a caller that falls back
+                // to a cold boot (pod::run) never had a half-made VM.
+                snapshot::memory::check_len(&mem, state.mem_size)?;
                 (SnapshotPlan::Restore(Box::new(state)), Some(mem))
             }
         };

@@ -47,9 +47,9 @@ pub fn save(mem: &GuestMem, size: u64, file: &mut File) -> Result<(), SnapshotEr
     file.flush().map_err(io)
 }
 
-/// Maps the memory file `MAP_PRIVATE` as guest memory of `size` bytes (its length must be
-/// exactly that).
-pub fn map_private(file: File, size: u64) -> Result<GuestMem, SnapshotError> {
+/// Checks that the memory file holds exactly `size` bytes (a shorter one would fault the VMM
+/// with SIGBUS where the guest reads past its end).
+pub fn check_len(file: &File, size: u64) -> Result<(), SnapshotError> {
     let len = file
         .metadata()
         .map_err(|e| SnapshotError::Io("cannot stat the memory file", e))?
@@ -57,6 +57,13 @@ pub fn map_private(file: File, size: u64) -> Result<GuestMem, SnapshotError> {
     if len != size {
         return Err(SnapshotError::MemoryFileSize { len, want: size });
     }
+    Ok(())
+}
+
+/// Maps the memory file `MAP_PRIVATE` as guest memory of `size` bytes (its length must be
+/// exactly that: [`check_len`]).
+pub fn map_private(file: File, size: u64) -> Result<GuestMem, SnapshotError> {
+    check_len(&file, size)?;
     let file = std::sync::Arc::new(file);
     let mut regions = Vec::new();
     let mut off = 0u64;
