@@ -89,17 +89,24 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn gc_removes_stale_snapshot_entries_and_keeps_the_rest() {
-    let test = "gc_removes_stale_snapshot_entries_and_keeps_the_rest";
+/// The rkt binary and a scratch directory for `test`, or `None` after a SKIP line.
+fn setup(test: &str) -> Option<(PathBuf, tempfile::TempDir)> {
     let Some(rkt) = rkt_bin() else {
         skip(test, "no rkt binary (set RKT_BIN or run `make build`)");
-        return;
+        return None;
     };
     let tmp = tempfile::Builder::new()
         .prefix("rkt-snapgc-")
         .tempdir_in(scratch_base())
         .unwrap();
+    Some((rkt, tmp))
+}
+
+#[test]
+fn gc_removes_stale_snapshot_entries_and_keeps_the_rest() {
+    let Some((rkt, tmp)) = setup("gc_removes_stale_snapshot_entries_and_keeps_the_rest") else {
+        return;
+    };
     let data = tmp.path().join("data");
     let root = cache_dir(&data);
     let fresh_src = image(&tmp.path().join("img"));
@@ -208,15 +215,9 @@ fn gc_removes_stale_snapshot_entries_and_keeps_the_rest() {
 
 #[test]
 fn gc_refuses_a_symlinked_snapshot_cache() {
-    let test = "gc_refuses_a_symlinked_snapshot_cache";
-    let Some(rkt) = rkt_bin() else {
-        skip(test, "no rkt binary (set RKT_BIN or run `make build`)");
+    let Some((rkt, tmp)) = setup("gc_refuses_a_symlinked_snapshot_cache") else {
         return;
     };
-    let tmp = tempfile::Builder::new()
-        .prefix("rkt-snapgc-")
-        .tempdir_in(scratch_base())
-        .unwrap();
     // What the links point at: a directory shaped like a cache, with an entry gc would remove.
     let victim = tmp.path().join("victim");
     let victim_cache = cache_dir(&victim);
