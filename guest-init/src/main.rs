@@ -38,22 +38,19 @@ const HVC_STDOUT: &str = Channel::AppStdout.guest_device();
 const HVC_STDERR: &str = Channel::AppStderr.guest_device();
 
 fn main() {
-    let mut argv: Vec<String> = std::env::args().skip(1).collect();
     // Anywhere among the arguments: the kernel passes init the command-line words it does not
     // know (without `=`) before those after `--`.
-    if argv.iter().any(|a| a == pod_abi::snapshot::INIT_STAGE_ARG) {
-        // The snapshot initramfs (snapshot_stage): after the switch to the pod's root this
-        // process goes on as the pod's guest-init with the pod's arguments. A failure ends PID 1,
-        // which panics the kernel and ends the VM with the reason on the console.
-        argv = match snapshot_stage::run() {
-            Ok(pod_args) => pod_args,
-            Err(why) => {
-                info!("fatal: snapshot stage: {why}");
-                std::process::exit(pod_abi::exit::STAGE1_FAILED);
-            }
-        };
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == pod_abi::snapshot::INIT_STAGE_ARG)
+    {
+        // The snapshot initramfs (snapshot_stage): returns only if it cannot hand over; PID 1
+        // exiting panics the kernel, which ends the VM with the reason on the console.
+        let why = snapshot_stage::run();
+        info!("fatal: snapshot stage: {why}");
+        std::process::exit(pod_abi::exit::STAGE1_FAILED);
     }
-    let args = match InitArgs::parse(&argv) {
+    let args = match InitArgs::parse(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
             info!("{e}; usage: {INIT_USAGE}");

@@ -3,14 +3,13 @@
 //! the pod's root exists (so a snapshot holds nothing of any pod); a VM restored from it reads
 //! the fresh entropy and wall clock from the port and applies them; a VM booted cold without a
 //! snapshot finds no port and goes on. Either way it then mounts the pod's root share, moves it
-//! over `/`, and hands back the arguments the host wrote into the share
-//! (`pod_abi::snapshot::INIT_ARGS_IN_STAGE1`), so the pod's own arguments never come from the
-//! snapshot's command line: this process goes on as the pod's guest-init (`main`) rather than
-//! executing the share's `/init`, the same binary by the snapshot's key, whose read over
-//! virtio-fs and start would cost a third of a restored pod's start under emulation. The
-//! initramfs provides `/dev/console`, `/dev/port` (used only when `ioperm` fails:
-//! `pod_abi::snapshot_port`), `/dev/urandom` and an empty `/root`.
+//! over `/`, and executes the share's `/init` (guest-init again) with the arguments the host
+//! wrote into the share (`pod_abi::snapshot::INIT_ARGS_IN_STAGE1`), so the pod's own arguments
+//! never come from the snapshot's command line. The initramfs provides `/dev/console`,
+//! `/dev/port` (used only when `ioperm` fails: `pod_abi::snapshot_port`), `/dev/urandom` and
+//! an empty `/root`.
 
+use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 
@@ -28,15 +27,17 @@ const NEW_ROOT: &str = "/root";
 /// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
 
-/// Runs the stage: the snapshot point, then the switch to the pod's root. Returns the pod's
-/// guest-init arguments, or why the pod's root could not be reached.
-pub fn run() -> Result<Vec<String>, String> {
+/// Runs the stage; returns only the reason it could not hand over to the pod's init.
+pub fn run() -> String {
     match restore_point() {
         Ok(true) => crate::debug!("snapshot stage: restored"),
         Ok(false) => crate::debug!("snapshot stage: cold boot"),
         Err(e) => crate::info!("snapshot stage: {e}"),
     }
-    switch_root()
+    match switch_root() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
 }
 
 /// Asks for the snapshot; on a restore applies the fresh data. Whether this VM was restored.
@@ -94,9 +95,8 @@ fn parse_args(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Mounts the share, moves it over `/` and makes it this process's root; returns the
-/// arguments the host wrote for the pod's guest-init.
-fn switch_root() -> Result<Vec<String>, String> {
+/// Mounts the share, moves it over `/`, executes its `/init`.
+fn switch_root() -> Result<std::convert::Infallible, String> {
     let _ = std::fs::create_dir_all(NEW_ROOT);
     mount(
         Some(ROOT_TAG),
@@ -114,16 +114,20 @@ fn switch_root() -> Result<Vec<String>, String> {
             .map_err(|e| format!("{path}: {e}"))?;
     }
     let args = parse_args(&text);
-    if pod_abi::init::InitArgs::parse(&args).is_ok_and(|a| a.trace_phases) {
-        pod_abi::trace::enable();
-    }
-    pod_abi::trace::phase("guest-init", "snapshot-stage-root");
     nix::unistd::chdir(NEW_ROOT).map_err(|e| format!("chdir: {}", e.desc()))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| format!("move the root share over /: {}", e.desc()))?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {}", e.desc()))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir: {}", e.desc()))?;
-    Ok(args)
+    let argv: Vec<CString> = std::iter::once("/init".to_string())
+        .chain(args)
+        .map(|a| CString::new(a).map_err(|_| "an argument holds a NUL".to_string()))
+        .collect::<Result<_, _>>()?;
+    let init = c"/init";
+    match nix::unistd::execv(init, &argv) {
+        Ok(never) => match never {},
+        Err(e) => Err(format!("exec /init: {}", e.desc())),
+    }
 }
 
 #[cfg(test)]

@@ -193,10 +193,8 @@ fn guest_init_bin() -> std::path::PathBuf {
 fn guest_init_snapshot_stage_restores_then_switches_to_the_root_share() {
     // guest-init from an initramfs stops at the port before any root exists (the snapshot's
     // VM shares an empty directory); the restored VM shares another directory with an `/init`
-    // (the test init) and `rkt/init-args`: guest-init mounts it, moves it over `/` and goes on
-    // as the pod's guest-init with those arguments, through the restored virtio-fs transport,
-    // without running the share's `/init`. The share holds no plan, so it ends with its
-    // failure reason in the share's `rkt/failure` (the pod's root).
+    // (the test init) and `rkt/init-args`: guest-init mounts it, moves it over `/` and runs
+    // that init with those arguments, through the restored virtio-fs transport.
     let name = "guest_init_snapshot_stage_restores_then_switches_to_the_root_share";
     if !linux_kvm_or_skip(name) {
         return;
@@ -220,7 +218,7 @@ fn guest_init_snapshot_stage_restores_then_switches_to_the_root_share() {
     let init = pod.join("init");
     std::fs::write(&init, initramfs::TEST_INIT).expect("write init");
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::write(pod.join("rkt/init-args"), "--flavor=kvm\n").expect("args");
+    std::fs::write(pod.join("rkt/init-args"), "--from-the-share\n--second\n").expect("args");
 
     let snap = dir.path().join("snap");
     let run = |cfg: &VmConfig, share: &std::path::Path| {
@@ -253,11 +251,12 @@ fn guest_init_snapshot_stage_restores_then_switches_to_the_root_share() {
     cfg.snapshot = SnapshotMode::Restore(snap);
     let (outcome, text) = run(&cfg, &pod);
     assert_eq!(outcome, VmOutcome::Reset, "{text}");
-    assert!(!text.contains("RKT-TEST-INIT-MARKER"), "{text}");
-    let failure = std::fs::read_to_string(pod.join(pod_abi::paths::GUEST_FAILURE_IN_STAGE1))
-        .unwrap_or_else(|e| panic!("no failure file in the share ({e}):\n{text}"));
-    assert!(failure.contains("plan"), "{failure}\n{text}");
-    assert!(text.contains("[guest-init] fatal: plan file"), "{text}");
+    assert!(text.contains("RKT-TEST-INIT-MARKER"), "{text}");
+    assert!(
+        text.contains("INIT-ARGS=--from-the-share --second"),
+        "{text}"
+    );
+    assert!(text.contains("NCPUS=1"), "{text}");
 }
 
 #[test]

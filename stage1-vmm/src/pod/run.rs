@@ -203,20 +203,7 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
     phase("snapshot-prepared");
     let io = HostIo::open(args.interactive || plan.interactive)?;
-    let (mut vmm, kernel_tail) = match build_vm(&host, size, debug, &net, restore.as_deref()) {
-        // The snapshot is read (checksum, lengths) only here: a damaged entry boots cold.
-        Err(PodError::Vmm(crate::vmm::VmmError::Snapshot(why))) if restore.is_some() => {
-            if let Some(dir) = &restore {
-                eprintln!(
-                    "{PROG}: WARNING: snapshot {} is unusable ({why}); booting cold (remove it \
-                     to make it again)",
-                    dir.display()
-                );
-            }
-            build_vm(&host, size, debug, &net, None)?
-        }
-        r => r?,
-    };
+    let (mut vmm, kernel_tail) = build_vm(&host, size, debug, &net, restore.as_deref())?;
     phase("vm-built");
     let pod = jail_vmm(&cwd)?;
     phase("jailed");
@@ -399,9 +386,8 @@ impl HostIo {
 type KernelTail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
 
 /// Step 5: creates the VM (opens the pod's kernel and /dev/kvm), or with `restore` (the
-/// snapshot directory [`super::snapshot_start::prepare`] chose) restores it: the state is read
-/// and checked (checksum, lengths) and the memory file opened read-only and mapped private now,
-/// before the jail; a snapshot error here makes [`run`] warn and boot cold. COM1 is the kernel console
+/// snapshot directory [`super::snapshot_start::prepare`] chose and checked) restores it: the
+/// memory file is opened read-only and mapped private now, before the jail. COM1 is the kernel console
 /// (and guest-init's own messages): stderr, never the apps' stdout. The kernel is `quiet`, so
 /// it only speaks when something goes wrong; its lines are kept in the returned tail.
 fn build_vm(

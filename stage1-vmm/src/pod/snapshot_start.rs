@@ -86,6 +86,30 @@ fn guest_init_path(host: &PodPaths, kernel: &Path) -> PathBuf {
     })
 }
 
+/// Whether `dir` holds a snapshot a VM of `mem_mib` can restore: the state parses (checksum,
+/// lengths) and the memory file has the state's size.
+fn check(dir: &Path, mem_mib: u64) -> Result<(), String> {
+    let state = snapshot::read_state(dir).map_err(|e| e.to_string())?;
+    if state.mem_size != mem_mib << 20 {
+        return Err(format!(
+            "it holds {} MiB of memory, the pod has {mem_mib} MiB",
+            state.mem_size >> 20
+        ));
+    }
+    let mem = snapshot::open_memory(dir).map_err(|e| e.to_string())?;
+    let len = mem
+        .metadata()
+        .map_err(|e| format!("cannot stat the memory file: {e}"))?
+        .len();
+    if len != state.mem_size {
+        return Err(format!(
+            "the memory file is {len} bytes, the state says {}",
+            state.mem_size
+        ));
+    }
+    Ok(())
+}
+
 /// The last [`OUTPUT_TAIL`] bytes of `b`, as text.
 fn tail(b: &[u8]) -> String {
     let from = b.len().saturating_sub(OUTPUT_TAIL);
@@ -259,6 +283,14 @@ pub fn prepare(
         if made { "made" } else { "found" },
         dir.display()
     );
+    if let Err(why) = check(&dir, size.mem_mib) {
+        eprintln!(
+            "{PROG}: WARNING: snapshot {} is unusable ({why}); booting cold (remove it to make \
+             it again)",
+            dir.display()
+        );
+        return Ok(None);
+    }
     write_init_args(&host.stage1_rootfs(), init_args)
         .map_err(|e| PodError::Snapshot(e.to_string()))?;
     Ok(Some(dir))
@@ -357,6 +389,15 @@ mod tests {
             guest_init: "/img/init".into(),
             guest_init_id: "1:3:3:4.0:5.0".into(),
         }
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_by_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(check(dir.path(), 128).is_err());
+        std::fs::write(dir.path().join(snapshot::STATE_FILE), b"RKTSNAP\0junk").expect("write");
+        let e = check(dir.path(), 128).expect_err("refused");
+        assert!(e.contains("snapshot state"), "{e}");
     }
 
     #[test]
