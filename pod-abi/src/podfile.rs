@@ -10,7 +10,8 @@
 //!
 //! [`write_atomic`] is the one atomic write (temporary file, fsync, rename, fsync of the
 //! directory) used by the stage1 host sides and guest-init; [`write_atomic_unsynced`] is the
-//! same without the fsyncs, for files that do not outlive a boot.
+//! same without the fsyncs, for files that do not outlive a boot. [`flock`] is the one `flock(2)`
+//! wrapper (stage0's store and pods, the snapshot cache's entry locks).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -354,6 +355,38 @@ fn write_via_temp(path: &Path, data: &[u8], sync: bool) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// flock modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// LOCK_SH.
+    Shared,
+    /// LOCK_EX.
+    Exclusive,
+}
+
+/// Takes a flock on `f` (retried on EINTR); `wait = false` fails with `WouldBlock` instead of
+/// waiting.
+pub fn flock(f: &File, mode: LockMode, wait: bool) -> std::io::Result<()> {
+    let mut op = match mode {
+        LockMode::Shared => libc::LOCK_SH,
+        LockMode::Exclusive => libc::LOCK_EX,
+    };
+    if !wait {
+        op |= libc::LOCK_NB;
+    }
+    loop {
+        // SAFETY: flock on a valid open fd owned by `f`; the return value is checked.
+        let r = unsafe { libc::flock(f.as_raw_fd(), op) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -52,14 +52,9 @@ pub fn is_entry_id(name: &str) -> bool {
 /// `rkt gc` unlinks a lock file (holding it) after removing its entry, so a lock taken on a
 /// file no longer at the path is dropped and taken again on the path's new file.
 pub fn lock_entry(root: &Path, id: &str, wait: bool) -> std::io::Result<Option<std::fs::File>> {
-    use std::os::fd::AsRawFd;
+    use crate::podfile::{flock, LockMode};
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let path = root.join(format!("{id}{LOCK_SUFFIX}"));
-    let op = if wait {
-        libc::LOCK_EX
-    } else {
-        libc::LOCK_EX | libc::LOCK_NB
-    };
     loop {
         let f = std::fs::OpenOptions::new()
             .write(true)
@@ -68,14 +63,11 @@ pub fn lock_entry(root: &Path, id: &str, wait: bool) -> std::io::Result<Option<s
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)?;
-        // SAFETY: flock on a descriptor we own; the lock goes with it.
-        if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
-                _ => return Err(e),
-            }
+        // The lock goes with the file.
+        match flock(&f, LockMode::Exclusive, wait) {
+            Ok(()) => {}
+            Err(e) if !wait && e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
         }
         let held = f.metadata()?;
         match std::fs::symlink_metadata(&path) {

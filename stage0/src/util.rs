@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 /// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename, fsync of
@@ -34,36 +34,7 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// flock modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    /// LOCK_SH.
-    Shared,
-    /// LOCK_EX.
-    Exclusive,
-}
-
-/// Takes a flock on `f`; `wait = false` fails with `WouldBlock` instead of waiting.
-pub fn flock(f: &File, mode: LockMode, wait: bool) -> io::Result<()> {
-    let mut op = match mode {
-        LockMode::Shared => libc::LOCK_SH,
-        LockMode::Exclusive => libc::LOCK_EX,
-    };
-    if !wait {
-        op |= libc::LOCK_NB;
-    }
-    loop {
-        // SAFETY: flock on a valid open fd owned by `f`; the return value is checked.
-        let r = unsafe { libc::flock(f.as_raw_fd(), op) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
+pub use pod_abi::podfile::{flock, LockMode};
 
 /// `struct open_how` of openat2(2).
 #[repr(C)]
