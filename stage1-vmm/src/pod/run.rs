@@ -203,7 +203,7 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
     phase("snapshot-prepared");
     let io = HostIo::open(args.interactive || plan.interactive)?;
-    let (mut vmm, kernel_tail) = build_vm(&host, size, debug, &net, restore.as_deref())?;
+    let (mut vmm, kernel_tail) = build_vm(&host, size, debug, net, restore)?;
     phase("vm-built");
     let pod = jail_vmm(&cwd)?;
     phase("jailed");
@@ -394,16 +394,16 @@ fn build_vm(
     host: &PodPaths,
     size: sizing::VmSize,
     debug: bool,
-    net: &PodNet,
-    restore: Option<&Path>,
+    net: PodNet,
+    restore: Option<PathBuf>,
 ) -> Result<(Vmm, KernelTail), PodError> {
     let mut cfg = VmConfig::new(kernel_path(host));
     cfg.cmdline = pod_cmdline(debug, net.metadata_url.as_deref());
-    cfg.net = net.cards.clone();
+    cfg.net = net.cards;
     cfg.mem_mib = size.mem_mib;
     cfg.cpus = size.cpus;
     if let Some(dir) = restore {
-        cfg.snapshot = crate::snapshot::SnapshotMode::Restore(dir.to_path_buf());
+        cfg.snapshot = crate::snapshot::SnapshotMode::Restore(dir);
     }
     let kernel_tail: KernelTail = std::sync::Arc::new(std::sync::Mutex::new(
         std::collections::VecDeque::with_capacity(KERNEL_TAIL_LINES),
