@@ -14,11 +14,11 @@
 //! stage1 root (`rkt/init-args`); the pod's VM restores it with its real devices, in the same
 //! order ([`super::run::add_pod_devices`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use pod_abi::child::{self, Bounded, Caps, ChildError};
 use pod_abi::paths::PodPaths;
 use pod_abi::plan::Plan;
 use pod_abi::snapshot::{Source, CACHE_IN_DATA_DIR, SOURCE_FILE};
@@ -47,7 +47,10 @@ const WORK_DIR: &str = ".work";
 const MAKE_CHILD_LIMIT_SECS: u64 = MAKE_TIMEOUT_SECS + 60;
 /// How often the parent looks whether the maker child ended (ms).
 const MAKE_POLL_MS: u64 = 20;
-/// Bytes of the maker's output kept for an error message.
+/// Bytes of the maker's stdout (the guest's console: a kernel boot log is ~30 KiB) and of its
+/// stderr kept; more is dropped.
+const MAKE_OUTPUT_MAX: usize = 1 << 20;
+/// Bytes of the maker's output shown in an error message (the end of what was kept).
 const OUTPUT_TAIL: usize = 4096;
 
 /// The snapshot cache of the pod in `pod_dir`: `<data dir>/cache/snapshots` when the pod
@@ -141,59 +144,26 @@ where
         .map_err(|e| e.to_string())
 }
 
-/// Runs `cmd` (stdin from /dev/null) and collects its output; kills it (SIGKILL) after
-/// `limit`. The error says why it could not run or that it was killed, with its output's tail.
-fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
-    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) if start.elapsed() >= limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("killed after {} s", limit.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(MAKE_POLL_MS)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("cannot wait for it: {e}"));
-            }
-        }
+/// Runs `cmd` (stdin from /dev/null) and collects its output ([`MAKE_OUTPUT_MAX`] bytes of
+/// each stream); kills it (SIGKILL) after `limit`. The error says why it could not run or that
+/// it was killed, with its output's tail.
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<Bounded, String> {
+    let caps = Caps {
+        stdout: MAKE_OUTPUT_MAX,
+        stderr: MAKE_OUTPUT_MAX,
     };
-    let (stdout, stderr) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    match status {
-        Ok(status) => Ok(Output {
-            status,
-            stdout,
-            stderr,
-        }),
-        Err(why) => Err(format!(
-            "{:?} {why}: {} {}",
-            cmd.get_program(),
-            tail(&stdout),
-            tail(&stderr)
-        )),
-    }
+    let poll = Duration::from_millis(MAKE_POLL_MS);
+    child::run_bounded(cmd, b"", limit, caps, poll).map_err(|e| match &e {
+        ChildError::Spawn { .. } => e.to_string(),
+        ChildError::TimedOut { stdout, stderr, .. } | ChildError::Wait { stdout, stderr, .. } => {
+            format!(
+                "{:?} {e}: {} {}",
+                cmd.get_program(),
+                tail(stdout),
+                tail(stderr)
+            )
+        }
+    })
 }
 
 /// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]), killed after
@@ -451,7 +421,7 @@ mod tests {
 
     #[test]
     fn a_stuck_maker_is_killed_at_its_limit() {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let e = output_within(
             Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
             Duration::from_millis(300),
