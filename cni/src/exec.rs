@@ -1,11 +1,11 @@
 //! Finding and executing CNI plugins by the CNI spec: the `CNI_*` environment, the config on
 //! stdin, bounded stdout/stderr, a timeout, and the spec's error object on failure.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use pod_abi::child::{self, Bounded, Caps, ChildError};
 
 use crate::CniError;
 
@@ -18,6 +18,8 @@ pub const STDOUT_MAX: usize = 1 << 20;
 pub const STDERR_MAX: usize = 16 << 10;
 /// Default time a plugin may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a running plugin is looked at (whether it ended).
+const POLL: Duration = Duration::from_millis(2);
 /// `PATH` of plugins (they run `iptables`, `ip`, ...).
 const PLUGIN_PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -110,30 +112,6 @@ pub struct Invocation<'a> {
     pub timeout: Duration,
 }
 
-/// Reads up to `cap` bytes from `r`, then drains (and drops) the rest; reports whether more
-/// than `cap` came.
-fn read_bounded(mut r: impl Read, cap: usize) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut over = false;
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let chunk = buf.get(..n).unwrap_or_default();
-                let room = cap.saturating_sub(out.len());
-                if chunk.len() > room {
-                    over = true;
-                }
-                out.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    (out, over)
-}
-
 /// The spec's error object.
 #[derive(Debug, serde::Deserialize)]
 struct ErrorObject {
@@ -146,7 +124,9 @@ struct ErrorObject {
 }
 
 /// Runs one plugin; returns its stdout on success (exit 0). A non-zero exit becomes
-/// [`CniError::Plugin`] with the spec's error object (or stderr) in the message.
+/// [`CniError::Plugin`] with the spec's error object (or stderr) in the message. No thread of
+/// the call outlives it ([`child::run_bounded`]) but one blocked on a pipe that a daemon the
+/// plugin left behind holds (stage1-ns forks after it).
 pub fn invoke(inv: &Invocation<'_>) -> Result<Vec<u8>, CniError> {
     let fail = |what: String| CniError::Plugin {
         network: inv.network.to_string(),
@@ -154,79 +134,42 @@ pub fn invoke(inv: &Invocation<'_>) -> Result<Vec<u8>, CniError> {
         command: inv.command.as_str(),
         msg: what,
     };
-    let mut child = Command::new(inv.path)
-        .env_clear()
-        .env("PATH", PLUGIN_PATH_ENV)
-        .env("CNI_COMMAND", inv.command.as_str())
-        .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns)
-        .env("CNI_IFNAME", inv.ifname)
-        .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", inv.cni_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .current_dir("/")
-        .spawn()
-        .map_err(|e| fail(format!("cannot execute {}: {e}", inv.path.display())))?;
-    // Readers and the writer are joined once they are done, so that no thread of ours outlives
-    // the call (stage1-ns forks after this); one still blocked after the grace period (a daemon
-    // the plugin left behind holds a pipe) is left to end with that daemon.
-    let (otx, orx) = mpsc::channel();
-    let (etx, erx) = mpsc::channel();
-    let (itx, irx) = mpsc::channel();
-    let out_t = child.stdout.take().map(|o| {
-        std::thread::spawn(move || {
-            let _ = otx.send(read_bounded(o, STDOUT_MAX));
-        })
-    });
-    let err_t = child.stderr.take().map(|e| {
-        std::thread::spawn(move || {
-            let _ = etx.send(read_bounded(e, STDERR_MAX));
-        })
-    });
-    let in_t = child.stdin.take().map(|mut i| {
-        let data = inv.stdin.to_vec();
-        std::thread::spawn(move || {
-            let _ = i.write_all(&data);
-            drop(i);
-            let _ = itx.send(());
-        })
-    });
-    let deadline = Instant::now() + inv.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("timed out after {} s", inv.timeout.as_secs_f32()));
+    let run = child::run_bounded(
+        Command::new(inv.path)
+            .env_clear()
+            .env("PATH", PLUGIN_PATH_ENV)
+            .env("CNI_COMMAND", inv.command.as_str())
+            .env("CNI_CONTAINERID", inv.container_id)
+            .env("CNI_NETNS", inv.netns)
+            .env("CNI_IFNAME", inv.ifname)
+            .env("CNI_ARGS", inv.args)
+            .env("CNI_PATH", inv.cni_path)
+            .current_dir("/"),
+        inv.stdin,
+        inv.timeout,
+        Caps {
+            stdout: STDOUT_MAX,
+            stderr: STDERR_MAX,
+        },
+        POLL,
+    );
+    let Bounded {
+        status,
+        stdout: out,
+        stderr: err,
+        stdout_over: out_over,
+        ..
+    } = run.map_err(|e| {
+        fail(match e {
+            ChildError::Spawn { source, .. } => {
+                format!("cannot execute {}: {source}", inv.path.display())
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("wait: {e}"));
+            ChildError::TimedOut { limit, .. } => {
+                format!("timed out after {} s", limit.as_secs_f32())
             }
-        }
-    };
-    let grace_end = Instant::now() + Duration::from_secs(2);
-    let left = || grace_end.saturating_duration_since(Instant::now());
-    let out = orx.recv_timeout(left()).ok();
-    let err = erx.recv_timeout(left()).ok();
-    let wrote = irx.recv_timeout(left()).is_ok();
-    for (done, t) in [
-        (out.is_some(), out_t),
-        (err.is_some(), err_t),
-        (wrote, in_t),
-    ] {
-        if let (true, Some(t)) = (done, t) {
-            let _ = t.join();
-        }
-    }
-    let status = status.map_err(fail)?;
-    let (out, out_over) = out.unwrap_or_default();
-    let (err, _) = err.unwrap_or_default();
+            ChildError::Wait { source, .. } => format!("wait: {source}"),
+        })
+    })?;
     if out_over {
         return Err(fail(format!(
             "output larger than {STDOUT_MAX} bytes (exit status {status})"
@@ -259,6 +202,7 @@ pub fn invoke(inv: &Invocation<'_>) -> Result<Vec<u8>, CniError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
 
     fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);

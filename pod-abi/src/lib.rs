@@ -1,9 +1,11 @@
 //! The contract between stage0 (`rkt`), the stage1 flavors (`stage1-ns`, `stage1-vmm`) and
 //! guest-init: pod directory layout, stage1 entrypoint argv, the launch plan guest-init reads,
 //! guest-init's arguments and control channel, status files and exit codes. Serde types and
-//! pure functions, plus the one way the host reads files a pod can write ([`podfile`]).
+//! pure functions, plus the one way the host reads files a pod can write ([`podfile`]) and the
+//! one way it runs a helper process with a deadline and capped output ([`child`]).
 #![deny(missing_docs)]
 
+pub mod child;
 pub mod control;
 pub mod exec;
 pub mod exit;

@@ -2,7 +2,7 @@
 //! the snapshot (a child stage1-vmm with no pod), later pods of the same shape restore it; both
 //! run their app and exit with its status; a pod without the flag boots cold; a pod's app can
 //! neither see nor change the snapshot's files; a tampered cache entry means a cold boot with a
-//! warning.
+//! warning, and is removed so that the next pod makes it afresh.
 //!
 //! Snapshot pods need one vCPU and no network cards: every pod here runs with `--net=none` and
 //! `--cpu=1`. Each test gives its app a different `--memory`, so that each has its own cache
@@ -253,16 +253,18 @@ fn kvm_snapshot_tampered_cache_entry_boots_cold() {
         stdout(&o)
     );
     assert!(
-        err.contains("is unusable") && err.contains("booting cold"),
+        err.contains("is unusable") && err.contains("booting cold") && err.contains("removed it"),
         "{err}"
     );
+    // The damaged entry is gone: the next pod makes it afresh, in the same place.
+    assert!(std::fs::symlink_metadata(&made[0]).is_err(), "{err}");
+    let (o, _) = run_pod(&e, true, &img, "80Mi", &["--exit", "6"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("--kvm-snapshot: made snapshot"), "{err}");
+    assert!(made[0].join("state").is_file(), "{err}");
 
     // A truncated memory file too.
-    std::fs::write(&state, {
-        b[mid] ^= 0x5a;
-        &b
-    })
-    .unwrap();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(made[0].join("memory"))
@@ -271,7 +273,11 @@ fn kvm_snapshot_tampered_cache_entry_boots_cold() {
     let (o, _) = run_pod(&e, true, &img, "80Mi", &["--exit", "6"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(6), "{err}");
-    assert!(err.contains("is unusable"), "{err}");
+    assert!(
+        err.contains("is unusable") && err.contains("removed it"),
+        "{err}"
+    );
+    assert!(std::fs::symlink_metadata(&made[0]).is_err(), "{err}");
 }
 
 #[test]

@@ -10,15 +10,15 @@
 //! initramfs (the stage1 image's guest-init) in the pod's device layout with empty backends (an
 //! empty private share, consoles to nothing, a private vsock directory) and saves the VM when
 //! guest-init asks. Then [`prepare`] checks the snapshot (state checksum, memory file size: a
-//! damaged entry means a cold boot with a warning) and writes guest-init's arguments into the
-//! stage1 root (`rkt/init-args`); the pod's VM restores it with its real devices, in the same
-//! order ([`super::run::add_pod_devices`]).
+//! damaged entry means a cold boot with a warning, and one found in the cache is removed) and
+//! writes guest-init's arguments into the stage1 root (`rkt/init-args`); the pod's VM restores
+//! it with its real devices, in the same order ([`super::run::add_pod_devices`]).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use pod_abi::child::{self, Bounded, Caps, ChildError};
 use pod_abi::paths::PodPaths;
 use pod_abi::plan::Plan;
 use pod_abi::snapshot::{Source, CACHE_IN_DATA_DIR, SOURCE_FILE};
@@ -28,7 +28,7 @@ use super::{sizing, PodError, PROG};
 use crate::device_manager::SerialBackend;
 use crate::devices::virtio::fs::{Fs, FsConfig};
 use crate::devices::virtio::vsock::{Vsock, VsockConfig};
-use crate::snapshot::cache::{Cache, SnapshotKey, DEFAULT_ROOT};
+use crate::snapshot::cache::{Cache, Removal, SnapshotKey, DEFAULT_ROOT};
 use crate::snapshot::pod::{decide, write_init_args, PodShape, Start};
 use crate::snapshot::{self, SnapshotMode};
 use crate::vmm::{VmConfig, VmOutcome, Vmm};
@@ -47,7 +47,10 @@ const WORK_DIR: &str = ".work";
 const MAKE_CHILD_LIMIT_SECS: u64 = MAKE_TIMEOUT_SECS + 60;
 /// How often the parent looks whether the maker child ended (ms).
 const MAKE_POLL_MS: u64 = 20;
-/// Bytes of the maker's output kept for an error message.
+/// Bytes of the maker's stdout (the guest's console: a kernel boot log is ~30 KiB) and of its
+/// stderr kept; more is dropped.
+const MAKE_OUTPUT_MAX: usize = 1 << 20;
+/// Bytes of the maker's output shown in an error message (the end of what was kept).
 const OUTPUT_TAIL: usize = 4096;
 
 /// The snapshot cache of the pod in `pod_dir`: `<data dir>/cache/snapshots` when the pod
@@ -141,59 +144,39 @@ where
         .map_err(|e| e.to_string())
 }
 
-/// Runs `cmd` (stdin from /dev/null) and collects its output; kills it (SIGKILL) after
-/// `limit`. The error says why it could not run or that it was killed, with its output's tail.
-fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
-    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
+/// Removes the entry of `key` from `cache` if [`check`] still refuses it under the key's lock
+/// ([`Cache::remove_if`]: a held lock leaves it); says what became of it, for the warning.
+fn remove_damaged(cache: &Cache, key: &SnapshotKey, mem_mib: u64) -> String {
+    match cache.remove_if(key, |dir| check(dir, mem_mib).is_err()) {
+        Ok(Removal::Removed) => "removed it: the next pod makes it again".into(),
+        Ok(Removal::Kept) => "it was made afresh meanwhile".into(),
+        Ok(Removal::Busy) => "left it: its lock is held".into(),
+        Ok(Removal::Absent) => "it is gone already".into(),
+        Ok(Removal::NotADirectory) => "left it: not a directory; remove it by hand".into(),
+        Err(e) => format!("{e}; remove it to make it again"),
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
-    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
-    let start = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) if start.elapsed() >= limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("killed after {} s", limit.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(MAKE_POLL_MS)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("cannot wait for it: {e}"));
-            }
-        }
+}
+
+/// Runs `cmd` (stdin from /dev/null) and collects its output ([`MAKE_OUTPUT_MAX`] bytes of
+/// each stream); kills it (SIGKILL) after `limit`. The error says why it could not run or that
+/// it was killed, with its output's tail.
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<Bounded, String> {
+    let caps = Caps {
+        stdout: MAKE_OUTPUT_MAX,
+        stderr: MAKE_OUTPUT_MAX,
     };
-    let (stdout, stderr) = (
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    );
-    match status {
-        Ok(status) => Ok(Output {
-            status,
-            stdout,
-            stderr,
-        }),
-        Err(why) => Err(format!(
-            "{:?} {why}: {} {}",
-            cmd.get_program(),
-            tail(&stdout),
-            tail(&stderr)
-        )),
-    }
+    let poll = Duration::from_millis(MAKE_POLL_MS);
+    child::run_bounded(cmd, b"", limit, caps, poll).map_err(|e| match &e {
+        ChildError::Spawn { .. } => e.to_string(),
+        ChildError::TimedOut { stdout, stderr, .. } | ChildError::Wait { stdout, stderr, .. } => {
+            format!(
+                "{:?} {e}: {} {}",
+                cmd.get_program(),
+                tail(stdout),
+                tail(stderr)
+            )
+        }
+    })
 }
 
 /// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]), killed after
@@ -284,9 +267,15 @@ pub fn prepare(
         dir.display()
     );
     if let Err(why) = check(&dir, size.mem_mib) {
+        // A damaged entry found in the cache goes, so the next pod makes it afresh; one just
+        // made stays (making it again for every pod would not mend it).
+        let fate = if made {
+            "remove it to make it again".to_string()
+        } else {
+            remove_damaged(&cache, &key, size.mem_mib)
+        };
         eprintln!(
-            "{PROG}: WARNING: snapshot {} is unusable ({why}); booting cold (remove it to make \
-             it again)",
+            "{PROG}: WARNING: snapshot {} is unusable ({why}); booting cold ({fate})",
             dir.display()
         );
         return Ok(None);
@@ -449,9 +438,78 @@ mod tests {
         assert_eq!(cache.lookup(&k), None);
     }
 
+    /// A maker of a sound snapshot of `mem_mib` MiB (a default state, a sparse memory file),
+    /// counting its calls.
+    fn sound_maker(
+        mem_mib: u64,
+        calls: &std::cell::Cell<u32>,
+    ) -> impl FnOnce(&Path) -> Result<(), String> + '_ {
+        move |out| {
+            calls.set(calls.get() + 1);
+            let state = snapshot::SnapshotState {
+                mem_size: mem_mib << 20,
+                vcpus: vec![Default::default()],
+                ..Default::default()
+            };
+            let mem = std::fs::File::create(out.join(snapshot::MEMORY_FILE))
+                .map_err(|e| e.to_string())?;
+            mem.set_len(mem_mib << 20).map_err(|e| e.to_string())?;
+            std::fs::write(out.join(snapshot::STATE_FILE), state.encode())
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    #[test]
+    fn a_damaged_entry_found_in_the_cache_is_removed_and_made_again() {
+        type Damage = fn(&Path);
+        let truncate_memory: Damage = |d| {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join(snapshot::MEMORY_FILE))
+                .expect("open");
+            f.set_len(4096).expect("truncate");
+        };
+        let flip_a_state_byte: Damage = |d| {
+            let p = d.join(snapshot::STATE_FILE);
+            let mut b = std::fs::read(&p).expect("read");
+            let mid = b.len() / 2;
+            b[mid] ^= 0x5a;
+            std::fs::write(&p, b).expect("write");
+        };
+        for damage in [truncate_memory, flip_a_state_byte] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let cache = Cache::open(root.path().join("s")).expect("opens");
+            let calls = std::cell::Cell::new(0);
+            let (d, made) = get_or_make_entry(&cache, &key(), &source(), sound_maker(32, &calls))
+                .expect("makes");
+            assert!(made && check(&d, 32).is_ok());
+            damage(&d);
+            let (found, made) =
+                get_or_make_entry(&cache, &key(), &source(), sound_maker(32, &calls))
+                    .expect("finds");
+            assert!(!made && found == d && calls.get() == 1);
+            assert!(check(&found, 32).is_err());
+            let fate = remove_damaged(&cache, &key(), 32);
+            assert!(fate.contains("removed"), "{fate}");
+            assert!(
+                std::fs::symlink_metadata(&d).is_err(),
+                "{} is left",
+                d.display()
+            );
+            let (again, made) =
+                get_or_make_entry(&cache, &key(), &source(), sound_maker(32, &calls))
+                    .expect("makes");
+            assert!(made && again == d && calls.get() == 2);
+            assert!(check(&again, 32).is_ok());
+            // A sound entry is not removed.
+            assert!(remove_damaged(&cache, &key(), 32).contains("afresh"));
+            assert!(check(&again, 32).is_ok());
+        }
+    }
+
     #[test]
     fn a_stuck_maker_is_killed_at_its_limit() {
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let e = output_within(
             Command::new("sh").args(["-c", "echo started; exec sleep 30"]),
             Duration::from_millis(300),

@@ -3,7 +3,8 @@
 //! directory must be a real directory owned by this user and writable by nobody else), and is
 //! filled under an exclusive `flock` per key: the snapshot is made into `<id>.tmp`, then renamed
 //! to `<id>`, so a reader sees a complete snapshot or none. Getting an entry marks it used;
-//! `rkt gc` removes stale entries under the same lock (names and lock: `pod_abi::snapshot`).
+//! `rkt gc` removes stale entries under the same lock (names and lock: `pod_abi::snapshot`), as
+//! does a pod that found its entry damaged ([`Cache::remove_if`]).
 //!
 //! A key names everything a snapshot depends on (the stage1 image, the kernel, memory size,
 //! vCPUs, the device layout: whatever the caller sets); its id is the SHA-256 of the parts,
@@ -72,6 +73,21 @@ impl SnapshotKey {
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// What [`Cache::remove_if`] did with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// It was judged under the key's lock and removed.
+    Removed,
+    /// Judged under the key's lock, it was found sound (made afresh meanwhile): kept.
+    Kept,
+    /// Another process holds the key's lock (making or removing the entry): left alone.
+    Busy,
+    /// There was no entry.
+    Absent,
+    /// The entry's path is not a real directory (a symlink, a file): left alone.
+    NotADirectory,
 }
 
 /// An open cache.
@@ -176,6 +192,38 @@ impl Cache {
         drop(lock);
         Ok((dir, true))
     }
+
+    /// Removes the entry of `key` if `damaged(its directory)` says so, judged and removed under
+    /// the key's lock taken without waiting (a held lock leaves the entry: another process is
+    /// making or removing it), so that the next [`Cache::get_or_make`] makes it afresh. Only a
+    /// real directory is removed (checked with `lstat`; `remove_dir_all` follows no symlink
+    /// inside it either), and nothing outside the cache root.
+    pub fn remove_if<F>(&self, key: &SnapshotKey, damaged: F) -> Result<Removal, CacheError>
+    where
+        F: FnOnce(&Path) -> bool,
+    {
+        let id = key.id();
+        let _lock = match lock_entry(&self.root, &id, false) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(Removal::Busy),
+            Err(e) => {
+                let path = self.root.join(format!("{id}{LOCK_SUFFIX}"));
+                return Err(io("cannot lock", &path)(e));
+            }
+        };
+        let dir = self.root.join(&id);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Ok(Removal::NotADirectory),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Removal::Absent),
+            Err(e) => return Err(io("cannot stat", &dir)(e)),
+        }
+        if !damaged(&dir) {
+            return Ok(Removal::Kept);
+        }
+        fs::remove_dir_all(&dir).map_err(io("cannot remove", &dir))?;
+        Ok(Removal::Removed)
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +323,45 @@ mod tests {
         let m = fs::metadata(&again).expect("stat");
         assert!(pod_abi::snapshot::last_used(&m).expect("mtime") > old);
         assert!(DEFAULT_ROOT.ends_with(pod_abi::snapshot::CACHE_IN_DATA_DIR));
+    }
+
+    #[test]
+    fn remove_if_takes_only_a_damaged_real_directory_under_a_free_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Cache::open(dir.path().join("s")).expect("opens");
+        let write = |d: &Path| fs::write(d.join(STATE_FILE), b"s").map_err(|e| e.to_string());
+        assert_eq!(
+            c.remove_if(&key(8), |_| true).expect("runs"),
+            Removal::Absent
+        );
+        let (d, _) = c.get_or_make(&key(8), write).expect("makes");
+        assert_eq!(
+            c.remove_if(&key(8), |_| false).expect("runs"),
+            Removal::Kept
+        );
+        assert!(complete(&d));
+        // Held by another maker or remover: left alone, without waiting.
+        let held = lock_entry(&c.root, &key(8).id(), false)
+            .expect("locks")
+            .expect("free");
+        assert_eq!(c.remove_if(&key(8), |_| true).expect("runs"), Removal::Busy);
+        assert!(complete(&d));
+        drop(held);
+        assert_eq!(
+            c.remove_if(&key(8), |_| true).expect("runs"),
+            Removal::Removed
+        );
+        assert!(fs::symlink_metadata(&d).is_err());
+        // A symlink in an entry's place is not followed.
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        fs::write(outside.join(STATE_FILE), b"s").expect("write");
+        std::os::unix::fs::symlink(&outside, &d).expect("symlink");
+        assert_eq!(
+            c.remove_if(&key(8), |_| true).expect("runs"),
+            Removal::NotADirectory
+        );
+        assert!(outside.join(STATE_FILE).is_file());
     }
 
     #[test]
