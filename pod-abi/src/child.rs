@@ -284,14 +284,17 @@ mod tests {
         c
     }
 
+    /// `sh -c script` through [`run_bounded`] with [`CAPS`] and [`POLL`].
+    fn run_sh(script: &str, stdin: &[u8], limit: Duration) -> Result<Bounded, ChildError> {
+        run_bounded(&mut sh(script), stdin, limit, CAPS, POLL)
+    }
+
     #[test]
     fn status_and_output() {
-        let b = run_bounded(
-            &mut sh("echo out; echo err >&2; exit 3"),
+        let b = run_sh(
+            "echo out; echo err >&2; exit 3",
             b"",
             Duration::from_secs(30),
-            CAPS,
-            POLL,
         )
         .unwrap();
         assert_eq!(b.status.code(), Some(3));
@@ -304,23 +307,9 @@ mod tests {
 
     #[test]
     fn stdin_is_delivered_and_empty_stdin_is_dev_null() {
-        let b = run_bounded(
-            &mut sh("cat; echo done"),
-            b"config\n",
-            Duration::from_secs(30),
-            CAPS,
-            POLL,
-        )
-        .unwrap();
+        let b = run_sh("cat; echo done", b"config\n", Duration::from_secs(30)).unwrap();
         assert_eq!(b.stdout, b"config\ndone\n");
-        let b = run_bounded(
-            &mut sh("readlink /proc/self/fd/0"),
-            b"",
-            Duration::from_secs(30),
-            CAPS,
-            POLL,
-        )
-        .unwrap();
+        let b = run_sh("readlink /proc/self/fd/0", b"", Duration::from_secs(30)).unwrap();
         assert_eq!(b.stdout, b"/dev/null\n");
     }
 
@@ -353,14 +342,7 @@ mod tests {
             e => panic!("{e}"),
         }
         let start = Instant::now();
-        let e = run_bounded(
-            &mut sh("exec sleep 30"),
-            b"",
-            Duration::from_millis(300),
-            CAPS,
-            POLL,
-        )
-        .unwrap_err();
+        let e = run_sh("exec sleep 30", b"", Duration::from_millis(300)).unwrap_err();
         assert!(start.elapsed() < Duration::from_millis(1300));
         assert_eq!(e.to_string(), "killed after 0.3 s");
     }
@@ -389,14 +371,7 @@ mod tests {
     #[test]
     fn a_daemon_holding_the_pipes_is_not_waited_for() {
         let start = Instant::now();
-        let b = run_bounded(
-            &mut sh("sleep 30 & echo hi"),
-            b"x",
-            Duration::from_secs(30),
-            CAPS,
-            POLL,
-        )
-        .unwrap();
+        let b = run_sh("sleep 30 & echo hi", b"x", Duration::from_secs(30)).unwrap();
         assert!(start.elapsed() < PIPE_GRACE + Duration::from_secs(1));
         assert!(b.status.success());
         assert_eq!(b.stdout, b"hi\n");
