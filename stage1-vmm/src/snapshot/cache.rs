@@ -152,13 +152,8 @@ impl Cache {
             return Ok((dir, false));
         }
         let id = key.id();
-        let lock = match lock_entry(&self.root, &id, true) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(CacheError::Make("the key's lock was not taken".into())),
-            Err(e) => {
-                let path = self.root.join(format!("{id}{LOCK_SUFFIX}"));
-                return Err(io("cannot lock", &path)(e));
-            }
+        let Some(lock) = self.lock(&id, true)? else {
+            return Err(CacheError::Make("the key's lock was not taken".into()));
         };
         let dir = self.root.join(&id);
         if complete(&dir) {
@@ -193,6 +188,14 @@ impl Cache {
         Ok((dir, true))
     }
 
+    /// The lock of entry `id` ([`lock_entry`]), waited for when `wait`; `None`: held by another.
+    fn lock(&self, id: &str, wait: bool) -> Result<Option<fs::File>, CacheError> {
+        lock_entry(&self.root, id, wait).map_err(|e| {
+            let path = self.root.join(format!("{id}{LOCK_SUFFIX}"));
+            io("cannot lock", &path)(e)
+        })
+    }
+
     /// Removes the entry of `key` if `damaged(its directory)` says so, judged and removed under
     /// the key's lock taken without waiting (a held lock leaves the entry: another process is
     /// making or removing it), so that the next [`Cache::get_or_make`] makes it afresh. Only a
@@ -203,13 +206,8 @@ impl Cache {
         F: FnOnce(&Path) -> bool,
     {
         let id = key.id();
-        let _lock = match lock_entry(&self.root, &id, false) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(Removal::Busy),
-            Err(e) => {
-                let path = self.root.join(format!("{id}{LOCK_SUFFIX}"));
-                return Err(io("cannot lock", &path)(e));
-            }
+        let Some(_lock) = self.lock(&id, false)? else {
+            return Ok(Removal::Busy);
         };
         let dir = self.root.join(&id);
         match fs::symlink_metadata(&dir) {
