@@ -400,6 +400,7 @@ fn finish(flavor: Flavor, code: i32) -> ! {
     if flavor == Flavor::Kvm || !POD_SYNCED.load(std::sync::atomic::Ordering::Relaxed) {
         nix::unistd::sync();
     }
+    pod_abi::trace::phase("guest-init", "synced");
     if flavor == Flavor::Kvm {
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
         info!("reboot failed");

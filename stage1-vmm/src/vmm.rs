@@ -567,6 +567,7 @@ impl Vmm {
         let setup = started.duration_since(self.created);
         let mut outcome = self.event_loop(&ends);
         let ended = Instant::now();
+        pod_abi::trace::phase("stage1-vmm", "guest-stopped");
         stop_vcpus(&stop, threads, ended);
         if outcome == VmOutcome::Snapshot {
             let vcpu = lock(&saved).take();
