@@ -1,14 +1,18 @@
-//! Loading an ELF vmlinux: each PT_LOAD segment's whole pages are mapped from the file into
-//! guest RAM (private, copy-on-write, prefaulted from the page cache with MAP_POPULATE), so VMs
-//! share the kernel's pages through the page cache and setup skips allocating and copying
-//! 11 MiB: under nested KVM setup went from 0.6-1.4 s to 0.15-0.35 s and the whole boot from
-//! 3.15 s to about 2.2 s (docs/vmm.md). Partial pages are copied; BSS stays the fresh mapping's
-//! zeros. `RKT_VMM_MMAP=0` copies everything instead (one read per segment). The PVH entry
-//! comes from the `XEN_ELFNOTE_PHYS32_ENTRY` note.
+//! Loading an ELF vmlinux: each PT_LOAD segment is read into guest RAM (one read per
+//! segment); BSS stays the fresh mapping's zeros. The PVH entry comes from the
+//! `XEN_ELFNOTE_PHYS32_ENTRY` note.
+//!
+//! `RKT_VMM_MMAP=1` maps each segment's whole pages from the file instead (private,
+//! copy-on-write, prefaulted from the page cache with MAP_POPULATE) and copies only the partial
+//! pages: VMs then share the kernel's pages through the page cache and setup skips the copy.
+//! That was the default until guest RAM got transparent huge pages (`crate::memory`): the
+//! mapped pages are 4 KiB file pages inside the huge-page RAM, and under nested KVM each first
+//! touch of one costs an exit, so a quiet boot's guest time went from ~1.0 s (copied into huge
+//! pages) to 3-4 s (mapped; docs/vmm.md, "Huge pages").
 //!
 //! The caller must pass fresh (all-zero, untouched) guest memory: mapped pages replace whatever
-//! was there. The kernel file should be replaced by rename, not rewritten in place, while a VM
-//! runs (MAP_PRIVATE leaves untouched pages backed by the file).
+//! was there. When mapping, the kernel file should be replaced by rename, not rewritten in
+//! place, while a VM runs (MAP_PRIVATE leaves untouched pages backed by the file).
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -23,12 +27,12 @@ use crate::memory::HIMEM_START;
 
 /// Page size (bytes).
 const PAGE: u64 = 4096;
-/// Set to `0` to copy the kernel and initramfs into guest RAM instead of mapping them.
+/// Set to `1` to map the kernel and initramfs into guest RAM instead of copying them.
 pub const MMAP_ENV: &str = "RKT_VMM_MMAP";
 
-/// Whether to map files into guest RAM (the default; [`MMAP_ENV`]=0 turns it off).
+/// Whether to map files into guest RAM ([`MMAP_ENV`]=1; copying is the default).
 fn mmap_enabled() -> bool {
-    std::env::var_os(MMAP_ENV).is_none_or(|v| v != "0")
+    std::env::var_os(MMAP_ENV).is_some_and(|v| v == "1")
 }
 /// ELF program header type: loadable segment.
 const PT_LOAD: u32 = 1;
@@ -170,9 +174,9 @@ fn load_segment(mem: &GuestMem, f: &File, p: &Phdr) -> Result<(), BootError> {
 }
 
 /// Puts `len` bytes of `f` from `offset` at guest `addr` (which must be fresh, zero RAM inside
-/// one region): whole pages are mapped from the file when offset and address agree modulo the
-/// page size and only the partial pages are copied; with `RKT_VMM_MMAP=0` (or when the file
-/// cannot be mapped) everything is read straight into guest memory.
+/// one region): read straight into guest memory; with `RKT_VMM_MMAP=1`, whole pages are mapped
+/// from the file when offset and address agree modulo the page size (and the file can be
+/// mapped) and only the partial pages are copied.
 pub fn map_file(
     mem: &GuestMem,
     f: &File,
