@@ -73,7 +73,7 @@ pub const MIN_MEM_SIZE: u64 = 16 * MIB;
 /// Largest guest RAM we accept (bytes).
 pub const MAX_MEM_SIZE: u64 = 256 * GIB;
 /// Alignment of guest RAM in the VMM's address space (bytes, 2 MiB: an x86 huge page).
-pub const RAM_ALIGN: usize = 2 << 20;
+const RAM_ALIGN: usize = 2 << 20;
 
 /// Errors creating guest memory.
 #[derive(Debug, Error)]
