@@ -74,6 +74,10 @@ pub const MIN_MEM_SIZE: u64 = 16 * MIB;
 pub const MAX_MEM_SIZE: u64 = 256 * GIB;
 /// Alignment of guest RAM in the VMM's address space (bytes, 2 MiB: an x86 huge page).
 const RAM_ALIGN: usize = 2 << 20;
+/// Protection of the guest RAM mappings.
+const RAM_PROT: i32 = libc::PROT_READ | libc::PROT_WRITE;
+/// Flags of the guest RAM mappings: private, anonymous, no swap reservation.
+const RAM_FLAGS: i32 = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
 
 /// Errors creating guest memory.
 #[derive(Debug, Error)]
@@ -123,15 +127,8 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMem, MemoryError> {
         let addr = map_aligned(len).map_err(|source| MemoryError::Mmap { len, source })?;
         // SAFETY: `addr` is a fresh private anonymous mapping of `len` bytes, readable and
         // writable, that nothing else refers to and that is never unmapped.
-        let region = unsafe {
-            MmapRegion::build_raw(
-                addr,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            )
-        }
-        .map_err(|e| MemoryError::Layout(e.to_string()))?;
+        let region = unsafe { MmapRegion::build_raw(addr, len, RAM_PROT, RAM_FLAGS) }
+            .map_err(|e| MemoryError::Layout(e.to_string()))?;
         let region = GuestRegionMmap::new(region, GuestAddress(start))
             .ok_or_else(|| MemoryError::Layout("region wraps the address space".into()))?;
         regions.push(region);
@@ -145,11 +142,9 @@ fn map_aligned(len: usize) -> std::io::Result<*mut u8> {
     let span = len
         .checked_add(RAM_ALIGN)
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOMEM))?;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    let prot = libc::PROT_READ | libc::PROT_WRITE;
     // SAFETY: a new anonymous mapping at an address the kernel picks; no existing memory is
     // affected.
-    let base = unsafe { libc::mmap(std::ptr::null_mut(), span, prot, flags, -1, 0) };
+    let base = unsafe { libc::mmap(std::ptr::null_mut(), span, RAM_PROT, RAM_FLAGS, -1, 0) };
     if base == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
