@@ -28,5 +28,8 @@ for bin in "${bins[@]}"; do
     [ "$r" = pass ] || rc=1
     echo "GUEST-RESULT: $r $bin $t"
   done
+  # L1's memory after each binary (its root is a tmpfs overlay: what tests leave stays in RAM).
+  awk '/^(MemAvailable|Shmem|AnonHugePages):/ { printf "%s %d MiB  ", $1, $2 / 1024 } END { print "" }' \
+    /proc/meminfo
 done
 exit $rc
