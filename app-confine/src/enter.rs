@@ -35,8 +35,9 @@ pub struct EnterSpec<'a> {
     pub app: &'a AppPlan,
     /// The app root in the caller's view (`/opt/stage2/<app>/rootfs`).
     pub rootfs: PathBuf,
-    /// `cgroup.procs` files (caller's view) the command joins before confining itself.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files (caller's view) the command writes `0` into to join its app's cgroups before
+    /// confining itself (`tasks` on cgroup v1, `cgroup.procs` on v2).
+    pub cgroup_join: Vec<PathBuf>,
     /// An fd above stderr to keep open (close-on-exec), e.g. a report pipe; every other one
     /// is closed.
     pub keep_fd: Option<RawFd>,
@@ -47,13 +48,13 @@ pub struct EnterSpec<'a> {
 /// when the exec did) and the reason.
 pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String) {
     close_inherited_fds(spec.keep_fd);
-    for procs in &spec.cgroup_procs {
-        if let Err(e) = std::fs::write(procs, "0") {
+    for f in &spec.cgroup_join {
+        if let Err(e) = std::fs::write(f, "0") {
             return (
                 STAGE1_FAILED,
                 format!(
                     "join cgroup {}: {}",
-                    procs.display(),
+                    f.display(),
                     crate::user::errno_text(&e)
                 ),
             );

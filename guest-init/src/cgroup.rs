@@ -12,6 +12,10 @@ use pod_abi::plan::AppPlan;
 pub const CGROUP_ROOT: &str = "/rkt/cgroup";
 /// CFS period used for CPU limits, in microseconds.
 pub const CFS_PERIOD_US: u64 = 100_000;
+/// The file a process joins a cgroup v1 cgroup through, moving only its calling thread.
+const V1_JOIN: &str = "tasks";
+/// The file a process joins a cgroup v2 cgroup through.
+const V2_JOIN: &str = "cgroup.procs";
 /// Smallest CFS quota the kernel accepts, in microseconds.
 const MIN_CFS_QUOTA_US: u64 = 1_000;
 
@@ -41,16 +45,20 @@ impl Layout {
     }
 }
 
-/// The cgroup work for one app: directories to create, files to write, `cgroup.procs` files the
-/// app's processes join, and limits that no hierarchy could enforce (reported on the console).
+/// The cgroup work for one app: directories to create, files to write, the files through which
+/// the app's first process joins, and limits that no hierarchy could enforce (reported on the
+/// console).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppCgroups {
     /// Directories to create.
     pub dirs: Vec<PathBuf>,
     /// (file, contents) to write after creating the directories.
     pub writes: Vec<(PathBuf, String)>,
-    /// `cgroup.procs` files to write the app's pid into.
-    pub procs: Vec<PathBuf>,
+    /// Files the app's first process, single-threaded after its fork, writes `0` into to join:
+    /// `tasks` on cgroup v1 (it moves the calling thread only, which takes no global lock and so
+    /// waits for no RCU grace period: 0.1-0.2 ms against 9-12 ms for `cgroup.procs`, measured
+    /// on a v1 host), `cgroup.procs` on cgroup v2 (a domain cgroup takes whole processes only).
+    pub join: Vec<PathBuf>,
     /// Limits requested but not enforceable here.
     pub unenforced: Vec<String>,
 }
@@ -62,9 +70,9 @@ fn cpu_quota_us(millis: u64) -> u64 {
 /// Computes the cgroup work for `app` on `layout` (pure).
 pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
     let mut out = AppCgroups::default();
-    let add_dir = |out: &mut AppCgroups, d: PathBuf| {
+    let add_dir = |out: &mut AppCgroups, d: PathBuf, join: &str| {
         if !out.dirs.contains(&d) {
-            out.procs.push(d.join("cgroup.procs"));
+            out.join.push(d.join(join));
             out.dirs.push(d);
         }
     };
@@ -73,11 +81,11 @@ pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
             let d = m.join(&app.name);
             out.writes
                 .push((d.join("memory.limit_in_bytes"), limit.to_string()));
-            add_dir(&mut out, d);
+            add_dir(&mut out, d, V1_JOIN);
         } else if let Some(u) = &layout.unified {
             let d = u.join(&app.name);
             out.writes.push((d.join("memory.max"), limit.to_string()));
-            add_dir(&mut out, d);
+            add_dir(&mut out, d, V2_JOIN);
         } else {
             out.unenforced
                 .push(format!("resource/memory limit {limit} bytes"));
@@ -91,12 +99,12 @@ pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
                 .push((d.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string()));
             out.writes
                 .push((d.join("cpu.cfs_quota_us"), quota.to_string()));
-            add_dir(&mut out, d);
+            add_dir(&mut out, d, V1_JOIN);
         } else if let Some(u) = &layout.unified {
             let d = u.join(&app.name);
             out.writes
                 .push((d.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}")));
-            add_dir(&mut out, d);
+            add_dir(&mut out, d, V2_JOIN);
         } else {
             out.unenforced.push(format!("resource/cpu limit {millis}m"));
         }
@@ -166,6 +174,13 @@ mod tests {
             p.dirs,
             vec![PathBuf::from("/c/memory/web"), "/c/cpu/web".into()]
         );
+        assert_eq!(
+            p.join,
+            vec![
+                PathBuf::from("/c/memory/web/tasks"),
+                "/c/cpu/web/tasks".into()
+            ]
+        );
         assert!(p.writes.contains(&(
             "/c/memory/web/memory.limit_in_bytes".into(),
             "1073741824".into()
@@ -179,7 +194,7 @@ mod tests {
         };
         let p = plan_app(&a, &v2);
         assert_eq!(p.dirs, vec![PathBuf::from("/c/unified/web")]);
-        assert_eq!(p.procs, vec![PathBuf::from("/c/unified/web/cgroup.procs")]);
+        assert_eq!(p.join, vec![PathBuf::from("/c/unified/web/cgroup.procs")]);
         assert!(p
             .writes
             .contains(&("/c/unified/web/cpu.max".into(), "50000 100000".into())));

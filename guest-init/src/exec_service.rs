@@ -379,7 +379,7 @@ fn make_io(req: &ExecReq<'_>) -> nix::Result<([OwnedFd; 3], ParentIo)> {
 fn command_child(
     ctx: &Ctx<'_>,
     app: &pod_abi::plan::AppPlan,
-    cgroup_procs: Vec<std::path::PathBuf>,
+    cgroup_join: Vec<std::path::PathBuf>,
     command: &Command,
     child_io: &[OwnedFd; 3],
     tty: bool,
@@ -408,7 +408,7 @@ fn command_child(
                 let spec = EnterSpec {
                     app,
                     rootfs: pod_abi::paths::guest_app_rootfs(&app.name),
-                    cgroup_procs,
+                    cgroup_join,
                     keep_fd: keep,
                 };
                 confine_and_exec(&spec, command)
@@ -445,10 +445,10 @@ fn exec_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &ExecReq<'_>, rest: Vec
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let cgroup_procs = match ctx.confinement {
+    let cgroup_join = match ctx.confinement {
         Confinement::App => {
             let layout = cgroup::Layout::detect(std::path::Path::new(cgroup::CGROUP_ROOT));
-            cgroup::plan_app(app, &layout).procs
+            cgroup::plan_app(app, &layout).join
         }
         Confinement::Unconfined => Vec::new(),
     };
@@ -465,7 +465,7 @@ fn exec_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &ExecReq<'_>, rest: Vec
     let pid = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             drop(rd);
-            command_child(ctx, app, cgroup_procs, &command, &child_io, req.tty, &wr)
+            command_child(ctx, app, cgroup_join, &command, &child_io, req.tty, &wr)
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return fail(format!("fork: {}", e.desc())),

@@ -30,8 +30,8 @@ pub struct LaunchSpec {
     pub identity: Identity,
     /// Working directory inside the app root.
     pub workdir: String,
-    /// `cgroup.procs` files to join.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files to write `0` into to join the app's cgroups (`crate::cgroup::AppCgroups::join`).
+    pub cgroup_join: Vec<PathBuf>,
     /// Keep the console as stdin and make it the controlling terminal.
     pub interactive: bool,
     /// fd to use as stdout (`None`: inherit PID 1's).
@@ -128,10 +128,10 @@ fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
             }
         }
     }
-    for procs in &spec.cgroup_procs {
-        if let Err(e) = std::fs::write(procs, "0") {
+    for f in &spec.cgroup_join {
+        if let Err(e) = std::fs::write(f, "0") {
             let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-            return fail(format!("join cgroup {}", procs.display()), errno);
+            return fail(format!("join cgroup {}", f.display()), errno);
         }
     }
     if let Err(e) = app_confine::root::confine(&spec.rootfs) {

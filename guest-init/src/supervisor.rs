@@ -217,7 +217,7 @@ impl Supervisor {
             env: app.env.clone(),
             identity,
             workdir: app.working_directory.clone(),
-            cgroup_procs: cg.procs,
+            cgroup_join: cg.join,
             interactive: self.plan.interactive && self.plan.apps.len() == 1,
             stdout: self.env.stdout,
             stderr: self.env.stderr,

@@ -89,7 +89,7 @@ fn child(app: &AppPlan, command: &Command) -> (i32, String) {
     let spec = EnterSpec {
         app,
         rootfs: guest_app_rootfs(&app.name),
-        cgroup_procs: Vec::new(),
+        cgroup_join: Vec::new(),
         keep_fd: None,
     };
     confine_and_exec(&spec, command)

@@ -2,9 +2,9 @@
 //! namespace (joined when `crate::net` made one, new with `lo` up for `--net=none`, the host's
 //! for `--net=host`), new mount, UTS and IPC namespaces (one `unshare` with the new network
 //! namespace), hostname, `/` made rprivate, the stage1 root bound onto itself, the pod cgroups
-//! bound at `/rkt/cgroup/<name>`, then `pivot_root` into the stage1 root. The launcher moves
-//! this process into the pod cgroups meanwhile (`crate::cgroup::join`). Errors carry the step
-//! that failed.
+//! bound at `/rkt/cgroup/<name>`, then `pivot_root` into the stage1 root. This process is in
+//! the pod cgroups already, or the launcher moves it meanwhile (`crate::cgroup`). Errors carry
+//! the step that failed.
 
 use std::path::Path;
 
@@ -49,7 +49,7 @@ pub struct NsConfig<'a> {
     pub hostname: &'a str,
     /// The pod's network namespace.
     pub net: PodNet,
-    /// Pod cgroups to bind (the launcher joins them, [`crate::cgroup::join`]).
+    /// Pod cgroups to bind (and, on cgroup v1, join first: [`crate::cgroup::join_self`]).
     pub cgroups: &'a [PodCgroup],
 }
 

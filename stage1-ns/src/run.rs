@@ -6,8 +6,9 @@
 //! (`stage1_common::pod::finish`).
 //!
 //! Start-up order (no window in which `pid` names anything but guest-init in its root with the
-//! apps' environments set up, and no app before `pid` exists): this process moves the child
-//! into the pod cgroups ([`cgroup::join`]) while the child pivots into the
+//! apps' environments set up, and no app before `pid` exists): the child moves itself into the
+//! cgroup v1 pod cgroups ([`cgroup::join_self`]) and this process moves it into a cgroup v2 one
+//! ([`cgroup::join`]) while the child pivots into the
 //! stage1 root and execs guest-init with `--start-fd` (one end of a socket pair); the
 //! close-on-exec report pipe reaching EOF tells this process that the exec succeeded;
 //! guest-init sets up every app's environment and sends the ready byte; only then is `pid`
@@ -161,7 +162,8 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             drop(go_rd);
             drop(exec_listener);
             trace("forked");
-            // While the child builds the namespaces (see the module doc); before any app.
+            // cgroup v2: while the child builds the namespaces (see the module doc); before any
+            // app. (cgroup v1: the child joins itself.)
             if let Err((file, e)) = cgroup::join(&cgroups, child.as_raw()) {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
@@ -281,6 +283,11 @@ fn child(
             nix::errno::Errno::last().desc()
         );
     }
+    // Into the cgroup v1 pod cgroups before anything else: guest-init and every app inherit them.
+    if let Err((file, e)) = cgroup::join_self(cfg.cgroups) {
+        return format!("join cgroup {}: {e}", file.display());
+    }
+    trace("cgroups-self-joined");
     // Detach from the user's session: ^C on the terminal reaches stage1-ns, which forwards it.
     let _ = nix::unistd::setsid();
     if let Some(s) = slave {
