@@ -385,6 +385,25 @@ fn enter_cgroups_and_gc() {
 
     let cgroups = std::fs::read_to_string(pod.dir.join("stage1-ns-cgroups")).unwrap();
     let dirs: Vec<&str> = cgroups.lines().collect();
+    // guest-init is in every pod cgroup and the app in its limit cgroups below them (on cgroup
+    // v1 each joined by its one thread moving itself, `tasks`): whole processes, so each
+    // cgroup's `cgroup.procs` lists them.
+    let app_pid: i32 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the app runs under guest-init")
+        .parse()
+        .unwrap();
+    for d in &dirs {
+        let procs = |dir: &str| std::fs::read_to_string(format!("{dir}/cgroup.procs")).unwrap();
+        let has = |dir: &str, p: i32| procs(dir).lines().any(|l| l.trim() == p.to_string());
+        if d.contains("/memory/") || d.contains("/cpu/") {
+            assert!(has(d, pid), "guest-init {pid} not in {d}: {}", procs(d));
+            let app_cg = format!("{d}/main");
+            assert!(has(&app_cg, app_pid), "app {app_pid} not in {app_cg}");
+        }
+    }
     if let Some(mem) = dirs.iter().find(|d| d.contains("/memory/")) {
         let limit = std::fs::read_to_string(format!("{mem}/main/memory.limit_in_bytes")).unwrap();
         assert_eq!(limit.trim(), (64u64 << 20).to_string());
