@@ -332,6 +332,7 @@ impl Supervisor {
         {
             info!("app {name}: cannot write status file: {e}");
         }
+        pod_abi::trace::phase("guest-init", "status-written");
         self.app_finished(&name);
     }
 
@@ -517,6 +518,7 @@ impl Supervisor {
                 WaitStatus::Signaled(p, s, _) => (p, SIGNAL_BASE + s as i32),
                 _ => continue,
             };
+            pod_abi::trace::phase("guest-init", "reaped");
             let Some(i) = self.apps.iter().position(|a| a.pid == Some(pid)) else {
                 if self.service.as_ref().is_some_and(|s| s.pid == pid) {
                     info!("the exec service ended with status {code}");
