@@ -132,3 +132,10 @@ bench_timed_run() {
 bench_median() {
     sort -n | awk -v f="${1:-%.1f}\n" '{a[NR]=$1} END{ if (NR==0) {print "NA"; exit} if (NR%2) print a[(NR+1)/2]; else printf f, (a[NR/2]+a[NR/2+1])/2 }'
 }
+
+# bench_net_ratio PREFIX PEER NET: the RATIO name of a pod benchmark run with --net=NET:
+# PREFIX_vs_PEER for `none` (the comparable case), PREFIX_<net>_net_vs_PEER for any other.
+bench_net_ratio() {
+    local prefix=$1 peer=$2 net=$3
+    if [ "$net" = none ]; then echo "${prefix}_vs_$peer"; else echo "${prefix}_${net//[^a-z0-9]/_}_net_vs_$peer"; fi
+}

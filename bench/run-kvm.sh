@@ -155,6 +155,5 @@ printf '%-34s median %9s ms\n' "rkt run --stage1=kvm hello" "$rkt_med" "same, RK
     "rkt run, 1 MiB image" "$small_med" "rkt run, 1 GiB image" "$big_med"
 echo "RATIO seccomp_on_vs_off $(awk -v a="$rkt_med" -v b="$nof_med" 'BEGIN{printf "%.3f", a/b}') (median of the per-pair ratios: $(bench_median %.6g <"$work/onoff.ratio"))"
 [ "$sizes" = 0 ] || echo "RATIO image_1g_vs_1m $(awk -v a="$big_med" -v b="$small_med" 'BEGIN{printf "%.2f", a/b}')"
-name=run_kvm_vs_qemu_boot
-[ "$net" = none ] || name=run_kvm_${net//[^a-z0-9]/_}_net_vs_qemu_boot
+name=$(bench_net_ratio run_kvm qemu_boot "$net")
 echo "RATIO $name $(awk -v a="$rkt_med" -v b="$qemu_med" 'BEGIN{printf "%.2f", a/b}')"

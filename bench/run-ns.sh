@@ -83,6 +83,5 @@ mr=$(median "${rk[@]}")
 mc=$(median "${cr[@]}")
 printf 'rkt run --stage1=ns --net=%s  median %d.%03d ms (n=%d)\n' "$net" $((mr / 1000)) $((mr % 1000)) "$n"
 printf 'crun run             median %d.%03d ms (n=%d)\n' $((mc / 1000)) $((mc % 1000)) "$n"
-name=run_ns_vs_crun
-[ "$net" = none ] || name=run_ns_${net//[^a-z0-9]/_}_net_vs_crun
+name=$(bench_net_ratio run_ns crun "$net")
 echo "RATIO $name $(awk -v a="$mr" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"
