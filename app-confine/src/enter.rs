@@ -48,17 +48,15 @@ pub struct EnterSpec<'a> {
 /// when the exec did) and the reason.
 pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String) {
     close_inherited_fds(spec.keep_fd);
-    for f in &spec.cgroup_join {
-        if let Err(e) = std::fs::write(f, "0") {
-            return (
-                STAGE1_FAILED,
-                format!(
-                    "join cgroup {}: {}",
-                    f.display(),
-                    crate::user::errno_text(&e)
-                ),
-            );
-        }
+    if let Err((f, e)) = crate::cgroup::join_self(&spec.cgroup_join) {
+        return (
+            STAGE1_FAILED,
+            format!(
+                "join cgroup {}: {}",
+                f.display(),
+                crate::user::errno_text(&e)
+            ),
+        );
     }
     if let Err(e) = crate::root::confine(&spec.rootfs) {
         return (

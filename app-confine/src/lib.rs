@@ -20,6 +20,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod caps;
+pub mod cgroup;
 pub mod enter;
 pub mod exec;
 pub mod identity;

@@ -6,16 +6,13 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use app_confine::cgroup::{V1_JOIN, V2_JOIN};
 use pod_abi::plan::AppPlan;
 
 /// Where the pod's cgroup hierarchies are reachable inside the stage1 root.
 pub const CGROUP_ROOT: &str = "/rkt/cgroup";
 /// CFS period used for CPU limits, in microseconds.
 pub const CFS_PERIOD_US: u64 = 100_000;
-/// The file a process joins a cgroup v1 cgroup through, moving only its calling thread.
-const V1_JOIN: &str = "tasks";
-/// The file a process joins a cgroup v2 cgroup through.
-const V2_JOIN: &str = "cgroup.procs";
 /// Smallest CFS quota the kernel accepts, in microseconds.
 const MIN_CFS_QUOTA_US: u64 = 1_000;
 
@@ -54,10 +51,8 @@ pub struct AppCgroups {
     pub dirs: Vec<PathBuf>,
     /// (file, contents) to write after creating the directories.
     pub writes: Vec<(PathBuf, String)>,
-    /// Files the app's first process, single-threaded after its fork, writes `0` into to join:
-    /// `tasks` on cgroup v1 (it moves the calling thread only, which takes no global lock and so
-    /// waits for no RCU grace period: 0.1-0.2 ms against 9-12 ms for `cgroup.procs`, measured
-    /// on a v1 host), `cgroup.procs` on cgroup v2 (a domain cgroup takes whole processes only).
+    /// Files the app's first process, single-threaded after its fork, writes `0` into to join
+    /// (`app_confine::cgroup`: `tasks` on cgroup v1, `cgroup.procs` on v2).
     pub join: Vec<PathBuf>,
     /// Limits requested but not enforceable here.
     pub unenforced: Vec<String>,

@@ -128,11 +128,9 @@ fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
             }
         }
     }
-    for f in &spec.cgroup_join {
-        if let Err(e) = std::fs::write(f, "0") {
-            let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-            return fail(format!("join cgroup {}", f.display()), errno);
-        }
+    if let Err((f, e)) = app_confine::cgroup::join_self(&spec.cgroup_join) {
+        let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+        return fail(format!("join cgroup {}", f.display()), errno);
     }
     if let Err(e) = app_confine::root::confine(&spec.rootfs) {
         return (

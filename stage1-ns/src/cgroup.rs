@@ -17,6 +17,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use app_confine::cgroup::{V1_JOIN, V2_JOIN};
+
 /// File in the pod directory listing the host cgroup directories `run` created, one per line.
 pub const CGROUPS_FILE: &str = "stage1-ns-cgroups";
 /// Root of the cgroup filesystems on the host.
@@ -64,7 +66,7 @@ pub fn plan(proc_self_cgroup: &str, v2: bool, root: &Path, uuid: &str) -> Vec<Po
         if v2 {
             if ctrls.is_empty() {
                 let dir = root.join(rel).join(&leaf);
-                let join = Join::ByLauncher(dir.join(V2_INIT_CGROUP).join("cgroup.procs"));
+                let join = Join::ByLauncher(dir.join(V2_INIT_CGROUP).join(V2_JOIN));
                 out.push(PodCgroup {
                     name: "unified".into(),
                     dir,
@@ -76,7 +78,7 @@ pub fn plan(proc_self_cgroup: &str, v2: bool, root: &Path, uuid: &str) -> Vec<Po
         for c in ctrls.split(',') {
             if V1_CONTROLLERS.contains(&c) {
                 let dir = root.join(c).join(rel).join(&leaf);
-                let join = Join::SelfThread(dir.join("tasks"));
+                let join = Join::SelfThread(dir.join(V1_JOIN));
                 out.push(PodCgroup {
                     name: c.to_string(),
                     dir,
@@ -141,16 +143,18 @@ pub fn join(cgroups: &[PodCgroup], pid: i32) -> Result<(), (PathBuf, io::Error)>
     Ok(())
 }
 
-/// Child side: moves the calling thread into every pod cgroup joined [`Join::SelfThread`]. The
-/// caller must be single-threaded (a forked child), so that its one thread is the whole
-/// process. On failure, the file that refused it and why.
+/// Child side: moves the calling thread into every pod cgroup joined [`Join::SelfThread`]
+/// ([`app_confine::cgroup::join_self`]). The caller must be single-threaded (a forked child), so
+/// that its one thread is the whole process. On failure, the file that refused it and why.
 pub fn join_self(cgroups: &[PodCgroup]) -> Result<(), (PathBuf, io::Error)> {
-    for cg in cgroups {
-        if let Join::SelfThread(f) = &cg.join {
-            std::fs::write(f, "0").map_err(|e| (f.clone(), e))?;
-        }
-    }
-    Ok(())
+    let files: Vec<&PathBuf> = cgroups
+        .iter()
+        .filter_map(|cg| match &cg.join {
+            Join::SelfThread(f) => Some(f),
+            Join::ByLauncher(_) => None,
+        })
+        .collect();
+    app_confine::cgroup::join_self(&files)
 }
 
 /// Removes a cgroup directory and its sub-cgroups, killing leftover processes if needed.
