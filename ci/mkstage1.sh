@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packs a stage1 image (an ACI with rkt's stage1 entrypoint annotations).
 #   ci/mkstage1.sh ns  OUT.aci   rootfs: /stage1-ns (host side), /run /stop /gc /enter
-#                                 /app_add /app_start /app_stop /app_rm -> stage1-ns,
-#                                 /init (static guest-init), empty /dev /proc /sys /tmp
+#                                 /app_add /app_start /app_stop /app_rm -> stage1-ns (which
+#                                 runs guest-init in its pod child), empty /dev /proc /sys /tmp
 #                                 /rkt/status /rkt/errors /opt/stage2
 #   ci/mkstage1.sh kvm OUT.aci   rootfs: /stage1-vmm, /run /stop /gc /enter /app_* -> stage1-vmm,
 #                                 /init (static guest-init), /kernel/vmlinux, same empty dirs
@@ -27,7 +27,7 @@ extra=()
 if [ "$flavor" = kvm ]; then
   kernel=${KERNEL:-build/kernel/vmlinux}
   [ -f "$kernel" ] || { echo "mkstage1: missing kernel $kernel" >&2; exit 1; }
-  extra+=(--file "$kernel:/kernel/vmlinux:0644")
+  extra+=(--file "$kernel:/kernel/vmlinux:0644" --file "$bin/guest-init:/init:0755")
 fi
 mkdir -p "$(dirname "$out")"
 tmp="$out.tmp.$$"
@@ -39,7 +39,6 @@ tmp="$out.tmp.$$"
   --annotation coreos.com/rkt/stage1/stop=/stop \
   --annotation coreos.com/rkt/stage1/interface-version=5 \
   --file "$bin/$host:/$host:0755" \
-  --file "$bin/guest-init:/init:0755" \
   --annotation coreos.com/rkt/stage1/app/add=/app_add \
   --annotation coreos.com/rkt/stage1/app/start=/app_start \
   --annotation coreos.com/rkt/stage1/app/stop=/app_stop \

@@ -44,6 +44,22 @@ pub fn stop_verified(
     Ok(0)
 }
 
+/// A process's PIDs in its PID namespace and each one above it, innermost last (the `NSpid`
+/// line of `/proc/<pid>/status`); `None` if the process does not exist.
+pub fn proc_nspid(pid: i32) -> Option<Vec<i32>> {
+    use std::io::Read;
+    // The kernel writes the file; bounded all the same. NSpid comes before the memory lines.
+    let mut buf = Vec::with_capacity(2048);
+    std::fs::File::open(format!("/proc/{pid}/status"))
+        .ok()?
+        .take(8192)
+        .read_to_end(&mut buf)
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
 /// A process's argv from `/proc/<pid>/cmdline`; `None` if the process does not exist.
 pub fn proc_cmdline(pid: i32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -84,5 +100,8 @@ mod tests {
         let me = proc_cmdline(i32::try_from(std::process::id()).unwrap()).unwrap();
         assert!(!me.is_empty());
         assert!(proc_cmdline(i32::MAX).is_none());
+        let me = i32::try_from(std::process::id()).unwrap();
+        assert_eq!(proc_nspid(me).unwrap().first(), Some(&me));
+        assert!(proc_nspid(i32::MAX).is_none());
     }
 }

@@ -41,7 +41,7 @@ const NAMESPACES: [(&str, CloneFlags); 5] = [
 /// Runs `enter`.
 pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     let pid = args.pid;
-    if let Some(why) = crate::stop::verify_init_argv(pid) {
+    if let Some(why) = crate::stop::verify_init_pid(pid) {
         bail!("refusing to enter: {why}");
     }
     let plan = Plan::read_beneath(Path::new(&format!("/proc/{pid}/root")))

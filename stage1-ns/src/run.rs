@@ -1,26 +1,27 @@
 //! The `run` entrypoint: cwd is the pod directory, `RKT_LOCK_FD` holds the pod lock (kept open
 //! for the pod's whole life). Creates the pod cgroups, a new PID namespace whose PID 1 is
-//! guest-init (forked child: namespaces + pivot_root, then exec guest-init with
-//! `pod_abi::init::InitArgs` for the ns flavor), writes `pid`, forwards the stop signals,
-//! proxies the terminal when interactive, and exits with the pod's exit code
-//! (`stage1_common::pod::finish`).
+//! guest-init (forked child: namespaces + pivot_root, then guest-init in the same process,
+//! `guest_init::init` with `pod_abi::init::InitArgs` for the ns flavor: no exec of `/init`),
+//! writes `pid`, forwards the stop signals, proxies the terminal when interactive, and exits with
+//! the pod's exit code (`stage1_common::pod::finish`).
 //!
 //! Start-up order (no window in which `pid` names anything but guest-init in its root with the
 //! apps' environments set up, and no app before `pid` exists): the child moves itself into the
 //! cgroup v1 pod cgroups ([`cgroup::join_self`]) and this process moves it into a cgroup v2 one
-//! ([`cgroup::join`]) while the child pivots into the
-//! stage1 root and execs guest-init with `--start-fd` (one end of a socket pair); the
-//! close-on-exec report pipe reaching EOF tells this process that the exec succeeded;
-//! guest-init sets up every app's environment and sends the ready byte; only then is `pid`
-//! written and the start byte sent back, and guest-init starts no app before it has read it.
+//! ([`cgroup::join`]) while the child pivots into the stage1 root and becomes guest-init with
+//! `--start-fd` (one end of a socket pair); the report pipe reaching EOF (the child closes it
+//! when it hands over, as an exec would) tells this process that guest-init runs; guest-init
+//! closes every other fd it inherited, sets up every app's environment and sends the ready
+//! byte; only then is `pid` written and the start byte sent back, and guest-init starts no app
+//! before it has read it. `stop` and `enter` recognise guest-init as PID 1 of a PID namespace
+//! whose root holds this pod's plan ([`crate::stop`]); its argv stays stage1-ns's.
 //!
 //! The pod lives and dies with this process (the pod lock is this process's): the child asks
 //! for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), and guest-init, PID 1 of the pod's
 //! PID namespace, takes every process of the pod with it. A launcher that died before that
 //! request took effect never sends the start byte, and guest-init then starts no app and ends.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -33,7 +34,7 @@ use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use pod_abi::init::{InitArgs, READY_BYTE, START_BYTE};
-use pod_abi::paths::{PodPaths, GUEST_INIT_PATH};
+use pod_abi::paths::PodPaths;
 use pod_abi::plan::{Flavor, Plan};
 use pod_abi::stage1::RunArgs;
 use pod_abi::status::SIGNAL_BASE;
@@ -92,7 +93,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).context("pty close-on-exec")?;
         }
     }
-    // The child's setup failure, or EOF once it has exec'd guest-init (close-on-exec).
+    // The child's setup failure, or EOF once it has handed over to guest-init.
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     // guest-init's `--start-fd` (`go_rd`): it sends the ready byte once the apps' environments
     // are set up and waits for the start byte, sent once `pid` is
@@ -119,11 +120,6 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     // rkt did), or on loopback with --net=host.
     let mds_host = stage1_common::net::host_address(&net);
     init.metadata_url = stage1_common::metadata::url(args, mds_host.as_deref())?;
-    let init_argv: Vec<CString> = std::iter::once(GUEST_INIT_PATH.to_string())
-        .chain(init.to_args())
-        .map(CString::new)
-        .collect::<Result<_, _>>()
-        .context("argv")?;
     let cfg = NsConfig {
         rootfs: &rootfs,
         hostname: &hostname,
@@ -140,22 +136,29 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
     let mask = stop_mask();
     mask.thread_block().context("block signals")?;
     unshare(CloneFlags::CLONE_NEWPID).context("unshare the PID namespace")?;
-    // SAFETY: stage1-ns is single-threaded; the child only runs setup code and execs.
+    // SAFETY: stage1-ns is single-threaded; the child runs setup code, then guest-init.
     match unsafe { nix::unistd::fork() }.context("fork guest-init")? {
         ForkResult::Child => {
             drop(rd);
             drop(go_wr);
             trace("child");
-            let msg = child(
+            match child(
                 &cfg,
                 pty.as_ref().map(|p| p.slave.as_raw_fd()),
-                &init_argv,
                 go_rd,
                 exec_listener,
-            );
-            let _ = nix::unistd::write(&wr, msg.as_bytes());
-            // SAFETY: _exit after fork is always safe.
-            unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
+            ) {
+                Ok(()) => {
+                    // EOF on the report pipe: guest-init runs (as an exec would tell).
+                    drop(wr);
+                    become_init(init)
+                }
+                Err(msg) => {
+                    let _ = nix::unistd::write(&wr, msg.as_bytes());
+                    // SAFETY: _exit after fork is always safe.
+                    unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
+                }
+            }
         }
         ForkResult::Parent { child } => {
             drop(wr);
@@ -221,7 +224,7 @@ struct Start<'a> {
 }
 
 impl Start<'_> {
-    /// Waits for the child to exec guest-init (or to report why it could not) and for
+    /// Waits for the child to hand over to guest-init (or to report why it could not) and for
     /// guest-init to have set up the apps' environments (its ready byte), writes `pid` and
     /// sends the start byte. A guest-init that ends before it is ready gets no `pid` (the
     /// supervision that follows reports how it ended).
@@ -231,7 +234,7 @@ impl Start<'_> {
             let _ = waitpid(child, None);
             bail!("{failure}");
         }
-        trace("init-exec");
+        trace("handed-over");
         let mut b = [0u8; 1];
         let ready = loop {
             match nix::unistd::read(self.go.as_raw_fd(), &mut b) {
@@ -256,16 +259,16 @@ impl Start<'_> {
     }
 }
 
-/// The child: namespaces, console, exec guest-init. Returns only the failure reason.
+/// The child: namespaces, console; `Ok` when the caller is to run guest-init in this process
+/// ([`become_init`]), `Err` with the failure reason.
 fn child(
     cfg: &NsConfig<'_>,
     slave: Option<RawFd>,
-    argv: &[CString],
     go: OwnedFd,
     exec_listener: Option<std::os::unix::net::UnixListener>,
-) -> String {
-    // The pod dies with its launcher: this process (guest-init once exec'd, PID 1 of the pod's
-    // PID namespace) gets SIGKILL when stage1-ns dies. If stage1-ns died before this, it never
+) -> Result<(), String> {
+    // The pod dies with its launcher: this process (guest-init once handed over, PID 1 of the
+    // pod's PID namespace) gets SIGKILL when stage1-ns dies. If stage1-ns died before this, it never
     // sends the start byte and guest-init exits on EOF.
     // SAFETY: prctl with integer arguments only.
     if unsafe {
@@ -278,14 +281,14 @@ fn child(
         )
     } != 0
     {
-        return format!(
+        return Err(format!(
             "die with the launcher (PR_SET_PDEATHSIG): {}",
             nix::errno::Errno::last().desc()
-        );
+        ));
     }
     // Into the cgroup v1 pod cgroups before anything else: guest-init and every app inherit them.
     if let Err((file, e)) = cgroup::join_self(cfg.cgroups) {
-        return format!("join cgroup {}: {e}", file.display());
+        return Err(format!("join cgroup {}: {e}", file.display()));
     }
     trace("cgroups-self-joined");
     // Detach from the user's session: ^C on the terminal reaches stage1-ns, which forwards it.
@@ -293,30 +296,31 @@ fn child(
     if let Some(s) = slave {
         for fd in 0..=2 {
             if let Err(e) = nix::unistd::dup2(s, fd) {
-                return format!("dup2 the pty onto fd {fd}: {}", e.desc());
+                return Err(format!("dup2 the pty onto fd {fd}: {}", e.desc()));
             }
         }
     }
     if let Err(e) = enter_pod(cfg) {
-        return format!("{}: {}", e.step, e.source.desc());
+        return Err(format!("{}: {}", e.step, e.source.desc()));
     }
     trace("namespaces");
-    // guest-init inherits its end of the start socket as its `--start-fd`.
-    if let Err(e) = fcntl(go.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
-        return format!("pass the start socket to guest-init: {}", e.desc());
-    }
-    if let Some(l) = &exec_listener {
-        if let Err(e) = fcntl(l.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())) {
-            return format!("pass the exec socket to guest-init: {}", e.desc());
-        }
-    }
-    let Some(prog) = argv.first() else {
-        return "empty init argv".into();
-    };
-    let e = nix::unistd::execv(prog, argv)
-        .err()
-        .unwrap_or(nix::errno::Errno::EIO);
-    format!("exec /init in the stage1 root: {}", e.desc())
+    // Owned by guest-init from here on (its `--start-fd` and `--exec-fd`, kept by number
+    // whatever their close-on-exec flag).
+    let _ = go.into_raw_fd();
+    let _ = exec_listener.map(IntoRawFd::into_raw_fd);
+    // `ps` tells it from its launcher (whose argv it keeps).
+    // SAFETY: prctl reads a NUL-terminated string that outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"init".as_ptr(), 0, 0, 0) };
+    Ok(())
+}
+
+/// Runs guest-init in this process, as PID 1 of the pod (it closes every fd but its own and
+/// exits with the pod). Nothing of stage1-ns runs after this, not even a destructor: a panic
+/// (unwinding in test builds) ends the process here.
+fn become_init(args: InitArgs) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guest_init::init(args)));
+    // SAFETY: _exit ends the process without running anything else.
+    unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
 }
 
 fn read_all(fd: &OwnedFd) -> String {

@@ -5,32 +5,30 @@
 
 use std::path::Path;
 
-use pod_abi::init::InitArgs;
-use pod_abi::paths::GUEST_INIT_PATH;
-use pod_abi::plan::{Flavor, Plan};
+use pod_abi::plan::Plan;
 
-/// Why a pid is not an ns-flavor guest-init, or `None` if it is: its argv is guest-init's for
-/// the ns flavor (`InitArgs`). stage1-ns writes `pid` only once guest-init runs, so this holds
-/// from the moment `pid` exists.
-pub fn verify_init_argv(pid: i32) -> Option<String> {
-    let Some(args) = stage1_common::stop::proc_cmdline(pid) else {
+/// Why a pid is not an ns-flavor guest-init, or `None` if it is: guest-init is PID 1 of the
+/// pod's PID namespace, below this one (`NSpid` ends in 1). Its argv is its launcher's:
+/// stage1-ns's child runs guest-init in process. No app is PID 1 (they are guest-init's
+/// children), and all of them end with it; a process elsewhere that is PID 1 of its own
+/// namespace is told apart by [`verify_guest_init`]'s plan check. stage1-ns writes `pid`
+/// only once guest-init runs, so this holds from the moment `pid` exists.
+pub fn verify_init_pid(pid: i32) -> Option<String> {
+    let Some(nspid) = stage1_common::stop::proc_nspid(pid) else {
         return Some(format!("process {pid} does not exist"));
     };
-    let is_init = args.first().map(String::as_str) == Some(GUEST_INIT_PATH)
-        && InitArgs::parse(args.iter().skip(1)).is_ok_and(|a| a.flavor == Flavor::Ns);
-    if !is_init {
+    if nspid.len() < 2 || nspid.last() != Some(&1) {
         return Some(format!(
-            "process {pid} is not guest-init ({:?})",
-            args.join(" ")
+            "process {pid} is not guest-init (not PID 1 of a PID namespace: NSpid {nspid:?})"
         ));
     }
     None
 }
 
-/// Why a pid is not this pod's guest-init, or `None` if it is: [`verify_init_argv`], and the
+/// Why a pid is not this pod's guest-init, or `None` if it is: [`verify_init_pid`], and the
 /// plan in its root has this pod's UUID.
 pub fn verify_guest_init(pid: i32, uuid: &str) -> Option<String> {
-    if let Some(why) = verify_init_argv(pid) {
+    if let Some(why) = verify_init_pid(pid) {
         return Some(why);
     }
     match Plan::read_beneath(Path::new(&format!("/proc/{pid}/root"))) {

@@ -336,6 +336,37 @@ fn stop_refuses_a_foreign_pid() {
     );
     sleeper.kill().unwrap();
     let _ = sleeper.wait();
+
+    // PID 1 of another PID namespace (guest-init is one) that is not this pod's: refused by
+    // the plan in its root.
+    let mut outer = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", outer.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let inner = loop {
+        let c = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(p) = c.split_whitespace().next() {
+            break p.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unshare started no child"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::write(pod.dir.join("pid"), format!("{inner}\n")).unwrap();
+    let out = pod.entrypoint(&["stop", "--force", &pod.uuid]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot read its plan"), "{err}");
+    assert!(
+        outer.try_wait().unwrap().is_none(),
+        "the foreign PID 1 was not signalled"
+    );
+    outer.kill().unwrap();
+    let _ = outer.wait();
 }
 
 #[test]
@@ -404,6 +435,28 @@ fn enter_cgroups_and_gc() {
             assert!(has(&app_cg, app_pid), "app {app_pid} not in {app_cg}");
         }
     }
+    // guest-init runs in stage1-ns's forked child: it holds no fd of its launcher but stdio,
+    // its sockets and its signalfd (no pod lock, pod directory, network namespace file or
+    // report pipe).
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let e = e.unwrap();
+        let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
+        let target = std::fs::read_link(e.path()).unwrap();
+        let t = target.to_string_lossy();
+        assert!(
+            fd <= 2 || t.starts_with("socket:") || t.starts_with("anon_inode:"),
+            "guest-init holds fd {fd} -> {t}"
+        );
+    }
+    // The app is in the pod and alive, but not guest-init: a `pid` naming it is refused.
+    std::fs::write(pod.dir.join("pid"), format!("{app_pid}\n")).unwrap();
+    let refused = pod.entrypoint(&["stop", "--force", &pod.uuid]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(err.contains("not PID 1"), "{err}");
+    assert!(std::path::Path::new(&format!("/proc/{app_pid}")).exists());
+    std::fs::write(pod.dir.join("pid"), format!("{pid}\n")).unwrap();
+
     if let Some(mem) = dirs.iter().find(|d| d.contains("/memory/")) {
         let limit = std::fs::read_to_string(format!("{mem}/main/memory.limit_in_bytes")).unwrap();
         assert_eq!(limit.trim(), (64u64 << 20).to_string());
