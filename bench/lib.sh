@@ -79,7 +79,8 @@ bench_vmm() {
     fi
     local td=${CARGO_TARGET_DIR:-$ROOT/target}/static
     echo "building stage1-vmm (release, static) in $td ..." >&2
-    (cd "$ROOT" && RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$td" \
+    . "$ROOT/ci/static-flags.sh"
+    (cd "$ROOT" && RUSTFLAGS="$STATIC_RUSTFLAGS" CARGO_TARGET_DIR="$td" \
         cargo build --release -q --target x86_64-unknown-linux-gnu -p stage1-vmm --bin stage1-vmm)
     VMM="$td/x86_64-unknown-linux-gnu/release/stage1-vmm"
 }

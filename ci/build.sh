@@ -19,7 +19,8 @@ done
 # rkt too: every pod start begins with its exec, and the dynamic one (ld.so, libc, 17k
 # relocations) took ~0.5-1 ms longer to start; ns hello 18.2 -> 16.8 ms (docs/pods.md).
 echo "==> static binaries (rkt, stage1-vmm, stage1-ns, guest-init, hello, pod-check, escape-probe, http-lat)" >&2
-RUSTFLAGS='-C target-feature=+crt-static' CARGO_TARGET_DIR="$root/target/static" \
+. ci/static-flags.sh
+RUSTFLAGS="$STATIC_RUSTFLAGS" CARGO_TARGET_DIR="$root/target/static" \
   cargo build --release --target x86_64-unknown-linux-gnu -p stage0 -p stage1-vmm -p stage1-ns -p guest-init -p rkt-tests --bins
 for b in rkt stage1-vmm stage1-ns guest-init hello pod-check escape-probe http-lat; do
   [ -f "target/static/x86_64-unknown-linux-gnu/release/$b" ] && \
