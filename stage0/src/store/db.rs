@@ -17,6 +17,16 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// How long a writer waits for another process's transaction, in milliseconds.
 const BUSY_TIMEOUT_MS: u64 = 60_000;
 
+/// WAL frames (pages) after which a commit checkpoints them into the index (SQLite's default is
+/// 1000). Every rkt process is the index's only connection, so each open rebuilds the WAL's
+/// index from every frame in the WAL: ~1.8 µs per frame here, i.e. up to ~2 ms of every rkt
+/// command at the default. Store writes are few (fetch, gc, a last-used time a minute), so
+/// checkpointing more often costs little.
+pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 32;
+
+/// Size (bytes) the WAL file is cut back to when it restarts after a checkpoint.
+const WAL_SIZE_LIMIT_BYTES: u64 = 1 << 20;
+
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS images (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,6 +126,8 @@ impl Db {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
         let ready = |conn: &Connection| -> Result<(bool, i64), StoreError> {
             let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
             let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

@@ -21,6 +21,7 @@ pub mod aci;
 mod blob;
 pub mod datadir;
 mod db;
+pub use db::WAL_AUTOCHECKPOINT_PAGES;
 pub mod export;
 pub mod gc;
 mod lock;
