@@ -268,8 +268,8 @@ fn child(
     exec_listener: Option<std::os::unix::net::UnixListener>,
 ) -> Result<(), String> {
     // The pod dies with its launcher: this process (guest-init once handed over, PID 1 of the
-    // pod's PID namespace) gets SIGKILL when stage1-ns dies. If stage1-ns died before this, it never
-    // sends the start byte and guest-init exits on EOF.
+    // pod's PID namespace) gets SIGKILL when stage1-ns dies. If stage1-ns died before this, it
+    // never sends the start byte and guest-init exits on EOF.
     // SAFETY: prctl with integer arguments only.
     if unsafe {
         libc::prctl(
