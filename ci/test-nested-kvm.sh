@@ -94,6 +94,8 @@ NESTED_KVM_STALL=20 "$nk" sh -c 'kill -STOP $(pgrep -P 1 -x l1-init); sleep 120'
 rc=$?
 check "wedged L1 killed by the stall watchdog (got $rc)" \
     bash -c "[ $rc = 124 ] && grep -q 'wedged' '$work/wedge'"
+check "the wedged L1's CPU state printed (registers with HLT, the local APIC's timer)" \
+    bash -c "grep -q 'HLT=' '$work/wedge' && grep -q 'LVTT' '$work/wedge'"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -104,6 +104,32 @@ const CPUID_1_EDX_HTT: u32 = 1 << 28;
 /// LAPIC but leaves it out of KVM_GET_SUPPORTED_CPUID; with it the guest skips calibrating the
 /// LAPIC timer against the PIT (100 ms at HZ=100).
 const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// Environment knob: `1` offers guests the TSC-deadline timer, `0` withholds it; unset (or any
+/// other value), [`tsc_deadline_policy`] decides from the host CPU.
+pub const TSC_DEADLINE_ENV: &str = "RKT_VMM_TSC_DEADLINE";
+
+/// Whether guests may be offered the TSC-deadline timer (KVM must emulate it as well), given
+/// [`TSC_DEADLINE_ENV`] and the host's own CPUID.1:ECX. By default not when the host is itself
+/// a guest without a TSC-deadline timer of its own, as under QEMU's TCG (ci/nested-kvm's L1):
+/// there the guest's deadline interrupts stop coming once the machine is busy (no timer tick
+/// in a whole boot, a `sleep 5` that never ends; docs/nested-kvm.md, "L2 timers"), while the
+/// LAPIC's one-shot mode keeps its ticks, for the guest's 100 ms calibration of it at boot.
+pub fn tsc_deadline_policy(env: Option<&str>, host_leaf1_ecx: u32) -> bool {
+    match env {
+        Some("1") => true,
+        Some("0") => false,
+        _ => {
+            host_leaf1_ecx & CPUID_1_ECX_HYPERVISOR == 0
+                || host_leaf1_ecx & CPUID_1_ECX_TSC_DEADLINE != 0
+        }
+    }
+}
+
+/// [`tsc_deadline_policy`] for this process's environment and host CPU.
+pub fn host_tsc_deadline_policy() -> bool {
+    let env = std::env::var(TSC_DEADLINE_ENV).ok();
+    tsc_deadline_policy(env.as_deref(), std::arch::x86_64::__cpuid(1).ecx)
+}
 /// CPUID.1:ECX bit: VMX (Intel hardware virtualization).
 const CPUID_1_ECX_VMX: u32 = 1 << 5;
 /// CPUID.0x80000001:ECX bit: SVM (AMD hardware virtualization).
@@ -356,7 +382,11 @@ pub fn configure(
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VcpuError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
-    let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
+    let tsc_deadline =
+        kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) && host_tsc_deadline_policy();
+    if id == 0 && !tsc_deadline {
+        log::debug!("guest LAPIC timer: one-shot mode (no TSC-deadline timer offered)");
+    }
     patch_cpuid(&mut cpuid, id, count, tsc_deadline);
     vcpu.set_cpuid2(&cpuid)
         .map_err(|e| VcpuError::Ioctl("KVM_SET_CPUID2", e))?;
@@ -569,6 +599,32 @@ mod tests {
         assert_eq!(e[0].ecx & CPUID_1_ECX_VMX, 0);
         assert_ne!(e[0].ecx & CPUID_1_ECX_TSC_DEADLINE, 0);
         assert_eq!(e[3].ecx & CPUID_80000001_ECX_SVM, 0);
+    }
+
+    #[test]
+    fn tsc_deadline_is_withheld_on_a_guest_host_without_one() {
+        let hv = CPUID_1_ECX_HYPERVISOR;
+        let tscd = CPUID_1_ECX_TSC_DEADLINE;
+        // Bare metal, with or without the timer; a guest host that has it (KVM's L1).
+        assert!(tsc_deadline_policy(None, 0));
+        assert!(tsc_deadline_policy(None, tscd));
+        assert!(tsc_deadline_policy(None, hv | tscd));
+        // A guest host without it (QEMU's TCG, as ci/nested-kvm's L1).
+        assert!(!tsc_deadline_policy(None, hv));
+        // The knob wins either way; other values leave it to the host.
+        assert!(tsc_deadline_policy(Some("1"), hv));
+        assert!(!tsc_deadline_policy(Some("0"), hv | tscd));
+        assert!(!tsc_deadline_policy(Some("yes"), hv));
+        // And the CPUID patch follows the decision.
+        for offer in [true, false] {
+            let mut c = CpuId::from_entries(&[kvm_bindings::kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            }])
+            .expect("cpuid");
+            patch_cpuid(&mut c, 0, 1, offer);
+            assert_eq!(c.as_slice()[0].ecx & tscd != 0, offer);
+        }
     }
 
     #[test]

@@ -235,6 +235,7 @@ pub fn prepare(
         cpus: size.cpus,
         devices: POD_DEVICES.to_vec(),
         net_cards,
+        tsc_deadline: crate::vcpu::host_tsc_deadline_policy(),
     };
     let key = match decide(&shape) {
         Start::Restore(key) => key,

@@ -43,6 +43,10 @@ pub struct PodShape {
     pub devices: Vec<&'static str>,
     /// Network cards (a snapshot has none: a tap is per pod).
     pub net_cards: usize,
+    /// Whether the guest is offered the TSC-deadline timer
+    /// ([`crate::vcpu::host_tsc_deadline_policy`]): a restored guest keeps the timer mode it
+    /// was made with.
+    pub tsc_deadline: bool,
 }
 
 /// Why a pod boots cold although snapshots were asked for.
@@ -81,7 +85,15 @@ impl PodShape {
             .set("kernel", &self.kernel_id)
             .set("mem-mib", self.mem_mib)
             .set("cpus", self.cpus)
-            .set("devices", self.devices.join(","));
+            .set("devices", self.devices.join(","))
+            .set(
+                "lapic-timer",
+                if self.tsc_deadline {
+                    "tsc-deadline"
+                } else {
+                    "one-shot"
+                },
+            );
         k
     }
 }
@@ -133,6 +145,7 @@ mod tests {
             cpus: 1,
             devices: vec!["fs", "vsock"],
             net_cards: 0,
+            tsc_deadline: true,
         }
     }
 
@@ -150,12 +163,13 @@ mod tests {
     #[test]
     fn every_part_of_the_shape_changes_the_key() {
         let base = shape().key().id();
-        let variants: [fn(&mut PodShape); 5] = [
+        let variants: [fn(&mut PodShape); 6] = [
             |s| s.guest_init_id = "ab".into(),
             |s| s.kernel_id = "bc".into(),
             |s| s.mem_mib = 512,
             |s| s.cpus = 2,
             |s| s.devices = vec!["vsock", "fs"],
+            |s| s.tsc_deadline = false,
         ];
         for change in variants {
             let mut s = shape();
