@@ -97,5 +97,13 @@ check "wedged L1 killed by the stall watchdog (got $rc)" \
 check "the wedged L1's CPU state printed (registers with HLT, the local APIC's timer)" \
     bash -c "grep -q 'HLT=' '$work/wedge' && grep -q 'LVTT' '$work/wedge'"
 
+# 8. a stall that ends goes on: at two thirds of NESTED_KVM_STALL the watchdog saves L1's CPU
+# state and sends an NMI (the cure for a lost wakeup); here the heartbeat loop is stopped for
+# 45 s and then continued, so L1 must survive the NMI, finish COMMAND and say it stalled
+NESTED_KVM_STALL=60 "$nk" sh -c 'p=$(pgrep -P 1 -x l1-init); kill -STOP $p; sleep 45; kill -CONT $p; sleep 20; echo carried-on' > "$work/stall" 2>&1
+rc=$?
+check "a stalled L1 gets an NMI, survives it and goes on (got $rc)" \
+    bash -c "[ $rc = 0 ] && grep -q carried-on '$work/stall' && grep -q 'woke after the watchdog' '$work/stall' && grep -q 'HLT=' '$work/stall'"
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
