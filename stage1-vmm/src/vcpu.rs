@@ -104,6 +104,15 @@ const CPUID_1_EDX_HTT: u32 = 1 << 28;
 /// LAPIC but leaves it out of KVM_GET_SUPPORTED_CPUID; with it the guest skips calibrating the
 /// LAPIC timer against the PIT (100 ms at HZ=100).
 const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+/// CPUID.1:ECX bit: VMX (Intel hardware virtualization).
+const CPUID_1_ECX_VMX: u32 = 1 << 5;
+/// CPUID.0x80000001:ECX bit: SVM (AMD hardware virtualization).
+const CPUID_80000001_ECX_SVM: u32 = 1 << 2;
+/// KVM's CPUID signature leaf.
+const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
+/// KVM's CPUID feature leaf.
+const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+
 /// Environment knob: `1` offers guests the TSC-deadline timer, `0` withholds it; unset (or any
 /// other value), [`tsc_deadline_policy`] decides from the host CPU.
 pub const TSC_DEADLINE_ENV: &str = "RKT_VMM_TSC_DEADLINE";
@@ -130,14 +139,16 @@ pub fn host_tsc_deadline_policy() -> bool {
     let env = std::env::var(TSC_DEADLINE_ENV).ok();
     tsc_deadline_policy(env.as_deref(), std::arch::x86_64::__cpuid(1).ecx)
 }
-/// CPUID.1:ECX bit: VMX (Intel hardware virtualization).
-const CPUID_1_ECX_VMX: u32 = 1 << 5;
-/// CPUID.0x80000001:ECX bit: SVM (AMD hardware virtualization).
-const CPUID_80000001_ECX_SVM: u32 = 1 << 2;
-/// KVM's CPUID signature leaf.
-const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
-/// KVM's CPUID feature leaf.
-const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+
+/// Whether this VM's guests get the TSC-deadline timer: KVM emulates it and
+/// [`host_tsc_deadline_policy`] allows it. Decided once per VM, for all its vCPUs.
+pub fn guest_tsc_deadline(kvm: &Kvm) -> bool {
+    let on = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) && host_tsc_deadline_policy();
+    if !on {
+        log::debug!("guest LAPIC timer: one-shot mode (no TSC-deadline timer offered)");
+    }
+    on
+}
 
 /// The CPUID for vCPU `id` of `count`: what KVM supports, with this vCPU's APIC ID (leaves 1,
 /// 0xb, 0x1f), the hypervisor bit and the KVM signature leaf, and without VMX/SVM: pods do not
@@ -369,24 +380,21 @@ fn set_lvt_mode(regs: &mut [std::os::raw::c_char; 1024], at: usize, mode: u32) {
     }
 }
 
-/// Configures one vCPU for boot: CPUID, MSRs, FPU, LAPIC (LINT0 ExtINT, LINT1 NMI), and for the
-/// boot vCPU (`id == 0`) the registers for `entry`. Other vCPUs wait for INIT/SIPI.
+/// Configures one vCPU for boot: CPUID (with the TSC-deadline timer if `tsc_deadline`, from
+/// [`guest_tsc_deadline`]), MSRs, FPU, LAPIC (LINT0 ExtINT, LINT1 NMI), and for the boot vCPU
+/// (`id == 0`) the registers for `entry`. Other vCPUs wait for INIT/SIPI.
 pub fn configure(
     kvm: &Kvm,
     vcpu: &VcpuFd,
     mem: &GuestMem,
     id: u8,
     count: u8,
+    tsc_deadline: bool,
     entry: &BootEntry,
 ) -> Result<(), VcpuError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VcpuError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
-    let tsc_deadline =
-        kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) && host_tsc_deadline_policy();
-    if id == 0 && !tsc_deadline {
-        log::debug!("guest LAPIC timer: one-shot mode (no TSC-deadline timer offered)");
-    }
     patch_cpuid(&mut cpuid, id, count, tsc_deadline);
     vcpu.set_cpuid2(&cpuid)
         .map_err(|e| VcpuError::Ioctl("KVM_SET_CPUID2", e))?;

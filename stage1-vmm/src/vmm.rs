@@ -620,12 +620,13 @@ impl Vmm {
         )?;
         mptable::setup(&m.mem, m.cpus)?;
         vcpu::install_kick_handler()?;
+        let tsc_deadline = vcpu::guest_tsc_deadline(&m.kvm);
         let mut vcpus = Vec::with_capacity(m.cpus.into());
         for id in 0..m.cpus {
             let fd =
                 m.vm.create_vcpu(id.into())
                     .map_err(|e| VmmError::VmIoctl("KVM_CREATE_VCPU", e))?;
-            vcpu::configure(&m.kvm, &fd, &m.mem, id, m.cpus, &entry)?;
+            vcpu::configure(&m.kvm, &fd, &m.mem, id, m.cpus, tsc_deadline, &entry)?;
             vcpus.push(fd);
         }
         Ok(vcpus)
