@@ -24,6 +24,7 @@ pub mod malloc;
 pub mod memory;
 pub mod net;
 pub mod pod;
+pub mod profile;
 pub mod pvm;
 pub mod snapshot;
 pub mod threads;

@@ -33,6 +33,8 @@ pub enum ThreadKind {
     Signals,
     /// Copies an interactive pod's stdin to the guest and watches for the escape sequence.
     Stdin,
+    /// Kicks the vCPU threads to sample their guests (`RKT_VMM_PROFILE`, [`crate::profile`]).
+    Sampler,
 }
 
 /// Starts `f` on a new thread named `name` (visible in `ps -L` and panic messages) of `kind`.

@@ -466,12 +466,14 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
 }
 
 /// Runs the vCPU until the guest ends it, a fatal exit, or `stop` is set (and the thread
-/// kicked with [`kick_signal`]); counts exits into `counts`.
+/// kicked with [`kick_signal`]); counts exits into `counts`. With `samples` (the guest
+/// profiler, [`crate::profile`]) every kick records the guest's instruction pointer.
 pub fn run_loop(
     vcpu: &mut VcpuFd,
     bus: &Bus,
     stop: &AtomicBool,
     counts: &mut ExitCounts,
+    mut samples: Option<&mut crate::profile::Samples>,
 ) -> VcpuEnd {
     let run = vcpu.get_kvm_run();
     let flag = std::ptr::addr_of_mut!(run.immediate_exit).cast::<AtomicU8>();
@@ -488,6 +490,9 @@ pub fn run_loop(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 *counts.entry(ExitKind::Interrupted).or_insert(0) += 1;
                 vcpu.set_kvm_immediate_exit(0);
+                if let (Some(s), Ok(regs)) = (samples.as_deref_mut(), vcpu.get_regs()) {
+                    s.record(regs.rip);
+                }
                 continue;
             }
             Err(e) => break VcpuEnd::Failed(format!("KVM_RUN failed: {e}")),

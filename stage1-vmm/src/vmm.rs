@@ -530,6 +530,8 @@ impl Vmm {
         let ends: Arc<Mutex<Vec<(u8, VcpuEnd)>>> = Arc::new(Mutex::new(Vec::new()));
         let counts: Arc<Mutex<ExitCounts>> = Arc::new(Mutex::new(ExitCounts::new()));
         let mut threads = Vec::with_capacity(vcpus.len());
+        let profile_every = crate::profile::interval();
+        let vcpus_started = Instant::now();
         for (id, mut fd) in vcpus.into_iter().enumerate() {
             let (bus, stop, ends, wake) = (
                 bus.clone(),
@@ -539,13 +541,19 @@ impl Vmm {
             );
             let all_counts = counts.clone();
             let (msr_list, saved) = (msr_list.clone(), saved.clone());
-            let kind = match msr_list {
-                Some(_) => ThreadKind::SnapshotVcpu,
-                None => ThreadKind::Vcpu,
+            // A profiled vCPU reads its own registers, as a snapshot-making one does.
+            let kind = match (&msr_list, profile_every) {
+                (Some(_), _) | (None, Some(_)) => ThreadKind::SnapshotVcpu,
+                (None, None) => ThreadKind::Vcpu,
             };
             let t = threads::spawn(kind, format!("vcpu{id}"), move || {
                 let mut mine = ExitCounts::new();
-                let end = vcpu::run_loop(&mut fd, &bus, &stop, &mut mine);
+                let mut samples =
+                    profile_every.map(|_| crate::profile::Samples::new(vcpus_started, id as u8));
+                let end = vcpu::run_loop(&mut fd, &bus, &stop, &mut mine, samples.as_mut());
+                if let Some(s) = &samples {
+                    let _ = s.print(&mut std::io::stderr().lock());
+                }
                 if let (VcpuEnd::Guest(VcpuAction::Snapshot), Some(list)) = (&end, msr_list) {
                     let state = snapshot::kvm_state::complete_pending_io(&mut fd)
                         .and_then(|()| snapshot::kvm_state::save_vcpu(&fd, &list));
@@ -558,6 +566,17 @@ impl Vmm {
             .map_err(|e| VmmError::Io("cannot start a vCPU thread", e))?;
             threads.push(t);
         }
+        let sampler = match profile_every {
+            Some(every) => {
+                use std::os::unix::thread::JoinHandleExt;
+                let targets = threads.iter().map(|t| t.as_pthread_t()).collect();
+                Some(
+                    crate::profile::start(targets, vcpu::kick_signal(), every)
+                        .map_err(|e| VmmError::Io("cannot start the profile sampler", e))?,
+                )
+            }
+            None => None,
+        };
         match self.snapshot {
             SnapshotPlan::Make(_) => threads::on_main_ready_snapshot(),
             _ => threads::on_main_ready(),
@@ -568,6 +587,9 @@ impl Vmm {
         let mut outcome = self.event_loop(&ends);
         let ended = Instant::now();
         pod_abi::trace::phase("stage1-vmm", "guest-stopped");
+        if let Some(s) = sampler {
+            s.finish();
+        }
         stop_vcpus(&stop, threads, ended);
         if outcome == VmOutcome::Snapshot {
             let vcpu = lock(&saved).take();

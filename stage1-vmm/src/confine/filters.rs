@@ -389,11 +389,13 @@ pub enum Profile {
     SnapshotVcpu,
     /// The main thread of a snapshot-making VM after setup.
     SnapshotMain,
+    /// `ThreadKind::Sampler`.
+    Sampler,
 }
 
 impl Profile {
     /// Every profile, in `repr` order.
-    pub const ALL: [Profile; 13] = [
+    pub const ALL: [Profile; 14] = [
         Profile::Vcpu,
         Profile::FsWorker,
         Profile::ConsoleWorker,
@@ -407,6 +409,7 @@ impl Profile {
         Profile::Main,
         Profile::SnapshotVcpu,
         Profile::SnapshotMain,
+        Profile::Sampler,
     ];
 
     /// The name in messages ("seccomp: thread <name> made ...").
@@ -425,6 +428,7 @@ impl Profile {
             Profile::Main => "main",
             Profile::SnapshotVcpu => "snapshot vcpu",
             Profile::SnapshotMain => "snapshot main",
+            Profile::Sampler => "sampler",
         }
     }
 
@@ -445,6 +449,8 @@ impl Profile {
             Profile::Main => &[&RUNTIME, &MAIN_LOOP, &TERMINAL],
             Profile::SnapshotVcpu => &[&RUNTIME, &VCPU, &VCPU_SAVE],
             Profile::SnapshotMain => &[&RUNTIME, &MAIN_LOOP, &TERMINAL, &SNAPSHOT_WRITE],
+            // Sleeps and signals this process's vCPU threads (tgkill of its own pid).
+            Profile::Sampler => &[&RUNTIME],
         }
     }
 

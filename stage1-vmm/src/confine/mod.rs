@@ -92,6 +92,7 @@ pub fn profile_of(kind: ThreadKind) -> Profile {
         ThreadKind::Console => Profile::Console,
         ThreadKind::Signals => Profile::Signals,
         ThreadKind::Stdin => Profile::Stdin,
+        ThreadKind::Sampler => Profile::Sampler,
     }
 }
 

@@ -94,7 +94,7 @@ impl Main {
 }
 
 /// The cases: (name, thread kind or `Err(main thread profile)`, forbidden call).
-const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 13] = [
+const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 14] = [
     ("vcpu", Ok(ThreadKind::Vcpu), Forbidden::Ioctl),
     // TIOCSTI: the save ioctls are KVM's only.
     (
@@ -136,6 +136,7 @@ const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 13] = [
     ("console", Ok(ThreadKind::Console), Forbidden::OpenByName),
     ("signals", Ok(ThreadKind::Signals), Forbidden::Socket),
     ("stdin", Ok(ThreadKind::Stdin), Forbidden::OpenByName),
+    ("sampler", Ok(ThreadKind::Sampler), Forbidden::Ioctl),
     ("main", Err(Main::Plain), Forbidden::Exec),
     // A file by name outside the snapshot directory's calls: openat is allowed, so a socket.
     ("snapshot-main", Err(Main::Snapshot), Forbidden::Socket),
@@ -254,6 +255,11 @@ fn the_virtio_net_worker_dies_on_socket() {
 #[test]
 fn the_virtio_vsock_worker_dies_on_an_inet_socket() {
     expect_killed("vsock");
+}
+
+#[test]
+fn the_profile_sampler_dies_on_an_ioctl() {
+    expect_killed("sampler");
 }
 
 #[test]
