@@ -35,7 +35,7 @@ INIT
 chmod +x "$work/root/init"
 (cd "$work/root" && find . | cpio -o -H newc 2>/dev/null) > "$work/initrd.cpio"
 # stage1-vmm's default command line (boot/cmdline.rs), errors kept on the console.
-common="console=ttyS0 panic=1 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 loglevel=4"
+common="console=ttyS0 panic=1 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp loglevel=4"
 echo "=== stage1-vmm"
 time timeout 150 "$vmm" boot --kernel "$kernel" --initramfs "$work/initrd.cpio" --mem 256 --cpus 1 \
     --no-stdin --replace-cmdline --cmdline "$common reboot=k" --timeout 120

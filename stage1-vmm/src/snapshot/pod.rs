@@ -77,10 +77,12 @@ pub enum Start {
 }
 
 impl PodShape {
-    /// The cache key: every part of the shape, and [`KEY_VERSION`].
+    /// The cache key: every part of the shape, the VMM's default kernel command line (the
+    /// guest booted with it), and [`KEY_VERSION`].
     pub fn key(&self) -> SnapshotKey {
         let mut k = SnapshotKey::new();
         k.set("version", KEY_VERSION)
+            .set("cmdline", crate::boot::cmdline::DEFAULT_CMDLINE)
             .set("guest-init", &self.guest_init_id)
             .set("kernel", &self.kernel_id)
             .set("mem-mib", self.mem_mib)
