@@ -5,7 +5,8 @@
 //! group can read the store and list pods but cannot reach a rendered tree or a pod's
 //! writable trees (see `pod::layout`).
 //!
-//! The `rkt` group is created on first use by root: `groupadd --system rkt`, or, where
+//! The `rkt` group is looked up in `/etc/group` (not through NSS: see [`lookup_group`]) and
+//! created on first use by root: `groupadd --system rkt`, or, where
 //! groupadd is absent, a line appended to `/etc/group` (written atomically, under an flock
 //! on `/etc/group` that also serializes concurrent `rkt` processes). If the group cannot be
 //! made, everything is owned by `root:root` with the same modes. Existing directories are
@@ -75,17 +76,32 @@ pub fn owner() -> Owner {
     })
 }
 
-/// GID of group `name` (through NSS), if it exists.
+/// The group file rkt reads and extends.
+const ETC_GROUP: &str = "/etc/group";
+
+/// GID of group `name` in `/etc/group`, if it is there. Read directly, not through NSS: the
+/// static rkt cannot load NSS modules (for `group: files systemd` glibc would `dlopen`
+/// libnss_systemd into it and crash on a group that `files` does not hold), and the group rkt
+/// makes is always written there (by groupadd or [`append_group`]).
 pub fn lookup_group(name: &str) -> Option<u32> {
-    nix::unistd::Group::from_name(name)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
+    group_in(Path::new(ETC_GROUP), name)
+}
+
+/// GID of group `name` in the group file `path` (`name:password:gid:members` lines).
+fn group_in(path: &Path, name: &str) -> Option<u32> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        if f.next() != Some(name) {
+            return None;
+        }
+        f.nth(1)?.trim().parse().ok()
+    })
 }
 
 /// Creates the system group `name` (see the module docs); returns its GID.
 fn create_group(name: &str) -> io::Result<u32> {
-    let etc_group = Path::new("/etc/group");
+    let etc_group = Path::new(ETC_GROUP);
     let lock = File::open(etc_group)?;
     flock(&lock, LockMode::Exclusive, true)?;
     if let Some(g) = lookup_group(name) {
@@ -239,6 +255,22 @@ pub fn secure_pods_dir(dir: &Path, states: &[&str]) -> io::Result<PathBuf> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_are_read_from_the_group_file() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("group");
+        fs::write(
+            &f,
+            "root:x:0:\nrkt-admin:x:997:\nrkt:x:998:alice\nbad:x:nope:\n",
+        )
+        .unwrap();
+        assert_eq!(group_in(&f, "rkt"), Some(998));
+        assert_eq!(group_in(&f, "rkt-admin"), Some(997));
+        assert_eq!(group_in(&f, "rk"), None);
+        assert_eq!(group_in(&f, "bad"), None);
+        assert_eq!(group_in(&t.path().join("missing"), "rkt"), None);
+    }
 
     #[test]
     fn append_group_takes_the_highest_free_system_gid() {
