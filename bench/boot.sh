@@ -62,7 +62,7 @@ trap 'rm -rf "$work"' EXIT
 marker=RKT-TEST-INIT-MARKER
 # The same quiet command line for both: stage1-vmm's default line (boot/cmdline.rs) plus the
 # test init's mode; only the reboot method differs.
-common="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp rkt_test=quick"
+common="$BENCH_GUEST_CMDLINE rkt_test=quick"
 # CPU: the host's, without VMX/SVM, as stage1-vmm gives its guests (otherwise a guest kernel
 # with KVM built in spends ~0.4 s setting up nested virtualization).
 qemu_cpu=host,-svm,-vmx

@@ -153,7 +153,7 @@ chmod 755 "$work/initrd/init"
 (cd "$work/initrd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 
 # The quiet command line of bench/boot.sh; only the reboot method differs (see there).
-common="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp${FS_BENCH_APPEND:+ $FS_BENCH_APPEND}"
+common="$BENCH_GUEST_CMDLINE${FS_BENCH_APPEND:+ $FS_BENCH_APPEND}"
 ours_cmd() { # MODE: sets cmd
     local dev=(--share "rkt=$data")
     [ "$1" = erofs ] && dev=(--disk "$work/data.erofs,ro")

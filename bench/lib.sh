@@ -1,5 +1,10 @@
 # Shared by the bench scripts (sourced, after ROOT is set).
 
+# The guest kernel command line of the VM benches: stage1-vmm's default line
+# (stage1-vmm/src/boot/cmdline.rs, DEFAULT_CMDLINE) without its reboot method, which each bench
+# picks per VMM (QEMU's microvm has no i8042). A stage1-vmm unit test keeps the two equal.
+BENCH_GUEST_CMDLINE="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp"
+
 # bench_log MSG...: one progress line on stderr, "bench: MSG".
 bench_log() { echo "bench: $*" >&2; }
 

@@ -50,7 +50,7 @@ trap 'rm -rf "$work"' EXIT
 "$mkinit" "$work/initramfs.cpio"
 
 # bench/boot.sh's quiet command line, with the test init's snapshot mode.
-cmdline="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp reboot=k rkt_test=snapshot"
+cmdline="$BENCH_GUEST_CMDLINE reboot=k rkt_test=snapshot"
 boot=("$vmm" boot --kernel "$kernel" --initramfs "$work/initramfs.cpio"
     --mem "$mem" --no-stdin --replace-cmdline --cmdline "$cmdline" --timeout 120)
 snap=$work/snap

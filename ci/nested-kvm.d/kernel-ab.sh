@@ -23,7 +23,8 @@ hello=/var/cache/rkt-rs/bench-kvm/hello.aci
 work=$(mktemp -d "${NESTED_KVM_TMP:-${TMPDIR:-/tmp}}/kernel-ab.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 "$mkinit" "$work/initramfs.cpio"
-common="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp rkt_test=quick"
+. "$repo/bench/lib.sh"
+common="$BENCH_GUEST_CMDLINE rkt_test=quick"
 
 for spec in "$@"; do
     name=${spec%%=*} rest=${spec#*=}

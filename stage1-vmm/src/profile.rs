@@ -57,11 +57,6 @@ impl Samples {
         self.taken.push((us, rip));
     }
 
-    /// The samples taken so far.
-    pub fn taken(&self) -> &[(u64, u64)] {
-        &self.taken
-    }
-
     /// Writes the samples to `out`, one `rkt-vmm-sample` line each.
     pub fn print(&self, out: &mut dyn Write) -> io::Result<()> {
         for (us, rip) in &self.taken {

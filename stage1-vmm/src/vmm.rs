@@ -542,9 +542,10 @@ impl Vmm {
             let all_counts = counts.clone();
             let (msr_list, saved) = (msr_list.clone(), saved.clone());
             // A profiled vCPU reads its own registers, as a snapshot-making one does.
-            let kind = match (&msr_list, profile_every) {
-                (Some(_), _) | (None, Some(_)) => ThreadKind::SnapshotVcpu,
-                (None, None) => ThreadKind::Vcpu,
+            let kind = if msr_list.is_some() || profile_every.is_some() {
+                ThreadKind::SnapshotVcpu
+            } else {
+                ThreadKind::Vcpu
             };
             let t = threads::spawn(kind, format!("vcpu{id}"), move || {
                 let mut mine = ExitCounts::new();

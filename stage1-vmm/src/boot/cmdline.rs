@@ -148,6 +148,22 @@ impl Cmdline {
 mod tests {
     use super::*;
 
+    /// bench/lib.sh's `BENCH_GUEST_CMDLINE` is [`DEFAULT_CMDLINE`] without `reboot=k`.
+    #[test]
+    fn the_benches_boot_with_the_default_line() {
+        let lib = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/lib.sh"));
+        let bench = lib
+            .lines()
+            .find_map(|l| l.strip_prefix("BENCH_GUEST_CMDLINE=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("bench/lib.sh sets BENCH_GUEST_CMDLINE");
+        let default: Vec<&str> = DEFAULT_CMDLINE
+            .split_whitespace()
+            .filter(|w| *w != "reboot=k")
+            .collect();
+        assert_eq!(bench.split_whitespace().collect::<Vec<_>>(), default);
+    }
+
     #[test]
     fn default_line_parses_and_is_quiet() {
         let c = Cmdline::parse(DEFAULT_CMDLINE).expect("default parses");
