@@ -140,10 +140,16 @@ pub fn host_tsc_deadline_policy() -> bool {
     tsc_deadline_policy(env.as_deref(), std::arch::x86_64::__cpuid(1).ecx)
 }
 
-/// Whether this VM's guests get the TSC-deadline timer: KVM emulates it and
-/// [`host_tsc_deadline_policy`] allows it. Decided once per VM, for all its vCPUs.
+/// Whether guests of `kvm` are offered the TSC-deadline timer: KVM emulates it and
+/// [`host_tsc_deadline_policy`] allows it. The one decider: a VM's vCPUs
+/// ([`guest_tsc_deadline`]) and a pod snapshot's key (`snapshot::pod::PodShape`) both ask it.
+pub fn tsc_deadline_offered(kvm: &Kvm) -> bool {
+    kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) && host_tsc_deadline_policy()
+}
+
+/// [`tsc_deadline_offered`] for this VM, logged. Decided once per VM, for all its vCPUs.
 pub fn guest_tsc_deadline(kvm: &Kvm) -> bool {
-    let on = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) && host_tsc_deadline_policy();
+    let on = tsc_deadline_offered(kvm);
     if !on {
         log::debug!("guest LAPIC timer: one-shot mode (no TSC-deadline timer offered)");
     }

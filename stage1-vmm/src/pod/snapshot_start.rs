@@ -228,6 +228,9 @@ pub fn prepare(
     let host = PodPaths::new(pod_dir);
     let kernel = super::run::kernel_path(&host);
     let guest_init = guest_init_path(&host, &kernel);
+    // The key's timer mode comes from the decider the VM's vCPUs use, KVM's capability included.
+    let kvm = kvm_ioctls::Kvm::new()
+        .map_err(|e| PodError::Snapshot(format!("cannot open /dev/kvm: {e}")))?;
     let shape = PodShape {
         guest_init_id: file_id(&guest_init)?,
         kernel_id: file_id(&kernel)?,
@@ -235,7 +238,7 @@ pub fn prepare(
         cpus: size.cpus,
         devices: POD_DEVICES.to_vec(),
         net_cards,
-        tsc_deadline: crate::vcpu::host_tsc_deadline_policy(),
+        tsc_deadline: crate::vcpu::tsc_deadline_offered(&kvm),
     };
     let key = match decide(&shape) {
         Start::Restore(key) => key,

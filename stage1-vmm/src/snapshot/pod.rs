@@ -44,7 +44,7 @@ pub struct PodShape {
     /// Network cards (a snapshot has none: a tap is per pod).
     pub net_cards: usize,
     /// Whether the guest is offered the TSC-deadline timer
-    /// ([`crate::vcpu::host_tsc_deadline_policy`]): a restored guest keeps the timer mode it
+    /// ([`crate::vcpu::tsc_deadline_offered`]): a restored guest keeps the timer mode it
     /// was made with.
     pub tsc_deadline: bool,
 }
