@@ -46,10 +46,8 @@ if [ -z "${NESTED_KVM:-}" ]; then
     bench_reexec_nested VMM_BIN="$VMM" -- "$@"
 fi
 [ -n "${VMM:-}" ] || bench_vmm
-# Same guest CPU features on both sides: QEMU's `-cpu host` offers the TSC-deadline timer, and
-# stage1-vmm withholds it on a guest host without one (ci/nested-kvm's L1, where busy machines
-# lose its interrupts: docs/nested-kvm.md, "L2 timers"); this quick boot waits on no timer.
-export RKT_VMM_TSC_DEADLINE=${RKT_VMM_TSC_DEADLINE:-1}
+# Same guest CPU features on both sides, the TSC-deadline timer included (bench/lib.sh).
+bench_lapic_timer deadline
 vmm=$VMM
 for f in "$vmm" "$mkinit" "$kernel" /usr/bin/time; do
     [ -e "$f" ] || { bench_log "missing $f (run bench/boot.sh on the host first to prepare)"; exit 1; }
@@ -65,7 +63,7 @@ marker=RKT-TEST-INIT-MARKER
 common="$BENCH_GUEST_CMDLINE rkt_test=quick"
 # CPU: the host's, without VMX/SVM, as stage1-vmm gives its guests (otherwise a guest kernel
 # with KVM built in spends ~0.4 s setting up nested virtualization).
-qemu_cpu=host,-svm,-vmx
+qemu_cpu=host,-svm,-vmx$BENCH_QEMU_TIMER
 # reboot: ours ends on the i8042 reset (reboot=k); microvm has no i8042, so QEMU ends on a
 # triple fault (reboot=t) with -no-reboot, its fastest way out.
 ours=("$vmm" boot --kernel "$kernel" --initramfs "$work/initramfs.cpio" --mem "$mem" --cpus "$cpus"

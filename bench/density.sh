@@ -32,6 +32,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
 ROOT=$repo
 . "$here/lib.sh"
+# Idle guests wait on timers: both get the one-shot LAPIC timer (bench/lib.sh).
+bench_lapic_timer oneshot
 pods=${1:-10}
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 stage1=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
@@ -172,10 +174,10 @@ wait
 settle
 qbase=$(mem_avail_kib)
 bench_log "memory: $pods idle QEMU microvms of $vm_mib MiB"
-cmdline="console=ttyS0 panic=1 quiet noxsave pci=off acpi=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=hold"
+cmdline="$BENCH_GUEST_CMDLINE rkt_test=hold"
 for i in $(seq 1 "$pods"); do
     qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off \
-        -enable-kvm -cpu host -m "$vm_mib" -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
+        -enable-kvm -cpu "host$BENCH_QEMU_TIMER" -m "$vm_mib" -smp 1 -nodefaults -no-user-config -nographic -no-reboot \
         -serial "file:$work/qemu.$i.log" -kernel "$kernel" -initrd "$cache/initramfs.cpio" \
         -append "$cmdline" </dev/null >/dev/null 2>&1 &
     qemu_pids+=($!)

@@ -5,6 +5,23 @@
 # picks per VMM (QEMU's microvm has no i8042). A stage1-vmm unit test keeps the two equal.
 BENCH_GUEST_CMDLINE="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.nokbd i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 pty.legacy_count=0 loop.max_loop=0 noreplace-smp"
 
+# bench_lapic_timer DEFAULT: gives both VMMs' guests the same LAPIC timer, DEFAULT unless
+# BENCH_LAPIC_TIMER says otherwise: `deadline` (TSC-deadline: QEMU's `-cpu host` offers it; ours
+# through RKT_VMM_TSC_DEADLINE=1) or `oneshot` (what stage1-vmm gives its guests under
+# ci/nested-kvm, vcpu::tsc_deadline_policy: L1 there loses L2's deadline interrupts, and a
+# guest that waits on a timer can stall for minutes, docs/nested-kvm.md "L2 timers"; QEMU
+# through `-tsc-deadline`). Exports RKT_VMM_TSC_DEADLINE; sets BENCH_QEMU_TIMER, a suffix for
+# QEMU's `-cpu` value. Boot benches take `deadline` (a boot waits on no timer, and the one-shot
+# timer's 100 ms calibration would be the guests' largest cost); benches whose guests wait on
+# timers for seconds (network, file system) take `oneshot`.
+bench_lapic_timer() {
+    case ${BENCH_LAPIC_TIMER:-$1} in
+        deadline) export RKT_VMM_TSC_DEADLINE=1; BENCH_QEMU_TIMER= ;;
+        oneshot) export RKT_VMM_TSC_DEADLINE=0; BENCH_QEMU_TIMER=,-tsc-deadline ;;
+        *) bench_log "BENCH_LAPIC_TIMER: deadline or oneshot, not '${BENCH_LAPIC_TIMER:-$1}'"; exit 2 ;;
+    esac
+}
+
 # bench_log MSG...: one progress line on stderr, "bench: MSG".
 bench_log() { echo "bench: $*" >&2; }
 

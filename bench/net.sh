@@ -21,12 +21,14 @@
 # NET_QEMU_KERNEL (build/kernel-l1/vmlinux, built here when missing),
 # HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (ns samples per side, default 10),
 # N_KVM (KVM samples per side, default 3), IPERF_SECONDS (default 5), NET_BENCH_KVM (1).
-# Needs root, containernetworking-plugins, iptables, iperf3 and qemu-system-x86 (ci/deps.sh
-# --bench).
+# Needs root, containernetworking-plugins, iptables and qemu-system-x86 (ci/deps.sh --bench);
+# installs iperf3 when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 . bench/lib.sh
+# Guests wait on timers here for seconds: both get the one-shot LAPIC timer (bench/lib.sh).
+bench_lapic_timer oneshot
 mode=ns
 [ "${1:-}" = --kvm ] && mode=kvm
 rkt=$(realpath "${RKT_BIN:-build/bin/rkt}")
@@ -57,8 +59,9 @@ if [ -z "${NET_BENCH_INSIDE:-}" ]; then
   NET_BENCH_INSIDE=1 nsenter --net="/var/run/netns/$hostns" "$0" "$@"
   if [ "$mode" = ns ] && [ "${NET_BENCH_KVM:-1}" = 1 ]; then
     # The KVM half in one L1 run (an exec where the host's KVM boots Linux).
+    command -v iperf3 >/dev/null || bench_apt_install iperf3
     [ -f "$stage1k" ] && [ -f "$kernel" ] && command -v iperf3 >/dev/null ||
-      { echo "net.sh: no stage1-kvm.aci, kernel or iperf3: KVM half skipped" >&2; exit 1; }
+      { echo "net.sh: no stage1-kvm.aci, kernel or iperf3 for the KVM half (bash ci/build.sh)" >&2; exit 1; }
     [ -f "$qkernel" ] || RKT_KERNEL_FRAGMENTS="guest.config l1.config" \
       kernel-config/build.sh --out "$(dirname "$qkernel")"
     ci/nested-kvm bash bench/net.sh --kvm
@@ -130,7 +133,7 @@ if [ "$mode" = kvm ]; then
   ip addr add 192.168.77.1/24 dev qtap0
   ip link set qtap0 up
   qemu() { # extra virtio-net-device properties, output file
-    timeout 300 qemu-system-x86_64 -accel kvm -cpu host -M microvm -m 512 -smp 1 \
+    timeout 300 qemu-system-x86_64 -accel kvm -cpu "host$BENCH_QEMU_TIMER" -M microvm -m 512 -smp 1 \
       -nodefaults -no-user-config -display none -no-reboot -serial stdio -kernel "$qkernel" \
       -append "console=ttyS0 quiet panic=-1 reboot=t noxsave root=r rootfstype=9p rootflags=trans=virtio,version=9p2000.L ro init=$PWD/bench/net-qemu-guest.sh -- $secs" \
       -fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap \

@@ -22,16 +22,16 @@
 # NET (the pod's --net, default none: the VM gets no network card, as the bare QEMU boot;
 # NET=default adds rkt's CNI ptp network, whose plugin and iptables execs take ~2.3 s under the
 # harness's emulation, and names the ratio run_kvm_default_net_vs_qemu_boot).
-# RKT_VMM_TSC_DEADLINE defaults to 1 here, as QEMU's `-cpu host` offers that timer too: under
-# ci/nested-kvm pods otherwise get the LAPIC's one-shot timer and its boot-time calibration
-# (docs/nested-kvm.md, "L2 timers").
+# Both guests get the TSC-deadline timer (BENCH_LAPIC_TIMER, bench/lib.sh): under ci/nested-kvm
+# pods otherwise get the LAPIC's one-shot timer and its boot-time calibration (docs/nested-kvm.md,
+# "L2 timers").
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
 ROOT=$repo
 . "$here/lib.sh"
-export RKT_VMM_TSC_DEADLINE=${RKT_VMM_TSC_DEADLINE:-1}
+bench_lapic_timer deadline
 runs=${1:-10}
 rkt=${RKT_BIN:-$repo/build/bin/rkt}
 stage1=${RKT_STAGE1_KVM_ACI:-$repo/build/stage1-kvm.aci}
@@ -98,10 +98,11 @@ if [ "$sizes" != 0 ]; then
     "${R[@]}" run "${N[@]}" --stage1-path="$stage1" "$big_id" >/dev/null 2>&1 || true # renders its tree
 fi
 
-cmdline="console=ttyS0 panic=1 quiet loglevel=3 noxsave pci=off acpi=off 8250.nr_uarts=2 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check rcupdate.rcu_expedited=1 rkt_test=quick"
+# The pod's kernel command line (stage1-vmm's default, bench/lib.sh) with the test init's mode.
+cmdline="$BENCH_GUEST_CMDLINE rkt_test=quick"
 # microvm has no i8042: QEMU ends on a triple fault (reboot=t) with -no-reboot.
 qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off
-    -enable-kvm -cpu host -m "$qemu_mem" -smp 1 -nodefaults -no-user-config -nographic -no-reboot
+    -enable-kvm -cpu "host$BENCH_QEMU_TIMER" -m "$qemu_mem" -smp 1 -nodefaults -no-user-config -nographic -no-reboot
     -serial stdio -kernel "$kernel" -initrd "$cache/initramfs.cpio" -append "$cmdline reboot=t")
 
 # ms CMD...: runs CMD, prints its wall time (ms) and status; output to $work/last.*
