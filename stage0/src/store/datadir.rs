@@ -87,16 +87,20 @@ pub fn lookup_group(name: &str) -> Option<u32> {
     group_in(Path::new(ETC_GROUP), name)
 }
 
-/// GID of group `name` in the group file `path` (`name:password:gid:members` lines).
+/// GID of group `name` in the group file `path`.
 fn group_in(path: &Path, name: &str) -> Option<u32> {
     let text = fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        if f.next() != Some(name) {
-            return None;
-        }
-        f.nth(1)?.trim().parse().ok()
-    })
+    text.lines()
+        .map(group_line)
+        .find_map(|(n, gid)| if n == name { gid } else { None })
+}
+
+/// A group file line's name and GID (`name:password:gid:members`); no GID when it does not
+/// parse.
+fn group_line(line: &str) -> (&str, Option<u32>) {
+    let mut f = line.split(':');
+    let name = f.next().unwrap_or_default();
+    (name, f.nth(1).and_then(|g| g.trim().parse().ok()))
 }
 
 /// Creates the system group `name` (see the module docs); returns its GID.
@@ -139,10 +143,8 @@ fn create_group(name: &str) -> io::Result<u32> {
 pub fn append_group(path: &Path, name: &str) -> io::Result<u32> {
     let text = fs::read_to_string(path)?;
     let mut used = std::collections::HashSet::new();
-    for l in text.lines() {
-        let f: Vec<&str> = l.split(':').collect();
-        let gid = f.get(2).and_then(|g| g.parse::<u32>().ok());
-        if f.first() == Some(&name) {
+    for (n, gid) in text.lines().map(group_line) {
+        if n == name {
             if let Some(g) = gid {
                 return Ok(g);
             }
