@@ -228,8 +228,10 @@ pub fn prepare(
     let host = PodPaths::new(pod_dir);
     let kernel = super::run::kernel_path(&host);
     let guest_init = guest_init_path(&host, &kernel);
-    // The key's timer mode comes from the decider the VM's vCPUs use, KVM's capability included.
-    let kvm = kvm_ioctls::Kvm::new()
+    // The key's timer mode comes from the decider the VM's vCPUs use, KVM's capability included;
+    // this /dev/kvm descriptor is closed at once, not held while a snapshot is made.
+    let tsc_deadline = kvm_ioctls::Kvm::new()
+        .map(|kvm| crate::vcpu::tsc_deadline_offered(&kvm))
         .map_err(|e| PodError::Snapshot(format!("cannot open /dev/kvm: {e}")))?;
     let shape = PodShape {
         guest_init_id: file_id(&guest_init)?,
@@ -238,7 +240,7 @@ pub fn prepare(
         cpus: size.cpus,
         devices: POD_DEVICES.to_vec(),
         net_cards,
-        tsc_deadline: crate::vcpu::tsc_deadline_offered(&kvm),
+        tsc_deadline,
     };
     let key = match decide(&shape) {
         Start::Restore(key) => key,
