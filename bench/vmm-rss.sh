@@ -21,6 +21,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname "$here")
 ROOT=$repo
 . "$here/lib.sh"
+# Same guest CPU features on both sides, the TSC-deadline timer included, as bench/boot.sh.
+bench_lapic_timer deadline
 runs=${1:-3}
 tgt=${CARGO_TARGET_DIR:-$repo/target}
 mkinit=$tgt/release/examples/mk_test_initramfs
@@ -51,7 +53,7 @@ common="$BENCH_GUEST_CMDLINE rkt_test=hold"
 ours=("$VMM" boot --kernel "$kernel" --initramfs "$work/initramfs.cpio" --mem "$mem" --cpus "$cpus"
     --no-stdin --replace-cmdline --cmdline "$common reboot=k" --timeout 300)
 qemu=(qemu-system-x86_64 -M microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off
-    -enable-kvm -cpu host,-svm,-vmx -m "$mem" -smp "$cpus" -nodefaults -no-user-config -nographic
+    -enable-kvm -cpu "host,-svm,-vmx$BENCH_QEMU_TIMER" -m "$mem" -smp "$cpus" -nodefaults -no-user-config -nographic
     -no-reboot -serial stdio -kernel "$kernel" -initrd "$work/initramfs.cpio" -append "$common reboot=t")
 
 # smaps_split SMAPS MEM_BYTES: prints "total_kb guest_kb beyond_kb", then the largest non-guest
