@@ -3,6 +3,7 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::commands::gobool::GoStyle;
 use crate::commands::{self, Globals, StdoutError};
 
 #[derive(Debug, Parser)]
@@ -18,46 +19,47 @@ struct Cli {
     command: Command,
 }
 
+/// Deferred (`defer`): a subcommand's arguments are added only when clap builds that
+/// subcommand, so a run pays for its own command's flags, not for every command's.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 enum Command {
     /// Fetch image(s) and store them in the local store.
-    Fetch(commands::fetch::Args),
+    Fetch(GoStyle<commands::fetch::Args>),
     /// Operate on images in the local store.
-    #[command(subcommand)]
-    Image(commands::image::ImageCommand),
+    Image(GoStyle<commands::image::Args>),
     /// Print the version and exit.
-    Version(commands::version::Args),
+    Version(GoStyle<commands::version::Args>),
     /// Run image(s) in a pod.
-    Run(commands::run::Args),
+    Run(GoStyle<commands::run::Args>),
     /// Prepare a pod to run later with run-prepared; prints the UUID.
-    Prepare(commands::run::PrepareArgs),
+    Prepare(GoStyle<commands::run::PrepareArgs>),
     /// Run a prepared pod.
-    RunPrepared(commands::run::RunPreparedArgs),
+    RunPrepared(GoStyle<commands::run::RunPreparedArgs>),
     /// Check the status of a pod.
-    Status(commands::pods::StatusArgs),
+    Status(GoStyle<commands::pods::StatusArgs>),
     /// List pods.
-    List(commands::pods::ListArgs),
+    List(GoStyle<commands::pods::ListArgs>),
     /// Inspect and print the pod manifest.
-    CatManifest(commands::pods::CatManifestArgs),
+    CatManifest(GoStyle<commands::pods::CatManifestArgs>),
     /// Stop running pods.
-    Stop(commands::pods::StopArgs),
+    Stop(GoStyle<commands::pods::StopArgs>),
     /// Remove pods.
-    Rm(commands::pods::RmArgs),
+    Rm(GoStyle<commands::pods::RmArgs>),
     /// Garbage-collect exited pods.
-    Gc(commands::pods::GcArgs),
+    Gc(GoStyle<commands::pods::GcArgs>),
     /// Enter the namespaces of an app within a pod.
-    Enter(commands::pods::EnterArgs),
+    Enter(GoStyle<commands::pods::EnterArgs>),
     /// Print the merged configuration (stage0) in JSON format.
-    Config(commands::config::Args),
+    Config(GoStyle<commands::config::Args>),
     /// Export an app of an exited pod to an ACI file.
-    Export(commands::export::Args),
+    Export(GoStyle<commands::export::Args>),
     /// Trust a key for image verification.
-    Trust(commands::trust::Args),
+    Trust(GoStyle<commands::trust::Args>),
     /// Run the metadata service (AC_METADATA_URL for pods run with --mds-register).
-    MetadataService(commands::metadata_service::Args),
+    MetadataService(GoStyle<commands::metadata_service::Args>),
     /// Mutable pods (experimental: RKT_EXPERIMENT_APP=true).
-    #[command(subcommand)]
-    App(commands::app::AppCommand),
+    App(GoStyle<commands::app::Args>),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -102,24 +104,24 @@ pub fn main() -> i32 {
     }
     let g = &cli.globals;
     let res = match cli.command {
-        Command::Fetch(a) => commands::fetch::run(g, a),
-        Command::Image(c) => commands::image::run(g, c),
-        Command::Version(a) => commands::version::run(g, a),
-        Command::Run(a) => commands::run::run(g, a),
-        Command::Prepare(a) => commands::run::prepare(g, a),
-        Command::RunPrepared(a) => commands::run::run_prepared(g, a),
-        Command::Status(a) => commands::pods::status(g, a),
-        Command::List(a) => commands::pods::list(g, a),
-        Command::CatManifest(a) => commands::pods::cat_manifest(g, a),
-        Command::Stop(a) => commands::pods::stop(g, a),
-        Command::Rm(a) => commands::pods::rm(g, a),
-        Command::Gc(a) => commands::pods::gc(g, a),
-        Command::Enter(a) => commands::pods::enter(g, a),
-        Command::Config(a) => commands::config::run(g, a),
-        Command::Export(a) => commands::export::run(g, a),
-        Command::Trust(a) => commands::trust::run(g, a),
-        Command::MetadataService(a) => commands::metadata_service::run(g, a),
-        Command::App(c) => commands::app::run(g, c),
+        Command::Fetch(GoStyle(a)) => commands::fetch::run(g, a),
+        Command::Image(GoStyle(c)) => commands::image::run(g, c.command),
+        Command::Version(GoStyle(a)) => commands::version::run(g, a),
+        Command::Run(GoStyle(a)) => commands::run::run(g, a),
+        Command::Prepare(GoStyle(a)) => commands::run::prepare(g, a),
+        Command::RunPrepared(GoStyle(a)) => commands::run::run_prepared(g, a),
+        Command::Status(GoStyle(a)) => commands::pods::status(g, a),
+        Command::List(GoStyle(a)) => commands::pods::list(g, a),
+        Command::CatManifest(GoStyle(a)) => commands::pods::cat_manifest(g, a),
+        Command::Stop(GoStyle(a)) => commands::pods::stop(g, a),
+        Command::Rm(GoStyle(a)) => commands::pods::rm(g, a),
+        Command::Gc(GoStyle(a)) => commands::pods::gc(g, a),
+        Command::Enter(GoStyle(a)) => commands::pods::enter(g, a),
+        Command::Config(GoStyle(a)) => commands::config::run(g, a),
+        Command::Export(GoStyle(a)) => commands::export::run(g, a),
+        Command::Trust(GoStyle(a)) => commands::trust::run(g, a),
+        Command::MetadataService(GoStyle(a)) => commands::metadata_service::run(g, a),
+        Command::App(GoStyle(c)) => commands::app::run(g, c.command),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {
@@ -147,4 +149,39 @@ fn given(m: &clap::ArgMatches, id: &str) -> bool {
         cur = m.subcommand().map(|(_, sub)| sub);
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every flag of every command, built as `--help` builds them, is Go-style (no plain
+    /// presence flag is left), and the tree passes clap's own consistency checks.
+    #[test]
+    fn every_command_built_has_go_style_booleans() {
+        fn walk(c: &clap::Command, path: &str, bools: &mut usize) {
+            for a in c.get_arguments() {
+                assert!(
+                    !matches!(a.get_action(), clap::ArgAction::SetTrue),
+                    "{path} --{}: a presence flag, not Go-style",
+                    a.get_id()
+                );
+                if a.get_value_names().is_some_and(|v| v == ["BOOL"]) {
+                    *bools += 1;
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, &format!("{path} {}", s.get_name()), bools);
+            }
+        }
+        let mut cmd = commands::gobool::go_style(Cli::command());
+        cmd.build();
+        let mut bools = 0;
+        walk(&cmd, "rkt", &mut bools);
+        assert!(
+            bools > 30,
+            "only {bools} Go-style flags found: the tree was not built"
+        );
+        Cli::command().debug_assert();
+    }
 }

@@ -84,6 +84,14 @@ fn flags_help(intro: &str, flags: &[&str]) -> String {
 }
 
 /// `rkt app` subcommands.
+/// `rkt app` and its subcommand: an `Args` so that the whole group is deferred with the other
+/// commands (clap registers a nested `Subcommand` enum eagerly).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: AppCommand,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum AppCommand {
     /// Create a mutable pod with no apps and run it (experimental: RKT_EXPERIMENT_APP=true).

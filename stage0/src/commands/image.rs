@@ -18,6 +18,14 @@ use super::{report, Globals};
 use crate::outln;
 
 /// Image subcommands.
+/// `rkt image` and its subcommand: an `Args` so that the whole group is deferred with the other
+/// commands (clap registers a nested `Subcommand` enum eagerly).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
     /// List images in the local store.
