@@ -8,7 +8,8 @@
 # Inputs (env): RKT_BIN (build/bin/rkt), RKT_STAGE1_NS_ACI (build/stage1-ns.aci),
 # HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (runs, default 20),
 # NET (the pod's --net, default none: a new network namespace with lo only, as crun's default
-# spec; NET=default adds the CNI ptp + host-local + ipMasq setup). Needs root.
+# spec; NET=default adds the CNI ptp + host-local + ipMasq setup), BENCH_FS (as run-ns.sh:
+# `journal` by default, or `root`). Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -22,9 +23,11 @@ out=${OUT:-$(mktemp -d /tmp/rkt-phases-out.XXXXXX)}
 mkdir -p "$out"
 cleanup() {
   "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
+  bench_data_fs_cleanup "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
+dir=$(bench_data_fs "$work")/data
 
 R=("$rkt" --dir="$dir" --insecure-options=image)
 S=(--stage1-path="$stage1" --net="$net")

@@ -7,8 +7,10 @@
 # HELLO_BIN (build/bin/hello), MKACI (build/bin/mkaci), N (runs per side, default 20),
 # NET (the pod's --net, default none: a new network namespace with only lo, as crun's default
 # spec gives its container; NET=default adds rkt's CNI ptp network, which crun does not set up,
-# and prints the ratio as run_ns_default_net_vs_crun). bench/phases.sh shows where the time goes.
-# Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
+# and prints the ratio as run_ns_default_net_vs_crun), BENCH_FS (where rkt's data and crun's
+# bundle live: `journal`, the default, a loop-mounted ext4 with a journal; `root` this machine's
+# journal-less root file system; bench/lib.sh, bench_data_fs). bench/phases.sh shows where the
+# time goes. Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,9 +23,13 @@ work=$(mktemp -d /tmp/rkt-bench-ns.XXXXXX)
 dir=$work/data
 cleanup() {
   "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
+  bench_data_fs_cleanup "$work"
   rm -rf "$work"
 }
 trap cleanup EXIT
+data_fs=$(bench_data_fs "$work")
+dir=$data_fs/data
+echo "run-ns: rkt's data and crun's bundle on $([ "$data_fs" = "$work" ] && echo "the root file system (BENCH_FS=root)" || echo "a journaled ext4 (BENCH_FS=journal)")" >&2
 
 # rkt finds stage1-<flavor>.aci next to its binary for --stage1=ns; otherwise name the file.
 if [ "$(dirname "$(dirname "$rkt")")/stage1-ns.aci" -ef "$stage1" ] || [ "$(dirname "$rkt")/stage1-ns.aci" -ef "$stage1" ]; then
@@ -41,7 +47,7 @@ R=("$rkt" --dir="$dir" --insecure-options=image)
 "${R[@]}" run "${s1[@]}" example.com/bench-hello >/dev/null
 "${R[@]}" gc --grace-period=0s >/dev/null
 
-bundle=$work/bundle
+bundle=$data_fs/bundle
 mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/dev" "$bundle/rootfs/sys" "$bundle/rootfs/tmp"
 cp "$hello" "$bundle/rootfs/bin/hello"
 (cd "$bundle" && crun spec)
