@@ -83,7 +83,6 @@ fn flags_help(intro: &str, flags: &[&str]) -> String {
     s
 }
 
-/// `rkt app` subcommands.
 /// `rkt app` and its subcommand: an `Args` so that the whole group is deferred with the other
 /// commands (clap registers a nested `Subcommand` enum eagerly).
 #[derive(Debug, clap::Args)]
@@ -92,6 +91,7 @@ pub struct Args {
     pub command: AppCommand,
 }
 
+/// `rkt app` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum AppCommand {
     /// Create a mutable pod with no apps and run it (experimental: RKT_EXPERIMENT_APP=true).

@@ -17,7 +17,6 @@ use stage0::store::{now_nanos, ImageRecord, Store};
 use super::{report, Globals};
 use crate::outln;
 
-/// Image subcommands.
 /// `rkt image` and its subcommand: an `Args` so that the whole group is deferred with the other
 /// commands (clap registers a nested `Subcommand` enum eagerly).
 #[derive(Debug, clap::Args)]
@@ -26,6 +25,7 @@ pub struct Args {
     pub command: ImageCommand,
 }
 
+/// Image subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum ImageCommand {
     /// List images in the local store.
