@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 data_fs=$(bench_data_fs "$work")
 dir=$data_fs/data
-echo "run-ns: rkt's data and crun's bundle on $([ "$data_fs" = "$work" ] && echo "the root file system (BENCH_FS=root)" || echo "a journaled ext4 (BENCH_FS=journal)")" >&2
+echo "run-ns: rkt's data and crun's bundle on $([ "$data_fs" = "$work" ] && echo "the file system of /tmp" || echo "a journaled ext4 (BENCH_FS=journal)")" >&2
 
 # rkt finds stage1-<flavor>.aci next to its binary for --stage1=ns; otherwise name the file.
 if [ "$(dirname "$(dirname "$rkt")")/stage1-ns.aci" -ef "$stage1" ] || [ "$(dirname "$rkt")/stage1-ns.aci" -ef "$stage1" ]; then
