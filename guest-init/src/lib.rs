@@ -20,6 +20,7 @@ mod log;
 mod machine;
 mod mounts;
 mod net;
+mod readahead;
 mod snapshot_stage;
 mod status;
 mod supervisor;
@@ -245,6 +246,11 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         }
     };
     soft(mount_fs("sysfs", "/sys", "sysfs", nse, None));
+    soft(readahead::set(
+        Path::new("/sys"),
+        Path::new("/"),
+        readahead::SHARE_READAHEAD_KB,
+    ));
     soft(mount_fs(
         "devtmpfs",
         "/dev",
@@ -408,12 +414,32 @@ fn sync_pod_filesystems(plan: &Plan) {
     POD_SYNCED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// kvm flavor, once synced: ends the VM through the i8042 reset line (`pod_abi::reset`), as the
+/// kernel's `reboot=k` would but without its reboot path (about 0.25 s under nested
+/// emulation). Returns only if the port cannot be reached; the caller then reboots.
+#[cfg(target_arch = "x86_64")]
+fn pulse_reset_line() {
+    use pod_abi::reset::{COMMAND, PORT};
+    match pod_abi::snapshot_port::Ports::open(PORT, 1) {
+        Ok(p) => {
+            if let Err(e) = p.outb(PORT, COMMAND) {
+                debug!("reset line: {e}");
+            }
+        }
+        Err(e) => debug!("reset line: {e}"),
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn pulse_reset_line() {}
+
 fn finish(flavor: Flavor, code: i32) -> ! {
     if flavor == Flavor::Kvm || !POD_SYNCED.load(std::sync::atomic::Ordering::Relaxed) {
         nix::unistd::sync();
     }
     pod_abi::trace::phase("guest-init", "synced");
     if flavor == Flavor::Kvm {
+        pulse_reset_line();
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
         info!("reboot failed");
     }

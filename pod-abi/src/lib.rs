@@ -15,6 +15,7 @@ pub mod netinfo;
 pub mod paths;
 pub mod plan;
 pub mod podfile;
+pub mod reset;
 pub mod snapshot;
 #[cfg(target_arch = "x86_64")]
 pub mod snapshot_port;

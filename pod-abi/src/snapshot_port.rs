@@ -1,4 +1,5 @@
-//! Guest side of the snapshot port (`pod_abi::snapshot`): one-byte port I/O with `ioperm(2)`
+//! Guest side of the snapshot port (`pod_abi::snapshot`) and of the reset line
+//! (`pod_abi::reset`): one-byte port I/O with `ioperm(2)`
 //! and the `in`/`out` instructions, falling back to `/dev/port` when `ioperm` fails (a kernel
 //! without `CONFIG_X86_IOPL_IOPERM`). A guest-only kernel without PCI has no `/dev/port`
 //! (`CONFIG_DEVPORT` needs `ISA || PCI`), so it needs `ioperm`; either kernel works.

@@ -27,7 +27,8 @@ const BULK_LINE: usize = 10;
 
 /// A static helper for what neither hello nor pod-check does: `emit N` writes N bytes of
 /// numbered lines to stdout; `meminfo` prints MemTotal and MemAvailable (kB); `spin MS` busy-loops
-/// for MS ms of wall time and prints `CPUFRAC=<x>`, the CPU time it got over that wall time.
+/// for MS ms of wall time and prints `CPUFRAC=<x>`, the CPU time it got over that wall time;
+/// `readahead PATH` prints `READAHEAD_KB=<n>`, the readahead of PATH's file system (sysfs).
 const HELPER_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@ const HELPER_C: &str = r#"
 #include <unistd.h>
 #include <errno.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 static double secs(clockid_t c) {
     struct timespec t;
     clock_gettime(c, &t);
@@ -78,7 +81,17 @@ int main(int argc, char **argv) {
         printf("CPUFRAC=%.3f\n", c / w);
         return 0;
     }
-    fprintf(stderr, "usage: helper emit N | meminfo | spin MS\n");
+    if (argc >= 3 && strcmp(argv[1], "readahead") == 0) {
+        struct stat st;
+        char p[128], v[32];
+        if (stat(argv[2], &st)) { perror(argv[2]); return 1; }
+        snprintf(p, sizeof p, "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev), minor(st.st_dev));
+        FILE *f = fopen(p, "r");
+        if (!f || !fgets(v, sizeof v, f)) { perror(p); return 1; }
+        printf("READAHEAD_KB=%s", v);
+        return 0;
+    }
+    fprintf(stderr, "usage: helper emit N | meminfo | spin MS | readahead PATH\n");
     return 2;
 }
 "#;
@@ -121,15 +134,24 @@ fn kvm_hello_output_and_exit_code() {
     };
     let img = e.hello_image();
     let uuid_file = e.path("uuid");
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        &format!("--uuid-file-save={}", uuid_file.display()),
-        img.to_str().unwrap(),
-        "--",
-        "first",
-        "second",
-    ]);
+    let args = [
+        "run".to_string(),
+        e.stage1_flag(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+        img.to_str().unwrap().to_string(),
+        "--".into(),
+        "first".into(),
+        "second".into(),
+    ];
+    let child = e
+        .rkt(&args)
+        .env("RKT_VMM_EXIT_STATS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(child, e.timeout());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // stdout is exactly the app's output: no kernel or guest-init noise.
     let want = "Hello from a rkt-rs pod!\nargv: [\"/bin/hello\", \"first\", \"second\"]\nAC_APP_NAME=hello\n";
@@ -143,6 +165,16 @@ fn kvm_hello_output_and_exit_code() {
         .map(|l| l.trim())
         .collect();
     assert!(noise.is_empty(), "kernel lines on stderr: {noise:?}");
+    // guest-init ended the VM on the i8042 reset line itself (pod_abi::reset): one write to
+    // port 0x64 and no read of it, which the kernel's `reboot=k` path makes first.
+    let i8042: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("exits:") && l.contains(" 0x64 "))
+        .collect();
+    assert!(
+        i8042.len() == 1 && i8042[0].contains("pio-out") && i8042[0].contains(" 1  "),
+        "{i8042:?}"
+    );
     let uuid = uuid_of(&uuid_file);
     let s = e.status(&uuid);
     assert!(
@@ -615,6 +647,29 @@ fn kvm_ten_mib_of_output_arrive_whole() {
         "the output is not the emitted sequence"
     );
     eprintln!("10 MiB through hvc0 in {took:.1?} (boot included)");
+}
+
+#[test]
+fn kvm_share_reads_ahead_one_fuse_request() {
+    let Some(e) = E2e::require_kvm("kvm_share_reads_ahead_one_fuse_request") else {
+        return;
+    };
+    let Some(h) = helper("kvm_share_reads_ahead_one_fuse_request") else {
+        return;
+    };
+    let img = helper_image(&e, &h);
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        img.to_str().unwrap(),
+        "--",
+        "readahead",
+        "/",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // guest-init raised the share's readahead from FUSE's 128 KiB to one 1 MiB request, so an
+    // app's binary arrives in a few READs rather than one per 128 KiB.
+    assert_eq!(stdout(&o), "READAHEAD_KB=1024\n");
 }
 
 #[test]

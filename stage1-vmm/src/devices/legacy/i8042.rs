@@ -39,7 +39,7 @@ const CMD_WRITE_OUTP: u8 = 0xd1;
 const CMD_WRITE_KBD_OUT: u8 = 0xd2;
 const CMD_WRITE_AUX_OUT: u8 = 0xd3;
 const CMD_WRITE_AUX: u8 = 0xd4;
-const CMD_RESET_CPU: u8 = 0xfe;
+const CMD_RESET_CPU: u8 = pod_abi::reset::COMMAND;
 
 /// Self-test passed.
 const SELF_TEST_OK: u8 = 0x55;
@@ -198,6 +198,17 @@ mod tests {
             "input buffer never full, so kb_wait ends at once"
         );
         assert_eq!(d.write(4, &[CMD_RESET_CPU]), DeviceAction::Reset);
+    }
+
+    #[test]
+    fn guest_init_reset_lands_on_the_command_port() {
+        assert_eq!(I8042_DATA_PORT + CMD_OFFSET, pod_abi::reset::PORT);
+        let mut d = I8042::new();
+        let off = pod_abi::reset::PORT - I8042_DATA_PORT;
+        assert_eq!(
+            d.write(off, &[pod_abi::reset::COMMAND]),
+            DeviceAction::Reset
+        );
     }
 
     #[test]
