@@ -4,12 +4,13 @@
 //! returned) generate `resolv.conf`; `--hosts-entry IP=HOST` generates `hosts` with rkt's
 //! localhost lines and the pod's hostname; an image without `/etc/hosts` gets that fallback.
 //! Otherwise the image's files stay. Writes never follow a symlink in the app's root
-//! (`pod_abi::podfile::write_beneath`).
+//! (`pod_abi::podfile::write_beneath_unsynced`: not fsynced, as they live as long as the pod, whose
+//! end syncs its file systems).
 
 use std::path::Path;
 
 use pod_abi::plan::Plan;
-use pod_abi::podfile::{exists_beneath, write_beneath, PodFileError};
+use pod_abi::podfile::{exists_beneath, write_beneath_unsynced, PodFileError};
 
 const RESOLV_CONF: &str = "etc/resolv.conf";
 const HOSTS: &str = "etc/hosts";
@@ -71,10 +72,10 @@ pub fn hosts(plan: &Plan, image_has_hosts: bool) -> Option<String> {
 /// Writes the files into the app root `rootfs`; only a file the user asked for is an error.
 pub fn write(plan: &Plan, rootfs: &Path) -> Result<(), PodFileError> {
     if let Some(r) = resolv_conf(plan) {
-        write_beneath(rootfs, Path::new(RESOLV_CONF), r.as_bytes(), 0o644)?;
+        write_beneath_unsynced(rootfs, Path::new(RESOLV_CONF), r.as_bytes(), 0o644)?;
     }
     if let Some(h) = hosts(plan, exists_beneath(rootfs, Path::new(HOSTS))) {
-        let r = write_beneath(rootfs, Path::new(HOSTS), h.as_bytes(), 0o644);
+        let r = write_beneath_unsynced(rootfs, Path::new(HOSTS), h.as_bytes(), 0o644);
         // rkt's fallback is best effort (an image whose /etc is a symlink keeps running).
         if plan.net.hosts_file.is_some() || !plan.net.hosts_entries.is_empty() {
             r?;

@@ -557,6 +557,28 @@ fn parent_beneath(dir: BorrowedFd<'_>, parents: &[CString]) -> std::io::Result<O
 /// any component, the data goes to a new temporary file there (`O_EXCL | O_NOFOLLOW`), which
 /// is renamed over the last component, so that a symlink there is replaced, not followed.
 pub fn write_beneath(dir: &Path, rel: &Path, data: &[u8], mode: u32) -> Result<(), PodFileError> {
+    write_beneath_via_temp(dir, rel, data, mode, true)
+}
+
+/// [`write_beneath`] without the fsync, for files that live only as long as the pod (an app's
+/// `/etc/hosts`): the pod's end syncs them with the rest of its file systems, and readers
+/// still see the old file or the new one, never a part.
+pub fn write_beneath_unsynced(
+    dir: &Path,
+    rel: &Path,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), PodFileError> {
+    write_beneath_via_temp(dir, rel, data, mode, false)
+}
+
+fn write_beneath_via_temp(
+    dir: &Path,
+    rel: &Path,
+    data: &[u8],
+    mode: u32,
+    sync: bool,
+) -> Result<(), PodFileError> {
     let shown = dir.join(rel);
     let parts = components(rel).ok_or_else(|| PodFileError::Escapes(shown.clone()))?;
     let Some((last, parents)) = parts.split_last() else {
@@ -581,7 +603,9 @@ pub fn write_beneath(dir: &Path, rel: &Path, data: &[u8], mode: u32) -> Result<(
     let res = owned(fd).and_then(|fd| {
         let mut f = File::from(fd);
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         // SAFETY: renameat on valid dir fds with NUL-terminated names.
         if unsafe { libc::renameat(pfd, tmp.as_ptr(), pfd, last.as_ptr()) } != 0 {
             return Err(std::io::Error::last_os_error());
@@ -636,6 +660,26 @@ pub fn exists_beneath(dir: &Path, rel: &Path) -> bool {
 #[allow(clippy::unwrap_used)]
 mod write_beneath_tests {
     use super::*;
+
+    #[test]
+    fn unsynced_is_as_safe_against_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("etc/hosts")).unwrap();
+        write_beneath_unsynced(&root, Path::new("etc/hosts"), b"h\n", 0o644).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"h\n");
+        let root2 = d.path().join("root2");
+        std::fs::create_dir(&root2).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root2.join("etc")).unwrap();
+        assert!(write_beneath_unsynced(&root2, Path::new("etc/victim"), b"x", 0o644).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(write_beneath_unsynced(&root2, Path::new("../x"), b"x", 0o644).is_err());
+    }
 
     #[test]
     fn replaces_symlinks_and_refuses_symlinked_parents() {
