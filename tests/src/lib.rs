@@ -562,7 +562,13 @@ impl E2e {
 
     /// Starts `rkt ARGS` with stdin from /dev/null and piped stdout and stderr.
     pub fn spawn<S: AsRef<str>>(&self, args: &[S]) -> Child {
+        self.spawn_env(&[], args)
+    }
+
+    /// [`E2e::spawn`] with `env` added to rkt's environment.
+    pub fn spawn_env<S: AsRef<str>>(&self, env: &[(&str, &str)], args: &[S]) -> Child {
         self.rkt(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -572,8 +578,13 @@ impl E2e {
 
     /// Runs `rkt ARGS` (killed after the time limit) and prints what happened.
     pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Output {
+        self.run_env(&[], args)
+    }
+
+    /// [`E2e::run`] with `env` added to rkt's environment.
+    pub fn run_env<S: AsRef<str>>(&self, env: &[(&str, &str)], args: &[S]) -> Output {
         let started = Instant::now();
-        let out = wait_output(self.spawn(args), self.timeout);
+        let out = wait_output(self.spawn_env(env, args), self.timeout);
         let so = stdout(&out);
         let shown = if so.len() > SHOWN_STDOUT_MAX {
             let head: String = so.chars().take(SHOWN_STDOUT_MAX / 2).collect();

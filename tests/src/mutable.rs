@@ -6,29 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{mounts_under, stderr, stdout, uuid_of, wait_for_paths, wait_output, E2e};
+use crate::{mounts_under, stderr, stdout, uuid_of, wait_for_paths, E2e};
 
 /// `rkt ARGS` with `RKT_EXPERIMENT_APP=true`, run to completion (and printed).
 pub fn app_cmd<S: AsRef<str>>(e: &E2e, args: &[S]) -> Output {
-    let t0 = Instant::now();
-    let child = e
-        .rkt(args)
-        .env("RKT_EXPERIMENT_APP", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, e.timeout());
-    eprintln!(
-        "$ rkt {}\n[exit {:?} after {:.1?}]\n--- stdout\n{}--- stderr\n{}",
-        args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
-        o.status.code(),
-        t0.elapsed(),
-        stdout(&o),
-        stderr(&o)
-    );
-    o
+    e.run_env(&[("RKT_EXPERIMENT_APP", "true")], args)
 }
 
 /// Starts `rkt app sandbox` (in the background, as rktlet ran it) and waits until the pod

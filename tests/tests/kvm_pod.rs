@@ -143,15 +143,7 @@ fn kvm_hello_output_and_exit_code() {
         "first".into(),
         "second".into(),
     ];
-    let child = e
-        .rkt(&args)
-        .env("RKT_VMM_EXIT_STATS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let o = wait_output(child, e.timeout());
+    let o = e.run_env(&[("RKT_VMM_EXIT_STATS", "1")], &args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // stdout is exactly the app's output: no kernel or guest-init noise.
     let want = "Hello from a rkt-rs pod!\nargv: [\"/bin/hello\", \"first\", \"second\"]\nAC_APP_NAME=hello\n";
