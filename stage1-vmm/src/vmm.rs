@@ -47,6 +47,11 @@ use crate::vcpu::{self, ExitCounts, VcpuEnd, VcpuError};
 const PANIC_GRACE: Duration = Duration::from_secs(3);
 /// Interval at which a vCPU thread that has not stopped yet is kicked again.
 const KICK_RETRY: Duration = Duration::from_millis(10);
+/// First wait before checking again whether the kicked vCPU threads have ended; it doubles up
+/// to [`KICK_RETRY`]. A kicked thread leaves `KVM_RUN` at once (`vcpu` module: the kick sets
+/// `immediate_exit`), so the first checks find it gone; a flat 10 ms sleep made every VM's end
+/// wait for it, as the thread that saw the reset is still returning when the loop first looks.
+const JOIN_POLL_FIRST: Duration = Duration::from_micros(100);
 /// Give up on a vCPU thread that ignores kicks for this long.
 const KICK_GIVE_UP: Duration = Duration::from_secs(2);
 /// Bytes read from a console input per wakeup (the UART FIFO holds 64).
@@ -766,23 +771,27 @@ fn outcome_of(id: u8, end: VcpuEnd, panic: Option<String>) -> VmOutcome {
     }
 }
 
-/// Stops the vCPU threads: sets the flag, then kicks every 10 ms until each has left
-/// `KVM_RUN` (gives up after [`KICK_GIVE_UP`] from `ended`), and joins those that finished.
+/// Stops the vCPU threads: sets the flag, then kicks those still running every [`KICK_RETRY`]
+/// until each has ended, checking after [`JOIN_POLL_FIRST`] and twice as long each time (gives
+/// up after [`KICK_GIVE_UP`] from `ended`), and joins those that finished.
 fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>, ended: Instant) {
     stop.store(true, Ordering::SeqCst);
+    let mut wait = JOIN_POLL_FIRST;
+    let mut kicked: Option<Instant> = None;
     loop {
-        let mut running = 0;
-        for t in &threads {
-            if !t.is_finished() {
-                running += 1;
-                use vmm_sys_util::signal::Killable;
-                let _ = t.kill(vcpu::kick_signal());
-            }
-        }
-        if running == 0 || ended.elapsed() > KICK_GIVE_UP {
+        let running: Vec<&JoinHandle<()>> = threads.iter().filter(|t| !t.is_finished()).collect();
+        if running.is_empty() || ended.elapsed() > KICK_GIVE_UP {
             break;
         }
-        std::thread::sleep(KICK_RETRY);
+        if kicked.is_none_or(|k| k.elapsed() >= KICK_RETRY) {
+            use vmm_sys_util::signal::Killable;
+            for t in running {
+                let _ = t.kill(vcpu::kick_signal());
+            }
+            kicked = Some(Instant::now());
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(KICK_RETRY);
     }
     for t in threads {
         if t.is_finished() {
