@@ -81,11 +81,13 @@ impl PodFileError {
 }
 
 /// Opens a directory the host trusts (e.g. a pod's `stage1/rootfs`) as the base of
-/// [`read_beneath_at`]; the path itself is resolved normally.
+/// [`read_beneath_at`]; the path itself is resolved normally. `O_PATH`: the fd only anchors
+/// `*at` calls, and on a FUSE mount (a KVM pod's share, for guest-init) an `O_PATH` open sends
+/// no OPENDIR and RELEASEDIR round trip.
 pub fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(path)?;
     Ok(OwnedFd::from(f))
 }
