@@ -33,7 +33,9 @@ pub fn confine(rootfs: &Path) -> Result<(), StepError> {
         none,
     )
     .map_err(at("bind the app root onto itself"))?;
-    let dir = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    // O_PATH: only fchdir uses it, and on a KVM pod's share an O_PATH open sends no
+    // OPENDIR/RELEASEDIR round trip.
+    let dir = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let old_root = nix::fcntl::open("/", dir, nix::sys::stat::Mode::empty())
         .map_err(at("open the old root"))?;
     // SAFETY: `old_root` was just opened and is owned here (closed on every path below).
