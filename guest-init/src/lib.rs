@@ -415,8 +415,9 @@ fn sync_pod_filesystems(plan: &Plan) {
 }
 
 /// kvm flavor, once synced: ends the VM through the i8042 reset line (`pod_abi::reset`), as the
-/// kernel's `reboot=k` would but without its reboot path (about 0.25 s under nested
-/// emulation). Returns only if the port cannot be reached; the caller then reboots.
+/// kernel's `reboot=k` would but without its reboot path (~40 ms of a pod's end under nested
+/// emulation, docs/guest-init.md). Returns only if the port cannot be reached; the caller then
+/// reboots.
 #[cfg(target_arch = "x86_64")]
 fn pulse_reset_line() {
     use pod_abi::reset::{COMMAND, PORT};
