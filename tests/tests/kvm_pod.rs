@@ -12,7 +12,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,27 @@ fn helper(test: &str) -> Option<PathBuf> {
             None
         }
     }
+}
+
+/// A test's KVM and helper image, or `None` after a SKIP.
+fn helper_pod(test: &str) -> Option<(E2e, PathBuf)> {
+    let e = E2e::require_kvm(test)?;
+    let h = helper(test)?;
+    let img = helper_image(&e, &h);
+    Some((e, img))
+}
+
+/// `rkt run` of the helper image `img` with `flags`, the helper getting `args`.
+fn run_helper(e: &E2e, img: &Path, flags: &[&str], args: &[&str]) -> Output {
+    let mut a = vec![
+        "run".to_string(),
+        e.stage1_flag(),
+        img.to_str().unwrap().to_string(),
+    ];
+    a.extend(flags.iter().map(|f| f.to_string()));
+    a.push("--".into());
+    a.extend(args.iter().map(|f| f.to_string()));
+    e.run(&a)
 }
 
 fn helper_image(e: &E2e, helper: &Path) -> PathBuf {
@@ -610,23 +631,12 @@ fn kvm_guest_kernel_panic_is_a_pod_failure() {
 
 #[test]
 fn kvm_ten_mib_of_output_arrive_whole() {
-    let Some(e) = E2e::require_kvm("kvm_ten_mib_of_output_arrive_whole") else {
+    let Some((e, img)) = helper_pod("kvm_ten_mib_of_output_arrive_whole") else {
         return;
     };
-    let Some(h) = helper("kvm_ten_mib_of_output_arrive_whole") else {
-        return;
-    };
-    let img = helper_image(&e, &h);
     let n = BULK_BYTES.to_string();
     let t0 = Instant::now();
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        img.to_str().unwrap(),
-        "--",
-        "emit",
-        &n,
-    ]);
+    let o = run_helper(&e, &img, &[], &["emit", &n]);
     let took = t0.elapsed();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(o.stdout.len(), BULK_BYTES, "bytes received");
@@ -643,21 +653,10 @@ fn kvm_ten_mib_of_output_arrive_whole() {
 
 #[test]
 fn kvm_share_reads_ahead_one_fuse_request() {
-    let Some(e) = E2e::require_kvm("kvm_share_reads_ahead_one_fuse_request") else {
+    let Some((e, img)) = helper_pod("kvm_share_reads_ahead_one_fuse_request") else {
         return;
     };
-    let Some(h) = helper("kvm_share_reads_ahead_one_fuse_request") else {
-        return;
-    };
-    let img = helper_image(&e, &h);
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        img.to_str().unwrap(),
-        "--",
-        "readahead",
-        "/",
-    ]);
+    let o = run_helper(&e, &img, &[], &["readahead", "/"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // guest-init raised the share's readahead from FUSE's 128 KiB to one 1 MiB request, so an
     // app's binary arrives in a few READs rather than one per 128 KiB.
@@ -666,13 +665,9 @@ fn kvm_share_reads_ahead_one_fuse_request() {
 
 #[test]
 fn kvm_memory_limit_sizes_the_vm() {
-    let Some(e) = E2e::require_kvm("kvm_memory_limit_sizes_the_vm") else {
+    let Some((e, img)) = helper_pod("kvm_memory_limit_sizes_the_vm") else {
         return;
     };
-    let Some(h) = helper("kvm_memory_limit_sizes_the_vm") else {
-        return;
-    };
-    let img = helper_image(&e, &h);
     let kb = |out: &str, key: &str| -> u64 {
         out.lines()
             .find_map(|l| l.strip_prefix(key))
@@ -681,14 +676,7 @@ fn kvm_memory_limit_sizes_the_vm() {
             .unwrap_or_else(|| panic!("no {key} in {out:?}"))
     };
     // With a 256 MiB limit the guest has at least that much.
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        img.to_str().unwrap(),
-        "--memory=256Mi",
-        "--",
-        "meminfo",
-    ]);
+    let o = run_helper(&e, &img, &["--memory=256Mi"], &["meminfo"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let (total, avail) = (kb(&out, "MemTotal:"), kb(&out, "MemAvailable:"));
@@ -696,13 +684,7 @@ fn kvm_memory_limit_sizes_the_vm() {
     assert!(total >= 256 * 1024, "MemTotal {total} kB < 256 MiB");
     assert!(avail >= 256 * 1024, "MemAvailable {avail} kB < 256 MiB");
     // Without a limit: the default per-app amount, far below rkt's old 512 MiB floor.
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        img.to_str().unwrap(),
-        "--",
-        "meminfo",
-    ]);
+    let o = run_helper(&e, &img, &[], &["meminfo"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let (total, avail) = (kb(&out, "MemTotal:"), kb(&out, "MemAvailable:"));
@@ -715,24 +697,12 @@ fn kvm_memory_limit_sizes_the_vm() {
 
 #[test]
 fn kvm_cpu_limit_is_enforced() {
-    let Some(e) = E2e::require_kvm("kvm_cpu_limit_is_enforced") else {
+    let Some((e, img)) = helper_pod("kvm_cpu_limit_is_enforced") else {
         return;
     };
-    let Some(h) = helper("kvm_cpu_limit_is_enforced") else {
-        return;
-    };
-    let img = helper_image(&e, &h);
     // `resource/cpu` 500m: the guest kernel's CFS bandwidth control holds a busy loop to about
     // half a CPU over 3 s of guest time (the vCPU count alone could not: it is whole CPUs).
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        img.to_str().unwrap(),
-        "--cpu=500m",
-        "--",
-        "spin",
-        "3000",
-    ]);
+    let o = run_helper(&e, &img, &["--cpu=500m"], &["spin", "3000"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(
