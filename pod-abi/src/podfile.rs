@@ -663,54 +663,41 @@ pub fn exists_beneath(dir: &Path, rel: &Path) -> bool {
 mod write_beneath_tests {
     use super::*;
 
-    #[test]
-    fn unsynced_is_as_safe_against_symlinks() {
-        let d = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let victim = outside.path().join("victim");
-        std::fs::write(&victim, "keep").unwrap();
-        let root = d.path().join("root");
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink(&victim, root.join("etc/hosts")).unwrap();
-        write_beneath_unsynced(&root, Path::new("etc/hosts"), b"h\n", 0o644).unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"h\n");
-        let root2 = d.path().join("root2");
-        std::fs::create_dir(&root2).unwrap();
-        std::os::unix::fs::symlink(outside.path(), root2.join("etc")).unwrap();
-        assert!(write_beneath_unsynced(&root2, Path::new("etc/victim"), b"x", 0o644).is_err());
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert!(write_beneath_unsynced(&root2, Path::new("../x"), b"x", 0o644).is_err());
-    }
+    /// Both writers, synced and not: they differ only in the fsync.
+    const WRITERS: [fn(&Path, &Path, &[u8], u32) -> Result<(), PodFileError>; 2] =
+        [write_beneath, write_beneath_unsynced];
 
     #[test]
     fn replaces_symlinks_and_refuses_symlinked_parents() {
-        let d = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let victim = outside.path().join("victim");
-        std::fs::write(&victim, "keep").unwrap();
-        let root = d.path().join("root");
-        std::fs::create_dir(&root).unwrap();
-        // Missing /etc is created.
-        write_beneath(&root, Path::new("etc/hosts"), b"h\n", 0o644).unwrap();
-        assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"h\n");
-        assert!(exists_beneath(&root, Path::new("etc/hosts")));
-        assert!(!exists_beneath(&root, Path::new("etc/nope")));
-        // A final symlink is replaced, not followed.
-        std::os::unix::fs::symlink(&victim, root.join("etc/resolv.conf")).unwrap();
-        assert!(exists_beneath(&root, Path::new("etc/resolv.conf")));
-        write_beneath(&root, Path::new("etc/resolv.conf"), b"r\n", 0o644).unwrap();
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert!(!std::fs::symlink_metadata(root.join("etc/resolv.conf"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
-        // A symlinked parent is refused.
-        let root2 = d.path().join("root2");
-        std::fs::create_dir(&root2).unwrap();
-        std::os::unix::fs::symlink(outside.path(), root2.join("etc")).unwrap();
-        assert!(write_beneath(&root2, Path::new("etc/victim"), b"x", 0o644).is_err());
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-        assert!(write_beneath(&root2, Path::new("../x"), b"x", 0o644).is_err());
+        for write in WRITERS {
+            let d = tempfile::tempdir().unwrap();
+            let outside = tempfile::tempdir().unwrap();
+            let victim = outside.path().join("victim");
+            std::fs::write(&victim, "keep").unwrap();
+            let root = d.path().join("root");
+            std::fs::create_dir(&root).unwrap();
+            // Missing /etc is created.
+            write(&root, Path::new("etc/hosts"), b"h\n", 0o644).unwrap();
+            assert_eq!(std::fs::read(root.join("etc/hosts")).unwrap(), b"h\n");
+            assert!(exists_beneath(&root, Path::new("etc/hosts")));
+            assert!(!exists_beneath(&root, Path::new("etc/nope")));
+            // A final symlink is replaced, not followed.
+            std::os::unix::fs::symlink(&victim, root.join("etc/resolv.conf")).unwrap();
+            assert!(exists_beneath(&root, Path::new("etc/resolv.conf")));
+            write(&root, Path::new("etc/resolv.conf"), b"r\n", 0o644).unwrap();
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+            assert!(!std::fs::symlink_metadata(root.join("etc/resolv.conf"))
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(std::fs::read(root.join("etc/resolv.conf")).unwrap(), b"r\n");
+            // A symlinked parent is refused.
+            let root2 = d.path().join("root2");
+            std::fs::create_dir(&root2).unwrap();
+            std::os::unix::fs::symlink(outside.path(), root2.join("etc")).unwrap();
+            assert!(write(&root2, Path::new("etc/victim"), b"x", 0o644).is_err());
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+            assert!(write(&root2, Path::new("../x"), b"x", 0o644).is_err());
+        }
     }
 }
