@@ -663,9 +663,10 @@ pub fn exists_beneath(dir: &Path, rel: &Path) -> bool {
 mod write_beneath_tests {
     use super::*;
 
+    /// `write_beneath`'s signature.
+    type Writer = fn(&Path, &Path, &[u8], u32) -> Result<(), PodFileError>;
     /// Both writers, synced and not: they differ only in the fsync.
-    const WRITERS: [fn(&Path, &Path, &[u8], u32) -> Result<(), PodFileError>; 2] =
-        [write_beneath, write_beneath_unsynced];
+    const WRITERS: [Writer; 2] = [write_beneath, write_beneath_unsynced];
 
     #[test]
     fn replaces_symlinks_and_refuses_symlinked_parents() {
