@@ -35,6 +35,7 @@ echo "nested=$NESTED_KVM tmp=$NESTED_KVM_TMP"
 echo "ovl=$(mkdir -p $NESTED_KVM_TMP/o/l $NESTED_KVM_TMP/o/u $NESTED_KVM_TMP/o/w $NESTED_KVM_TMP/o/m &&
   mount -t overlay -o lowerdir=$NESTED_KVM_TMP/o/l,upperdir=$NESTED_KVM_TMP/o/u,workdir=$NESTED_KVM_TMP/o/w none $NESTED_KVM_TMP/o/m && echo yes)"
 echo "lo=$(cat /sys/class/net/lo/flags)"
+echo "aslr=$(cat /proc/sys/kernel/randomize_va_space)"
 echo to-stderr >&2
 '
 ( cd "$work/cwd dir" && NKTEST_VAR="a b'c\$d" NKTEST_TOKEN=$token HOSTFILE=$work/host-file \
@@ -51,6 +52,9 @@ check "env var passed through" [ "$(get env)" = "a b'c\$d" ]
 check "NESTED_KVM=1 and NESTED_KVM_TMP set" [ "$(get nested)" = "1 tmp=/run/nested-tmp" ]
 check "overlayfs mountable under NESTED_KVM_TMP" [ "$(get ovl)" = yes ]
 check "loopback up" [ "$(get lo)" = 0x9 ]
+# norandmaps unless NESTED_KVM_ASLR=1 (docs/nested-kvm.md, "ASLR in L1").
+aslr_want=0; [ "${NESTED_KVM_ASLR:-0}" = 1 ] && aslr_want=2
+check "L1 address randomization $aslr_want (got $(get aslr))" [ "$(get aslr)" = "$aslr_want" ]
 check "stderr kept apart from stdout" \
     bash -c "grep -qx to-stderr '$work/err' && ! grep -q to-stderr '$work/out'"
 check "writes inside L1 stay inside L1" [ ! -e "/tmp/nk-write-$token" ]
