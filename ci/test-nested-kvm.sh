@@ -36,6 +36,7 @@ echo "ovl=$(mkdir -p $NESTED_KVM_TMP/o/l $NESTED_KVM_TMP/o/u $NESTED_KVM_TMP/o/w
   mount -t overlay -o lowerdir=$NESTED_KVM_TMP/o/l,upperdir=$NESTED_KVM_TMP/o/u,workdir=$NESTED_KVM_TMP/o/w none $NESTED_KVM_TMP/o/m && echo yes)"
 echo "lo=$(cat /sys/class/net/lo/flags)"
 echo "aslr=$(cat /proc/sys/kernel/randomize_va_space)"
+echo "rcuexp=$(cat /sys/kernel/rcu_expedited 2>&1)"
 echo to-stderr >&2
 '
 ( cd "$work/cwd dir" && NKTEST_VAR="a b'c\$d" NKTEST_TOKEN=$token HOSTFILE=$work/host-file \
@@ -55,6 +56,8 @@ check "loopback up" [ "$(get lo)" = 0x9 ]
 # norandmaps unless NESTED_KVM_ASLR=1 (docs/nested-kvm.md, "ASLR in L1").
 aslr_want=0; [ "${NESTED_KVM_ASLR:-0}" = 1 ] && aslr_want=2
 check "L1 address randomization $aslr_want (got $(get aslr))" [ "$(get aslr)" = "$aslr_want" ]
+# Expedited RCU grace periods (docs/nested-kvm.md, "RCU in L1").
+check "L1 RCU expedited (got $(get rcuexp))" [ "$(get rcuexp)" = 1 ]
 check "stderr kept apart from stdout" \
     bash -c "grep -qx to-stderr '$work/err' && ! grep -q to-stderr '$work/out'"
 check "writes inside L1 stay inside L1" [ ! -e "/tmp/nk-write-$token" ]
