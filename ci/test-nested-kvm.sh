@@ -37,6 +37,9 @@ echo "ovl=$(mkdir -p $NESTED_KVM_TMP/o/l $NESTED_KVM_TMP/o/u $NESTED_KVM_TMP/o/w
 echo "lo=$(cat /sys/class/net/lo/flags)"
 echo "aslr=$(cat /proc/sys/kernel/randomize_va_space)"
 echo "rcuexp=$(cat /sys/kernel/rcu_expedited 2>&1)"
+vser=$(grep -lx 0x0003 /sys/bus/virtio/devices/*/device | head -n 1); vser=${vser%/device}; vser=${vser##*/}
+irqs() { awk -v d="$vser-" "index(\$0, d) { s += \$2 } END { print s + 0 }" /proc/interrupts; }
+a=$(irqs); sleep 3; echo "bell=$(( $(irqs) - a ))"
 echo to-stderr >&2
 '
 ( cd "$work/cwd dir" && NKTEST_VAR="a b'c\$d" NKTEST_TOKEN=$token HOSTFILE=$work/host-file \
@@ -58,6 +61,9 @@ aslr_want=0; [ "${NESTED_KVM_ASLR:-0}" = 1 ] && aslr_want=2
 check "L1 address randomization $aslr_want (got $(get aslr))" [ "$(get aslr)" = "$aslr_want" ]
 # Expedited RCU grace periods (docs/nested-kvm.md, "RCU in L1").
 check "L1 RCU expedited (got $(get rcuexp))" [ "$(get rcuexp)" = 1 ]
+# The doorbell: a virtio-serial interrupt into L1 every NESTED_KVM_DOORBELL (1) s, in 3 s of
+# silence on the other ports (docs/nested-kvm.md, item 6 of "What it does").
+check "L1 gets the doorbell's interrupts (got $(get bell) in 3 s)" [ "$(get bell)" -ge 2 ]
 check "stderr kept apart from stdout" \
     bash -c "grep -qx to-stderr '$work/err' && ! grep -q to-stderr '$work/out'"
 check "writes inside L1 stay inside L1" [ ! -e "/tmp/nk-write-$token" ]
