@@ -41,22 +41,29 @@ const HVC_STDOUT: &str = Channel::AppStdout.guest_device();
 /// The apps' stderr in the kvm flavor.
 const HVC_STDERR: &str = Channel::AppStderr.guest_device();
 
-/// The `/init` binary: parses the arguments (`InitArgs`), or runs the snapshot stage, then
-/// [`init`].
+/// The `/init` binary: parses the arguments (`InitArgs`; in the snapshot initramfs, after the
+/// snapshot stage, those the host wrote into the pod's share), then [`init`].
 pub fn main() -> ! {
     // Anywhere among the arguments: the kernel passes init the command-line words it does not
     // know (without `=`) before those after `--`.
-    if std::env::args()
+    let snapshot_stage = std::env::args()
         .skip(1)
-        .any(|a| a == pod_abi::snapshot::INIT_STAGE_ARG)
-    {
-        // The snapshot initramfs (snapshot_stage): returns only if it cannot hand over; PID 1
-        // exiting panics the kernel, which ends the VM with the reason on the console.
-        let why = snapshot_stage::run();
-        info!("fatal: snapshot stage: {why}");
-        std::process::exit(pod_abi::exit::STAGE1_FAILED);
-    }
-    let args = match InitArgs::parse(std::env::args().skip(1)) {
+        .any(|a| a == pod_abi::snapshot::INIT_STAGE_ARG);
+    let words: Vec<String> = if snapshot_stage {
+        // The snapshot initramfs (snapshot_stage): on success the pod's root is `/` and the
+        // pod's arguments come from the share. PID 1 exiting panics the kernel, which ends the
+        // VM with the reason on the console.
+        match snapshot_stage::run() {
+            Ok(words) => words,
+            Err(why) => {
+                info!("fatal: snapshot stage: {why}");
+                std::process::exit(pod_abi::exit::STAGE1_FAILED);
+            }
+        }
+    } else {
+        std::env::args().skip(1).collect()
+    };
+    let args = match InitArgs::parse(words) {
         Ok(a) => a,
         Err(e) => {
             info!("{e}; usage: {INIT_USAGE}");

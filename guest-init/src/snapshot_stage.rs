@@ -3,13 +3,15 @@
 //! the pod's root exists (so a snapshot holds nothing of any pod); a VM restored from it reads
 //! the fresh entropy and wall clock from the port and applies them; a VM booted cold without a
 //! snapshot finds no port and goes on. Either way it then mounts the pod's root share, moves it
-//! over `/`, and executes the share's `/init` (guest-init again) with the arguments the host
-//! wrote into the share (`pod_abi::snapshot::INIT_ARGS_IN_STAGE1`), so the pod's own arguments
-//! never come from the snapshot's command line. The initramfs provides `/dev/console`,
+//! over `/`, and hands over to guest-init proper in this same process ([`crate::init`]) with
+//! the arguments the host wrote into the share (`pod_abi::snapshot::INIT_ARGS_IN_STAGE1`), so
+//! the pod's own arguments never come from the snapshot's command line. The share's `/init` is
+//! this very binary (the snapshot's key holds the stage1 image's `init`), so it is not executed
+//! again: a restored VM keeps the code it already holds instead of reading a second copy over
+//! virtio-fs. The initramfs provides `/dev/console`,
 //! `/dev/port` (used only when `ioperm` fails: `pod_abi::snapshot_port`), `/dev/urandom` and
 //! an empty `/root`.
 
-use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 
@@ -27,17 +29,15 @@ const NEW_ROOT: &str = "/root";
 /// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
 
-/// Runs the stage; returns only the reason it could not hand over to the pod's init.
-pub fn run() -> String {
+/// Runs the stage: the pod's root is `/` once it returns `Ok` with guest-init's arguments for
+/// the pod; `Err` is the reason it could not get there.
+pub fn run() -> Result<Vec<String>, String> {
     match restore_point() {
         Ok(true) => crate::debug!("snapshot stage: restored"),
         Ok(false) => crate::debug!("snapshot stage: cold boot"),
         Err(e) => crate::info!("snapshot stage: {e}"),
     }
-    match switch_root() {
-        Ok(never) => match never {},
-        Err(e) => e,
-    }
+    switch_root()
 }
 
 /// Asks for the snapshot; on a restore applies the fresh data. Whether this VM was restored.
@@ -95,8 +95,8 @@ fn parse_args(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Mounts the share, moves it over `/`, executes its `/init`.
-fn switch_root() -> Result<std::convert::Infallible, String> {
+/// Mounts the share and moves it over `/`; returns the arguments the host wrote for the pod.
+fn switch_root() -> Result<Vec<String>, String> {
     let _ = std::fs::create_dir_all(NEW_ROOT);
     mount(
         Some(ROOT_TAG),
@@ -113,21 +113,12 @@ fn switch_root() -> Result<std::convert::Infallible, String> {
             .read_to_string(&mut text)
             .map_err(|e| format!("{path}: {e}"))?;
     }
-    let args = parse_args(&text);
     nix::unistd::chdir(NEW_ROOT).map_err(|e| format!("chdir: {}", e.desc()))?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(|e| format!("move the root share over /: {}", e.desc()))?;
     nix::unistd::chroot(".").map_err(|e| format!("chroot: {}", e.desc()))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir: {}", e.desc()))?;
-    let argv: Vec<CString> = std::iter::once("/init".to_string())
-        .chain(args)
-        .map(|a| CString::new(a).map_err(|_| "an argument holds a NUL".to_string()))
-        .collect::<Result<_, _>>()?;
-    let init = c"/init";
-    match nix::unistd::execv(init, &argv) {
-        Ok(never) => match never {},
-        Err(e) => Err(format!("exec /init: {}", e.desc())),
-    }
+    Ok(parse_args(&text))
 }
 
 #[cfg(test)]
