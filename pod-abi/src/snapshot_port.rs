@@ -37,7 +37,9 @@ pub fn choose(ioperm_ok: bool, dev_port_ok: bool) -> Via {
     }
 }
 
-/// Open access to `count` ports from `first`.
+/// Open access to `count` ports from `first`. Dropping it gives up `ioperm`'s grant: a
+/// process's I/O permission bitmap passes to the children it forks and survives `execve`, so
+/// guest-init must not start apps still holding the snapshot port.
 #[derive(Debug)]
 pub struct Ports {
     first: u16,
@@ -132,6 +134,16 @@ impl Ports {
                 }
                 Ok(v)
             }
+        }
+    }
+}
+
+impl Drop for Ports {
+    fn drop(&mut self) {
+        if self.dev.is_none() {
+            // SAFETY: ioperm only changes this thread's I/O permission bitmap; turning ports
+            // off cannot fail in a way that matters here.
+            unsafe { ioperm(c_ulong::from(self.first), c_ulong::from(self.count), 0) };
         }
     }
 }
