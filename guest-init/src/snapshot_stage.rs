@@ -8,9 +8,8 @@
 //! the pod's own arguments never come from the snapshot's command line. The share's `/init` is
 //! this very binary (the snapshot's key holds the stage1 image's `init`), so it is not executed
 //! again: a restored VM keeps the code it already holds instead of reading a second copy over
-//! virtio-fs. The initramfs provides `/dev/console`,
-//! `/dev/port` (used only when `ioperm` fails: `pod_abi::snapshot_port`), `/dev/urandom` and
-//! an empty `/root`.
+//! virtio-fs. The initramfs provides `/dev/console`, `/dev/port` (used only when `ioperm`
+//! fails: `pod_abi::snapshot_port`), `/dev/urandom` and an empty `/root`.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
