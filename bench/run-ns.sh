@@ -9,8 +9,10 @@
 # spec gives its container; NET=default adds rkt's CNI ptp network, which crun does not set up,
 # and prints the ratio as run_ns_default_net_vs_crun), BENCH_FS (where rkt's data and crun's
 # bundle live: `journal`, the default, a loop-mounted ext4 with a journal; `root` this machine's
-# journal-less root file system; bench/lib.sh, bench_data_fs). bench/phases.sh shows where the
-# time goes. Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
+# journal-less root file system; bench/lib.sh, bench_data_fs), INSECURE (rkt's
+# --insecure-options, default `image`; `image,seccomp` runs the apps without their seccomp
+# filter, which crun's default spec does not give its container either). bench/phases.sh shows
+# where the time goes. Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -38,7 +40,7 @@ else
   s1=(--stage1-path="$stage1")
 fi
 s1+=(--net="$net")
-R=("$rkt" --dir="$dir" --insecure-options=image)
+R=("$rkt" --dir="$dir" --insecure-options="${INSECURE:-image}")
 
 "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
   --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"

@@ -80,6 +80,14 @@ fn capget() -> std::io::Result<[CapData; 2]> {
     Ok(data)
 }
 
+/// Whether capability number `cap` is in this thread's effective set (false if it cannot be
+/// read).
+pub fn effective_has(cap: u32) -> bool {
+    let Ok(cur) = capget() else { return false };
+    let eff = u64::from(cur[0].effective) | (u64::from(cur[1].effective) << 32);
+    cap < 64 && eff & (1u64 << cap) != 0
+}
+
 fn capset(eff: CapMask, perm: CapMask, inh: CapMask) -> std::io::Result<()> {
     let mut hdr = CapHeader {
         version: CAP_V3,

@@ -3,7 +3,8 @@
 //! flavor's exec service (guest-init in the VM): join the app's cgroups, [`crate::root::confine`]
 //! to the app root, the app's working directory (`/` if it is gone), the app's identity
 //! ([`Identity::for_app`] resolved against the app's own user database, then
-//! [`Identity::assume`]) and `execve` with exactly the app's environment.
+//! [`Identity::assume`]), its system call filter ([`Identity::filter_syscalls`]) and `execve`
+//! with exactly the app's environment.
 
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -81,6 +82,9 @@ pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String
     }
     if let Err(e) = id.assume() {
         return (STAGE1_FAILED, format!("take the app's identity: {e}"));
+    }
+    if let Err(e) = id.filter_syscalls() {
+        return (STAGE1_FAILED, format!("the app's system call filter: {e}"));
     }
     command.exec()
 }

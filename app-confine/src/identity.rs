@@ -24,6 +24,8 @@ pub struct Identity {
     pub caps: CapSets,
     /// Set `no_new_privs`.
     pub no_new_privs: bool,
+    /// The system call filter, installed by [`Identity::filter_syscalls`].
+    pub seccomp: Option<crate::seccomp::Filter>,
 }
 
 impl Identity {
@@ -35,12 +37,18 @@ impl Identity {
         let uid = resolve(IdKind::User, &app.user, rootfs).map_err(|e| e.to_string())?;
         let gid = resolve(IdKind::Group, &app.group, rootfs).map_err(|e| e.to_string())?;
         let caps = parse_caps(&app.capabilities).map_err(|e| e.to_string())?;
+        let seccomp = app
+            .seccomp
+            .as_ref()
+            .map(crate::seccomp::Filter::new)
+            .transpose()?;
         Ok(Identity {
             uid,
             gid,
             groups: app.supplementary_gids.clone(),
             caps: app_sets(caps, uid, app.capabilities_retained),
             no_new_privs: app.no_new_privileges,
+            seccomp,
         })
     }
 
@@ -61,6 +69,12 @@ impl Identity {
             .map_err(|e| StepError::new(format!("setuid {}", self.uid), e))?;
         crate::caps::apply_sets(self.caps, self.no_new_privs)
             .map_err(|e| StepError::io("set capabilities", &e))
+    }
+
+    /// Installs the app's system call filter, if it has one: the last step before `execve`,
+    /// after [`Identity::assume`] (whose calls a retain-set need not allow).
+    pub fn filter_syscalls(&self) -> Result<(), StepError> {
+        self.seccomp.as_ref().map_or(Ok(()), |f| f.install())
     }
 }
 
@@ -90,6 +104,7 @@ pub(crate) mod tests {
             memory_limit: None,
             cpu_limit_millis: None,
             ignored_isolators: Vec::new(),
+            seccomp: None,
         }
     }
 

@@ -26,6 +26,7 @@ pub mod exec;
 pub mod identity;
 pub mod paths;
 pub mod root;
+pub mod seccomp;
 pub mod user;
 
 /// A failed step of confining a process: what was being done and the system's error.

@@ -150,6 +150,9 @@ fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
         return (SETUP_FAILED, e.to_string());
     }
     pod_abi::trace::phase("app", "exec");
+    if let Err(e) = spec.identity.filter_syscalls() {
+        return (SETUP_FAILED, e.to_string());
+    }
     command.exec()
 }
 

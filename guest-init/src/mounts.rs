@@ -396,6 +396,7 @@ pub(crate) mod tests {
             memory_limit: None,
             cpu_limit_millis: None,
             ignored_isolators: vec![],
+            seccomp: None,
         }
     }
 

@@ -197,6 +197,26 @@ pub struct AppPlan {
     /// Isolators present in the manifests that this runtime does not implement (reported).
     #[serde(default)]
     pub ignored_isolators: Vec<String>,
+    /// The app's system call filter (`os/linux/seccomp-*-set`, or rkt's default), resolved to
+    /// x86_64 numbers by stage0; `None` with `--insecure-options=seccomp`.
+    #[serde(default)]
+    pub seccomp: Option<SeccompPlan>,
+}
+
+/// A seccomp filter over system call numbers (x86_64), installed as the last step before the
+/// app's `execve` (`app_confine::seccomp`). Calls of another ABI (i386, x32) are denied whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeccompPlan {
+    /// `true`: only `syscalls` are allowed (a retain-set); `false`: `syscalls` are denied (a
+    /// remove-set). Either way `execve`, `exit`, `exit_group` and `rt_sigreturn` are allowed,
+    /// so the app can start and end.
+    pub retain: bool,
+    /// The errno a denied call returns; `None`: the process is killed by `SIGSYS`.
+    #[serde(default)]
+    pub errno: Option<u16>,
+    /// System call numbers, sorted, without duplicates.
+    pub syscalls: Vec<u32>,
 }
 
 /// A volume mount inside an app.

@@ -4,7 +4,9 @@
 //! a root app and its pre-start handler holding `CAP_SYS_CHROOT` cannot climb out of the app
 //! root into guest-init's tree (the virtio-fs share, the pod's `stage1/rootfs` on the host);
 //! an app running as `nobody` holds no capability and cannot write a root-owned directory;
-//! `--caps-retain` grants a non-root app exactly the named capabilities.
+//! `--caps-retain` grants a non-root app exactly the named capabilities; a root app runs under
+//! the default seccomp filter and cannot create a user namespace (ns flavor:
+//! `tests/tests/ns_seccomp.rs`).
 //!
 //! Like `kvm_pod.rs`: a host whose KVM cannot boot Linux prints a SKIP line (ci/test.sh runs
 //! this binary inside ci/nested-kvm); scratch space goes under `$NESTED_KVM_TMP` when set.
@@ -193,4 +195,26 @@ fn kvm_nobody_holds_no_capability_unless_retained() {
     // Whether CAP_DAC_OVERRIDE also lets the guest create the file depends on the virtio-fs
     // server, which acts with the caller's fsuid on the host: only report it.
     assert!(out.contains("create /rootdir/kept: "), "{out}");
+}
+
+#[test]
+fn kvm_default_seccomp_filter_holds_in_the_guest() {
+    let Some((e, img)) = require("kvm_default_seccomp_filter_holds_in_the_guest") else {
+        return;
+    };
+    let (o, _) = run_pod(
+        &e,
+        &[
+            img.to_str().unwrap(),
+            "--",
+            "seccomp-status",
+            "userns",
+            "io-uring",
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("seccomp: Seccomp=2 NoNewPrivs=1"), "{out}");
+    assert!(out.contains("userns: EPERM"), "{out}");
+    assert!(out.contains("io-uring: EPERM"), "{out}");
 }

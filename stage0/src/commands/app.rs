@@ -239,8 +239,8 @@ pub fn run(g: &Globals, c: AppCommand) -> anyhow::Result<i32> {
 /// `rkt app sandbox`: returns only on failure (stage1 replaces this process).
 fn sandbox(g: &Globals, a: SandboxArgs) -> anyhow::Result<i32> {
     let cmd = mutable::parse_sandbox(&a.rest)?;
-    let (pod, cmd, debug, insecure_paths) = super::run::create_from(g, cmd)?;
-    let opts = super::run::run_options(g, &cmd, debug, insecure_paths)?;
+    let (pod, cmd, debug, insecure) = super::run::create_from(g, cmd)?;
+    let opts = super::run::run_options(g, &cmd, debug, insecure)?;
     Err(pod.run(&opts, &mut super::run::notices(debug)).into())
 }
 
@@ -257,12 +257,14 @@ fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
     fetch.keystore = Some(super::fetch::keystore(g));
     fetch.quiet = true;
     let insecure_paths = fetch.insecure.paths;
+    let insecure_seccomp = fetch.insecure.seccomp;
     let pods = PodsDir::open(&data_dir)?;
     let o = AddOptions {
         data_dir,
         fetch,
         debug,
         insecure_paths,
+        insecure_seccomp,
     };
     let name = mutable::add(&pods, &uuid, &cmd, &o, &mut |w| super::warn(&w))?;
     if debug {

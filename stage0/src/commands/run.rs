@@ -1,6 +1,7 @@
 //! `rkt run`, `rkt prepare`, `rkt run-prepared`: parse the command line, then let
 //! `stage0::pod::launch` create the pod and exec stage1.
 
+use stage0::fetch::InsecureOptions;
 use stage0::pod::args::{Mode, RunCommand, Stage1Ref};
 use stage0::pod::launch::{Notice, PrepareOptions, PreparedPod, RunOptions};
 use stage0::pod::PodsDir;
@@ -68,7 +69,7 @@ fn create(
     g: &Globals,
     mode: Mode,
     rest: &[String],
-) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
+) -> anyhow::Result<(PreparedPod, RunCommand, bool, InsecureOptions)> {
     create_from(g, RunCommand::parse(mode, rest)?)
 }
 
@@ -76,7 +77,7 @@ fn create(
 pub(super) fn create_from(
     g: &Globals,
     mut cmd: RunCommand,
-) -> anyhow::Result<(PreparedPod, RunCommand, bool, bool)> {
+) -> anyhow::Result<(PreparedPod, RunCommand, bool, InsecureOptions)> {
     let config = super::config::load(g)?;
     // `paths.d`'s stage1-images directory holds `stage1-<flavor>.aci` files.
     if let Some(dir) = &config.stage1_images_dir {
@@ -118,7 +119,7 @@ pub(super) fn create_from(
     let opts = PrepareOptions { data_dir, fetch };
     pod_abi::trace::phase("rkt", "parsed");
     let pod = PreparedPod::create(&cmd, &opts, &mut notices(debug))?;
-    Ok((pod, cmd, debug, opts.fetch.insecure.paths))
+    Ok((pod, cmd, debug, opts.fetch.insecure))
 }
 
 /// The global flags in effect: those given among the command's own arguments win over those
@@ -139,7 +140,7 @@ pub(super) fn run_options(
     g: &Globals,
     cmd: &RunCommand,
     debug: bool,
-    insecure_paths: bool,
+    insecure: InsecureOptions,
 ) -> anyhow::Result<RunOptions> {
     let pod = &cmd.pod;
     Ok(RunOptions {
@@ -147,7 +148,8 @@ pub(super) fn run_options(
         interactive: pod.interactive,
         debug,
         net: pod.net.clone(),
-        insecure_paths,
+        insecure_paths: insecure.paths,
+        insecure_seccomp: insecure.seccomp,
         mds_register: pod.mds_register,
         kvm_snapshot: pod.kvm_snapshot,
         net_plan: stage0::pod::netopts::net_plan(
@@ -163,8 +165,8 @@ pub(super) fn run_options(
 
 /// Runs `rkt run`: returns only on failure (stage1 replaces this process).
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
-    let (pod, cmd, debug, insecure_paths) = create(g, Mode::Run, &a.rest)?;
-    let opts = run_options(g, &cmd, debug, insecure_paths)?;
+    let (pod, cmd, debug, insecure) = create(g, Mode::Run, &a.rest)?;
+    let opts = run_options(g, &cmd, debug, insecure)?;
     Err(pod.run(&opts, &mut notices(debug)).into())
 }
 
@@ -196,7 +198,7 @@ pub fn prepare(g: &Globals, a: PrepareArgs) -> anyhow::Result<i32> {
 pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
     let (cmd, uuid) = RunCommand::parse_run_prepared(&a.rest)?;
     let (dir, debug, insecure) = globals_of(g, &cmd);
-    let insecure_paths = stage0::fetch::InsecureOptions::parse(&insecure)?.paths;
+    let insecure = InsecureOptions::parse(&insecure)?;
     let mut notice = notices(debug);
     for f in &cmd.pod.ignored {
         notice(Notice::Warning(format!(
@@ -205,6 +207,6 @@ pub fn run_prepared(g: &Globals, a: RunPreparedArgs) -> anyhow::Result<i32> {
     }
     let pods = PodsDir::open(&dir)?;
     let pod = PreparedPod::open(&pods, &uuid, cmd.pod.interactive)?;
-    let opts = run_options(g, &cmd, debug, insecure_paths)?;
+    let opts = run_options(g, &cmd, debug, insecure)?;
     Err(pod.run(&opts, &mut notice).into())
 }

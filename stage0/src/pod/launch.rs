@@ -108,6 +108,9 @@ pub struct RunOptions {
     pub net: String,
     /// `--insecure-options=paths`: apps keep a writable `/proc/sys`, `/proc/sysrq-trigger`...
     pub insecure_paths: bool,
+    /// `--insecure-options=seccomp`: apps get no system call filter (otherwise their seccomp
+    /// isolator's, or rkt's default: `super::seccomp::default_plan`).
+    pub insecure_seccomp: bool,
     /// Network config dirs, `--dns*`, `--hosts-entry` (ports come from the pod manifest).
     pub net_plan: pod_abi::plan::NetPlan,
     /// `--mds-register`: register the pod with the metadata service (started on demand).

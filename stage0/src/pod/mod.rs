@@ -15,7 +15,9 @@ pub mod netopts;
 pub mod ops;
 pub mod overlay_support;
 pub mod plan;
+pub mod seccomp;
 pub mod status;
+pub mod syscalls;
 pub mod tree_copy;
 
 use std::path::{Path, PathBuf};

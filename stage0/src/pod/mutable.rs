@@ -319,6 +319,8 @@ pub struct AddOptions {
     pub debug: bool,
     /// `--insecure-options=paths`.
     pub insecure_paths: bool,
+    /// `--insecure-options=seccomp`: the app gets no system call filter.
+    pub insecure_seccomp: bool,
 }
 
 /// `rkt app add`: adds the one app of `cmd` to the running mutable pod `reference`; returns
@@ -380,6 +382,7 @@ pub fn add(
     }
     let rt = RunOptions {
         insecure_paths: o.insecure_paths,
+        insecure_seccomp: o.insecure_seccomp,
         ..Default::default()
     };
     let entry = super::plan::build_plan(l.pod.uuid(), &one, &[image], &rt)?

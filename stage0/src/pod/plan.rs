@@ -102,6 +102,7 @@ pub fn build_plan(
             .collect();
         let (mut nnp, mut mem, mut cpu, mut ignored) = (false, None, None, Vec::new());
         let mut retained = false;
+        let mut seccomp = None;
         for iso in app.isolators.iter().chain(&pm.isolators) {
             let parsed = iso.parsed().map_err(|e| {
                 PodError::Config(format!("app {}: isolator {}: {e}", ra.name, iso.name))
@@ -115,9 +116,19 @@ pub fn build_plan(
                 IsolatorValue::NoNewPrivileges(b) => nnp = b,
                 IsolatorValue::ResourceMemory { limit, .. } => mem = limit.map(|q| q.as_units()),
                 IsolatorValue::ResourceCpu { limit, .. } => cpu = limit.map(|q| q.as_millis()),
+                IsolatorValue::SeccompRetain(set) => seccomp = Some((true, set)),
+                IsolatorValue::SeccompRemove(set) => seccomp = Some((false, set)),
                 _ => ignored.push(iso.name.to_string()),
             }
         }
+        let seccomp = match (rt.insecure_seccomp, seccomp) {
+            (true, _) => None,
+            (false, None) => Some(super::seccomp::default_plan()),
+            (false, Some((retain, set))) => Some(
+                super::seccomp::resolve(retain, &set)
+                    .map_err(|e| PodError::Config(format!("app {}: seccomp: {e}", ra.name)))?,
+            ),
+        };
         let handler = |n: &str| app.event_handler(n).map(|h| h.exec.clone());
         apps.push(AppPlan {
             name: ra.name.to_string(),
@@ -139,6 +150,7 @@ pub fn build_plan(
             memory_limit: mem,
             cpu_limit_millis: cpu,
             ignored_isolators: ignored,
+            seccomp,
         });
     }
     Ok(Plan {
@@ -303,5 +315,52 @@ mod tests {
         let a = &plan.apps[0];
         assert_eq!(a.capabilities, vec!["CAP_DAC_OVERRIDE".to_string()]);
         assert!(a.capabilities_retained);
+    }
+
+    /// A pod manifest of one app with `isolators`.
+    fn one_app(isolators: serde_json::Value) -> PodManifest {
+        let pm = serde_json::json!({
+            "acVersion": "0.8.11", "acKind": "PodManifest",
+            "apps": [{
+                "name": "main",
+                "image": {"id": format!("sha512-{}", "a".repeat(128))},
+                "app": {"exec": ["/bin/main"], "user": "0", "group": "0", "isolators": isolators}
+            }]
+        });
+        PodManifest::from_json(pm.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn seccomp_default_isolator_and_insecure_option() {
+        let none = one_app(serde_json::json!([]));
+        let plan = build_plan("u-1", &none, &[], &RunOptions::default()).unwrap();
+        assert_eq!(
+            plan.apps[0].seccomp,
+            Some(super::super::seccomp::default_plan()),
+            "an app without a seccomp isolator gets the default"
+        );
+        let insecure = RunOptions {
+            insecure_seccomp: true,
+            ..RunOptions::default()
+        };
+        let plan = build_plan("u-1", &none, &[], &insecure).unwrap();
+        assert_eq!(plan.apps[0].seccomp, None);
+
+        let retain = one_app(serde_json::json!([{"name": "os/linux/seccomp-retain-set",
+            "value": {"set": ["read", "write"], "errno": "ENOSYS"}}]));
+        let plan = build_plan("u-1", &retain, &[], &RunOptions::default()).unwrap();
+        let s = plan.apps[0].seccomp.as_ref().unwrap();
+        assert!(s.retain);
+        assert_eq!((s.errno, s.syscalls.as_slice()), (Some(38), &[0, 1][..]));
+        assert!(plan.apps[0].ignored_isolators.is_empty());
+
+        let bad = one_app(serde_json::json!([{"name": "os/linux/seccomp-remove-set",
+            "value": {"set": ["frobnicate"]}}]));
+        let e = build_plan("u-1", &bad, &[], &RunOptions::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("app main: seccomp: unknown system call \"frobnicate\""),
+            "{e}"
+        );
     }
 }

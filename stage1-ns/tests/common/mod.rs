@@ -132,6 +132,7 @@ pub fn app(name: &str, args: &[&str]) -> AppPlan {
         memory_limit: None,
         cpu_limit_millis: None,
         ignored_isolators: vec![],
+        seccomp: None,
     }
 }
 

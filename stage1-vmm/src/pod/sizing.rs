@@ -108,6 +108,7 @@ mod tests {
             memory_limit: mem,
             cpu_limit_millis: cpu,
             ignored_isolators: vec![],
+            seccomp: None,
         }
     }
 

@@ -14,6 +14,10 @@
 //!   `/rkt/plan.json`) and creates `/escape-probe-was-here` in the root it reached. Prints
 //!   `chroot-escape: chroot: ok|<ERRNO>`, `chroot-escape: MARKER: absent|PRESENT` and
 //!   `chroot-escape: wrote /escape-probe-was-here: ok|<ERRNO>`.
+//! * `userns`: `unshare(CLONE_NEWUSER)` in a child (the door to the kernel code user
+//!   namespaces open to anyone); `userns: ok|<ERRNO>`.
+//! * `io-uring`: `io_uring_setup(1, {0})`; `io-uring: ok|<ERRNO>`.
+//! * `seccomp-status`: `seccomp: Seccomp=S NoNewPrivs=N` (from `/proc/self/status`).
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -139,6 +143,59 @@ fn chroot_escape(marker: &str) -> Result<(), String> {
     }
 }
 
+/// `unshare(CLONE_NEWUSER)` in a forked child, so the probe's own namespaces stay.
+fn userns() {
+    // SAFETY: single-threaded program; the child only makes plain system calls and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let line = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+                Ok(()) => "userns: ok".to_string(),
+                Err(e) => format!("userns: {}", errno_name(e)),
+            };
+            say(&line);
+            // SAFETY: _exit after fork is always safe.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = nix::sys::wait::waitpid(child, None);
+        }
+        Err(e) => say(&format!("userns: fork: {}", errno_name(e))),
+    }
+}
+
+/// `io_uring_setup(1, params)` with zeroed parameters.
+fn io_uring() {
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes the 120-byte `struct io_uring_params` we own.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        say(&format!(
+            "io-uring: {}",
+            errno_name(nix::errno::Errno::last())
+        ));
+    } else {
+        say("io-uring: ok");
+        // SAFETY: closing the descriptor the call just returned.
+        unsafe { libc::close(fd as i32) };
+    }
+}
+
+fn seccomp_status() {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |f: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{f}:")))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string()
+    };
+    say(&format!(
+        "seccomp: Seccomp={} NoNewPrivs={}",
+        field("Seccomp"),
+        field("NoNewPrivs")
+    ));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -154,6 +211,9 @@ fn main() {
             "create" => create(&operand()),
             "read" => read(&operand()),
             "open-write" => open_write(&operand()),
+            "userns" => userns(),
+            "io-uring" => io_uring(),
+            "seccomp-status" => seccomp_status(),
             "chroot-escape" => {
                 if let Err(e) = chroot_escape(&operand()) {
                     eprintln!("escape-probe: {e}");

@@ -1,0 +1,384 @@
+//! An app's system call filter, resolved from its `os/linux/seccomp-retain-set` or
+//! `-remove-set` isolator (or `--seccomp`, which replaces the image's) into the plan's
+//! [`SeccompPlan`]: names and groups to x86_64 numbers ([`super::syscalls`]), the errno name to
+//! its number. guest-init installs it (`app_confine::seccomp`).
+//!
+//! Groups: appc's `@appc.io/all` and `@appc.io/empty`, and rkt's `@rkt/default-blacklist`
+//! ([`DEFAULT_BLACKLIST`]) and `@rkt/default-whitelist` (every call of the table but those).
+//! An app without a seccomp isolator gets [`default_plan`]: the blacklist, answered with
+//! `EPERM`. rkt 1.x gave such apps its whitelist and `SIGSYS` instead; a whitelist written
+//! before `rseq`, `clone3` or `openat2` kills today's glibc programs at their start, which a
+//! blacklist of privileged and rarely needed calls cannot.
+
+use appc::types::SeccompSet;
+use pod_abi::plan::SeccompPlan;
+
+use super::syscalls::SYSCALLS;
+
+/// Calls no app needs that reach privileged or attack-prone kernel code: the module, kexec,
+/// mount and namespace calls, keyrings, BPF, perf, `userfaultfd`, io_uring, `ptrace` and the
+/// cross-process memory calls, file handles (the "shocker" escape), clock setting, swap,
+/// quotas, `reboot`, `syslog`, and obsolete or unimplemented ones. Most also need a
+/// capability a default app does not hold; the filter keeps their code out of reach even of an
+/// app that was given one.
+pub const DEFAULT_BLACKLIST: &[&str] = &[
+    "_sysctl",
+    "acct",
+    "add_key",
+    "afs_syscall",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "fanotify_init",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "getpmsg",
+    "init_module",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "putpmsg",
+    "query_module",
+    "quotactl",
+    "quotactl_fd",
+    "reboot",
+    "request_key",
+    "security",
+    "setns",
+    "settimeofday",
+    "swapoff",
+    "swapon",
+    "sysfs",
+    "syslog",
+    "tuxcall",
+    "umount2",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "ustat",
+    "vhangup",
+    "vserver",
+];
+
+/// appc's group of every call.
+pub const ALL: &str = "@appc.io/all";
+/// appc's empty group.
+pub const EMPTY: &str = "@appc.io/empty";
+/// rkt's blacklist group: [`DEFAULT_BLACKLIST`].
+pub const RKT_BLACKLIST: &str = "@rkt/default-blacklist";
+/// rkt's whitelist group: every call of the table but [`DEFAULT_BLACKLIST`].
+pub const RKT_WHITELIST: &str = "@rkt/default-whitelist";
+
+/// The errno of a default filter's denied calls.
+pub const DEFAULT_ERRNO: &str = "EPERM";
+
+/// Errno names (`man 3 errno`) and their numbers.
+const ERRNOS: &[(&str, i32)] = &[
+    ("EPERM", libc::EPERM),
+    ("ENOENT", libc::ENOENT),
+    ("ESRCH", libc::ESRCH),
+    ("EINTR", libc::EINTR),
+    ("EIO", libc::EIO),
+    ("ENXIO", libc::ENXIO),
+    ("E2BIG", libc::E2BIG),
+    ("ENOEXEC", libc::ENOEXEC),
+    ("EBADF", libc::EBADF),
+    ("ECHILD", libc::ECHILD),
+    ("EAGAIN", libc::EAGAIN),
+    ("ENOMEM", libc::ENOMEM),
+    ("EACCES", libc::EACCES),
+    ("EFAULT", libc::EFAULT),
+    ("ENOTBLK", libc::ENOTBLK),
+    ("EBUSY", libc::EBUSY),
+    ("EEXIST", libc::EEXIST),
+    ("EXDEV", libc::EXDEV),
+    ("ENODEV", libc::ENODEV),
+    ("ENOTDIR", libc::ENOTDIR),
+    ("EISDIR", libc::EISDIR),
+    ("EINVAL", libc::EINVAL),
+    ("ENFILE", libc::ENFILE),
+    ("EMFILE", libc::EMFILE),
+    ("ENOTTY", libc::ENOTTY),
+    ("ETXTBSY", libc::ETXTBSY),
+    ("EFBIG", libc::EFBIG),
+    ("ENOSPC", libc::ENOSPC),
+    ("ESPIPE", libc::ESPIPE),
+    ("EROFS", libc::EROFS),
+    ("EMLINK", libc::EMLINK),
+    ("EPIPE", libc::EPIPE),
+    ("EDOM", libc::EDOM),
+    ("ERANGE", libc::ERANGE),
+    ("EDEADLK", libc::EDEADLK),
+    ("ENAMETOOLONG", libc::ENAMETOOLONG),
+    ("ENOLCK", libc::ENOLCK),
+    ("ENOSYS", libc::ENOSYS),
+    ("ENOTEMPTY", libc::ENOTEMPTY),
+    ("ELOOP", libc::ELOOP),
+    ("EWOULDBLOCK", libc::EWOULDBLOCK),
+    ("ENOMSG", libc::ENOMSG),
+    ("EIDRM", libc::EIDRM),
+    ("ECHRNG", libc::ECHRNG),
+    ("EL2NSYNC", libc::EL2NSYNC),
+    ("EL3HLT", libc::EL3HLT),
+    ("EL3RST", libc::EL3RST),
+    ("ELNRNG", libc::ELNRNG),
+    ("EUNATCH", libc::EUNATCH),
+    ("ENOCSI", libc::ENOCSI),
+    ("EL2HLT", libc::EL2HLT),
+    ("EBADE", libc::EBADE),
+    ("EBADR", libc::EBADR),
+    ("EXFULL", libc::EXFULL),
+    ("ENOANO", libc::ENOANO),
+    ("EBADRQC", libc::EBADRQC),
+    ("EBADSLT", libc::EBADSLT),
+    ("EDEADLOCK", libc::EDEADLOCK),
+    ("EBFONT", libc::EBFONT),
+    ("ENOSTR", libc::ENOSTR),
+    ("ENODATA", libc::ENODATA),
+    ("ETIME", libc::ETIME),
+    ("ENOSR", libc::ENOSR),
+    ("ENONET", libc::ENONET),
+    ("ENOPKG", libc::ENOPKG),
+    ("EREMOTE", libc::EREMOTE),
+    ("ENOLINK", libc::ENOLINK),
+    ("EADV", libc::EADV),
+    ("ESRMNT", libc::ESRMNT),
+    ("ECOMM", libc::ECOMM),
+    ("EPROTO", libc::EPROTO),
+    ("EMULTIHOP", libc::EMULTIHOP),
+    ("EDOTDOT", libc::EDOTDOT),
+    ("EBADMSG", libc::EBADMSG),
+    ("EOVERFLOW", libc::EOVERFLOW),
+    ("ENOTUNIQ", libc::ENOTUNIQ),
+    ("EBADFD", libc::EBADFD),
+    ("EREMCHG", libc::EREMCHG),
+    ("ELIBACC", libc::ELIBACC),
+    ("ELIBBAD", libc::ELIBBAD),
+    ("ELIBSCN", libc::ELIBSCN),
+    ("ELIBMAX", libc::ELIBMAX),
+    ("ELIBEXEC", libc::ELIBEXEC),
+    ("EILSEQ", libc::EILSEQ),
+    ("ERESTART", libc::ERESTART),
+    ("ESTRPIPE", libc::ESTRPIPE),
+    ("EUSERS", libc::EUSERS),
+    ("ENOTSOCK", libc::ENOTSOCK),
+    ("EDESTADDRREQ", libc::EDESTADDRREQ),
+    ("EMSGSIZE", libc::EMSGSIZE),
+    ("EPROTOTYPE", libc::EPROTOTYPE),
+    ("ENOPROTOOPT", libc::ENOPROTOOPT),
+    ("EPROTONOSUPPORT", libc::EPROTONOSUPPORT),
+    ("ESOCKTNOSUPPORT", libc::ESOCKTNOSUPPORT),
+    ("EOPNOTSUPP", libc::EOPNOTSUPP),
+    ("EPFNOSUPPORT", libc::EPFNOSUPPORT),
+    ("EAFNOSUPPORT", libc::EAFNOSUPPORT),
+    ("EADDRINUSE", libc::EADDRINUSE),
+    ("EADDRNOTAVAIL", libc::EADDRNOTAVAIL),
+    ("ENETDOWN", libc::ENETDOWN),
+    ("ENETUNREACH", libc::ENETUNREACH),
+    ("ENETRESET", libc::ENETRESET),
+    ("ECONNABORTED", libc::ECONNABORTED),
+    ("ECONNRESET", libc::ECONNRESET),
+    ("ENOBUFS", libc::ENOBUFS),
+    ("EISCONN", libc::EISCONN),
+    ("ENOTCONN", libc::ENOTCONN),
+    ("ESHUTDOWN", libc::ESHUTDOWN),
+    ("ETOOMANYREFS", libc::ETOOMANYREFS),
+    ("ETIMEDOUT", libc::ETIMEDOUT),
+    ("ECONNREFUSED", libc::ECONNREFUSED),
+    ("EHOSTDOWN", libc::EHOSTDOWN),
+    ("EHOSTUNREACH", libc::EHOSTUNREACH),
+    ("EALREADY", libc::EALREADY),
+    ("EINPROGRESS", libc::EINPROGRESS),
+    ("ESTALE", libc::ESTALE),
+    ("EUCLEAN", libc::EUCLEAN),
+    ("ENOTNAM", libc::ENOTNAM),
+    ("ENAVAIL", libc::ENAVAIL),
+    ("EISNAM", libc::EISNAM),
+    ("EREMOTEIO", libc::EREMOTEIO),
+    ("EDQUOT", libc::EDQUOT),
+    ("ENOMEDIUM", libc::ENOMEDIUM),
+    ("EMEDIUMTYPE", libc::EMEDIUMTYPE),
+    ("ECANCELED", libc::ECANCELED),
+    ("ENOKEY", libc::ENOKEY),
+    ("EKEYEXPIRED", libc::EKEYEXPIRED),
+    ("EKEYREVOKED", libc::EKEYREVOKED),
+    ("EKEYREJECTED", libc::EKEYREJECTED),
+    ("EOWNERDEAD", libc::EOWNERDEAD),
+    ("ENOTRECOVERABLE", libc::ENOTRECOVERABLE),
+    ("ERFKILL", libc::ERFKILL),
+    ("EHWPOISON", libc::EHWPOISON),
+    ("ENOTSUP", libc::ENOTSUP),
+];
+
+/// The number of system call `name`, if the x86_64 table has it.
+pub fn syscall_number(name: &str) -> Option<u32> {
+    SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+}
+
+/// The number of errno `name` (`EPERM`, `ENOSYS`, ...).
+pub fn errno_number(name: &str) -> Option<u16> {
+    ERRNOS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, e)| u16::try_from(*e).ok())
+}
+
+fn blacklist() -> impl Iterator<Item = u32> {
+    DEFAULT_BLACKLIST.iter().filter_map(|n| syscall_number(n))
+}
+
+/// The filter of a seccomp isolator: `retain` for a retain-set. Errors name the unknown
+/// call, group or errno.
+pub fn resolve(retain: bool, set: &SeccompSet) -> Result<SeccompPlan, String> {
+    let mut calls: Vec<u32> = Vec::new();
+    for entry in &set.set {
+        match entry.as_str() {
+            ALL => calls.extend(SYSCALLS.iter().map(|(_, nr)| *nr)),
+            EMPTY => {}
+            RKT_BLACKLIST => calls.extend(blacklist()),
+            RKT_WHITELIST => {
+                let deny: Vec<u32> = blacklist().collect();
+                calls.extend(
+                    SYSCALLS
+                        .iter()
+                        .map(|(_, nr)| *nr)
+                        .filter(|nr| !deny.contains(nr)),
+                );
+            }
+            group if group.starts_with('@') => {
+                return Err(format!(
+                    "unknown system call group {group:?} (known: {ALL}, {EMPTY}, {RKT_BLACKLIST}, {RKT_WHITELIST})"
+                ))
+            }
+            name => calls.push(
+                syscall_number(name)
+                    .ok_or_else(|| format!("unknown system call {name:?} (x86_64)"))?,
+            ),
+        }
+    }
+    calls.sort_unstable();
+    calls.dedup();
+    let errno = match &set.errno {
+        None => None,
+        Some(name) => Some(errno_number(name).ok_or_else(|| format!("unknown errno {name:?}"))?),
+    };
+    Ok(SeccompPlan {
+        retain,
+        errno,
+        syscalls: calls,
+    })
+}
+
+/// The filter of an app without a seccomp isolator: [`DEFAULT_BLACKLIST`] answered with
+/// [`DEFAULT_ERRNO`].
+pub fn default_plan() -> SeccompPlan {
+    let mut calls: Vec<u32> = blacklist().collect();
+    calls.sort_unstable();
+    SeccompPlan {
+        retain: false,
+        errno: errno_number(DEFAULT_ERRNO),
+        syscalls: calls,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str], errno: Option<&str>) -> SeccompSet {
+        SeccompSet {
+            set: names.iter().map(|s| s.to_string()).collect(),
+            errno: errno.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn names_and_groups_resolve_to_numbers() {
+        let p = resolve(false, &set(&["reboot", "swapon", "reboot"], Some("ENOSYS"))).unwrap();
+        assert_eq!(p.syscalls, vec![167, 169]);
+        assert_eq!(p.errno, Some(libc::ENOSYS as u16));
+        assert!(!p.retain);
+        let all = resolve(true, &set(&[ALL], None)).unwrap();
+        assert_eq!(all.syscalls.len(), SYSCALLS.len());
+        assert_eq!(all.errno, None);
+        assert!(resolve(true, &set(&[EMPTY], None))
+            .unwrap()
+            .syscalls
+            .is_empty());
+        let white = resolve(true, &set(&[RKT_WHITELIST], None)).unwrap();
+        assert_eq!(
+            white.syscalls.len(),
+            SYSCALLS.len() - DEFAULT_BLACKLIST.len()
+        );
+        assert!(!white.syscalls.contains(&165), "mount is not whitelisted");
+        assert!(white.syscalls.contains(&334), "rseq is");
+    }
+
+    #[test]
+    fn every_blacklisted_name_is_in_the_table() {
+        for n in DEFAULT_BLACKLIST {
+            assert!(syscall_number(n).is_some(), "{n}");
+        }
+        let d = default_plan();
+        assert_eq!(d.syscalls.len(), DEFAULT_BLACKLIST.len());
+        assert_eq!(d.errno, Some(libc::EPERM as u16));
+        for nr in app_confine_always_allowed() {
+            assert!(!d.syscalls.contains(&nr), "{nr}");
+        }
+    }
+
+    /// execve, exit, exit_group, rt_sigreturn: the default never lists them.
+    fn app_confine_always_allowed() -> [u32; 4] {
+        [59, 60, 231, 15]
+    }
+
+    #[test]
+    fn unknown_names_groups_and_errnos_are_errors() {
+        let e = resolve(false, &set(&["frobnicate"], None)).unwrap_err();
+        assert!(e.contains("unknown system call \"frobnicate\""), "{e}");
+        let e = resolve(false, &set(&["@docker/default-blacklist"], None)).unwrap_err();
+        assert!(e.contains("unknown system call group"), "{e}");
+        let e = resolve(false, &set(&["reboot"], Some("EBOGUS"))).unwrap_err();
+        assert!(e.contains("unknown errno \"EBOGUS\""), "{e}");
+        assert_eq!(errno_number("ENOTSUP"), Some(libc::EOPNOTSUPP as u16));
+    }
+
+    #[test]
+    fn the_table_matches_libc() {
+        for (name, nr) in [
+            ("read", libc::SYS_read),
+            ("mount", libc::SYS_mount),
+            ("rseq", libc::SYS_rseq),
+            ("futex_waitv", libc::SYS_futex_waitv),
+            ("set_mempolicy_home_node", libc::SYS_set_mempolicy_home_node),
+        ] {
+            assert_eq!(syscall_number(name), Some(nr as u32), "{name}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! End-to-end: apps' system call filters in the ns flavor (needs root; otherwise a SKIP line).
+//! Each test runs `escape-probe` (tests/src/bin/escape-probe.rs) as the app and makes the calls
+//! a hostile app would:
+//!
+//! * by default an app gets rkt's blacklist with `EPERM`: a root app with the default
+//!   capabilities can no longer create a user namespace (`unshare(CLONE_NEWUSER)` needs no
+//!   capability) or an io_uring, and runs with `Seccomp: 2` and `no_new_privs`; with
+//!   `--insecure-options=seccomp` the same app can do both, so the attack is real here;
+//! * `--seccomp mode=remove,errno=ENOSYS,...` replaces the default: the listed call gets
+//!   `ENOSYS`, the default's calls are allowed again;
+//! * a retain-set without an errno kills the app by `SIGSYS` at its first call outside the set,
+//!   and the pod's exit code says so (128 + 31);
+//! * an unknown system call, group or errno in `--seccomp` is a clear error.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use rkt_tests::{stderr, stdout, workspace_root, E2e};
+
+/// `SIGSYS`'s exit code: 128 + 31.
+const SIGSYS_CODE: i32 = 159;
+
+fn probe_image(e: &E2e) -> PathBuf {
+    let p = [
+        e.bins.join("escape-probe"),
+        workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| {
+        panic!(
+            "no static escape-probe in {} (run ci/build.sh)",
+            e.bins.display()
+        )
+    });
+    e.pod_check_image("seccomp-probe.aci", |s| {
+        s.file("/bin/escape-probe", &p, 0o755)
+    })
+}
+
+/// `rkt run [GLOBAL] <probe image> --exec=/bin/escape-probe [APP_FLAGS] -- ACTIONS`:
+/// (exit code, stdout, stderr).
+fn run_probe(
+    e: &E2e,
+    global: &[&str],
+    app_flags: &[&str],
+    actions: &[&str],
+) -> (Option<i32>, String, String) {
+    let img = probe_image(e);
+    let mut args: Vec<String> = vec!["run".into(), e.stage1_flag(), "--net=none".into()];
+    args.extend(global.iter().map(|s| s.to_string()));
+    args.push(img.to_str().unwrap().to_string());
+    args.push("--exec=/bin/escape-probe".into());
+    args.extend(app_flags.iter().map(|s| s.to_string()));
+    args.push("--".into());
+    args.extend(actions.iter().map(|s| s.to_string()));
+    let o = e.run(&args);
+    (o.status.code(), stdout(&o), stderr(&o))
+}
+
+#[test]
+fn ns_default_filter_denies_user_namespaces_and_io_uring() {
+    let Some(e) = E2e::require("ns_default_filter_denies_user_namespaces_and_io_uring") else {
+        return;
+    };
+    let actions = ["seccomp-status", "userns", "io-uring"];
+    let (code, out, err) = run_probe(&e, &[], &[], &actions);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("seccomp: Seccomp=2 NoNewPrivs=1"), "{out}");
+    assert!(out.contains("userns: EPERM"), "{out}");
+    assert!(out.contains("io-uring: EPERM"), "{out}");
+
+    // The same app without the filter: both calls work here, so the default is what stops them.
+    let (code, out, err) = run_probe(&e, &["--insecure-options=image,seccomp"], &[], &actions);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("seccomp: Seccomp=0 NoNewPrivs=0"), "{out}");
+    assert!(out.contains("userns: ok"), "{out}");
+    assert!(
+        out.contains("io-uring: ok") || out.contains("io-uring: ENOSYS"),
+        "{out}"
+    );
+}
+
+#[test]
+fn ns_seccomp_flag_replaces_the_default() {
+    let Some(e) = E2e::require("ns_seccomp_flag_replaces_the_default") else {
+        return;
+    };
+    let (code, out, err) = run_probe(
+        &e,
+        &[],
+        &["--seccomp=mode=remove,errno=ENOSYS,io_uring_setup"],
+        &["io-uring", "userns"],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("io-uring: ENOSYS"), "{out}");
+    assert!(out.contains("userns: ok"), "{out}");
+}
+
+#[test]
+fn ns_retain_set_kills_the_app_at_its_first_other_call() {
+    let Some(e) = E2e::require("ns_retain_set_kills_the_app_at_its_first_other_call") else {
+        return;
+    };
+    let (code, out, err) = run_probe(
+        &e,
+        &[],
+        &["--seccomp=mode=retain,@rkt/default-whitelist"],
+        &["seccomp-status", "userns"],
+    );
+    // The whitelist runs the probe (status line) and lacks unshare: the child dies by SIGSYS
+    // (no `userns:` line); the probe itself exits 0.
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("seccomp: Seccomp=2"), "{out}");
+    assert!(!out.contains("userns:"), "{out}");
+
+    let (code, out, err) = run_probe(
+        &e,
+        &[],
+        &["--seccomp=mode=retain,read,write"],
+        &["seccomp-status"],
+    );
+    assert_eq!(code, Some(SIGSYS_CODE), "{out}\n{err}");
+    assert!(!out.contains("seccomp:"), "{out}");
+}
+
+#[test]
+fn ns_unknown_seccomp_names_are_clear_errors() {
+    let Some(e) = E2e::require("ns_unknown_seccomp_names_are_clear_errors") else {
+        return;
+    };
+    for (flag, want) in [
+        (
+            "--seccomp=mode=remove,frobnicate",
+            "unknown system call \"frobnicate\"",
+        ),
+        (
+            "--seccomp=mode=remove,@docker/default-blacklist",
+            "unknown system call group",
+        ),
+        (
+            "--seccomp=mode=remove,errno=EBOGUS,reboot",
+            "unknown errno \"EBOGUS\"",
+        ),
+    ] {
+        let (code, out, err) = run_probe(&e, &[], &[flag], &["seccomp-status"]);
+        assert_ne!(code, Some(0), "{flag}: {out}\n{err}");
+        assert!(err.contains(want), "{flag}: {err}");
+        assert!(
+            !out.contains("seccomp:"),
+            "{flag}: the app must not run: {out}"
+        );
+    }
+}
