@@ -13,7 +13,9 @@
 //! * SIGKILL of the launcher (`rkt run`, which became stage1-ns) ends the whole pod: no process
 //!   of it survives, `rkt status` says exited, `rkt gc` cleans it;
 //! * a FIFO planted where the host reads an app status neither hangs `rkt status` nor breaks
-//!   `rkt stop`.
+//!   `rkt stop`;
+//! * `--insecure-options=capabilities` lifts a root app's bounding set to all the host gave rkt,
+//!   and without it `--caps-retain` bounds the set.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -424,4 +426,44 @@ fn ns_planted_fifo_status_neither_hangs_status_nor_breaks_stop() {
     let s = stdout(&e.run(&["status", "--wait=10s", &uuid]));
     assert!(s.contains("state=exited\n"), "{s}");
     let _ = uuid_of(&uuid_file);
+}
+
+/// `--insecure-options=capabilities` (rkt's `--disable-capabilities-restriction`): a root app's
+/// bounding set is every capability, its `--caps-retain` notwithstanding; without the option the
+/// same flag bounds it.
+#[test]
+fn ns_insecure_capabilities_lift_the_bounding_set() {
+    let Some(e) = E2e::require("ns_insecure_capabilities_lift_the_bounding_set") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let run = |global: &str| {
+        let o = e.run(&[
+            "run",
+            &e.stage1_flag(),
+            "--net=none",
+            global,
+            img.to_str().unwrap(),
+            "--exec=/bin/escape-probe",
+            "--caps-retain=CAP_CHOWN",
+            "--",
+            "status",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let chown = mask_hex(&["CAP_CHOWN"]);
+    let out = run("--insecure-options=image");
+    assert!(out.contains(&format!("CapBnd={chown}")), "{out}");
+    // Every capability the host gave rkt: this test's own bounding set (a container running
+    // the suite may lack some, e.g. CAP_SYS_RESOURCE).
+    let all = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let out = run("--insecure-options=image,capabilities");
+    assert!(out.contains(&format!("CapEff={all} CapBnd={all}")), "{out}");
 }

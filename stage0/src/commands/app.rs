@@ -258,6 +258,7 @@ fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
     fetch.quiet = true;
     let insecure_paths = fetch.insecure.paths;
     let insecure_seccomp = fetch.insecure.seccomp;
+    let insecure_capabilities = fetch.insecure.capabilities;
     let pods = PodsDir::open(&data_dir)?;
     let o = AddOptions {
         data_dir,
@@ -265,6 +266,7 @@ fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
         debug,
         insecure_paths,
         insecure_seccomp,
+        insecure_capabilities,
     };
     let name = mutable::add(&pods, &uuid, &cmd, &o, &mut |w| super::warn(&w))?;
     if debug {

@@ -321,6 +321,8 @@ pub struct AddOptions {
     pub insecure_paths: bool,
     /// `--insecure-options=seccomp`: the app gets no system call filter.
     pub insecure_seccomp: bool,
+    /// `--insecure-options=capabilities`: the app's bounding set is every capability.
+    pub insecure_capabilities: bool,
 }
 
 /// `rkt app add`: adds the one app of `cmd` to the running mutable pod `reference`; returns
@@ -383,6 +385,7 @@ pub fn add(
     let rt = RunOptions {
         insecure_paths: o.insecure_paths,
         insecure_seccomp: o.insecure_seccomp,
+        insecure_capabilities: o.insecure_capabilities,
         ..Default::default()
     };
     let entry = super::plan::build_plan(l.pod.uuid(), &one, &[image], &rt)?

@@ -121,6 +121,14 @@ pub fn build_plan(
                 _ => ignored.push(iso.name.to_string()),
             }
         }
+        if rt.insecure_capabilities {
+            // rkt's `--disable-capabilities-restriction`: the isolators no longer bound the set.
+            caps = appc::types::KNOWN_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            retained = false;
+        }
         let seccomp = match (rt.insecure_seccomp, seccomp) {
             (true, _) => None,
             (false, None) => Some(super::seccomp::default_plan()),
@@ -328,6 +336,21 @@ mod tests {
             }]
         });
         PodManifest::from_json(pm.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn insecure_capabilities_bound_the_set_by_nothing() {
+        let retain = one_app(
+            serde_json::json!([{"name": "os/linux/capabilities-retain-set",
+            "value": {"set": ["CAP_CHOWN"]}}]),
+        );
+        let rt = RunOptions {
+            insecure_capabilities: true,
+            ..RunOptions::default()
+        };
+        let a = &build_plan("u-1", &retain, &[], &rt).unwrap().apps[0];
+        assert_eq!(a.capabilities.len(), appc::types::KNOWN_CAPABILITIES.len());
+        assert!(!a.capabilities_retained, "a non-root app still holds none");
     }
 
     #[test]
