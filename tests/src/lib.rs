@@ -628,6 +628,23 @@ impl E2e {
             .unwrap()
     }
 
+    /// The static `escape-probe` (tests/src/bin/escape-probe.rs) of the test binaries, or of
+    /// the static build; a missing one is a failure, not a skip: the security tests use it.
+    pub fn escape_probe(&self) -> PathBuf {
+        [
+            self.bins.join("escape-probe"),
+            workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no static escape-probe in {} (run ci/build.sh)",
+                self.bins.display()
+            )
+        })
+    }
+
     /// The `hello` image (`example.com/hello`, exec `/bin/hello`).
     pub fn hello_image(&self) -> PathBuf {
         let p = self.path("hello.aci");

@@ -15,10 +15,8 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use rkt_tests::{stderr, stdout, uuid_of, workspace_root, E2e, ImageSpec};
+use rkt_tests::{stderr, stdout, uuid_of, E2e, ImageSpec};
 
-/// The probe's name in the test binary directory and in the image.
-const PROBE: &str = "escape-probe";
 /// A file that exists only in guest-init's tree (the virtio-fs root), never in an app's.
 const MARKER: &str = "/rkt/plan.json";
 /// What escape-probe creates in whatever root its double chroot reached.
@@ -32,18 +30,7 @@ const NOBODY: &str = "65534";
 /// cannot run it. A build without the probe is a failure, not a skip: these are security tests.
 fn require(test: &str) -> Option<(E2e, PathBuf)> {
     let e = E2e::require_kvm(test)?;
-    let probe = [
-        e.bins.join(PROBE),
-        workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| {
-        panic!(
-            "no static {PROBE} in {} (run ci/build.sh)",
-            e.bins.display()
-        )
-    });
+    let probe = e.escape_probe();
     let img = e.path("probe.aci");
     ImageSpec::new("example.com/escape-probe", &["/bin/escape-probe"])
         .file("/bin/escape-probe", &probe, 0o755)

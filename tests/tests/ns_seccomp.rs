@@ -15,24 +15,13 @@
 
 use std::path::PathBuf;
 
-use rkt_tests::{stderr, stdout, workspace_root, E2e};
+use rkt_tests::{stderr, stdout, E2e};
 
 /// `SIGSYS`'s exit code: 128 + 31.
 const SIGSYS_CODE: i32 = 159;
 
 fn probe_image(e: &E2e) -> PathBuf {
-    let p = [
-        e.bins.join("escape-probe"),
-        workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| {
-        panic!(
-            "no static escape-probe in {} (run ci/build.sh)",
-            e.bins.display()
-        )
-    });
+    let p = e.escape_probe();
     e.pod_check_image("seccomp-probe.aci", |s| {
         s.file("/bin/escape-probe", &p, 0o755)
     })

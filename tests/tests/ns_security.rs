@@ -22,10 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rkt_tests::{mounts_under, stderr, stdout, uuid_of, workspace_root, E2e};
+use rkt_tests::{mounts_under, stderr, stdout, uuid_of, E2e};
 
-/// The probe's name in the test binary directory and in the image.
-const PROBE: &str = "escape-probe";
 /// A file that exists only in guest-init's tree (the stage1 root), never in an app's.
 const MARKER: &str = "/rkt/plan.json";
 /// What escape-probe creates in whatever root its double chroot reached.
@@ -39,25 +37,9 @@ const DIE_WITH_LAUNCHER_SECS: u64 = 5;
 /// `rkt enter` right after start: attempts.
 const ENTER_RACE_ROUNDS: usize = 20;
 
-/// The static escape-probe (a missing one is a failure: these are security tests).
-fn probe(e: &E2e) -> PathBuf {
-    [
-        e.bins.join(PROBE),
-        workspace_root().join("target/static/x86_64-unknown-linux-gnu/release/escape-probe"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .unwrap_or_else(|| {
-        panic!(
-            "no static {PROBE} in {} (run ci/build.sh)",
-            e.bins.display()
-        )
-    })
-}
-
 /// A pod-check image that also holds escape-probe and a root-owned 0755 `/rootdir`.
 fn probe_image(e: &E2e) -> PathBuf {
-    let p = probe(e);
+    let p = e.escape_probe();
     e.pod_check_image("probe.aci", |s| {
         s.file("/bin/escape-probe", &p, 0o755)
             .file("/bin/hello", &e.bins.join("hello"), 0o755)
