@@ -4,7 +4,7 @@
 //!
 //! The program checks the architecture (anything but x86_64 kills the process: i386 calls
 //! through `int 0x80` would otherwise reach the kernel under other numbers), denies the x32 ABI
-//! (numbers with bit 30 set) whole, then compares the number against each listed call:
+//! (numbers with bit 30 set) whole, then searches the sorted list of calls for the number:
 //!
 //! ```text
 //! ld  arch;  jeq AUDIT_ARCH_X86_64 ? +1 : 0;  ret KILL_PROCESS
@@ -31,8 +31,6 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const DATA_NR: u32 = 0;
 /// `offsetof(struct seccomp_data, arch)`.
 const DATA_ARCH: u32 = 4;
-/// `CAP_SYS_ADMIN`'s number.
-const CAP_SYS_ADMIN: u32 = 21;
 /// The most instructions a classic BPF program may have (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
 
@@ -42,14 +40,8 @@ const RET_ALLOW: u32 = 0x7fff_0000;
 /// `SECCOMP_RET_DATA`: the errno's bits of a `RET_ERRNO` action.
 const RET_DATA: u32 = 0x0000_ffff;
 
-/// Calls every filter allows (a retain-set adds them, a remove-set drops them): the `execve`
-/// that starts the app and the calls that end it, as systemd's `SystemCallFilter=` keeps them.
-pub const ALWAYS_RETAINED: [u32; 4] = [
-    59,  // execve
-    60,  // exit
-    231, // exit_group
-    15,  // rt_sigreturn
-];
+/// Calls every filter allows (a retain-set adds them, a remove-set drops them).
+const ALWAYS_RETAINED: [u32; 4] = SeccompPlan::ALWAYS_ALLOWED;
 
 /// A filter ready to install: the program is built when the launch is planned, so the forked
 /// child only makes the two `prctl` calls.
@@ -160,7 +152,7 @@ impl Filter {
     /// Without `CAP_SYS_ADMIN` in the effective set the kernel requires `no_new_privs`, so it is
     /// set first, as systemd's `SystemCallFilter=` implies it.
     pub fn install(&self) -> Result<(), StepError> {
-        if !crate::caps::effective_has(CAP_SYS_ADMIN) {
+        if !linux_caps::number("CAP_SYS_ADMIN").is_some_and(crate::caps::effective_has) {
             // SAFETY: prctl with integer arguments only.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
                 return Err(StepError::new("no_new_privs", nix::errno::Errno::last()));

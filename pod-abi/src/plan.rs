@@ -209,14 +209,25 @@ pub struct AppPlan {
 #[serde(rename_all = "camelCase")]
 pub struct SeccompPlan {
     /// `true`: only `syscalls` are allowed (a retain-set); `false`: `syscalls` are denied (a
-    /// remove-set). Either way `execve`, `exit`, `exit_group` and `rt_sigreturn` are allowed,
-    /// so the app can start and end.
+    /// remove-set). Either way [`SeccompPlan::ALWAYS_ALLOWED`] are allowed.
     pub retain: bool,
     /// The errno a denied call returns; `None`: the process is killed by `SIGSYS`.
     #[serde(default)]
     pub errno: Option<u16>,
     /// System call numbers, sorted, without duplicates.
     pub syscalls: Vec<u32>,
+}
+
+impl SeccompPlan {
+    /// What every filter allows, whatever its list: the `execve` that starts the app and the
+    /// calls that end it (`execve`, `exit`, `exit_group`, `rt_sigreturn`), as systemd's
+    /// `SystemCallFilter=` keeps them.
+    pub const ALWAYS_ALLOWED: [u32; 4] = [
+        libc::SYS_execve as u32,
+        libc::SYS_exit as u32,
+        libc::SYS_exit_group as u32,
+        libc::SYS_rt_sigreturn as u32,
+    ];
 }
 
 /// A volume mount inside an app.
