@@ -14,6 +14,9 @@
 //! RIGHT: ...
 //! ```
 //!
+//! With [`SeccompPlan::no_new_namespaces`] (rkt's default), `clone3` answers `ENOSYS` and a
+//! `clone` with a namespace flag is denied before the search.
+//!
 //! For a retain-set MATCH allows and MISMATCH denies; for a remove-set the reverse. DENY is
 //! `SECCOMP_RET_ERRNO | errno`, or `SECCOMP_RET_KILL_PROCESS` (death by `SIGSYS`) without an
 //! errno. The filter looks at the number only, so the kernel's per-number cache (Linux 5.11+)
@@ -31,6 +34,8 @@ const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const DATA_NR: u32 = 0;
 /// `offsetof(struct seccomp_data, arch)`.
 const DATA_ARCH: u32 = 4;
+/// `offsetof(struct seccomp_data, args[0])`: its low 32 bits (little endian).
+const DATA_ARG0_LOW: u32 = 16;
 /// The most instructions a classic BPF program may have (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
 
@@ -132,6 +137,22 @@ impl Filter {
             jump(jge, X32_SYSCALL_BIT, 0, 1),
             stmt(ret, deny),
         ];
+        if plan.no_new_namespaces {
+            program.extend([
+                jump(jeq, libc::SYS_clone3 as u32, 0, 1),
+                stmt(ret, RET_ERRNO | libc::ENOSYS as u32),
+                jump(jeq, libc::SYS_clone as u32, 0, 3),
+                stmt(ld, DATA_ARG0_LOW),
+                jump(
+                    libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K,
+                    SeccompPlan::NAMESPACE_FLAGS,
+                    0,
+                    1,
+                ),
+                stmt(ret, deny),
+                stmt(ld, DATA_NR),
+            ]);
+        }
         search(&calls, on_match, on_mismatch, &mut program);
         if program.len() > MAX_INSNS {
             return Err(format!(
@@ -189,6 +210,11 @@ mod tests {
 
     /// Runs the classic BPF program the way the kernel would for `(arch, nr)`.
     fn run(f: &Filter, arch: u32, nr: u32) -> u32 {
+        run_args(f, arch, nr, 0)
+    }
+
+    /// [`run`] with the low 32 bits of the first argument.
+    fn run_args(f: &Filter, arch: u32, nr: u32, arg0: u32) -> u32 {
         let p = f.program();
         let mut pc = 0usize;
         let mut acc = 0u32;
@@ -196,17 +222,21 @@ mod tests {
             let i = p[pc];
             let code = u32::from(i.code);
             if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
-                acc = if i.k == DATA_ARCH { arch } else { nr };
+                acc = match i.k {
+                    DATA_ARCH => arch,
+                    DATA_ARG0_LOW => arg0,
+                    _ => nr,
+                };
                 pc += 1;
             } else if code == libc::BPF_RET | libc::BPF_K {
                 return i.k;
             } else if code == libc::BPF_JMP | libc::BPF_JA {
                 pc += 1 + i.k as usize;
             } else {
-                let taken = if code & 0xf0 == libc::BPF_JEQ {
-                    acc == i.k
-                } else {
-                    acc >= i.k
+                let taken = match code & 0xf0 {
+                    libc::BPF_JEQ => acc == i.k,
+                    libc::BPF_JSET => acc & i.k != 0,
+                    _ => acc >= i.k,
                 };
                 pc += 1 + usize::from(if taken { i.jt } else { i.jf });
             }
@@ -218,7 +248,34 @@ mod tests {
             retain,
             errno,
             syscalls: calls.to_vec(),
+            no_new_namespaces: false,
         }
+    }
+
+    #[test]
+    fn no_new_namespaces_denies_clone_into_one_and_defers_clone3() {
+        let mut p = plan(false, Some(1), &[272]);
+        p.no_new_namespaces = true;
+        let f = Filter::new(&p).unwrap();
+        let clone = libc::SYS_clone as u32;
+        let thread = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_THREAD) as u32;
+        assert_eq!(run_args(&f, AUDIT_ARCH_X86_64, clone, thread), RET_ALLOW);
+        assert_eq!(
+            run_args(&f, AUDIT_ARCH_X86_64, clone, libc::SIGCHLD as u32),
+            RET_ALLOW
+        );
+        for ns in [libc::CLONE_NEWUSER, libc::CLONE_NEWNS, libc::CLONE_NEWNET] {
+            let flags = ns as u32 | libc::SIGCHLD as u32;
+            assert_eq!(run_args(&f, AUDIT_ARCH_X86_64, clone, flags), RET_ERRNO | 1);
+        }
+        let clone3 = libc::SYS_clone3 as u32;
+        assert_eq!(
+            run(&f, AUDIT_ARCH_X86_64, clone3),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        // The list still decides the rest.
+        assert_eq!(run(&f, AUDIT_ARCH_X86_64, 272), RET_ERRNO | 1);
+        assert_eq!(run(&f, AUDIT_ARCH_X86_64, 0), RET_ALLOW);
     }
 
     #[test]

@@ -216,9 +216,26 @@ pub struct SeccompPlan {
     pub errno: Option<u16>,
     /// System call numbers, sorted, without duplicates.
     pub syscalls: Vec<u32>,
+    /// Also deny `clone` with a namespace flag (a user namespace, above all, needs no
+    /// capability) and answer `clone3`, whose flags a filter cannot read, with `ENOSYS`, so
+    /// that libc falls back to `clone`. Set by rkt's default filter, which denies `unshare` and
+    /// `setns` too.
+    #[serde(default)]
+    pub no_new_namespaces: bool,
 }
 
 impl SeccompPlan {
+    /// The `clone` flags [`SeccompPlan::no_new_namespaces`] denies: `CLONE_NEWNS`,
+    /// `CLONE_NEWCGROUP`, `CLONE_NEWUTS`, `CLONE_NEWIPC`, `CLONE_NEWUSER`, `CLONE_NEWPID`,
+    /// `CLONE_NEWNET` (all in the low 32 bits of the flags).
+    pub const NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNET) as u32;
+
     /// What every filter allows, whatever its list: the `execve` that starts the app and the
     /// calls that end it (`execve`, `exit`, `exit_group`, `rt_sigreturn`), as systemd's
     /// `SystemCallFilter=` keeps them.

@@ -196,12 +196,16 @@ fn kvm_default_seccomp_filter_holds_in_the_guest() {
             "--",
             "seccomp-status",
             "userns",
+            "userns-clone",
             "io-uring",
+            "thread",
         ],
     );
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(out.contains("seccomp: Seccomp=2 NoNewPrivs=1"), "{out}");
     assert!(out.contains("userns: EPERM"), "{out}");
+    assert!(out.contains("userns-clone: EPERM"), "{out}");
     assert!(out.contains("io-uring: EPERM"), "{out}");
+    assert!(out.contains("thread: ok"), "{out}");
 }

@@ -3,8 +3,9 @@
 //! a hostile app would:
 //!
 //! * by default an app gets rkt's blacklist with `EPERM`: a root app with the default
-//!   capabilities can no longer create a user namespace (`unshare(CLONE_NEWUSER)` needs no
-//!   capability) or an io_uring, and runs with `Seccomp: 2` and `no_new_privs`; with
+//!   capabilities can no longer create a user namespace (`unshare(CLONE_NEWUSER)` and
+//!   `clone(CLONE_NEWUSER)` need no capability) or an io_uring, still starts threads, and runs
+//!   with `Seccomp: 2` and `no_new_privs`; with
 //!   `--insecure-options=seccomp` the same app can do both, so the attack is real here;
 //! * `--seccomp mode=remove,errno=ENOSYS,...` replaces the default: the listed call gets
 //!   `ENOSYS`, the default's calls are allowed again;
@@ -52,18 +53,27 @@ fn ns_default_filter_denies_user_namespaces_and_io_uring() {
     let Some(e) = E2e::require("ns_default_filter_denies_user_namespaces_and_io_uring") else {
         return;
     };
-    let actions = ["seccomp-status", "userns", "io-uring"];
+    let actions = [
+        "seccomp-status",
+        "userns",
+        "userns-clone",
+        "io-uring",
+        "thread",
+    ];
     let (code, out, err) = run_probe(&e, &[], &[], &actions);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("seccomp: Seccomp=2 NoNewPrivs=1"), "{out}");
     assert!(out.contains("userns: EPERM"), "{out}");
+    assert!(out.contains("userns-clone: EPERM"), "{out}");
     assert!(out.contains("io-uring: EPERM"), "{out}");
+    assert!(out.contains("thread: ok"), "threads still start: {out}");
 
     // The same app without the filter: both calls work here, so the default is what stops them.
     let (code, out, err) = run_probe(&e, &["--insecure-options=image,seccomp"], &[], &actions);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("seccomp: Seccomp=0 NoNewPrivs=0"), "{out}");
     assert!(out.contains("userns: ok"), "{out}");
+    assert!(out.contains("userns-clone: ok"), "{out}");
     assert!(
         out.contains("io-uring: ok") || out.contains("io-uring: ENOSYS"),
         "{out}"

@@ -291,11 +291,13 @@ pub fn resolve(retain: bool, set: &SeccompSet) -> Result<SeccompPlan, String> {
         retain,
         errno,
         syscalls: calls,
+        no_new_namespaces: false,
     })
 }
 
 /// The filter of an app without a seccomp isolator: [`DEFAULT_BLACKLIST`] answered with
-/// [`DEFAULT_ERRNO`].
+/// [`DEFAULT_ERRNO`], and no `clone` into a new namespace
+/// ([`SeccompPlan::no_new_namespaces`]: `unshare` alone would leave that door open).
 pub fn default_plan() -> SeccompPlan {
     let mut calls: Vec<u32> = blacklist().collect();
     calls.sort_unstable();
@@ -303,6 +305,7 @@ pub fn default_plan() -> SeccompPlan {
         retain: false,
         errno: errno_number(DEFAULT_ERRNO),
         syscalls: calls,
+        no_new_namespaces: true,
     }
 }
 

@@ -16,6 +16,9 @@
 //!   `chroot-escape: wrote /escape-probe-was-here: ok|<ERRNO>`.
 //! * `userns`: `unshare(CLONE_NEWUSER)` in a child (the door to the kernel code user
 //!   namespaces open to anyone); `userns: ok|<ERRNO>`.
+//! * `userns-clone`: the same through `clone(CLONE_NEWUSER | SIGCHLD)`, the door `unshare` alone
+//!   does not close; `userns-clone: ok|<ERRNO>`.
+//! * `thread`: starts and joins a thread (glibc tries `clone3`, then `clone`); `thread: ok`.
 //! * `io-uring`: `io_uring_setup(1, {0})`; `io-uring: ok|<ERRNO>`.
 //! * `seccomp-status`: `seccomp: Seccomp=S NoNewPrivs=N` (from `/proc/self/status`).
 //!
@@ -163,6 +166,37 @@ fn userns() {
     }
 }
 
+/// `clone(CLONE_NEWUSER | SIGCHLD)` without a new stack (the child returns from the call on a
+/// copy of this stack, as after `fork`) and exits at once.
+fn userns_clone() {
+    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: a fork-like clone (no CLONE_VM): the child gets a copy of the address space and
+    // only calls _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match pid {
+        0 => {
+            // SAFETY: _exit in the child.
+            unsafe { libc::_exit(0) }
+        }
+        -1 => say(&format!(
+            "userns-clone: {}",
+            errno_name(nix::errno::Errno::last())
+        )),
+        child => {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child as i32), None);
+            say("userns-clone: ok");
+        }
+    }
+}
+
+/// A thread, started and joined.
+fn thread() {
+    match std::thread::spawn(|| 7).join() {
+        Ok(7) => say("thread: ok"),
+        _ => say("thread: failed"),
+    }
+}
+
 /// `io_uring_setup(1, params)` with zeroed parameters.
 fn io_uring() {
     let mut params = [0u8; 120];
@@ -212,6 +246,8 @@ fn main() {
             "read" => read(&operand()),
             "open-write" => open_write(&operand()),
             "userns" => userns(),
+            "userns-clone" => userns_clone(),
+            "thread" => thread(),
             "io-uring" => io_uring(),
             "seccomp-status" => seccomp_status(),
             "chroot-escape" => {
