@@ -256,17 +256,11 @@ fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
     fetch.config = super::config::load(g)?;
     fetch.keystore = Some(super::fetch::keystore(g));
     fetch.quiet = true;
-    let insecure_paths = fetch.insecure.paths;
-    let insecure_seccomp = fetch.insecure.seccomp;
-    let insecure_capabilities = fetch.insecure.capabilities;
     let pods = PodsDir::open(&data_dir)?;
     let o = AddOptions {
         data_dir,
         fetch,
         debug,
-        insecure_paths,
-        insecure_seccomp,
-        insecure_capabilities,
     };
     let name = mutable::add(&pods, &uuid, &cmd, &o, &mut |w| super::warn(&w))?;
     if debug {

@@ -148,9 +148,7 @@ pub(super) fn run_options(
         interactive: pod.interactive,
         debug,
         net: pod.net.clone(),
-        insecure_paths: insecure.paths,
-        insecure_seccomp: insecure.seccomp,
-        insecure_capabilities: insecure.capabilities,
+        insecure,
         mds_register: pod.mds_register,
         kvm_snapshot: pod.kvm_snapshot,
         net_plan: stage0::pod::netopts::net_plan(

@@ -106,14 +106,11 @@ pub struct RunOptions {
     pub debug: bool,
     /// `--net` as given to stage1.
     pub net: String,
-    /// `--insecure-options=paths`: apps keep a writable `/proc/sys`, `/proc/sysrq-trigger`...
-    pub insecure_paths: bool,
-    /// `--insecure-options=seccomp`: apps get no system call filter (otherwise their seccomp
-    /// isolator's, or rkt's default: `super::seccomp::default_plan`).
-    pub insecure_seccomp: bool,
-    /// `--insecure-options=capabilities`: an app's bounding set is every capability, whatever
-    /// its capability isolators say (a root app holds them all; a non-root app still none).
-    pub insecure_capabilities: bool,
+    /// `--insecure-options`; launching reads `paths` (apps keep a writable `/proc/sys`,
+    /// `/proc/sysrq-trigger`...), `seccomp` (apps get no system call filter, otherwise their
+    /// seccomp isolator's or rkt's default: `super::seccomp::default_plan`) and `capabilities`
+    /// (an app's bounding set is every capability, whatever its capability isolators say).
+    pub insecure: crate::fetch::InsecureOptions,
     /// Network config dirs, `--dns*`, `--hosts-entry` (ports come from the pod manifest).
     pub net_plan: pod_abi::plan::NetPlan,
     /// `--mds-register`: register the pod with the metadata service (started on demand).

@@ -317,12 +317,6 @@ pub struct AddOptions {
     pub fetch: FetchOptions,
     /// `--debug`.
     pub debug: bool,
-    /// `--insecure-options=paths`.
-    pub insecure_paths: bool,
-    /// `--insecure-options=seccomp`: the app gets no system call filter.
-    pub insecure_seccomp: bool,
-    /// `--insecure-options=capabilities`: the app's bounding set is every capability.
-    pub insecure_capabilities: bool,
 }
 
 /// `rkt app add`: adds the one app of `cmd` to the running mutable pod `reference`; returns
@@ -383,9 +377,7 @@ pub fn add(
         )));
     }
     let rt = RunOptions {
-        insecure_paths: o.insecure_paths,
-        insecure_seccomp: o.insecure_seccomp,
-        insecure_capabilities: o.insecure_capabilities,
+        insecure: o.fetch.insecure,
         ..Default::default()
     };
     let entry = super::plan::build_plan(l.pod.uuid(), &one, &[image], &rt)?

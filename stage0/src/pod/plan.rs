@@ -121,7 +121,7 @@ pub fn build_plan(
                 _ => ignored.push(iso.name.to_string()),
             }
         }
-        if rt.insecure_capabilities {
+        if rt.insecure.capabilities {
             // rkt's `--disable-capabilities-restriction`: the isolators no longer bound the set.
             caps = appc::types::KNOWN_CAPABILITIES
                 .iter()
@@ -129,7 +129,7 @@ pub fn build_plan(
                 .collect();
             retained = false;
         }
-        let seccomp = match (rt.insecure_seccomp, seccomp) {
+        let seccomp = match (rt.insecure.seccomp, seccomp) {
             (true, _) => None,
             (false, None) => Some(super::seccomp::default_plan()),
             (false, Some((retain, set))) => Some(
@@ -154,7 +154,7 @@ pub fn build_plan(
             capabilities: caps,
             capabilities_retained: retained,
             no_new_privileges: nnp,
-            insecure_paths: rt.insecure_paths,
+            insecure_paths: rt.insecure.paths,
             memory_limit: mem,
             cpu_limit_millis: cpu,
             ignored_isolators: ignored,
@@ -344,10 +344,8 @@ mod tests {
             serde_json::json!([{"name": "os/linux/capabilities-retain-set",
             "value": {"set": ["CAP_CHOWN"]}}]),
         );
-        let rt = RunOptions {
-            insecure_capabilities: true,
-            ..RunOptions::default()
-        };
+        let mut rt = RunOptions::default();
+        rt.insecure.capabilities = true;
         let a = &build_plan("u-1", &retain, &[], &rt).unwrap().apps[0];
         assert_eq!(a.capabilities.len(), appc::types::KNOWN_CAPABILITIES.len());
         assert!(!a.capabilities_retained, "a non-root app still holds none");
@@ -362,10 +360,8 @@ mod tests {
             Some(super::super::seccomp::default_plan()),
             "an app without a seccomp isolator gets the default"
         );
-        let insecure = RunOptions {
-            insecure_seccomp: true,
-            ..RunOptions::default()
-        };
+        let mut insecure = RunOptions::default();
+        insecure.insecure.seccomp = true;
         let plan = build_plan("u-1", &none, &[], &insecure).unwrap();
         assert_eq!(plan.apps[0].seccomp, None);
 
