@@ -9,6 +9,8 @@
 //!   `--insecure-options=seccomp` the same app can do both, so the attack is real here;
 //! * `--seccomp mode=remove,errno=ENOSYS,...` replaces the default: the listed call gets
 //!   `ENOSYS`, the default's calls are allowed again;
+//! * rkt's `@docker/*` groups and the `@systemd/*` groups it passed on to systemd filter the
+//!   calls they name;
 //! * a retain-set without an errno kills the app by `SIGSYS` at its first call outside the set,
 //!   and the pod's exit code says so (128 + 31);
 //! * an unknown system call, group or errno in `--seccomp` is a clear error.
@@ -97,6 +99,37 @@ fn ns_seccomp_flag_replaces_the_default() {
 }
 
 #[test]
+fn ns_docker_and_systemd_groups_filter_what_they_name() {
+    let Some(e) = E2e::require("ns_docker_and_systemd_groups_filter_what_they_name") else {
+        return;
+    };
+    // rkt's @docker/default-blacklist (the same list as @rkt's) denies unshare but not fork.
+    let (code, out, err) = run_probe(
+        &e,
+        &[],
+        &["--seccomp=mode=remove,errno=EACCES,@docker/default-blacklist"],
+        &["userns", "thread"],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("userns: EACCES"), "{out}");
+    assert!(out.contains("thread: ok"), "{out}");
+    // systemd's @process holds clone and fork themselves: the probe cannot even fork, while
+    // io_uring, outside the group, works again (the isolator replaced the default).
+    let (code, out, err) = run_probe(
+        &e,
+        &[],
+        &["--seccomp=mode=remove,errno=EACCES,@systemd/process"],
+        &["userns", "io-uring"],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("userns: fork: EACCES"), "{out}");
+    assert!(
+        out.contains("io-uring: ok") || out.contains("io-uring: ENOSYS"),
+        "{out}"
+    );
+}
+
+#[test]
 fn ns_retain_set_kills_the_app_at_its_first_other_call() {
     let Some(e) = E2e::require("ns_retain_set_kills_the_app_at_its_first_other_call") else {
         return;
@@ -134,7 +167,7 @@ fn ns_unknown_seccomp_names_are_clear_errors() {
             "unknown system call \"frobnicate\"",
         ),
         (
-            "--seccomp=mode=remove,@docker/default-blacklist",
+            "--seccomp=mode=remove,@docker/seccomp-default",
             "unknown system call group",
         ),
         (

@@ -17,6 +17,7 @@ pub mod overlay_support;
 pub mod plan;
 pub mod seccomp;
 pub mod status;
+pub mod syscall_groups;
 pub mod syscalls;
 pub mod tree_copy;
 

@@ -3,8 +3,11 @@
 //! [`SeccompPlan`]: names and groups to x86_64 numbers ([`super::syscalls`]), the errno name to
 //! its number. guest-init installs it (`app_confine::seccomp`).
 //!
-//! Groups: appc's `@appc.io/all` and `@appc.io/empty`, and rkt's `@rkt/default-blacklist`
-//! ([`DEFAULT_BLACKLIST`]) and `@rkt/default-whitelist` (every call of the table but those).
+//! Groups: appc's `@appc.io/all` and `@appc.io/empty`; rkt's `@rkt/default-blacklist`
+//! ([`DEFAULT_BLACKLIST`]) and `@rkt/default-whitelist` (every call of the table but those),
+//! which `@docker/default-blacklist` and `@docker/default-whitelist` name too (rkt defined its
+//! lists as Docker's); and the eight `@systemd/*` groups rkt passed on to systemd
+//! ([`super::syscall_groups`]).
 //! An app without a seccomp isolator gets [`default_plan`]: the blacklist, answered with
 //! `EPERM`. rkt 1.x gave such apps its whitelist and `SIGSYS` instead; a whitelist written
 //! before `rseq`, `clone3` or `openat2` kills today's glibc programs at their start, which a
@@ -13,6 +16,7 @@
 use appc::types::SeccompSet;
 use pod_abi::plan::SeccompPlan;
 
+use super::syscall_groups::SYSTEMD_GROUPS;
 use super::syscalls::SYSCALLS;
 
 /// Calls no app needs that reach privileged or attack-prone kernel code: the module, kexec,
@@ -93,6 +97,10 @@ pub const EMPTY: &str = "@appc.io/empty";
 pub const RKT_BLACKLIST: &str = "@rkt/default-blacklist";
 /// rkt's whitelist group: every call of the table but [`DEFAULT_BLACKLIST`].
 pub const RKT_WHITELIST: &str = "@rkt/default-whitelist";
+/// Docker's blacklist group: rkt's ([`RKT_BLACKLIST`]), as in rkt.
+pub const DOCKER_BLACKLIST: &str = "@docker/default-blacklist";
+/// Docker's whitelist group: rkt's ([`RKT_WHITELIST`]), as in rkt.
+pub const DOCKER_WHITELIST: &str = "@docker/default-whitelist";
 
 /// The errno of a default filter's denied calls.
 pub const DEFAULT_ERRNO: &str = "EPERM";
@@ -252,6 +260,23 @@ fn blacklist() -> impl Iterator<Item = u32> {
     DEFAULT_BLACKLIST.iter().filter_map(|n| syscall_number(n))
 }
 
+/// The error of a group name no table knows, listing the known ones.
+fn unknown_group(group: &str) -> String {
+    let mut known = vec![
+        ALL,
+        EMPTY,
+        RKT_BLACKLIST,
+        RKT_WHITELIST,
+        DOCKER_BLACKLIST,
+        DOCKER_WHITELIST,
+    ];
+    known.extend(SYSTEMD_GROUPS.iter().map(|(g, _)| *g));
+    format!(
+        "unknown system call group {group:?} (known: {})",
+        known.join(", ")
+    )
+}
+
 /// The filter of a seccomp isolator: `retain` for a retain-set. Errors name the unknown
 /// call, group or errno.
 pub fn resolve(retain: bool, set: &SeccompSet) -> Result<SeccompPlan, String> {
@@ -260,8 +285,8 @@ pub fn resolve(retain: bool, set: &SeccompSet) -> Result<SeccompPlan, String> {
         match entry.as_str() {
             ALL => calls.extend(SYSCALLS.iter().map(|(_, nr)| *nr)),
             EMPTY => {}
-            RKT_BLACKLIST => calls.extend(blacklist()),
-            RKT_WHITELIST => {
+            RKT_BLACKLIST | DOCKER_BLACKLIST => calls.extend(blacklist()),
+            RKT_WHITELIST | DOCKER_WHITELIST => {
                 let deny: Vec<u32> = blacklist().collect();
                 calls.extend(
                     SYSCALLS
@@ -271,9 +296,15 @@ pub fn resolve(retain: bool, set: &SeccompSet) -> Result<SeccompPlan, String> {
                 );
             }
             group if group.starts_with('@') => {
-                return Err(format!(
-                    "unknown system call group {group:?} (known: {ALL}, {EMPTY}, {RKT_BLACKLIST}, {RKT_WHITELIST})"
-                ))
+                let (_, names) = SYSTEMD_GROUPS
+                    .iter()
+                    .find(|(g, _)| *g == group)
+                    .ok_or_else(|| unknown_group(group))?;
+                for name in *names {
+                    calls.push(syscall_number(name).ok_or_else(|| {
+                        format!("system call {name:?} of {group} is not in the x86_64 table")
+                    })?);
+                }
             }
             name => calls.push(
                 syscall_number(name)
@@ -344,6 +375,54 @@ mod tests {
     }
 
     #[test]
+    fn docker_groups_are_rkts() {
+        for (docker, rkt) in [
+            (DOCKER_BLACKLIST, RKT_BLACKLIST),
+            (DOCKER_WHITELIST, RKT_WHITELIST),
+        ] {
+            assert_eq!(
+                resolve(true, &set(&[docker], None)).unwrap(),
+                resolve(true, &set(&[rkt], None)).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn systemd_groups_resolve_in_full() {
+        assert_eq!(SYSTEMD_GROUPS.len(), 8, "the eight groups rkt offered");
+        for (group, names) in SYSTEMD_GROUPS {
+            let p = resolve(false, &set(&[group], None)).unwrap();
+            assert_eq!(p.syscalls.len(), names.len(), "{group}: no name twice");
+        }
+        let nr = |group: &str| resolve(false, &set(&[group], None)).unwrap().syscalls;
+        // libc's numbers, so that the generated lists are checked against another source.
+        assert!(nr("@systemd/mount").contains(&(libc::SYS_mount as u32)));
+        assert!(nr("@systemd/mount").contains(&(libc::SYS_pivot_root as u32)));
+        assert!(nr("@systemd/process").contains(&(libc::SYS_unshare as u32)));
+        assert!(nr("@systemd/process").contains(&(libc::SYS_clone3 as u32)));
+        assert!(nr("@systemd/clock").contains(&(libc::SYS_settimeofday as u32)));
+        assert!(nr("@systemd/network-io").contains(&(libc::SYS_socket as u32)));
+        assert!(nr("@systemd/raw-io").contains(&(libc::SYS_iopl as u32)));
+        assert!(nr("@systemd/obsolete").contains(&(libc::SYS_uselib as u32)));
+        assert!(nr("@systemd/default-whitelist").contains(&(libc::SYS_rseq as u32)));
+        // @privileged holds systemd's nested groups (@chown, @clock, @module, @raw-io,
+        // @reboot, @swap).
+        let privileged = nr("@systemd/privileged");
+        for call in [
+            libc::SYS_chown,
+            libc::SYS_adjtimex,
+            libc::SYS_init_module,
+            libc::SYS_ioperm,
+            libc::SYS_kexec_load,
+            libc::SYS_swapoff,
+            libc::SYS_bpf,
+        ] {
+            assert!(privileged.contains(&(call as u32)), "{call}");
+        }
+        assert!(!privileged.contains(&(libc::SYS_read as u32)));
+    }
+
+    #[test]
     fn every_blacklisted_name_is_in_the_table() {
         for n in DEFAULT_BLACKLIST {
             assert!(syscall_number(n).is_some(), "{n}");
@@ -360,8 +439,12 @@ mod tests {
     fn unknown_names_groups_and_errnos_are_errors() {
         let e = resolve(false, &set(&["frobnicate"], None)).unwrap_err();
         assert!(e.contains("unknown system call \"frobnicate\""), "{e}");
-        let e = resolve(false, &set(&["@docker/default-blacklist"], None)).unwrap_err();
+        let e = resolve(false, &set(&["@docker/seccomp-default"], None)).unwrap_err();
         assert!(e.contains("unknown system call group"), "{e}");
+        assert!(
+            e.contains("@systemd/raw-io"),
+            "the error lists the known groups: {e}"
+        );
         let e = resolve(false, &set(&["reboot"], Some("EBOGUS"))).unwrap_err();
         assert!(e.contains("unknown errno \"EBOGUS\""), "{e}");
         assert_eq!(errno_number("ENOTSUP"), Some(libc::EOPNOTSUPP as u16));
