@@ -83,10 +83,9 @@ pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String
     if let Err(e) = id.assume() {
         return (STAGE1_FAILED, format!("take the app's identity: {e}"));
     }
-    if let Err(e) = id.filter_syscalls() {
-        return (STAGE1_FAILED, format!("the app's system call filter: {e}"));
-    }
-    command.exec()
+    command
+        .filter_and_exec(&id)
+        .unwrap_or_else(|e| (STAGE1_FAILED, format!("the app's system call filter: {e}")))
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 
 use pod_abi::exit::{APP_NOT_EXECUTABLE, APP_NOT_FOUND};
-use pod_abi::status::SETUP_FAILED;
+
+use crate::identity::Identity;
+use crate::seccomp::Filter;
+use crate::StepError;
 
 /// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
 const MAX_STRAY_FD: i32 = 1024;
@@ -99,13 +102,48 @@ pub fn exec_errno_code(errno: nix::errno::Errno) -> i32 {
     }
 }
 
-/// A command ready for `execve` (C strings prepared before fork, so the child allocates
-/// nothing it could fail on).
+/// A command ready for `execve` (C strings and the PATH search's candidates prepared before
+/// fork, so the child allocates nothing it could fail on, and nothing between a filter's
+/// install and a failed `execve`).
 #[derive(Debug, Clone)]
 pub struct Command {
     argv: Vec<CString>,
     env: Vec<CString>,
-    path: String,
+    /// What `execve` tries, in order: argv\[0\] when it holds a `/`, else `DIR/argv[0]` for
+    /// each directory of the PATH.
+    candidates: Vec<CString>,
+    /// Whether the candidates come from a PATH search (a missing one is then skipped).
+    searched: bool,
+}
+
+/// Why `execve` failed, with nothing formatted yet ([`ExecFailure::report`] does that).
+#[derive(Debug, Clone, Copy)]
+pub struct ExecFailure<'a> {
+    /// The shell's exit code: 127 not found, 126 not executable.
+    pub code: i32,
+    /// The candidate that failed other than by not existing, and its errno.
+    failed: Option<(&'a CString, nix::errno::Errno)>,
+    /// argv\[0\].
+    name: Option<&'a CString>,
+}
+
+impl ExecFailure<'_> {
+    /// The exit code and a one-line reason.
+    pub fn report(&self) -> (i32, String) {
+        match self.failed {
+            Some((path, e)) => (
+                self.code,
+                format!("exec {}: {}", path.to_string_lossy(), e.desc()),
+            ),
+            None => (
+                self.code,
+                format!(
+                    "exec {:?}: executable file not found in $PATH",
+                    self.name.map(|n| n.to_string_lossy()).unwrap_or_default()
+                ),
+            ),
+        }
+    }
 }
 
 impl Command {
@@ -113,57 +151,73 @@ impl Command {
     /// Errors: an empty argv, a NUL byte.
     pub fn new(argv: &[String], env: &[(String, String)]) -> Result<Self, String> {
         let cs = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
-        if argv.is_empty() {
+        let Some(arg0) = argv.first() else {
             return Err("empty exec".into());
-        }
-        let argv = argv.iter().map(|a| cs(a)).collect::<Result<Vec<_>, _>>()?;
+        };
         let cenv = env
             .iter()
             .map(|(k, v)| cs(&format!("{k}={v}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| pod_abi::plan::DEFAULT_PATH.to_string());
+        let searched = !arg0.contains('/');
+        let candidates = if !searched {
+            vec![cs(arg0)?]
+        } else {
+            let path = env
+                .iter()
+                .find(|(k, _)| k == "PATH")
+                .map_or(pod_abi::plan::DEFAULT_PATH, |(_, v)| v.as_str());
+            path.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|dir| cs(&format!("{dir}/{arg0}")))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         Ok(Command {
-            argv,
+            argv: argv.iter().map(|a| cs(a)).collect::<Result<Vec<_>, _>>()?,
             env: cenv,
-            path,
+            candidates,
+            searched,
         })
     }
 
-    /// `execve`, with a PATH search like `execvp` when argv\[0\] has no `/`. Returns only on
-    /// failure: the exit code (127 not found, 126 not executable) and the reason.
+    /// Default signal dispositions, then `execve`, with a PATH search like `execvp` when
+    /// argv\[0\] has no `/`. Returns only on failure: the exit code (127 not found, 126 not
+    /// executable) and the reason.
     pub fn exec(&self) -> (i32, String) {
         reset_signal_dispositions();
-        let Some(arg0) = self.argv.first() else {
-            return (SETUP_FAILED, "empty exec".into());
-        };
-        let name = arg0.to_string_lossy().into_owned();
-        if name.contains('/') {
-            let e = nix::unistd::execve(arg0, &self.argv, &self.env)
-                .err()
-                .unwrap_or(nix::errno::Errno::EIO);
-            return (exec_errno_code(e), format!("exec {name}: {}", e.desc()));
+        self.execve().report()
+    }
+
+    /// Default signal dispositions, the identity's system call filter, then `execve` (as
+    /// [`Command::exec`]). Returns only on failure: `Err` when the filter cannot be installed;
+    /// a failed `execve` is reported as by [`Command::exec`], unless the filter would kill the
+    /// process for the calls a report makes (a retain-set without `write`, say): then the
+    /// process ends here with the exit code alone, which its parent sees when it reaps it.
+    pub fn filter_and_exec(&self, id: &Identity) -> Result<(i32, String), StepError> {
+        reset_signal_dispositions();
+        id.filter_syscalls()?;
+        let failure = self.execve();
+        if id.seccomp.as_ref().is_some_and(Filter::kills_reports) {
+            // SAFETY: _exit makes one system call, exit_group, which every filter allows.
+            unsafe { libc::_exit(failure.code) }
         }
-        let mut denied = None;
-        for dir in self.path.split(':').filter(|d| !d.is_empty()) {
-            let Ok(full) = CString::new(format!("{dir}/{name}")) else {
-                continue;
-            };
-            match nix::unistd::execve(&full, &self.argv, &self.env) {
-                Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
-                Err(e) => denied = Some((full.to_string_lossy().into_owned(), e)),
+        Ok(failure.report())
+    }
+
+    /// `execve` of each candidate in turn; allocates nothing.
+    fn execve(&self) -> ExecFailure<'_> {
+        let mut failed = None;
+        for c in &self.candidates {
+            match nix::unistd::execve(c, &self.argv, &self.env) {
+                Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR)
+                    if self.searched => {}
+                Err(e) => failed = Some((c, e)),
                 Ok(never) => match never {},
             }
         }
-        match denied {
-            Some((full, e)) => (exec_errno_code(e), format!("exec {full}: {}", e.desc())),
-            None => (
-                APP_NOT_FOUND,
-                format!("exec {name:?}: executable file not found in $PATH"),
-            ),
+        ExecFailure {
+            code: failed.map_or(APP_NOT_FOUND, |(_, e)| exec_errno_code(e)),
+            failed,
+            name: self.argv.first(),
         }
     }
 }
@@ -229,6 +283,50 @@ mod tests {
         }
     }
 
+    /// A forked child under a retain-set of `read` alone (no errno: other calls kill) fails
+    /// to exec a missing program: it ends with 127, not by `SIGSYS` while reporting.
+    #[test]
+    fn a_failed_exec_under_a_filter_that_kills_reports_exits_with_its_code() {
+        let plan = pod_abi::plan::SeccompPlan {
+            retain: true,
+            errno: None,
+            syscalls: vec![libc::SYS_read as u32],
+            no_new_namespaces: false,
+        };
+        let seccomp = Some(Filter::new(&plan).unwrap());
+        assert!(seccomp.as_ref().is_some_and(Filter::kills_reports));
+        let id = Identity {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            groups: Vec::new(),
+            caps: crate::caps::app_sets(0, 1, false),
+            no_new_privs: true,
+            seccomp,
+        };
+        let c = Command::new(&["/nonexistent/x".into()], &[]).unwrap();
+        // SAFETY: the child makes no allocation (all prepared above) and ends with `_exit`.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = match c.filter_and_exec(&id) {
+                    Ok(_) => 1, // returned to report: the filter would have killed it
+                    Err(_) => 2,
+                };
+                // SAFETY: _exit in the forked child.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 127));
+            }
+        }
+        // With an errno nothing is killed: the failure is reported as without a filter.
+        let lenient = pod_abi::plan::SeccompPlan {
+            errno: Some(1),
+            ..plan
+        };
+        assert!(!Filter::new(&lenient).unwrap().kills_reports());
+    }
+
     #[test]
     fn codes_and_preparation() {
         assert_eq!(exec_errno_code(nix::errno::Errno::ENOENT), 127);
@@ -236,7 +334,7 @@ mod tests {
         assert!(Command::new(&[], &[]).is_err());
         assert!(Command::new(&["a\0b".into()], &[]).is_err());
         let c = Command::new(&["x".into()], &[("PATH".into(), "/nowhere".into())]).unwrap();
-        assert_eq!(c.path, "/nowhere");
+        assert_eq!(c.candidates, vec![CString::new("/nowhere/x").unwrap()]);
         let (code, why) = c.exec();
         assert_eq!(code, 127, "{why}");
         assert_eq!(why, "exec \"x\": executable file not found in $PATH");

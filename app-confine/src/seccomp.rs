@@ -53,7 +53,20 @@ const ALWAYS_RETAINED: [u32; 4] = SeccompPlan::ALWAYS_ALLOWED;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     program: Vec<libc::sock_filter>,
+    /// Whether the filter kills a process making one of [`REPORT_CALLS`].
+    kills_reports: bool,
 }
+
+/// The calls a launcher makes to report a failed `execve` after the filter is installed: the
+/// report's `write`, and the allocator's (`brk`, `mmap`, `munmap`, `mremap`, `madvise`).
+pub const REPORT_CALLS: [u32; 6] = [
+    libc::SYS_write as u32,
+    libc::SYS_brk as u32,
+    libc::SYS_mmap as u32,
+    libc::SYS_munmap as u32,
+    libc::SYS_mremap as u32,
+    libc::SYS_madvise as u32,
+];
 
 fn stmt(code: u32, k: u32) -> libc::sock_filter {
     libc::sock_filter {
@@ -161,7 +174,15 @@ impl Filter {
                 program.len()
             ));
         }
-        Ok(Filter { program })
+        Ok(Filter {
+            program,
+            kills_reports: REPORT_CALLS.iter().any(|nr| plan.kills(*nr)),
+        })
+    }
+
+    /// Whether the filter kills a process that reports a failed `execve` ([`REPORT_CALLS`]).
+    pub fn kills_reports(&self) -> bool {
+        self.kills_reports
     }
 
     /// The program's instructions.

@@ -150,10 +150,9 @@ fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
         return (SETUP_FAILED, e.to_string());
     }
     pod_abi::trace::phase("app", "exec");
-    if let Err(e) = spec.identity.filter_syscalls() {
-        return (SETUP_FAILED, e.to_string());
-    }
-    command.exec()
+    command
+        .filter_and_exec(&spec.identity)
+        .unwrap_or_else(|e| (SETUP_FAILED, e.to_string()))
 }
 
 #[cfg(test)]

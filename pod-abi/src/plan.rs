@@ -245,6 +245,14 @@ impl SeccompPlan {
         libc::SYS_exit_group as u32,
         libc::SYS_rt_sigreturn as u32,
     ];
+
+    /// Whether the filter kills a process making the call numbered `nr` (without its
+    /// arguments' say: `clone` counts as allowed): denied and no errno.
+    pub fn kills(&self, nr: u32) -> bool {
+        let listed = self.syscalls.contains(&nr);
+        let denied = !Self::ALWAYS_ALLOWED.contains(&nr) && listed != self.retain;
+        denied && self.errno.is_none()
+    }
 }
 
 /// A volume mount inside an app.

@@ -12,7 +12,8 @@
 //! * rkt's `@docker/*` groups and the `@systemd/*` groups it passed on to systemd filter the
 //!   calls they name;
 //! * a retain-set without an errno kills the app by `SIGSYS` at its first call outside the set,
-//!   and the pod's exit code says so (128 + 31);
+//!   and the pod's exit code says so (128 + 31); a missing program under such a set still gives
+//!   127;
 //! * an unknown system call, group or errno in `--seccomp` is a clear error.
 #![allow(clippy::unwrap_used)]
 
@@ -154,6 +155,19 @@ fn ns_retain_set_kills_the_app_at_its_first_other_call() {
     );
     assert_eq!(code, Some(SIGSYS_CODE), "{out}\n{err}");
     assert!(!out.contains("seccomp:"), "{out}");
+
+    // A program that is not there fails its execve under that filter too, which then does not
+    // let the launcher write the report: the exit code alone says "not found".
+    let img = probe_image(&e);
+    let o = e.run(&[
+        "run".into(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        img.to_str().unwrap().to_string(),
+        "--exec=/bin/not-in-the-image".into(),
+        "--seccomp=mode=retain,read".into(),
+    ]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
 }
 
 #[test]
