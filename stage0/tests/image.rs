@@ -1,4 +1,4 @@
-//! `rkt image list|rm|cat-manifest|export|extract|render|gc` end to end with real ACIs.
+//! `rkt image list|rm|cat-manifest|export|extract|render|gc|verify` end to end with real ACIs.
 
 mod store_util;
 
@@ -371,4 +371,98 @@ fn list_escapes_control_characters_from_images() {
     assert_eq!(out.lines().count(), 2, "one header, one row: {out:?}");
     assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
     assert!(out.contains("1\\x1b]0;owned\\x07\\nFAKE\\trow"), "{out:?}");
+}
+
+/// The one tree of `dir`'s store.
+fn only_tree(dir: &Path) -> std::path::PathBuf {
+    let trees: Vec<_> = fs::read_dir(dir.join("cas/tree"))
+        .expect("trees")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(trees.len(), 1, "{trees:?}");
+    trees[0].clone()
+}
+
+/// `rkt image verify`: an intact tree verifies; a tree changed behind rkt's back is found and
+/// rendered again; a tree pods are built on is reported and left alone; a damaged blob is an
+/// error; an image not rendered yet is rendered.
+#[test]
+fn verify_finds_changed_trees_and_damaged_blobs() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let f = write_file(
+        t.path(),
+        "v.aci",
+        &simple_aci("example.com/verify", "1", "original"),
+    );
+    fetch(&dir, &f);
+    // Not rendered yet: verify renders it.
+    let out = ok(&rkt(&dir, &["image", "verify", "example.com/verify"]));
+    assert!(out.contains("not rendered; rebuilding"), "{out}");
+    assert!(out.contains("successfully verified checksum"), "{out}");
+    let tree = only_tree(&dir);
+    let digest = fs::read_to_string(tree.join("digest")).expect("digest recorded");
+    assert!(digest.starts_with("sha256-"), "{digest}");
+    let out = ok(&rkt(&dir, &["image", "verify", "example.com/verify"]));
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with(
+            "successfully verified checksum for image: \"example.com/verify\" (\"sha512-"
+        ),
+        "{out}"
+    );
+
+    // A file of the tree changed: found, and the tree is rendered again from the blob.
+    let content = tree.join("rootfs/etc/content");
+    fs::write(&content, b"tampered").expect("tamper");
+    let out = ok(&rkt(&dir, &["image", "verify", "example.com/verify"]));
+    assert!(
+        out.contains("the tree changed since it was rendered"),
+        "{out}"
+    );
+    assert!(out.contains("successfully verified checksum"), "{out}");
+    assert_eq!(fs::read(&content).expect("content"), b"original");
+
+    // A tree a pod is built on is not rendered again under it.
+    fs::write(&content, b"tampered again").expect("tamper");
+    let pod = dir.join("pods/run/6a1a2d4c-0000-4000-8000-000000000002");
+    fs::create_dir_all(pod.join("appsinfo/app")).expect("pod dir");
+    let tree_id = tree
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    fs::write(pod.join("appsinfo/app/treeStoreID"), &tree_id).expect("tree id");
+    let o = rkt(&dir, &["image", "verify", "example.com/verify"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("pods are built on it"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read(&content).expect("content"), b"tampered again");
+    fs::remove_dir_all(dir.join("pods")).expect("rm pods");
+
+    // A flipped byte in the blob: an error that says what to do, and the tree is left alone.
+    let blob = blobs(&dir)[0].clone();
+    let mut b = fs::read(&blob).expect("blob");
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    fs::write(&blob, b).expect("damage blob");
+    let o = rkt(&dir, &["image", "verify", "example.com/verify"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no longer hashes to its ID"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("rkt image rm"), "{}", stderr(&o));
+    assert_eq!(fs::read(&content).expect("content"), b"tampered again");
+
+    // An unknown image is an error; no argument is a usage error.
+    assert!(!rkt(&dir, &["image", "verify", "example.com/none"])
+        .status
+        .success());
+    assert_eq!(rkt(&dir, &["image", "verify"]).status.code(), Some(2));
 }

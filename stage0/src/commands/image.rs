@@ -1,4 +1,4 @@
-//! `rkt image list|rm|cat-manifest|export|extract|render|gc` with rkt's names and output
+//! `rkt image list|rm|cat-manifest|export|extract|render|gc|verify` with rkt's names and output
 //! formats.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use stage0::format::{
 use stage0::pod::layout::store_references;
 use stage0::store::export::{self, ExtractOptions};
 use stage0::store::gc::{self, GcEvent};
-use stage0::store::{now_nanos, ImageRecord, Store};
+use stage0::store::{now_nanos, ImageRecord, Store, TreeCheck};
 
 use super::{report, Globals};
 use crate::outln;
@@ -42,8 +42,18 @@ pub enum ImageCommand {
     Render(ExtractArgs),
     /// Remove unused images and trees from the local store.
     Gc(GcArgs),
+    /// Check that images' blobs and rendered trees are as stored; re-render a changed tree.
+    Verify(VerifyArgs),
     /// Fetch image(s) and store them in the local store (same as `rkt fetch`).
     Fetch(super::fetch::Args),
+}
+
+/// `rkt image verify` arguments.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Images: IDs, ID prefixes or names.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
 }
 
 /// `rkt image list` flags.
@@ -145,6 +155,7 @@ pub fn run(g: &Globals, c: ImageCommand) -> anyhow::Result<i32> {
         ImageCommand::Extract(a) => extract(&store, a, false),
         ImageCommand::Render(a) => extract(&store, a, true),
         ImageCommand::Gc(a) => gc(&store, a),
+        ImageCommand::Verify(a) => verify(&store, a),
         ImageCommand::Fetch(_) => Ok(0),
     }
 }
@@ -361,4 +372,68 @@ fn gc(store: &Store, a: GcArgs) -> anyhow::Result<i32> {
     })?;
     eprintln!("rkt: {removed} image(s) successfully removed");
     Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// verify
+
+/// `rkt image verify`: for each image, every layer's blob against its ID, then the rendered
+/// tree against the digest recorded when it was rendered. A tree that changed (or has no
+/// digest, or is not rendered) is rendered again, as rkt's does, unless a pod's overlays are
+/// built on it: then it is an error and the tree is left alone.
+fn verify(store: &Store, a: VerifyArgs) -> anyhow::Result<i32> {
+    let mut worst = 0;
+    for img in &a.images {
+        if let Err(e) = verify_one(store, img) {
+            worst = worst.max(report(e.context(format!("cannot verify image {img}"))));
+        }
+    }
+    Ok(worst)
+}
+
+fn verify_one(store: &Store, img: &str) -> anyhow::Result<()> {
+    let rec = resolve(store, img)?;
+    for layer in store.flatten_dependencies(&rec)? {
+        if !store.blob_matches_id(&layer)? {
+            anyhow::bail!(
+                "the stored image {} no longer hashes to its ID: remove it (rkt image rm) and fetch it again",
+                layer.id
+            );
+        }
+    }
+    let (tree, found) = store.check_tree(&rec)?;
+    let why = match found {
+        TreeCheck::Intact(_) => {
+            outln!(
+                "successfully verified checksum for image: {img:?} ({:?})",
+                rec.id
+            )?;
+            return Ok(());
+        }
+        TreeCheck::NotRendered => "not rendered".to_string(),
+        TreeCheck::NoDigest => "no digest was recorded when it was rendered".to_string(),
+        TreeCheck::Damaged { recorded, now } => {
+            format!("the tree changed since it was rendered ({recorded}, now {now})")
+        }
+    };
+    if store_references(store.dir()).trees.contains(&tree) {
+        anyhow::bail!(
+            "tree {tree}: {why}; pods are built on it, so it is not rendered again: remove them (rkt gc) and verify again"
+        );
+    }
+    outln!("tree cache verification failed for image {img}: {why}; rebuilding...")?;
+    if !store.remove_tree(&tree)? {
+        anyhow::bail!("tree {tree} is in use (its lock is held): try again");
+    }
+    store.render_tree(&rec)?;
+    match store.check_tree(&rec)? {
+        (_, TreeCheck::Intact(_)) => {
+            outln!(
+                "successfully verified checksum for image: {img:?} ({:?})",
+                rec.id
+            )?;
+            Ok(())
+        }
+        (_, other) => anyhow::bail!("tree {tree} rendered again, and still: {other:?}"),
+    }
 }

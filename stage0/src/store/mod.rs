@@ -7,7 +7,7 @@
 //! ```text
 //! cas/blob/sha256/<2hex>/sha256-<64hex>   uncompressed tar, written tmp -> fsync -> link/rename
 //! cas/db/index.sqlite                       image index (WAL, busy_timeout, PRAGMA user_version)
-//! cas/tree/<treeid>/{rootfs,manifest,rendered}
+//! cas/tree/<treeid>/{rootfs,manifest,digest,rendered}
 //! cas/tmp/                                  in-progress imports (O_TMPFILE or flocked temp files)
 //! cas/locks/                                store.lock, image-<sha256hex>.lock, tree-<treeid>.lock
 //! ```
@@ -21,11 +21,13 @@ pub mod aci;
 mod blob;
 pub mod datadir;
 mod db;
+pub mod digest;
 pub use db::WAL_AUTOCHECKPOINT_PAGES;
 pub mod export;
 pub mod gc;
 mod lock;
 mod tree;
+pub use tree::TreeCheck;
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -539,6 +541,29 @@ impl Store {
     /// callers wait on the tree lock and reuse the result.
     pub fn render_tree(&self, rec: &ImageRecord) -> Result<Tree, StoreError> {
         tree::render(self, rec).map_err(|e| self.classify_no_space(e))
+    }
+
+    /// Compares the image's tree with the digest recorded when it was rendered
+    /// (`rkt image verify`): the tree ID and what was found.
+    pub fn check_tree(&self, rec: &ImageRecord) -> Result<(String, TreeCheck), StoreError> {
+        tree::check(self, rec)
+    }
+
+    /// Whether the image's blob still hashes to its ID (SHA-512 of the whole blob, read under
+    /// the image's shared lock).
+    pub fn blob_matches_id(&self, rec: &ImageRecord) -> Result<bool, StoreError> {
+        let _img = lock::acquire(
+            &self.cas,
+            &lock::image_lock_name(&rec.sha256_id),
+            LockMode::Shared,
+            true,
+        )?;
+        let mut f = self.open_blob(rec)?;
+        let mut h = <sha2::Sha512 as sha2::Digest>::new();
+        io::copy(&mut f, &mut h)
+            .map_err(StoreError::io("read blob", self.blob_path(&rec.sha256_id)))?;
+        let hex = hex::encode(sha2::Digest::finalize(h));
+        Ok(rec.id.strip_prefix("sha512-") == Some(hex.as_str()))
     }
 
     /// The image's dependencies flattened in render order, the image itself last.

@@ -1,4 +1,6 @@
-//! The tree store: `cas/tree/<treeid>/{rootfs,manifest,rendered}`, each image rendered once.
+//! The tree store: `cas/tree/<treeid>/{rootfs,manifest,digest,rendered}`, each image rendered
+//! once. `digest` is the tree's [`super::digest::tree_digest`] as rendered, which
+//! `rkt image verify` compares with the tree as it is.
 //!
 //! The tree ID is `deps-sha512-<64 hex>`: the first 64 hex digits of the sha512 of the
 //! comma-joined image IDs of the flattened dependency list (as rkt does). The `rendered` flag
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha512};
 
+use super::digest::{tree_digest, DIGEST_FILE};
 use super::{lock, now_nanos, ImageRecord, NameRef, Store, StoreError};
 use crate::util::{write_atomic, LockMode};
 
@@ -192,12 +195,66 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
     let manifest = store.manifest_json(top)?;
     write_atomic(&tree.manifest, &manifest, 0o644)
         .map_err(StoreError::io("write", &tree.manifest))?;
+    let digest = tree_digest(&tree.rootfs).map_err(StoreError::io("digest", &tree.rootfs))?;
+    write_atomic(&dir.join(DIGEST_FILE), digest.as_bytes(), 0o644)
+        .map_err(StoreError::io("write", dir.join(DIGEST_FILE)))?;
     sync_fs(&dir)?;
     write_atomic(&dir.join(RENDERED), b"", 0o644)
         .map_err(StoreError::io("write", dir.join(RENDERED)))?;
     store.db().set_tree(&id, &top.id, now_nanos())?;
     touch_all(store, &layers)?;
     Ok(tree)
+}
+
+/// What `rkt image verify` found of an image's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeCheck {
+    /// The tree is as rendered: its digest.
+    Intact(String),
+    /// The tree is not (completely) rendered.
+    NotRendered,
+    /// The tree has no recorded digest (rendered by an rkt that did not record one).
+    NoDigest,
+    /// The tree changed since it was rendered: the recorded and the current digest.
+    Damaged {
+        /// The digest recorded at render time.
+        recorded: String,
+        /// The digest of the tree as it is.
+        now: String,
+    },
+}
+
+/// Checks the tree of `top` against the digest recorded when it was rendered, under the
+/// tree's lock (shared: no renderer changes it meanwhile). Returns the tree ID and the finding.
+pub(crate) fn check(store: &Store, top: &ImageRecord) -> Result<(String, TreeCheck), StoreError> {
+    let layers = flatten(store, top)?;
+    let ids: Vec<String> = layers.iter().map(|r| r.id.clone()).collect();
+    let id = tree_id_for(&ids);
+    let dir = tree_dir(store, &id);
+    let _store_lock = store.lock_store(LockMode::Shared)?;
+    let _tree_lock = lock::acquire(
+        store.cas_dir(),
+        &lock::tree_lock_name(&id),
+        LockMode::Shared,
+        true,
+    )?;
+    if !dir.join(RENDERED).is_file() {
+        return Ok((id, TreeCheck::NotRendered));
+    }
+    let path = dir.join(DIGEST_FILE);
+    let recorded = match crate::util::read_bounded(&path, 128) {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((id, TreeCheck::NoDigest)),
+        Err(e) => return Err(StoreError::io("read", &path)(e)),
+    };
+    let rootfs = dir.join("rootfs");
+    let now = tree_digest(&rootfs).map_err(StoreError::io("digest", &rootfs))?;
+    let found = if now == recorded {
+        TreeCheck::Intact(now)
+    } else {
+        TreeCheck::Damaged { recorded, now }
+    };
+    Ok((id, found))
 }
 
 /// Marks every layer of a tree as used now.
