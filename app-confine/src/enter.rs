@@ -106,6 +106,7 @@ mod tests {
             net: Default::default(),
             mutable: false,
             kvm_snapshot: false,
+            host_ipc: false,
         };
         assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
         let mut two = one.clone();

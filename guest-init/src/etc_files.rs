@@ -101,6 +101,7 @@ mod tests {
             net,
             mutable: false,
             kvm_snapshot: false,
+            host_ipc: false,
         }
     }
 

@@ -57,6 +57,11 @@ pub struct Plan {
     /// of a booted guest (docs/snapshot.md); the ns flavor ignores it with a warning.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kvm_snapshot: bool,
+    /// `rkt run --ipc=parent`: the pod shares the host's IPC namespace (System V IPC, POSIX
+    /// message queues) instead of getting its own. The ns flavor only; the kvm flavor refuses
+    /// it (its apps run on the guest's kernel).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_ipc: bool,
 }
 
 /// The pod-manifest annotation that makes a pod mutable (rkt's, set by `rkt app sandbox`).

@@ -51,12 +51,17 @@ pub struct NsConfig<'a> {
     pub net: PodNet,
     /// Pod cgroups to bind (and, on cgroup v1, join first: [`crate::cgroup::join_self`]).
     pub cgroups: &'a [PodCgroup],
+    /// Stay in the host's IPC namespace (`--ipc=parent`) instead of a new one.
+    pub host_ipc: bool,
 }
 
 /// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
 /// process inside the stage1 root with cwd `/`.
 pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS;
+    if !cfg.host_ipc {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     if let PodNet::Join(fd) = cfg.net {
         // SAFETY: `fd` is the open namespace file the parent passed, open across the fork.
         let ns = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };

@@ -129,6 +129,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             (None, _) => PodNet::New,
         },
         cgroups: &cgroups,
+        host_ipc: plan.host_ipc,
     };
 
     // Blocked before fork, so that no stop request is lost: this process reads them from a

@@ -198,6 +198,30 @@ fn kvm_hello_output_and_exit_code() {
     assert!(!e.pod_dir(&uuid).join("failure").exists());
 }
 
+/// A VM cannot share the host's IPC namespace: `--ipc=parent` is refused before the VM exists,
+/// with a message that says why, and the app never runs.
+#[test]
+fn kvm_pod_refuses_the_hosts_ipc_namespace() {
+    let Some(e) = E2e::require_kvm("kvm_pod_refuses_the_hosts_ipc_namespace") else {
+        return;
+    };
+    let img = e.hello_image();
+    let o = e.run(&[
+        "run".to_string(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        "--ipc=parent".into(),
+        img.to_str().unwrap().to_string(),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--ipc=parent: a KVM pod cannot share the host's IPC namespace"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("Hello"), "{}", stdout(&o));
+}
+
 #[test]
 fn kvm_exit_code_is_first_non_zero_in_app_order() {
     let Some(e) = E2e::require_kvm("kvm_exit_code_is_first_non_zero_in_app_order") else {

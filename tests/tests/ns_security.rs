@@ -15,7 +15,8 @@
 //! * a FIFO planted where the host reads an app status neither hangs `rkt status` nor breaks
 //!   `rkt stop`;
 //! * `--insecure-options=capabilities` lifts a root app's bounding set to all the host gave rkt,
-//!   and without it `--caps-retain` bounds the set.
+//!   and without it `--caps-retain` bounds the set;
+//! * a pod has an IPC namespace of its own unless `--ipc=parent` asks for the host's.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -448,4 +449,42 @@ fn ns_insecure_capabilities_lift_the_bounding_set() {
         .to_string();
     let out = run("--insecure-options=image,capabilities");
     assert!(out.contains(&format!("CapEff={all} CapBnd={all}")), "{out}");
+}
+
+#[test]
+fn ns_pods_get_their_own_ipc_namespace_unless_ipc_parent() {
+    let Some(e) = E2e::require("ns_pods_get_their_own_ipc_namespace_unless_ipc_parent") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let host = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let host_line = format!("ns ipc: {}", host.display());
+    let run = |ipc: Option<&str>| {
+        let mut args = vec!["run".to_string(), e.stage1_flag(), "--net=none".into()];
+        args.extend(ipc.map(str::to_string));
+        args.extend([
+            img.to_str().unwrap().to_string(),
+            "--exec=/bin/escape-probe".into(),
+            "--".into(),
+            "ns".into(),
+            "ipc".into(),
+        ]);
+        e.run(&args)
+    };
+    // The default, `auto` and `private`: System V IPC and message queues of its own.
+    for ipc in [None, Some("--ipc=auto"), Some("--ipc=private")] {
+        let o = run(ipc);
+        assert_eq!(o.status.code(), Some(0), "{ipc:?}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains("ns ipc: ipc:["), "{ipc:?}: {out}");
+        assert!(!out.contains(&host_line), "{ipc:?}: the host's: {out}");
+    }
+    // `parent`: the host's.
+    let o = run(Some("--ipc=parent"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&host_line), "{}", stdout(&o));
+    // Anything else is a usage error before any pod exists.
+    let o = run(Some("--ipc=host"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("invalid --ipc value"), "{}", stderr(&o));
 }

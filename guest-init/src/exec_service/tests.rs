@@ -21,6 +21,7 @@ fn plan(apps: &[&str]) -> Plan {
         net: Default::default(),
         mutable: false,
         kvm_snapshot: false,
+        host_ipc: false,
     }
 }
 

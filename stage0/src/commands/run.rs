@@ -151,6 +151,7 @@ pub(super) fn run_options(
         insecure,
         mds_register: pod.mds_register,
         kvm_snapshot: pod.kvm_snapshot,
+        host_ipc: pod.host_ipc,
         net_plan: stage0::pod::netopts::net_plan(
             &pod.dns,
             cmd.globals.local_config.as_ref().unwrap_or(&g.local_config),

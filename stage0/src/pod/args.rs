@@ -125,6 +125,9 @@ pub struct PodOptions {
     pub mds_register: bool,
     /// `--kvm-snapshot` (run only, experimental): start a KVM pod from a snapshot.
     pub kvm_snapshot: bool,
+    /// `--ipc=parent` (run and run-prepared): the pod stays in the host's IPC namespace
+    /// (`auto` and `private`, the default, give it its own).
+    pub host_ipc: bool,
     /// A mutable pod (`rkt app sandbox`; `pod_abi::plan::MUTABLE_ANNOTATION`).
     pub mutable: bool,
 }
@@ -680,7 +683,25 @@ impl RunCommand {
                         "dns" | "dns-search" | "dns-opt" | "dns-domain" | "hosts-entry" => {
                             cmd.pod.dns.push(name, &value)?
                         }
-                        "ipc" => cmd.pod.ignored.push(format!("--{name}={value}")),
+                        "ipc" => {
+                            let host = match value.as_str() {
+                                "auto" | "private" => false,
+                                "parent" => true,
+                                v => {
+                                    return Err(usage(format!(
+                                        "invalid --ipc value {v:?} (auto, private or parent)"
+                                    )))
+                                }
+                            };
+                            if mode == Mode::Prepare {
+                                // The plan is written when the pod runs.
+                                cmd.pod
+                                    .ignored
+                                    .push(format!("--{name}={value} (give it to run-prepared)"));
+                            } else {
+                                cmd.pod.host_ipc = host;
+                            }
+                        }
                         "mds-register" => cmd.pod.mds_register = on,
                         "private-users" if on => cmd.pod.ignored.push(format!("--{name}")),
                         _ => {}
@@ -1045,6 +1066,18 @@ mod tests {
                 .kvm_snapshot
         );
         assert!(p(Mode::Prepare, &["--kvm-snapshot", "a.aci"]).is_err());
+        // --ipc: parent shares the host's namespace; prepare records nothing (with a warning).
+        assert!(!c.pod.host_ipc);
+        let (c, _) = RunCommand::parse_run_prepared(&v(&["u", "--ipc=parent"])).unwrap();
+        assert!(c.pod.host_ipc && c.pod.ignored.is_empty());
+        for (ipc, host) in [("auto", false), ("private", false), ("parent", true)] {
+            let c = p(Mode::Run, &[&format!("--ipc={ipc}"), "a.aci"]).unwrap();
+            assert_eq!(c.pod.host_ipc, host, "{ipc}");
+        }
+        let c = p(Mode::Prepare, &["--ipc=parent", "a.aci"]).unwrap();
+        assert!(!c.pod.host_ipc);
+        assert_eq!(c.pod.ignored, ["--ipc=parent (give it to run-prepared)"]);
+        assert!(p(Mode::Run, &["--ipc=host", "a.aci"]).is_err());
         for bad in [
             &["--exec=/x", "u"][..],
             &["--volume=v,kind=empty", "u"],

@@ -117,6 +117,8 @@ pub struct RunOptions {
     pub mds_register: bool,
     /// `--kvm-snapshot`: recorded in the plan (`Plan::kvm_snapshot`).
     pub kvm_snapshot: bool,
+    /// `--ipc=parent`: recorded in the plan (`Plan::host_ipc`).
+    pub host_ipc: bool,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with

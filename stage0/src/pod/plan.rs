@@ -179,6 +179,7 @@ pub fn build_plan(
         },
         mutable: crate::pod::mutable::is_mutable(pm),
         kvm_snapshot: rt.kvm_snapshot,
+        host_ipc: rt.host_ipc,
     })
 }
 

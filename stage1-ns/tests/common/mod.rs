@@ -240,6 +240,7 @@ impl Pod {
             net: Default::default(),
             mutable: false,
             kvm_snapshot: false,
+            host_ipc: false,
         };
         std::fs::write(
             s1.join("rkt/plan.json"),

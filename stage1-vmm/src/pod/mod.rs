@@ -75,6 +75,10 @@ pub enum PodError {
     /// The pod's networks could not be set up (the message names the network and plugin).
     #[error("{0}")]
     Net(String),
+    /// The pod asks to share a namespace of the host (`--net=host`, `--ipc=parent`), which a
+    /// VM cannot: its apps run on the guest's kernel.
+    #[error("{0}")]
+    HostNamespace(String),
     /// `--kvm-snapshot`: the snapshot could not be made, found or prepared for.
     #[error("--kvm-snapshot: {0}")]
     Snapshot(String),

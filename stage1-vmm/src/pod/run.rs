@@ -236,6 +236,22 @@ fn prepare_process(args: &RunArgs) -> Result<(PathBuf, PodNet), PodError> {
     Ok((cwd, net))
 }
 
+/// `--net=host` and `--ipc=parent` are refused, before anything of the pod is set up: a VM
+/// cannot share the host's network or IPC namespace.
+fn refuse_host_namespaces(args: &RunArgs, plan: &Plan) -> Result<(), PodError> {
+    if args.net == "host" {
+        return Err(PodError::HostNamespace(
+            "--net=host: a KVM pod cannot share the host's network namespace; use --net=default (or a named network)".into(),
+        ));
+    }
+    if plan.host_ipc {
+        return Err(PodError::HostNamespace(
+            "--ipc=parent: a KVM pod cannot share the host's IPC namespace (its apps run on the guest's kernel); use --ipc=private or the ns flavor".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The pod's network devices and the kernel command line's metadata URL.
 struct PodNet {
     /// One virtio-net card per CNI network, in attach order (eth0, eth1, ...).
@@ -246,16 +262,12 @@ struct PodNet {
 
 /// Step 1b: the pod's CNI networks (`stage1_common::net`, as the ns flavor), a tap joined to
 /// each CNI interface inside the pod's netns (`crate::net::attach`), and the guest's network
-/// configuration written to `rkt/net.json` in the stage1 root for guest-init. `--net=host` is
-/// refused: a VM cannot share the host's network namespace.
+/// configuration written to `rkt/net.json` in the stage1 root for guest-init. A pod that asks
+/// for a namespace of the host is refused first ([`refuse_host_namespaces`]).
 fn setup_network(cwd: &Path, args: &RunArgs) -> Result<PodNet, PodError> {
-    if args.net == "host" {
-        return Err(PodError::Net(
-            "--net=host: a KVM pod cannot share the host's network namespace; use --net=default (or a named network)".into(),
-        ));
-    }
     let host = PodPaths::new(cwd);
     let mut plan = Plan::read(&host.plan()).map_err(PodError::Plan)?;
+    refuse_host_namespaces(args, &plan)?;
     let net = stage1_common::net::setup(cwd, &args.uuid, &args.net, &mut plan)
         .map_err(|e| PodError::Net(stage1_common::error::chain(&e)))?;
     let mut cards = Vec::new();

@@ -124,6 +124,7 @@ mod tests {
             net: Default::default(),
             mutable: false,
             kvm_snapshot: false,
+            host_ipc: false,
         }
     }
 

@@ -21,6 +21,7 @@
 //! * `thread`: starts and joins a thread (glibc tries `clone3`, then `clone`); `thread: ok`.
 //! * `io-uring`: `io_uring_setup(1, {0})`; `io-uring: ok|<ERRNO>`.
 //! * `seccomp-status`: `seccomp: Seccomp=S NoNewPrivs=N` (from `/proc/self/status`).
+//! * `ns NAME`: the process's namespace of that kind; `ns NAME: ipc:[4026531839]|<ERRNO>`.
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -250,6 +251,13 @@ fn main() {
             "thread" => thread(),
             "io-uring" => io_uring(),
             "seccomp-status" => seccomp_status(),
+            "ns" => {
+                let name = operand();
+                match std::fs::read_link(format!("/proc/self/ns/{name}")) {
+                    Ok(t) => say(&format!("ns {name}: {}", t.display())),
+                    Err(e) => say(&format!("ns {name}: {}", io_name(&e))),
+                }
+            }
             "chroot-escape" => {
                 if let Err(e) = chroot_escape(&operand()) {
                     eprintln!("escape-probe: {e}");
