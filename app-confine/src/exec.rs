@@ -116,6 +116,12 @@ pub struct Command {
     searched: bool,
 }
 
+/// `execve(2)`'s argv and envp of a [`Command`] (see [`Command::exec_arrays`]).
+struct ExecArrays {
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
 /// Why `execve` failed, with nothing formatted yet ([`ExecFailure::report`] does that).
 #[derive(Debug, Clone, Copy)]
 pub struct ExecFailure<'a> {
@@ -194,8 +200,9 @@ impl Command {
     /// process ends here with the exit code alone, which its parent sees when it reaps it.
     pub fn filter_and_exec(&self, id: &Identity) -> Result<(i32, String), StepError> {
         reset_signal_dispositions();
+        let arrays = self.exec_arrays();
         id.filter_syscalls()?;
-        let failure = self.execve();
+        let failure = self.execve_with(&arrays);
         if id.seccomp.as_ref().is_some_and(Filter::kills_reports) {
             // SAFETY: _exit makes one system call, exit_group, which every filter allows.
             unsafe { libc::_exit(failure.code) }
@@ -203,15 +210,37 @@ impl Command {
         Ok(failure.report())
     }
 
-    /// `execve` of each candidate in turn; allocates nothing.
+    /// `execve` of each candidate in turn (as `execvp`).
     fn execve(&self) -> ExecFailure<'_> {
+        self.execve_with(&self.exec_arrays())
+    }
+
+    /// The NULL-terminated argv and envp pointer arrays of `execve(2)`, pointing into `self`:
+    /// built before a filter is installed, so that nothing is allocated after it.
+    fn exec_arrays(&self) -> ExecArrays {
+        let arr = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        ExecArrays {
+            argv: arr(&self.argv),
+            envp: arr(&self.env),
+        }
+    }
+
+    /// [`Command::execve`] with arrays from [`Command::exec_arrays`] of this command; makes no
+    /// system call but `execve` and allocates nothing.
+    fn execve_with(&self, arrays: &ExecArrays) -> ExecFailure<'_> {
         let mut failed = None;
         for c in &self.candidates {
-            match nix::unistd::execve(c, &self.argv, &self.env) {
-                Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR)
-                    if self.searched => {}
-                Err(e) => failed = Some((c, e)),
-                Ok(never) => match never {},
+            // SAFETY: `c` is a C string and both arrays hold pointers to C strings of `self`
+            // (alive for this call) and end with NULL; execve returns only on failure.
+            unsafe { libc::execve(c.as_ptr(), arrays.argv.as_ptr(), arrays.envp.as_ptr()) };
+            match nix::errno::Errno::last() {
+                nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR if self.searched => {}
+                e => failed = Some((c, e)),
             }
         }
         ExecFailure {
@@ -303,20 +332,26 @@ mod tests {
             no_new_privs: true,
             seccomp,
         };
-        let c = Command::new(&["/nonexistent/x".into()], &[]).unwrap();
-        // SAFETY: the child makes no allocation (all prepared above) and ends with `_exit`.
-        match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => {
-                let code = match c.filter_and_exec(&id) {
-                    Ok(_) => 1, // returned to report: the filter would have killed it
-                    Err(_) => 2,
-                };
-                // SAFETY: _exit in the forked child.
-                unsafe { libc::_exit(code) }
-            }
-            nix::unistd::ForkResult::Parent { child } => {
-                let st = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 127));
+        // A path, and a PATH search over two directories.
+        let path = [("PATH".to_string(), "/nowhere:/nowhere-either".to_string())];
+        for c in [
+            Command::new(&["/nonexistent/x".into()], &[]).unwrap(),
+            Command::new(&["x".into()], &path).unwrap(),
+        ] {
+            // SAFETY: the child makes no allocation (all prepared above) and ends with `_exit`.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => {
+                    let code = match c.filter_and_exec(&id) {
+                        Ok(_) => 1, // returned to report: the filter would have killed it
+                        Err(_) => 2,
+                    };
+                    // SAFETY: _exit in the forked child.
+                    unsafe { libc::_exit(code) }
+                }
+                nix::unistd::ForkResult::Parent { child } => {
+                    let st = nix::sys::wait::waitpid(child, None).unwrap();
+                    assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 127), "{c:?}");
+                }
             }
         }
         // With an errno nothing is killed: the failure is reported as without a filter.
