@@ -14,8 +14,12 @@
 //!
 //! Locking: importing takes no lock while it downloads and hashes; it takes the image's
 //! exclusive lock only to publish the blob and its index row. Removal takes the same exclusive
-//! lock; rendering holds the shared lock of every image it reads. `image gc` takes the store
-//! lock exclusively; every other store operation that writes takes it shared.
+//! lock; rendering holds the shared lock of every image it reads. Store operations that write
+//! take the store lock shared; nothing takes it exclusively yet: `image gc` removes an image
+//! under that image's exclusive lock and a tree only when the tree's lock is free, and decides
+//! from the pods' references read just before, so a pod created on a tree between that read and
+//! the removal is not seen (the same holds for `image verify`'s re-render). Rendering marks
+//! the images used, so within gc's grace period their trees stay.
 
 pub mod aci;
 mod blob;
