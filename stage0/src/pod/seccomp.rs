@@ -61,6 +61,7 @@ pub const DEFAULT_BLACKLIST: &[&str] = &[
     "nfsservctl",
     "open_by_handle_at",
     "open_tree",
+    "open_tree_attr",
     "perf_event_open",
     "pivot_root",
     "process_vm_readv",
@@ -458,6 +459,8 @@ mod tests {
             ("rseq", libc::SYS_rseq),
             ("futex_waitv", libc::SYS_futex_waitv),
             ("set_mempolicy_home_node", libc::SYS_set_mempolicy_home_node),
+            ("fchmodat2", libc::SYS_fchmodat2),
+            ("mseal", libc::SYS_mseal),
         ] {
             assert_eq!(syscall_number(name), Some(nr as u32), "{name}");
         }

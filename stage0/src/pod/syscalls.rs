@@ -1,7 +1,8 @@
 //! The x86_64 system call table: name and number of every `common` and `64` entry of Linux
 //! 6.1's `arch/x86/entry/syscalls/syscall_64.tbl` (x32 entries left out: filters deny that ABI
-//! whole), sorted by number. Data for [`super::seccomp`]; regenerate it from a newer table to
-//! name newer calls.
+//! whole), then the calls added up to Linux 6.17 (451-469: numbered alike on every
+//! architecture since 424, `map_shadow_stack` x86_64's own), sorted by number. Data for
+//! [`super::seccomp`]; extend it from a newer table to name newer calls.
 
 /// `(name, number)`, by number.
 pub const SYSCALLS: &[(&str, u32)] = &[
@@ -367,4 +368,23 @@ pub const SYSCALLS: &[(&str, u32)] = &[
     ("process_mrelease", 448),
     ("futex_waitv", 449),
     ("set_mempolicy_home_node", 450),
+    ("cachestat", 451),
+    ("fchmodat2", 452),
+    ("map_shadow_stack", 453),
+    ("futex_wake", 454),
+    ("futex_wait", 455),
+    ("futex_requeue", 456),
+    ("statmount", 457),
+    ("listmount", 458),
+    ("lsm_get_self_attr", 459),
+    ("lsm_set_self_attr", 460),
+    ("lsm_list_modules", 461),
+    ("mseal", 462),
+    ("setxattrat", 463),
+    ("getxattrat", 464),
+    ("listxattrat", 465),
+    ("removexattrat", 466),
+    ("open_tree_attr", 467),
+    ("file_getattr", 468),
+    ("file_setattr", 469),
 ];
