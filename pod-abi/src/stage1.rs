@@ -30,7 +30,10 @@ pub const STAGE1_NS_NAME: &str = "coreos.com/rkt/stage1-ns";
 pub const STAGE1_KVM_NAME: &str = "coreos.com/rkt/stage1-kvm";
 
 /// Arguments of the `run` entrypoint: `[--debug] --net=<list> [--interactive]
-/// [--hostname=H] [--mds-token=T [--mds-port=P]] <UUID>`.
+/// [--hostname=H] [--mds-token=T [--mds-port=P]] [--disable-capabilities-restriction]
+/// [--disable-paths] [--disable-seccomp] [--ipc=auto|private|parent] <UUID>`. This project's
+/// stage1s take the three `--disable-*` and `--ipc` from the launch plan, which says the same;
+/// stage0 passes them for other stage1s (rkt's interface versions 3 and 6).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunArgs {
     /// `--debug`.
@@ -45,6 +48,14 @@ pub struct RunArgs {
     pub mds_token: Option<String>,
     /// `--mds-port=`: the metadata service's public port (default rkt's 18112).
     pub mds_port: Option<u16>,
+    /// `--disable-capabilities-restriction` (`--insecure-options=capabilities`).
+    pub disable_capabilities: bool,
+    /// `--disable-paths` (`--insecure-options=paths`).
+    pub disable_paths: bool,
+    /// `--disable-seccomp` (`--insecure-options=seccomp`).
+    pub disable_seccomp: bool,
+    /// `--ipc=`: `auto`, `private` or `parent`; None: not given (`auto`).
+    pub ipc: Option<String>,
     /// The pod UUID (last argument).
     pub uuid: String,
 }
@@ -93,23 +104,30 @@ impl RunArgs {
         if let Some(p) = self.mds_port {
             v.push(format!("--mds-port={p}"));
         }
+        for (on, flag) in [
+            (
+                self.disable_capabilities,
+                "--disable-capabilities-restriction",
+            ),
+            (self.disable_paths, "--disable-paths"),
+            (self.disable_seccomp, "--disable-seccomp"),
+        ] {
+            if on {
+                v.push(flag.to_string());
+            }
+        }
+        if let Some(ipc) = &self.ipc {
+            v.push(format!("--ipc={ipc}"));
+        }
         v.push(self.uuid.clone());
         v
     }
 
-    /// Parses argv (without argv\[0\]). Unknown `--flags` from newer stage0s that carry a value
-    /// (`--local-config=`, `--dns-conf-mode=`, `--ipc=`, `--private-users=`) are accepted and
-    /// ignored; other unknown flags are errors.
+    /// Parses argv (without argv\[0\]). rkt's flags this project's stage0 never passes
+    /// (`--local-config=`, `--dns-conf-mode=`, `--private-users=`) are accepted and ignored;
+    /// other unknown flags are errors.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
-        const IGNORED: [&str; 7] = [
-            "--local-config=",
-            "--dns-conf-mode=",
-            "--ipc=",
-            "--private-users=",
-            "--disable-capabilities-restriction",
-            "--disable-paths",
-            "--disable-seccomp",
-        ];
+        const IGNORED: [&str; 3] = ["--local-config=", "--dns-conf-mode=", "--private-users="];
         let mut out = RunArgs {
             net: "default".into(),
             ..Default::default()
@@ -128,6 +146,14 @@ impl RunArgs {
             } else if let Some(v) = a.strip_prefix("--mds-port=") {
                 // A bad port is dropped (the default applies), like other unknown values.
                 out.mds_port = v.parse().ok();
+            } else if a == "--disable-capabilities-restriction" {
+                out.disable_capabilities = true;
+            } else if a == "--disable-paths" {
+                out.disable_paths = true;
+            } else if a == "--disable-seccomp" {
+                out.disable_seccomp = true;
+            } else if let Some(v) = a.strip_prefix("--ipc=") {
+                out.ipc = Some(v.to_string());
             } else {
                 return IGNORED.iter().any(|p| a.starts_with(p));
             }
@@ -400,9 +426,21 @@ mod tests {
             hostname: "h".into(),
             mds_token: Some("ab12".into()),
             mds_port: Some(18113),
+            disable_capabilities: true,
+            disable_paths: true,
+            disable_seccomp: true,
+            ipc: Some("parent".into()),
             uuid: "u".into(),
         };
         assert_eq!(RunArgs::parse(a.to_argv()), Ok(a));
+        // rkt's order: the flags, the UUID last.
+        let minimal = RunArgs {
+            net: "none".into(),
+            disable_seccomp: true,
+            uuid: "u".into(),
+            ..Default::default()
+        };
+        assert_eq!(minimal.to_argv(), ["--net=none", "--disable-seccomp", "u"]);
         assert_eq!(
             RunArgs::parse(vec!["--bogus".to_string(), "u".into()]),
             Err(ArgsError::UnknownFlag("--bogus".into()))

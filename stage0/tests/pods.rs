@@ -13,7 +13,7 @@ use appc::schema::App;
 use appc::{AcIdentifier, ImageManifest};
 
 mod stage1_util;
-use stage1_util::script_stage1;
+use stage1_util::script_stage1_version;
 
 const RUN_SCRIPT: &str = r#"#!/bin/sh
 # Fake stage1 run: check the contract, record it, write statuses.
@@ -58,14 +58,19 @@ impl Env {
         stage1_util::rkt(&self.dir(), args)
     }
     fn stage1(&self) -> PathBuf {
-        let p = self.tmp.path().join("stage1-sh.aci");
+        self.stage1_version(5)
+    }
+    /// The script stage1 declaring interface version `version`.
+    fn stage1_version(&self, version: u32) -> PathBuf {
+        let p = self.tmp.path().join(format!("stage1-sh-v{version}.aci"));
         if p.exists() {
             return p;
         }
         let run = RUN_SCRIPT.replace("@STATUS_DIR@", pod_abi::paths::STATUS_DIR_IN_STAGE1);
-        script_stage1(
+        script_stage1_version(
             &p,
-            "example.com/stage1-sh",
+            &format!("example.com/stage1-sh-v{version}"),
+            version,
             &[
                 ("run", run.as_bytes()),
                 ("stop", STOP_SCRIPT.as_bytes()),
@@ -303,6 +308,53 @@ fn usage_and_unknown_pod_exit_codes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is a symlink"));
     assert_eq!(e.rkt(&["gc", "--grace-period=0s"]).status.code(), Some(0));
     assert_eq!(mounts_under(&e.dir()), 0);
+}
+
+/// rkt's stage1 contract: `--insecure-options` reaches the stage1 as `--disable-*` flags from
+/// interface version 3 on, and `--ipc` from version 6 on (this project's stage1s read both
+/// from the plan too).
+#[test]
+fn insecure_options_and_ipc_reach_the_stage1_by_interface_version() {
+    let test = "insecure_options_and_ipc_reach_the_stage1_by_interface_version";
+    if !is_root() {
+        skip(test, "needs root");
+        return;
+    }
+    let e = Env::new();
+    let img = e.image("example.com/app");
+    let uuid_file = e.tmp.path().join("uuid");
+    let args_of = |version: u32, insecure: &str| {
+        let o = e.rkt(&[
+            "run",
+            &format!("--stage1-path={}", e.stage1_version(version).display()),
+            insecure,
+            "--ipc=parent",
+            "--hostname=h",
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            img.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let uuid = std::fs::read_to_string(&uuid_file).unwrap();
+        let args = std::fs::read_to_string(e.pod_dir("run", &uuid).join("args")).unwrap();
+        (args.trim().to_string(), uuid)
+    };
+    let (args, uuid) = args_of(5, "--insecure-options=image,seccomp,paths");
+    assert_eq!(
+        args,
+        format!("--net=default --hostname=h --disable-paths --disable-seccomp {uuid}")
+    );
+    let (args, uuid) = args_of(6, "--insecure-options=image,capabilities");
+    assert_eq!(
+        args,
+        format!(
+            "--net=default --hostname=h --disable-capabilities-restriction --ipc=parent {uuid}"
+        )
+    );
 }
 
 #[test]

@@ -395,6 +395,12 @@ impl PreparedPod {
             },
             mds_token: mds.as_ref().map(|r| r.token.clone()),
             mds_port: mds.as_ref().map(|r| r.port),
+            // rkt's flags for what the plan also says (--disable-* from interface version 3
+            // on, --ipc from 6 on), for stage1s that do not read the plan.
+            disable_capabilities: ep.interface_version() >= 3 && opts.insecure.capabilities,
+            disable_paths: ep.interface_version() >= 3 && opts.insecure.paths,
+            disable_seccomp: ep.interface_version() >= 3 && opts.insecure.seccomp,
+            ipc: (ep.interface_version() >= 6 && opts.host_ipc).then(|| "parent".to_string()),
             uuid: self.pod.uuid().to_string(),
         };
         Ok((entry, args))

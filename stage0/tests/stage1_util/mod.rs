@@ -14,6 +14,11 @@ use appc::{AcIdentifier, ImageManifest};
 /// `(entrypoint, script)` becomes `/<entrypoint>` (mode 0755) named by the annotation
 /// `coreos.com/rkt/stage1/<entrypoint>`; interface version 5; empty `/rkt` and `/opt`.
 pub fn script_stage1(out: &Path, name: &str, scripts: &[(&str, &[u8])]) {
+    script_stage1_version(out, name, 5, scripts)
+}
+
+/// [`script_stage1`] declaring stage1 interface version `version`.
+pub fn script_stage1_version(out: &Path, name: &str, version: u32, scripts: &[(&str, &[u8])]) {
     let mut m = ImageManifest::new(AcIdentifier::new(name).unwrap());
     let mut anns: Vec<(String, String)> = scripts
         .iter()
@@ -21,7 +26,7 @@ pub fn script_stage1(out: &Path, name: &str, scripts: &[(&str, &[u8])]) {
         .collect();
     anns.push((
         pod_abi::stage1::ANN_INTERFACE_VERSION.to_string(),
-        "5".to_string(),
+        version.to_string(),
     ));
     for (k, v) in anns {
         m.annotations.push(Annotation {
