@@ -15,3 +15,4 @@ pub mod snapshots;
 pub mod stage1;
 pub mod store;
 pub mod util;
+pub mod xattr;

@@ -33,9 +33,6 @@ pub struct CopyStats {
     pub other: u64,
 }
 
-/// Largest extended attribute value copied, in bytes (Linux's `XATTR_SIZE_MAX`).
-const XATTR_SIZE_MAX: usize = 65_536;
-
 /// Runs `f` on a thread of its own whose root directory is `root` (`unshare(CLONE_FS)`, then
 /// `chroot`; other threads keep theirs) and whose working directory is `cwd`, a directory
 /// opened before the `chroot` (e.g. a trusted store tree outside `root`; `/` when None).
@@ -190,47 +187,19 @@ fn copy_attributes(src: &Path, dst: &Path, md: &fs::Metadata) -> io::Result<()> 
     Ok(())
 }
 
-/// Copies every extended attribute of `src` to `dst`; attributes the destination refuses
-/// (`ENOTSUP`, `EPERM`: an unsupported namespace) are skipped.
+/// Copies every extended attribute of `src` to `dst` ([`crate::xattr::read_all`]); attributes
+/// the destination refuses (`ENOTSUP`, `EPERM`: an unsupported namespace) are skipped.
 fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
-    let (s, d) = (cpath(src)?, cpath(dst)?);
-    let mut names = vec![0u8; XATTR_SIZE_MAX];
-    // SAFETY: llistxattr with a valid path and a buffer of the size passed; checked.
-    let n = unsafe { libc::llistxattr(s.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOTSUP) => Ok(()),
-            _ => Err(e),
-        };
-    }
-    names.truncate(n as usize);
-    let mut value = vec![0u8; XATTR_SIZE_MAX];
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let Ok(cname) = CString::new(name) else {
-            continue;
-        };
-        // SAFETY: lgetxattr with valid NUL-terminated strings and a buffer of the size
-        // passed; checked.
-        let len = unsafe {
-            libc::lgetxattr(
-                s.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        if len < 0 {
-            continue;
-        }
-        // SAFETY: lsetxattr with valid NUL-terminated strings and `len` initialized bytes
-        // of `value`; checked.
+    let d = cpath(dst)?;
+    for (name, value) in crate::xattr::read_all(src)? {
+        // SAFETY: lsetxattr with valid NUL-terminated strings and `value`'s initialized bytes;
+        // checked.
         let r = unsafe {
             libc::lsetxattr(
                 d.as_ptr(),
-                cname.as_ptr(),
+                name.as_ptr(),
                 value.as_ptr().cast(),
-                len as usize,
+                value.len(),
                 0,
             )
         };

@@ -5,7 +5,6 @@
 //! among them). Times, inode numbers and link counts are left out: they change without the
 //! tree changing for an app. Symlinks are never followed.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -13,9 +12,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-
-/// Largest list of xattr names or xattr value read (64 KiB, the kernel's limit).
-const MAX_XATTR_BYTES: usize = 64 * 1024;
 
 /// `sha256-<64 hex>` of the tree below `rootfs` (see the module doc).
 pub fn tree_digest(rootfs: &Path) -> io::Result<String> {
@@ -73,10 +69,10 @@ pub fn tree_digest(rootfs: &Path) -> io::Result<String> {
                 b'd' => subdirs.push(rel),
                 _ => {}
             }
-            let xattrs = xattrs(&path)?;
+            let xattrs = crate::xattr::read_all(&path)?;
             h.update((xattrs.len() as u64).to_le_bytes());
             for (k, v) in &xattrs {
-                field(&mut h, k);
+                field(&mut h, k.as_bytes());
                 field(&mut h, v);
             }
         }
@@ -90,45 +86,6 @@ pub fn tree_digest(rootfs: &Path) -> io::Result<String> {
 fn field(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_le_bytes());
     h.update(bytes);
-}
-
-/// The extended attributes of `path` itself (not a symlink's target), sorted by name.
-fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
-    let mut names = vec![0u8; MAX_XATTR_BYTES];
-    // SAFETY: `c` is a valid C string and `names` a writable buffer of the length passed.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOTSUP) => Ok(Vec::new()),
-            _ => Err(e),
-        };
-    }
-    names.truncate(usize::try_from(n).unwrap_or(0));
-    let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let cname = CString::new(name)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad xattr name"))?;
-        let mut value = vec![0u8; MAX_XATTR_BYTES];
-        // SAFETY: valid C strings and a writable buffer of the length passed.
-        let m = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        if m < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        value.truncate(usize::try_from(m).unwrap_or(0));
-        out.push((name.to_vec(), value));
-    }
-    out.sort();
-    Ok(out)
 }
 
 /// The file beside `rootfs` that holds the digest recorded when the tree was rendered.
