@@ -24,6 +24,24 @@ pub(crate) fn tree_lock_name(tree_id: &str) -> String {
     format!("tree-{tree_id}")
 }
 
+/// Waits for and takes the lock of the image whose sha256 ID is `sha256_id`.
+pub(crate) fn image(
+    cas: &Path,
+    sha256_id: &str,
+    mode: LockMode,
+) -> Result<Option<StoreLock>, StoreError> {
+    acquire(cas, &image_lock_name(sha256_id), mode, true)
+}
+
+/// Waits for and takes the lock of the tree `tree_id`.
+pub(crate) fn tree(
+    cas: &Path,
+    tree_id: &str,
+    mode: LockMode,
+) -> Result<Option<StoreLock>, StoreError> {
+    acquire(cas, &tree_lock_name(tree_id), mode, true)
+}
+
 /// Takes `cas/locks/<name>.lock` in `mode`. With `wait = false`, returns Ok(None) if busy.
 pub(crate) fn acquire(
     cas: &Path,

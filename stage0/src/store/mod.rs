@@ -420,12 +420,7 @@ impl Store {
         tmp.sync()?;
         let sha256_id = imported.digest.sha256_id();
         let id = imported.digest.sha512_id();
-        let _img_lock = lock::acquire(
-            &self.cas,
-            &lock::image_lock_name(&sha256_id),
-            LockMode::Exclusive,
-            true,
-        )?;
+        let _img_lock = lock::image(&self.cas, &sha256_id, LockMode::Exclusive)?;
         let dest = self.blob_path(&sha256_id);
         let now = now_nanos();
         let mut db = self.db();
@@ -556,12 +551,7 @@ impl Store {
     /// Whether the image's blob still hashes to its ID (SHA-512 of the whole blob, read under
     /// the image's shared lock).
     pub fn blob_matches_id(&self, rec: &ImageRecord) -> Result<bool, StoreError> {
-        let _img = lock::acquire(
-            &self.cas,
-            &lock::image_lock_name(&rec.sha256_id),
-            LockMode::Shared,
-            true,
-        )?;
+        let _img = lock::image(&self.cas, &rec.sha256_id, LockMode::Shared)?;
         let mut f = self.open_blob(rec)?;
         let mut h = <sha2::Sha512 as sha2::Digest>::new();
         io::copy(&mut f, &mut h)
@@ -578,12 +568,7 @@ impl Store {
     /// Removes the image's index row and blob (trees are removed by `image gc`).
     pub fn remove(&self, rec: &ImageRecord) -> Result<(), StoreError> {
         let _store_lock = self.lock_store(LockMode::Shared)?;
-        let _img = lock::acquire(
-            &self.cas,
-            &lock::image_lock_name(&rec.sha256_id),
-            LockMode::Exclusive,
-            true,
-        )?;
+        let _img = lock::image(&self.cas, &rec.sha256_id, LockMode::Exclusive)?;
         let removed = self.db().remove_image(&rec.id)?;
         let p = self.blob_path(&rec.sha256_id);
         match fs::remove_file(&p) {

@@ -161,12 +161,7 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
         manifest: dir.join("manifest"),
     };
     let _store_lock = store.lock_store(LockMode::Shared)?;
-    let _tree_lock = lock::acquire(
-        store.cas_dir(),
-        &lock::tree_lock_name(&id),
-        LockMode::Exclusive,
-        true,
-    )?;
+    let _tree_lock = lock::tree(store.cas_dir(), &id, LockMode::Exclusive)?;
     if dir.join(RENDERED).exists() {
         touch_all(store, &layers)?;
         return Ok(tree);
@@ -181,12 +176,7 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
     fs::create_dir(&tree.rootfs).map_err(StoreError::io("create directory", &tree.rootfs))?;
     let whitelist = store.manifest(top)?.path_whitelist;
     for layer in &layers {
-        let _img = lock::acquire(
-            store.cas_dir(),
-            &lock::image_lock_name(&layer.sha256_id),
-            LockMode::Shared,
-            true,
-        )?;
+        let _img = lock::image(store.cas_dir(), &layer.sha256_id, LockMode::Shared)?;
         let blob = store.open_blob(layer)?;
         let r = io::BufReader::with_capacity(1 << 20, blob);
         super::aci::extract_rootfs(r, &tree.rootfs, &whitelist)
@@ -232,12 +222,7 @@ pub(crate) fn check(store: &Store, top: &ImageRecord) -> Result<(String, TreeChe
     let id = tree_id_for(&ids);
     let dir = tree_dir(store, &id);
     let _store_lock = store.lock_store(LockMode::Shared)?;
-    let _tree_lock = lock::acquire(
-        store.cas_dir(),
-        &lock::tree_lock_name(&id),
-        LockMode::Shared,
-        true,
-    )?;
+    let _tree_lock = lock::tree(store.cas_dir(), &id, LockMode::Shared)?;
     if !dir.join(RENDERED).is_file() {
         return Ok((id, TreeCheck::NotRendered));
     }
