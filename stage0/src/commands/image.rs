@@ -401,15 +401,15 @@ fn verify_one(store: &Store, img: &str) -> anyhow::Result<()> {
             );
         }
     }
+    let verified = || {
+        outln!(
+            "successfully verified checksum for image: {img:?} ({:?})",
+            rec.id
+        )
+    };
     let (tree, found) = store.check_tree(&rec)?;
     let why = match found {
-        TreeCheck::Intact(_) => {
-            outln!(
-                "successfully verified checksum for image: {img:?} ({:?})",
-                rec.id
-            )?;
-            return Ok(());
-        }
+        TreeCheck::Intact => return Ok(verified()?),
         TreeCheck::NotRendered => "not rendered".to_string(),
         TreeCheck::NoDigest => "no digest was recorded when it was rendered".to_string(),
         TreeCheck::Damaged { recorded, now } => {
@@ -427,13 +427,7 @@ fn verify_one(store: &Store, img: &str) -> anyhow::Result<()> {
     }
     store.render_tree(&rec)?;
     match store.check_tree(&rec)? {
-        (_, TreeCheck::Intact(_)) => {
-            outln!(
-                "successfully verified checksum for image: {img:?} ({:?})",
-                rec.id
-            )?;
-            Ok(())
-        }
+        (_, TreeCheck::Intact) => Ok(verified()?),
         (_, other) => anyhow::bail!("tree {tree} rendered again, and still: {other:?}"),
     }
 }

@@ -6,7 +6,7 @@
 //! tree changing for an app. Symlinks are never followed.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -19,7 +19,6 @@ pub fn tree_digest(rootfs: &Path) -> io::Result<String> {
     // Directories still to walk, as paths relative to `rootfs` (explicit stack: a deep tree
     // cannot exhaust the thread's stack).
     let mut pending: Vec<PathBuf> = vec![PathBuf::new()];
-    let mut buf = vec![0u8; 1 << 16];
     while let Some(rel_dir) = pending.pop() {
         let dir = rootfs.join(&rel_dir);
         let mut names: Vec<_> = fs::read_dir(&dir)?
@@ -55,14 +54,7 @@ pub fn tree_digest(rootfs: &Path) -> io::Result<String> {
             match kind {
                 b'f' => {
                     h.update(md.len().to_le_bytes());
-                    let mut f = File::open(&path)?;
-                    loop {
-                        let n = f.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        h.update(buf.get(..n).unwrap_or_default());
-                    }
+                    io::copy(&mut File::open(&path)?, &mut h)?;
                 }
                 b'l' => field(&mut h, fs::read_link(&path)?.as_os_str().as_bytes()),
                 b'c' | b'b' => h.update(md.rdev().to_le_bytes()),

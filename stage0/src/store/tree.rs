@@ -199,8 +199,8 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
 /// What `rkt image verify` found of an image's tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeCheck {
-    /// The tree is as rendered: its digest.
-    Intact(String),
+    /// The tree is as rendered.
+    Intact,
     /// The tree is not (completely) rendered.
     NotRendered,
     /// The tree has no recorded digest (rendered by an rkt that did not record one).
@@ -235,7 +235,7 @@ pub(crate) fn check(store: &Store, top: &ImageRecord) -> Result<(String, TreeChe
     let rootfs = dir.join("rootfs");
     let now = tree_digest(&rootfs).map_err(StoreError::io("digest", &rootfs))?;
     let found = if now == recorded {
-        TreeCheck::Intact(now)
+        TreeCheck::Intact
     } else {
         TreeCheck::Damaged { recorded, now }
     };
