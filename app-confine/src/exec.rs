@@ -124,9 +124,9 @@ struct ExecArrays {
 
 /// Why `execve` failed, with nothing formatted yet ([`ExecFailure::report`] does that).
 #[derive(Debug, Clone, Copy)]
-pub struct ExecFailure<'a> {
+struct ExecFailure<'a> {
     /// The shell's exit code: 127 not found, 126 not executable.
-    pub code: i32,
+    code: i32,
     /// The candidate that failed other than by not existing, and its errno.
     failed: Option<(&'a CString, nix::errno::Errno)>,
     /// argv\[0\].
@@ -135,7 +135,7 @@ pub struct ExecFailure<'a> {
 
 impl ExecFailure<'_> {
     /// The exit code and a one-line reason.
-    pub fn report(&self) -> (i32, String) {
+    fn report(&self) -> (i32, String) {
         match self.failed {
             Some((path, e)) => (
                 self.code,

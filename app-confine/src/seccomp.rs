@@ -299,6 +299,22 @@ mod tests {
         assert_eq!(run(&f, AUDIT_ARCH_X86_64, 0), RET_ALLOW);
     }
 
+    /// `SeccompPlan::kills`, which launchers consult, says what the program does: for every
+    /// number, in retain and remove sets, with and without an errno.
+    #[test]
+    fn the_plans_kills_agrees_with_the_program() {
+        for retain in [true, false] {
+            for errno in [None, Some(1)] {
+                let p = plan(retain, errno, &[0, 1, 59, 165, 231, 300]);
+                let f = Filter::new(&p).unwrap();
+                for nr in 0..600 {
+                    let killed = run(&f, AUDIT_ARCH_X86_64, nr) == RET_KILL_PROCESS;
+                    assert_eq!(p.kills(nr), killed, "{nr} retain={retain} errno={errno:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn remove_set_denies_the_listed_calls_only() {
         let f = Filter::new(&plan(false, Some(1), &[169, 165])).unwrap();
