@@ -27,6 +27,8 @@ pub const SMALL_FILE_MAX: usize = 4096;
 pub const PID_FILE_MAX: usize = 64;
 /// Size cap for the launch plan when read back from a pod's root (bytes).
 pub const PLAN_MAX: usize = 4 << 20;
+/// Size cap for the pod manifest (`pod`) and an app's image manifest in `appsinfo` (bytes).
+pub const MANIFEST_MAX: usize = 4 << 20;
 
 /// Why a pod-written file could not be read.
 #[derive(Debug, thiserror::Error)]

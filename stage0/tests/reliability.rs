@@ -480,3 +480,49 @@ fn bad_run_flags_fail_before_the_pod_exists() {
     assert!(stderr(&o).contains("larger than"), "{}", stderr(&o));
     assert_eq!(pods(&dir), 0);
 }
+
+/// `image gc` racing a pod's creation: a pod holds each tree from its render until its
+/// reference to the tree is written (`Store::hold_tree`), and gc asks for the pods'
+/// references again under the tree's exclusive lock. Before, gc decided from references read
+/// before it removed, so a tree rendered for a pod in that window was deleted under it.
+#[test]
+fn image_gc_leaves_a_tree_a_pod_is_being_created_on() {
+    use stage0::store::gc::{collect, PodReferences};
+    use std::cell::Cell;
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    let store = Store::open(&data).unwrap();
+    let rec = import(&store, &dep_image("example.com/held", &[]));
+    let none = || PodReferences::default();
+
+    // A pod between its render and its reference: the image goes (grace 0, no pod names
+    // it), the tree it holds stays rendered.
+    let (tree, hold) = store.hold_tree(&rec).unwrap();
+    assert_eq!(
+        collect(&store, Duration::ZERO, &none, &mut |_| {}).unwrap(),
+        1
+    );
+    assert!(stage0::store::rendered_rootfs(&data, &tree.id).is_some());
+    assert!(tree.rootfs.join("layers/example.com_held").is_file());
+    drop(hold);
+
+    // The pod wrote its reference after gc's first read and released the tree before gc
+    // took the tree's lock: the second read, under the lock, sees it.
+    let reads = Cell::new(0);
+    let late = || {
+        reads.set(reads.get() + 1);
+        let mut r = PodReferences::default();
+        if reads.get() > 1 {
+            r.trees.insert(tree.id.clone());
+        }
+        r
+    };
+    collect(&store, Duration::ZERO, &late, &mut |_| {}).unwrap();
+    assert!(reads.get() >= 2, "gc did not ask again under the lock");
+    assert!(stage0::store::rendered_rootfs(&data, &tree.id).is_some());
+
+    // No pod, no hold: the tree of the removed image goes.
+    collect(&store, Duration::ZERO, &none, &mut |_| {}).unwrap();
+    assert!(stage0::store::rendered_rootfs(&data, &tree.id).is_none());
+    assert!(!tree.rootfs.exists());
+}

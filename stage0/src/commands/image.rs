@@ -359,7 +359,7 @@ fn extract(store: &Store, a: ExtractArgs, render: bool) -> anyhow::Result<i32> {
 
 fn gc(store: &Store, a: GcArgs) -> anyhow::Result<i32> {
     let grace = parse_go_duration(&a.grace_period)?;
-    let refs = store_references(store.dir());
+    let refs = || store_references(store.dir());
     let removed = gc::collect(store, grace, &refs, &mut |ev| match ev {
         GcEvent::RemovedImage(id) => {
             eprintln!("rkt: successfully removed aci for image ID: {id:?}")
@@ -422,8 +422,10 @@ fn verify_one(store: &Store, img: &str) -> anyhow::Result<()> {
         );
     }
     outln!("tree cache verification failed for image {img}: {why}; rebuilding...")?;
-    if !store.remove_tree(&tree)? {
-        anyhow::bail!("tree {tree} is in use (its lock is held): try again");
+    if !store.remove_tree(&tree, &mut || {
+        store_references(store.dir()).trees.contains(&tree)
+    })? {
+        anyhow::bail!("tree {tree} is in use (a pod is being created on it): try again");
     }
     store.render_tree(&rec)?;
     match store.check_tree(&rec)? {

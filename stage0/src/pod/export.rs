@@ -21,9 +21,6 @@ use tar::{EntryType, Header};
 use super::layout;
 use super::{Pod, PodError, PodState};
 
-/// Largest image manifest read from a pod, in bytes.
-const MAX_MANIFEST_BYTES: usize = 1 << 20;
-
 /// Errors of `rkt export`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -80,8 +77,12 @@ pub fn export_app(pod: &Pod, data_dir: &Path, o: &ExportOptions) -> Result<(), E
     };
     let paths = pod.paths();
     let info = paths.appsinfo(&app);
-    let manifest = pod_abi::podfile::read_beneath(&info, Path::new("manifest"), MAX_MANIFEST_BYTES)
-        .map_err(|e| ExportError::Refused(format!("cannot read the manifest of app {app}: {e}")))?;
+    let manifest = pod_abi::podfile::read_beneath(
+        &info,
+        Path::new("manifest"),
+        pod_abi::podfile::MANIFEST_MAX,
+    )
+    .map_err(|e| ExportError::Refused(format!("cannot read the manifest of app {app}: {e}")))?;
     appc::ImageManifest::from_json(&manifest)
         .map_err(|e| ExportError::Refused(format!("the manifest of app {app} is invalid: {e}")))?;
     let mut rootfs = paths.app_rootfs(&app);
@@ -164,10 +165,14 @@ fn remount_read_only_overlay(
     rootfs: &Path,
 ) -> Result<(), ExportError> {
     let paths = pod.paths();
-    let id = fs::read_to_string(paths.appsinfo(app).join(layout::APP_TREE_ID))
-        .map_err(|e| ExportError::Io("read", paths.appsinfo(app), e))?;
-    let id = id.trim();
-    let tree = crate::store::rendered_rootfs(data_dir, id).ok_or_else(|| {
+    let info = paths.appsinfo(app);
+    let id = pod_abi::podfile::read_line_beneath(
+        &info,
+        Path::new(layout::APP_TREE_ID),
+        pod_abi::podfile::SMALL_FILE_MAX,
+    )
+    .map_err(|e| ExportError::Refused(format!("cannot read the tree ID of app {app}: {e}")))?;
+    let tree = crate::store::rendered_rootfs(data_dir, &id).ok_or_else(|| {
         ExportError::Refused(format!(
             "the image tree {id:?} of app {app} is not in the store"
         ))

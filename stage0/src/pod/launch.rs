@@ -18,7 +18,7 @@ use super::{Pod, PodError, PodState, PodsDir};
 use crate::error::{error_chain, UsageError};
 use crate::fetch::{fetch_image, FetchError, FetchOptions};
 use crate::stage1::{self, Entrypoints, Stage1Error};
-use crate::store::{ImageRecord, Store, StoreError};
+use crate::store::{ImageRecord, Store, StoreError, TreeHold};
 
 /// Errors of creating and launching a pod.
 #[derive(Debug, thiserror::Error)]
@@ -132,12 +132,15 @@ pub enum Notice {
 }
 
 /// The rendered trees a pod runs on: the stage1 image's and each app's, in pod order.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PodTrees {
     /// stage1.
     pub stage1: TreeInfo,
     /// Apps in pod-manifest order.
     pub apps: Vec<TreeInfo>,
+    /// The trees' holds, kept until the pod's references to them are written and its
+    /// overlays mounted (`image gc` leaves them alone meanwhile).
+    _holds: Vec<TreeHold>,
 }
 
 /// A pod whose manifest and layout are written, locked by this process, ready to be run or
@@ -150,11 +153,16 @@ pub struct PreparedPod {
     trees: Option<PodTrees>,
 }
 
-/// Renders a record's tree.
-fn tree_of(store: &Store, rec: &ImageRecord) -> Result<TreeInfo, LaunchError> {
-    let t = store
-        .render_tree(rec)
+/// Renders a record's tree and holds it in `holds`.
+fn tree_of(
+    store: &Store,
+    rec: &ImageRecord,
+    holds: &mut Vec<TreeHold>,
+) -> Result<TreeInfo, LaunchError> {
+    let (t, hold) = store
+        .hold_tree(rec)
         .map_err(|e| LaunchError::Render(rec.display_name(), Box::new(e)))?;
+    holds.push(hold);
     Ok(TreeInfo {
         image_id: rec.id.clone(),
         tree_id: t.id,
@@ -189,6 +197,7 @@ impl PreparedPod {
 
         let mut resolved = Vec::new();
         let mut apps = Vec::new();
+        let mut holds = Vec::new();
         for a in &cmd.apps {
             let mut fetch = opts.fetch.clone();
             fetch.signature = a.signature.clone();
@@ -196,7 +205,7 @@ impl PreparedPod {
                 .map_err(|e| LaunchError::Image(a.image.clone(), Box::new(e)))?;
             let m = store.manifest(&rec)?;
             notice(Notice::Debug(format!("image {} -> {}", a.image, rec.id)));
-            apps.push(tree_of(&store, &rec)?);
+            apps.push(tree_of(&store, &rec, &mut holds)?);
             resolved.push(ResolvedApp {
                 opts: a.clone(),
                 image_id: rec.id.clone(),
@@ -212,7 +221,7 @@ impl PreparedPod {
         )));
         let s1m = store.manifest(&s1rec)?;
         Entrypoints::from_manifest(s1m).entrypoint(pod_abi::stage1::ANN_RUN)?;
-        let stage1 = tree_of(&store, &s1rec)?;
+        let stage1 = tree_of(&store, &s1rec, &mut holds)?;
         pod_abi::trace::phase("rkt", "stage1-image");
         let pm = manifest::build_pod_manifest(&cmd.pod, &sources, &resolved, &mut |w| {
             notice(Notice::Warning(w))
@@ -250,7 +259,11 @@ impl PreparedPod {
         Ok(PreparedPod {
             pod,
             store,
-            trees: Some(PodTrees { stage1, apps }),
+            trees: Some(PodTrees {
+                stage1,
+                apps,
+                _holds: holds,
+            }),
         })
     }
 
@@ -410,7 +423,12 @@ impl PreparedPod {
 /// Reads and parses the pod manifest of `pod`.
 pub fn read_pod_manifest(pod: &Pod) -> Result<appc::PodManifest, PodError> {
     let path = pod.paths().manifest();
-    let b = std::fs::read(&path).map_err(|e| PodError::io("read", &path, e))?;
+    let b = pod_abi::podfile::read_beneath(
+        &pod.path(),
+        Path::new(pod_abi::paths::POD_MANIFEST),
+        pod_abi::podfile::MANIFEST_MAX,
+    )
+    .map_err(|e| PodError::io("read", &path, std::io::Error::other(e)))?;
     appc::PodManifest::from_json(&b).map_err(|e| PodError::Manifest { path, source: e })
 }
 
@@ -418,10 +436,15 @@ pub fn read_pod_manifest(pod: &Pod) -> Result<appc::PodManifest, PodError> {
 fn pod_trees(store: &Store, pod: &Pod, pm: &appc::PodManifest) -> Result<PodTrees, LaunchError> {
     let path = pod.path().join(layout::STAGE1_IMAGE_ID);
     let s1id = std::fs::read_to_string(&path).map_err(|e| LaunchError::Io("read", path, e))?;
-    let stage1 = tree_of(store, &store.resolve(s1id.trim())?)?;
+    let mut holds = Vec::new();
+    let stage1 = tree_of(store, &store.resolve(s1id.trim())?, &mut holds)?;
     let mut apps = Vec::new();
     for a in &pm.apps {
-        apps.push(tree_of(store, &store.resolve(&a.image.id)?)?);
+        apps.push(tree_of(store, &store.resolve(&a.image.id)?, &mut holds)?);
     }
-    Ok(PodTrees { stage1, apps })
+    Ok(PodTrees {
+        stage1,
+        apps,
+        _holds: holds,
+    })
 }

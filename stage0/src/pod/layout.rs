@@ -689,6 +689,7 @@ pub fn owner(p: &Path) -> Option<u32> {
 /// Image and tree IDs used by any pod under `<data_dir>/pods` (what `image gc` keeps):
 /// the images of each pod manifest, the stage1 tree and each app's tree.
 pub fn store_references(data_dir: &Path) -> PodReferences {
+    use pod_abi::podfile::{read_beneath, read_line_beneath, MANIFEST_MAX, SMALL_FILE_MAX};
     let mut refs = PodReferences::default();
     let Ok(states) = fs::read_dir(data_dir.join("pods")) else {
         return refs;
@@ -699,7 +700,7 @@ pub fn store_references(data_dir: &Path) -> PodReferences {
         };
         for pod in pods.flatten() {
             let p = pod.path();
-            if let Ok(bytes) = fs::read(p.join(POD_MANIFEST)) {
+            if let Ok(bytes) = read_beneath(&p, Path::new(POD_MANIFEST), MANIFEST_MAX) {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                     for app in v
                         .get("apps")
@@ -717,13 +718,16 @@ pub fn store_references(data_dir: &Path) -> PodReferences {
                     }
                 }
             }
-            if let Ok(t) = fs::read_to_string(p.join(STAGE1_TREE_ID)) {
-                refs.trees.insert(t.trim().to_string());
+            if let Ok(t) = read_line_beneath(&p, Path::new(STAGE1_TREE_ID), SMALL_FILE_MAX) {
+                refs.trees.insert(t);
             }
             if let Ok(apps) = fs::read_dir(p.join(APPSINFO_DIR)) {
                 for app in apps.flatten() {
-                    if let Ok(t) = fs::read_to_string(app.path().join(APP_TREE_ID)) {
-                        refs.trees.insert(t.trim().to_string());
+                    let rel = Path::new(APPSINFO_DIR)
+                        .join(app.file_name())
+                        .join(APP_TREE_ID);
+                    if let Ok(t) = read_line_beneath(&p, &rel, SMALL_FILE_MAX) {
+                        refs.trees.insert(t);
                     }
                 }
             }
@@ -759,5 +763,33 @@ mod tests {
         fs::write(root.join("f"), b"x").unwrap();
         assert!(secure_target(root, "/f", false).unwrap().is_dir());
         assert!(secure_target(root, "/g", true).unwrap().is_file());
+    }
+
+    /// `image gc` reads each pod's references: a FIFO is not waited on, a symlink is not
+    /// followed, an oversized file is not read; a plain pod next to them is still counted.
+    #[test]
+    fn store_references_reads_bounded_regular_files_only() {
+        let t = tempfile::tempdir().unwrap();
+        let id = |c: char| format!("deps-sha512-{}", c.to_string().repeat(64));
+        let good = t.path().join("pods/run/good");
+        fs::create_dir_all(good.join("appsinfo/a")).unwrap();
+        fs::write(good.join(STAGE1_TREE_ID), id('a')).unwrap();
+        fs::write(
+            good.join("appsinfo/a").join(APP_TREE_ID),
+            format!("{}\n", id('b')),
+        )
+        .unwrap();
+        let bad = t.path().join("pods/run/bad");
+        fs::create_dir_all(bad.join("appsinfo/x")).unwrap();
+        nix::unistd::mkfifo(&bad.join(POD_MANIFEST), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fs::write(t.path().join("elsewhere"), id('c')).unwrap();
+        std::os::unix::fs::symlink(t.path().join("elsewhere"), bad.join(STAGE1_TREE_ID)).unwrap();
+        let big = fs::File::create(bad.join("appsinfo/x").join(APP_TREE_ID)).unwrap();
+        big.set_len(1 << 40).unwrap();
+        let refs = store_references(t.path());
+        let mut trees: Vec<String> = refs.trees.into_iter().collect();
+        trees.sort();
+        assert_eq!(trees, vec![id('a'), id('b')]);
+        assert!(refs.images.is_empty());
     }
 }

@@ -390,7 +390,8 @@ pub fn add(
             "app {name}: isolator not implemented, ignored: {a}"
         ));
     }
-    let tree = store.render_tree(&rec).map_err(LaunchError::from)?;
+    // Held until the app's treeStoreID is written (`image gc` leaves the tree alone meanwhile).
+    let (tree, _hold) = store.hold_tree(&rec).map_err(LaunchError::from)?;
     let paths = l.pod.paths();
     let mut plan = read_plan(&paths)?;
     let res = (|| -> Result<(), AppError> {

@@ -48,9 +48,13 @@ impl PodInfo {
     pub fn read(pod: &Pod) -> PodInfo {
         let state = pod.state();
         let paths = pod.paths();
-        let manifest = std::fs::read(paths.manifest())
-            .ok()
-            .and_then(|b| PodManifest::from_json(&b).ok());
+        let manifest = pod_abi::podfile::read_beneath(
+            &pod.path(),
+            std::path::Path::new(pod_abi::paths::POD_MANIFEST),
+            pod_abi::podfile::MANIFEST_MAX,
+        )
+        .ok()
+        .and_then(|b| PodManifest::from_json(&b).ok());
         let status_dir = paths.status_dir();
         let apps = manifest
             .as_ref()

@@ -55,6 +55,9 @@ pub enum Stage1Error {
     /// exec/spawn failed.
     #[error("cannot execute stage1 entrypoint {0}")]
     Exec(PathBuf, #[source] std::io::Error),
+    /// The pod's `stage1TreeStoreID` cannot be read.
+    #[error("cannot read the pod's stage1 tree ID")]
+    TreeId(#[source] pod_abi::podfile::PodFileError),
     /// The pod's stage1 tree is not (or no longer) rendered in the store.
     #[error(
         "the pod's stage1 image tree {0:?} is not in the store (was the stage1 image removed?)"
@@ -67,10 +70,10 @@ pub enum Stage1Error {
 /// own `stage1/rootfs` is an overlay whose upper layer the pod writes (in the kvm flavor it is
 /// the guest's virtio-fs root), so the host never executes anything from it.
 pub fn image_root(data_dir: &Path, pod_dir: &Path) -> Result<PathBuf, Stage1Error> {
-    let path = pod_dir.join(pod_abi::paths::STAGE1_TREE_ID);
-    let id = std::fs::read_to_string(&path).map_err(|e| Stage1Error::Manifest(path, e))?;
-    let id = id.trim();
-    crate::store::rendered_rootfs(data_dir, id).ok_or_else(|| Stage1Error::NoTree(id.into()))
+    let rel = Path::new(pod_abi::paths::STAGE1_TREE_ID);
+    let id = pod_abi::podfile::read_line_beneath(pod_dir, rel, pod_abi::podfile::SMALL_FILE_MAX)
+        .map_err(Stage1Error::TreeId)?;
+    crate::store::rendered_rootfs(data_dir, &id).ok_or(Stage1Error::NoTree(id))
 }
 
 /// Directories searched for `stage1-<flavor>.aci`, in order.

@@ -75,7 +75,7 @@ pub fn extract(
         fs::write(&path, m).map_err(StoreError::io("cannot write", path))?;
     }
     if opts.render {
-        let tree = store.render_tree(rec)?;
+        let (tree, _hold) = store.hold_tree(rec)?;
         copy_tree(&tree.rootfs, &rootfs)
             .map_err(StoreError::io("cannot copy the rendered tree to", &rootfs))?;
     } else {

@@ -30,15 +30,18 @@ pub enum GcEvent {
     RemovedBlob(PathBuf),
 }
 
-/// Collects garbage in `store`: images last used more than `grace` ago that `refs` does not
-/// name (nor any kept image depends on), trees of no live image, orphan blobs. Returns the
-/// number of images removed.
+/// Collects garbage in `store`: images last used more than `grace` ago that the pods'
+/// references (`pod_refs`) do not name (nor any kept image depends on), trees of no live image
+/// that no pod names, orphan blobs. Returns the number of images removed. `pod_refs` is read
+/// once, then again for each tree under the tree's exclusive lock (a pod being created holds
+/// its trees until its references are written: [`Store::hold_tree`]).
 pub fn collect(
     store: &Store,
     grace: Duration,
-    refs: &PodReferences,
+    pod_refs: &dyn Fn() -> PodReferences,
     on: &mut dyn FnMut(GcEvent),
 ) -> Result<usize, StoreError> {
+    let refs = pod_refs();
     let mut keep_images = refs.images.clone();
     for t in &refs.trees {
         if let Some(img) = store.tree_image(t)? {
@@ -80,7 +83,7 @@ pub fn collect(
             Some(img) => store.get(&img)?.is_some(),
             None => false,
         };
-        if !alive && store.remove_tree(&t)? {
+        if !alive && store.remove_tree(&t, &mut || pod_refs().trees.contains(&t))? {
             on(GcEvent::RemovedTree(t));
         }
     }

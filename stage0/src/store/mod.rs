@@ -42,7 +42,7 @@ use thiserror::Error;
 
 pub use db::{Remote, SCHEMA_VERSION};
 pub use lock::StoreLock;
-pub use tree::{is_tree_id, rendered_rootfs, tree_id_for, Tree};
+pub use tree::{is_tree_id, rendered_rootfs, tree_id_for, Tree, TreeHold};
 
 use crate::util::LockMode;
 
@@ -52,6 +52,9 @@ pub enum StoreError {
     /// No image matches the reference.
     #[error("image {0:?} not found in the store")]
     NotFound(String),
+    /// A tree was removed (`image gc`, `image verify`) each time right after it was rendered.
+    #[error("tree {0} was removed again each time it was rendered (is `rkt image gc` running in a loop?)")]
+    TreeRemoved(String),
     /// An ID prefix matches several images.
     #[error("image reference {reference:?} is ambiguous: matches {candidates}")]
     Ambiguous {
@@ -539,7 +542,14 @@ impl Store {
     /// applied). Marked complete (`rendered`) only after the tree is synced; concurrent
     /// callers wait on the tree lock and reuse the result.
     pub fn render_tree(&self, rec: &ImageRecord) -> Result<Tree, StoreError> {
-        tree::render(self, rec).map_err(|e| self.classify_no_space(e))
+        self.hold_tree(rec).map(|(t, _)| t)
+    }
+
+    /// [`Store::render_tree`], and a shared hold on the tree that keeps `image gc` and
+    /// `image verify` from removing it until dropped: a pod keeps it until its reference to
+    /// the tree is written.
+    pub fn hold_tree(&self, rec: &ImageRecord) -> Result<(Tree, TreeHold), StoreError> {
+        tree::hold(self, rec).map_err(|e| self.classify_no_space(e))
     }
 
     /// Compares the image's tree with the digest recorded when it was rendered
@@ -614,9 +624,14 @@ impl Store {
         tree::list_ids(self)
     }
 
-    /// Removes a tree unless someone holds its lock; returns whether it was removed.
-    pub fn remove_tree(&self, tree_id: &str) -> Result<bool, StoreError> {
-        tree::remove(self, tree_id)
+    /// Removes a tree unless someone holds it or, asked under the tree's exclusive lock,
+    /// `in_use` says a pod names it; returns whether it was removed.
+    pub fn remove_tree(
+        &self,
+        tree_id: &str,
+        in_use: &mut dyn FnMut() -> bool,
+    ) -> Result<bool, StoreError> {
+        tree::remove(self, tree_id, in_use)
     }
 
     /// The sha512 image ID a tree was rendered for (its top image), if known.

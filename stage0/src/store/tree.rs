@@ -149,8 +149,21 @@ pub fn rendered_rootfs(data_dir: &Path, id: &str) -> Option<PathBuf> {
     dir.join(RENDERED).is_file().then(|| dir.join("rootfs"))
 }
 
-/// Renders `top` (see [`Store::render_tree`]).
-pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreError> {
+/// A shared hold on a rendered tree (its lock, shared): while it lives, `image gc` and
+/// `image verify` do not remove the tree. A pod keeps it from the render until its reference
+/// to the tree (`stage1TreeStoreID`, `appsinfo/<app>/treeStoreID`) is written, after which
+/// the reference keeps the tree.
+#[derive(Debug)]
+pub struct TreeHold {
+    _lock: lock::StoreLock,
+}
+
+/// Attempts at finding a tree rendered under a shared hold: a tree can be removed between its
+/// render (exclusive) and the hold (shared), flock offering no atomic downgrade.
+const HOLD_ATTEMPTS: usize = 3;
+
+/// Renders `top` if needed and holds its tree (see [`Store::hold_tree`]).
+pub(crate) fn hold(store: &Store, top: &ImageRecord) -> Result<(Tree, TreeHold), StoreError> {
     let layers = flatten(store, top)?;
     let ids: Vec<String> = layers.iter().map(|r| r.id.clone()).collect();
     let id = tree_id_for(&ids);
@@ -160,11 +173,34 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
         rootfs: dir.join("rootfs"),
         manifest: dir.join("manifest"),
     };
+    for _ in 0..HOLD_ATTEMPTS {
+        {
+            let _store_lock = store.lock_store(LockMode::Shared)?;
+            let held = lock::tree(store.cas_dir(), &id, LockMode::Shared)?;
+            if let Some(l) = held.filter(|_| dir.join(RENDERED).exists()) {
+                touch_all(store, &layers)?;
+                return Ok((tree, TreeHold { _lock: l }));
+            }
+        }
+        render(store, top, &layers, &tree)?;
+    }
+    Err(StoreError::TreeRemoved(id))
+}
+
+/// Renders the tree of `layers` (`top` last) under the tree's exclusive lock, unless it is
+/// rendered already.
+fn render(
+    store: &Store,
+    top: &ImageRecord,
+    layers: &[ImageRecord],
+    tree: &Tree,
+) -> Result<(), StoreError> {
+    let id = &tree.id;
+    let dir = tree_dir(store, id);
     let _store_lock = store.lock_store(LockMode::Shared)?;
-    let _tree_lock = lock::tree(store.cas_dir(), &id, LockMode::Exclusive)?;
+    let _tree_lock = lock::tree(store.cas_dir(), id, LockMode::Exclusive)?;
     if dir.join(RENDERED).exists() {
-        touch_all(store, &layers)?;
-        return Ok(tree);
+        return Ok(());
     }
     // Partial leftovers of a killed renderer: we hold the lock, so nobody else uses them.
     if dir.exists() {
@@ -175,7 +211,7 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
     super::datadir::make_private_dir(&dir).map_err(StoreError::io("create directory", &dir))?;
     fs::create_dir(&tree.rootfs).map_err(StoreError::io("create directory", &tree.rootfs))?;
     let whitelist = store.manifest(top)?.path_whitelist;
-    for layer in &layers {
+    for layer in layers {
         let _img = lock::image(store.cas_dir(), &layer.sha256_id, LockMode::Shared)?;
         let blob = store.open_blob(layer)?;
         let r = io::BufReader::with_capacity(1 << 20, blob);
@@ -191,9 +227,8 @@ pub(crate) fn render(store: &Store, top: &ImageRecord) -> Result<Tree, StoreErro
     sync_fs(&dir)?;
     write_atomic(&dir.join(RENDERED), b"", 0o644)
         .map_err(StoreError::io("write", dir.join(RENDERED)))?;
-    store.db().set_tree(&id, &top.id, now_nanos())?;
-    touch_all(store, &layers)?;
-    Ok(tree)
+    store.db().set_tree(id, &top.id, now_nanos())?;
+    Ok(())
 }
 
 /// What `rkt image verify` found of an image's tree.
@@ -272,8 +307,13 @@ pub(crate) fn list_ids(store: &Store) -> Result<Vec<String>, StoreError> {
         .collect())
 }
 
-/// Removes a tree unless its lock is held.
-pub(crate) fn remove(store: &Store, id: &str) -> Result<bool, StoreError> {
+/// Removes a tree unless its lock is held or, asked under the tree's exclusive lock,
+/// `in_use` says a pod names it.
+pub(crate) fn remove(
+    store: &Store,
+    id: &str,
+    in_use: &mut dyn FnMut() -> bool,
+) -> Result<bool, StoreError> {
     if id.contains('/') || id.starts_with('.') {
         return Err(StoreError::BadReference(id.to_string()));
     }
@@ -286,6 +326,12 @@ pub(crate) fn remove(store: &Store, id: &str) -> Result<bool, StoreError> {
     else {
         return Ok(false);
     };
+    // Asked now, not before the lock: a pod writes its reference while it holds the tree
+    // (shared), so a reference written before this point is seen here, and a pod that comes
+    // later finds the tree gone and renders it again.
+    if in_use() {
+        return Ok(false);
+    }
     let dir = tree_dir(store, id);
     // Drop the completion flag first so a crash mid-removal leaves a tree marked partial.
     let _ = fs::remove_file(dir.join(RENDERED));
