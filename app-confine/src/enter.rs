@@ -14,6 +14,7 @@ use pod_abi::plan::{AppPlan, Plan};
 
 use crate::exec::{close_inherited_fds, Command};
 use crate::identity::Identity;
+use crate::userns::Handshake;
 
 /// `name`'s plan, or the only app's when `name` is empty; the error is one line.
 pub fn pick_app<'a>(plan: &'a Plan, name: &str) -> Result<&'a AppPlan, String> {
@@ -47,8 +48,13 @@ pub struct EnterSpec<'a> {
 /// Runs in a forked child whose stdio is already in place: confines it and execs `command`.
 /// Returns only on failure: the exit code ([`STAGE1_FAILED`] when confining failed, 126/127
 /// when the exec did) and the reason.
-pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String) {
-    close_inherited_fds(spec.keep_fd);
+/// With `userns` (a `--private-users` pod), the child enters the pod's user namespace after
+/// joining the cgroups ([`crate::userns::Handshake::child`]; the parent writes the maps).
+pub fn confine_and_exec(
+    spec: &EnterSpec<'_>,
+    command: &Command,
+    userns: Option<Handshake>,
+) -> (i32, String) {
     if let Err((f, e)) = crate::cgroup::join_self(&spec.cgroup_join) {
         return (
             STAGE1_FAILED,
@@ -59,6 +65,12 @@ pub fn confine_and_exec(spec: &EnterSpec<'_>, command: &Command) -> (i32, String
             ),
         );
     }
+    if let Some(hs) = userns {
+        if let Err(e) = hs.child() {
+            return (STAGE1_FAILED, format!("the pod's user namespace: {e}"));
+        }
+    }
+    close_inherited_fds(spec.keep_fd);
     if let Err(e) = crate::root::confine(&spec.rootfs) {
         return (
             STAGE1_FAILED,
@@ -107,6 +119,7 @@ mod tests {
             mutable: false,
             kvm_snapshot: false,
             host_ipc: false,
+            private_users: None,
         };
         assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
         let mut two = one.clone();

@@ -28,6 +28,7 @@ pub mod paths;
 pub mod root;
 pub mod seccomp;
 pub mod user;
+pub mod userns;
 
 /// A failed step of confining a process: what was being done and the system's error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

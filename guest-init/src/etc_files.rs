@@ -102,6 +102,7 @@ mod tests {
             mutable: false,
             kvm_snapshot: false,
             host_ipc: false,
+            private_users: None,
         }
     }
 

@@ -411,7 +411,7 @@ fn command_child(
                     cgroup_join,
                     keep_fd: keep,
                 };
-                confine_and_exec(&spec, command)
+                confine_and_exec(&spec, command, None)
             }
             Confinement::Unconfined => {
                 close_inherited_fds(keep);

@@ -7,15 +7,19 @@
 //! PID 1 over a close-on-exec pipe as `<code> <reason>` and the child exits with that code, so
 //! the reason is never lost.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use app_confine::exec::Command;
 use app_confine::identity::Identity;
+use app_confine::userns::Handshake;
 use nix::fcntl::OFlag;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{ForkResult, Pid};
 use pod_abi::status::SETUP_FAILED;
+use pod_abi::userns::IdRange;
+
+use crate::info;
 
 /// Everything the child needs, prepared by PID 1 before forking.
 #[derive(Debug, Clone)]
@@ -38,6 +42,9 @@ pub struct LaunchSpec {
     pub stdout: Option<RawFd>,
     /// fd to use as stderr (`None`: inherit PID 1's).
     pub stderr: Option<RawFd>,
+    /// `--private-users`: the process runs in a user namespace mapping the pod's IDs to this
+    /// host range (`app_confine::userns`).
+    pub private_users: Option<IdRange>,
 }
 
 /// A started child and, if its setup or exec failed, the exit code and reason.
@@ -60,12 +67,16 @@ pub fn parse_report(b: &[u8]) -> Option<(i32, String)> {
 pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let prepared = Command::new(&spec.argv, &spec.env);
+    let userns = match spec.private_users {
+        Some(_) => Some(Handshake::new()?),
+        None => None,
+    };
     // SAFETY: guest-init is single-threaded, so the child may allocate and use any libc call.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Child => {
             drop(rd);
             let (code, msg) = match prepared {
-                Ok(p) => child(spec, &p),
+                Ok(p) => child(spec, &p, userns),
                 Err(m) => (SETUP_FAILED, m),
             };
             let _ = nix::unistd::write(&wr, format!("{code} {msg}").as_bytes());
@@ -74,10 +85,27 @@ pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
         }
         ForkResult::Parent { child } => {
             drop(wr);
+            // The child's maps (guest-init's /proc is of the pod's PID namespace, the one
+            // the pid is of); a failure here ends the child, whose report says why.
+            let mapped = match (userns, spec.private_users) {
+                (Some(hs), Some(range)) => std::fs::File::open("/proc")
+                    .map_err(|e| app_confine::StepError::io("open /proc", &e))
+                    .and_then(|p| hs.parent(p.as_fd(), child, range)),
+                _ => Ok(()),
+            };
+            if let Err(e) = &mapped {
+                info!("the pod's user namespace: {e}");
+            }
             let report = read_all(&rd);
+            // The child's own report first: it may have failed before the handshake.
+            let failure = parse_report(&report).or_else(|| {
+                mapped
+                    .err()
+                    .map(|e| (SETUP_FAILED, format!("the pod's user namespace: {e}")))
+            });
             Ok(Launched {
                 pid: child,
-                failure: parse_report(&report),
+                failure,
             })
         }
     }
@@ -98,7 +126,7 @@ pub(crate) fn read_all(fd: &OwnedFd) -> Vec<u8> {
 }
 
 /// Runs in the child; returns only on failure.
-fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
+fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i32, String) {
     let fail = |what: String, e: nix::errno::Errno| (SETUP_FAILED, format!("{what}: {}", e.desc()));
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if let Err(e) = nix::unistd::setsid() {
@@ -131,6 +159,11 @@ fn child(spec: &LaunchSpec, command: &Command) -> (i32, String) {
     if let Err((f, e)) = app_confine::cgroup::join_self(&spec.cgroup_join) {
         let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
         return fail(format!("join cgroup {}", f.display()), errno);
+    }
+    if let Some(hs) = userns {
+        if let Err(e) = hs.child() {
+            return (SETUP_FAILED, format!("the pod's user namespace: {e}"));
+        }
     }
     if let Err(e) = app_confine::root::confine(&spec.rootfs) {
         return (

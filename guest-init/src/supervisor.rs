@@ -221,6 +221,7 @@ impl Supervisor {
             interactive: self.plan.interactive && self.plan.apps.len() == 1,
             stdout: self.env.stdout,
             stderr: self.env.stderr,
+            private_users: self.plan.private_users,
         })
     }
 

@@ -22,4 +22,5 @@ pub mod snapshot_port;
 pub mod stage1;
 pub mod status;
 pub mod trace;
+pub mod userns;
 pub mod vsock;

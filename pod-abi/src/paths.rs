@@ -12,6 +12,8 @@ pub const PID_FILE: &str = "pid";
 pub const POD_LOCK: &str = "pod.lck";
 /// Tree-store ID of the stage1 image.
 pub const STAGE1_TREE_ID: &str = "stage1TreeStoreID";
+/// A `--private-users` pod's ID range, `SHIFT:COUNT` (`crate::userns`; rkt's name).
+pub const PRIVATE_USERS_PREPARED: &str = "private-users-prepared";
 /// Directory with `<app>/{manifest,treeStoreID}`.
 pub const APPSINFO_DIR: &str = "appsinfo";
 /// Directory with one sub-directory per `kind=empty` volume.

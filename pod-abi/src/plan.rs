@@ -62,6 +62,10 @@ pub struct Plan {
     /// it (its apps run on the guest's kernel).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_ipc: bool,
+    /// `rkt run --private-users`: every app process runs in a user namespace mapping pod IDs
+    /// to this host range (`crate::userns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_users: Option<crate::userns::IdRange>,
 }
 
 /// The pod-manifest annotation that makes a pod mutable (rkt's, set by `rkt app sandbox`).

@@ -30,10 +30,11 @@ pub const STAGE1_NS_NAME: &str = "coreos.com/rkt/stage1-ns";
 pub const STAGE1_KVM_NAME: &str = "coreos.com/rkt/stage1-kvm";
 
 /// Arguments of the `run` entrypoint: `[--debug] --net=<list> [--interactive]
-/// [--hostname=H] [--mds-token=T [--mds-port=P]] [--disable-capabilities-restriction]
-/// [--disable-paths] [--disable-seccomp] [--ipc=auto|private|parent] <UUID>`. This project's
-/// stage1s take the three `--disable-*` and `--ipc` from the launch plan, which says the same;
-/// stage0 passes them for other stage1s (rkt's interface versions 3 and 6).
+/// [--private-users=SHIFT:COUNT] [--hostname=H] [--mds-token=T [--mds-port=P]]
+/// [--disable-capabilities-restriction] [--disable-paths] [--disable-seccomp]
+/// [--ipc=auto|private|parent] <UUID>`. This project's stage1s take the three `--disable-*`,
+/// `--ipc` and `--private-users` from the launch plan, which says the same; stage0 passes them
+/// for other stage1s (rkt's interface versions 3 and 6; `--private-users` to every version).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunArgs {
     /// `--debug`.
@@ -56,6 +57,8 @@ pub struct RunArgs {
     pub disable_seccomp: bool,
     /// `--ipc=`: `auto`, `private` or `parent`; None: not given (`auto`).
     pub ipc: Option<String>,
+    /// `--private-users=SHIFT:COUNT` (`crate::userns::IdRange`), as given.
+    pub private_users: Option<String>,
     /// The pod UUID (last argument).
     pub uuid: String,
 }
@@ -95,6 +98,9 @@ impl RunArgs {
         if self.interactive {
             v.push("--interactive".to_string());
         }
+        if let Some(r) = &self.private_users {
+            v.push(format!("--private-users={r}"));
+        }
         if !self.hostname.is_empty() {
             v.push(format!("--hostname={}", self.hostname));
         }
@@ -124,10 +130,10 @@ impl RunArgs {
     }
 
     /// Parses argv (without argv\[0\]). rkt's flags this project's stage0 never passes
-    /// (`--local-config=`, `--dns-conf-mode=`, `--private-users=`) are accepted and ignored;
-    /// other unknown flags are errors.
+    /// (`--local-config=`, `--dns-conf-mode=`) are accepted and ignored; other unknown flags
+    /// are errors.
     pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
-        const IGNORED: [&str; 3] = ["--local-config=", "--dns-conf-mode=", "--private-users="];
+        const IGNORED: [&str; 2] = ["--local-config=", "--dns-conf-mode="];
         let mut out = RunArgs {
             net: "default".into(),
             ..Default::default()
@@ -154,6 +160,8 @@ impl RunArgs {
                 out.disable_seccomp = true;
             } else if let Some(v) = a.strip_prefix("--ipc=") {
                 out.ipc = Some(v.to_string());
+            } else if let Some(v) = a.strip_prefix("--private-users=") {
+                out.private_users = Some(v.to_string());
             } else {
                 return IGNORED.iter().any(|p| a.starts_with(p));
             }
@@ -430,6 +438,7 @@ mod tests {
             disable_paths: true,
             disable_seccomp: true,
             ipc: Some("parent".into()),
+            private_users: Some("65536:65536".into()),
             uuid: "u".into(),
         };
         assert_eq!(RunArgs::parse(a.to_argv()), Ok(a));

@@ -12,11 +12,13 @@
 //! not be confined, with the reason on stderr).
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use app_confine::enter::{confine_and_exec, pick_app, EnterSpec};
 use app_confine::exec::Command;
+use app_confine::userns::Handshake;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::ForkResult;
@@ -53,6 +55,13 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
         args.cmd.clone()
     };
     let command = Command::new(&cmd, &app.env).map_err(anyhow::Error::msg)?;
+    // The host's /proc, for the child's ID maps: after joining the pod's mount namespace,
+    // `/proc` is the pod's, where the pid fork returns here means another process.
+    let proc_dir = File::open("/proc").context("open /proc")?;
+    let userns = match plan.private_users {
+        Some(r) => Some((Handshake::new().context("pipes")?, r)),
+        None => None,
+    };
     let mut nss = Vec::new();
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{pid}/ns/{name}"))
@@ -66,31 +75,38 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     // SAFETY: stage1-ns is single-threaded; the child only confines itself and execs.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
-            let (code, why) = child(app, &command);
+            let (code, why) = child(app, &command, userns.map(|(hs, _)| hs));
             eprintln!("{}: {why}", stage1_common::log::prog());
             // SAFETY: _exit after fork is always safe.
             unsafe { libc::_exit(code) }
         }
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(SIGNAL_BASE + s as i32),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => bail!("wait: {}", e.desc()),
+        ForkResult::Parent { child } => {
+            if let Some((hs, range)) = userns {
+                if let Err(e) = hs.parent(proc_dir.as_fd(), child, range) {
+                    eprintln!("{}: {e}", stage1_common::log::prog());
+                }
             }
-        },
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+                    Ok(WaitStatus::Signaled(_, s, _)) => return Ok(SIGNAL_BASE + s as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => bail!("wait: {}", e.desc()),
+                }
+            }
+        }
     }
 }
 
 /// In the forked child, inside the pod's namespaces with guest-init's root: the shared
 /// confinement ([`app_confine::enter::confine_and_exec`]; no cgroup join: the ns flavor's
 /// `enter` has never moved the command into the app's cgroups). Returns only on failure.
-fn child(app: &AppPlan, command: &Command) -> (i32, String) {
+fn child(app: &AppPlan, command: &Command, userns: Option<Handshake>) -> (i32, String) {
     let spec = EnterSpec {
         app,
         rootfs: guest_app_rootfs(&app.name),
         cgroup_join: Vec::new(),
         keep_fd: None,
     };
-    confine_and_exec(&spec, command)
+    confine_and_exec(&spec, command, userns)
 }

@@ -53,6 +53,10 @@ pub struct NsConfig<'a> {
     pub cgroups: &'a [PodCgroup],
     /// Stay in the host's IPC namespace (`--ipc=parent`) instead of a new one.
     pub host_ipc: bool,
+    /// `--private-users`: app root is not root of the pod's network namespace (owned by the
+    /// host's user namespace), so a pod network of its own lets every ID bind ports below
+    /// 1024 (`net.ipv4.ip_unprivileged_port_start=0`, a per-namespace setting).
+    pub private_users: bool,
 }
 
 /// Runs in the forked child (PID 1 of the new PID namespace): builds everything and leaves the
@@ -75,6 +79,13 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
     pod_abi::trace::phase("stage1-ns", "unshared");
     if cfg.net == PodNet::New {
         cni::netns::loopback_up().map_err(at("bring up lo"))?;
+    }
+    if cfg.private_users && cfg.net != PodNet::Host {
+        let knob = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+        std::fs::write(knob, b"0").map_err(|e| NsError {
+            step: format!("write {knob}"),
+            source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
     }
     nix::unistd::sethostname(cfg.hostname).map_err(at(format!("sethostname {}", cfg.hostname)))?;
     let none: Option<&str> = None;

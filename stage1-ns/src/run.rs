@@ -130,6 +130,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         },
         cgroups: &cgroups,
         host_ipc: plan.host_ipc,
+        private_users: plan.private_users.is_some(),
     };
 
     // Blocked before fork, so that no stop request is lost: this process reads them from a

@@ -16,7 +16,10 @@
 //!   `rkt stop`;
 //! * `--insecure-options=capabilities` lifts a root app's bounding set to all the host gave rkt,
 //!   and without it `--caps-retain` bounds the set;
-//! * a pod has an IPC namespace of its own unless `--ipc=parent` asks for the host's.
+//! * a pod has an IPC namespace of its own unless `--ipc=parent` asks for the host's;
+//! * with `--private-users`, root in an app is a host ID of the pod's range: a host volume's
+//!   root-only file cannot be read, a file it makes belongs to that ID, `rkt enter` runs in the
+//!   same mapping and `rkt export` gives the image its IDs back.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -487,4 +490,160 @@ fn ns_pods_get_their_own_ipc_namespace_unless_ipc_parent() {
     let o = run(Some("--ipc=host"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("invalid --ipc value"), "{}", stderr(&o));
+}
+
+/// `--private-users`: root in the app is a host ID of the pod's own range. The attack: a root
+/// app reads a host file only the host's root may read and leaves a root-owned file on the
+/// host, through a host volume. Without the flag both succeed (root keeps
+/// `CAP_DAC_OVERRIDE` among rkt's default capabilities); with it the read is refused and the
+/// file belongs to the range's first ID, while the app still owns its own tree (the pod's
+/// copy, shifted), binds port 80 in its network namespace, and `rkt enter` runs in the same
+/// mapping.
+#[test]
+fn ns_private_users_make_app_root_a_host_id_of_the_pods_range() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(e) = E2e::require("ns_private_users_make_app_root_a_host_id_of_the_pods_range") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let img = img.to_str().unwrap();
+    let vol = e.path("host-vol");
+    std::fs::create_dir_all(vol.join("drop")).unwrap();
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(vol.join("drop"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(vol.join("secret"), "host root only").unwrap();
+    std::fs::set_permissions(vol.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let volume = format!("--volume=v,kind=host,source={}", vol.display());
+    let probe = |private: bool, made: &str| {
+        let mut args = vec!["run".to_string(), e.stage1_flag(), "--net=none".into()];
+        if private {
+            args.push("--private-users".into());
+            args.push(format!(
+                "--uuid-file-save={}",
+                e.path("exported.uuid").display()
+            ));
+        }
+        let made = format!("/vol/drop/{made}");
+        args.extend(
+            [
+                volume.as_str(),
+                img,
+                "--mount=volume=v,target=/vol",
+                "--exec=/bin/escape-probe",
+                "--",
+                "status",
+                "print",
+                "/proc/self/uid_map",
+                "read",
+                "/vol/secret",
+                "create",
+                &made,
+                "create",
+                "/rootdir/mine",
+                "bind",
+                "80",
+            ]
+            .map(str::to_string),
+        );
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+
+    // Without the flag: the attack works, as root's.
+    let out = probe(false, "by-root");
+    assert!(
+        out.contains("print /proc/self/uid_map: 0 0 4294967295"),
+        "{out}"
+    );
+    assert!(out.contains("read /vol/secret: ok"), "{out}");
+    assert_eq!(
+        std::fs::metadata(vol.join("drop/by-root")).unwrap().uid(),
+        0
+    );
+
+    // With it: app root is host ID SHIFT, a multiple of 65536 above 0, 65536 IDs wide.
+    let out = probe(true, "by-pod-root");
+    assert!(out.contains("uid=0 gid=0"), "{out}");
+    let map = out
+        .lines()
+        .find_map(|l| l.strip_prefix("print /proc/self/uid_map: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let shift: u32 = match map.split(' ').collect::<Vec<_>>()[..] {
+        ["0", s, "65536"] => s.parse().unwrap(),
+        _ => panic!("uid_map {map:?}"),
+    };
+    assert!(shift >= 65536 && shift.is_multiple_of(65536), "{map}");
+    assert!(out.contains("read /vol/secret: EACCES"), "{out}");
+    let md = std::fs::metadata(vol.join("drop/by-pod-root")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (shift, shift), "{out}");
+    assert!(out.contains("create /rootdir/mine: ok"), "{out}");
+    assert!(out.contains("bind 80: ok"), "{out}");
+
+    // `rkt export` gives the image its own IDs back: the file app root made is root's.
+    let uuid = std::fs::read_to_string(e.path("exported.uuid")).unwrap();
+    let aci = e.path("exported.aci");
+    let o = e.run(&["export", uuid.trim(), aci.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut owners = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&aci).unwrap());
+    for ent in ar.entries().unwrap() {
+        let ent = ent.unwrap();
+        let h = ent.header();
+        let path = ent.path().unwrap().display().to_string();
+        owners.insert(path, (h.uid().unwrap(), h.gid().unwrap()));
+    }
+    assert_eq!(
+        owners.get("rootfs/rootdir/mine"),
+        Some(&(0, 0)),
+        "{owners:?}"
+    );
+    assert!(
+        owners.values().all(|(u, g)| *u < 65536 && *g < 65536),
+        "{owners:?}"
+    );
+
+    // A running pod: its recorded range, and `rkt enter` in the same mapping.
+    let (child, uuid_file) = start(
+        &e,
+        "private",
+        &[
+            "--private-users",
+            img,
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let recorded =
+        std::fs::read_to_string(e.pod_dir(&uuid).join("private-users-prepared")).unwrap();
+    let (s, count) = recorded.trim().split_once(':').unwrap();
+    assert_eq!(count, "65536");
+    let o = e.run(&[
+        "enter",
+        &uuid,
+        "/bin/escape-probe",
+        "status",
+        "print",
+        "/proc/self/uid_map",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("uid=0 gid=0"), "{out}");
+    assert!(
+        out.contains(&format!("print /proc/self/uid_map: 0 {s} 65536")),
+        "{out}"
+    );
+    let stage2 = e.pod_dir(&uuid).join("stage1/rootfs/opt/stage2");
+    let app = std::fs::read_dir(&stage2).unwrap().next().unwrap().unwrap();
+    let owner = std::fs::metadata(app.path().join("rootfs/rootdir"))
+        .unwrap()
+        .uid();
+    assert_eq!(
+        owner.to_string(),
+        s,
+        "the pod's copy of the tree is shifted"
+    );
+    stop_and_wait(&e, &uuid, child);
 }

@@ -22,6 +22,7 @@ fn plan(apps: &[&str]) -> Plan {
         mutable: false,
         kvm_snapshot: false,
         host_ipc: false,
+        private_users: None,
     }
 }
 

@@ -128,6 +128,10 @@ pub struct PodOptions {
     /// `--ipc=parent` (run and run-prepared): the pod stays in the host's IPC namespace
     /// (`auto` and `private`, the default, give it its own).
     pub host_ipc: bool,
+    /// `--private-users`: the apps run in a user namespace mapping the pod's IDs to a host
+    /// range of their own (`pod_abi::userns`); the trees are copied into the pod with their
+    /// owners shifted into that range.
+    pub private_users: bool,
     /// A mutable pod (`rkt app sandbox`; `pod_abi::plan::MUTABLE_ANNOTATION`).
     pub mutable: bool,
 }
@@ -703,7 +707,7 @@ impl RunCommand {
                             }
                         }
                         "mds-register" => cmd.pod.mds_register = on,
-                        "private-users" if on => cmd.pod.ignored.push(format!("--{name}")),
+                        "private-users" => cmd.pod.private_users = on,
                         _ => {}
                     }
                 }

@@ -16,6 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt}
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
+use pod_abi::userns::IdRange;
 use tar::{EntryType, Header};
 
 use super::layout;
@@ -113,7 +114,9 @@ pub fn export_app(pod: &Pod, data_dir: &Path, o: &ExportOptions) -> Result<(), E
             })?;
         }
     }
-    let res = write_output(&manifest, &rootfs, o);
+    // A --private-users pod's files belong to its host range: the image gets pod IDs back.
+    let shift = layout::private_users(&paths)?;
+    let res = write_output(&manifest, &rootfs, shift, o);
     if let Some(d) = scratch {
         let _ = nix::mount::umount2(&d, nix::mount::MntFlags::MNT_DETACH);
         let _ = fs::remove_dir(&d);
@@ -122,12 +125,17 @@ pub fn export_app(pod: &Pod, data_dir: &Path, o: &ExportOptions) -> Result<(), E
 }
 
 /// Writes the ACI next to the output file, then renames it into place.
-fn write_output(manifest: &[u8], rootfs: &Path, o: &ExportOptions) -> Result<(), ExportError> {
+fn write_output(
+    manifest: &[u8],
+    rootfs: &Path,
+    shift: Option<IdRange>,
+    o: &ExportOptions,
+) -> Result<(), ExportError> {
     let dir = o.output.parent().filter(|d| !d.as_os_str().is_empty());
     let tmp = dir
         .unwrap_or(Path::new("."))
         .join(format!(".rkt-export.{}.tmp", std::process::id()));
-    let res = write_aci(&tmp, manifest, rootfs).and_then(|()| {
+    let res = write_aci(&tmp, manifest, rootfs, shift).and_then(|()| {
         fs::rename(&tmp, &o.output).map_err(|e| ExportError::Io("rename", tmp.clone(), e))
     });
     if res.is_err() {
@@ -208,8 +216,13 @@ fn remount_read_only_overlay(
     Ok(())
 }
 
-/// Writes the ACI: `manifest`, `rootfs/`, then the tree.
-fn write_aci(out: &Path, manifest: &[u8], rootfs: &Path) -> Result<(), ExportError> {
+/// Writes the ACI: `manifest`, `rootfs/`, then the tree (owners less `shift`'s base).
+fn write_aci(
+    out: &Path,
+    manifest: &[u8],
+    rootfs: &Path,
+    shift: Option<IdRange>,
+) -> Result<(), ExportError> {
     let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -220,6 +233,7 @@ fn write_aci(out: &Path, manifest: &[u8], rootfs: &Path) -> Result<(), ExportErr
         tar: tar::Builder::new(io::BufWriter::with_capacity(1 << 20, f)),
         links: HashMap::new(),
         out: out.to_path_buf(),
+        shift,
     };
     let mut h = Header::new_gnu();
     h.set_entry_type(EntryType::Regular);
@@ -246,9 +260,23 @@ struct Writer {
     /// (dev, ino) of multiply-linked files already archived → their archive path.
     links: HashMap<(u64, u64), PathBuf>,
     out: PathBuf,
+    /// A `--private-users` pod's range: host IDs in it are archived as pod IDs.
+    shift: Option<IdRange>,
 }
 
 impl Writer {
+    /// The image's ID for host ID `id`: unchanged without a range; a host ID outside the
+    /// pod's range (a file the pod could not have made) becomes 0.
+    fn image_id(&self, id: u32) -> u32 {
+        match self.shift {
+            None => id,
+            Some(r) => id
+                .checked_sub(r.shift)
+                .filter(|n| *n < r.count)
+                .unwrap_or(0),
+        }
+    }
+
     fn append(&mut self, mut h: Header, path: &Path, data: impl Read) -> Result<(), ExportError> {
         self.tar
             .append_data(&mut h, path, data)
@@ -263,8 +291,8 @@ impl Writer {
         let ft = md.file_type();
         let mut h = Header::new_gnu();
         h.set_mode(md.mode() & 0o7777);
-        h.set_uid(u64::from(md.uid()));
-        h.set_gid(u64::from(md.gid()));
+        h.set_uid(u64::from(self.image_id(md.uid())));
+        h.set_gid(u64::from(self.image_id(md.gid())));
         h.set_mtime(u64::try_from(md.mtime()).unwrap_or(0));
         h.set_size(0);
         if ft.is_dir() {

@@ -228,7 +228,20 @@ impl PreparedPod {
         })?;
 
         let pods = PodsDir::open(&opts.data_dir)?;
+        // --private-users: the pod's own copies of the trees, owners shifted into its range
+        // (the store's trees are shared by every pod).
+        let private_users = cmd.pod.private_users.then(|| {
+            let b = *uuid::Uuid::new_v4().as_bytes();
+            pod_abi::userns::IdRange::from_pick(u16::from_le_bytes([b[0], b[1]]))
+        });
+        if private_users.is_some() && !cmd.pod.no_overlay {
+            notice(Notice::Debug(
+                "--private-users: the image trees are copied into the pod (as with --no-overlay)"
+                    .into(),
+            ));
+        }
         let overlay = !cmd.pod.no_overlay
+            && private_users.is_none()
             && match overlay_support::probe(pods.root()) {
                 OverlaySupport::Yes => true,
                 OverlaySupport::No(why) => {
@@ -244,7 +257,8 @@ impl PreparedPod {
             pod.uuid(),
             pod.path().display()
         )));
-        let copied = layout::write_prepared(&pod.paths(), &pm, &stage1, &apps, overlay)?;
+        let copied =
+            layout::write_prepared(&pod.paths(), &pm, &stage1, &apps, overlay, private_users)?;
         pod_abi::trace::phase("rkt", "pod-written");
         if !overlay {
             notice(Notice::Debug(format!(
@@ -361,7 +375,8 @@ impl PreparedPod {
                     .map_err(|e| LaunchError::ImageManifest(t.manifest.clone(), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let plan = build_plan(self.pod.uuid(), &pm, &images, opts)?;
+        let mut plan = build_plan(self.pod.uuid(), &pm, &images, opts)?;
+        plan.private_users = layout::private_users(&paths)?;
         for a in plan.apps.iter().filter(|a| !a.ignored_isolators.is_empty()) {
             notice(Notice::Warning(format!(
                 "app {}: isolators not implemented, ignored: {}",
@@ -414,6 +429,7 @@ impl PreparedPod {
             disable_paths: ep.interface_version() >= 3 && opts.insecure.paths,
             disable_seccomp: ep.interface_version() >= 3 && opts.insecure.seccomp,
             ipc: (ep.interface_version() >= 6 && opts.host_ipc).then(|| "parent".to_string()),
+            private_users: plan.private_users.map(|r| r.to_string()),
             uuid: self.pod.uuid().to_string(),
         };
         Ok((entry, args))

@@ -14,9 +14,11 @@ use std::path::{Component, Path, PathBuf};
 use appc::schema::PodManifest;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use pod_abi::paths::{
-    PodPaths, APPSINFO_DIR, OVERLAY_DIR, POD_CREATED, POD_MANIFEST, STAGE1_TREE_ID,
+    PodPaths, APPSINFO_DIR, OVERLAY_DIR, POD_CREATED, POD_MANIFEST, PRIVATE_USERS_PREPARED,
+    STAGE1_TREE_ID,
 };
 use pod_abi::plan::Plan;
+use pod_abi::userns::IdRange;
 
 use super::tree_copy::CopyStats;
 use super::PodError;
@@ -130,6 +132,7 @@ pub fn write_prepared(
     stage1: &TreeInfo,
     apps: &[TreeInfo],
     overlay: bool,
+    private_users: Option<IdRange>,
 ) -> Result<CopyStats, PodError> {
     let root = paths.root();
     write_file(&paths.manifest(), &pm.to_json())?;
@@ -146,7 +149,7 @@ pub fn write_prepared(
         mkdirs(&u)?;
         mkdirs(&wk)?;
     } else {
-        stats = copy_tree(&stage1.rootfs, &paths.stage1_rootfs(), stats)?;
+        stats = copy_tree(&stage1.rootfs, &paths.stage1_rootfs(), None, stats)?;
     }
     copy(&stage1.manifest, &paths.stage1_manifest())?;
     for (ra, t) in pm.apps.iter().zip(apps) {
@@ -164,13 +167,37 @@ pub fn write_prepared(
             if let Some(parent) = target.parent() {
                 mkdirs(parent)?;
             }
-            stats = copy_tree(&t.rootfs, &target, stats)?;
+            stats = copy_tree(&t.rootfs, &target, private_users, stats)?;
         }
     }
     if overlay {
         w(OVERLAY_PREPARED, b"")?;
     }
+    if let Some(r) = private_users {
+        w(PRIVATE_USERS_PREPARED, r.to_string().as_bytes())?;
+    }
     Ok(stats)
+}
+
+/// A `--private-users` pod's ID range (`private-users-prepared`), None for other pods.
+pub fn private_users(paths: &PodPaths) -> Result<Option<IdRange>, PodError> {
+    let rel = Path::new(PRIVATE_USERS_PREPARED);
+    let line = match pod_abi::podfile::read_line_beneath(
+        paths.root(),
+        rel,
+        pod_abi::podfile::SMALL_FILE_MAX,
+    ) {
+        Ok(l) => l,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(PodError::io("read", &paths.root().join(rel), io_other(e))),
+    };
+    IdRange::parse(&line)
+        .map(Some)
+        .map_err(|e| PodError::io("read", &paths.root().join(rel), io_other(e)))
+}
+
+fn io_other(e: impl std::error::Error + Send + Sync + 'static) -> std::io::Error {
+    std::io::Error::other(e)
 }
 
 /// Whether the pod's trees are overlay mounts (else copies made by `prepare`).
@@ -178,10 +205,15 @@ pub fn uses_overlay(paths: &PodPaths) -> bool {
     paths.root().join(OVERLAY_PREPARED).exists()
 }
 
-/// Copies one tree into the pod, adding to `stats`.
-fn copy_tree(from: &Path, to: &Path, stats: CopyStats) -> Result<CopyStats, PodError> {
-    let s =
-        super::tree_copy::copy_tree(from, to).map_err(|e| PodError::io("copy tree to", to, e))?;
+/// Copies one tree into the pod, owners shifted into `shift` if given, adding to `stats`.
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    shift: Option<IdRange>,
+    stats: CopyStats,
+) -> Result<CopyStats, PodError> {
+    let s = super::tree_copy::copy_tree_shifted(from, to, shift)
+        .map_err(|e| PodError::io("copy tree to", to, e))?;
     Ok(CopyStats {
         reflinked: stats.reflinked + s.reflinked,
         copied: stats.copied + s.copied,
@@ -362,8 +394,12 @@ pub fn open_host_source(v: &appc::schema::Volume) -> Result<OwnedFd, PodError> {
 
 /// The host path behind a volume (checked: host sources must exist and have no symlink in
 /// any component; empty volumes are created under `sharedVolumes/` with their
-/// mode/uid/gid).
-pub fn volume_source(paths: &PodPaths, v: &appc::schema::Volume) -> Result<PathBuf, PodError> {
+/// mode/uid/gid, shifted into a `--private-users` pod's range).
+pub fn volume_source(
+    paths: &PodPaths,
+    v: &appc::schema::Volume,
+    private_users: Option<IdRange>,
+) -> Result<PathBuf, PodError> {
     match v.kind.as_str() {
         "host" => {
             open_host_source(v)?;
@@ -377,6 +413,15 @@ pub fn volume_source(paths: &PodPaths, v: &appc::schema::Volume) -> Result<PathB
                 fs::set_permissions(&p, fs::Permissions::from_mode(v.effective_mode()))
                     .map_err(|e| PodError::io("chmod", &p, e))?;
                 let (uid, gid) = (v.uid.unwrap_or(0), v.gid.unwrap_or(0));
+                let (uid, gid) = match private_users {
+                    None => (uid, gid),
+                    Some(r) => r.to_host(uid).zip(r.to_host(gid)).ok_or_else(|| {
+                        PodError::Config(format!(
+                            "volume {}: owner {uid}:{gid} is outside the pod's {} user IDs",
+                            v.name, r.count
+                        ))
+                    })?,
+                };
                 std::os::unix::fs::chown(&p, Some(uid), Some(gid))
                     .map_err(|e| PodError::io("chown", &p, e))?;
             }
@@ -568,7 +613,7 @@ pub fn mount_volumes_with(
                 let shown = PathBuf::from(v.source.as_deref().unwrap_or_default());
                 (via, shown, Some(fd))
             } else {
-                let p = volume_source(paths, v)?;
+                let p = volume_source(paths, v, plan.private_users)?;
                 (p.clone(), p, None)
             };
             let is_file = !src.is_dir();

@@ -410,7 +410,7 @@ pub fn add(
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
-            super::tree_copy::copy_tree(Path::new("."), &inner)
+            super::tree_copy::copy_tree_shifted(Path::new("."), &inner, plan.private_users)
         })
         .map_err(|e| PodError::io("copy tree to", &rootfs, e))?;
         let mbytes =

@@ -180,6 +180,8 @@ pub fn build_plan(
         mutable: crate::pod::mutable::is_mutable(pm),
         kvm_snapshot: rt.kvm_snapshot,
         host_ipc: rt.host_ipc,
+        // Read from the pod directory by the launch (`layout::private_users`).
+        private_users: None,
     })
 }
 

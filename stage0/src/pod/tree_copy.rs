@@ -20,6 +20,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use pod_abi::userns::IdRange;
+
 /// What a copy did (for `--debug` and the benchmark).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CopyStats {
@@ -62,9 +64,16 @@ pub fn beneath_root<T: Send>(
 
 /// Copies the directory `src` to `dst` (which must not exist).
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
+    copy_tree_shifted(src, dst, None)
+}
+
+/// [`copy_tree`], every owner and group shifted into `shift` (`--private-users`: image ID
+/// `n` becomes host ID `shift + n`); an ID outside the range is an error.
+pub fn copy_tree_shifted(src: &Path, dst: &Path, shift: Option<IdRange>) -> io::Result<CopyStats> {
     let mut c = Copier {
         stats: CopyStats::default(),
         links: HashMap::new(),
+        shift,
     };
     c.copy(src, dst)?;
     Ok(c.stats)
@@ -74,6 +83,8 @@ struct Copier {
     stats: CopyStats,
     /// (dev, ino) of multiply-linked files already copied, and their copies.
     links: HashMap<(u64, u64), PathBuf>,
+    /// The pod's ID range, if the owners are shifted.
+    shift: Option<IdRange>,
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -123,7 +134,27 @@ impl Copier {
             }
             self.stats.other += 1;
         }
-        with_path(dst, copy_attributes(src, dst, &md))
+        let (uid, gid) = match self.shift {
+            None => (md.uid(), md.gid()),
+            Some(r) => match (r.to_host(md.uid()), r.to_host(md.gid())) {
+                (Some(u), Some(g)) => (u, g),
+                _ => {
+                    return with_path(
+                        src,
+                        Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "owner {}:{} is outside the pod's {} user IDs",
+                                md.uid(),
+                                md.gid(),
+                                r.count
+                            ),
+                        )),
+                    )
+                }
+            },
+        };
+        with_path(dst, copy_attributes(src, dst, &md, uid, gid))
     }
 
     /// Copies a regular file's data: reflink first, then an in-kernel copy.
@@ -154,8 +185,14 @@ impl Copier {
 
 /// Owner, then mode (a chown clears setuid bits), extended attributes (a chown clears file
 /// capabilities), then timestamps; symlinks keep their own owner and times.
-fn copy_attributes(src: &Path, dst: &Path, md: &fs::Metadata) -> io::Result<()> {
-    std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))?;
+fn copy_attributes(
+    src: &Path,
+    dst: &Path,
+    md: &fs::Metadata,
+    uid: u32,
+    gid: u32,
+) -> io::Result<()> {
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid))?;
     if !md.file_type().is_symlink() {
         fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
         copy_xattrs(src, dst)?;
@@ -217,6 +254,45 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// `--private-users`: every owner moves into the pod's range, symlinks included, and
+    /// the setuid bit a chown clears is set again; an owner beyond the range is an error.
+    #[test]
+    fn shifted_copy_moves_owners_into_the_range() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: shifted_copy_moves_owners_into_the_range: needs root to chown");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("home/user")).unwrap();
+        fs::write(src.join("home/user/f"), b"x").unwrap();
+        std::os::unix::fs::lchown(src.join("home/user"), Some(1000), Some(100)).unwrap();
+        std::os::unix::fs::lchown(src.join("home/user/f"), Some(1000), Some(100)).unwrap();
+        fs::write(src.join("su"), b"").unwrap();
+        fs::set_permissions(src.join("su"), fs::Permissions::from_mode(0o4755)).unwrap();
+        std::os::unix::fs::symlink("su", src.join("link")).unwrap();
+        let r = IdRange {
+            shift: 0x30000,
+            count: 0x10000,
+        };
+        let dst = t.path().join("dst");
+        copy_tree_shifted(&src, &dst, Some(r)).unwrap();
+        let m = |p: &str| fs::symlink_metadata(dst.join(p)).unwrap();
+        assert_eq!((m("").uid(), m("").gid()), (0x30000, 0x30000));
+        assert_eq!(
+            (m("home/user/f").uid(), m("home/user/f").gid()),
+            (0x303e8, 0x30064)
+        );
+        assert_eq!(m("link").uid(), 0x30000);
+        assert_eq!((m("su").uid(), m("su").mode() & 0o7777), (0x30000, 0o4755));
+        std::os::unix::fs::lchown(src.join("home/user/f"), Some(70000), None).unwrap();
+        let e = copy_tree_shifted(&src, &t.path().join("dst2"), Some(r)).unwrap_err();
+        assert!(
+            e.to_string().contains("outside the pod's 65536 user IDs"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn copies_kinds_modes_links_and_times() {

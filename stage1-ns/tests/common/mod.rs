@@ -241,6 +241,7 @@ impl Pod {
             mutable: false,
             kvm_snapshot: false,
             host_ipc: false,
+            private_users: None,
         };
         std::fs::write(
             s1.join("rkt/plan.json"),

@@ -22,6 +22,11 @@
 //! * `io-uring`: `io_uring_setup(1, {0})`; `io-uring: ok|<ERRNO>`.
 //! * `seccomp-status`: `seccomp: Seccomp=S NoNewPrivs=N` (from `/proc/self/status`).
 //! * `ns NAME`: the process's namespace of that kind; `ns NAME: ipc:[4026531839]|<ERRNO>`.
+//! * `print PATH`: the first line of `PATH` (e.g. `/proc/self/uid_map`), spaces collapsed;
+//!   `print PATH: LINE|<ERRNO>`.
+//! * `bind PORT`: binds a TCP socket to `127.0.0.1:PORT` (a port below 1024 needs
+//!   `CAP_NET_BIND_SERVICE` over the network namespace, or a low
+//!   `ip_unprivileged_port_start`); `bind PORT: ok|<ERRNO>`.
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -256,6 +261,24 @@ fn main() {
                 match std::fs::read_link(format!("/proc/self/ns/{name}")) {
                     Ok(t) => say(&format!("ns {name}: {}", t.display())),
                     Err(e) => say(&format!("ns {name}: {}", io_name(&e))),
+                }
+            }
+            "print" => {
+                let path = operand();
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => {
+                        let line = t.lines().next().unwrap_or_default();
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        say(&format!("print {path}: {}", words.join(" ")));
+                    }
+                    Err(e) => say(&format!("print {path}: {}", io_name(&e))),
+                }
+            }
+            "bind" => {
+                let port = operand();
+                match std::net::TcpListener::bind(format!("127.0.0.1:{port}")) {
+                    Ok(_) => say(&format!("bind {port}: ok")),
+                    Err(e) => say(&format!("bind {port}: {}", io_name(&e))),
                 }
             }
             "chroot-escape" => {
