@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use app_confine::enter::{confine_and_exec, pick_app, EnterSpec};
 use app_confine::exec::{close_inherited_fds, Command};
+use app_confine::userns::Handshake;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
@@ -375,11 +376,18 @@ fn make_io(req: &ExecReq<'_>) -> nix::Result<([OwnedFd; 3], ParentIo)> {
     ))
 }
 
+/// What a confined command joins besides the app's root: the app's cgroups (the files to
+/// write `0` into) and, in a `--private-users` pod, the pod's user namespace.
+struct Joins {
+    cgroups: Vec<std::path::PathBuf>,
+    userns: Option<Handshake>,
+}
+
 /// In the forked command: session, terminal, stdio, then confine and exec. Never returns.
 fn command_child(
     ctx: &Ctx<'_>,
     app: &pod_abi::plan::AppPlan,
-    cgroup_join: Vec<std::path::PathBuf>,
+    joins: Joins,
     command: &Command,
     child_io: &[OwnedFd; 3],
     tty: bool,
@@ -408,10 +416,10 @@ fn command_child(
                 let spec = EnterSpec {
                     app,
                     rootfs: pod_abi::paths::guest_app_rootfs(&app.name),
-                    cgroup_join,
+                    cgroup_join: joins.cgroups,
                     keep_fd: keep,
                 };
-                confine_and_exec(&spec, command, None)
+                confine_and_exec(&spec, command, joins.userns)
             }
             Confinement::Unconfined => {
                 close_inherited_fds(keep);
@@ -460,14 +468,38 @@ fn exec_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &ExecReq<'_>, rest: Vec
         Ok(p) => p,
         Err(e) => return fail(format!("pipe: {}", e.desc())),
     };
+    // A --private-users pod: the command enters the pod's user namespace, its maps written
+    // here (this session's /proc is the guest's, where the forked pid means the command).
+    let private_users = match ctx.confinement {
+        Confinement::App => fresh.as_ref().unwrap_or(ctx.plan).private_users,
+        Confinement::Unconfined => None,
+    };
+    let userns = match private_users.map(|_| Handshake::new()).transpose() {
+        Ok(h) => h,
+        Err(e) => return fail(format!("pipes: {}", e.desc())),
+    };
     // SAFETY: the session process is single-threaded (a test's session thread only forks
     // children that exec or _exit, with everything allocated before the fork).
     let pid = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
             drop(rd);
-            command_child(ctx, app, cgroup_join, &command, &child_io, req.tty, &wr)
+            let joins = Joins {
+                cgroups: cgroup_join,
+                userns,
+            };
+            command_child(ctx, app, joins, &command, &child_io, req.tty, &wr)
         }
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Parent { child }) => {
+            if let (Some(hs), Some(range)) = (userns, private_users) {
+                let mapped = std::fs::File::open("/proc")
+                    .map_err(|e| app_confine::StepError::io("open /proc", &e))
+                    .and_then(|p| hs.parent(std::os::fd::AsFd::as_fd(&p), child, range));
+                if let Err(e) = mapped {
+                    debug!("exec service: the pod's user namespace: {e}");
+                }
+            }
+            child
+        }
         Err(e) => return fail(format!("fork: {}", e.desc())),
     };
     drop(child_io);

@@ -137,6 +137,14 @@ fn run(
     if let Err(e) = status::reserve(Path::new(pod_abi::paths::GUEST_RKT_DIR)) {
         info!("cannot reserve space for statuses: {e}");
     }
+    if args.flavor == Flavor::Kvm && plan.private_users.is_some() {
+        // App root is not root of the guest's network namespace (the guest's initial user
+        // namespace owns it): let every ID bind ports below 1024, as stage1-ns does per pod.
+        let knob = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+        if let Err(e) = std::fs::write(knob, b"0") {
+            info!("write {knob}: {e}");
+        }
+    }
     if args.flavor == Flavor::Kvm && !plan.hostname.is_empty() {
         if let Err(e) = nix::unistd::sethostname(&plan.hostname) {
             info!("sethostname {}: {}", plan.hostname, e.desc());

@@ -52,6 +52,12 @@ impl IdRange {
         Ok(r)
     }
 
+    /// Whether the two ranges share a host ID.
+    pub fn overlaps(&self, other: &IdRange) -> bool {
+        let end = |r: &IdRange| u64::from(r.shift) + u64::from(r.count);
+        u64::from(self.shift) < end(other) && u64::from(other.shift) < end(self)
+    }
+
     /// The host ID of pod ID `id`, if the range holds it.
     pub fn to_host(&self, id: u32) -> Option<u32> {
         (id < self.count)
@@ -92,6 +98,12 @@ mod tests {
         assert_eq!(r.to_host(65535), Some(131071));
         assert_eq!(r.to_host(65536), None);
         assert_eq!(r.map_line(), "0 65536 65536\n");
+        let next = IdRange::from_pick(1);
+        assert!(r.overlaps(&r) && !r.overlaps(&next) && !next.overlaps(&r));
+        assert!(r.overlaps(&IdRange {
+            shift: 131071,
+            count: 1
+        }));
         for bad in ["", "1", "0:10", "10:0", "x:1", "2147483647:2", "-1:5"] {
             assert!(IdRange::parse(bad).is_err(), "{bad}");
         }

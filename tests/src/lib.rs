@@ -660,19 +660,32 @@ impl E2e {
     /// then sleeps with `flags` (after `--no-check`); waits until it has started (up to
     /// [`KVM_RUN_TIMEOUT_SECS`]). Returns the running `rkt run` and the pod's UUID.
     pub fn start_sleeper(&self, file: &str, flags: &[&str]) -> (Child, String) {
-        let img = self.pod_check_image(file, |s| s.mount_point("mark", "/mark", false));
+        self.start_sleeper_with(file, &[], |s| s, flags)
+    }
+
+    /// [`E2e::start_sleeper`] with `rkt run` flags `rkt_flags` and more in the image.
+    pub fn start_sleeper_with(
+        &self,
+        file: &str,
+        rkt_flags: &[&str],
+        spec: impl FnOnce(ImageSpec) -> ImageSpec,
+        flags: &[&str],
+    ) -> (Child, String) {
+        let img = self.pod_check_image(file, |s| spec(s.mount_point("mark", "/mark", false)));
         let mark = self.path("mark");
         std::fs::create_dir(&mark).unwrap();
+        // Writable by any app user (a --private-users pod's root is not the host's).
+        std::fs::set_permissions(&mark, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
         let uuid_file = self.path("uuid");
         let mut args = vec![
             "run".to_string(),
             self.stage1_flag(),
             format!("--uuid-file-save={}", uuid_file.display()),
             format!("--volume=mark,kind=host,source={}", mark.display()),
-            img.display().to_string(),
-            "--".into(),
-            "--no-check".into(),
         ];
+        args.extend(rkt_flags.iter().map(|f| f.to_string()));
+        args.extend([img.display().to_string(), "--".into(), "--no-check".into()]);
         args.extend(flags.iter().map(|f| f.to_string()));
         args.extend(["--write=/mark/started", "--sleep-ms=600000"].map(String::from));
         let child = self.spawn(&args);
@@ -682,6 +695,163 @@ impl E2e {
             "the app never started",
         );
         (child, uuid_of(&uuid_file))
+    }
+
+    /// `--private-users`, for either flavor: root in the app is a host ID of the pod's own
+    /// range. The attack: a root app reads a host file only the host's root may read and
+    /// leaves a root-owned file on the host, through a host volume. Without the flag both
+    /// succeed (root keeps `CAP_DAC_OVERRIDE` among rkt's default capabilities); with it the
+    /// read is `EACCES` and the file belongs to the range's first ID, while the app still owns
+    /// its own tree (the pod's copy, shifted) and binds port 80; `rkt export` gives the image
+    /// its own IDs back; a running pod's `rkt enter` command runs in the same mapping.
+    pub fn check_private_users(&self) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let probe = self.escape_probe();
+        let img = self.pod_check_image("userns.aci", |s| {
+            s.file("/bin/escape-probe", &probe, 0o755)
+                .dir("/rootdir")
+                .mount_point("mark", "/mark", false)
+        });
+        let img = img.to_str().unwrap();
+        let vol = self.path("host-vol");
+        std::fs::create_dir_all(vol.join("drop")).unwrap();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&vol, 0o755);
+        mode(&vol.join("drop"), 0o777);
+        std::fs::write(vol.join("secret"), "host root only").unwrap();
+        mode(&vol.join("secret"), 0o600);
+        let volume = format!("--volume=v,kind=host,source={}", vol.display());
+        let uuid_file = self.path("private.uuid");
+        let probe_run = |private: bool, made: &str| {
+            let mut args = vec![
+                "run".to_string(),
+                self.stage1_flag(),
+                "--net=none".into(),
+                format!("--uuid-file-save={}", uuid_file.display()),
+            ];
+            if private {
+                args.push("--private-users".into());
+            }
+            let made = format!("/vol/drop/{made}");
+            args.extend(
+                [
+                    volume.as_str(),
+                    img,
+                    "--mount=volume=v,target=/vol",
+                    "--exec=/bin/escape-probe",
+                    "--",
+                    "status",
+                    "print",
+                    "/proc/self/uid_map",
+                    "read",
+                    "/vol/secret",
+                    "create",
+                    &made,
+                    "create",
+                    "/rootdir/mine",
+                    "bind",
+                    "80",
+                ]
+                .map(str::to_string),
+            );
+            let o = self.run(&args);
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            stdout(&o)
+        };
+
+        // Without the flag: the attack works, as root's.
+        let out = probe_run(false, "by-root");
+        assert!(
+            out.contains("print /proc/self/uid_map: 0 0 4294967295"),
+            "{out}"
+        );
+        assert!(out.contains("read /vol/secret: ok"), "{out}");
+        assert_eq!(
+            std::fs::metadata(vol.join("drop/by-root")).unwrap().uid(),
+            0
+        );
+
+        // With it: app root is host ID SHIFT, a multiple of 65536 above 0, 65536 IDs wide.
+        let out = probe_run(true, "by-pod-root");
+        assert!(out.contains("uid=0 gid=0"), "{out}");
+        let map = out
+            .lines()
+            .find_map(|l| l.strip_prefix("print /proc/self/uid_map: "))
+            .unwrap_or_else(|| panic!("{out}"));
+        let shift: u32 = match map.split(' ').collect::<Vec<_>>()[..] {
+            ["0", s, "65536"] => s.parse().unwrap(),
+            _ => panic!("uid_map {map:?}"),
+        };
+        assert!(shift >= 65536 && shift.is_multiple_of(65536), "{map}");
+        assert!(out.contains("read /vol/secret: EACCES"), "{out}");
+        let md = std::fs::metadata(vol.join("drop/by-pod-root")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (shift, shift), "{out}");
+        assert!(out.contains("create /rootdir/mine: ok"), "{out}");
+        assert!(out.contains("bind 80: ok"), "{out}");
+
+        // `rkt export` gives the image its own IDs back: the file app root made is root's.
+        let aci = self.path("exported.aci");
+        let o = self.run(&["export", &uuid_of(&uuid_file), aci.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let mut owners = std::collections::BTreeMap::new();
+        let mut ar = tar::Archive::new(std::fs::File::open(&aci).unwrap());
+        for ent in ar.entries().unwrap() {
+            let ent = ent.unwrap();
+            let h = ent.header();
+            let path = ent.path().unwrap().display().to_string();
+            owners.insert(path, (h.uid().unwrap(), h.gid().unwrap()));
+        }
+        assert_eq!(
+            owners.get("rootfs/rootdir/mine"),
+            Some(&(0, 0)),
+            "{owners:?}"
+        );
+        assert!(
+            owners.values().all(|(u, g)| *u < 65536 && *g < 65536),
+            "{owners:?}"
+        );
+
+        // A running pod: its recorded range, its shifted tree, and `rkt enter` in the same
+        // mapping.
+        let (child, uuid) = self.start_sleeper_with(
+            "sleeper.aci",
+            &["--private-users"],
+            |s| s.file("/bin/escape-probe", &probe, 0o755),
+            &[],
+        );
+        let recorded =
+            std::fs::read_to_string(self.pod_dir(&uuid).join("private-users-prepared")).unwrap();
+        let (s, count) = recorded.trim().split_once(':').unwrap();
+        assert_eq!(count, "65536");
+        let stage2 = self.pod_dir(&uuid).join("stage1/rootfs/opt/stage2");
+        let app = std::fs::read_dir(&stage2).unwrap().next().unwrap().unwrap();
+        let owner = std::fs::metadata(app.path().join("rootfs/tmp"))
+            .unwrap()
+            .uid();
+        assert_eq!(
+            owner.to_string(),
+            s,
+            "the pod's copy of the tree is shifted"
+        );
+        let o = self.run(&[
+            "enter",
+            &uuid,
+            "/bin/escape-probe",
+            "status",
+            "print",
+            "/proc/self/uid_map",
+        ]);
+        let out = stdout(&o);
+        let _ = self.run(&["stop", "--force", &uuid]);
+        let _ = wait_output(child, self.timeout());
+        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+        assert!(out.contains("uid=0 gid=0"), "{out}");
+        assert!(
+            out.contains(&format!("print /proc/self/uid_map: 0 {s} 65536")),
+            "{out}"
+        );
     }
 
     /// A `pod-check` image named `name` with extra configuration.

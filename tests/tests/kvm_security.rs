@@ -209,3 +209,13 @@ fn kvm_default_seccomp_filter_holds_in_the_guest() {
     assert!(out.contains("io-uring: EPERM"), "{out}");
     assert!(out.contains("thread: ok"), "{out}");
 }
+
+/// `--private-users` in the kvm flavor: the same attack and checks as the ns flavor's
+/// ([`E2e::check_private_users`]), in the guest's user namespaces over the virtio-fs share.
+#[test]
+fn kvm_private_users_make_app_root_a_host_id_of_the_pods_range() {
+    if let Some(e) = E2e::require_kvm("kvm_private_users_make_app_root_a_host_id_of_the_pods_range")
+    {
+        e.check_private_users();
+    }
+}

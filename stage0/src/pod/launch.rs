@@ -19,6 +19,7 @@ use crate::error::{error_chain, UsageError};
 use crate::fetch::{fetch_image, FetchError, FetchOptions};
 use crate::stage1::{self, Entrypoints, Stage1Error};
 use crate::store::{ImageRecord, Store, StoreError, TreeHold};
+use pod_abi::userns::IdRange;
 
 /// Errors of creating and launching a pod.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +154,27 @@ pub struct PreparedPod {
     trees: Option<PodTrees>,
 }
 
+/// Random picks of a `--private-users` range before giving up on finding a free one.
+const ID_RANGE_PICKS: usize = 64;
+
+/// A `--private-users` range (rkt's: a random multiple of 65536) that none of `taken` (the
+/// other pods' ranges) overlaps. Two pods created at the same instant may still draw the
+/// same one (1 in 32767).
+fn pick_id_range(taken: &[IdRange]) -> Result<IdRange, LaunchError> {
+    for _ in 0..ID_RANGE_PICKS {
+        let b = *uuid::Uuid::new_v4().as_bytes();
+        let r = IdRange::from_pick(u16::from_le_bytes([b[0], b[1]]));
+        if !taken.iter().any(|t| t.overlaps(&r)) {
+            return Ok(r);
+        }
+    }
+    Err(UsageError(format!(
+        "--private-users: no free user ID range found in {ID_RANGE_PICKS} tries ({} pods hold one; remove some with rkt gc)",
+        taken.len()
+    ))
+    .into())
+}
+
 /// Renders a record's tree and holds it in `holds`.
 fn tree_of(
     store: &Store,
@@ -230,10 +252,10 @@ impl PreparedPod {
         let pods = PodsDir::open(&opts.data_dir)?;
         // --private-users: the pod's own copies of the trees, owners shifted into its range
         // (the store's trees are shared by every pod).
-        let private_users = cmd.pod.private_users.then(|| {
-            let b = *uuid::Uuid::new_v4().as_bytes();
-            pod_abi::userns::IdRange::from_pick(u16::from_le_bytes([b[0], b[1]]))
-        });
+        let private_users = match cmd.pod.private_users {
+            true => Some(pick_id_range(&layout::private_user_ranges(&opts.data_dir))?),
+            false => None,
+        };
         if private_users.is_some() && !cmd.pod.no_overlay {
             notice(Notice::Debug(
                 "--private-users: the image trees are copied into the pod (as with --no-overlay)"
@@ -463,4 +485,31 @@ fn pod_trees(store: &Store, pod: &Pod, pm: &appc::PodManifest) -> Result<PodTree
         apps,
         _holds: holds,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A new pod's range overlaps none of the other pods'; with every range taken, the
+    /// error says so rather than sharing one.
+    #[test]
+    fn id_ranges_are_not_shared() {
+        let r = pick_id_range(&[]).unwrap();
+        assert!(r.shift >= 0x10000 && r.shift.is_multiple_of(0x10000));
+        let all_but_one: Vec<IdRange> = (0..0x7fffu16)
+            .map(IdRange::from_pick)
+            .filter(|x| *x != IdRange::from_pick(7))
+            .collect();
+        // Whenever a pick succeeds, it is the free range.
+        for _ in 0..20 {
+            if let Ok(x) = pick_id_range(&all_but_one) {
+                assert_eq!(x, IdRange::from_pick(7));
+            }
+        }
+        let all: Vec<IdRange> = (0..0x7fffu16).map(IdRange::from_pick).collect();
+        let e = pick_id_range(&all).unwrap_err();
+        assert!(e.to_string().contains("no free user ID range"), "{e}");
+    }
 }

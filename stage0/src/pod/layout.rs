@@ -731,6 +731,31 @@ pub fn owner(p: &Path) -> Option<u32> {
     fs::metadata(p).ok().map(|m| m.uid())
 }
 
+/// The ID ranges of every `--private-users` pod under `<data_dir>/pods` (bounded reads; an
+/// unreadable or malformed record is skipped).
+pub fn private_user_ranges(data_dir: &Path) -> Vec<IdRange> {
+    let mut out = Vec::new();
+    let Ok(states) = fs::read_dir(data_dir.join("pods")) else {
+        return out;
+    };
+    for state in states.flatten() {
+        let Ok(pods) = fs::read_dir(state.path()) else {
+            continue;
+        };
+        for pod in pods.flatten() {
+            let line = pod_abi::podfile::read_line_beneath(
+                &pod.path(),
+                Path::new(PRIVATE_USERS_PREPARED),
+                pod_abi::podfile::SMALL_FILE_MAX,
+            );
+            if let Some(r) = line.ok().and_then(|l| IdRange::parse(&l).ok()) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
 /// Image and tree IDs used by any pod under `<data_dir>/pods` (what `image gc` keeps):
 /// the images of each pod manifest, the stage1 tree and each app's tree.
 pub fn store_references(data_dir: &Path) -> PodReferences {

@@ -249,11 +249,6 @@ fn refuse_host_namespaces(args: &RunArgs, plan: &Plan) -> Result<(), PodError> {
             "--ipc=parent: a KVM pod cannot share the host's IPC namespace (its apps run on the guest's kernel); use --ipc=private or the ns flavor".into(),
         ));
     }
-    if plan.private_users.is_some() {
-        return Err(PodError::HostNamespace(
-            "--private-users: not supported by the kvm flavor (its apps are confined by the VM, on the guest's kernel); drop the flag or use the ns flavor".into(),
-        ));
-    }
     Ok(())
 }
 
