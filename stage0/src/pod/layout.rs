@@ -734,26 +734,24 @@ pub fn owner(p: &Path) -> Option<u32> {
 /// The ID ranges of every `--private-users` pod under `<data_dir>/pods` (bounded reads; an
 /// unreadable or malformed record is skipped).
 pub fn private_user_ranges(data_dir: &Path) -> Vec<IdRange> {
-    let mut out = Vec::new();
-    let Ok(states) = fs::read_dir(data_dir.join("pods")) else {
-        return out;
-    };
-    for state in states.flatten() {
-        let Ok(pods) = fs::read_dir(state.path()) else {
-            continue;
-        };
-        for pod in pods.flatten() {
-            let line = pod_abi::podfile::read_line_beneath(
-                &pod.path(),
-                Path::new(PRIVATE_USERS_PREPARED),
-                pod_abi::podfile::SMALL_FILE_MAX,
-            );
-            if let Some(r) = line.ok().and_then(|l| IdRange::parse(&l).ok()) {
-                out.push(r);
-            }
-        }
-    }
-    out
+    pod_dirs(data_dir)
+        .filter_map(|p| {
+            let rel = Path::new(PRIVATE_USERS_PREPARED);
+            pod_abi::podfile::read_line_beneath(&p, rel, pod_abi::podfile::SMALL_FILE_MAX).ok()
+        })
+        .filter_map(|l| IdRange::parse(&l).ok())
+        .collect()
+}
+
+/// Every directory one level below a state directory of `<data_dir>/pods` (each pod, whatever
+/// its state); unreadable directories are skipped.
+fn pod_dirs(data_dir: &Path) -> impl Iterator<Item = PathBuf> {
+    fs::read_dir(data_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|state| fs::read_dir(state.path()).ok())
+        .flat_map(|pods| pods.flatten().map(|p| p.path()))
 }
 
 /// Image and tree IDs used by any pod under `<data_dir>/pods` (what `image gc` keeps):
@@ -761,44 +759,35 @@ pub fn private_user_ranges(data_dir: &Path) -> Vec<IdRange> {
 pub fn store_references(data_dir: &Path) -> PodReferences {
     use pod_abi::podfile::{read_beneath, read_line_beneath, MANIFEST_MAX, SMALL_FILE_MAX};
     let mut refs = PodReferences::default();
-    let Ok(states) = fs::read_dir(data_dir.join("pods")) else {
-        return refs;
-    };
-    for state in states.flatten() {
-        let Ok(pods) = fs::read_dir(state.path()) else {
-            continue;
-        };
-        for pod in pods.flatten() {
-            let p = pod.path();
-            if let Ok(bytes) = read_beneath(&p, Path::new(POD_MANIFEST), MANIFEST_MAX) {
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-                    for app in v
-                        .get("apps")
-                        .and_then(|a| a.as_array())
-                        .into_iter()
-                        .flatten()
+    for p in pod_dirs(data_dir) {
+        if let Ok(bytes) = read_beneath(&p, Path::new(POD_MANIFEST), MANIFEST_MAX) {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                for app in v
+                    .get("apps")
+                    .and_then(|a| a.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(id) = app
+                        .get("image")
+                        .and_then(|i| i.get("id"))
+                        .and_then(|i| i.as_str())
                     {
-                        if let Some(id) = app
-                            .get("image")
-                            .and_then(|i| i.get("id"))
-                            .and_then(|i| i.as_str())
-                        {
-                            refs.images.insert(id.to_string());
-                        }
+                        refs.images.insert(id.to_string());
                     }
                 }
             }
-            if let Ok(t) = read_line_beneath(&p, Path::new(STAGE1_TREE_ID), SMALL_FILE_MAX) {
-                refs.trees.insert(t);
-            }
-            if let Ok(apps) = fs::read_dir(p.join(APPSINFO_DIR)) {
-                for app in apps.flatten() {
-                    let rel = Path::new(APPSINFO_DIR)
-                        .join(app.file_name())
-                        .join(APP_TREE_ID);
-                    if let Ok(t) = read_line_beneath(&p, &rel, SMALL_FILE_MAX) {
-                        refs.trees.insert(t);
-                    }
+        }
+        if let Ok(t) = read_line_beneath(&p, Path::new(STAGE1_TREE_ID), SMALL_FILE_MAX) {
+            refs.trees.insert(t);
+        }
+        if let Ok(apps) = fs::read_dir(p.join(APPSINFO_DIR)) {
+            for app in apps.flatten() {
+                let rel = Path::new(APPSINFO_DIR)
+                    .join(app.file_name())
+                    .join(APP_TREE_ID);
+                if let Ok(t) = read_line_beneath(&p, &rel, SMALL_FILE_MAX) {
+                    refs.trees.insert(t);
                 }
             }
         }
@@ -835,10 +824,11 @@ mod tests {
         assert!(secure_target(root, "/g", true).unwrap().is_file());
     }
 
-    /// `image gc` reads each pod's references: a FIFO is not waited on, a symlink is not
-    /// followed, an oversized file is not read; a plain pod next to them is still counted.
+    /// `image gc` reads each pod's references (and a new `--private-users` pod the others'
+    /// ranges): a FIFO is not waited on, a symlink is not followed, an oversized file is not
+    /// read; a plain pod next to them is still counted.
     #[test]
-    fn store_references_reads_bounded_regular_files_only() {
+    fn pod_records_are_read_bounded_and_regular_files_only() {
         let t = tempfile::tempdir().unwrap();
         let id = |c: char| format!("deps-sha512-{}", c.to_string().repeat(64));
         let good = t.path().join("pods/run/good");
@@ -856,6 +846,19 @@ mod tests {
         std::os::unix::fs::symlink(t.path().join("elsewhere"), bad.join(STAGE1_TREE_ID)).unwrap();
         let big = fs::File::create(bad.join("appsinfo/x").join(APP_TREE_ID)).unwrap();
         big.set_len(1 << 40).unwrap();
+        fs::write(good.join(PRIVATE_USERS_PREPARED), "196608:65536\n").unwrap();
+        std::os::unix::fs::symlink(
+            good.join(PRIVATE_USERS_PREPARED),
+            bad.join(PRIVATE_USERS_PREPARED),
+        )
+        .unwrap();
+        assert_eq!(
+            private_user_ranges(t.path()),
+            vec![IdRange {
+                shift: 196608,
+                count: 65536
+            }]
+        );
         let refs = store_references(t.path());
         let mut trees: Vec<String> = refs.trees.into_iter().collect();
         trees.sort();
