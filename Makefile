@@ -19,6 +19,7 @@ bench: build
 	bash ci/deps.sh --bench
 	bash bench/fetch.sh
 	bash bench/run-ns.sh
+	bash bench/gc.sh
 	bash bench/boot.sh
 	bash bench/snapshot.sh
 	bash bench/vmm-rss.sh

@@ -45,6 +45,15 @@ struct Env {
     tmp: tempfile::TempDir,
 }
 
+/// A test's pods leave no mounts behind (a pod left exited keeps its overlays until gc).
+impl Drop for Env {
+    fn drop(&mut self) {
+        if self.dir().join("pods").exists() {
+            let _ = self.rkt(&["gc", "--grace-period=0s"]);
+        }
+    }
+}
+
 impl Env {
     fn new() -> Self {
         Env {
@@ -466,6 +475,65 @@ fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
     assert!(!eg.exists());
     assert_eq!(mounts_under(&e.dir().join("pods")), 0);
     assert!(e.dir().join("pods").join(format!("gc-ran-{uuid}")).exists());
+}
+
+/// `rkt gc` of several pods at once (one batch): every pod's mounts go, stacked ones too, and
+/// the removal never reaches through a mount: a writable host volume's files survive, as does
+/// a directory the attacker stacked on a pod's volume mount point after the pod ran.
+#[test]
+fn gc_of_many_pods_unmounts_before_removing_and_spares_volume_sources() {
+    if !is_root() {
+        skip(
+            "gc_of_many_pods_unmounts_before_removing_and_spares_volume_sources",
+            "needs root",
+        );
+        return;
+    }
+    let e = Env::new();
+    let img = e.image("example.com/app");
+    let host = e.tmp.path().join("hostvol");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("keep"), b"host data").unwrap();
+    let other = e.tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("keep-too"), b"more").unwrap();
+    let mut pods = Vec::new();
+    for i in 0..3 {
+        let uuid_file = e.tmp.path().join(format!("uuid{i}"));
+        let o = e.rkt(&[
+            "run",
+            &e.s1flag(),
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            &format!("--volume=hv,kind=host,source={}", host.display()),
+            "--mount=volume=hv,target=/mnt/host",
+            img.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+        pods.push(std::fs::read_to_string(&uuid_file).unwrap());
+    }
+    // Stack a second bind mount on the first pod's volume mount point.
+    let target = e
+        .pod_dir("run", &pods[0])
+        .join("stage1/rootfs/opt/stage2/app/rootfs/mnt/host");
+    assert!(target.join("keep").exists());
+    nix::mount::mount(
+        Some(&other),
+        &target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    assert!(target.join("keep-too").exists());
+    assert!(mounts_under(&e.dir().join("pods")) >= 10);
+    let o = e.rkt(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", out(&o));
+    assert_eq!(mounts_under(&e.dir().join("pods")), 0);
+    for u in &pods {
+        assert!(!e.pod_dir("exited-garbage", u).exists(), "pod {u} left");
+    }
+    assert_eq!(std::fs::read(host.join("keep")).unwrap(), b"host data");
+    assert_eq!(std::fs::read(other.join("keep-too")).unwrap(), b"more");
 }
 
 #[test]

@@ -679,51 +679,125 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first.
+/// The mount points of this mount namespace, read once from /proc/self/mountinfo: each path
+/// with the number of mounts stacked on it. `rkt gc` reads it once for all the pods it
+/// removes: a read per pod made gc quadratic in the pods on the host (400 exited pods, 800
+/// overlay mounts: 5.9 s, most of it the kernel printing mountinfo).
+#[derive(Debug, Default, Clone)]
+pub struct MountTable {
+    /// Mount point -> how many mounts sit on it.
+    points: std::collections::BTreeMap<PathBuf, usize>,
+}
+
+impl MountTable {
+    /// Reads /proc/self/mountinfo (an empty table if it cannot be read).
+    pub fn read() -> MountTable {
+        fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| MountTable::parse(&t))
+            .unwrap_or_default()
+    }
+
+    /// Parses mountinfo text (field 5 is the mount point, octal-escaped).
+    pub fn parse(text: &str) -> MountTable {
+        let mut points = std::collections::BTreeMap::new();
+        for m in text.lines().filter_map(|l| l.split(' ').nth(4)) {
+            *points
+                .entry(PathBuf::from(unescape_mountinfo(m)))
+                .or_insert(0usize) += 1;
+        }
+        MountTable { points }
+    }
+
+    /// Mount points at or under `dir`, deepest first, each as often as mounts are stacked on
+    /// it (unmounting the list in order leaves nothing under `dir` that the table knew of).
+    pub fn under(&self, dir: &Path) -> Vec<PathBuf> {
+        // Paths order component by component, so `dir` and everything below it are one
+        // contiguous range starting at `dir`.
+        let mut out: Vec<(&PathBuf, usize)> = self
+            .points
+            .range::<Path, _>((std::ops::Bound::Included(dir), std::ops::Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(dir))
+            .map(|(p, n)| (p, *n))
+            .collect();
+        out.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        out.into_iter()
+            .flat_map(|(p, n)| std::iter::repeat_n(p.clone(), n))
+            .collect()
+    }
+}
+
+/// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first, each once.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| m.starts_with(dir))
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let mut out = MountTable::read().under(dir);
     out.dedup();
     out
 }
 
-/// Unmounts every mount under the pod directory, deepest first (lazily, so a busy mount does
-/// not block gc). Returns how many were unmounted.
-pub fn unmount_all(dir: &Path) -> Result<usize, PodError> {
-    let mut n = 0;
-    // Stacked mounts show the same path several times: loop until none is left.
-    for _ in 0..64 {
-        let ms = mounts_under(dir);
-        if ms.is_empty() {
-            return Ok(n);
+/// Unmounts `ms` in order (lazily, so a busy mount does not block gc); a mount already gone
+/// (EINVAL, ENOENT) is skipped.
+fn unmount_listed(ms: &[PathBuf]) -> Result<(), PodError> {
+    for m in ms {
+        match umount2(m, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(PodError::Unmount(m.clone(), e)),
         }
-        for m in ms {
-            match umount2(&m, MntFlags::MNT_DETACH) {
-                Ok(()) => n += 1,
-                Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-                Err(e) => return Err(PodError::Unmount(m, e)),
+    }
+    Ok(())
+}
+
+/// Rounds of unmounting before a directory that still holds mounts is given up on.
+const UNMOUNT_ROUNDS: usize = 64;
+
+/// Removes pod directories after unmounting everything in them, deepest first; one result per
+/// directory, in order. Each round reads /proc/self/mountinfo once for all of them (`rkt gc`
+/// passes its pods in batches), until a read shows no mount left under any: a directory is
+/// removed only then, so the removal never reaches through a mount into a volume's source.
+pub fn remove_pod_dirs(dirs: &[PathBuf]) -> Vec<Result<(), PodError>> {
+    let mut res: Vec<Result<(), PodError>> = dirs.iter().map(|_| Ok(())).collect();
+    let mut settled = false;
+    for _ in 0..UNMOUNT_ROUNDS {
+        let table = MountTable::read();
+        let mut any = false;
+        for (d, r) in dirs.iter().zip(res.iter_mut()) {
+            let ms = table.under(d);
+            if r.is_err() || ms.is_empty() {
+                continue;
+            }
+            any = true;
+            if let Err(e) = unmount_listed(&ms) {
+                *r = Err(e);
+            }
+        }
+        if !any {
+            settled = true;
+            break;
+        }
+    }
+    if !settled {
+        let table = MountTable::read();
+        for (d, r) in dirs.iter().zip(res.iter_mut()) {
+            if let (Ok(()), Some(m)) = (&r, table.under(d).first()) {
+                *r = Err(PodError::Unmount(m.clone(), nix::errno::Errno::EBUSY));
             }
         }
     }
-    Ok(n)
+    for (d, r) in dirs.iter().zip(res.iter_mut()) {
+        if r.is_ok() {
+            *r = match fs::remove_dir_all(d) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(PodError::io("remove", d, e)),
+            };
+        }
+    }
+    res
 }
 
-/// Removes a pod directory after unmounting everything in it.
+/// Removes a pod directory after unmounting everything in it ([`remove_pod_dirs`]).
 pub fn remove_pod_dir(dir: &Path) -> Result<(), PodError> {
-    unmount_all(dir)?;
-    match fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(PodError::io("remove", dir, e)),
-    }
+    remove_pod_dirs(&[dir.to_path_buf()])
+        .pop()
+        .unwrap_or(Ok(()))
 }
 
 /// Owner uid of a path (used by tests and diagnostics).
@@ -804,6 +878,38 @@ mod tests {
     fn mountinfo_unescape() {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn mount_table_lists_a_directory_deepest_first_with_stacked_mounts() {
+        let line = |n: u32, m: &str| format!("{n} 1 0:1 / {m} rw - tmpfs tmpfs rw\n");
+        let text = [
+            line(1, "/"),
+            line(2, "/d/pods/p1"),
+            line(3, "/d/pods/p1/stage1/rootfs"),
+            line(4, "/d/pods/p1/stage1/rootfs/opt/app\\040x"),
+            line(5, "/d/pods/p1/stage1/rootfs"),
+            line(6, "/d/pods/p10/stage1/rootfs"),
+            line(7, "/d/pods/p0"),
+        ]
+        .concat();
+        let t = MountTable::parse(&text);
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            t.under(Path::new("/d/pods/p1")),
+            vec![
+                p("/d/pods/p1/stage1/rootfs/opt/app x"),
+                p("/d/pods/p1/stage1/rootfs"),
+                p("/d/pods/p1/stage1/rootfs"),
+                p("/d/pods/p1"),
+            ]
+        );
+        assert_eq!(
+            t.under(Path::new("/d/pods/p10")),
+            vec![p("/d/pods/p10/stage1/rootfs")]
+        );
+        assert!(t.under(Path::new("/d/pods/p2")).is_empty());
+        assert_eq!(t.under(Path::new("/")).len(), 7);
     }
 
     #[test]

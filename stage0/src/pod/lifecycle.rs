@@ -186,7 +186,12 @@ impl PodsDir {
 
     /// Opens a pod by full UUID or prefix, without locking it.
     pub fn open_pod(&self, reference: &str) -> Result<Pod, PodError> {
-        let uuid = self.resolve(reference)?;
+        // A full UUID names its pod without a listing of every state directory (`rkt gc` opens
+        // each pod it lists: a listing per pod made it quadratic in the pods on the host).
+        let uuid = match full_uuid(reference) {
+            Some(u) => u,
+            None => self.resolve(reference)?,
+        };
         // A concurrent rename can move the pod between the lookup and the open; retry a few times.
         for _ in 0..8 {
             for s in PodDirState::ALL {
@@ -208,6 +213,13 @@ impl PodsDir {
         }
         Err(PodError::NotFound(reference.to_string()))
     }
+}
+
+/// `reference` as a pod directory name if it is a whole UUID (hyphenated, any case).
+fn full_uuid(reference: &str) -> Option<String> {
+    let r = reference.trim().to_ascii_lowercase();
+    let u = uuid::Uuid::parse_str(&r).ok()?;
+    (u.hyphenated().to_string() == r).then_some(r)
 }
 
 fn open_dir(path: &Path) -> Result<File, PodError> {
@@ -402,6 +414,29 @@ mod tests {
         assert_eq!(other.state(), PodState::Preparing);
         pod.unlock();
         assert_eq!(other.state(), PodState::AbortedPrepare);
+    }
+
+    #[test]
+    fn open_pod_by_full_uuid_prefix_and_case() {
+        let t = tempfile::tempdir().unwrap();
+        let pods = PodsDir::open(t.path()).unwrap();
+        let pod = pods.create().unwrap();
+        let u = pod.uuid().to_string();
+        for r in [
+            u.clone(),
+            u.to_ascii_uppercase(),
+            format!(" {u} "),
+            u[..8].to_string(),
+        ] {
+            assert_eq!(pods.open_pod(&r).unwrap().uuid(), u, "{r:?}");
+        }
+        // A whole UUID of no pod, and the same UUID in another form, are not found.
+        let other = uuid::Uuid::new_v4().hyphenated().to_string();
+        assert!(matches!(pods.open_pod(&other), Err(PodError::NotFound(_))));
+        let simple = u.replace('-', "");
+        assert!(matches!(pods.open_pod(&simple), Err(PodError::NotFound(_))));
+        assert_eq!(full_uuid(&u).as_deref(), Some(u.as_str()));
+        assert_eq!(full_uuid(&simple), None);
     }
 
     #[test]

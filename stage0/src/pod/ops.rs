@@ -112,6 +112,19 @@ pub fn remove(
     debug: bool,
     warn: &mut dyn FnMut(String),
 ) -> Result<(), OpError> {
+    begin_remove(pods, pod, debug, warn)?;
+    layout::remove_pod_dir(&pod.path())?;
+    Ok(())
+}
+
+/// [`remove`] up to the unmounts: lock, garbage state, the stage1 `gc` entrypoint, the
+/// metadata service. The pod stays locked while `pod` lives.
+fn begin_remove(
+    pods: &PodsDir,
+    pod: &mut Pod,
+    debug: bool,
+    warn: &mut dyn FnMut(String),
+) -> Result<(), OpError> {
     let data_dir = pods.data_dir();
     pod.lock(false).map_err(|e| match e {
         PodError::Locked(u) => PodError::WrongState {
@@ -150,7 +163,6 @@ pub fn remove(
     if let Err(e) = super::metadata::unregister(pod.uuid()) {
         warn(format!("pod {}: metadata service: {e}", pod.uuid()));
     }
-    layout::remove_pod_dir(&pod.path())?;
     Ok(())
 }
 
@@ -226,6 +238,9 @@ pub fn gc(pods: &PodsDir, opts: &GcOptions, on: &mut dyn FnMut(GcEvent)) -> Resu
         return Ok(true);
     }
     let mut all_ok = true;
+    // Pods whose stage1 gc ran, locked, waiting for their unmounts and removal: done together
+    // per batch (mountinfo read once per round for the whole batch, not per pod).
+    let mut batch: Vec<(String, Pod)> = Vec::new();
     for u in pods.list_uuids()? {
         let Ok(mut p) = pods.open_pod(&u) else {
             continue;
@@ -243,16 +258,40 @@ pub fn gc(pods: &PodsDir, opts: &GcOptions, on: &mut dyn FnMut(GcEvent)) -> Resu
         }
         on(GcEvent::Collecting(u.clone()));
         let mut warnings = Vec::new();
-        let res = remove(pods, &mut p, opts.debug, &mut |w| warnings.push(w));
+        let res = begin_remove(pods, &mut p, opts.debug, &mut |w| warnings.push(w));
         for w in warnings {
             on(GcEvent::Warning(w));
         }
-        if let Err(e) = res {
-            on(GcEvent::Failed(u, e));
-            all_ok = false;
+        match res {
+            Ok(()) => batch.push((u, p)),
+            Err(e) => {
+                on(GcEvent::Failed(u, e));
+                all_ok = false;
+            }
+        }
+        if batch.len() >= GC_BATCH {
+            all_ok &= finish_removals(std::mem::take(&mut batch), on);
         }
     }
+    all_ok &= finish_removals(batch, on);
     Ok(all_ok)
+}
+
+/// Pods `gc` unmounts and removes together (each holds its lock's fd meanwhile).
+const GC_BATCH: usize = 64;
+
+/// Unmounts and removes the batch's pod directories ([`layout::remove_pod_dirs`]); `false` if
+/// any failed (reported through `on`).
+fn finish_removals(batch: Vec<(String, Pod)>, on: &mut dyn FnMut(GcEvent)) -> bool {
+    let dirs: Vec<_> = batch.iter().map(|(_, p)| p.path()).collect();
+    let mut ok = true;
+    for ((u, _pod), r) in batch.into_iter().zip(layout::remove_pod_dirs(&dirs)) {
+        if let Err(e) = r {
+            on(GcEvent::Failed(u, e.into()));
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// Waits until the pod runs with a pid file, or has run, or `timeout` has passed since
