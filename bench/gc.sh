@@ -19,20 +19,10 @@ cd "$(dirname "$0")/.."
 N=${N:-400} bench_ns_inputs gc
 [ "$(id -u)" = 0 ] || { echo "gc: needs root" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/rkt-bench-gc.XXXXXX)
-dir=$work/data
-cleanup() {
-  "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
-  bench_data_fs_cleanup "$work"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-dir=$(bench_data_fs "$work")/data
+bench_ns_workdir gc
 
 R=("$rkt" --dir="$dir" --insecure-options=image)
-"$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
-  --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
-"${R[@]}" fetch "$work/hello.aci" >/dev/null 2>&1
+bench_hello_image
 make_pods() { # COUNT: that many exited hello pods
   local i
   for i in $(seq 1 "$1"); do

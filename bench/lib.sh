@@ -123,6 +123,31 @@ bench_ns_inputs() {
     done
 }
 
+# bench_ns_workdir NAME: makes the scratch directory $work (/tmp/rkt-bench-NAME.*) and rkt's
+# data directory $dir on bench_data_fs ($data_fs); at exit the pods left are collected, the
+# data file system unmounted and $work removed. Needs $rkt (bench_ns_inputs).
+bench_ns_workdir() {
+    work=$(mktemp -d "/tmp/rkt-bench-$1.XXXXXX")
+    dir=$work/data
+    trap bench_ns_cleanup EXIT
+    data_fs=$(bench_data_fs "$work")
+    dir=$data_fs/data
+}
+
+bench_ns_cleanup() {
+    "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
+    bench_data_fs_cleanup "$work"
+    rm -rf "$work"
+}
+
+# bench_hello_image: builds the hello ACI (example.com/bench-hello, $work/hello.aci) and
+# fetches it into $dir.
+bench_hello_image() {
+    "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
+        --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
+    "$rkt" --dir="$dir" --insecure-options=image fetch "$work/hello.aci" >/dev/null 2>&1
+}
+
 # bench_data_fs WORK: prints the directory the ns benches keep rkt's data (and crun's bundle) in,
 # per BENCH_FS: `journal` (default) a 2 GiB sparse ext4 image with a journal, loop-mounted at
 # WORK/fs; `root` WORK itself. This machine's root file system is ext4 without a journal, and

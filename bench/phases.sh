@@ -17,23 +17,13 @@ ROOT=$PWD
 bench_ns_inputs phases
 [ "$(id -u)" = 0 ] || { echo "phases: needs root" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/rkt-bench-phases.XXXXXX)
-dir=$work/data
+bench_ns_workdir phases
 out=${OUT:-$(mktemp -d /tmp/rkt-phases-out.XXXXXX)}
 mkdir -p "$out"
-cleanup() {
-  "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
-  bench_data_fs_cleanup "$work"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-dir=$(bench_data_fs "$work")/data
 
 R=("$rkt" --dir="$dir" --insecure-options=image)
 S=(--stage1-path="$stage1" --net="$net")
-"$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
-  --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
-"${R[@]}" fetch "$work/hello.aci" >/dev/null 2>&1
+bench_hello_image
 # Warm-up: imports the stage1 image and renders both trees once.
 "${R[@]}" run "${S[@]}" example.com/bench-hello >/dev/null 2>&1
 "${R[@]}" gc --grace-period=0s >/dev/null 2>&1

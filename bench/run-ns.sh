@@ -21,16 +21,7 @@ bench_ns_inputs run-ns
 command -v crun >/dev/null || { echo "run-ns: crun not installed (apt-get install crun)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run-ns: needs root" >&2; exit 1; }
 
-work=$(mktemp -d /tmp/rkt-bench-ns.XXXXXX)
-dir=$work/data
-cleanup() {
-  "$rkt" --dir="$dir" gc --grace-period=0s >/dev/null 2>&1 || true
-  bench_data_fs_cleanup "$work"
-  rm -rf "$work"
-}
-trap cleanup EXIT
-data_fs=$(bench_data_fs "$work")
-dir=$data_fs/data
+bench_ns_workdir ns
 echo "run-ns: rkt's data and crun's bundle on $([ "$data_fs" = "$work" ] && echo "the file system of /tmp" || echo "a journaled ext4 (BENCH_FS=journal)")" >&2
 
 # rkt finds stage1-<flavor>.aci next to its binary for --stage1=ns; otherwise name the file.
@@ -42,9 +33,7 @@ fi
 s1+=(--net="$net")
 R=("$rkt" --dir="$dir" --insecure-options="${INSECURE:-image}")
 
-"$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
-  --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
-"${R[@]}" fetch "$work/hello.aci" >/dev/null
+bench_hello_image
 # Warm-up: imports the stage1 image and renders both trees once.
 "${R[@]}" run "${s1[@]}" example.com/bench-hello >/dev/null
 "${R[@]}" gc --grace-period=0s >/dev/null
