@@ -196,7 +196,15 @@ impl PodsDir {
         for _ in 0..8 {
             for s in PodDirState::ALL {
                 let path = self.path(s, &uuid);
-                match File::open(&path) {
+                // A directory only, as `list_uuids` lists (ENOTDIR: not a pod).
+                let opened = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY)
+                        .open(&path)
+                };
+                match opened {
                     Ok(dir) => {
                         return Ok(Pod {
                             pods: self.clone(),
@@ -206,7 +214,12 @@ impl PodsDir {
                             locked: false,
                         })
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotFound
+                            || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                    {
+                        continue
+                    }
                     Err(e) => return Err(PodError::io("open", &path, e)),
                 }
             }
@@ -437,6 +450,10 @@ mod tests {
         assert!(matches!(pods.open_pod(&simple), Err(PodError::NotFound(_))));
         assert_eq!(full_uuid(&u).as_deref(), Some(u.as_str()));
         assert_eq!(full_uuid(&simple), None);
+        // A file with a UUID's name in a state directory is not a pod.
+        let stray = uuid::Uuid::new_v4().hyphenated().to_string();
+        std::fs::write(pods.path(PodDirState::Run, &stray), b"").unwrap();
+        assert!(matches!(pods.open_pod(&stray), Err(PodError::NotFound(_))));
     }
 
     #[test]
