@@ -733,11 +733,11 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Unmounts `ms` in order (lazily, so a busy mount does not block gc); a mount already gone
-/// (EINVAL, ENOENT) is skipped.
+/// Unmounts `ms` in order (lazily, so a busy mount does not block gc; never through a symlink
+/// in the last component); a mount already gone (EINVAL, ENOENT) is skipped.
 fn unmount_listed(ms: &[PathBuf]) -> Result<(), PodError> {
     for m in ms {
-        match umount2(m, MntFlags::MNT_DETACH) {
+        match umount2(m, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(PodError::Unmount(m.clone(), e)),
         }
