@@ -42,54 +42,13 @@ fn nix_io(e: nix::Error) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
 
-/// Decodes the octal escapes (`\040`) of a mountinfo path field.
-pub fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'\\' {
-            if let Some(v) = b.get(i + 1..i + 4).and_then(octal3) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn octal3(d: &[u8]) -> Option<u8> {
-    let mut v: u32 = 0;
-    for &c in d {
-        if !(b'0'..=b'7').contains(&c) {
-            return None;
-        }
-        v = v * 8 + u32::from(c - b'0');
-    }
-    u8::try_from(v).ok()
-}
-
-/// Mount points (field 5) listed in a `/proc/self/mountinfo` text.
-pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .collect()
-}
-
 impl Sys for LinuxSys {
     fn resolve(&self, root: &Path, path: &str) -> io::Result<PathBuf> {
         app_confine::paths::secure_join(root, path)
     }
     fn is_mount_point(&self, path: &Path) -> bool {
         let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|t| mount_points(&t).contains(&canon))
-            .unwrap_or(false)
+        pod_abi::mountinfo::MountTable::read().contains(&canon)
     }
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
@@ -209,19 +168,5 @@ impl Sys for FakeSys {
     }
     fn exists(&self, path: &Path) -> bool {
         self.existing.iter().any(|p| p == path)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_parsing() {
-        let t = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:5 / /a\\040b rw - tmpfs t rw\n";
-        assert_eq!(
-            mount_points(t),
-            vec![PathBuf::from("/"), PathBuf::from("/a b")]
-        );
     }
 }

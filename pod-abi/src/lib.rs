@@ -2,7 +2,8 @@
 //! guest-init: pod directory layout, stage1 entrypoint argv, the launch plan guest-init reads,
 //! guest-init's arguments and control channel, status files and exit codes. Serde types and
 //! pure functions, plus the one way the host reads files a pod can write ([`podfile`]) and the
-//! one way it runs a helper process with a deadline and capped output ([`child`]).
+//! one way it runs a helper process with a deadline and capped output ([`child`]), and the
+//! one parser of `/proc/self/mountinfo` ([`mountinfo`]).
 #![deny(missing_docs)]
 
 pub mod child;
@@ -11,6 +12,7 @@ pub mod exec;
 pub mod exit;
 pub mod guestnet;
 pub mod init;
+pub mod mountinfo;
 pub mod netinfo;
 pub mod paths;
 pub mod plan;

@@ -311,20 +311,10 @@ fn read_plan_entry(app: &str) -> Result<pod_abi::plan::AppPlan, String> {
 fn detach_mounts_under(dir: &Path) {
     use nix::mount::{umount2, MntFlags};
     for _ in 0..16 {
-        let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-            return;
-        };
-        let mut ms: Vec<std::path::PathBuf> = text
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(|m| std::path::PathBuf::from(unescape(m)))
-            .filter(|m| m.starts_with(dir))
-            .collect();
+        let ms = pod_abi::mountinfo::MountTable::read().points_under(dir);
         if ms.is_empty() {
             return;
         }
-        ms.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        ms.dedup();
         for m in ms {
             if let Err(e) = umount2(&m, MntFlags::MNT_DETACH) {
                 debug!("umount {}: {}", m.display(), e.desc());
@@ -333,40 +323,9 @@ fn detach_mounts_under(dir: &Path) {
     }
 }
 
-/// Decodes mountinfo's octal escapes (`\040`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let oct = b
-            .get(i + 1..i + 4)
-            .and_then(|o| std::str::from_utf8(o).ok())
-            .and_then(|o| u8::from_str_radix(o, 8).ok());
-        match (c, oct) {
-            (b'\\', Some(v)) => {
-                out.push(v);
-                i += 4;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/x\\"), "/x\\");
-    }
 
     #[test]
     fn clamp_takes_the_nearest_deadline() {

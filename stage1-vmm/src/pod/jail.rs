@@ -199,46 +199,12 @@ pub fn harden_pod_bind(pod: &Path) -> Result<(), JailError> {
             e,
         ));
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+    let mountinfo = std::fs::read_to_string(pod_abi::mountinfo::SELF)
         .map_err(|e| JailError::Sys("read /proc/self/mountinfo".into(), e))?;
-    for target in mounts_at_or_below(&mountinfo, pod) {
+    for target in pod_abi::mountinfo::MountTable::parse(&mountinfo).points_under(pod) {
         remount_nosuid_nodev(&target)?;
     }
     Ok(())
-}
-
-/// The mount points at or below `dir` in a mountinfo text (field 5; octal escapes decoded).
-fn mounts_at_or_below(mountinfo: &str, dir: &Path) -> Vec<std::path::PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| std::path::PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| m.starts_with(dir))
-        .collect()
-}
-
-fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|x| (b'0'..=b'7').contains(x)));
-        match (c, oct) {
-            (b'\\', Some(d)) => {
-                let v = d.iter().fold(0u32, |a, x| a * 8 + u32::from(x - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            _ => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    std::ffi::OsString::from_vec(out)
 }
 
 /// Remounts the mount at `target` with its current per-mount flags plus `nosuid,nodev`.
@@ -288,13 +254,13 @@ mod tests {
                     31 30 0:31 / /pod/stage1/rootfs rw - overlay o rw\n\
                     32 30 0:32 / /pod/apps/a\\040b rw - overlay o rw\n\
                     33 22 0:33 / /podx rw - tmpfs t rw\n";
-        let got = mounts_at_or_below(info, Path::new("/pod"));
+        let got = pod_abi::mountinfo::MountTable::parse(info).points_under(Path::new("/pod"));
         assert_eq!(
             got,
             vec![
-                std::path::PathBuf::from("/pod"),
+                std::path::PathBuf::from("/pod/apps/a b"),
                 "/pod/stage1/rootfs".into(),
-                "/pod/apps/a b".into(),
+                "/pod".into(),
             ]
         );
     }
