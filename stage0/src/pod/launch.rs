@@ -157,13 +157,14 @@ pub struct PreparedPod {
 /// Random picks of a `--private-users` range before giving up on finding a free one.
 const ID_RANGE_PICKS: usize = 64;
 
-/// A `--private-users` range (rkt's: a random multiple of 65536) that none of `taken` (the
-/// other pods' ranges) overlaps. Two pods created at the same instant may still draw the
-/// same one (1 in 32767).
-fn pick_id_range(taken: &[IdRange]) -> Result<IdRange, LaunchError> {
+/// A `--private-users` range (rkt's: a random multiple of 65536, each multiple from one call
+/// of `draw`) that none of `taken` (the other pods' ranges) overlaps.
+fn pick_id_range_with(
+    taken: &[IdRange],
+    draw: &mut dyn FnMut() -> u16,
+) -> Result<IdRange, LaunchError> {
     for _ in 0..ID_RANGE_PICKS {
-        let b = *uuid::Uuid::new_v4().as_bytes();
-        let r = IdRange::from_pick(u16::from_le_bytes([b[0], b[1]]));
+        let r = IdRange::from_pick(draw());
         if !taken.iter().any(|t| t.overlaps(&r)) {
             return Ok(r);
         }
@@ -176,6 +177,26 @@ fn pick_id_range(taken: &[IdRange]) -> Result<IdRange, LaunchError> {
 }
 
 /// Renders a record's tree and holds it in `holds`.
+/// Picks the new pod's `--private-users` range and records it in its directory
+/// (`private-users-prepared`) under an exclusive lock on `pods/`, so that two pods created at
+/// once never draw the same range: each sees the other's record.
+fn reserve_id_range(
+    pods: &PodsDir,
+    pod: &Pod,
+    draw: &mut dyn FnMut() -> u16,
+) -> Result<IdRange, LaunchError> {
+    let _lock = pods.lock_all()?;
+    let r = pick_id_range_with(&layout::private_user_ranges(pods.data_dir()), draw)?;
+    layout::write_private_users(&pod.paths(), r)?;
+    Ok(r)
+}
+
+/// A random draw for [`IdRange::from_pick`].
+fn random_draw() -> u16 {
+    let b = *uuid::Uuid::new_v4().as_bytes();
+    u16::from_le_bytes([b[0], b[1]])
+}
+
 fn tree_of(
     store: &Store,
     rec: &ImageRecord,
@@ -252,18 +273,14 @@ impl PreparedPod {
         let pods = PodsDir::open(&opts.data_dir)?;
         // --private-users: the pod's own copies of the trees, owners shifted into its range
         // (the store's trees are shared by every pod).
-        let private_users = match cmd.pod.private_users {
-            true => Some(pick_id_range(&layout::private_user_ranges(&opts.data_dir))?),
-            false => None,
-        };
-        if private_users.is_some() && !cmd.pod.no_overlay {
+        if cmd.pod.private_users && !cmd.pod.no_overlay {
             notice(Notice::Debug(
                 "--private-users: the image trees are copied into the pod (as with --no-overlay)"
                     .into(),
             ));
         }
         let overlay = !cmd.pod.no_overlay
-            && private_users.is_none()
+            && !cmd.pod.private_users
             && match overlay_support::probe(pods.root()) {
                 OverlaySupport::Yes => true,
                 OverlaySupport::No(why) => {
@@ -274,6 +291,10 @@ impl PreparedPod {
                 }
             };
         let pod = pods.create()?;
+        let private_users = match cmd.pod.private_users {
+            true => Some(reserve_id_range(&pods, &pod, &mut random_draw)?),
+            false => None,
+        };
         notice(Notice::Debug(format!(
             "pod {} at {}",
             pod.uuid(),
@@ -496,7 +517,7 @@ mod tests {
     /// error says so rather than sharing one.
     #[test]
     fn id_ranges_are_not_shared() {
-        let r = pick_id_range(&[]).unwrap();
+        let r = pick_id_range_with(&[], &mut random_draw).unwrap();
         assert!(r.shift >= 0x10000 && r.shift.is_multiple_of(0x10000));
         let all_but_one: Vec<IdRange> = (0..0x7fffu16)
             .map(IdRange::from_pick)
@@ -504,12 +525,49 @@ mod tests {
             .collect();
         // Whenever a pick succeeds, it is the free range.
         for _ in 0..20 {
-            if let Ok(x) = pick_id_range(&all_but_one) {
+            if let Ok(x) = pick_id_range_with(&all_but_one, &mut random_draw) {
                 assert_eq!(x, IdRange::from_pick(7));
             }
         }
         let all: Vec<IdRange> = (0..0x7fffu16).map(IdRange::from_pick).collect();
-        let e = pick_id_range(&all).unwrap_err();
+        let e = pick_id_range_with(&all, &mut random_draw).unwrap_err();
         assert!(e.to_string().contains("no free user ID range"), "{e}");
+    }
+
+    /// Two pods reserving a range at once never share one: the second waits for the first's
+    /// record and sees it.
+    #[test]
+    fn concurrent_reservations_take_different_ranges() {
+        let t = tempfile::tempdir().unwrap();
+        let pods = PodsDir::open(t.path()).unwrap();
+        let new_pods = [pods.create().unwrap(), pods.create().unwrap()];
+        let got: Vec<IdRange> = std::thread::scope(|s| {
+            let hs: Vec<_> = new_pods
+                .iter()
+                .map(|pod| {
+                    let pods = pods.clone();
+                    s.spawn(move || {
+                        // Each draws 7 first, slowly (the window in which the other would
+                        // read no record and draw 7 too), then 8, 9, ...
+                        let mut n = 0u16;
+                        let mut draw = || {
+                            n += 1;
+                            if n == 1 {
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                            }
+                            6 + n
+                        };
+                        reserve_id_range(&pods, pod, &mut draw).unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_ne!(got[0], got[1]);
+        let mut on_disk = layout::private_user_ranges(t.path());
+        on_disk.sort_by_key(|r| r.shift);
+        let mut want = got.clone();
+        want.sort_by_key(|r| r.shift);
+        assert_eq!(on_disk, want);
     }
 }

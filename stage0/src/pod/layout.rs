@@ -174,10 +174,16 @@ pub fn write_prepared(
     if overlay {
         w(OVERLAY_PREPARED, b"")?;
     }
-    if let Some(r) = private_users {
-        w(PRIVATE_USERS_PREPARED, r.to_string().as_bytes())?;
-    }
     Ok(stats)
+}
+
+/// Records a `--private-users` pod's ID range (`private-users-prepared`; written before the
+/// trees are copied, under the lock of `launch::reserve_id_range`).
+pub fn write_private_users(paths: &PodPaths, range: IdRange) -> Result<(), PodError> {
+    write_file(
+        &paths.root().join(PRIVATE_USERS_PREPARED),
+        range.to_string().as_bytes(),
+    )
 }
 
 /// A `--private-users` pod's ID range (`private-users-prepared`), None for other pods.

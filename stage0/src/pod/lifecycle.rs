@@ -144,6 +144,14 @@ impl PodsDir {
         Ok(pod)
     }
 
+    /// An exclusive flock on `pods/` itself, held while the returned file lives (waits for
+    /// it): serializes choices that depend on every pod's records (`--private-users` ranges).
+    pub fn lock_all(&self) -> Result<File, PodError> {
+        let dir = open_dir(&self.root)?;
+        flock(&dir, LockMode::Exclusive, true).map_err(|e| PodError::io("lock", &self.root, e))?;
+        Ok(dir)
+    }
+
     /// Every pod UUID found in any state directory, sorted, without duplicates.
     pub fn list_uuids(&self) -> Result<Vec<String>, PodError> {
         let mut out = Vec::new();
