@@ -63,6 +63,15 @@ impl Env {
     fn dir(&self) -> PathBuf {
         self.tmp.path().join("data")
     }
+    /// A host directory `name` in the test's scratch space holding `files` (name, content).
+    fn host_dir(&self, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let d = self.tmp.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        for (f, content) in files {
+            std::fs::write(d.join(f), content).unwrap();
+        }
+        d
+    }
     fn rkt(&self, args: &[&str]) -> Output {
         stage1_util::rkt(&self.dir(), args)
     }
@@ -377,9 +386,7 @@ fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
     }
     let e = Env::new();
     let img = e.image("example.com/app");
-    let host = e.tmp.path().join("hostvol");
-    std::fs::create_dir(&host).unwrap();
-    std::fs::write(host.join("from-host"), b"x").unwrap();
+    let host = e.host_dir("hostvol", &[("from-host", b"x")]);
     let uuid_file = e.tmp.path().join("uuid");
     let o = e.rkt(&[
         "run",
@@ -491,12 +498,8 @@ fn gc_of_many_pods_unmounts_before_removing_and_spares_volume_sources() {
     }
     let e = Env::new();
     let img = e.image("example.com/app");
-    let host = e.tmp.path().join("hostvol");
-    std::fs::create_dir(&host).unwrap();
-    std::fs::write(host.join("keep"), b"host data").unwrap();
-    let other = e.tmp.path().join("other");
-    std::fs::create_dir(&other).unwrap();
-    std::fs::write(other.join("keep-too"), b"more").unwrap();
+    let host = e.host_dir("hostvol", &[("keep", b"host data")]);
+    let other = e.host_dir("other", &[("keep-too", b"more")]);
     let mut pods = Vec::new();
     for i in 0..3 {
         let uuid_file = e.tmp.path().join(format!("uuid{i}"));
