@@ -30,12 +30,14 @@ make_pods() { # COUNT: that many exited hello pods
   done
 }
 now_ns() { date +%s%N; }
+secs_since() { # T0 (now_ns): prints the seconds since T0
+  awk -v d=$(($(now_ns) - $1)) 'BEGIN { printf "%.3f", d / 1e9 }'
+}
 gc_s() { # prints the seconds `rkt gc` of every exited pod took
-  local t0 t1
+  local t0
   t0=$(now_ns)
   "${R[@]}" gc --grace-period=0s >/dev/null 2>&1
-  t1=$(now_ns)
-  awk -v d=$((t1 - t0)) 'BEGIN { printf "%.3f", d / 1e9 }'
+  secs_since "$t0"
 }
 left() { find "$dir/pods" -mindepth 2 -maxdepth 2 | wc -l; }
 
@@ -62,8 +64,7 @@ for state in os.listdir(pods):
     for pod in os.listdir(pods + state):
         shutil.rmtree(pods + state + "/" + pod)
 PY
-t1=$(now_ns)
-tf=$(awk -v d=$((t1 - t0)) 'BEGIN { printf "%.3f", d / 1e9 }')
+tf=$(secs_since "$t0")
 
 printf 'rkt gc of %d pods (%d mounts): %s s; of %d pods: %s s\n' "$n" "$mounts" "$tn" "$quarter" "$tq"
 printf 'floor (python3: one mountinfo read, umount2, rmtree) of %d pods: %s s\n' "$n" "$tf"

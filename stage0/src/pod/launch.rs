@@ -176,7 +176,6 @@ fn pick_id_range_with(
     .into())
 }
 
-/// Renders a record's tree and holds it in `holds`.
 /// Picks the new pod's `--private-users` range and records it in its directory
 /// (`private-users-prepared`) under an exclusive lock on `pods/`, so that two pods created at
 /// once never draw the same range: each sees the other's record.
@@ -197,6 +196,7 @@ fn random_draw() -> u16 {
     u16::from_le_bytes([b[0], b[1]])
 }
 
+/// Renders a record's tree and holds it in `holds`.
 fn tree_of(
     store: &Store,
     rec: &ImageRecord,
