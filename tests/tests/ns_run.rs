@@ -154,3 +154,132 @@ fn ns_default_stage1_is_found_next_to_rkt() {
     // The stage1 file was imported once and is reused.
     assert!(e.dir().join("stage1-images.json").is_file());
 }
+
+/// `rkt run --pod-manifest`: the pod is the appc pod manifest as written (its app section
+/// replacing the image's: exec, environment, user; its host volume and mount; the image by ID
+/// from the store), and a manifest rkt refuses fails before any pod exists.
+#[test]
+fn ns_pod_manifest_runs_the_manifest_as_written() {
+    let Some(e) = E2e::require("ns_pod_manifest_runs_the_manifest_as_written") else {
+        return;
+    };
+    let img = e.pod_check_image("pm.aci", |s| s.env("IMG", "image"));
+    let o = e.run(&["fetch", img.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    assert!(id.starts_with("sha256-"), "{id}");
+    let host = e.path("hostdir");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("from-host"), b"hi").unwrap();
+    let manifest = |image_id: &str, exit: &str| {
+        serde_json::json!({
+            "acKind": "PodManifest",
+            "acVersion": "0.8.11",
+            "apps": [{
+                "name": "checker",
+                "image": { "id": image_id },
+                "app": {
+                    "exec": ["/bin/pod-check", "--expect-env", "FROM=manifest",
+                             "--expect-file", "/data/from-host",
+                             "--expect-mount", "/data:ro", "--expect-uid", "0", "--exit", exit],
+                    "user": "0",
+                    "group": "0",
+                    "environment": [{ "name": "FROM", "value": "manifest" }]
+                },
+                "mounts": [{ "volume": "data", "path": "/data" }]
+            }],
+            "volumes": [{
+                "name": "data", "kind": "host", "source": host.to_str().unwrap(), "readOnly": true
+            }]
+        })
+        .to_string()
+    };
+    let pm = e.path("pod.json");
+    // The short ID a user would copy from `rkt image list` is resolved in the store.
+    std::fs::write(&pm, manifest(&id[..19], "5")).unwrap();
+    let uuid_file = e.path("uuid");
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        &format!("--pod-manifest={}", pm.display()),
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("pod-check OK"), "{out}\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    let uuid = rkt_tests::uuid_of(&uuid_file);
+    let s = e.status(&uuid);
+    assert!(s.contains("app-checker=5"), "{s}");
+    let o = e.run(&["cat-manifest", &uuid]);
+    let written: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let full = written["apps"][0]["image"]["id"].as_str().unwrap();
+    assert!(
+        full.starts_with("sha512-") && full.len() == 7 + 128,
+        "the pod's manifest names the store's full ID: {full}"
+    );
+    assert_eq!(written["apps"][0]["image"]["name"], "example.com/pm");
+
+    // Refused before a pod exists: an image not in the store, a manifest beside an image,
+    // an exposed port no app declares, a volume target climbing out with "..", a file that is
+    // not a pod manifest.
+    let before = e.run(&["list", "--no-legend"]);
+    let missing = format!("sha256-{}", "0".repeat(64));
+    std::fs::write(&pm, manifest(&missing, "0")).unwrap();
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--pod-manifest={}", pm.display()),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains(&missing[..20]), "{}", stderr(&o));
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--pod-manifest={}", pm.display()),
+        img.to_str().unwrap(),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("conflicting flags set with --pod-manifest: images"),
+        "{}",
+        stderr(&o)
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&manifest(&id, "0")).unwrap();
+    v["ports"] = serde_json::json!([{ "name": "http", "hostPort": 8080 }]);
+    std::fs::write(&pm, v.to_string()).unwrap();
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--pod-manifest={}", pm.display()),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("no app declares the exposed port \"http\""),
+        "{}",
+        stderr(&o)
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&manifest(&id, "0")).unwrap();
+    v["apps"][0]["mounts"][0]["path"] = "/../../etc".into();
+    std::fs::write(&pm, v.to_string()).unwrap();
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--pod-manifest={}", pm.display()),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("must not contain \"..\""),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&pm, b"{\"acKind\": \"ImageManifest\"}").unwrap();
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--pod-manifest={}", pm.display()),
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--pod-manifest"), "{}", stderr(&o));
+    let after = e.run(&["list", "--no-legend"]);
+    assert_eq!(stdout(&before), stdout(&after), "no pod was left behind");
+}

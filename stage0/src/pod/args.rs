@@ -134,6 +134,9 @@ pub struct PodOptions {
     pub private_users: bool,
     /// A mutable pod (`rkt app sandbox`; `pod_abi::plan::MUTABLE_ANNOTATION`).
     pub mutable: bool,
+    /// `--pod-manifest FILE` (run and prepare): the pod is this appc pod manifest, its images
+    /// named by ID and already in the store; no images or app flags on the command line.
+    pub pod_manifest: Option<PathBuf>,
 }
 
 /// Per-app options (flags following an image).
@@ -196,6 +199,29 @@ pub struct RunCommand {
     pub apps: Vec<AppOptions>,
 }
 
+/// What `cmd` gives besides `--pod-manifest` that the manifest itself would say (rkt refuses
+/// the same): images and their flags, `--volume`, `--mount`, `--port`, the environment flags
+/// and a pull policy (a pod manifest's images come from the store only).
+fn pod_manifest_conflicts(cmd: &RunCommand) -> Vec<&'static str> {
+    let p = &cmd.pod;
+    [
+        (!cmd.apps.is_empty(), "images"),
+        (!p.volumes.is_empty(), "--volume"),
+        (!p.mounts.is_empty(), "--mount"),
+        (!p.ports.is_empty(), "--port"),
+        (!p.set_env.is_empty(), "--set-env"),
+        (!p.set_env_file.is_empty(), "--set-env-file"),
+        (p.inherit_env, "--inherit-env"),
+        (
+            p.pull_policy.is_some(),
+            "--pull-policy (or --store-only, --no-store)",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect()
+}
+
 /// Flag arity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -249,6 +275,7 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("private-users", Kind::Bool, Scope::Pod),
     ("ipc", Kind::Value, Scope::Pod),
     ("store-only", Kind::Bool, Scope::Pod),
+    ("pod-manifest", Kind::Value, Scope::Pod),
     ("no-store", Kind::Bool, Scope::Pod),
     ("mount", Kind::Value, Scope::Mount),
     ("exec", Kind::Value, Scope::App),
@@ -708,6 +735,12 @@ impl RunCommand {
                         }
                         "mds-register" => cmd.pod.mds_register = on,
                         "private-users" => cmd.pod.private_users = on,
+                        "pod-manifest" => {
+                            if value.is_empty() {
+                                return Err(usage("--pod-manifest needs a file"));
+                            }
+                            cmd.pod.pod_manifest = Some(PathBuf::from(value))
+                        }
                         _ => {}
                     }
                 }
@@ -811,6 +844,16 @@ impl RunCommand {
         if mode == Mode::RunPrepared && (cmd.apps.len() != 1 || cmd.apps[0].args.is_some()) {
             return Err(usage("run-prepared takes flags and exactly one pod UUID"));
         }
+        if cmd.pod.pod_manifest.is_some() {
+            let conflicts = pod_manifest_conflicts(&cmd);
+            if !conflicts.is_empty() {
+                return Err(usage(format!(
+                    "conflicting flags set with --pod-manifest: {} (the pod manifest names the apps, their images, volumes and ports)",
+                    conflicts.join(", ")
+                )));
+            }
+            return Ok(cmd);
+        }
         if cmd.apps.is_empty() {
             return Err(usage("at least one image is required"));
         }
@@ -858,6 +901,37 @@ mod tests {
     fn p(mode: Mode, s: &[&str]) -> Result<RunCommand, UsageError> {
         let v: Vec<String> = s.iter().map(|x| x.to_string()).collect();
         RunCommand::parse(mode, &v)
+    }
+
+    #[test]
+    fn pod_manifest_stands_alone() {
+        let c = p(
+            Mode::Run,
+            &["--pod-manifest=/p.json", "--net=none", "--hostname=h"],
+        )
+        .unwrap();
+        assert_eq!(c.pod.pod_manifest, Some(PathBuf::from("/p.json")));
+        assert!(c.apps.is_empty());
+        let c = p(Mode::Prepare, &["--pod-manifest", "/p.json", "--quiet"]).unwrap();
+        assert_eq!(c.pod.pod_manifest, Some(PathBuf::from("/p.json")));
+        // What the manifest says itself is refused beside it, each named.
+        let e = p(
+            Mode::Run,
+            &[
+                "--pod-manifest=/p.json",
+                "--volume=v,kind=empty",
+                "--set-env=A=B",
+                "--pull-policy=never",
+                "img",
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        for f in ["images", "--volume", "--set-env", "--pull-policy"] {
+            assert!(e.contains(f), "{e}");
+        }
+        assert!(p(Mode::Run, &["--pod-manifest=", "img"]).is_err());
+        assert!(p(Mode::RunPrepared, &["--pod-manifest=/p.json", "uuid"]).is_err());
     }
 
     #[test]

@@ -241,6 +241,47 @@ impl PreparedPod {
         let mut resolved = Vec::new();
         let mut apps = Vec::new();
         let mut holds = Vec::new();
+        // --pod-manifest: the apps and their images come from the manifest, by store ID.
+        let user_pm = match &cmd.pod.pod_manifest {
+            Some(path) => {
+                let mut pm = manifest::read_user_pod_manifest(path)?;
+                let mut images = Vec::new();
+                for ra in &mut pm.apps {
+                    if ra.image.id.is_empty() {
+                        return Err(PodError::Config(format!(
+                            "pod manifest: app {} names no image ID (a pod manifest's images are taken from the store by ID)",
+                            ra.name
+                        ))
+                        .into());
+                    }
+                    let rec = store
+                        .resolve(&ra.image.id)
+                        .map_err(|e| LaunchError::Image(ra.image.id.clone(), Box::new(e.into())))?;
+                    let m = store.manifest(&rec)?;
+                    notice(Notice::Debug(format!(
+                        "app {}: image {} -> {}",
+                        ra.name, ra.image.id, rec.id
+                    )));
+                    ra.image.id = rec.id.clone();
+                    if ra.image.name.is_none() {
+                        ra.image.name = Some(m.name.clone());
+                    }
+                    apps.push(tree_of(&store, &rec, &mut holds)?);
+                    images.push(m);
+                }
+                manifest::check_user_pod_manifest(&mut pm, &images, &mut |w| {
+                    notice(Notice::Warning(w))
+                })?;
+                if cmd.pod.interactive && pm.apps.len() != 1 {
+                    return Err(PodError::Config(
+                        "--interactive works with a single app only".into(),
+                    )
+                    .into());
+                }
+                Some(pm)
+            }
+            None => None,
+        };
         for a in &cmd.apps {
             let mut fetch = opts.fetch.clone();
             fetch.signature = a.signature.clone();
@@ -266,9 +307,12 @@ impl PreparedPod {
         Entrypoints::from_manifest(s1m).entrypoint(pod_abi::stage1::ANN_RUN)?;
         let stage1 = tree_of(&store, &s1rec, &mut holds)?;
         pod_abi::trace::phase("rkt", "stage1-image");
-        let pm = manifest::build_pod_manifest(&cmd.pod, &sources, &resolved, &mut |w| {
-            notice(Notice::Warning(w))
-        })?;
+        let pm = match user_pm {
+            Some(pm) => pm,
+            None => manifest::build_pod_manifest(&cmd.pod, &sources, &resolved, &mut |w| {
+                notice(Notice::Warning(w))
+            })?,
+        };
 
         let pods = PodsDir::open(&opts.data_dir)?;
         // --private-users: the pod's own copies of the trees, owners shifted into its range

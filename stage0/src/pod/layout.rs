@@ -441,14 +441,23 @@ pub fn volume_source(
     }
 }
 
-/// Refuses volume targets of one app that are equal or nested (one under another): the
-/// outer mount would hide or be hidden by the inner one depending on order.
+/// Refuses volume targets of one app that climb with `..`, and targets that are equal or nested
+/// (one under another): the outer mount would hide or be hidden by the inner one depending on
+/// order.
 pub fn check_mount_targets<'a>(
     app: &str,
     targets: impl IntoIterator<Item = &'a str>,
 ) -> Result<(), PodError> {
     let mut seen: Vec<(PathBuf, &str)> = Vec::new();
     for t in targets {
+        if Path::new(t)
+            .components()
+            .any(|c| matches!(c, Component::ParentDir))
+        {
+            return Err(PodError::Config(format!(
+                "app {app}: volume target {t:?} must not contain \"..\""
+            )));
+        }
         let norm: PathBuf = Path::new(t)
             .components()
             .filter(|c| matches!(c, Component::Normal(_)))

@@ -234,6 +234,96 @@ fn effective_app(r: &ResolvedApp, sources: &EnvSources) -> Result<App, PodError>
     Ok(app)
 }
 
+/// Gives each of `app`'s mount points that neither `mounts` nor a volume of the same name
+/// covers an implicit `kind=empty` volume, reported through `warn` (as rkt does).
+fn add_implicit_volumes(
+    volumes: &mut Vec<Volume>,
+    name: &AcName,
+    app: &App,
+    mounts: &[Mount],
+    warn: &mut dyn FnMut(String),
+) {
+    for mp in &app.mount_points {
+        let covered = mounts
+            .iter()
+            .any(|m| m.path == mp.path || m.volume == mp.name);
+        if !covered && !volumes.iter().any(|v| v.name == mp.name) {
+            warn(format!(
+                "no volume specified for mount point {:?} of app {name}, implicitly creating an \"empty\" volume; it is removed when the pod is garbage-collected",
+                mp.name.as_str()
+            ));
+            volumes.push(Volume {
+                name: mp.name.clone(),
+                kind: "empty".into(),
+                source: None,
+                read_only: Some(mp.read_only),
+                recursive: None,
+                mode: None,
+                uid: None,
+                gid: None,
+            });
+        }
+    }
+}
+
+/// Reads and parses the appc pod manifest `--pod-manifest` names (at most
+/// [`pod_abi::podfile::MANIFEST_MAX`] bytes).
+pub fn read_user_pod_manifest(path: &Path) -> Result<PodManifest, PodError> {
+    let data = crate::util::read_bounded(path, pod_abi::podfile::MANIFEST_MAX as u64)
+        .map_err(|e| PodError::io("read --pod-manifest", path, e))?;
+    PodManifest::from_json(&data)
+        .map_err(|e| PodError::Config(format!("--pod-manifest {}: {e}", path.display())))
+}
+
+/// Checks a `--pod-manifest` whose images were resolved in the store (`images`, in app
+/// order; each app's `image.id` already the store's full ID): every app has an app section
+/// (its own or its image's), every exposed port is declared by an app, mount points without a
+/// volume get implicit empty ones (reported through `warn`), and the volumes pass the checks a
+/// command line's do.
+pub fn check_user_pod_manifest(
+    pm: &mut PodManifest,
+    images: &[ImageManifest],
+    warn: &mut dyn FnMut(String),
+) -> Result<(), PodError> {
+    pm.validate_reified()
+        .map_err(|e| PodError::Config(format!("pod manifest: {e}")))?;
+    let mut volumes = pm.volumes.clone();
+    for (ra, image) in pm.apps.iter().zip(images) {
+        let app = ra.app.as_ref().or(image.app.as_ref()).ok_or_else(|| {
+            PodError::Config(format!(
+                "app {}: neither the pod manifest nor image {} has an app section",
+                ra.name, image.name
+            ))
+        })?;
+        add_implicit_volumes(&mut volumes, &ra.name, app, &ra.mounts, warn);
+    }
+    pm.volumes = volumes;
+    for (ra, image) in pm.apps.iter().zip(images) {
+        if let Some(app) = ra.app.as_ref().or(image.app.as_ref()) {
+            let mounts = super::plan::app_mounts(pm, ra, app)?;
+            super::layout::check_mount_targets(
+                ra.name.as_str(),
+                mounts.iter().map(|m| m.target.as_str()),
+            )?;
+        }
+    }
+    for p in &pm.ports {
+        let declared = pm.apps.iter().zip(images).any(|(ra, image)| {
+            ra.app
+                .as_ref()
+                .or(image.app.as_ref())
+                .is_some_and(|a| a.ports.iter().any(|ap| ap.name == p.name))
+        });
+        if !declared {
+            return Err(PodError::Config(format!(
+                "pod manifest: no app declares the exposed port {:?}",
+                p.name.as_str()
+            )));
+        }
+    }
+    super::layout::check_volumes(pm)
+}
+
 /// Builds and validates the pod manifest. Mount points without a matching volume get an
 /// implicit `kind=empty` volume (reported through `warn`, like rkt).
 pub fn build_pod_manifest(
@@ -281,27 +371,7 @@ pub fn build_pod_manifest(
                 app_volume: None,
             });
         }
-        for mp in &app.mount_points {
-            let covered = mounts
-                .iter()
-                .any(|m| m.path == mp.path || m.volume == mp.name);
-            if !covered && !pm.volumes.iter().any(|v| v.name == mp.name) {
-                warn(format!(
-                    "no volume specified for mount point {:?} of app {name}, implicitly creating an \"empty\" volume; it is removed when the pod is garbage-collected",
-                    mp.name.as_str()
-                ));
-                pm.volumes.push(Volume {
-                    name: mp.name.clone(),
-                    kind: "empty".into(),
-                    source: None,
-                    read_only: Some(mp.read_only),
-                    recursive: None,
-                    mode: None,
-                    uid: None,
-                    gid: None,
-                });
-            }
-        }
+        add_implicit_volumes(&mut pm.volumes, &name, &app, &mounts, warn);
         let image_name = Some(r.manifest.name.clone());
         let mut annotations = Vec::new();
         for (k, v) in &r.opts.annotations {
@@ -382,6 +452,47 @@ mod tests {
                 manifest: m,
             })
             .collect()
+    }
+
+    #[test]
+    fn user_pod_manifest_checks() {
+        let id = format!("sha512-{}", "ab".repeat(64));
+        let pm = |app: serde_json::Value, extra: serde_json::Value| {
+            let mut v = serde_json::json!({
+                "acKind": "PodManifest", "acVersion": "0.8.11",
+                "apps": [{ "name": "a", "image": { "id": id }, "app": app }]
+            });
+            if let (Some(o), Some(x)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(x.clone());
+            }
+            PodManifest::from_json(v.to_string().as_bytes()).unwrap()
+        };
+        let with_mp = serde_json::json!({
+            "exec": ["/x"], "user": "0", "group": "0",
+            "mountPoints": [{ "name": "scratch", "path": "/s" }]
+        });
+        // Neither the pod nor the image has an app section.
+        let no_app = image("example.com/n", serde_json::Value::Null);
+        let mut m = pm(serde_json::Value::Null, serde_json::json!({}));
+        let e = check_user_pod_manifest(&mut m, &[no_app], &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("app section"), "{e}");
+        // The image's app is used when the pod gives none; its mount point gets an implicit
+        // empty volume, with a warning.
+        let img = image("example.com/i", with_mp.clone());
+        let mut m = pm(serde_json::Value::Null, serde_json::json!({}));
+        let mut warned = Vec::new();
+        check_user_pod_manifest(&mut m, std::slice::from_ref(&img), &mut |w| warned.push(w))
+            .unwrap();
+        assert_eq!(m.volumes.len(), 1);
+        assert_eq!(m.volumes[0].kind, "empty");
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        // An exposed port no app declares.
+        let mut m = pm(
+            with_mp,
+            serde_json::json!({ "ports": [{ "name": "http", "hostPort": 80 }] }),
+        );
+        let e = check_user_pod_manifest(&mut m, &[img], &mut |_| {}).unwrap_err();
+        assert!(e.to_string().contains("exposed port"), "{e}");
     }
 
     #[test]
