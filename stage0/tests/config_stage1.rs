@@ -60,6 +60,28 @@ fn default_stage1_comes_from_the_configuration() {
     let o = prepare(&paths);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(stage1_name(&o), "example.com/stage1-sh");
+    // --stage1-from-dir names a file of that directory.
+    script_stage1(
+        &images.join("custom.aci"),
+        "example.com/stage1-custom",
+        &[("run", b"#!/bin/sh\nexit 0\n")],
+    );
+    let from_dir = |name: &str| {
+        let c = format!("--local-config={}", paths.display());
+        let s = format!("--system-config={}", t.path().join("none").display());
+        let f = format!("--stage1-from-dir={name}");
+        rkt(&data, &[&c, &s, "prepare", &f, img.to_str().unwrap()])
+    };
+    let o = from_dir("custom.aci");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stage1_name(&o), "example.com/stage1-custom");
+    let o = from_dir("missing.aci");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("missing.aci"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let loc = t.path().join("loc");
     std::fs::create_dir_all(loc.join("stage1.d")).unwrap();
     std::fs::write(

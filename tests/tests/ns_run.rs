@@ -143,7 +143,11 @@ fn ns_default_stage1_is_found_next_to_rkt() {
         return;
     }
     let img = e.hello_image();
-    for flags in [&["--stage1=ns"][..], &[][..]] {
+    for flags in [
+        &["--stage1=ns"][..],
+        &[][..],
+        &["--stage1-from-dir=stage1-ns.aci"][..],
+    ] {
         let mut args = vec!["run"];
         args.extend_from_slice(flags);
         args.push(img.to_str().unwrap());

@@ -79,8 +79,12 @@ pub(super) fn create_from(
     mut cmd: RunCommand,
 ) -> anyhow::Result<(PreparedPod, RunCommand, bool, InsecureOptions)> {
     let config = super::config::load(g)?;
-    // `paths.d`'s stage1-images directory holds `stage1-<flavor>.aci` files.
+    // `paths.d`'s stage1-images directory holds `stage1-<flavor>.aci` files, and the files
+    // `--stage1-from-dir` names.
     if let Some(dir) = &config.stage1_images_dir {
+        if let Stage1Ref::FromDir(f) = &cmd.pod.stage1 {
+            cmd.pod.stage1 = Stage1Ref::Path(std::path::Path::new(dir).join(f));
+        }
         let flavor = match &cmd.pod.stage1 {
             Stage1Ref::Flavor(f) => Some(f.as_str()),
             Stage1Ref::Default if config.stage1_location.is_none() => {

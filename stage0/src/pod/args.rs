@@ -6,7 +6,7 @@
 //! `--mount` before every image applies to every app. Global flags (`--dir`, `--debug`,
 //! `--insecure-options`, ...) are accepted anywhere before `--`.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::UsageError;
 
@@ -58,6 +58,9 @@ pub enum Stage1Ref {
     Hash(String),
     /// `--stage1-url`: fetched like any image.
     Url(String),
+    /// `--stage1-from-dir`: a file name in the stage1 images directory (`paths.d`'s
+    /// `stage1-images`, else where the flavors' images are looked up).
+    FromDir(String),
 }
 
 /// `--mount volume=NAME,target=PATH`.
@@ -262,6 +265,7 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("stage1-name", Kind::Value, Scope::Pod),
     ("stage1-hash", Kind::Value, Scope::Pod),
     ("stage1-url", Kind::Value, Scope::Pod),
+    ("stage1-from-dir", Kind::Value, Scope::Pod),
     ("quiet", Kind::Bool, Scope::Pod),
     ("pull-policy", Kind::Value, Scope::Pod),
     ("no-overlay", Kind::Bool, Scope::Pod),
@@ -649,7 +653,7 @@ impl RunCommand {
                 Scope::Pod => {
                     let stage1 = |r: Stage1Ref, set: &mut bool| -> Result<Stage1Ref, UsageError> {
                         if std::mem::replace(set, true) {
-                            return Err(usage("only one of --stage1, --stage1-path, --stage1-name, --stage1-hash, --stage1-url may be given"));
+                            return Err(usage("only one of --stage1, --stage1-path, --stage1-name, --stage1-hash, --stage1-url, --stage1-from-dir may be given"));
                         }
                         Ok(r)
                     };
@@ -704,6 +708,15 @@ impl RunCommand {
                         }
                         "stage1-url" => {
                             cmd.pod.stage1 = stage1(Stage1Ref::Url(value), &mut stage1_set)?
+                        }
+                        "stage1-from-dir" => {
+                            let mut c = Path::new(&value).components();
+                            if !matches!((c.next(), c.next()), (Some(Component::Normal(_)), None)) {
+                                return Err(usage(format!(
+                                    "--stage1-from-dir wants the name of a file in the stage1 images directory, got {value:?}"
+                                )));
+                            }
+                            cmd.pod.stage1 = stage1(Stage1Ref::FromDir(value), &mut stage1_set)?
                         }
                         "pull-policy" => cmd.pod.pull_policy = Some(value),
                         // rkt's older spellings of --pull-policy=never / --no-store.
@@ -901,6 +914,22 @@ mod tests {
     fn p(mode: Mode, s: &[&str]) -> Result<RunCommand, UsageError> {
         let v: Vec<String> = s.iter().map(|x| x.to_string()).collect();
         RunCommand::parse(mode, &v)
+    }
+
+    #[test]
+    fn stage1_from_dir_takes_a_file_name() {
+        let c = p(Mode::Run, &["--stage1-from-dir=stage1-kvm.aci", "img"]).unwrap();
+        assert_eq!(c.pod.stage1, Stage1Ref::FromDir("stage1-kvm.aci".into()));
+        for bad in ["../stage1.aci", "/abs/stage1.aci", "a/b.aci", "..", "."] {
+            let e = p(Mode::Run, &[&format!("--stage1-from-dir={bad}"), "img"]).unwrap_err();
+            assert!(e.to_string().contains("--stage1-from-dir"), "{bad}: {e}");
+        }
+        let e = p(
+            Mode::Run,
+            &["--stage1=kvm", "--stage1-from-dir=x.aci", "img"],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("only one of"), "{e}");
     }
 
     #[test]

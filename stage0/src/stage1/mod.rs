@@ -25,12 +25,10 @@ pub const STAGE1_CACHE_FILE: &str = "stage1-images.json";
 #[derive(Debug, thiserror::Error)]
 pub enum Stage1Error {
     /// The default stage1 image file was not found.
-    #[error(
-        "stage1 image stage1-{flavor}.aci not found (looked in {searched}); give --stage1-path"
-    )]
+    #[error("stage1 image {file} not found (looked in {searched}); give --stage1-path")]
     NotFound {
-        /// Flavor.
-        flavor: String,
+        /// The file looked for (`stage1-<flavor>.aci`, or `--stage1-from-dir`'s name).
+        file: String,
         /// Directories searched.
         searched: String,
     },
@@ -93,13 +91,17 @@ pub fn search_dirs() -> Vec<PathBuf> {
 
 /// Finds `stage1-<flavor>.aci` in [`search_dirs`].
 pub fn find_flavor_aci(flavor: &str) -> Result<PathBuf, Stage1Error> {
+    find_stage1_file(&format!("stage1-{flavor}.aci"))
+}
+
+/// Finds the stage1 image file `file` (a plain file name) in [`search_dirs`].
+pub fn find_stage1_file(file: &str) -> Result<PathBuf, Stage1Error> {
     let dirs = search_dirs();
-    let file = format!("stage1-{flavor}.aci");
     dirs.iter()
-        .map(|d| d.join(&file))
+        .map(|d| d.join(file))
         .find(|p| p.is_file())
         .ok_or_else(|| Stage1Error::NotFound {
-            flavor: flavor.to_string(),
+            file: file.to_string(),
             searched: dirs
                 .iter()
                 .map(|d| d.display().to_string())
@@ -160,6 +162,7 @@ pub fn select(
         Stage1Ref::Default => import_file(store, &find_flavor_aci(DEFAULT_FLAVOR)?, opts),
         Stage1Ref::Flavor(f) => import_file(store, &find_flavor_aci(f)?, opts),
         Stage1Ref::Path(p) => import_file(store, p, opts),
+        Stage1Ref::FromDir(f) => import_file(store, &find_stage1_file(f)?, opts),
         Stage1Ref::Name(n) => match store.resolve(n) {
             Ok(rec) => Ok(rec),
             Err(_) => {
