@@ -228,62 +228,46 @@ fn ns_pod_manifest_runs_the_manifest_as_written() {
     // not a pod manifest.
     let before = e.run(&["list", "--no-legend"]);
     let missing = format!("sha256-{}", "0".repeat(64));
-    std::fs::write(&pm, manifest(&missing, "0")).unwrap();
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        &format!("--pod-manifest={}", pm.display()),
-    ]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains(&missing[..20]), "{}", stderr(&o));
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        &format!("--pod-manifest={}", pm.display()),
-        img.to_str().unwrap(),
-    ]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(
-        stderr(&o).contains("conflicting flags set with --pod-manifest: images"),
-        "{}",
-        stderr(&o)
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&manifest(&id, "0")).unwrap();
-    v["ports"] = serde_json::json!([{ "name": "http", "hostPort": 8080 }]);
-    std::fs::write(&pm, v.to_string()).unwrap();
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        &format!("--pod-manifest={}", pm.display()),
-    ]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(
-        stderr(&o).contains("no app declares the exposed port \"http\""),
-        "{}",
-        stderr(&o)
-    );
-    let mut v: serde_json::Value = serde_json::from_str(&manifest(&id, "0")).unwrap();
-    v["apps"][0]["mounts"][0]["path"] = "/../../etc".into();
-    std::fs::write(&pm, v.to_string()).unwrap();
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        &format!("--pod-manifest={}", pm.display()),
-    ]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(
-        stderr(&o).contains("must not contain \"..\""),
-        "{}",
-        stderr(&o)
-    );
-    std::fs::write(&pm, b"{\"acKind\": \"ImageManifest\"}").unwrap();
-    let o = e.run(&[
-        "run",
-        &e.stage1_flag(),
-        &format!("--pod-manifest={}", pm.display()),
-    ]);
-    assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("--pod-manifest"), "{}", stderr(&o));
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&manifest(&id, "0")).unwrap();
+        f(&mut v);
+        v.to_string()
+    };
+    let cases: [(String, &[&str], &str); 5] = [
+        (manifest(&missing, "0"), &[], &missing[..20]),
+        (
+            manifest(&id, "0"),
+            &[img.to_str().unwrap()],
+            "conflicting flags set with --pod-manifest: images",
+        ),
+        (
+            edit(&|v| v["ports"] = serde_json::json!([{ "name": "http", "hostPort": 8080 }])),
+            &[],
+            "no app declares the exposed port \"http\"",
+        ),
+        (
+            edit(&|v| v["apps"][0]["mounts"][0]["path"] = "/../../etc".into()),
+            &[],
+            "must not contain \"..\"",
+        ),
+        (
+            r#"{"acKind": "ImageManifest"}"#.to_string(),
+            &[],
+            "--pod-manifest",
+        ),
+    ];
+    for (text, more, want) in cases {
+        std::fs::write(&pm, &text).unwrap();
+        let mut args = vec![
+            "run".to_string(),
+            e.stage1_flag(),
+            format!("--pod-manifest={}", pm.display()),
+        ];
+        args.extend(more.iter().map(|m| m.to_string()));
+        let o = e.run(&args);
+        assert_ne!(o.status.code(), Some(0), "{text}");
+        assert!(stderr(&o).contains(want), "{want}: {}", stderr(&o));
+    }
     let after = e.run(&["list", "--no-legend"]);
     assert_eq!(stdout(&before), stdout(&after), "no pod was left behind");
 }
