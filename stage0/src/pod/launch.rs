@@ -214,6 +214,50 @@ fn tree_of(
     })
 }
 
+/// `--pod-manifest`: reads the manifest at `path`, resolves each app's image in the store by
+/// its ID (writing the full ID, and the image's name where the manifest gives none), renders
+/// the trees into `apps` (held in `holds`), and checks the result
+/// ([`manifest::check_user_pod_manifest`]); `interactive` needs a single app.
+fn pod_from_manifest(
+    store: &Store,
+    path: &Path,
+    interactive: bool,
+    apps: &mut Vec<TreeInfo>,
+    holds: &mut Vec<TreeHold>,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<appc::PodManifest, LaunchError> {
+    let mut pm = manifest::read_user_pod_manifest(path)?;
+    let mut images = Vec::new();
+    for ra in &mut pm.apps {
+        if ra.image.id.is_empty() {
+            return Err(PodError::Config(format!(
+                "pod manifest: app {} names no image ID (a pod manifest's images are taken from the store by ID)",
+                ra.name
+            ))
+            .into());
+        }
+        let rec = store
+            .resolve(&ra.image.id)
+            .map_err(|e| LaunchError::Image(ra.image.id.clone(), Box::new(e.into())))?;
+        let m = store.manifest(&rec)?;
+        notice(Notice::Debug(format!(
+            "app {}: image {} -> {}",
+            ra.name, ra.image.id, rec.id
+        )));
+        ra.image.id = rec.id.clone();
+        if ra.image.name.is_none() {
+            ra.image.name = Some(m.name.clone());
+        }
+        apps.push(tree_of(store, &rec, holds)?);
+        images.push(m);
+    }
+    manifest::check_user_pod_manifest(&mut pm, &images, &mut |w| notice(Notice::Warning(w)))?;
+    if interactive && pm.apps.len() != 1 {
+        return Err(PodError::Config("--interactive works with a single app only".into()).into());
+    }
+    Ok(pm)
+}
+
 impl PreparedPod {
     /// Creates a pod for `cmd` in `prepare/`: fetches and renders the app and stage1 images,
     /// writes the pod manifest and layout, and `--uuid-file-save`.
@@ -243,43 +287,14 @@ impl PreparedPod {
         let mut holds = Vec::new();
         // --pod-manifest: the apps and their images come from the manifest, by store ID.
         let user_pm = match &cmd.pod.pod_manifest {
-            Some(path) => {
-                let mut pm = manifest::read_user_pod_manifest(path)?;
-                let mut images = Vec::new();
-                for ra in &mut pm.apps {
-                    if ra.image.id.is_empty() {
-                        return Err(PodError::Config(format!(
-                            "pod manifest: app {} names no image ID (a pod manifest's images are taken from the store by ID)",
-                            ra.name
-                        ))
-                        .into());
-                    }
-                    let rec = store
-                        .resolve(&ra.image.id)
-                        .map_err(|e| LaunchError::Image(ra.image.id.clone(), Box::new(e.into())))?;
-                    let m = store.manifest(&rec)?;
-                    notice(Notice::Debug(format!(
-                        "app {}: image {} -> {}",
-                        ra.name, ra.image.id, rec.id
-                    )));
-                    ra.image.id = rec.id.clone();
-                    if ra.image.name.is_none() {
-                        ra.image.name = Some(m.name.clone());
-                    }
-                    apps.push(tree_of(&store, &rec, &mut holds)?);
-                    images.push(m);
-                }
-                manifest::check_user_pod_manifest(&mut pm, &images, &mut |w| {
-                    notice(Notice::Warning(w))
-                })?;
-                if cmd.pod.interactive && pm.apps.len() != 1 {
-                    return Err(PodError::Config(
-                        "--interactive works with a single app only".into(),
-                    )
-                    .into());
-                }
-                Some(pm)
-            }
+            Some(path) => Some(pod_from_manifest(
+                &store,
+                path,
+                cmd.pod.interactive,
+                &mut apps,
+                &mut holds,
+                notice,
+            )?),
             None => None,
         };
         for a in &cmd.apps {
