@@ -60,6 +60,8 @@ enum Command {
     MetadataService(GoStyle<commands::metadata_service::Args>),
     /// Mutable pods (experimental: RKT_EXPERIMENT_APP=true).
     App(GoStyle<commands::app::Args>),
+    /// Output shell completion code for the specified shell (default bash).
+    Completion(GoStyle<commands::completion::Args>),
 }
 
 /// Parses argv, runs the command, prints the error chain once, returns the exit code. A
@@ -87,7 +89,7 @@ pub fn main() -> i32 {
         }
     };
     // The data directory of `paths.d` when `--dir` is not given.
-    if !dir_given && !matches!(cli.command, Command::Version(_)) {
+    if !dir_given && !matches!(cli.command, Command::Version(_) | Command::Completion(_)) {
         match commands::config::load(&cli.globals) {
             Ok(c) => {
                 if let Some(d) = c.data_dir {
@@ -122,6 +124,7 @@ pub fn main() -> i32 {
         Command::Trust(GoStyle(a)) => commands::trust::run(g, a),
         Command::MetadataService(GoStyle(a)) => commands::metadata_service::run(g, a),
         Command::App(GoStyle(c)) => commands::app::run(g, c.command),
+        Command::Completion(GoStyle(a)) => commands::completion::run(g, a, Cli::command()),
     };
     let res = res.and_then(|code| Ok(commands::flush_stdout().map(|()| code)?));
     match res {

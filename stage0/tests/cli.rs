@@ -210,3 +210,51 @@ fn config_prints_merged_stage0_configuration() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("broken.json"), "{}", stderr(&o));
 }
+
+/// `rkt completion` (bash by default, as rkt's): the script is valid bash, and bash, given it,
+/// completes commands, a deferred subcommand's flags and the hand-parsed flags of `run`; the
+/// other shells' scripts are generated too.
+#[test]
+fn completion_completes_commands_and_flags_in_bash() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let script = ok(&rkt(t.path(), &["completion"]));
+    assert_eq!(script, ok(&rkt(t.path(), &["completion", "bash"])));
+    let file = t.path().join("rkt.bash");
+    std::fs::write(&file, &script).expect("write script");
+    let complete = |words: &[&str]| -> Vec<String> {
+        let line = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; _rkt rkt {} {}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display(),
+            words.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let o = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .output()
+            .expect("bash");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let c = complete(&["rkt", "ru"]);
+    assert!(
+        c.contains(&"run".into()) && c.contains(&"run-prepared".into()),
+        "{c:?}"
+    );
+    let c = complete(&["rkt", "list", "--no-l"]);
+    assert_eq!(c, ["--no-legend"], "{c:?}");
+    let c = complete(&["rkt", "run", "--pod-m"]);
+    assert_eq!(c, ["--pod-manifest"], "{c:?}");
+    let c = complete(&["rkt", "prepare", "--stage1-f"]);
+    assert_eq!(c, ["--stage1-from-dir"], "{c:?}");
+    for shell in ["zsh", "fish"] {
+        let s = ok(&rkt(t.path(), &["completion", shell]));
+        assert!(s.contains("pod-manifest"), "{shell}: {s}");
+    }
+    let o = rkt(t.path(), &["completion", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -3,6 +3,7 @@
 //! returns the code of the last failed pod); errors are printed and mapped once in `cli`.
 
 pub mod app;
+pub mod completion;
 pub mod config;
 pub mod export;
 pub mod fetch;
