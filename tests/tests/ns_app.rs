@@ -15,7 +15,28 @@ fn ns_app_sandbox_add_start_exec_stop_rm() {
         return;
     };
     let limit = Duration::from_secs(30);
-    let (sandbox, uuid) = start_sandbox(&e, &["--net=none", "--hostname=sandbox"], limit);
+    let (sandbox, uuid) = start_sandbox(
+        &e,
+        &[
+            "--net=none",
+            "--hostname=sandbox",
+            "--user-label=tier=web",
+            "--annotation=example.com/team=infra",
+        ],
+        limit,
+    );
+    // The sandbox's labels and annotations are the pod's (rktlet's pod metadata).
+    let m = rkt_tests::stdout(&e.run(&["cat-manifest", &uuid]));
+    let m: serde_json::Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(m["userLabels"]["tier"], "web", "{m}");
+    assert!(
+        m["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "example.com/team" && a["value"] == "infra"),
+        "{m}"
+    );
     let t = app_flow(&e, sandbox, &uuid, limit);
     eprintln!(
         "TIMING app add {:?}, app start {:?}, app stop {:?}, app rm {:?}",

@@ -15,7 +15,7 @@ use crate::outln;
 pub const EXPERIMENT_ENV: &str = "RKT_EXPERIMENT_APP";
 
 /// Flags `rkt app sandbox` takes (rkt's pod flags; parsed like `rkt run`'s).
-const SANDBOX_FLAGS: [&str; 22] = [
+const SANDBOX_FLAGS: [&str; 26] = [
     "hostname",
     "uuid-file-save",
     "net",
@@ -38,6 +38,10 @@ const SANDBOX_FLAGS: [&str; 22] = [
     "no-store",
     "ipc",
     "private-users",
+    "stage1-from-dir",
+    "annotation",
+    "user-annotation",
+    "user-label",
 ];
 
 /// Flags `rkt app add` takes after `UUID IMAGE` (the app flags of `rkt run`, and rkt's

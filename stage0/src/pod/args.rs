@@ -137,6 +137,12 @@ pub struct PodOptions {
     pub private_users: bool,
     /// A mutable pod (`rkt app sandbox`; `pod_abi::plan::MUTABLE_ANNOTATION`).
     pub mutable: bool,
+    /// `rkt app sandbox --annotation K=V`: the pod manifest's own annotations.
+    pub annotations: Vec<(String, String)>,
+    /// `rkt app sandbox --user-annotation K=V`: the pod manifest's `userAnnotations`.
+    pub user_annotations: Vec<(String, String)>,
+    /// `rkt app sandbox --user-label K=V`: the pod manifest's `userLabels`.
+    pub user_labels: Vec<(String, String)>,
     /// `--pod-manifest FILE` (run and prepare): the pod is this appc pod manifest, its images
     /// named by ID and already in the store; no images or app flags on the command line.
     pub pod_manifest: Option<PathBuf>,

@@ -415,6 +415,23 @@ pub fn build_pod_manifest(
             pod_port: None,
         });
     }
+    for (k, v) in &pod.annotations {
+        let name = AcIdentifier::new(k.as_str())
+            .map_err(|_| PodError::Config(format!("--annotation: invalid name {k:?}")))?;
+        if name.as_str() == pod_abi::plan::MUTABLE_ANNOTATION {
+            return Err(PodError::Config(format!(
+                "--annotation: {k} is rkt's own annotation"
+            )));
+        }
+        pm.annotations.push(appc::schema::Annotation {
+            name,
+            value: v.clone(),
+        });
+    }
+    pm.user_meta
+        .annotations
+        .extend(pod.user_annotations.iter().cloned());
+    pm.user_meta.labels.extend(pod.user_labels.iter().cloned());
     if pod.mutable {
         pm.annotations.push(appc::schema::Annotation {
             name: AcIdentifier::new(pod_abi::plan::MUTABLE_ANNOTATION)

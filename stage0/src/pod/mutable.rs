@@ -111,9 +111,38 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
             "app sandbox takes no {a:?} and no image"
         )));
     }
-    let mut all = argv.to_vec();
+    // The pod's own annotations and labels (rkt's sandbox flags; `rkt run` has them per app).
+    let mut meta: [(&str, Vec<(String, String)>); 3] = [
+        ("annotation", Vec::new()),
+        ("user-annotation", Vec::new()),
+        ("user-label", Vec::new()),
+    ];
+    let mut all = Vec::new();
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let flag = a
+            .strip_prefix("--")
+            .map(|f| f.split_once('=').map_or((f, None), |(n, v)| (n, Some(v))));
+        match flag.and_then(|(n, v)| meta.iter_mut().find(|(m, _)| *m == n).map(|slot| (slot, v))) {
+            Some(((name, list), inline)) => {
+                let v = match inline {
+                    Some(v) => v.to_string(),
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| UsageError(format!("flag --{name} needs a value")))?,
+                };
+                list.push(super::args::parse_kv(name, &v)?);
+            }
+            None => all.push(a.clone()),
+        }
+    }
     all.push(SANDBOX_PLACEHOLDER.to_string());
     let mut cmd = RunCommand::parse(Mode::Run, &all)?;
+    let [(_, annotations), (_, user_annotations), (_, user_labels)] = meta;
+    cmd.pod.annotations = annotations;
+    cmd.pod.user_annotations = user_annotations;
+    cmd.pod.user_labels = user_labels;
     match cmd.apps.as_slice() {
         [only] if only.image == SANDBOX_PLACEHOLDER => {}
         _ => {
@@ -125,6 +154,11 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
     cmd.apps.clear();
     if cmd.pod.interactive {
         return Err(UsageError("app sandbox has no terminal app".into()));
+    }
+    if cmd.pod.pod_manifest.is_some() {
+        return Err(UsageError(
+            "app sandbox takes no --pod-manifest (it makes a pod without apps)".into(),
+        ));
     }
     if !cmd.pod.ports.is_empty()
         || !cmd.pod.volumes.is_empty()
@@ -589,6 +623,44 @@ mod tests {
         assert!(parse_sandbox(&v(&["--", "x"])).is_err());
         assert!(parse_sandbox(&v(&["--name=x"])).is_err());
         assert!(parse_sandbox(&v(&["--interactive"])).is_err());
+    }
+
+    #[test]
+    fn sandbox_annotations_and_labels_are_the_pods() {
+        let cmd = parse_sandbox(&v(&[
+            "--annotation=example.com/team=infra",
+            "--user-annotation",
+            "note=free text",
+            "--net=none",
+            "--user-label=tier=web",
+        ]))
+        .unwrap();
+        let pm = build_pod_manifest(&cmd.pod, &EnvSources::default(), &[], &mut |_| {}).unwrap();
+        assert!(pm
+            .annotations
+            .iter()
+            .any(|a| a.name.as_str() == "example.com/team" && a.value == "infra"));
+        assert!(is_mutable(&pm));
+        assert_eq!(pm.user_meta.annotations["note"], "free text");
+        assert_eq!(pm.user_meta.labels["tier"], "web");
+        let json = serde_json::to_value(&pm).unwrap();
+        assert_eq!(json["userLabels"]["tier"], "web");
+        // Bad names, rkt's own annotation, a missing value and --pod-manifest are refused.
+        for bad in [
+            &["--annotation=Bad Name=x"][..],
+            &["--annotation", &format!("{MUTABLE_ANNOTATION}=false")],
+            &["--user-label"],
+            &["--user-label=novalue"],
+            &["--pod-manifest=/p.json"],
+        ] {
+            let r = parse_sandbox(&v(bad))
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    build_pod_manifest(&c.pod, &EnvSources::default(), &[], &mut |_| {})
+                        .map_err(|e| e.to_string())
+                });
+            assert!(r.is_err(), "{bad:?}");
+        }
     }
 
     #[test]
