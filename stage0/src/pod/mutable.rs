@@ -120,22 +120,23 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
     let mut all = Vec::new();
     let mut it = argv.iter();
     while let Some(a) = it.next() {
-        let flag = a
-            .strip_prefix("--")
-            .map(|f| f.split_once('=').map_or((f, None), |(n, v)| (n, Some(v))));
-        match flag.and_then(|(n, v)| meta.iter_mut().find(|(m, _)| *m == n).map(|slot| (slot, v))) {
-            Some(((name, list), inline)) => {
-                let v = match inline {
-                    Some(v) => v.to_string(),
-                    None => it
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| UsageError(format!("flag --{name} needs a value")))?,
-                };
-                list.push(super::args::parse_kv(name, &v)?);
-            }
-            None => all.push(a.clone()),
-        }
+        let body = a.strip_prefix("--").unwrap_or_default();
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (body, None),
+        };
+        let Some((flag, list)) = meta.iter_mut().find(|(m, _)| *m == name) else {
+            all.push(a.clone());
+            continue;
+        };
+        let v = match inline {
+            Some(v) => v.to_string(),
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| UsageError(format!("flag --{flag} needs a value")))?,
+        };
+        list.push(super::args::parse_kv(flag, &v)?);
     }
     all.push(SANDBOX_PLACEHOLDER.to_string());
     let mut cmd = RunCommand::parse(Mode::Run, &all)?;
