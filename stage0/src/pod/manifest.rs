@@ -287,34 +287,37 @@ pub fn check_user_pod_manifest(
 ) -> Result<(), PodError> {
     pm.validate_reified()
         .map_err(|e| PodError::Config(format!("pod manifest: {e}")))?;
+    // Each app's effective app section: its own, else its image's.
+    let effective = pm
+        .apps
+        .iter()
+        .zip(images)
+        .map(|(ra, image)| {
+            ra.app.clone().or_else(|| image.app.clone()).ok_or_else(|| {
+                PodError::Config(format!(
+                    "app {}: neither the pod manifest nor image {} has an app section",
+                    ra.name, image.name
+                ))
+            })
+        })
+        .collect::<Result<Vec<App>, PodError>>()?;
     let mut volumes = pm.volumes.clone();
-    for (ra, image) in pm.apps.iter().zip(images) {
-        let app = ra.app.as_ref().or(image.app.as_ref()).ok_or_else(|| {
-            PodError::Config(format!(
-                "app {}: neither the pod manifest nor image {} has an app section",
-                ra.name, image.name
-            ))
-        })?;
+    for (ra, app) in pm.apps.iter().zip(&effective) {
         add_implicit_volumes(&mut volumes, &ra.name, app, &ra.mounts, warn);
     }
     pm.volumes = volumes;
-    for (ra, image) in pm.apps.iter().zip(images) {
-        if let Some(app) = ra.app.as_ref().or(image.app.as_ref()) {
-            let mounts = super::plan::app_mounts(pm, ra, app)?;
-            super::layout::check_mount_targets(
-                ra.name.as_str(),
-                mounts.iter().map(|m| m.target.as_str()),
-            )?;
-        }
+    for (ra, app) in pm.apps.iter().zip(&effective) {
+        let mounts = super::plan::app_mounts(pm, ra, app)?;
+        super::layout::check_mount_targets(
+            ra.name.as_str(),
+            mounts.iter().map(|m| m.target.as_str()),
+        )?;
     }
     for p in &pm.ports {
-        let declared = pm.apps.iter().zip(images).any(|(ra, image)| {
-            ra.app
-                .as_ref()
-                .or(image.app.as_ref())
-                .is_some_and(|a| a.ports.iter().any(|ap| ap.name == p.name))
-        });
-        if !declared {
+        if !effective
+            .iter()
+            .any(|a| a.ports.iter().any(|ap| ap.name == p.name))
+        {
             return Err(PodError::Config(format!(
                 "pod manifest: no app declares the exposed port {:?}",
                 p.name.as_str()
