@@ -32,7 +32,7 @@ use pod_abi::plan::{Plan, MUTABLE_ANNOTATION};
 use pod_abi::podfile::{read_beneath, write_beneath, SMALL_FILE_MAX};
 use pod_abi::stage1::{AppArgs, ANN_APP_ADD, ANN_APP_RM, ANN_APP_START, ANN_APP_STOP};
 
-use super::args::{Mode, RunCommand};
+use super::args::{AppOptions, Mode, RunCommand};
 use super::launch::{read_pod_manifest, LaunchError, RunOptions};
 use super::manifest::{build_pod_manifest, EnvSources, ResolvedApp};
 use super::{layout, Pod, PodError, PodState, PodsDir};
@@ -111,55 +111,45 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
             "app sandbox takes no {a:?} and no image"
         )));
     }
-    // The pod's own annotations and labels (rkt's sandbox flags; `rkt run` has them per app).
-    let mut meta: [(&str, Vec<(String, String)>); 3] = [
-        ("annotation", Vec::new()),
-        ("user-annotation", Vec::new()),
-        ("user-label", Vec::new()),
-    ];
-    let mut all = Vec::new();
-    let mut it = argv.iter();
-    while let Some(a) = it.next() {
-        let body = a.strip_prefix("--").unwrap_or_default();
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (body, None),
-        };
-        let Some((flag, list)) = meta.iter_mut().find(|(m, _)| *m == name) else {
-            all.push(a.clone());
-            continue;
-        };
-        let v = match inline {
-            Some(v) => v.to_string(),
-            None => it
-                .next()
-                .cloned()
-                .ok_or_else(|| UsageError(format!("flag --{flag} needs a value")))?,
-        };
-        list.push(super::args::parse_kv(flag, &v)?);
+    if argv
+        .iter()
+        .any(|a| a == "--pod-manifest" || a.starts_with("--pod-manifest="))
+    {
+        return Err(UsageError(
+            "app sandbox takes no --pod-manifest (it makes a pod without apps)".into(),
+        ));
     }
-    all.push(SANDBOX_PLACEHOLDER.to_string());
+    // Parsed as `rkt run PLACEHOLDER FLAGS`: pod flags are taken anywhere, and the flags that
+    // follow the placeholder as an app's are the sandbox's pod metadata (below) or refused.
+    let mut all = vec![SANDBOX_PLACEHOLDER.to_string()];
+    all.extend_from_slice(argv);
     let mut cmd = RunCommand::parse(Mode::Run, &all)?;
-    let [(_, annotations), (_, user_annotations), (_, user_labels)] = meta;
-    cmd.pod.annotations = annotations;
-    cmd.pod.user_annotations = user_annotations;
-    cmd.pod.user_labels = user_labels;
-    match cmd.apps.as_slice() {
-        [only] if only.image == SANDBOX_PLACEHOLDER => {}
+    let mut only = match cmd.apps.as_mut_slice() {
+        [only] if only.image == SANDBOX_PLACEHOLDER => std::mem::take(only),
         _ => {
             return Err(UsageError(
                 "app sandbox takes no image (add apps with rkt app add)".into(),
             ))
         }
+    };
+    // The pod's own annotations and labels: `rkt run`'s per-app flags, the pod's in a sandbox.
+    cmd.pod.annotations = std::mem::take(&mut only.annotations);
+    cmd.pod.user_annotations = std::mem::take(&mut only.user_annotations);
+    cmd.pod.user_labels = std::mem::take(&mut only.user_labels);
+    cmd.pod.mounts = std::mem::take(&mut only.mounts);
+    let bare = AppOptions {
+        image: SANDBOX_PLACEHOLDER.to_string(),
+        ..Default::default()
+    };
+    if only != bare {
+        return Err(UsageError(
+            "app sandbox takes pod flags only (app flags such as --name or --exec belong to rkt app add)"
+                .into(),
+        ));
     }
     cmd.apps.clear();
     if cmd.pod.interactive {
         return Err(UsageError("app sandbox has no terminal app".into()));
-    }
-    if cmd.pod.pod_manifest.is_some() {
-        return Err(UsageError(
-            "app sandbox takes no --pod-manifest (it makes a pod without apps)".into(),
-        ));
     }
     if !cmd.pod.ports.is_empty()
         || !cmd.pod.volumes.is_empty()
