@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use appc::schema::PodManifest;
+use appc::schema::{App, PodManifest};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use pod_abi::mountinfo::MountTable;
 use pod_abi::paths::{
@@ -485,13 +485,15 @@ pub fn check_mount_targets<'a>(
 }
 
 /// Validates the volumes of a pod manifest before the pod exists: every host source opens
-/// without a symlink in any component, and no app has nested or duplicate targets.
-pub fn check_volumes(pm: &PodManifest) -> Result<(), PodError> {
+/// without a symlink in any component, and no app has nested, duplicate or climbing targets.
+/// `apps` are the apps' effective app sections in manifest order (an app's own, else its
+/// image's); an app without one is skipped.
+pub fn check_volumes(pm: &PodManifest, apps: &[Option<&App>]) -> Result<(), PodError> {
     for v in pm.volumes.iter().filter(|v| v.kind == "host") {
         open_host_source(v)?;
     }
-    for ra in &pm.apps {
-        let Some(app) = ra.app.as_ref() else {
+    for (ra, app) in pm.apps.iter().zip(apps) {
+        let Some(app) = app else {
             continue;
         };
         let mounts = super::plan::app_mounts(pm, ra, app)?;

@@ -306,13 +306,6 @@ pub fn check_user_pod_manifest(
         add_implicit_volumes(&mut volumes, &ra.name, app, &ra.mounts, warn);
     }
     pm.volumes = volumes;
-    for (ra, app) in pm.apps.iter().zip(&effective) {
-        let mounts = super::plan::app_mounts(pm, ra, app)?;
-        super::layout::check_mount_targets(
-            ra.name.as_str(),
-            mounts.iter().map(|m| m.target.as_str()),
-        )?;
-    }
     for p in &pm.ports {
         if !effective
             .iter()
@@ -324,7 +317,7 @@ pub fn check_user_pod_manifest(
             )));
         }
     }
-    super::layout::check_volumes(pm)
+    super::layout::check_volumes(pm, &effective.iter().map(Some).collect::<Vec<_>>())
 }
 
 /// Builds and validates the pod manifest. Mount points without a matching volume get an
@@ -445,7 +438,8 @@ pub fn build_pod_manifest(
     pm.validate()
         .map_err(|e| PodError::Config(format!("pod manifest: {e}")))?;
     // Volume errors (symlinked or missing sources, nested targets) before the pod exists.
-    super::layout::check_volumes(&pm)?;
+    let apps: Vec<Option<&App>> = pm.apps.iter().map(|a| a.app.as_ref()).collect();
+    super::layout::check_volumes(&pm, &apps)?;
     Ok(pm)
 }
 
