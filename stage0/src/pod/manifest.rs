@@ -234,6 +234,21 @@ fn effective_app(r: &ResolvedApp, sources: &EnvSources) -> Result<App, PodError>
     Ok(app)
 }
 
+/// `--annotation K=V` flags as manifest annotations (each K an AC identifier).
+fn annotations_of(flags: &[(String, String)]) -> Result<Vec<appc::schema::Annotation>, PodError> {
+    flags
+        .iter()
+        .map(|(k, v)| {
+            let name = AcIdentifier::new(k.as_str())
+                .map_err(|_| PodError::Config(format!("--annotation: invalid name {k:?}")))?;
+            Ok(appc::schema::Annotation {
+                name,
+                value: v.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Gives each of `app`'s mount points that neither `mounts` nor a volume of the same name
 /// covers an implicit `kind=empty` volume, reported through `warn` (as rkt does).
 fn add_implicit_volumes(
@@ -369,15 +384,7 @@ pub fn build_pod_manifest(
         }
         add_implicit_volumes(&mut pm.volumes, &name, &app, &mounts, warn);
         let image_name = Some(r.manifest.name.clone());
-        let mut annotations = Vec::new();
-        for (k, v) in &r.opts.annotations {
-            let n = AcIdentifier::new(k.as_str())
-                .map_err(|_| PodError::Config(format!("--annotation: invalid name {k:?}")))?;
-            annotations.push(appc::schema::Annotation {
-                name: n,
-                value: v.clone(),
-            });
-        }
+        let annotations = annotations_of(&r.opts.annotations)?;
         pm.apps.push(RuntimeApp {
             name,
             image: RuntimeImage {
@@ -411,19 +418,17 @@ pub fn build_pod_manifest(
             pod_port: None,
         });
     }
-    for (k, v) in &pod.annotations {
-        let name = AcIdentifier::new(k.as_str())
-            .map_err(|_| PodError::Config(format!("--annotation: invalid name {k:?}")))?;
-        if name.as_str() == pod_abi::plan::MUTABLE_ANNOTATION {
-            return Err(PodError::Config(format!(
-                "--annotation: {k} is rkt's own annotation"
-            )));
-        }
-        pm.annotations.push(appc::schema::Annotation {
-            name,
-            value: v.clone(),
-        });
+    let pod_annotations = annotations_of(&pod.annotations)?;
+    if let Some(a) = pod_annotations
+        .iter()
+        .find(|a| a.name.as_str() == pod_abi::plan::MUTABLE_ANNOTATION)
+    {
+        return Err(PodError::Config(format!(
+            "--annotation: {} is rkt's own annotation",
+            a.name
+        )));
     }
+    pm.annotations.extend(pod_annotations);
     pm.user_meta
         .annotations
         .extend(pod.user_annotations.iter().cloned());
