@@ -18,13 +18,21 @@ done
 # needs none of the host's libraries (and its exec skips ld.so: 86 -> 57 page faults).
 # rkt too: every pod start begins with its exec, and the dynamic one (ld.so, libc, 17k
 # relocations) took ~0.5-1 ms longer to start; ns hello 18.2 -> 16.8 ms (docs/pods.md).
-echo "==> static binaries (rkt, stage1-vmm, stage1-ns, guest-init, hello, pod-check, escape-probe, http-lat)" >&2
+# rkt and stage1-ns are fixed-address executables, the others position-independent
+# (ci/static-flags.sh says why); two target directories, so neither build invalidates the other.
 . ci/static-flags.sh
+echo "==> static binaries, position-independent (stage1-vmm, guest-init, hello, pod-check, escape-probe, http-lat)" >&2
 RUSTFLAGS="$STATIC_RUSTFLAGS" CARGO_TARGET_DIR="$root/target/static" \
-  cargo build --release --target x86_64-unknown-linux-gnu -p stage0 -p stage1-vmm -p stage1-ns -p guest-init -p rkt-tests --bins
-for b in rkt stage1-vmm stage1-ns guest-init hello pod-check escape-probe http-lat; do
+  cargo build --release --target x86_64-unknown-linux-gnu -p stage1-vmm -p guest-init -p rkt-tests --bins
+for b in stage1-vmm guest-init hello pod-check escape-probe http-lat; do
   [ -f "target/static/x86_64-unknown-linux-gnu/release/$b" ] && \
     install -m 0755 "target/static/x86_64-unknown-linux-gnu/release/$b" build/bin/
+done
+echo "==> static binaries, fixed-address (rkt, stage1-ns)" >&2
+RUSTFLAGS="$STATIC_EXEC_RUSTFLAGS" CARGO_TARGET_DIR="$root/target/static-exec" \
+  cargo build --release --target x86_64-unknown-linux-gnu -p stage0 -p stage1-ns --bins
+for b in rkt stage1-ns; do
+  install -m 0755 "target/static-exec/x86_64-unknown-linux-gnu/release/$b" build/bin/
 done
 echo "==> guest kernel" >&2
 # The pod guest kernel only (guest.config); ci/nested-kvm builds its own L1 kernel.

@@ -247,7 +247,7 @@ fn decoder(c: Compression, input: InputChunks) -> Box<dyn DecodeRead> {
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(input)),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new(input, true)),
     }
 }
 
@@ -274,9 +274,9 @@ impl DecodeRead for bzip2::bufread::MultiBzDecoder<InputChunks> {
     }
 }
 
-impl DecodeRead for xz2::bufread::XzDecoder<InputChunks> {
+impl DecodeRead for lzma_rust2::XzReader<InputChunks> {
     fn compressed(&self) -> u64 {
-        self.get_ref().count
+        self.inner().count
     }
 }
 
@@ -525,7 +525,7 @@ pub fn read_manifest<R: Read>(mut input: R) -> Result<(ImageManifest, Vec<u8>), 
         Compression::None => Box::new(buffered),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(buffered)),
+        Compression::Xz => Box::new(lzma_rust2::XzReader::new(buffered, true)),
     };
     read_manifest_from_tar(tar)
 }

@@ -54,7 +54,9 @@ fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
             e.finish().unwrap()
         }
         Compression::Xz => {
-            let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+            let mut e =
+                lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1))
+                    .unwrap();
             e.write_all(data).unwrap();
             e.finish().unwrap()
         }
