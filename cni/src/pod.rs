@@ -62,7 +62,7 @@ impl<'a> PodNetOptions<'a> {
 /// The plugin dirs of a stage1 (see [`PodNetOptions::for_stage1`]).
 pub fn stage1_plugin_dirs(pod_dir: &Path) -> PluginDirs {
     let exe = std::env::current_exe().ok();
-    let pod = std::fs::canonicalize(pod_dir).unwrap_or_else(|_| pod_dir.to_path_buf());
+    let pod = pod_abi::paths::canonicalize(pod_dir).unwrap_or_else(|_| pod_dir.to_path_buf());
     let own = exe
         .filter(|e| !e.starts_with(&pod))
         .and_then(|e| e.parent().map(|d| d.join(STAGE1_PLUGIN_DIR)));
@@ -71,7 +71,7 @@ pub fn stage1_plugin_dirs(pod_dir: &Path) -> PluginDirs {
 
 /// host-local's state dir for the built-in networks: `networks/` in rkt's data dir.
 fn rkt_ipam_dir(pod_dir: &Path) -> Option<PathBuf> {
-    let pod = std::fs::canonicalize(pod_dir).ok()?;
+    let pod = pod_abi::paths::canonicalize(pod_dir).ok()?;
     Some(pod.parent()?.parent()?.parent()?.join("networks"))
 }
 

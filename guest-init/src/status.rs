@@ -27,9 +27,15 @@ pub fn reserve(dir: &Path) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(RESERVE_NAME);
     let mut f = std::fs::File::create(&path)?;
-    // Written, not fsynced: file systems count written blocks against free space at once
-    // (ext4's delayed allocation reserves them), and a start must not wait for the disk.
-    f.write_all(&vec![0u8; RESERVE_BYTES])?;
+    // Allocated (fallocate: blocks taken from free space at once, nothing written or to write
+    // back), else written where the file system cannot allocate (virtio-fs, old overlayfs):
+    // counted against free space at once too (ext4's delayed allocation reserves the blocks).
+    // Never fsynced: a start must not wait for the disk.
+    let len = libc::off_t::try_from(RESERVE_BYTES).unwrap_or(libc::off_t::MAX);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    if nix::fcntl::fallocate(fd, nix::fcntl::FallocateFlags::empty(), 0, len).is_err() {
+        f.write_all(&vec![0u8; RESERVE_BYTES])?;
+    }
     *RESERVE.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
     Ok(())
 }

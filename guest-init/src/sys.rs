@@ -47,7 +47,7 @@ impl Sys for LinuxSys {
         app_confine::paths::secure_join(root, path)
     }
     fn is_mount_point(&self, path: &Path) -> bool {
-        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let canon = pod_abi::paths::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         pod_abi::mountinfo::MountTable::read().contains(&canon)
     }
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {

@@ -74,7 +74,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         Some(p) => Some(std::fs::File::open(p).with_context(|| format!("open {}", p.display()))?),
         None => None,
     };
-    let rootfs = std::fs::canonicalize(pod.stage1_rootfs()).context("stage1 rootfs")?;
+    let rootfs = pod_abi::paths::canonicalize(&pod.stage1_rootfs()).context("stage1 rootfs")?;
     let cgroups = cgroup::create(&pod_dir, &args.uuid).unwrap_or_else(|e| {
         log::warn!("pod cgroups unavailable: {e}");
         Vec::new()

@@ -252,7 +252,7 @@ fn sandbox(g: &Globals, a: SandboxArgs) -> anyhow::Result<i32> {
 fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
     let (uuid, cmd) = mutable::parse_add(&a.rest)?;
     let (dir, debug, insecure) = super::run::globals_of(g, &cmd);
-    let data_dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let data_dir = pod_abi::paths::canonicalize(&dir).unwrap_or(dir);
     // rkt's app add takes images from the store (rktlet fetched them first); a file is
     // imported.
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("never");

@@ -26,7 +26,7 @@ pub struct Args {
 /// Runs `rkt export`.
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
     // Absolute: the image tree may become an overlay lower dir.
-    let dir = std::fs::canonicalize(&g.dir).unwrap_or_else(|_| g.dir.clone());
+    let dir = pod_abi::paths::canonicalize(&g.dir).unwrap_or_else(|_| g.dir.clone());
     let pods = PodsDir::open(&dir)?;
     let pod = pods.open_pod(&a.uuid)?;
     let opts = ExportOptions {

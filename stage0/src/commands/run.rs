@@ -114,7 +114,7 @@ pub(super) fn create_from(
     let (dir, debug, insecure) = globals_of(g, &cmd);
     // Absolute, so tree paths (overlay lower dirs) do not depend on the cwd.
     let _ = std::fs::create_dir_all(&dir);
-    let data_dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    let data_dir = pod_abi::paths::canonicalize(&dir).unwrap_or(dir);
     let policy = cmd.pod.pull_policy.as_deref().unwrap_or("new");
     let mut fetch = super::fetch::options(&insecure, debug, policy)?;
     fetch.config = config;

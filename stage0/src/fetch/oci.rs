@@ -28,7 +28,7 @@ pub(super) fn fetch_oci(
     let (rd, wr) = io::pipe().map_err(|e| FetchError::Store(StoreError::Read(e)))?;
     // Recorded as the image's source: the reference with the absolute path.
     let abs = Reference {
-        path: std::fs::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone()),
+        path: pod_abi::paths::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone()),
         ..r.clone()
     };
     let src = ImportSource {

@@ -106,7 +106,8 @@ impl PodsDir {
             .map_err(|e| PodError::io("create", &data_dir.join("pods"), e))?;
         // Absolute: stage1 runs with cwd = the pod directory and overlay options need
         // absolute paths.
-        let root = fs::canonicalize(&root).map_err(|e| PodError::io("resolve", &root, e))?;
+        let root =
+            pod_abi::paths::canonicalize(&root).map_err(|e| PodError::io("resolve", &root, e))?;
         Ok(Self { root })
     }
 

@@ -118,7 +118,7 @@ pub fn import_file(
     opts: &FetchOptions,
 ) -> Result<ImageRecord, Stage1Error> {
     use std::os::unix::fs::MetadataExt;
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let abs = pod_abi::paths::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let key = abs.display().to_string();
     let stamp = std::fs::metadata(&abs)
         .map(|m| format!("{}:{}.{}", m.size(), m.mtime(), m.mtime_nsec()))

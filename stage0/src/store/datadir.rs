@@ -171,16 +171,24 @@ pub fn append_group(path: &Path, name: &str) -> io::Result<u32> {
 /// (set-group-ID included) unless it already has them. A symlink is refused: every
 /// directory below `--dir` is rkt's own.
 pub fn ensure_dir(path: &Path, mode: u32, owner: Owner) -> io::Result<()> {
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode & 0o777)
-        .create(path)
-    {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+    // One lstat for a directory that exists (every run after the first), not mkdir, stat and
+    // lstat.
+    let md = match fs::symlink_metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode & 0o777)
+                .create(path)
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            fs::symlink_metadata(path)?
+        }
         Err(e) => return Err(e),
-    }
-    let md = fs::symlink_metadata(path)?;
+    };
     if md.file_type().is_symlink() || !md.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -207,11 +215,23 @@ fn set_owner_mode(path: &Path, md: &fs::Metadata, mode: u32, owner: Owner) -> io
 /// directory may be a symlink (e.g. to another disk); its target is secured.
 pub fn secure_data_dir(dir: &Path) -> io::Result<Owner> {
     let owner = owner();
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DATA_DIR_MODE & 0o777)
-        .create(dir)?;
-    let md = fs::metadata(dir)?;
+    let md = match fs::metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DATA_DIR_MODE & 0o777)
+                .create(dir)?;
+            fs::metadata(dir)?
+        }
+        Err(e) => return Err(e),
+    };
+    if !md.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
     set_owner_mode(dir, &md, DATA_DIR_MODE, owner)?;
     Ok(owner)
 }

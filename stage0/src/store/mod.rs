@@ -231,7 +231,7 @@ pub struct ImportSource {
 impl ImportSource {
     /// A local file (recorded as `file://<canonical path>`).
     pub fn file(path: &Path) -> Self {
-        let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let abs = pod_abi::paths::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         ImportSource {
             url: Some(format!("file://{}", abs.display())),
             ..Default::default()
