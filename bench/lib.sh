@@ -141,10 +141,13 @@ bench_ns_cleanup() {
 }
 
 # bench_hello_image: builds the hello ACI (example.com/bench-hello, $work/hello.aci) and
-# fetches it into $dir.
+# fetches it into $dir. Its tree is the one run-ns.sh gives crun (bin/hello and the empty proc,
+# dev, sys and tmp a distribution image has too): without them each pod makes the three mount
+# points in its overlay's upper directory (ext4 mkdirs with a copy-up of /, 0.3-0.4 ms of a pod, 30 alternating pairs).
 bench_hello_image() {
     "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
-        --exec /bin/hello --file "$hello:/bin/hello:0755" -o "$work/hello.aci"
+        --exec /bin/hello --file "$hello:/bin/hello:0755" \
+        --dir /proc --dir /dev --dir /sys --dir /tmp -o "$work/hello.aci"
     "$rkt" --dir="$dir" --insecure-options=image fetch "$work/hello.aci" >/dev/null 2>&1
 }
 

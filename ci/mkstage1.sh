@@ -3,7 +3,9 @@
 #   ci/mkstage1.sh ns  OUT.aci   rootfs: /stage1-ns (host side), /run /stop /gc /enter
 #                                 /app_add /app_start /app_stop /app_rm -> stage1-ns (which
 #                                 runs guest-init in its pod child), empty /dev /proc /sys /tmp
-#                                 /rkt/status /rkt/errors /opt/stage2
+#                                 /rkt/status /rkt/errors /rkt/cgroup (the mount point of the
+#                                 pod's cgroups: made in the image, not through the overlay at
+#                                 each start) /opt/stage2
 #   ci/mkstage1.sh kvm OUT.aci   rootfs: /stage1-vmm, /run /stop /gc /enter /app_* -> stage1-vmm,
 #                                 /init (static guest-init), /kernel/vmlinux, same empty dirs
 # Inputs (override with env): BIN_DIR (default build/bin: mkaci, stage1-ns, stage1-vmm,
@@ -45,7 +47,7 @@ tmp="$out.tmp.$$"
   --annotation coreos.com/rkt/stage1/app/rm=/app_rm \
   --symlink "/run:$host" --symlink "/stop:$host" --symlink "/gc:$host" --symlink "/enter:$host" \
   --symlink "/app_add:$host" --symlink "/app_start:$host" --symlink "/app_stop:$host" --symlink "/app_rm:$host" \
-  --dir /dev --dir /proc --dir /sys --dir /tmp --dir /rkt/status --dir /rkt/errors --dir /opt/stage2 \
+  --dir /dev --dir /proc --dir /sys --dir /tmp --dir /rkt/status --dir /rkt/errors --dir /rkt/cgroup --dir /opt/stage2 \
   "${extra[@]}" -o "$tmp"
 mv -f "$tmp" "$out"
 echo "mkstage1: wrote $out" >&2
