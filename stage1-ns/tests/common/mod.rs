@@ -4,8 +4,9 @@
 //! plan, and volumes bind-mounted the way stage0 does it (here inside a private mount
 //! namespace of the `stage1-ns run` child, so nothing leaks into the host).
 //!
-//! The static binaries are built once per test process with
-//! `RUSTFLAGS=-C target-feature=+crt-static cargo build --release --target x86_64-unknown-linux-gnu`
+//! The static binaries are the build's (`$RKT_TEST_BIN_DIR`, build/bin under ci/test.sh), or
+//! else built once per test process with ci/static-flags.sh's `STATIC_RUSTFLAGS`
+//! (`cargo build --release --target x86_64-unknown-linux-gnu`)
 //! into `$INIT_STATIC_TARGET_DIR` (default `/work/tgt/init-static` when `/work/tgt` exists,
 //! else `<workspace>/target/static`).
 
@@ -64,16 +65,43 @@ fn static_target_dir() -> PathBuf {
     workspace().join("target/static")
 }
 
-/// Paths of the static guest-init, pod-check and escape-probe, built on first use.
+/// ci/static-flags.sh's `STATIC_RUSTFLAGS` (the flags ci/build.sh builds target/static with, so
+/// that neither build invalidates the other's), or plain `crt-static` without that file.
+fn static_rustflags() -> String {
+    std::fs::read_to_string(workspace().join("ci/static-flags.sh"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("STATIC_RUSTFLAGS='")?
+                    .strip_suffix('\'')
+                    .map(str::to_string)
+            })
+        })
+        .unwrap_or_else(|| "-C target-feature=+crt-static".to_string())
+}
+
+/// Paths of the static guest-init, pod-check and escape-probe: those of the build
+/// (`$RKT_TEST_BIN_DIR`, as ci/test.sh sets it to build/bin) when all three are there, else
+/// built on first use.
 pub fn static_bins() -> &'static (PathBuf, PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
+        if let Some(d) = std::env::var_os("RKT_TEST_BIN_DIR").map(PathBuf::from) {
+            let built = (
+                d.join("guest-init"),
+                d.join("pod-check"),
+                d.join("escape-probe"),
+            );
+            if built.0.is_file() && built.1.is_file() && built.2.is_file() {
+                return built;
+            }
+        }
         let dir = static_target_dir();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .current_dir(workspace())
             .env("CARGO_TARGET_DIR", &dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env("RUSTFLAGS", static_rustflags())
             .args(["build", "--release", "--target", TRIPLE])
             .args([
                 "-p",
