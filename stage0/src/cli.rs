@@ -145,8 +145,6 @@ pub fn main() -> i32 {
     }
 }
 
-/// Whether the global flag `id` was given on the command line (at the top or after a
-/// subcommand).
 /// The command tree to parse `args` with: rkt's whole tree, cut down to the one subcommand
 /// `args` names when they name one. clap copies every global flag into every subcommand of
 /// the tree it parses with (7 flags into 19 commands), which cost each command 0.13-0.18 ms
@@ -194,6 +192,8 @@ fn subcommand_named<'a>(top: &clap::Command, args: &'a [std::ffi::OsString]) -> 
     None
 }
 
+/// Whether the global flag `id` was given on the command line (at the top or after a
+/// subcommand).
 fn given(m: &clap::ArgMatches, id: &str) -> bool {
     let mut cur = Some(m);
     while let Some(m) = cur {
