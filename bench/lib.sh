@@ -143,7 +143,8 @@ bench_ns_cleanup() {
 # bench_hello_image: builds the hello ACI (example.com/bench-hello, $work/hello.aci) and
 # fetches it into $dir. Its tree is the one run-ns.sh gives crun (bin/hello and the empty proc,
 # dev, sys and tmp a distribution image has too): without them each pod makes the three mount
-# points in its overlay's upper directory (ext4 mkdirs with a copy-up of /, 0.3-0.4 ms of a pod, 30 alternating pairs).
+# points in its overlay's upper directory (ext4 mkdirs with a copy-up of /: 0.3-0.4 ms of a
+# pod, 30 alternating pairs).
 bench_hello_image() {
     "$mkaci" --name example.com/bench-hello --label os=linux --label arch=amd64 \
         --exec /bin/hello --file "$hello:/bin/hello:0755" \

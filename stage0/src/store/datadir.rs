@@ -171,10 +171,25 @@ pub fn append_group(path: &Path, name: &str) -> io::Result<u32> {
 /// (set-group-ID included) unless it already has them. A symlink is refused: every
 /// directory below `--dir` is rkt's own.
 pub fn ensure_dir(path: &Path, mode: u32, owner: Owner) -> io::Result<()> {
-    // One lstat for a directory that exists (every run after the first), not mkdir, stat and
-    // lstat.
-    let md = match fs::symlink_metadata(path) {
-        Ok(md) => md,
+    let md = stat_or_create(path, mode, |p| fs::symlink_metadata(p))?;
+    if md.file_type().is_symlink() || !md.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a directory", path.display()),
+        ));
+    }
+    set_owner_mode(path, &md, mode, owner)
+}
+
+/// `stat(path)`, after creating `path` (and missing parents, with `mode`'s permission bits)
+/// when it does not exist: one system call for a directory that exists, as every one does
+/// after a store's first use, where `mkdir` first would take three.
+fn stat_or_create(
+    path: &Path,
+    mode: u32,
+    stat: fn(&Path) -> io::Result<fs::Metadata>,
+) -> io::Result<fs::Metadata> {
+    match stat(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             match fs::DirBuilder::new()
                 .recursive(true)
@@ -185,17 +200,10 @@ pub fn ensure_dir(path: &Path, mode: u32, owner: Owner) -> io::Result<()> {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
-            fs::symlink_metadata(path)?
+            stat(path)
         }
-        Err(e) => return Err(e),
-    };
-    if md.file_type().is_symlink() || !md.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{} is not a directory", path.display()),
-        ));
+        r => r,
     }
-    set_owner_mode(path, &md, mode, owner)
 }
 
 /// chown (when root and different) then chmod (when different).
@@ -215,17 +223,7 @@ fn set_owner_mode(path: &Path, md: &fs::Metadata, mode: u32, owner: Owner) -> io
 /// directory may be a symlink (e.g. to another disk); its target is secured.
 pub fn secure_data_dir(dir: &Path) -> io::Result<Owner> {
     let owner = owner();
-    let md = match fs::metadata(dir) {
-        Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(DATA_DIR_MODE & 0o777)
-                .create(dir)?;
-            fs::metadata(dir)?
-        }
-        Err(e) => return Err(e),
-    };
+    let md = stat_or_create(dir, DATA_DIR_MODE, |p| fs::metadata(p))?;
     if !md.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
