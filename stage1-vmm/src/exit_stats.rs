@@ -10,9 +10,20 @@ use crate::vcpu::{ExitCounts, ExitKind};
 /// Set to `1` to print the exit table on stderr when the VM ends (pods and `boot`).
 pub const EXIT_STATS_ENV: &str = "RKT_VMM_EXIT_STATS";
 
+/// Set to `1` to print timings and the exit table on stderr after `stage1-vmm boot`.
+pub const STATS_ENV: &str = "RKT_VMM_STATS";
+
 /// Whether [`EXIT_STATS_ENV`] asks for the table.
 pub fn enabled() -> bool {
     std::env::var_os(EXIT_STATS_ENV).is_some_and(|v| v == "1")
+}
+
+/// Whether anything will print the exit table: [`EXIT_STATS_ENV`], [`STATS_ENV`] or the debug
+/// log.
+pub fn wanted() -> bool {
+    enabled()
+        || std::env::var_os(STATS_ENV).is_some_and(|v| v == "1")
+        || log::log_enabled!(log::Level::Debug)
 }
 
 /// Adds `more` into `all`.

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod exit;
 pub mod exit_stats;
 pub mod kvm;
+pub mod kvm_stats;
 pub mod malloc;
 pub mod memory;
 pub mod net;

@@ -155,10 +155,6 @@ fn attach(vmm: &mut Vmm, shares: &[Share], disks: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Set to `1` to print timings and the VM exit profile on stderr after the run (the exit
-/// profile alone: `RKT_VMM_EXIT_STATS=1`).
-const STATS_ENV: &str = "RKT_VMM_STATS";
-
 fn print_report(r: &stage1_vmm::RunReport) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     eprintln!(
@@ -210,7 +206,7 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
             report.console.dropped
         );
     }
-    let stats = std::env::var_os(STATS_ENV).is_some_and(|v| v == "1");
+    let stats = std::env::var_os(stage1_vmm::exit_stats::STATS_ENV).is_some_and(|v| v == "1");
     if stats {
         print_report(&report);
     }
@@ -232,7 +228,9 @@ fn main() -> ExitCode {
         return stage1_common::entry::exit_code(code);
     }
     stage1_common::log::init(stage1_vmm::pod::PROG, false);
+    pod_abi::trace::phase(stage1_vmm::pod::PROG, "main");
     let cli = Cli::parse();
+    pod_abi::trace::phase(stage1_vmm::pod::PROG, "parsed");
     let res = match cli.cmd {
         Command::Boot(a) => boot(a),
         Command::MakePodSnapshot(a) => {

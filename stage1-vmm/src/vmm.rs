@@ -224,6 +224,9 @@ pub struct RunReport {
     pub console: ConsoleStats,
     /// VM exits of all vCPUs, by kind.
     pub exits: ExitCounts,
+    /// KVM's own counters of all vCPUs (exits handled in the kernel included; empty unless
+    /// [`crate::exit_stats::wanted`]).
+    pub kvm: crate::kvm_stats::KvmCounters,
     /// From [`Vmm::new`] to the vCPU threads starting (VM, memory, devices, kernel load).
     pub setup: Duration,
     /// From the vCPU threads starting to the VM's end.
@@ -237,7 +240,9 @@ pub struct RunReport {
 impl RunReport {
     /// The exit profile table ([`crate::exit_stats::table`]).
     pub fn exit_table(&self) -> Vec<String> {
-        crate::exit_stats::table(&self.exits, &self.mmio_devices)
+        let mut t = crate::exit_stats::table(&self.exits, &self.mmio_devices);
+        t.extend(crate::kvm_stats::table(&self.kvm));
+        t
     }
 }
 
@@ -304,6 +309,7 @@ impl Machine {
         let vm = kvm
             .create_vm()
             .map_err(|e| VmmError::VmIoctl("KVM_CREATE_VM", e))?;
+        pod_abi::trace::phase("stage1-vmm", "vm-created");
         vm.set_tss_address(KVM_TSS_ADDRESS as usize)
             .map_err(|e| VmmError::VmIoctl("KVM_SET_TSS_ADDR", e))?;
         vm.create_irq_chip()
@@ -319,6 +325,7 @@ impl Machine {
             Some(file) => snapshot::memory::map_private(file, mem_size)?,
             None => create_guest_memory(mem_size)?,
         };
+        pod_abi::trace::phase("stage1-vmm", "memory-mapped");
         for (slot, region) in mem.iter().enumerate() {
             let host = mem
                 .get_host_address(region.start_addr())
@@ -516,6 +523,16 @@ impl Vmm {
             SnapshotPlan::Restore(_) => self.restore_vcpus()?,
             _ => self.load_and_create_vcpus()?,
         };
+        // KVM's own counters, when the exit profile is asked for: opened now, before the
+        // threads are confined; a kernel without them (before 5.14) goes without.
+        let mut kvm_stats: Vec<File> = if crate::exit_stats::wanted() {
+            vcpus
+                .iter()
+                .filter_map(|v| crate::kvm_stats::open(v).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         // A snapshot-making VM's vCPU saves itself when the guest asks (it owns its fd).
         let msr_list = match &self.snapshot {
             SnapshotPlan::Make(_) => Some(Arc::new(
@@ -587,6 +604,7 @@ impl Vmm {
             SnapshotPlan::Make(_) => threads::on_main_ready_snapshot(),
             _ => threads::on_main_ready(),
         }
+        pod_abi::trace::phase("stage1-vmm", "vcpus-started");
 
         let started = Instant::now();
         let setup = started.duration_since(self.created);
@@ -597,6 +615,12 @@ impl Vmm {
             s.finish();
         }
         stop_vcpus(&stop, threads, ended);
+        let mut kvm = crate::kvm_stats::KvmCounters::new();
+        for f in &mut kvm_stats {
+            if let Err(e) = crate::kvm_stats::read_into(f, &mut kvm) {
+                log::debug!("KVM statistics: {e}");
+            }
+        }
         if outcome == VmOutcome::Snapshot {
             let vcpu = lock(&saved).take();
             outcome = match (vcpu, &self.snapshot) {
@@ -615,6 +639,7 @@ impl Vmm {
         let report = RunReport {
             console,
             exits,
+            kvm,
             setup,
             guest: ended.duration_since(started),
             teardown: ended.elapsed(),
@@ -646,6 +671,7 @@ impl Vmm {
             &self.boot.cmdline,
             &e820,
         )?;
+        pod_abi::trace::phase("stage1-vmm", "kernel-loaded");
         mptable::setup(&m.mem, m.cpus)?;
         vcpu::install_kick_handler()?;
         let tsc_deadline = vcpu::guest_tsc_deadline(&m.kvm);
@@ -657,6 +683,7 @@ impl Vmm {
             vcpu::configure(&m.kvm, &fd, &m.mem, id, m.cpus, tsc_deadline, &entry)?;
             vcpus.push(fd);
         }
+        pod_abi::trace::phase("stage1-vmm", "vcpus-created");
         Ok(vcpus)
     }
 

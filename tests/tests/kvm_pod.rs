@@ -188,6 +188,23 @@ fn kvm_hello_output_and_exit_code() {
         i8042.len() == 1 && i8042[0].contains("pio-out") && i8042[0].contains(" 1  "),
         "{i8042:?}"
     );
+    // KVM's own counters follow the table (stage1-vmm's kvm_stats, Linux 5.14 and later):
+    // all exits, the ones handled in the kernel included, outnumber those that reached the VMM.
+    if kernel_at_least(5, 14) {
+        let count = |suffix: &str| -> Option<u64> {
+            err.lines()
+                .find(|l| l.contains("exits:") && l.trim_end().ends_with(suffix))
+                .and_then(|l| l.split("exits:").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        };
+        let (vmm, all) = (count(" VM exits"), count(" kvm exits"));
+        assert!(
+            matches!((vmm, all), (Some(v), Some(a)) if a > v && v > 0),
+            "VMM exits {vmm:?}, KVM exits {all:?}:\n{err}"
+        );
+        assert!(count(" kvm insn_emulation").is_some(), "{err}");
+    }
     let uuid = uuid_of(&uuid_file);
     let s = e.status(&uuid);
     assert!(
@@ -743,4 +760,15 @@ fn kvm_cpu_limit_is_enforced() {
         (0.3..0.7).contains(&frac),
         "a 500m limit gave the loop {frac:.3} of a CPU"
     );
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let have = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    have >= (major, minor)
 }
