@@ -18,12 +18,15 @@ pub fn enabled() -> bool {
     std::env::var_os(EXIT_STATS_ENV).is_some_and(|v| v == "1")
 }
 
+/// Whether [`STATS_ENV`] asks for the timings and the table.
+pub fn timings_enabled() -> bool {
+    std::env::var_os(STATS_ENV).is_some_and(|v| v == "1")
+}
+
 /// Whether anything will print the exit table: [`EXIT_STATS_ENV`], [`STATS_ENV`] or the debug
 /// log.
 pub fn wanted() -> bool {
-    enabled()
-        || std::env::var_os(STATS_ENV).is_some_and(|v| v == "1")
-        || log::log_enabled!(log::Level::Debug)
+    enabled() || timings_enabled() || log::log_enabled!(log::Level::Debug)
 }
 
 /// Adds `more` into `all`.

@@ -206,7 +206,7 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
             report.console.dropped
         );
     }
-    let stats = std::env::var_os(stage1_vmm::exit_stats::STATS_ENV).is_some_and(|v| v == "1");
+    let stats = stage1_vmm::exit_stats::timings_enabled();
     if stats {
         print_report(&report);
     }
