@@ -58,12 +58,18 @@ pub fn port_name(port: u16) -> &'static str {
     }
 }
 
+/// The entries of a count map, most frequent first (ties in key order).
+pub fn most_frequent_first<K: Ord>(counts: &std::collections::BTreeMap<K, u64>) -> Vec<(&K, &u64)> {
+    let mut by: Vec<(&K, &u64)> = counts.iter().collect();
+    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    by
+}
+
 /// The exit table: a total line, then one line per kind, most frequent first:
 /// `count  kind  target  (what)`. `mmio_devices` names the virtio-mmio slots (base, device).
 pub fn table(counts: &ExitCounts, mmio_devices: &[(u64, &'static str)]) -> Vec<String> {
     let total: u64 = counts.values().sum();
-    let mut by: Vec<(&ExitKind, &u64)> = counts.iter().collect();
-    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let by = most_frequent_first(counts);
     let device = |page: u64| {
         mmio_devices
             .iter()

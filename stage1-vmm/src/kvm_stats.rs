@@ -62,6 +62,10 @@ pub fn read_into(file: &mut File, into: &mut KvmCounters) -> std::io::Result<()>
 /// The non-zero single-value cumulative counters of a statistics file's bytes; `None` when a
 /// header, descriptor or value lies outside `buf`.
 pub fn parse(buf: &[u8]) -> Option<KvmCounters> {
+    let u16_at = |o: usize| -> Option<u16> {
+        let b = buf.get(o..o.checked_add(2)?)?;
+        Some(u16::from_le_bytes(b.try_into().ok()?))
+    };
     let u32_at = |o: usize| -> Option<u32> {
         let b = buf.get(o..o.checked_add(4)?)?;
         Some(u32::from_le_bytes(b.try_into().ok()?))
@@ -82,9 +86,9 @@ pub fn parse(buf: &[u8]) -> Option<KvmCounters> {
     for i in 0..num_desc {
         let d = desc_offset.checked_add(i.checked_mul(stride)?)?;
         let flags = u32_at(d)?;
-        let size = u16::from_le_bytes(buf.get(d + 6..d + 8)?.try_into().ok()?);
-        let offset = u32_at(d + 8)? as usize;
-        let raw = buf.get(d + DESC_FIXED_LEN..d.checked_add(stride)?)?;
+        let size = u16_at(d.checked_add(6)?)?;
+        let offset = u32_at(d.checked_add(8)?)? as usize;
+        let raw = buf.get(d.checked_add(DESC_FIXED_LEN)?..d.checked_add(stride)?)?;
         if flags & TYPE_MASK != TYPE_CUMULATIVE || size != 1 {
             continue;
         }
@@ -99,9 +103,8 @@ pub fn parse(buf: &[u8]) -> Option<KvmCounters> {
 
 /// The counters as table lines, most frequent first: `count  name`.
 pub fn table(counters: &KvmCounters) -> Vec<String> {
-    let mut by: Vec<(&String, &u64)> = counters.iter().collect();
-    by.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-    by.into_iter()
+    crate::exit_stats::most_frequent_first(counters)
+        .into_iter()
         .map(|(name, n)| format!("{n:>8}  kvm {name}"))
         .collect()
 }
