@@ -82,7 +82,7 @@ printf 'rkt run --stage1=ns --net=%s  median %d.%03d ms (n=%d)\n' "$net" $((mr /
 printf 'crun run             median %d.%03d ms (n=%d)\n' $((mc / 1000)) $((mc % 1000)) "$n"
 # The median of the per-pair ratios (each rkt run against the crun run right after it) moves
 # less with the machine's spells than the ratio of the two medians, which the RATIO line keeps.
-paired=$(for i in "${!rk[@]}"; do awk -v a="${rk[$i]}" -v b="${cr[$i]}" 'BEGIN { printf "%.4f\n", a / b }'; done | sort -n | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.2f", m }')
+paired=$(printf '%.2f' "$(for i in "${!rk[@]}"; do awk -v a="${rk[$i]}" -v b="${cr[$i]}" 'BEGIN { printf "%.4f\n", a / b }'; done | bench_median %.6f)")
 echo "paired: median of the $n per-pair ratios $paired"
 name=$(bench_net_ratio run_ns crun "$net")
 echo "RATIO $name $(awk -v a="$mr" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"
