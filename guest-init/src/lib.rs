@@ -125,6 +125,7 @@ fn run(
     }?;
     pod_abi::trace::phase("guest-init", "setup");
     net::setup(args.flavor);
+    pod_abi::trace::phase("guest-init", "net");
     let mut plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
     pod_abi::trace::phase("guest-init", "plan");
     if let Some(url) = &args.metadata_url {
@@ -302,6 +303,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         .then(|| PathBuf::from("/dev/console"));
     let stdout = open_rw(HVC_STDOUT);
     let stderr = open_rw(HVC_STDERR).or(stdout);
+    trace_to_console(stderr);
     let control = open_control(control_path);
     // Bound before the apps start, so an enter right after the pod starts finds it.
     let exec_listener = match exec_service::listen_vsock(pod_abi::vsock::EXEC_PORT) {
@@ -325,6 +327,20 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         start: None,
         exec_listener,
     })
+}
+
+/// kvm flavor: phase lines (`RKT_TRACE_PHASES`) go on to the apps' stderr console, a copy of
+/// `stderr` of its own, rather than the serial console, where each line cost ~80 VM exits
+/// (`pod_abi::trace`). Nothing without tracing or without the console.
+fn trace_to_console(stderr: Option<RawFd>) {
+    let Some(fd) = stderr.filter(|_| pod_abi::trace::enabled()) else {
+        return;
+    };
+    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
+        // Kept open for the process's life; close-on-exec, so no app inherits it.
+        Ok(copy) => pod_abi::trace::set_output(copy),
+        Err(e) => debug!("phase lines stay on the console: dup: {}", e.desc()),
+    }
 }
 
 /// Opens the control channel (a serial port, or a FIFO in tests) raw and non-blocking.

@@ -121,6 +121,7 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
             sigkill: false,
         });
     }
+    pod_abi::trace::phase("guest-init", "prepared");
     if let Some(gate) = sup.env.start.take() {
         pod_abi::trace::phase("guest-init", "ready");
         if !ready_then_wait_for_start(&gate) {

@@ -8,7 +8,14 @@
 //! `bench/phases.sh` turns the lines of many runs into a table of median phase durations.
 //! Without the variable a phase costs one cached environment lookup. Apps never see the
 //! variable (guest-init gives them the plan's environment only).
+//!
+//! The lines go to stderr unless a process names another descriptor ([`set_output`]): a KVM
+//! guest's init sends them to the apps' stderr console (`hvc1`) once it is open, since its
+//! own stderr is the serial console, where each byte costs two VM exits (~80 exits, ~16 ms
+//! under ci/nested-kvm, per line: more than most of the phases they measure).
 
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 
 /// The environment variable that turns the phase lines on (value `1`).
@@ -28,6 +35,15 @@ pub fn enabled() -> bool {
 /// told by an argument). No effect once [`enabled`] has been asked.
 pub fn enable() {
     let _ = ON.set(true);
+}
+
+/// The descriptor phase lines are written to (stderr until [`set_output`]).
+static OUT: AtomicI32 = AtomicI32::new(2);
+
+/// Sends this process's later phase lines (and its forked children's, which inherit it) to
+/// `fd`, which the caller keeps open for the rest of the process's life.
+pub fn set_output(fd: RawFd) {
+    OUT.store(fd, Ordering::Relaxed);
 }
 
 /// `CLOCK_MONOTONIC` in milliseconds.
@@ -54,8 +70,9 @@ pub fn phase(process: &str, phase: &str) {
     }
     let mut l = line(now_ms(), process, phase);
     l.push('\n');
-    // SAFETY: writes an owned buffer to fd 2; a failure is ignored (tracing is best effort).
-    let _ = unsafe { libc::write(2, l.as_ptr().cast(), l.len()) };
+    // SAFETY: writes an owned buffer to a descriptor; a failure is ignored (tracing is best
+    // effort).
+    let _ = unsafe { libc::write(OUT.load(Ordering::Relaxed), l.as_ptr().cast(), l.len()) };
 }
 
 #[cfg(test)]
@@ -68,6 +85,28 @@ mod tests {
             line(1234.5678, "rkt", "main"),
             "rkt-phase 1234.568 rkt main"
         );
+    }
+
+    #[test]
+    fn lines_go_to_the_chosen_descriptor() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        enable();
+        set_output(fds[1]);
+        phase("test", "sent-elsewhere");
+        set_output(2);
+        let mut buf = [0u8; 128];
+        // SAFETY: reads into the buffer, at most its length; both descriptors are ours.
+        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: closes the two descriptors made above.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        let got = std::str::from_utf8(&buf[..usize::try_from(n).expect("read")]).expect("utf-8");
+        assert!(got.starts_with("rkt-phase "), "{got:?}");
+        assert!(got.ends_with(" test sent-elsewhere\n"), "{got:?}");
     }
 
     #[test]

@@ -215,6 +215,66 @@ fn kvm_hello_output_and_exit_code() {
     assert!(!e.pod_dir(&uuid).join("failure").exists());
 }
 
+/// Phase tracing (`RKT_TRACE_PHASES=1`) reaches rkt's stderr from inside the guest, app exec
+/// and guest-init's last phase included, without going through the serial console: guest-init
+/// sends its lines to the apps' stderr console once that is open, so only its first line costs
+/// COM1 writes (two VM exits a byte; ~270 writes when every line went there). stdout stays
+/// the app's alone.
+#[test]
+fn kvm_phase_lines_leave_the_serial_console() {
+    let Some(e) = E2e::require_kvm("kvm_phase_lines_leave_the_serial_console") else {
+        return;
+    };
+    let img = e.hello_image();
+    let args = [
+        "run".to_string(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        img.to_str().unwrap().to_string(),
+    ];
+    let o = e.run_env(
+        &[("RKT_TRACE_PHASES", "1"), ("RKT_VMM_EXIT_STATS", "1")],
+        &args,
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        stdout(&o).starts_with("Hello from a rkt-rs pod!\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("rkt-phase"), "{}", stdout(&o));
+    for phase in [
+        "stage1-vmm vcpus-started",
+        "guest-init main",
+        "guest-init prepared",
+        "app exec",
+        "guest-init synced",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("rkt-phase ") && l.ends_with(phase)),
+            "no {phase:?} phase line:\n{err}"
+        );
+    }
+    let com1_writes: u64 = err
+        .lines()
+        .filter(|l| l.contains("exits:") && l.contains("pio-out") && l.contains(" 0x3f8 "))
+        .filter_map(|l| {
+            l.split("exits:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        com1_writes < 100,
+        "{com1_writes} COM1 data writes: phase lines went to the serial console\n{err}"
+    );
+}
+
 /// A VM cannot share the host's IPC namespace: `--ipc=parent` is refused before the VM exists,
 /// with a message that says why, and the app never runs.
 #[test]
