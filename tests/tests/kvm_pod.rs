@@ -219,17 +219,19 @@ fn kvm_hello_output_and_exit_code() {
 /// and guest-init's last phase included, without going through the serial console: guest-init
 /// sends its lines to the apps' stderr console once that is open, so only its first line costs
 /// COM1 writes (two VM exits a byte; ~270 writes when every line went there). stdout stays
-/// the app's alone.
+/// the app's alone. A pod without network cards gets no `rkt/net.json`.
 #[test]
 fn kvm_phase_lines_leave_the_serial_console() {
     let Some(e) = E2e::require_kvm("kvm_phase_lines_leave_the_serial_console") else {
         return;
     };
     let img = e.hello_image();
+    let uuid_file = e.path("uuid");
     let args = [
         "run".to_string(),
         e.stage1_flag(),
         "--net=none".into(),
+        format!("--uuid-file-save={}", uuid_file.display()),
         img.to_str().unwrap().to_string(),
     ];
     let o = e.run_env(
@@ -273,6 +275,11 @@ fn kvm_phase_lines_leave_the_serial_console() {
         com1_writes < 100,
         "{com1_writes} COM1 data writes: phase lines went to the serial console\n{err}"
     );
+    // Without a network card there is no guest network configuration to write or parse.
+    let net_json = e
+        .pod_dir(&uuid_of(&uuid_file))
+        .join("stage1/rootfs/rkt/net.json");
+    assert!(!net_json.exists(), "{} written", net_json.display());
 }
 
 /// A VM cannot share the host's IPC namespace: `--ipc=parent` is refused before the VM exists,

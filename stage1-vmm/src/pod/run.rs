@@ -287,11 +287,15 @@ fn setup_network(cwd: &Path, args: &RunArgs) -> Result<PodNet, PodError> {
         }
     }
     let guest = crate::net::guest_config(attached.iter());
-    let path = host.stage1_rootfs().join(pod_abi::paths::NET_IN_STAGE1);
-    let json = guest
-        .to_json()
-        .map_err(|e| PodError::Net(format!("the guest's network configuration: {e}")))?;
-    write_atomic(&path, &json).map_err(|e| PodError::io("cannot write", &path, e))?;
+    // Without a card the guest has only `lo`, which is also what guest-init does when the file
+    // is absent: no file to write, and none for the guest to read and parse.
+    if !guest.interfaces.is_empty() {
+        let path = host.stage1_rootfs().join(pod_abi::paths::NET_IN_STAGE1);
+        let json = guest
+            .to_json()
+            .map_err(|e| PodError::Net(format!("the guest's network configuration: {e}")))?;
+        write_atomic(&path, &json).map_err(|e| PodError::io("cannot write", &path, e))?;
+    }
     for a in attached {
         cards.push(crate::vmm::NetConfig {
             mtu: a.interface.mtu.and_then(|m| u16::try_from(m).ok()),
