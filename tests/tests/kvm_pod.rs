@@ -148,22 +148,26 @@ fn helper_image(e: &E2e, helper: &Path) -> PathBuf {
     p
 }
 
+/// `rkt run <stage1> FLAGS --uuid-file-save=UUID_FILE <hello image> [-- APP_ARGS]`.
+fn hello_run(e: &E2e, uuid_file: &Path, flags: &[&str], app_args: &[&str]) -> Vec<String> {
+    let mut args = vec!["run".to_string(), e.stage1_flag()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.push(format!("--uuid-file-save={}", uuid_file.display()));
+    args.push(e.hello_image().to_str().unwrap().to_string());
+    if !app_args.is_empty() {
+        args.push("--".into());
+        args.extend(app_args.iter().map(|a| a.to_string()));
+    }
+    args
+}
+
 #[test]
 fn kvm_hello_output_and_exit_code() {
     let Some(e) = E2e::require_kvm("kvm_hello_output_and_exit_code") else {
         return;
     };
-    let img = e.hello_image();
     let uuid_file = e.path("uuid");
-    let args = [
-        "run".to_string(),
-        e.stage1_flag(),
-        format!("--uuid-file-save={}", uuid_file.display()),
-        img.to_str().unwrap().to_string(),
-        "--".into(),
-        "first".into(),
-        "second".into(),
-    ];
+    let args = hello_run(&e, &uuid_file, &[], &["first", "second"]);
     let o = e.run_env(&[("RKT_VMM_EXIT_STATS", "1")], &args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // stdout is exactly the app's output: no kernel or guest-init noise.
@@ -225,15 +229,8 @@ fn kvm_phase_lines_leave_the_serial_console() {
     let Some(e) = E2e::require_kvm("kvm_phase_lines_leave_the_serial_console") else {
         return;
     };
-    let img = e.hello_image();
     let uuid_file = e.path("uuid");
-    let args = [
-        "run".to_string(),
-        e.stage1_flag(),
-        "--net=none".into(),
-        format!("--uuid-file-save={}", uuid_file.display()),
-        img.to_str().unwrap().to_string(),
-    ];
+    let args = hello_run(&e, &uuid_file, &["--net=none"], &[]);
     let o = e.run_env(
         &[("RKT_TRACE_PHASES", "1"), ("RKT_VMM_EXIT_STATS", "1")],
         &args,
