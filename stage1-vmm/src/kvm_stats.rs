@@ -12,6 +12,8 @@ use std::os::fd::{AsRawFd, FromRawFd};
 
 use kvm_ioctls::VcpuFd;
 
+use crate::bytes::{u16_at, u32_at, u64_at};
+
 /// `KVM_GET_STATS_FD`, `_IO(KVMIO, 0xce)`: a vCPU's (or VM's) binary statistics file.
 const KVM_GET_STATS_FD: libc::c_ulong = 0xae_ce;
 /// Largest statistics file read, in bytes (Linux 6.1's x86 vCPU file is about 3 KiB).
@@ -62,38 +64,26 @@ pub fn read_into(file: &mut File, into: &mut KvmCounters) -> std::io::Result<()>
 /// The non-zero single-value cumulative counters of a statistics file's bytes; `None` when a
 /// header, descriptor or value lies outside `buf`.
 pub fn parse(buf: &[u8]) -> Option<KvmCounters> {
-    let u16_at = |o: usize| -> Option<u16> {
-        let b = buf.get(o..o.checked_add(2)?)?;
-        Some(u16::from_le_bytes(b.try_into().ok()?))
-    };
-    let u32_at = |o: usize| -> Option<u32> {
-        let b = buf.get(o..o.checked_add(4)?)?;
-        Some(u32::from_le_bytes(b.try_into().ok()?))
-    };
-    let u64_at = |o: usize| -> Option<u64> {
-        let b = buf.get(o..o.checked_add(8)?)?;
-        Some(u64::from_le_bytes(b.try_into().ok()?))
-    };
     if buf.len() < HEADER_LEN {
         return None;
     }
-    let name_size = u32_at(4)? as usize;
-    let num_desc = u32_at(8)? as usize;
-    let desc_offset = u32_at(16)? as usize;
-    let data_offset = u32_at(20)? as usize;
+    let name_size = u32_at(buf, 4)? as usize;
+    let num_desc = u32_at(buf, 8)? as usize;
+    let desc_offset = u32_at(buf, 16)? as usize;
+    let data_offset = u32_at(buf, 20)? as usize;
     let stride = DESC_FIXED_LEN.checked_add(name_size)?;
     let mut out = KvmCounters::new();
     for i in 0..num_desc {
         let d = desc_offset.checked_add(i.checked_mul(stride)?)?;
-        let flags = u32_at(d)?;
-        let size = u16_at(d.checked_add(6)?)?;
-        let offset = u32_at(d.checked_add(8)?)? as usize;
+        let flags = u32_at(buf, d)?;
+        let size = u16_at(buf, d.checked_add(6)?)?;
+        let offset = u32_at(buf, d.checked_add(8)?)? as usize;
         let raw = buf.get(d.checked_add(DESC_FIXED_LEN)?..d.checked_add(stride)?)?;
         if flags & TYPE_MASK != TYPE_CUMULATIVE || size != 1 {
             continue;
         }
         let name = raw.split(|b| *b == 0).next().unwrap_or_default();
-        let value = u64_at(data_offset.checked_add(offset)?)?;
+        let value = u64_at(buf, data_offset.checked_add(offset)?)?;
         if value > 0 {
             out.insert(String::from_utf8_lossy(name).into_owned(), value);
         }

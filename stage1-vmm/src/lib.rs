@@ -14,6 +14,7 @@
 
 pub mod boot;
 pub mod bus;
+pub mod bytes;
 pub mod confine;
 pub mod device_manager;
 pub mod devices;

@@ -60,22 +60,19 @@ fn bad(why: &'static str) -> BootError {
     BootError::BadElf(why)
 }
 
+/// [`crate::bytes::u16_at`], 0 past the end (a short header then fails the checks on it).
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+    crate::bytes::u16_at(b, at).unwrap_or(0)
 }
 
+/// [`crate::bytes::u32_at`], 0 past the end.
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    crate::bytes::u32_at(b, at).unwrap_or(0)
 }
 
+/// [`crate::bytes::u64_at`], 0 past the end.
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).map_or(0, |s| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        u64::from_le_bytes(a)
-    })
+    crate::bytes::u64_at(b, at).unwrap_or(0)
 }
 
 fn read_at(f: &File, off: u64, len: usize) -> Result<Vec<u8>, BootError> {
