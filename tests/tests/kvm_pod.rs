@@ -196,11 +196,9 @@ fn kvm_hello_output_and_exit_code() {
     // all exits, the ones handled in the kernel included, outnumber those that reached the VMM.
     if kernel_at_least(5, 14) {
         let count = |suffix: &str| -> Option<u64> {
-            err.lines()
-                .find(|l| l.contains("exits:") && l.trim_end().ends_with(suffix))
-                .and_then(|l| l.split("exits:").nth(1))
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
+            exit_lines(&err)
+                .find(|(l, _)| l.trim_end().ends_with(suffix))
+                .map(|(_, n)| n)
         };
         let (vmm, all) = (count(" VM exits"), count(" kvm exits"));
         assert!(
@@ -256,17 +254,9 @@ fn kvm_phase_lines_leave_the_serial_console() {
             "no {phase:?} phase line:\n{err}"
         );
     }
-    let com1_writes: u64 = err
-        .lines()
-        .filter(|l| l.contains("exits:") && l.contains("pio-out") && l.contains(" 0x3f8 "))
-        .filter_map(|l| {
-            l.split("exits:")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
+    let com1_writes: u64 = exit_lines(&err)
+        .filter(|(l, _)| l.contains("pio-out") && l.contains(" 0x3f8 "))
+        .map(|(_, n)| n)
         .sum();
     assert!(
         com1_writes < 100,
@@ -824,6 +814,21 @@ fn kvm_cpu_limit_is_enforced() {
         (0.3..0.7).contains(&frac),
         "a 500m limit gave the loop {frac:.3} of a CPU"
     );
+}
+
+/// The exit profile's lines in a VMM's stderr (`stage1-vmm: exits: <count>  ...`, the VMM's
+/// table and KVM's counters), each with its count.
+fn exit_lines(err: &str) -> impl Iterator<Item = (&str, u64)> {
+    err.lines().filter_map(|l| {
+        let n = l
+            .split("exits:")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some((l, n))
+    })
 }
 
 /// Whether the running kernel is at least `major.minor`.
