@@ -12,7 +12,6 @@
 //! fails: `pod_abi::snapshot_port`), `/dev/urandom` and an empty `/root`.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
 
 use nix::mount::{mount, MsFlags};
 use pod_abi::snapshot::{
@@ -25,8 +24,6 @@ use pod_abi::snapshot_port::Ports;
 const ROOT_TAG: &str = "rkt";
 /// Where the share is mounted before it moves over `/`.
 const NEW_ROOT: &str = "/root";
-/// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
-const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
 
 /// Runs the stage: the pod's root is `/` once it returns `Ok` with guest-init's arguments for
 /// the pod; `Err` is the reason it could not get there.
@@ -53,7 +50,9 @@ fn restore_point() -> Result<bool, String> {
         *byte = port.inb(PORT_DATA).map_err(io)?;
     }
     let fresh = Fresh::decode(&rec).ok_or("bad fresh-data record")?;
-    add_entropy(&fresh.entropy)?;
+    let random = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
+    pod_abi::snapshot_port::reseed(&random, &fresh.entropy)
+        .map_err(|e| format!("fresh entropy: {e}"))?;
     let ts = libc::timespec {
         tv_sec: fresh.secs as libc::time_t,
         tv_nsec: libc::c_long::from(fresh.nanos as i32),
@@ -66,24 +65,6 @@ fn restore_point() -> Result<bool, String> {
         ));
     }
     Ok(true)
-}
-
-/// Adds `entropy` to the kernel's pool, credited at 8 bits a byte.
-fn add_entropy(entropy: &[u8]) -> Result<(), String> {
-    let f = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
-    let mut info = Vec::with_capacity(8 + entropy.len());
-    info.extend_from_slice(&((entropy.len() * 8) as i32).to_ne_bytes());
-    info.extend_from_slice(&(entropy.len() as i32).to_ne_bytes());
-    info.extend_from_slice(entropy);
-    // SAFETY: RNDADDENTROPY reads 8 + buf_size bytes from `info`, which holds them.
-    if unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) } != 0 {
-        return Err(format!(
-            "RNDADDENTROPY: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
 }
 
 /// The arguments in `text`: one per line, empty lines skipped.

@@ -384,3 +384,79 @@ fn kvm_snapshot_pod_takes_enter_stop_and_gc() {
         assert_eq!(file_id_of(&s.guest_init).unwrap(), s.guest_init_id, "{s:?}");
     }
 }
+
+/// A static probe printing what must differ between two VMs restored from one snapshot: 16
+/// bytes of `getrandom(2)` (`GETRANDOM <hex>`), the kernel's 16 `AT_RANDOM` bytes given to the
+/// process at exec, which seed its stack protector and pointer guard (`AT_RANDOM <hex>`), and
+/// where its stack landed (`STACK <address>`).
+const RANDOM_C: &str = r#"
+#include <stdio.h>
+#include <sys/auxv.h>
+#include <sys/random.h>
+static void hex(const char *name, const unsigned char *b) {
+    printf("%s ", name);
+    for (int i = 0; i < 16; i++) printf("%02x", b[i]);
+    printf("\n");
+}
+int main(void) {
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (long)sizeof b) { perror("getrandom"); return 1; }
+    hex("GETRANDOM", b);
+    hex("AT_RANDOM", (const unsigned char *)getauxval(AT_RANDOM));
+    int local;
+    printf("STACK %p\n", (void *)&local);
+    return 0;
+}
+"#;
+
+#[test]
+fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
+    // Every VM restored from one snapshot starts with the snapshot's kernel random state: unless
+    // the guest reseeds its CRNG from the fresh entropy, two pods restored from one snapshot hand
+    // their apps the same getrandom() bytes, stack canaries and address layout.
+    let name = "kvm_snapshot_restored_pods_draw_their_own_random_numbers";
+    let Some(e) = E2e::require_kvm(name) else {
+        return;
+    };
+    let bin = match tempfile::Builder::new()
+        .prefix("rkt-snapshot-random-")
+        .tempdir()
+        .map_err(|e| e.to_string())
+        .and_then(|d| cc_static(RANDOM_C, &d.keep(), "random"))
+    {
+        Ok(b) => b,
+        Err(why) => return skip(name, &format!("cannot build the static probe: {why}")),
+    };
+    let img = e.path("random.aci");
+    ImageSpec::new("example.com/random", &["/bin/random"])
+        .file("/bin/random", &bin, 0o755)
+        .build(&img);
+    let field = |out: &str, key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {key} line: {out}"))
+            .to_string()
+    };
+    let mut seen: Vec<[String; 3]> = Vec::new();
+    for i in 0..3 {
+        let (o, _) = run_pod(&e, true, &img, "96Mi", &[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        let want = if i == 0 {
+            "made snapshot"
+        } else {
+            "found snapshot"
+        };
+        assert!(err.contains(&format!("--kvm-snapshot: {want}")), "{err}");
+        let out = stdout(&o);
+        seen.push(["GETRANDOM", "AT_RANDOM", "STACK"].map(|k| field(&out, k)));
+    }
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        for k in 0..3 {
+            assert_ne!(
+                seen[a][k], seen[b][k],
+                "restored pods {a} and {b} drew the same value: {seen:?}"
+            );
+        }
+    }
+}

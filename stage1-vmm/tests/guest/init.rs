@@ -17,12 +17,14 @@
 //!   connects to host port 5678 and prints `VSOCK-HOST-GOT=<line>` with the host's answer to
 //!   its `hello-from-guest` line; connects to host port 5679 (nobody listens) and prints
 //!   `VSOCK-REFUSED errno=<n>`; prints `VSOCK-READY`; reboots on a connection to port 1235.
-//! - `snapshot` (tests/linux_snapshot.rs, bench/snapshot.sh): prints `SNAPSHOT-POINT`, asks
+//! - `snapshot` (tests/linux_snapshot.rs, bench/snapshot.sh): seeds and reseeds the kernel's
+//!   CRNG (as RDRAND has on hardware), prints `SNAPSHOT-POINT PRE-RESEED=<0|errno>`, asks
 //!   for a snapshot on the snapshot port (`pod_abi::snapshot`, numbers copied below; with
 //!   `ioperm` and `in`/`out`, else through /dev/port: `pod_abi::snapshot_port`); when it
-//!   runs on (restored), reads the fresh-data record, adds the entropy (`RNDADDENTROPY` on
-//!   /dev/urandom), sets the wall clock, prints `RESTORED ENTROPY=<hex> CLOCK=<secs>
-//!   ADDENTROPY=<0|errno> SETTIME=<0|errno>` and reboots; on a cold boot prints
+//!   runs on (restored), reads the fresh-data record, reseeds the CRNG from its entropy
+//!   (`pod_abi::snapshot_port::reseed`, as guest-init does), sets the wall clock, reads 16
+//!   bytes of /dev/urandom, prints `RESTORED ENTROPY=<hex> CLOCK=<secs> RESEED=<0|errno>
+//!   SETTIME=<0|errno> URANDOM=<hex>` and reboots; on a cold boot prints
 //!   `SNAPSHOT-COLD STATUS=<n>` and reboots.
 //! - `snapshot-vsock` (tests/linux_snapshot.rs): as `snapshot`, and after the restore connects
 //!   to vsock host port 5678 (the restored VM's fresh vsock backend), sends `hello-from-guest`
@@ -40,7 +42,6 @@ extern "C" {
     fn reboot(cmd: c_int) -> c_int;
     fn klogctl(kind: c_int, buf: *mut c_char, len: c_int) -> c_int;
     fn sync();
-    fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
     fn clock_settime(clock: c_int, tp: *const Timespec) -> c_int;
     fn mount(
         src: *const c_char,
@@ -78,8 +79,6 @@ const SNAP_REQUEST: u8 = 0x53;
 const SNAP_RESTORED: u8 = 1;
 /// The fresh-data record: 32 bytes of entropy, u64 seconds, u32 nanoseconds, 4 zero bytes.
 const SNAP_FRESH_LEN: usize = 48;
-/// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
-const RNDADDENTROPY: c_ulong = 0x4008_5203;
 /// `CLOCK_REALTIME`.
 const CLOCK_REALTIME: c_int = 0;
 
@@ -104,7 +103,6 @@ fn inb(ports: &snapshot_port::Ports, port: u16) -> u8 {
 }
 
 fn snapshot_point(vsock: bool) -> ! {
-    use std::os::fd::AsRawFd;
     let dev = match snapshot_port::Ports::open(SNAP_PORT_DATA, 2) {
         Ok(p) => p,
         Err(e) => {
@@ -112,7 +110,23 @@ fn snapshot_point(vsock: bool) -> ! {
             do_reboot()
         }
     };
-    println!("SNAPSHOT-POINT");
+    // Make the CRNG ready and freshly seeded just before the snapshot, as a guest on hardware
+    // is (RDRAND seeds it at boot, well under a second before a snapshot): restored VMs then
+    // start inside the CRNG's reseed interval, where only an explicit reseed after the restore
+    // sets them apart. Under the nested harness the guest has no RDRAND and its CRNG is not
+    // ready yet, so the first credited entropy after a restore would reseed it by itself.
+    let pre = match std::fs::File::open("/dev/urandom") {
+        Ok(mut f) => {
+            use std::io::Read;
+            let mut seed = [0u8; 32];
+            match f.read_exact(&mut seed) {
+                Ok(()) => os_err(snapshot_port::reseed(&f, &seed)),
+                Err(e) => e.raw_os_error().unwrap_or(-1),
+            }
+        }
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    };
+    println!("SNAPSHOT-POINT PRE-RESEED={pre}");
     let _ = std::io::stdout().flush();
     outb(&dev, SNAP_PORT_DATA, SNAP_REQUEST);
     let status = inb(&dev, SNAP_PORT_STATUS);
@@ -127,17 +141,8 @@ fn snapshot_point(vsock: bool) -> ! {
     let entropy = &rec[..32];
     let secs = u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default());
     let nanos = u32::from_le_bytes(rec[40..44].try_into().unwrap_or_default());
-    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
-    let mut info = Vec::with_capacity(8 + entropy.len());
-    info.extend_from_slice(&((entropy.len() * 8) as i32).to_ne_bytes());
-    info.extend_from_slice(&(entropy.len() as i32).to_ne_bytes());
-    info.extend_from_slice(entropy);
-    let add = match std::fs::File::open("/dev/urandom") {
-        // SAFETY: RNDADDENTROPY reads `8 + buf_size` bytes from `info`, which holds them.
-        Ok(f) => match unsafe { ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } {
-            0 => 0,
-            _ => errno(),
-        },
+    let reseed = match std::fs::File::open("/dev/urandom") {
+        Ok(f) => os_err(snapshot_port::reseed(&f, entropy)),
         Err(e) => e.raw_os_error().unwrap_or(-1),
     };
     let ts = Timespec {
@@ -156,8 +161,20 @@ fn snapshot_point(vsock: bool) -> ! {
     if vsock {
         greet_host();
     }
-    let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
-    println!("RESTORED ENTROPY={hex} CLOCK={now} ADDENTROPY={add} SETTIME={set}");
+    let hex = |b: &[u8]| -> String { b.iter().map(|b| format!("{b:02x}")).collect() };
+    let mut drawn = [0u8; 16];
+    let got = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut drawn)
+    });
+    let drawn = match got {
+        Ok(()) => hex(&drawn),
+        Err(e) => format!("error:{e}"),
+    };
+    println!(
+        "RESTORED ENTROPY={} CLOCK={now} RESEED={reseed} SETTIME={set} URANDOM={drawn}",
+        hex(entropy)
+    );
     do_reboot()
 }
 
@@ -238,6 +255,14 @@ fn vsock_connect(cid: u32, port: u32) -> Result<std::fs::File, i32> {
             return Err(e);
         }
         Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
+/// 0 for `Ok`, else the error's errno (-1 without one).
+fn os_err(r: std::io::Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
     }
 }
 
