@@ -52,7 +52,7 @@ fn restore_point() -> Result<bool, String> {
     let fresh = Fresh::decode(&rec).ok_or("bad fresh-data record")?;
     let random = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
     pod_abi::snapshot_port::reseed(&random, &fresh.entropy)
-        .map_err(|e| format!("fresh entropy: {e}"))?;
+        .map_err(|(step, e)| format!("fresh entropy: {step}: {e}"))?;
     let ts = libc::timespec {
         tv_sec: fresh.secs as libc::time_t,
         tv_nsec: libc::c_long::from(fresh.nanos as i32),

@@ -31,11 +31,18 @@ const RNDRESEEDCRNG: c_ulong = 0x5207;
 /// (1 s after the last one early in a boot, 60 s later on): a CRNG that was ready when the
 /// snapshot was taken (RDRAND seeds it at boot) would give every VM restored from one snapshot
 /// the same numbers until then. A CRNG that was not ready becomes ready from the credited
-/// bytes themselves, and the explicit reseed then finds it ready too.
-pub fn reseed(random: &File, entropy: &[u8]) -> io::Result<()> {
+/// bytes themselves (32 bytes or more), and the explicit reseed then finds it ready too.
+/// An error names the step (`RNDADDENTROPY` or `RNDRESEEDCRNG`) with the system's error.
+pub fn reseed(random: &File, entropy: &[u8]) -> Result<(), (&'static str, io::Error)> {
     use std::os::fd::AsRawFd;
-    let len = i32::try_from(entropy.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let bits = len.checked_mul(8).ok_or(io::ErrorKind::InvalidInput)?;
+    let bad = || {
+        (
+            "RNDADDENTROPY",
+            io::Error::from(io::ErrorKind::InvalidInput),
+        )
+    };
+    let len = i32::try_from(entropy.len()).map_err(|_| bad())?;
+    let bits = len.checked_mul(8).ok_or_else(bad)?;
     // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
     let mut info = Vec::with_capacity(8 + entropy.len());
     info.extend_from_slice(&bits.to_ne_bytes());
@@ -43,13 +50,11 @@ pub fn reseed(random: &File, entropy: &[u8]) -> io::Result<()> {
     info.extend_from_slice(entropy);
     // SAFETY: RNDADDENTROPY reads `8 + buf_size` bytes from `info`, which holds them.
     if unsafe { ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("RNDADDENTROPY: {e}")));
+        return Err(("RNDADDENTROPY", io::Error::last_os_error()));
     }
     // SAFETY: RNDRESEEDCRNG takes no argument and touches no memory of this process.
     if unsafe { ioctl(random.as_raw_fd(), RNDRESEEDCRNG) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("RNDRESEEDCRNG: {e}")));
+        return Err(("RNDRESEEDCRNG", io::Error::last_os_error()));
     }
     Ok(())
 }

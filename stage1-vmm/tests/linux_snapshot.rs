@@ -55,6 +55,8 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Boots the test init in `rkt_test=snapshot-seeded` mode (its CRNG seeded right before the
+/// snapshot) with `--snapshot-out snap`; the boot's time.
 fn make_snapshot(dir: &Path, snap: &Path) -> Duration {
     let kernel = test_kernel();
     let initrd = initramfs::write_to(dir);
@@ -66,15 +68,16 @@ fn make_snapshot(dir: &Path, snap: &Path) -> Duration {
         "--mem".as_ref(),
         "128".as_ref(),
         "--cmdline".as_ref(),
-        "rkt_test=snapshot".as_ref(),
+        "rkt_test=snapshot-seeded".as_ref(),
         "--snapshot-out".as_ref(),
         snap.as_os_str(),
     ]);
     let stdout = ok(&out);
+    assert!(stdout.contains("SNAPSHOT-POINT"), "stdout:\n{stdout}");
     // The guest's CRNG was ready and freshly reseeded at the snapshot, so restores start
     // inside its reseed interval (tests/guest/init.rs).
     assert!(
-        stdout.contains("SNAPSHOT-POINT PRE-RESEED=0"),
+        stdout.contains("SNAPSHOT-SEEDED RESEED=0"),
         "stdout:\n{stdout}"
     );
     assert!(

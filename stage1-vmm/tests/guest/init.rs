@@ -17,8 +17,7 @@
 //!   connects to host port 5678 and prints `VSOCK-HOST-GOT=<line>` with the host's answer to
 //!   its `hello-from-guest` line; connects to host port 5679 (nobody listens) and prints
 //!   `VSOCK-REFUSED errno=<n>`; prints `VSOCK-READY`; reboots on a connection to port 1235.
-//! - `snapshot` (tests/linux_snapshot.rs, bench/snapshot.sh): seeds and reseeds the kernel's
-//!   CRNG (as RDRAND has on hardware), prints `SNAPSHOT-POINT PRE-RESEED=<0|errno>`, asks
+//! - `snapshot` (tests/linux_snapshot.rs, bench/snapshot.sh): prints `SNAPSHOT-POINT`, asks
 //!   for a snapshot on the snapshot port (`pod_abi::snapshot`, numbers copied below; with
 //!   `ioperm` and `in`/`out`, else through /dev/port: `pod_abi::snapshot_port`); when it
 //!   runs on (restored), reads the fresh-data record, reseeds the CRNG from its entropy
@@ -26,6 +25,8 @@
 //!   bytes of /dev/urandom, prints `RESTORED ENTROPY=<hex> CLOCK=<secs> RESEED=<0|errno>
 //!   SETTIME=<0|errno> URANDOM=<hex>` and reboots; on a cold boot prints
 //!   `SNAPSHOT-COLD STATUS=<n>` and reboots.
+//! - `snapshot-seeded` (tests/linux_snapshot.rs): as `snapshot`, but first seeds and reseeds
+//!   the kernel's CRNG (as RDRAND has on hardware) and prints `SNAPSHOT-SEEDED RESEED=<0|errno>`.
 //! - `snapshot-vsock` (tests/linux_snapshot.rs): as `snapshot`, and after the restore connects
 //!   to vsock host port 5678 (the restored VM's fresh vsock backend), sends `hello-from-guest`
 //!   and prints `VSOCK-HOST-GOT=<line>` with the answer before the `RESTORED` line.
@@ -102,7 +103,7 @@ fn inb(ports: &snapshot_port::Ports, port: u16) -> u8 {
     })
 }
 
-fn snapshot_point(vsock: bool) -> ! {
+fn snapshot_point(vsock: bool, seeded: bool) -> ! {
     let dev = match snapshot_port::Ports::open(SNAP_PORT_DATA, 2) {
         Ok(p) => p,
         Err(e) => {
@@ -110,23 +111,21 @@ fn snapshot_point(vsock: bool) -> ! {
             do_reboot()
         }
     };
-    // Make the CRNG ready and freshly seeded just before the snapshot, as a guest on hardware
-    // is (RDRAND seeds it at boot, well under a second before a snapshot): restored VMs then
-    // start inside the CRNG's reseed interval, where only an explicit reseed after the restore
-    // sets them apart. Under the nested harness the guest has no RDRAND and its CRNG is not
-    // ready yet, so the first credited entropy after a restore would reseed it by itself.
-    let pre = match std::fs::File::open("/dev/urandom") {
-        Ok(mut f) => {
-            use std::io::Read;
-            let mut seed = [0u8; 32];
-            match f.read_exact(&mut seed) {
-                Ok(()) => os_err(snapshot_port::reseed(&f, &seed)),
-                Err(e) => e.raw_os_error().unwrap_or(-1),
-            }
-        }
-        Err(e) => e.raw_os_error().unwrap_or(-1),
-    };
-    println!("SNAPSHOT-POINT PRE-RESEED={pre}");
+    if seeded {
+        // Make the CRNG ready and freshly seeded just before the snapshot, as a guest on
+        // hardware is (RDRAND seeds it at boot, well under a second before a snapshot):
+        // restored VMs then start inside the CRNG's reseed interval, where only an explicit
+        // reseed after the restore sets them apart. Under the nested harness the guest has no
+        // RDRAND and its CRNG is not ready yet, so the first credited entropy after a restore
+        // would reseed it by itself. The seed's bytes do not matter (every restore gets fresh
+        // ones); reading /dev/urandom for them would run the kernel's jitter-entropy loop.
+        let pre = match std::fs::File::open("/dev/urandom") {
+            Ok(f) => os_err(snapshot_port::reseed(&f, b"rkt test init: the CRNG is ready")),
+            Err(e) => e.raw_os_error().unwrap_or(-1),
+        };
+        println!("SNAPSHOT-SEEDED RESEED={pre}");
+    }
+    println!("SNAPSHOT-POINT");
     let _ = std::io::stdout().flush();
     outb(&dev, SNAP_PORT_DATA, SNAP_REQUEST);
     let status = inb(&dev, SNAP_PORT_STATUS);
@@ -259,10 +258,10 @@ fn vsock_connect(cid: u32, port: u32) -> Result<std::fs::File, i32> {
 }
 
 /// 0 for `Ok`, else the error's errno (-1 without one).
-fn os_err(r: std::io::Result<()>) -> i32 {
+fn os_err<T>(r: Result<(), (T, std::io::Error)>) -> i32 {
     match r {
         Ok(()) => 0,
-        Err(e) => e.raw_os_error().unwrap_or(-1),
+        Err((_, e)) => e.raw_os_error().unwrap_or(-1),
     }
 }
 
@@ -351,8 +350,9 @@ fn main() {
             do_reboot()
         }
         "vsock-echo" => vsock_echo(),
-        "snapshot" => snapshot_point(false),
-        "snapshot-vsock" => snapshot_point(true),
+        "snapshot" => snapshot_point(false, false),
+        "snapshot-seeded" => snapshot_point(false, true),
+        "snapshot-vsock" => snapshot_point(true, false),
         "exit" => {
             println!("RKT-TEST-INIT-EXITING");
             let _ = std::io::stdout().flush();
