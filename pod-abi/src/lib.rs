@@ -8,6 +8,7 @@
 
 pub mod child;
 pub mod control;
+pub mod entropy;
 pub mod exec;
 pub mod exit;
 pub mod guestnet;

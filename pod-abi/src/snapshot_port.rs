@@ -1,8 +1,7 @@
 //! Guest side of the snapshot port (`pod_abi::snapshot`) and of the reset line
 //! (`pod_abi::reset`): one-byte port I/O with `ioperm(2)`
 //! and the `in`/`out` instructions, falling back to `/dev/port` when `ioperm` fails (a kernel
-//! without `CONFIG_X86_IOPL_IOPERM`); and what a restored guest does with the fresh entropy it
-//! reads there ([`reseed`]). A guest-only kernel without PCI has no `/dev/port`
+//! without `CONFIG_X86_IOPL_IOPERM`). A guest-only kernel without PCI has no `/dev/port`
 //! (`CONFIG_DEVPORT` needs `ISA || PCI`), so it needs `ioperm`; either kernel works.
 //!
 //! This file uses std only: guest-init reaches it as `pod_abi::snapshot_port`, and stage1-vmm's
@@ -15,48 +14,6 @@ use std::os::unix::fs::FileExt;
 
 extern "C" {
     fn ioperm(from: c_ulong, num: c_ulong, turn_on: c_int) -> c_int;
-    fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
-}
-
-/// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
-const RNDADDENTROPY: c_ulong = 0x4008_5203;
-/// `RNDRESEEDCRNG` (`_IO('R', 7)`).
-const RNDRESEEDCRNG: c_ulong = 0x5207;
-
-/// Makes a restored guest's random numbers its own: mixes `entropy` into the kernel's input
-/// pool through `random` (an open `/dev/urandom`), credited at 8 bits a byte
-/// (`RNDADDENTROPY`), then reseeds the kernel's CRNG from that pool at once (`RNDRESEEDCRNG`;
-/// both need `CAP_SYS_ADMIN`). The pool's new bytes alone change nothing that `getrandom(2)`,
-/// `AT_RANDOM` or address-space randomization hand out until the CRNG's next scheduled reseed
-/// (1 s after the last one early in a boot, 60 s later on): a CRNG that was ready when the
-/// snapshot was taken (RDRAND seeds it at boot) would give every VM restored from one snapshot
-/// the same numbers until then. A CRNG that was not ready becomes ready from the credited
-/// bytes themselves (32 bytes or more), and the explicit reseed then finds it ready too.
-/// An error names the step (`RNDADDENTROPY` or `RNDRESEEDCRNG`) with the system's error.
-pub fn reseed(random: &File, entropy: &[u8]) -> Result<(), (&'static str, io::Error)> {
-    use std::os::fd::AsRawFd;
-    let bad = || {
-        (
-            "RNDADDENTROPY",
-            io::Error::from(io::ErrorKind::InvalidInput),
-        )
-    };
-    let len = i32::try_from(entropy.len()).map_err(|_| bad())?;
-    let bits = len.checked_mul(8).ok_or_else(bad)?;
-    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
-    let mut info = Vec::with_capacity(8 + entropy.len());
-    info.extend_from_slice(&bits.to_ne_bytes());
-    info.extend_from_slice(&len.to_ne_bytes());
-    info.extend_from_slice(entropy);
-    // SAFETY: RNDADDENTROPY reads `8 + buf_size` bytes from `info`, which holds them.
-    if unsafe { ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) } != 0 {
-        return Err(("RNDADDENTROPY", io::Error::last_os_error()));
-    }
-    // SAFETY: RNDRESEEDCRNG takes no argument and touches no memory of this process.
-    if unsafe { ioctl(random.as_raw_fd(), RNDRESEEDCRNG) } != 0 {
-        return Err(("RNDRESEEDCRNG", io::Error::last_os_error()));
-    }
-    Ok(())
 }
 
 /// How a guest reaches the ports.

@@ -28,6 +28,7 @@ pub mod net;
 pub mod pod;
 pub mod profile;
 pub mod pvm;
+pub mod random;
 pub mod snapshot;
 pub mod threads;
 pub mod vcpu;

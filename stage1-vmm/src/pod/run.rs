@@ -197,6 +197,7 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     phase("process-prepared");
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host)?;
+    write_guest_seed(&host)?;
     let size = choose_size(&plan, args);
     let debug = args.debug || plan.debug;
     let init_args = pod_init_args(debug, net.metadata_url.as_deref());
@@ -319,6 +320,19 @@ fn read_plan(host: &PodPaths) -> Result<Plan, PodError> {
     write_atomic(&host.pid(), pid.to_string().as_bytes())
         .map_err(|e| PodError::io("cannot write", &host.pid(), e))?;
     Ok(plan)
+}
+
+/// Writes the guest kernel's RNG seed (fresh host bytes, [`pod_abi::paths::ENTROPY_IN_STAGE1`]),
+/// which guest-init credits and removes first thing: a guest whose CPU offers no RDRAND would
+/// otherwise make its apps' first `getrandom(2)` wait for the kernel's jitter entropy (2.5 s
+/// under the nested harness).
+fn write_guest_seed(host: &PodPaths) -> Result<(), PodError> {
+    let mut seed = [0u8; pod_abi::entropy::SEED_LEN];
+    crate::random::fill(&mut seed)
+        .map_err(|e| PodError::Host("cannot draw the guest's random seed", e))?;
+    let path = host.stage1_rootfs().join(pod_abi::paths::ENTROPY_IN_STAGE1);
+    pod_abi::podfile::write_atomic_unsynced(&path, &seed)
+        .map_err(|e| PodError::io("cannot write", &path, e))
 }
 
 /// Step 3: the VM's memory and vCPUs from the plan and the host's CPUs.

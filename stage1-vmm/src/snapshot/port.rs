@@ -62,20 +62,7 @@ impl PioDevice for SnapshotPort {
 /// host's wall clock now.
 pub fn fresh_now() -> Result<Fresh, SnapshotError> {
     let mut entropy = [0u8; ENTROPY_LEN];
-    let mut got = 0;
-    while got < ENTROPY_LEN {
-        let rest = entropy.get_mut(got..).unwrap_or_default();
-        // SAFETY: writes at most `rest.len()` bytes into `rest`.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(SnapshotError::Io("getrandom failed", e));
-        }
-        got += n as usize;
-    }
+    crate::random::fill(&mut entropy).map_err(|e| SnapshotError::Io("getrandom failed", e))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -21,7 +21,7 @@
 //!   for a snapshot on the snapshot port (`pod_abi::snapshot`, numbers copied below; with
 //!   `ioperm` and `in`/`out`, else through /dev/port: `pod_abi::snapshot_port`); when it
 //!   runs on (restored), reads the fresh-data record, reseeds the CRNG from its entropy
-//!   (`pod_abi::snapshot_port::reseed`, as guest-init does), sets the wall clock, reads 16
+//!   (`pod_abi::entropy::reseed`, as guest-init does), sets the wall clock, reads 16
 //!   bytes of /dev/urandom, prints `RESTORED ENTROPY=<hex> CLOCK=<secs> RESEED=<0|errno>
 //!   SETTIME=<0|errno> URANDOM=<hex>` and reboots; on a cold boot prints
 //!   `SNAPSHOT-COLD STATUS=<n>` and reboots.
@@ -88,6 +88,11 @@ const CLOCK_REALTIME: c_int = 0;
 #[path = "../../../pod-abi/src/snapshot_port.rs"]
 mod snapshot_port;
 
+/// Seeding and reseeding the guest's CRNG, shared with guest-init.
+#[allow(dead_code)]
+#[path = "../../../pod-abi/src/entropy.rs"]
+mod entropy;
+
 /// One byte out to `port`.
 fn outb(ports: &snapshot_port::Ports, port: u16, v: u8) {
     if let Err(e) = ports.outb(port, v) {
@@ -120,7 +125,7 @@ fn snapshot_point(vsock: bool, seeded: bool) -> ! {
         // would reseed it by itself. The seed's bytes do not matter (every restore gets fresh
         // ones); reading /dev/urandom for them would run the kernel's jitter-entropy loop.
         let pre = match std::fs::File::open("/dev/urandom") {
-            Ok(f) => os_err(snapshot_port::reseed(&f, b"rkt test init: the CRNG is ready")),
+            Ok(f) => os_err(entropy::reseed(&f, b"rkt test init: the CRNG is ready")),
             Err(e) => e.raw_os_error().unwrap_or(-1),
         };
         println!("SNAPSHOT-SEEDED RESEED={pre}");
@@ -141,7 +146,7 @@ fn snapshot_point(vsock: bool, seeded: bool) -> ! {
     let secs = u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default());
     let nanos = u32::from_le_bytes(rec[40..44].try_into().unwrap_or_default());
     let reseed = match std::fs::File::open("/dev/urandom") {
-        Ok(f) => os_err(snapshot_port::reseed(&f, entropy)),
+        Ok(f) => os_err(entropy::reseed(&f, entropy)),
         Err(e) => e.raw_os_error().unwrap_or(-1),
     };
     let ts = Timespec {
