@@ -283,8 +283,7 @@ fn seed_random(path: &Path) -> Result<(), String> {
             pod_abi::entropy::SEED_LEN
         ));
     }
-    let random = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-    pod_abi::entropy::reseed(&random, &seed)
+    pod_abi::entropy::reseed(&seed)
         .map_err(|(step, e)| format!("seeding the kernel's RNG: {step}: {e}"))
 }
 

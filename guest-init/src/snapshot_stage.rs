@@ -50,8 +50,7 @@ fn restore_point() -> Result<bool, String> {
         *byte = port.inb(PORT_DATA).map_err(io)?;
     }
     let fresh = Fresh::decode(&rec).ok_or("bad fresh-data record")?;
-    let random = std::fs::File::open("/dev/urandom").map_err(|e| format!("/dev/urandom: {e}"))?;
-    pod_abi::entropy::reseed(&random, &fresh.entropy)
+    pod_abi::entropy::reseed(&fresh.entropy)
         .map_err(|(step, e)| format!("fresh entropy: {step}: {e}"))?;
     let ts = libc::timespec {
         tv_sec: fresh.secs as libc::time_t,

@@ -16,13 +16,15 @@ extern "C" {
 /// Bytes of a host-written seed (256 bits, what the kernel needs to call its CRNG ready).
 pub const SEED_LEN: usize = 32;
 
+/// The device the ioctls go to.
+pub const RANDOM_DEVICE: &str = "/dev/urandom";
 /// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
 const RNDADDENTROPY: c_ulong = 0x4008_5203;
 /// `RNDRESEEDCRNG` (`_IO('R', 7)`).
 const RNDRESEEDCRNG: c_ulong = 0x5207;
 
-/// Mixes `entropy` into the kernel's input pool through `random` (an open `/dev/urandom`),
-/// credited at 8 bits a byte (`RNDADDENTROPY`), then reseeds the kernel's CRNG from that pool at
+/// Mixes `entropy` into the kernel's input pool through [`RANDOM_DEVICE`], credited at 8 bits
+/// a byte (`RNDADDENTROPY`), then reseeds the kernel's CRNG from that pool at
 /// once (`RNDRESEEDCRNG`; both need `CAP_SYS_ADMIN`). A CRNG that was not ready becomes ready
 /// from the credited bytes themselves (32 bytes or more): a cold guest without RDRAND would
 /// otherwise block its apps' first `getrandom(2)` until the kernel's jitter entropy makes it
@@ -31,9 +33,11 @@ const RNDRESEEDCRNG: c_ulong = 0x5207;
 /// address-space randomization hand out until the CRNG's next scheduled reseed (1 s after the
 /// last one early in a boot, 60 s later on), so every VM restored from one snapshot taken with
 /// a ready CRNG (RDRAND seeds it at boot) would draw the same numbers until then.
-/// An error names the step (`RNDADDENTROPY` or `RNDRESEEDCRNG`) with the system's error.
-pub fn reseed(random: &File, entropy: &[u8]) -> Result<(), (&'static str, io::Error)> {
+/// An error names the step ([`RANDOM_DEVICE`], `RNDADDENTROPY` or `RNDRESEEDCRNG`) with the
+/// system's error.
+pub fn reseed(entropy: &[u8]) -> Result<(), (&'static str, io::Error)> {
     use std::os::fd::AsRawFd;
+    let random = File::open(RANDOM_DEVICE).map_err(|e| (RANDOM_DEVICE, e))?;
     let bad = || {
         (
             "RNDADDENTROPY",

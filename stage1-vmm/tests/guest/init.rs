@@ -124,10 +124,7 @@ fn snapshot_point(vsock: bool, seeded: bool) -> ! {
         // RDRAND and its CRNG is not ready yet, so the first credited entropy after a restore
         // would reseed it by itself. The seed's bytes do not matter (every restore gets fresh
         // ones); reading /dev/urandom for them would run the kernel's jitter-entropy loop.
-        let pre = match std::fs::File::open("/dev/urandom") {
-            Ok(f) => os_err(entropy::reseed(&f, b"rkt test init: the CRNG is ready")),
-            Err(e) => e.raw_os_error().unwrap_or(-1),
-        };
+        let pre = os_err(entropy::reseed(b"rkt test init: the CRNG is ready"));
         println!("SNAPSHOT-SEEDED RESEED={pre}");
     }
     println!("SNAPSHOT-POINT");
@@ -145,10 +142,7 @@ fn snapshot_point(vsock: bool, seeded: bool) -> ! {
     let entropy = &rec[..32];
     let secs = u64::from_le_bytes(rec[32..40].try_into().unwrap_or_default());
     let nanos = u32::from_le_bytes(rec[40..44].try_into().unwrap_or_default());
-    let reseed = match std::fs::File::open("/dev/urandom") {
-        Ok(f) => os_err(entropy::reseed(&f, entropy)),
-        Err(e) => e.raw_os_error().unwrap_or(-1),
-    };
+    let reseed = os_err(entropy::reseed(entropy));
     let ts = Timespec {
         sec: secs as i64,
         nsec: i64::from(nanos),
