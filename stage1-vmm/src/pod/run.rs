@@ -6,7 +6,7 @@
 //! single-threaded; [`read_plan`] reads the plan and writes `pid`; [`choose_size`] sizes the VM;
 //! with `--kvm-snapshot` in the plan, [`super::snapshot_start::prepare`] gets the snapshot to
 //! restore (making it first, by a child process with no pod) and writes guest-init's arguments;
-//! [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
+//! a pod that boots cold gets its guest's RNG seed ([`write_guest_seed`]); [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
 //! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm), or
 //! restores it from the snapshot;
 //! [`jail_vmm`] pivots into the pod directory;
@@ -197,11 +197,13 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     phase("process-prepared");
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host)?;
-    write_guest_seed(&host)?;
     let size = choose_size(&plan, args);
     let debug = args.debug || plan.debug;
     let init_args = pod_init_args(debug, net.metadata_url.as_deref());
     let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
+    if restore.is_none() {
+        write_guest_seed(&host)?;
+    }
     phase("snapshot-prepared");
     let io = HostIo::open(args.interactive || plan.interactive)?;
     let (mut vmm, kernel_tail) = build_vm(&host, size, debug, net, restore)?;
@@ -322,10 +324,11 @@ fn read_plan(host: &PodPaths) -> Result<Plan, PodError> {
     Ok(plan)
 }
 
-/// Writes the guest kernel's RNG seed (fresh host bytes, [`pod_abi::paths::ENTROPY_IN_STAGE1`]),
-/// which guest-init credits and removes first thing: a guest whose CPU offers no RDRAND would
-/// otherwise make its apps' first `getrandom(2)` wait for the kernel's jitter entropy (2.5 s
-/// under the nested harness).
+/// Writes a cold guest's kernel RNG seed (fresh host bytes,
+/// [`pod_abi::paths::ENTROPY_IN_STAGE1`]), which guest-init credits and removes first thing: a
+/// guest whose CPU offers no RDRAND would otherwise make its apps' first `getrandom(2)` wait for
+/// the kernel's jitter entropy (2.5 s under the nested harness). A restored guest gets its fresh
+/// entropy on the snapshot port instead.
 fn write_guest_seed(host: &PodPaths) -> Result<(), PodError> {
     let mut seed = [0u8; pod_abi::entropy::SEED_LEN];
     crate::random::fill(&mut seed)
