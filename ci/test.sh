@@ -17,10 +17,14 @@ step() { echo; echo "=================== $* ==================="; }
 step "build"
 bash ci/build.sh || { echo "BUILD FAILED"; exit 1; }
 
-step "fmt + clippy"
+step "fmt + clippy + doc"
 if ! cargo fmt --all -- --check >"$log/fmt" 2>&1; then cat "$log/fmt"; echo "cargo fmt: FAILED"; fail=1; fi
 if ! cargo clippy --workspace --all-targets -q -- -D warnings >"$log/clippy" 2>&1; then
   cat "$log/clippy"; echo "cargo clippy: FAILED"; fail=1
+fi
+# Doc links that resolve to nothing or to private items are errors: the docs name them.
+if ! RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q >"$log/doc" 2>&1; then
+  cat "$log/doc"; echo "cargo doc: FAILED"; fail=1
 fi
 
 export RKT_BIN="$root/build/bin/rkt" RKT_BUILD_DIR="$root/build" RKT_TEST_BIN_DIR="$root/build/bin"

@@ -1,7 +1,7 @@
 //! guest-init: PID 1 of a pod, for both stage1 flavors (arguments: `pod_abi::init::InitArgs`).
 //!
 //! It reads the launch plan (`pod_abi::paths::GUEST_PLAN`), builds each app's execution
-//! environment under `/opt/stage2/<app>/rootfs`, runs the apps (see [`supervisor`]), writes
+//! environment under `/opt/stage2/<app>/rootfs`, runs the apps (see `supervisor`), writes
 //! their statuses (`GUEST_STATUS_DIR`) and ends: `exit(pod exit code)` in the ns flavor,
 //! `sync` and `reboot(RB_AUTOBOOT)` in the kvm flavor. A failure of guest-init itself is printed on the
 //! console and written to `GUEST_FAILURE` before it ends, so its reason is never lost; the

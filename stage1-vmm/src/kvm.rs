@@ -75,7 +75,7 @@ pub fn open_kvm(need_linux: bool) -> Result<Kvm, KvmError> {
     Ok(kvm)
 }
 
-/// Checks the API version and [`REQUIRED_CAPS`].
+/// Checks the API version and `REQUIRED_CAPS`.
 pub fn check_kvm(kvm: &Kvm) -> Result<(), KvmError> {
     let v = kvm.get_api_version();
     if v != KVM_API_VERSION {

@@ -8,7 +8,7 @@
 /// Arenas glibc may create (`M_ARENA_MAX`).
 const ARENAS: libc::c_int = 1;
 
-/// Limits glibc to [`ARENAS`] malloc arenas. Call first thing in `main`, before any thread
+/// Limits glibc to `ARENAS` malloc arenas. Call first thing in `main`, before any thread
 /// starts; returns whether glibc took the setting.
 pub fn limit_arenas() -> bool {
     // SAFETY: mallopt takes malloc's own lock and only changes a tuning parameter.

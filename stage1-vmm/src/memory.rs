@@ -111,7 +111,7 @@ pub fn ram_ranges(size: u64) -> Vec<(u64, u64)> {
 
 /// Maps `size` bytes of anonymous, lazily populated guest RAM laid out by [`ram_ranges`].
 ///
-/// Each range starts on a [`RAM_ALIGN`] boundary of the VMM's address space and is marked
+/// Each range starts on a `RAM_ALIGN` boundary of the VMM's address space and is marked
 /// `MADV_HUGEPAGE`: where the host has transparent huge pages, a guest's first touch of a
 /// 2 MiB stretch then costs one fault (and one KVM mapping) instead of 512, which is most of a
 /// small guest's boot under nested virtualization (docs/vmm.md, "Huge pages"). The mappings
@@ -136,7 +136,7 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMem, MemoryError> {
     GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Layout(e.to_string()))
 }
 
-/// Maps `len` bytes of private anonymous memory at a [`RAM_ALIGN`]-aligned address, marked
+/// Maps `len` bytes of private anonymous memory at a `RAM_ALIGN`-aligned address, marked
 /// `MADV_HUGEPAGE` (ignored where the host has no transparent huge pages).
 fn map_aligned(len: usize) -> std::io::Result<*mut u8> {
     let span = len

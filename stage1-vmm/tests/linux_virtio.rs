@@ -23,6 +23,7 @@ use common::initramfs::cpio::entry as cpio_entry;
 use common::{linux_kvm_or_skip, test_kernel};
 use stage1_vmm::devices::virtio::console::{nonblocking_fd, Console};
 use stage1_vmm::devices::virtio::fs::{Fs, FsConfig};
+use stage1_vmm::devices::virtio::rng::Rng;
 use stage1_vmm::{SerialBackend, VmConfig, VmOutcome, Vmm};
 
 /// Lines the guest writes to hvc0 after the file contents (count); `RKT_TEST_VIRTIO_SEQ`
@@ -85,8 +86,14 @@ $B reboot -f
 "#;
 
 fn initramfs(dir: &Path, busybox: &Path) -> PathBuf {
-    let bb = std::fs::read(busybox).unwrap();
     let init = INIT.replace("SEQ_LINES", &seq_lines().to_string());
+    initramfs_with(dir, busybox, &init)
+}
+
+/// A newc initramfs at `dir/initramfs.cpio` of busybox and the shell script `init`, with
+/// empty `/dev`, `/proc`, `/sys` and `/mnt`.
+fn initramfs_with(dir: &Path, busybox: &Path, init: &str) -> PathBuf {
+    let bb = std::fs::read(busybox).unwrap();
     let mut out = Vec::new();
     cpio_entry(&mut out, 1, "bin", 0o040755, (0, 0), &[]);
     cpio_entry(&mut out, 2, "dev", 0o040755, (0, 0), &[]);
@@ -95,7 +102,8 @@ fn initramfs(dir: &Path, busybox: &Path) -> PathBuf {
     cpio_entry(&mut out, 5, "mnt", 0o040755, (0, 0), &[]);
     cpio_entry(&mut out, 6, "bin/busybox", 0o100755, (0, 0), &bb);
     cpio_entry(&mut out, 7, "init", 0o100755, (0, 0), init.as_bytes());
-    cpio_entry(&mut out, 8, "TRAILER!!!", 0, (0, 0), &[]);
+    cpio_entry(&mut out, 8, "sys", 0o040755, (0, 0), &[]);
+    cpio_entry(&mut out, 9, "TRAILER!!!", 0, (0, 0), &[]);
     let path = dir.join("initramfs.cpio");
     std::fs::write(&path, out).unwrap();
     path
@@ -242,4 +250,83 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
         0o1777,
         "guest chmod reached the host exactly"
     );
+}
+
+/// The entropy device's guest side: what Linux's hwrng core and virtio-rng driver make of it.
+const RNG_INIT: &str = r#"#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t devtmpfs dev /dev
+$B mount -t sysfs sys /sys
+if $B dmesg | $B grep -q "crng init done"; then
+    echo "RNG: crng ready at init" > /dev/ttyS0
+else
+    echo "RNG: crng not ready at init" > /dev/ttyS0
+fi
+echo "RNG: current=$($B cat /sys/class/misc/hw_random/rng_current)" > /dev/ttyS0
+for n in a b; do
+    echo "RNG: $n=$($B head -c 64 /dev/hwrng | $B od -An -tx1 | $B tr -d ' \n')" > /dev/ttyS0
+done
+echo "RNG: done" > /dev/ttyS0
+$B reboot -f
+"#;
+
+/// A guest with the entropy device: Linux binds its virtio-rng driver and makes it the current
+/// hwrng, its CRNG is ready before `/init` runs (the hwrng thread credited the host's bytes
+/// during the boot; under the nested harness the guest has no RDRAND, and without the device
+/// the CRNG is still waiting for jitter entropy there), and `/dev/hwrng` hands out fresh bytes.
+#[test]
+fn linux_seeds_its_rng_from_the_host_through_virtio_rng() {
+    let name = "linux_seeds_its_rng_from_the_host_through_virtio_rng";
+    if !linux_kvm_or_skip(name) {
+        return;
+    }
+    let busybox = match busybox() {
+        Ok(p) => p,
+        Err(why) => {
+            eprintln!("SKIP: {name}: {why}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs_with(dir.path(), &busybox, RNG_INIT);
+    let serial = Captured::default();
+    let mut cfg = VmConfig::new(&test_kernel());
+    cfg.initramfs = Some(initrd);
+    cfg.mem_mib = 256;
+    cfg.cpus = 1;
+    cfg.cmdline = std::env::var("RKT_TEST_CMDLINE").unwrap_or_default();
+    cfg.timeout = Some(Duration::from_secs(150));
+    let console = SerialBackend {
+        out: Box::new(serial.clone()),
+        input: None,
+    };
+    let mut vmm = Vmm::new(&cfg, console).unwrap();
+    let rng = Rng::new();
+    let stats = rng.stats();
+    if std::env::var_os("RKT_TEST_NO_RNG").is_none() {
+        vmm.add_virtio(Box::new(rng)).unwrap();
+    }
+    let (outcome, _) = vmm.run().unwrap();
+    let serial = String::from_utf8_lossy(&serial.0.lock().unwrap()).into_owned();
+    assert_eq!(outcome, VmOutcome::Reset, "serial console:\n{serial}");
+    let line = |key: &str| -> String {
+        serial
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?} line; serial:\n{serial}"))
+            .to_string()
+    };
+    assert!(serial.contains("RNG: done"), "serial:\n{serial}");
+    assert_eq!(line("RNG: current="), "virtio_rng.0", "serial:\n{serial}");
+    assert!(
+        serial.contains("RNG: crng ready at init"),
+        "serial:\n{serial}"
+    );
+    let (a, b) = (line("RNG: a="), line("RNG: b="));
+    assert_eq!(a.len(), 128, "64 bytes in hex: {a:?}");
+    assert_ne!(a, b, "two reads of /dev/hwrng, two draws");
+    let drawn = stats.bytes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(drawn >= 128, "the host served {drawn} bytes");
+    eprintln!("{name}: the host served {drawn} random bytes");
 }

@@ -27,8 +27,12 @@ pub struct Args {
     /// When to fetch: never (store only), new (only if not in the store), update (revalidate).
     #[arg(long, default_value = "update", value_parser = ["never", "new", "update"])]
     pub pull_policy: String,
-    /// Images: file paths, file://, http(s):// URLs, IDs, or names (name[:version][,label=value]).
-    #[arg(required = true, value_name = "IMAGE_URL")]
+    // The help is an attribute, not a doc comment: rustdoc would read `[,label=value]` as a link.
+    #[arg(
+        required = true,
+        value_name = "IMAGE_URL",
+        help = "Images: file paths, file://, http(s):// URLs, IDs, or names (name[:version][,label=value])"
+    )]
     pub images: Vec<String>,
 }
 

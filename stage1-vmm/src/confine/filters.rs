@@ -377,6 +377,8 @@ pub enum Profile {
     VsockWorker,
     /// `ThreadKind::DeviceWorker(TYPE_BALLOON)`.
     BalloonWorker,
+    /// `ThreadKind::DeviceWorker(TYPE_RNG)`.
+    RngWorker,
     /// `ThreadKind::Console`.
     Console,
     /// `ThreadKind::Signals`.
@@ -395,7 +397,7 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, in `repr` order.
-    pub const ALL: [Profile; 14] = [
+    pub const ALL: [Profile; 15] = [
         Profile::Vcpu,
         Profile::FsWorker,
         Profile::ConsoleWorker,
@@ -403,6 +405,7 @@ impl Profile {
         Profile::NetWorker,
         Profile::VsockWorker,
         Profile::BalloonWorker,
+        Profile::RngWorker,
         Profile::Console,
         Profile::Signals,
         Profile::Stdin,
@@ -412,7 +415,7 @@ impl Profile {
         Profile::Sampler,
     ];
 
-    /// The name in messages ("seccomp: thread <name> made ...").
+    /// The name in messages (`seccomp: thread <name> made ...`).
     pub fn name(self) -> &'static str {
         match self {
             Profile::Vcpu => "vcpu",
@@ -422,6 +425,7 @@ impl Profile {
             Profile::NetWorker => "virtio-net worker",
             Profile::VsockWorker => "virtio-vsock worker",
             Profile::BalloonWorker => "virtio-balloon worker",
+            Profile::RngWorker => "virtio-rng worker",
             Profile::Console => "console writer",
             Profile::Signals => "signals",
             Profile::Stdin => "stdin",
@@ -443,6 +447,8 @@ impl Profile {
             Profile::VsockWorker => &[&RUNTIME, &EVENT_LOOP, &VSOCK_IO],
             // Its `madvise` of reported guest pages is the runtime group's (the allocator's).
             Profile::BalloonWorker => &[&RUNTIME, &EVENT_LOOP],
+            // Its `getrandom` is the runtime group's (std's hash seeds).
+            Profile::RngWorker => &[&RUNTIME, &EVENT_LOOP],
             Profile::Console => &[&RUNTIME, &WRITER],
             Profile::Signals => &[&RUNTIME, &SIGNAL_WAIT, &TERMINAL],
             Profile::Stdin => &[&RUNTIME, &STDIN_COPY, &TERMINAL],

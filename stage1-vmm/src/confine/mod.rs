@@ -78,7 +78,9 @@ pub enum ConfineError {
 
 /// The profile (filter and capabilities) of a thread of `kind`.
 pub fn profile_of(kind: ThreadKind) -> Profile {
-    use crate::devices::virtio::{TYPE_BALLOON, TYPE_BLOCK, TYPE_FS, TYPE_NET, TYPE_VSOCK};
+    use crate::devices::virtio::{
+        TYPE_BALLOON, TYPE_BLOCK, TYPE_FS, TYPE_NET, TYPE_RNG, TYPE_VSOCK,
+    };
     match kind {
         ThreadKind::Vcpu => Profile::Vcpu,
         ThreadKind::SnapshotVcpu => Profile::SnapshotVcpu,
@@ -87,6 +89,7 @@ pub fn profile_of(kind: ThreadKind) -> Profile {
         ThreadKind::DeviceWorker(TYPE_NET) => Profile::NetWorker,
         ThreadKind::DeviceWorker(TYPE_VSOCK) => Profile::VsockWorker,
         ThreadKind::DeviceWorker(TYPE_BALLOON) => Profile::BalloonWorker,
+        ThreadKind::DeviceWorker(TYPE_RNG) => Profile::RngWorker,
         // The console, and any other device: queues and its own fds, no file system.
         ThreadKind::DeviceWorker(_) => Profile::ConsoleWorker,
         ThreadKind::Console => Profile::Console,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::*;
 use crate::devices::virtio::{
-    TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK,
+    TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_RNG, TYPE_VSOCK,
 };
 
 /// Names the case the child runs.
@@ -94,7 +94,7 @@ impl Main {
 }
 
 /// The cases: (name, thread kind or `Err(main thread profile)`, forbidden call).
-const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 14] = [
+const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 15] = [
     ("vcpu", Ok(ThreadKind::Vcpu), Forbidden::Ioctl),
     // TIOCSTI: the save ioctls are KVM's only.
     (
@@ -131,6 +131,11 @@ const CASES: [(&str, Result<ThreadKind, Main>, Forbidden); 14] = [
     (
         "balloon",
         Ok(ThreadKind::DeviceWorker(TYPE_BALLOON)),
+        Forbidden::OpenByName,
+    ),
+    (
+        "rng",
+        Ok(ThreadKind::DeviceWorker(TYPE_RNG)),
         Forbidden::OpenByName,
     ),
     ("console", Ok(ThreadKind::Console), Forbidden::OpenByName),
@@ -280,6 +285,11 @@ fn the_stdin_thread_dies_on_open_by_name() {
 #[test]
 fn the_balloon_worker_dies_on_open_by_name() {
     expect_killed("balloon");
+}
+
+#[test]
+fn the_rng_worker_dies_on_open_by_name() {
+    expect_killed("rng");
 }
 
 #[test]

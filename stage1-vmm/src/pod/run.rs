@@ -1,18 +1,19 @@
 //! The `run` entrypoint: one pod, one VM, this process (whose pid is the pod's `pid`).
 //!
 //! [`run`] is a list of named steps, and their order matters (see [`super::jail`] and
-//! [`crate::confine`]): [`prepare_process`] blocks the stop signals, enters a private mount
+//! [`crate::confine`]): `prepare_process` blocks the stop signals, enters a private mount
 //! namespace and starts the confinement (no new privileges, bounding set, SIGSYS handler) while
-//! single-threaded; [`read_plan`] reads the plan and writes `pid`; [`choose_size`] sizes the VM;
+//! single-threaded; `read_plan` reads the plan and writes `pid`; `choose_size` sizes the VM;
 //! with `--kvm-snapshot` in the plan, [`super::snapshot_start::prepare`] gets the snapshot to
 //! restore (making it first, by a child process with no pod) and writes guest-init's arguments;
-//! a pod that boots cold gets its guest's RNG seed ([`write_guest_seed`]); [`HostIo::open`] takes the host ends of the consoles while /proc is the host's; [`build_vm`]
+//! a pod that boots cold gets its guest's RNG seed (`write_guest_seed`); `HostIo::open` takes the host ends of the consoles while /proc is the host's; `build_vm`
 //! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm), or
 //! restores it from the snapshot;
-//! [`jail_vmm`] pivots into the pod directory;
-//! [`attach_devices`] adds ([`add_pod_devices`]) hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`,
-//! the virtio-vsock device (`/pod/vsock.sock`), the balloon (free page reporting) and COM2; [`start_control`] starts the signal (and, for `--interactive`, stdin) threads;
-//! [`boot_and_wait`] runs the VM (the main thread confines itself once the vCPUs run);
+//! `jail_vmm` pivots into the pod directory;
+//! `attach_devices` adds ([`add_pod_devices`]) hvc0 (stdout), hvc1 (stderr), the virtio-fs share of `stage1/rootfs`,
+//! the virtio-vsock device (`/pod/vsock.sock`), the balloon (free page reporting), the entropy
+//! device and COM2; `start_control` starts the signal (and, for `--interactive`, stdin) threads;
+//! `boot_and_wait` runs the VM (the main thread confines itself once the vCPUs run);
 //! [`finish`] turns its end into the pod's exit code.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -31,6 +32,7 @@ use crate::device_manager::SerialBackend;
 use crate::devices::virtio::balloon::Balloon;
 use crate::devices::virtio::console::{nonblocking_fd, Console};
 use crate::devices::virtio::fs::{Fs, FsConfig};
+use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockConfig};
 use crate::vmm::{VmConfig, VmOutcome, Vmm};
 
@@ -490,7 +492,9 @@ fn jail_vmm(cwd: &Path) -> Result<PodPaths, PodError> {
 
 /// A pod VM's devices, in the order [`add_pod_devices`] adds them: [`POD_DEVICES`]. A
 /// snapshot's maker and the pod restoring it both add them this way, each with its own backends.
-pub const POD_DEVICES: [&str; 6] = ["console", "console", "fs", "vsock", "balloon", "com2"];
+pub const POD_DEVICES: [&str; 7] = [
+    "console", "console", "fs", "vsock", "balloon", "rng", "com2",
+];
 
 /// The backends of a pod VM's devices.
 pub struct PodDevices {
@@ -509,13 +513,15 @@ pub struct PodDevices {
 }
 
 /// Adds a pod VM's devices in [`POD_DEVICES`] order: hvc0, hvc1, the root share, vsock, the
-/// balloon (free page reporting only: memory the guest frees goes back to the host), COM2.
+/// balloon (free page reporting only: memory the guest frees goes back to the host), the entropy
+/// device (the guest kernel's CRNG fed from the host's `getrandom`), COM2.
 pub fn add_pod_devices(vmm: &mut Vmm, d: PodDevices) -> Result<(), PodError> {
     vmm.add_virtio(Box::new(Console::new(d.out, d.console_in)))?;
     vmm.add_virtio(Box::new(Console::new(d.err, None)))?;
     vmm.add_virtio(Box::new(d.fs))?;
     vmm.add_virtio(Box::new(d.vsock))?;
     vmm.add_virtio(Box::new(Balloon::new()))?;
+    vmm.add_virtio(Box::new(Rng::new()))?;
     vmm.attach_com2(d.com2)?;
     Ok(())
 }
@@ -523,7 +529,7 @@ pub fn add_pod_devices(vmm: &mut Vmm, d: PodDevices) -> Result<(), PodError> {
 /// Step 7: the pod's devices ([`add_pod_devices`]): hvc0 (stdout, with stdin for an
 /// interactive pod), hvc1 (stderr), the virtio-fs share of `stage1/rootfs` (opened before
 /// /proc goes away), the virtio-vsock device (its socket in the pod directory,
-/// `pod_abi::vsock`), the balloon, and COM2, the control channel.
+/// `pod_abi::vsock`), the balloon, the entropy device, and COM2, the control channel.
 fn attach_devices(
     vmm: &mut Vmm,
     pod: &PodPaths,

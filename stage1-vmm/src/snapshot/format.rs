@@ -1,4 +1,4 @@
-//! The on-disk encoding of a [`super::Snapshot`]'s state file: a magic, a version, the body
+//! The on-disk encoding of a snapshot's state file: a magic, a version, the body
 //! length, the body, and an FNV-1a 64 checksum of the body. The body is a sequence of fixed-size
 //! integers (little endian) and length-prefixed byte strings; KVM's structures go in as their raw
 //! bytes with their exact size checked on the way back. [`Reader`] checks every length against

@@ -7,7 +7,7 @@
 //! it; see Firecracker's `random-for-clones.md`). docs/snapshot.md has the details.
 //!
 //! A snapshot directory holds two files: [`STATE_FILE`] ([`state::SnapshotState`] in the
-//! [`format`] encoding) and [`MEMORY_FILE`] (guest RAM, [`memory`]). Both are written to a
+//! [`mod@format`] encoding) and [`MEMORY_FILE`] (guest RAM, [`memory`]). Both are written to a
 //! temporary name and renamed, memory first, so a directory with a state file is complete.
 //!
 //! Virtio-mmio transports are in the snapshot (registers, queue positions:

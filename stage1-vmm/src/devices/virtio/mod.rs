@@ -9,7 +9,8 @@
 //!   the vCPU thread.
 //! - [`fs`]: virtio-fs over fuse-backend-rs (in process); [`console`]: a single-port console;
 //!   [`blk`]: a read-only raw-image block device; [`net`]: a network card over a tap;
-//!   [`vsock`]: host<->guest sockets over unix sockets in the pod directory.
+//!   [`vsock`]: host<->guest sockets over unix sockets in the pod directory; [`balloon`]: free
+//!   page reporting; [`rng`]: the entropy device (the host's `getrandom`).
 //!
 //! Guest input is hostile: a corrupt queue (bad avail index, malformed or looping descriptor
 //! chain, buffers outside guest memory) puts the device into `DEVICE_NEEDS_RESET` and raises a
@@ -35,6 +36,7 @@ pub mod fuzzing;
 pub mod mmio;
 pub mod net;
 mod queue;
+pub mod rng;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod test_utils;
@@ -58,6 +60,8 @@ pub const TYPE_NET: u32 = 1;
 pub const TYPE_CONSOLE: u32 = 3;
 /// virtio device ID of a block device (virtio 1.2, 5.2).
 pub const TYPE_BLOCK: u32 = 2;
+/// virtio device ID of an entropy source (virtio 1.2, 5.4).
+pub const TYPE_RNG: u32 = 4;
 /// virtio device ID of a memory balloon (virtio 1.2, 5.5).
 pub const TYPE_BALLOON: u32 = 5;
 /// virtio device ID of a socket device (virtio 1.2, 5.10).

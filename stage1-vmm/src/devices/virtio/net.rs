@@ -30,7 +30,7 @@
 //!   and is returned with length 0 (Linux counts it as a length error). When the guest has no
 //!   receive buffers the tap is left unread (removed from the epoll set) until the guest adds
 //!   some; the kernel queues (and eventually drops) meanwhile.
-//! - Each event moves at most one queue's worth of chains per direction ([`Drain::More`] for the
+//! - Each event moves at most one queue's worth of chains per direction (`Drain::More` for the
 //!   rest); a corrupt queue (bad avail index, malformed chain, buffer outside guest memory) puts
 //!   the device into `DEVICE_NEEDS_RESET`; nothing the guest sends panics or ends the VMM.
 

@@ -23,7 +23,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::QueueError;
 use super::{
-    ActivateError, Interrupt, TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_VSOCK,
+    ActivateError, Interrupt, TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_RNG,
+    TYPE_VSOCK,
 };
 use crate::threads::{self, ThreadKind};
 
@@ -46,6 +47,7 @@ pub fn thread_name(device_type: u32) -> &'static str {
         TYPE_NET => "virtio-net",
         TYPE_VSOCK => "virtio-vsock",
         TYPE_BALLOON => "virtio-balloon",
+        TYPE_RNG => "virtio-rng",
         _ => "virtio-dev",
     }
 }

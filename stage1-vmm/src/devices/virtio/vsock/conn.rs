@@ -4,7 +4,7 @@
 //! touches a socket or guest memory, so all of it is unit-tested without KVM.
 //!
 //! Phases: a host-initiated connection starts `Connecting` (we sent REQUEST, the guest has
-//! [`super::CONNECT_TIMEOUT`] to answer RESPONSE); a guest-initiated one starts `Established`
+//! [`super::muxer::CONNECT_TIMEOUT`] to answer RESPONSE); a guest-initiated one starts `Established`
 //! (we connected the host listener and answer RESPONSE). `Draining` waits for the bytes the
 //! guest sent to reach the host before the final RST; `Closed` is terminal (the connection is
 //! removed). Any protocol error from the guest (a second REQUEST, data beyond its credit, data
