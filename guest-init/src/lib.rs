@@ -251,40 +251,25 @@ fn attach_interactive_console(env: &mut supervisor::Env) {
     env.stderr = Some(fd);
 }
 
-/// Credits the host's seed for the kernel's RNG at `path` and removes it (stage1-vmm writes
-/// [`pod_abi::paths::GUEST_ENTROPY`] before the VM boots): a guest whose CPU offers no RDRAND
-/// has no ready CRNG yet, and its apps' first `getrandom(2)` would wait for the kernel's jitter
-/// entropy. No seed (a VMM that wrote none) is no error.
-fn seed_random(path: &Path) -> Result<(), String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let mut seed = Vec::with_capacity(2 * pod_abi::entropy::SEED_LEN);
-    let read = f
-        .take(2 * pod_abi::entropy::SEED_LEN as u64)
-        .read_to_end(&mut seed);
-    // Gone before anything else runs, whether or not it could be used.
-    let removed = std::fs::remove_file(path);
-    read.map_err(|e| format!("{}: {e}", path.display()))?;
-    removed.map_err(|e| format!("remove {}: {e}", path.display()))?;
-    if seed.len() < pod_abi::entropy::SEED_LEN {
-        return Err(format!(
-            "{}: {} bytes, want {}",
-            path.display(),
-            seed.len(),
-            pod_abi::entropy::SEED_LEN
-        ));
+/// Waits until the kernel's CRNG is ready, so no app's first `getrandom(2)` waits for it: a
+/// blocking `getrandom` of one byte, which returns at once when it is. A KVM guest's CRNG is
+/// made ready during the boot by the entropy device (virtio-rng: the kernel's hwrng thread
+/// credits the host's bytes) or by RDRAND; this is the guarantee that holds whatever the order
+/// of the boot's threads. Without either it would wait for the kernel's jitter entropy (2.5 s
+/// of guest time under the nested harness).
+fn wait_for_crng() -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: getrandom writes at most `byte.len()` bytes into `byte`.
+        let n = unsafe { libc::getrandom(byte.as_mut_ptr().cast(), byte.len(), 0) };
+        if n == 1 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(format!("waiting for the kernel's RNG: getrandom: {e}"));
+        }
     }
-    pod_abi::entropy::reseed(&seed)
-        .map_err(|(step, e)| format!("seeding the kernel's RNG: {step}: {e}"))
 }
 
 /// kvm flavor: the root is the virtio-fs share; mount what PID 1 of a VM needs, find the
@@ -310,7 +295,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         MsFlags::MS_NOSUID,
         Some("mode=755"),
     ));
-    soft(seed_random(Path::new(pod_abi::paths::GUEST_ENTROPY)));
+    soft(wait_for_crng());
     soft(mount_fs(
         "devpts",
         "/dev/pts",

@@ -1,6 +1,6 @@
-//! A guest's kernel random number generator, seeded from the host: guest-init credits the seed
-//! stage1-vmm writes for a cold pod (`pod_abi::paths::GUEST_ENTROPY`) and the fresh entropy a
-//! restored VM reads from the snapshot port (`pod_abi::snapshot`), then reseeds the CRNG.
+//! A restored guest's kernel random number generator, reseeded from the host: guest-init
+//! credits the fresh entropy a restored VM reads from the snapshot port (`pod_abi::snapshot`),
+//! then reseeds the CRNG. (A cold guest's CRNG is fed by the entropy device, virtio-rng.)
 //!
 //! This file uses std only: guest-init reaches it as `pod_abi::entropy`, and stage1-vmm's
 //! crate-free test init (`stage1-vmm/tests/guest/init.rs`) includes it with `#[path]`.
@@ -13,9 +13,6 @@ extern "C" {
     fn ioctl(fd: c_int, req: c_ulong, ...) -> c_int;
 }
 
-/// Bytes of a host-written seed (256 bits, what the kernel needs to call its CRNG ready).
-pub const SEED_LEN: usize = 32;
-
 /// The device the ioctls go to.
 pub const RANDOM_DEVICE: &str = "/dev/urandom";
 /// `RNDADDENTROPY` (`_IOW('R', 3, int[2])`).
@@ -26,10 +23,8 @@ const RNDRESEEDCRNG: c_ulong = 0x5207;
 /// Mixes `entropy` into the kernel's input pool through [`RANDOM_DEVICE`], credited at 8 bits
 /// a byte (`RNDADDENTROPY`), then reseeds the kernel's CRNG from that pool at
 /// once (`RNDRESEEDCRNG`; both need `CAP_SYS_ADMIN`). A CRNG that was not ready becomes ready
-/// from the credited bytes themselves (32 bytes or more): a cold guest without RDRAND would
-/// otherwise block its apps' first `getrandom(2)` until the kernel's jitter entropy makes it
-/// ready (2.5 s of a pod under the nested harness). For a ready CRNG the explicit reseed is what
-/// counts: the pool's new bytes alone change nothing that `getrandom(2)`, `AT_RANDOM` or
+/// from the credited bytes themselves (32 bytes or more). For a ready CRNG the explicit reseed
+/// is what counts: the pool's new bytes alone change nothing that `getrandom(2)`, `AT_RANDOM` or
 /// address-space randomization hand out until the CRNG's next scheduled reseed (1 s after the
 /// last one early in a boot, 60 s later on), so every VM restored from one snapshot taken with
 /// a ready CRNG (RDRAND seeds it at boot) would draw the same numbers until then.

@@ -37,10 +37,6 @@ pub const GUEST_FAILURE_IN_STAGE1: &str = "rkt/failure";
 /// A KVM guest's network (`crate::guestnet`), written by the host before boot, relative to the
 /// stage1 root: `rkt/net.json`.
 pub const NET_IN_STAGE1: &str = "rkt/net.json";
-/// A KVM guest's seed for its kernel's random number generator, under the stage1 root:
-/// host-written before the VM boots (`pod_abi::entropy::SEED_LEN` bytes), removed by guest-init
-/// once credited.
-pub const ENTROPY_IN_STAGE1: &str = "rkt/entropy";
 
 /// guest-init's view (its root is the stage1 root) of the contract directory `rkt`.
 pub const GUEST_RKT_DIR: &str = "/rkt";
@@ -54,8 +50,6 @@ pub const GUEST_PLAN: &str = "/rkt/plan.json";
 pub const GUEST_FAILURE: &str = "/rkt/failure";
 /// guest-init's view of [`NET_IN_STAGE1`].
 pub const GUEST_NET: &str = "/rkt/net.json";
-/// guest-init's view of [`ENTROPY_IN_STAGE1`].
-pub const GUEST_ENTROPY: &str = "/rkt/entropy";
 /// guest-init's path as PID 1 sees it (argv\[0\] of the pod's init).
 pub const GUEST_INIT_PATH: &str = "/init";
 /// ns flavor, mutable pods: the exec channel's socket in the pod directory (bound by

@@ -291,7 +291,7 @@ fn linux_seeds_its_rng_from_the_host_through_virtio_rng() {
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs_with(dir.path(), &busybox, RNG_INIT);
     let serial = Captured::default();
-    let mut cfg = VmConfig::new(&test_kernel());
+    let mut cfg = VmConfig::new(test_kernel());
     cfg.initramfs = Some(initrd);
     cfg.mem_mib = 256;
     cfg.cpus = 1;

@@ -6,7 +6,7 @@
 //! single-threaded; `read_plan` reads the plan and writes `pid`; `choose_size` sizes the VM;
 //! with `--kvm-snapshot` in the plan, [`super::snapshot_start::prepare`] gets the snapshot to
 //! restore (making it first, by a child process with no pod) and writes guest-init's arguments;
-//! a pod that boots cold gets its guest's RNG seed (`write_guest_seed`); `HostIo::open` takes the host ends of the consoles while /proc is the host's; `build_vm`
+//! `HostIo::open` takes the host ends of the consoles while /proc is the host's; `build_vm`
 //! creates the VM (opens the kernel from the stage1 image, [`kernel_path`], and /dev/kvm), or
 //! restores it from the snapshot;
 //! `jail_vmm` pivots into the pod directory;
@@ -203,9 +203,6 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let debug = args.debug || plan.debug;
     let init_args = pod_init_args(debug, net.metadata_url.as_deref());
     let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
-    if restore.is_none() {
-        write_guest_seed(&host)?;
-    }
     phase("snapshot-prepared");
     let io = HostIo::open(args.interactive || plan.interactive)?;
     let (mut vmm, kernel_tail) = build_vm(&host, size, debug, net, restore)?;
@@ -324,20 +321,6 @@ fn read_plan(host: &PodPaths) -> Result<Plan, PodError> {
     write_atomic(&host.pid(), pid.to_string().as_bytes())
         .map_err(|e| PodError::io("cannot write", &host.pid(), e))?;
     Ok(plan)
-}
-
-/// Writes a cold guest's kernel RNG seed (fresh host bytes,
-/// [`pod_abi::paths::ENTROPY_IN_STAGE1`]), which guest-init credits and removes first thing: a
-/// guest whose CPU offers no RDRAND would otherwise make its apps' first `getrandom(2)` wait for
-/// the kernel's jitter entropy (2.5 s under the nested harness). A restored guest gets its fresh
-/// entropy on the snapshot port instead.
-fn write_guest_seed(host: &PodPaths) -> Result<(), PodError> {
-    let mut seed = [0u8; pod_abi::entropy::SEED_LEN];
-    crate::random::fill(&mut seed)
-        .map_err(|e| PodError::Host("cannot draw the guest's random seed", e))?;
-    let path = host.stage1_rootfs().join(pod_abi::paths::ENTROPY_IN_STAGE1);
-    pod_abi::podfile::write_atomic_unsynced(&path, &seed)
-        .map_err(|e| PodError::io("cannot write", &path, e))
 }
 
 /// Step 3: the VM's memory and vCPUs from the plan and the host's CPUs.
