@@ -114,9 +114,13 @@ impl PodPaths {
     pub fn stage1_rootfs(&self) -> PathBuf {
         self.root.join("stage1/rootfs")
     }
+    /// `stage1/rootfs/opt/stage2`, the apps' directories.
+    pub fn stage2_dir(&self) -> PathBuf {
+        self.stage1_rootfs().join("opt/stage2")
+    }
     /// `stage1/rootfs/opt/stage2/<app>`.
     pub fn app_dir(&self, app: &str) -> PathBuf {
-        self.stage1_rootfs().join("opt/stage2").join(app)
+        self.stage2_dir().join(app)
     }
     /// `stage1/rootfs/opt/stage2/<app>/rootfs`.
     pub fn app_rootfs(&self, app: &str) -> PathBuf {

@@ -12,6 +12,7 @@ use std::process::Output;
 use appc::aci::{AciBuilder, Compression};
 use appc::schema::App;
 use appc::{AcIdentifier, ImageManifest};
+use pod_abi::paths::PodPaths;
 use sha2::{Digest, Sha256};
 
 mod stage1_util;
@@ -138,7 +139,7 @@ fn run_twice(e: &Env, flags: &[&str]) -> (PathBuf, String) {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(e.trees(), before, "an app's writes reached the store");
     let pd = e.pod(&uuid_file);
-    let rootfs = pd.join("stage1/rootfs/opt/stage2/app/rootfs");
+    let rootfs = PodPaths::new(&pd).app_rootfs("app");
     assert_eq!(
         std::fs::read_to_string(rootfs.join("etc/in-image")).unwrap(),
         "written-by-app\n"
@@ -180,16 +181,15 @@ fn no_overlay_copies_trees_and_app_writes_stay_in_the_pod() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let uuid = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let pd = e.data.join("pods/prepared").join(&uuid);
-    let copied = pd.join("stage1/rootfs/opt/stage2/app/rootfs/bin/app");
+    let copied = PodPaths::new(&pd).app_rootfs("app").join("bin/app");
     assert_eq!(std::fs::metadata(&copied).unwrap().mode() & 0o7777, 0o4755);
     let o = e.rkt(&["run-prepared", "--debug=false", &uuid]);
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     assert_eq!(
         std::fs::read_to_string(
-            e.data
-                .join("pods/run")
-                .join(&uuid)
-                .join("stage1/rootfs/opt/stage2/app/rootfs/etc/in-image")
+            PodPaths::new(e.data.join("pods/run").join(&uuid))
+                .app_rootfs("app")
+                .join("etc/in-image")
         )
         .unwrap(),
         "written-by-app\n"

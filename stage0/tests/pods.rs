@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use appc::aci::{AciBuilder, Compression};
 use appc::schema::App;
 use appc::{AcIdentifier, ImageManifest};
+use pod_abi::paths::PodPaths;
 
 mod stage1_util;
 use stage1_util::script_stage1_version;
@@ -435,12 +436,12 @@ fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
     );
     assert!(pd.join("stage1-mounted").exists());
     // Overlays: app rootfs shows the image, writes go to the pod's upper dir.
-    let rootfs = pd.join("stage1/rootfs/opt/stage2/app/rootfs");
+    let rootfs = PodPaths::new(&pd).app_rootfs("app");
     assert_eq!(
         std::fs::read(rootfs.join("etc/in-image")).unwrap(),
         b"lower"
     );
-    assert!(pd.join("stage1/rootfs/opt/stage2/app/manifest").exists());
+    assert!(PodPaths::new(&pd).app_manifest("app").exists());
     // Volumes are bind-mounted into the app rootfs by stage0.
     assert!(rootfs.join("mnt/host/from-host").exists());
     assert!(
@@ -453,7 +454,7 @@ fn run_mounts_overlays_writes_plan_and_propagates_exit_code() {
     let md = std::fs::metadata(pd.join("sharedVolumes/ev")).unwrap();
     assert_eq!((md.mode() & 0o777, md.uid()), (0o700, 5));
     // The plan.
-    let plan = pod_abi::plan::Plan::read(&pd.join("stage1/rootfs/rkt/plan.json")).unwrap();
+    let plan = pod_abi::plan::Plan::read(&PodPaths::new(&pd).plan()).unwrap();
     assert_eq!(plan.hostname, "podhost");
     assert_eq!(plan.apps[0].exec, vec!["/bin/app", "--exit", "3"]);
     assert_eq!(
@@ -515,9 +516,9 @@ fn gc_of_many_pods_unmounts_before_removing_and_spares_volume_sources() {
         pods.push(std::fs::read_to_string(&uuid_file).unwrap());
     }
     // Stack a second bind mount on the first pod's volume mount point.
-    let target = e
-        .pod_dir("run", &pods[0])
-        .join("stage1/rootfs/opt/stage2/app/rootfs/mnt/host");
+    let target = PodPaths::new(e.pod_dir("run", &pods[0]))
+        .app_rootfs("app")
+        .join("mnt/host");
     assert!(target.join("keep").exists());
     nix::mount::mount(
         Some(&other),
@@ -697,7 +698,7 @@ fn image_contents_are_not_copied_into_the_pod() {
     assert_eq!(o.status.code(), Some(0));
     let uuid = std::fs::read_to_string(&uuid_file).unwrap();
     let pd = e.pod_dir("run", &uuid);
-    let blob = pd.join("stage1/rootfs/opt/stage2/big/rootfs/data/blob");
+    let blob = PodPaths::new(&pd).app_rootfs("big").join("data/blob");
     assert_eq!(std::fs::metadata(&blob).unwrap().len(), BIG as u64);
     // The pod directory itself (overlay upper dirs, manifests) holds a few KiB, not the image.
     let own = file_bytes(&pd);

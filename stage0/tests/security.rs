@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use appc::aci::{AciBuilder, Compression};
 use appc::schema::App;
 use appc::{AcIdentifier, ImageManifest};
+use pod_abi::paths::PodPaths;
 use stage0::store::datadir;
 
 mod stage1_util;
@@ -147,7 +148,7 @@ fn host_users_cannot_reach_setuid_files_under_the_data_dir() {
     // The attack targets exist, setuid root, under --dir.
     let tree_probe = find_tree_probe(&dir);
     let pd = dir.join("pods/run").join(&uuid);
-    let pod_probe = pd.join("stage1/rootfs/opt/stage2/app/rootfs/probe");
+    let pod_probe = PodPaths::new(&pd).app_rootfs("app").join("probe");
     for p in [&tree_probe, &pod_probe] {
         let m = std::fs::metadata(p).unwrap();
         assert_eq!((m.mode() & 0o4000, m.uid()), (0o4000, 0), "{}", p.display());
@@ -287,10 +288,9 @@ fn read_only_volume_keeps_its_submounts_read_only() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let uuid = std::fs::read_to_string(&uuid_file).unwrap();
-    let target = dir
-        .join("pods/run")
-        .join(&uuid)
-        .join("stage1/rootfs/opt/stage2/app/rootfs/mnt/host");
+    let target = PodPaths::new(dir.join("pods/run").join(&uuid))
+        .app_rootfs("app")
+        .join("mnt/host");
     // The submount is there, seen through the volume ...
     assert!(target.join("sub/in-tmpfs").exists());
     // ... and neither it nor the top can be written through the pod.
@@ -514,7 +514,7 @@ fn pod_planted_stage1_entrypoints_are_never_executed_by_the_host() {
     }
     let (uuid, pd) = pd.expect("the pod started");
     // The attack: what the pod can write, the host would run as root.
-    let rootfs = pd.join("stage1/rootfs");
+    let rootfs = PodPaths::new(&pd).stage1_rootfs();
     for e in ["stop", "gc", "enter"] {
         let f = rootfs.join(e);
         let _ = std::fs::remove_file(&f);

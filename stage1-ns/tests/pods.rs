@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{app, finish, handler, mount, wait_for, Pod};
+use pod_abi::paths::PodPaths;
 
 #[test]
 fn environment_and_exit_code() {
@@ -605,7 +606,7 @@ fn guest_init_kvm_flavor_in_a_pid_namespace() {
         .exec
         .extend(["--expect-hostname".to_string(), hostname]);
     pod.write_plan();
-    let root = pod.dir.join("stage1/rootfs");
+    let root = PodPaths::new(&pod.dir).stage1_rootfs();
     let ctl = root.join("rkt/ctl");
     nix::unistd::mkfifo(&ctl, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     // The root is bound onto itself first: as in a VM, guest-init's root is then the root of

@@ -12,6 +12,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{app, Pod};
+use pod_abi::paths::PodPaths;
 
 /// A file that exists only in guest-init's tree (the stage1 root), never in an app's.
 const MARKER: &str = "/rkt/plan.json";
@@ -104,7 +105,7 @@ fn root_app_cannot_chroot_out_of_its_root() {
         "{}",
         out.stdout
     );
-    let stage1_root = pod.dir.join("stage1/rootfs");
+    let stage1_root = PodPaths::new(&pod.dir).stage1_rootfs();
     assert!(
         !stage1_root.join(WITNESS).exists(),
         "the app wrote into the stage1 root"

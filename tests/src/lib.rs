@@ -825,7 +825,7 @@ impl E2e {
             std::fs::read_to_string(self.pod_dir(&uuid).join("private-users-prepared")).unwrap();
         let (s, count) = recorded.trim().split_once(':').unwrap();
         assert_eq!(count, "65536");
-        let stage2 = self.pod_dir(&uuid).join("stage1/rootfs/opt/stage2");
+        let stage2 = pod_abi::paths::PodPaths::new(self.pod_dir(&uuid)).stage2_dir();
         let app = std::fs::read_dir(&stage2).unwrap().next().unwrap().unwrap();
         let owner = std::fs::metadata(app.path().join("rootfs/tmp"))
             .unwrap()

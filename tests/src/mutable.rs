@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pod_abi::paths::PodPaths;
+
 use crate::{mounts_under, stderr, stdout, uuid_of, wait_for_paths, E2e};
 
 /// `rkt ARGS` with `RKT_EXPERIMENT_APP=true`, run to completion (and printed).
@@ -78,10 +80,7 @@ pub fn app_list(e: &E2e, uuid: &str) -> Vec<(String, String)> {
 
 /// The app's root as the host sees it in the pod directory.
 pub fn app_root(e: &E2e, uuid: &str, app: &str) -> PathBuf {
-    e.pod_dir(uuid)
-        .join("stage1/rootfs/opt/stage2")
-        .join(app)
-        .join("rootfs")
+    PodPaths::new(e.pod_dir(uuid)).app_rootfs(app)
 }
 
 /// Timings of the flow, for the report.
@@ -222,10 +221,10 @@ pub fn app_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) -> Tim
         app_list(e, uuid),
         vec![("beta".to_string(), "created".to_string())]
     );
-    let pod = e.pod_dir(uuid);
-    assert!(!pod.join("stage1/rootfs/opt/stage2/alpha").exists());
-    assert!(!pod.join("appsinfo/alpha").exists());
-    assert!(!pod.join("stage1/rootfs/rkt/status/alpha").exists());
+    let pod = PodPaths::new(e.pod_dir(uuid));
+    assert!(!pod.app_dir("alpha").exists());
+    assert!(!pod.appsinfo("alpha").exists());
+    assert!(!pod.app_status("alpha").exists());
     let m = stdout(&e.run(&["cat-manifest", uuid]));
     assert!(!m.contains("\"alpha\"") && m.contains("\"beta\""), "{m}");
 
@@ -277,7 +276,7 @@ pub fn app_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) -> Tim
         app_list(e, uuid),
         vec![("beta".to_string(), "running".to_string())]
     );
-    let stage2: Vec<String> = std::fs::read_dir(pod.join("stage1/rootfs/opt/stage2"))
+    let stage2: Vec<String> = std::fs::read_dir(pod.stage2_dir())
         .unwrap()
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -277,9 +277,9 @@ fn kvm_phase_lines_leave_the_serial_console() {
         "{com1_writes} COM1 data writes: phase lines went to the serial console\n{err}"
     );
     // Without a network card there is no guest network configuration to write or parse.
-    let net_json = e
-        .pod_dir(&uuid_of(&uuid_file))
-        .join("stage1/rootfs/rkt/net.json");
+    let net_json = pod_abi::paths::PodPaths::new(e.pod_dir(&uuid_of(&uuid_file)))
+        .stage1_rootfs()
+        .join(pod_abi::paths::NET_IN_STAGE1);
     assert!(!net_json.exists(), "{} written", net_json.display());
 }
 

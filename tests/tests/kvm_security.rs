@@ -117,8 +117,8 @@ fn kvm_root_app_cannot_chroot_out_of_its_root() {
         "{out}"
     );
     assert!(
-        !e.pod_dir(&uuid)
-            .join("stage1/rootfs")
+        !pod_abi::paths::PodPaths::new(e.pod_dir(&uuid))
+            .stage1_rootfs()
             .join(WITNESS)
             .exists(),
         "the app wrote into the share the host executes from"

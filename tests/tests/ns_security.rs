@@ -142,7 +142,7 @@ fn ns_enter_is_confined_like_the_app() {
         ],
     );
     let uuid = wait_running(&e, &uuid_file);
-    let stage1_root = e.pod_dir(&uuid).join("stage1/rootfs");
+    let stage1_root = pod_abi::paths::PodPaths::new(e.pod_dir(&uuid)).stage1_rootfs();
     let proc_root = format!("/proc/1/root{MARKER}");
 
     // The entered command is the image's own code, run by the host's root through rkt.
@@ -388,7 +388,7 @@ fn ns_planted_fifo_status_neither_hangs_status_nor_breaks_stop() {
         ],
     );
     let uuid = wait_running(&e, &uuid_file);
-    let status_dir = e.pod_dir(&uuid).join("stage1/rootfs/rkt/status");
+    let status_dir = pod_abi::paths::PodPaths::new(e.pod_dir(&uuid)).status_dir();
     std::fs::create_dir_all(&status_dir).unwrap();
     let fifo = status_dir.join("sleeper");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();

@@ -20,6 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use pod_abi::paths::PodPaths;
 use pod_abi::plan::{AppPlan, MountPlan, Plan, DEFAULT_PATH, PLAN_VERSION};
 
 /// Target triple of the static builds.
@@ -219,7 +220,7 @@ impl Pod {
             std::process::id() & 0xffff,
             rand_u64() & 0xffff_ffff_ffff
         );
-        let s1 = dir.join("stage1/rootfs");
+        let s1 = PodPaths::new(&dir).stage1_rootfs();
         for d in [
             "dev",
             "proc",
@@ -288,7 +289,7 @@ impl Pod {
 
     /// Rewrites `rkt/plan.json` from `self.plan` (after a test changed it).
     pub fn write_plan(&self) {
-        let p = self.dir.join("stage1/rootfs/rkt/plan.json");
+        let p = PodPaths::new(&self.dir).plan();
         std::fs::write(p, serde_json::to_vec_pretty(&self.plan).unwrap()).unwrap();
     }
 
@@ -299,10 +300,7 @@ impl Pod {
 
     /// The app's rootfs on the host.
     pub fn app_rootfs(&self, app: &str) -> PathBuf {
-        self.dir
-            .join("stage1/rootfs/opt/stage2")
-            .join(app)
-            .join("rootfs")
+        PodPaths::new(&self.dir).app_rootfs(app)
     }
 
     /// The app's status file parsed (read as the host reads it).
