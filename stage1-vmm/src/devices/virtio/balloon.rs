@@ -122,29 +122,26 @@ impl VirtioDevice for Balloon {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
-        let w = BalloonWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            stats: self.stats.clone(),
-            log_limit: LogLimiter::default(),
-            debug_reports: 0,
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-balloon",
-            args.queue_evts,
-            args.interrupt,
-            w,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| BalloonWorker {
+                mem,
+                queues,
+                interrupt,
+                stats: self.stats.clone(),
+                log_limit: LogLimiter::default(),
+                debug_reports: 0,
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
         self.actual = 0;
     }
 }

@@ -136,31 +136,28 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
-        let w = BlockWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            file: self.file.clone(),
-            capacity: self.capacity,
-            id: self.id,
-            buf: vec![0u8; CHUNK],
-            log_limit: LogLimiter::default(),
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-blk",
-            args.queue_evts,
-            args.interrupt,
-            w,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| BlockWorker {
+                mem,
+                queues,
+                interrupt,
+                file: self.file.clone(),
+                capacity: self.capacity,
+                id: self.id,
+                buf: vec![0u8; CHUNK],
+                log_limit: LogLimiter::default(),
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
     }
 }
 

@@ -135,34 +135,31 @@ impl VirtioDevice for Console {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
-        let w = ConsoleWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            output: self.output.clone(),
-            output_pollable: false,
-            output_broken: false,
-            pending_tx: None,
-            input: self.input.clone(),
-            input_state: InputState::Closed,
-            rx_buf: VecDeque::with_capacity(RX_BUFFER_SIZE),
-            scratch: vec![0u8; TX_CHUNK],
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-console",
-            args.queue_evts,
-            args.interrupt,
-            w,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| ConsoleWorker {
+                mem,
+                queues,
+                interrupt,
+                output: self.output.clone(),
+                output_pollable: false,
+                output_broken: false,
+                pending_tx: None,
+                input: self.input.clone(),
+                input_state: InputState::Closed,
+                rx_buf: VecDeque::with_capacity(RX_BUFFER_SIZE),
+                scratch: vec![0u8; TX_CHUNK],
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
     }
 }
 

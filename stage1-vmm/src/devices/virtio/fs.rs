@@ -231,31 +231,28 @@ impl VirtioDevice for Fs {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
         // A re-activation builds its server on the worker thread (FsWorker::init): the vCPU
         // thread that activates the device has no file-system calls.
-        let fs_worker = FsWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            server: self.next_server.take(),
-            cfg: self.cfg.clone(),
-            log_limit: LogLimiter::default(),
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-fs",
-            args.queue_evts,
-            args.interrupt,
-            fs_worker,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| FsWorker {
+                mem,
+                queues,
+                interrupt,
+                server: self.next_server.take(),
+                cfg: self.cfg.clone(),
+                log_limit: LogLimiter::default(),
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
     }
 }
 

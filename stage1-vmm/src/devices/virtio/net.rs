@@ -198,34 +198,32 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
-        let w = NetWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            tap: self.tap.clone(),
-            tap_state: TapState::Idle,
-            rx_frame: vec![0u8; MAX_FRAME],
-            rx_len: None,
-            tx_frame: vec![0u8; MAX_FRAME],
-            offloads: Offloads::accepted(args.acked_features & self.features),
-            counters: self.counters.clone(),
-            log_limit: LogLimiter::default(),
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        let offloads = Offloads::accepted(args.acked_features & self.features);
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-net",
-            args.queue_evts,
-            args.interrupt,
-            w,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| NetWorker {
+                mem,
+                queues,
+                interrupt,
+                tap: self.tap.clone(),
+                tap_state: TapState::Idle,
+                rx_frame: vec![0u8; MAX_FRAME],
+                rx_len: None,
+                tx_frame: vec![0u8; MAX_FRAME],
+                offloads,
+                counters: self.counters.clone(),
+                log_limit: LogLimiter::default(),
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
     }
 }
 

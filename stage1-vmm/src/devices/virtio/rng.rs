@@ -87,29 +87,26 @@ impl VirtioDevice for Rng {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
-        let w = RngWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            stats: self.stats.clone(),
-            log_limit: LogLimiter::default(),
-            buf: vec![0u8; CHUNK],
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-rng",
-            args.queue_evts,
-            args.interrupt,
-            w,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| RngWorker {
+                mem,
+                queues,
+                interrupt,
+                stats: self.stats.clone(),
+                log_limit: LogLimiter::default(),
+                buf: vec![0u8; CHUNK],
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
     }
 }
 

@@ -18,14 +18,16 @@ use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
+use virtio_queue::Queue;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::queue::QueueError;
 use super::{
-    ActivateError, Interrupt, TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS, TYPE_NET, TYPE_RNG,
-    TYPE_VSOCK,
+    ActivateArgs, ActivateError, Interrupt, TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS,
+    TYPE_NET, TYPE_RNG, TYPE_VSOCK,
 };
+use crate::memory::GuestMem;
 use crate::threads::{self, ThreadKind};
 
 /// Epoll token of the stop EventFd.
@@ -191,6 +193,31 @@ impl Drop for WorkerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Every device's `activate`: checks the activation ([`ActivateArgs::check`]: nothing in
+/// `slot`, `queues` queues), builds the worker with `make` from the guest memory, the queues and
+/// the interrupt, and runs it on the device's worker thread as `name` ([`spawn`]). The handle
+/// goes in `slot`; dropping it (a device's `reset`) stops the loop and waits for it.
+pub(crate) fn activate<W: Worker>(
+    slot: &mut Option<WorkerHandle>,
+    args: ActivateArgs,
+    queues: usize,
+    name: &str,
+    make: impl FnOnce(GuestMem, Vec<Queue>, Interrupt) -> W,
+) -> Result<(), ActivateError> {
+    args.check(slot.is_some(), queues)?;
+    let ActivateArgs {
+        mem,
+        queues,
+        queue_evts,
+        interrupt,
+        thread,
+        ..
+    } = args;
+    let worker = make(mem, queues, interrupt.clone());
+    *slot = Some(spawn(&thread, name, queue_evts, interrupt, worker)?);
+    Ok(())
 }
 
 /// Runs `worker` on `thread` (the device's worker thread) for a device activation, watching

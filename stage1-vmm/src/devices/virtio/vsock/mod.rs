@@ -142,37 +142,34 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        args.check(self.worker.is_some(), self.queue_max_sizes().len())?;
-        let w = VsockWorker {
-            mem: args.mem,
-            queues: args.queues,
-            interrupt: args.interrupt.clone(),
-            muxer: Muxer::new(
-                self.dir.clone(),
-                self.listener.clone(),
-                self.counters.clone(),
-            ),
-            timer: None,
-            timer_armed: false,
-            tx_data: vec![0u8; MAX_DATA],
-            rx_data: vec![0u8; MAX_DATA],
-            counters: self.counters.clone(),
-            log_limit: LogLimiter::default(),
-        };
-        self.worker = Some(worker::spawn(
-            &args.thread,
+        let queues = self.queue_max_sizes().len();
+        worker::activate(
+            &mut self.worker,
+            args,
+            queues,
             "virtio-vsock",
-            args.queue_evts,
-            args.interrupt,
-            w,
-        )?);
-        Ok(())
+            |mem, queues, interrupt| VsockWorker {
+                mem,
+                queues,
+                interrupt,
+                muxer: Muxer::new(
+                    self.dir.clone(),
+                    self.listener.clone(),
+                    self.counters.clone(),
+                ),
+                timer: None,
+                timer_armed: false,
+                tx_data: vec![0u8; MAX_DATA],
+                rx_data: vec![0u8; MAX_DATA],
+                counters: self.counters.clone(),
+                log_limit: LogLimiter::default(),
+            },
+        )
     }
 
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the handle stops the worker's loop and waits for it.
+        self.worker = None;
     }
 }
 
