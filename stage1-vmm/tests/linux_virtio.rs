@@ -142,20 +142,44 @@ impl log::Log for StderrLog {
 
 static LOGGER: StderrLog = StderrLog;
 
+/// The static busybox if this host can boot a Linux guest and has one; else prints the test's
+/// SKIP line and returns `None`.
+fn busybox_or_skip(name: &str) -> Option<PathBuf> {
+    if !linux_kvm_or_skip(name) {
+        return None;
+    }
+    match busybox() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            eprintln!("SKIP: {name}: {why}");
+            None
+        }
+    }
+}
+
+/// A VMM for a test guest: `initrd` as the initramfs, 256 MiB, a 150 s timeout, COM1 into the
+/// returned buffer; `RKT_TEST_CMDLINE` adds kernel arguments for diagnosis (e.g.
+/// `loglevel=7`).
+fn test_vmm(initrd: PathBuf) -> (Vmm, Captured) {
+    let serial = Captured::default();
+    let mut cfg = VmConfig::new(test_kernel());
+    cfg.initramfs = Some(initrd);
+    cfg.mem_mib = 256;
+    cfg.cmdline = std::env::var("RKT_TEST_CMDLINE").unwrap_or_default();
+    cfg.timeout = Some(Duration::from_secs(150));
+    let console = SerialBackend {
+        out: Box::new(serial.clone()),
+        input: None,
+    };
+    (Vmm::new(&cfg, console).unwrap(), serial)
+}
+
 #[test]
 fn linux_mounts_virtiofs_and_writes_both_consoles() {
     let name = "linux_mounts_virtiofs_and_writes_both_consoles";
-    if !linux_kvm_or_skip(name) {
+    let Some(busybox) = busybox_or_skip(name) else {
         return;
-    }
-    let busybox = match busybox() {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIP: {name}: {why}");
-            return;
-        }
     };
-    let kernel = test_kernel();
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Debug);
     }
@@ -189,18 +213,7 @@ fn linux_mounts_virtiofs_and_writes_both_consoles() {
     let stderr_path = dir.path().join("stderr");
     let stderr_fd = OwnedFd::from(File::create(&stderr_path).unwrap());
 
-    let serial = Captured::default();
-    let mut cfg = VmConfig::new(&kernel);
-    cfg.initramfs = Some(initrd);
-    cfg.mem_mib = 256;
-    // Extra kernel arguments for diagnosis, e.g. RKT_TEST_CMDLINE="loglevel=7".
-    cfg.cmdline = std::env::var("RKT_TEST_CMDLINE").unwrap_or_default();
-    cfg.timeout = Some(Duration::from_secs(150));
-    let console = SerialBackend {
-        out: Box::new(serial.clone()),
-        input: None,
-    };
-    let mut vmm = Vmm::new(&cfg, console).unwrap();
+    let (mut vmm, serial) = test_vmm(initrd);
     let fs_dev = Fs::new(FsConfig::new(&share)).unwrap();
     vmm.add_virtio(Box::new(fs_dev)).unwrap();
     vmm.add_virtio(Box::new(Console::new(Some(stdout_fd), None)))
@@ -278,30 +291,12 @@ $B reboot -f
 #[test]
 fn linux_seeds_its_rng_from_the_host_through_virtio_rng() {
     let name = "linux_seeds_its_rng_from_the_host_through_virtio_rng";
-    if !linux_kvm_or_skip(name) {
+    let Some(busybox) = busybox_or_skip(name) else {
         return;
-    }
-    let busybox = match busybox() {
-        Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIP: {name}: {why}");
-            return;
-        }
     };
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs_with(dir.path(), &busybox, RNG_INIT);
-    let serial = Captured::default();
-    let mut cfg = VmConfig::new(test_kernel());
-    cfg.initramfs = Some(initrd);
-    cfg.mem_mib = 256;
-    cfg.cpus = 1;
-    cfg.cmdline = std::env::var("RKT_TEST_CMDLINE").unwrap_or_default();
-    cfg.timeout = Some(Duration::from_secs(150));
-    let console = SerialBackend {
-        out: Box::new(serial.clone()),
-        input: None,
-    };
-    let mut vmm = Vmm::new(&cfg, console).unwrap();
+    let (mut vmm, serial) = test_vmm(initrd);
     let rng = Rng::new();
     let stats = rng.stats();
     if std::env::var_os("RKT_TEST_NO_RNG").is_none() {
