@@ -11,9 +11,10 @@
 //! available is filled with random bytes: its device-writable buffers, in order, up to
 //! [`MAX_CHAIN_BYTES`] in all; the used length is what was written. A device-readable buffer is
 //! left untouched (logged, rate-limited), a buffer outside guest memory is a corrupt queue
-//! (`DEVICE_NEEDS_RESET`, as for every device). A guest that asks without pause costs the
-//! worker thread's CPU, inside the pod's cgroup, and nothing of the host's: `getrandom` draws
-//! from the host's per-CPU CRNG, which does not run dry.
+//! (`DEVICE_NEEDS_RESET`, as for every device). A guest that asks without pause keeps the
+//! worker thread busy, one host thread as a spinning vCPU is (there is no rate limit, as
+//! Firecracker's is optional), and takes nothing else from the host: `getrandom` draws from the
+//! host's CRNG, which does not run dry.
 //!
 //! A restored snapshot's driver may have made a request available that the maker's device never
 //! served (the driver keeps one request outstanding); the worker serves whatever is pending when
