@@ -9,7 +9,7 @@
 //! this very binary (the snapshot's key holds the stage1 image's `init`), so it is not executed
 //! again: a restored VM keeps the code it already holds instead of reading a second copy over
 //! virtio-fs. The initramfs provides `/dev/console`, `/dev/port` (used only when `ioperm`
-//! fails: `pod_abi::snapshot_port`), `/dev/urandom` and an empty `/root`.
+//! fails: `pod_abi::snapshot_port`), `/dev/urandom`, `/dev/hwrng` and an empty `/root`.
 
 use std::io::Read;
 
@@ -63,7 +63,46 @@ fn restore_point() -> Result<bool, String> {
             std::io::Error::last_os_error()
         ));
     }
+    drain_hwrng()?;
     Ok(true)
+}
+
+/// The hwrng device node of the initramfs.
+const HWRNG: &str = "/dev/hwrng";
+/// Most bytes [`drain_hwrng`] reads: what the driver and the hwrng core can hold (64 each).
+const HWRNG_DRAIN_MAX: usize = 256;
+
+/// Reads and drops what the entropy device's driver holds: Linux's virtio-rng driver keeps the
+/// bytes of its last request for the next reader, so every VM restored from one snapshot holds
+/// the same bytes its maker's device served, and the first read of `/dev/hwrng` in each (a root
+/// app can make the node) would return them alike. Non-blocking: what is held comes at once,
+/// nothing held (`EAGAIN`) or no such device is no error; the reads make the driver ask this
+/// VM's own device for its next bytes.
+fn drain_hwrng() -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(HWRNG)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{HWRNG}: {e}")),
+    };
+    let mut buf = [0u8; 64];
+    let mut drained = 0;
+    while drained < HWRNG_DRAIN_MAX {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{HWRNG}: {e}")),
+        }
+    }
+    crate::debug!("snapshot stage: {drained} held hwrng bytes dropped");
+    Ok(())
 }
 
 /// The arguments in `text`: one per line, empty lines skipped.

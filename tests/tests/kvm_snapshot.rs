@@ -390,9 +390,13 @@ fn kvm_snapshot_pod_takes_enter_stop_and_gc() {
 /// process at exec, which seed its stack protector and pointer guard (`AT_RANDOM <hex>`), and
 /// where its stack landed (`STACK <address>`).
 const RANDOM_C: &str = r#"
+#include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <sys/auxv.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 static void hex(const char *name, const unsigned char *b) {
     printf("%s ", name);
     for (int i = 0; i < 16; i++) printf("%02x", b[i]);
@@ -405,6 +409,11 @@ int main(void) {
     hex("AT_RANDOM", (const unsigned char *)getauxval(AT_RANDOM));
     int local;
     printf("STACK %p\n", (void *)&local);
+    /* A root app may make the hwrng node (CAP_MKNOD is in the default set). */
+    if (mknod("/dev/hwrng", S_IFCHR | 0600, makedev(10, 183))) { perror("mknod"); return 1; }
+    int fd = open("/dev/hwrng", O_RDONLY);
+    if (fd < 0 || read(fd, b, sizeof b) != (long)sizeof b) { perror("/dev/hwrng"); return 1; }
+    hex("HWRNG", b);
     return 0;
 }
 "#;
@@ -413,7 +422,9 @@ int main(void) {
 fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
     // Every VM restored from one snapshot starts with the snapshot's kernel random state: unless
     // the guest reseeds its CRNG from the fresh entropy, two pods restored from one snapshot hand
-    // their apps the same getrandom() bytes, stack canaries and address layout.
+    // their apps the same getrandom() bytes, stack canaries and address layout; and unless it
+    // drains what its entropy device's driver held at the snapshot, the first read of
+    // /dev/hwrng (a node a root app can make) returns the same bytes in each.
     let name = "kvm_snapshot_restored_pods_draw_their_own_random_numbers";
     let Some(e) = E2e::require_kvm(name) else {
         return;
@@ -437,7 +448,7 @@ fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
             .unwrap_or_else(|| panic!("no {key} line: {out}"))
             .to_string()
     };
-    let mut seen: Vec<[String; 3]> = Vec::new();
+    let mut seen: Vec<[String; 4]> = Vec::new();
     for i in 0..3 {
         let (o, _) = run_pod(&e, true, &img, "96Mi", &[]);
         let err = stderr(&o);
@@ -449,10 +460,10 @@ fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
         };
         assert!(err.contains(&format!("--kvm-snapshot: {want}")), "{err}");
         let out = stdout(&o);
-        seen.push(["GETRANDOM", "AT_RANDOM", "STACK"].map(|k| field(&out, k)));
+        seen.push(["GETRANDOM", "AT_RANDOM", "STACK", "HWRNG"].map(|k| field(&out, k)));
     }
     for (a, b) in [(0, 1), (0, 2), (1, 2)] {
-        for k in 0..3 {
+        for k in 0..4 {
             assert_ne!(
                 seen[a][k], seen[b][k],
                 "restored pods {a} and {b} drew the same value: {seen:?}"

@@ -1,6 +1,7 @@
 //! The snapshot stage's initramfs: guest-init as `/init` (started with
 //! `pod_abi::snapshot::INIT_STAGE_ARG`), the device nodes it needs before any root exists
-//! (`/dev/console`, `/dev/port` for the snapshot port, `/dev/urandom` for the entropy), and the
+//! (`/dev/console`, `/dev/port` for the snapshot port, `/dev/urandom` for the entropy,
+//! `/dev/hwrng` to drain what the entropy device's driver held at the snapshot), and the
 //! empty `/root` it mounts the pod's root share on (see guest-init's `snapshot_stage`).
 
 use crate::boot::newc::{entry, trailer, S_IFCHR, S_IFDIR, S_IFREG};
@@ -12,8 +13,9 @@ pub fn snapshot_stage(guest_init: &[u8]) -> Vec<u8> {
     entry(&mut out, 2, "dev/console", S_IFCHR | 0o600, (5, 1), &[]);
     entry(&mut out, 3, "dev/port", S_IFCHR | 0o600, (1, 4), &[]);
     entry(&mut out, 4, "dev/urandom", S_IFCHR | 0o644, (1, 9), &[]);
-    entry(&mut out, 5, "root", S_IFDIR | 0o755, (0, 0), &[]);
-    entry(&mut out, 6, "init", S_IFREG | 0o755, (0, 0), guest_init);
+    entry(&mut out, 5, "dev/hwrng", S_IFCHR | 0o600, (10, 183), &[]);
+    entry(&mut out, 6, "root", S_IFDIR | 0o755, (0, 0), &[]);
+    entry(&mut out, 7, "init", S_IFREG | 0o755, (0, 0), guest_init);
     trailer(&mut out);
     out
 }
@@ -56,6 +58,7 @@ mod tests {
                 "dev/console",
                 "dev/port",
                 "dev/urandom",
+                "dev/hwrng",
                 "root",
                 "init",
                 "TRAILER!!!"
