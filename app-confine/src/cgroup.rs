@@ -5,6 +5,9 @@
 //! host; docs/pods.md). A cgroup v2 domain cgroup takes whole processes only, through
 //! `cgroup.procs`. Callers are single-threaded (a forked child), so that the one thread moved is
 //! the whole process.
+//!
+//! Also the files that set a cgroup's limits ([`limit_writes`]): the one home of the limit files
+//! for the apps' cgroups (guest-init) and the pods' cgroups on the host (stage1).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,44 @@ use std::path::{Path, PathBuf};
 pub const V1_JOIN: &str = "tasks";
 /// The file a process joins a cgroup v2 cgroup through (moves the whole process).
 pub const V2_JOIN: &str = "cgroup.procs";
+
+/// CFS period of CPU limits (µs).
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// Smallest CFS quota the kernel accepts (µs).
+pub const MIN_CFS_QUOTA_US: u64 = 1_000;
+/// Millicores per CPU.
+const MILLIS_PER_CPU: u64 = 1000;
+
+/// A limit on a cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Memory (bytes): `memory.limit_in_bytes` (v1), `memory.max` (v2).
+    Memory(u64),
+    /// CPU time (millicores of one CPU, per CFS period): `cpu.cfs_quota_us` (v1), `cpu.max` (v2).
+    Cpu(u64),
+}
+
+/// The CFS quota (µs per [`CFS_PERIOD_US`]) of `millis` millicores.
+pub fn cpu_quota_us(millis: u64) -> u64 {
+    (millis.saturating_mul(CFS_PERIOD_US) / MILLIS_PER_CPU).max(MIN_CFS_QUOTA_US)
+}
+
+/// The (file, contents) writes that set `limit` on the cgroup `dir` of a cgroup v1 hierarchy (the
+/// limit's own controller) or, with `v2`, of the unified hierarchy.
+pub fn limit_writes(dir: &Path, v2: bool, limit: Limit) -> Vec<(PathBuf, String)> {
+    match (limit, v2) {
+        (Limit::Memory(b), false) => vec![(dir.join("memory.limit_in_bytes"), b.to_string())],
+        (Limit::Memory(b), true) => vec![(dir.join("memory.max"), b.to_string())],
+        (Limit::Cpu(m), false) => vec![
+            (dir.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string()),
+            (dir.join("cpu.cfs_quota_us"), cpu_quota_us(m).to_string()),
+        ],
+        (Limit::Cpu(m), true) => vec![(
+            dir.join("cpu.max"),
+            format!("{} {CFS_PERIOD_US}", cpu_quota_us(m)),
+        )],
+    }
+}
 
 /// Moves the calling process into the cgroup of each join file (`0`: "the caller"). On
 /// failure, the file that refused it and why.
@@ -27,6 +68,32 @@ pub fn join_self<P: AsRef<Path>>(files: &[P]) -> Result<(), (PathBuf, io::Error)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_files_of_both_hierarchies() {
+        let d = Path::new("/c");
+        assert_eq!(
+            limit_writes(d, false, Limit::Memory(1 << 20)),
+            vec![("/c/memory.limit_in_bytes".into(), "1048576".into())]
+        );
+        assert_eq!(
+            limit_writes(d, true, Limit::Memory(7)),
+            vec![(PathBuf::from("/c/memory.max"), "7".into())]
+        );
+        assert_eq!(
+            limit_writes(d, false, Limit::Cpu(250)),
+            vec![
+                ("/c/cpu.cfs_period_us".into(), "100000".into()),
+                (PathBuf::from("/c/cpu.cfs_quota_us"), "25000".into())
+            ]
+        );
+        assert_eq!(
+            limit_writes(d, true, Limit::Cpu(2000)),
+            vec![(PathBuf::from("/c/cpu.max"), "200000 100000".into())]
+        );
+        // The kernel's smallest quota, not a refused write.
+        assert_eq!(cpu_quota_us(1), MIN_CFS_QUOTA_US);
+    }
 
     #[test]
     fn writes_zero_to_each_file_and_names_the_one_that_fails() {

@@ -6,15 +6,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use app_confine::cgroup::{V1_JOIN, V2_JOIN};
+use app_confine::cgroup::{limit_writes, Limit, V1_JOIN, V2_JOIN};
 use pod_abi::plan::AppPlan;
 
 /// Where the pod's cgroup hierarchies are reachable inside the stage1 root.
 pub const CGROUP_ROOT: &str = "/rkt/cgroup";
-/// CFS period used for CPU limits, in microseconds.
-pub const CFS_PERIOD_US: u64 = 100_000;
-/// Smallest CFS quota the kernel accepts, in microseconds.
-const MIN_CFS_QUOTA_US: u64 = 1_000;
 
 /// Which hierarchies are available under the cgroup root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,10 +54,6 @@ pub struct AppCgroups {
     pub unenforced: Vec<String>,
 }
 
-fn cpu_quota_us(millis: u64) -> u64 {
-    (millis.saturating_mul(CFS_PERIOD_US) / 1000).max(MIN_CFS_QUOTA_US)
-}
-
 /// Computes the cgroup work for `app` on `layout` (pure).
 pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
     let mut out = AppCgroups::default();
@@ -75,11 +67,12 @@ pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
         if let Some(m) = &layout.memory_v1 {
             let d = m.join(&app.name);
             out.writes
-                .push((d.join("memory.limit_in_bytes"), limit.to_string()));
+                .extend(limit_writes(&d, false, Limit::Memory(limit)));
             add_dir(&mut out, d, V1_JOIN);
         } else if let Some(u) = &layout.unified {
             let d = u.join(&app.name);
-            out.writes.push((d.join("memory.max"), limit.to_string()));
+            out.writes
+                .extend(limit_writes(&d, true, Limit::Memory(limit)));
             add_dir(&mut out, d, V2_JOIN);
         } else {
             out.unenforced
@@ -87,18 +80,15 @@ pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
         }
     }
     if let Some(millis) = app.cpu_limit_millis {
-        let quota = cpu_quota_us(millis);
         if let Some(c) = &layout.cpu_v1 {
             let d = c.join(&app.name);
             out.writes
-                .push((d.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string()));
-            out.writes
-                .push((d.join("cpu.cfs_quota_us"), quota.to_string()));
+                .extend(limit_writes(&d, false, Limit::Cpu(millis)));
             add_dir(&mut out, d, V1_JOIN);
         } else if let Some(u) = &layout.unified {
             let d = u.join(&app.name);
             out.writes
-                .push((d.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}")));
+                .extend(limit_writes(&d, true, Limit::Cpu(millis)));
             add_dir(&mut out, d, V2_JOIN);
         } else {
             out.unenforced.push(format!("resource/cpu limit {millis}m"));

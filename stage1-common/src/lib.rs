@@ -3,14 +3,16 @@
 //! one error type mapped to one exit code ([`error`]), the pod context: lock fd, pid file,
 //! failure file and the pod's exit code from the apps' statuses ([`pod`]), the terminal in raw
 //! mode and the `^]^]^]` escape ([`terminal`]), stop-signal helpers ([`signals`]) and the
-//! verified `stop` ([`stop`]), the pod's CNI networks ([`net`]) and its metadata service URL
-//! ([`metadata`]), and the app entrypoints' requests to guest-init ([`app`]).
+//! verified `stop` ([`stop`]), the pod's CNI networks ([`net`]), its cgroups on the host
+//! ([`cgroup`]) and its metadata service URL ([`metadata`]), and the app entrypoints' requests
+//! to guest-init ([`app`]).
 //!
 //! A flavor implements [`entry::Stage1`] (its own launch, process check and gc) and calls
 //! [`entry::main`]. Contract strings and file formats live in `pod-abi`, not here.
 #![deny(missing_docs)]
 
 pub mod app;
+pub mod cgroup;
 pub mod entry;
 pub mod error;
 pub mod log;

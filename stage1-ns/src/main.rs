@@ -5,7 +5,6 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod app;
-mod cgroup;
 mod enter;
 mod ns;
 mod run;
@@ -37,7 +36,7 @@ impl Stage1 for Ns {
     fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error> {
         // Networks first, so that a cgroup failure never leaves rules and namespaces behind.
         let net = stage1_common::net::gc(pod.dir(), &args.uuid);
-        cgroup::gc(pod.dir())
+        stage1_common::cgroup::gc(pod.dir())
             .map_err(|e| Stage1Error::failed(format!("remove the pod cgroups: {e}")))?;
         net.map_err(|e| Stage1Error::failed(format!("tear down the pod's networks: {e}")))?;
         Ok(0)

@@ -11,7 +11,7 @@ use std::path::Path;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 
-use crate::cgroup::PodCgroup;
+use stage1_common::cgroup::PodCgroup;
 
 /// A failed step of the namespace setup.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub struct NsConfig<'a> {
     pub hostname: &'a str,
     /// The pod's network namespace.
     pub net: PodNet,
-    /// Pod cgroups to bind (and, on cgroup v1, join first: [`crate::cgroup::join_self`]).
+    /// Pod cgroups to bind (and, on cgroup v1, join first: [`stage1_common::cgroup::join_self`]).
     pub cgroups: &'a [PodCgroup],
     /// Stay in the host's IPC namespace (`--ipc=parent`) instead of a new one.
     pub host_ipc: bool,

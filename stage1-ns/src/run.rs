@@ -38,11 +38,11 @@ use pod_abi::paths::PodPaths;
 use pod_abi::plan::{Flavor, Plan};
 use pod_abi::stage1::RunArgs;
 use pod_abi::status::SIGNAL_BASE;
+use stage1_common::cgroup;
 use stage1_common::pod::{finish, keep_lock_fd};
 use stage1_common::terminal::{copy_winsize, EscapeDetector, RawMode, ESCAPE_KILL_REASON};
 use stage1_common::{signals, PodContext};
 
-use crate::cgroup;
 use crate::ns::{enter_pod, NsConfig, PodNet};
 
 /// Runs the pod; returns the pod's exit code.
@@ -75,7 +75,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let rootfs = pod_abi::paths::canonicalize(&pod.stage1_rootfs()).context("stage1 rootfs")?;
-    let cgroups = cgroup::create(&pod_dir, &args.uuid).unwrap_or_else(|e| {
+    let cgroups = cgroup::create(&pod_dir, &args.uuid, cgroup::Shape::Nested).unwrap_or_else(|e| {
         log::warn!("pod cgroups unavailable: {e}");
         Vec::new()
     });

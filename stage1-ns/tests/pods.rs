@@ -415,7 +415,8 @@ fn enter_cgroups_and_gc() {
     ]);
     assert_eq!(missing.status.code(), Some(127));
 
-    let cgroups = std::fs::read_to_string(pod.dir.join("stage1-ns-cgroups")).unwrap();
+    let cgroups =
+        std::fs::read_to_string(pod.dir.join(stage1_common::cgroup::CGROUPS_FILE)).unwrap();
     let dirs: Vec<&str> = cgroups.lines().collect();
     // guest-init is in every pod cgroup and the app in its limit cgroups below them (on cgroup
     // v1 each joined by its one thread moving itself, `tasks`): whole processes, so each

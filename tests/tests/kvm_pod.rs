@@ -30,7 +30,8 @@ const BULK_LINE: usize = 10;
 /// for MS ms of wall time and prints `CPUFRAC=<x>`, the CPU time it got over that wall time;
 /// `readahead PATH` prints `READAHEAD_KB=<n>`, the readahead of PATH's file system (sysfs);
 /// `getrandom` prints `GETRANDOM_MS=<ms>`, how long a blocking 16-byte `getrandom(2)` took, and
-/// `HWRNG=<name>`, the guest kernel's current hardware RNG (sysfs).
+/// `HWRNG=<name>`, the guest kernel's current hardware RNG (sysfs); `touch MIB` allocates MIB MiB
+/// and writes every page, then prints `TOUCHED=<MIB>`.
 const HELPER_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,7 +106,15 @@ int main(int argc, char **argv) {
         printf("HWRNG=%s", v);
         return 0;
     }
-    fprintf(stderr, "usage: helper emit N | meminfo | spin MS | readahead PATH | getrandom\n");
+    if (argc >= 3 && strcmp(argv[1], "touch") == 0) {
+        long mib = atol(argv[2]);
+        char *p = malloc((size_t)mib << 20);
+        if (!p) { perror("malloc"); return 1; }
+        for (long i = 0; i < (mib << 20); i += 4096) p[i] = 1;
+        printf("TOUCHED=%ld\n", mib);
+        return 0;
+    }
+    fprintf(stderr, "usage: helper emit N | meminfo | spin MS | readahead PATH | getrandom | touch MIB\n");
     return 2;
 }
 "#;
@@ -864,6 +873,89 @@ fn kvm_cpu_limit_is_enforced() {
         (0.3..0.7).contains(&frac),
         "a 500m limit gave the loop {frac:.3} of a CPU"
     );
+}
+
+#[test]
+fn kvm_vmm_runs_in_its_pod_cgroup_bounded_by_the_vm_size() {
+    let test = "kvm_vmm_runs_in_its_pod_cgroup_bounded_by_the_vm_size";
+    let Some((e, img)) = helper_pod(test) else {
+        return;
+    };
+    // A guest that writes 56 MiB of its RAM: its memory is the VMM's, charged to the pod's host
+    // cgroup, whose limits are the VM's size (memory: RAM + the VMM's allowance; CPU: its vCPUs).
+    let uuid_file = e.path("uuid-cgroup");
+    let uuid_flag = format!("--uuid-file-save={}", uuid_file.display());
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &uuid_flag,
+        img.to_str().unwrap(),
+        "--memory=64Mi",
+        "--cpu=500m",
+        "--",
+        "touch",
+        "56",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("TOUCHED=56"), "{}", stdout(&o));
+    let uuid = uuid_of(&uuid_file);
+    let listed =
+        std::fs::read_to_string(e.pod_dir(&uuid).join(stage1_common::cgroup::CGROUPS_FILE))
+            .expect("the pod lists its host cgroups");
+    let dirs: Vec<PathBuf> = listed.lines().map(PathBuf::from).collect();
+    assert!(!dirs.is_empty(), "no host cgroup for the VMM");
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).map(|s| s.trim().to_string());
+    // The VM: 64 MiB for the app + the guest's base + per-page overhead, one vCPU.
+    let vm_mib = 64 + stage1_vmm::pod::sizing::GUEST_BASE_MIB + 2;
+    let want_mem = (vm_mib + stage1_vmm::pod::sizing::VMM_ALLOWANCE_MIB) << 20;
+    for d in &dirs {
+        assert!(
+            d.file_name().unwrap().to_string_lossy() == format!("rkt-{uuid}"),
+            "{}",
+            d.display()
+        );
+        if let Ok(max) = read(d, "memory.max") {
+            // cgroup v2 (the harness's L1).
+            assert_eq!(max, want_mem.to_string(), "memory.max of {}", d.display());
+            assert_eq!(read(d, "cpu.max").unwrap(), "100000 100000");
+            let peak: u64 = read(d, "memory.peak").unwrap().parse().unwrap();
+            let usage = read(d, "cpu.stat").unwrap();
+            eprintln!(
+                "pod cgroup {}: memory.peak {} MiB of {} MiB; {}",
+                d.display(),
+                peak >> 20,
+                want_mem >> 20,
+                usage.lines().next().unwrap_or("")
+            );
+            // The guest's 56 MiB are charged here: the VMM (and so its guest RAM) was in it.
+            assert!(
+                peak >= 56 << 20,
+                "memory.peak {peak}: the guest's RAM was not charged"
+            );
+            assert!(
+                peak < want_mem,
+                "memory.peak {peak} reached the limit {want_mem}"
+            );
+        } else if let Ok(max) = read(d, "memory.limit_in_bytes") {
+            assert_eq!(max, want_mem.to_string());
+            let peak: u64 = read(d, "memory.max_usage_in_bytes")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(
+                peak >= 56 << 20,
+                "memory peak {peak}: the guest's RAM was not charged"
+            );
+        } else if let Ok(q) = read(d, "cpu.cfs_quota_us") {
+            assert_eq!(q, "100000");
+        }
+    }
+    // gc removes them.
+    let o = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for d in &dirs {
+        assert!(!d.exists(), "gc left the pod cgroup {}", d.display());
+    }
 }
 
 /// The exit profile's lines in a VMM's stderr (`stage1-vmm: exits: <count>  ...`, the VMM's

@@ -116,9 +116,13 @@ impl Stage1 for Kvm {
         stop::stop(pod, args)
     }
     /// Tears the pod's networks down (DEL for each, the netns removed; its taps and tc
-    /// redirects go with it). Nothing else VM-specific outlives the VMM.
+    /// redirects go with it) and removes the pod's host cgroups, which the VMM was in.
     fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error> {
-        stage1_common::net::gc(pod.dir(), &args.uuid).map_err(Stage1Error::failed)?;
+        // Networks first, so that a cgroup failure never leaves rules and namespaces behind.
+        let net = stage1_common::net::gc(pod.dir(), &args.uuid);
+        stage1_common::cgroup::gc(pod.dir())
+            .map_err(|e| Stage1Error::failed(format!("remove the pod cgroups: {e}")))?;
+        net.map_err(Stage1Error::failed)?;
         Ok(0)
     }
     /// The VMM named by `--pid` must be this pod's (its command line ends with the pod's

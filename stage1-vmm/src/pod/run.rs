@@ -4,6 +4,7 @@
 //! [`crate::confine`]): `prepare_process` blocks the stop signals, enters a private mount
 //! namespace and starts the confinement (no new privileges, bounding set, SIGSYS handler) while
 //! single-threaded; `read_plan` reads the plan and writes `pid`; `choose_size` sizes the VM;
+//! `join_pod_cgroup` moves the VMM into the pod's host cgroups, limited to the VM's size;
 //! with `--kvm-snapshot` in the plan, [`super::snapshot_start::prepare`] gets the snapshot to
 //! restore (making it first, by a child process with no pod) and writes guest-init's arguments;
 //! `HostIo::open` takes the host ends of the consoles while /proc is the host's; `build_vm`
@@ -200,6 +201,8 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host)?;
     let size = choose_size(&plan, args);
+    join_pod_cgroup(&cwd, args, size)?;
+    phase("cgroup-joined");
     let debug = args.debug || plan.debug;
     let init_args = pod_init_args(debug, net.metadata_url.as_deref());
     let restore = super::snapshot_start::prepare(&cwd, &plan, size, net.cards.len(), &init_args)?;
@@ -347,6 +350,31 @@ fn choose_size(plan: &Plan, args: &RunArgs) -> sizing::VmSize {
         );
     }
     size
+}
+
+/// Step 3b: the pod's host cgroups ([`stage1_common::cgroup`], `Shape::Leaf`) with the VM's
+/// limits ([`sizing::host_limits`]), which this process joins with all its threads before any
+/// other starts (the snapshot maker, a child, is in them too). A host without usable cgroup
+/// hierarchies, or whose hierarchy does not delegate a controller here, gets a warning on
+/// stderr and a pod without that limit, as the ns flavor's pods; a failed join fails the pod.
+/// `gc` removes the cgroups.
+fn join_pod_cgroup(cwd: &Path, args: &RunArgs, size: sizing::VmSize) -> Result<(), PodError> {
+    use stage1_common::cgroup;
+    let cgroups = match cgroup::create(cwd, &args.uuid, cgroup::Shape::Leaf) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{PROG}: warning: the pod has no host cgroup (its VMM is not limited): {e}");
+            return Ok(());
+        }
+    };
+    if let Err((file, e)) = cgroup::set_limits(&cgroups, &sizing::host_limits(size)) {
+        eprintln!(
+            "{PROG}: warning: the pod's host cgroup limits are not all set: {}: {e}",
+            file.display()
+        );
+    }
+    cgroup::join_this_process(&cgroups)
+        .map_err(|(file, e)| PodError::io("cannot join the pod's cgroup through", &file, e))
 }
 
 /// The host ends the devices get: the apps' stdout/stderr and, for an interactive pod, the read

@@ -29,6 +29,11 @@ pub const PER_PAGE_OVERHEAD_DIVISOR: u64 = 32;
 /// Memory counted for the apps of a mutable pod (`rkt app sandbox`), which starts with none and
 /// gets its apps later (MiB): room for four apps without limits.
 pub const MUTABLE_APPS_MIB: u64 = 4 * DEFAULT_APP_MEM_MIB;
+/// Host memory the VMM may use beyond guest RAM, in the pod's host cgroup (MiB): its own
+/// heap, stacks and buffers (~25-31 MiB RSS measured beyond guest RAM, docs/benchmarks.md),
+/// KVM's per-VM and per-vCPU kernel memory, and the page cache of the pod's files, which the
+/// kernel reclaims at the limit. See [`host_limits`].
+pub const VMM_ALLOWANCE_MIB: u64 = 128;
 /// Largest VM we create (MiB): 1 TiB, far beyond any host we run on; larger sums are clamped.
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 /// Bytes per MiB.
@@ -82,6 +87,22 @@ pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
     VmSize { mem_mib, cpus }
 }
 
+/// The limits of the pod's host cgroup, which the VMM and all its threads join: memory, the
+/// guest's RAM and [`VMM_ALLOWANCE_MIB`]; CPU, the VM's vCPUs as whole CPUs. A guest cannot
+/// make its device threads take host CPU beyond its vCPUs, nor the VMM grow without bound; the
+/// apps' finer `resource/cpu` limits are the guest kernel's to enforce.
+pub fn host_limits(size: VmSize) -> [app_confine::cgroup::Limit; 2] {
+    use app_confine::cgroup::Limit;
+    [
+        Limit::Memory(
+            size.mem_mib
+                .saturating_add(VMM_ALLOWANCE_MIB)
+                .saturating_mul(MIB),
+        ),
+        Limit::Cpu(u64::from(size.cpus).saturating_mul(MILLIS_PER_CPU)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +148,22 @@ mod tests {
             host_ipc: false,
             private_users: None,
         }
+    }
+
+    #[test]
+    fn host_limits_are_the_vm_and_the_vmm_allowance() {
+        use app_confine::cgroup::Limit;
+        let l = host_limits(VmSize {
+            mem_mib: 100,
+            cpus: 2,
+        });
+        assert_eq!(
+            l,
+            [
+                Limit::Memory((100 + VMM_ALLOWANCE_MIB) << 20),
+                Limit::Cpu(2000)
+            ]
+        );
     }
 
     #[test]
