@@ -18,11 +18,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::epoll::Epoll;
 
-use super::queue::{add_used, has_pending, pop_chain, range_in_memory, QueueError};
+use super::queue::{range_in_memory, QueueError};
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_BALLOON};
 use crate::memory::GuestMem;
@@ -242,64 +242,49 @@ pub fn discard_range(mem: &GuestMem, addr: GuestAddress, len: u64) -> Result<(),
 impl BalloonWorker {
     /// Serves up to one queue's worth of chains of queue `qi`.
     fn drain(&mut self, qi: usize) -> Result<Drain, QueueError> {
-        let mem = self.mem.clone();
-        let Some(size) = self.queues.get(qi).map(|q| q.size()) else {
+        let BalloonWorker {
+            mem,
+            queues,
+            interrupt,
+            stats,
+            log_limit,
+            debug_reports,
+        } = self;
+        let Some(q) = queues.get_mut(qi) else {
             return Ok(Drain::Done);
         };
-        let mut used = false;
-        for _ in 0..size {
-            let Some(q) = self.queues.get_mut(qi) else {
-                break;
-            };
-            let Some(chain) = pop_chain(q, &mem)? else {
-                break;
-            };
-            let head = chain.head_index();
-            if qi == REPORTING_QUEUE {
-                let mut ranges = 0u32;
-                for desc in chain {
-                    self.report(&mem, desc.addr(), u64::from(desc.len()));
-                    ranges += 1;
-                }
-                if self.debug_reports < DEBUG_REPORTS {
-                    self.debug_reports += 1;
-                    log::debug!(
-                        "virtio-balloon: report of {ranges} ranges; {} bytes discarded so far",
-                        self.stats.discarded_bytes.load(Ordering::Relaxed)
-                    );
-                }
-            } else {
+        worker::serve_queue(q, mem, interrupt, |chain| {
+            if qi != REPORTING_QUEUE {
                 guest_warn!(
-                    self.log_limit,
+                    log_limit,
                     "virtio-balloon: chain on queue {qi} returned untouched (never inflated)"
                 );
+                return Ok(0);
             }
-            if let Some(q) = self.queues.get_mut(qi) {
-                add_used(q, &mem, head, 0)?;
-                used = true;
+            let mut ranges = 0u32;
+            for desc in chain {
+                let (addr, len) = (desc.addr(), u64::from(desc.len()));
+                match discard_range(mem, addr, len) {
+                    Ok(()) => {
+                        stats.discarded_bytes.fetch_add(len, Ordering::Relaxed);
+                        log::trace!("virtio-balloon: discarded {:#x}+{len:#x}", addr.raw_value());
+                    }
+                    Err(e) => {
+                        stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        guest_warn!(log_limit, "virtio-balloon: report skipped: {e}");
+                    }
+                }
+                ranges += 1;
             }
-        }
-        let more = match self.queues.get(qi) {
-            Some(q) => has_pending(q, &mem)?,
-            None => false,
-        };
-        if used {
-            self.interrupt.signal_used_queue();
-        }
-        Ok(if more { Drain::More } else { Drain::Done })
-    }
-
-    fn report(&mut self, mem: &GuestMem, addr: GuestAddress, len: u64) {
-        match discard_range(mem, addr, len) {
-            Ok(()) => {
-                self.stats.discarded_bytes.fetch_add(len, Ordering::Relaxed);
-                log::trace!("virtio-balloon: discarded {:#x}+{len:#x}", addr.raw_value());
+            if *debug_reports < DEBUG_REPORTS {
+                *debug_reports += 1;
+                log::debug!(
+                    "virtio-balloon: report of {ranges} ranges; {} bytes discarded so far",
+                    stats.discarded_bytes.load(Ordering::Relaxed)
+                );
             }
-            Err(e) => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                guest_warn!(self.log_limit, "virtio-balloon: report skipped: {e}");
-            }
-        }
+            Ok(0)
+        })
     }
 }
 

@@ -11,10 +11,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vmm_sys_util::epoll::Epoll;
 
-use super::queue::{add_used, has_pending, pop_chain, QueueError};
+use super::queue::QueueError;
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_BLOCK};
 use crate::memory::GuestMem;
@@ -237,36 +237,18 @@ impl BlockWorker {
         VIRTIO_BLK_S_OK
     }
 
+    /// Serves up to one queue's worth of requests ([`worker::serve_queue`]; the queues are
+    /// moved out meanwhile, as [`BlockWorker::request`] borrows the whole worker).
     fn drain(&mut self) -> Result<Drain, QueueError> {
         let mem = self.mem.clone();
-        let Some(size) = self.queues.first().map(|q| q.size()) else {
-            return Ok(Drain::Done);
+        let interrupt = self.interrupt.clone();
+        let mut queues = std::mem::take(&mut self.queues);
+        let r = match queues.first_mut() {
+            Some(q) => worker::serve_queue(q, &mem, &interrupt, |chain| Ok(self.request(chain))),
+            None => Ok(Drain::Done),
         };
-        let mut used = false;
-        let mut result = Drain::Done;
-        for _ in 0..size {
-            let Some(q) = self.queues.first_mut() else {
-                break;
-            };
-            let Some(chain) = pop_chain(q, &mem)? else {
-                break;
-            };
-            let head = chain.head_index();
-            let len = self.request(chain);
-            if let Some(q) = self.queues.first_mut() {
-                add_used(q, &mem, head, len)?;
-                used = true;
-            }
-        }
-        if let Some(q) = self.queues.first() {
-            if has_pending(q, &mem)? {
-                result = Drain::More;
-            }
-        }
-        if used {
-            self.interrupt.signal_used_queue();
-        }
-        Ok(result)
+        self.queues = queues;
+        r
     }
 }
 

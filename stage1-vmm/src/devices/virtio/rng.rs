@@ -24,11 +24,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::epoll::Epoll;
 
-use super::queue::{add_used, has_pending, pop_chain, QueueError};
+use super::queue::QueueError;
 use super::worker::{self, DeviceError, Drain, Worker, WorkerHandle};
 use super::{ActivateArgs, ActivateError, Interrupt, LogLimiter, VirtioDevice, TYPE_RNG};
 use crate::memory::GuestMem;
@@ -124,34 +124,34 @@ struct RngWorker {
 impl RngWorker {
     /// Answers up to one queue's worth of requests.
     fn drain(&mut self) -> Result<Drain, QueueError> {
-        let mem = self.mem.clone();
-        let Some(size) = self.queues.first().map(|q| q.size()) else {
+        let RngWorker {
+            mem,
+            queues,
+            interrupt,
+            stats,
+            log_limit,
+            buf,
+        } = self;
+        let Some(q) = queues.first_mut() else {
             return Ok(Drain::Done);
         };
-        let mut used = false;
-        for _ in 0..size {
-            let Some(q) = self.queues.first_mut() else {
-                break;
-            };
-            let Some(chain) = pop_chain(q, &mem)? else {
-                break;
-            };
+        worker::serve_queue(q, mem, interrupt, |chain| {
             let head = chain.head_index();
             let mut written: u32 = 0;
             for desc in chain {
                 if !desc.is_write_only() {
                     guest_warn!(
-                        self.log_limit,
+                        log_limit,
                         "virtio-rng: device-readable buffer at {:#x} left untouched",
                         desc.addr().raw_value()
                     );
                     continue;
                 }
                 let want = desc.len().min(MAX_CHAIN_BYTES - written);
-                match self.fill(&mem, desc.addr(), want) {
+                match fill(buf, mem, desc.addr(), want) {
                     Ok(()) => written += want,
                     Err(FillError::Host(e)) => {
-                        guest_warn!(self.log_limit, "virtio-rng: host getrandom failed: {e}");
+                        guest_warn!(log_limit, "virtio-rng: host getrandom failed: {e}");
                         break;
                     }
                     Err(FillError::Guest) => return Err(QueueError::BufferOutOfRange(head)),
@@ -160,39 +160,27 @@ impl RngWorker {
                     break;
                 }
             }
-            self.stats
-                .bytes
-                .fetch_add(u64::from(written), Ordering::Relaxed);
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            if let Some(q) = self.queues.first_mut() {
-                add_used(q, &mem, head, written)?;
-                used = true;
-            }
-        }
-        let more = match self.queues.first() {
-            Some(q) => has_pending(q, &mem)?,
-            None => false,
-        };
-        if used {
-            self.interrupt.signal_used_queue();
-        }
-        Ok(if more { Drain::More } else { Drain::Done })
+            stats.bytes.fetch_add(u64::from(written), Ordering::Relaxed);
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            Ok(written)
+        })
     }
+}
 
-    /// Writes `len` random bytes at `addr` (inside guest memory: the chain was validated).
-    fn fill(&mut self, mem: &GuestMem, addr: GuestAddress, len: u32) -> Result<(), FillError> {
-        let mut done = 0usize;
-        let len = len as usize;
-        while done < len {
-            let n = (len - done).min(self.buf.len());
-            let chunk = self.buf.get_mut(..n).unwrap_or_default();
-            crate::random::fill(chunk).map_err(FillError::Host)?;
-            let at = addr.checked_add(done as u64).ok_or(FillError::Guest)?;
-            mem.write_slice(chunk, at).map_err(|_| FillError::Guest)?;
-            done += n;
-        }
-        Ok(())
+/// Writes `len` random bytes at `addr` (inside guest memory: the chain was validated), staged
+/// through `buf`.
+fn fill(buf: &mut [u8], mem: &GuestMem, addr: GuestAddress, len: u32) -> Result<(), FillError> {
+    let mut done = 0usize;
+    let len = len as usize;
+    while done < len {
+        let n = (len - done).min(buf.len());
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        crate::random::fill(chunk).map_err(FillError::Host)?;
+        let at = addr.checked_add(done as u64).ok_or(FillError::Guest)?;
+        mem.write_slice(chunk, at).map_err(|_| FillError::Guest)?;
+        done += n;
     }
+    Ok(())
 }
 
 /// Why a buffer was not filled.

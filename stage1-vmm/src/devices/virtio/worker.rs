@@ -18,11 +18,11 @@ use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::queue::QueueError;
+use super::queue::{add_used, has_pending, pop_chain, QueueError};
 use super::{
     ActivateArgs, ActivateError, Interrupt, TYPE_BALLOON, TYPE_BLOCK, TYPE_CONSOLE, TYPE_FS,
     TYPE_NET, TYPE_RNG, TYPE_VSOCK,
@@ -140,6 +140,38 @@ pub(crate) enum Drain {
     Done,
     /// More chains are available; run again after other events were served.
     More,
+}
+
+/// The request loop of a device that answers each chain on its own (block, balloon, entropy):
+/// serves up to one queue's worth of the chains available on `queue` (the per-drain budget that
+/// lets the worker's other events run between drains). `serve` gets each validated chain and
+/// returns the bytes it wrote into it (the used length); then one interrupt if any chain was
+/// used. [`Drain::More`] when chains are still pending. An error from `serve` or the queue ends
+/// the drain at once (the activation ends with it: [`DeviceError::Queue`]).
+pub(crate) fn serve_queue<F>(
+    queue: &mut Queue,
+    mem: &GuestMem,
+    interrupt: &Interrupt,
+    mut serve: F,
+) -> Result<Drain, QueueError>
+where
+    F: FnMut(DescriptorChain<&GuestMem>) -> Result<u32, QueueError>,
+{
+    let mut used = false;
+    for _ in 0..queue.size() {
+        let Some(chain) = pop_chain(queue, mem)? else {
+            break;
+        };
+        let head = chain.head_index();
+        let len = serve(chain)?;
+        add_used(queue, mem, head, len)?;
+        used = true;
+    }
+    let more = has_pending(queue, mem)?;
+    if used {
+        interrupt.signal_used_queue();
+    }
+    Ok(if more { Drain::More } else { Drain::Done })
 }
 
 /// The device side of a worker thread.
