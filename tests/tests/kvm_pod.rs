@@ -31,7 +31,9 @@ const BULK_LINE: usize = 10;
 /// `readahead PATH` prints `READAHEAD_KB=<n>`, the readahead of PATH's file system (sysfs);
 /// `getrandom` prints `GETRANDOM_MS=<ms>`, how long a blocking 16-byte `getrandom(2)` took, and
 /// `HWRNG=<name>`, the guest kernel's current hardware RNG (sysfs); `touch MIB` allocates MIB MiB
-/// and writes every page, then prints `TOUCHED=<MIB>`.
+/// and writes every page, then prints `TOUCHED=<MIB>`; `escape MS` leaves the app's CPU limit
+/// inside the guest (mounts the guest kernel's cpu cgroup hierarchy and moves itself to its
+/// root: needs `CAP_SYS_ADMIN` and `mount`), prints `ESCAPED=1`, then does what `spin MS` does.
 const HELPER_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +44,7 @@ const HELPER_C: &str = r#"
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/random.h>
+#include <sys/mount.h>
 static double secs(clockid_t c) {
     struct timespec t;
     clock_gettime(c, &t);
@@ -75,6 +78,17 @@ int main(int argc, char **argv) {
         while (fgets(l, sizeof l, f))
             if (!strncmp(l, "MemTotal:", 9) || !strncmp(l, "MemAvailable:", 13)) fputs(l, stdout);
         return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "escape") == 0) {
+        mkdir("/cg", 0700);
+        if (mount("cgroup", "/cg", "cgroup", 0, "cpu") != 0 &&
+            mount("cgroup2", "/cg", "cgroup2", 0, NULL) != 0) { perror("mount cgroup"); return 1; }
+        FILE *t = fopen("/cg/tasks", "w");
+        if (!t) t = fopen("/cg/cgroup.procs", "w");
+        if (!t || fputs("0", t) < 0 || fclose(t) != 0) { perror("join the root cgroup"); return 1; }
+        printf("ESCAPED=1\n");
+        fflush(stdout);
+        argv[1] = (char *)"spin";
     }
     if (argc >= 3 && strcmp(argv[1], "spin") == 0) {
         double wall = atol(argv[2]) / 1000.0;
@@ -917,7 +931,8 @@ fn kvm_vmm_runs_in_its_pod_cgroup_bounded_by_the_vm_size() {
         if let Ok(max) = read(d, "memory.max") {
             // cgroup v2 (the harness's L1).
             assert_eq!(max, want_mem.to_string(), "memory.max of {}", d.display());
-            assert_eq!(read(d, "cpu.max").unwrap(), "100000 100000");
+            // 500m for the app and the VMM's 250m.
+            assert_eq!(read(d, "cpu.max").unwrap(), "75000 100000");
             let peak: u64 = read(d, "memory.peak").unwrap().parse().unwrap();
             let usage = read(d, "cpu.stat").unwrap();
             eprintln!(
@@ -947,7 +962,7 @@ fn kvm_vmm_runs_in_its_pod_cgroup_bounded_by_the_vm_size() {
                 "memory peak {peak}: the guest's RAM was not charged"
             );
         } else if let Ok(q) = read(d, "cpu.cfs_quota_us") {
-            assert_eq!(q, "100000");
+            assert_eq!(q, "75000");
         }
     }
     // gc removes them.
@@ -956,6 +971,112 @@ fn kvm_vmm_runs_in_its_pod_cgroup_bounded_by_the_vm_size() {
     for d in &dirs {
         assert!(!d.exists(), "gc left the pod cgroup {}", d.display());
     }
+}
+
+/// CPU time (µs) and throttled periods of the pod cgroups listed in `listed` (cgroup v2:
+/// `cpu.stat`'s `usage_usec` and `nr_throttled`; v1: `cpuacct.usage` in ns, `cpu.stat`).
+fn pod_cgroup_cpu(listed: &str) -> (Option<u64>, Option<u64>) {
+    let field = |text: &str, key: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+    };
+    let (mut usage_us, mut throttled) = (None, None);
+    for d in listed.lines().map(Path::new) {
+        if let Ok(st) = std::fs::read_to_string(d.join("cpu.stat")) {
+            throttled = throttled.or(field(&st, "nr_throttled "));
+            usage_us = usage_us.or(field(&st, "usage_usec "));
+        }
+        if let Some(ns) = std::fs::read_to_string(d.join("cpuacct.usage"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            usage_us = usage_us.or(Some(ns / 1000));
+        }
+    }
+    (usage_us, throttled)
+}
+
+#[test]
+fn kvm_app_out_of_its_guest_cgroup_is_held_by_the_host() {
+    let test = "kvm_app_out_of_its_guest_cgroup_is_held_by_the_host";
+    let Some((e, img)) = helper_pod(test) else {
+        return;
+    };
+    // The attack: a root app given CAP_SYS_ADMIN and `mount` (no seccomp filter) leaves the
+    // guest cgroup that holds it to its 200m, then spins for 6 s. The guest kernel no longer
+    // limits it; the pod's host cgroup must (200m + the VMM's 250m). The VM's CPU use is
+    // sampled over 3 s of that spin.
+    let uuid_file = e.path("uuid-escape");
+    let uuid_flag = format!("--uuid-file-save={}", uuid_file.display());
+    let mut child = e.spawn(&[
+        "run",
+        "--insecure-options=image,seccomp",
+        &e.stage1_flag(),
+        &uuid_flag,
+        img.to_str().unwrap(),
+        "--cpu=200m",
+        "--caps-retain=CAP_SYS_ADMIN",
+        "--",
+        "escape",
+        "6000",
+    ]);
+    let pipe = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)).map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let deadline = Instant::now() + e.timeout();
+    let escaped = loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) if l == "ESCAPED=1" => break true,
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => break false,
+        }
+    };
+    let window = Duration::from_secs(3);
+    let sample = if escaped {
+        let uuid = uuid_of(&uuid_file);
+        let listed =
+            std::fs::read_to_string(e.pod_dir(&uuid).join(stage1_common::cgroup::CGROUPS_FILE))
+                .expect("the pod lists its host cgroups");
+        let t0 = Instant::now();
+        let first = pod_cgroup_cpu(&listed);
+        std::thread::sleep(window);
+        let last = pod_cgroup_cpu(&listed);
+        Some((first, last, t0.elapsed()))
+    } else {
+        None
+    };
+    let o = wait_output(child, e.timeout());
+    let out = reader.join().unwrap();
+    eprintln!("--- stdout\n{out}--- stderr\n{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0));
+    let ((Some(u0), Some(n0)), (Some(u1), Some(n1)), took) =
+        sample.expect("the app did not leave its guest cgroup")
+    else {
+        panic!("no CPU usage or throttling figures in the pod's host cgroups");
+    };
+    let frac = (u1 - u0) as f64 / took.as_micros() as f64;
+    eprintln!(
+        "escaped app (guest: {}): the pod's VM used {frac:.3} of a CPU over {took:.1?}, \
+         throttled {} times",
+        out.lines()
+            .find(|l| l.starts_with("CPUFRAC"))
+            .unwrap_or("-"),
+        n1 - n0
+    );
+    assert!(n1 > n0, "the host never throttled the escaped app's VM");
+    assert!(
+        frac < 0.6,
+        "the VM took {frac:.3} of a CPU against its 0.45 (200m + 250m)"
+    );
 }
 
 /// The exit profile's lines in a VMM's stderr (`stage1-vmm: exits: <count>  ...`, the VMM's

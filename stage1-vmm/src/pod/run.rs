@@ -201,7 +201,7 @@ pub fn run(args: &RunArgs) -> Result<i32, PodError> {
     let host = PodPaths::new(&cwd);
     let plan = read_plan(&host)?;
     let size = choose_size(&plan, args);
-    join_pod_cgroup(&cwd, args, size)?;
+    join_pod_cgroup(&cwd, args, &plan, size)?;
     phase("cgroup-joined");
     let debug = args.debug || plan.debug;
     let init_args = pod_init_args(debug, net.metadata_url.as_deref());
@@ -358,7 +358,12 @@ fn choose_size(plan: &Plan, args: &RunArgs) -> sizing::VmSize {
 /// hierarchies, or whose hierarchy does not delegate a controller here, gets a warning on
 /// stderr and a pod without that limit, as the ns flavor's pods; a failed join fails the pod.
 /// `gc` removes the cgroups.
-fn join_pod_cgroup(cwd: &Path, args: &RunArgs, size: sizing::VmSize) -> Result<(), PodError> {
+fn join_pod_cgroup(
+    cwd: &Path,
+    args: &RunArgs,
+    plan: &Plan,
+    size: sizing::VmSize,
+) -> Result<(), PodError> {
     use stage1_common::cgroup;
     let cgroups = match cgroup::create(cwd, &args.uuid, cgroup::Shape::Leaf) {
         Ok(c) => c,
@@ -367,7 +372,7 @@ fn join_pod_cgroup(cwd: &Path, args: &RunArgs, size: sizing::VmSize) -> Result<(
             return Ok(());
         }
     };
-    if let Err((file, e)) = cgroup::set_limits(&cgroups, &sizing::host_limits(size)) {
+    if let Err((file, e)) = cgroup::set_limits(&cgroups, &sizing::host_limits(plan, size)) {
         eprintln!(
             "{PROG}: warning: the pod's host cgroup limits are not all set: {}: {e}",
             file.display()

@@ -34,6 +34,10 @@ pub const MUTABLE_APPS_MIB: u64 = 4 * DEFAULT_APP_MEM_MIB;
 /// KVM's per-VM and per-vCPU kernel memory, and the page cache of the pod's files, which the
 /// kernel reclaims at the limit. See [`host_limits`].
 pub const VMM_ALLOWANCE_MIB: u64 = 128;
+/// Host CPU the VMM may use beyond what the apps are limited to, in the pod's host cgroup
+/// (millicores): its device threads and exits. Kata Containers' suggested pod overhead is the
+/// same 250m. See [`host_limits`].
+pub const VMM_CPU_ALLOWANCE_MILLIS: u64 = 250;
 /// Largest VM we create (MiB): 1 TiB, far beyond any host we run on; larger sums are clamped.
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 /// Bytes per MiB.
@@ -61,6 +65,18 @@ pub fn apps_mem_mib(plan: &Plan) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
+/// The sum of the apps' `resource/cpu` limits (millicores), when every app has one (and there is
+/// an app).
+pub fn apps_cpu_millis(plan: &Plan) -> Option<u64> {
+    if plan.apps.is_empty() {
+        return None;
+    }
+    plan.apps
+        .iter()
+        .map(|a| a.cpu_limit_millis)
+        .try_fold(0u64, |acc, l| l.map(|l| acc.saturating_add(l)))
+}
+
 /// Sizes the VM for `plan` on a host with `host_cpus` CPUs.
 pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
     let mut apps = apps_mem_mib(plan);
@@ -72,13 +88,8 @@ pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
         .saturating_add(apps.div_ceil(PER_PAGE_OVERHEAD_DIVISOR))
         .min(MAX_MEM_MIB);
     let host = host_cpus.max(1);
-    let limits: Option<u64> = plan
-        .apps
-        .iter()
-        .map(|a| a.cpu_limit_millis)
-        .try_fold(0u64, |acc, l| l.map(|l| acc.saturating_add(l)));
-    let cpus = match limits {
-        Some(total) if !plan.apps.is_empty() => {
+    let cpus = match apps_cpu_millis(plan) {
+        Some(total) => {
             let want = total.div_ceil(MILLIS_PER_CPU).max(1);
             u32::try_from(want).unwrap_or(u32::MAX).min(host)
         }
@@ -87,19 +98,24 @@ pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
     VmSize { mem_mib, cpus }
 }
 
-/// The limits of the pod's host cgroup, which the VMM and all its threads join: memory, the
-/// guest's RAM and [`VMM_ALLOWANCE_MIB`]; CPU, the VM's vCPUs as whole CPUs. A guest cannot
-/// make its device threads take host CPU beyond its vCPUs, nor the VMM grow without bound; the
-/// apps' finer `resource/cpu` limits are the guest kernel's to enforce.
-pub fn host_limits(size: VmSize) -> [app_confine::cgroup::Limit; 2] {
+/// The limits of the pod's host cgroup, which the VMM and all its threads join. Memory: the
+/// guest's RAM and [`VMM_ALLOWANCE_MIB`]. CPU: the apps' `resource/cpu` limits when every app
+/// has one, else the VM's vCPUs as whole CPUs, and [`VMM_CPU_ALLOWANCE_MILLIS`] either way. So
+/// an app's CPU limit holds on the host even when the guest kernel, which enforces it inside the
+/// VM, does not (a root app out of its guest cgroup, a compromised guest), and a guest cannot
+/// make its device threads take host CPU beyond that, nor the VMM grow without bound.
+pub fn host_limits(plan: &Plan, size: VmSize) -> [app_confine::cgroup::Limit; 2] {
     use app_confine::cgroup::Limit;
+    let cpu = apps_cpu_millis(plan)
+        .unwrap_or(u64::from(size.cpus).saturating_mul(MILLIS_PER_CPU))
+        .saturating_add(VMM_CPU_ALLOWANCE_MILLIS);
     [
         Limit::Memory(
             size.mem_mib
                 .saturating_add(VMM_ALLOWANCE_MIB)
                 .saturating_mul(MIB),
         ),
-        Limit::Cpu(u64::from(size.cpus).saturating_mul(MILLIS_PER_CPU)),
+        Limit::Cpu(cpu),
     ]
 }
 
@@ -153,16 +169,29 @@ mod tests {
     #[test]
     fn host_limits_are_the_vm_and_the_vmm_allowance() {
         use app_confine::cgroup::Limit;
-        let l = host_limits(VmSize {
+        let size = VmSize {
             mem_mib: 100,
             cpus: 2,
-        });
+        };
+        // Every app limited: their sum.
+        let limited = plan(vec![app(None, Some(300)), app(None, Some(200))]);
         assert_eq!(
-            l,
+            host_limits(&limited, size),
             [
                 Limit::Memory((100 + VMM_ALLOWANCE_MIB) << 20),
-                Limit::Cpu(2000)
+                Limit::Cpu(500 + VMM_CPU_ALLOWANCE_MILLIS)
             ]
+        );
+        // One app without a limit: the vCPUs.
+        let open = plan(vec![app(None, Some(300)), app(None, None)]);
+        assert_eq!(
+            host_limits(&open, size)[1],
+            Limit::Cpu(2000 + VMM_CPU_ALLOWANCE_MILLIS)
+        );
+        // No app yet (a mutable pod): the vCPUs.
+        assert_eq!(
+            host_limits(&plan(vec![]), size)[1],
+            Limit::Cpu(2000 + VMM_CPU_ALLOWANCE_MILLIS)
         );
     }
 
