@@ -100,14 +100,16 @@ pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
 
 /// The limits of the pod's host cgroup, which the VMM and all its threads join. Memory: the
 /// guest's RAM and [`VMM_ALLOWANCE_MIB`]. CPU: the apps' `resource/cpu` limits when every app
-/// has one, else the VM's vCPUs as whole CPUs, and [`VMM_CPU_ALLOWANCE_MILLIS`] either way. So
+/// has one, else (and at most) the VM's vCPUs as whole CPUs, and [`VMM_CPU_ALLOWANCE_MILLIS`]
+/// either way (Nomad's `--cpu=500` means 500 CPUs: the VM has the host's, so has the quota). So
 /// an app's CPU limit holds on the host even when the guest kernel, which enforces it inside the
 /// VM, does not (a root app out of its guest cgroup, a compromised guest), and a guest cannot
 /// make its device threads take host CPU beyond that, nor the VMM grow without bound.
 pub fn host_limits(plan: &Plan, size: VmSize) -> [app_confine::cgroup::Limit; 2] {
     use app_confine::cgroup::Limit;
+    let vcpus = u64::from(size.cpus).saturating_mul(MILLIS_PER_CPU);
     let cpu = apps_cpu_millis(plan)
-        .unwrap_or(u64::from(size.cpus).saturating_mul(MILLIS_PER_CPU))
+        .map_or(vcpus, |apps| apps.min(vcpus))
         .saturating_add(VMM_CPU_ALLOWANCE_MILLIS);
     [
         Limit::Memory(
@@ -186,6 +188,12 @@ mod tests {
         let open = plan(vec![app(None, Some(300)), app(None, None)]);
         assert_eq!(
             host_limits(&open, size)[1],
+            Limit::Cpu(2000 + VMM_CPU_ALLOWANCE_MILLIS)
+        );
+        // Limits beyond the vCPUs (the host's CPUs cap them): the vCPUs.
+        let huge = plan(vec![app(None, Some(500_000))]);
+        assert_eq!(
+            host_limits(&huge, size)[1],
             Limit::Cpu(2000 + VMM_CPU_ALLOWANCE_MILLIS)
         );
         // No app yet (a mutable pod): the vCPUs.
