@@ -198,8 +198,10 @@ pub fn join_self(cgroups: &[PodCgroup]) -> Result<(), (PathBuf, io::Error)> {
 
 /// Sets `limits` on the pod cgroups: each limit on the hierarchy of its controller (cgroup v1)
 /// or on the unified one (v2). A limit whose hierarchy is not among `cgroups` is not set (the
-/// host does not mount it). On failure, the file that refused its limit and why.
+/// host does not mount it). Every limit is tried; on failure, the first file that refused its
+/// limit and why.
 pub fn set_limits(cgroups: &[PodCgroup], limits: &[Limit]) -> Result<(), (PathBuf, io::Error)> {
+    let mut first_error = None;
     for limit in limits {
         let controller = match limit {
             Limit::Memory(_) => "memory",
@@ -207,11 +209,13 @@ pub fn set_limits(cgroups: &[PodCgroup], limits: &[Limit]) -> Result<(), (PathBu
         };
         for cg in cgroups.iter().filter(|c| c.is_v2() || c.name == controller) {
             for (f, v) in limit_writes(&cg.dir, cg.is_v2(), *limit) {
-                std::fs::write(&f, v).map_err(|e| (f.clone(), e))?;
+                if let Err(e) = std::fs::write(&f, v) {
+                    first_error.get_or_insert((f, e));
+                }
             }
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Moves the calling process, with all its threads, into the pod cgroups: through the
@@ -402,8 +406,11 @@ mod tests {
             dir: d.path().join("none"),
             ..v2[0].clone()
         };
-        let (f, _) = set_limits(&[gone], &[Limit::Memory(5)]).unwrap_err();
+        let (f, _) =
+            set_limits(&[gone, v2[0].clone()], &[Limit::Memory(5), Limit::Cpu(200)]).unwrap_err();
         assert_eq!(f, d.path().join("none/memory.max"));
+        // ... and the others are still set.
+        assert_eq!(read(v2[0].dir.join("cpu.max")), "20000 100000");
     }
 
     #[test]
