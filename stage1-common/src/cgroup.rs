@@ -10,7 +10,7 @@
 //!   cgroup carries the VM's limits ([`set_limits`]): a guest's vCPUs and device threads
 //!   together get no more host CPU and memory than the pod was sized for.
 //!
-//! How the child that becomes guest-init gets in is part of each cgroup's plan ([`Join`]):
+//! How an ns pod's child that becomes guest-init gets in is part of each cgroup's plan ([`Join`]):
 //! moving a whole process (a `cgroup.procs` write) takes the kernel's global threadgroup lock,
 //! whose first writer after a quiet spell waits for an RCU grace period (9-12 ms measured here on
 //! cgroup v1); a single thread moving itself does not take it. So on cgroup v1 the child, still
@@ -19,6 +19,8 @@
 //! launcher writes the child's PID ([`join`]) while the child builds the namespaces, so that the
 //! grace period overlaps that work. Either way no app starts before both are done (the
 //! launcher sends the start byte afterwards, and guest-init forks nothing before that byte).
+//! The VMM joins its own cgroups through the same files, writing `0` itself
+//! ([`join_this_process`]).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -55,7 +57,8 @@ pub enum Shape {
 pub enum Join {
     /// cgroup v1: the child writes `0` to this `tasks` file itself ([`join_self`]).
     SelfThread(PathBuf),
-    /// cgroup v2: the launcher writes the child's PID to this `cgroup.procs` file ([`join`]).
+    /// cgroup v2: the launcher writes the child's PID to this `cgroup.procs` file ([`join`])
+    /// (a [`Shape::Leaf`] process writes `0` to it itself: [`join_this_process`]).
     ByLauncher(PathBuf),
 }
 
@@ -67,7 +70,7 @@ pub struct PodCgroup {
     pub name: String,
     /// The pod's cgroup directory on the host (bind source).
     pub dir: PathBuf,
-    /// How guest-init joins it.
+    /// How its process (guest-init, or the VMM) joins it.
     pub join: Join,
 }
 
