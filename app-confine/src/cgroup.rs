@@ -21,8 +21,8 @@ pub const V2_JOIN: &str = "cgroup.procs";
 pub const CFS_PERIOD_US: u64 = 100_000;
 /// Smallest CFS quota the kernel accepts (µs).
 pub const MIN_CFS_QUOTA_US: u64 = 1_000;
-/// Millicores per CPU.
-const MILLIS_PER_CPU: u64 = 1000;
+/// Millicores per CPU (the unit of `resource/cpu` limits).
+pub const MILLIS_PER_CPU: u64 = 1000;
 
 /// A limit on a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,16 @@ pub enum Limit {
     Memory(u64),
     /// CPU time (millicores of one CPU, per CFS period): `cpu.cfs_quota_us` (v1), `cpu.max` (v2).
     Cpu(u64),
+}
+
+impl Limit {
+    /// The cgroup v1 controller whose hierarchy holds this limit's files.
+    pub fn controller(self) -> &'static str {
+        match self {
+            Limit::Memory(_) => "memory",
+            Limit::Cpu(_) => "cpu",
+        }
+    }
 }
 
 /// The CFS quota (µs per [`CFS_PERIOD_US`]) of `millis` millicores.

@@ -206,11 +206,10 @@ pub fn join_self(cgroups: &[PodCgroup]) -> Result<(), (PathBuf, io::Error)> {
 pub fn set_limits(cgroups: &[PodCgroup], limits: &[Limit]) -> Result<(), (PathBuf, io::Error)> {
     let mut first_error = None;
     for limit in limits {
-        let controller = match limit {
-            Limit::Memory(_) => "memory",
-            Limit::Cpu(_) => "cpu",
-        };
-        for cg in cgroups.iter().filter(|c| c.is_v2() || c.name == controller) {
+        for cg in cgroups
+            .iter()
+            .filter(|c| c.is_v2() || c.name == limit.controller())
+        {
             for (f, v) in limit_writes(&cg.dir, cg.is_v2(), *limit) {
                 if let Err(e) = std::fs::write(&f, v) {
                     first_error.get_or_insert((f, e));

@@ -11,6 +11,7 @@
 //! vCPUs: `ceil(sum of resource/cpu limits)` when every app has one, else all host CPUs (as rkt);
 //! never more than the host has, never fewer than one.
 
+use app_confine::cgroup::MILLIS_PER_CPU;
 use pod_abi::plan::Plan;
 
 /// Memory counted for an app without a `resource/memory` limit (MiB).
@@ -42,8 +43,6 @@ pub const VMM_CPU_ALLOWANCE_MILLIS: u64 = 250;
 pub const MAX_MEM_MIB: u64 = 1 << 20;
 /// Bytes per MiB.
 const MIB: u64 = 1 << 20;
-/// Millicores per CPU.
-const MILLIS_PER_CPU: u64 = 1000;
 
 /// The size of a pod VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
