@@ -263,17 +263,7 @@ impl BalloonWorker {
             }
             let mut ranges = 0u32;
             for desc in chain {
-                let (addr, len) = (desc.addr(), u64::from(desc.len()));
-                match discard_range(mem, addr, len) {
-                    Ok(()) => {
-                        stats.discarded_bytes.fetch_add(len, Ordering::Relaxed);
-                        log::trace!("virtio-balloon: discarded {:#x}+{len:#x}", addr.raw_value());
-                    }
-                    Err(e) => {
-                        stats.skipped.fetch_add(1, Ordering::Relaxed);
-                        guest_warn!(log_limit, "virtio-balloon: report skipped: {e}");
-                    }
-                }
+                report(mem, stats, log_limit, desc.addr(), u64::from(desc.len()));
                 ranges += 1;
             }
             if *debug_reports < DEBUG_REPORTS {
@@ -285,6 +275,27 @@ impl BalloonWorker {
             }
             Ok(0)
         })
+    }
+}
+
+/// Discards one reported range and counts it; a range that is not discarded is counted as
+/// skipped and logged (rate-limited).
+fn report(
+    mem: &GuestMem,
+    stats: &ReportStats,
+    log_limit: &mut LogLimiter,
+    addr: GuestAddress,
+    len: u64,
+) {
+    match discard_range(mem, addr, len) {
+        Ok(()) => {
+            stats.discarded_bytes.fetch_add(len, Ordering::Relaxed);
+            log::trace!("virtio-balloon: discarded {:#x}+{len:#x}", addr.raw_value());
+        }
+        Err(e) => {
+            stats.skipped.fetch_add(1, Ordering::Relaxed);
+            guest_warn!(log_limit, "virtio-balloon: report skipped: {e}");
+        }
     }
 }
 

@@ -12,9 +12,10 @@
 //! [`MAX_CHAIN_BYTES`] in all; the used length is what was written. A device-readable buffer is
 //! left untouched (logged, rate-limited), a buffer outside guest memory is a corrupt queue
 //! (`DEVICE_NEEDS_RESET`, as for every device). A guest that asks without pause keeps the
-//! worker thread busy, one host thread as a spinning vCPU is (there is no rate limit, as
-//! Firecracker's is optional), and takes nothing else from the host: `getrandom` draws from the
-//! host's CRNG, which does not run dry.
+//! worker thread busy (there is no rate limit, as Firecracker's is optional), within the CPU
+//! quota of the pod's host cgroup, which the vCPUs and every device thread share
+//! (`pod::sizing::host_limits`), and takes nothing else from the host: `getrandom` draws from
+//! the host's CRNG, which does not run dry.
 //!
 //! A restored snapshot's driver may have made a request available that the maker's device never
 //! served (the driver keeps one request outstanding); the worker serves whatever is pending when
