@@ -496,8 +496,12 @@ pub fn run_loop(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 *counts.entry(ExitKind::Interrupted).or_insert(0) += 1;
                 vcpu.set_kvm_immediate_exit(0);
-                if let (Some(s), Ok(regs)) = (samples.as_deref_mut(), vcpu.get_regs()) {
-                    s.record(regs.rip);
+                // Only a profiled vCPU reads its registers: KVM_GET_REGS is outside the plain
+                // vCPU's seccomp profile, and every kick (a multi-vCPU VM's end) lands here.
+                if let Some(s) = samples.as_deref_mut() {
+                    if let Ok(regs) = vcpu.get_regs() {
+                        s.record(regs.rip);
+                    }
                 }
                 continue;
             }
