@@ -92,23 +92,49 @@ pub fn read_config(path: &Path) -> Result<Option<GuestNetConfig>, String> {
 
 /// Applies `cfg`: each interface (found by MAC) up with its MTU and addresses, then the routes
 /// in order. Returns the errors (each names what failed); the rest is applied regardless.
+///
+/// A VM restored from a pod snapshot has the maker's cards, whose interfaces keep the MACs
+/// their driver read then ([`pod_abi::snapshot::maker_mac`], by card order, which is
+/// `cfg.interfaces`' order): an interface no card has the MAC of takes the card with the
+/// maker's MAC for its position, which is given the pod's MAC first (while it is down).
 pub fn configure(nl: &mut Netlink, cfg: &GuestNetConfig) -> Vec<String> {
     let mut errors = Vec::new();
     let links = match nl.links() {
         Ok(l) => l,
         Err(e) => return vec![format!("cannot list interfaces: {e}")],
     };
-    let index_of = |mac: MacAddr| links.iter().find(|l| l.mac == Some(mac)).map(|l| l.index);
-    for itf in &cfg.interfaces {
-        match index_of(itf.mac) {
-            Some(index) => {
-                if let Err(e) = nl.configure_link(index, itf) {
-                    errors.push(format!("interface {}: {e}", itf.mac));
+    let by_mac = |mac: MacAddr| links.iter().find(|l| l.mac == Some(mac)).map(|l| l.index);
+    // The pod's MAC of each interface and the link that has (or now takes) it.
+    let mut found: Vec<(MacAddr, i32)> = Vec::new();
+    for (card, itf) in cfg.interfaces.iter().enumerate() {
+        let index = match by_mac(itf.mac) {
+            Some(index) => index,
+            None => match pod_abi::snapshot::maker_mac(card).and_then(|m| by_mac(MacAddr(m))) {
+                Some(index) => match nl.set_mac(index, itf.mac) {
+                    Ok(()) => index,
+                    Err(e) => {
+                        errors.push(format!("interface {}: cannot set its MAC: {e}", itf.mac));
+                        continue;
+                    }
+                },
+                None => {
+                    errors.push(format!("no interface with MAC {}", itf.mac));
+                    continue;
                 }
-            }
-            None => errors.push(format!("no interface with MAC {}", itf.mac)),
+            },
+        };
+        found.push((itf.mac, index));
+        if let Err(e) = nl.configure_link(index, itf) {
+            errors.push(format!("interface {}: {e}", itf.mac));
         }
     }
+    let index_of = |mac: MacAddr| {
+        found
+            .iter()
+            .find(|(m, _)| *m == mac)
+            .map(|&(_, i)| i)
+            .or_else(|| by_mac(mac))
+    };
     for r in &cfg.routes {
         let oif = match r.mac {
             Some(mac) => match index_of(mac) {
@@ -383,6 +409,13 @@ impl Netlink {
         if let Some(mtu) = mtu {
             m = m.attr(IFLA_MTU, &mtu.to_ne_bytes());
         }
+        self.request(m)
+    }
+
+    /// Gives interface `index` the MAC `mac` (`IFLA_ADDRESS`).
+    pub fn set_mac(&mut self, index: i32, mac: MacAddr) -> io::Result<()> {
+        let m =
+            Msg::new(RTM_NEWLINK, NLM_F_ACK, &ifinfomsg(index, 0, 0)).attr(IFLA_ADDRESS, &mac.0);
         self.request(m)
     }
 

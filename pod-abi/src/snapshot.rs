@@ -22,6 +22,19 @@ pub const INIT_ARGS_IN_STAGE1: &str = "rkt/init-args";
 /// Largest [`INIT_ARGS_IN_STAGE1`] guest-init reads (bytes).
 pub const INIT_ARGS_MAX: usize = 64 << 10;
 
+/// Most network cards a pod snapshot holds (a pod with more boots cold).
+pub const MAX_NET_CARDS: usize = 16;
+
+/// The MAC of network card `card` (0-based, in the pod's card order) in the VM that makes a
+/// pod snapshot: a restored guest's interfaces keep the MACs their driver read at the maker's
+/// boot, so guest-init finds card `card` by this MAC when no interface has the pod's and gives
+/// it the pod's (locally administered, `02:72:6b:74:00:<card>`; `None` past
+/// [`MAX_NET_CARDS`]).
+pub fn maker_mac(card: usize) -> Option<[u8; 6]> {
+    let n = u8::try_from(card).ok().filter(|_| card < MAX_NET_CARDS)?;
+    Some([0x02, b'r', b'k', b't', 0, n])
+}
+
 /// The snapshot cache under rkt's data directory (`--dir`), outside every pod directory: one
 /// entry `<id>/` per key id ([`is_entry_id`]), made in `<id>`[`MAKING_SUFFIX`] under an
 /// exclusive `flock` on `<id>`[`LOCK_SUFFIX`]. stage1-vmm fills it, `rkt gc` empties it.
@@ -249,6 +262,18 @@ impl Fresh {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn maker_macs_are_local_distinct_and_bounded() {
+        let macs: Vec<[u8; 6]> = (0..MAX_NET_CARDS).filter_map(maker_mac).collect();
+        assert_eq!(macs.len(), MAX_NET_CARDS);
+        for (i, m) in macs.iter().enumerate() {
+            assert_eq!(m[0] & 0x03, 0x02, "locally administered unicast");
+            assert!(macs[..i].iter().all(|o| o != m));
+        }
+        assert_eq!(maker_mac(MAX_NET_CARDS), None);
+    }
+
     use super::*;
 
     fn source() -> Source {

@@ -47,6 +47,13 @@ struct MakePodSnapshotArgs {
     /// Guest memory (MiB): the pod's.
     #[arg(long)]
     mem: u64,
+    /// vCPUs: the pod's.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// A tap for one of the pod's network cards, an inherited descriptor (made by the parent
+    /// in a network namespace of their own); repeated per card, in card order.
+    #[arg(long = "tap-fd")]
+    tap_fds: Vec<i32>,
     /// The (empty) directory to save the snapshot into.
     #[arg(long)]
     out: PathBuf,
@@ -221,6 +228,29 @@ fn boot(a: BootArgs) -> Result<ExitCode> {
     }
 }
 
+fn make_pod_snapshot(a: MakePodSnapshotArgs) -> Result<ExitCode> {
+    let taps = a
+        .tap_fds
+        .iter()
+        .map(|&fd| inherited_fd(fd))
+        .collect::<Result<Vec<_>>>()?;
+    stage1_vmm::pod::snapshot_start::make(&a.kernel, &a.guest_init, (a.mem, a.cpus), taps, &a.out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes ownership of descriptor `fd`, inherited from the parent (`--tap-fd`): refused unless
+/// it is open, and not one of stdin, stdout or stderr.
+fn inherited_fd(fd: i32) -> Result<OwnedFd> {
+    anyhow::ensure!(fd > 2, "--tap-fd {fd}: not an inherited descriptor");
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        anyhow::bail!("--tap-fd {fd}: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above) and passed to this process for it alone; nothing
+    // else in this process owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
 fn main() -> ExitCode {
     stage1_vmm::malloc::limit_arenas();
     if let Some((entry, args)) = stage1_common::entry::select(std::env::args().collect()) {
@@ -233,11 +263,7 @@ fn main() -> ExitCode {
     pod_abi::trace::phase(stage1_vmm::pod::PROG, "parsed");
     let res = match cli.cmd {
         Command::Boot(a) => boot(a),
-        Command::MakePodSnapshot(a) => {
-            stage1_vmm::pod::snapshot_start::make(&a.kernel, &a.guest_init, a.mem, &a.out)
-                .map(|()| ExitCode::SUCCESS)
-                .map_err(anyhow::Error::from)
-        }
+        Command::MakePodSnapshot(a) => make_pod_snapshot(a),
     };
     match res {
         Ok(code) => code,

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -408,9 +408,6 @@ impl Vmm {
                 (SnapshotPlan::Restore(Box::new(state)), Some(mem))
             }
         };
-        if !matches!(plan, SnapshotPlan::Off) && cfg.cpus != 1 {
-            return Err(SnapshotError::Vcpus(cfg.cpus as usize).into());
-        }
         let cfg = &cfg;
         let machine = Machine::create(cfg, mem_file)?;
         let watch = EndWatch {
@@ -533,7 +530,8 @@ impl Vmm {
         } else {
             Vec::new()
         };
-        // A snapshot-making VM's vCPU saves itself when the guest asks (it owns its fd).
+        // A snapshot-making VM's vCPUs save themselves (each owns its fd) once all are out of
+        // the guest: the one that asked, then the others, stopped below.
         let msr_list = match &self.snapshot {
             SnapshotPlan::Make(_) => Some(Arc::new(
                 self.machine
@@ -545,8 +543,9 @@ impl Vmm {
             )),
             _ => None,
         };
-        type Saved = Option<Result<VcpuState, SnapshotError>>;
-        let saved: Arc<Mutex<Saved>> = Arc::new(Mutex::new(None));
+        let saved: Arc<Mutex<Vec<SavedVcpu>>> =
+            Arc::new(Mutex::new((0..vcpus.len()).map(|_| None).collect()));
+        let all_out = Arc::new(Barrier::new(vcpus.len()));
         let bus = Arc::new(self.devices.take_bus());
         let stop = Arc::new(AtomicBool::new(false));
         let ends: Arc<Mutex<Vec<(u8, VcpuEnd)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -562,7 +561,7 @@ impl Vmm {
                 self.watch.wake.clone(),
             );
             let all_counts = counts.clone();
-            let (msr_list, saved) = (msr_list.clone(), saved.clone());
+            let (msr_list, saved, all_out) = (msr_list.clone(), saved.clone(), all_out.clone());
             // A profiled vCPU reads its own registers, as a snapshot-making one does.
             let kind = if msr_list.is_some() || profile_every.is_some() {
                 ThreadKind::SnapshotVcpu
@@ -577,14 +576,19 @@ impl Vmm {
                 if let Some(s) = &samples {
                     let _ = s.print(&mut std::io::stderr().lock());
                 }
-                if let (VcpuEnd::Guest(VcpuAction::Snapshot), Some(list)) = (&end, msr_list) {
-                    let state = snapshot::kvm_state::complete_pending_io(&mut fd)
-                        .and_then(|()| snapshot::kvm_state::save_vcpu(&fd, &list));
-                    *lock(&saved) = Some(state);
-                }
                 crate::exit_stats::merge(&mut lock(&all_counts), &mine);
                 lock(&ends).push((id as u8, end));
                 let _ = wake.write(1);
+                if let Some(list) = msr_list {
+                    // Saved only when every vCPU is out: one still running could change this
+                    // one's LAPIC (an IPI) after it was read.
+                    all_out.wait();
+                    let state = snapshot::kvm_state::complete_pending_io(&mut fd)
+                        .and_then(|()| snapshot::kvm_state::save_vcpu(&fd, &list));
+                    if let Some(slot) = lock(&saved).get_mut(id) {
+                        *slot = Some(state);
+                    }
+                }
             })
             .map_err(|e| VmmError::Io("cannot start a vCPU thread", e))?;
             threads.push(t);
@@ -622,8 +626,8 @@ impl Vmm {
             }
         }
         if outcome == VmOutcome::Snapshot {
-            let vcpu = lock(&saved).take();
-            outcome = match (vcpu, &self.snapshot) {
+            let states = std::mem::take(&mut *lock(&saved));
+            outcome = match (collect_saved(states), &self.snapshot) {
                 (Some(Ok(v)), SnapshotPlan::Make(dir)) => {
                     let dir = dir.clone();
                     self.save_snapshot(&dir, v)?;
@@ -687,7 +691,7 @@ impl Vmm {
         Ok(vcpus)
     }
 
-    /// Creates the vCPU and puts the VM, the vCPU and the legacy devices in the snapshot's
+    /// Creates the vCPUs and puts the VM, the vCPUs and the legacy devices in the snapshot's
     /// state (memory is the snapshot's already); nothing is loaded.
     fn restore_vcpus(&mut self) -> Result<Vec<VcpuFd>, VmmError> {
         let SnapshotPlan::Restore(state) = &self.snapshot else {
@@ -711,13 +715,14 @@ impl Vmm {
         Ok(vcpus)
     }
 
-    /// Saves the VM (its vCPU's state `vcpu` taken by the vCPU thread) into `dir`.
-    fn save_snapshot(&self, dir: &std::path::Path, vcpu: VcpuState) -> Result<(), VmmError> {
+    /// Saves the VM (its vCPUs' states `vcpus`, in id order, taken by the vCPU threads) into
+    /// `dir`.
+    fn save_snapshot(&self, dir: &std::path::Path, vcpus: Vec<VcpuState>) -> Result<(), VmmError> {
         let m = &self.machine;
         let state = SnapshotState {
             mem_size: m.mem_size,
             vm: snapshot::kvm_state::save_vm(&m.vm)?,
-            vcpus: vec![vcpu],
+            vcpus,
             devices: self.devices.legacy_state(),
             virtio: self.devices.virtio_state()?,
         };
@@ -781,6 +786,16 @@ impl Vmm {
     }
 }
 
+/// A snapshot-making vCPU's state as its thread saved it; `None` until it has.
+type SavedVcpu = Option<Result<VcpuState, SnapshotError>>;
+
+/// Every vCPU's saved state in id order; `None` if one was not saved (its thread never got
+/// out of the guest), the first error if one failed.
+fn collect_saved(states: Vec<SavedVcpu>) -> Option<Result<Vec<VcpuState>, SnapshotError>> {
+    let all: Option<Vec<_>> = states.into_iter().collect();
+    all.map(|v| v.into_iter().collect())
+}
+
 /// The VM's outcome once vCPU `id` ended with `end`; a panic line seen on the console wins.
 fn outcome_of(id: u8, end: VcpuEnd, panic: Option<String>) -> VmOutcome {
     match (end, panic) {
@@ -824,5 +839,22 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>, ended: Instant) {
         if t.is_finished() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_needs_every_vcpus_state() {
+        let ok = || Some(Ok(VcpuState::default()));
+        let all = collect_saved(vec![ok(), ok()]);
+        assert!(matches!(all, Some(Ok(v)) if v.len() == 2));
+        // A vCPU that never got out of the guest: no snapshot.
+        assert!(collect_saved(vec![ok(), None]).is_none());
+        // One that failed to save: its error.
+        let failed = collect_saved(vec![ok(), Some(Err(SnapshotError::PendingExit))]);
+        assert!(matches!(failed, Some(Err(SnapshotError::PendingExit))));
     }
 }

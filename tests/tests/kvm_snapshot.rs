@@ -4,8 +4,9 @@
 //! neither see nor change the snapshot's files; a tampered cache entry means a cold boot with a
 //! warning, and is removed so that the next pod makes it afresh.
 //!
-//! Snapshot pods need one vCPU and no network cards: every pod here runs with `--net=none` and
-//! `--cpu=1`. Each test gives its app a different `--memory`, so that each has its own cache
+//! Pods here run with `--cpu=1` (the harness's L1 has one CPU; a snapshot of two vCPUs is
+//! tested at the VMM level, stage1-vmm/tests/linux_snapshot.rs) and `--net=none`, but for the
+//! network test. Each test gives its app a different `--memory`, so that each has its own cache
 //! entry (the KVM tests of a binary share one data directory, hence one cache).
 //!
 //! Every test starts with `E2e::require_kvm` (guest-booting: SKIP here, run under
@@ -470,4 +471,99 @@ fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
             );
         }
     }
+}
+
+/// The static busybox of Debian's `busybox-static` (ci/deps.sh).
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Pods on a network restore too: the maker's VM has as many cards (on taps of its own), the
+/// restored pod's cards get the pod's taps and guest-init gives the interface the pod's MAC
+/// (the CNI interface's), then the app reaches a server in the test's "host" namespace through
+/// the pod's gateway, in the pod that made the snapshot and in one that restored it.
+#[test]
+fn kvm_snapshot_pods_on_a_network_restore_and_reach_the_host() {
+    let name = "kvm_snapshot_pods_on_a_network_restore_and_reach_the_host";
+    let Some(e) = E2e::require_kvm(name) else {
+        return;
+    };
+    let Some(ns) = e.host_ns.as_ref() else {
+        skip(
+            name,
+            "cannot create a test network namespace (ip netns add)",
+        );
+        return;
+    };
+    if !Path::new(BUSYBOX).exists() {
+        skip(
+            name,
+            "no static busybox (ci/deps.sh installs busybox-static)",
+        );
+        return;
+    }
+    let img = e.path("snap-nc.aci");
+    let mut spec = ImageSpec::new("example.com/kvm-snap-nc", &["/bin/sh", "-c"])
+        .file("/bin/busybox", Path::new(BUSYBOX), 0o755)
+        .dir("/proc");
+    for a in ["sh", "ip", "nc"] {
+        spec = spec.symlink(&format!("/bin/{a}"), "busybox");
+    }
+    spec.build(&img);
+    let before = snapshots(&e);
+    for (round, found) in [(0, "made"), (1, "found")] {
+        let server = ns.thread(|| {
+            let l = std::net::TcpListener::bind("0.0.0.0:7778").unwrap();
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = String::new();
+            std::io::Read::read_to_string(&mut c, &mut got).unwrap();
+            got
+        });
+        let uuid_file = e.path("uuid-net");
+        let _ = std::fs::remove_file(&uuid_file);
+        let script =
+            format!("ip -o link show eth0; echo hello-{round} | nc -w 20 172.16.28.1 7778");
+        let o = e.run(&[
+            "run",
+            "--debug",
+            &e.stage1_flag(),
+            "--net=default",
+            "--kvm-snapshot",
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            img.to_str().unwrap(),
+            "--cpu=1",
+            "--memory=72Mi",
+            "--",
+            &script,
+        ]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains(&format!("--kvm-snapshot: {found} snapshot")),
+            "{err}"
+        );
+        assert!(!err.contains("no interface with MAC"), "{err}");
+        assert_eq!(server.join().unwrap(), format!("hello-{round}\n"));
+        // The guest's interface has the pod's MAC: its CNI interface's, in the pod's netns.
+        let uuid = uuid_of(&uuid_file);
+        let netns = format!("rkt-{uuid}");
+        let o = ns.exec("ip", &["-n", &netns, "-o", "link", "show", "eth0"]);
+        let cni = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mac = cni
+            .split_whitespace()
+            .skip_while(|w| *w != "link/ether")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no MAC in {cni:?}"))
+            .to_string();
+        let guest = stdout(&o);
+        assert!(
+            guest.contains(&format!("link/ether {mac}")),
+            "guest: {guest}\nCNI interface: {cni}"
+        );
+    }
+    assert_eq!(snapshots(&e).difference(&before).count(), 1);
+    let g = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(g.status.code(), Some(0), "{}", stderr(&g));
 }

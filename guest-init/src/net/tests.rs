@@ -57,7 +57,8 @@ fn ip(args: &str) -> String {
 
 /// In a network namespace of its own (this test's thread only): `lo` comes up, an interface
 /// found by MAC gets its MTU and addresses, the routes follow (on-link first), and 127.0.0.1
-/// takes TCP connections.
+/// takes TCP connections; an interface of a restored pod is found by the maker's MAC for its
+/// position and given the pod's.
 #[test]
 fn configures_loopback_interfaces_and_routes_in_a_fresh_namespace() {
     // SAFETY: geteuid takes no arguments.
@@ -123,6 +124,40 @@ fn configures_loopback_interfaces_and_routes_in_a_fresh_namespace() {
             errors,
             vec!["no interface with MAC 02:00:00:00:00:99".to_string()]
         );
+
+        // A restored pod's cards have the snapshot maker's MACs: the second interface of the
+        // config takes the card with the maker's second MAC and gets the pod's MAC; its
+        // routes follow it.
+        let maker = MacAddr(pod_abi::snapshot::maker_mac(1).unwrap());
+        ip(&format!(
+            "link add m1 address {maker} type veth peer name m2"
+        ));
+        let restored = GuestNetConfig::from_json(
+            br#"{"interfaces": [{"mac": "02:42:ac:10:1c:05"},
+                                {"mac": "02:42:ac:10:1d:07", "addresses": ["172.16.29.7/24"]}],
+                 "routes": [{"dst": "10.2.0.0/16", "gateway": "172.16.29.1",
+                             "mac": "02:42:ac:10:1d:07"}]}"#,
+        )
+        .unwrap();
+        let errors = configure(&mut nl, &restored);
+        assert!(errors.is_empty(), "{errors:?}");
+        let m1 = ip("-o link show m1");
+        assert!(
+            m1.contains("link/ether 02:42:ac:10:1d:07") && m1.contains(",UP"),
+            "{m1}"
+        );
+        assert!(ip("-o addr show dev m1").contains("inet 172.16.29.7/24"));
+        let routes = ip("-4 route show");
+        assert!(
+            routes.contains("10.2.0.0/16 via 172.16.29.1 dev m1"),
+            "{routes}"
+        );
+        // Without a card of the maker's MAC at that position it is still an error.
+        let none = GuestNetConfig::from_json(
+            br#"{"interfaces": [{"mac": "02:00:00:00:00:99"}, {"mac": "02:00:00:00:00:98"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(configure(&mut nl, &none).len(), 2);
     })
     .join()
     .unwrap();

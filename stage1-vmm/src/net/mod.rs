@@ -37,7 +37,7 @@ use std::process::Command;
 
 use pod_abi::guestnet::{GuestInterface, GuestNetConfig, GuestRoute, IpCidr, MacAddr};
 
-pub use tap::{enable_offloads, open_tap_in, TapInfo};
+pub use tap::{enable_offloads, open_scratch, open_tap_in, TapInfo};
 
 /// Where `tc` may be (first existing, root-owned, not group/other-writable wins).
 const TC_PATHS: &[&str] = &["/usr/sbin/tc", "/sbin/tc"];
@@ -51,6 +51,9 @@ pub const IFNAMSIZ_MAX: usize = 15;
 /// Errors plumbing a pod's network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// A new network namespace cannot be made (`unshare`).
+    #[error("cannot make a network namespace")]
+    NewNetns(#[source] io::Error),
     /// The namespace file cannot be opened or joined.
     #[error("cannot enter network namespace {path:?}")]
     Netns {

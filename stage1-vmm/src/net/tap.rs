@@ -130,7 +130,20 @@ fn open_here(ifname: &str, tap_name: &str) -> Result<(OwnedFd, TapInfo), NetErro
     let mut r = IfReq::new(ifname);
     ifreq_ioctl(s, libc::SIOCGIFMTU as _, &mut r).map_err(ioctl_err("SIOCGIFMTU", ifname))?;
     let mtu = r.int();
+    let tun = create_up(s, tap_name, Some(mtu))?;
+    Ok((
+        tun,
+        TapInfo {
+            mac: MacAddr(mac),
+            mtu: u32::try_from(mtu).unwrap_or(1500),
+        },
+    ))
+}
 
+/// Creates tap `tap_name` (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, non-blocking) in the calling
+/// thread's network namespace, with `mtu` if given, and brings it up; `s` is a
+/// [`ctl_socket`] of that namespace.
+fn create_up(s: RawFd, tap_name: &str, mtu: Option<libc::c_int>) -> Result<OwnedFd, NetError> {
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
@@ -154,21 +167,46 @@ fn open_here(ifname: &str, tap_name: &str) -> Result<(OwnedFd, TapInfo), NetErro
             io::Error::last_os_error(),
         ));
     }
-    let mut r = IfReq::new(tap_name);
-    r.set_int(mtu);
-    ifreq_ioctl(s, libc::SIOCSIFMTU as _, &mut r).map_err(ioctl_err("SIOCSIFMTU", tap_name))?;
+    if let Some(mtu) = mtu {
+        let mut r = IfReq::new(tap_name);
+        r.set_int(mtu);
+        ifreq_ioctl(s, libc::SIOCSIFMTU as _, &mut r).map_err(ioctl_err("SIOCSIFMTU", tap_name))?;
+    }
     let mut r = IfReq::new(tap_name);
     ifreq_ioctl(s, libc::SIOCGIFFLAGS as _, &mut r).map_err(ioctl_err("SIOCGIFFLAGS", tap_name))?;
     let flags = r.short() | libc::IFF_UP as libc::c_short;
     r.set_short(flags);
     ifreq_ioctl(s, libc::SIOCSIFFLAGS as _, &mut r).map_err(ioctl_err("SIOCSIFFLAGS", tap_name))?;
-    Ok((
-        tun.into(),
-        TapInfo {
-            mac: MacAddr(mac),
-            mtu: u32::try_from(mtu).unwrap_or(1500),
-        },
-    ))
+    Ok(tun.into())
+}
+
+/// Creates `count` taps (`tap0`, `tap1`, ...) as [`open_tap_in`] does, joined to nothing, in a
+/// new network namespace that only they hold (a tap's descriptor keeps its namespace alive):
+/// the snapshot maker's cards, whose VM must have the pod's kind of card and nothing of the
+/// host's network. The namespace is made by a short-lived thread (`unshare` changes only the
+/// calling thread's), so the caller's stays unchanged.
+pub fn open_scratch(count: usize) -> Result<Vec<OwnedFd>, NetError> {
+    std::thread::scope(|scope| {
+        let t = std::thread::Builder::new()
+            .name("scratch-taps".into())
+            .spawn_scoped(scope, move || {
+                // SAFETY: unshare with a constant flag; it moves only this thread, which ends
+                // right after, to a new network namespace.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetError::NewNetns(io::Error::last_os_error()));
+                }
+                (0..count)
+                    .map(|i| {
+                        let name = format!("tap{i}");
+                        let sock = ctl_socket().map_err(ioctl_err("socket", &name))?;
+                        create_up(sock.as_raw_fd(), &name, None)
+                    })
+                    .collect()
+            })
+            .map_err(NetError::Thread)?;
+        t.join()
+            .unwrap_or_else(|_| Err(NetError::Thread(io::Error::other("the thread panicked"))))
+    })
 }
 
 /// Lets `tap` carry partial checksums and TCPv4 segments up to 64 KiB both ways

@@ -2,18 +2,22 @@
 //! is restored from a snapshot of guest-init's snapshot stage instead of booting its kernel.
 //!
 //! [`prepare`] runs in `pod::run` before the jail: it decides whether the pod may be restored
-//! ([`crate::snapshot::pod::decide`]: pods with network cards or more than one vCPU boot cold),
-//! builds the cache key (kernel and guest-init identities, memory, vCPUs, the device layout),
+//! ([`crate::snapshot::pod::decide`]: a pod with more network cards than a snapshot holds boots
+//! cold), builds the cache key (kernel and guest-init identities, memory, vCPUs, network cards,
+//! the device layout),
 //! and gets the snapshot from the cache ([`crate::snapshot::cache`], outside every pod
 //! directory, root-only), making it first if needed. The maker is never the pod's VM: it is a
 //! child `stage1-vmm make-pod-snapshot` process ([`make`]) that boots the snapshot stage's
-//! initramfs (the stage1 image's guest-init) in the pod's device layout with empty backends (an
-//! empty private share, consoles to nothing, a private vsock directory) and saves the VM when
+//! initramfs (the stage1 image's guest-init) with the pod's memory, vCPUs and network cards in
+//! the pod's device layout with empty backends (an empty private share, consoles to nothing, a
+//! private vsock directory, taps in a network namespace of its own) and saves the VM when
 //! guest-init asks. Then [`prepare`] checks the snapshot (state checksum, memory file size: a
 //! damaged entry means a cold boot with a warning, and one found in the cache is removed) and
 //! writes guest-init's arguments into the stage1 root (`rkt/init-args`); the pod's VM restores
 //! it with its real devices, in the same order ([`super::run::add_pod_devices`]).
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -179,23 +183,64 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Result<Bounded, String> 
     })
 }
 
+/// The shape of the VM that makes a pod snapshot: the pod's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MakerShape {
+    /// Guest memory (MiB).
+    pub mem_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Network cards.
+    pub net_cards: usize,
+}
+
 /// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]), killed after
 /// [`MAKE_CHILD_LIMIT_SECS`].
-fn make_in_child(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), String> {
+fn make_in_child(
+    kernel: &Path,
+    guest_init: &Path,
+    shape: MakerShape,
+    out: &Path,
+) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find stage1-vmm: {e}"))?;
-    let o = output_within(
-        Command::new(&exe)
-            .arg(MAKE_SUBCOMMAND)
-            .arg("--kernel")
-            .arg(kernel)
-            .arg("--guest-init")
-            .arg(guest_init)
-            .arg("--mem")
-            .arg(mem_mib.to_string())
-            .arg("--out")
-            .arg(out),
-        Duration::from_secs(MAKE_CHILD_LIMIT_SECS),
-    );
+    // The maker's cards: taps made here, where the capabilities to make them still are (the
+    // child's bounding set lacks them), handed down as inherited descriptors.
+    let taps = if shape.net_cards == 0 {
+        Vec::new()
+    } else {
+        crate::net::open_scratch(shape.net_cards)
+            .map_err(|e| format!("the maker's taps: {}", stage1_common::error::chain(&e)))?
+    };
+    let mut cmd = Command::new(&exe);
+    cmd.arg(MAKE_SUBCOMMAND)
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--guest-init")
+        .arg(guest_init)
+        .arg("--mem")
+        .arg(shape.mem_mib.to_string())
+        .arg("--cpus")
+        .arg(shape.cpus.to_string())
+        .arg("--out")
+        .arg(out);
+    for t in &taps {
+        cmd.arg("--tap-fd").arg(t.as_raw_fd().to_string());
+    }
+    let fds: Vec<RawFd> = taps.iter().map(AsRawFd::as_raw_fd).collect();
+    // SAFETY: the closure runs in the child between fork and exec and makes only fcntl calls,
+    // which are async-signal-safe, on descriptors this process holds open (`taps`).
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let o = output_within(&mut cmd, Duration::from_secs(MAKE_CHILD_LIMIT_SECS));
+    drop(taps);
     let _ = std::fs::remove_dir_all(out.join(WORK_DIR));
     let o = o?;
     if o.status.success() {
@@ -257,8 +302,13 @@ pub fn prepare(
         guest_init: guest_init.clone(),
         guest_init_id: shape.guest_init_id.clone(),
     };
+    let maker = MakerShape {
+        mem_mib: size.mem_mib,
+        cpus: size.cpus,
+        net_cards,
+    };
     let got = get_or_make_entry(&cache, &key, &source, |out| {
-        make_in_child(&kernel, &guest_init, size.mem_mib, out)
+        make_in_child(&kernel, &guest_init, maker, out)
     });
     let (dir, made) = match got {
         Ok(got) => got,
@@ -291,11 +341,37 @@ pub fn prepare(
     Ok(Some(dir))
 }
 
+/// The maker's network cards on `taps` (made by the parent, [`crate::net::open_scratch`]: in a
+/// network namespace of their own, so nothing of the host's network is reachable from the
+/// maker's VM), with the MACs of [`pod_abi::snapshot::maker_mac`] and no MTU offered
+/// (guest-init sets the pod's).
+fn scratch_cards(taps: Vec<OwnedFd>) -> Result<Vec<crate::vmm::NetConfig>, PodError> {
+    let n = taps.len();
+    taps.into_iter()
+        .enumerate()
+        .map(|(i, tap)| {
+            let mac = pod_abi::snapshot::maker_mac(i)
+                .ok_or_else(|| PodError::Snapshot(format!("{n} network cards is too many")))?;
+            Ok(crate::vmm::NetConfig {
+                tap: std::sync::Arc::new(tap),
+                mac,
+                mtu: None,
+            })
+        })
+        .collect()
+}
+
 /// The body of [`MAKE_SUBCOMMAND`]: boots the snapshot stage (`guest_init` as the initramfs's
-/// `/init`) on `kernel` with `mem_mib` MiB and 1 vCPU in the pod's device layout with empty
-/// backends, and saves the VM into `out` when guest-init asks. Nothing of any pod is reachable
-/// from this VM.
-pub fn make(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Result<(), PodError> {
+/// `/init`) on `kernel` with `mem_mib` MiB and `cpus` vCPUs in the pod's device layout with
+/// empty backends (a network card on each of `taps`: [`scratch_cards`]), and saves the VM into
+/// `out` when guest-init asks. Nothing of any pod is reachable from this VM.
+pub fn make(
+    kernel: &Path,
+    guest_init: &Path,
+    (mem_mib, cpus): (u64, u32),
+    taps: Vec<OwnedFd>,
+    out: &Path,
+) -> Result<(), PodError> {
     let work = out.join(WORK_DIR);
     let share = work.join("share");
     let vsock_dir = work.join("vsock");
@@ -311,7 +387,8 @@ pub fn make(kernel: &Path, guest_init: &Path, mem_mib: u64, out: &Path) -> Resul
     cfg.initramfs = Some(initramfs);
     cfg.cmdline = MAKE_CMDLINE.to_string();
     cfg.mem_mib = mem_mib;
-    cfg.cpus = 1;
+    cfg.cpus = cpus;
+    cfg.net = scratch_cards(taps)?;
     cfg.timeout = Some(Duration::from_secs(MAKE_TIMEOUT_SECS));
     cfg.snapshot = SnapshotMode::Make(out.to_path_buf());
     let mut vmm = Vmm::new(&cfg, SerialBackend::stdout())?;

@@ -1,8 +1,8 @@
 //! Snapshots of a booted VM, as Firecracker's: the guest asks for one at a point of its
 //! choosing through the snapshot port (`pod_abi::snapshot`); the VMM completes the vCPU's port
-//! write, saves the vCPU, the VM (irqchip, PIT, KVM clock), the legacy devices and guest memory
+//! write, saves the vCPUs, the VM (irqchip, PIT, KVM clock), the legacy devices and guest memory
 //! into a directory, and ends the VM. A restore maps the memory file copy-on-write, sets the
-//! state before the vCPU first runs, and hands the guest fresh entropy and the wall clock
+//! state before the vCPUs first run, and hands the guest fresh entropy and the wall clock
 //! through the same port (a snapshot's entropy and clock are shared by every VM restored from
 //! it; see Firecracker's `random-for-clones.md`). docs/snapshot.md has the details.
 //!
@@ -12,7 +12,8 @@
 //!
 //! Virtio-mmio transports are in the snapshot (registers, queue positions:
 //! [`crate::devices::virtio::mmio::snapshot`]), device backends never: the restoring VM creates
-//! the same devices in the same slots, each with its own fresh backend. Limit: one vCPU.
+//! the same devices in the same slots, each with its own fresh backend. Every vCPU is saved,
+//! each by its own thread once all are out of the guest.
 
 pub mod cache;
 pub mod format;
@@ -66,9 +67,6 @@ pub enum SnapshotError {
     /// The vCPU had another exit to report while its I/O was being completed.
     #[error("snapshot: the vCPU had a pending exit; not saved")]
     PendingExit,
-    /// More than one vCPU.
-    #[error("snapshots support 1 vCPU, not {0}")]
-    Vcpus(usize),
     /// The state file cannot be parsed.
     #[error("snapshot state {path}: {source}")]
     Format {

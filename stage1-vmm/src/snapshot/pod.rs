@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use pod_abi::snapshot::{INIT_ARGS_IN_STAGE1, INIT_ARGS_MAX};
+use pod_abi::snapshot::{INIT_ARGS_IN_STAGE1, INIT_ARGS_MAX, MAX_NET_CARDS};
 use thiserror::Error;
 
 use super::cache::SnapshotKey;
@@ -41,7 +41,9 @@ pub struct PodShape {
     pub cpus: u32,
     /// The virtio devices in slot order, e.g. `["fs", "vsock"]`.
     pub devices: Vec<&'static str>,
-    /// Network cards (a snapshot has none: a tap is per pod).
+    /// Network cards: the maker's VM has as many, on scratch taps of its own with
+    /// [`pod_abi::snapshot::maker_mac`] MACs; the restored pod's cards get its taps and
+    /// guest-init gives the interfaces the pod's MACs.
     pub net_cards: usize,
     /// Whether the guest is offered the TSC-deadline timer
     /// ([`crate::vcpu::tsc_deadline_offered`]): a restored guest keeps the timer mode it
@@ -52,18 +54,18 @@ pub struct PodShape {
 /// Why a pod boots cold although snapshots were asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColdReason {
-    /// The pod has network cards.
+    /// More network cards than [`MAX_NET_CARDS`].
     NetworkCards,
-    /// More than one vCPU (snapshots hold one).
-    Cpus,
 }
 
 impl std::fmt::Display for ColdReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ColdReason::NetworkCards => "the pod has network cards (a tap is per pod)",
-            ColdReason::Cpus => "the pod has more than one vCPU (snapshots hold one)",
-        })
+        match self {
+            ColdReason::NetworkCards => write!(
+                f,
+                "the pod has more than {MAX_NET_CARDS} network cards (a snapshot holds at most {MAX_NET_CARDS})"
+            ),
+        }
     }
 }
 
@@ -88,6 +90,7 @@ impl PodShape {
             .set("mem-mib", self.mem_mib)
             .set("cpus", self.cpus)
             .set("devices", self.devices.join(","))
+            .set("net-cards", self.net_cards)
             .set(
                 "lapic-timer",
                 if self.tsc_deadline {
@@ -102,10 +105,8 @@ impl PodShape {
 
 /// How a pod of `shape` starts when snapshots are asked for.
 pub fn decide(shape: &PodShape) -> Start {
-    if shape.net_cards > 0 {
+    if shape.net_cards > MAX_NET_CARDS {
         Start::Cold(ColdReason::NetworkCards)
-    } else if shape.cpus != 1 {
-        Start::Cold(ColdReason::Cpus)
     } else {
         Start::Restore(shape.key())
     }
@@ -152,26 +153,29 @@ mod tests {
     }
 
     #[test]
-    fn pods_with_cards_or_several_cpus_boot_cold() {
+    fn pods_with_cards_and_several_cpus_restore_until_too_many_cards() {
         assert_eq!(decide(&shape()), Start::Restore(shape().key()));
         let mut s = shape();
-        s.net_cards = 1;
+        s.net_cards = 2;
+        s.cpus = 4;
+        assert_eq!(decide(&s), Start::Restore(s.key()));
+        s.net_cards = MAX_NET_CARDS;
+        assert_eq!(decide(&s), Start::Restore(s.key()));
+        s.net_cards = MAX_NET_CARDS + 1;
         assert_eq!(decide(&s), Start::Cold(ColdReason::NetworkCards));
-        let mut s = shape();
-        s.cpus = 2;
-        assert_eq!(decide(&s), Start::Cold(ColdReason::Cpus));
     }
 
     #[test]
     fn every_part_of_the_shape_changes_the_key() {
         let base = shape().key().id();
-        let variants: [fn(&mut PodShape); 6] = [
+        let variants: [fn(&mut PodShape); 7] = [
             |s| s.guest_init_id = "ab".into(),
             |s| s.kernel_id = "bc".into(),
             |s| s.mem_mib = 512,
             |s| s.cpus = 2,
             |s| s.devices = vec!["vsock", "fs"],
             |s| s.tsc_deadline = false,
+            |s| s.net_cards = 1,
         ];
         for change in variants {
             let mut s = shape();

@@ -22,8 +22,9 @@
 //!   `ioperm` and `in`/`out`, else through /dev/port: `pod_abi::snapshot_port`); when it
 //!   runs on (restored), reads the fresh-data record, reseeds the CRNG from its entropy
 //!   (`pod_abi::entropy::reseed`, as guest-init does), sets the wall clock, reads 16
-//!   bytes of /dev/urandom, prints `RESTORED ENTROPY=<hex> CLOCK=<secs> RESEED=<0|errno>
-//!   SETTIME=<0|errno> URANDOM=<hex>` and reboots; on a cold boot prints
+//!   bytes of /dev/urandom, runs a thread pinned to each CPU, prints `RESTORED ENTROPY=<hex>
+//!   CLOCK=<secs> RESEED=<0|errno> SETTIME=<0|errno> URANDOM=<hex> CPUS=<n> RAN-ON=<cpu,...>`
+//!   and reboots; on a cold boot prints
 //!   `SNAPSHOT-COLD STATUS=<n>` and reboots.
 //! - `snapshot-seeded` (tests/linux_snapshot.rs): as `snapshot`, but first seeds and reseeds
 //!   the kernel's CRNG (as RDRAND has on hardware) and prints `SNAPSHOT-SEEDED RESEED=<0|errno>`.
@@ -44,6 +45,8 @@ extern "C" {
     fn klogctl(kind: c_int, buf: *mut c_char, len: c_int) -> c_int;
     fn sync();
     fn clock_settime(clock: c_int, tp: *const Timespec) -> c_int;
+    fn sched_setaffinity(pid: c_int, size: usize, mask: *const u64) -> c_int;
+    fn sched_getcpu() -> c_int;
     fn mount(
         src: *const c_char,
         target: *const c_char,
@@ -169,11 +172,34 @@ fn snapshot_point(vsock: bool, seeded: bool) -> ! {
         Ok(()) => hex(&drawn),
         Err(e) => format!("error:{e}"),
     };
+    let (cpus, ran_on) = run_on_every_cpu();
     println!(
-        "RESTORED ENTROPY={} CLOCK={now} RESEED={reseed} SETTIME={set} URANDOM={drawn}",
+        "RESTORED ENTROPY={} CLOCK={now} RESEED={reseed} SETTIME={set} URANDOM={drawn} CPUS={cpus} RAN-ON={ran_on}",
         hex(entropy)
     );
     do_reboot()
+}
+
+/// The guest's CPU count and, for each CPU, where a thread pinned to it found itself running
+/// (`sched_getcpu`; `x` when pinning failed): every vCPU of a restored VM runs guest code.
+fn run_on_every_cpu() -> (usize, String) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get()).min(64);
+    let ran: Vec<String> = (0..n)
+        .map(|cpu| {
+            std::thread::spawn(move || {
+                let mask: u64 = 1 << cpu;
+                // SAFETY: an 8-byte mask, valid for the call; pins only this thread.
+                if unsafe { sched_setaffinity(0, 8, &mask) } != 0 {
+                    return "x".to_string();
+                }
+                // SAFETY: no arguments.
+                unsafe { sched_getcpu() }.to_string()
+            })
+            .join()
+            .unwrap_or_else(|_| "x".to_string())
+        })
+        .collect();
+    (n, ran.join(","))
 }
 
 /// Connects to host port 5678, says `hello-from-guest` and prints the host's answer

@@ -32,6 +32,11 @@ pub enum RestoreError {
     /// A queue larger than the device allows, or a status no driver can reach.
     #[error("device type {0}: bad queue or status in the snapshot")]
     BadValue(u32),
+    /// The snapshot's driver accepted features this device does not offer (bits).
+    #[error(
+        "device type {0}: the snapshot's driver uses features {1:#x} this device does not offer"
+    )]
+    Features(u32, u64),
     /// Re-activating the device failed.
     #[error("device type {0}: activation after restore failed: {1}")]
     Activate(u32, String),
@@ -93,6 +98,10 @@ impl MmioTransport {
         if s.queues.len() != self.queues.len() {
             return Err(RestoreError::QueueCount(ty));
         }
+        let missing = s.driver_features & !self.device_features();
+        if missing != 0 {
+            return Err(RestoreError::Features(ty, missing));
+        }
         let status = match s.status_reg {
             0 => DeviceStatus::Init,
             v => DeviceStatus::from_write(v).ok_or(RestoreError::BadValue(ty))?,
@@ -108,7 +117,7 @@ impl MmioTransport {
             q.used = saved.used;
         }
         self.status_reg = s.status_reg;
-        self.driver_features = s.driver_features & self.device_features();
+        self.driver_features = s.driver_features;
         self.device_features_sel = s.device_features_sel;
         self.driver_features_sel = s.driver_features_sel;
         self.queue_sel = s.queue_sel;
@@ -198,6 +207,16 @@ mod tests {
         assert_eq!(
             t.restore_state(&s),
             Err(RestoreError::BadValue(TYPE_CONSOLE))
+        );
+        // A driver that took a feature this device does not offer (a network card whose tap
+        // takes no offloads, say) is refused, not silently given less.
+        let mut s = t.snapshot_state();
+        let extra = 1u64 << 40;
+        assert_eq!(t.device_features() & extra, 0);
+        s.driver_features |= extra;
+        assert_eq!(
+            t.restore_state(&s),
+            Err(RestoreError::Features(TYPE_CONSOLE, extra))
         );
     }
 }
