@@ -75,6 +75,8 @@ pub trait VirtioMmio: MmioDevice {
     fn restore_state(&mut self, _state: &TransportState) -> Result<(), String> {
         Err("this transport cannot be restored".into())
     }
+    /// Stops the device's worker before a snapshot reads the transport and guest memory.
+    fn quiesce(&mut self) {}
 }
 
 impl VirtioMmio for MmioTransport {
@@ -86,6 +88,9 @@ impl VirtioMmio for MmioTransport {
     }
     fn restore_state(&mut self, state: &TransportState) -> Result<(), String> {
         MmioTransport::restore_state(self, state).map_err(|e| e.to_string())
+    }
+    fn quiesce(&mut self) {
+        MmioTransport::quiesce(self)
     }
 }
 
@@ -383,6 +388,15 @@ impl DeviceManager {
         dev: Arc<Mutex<dyn PioDevice>>,
     ) -> Result<(), DeviceError> {
         Ok(self.bus.add_pio(base, len, dev)?)
+    }
+
+    /// Stops every virtio device's worker (see [`MmioTransport::quiesce`]): a snapshot-making VM
+    /// calls it once its vCPUs are stopped, before it reads [`Self::virtio_state`] and guest
+    /// memory, so that the queues and memory it saves are the same moment's.
+    pub fn quiesce_virtio(&self) {
+        for v in &self.virtio {
+            lock(&v._dev).quiesce();
+        }
     }
 
     /// Every virtio transport's state, in slot order, for a snapshot.

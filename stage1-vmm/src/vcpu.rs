@@ -471,6 +471,19 @@ pub fn install_kick_handler() -> Result<(), VcpuError> {
     res
 }
 
+/// Where a vCPU that triple-faulted was, for the failure message: instruction and stack
+/// pointers, the control registers (CR2: the last page-fault address) and EFER, or why they
+/// could not be read.
+pub fn fault_registers(vcpu: &VcpuFd) -> String {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) => format!(
+            "rip={:#x} rsp={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+            r.rip, r.rsp, s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+        ),
+        (Err(e), _) | (_, Err(e)) => format!("registers unreadable: {e}"),
+    }
+}
+
 /// Runs the vCPU until the guest ends it, a fatal exit, or `stop` is set (and the thread
 /// kicked with [`kick_signal`]); counts exits into `counts`. With `samples` (the guest
 /// profiler, [`crate::profile`]) every kick records the guest's instruction pointer.
@@ -515,6 +528,9 @@ pub fn run_loop(
                 // member of the union.
                 let sub = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
                 break VcpuEnd::Failed(format!("{} (suberror {sub})", ExitError::Internal));
+            }
+            Err(e @ ExitError::TripleFault) => {
+                break VcpuEnd::Failed(format!("{e} ({})", fault_registers(vcpu)))
             }
             Err(e) => break VcpuEnd::Failed(e.to_string()),
         }

@@ -719,6 +719,10 @@ impl Vmm {
     /// `dir`.
     fn save_snapshot(&self, dir: &std::path::Path, vcpus: Vec<VcpuState>) -> Result<(), VmmError> {
         let m = &self.machine;
+        // The device workers still run: stop them, so the queues and memory saved below are
+        // one moment's (a worker finishing a request mid-save would leave a used ring that
+        // disagrees with the saved queue positions).
+        self.devices.quiesce_virtio();
         let state = SnapshotState {
             mem_size: m.mem_size,
             vm: snapshot::kvm_state::save_vm(&m.vm)?,

@@ -150,10 +150,15 @@ pub const RUNTIME: Group = Group {
 /// A vCPU: `KVM_RUN`, the eventfds of interrupts and of the VMM's wake-up, and a virtio
 /// activation (a driver's `DRIVER_OK` write runs on the vCPU: it duplicates the queue eventfds
 /// and creates the activation's epoll and stop eventfd, then hands them to the worker thread).
+/// `KVM_GET_REGS` and `KVM_GET_SREGS` read its own registers for the failure message of a guest
+/// that triple-faulted (`vcpu::fault_registers`).
 pub const VCPU: Group = Group {
     name: "kvm-run",
     calls: &[
-        sys!(SYS_ioctl, When::ArgIn(1, &[KVM_RUN])),
+        sys!(
+            SYS_ioctl,
+            When::ArgIn(1, &[KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS])
+        ),
         sys!(SYS_fcntl, When::ArgIn(1, &[F_DUPFD_CLOEXEC])),
         sys!(SYS_eventfd2),
         sys!(SYS_epoll_create1),

@@ -85,6 +85,16 @@ impl MmioTransport {
         }
     }
 
+    /// Stops the device's worker (it finishes the request at hand first) and leaves the
+    /// transport's registers as they are: a snapshot reads the queues and guest memory after
+    /// this, so no worker writes to either meanwhile (the workers run on threads of their own,
+    /// beside the stopped vCPUs).
+    pub fn quiesce(&mut self) {
+        if self.active {
+            self.device.reset();
+        }
+    }
+
     /// Puts a freshly created transport (status `Init`) in state `s` and, if the driver had
     /// reached `DRIVER_OK`, activates the device with the saved queue positions.
     pub fn restore_state(&mut self, s: &TransportState) -> Result<(), RestoreError> {
@@ -182,6 +192,24 @@ mod tests {
         notify(&mut fresh, 1);
         queues[1].wait_used(&mem);
         assert_eq!(fresh.snapshot_state().queues[1].next_used, 3);
+    }
+
+    #[test]
+    fn a_quiesced_device_takes_no_more_requests() {
+        let mem = guest_memory();
+        let (mut t, mut queues, _irq) =
+            activated(&mem, Box::new(Console::new(None, None)), &[256, 256]);
+        queues[1].add_chain(&mem, &[(0x8000, 4, false)]);
+        notify(&mut t, 1);
+        queues[1].wait_used(&mem);
+        t.quiesce();
+        let before = t.snapshot_state();
+        // A request made after the quiesce stays in the avail ring: nothing serves it.
+        queues[1].add_chain(&mem, &[(0x8000, 4, false)]);
+        notify(&mut t, 1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(t.snapshot_state(), before);
+        assert_eq!(before.queues[1].next_used, 1);
     }
 
     #[test]
