@@ -39,13 +39,9 @@ step "guest tests inside ci/nested-kvm"
 # Guest-booting tests mark themselves (ci/guest-tests.sh has the contract): those that could not
 # boot their guest on this host run here, exactly those, and each must pass inside the harness.
 bash ci/guest-tests.sh needed "$log/host" > "$log/guest-tests"
-# Two L1 CPUs: a pod without --cpu limits gets one vCPU per host CPU, so the guest tests run the
-# SMP pods users' hosts give them (a one-CPU L1 gave every pod one vCPU and hid a crash of every
-# pod of two or more at its end). The harness self-test below keeps its default of one.
-guest_cpus=${NESTED_KVM_CPUS:-2}
 retried=0
 if [ -s "$log/guest-tests" ]; then
-  NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-2400} NESTED_KVM_CPUS=$guest_cpus \
+  NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-2400} \
     ci/nested-kvm bash ci/run-tests.sh "$log/guest-tests" 2>&1 | tee "$log/guest"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then
     # The harness's L1 (TCG with nested SVM) occasionally wedges whole (QEMU idle, no guest
@@ -58,7 +54,7 @@ if [ -s "$log/guest-tests" ]; then
     retried=$(wc -l < "$log/guest-retry")
     if [ "$retried" -gt 0 ]; then
       echo "RETRY: $retried guest test(s) did not pass; running them once more in a fresh L1"
-      NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-2400} NESTED_KVM_CPUS=$guest_cpus \
+      NESTED_KVM_TIMEOUT=${NESTED_KVM_TIMEOUT:-2400} \
         ci/nested-kvm bash ci/run-tests.sh "$log/guest-retry" 2>&1 | tee "$log/guest-2"
       grep -oh 'GUEST-RESULT: .*' "$log/guest-2" >> "$log/guest"
     fi

@@ -567,3 +567,65 @@ fn kvm_snapshot_pods_on_a_network_restore_and_reach_the_host() {
     let g = e.run(&["gc", "--grace-period=0s"]);
     assert_eq!(g.status.code(), Some(0), "{}", stderr(&g));
 }
+
+/// Pods of two vCPUs (`RKT_VMM_CPUS=2`: the harness's L1 has one CPU, so sizing alone gives
+/// one): a cold pod, then one making a snapshot of two vCPUs and one restoring it, each app
+/// sees two CPUs and the pod exits with its status. Before 2026-12-05 every such pod ended in
+/// the VMM's seccomp filter (a kicked vCPU read its registers) and exited 125.
+#[test]
+fn kvm_pods_of_two_vcpus_run_cold_and_restored() {
+    let name = "kvm_pods_of_two_vcpus_run_cold_and_restored";
+    let Some(e) = E2e::require_kvm(name) else {
+        return;
+    };
+    if !Path::new(BUSYBOX).exists() {
+        skip(
+            name,
+            "no static busybox (ci/deps.sh installs busybox-static)",
+        );
+        return;
+    }
+    let img = e.path("smp.aci");
+    ImageSpec::new(
+        "example.com/kvm-smp",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo CPUS=$(/bin/busybox nproc); exit 5",
+        ],
+    )
+    .file("/bin/busybox", Path::new(BUSYBOX), 0o755)
+    .dir("/proc")
+    .build(&img);
+    let before = snapshots(&e);
+    for (snapshot, found) in [(false, ""), (true, "made"), (true, "found")] {
+        let mut a = vec![
+            "run".to_string(),
+            "--debug".into(),
+            e.stage1_flag(),
+            "--net=none".into(),
+        ];
+        if snapshot {
+            a.push("--kvm-snapshot".into());
+        }
+        a.push(img.display().to_string());
+        a.push("--memory=104Mi".into());
+        let o = e.run_env(&[("RKT_VMM_CPUS", "2")], &a);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(5), "{err}");
+        assert!(stdout(&o).contains("CPUS=2"), "{}\n{err}", stdout(&o));
+        assert!(
+            err.contains("RKT_VMM_CPUS=2: the VM gets 2 vCPU(s)"),
+            "{err}"
+        );
+        assert!(!err.contains("seccomp"), "{err}");
+        if snapshot {
+            assert!(
+                err.contains(&format!("--kvm-snapshot: {found} snapshot")),
+                "{err}"
+            );
+        }
+    }
+    assert_eq!(snapshots(&e).difference(&before).count(), 1);
+}

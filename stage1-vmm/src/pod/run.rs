@@ -326,13 +326,23 @@ fn read_plan(host: &PodPaths) -> Result<Plan, PodError> {
     Ok(plan)
 }
 
-/// Step 3: the VM's memory and vCPUs from the plan and the host's CPUs.
+/// Step 3: the VM's memory and vCPUs from the plan and the host's CPUs (or
+/// [`sizing::VCPUS_ENV`]).
 fn choose_size(plan: &Plan, args: &RunArgs) -> sizing::VmSize {
     let host_cpus = std::thread::available_parallelism()
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1)
         .min(u32::from(crate::boot::mptable::MAX_CPUS));
-    let size = sizing::size_vm(plan, host_cpus);
+    let mut size = sizing::size_vm(plan, host_cpus);
+    let knob = std::env::var(sizing::VCPUS_ENV).ok();
+    if let Some(n) = sizing::vcpus_override(knob.as_deref()) {
+        eprintln!(
+            "{PROG}: {}={n}: the VM gets {n} vCPU(s) (sized: {}, host CPUs: {host_cpus})",
+            sizing::VCPUS_ENV,
+            size.cpus
+        );
+        size.cpus = n;
+    }
     log::info!(
         "pod {}: {} app(s), {} MiB, {} vCPU(s)",
         plan.uuid,

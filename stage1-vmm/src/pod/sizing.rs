@@ -76,6 +76,18 @@ pub fn apps_cpu_millis(plan: &Plan) -> Option<u64> {
         .try_fold(0u64, |acc, l| l.map(|l| acc.saturating_add(l)))
 }
 
+/// Environment knob (testing and overcommit): the pod's VM gets this many vCPUs (1 to
+/// `boot::mptable::MAX_CPUS`) whatever the apps' limits and the host's CPUs; anything else is
+/// ignored. CI's one-CPU harness gives pods two vCPUs with it.
+pub const VCPUS_ENV: &str = "RKT_VMM_CPUS";
+
+/// The vCPU count [`VCPUS_ENV`]'s value `env` asks for, if it is a valid one.
+pub fn vcpus_override(env: Option<&str>) -> Option<u32> {
+    env?.parse::<u32>()
+        .ok()
+        .filter(|&n| n >= 1 && n <= u32::from(crate::boot::mptable::MAX_CPUS))
+}
+
 /// Sizes the VM for `plan` on a host with `host_cpus` CPUs.
 pub fn size_vm(plan: &Plan, host_cpus: u32) -> VmSize {
     let mut apps = apps_mem_mib(plan);
@@ -122,6 +134,23 @@ pub fn host_limits(plan: &Plan, size: VmSize) -> [app_confine::cgroup::Limit; 2]
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_vcpus_knob_takes_a_valid_count_only() {
+        assert_eq!(vcpus_override(Some("2")), Some(2));
+        assert_eq!(vcpus_override(Some("254")), Some(254));
+        for bad in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("255"),
+            Some("-1"),
+            Some("two"),
+        ] {
+            assert_eq!(vcpus_override(bad), None, "{bad:?}");
+        }
+    }
+
     use super::*;
     use pod_abi::plan::{AppPlan, PLAN_VERSION};
 

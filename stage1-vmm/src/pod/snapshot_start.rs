@@ -363,7 +363,7 @@ fn scratch_cards(taps: Vec<OwnedFd>) -> Result<Vec<crate::vmm::NetConfig>, PodEr
 
 /// The body of [`MAKE_SUBCOMMAND`]: boots the snapshot stage (`guest_init` as the initramfs's
 /// `/init`) on `kernel` with `mem_mib` MiB and `cpus` vCPUs in the pod's device layout with
-/// empty backends (a network card on each of `taps`: [`scratch_cards`]), and saves the VM into
+/// empty backends (a network card on each of `taps`, `scratch_cards`), and saves the VM into
 /// `out` when guest-init asks. Nothing of any pod is reachable from this VM.
 pub fn make(
     kernel: &Path,
