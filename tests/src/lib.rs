@@ -120,6 +120,22 @@ pub fn skip(test: &str, reason: &str) {
     say(&format!("SKIP: {test}: {reason}\n"));
 }
 
+/// The static busybox of Debian's `busybox-static` (ci/deps.sh installs it), for test images.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// [`BUSYBOX`] if it is there; otherwise prints `test`'s SKIP saying so and gives `None`.
+pub fn static_busybox_or_skip(test: &str) -> Option<&'static Path> {
+    let p = Path::new(BUSYBOX);
+    if p.exists() {
+        return Some(p);
+    }
+    skip(
+        test,
+        "no static busybox (ci/deps.sh installs busybox-static)",
+    );
+    None
+}
+
 /// Compiles the C program `src` with `cc -static -O2` into `dir/<name>` (its source beside it,
 /// `dir/<name>.c`) for a test image. The error says why (no `cc`, or its diagnostics); the
 /// caller SKIPs with it.

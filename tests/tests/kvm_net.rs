@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use rkt_tests::hostns::NetSnapshot;
-use rkt_tests::{cc_static, skip, stderr, stdout, E2e, ImageSpec};
+use rkt_tests::{cc_static, skip, stderr, stdout, E2e, ImageSpec, BUSYBOX};
 
 /// A static app: TCP over 127.0.0.1 and ::1 inside the pod (listen, connect, accept, one
 /// message each way); prints `LO4-OK` / `LO6-OK` or the failing call.
@@ -94,9 +94,6 @@ fn kvm_loopback_works_in_the_guest() {
     assert_eq!(stdout(&o), "LO4-OK\nLO6-OK\n", "{}", stderr(&o));
 }
 
-/// The static busybox of Debian's `busybox-static` (ci/deps.sh).
-const BUSYBOX: &str = "/bin/busybox";
-
 /// The test namespace's iptables rules and links (what a pod's networks must not leave).
 fn net_state(ns: &rkt_tests::hostns::HostNs) -> (Vec<String>, String) {
     let o = ns.exec("iptables-save", &[]);
@@ -122,11 +119,7 @@ fn kvm_default_network_reaches_the_host_and_gc_leaves_nothing() {
         );
         return;
     };
-    if !Path::new(BUSYBOX).exists() {
-        skip(
-            name,
-            "no static busybox (ci/deps.sh installs busybox-static)",
-        );
+    if rkt_tests::static_busybox_or_skip(name).is_none() {
         return;
     }
     let img = e.path("nc.aci");
@@ -212,11 +205,7 @@ fn kvm_net_none_dns_hosts_and_port() {
         );
         return;
     };
-    if !Path::new(BUSYBOX).exists() {
-        skip(
-            name,
-            "no static busybox (ci/deps.sh installs busybox-static)",
-        );
+    if rkt_tests::static_busybox_or_skip(name).is_none() {
         return;
     }
     let img = busybox_sh_image(&e);

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pod_abi::snapshot::{file_id_of, Source, CACHE_IN_DATA_DIR, PORT_STATUS, SOURCE_FILE};
-use rkt_tests::{cc_static, skip, stderr, stdout, uuid_of, E2e, ImageSpec};
+use rkt_tests::{cc_static, skip, stderr, stdout, uuid_of, E2e, ImageSpec, BUSYBOX};
 use sha2::{Digest, Sha256};
 
 /// The snapshot cache of `e`'s data directory (stage1-vmm's `snapshot_start::cache_root`).
@@ -473,9 +473,6 @@ fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
     }
 }
 
-/// The static busybox of Debian's `busybox-static` (ci/deps.sh).
-const BUSYBOX: &str = "/bin/busybox";
-
 /// Pods on a network restore too: the maker's VM has as many cards (on taps of its own), the
 /// restored pod's cards get the pod's taps and guest-init gives the interface the pod's MAC
 /// (the CNI interface's), then the app reaches a server in the test's "host" namespace through
@@ -493,11 +490,7 @@ fn kvm_snapshot_pods_on_a_network_restore_and_reach_the_host() {
         );
         return;
     };
-    if !Path::new(BUSYBOX).exists() {
-        skip(
-            name,
-            "no static busybox (ci/deps.sh installs busybox-static)",
-        );
+    if rkt_tests::static_busybox_or_skip(name).is_none() {
         return;
     }
     let img = e.path("snap-nc.aci");
@@ -578,11 +571,7 @@ fn kvm_pods_of_two_vcpus_run_cold_and_restored() {
     let Some(e) = E2e::require_kvm(name) else {
         return;
     };
-    if !Path::new(BUSYBOX).exists() {
-        skip(
-            name,
-            "no static busybox (ci/deps.sh installs busybox-static)",
-        );
+    if rkt_tests::static_busybox_or_skip(name).is_none() {
         return;
     }
     let img = e.path("smp.aci");

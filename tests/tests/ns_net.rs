@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rkt_tests::hostns::NetSnapshot;
-use rkt_tests::{skip, stderr, stdout, uuid_of, wait_output, E2e, ImageSpec};
+use rkt_tests::{skip, stderr, stdout, uuid_of, wait_output, E2e, ImageSpec, BUSYBOX};
 
 /// The test "host" namespace's own address (on a veth standing for the uplink), the pods' way out.
 const HOST_ADDR: &str = "10.99.0.1";
 /// Port of the test server in the "host" namespace.
 const SERVER_PORT: u16 = 7777;
-const BUSYBOX: &str = "/bin/busybox";
 
 /// Everything a network test needs; `None` (after a SKIP line) when something is missing.
 fn require(test: &str) -> Option<E2e> {
