@@ -234,7 +234,7 @@ fn make_pod_snapshot(a: MakePodSnapshotArgs) -> Result<ExitCode> {
         .iter()
         .map(|&fd| inherited_fd(fd))
         .collect::<Result<Vec<_>>>()?;
-    stage1_vmm::pod::snapshot_start::make(&a.kernel, &a.guest_init, (a.mem, a.cpus), taps, &a.out)?;
+    stage1_vmm::pod::snapshot_start::make(&a.kernel, &a.guest_init, a.mem, a.cpus, taps, &a.out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -372,3 +372,24 @@ fn guest_config_puts_on_link_routes_first_across_interfaces() {
     );
     cfg.validate().unwrap();
 }
+
+/// The snapshot maker's taps live on after the thread that made their namespace has ended (a
+/// tap's descriptor holds its namespace), take the offloads a pod's taps take, and are not in
+/// this process's namespace.
+#[test]
+fn scratch_taps_outlive_their_thread_and_take_offloads() {
+    if !can_run("scratch_taps_outlive_their_thread_and_take_offloads") {
+        return;
+    }
+    let taps = open_scratch(2).unwrap();
+    assert_eq!(taps.len(), 2);
+    for t in &taps {
+        enable_offloads(t).unwrap();
+    }
+    let ours = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let ours = String::from_utf8_lossy(&ours.stdout);
+    assert!(
+        !ours.contains(" tap0:") && !ours.contains(" tap1:"),
+        "a scratch tap is in this namespace: {ours}"
+    );
+}

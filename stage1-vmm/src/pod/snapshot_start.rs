@@ -368,7 +368,8 @@ fn scratch_cards(taps: Vec<OwnedFd>) -> Result<Vec<crate::vmm::NetConfig>, PodEr
 pub fn make(
     kernel: &Path,
     guest_init: &Path,
-    (mem_mib, cpus): (u64, u32),
+    mem_mib: u64,
+    cpus: u32,
     taps: Vec<OwnedFd>,
     out: &Path,
 ) -> Result<(), PodError> {
