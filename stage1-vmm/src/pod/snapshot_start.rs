@@ -183,32 +183,22 @@ fn output_within(cmd: &mut Command, limit: Duration) -> Result<Bounded, String> 
     })
 }
 
-/// The shape of the VM that makes a pod snapshot: the pod's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MakerShape {
-    /// Guest memory (MiB).
-    pub mem_mib: u64,
-    /// vCPUs.
-    pub cpus: u32,
-    /// Network cards.
-    pub net_cards: usize,
-}
-
-/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]), killed after
-/// [`MAKE_CHILD_LIMIT_SECS`].
+/// Makes the snapshot into `out` by a child `stage1-vmm` ([`MAKE_SUBCOMMAND`]) in a VM of the
+/// pod's `size` with `net_cards` network cards, killed after [`MAKE_CHILD_LIMIT_SECS`].
 fn make_in_child(
     kernel: &Path,
     guest_init: &Path,
-    shape: MakerShape,
+    size: sizing::VmSize,
+    net_cards: usize,
     out: &Path,
 ) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find stage1-vmm: {e}"))?;
     // The maker's cards: taps made here, where the capabilities to make them still are (the
     // child's bounding set lacks them), handed down as inherited descriptors.
-    let taps = if shape.net_cards == 0 {
+    let taps = if net_cards == 0 {
         Vec::new()
     } else {
-        crate::net::open_scratch(shape.net_cards)
+        crate::net::open_scratch(net_cards)
             .map_err(|e| format!("the maker's taps: {}", stage1_common::error::chain(&e)))?
     };
     let mut cmd = Command::new(&exe);
@@ -218,9 +208,9 @@ fn make_in_child(
         .arg("--guest-init")
         .arg(guest_init)
         .arg("--mem")
-        .arg(shape.mem_mib.to_string())
+        .arg(size.mem_mib.to_string())
         .arg("--cpus")
-        .arg(shape.cpus.to_string())
+        .arg(size.cpus.to_string())
         .arg("--out")
         .arg(out);
     for t in &taps {
@@ -302,13 +292,8 @@ pub fn prepare(
         guest_init: guest_init.clone(),
         guest_init_id: shape.guest_init_id.clone(),
     };
-    let maker = MakerShape {
-        mem_mib: size.mem_mib,
-        cpus: size.cpus,
-        net_cards,
-    };
     let got = get_or_make_entry(&cache, &key, &source, |out| {
-        make_in_child(&kernel, &guest_init, maker, out)
+        make_in_child(&kernel, &guest_init, size, net_cards, out)
     });
     let (dir, made) = match got {
         Ok(got) => got,
