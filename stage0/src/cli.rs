@@ -140,7 +140,9 @@ pub fn main() -> i32 {
             if broken {
                 commands::exit_on_broken_pipe();
             }
-            commands::report(e)
+            commands::print_error(&e);
+            commands::hint_if_denied(&e, &g.dir);
+            stage0::error::exit_code(e.as_ref())
         }
     }
 }

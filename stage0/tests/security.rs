@@ -538,3 +538,107 @@ fn pod_planted_stage1_entrypoints_are_never_executed_by_the_host() {
     found.sort();
     assert_eq!(found, ["gc", "stop"], "planted entrypoints ran on the host");
 }
+
+/// Runs the test's `rkt` as nobody with the supplementary group `gid` (a member of the `rkt`
+/// group), through a shell that holds no capability.
+fn rkt_as_member(gid: u32, dir: &Path, args: &[&str]) -> Output {
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534".to_string(),
+            "--regid=65534".to_string(),
+            format!("--groups={gid}"),
+            "sh".into(),
+            "-c".into(),
+            "exec \"$@\"".into(),
+            "sh".into(),
+            env!("CARGO_BIN_EXE_rkt").into(),
+            format!("--dir={}", dir.display()),
+            "--insecure-options=image".into(),
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ (rkt group member) rkt {}\n[{:?}]\n{}{}",
+        args.join(" "),
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    o
+}
+
+/// Members of the `rkt` group read the store (`image list`, `image cat-manifest`) and list
+/// pods, but change nothing: a fetch fails with a line saying who may, and the store is as it
+/// was. An index an older rkt left in WAL mode (whose `-shm` a member cannot write) gets a
+/// clear error until root's next command switches it to the rollback journal.
+#[test]
+fn rkt_group_members_read_the_store_and_change_nothing() {
+    const T: &str = "rkt_group_members_read_the_store_and_change_nothing";
+    if !is_root() {
+        skip(T, "needs root");
+        return;
+    }
+    let t = open_tempdir();
+    let img = app_image(t.path(), None);
+    let dir = t.path().join("data");
+    assert_eq!(
+        rkt(&dir, &["fetch", img.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let Some(gid) = datadir::lookup_group(datadir::GROUP) else {
+        skip(T, "group rkt could not be created");
+        return;
+    };
+    let index = dir.join("cas/db/index.sqlite");
+    let before = std::fs::read(&index).unwrap();
+
+    let o = rkt_as_member(gid, &dir, &["image", "list", "--no-legend"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("example.com/app"));
+    let o = rkt_as_member(gid, &dir, &["image", "cat-manifest", "example.com/app"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"example.com/app\""));
+    let o = rkt_as_member(gid, &dir, &["list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Changing the store is root's.
+    std::fs::create_dir(t.path().join("again")).unwrap();
+    let again = app_image(&t.path().join("again"), None);
+    let o = rkt_as_member(gid, &dir, &["fetch", again.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("only root may change the data directory"),
+        "{}",
+        stderr(&o)
+    );
+    let o = rkt_as_member(gid, &dir, &["image", "rm", "example.com/app"]);
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(&index).unwrap(), before, "the index changed");
+    let list = rkt(&dir, &["image", "list", "--no-legend"]);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).lines().count(),
+        1,
+        "the store lost or gained an image"
+    );
+
+    // An older rkt's WAL-mode index: a clear error for the member, then root's command
+    // switches it back.
+    let old = rusqlite::Connection::open(&index).unwrap();
+    let mode: String = old
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(old);
+    let o = rkt_as_member(gid, &dir, &["image", "list"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("run a `rkt` command as root once"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(rkt(&dir, &["image", "list"]).status.code(), Some(0));
+    let o = rkt_as_member(gid, &dir, &["image", "list", "--no-legend"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("example.com/app"));
+}

@@ -98,6 +98,25 @@ pub fn print_error(e: &anyhow::Error) {
     let _ = writeln!(io::stderr(), "{msg}");
 }
 
+/// Prints what a user other than root may do with a data directory `dir` that is not theirs,
+/// when `e` is a permission error such a user met.
+pub fn hint_if_denied(e: &anyhow::Error, dir: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid();
+    let denied = e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied)
+    });
+    let theirs = std::fs::metadata(dir).is_ok_and(|m| m.uid() == me.as_raw());
+    if denied && !me.is_root() && !theirs {
+        let _ = writeln!(
+            io::stderr(),
+            "rkt: only root may change the data directory {}; members of the `rkt` group may read it (`rkt list`, `rkt status`, `rkt image list`, `rkt image cat-manifest`)",
+            dir.display()
+        );
+    }
+}
+
 /// Prints `rkt: warning: <msg>` on stderr.
 pub fn warn(msg: &str) {
     let _ = writeln!(io::stderr(), "rkt: warning: {msg}");

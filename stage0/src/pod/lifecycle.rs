@@ -102,8 +102,20 @@ impl PodsDir {
     /// (see [`crate::store::datadir`]).
     pub fn open(data_dir: &Path) -> Result<Self, PodError> {
         let states: Vec<&str> = PodDirState::ALL.iter().map(|s| s.dir_name()).collect();
-        let root = crate::store::datadir::secure_pods_dir(data_dir, &states)
-            .map_err(|e| PodError::io("create", &data_dir.join("pods"), e))?;
+        let pods = data_dir.join("pods");
+        let root = match crate::store::datadir::secure_pods_dir(data_dir, &states) {
+            Ok(root) => root,
+            // A reader who may not make it (a `rkt` group member) before the first pod: there
+            // are no pods to list.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !pods.exists() => {
+                let dir = pod_abi::paths::canonicalize(data_dir)
+                    .map_err(|e| PodError::io("resolve", data_dir, e))?;
+                return Ok(Self {
+                    root: dir.join("pods"),
+                });
+            }
+            Err(e) => return Err(PodError::io("create", &pods, e)),
+        };
         // Absolute: stage1 runs with cwd = the pod directory and overlay options need
         // absolute paths.
         let root =

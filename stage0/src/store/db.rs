@@ -1,10 +1,21 @@
-//! The SQLite image index at `cas/db/index.sqlite` (WAL, busy_timeout, versioned schema).
+//! The SQLite image index at `cas/db/index.sqlite` (rollback journal, busy_timeout, versioned
+//! schema).
+//!
+//! The index keeps SQLite's rollback journal (`journal_mode=DELETE`), not a WAL: every rkt
+//! process is a short-lived sole connection, and most of them (`rkt run` by its exec of the
+//! stage1) never close it, so a WAL's shared-memory index was rebuilt from the WAL at every
+//! open (`-shm` truncated and re-grown, the frames read: ~0.13 ms of every `rkt run`), and a
+//! WAL database cannot be read at all by a `rkt` group member, who may not create or write
+//! its `-wal`/`-shm` files. A reader now takes a shared lock on the one file and reads; a
+//! writer's commit waits for the readers of the moment (`busy_timeout`). An index that an
+//! older rkt left in WAL mode is switched back by the first opener that can write it.
 
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 
 use super::datadir::{self, Owner};
 use super::{lock, ImageRecord, StoreError};
@@ -14,18 +25,12 @@ use crate::util::LockMode;
 /// `images.signed_by` (the verifying key, hex; NULL when not verified).
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// How long a writer waits for another process's transaction, in milliseconds.
+/// How long a writer waits for another process's transaction (and a reader for a commit in
+/// progress), in milliseconds.
 const BUSY_TIMEOUT_MS: u64 = 60_000;
 
-/// WAL frames (pages) after which a commit checkpoints them into the index (SQLite's default is
-/// 1000). Every rkt process is the index's only connection, so each open rebuilds the WAL's
-/// index from every frame in the WAL: ~1.8 µs per frame here, i.e. up to ~2 ms of every rkt
-/// command at the default. Store writes are few (fetch, gc, a last-used time a minute), so
-/// checkpointing more often costs little.
-pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 32;
-
-/// Size (bytes) the WAL file is cut back to when it restarts after a checkpoint.
-const WAL_SIZE_LIMIT_BYTES: u64 = 1 << 20;
+/// The index's journal mode (see the module docs).
+const JOURNAL_MODE: &str = "delete";
 
 const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS images (
@@ -100,45 +105,67 @@ fn row_to_record(r: &Row<'_>) -> rusqlite::Result<ImageRecord> {
     })
 }
 
+/// Whether the index is in [`JOURNAL_MODE`], and its schema version.
+fn state(conn: &Connection) -> Result<(bool, i64), StoreError> {
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok((mode.eq_ignore_ascii_case(JOURNAL_MODE), v))
+}
+
+/// Refuses an index written by a newer rkt.
+fn check_version(v: i64) -> Result<(), StoreError> {
+    if v > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: v,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 impl Db {
     /// Opens or creates the index (mode [`datadir::INDEX_FILE_MODE`], owned by `owner`) and
-    /// migrates it to [`SCHEMA_VERSION`]. A new or outdated index is set up (WAL mode, schema)
-    /// under the exclusive lock `cas/locks/index.lock`, so that the first parallel users of a
-    /// brand-new store do not race SQLite's journal-mode switch ("database is locked"); an
-    /// index already set up is opened without that lock.
+    /// migrates it to [`SCHEMA_VERSION`]. A new or outdated index is set up (journal mode,
+    /// schema) under the exclusive lock `cas/locks/index.lock`, so that the first parallel
+    /// users of a brand-new store serialize; an index already set up is opened without that
+    /// lock. A process that may read but not write the index (a member of the `rkt` group) gets
+    /// a read-only connection ([`Db::open_read_only`]).
     pub(crate) fn open(path: &Path, cas: &Path, owner: Owner) -> Result<Db, StoreError> {
         // Create the file ourselves so that it never exists with SQLite's default 0644;
-        // the -wal and -shm files SQLite creates copy its mode and owner.
-        std::fs::OpenOptions::new()
+        // the journal SQLite creates beside it copies its mode and owner.
+        match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(datadir::INDEX_FILE_MODE)
             .open(path)
-            .map_err(StoreError::io("create", path))?;
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.exists() => {
+                return Self::open_read_only(path);
+            }
+            Err(e) => return Err(StoreError::io("create", path)(e)),
+        }
         datadir::secure_file(path, datadir::INDEX_FILE_MODE, owner)
             .map_err(StoreError::io("set the mode of", path))?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
-        let ready = |conn: &Connection| -> Result<(bool, i64), StoreError> {
-            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            Ok((mode.eq_ignore_ascii_case("wal"), v))
-        };
-        let (mut wal, mut v) = ready(&conn)?;
-        if !wal || v < SCHEMA_VERSION {
+        let (mut mode_ok, mut v) = state(&conn)?;
+        if !mode_ok || v < SCHEMA_VERSION {
             let _init = lock::acquire(cas, "index", LockMode::Exclusive, true)?;
-            (wal, v) = ready(&conn)?;
-            if !wal {
-                conn.pragma_update(None, "journal_mode", "WAL")?;
+            (mode_ok, v) = state(&conn)?;
+            if !mode_ok {
+                // Leaving WAL needs every other connection gone: one still open (another rkt
+                // that has not exited yet) keeps the WAL until a later open switches it.
+                if let Err(e) = conn.pragma_update(None, "journal_mode", JOURNAL_MODE) {
+                    log::debug!("index journal mode not switched yet: {e}");
+                }
             }
             if v < SCHEMA_VERSION {
                 // One immediate transaction: openers without the lock (older rkt) serialize
@@ -154,11 +181,43 @@ impl Db {
                 v = SCHEMA_VERSION;
             }
         }
-        if v > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found: v,
-                supported: SCHEMA_VERSION,
-            });
+        check_version(v)?;
+        Ok(Db { conn })
+    }
+
+    /// Opens the index for reading only: its schema must be current (only a writer migrates
+    /// it) and it must not be in WAL mode (whose `-shm` a reader that may not write cannot
+    /// use); [`StoreError::ReadOnlyIndex`] says what to run otherwise.
+    fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+        let read_only = |why: &'static str| StoreError::ReadOnlyIndex {
+            path: path.to_path_buf(),
+            why,
+        };
+        // The header's read and write versions are 2 in WAL mode (the file's bytes 18 and 19),
+        // and a WAL database cannot be opened at all without its -shm: ask the file first.
+        let mut header = [0u8; 20];
+        let f = std::fs::File::open(path).map_err(StoreError::io("open", path))?;
+        if std::os::unix::fs::FileExt::read_exact_at(&f, &mut header, 0).is_ok()
+            && header.get(18..20) == Some(&[2, 2])
+        {
+            return Err(read_only("it is in WAL mode (an older rkt's)"));
+        }
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) => {
+                    read_only("SQLite needs to write it first")
+                }
+                _ => StoreError::Db(e),
+            })?;
+        check_version(v)?;
+        if v < SCHEMA_VERSION {
+            return Err(read_only("its schema is older than this rkt's"));
         }
         Ok(Db { conn })
     }
@@ -273,17 +332,13 @@ impl Db {
         Ok(n > 0)
     }
 
-    /// Sets an image's last-used time without an fsync (WAL with `synchronous=NORMAL` for this
-    /// one commit): a last-used time lost to a power cut is harmless, and this runs on the
-    /// start path of every pod. The index stays consistent either way.
+    /// Sets an image's last-used time (at most once a minute per image on the start path of
+    /// pods, see `Store::touch_last_used`).
     pub(crate) fn touch(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let r = self.conn.execute(
+        self.conn.execute(
             "UPDATE images SET last_used = ?2 WHERE id = ?1",
             params![id, now],
-        );
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        r?;
+        )?;
         Ok(())
     }
 

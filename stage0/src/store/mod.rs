@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cas/blob/sha256/<2hex>/sha256-<64hex>   uncompressed tar, written tmp -> fsync -> link/rename
-//! cas/db/index.sqlite                       image index (WAL, busy_timeout, PRAGMA user_version)
+//! cas/db/index.sqlite                       image index (rollback journal, busy_timeout, PRAGMA user_version)
 //! cas/tree/<treeid>/{rootfs,manifest,digest,rendered}
 //! cas/tmp/                                  in-progress imports (O_TMPFILE or flocked temp files)
 //! cas/locks/                                store.lock, image-<sha256hex>.lock, tree-<treeid>.lock
@@ -26,7 +26,6 @@ mod blob;
 pub mod datadir;
 mod db;
 pub mod digest;
-pub use db::WAL_AUTOCHECKPOINT_PAGES;
 pub mod export;
 pub mod gc;
 mod lock;
@@ -104,6 +103,15 @@ pub enum StoreError {
     /// The SQLite index failed.
     #[error("image index error")]
     Db(#[from] rusqlite::Error),
+    /// The index can be read but not written by this process (a member of the `rkt` group),
+    /// and SQLite cannot read it as it is.
+    #[error("cannot read the image index {path} without writing it ({why}): run a `rkt` command as root once (e.g. `rkt image list`)")]
+    ReadOnlyIndex {
+        /// The index file.
+        path: PathBuf,
+        /// Why it cannot be read as it is.
+        why: &'static str,
+    },
     /// The index was written by a newer version of rkt.
     #[error("image index schema version {found} is newer than supported version {supported}")]
     SchemaTooNew {
