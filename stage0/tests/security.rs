@@ -568,8 +568,8 @@ fn rkt_as_member(gid: u32, dir: &Path, args: &[&str]) -> Output {
     o
 }
 
-/// Members of the `rkt` group read the store (`image list`, `image cat-manifest`) and list
-/// pods, but change nothing: a fetch fails with a line saying who may, and the store is as it
+/// Members of the `rkt` group read the store (`image list`, `image cat-manifest`, `image
+/// export`) and list pods, but change nothing: a fetch fails with a line saying who may, and the store is as it
 /// was. An index an older rkt left in WAL mode (whose `-shm` a member cannot write) gets a
 /// clear error until root's next command switches it to the rollback journal.
 #[test]
@@ -601,6 +601,22 @@ fn rkt_group_members_read_the_store_and_change_nothing() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"example.com/app\""));
     let o = rkt_as_member(gid, &dir, &["list"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    let out = t.path().join("member-out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let exported = out.join("app.aci");
+    let o = rkt_as_member(
+        gid,
+        &dir,
+        &[
+            "image",
+            "export",
+            "example.com/app",
+            exported.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::metadata(&exported).unwrap().len() > 0);
 
     // Changing the store is root's.
     std::fs::create_dir(t.path().join("again")).unwrap();

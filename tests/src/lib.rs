@@ -521,6 +521,29 @@ impl E2e {
         })
     }
 
+    /// [`E2e::require_kvm`] for a test whose pods use networks: also the test's "host" network
+    /// namespace ([`E2e::host`]) and the static busybox its apps run; prints a SKIP line and
+    /// returns None when one is missing.
+    pub fn require_kvm_net(test: &str) -> Option<E2e> {
+        let e = E2e::require_kvm(test)?;
+        if e.host_ns.is_none() {
+            skip(
+                test,
+                "cannot create a test network namespace (ip netns add)",
+            );
+            return None;
+        }
+        static_busybox_or_skip(test)?;
+        Some(e)
+    }
+
+    /// The test's "host" network namespace of an `E2e` from [`E2e::require_kvm_net`].
+    pub fn host(&self) -> &hostns::HostNs {
+        self.host_ns
+            .as_ref()
+            .expect("require_kvm_net checked the host namespace")
+    }
+
     /// The pod network namespaces (`/var/run/netns/rkt-<uuid>`) of this test's pods.
     pub fn pod_netns(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();

@@ -109,19 +109,10 @@ fn net_state(ns: &rkt_tests::hostns::HostNs) -> (Vec<String>, String) {
 #[test]
 fn kvm_default_network_reaches_the_host_and_gc_leaves_nothing() {
     let name = "kvm_default_network_reaches_the_host_and_gc_leaves_nothing";
-    let Some(e) = E2e::require_kvm(name) else {
+    let Some(e) = E2e::require_kvm_net(name) else {
         return;
     };
-    let Some(ns) = e.host_ns.as_ref() else {
-        skip(
-            name,
-            "cannot create a test network namespace (ip netns add)",
-        );
-        return;
-    };
-    if rkt_tests::static_busybox_or_skip(name).is_none() {
-        return;
-    }
+    let ns = e.host();
     let img = e.path("nc.aci");
     ImageSpec::new(
         "example.com/kvm-nc",
@@ -195,19 +186,10 @@ fn busybox_sh_image(e: &E2e) -> PathBuf {
 #[test]
 fn kvm_net_none_dns_hosts_and_port() {
     let name = "kvm_net_none_dns_hosts_and_port";
-    let Some(e) = E2e::require_kvm(name) else {
+    let Some(e) = E2e::require_kvm_net(name) else {
         return;
     };
-    let Some(ns) = e.host_ns.as_ref() else {
-        skip(
-            name,
-            "cannot create a test network namespace (ip netns add)",
-        );
-        return;
-    };
-    if rkt_tests::static_busybox_or_skip(name).is_none() {
-        return;
-    }
+    let ns = e.host();
     let img = busybox_sh_image(&e);
     let img = img.to_str().unwrap();
     // --net=none: the guest has its loopback and nothing else.
@@ -298,16 +280,9 @@ const GREET_PORT: u16 = 7777;
 /// A KVM network test's prerequisites, with the uplink veth (`d0`, [`HOST_ADDR`]) made in the
 /// test's namespace; `None` after a SKIP line.
 fn require_net(test: &str) -> Option<E2e> {
-    let e = E2e::require_kvm(test)?;
-    let Some(ns) = e.host_ns.as_ref() else {
-        skip(
-            test,
-            "cannot create a test network namespace (ip netns add)",
-        );
-        return None;
-    };
+    let e = E2e::require_kvm_net(test)?;
+    let ns = e.host();
     for p in [
-        BUSYBOX,
         "/usr/lib/cni/ptp",
         "/usr/lib/cni/host-local",
         "/usr/lib/cni/bridge",
@@ -329,7 +304,7 @@ fn require_net(test: &str) -> Option<E2e> {
 /// checked by name (`E2e::pod_netns`): under ci/nested-kvm `/var/run/netns` also shows the
 /// host's own, coming and going over 9p.
 fn snapshot(e: &E2e, ipam_dirs: &[PathBuf]) -> NetSnapshot {
-    e.host_ns.as_ref().unwrap().net_snapshot(ipam_dirs)
+    e.host().net_snapshot(ipam_dirs)
 }
 
 fn ipam_dir(e: &E2e, net: &str) -> PathBuf {
@@ -352,7 +327,7 @@ fn greeter(
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let s = stop.clone();
-    let h = e.host_ns.as_ref().unwrap().thread(move || {
+    let h = e.host().thread(move || {
         let l = std::net::TcpListener::bind(("0.0.0.0", GREET_PORT)).unwrap();
         l.set_nonblocking(true).unwrap();
         tx.send(()).unwrap();
@@ -400,7 +375,7 @@ fn kvm_restricted_bridge_and_macvlan_networks() {
     let Some(e) = require_net(name) else {
         return;
     };
-    let ns = e.host_ns.as_ref().unwrap();
+    let ns = e.host();
     ns.ip(&["link", "add", "m0", "type", "veth", "peer", "name", "m0p"]);
     ns.ip(&["link", "set", "m0p", "up"]);
     ns.ip(&["link", "set", "m0", "up"]);

@@ -480,19 +480,10 @@ fn kvm_snapshot_restored_pods_draw_their_own_random_numbers() {
 #[test]
 fn kvm_snapshot_pods_on_a_network_restore_and_reach_the_host() {
     let name = "kvm_snapshot_pods_on_a_network_restore_and_reach_the_host";
-    let Some(e) = E2e::require_kvm(name) else {
+    let Some(e) = E2e::require_kvm_net(name) else {
         return;
     };
-    let Some(ns) = e.host_ns.as_ref() else {
-        skip(
-            name,
-            "cannot create a test network namespace (ip netns add)",
-        );
-        return;
-    };
-    if rkt_tests::static_busybox_or_skip(name).is_none() {
-        return;
-    }
+    let ns = e.host();
     let img = e.path("snap-nc.aci");
     let mut spec = ImageSpec::new("example.com/kvm-snap-nc", &["/bin/sh", "-c"])
         .file("/bin/busybox", Path::new(BUSYBOX), 0o755)

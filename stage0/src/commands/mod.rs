@@ -111,7 +111,7 @@ pub fn hint_if_denied(e: &anyhow::Error, dir: &std::path::Path) {
     if denied && !me.is_root() && !theirs {
         let _ = writeln!(
             io::stderr(),
-            "rkt: only root may change the data directory {}; members of the `rkt` group may read it (`rkt list`, `rkt status`, `rkt image list`, `rkt image cat-manifest`)",
+            "rkt: only root may change the data directory {}; members of the `rkt` group may read it (`rkt list`, `rkt status`, `rkt image list`, `rkt image cat-manifest`, `rkt image export`)",
             dir.display()
         );
     }
