@@ -37,6 +37,7 @@ tmp="$out.tmp.$$"
   --label "version=$version" --label os=linux --label arch=amd64 \
   --annotation coreos.com/rkt/stage1/run=/run \
   --annotation coreos.com/rkt/stage1/enter=/enter \
+  --annotation coreos.com/rkt/stage1/attach=/attach \
   --annotation coreos.com/rkt/stage1/gc=/gc \
   --annotation coreos.com/rkt/stage1/stop=/stop \
   --annotation coreos.com/rkt/stage1/interface-version=5 \
@@ -45,7 +46,7 @@ tmp="$out.tmp.$$"
   --annotation coreos.com/rkt/stage1/app/start=/app_start \
   --annotation coreos.com/rkt/stage1/app/stop=/app_stop \
   --annotation coreos.com/rkt/stage1/app/rm=/app_rm \
-  --symlink "/run:$host" --symlink "/stop:$host" --symlink "/gc:$host" --symlink "/enter:$host" \
+  --symlink "/run:$host" --symlink "/stop:$host" --symlink "/gc:$host" --symlink "/enter:$host" --symlink "/attach:$host" \
   --symlink "/app_add:$host" --symlink "/app_start:$host" --symlink "/app_stop:$host" --symlink "/app_rm:$host" \
   --dir /dev --dir /proc --dir /sys --dir /tmp --dir /rkt/status --dir /rkt/errors --dir /rkt/cgroup --dir /opt/stage2 \
   "${extra[@]}" -o "$tmp"

@@ -105,6 +105,7 @@ pub(crate) mod tests {
             cpu_limit_millis: None,
             ignored_isolators: Vec::new(),
             seccomp: None,
+            stdio: Default::default(),
         }
     }
 

@@ -131,6 +131,12 @@ pub fn start(listener: OwnedFd, plan: &Plan) -> std::io::Result<Service> {
     match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
         ForkResult::Child => {
             drop(mine);
+            // Nothing of PID 1's but these: an app's ends of its streams held here would keep
+            // its multiplexer from seeing the app's output end.
+            app_confine::exec::close_inherited_fds_except(&[
+                listener.as_raw_fd(),
+                theirs.as_raw_fd(),
+            ]);
             let ctx = Ctx {
                 plan,
                 ctl: Some(theirs.as_raw_fd()),
@@ -284,10 +290,82 @@ pub fn serve_session(stream: UnixStream, ctx: &Ctx<'_>) {
             linger(&stream, HANGUP_GRACE);
         }
         Request::Stop { grace_secs } => stop_session(&stream, ctx, grace_secs),
+        r @ Request::Attach { .. } => {
+            attach_session(&stream, &r, &rest);
+            linger(&stream, HANGUP_GRACE);
+        }
         r @ (Request::AppAdd { .. }
         | Request::AppStart { .. }
         | Request::AppStop { .. }
         | Request::AppRm { .. }) => app::app_session(&stream, ctx, &r),
+    }
+}
+
+/// An `attach` request: relays it, and the bytes that follow both ways, to the app's
+/// multiplexer (`crate::iomux`), until either end closes.
+fn attach_session(stream: &UnixStream, req: &Request, rest: &[u8]) {
+    let Request::Attach { app, .. } = req else {
+        return;
+    };
+    let mux = match connect_mux(app) {
+        Ok(m) => m,
+        Err(e) => {
+            send(
+                stream,
+                &[
+                    Frame::Error(format!("app {app} has no attachable streams ({e})")),
+                    Frame::Exit(1),
+                ],
+            );
+            return;
+        }
+    };
+    let mut first = req.to_line();
+    first.extend_from_slice(rest);
+    if (&mux).write_all(&first).is_err() {
+        return;
+    }
+    splice(stream, &mux);
+}
+
+/// Connects to app `app`'s multiplexer socket (relative to its directory: a long app name
+/// does not fit a socket address).
+fn connect_mux(app: &str) -> std::io::Result<UnixStream> {
+    std::env::set_current_dir(pod_abi::attach::mux_dir(app))?;
+    UnixStream::connect(pod_abi::attach::MUX_SOCKET)
+}
+
+/// Copies bytes between `a` and `b` both ways until one closes its sending side.
+fn splice(a: &UnixStream, b: &UnixStream) {
+    let mut buf = vec![0u8; MAX_PAYLOAD];
+    loop {
+        let mut fds = [
+            PollFd::new(a.as_fd(), PollFlags::POLLIN),
+            PollFd::new(b.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        for (from, to, i) in [(a, b, 0), (b, a, 1)] {
+            if !ready(i) {
+                continue;
+            }
+            match (&*from).read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if (&*to).write_all(buf.get(..n).unwrap_or_default()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -38,6 +38,11 @@ pub struct LaunchSpec {
     pub cgroup_join: Vec<PathBuf>,
     /// Keep the console as stdin and make it the controlling terminal.
     pub interactive: bool,
+    /// fd to use as stdin (`None`: the app root's `/dev/null`, or the console with
+    /// `interactive`).
+    pub stdin: Option<RawFd>,
+    /// stdin is a terminal of the app's own: make it the controlling terminal.
+    pub ctty: bool,
     /// fd to use as stdout (`None`: inherit PID 1's).
     pub stdout: Option<RawFd>,
     /// fd to use as stderr (`None`: inherit PID 1's).
@@ -132,11 +137,11 @@ fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i3
     if let Err(e) = nix::unistd::setsid() {
         return fail("setsid".into(), e);
     }
-    if spec.interactive {
-        if nix::unistd::isatty(0).unwrap_or(false) {
-            // SAFETY: TIOCSCTTY on fd 0 with an integer argument; failure is non-fatal.
-            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 1) };
+    if let Some(fd) = spec.stdin {
+        if let Err(e) = nix::unistd::dup2(fd, 0) {
+            return fail(format!("dup2 {fd} to 0"), e);
         }
+    } else if spec.interactive {
     } else {
         let null = spec.rootfs.join("dev/null");
         match nix::fcntl::open(&null, OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
@@ -155,6 +160,10 @@ fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i3
                 return fail(format!("dup2 {fd} to {target}"), e);
             }
         }
+    }
+    if (spec.interactive || spec.ctty) && nix::unistd::isatty(0).unwrap_or(false) {
+        // SAFETY: TIOCSCTTY on fd 0 with an integer argument; failure is non-fatal.
+        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 1) };
     }
     if let Err((f, e)) = app_confine::cgroup::join_self(&spec.cgroup_join) {
         let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));

@@ -15,6 +15,7 @@
 mod cgroup;
 mod etc_files;
 mod exec_service;
+mod iomux;
 mod launch;
 mod log;
 mod machine;

@@ -397,6 +397,7 @@ pub(crate) mod tests {
             cpu_limit_millis: None,
             ignored_isolators: vec![],
             seccomp: None,
+            stdio: Default::default(),
         }
     }
 

@@ -67,6 +67,16 @@ struct AppRun {
     sigterm: bool,
     /// Got SIGKILL at the end of the grace period.
     sigkill: bool,
+    /// Its attachable streams (`crate::iomux`), made with its environment.
+    streams: Streams,
+}
+
+/// An app's ends of its streams, kept by PID 1 until it launches the app, and the multiplexer
+/// that holds the other ends (`crate::iomux`).
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    ends: Option<crate::iomux::AppEnds>,
+    mux: Option<Pid>,
 }
 
 /// Tells the launcher that the apps' environments are set up ([`READY_BYTE`]; `enter` may now
@@ -91,6 +101,38 @@ fn ready_then_wait_for_start(gate: &OwnedFd) -> bool {
     }
 }
 
+/// Makes app `app`'s streams (`pod_abi::attach`) with its environment, before any app starts
+/// (so that an attacher may come as soon as the pod runs): `null` output streams get
+/// `/dev/null`, `stream` and `tty` ones their multiplexer's pipes or terminal.
+pub(crate) fn prepare_streams(app: &AppPlan, rootfs: &Path) -> Result<Streams, String> {
+    use pod_abi::attach::IoMode;
+    let stdio = &app.stdio;
+    let null = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| format!("open /dev/null: {e}"))
+    };
+    let mut st = Streams::default();
+    if stdio.attachable() {
+        let (ends, pid) = crate::iomux::start(&app.name, rootfs, stdio)
+            .map_err(|e| format!("attachable streams: {e}"))?;
+        st.ends = Some(ends);
+        st.mux = Some(pid);
+    }
+    if stdio.stdout == IoMode::Null || stdio.stderr == IoMode::Null {
+        let ends = st.ends.get_or_insert_with(Default::default);
+        if stdio.stdout == IoMode::Null {
+            ends.stdout = Some(null()?);
+        }
+        if stdio.stderr == IoMode::Null {
+            ends.stderr = Some(null()?);
+        }
+    }
+    Ok(st)
+}
+
 /// Runs the pod to completion and returns each app's exit code in plan order (a mutable pod's
 /// apps as they are at the end).
 pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
@@ -104,11 +146,15 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         service: None,
         report_stop: false,
         grace_secs: plan.stop_grace_secs,
+        ending_muxes: Vec::new(),
     };
     for app in &plan.apps {
-        let (spec, error) = match sup.prepare(app) {
-            Ok(spec) => (Some(spec), None),
-            Err(reason) => (None, Some(reason)),
+        let (spec, streams, error) = match sup
+            .prepare(app)
+            .and_then(|spec| prepare_streams(app, &spec.rootfs).map(|st| (spec, st)))
+        {
+            Ok((spec, streams)) => (Some(spec), streams, None),
+            Err(reason) => (None, Streams::default(), Some(reason)),
         };
         let code = error.as_ref().map(|_| SETUP_FAILED);
         sup.apps.push(AppRun {
@@ -119,6 +165,7 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
             error,
             sigterm: false,
             sigkill: false,
+            streams,
         });
     }
     pod_abi::trace::phase("guest-init", "prepared");
@@ -148,6 +195,7 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         );
     }
     sup.event_loop(&signals);
+    sup.wait_for_muxes();
     if sup.report_stop {
         if let Some(svc) = &sup.service {
             crate::exec_service::deliver_report(&svc.ctl, &sup.stop_report());
@@ -170,7 +218,13 @@ struct Supervisor {
     report_stop: bool,
     /// The grace period of the stop, in seconds.
     grace_secs: u32,
+    /// Multiplexers told to end (their app ended): the pod waits for them, bounded by
+    /// [`MUX_END_WAIT`], so that attachers get the app's last output and its end.
+    ending_muxes: Vec<Pid>,
 }
+
+/// Time the pod's end waits for the multiplexers to flush their last frames.
+const MUX_END_WAIT: Duration = Duration::from_secs(3);
 
 impl Supervisor {
     fn app_plan(&self, i: usize) -> Option<&AppPlan> {
@@ -220,6 +274,8 @@ impl Supervisor {
             workdir: app.working_directory.clone(),
             cgroup_join: cg.join,
             interactive: self.plan.interactive && self.plan.apps.len() == 1,
+            stdin: None,
+            ctty: false,
             stdout: self.env.stdout,
             stderr: self.env.stderr,
             private_users: self.plan.private_users,
@@ -274,13 +330,25 @@ impl Supervisor {
             return Err(());
         };
         spec.argv = argv;
+        // The app itself (not its handlers) gets its own ends of its streams.
+        let ends = if action == Action::RunApp {
+            a.streams.ends.take()
+        } else {
+            None
+        };
+        if let Some(e) = &ends {
+            e.apply(&mut spec);
+        }
         let what = match action {
             Action::RunPreStart => "pre-start handler",
             Action::RunPostStop => "post-stop handler",
             _ => "app",
         };
         debug!("app {name}: starting {what} {:?}", spec.argv);
-        match launch::spawn(&spec) {
+        let spawned = launch::spawn(&spec);
+        // The app has its ends (or failed): the multiplexer must see their end with the app's.
+        drop(ends);
+        match spawned {
             Ok(l) => {
                 a.pid = Some(l.pid);
                 if let Some((code, reason)) = l.failure {
@@ -316,6 +384,12 @@ impl Supervisor {
             return;
         };
         let code = *a.code.get_or_insert(SETUP_FAILED);
+        // An app that never ran: its multiplexer ends too.
+        a.streams.ends = None;
+        if let Some(mux) = a.streams.mux.take() {
+            let _ = kill(mux, Signal::SIGTERM);
+            self.ending_muxes.push(mux);
+        }
         if let Some(err) = &a.error {
             info!("app {name}: setup failed: {err}");
             if let Err(e) =
@@ -336,6 +410,23 @@ impl Supervisor {
         }
         pod_abi::trace::phase("guest-init", "status-written");
         self.app_finished(&name);
+    }
+
+    /// Waits (at most [`MUX_END_WAIT`]) for the multiplexers told to end; any still there
+    /// die with the pod.
+    fn wait_for_muxes(&mut self) {
+        let deadline = Instant::now() + MUX_END_WAIT;
+        while !self.ending_muxes.is_empty() && Instant::now() < deadline {
+            self.ending_muxes.retain(|p| {
+                matches!(
+                    waitpid(*p, Some(WaitPidFlag::WNOHANG)),
+                    Ok(WaitStatus::StillAlive)
+                )
+            });
+            if !self.ending_muxes.is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
 
     fn all_done(&self) -> bool {
@@ -530,6 +621,11 @@ impl Supervisor {
             };
             let phase = self.apps.get(i).map(|a| a.phase);
             if let Some(a) = self.apps.get_mut(i) {
+                if let (Some(Phase::Running), Some(mux)) = (phase, a.streams.mux.take()) {
+                    // It forwards what the app left in its pipes, then ends the sessions.
+                    let _ = kill(mux, Signal::SIGTERM);
+                    self.ending_muxes.push(mux);
+                }
                 match phase {
                     Some(Phase::Running) => a.code = Some(code),
                     // Stopped while its pre-start ran: the app never starts; it counts as

@@ -51,6 +51,21 @@ pub enum Request {
         #[serde(default)]
         grace_secs: Option<u32>,
     },
+    /// Attach to app `app`'s streams (`crate::attach`): sent by `rkt attach` to the exec
+    /// service (kvm) or to the app's multiplexer (ns, and the exec service's relay); answered by
+    /// `Stdout`/`Stderr` frames until the app's streams close (`Exit(0)`).
+    Attach {
+        /// App name (ACName).
+        app: String,
+        /// What to attach.
+        attach: crate::attach::Attach,
+        /// Terminal rows (with a tty; 0: leave the size).
+        #[serde(default)]
+        rows: u16,
+        /// Terminal columns (with a tty; 0: leave the size).
+        #[serde(default)]
+        cols: u16,
+    },
     /// Mutable pods (`rkt app add`): the host has put the app's tree at
     /// `/opt/stage2/<app>/rootfs` and its entry in the launch plan; guest-init reads the plan
     /// again and sets the app's environment up, without starting it. Answered by `Exit(0)`, or
@@ -147,7 +162,10 @@ impl Request {
                 return Err(ProtoError::BadRequest("empty argv".into()));
             }
         }
-        if let Some(app) = r.app_op() {
+        if let Some(app) = r.app_op().or(match &r {
+            Request::Attach { app, .. } => Some(app.as_str()),
+            _ => None,
+        }) {
             if !is_app_name(app) {
                 return Err(ProtoError::BadRequest(format!("invalid app name {app:?}")));
             }
@@ -163,7 +181,7 @@ impl Request {
             | Request::AppStart { app }
             | Request::AppStop { app, .. }
             | Request::AppRm { app } => Some(app),
-            Request::Exec { .. } | Request::Stop { .. } => None,
+            Request::Exec { .. } | Request::Stop { .. } | Request::Attach { .. } => None,
         }
     }
 }

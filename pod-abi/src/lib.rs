@@ -6,6 +6,7 @@
 //! one parser of `/proc/self/mountinfo` ([`mountinfo`]).
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod child;
 pub mod control;
 pub mod entropy;

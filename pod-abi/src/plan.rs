@@ -210,6 +210,10 @@ pub struct AppPlan {
     /// x86_64 numbers by stage0; `None` with `--insecure-options=seccomp`.
     #[serde(default)]
     pub seccomp: Option<SeccompPlan>,
+    /// How the app's stdin, stdout and stderr are connected (`--stdin`, `--stdout`,
+    /// `--stderr`; `crate::attach`).
+    #[serde(default)]
+    pub stdio: crate::attach::StdioPlan,
 }
 
 /// A seccomp filter over system call numbers (x86_64), installed as the last step before the

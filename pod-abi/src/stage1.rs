@@ -17,6 +17,8 @@ pub const ANN_APP_START: &str = "coreos.com/rkt/stage1/app/start";
 pub const ANN_APP_STOP: &str = "coreos.com/rkt/stage1/app/stop";
 /// Annotation naming the `app/rm` entrypoint.
 pub const ANN_APP_RM: &str = "coreos.com/rkt/stage1/app/rm";
+/// Annotation naming the `attach` entrypoint (interface version 5, `rkt attach`).
+pub const ANN_ATTACH: &str = "coreos.com/rkt/stage1/attach";
 /// Annotation carrying the interface version (decimal; missing means 1).
 pub const ANN_INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
 /// The interface version our stage1 images declare.
@@ -264,6 +266,76 @@ impl EnterArgs {
     }
 }
 
+/// Arguments of the `attach` entrypoint, rkt's flags: `--action=custom-attach --app=<NAME>
+/// [--debug] --tty-in=B --tty-out=B --stdin=B --stdout=B --stderr=B`, and `--pid=<PID>` (the
+/// pod's, which rkt passed in `RKT_STAGE1_ENTERPID`). stage0 resolves `--mode=auto` and prints
+/// `--mode=list` itself, so only `custom-attach` reaches a stage1.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttachArgs {
+    /// PID from the pod's `pid` file.
+    pub pid: i32,
+    /// App to attach to.
+    pub app: String,
+    /// The endpoints.
+    pub attach: crate::attach::Attach,
+    /// `--debug`.
+    pub debug: bool,
+}
+
+impl AttachArgs {
+    /// Renders the argv (without argv\[0\]).
+    pub fn to_argv(&self) -> Vec<String> {
+        let a = &self.attach;
+        let mut v = vec![
+            "--action=custom-attach".to_string(),
+            format!("--app={}", self.app),
+            format!("--pid={}", self.pid),
+        ];
+        if self.debug {
+            v.push("--debug".into());
+        }
+        for (flag, on) in [
+            ("tty-in", a.tty_in),
+            ("tty-out", a.tty_out),
+            ("stdin", a.stdin),
+            ("stdout", a.stdout),
+            ("stderr", a.stderr),
+        ] {
+            v.push(format!("--{flag}={on}"));
+        }
+        v
+    }
+    /// Parses argv (without argv\[0\]).
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Self, ArgsError> {
+        let mut out = AttachArgs::default();
+        let bool_of = |a: &str, v: &str| match v {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ArgsError::Unexpected(a.to_string())),
+        };
+        for a in args {
+            let (k, v) = a.split_once('=').unwrap_or((a.as_str(), ""));
+            match k {
+                "--action" if v == "custom-attach" => {}
+                "--app" => out.app = v.to_string(),
+                "--pid" => out.pid = v.parse().map_err(|_| ArgsError::Unexpected(a.clone()))?,
+                "--debug" => out.debug = v.is_empty() || bool_of(&a, v)?,
+                "--tty-in" => out.attach.tty_in = bool_of(&a, v)?,
+                "--tty-out" => out.attach.tty_out = bool_of(&a, v)?,
+                "--stdin" => out.attach.stdin = bool_of(&a, v)?,
+                "--stdout" => out.attach.stdout = bool_of(&a, v)?,
+                "--stderr" => out.attach.stderr = bool_of(&a, v)?,
+                "--action" => return Err(ArgsError::Unexpected(a.clone())),
+                _ => return Err(ArgsError::UnknownFlag(a.clone())),
+            }
+        }
+        if out.app.is_empty() {
+            return Err(ArgsError::MissingApp);
+        }
+        Ok(out)
+    }
+}
+
 /// Arguments of the `gc` entrypoint: `[--debug] <UUID>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcArgs {
@@ -367,6 +439,8 @@ pub enum Entrypoint {
     Gc,
     /// `enter` ([`EnterArgs`]).
     Enter,
+    /// `attach` ([`AttachArgs`]).
+    Attach,
     /// `app/add` ([`AppArgs`]; file `app_add` in our images, as rkt's).
     AppAdd,
     /// `app/start` ([`AppArgs`]).
@@ -379,11 +453,12 @@ pub enum Entrypoint {
 
 impl Entrypoint {
     /// Every entrypoint.
-    pub const ALL: [Entrypoint; 8] = [
+    pub const ALL: [Entrypoint; 9] = [
         Entrypoint::Run,
         Entrypoint::Stop,
         Entrypoint::Gc,
         Entrypoint::Enter,
+        Entrypoint::Attach,
         Entrypoint::AppAdd,
         Entrypoint::AppStart,
         Entrypoint::AppStop,
@@ -396,6 +471,7 @@ impl Entrypoint {
             Entrypoint::Stop => "stop",
             Entrypoint::Gc => "gc",
             Entrypoint::Enter => "enter",
+            Entrypoint::Attach => "attach",
             Entrypoint::AppAdd => "app_add",
             Entrypoint::AppStart => "app_start",
             Entrypoint::AppStop => "app_stop",
@@ -413,6 +489,7 @@ impl Entrypoint {
             Entrypoint::Stop => ANN_STOP,
             Entrypoint::Gc => ANN_GC,
             Entrypoint::Enter => ANN_ENTER,
+            Entrypoint::Attach => ANN_ATTACH,
             Entrypoint::AppAdd => ANN_APP_ADD,
             Entrypoint::AppStart => ANN_APP_START,
             Entrypoint::AppStop => ANN_APP_STOP,
@@ -424,6 +501,29 @@ impl Entrypoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attach_args_round_trip() {
+        let a = AttachArgs {
+            pid: 42,
+            app: "web".into(),
+            attach: crate::attach::Attach {
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            },
+            debug: true,
+        };
+        assert_eq!(AttachArgs::parse(a.to_argv()), Ok(a));
+        assert_eq!(
+            AttachArgs::parse(["--action=list".to_string(), "--app=a".into()]),
+            Err(ArgsError::Unexpected("--action=list".into()))
+        );
+        assert_eq!(
+            AttachArgs::parse(["--stdin=true".to_string()]),
+            Err(ArgsError::MissingApp)
+        );
+    }
 
     #[test]
     fn run_args_round_trip() {

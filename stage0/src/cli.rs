@@ -53,6 +53,8 @@ enum Command {
     Gc(GoStyle<commands::pods::GcArgs>),
     /// Enter the namespaces of an app within a pod.
     Enter(GoStyle<commands::pods::EnterArgs>),
+    /// Attach to an app running within a pod (experimental: RKT_EXPERIMENT_ATTACH=true).
+    Attach(GoStyle<commands::pods::AttachArgs>),
     /// Print the merged configuration (stage0) in JSON format.
     Config(GoStyle<commands::config::Args>),
     /// Export an app of an exited pod to an ACI file.
@@ -123,6 +125,7 @@ pub fn main() -> i32 {
         Command::Rm(GoStyle(a)) => commands::pods::rm(g, a),
         Command::Gc(GoStyle(a)) => commands::pods::gc(g, a),
         Command::Enter(GoStyle(a)) => commands::pods::enter(g, a),
+        Command::Attach(GoStyle(a)) => commands::pods::attach(g, a),
         Command::Config(GoStyle(a)) => commands::config::run(g, a),
         Command::Export(GoStyle(a)) => commands::export::run(g, a),
         Command::Trust(GoStyle(a)) => commands::trust::run(g, a),

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use pod_abi::stage1::{AppArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
+use pod_abi::stage1::{AppArgs, AttachArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
 
 use crate::error::chain;
 use crate::{PodContext, Stage1Error};
@@ -25,6 +25,16 @@ pub trait Stage1 {
     fn gc(&self, pod: &PodContext, args: &GcArgs) -> Result<i32, Stage1Error>;
     /// `enter`: run a command in an app of the running pod; returns its exit code.
     fn enter(&self, pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error>;
+    /// `attach`: proxy the terminal or the streams of an app of the running pod (started with
+    /// `--stdin`/`--stdout`/`--stderr` of `stream` or `tty`); returns 0 once they closed.
+    /// Refused by default.
+    fn attach(&self, pod: &PodContext, args: &AttachArgs) -> Result<i32, Stage1Error> {
+        let _ = (pod, args);
+        Err(Stage1Error::Refused(format!(
+            "{} does not implement attach",
+            Self::NAME
+        )))
+    }
     /// `app/add`, `app/start`, `app/stop`, `app/rm` of a mutable pod: usually
     /// [`crate::app::send_request`] on the flavor's exec channel. Refused by default.
     fn app(&self, pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
@@ -82,6 +92,9 @@ pub fn dispatch<S: Stage1>(s: &S, entry: Entrypoint, args: Vec<String>) -> i32 {
         Entrypoint::Enter => EnterArgs::parse(args)
             .map_err(Into::into)
             .and_then(|a| s.enter(&pod, &a)),
+        Entrypoint::Attach => AttachArgs::parse(args)
+            .map_err(Into::into)
+            .and_then(|a| s.attach(&pod, &a)),
         Entrypoint::AppAdd | Entrypoint::AppStart | Entrypoint::AppStop | Entrypoint::AppRm => {
             AppArgs::parse(args)
                 .map_err(Into::into)
@@ -123,7 +136,7 @@ pub fn main<S: Stage1>(s: &S) -> ExitCode {
         Some((entry, args)) => exit_code(dispatch(s, entry, args)),
         None => {
             eprintln!(
-                "usage: {} run|stop|gc|enter|app_add|app_start|app_stop|app_rm ARGS...",
+                "usage: {} run|stop|gc|enter|attach|app_add|app_start|app_stop|app_rm ARGS...",
                 S::NAME
             );
             exit_code(pod_abi::exit::USAGE)

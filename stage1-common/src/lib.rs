@@ -4,8 +4,8 @@
 //! failure file and the pod's exit code from the apps' statuses ([`pod`]), the terminal in raw
 //! mode and the `^]^]^]` escape ([`terminal`]), stop-signal helpers ([`signals`]) and the
 //! verified `stop` ([`stop`]), the pod's CNI networks ([`net`]), its cgroups on the host
-//! ([`cgroup`]) and its metadata service URL ([`metadata`]), and the app entrypoints' requests
-//! to guest-init ([`app`]).
+//! ([`cgroup`]) and its metadata service URL ([`metadata`]), the app entrypoints' requests
+//! to guest-init ([`app`]), and the host end of an exec or attach session ([`session`]).
 //!
 //! A flavor implements [`entry::Stage1`] (its own launch, process check and gc) and calls
 //! [`entry::main`]. Contract strings and file formats live in `pod-abi`, not here.
@@ -19,6 +19,7 @@ pub mod log;
 pub mod metadata;
 pub mod net;
 pub mod pod;
+pub mod session;
 pub mod signals;
 pub mod stop;
 pub mod terminal;

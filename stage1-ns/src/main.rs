@@ -1,10 +1,11 @@
 //! stage1-ns: the host side of the namespace stage1 flavor. One binary, dispatched by
-//! `stage1-common` on the basename of argv\[0\] (`run`, `stop`, `gc`, `enter` are symlinks to
-//! it in the stage1 image) or on its first argument (`stage1-ns run ...`, for tests).
+//! `stage1-common` on the basename of argv\[0\] (`run`, `stop`, `gc`, `enter`, `attach` are symlinks
+//! to it in the stage1 image) or on its first argument (`stage1-ns run ...`, for tests).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod app;
+mod attach;
 mod enter;
 mod ns;
 mod run;
@@ -12,7 +13,7 @@ mod stop;
 
 use std::process::ExitCode;
 
-use pod_abi::stage1::{AppArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
+use pod_abi::stage1::{AppArgs, AttachArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
 use stage1_common::{PodContext, Stage1, Stage1Error};
 
 /// The namespace flavor.
@@ -43,6 +44,9 @@ impl Stage1 for Ns {
     }
     fn enter(&self, _pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {
         enter::enter(args).map_err(Stage1Error::failed)
+    }
+    fn attach(&self, _pod: &PodContext, args: &AttachArgs) -> Result<i32, Stage1Error> {
+        attach::attach(args).map_err(Stage1Error::failed)
     }
     fn app(&self, pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
         app::request(pod, entry, args)

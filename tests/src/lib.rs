@@ -19,6 +19,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod attach;
 pub mod hostns;
 pub mod mutable;
 pub mod nomad;

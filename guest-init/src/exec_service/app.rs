@@ -70,7 +70,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::AppStart { .. } => "start",
         Request::AppStop { .. } => "stop",
         Request::AppRm { .. } => "rm",
-        Request::Exec { .. } | Request::Stop { .. } => "?",
+        Request::Exec { .. } | Request::Stop { .. } | Request::Attach { .. } => "?",
     }
 }
 

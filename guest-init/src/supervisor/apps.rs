@@ -110,7 +110,7 @@ impl Supervisor {
                     Err(e) => Err(e),
                 },
                 Request::AppRm { .. } => self.remove(&app),
-                Request::Exec { .. } | Request::Stop { .. } => return,
+                Request::Exec { .. } | Request::Stop { .. } | Request::Attach { .. } => return,
             }
         };
         if let Err(e) = &res {
@@ -135,6 +135,7 @@ impl Supervisor {
         }
         let entry = read_plan_entry(app)?;
         let spec = self.prepare(&entry)?;
+        let streams = super::prepare_streams(&entry, &spec.rootfs)?;
         // A status of an earlier app of that name must not be taken for this one's.
         for dir in [STATUS_DIR, ERRORS_DIR, STARTED_DIR, FINISHED_DIR] {
             let _ = std::fs::remove_file(Path::new(dir).join(app));
@@ -148,6 +149,7 @@ impl Supervisor {
             error: None,
             sigterm: false,
             sigkill: false,
+            streams,
         });
         debug!("app {app} added");
         Ok(())

@@ -416,6 +416,44 @@ fn gc_snapshots(g: &Globals) -> anyhow::Result<bool> {
     }
 }
 
+/// The variable that enables `rkt attach` (experimental in rkt too), and the value it needs.
+pub const ATTACH_EXPERIMENT_ENV: &str = "RKT_EXPERIMENT_ATTACH";
+
+/// Flags of `rkt attach`.
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// The app to attach to (required for multi-app pods).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// list (print the endpoints), auto (all of them), tty, tty-in, tty-out, or some of
+    /// stdin,stdout,stderr.
+    #[arg(long, default_value = "auto")]
+    pub mode: String,
+    /// Pod UUID (or unambiguous prefix).
+    pub uuid: String,
+}
+
+/// `rkt attach`: prints the endpoints (`--mode=list`) or returns only on failure (the stage1
+/// entrypoint replaces this process).
+pub fn attach(g: &Globals, a: AttachArgs) -> anyhow::Result<i32> {
+    let on = std::env::var(ATTACH_EXPERIMENT_ENV)
+        .ok()
+        .and_then(|v| super::gobool::value(&v).ok())
+        .unwrap_or(false);
+    if !on {
+        return Err(UsageError(format!(
+            "rkt attach is experimental: set {ATTACH_EXPERIMENT_ENV}=true to use it"
+        ))
+        .into());
+    }
+    let pods = PodsDir::open(&g.dir)?;
+    let endpoints = ops::attach(&pods, &a.uuid, a.app.as_deref(), &a.mode, g.debug)?;
+    for e in endpoints {
+        outln!("{e}")?;
+    }
+    Ok(0)
+}
+
 /// Flags of `rkt enter`.
 #[derive(Debug, clap::Args)]
 pub struct EnterArgs {

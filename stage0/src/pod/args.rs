@@ -8,6 +8,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use pod_abi::attach::{ModeError, StdioPlan, ANN_STDERR, ANN_STDIN, ANN_STDOUT};
+
 use crate::error::UsageError;
 
 fn usage(msg: impl Into<String>) -> UsageError {
@@ -340,6 +342,24 @@ pub fn parse_kv(flag: &str, s: &str) -> Result<(String, String), UsageError> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(usage(format!("--{flag} wants NAME=VALUE, got {s:?}"))),
     }
+}
+
+/// An app's stream modes from its annotations (`--stdin`, `--stdout`, `--stderr`, or a pod
+/// manifest's `coreos.com/rkt/stage2/*`), checked together.
+pub fn stdio_of<'a, I>(annotations: I) -> Result<StdioPlan, ModeError>
+where
+    I: IntoIterator<Item = (&'a str, &'a str)>,
+{
+    let (mut i, mut o, mut e) = (None, None, None);
+    for (k, v) in annotations {
+        match k {
+            ANN_STDIN => i = Some(v),
+            ANN_STDOUT => o = Some(v),
+            ANN_STDERR => e = Some(v),
+            _ => {}
+        }
+    }
+    StdioPlan::from_values(i, o, e)
 }
 
 /// Parses rkt's `--volume NAME,kind=host,source=PATH[,readOnly=BOOL][,recursive=BOOL]` or
@@ -845,15 +865,19 @@ impl RunCommand {
                         "user-label" => app.user_labels.push(parse_kv(name, &value)?),
                         "signature" => app.signature = Some(PathBuf::from(value)),
                         "stdin" | "stdout" | "stderr" => {
-                            let ok = ["null", "tty", "stream", "log"];
-                            if !ok.contains(&value.as_str()) || (name == "stdin" && value == "log")
-                            {
-                                return Err(usage(format!("--{name}: invalid mode {value:?}")));
+                            // Checked alone here, together once the app's flags are all read.
+                            let v = Some(value.as_str());
+                            let (ann, checked) = match name {
+                                "stdin" => (ANN_STDIN, StdioPlan::from_values(v, None, None)),
+                                "stdout" => (ANN_STDOUT, StdioPlan::from_values(None, v, None)),
+                                _ => (ANN_STDERR, StdioPlan::from_values(None, None, v)),
+                            };
+                            match checked {
+                                Ok(_) | Err(ModeError::PartialTty(_)) => {}
+                                Err(e) => return Err(usage(e.to_string())),
                             }
-                            let default = if name == "stdin" { "null" } else { "log" };
-                            if value != default {
-                                cmd.pod.ignored.push(format!("--{name}={value}"));
-                            }
+                            app.annotations.retain(|(k, _)| k != ann);
+                            app.annotations.push((ann.to_string(), value));
                         }
                         _ => {}
                     }
@@ -878,6 +902,19 @@ impl RunCommand {
         }
         if cmd.pod.interactive && cmd.apps.len() > 1 {
             return Err(usage("--interactive works with a single image only"));
+        }
+        for app in &cmd.apps {
+            let stdio = stdio_of(
+                app.annotations
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(|e| usage(e.to_string()))?;
+            if stdio.attachable() && cmd.pod.interactive {
+                return Err(usage(
+                    "--interactive gives the app rkt's terminal; --stdin, --stdout and --stderr of stream or tty make it attachable with rkt attach instead: choose one",
+                ));
+            }
         }
         Ok(cmd)
     }

@@ -348,6 +348,85 @@ pub fn enter(pods: &PodsDir, reference: &str, app: Option<&str>, cmd: Vec<String
     }
 }
 
+/// `rkt attach`: `--mode=list` returns the app's endpoints (`tty`, or its `stream` streams,
+/// maybe none; from the pod manifest's stage2 annotations); any other mode execs the stage1's
+/// `attach` entrypoint and returns only on failure. The pod must be running.
+pub fn attach(
+    pods: &PodsDir,
+    reference: &str,
+    app: Option<&str>,
+    mode: &str,
+    debug: bool,
+) -> Result<Vec<&'static str>, OpError> {
+    let pod = pods.open_pod(reference)?;
+    require_running(&pod)?;
+    let info = PodInfo::read(&pod);
+    let app = pick_app(&pod, &info, app)?;
+    let annotations = info
+        .manifest
+        .as_ref()
+        .and_then(|pm| pm.apps.iter().find(|a| a.name.as_str() == app))
+        .map(|a| a.annotations.clone())
+        .unwrap_or_default();
+    let stdio = super::args::stdio_of(
+        annotations
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str())),
+    )
+    .map_err(|e| UsageError(format!("app {app}: {e}")))?;
+    if mode == "list" {
+        return Ok(stdio.endpoints());
+    }
+    let attach = pod_abi::attach::Attach::from_mode(mode, &app, &stdio)
+        .map_err(|e| UsageError(e.to_string()))?;
+    let pid = wait_pid(&pod)?;
+    let ep = Entrypoints::read(&pod.paths().stage1_manifest())?;
+    let entry = stage1::image_root(pods.data_dir(), &pod.path())?
+        .join(ep.entrypoint(pod_abi::stage1::ANN_ATTACH)?);
+    let argv = pod_abi::stage1::AttachArgs {
+        pid,
+        app,
+        attach,
+        debug,
+    }
+    .to_argv();
+    Err(stage1::exec_entrypoint(&pod.path(), &entry, &argv).into())
+}
+
+/// The app `app` names, or the pod's only app.
+fn pick_app(pod: &Pod, info: &PodInfo, app: Option<&str>) -> Result<String, OpError> {
+    match (app, info.apps.as_slice()) {
+        (Some(n), apps) => {
+            if !apps.iter().any(|x| x.name == n) {
+                return Err(UsageError(format!("pod {} has no app {n:?}", pod.uuid())).into());
+            }
+            Ok(n.to_string())
+        }
+        (None, [one]) => Ok(one.name.clone()),
+        (None, _) => {
+            let names: Vec<_> = info.apps.iter().map(|x| x.name.as_str()).collect();
+            Err(UsageError(format!(
+                "pod has several apps ({}); choose one with --app",
+                names.join(", ")
+            ))
+            .into())
+        }
+    }
+}
+
+/// The pod's pid, waiting briefly for the file a just-started pod writes.
+fn wait_pid(pod: &Pod) -> Result<i32, OpError> {
+    let mut pid = pod.pid();
+    for _ in 0..ENTER_PID_POLLS {
+        if pid.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
+        pid = pod.pid();
+    }
+    pid.ok_or_else(|| OpError::NoPidYet(pod.uuid().into()))
+}
+
 fn enter_args(
     pods: &PodsDir,
     reference: &str,
@@ -357,33 +436,8 @@ fn enter_args(
     let pod = pods.open_pod(reference)?;
     require_running(&pod)?;
     let info = PodInfo::read(&pod);
-    let app = match (app, info.apps.as_slice()) {
-        (Some(n), apps) => {
-            if !apps.iter().any(|x| x.name == n) {
-                return Err(UsageError(format!("pod {} has no app {n:?}", pod.uuid())).into());
-            }
-            n.to_string()
-        }
-        (None, [one]) => one.name.clone(),
-        (None, _) => {
-            let names: Vec<_> = info.apps.iter().map(|x| x.name.as_str()).collect();
-            return Err(UsageError(format!(
-                "pod has several apps ({}); choose one with --app",
-                names.join(", ")
-            ))
-            .into());
-        }
-    };
-    // The pid file appears shortly after the pod starts.
-    let mut pid = pod.pid();
-    for _ in 0..ENTER_PID_POLLS {
-        if pid.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(WAIT_POLL_MS));
-        pid = pod.pid();
-    }
-    let pid = pid.ok_or_else(|| OpError::NoPidYet(pod.uuid().into()))?;
+    let app = pick_app(&pod, &info, app)?;
+    let pid = wait_pid(&pod)?;
     let cmd = if cmd.is_empty() {
         vec![DEFAULT_ENTER_CMD.to_string()]
     } else {

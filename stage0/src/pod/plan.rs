@@ -137,6 +137,12 @@ pub fn build_plan(
                     .map_err(|e| PodError::Config(format!("app {}: seccomp: {e}", ra.name)))?,
             ),
         };
+        let stdio = super::args::stdio_of(
+            ra.annotations
+                .iter()
+                .map(|a| (a.name.as_str(), a.value.as_str())),
+        )
+        .map_err(|e| PodError::Config(format!("app {}: {e}", ra.name)))?;
         let handler = |n: &str| app.event_handler(n).map(|h| h.exec.clone());
         apps.push(AppPlan {
             name: ra.name.to_string(),
@@ -159,6 +165,7 @@ pub fn build_plan(
             cpu_limit_millis: cpu,
             ignored_isolators: ignored,
             seccomp,
+            stdio,
         });
     }
     Ok(Plan {

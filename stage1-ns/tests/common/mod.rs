@@ -162,6 +162,7 @@ pub fn app(name: &str, args: &[&str]) -> AppPlan {
         cpu_limit_millis: None,
         ignored_isolators: vec![],
         seccomp: None,
+        stdio: Default::default(),
     }
 }
 

@@ -2,32 +2,26 @@
 //! service on vsock port `pod_abi::vsock::EXEC_PORT`, reached through the pod directory's
 //! `vsock.sock` (`pod_abi::vsock::connect`), speaking `pod_abi::exec`.
 //!
-//! - [`enter`]: sends an `exec` request (a pseudo-terminal when stdin is a terminal, which is
-//!   put in raw mode with `stage1_common::terminal` and restored on every way out), then
-//!   proxies: stdin -> `Stdin`/`StdinEof` frames (a thread), SIGWINCH -> `Resize`, SIGINT,
-//!   SIGTERM, SIGHUP, SIGQUIT -> `Signal` (a thread taking them with `sigtimedwait`),
-//!   `Stdout`/`Stderr` frames -> stdout/stderr byte for byte; returns the `Exit` code.
+//! - [`enter`]: sends an `exec` request (a pseudo-terminal when stdin is a terminal), then
+//!   proxies as `stage1_common::session` does (raw mode, stdin, resizes, forwarded signals,
+//!   output byte for byte); returns the `Exit` code.
+//! - [`attach`]: sends an `attach` request, which guest-init's exec service relays to the app's
+//!   multiplexer, and proxies the same way (signals detach instead of being forwarded).
 //! - [`stop_over_channel`]: sends a `stop` request and returns guest-init's report (which it
 //!   sends once the apps ended, just before the VM powers off).
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pod_abi::exec::{encoded, read_room, Frame, FrameReader, Request, StopReport};
+use pod_abi::attach::Attach;
+use pod_abi::exec::{read_room, Frame, FrameReader, Request, StopReport};
 use pod_abi::vsock::{connect, ConnectError, EXEC_PORT, SOCKET};
-use stage1_common::signals;
-use stage1_common::terminal;
-
-use super::PROG;
+use stage1_common::session::{self, SessionError};
 
 /// Time the guest has to accept a connection (a slow, nested host included).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Signals forwarded to the entered command.
-const FORWARDED: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 /// Errors of the channel.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +43,16 @@ pub enum ChannelError {
     Closed,
 }
 
+impl From<SessionError> for ChannelError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Io(e) => ChannelError::Io(e),
+            SessionError::Protocol(t) => ChannelError::Protocol(t),
+            SessionError::Closed => ChannelError::Closed,
+        }
+    }
+}
+
 /// Connects to the exec service; refuses anything but a socket at `vsock.sock`.
 pub fn open(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
     use std::os::unix::fs::FileTypeExt;
@@ -62,38 +66,34 @@ pub fn open(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
     Ok(connect(pod_dir, EXEC_PORT, CONNECT_TIMEOUT)?)
 }
 
-/// The window size of the terminal on `fd`, if it is one.
-fn winsize(fd: libc::c_int) -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a winsize into the valid struct passed; result checked.
-    (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some((ws.ws_row, ws.ws_col))
-}
-
-/// Writes one frame, whole, on the shared write side.
-fn put(w: &Mutex<UnixStream>, f: &Frame) -> std::io::Result<()> {
-    let mut s = w.lock().unwrap_or_else(|p| p.into_inner());
-    s.write_all(&encoded(f))
+/// [`open`], retried while the guest refuses (it is still booting: a pod counts as running
+/// from its VMM's start) until [`CONNECT_TIMEOUT`].
+fn open_when_up(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
+    let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match open(pod_dir) {
+            Err(ChannelError::Connect(ConnectError::Refused(_)))
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Runs `argv` in app `app` of the pod; returns its exit code.
 pub fn enter(pod_dir: &Path, app: &str, argv: Vec<String>) -> Result<i32, ChannelError> {
-    // Before any thread exists, so that only the signal thread takes them.
-    let mut set = FORWARDED.to_vec();
-    set.push(libc::SIGWINCH);
-    signals::block(&set).map_err(ChannelError::Io)?;
+    // Before any thread exists, so that only the session's signal thread takes them.
+    session::block_signals().map_err(ChannelError::Io)?;
     // SAFETY: isatty on fd 0; no memory involved.
     let tty = unsafe { libc::isatty(0) } == 1;
     let (rows, cols) = if tty {
-        winsize(0).unwrap_or((0, 0))
+        session::winsize(0).unwrap_or((0, 0))
     } else {
         (0, 0)
     };
-    let stream = open(pod_dir)?;
+    let stream = open_when_up(pod_dir)?;
     let req = Request::Exec {
         app: app.to_string(),
         argv,
@@ -101,113 +101,38 @@ pub fn enter(pod_dir: &Path, app: &str, argv: Vec<String>) -> Result<i32, Channe
         rows,
         cols,
     };
-    (&stream)
-        .write_all(&req.to_line())
-        .map_err(ChannelError::Io)?;
-    let _raw = if tty {
-        Some(terminal::RawMode::enter(std::io::stdin().as_fd()).map_err(ChannelError::Io)?)
-    } else {
-        None
+    let opts = session::Options {
+        tty,
+        send_stdin: true,
+        forward_signals: true,
     };
-    let w = Arc::new(Mutex::new(stream.try_clone().map_err(ChannelError::Io)?));
-    spawn_stdin(Arc::clone(&w)).map_err(ChannelError::Io)?;
-    spawn_signals(Arc::clone(&w), set, tty).map_err(ChannelError::Io)?;
-    let mut reader = FrameReader::default();
-    let mut buf = vec![0u8; read_room(&reader)];
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-    loop {
-        while let Some(f) = reader
-            .next_frame()
-            .map_err(|e| ChannelError::Protocol(e.to_string()))?
-        {
-            match f {
-                Frame::Stdout(d) => {
-                    // A closed stdout (`| head`) must not stop stderr or the exit status.
-                    let _ = out.write_all(&d).and_then(|()| out.flush());
-                }
-                Frame::Stderr(d) => {
-                    let _ = err.write_all(&d);
-                }
-                Frame::Error(t) => {
-                    let nl = if tty { "\r\n" } else { "\n" };
-                    let _ = write!(err, "{PROG}: {t}{nl}");
-                }
-                Frame::Exit(code) => {
-                    let _ = out.flush();
-                    return Ok(code);
-                }
-                other => {
-                    return Err(ChannelError::Protocol(format!(
-                        "unexpected frame {other:?}"
-                    )))
-                }
-            }
-        }
-        let room = read_room(&reader);
-        let n = match (&stream).read(buf.get_mut(..room).unwrap_or_default()) {
-            Ok(0) => return Err(ChannelError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ChannelError::Io(e)),
-        };
-        reader.push(buf.get(..n).unwrap_or_default());
-    }
+    Ok(session::run(stream, &req, opts)?)
 }
 
-/// Copies stdin into `Stdin` frames, then `StdinEof`.
-fn spawn_stdin(w: Arc<Mutex<UnixStream>>) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut buf = vec![0u8; pod_abi::exec::MAX_PAYLOAD];
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let d = buf.get(..n).unwrap_or_default().to_vec();
-                        if put(&w, &Frame::Stdin(d)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = put(&w, &Frame::StdinEof);
-        })
-        .map(|_| ())
-}
-
-/// Turns the blocked signals `set` into `Resize` (SIGWINCH, with a terminal) and `Signal`
-/// frames.
-fn spawn_signals(
-    w: Arc<Mutex<UnixStream>>,
-    set: Vec<libc::c_int>,
-    tty: bool,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let sigset = signals::sigset(&set);
-            loop {
-                // SAFETY: a valid set and a null siginfo pointer.
-                let sig = unsafe { libc::sigwaitinfo(&sigset, std::ptr::null_mut()) };
-                let f = match sig {
-                    libc::SIGWINCH if tty => match winsize(0) {
-                        Some((rows, cols)) => Frame::Resize { rows, cols },
-                        None => continue,
-                    },
-                    libc::SIGWINCH => continue,
-                    s if s > 0 => Frame::Signal(s),
-                    _ => continue,
-                };
-                if put(&w, &f).is_err() {
-                    return;
-                }
-            }
-        })
-        .map(|_| ())
+/// Attaches to app `app`'s streams through the exec channel (guest-init's exec service relays
+/// to the app's multiplexer); returns 0 once the app's streams closed.
+pub fn attach(pod_dir: &Path, app: &str, attach: Attach) -> Result<i32, ChannelError> {
+    session::block_signals().map_err(ChannelError::Io)?;
+    // SAFETY: isatty on fd 0; no memory involved.
+    let tty = attach.tty_in && unsafe { libc::isatty(0) } == 1;
+    let (rows, cols) = if tty {
+        session::winsize(0).unwrap_or((0, 0))
+    } else {
+        (0, 0)
+    };
+    let stream = open_when_up(pod_dir)?;
+    let req = Request::Attach {
+        app: app.to_string(),
+        attach,
+        rows,
+        cols,
+    };
+    let opts = session::Options {
+        tty,
+        send_stdin: attach.input(),
+        forward_signals: false,
+    };
+    Ok(session::run(stream, &req, opts)?)
 }
 
 /// Asks guest-init to stop the pod (`grace_secs`: `None` for the plan's) and waits at most
@@ -255,7 +180,7 @@ pub fn stop_over_channel(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use pod_abi::exec::StoppedApp;
+    use pod_abi::exec::{encoded, StoppedApp};
     use std::io::BufRead;
     use std::os::unix::net::UnixListener;
 

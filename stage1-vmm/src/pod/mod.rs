@@ -28,7 +28,9 @@ pub mod stop;
 
 use std::path::{Path, PathBuf};
 
-use pod_abi::stage1::{AppArgs, ArgsError, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs};
+use pod_abi::stage1::{
+    AppArgs, ArgsError, AttachArgs, EnterArgs, Entrypoint, GcArgs, RunArgs, StopArgs,
+};
 use stage1_common::{PodContext, Stage1, Stage1Error};
 
 pub use stage1_common::pod::{record_failure, set_failure_path};
@@ -142,6 +144,18 @@ impl Stage1 for Kvm {
             args.cmd.clone()
         };
         enter::enter(pod.dir(), &args.app, cmd).map_err(Stage1Error::failed)
+    }
+    /// The VMM checked as for `enter`; the exec channel relays to the app's multiplexer.
+    fn attach(&self, pod: &PodContext, args: &AttachArgs) -> Result<i32, Stage1Error> {
+        let uuid = pod
+            .dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(why) = stop::verify_vmm(args.pid, &uuid) {
+            return Err(Stage1Error::Refused(format!("refusing to attach: {why}")));
+        }
+        enter::attach(pod.dir(), &args.app, args.attach).map_err(Stage1Error::failed)
     }
     /// A mutable pod's app request over the exec channel (guest-init's exec service on
     /// vsock), as `enter` reaches it.

@@ -176,6 +176,7 @@ mod tests {
             cpu_limit_millis: cpu,
             ignored_isolators: vec![],
             seccomp: None,
+            stdio: Default::default(),
         }
     }
 

@@ -1,0 +1,59 @@
+//! The `attach` entrypoint: checks that `--pid` is guest-init (as `enter` does), joins its
+//! mount namespace (whose root is the stage1 root, where guest-init's multiplexers listen on a
+//! tmpfs no app reaches; `pod_abi::attach`), connects to the app's multiplexer and runs the
+//! session (`stage1_common::session`): raw mode and resizes for a terminal, stdin when asked,
+//! output byte for byte; SIGINT, SIGTERM, SIGHUP or `^]` typed three times detach. Returns 0
+//! once the app's streams closed.
+
+use std::fs::File;
+use std::os::unix::net::UnixStream;
+
+use anyhow::{bail, Context};
+use nix::sched::{setns, CloneFlags};
+use pod_abi::attach::{mux_dir, MUX_SOCKET};
+use pod_abi::exec::Request;
+use pod_abi::stage1::AttachArgs;
+use stage1_common::session;
+
+/// Runs `attach`.
+pub fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
+    let pid = args.pid;
+    if let Some(why) = crate::stop::verify_init_pid(pid) {
+        bail!("refusing to attach: {why}");
+    }
+    // Before any thread exists, so that only the session's signal thread takes them.
+    session::block_signals().context("block signals")?;
+    let mnt = File::open(format!("/proc/{pid}/ns/mnt"))
+        .with_context(|| format!("open the mount namespace of pid {pid}"))?;
+    // Root and working directory become the namespace's root: the stage1 root.
+    setns(&mnt, CloneFlags::CLONE_NEWNS).context("join the pod's mount namespace")?;
+    drop(mnt);
+    let dir = mux_dir(&args.app);
+    let stream = std::env::set_current_dir(&dir)
+        .and_then(|()| UnixStream::connect(MUX_SOCKET))
+        .with_context(|| {
+            format!(
+                "app {} has no attachable streams now (it was not started with --stdin, --stdout or --stderr of stream or tty, or it has ended)",
+                args.app
+            )
+        })?;
+    // SAFETY: isatty on fd 0; no memory involved.
+    let tty = args.attach.tty_in && unsafe { libc::isatty(0) } == 1;
+    let (rows, cols) = if tty {
+        session::winsize(0).unwrap_or((0, 0))
+    } else {
+        (0, 0)
+    };
+    let req = Request::Attach {
+        app: args.app.clone(),
+        attach: args.attach,
+        rows,
+        cols,
+    };
+    let opts = session::Options {
+        tty,
+        send_stdin: args.attach.input(),
+        forward_signals: false,
+    };
+    Ok(session::run(stream, &req, opts)?)
+}
