@@ -332,6 +332,10 @@ impl AttachArgs {
         if out.app.is_empty() {
             return Err(ArgsError::MissingApp);
         }
+        // The name becomes part of a path in the pod.
+        if !crate::exec::is_app_name(&out.app) {
+            return Err(ArgsError::Unexpected(format!("--app={}", out.app)));
+        }
         Ok(out)
     }
 }
@@ -522,6 +526,10 @@ mod tests {
         assert_eq!(
             AttachArgs::parse(["--stdin=true".to_string()]),
             Err(ArgsError::MissingApp)
+        );
+        assert_eq!(
+            AttachArgs::parse(["--app=../x".to_string()]),
+            Err(ArgsError::Unexpected("--app=../x".into()))
         );
     }
 
