@@ -67,6 +67,19 @@ pub fn winsize(fd: libc::c_int) -> Option<(u16, u16)> {
     (unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// Whether our stdin is a terminal to share (`want` and a terminal), and its size (rows,
+/// columns; 0 when unknown).
+pub fn terminal(want: bool) -> (bool, u16, u16) {
+    // SAFETY: isatty on fd 0; no memory involved.
+    let tty = want && unsafe { libc::isatty(0) } == 1;
+    let (rows, cols) = if tty {
+        winsize(0).unwrap_or((0, 0))
+    } else {
+        (0, 0)
+    };
+    (tty, rows, cols)
+}
+
 /// Blocks the signals a session takes in its signal thread; call before any thread exists.
 pub fn block_signals() -> std::io::Result<()> {
     let mut set = FORWARDED.to_vec();

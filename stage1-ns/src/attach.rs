@@ -37,13 +37,7 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
                 args.app
             )
         })?;
-    // SAFETY: isatty on fd 0; no memory involved.
-    let tty = args.attach.tty_in && unsafe { libc::isatty(0) } == 1;
-    let (rows, cols) = if tty {
-        session::winsize(0).unwrap_or((0, 0))
-    } else {
-        (0, 0)
-    };
+    let (tty, rows, cols) = session::terminal(args.attach.tty_in);
     let req = Request::Attach {
         app: args.app.clone(),
         attach: args.attach,

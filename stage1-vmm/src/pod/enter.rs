@@ -32,24 +32,17 @@ pub enum ChannelError {
     /// The pod directory's socket is not a socket (a pod-planted file, a symlink).
     #[error("{0} is not the VMM's socket")]
     NotASocket(String),
-    /// Reading or writing the channel failed.
-    #[error("the exec channel failed")]
-    Io(#[source] std::io::Error),
-    /// The guest broke the protocol.
-    #[error("the exec channel: {0}")]
-    Protocol(String),
-    /// The guest ended the session without an exit status.
-    #[error("the pod closed the exec channel before the command's exit status")]
-    Closed,
+    /// The session on the channel failed (I/O, protocol, an early end).
+    #[error(transparent)]
+    Session(#[from] SessionError),
 }
 
-impl From<SessionError> for ChannelError {
-    fn from(e: SessionError) -> Self {
-        match e {
-            SessionError::Io(e) => ChannelError::Io(e),
-            SessionError::Protocol(t) => ChannelError::Protocol(t),
-            SessionError::Closed => ChannelError::Closed,
-        }
+impl ChannelError {
+    fn io(e: std::io::Error) -> Self {
+        ChannelError::Session(SessionError::Io(e))
+    }
+    fn protocol(t: String) -> Self {
+        ChannelError::Session(SessionError::Protocol(t))
     }
 }
 
@@ -85,14 +78,8 @@ fn open_when_up(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
 /// Runs `argv` in app `app` of the pod; returns its exit code.
 pub fn enter(pod_dir: &Path, app: &str, argv: Vec<String>) -> Result<i32, ChannelError> {
     // Before any thread exists, so that only the session's signal thread takes them.
-    session::block_signals().map_err(ChannelError::Io)?;
-    // SAFETY: isatty on fd 0; no memory involved.
-    let tty = unsafe { libc::isatty(0) } == 1;
-    let (rows, cols) = if tty {
-        session::winsize(0).unwrap_or((0, 0))
-    } else {
-        (0, 0)
-    };
+    session::block_signals().map_err(ChannelError::io)?;
+    let (tty, rows, cols) = session::terminal(true);
     let stream = open_when_up(pod_dir)?;
     let req = Request::Exec {
         app: app.to_string(),
@@ -112,14 +99,8 @@ pub fn enter(pod_dir: &Path, app: &str, argv: Vec<String>) -> Result<i32, Channe
 /// Attaches to app `app`'s streams through the exec channel (guest-init's exec service relays
 /// to the app's multiplexer); returns 0 once the app's streams closed.
 pub fn attach(pod_dir: &Path, app: &str, attach: Attach) -> Result<i32, ChannelError> {
-    session::block_signals().map_err(ChannelError::Io)?;
-    // SAFETY: isatty on fd 0; no memory involved.
-    let tty = attach.tty_in && unsafe { libc::isatty(0) } == 1;
-    let (rows, cols) = if tty {
-        session::winsize(0).unwrap_or((0, 0))
-    } else {
-        (0, 0)
-    };
+    session::block_signals().map_err(ChannelError::io)?;
+    let (tty, rows, cols) = session::terminal(attach.tty_in);
     let stream = open_when_up(pod_dir)?;
     let req = Request::Attach {
         app: app.to_string(),
@@ -145,21 +126,21 @@ pub fn stop_over_channel(
     let mut stream = open(pod_dir)?;
     stream
         .write_all(&Request::Stop { grace_secs }.to_line())
-        .map_err(ChannelError::Io)?;
+        .map_err(ChannelError::io)?;
     stream
         .set_read_timeout(Some(wait))
-        .map_err(ChannelError::Io)?;
+        .map_err(ChannelError::io)?;
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; read_room(&reader)];
     loop {
         match reader
             .next_frame()
-            .map_err(|e| ChannelError::Protocol(e.to_string()))?
+            .map_err(|e| ChannelError::protocol(e.to_string()))?
         {
             Some(Frame::StopReport(r)) => return Ok(Some(r)),
-            Some(Frame::Error(t)) => return Err(ChannelError::Protocol(t)),
+            Some(Frame::Error(t)) => return Err(ChannelError::protocol(t)),
             Some(other) => {
-                return Err(ChannelError::Protocol(format!(
+                return Err(ChannelError::protocol(format!(
                     "unexpected frame {other:?}"
                 )))
             }
@@ -171,7 +152,7 @@ pub fn stop_over_channel(
             Ok(0) => return Ok(None),
             Ok(n) => reader.push(buf.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ChannelError::Io(e)),
+            Err(e) => return Err(ChannelError::io(e)),
         }
     }
 }
@@ -225,7 +206,7 @@ mod tests {
         let (dir, _h) = fake(encoded(&Frame::Error("no".into())));
         assert!(matches!(
             stop_over_channel(dir.path(), None, Duration::from_secs(5)),
-            Err(ChannelError::Protocol(t)) if t == "no"
+            Err(ChannelError::Session(SessionError::Protocol(t))) if t == "no"
         ));
         let (dir, _h) = fake(Vec::new());
         assert_eq!(

@@ -127,17 +127,10 @@ impl Stage1 for Kvm {
         net.map_err(Stage1Error::failed)?;
         Ok(0)
     }
-    /// The VMM named by `--pid` must be this pod's (its command line ends with the pod's
-    /// UUID, the pod directory's name); then the exec channel does the rest.
+    /// The VMM named by `--pid` must be this pod's (`this_pods_vmm`); then the exec channel
+    /// does the rest.
     fn enter(&self, pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {
-        let uuid = pod
-            .dir()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(why) = stop::verify_vmm(args.pid, &uuid) {
-            return Err(Stage1Error::Refused(format!("refusing to enter: {why}")));
-        }
+        this_pods_vmm(pod, args.pid, "enter")?;
         let cmd = if args.cmd.is_empty() {
             vec!["/bin/sh".to_string()]
         } else {
@@ -147,14 +140,7 @@ impl Stage1 for Kvm {
     }
     /// The VMM checked as for `enter`; the exec channel relays to the app's multiplexer.
     fn attach(&self, pod: &PodContext, args: &AttachArgs) -> Result<i32, Stage1Error> {
-        let uuid = pod
-            .dir()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(why) = stop::verify_vmm(args.pid, &uuid) {
-            return Err(Stage1Error::Refused(format!("refusing to attach: {why}")));
-        }
+        this_pods_vmm(pod, args.pid, "attach")?;
         enter::attach(pod.dir(), &args.app, args.attach).map_err(Stage1Error::failed)
     }
     /// A mutable pod's app request over the exec channel (guest-init's exec service on
@@ -166,5 +152,19 @@ impl Stage1 for Kvm {
         let stream = enter::open(pod.dir()).map_err(Stage1Error::failed)?;
         stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;
         Ok(0)
+    }
+}
+
+/// Refuses to `what` unless `pid` is this pod's VMM (its command line ends with the pod's UUID,
+/// the pod directory's name).
+fn this_pods_vmm(pod: &PodContext, pid: i32, what: &str) -> Result<(), Stage1Error> {
+    let uuid = pod
+        .dir()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stop::verify_vmm(pid, &uuid) {
+        Some(why) => Err(Stage1Error::Refused(format!("refusing to {what}: {why}"))),
+        None => Ok(()),
     }
 }
