@@ -246,6 +246,44 @@ pub fn scenario(e: &E2e, name: &str) {
     let run = wait_output(run, limit);
     assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
 
+    // An app added to a running mutable pod (`rkt app add`) gets its streams too.
+    let (sandbox, uuid) = crate::mutable::start_sandbox(e, &["--net=none"], limit);
+    let add = crate::mutable::app_cmd(
+        e,
+        &[
+            "app",
+            "add",
+            &uuid,
+            img.to_str().unwrap(),
+            "--name=talk",
+            "--stdin=stream",
+            "--stdout=stream",
+            "--",
+            "while read l; do echo \"got $l\"; [ \"$l\" = quit ] && exit 5; done",
+        ],
+    );
+    assert_eq!(add.status.code(), Some(0), "{}", stderr(&add));
+    let started = crate::mutable::app_cmd(e, &["app", "start", &uuid, "--app=talk"]);
+    assert_eq!(started.status.code(), Some(0), "{}", stderr(&started));
+    let mut t = Attacher::spawn(e, &["--app=talk", &uuid]);
+    t.send("hi\n");
+    let t0 = Instant::now();
+    while !t.out().contains("got hi") {
+        assert!(
+            t0.elapsed() < limit,
+            "no answer from the added app: {:?}",
+            t.err()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.send("quit\n");
+    let (code, out, err) = t.wait(limit);
+    assert_eq!(code, Some(0), "added app's attacher: {out} / {err}");
+    let st = crate::mutable::app_status(e, &uuid, "talk");
+    assert_eq!(st["exit_code"], 5, "{st}");
+    let _ = e.run(&["stop", &uuid]);
+    let _ = wait_output(sandbox, limit);
+
     // Not attachable, not enabled.
     let (run, uuid) = start(e, &format!("{name}-plain"), &img, &["--", "sleep 30"]);
     let o = e.run_env(&[EXPERIMENT], &["attach", &uuid]);
