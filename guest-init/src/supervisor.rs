@@ -148,7 +148,14 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         grace_secs: plan.stop_grace_secs,
         ending_muxes: Vec::new(),
     };
-    for app in &plan.apps {
+    // A mutable pod's apps come only through `app add` requests: an app stage0 put in the plan
+    // while the guest was still booting (the kvm flavor's pod runs from its VMM's start) waits
+    // for its request, and for `app start`.
+    if sup.plan.mutable {
+        sup.plan.apps.clear();
+    }
+    let apps = sup.plan.apps.clone();
+    for app in &apps {
         let (spec, streams, error) = match sup
             .prepare(app)
             .and_then(|spec| prepare_streams(app, &spec.rootfs).map(|st| (spec, st)))

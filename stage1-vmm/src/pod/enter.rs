@@ -60,8 +60,10 @@ pub fn open(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
 }
 
 /// [`open`], retried while the guest refuses (it is still booting: a pod counts as running
-/// from its VMM's start) until [`CONNECT_TIMEOUT`].
-fn open_when_up(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
+/// from its VMM's start, and rktlet adds apps right after `rkt app sandbox`) until
+/// [`CONNECT_TIMEOUT`]. For `enter`, `attach` and the app requests; `stop` falls back to the
+/// control line at once instead.
+pub fn open_when_up(pod_dir: &Path) -> Result<UnixStream, ChannelError> {
     let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
     loop {
         match open(pod_dir) {

@@ -149,7 +149,7 @@ impl Stage1 for Kvm {
         let req = stage1_common::app::request_for(entry, args).ok_or_else(|| {
             Stage1Error::Refused(format!("{} is not an app entrypoint", entry.name()))
         })?;
-        let stream = enter::open(pod.dir()).map_err(Stage1Error::failed)?;
+        let stream = enter::open_when_up(pod.dir()).map_err(Stage1Error::failed)?;
         stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;
         Ok(0)
     }
