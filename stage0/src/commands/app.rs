@@ -199,18 +199,9 @@ pub struct ExecArgs {
     pub cmd: Vec<String>,
 }
 
-/// Whether `RKT_EXPERIMENT_APP` enables the app commands (rkt's `true`, or Go's other true
-/// spellings).
-fn enabled() -> bool {
-    std::env::var(EXPERIMENT_ENV)
-        .ok()
-        .and_then(|v| super::gobool::value(&v).ok())
-        .unwrap_or(false)
-}
-
 /// Runs `rkt app …`.
 pub fn run(g: &Globals, c: AppCommand) -> anyhow::Result<i32> {
-    if !enabled() {
+    if !super::experiment(EXPERIMENT_ENV) {
         return Err(UsageError(format!(
             "rkt app is experimental: set {EXPERIMENT_ENV}=true to use it"
         ))

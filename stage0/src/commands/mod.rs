@@ -117,6 +117,15 @@ pub fn hint_if_denied(e: &anyhow::Error, dir: &std::path::Path) {
     }
 }
 
+/// Whether the environment variable `var` enables an experimental command, as rkt's
+/// `RKT_EXPERIMENT_*` did (`true`, or Go's other true spellings).
+pub fn experiment(var: &str) -> bool {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| gobool::value(&v).ok())
+        .unwrap_or(false)
+}
+
 /// Prints `rkt: warning: <msg>` on stderr.
 pub fn warn(msg: &str) {
     let _ = writeln!(io::stderr(), "rkt: warning: {msg}");

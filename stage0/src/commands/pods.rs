@@ -436,11 +436,7 @@ pub struct AttachArgs {
 /// `rkt attach`: prints the endpoints (`--mode=list`) or returns only on failure (the stage1
 /// entrypoint replaces this process).
 pub fn attach(g: &Globals, a: AttachArgs) -> anyhow::Result<i32> {
-    let on = std::env::var(ATTACH_EXPERIMENT_ENV)
-        .ok()
-        .and_then(|v| super::gobool::value(&v).ok())
-        .unwrap_or(false);
-    if !on {
+    if !super::experiment(ATTACH_EXPERIMENT_ENV) {
         return Err(UsageError(format!(
             "rkt attach is experimental: set {ATTACH_EXPERIMENT_ENV}=true to use it"
         ))
