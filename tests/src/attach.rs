@@ -40,13 +40,7 @@ fn start(e: &E2e, name: &str, img: &Path, app_args: &[&str]) -> (Child, String) 
         img.display().to_string(),
     ];
     args.extend(app_args.iter().map(|a| a.to_string()));
-    let mut child = e
-        .rkt(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = e.spawn(&args);
     let t0 = Instant::now();
     while t0.elapsed() < e.timeout() {
         if let Ok(u) = std::fs::read_to_string(&uuid_file) {
