@@ -259,7 +259,7 @@ pub(crate) fn spawn<W: Worker>(
     name: &str,
     queue_evts: Vec<EventFd>,
     interrupt: Interrupt,
-    mut worker: W,
+    worker: W,
 ) -> Result<WorkerHandle, ActivateError> {
     let stop = EventFd::new(EFD_NONBLOCK).map_err(ActivateError::Worker)?;
     let stop_worker = stop.try_clone().map_err(ActivateError::Worker)?;
@@ -283,11 +283,17 @@ pub(crate) fn spawn<W: Worker>(
     let (done_tx, done_rx) = mpsc::channel::<()>();
     thread
         .submit(Box::new(move || {
-            let _done = done_tx;
+            let done = done_tx;
+            let mut worker = worker;
             if let Err(e) = run(&epoll, &stop_worker, &queue_evts, &mut worker) {
                 log::error!("{log_name}: {}", error_chain(&e));
                 interrupt.set_needs_reset();
             }
+            // The worker's own drop (the console flushes what it holds, which may take more
+            // chains from the queue) belongs to the loop: it runs before the stopper learns
+            // that the loop has ended, so nothing touches the queues after `stop` returns.
+            drop(worker);
+            drop(done);
         }))
         .map_err(ActivateError::Worker)?;
     Ok(WorkerHandle {
