@@ -369,6 +369,19 @@ fn splice(a: &UnixStream, b: &UnixStream) {
     }
 }
 
+/// Sets the size of the terminal whose master is `master` (a session's command's, or an
+/// app's own through its multiplexer).
+pub(crate) fn set_winsize(master: RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the valid winsize passed; the fd is the caller's.
+    unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
+}
+
 /// An `exec` request's fields.
 struct ExecReq<'a> {
     app: &'a str,
@@ -764,14 +777,7 @@ impl Proxy<'_> {
                 }
                 Frame::Resize { rows, cols } => {
                     if let Some(m) = self.io.master {
-                        let ws = libc::winsize {
-                            ws_row: rows,
-                            ws_col: cols,
-                            ws_xpixel: 0,
-                            ws_ypixel: 0,
-                        };
-                        // SAFETY: TIOCSWINSZ reads the valid winsize on our pty master.
-                        unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &ws) };
+                        set_winsize(m, rows, cols);
                     }
                 }
                 Frame::Signal(n) => self.forward_signal(n),

@@ -36,6 +36,8 @@ use crate::info;
 pub const CLIENT_BUFFER: usize = 1 << 20;
 /// Input for the app held while it does not read, in bytes.
 pub const INPUT_BUFFER: usize = 4 * MAX_PAYLOAD;
+/// What one read takes from an attacher, in bytes.
+const CLIENT_READ: usize = 16 * 1024;
 /// Time an attacher has to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the last frames have to reach the attachers when the multiplexer ends.
@@ -78,13 +80,7 @@ pub fn mount_dir() -> Result<(), String> {
     if std::fs::create_dir_all(dir).is_err() && !dir.is_dir() {
         return Err(format!("cannot make {GUEST_MUX_DIR}"));
     }
-    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split(' ').nth(4) == Some(GUEST_MUX_DIR))
-        })
-        .unwrap_or(false);
-    if mounted {
+    if pod_abi::mountinfo::MountTable::read().contains(dir) {
         return Ok(());
     }
     nix::mount::mount(
@@ -106,8 +102,17 @@ struct MuxEnds {
     /// Outputs: (fd, is stderr); the terminal counts as stdout. `None` once at its end
     /// (removed after the round).
     outputs: Vec<(Option<OwnedFd>, bool)>,
-    /// The terminal, for resizes.
-    master: Option<RawFd>,
+    /// `input` and the one output are the app's terminal (resizes go to `input`).
+    tty: bool,
+}
+
+impl MuxEnds {
+    /// Sets the app's terminal size (nothing without a terminal, or with a size of 0).
+    fn resize(&self, rows: u16, cols: u16) {
+        if let (true, Some(m), true) = (self.tty, &self.input, rows > 0 && cols > 0) {
+            crate::exec_service::set_winsize(m.as_raw_fd(), rows, cols);
+        }
+    }
 }
 
 fn nonblocking(fd: &OwnedFd) -> nix::Result<()> {
@@ -171,7 +176,6 @@ fn make_ends(stdio: &StdioPlan, rootfs: &Path) -> Result<(AppEnds, MuxEnds), Str
         let master_in = dup(&master)?;
         let out = dup(&slave)?;
         let err = dup(&slave)?;
-        let raw = master.as_raw_fd();
         return Ok((
             AppEnds {
                 stdin: Some(slave),
@@ -182,7 +186,7 @@ fn make_ends(stdio: &StdioPlan, rootfs: &Path) -> Result<(AppEnds, MuxEnds), Str
             MuxEnds {
                 input: Some(master_in),
                 outputs: vec![(Some(master), false)],
-                master: Some(raw),
+                tty: true,
             },
         ));
     }
@@ -190,7 +194,7 @@ fn make_ends(stdio: &StdioPlan, rootfs: &Path) -> Result<(AppEnds, MuxEnds), Str
     let mut mux = MuxEnds {
         input: None,
         outputs: Vec::new(),
-        master: None,
+        tty: false,
     };
     if stdio.stdin == IoMode::Stream {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(e)?;
@@ -259,6 +263,21 @@ pub fn start(app: &str, rootfs: &Path, stdio: &StdioPlan) -> Result<(AppEnds, Pi
     }
 }
 
+/// What one poll of the multiplexer found ready.
+#[derive(Debug, Default)]
+struct Ready {
+    /// PID 1 said to end (or polling failed).
+    sigterm: bool,
+    /// A connection waits.
+    listener: bool,
+    /// Outputs with data (or at their end), by index.
+    outputs: Vec<usize>,
+    /// The app takes input again.
+    input: bool,
+    /// Attachers: (index, readable, writable).
+    clients: Vec<(usize, bool, bool)>,
+}
+
 /// One attacher.
 struct Client {
     stream: UnixStream,
@@ -285,6 +304,8 @@ struct Mux {
     /// Input for the app not yet written.
     input: Vec<u8>,
     signals: SignalFd,
+    /// Where reads land ([`MAX_PAYLOAD`] bytes, one frame's worth).
+    scratch: Vec<u8>,
 }
 
 impl Mux {
@@ -320,6 +341,7 @@ impl Mux {
             clients: Vec::new(),
             input: Vec::new(),
             signals,
+            scratch: vec![0u8; MAX_PAYLOAD],
         })
     }
 
@@ -327,21 +349,21 @@ impl Mux {
     fn run(&mut self) {
         loop {
             let had_outputs = !self.ends.outputs.is_empty();
-            let (sig, lst, outs, inp, cls) = self.wait();
-            if sig {
+            let ready = self.wait();
+            if ready.sigterm {
                 self.drain_outputs();
                 break;
             }
-            if lst {
+            if ready.listener {
                 self.accept();
             }
-            for i in outs {
+            for i in ready.outputs {
                 self.read_output(i);
             }
-            if inp {
+            if ready.input {
                 self.flush_input();
             }
-            for (i, readable, writable) in cls {
+            for (i, readable, writable) in ready.clients {
                 if writable {
                     self.flush_client(i);
                 }
@@ -359,10 +381,8 @@ impl Mux {
         self.finish();
     }
 
-    /// Polls; returns (SIGTERM, a connection waits, readable outputs, input writable,
-    /// clients with (index, readable, writable)).
-    #[allow(clippy::type_complexity)]
-    fn wait(&mut self) -> (bool, bool, Vec<usize>, bool, Vec<(usize, bool, bool)>) {
+    /// Polls once: what is ready.
+    fn wait(&mut self) -> Ready {
         let mut fds = vec![
             PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
@@ -403,10 +423,13 @@ impl Mux {
         };
         match poll(&mut fds, timeout) {
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return (false, false, vec![], false, vec![]),
+            Err(nix::errno::Errno::EINTR) => return Ready::default(),
             Err(e) => {
                 info!("app {}: attach multiplexer: poll: {}", self.app, e.desc());
-                return (true, false, vec![], false, vec![]);
+                return Ready {
+                    sigterm: true,
+                    ..Ready::default()
+                };
             }
         }
         let rev = |i: usize| {
@@ -414,24 +437,25 @@ impl Mux {
                 .and_then(|f| f.revents())
                 .unwrap_or(PollFlags::empty())
         };
-        let sig = !rev(0).is_empty();
-        let lst = !rev(1).is_empty();
-        let outs = out_idx
-            .iter()
-            .filter(|(_, at)| !rev(*at).is_empty())
-            .map(|(i, _)| *i)
-            .collect();
-        let inp = self.ends.input.is_some() && !rev(in_at).is_empty();
-        let cls = (0..self.clients.len())
-            .filter_map(|i| {
-                let r = rev(cl_at + i);
-                let readable =
-                    r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
-                let writable = r.contains(PollFlags::POLLOUT);
-                (readable || writable).then_some((i, readable, writable))
-            })
-            .collect();
-        (sig, lst, outs, inp, cls)
+        Ready {
+            sigterm: !rev(0).is_empty(),
+            listener: !rev(1).is_empty(),
+            outputs: out_idx
+                .iter()
+                .filter(|(_, at)| !rev(*at).is_empty())
+                .map(|(i, _)| *i)
+                .collect(),
+            input: self.ends.input.is_some() && !rev(in_at).is_empty(),
+            clients: (0..self.clients.len())
+                .filter_map(|i| {
+                    let r = rev(cl_at + i);
+                    let readable =
+                        r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
+                    let writable = r.contains(PollFlags::POLLOUT);
+                    (readable || writable).then_some((i, readable, writable))
+                })
+                .collect(),
+        }
     }
 
     fn accept(&mut self) {
@@ -466,12 +490,11 @@ impl Mux {
 
     /// Reads what output `i` has and hands it to the attachers that want it.
     fn read_output(&mut self, i: usize) -> bool {
-        let mut buf = vec![0u8; MAX_PAYLOAD];
         let Some((Some(fd), is_err)) = self.ends.outputs.get(i) else {
             return false;
         };
         let is_err = *is_err;
-        let n = match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        let n = match nix::unistd::read(fd.as_raw_fd(), &mut self.scratch) {
             Ok(0) | Err(nix::errno::Errno::EIO) => {
                 self.close_output(i);
                 return false;
@@ -483,7 +506,7 @@ impl Mux {
                 return false;
             }
         };
-        let data = buf.get(..n).unwrap_or_default().to_vec();
+        let data = self.scratch.get(..n).unwrap_or_default().to_vec();
         let frame = if is_err {
             Frame::Stderr(data)
         } else {
@@ -496,11 +519,7 @@ impl Mux {
     /// Closes output `i` (its slot is removed after the round).
     fn close_output(&mut self, i: usize) {
         if let Some(slot) = self.ends.outputs.get_mut(i) {
-            if let Some(old) = slot.0.take() {
-                if self.ends.master == Some(old.as_raw_fd()) {
-                    self.ends.master = None;
-                }
-            }
+            slot.0 = None;
         }
     }
 
@@ -538,11 +557,11 @@ impl Mux {
     }
 
     fn read_client(&mut self, i: usize) {
-        let mut buf = vec![0u8; 16 * 1024];
         let Some(c) = self.clients.get_mut(i) else {
             return;
         };
-        let n = match (&c.stream).read(&mut buf) {
+        let buf = self.scratch.get_mut(..CLIENT_READ).unwrap_or_default();
+        let n = match (&c.stream).read(buf) {
             Ok(0) => {
                 c.gone = true;
                 return;
@@ -561,7 +580,7 @@ impl Mux {
                 return;
             }
         };
-        let mut data = buf.get(..n).unwrap_or_default();
+        let mut data = self.scratch.get(..n).unwrap_or_default();
         if c.attach.is_none() {
             let nl = data.iter().position(|b| *b == b'\n');
             let take = nl.map_or(data.len(), |p| p + 1);
@@ -578,8 +597,8 @@ impl Mux {
             match check_request(&line, &self.app, &self.plan) {
                 Ok((a, rows, cols)) => {
                     c.attach = Some(a);
-                    if let (true, Some(m)) = (a.tty(), self.ends.master) {
-                        resize(m, rows, cols);
+                    if a.tty() {
+                        self.ends.resize(rows, cols);
                     }
                 }
                 Err(e) => {
@@ -595,11 +614,7 @@ impl Mux {
         loop {
             match c.frames.next_frame() {
                 Ok(Some(Frame::Stdin(d))) if a.input() => self.input.extend_from_slice(&d),
-                Ok(Some(Frame::Resize { rows, cols })) if a.tty() => {
-                    if let Some(m) = self.ends.master {
-                        resize(m, rows, cols);
-                    }
-                }
+                Ok(Some(Frame::Resize { rows, cols })) if a.tty() => self.ends.resize(rows, cols),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
@@ -611,7 +626,9 @@ impl Mux {
         self.flush_input();
     }
 
-    /// Writes pending input to the app; input past [`INPUT_BUFFER`] stays with the attachers.
+    /// Writes pending input to the app. No attacher is read while input is pending, so it
+    /// grows past [`INPUT_BUFFER`] only when several attachers complete whole frames in one
+    /// round; past it the oldest pending bytes are dropped.
     fn flush_input(&mut self) {
         let Some(fd) = &self.ends.input else {
             self.input.clear();
@@ -722,44 +739,14 @@ fn check_request(line: &[u8], app: &str, plan: &StdioPlan) -> Result<(Attach, u1
             rows,
             cols,
         } if a == app => {
-            let have = plan.endpoints();
-            let tty_ok = !attach.tty() || have.contains(&"tty");
-            let streams_ok = [
-                (attach.stdin, "stdin"),
-                (attach.stdout, "stdout"),
-                (attach.stderr, "stderr"),
-            ]
-            .iter()
-            .all(|(w, n)| !w || have.contains(n));
-            if tty_ok && streams_ok {
-                Ok((attach, rows, cols))
-            } else {
-                Err(format!(
-                    "app {app} cannot be attached that way (its endpoints: {})",
-                    have.join(", ")
-                ))
-            }
+            attach.check(app, plan).map_err(|e| e.to_string())?;
+            Ok((attach, rows, cols))
         }
         Request::Attach { app: a, .. } => {
             Err(format!("this is app {app}'s multiplexer, not {a}'s"))
         }
         _ => Err("not an attach request".into()),
     }
-}
-
-/// Sets the terminal's size.
-fn resize(master: RawFd, rows: u16, cols: u16) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads the valid winsize struct passed.
-    unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
 }
 
 #[cfg(test)]

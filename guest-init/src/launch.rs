@@ -137,21 +137,25 @@ fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i3
     if let Err(e) = nix::unistd::setsid() {
         return fail("setsid".into(), e);
     }
-    if let Some(fd) = spec.stdin {
-        if let Err(e) = nix::unistd::dup2(fd, 0) {
-            return fail(format!("dup2 {fd} to 0"), e);
-        }
-    } else if spec.interactive {
-    } else {
-        let null = spec.rootfs.join("dev/null");
-        match nix::fcntl::open(&null, OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
-            Ok(fd) => {
-                let _ = nix::unistd::dup2(fd, 0);
-                if fd != 0 {
-                    let _ = nix::unistd::close(fd);
-                }
+    match spec.stdin {
+        Some(fd) => {
+            if let Err(e) = nix::unistd::dup2(fd, 0) {
+                return fail(format!("dup2 {fd} to 0"), e);
             }
-            Err(e) => return fail(format!("open {}", null.display()), e),
+        }
+        // The console stays the app's stdin.
+        None if spec.interactive => {}
+        None => {
+            let null = spec.rootfs.join("dev/null");
+            match nix::fcntl::open(&null, OFlag::O_RDWR, nix::sys::stat::Mode::empty()) {
+                Ok(fd) => {
+                    let _ = nix::unistd::dup2(fd, 0);
+                    if fd != 0 {
+                        let _ = nix::unistd::close(fd);
+                    }
+                }
+                Err(e) => return fail(format!("open {}", null.display()), e),
+            }
         }
     }
     for (fd, target) in [(spec.stdout, 1), (spec.stderr, 2)] {

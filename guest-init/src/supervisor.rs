@@ -79,6 +79,17 @@ pub(crate) struct Streams {
     mux: Option<Pid>,
 }
 
+impl Streams {
+    /// Drops the app's ends and tells the multiplexer to forward what is left and end its
+    /// sessions; its pid, for the pod's end to wait for ([`Supervisor::wait_for_muxes`]).
+    fn end(&mut self) -> Option<Pid> {
+        self.ends = None;
+        let mux = self.mux.take()?;
+        let _ = kill(mux, Signal::SIGTERM);
+        Some(mux)
+    }
+}
+
 /// Tells the launcher that the apps' environments are set up ([`READY_BYTE`]; `enter` may now
 /// confine a command to any app root) and waits for [`START_BYTE`], which it sends once the
 /// pod's `pid` file exists. `false` if the launcher is gone (EOF or an error).
@@ -392,11 +403,7 @@ impl Supervisor {
         };
         let code = *a.code.get_or_insert(SETUP_FAILED);
         // An app that never ran: its multiplexer ends too.
-        a.streams.ends = None;
-        if let Some(mux) = a.streams.mux.take() {
-            let _ = kill(mux, Signal::SIGTERM);
-            self.ending_muxes.push(mux);
-        }
+        self.ending_muxes.extend(a.streams.end());
         if let Some(err) = &a.error {
             info!("app {name}: setup failed: {err}");
             if let Err(e) =
@@ -628,10 +635,8 @@ impl Supervisor {
             };
             let phase = self.apps.get(i).map(|a| a.phase);
             if let Some(a) = self.apps.get_mut(i) {
-                if let (Some(Phase::Running), Some(mux)) = (phase, a.streams.mux.take()) {
-                    // It forwards what the app left in its pipes, then ends the sessions.
-                    let _ = kill(mux, Signal::SIGTERM);
-                    self.ending_muxes.push(mux);
+                if phase == Some(Phase::Running) {
+                    self.ending_muxes.extend(a.streams.end());
                 }
                 match phase {
                     Some(Phase::Running) => a.code = Some(code),

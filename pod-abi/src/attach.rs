@@ -233,6 +233,16 @@ pub enum AttachModeError {
     },
 }
 
+/// An app's endpoints as an error names them.
+fn have_text(plan: &StdioPlan) -> String {
+    let have = plan.endpoints();
+    if have.is_empty() {
+        "none".into()
+    } else {
+        have.join(", ")
+    }
+}
+
 impl Attach {
     /// Parses rkt's `--mode` values other than `list`: `auto` (every endpoint of `app`),
     /// `tty`, `tty-in`, `tty-out`, or a comma-separated subset of `stdin,stdout,stderr`; checked
@@ -267,30 +277,36 @@ impl Attach {
                 return Err(AttachModeError::Mixed(mode.to_string()));
             }
         }
+        if a == Attach::default() {
+            return Err(AttachModeError::Missing {
+                app: app.to_string(),
+                endpoint: "endpoint",
+                have: have_text(plan),
+            });
+        }
+        a.check(app, plan)?;
+        Ok(a)
+    }
+
+    /// Whether app `app` with `plan` has every endpoint this asks for (the multiplexer checks
+    /// a request with it, `rkt attach` a mode).
+    pub fn check(&self, app: &str, plan: &StdioPlan) -> Result<(), AttachModeError> {
         let have = plan.endpoints();
-        let missing = |endpoint| AttachModeError::Missing {
-            app: app.to_string(),
-            endpoint,
-            have: if have.is_empty() {
-                "none".into()
-            } else {
-                have.join(", ")
-            },
-        };
         for (wanted, name) in [
-            (a.tty_in || a.tty_out, "tty"),
-            (a.stdin, "stdin"),
-            (a.stdout, "stdout"),
-            (a.stderr, "stderr"),
+            (self.tty(), "tty"),
+            (self.stdin, "stdin"),
+            (self.stdout, "stdout"),
+            (self.stderr, "stderr"),
         ] {
             if wanted && !have.contains(&name) {
-                return Err(missing(name));
+                return Err(AttachModeError::Missing {
+                    app: app.to_string(),
+                    endpoint: name,
+                    have: have_text(plan),
+                });
             }
         }
-        if a == Attach::default() {
-            return Err(missing("endpoint"));
-        }
-        Ok(a)
+        Ok(())
     }
 
     /// The attacher's terminal is the app's (raw mode, resizes).
