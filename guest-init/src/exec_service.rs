@@ -307,7 +307,7 @@ fn attach_session(stream: &UnixStream, req: &Request, rest: &[u8]) {
     let Request::Attach { app, .. } = req else {
         return;
     };
-    let mux = match connect_mux(app) {
+    let mux = match pod_abi::attach::connect(app) {
         Ok(m) => m,
         Err(e) => {
             send(
@@ -326,13 +326,6 @@ fn attach_session(stream: &UnixStream, req: &Request, rest: &[u8]) {
         return;
     }
     splice(stream, &mux);
-}
-
-/// Connects to app `app`'s multiplexer socket (relative to its directory: a long app name
-/// does not fit a socket address).
-fn connect_mux(app: &str) -> std::io::Result<UnixStream> {
-    std::env::set_current_dir(pod_abi::attach::mux_dir(app))?;
-    UnixStream::connect(pod_abi::attach::MUX_SOCKET)
 }
 
 /// Copies bytes between `a` and `b` both ways until one closes its sending side.

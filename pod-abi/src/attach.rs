@@ -26,6 +26,12 @@ pub const MUX_SOCKET: &str = "sock";
 pub fn mux_dir(app: &str) -> std::path::PathBuf {
     std::path::Path::new(GUEST_MUX_DIR).join(app)
 }
+/// Connects to app `app`'s multiplexer from inside the stage1 root (guest-init's view):
+/// changes the working directory to [`mux_dir`] and connects to [`MUX_SOCKET`] relative to it.
+pub fn connect(app: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+    std::env::set_current_dir(mux_dir(app))?;
+    std::os::unix::net::UnixStream::connect(MUX_SOCKET)
+}
 /// Attachers served at once by one app's multiplexer.
 pub const MAX_ATTACHERS: usize = 8;
 

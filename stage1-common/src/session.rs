@@ -80,11 +80,39 @@ pub fn terminal(want: bool) -> (bool, u16, u16) {
     (tty, rows, cols)
 }
 
-/// Blocks the signals a session takes in its signal thread; call before any thread exists.
-pub fn block_signals() -> std::io::Result<()> {
+/// The signals a session's signal thread takes.
+fn taken() -> Vec<libc::c_int> {
     let mut set = FORWARDED.to_vec();
     set.push(libc::SIGWINCH);
-    signals::block(&set)
+    set
+}
+
+/// Blocks the signals a session takes in its signal thread; call before any thread exists.
+pub fn block_signals() -> std::io::Result<()> {
+    signals::block(&taken())
+}
+
+/// Attaches to app `app`'s streams over `stream` (an app's multiplexer, or the exec channel
+/// that relays to it; signals blocked with [`block_signals`]): the terminal shared when the
+/// attacher writes to the app's; signals detach. Returns 0 once the app's streams closed.
+pub fn attach(
+    stream: UnixStream,
+    app: &str,
+    attach: pod_abi::attach::Attach,
+) -> Result<i32, SessionError> {
+    let (tty, rows, cols) = terminal(attach.tty_in);
+    let req = Request::Attach {
+        app: app.to_string(),
+        attach,
+        rows,
+        cols,
+    };
+    let opts = Options {
+        tty,
+        send_stdin: attach.input(),
+        forward_signals: false,
+    };
+    run(stream, &req, opts)
 }
 
 /// Runs a session on `stream` (already connected, signals blocked with [`block_signals`]):
@@ -194,9 +222,7 @@ fn spawn_signals(w: Arc<Mutex<UnixStream>>, opts: Options) -> std::io::Result<()
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut set = FORWARDED.to_vec();
-            set.push(libc::SIGWINCH);
-            let sigset = signals::sigset(&set);
+            let sigset = signals::sigset(&taken());
             loop {
                 // SAFETY: a valid set and a null siginfo pointer.
                 let sig = unsafe { libc::sigwaitinfo(&sigset, std::ptr::null_mut()) };

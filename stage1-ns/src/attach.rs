@@ -6,12 +6,9 @@
 //! once the app's streams closed.
 
 use std::fs::File;
-use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context};
 use nix::sched::{setns, CloneFlags};
-use pod_abi::attach::{mux_dir, MUX_SOCKET};
-use pod_abi::exec::Request;
 use pod_abi::stage1::AttachArgs;
 use stage1_common::session;
 
@@ -28,26 +25,11 @@ pub fn attach(args: &AttachArgs) -> anyhow::Result<i32> {
     // Root and working directory become the namespace's root: the stage1 root.
     setns(&mnt, CloneFlags::CLONE_NEWNS).context("join the pod's mount namespace")?;
     drop(mnt);
-    let dir = mux_dir(&args.app);
-    let stream = std::env::set_current_dir(&dir)
-        .and_then(|()| UnixStream::connect(MUX_SOCKET))
-        .with_context(|| {
+    let stream = pod_abi::attach::connect(&args.app).with_context(|| {
             format!(
                 "app {} has no attachable streams now (it was not started with --stdin, --stdout or --stderr of stream or tty, or it has ended)",
                 args.app
             )
         })?;
-    let (tty, rows, cols) = session::terminal(args.attach.tty_in);
-    let req = Request::Attach {
-        app: args.app.clone(),
-        attach: args.attach,
-        rows,
-        cols,
-    };
-    let opts = session::Options {
-        tty,
-        send_stdin: args.attach.input(),
-        forward_signals: false,
-    };
-    Ok(session::run(stream, &req, opts)?)
+    Ok(session::attach(stream, &args.app, args.attach)?)
 }

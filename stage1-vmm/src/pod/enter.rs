@@ -102,20 +102,8 @@ pub fn enter(pod_dir: &Path, app: &str, argv: Vec<String>) -> Result<i32, Channe
 /// to the app's multiplexer); returns 0 once the app's streams closed.
 pub fn attach(pod_dir: &Path, app: &str, attach: Attach) -> Result<i32, ChannelError> {
     session::block_signals().map_err(ChannelError::io)?;
-    let (tty, rows, cols) = session::terminal(attach.tty_in);
     let stream = open_when_up(pod_dir)?;
-    let req = Request::Attach {
-        app: app.to_string(),
-        attach,
-        rows,
-        cols,
-    };
-    let opts = session::Options {
-        tty,
-        send_stdin: attach.input(),
-        forward_signals: false,
-    };
-    Ok(session::run(stream, &req, opts)?)
+    Ok(session::attach(stream, app, attach)?)
 }
 
 /// Asks guest-init to stop the pod (`grace_secs`: `None` for the plan's) and waits at most
