@@ -23,6 +23,9 @@ pub const APPSINFO_DIR: &str = "appsinfo";
 pub const SHARED_VOLUMES_DIR: &str = "sharedVolumes";
 /// Directory with overlay upper/work directories.
 pub const OVERLAY_DIR: &str = "overlay";
+/// The apps' exit statuses as the host side of stage1 read them when the pod ended, `<app>=<code>`
+/// lines (`crate::status::publish`): readable by the `rkt` group, who cannot enter `stage1/`.
+pub const POD_APP_STATUSES: &str = "app-statuses";
 /// Written by stage1 when the pod ends abnormally: one line of reason (e.g. "guest kernel panic").
 pub const POD_FAILURE: &str = "failure";
 

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::paths::{ERRORS_DIR_IN_STAGE1, GUEST_FAILURE_IN_STAGE1, STATUS_DIR_IN_STAGE1};
+use crate::paths::{
+    ERRORS_DIR_IN_STAGE1, GUEST_FAILURE_IN_STAGE1, POD_APP_STATUSES, STATUS_DIR_IN_STAGE1,
+};
 use crate::podfile::{first_line, read_beneath, PodFileError, SMALL_FILE_MAX};
 
 /// Exit code recorded when guest-init could not set an app up (missing binary, bad user, ...).
@@ -39,6 +41,32 @@ pub fn app_status(stage1_root: &Path, app: &str) -> Result<Option<i32>, PodFileE
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Longest [`POD_APP_STATUSES`] file read, in bytes.
+const PUBLISHED_MAX: usize = 256 * 1024;
+
+/// Writes the statuses the host side of stage1 read when the pod ended (`codes` in `apps`
+/// order, `None` for an app that never reported) to the pod directory's [`POD_APP_STATUSES`],
+/// which members of the `rkt` group can read while the stage1 root stays root's. Not synced:
+/// guest-init's own files, which it syncs, stay the record root reads.
+pub fn publish(pod_dir: &Path, apps: &[&str], codes: &[Option<i32>]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for (a, c) in apps.iter().zip(codes) {
+        if let Some(c) = c {
+            text.push_str(&format!("{a}={c}\n"));
+        }
+    }
+    crate::podfile::write_atomic_unsynced(&pod_dir.join(POD_APP_STATUSES), text.as_bytes())
+}
+
+/// App `app`'s status as [`publish`] recorded it, if it did.
+pub fn published(pod_dir: &Path, app: &str) -> Option<i32> {
+    let b = read_beneath(pod_dir, Path::new(POD_APP_STATUSES), PUBLISHED_MAX).ok()?;
+    String::from_utf8_lossy(&b).lines().find_map(|l| {
+        let (name, code) = l.split_once('=')?;
+        (name == app).then(|| parse_status(code))?
+    })
 }
 
 /// Reads `<status_dir>/<app>`; `None` if the app has not exited (no file), or the file is not a
@@ -147,6 +175,10 @@ mod tests {
             Err(PodFileError::Symlink(_))
         ));
         assert_eq!(read_app_status(&pod.status_dir(), "a"), Some(3));
+        publish(d.path(), &["a", "b", "c"], &[Some(3), None, Some(0)]).unwrap();
+        assert_eq!(published(d.path(), "a"), Some(3));
+        assert_eq!(published(d.path(), "b"), None);
+        assert_eq!(published(d.path(), "c"), Some(0));
         assert_eq!(read_app_status(&pod.status_dir(), "link"), None);
         // A pod that turns `rkt` into a symlink to a host directory gets nothing read.
         let host = d.path().join("host");

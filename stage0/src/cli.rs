@@ -63,6 +63,8 @@ enum Command {
     Trust(GoStyle<commands::trust::Args>),
     /// Run the metadata service (AC_METADATA_URL for pods run with --mds-register).
     MetadataService(GoStyle<commands::metadata_service::Args>),
+    /// Run the read-only gRPC API service (api/v1alpha).
+    ApiService(GoStyle<commands::api_service::Args>),
     /// Mutable pods (experimental: RKT_EXPERIMENT_APP=true).
     App(GoStyle<commands::app::Args>),
     /// Output shell completion code for the specified shell (default bash).
@@ -130,6 +132,7 @@ pub fn main() -> i32 {
         Command::Export(GoStyle(a)) => commands::export::run(g, a),
         Command::Trust(GoStyle(a)) => commands::trust::run(g, a),
         Command::MetadataService(GoStyle(a)) => commands::metadata_service::run(g, a),
+        Command::ApiService(GoStyle(a)) => commands::api_service::run(g, a),
         Command::App(GoStyle(c)) => commands::app::run(g, c.command),
         Command::Completion(GoStyle(a)) => commands::completion::run(g, a, Cli::command()),
     };

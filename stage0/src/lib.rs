@@ -4,6 +4,7 @@
 //! parser (`duration`), one Go-boolean parser (`gobool`) and rkt's text output formats
 //! (`format`). The `rkt` binary is argument handling and printing over this.
 
+pub mod api;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -145,6 +145,10 @@ pub fn finish(pod: &PodPaths, plan: &Plan, ended: Option<&str>) -> i32 {
             })
         })
         .collect();
+    let names: Vec<&str> = plan.apps.iter().map(|a| a.name.as_str()).collect();
+    if let Err(e) = pod_abi::status::publish(pod.root(), &names, &codes) {
+        ::log::warn!("cannot record the apps' statuses for the rkt group: {e}");
+    }
     if let Some(why) = ended.filter(|_| codes.iter().any(Option::is_none)) {
         write_failure(&format!("{why} before every app reported a status"));
     }

@@ -2,6 +2,7 @@
 //! Commands return `anyhow::Result<i32>` (the exit code on success paths, e.g. `rkt stop`
 //! returns the code of the last failed pod); errors are printed and mapped once in `cli`.
 
+pub mod api_service;
 pub mod app;
 pub mod completion;
 pub mod config;

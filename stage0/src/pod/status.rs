@@ -70,7 +70,10 @@ impl PodInfo {
                             .map(|n| n.to_string())
                             .unwrap_or_default(),
                         image_id: a.image.id.clone(),
-                        exit_code: pod_abi::status::read_app_status(&status_dir, a.name.as_str()),
+                        // The stage1 root is root's; a `rkt` group member reads the copy
+                        // stage1 made when the pod ended.
+                        exit_code: pod_abi::status::read_app_status(&status_dir, a.name.as_str())
+                            .or_else(|| pod_abi::status::published(&pod.path(), a.name.as_str())),
                     })
                     .collect()
             })
