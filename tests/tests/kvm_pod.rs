@@ -359,10 +359,15 @@ fn kvm_exit_code_is_first_non_zero_in_app_order() {
     ]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(stdout(&o).matches("Hello from a rkt-rs pod!").count(), 3);
-    let s = e.status(&uuid_of(&uuid_file));
+    let uuid = uuid_of(&uuid_file);
+    let s = e.status(&uuid);
     for l in ["state=exited", "app-a=0", "app-b=5", "app-c=7"] {
         assert!(s.contains(l), "{l} in {s}");
     }
+    // The copy the jailed VMM leaves for `rkt` group members.
+    let published =
+        std::fs::read_to_string(e.pod_dir(&uuid).join(pod_abi::paths::POD_APP_STATUSES)).unwrap();
+    assert_eq!(published, "a=0\nb=5\nc=7\n");
 }
 
 #[test]
