@@ -3,11 +3,13 @@
 //! compiled at build time, so any client generated from rkt's proto talks to it.
 //!
 //! This crate owns the wire side: the generated types ([`v1alpha`]), rkt's list filters
-//! ([`filter`]), the listening sockets ([`listeners`]: `--listen` or systemd socket activation)
-//! and the server ([`serve`]). What it reports comes from a [`Source`] (stage0 reads the data
+//! ([`filter`]), the events derived from readings of the data directory ([`events`]), the
+//! listening sockets ([`listeners`]: `--listen` or systemd socket activation) and the server
+//! ([`serve`]). What it reports comes from a [`Source`] (stage0 reads the data
 //! directory); each request reads it afresh on a blocking thread, so the service holds no state
 //! a pod could make stale, and its start, stop or crash touches no pod or image.
 
+pub mod events;
 pub mod filter;
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -231,6 +233,7 @@ pub fn serve<S: Source>(
         };
         let svc = PublicApiServer::new(Api {
             source: Arc::new(source),
+            events: Arc::new(events::Hub::default()),
         })
         .max_decoding_message_size(MAX_REQUEST_BYTES);
         ready(&addrs);
@@ -247,6 +250,7 @@ pub fn serve<S: Source>(
 /// The `PublicAPI` over a [`Source`].
 struct Api<S> {
     source: Arc<S>,
+    events: Arc<events::Hub>,
 }
 
 impl<S: Source> Api<S> {
@@ -335,11 +339,13 @@ impl<S: Source> PublicApi for Api<S> {
 
     async fn listen_events(
         &self,
-        _: Request<v1alpha::ListenEventsRequest>,
+        req: Request<v1alpha::ListenEventsRequest>,
     ) -> Result<Response<Self::ListenEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "ListenEvents is not implemented (nor was it in rkt); poll ListPods and ListImages",
-        ))
+        let window = events::Window::new(req.into_inner().filter);
+        let rx = self.events.listen(&self.source, window).await?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type GetLogsStream = Streamed<v1alpha::GetLogsResponse>;

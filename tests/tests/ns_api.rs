@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use api_service::v1alpha::public_api_client::PublicApiClient;
 use api_service::v1alpha::{
-    self, AppState, ImageFilter, KeyValue, ListImagesRequest, ListPodsRequest, PodFilter, PodState,
+    self, AppState, EventType, ImageFilter, KeyValue, ListImagesRequest, ListPodsRequest,
+    PodFilter, PodState,
 };
 use rkt_tests::{stderr, stdout, uuid_of, E2e};
 
@@ -319,7 +320,7 @@ fn ns_api_service_reports_pods_and_images() {
     let cat = e.run(&["image", "cat-manifest", &hello_id]);
     let cat: serde_json::Value = serde_json::from_slice(&cat.stdout).unwrap();
     let (ex, hid) = (exited.clone(), hello_id.clone());
-    let (images, ours, inspected, missing_image, missing_pod, bad_pod, inspected_pod, events, logs) =
+    let (images, ours, inspected, missing_image, missing_pod, bad_pod, inspected_pod, logs) =
         query(&e, &addr, move |mut c| {
             Box::pin(async move {
                 let images = c
@@ -370,11 +371,6 @@ fn ns_api_service_reports_pods_and_images() {
                     .await
                     .unwrap()
                     .into_inner();
-                let events = c
-                    .listen_events(v1alpha::ListenEventsRequest::default())
-                    .await
-                    .err()
-                    .map(|s| s.code());
                 let logs = c
                     .get_logs(v1alpha::GetLogsRequest::default())
                     .await
@@ -388,7 +384,6 @@ fn ns_api_service_reports_pods_and_images() {
                     missing_pod,
                     bad_pod,
                     inspected_pod,
-                    events,
                     logs,
                 )
             })
@@ -419,7 +414,6 @@ fn ns_api_service_reports_pods_and_images() {
     let ip = inspected_pod.pod.unwrap();
     assert_eq!(ip.apps[0].exit_code, 3);
     assert_eq!(ip.manifest, on_disk);
-    assert_eq!(events, Some(tonic::Code::Unimplemented));
     assert_eq!(logs, Some(tonic::Code::Unimplemented));
 
     // A second service cannot take the same address; the first stops cleanly on SIGTERM and
@@ -437,13 +431,114 @@ fn ns_api_service_reports_pods_and_images() {
         "{}",
         stderr(&taken)
     );
-    assert_eq!(stop_service(service), Some(0));
     assert_eq!(
         std::fs::read(&index).unwrap(),
         index_before,
         "the API service changed the store's index"
     );
 
+    // Events: a listener sees an image imported, a pod prepared, started, its app exit with 4,
+    // the pod exit and its collection, and the image removed.
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let a = addr.clone();
+    let listener = {
+        let url = format!("http://{a}");
+        let run = move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut c = PublicApiClient::connect(url).await.unwrap();
+                let mut stream = c
+                    .listen_events(v1alpha::ListenEventsRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                opened_tx.send(()).unwrap();
+                let mut seen: Vec<v1alpha::Event> = Vec::new();
+                let done = |seen: &[v1alpha::Event]| {
+                    seen.iter()
+                        .any(|e| e.r#type == EventType::ImageRemoved as i32)
+                };
+                while !done(&seen) {
+                    match tokio::time::timeout(Duration::from_secs(60), stream.message()).await {
+                        Ok(Ok(Some(batch))) => seen.extend(batch.events),
+                        other => panic!("the event stream ended early: {other:?} after {seen:?}"),
+                    }
+                }
+                seen
+            })
+        };
+        match &e.host_ns {
+            Some(ns) => ns.thread(run),
+            None => std::thread::spawn(run),
+        }
+    };
+    opened.recv_timeout(Duration::from_secs(30)).unwrap();
+    let ev_img = e.pod_check_image("api-events.aci", |s| s);
+    let o = e.run(&["fetch", ev_img.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ev_saved = e.path("events-uuid");
+    let o = e.run(&[
+        "run".to_string(),
+        e.stage1_flag(),
+        format!("--uuid-file-save={}", ev_saved.display()),
+        "example.com/api-events".into(),
+        "--".into(),
+        "--no-check".into(),
+        "--exit=4".into(),
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let ev_pod = uuid_of(&ev_saved);
+    // Each step in a reading of its own (the poller reads every 0.5 s).
+    std::thread::sleep(Duration::from_millis(1200));
+    let o = e.run(&["gc", "--grace-period=0s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(1200));
+    let o = e.run(&["image", "rm", "example.com/api-events"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let seen = listener.join().unwrap();
+    let of_pod: Vec<(EventType, String)> = seen
+        .iter()
+        .filter(|e| e.id == ev_pod)
+        .map(|e| (EventType::try_from(e.r#type).unwrap(), e.from.clone()))
+        .collect();
+    assert_eq!(
+        of_pod,
+        vec![
+            (EventType::PodPrepared, ev_pod.clone()),
+            (EventType::PodStarted, ev_pod.clone()),
+            (EventType::AppStarted, "api-events".into()),
+            (EventType::AppExited, "api-events".into()),
+            (EventType::PodExited, ev_pod.clone()),
+            (EventType::PodGarbageCollected, ev_pod.clone()),
+        ],
+        "{seen:?}"
+    );
+    let exit = seen
+        .iter()
+        .find(|e| e.id == ev_pod && e.r#type == EventType::AppExited as i32)
+        .unwrap();
+    assert_eq!(exit.data, vec![kv("exit_code", "4")]);
+    let images: Vec<(i32, &str)> = seen
+        .iter()
+        .filter(|e| e.from == "example.com/api-events")
+        .map(|e| (e.r#type, e.from.as_str()))
+        .collect();
+    assert_eq!(
+        images,
+        vec![
+            (EventType::ImageImported as i32, "example.com/api-events"),
+            (EventType::ImageRemoved as i32, "example.com/api-events"),
+        ]
+    );
+    // The earlier exited pod went with the same gc.
+    assert!(seen
+        .iter()
+        .any(|e| e.id == exited && e.r#type == EventType::PodGarbageCollected as i32));
+
+    assert_eq!(stop_service(service), Some(0));
     let o = e.run(&["stop", &running]);
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = sleeper.wait();
