@@ -3,7 +3,8 @@
 //! guest-init's arguments and control channel, status files and exit codes. Serde types and
 //! pure functions, plus the one way the host reads files a pod can write ([`podfile`]) and the
 //! one way it runs a helper process with a deadline and capped output ([`child`]), and the
-//! one parser of `/proc/self/mountinfo` ([`mountinfo`]).
+//! one parser of `/proc/self/mountinfo` ([`mountinfo`]) and of `/proc/<pid>/cgroup`
+//! ([`proccgroup`]).
 #![deny(missing_docs)]
 
 pub mod attach;
@@ -19,6 +20,7 @@ pub mod netinfo;
 pub mod paths;
 pub mod plan;
 pub mod podfile;
+pub mod proccgroup;
 pub mod reset;
 pub mod snapshot;
 #[cfg(target_arch = "x86_64")]

@@ -94,15 +94,8 @@ impl api_service::Source for DataDirSource {
     }
 }
 
-fn internal(e: impl std::error::Error) -> SourceError {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    SourceError::Internal(msg)
+fn internal(e: impl std::error::Error + 'static) -> SourceError {
+    SourceError::Internal(crate::error::error_chain(&e))
 }
 
 /// The appc format every stored image has (an OCI or Docker image is converted on import).
@@ -192,13 +185,7 @@ fn pod_message(p: &crate::pod::Pod) -> Pod {
                     .map(|a| (a.name.as_str(), a.value.as_str()))),
             })
             .collect();
-        if let Ok(b) = pod_abi::podfile::read_beneath(
-            &p.path(),
-            Path::new(pod_abi::paths::POD_MANIFEST),
-            pod_abi::podfile::MANIFEST_MAX,
-        ) {
-            pod.manifest = b;
-        }
+        pod.manifest.clone_from(&info.manifest_json);
     }
     if ran {
         pod.networks = info
@@ -236,15 +223,16 @@ fn pod_cgroup(pid: i32) -> Option<String> {
     let f = std::fs::File::open(format!("/proc/{pid}/cgroup")).ok()?;
     let mut s = String::new();
     f.take(PROC_CGROUP_MAX).read_to_string(&mut s).ok()?;
-    let path = |want: &dyn Fn(&str) -> bool| {
-        s.lines().find_map(|l| {
-            let mut it = l.splitn(3, ':');
-            let (_, ctl, path) = (it.next()?, it.next()?, it.next()?);
-            want(ctl).then(|| path.to_string())
-        })
-    };
-    let p = path(&|c| c.split(',').any(|c| c == "cpu")).or_else(|| path(&|c| c.is_empty()))?;
-    Some(p.strip_suffix("/_stage1").unwrap_or(&p).to_string())
+    let entries = || pod_abi::proccgroup::entries(&s);
+    let e = entries()
+        .find(|e| e.has("cpu"))
+        .or_else(|| entries().find(|e| e.controllers.is_empty()))?;
+    Some(
+        e.path
+            .strip_suffix("/_stage1")
+            .unwrap_or(e.path)
+            .to_string(),
+    )
 }
 
 /// One image as `InspectImage` reports it (with its manifest).

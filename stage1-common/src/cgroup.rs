@@ -94,12 +94,8 @@ pub fn plan(
 ) -> Vec<PodCgroup> {
     let leaf = format!("rkt-{uuid}");
     let mut out = Vec::new();
-    for line in proc_self_cgroup.lines() {
-        let mut f = line.splitn(3, ':');
-        let (Some(_id), Some(ctrls), Some(path)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let rel = path.trim_start_matches('/');
+    for entry in pod_abi::proccgroup::entries(proc_self_cgroup) {
+        let (ctrls, rel) = (entry.controllers, entry.path.trim_start_matches('/'));
         if v2 {
             if ctrls.is_empty() {
                 let dir = root.join(rel).join(&leaf);

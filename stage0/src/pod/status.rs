@@ -39,6 +39,8 @@ pub struct PodInfo {
     pub apps: Vec<AppInfo>,
     /// The pod manifest, if readable.
     pub manifest: Option<PodManifest>,
+    /// The pod manifest's bytes as written (empty if unreadable).
+    pub manifest_json: Vec<u8>,
     /// The pod's networks (`net-info.json`), once it ran.
     pub networks: Vec<pod_abi::netinfo::NetInfo>,
 }
@@ -48,13 +50,13 @@ impl PodInfo {
     pub fn read(pod: &Pod) -> PodInfo {
         let state = pod.state();
         let paths = pod.paths();
-        let manifest = pod_abi::podfile::read_beneath(
+        let manifest_json = pod_abi::podfile::read_beneath(
             &pod.path(),
             std::path::Path::new(pod_abi::paths::POD_MANIFEST),
             pod_abi::podfile::MANIFEST_MAX,
         )
-        .ok()
-        .and_then(|b| PodManifest::from_json(&b).ok());
+        .unwrap_or_default();
+        let manifest = PodManifest::from_json(&manifest_json).ok();
         let status_dir = paths.status_dir();
         let apps = manifest
             .as_ref()
@@ -87,6 +89,7 @@ impl PodInfo {
             pid: if ran { pod.pid() } else { None },
             apps,
             manifest,
+            manifest_json,
             networks: if ran {
                 pod_abi::netinfo::read(&pod.path())
                     .ok()
@@ -207,6 +210,7 @@ mod tests {
             pid: Some(7),
             apps: vec![],
             manifest: None,
+            manifest_json: Vec::new(),
             networks: vec![
                 net("default", "172.16.28.2"),
                 net("pending", ""),
