@@ -145,14 +145,39 @@ pub fn finish(pod: &PodPaths, plan: &Plan, ended: Option<&str>) -> i32 {
             })
         })
         .collect();
-    let names: Vec<&str> = plan.apps.iter().map(|a| a.name.as_str()).collect();
-    if let Err(e) = pod_abi::status::publish(pod.root(), &names, &codes) {
-        ::log::warn!("cannot record the apps' statuses for the rkt group: {e}");
-    }
+    publish_statuses(pod, plan, &codes);
     if let Some(why) = ended.filter(|_| codes.iter().any(Option::is_none)) {
         write_failure(&format!("{why} before every app reported a status"));
     }
     pod_exit_code(&codes)
+}
+
+/// Leaves the apps' statuses where `rkt` group members read them (`pod_abi::status::publish`):
+/// `codes` of the launch plan's apps, and for a mutable pod those of the apps `rkt app add` put
+/// in the plan since (read bounded from the stage1 root, which the pod can write: a name that
+/// is not an app name is skipped; at worst a pod misreports its own apps).
+fn publish_statuses(pod: &PodPaths, plan: &Plan, codes: &[Option<i32>]) {
+    let root = pod.stage1_rootfs();
+    let mut names: Vec<String> = plan.apps.iter().map(|a| a.name.clone()).collect();
+    let mut codes = codes.to_vec();
+    if plan.mutable {
+        if let Ok(now) = Plan::read_beneath(&root) {
+            for a in now.apps {
+                let plain = !a.name.is_empty()
+                    && a.name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if plain && !names.contains(&a.name) {
+                    codes.push(app_status(&root, &a.name).unwrap_or(None));
+                    names.push(a.name);
+                }
+            }
+        }
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    if let Err(e) = pod_abi::status::publish(pod.root(), &names, &codes) {
+        ::log::warn!("cannot record the apps' statuses for the rkt group: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +226,29 @@ mod tests {
         std::fs::write(pod.app_status("b"), "7\n").unwrap();
         assert_eq!(finish(pod, &plan(&["a", "b"]), Some("x")), 7);
         assert!(!pod.failure().exists());
+        assert_eq!(
+            std::fs::read_to_string(pod.root().join(pod_abi::paths::POD_APP_STATUSES)).unwrap(),
+            "a=0\nb=7\n"
+        );
+        // A mutable pod: the apps `rkt app add` put in the plan since it started count for
+        // the published statuses (not for the pod's code); a name that is no app name is
+        // skipped.
+        let mut started = plan(&["a"]);
+        started.mutable = true;
+        let mut now = plan(&["a", "added", "x=1\ny"]);
+        now.mutable = true;
+        std::fs::write(
+            pod.stage1_rootfs().join(pod_abi::paths::PLAN_IN_STAGE1),
+            serde_json::to_vec(&now).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(pod.app_status("added"), "5\n").unwrap();
+        assert_eq!(finish(pod, &started, Some("x")), 0);
+        assert_eq!(pod_abi::status::published(pod.root(), "added"), Some(5));
+        assert_eq!(
+            std::fs::read_to_string(pod.root().join(pod_abi::paths::POD_APP_STATUSES)).unwrap(),
+            "a=0\nadded=5\n"
+        );
         // A missing status counts 254 and says how guest-init ended.
         assert_eq!(
             finish(
