@@ -75,23 +75,17 @@ fn start_service(mut cmd: Command) -> (Child, String) {
     (child, addr)
 }
 
-fn stop_service(mut child: Child) -> Option<i32> {
+/// SIGTERM to the service; its exit code (a service still there after 20 s is killed: no
+/// code).
+fn stop_service(child: Child) -> Option<i32> {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s.code();
-        }
-        if t0.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("the API service did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rkt_tests::wait_output(child, Duration::from_secs(20))
+        .status
+        .code()
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -614,17 +608,7 @@ fn ns_api_service_takes_systemds_socket() {
         Some(ns) => ns.thread(get).join().unwrap(),
         None => get(),
     };
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = refused.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the service did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = rkt_tests::wait_output(refused, Duration::from_secs(30)).status;
     let err = rest.join().unwrap();
     assert_ne!(status.code(), Some(0));
     assert!(
