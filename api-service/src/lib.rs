@@ -4,21 +4,21 @@
 //!
 //! This crate owns the wire side: the generated types ([`v1alpha`]), rkt's list filters
 //! ([`filter`]), the events derived from readings of the data directory ([`events`]), the
-//! listening sockets ([`listeners`]: `--listen` or systemd socket activation) and the server
-//! ([`serve`]). What it reports comes from a [`Source`] (stage0 reads the data
+//! listening sockets ([`listeners`]: `--listen`, a TCP address or `unix:PATH`, or systemd socket
+//! activation) and the server ([`serve`]). What it reports comes from a [`Source`] (stage0 reads the data
 //! directory); each request reads it afresh on a blocking thread, so the service holds no state
 //! a pod could make stale, and its start, stop or crash touches no pod or image.
 
 pub mod events;
 pub mod filter;
+mod listen;
 
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -28,6 +28,7 @@ pub mod v1alpha {
     tonic::include_proto!("v1alpha");
 }
 
+pub use listen::{listeners, Listener};
 use v1alpha::public_api_server::{PublicApi, PublicApiServer};
 
 /// The API version `GetInfo` reports (rkt's `supportedAPIVersion`).
@@ -40,10 +41,6 @@ const REQUEST_TIMEOUT_SECS: u64 = 30;
 const PER_CONNECTION_REQUESTS: usize = 16;
 /// Largest request accepted, in bytes (the requests are filters and IDs).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// First file descriptor systemd passes (`SD_LISTEN_FDS_START`).
-const SD_LISTEN_FDS_START: i32 = 3;
-/// Most sockets accepted from systemd.
-const MAX_SYSTEMD_SOCKETS: i32 = 16;
 
 /// What the service reports: the pods and images of one data directory, read per request.
 pub trait Source: Send + Sync + 'static {
@@ -90,11 +87,15 @@ pub enum ApiError {
     #[error("started under systemd.socket(5) with {0} socket(s), but --listen was given")]
     ListenUnderSystemd(i32),
     /// `LISTEN_FDS` is not a number of sockets this service takes.
-    #[error("LISTEN_FDS={0:?}: expected 1 to {MAX_SYSTEMD_SOCKETS} sockets")]
+    #[error("LISTEN_FDS={0:?}: expected 1 to {max} sockets", max = listen::MAX_SYSTEMD_SOCKETS)]
     BadListenFds(String),
-    /// A descriptor systemd passed is not a listening TCP socket.
-    #[error("descriptor {0} from systemd is not a listening TCP socket")]
-    NotTcpListener(i32),
+    /// A descriptor systemd passed is not a listening stream socket (TCP or unix).
+    #[error("descriptor {0} from systemd is not a listening TCP or unix stream socket")]
+    NotListener(i32),
+    /// `--listen=unix:PATH` names something that is not a socket, or a socket a service
+    /// still answers on.
+    #[error("{0} exists and is {1}")]
+    PathTaken(PathBuf, &'static str),
     /// The `--listen` address does not resolve.
     #[error("cannot resolve --listen={0:?}")]
     Resolve(String, #[source] std::io::Error),
@@ -109,97 +110,13 @@ pub enum ApiError {
     Serve(#[source] tonic::transport::Error),
 }
 
-/// The service's listening sockets: systemd's (`LISTEN_PID`/`LISTEN_FDS`, sd_listen_fds(3)),
-/// which `listen` must then not name, else `listen` (default [`DEFAULT_LISTEN`]) bound on its
-/// first address that binds, as rkt (Go's `net.Listen`) does.
-pub fn listeners(listen: Option<&str>) -> Result<Vec<TcpListener>, ApiError> {
-    if let Some(n) = systemd_fds()? {
-        if listen.is_some() {
-            return Err(ApiError::ListenUnderSystemd(n));
-        }
-        return (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + n)
-            .map(systemd_listener)
-            .collect();
-    }
-    let addr = listen.unwrap_or(DEFAULT_LISTEN);
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| ApiError::Resolve(addr.to_string(), e))?
-        .collect();
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    // IPv4 first, as Go's resolver orders `localhost`.
-    let (v4, v6): (Vec<_>, Vec<_>) = addrs.into_iter().partition(SocketAddr::is_ipv4);
-    for a in v4.into_iter().chain(v6) {
-        match TcpListener::bind(a) {
-            Ok(l) => return Ok(vec![l]),
-            Err(e) => last = e,
-        }
-    }
-    Err(ApiError::Bind(addr.to_string(), last))
-}
-
-/// The number of sockets systemd passed this process, if it did; unsets the variables so no
-/// child inherits them.
-fn systemd_fds() -> Result<Option<i32>, ApiError> {
-    let pid = std::env::var("LISTEN_PID").ok();
-    let fds = std::env::var("LISTEN_FDS").ok();
-    let (Some(pid), Some(fds)) = (pid, fds) else {
-        return Ok(None);
-    };
-    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
-        return Ok(None);
-    }
-    // Before the runtime or any other thread of this process starts (`listeners` runs
-    // first in `rkt api-service`), so nothing reads the environment meanwhile.
-    for v in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        std::env::remove_var(v);
-    }
-    match fds.trim().parse::<i32>() {
-        Ok(n) if (1..=MAX_SYSTEMD_SOCKETS).contains(&n) => Ok(Some(n)),
-        _ => Err(ApiError::BadListenFds(fds)),
-    }
-}
-
-/// Takes descriptor `fd` from systemd as a listener, after checking it is a listening TCP
-/// socket (a wrong unit file must not make the service accept on, or close, something else).
-fn systemd_listener(fd: i32) -> Result<TcpListener, ApiError> {
-    let int_opt = |opt: libc::c_int| -> Option<libc::c_int> {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `v`, an int of that size; a
-        // descriptor that is not a socket makes it fail with ENOTSOCK.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        (r == 0).then_some(v)
-    };
-    let tcp = int_opt(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
-        && int_opt(libc::SO_ACCEPTCONN) == Some(1)
-        && matches!(
-            int_opt(libc::SO_DOMAIN),
-            Some(libc::AF_INET) | Some(libc::AF_INET6)
-        );
-    if !tcp {
-        return Err(ApiError::NotTcpListener(fd));
-    }
-    // SAFETY: systemd passed `fd` to this process for it to own (sd_listen_fds(3)); nothing
-    // else in the process uses it, and it was just checked to be a listening TCP socket.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok(TcpListener::from(owned))
-}
-
 /// Serves `source` on `listeners` until SIGINT or SIGTERM, then finishes the requests under
-/// way and returns. `ready` gets the bound addresses once the service accepts connections.
+/// way, removes the unix sockets it made and returns. `ready` gets the listeners' addresses
+/// once the service accepts connections.
 pub fn serve<S: Source>(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     source: S,
-    ready: impl FnOnce(&[SocketAddr]),
+    ready: impl FnOnce(&[String]),
 ) -> Result<(), ApiError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -208,44 +125,85 @@ pub fn serve<S: Source>(
         .enable_time()
         .build()
         .map_err(ApiError::Runtime)?;
-    rt.block_on(async move {
-        let mut addrs = Vec::new();
-        let mut incoming: Pin<
-            Box<dyn Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
-        > = Box::pin(tokio_stream::empty());
+    let made: Vec<PathBuf> = listeners.iter().filter_map(Listener::made_path).collect();
+    let served = rt.block_on(async move {
+        let addrs: Vec<String> = listeners.iter().map(Listener::describe).collect();
+        let mut tcp: Incoming<tokio::net::TcpStream> = Box::pin(tokio_stream::empty());
+        let mut unix: Incoming<tokio::net::UnixStream> = Box::pin(tokio_stream::empty());
+        let (mut any_tcp, mut any_unix) = (false, false);
         for l in listeners {
-            l.set_nonblocking(true).map_err(ApiError::Runtime)?;
-            if let Ok(a) = l.local_addr() {
-                addrs.push(a);
+            match l {
+                Listener::Tcp(l) => {
+                    l.set_nonblocking(true).map_err(ApiError::Runtime)?;
+                    let l = tokio::net::TcpListener::from_std(l).map_err(ApiError::Runtime)?;
+                    tcp = Box::pin(tcp.merge(TcpListenerStream::new(l)));
+                    any_tcp = true;
+                }
+                Listener::Unix(l, _) => {
+                    l.set_nonblocking(true).map_err(ApiError::Runtime)?;
+                    let l = tokio::net::UnixListener::from_std(l).map_err(ApiError::Runtime)?;
+                    unix = Box::pin(unix.merge(UnixListenerStream::new(l)));
+                    any_unix = true;
+                }
             }
-            let l = tokio::net::TcpListener::from_std(l).map_err(ApiError::Runtime)?;
-            incoming = Box::pin(incoming.merge(TcpListenerStream::new(l)));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(ApiError::Runtime)?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .map_err(ApiError::Runtime)?;
-        let stop = async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
         let svc = PublicApiServer::new(Api {
             source: Arc::new(source),
             events: Arc::new(events::Hub::default()),
         })
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let server = || {
+            tonic::transport::Server::builder()
+                .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
+                .concurrency_limit_per_connection(PER_CONNECTION_REQUESTS)
+                .add_service(svc.clone())
+        };
         ready(&addrs);
-        tonic::transport::Server::builder()
-            .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
-            .concurrency_limit_per_connection(PER_CONNECTION_REQUESTS)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, stop)
-            .await
+        let on_tcp = async {
+            if any_tcp {
+                server()
+                    .serve_with_incoming_shutdown(tcp, stopped(stop_rx.clone()))
+                    .await
+            } else {
+                Ok(())
+            }
+        };
+        let on_unix = async {
+            if any_unix {
+                server()
+                    .serve_with_incoming_shutdown(unix, stopped(stop_rx.clone()))
+                    .await
+            } else {
+                Ok(())
+            }
+        };
+        tokio::try_join!(on_tcp, on_unix)
+            .map(|_| ())
             .map_err(ApiError::Serve)
-    })
+    });
+    for p in made {
+        let _ = std::fs::remove_file(p);
+    }
+    served
 }
+
+/// Accepted connections of one kind, from all listeners of that kind.
+type Incoming<T> = Pin<Box<dyn Stream<Item = std::io::Result<T>> + Send>>;
 
 /// The `PublicAPI` over a [`Source`].
 struct Api<S> {

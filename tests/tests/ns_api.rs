@@ -639,3 +639,96 @@ fn wait_for_line(child: &mut Child, want: &str) -> (String, std::thread::JoinHan
     });
     (line, rest)
 }
+
+/// `--listen=unix:PATH`: a socket of mode 0660 in the `rkt` group, so that the API, which
+/// shows what only root and the group may read in the data directory, is not open to every
+/// local user as a loopback port is. The attack: a local user outside the group connects.
+#[test]
+fn ns_api_service_on_a_unix_socket_only_for_the_rkt_group() {
+    use std::os::unix::fs::MetadataExt;
+    let name = "ns_api_service_on_a_unix_socket_only_for_the_rkt_group";
+    let Some(e) = E2e::require(name) else {
+        return;
+    };
+    let o = e.run(&["fetch", e.hello_image().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let Some(gid) = rkt_gid() else {
+        rkt_tests::skip(name, "no rkt group");
+        return;
+    };
+    std::fs::set_permissions(e.tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    // The group may make the socket here; anyone may pass through (the socket's own mode is
+    // what keeps others out).
+    let dir = e.path("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, None, Some(gid)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o771)).unwrap();
+    let sock = dir.join("api.sock");
+    let cmd = e.rkt(&[
+        "api-service".to_string(),
+        format!("--listen=unix:{}", sock.display()),
+    ]);
+    let (service, addr) = start_service(as_member(&e, &cmd, gid));
+    assert_eq!(addr, format!("unix:{}", sock.display()));
+    let m = std::fs::metadata(&sock).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o660);
+    assert_eq!(m.gid(), gid);
+
+    let path = sock.clone();
+    let info = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(path).await?,
+                        ))
+                    }
+                }))
+                .await
+                .unwrap();
+            PublicApiClient::new(channel)
+                .get_info(v1alpha::GetInfoRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(info.info.unwrap().api_version, "1.0.0-alpha");
+
+    // Connect as another user than the service's (which owns the socket), without and with
+    // the group.
+    let connect = |groups: &str| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65533",
+                "--regid=65533",
+                groups,
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1])\nexcept PermissionError:\n sys.exit(13)",
+            ])
+            .arg(&sock)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(
+        connect("--clear-groups"),
+        Some(13),
+        "a user outside the group connected"
+    );
+    assert_eq!(connect(&format!("--groups={gid}")), Some(0));
+
+    assert_eq!(stop_service(service), Some(0));
+    assert!(!sock.exists(), "the service left its socket behind");
+}
