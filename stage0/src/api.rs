@@ -11,11 +11,14 @@ use api_service::v1alpha::{
 };
 use api_service::SourceError;
 
+use crate::pod::lifecycle::MIN_UUID_PREFIX;
 use crate::pod::status::{unix_nanos, PodInfo};
 use crate::pod::{PodError, PodState, PodsDir};
 use crate::store::{ImageRecord, Store, StoreError};
 use pod_abi::paths::PodDirState;
 
+/// Length of a hyphenated UUID, in characters.
+const UUID_LEN: usize = 36;
 /// Longest `/proc/<pid>/cgroup` read, in bytes.
 const PROC_CGROUP_MAX: u64 = 64 * 1024;
 
@@ -61,16 +64,21 @@ impl api_service::Source for DataDirSource {
         Ok(out)
     }
 
+    /// A whole UUID or an unambiguous prefix of at least two characters, as rkt resolved it.
     fn pod(&self, id: &str) -> Result<Pod, SourceError> {
-        if uuid::Uuid::parse_str(id.trim()).is_err() {
+        let uuidish = id.len() >= MIN_UUID_PREFIX
+            && id.len() <= UUID_LEN
+            && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        if !uuidish {
             return Err(SourceError::InvalidArgument(format!(
-                "{id:?} is not a pod UUID"
+                "{id:?} is not a pod UUID or UUID prefix"
             )));
         }
         let pods = self.pods_dir()?;
         match pods.open_pod(id) {
             Ok(p) => Ok(pod_message(&p)),
             Err(e @ PodError::NotFound(_)) => Err(SourceError::NotFound(e.to_string())),
+            Err(e @ PodError::Ambiguous(_)) => Err(SourceError::InvalidArgument(e.to_string())),
             Err(e) => Err(internal(e)),
         }
     }

@@ -360,8 +360,11 @@ fn ns_api_service_reports_pods_and_images() {
                     .await
                     .unwrap_err()
                     .code();
+                // A prefix resolves, as in rkt.
                 let inspected_pod = c
-                    .inspect_pod(v1alpha::InspectPodRequest { id: ex })
+                    .inspect_pod(v1alpha::InspectPodRequest {
+                        id: ex[..8].to_string(),
+                    })
                     .await
                     .unwrap()
                     .into_inner();
