@@ -27,6 +27,7 @@ bench: build
 	bash bench/oci.sh
 	bash bench/net.sh
 	bash bench/mds.sh
+	bash bench/api.sh
 	bash bench/verify.sh
 	bash bench/no-overlay.sh
 	bash bench/enter.sh

@@ -136,7 +136,15 @@ pub fn serve<S: Source>(
                 Listener::Tcp(l) => {
                     l.set_nonblocking(true).map_err(ApiError::Runtime)?;
                     let l = tokio::net::TcpListener::from_std(l).map_err(ApiError::Runtime)?;
-                    tcp = Box::pin(tcp.merge(TcpListenerStream::new(l)));
+                    // Without TCP_NODELAY a response written in parts waits for the
+                    // client's delayed ACK: 44 ms a ListPods, against 0.2 ms a GetInfo.
+                    let accepted = TcpListenerStream::new(l).map(|c| {
+                        c.and_then(|s| {
+                            s.set_nodelay(true)?;
+                            Ok(s)
+                        })
+                    });
+                    tcp = Box::pin(tcp.merge(accepted));
                     any_tcp = true;
                 }
                 Listener::Unix(l, _) => {
