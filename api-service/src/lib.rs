@@ -12,6 +12,7 @@
 pub mod events;
 pub mod filter;
 mod listen;
+mod slot;
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -39,6 +40,12 @@ pub const DEFAULT_LISTEN: &str = "localhost:15441";
 const REQUEST_TIMEOUT_SECS: u64 = 30;
 /// Requests served at once on one connection.
 const PER_CONNECTION_REQUESTS: usize = 16;
+/// Connections served at once, over all listeners; more wait in the listen backlog (well under
+/// the process's descriptor limit, which an accept loop must never reach).
+const MAX_CONNECTIONS: usize = 256;
+/// Idle time after which the server pings a client, and how long the answer may take before
+/// the connection is closed, in seconds.
+const KEEPALIVE_SECS: (u64, u64) = (60, 20);
 /// Largest request accepted, in bytes (the requests are filters and IDs).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -179,8 +186,12 @@ pub fn serve<S: Source>(
             tonic::transport::Server::builder()
                 .timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS))
                 .concurrency_limit_per_connection(PER_CONNECTION_REQUESTS)
+                .http2_keepalive_interval(Some(Duration::from_secs(KEEPALIVE_SECS.0)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(KEEPALIVE_SECS.1)))
                 .add_service(svc.clone())
         };
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let (tcp, unix) = (slot::limit(tcp, &slots), slot::limit(unix, &slots));
         ready(&addrs);
         let on_tcp = async {
             if any_tcp {
