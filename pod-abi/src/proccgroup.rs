@@ -1,6 +1,11 @@
 //! The one parser of `/proc/<pid>/cgroup` (cgroup(7)): one `ID:CONTROLLERS:PATH` line per
 //! hierarchy; cgroup v2's unified hierarchy has ID 0 and no controllers.
 
+/// Sub-cgroup of a cgroup v2 pod cgroup that holds guest-init (cgroup v2 forbids processes in
+/// inner nodes that delegate controllers; `_` cannot start an app name, so it never collides).
+/// The pod's cgroup is its parent, whatever reads guest-init's cgroup.
+pub const V2_INIT_CGROUP: &str = "_stage1";
+
 /// A line of `/proc/<pid>/cgroup`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry<'a> {

@@ -60,13 +60,19 @@ pub fn publish(pod_dir: &Path, apps: &[&str], codes: &[Option<i32>]) -> std::io:
     crate::podfile::write_atomic_unsynced(&pod_dir.join(POD_APP_STATUSES), text.as_bytes())
 }
 
-/// App `app`'s status as [`publish`] recorded it, if it did.
-pub fn published(pod_dir: &Path, app: &str) -> Option<i32> {
-    let b = read_beneath(pod_dir, Path::new(POD_APP_STATUSES), PUBLISHED_MAX).ok()?;
-    String::from_utf8_lossy(&b).lines().find_map(|l| {
-        let (name, code) = l.split_once('=')?;
-        (name == app).then(|| parse_status(code))?
-    })
+/// The statuses [`publish`] recorded, `(app, code)` in app order; empty if it has not (the pod
+/// has not ended) or the file is not a small regular file.
+pub fn published(pod_dir: &Path) -> Vec<(String, i32)> {
+    let Ok(b) = read_beneath(pod_dir, Path::new(POD_APP_STATUSES), PUBLISHED_MAX) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&b)
+        .lines()
+        .filter_map(|l| {
+            let (name, code) = l.split_once('=')?;
+            Some((name.to_string(), parse_status(code)?))
+        })
+        .collect()
 }
 
 /// Reads `<status_dir>/<app>`; `None` if the app has not exited (no file), or the file is not a
@@ -176,9 +182,10 @@ mod tests {
         ));
         assert_eq!(read_app_status(&pod.status_dir(), "a"), Some(3));
         publish(d.path(), &["a", "b", "c"], &[Some(3), None, Some(0)]).unwrap();
-        assert_eq!(published(d.path(), "a"), Some(3));
-        assert_eq!(published(d.path(), "b"), None);
-        assert_eq!(published(d.path(), "c"), Some(0));
+        assert_eq!(
+            published(d.path()),
+            vec![("a".to_string(), 3), ("c".to_string(), 0)]
+        );
         assert_eq!(read_app_status(&pod.status_dir(), "link"), None);
         // A pod that turns `rkt` into a symlink to a host directory gets nothing read.
         let host = d.path().join("host");

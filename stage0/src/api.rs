@@ -235,9 +235,10 @@ fn pod_cgroup(pid: i32) -> Option<String> {
     let e = entries()
         .find(|e| e.has("cpu"))
         .or_else(|| entries().find(|e| e.controllers.is_empty()))?;
+    let init_leaf = format!("/{}", pod_abi::proccgroup::V2_INIT_CGROUP);
     Some(
         e.path
-            .strip_suffix("/_stage1")
+            .strip_suffix(init_leaf.as_str())
             .unwrap_or(e.path)
             .to_string(),
     )

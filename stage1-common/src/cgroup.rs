@@ -31,9 +31,8 @@ use app_confine::cgroup::{limit_writes, Limit, V1_JOIN, V2_JOIN};
 pub const CGROUPS_FILE: &str = "stage1-cgroups";
 /// Root of the cgroup filesystems on the host.
 pub const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
-/// Sub-cgroup of a v2 pod cgroup that holds guest-init (cgroup v2 forbids processes in inner
-/// nodes that delegate controllers; `_` cannot start an app name, so it never collides).
-pub const V2_INIT_CGROUP: &str = "_stage1";
+/// Sub-cgroup of a v2 pod cgroup that holds guest-init (its one home is `pod_abi`).
+pub use pod_abi::proccgroup::V2_INIT_CGROUP;
 /// cgroup v1 controllers the pod uses.
 const V1_CONTROLLERS: [&str; 2] = ["memory", "cpu"];
 /// The same controllers enabled for a cgroup v2 cgroup's children (`cgroup.subtree_control`).

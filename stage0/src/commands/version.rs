@@ -8,7 +8,7 @@ use crate::outln;
 /// The rkt CLI level this runtime implements (what `rkt Version:` reports).
 pub const RKT_CLI_VERSION: &str = "1.30.0";
 /// The appc spec version implemented.
-pub const APPC_VERSION: &str = "0.8.11";
+pub const APPC_VERSION: &str = appc::schema::AC_VERSION;
 
 /// Flags of `rkt version`.
 #[derive(Debug, clap::Args)]

@@ -58,6 +58,18 @@ impl PodInfo {
         .unwrap_or_default();
         let manifest = PodManifest::from_json(&manifest_json).ok();
         let status_dir = paths.status_dir();
+        // The stage1 root is root's; a `rkt` group member reads the copy stage1 made when the
+        // pod ended (read once, and only for a pod that ended).
+        let copy = std::cell::OnceCell::new();
+        let copied = |app: &str| {
+            if !state.is_after_run() {
+                return None;
+            }
+            copy.get_or_init(|| pod_abi::status::published(&pod.path()))
+                .iter()
+                .find(|(n, _)| n == app)
+                .map(|(_, c)| *c)
+        };
         let apps = manifest
             .as_ref()
             .map(|m| {
@@ -72,10 +84,8 @@ impl PodInfo {
                             .map(|n| n.to_string())
                             .unwrap_or_default(),
                         image_id: a.image.id.clone(),
-                        // The stage1 root is root's; a `rkt` group member reads the copy
-                        // stage1 made when the pod ended.
                         exit_code: pod_abi::status::read_app_status(&status_dir, a.name.as_str())
-                            .or_else(|| pod_abi::status::published(&pod.path(), a.name.as_str())),
+                            .or_else(|| copied(a.name.as_str())),
                     })
                     .collect()
             })
