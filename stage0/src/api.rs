@@ -54,14 +54,8 @@ impl api_service::Source for DataDirSource {
 
     fn pods(&self) -> Result<Vec<Pod>, SourceError> {
         let pods = self.pods_dir()?;
-        let mut out = Vec::new();
-        for u in pods.list_uuids().map_err(internal)? {
-            // A pod removed since the listing is simply gone.
-            if let Ok(p) = pods.open_pod(&u) {
-                out.push(pod_message(&p));
-            }
-        }
-        Ok(out)
+        let all = pods.pods().map_err(internal)?;
+        Ok(all.map(|p| pod_message(&p)).collect())
     }
 
     /// A whole UUID or an unambiguous prefix of at least two characters, as rkt resolved it.

@@ -205,14 +205,11 @@ fn pod_rows(
 /// `rkt list`.
 pub fn list(g: &Globals, a: ListArgs) -> anyhow::Result<i32> {
     let pods = PodsDir::open(&g.dir)?;
-    let mut infos = Vec::new();
-    for u in pods.list_uuids()? {
-        if let Ok(p) = pods.open_pod(&u) {
-            if p.dir_state() != PodDirState::Embryo {
-                infos.push(PodInfo::read(&p));
-            }
-        }
-    }
+    let infos: Vec<PodInfo> = pods
+        .pods()?
+        .filter(|p| p.dir_state() != PodDirState::Embryo)
+        .map(|p| PodInfo::read(&p))
+        .collect();
     check_format(&a.format)?;
     if !a.format.is_empty() {
         let v: Vec<serde_json::Value> = infos.iter().map(PodInfo::to_json).collect();

@@ -187,6 +187,15 @@ impl PodsDir {
         Ok(out)
     }
 
+    /// Every pod listed by [`PodsDir::list_uuids`] that is still there when its turn comes,
+    /// opened one at a time (unlocked), in UUID order.
+    pub fn pods(&self) -> Result<impl Iterator<Item = Pod> + '_, PodError> {
+        Ok(self
+            .list_uuids()?
+            .into_iter()
+            .filter_map(|u| self.open_pod(&u).ok()))
+    }
+
     /// Resolves a full UUID or an unambiguous prefix to a full UUID.
     pub fn resolve(&self, reference: &str) -> Result<String, PodError> {
         let r = reference.trim().to_ascii_lowercase();

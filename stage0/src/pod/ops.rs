@@ -215,10 +215,7 @@ pub fn gc(pods: &PodsDir, opts: &GcOptions, on: &mut dyn FnMut(GcEvent)) -> Resu
         t.and_then(|t| now.duration_since(t).ok())
             .unwrap_or_default()
     };
-    for u in pods.list_uuids()? {
-        let Ok(mut p) = pods.open_pod(&u) else {
-            continue;
-        };
+    for mut p in pods.pods()? {
         let to = match p.state() {
             PodState::Exited => PodDirState::ExitedGarbage,
             PodState::AbortedPrepare => PodDirState::Garbage,
@@ -229,7 +226,7 @@ pub fn gc(pods: &PodsDir, opts: &GcOptions, on: &mut dyn FnMut(GcEvent)) -> Resu
             continue;
         }
         if p.dir_state().can_move_to(to) {
-            on(GcEvent::Marked(u.clone()));
+            on(GcEvent::Marked(p.uuid().to_string()));
             p.transition(to)?;
         }
         p.unlock();
@@ -241,10 +238,8 @@ pub fn gc(pods: &PodsDir, opts: &GcOptions, on: &mut dyn FnMut(GcEvent)) -> Resu
     // Pods whose stage1 gc ran, locked, waiting for their unmounts and removal: done together
     // per batch (mountinfo read once per round for the whole batch, not per pod).
     let mut batch: Vec<(String, Pod)> = Vec::new();
-    for u in pods.list_uuids()? {
-        let Ok(mut p) = pods.open_pod(&u) else {
-            continue;
-        };
+    for mut p in pods.pods()? {
+        let u = p.uuid().to_string();
         let due = match p.state() {
             PodState::ExitedGarbage => age(p.gc_marked()) >= opts.grace_period,
             PodState::Garbage => true,
