@@ -164,7 +164,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot, time: i64) -> Vec<Event> {
             .map(|p| p.apps.as_slice())
             .unwrap_or_default();
         for kind in lifecycle(from, to) {
-            if kind == EventType::PodExited || kind == EventType::PodGarbageCollected {
+            if let (EventType::PodExited, Some(after)) = (kind, after) {
                 app_exits(&mut out, id, before, after, time);
             }
             out.push(event(kind, id, id, time, Vec::new()));
@@ -174,7 +174,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot, time: i64) -> Vec<Event> {
                 }
             }
         }
-        if to == Stage::Running && from == Stage::Running {
+        if let (Stage::Running, Stage::Running, Some(after)) = (from, to, after) {
             // Apps of a running (mutable) pod that exited since the last reading.
             app_exits(&mut out, id, before, after, time);
         }
@@ -192,23 +192,9 @@ pub fn diff(old: &Snapshot, new: &Snapshot, time: i64) -> Vec<Event> {
     out
 }
 
-/// `APP_EXITED` for each app whose exit code `after` knows and `before` did not (each once).
-fn app_exits(
-    out: &mut Vec<Event>,
-    id: &str,
-    before: Option<&PodView>,
-    after: Option<&PodView>,
-    time: i64,
-) {
-    let Some(after) = after else {
-        return;
-    };
-    if out
-        .iter()
-        .any(|e| e.id == id && e.r#type == EventType::AppExited as i32)
-    {
-        return;
-    }
+/// `APP_EXITED` for each app whose exit code `after` knows and `before` did not (a pod gets
+/// here at most once a reading: before its `POD_EXITED`, or while it runs).
+fn app_exits(out: &mut Vec<Event>, id: &str, before: Option<&PodView>, after: &PodView, time: i64) {
     for (name, code) in &after.apps {
         let Some(code) = code else { continue };
         let known = before
@@ -287,11 +273,7 @@ impl Default for Hub {
 
 /// Reads `source` on a blocking thread.
 async fn read<S: Source>(source: &Arc<S>) -> Result<Snapshot, Status> {
-    let s = source.clone();
-    match tokio::task::spawn_blocking(move || Snapshot::read(&*s)).await {
-        Ok(r) => r.map_err(Status::from),
-        Err(e) => Err(Status::internal(format!("the event reader failed: {e}"))),
-    }
+    crate::read_blocking(source, Snapshot::read).await
 }
 
 impl Hub {

@@ -135,9 +135,8 @@ pub fn serve<S: Source>(
     let made: Vec<PathBuf> = listeners.iter().filter_map(Listener::made_path).collect();
     let served = rt.block_on(async move {
         let addrs: Vec<String> = listeners.iter().map(Listener::describe).collect();
-        let mut tcp: Incoming<tokio::net::TcpStream> = Box::pin(tokio_stream::empty());
-        let mut unix: Incoming<tokio::net::UnixStream> = Box::pin(tokio_stream::empty());
-        let (mut any_tcp, mut any_unix) = (false, false);
+        let mut tcp: Option<Incoming<tokio::net::TcpStream>> = None;
+        let mut unix: Option<Incoming<tokio::net::UnixStream>> = None;
         for l in listeners {
             match l {
                 Listener::Tcp(l) => {
@@ -151,14 +150,12 @@ pub fn serve<S: Source>(
                             Ok(s)
                         })
                     });
-                    tcp = Box::pin(tcp.merge(accepted));
-                    any_tcp = true;
+                    tcp = Some(merged(tcp, accepted));
                 }
                 Listener::Unix(l, _) => {
                     l.set_nonblocking(true).map_err(ApiError::Runtime)?;
                     let l = tokio::net::UnixListener::from_std(l).map_err(ApiError::Runtime)?;
-                    unix = Box::pin(unix.merge(UnixListenerStream::new(l)));
-                    any_unix = true;
+                    unix = Some(merged(unix, UnixListenerStream::new(l)));
                 }
             }
         }
@@ -174,9 +171,6 @@ pub fn serve<S: Source>(
             }
             let _ = stop_tx.send(true);
         });
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
         let svc = PublicApiServer::new(Api {
             source: Arc::new(source),
             events: Arc::new(events::Hub::default()),
@@ -191,29 +185,13 @@ pub fn serve<S: Source>(
                 .add_service(svc.clone())
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let (tcp, unix) = (slot::limit(tcp, &slots), slot::limit(unix, &slots));
         ready(&addrs);
-        let on_tcp = async {
-            if any_tcp {
-                server()
-                    .serve_with_incoming_shutdown(tcp, stopped(stop_rx.clone()))
-                    .await
-            } else {
-                Ok(())
-            }
-        };
-        let on_unix = async {
-            if any_unix {
-                server()
-                    .serve_with_incoming_shutdown(unix, stopped(stop_rx.clone()))
-                    .await
-            } else {
-                Ok(())
-            }
-        };
-        tokio::try_join!(on_tcp, on_unix)
-            .map(|_| ())
-            .map_err(ApiError::Serve)
+        tokio::try_join!(
+            serve_on(server(), tcp, &slots, stop_rx.clone()),
+            serve_on(server(), unix, &slots, stop_rx.clone()),
+        )
+        .map(|_| ())
+        .map_err(ApiError::Serve)
     });
     for p in made {
         let _ = std::fs::remove_file(p);
@@ -223,6 +201,44 @@ pub fn serve<S: Source>(
 
 /// Accepted connections of one kind, from all listeners of that kind.
 type Incoming<T> = Pin<Box<dyn Stream<Item = std::io::Result<T>> + Send>>;
+
+/// `all` with the connections of `more` added.
+fn merged<T: 'static>(
+    all: Option<Incoming<T>>,
+    more: impl Stream<Item = std::io::Result<T>> + Send + 'static,
+) -> Incoming<T> {
+    match all {
+        Some(all) => Box::pin(all.merge(more)),
+        None => Box::pin(more),
+    }
+}
+
+/// Serves `router` on `incoming` (nothing when there is no listener of that kind), each
+/// connection holding one of `slots`, until `stop` turns true.
+async fn serve_on<T>(
+    router: tonic::transport::server::Router,
+    incoming: Option<Incoming<T>>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error>
+where
+    T: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    let Some(incoming) = incoming else {
+        return Ok(());
+    };
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    router
+        .serve_with_incoming_shutdown(slot::limit(incoming, slots), stopped)
+        .await
+}
 
 /// The `PublicAPI` over a [`Source`].
 struct Api<S> {
@@ -236,13 +252,22 @@ impl<S: Source> Api<S> {
         &self,
         f: impl FnOnce(&S) -> Result<T, SourceError> + Send + 'static,
     ) -> Result<T, Status> {
-        let s = self.source.clone();
-        match tokio::task::spawn_blocking(move || f(&s)).await {
-            Ok(r) => r.map_err(Status::from),
-            Err(e) => Err(Status::internal(format!(
-                "the request's reader failed: {e}"
-            ))),
-        }
+        read_blocking(&self.source, f).await
+    }
+}
+
+/// Runs `f` on `source` on a blocking thread: every reading of the data directory, a request's
+/// or the event poller's.
+async fn read_blocking<S: Source, T: Send + 'static>(
+    source: &Arc<S>,
+    f: impl FnOnce(&S) -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, Status> {
+    let s = source.clone();
+    match tokio::task::spawn_blocking(move || f(&s)).await {
+        Ok(r) => r.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!(
+            "the data directory's reader failed: {e}"
+        ))),
     }
 }
 
