@@ -15,6 +15,7 @@ pub mod exec;
 pub mod exit;
 pub mod guestnet;
 pub mod init;
+pub mod mount_api;
 pub mod mountinfo;
 pub mod netinfo;
 pub mod paths;

@@ -372,7 +372,8 @@ impl GcArgs {
 
 /// Arguments of the app entrypoints (`app/add`, `app/start`, `app/stop`, `app/rm`), as rkt 1.30
 /// passed them: `[--debug] [--uuid=<UUID>] --app=<NAME>`; rkt's `--local-config=`,
-/// `--disable-*` and `--private-users=` flags are accepted and ignored.
+/// `--disable-*` and `--private-users=` flags are accepted and ignored. Ours add
+/// `--mount-fd=<FD>:<TARGET>` to `app/add` (`rkt app add --mnt-volume`, [`MountFd`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppArgs {
     /// `--debug`.
@@ -381,6 +382,20 @@ pub struct AppArgs {
     pub uuid: String,
     /// The app (an ACName, `crate::exec::is_app_name`).
     pub app: String,
+    /// `app/add`: the app's volumes, as detached mount trees stage0 made and passed open.
+    pub mounts: Vec<MountFd>,
+}
+
+/// One volume of an app added to a running pod: `fd` is an inherited descriptor of a detached
+/// mount tree (open_tree(2) with `OPEN_TREE_CLONE`, read-only already where the volume is),
+/// which the stage1 attaches at `target`, a path in the app's root (symlinks resolved inside
+/// that root, missing directories created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountFd {
+    /// The inherited descriptor.
+    pub fd: i32,
+    /// Absolute path in the app's root.
+    pub target: String,
 }
 
 impl AppArgs {
@@ -394,6 +409,9 @@ impl AppArgs {
             v.push(format!("--uuid={}", self.uuid));
         }
         v.push(format!("--app={}", self.app));
+        for m in &self.mounts {
+            v.push(format!("--mount-fd={}:{}", m.fd, m.target));
+        }
         v
     }
     /// Parses argv (without argv\[0\]); the app name must be an ACName.
@@ -416,6 +434,18 @@ impl AppArgs {
                     return Err(ArgsError::Unexpected(a));
                 }
                 out.app = v.to_string();
+            } else if let Some(v) = a.strip_prefix("--mount-fd=") {
+                let parsed = v.split_once(':').and_then(|(fd, target)| {
+                    let fd = fd.parse::<i32>().ok().filter(|fd| *fd > 2)?;
+                    target.starts_with('/').then(|| MountFd {
+                        fd,
+                        target: target.to_string(),
+                    })
+                });
+                match parsed {
+                    Some(m) => out.mounts.push(m),
+                    None => return Err(ArgsError::Unexpected(a)),
+                }
             } else if IGNORED.iter().any(|p| a.starts_with(p)) {
             } else if a.starts_with("--") {
                 return Err(ArgsError::UnknownFlag(a));
@@ -597,9 +627,21 @@ mod tests {
             debug: true,
             uuid: "u".into(),
             app: "web-1".into(),
+            mounts: vec![MountFd {
+                fd: 5,
+                target: "/var/a:b,c".into(),
+            }],
         };
-        assert_eq!(AppArgs::parse(a.to_argv()), Ok(a));
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(AppArgs::parse(a.to_argv()), Ok(a));
+        for bad in [
+            "--mount-fd=1:/x",
+            "--mount-fd=x:/x",
+            "--mount-fd=5:x",
+            "--mount-fd=5",
+        ] {
+            assert!(AppArgs::parse(v(&["--app=a", bad])).is_err(), "{bad}");
+        }
         assert_eq!(AppArgs::parse(v(&["--uuid=u"])), Err(ArgsError::MissingApp));
         assert_eq!(
             AppArgs::parse(v(&["--app=a", "--debug"])).map(|a| a.uuid),

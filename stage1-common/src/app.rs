@@ -10,6 +10,41 @@ use std::time::Duration;
 use pod_abi::exec::{read_room, Frame, FrameReader, Request};
 use pod_abi::stage1::{AppArgs, Entrypoint};
 
+/// Attaches `app/add`'s volumes (`args.mounts`: detached mount trees stage0 passed open) at
+/// their targets beneath `app_root`, a path in the mount namespace of `pid` (the flavor has
+/// checked that `pid` is its pod's), after setting the mount attributes `attrs` on each
+/// (`pod_abi::mount_api::attach_in_namespace`). Nothing to do without mounts.
+pub fn attach_mounts(
+    pid: i32,
+    app_root: &std::path::Path,
+    args: &AppArgs,
+    attrs: u64,
+) -> Result<(), AppError> {
+    use std::os::fd::{AsFd, BorrowedFd};
+    if args.mounts.is_empty() {
+        return Ok(());
+    }
+    let mut trees = Vec::new();
+    for m in &args.mounts {
+        // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
+        if unsafe { libc::fcntl(m.fd, libc::F_GETFD) } < 0 {
+            return Err(AppError::Protocol(format!(
+                "--mount-fd={}: no such open descriptor",
+                m.fd
+            )));
+        }
+        trees.push(pod_abi::mount_api::Attach {
+            // SAFETY: the descriptor is open (checked above), inherited for this purpose and
+            // never closed while this process runs.
+            tree: unsafe { BorrowedFd::borrow_raw(m.fd) },
+            target: &m.target,
+        });
+    }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).map_err(AppError::Io)?;
+    pod_abi::mount_api::attach_in_namespace(ns.as_fd(), app_root, &trees, attrs)
+        .map_err(|e| AppError::Refused(format!("app {}: volumes: {e}", args.app)))
+}
+
 /// How long guest-init may take to answer an app request; a stop waits for the app's grace
 /// period (the plan's, at most a few minutes in practice) before its answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -118,6 +153,7 @@ mod tests {
             debug: false,
             uuid: "u".into(),
             app: "web".into(),
+            mounts: Vec::new(),
         };
         let req = request_for(Entrypoint::AppStart, &args).unwrap();
         let (s, t) = serve(vec![Frame::Exit(0)]);

@@ -59,12 +59,29 @@ fn connect(pod_dir: &Path) -> Result<UnixStream, Stage1Error> {
     })
 }
 
-/// `app_add`, `app_start`, `app_stop`, `app_rm`.
+/// `app_add`, `app_start`, `app_stop`, `app_rm`. `app_add`'s volumes are attached first, in
+/// guest-init's mount namespace (the pod's, whose root is the stage1 root), at the app's root
+/// there; guest-init then finds them in place as it sets the app up.
 pub fn request(pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
     let req = stage1_common::app::request_for(entry, args).ok_or_else(|| {
         Stage1Error::Refused(format!("{} is not an app entrypoint", entry.name()))
     })?;
     let stream = connect(pod.dir())?;
+    if !args.mounts.is_empty() {
+        let pid = pod.read_pid().map_err(Stage1Error::failed)?;
+        let uuid = pod
+            .dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(why) = crate::stop::verify_guest_init(pid, &uuid) {
+            return Err(Stage1Error::Refused(format!(
+                "refusing to attach volumes: {why}"
+            )));
+        }
+        let root = pod_abi::paths::guest_app_rootfs(&args.app);
+        stage1_common::app::attach_mounts(pid, &root, args, 0).map_err(Stage1Error::failed)?;
+    }
     stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;
     Ok(0)
 }

@@ -15,8 +15,9 @@ pub fn app_cmd<S: AsRef<str>>(e: &E2e, args: &[S]) -> Output {
     e.run_env(&[("RKT_EXPERIMENT_APP", "true")], args)
 }
 
-/// Starts `rkt app sandbox` (in the background, as rktlet ran it) and waits until the pod
-/// runs; returns the sandbox process and the pod's UUID.
+/// Starts `rkt app sandbox` (in the background, as rktlet ran it; its output, the apps', in
+/// `sandbox.out`) and waits until the pod runs; returns the sandbox process and the pod's
+/// UUID.
 pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String) {
     let uuid_file = e.path("sandbox-uuid");
     let mut args = vec![
@@ -30,7 +31,7 @@ pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String
         .rkt(&args)
         .env("RKT_EXPERIMENT_APP", "true")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(e.path("sandbox.out")).unwrap())
         .spawn()
         .unwrap();
     wait_for_paths(&[&uuid_file], limit, "the sandbox saved no UUID");
@@ -301,4 +302,161 @@ pub fn app_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) -> Tim
     }
     assert!(!Path::new(&format!("/var/run/netns/rkt-{uuid}")).exists());
     t
+}
+
+/// The host's mount points (from /proc/self/mountinfo), sorted.
+fn host_mount_points() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `rkt app add --mnt-volume` (rkt's per-app volumes, as rktlet passed a container's mounts)
+/// on a running sandbox `uuid`: a host volume read-write, one read-only, an image mount point
+/// given an implicit empty volume, and a target reached through the image's symlink to a host
+/// path, which must land inside the app's root. The app checks them from the inside and writes
+/// through the first; the host's mount table does not change; `rkt app rm` removes the app's
+/// tree without reaching into the volumes; a missing source fails and changes nothing. Ends
+/// with `rkt stop` and `rkt gc`.
+pub fn mnt_volume_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) {
+    let rw = e.path("vol-rw");
+    let ro = e.path("vol-ro");
+    let host_target = e.path("not-here");
+    for d in [&rw, &ro, &host_target] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(rw.join("from-host"), b"rw").unwrap();
+    std::fs::write(ro.join("ro-file"), b"ro").unwrap();
+    let img = e.pod_check_image("vol.aci", |s| {
+        s.mount_point("cache", "/cache", false)
+            .symlink("/link", host_target.to_str().unwrap())
+    });
+    let before = host_mount_points();
+    let add = |extra: &[&str], name: &str| {
+        let mut args: Vec<String> = vec![
+            "app".into(),
+            "add".into(),
+            uuid.into(),
+            img.to_str().unwrap().into(),
+            format!("--name={name}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        app_cmd(e, &args)
+    };
+    let data = format!(
+        "--mnt-volume=name=data,kind=host,source={},target=/data",
+        rw.display()
+    );
+    let conf = format!(
+        "--mnt-volume=name=conf,kind=host,source={},target=/conf,readOnly=true",
+        ro.display()
+    );
+    let via_link = format!(
+        "--mnt-volume=name=data,kind=host,source={},target=/link/in",
+        rw.display()
+    );
+    let o = add(
+        &[
+            &data,
+            &conf,
+            &via_link,
+            "--",
+            "--expect-file=/data/from-host",
+            "--expect-file=/conf/ro-file",
+            "--expect-file=/link/in/from-host",
+            "--expect-mount=/data:rw",
+            "--expect-mount=/conf:ro",
+            "--expect-mount=/cache:rw",
+            "--write=/data/from-app",
+            "--write=/cache/scratch",
+        ],
+        "vol",
+    );
+    ok(&o);
+    assert!(
+        stderr(&o).contains("mount point \"cache\""),
+        "the implicit volume is reported: {}",
+        stderr(&o)
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&stdout(&e.run(&["cat-manifest", uuid]))).unwrap();
+    let app = m["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "vol")
+        .unwrap()
+        .clone();
+    let mounts = app["mounts"].as_array().unwrap();
+    let kinds: Vec<(String, String, String)> = mounts
+        .iter()
+        .map(|m| {
+            (
+                m["path"].as_str().unwrap().to_string(),
+                m["volume"].as_str().unwrap().to_string(),
+                m["appVolume"]["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = |p: &str, v: &str, k: &str| (p.to_string(), v.to_string(), k.to_string());
+    assert_eq!(
+        kinds,
+        vec![
+            want("/data", "data", "host"),
+            want("/conf", "conf", "host"),
+            want("/link/in", "data", "host"),
+            want("/cache", "cache", "empty"),
+        ],
+        "{app}"
+    );
+    // Nothing was mounted in the host's namespace.
+    assert_eq!(host_mount_points(), before);
+
+    ok(&app_cmd(e, &["app", "start", uuid, "--app=vol"]));
+    let st = wait_state(e, uuid, "vol", "exited", limit);
+    let out = std::fs::read_to_string(e.path("sandbox.out")).unwrap_or_default();
+    assert_eq!(st["exit_code"], 0, "{st}\n{out}");
+    assert_eq!(std::fs::read(rw.join("from-app")).unwrap(), b"pod-check\n");
+    // The symlink to a host path led inside the app's root, not to the host's directory.
+    assert_eq!(std::fs::read_dir(&host_target).unwrap().count(), 0);
+    let inside = app_root(e, uuid, "vol").join(host_target.strip_prefix("/").unwrap());
+    assert!(inside.join("in").is_dir(), "{}", inside.display());
+    assert!(PodPaths::new(e.pod_dir(uuid))
+        .shared_volume("cache")
+        .join("scratch")
+        .is_file());
+
+    // A missing source: refused, nothing changes.
+    let manifest = stdout(&e.run(&["cat-manifest", uuid]));
+    let gone = format!(
+        "--mnt-volume=name=gone,kind=host,source={},target=/gone",
+        e.path("no-such-dir").display()
+    );
+    let o = add(&[&gone], "other");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("no-such-dir"), "{}", stderr(&o));
+    assert_eq!(stdout(&e.run(&["cat-manifest", uuid])), manifest);
+    assert!(!PodPaths::new(e.pod_dir(uuid)).app_dir("other").exists());
+
+    // rm removes the app's tree, never what its volumes hold.
+    ok(&app_cmd(e, &["app", "rm", uuid, "--app=vol"]));
+    assert!(!PodPaths::new(e.pod_dir(uuid)).app_dir("vol").exists());
+    assert!(rw.join("from-host").is_file() && rw.join("from-app").is_file());
+    assert!(ro.join("ro-file").is_file());
+    assert_eq!(host_mount_points(), before);
+
+    let o = e.run(&["stop", uuid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t0 = Instant::now();
+    while sandbox.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < limit, "the sandbox did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = e.run(&["gc", "--grace-period=0s"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(rw.join("from-host").is_file() && rw.join("from-app").is_file());
 }

@@ -1,11 +1,13 @@
 //! End-to-end under the kvm stage1 (inside `ci/nested-kvm`): the experimental `rkt app`
 //! commands over the vsock exec channel, the same flow as `ns_app.rs`
-//! (`rkt_tests::mutable::app_flow`) in one KVM pod.
+//! (`rkt_tests::mutable::app_flow`) in one KVM pod, and `rkt app add --mnt-volume`
+//! (`rkt_tests::mutable::mnt_volume_flow`), whose volumes the host attaches beneath the VM's
+//! share in the jailed VMM's mount namespace.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use rkt_tests::mutable::{app_flow, start_sandbox};
+use rkt_tests::mutable::{app_flow, mnt_volume_flow, start_sandbox};
 use rkt_tests::{E2e, KVM_RUN_TIMEOUT_SECS};
 
 #[test]
@@ -20,4 +22,14 @@ fn kvm_app_sandbox_add_start_exec_stop_rm() {
         "TIMING kvm app add {:?}, app start {:?}, app stop {:?}, app rm {:?}",
         t.add, t.start, t.stop, t.rm
     );
+}
+
+#[test]
+fn kvm_app_add_mnt_volume() {
+    let Some(e) = E2e::require_kvm("kvm_app_add_mnt_volume") else {
+        return;
+    };
+    let limit = Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
+    let (sandbox, uuid) = start_sandbox(&e, &["--net=none"], limit);
+    mnt_volume_flow(&e, sandbox, &uuid, limit);
 }

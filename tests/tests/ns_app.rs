@@ -1,12 +1,13 @@
 //! End-to-end: the experimental `rkt app` commands with the ns stage1 (issue 14, item 5):
 //! refused without `RKT_EXPERIMENT_APP=true`; sandbox -> add two apps -> start, exec, stop,
 //! rm one -> the other still works -> bad adds change nothing -> `rkt stop` + `rkt gc` leave
-//! nothing (`rkt_tests::mutable::app_flow`).
+//! nothing (`rkt_tests::mutable::app_flow`); `rkt app add --mnt-volume`
+//! (`rkt_tests::mutable::mnt_volume_flow`).
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use rkt_tests::mutable::{app_flow, start_sandbox};
+use rkt_tests::mutable::{app_flow, mnt_volume_flow, start_sandbox};
 use rkt_tests::E2e;
 
 #[test]
@@ -42,6 +43,16 @@ fn ns_app_sandbox_add_start_exec_stop_rm() {
         "TIMING app add {:?}, app start {:?}, app stop {:?}, app rm {:?}",
         t.add, t.start, t.stop, t.rm
     );
+}
+
+#[test]
+fn ns_app_add_mnt_volume() {
+    let Some(e) = E2e::require("ns_app_add_mnt_volume") else {
+        return;
+    };
+    let limit = Duration::from_secs(30);
+    let (sandbox, uuid) = start_sandbox(&e, &["--net=none"], limit);
+    mnt_volume_flow(&e, sandbox, &uuid, limit);
 }
 
 #[test]

@@ -160,8 +160,8 @@ fn ns_default_stage1_is_found_next_to_rkt() {
 }
 
 /// `rkt run --pod-manifest`: the pod is the appc pod manifest as written (its app section
-/// replacing the image's: exec, environment, user; its host volume and mount; the image by ID
-/// from the store), and a manifest rkt refuses fails before any pod exists.
+/// replacing the image's: exec, environment, user; its host volume and mount, and a mount with
+/// its own `appVolume`; the image by ID from the store), and a manifest rkt refuses fails before any pod exists.
 #[test]
 fn ns_pod_manifest_runs_the_manifest_as_written() {
     let Some(e) = E2e::require("ns_pod_manifest_runs_the_manifest_as_written") else {
@@ -185,12 +185,17 @@ fn ns_pod_manifest_runs_the_manifest_as_written() {
                 "app": {
                     "exec": ["/bin/pod-check", "--expect-env", "FROM=manifest",
                              "--expect-file", "/data/from-host",
-                             "--expect-mount", "/data:ro", "--expect-uid", "0", "--exit", exit],
+                             "--expect-mount", "/data:ro", "--expect-mount", "/own:rw",
+                             "--write", "/own/w", "--expect-uid", "0", "--exit", exit],
                     "user": "0",
                     "group": "0",
                     "environment": [{ "name": "FROM", "value": "manifest" }]
                 },
-                "mounts": [{ "volume": "data", "path": "/data" }]
+                "mounts": [
+                    { "volume": "data", "path": "/data" },
+                    { "volume": "own", "path": "/own",
+                      "appVolume": { "name": "own", "kind": "empty", "mode": "0700" } }
+                ]
             }],
             "volumes": [{
                 "name": "data", "kind": "host", "source": host.to_str().unwrap(), "readOnly": true
@@ -222,6 +227,8 @@ fn ns_pod_manifest_runs_the_manifest_as_written() {
         "the pod's manifest names the store's full ID: {full}"
     );
     assert_eq!(written["apps"][0]["image"]["name"], "example.com/pm");
+    let own = pod_abi::paths::PodPaths::new(e.pod_dir(&uuid)).shared_volume("own");
+    assert!(own.join("w").is_file(), "{}", own.display());
 
     // Refused before a pod exists: an image not in the store, a manifest beside an image,
     // an exposed port no app declares, a volume target climbing out with "..", a file that is

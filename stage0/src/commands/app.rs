@@ -46,7 +46,7 @@ const SANDBOX_FLAGS: [&str; 26] = [
 
 /// Flags `rkt app add` takes after `UUID IMAGE` (the app flags of `rkt run`, and rkt's
 /// `--label`).
-const ADD_FLAGS: [&str; 30] = [
+const ADD_FLAGS: [&str; 31] = [
     "name",
     "exec",
     "user",
@@ -77,6 +77,7 @@ const ADD_FLAGS: [&str; 30] = [
     "stderr",
     "pull-policy",
     "store-only",
+    "mnt-volume",
 ];
 
 fn flags_help(intro: &str, flags: &[&str]) -> String {
@@ -241,8 +242,9 @@ fn sandbox(g: &Globals, a: SandboxArgs) -> anyhow::Result<i32> {
 
 /// `rkt app add`.
 fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
-    let (uuid, cmd) = mutable::parse_add(&a.rest)?;
-    let (dir, debug, insecure) = super::run::globals_of(g, &cmd);
+    let add = mutable::parse_add(&a.rest)?;
+    let (uuid, cmd) = (&add.uuid, &add.cmd);
+    let (dir, debug, insecure) = super::run::globals_of(g, cmd);
     let data_dir = pod_abi::paths::canonicalize(&dir).unwrap_or(dir);
     // rkt's app add takes images from the store (rktlet fetched them first); a file is
     // imported.
@@ -257,7 +259,7 @@ fn add(g: &Globals, a: AddArgs) -> anyhow::Result<i32> {
         fetch,
         debug,
     };
-    let name = mutable::add(&pods, &uuid, &cmd, &o, &mut |w| super::warn(&w))?;
+    let name = mutable::add(&pods, uuid, &add, &o, &mut |w| super::warn(&w))?;
     if debug {
         eprintln!("rkt: app {name} added to pod {uuid}");
     }

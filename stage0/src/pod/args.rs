@@ -367,9 +367,45 @@ where
 pub fn parse_volume(s: &str) -> Result<appc::schema::Volume, UsageError> {
     let mut parts = s.split(',');
     let name = parts.next().unwrap_or_default();
+    volume_from("--volume", name, parts)
+}
+
+/// Parses `rkt app add`'s `--mnt-volume name=NAME,kind=...,target=PATH[,...]` (rkt's per-app
+/// volume, for the CRI: a volume and its mount in one flag; the keys of `--volume` besides
+/// `target`, in any order): the volume and the target.
+pub fn parse_mnt_volume(s: &str) -> Result<(appc::schema::Volume, String), UsageError> {
+    let (mut name, mut target) = (None, None);
+    let mut rest = Vec::new();
+    for p in s.split(',') {
+        match p.split_once('=') {
+            Some(("name", v)) if name.is_none() => name = Some(v),
+            Some(("target", v)) if target.is_none() => target = Some(v),
+            Some(("name" | "target", _)) => {
+                return Err(usage(format!("--mnt-volume: {p:?} given twice")))
+            }
+            _ => rest.push(p),
+        }
+    }
+    let name = name.ok_or_else(|| usage("--mnt-volume: missing name=NAME"))?;
+    let target = target.ok_or_else(|| usage("--mnt-volume: missing target=PATH"))?;
+    if !target.starts_with('/') {
+        return Err(usage(format!(
+            "--mnt-volume {name}: target must be an absolute path, got {target:?}"
+        )));
+    }
+    let v = volume_from("--mnt-volume", name, rest.into_iter())?;
+    Ok((v, target.to_string()))
+}
+
+/// A volume `name` from `key=value` parts; `flag` names the flag in messages.
+fn volume_from<'a>(
+    flag: &str,
+    name: &str,
+    parts: impl Iterator<Item = &'a str>,
+) -> Result<appc::schema::Volume, UsageError> {
     let name = appc::AcName::new(name).map_err(|_| {
         usage(format!(
-            "--volume: invalid volume name {name:?} (want an ACName)"
+            "{flag}: invalid volume name {name:?} (want an ACName)"
         ))
     })?;
     let mut v = appc::schema::Volume {
@@ -385,10 +421,10 @@ pub fn parse_volume(s: &str) -> Result<appc::schema::Volume, UsageError> {
     for p in parts {
         let (k, val) = p
             .split_once('=')
-            .ok_or_else(|| usage(format!("--volume: expected key=value, got {p:?}")))?;
+            .ok_or_else(|| usage(format!("{flag}: expected key=value, got {p:?}")))?;
         let num = |val: &str| {
             val.parse::<u32>()
-                .map_err(|_| usage(format!("--volume: invalid number {val:?} for {k}")))
+                .map_err(|_| usage(format!("{flag}: invalid number {val:?} for {k}")))
         };
         match k {
             "kind" => v.kind = val.to_string(),
@@ -398,7 +434,7 @@ pub fn parse_volume(s: &str) -> Result<appc::schema::Volume, UsageError> {
             "mode" => v.mode = Some(val.to_string()),
             "uid" => v.uid = Some(num(val)?),
             "gid" => v.gid = Some(num(val)?),
-            _ => return Err(usage(format!("--volume: unknown key {k:?}"))),
+            _ => return Err(usage(format!("{flag}: unknown key {k:?}"))),
         }
     }
     match v.kind.as_str() {
@@ -407,20 +443,15 @@ pub fn parse_volume(s: &str) -> Result<appc::schema::Volume, UsageError> {
                 Some(src) if src.starts_with('/') => {}
                 Some(src) => {
                     return Err(usage(format!(
-                        "--volume {}: source must be an absolute path, got {src:?}",
+                        "{flag} {}: source must be an absolute path, got {src:?}",
                         v.name
                     )))
                 }
-                None => {
-                    return Err(usage(format!(
-                        "--volume {}: kind=host needs source=",
-                        v.name
-                    )))
-                }
+                None => return Err(usage(format!("{flag} {}: kind=host needs source=", v.name))),
             }
             if v.mode.is_some() || v.uid.is_some() || v.gid.is_some() {
                 return Err(usage(format!(
-                    "--volume {}: mode/uid/gid apply to kind=empty only",
+                    "{flag} {}: mode/uid/gid apply to kind=empty only",
                     v.name
                 )));
             }
@@ -428,21 +459,16 @@ pub fn parse_volume(s: &str) -> Result<appc::schema::Volume, UsageError> {
         "empty" => {
             if v.source.is_some() || v.recursive.is_some() {
                 return Err(usage(format!(
-                    "--volume {}: source/recursive apply to kind=host only",
+                    "{flag} {}: source/recursive apply to kind=host only",
                     v.name
                 )));
             }
         }
-        "" => {
-            return Err(usage(format!(
-                "--volume {}: missing kind=host|empty",
-                v.name
-            )))
-        }
-        k => return Err(usage(format!("--volume {}: unknown kind {k:?}", v.name))),
+        "" => return Err(usage(format!("{flag} {}: missing kind=host|empty", v.name))),
+        k => return Err(usage(format!("{flag} {}: unknown kind {k:?}", v.name))),
     }
     v.validate_at("volume")
-        .map_err(|e| usage(format!("--volume: {e}")))?;
+        .map_err(|e| usage(format!("{flag}: {e}")))?;
     Ok(v)
 }
 
@@ -1251,6 +1277,28 @@ mod tests {
         assert_eq!((e.uid, e.gid), (Some(7), Some(8)));
         assert!(parse_volume("db,kind=empty,source=/x").is_err());
         assert!(parse_volume("db,kind=tmpfs").is_err());
+        // rkt app add's per-app form: name= and target= among the keys, in any order.
+        let (v, t) =
+            parse_mnt_volume("kind=host,name=data,source=/srv,target=/var/data,readOnly=true")
+                .unwrap();
+        assert_eq!((v.name.as_str(), t.as_str()), ("data", "/var/data"));
+        assert_eq!(
+            (v.source.as_deref(), v.read_only),
+            (Some("/srv"), Some(true))
+        );
+        let (e, _) = parse_mnt_volume("name=scratch,kind=empty,mode=0700,target=/s").unwrap();
+        assert_eq!(e.mode.as_deref(), Some("0700"));
+        for bad in [
+            "kind=host,source=/srv,target=/d",
+            "name=d,kind=host,source=/srv",
+            "name=d,kind=host,source=/srv,target=rel",
+            "name=d,name=e,kind=empty,target=/d",
+            "name=D!,kind=empty,target=/d",
+            "name=d,kind=host,target=/d",
+        ] {
+            let e = parse_mnt_volume(bad).unwrap_err();
+            assert!(e.0.contains("--mnt-volume"), "{bad}: {}", e.0);
+        }
     }
 
     #[test]

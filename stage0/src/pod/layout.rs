@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use appc::schema::{App, PodManifest};
@@ -489,7 +489,17 @@ pub fn check_mount_targets<'a>(
 /// `apps` are the apps' effective app sections in manifest order (an app's own, else its
 /// image's); an app without one is skipped.
 pub fn check_volumes(pm: &PodManifest, apps: &[Option<&App>]) -> Result<(), PodError> {
-    for v in pm.volumes.iter().filter(|v| v.kind == "host") {
+    let per_app = pm
+        .apps
+        .iter()
+        .flat_map(|a| &a.mounts)
+        .filter_map(|m| m.app_volume.as_ref());
+    for v in pm
+        .volumes
+        .iter()
+        .chain(per_app)
+        .filter(|v| v.kind == "host")
+    {
         open_host_source(v)?;
     }
     for (ra, app) in pm.apps.iter().zip(apps) {
@@ -502,18 +512,6 @@ pub fn check_volumes(pm: &PodManifest, apps: &[Option<&App>]) -> Result<(), PodE
     Ok(())
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// `MOUNT_ATTR_RDONLY`.
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
 /// Makes the mount at `target` read-only, with every mount below it when `recursive`:
 /// mount_setattr(2) with `AT_RECURSIVE` (Linux >= 5.12), else a read-only bind remount of
 /// the target and of each submount listed in /proc/self/mountinfo (keeping their nosuid,
@@ -522,8 +520,8 @@ pub fn make_read_only(target: &Path, recursive: bool) -> Result<(), PodError> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(target.as_os_str().as_bytes())
         .map_err(|_| PodError::Config(format!("bad path {}", target.display())))?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+    let attr = libc::mount_attr {
+        attr_set: pod_abi::mount_api::MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
@@ -540,8 +538,8 @@ pub fn make_read_only(target: &Path, recursive: bool) -> Result<(), PodError> {
             libc::AT_FDCWD,
             c.as_ptr(),
             flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         )
     };
     if r == 0 {
@@ -622,7 +620,7 @@ pub fn mount_volumes_with(
     for app in &plan.apps {
         let root = paths.app_rootfs(&app.name);
         for m in &app.mounts {
-            let v = pm.volume(&m.volume).ok_or_else(|| {
+            let v = super::plan::mount_volume(pm, &app.name, m).ok_or_else(|| {
                 PodError::Config(format!("app {}: unknown volume {}", app.name, m.volume))
             })?;
             let (src, shown, _fd) = if v.kind == "host" {
@@ -660,6 +658,45 @@ pub fn mount_volumes_with(
         }
     }
     Ok(())
+}
+
+/// The volume `v` as a detached mount tree (`pod_abi::mount_api::clone_tree`, recursive as
+/// [`mount_volumes`] binds it; read-only with every mount below it when `read_only`), for an
+/// app added to a running pod: the stage1 attaches it inside the pod's mount namespace, which
+/// no path of the host reaches. Host sources are opened as [`mount_volumes`] opens them; empty
+/// volumes are made as [`volume_source`] makes them.
+pub fn detached_volume(
+    paths: &PodPaths,
+    v: &appc::schema::Volume,
+    private_users: Option<IdRange>,
+    read_only: bool,
+) -> Result<OwnedFd, PodError> {
+    use std::os::fd::AsFd;
+    let (src, shown) = if v.kind == "host" {
+        let shown = PathBuf::from(v.source.as_deref().unwrap_or_default());
+        (open_host_source(v)?, shown)
+    } else {
+        let p = volume_source(paths, v, private_users)?;
+        let fd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(|e| PodError::io("open", &p, e))?;
+        (OwnedFd::from(fd), p)
+    };
+    let failed = |what: &str, e: std::io::Error| PodError::Mount {
+        what: format!("{what} of volume {}", v.name),
+        target: shown.clone(),
+        source: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    let recursive = v.kind != "host" || v.is_recursive();
+    let tree = pod_abi::mount_api::clone_tree(src.as_fd(), recursive)
+        .map_err(|e| failed("a detached copy", e))?;
+    if read_only {
+        pod_abi::mount_api::set_attrs(tree.as_fd(), pod_abi::mount_api::MOUNT_ATTR_RDONLY, true)
+            .map_err(|e| failed("the read-only attribute", e))?;
+    }
+    Ok(tree)
 }
 
 /// Writes the launch plan to `stage1/rootfs/rkt/plan.json` atomically.

@@ -251,7 +251,7 @@ fn annotations_of(flags: &[(String, String)]) -> Result<Vec<appc::schema::Annota
 
 /// Gives each of `app`'s mount points that neither `mounts` nor a volume of the same name
 /// covers an implicit `kind=empty` volume, reported through `warn` (as rkt does).
-fn add_implicit_volumes(
+pub(crate) fn add_implicit_volumes(
     volumes: &mut Vec<Volume>,
     name: &AcName,
     app: &App,

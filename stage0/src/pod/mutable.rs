@@ -22,6 +22,7 @@
 //! `pod_abi::podfile::read_beneath` and written with `write_beneath`.
 
 use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::SystemTime;
@@ -30,7 +31,7 @@ use appc::schema::PodManifest;
 use pod_abi::paths::{PodPaths, PLAN_IN_STAGE1};
 use pod_abi::plan::{Plan, MUTABLE_ANNOTATION};
 use pod_abi::podfile::{read_beneath, write_beneath, SMALL_FILE_MAX};
-use pod_abi::stage1::{AppArgs, ANN_APP_ADD, ANN_APP_RM, ANN_APP_START, ANN_APP_STOP};
+use pod_abi::stage1::{AppArgs, MountFd, ANN_APP_ADD, ANN_APP_RM, ANN_APP_START, ANN_APP_STOP};
 
 use super::args::{AppOptions, Mode, RunCommand};
 use super::launch::{read_pod_manifest, LaunchError, RunOptions};
@@ -165,10 +166,21 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
     Ok(cmd)
 }
 
+/// `rkt app add`'s command line.
+#[derive(Debug, Clone)]
+pub struct AddCommand {
+    /// The pod (a UUID or an unambiguous prefix).
+    pub uuid: String,
+    /// The app, in `rkt run`'s form (one image).
+    pub cmd: RunCommand,
+    /// `--mnt-volume`s: the app's own volumes, each with its target (`appVolume` set).
+    pub volumes: Vec<appc::schema::Mount>,
+}
+
 /// Parses `rkt app add UUID IMAGE [app flags] [-- ARGS...]` (rkt's form: the pod and the image
-/// first); `--label K=V` is rkt's spelling of `--user-label`. Returns the UUID and the command
-/// with one app.
-pub fn parse_add(argv: &[String]) -> Result<(String, RunCommand), UsageError> {
+/// first); `--label K=V` is rkt's spelling of `--user-label`, `--mnt-volume` (rkt's, for the
+/// CRI) a volume of this app and its target in one flag.
+pub fn parse_add(argv: &[String]) -> Result<AddCommand, UsageError> {
     let bad = || UsageError("usage: rkt app add UUID IMAGE [flags] [-- ARGS...]".into());
     let (uuid, rest) = argv.split_first().ok_or_else(bad)?;
     let image = rest.first().ok_or_else(bad)?;
@@ -176,17 +188,30 @@ pub fn parse_add(argv: &[String]) -> Result<(String, RunCommand), UsageError> {
         return Err(bad());
     }
     let mut translated = Vec::new();
+    let mut volumes = Vec::new();
     let mut it = rest.iter();
-    for a in it.by_ref() {
+    while let Some(a) = it.next() {
         if a == "--" {
             translated.push(a.clone());
             break;
         }
-        if a == "--mnt-volume" || a.starts_with("--mnt-volume=") {
-            return Err(UsageError(
-                "app add: --mnt-volume is not supported (volumes of apps added to a running pod)"
-                    .into(),
-            ));
+        let mnt = match a.strip_prefix("--mnt-volume") {
+            Some("") => Some(
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| UsageError("--mnt-volume needs a value".into()))?,
+            ),
+            Some(v) => v.strip_prefix('=').map(str::to_string),
+            None => None,
+        };
+        if let Some(m) = mnt {
+            let (v, target) = super::args::parse_mnt_volume(&m)?;
+            volumes.push(appc::schema::Mount {
+                volume: v.name.clone(),
+                path: target,
+                app_volume: Some(v),
+            });
+            continue;
         }
         translated.push(match a.strip_prefix("--label") {
             Some(v) if v.is_empty() || v.starts_with('=') => format!("--user-label{v}"),
@@ -208,13 +233,19 @@ pub fn parse_add(argv: &[String]) -> Result<(String, RunCommand), UsageError> {
     let p = &cmd.pod;
     if !p.volumes.is_empty() || !p.mounts.is_empty() || !p.ports.is_empty() {
         return Err(UsageError(
-            "app add: --volume, --mount and --port are not supported".into(),
+            "app add: --volume, --mount and --port are not supported (--mnt-volume gives the app a volume)".into(),
         ));
     }
     if cmd.apps.iter().any(|a| !a.mounts.is_empty()) {
-        return Err(UsageError("app add: --mount is not supported".into()));
+        return Err(UsageError(
+            "app add: --mount is not supported (--mnt-volume gives the app a volume)".into(),
+        ));
     }
-    Ok((uuid.clone(), cmd))
+    Ok(AddCommand {
+        uuid: uuid.clone(),
+        cmd,
+        volumes,
+    })
 }
 
 /// A running mutable pod with its app lock held.
@@ -262,13 +293,15 @@ fn open_locked(pods: &PodsDir, reference: &str) -> Result<Locked, AppError> {
     })
 }
 
-/// Runs the stage1 app entrypoint `ann` for `app`.
+/// Runs the stage1 app entrypoint `ann` for `app`; `mounts` (detached mount trees and their
+/// targets, `app/add` only) are passed open as `--mount-fd`.
 fn call(
     pods: &PodsDir,
     pod: &Pod,
     ann: &'static str,
     app: &str,
     debug: bool,
+    mounts: &[(BorrowedFd<'_>, &str)],
 ) -> Result<(), AppError> {
     let ep = Entrypoints::read(&pod.paths().stage1_manifest())?;
     let entry = stage1::image_root(pods.data_dir(), &pod.path())?.join(ep.entrypoint(ann)?);
@@ -276,9 +309,17 @@ fn call(
         debug,
         uuid: pod.uuid().to_string(),
         app: app.to_string(),
+        mounts: mounts
+            .iter()
+            .map(|(fd, target)| MountFd {
+                fd: fd.as_raw_fd(),
+                target: target.to_string(),
+            })
+            .collect(),
     }
     .to_argv();
-    let s = stage1::run_entrypoint(&pod.path(), &entry, &argv)?;
+    let keep: Vec<BorrowedFd<'_>> = mounts.iter().map(|(fd, _)| *fd).collect();
+    let s = stage1::run_entrypoint_with_fds(&pod.path(), &entry, &argv, &keep)?;
     if !s.success() {
         return Err(AppError::Entrypoint(
             ann.rsplit('/').next().unwrap_or(ann),
@@ -344,15 +385,22 @@ pub struct AddOptions {
     pub debug: bool,
 }
 
-/// `rkt app add`: adds the one app of `cmd` to the running mutable pod `reference`; returns
+/// `rkt app add`: adds the one app of `add` to the running mutable pod `reference`; returns
 /// the app's name. Warnings (implicit volumes and the like) go to `warn`.
+///
+/// The app's volumes are its `--mnt-volume`s, a pod volume named as one of its image's mount
+/// points, or an implicit empty volume for a mount point nothing else covers (as `rkt run`
+/// gives one, with the same warning). Each is passed to the stage1 as a detached mount tree
+/// ([`layout::detached_volume`]) to attach inside the pod; a mount made in the host's
+/// namespace would reach neither the pod's mount namespace nor the VM's share.
 pub fn add(
     pods: &PodsDir,
     reference: &str,
-    cmd: &RunCommand,
+    add: &AddCommand,
     o: &AddOptions,
     warn: &mut dyn FnMut(String),
 ) -> Result<String, AppError> {
+    let cmd = &add.cmd;
     let l = open_locked(pods, reference)?;
     let app_opts = cmd
         .apps
@@ -377,30 +425,49 @@ pub fn add(
         image_id: rec.id.clone(),
         manifest: image.clone(),
     };
-    let mut implicit = Vec::new();
-    let one = build_pod_manifest(
+    // The app alone, its mount points not yet matched against the pod's volumes.
+    let alone = build_pod_manifest(
         &super::args::PodOptions::default(),
         &sources,
         &[resolved],
-        &mut |w| implicit.push(w),
+        &mut |_| {},
     )?;
-    let ra = one
+    let mut ra = alone
         .apps
         .first()
         .cloned()
         .ok_or_else(|| usage("app add takes one image"))?;
     let name = ra.name.as_str().to_string();
-    if !implicit.is_empty() || !ra.mounts.is_empty() {
-        return Err(usage(format!(
-            "app {name}: the image has mount points; volumes are not supported for apps added to a running pod"
-        )));
-    }
     if l.pm.apps.iter().any(|a| a.name == ra.name) {
         return Err(usage(format!(
             "pod {} already has an app named {name}",
             l.pod.uuid()
         )));
     }
+    ra.mounts = add.volumes.clone();
+    if let Some(app) = ra.app.clone() {
+        let mut volumes = l.pm.volumes.clone();
+        let known = volumes.len();
+        super::manifest::add_implicit_volumes(&mut volumes, &ra.name, &app, &ra.mounts, warn);
+        for v in volumes.split_off(known) {
+            if let Some(mp) = app.mount_points.iter().find(|mp| mp.name == v.name) {
+                ra.mounts.push(appc::schema::Mount {
+                    volume: v.name.clone(),
+                    path: mp.path.clone(),
+                    app_volume: Some(v),
+                });
+            }
+        }
+    }
+    let mut pm = l.pm.clone();
+    pm.apps.push(ra.clone());
+    let one = PodManifest {
+        volumes: l.pm.volumes.clone(),
+        apps: vec![ra],
+        ..alone
+    };
+    one.validate()
+        .map_err(|e| usage(format!("app {name}: {e}")))?;
     let rt = RunOptions {
         insecure: o.fetch.insecure,
         ..Default::default()
@@ -410,6 +477,7 @@ pub fn add(
         .into_iter()
         .next()
         .ok_or_else(|| usage("app add takes one image"))?;
+    layout::check_mount_targets(&name, entry.mounts.iter().map(|m| m.target.as_str()))?;
     for a in &entry.ignored_isolators {
         warn(format!(
             "app {name}: isolator not implemented, ignored: {a}"
@@ -420,6 +488,15 @@ pub fn add(
     let paths = l.pod.paths();
     let mut plan = read_plan(&paths)?;
     let res = (|| -> Result<(), AppError> {
+        // The volumes first: a missing source fails before anything is written.
+        let mut trees = Vec::new();
+        for m in &entry.mounts {
+            let v = super::plan::mount_volume(&pm, &name, m).ok_or_else(|| {
+                usage(format!("app {name}: mount of unknown volume {}", m.volume))
+            })?;
+            let fd = layout::detached_volume(&paths, v, plan.private_users, m.read_only)?;
+            trees.push((fd, m.target.clone()));
+        }
         // The tree: the app's directory is made without following a symlink.
         let dir = layout::secure_target(
             &paths.stage1_rootfs(),
@@ -448,12 +525,14 @@ pub fn add(
         layout::write_file(&info.join("manifest"), &mbytes)?;
         layout::write_file(&info.join(layout::APP_TREE_ID), tree.id.as_bytes())?;
         // The plan, then the manifest: `enter` and `status` find the app once it is there.
-        plan.apps.push(entry);
+        plan.apps.push(entry.clone());
         write_plan(&paths, &plan)?;
-        let mut pm = l.pm.clone();
-        pm.apps.push(ra);
         layout::write_file(&paths.manifest(), &pm.to_json())?;
-        call(pods, &l.pod, ANN_APP_ADD, &name, o.debug)
+        let mounts: Vec<(BorrowedFd<'_>, &str)> = trees
+            .iter()
+            .map(|(fd, t)| (fd.as_fd(), t.as_str()))
+            .collect();
+        call(pods, &l.pod, ANN_APP_ADD, &name, o.debug, &mounts)
     })();
     if let Err(e) = res {
         // Undo: the pod is as it was before the request.
@@ -480,22 +559,22 @@ fn require_app(l: &Locked, app: &str) -> Result<(), AppError> {
 pub fn start(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
     let l = open_locked(pods, reference)?;
     require_app(&l, app)?;
-    call(pods, &l.pod, ANN_APP_START, app, debug)
+    call(pods, &l.pod, ANN_APP_START, app, debug, &[])
 }
 
 /// `rkt app stop`: SIGTERM, SIGKILL after the grace period; returns once the app exited.
 pub fn stop(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
     let l = open_locked(pods, reference)?;
     require_app(&l, app)?;
-    call(pods, &l.pod, ANN_APP_STOP, app, debug)
+    call(pods, &l.pod, ANN_APP_STOP, app, debug, &[])
 }
 
 /// `rkt app rm`: stops the app if it runs, removes it from the pod.
 pub fn remove(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
     let l = open_locked(pods, reference)?;
     require_app(&l, app)?;
-    call(pods, &l.pod, ANN_APP_STOP, app, debug)?;
-    call(pods, &l.pod, ANN_APP_RM, app, debug)?;
+    call(pods, &l.pod, ANN_APP_STOP, app, debug, &[])?;
+    call(pods, &l.pod, ANN_APP_RM, app, debug, &[])?;
     let paths = l.pod.paths();
     let mut pm = l.pm.clone();
     pm.apps.retain(|a| a.name.as_str() != app);
@@ -673,26 +752,50 @@ mod tests {
 
     #[test]
     fn add_takes_the_pod_then_one_image() {
-        let (u, c) = parse_add(&v(&[
+        let AddCommand {
+            uuid: u,
+            cmd: c,
+            volumes,
+        } = parse_add(&v(&[
             "abcd",
             "img.aci",
             "--name=web",
+            "--mnt-volume=name=data,kind=host,source=/srv,target=/data",
             "--exec=/bin/x",
+            "--mnt-volume",
+            "name=tmp,kind=empty,target=/scratch,readOnly=true",
             "--label=k=v",
             "--",
             "--label=arg",
+            "--mnt-volume=name=arg,kind=empty,target=/x",
         ]))
         .unwrap();
         assert_eq!(u, "abcd");
+        let got: Vec<(&str, &str, bool)> = volumes
+            .iter()
+            .map(|m| {
+                let v = m.app_volume.as_ref().unwrap();
+                (m.volume.as_str(), m.path.as_str(), v.is_read_only())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![("data", "/data", false), ("tmp", "/scratch", true)]
+        );
         assert_eq!(c.apps.len(), 1);
         let a = &c.apps[0];
         assert_eq!(a.name.as_deref(), Some("web"));
         assert_eq!(a.user_labels, vec![("k".to_string(), "v".to_string())]);
-        assert_eq!(a.args.as_deref(), Some(&v(&["--label=arg"])[..]));
+        assert_eq!(
+            a.args.as_deref(),
+            Some(&v(&["--label=arg", "--mnt-volume=name=arg,kind=empty,target=/x"])[..])
+        );
         assert!(parse_add(&v(&["abcd"])).is_err());
         assert!(parse_add(&v(&["abcd", "img", "--name=Bad_Name"])).is_err());
         assert!(parse_add(&v(&["--name=x", "abcd", "img"])).is_err());
         assert!(parse_add(&v(&["abcd", "img", "--mnt-volume=a"])).is_err());
+        assert!(parse_add(&v(&["abcd", "img", "--mnt-volume"])).is_err());
+        assert!(parse_add(&v(&["abcd", "img", "--volume=a,kind=empty"])).is_err());
         assert!(parse_add(&v(&["abcd", "img", "---", "img2"])).is_err());
     }
 }

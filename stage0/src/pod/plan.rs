@@ -16,8 +16,25 @@ use super::PodError;
 /// Value of the `container` environment variable (the executor's name).
 pub const CONTAINER_ENV: &str = "rkt";
 
-/// The volume mounts of one app: explicit `mounts`, then each image mount point that a pod
-/// volume of the same name satisfies (rkt's matching), with the effective read-only flag.
+/// The volume behind one of `app`'s planned mounts: the mount's own `appVolume` (`rkt app add
+/// --mnt-volume`, rkt's per-app volume), else the pod's volume of that name.
+pub fn mount_volume<'a>(
+    pm: &'a PodManifest,
+    app: &str,
+    m: &MountPlan,
+) -> Option<&'a appc::schema::Volume> {
+    pm.apps
+        .iter()
+        .filter(|a| a.name.as_str() == app)
+        .flat_map(|a| &a.mounts)
+        .find(|x| x.path == m.target)
+        .and_then(|x| x.app_volume.as_ref())
+        .or_else(|| pm.volume(&m.volume))
+}
+
+/// The volume mounts of one app: explicit `mounts` (of a pod volume, or of the mount's own
+/// `appVolume`), then each image mount point that a pod volume of the same name satisfies
+/// (rkt's matching), with the effective read-only flag.
 pub fn app_mounts(
     pm: &PodManifest,
     ra: &RuntimeApp,
@@ -26,7 +43,8 @@ pub fn app_mounts(
     let mut out: Vec<MountPlan> = Vec::new();
     let vol_ro = |name: &str| pm.volume(name).map(|v| v.is_read_only());
     for m in &ra.mounts {
-        let ro = vol_ro(m.volume.as_str()).ok_or_else(|| {
+        let own = m.app_volume.as_ref().map(|v| v.is_read_only());
+        let ro = own.or_else(|| vol_ro(m.volume.as_str())).ok_or_else(|| {
             PodError::Config(format!(
                 "app {}: mount of unknown volume {}",
                 ra.name, m.volume

@@ -297,10 +297,37 @@ pub fn run_entrypoint(
     entry: &Path,
     argv: &[String],
 ) -> Result<std::process::ExitStatus, Stage1Error> {
-    std::process::Command::new(entry)
-        .args(argv)
-        .current_dir(pod_dir)
-        .status()
+    run_entrypoint_with_fds(pod_dir, entry, argv, &[])
+}
+
+/// [`run_entrypoint`], the entrypoint inheriting the descriptors `keep` (close-on-exec here;
+/// cleared in the child only, so no other child of this process gets them).
+pub fn run_entrypoint_with_fds(
+    pod_dir: &Path,
+    entry: &Path,
+    argv: &[String],
+    keep: &[std::os::fd::BorrowedFd<'_>],
+) -> Result<std::process::ExitStatus, Stage1Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(entry);
+    cmd.args(argv).current_dir(pod_dir);
+    if !keep.is_empty() {
+        let fds: Vec<i32> = keep.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2),
+        // which is async-signal-safe, on descriptors the parent keeps open across the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &fds {
+                    if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.status()
         .map_err(|e| Stage1Error::Exec(entry.to_path_buf(), e))
 }
 

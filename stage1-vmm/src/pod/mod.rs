@@ -144,12 +144,25 @@ impl Stage1 for Kvm {
         enter::attach(pod.dir(), &args.app, args.attach).map_err(Stage1Error::failed)
     }
     /// A mutable pod's app request over the exec channel (guest-init's exec service on
-    /// vsock), as `enter` reaches it.
+    /// vsock), as `enter` reaches it. `app_add`'s volumes are attached first in the jailed
+    /// VMM's mount namespace, beneath the share (the app's root at
+    /// `/pod/stage1/rootfs/opt/stage2/<app>/rootfs` there), `nosuid,nodev` as the jail makes the
+    /// pod's other mounts; the virtio-fs share then serves them and guest-init binds them in the
+    /// guest as it sets the app up.
     fn app(&self, pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i32, Stage1Error> {
         let req = stage1_common::app::request_for(entry, args).ok_or_else(|| {
             Stage1Error::Refused(format!("{} is not an app entrypoint", entry.name()))
         })?;
         let stream = enter::open_when_up(pod.dir()).map_err(Stage1Error::failed)?;
+        if !args.mounts.is_empty() {
+            let pid = pod.read_pid().map_err(Stage1Error::failed)?;
+            this_pods_vmm(pod, pid, "attach volumes")?;
+            let root = pod_abi::paths::PodPaths::new(jail::POD_IN_JAIL).app_rootfs(&args.app);
+            let attrs =
+                pod_abi::mount_api::MOUNT_ATTR_NOSUID | pod_abi::mount_api::MOUNT_ATTR_NODEV;
+            stage1_common::app::attach_mounts(pid, &root, args, attrs)
+                .map_err(Stage1Error::failed)?;
+        }
         stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;
         Ok(0)
     }
