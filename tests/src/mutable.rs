@@ -20,6 +20,8 @@ pub fn app_cmd<S: AsRef<str>>(e: &E2e, args: &[S]) -> Output {
 /// UUID.
 pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String) {
     let uuid_file = e.path("sandbox-uuid");
+    // An earlier sandbox's.
+    let _ = std::fs::remove_file(&uuid_file);
     let mut args = vec![
         "app".to_string(),
         "sandbox".into(),

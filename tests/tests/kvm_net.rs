@@ -243,32 +243,65 @@ fn kvm_net_none_dns_hosts_and_port() {
         "--",
         "while true; do echo port-ok | nc -l -p 80; done",
     ]);
-    let got = ns
-        .thread(|| {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-            loop {
-                if let Ok(mut c) = std::net::TcpStream::connect("127.0.0.1:8080") {
-                    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(20)));
-                    let mut s = String::new();
-                    if std::io::Read::read_to_string(&mut c, &mut s).is_ok() && !s.is_empty() {
-                        return Ok(s);
-                    }
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err("nothing answered on 127.0.0.1:8080 within 120 s".to_string());
-                }
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-        })
-        .join()
-        .unwrap();
+    let got = ns.thread(|| read_local_port(8080)).join().unwrap();
     let uuid = rkt_tests::uuid_of(&uf);
     let o = e.run(&["stop", &uuid]);
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = rkt_tests::wait_output(child, e.timeout());
     assert_eq!(got.as_deref(), Ok("port-ok\n"));
+    // `rkt app sandbox --port` (rkt's sandbox form, the pod side given): an app added later
+    // that listens on the pod port answers on the host port.
+    let limit = std::time::Duration::from_secs(rkt_tests::KVM_RUN_TIMEOUT_SECS);
+    let (mut sandbox, uuid) = rkt_tests::mutable::start_sandbox(
+        &e,
+        &["--net=default", "--port=web:tcp:8080:0.0.0.0:8085"],
+        limit,
+    );
+    for args in [
+        vec![
+            "app",
+            "add",
+            &uuid,
+            img,
+            "--name=web",
+            "--",
+            "while true; do echo sandbox-port-ok | nc -l -p 8080; done",
+        ],
+        vec!["app", "start", &uuid, "--app=web"],
+    ] {
+        let o = rkt_tests::mutable::app_cmd(&e, &args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    }
+    let got = ns.thread(|| read_local_port(8085)).join().unwrap();
+    let o = e.run(&["stop", &uuid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t0 = std::time::Instant::now();
+    while sandbox.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < limit, "the sandbox did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(got.as_deref(), Ok("sandbox-port-ok\n"));
     let o = e.run(&["gc", "--grace-period=0s"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// The first line a server on the (test namespace's) `127.0.0.1:PORT` sends, retried for up
+/// to 120 s while the pod comes up.
+fn read_local_port(port: u16) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(20)));
+            let mut s = String::new();
+            if std::io::Read::read_to_string(&mut c, &mut s).is_ok() && !s.is_empty() {
+                return Ok(s);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("nothing answered on 127.0.0.1:{port} within 120 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// The test "host" namespace's own address (on a veth standing for the uplink): outside every

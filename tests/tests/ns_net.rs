@@ -392,6 +392,79 @@ fn ns_net_port_reachable_via_host_ip_and_localhost() {
     assert_eq!(snapshot(&e, &[ipam_dir(&e, "default")]), before);
 }
 
+/// `rkt app sandbox --port NAME:PROTO:PODPORT:HOSTIP:HOSTPORT` (rktlet's hostPort mappings):
+/// the sandbox has no app when its network and ports are set up; an app added later that
+/// listens on the pod port is reached through the host port, and `rkt gc` leaves the host's
+/// network as it was.
+#[test]
+fn ns_net_sandbox_port_reaches_an_added_app() {
+    let Some(e) = require("ns_net_sandbox_port_reaches_an_added_app") else {
+        return;
+    };
+    let img = busybox_image(&e, &[]);
+    let limit = Duration::from_secs(30);
+    // portmap's shared chains are made once per host namespace by a first pod with a port.
+    let (first, uuid) = rkt_tests::mutable::start_sandbox(
+        &e,
+        &["--net=default", "--port=web:tcp:8080:0.0.0.0:8084"],
+        limit,
+    );
+    assert!(e.run(&["stop", &uuid]).status.success());
+    let _ = wait_output(first, limit);
+    gc(&e);
+    let before = snapshot(&e, &[ipam_dir(&e, "default")]);
+    let (mut sandbox, uuid) = rkt_tests::mutable::start_sandbox(
+        &e,
+        &["--net=default", "--port=web:tcp:8080:0.0.0.0:8083"],
+        limit,
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&stdout(&e.run(&["cat-manifest", &uuid]))).unwrap();
+    assert_eq!(m["ports"][0]["podPort"]["port"], 8080, "{m}");
+    for args in [
+        vec![
+            "app",
+            "add",
+            &uuid,
+            img.to_str().unwrap(),
+            "--name=web",
+            "--",
+            "while true; do echo sandbox-port-ok | nc -l -p 8080; done",
+        ],
+        vec!["app", "start", &uuid, "--app=web"],
+    ] {
+        let o = rkt_tests::mutable::app_cmd(&e, &args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    }
+    let r = e
+        .host_ns
+        .as_ref()
+        .unwrap()
+        .thread(|| {
+            (
+                connect_read(HOST_ADDR, 8083, Duration::from_secs(30)),
+                connect_read("127.0.0.1", 8083, Duration::from_secs(10)),
+            )
+        })
+        .join()
+        .unwrap();
+    let o = e.run(&["stop", &uuid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t0 = Instant::now();
+    while sandbox.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < limit, "the sandbox did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        r.0.as_deref(),
+        Ok("sandbox-port-ok\n"),
+        "via the host's address"
+    );
+    assert_eq!(r.1.as_deref(), Ok("sandbox-port-ok\n"), "via 127.0.0.1");
+    gc(&e);
+    assert_eq!(snapshot(&e, &[ipam_dir(&e, "default")]), before);
+}
+
 #[test]
 fn ns_net_two_pods_on_default_reach_each_other() {
     let Some(e) = require("ns_net_two_pods_on_default_reach_each_other") else {

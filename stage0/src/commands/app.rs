@@ -15,7 +15,7 @@ use crate::outln;
 pub const EXPERIMENT_ENV: &str = "RKT_EXPERIMENT_APP";
 
 /// Flags `rkt app sandbox` takes (rkt's pod flags; parsed like `rkt run`'s).
-const SANDBOX_FLAGS: [&str; 26] = [
+const SANDBOX_FLAGS: [&str; 27] = [
     "hostname",
     "uuid-file-save",
     "net",
@@ -42,6 +42,7 @@ const SANDBOX_FLAGS: [&str; 26] = [
     "annotation",
     "user-annotation",
     "user-label",
+    "port",
 ];
 
 /// Flags `rkt app add` takes after `UUID IMAGE` (the app flags of `rkt run`, and rkt's

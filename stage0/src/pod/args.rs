@@ -120,6 +120,9 @@ pub struct PodOptions {
     pub no_overlay: bool,
     /// `--port NAME:[HOSTIP:]HOSTPORT`: (name, host IP, host port).
     pub ports: Vec<(String, Option<String>, u32)>,
+    /// `rkt app sandbox --port NAME:PROTO:PODPORT:HOSTIP:HOSTPORT`: ports given with their pod
+    /// side (appc's `podPort`), for apps not added yet ([`parse_pod_port`]).
+    pub pod_ports: Vec<appc::schema::ExposedPort>,
     /// `--dns`, `--dns-search`, `--dns-opt`, `--dns-domain`, `--hosts-entry` (see
     /// [`super::netopts`]).
     pub dns: super::netopts::DnsFlags,
@@ -515,6 +518,46 @@ pub fn parse_port(s: &str) -> Result<(String, Option<String>, u32), UsageError> 
         return Err(bad());
     }
     Ok((name.to_string(), ip, port))
+}
+
+/// Parses `rkt app sandbox`'s `--port NAME:PROTO:PODPORT:HOSTIP:HOSTPORT` (rkt's form for the
+/// CRI, e.g. `http:tcp:8080:0.0.0.0:80`): a port forwarded to the pod directly rather than to
+/// an app's declared port. A host IP of `0.0.0.0` or `::` means every address.
+pub fn parse_pod_port(s: &str) -> Result<appc::schema::ExposedPort, UsageError> {
+    let bad = |why: &str| {
+        usage(format!(
+            "--port wants NAME:PROTO:PODPORT:HOSTIP:HOSTPORT (e.g. http:tcp:8080:0.0.0.0:80), got {s:?}: {why}"
+        ))
+    };
+    let parts: Vec<&str> = s.splitn(5, ':').collect();
+    let [name, proto, pod_port, ip, host_port] = parts[..] else {
+        return Err(bad("five fields"));
+    };
+    let name = appc::AcName::new(name).map_err(|_| bad("the name is no ACName"))?;
+    if !matches!(proto, "tcp" | "udp") {
+        return Err(bad("the protocol is tcp or udp"));
+    }
+    let port = |v: &str, what: &str| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|p| (1..=65_535).contains(p))
+            .ok_or_else(|| bad(what))
+    };
+    let pod_port = port(pod_port, "the pod port is 1 to 65535")?;
+    let host_port = port(host_port, "the host port is 1 to 65535")?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad("the host IP is no address"))?;
+    Ok(appc::schema::ExposedPort {
+        name: name.clone(),
+        host_port,
+        host_ip: (!ip.is_unspecified()).then(|| ip.to_string()),
+        pod_port: Some(appc::schema::Port {
+            name,
+            protocol: proto.to_string(),
+            port: pod_port,
+            count: 1,
+            socket_activated: false,
+        }),
+    })
 }
 
 /// Longest hostname Linux accepts (`HOST_NAME_MAX`), in bytes.

@@ -418,6 +418,7 @@ pub fn build_pod_manifest(
             pod_port: None,
         });
     }
+    pm.ports.extend(pod.pod_ports.iter().cloned());
     let pod_annotations = annotations_of(&pod.annotations)?;
     if let Some(a) = pod_annotations
         .iter()

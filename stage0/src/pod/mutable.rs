@@ -105,7 +105,8 @@ pub fn is_mutable(pm: &PodManifest) -> bool {
         .any(|a| a.name.as_str() == MUTABLE_ANNOTATION && a.value == "true")
 }
 
-/// Parses `rkt app sandbox`'s flags: `rkt run`'s pod flags, no image.
+/// Parses `rkt app sandbox`'s flags: `rkt run`'s pod flags, no image; `--port` in rkt's
+/// sandbox form `NAME:PROTO:PODPORT:HOSTIP:HOSTPORT` ([`super::args::parse_pod_port`]).
 pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
     if let Some(a) = argv.iter().find(|a| *a == "--" || *a == "---") {
         return Err(UsageError(format!(
@@ -120,11 +121,31 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
             "app sandbox takes no --pod-manifest (it makes a pod without apps)".into(),
         ));
     }
+    // `--port` is rkt's sandbox form (the pod side given, no app to declare it yet).
+    let mut pod_ports = Vec::new();
+    let mut rest = Vec::new();
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let v = match a.strip_prefix("--port") {
+            Some("") => Some(
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| UsageError("--port needs a value".into()))?,
+            ),
+            Some(v) => v.strip_prefix('=').map(str::to_string),
+            None => None,
+        };
+        match v {
+            Some(v) => pod_ports.push(super::args::parse_pod_port(&v)?),
+            None => rest.push(a.clone()),
+        }
+    }
     // Parsed as `rkt run PLACEHOLDER FLAGS`: pod flags are taken anywhere, and the flags that
     // follow the placeholder as an app's are the sandbox's pod metadata (below) or refused.
     let mut all = vec![SANDBOX_PLACEHOLDER.to_string()];
-    all.extend_from_slice(argv);
+    all.extend(rest);
     let mut cmd = RunCommand::parse(Mode::Run, &all)?;
+    cmd.pod.pod_ports = pod_ports;
     let mut only = match cmd.apps.as_mut_slice() {
         [only] if only.image == SANDBOX_PLACEHOLDER => std::mem::take(only),
         _ => {
@@ -152,13 +173,9 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
     if cmd.pod.interactive {
         return Err(UsageError("app sandbox has no terminal app".into()));
     }
-    if !cmd.pod.ports.is_empty()
-        || !cmd.pod.volumes.is_empty()
-        || !cmd.pod.mounts.is_empty()
-        || cmd.pod.mds_register
-    {
+    if !cmd.pod.volumes.is_empty() || !cmd.pod.mounts.is_empty() || cmd.pod.mds_register {
         return Err(UsageError(
-            "app sandbox: --port, --volume, --mount and --mds-register need the apps; not supported"
+            "app sandbox: --volume, --mount and --mds-register need the apps; not supported (rkt app add --mnt-volume gives an app a volume)"
                 .into(),
         ));
     }
@@ -693,6 +710,49 @@ mod tests {
         assert!(parse_sandbox(&v(&["--", "x"])).is_err());
         assert!(parse_sandbox(&v(&["--name=x"])).is_err());
         assert!(parse_sandbox(&v(&["--interactive"])).is_err());
+        assert!(parse_sandbox(&v(&["--volume=a,kind=empty"])).is_err());
+    }
+
+    #[test]
+    fn sandbox_ports_are_rkts_five_field_form() {
+        let c = parse_sandbox(&v(&[
+            "--port=http:tcp:8080:0.0.0.0:80",
+            "--port",
+            "dns:udp:53:127.0.0.1:5353",
+        ]))
+        .unwrap();
+        let got: Vec<(&str, u32, Option<&str>, &str, u32)> = c
+            .pod
+            .pod_ports
+            .iter()
+            .map(|p| {
+                let pp = p.pod_port.as_ref().unwrap();
+                (
+                    p.name.as_str(),
+                    p.host_port,
+                    p.host_ip.as_deref(),
+                    pp.protocol.as_str(),
+                    pp.port,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("http", 80, None, "tcp", 8080),
+                ("dns", 5353, Some("127.0.0.1"), "udp", 53)
+            ]
+        );
+        for bad in [
+            "--port=http:8080",
+            "--port=http:sctp:1:0.0.0.0:2",
+            "--port=http:tcp:0:0.0.0.0:2",
+            "--port=http:tcp:1:nowhere:2",
+            "--port=Http:tcp:1:0.0.0.0:2",
+            "--port",
+        ] {
+            assert!(parse_sandbox(&v(&[bad])).is_err(), "{bad}");
+        }
     }
 
     #[test]
