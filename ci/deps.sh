@@ -6,6 +6,7 @@ pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun
       iproute2 procps kmod busybox-static python3 libc6-dev gnupg gpgv sqv
       containernetworking-plugins iptables   # CNI plugins land in /usr/lib/cni
       umoci skopeo                           # OCI test fixtures and bench/oci.sh
+      docker-registry apache2-utils          # docker:// tests: a real registry, htpasswd
       golang-go golang-github-appc-spec-dev)  # appc's ACE validator and actool (ci/ace.sh)
 [ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time iperf3)   # iperf3: bench/net.sh
 missing=()
@@ -17,5 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own registries on loopback; the package's service stays off.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 command -v cargo >/dev/null || { echo "ci/deps.sh: cargo not found (the Rust toolchain is part of the machine image)" >&2; exit 1; }

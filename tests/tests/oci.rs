@@ -108,3 +108,334 @@ fn kvm_oci_archive_runs() {
     let o = e.run(&["run", &e.stage1_flag(), f.as_str()]);
     check_output(&o);
 }
+
+/// A real Docker registry (Debian's `docker-registry`, the distribution project's registry)
+/// on a loopback port, its storage and access log under the test's directory.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+    log: PathBuf,
+    storage: PathBuf,
+}
+
+impl Registry {
+    /// Starts one, with htpasswd authentication when `users` is given (`user:password`
+    /// pairs); `None` after a SKIP line when the registry is not installed.
+    fn start(e: &E2e, test: &str, tag: &str, users: &[(&str, &str)]) -> Option<Registry> {
+        if !std::path::Path::new("/usr/bin/docker-registry").is_file() {
+            skip(
+                test,
+                "docker-registry is not installed (ci/deps.sh installs it)",
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = e.path(&format!("registry-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let storage = dir.join("storage");
+        let mut auth = String::new();
+        if !users.is_empty() {
+            let mut lines = String::new();
+            for (u, p) in users {
+                let o = Command::new("htpasswd")
+                    .args(["-Bbn", u, p])
+                    .output()
+                    .expect("htpasswd (apache2-utils; ci/deps.sh installs it)");
+                assert!(o.status.success(), "{}", stderr(&o));
+                lines.push_str(stdout(&o).trim());
+                lines.push('\n');
+            }
+            std::fs::write(dir.join("htpasswd"), lines).unwrap();
+            auth = format!(
+                "auth:\n  htpasswd:\n    realm: rkt-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rkt-test\n{auth}",
+            storage.display()
+        );
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let log = dir.join("log");
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "the registry did not listen: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(Registry {
+            child,
+            addr,
+            log,
+            storage,
+        })
+    }
+
+    /// Copies `src` (a skopeo reference) to `docker://ADDR/DEST` with skopeo.
+    fn push(&self, src: &str, dest: &str, creds: Option<&str>) {
+        let mut c = Command::new("skopeo");
+        c.args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--all",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some(cr) = creds {
+            c.arg(format!("--dest-creds={cr}"));
+        }
+        let o = c
+            .arg(src)
+            .arg(format!("docker://{}/{dest}", self.addr))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "skopeo: {}", stderr(&o));
+    }
+
+    /// How many blob downloads (`GET .../blobs/...`) the access log shows.
+    fn blob_gets(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/sha256:"))
+            .count()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds to the fixture's layout an image index whose `linux/amd64` entry is the image and
+/// whose `linux/arm64` entry is a manifest of a foreign platform, tagged `multi`.
+fn add_multi_platform_index(layout: &std::path::Path) {
+    use sha2::Digest;
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let image = index["manifests"][0].clone();
+    let mut amd64 = image.clone();
+    amd64["platform"] = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    amd64.as_object_mut().unwrap().remove("annotations");
+    let mut arm64 = amd64.clone();
+    arm64["platform"]["architecture"] = "arm64".into();
+    let multi = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [arm64, amd64]
+    })
+    .to_string();
+    let hex = hex::encode(sha2::Sha256::digest(multi.as_bytes()));
+    std::fs::write(layout.join("blobs/sha256").join(&hex), &multi).unwrap();
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": multi.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi"}
+        }));
+    std::fs::write(&index_path, index.to_string()).unwrap();
+}
+
+/// `docker://` against a real registry on loopback: unsigned images and plain http need their
+/// `--insecure-options`; the image is fetched, named after the registry and repository, runs
+/// as its `oci:` form does; a second `rkt fetch` asks for the manifest only; `rkt run` of it
+/// works with the registry gone; a digest reference and an image index (its `linux/amd64`
+/// entry) fetch too; a missing tag is "not found"; a layer the registry serves altered is
+/// refused and stores nothing; a registry that wants a password gets the `dockerAuth`
+/// credentials of `auth.d`, and without them the error says how to give them.
+#[test]
+fn ns_docker_registry_fetch_run_revalidate() {
+    let test = "ns_docker_registry_fetch_run_revalidate";
+    let Some(e) = E2e::require(test) else {
+        return;
+    };
+    let Some(fx) = fixture(&e, test) else {
+        return;
+    };
+    let layout = fx.join("oci-test");
+    add_multi_platform_index(&layout);
+    let Some(reg) = Registry::start(&e, test, "open", &[]) else {
+        return;
+    };
+    reg.push(
+        &format!("oci:{}:1.0", layout.display()),
+        "test/app:1.0",
+        None,
+    );
+    reg.push(
+        &format!("oci:{}:multi", layout.display()),
+        "test/multi:2",
+        None,
+    );
+    let url = format!("docker://{}/test/app:1.0", reg.addr);
+    // `E2e::run` passes `--insecure-options=image`; these choose their own.
+    let rkt = |args: &[String]| {
+        let o = Command::new(&e.rkt)
+            .arg(format!("--dir={}", e.dir().display()))
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!("rkt {args:?}: {}{}", stdout(&o), stderr(&o));
+        o
+    };
+    let fetch = |opts: &str, extra: &[&str], r: &str| {
+        let mut args = vec![format!("--insecure-options={opts}"), "fetch".to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(r.to_string());
+        rkt(&args)
+    };
+    // Refused without the insecure options, with rkt's exit codes.
+    let o = fetch("none", &[], &url);
+    assert_eq!(
+        o.status.code(),
+        Some(pod_abi::exit::UNSIGNED_IMAGE),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("--insecure-options=image"),
+        "{}",
+        stderr(&o)
+    );
+    let o = fetch("image", &[], &url);
+    assert_ne!(o.status.code(), Some(0), "https to a plain http registry");
+    assert_eq!(reg.blob_gets(), 0);
+
+    let o = fetch("image,http", &[], &url);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    assert!(id.starts_with("sha256-"), "{id}");
+    let gets = reg.blob_gets();
+    assert_eq!(gets, 3, "config and two layers");
+    let o = e.run(&["image", "list", "--no-legend", "--fields=name"]);
+    let name = format!("{}/test/app:1.0", reg.addr.replace(':', "-"));
+    assert_eq!(stdout(&o).trim(), name);
+    // Again: the manifest is asked for, nothing more is downloaded.
+    let o = fetch("image,http", &[], &url);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), id);
+    assert_eq!(reg.blob_gets(), gets);
+
+    // An index: its linux/amd64 image.
+    let o = fetch(
+        "image,http",
+        &[],
+        &format!("docker://{}/test/multi:2", reg.addr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A digest reference.
+    let manifest_hex = {
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let o = fetch(
+        "image,http",
+        &[],
+        &format!("docker://{}/test/app@{manifest_hex}", reg.addr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A tag the registry does not have.
+    let o = fetch(
+        "image,http",
+        &[],
+        &format!("docker://{}/test/app:9.9", reg.addr),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(pod_abi::exit::IMAGE_NOT_FOUND),
+        "{}",
+        stderr(&o)
+    );
+
+    // A layer altered in the registry's storage: refused, nothing stored.
+    let before = stdout(&e.run(&["image", "list", "--no-legend", "--full"]));
+    let blobs = reg.storage.join("docker/registry/v2/blobs/sha256");
+    let mut layer = None;
+    for d in std::fs::read_dir(&blobs).unwrap().flatten() {
+        for b in std::fs::read_dir(d.path()).unwrap().flatten() {
+            let data = b.path().join("data");
+            let bytes = std::fs::read(&data).unwrap();
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                layer = Some((data, bytes));
+            }
+        }
+    }
+    let (data, mut bytes) = layer.expect("a gzip layer in the registry");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let o = fetch("image,http", &["--no-store"], &url);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("digest"), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&e.run(&["image", "list", "--no-legend", "--full"])),
+        before
+    );
+
+    // rkt run (pull policy new) with the registry gone: the stored image.
+    drop(reg);
+    let o = rkt(&[
+        "--insecure-options=image,http".into(),
+        "run".into(),
+        e.stage1_flag(),
+        url.clone(),
+    ]);
+    check_output(&o);
+
+    // A registry that wants a password.
+    let Some(locked) = Registry::start(&e, test, "auth", &[("alice", "s3cret")]) else {
+        return;
+    };
+    locked.push(
+        &format!("oci:{}:1.0", layout.display()),
+        "team/app:1.0",
+        Some("alice:s3cret"),
+    );
+    let url = format!("docker://{}/team/app:1.0", locked.addr);
+    let o = fetch("image,http", &[], &url);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("dockerAuth"), "{}", stderr(&o));
+    let conf = e.path("conf");
+    std::fs::create_dir_all(conf.join("auth.d")).unwrap();
+    std::fs::write(
+        conf.join("auth.d/registry.json"),
+        serde_json::json!({
+            "rktKind": "dockerAuth", "rktVersion": "v1",
+            "registries": [locked.addr], "credentials": {"user": "alice", "password": "s3cret"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = rkt(&[
+        format!("--local-config={}", conf.display()),
+        "--insecure-options=image,http".into(),
+        "fetch".into(),
+        url.clone(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

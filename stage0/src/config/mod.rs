@@ -332,6 +332,32 @@ impl Config {
             .map(Auth::header)
     }
 
+    /// The `Authorization` value (`Basic`) of the `dockerAuth` entry for `registry`
+    /// (`host[:port]`; Docker Hub under any of its names).
+    pub fn docker_authorization(&self, registry: &str) -> Option<String> {
+        let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+        let names: Vec<&str> = if hub.contains(&registry) {
+            hub.to_vec()
+        } else {
+            vec![registry]
+        };
+        names
+            .iter()
+            .find_map(|n| {
+                self.docker_auth
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, c)| c)
+            })
+            .map(|c| {
+                Auth::Basic {
+                    user: c.user.clone(),
+                    password: c.password.clone(),
+                }
+                .header()
+            })
+    }
+
     /// The output of `rkt config`: `data_dir` and `stage1` are the effective values.
     pub fn to_json(&self, data_dir: &str, stage1_default_location: &str) -> Value {
         let mut stage0: Vec<Value> = Vec::new();

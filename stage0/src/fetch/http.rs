@@ -225,7 +225,7 @@ pub(crate) fn fetch_url(
 }
 
 /// Whether an I/O error from a response body is reqwest's read timeout.
-fn is_timeout(e: &std::io::Error) -> bool {
+pub(crate) fn is_timeout(e: &std::io::Error) -> bool {
     if e.kind() == std::io::ErrorKind::TimedOut {
         return true;
     }
@@ -242,7 +242,7 @@ fn is_timeout(e: &std::io::Error) -> bool {
 }
 
 /// [`FetchError::Timeout`] for `url` with the timeout in effect.
-fn timed_out(url: &str, connect: bool) -> FetchError {
+pub(crate) fn timed_out(url: &str, connect: bool) -> FetchError {
     let t = timeouts().unwrap_or(Timeouts {
         connect: Duration::from_secs(CONNECT_TIMEOUT_SECS),
         read: Duration::from_secs(READ_TIMEOUT_SECS),

@@ -1,8 +1,10 @@
 //! Fetching images into the store: local files, `file://`, `http(s)://` (with ETag /
-//! Last-Modified revalidation and Cache-Control max-age), image IDs, and names (store lookup,
-//! then appc meta discovery).
+//! Last-Modified revalidation and Cache-Control max-age), image IDs, names (store lookup,
+//! then appc meta discovery), OCI layouts and Docker archives, and `docker://` (a Docker
+//! registry).
 
 mod discovery;
+mod docker;
 mod http;
 mod oci;
 mod progress;
@@ -44,8 +46,19 @@ pub enum FetchError {
     #[error("refusing to fetch {0} over plain http: pass --insecure-options=http to allow it")]
     HttpNotAllowed(String),
     /// The URL scheme is not supported.
-    #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, IDs, names, oci:DIR[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:NAME:TAG])")]
+    #[error("unsupported image URL {0:?} (supported: file paths, file://, http://, https://, docker://, IDs, names, oci:DIR[:TAG], oci-archive:PATH[:TAG], docker-archive:PATH[:NAME:TAG])")]
     UnsupportedScheme(String),
+    /// A malformed `docker://` reference.
+    #[error("invalid image reference {0:?}: {1}")]
+    BadDockerRef(String, String),
+    /// A Docker registry wants credentials we do not have, or its token service failed.
+    #[error("registry {registry} refused access: {why}")]
+    DockerAuth {
+        /// `host[:port]`.
+        registry: String,
+        /// What happened.
+        why: String,
+    },
     /// The image's signature is missing, invalid, or not by a trusted key.
     #[error(transparent)]
     Trust(#[from] trust::TrustError),
@@ -138,6 +151,7 @@ impl FetchError {
             FetchError::BadInsecureOption(_)
                 | FetchError::BadPullPolicy(_)
                 | FetchError::BadTimeout { .. }
+                | FetchError::BadDockerRef(..)
                 | FetchError::Oci(oci_import::OciError::BadReference(..))
                 | FetchError::Store(StoreError::BadReference(_))
         )
@@ -269,6 +283,8 @@ pub enum ImageRef {
     Name(NameRef),
     /// `oci:DIR[:TAG]`, `oci-archive:PATH[:TAG]`, `docker-archive:PATH[:NAME:TAG]`.
     Oci(oci_import::Reference),
+    /// `docker://[REGISTRY/]NAME[:TAG|@DIGEST]`.
+    Docker(String),
 }
 
 /// Classifies a reference the way rkt does: URLs by scheme, IDs by prefix, paths when they
@@ -283,6 +299,10 @@ pub fn classify(reference: &str) -> Result<ImageRef, FetchError> {
     }
     if reference.starts_with("http://") || reference.starts_with("https://") {
         return Ok(ImageRef::Url(reference.to_string()));
+    }
+    if reference.starts_with("docker://") {
+        docker::DockerRef::parse(reference)?;
+        return Ok(ImageRef::Docker(reference.to_string()));
     }
     if reference.contains("://") {
         return Err(FetchError::UnsupportedScheme(reference.to_string()));
@@ -314,6 +334,7 @@ pub fn fetch_image(
         ImageRef::Id(id) => return Ok(store.resolve(&id)?),
         ImageRef::File(path) => fetch_file(store, &path, opts)?,
         ImageRef::Oci(r) => return oci::fetch_oci(store, &r, opts),
+        ImageRef::Docker(r) => return docker::fetch_docker(store, &r, opts),
         ImageRef::Url(url) => {
             match http::fetch_url(store, &url, opts, &mut |_| Ok(()), &format!("{url}.asc"))? {
                 http::Fetched::Cached(rec) => return Ok(rec),
@@ -444,6 +465,14 @@ mod tests {
         ));
         assert!(matches!(
             classify("docker://busybox"),
+            Ok(ImageRef::Docker(_))
+        ));
+        assert!(matches!(
+            classify("docker://Busybox"),
+            Err(FetchError::BadDockerRef(..))
+        ));
+        assert!(matches!(
+            classify("ftp://x/y"),
             Err(FetchError::UnsupportedScheme(_))
         ));
         assert!(classify("Bad Name").is_err());

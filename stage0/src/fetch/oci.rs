@@ -24,8 +24,6 @@ pub(super) fn fetch_oci(
     if !(opts.insecure.image || opts.trusted_location) {
         return Err(FetchError::OciUnsigned(r.to_string()));
     }
-    let image = Image::open(r, &Limits::default())?;
-    let (rd, wr) = io::pipe().map_err(|e| FetchError::Store(StoreError::Read(e)))?;
     // Recorded as the image's source: the reference with the absolute path.
     let abs = Reference {
         path: pod_abi::paths::canonicalize(&r.path).unwrap_or_else(|_| r.path.clone()),
@@ -35,6 +33,20 @@ pub(super) fn fetch_oci(
         url: Some(abs.to_string()),
         ..Default::default()
     };
+    import_layout(store, r, &r.to_string(), src, opts)
+}
+
+/// Converts and imports the image `r` names, recorded with `src`; `label` names the image in
+/// warnings (the reference the user gave). The caller has checked `--insecure-options=image`.
+pub(super) fn import_layout(
+    store: &Store,
+    r: &Reference,
+    label: &str,
+    src: ImportSource,
+    opts: &FetchOptions,
+) -> Result<ImageRecord, FetchError> {
+    let image = Image::open(r, &Limits::default())?;
+    let (rd, wr) = io::pipe().map_err(|e| FetchError::Store(StoreError::Read(e)))?;
     let outcome: RefCell<Option<Result<Converted, OciError>>> = RefCell::new(None);
     let imported = std::thread::scope(|s| {
         let image = &image;
@@ -64,10 +76,10 @@ pub(super) fn fetch_oci(
     match (imported, outcome.into_inner()) {
         (Ok(rec), Some(Ok(conv))) => {
             for w in &conv.warnings {
-                eprintln!("rkt: warning: {r}: {w}");
+                eprintln!("rkt: warning: {label}: {w}");
             }
             if !opts.trusted_location && !opts.quiet {
-                super::warn_skipped(&r.to_string());
+                super::warn_skipped(label);
             }
             Ok(rec)
         }
