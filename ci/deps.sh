@@ -6,7 +6,7 @@ pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun
       iproute2 procps kmod busybox-static python3 libc6-dev gnupg gpgv sqv
       containernetworking-plugins iptables   # CNI plugins land in /usr/lib/cni
       umoci skopeo                           # OCI test fixtures and bench/oci.sh
-      docker-registry apache2-utils          # docker:// tests: a real registry, htpasswd
+      docker-registry apache2-utils openssl  # docker:// tests: a real registry, htpasswd, JWTs
       golang-go golang-github-appc-spec-dev)  # appc's ACE validator and actool (ci/ace.sh)
 [ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time iperf3)   # iperf3: bench/net.sh
 missing=()

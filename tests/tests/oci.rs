@@ -119,9 +119,10 @@ struct Registry {
 }
 
 impl Registry {
-    /// Starts one, with htpasswd authentication when `users` is given (`user:password`
-    /// pairs); `None` after a SKIP line when the registry is not installed.
-    fn start(e: &E2e, test: &str, tag: &str, users: &[(&str, &str)]) -> Option<Registry> {
+    /// Starts one: open, with htpasswd authentication of `user:password` pairs, or with
+    /// Docker's token authentication against a token service; `None` after a SKIP line when
+    /// the registry is not installed.
+    fn start(e: &E2e, test: &str, tag: &str, auth: &RegistryAuth) -> Option<Registry> {
         if !std::path::Path::new("/usr/bin/docker-registry").is_file() {
             skip(
                 test,
@@ -137,8 +138,15 @@ impl Registry {
         let dir = e.path(&format!("registry-{tag}"));
         std::fs::create_dir_all(&dir).unwrap();
         let storage = dir.join("storage");
-        let mut auth = String::new();
-        if !users.is_empty() {
+        let mut auth_conf = String::new();
+        if let RegistryAuth::Token(t) = auth {
+            auth_conf = format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                t.addr,
+                t.cert.display()
+            );
+        }
+        if let RegistryAuth::Htpasswd(users) = auth {
             let mut lines = String::new();
             for (u, p) in users {
                 let o = Command::new("htpasswd")
@@ -150,13 +158,13 @@ impl Registry {
                 lines.push('\n');
             }
             std::fs::write(dir.join("htpasswd"), lines).unwrap();
-            auth = format!(
+            auth_conf = format!(
                 "auth:\n  htpasswd:\n    realm: rkt-test\n    path: {}\n",
                 dir.join("htpasswd").display()
             );
         }
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rkt-test\n{auth}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rkt-test\n{auth_conf}",
             storage.display()
         );
         std::fs::write(dir.join("config.yml"), config).unwrap();
@@ -217,6 +225,168 @@ impl Registry {
     }
 }
 
+/// How a test registry authenticates.
+enum RegistryAuth<'a> {
+    /// Not at all.
+    None,
+    /// htpasswd users (`Basic`).
+    Htpasswd(Vec<(&'a str, &'a str)>),
+    /// Docker's token authentication (`Bearer`) against this token service.
+    Token(&'a TokenService),
+}
+
+/// The `service` and `issuer` of the test's token authentication.
+const TOKEN_SERVICE: &str = "rkt-test-registry";
+const TOKEN_ISSUER: &str = "rkt-test-issuer";
+
+/// A token service as Docker Hub's: `GET /token?service=..&scope=..` with `Basic` credentials
+/// answers `{"token": JWT}`, the JWT signed (RS256, by `openssl`) with a key whose self-signed
+/// certificate the registry trusts, granting the scope asked for; anything without the right
+/// credentials gets 401. Runs on a thread until dropped.
+struct TokenService {
+    addr: String,
+    cert: PathBuf,
+    /// Tokens issued.
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    server: std::sync::Arc<tiny_http::Server>,
+}
+
+/// Base64 (standard alphabet with padding, or URL-safe without: JWT's).
+fn b64(data: &[u8], url: bool) -> String {
+    let t: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            out.push(char::from(t[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+        if !url {
+            out.push_str(&"=".repeat(3 - c.len()));
+        }
+    }
+    out
+}
+
+impl TokenService {
+    fn start(e: &E2e, user: &str, password: &str) -> TokenService {
+        let dir = e.path("token-service");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+        let o = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=rkt-test-token"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl req: {}", stderr(&o));
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let addr = server.server_addr().to_ip().unwrap().to_string();
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let want = format!(
+            "Basic {}",
+            b64(format!("{user}:{password}").as_bytes(), false)
+        );
+        let (srv, count) = (server.clone(), issued.clone());
+        std::thread::spawn(move || {
+            for req in srv.incoming_requests() {
+                let authorized = req
+                    .headers()
+                    .iter()
+                    .any(|h| h.field.equiv("Authorization") && h.value.as_str() == want);
+                let url = req.url().to_string();
+                let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(|v| {
+                        v.replace("%3A", ":")
+                            .replace("%2F", "/")
+                            .replace("%2C", ",")
+                    })
+                    .collect();
+                if !authorized || !url.starts_with("/token") {
+                    let _ = req.respond(tiny_http::Response::empty(401));
+                    continue;
+                }
+                let access: Vec<serde_json::Value> = scopes
+                    .iter()
+                    .filter_map(|sc| {
+                        let mut p = sc.splitn(3, ':');
+                        let (kind, name, actions) = (p.next()?, p.next()?, p.next()?);
+                        Some(serde_json::json!({
+                            "type": kind, "name": name,
+                            "actions": actions.split(',').collect::<Vec<_>>()
+                        }))
+                    })
+                    .collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header =
+                    serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [b64(&der, false)]});
+                let claims = serde_json::json!({
+                    "iss": TOKEN_ISSUER, "sub": "alice", "aud": TOKEN_SERVICE,
+                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("t{}", count.load(std::sync::atomic::Ordering::SeqCst)),
+                    "access": access
+                });
+                let signing = format!(
+                    "{}.{}",
+                    b64(header.to_string().as_bytes(), true),
+                    b64(claims.to_string().as_bytes(), true)
+                );
+                let mut c = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(c.stdin.as_mut().unwrap(), signing.as_bytes()).unwrap();
+                let sig = c.wait_with_output().unwrap().stdout;
+                let jwt = format!("{signing}.{}", b64(&sig, true));
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = serde_json::json!({"token": jwt, "expires_in": 300}).to_string();
+                let _ = req.respond(tiny_http::Response::from_string(body));
+            }
+        });
+        TokenService {
+            addr,
+            cert,
+            issued,
+            server,
+        }
+    }
+
+    fn issued(&self) -> usize {
+        self.issued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TokenService {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -262,8 +432,9 @@ fn add_multi_platform_index(layout: &std::path::Path) {
 /// as its `oci:` form does; a second `rkt fetch` asks for the manifest only; `rkt run` of it
 /// works with the registry gone; a digest reference and an image index (its `linux/amd64`
 /// entry) fetch too; a missing tag is "not found"; a layer the registry serves altered is
-/// refused and stores nothing; a registry that wants a password gets the `dockerAuth`
-/// credentials of `auth.d`, and without them the error says how to give them.
+/// refused and stores nothing; a registry that wants a password (htpasswd's `Basic`, or
+/// Docker's `Bearer` tokens from a token service) gets the `dockerAuth` credentials of
+/// `auth.d`, and without them the error says what is missing.
 #[test]
 fn ns_docker_registry_fetch_run_revalidate() {
     let test = "ns_docker_registry_fetch_run_revalidate";
@@ -275,7 +446,7 @@ fn ns_docker_registry_fetch_run_revalidate() {
     };
     let layout = fx.join("oci-test");
     add_multi_platform_index(&layout);
-    let Some(reg) = Registry::start(&e, test, "open", &[]) else {
+    let Some(reg) = Registry::start(&e, test, "open", &RegistryAuth::None) else {
         return;
     };
     reg.push(
@@ -408,7 +579,12 @@ fn ns_docker_registry_fetch_run_revalidate() {
     check_output(&o);
 
     // A registry that wants a password.
-    let Some(locked) = Registry::start(&e, test, "auth", &[("alice", "s3cret")]) else {
+    let Some(locked) = Registry::start(
+        &e,
+        test,
+        "auth",
+        &RegistryAuth::Htpasswd(vec![("alice", "s3cret")]),
+    ) else {
         return;
     };
     locked.push(
@@ -438,4 +614,40 @@ fn ns_docker_registry_fetch_run_revalidate() {
         url.clone(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    drop(locked);
+
+    // Docker's token authentication (Docker Hub's, quay's): the registry's Bearer challenge
+    // sends rkt to the token service, which wants the credentials.
+    let tokens = TokenService::start(&e, "alice", "s3cret");
+    let Some(bearer) = Registry::start(&e, test, "token", &RegistryAuth::Token(&tokens)) else {
+        return;
+    };
+    bearer.push(
+        &format!("oci:{}:1.0", layout.display()),
+        "team/app:1.0",
+        Some("alice:s3cret"),
+    );
+    let pushed = tokens.issued();
+    assert!(pushed > 0, "skopeo went through the token service");
+    let url = format!("docker://{}/team/app:1.0", bearer.addr);
+    let o = fetch("image,http", &[], &url);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("token service"), "{}", stderr(&o));
+    std::fs::write(
+        conf.join("auth.d/registry.json"),
+        serde_json::json!({
+            "rktKind": "dockerAuth", "rktVersion": "v1",
+            "registries": [bearer.addr], "credentials": {"user": "alice", "password": "s3cret"}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let o = rkt(&[
+        format!("--local-config={}", conf.display()),
+        "--insecure-options=image,http".into(),
+        "fetch".into(),
+        url.clone(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(tokens.issued(), pushed + 1, "one token for the whole fetch");
 }
