@@ -194,8 +194,9 @@ impl Registry {
         })
     }
 
-    /// Copies `src` (a skopeo reference) to `docker://ADDR/DEST` with skopeo.
-    fn push(&self, src: &str, dest: &str, creds: Option<&str>) {
+    /// Copies `src` (a skopeo reference) to `docker://ADDR/DEST` with skopeo (`extra`: more
+    /// `skopeo copy` flags).
+    fn push(&self, src: &str, dest: &str, creds: Option<&str>, extra: &[&str]) {
         let mut c = Command::new("skopeo");
         c.args([
             "--insecure-policy",
@@ -204,6 +205,7 @@ impl Registry {
             "--all",
             "--dest-tls-verify=false",
         ]);
+        c.args(extra);
         if let Some(cr) = creds {
             c.arg(format!("--dest-creds={cr}"));
         }
@@ -453,11 +455,20 @@ fn ns_docker_registry_fetch_run_revalidate() {
         &format!("oci:{}:1.0", layout.display()),
         "test/app:1.0",
         None,
+        &[],
     );
     reg.push(
         &format!("oci:{}:multi", layout.display()),
         "test/multi:2",
         None,
+        &[],
+    );
+    // Docker's own manifest format (schema 2), as most registries serve.
+    reg.push(
+        &format!("oci:{}:1.0", layout.display()),
+        "test/v2s2:1",
+        None,
+        &["--format=v2s2"],
     );
     let url = format!("docker://{}/test/app:1.0", reg.addr);
     // `E2e::run` passes `--insecure-options=image`; these choose their own.
@@ -508,6 +519,16 @@ fn ns_docker_registry_fetch_run_revalidate() {
     assert_eq!(stdout(&o).trim(), id);
     assert_eq!(reg.blob_gets(), gets);
 
+    // A Docker schema 2 manifest: the same image as its OCI form (the name aside).
+    let o = fetch(
+        "image,http",
+        &[],
+        &format!("docker://{}/test/v2s2:1", reg.addr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = e.run(&["image", "cat-manifest", stdout(&o).trim()]);
+    let m: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(m["app"]["workingDirectory"], "/work", "{m}");
     // An index: its linux/amd64 image.
     let o = fetch(
         "image,http",
@@ -591,6 +612,7 @@ fn ns_docker_registry_fetch_run_revalidate() {
         &format!("oci:{}:1.0", layout.display()),
         "team/app:1.0",
         Some("alice:s3cret"),
+        &[],
     );
     let url = format!("docker://{}/team/app:1.0", locked.addr);
     let o = fetch("image,http", &[], &url);
@@ -626,6 +648,7 @@ fn ns_docker_registry_fetch_run_revalidate() {
         &format!("oci:{}:1.0", layout.display()),
         "team/app:1.0",
         Some("alice:s3cret"),
+        &[],
     );
     let pushed = tokens.issued();
     assert!(pushed > 0, "skopeo went through the token service");

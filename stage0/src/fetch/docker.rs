@@ -480,12 +480,11 @@ fn read_capped(resp: Response, max: u64, url: &str) -> Result<Vec<u8>, FetchErro
     Ok(out)
 }
 
-/// A descriptor's digest and size.
+/// A descriptor's digest (sha256 only) and size.
 fn descriptor(v: &serde_json::Value) -> Option<(String, u64)> {
-    Some((
-        v.get("digest")?.as_str()?.to_string(),
-        v.get("size")?.as_u64()?,
-    ))
+    let d = v.get("digest")?.as_str()?;
+    let size = v.get("size")?.as_u64()?;
+    is_sha256_digest(d).then(|| (d.to_string(), size))
 }
 
 fn invalid(why: String) -> FetchError {
@@ -551,9 +550,6 @@ pub(super) fn fetch_docker(
                 entries.len()
             )));
         };
-        if !is_sha256_digest(&d) {
-            return Err(FetchError::Oci(oci_import::OciError::BadDigest(d)));
-        }
         (body, media, digest) = s.manifest(&d)?;
         if media.contains("index") || media.contains("manifest.list") {
             return Err(invalid(format!("{url}: an index inside an index")));
@@ -570,10 +566,11 @@ pub(super) fn fetch_docker(
     }
     let m: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| invalid(format!("{url}: the manifest is not JSON: {e}")))?;
-    let config = m
-        .get("config")
-        .and_then(descriptor)
-        .ok_or_else(|| invalid(format!("{url}: the manifest has no config")))?;
+    let config = m.get("config").and_then(descriptor).ok_or_else(|| {
+        invalid(format!(
+            "{url}: the manifest has no config with a sha256 digest"
+        ))
+    })?;
     let mut layers = Vec::new();
     for l in m
         .get("layers")
