@@ -592,11 +592,9 @@ pub(super) fn fetch_docker(
                 .ok_or_else(|| invalid(format!("{url}: a layer without digest or size")))?,
         );
     }
-    // The layout: made in the store's `cas/tmp`, removed whatever happens.
-    let dir = tempfile::Builder::new()
-        .prefix("docker-")
-        .tempdir_in(store.cas_dir().join("tmp"))
-        .map_err(|e| local_error(&store.cas_dir().join("tmp"), e))?;
+    // The layout: made in the store's `cas/tmp`, removed whatever happens (after a killed
+    // rkt, by a later import's cleanup).
+    let dir = crate::store::DownloadDir::create(store.cas_dir())?;
     let blobs = dir.path().join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(|e| local_error(&blobs, e))?;
     let hex_of = |d: &str| d.trim_start_matches("sha256:").to_string();

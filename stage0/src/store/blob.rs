@@ -22,6 +22,11 @@ pub(crate) const WRITE_BUFFER_BYTES: usize = 1 << 20;
 /// Prefix of named temp files in `cas/tmp`.
 const TMP_PREFIX: &str = "import-";
 
+/// Prefix of download directories in `cas/tmp` (`docker://` layouts, [`DownloadDir`]).
+const DOWNLOAD_PREFIX: &str = "download-";
+/// The lock file inside a download directory, held while it is in use.
+const DOWNLOAD_LOCK: &str = ".lock";
+
 /// Named temp files younger than this are never cleaned up (they may be between `open`
 /// and `flock`), in seconds.
 const TMP_MIN_AGE_SECS: u64 = 60;
@@ -189,6 +194,15 @@ pub(crate) fn cleanup_tmp(cas: &Path) {
         if !old {
             continue;
         }
+        if name.starts_with(DOWNLOAD_PREFIX) {
+            // A download directory nobody holds any more (its rkt died): removed whole.
+            if let Ok(l) = File::open(e.path().join(DOWNLOAD_LOCK)) {
+                if flock(&l, LockMode::Exclusive, false).is_ok() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+            continue;
+        }
         if !name.starts_with(TMP_PREFIX) {
             continue;
         }
@@ -198,5 +212,67 @@ pub(crate) fn cleanup_tmp(cas: &Path) {
         if flock(&f, LockMode::Exclusive, false).is_ok() {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+/// A directory in `cas/tmp` for a download in progress (a `docker://` image's layout), held
+/// by a shared lock on its lock file and removed when dropped; one a killed rkt left behind is
+/// removed by a later [`cleanup_tmp`] (older than a minute, its lock free).
+pub(crate) struct DownloadDir {
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl DownloadDir {
+    /// Makes one in `cas/tmp`.
+    pub(crate) fn create(cas: &Path) -> Result<DownloadDir, StoreError> {
+        let tmp = cas.join("tmp");
+        let dir = tempfile::Builder::new()
+            .prefix(DOWNLOAD_PREFIX)
+            .tempdir_in(&tmp)
+            .map_err(StoreError::io("create a directory in", &tmp))?;
+        let lp = dir.path().join(DOWNLOAD_LOCK);
+        let lock = File::create(&lp).map_err(StoreError::io("create", &lp))?;
+        flock(&lock, LockMode::Shared, true).map_err(StoreError::io("lock", &lp))?;
+        Ok(DownloadDir { dir, _lock: lock })
+    }
+
+    /// Its path.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Sets `p`'s modification time `secs` seconds into the past.
+    fn age(p: &Path, secs: u64) {
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        File::open(p).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn download_dirs_go_once_nobody_holds_them() {
+        let cas = tempfile::tempdir().unwrap();
+        fs::create_dir(cas.path().join("tmp")).unwrap();
+        let held = DownloadDir::create(cas.path()).unwrap();
+        let left = DownloadDir::create(cas.path()).unwrap();
+        let left_path = left.path().to_path_buf();
+        // A killed rkt: the directory stays, its lock is free.
+        let DownloadDir { dir, _lock } = left;
+        let _ = dir.keep();
+        drop(_lock);
+        for p in [held.path(), &left_path] {
+            age(p, 2 * TMP_MIN_AGE_SECS);
+        }
+        cleanup_tmp(cas.path());
+        assert!(held.path().is_dir(), "held: kept");
+        assert!(!left_path.exists(), "abandoned: removed");
+        let p = held.path().to_path_buf();
+        drop(held);
+        assert!(!p.exists(), "removed when dropped");
     }
 }

@@ -39,6 +39,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use thiserror::Error;
 
+pub(crate) use blob::DownloadDir;
 pub use db::{Remote, SCHEMA_VERSION};
 pub use lock::StoreLock;
 pub use tree::{is_tree_id, rendered_rootfs, tree_id_for, Tree, TreeHold};
