@@ -44,23 +44,46 @@ pub fn clone_tree(src: BorrowedFd<'_>, recursive: bool) -> io::Result<OwnedFd> {
 /// Sets the mount attributes `set` (`MOUNT_ATTR_*`) on the mount `fd` refers to and, when
 /// `recursive`, on every mount below it: mount_setattr(2) with `AT_EMPTY_PATH`.
 pub fn set_attrs(fd: BorrowedFd<'_>, set: u64, recursive: bool) -> io::Result<()> {
+    setattr(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, recursive)
+}
+
+/// [`set_attrs`] on the mount at `path` (its last component not followed).
+pub fn set_attrs_at(path: &Path, set: u64, recursive: bool) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    setattr(
+        libc::AT_FDCWD,
+        &c,
+        libc::AT_SYMLINK_NOFOLLOW,
+        set,
+        recursive,
+    )
+}
+
+fn setattr(
+    dirfd: libc::c_int,
+    path: &std::ffi::CStr,
+    mut flags: libc::c_int,
+    set: u64,
+    recursive: bool,
+) -> io::Result<()> {
     let attr = libc::mount_attr {
         attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: 0,
     };
-    let mut flags = libc::AT_EMPTY_PATH;
     if recursive {
         flags |= libc::AT_RECURSIVE;
     }
-    // SAFETY: mount_setattr on a borrowed descriptor, an empty path and an initialized
-    // mount_attr of the size passed, all outliving the call; the result is checked.
+    // SAFETY: mount_setattr on a descriptor (or AT_FDCWD) the caller holds, a NUL-terminated
+    // path and an initialized mount_attr of the size passed, all outliving the call; the
+    // result is checked.
     rc(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
+            dirfd,
+            path.as_ptr(),
             flags,
             &attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),

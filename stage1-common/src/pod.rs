@@ -39,6 +39,13 @@ impl PodContext {
     pub fn paths(&self) -> &PodPaths {
         &self.paths
     }
+    /// The pod's UUID: the pod directory's name (empty if it has none).
+    pub fn uuid(&self) -> String {
+        self.dir()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
     /// Writes the `pid` file (decimal, newline) atomically.
     pub fn write_pid(&self, pid: i32) -> std::io::Result<()> {
         // No fsync: a pod does not outlive a reboot, and this is on the start path.

@@ -69,12 +69,7 @@ pub fn request(pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i3
     let stream = connect(pod.dir())?;
     if !args.mounts.is_empty() {
         let pid = pod.read_pid().map_err(Stage1Error::failed)?;
-        let uuid = pod
-            .dir()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(why) = crate::stop::verify_guest_init(pid, &uuid) {
+        if let Some(why) = crate::stop::verify_guest_init(pid, &pod.uuid()) {
             return Err(Stage1Error::Refused(format!(
                 "refusing to attach volumes: {why}"
             )));

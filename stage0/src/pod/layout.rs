@@ -517,35 +517,14 @@ pub fn check_volumes(pm: &PodManifest, apps: &[Option<&App>]) -> Result<(), PodE
 /// the target and of each submount listed in /proc/self/mountinfo (keeping their nosuid,
 /// nodev, noexec and atime flags).
 pub fn make_read_only(target: &Path, recursive: bool) -> Result<(), PodError> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(target.as_os_str().as_bytes())
-        .map_err(|_| PodError::Config(format!("bad path {}", target.display())))?;
-    let attr = libc::mount_attr {
-        attr_set: pod_abi::mount_api::MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
+    let e = match pod_abi::mount_api::set_attrs_at(
+        target,
+        pod_abi::mount_api::MOUNT_ATTR_RDONLY,
+        recursive,
+    ) {
+        Ok(()) => return Ok(()),
+        Err(e) => nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     };
-    let mut flags = libc::AT_SYMLINK_NOFOLLOW;
-    if recursive {
-        flags |= libc::AT_RECURSIVE;
-    }
-    // SAFETY: mount_setattr with a valid NUL-terminated path and an initialized mount_attr
-    // of the size passed, both outliving the call; the result is checked.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            flags,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = nix::errno::Errno::last();
     if !matches!(e, nix::errno::Errno::ENOSYS | nix::errno::Errno::EINVAL) {
         return Err(PodError::Mount {
             what: "read-only attribute".into(),

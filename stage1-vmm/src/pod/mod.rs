@@ -171,12 +171,7 @@ impl Stage1 for Kvm {
 /// Refuses to `what` unless `pid` is this pod's VMM (its command line ends with the pod's UUID,
 /// the pod directory's name).
 fn this_pods_vmm(pod: &PodContext, pid: i32, what: &str) -> Result<(), Stage1Error> {
-    let uuid = pod
-        .dir()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match stop::verify_vmm(pid, &uuid) {
+    match stop::verify_vmm(pid, &pod.uuid()) {
         Some(why) => Err(Stage1Error::Refused(format!("refusing to {what}: {why}"))),
         None => Ok(()),
     }
