@@ -5,7 +5,7 @@
 //! its sha256 digest and size while it streams, and the layout goes through the same
 //! conversion and import as `oci:DIR` (`super::oci`). The registry's answers are bounded: JSON
 //! documents at most [`oci_import::Limits`]' size, blobs at most the size their descriptor
-//! gives.
+//! gives, all blobs together at most the decompressed size an image may have.
 //!
 //! Authentication, as Docker's clients do it: a `401` with a `Bearer` challenge sends the
 //! client to the challenge's realm for a token (with the `dockerAuth` credentials of the
@@ -591,6 +591,18 @@ pub(super) fn fetch_docker(
             descriptor(l)
                 .ok_or_else(|| invalid(format!("{url}: a layer without digest or size")))?,
         );
+    }
+    // A registry's word on the sizes is checked while the blobs stream; their sum is bounded
+    // before any is downloaded (compressed blobs beyond what the conversion would accept
+    // decompressed cannot make an image).
+    let total: u64 = std::iter::once(&config)
+        .chain(&layers)
+        .fold(0u64, |a, (_, n)| a.saturating_add(*n));
+    let max = oci_import::Limits::default().max_uncompressed_bytes;
+    if total > max {
+        return Err(invalid(format!(
+            "{url}: its blobs add up to {total} bytes, more than the {max} an image may have"
+        )));
     }
     // The layout: made in the store's `cas/tmp`, removed whatever happens (after a killed
     // rkt, by a later import's cleanup).
