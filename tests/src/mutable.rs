@@ -332,6 +332,8 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration)
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::write(rw.join("from-host"), b"rw").unwrap();
+    // Writable for a `--private-users` pod's root too (a host ID of the pod's range).
+    std::fs::set_permissions(&rw, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     std::fs::write(ro.join("ro-file"), b"ro").unwrap();
     let img = e.pod_check_image("vol.aci", |s| {
         s.mount_point("cache", "/cache", false)

@@ -55,6 +55,18 @@ fn ns_app_add_mnt_volume() {
     mnt_volume_flow(&e, sandbox, &uuid, limit);
 }
 
+/// The same in a `--private-users` sandbox: the apps' user namespace gets the pod's mounts
+/// (the attached volumes included) locked, as for `rkt run`'s.
+#[test]
+fn ns_app_add_mnt_volume_private_users() {
+    let Some(e) = E2e::require("ns_app_add_mnt_volume_private_users") else {
+        return;
+    };
+    let limit = Duration::from_secs(30);
+    let (sandbox, uuid) = start_sandbox(&e, &["--net=none", "--private-users"], limit);
+    mnt_volume_flow(&e, sandbox, &uuid, limit);
+}
+
 #[test]
 fn ns_app_commands_need_the_experiment_variable() {
     let Some(e) = E2e::require("ns_app_commands_need_the_experiment_variable") else {
