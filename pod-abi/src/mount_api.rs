@@ -109,32 +109,6 @@ pub fn move_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()>
     })
 }
 
-/// openat2(2) of `rel` under `dir` with `resolve` (`RESOLVE_*`), close-on-exec.
-fn openat2(
-    dir: BorrowedFd<'_>,
-    rel: &Path,
-    flags: libc::c_int,
-    resolve: u64,
-) -> io::Result<OwnedFd> {
-    let path = CString::new(rel.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open_how is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = u64::try_from(flags | libc::O_CLOEXEC).unwrap_or_default();
-    how.resolve = resolve;
-    // SAFETY: openat2 reads the NUL-terminated path and the open_how we own, of the size given;
-    // the result is checked.
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    })
-}
-
 /// How many symlinks [`make_target`] follows before it fails with `ELOOP` (Linux's limit).
 const MAX_LINKS: usize = 40;
 
@@ -312,18 +286,17 @@ pub fn attach_in_namespace(
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("join the pod's mount namespace: {e}"))
             })?;
-            let top = openat2(
-                // SAFETY: AT_FDCWD is a valid "descriptor" for the *at calls, never closed.
-                unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) },
-                Path::new("/"),
-                libc::O_PATH | libc::O_DIRECTORY,
-                0,
-            )?;
-            let root = openat2(
+            // SAFETY: open of a NUL-terminated path; the result is checked.
+            let top = owned(libc::c_long::from(unsafe {
+                libc::open(
+                    c"/".as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            }))?;
+            let root = crate::podfile::openat2_beneath(
                 top.as_fd(),
                 &rel,
                 libc::O_PATH | libc::O_DIRECTORY,
-                libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
             )
             .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", app_root.display())))?;
             for t in trees {

@@ -240,7 +240,7 @@ fn owned(fd: libc::c_int) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn openat2_beneath(
+pub(crate) fn openat2_beneath(
     dir: BorrowedFd<'_>,
     rel: &Path,
     flags: libc::c_int,

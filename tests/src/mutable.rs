@@ -50,6 +50,18 @@ pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String
     (child, uuid)
 }
 
+/// `rkt stop UUID` of a sandbox, then waits (at most `limit`) for its `rkt app sandbox`
+/// process to end.
+pub fn stop_sandbox(e: &E2e, sandbox: &mut Child, uuid: &str, limit: Duration) {
+    let o = e.run(&["stop", uuid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t0 = Instant::now();
+    while sandbox.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < limit, "the sandbox did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `rkt app status UUID --app=APP --format=json` as JSON.
 pub fn app_status(e: &E2e, uuid: &str, app: &str) -> serde_json::Value {
     let o = app_cmd(
@@ -286,13 +298,7 @@ pub fn app_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) -> Tim
     assert_eq!(stage2, vec!["beta".to_string()]);
 
     // rkt stop ends the sandbox; gc leaves nothing.
-    let o = e.run(&["stop", uuid]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let t0 = Instant::now();
-    while sandbox.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < limit, "the sandbox did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    stop_sandbox(e, &mut sandbox, uuid, limit);
     let s = app_status(e, uuid, "beta");
     assert_eq!(s["state"], "exited", "{s}");
     let o = e.run(&["gc", "--grace-period=0s"]);
@@ -453,13 +459,7 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration)
     assert!(ro.join("ro-file").is_file());
     assert_eq!(host_mount_points(), before);
 
-    let o = e.run(&["stop", uuid]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let t0 = Instant::now();
-    while sandbox.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < limit, "the sandbox did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    stop_sandbox(e, &mut sandbox, uuid, limit);
     let o = e.run(&["gc", "--grace-period=0s"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(rw.join("from-host").is_file() && rw.join("from-app").is_file());

@@ -273,13 +273,7 @@ fn kvm_net_none_dns_hosts_and_port() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
     }
     let got = ns.thread(|| read_local_port(8085)).join().unwrap();
-    let o = e.run(&["stop", &uuid]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t0 = std::time::Instant::now();
-    while sandbox.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < limit, "the sandbox did not stop");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    rkt_tests::mutable::stop_sandbox(&e, &mut sandbox, &uuid, limit);
     assert_eq!(got.as_deref(), Ok("sandbox-port-ok\n"));
     let o = e.run(&["gc", "--grace-period=0s"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));

@@ -404,13 +404,12 @@ fn ns_net_sandbox_port_reaches_an_added_app() {
     let img = busybox_image(&e, &[]);
     let limit = Duration::from_secs(30);
     // portmap's shared chains are made once per host namespace by a first pod with a port.
-    let (first, uuid) = rkt_tests::mutable::start_sandbox(
+    let (mut first, uuid) = rkt_tests::mutable::start_sandbox(
         &e,
         &["--net=default", "--port=web:tcp:8080:0.0.0.0:8084"],
         limit,
     );
-    assert!(e.run(&["stop", &uuid]).status.success());
-    let _ = wait_output(first, limit);
+    rkt_tests::mutable::stop_sandbox(&e, &mut first, &uuid, limit);
     gc(&e);
     let before = snapshot(&e, &[ipam_dir(&e, "default")]);
     let (mut sandbox, uuid) = rkt_tests::mutable::start_sandbox(
@@ -448,13 +447,7 @@ fn ns_net_sandbox_port_reaches_an_added_app() {
         })
         .join()
         .unwrap();
-    let o = e.run(&["stop", &uuid]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let t0 = Instant::now();
-    while sandbox.try_wait().unwrap().is_none() {
-        assert!(t0.elapsed() < limit, "the sandbox did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    rkt_tests::mutable::stop_sandbox(&e, &mut sandbox, &uuid, limit);
     assert_eq!(
         r.0.as_deref(),
         Ok("sandbox-port-ok\n"),

@@ -618,24 +618,28 @@ fn ns_docker_registry_fetch_run_revalidate() {
     let o = fetch("image,http", &[], &url);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("dockerAuth"), "{}", stderr(&o));
-    let conf = e.path("conf");
-    std::fs::create_dir_all(conf.join("auth.d")).unwrap();
-    std::fs::write(
-        conf.join("auth.d/registry.json"),
-        serde_json::json!({
-            "rktKind": "dockerAuth", "rktVersion": "v1",
-            "registries": [locked.addr], "credentials": {"user": "alice", "password": "s3cret"}
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let o = rkt(&[
-        format!("--local-config={}", conf.display()),
-        "--insecure-options=image,http".into(),
-        "fetch".into(),
-        url.clone(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // rkt's dockerAuth file for `registry`, then the fetch of `url` with it.
+    let fetch_with_credentials = |registry: &str, url: &str| {
+        let conf = e.path("conf");
+        std::fs::create_dir_all(conf.join("auth.d")).unwrap();
+        std::fs::write(
+            conf.join("auth.d/registry.json"),
+            serde_json::json!({
+                "rktKind": "dockerAuth", "rktVersion": "v1",
+                "registries": [registry], "credentials": {"user": "alice", "password": "s3cret"}
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let o = rkt(&[
+            format!("--local-config={}", conf.display()),
+            "--insecure-options=image,http".into(),
+            "fetch".into(),
+            url.to_string(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    };
+    fetch_with_credentials(&locked.addr, &url);
     drop(locked);
 
     // Docker's token authentication (Docker Hub's, quay's): the registry's Bearer challenge
@@ -656,21 +660,6 @@ fn ns_docker_registry_fetch_run_revalidate() {
     let o = fetch("image,http", &[], &url);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("token service"), "{}", stderr(&o));
-    std::fs::write(
-        conf.join("auth.d/registry.json"),
-        serde_json::json!({
-            "rktKind": "dockerAuth", "rktVersion": "v1",
-            "registries": [bearer.addr], "credentials": {"user": "alice", "password": "s3cret"}
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let o = rkt(&[
-        format!("--local-config={}", conf.display()),
-        "--insecure-options=image,http".into(),
-        "fetch".into(),
-        url.clone(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    fetch_with_credentials(&bearer.addr, &url);
     assert_eq!(tokens.issued(), pushed + 1, "one token for the whole fetch");
 }
