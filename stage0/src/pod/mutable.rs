@@ -105,6 +105,24 @@ pub fn is_mutable(pm: &PodManifest) -> bool {
         .any(|a| a.name.as_str() == MUTABLE_ANNOTATION && a.value == "true")
 }
 
+/// The value of `flag` when `a` is it (`--flag=V`, or `--flag V` taking the next argument from
+/// `rest`); `None` for any other argument.
+fn flag_value<'a>(
+    flag: &str,
+    a: &str,
+    rest: &mut impl Iterator<Item = &'a String>,
+) -> Result<Option<String>, UsageError> {
+    match a.strip_prefix(flag) {
+        Some("") => rest
+            .next()
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| UsageError(format!("{flag} needs a value"))),
+        Some(v) => Ok(v.strip_prefix('=').map(str::to_string)),
+        None => Ok(None),
+    }
+}
+
 /// Parses `rkt app sandbox`'s flags: `rkt run`'s pod flags, no image; `--port` in rkt's
 /// sandbox form `NAME:PROTO:PODPORT:HOSTIP:HOSTPORT` ([`super::args::parse_pod_port`]).
 pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
@@ -126,16 +144,7 @@ pub fn parse_sandbox(argv: &[String]) -> Result<RunCommand, UsageError> {
     let mut rest = Vec::new();
     let mut it = argv.iter();
     while let Some(a) = it.next() {
-        let v = match a.strip_prefix("--port") {
-            Some("") => Some(
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| UsageError("--port needs a value".into()))?,
-            ),
-            Some(v) => v.strip_prefix('=').map(str::to_string),
-            None => None,
-        };
-        match v {
+        match flag_value("--port", a, &mut it)? {
             Some(v) => pod_ports.push(super::args::parse_pod_port(&v)?),
             None => rest.push(a.clone()),
         }
@@ -212,16 +221,7 @@ pub fn parse_add(argv: &[String]) -> Result<AddCommand, UsageError> {
             translated.push(a.clone());
             break;
         }
-        let mnt = match a.strip_prefix("--mnt-volume") {
-            Some("") => Some(
-                it.next()
-                    .cloned()
-                    .ok_or_else(|| UsageError("--mnt-volume needs a value".into()))?,
-            ),
-            Some(v) => v.strip_prefix('=').map(str::to_string),
-            None => None,
-        };
-        if let Some(m) = mnt {
+        if let Some(m) = flag_value("--mnt-volume", a, &mut it)? {
             let (v, target) = super::args::parse_mnt_volume(&m)?;
             volumes.push(appc::schema::Mount {
                 volume: v.name.clone(),
