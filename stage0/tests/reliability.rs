@@ -240,6 +240,16 @@ fn fetch_from_a_stalling_server_times_out() {
         err.contains("timed out") && err.contains("RKT_HTTP_READ_TIMEOUT"),
         "{err}"
     );
+    // The same silence from a Docker registry: the manifest request times out alike.
+    let (o, took) = fetch_with_timeout(&dir, &format!("docker://127.0.0.1:{silent}/team/x:1"), "1");
+    assert_eq!(
+        o.status.code(),
+        Some(pod_abi::exit::FAILURE),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
     // Sends the headers and part of the body, then stalls: not an "invalid image".
     let aci = simple_aci("example.com/stall", "1", "x");
     let mut prefix = format!(
@@ -250,6 +260,17 @@ fn fetch_from_a_stalling_server_times_out() {
     prefix.extend_from_slice(&aci[..aci.len() / 2]);
     let half = stalling_server(prefix);
     let (o, took) = fetch_with_timeout(&dir, &format!("http://127.0.0.1:{half}/x.aci"), "1");
+    assert_eq!(
+        o.status.code(),
+        Some(pod_abi::exit::FAILURE),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    assert!(image_rows(&dir).is_empty());
+    // A registry whose answer stops half-way.
+    let (o, took) = fetch_with_timeout(&dir, &format!("docker://127.0.0.1:{half}/team/x:1"), "1");
     assert_eq!(
         o.status.code(),
         Some(pod_abi::exit::FAILURE),
