@@ -241,7 +241,7 @@ pub fn scenario(e: &E2e, name: &str) {
     assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
 
     // An app added to a running mutable pod (`rkt app add`) gets its streams too.
-    let (sandbox, uuid) = crate::mutable::start_sandbox(e, &["--net=none"], limit);
+    let (mut sandbox, uuid) = crate::mutable::start_sandbox(e, &["--net=none"], limit);
     let add = crate::mutable::app_cmd(
         e,
         &[
@@ -275,8 +275,7 @@ pub fn scenario(e: &E2e, name: &str) {
     assert_eq!(code, Some(0), "added app's attacher: {out} / {err}");
     let st = crate::mutable::app_status(e, &uuid, "talk");
     assert_eq!(st["exit_code"], 5, "{st}");
-    let _ = e.run(&["stop", &uuid]);
-    let _ = wait_output(sandbox, limit);
+    crate::mutable::stop_sandbox(e, &mut sandbox, &uuid, limit);
 
     // Not attachable, not enabled.
     let (run, uuid) = start(e, &format!("{name}-plain"), &img, &["--", "sleep 30"]);

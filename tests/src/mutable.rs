@@ -15,10 +15,40 @@ pub fn app_cmd<S: AsRef<str>>(e: &E2e, args: &[S]) -> Output {
     e.run_env(&[("RKT_EXPERIMENT_APP", "true")], args)
 }
 
+/// A running `rkt app sandbox` (the process rkt became: the stage1's `run`). Dropped while it
+/// still runs — a test that failed half-way — it kills the pod's stage1 process (guest-init,
+/// or the VMM) and itself, so that no pod outlives its test holding the test's output.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// The process.
+    pub child: Child,
+    /// The pod's `pid` file.
+    pid_file: PathBuf,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let pid = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1);
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `rkt app sandbox` (in the background, as rktlet ran it; its output, the apps', in
-/// `sandbox.out`) and waits until the pod runs; returns the sandbox process and the pod's
-/// UUID.
-pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String) {
+/// `sandbox.out`) and waits until the pod runs; returns the sandbox and the pod's UUID.
+pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Sandbox, String) {
     let uuid_file = e.path("sandbox-uuid");
     // An earlier sandbox's.
     let _ = std::fs::remove_file(&uuid_file);
@@ -36,8 +66,13 @@ pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String
         .stdout(std::fs::File::create(e.path("sandbox.out")).unwrap())
         .spawn()
         .unwrap();
+    let mut sandbox = Sandbox {
+        child,
+        pid_file: PathBuf::new(),
+    };
     wait_for_paths(&[&uuid_file], limit, "the sandbox saved no UUID");
     let uuid = uuid_of(&uuid_file);
+    sandbox.pid_file = PodPaths::new(e.pod_dir(&uuid)).pid();
     let t0 = Instant::now();
     loop {
         let s = stdout(&e.rkt(&["status", &uuid]).output().unwrap());
@@ -47,16 +82,16 @@ pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Child, String
         assert!(t0.elapsed() < limit, "the sandbox did not start: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    (child, uuid)
+    (sandbox, uuid)
 }
 
 /// `rkt stop UUID` of a sandbox, then waits (at most `limit`) for its `rkt app sandbox`
 /// process to end.
-pub fn stop_sandbox(e: &E2e, sandbox: &mut Child, uuid: &str, limit: Duration) {
+pub fn stop_sandbox(e: &E2e, sandbox: &mut Sandbox, uuid: &str, limit: Duration) {
     let o = e.run(&["stop", uuid]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let t0 = Instant::now();
-    while sandbox.try_wait().unwrap().is_none() {
+    while sandbox.child.try_wait().unwrap().is_none() {
         assert!(t0.elapsed() < limit, "the sandbox did not stop");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -134,7 +169,7 @@ fn wait_state(e: &E2e, uuid: &str, app: &str, state: &str, limit: Duration) -> s
 }
 
 /// The whole flow on a running sandbox `uuid` (its process `sandbox`): see the module doc.
-pub fn app_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) -> Timings {
+pub fn app_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duration) -> Timings {
     let mut t = Timings::default();
     // Refused without the variable, nothing changes.
     let o = e.run(&["app", "list", uuid]);
@@ -330,7 +365,7 @@ fn host_mount_points() -> Vec<String> {
 /// through the first; the host's mount table does not change; `rkt app rm` removes the app's
 /// tree without reaching into the volumes; a missing source fails and changes nothing. Ends
 /// with `rkt stop` and `rkt gc`.
-pub fn mnt_volume_flow(e: &E2e, mut sandbox: Child, uuid: &str, limit: Duration) {
+pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duration) {
     let rw = e.path("vol-rw");
     let ro = e.path("vol-ro");
     let host_target = e.path("not-here");
