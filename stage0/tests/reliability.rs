@@ -225,31 +225,27 @@ fn fetch_with_timeout(dir: &Path, url: &str, read_timeout: &str) -> (Output, Dur
 fn fetch_from_a_stalling_server_times_out() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("data");
+    // A fetch of `url` with a 1 s read timeout fails within 15 s, saying it timed out, and
+    // stores nothing; returns its stderr.
+    let times_out = |url: String| {
+        let (o, took) = fetch_with_timeout(&dir, &url, "1");
+        assert_eq!(
+            o.status.code(),
+            Some(pod_abi::exit::FAILURE),
+            "{url}: {}",
+            stderr(&o)
+        );
+        assert!(took < Duration::from_secs(15), "{url}: took {took:?}");
+        assert!(stderr(&o).contains("timed out"), "{url}: {}", stderr(&o));
+        assert!(image_rows(&dir).is_empty());
+        stderr(&o)
+    };
     // Accepts, never answers.
     let silent = stalling_server(Vec::new());
-    let (o, took) = fetch_with_timeout(&dir, &format!("http://127.0.0.1:{silent}/x.aci"), "1");
-    assert_eq!(
-        o.status.code(),
-        Some(pod_abi::exit::FAILURE),
-        "{}",
-        stderr(&o)
-    );
-    assert!(took < Duration::from_secs(15), "took {took:?}");
-    let err = stderr(&o);
-    assert!(
-        err.contains("timed out") && err.contains("RKT_HTTP_READ_TIMEOUT"),
-        "{err}"
-    );
+    let err = times_out(format!("http://127.0.0.1:{silent}/x.aci"));
+    assert!(err.contains("RKT_HTTP_READ_TIMEOUT"), "{err}");
     // The same silence from a Docker registry: the manifest request times out alike.
-    let (o, took) = fetch_with_timeout(&dir, &format!("docker://127.0.0.1:{silent}/team/x:1"), "1");
-    assert_eq!(
-        o.status.code(),
-        Some(pod_abi::exit::FAILURE),
-        "{}",
-        stderr(&o)
-    );
-    assert!(took < Duration::from_secs(15), "took {took:?}");
-    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    times_out(format!("docker://127.0.0.1:{silent}/team/x:1"));
     // Sends the headers and part of the body, then stalls: not an "invalid image".
     let aci = simple_aci("example.com/stall", "1", "x");
     let mut prefix = format!(
@@ -259,27 +255,9 @@ fn fetch_from_a_stalling_server_times_out() {
     .into_bytes();
     prefix.extend_from_slice(&aci[..aci.len() / 2]);
     let half = stalling_server(prefix);
-    let (o, took) = fetch_with_timeout(&dir, &format!("http://127.0.0.1:{half}/x.aci"), "1");
-    assert_eq!(
-        o.status.code(),
-        Some(pod_abi::exit::FAILURE),
-        "{}",
-        stderr(&o)
-    );
-    assert!(took < Duration::from_secs(15), "took {took:?}");
-    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
-    assert!(image_rows(&dir).is_empty());
+    times_out(format!("http://127.0.0.1:{half}/x.aci"));
     // A registry whose answer stops half-way.
-    let (o, took) = fetch_with_timeout(&dir, &format!("docker://127.0.0.1:{half}/team/x:1"), "1");
-    assert_eq!(
-        o.status.code(),
-        Some(pod_abi::exit::FAILURE),
-        "{}",
-        stderr(&o)
-    );
-    assert!(took < Duration::from_secs(15), "took {took:?}");
-    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
-    assert!(image_rows(&dir).is_empty());
+    times_out(format!("docker://127.0.0.1:{half}/team/x:1"));
     // A bad value is a usage error.
     let (o, _) = fetch_with_timeout(&dir, &format!("http://127.0.0.1:{silent}/x.aci"), "soon");
     assert_eq!(

@@ -28,7 +28,7 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
 use super::{progress, FetchError, FetchOptions, PullPolicy};
-use crate::store::{ImageRecord, ImportSource, Store};
+use crate::store::{ImageRecord, ImportSource, Store, StoreError};
 
 /// Docker Hub's registry host, for references without one.
 pub const DOCKER_HUB: &str = "registry-1.docker.io";
@@ -276,7 +276,7 @@ impl Session<'_> {
             if self.opts.debug {
                 eprintln!("rkt: fetching {url}");
             }
-            let resp = req.send().map_err(|e| request_error(url, e))?;
+            let resp = req.send().map_err(|e| super::http::request_error(url, e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
                 let c = resp
@@ -332,7 +332,9 @@ impl Session<'_> {
                 if let Some(a) = &creds {
                     req = req.header(AUTHORIZATION, a);
                 }
-                let resp = req.send().map_err(|e| request_error(realm, e))?;
+                let resp = req
+                    .send()
+                    .map_err(|e| super::http::request_error(realm, e))?;
                 if !resp.status().is_success() {
                     return Err(needs(&format!(
                         "its token service {realm} answered HTTP {} (for {url})",
@@ -413,7 +415,7 @@ impl Session<'_> {
         let url = format!("{}/blobs/{digest}", self.base);
         let resp = self.get(&url, None)?;
         let mut bar = progress::Bar::new(self.opts.progress, &url, Some(size));
-        let mut f = File::create(dest).map_err(|e| local_error(dest, e))?;
+        let mut f = File::create(dest).map_err(local_error("create", dest))?;
         let mut h = Sha256::new();
         let mut left = resp.take(size.saturating_add(1));
         let mut buf = vec![0u8; 1 << 16];
@@ -423,14 +425,11 @@ impl Session<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if super::http::is_timeout(&e) => {
-                    return Err(super::http::timed_out(&url, false))
-                }
-                Err(e) => return Err(FetchError::Store(crate::store::StoreError::Read(e))),
+                Err(e) => return Err(super::http::body_error(&url, e)),
             };
             let chunk = buf.get(..n).unwrap_or_default();
             h.update(chunk);
-            f.write_all(chunk).map_err(|e| local_error(dest, e))?;
+            f.write_all(chunk).map_err(local_error("write", dest))?;
             n_total += n as u64;
             bar.update(n_total);
         }
@@ -445,19 +444,10 @@ impl Session<'_> {
     }
 }
 
-fn request_error(url: &str, e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
-        super::http::timed_out(url, e.is_connect())
-    } else {
-        FetchError::Http(url.to_string(), e.without_url())
-    }
-}
-
-fn local_error(p: &Path, e: io::Error) -> FetchError {
-    FetchError::Store(crate::store::StoreError::Read(io::Error::new(
-        e.kind(),
-        format!("{}: {e}", p.display()),
-    )))
+/// A failed file operation `op` on `p` in the download directory.
+fn local_error(op: &'static str, p: &Path) -> impl FnOnce(io::Error) -> FetchError + use<> {
+    let io = StoreError::io(op, p.to_path_buf());
+    move |e| FetchError::Store(io(e))
 }
 
 /// The body of `resp`, failing past `max` bytes.
@@ -465,13 +455,7 @@ fn read_capped(resp: Response, max: u64, url: &str) -> Result<Vec<u8>, FetchErro
     let mut out = Vec::new();
     resp.take(max.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| {
-            if super::http::is_timeout(&e) {
-                super::http::timed_out(url, false)
-            } else {
-                FetchError::Store(crate::store::StoreError::Read(e))
-            }
-        })?;
+        .map_err(|e| super::http::body_error(url, e))?;
     if out.len() as u64 > max {
         return Err(FetchError::Oci(oci_import::OciError::Invalid(format!(
             "{url}: the answer is larger than {max} bytes"
@@ -608,9 +592,9 @@ pub(super) fn fetch_docker(
     // rkt, by a later import's cleanup).
     let dir = crate::store::DownloadDir::create(store.cas_dir())?;
     let blobs = dir.path().join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(|e| local_error(&blobs, e))?;
+    fs::create_dir_all(&blobs).map_err(local_error("create", &blobs))?;
     let hex_of = |d: &str| d.trim_start_matches("sha256:").to_string();
-    let write = |p: &Path, data: &[u8]| fs::write(p, data).map_err(|e| local_error(p, e));
+    let write = |p: &Path, data: &[u8]| fs::write(p, data).map_err(local_error("write", p));
     write(&blobs.join(hex_of(&digest)), &body)?;
     for (d, size) in std::iter::once(&config).chain(&layers) {
         let dest = blobs.join(hex_of(d));

@@ -183,13 +183,7 @@ pub(crate) fn fetch_url(
     if opts.debug {
         eprintln!("rkt: fetching {url}");
     }
-    let resp = req.send().map_err(|e| {
-        if e.is_timeout() {
-            timed_out(url, e.is_connect())
-        } else {
-            FetchError::Http(url.to_string(), e.without_url())
-        }
-    })?;
+    let resp = req.send().map_err(|e| request_error(url, e))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
         if let Some((_, rec)) = cached {
             store.revalidated(url, max_age(&resp))?;
@@ -224,8 +218,26 @@ pub(crate) fn fetch_url(
     Ok(Fetched::Downloaded(rec))
 }
 
+/// A failed request to `url`: [`FetchError::Timeout`] for a timeout, else the HTTP error.
+pub(crate) fn request_error(url: &str, e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        timed_out(url, e.is_connect())
+    } else {
+        FetchError::Http(url.to_string(), e.without_url())
+    }
+}
+
+/// A failed read of `url`'s response body: [`FetchError::Timeout`] for reqwest's read timeout.
+pub(crate) fn body_error(url: &str, e: std::io::Error) -> FetchError {
+    if is_timeout(&e) {
+        timed_out(url, false)
+    } else {
+        FetchError::Store(StoreError::Read(e))
+    }
+}
+
 /// Whether an I/O error from a response body is reqwest's read timeout.
-pub(crate) fn is_timeout(e: &std::io::Error) -> bool {
+fn is_timeout(e: &std::io::Error) -> bool {
     if e.kind() == std::io::ErrorKind::TimedOut {
         return true;
     }
@@ -242,7 +254,7 @@ pub(crate) fn is_timeout(e: &std::io::Error) -> bool {
 }
 
 /// [`FetchError::Timeout`] for `url` with the timeout in effect.
-pub(crate) fn timed_out(url: &str, connect: bool) -> FetchError {
+fn timed_out(url: &str, connect: bool) -> FetchError {
     let t = timeouts().unwrap_or(Timeouts {
         connect: Duration::from_secs(CONNECT_TIMEOUT_SECS),
         read: Duration::from_secs(READ_TIMEOUT_SECS),
