@@ -306,6 +306,77 @@ struct Mux {
     signals: SignalFd,
     /// Where reads land ([`MAX_PAYLOAD`] bytes, one frame's worth).
     scratch: Vec<u8>,
+    /// The app's log file (`StdioPlan::log_file`), until writing it fails.
+    log: Option<LogFile>,
+}
+
+/// An app's log file (rkt's `k8s-plain` log mode, `pod_abi::attach::ANN_LOG_MODE`): each line
+/// of its `stream` outputs as `pod_abi::attach::log_line` writes it, timestamped when read.
+struct LogFile {
+    file: std::fs::File,
+    /// The unfinished line of stdout and of stderr.
+    partial: [Vec<u8>; 2],
+}
+
+impl LogFile {
+    /// Opens `pod_abi::attach::guest_log_file(app)` (the stage1 attached the host's file there)
+    /// for appending, without following a symlink.
+    fn open(app: &str) -> Result<LogFile, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = pod_abi::attach::guest_log_file(app);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        match file.metadata() {
+            Ok(m) if m.is_file() => Ok(LogFile {
+                file,
+                partial: [Vec::new(), Vec::new()],
+            }),
+            _ => Err(format!("{} is not a regular file", path.display())),
+        }
+    }
+
+    /// Adds `data` read from stdout or (`is_err`) stderr and writes the lines it completes;
+    /// a line reaching `pod_abi::attach::MAX_LOG_LINE` bytes is written as it is.
+    fn add(&mut self, is_err: bool, data: &[u8]) -> std::io::Result<()> {
+        let now = pod_abi::time::now_nanos();
+        let stream = if is_err { "stderr" } else { "stdout" };
+        let partial = &mut self.partial[usize::from(is_err)];
+        let mut out = Vec::new();
+        for b in data {
+            if *b == b'\n' {
+                out.extend(pod_abi::attach::log_line(now, stream, partial));
+                partial.clear();
+            } else {
+                partial.push(*b);
+                if partial.len() >= pod_abi::attach::MAX_LOG_LINE {
+                    out.extend(pod_abi::attach::log_line(now, stream, partial));
+                    partial.clear();
+                }
+            }
+        }
+        self.write(&out)
+    }
+
+    /// Writes the unfinished line of stdout or (`is_err`) stderr, whose end came.
+    fn end(&mut self, is_err: bool) -> std::io::Result<()> {
+        let stream = if is_err { "stderr" } else { "stdout" };
+        let partial = std::mem::take(&mut self.partial[usize::from(is_err)]);
+        if partial.is_empty() {
+            return Ok(());
+        }
+        let line = pod_abi::attach::log_line(pod_abi::time::now_nanos(), stream, &partial);
+        self.write(&line)
+    }
+
+    fn write(&mut self, out: &[u8]) -> std::io::Result<()> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(out)
+    }
 }
 
 impl Mux {
@@ -333,6 +404,17 @@ impl Mux {
             .chain([0, 1, 2])
             .collect();
         app_confine::exec::close_inherited_fds_except(&keep);
+        let log = if plan.log_file {
+            match LogFile::open(&app) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    info!("app {app}: log file: {e}; its output is not logged");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Mux {
             app,
             plan,
@@ -342,6 +424,7 @@ impl Mux {
             input: Vec::new(),
             signals,
             scratch: vec![0u8; MAX_PAYLOAD],
+            log,
         })
     }
 
@@ -507,6 +590,7 @@ impl Mux {
             }
         };
         let data = self.scratch.get(..n).unwrap_or_default().to_vec();
+        self.log_with(|l| l.add(is_err, &data));
         let frame = if is_err {
             Frame::Stderr(data)
         } else {
@@ -520,6 +604,18 @@ impl Mux {
     fn close_output(&mut self, i: usize) {
         if let Some(slot) = self.ends.outputs.get_mut(i) {
             slot.0 = None;
+            let is_err = slot.1;
+            self.log_with(|l| l.end(is_err));
+        }
+    }
+
+    /// Runs `f` on the log file; a failure (a full disk, say) ends the logging, said once.
+    fn log_with(&mut self, f: impl FnOnce(&mut LogFile) -> std::io::Result<()>) {
+        if let Some(l) = &mut self.log {
+            if let Err(e) = f(l) {
+                info!("app {}: log file: {e}; no more output is logged", self.app);
+                self.log = None;
+            }
         }
     }
 
@@ -677,6 +773,7 @@ impl Mux {
 
     /// Ends every session with `Exit(0)` and gives the frames a moment to leave.
     fn finish(&mut self) {
+        self.log_with(|l| l.end(false).and(l.end(true)));
         let mut bytes = Vec::new();
         encode(&Frame::Exit(0), &mut bytes);
         let deadline = Instant::now() + FLUSH_TIMEOUT;
@@ -753,6 +850,43 @@ fn check_request(line: &[u8], app: &str, plan: &StdioPlan) -> Result<(Attach, u1
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_file_gets_whole_timestamped_lines() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let mut l = LogFile {
+            file: f.reopen().unwrap(),
+            partial: [Vec::new(), Vec::new()],
+        };
+        l.add(false, b"one\ntw").unwrap();
+        l.add(true, b"err\n").unwrap();
+        l.add(false, b"o\nthr").unwrap();
+        let long = vec![b'x'; pod_abi::attach::MAX_LOG_LINE + 3];
+        l.add(true, &long).unwrap();
+        l.end(false).unwrap();
+        l.end(true).unwrap();
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        let rest: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let (t, r) = l.split_once(' ').unwrap();
+                assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+                r.to_string()
+            })
+            .collect();
+        let cut = "x".repeat(pod_abi::attach::MAX_LOG_LINE);
+        assert_eq!(
+            rest,
+            [
+                "stdout one".to_string(),
+                "stderr err".into(),
+                "stdout two".into(),
+                format!("stderr {cut}"),
+                "stdout thr".into(),
+                "stderr xxx".into(),
+            ]
+        );
+    }
 
     fn line(app: &str, attach: Attach) -> Vec<u8> {
         Request::Attach {

@@ -35,6 +35,41 @@ pub fn connect(app: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
 /// Attachers served at once by one app's multiplexer.
 pub const MAX_ATTACHERS: usize = 8;
 
+/// Pod annotation (`rkt app sandbox --annotation=`): `k8s-plain` makes the multiplexer of each
+/// app added with a `stream` stdout or stderr also write that output to the app's log file,
+/// one line each, `<RFC 3339 time, ns> <stdout|stderr> <line>` (rkt's experimental CRI logs,
+/// as rktlet asked for them).
+pub const ANN_LOG_MODE: &str = "coreos.com/rkt/experiment/logmode";
+/// The one value of [`ANN_LOG_MODE`].
+pub const LOG_MODE_K8S_PLAIN: &str = "k8s-plain";
+/// Pod annotation: the host directory of the apps' log files (absolute; it must exist).
+pub const ANN_K8S_LOG_DIR: &str = "coreos.com/rkt/experiment/kubernetes-log-dir";
+/// App annotation (`rkt app add --annotation=`): the app's log file, relative to
+/// [`ANN_K8S_LOG_DIR`] (its directories must exist; created if missing, appended to).
+pub const ANN_K8S_LOG_PATH: &str = "coreos.com/rkt/experiment/kubernetes-log-path";
+/// Where, in the stage1 root, the stage1 attaches each app's log file (a mount of the host
+/// file stage0 opened; [`guest_log_file`]).
+pub const GUEST_LOG_DIR: &str = "/rkt/logs";
+/// App `app`'s log file in the stage1 root.
+pub fn guest_log_file(app: &str) -> std::path::PathBuf {
+    std::path::Path::new(GUEST_LOG_DIR).join(app)
+}
+/// Longest line written to a log file, in bytes; a longer one is cut there (the rest follows
+/// as further lines), as kubelet's CRI logs split long lines.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+
+/// One line of a `k8s-plain` log (ending in `\n`): `time` in Unix nanoseconds, `stream`
+/// `stdout` or `stderr`, `line` without its newline.
+pub fn log_line(time_ns: i64, stream: &str, line: &[u8]) -> Vec<u8> {
+    let mut out = crate::time::rfc3339_nanos(time_ns).into_bytes();
+    out.push(b' ');
+    out.extend_from_slice(stream.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    out
+}
+
 /// How one of an app's standard streams is connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +119,10 @@ pub struct StdioPlan {
     pub stdout: IoMode,
     /// stderr.
     pub stderr: IoMode,
+    /// The `stream` outputs also go to the app's log file ([`ANN_LOG_MODE`],
+    /// [`guest_log_file`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_file: bool,
 }
 
 impl Default for StdioPlan {
@@ -92,6 +131,7 @@ impl Default for StdioPlan {
             stdin: IoMode::Null,
             stdout: IoMode::Log,
             stderr: IoMode::Log,
+            log_file: false,
         }
     }
 }
@@ -143,6 +183,7 @@ impl StdioPlan {
             stdin: one("stdin", stdin, d.stdin)?,
             stdout: one("stdout", stdout, d.stdout)?,
             stderr: one("stderr", stderr, d.stderr)?,
+            log_file: false,
         };
         let ttys = [p.stdin, p.stdout, p.stderr]
             .iter()
@@ -169,6 +210,11 @@ impl StdioPlan {
         [self.stdin, self.stdout, self.stderr]
             .iter()
             .any(|m| matches!(m, IoMode::Stream | IoMode::Tty))
+    }
+
+    /// stdout or stderr is a `stream` (what a log file would get).
+    pub fn streams_output(&self) -> bool {
+        self.stdout == IoMode::Stream || self.stderr == IoMode::Stream
     }
 
     /// The endpoints `rkt attach --mode=list` prints: `tty`, or the streams in `stream` mode.

@@ -245,11 +245,23 @@ pub(crate) fn openat2_beneath(
     rel: &Path,
     flags: libc::c_int,
 ) -> std::io::Result<OwnedFd> {
+    openat2_beneath_mode(dir, rel, flags, 0)
+}
+
+/// [`openat2_beneath`] with the `mode` a file created by `O_CREAT` in `flags` gets (before the
+/// umask): `rel` resolved beneath `dir` without following any symlink, close-on-exec.
+pub fn openat2_beneath_mode(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    flags: libc::c_int,
+    mode: u32,
+) -> std::io::Result<OwnedFd> {
     let path = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = u64::try_from(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC).unwrap_or_default();
+    how.mode = u64::from(mode);
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads the NUL-terminated path and the open_how we own, of the size given.
     let fd = unsafe {

@@ -384,6 +384,10 @@ pub struct AppArgs {
     pub app: String,
     /// `app/add`: the app's volumes, as detached mount trees stage0 made and passed open.
     pub mounts: Vec<MountFd>,
+    /// `app/add`, `--log-fd=<FD>`: the app's log file (`crate::attach::ANN_LOG_MODE`), an
+    /// inherited detached mount of the host file stage0 opened, which the stage1 attaches at
+    /// `crate::attach::guest_log_file` in the stage1 root. Our addition to rkt's arguments.
+    pub log_fd: Option<i32>,
 }
 
 /// One volume of an app added to a running pod: `fd` is an inherited descriptor of a detached
@@ -399,6 +403,11 @@ pub struct MountFd {
 }
 
 impl AppArgs {
+    /// Volumes or a log file to attach (`app/add`).
+    pub fn has_trees(&self) -> bool {
+        !self.mounts.is_empty() || self.log_fd.is_some()
+    }
+
     /// Renders the argv (without argv\[0\]).
     pub fn to_argv(&self) -> Vec<String> {
         let mut v = Vec::new();
@@ -411,6 +420,9 @@ impl AppArgs {
         v.push(format!("--app={}", self.app));
         for m in &self.mounts {
             v.push(format!("--mount-fd={}:{}", m.fd, m.target));
+        }
+        if let Some(fd) = self.log_fd {
+            v.push(format!("--log-fd={fd}"));
         }
         v
     }
@@ -445,6 +457,11 @@ impl AppArgs {
                 match parsed {
                     Some(m) => out.mounts.push(m),
                     None => return Err(ArgsError::Unexpected(a)),
+                }
+            } else if let Some(v) = a.strip_prefix("--log-fd=") {
+                match v.parse::<i32>().ok().filter(|fd| *fd > 2) {
+                    Some(fd) if out.log_fd.is_none() => out.log_fd = Some(fd),
+                    _ => return Err(ArgsError::Unexpected(a)),
                 }
             } else if IGNORED.iter().any(|p| a.starts_with(p)) {
             } else if a.starts_with("--") {
@@ -631,6 +648,7 @@ mod tests {
                 fd: 5,
                 target: "/var/a:b,c".into(),
             }],
+            log_fd: Some(6),
         };
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(AppArgs::parse(a.to_argv()), Ok(a));
@@ -639,6 +657,8 @@ mod tests {
             "--mount-fd=x:/x",
             "--mount-fd=5:x",
             "--mount-fd=5",
+            "--log-fd=2",
+            "--log-fd=x",
         ] {
             assert!(AppArgs::parse(v(&["--app=a", bad])).is_err(), "{bad}");
         }

@@ -158,7 +158,7 @@ pub fn format_time_nanos(t_ns: i64) -> String {
     let secs = t_ns.div_euclid(1_000_000_000);
     let ms = t_ns.rem_euclid(1_000_000_000) / 1_000_000;
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let (y, m, d) = pod_abi::time::civil_from_days(secs.div_euclid(86_400));
     let frac = if ms == 0 {
         String::new()
     } else {
@@ -170,21 +170,6 @@ pub fn format_time_nanos(t_ns: i64) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// JSON indented with tabs (Go's `json.MarshalIndent(v, "", "\t")`).

@@ -11,38 +11,60 @@ use pod_abi::exec::{read_room, Frame, FrameReader, Request};
 use pod_abi::stage1::{AppArgs, Entrypoint};
 
 /// Attaches `app/add`'s volumes (`args.mounts`: detached mount trees stage0 passed open) at
-/// their targets beneath `app_root`, a path in the mount namespace of `pid` (the flavor has
-/// checked that `pid` is its pod's), after setting the mount attributes `attrs` on each
-/// (`pod_abi::mount_api::attach_in_namespace`). Nothing to do without mounts.
+/// their targets beneath `app_root`, after setting the mount attributes `attrs` on each, and its
+/// log file (`args.log_fd`) at `pod_abi::attach::guest_log_file` beneath `stage1_root`; both
+/// paths in the mount namespace of `pid` (the flavor has checked that `pid` is its pod's;
+/// `pod_abi::mount_api::attach_in_namespace`). Nothing to do without either.
 pub fn attach_mounts(
     pid: i32,
+    stage1_root: &std::path::Path,
     app_root: &std::path::Path,
     args: &AppArgs,
     attrs: u64,
 ) -> Result<(), AppError> {
     use std::os::fd::{AsFd, BorrowedFd};
-    if args.mounts.is_empty() {
+    if !args.has_trees() {
         return Ok(());
     }
-    let mut trees = Vec::new();
-    for m in &args.mounts {
+    let inherited = |fd: i32, flag: &str| -> Result<BorrowedFd<'static>, AppError> {
         // SAFETY: fcntl(F_GETFD) only asks whether the descriptor is open.
-        if unsafe { libc::fcntl(m.fd, libc::F_GETFD) } < 0 {
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
             return Err(AppError::Protocol(format!(
-                "--mount-fd={}: no such open descriptor",
-                m.fd
+                "{flag}={fd}: no such open descriptor"
             )));
         }
+        // SAFETY: the descriptor is open (checked above), inherited for this purpose and never
+        // closed while this process runs.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    };
+    let mut trees = Vec::new();
+    for m in &args.mounts {
         trees.push(pod_abi::mount_api::Attach {
-            // SAFETY: the descriptor is open (checked above), inherited for this purpose and
-            // never closed while this process runs.
-            tree: unsafe { BorrowedFd::borrow_raw(m.fd) },
+            tree: inherited(m.fd, "--mount-fd")?,
             target: &m.target,
         });
     }
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).map_err(AppError::Io)?;
-    pod_abi::mount_api::attach_in_namespace(ns.as_fd(), app_root, &trees, attrs)
-        .map_err(|e| AppError::Refused(format!("app {}: volumes: {e}", args.app)))
+    if !trees.is_empty() {
+        pod_abi::mount_api::attach_in_namespace(ns.as_fd(), app_root, &trees, attrs)
+            .map_err(|e| AppError::Refused(format!("app {}: volumes: {e}", args.app)))?;
+    }
+    if let Some(fd) = args.log_fd {
+        // Beneath the stage1 root's `rkt` directory, which exists in every pod: the log
+        // directory is made on the way.
+        let log = pod_abi::attach::guest_log_file(&args.app);
+        let (parent, rel) = match log.strip_prefix("/rkt") {
+            Ok(rel) => (stage1_root.join("rkt"), format!("/{}", rel.display())),
+            Err(_) => (stage1_root.to_path_buf(), log.display().to_string()),
+        };
+        let tree = [pod_abi::mount_api::Attach {
+            tree: inherited(fd, "--log-fd")?,
+            target: &rel,
+        }];
+        pod_abi::mount_api::attach_in_namespace(ns.as_fd(), &parent, &tree, attrs)
+            .map_err(|e| AppError::Refused(format!("app {}: log file: {e}", args.app)))?;
+    }
+    Ok(())
 }
 
 /// How long guest-init may take to answer an app request; a stop waits for the app's grace
@@ -154,6 +176,7 @@ mod tests {
             uuid: "u".into(),
             app: "web".into(),
             mounts: Vec::new(),
+            log_fd: None,
         };
         let req = request_for(Entrypoint::AppStart, &args).unwrap();
         let (s, t) = serve(vec![Frame::Exit(0)]);

@@ -67,7 +67,7 @@ pub fn request(pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i3
         Stage1Error::Refused(format!("{} is not an app entrypoint", entry.name()))
     })?;
     let stream = connect(pod.dir())?;
-    if !args.mounts.is_empty() {
+    if args.has_trees() {
         let pid = pod.read_pid().map_err(Stage1Error::failed)?;
         if let Some(why) = crate::stop::verify_guest_init(pid, &pod.uuid()) {
             return Err(Stage1Error::Refused(format!(
@@ -75,7 +75,8 @@ pub fn request(pod: &PodContext, entry: Entrypoint, args: &AppArgs) -> Result<i3
             )));
         }
         let root = pod_abi::paths::guest_app_rootfs(&args.app);
-        stage1_common::app::attach_mounts(pid, &root, args, 0).map_err(Stage1Error::failed)?;
+        stage1_common::app::attach_mounts(pid, std::path::Path::new("/"), &root, args, 0)
+            .map_err(Stage1Error::failed)?;
     }
     stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;
     Ok(0)

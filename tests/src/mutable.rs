@@ -499,3 +499,81 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duratio
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(rw.join("from-host").is_file() && rw.join("from-app").is_file());
 }
+
+/// rkt's experimental CRI logs (rktlet's): the caller started `sandbox` with the pod
+/// annotations `coreos.com/rkt/experiment/logmode=k8s-plain` and `...kubernetes-log-dir=` `dir`.
+/// An app added with `stream` stdout and stderr and a `kubernetes-log-path` gets its output in
+/// that host file, one timestamped line per line; adds without the path, with a path climbing
+/// out of the directory, or through a symlink in it, are refused with nothing written or
+/// added; `app rm` leaves the log; `rkt stop` ends the sandbox.
+pub fn k8s_log_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, dir: &Path, limit: Duration) {
+    use std::os::unix::fs::PermissionsExt;
+    const PATH_ANN: &str = "--annotation=coreos.com/rkt/experiment/kubernetes-log-path=";
+    let img = e.pod_check_image("logger.aci", |s| s);
+    let outside = e.path("log-outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("evil")).unwrap();
+    let add = |name: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "app".into(),
+            "add".into(),
+            uuid.into(),
+            img.to_str().unwrap().into(),
+            format!("--name={name}"),
+            "--stdout=stream".into(),
+            "--stderr=stream".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["--".to_string(), "--cat".to_string()]);
+        app_cmd(e, &args)
+    };
+    // Refused: no path, a climbing path, a symlink on the way (the attack: a log written
+    // through a link to a directory outside the log directory).
+    let o = add("nopath", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kubernetes-log-path"), "{}", stderr(&o));
+    for (path, why) in [("../up.log", "without . or .."), ("evil/x.log", "log file")] {
+        let o = add("bad", &[&format!("{PATH_ANN}{path}")]);
+        assert_ne!(o.status.code(), Some(0), "{path}");
+        assert!(stderr(&o).contains(why), "{path}: {}", stderr(&o));
+    }
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!dir.parent().unwrap().join("up.log").exists());
+    assert!(app_list(e, uuid).is_empty(), "{:?}", app_list(e, uuid));
+
+    ok(&add("logger", &[&format!("{PATH_ANN}logger_0.log")]));
+    ok(&app_cmd(e, &["app", "start", uuid, "--app=logger"]));
+    let st = wait_state(e, uuid, "logger", "exited", limit);
+    assert_eq!(st["exit_code"], 0, "{st}");
+    // The multiplexer writes its last lines as the app's output ends: wait for them.
+    let log = dir.join("logger_0.log");
+    let t0 = Instant::now();
+    let text = loop {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        if t.contains(" stderr ") && t.contains(" stdout ") || t0.elapsed() > limit {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let lines: Vec<(&str, &str)> = text
+        .lines()
+        .map(|l| l.split_once(' ').unwrap_or((l, "")))
+        .collect();
+    for (time, _) in &lines {
+        // RFC 3339 in UTC, Go's RFC3339Nano: 2006-01-02T15:04:05.999999999Z.
+        assert!(
+            time.len() >= 20 && time.as_bytes()[10] == b'T' && time.ends_with('Z'),
+            "{text}"
+        );
+    }
+    let rest: Vec<&str> = lines.iter().map(|(_, r)| *r).collect();
+    assert!(rest.contains(&"stdout pod-check OK"), "{text}");
+    assert!(rest.contains(&"stderr pod-check: cat 0 bytes"), "{text}");
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    ok(&app_cmd(e, &["app", "rm", uuid, "--app=logger"]));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+    stop_sandbox(e, &mut sandbox, uuid, limit);
+}

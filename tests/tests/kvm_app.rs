@@ -2,12 +2,14 @@
 //! commands over the vsock exec channel, the same flow as `ns_app.rs`
 //! (`rkt_tests::mutable::app_flow`) in one KVM pod, and `rkt app add --mnt-volume`
 //! (`rkt_tests::mutable::mnt_volume_flow`), whose volumes the host attaches beneath the VM's
-//! share in the jailed VMM's mount namespace.
+//! share in the jailed VMM's mount namespace, and rkt's experimental CRI logs
+//! (`rkt_tests::mutable::k8s_log_flow`), whose host file the guest's multiplexer writes
+//! through the share.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
-use rkt_tests::mutable::{app_flow, mnt_volume_flow, start_sandbox};
+use rkt_tests::mutable::{app_flow, k8s_log_flow, mnt_volume_flow, start_sandbox};
 use rkt_tests::{E2e, KVM_RUN_TIMEOUT_SECS};
 
 #[test]
@@ -32,4 +34,27 @@ fn kvm_app_add_mnt_volume() {
     let limit = Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
     let (sandbox, uuid) = start_sandbox(&e, &["--net=none"], limit);
     mnt_volume_flow(&e, sandbox, &uuid, limit);
+}
+
+#[test]
+fn kvm_app_k8s_plain_logs() {
+    let Some(e) = E2e::require_kvm("kvm_app_k8s_plain_logs") else {
+        return;
+    };
+    let limit = Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
+    let dir = e.path("pod-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sandbox, uuid) = start_sandbox(
+        &e,
+        &[
+            "--net=none",
+            "--annotation=coreos.com/rkt/experiment/logmode=k8s-plain",
+            &format!(
+                "--annotation=coreos.com/rkt/experiment/kubernetes-log-dir={}",
+                dir.display()
+            ),
+        ],
+        limit,
+    );
+    k8s_log_flow(&e, sandbox, &uuid, &dir, limit);
 }

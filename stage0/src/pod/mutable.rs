@@ -77,6 +77,9 @@ pub enum AppError {
     /// A stage1 app entrypoint failed (it printed why).
     #[error("stage1 {0} entrypoint failed ({1})")]
     Entrypoint(&'static str, ExitStatus),
+    /// The app's log file (`kubernetes-log-dir` and `-path`) could not be opened.
+    #[error("cannot open the app's log file {0}")]
+    LogFile(PathBuf, #[source] std::io::Error),
 }
 
 impl AppError {
@@ -311,7 +314,8 @@ fn open_locked(pods: &PodsDir, reference: &str) -> Result<Locked, AppError> {
 }
 
 /// Runs the stage1 app entrypoint `ann` for `app`; `mounts` (detached mount trees and their
-/// targets, `app/add` only) are passed open as `--mount-fd`.
+/// targets) and `log` (the app's log file, a detached mount), `app/add` only, are passed open
+/// as `--mount-fd` and `--log-fd`.
 fn call(
     pods: &PodsDir,
     pod: &Pod,
@@ -319,6 +323,7 @@ fn call(
     app: &str,
     debug: bool,
     mounts: &[(BorrowedFd<'_>, &str)],
+    log: Option<BorrowedFd<'_>>,
 ) -> Result<(), AppError> {
     let ep = Entrypoints::read(&pod.paths().stage1_manifest())?;
     let entry = stage1::image_root(pods.data_dir(), &pod.path())?.join(ep.entrypoint(ann)?);
@@ -333,9 +338,10 @@ fn call(
                 target: target.to_string(),
             })
             .collect(),
+        log_fd: log.map(|fd| fd.as_raw_fd()),
     }
     .to_argv();
-    let keep: Vec<BorrowedFd<'_>> = mounts.iter().map(|(fd, _)| *fd).collect();
+    let keep: Vec<BorrowedFd<'_>> = mounts.iter().map(|(fd, _)| *fd).chain(log).collect();
     let s = stage1::run_entrypoint_with_fds(&pod.path(), &entry, &argv, &keep)?;
     if !s.success() {
         return Err(AppError::Entrypoint(
@@ -375,14 +381,17 @@ fn app_dir_in_pod(paths: &PodPaths, app: &str) -> PathBuf {
 fn remove_app_files(paths: &PodPaths, app: &str) -> Result<(), PodError> {
     let dir = app_dir_in_pod(paths, app);
     let inner = Path::new(pod_abi::paths::GUEST_STAGE2_DIR).join(app);
-    super::tree_copy::beneath_root(
-        &paths.stage1_rootfs(),
-        None,
-        || match std::fs::remove_dir_all(&inner) {
+    super::tree_copy::beneath_root(&paths.stage1_rootfs(), None, || {
+        match std::fs::remove_dir_all(&inner) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        // The log file's mount point (unlinking it detaches the mount in the pod).
+        match std::fs::remove_file(pod_abi::attach::guest_log_file(app)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
-        },
-    )
+        }
+    })
     .map_err(|e| PodError::io("remove", &dir, e))?;
     let info = paths.appsinfo(app);
     match std::fs::remove_dir_all(&info) {
@@ -489,7 +498,7 @@ pub fn add(
         insecure: o.fetch.insecure,
         ..Default::default()
     };
-    let entry = super::plan::build_plan(l.pod.uuid(), &one, &[image], &rt)?
+    let mut entry = super::plan::build_plan(l.pod.uuid(), &one, &[image], &rt)?
         .apps
         .into_iter()
         .next()
@@ -500,6 +509,8 @@ pub fn add(
             "app {name}: isolator not implemented, ignored: {a}"
         ));
     }
+    let log = log_file(&pm, &name, &entry.stdio)?;
+    entry.stdio.log_file = log.is_some();
     // Held until the app's treeStoreID is written (`image gc` leaves the tree alone meanwhile).
     let (tree, _hold) = store.hold_tree(&rec).map_err(LaunchError::from)?;
     let paths = l.pod.paths();
@@ -549,7 +560,15 @@ pub fn add(
             .iter()
             .map(|(fd, t)| (fd.as_fd(), t.as_str()))
             .collect();
-        call(pods, &l.pod, ANN_APP_ADD, &name, o.debug, &mounts)
+        call(
+            pods,
+            &l.pod,
+            ANN_APP_ADD,
+            &name,
+            o.debug,
+            &mounts,
+            log.as_ref().map(|f| f.as_fd()),
+        )
     })();
     if let Err(e) = res {
         // Undo: the pod is as it was before the request.
@@ -560,6 +579,78 @@ pub fn add(
         return Err(e);
     }
     Ok(name)
+}
+
+/// The host file app `name`'s `stream` output is logged to, as a detached mount for the
+/// stage1 to attach in the pod, when the pod asks for rkt's `k8s-plain` log mode
+/// (`pod_abi::attach::ANN_LOG_MODE`) and the app has a `stream` stdout or stderr: the app's
+/// `kubernetes-log-path` annotation beneath the pod's `kubernetes-log-dir`, resolved without
+/// following a symlink, created (0640) if missing and appended to.
+fn log_file(
+    pm: &PodManifest,
+    name: &str,
+    stdio: &pod_abi::attach::StdioPlan,
+) -> Result<Option<std::os::fd::OwnedFd>, AppError> {
+    use pod_abi::attach::{ANN_K8S_LOG_DIR, ANN_K8S_LOG_PATH, ANN_LOG_MODE, LOG_MODE_K8S_PLAIN};
+    let get = |anns: &[appc::schema::Annotation], key: &str| {
+        anns.iter()
+            .find(|a| a.name.as_str() == key)
+            .map(|a| a.value.clone())
+    };
+    match get(&pm.annotations, ANN_LOG_MODE).as_deref() {
+        None => return Ok(None),
+        Some(LOG_MODE_K8S_PLAIN) => {}
+        Some(other) => return Err(usage(format!(
+            "pod annotation {ANN_LOG_MODE}={other}: unknown log mode (want {LOG_MODE_K8S_PLAIN})"
+        ))),
+    }
+    if !stdio.streams_output() {
+        return Ok(None);
+    }
+    let dir = get(&pm.annotations, ANN_K8S_LOG_DIR)
+        .filter(|d| d.starts_with('/'))
+        .ok_or_else(|| {
+            usage(format!(
+                "{ANN_LOG_MODE}={LOG_MODE_K8S_PLAIN} needs the pod annotation {ANN_K8S_LOG_DIR} (an absolute path)"
+            ))
+        })?;
+    let app = pm.apps.iter().find(|a| a.name.as_str() == name);
+    let rel = app
+        .and_then(|a| get(&a.annotations, ANN_K8S_LOG_PATH))
+        .ok_or_else(|| {
+            usage(format!(
+                "app {name}: the pod logs streamed output ({ANN_LOG_MODE}={LOG_MODE_K8S_PLAIN}): give the app the annotation {ANN_K8S_LOG_PATH}"
+            ))
+        })?;
+    let rel_path = Path::new(&rel);
+    if rel.is_empty()
+        || rel_path.is_absolute()
+        || rel_path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(usage(format!(
+            "app {name}: {ANN_K8S_LOG_PATH}={rel:?}: want a path relative to {ANN_K8S_LOG_DIR}, without . or .."
+        )));
+    }
+    let full = Path::new(&dir).join(rel_path);
+    let err = |e| AppError::LogFile(full.clone(), e);
+    let d = pod_abi::podfile::open_dir(Path::new(&dir)).map_err(err)?;
+    let f = pod_abi::podfile::openat2_beneath_mode(
+        d.as_fd(),
+        rel_path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+        0o640,
+    )
+    .map_err(err)?;
+    let f = File::from(f);
+    let meta = f.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err(err(std::io::Error::other("not a regular file")));
+    }
+    pod_abi::mount_api::clone_tree(f.as_fd(), false)
+        .map(Some)
+        .map_err(err)
 }
 
 fn require_app(l: &Locked, app: &str) -> Result<(), AppError> {
@@ -576,22 +667,22 @@ fn require_app(l: &Locked, app: &str) -> Result<(), AppError> {
 pub fn start(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
     let l = open_locked(pods, reference)?;
     require_app(&l, app)?;
-    call(pods, &l.pod, ANN_APP_START, app, debug, &[])
+    call(pods, &l.pod, ANN_APP_START, app, debug, &[], None)
 }
 
 /// `rkt app stop`: SIGTERM, SIGKILL after the grace period; returns once the app exited.
 pub fn stop(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
     let l = open_locked(pods, reference)?;
     require_app(&l, app)?;
-    call(pods, &l.pod, ANN_APP_STOP, app, debug, &[])
+    call(pods, &l.pod, ANN_APP_STOP, app, debug, &[], None)
 }
 
 /// `rkt app rm`: stops the app if it runs, removes it from the pod.
 pub fn remove(pods: &PodsDir, reference: &str, app: &str, debug: bool) -> Result<(), AppError> {
     let l = open_locked(pods, reference)?;
     require_app(&l, app)?;
-    call(pods, &l.pod, ANN_APP_STOP, app, debug, &[])?;
-    call(pods, &l.pod, ANN_APP_RM, app, debug, &[])?;
+    call(pods, &l.pod, ANN_APP_STOP, app, debug, &[], None)?;
+    call(pods, &l.pod, ANN_APP_RM, app, debug, &[], None)?;
     let paths = l.pod.paths();
     let mut pm = l.pm.clone();
     pm.apps.retain(|a| a.name.as_str() != app);

@@ -154,13 +154,14 @@ impl Stage1 for Kvm {
             Stage1Error::Refused(format!("{} is not an app entrypoint", entry.name()))
         })?;
         let stream = enter::open_when_up(pod.dir()).map_err(Stage1Error::failed)?;
-        if !args.mounts.is_empty() {
+        if args.has_trees() {
             let pid = pod.read_pid().map_err(Stage1Error::failed)?;
             this_pods_vmm(pod, pid, "attach volumes")?;
-            let root = pod_abi::paths::PodPaths::new(jail::POD_IN_JAIL).app_rootfs(&args.app);
+            let in_jail = pod_abi::paths::PodPaths::new(jail::POD_IN_JAIL);
+            let root = in_jail.app_rootfs(&args.app);
             let attrs =
                 pod_abi::mount_api::MOUNT_ATTR_NOSUID | pod_abi::mount_api::MOUNT_ATTR_NODEV;
-            stage1_common::app::attach_mounts(pid, &root, args, attrs)
+            stage1_common::app::attach_mounts(pid, &in_jail.stage1_rootfs(), &root, args, attrs)
                 .map_err(Stage1Error::failed)?;
         }
         stage1_common::app::send_request(stream, &req).map_err(Stage1Error::failed)?;

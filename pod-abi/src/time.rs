@@ -1,0 +1,64 @@
+//! Calendar times in UTC for what stage0 prints and what guest-init logs.
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// algorithm).
+pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A Unix time in nanoseconds as Go's `time.RFC3339Nano` in UTC:
+/// `2006-01-02T15:04:05.999999999Z`, trailing zeros of the fraction dropped (and the dot with
+/// them).
+pub fn rfc3339_nanos(t_ns: i64) -> String {
+    let secs = t_ns.div_euclid(1_000_000_000);
+    let ns = t_ns.rem_euclid(1_000_000_000);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let frac = if ns == 0 {
+        String::new()
+    } else {
+        format!(".{ns:09}").trim_end_matches('0').to_string()
+    };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Now, in Unix nanoseconds (0 before the epoch).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_nanos_is_gos_layout() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339_nanos(1_764_892_800_123_450_000),
+            "2025-12-05T00:00:00.12345Z"
+        );
+        assert_eq!(
+            rfc3339_nanos(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(rfc3339_nanos(-1_000_000_000), "1969-12-31T23:59:59Z");
+    }
+}
