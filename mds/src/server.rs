@@ -43,10 +43,27 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> MdsError {
 
 /// Binds the public side on `addr` (rkt listens on every address, port 18112).
 pub fn bind_public(addr: SocketAddr) -> Result<tiny_http::Server, MdsError> {
-    tiny_http::Server::http(addr).map_err(|e| MdsError::Io {
+    let l = public_listener(addr)?;
+    tiny_http::Server::from_listener(l, None).map_err(|e| MdsError::Io {
         what: format!("cannot listen on {addr}"),
         source: std::io::Error::other(e.to_string()),
     })
+}
+
+/// The public side's listening socket, with `TCP_NODELAY`, which the connections it accepts
+/// inherit: tiny_http writes a response as two writes (its 1 KiB of buffered headers, then
+/// the body), and with Nagle's algorithm a body not filling a segment waited for the pod's ACK
+/// of the headers, one more round trip per answer (under the nested harness's emulation
+/// enough for appc's ACE validator to miss its 100 ms timeout on a pod manifest).
+fn public_listener(addr: SocketAddr) -> Result<std::net::TcpListener, MdsError> {
+    let err = |source| MdsError::Io {
+        what: format!("cannot listen on {addr}"),
+        source,
+    };
+    let l = std::net::TcpListener::bind(addr).map_err(err)?;
+    nix::sys::socket::setsockopt(&l, nix::sys::socket::sockopt::TcpNoDelay, &true)
+        .map_err(|e| err(std::io::Error::from(e)))?;
+    Ok(l)
 }
 
 /// Binds the registration socket at `path`, reachable by root only (the socket is created 0600
@@ -151,4 +168,20 @@ pub fn serve(
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_connections_do_not_wait_on_nagle() {
+        use nix::sys::socket::{getsockopt, sockopt::TcpNoDelay};
+        use std::net::{Ipv4Addr, TcpStream};
+        let l = public_listener(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).unwrap();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert!(getsockopt(&accepted, TcpNoDelay).unwrap());
+    }
 }

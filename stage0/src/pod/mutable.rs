@@ -600,9 +600,11 @@ fn log_file(
     match get(&pm.annotations, ANN_LOG_MODE).as_deref() {
         None => return Ok(None),
         Some(LOG_MODE_K8S_PLAIN) => {}
-        Some(other) => return Err(usage(format!(
+        Some(other) => {
+            return Err(usage(format!(
             "pod annotation {ANN_LOG_MODE}={other}: unknown log mode (want {LOG_MODE_K8S_PLAIN})"
-        ))),
+        )))
+        }
     }
     if !stdio.streams_output() {
         return Ok(None);
