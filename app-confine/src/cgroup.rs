@@ -31,6 +31,9 @@ pub enum Limit {
     Memory(u64),
     /// CPU time (millicores of one CPU, per CFS period): `cpu.cfs_quota_us` (v1), `cpu.max` (v2).
     Cpu(u64),
+    /// CPU weight (shares, 2..=262144): `cpu.shares` (v1), `cpu.weight` (v2, 1..=10000,
+    /// [`shares_to_weight`]).
+    CpuShares(u64),
 }
 
 impl Limit {
@@ -38,7 +41,7 @@ impl Limit {
     pub fn controller(self) -> &'static str {
         match self {
             Limit::Memory(_) => "memory",
-            Limit::Cpu(_) => "cpu",
+            Limit::Cpu(_) | Limit::CpuShares(_) => "cpu",
         }
     }
 }
@@ -62,7 +65,18 @@ pub fn limit_writes(dir: &Path, v2: bool, limit: Limit) -> Vec<(PathBuf, String)
             dir.join("cpu.max"),
             format!("{} {CFS_PERIOD_US}", cpu_quota_us(m)),
         )],
+        (Limit::CpuShares(n), false) => vec![(dir.join("cpu.shares"), n.to_string())],
+        (Limit::CpuShares(n), true) => {
+            vec![(dir.join("cpu.weight"), shares_to_weight(n).to_string())]
+        }
     }
+}
+
+/// cgroup v1 CPU shares (2..=262144) as a cgroup v2 `cpu.weight` (1..=10000), the conversion
+/// runc and crun use: 2 -> 1, 1024 (the default) -> 39, 262144 -> 10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9_999) / 262_142
 }
 
 /// Moves the calling process into the cgroup of each join file (`0`: "the caller"). On
@@ -103,6 +117,22 @@ mod tests {
         );
         // The kernel's smallest quota, not a refused write.
         assert_eq!(cpu_quota_us(1), MIN_CFS_QUOTA_US);
+    }
+
+    #[test]
+    fn cpu_shares_become_v1_shares_or_a_v2_weight() {
+        let d = Path::new("/c/web");
+        assert_eq!(
+            limit_writes(d, false, Limit::CpuShares(512)),
+            vec![(d.join("cpu.shares"), "512".to_string())]
+        );
+        assert_eq!(
+            limit_writes(d, true, Limit::CpuShares(1024)),
+            vec![(d.join("cpu.weight"), "39".to_string())]
+        );
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 1);
     }
 
     #[test]

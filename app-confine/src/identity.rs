@@ -103,6 +103,8 @@ pub(crate) mod tests {
             insecure_paths: false,
             memory_limit: None,
             cpu_limit_millis: None,
+            cpu_shares: None,
+            oom_score_adj: None,
             ignored_isolators: Vec::new(),
             seccomp: None,
             stdio: Default::default(),

@@ -1,4 +1,4 @@
-//! Per-app cgroups for `resource/memory` and `resource/cpu`. All hierarchies guest-init uses
+//! Per-app cgroups for `resource/memory`, `resource/cpu` and `os/linux/cpu-shares`. All hierarchies guest-init uses
 //! live under [`CGROUP_ROOT`]: `memory/`, `cpu/` (cgroup v1 controllers) or `unified/`
 //! (cgroup v2). In the ns flavor stage1-ns bind-mounts the pod's host cgroups there; in the kvm
 //! flavor guest-init mounts the guest kernel's hierarchies there itself ([`mount_in_guest`]).
@@ -94,6 +94,21 @@ pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
             out.unenforced.push(format!("resource/cpu limit {millis}m"));
         }
     }
+    if let Some(shares) = app.cpu_shares {
+        if let Some(c) = &layout.cpu_v1 {
+            let d = c.join(&app.name);
+            out.writes
+                .extend(limit_writes(&d, false, Limit::CpuShares(shares)));
+            add_dir(&mut out, d, V1_JOIN);
+        } else if let Some(u) = &layout.unified {
+            let d = u.join(&app.name);
+            out.writes
+                .extend(limit_writes(&d, true, Limit::CpuShares(shares)));
+            add_dir(&mut out, d, V2_JOIN);
+        } else {
+            out.unenforced.push(format!("os/linux/cpu-shares {shares}"));
+        }
+    }
     out
 }
 
@@ -183,8 +198,18 @@ mod tests {
         assert!(p
             .writes
             .contains(&("/c/unified/web/cpu.max".into(), "50000 100000".into())));
+        a.cpu_shares = Some(512);
+        let p = plan_app(&a, &v2);
+        assert!(p
+            .writes
+            .contains(&("/c/unified/web/cpu.weight".into(), "20".into())));
+        assert_eq!(p.dirs.len(), 1);
+        let p = plan_app(&a, &v1);
+        assert!(p
+            .writes
+            .contains(&("/c/cpu/web/cpu.shares".into(), "512".into())));
         let none = plan_app(&a, &Layout::default());
-        assert_eq!(none.unenforced.len(), 2);
+        assert_eq!(none.unenforced.len(), 3);
         assert!(plan_app(&crate::mounts::tests::app("x"), &v1)
             .dirs
             .is_empty());

@@ -50,6 +50,9 @@ pub struct LaunchSpec {
     /// `--private-users`: the process runs in a user namespace mapping the pod's IDs to this
     /// host range (`app_confine::userns`).
     pub private_users: Option<IdRange>,
+    /// `os/linux/oom-score-adj`: written to the process's `oom_score_adj` before it leaves
+    /// PID 1's namespaces (lowering it needs `CAP_SYS_RESOURCE` there).
+    pub oom_score_adj: Option<i32>,
 }
 
 /// A started child and, if its setup or exec failed, the exit code and reason.
@@ -172,6 +175,22 @@ fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i3
     if let Err((f, e)) = app_confine::cgroup::join_self(&spec.cgroup_join) {
         let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
         return fail(format!("join cgroup {}", f.display()), errno);
+    }
+    if let Some(n) = spec.oom_score_adj {
+        match std::fs::write("/proc/self/oom_score_adj", n.to_string()) {
+            Ok(()) => {}
+            // Lowering it needs CAP_SYS_RESOURCE, which a host may withhold from rkt (a
+            // container); the app runs with the score it inherited, as runc does rootless.
+            Err(e) if n < 0 && e.raw_os_error() == Some(libc::EACCES) => {
+                eprintln!(
+                    "[guest-init] warning: oom_score_adj {n} not permitted here (no CAP_SYS_RESOURCE); left as inherited"
+                );
+            }
+            Err(e) => {
+                let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                return fail(format!("oom_score_adj {n}"), errno);
+            }
+        }
     }
     if let Some(hs) = userns {
         if let Err(e) = hs.child() {

@@ -297,6 +297,7 @@ impl Supervisor {
             stdout: self.env.stdout,
             stderr: self.env.stderr,
             private_users: self.plan.private_users,
+            oom_score_adj: app.oom_score_adj,
         })
     }
 

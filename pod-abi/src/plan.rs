@@ -203,6 +203,14 @@ pub struct AppPlan {
     /// `resource/cpu` limit in millicores.
     #[serde(default)]
     pub cpu_limit_millis: Option<u64>,
+    /// `os/linux/cpu-shares` (2..=262144): the app's CPU weight against the pod's other apps
+    /// (cgroup v1 `cpu.shares`; v2 `cpu.weight`, converted as runc and crun do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// `os/linux/oom-score-adj` (-1000..=1000): the app's `oom_score_adj`, set before its exec
+    /// and inherited by its children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
     /// Isolators present in the manifests that this runtime does not implement (reported).
     #[serde(default)]
     pub ignored_isolators: Vec<String>,

@@ -357,6 +357,15 @@ impl ImageSpec {
         self
     }
 
+    /// Adds an isolator to the image's app.
+    pub fn isolator(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.app().isolators.push(appc::types::Isolator {
+            name: AcIdentifier::new(name).unwrap(),
+            value,
+        });
+        self
+    }
+
     /// Adds an event handler (`pre-start` / `post-stop`).
     pub fn event_handler(mut self, name: &str, exec: &[&str]) -> Self {
         self.app().event_handlers.push(EventHandler {

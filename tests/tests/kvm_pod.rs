@@ -390,7 +390,12 @@ fn kvm_pod_check_with_overrides_and_two_apps_sharing_a_volume() {
             "--timeout-ms=60000",
             "---",
             side,
+            // rktlet's QoS flags: the guest kernel's oom_score_adj and the app's guest cgroup.
+            "--cpu-shares=512",
+            "--oom-score-adj=-500",
             "--",
+            // guest-init is root with every capability in the guest: it may lower it.
+            "--expect-oom-score-adj=-500",
             "--write=/db/sidekick",
             "--wait-for=/db/main",
             "--timeout-ms=60000",

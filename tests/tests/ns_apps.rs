@@ -1,5 +1,6 @@
 //! End-to-end: the in-pod checker with volumes, environment, user and working-directory
-//! overrides; two apps sharing an empty volume; event handler order.
+//! overrides; two apps sharing an empty volume; event handler order; `--cpu-shares` and
+//! `--oom-score-adj`.
 #![allow(clippy::unwrap_used)]
 
 use rkt_tests::{stderr, stdout, E2e};
@@ -94,4 +95,120 @@ fn ns_event_handlers_run_in_order() {
     let order = std::fs::read_to_string(log.join("order")).unwrap();
     let words: Vec<&str> = order.split_whitespace().collect();
     assert_eq!(words, vec!["pre-start", "main", "post-stop"], "{order:?}");
+}
+
+/// `--cpu-shares` and `--oom-score-adj` (rktlet's QoS flags) take effect: the app's
+/// `oom_score_adj`, and its cgroup's `cpu.weight` (v2) or `cpu.shares` (v1) on the host, read
+/// while it runs; an image's own negative `oom-score-adj` is not honoured (the attack: an
+/// image making its app the last the host's OOM killer picks), the command line's is.
+#[test]
+fn ns_cpu_shares_and_oom_score_adj_apply() {
+    let Some(e) = E2e::require("ns_cpu_shares_and_oom_score_adj_apply") else {
+        return;
+    };
+    let vol = e.path("qos-vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let img = e.pod_check_image("qos.aci", |s| s.mount_point("v", "/v", false));
+    let out = e.path("qos.out");
+    let mut child = e
+        .rkt(&[
+            "run".to_string(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            format!("--volume=v,kind=host,source={}", vol.display()),
+            img.display().to_string(),
+            "--cpu-shares=512".into(),
+            "--oom-score-adj=500".into(),
+            "--".into(),
+            "--expect-oom-score-adj=500".into(),
+            "--print-cgroup".into(),
+            "--wait-for=/v/done".into(),
+            "--timeout-ms=30000".into(),
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let text = loop {
+        let t = std::fs::read_to_string(&out).unwrap_or_default();
+        if t.contains("cgroup ") || t0.elapsed() > std::time::Duration::from_secs(30) {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut checked = false;
+    for l in text.lines().filter_map(|l| l.strip_prefix("cgroup ")) {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let rel = path.trim_start_matches('/');
+        if ctrl.is_empty() {
+            let w = std::path::Path::new("/sys/fs/cgroup")
+                .join(rel)
+                .join("cpu.weight");
+            if let Ok(v) = std::fs::read_to_string(&w) {
+                assert_eq!(v.trim(), "20", "{}", w.display());
+                checked = true;
+            }
+        } else if ctrl.split(',').any(|c| c == "cpu") {
+            let d = std::path::Path::new("/sys/fs/cgroup").join(ctrl).join(rel);
+            let v = std::fs::read_to_string(d.join("cpu.shares")).unwrap();
+            assert_eq!(v.trim(), "512", "{}", d.display());
+            checked = true;
+        }
+    }
+    std::fs::write(vol.join("done"), b"").unwrap();
+    let st = child.wait().unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        checked,
+        "no cgroup with CPU weight found for the app:\n{text}"
+    );
+    assert!(text.contains("pod-check OK"), "{text}");
+    assert_eq!(st.code(), Some(0), "{text}");
+
+    let img = e.pod_check_image("oom-image.aci", |s| {
+        s.isolator("os/linux/oom-score-adj", serde_json::json!(-900))
+    });
+    let img = img.to_str().unwrap();
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        "--net=none",
+        img,
+        "--",
+        "--expect-oom-score-adj=0",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("oom-score-adj -900 of the image"),
+        "{}",
+        stderr(&o)
+    );
+    // The command line's negative value, where rkt may lower the score (CAP_SYS_RESOURCE);
+    // without it the app keeps the inherited score and the pod says why.
+    let may_lower = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    let want = if may_lower { "-100" } else { "0" };
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        "--net=none",
+        img,
+        "--oom-score-adj=-100",
+        "--",
+        &format!("--expect-oom-score-adj={want}"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        !may_lower,
+        format!("{}{}", stdout(&o), stderr(&o)).contains("oom_score_adj -100 not permitted"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }

@@ -119,6 +119,7 @@ pub fn build_plan(
             .map(|c| c.to_string())
             .collect();
         let (mut nnp, mut mem, mut cpu, mut ignored) = (false, None, None, Vec::new());
+        let (mut shares, mut oom) = (None, None);
         let mut retained = false;
         let mut seccomp = None;
         for iso in app.isolators.iter().chain(&pm.isolators) {
@@ -136,7 +137,26 @@ pub fn build_plan(
                 IsolatorValue::ResourceCpu { limit, .. } => cpu = limit.map(|q| q.as_millis()),
                 IsolatorValue::SeccompRetain(set) => seccomp = Some((true, set)),
                 IsolatorValue::SeccompRemove(set) => seccomp = Some((false, set)),
+                IsolatorValue::CpuShares(n) => shares = Some(u64::from(n)),
+                IsolatorValue::OomScoreAdj(n) => oom = Some(n),
                 _ => ignored.push(iso.name.to_string()),
+            }
+        }
+        // An image may not make its app the last the host's OOM killer picks: a negative
+        // score only from the command line or pod manifest (a value the image's own isolator
+        // also gives counts as the image's).
+        if let Some(n) = oom.filter(|n| *n < 0) {
+            let from_image = image_app.is_some_and(|a| {
+                a.isolators.iter().any(|i| {
+                    i.name.as_str() == appc::types::isolator_names::OOM_SCORE_ADJ
+                        && matches!(i.parsed(), Ok(IsolatorValue::OomScoreAdj(m)) if m == n)
+                })
+            });
+            if from_image {
+                oom = Some(0);
+                ignored.push(format!(
+                    "os/linux/oom-score-adj {n} of the image (0 instead; --oom-score-adj sets a negative one)"
+                ));
             }
         }
         if rt.insecure.capabilities {
@@ -181,6 +201,8 @@ pub fn build_plan(
             insecure_paths: rt.insecure.paths,
             memory_limit: mem,
             cpu_limit_millis: cpu,
+            cpu_shares: shares,
+            oom_score_adj: oom,
             ignored_isolators: ignored,
             seccomp,
             stdio,
@@ -307,12 +329,10 @@ mod tests {
         assert_eq!(a.cpu_limit_millis, Some(500));
         assert_eq!(
             a.ignored_isolators,
-            vec![
-                "os/linux/oom-score-adj".to_string(),
-                "example.com/frobnicate".to_string()
-            ],
-            "registered isolators not implemented and unregistered names are both reported"
+            vec!["example.com/frobnicate".to_string()],
+            "unregistered names are reported"
         );
+        assert_eq!(a.oom_score_adj, Some(5));
         assert_eq!(a.pre_start, Some(vec!["/bin/pre".to_string()]));
         assert_eq!(a.working_directory, "/work");
         assert_eq!(

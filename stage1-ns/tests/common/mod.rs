@@ -160,6 +160,8 @@ pub fn app(name: &str, args: &[&str]) -> AppPlan {
         insecure_paths: false,
         memory_limit: None,
         cpu_limit_millis: None,
+        cpu_shares: None,
+        oom_score_adj: None,
         ignored_isolators: vec![],
         seccomp: None,
         stdio: Default::default(),

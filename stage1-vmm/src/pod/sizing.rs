@@ -174,6 +174,8 @@ mod tests {
             insecure_paths: false,
             memory_limit: mem,
             cpu_limit_millis: cpu,
+            cpu_shares: None,
+            oom_score_adj: None,
             ignored_isolators: vec![],
             seccomp: None,
             stdio: Default::default(),

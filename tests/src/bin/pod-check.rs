@@ -7,10 +7,11 @@
 //! `/dev/ptmx` exists, `/dev/shm` is a writable tmpfs; plus every `--expect-*` option
 //! (`--expect-tty`: stdin/stdout are a terminal that is the controlling terminal;
 //! `--expect-only-std-fds`: no descriptor besides 0-2 was inherited; `--expect-only-lo`: the
-//! network namespace has only `lo`, and it is up).
+//! network namespace has only `lo`, and it is up; `--expect-oom-score-adj N`).
 //! Prints `pod-check OK`, or `pod-check FAIL` and one `==> problem` line per problem.
 //!
-//! Then, in this order, the actions: `--ignore-sigterm`, `--print-env`, `--write FILE`, `--append FILE TEXT`,
+//! Then, in this order, the actions: `--ignore-sigterm`, `--print-cgroup` (`cgroup LINE` per
+//! line of `/proc/self/cgroup`), `--print-env`, `--write FILE`, `--append FILE TEXT`,
 //! `--winsize` (prints `winsize ROWSxCOLS` of stdin's terminal), `--wait-winsize ROWSxCOLS`
 //! (waits for SIGWINCH, up to `--timeout-ms`, until stdin's terminal has that size, then prints
 //! it), `--cat` (copies stdin to stdout until EOF, then prints `pod-check: cat N bytes` on
@@ -61,6 +62,8 @@ struct Opts {
     files: Vec<String>,
     no_files: Vec<String>,
     hostname: Option<String>,
+    oom_score_adj: Option<String>,
+    print_cgroup: bool,
     caps: Vec<u32>,
     no_caps: Vec<u32>,
     no_new_privs: Option<bool>,
@@ -132,6 +135,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--expect-file" => o.files.push(val()?),
             "--expect-no-file" => o.no_files.push(val()?),
             "--expect-hostname" => o.hostname = Some(val()?),
+            "--expect-oom-score-adj" => o.oom_score_adj = Some(val()?),
+            "--print-cgroup" => o.print_cgroup = true,
             "--expect-cap" => o.caps.push(num(Some(&val()?), "--expect-cap")? as u32),
             "--expect-no-cap" => o
                 .no_caps
@@ -289,6 +294,12 @@ fn check(o: &Opts) -> Vec<String> {
     for f in &o.no_files {
         if std::fs::symlink_metadata(f).is_ok() {
             bad.push(format!("{f} exists"));
+        }
+    }
+    if let Some(want) = &o.oom_score_adj {
+        let have = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap_or_default();
+        if have.trim() != want {
+            bad.push(format!("oom_score_adj is {:?}, want {want:?}", have.trim()));
         }
     }
     if let Some(h) = &o.hostname {
@@ -487,6 +498,12 @@ fn main() {
     if o.ignore_sigterm {
         // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
         unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+    if o.print_cgroup {
+        let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        for l in cg.lines() {
+            println!("cgroup {l}");
+        }
     }
     if o.print_env {
         for (k, v) in std::env::vars() {
