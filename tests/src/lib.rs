@@ -1006,11 +1006,42 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+impl E2e {
+    /// Kills the pods still running in this test's own data directory (not the kvm tests'
+    /// shared one): each pod's `pid` process (guest-init, or the VMM), checked by name so that
+    /// a reused PID is left alone. A test that failed half-way would otherwise leave its pod
+    /// running, holding the test binary's output pipe.
+    fn kill_running_pods(&self) {
+        if !self.data.starts_with(self.tmp.path()) {
+            return;
+        }
+        let Ok(pods) = std::fs::read_dir(self.data.join("pods/run")) else {
+            return;
+        };
+        for pod in pods.flatten() {
+            let pid = std::fs::read_to_string(pod.path().join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| *p > 1);
+            let Some(pid) = pid else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if ["init", "guest-init", "stage1-vmm", "stage1-ns"].contains(&comm.trim()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Drop for E2e {
-    /// Namespace tests: garbage-collects the test's exited pods (the stage1 `gc` tears their
-    /// networks down), then removes any pod network namespace still left, so that a test that
-    /// does not gc leaves nothing on the machine.
+    /// Kills the pods a test left running in its own data directory; then, for namespace
+    /// tests, garbage-collects the test's exited pods (the stage1 `gc` tears their networks
+    /// down) and removes any pod network namespace still left, so that a test that does not gc
+    /// leaves nothing on the machine.
     fn drop(&mut self) {
+        self.kill_running_pods();
         if self.host_ns.is_none() {
             return;
         }
