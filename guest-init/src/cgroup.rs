@@ -57,57 +57,43 @@ pub struct AppCgroups {
 /// Computes the cgroup work for `app` on `layout` (pure).
 pub fn plan_app(app: &AppPlan, layout: &Layout) -> AppCgroups {
     let mut out = AppCgroups::default();
-    let add_dir = |out: &mut AppCgroups, d: PathBuf, join: &str| {
+    // Each limit in the app's directory of its own v1 controller's hierarchy, else of the
+    // unified one, else reported as not enforced.
+    let mut place = |v1: &Option<PathBuf>, limit: Limit, what: String| {
+        let (d, v2, join) = match (v1, &layout.unified) {
+            (Some(c), _) => (c.join(&app.name), false, V1_JOIN),
+            (None, Some(u)) => (u.join(&app.name), true, V2_JOIN),
+            (None, None) => {
+                out.unenforced.push(what);
+                return;
+            }
+        };
+        out.writes.extend(limit_writes(&d, v2, limit));
         if !out.dirs.contains(&d) {
             out.join.push(d.join(join));
             out.dirs.push(d);
         }
     };
     if let Some(limit) = app.memory_limit {
-        if let Some(m) = &layout.memory_v1 {
-            let d = m.join(&app.name);
-            out.writes
-                .extend(limit_writes(&d, false, Limit::Memory(limit)));
-            add_dir(&mut out, d, V1_JOIN);
-        } else if let Some(u) = &layout.unified {
-            let d = u.join(&app.name);
-            out.writes
-                .extend(limit_writes(&d, true, Limit::Memory(limit)));
-            add_dir(&mut out, d, V2_JOIN);
-        } else {
-            out.unenforced
-                .push(format!("resource/memory limit {limit} bytes"));
-        }
+        place(
+            &layout.memory_v1,
+            Limit::Memory(limit),
+            format!("resource/memory limit {limit} bytes"),
+        );
     }
     if let Some(millis) = app.cpu_limit_millis {
-        if let Some(c) = &layout.cpu_v1 {
-            let d = c.join(&app.name);
-            out.writes
-                .extend(limit_writes(&d, false, Limit::Cpu(millis)));
-            add_dir(&mut out, d, V1_JOIN);
-        } else if let Some(u) = &layout.unified {
-            let d = u.join(&app.name);
-            out.writes
-                .extend(limit_writes(&d, true, Limit::Cpu(millis)));
-            add_dir(&mut out, d, V2_JOIN);
-        } else {
-            out.unenforced.push(format!("resource/cpu limit {millis}m"));
-        }
+        place(
+            &layout.cpu_v1,
+            Limit::Cpu(millis),
+            format!("resource/cpu limit {millis}m"),
+        );
     }
     if let Some(shares) = app.cpu_shares {
-        if let Some(c) = &layout.cpu_v1 {
-            let d = c.join(&app.name);
-            out.writes
-                .extend(limit_writes(&d, false, Limit::CpuShares(shares)));
-            add_dir(&mut out, d, V1_JOIN);
-        } else if let Some(u) = &layout.unified {
-            let d = u.join(&app.name);
-            out.writes
-                .extend(limit_writes(&d, true, Limit::CpuShares(shares)));
-            add_dir(&mut out, d, V2_JOIN);
-        } else {
-            out.unenforced.push(format!("os/linux/cpu-shares {shares}"));
-        }
+        place(
+            &layout.cpu_v1,
+            Limit::CpuShares(shares),
+            format!("os/linux/cpu-shares {shares}"),
+        );
     }
     out
 }

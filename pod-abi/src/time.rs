@@ -15,24 +15,56 @@ pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A Unix time split into its UTC calendar fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    /// Year.
+    pub year: i64,
+    /// Month, 1-12.
+    pub month: i64,
+    /// Day of the month, 1-31.
+    pub day: i64,
+    /// Hour, 0-23.
+    pub hour: i64,
+    /// Minute, 0-59.
+    pub minute: i64,
+    /// Second, 0-59.
+    pub second: i64,
+    /// Nanoseconds, 0-999,999,999.
+    pub nanos: i64,
+}
+
+impl Utc {
+    /// The fields of `t_ns` Unix nanoseconds.
+    pub fn from_unix_nanos(t_ns: i64) -> Utc {
+        let secs = t_ns.div_euclid(1_000_000_000);
+        let rem = secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        Utc {
+            year,
+            month,
+            day,
+            hour: rem / 3600,
+            minute: (rem % 3600) / 60,
+            second: rem % 60,
+            nanos: t_ns.rem_euclid(1_000_000_000),
+        }
+    }
+}
+
 /// A Unix time in nanoseconds as Go's `time.RFC3339Nano` in UTC:
 /// `2006-01-02T15:04:05.999999999Z`, trailing zeros of the fraction dropped (and the dot with
 /// them).
 pub fn rfc3339_nanos(t_ns: i64) -> String {
-    let secs = t_ns.div_euclid(1_000_000_000);
-    let ns = t_ns.rem_euclid(1_000_000_000);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let frac = if ns == 0 {
+    let u = Utc::from_unix_nanos(t_ns);
+    let frac = if u.nanos == 0 {
         String::new()
     } else {
-        format!(".{ns:09}").trim_end_matches('0').to_string()
+        format!(".{:09}", u.nanos).trim_end_matches('0').to_string()
     };
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}Z",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
 

@@ -155,20 +155,16 @@ pub fn format_time(t: SystemTime) -> String {
 
 /// [`format_time`] of a Unix time in nanoseconds.
 pub fn format_time_nanos(t_ns: i64) -> String {
-    let secs = t_ns.div_euclid(1_000_000_000);
-    let ms = t_ns.rem_euclid(1_000_000_000) / 1_000_000;
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = pod_abi::time::civil_from_days(secs.div_euclid(86_400));
+    let u = pod_abi::time::Utc::from_unix_nanos(t_ns);
+    let ms = u.nanos / 1_000_000;
     let frac = if ms == 0 {
         String::new()
     } else {
         format!(".{ms:03}").trim_end_matches('0').to_string()
     };
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{frac} +0000 UTC",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}{frac} +0000 UTC",
+        u.year, u.month, u.day, u.hour, u.minute, u.second
     )
 }
 

@@ -15,6 +15,19 @@ pub fn app_cmd<S: AsRef<str>>(e: &E2e, args: &[S]) -> Output {
     e.run_env(&[("RKT_EXPERIMENT_APP", "true")], args)
 }
 
+/// `rkt app add UUID IMG --name=NAME FLAGS...` (experiment variable set).
+pub fn add_app(e: &E2e, uuid: &str, img: &Path, name: &str, flags: &[&str]) -> Output {
+    let mut args: Vec<String> = vec![
+        "app".into(),
+        "add".into(),
+        uuid.into(),
+        img.display().to_string(),
+        format!("--name={name}"),
+    ];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    app_cmd(e, &args)
+}
+
 /// A running `rkt app sandbox` (the process rkt became: the stage1's `run`). Dropped while it
 /// still runs — a test that failed half-way — it kills the pod's stage1 process (guest-init,
 /// or the VMM) and itself, so that no pod outlives its test holding the test's output.
@@ -381,17 +394,7 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duratio
             .symlink("/link", host_target.to_str().unwrap())
     });
     let before = host_mount_points();
-    let add = |extra: &[&str], name: &str| {
-        let mut args: Vec<String> = vec![
-            "app".into(),
-            "add".into(),
-            uuid.into(),
-            img.to_str().unwrap().into(),
-            format!("--name={name}"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        app_cmd(e, &args)
-    };
+    let add = |extra: &[&str], name: &str| add_app(e, uuid, &img, name, extra);
     let data = format!(
         "--mnt-volume=name=data,kind=host,source={},target=/data",
         rw.display()
@@ -500,6 +503,26 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duratio
     assert!(rw.join("from-host").is_file() && rw.join("from-app").is_file());
 }
 
+/// Starts a sandbox with rkt's `k8s-plain` log mode and a fresh log directory, then runs
+/// [`k8s_log_flow`] in it.
+pub fn k8s_log_sandbox_flow(e: &E2e, limit: Duration) {
+    let dir = e.path("pod-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (sandbox, uuid) = start_sandbox(
+        e,
+        &[
+            "--net=none",
+            "--annotation=coreos.com/rkt/experiment/logmode=k8s-plain",
+            &format!(
+                "--annotation=coreos.com/rkt/experiment/kubernetes-log-dir={}",
+                dir.display()
+            ),
+        ],
+        limit,
+    );
+    k8s_log_flow(e, sandbox, &uuid, &dir, limit);
+}
+
 /// rkt's experimental CRI logs (rktlet's): the caller started `sandbox` with the pod
 /// annotations `coreos.com/rkt/experiment/logmode=k8s-plain` and `...kubernetes-log-dir=` `dir`.
 /// An app added with `stream` stdout and stderr and a `kubernetes-log-path` gets its output in
@@ -514,18 +537,10 @@ pub fn k8s_log_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, dir: &Path, limit
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("evil")).unwrap();
     let add = |name: &str, extra: &[&str]| {
-        let mut args: Vec<String> = vec![
-            "app".into(),
-            "add".into(),
-            uuid.into(),
-            img.to_str().unwrap().into(),
-            format!("--name={name}"),
-            "--stdout=stream".into(),
-            "--stderr=stream".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend(["--".to_string(), "--cat".to_string()]);
-        app_cmd(e, &args)
+        let mut flags = vec!["--stdout=stream", "--stderr=stream"];
+        flags.extend_from_slice(extra);
+        flags.extend(["--", "--cat"]);
+        add_app(e, uuid, &img, name, &flags)
     };
     // Refused: no path, a climbing path, a symlink on the way (the attack: a log written
     // through a link to a directory outside the log directory).

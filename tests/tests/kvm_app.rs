@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rkt_tests::mutable::{app_flow, k8s_log_flow, mnt_volume_flow, start_sandbox};
+use rkt_tests::mutable::{app_flow, k8s_log_sandbox_flow, mnt_volume_flow, start_sandbox};
 use rkt_tests::{E2e, KVM_RUN_TIMEOUT_SECS};
 
 #[test]
@@ -41,20 +41,5 @@ fn kvm_app_k8s_plain_logs() {
     let Some(e) = E2e::require_kvm("kvm_app_k8s_plain_logs") else {
         return;
     };
-    let limit = Duration::from_secs(KVM_RUN_TIMEOUT_SECS);
-    let dir = e.path("pod-logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (sandbox, uuid) = start_sandbox(
-        &e,
-        &[
-            "--net=none",
-            "--annotation=coreos.com/rkt/experiment/logmode=k8s-plain",
-            &format!(
-                "--annotation=coreos.com/rkt/experiment/kubernetes-log-dir={}",
-                dir.display()
-            ),
-        ],
-        limit,
-    );
-    k8s_log_flow(&e, sandbox, &uuid, &dir, limit);
+    k8s_log_sandbox_flow(&e, Duration::from_secs(KVM_RUN_TIMEOUT_SECS));
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use rkt_tests::mutable::{app_flow, k8s_log_flow, mnt_volume_flow, start_sandbox};
+use rkt_tests::mutable::{app_flow, k8s_log_sandbox_flow, mnt_volume_flow, start_sandbox};
 use rkt_tests::E2e;
 
 #[test]
@@ -74,22 +74,7 @@ fn ns_app_k8s_plain_logs() {
     let Some(e) = E2e::require("ns_app_k8s_plain_logs") else {
         return;
     };
-    let limit = Duration::from_secs(30);
-    let dir = e.path("pod-logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (sandbox, uuid) = start_sandbox(
-        &e,
-        &[
-            "--net=none",
-            "--annotation=coreos.com/rkt/experiment/logmode=k8s-plain",
-            &format!(
-                "--annotation=coreos.com/rkt/experiment/kubernetes-log-dir={}",
-                dir.display()
-            ),
-        ],
-        limit,
-    );
-    k8s_log_flow(&e, sandbox, &uuid, &dir, limit);
+    k8s_log_sandbox_flow(&e, Duration::from_secs(30));
 }
 
 #[test]
