@@ -248,8 +248,9 @@ pub(crate) fn openat2_beneath(
     openat2_beneath_mode(dir, rel, flags, 0)
 }
 
-/// [`openat2_beneath`] with the `mode` a file created by `O_CREAT` in `flags` gets (before the
-/// umask): `rel` resolved beneath `dir` without following any symlink, close-on-exec.
+/// Opens `rel` beneath `dir` with openat2(2) (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS`, `O_NOFOLLOW | O_CLOEXEC` added to `flags`); `mode` is what a file
+/// created by `O_CREAT` in `flags` gets (before the umask).
 pub fn openat2_beneath_mode(
     dir: BorrowedFd<'_>,
     rel: &Path,

@@ -527,8 +527,8 @@ pub fn k8s_log_sandbox_flow(e: &E2e, limit: Duration) {
 /// annotations `coreos.com/rkt/experiment/logmode=k8s-plain` and `...kubernetes-log-dir=` `dir`.
 /// An app added with `stream` stdout and stderr and a `kubernetes-log-path` gets its output in
 /// that host file, one timestamped line per line; adds without the path, with a path climbing
-/// out of the directory, or through a symlink in it, are refused with nothing written or
-/// added; `app rm` leaves the log; `rkt stop` ends the sandbox.
+/// out of the directory, through a symlink in it, or naming a FIFO, are refused with nothing
+/// written or added; `app rm` leaves the log; `rkt stop` ends the sandbox.
 pub fn k8s_log_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, dir: &Path, limit: Duration) {
     use std::os::unix::fs::PermissionsExt;
     const PATH_ANN: &str = "--annotation=coreos.com/rkt/experiment/kubernetes-log-path=";
@@ -536,6 +536,11 @@ pub fn k8s_log_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, dir: &Path, limit
     let outside = e.path("log-outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("evil")).unwrap();
+    nix::unistd::mkfifo(
+        &dir.join("fifo.log"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     let add = |name: &str, extra: &[&str]| {
         let mut flags = vec!["--stdout=stream", "--stderr=stream"];
         flags.extend_from_slice(extra);
@@ -547,7 +552,12 @@ pub fn k8s_log_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, dir: &Path, limit
     let o = add("nopath", &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("kubernetes-log-path"), "{}", stderr(&o));
-    for (path, why) in [("../up.log", "without . or .."), ("evil/x.log", "log file")] {
+    // A FIFO where the log should be: refused at once, not waited on.
+    for (path, why) in [
+        ("../up.log", "without . or .."),
+        ("evil/x.log", "log file"),
+        ("fifo.log", "log file"),
+    ] {
         let o = add("bad", &[&format!("{PATH_ANN}{path}")]);
         assert_ne!(o.status.code(), Some(0), "{path}");
         assert!(stderr(&o).contains(why), "{path}: {}", stderr(&o));

@@ -641,7 +641,8 @@ fn log_file(
     let f = pod_abi::podfile::openat2_beneath_mode(
         d.as_fd(),
         rel_path,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+        // A FIFO there fails (ENXIO) instead of waiting for a reader; no terminal is adopted.
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NONBLOCK | libc::O_NOCTTY,
         0o640,
     )
     .map_err(err)?;
