@@ -47,12 +47,17 @@ pub const ANN_K8S_LOG_DIR: &str = "coreos.com/rkt/experiment/kubernetes-log-dir"
 /// App annotation (`rkt app add --annotation=`): the app's log file, relative to
 /// [`ANN_K8S_LOG_DIR`] (its directories must exist; created if missing, appended to).
 pub const ANN_K8S_LOG_PATH: &str = "coreos.com/rkt/experiment/kubernetes-log-path";
-/// Where, in the stage1 root, the stage1 attaches each app's log file (a mount of the host
-/// file stage0 opened; [`guest_log_file`]).
-pub const GUEST_LOG_DIR: &str = "/rkt/logs";
-/// App `app`'s log file in the stage1 root.
+/// The stage1 root's directory (present in every pod) beneath which the stage1 attaches each
+/// app's log file, a mount of the host file stage0 opened, at [`log_target`].
+pub const GUEST_LOG_BASE: &str = "/rkt";
+/// App `app`'s log file below [`GUEST_LOG_BASE`], as the stage1 makes it (missing directories
+/// created on the way).
+pub fn log_target(app: &str) -> String {
+    format!("/logs/{app}")
+}
+/// App `app`'s log file in the stage1 root: [`log_target`] beneath [`GUEST_LOG_BASE`].
 pub fn guest_log_file(app: &str) -> std::path::PathBuf {
-    std::path::Path::new(GUEST_LOG_DIR).join(app)
+    std::path::PathBuf::from(format!("{GUEST_LOG_BASE}{}", log_target(app)))
 }
 /// Longest line written to a log file, in bytes; a longer one is cut there (the rest follows
 /// as further lines), as kubelet's CRI logs split long lines.
@@ -376,6 +381,15 @@ impl Attach {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_files_lie_below_the_base_every_pod_has() {
+        assert_eq!(guest_log_file("web"), std::path::Path::new("/rkt/logs/web"));
+        assert_eq!(
+            std::path::Path::new(GUEST_LOG_BASE).join(log_target("web").trim_start_matches('/')),
+            guest_log_file("web")
+        );
+    }
 
     #[test]
     fn modes_are_checked() {

@@ -2,7 +2,7 @@
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
 /// algorithm).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -68,12 +68,16 @@ pub fn rfc3339_nanos(t_ns: i64) -> String {
     )
 }
 
-/// Now, in Unix nanoseconds (0 before the epoch).
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// `t` in Unix nanoseconds (0 before the epoch, `i64::MAX` past 2262).
+pub fn unix_nanos(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Now, in Unix nanoseconds ([`unix_nanos`]).
+pub fn now_nanos() -> i64 {
+    unix_nanos(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use pod_abi::stage1::{AppArgs, Entrypoint};
 
 /// Attaches `app/add`'s volumes (`args.mounts`: detached mount trees stage0 passed open) at
 /// their targets beneath `app_root`, after setting the mount attributes `attrs` on each, and its
-/// log file (`args.log_fd`) at `pod_abi::attach::guest_log_file` beneath `stage1_root`; both
+/// log file (`args.log_fd`) at `pod_abi::attach::guest_log_file` in `stage1_root`; both
 /// paths in the mount namespace of `pid` (the flavor has checked that `pid` is its pod's;
 /// `pod_abi::mount_api::attach_in_namespace`). Nothing to do without either.
 pub fn attach_mounts(
@@ -50,18 +50,13 @@ pub fn attach_mounts(
             .map_err(|e| AppError::Refused(format!("app {}: volumes: {e}", args.app)))?;
     }
     if let Some(fd) = args.log_fd {
-        // Beneath the stage1 root's `rkt` directory, which exists in every pod: the log
-        // directory is made on the way.
-        let log = pod_abi::attach::guest_log_file(&args.app);
-        let (parent, rel) = match log.strip_prefix("/rkt") {
-            Ok(rel) => (stage1_root.join("rkt"), format!("/{}", rel.display())),
-            Err(_) => (stage1_root.to_path_buf(), log.display().to_string()),
-        };
+        let base = stage1_root.join(pod_abi::attach::GUEST_LOG_BASE.trim_start_matches('/'));
+        let target = pod_abi::attach::log_target(&args.app);
         let tree = [pod_abi::mount_api::Attach {
             tree: inherited(fd, "--log-fd")?,
-            target: &rel,
+            target: &target,
         }];
-        pod_abi::mount_api::attach_in_namespace(ns.as_fd(), &parent, &tree, attrs)
+        pod_abi::mount_api::attach_in_namespace(ns.as_fd(), &base, &tree, attrs)
             .map_err(|e| AppError::Refused(format!("app {}: log file: {e}", args.app)))?;
     }
     Ok(())

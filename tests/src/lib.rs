@@ -232,6 +232,37 @@ pub fn wait_for_paths(paths: &[&Path], limit: Duration, what: &str) {
     }
 }
 
+/// Reads `path` until its text satisfies `done` (checked every 50 ms) or `limit` passes;
+/// returns the last text read (empty while the file is missing).
+pub fn wait_for_text(path: &Path, limit: Duration, done: impl Fn(&str) -> bool) -> String {
+    let t0 = Instant::now();
+    loop {
+        let t = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&t) || t0.elapsed() > limit {
+            return t;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Kills the process a pod's `pid` file names (guest-init, or the VMM) with SIGKILL, after
+/// checking its name so that a reused PID is left alone. For tests that failed half-way: a pod
+/// left running would hold the test binary's output pipe.
+pub fn kill_pod_process(pid_file: &Path) {
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1);
+    let Some(pid) = pid else { return };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if ["init", "guest-init", "stage1-vmm", "stage1-ns"].contains(&comm.trim()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// Collects a child's output (reading both pipes while it runs), killing it after `limit`.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     let so = drain(child.stdout.take());
@@ -1008,9 +1039,7 @@ pub fn stderr(o: &Output) -> String {
 
 impl E2e {
     /// Kills the pods still running in this test's own data directory (not the kvm tests'
-    /// shared one): each pod's `pid` process (guest-init, or the VMM), checked by name so that
-    /// a reused PID is left alone. A test that failed half-way would otherwise leave its pod
-    /// running, holding the test binary's output pipe.
+    /// shared one) ([`kill_pod_process`]).
     fn kill_running_pods(&self) {
         if !self.data.starts_with(self.tmp.path()) {
             return;
@@ -1019,18 +1048,7 @@ impl E2e {
             return;
         };
         for pod in pods.flatten() {
-            let pid = std::fs::read_to_string(pod.path().join("pid"))
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-                .filter(|p| *p > 1);
-            let Some(pid) = pid else { continue };
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if ["init", "guest-init", "stage1-vmm", "stage1-ns"].contains(&comm.trim()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            kill_pod_process(&pod.path().join("pid"));
         }
     }
 }

@@ -44,16 +44,7 @@ impl Drop for Sandbox {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        let pid = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .filter(|p| *p > 1);
-        if let Some(pid) = pid {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        crate::kill_pod_process(&self.pid_file);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -572,14 +563,9 @@ pub fn k8s_log_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, dir: &Path, limit
     assert_eq!(st["exit_code"], 0, "{st}");
     // The multiplexer writes its last lines as the app's output ends: wait for them.
     let log = dir.join("logger_0.log");
-    let t0 = Instant::now();
-    let text = loop {
-        let t = std::fs::read_to_string(&log).unwrap_or_default();
-        if t.contains(" stderr ") && t.contains(" stdout ") || t0.elapsed() > limit {
-            break t;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let text = crate::wait_for_text(&log, limit, |t| {
+        t.contains(" stderr ") && t.contains(" stdout ")
+    });
     let lines: Vec<(&str, &str)> = text
         .lines()
         .map(|l| l.split_once(' ').unwrap_or((l, "")))

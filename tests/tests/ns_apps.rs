@@ -129,14 +129,9 @@ fn ns_cpu_shares_and_oom_score_adj_apply() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    let text = loop {
-        let t = std::fs::read_to_string(&out).unwrap_or_default();
-        if t.contains("cgroup ") || t0.elapsed() > std::time::Duration::from_secs(30) {
-            break t;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let text = rkt_tests::wait_for_text(&out, std::time::Duration::from_secs(30), |t| {
+        t.contains("cgroup ")
+    });
     let mut checked = false;
     for l in text.lines().filter_map(|l| l.strip_prefix("cgroup ")) {
         let mut f = l.splitn(3, ':');

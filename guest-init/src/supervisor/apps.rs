@@ -36,11 +36,7 @@ pub const FINISHED_DIR: &str = pod_abi::paths::GUEST_FINISHED_DIR;
 
 /// Unix time now, in nanoseconds, as the marks hold it.
 fn now_nanos() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{n}\n")
+    format!("{}\n", pod_abi::time::now_nanos())
 }
 
 /// App stops waiting for their app to end.

@@ -625,8 +625,8 @@ fn log_file(
             ))
         })?;
     let rel_path = Path::new(&rel);
+    // Only plain names: no root, `.` or `..` component.
     if rel.is_empty()
-        || rel_path.is_absolute()
         || rel_path
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))

@@ -1,7 +1,7 @@
 //! What `rkt status` and `rkt list` report about a pod: state, times, pid, apps and their exit
 //! codes, in rkt's key=value and JSON formats.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use appc::schema::PodManifest;
 use serde::Serialize;
@@ -190,12 +190,7 @@ fn app_state(pod: PodState, code: Option<i32>) -> &'static str {
     }
 }
 
-/// Unix time in nanoseconds.
-pub fn unix_nanos(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use pod_abi::time::unix_nanos;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -265,13 +265,7 @@ impl std::fmt::Debug for Store {
 /// periods are hours).
 pub const LAST_USED_RESOLUTION_NS: i64 = 60 * 1_000_000_000;
 
-/// Current time as Unix nanoseconds.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use pod_abi::time::now_nanos;
 
 impl Store {
     /// Opens (creating if needed) the store under `<dir>/cas`, with rkt's ownership and
