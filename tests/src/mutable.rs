@@ -352,11 +352,21 @@ pub fn app_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duration) -> T
 }
 
 /// The host's mount points (from /proc/self/mountinfo), sorted.
-fn host_mount_points() -> Vec<String> {
+/// The host's mount points, but those of other pods (`.../pods/<state>/<other uuid>/...`) and
+/// other network namespaces (`/run/netns/...` not named after pod `uuid`): tests running beside
+/// this one start, stop and collect pods and make their own "host" namespaces meanwhile.
+fn host_mount_points(uuid: &str) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| {
+            if m.contains("/pods/") || m.starts_with("/run/netns/") {
+                m.contains(uuid)
+            } else {
+                true
+            }
+        })
         .collect();
     v.sort();
     v
@@ -384,7 +394,7 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duratio
         s.mount_point("cache", "/cache", false)
             .symlink("/link", host_target.to_str().unwrap())
     });
-    let before = host_mount_points();
+    let before = host_mount_points(uuid);
     let add = |extra: &[&str], name: &str| add_app(e, uuid, &img, name, extra);
     let data = format!(
         "--mnt-volume=name=data,kind=host,source={},target=/data",
@@ -453,7 +463,7 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duratio
         "{app}"
     );
     // Nothing was mounted in the host's namespace.
-    assert_eq!(host_mount_points(), before);
+    assert_eq!(host_mount_points(uuid), before);
 
     ok(&app_cmd(e, &["app", "start", uuid, "--app=vol"]));
     let st = wait_state(e, uuid, "vol", "exited", limit);
@@ -486,7 +496,7 @@ pub fn mnt_volume_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duratio
     assert!(!PodPaths::new(e.pod_dir(uuid)).app_dir("vol").exists());
     assert!(rw.join("from-host").is_file() && rw.join("from-app").is_file());
     assert!(ro.join("ro-file").is_file());
-    assert_eq!(host_mount_points(), before);
+    assert_eq!(host_mount_points(uuid), before);
 
     stop_sandbox(e, &mut sandbox, uuid, limit);
     let o = e.run(&["gc", "--grace-period=0s"]);
