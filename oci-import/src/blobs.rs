@@ -11,12 +11,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 
 use crate::reference::{Format, Reference};
 use crate::verify::{sha256_hex, Verified};
-use crate::{lift, Limits, OciError};
+use crate::{lift, Limits, OciError, PLATFORM};
 
 /// OCI annotation naming a manifest in an index (the tag).
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -381,7 +381,7 @@ fn open_oci(blobs: &Blobs, r: &Reference, limits: &Limits) -> Result<Found, OciE
             .and_then(|a| a.get(REF_NAME))
             .cloned()
     };
-    let picked: Vec<_> = index
+    let picked: Vec<&Descriptor> = index
         .manifests()
         .iter()
         .filter(|d| match &r.tag {
@@ -389,22 +389,54 @@ fn open_oci(blobs: &Blobs, r: &Reference, limits: &Limits) -> Result<Found, OciE
             None => true,
         })
         .collect();
-    let desc = match (picked.as_slice(), &r.tag) {
+    let one = match (picked.as_slice(), &r.tag) {
         ([d], _) => *d,
         ([], Some(t)) => return Err(OciError::NoSuchTag(t.clone())),
         ([], None) => return Err(OciError::Invalid("the layout holds no image".into())),
-        (_, _) => {
-            return Err(OciError::Invalid(
-                "the layout holds several images: name one with :TAG".into(),
-            ))
+        (many, tag) => {
+            // Entries of one image for several platforms (as `docker buildx` writes them):
+            // the platform pods run on, if all of them say their platform.
+            match pick_platform(many)? {
+                Some(d) => d,
+                None if tag.is_some() => {
+                    return Err(OciError::Invalid(format!(
+                        "the layout holds several images tagged {}, not one per platform",
+                        tag.as_deref().unwrap_or_default()
+                    )))
+                }
+                None => {
+                    return Err(OciError::Invalid(
+                        "the layout holds several images: name one with :TAG".into(),
+                    ))
+                }
+            }
         }
     };
-    let media = desc.media_type().to_string();
-    if media.contains("index") || media.contains("manifest.list") {
-        return Err(OciError::Invalid(format!(
-            "{} names an image index, not an image manifest (multi-platform images are not supported: copy one platform with skopeo)",
-            desc.digest()
-        )));
+    let mut desc = one.clone();
+    // An image index (a multi-platform image, as `skopeo copy --all` keeps it): its entry for
+    // the platform pods run on; one level deep, as registries serve them.
+    if is_index(desc.media_type()) {
+        let inner: ImageIndex =
+            blobs.json_blob(desc.digest().as_ref(), desc.size(), "image index", limits)?;
+        let entries: Vec<&Descriptor> = inner.manifests().iter().collect();
+        desc = match pick_platform(&entries)? {
+            Some(d) => d.clone(),
+            None => {
+                return Err(OciError::Invalid(format!(
+                    "the image index {} has no {}/{} image among its {} entries",
+                    desc.digest(),
+                    PLATFORM.0,
+                    PLATFORM.1,
+                    entries.len()
+                )))
+            }
+        };
+        if is_index(desc.media_type()) {
+            return Err(OciError::Invalid(format!(
+                "{}: an index inside an index",
+                desc.digest()
+            )));
+        }
     }
     let manifest: ImageManifest = blobs.json_blob(
         desc.digest().as_ref(),
@@ -433,8 +465,41 @@ fn open_oci(blobs: &Blobs, r: &Reference, limits: &Limits) -> Result<Found, OciE
     Ok(Found {
         config,
         layers,
-        ref_name: ref_of(desc),
+        ref_name: ref_of(one),
     })
+}
+
+/// Whether a descriptor's media type names an index (OCI's, or Docker's manifest list).
+fn is_index(media: &MediaType) -> bool {
+    matches!(media, MediaType::ImageIndex)
+        || media.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+/// Among descriptors that all name a platform, the one for [`PLATFORM`] (None if there is
+/// none, or if some name no platform: then they are not one image's platforms). Two entries
+/// for it are an error.
+fn pick_platform<'a>(entries: &[&'a Descriptor]) -> Result<Option<&'a Descriptor>, OciError> {
+    if entries.iter().any(|d| d.platform().is_none()) {
+        return Ok(None);
+    }
+    let ours: Vec<&&Descriptor> = entries
+        .iter()
+        .filter(|d| {
+            d.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == PLATFORM.0 && p.architecture().to_string() == PLATFORM.1
+            })
+        })
+        .collect();
+    match ours.as_slice() {
+        [] => Ok(None),
+        [d] => Ok(Some(**d)),
+        _ => Err(OciError::Invalid(format!(
+            "{} entries for {}/{}",
+            ours.len(),
+            PLATFORM.0,
+            PLATFORM.1
+        ))),
+    }
 }
 
 /// `docker.io/library/x` and `docker.io/x` -> `x`, as docker shows them.

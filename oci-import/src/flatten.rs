@@ -100,8 +100,8 @@ fn open_layer(
         .map_err(|e| lift(e, |e| OciError::CorruptLayer(li, e)))?;
     let decoded: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(buf))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(OciError::Compression(li, "zstd"));
+    } else if head.starts_with(&crate::zstd::MAGIC) || is_skippable(head) {
+        Box::new(crate::zstd::ZstdFrames::new(buf))
     } else if head.starts_with(b"BZh") {
         return Err(OciError::Compression(li, "bzip2"));
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
@@ -124,6 +124,11 @@ fn open_layer(
         blob_ok,
         compressed,
     })
+}
+
+/// Whether `head` starts with a zstd skippable frame's magic (0x184D2A50-5F, little-endian).
+fn is_skippable(head: &[u8]) -> bool {
+    matches!(head, [b0, 0x2a, 0x4d, 0x18, ..] if b0 & 0xf0 == 0x50)
 }
 
 /// `a/b/c` -> (`a/b`, `c`); (``, `c`) at the top.

@@ -16,6 +16,11 @@ mod reference;
 #[cfg(feature = "testutil")]
 pub mod testutil;
 mod verify;
+mod zstd;
+
+/// The only platform pods run on (OS, architecture as OCI and Docker name them); the entry
+/// picked from a multi-platform image.
+pub const PLATFORM: (&str, &str) = ("linux", "amd64");
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -100,9 +105,9 @@ pub enum OciError {
         /// The entry path.
         path: String,
     },
-    /// A layer is compressed with something other than gzip.
+    /// A layer is compressed with something other than gzip or zstd.
     #[error(
-        "layer {0}: unsupported compression ({1}; only gzip and uncompressed tar are supported)"
+        "layer {0}: unsupported compression ({1}; gzip, zstd and uncompressed tar are supported)"
     )]
     Compression(usize, &'static str),
     /// A hardlink names a file that is not in its layer.

@@ -82,11 +82,46 @@ pub fn digest(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
+/// zstd of `b` (one frame), between two skippable frames as zstd:chunked has them.
+pub fn zstd(b: &[u8]) -> Vec<u8> {
+    let skippable = |payload: &[u8]| {
+        let mut v = 0x184D_2A50u32.to_le_bytes().to_vec();
+        v.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(0).to_le_bytes());
+        v.extend_from_slice(payload);
+        v
+    };
+    let mut v = skippable(b"head");
+    v.extend(ruzstd::encoding::compress_to_vec(
+        b,
+        ruzstd::encoding::CompressionLevel::Fastest,
+    ));
+    v.extend(skippable(b"table of contents"));
+    v
+}
+
+/// Where a multi-platform image's entries are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platforms {
+    /// index.json names an image index blob, which lists one manifest per platform.
+    Nested,
+    /// index.json itself lists one manifest per platform, all under the tag.
+    TopLevel,
+    /// As `Nested`, but no entry is for linux/amd64.
+    NestedWithoutOurs,
+    /// index.json names an index whose linux/amd64 entry is itself an index.
+    IndexInIndex,
+}
+
 /// Ways to break an image.
 #[derive(Debug, Clone, Default)]
 pub struct Tweaks {
     /// Store layers uncompressed (default gzip).
     pub uncompressed: bool,
+    /// Store layers zstd-compressed (default gzip).
+    pub zstd: bool,
+    /// Make the image one platform of several (an arm64 entry beside it, whose manifest is
+    /// absent: picking it fails).
+    pub platforms: Option<Platforms>,
     /// Layer 0's blob holds another valid layer (its digest no longer matches).
     pub corrupt_layer: bool,
     /// Layer 0's descriptor says one byte less than the blob has.
@@ -151,7 +186,13 @@ pub fn write_oci(dir: &Path, tag: &str, layers: &[Vec<u8>], t: &Tweaks) -> io::R
     let cd = write_blob(dir, &config)?;
     let mut descs = Vec::new();
     for (i, l) in layers.iter().enumerate() {
-        let mut stored = if t.uncompressed { l.clone() } else { gzip(l) };
+        let mut stored = if t.uncompressed {
+            l.clone()
+        } else if t.zstd {
+            zstd(l)
+        } else {
+            gzip(l)
+        };
         let d = digest(&stored);
         let mut size = stored.len() as u64;
         if i == 0 && t.corrupt_layer {
@@ -177,6 +218,8 @@ pub fn write_oci(dir: &Path, tag: &str, layers: &[Vec<u8>], t: &Tweaks) -> io::R
         }
         let media = if t.uncompressed {
             "application/vnd.oci.image.layer.v1.tar"
+        } else if t.zstd {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
         } else {
             "application/vnd.oci.image.layer.v1.tar+gzip"
         };
@@ -190,14 +233,50 @@ pub fn write_oci(dir: &Path, tag: &str, layers: &[Vec<u8>], t: &Tweaks) -> io::R
     }))
     .unwrap_or_default();
     let md = write_blob(dir, &manifest)?;
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": md, "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }],
-    });
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let entry = |media: &str, d: &str, size: usize, arch: Option<&str>| {
+        let mut e = json!({"mediaType": media, "digest": d, "size": size});
+        if let Some(a) = arch {
+            e["platform"] = json!({"os": "linux", "architecture": a});
+        }
+        e
+    };
+    let absent = digest(b"the arm64 manifest, absent");
+    let arm = entry(MANIFEST, &absent, 10, Some("arm64"));
+    let tagged = |mut e: serde_json::Value| {
+        e["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        e
+    };
+    let index_blob = |entries: Vec<serde_json::Value>| -> io::Result<(String, usize)> {
+        let b = serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}),
+        )
+        .unwrap_or_default();
+        Ok((write_blob(dir, &b)?, b.len()))
+    };
+    let manifests = match t.platforms {
+        None => vec![tagged(entry(MANIFEST, &md, manifest.len(), None))],
+        Some(Platforms::TopLevel) => vec![
+            tagged(arm.clone()),
+            tagged(entry(MANIFEST, &md, manifest.len(), Some("amd64"))),
+        ],
+        Some(p) => {
+            let ours = match p {
+                Platforms::NestedWithoutOurs => {
+                    entry(MANIFEST, &md, manifest.len(), Some("riscv64"))
+                }
+                Platforms::IndexInIndex => {
+                    let (d, n) = index_blob(vec![entry(MANIFEST, &md, manifest.len(), None)])?;
+                    entry(INDEX, &d, n, Some("amd64"))
+                }
+                _ => entry(MANIFEST, &md, manifest.len(), Some("amd64")),
+            };
+            let (d, n) = index_blob(vec![arm.clone(), ours])?;
+            vec![tagged(entry(INDEX, &d, n, None))]
+        }
+    };
+    let index = json!({"schemaVersion": 2, "manifests": manifests});
     fs::write(
         dir.join("index.json"),
         serde_json::to_vec(&index).unwrap_or_default(),

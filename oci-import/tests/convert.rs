@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use oci_import::testutil::{layer, write_docker, write_oci, Entry, Tweaks};
+use oci_import::testutil::{layer, write_docker, write_oci, Entry, Platforms, Tweaks};
 use oci_import::{Image, Limits, OciError, Reference};
 
 fn convert(reference: &str, limits: &Limits) -> Result<Vec<u8>, OciError> {
@@ -154,6 +154,59 @@ fn oci_layout_and_docker_archive_convert_to_the_same_bytes() {
     )
     .expect("docker");
     assert!(a == b, "same image, same bytes");
+}
+
+#[test]
+fn zstd_layers_and_multi_platform_layouts_convert_to_the_same_bytes() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let tw = Tweaks {
+        config: Some(user_config()),
+        ..Default::default()
+    };
+    let make = |name: &str, tw: Tweaks| {
+        // The image's name is the layout directory's: one name for all.
+        let dir = t.path().join(name).join("img");
+        write_oci(&dir, "1", &base_layers(), &tw).expect("layout");
+        convert(&format!("oci:{}:1", dir.display()), &Limits::default())
+    };
+    let want = make("gzip", tw.clone()).expect("gzip");
+    let zstd = make(
+        "zstd",
+        Tweaks {
+            zstd: true,
+            ..tw.clone()
+        },
+    );
+    assert!(zstd.expect("zstd") == want, "zstd layers, same bytes");
+    for p in [Platforms::Nested, Platforms::TopLevel] {
+        let got = make(
+            &format!("{p:?}"),
+            Tweaks {
+                platforms: Some(p),
+                ..tw.clone()
+            },
+        );
+        // The arm64 entry's manifest is absent: converting at all shows it was not picked.
+        assert!(got.expect("multi-platform") == want, "{p:?}: same bytes");
+    }
+    for (p, text) in [
+        (
+            Platforms::NestedWithoutOurs,
+            "no linux/amd64 image among its 2 entries",
+        ),
+        (Platforms::IndexInIndex, "an index inside an index"),
+    ] {
+        let e = make(
+            &format!("{p:?}"),
+            Tweaks {
+                platforms: Some(p),
+                ..tw.clone()
+            },
+        )
+        .expect_err("no image to pick");
+        assert!(e.to_string().contains(text), "{p:?}: {e}");
+        assert!(e.is_bad_image(), "{p:?}: {e}");
+    }
 }
 
 /// Writes one hostile OCI layout and returns the conversion's error text.

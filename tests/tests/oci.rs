@@ -72,10 +72,22 @@ fn ns_oci_forms_share_an_id_and_run() {
     let Some(fx) = fixture(&e, test) else {
         return;
     };
+    // The same image with zstd layers (skopeo recompresses them; the layout's directory
+    // name, which names the image, kept).
+    let zstd = fx.join("zstd/oci-test");
+    std::fs::create_dir_all(zstd.parent().unwrap()).unwrap();
+    let o = Command::new("skopeo")
+        .args(["copy", "--dest-compress-format=zstd"])
+        .arg(format!("oci:{}:1.0", fx.join("oci-test").display()))
+        .arg(format!("oci:{}:1.0", zstd.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", stderr(&o));
     let forms = [
         format!("oci:{}:1.0", fx.join("oci-test").display()),
         format!("oci-archive:{}:1.0", fx.join("oci-test.tar").display()),
         format!("docker-archive:{}", fx.join("docker.tar").display()),
+        format!("oci:{}:1.0", zstd.display()),
     ];
     let ids: Vec<String> = forms
         .iter()
@@ -89,6 +101,16 @@ fn ns_oci_forms_share_an_id_and_run() {
     assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
     let o = e.run(&["image", "list", "--no-legend", "--fields=name"]);
     assert_eq!(stdout(&o).trim(), "oci-test:1.0");
+    // A multi-platform image in a layout (an index under the tag): its linux/amd64 entry.
+    add_multi_platform_index(&fx.join("oci-test"));
+    let o = e.run(&[
+        "fetch",
+        &format!("oci:{}:multi", fx.join("oci-test").display()),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = e.run(&["image", "cat-manifest", stdout(&o).trim()]);
+    let m: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(m["app"]["workingDirectory"], "/work", "{m}");
     for f in [&forms[2], &"oci-test:1.0".to_string()] {
         let o = e.run(&["run", &e.stage1_flag(), f.as_str()]);
         check_output(&o);
@@ -463,6 +485,12 @@ fn ns_docker_registry_fetch_run_revalidate() {
         None,
         &[],
     );
+    reg.push(
+        &format!("oci:{}:1.0", layout.display()),
+        "test/zstd:1",
+        None,
+        &["--dest-compress-format=zstd"],
+    );
     // Docker's own manifest format (schema 2), as most registries serve.
     reg.push(
         &format!("oci:{}:1.0", layout.display()),
@@ -536,6 +564,16 @@ fn ns_docker_registry_fetch_run_revalidate() {
         &format!("docker://{}/test/multi:2", reg.addr),
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // zstd layers, as `--dest-compress-format=zstd` pushes them.
+    let o = fetch(
+        "image,http",
+        &[],
+        &format!("docker://{}/test/zstd:1", reg.addr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = e.run(&["image", "cat-manifest", stdout(&o).trim()]);
+    let m: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(m["app"]["workingDirectory"], "/work", "{m}");
     // A digest reference.
     let manifest_hex = {
         let index: serde_json::Value =

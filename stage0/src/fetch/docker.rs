@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use oci_import::{Format, Reference};
+use oci_import::{Format, Reference, PLATFORM};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
@@ -36,8 +36,6 @@ pub const DOCKER_HUB: &str = "registry-1.docker.io";
 const DOCKER_HUB_ALIASES: [&str; 3] = ["docker.io", "index.docker.io", DOCKER_HUB];
 /// The manifest media types asked for, image manifests first.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
-/// The only platform pods run on.
-const PLATFORM: (&str, &str) = ("linux", "amd64");
 /// Largest token answer accepted (bytes).
 const TOKEN_MAX: u64 = 1 << 20;
 
