@@ -48,7 +48,7 @@ impl Sys for LinuxSys {
     }
     fn is_mount_point(&self, path: &Path) -> bool {
         let canon = pod_abi::paths::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        pod_abi::mountinfo::MountTable::read().contains(&canon)
+        pod_abi::mountinfo::MountTable::read().is_ok_and(|t| t.contains(&canon))
     }
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;

@@ -50,7 +50,7 @@ impl Response {
         }
     }
 
-    fn text(status: u16, msg: impl Into<String>) -> Self {
+    pub fn text(status: u16, msg: impl Into<String>) -> Self {
         let mut body = msg.into().into_bytes();
         body.push(b'\n');
         Response {

@@ -32,6 +32,7 @@ struct Svc {
     client: Client,
     addr: SocketAddr,
     servers: Vec<Arc<tiny_http::Server>>,
+    public: Arc<server::PublicServer>,
 }
 
 impl Drop for Svc {
@@ -39,6 +40,7 @@ impl Drop for Svc {
         for s in &self.servers {
             s.unblock();
         }
+        self.public.unblock();
     }
 }
 
@@ -48,14 +50,15 @@ fn start() -> Svc {
     let reg = Arc::new(Registry::new(18112));
     let r = Arc::new(server::bind_registration(&sock).unwrap());
     let p = Arc::new(server::bind_public("127.0.0.1:0".parse().unwrap()).unwrap());
-    let addr = p.server_addr().to_ip().unwrap();
+    let addr = p.local_addr().unwrap();
     server::serve(r.clone(), reg.clone(), Side::Registration).unwrap();
-    server::serve(p.clone(), reg, Side::Public).unwrap();
+    server::serve_public(p.clone(), reg).unwrap();
     Svc {
         _dir: dir,
         client: Client::new(sock),
         addr,
-        servers: vec![r, p],
+        servers: vec![r],
+        public: p,
     }
 }
 

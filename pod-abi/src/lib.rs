@@ -22,6 +22,7 @@ pub mod paths;
 pub mod plan;
 pub mod podfile;
 pub mod proccgroup;
+pub mod remove;
 pub mod reset;
 pub mod snapshot;
 #[cfg(target_arch = "x86_64")]

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 pub const SELF: &str = "/proc/self/mountinfo";
 
 /// Decodes the octal escapes of a mountinfo path field (`\040` space, `\011` tab, `\012`
-/// newline, `\134` backslash), byte for byte; anything else is kept as it is.
-pub fn unescape(s: &str) -> OsString {
-    let b = s.as_bytes();
+/// newline, `\134` backslash), byte for byte; anything else is kept as it is (the kernel
+/// writes every other byte raw, non-UTF-8 ones included: a pod that renames a directory above
+/// a mount chooses them).
+pub fn unescape(b: &[u8]) -> OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while let Some(&c) = b.get(i) {
@@ -36,10 +37,11 @@ pub fn unescape(s: &str) -> OsString {
     OsString::from_vec(out)
 }
 
-/// The mount points (field 5) of a mountinfo text, in its order, one per mount.
-pub fn mount_points(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .filter_map(|l| l.split(' ').nth(4))
+/// The mount points (field 5) of a mountinfo text (bytes, as the kernel writes it), in its
+/// order, one per mount.
+pub fn mount_points(text: &[u8]) -> Vec<PathBuf> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
         .map(|m| PathBuf::from(unescape(m)))
         .collect()
 }
@@ -55,15 +57,15 @@ pub struct MountTable {
 }
 
 impl MountTable {
-    /// Reads the calling process's table ([`SELF`]); an empty table if it cannot be read.
-    pub fn read() -> MountTable {
-        std::fs::read_to_string(SELF)
-            .map(|t| MountTable::parse(&t))
-            .unwrap_or_default()
+    /// Reads the calling process's table ([`SELF`]). A table that cannot be read is an error,
+    /// never an empty table: a caller about to remove a directory must not take "unreadable"
+    /// for "nothing mounted".
+    pub fn read() -> std::io::Result<MountTable> {
+        std::fs::read(SELF).map(|t| MountTable::parse(&t))
     }
 
-    /// Parses a mountinfo text.
-    pub fn parse(text: &str) -> MountTable {
+    /// Parses a mountinfo text (bytes, as the kernel writes it).
+    pub fn parse(text: &[u8]) -> MountTable {
         let mut points = BTreeMap::new();
         for m in mount_points(text) {
             *points.entry(m).or_insert(0usize) += 1;
@@ -107,6 +109,7 @@ mod tests {
 
     #[test]
     fn escapes_are_decoded_byte_for_byte() {
+        let unescape = |s: &str| unescape(s.as_bytes());
         assert_eq!(unescape("/a\\040b"), OsString::from("/a b"));
         assert_eq!(
             unescape("/t\\011n\\012s\\134"),
@@ -124,7 +127,7 @@ mod tests {
     fn mount_points_in_order() {
         let t = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n30 22 0:5 / /a\\040b rw - tmpfs t rw\n";
         assert_eq!(
-            mount_points(t),
+            mount_points(t.as_bytes()),
             vec![PathBuf::from("/"), PathBuf::from("/a b")]
         );
     }
@@ -142,7 +145,7 @@ mod tests {
             line(7, "/d/pods/p0"),
         ]
         .concat();
-        let t = MountTable::parse(&text);
+        let t = MountTable::parse(text.as_bytes());
         let p = |s: &str| PathBuf::from(s);
         assert_eq!(
             t.under(Path::new("/d/pods/p1")),
@@ -169,5 +172,17 @@ mod tests {
         assert_eq!(t.under(Path::new("/")).len(), 7);
         assert!(t.contains(Path::new("/d/pods/p0")));
         assert!(!t.contains(Path::new("/d/pods")));
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_is_still_a_mount_point() {
+        // What a pod makes by renaming a directory above one of the host's mounts to "\xff".
+        let mut text = b"1 0 0:1 / / rw - ext4 d rw\n2 1 0:2 / /d/pods/p1/rootfs/".to_vec();
+        text.extend_from_slice(&[0xff, b'/', b'v']);
+        text.extend_from_slice(b" rw - ext4 d rw\n3 1 0:3 / /d/pods/p2/rootfs rw - tmpfs t rw\n");
+        let t = MountTable::parse(&text);
+        let odd = PathBuf::from(OsString::from_vec(b"/d/pods/p1/rootfs/\xff/v".to_vec()));
+        assert_eq!(t.under(Path::new("/d/pods/p1")), vec![odd]);
+        assert_eq!(t.under(Path::new("/d/pods/p2")).len(), 1);
     }
 }

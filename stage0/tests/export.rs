@@ -156,12 +156,12 @@ fn export_an_exited_pods_app() {
         assert!(err(&o).contains("--overwrite"), "{}", err(&o));
         // After a reboot nothing is mounted any more: export mounts what it needs privately.
         let pd = e.data().join("pods/run").join(&uuid);
-        for m in stage0::pod::layout::mounts_under(&pd) {
+        for m in stage0::pod::layout::mounts_under(&pd).unwrap() {
             nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).unwrap();
         }
         std::fs::remove_file(&out).unwrap();
         check_export(&e, &uuid, &out);
-        assert!(stage0::pod::layout::mounts_under(&pd).is_empty());
+        assert!(stage0::pod::layout::mounts_under(&pd).unwrap().is_empty());
         let o = e.rkt(&[
             "export",
             "--overwrite",

@@ -177,6 +177,14 @@ fn extract_and_render_with_dependencies_and_whitelist() {
         fs::read(ex.join("rootfs/etc/layer")).expect("layer"),
         b"top"
     );
+    // As root the output keeps the image's owners and setuid bits: only root may enter it.
+    let dir_mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).expect("stat").permissions())
+            & 0o777
+    };
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(dir_mode(&ex), 0o700);
+    }
     assert!(!ex.join("rootfs/bin/tool").exists());
     let o = rkt(
         &dir,
@@ -209,6 +217,9 @@ fn extract_and_render_with_dependencies_and_whitelist() {
         ],
     ));
     assert_eq!(fs::read(rd.join("etc/layer")).expect("layer"), b"top");
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(dir_mode(&rd), 0o700, "the rendered root, too");
+    }
     assert_eq!(
         fs::read_link(rd.join("etc/link")).expect("link").to_str(),
         Some("layer")

@@ -135,8 +135,7 @@ fn out(o: &Output) -> String {
 
 fn mounts_under(dir: &Path) -> usize {
     let d = dir.to_string_lossy().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|m| m.starts_with(&d))

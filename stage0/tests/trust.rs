@@ -512,6 +512,20 @@ fn trust_review_and_usage() {
     let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
     assert_eq!(mode(&f), 0o644);
     assert_eq!(mode(f.parent().expect("dir")), 0o755);
+    // A user ID holding terminal sequences that would move the cursor up and rewrite the
+    // fingerprint line shown for review: printed escaped.
+    let forged = cert("\x1b[2A\r\x1b[2KGPG key fingerprint is: 0000 1111\x1b]0;x\x07");
+    let key = write_file(e.path(), "forged.asc", &public_armored(&forged));
+    let o = e.rkt(&[
+        "trust",
+        "--prefix=example.com/f",
+        "--skip-fingerprint-review",
+        key.to_str().expect("utf8"),
+    ]);
+    ok(&o);
+    let err = stderr(&o);
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("\\x1b[2A"), "{err}");
 }
 
 #[test]

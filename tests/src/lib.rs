@@ -1018,7 +1018,9 @@ impl E2e {
 
 /// The pods' mounts still present under `dir` (from /proc/self/mountinfo).
 pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // Bytes: a pod can put any byte in a mount point's path (a rename above it).
+    let text = String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap_or_default())
+        .into_owned();
     let d = dir.to_string_lossy().to_string();
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))

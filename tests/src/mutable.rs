@@ -356,18 +356,18 @@ pub fn app_flow(e: &E2e, mut sandbox: Sandbox, uuid: &str, limit: Duration) -> T
 /// other network namespaces (`/run/netns/...` not named after pod `uuid`): tests running beside
 /// this one start, stop and collect pods and make their own "host" namespaces meanwhile.
 fn host_mount_points(uuid: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| {
-            if m.contains("/pods/") || m.starts_with("/run/netns/") {
-                m.contains(uuid)
-            } else {
-                true
-            }
-        })
-        .collect();
+    let mut v: Vec<String> =
+        String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap())
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| {
+                if m.contains("/pods/") || m.starts_with("/run/netns/") {
+                    m.contains(uuid)
+                } else {
+                    true
+                }
+            })
+            .collect();
     v.sort();
     v
 }

@@ -19,14 +19,17 @@
 //! * a pod has an IPC namespace of its own unless `--ipc=parent` asks for the host's;
 //! * with `--private-users`, root in an app is a host ID of the pod's range: a host volume's
 //!   root-only file cannot be read, a file it makes belongs to that ID, `rkt enter` runs in the
-//!   same mapping and `rkt export` gives the image its IDs back.
+//!   same mapping and `rkt export` gives the image its IDs back;
+//! * an app that renames a directory above one of its host-side mounts to a name that is not
+//!   UTF-8 (which the host's mount table then shows raw) cannot make `rkt rm` of another,
+//!   exited pod remove files through that pod's still-mounted host volume.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use rkt_tests::{mounts_under, stderr, stdout, uuid_of, E2e};
+use rkt_tests::{mounts_under, stderr, stdout, uuid_of, E2e, ImageSpec, BUSYBOX};
 
 /// A file that exists only in guest-init's tree (the stage1 root), never in an app's.
 const MARKER: &str = "/rkt/plan.json";
@@ -499,4 +502,84 @@ fn ns_private_users_make_app_root_a_host_id_of_the_pods_range() {
     if let Some(e) = E2e::require("ns_private_users_make_app_root_a_host_id_of_the_pods_range") {
         e.check_private_users();
     }
+}
+
+/// The attack: pod A's image declares a mount point `/a/b` whose parent it lacks (rkt gives it
+/// an empty volume, bind-mounted on the host side at `.../rootfs/a/b`); its root app renames
+/// `/a` to `/\xff`, so every line of the host's `/proc/self/mountinfo` after it holds a byte
+/// that is not UTF-8. Pod B, exited, still has its host volume (a victim directory) mounted
+/// until it is removed. `rkt rm B` must unmount it first and leave the victim's file alone
+/// (before the fix rkt read the table as text, took the error for "nothing mounted" and
+/// removed B's tree through the live bind mount).
+#[test]
+fn ns_a_pod_mangling_the_mount_table_cannot_make_rm_empty_a_volume() {
+    let test = "ns_a_pod_mangling_the_mount_table_cannot_make_rm_empty_a_volume";
+    let Some(e) = E2e::require(test) else {
+        return;
+    };
+    if rkt_tests::static_busybox_or_skip(test).is_none() {
+        return;
+    }
+    // Pod B: a host volume holding the victim's file; it exits at once.
+    let victim = e.path("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let img_b = e.pod_check_image("b.aci", |s| s.mount_point("v", "/v", false));
+    let b_uuid_file = e.path("b.uuid");
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        &format!("--uuid-file-save={}", b_uuid_file.display()),
+        &format!("--volume=v,kind=host,source={}", victim.display()),
+        img_b.to_str().unwrap(),
+        "--",
+        "--no-check",
+        "--expect-file=/v/precious",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let b = uuid_of(&b_uuid_file);
+    assert!(
+        !mounts_under(&e.pod_dir(&b)).is_empty(),
+        "an exited pod keeps its mounts until it is removed"
+    );
+    // Pod A: renames the directory above its volume's mount point, then waits.
+    let img_a = e.path("a.aci");
+    let mut spec = ImageSpec::new(
+        "example.com/mangler",
+        &["/bin/sh", "-c", "mv /a \"$(printf '/\\377')\" && sleep 600"],
+    )
+    .file("/bin/busybox", Path::new(BUSYBOX), 0o755)
+    .mount_point("b", "/a/b", false);
+    for a in ["sh", "mv", "printf", "sleep"] {
+        spec = spec.symlink(&format!("/bin/{a}"), "busybox");
+    }
+    spec.build(&img_a);
+    let (child, a_uuid_file) = start(&e, "mangler", &[img_a.to_str().unwrap()]);
+    let a = wait_running(&e, &a_uuid_file);
+    let t0 = Instant::now();
+    while !std::fs::read("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&0xff)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(SETTLE_SECS),
+            "the app's rename never showed in the host's mount table"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = e.run(&["rm", &b]);
+    let survived = victim.join("precious").is_file();
+    stop_and_wait(&e, &a, child);
+    let _ = e.run(&["gc", "--grace-period=0s"]);
+    assert!(
+        survived,
+        "rkt rm emptied pod B's host volume: {}",
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_ne!(
+        e.run(&["status", &b]).status.code(),
+        Some(0),
+        "pod B is removed"
+    );
 }

@@ -309,7 +309,13 @@ fn read_plan_entry(app: &str) -> Result<pod_abi::plan::AppPlan, String> {
 fn detach_mounts_under(dir: &Path) {
     use nix::mount::{umount2, MntFlags};
     for _ in 0..16 {
-        let ms = pod_abi::mountinfo::MountTable::read().points_under(dir);
+        let ms = match pod_abi::mountinfo::MountTable::read() {
+            Ok(t) => t.points_under(dir),
+            Err(e) => {
+                debug!("read mountinfo: {e}");
+                return;
+            }
+        };
         if ms.is_empty() {
             return;
         }

@@ -45,7 +45,7 @@ pub fn run(_g: &Globals, a: Args) -> anyhow::Result<i32> {
         server::bind_registration(&socket).context("metadata service: registration side")?,
     );
     let registry = Arc::new(Registry::new(a.listen_port));
-    let mut threads = server::serve(public, registry.clone(), Side::Public)?;
+    let mut threads = server::serve_public(public, registry.clone())?;
     threads.extend(server::serve(registration, registry, Side::Registration)?);
     eprintln!(
         "rkt: metadata service listening on port {} (registration on {})",

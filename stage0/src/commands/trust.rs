@@ -88,8 +88,10 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<i32> {
                 k.key().fingerprint().to_spaced_hex()
             );
         }
+        // A user ID is whatever bytes the key's maker chose: escaped, so that a terminal
+        // sequence in one cannot rewrite the fingerprint above it.
         for u in trust::user_ids(&cert) {
-            eprintln!("\t{u}");
+            eprintln!("\t{}", stage0::format::escape_control(&u));
         }
         let reviewed = if a.skip_fingerprint_review || (g.trust_keys_from_https && https) {
             false

@@ -104,7 +104,7 @@ pub fn export_app(pod: &Pod, data_dir: &Path, o: &ExportOptions) -> Result<(), E
         }
         rootfs = d;
     } else {
-        for m in layout::mounts_under(&rootfs) {
+        for m in layout::mounts_under(&rootfs)? {
             nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
                 PodError::Mount {
                     what: "private unmount of a volume".into(),

@@ -540,7 +540,7 @@ pub fn make_read_only(target: &Path, recursive: bool) -> Result<(), PodError> {
 pub fn remount_read_only_tree(target: &Path, recursive: bool) -> Result<(), PodError> {
     let mut all = vec![target.to_path_buf()];
     if recursive {
-        all.extend(mounts_under(target).into_iter().filter(|m| m != target));
+        all.extend(mounts_under(target)?.into_iter().filter(|m| m != target));
     }
     for m in all {
         remount_read_only(&m)?;
@@ -689,9 +689,15 @@ pub fn write_plan(paths: &PodPaths, plan: &Plan) -> Result<(), PodError> {
     write_file(&p, &json)
 }
 
-/// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first, each once.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    MountTable::read().points_under(dir)
+/// Mount points at or under `dir` (from /proc/self/mountinfo), deepest first, each once; an
+/// unreadable table is an error.
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, PodError> {
+    Ok(read_mount_table()?.points_under(dir))
+}
+
+/// The calling process's mount table; unreadable is an error, never "nothing mounted".
+fn read_mount_table() -> Result<MountTable, PodError> {
+    MountTable::read().map_err(|e| PodError::io("read", Path::new(pod_abi::mountinfo::SELF), e))
 }
 
 /// Unmounts `ms` in order (lazily, so a busy mount does not block gc; never through a symlink
@@ -712,12 +718,24 @@ const UNMOUNT_ROUNDS: usize = 64;
 /// Removes pod directories after unmounting everything in them, deepest first; one result per
 /// directory, in order. Each round reads /proc/self/mountinfo once for all of them (`rkt gc`
 /// passes its pods in batches), until a read shows no mount left under any: a directory is
-/// removed only then, so the removal never reaches through a mount into a volume's source.
+/// removed only then, and by [`pod_abi::remove::remove_tree`], which stops at any mount point
+/// it meets rather than entering it: the removal never reaches through a mount into a volume's
+/// source, even one the table missed. A table that cannot be read (a pod can put any byte in
+/// a mount point's path by renaming a directory above it) removes nothing.
 pub fn remove_pod_dirs(dirs: &[PathBuf]) -> Vec<Result<(), PodError>> {
     let mut res: Vec<Result<(), PodError>> = dirs.iter().map(|_| Ok(())).collect();
     let mut settled = false;
     for _ in 0..UNMOUNT_ROUNDS {
-        let table = MountTable::read();
+        let table = match read_mount_table() {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.to_string();
+                return dirs
+                    .iter()
+                    .map(|_| Err(PodError::Config(format!("not removed: {msg}"))))
+                    .collect();
+            }
+        };
         let mut any = false;
         for (d, r) in dirs.iter().zip(res.iter_mut()) {
             let ms = table.under(d);
@@ -735,20 +753,24 @@ pub fn remove_pod_dirs(dirs: &[PathBuf]) -> Vec<Result<(), PodError>> {
         }
     }
     if !settled {
-        let table = MountTable::read();
-        for (d, r) in dirs.iter().zip(res.iter_mut()) {
-            if let (Ok(()), Some(m)) = (&r, table.under(d).first()) {
-                *r = Err(PodError::Unmount(m.clone(), nix::errno::Errno::EBUSY));
+        match read_mount_table() {
+            Ok(table) => {
+                for (d, r) in dirs.iter().zip(res.iter_mut()) {
+                    if let (Ok(()), Some(m)) = (&r, table.under(d).first()) {
+                        *r = Err(PodError::Unmount(m.clone(), nix::errno::Errno::EBUSY));
+                    }
+                }
+            }
+            Err(e) => {
+                for r in res.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(PodError::Config(format!("not removed: {e}")));
+                }
             }
         }
     }
     for (d, r) in dirs.iter().zip(res.iter_mut()) {
         if r.is_ok() {
-            *r = match fs::remove_dir_all(d) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(PodError::io("remove", d, e)),
-            };
+            *r = pod_abi::remove::remove_tree(d).map_err(|e| PodError::io("remove", d, e));
         }
     }
     res

@@ -525,17 +525,21 @@ pub fn add(
             let fd = layout::detached_volume(&paths, v, plan.private_users, m.read_only)?;
             trees.push((fd, m.target.clone()));
         }
-        // The tree: the app's directory is made without following a symlink.
-        let dir = layout::secure_target(
-            &paths.stage1_rootfs(),
-            &format!("{}/{name}", pod_abi::paths::GUEST_STAGE2_DIR),
-            false,
-        )?;
-        // The copy runs chrooted to the pod's root: a running kvm guest can write there and
-        // could otherwise swap a directory on the way for a symlink to a host path.
+        // The tree: its directory is made and the copy runs chrooted to the pod's root: a
+        // running kvm guest can write there and could otherwise swap a directory on the way
+        // (`opt/stage2` itself included) for a symlink to a host path.
+        let dir = app_dir_in_pod(&paths, &name);
         let rootfs = dir.join("rootfs");
         let inner = pod_abi::paths::guest_app_rootfs(&name);
+        let app_dir = Path::new(pod_abi::paths::GUEST_STAGE2_DIR).join(&name);
         super::tree_copy::beneath_root(&paths.stage1_rootfs(), Some(&tree.rootfs), || {
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&app_dir)?;
+            }
             match std::fs::remove_dir_all(&inner) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::{ImageRecord, Store, StoreError};
@@ -24,9 +25,35 @@ pub fn export_aci(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".rkt-export-{}.tmp", std::process::id()));
+    // A fresh name, created exclusively (O_EXCL: a symlink or file planted under that name
+    // by whoever can write `dir` fails the open instead of being written through).
+    let mut created = None;
+    for attempt in 0..16u32 {
+        let tmp = dir.join(format!(
+            ".rkt-export-{}-{}-{attempt}.tmp",
+            std::process::id(),
+            crate::store::now_nanos()
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+        {
+            Ok(f) => {
+                created = Some((tmp, f));
+                break;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StoreError::io("cannot write", output)(e)),
+        }
+    }
+    let Some((tmp, mut f)) = created else {
+        return Err(StoreError::io("cannot write", output)(io::Error::from(
+            io::ErrorKind::AlreadyExists,
+        )));
+    };
     let res = (|| -> io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
         io::copy(&mut blob, &mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, output)
@@ -50,7 +77,8 @@ pub struct ExtractOptions {
 }
 
 /// Writes the image's files to `output` (`output/rootfs` and `output/manifest` unless
-/// `rootfs_only`).
+/// `rootfs_only`). As root, `output` itself is made `0700`: the tree keeps the image's owners
+/// and setuid bits, and a host user must not reach an image's setuid-root file through it.
 pub fn extract(
     store: &Store,
     rec: &ImageRecord,
@@ -68,6 +96,17 @@ pub fn extract(
     } else {
         output.join("rootfs")
     };
+    let as_root = nix::unistd::geteuid().is_root();
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(StoreError::io("cannot create", parent))?;
+    }
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .mode(if as_root { 0o700 } else { 0o755 })
+            .create(output)
+            .map_err(StoreError::io("cannot create", output))?;
+    }
     fs::create_dir_all(&rootfs).map_err(StoreError::io("cannot create", &rootfs))?;
     if !opts.rootfs_only {
         let m = store.manifest_json(rec)?;
@@ -82,6 +121,12 @@ pub fn extract(
         let blob = store.open_blob(rec)?;
         super::aci::extract_rootfs(io::BufReader::new(blob), &rootfs, &[])
             .map_err(|e| StoreError::Render(rec.id.clone(), e))?;
+    }
+    if as_root {
+        // The tree's own root mode may have been applied to `output` (`rootfs_only`).
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(output, fs::Permissions::from_mode(0o700))
+            .map_err(StoreError::io("cannot restrict", output))?;
     }
     Ok(())
 }

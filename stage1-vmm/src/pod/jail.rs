@@ -199,7 +199,7 @@ pub fn harden_pod_bind(pod: &Path) -> Result<(), JailError> {
             e,
         ));
     }
-    let mountinfo = std::fs::read_to_string(pod_abi::mountinfo::SELF)
+    let mountinfo = std::fs::read(pod_abi::mountinfo::SELF)
         .map_err(|e| JailError::Sys("read /proc/self/mountinfo".into(), e))?;
     for target in pod_abi::mountinfo::MountTable::parse(&mountinfo).points_under(pod) {
         remount_nosuid_nodev(&target)?;
@@ -254,7 +254,8 @@ mod tests {
                     31 30 0:31 / /pod/stage1/rootfs rw - overlay o rw\n\
                     32 30 0:32 / /pod/apps/a\\040b rw - overlay o rw\n\
                     33 22 0:33 / /podx rw - tmpfs t rw\n";
-        let got = pod_abi::mountinfo::MountTable::parse(info).points_under(Path::new("/pod"));
+        let got =
+            pod_abi::mountinfo::MountTable::parse(info.as_bytes()).points_under(Path::new("/pod"));
         assert_eq!(
             got,
             vec![

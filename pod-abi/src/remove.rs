@@ -1,0 +1,287 @@
+//! Removing a tree a pod wrote without ever leaving its mount.
+//!
+//! `std::fs::remove_dir_all` walks into whatever is mounted below the tree: a host volume
+//! bind-mounted into a pod that was not unmounted (a mount table misread, a mount made after
+//! the table was read) would lose its contents. [`remove_tree`] opens every directory it
+//! descends into with openat2(2) `RESOLVE_NO_XDEV | RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+//! relative to its parent, so a mount point below the tree (a bind mount of the same file
+//! system included) stops the removal with [`MOUNT_REMAINS`] instead of being entered; a
+//! file mount point fails its unlink (EBUSY). The walk keeps one directory stream per level,
+//! not a call frame, so a deep tree cannot exhaust the stack.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The error [`remove_tree`] stops with at a mount point below the tree.
+pub const MOUNT_REMAINS: i32 = libc::EXDEV;
+
+/// Entries read from a directory at a time (the rest stay in the stream).
+const BATCH: usize = 256;
+
+/// A directory stream (fdopendir), closed on drop.
+struct Stream {
+    dirp: *mut libc::DIR,
+}
+
+impl Stream {
+    fn new(fd: OwnedFd) -> io::Result<Stream> {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fdopendir takes ownership of a valid directory fd on success.
+        let dirp = unsafe { libc::fdopendir(raw) };
+        if dirp.is_null() {
+            return Err(io::Error::last_os_error()); // `fd` is dropped (closed) here.
+        }
+        std::mem::forget(fd); // Owned by the stream now.
+        Ok(Stream { dirp })
+    }
+
+    fn fd(&self) -> RawFd {
+        // SAFETY: dirp is a valid open stream until drop.
+        unsafe { libc::dirfd(self.dirp) }
+    }
+
+    /// Up to [`BATCH`] names (no `.`/`..`) with their d_type; empty at the end.
+    fn batch(&mut self) -> io::Result<Vec<(CString, u8)>> {
+        let mut out = Vec::new();
+        while out.len() < BATCH {
+            // SAFETY: errno is thread-local; cleared so that end and error can be told apart.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: dirp is a valid open stream; the entry is copied before the next call.
+            let e = unsafe { libc::readdir64(self.dirp) };
+            if e.is_null() {
+                let err = io::Error::last_os_error();
+                return match err.raw_os_error() {
+                    Some(0) | None => Ok(out),
+                    _ => Err(err),
+                };
+            }
+            // SAFETY: readdir64 returned a valid entry whose d_name is NUL-terminated.
+            let (name, kind) = unsafe { (CStr::from_ptr((*e).d_name.as_ptr()), (*e).d_type) };
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                out.push((name.to_owned(), kind));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: dirp is a valid stream, closed once.
+        unsafe { libc::closedir(self.dirp) };
+    }
+}
+
+/// Opens directory `name` of `dir` without crossing a mount or following a symlink.
+fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain data; all-zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags =
+        u64::try_from(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .unwrap_or_default();
+    how.resolve = libc::RESOLVE_NO_XDEV
+        | libc::RESOLVE_BENEATH
+        | libc::RESOLVE_NO_SYMLINKS
+        | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 reads the NUL-terminated name and the open_how we own, of the size given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = libc::c_int::try_from(fd).unwrap_or(-1);
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: unlinkat on a valid dir fd with a NUL-terminated name.
+    if unsafe { libc::unlinkat(dir, name.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One directory being emptied: its stream, its name in its parent, and the path for errors.
+struct Level {
+    stream: Stream,
+    name: CString,
+    path: PathBuf,
+    pending: Vec<(CString, u8)>,
+}
+
+/// Removes `dir` and everything in it, never entering another mount (a mount point below it
+/// fails the removal with [`MOUNT_REMAINS`], naming the path) and never following a symlink.
+/// A missing `dir` is not an error. The error says which path failed; what was removed before
+/// it stays removed.
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    let (parent, base) = match (dir.parent(), dir.file_name()) {
+        (Some(p), Some(b)) => (p, b),
+        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    let parent = std::fs::File::open(if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    })?;
+    let base =
+        CString::new(base.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let top = match open_subdir(parent_fd(&parent), &base) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(at(dir, e)),
+    };
+    let mut levels = vec![Level {
+        stream: Stream::new(top).map_err(|e| at(dir, e))?,
+        name: base,
+        path: dir.to_path_buf(),
+        pending: Vec::new(),
+    }];
+    while let Some(cur) = levels.last_mut() {
+        if cur.pending.is_empty() {
+            cur.pending = cur.stream.batch().map_err(|e| at(&cur.path, e))?;
+            cur.pending.reverse();
+        }
+        let Some((name, kind)) = cur.pending.pop() else {
+            // Empty: remove it from its parent.
+            let done = levels.pop();
+            if let Some(done) = done {
+                let parent = levels.last().map_or(parent.as_raw_fd(), |l| l.stream.fd());
+                drop(done.stream);
+                unlink_at(parent, &done.name, libc::AT_REMOVEDIR).map_err(|e| at(&done.path, e))?;
+            }
+            continue;
+        };
+        let path = cur.path.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        let is_dir = match kind {
+            libc::DT_DIR => true,
+            libc::DT_UNKNOWN => is_dir_at(cur.stream.fd(), &name),
+            _ => false,
+        };
+        if !is_dir {
+            unlink_at(cur.stream.fd(), &name, 0).map_err(|e| at(&path, e))?;
+            continue;
+        }
+        // SAFETY: the stream's fd stays open while `cur` lives; borrowed for this call only.
+        let fd = open_subdir(unsafe { BorrowedFd::borrow_raw(cur.stream.fd()) }, &name)
+            .map_err(|e| at(&path, e))?;
+        levels.push(Level {
+            stream: Stream::new(fd).map_err(|e| at(&path, e))?,
+            name,
+            path,
+            pending: Vec::new(),
+        });
+    }
+    Ok(())
+}
+
+fn parent_fd(f: &std::fs::File) -> BorrowedFd<'_> {
+    // SAFETY: the file is open for the borrow's lifetime.
+    unsafe { BorrowedFd::borrow_raw(f.as_raw_fd()) }
+}
+
+fn is_dir_at(dir: RawFd, name: &CStr) -> bool {
+    // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatat on a valid dir fd, a NUL-terminated name and a stat we own.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// `e` with the path it happened at (the kind and errno kept).
+fn at(path: &Path, e: io::Error) -> io::Error {
+    let what = if e.raw_os_error() == Some(MOUNT_REMAINS) {
+        "a mount remains at".to_string()
+    } else {
+        format!("{e}: at")
+    };
+    io::Error::new(e.kind(), format!("{what} {}", path.display()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn removes_a_tree_without_following_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        std::fs::write(outside.join("keep/f"), b"x").unwrap();
+        let d = t.path().join("pod");
+        let mut deep = d.clone();
+        for i in 0..300 {
+            deep.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        for i in 0..1000 {
+            std::fs::write(d.join(format!("f{i}")), b"data").unwrap();
+        }
+        std::fs::write(deep.join("leaf"), b"x").unwrap();
+        symlink(&outside, d.join("link")).unwrap();
+        symlink(&outside, deep.join("link")).unwrap();
+        let fifo = CString::new(d.join("fifo").as_os_str().as_bytes()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        remove_tree(&d).unwrap();
+        assert!(!d.exists());
+        assert!(outside.join("keep/f").is_file(), "a symlink's target stays");
+        remove_tree(&d).unwrap(); // Gone already: fine.
+    }
+
+    #[test]
+    fn stops_at_a_mount_point_and_leaves_its_contents() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP stops_at_a_mount_point_and_leaves_its_contents: needs root (mount)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let source = t.path().join("volume");
+        std::fs::create_dir_all(&source).unwrap();
+        std::fs::write(source.join("precious"), b"data").unwrap();
+        let d = t.path().join("pod");
+        let target = d.join("rootfs/data");
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::write(d.join("rootfs/other"), b"x").unwrap();
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        let (s, tg) = (c(&source), c(&target));
+        // SAFETY: bind mount between two NUL-terminated paths of this test.
+        let r = unsafe {
+            libc::mount(
+                s.as_ptr(),
+                tg.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            eprintln!(
+                "SKIP stops_at_a_mount_point_and_leaves_its_contents: bind mount: {}",
+                io::Error::last_os_error()
+            );
+            return;
+        }
+        let e = remove_tree(&d).unwrap_err();
+        // SAFETY: unmount the test's own mount.
+        unsafe { libc::umount2(tg.as_ptr(), libc::MNT_DETACH) };
+        assert!(e.to_string().contains("a mount remains at"), "{e}");
+        assert!(e.to_string().contains("rootfs/data"), "{e}");
+        assert!(source.join("precious").is_file(), "the volume is untouched");
+        remove_tree(&d).unwrap();
+        assert!(!d.exists());
+    }
+}
