@@ -7,7 +7,7 @@
 //! names), so two archives of the same layers give the same bytes.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -174,47 +174,230 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The decisions so far.
+/// Bytes a path-tree node costs besides its name (map entry, key and node; an estimate).
+const NODE_OVERHEAD: u64 = 64;
+
+/// What is known about one path.
 #[derive(Default)]
+struct Node {
+    /// Decided by a higher layer or earlier in this one.
+    decided: Option<Decided>,
+    /// A parent of a written entry: it must stay a directory.
+    implied: bool,
+    /// Hidden by a whiteout of this layer (the highest such).
+    hidden_by: Option<usize>,
+    /// Made opaque by a marker of this layer (the highest such).
+    opaque_by: Option<usize>,
+}
+
+/// The decisions so far, as a tree keyed by (parent node, component): each entry costs time
+/// and memory in proportion to its path's length, never to its square.
 struct State {
-    decided: HashMap<Vec<u8>, Decided>,
-    /// Parents of written entries that no entry has decided yet: they must stay directories.
-    implied: HashSet<Vec<u8>>,
-    hidden: HashSet<Vec<u8>>,
-    opaque: HashSet<Vec<u8>>,
+    /// Node 0 is the root (the empty path).
+    nodes: Vec<Node>,
+    /// Parent node id (4 bytes, little-endian) + component name -> node id.
+    children: HashMap<Vec<u8>, u32>,
+    /// Bytes charged so far (nodes and remembered paths).
+    bytes: u64,
+    /// The limit on `bytes`.
+    max_bytes: u64,
+    /// Scratch key for lookups.
+    key: Vec<u8>,
 }
 
 impl State {
-    /// Whether a higher layer (or an earlier entry) already decided `p` or hides it.
-    fn shadowed(&self, p: &[u8], dir: bool) -> bool {
-        if self.decided.contains_key(p)
-            || self.hidden.contains(p)
-            || (!dir && self.implied.contains(p))
-        {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            nodes: vec![Node::default()],
+            children: HashMap::new(),
+            bytes: 0,
+            max_bytes: limits.max_path_tree_bytes,
+            key: Vec::new(),
+        }
+    }
+
+    /// Charges `n` bytes of remembered paths to the limit.
+    fn charge(&mut self, n: u64) -> Result<(), OciError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.max_bytes {
+            return Err(OciError::TooBig {
+                what: "memory for the layers' paths",
+                limit: format!("{} bytes", self.max_bytes),
+            });
+        }
+        Ok(())
+    }
+
+    fn node(&self, id: u32) -> &Node {
+        // Ids come from `children` or are 0; both index `nodes`.
+        self.nodes.get(id as usize).unwrap_or(&EMPTY)
+    }
+
+    fn child(&mut self, id: u32, name: &[u8]) -> Option<u32> {
+        self.key.clear();
+        self.key.extend_from_slice(&id.to_le_bytes());
+        self.key.extend_from_slice(name);
+        self.children.get(&self.key[..]).copied()
+    }
+
+    /// The node of `p` (a clean path), created with its parents if missing.
+    fn make(&mut self, p: &[u8]) -> Result<u32, OciError> {
+        let mut id = 0u32;
+        if p.is_empty() {
+            return Ok(id);
+        }
+        for c in p.split(|&b| b == b'/') {
+            id = match self.child(id, c) {
+                Some(n) => n,
+                None => self.make_child(c)?,
+            };
+        }
+        Ok(id)
+    }
+
+    /// The node of `p`, if anything was recorded at or below it.
+    fn find(&mut self, p: &[u8]) -> Option<u32> {
+        let mut id = 0u32;
+        if p.is_empty() {
+            return Some(id);
+        }
+        for c in p.split(|&b| b == b'/') {
+            id = self.child(id, c)?;
+        }
+        Some(id)
+    }
+
+    /// Whether a higher layer (or an earlier entry) already decided `p` (an entry of layer
+    /// `li`) or hides it.
+    fn shadowed(&mut self, p: &[u8], dir: bool, li: usize) -> bool {
+        let above = |by: Option<usize>| by.is_some_and(|l| l > li);
+        // The root's opaque marker hides everything below.
+        if above(self.node(0).opaque_by) {
             return true;
         }
-        for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
-            let a = p.get(..i).unwrap_or_default();
-            if self.hidden.contains(a)
-                || self.opaque.contains(a)
-                || self.decided.get(a).is_some_and(|d| !d.dir)
+        let mut id = 0u32;
+        let mut comps = p.split(|&b| b == b'/').peekable();
+        while let Some(c) = comps.next() {
+            let Some(n) = self.child(id, c) else {
+                return false;
+            };
+            id = n;
+            let node = self.node(id);
+            if comps.peek().is_none() {
+                return node.decided.is_some() || above(node.hidden_by) || (!dir && node.implied);
+            }
+            if above(node.hidden_by)
+                || above(node.opaque_by)
+                || node.decided.is_some_and(|d| !d.dir)
             {
                 return true;
             }
         }
-        // The root's opaque marker hides everything below.
-        self.opaque.contains(&b""[..])
+        false
     }
 
     /// Records that `p` was written: its parents must be directories.
-    fn imply_parents(&mut self, p: &[u8]) {
-        for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
-            let a = p.get(..i).unwrap_or_default();
-            if !self.decided.contains_key(a) && !self.implied.contains(a) {
-                self.implied.insert(a.to_vec());
+    fn imply_parents(&mut self, p: &[u8]) -> Result<(), OciError> {
+        let (parent, _) = split(p);
+        if parent.is_empty() {
+            return Ok(());
+        }
+        let mut id = 0u32;
+        for c in parent.split(|&b| b == b'/') {
+            id = match self.child(id, c) {
+                Some(n) => n,
+                None => self.make_child(c)?,
+            };
+            if let Some(n) = self.nodes.get_mut(id as usize) {
+                if n.decided.is_none() {
+                    n.implied = true;
+                }
             }
         }
+        Ok(())
     }
+
+    /// A new node for `name`, whose key `child` just looked up in vain (it is in `self.key`).
+    fn make_child(&mut self, name: &[u8]) -> Result<u32, OciError> {
+        self.charge(name.len() as u64 + NODE_OVERHEAD)?;
+        let n = u32::try_from(self.nodes.len()).map_err(|_| OciError::TooBig {
+            what: "memory for the layers' paths",
+            limit: format!("{} bytes", self.max_bytes),
+        })?;
+        self.nodes.push(Node::default());
+        self.children.insert(std::mem::take(&mut self.key), n);
+        Ok(n)
+    }
+
+    fn decided(&mut self, p: &[u8]) -> Option<Decided> {
+        let id = self.find(p)?;
+        self.node(id).decided
+    }
+
+    fn decide(&mut self, p: &[u8], d: Decided) -> Result<(), OciError> {
+        let id = self.make(p)?;
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.decided = Some(d);
+        }
+        Ok(())
+    }
+
+    /// A whiteout of layer `li` hides `p` in the layers below.
+    fn hide(&mut self, p: &[u8], li: usize) -> Result<(), OciError> {
+        let id = self.make(p)?;
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.hidden_by.get_or_insert(li);
+        }
+        Ok(())
+    }
+
+    /// An opaque marker of layer `li` hides the contents of `p` in the layers below.
+    fn make_opaque(&mut self, p: &[u8], li: usize) -> Result<(), OciError> {
+        let id = self.make(p)?;
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.opaque_by.get_or_insert(li);
+        }
+        Ok(())
+    }
+}
+
+/// What an unknown node id reads as (never used: ids always index `State::nodes`).
+static EMPTY: Node = Node {
+    decided: None,
+    implied: false,
+    hidden_by: None,
+    opaque_by: None,
+};
+
+/// The first bytes of a path, for error messages about overlong ones.
+fn shown(p: &[u8]) -> String {
+    let mut s = lossy(p.get(..64).unwrap_or(p));
+    if p.len() > 64 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// Refuses a layer path (or link target) longer or deeper than an ACI may hold, before any
+/// per-component work: in the ACI it gets `rootfs/` in front.
+fn check_path(li: usize, what: &str, p: &[u8]) -> Result<(), OciError> {
+    let max = appc::aci::MAX_PATH_BYTES - b"rootfs/".len();
+    if p.len() > max {
+        return Err(OciError::Invalid(format!(
+            "layer {li}: {what} {:?} is {} bytes long, more than {max}",
+            shown(p),
+            p.len()
+        )));
+    }
+    let depth = p.iter().filter(|&&b| b == b'/').count() + 1;
+    if depth >= appc::aci::MAX_PATH_DEPTH {
+        return Err(OciError::Invalid(format!(
+            "layer {li}: {what} {:?} has {depth} components, more than {}",
+            shown(p),
+            appc::aci::MAX_PATH_DEPTH - 1
+        )));
+    }
+    Ok(())
 }
 
 /// A fresh header with the fields that matter.
@@ -262,7 +445,7 @@ pub(crate) fn write_rootfs<W: Write>(
     h.set_size(0);
     out.append_data(&mut h, "rootfs", io::empty())
         .map_err(OciError::Write)?;
-    let mut st = State::default();
+    let mut st = State::new(limits);
     let mut warn = Warnings::default();
     let mut passwd = None;
     let mut entries = 0u64;
@@ -274,8 +457,6 @@ pub(crate) fn write_rootfs<W: Write>(
     for (li, layer) in layers.iter().enumerate().rev() {
         let mut ls = open_layer(blobs, layer, li, limits, &totals)?;
         let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
-        let mut pending_hidden = Vec::new();
-        let mut pending_opaque = Vec::new();
         // Regular files of this layer that a higher layer replaced: path -> ordinal.
         let mut skipped: HashMap<Vec<u8>, u64> = HashMap::new();
         // Hardlinks whose target was copied under another path: target -> that path.
@@ -299,20 +480,22 @@ pub(crate) fn write_rootfs<W: Write>(
             if p.is_empty() || p.contains(&0) {
                 continue;
             }
+            check_path(li, "entry", &p)?;
             let (parent, base) = split(&p);
             if let Some(name) = base.strip_prefix(b".wh.") {
                 if name == b".wh..opq" {
-                    pending_opaque.push(parent.to_vec());
+                    st.make_opaque(parent, li)?;
                 } else if name.starts_with(b".wh.") || name.is_empty() || name == b"." {
                     warn.once("aufs metadata files (.wh..wh.*) ignored");
                 } else {
-                    pending_hidden.push(join(parent, name));
+                    st.hide(&join(parent, name), li)?;
                 }
                 continue;
             }
             let t = e.header().entry_type();
-            if st.shadowed(&p, t == EntryType::Directory) {
+            if st.shadowed(&p, t == EntryType::Directory, li) {
                 if matches!(t, EntryType::Regular | EntryType::Continuous) {
+                    st.charge(p.len() as u64 + NODE_OVERHEAD)?;
                     skipped.insert(p, ordinal);
                 }
                 continue;
@@ -350,6 +533,14 @@ pub(crate) fn write_rootfs<W: Write>(
                         .link_name_bytes()
                         .map(|c| c.into_owned())
                         .unwrap_or_default();
+                    if target.len() > appc::aci::MAX_PATH_BYTES {
+                        return Err(OciError::Invalid(format!(
+                            "layer {li}: symlink {:?} has a target of {} bytes, more than {}",
+                            shown(&p),
+                            target.len(),
+                            appc::aci::MAX_PATH_BYTES
+                        )));
+                    }
                     let mut h = header(&e, t, 0);
                     out.append_link(&mut h, out_path(&p), Path::new(OsStr::from_bytes(&target)))
                         .map_err(OciError::Write)?;
@@ -363,14 +554,14 @@ pub(crate) fn write_rootfs<W: Write>(
                         layer: li,
                         path: lossy(&raw_t),
                     })?;
+                    check_path(li, "hardlink target", &target)?;
                     let bad = || OciError::Hardlink {
                         layer: li,
                         path: lossy(&p),
                         target: lossy(&target),
                     };
                     let here = st
-                        .decided
-                        .get(&target)
+                        .decided(&target)
                         .is_some_and(|d| d.layer == li && d.written && !d.dir);
                     if here {
                         let mut h = header(&e, t, 0);
@@ -382,6 +573,7 @@ pub(crate) fn write_rootfs<W: Write>(
                             .map_err(OciError::Write)?;
                     } else if let Some(&k) = skipped.get(&target) {
                         copy_old(blobs, layer, li, limits, k, &p, out)?;
+                        st.charge((p.len() + target.len()) as u64 + NODE_OVERHEAD)?;
                         relinked.insert(target, p.clone());
                     } else {
                         return Err(bad());
@@ -404,16 +596,16 @@ pub(crate) fn write_rootfs<W: Write>(
             }
             if wrote {
                 written += 1;
-                st.imply_parents(&p);
+                st.imply_parents(&p)?;
             }
-            st.decided.insert(
-                p,
+            st.decide(
+                &p,
                 Decided {
                     dir,
                     layer: li,
                     written: wrote,
                 },
-            );
+            )?;
         }
         // Read to the end so the digests are checked, whatever follows the tar's end marker.
         let mut rest = ls.tar.into_inner();
@@ -424,8 +616,6 @@ pub(crate) fn write_rootfs<W: Write>(
             )));
         }
         totals.compressed_before += ls.compressed.get();
-        st.hidden.extend(pending_hidden);
-        st.opaque.extend(pending_opaque);
     }
     Ok(Flat {
         warnings: warn.0,

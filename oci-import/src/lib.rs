@@ -179,6 +179,10 @@ pub struct Limits {
     pub max_archive_entries: u64,
     /// Most layers (count; default 1000).
     pub max_layers: usize,
+    /// Most memory the flattening spends remembering paths: one tree node per path
+    /// component (its name plus a fixed 64 per node) and the paths of files a higher layer
+    /// replaced (bytes; default 512 MiB, room for 1 000 000 entries of ordinary paths).
+    pub max_path_tree_bytes: u64,
 }
 
 impl Default for Limits {
@@ -191,6 +195,7 @@ impl Default for Limits {
             max_entries: 1_000_000,
             max_archive_entries: 100_000,
             max_layers: 1000,
+            max_path_tree_bytes: 512 << 20,
         }
     }
 }

@@ -10,8 +10,11 @@ use tar::{Entry, EntryType};
 use super::{AciError, EntryProblem, Limits};
 use crate::schema::ImageManifest;
 
-/// Longest accepted entry path (bytes; Linux PATH_MAX).
-pub(crate) const MAX_PATH_BYTES: usize = 4096;
+/// Longest accepted entry path, `rootfs/` included (bytes; Linux PATH_MAX). OCI layers are
+/// held to it too (their paths get `rootfs/` in front).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most components of an accepted entry path, `rootfs` included (count).
+pub const MAX_PATH_DEPTH: usize = 1024;
 
 /// What a path in the archive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,178 @@
+//! Resource-exhaustion attacks on the conversion: each runs in a child process of this test
+//! binary whose address space is limited (`RLIMIT_AS`), and must end quickly with the typed
+//! error, not an allocation failure, an abort or a hang.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use oci_import::testutil::{layer, write_oci, Entry, Tweaks};
+use oci_import::{Image, Limits, Reference};
+use tar::{EntryType, Header};
+
+/// Address space of an attack's child process (bytes).
+const CHILD_AS_BYTES: u64 = 512 << 20;
+/// Longest an attack may take (the child's whole run, build of the image included).
+const DEADLINE: Duration = Duration::from_secs(60);
+/// Set in the child: run the attack instead of spawning.
+const CHILD_ENV: &str = "OCI_IMPORT_BOUNDED_CHILD";
+
+/// Runs `attack` (which returns the conversion's error text) in a child process running only
+/// the test `test`, with [`CHILD_AS_BYTES`] of address space; returns the text it reported.
+fn bounded(test: &str, attack: impl FnOnce() -> String) -> String {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let lim = libc::rlimit {
+            rlim_cur: CHILD_AS_BYTES,
+            rlim_max: CHILD_AS_BYTES,
+        };
+        // SAFETY: setrlimit reads the struct it is given; no memory is shared.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        assert_eq!(rc, 0, "setrlimit");
+        let text = attack();
+        println!("ATTACK-RESULT: {text}");
+        std::process::exit(0);
+    }
+    let start = Instant::now();
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("spawn the child");
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{test}: child failed ({:?}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < DEADLINE, "{test}: took {took:?}");
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("ATTACK-RESULT: ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{test}: no result in {stdout}"))
+        .to_string()
+}
+
+/// Converts the OCI layout `layers` make (under `dir`) and returns the error's text with
+/// its causes; panics if it converts.
+fn convert_err(dir: &Path, layers: &[Vec<u8>], limits: &Limits) -> String {
+    write_oci(dir, "1", layers, &Tweaks::default()).expect("layout");
+    let r = Reference::parse(&format!("oci:{}", dir.display()))
+        .expect("a reference")
+        .expect("valid");
+    let res = Image::open(&r, limits).and_then(|img| img.write_aci(std::io::sink()));
+    match res {
+        Ok(_) => "converted".into(),
+        Err(e) => {
+            assert!(e.is_bad_image(), "{e}");
+            let mut s = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                s.push_str(&format!(": {c}"));
+                cur = c.source();
+            }
+            s
+        }
+    }
+}
+
+/// A layer of one entry written by `tar::Builder`, which stores a long path or link target
+/// in a GNU long-name/long-link entry.
+fn long_layer(path: &str, t: EntryType, link: Option<&str>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = Header::new_gnu();
+    h.set_entry_type(t);
+    h.set_mode(0o755);
+    h.set_size(0);
+    match link {
+        Some(l) => b.append_link(&mut h, path, l).expect("append"),
+        None => b
+            .append_data(&mut h, path, std::io::empty())
+            .expect("append"),
+    }
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn a_long_deep_path_in_a_layer_is_refused_before_per_prefix_work() {
+    // 60 000 bytes, 30 000 components: the old code stored every prefix (~900 MB) and
+    // hashed as much again per lookup.
+    let got = bounded(
+        "a_long_deep_path_in_a_layer_is_refused_before_per_prefix_work",
+        || {
+            let t = tempfile::tempdir().expect("tempdir");
+            let deep = "a/".repeat(30_000);
+            convert_err(
+                t.path(),
+                &[long_layer(&deep, EntryType::Directory, None)],
+                &Limits::default(),
+            )
+        },
+    );
+    assert!(got.contains("bytes long, more than 4089"), "{got}");
+}
+
+#[test]
+fn overlong_paths_depths_and_link_targets_are_refused() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let lim = Limits::default();
+    let cases = [
+        (
+            "depth",
+            long_layer(&"a/".repeat(1500), EntryType::Directory, None),
+            "has 1500 components, more than 1023",
+        ),
+        (
+            "symlink-target",
+            long_layer("l", EntryType::Symlink, Some(&"b".repeat(5000))),
+            "target of 5000 bytes",
+        ),
+        (
+            "hardlink-target",
+            long_layer("l", EntryType::Link, Some(&"b/".repeat(3000))),
+            "hardlink target",
+        ),
+        (
+            "at-the-limit",
+            long_layer(&"b".repeat(4089), EntryType::Regular, None),
+            "converted",
+        ),
+    ];
+    for (name, l, want) in cases {
+        let got = convert_err(&t.path().join(name), &[l], &lim);
+        assert!(got.contains(want), "{name}: {got}");
+    }
+}
+
+#[test]
+fn many_deep_paths_hit_the_path_memory_limit() {
+    // 200 entries of 1000 new components each: ~13 MB of tree nodes against a 4 MiB limit.
+    let got = bounded("many_deep_paths_hit_the_path_memory_limit", || {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..200 {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            let p = format!("{i}/{}", "a/".repeat(1000));
+            b.append_data(&mut h, p, std::io::empty()).expect("append");
+        }
+        let lim = Limits {
+            max_path_tree_bytes: 4 << 20,
+
+            ..Limits::default()
+        };
+        convert_err(t.path(), &[b.into_inner().expect("tar")], &lim)
+    });
+    assert!(got.contains("memory for the layers' paths"), "{got}");
+    // An ordinary layer converts within the default limit.
+    let t = tempfile::tempdir().expect("tempdir");
+    let ok = layer(&[Entry::Dir("x/"), Entry::File("x/y", b"y")]);
+    assert_eq!(
+        convert_err(t.path(), &[ok], &Limits::default()),
+        "converted"
+    );
+}
