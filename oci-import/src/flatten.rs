@@ -174,8 +174,9 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Bytes a path-tree node costs besides its name (map entry, key and node; an estimate).
-const NODE_OVERHEAD: u64 = 64;
+/// Bytes a path-tree node costs besides its name (map slot at the table's lowest load,
+/// key allocation and node; an estimate on the high side).
+const NODE_OVERHEAD: u64 = 96;
 
 /// What is known about one path.
 #[derive(Default)]
@@ -196,7 +197,7 @@ struct State {
     /// Node 0 is the root (the empty path).
     nodes: Vec<Node>,
     /// Parent node id (4 bytes, little-endian) + component name -> node id.
-    children: HashMap<Vec<u8>, u32>,
+    children: HashMap<Box<[u8]>, u32>,
     /// Bytes charged so far (nodes and remembered paths).
     bytes: u64,
     /// The limit on `bytes`.
@@ -325,7 +326,7 @@ impl State {
             limit: format!("{} bytes", self.max_bytes),
         })?;
         self.nodes.push(Node::default());
-        self.children.insert(std::mem::take(&mut self.key), n);
+        self.children.insert(Box::from(&self.key[..]), n);
         Ok(n)
     }
 

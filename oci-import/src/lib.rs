@@ -180,7 +180,7 @@ pub struct Limits {
     /// Most layers (count; default 1000).
     pub max_layers: usize,
     /// Most memory the flattening spends remembering paths: one tree node per path
-    /// component (its name plus a fixed 64 per node) and the paths of files a higher layer
+    /// component (its name plus a fixed 96 per node) and the paths of files a higher layer
     /// replaced (bytes; default 512 MiB, room for 1 000 000 entries of ordinary paths).
     pub max_path_tree_bytes: u64,
 }

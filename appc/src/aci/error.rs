@@ -113,6 +113,12 @@ pub enum EntryProblem {
     /// A path longer than PATH_MAX (4096 bytes).
     #[error("path longer than 4096 bytes")]
     PathTooLong,
+    /// A path of more than 1024 components.
+    #[error("path of more than 1024 components")]
+    PathTooDeep,
+    /// Remembering the archive's paths would take more than the limit (bytes).
+    #[error("the archive's paths take more than {0} bytes to check")]
+    PathsTooBig(u64),
     /// The path was already in the archive.
     #[error("duplicate entry")]
     Duplicate,

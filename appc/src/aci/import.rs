@@ -55,6 +55,10 @@ pub struct Limits {
     pub max_manifest_bytes: u64,
     /// Accept character/block devices and fifos in rootfs/ (default false).
     pub allow_devices: bool,
+    /// Most memory the layout check spends remembering paths: one tree node per path
+    /// component (its name plus a fixed 96 per node) (bytes; default 512 MiB, room for
+    /// 1 000 000 entries of ordinary paths).
+    pub max_path_tree_bytes: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +70,7 @@ impl Default for Limits {
             max_entries: 1_000_000,
             max_manifest_bytes: 1 << 20,
             allow_devices: false,
+            max_path_tree_bytes: 512 << 20,
         }
     }
 }

@@ -78,10 +78,84 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Bytes a path-tree node costs besides its name (map slot at the table's lowest load,
+/// key allocation and node; an estimate on the high side).
+const NODE_OVERHEAD: u64 = 96;
+
+/// The paths seen so far, as a tree keyed by (parent node, component): recording or looking
+/// up an entry costs in proportion to its path's length, never to its square.
+struct Tree {
+    /// Kind of each node; node 0 is the archive root (the empty path).
+    kinds: Vec<Kind>,
+    /// Parent node id (4 bytes, little-endian) + component name -> node id.
+    children: HashMap<Box<[u8]>, u32>,
+    /// Bytes charged so far (names plus [`NODE_OVERHEAD`] per node).
+    bytes: u64,
+    /// Scratch key for lookups.
+    key: Vec<u8>,
+}
+
+impl Tree {
+    fn new() -> Self {
+        Self {
+            kinds: vec![Kind::Dir],
+            children: HashMap::new(),
+            bytes: 0,
+            key: Vec::new(),
+        }
+    }
+
+    fn child(&mut self, id: u32, name: &[u8]) -> Option<u32> {
+        self.key.clear();
+        self.key.extend_from_slice(&id.to_le_bytes());
+        self.key.extend_from_slice(name);
+        self.children.get(&self.key[..]).copied()
+    }
+
+    /// A new node of `kind` for `name`, whose key `child` just looked up in vain (it is in
+    /// `self.key`); `None` past `limit` bytes.
+    fn add(&mut self, name: &[u8], kind: Kind, limit: u64) -> Option<u32> {
+        self.bytes = self.bytes.saturating_add(name.len() as u64 + NODE_OVERHEAD);
+        if self.bytes > limit {
+            return None;
+        }
+        let n = u32::try_from(self.kinds.len()).ok()?;
+        self.kinds.push(kind);
+        self.children.insert(Box::from(&self.key[..]), n);
+        Some(n)
+    }
+
+    fn kind(&self, id: u32) -> Kind {
+        // Ids come from `children` or are 0; both index `kinds`.
+        self.kinds
+            .get(id as usize)
+            .copied()
+            .unwrap_or(Kind::Special)
+    }
+
+    fn set(&mut self, id: u32, kind: Kind) {
+        if let Some(k) = self.kinds.get_mut(id as usize) {
+            *k = kind;
+        }
+    }
+
+    /// The node of a clean path, if recorded.
+    fn find(&mut self, p: &[u8]) -> Option<u32> {
+        let mut id = 0;
+        if p.is_empty() {
+            return Some(id);
+        }
+        for c in p.split(|&b| b == b'/') {
+            id = self.child(id, c)?;
+        }
+        Some(id)
+    }
+}
+
 /// Streaming checker for one archive.
 pub(crate) struct LayoutChecker<'a> {
     limits: &'a Limits,
-    seen: HashMap<Vec<u8>, Kind>,
+    seen: Tree,
     entries: u64,
     manifest: Option<Vec<u8>>,
 }
@@ -91,7 +165,7 @@ impl<'a> LayoutChecker<'a> {
     pub(crate) fn new(limits: &'a Limits) -> Self {
         Self {
             limits,
-            seen: HashMap::new(),
+            seen: Tree::new(),
             entries: 0,
             manifest: None,
         }
@@ -129,6 +203,9 @@ impl<'a> LayoutChecker<'a> {
         if path.len() > MAX_PATH_BYTES {
             return Err(bad(EntryProblem::PathTooLong));
         }
+        if path.split(|&b| b == b'/').count() > MAX_PATH_DEPTH {
+            return Err(bad(EntryProblem::PathTooDeep));
+        }
         if path.is_empty() {
             // The archive root (`./`): only as a directory, and it adds nothing.
             return if kind == Kind::Dir {
@@ -161,42 +238,17 @@ impl<'a> LayoutChecker<'a> {
             drop(m);
             return Ok(());
         }
-        if path == b"rootfs" {
+        let Some(rel) = path.strip_prefix(b"rootfs/") else {
+            if path != b"rootfs" {
+                return Err(bad(EntryProblem::OutsideLayout));
+            }
             if kind != Kind::Dir {
                 return Err(bad(EntryProblem::RootfsNotDir));
             }
-            return match self.seen.insert(path, Kind::Dir) {
-                Some(Kind::Dir) => Err(bad(EntryProblem::Duplicate)),
-                _ => Ok(()),
-            };
-        }
-        let Some(rel) = path.strip_prefix(b"rootfs/") else {
-            return Err(bad(EntryProblem::OutsideLayout));
+            return self.record(&path, kind).map_err(bad);
         };
         if kind == Kind::Special && !self.limits.allow_devices {
             return Err(bad(EntryProblem::Device));
-        }
-        // Every parent must be a directory (explicit or implied), never a symlink. Walk up
-        // only to the nearest known directory: its own ancestors were checked when it was
-        // recorded, so each entry costs O(new directories), not O(depth^2).
-        let mut missing = Vec::new();
-        for (i, _) in path.iter().enumerate().rev().filter(|(_, &b)| b == b'/') {
-            let Some(parent) = path.get(..i) else { break };
-            match self.seen.get(parent) {
-                None => missing.push(i),
-                Some(Kind::Dir | Kind::ImpliedDir) => break,
-                Some(Kind::Symlink) => {
-                    return Err(bad(EntryProblem::ThroughSymlink(lossy(parent))))
-                }
-                Some(Kind::File | Kind::Special) => {
-                    return Err(bad(EntryProblem::ParentNotDir(lossy(parent))))
-                }
-            }
-        }
-        for i in missing {
-            if let Some(parent) = path.get(..i) {
-                self.seen.insert(parent.to_vec(), Kind::ImpliedDir);
-            }
         }
         match etype {
             EntryType::Symlink => {
@@ -207,7 +259,10 @@ impl<'a> LayoutChecker<'a> {
                     return Err(bad(EntryProblem::EmptyLinkTarget));
                 }
                 let dir = rel.rsplit_once_byte(b'/').map(|(d, _)| d).unwrap_or(b"");
-                if target.contains(&0) || resolve_inside(dir, &target).is_none() {
+                if target.contains(&0)
+                    || target.len() > MAX_PATH_BYTES
+                    || resolve_inside(dir, &target).is_none()
+                {
                     return Err(bad(EntryProblem::SymlinkEscapes(lossy(&target))));
                 }
             }
@@ -220,7 +275,7 @@ impl<'a> LayoutChecker<'a> {
                 if !t.starts_with(b"rootfs/") {
                     return Err(bad(EntryProblem::HardlinkMissing(lossy(&target))));
                 }
-                match self.seen.get(&t) {
+                match self.seen.find(&t).map(|id| self.seen.kind(id)) {
                     Some(Kind::File | Kind::Symlink | Kind::Special) => {}
                     Some(Kind::Dir | Kind::ImpliedDir) => {
                         return Err(bad(EntryProblem::HardlinkToDir(lossy(&target))))
@@ -230,18 +285,48 @@ impl<'a> LayoutChecker<'a> {
             }
             _ => {}
         }
-        match self.seen.get(&path) {
-            None => {
-                self.seen.insert(path, kind);
-                Ok(())
+        self.record(&path, kind).map_err(bad)
+    }
+
+    /// Records `path` (clean, not empty) as `kind`: every parent must be a directory
+    /// (explicit or implied, implied ones are added), never a symlink, and the path new
+    /// (an explicit directory may follow its children).
+    fn record(&mut self, path: &[u8], kind: Kind) -> Result<(), EntryProblem> {
+        let limit = self.limits.max_path_tree_bytes;
+        let too_big = || EntryProblem::PathsTooBig(limit);
+        let mut id = 0u32;
+        let mut end = 0usize;
+        let mut comps = path.split(|&b| b == b'/').peekable();
+        while let Some(c) = comps.next() {
+            let parent = path.get(..end.saturating_sub(1)).unwrap_or_default();
+            match self.seen.kind(id) {
+                Kind::Dir | Kind::ImpliedDir => {}
+                Kind::Symlink => return Err(EntryProblem::ThroughSymlink(lossy(parent))),
+                Kind::File | Kind::Special => {
+                    return Err(EntryProblem::ParentNotDir(lossy(parent)))
+                }
             }
-            // An explicit directory entry after its children is fine.
-            Some(Kind::ImpliedDir) if kind == Kind::Dir => {
-                self.seen.insert(path, kind);
-                Ok(())
-            }
-            Some(_) => Err(bad(EntryProblem::Duplicate)),
+            end += c.len() + 1;
+            let last = comps.peek().is_none();
+            id = match self.seen.child(id, c) {
+                Some(n) if !last => n,
+                Some(n) => {
+                    return match self.seen.kind(n) {
+                        Kind::ImpliedDir if kind == Kind::Dir => {
+                            self.seen.set(n, kind);
+                            Ok(())
+                        }
+                        _ => Err(EntryProblem::Duplicate),
+                    }
+                }
+                None if last => return self.seen.add(c, kind, limit).map(drop).ok_or_else(too_big),
+                None => self
+                    .seen
+                    .add(c, Kind::ImpliedDir, limit)
+                    .ok_or_else(too_big)?,
+            };
         }
+        Ok(())
     }
 
     /// The validated manifest, once all entries are checked.

@@ -673,3 +673,139 @@ fn images_made_by_gnu_tar_import_and_extract() {
         assert!(dest.join("long-name-".repeat(20)).exists());
     }
 }
+
+/// Address space of an attack's child process (bytes).
+const CHILD_AS_BYTES: u64 = 512 << 20;
+/// Set in the child: run the attack instead of spawning.
+const CHILD_ENV: &str = "APPC_BOUNDED_CHILD";
+
+/// Runs `attack` (which returns the import's outcome as text) in a child process running
+/// only the test `test` (its full path, e.g. `aci::tests::x`), with [`CHILD_AS_BYTES`] of
+/// address space and `deadline`; returns the text it reported.
+pub(crate) fn bounded(
+    test: &str,
+    deadline: std::time::Duration,
+    attack: impl FnOnce() -> String,
+) -> String {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let lim = libc::rlimit {
+            rlim_cur: CHILD_AS_BYTES,
+            rlim_max: CHILD_AS_BYTES,
+        };
+        // SAFETY: setrlimit reads the struct it is given; no memory is shared.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        assert_eq!(rc, 0, "setrlimit");
+        let text = attack();
+        println!("ATTACK-RESULT: {text}");
+        std::process::exit(0);
+    }
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{test}: child failed ({:?}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < deadline, "{test}: took {took:?}");
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("ATTACK-RESULT: ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{test}: no result in {stdout}"))
+        .to_string()
+}
+
+/// The outcome of importing `input`: `ok` or the error with its causes.
+fn outcome(input: impl std::io::Read, limits: &Limits) -> String {
+    match import(input, std::io::sink(), limits, &mut |_| {}) {
+        Ok(_) => "ok".into(),
+        Err(e) => {
+            let mut s = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                s.push_str(&format!(": {c}"));
+                cur = c.source();
+            }
+            s
+        }
+    }
+}
+
+/// A tar (no end marker) of directories at the `paths` (`tar::Builder` writes GNU long
+/// names for long ones).
+fn dirs_tar(paths: impl Iterator<Item = String>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for p in paths {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn many_deep_entries_hit_the_path_memory_limit() {
+    // 4000 entries of 1000 new components each (just under the depth limit): the old check
+    // stored every prefix, ~1 MB an entry (4 GB in all); now ~100 KB of tree nodes an
+    // entry, and the limit (64 MiB here) ends it.
+    let got = bounded(
+        "aci::tests::many_deep_entries_hit_the_path_memory_limit",
+        std::time::Duration::from_secs(60),
+        || {
+            let tar = dirs_tar((0..4000).map(|i| format!("rootfs/{i:04}/{}", "a/".repeat(1000))));
+            let limits = Limits {
+                max_path_tree_bytes: 64 << 20,
+                ..Limits::default()
+            };
+            outcome(&tar[..], &limits)
+        },
+    );
+    assert!(got.contains("paths take more than 67108864 bytes"), "{got}");
+}
+
+#[test]
+fn too_deep_paths_are_refused_and_ordinary_trees_fit_the_path_memory_limit() {
+    let deep = hostile(|t| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        t.append_data(
+            &mut h,
+            format!("rootfs/{}", "a/".repeat(1100)),
+            std::io::empty(),
+        )
+        .unwrap();
+    });
+    let got = outcome(&deep[..], &Limits::default());
+    assert!(got.contains("more than 1024 components"), "{got}");
+    // 100 000 files in 1000 directories, as in a distribution's tree, within a tenth of the
+    // default limit: 1 000 000 such entries fit the default.
+    let mut b = tar::Builder::new(Vec::new());
+    let m = manifest().to_json();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(m.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest", &m[..]).unwrap();
+    for i in 0..100_000u32 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        let p = format!("rootfs/usr/share/package-{:03}/file-{i:06}.txt", i / 100);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let limits = Limits {
+        max_path_tree_bytes: Limits::default().max_path_tree_bytes / 10,
+        ..Limits::default()
+    };
+    assert_eq!(outcome(&tar[..], &limits), "ok");
+}
