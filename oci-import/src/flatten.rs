@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
+use appc::aci::TarGuard;
 use tar::{EntryType, Header};
 
 use crate::blobs::{Blobs, Layer};
@@ -57,9 +58,13 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A layer's decompressed stream: bounded, digest-checked and guarded against oversized
+/// extension entries.
+type LayerTar = TarGuard<Verified<Bounded<Box<dyn Read>>>>;
+
 /// One layer's tar stream and the flags saying its digests matched.
 struct LayerStream {
-    tar: tar::Archive<Verified<Bounded<Box<dyn Read>>>>,
+    tar: tar::Archive<LayerTar>,
     diff_ok: Rc<Cell<bool>>,
     blob_ok: Option<Rc<Cell<bool>>>,
     compressed: Rc<Cell<u64>>,
@@ -119,7 +124,7 @@ fn open_layer(
     let diff = Verified::new(bounded, format!("{what} diff_id"), &layer.diff_id, None)?;
     let diff_ok = diff.ok_flag();
     Ok(LayerStream {
-        tar: tar::Archive::new(diff),
+        tar: tar::Archive::new(TarGuard::new(diff)),
         diff_ok,
         blob_ok,
         compressed,

@@ -292,7 +292,13 @@ impl Image {
 }
 
 /// Recovers an [`OciError`] carried inside an `io::Error` by the checking readers.
+/// A long-name, long-link or PAX entry over [`appc::aci::MAX_TAR_EXTENSION_BYTES`] (refused by
+/// the [`appc::aci::TarGuard`] in front of every tar read here) is [`OciError::Invalid`],
+/// saying so.
 pub(crate) fn lift(e: io::Error, otherwise: impl FnOnce(io::Error) -> OciError) -> OciError {
+    if let Some(x) = appc::aci::TarExtensionTooBig::inside(&e) {
+        return OciError::Invalid(x.to_string());
+    }
     if e.get_ref().is_some_and(|r| r.is::<OciError>()) {
         match e.into_inner().map(|b| b.downcast::<OciError>()) {
             Some(Ok(o)) => *o,

@@ -176,3 +176,67 @@ fn many_deep_paths_hit_the_path_memory_limit() {
         "converted"
     );
 }
+
+/// A GNU long-name (`L`) header claiming `size` bytes.
+fn long_name_header(size: u64) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::GNULongName);
+    if let Some(g) = h.as_gnu_mut() {
+        g.name[..13].copy_from_slice(b"././@LongLink");
+    }
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h
+}
+
+#[test]
+fn a_one_gib_long_name_in_an_archive_is_refused_without_buffering_it() {
+    // An oci-archive whose first entry is a 1 GiB long name (a sparse file: no disk used).
+    // The tar crate read it whole while indexing the archive.
+    let got = bounded(
+        "a_one_gib_long_name_in_an_archive_is_refused_without_buffering_it",
+        || {
+            let t = tempfile::tempdir().expect("tempdir");
+            let path = t.path().join("bomb.tar");
+            let f = std::fs::File::create(&path).expect("create");
+            std::io::Write::write_all(&mut &f, long_name_header(1 << 30).as_bytes())
+                .expect("write");
+            f.set_len(512 + (1 << 30) + 1024).expect("set_len");
+            let r = Reference::parse(&format!("oci-archive:{}", path.display()))
+                .expect("a reference")
+                .expect("valid");
+            let start = Instant::now();
+            let e = Image::open(&r, &Limits::default()).expect_err("refused");
+            assert!(start.elapsed() < Duration::from_secs(5), "{e}");
+            assert!(e.is_bad_image(), "{e}");
+            e.to_string()
+        },
+    );
+    assert!(
+        got.contains("tar GNU long name of 1073741824 bytes, more than the limit of 1048576"),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_long_name_over_the_limit_in_a_layer_is_refused() {
+    // 2 MiB of long name (gzipped to a few KB: within the ratio grace, so no other limit
+    // stops it).
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut l = long_name_header(2 << 20).as_bytes().to_vec();
+    l.resize(l.len() + (2 << 20), b'a');
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::Directory);
+    h.set_path("d").expect("path");
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_cksum();
+    l.extend_from_slice(h.as_bytes());
+    l.resize(l.len() + 1024, 0);
+    let got = convert_err(t.path(), &[l], &Limits::default());
+    assert!(
+        got.contains("tar GNU long name of 2097152 bytes, more than the limit of 1048576"),
+        "{got}"
+    );
+}

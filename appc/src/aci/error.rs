@@ -24,6 +24,9 @@ pub enum AciError {
     /// The tar stream is damaged.
     #[error("corrupt tar archive")]
     CorruptTar(#[source] io::Error),
+    /// A GNU long-name/long-link entry or PAX header larger than the limit.
+    #[error(transparent)]
+    TarExtensionTooBig(#[from] super::TarExtensionTooBig),
     /// The tar ends without its end-of-archive marker.
     #[error("truncated tar archive")]
     Truncated,
@@ -96,6 +99,24 @@ pub enum AciError {
     /// The hashing/validation thread panicked.
     #[error("image validation thread panicked")]
     WorkerPanicked,
+}
+
+impl AciError {
+    /// An error of reading a tar stream: [`AciError::TarExtensionTooBig`] if the
+    /// [`super::TarGuard`] refused the stream, [`AciError::CorruptTar`] otherwise.
+    pub fn tar(e: io::Error) -> AciError {
+        if super::TarExtensionTooBig::inside(&e).is_none() {
+            return AciError::CorruptTar(e);
+        }
+        match e
+            .into_inner()
+            .map(|b| b.downcast::<super::TarExtensionTooBig>())
+        {
+            Some(Ok(x)) => AciError::TarExtensionTooBig(*x),
+            Some(Err(b)) => AciError::CorruptTar(io::Error::other(b)),
+            None => AciError::CorruptTar(io::Error::other("unreadable tar")),
+        }
+    }
 }
 
 /// What is wrong with one tar entry.

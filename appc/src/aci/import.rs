@@ -22,7 +22,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::layout::LayoutChecker;
-use super::{sniff, AciError, Compression, SNIFF_LEN};
+use super::{sniff, AciError, Compression, TarGuard, SNIFF_LEN};
 use crate::id::ImageDigest;
 use crate::schema::ImageManifest;
 
@@ -219,10 +219,10 @@ struct Walked {
 fn walk(mut reader: ChunkReader, limits: &Limits) -> Result<Walked, AciError> {
     let mut checker = LayoutChecker::new(limits);
     {
-        let mut archive = tar::Archive::new(&mut reader);
-        let entries = archive.entries().map_err(AciError::CorruptTar)?;
+        let mut archive = tar::Archive::new(TarGuard::new(&mut reader));
+        let entries = archive.entries().map_err(AciError::tar)?;
         for entry in entries {
-            let mut entry = entry.map_err(AciError::CorruptTar)?;
+            let mut entry = entry.map_err(AciError::tar)?;
             checker.check(&mut entry)?;
         }
     }
@@ -493,9 +493,9 @@ fn pump(
 /// Read and validate the manifest of an uncompressed ACI tar (stops after it).
 pub fn read_manifest_from_tar<R: Read>(tar: R) -> Result<(ImageManifest, Vec<u8>), AciError> {
     let limits = Limits::default();
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(AciError::CorruptTar)? {
-        let entry = entry.map_err(AciError::CorruptTar)?;
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
+    for entry in archive.entries().map_err(AciError::tar)? {
+        let entry = entry.map_err(AciError::tar)?;
         let path = super::layout::clean_path(&entry.path_bytes()).unwrap_or_default();
         if path != b"manifest" {
             continue;

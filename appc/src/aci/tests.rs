@@ -809,3 +809,90 @@ fn too_deep_paths_are_refused_and_ordinary_trees_fit_the_path_memory_limit() {
     };
     assert_eq!(outcome(&tar[..], &limits), "ok");
 }
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A tar stream made as it is read, never held: a GNU long-name (`L`) entry claiming `size`
+/// bytes and that many `a`s, a directory entry it names, the end marker; and the counter of
+/// bytes read from it.
+pub(crate) fn long_name_bomb(
+    size: u64,
+) -> (
+    impl std::io::Read,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::Read as _;
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(EntryType::GNULongName);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    let pad = (512 - size % 512) % 512;
+    let mut d = tar::Header::new_gnu();
+    d.set_entry_type(EntryType::Directory);
+    d.set_path("rootfs/aaaa").unwrap();
+    d.set_mode(0o755);
+    d.set_size(0);
+    d.set_cksum();
+    let mut tail = vec![0u8; pad as usize];
+    tail.extend_from_slice(d.as_bytes());
+    tail.extend_from_slice(&[0u8; 1024]);
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = std::io::Cursor::new(h.as_bytes().to_vec())
+        .chain(std::io::repeat(b'a').take(size))
+        .chain(std::io::Cursor::new(tail));
+    (
+        Counted {
+            inner: stream,
+            n: n.clone(),
+        },
+        n,
+    )
+}
+
+#[test]
+fn a_one_gib_long_name_is_refused_without_buffering_it() {
+    // The tar crate read a long name whole before anyone saw it: 1 GiB in memory.
+    let got = bounded(
+        "aci::tests::a_one_gib_long_name_is_refused_without_buffering_it",
+        std::time::Duration::from_secs(30),
+        || {
+            let (bomb, read) = long_name_bomb(1 << 30);
+            let import = outcome(bomb, &Limits::default());
+            let read = read.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(read < 64 << 20, "import read {read} bytes");
+            let (bomb, read) = long_name_bomb(1 << 30);
+            let dest = tempfile::tempdir().unwrap();
+            let extract = extract_rootfs(bomb, dest.path(), &ExtractOptions::default())
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string());
+            let read = read.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(read < 64 << 20, "extract read {read} bytes");
+            let (bomb, _) = long_name_bomb(1 << 30);
+            let manifest = read_manifest_from_tar(bomb)
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string());
+            format!("{import} | {extract} | {manifest}")
+        },
+    );
+    let want = "tar GNU long name of 1073741824 bytes, more than the limit of 1048576";
+    assert_eq!(got.matches(want).count(), 3, "{got}");
+    // Within the limit, the same stream is an ordinary (if odd) entry.
+    let (small, _) = long_name_bomb(1000);
+    let got = outcome(small, &Limits::default());
+    assert!(got.contains("aaaa"), "{got}");
+}
