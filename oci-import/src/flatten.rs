@@ -1,8 +1,9 @@
 //! Applying the layers: the top layer is read first and the first version of a path wins;
 //! a whiteout (`.wh.NAME`) hides NAME and an opaque marker (`.wh..wh..opq`) hides a
 //! directory's contents in the layers below (never in its own layer), as do a non-directory
-//! or a whiteout over any parent. Every layer is streamed once (a hardlink whose target a
-//! higher layer replaced makes its layer be read a second time, to copy the old content).
+//! or a whiteout over any parent. Every layer is streamed once (hardlinks whose targets a
+//! higher layer replaced make their layer be read one second time, after the rest of it,
+//! to copy the old contents; both passes count toward the limits).
 //! Output headers are rebuilt from the parsed fields (type, mode, uid, gid, mtime, size,
 //! names), so two archives of the same layers give the same bytes.
 
@@ -465,8 +466,12 @@ pub(crate) fn write_rootfs<W: Write>(
         let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
         // Regular files of this layer that a higher layer replaced: path -> ordinal.
         let mut skipped: HashMap<Vec<u8>, u64> = HashMap::new();
-        // Hardlinks whose target was copied under another path: target -> that path.
-        let mut relinked: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        // Hardlinks naming a file of this layer a higher layer replaced, in order; written
+        // after the layer, from one more pass over it.
+        let mut deferred: Vec<DeferredLink> = Vec::new();
+        // Their paths -> the ordinal of the old file they name (a link to one of them names
+        // the same file).
+        let mut deferred_at: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut ordinal = 0u64;
         for e in ls.tar.entries().map_err(corrupt)? {
             let mut e = e.map_err(corrupt)?;
@@ -569,18 +574,22 @@ pub(crate) fn write_rootfs<W: Write>(
                     let here = st
                         .decided(&target)
                         .is_some_and(|d| d.layer == li && d.written && !d.dir);
-                    if here {
+                    let old = deferred_at
+                        .get(&target)
+                        .or_else(|| skipped.get(&target).filter(|_| !here))
+                        .copied();
+                    if let Some(k) = old {
+                        st.charge(2 * p.len() as u64 + (BLOCK as u64) + NODE_OVERHEAD)?;
+                        deferred.push(DeferredLink {
+                            path: p.clone(),
+                            header: header(&e, t, 0),
+                            old: k,
+                        });
+                        deferred_at.insert(p.clone(), k);
+                    } else if here {
                         let mut h = header(&e, t, 0);
                         out.append_link(&mut h, out_path(&p), out_path(&target))
                             .map_err(OciError::Write)?;
-                    } else if let Some(first) = relinked.get(&target) {
-                        let mut h = header(&e, t, 0);
-                        out.append_link(&mut h, out_path(&p), out_path(first))
-                            .map_err(OciError::Write)?;
-                    } else if let Some(&k) = skipped.get(&target) {
-                        copy_old(blobs, layer, li, limits, k, &p, out)?;
-                        st.charge((p.len() + target.len()) as u64 + NODE_OVERHEAD)?;
-                        relinked.insert(target, p.clone());
                     } else {
                         return Err(bad());
                     }
@@ -622,6 +631,9 @@ pub(crate) fn write_rootfs<W: Write>(
             )));
         }
         totals.compressed_before += ls.compressed.get();
+        if !deferred.is_empty() {
+            copy_old(blobs, layer, li, limits, &mut totals, &deferred, out)?;
+        }
     }
     Ok(Flat {
         warnings: warn.0,
@@ -662,32 +674,69 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-/// Writes the `k`-th entry of layer `li` (a file a higher layer replaced) as a regular file
-/// at `p`: a hardlink of that layer still names the old content.
+/// Tar block size (bytes).
+const BLOCK: usize = 512;
+
+/// A hardlink of a layer naming a file of the same layer that a higher layer replaced.
+struct DeferredLink {
+    /// The link's path.
+    path: Vec<u8>,
+    /// Its output header.
+    header: Header,
+    /// The ordinal of the old file in its layer.
+    old: u64,
+}
+
+/// Writes the hardlinks of layer `li` that name files a higher layer replaced, after the
+/// layer's other entries: one more pass over the layer (charged to the same totals) writes
+/// each old file once, as a regular file at the first link's path; the other links name
+/// that path.
 fn copy_old<W: Write>(
     blobs: &Blobs,
     layer: &Layer,
     li: usize,
     limits: &Limits,
-    k: u64,
-    p: &[u8],
+    totals: &mut Totals,
+    links: &[DeferredLink],
     out: &mut tar::Builder<W>,
 ) -> Result<(), OciError> {
-    let totals = Totals {
-        uncompressed: Rc::new(Cell::new(0)),
-        compressed_before: 0,
-    };
-    let mut ls = open_layer(blobs, layer, li, limits, &totals)?;
+    // Old file ordinal -> the first link's path.
+    let mut first: HashMap<u64, &[u8]> = HashMap::new();
+    for l in links {
+        first.entry(l.old).or_insert(&l.path);
+    }
+    let mut ls = open_layer(blobs, layer, li, limits, totals)?;
     let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
+    let mut found = 0usize;
     for (i, e) in ls.tar.entries().map_err(corrupt)?.enumerate() {
         let mut e = e.map_err(corrupt)?;
-        if i as u64 + 1 == k {
+        if let Some(p) = first.get(&(i as u64 + 1)) {
             let size = e.size();
             let mut h = header(&e, EntryType::Regular, size);
-            return copy_entry(out, &mut h, p, &mut e, size).map_err(corrupt);
+            copy_entry(out, &mut h, p, &mut e, size).map_err(corrupt)?;
+            found += 1;
+            if found == first.len() {
+                break;
+            }
         }
     }
-    Err(OciError::Invalid(format!(
-        "layer {li} changed while it was read"
-    )))
+    let mut rest = ls.tar.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+    totals.compressed_before += ls.compressed.get();
+    if found != first.len() || !ls.diff_ok.get() || ls.blob_ok.as_ref().is_some_and(|f| !f.get()) {
+        return Err(OciError::Invalid(format!(
+            "layer {li} changed while it was read"
+        )));
+    }
+    for l in links {
+        match first.get(&l.old) {
+            Some(p) if *p != &l.path[..] => {
+                let mut h = l.header.clone();
+                out.append_link(&mut h, out_path(&l.path), out_path(p))
+                    .map_err(OciError::Write)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

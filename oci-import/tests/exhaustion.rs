@@ -240,3 +240,123 @@ fn a_long_name_over_the_limit_in_a_layer_is_refused() {
         "{got}"
     );
 }
+
+/// Appends a regular file or a hardlink (no data) to `b`.
+fn append(b: &mut tar::Builder<Vec<u8>>, path: &str, link: Option<&str>, data: &[u8]) {
+    let mut h = Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    match link {
+        Some(l) => {
+            h.set_entry_type(EntryType::Link);
+            b.append_link(&mut h, path, l).expect("link");
+        }
+        None => {
+            h.set_entry_type(EntryType::Regular);
+            b.append_data(&mut h, path, data).expect("file");
+        }
+    }
+}
+
+/// Converts `layers` (uncompressed in the layout) to an ACI tar.
+fn convert_ok(dir: &Path, layers: &[Vec<u8>], limits: &Limits) -> Result<Vec<u8>, String> {
+    let tw = Tweaks {
+        uncompressed: true,
+        ..Tweaks::default()
+    };
+    write_oci(dir, "1", layers, &tw).expect("layout");
+    let r = Reference::parse(&format!("oci:{}", dir.display()))
+        .expect("a reference")
+        .expect("valid");
+    let mut out = Vec::new();
+    Image::open(&r, limits)
+        .and_then(|img| img.write_aci(&mut out))
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[test]
+fn many_hardlinks_to_replaced_files_read_their_layer_twice_at_most() {
+    // The lower layer: N files, then a hardlink to each (and a link to a link, a second link
+    // to one file); the upper layer makes their directory opaque, so every target is
+    // replaced. Each link re-read the layer up to its target: N²/2 entries (2·10⁸ here).
+    const N: usize = 20_000;
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut b = tar::Builder::new(Vec::new());
+    for i in 0..N {
+        append(&mut b, &format!("d/f{i}"), None, &[b'a' + (i % 26) as u8]);
+    }
+    for i in 0..N {
+        append(&mut b, &format!("e/h{i}"), Some(&format!("d/f{i}")), b"");
+    }
+    append(&mut b, "e/x", Some("e/h0"), b"");
+    append(&mut b, "e/y", Some("d/f0"), b"");
+    let lower = b.into_inner().expect("tar");
+    let upper = layer(&[Entry::Dir("d/"), Entry::File("d/.wh..wh..opq", b"")]);
+    let start = Instant::now();
+    let aci = convert_ok(t.path(), &[lower, upper], &Limits::default()).expect("converts");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let mut files = 0;
+    let mut links = Vec::new();
+    for e in tar::Archive::new(&aci[..]).entries().expect("tar") {
+        let mut e = e.expect("entry");
+        let p = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let Some(i) = p.strip_prefix("rootfs/e/") else {
+            assert!(!p.starts_with("rootfs/d/f"), "{p} is hidden");
+            continue;
+        };
+        match e.header().entry_type() {
+            EntryType::Regular => {
+                let n: usize = i.trim_start_matches('h').parse().expect("h<i>");
+                let mut d = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut d).expect("data");
+                assert_eq!(d, [b'a' + (n % 26) as u8], "{p}");
+                files += 1;
+            }
+            _ => {
+                let l = e.link_name_bytes().expect("target").into_owned();
+                links.push((p, String::from_utf8_lossy(&l).into_owned()));
+            }
+        }
+    }
+    assert_eq!(files, N);
+    assert_eq!(
+        links,
+        [
+            ("rootfs/e/x".to_string(), "rootfs/e/h0".to_string()),
+            ("rootfs/e/y".to_string(), "rootfs/e/h0".to_string())
+        ]
+    );
+    appc::aci::import(
+        &aci[..],
+        std::io::sink(),
+        &appc::aci::Limits::default(),
+        &mut |_| {},
+    )
+    .expect("the ACI importer accepts the output");
+}
+
+#[test]
+fn the_second_pass_over_a_layer_counts_toward_the_total_limit() {
+    // 3 MiB read once fits a 5 MiB total; read again for the hardlink, it does not (each
+    // re-read used to start from zero).
+    let t = tempfile::tempdir().expect("tempdir");
+    let big = vec![0u8; 3 << 20];
+    let mut b = tar::Builder::new(Vec::new());
+    append(&mut b, "big", None, &big);
+    append(&mut b, "big2", Some("big"), b"");
+    let lower = b.into_inner().expect("tar");
+    let upper = layer(&[Entry::File("big", b"new")]);
+    let lim = Limits {
+        max_uncompressed_bytes: 5 << 20,
+        ..Limits::default()
+    };
+    let got = convert_ok(t.path(), &[lower.clone(), upper.clone()], &lim).expect_err("too big");
+    assert!(got.contains("total size"), "{got}");
+    let lim = Limits {
+        max_uncompressed_bytes: 7 << 20,
+        ..Limits::default()
+    };
+    convert_ok(&t.path().join("fits"), &[lower, upper], &lim).expect("two passes fit");
+}
