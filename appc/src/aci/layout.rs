@@ -2,7 +2,7 @@
 //! `manifest` + `rootfs/...`, clean unique paths, links that stay inside rootfs/, no
 //! entry below a symlink, no devices unless allowed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use tar::{Entry, EntryType};
@@ -74,6 +74,86 @@ fn resolve_inside(dir: &[u8], target: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// Most symlinks followed within one resolution (Linux's MAXSYMLINKS).
+const MAX_LINK_NESTING: u32 = 40;
+
+/// Where resolving a symlink leads.
+#[derive(Clone, Copy)]
+enum Resolved {
+    /// Node `node`, then `virtual_depth` components that do not exist.
+    At { node: u32, virtual_depth: u32 },
+    /// A symlink loop: nothing can be reached through it.
+    Loop,
+    /// Being resolved (meeting it again is a loop).
+    InProgress,
+}
+
+/// Resolves the symlink node `id` (see [`LayoutChecker::check_links`]); `None` if it climbs
+/// above `rootfs` or nests more than [`MAX_LINK_NESTING`] symlinks.
+fn resolve_link(
+    tree: &mut Tree,
+    rootfs: u32,
+    id: u32,
+    nesting: u32,
+    memo: &mut HashMap<u32, Resolved>,
+) -> Option<Resolved> {
+    match memo.get(&id) {
+        Some(Resolved::InProgress) => return Some(Resolved::Loop),
+        Some(r) => return Some(*r),
+        None => {}
+    }
+    if nesting > MAX_LINK_NESTING {
+        return None;
+    }
+    memo.insert(id, Resolved::InProgress);
+    let target = tree
+        .links
+        .get(&id)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    let mut node = if target.first() == Some(&b'/') {
+        rootfs
+    } else {
+        tree.parent(id)
+    };
+    let mut virtual_depth = 0u32;
+    let mut result = None;
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." if virtual_depth > 0 => virtual_depth -= 1,
+            b".." if node == rootfs => return None,
+            b".." => node = tree.parent(node),
+            _ if virtual_depth > 0 => virtual_depth += 1,
+            name => match tree.child(node, name) {
+                None => virtual_depth = 1,
+                Some(n) if tree.kind(n) == Kind::Symlink => {
+                    match resolve_link(tree, rootfs, n, nesting + 1, memo)? {
+                        Resolved::At {
+                            node: a,
+                            virtual_depth: v,
+                        } => {
+                            node = a;
+                            virtual_depth = v;
+                        }
+                        _ => {
+                            result = Some(Resolved::Loop);
+                            break;
+                        }
+                    }
+                }
+                Some(n) => node = n,
+            },
+        }
+    }
+    let r = result.unwrap_or(Resolved::At {
+        node,
+        virtual_depth,
+    });
+    memo.insert(id, r);
+    Some(r)
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -87,6 +167,10 @@ const NODE_OVERHEAD: u64 = 96;
 struct Tree {
     /// Kind of each node; node 0 is the archive root (the empty path).
     kinds: Vec<Kind>,
+    /// Parent of each node (the root's is itself).
+    parents: Vec<u32>,
+    /// Each symlink node's entry path and target.
+    links: BTreeMap<u32, LinkEntry>,
     /// Parent node id (4 bytes, little-endian) + component name -> node id.
     children: HashMap<Box<[u8]>, u32>,
     /// Bytes charged so far (names plus [`NODE_OVERHEAD`] per node).
@@ -99,6 +183,8 @@ impl Tree {
     fn new() -> Self {
         Self {
             kinds: vec![Kind::Dir],
+            parents: vec![0],
+            links: BTreeMap::new(),
             children: HashMap::new(),
             bytes: 0,
             key: Vec::new(),
@@ -114,13 +200,14 @@ impl Tree {
 
     /// A new node of `kind` for `name`, whose key `child` just looked up in vain (it is in
     /// `self.key`); `None` past `limit` bytes.
-    fn add(&mut self, name: &[u8], kind: Kind, limit: u64) -> Option<u32> {
+    fn add(&mut self, parent: u32, name: &[u8], kind: Kind, limit: u64) -> Option<u32> {
         self.bytes = self.bytes.saturating_add(name.len() as u64 + NODE_OVERHEAD);
         if self.bytes > limit {
             return None;
         }
         let n = u32::try_from(self.kinds.len()).ok()?;
         self.kinds.push(kind);
+        self.parents.push(parent);
         self.children.insert(Box::from(&self.key[..]), n);
         Some(n)
     }
@@ -131,6 +218,10 @@ impl Tree {
             .get(id as usize)
             .copied()
             .unwrap_or(Kind::Special)
+    }
+
+    fn parent(&self, id: u32) -> u32 {
+        self.parents.get(id as usize).copied().unwrap_or(0)
     }
 
     fn set(&mut self, id: u32, kind: Kind) {
@@ -151,6 +242,9 @@ impl Tree {
         Some(id)
     }
 }
+
+/// A symlink's entry path (as stored) and target.
+type LinkEntry = (Box<[u8]>, Box<[u8]>);
 
 /// Streaming checker for one archive.
 pub(crate) struct LayoutChecker<'a> {
@@ -245,7 +339,7 @@ impl<'a> LayoutChecker<'a> {
             if kind != Kind::Dir {
                 return Err(bad(EntryProblem::RootfsNotDir));
             }
-            return self.record(&path, kind).map_err(bad);
+            return self.record(&path, kind).map(drop).map_err(bad);
         };
         if kind == Kind::Special && !self.limits.allow_devices {
             return Err(bad(EntryProblem::Device));
@@ -285,13 +379,27 @@ impl<'a> LayoutChecker<'a> {
             }
             _ => {}
         }
-        self.record(&path, kind).map_err(bad)
+        let id = self.record(&path, kind).map_err(bad)?;
+        if etype == EntryType::Symlink {
+            let target = entry.link_name_bytes().unwrap_or_default();
+            let cost = (path.len() + target.len()) as u64 + NODE_OVERHEAD;
+            self.seen.bytes = self.seen.bytes.saturating_add(cost);
+            if self.seen.bytes > self.limits.max_path_tree_bytes {
+                return Err(bad(EntryProblem::PathsTooBig(
+                    self.limits.max_path_tree_bytes,
+                )));
+            }
+            self.seen
+                .links
+                .insert(id, (Box::from(&raw[..]), Box::from(&target[..])));
+        }
+        Ok(())
     }
 
     /// Records `path` (clean, not empty) as `kind`: every parent must be a directory
     /// (explicit or implied, implied ones are added), never a symlink, and the path new
     /// (an explicit directory may follow its children).
-    fn record(&mut self, path: &[u8], kind: Kind) -> Result<(), EntryProblem> {
+    fn record(&mut self, path: &[u8], kind: Kind) -> Result<u32, EntryProblem> {
         let limit = self.limits.max_path_tree_bytes;
         let too_big = || EntryProblem::PathsTooBig(limit);
         let mut id = 0u32;
@@ -314,23 +422,47 @@ impl<'a> LayoutChecker<'a> {
                     return match self.seen.kind(n) {
                         Kind::ImpliedDir if kind == Kind::Dir => {
                             self.seen.set(n, kind);
-                            Ok(())
+                            Ok(n)
                         }
                         _ => Err(EntryProblem::Duplicate),
                     }
                 }
-                None if last => return self.seen.add(c, kind, limit).map(drop).ok_or_else(too_big),
+                None if last => return self.seen.add(id, c, kind, limit).ok_or_else(too_big),
                 None => self
                     .seen
-                    .add(c, Kind::ImpliedDir, limit)
+                    .add(id, c, Kind::ImpliedDir, limit)
                     .ok_or_else(too_big)?,
             };
+        }
+        Ok(id)
+    }
+
+    /// Resolves every symlink through the symlinks of the finished tree, as the kernel
+    /// would from inside rootfs: a target that climbs above rootfs is refused (e.g. `s -> .`
+    /// with `l -> s/s/../..`, lexically inside). Each symlink is resolved once (memoized),
+    /// so this is linear in the targets' lengths. Components that do not exist are taken
+    /// lexically; a symlink loop cannot be followed, so it escapes nowhere.
+    fn check_links(&mut self) -> Result<(), AciError> {
+        let Some(rootfs) = self.seen.find(b"rootfs") else {
+            return Ok(());
+        };
+        let ids: Vec<u32> = self.seen.links.keys().copied().collect();
+        let mut memo = HashMap::new();
+        for id in ids {
+            if resolve_link(&mut self.seen, rootfs, id, 0, &mut memo).is_none() {
+                let (path, target) = self.seen.links.get(&id).cloned().unwrap_or_default();
+                return Err(AciError::Entry {
+                    path: lossy(&path),
+                    problem: EntryProblem::SymlinkEscapes(lossy(&target)),
+                });
+            }
         }
         Ok(())
     }
 
     /// The validated manifest, once all entries are checked.
-    pub(crate) fn finish(self) -> Result<(ImageManifest, Vec<u8>), AciError> {
+    pub(crate) fn finish(mut self) -> Result<(ImageManifest, Vec<u8>), AciError> {
+        self.check_links()?;
         let json = self.manifest.ok_or(AciError::MissingManifest)?;
         let m = ImageManifest::from_json(&json).map_err(AciError::Manifest)?;
         Ok((m, json))

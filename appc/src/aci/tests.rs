@@ -150,6 +150,12 @@ pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
         ("absolute", hostile(|t| file(t, "/etc/evil")), d(), r#"entry "/etc/evil": absolute path"#.into()),
         ("symlink escape", hostile(|t| link(t, EntryType::Symlink, "rootfs/a/l", "../../etc")), d(),
             r#"entry "rootfs/a/l": symlink target "../../etc" resolves outside rootfs"#.into()),
+        ("symlink escape through a dot link", hostile(|t| { link(t, EntryType::Symlink, "rootfs/s", "."); link(t, EntryType::Symlink, "rootfs/l", "s/s/s/../../.."); }), d(),
+            r#"entry "rootfs/l": symlink target "s/s/s/../../.." resolves outside rootfs"#.into()),
+        ("symlink escape through a later dot link", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a/l", "../s/s/../.."); link(t, EntryType::Symlink, "rootfs/s", "/"); }), d(),
+            r#"entry "rootfs/a/l": symlink target "../s/s/../.." resolves outside rootfs"#.into()),
+        ("symlink escape through a chain", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a/b/up", "../.."); link(t, EntryType::Symlink, "rootfs/a/b/l", "up/.."); }), d(),
+            r#"entry "rootfs/a/b/l": symlink target "up/.." resolves outside rootfs"#.into()),
         ("through symlinked dir", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a", "/etc"); file(t, "rootfs/a/passwd"); }), d(),
             r#"entry "rootfs/a/passwd": parent "rootfs/a" is a symlink"#.into()),
         ("hardlink outside", hostile(|t| link(t, EntryType::Link, "rootfs/h", "/etc/passwd")), d(),
@@ -895,4 +901,45 @@ fn a_one_gib_long_name_is_refused_without_buffering_it() {
     let (small, _) = long_name_bomb(1000);
     let got = outcome(small, &Limits::default());
     assert!(got.contains("aaaa"), "{got}");
+}
+
+#[test]
+fn symlinks_resolved_through_symlinks_inside_rootfs_are_accepted() {
+    let ok = hostile(|t| {
+        link(t, EntryType::Symlink, "rootfs/s", ".");
+        link(t, EntryType::Symlink, "rootfs/usr/bin", "../bin");
+        link(t, EntryType::Symlink, "rootfs/usr/lib64", "/lib");
+        link(t, EntryType::Symlink, "rootfs/a/up", "..");
+        // Through s and up, and back down: never above rootfs.
+        link(
+            t,
+            EntryType::Symlink,
+            "rootfs/a/l",
+            "up/s/usr/bin/../usr/lib64/..",
+        );
+        // Missing components are taken as written.
+        link(t, EntryType::Symlink, "rootfs/m", "no/such/../..");
+        // A loop resolves nowhere.
+        link(t, EntryType::Symlink, "rootfs/x", "y/..");
+        link(t, EntryType::Symlink, "rootfs/y", "x/..");
+    });
+    let (r, _) = run(&ok, &Limits::default());
+    r.unwrap();
+    // A chain deeper than Linux follows is refused.
+    let deep = hostile(|t| {
+        for i in 0..50 {
+            link(
+                t,
+                EntryType::Symlink,
+                &format!("rootfs/c{i}"),
+                &format!("c{}", i + 1),
+            );
+        }
+        file(t, "rootfs/c50");
+    });
+    let (r, _) = run(&deep, &Limits::default());
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("resolves outside rootfs"));
 }
