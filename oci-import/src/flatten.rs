@@ -191,9 +191,10 @@ struct Node {
     decided: Option<Decided>,
     /// A parent of a written entry: it must stay a directory.
     implied: bool,
-    /// Hidden by a whiteout of this layer (the highest such).
+    /// The highest layer with a whiteout of this path (it hides it in the layers below).
     hidden_by: Option<usize>,
-    /// Made opaque by a marker of this layer (the highest such).
+    /// The highest layer with an opaque marker in this directory (it hides its contents in
+    /// the layers below).
     opaque_by: Option<usize>,
 }
 
