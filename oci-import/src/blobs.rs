@@ -272,9 +272,12 @@ impl Blobs {
 fn index_archive(r: &Reference, limits: &Limits) -> Result<Blobs, OciError> {
     let file = Arc::new(File::open(&r.path).map_err(open_err(r))?);
     let mut index = HashMap::new();
-    let mut ar = tar::Archive::new(&*file);
-    let bad =
-        |e: io::Error| OciError::Invalid(format!("{} is not a tar archive: {e}", r.path.display()));
+    let mut ar = tar::Archive::new(appc::aci::TarGuard::new(&*file));
+    let bad = |e: io::Error| {
+        crate::lift(e, |e| {
+            OciError::Invalid(format!("{} is not a tar archive: {e}", r.path.display()))
+        })
+    };
     let mut n = 0u64;
     for entry in ar.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;

@@ -1,19 +1,21 @@
 //! Applying the layers: the top layer is read first and the first version of a path wins;
 //! a whiteout (`.wh.NAME`) hides NAME and an opaque marker (`.wh..wh..opq`) hides a
 //! directory's contents in the layers below (never in its own layer), as do a non-directory
-//! or a whiteout over any parent. Every layer is streamed once (a hardlink whose target a
-//! higher layer replaced makes its layer be read a second time, to copy the old content).
+//! or a whiteout over any parent. Every layer is streamed once (hardlinks whose targets a
+//! higher layer replaced make their layer be read one second time, after the rest of it,
+//! to copy the old contents; both passes count toward the limits).
 //! Output headers are rebuilt from the parsed fields (type, mode, uid, gid, mtime, size,
 //! names), so two archives of the same layers give the same bytes.
 
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
+use appc::aci::TarGuard;
 use tar::{EntryType, Header};
 
 use crate::blobs::{Blobs, Layer};
@@ -57,9 +59,13 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// A layer's decompressed stream: bounded, digest-checked and guarded against oversized
+/// extension entries.
+type LayerTar = TarGuard<Verified<Bounded<Box<dyn Read>>>>;
+
 /// One layer's tar stream and the flags saying its digests matched.
 struct LayerStream {
-    tar: tar::Archive<Verified<Bounded<Box<dyn Read>>>>,
+    tar: tar::Archive<LayerTar>,
     diff_ok: Rc<Cell<bool>>,
     blob_ok: Option<Rc<Cell<bool>>>,
     compressed: Rc<Cell<u64>>,
@@ -119,7 +125,7 @@ fn open_layer(
     let diff = Verified::new(bounded, format!("{what} diff_id"), &layer.diff_id, None)?;
     let diff_ok = diff.ok_flag();
     Ok(LayerStream {
-        tar: tar::Archive::new(diff),
+        tar: tar::Archive::new(TarGuard::new(diff)),
         diff_ok,
         blob_ok,
         compressed,
@@ -174,47 +180,232 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The decisions so far.
+/// Bytes a path-tree node costs besides its name (map slot at the table's lowest load,
+/// key allocation and node; an estimate on the high side).
+const NODE_OVERHEAD: u64 = 96;
+
+/// What is known about one path.
 #[derive(Default)]
+struct Node {
+    /// Decided by a higher layer or earlier in this one.
+    decided: Option<Decided>,
+    /// A parent of a written entry: it must stay a directory.
+    implied: bool,
+    /// The highest layer with a whiteout of this path (it hides it in the layers below).
+    hidden_by: Option<usize>,
+    /// The highest layer with an opaque marker in this directory (it hides its contents in
+    /// the layers below).
+    opaque_by: Option<usize>,
+}
+
+/// The decisions so far, as a tree keyed by (parent node, component): each entry costs time
+/// and memory in proportion to its path's length, never to its square.
 struct State {
-    decided: HashMap<Vec<u8>, Decided>,
-    /// Parents of written entries that no entry has decided yet: they must stay directories.
-    implied: HashSet<Vec<u8>>,
-    hidden: HashSet<Vec<u8>>,
-    opaque: HashSet<Vec<u8>>,
+    /// Node 0 is the root (the empty path).
+    nodes: Vec<Node>,
+    /// Parent node id (4 bytes, little-endian) + component name -> node id.
+    children: HashMap<Box<[u8]>, u32>,
+    /// Bytes charged so far (nodes and remembered paths).
+    bytes: u64,
+    /// The limit on `bytes`.
+    max_bytes: u64,
+    /// Scratch key for lookups.
+    key: Vec<u8>,
 }
 
 impl State {
-    /// Whether a higher layer (or an earlier entry) already decided `p` or hides it.
-    fn shadowed(&self, p: &[u8], dir: bool) -> bool {
-        if self.decided.contains_key(p)
-            || self.hidden.contains(p)
-            || (!dir && self.implied.contains(p))
-        {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            nodes: vec![Node::default()],
+            children: HashMap::new(),
+            bytes: 0,
+            max_bytes: limits.max_path_tree_bytes,
+            key: Vec::new(),
+        }
+    }
+
+    /// Charges `n` bytes of remembered paths to the limit.
+    fn charge(&mut self, n: u64) -> Result<(), OciError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.max_bytes {
+            return Err(OciError::TooBig {
+                what: "memory for the layers' paths",
+                limit: format!("{} bytes", self.max_bytes),
+            });
+        }
+        Ok(())
+    }
+
+    fn node(&self, id: u32) -> &Node {
+        // Ids come from `children` or are 0; both index `nodes`.
+        self.nodes.get(id as usize).unwrap_or(&EMPTY)
+    }
+
+    fn child(&mut self, id: u32, name: &[u8]) -> Option<u32> {
+        self.key.clear();
+        self.key.extend_from_slice(&id.to_le_bytes());
+        self.key.extend_from_slice(name);
+        self.children.get(&self.key[..]).copied()
+    }
+
+    /// The node of `p` (a clean path), created with its parents if missing.
+    fn make(&mut self, p: &[u8]) -> Result<u32, OciError> {
+        let mut id = 0u32;
+        if p.is_empty() {
+            return Ok(id);
+        }
+        for c in p.split(|&b| b == b'/') {
+            id = match self.child(id, c) {
+                Some(n) => n,
+                None => self.make_child(c)?,
+            };
+        }
+        Ok(id)
+    }
+
+    /// The node of `p`, if anything was recorded at or below it.
+    fn find(&mut self, p: &[u8]) -> Option<u32> {
+        let mut id = 0u32;
+        if p.is_empty() {
+            return Some(id);
+        }
+        for c in p.split(|&b| b == b'/') {
+            id = self.child(id, c)?;
+        }
+        Some(id)
+    }
+
+    /// Whether a higher layer (or an earlier entry) already decided `p` (an entry of layer
+    /// `li`) or hides it.
+    fn shadowed(&mut self, p: &[u8], dir: bool, li: usize) -> bool {
+        let above = |by: Option<usize>| by.is_some_and(|l| l > li);
+        // The root's opaque marker hides everything below.
+        if above(self.node(0).opaque_by) {
             return true;
         }
-        for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
-            let a = p.get(..i).unwrap_or_default();
-            if self.hidden.contains(a)
-                || self.opaque.contains(a)
-                || self.decided.get(a).is_some_and(|d| !d.dir)
+        let mut id = 0u32;
+        let mut comps = p.split(|&b| b == b'/').peekable();
+        while let Some(c) = comps.next() {
+            let Some(n) = self.child(id, c) else {
+                return false;
+            };
+            id = n;
+            let node = self.node(id);
+            if comps.peek().is_none() {
+                return node.decided.is_some() || above(node.hidden_by) || (!dir && node.implied);
+            }
+            if above(node.hidden_by)
+                || above(node.opaque_by)
+                || node.decided.is_some_and(|d| !d.dir)
             {
                 return true;
             }
         }
-        // The root's opaque marker hides everything below.
-        self.opaque.contains(&b""[..])
+        false
     }
 
     /// Records that `p` was written: its parents must be directories.
-    fn imply_parents(&mut self, p: &[u8]) {
-        for (i, _) in p.iter().enumerate().filter(|(_, &b)| b == b'/') {
-            let a = p.get(..i).unwrap_or_default();
-            if !self.decided.contains_key(a) && !self.implied.contains(a) {
-                self.implied.insert(a.to_vec());
+    fn imply_parents(&mut self, p: &[u8]) -> Result<(), OciError> {
+        let (parent, _) = split(p);
+        if parent.is_empty() {
+            return Ok(());
+        }
+        let mut id = 0u32;
+        for c in parent.split(|&b| b == b'/') {
+            id = match self.child(id, c) {
+                Some(n) => n,
+                None => self.make_child(c)?,
+            };
+            if let Some(n) = self.nodes.get_mut(id as usize) {
+                if n.decided.is_none() {
+                    n.implied = true;
+                }
             }
         }
+        Ok(())
     }
+
+    /// A new node for `name`, whose key `child` just looked up in vain (it is in `self.key`).
+    fn make_child(&mut self, name: &[u8]) -> Result<u32, OciError> {
+        self.charge(name.len() as u64 + NODE_OVERHEAD)?;
+        let n = u32::try_from(self.nodes.len()).map_err(|_| OciError::TooBig {
+            what: "memory for the layers' paths",
+            limit: format!("{} bytes", self.max_bytes),
+        })?;
+        self.nodes.push(Node::default());
+        self.children.insert(Box::from(&self.key[..]), n);
+        Ok(n)
+    }
+
+    fn decided(&mut self, p: &[u8]) -> Option<Decided> {
+        let id = self.find(p)?;
+        self.node(id).decided
+    }
+
+    fn decide(&mut self, p: &[u8], d: Decided) -> Result<(), OciError> {
+        let id = self.make(p)?;
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.decided = Some(d);
+        }
+        Ok(())
+    }
+
+    /// A whiteout of layer `li` hides `p` in the layers below.
+    fn hide(&mut self, p: &[u8], li: usize) -> Result<(), OciError> {
+        let id = self.make(p)?;
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.hidden_by.get_or_insert(li);
+        }
+        Ok(())
+    }
+
+    /// An opaque marker of layer `li` hides the contents of `p` in the layers below.
+    fn make_opaque(&mut self, p: &[u8], li: usize) -> Result<(), OciError> {
+        let id = self.make(p)?;
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.opaque_by.get_or_insert(li);
+        }
+        Ok(())
+    }
+}
+
+/// What an unknown node id reads as (never used: ids always index `State::nodes`).
+static EMPTY: Node = Node {
+    decided: None,
+    implied: false,
+    hidden_by: None,
+    opaque_by: None,
+};
+
+/// The first bytes of a path, for error messages about overlong ones.
+fn shown(p: &[u8]) -> String {
+    let mut s = lossy(p.get(..64).unwrap_or(p));
+    if p.len() > 64 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// Refuses a layer path (or link target) longer or deeper than an ACI may hold, before any
+/// per-component work: in the ACI it gets `rootfs/` in front.
+fn check_path(li: usize, what: &str, p: &[u8]) -> Result<(), OciError> {
+    let max = appc::aci::MAX_PATH_BYTES - b"rootfs/".len();
+    if p.len() > max {
+        return Err(OciError::Invalid(format!(
+            "layer {li}: {what} {:?} is {} bytes long, more than {max}",
+            shown(p),
+            p.len()
+        )));
+    }
+    let depth = p.iter().filter(|&&b| b == b'/').count() + 1;
+    if depth >= appc::aci::MAX_PATH_DEPTH {
+        return Err(OciError::Invalid(format!(
+            "layer {li}: {what} {:?} has {depth} components, more than {}",
+            shown(p),
+            appc::aci::MAX_PATH_DEPTH - 1
+        )));
+    }
+    Ok(())
 }
 
 /// A fresh header with the fields that matter.
@@ -262,7 +453,7 @@ pub(crate) fn write_rootfs<W: Write>(
     h.set_size(0);
     out.append_data(&mut h, "rootfs", io::empty())
         .map_err(OciError::Write)?;
-    let mut st = State::default();
+    let mut st = State::new(limits);
     let mut warn = Warnings::default();
     let mut passwd = None;
     let mut entries = 0u64;
@@ -274,12 +465,14 @@ pub(crate) fn write_rootfs<W: Write>(
     for (li, layer) in layers.iter().enumerate().rev() {
         let mut ls = open_layer(blobs, layer, li, limits, &totals)?;
         let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
-        let mut pending_hidden = Vec::new();
-        let mut pending_opaque = Vec::new();
         // Regular files of this layer that a higher layer replaced: path -> ordinal.
         let mut skipped: HashMap<Vec<u8>, u64> = HashMap::new();
-        // Hardlinks whose target was copied under another path: target -> that path.
-        let mut relinked: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        // Hardlinks naming a file of this layer a higher layer replaced, in order; written
+        // after the layer, from one more pass over it.
+        let mut deferred: Vec<DeferredLink> = Vec::new();
+        // Their paths -> the ordinal of the old file they name (a link to one of them names
+        // the same file).
+        let mut deferred_at: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut ordinal = 0u64;
         for e in ls.tar.entries().map_err(corrupt)? {
             let mut e = e.map_err(corrupt)?;
@@ -299,20 +492,22 @@ pub(crate) fn write_rootfs<W: Write>(
             if p.is_empty() || p.contains(&0) {
                 continue;
             }
+            check_path(li, "entry", &p)?;
             let (parent, base) = split(&p);
             if let Some(name) = base.strip_prefix(b".wh.") {
                 if name == b".wh..opq" {
-                    pending_opaque.push(parent.to_vec());
+                    st.make_opaque(parent, li)?;
                 } else if name.starts_with(b".wh.") || name.is_empty() || name == b"." {
                     warn.once("aufs metadata files (.wh..wh.*) ignored");
                 } else {
-                    pending_hidden.push(join(parent, name));
+                    st.hide(&join(parent, name), li)?;
                 }
                 continue;
             }
             let t = e.header().entry_type();
-            if st.shadowed(&p, t == EntryType::Directory) {
+            if st.shadowed(&p, t == EntryType::Directory, li) {
                 if matches!(t, EntryType::Regular | EntryType::Continuous) {
+                    st.charge(p.len() as u64 + NODE_OVERHEAD)?;
                     skipped.insert(p, ordinal);
                 }
                 continue;
@@ -350,6 +545,14 @@ pub(crate) fn write_rootfs<W: Write>(
                         .link_name_bytes()
                         .map(|c| c.into_owned())
                         .unwrap_or_default();
+                    if target.len() > appc::aci::MAX_PATH_BYTES {
+                        return Err(OciError::Invalid(format!(
+                            "layer {li}: symlink {:?} has a target of {} bytes, more than {}",
+                            shown(&p),
+                            target.len(),
+                            appc::aci::MAX_PATH_BYTES
+                        )));
+                    }
                     let mut h = header(&e, t, 0);
                     out.append_link(&mut h, out_path(&p), Path::new(OsStr::from_bytes(&target)))
                         .map_err(OciError::Write)?;
@@ -363,26 +566,31 @@ pub(crate) fn write_rootfs<W: Write>(
                         layer: li,
                         path: lossy(&raw_t),
                     })?;
+                    check_path(li, "hardlink target", &target)?;
                     let bad = || OciError::Hardlink {
                         layer: li,
                         path: lossy(&p),
                         target: lossy(&target),
                     };
                     let here = st
-                        .decided
-                        .get(&target)
+                        .decided(&target)
                         .is_some_and(|d| d.layer == li && d.written && !d.dir);
-                    if here {
+                    let old = deferred_at
+                        .get(&target)
+                        .or_else(|| skipped.get(&target).filter(|_| !here))
+                        .copied();
+                    if let Some(k) = old {
+                        st.charge(2 * p.len() as u64 + (BLOCK as u64) + NODE_OVERHEAD)?;
+                        deferred.push(DeferredLink {
+                            path: p.clone(),
+                            header: header(&e, t, 0),
+                            old: k,
+                        });
+                        deferred_at.insert(p.clone(), k);
+                    } else if here {
                         let mut h = header(&e, t, 0);
                         out.append_link(&mut h, out_path(&p), out_path(&target))
                             .map_err(OciError::Write)?;
-                    } else if let Some(first) = relinked.get(&target) {
-                        let mut h = header(&e, t, 0);
-                        out.append_link(&mut h, out_path(&p), out_path(first))
-                            .map_err(OciError::Write)?;
-                    } else if let Some(&k) = skipped.get(&target) {
-                        copy_old(blobs, layer, li, limits, k, &p, out)?;
-                        relinked.insert(target, p.clone());
                     } else {
                         return Err(bad());
                     }
@@ -404,16 +612,16 @@ pub(crate) fn write_rootfs<W: Write>(
             }
             if wrote {
                 written += 1;
-                st.imply_parents(&p);
+                st.imply_parents(&p)?;
             }
-            st.decided.insert(
-                p,
+            st.decide(
+                &p,
                 Decided {
                     dir,
                     layer: li,
                     written: wrote,
                 },
-            );
+            )?;
         }
         // Read to the end so the digests are checked, whatever follows the tar's end marker.
         let mut rest = ls.tar.into_inner();
@@ -424,8 +632,9 @@ pub(crate) fn write_rootfs<W: Write>(
             )));
         }
         totals.compressed_before += ls.compressed.get();
-        st.hidden.extend(pending_hidden);
-        st.opaque.extend(pending_opaque);
+        if !deferred.is_empty() {
+            copy_old(blobs, layer, li, limits, &mut totals, &deferred, out)?;
+        }
     }
     Ok(Flat {
         warnings: warn.0,
@@ -466,32 +675,69 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-/// Writes the `k`-th entry of layer `li` (a file a higher layer replaced) as a regular file
-/// at `p`: a hardlink of that layer still names the old content.
+/// Tar block size (bytes).
+const BLOCK: usize = 512;
+
+/// A hardlink of a layer naming a file of the same layer that a higher layer replaced.
+struct DeferredLink {
+    /// The link's path.
+    path: Vec<u8>,
+    /// Its output header.
+    header: Header,
+    /// The ordinal of the old file in its layer.
+    old: u64,
+}
+
+/// Writes the hardlinks of layer `li` that name files a higher layer replaced, after the
+/// layer's other entries: one more pass over the layer (charged to the same totals) writes
+/// each old file once, as a regular file at the first link's path; the other links name
+/// that path.
 fn copy_old<W: Write>(
     blobs: &Blobs,
     layer: &Layer,
     li: usize,
     limits: &Limits,
-    k: u64,
-    p: &[u8],
+    totals: &mut Totals,
+    links: &[DeferredLink],
     out: &mut tar::Builder<W>,
 ) -> Result<(), OciError> {
-    let totals = Totals {
-        uncompressed: Rc::new(Cell::new(0)),
-        compressed_before: 0,
-    };
-    let mut ls = open_layer(blobs, layer, li, limits, &totals)?;
+    // Old file ordinal -> the first link's path.
+    let mut first: HashMap<u64, &[u8]> = HashMap::new();
+    for l in links {
+        first.entry(l.old).or_insert(&l.path);
+    }
+    let mut ls = open_layer(blobs, layer, li, limits, totals)?;
     let corrupt = |e: io::Error| lift(e, |e| OciError::CorruptLayer(li, e));
+    let mut found = 0usize;
     for (i, e) in ls.tar.entries().map_err(corrupt)?.enumerate() {
         let mut e = e.map_err(corrupt)?;
-        if i as u64 + 1 == k {
+        if let Some(p) = first.get(&(i as u64 + 1)) {
             let size = e.size();
             let mut h = header(&e, EntryType::Regular, size);
-            return copy_entry(out, &mut h, p, &mut e, size).map_err(corrupt);
+            copy_entry(out, &mut h, p, &mut e, size).map_err(corrupt)?;
+            found += 1;
+            if found == first.len() {
+                break;
+            }
         }
     }
-    Err(OciError::Invalid(format!(
-        "layer {li} changed while it was read"
-    )))
+    let mut rest = ls.tar.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
+    totals.compressed_before += ls.compressed.get();
+    if found != first.len() || !ls.diff_ok.get() || ls.blob_ok.as_ref().is_some_and(|f| !f.get()) {
+        return Err(OciError::Invalid(format!(
+            "layer {li} changed while it was read"
+        )));
+    }
+    for l in links {
+        match first.get(&l.old) {
+            Some(p) if *p != &l.path[..] => {
+                let mut h = l.header.clone();
+                out.append_link(&mut h, out_path(&l.path), out_path(p))
+                    .map_err(OciError::Write)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -179,6 +179,10 @@ pub struct Limits {
     pub max_archive_entries: u64,
     /// Most layers (count; default 1000).
     pub max_layers: usize,
+    /// Most memory the flattening spends remembering paths: one tree node per path
+    /// component (its name plus a fixed 96 per node) and the paths of files a higher layer
+    /// replaced (bytes; default 512 MiB, room for 1 000 000 entries of ordinary paths).
+    pub max_path_tree_bytes: u64,
 }
 
 impl Default for Limits {
@@ -191,6 +195,7 @@ impl Default for Limits {
             max_entries: 1_000_000,
             max_archive_entries: 100_000,
             max_layers: 1000,
+            max_path_tree_bytes: 512 << 20,
         }
     }
 }
@@ -287,7 +292,13 @@ impl Image {
 }
 
 /// Recovers an [`OciError`] carried inside an `io::Error` by the checking readers.
+/// A long-name, long-link or PAX entry over [`appc::aci::MAX_TAR_EXTENSION_BYTES`] (refused by
+/// the [`appc::aci::TarGuard`] in front of every tar read here) is [`OciError::Invalid`],
+/// saying so.
 pub(crate) fn lift(e: io::Error, otherwise: impl FnOnce(io::Error) -> OciError) -> OciError {
+    if let Some(x) = appc::aci::TarExtensionTooBig::inside(&e) {
+        return OciError::Invalid(x.to_string());
+    }
     if e.get_ref().is_some_and(|r| r.is::<OciError>()) {
         match e.into_inner().map(|b| b.downcast::<OciError>()) {
             Some(Ok(o)) => *o,

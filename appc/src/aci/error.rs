@@ -24,6 +24,9 @@ pub enum AciError {
     /// The tar stream is damaged.
     #[error("corrupt tar archive")]
     CorruptTar(#[source] io::Error),
+    /// A GNU long-name/long-link entry or PAX header larger than the limit.
+    #[error(transparent)]
+    TarExtensionTooBig(#[from] super::TarExtensionTooBig),
     /// The tar ends without its end-of-archive marker.
     #[error("truncated tar archive")]
     Truncated,
@@ -98,6 +101,24 @@ pub enum AciError {
     WorkerPanicked,
 }
 
+impl AciError {
+    /// An error of reading a tar stream: [`AciError::TarExtensionTooBig`] if the
+    /// [`super::TarGuard`] refused the stream, [`AciError::CorruptTar`] otherwise.
+    pub fn tar(e: io::Error) -> AciError {
+        if super::TarExtensionTooBig::inside(&e).is_none() {
+            return AciError::CorruptTar(e);
+        }
+        match e
+            .into_inner()
+            .map(|b| b.downcast::<super::TarExtensionTooBig>())
+        {
+            Some(Ok(x)) => AciError::TarExtensionTooBig(*x),
+            Some(Err(b)) => AciError::CorruptTar(io::Error::other(b)),
+            None => AciError::CorruptTar(io::Error::other("unreadable tar")),
+        }
+    }
+}
+
 /// What is wrong with one tar entry.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EntryProblem {
@@ -113,6 +134,12 @@ pub enum EntryProblem {
     /// A path longer than PATH_MAX (4096 bytes).
     #[error("path longer than 4096 bytes")]
     PathTooLong,
+    /// A path of more than 1024 components.
+    #[error("path of more than 1024 components")]
+    PathTooDeep,
+    /// Remembering the archive's paths would take more than the limit (bytes).
+    #[error("the archive's paths take more than {0} bytes to check")]
+    PathsTooBig(u64),
     /// The path was already in the archive.
     #[error("duplicate entry")]
     Duplicate,

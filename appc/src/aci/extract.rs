@@ -198,9 +198,9 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
     };
     let mut deferred: Vec<DeferredDir> = Vec::new();
     let mut buf = vec![0u8; COPY_BUF_BYTES];
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(AciError::CorruptTar)? {
-        let mut entry = entry.map_err(AciError::CorruptTar)?;
+    let mut archive = tar::Archive::new(super::TarGuard::new(tar));
+    for entry in archive.entries().map_err(AciError::tar)? {
+        let mut entry = entry.map_err(AciError::tar)?;
         let raw = entry.path_bytes().into_owned();
         let bad = |problem| AciError::Entry {
             path: String::from_utf8_lossy(&raw).into_owned(),
@@ -254,7 +254,7 @@ pub fn extract_rootfs<R: Read>(tar: R, dest: &Path, opts: &ExtractOptions) -> Re
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let dir = dirs.parent(&parents, rel)?;
                 let mut f = replacing(dir, name, rel, "openat", || fsat::create_file(dir, name))?;
-                copy(&mut entry, &mut f, &mut buf).map_err(AciError::CorruptTar)?;
+                copy(&mut entry, &mut f, &mut buf).map_err(AciError::tar)?;
                 if let Some((uid, gid)) = owner {
                     fsat::chown_fd(f.as_fd(), uid, gid).map_err(ex(rel, "fchown"))?;
                 }

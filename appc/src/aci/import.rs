@@ -22,7 +22,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::layout::LayoutChecker;
-use super::{sniff, AciError, Compression, SNIFF_LEN};
+use super::{sniff, AciError, Compression, TarGuard, SNIFF_LEN};
 use crate::id::ImageDigest;
 use crate::schema::ImageManifest;
 
@@ -55,6 +55,10 @@ pub struct Limits {
     pub max_manifest_bytes: u64,
     /// Accept character/block devices and fifos in rootfs/ (default false).
     pub allow_devices: bool,
+    /// Most memory the layout check spends remembering paths: one tree node per path
+    /// component (its name plus a fixed 96 per node) (bytes; default 512 MiB, room for
+    /// 1 000 000 entries of ordinary paths).
+    pub max_path_tree_bytes: u64,
 }
 
 impl Default for Limits {
@@ -66,6 +70,7 @@ impl Default for Limits {
             max_entries: 1_000_000,
             max_manifest_bytes: 1 << 20,
             allow_devices: false,
+            max_path_tree_bytes: 512 << 20,
         }
     }
 }
@@ -214,10 +219,10 @@ struct Walked {
 fn walk(mut reader: ChunkReader, limits: &Limits) -> Result<Walked, AciError> {
     let mut checker = LayoutChecker::new(limits);
     {
-        let mut archive = tar::Archive::new(&mut reader);
-        let entries = archive.entries().map_err(AciError::CorruptTar)?;
+        let mut archive = tar::Archive::new(TarGuard::new(&mut reader));
+        let entries = archive.entries().map_err(AciError::tar)?;
         for entry in entries {
-            let mut entry = entry.map_err(AciError::CorruptTar)?;
+            let mut entry = entry.map_err(AciError::tar)?;
             checker.check(&mut entry)?;
         }
     }
@@ -488,9 +493,9 @@ fn pump(
 /// Read and validate the manifest of an uncompressed ACI tar (stops after it).
 pub fn read_manifest_from_tar<R: Read>(tar: R) -> Result<(ImageManifest, Vec<u8>), AciError> {
     let limits = Limits::default();
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(AciError::CorruptTar)? {
-        let entry = entry.map_err(AciError::CorruptTar)?;
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
+    for entry in archive.entries().map_err(AciError::tar)? {
+        let entry = entry.map_err(AciError::tar)?;
         let path = super::layout::clean_path(&entry.path_bytes()).unwrap_or_default();
         if path != b"manifest" {
             continue;

@@ -2,7 +2,7 @@
 //! `manifest` + `rootfs/...`, clean unique paths, links that stay inside rootfs/, no
 //! entry below a symlink, no devices unless allowed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use tar::{Entry, EntryType};
@@ -10,8 +10,11 @@ use tar::{Entry, EntryType};
 use super::{AciError, EntryProblem, Limits};
 use crate::schema::ImageManifest;
 
-/// Longest accepted entry path (bytes; Linux PATH_MAX).
-pub(crate) const MAX_PATH_BYTES: usize = 4096;
+/// Longest accepted entry path, `rootfs/` included (bytes; Linux PATH_MAX). OCI layers are
+/// held to it too (their paths get `rootfs/` in front).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Most components of an accepted entry path, `rootfs` included (count).
+pub const MAX_PATH_DEPTH: usize = 1024;
 
 /// What a path in the archive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,14 +74,182 @@ fn resolve_inside(dir: &[u8], target: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// Most symlinks followed within one resolution (Linux's MAXSYMLINKS).
+const MAX_LINK_NESTING: u32 = 40;
+
+/// Where resolving a symlink leads.
+#[derive(Clone, Copy)]
+enum Resolved {
+    /// Node `node`, then `virtual_depth` components that do not exist.
+    At { node: u32, virtual_depth: u32 },
+    /// A symlink loop: nothing can be reached through it.
+    Loop,
+    /// Being resolved (meeting it again is a loop).
+    InProgress,
+}
+
+/// Resolves the symlink node `id` (see [`LayoutChecker::check_links`]); `None` if it climbs
+/// above `rootfs` or nests more than [`MAX_LINK_NESTING`] symlinks.
+fn resolve_link(
+    tree: &mut Tree,
+    rootfs: u32,
+    id: u32,
+    nesting: u32,
+    memo: &mut HashMap<u32, Resolved>,
+) -> Option<Resolved> {
+    match memo.get(&id) {
+        Some(Resolved::InProgress) => return Some(Resolved::Loop),
+        Some(r) => return Some(*r),
+        None => {}
+    }
+    if nesting > MAX_LINK_NESTING {
+        return None;
+    }
+    memo.insert(id, Resolved::InProgress);
+    let target = tree
+        .links
+        .get(&id)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    let mut node = if target.first() == Some(&b'/') {
+        rootfs
+    } else {
+        tree.parent(id)
+    };
+    let mut virtual_depth = 0u32;
+    let mut result = None;
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." if virtual_depth > 0 => virtual_depth -= 1,
+            b".." if node == rootfs => return None,
+            b".." => node = tree.parent(node),
+            _ if virtual_depth > 0 => virtual_depth += 1,
+            name => match tree.child(node, name) {
+                None => virtual_depth = 1,
+                Some(n) if tree.kind(n) == Kind::Symlink => {
+                    match resolve_link(tree, rootfs, n, nesting + 1, memo)? {
+                        Resolved::At {
+                            node: a,
+                            virtual_depth: v,
+                        } => {
+                            node = a;
+                            virtual_depth = v;
+                        }
+                        _ => {
+                            result = Some(Resolved::Loop);
+                            break;
+                        }
+                    }
+                }
+                Some(n) => node = n,
+            },
+        }
+    }
+    let r = result.unwrap_or(Resolved::At {
+        node,
+        virtual_depth,
+    });
+    memo.insert(id, r);
+    Some(r)
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Bytes a path-tree node costs besides its name (map slot at the table's lowest load,
+/// key allocation and node; an estimate on the high side).
+const NODE_OVERHEAD: u64 = 96;
+
+/// The paths seen so far, as a tree keyed by (parent node, component): recording or looking
+/// up an entry costs in proportion to its path's length, never to its square.
+struct Tree {
+    /// Kind of each node; node 0 is the archive root (the empty path).
+    kinds: Vec<Kind>,
+    /// Parent of each node (the root's is itself).
+    parents: Vec<u32>,
+    /// Each symlink node's entry path and target.
+    links: BTreeMap<u32, LinkEntry>,
+    /// Parent node id (4 bytes, little-endian) + component name -> node id.
+    children: HashMap<Box<[u8]>, u32>,
+    /// Bytes charged so far (names plus [`NODE_OVERHEAD`] per node).
+    bytes: u64,
+    /// Scratch key for lookups.
+    key: Vec<u8>,
+}
+
+impl Tree {
+    fn new() -> Self {
+        Self {
+            kinds: vec![Kind::Dir],
+            parents: vec![0],
+            links: BTreeMap::new(),
+            children: HashMap::new(),
+            bytes: 0,
+            key: Vec::new(),
+        }
+    }
+
+    fn child(&mut self, id: u32, name: &[u8]) -> Option<u32> {
+        self.key.clear();
+        self.key.extend_from_slice(&id.to_le_bytes());
+        self.key.extend_from_slice(name);
+        self.children.get(&self.key[..]).copied()
+    }
+
+    /// A new node of `kind` for `name`, whose key `child` just looked up in vain (it is in
+    /// `self.key`); `None` past `limit` bytes.
+    fn add(&mut self, parent: u32, name: &[u8], kind: Kind, limit: u64) -> Option<u32> {
+        self.bytes = self.bytes.saturating_add(name.len() as u64 + NODE_OVERHEAD);
+        if self.bytes > limit {
+            return None;
+        }
+        let n = u32::try_from(self.kinds.len()).ok()?;
+        self.kinds.push(kind);
+        self.parents.push(parent);
+        self.children.insert(Box::from(&self.key[..]), n);
+        Some(n)
+    }
+
+    fn kind(&self, id: u32) -> Kind {
+        // Ids come from `children` or are 0; both index `kinds`.
+        self.kinds
+            .get(id as usize)
+            .copied()
+            .unwrap_or(Kind::Special)
+    }
+
+    fn parent(&self, id: u32) -> u32 {
+        self.parents.get(id as usize).copied().unwrap_or(0)
+    }
+
+    fn set(&mut self, id: u32, kind: Kind) {
+        if let Some(k) = self.kinds.get_mut(id as usize) {
+            *k = kind;
+        }
+    }
+
+    /// The node of a clean path, if recorded.
+    fn find(&mut self, p: &[u8]) -> Option<u32> {
+        let mut id = 0;
+        if p.is_empty() {
+            return Some(id);
+        }
+        for c in p.split(|&b| b == b'/') {
+            id = self.child(id, c)?;
+        }
+        Some(id)
+    }
+}
+
+/// A symlink's entry path (as stored) and target.
+type LinkEntry = (Box<[u8]>, Box<[u8]>);
+
 /// Streaming checker for one archive.
 pub(crate) struct LayoutChecker<'a> {
     limits: &'a Limits,
-    seen: HashMap<Vec<u8>, Kind>,
+    seen: Tree,
     entries: u64,
     manifest: Option<Vec<u8>>,
 }
@@ -88,7 +259,7 @@ impl<'a> LayoutChecker<'a> {
     pub(crate) fn new(limits: &'a Limits) -> Self {
         Self {
             limits,
-            seen: HashMap::new(),
+            seen: Tree::new(),
             entries: 0,
             manifest: None,
         }
@@ -126,6 +297,9 @@ impl<'a> LayoutChecker<'a> {
         if path.len() > MAX_PATH_BYTES {
             return Err(bad(EntryProblem::PathTooLong));
         }
+        if path.split(|&b| b == b'/').count() > MAX_PATH_DEPTH {
+            return Err(bad(EntryProblem::PathTooDeep));
+        }
         if path.is_empty() {
             // The archive root (`./`): only as a directory, and it adds nothing.
             return if kind == Kind::Dir {
@@ -158,42 +332,17 @@ impl<'a> LayoutChecker<'a> {
             drop(m);
             return Ok(());
         }
-        if path == b"rootfs" {
+        let Some(rel) = path.strip_prefix(b"rootfs/") else {
+            if path != b"rootfs" {
+                return Err(bad(EntryProblem::OutsideLayout));
+            }
             if kind != Kind::Dir {
                 return Err(bad(EntryProblem::RootfsNotDir));
             }
-            return match self.seen.insert(path, Kind::Dir) {
-                Some(Kind::Dir) => Err(bad(EntryProblem::Duplicate)),
-                _ => Ok(()),
-            };
-        }
-        let Some(rel) = path.strip_prefix(b"rootfs/") else {
-            return Err(bad(EntryProblem::OutsideLayout));
+            return self.record(&path, kind).map(drop).map_err(bad);
         };
         if kind == Kind::Special && !self.limits.allow_devices {
             return Err(bad(EntryProblem::Device));
-        }
-        // Every parent must be a directory (explicit or implied), never a symlink. Walk up
-        // only to the nearest known directory: its own ancestors were checked when it was
-        // recorded, so each entry costs O(new directories), not O(depth^2).
-        let mut missing = Vec::new();
-        for (i, _) in path.iter().enumerate().rev().filter(|(_, &b)| b == b'/') {
-            let Some(parent) = path.get(..i) else { break };
-            match self.seen.get(parent) {
-                None => missing.push(i),
-                Some(Kind::Dir | Kind::ImpliedDir) => break,
-                Some(Kind::Symlink) => {
-                    return Err(bad(EntryProblem::ThroughSymlink(lossy(parent))))
-                }
-                Some(Kind::File | Kind::Special) => {
-                    return Err(bad(EntryProblem::ParentNotDir(lossy(parent))))
-                }
-            }
-        }
-        for i in missing {
-            if let Some(parent) = path.get(..i) {
-                self.seen.insert(parent.to_vec(), Kind::ImpliedDir);
-            }
         }
         match etype {
             EntryType::Symlink => {
@@ -204,7 +353,10 @@ impl<'a> LayoutChecker<'a> {
                     return Err(bad(EntryProblem::EmptyLinkTarget));
                 }
                 let dir = rel.rsplit_once_byte(b'/').map(|(d, _)| d).unwrap_or(b"");
-                if target.contains(&0) || resolve_inside(dir, &target).is_none() {
+                if target.contains(&0)
+                    || target.len() > MAX_PATH_BYTES
+                    || resolve_inside(dir, &target).is_none()
+                {
                     return Err(bad(EntryProblem::SymlinkEscapes(lossy(&target))));
                 }
             }
@@ -217,7 +369,7 @@ impl<'a> LayoutChecker<'a> {
                 if !t.starts_with(b"rootfs/") {
                     return Err(bad(EntryProblem::HardlinkMissing(lossy(&target))));
                 }
-                match self.seen.get(&t) {
+                match self.seen.find(&t).map(|id| self.seen.kind(id)) {
                     Some(Kind::File | Kind::Symlink | Kind::Special) => {}
                     Some(Kind::Dir | Kind::ImpliedDir) => {
                         return Err(bad(EntryProblem::HardlinkToDir(lossy(&target))))
@@ -227,22 +379,90 @@ impl<'a> LayoutChecker<'a> {
             }
             _ => {}
         }
-        match self.seen.get(&path) {
-            None => {
-                self.seen.insert(path, kind);
-                Ok(())
+        let id = self.record(&path, kind).map_err(bad)?;
+        if etype == EntryType::Symlink {
+            let target = entry.link_name_bytes().unwrap_or_default();
+            let cost = (path.len() + target.len()) as u64 + NODE_OVERHEAD;
+            self.seen.bytes = self.seen.bytes.saturating_add(cost);
+            if self.seen.bytes > self.limits.max_path_tree_bytes {
+                return Err(bad(EntryProblem::PathsTooBig(
+                    self.limits.max_path_tree_bytes,
+                )));
             }
-            // An explicit directory entry after its children is fine.
-            Some(Kind::ImpliedDir) if kind == Kind::Dir => {
-                self.seen.insert(path, kind);
-                Ok(())
-            }
-            Some(_) => Err(bad(EntryProblem::Duplicate)),
+            self.seen
+                .links
+                .insert(id, (Box::from(&raw[..]), Box::from(&target[..])));
         }
+        Ok(())
+    }
+
+    /// Records `path` (clean, not empty) as `kind`: every parent must be a directory
+    /// (explicit or implied, implied ones are added), never a symlink, and the path new
+    /// (an explicit directory may follow its children).
+    fn record(&mut self, path: &[u8], kind: Kind) -> Result<u32, EntryProblem> {
+        let limit = self.limits.max_path_tree_bytes;
+        let too_big = || EntryProblem::PathsTooBig(limit);
+        let mut id = 0u32;
+        let mut end = 0usize;
+        let mut comps = path.split(|&b| b == b'/').peekable();
+        while let Some(c) = comps.next() {
+            let parent = path.get(..end.saturating_sub(1)).unwrap_or_default();
+            match self.seen.kind(id) {
+                Kind::Dir | Kind::ImpliedDir => {}
+                Kind::Symlink => return Err(EntryProblem::ThroughSymlink(lossy(parent))),
+                Kind::File | Kind::Special => {
+                    return Err(EntryProblem::ParentNotDir(lossy(parent)))
+                }
+            }
+            end += c.len() + 1;
+            let last = comps.peek().is_none();
+            id = match self.seen.child(id, c) {
+                Some(n) if !last => n,
+                Some(n) => {
+                    return match self.seen.kind(n) {
+                        Kind::ImpliedDir if kind == Kind::Dir => {
+                            self.seen.set(n, kind);
+                            Ok(n)
+                        }
+                        _ => Err(EntryProblem::Duplicate),
+                    }
+                }
+                None if last => return self.seen.add(id, c, kind, limit).ok_or_else(too_big),
+                None => self
+                    .seen
+                    .add(id, c, Kind::ImpliedDir, limit)
+                    .ok_or_else(too_big)?,
+            };
+        }
+        Ok(id)
+    }
+
+    /// Resolves every symlink through the symlinks of the finished tree, as the kernel
+    /// would from inside rootfs: a target that climbs above rootfs is refused (e.g. `s -> .`
+    /// with `l -> s/s/../..`, lexically inside). Each symlink is resolved once (memoized),
+    /// so this is linear in the targets' lengths. Components that do not exist are taken
+    /// lexically; a symlink loop cannot be followed, so it escapes nowhere.
+    fn check_links(&mut self) -> Result<(), AciError> {
+        let Some(rootfs) = self.seen.find(b"rootfs") else {
+            return Ok(());
+        };
+        let ids: Vec<u32> = self.seen.links.keys().copied().collect();
+        let mut memo = HashMap::new();
+        for id in ids {
+            if resolve_link(&mut self.seen, rootfs, id, 0, &mut memo).is_none() {
+                let (path, target) = self.seen.links.get(&id).cloned().unwrap_or_default();
+                return Err(AciError::Entry {
+                    path: lossy(&path),
+                    problem: EntryProblem::SymlinkEscapes(lossy(&target)),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The validated manifest, once all entries are checked.
-    pub(crate) fn finish(self) -> Result<(ImageManifest, Vec<u8>), AciError> {
+    pub(crate) fn finish(mut self) -> Result<(ImageManifest, Vec<u8>), AciError> {
+        self.check_links()?;
         let json = self.manifest.ok_or(AciError::MissingManifest)?;
         let m = ImageManifest::from_json(&json).map_err(AciError::Manifest)?;
         Ok((m, json))

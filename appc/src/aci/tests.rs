@@ -150,6 +150,12 @@ pub(crate) fn hostile_cases() -> Vec<(&'static str, Vec<u8>, Limits, String)> {
         ("absolute", hostile(|t| file(t, "/etc/evil")), d(), r#"entry "/etc/evil": absolute path"#.into()),
         ("symlink escape", hostile(|t| link(t, EntryType::Symlink, "rootfs/a/l", "../../etc")), d(),
             r#"entry "rootfs/a/l": symlink target "../../etc" resolves outside rootfs"#.into()),
+        ("symlink escape through a dot link", hostile(|t| { link(t, EntryType::Symlink, "rootfs/s", "."); link(t, EntryType::Symlink, "rootfs/l", "s/s/s/../../.."); }), d(),
+            r#"entry "rootfs/l": symlink target "s/s/s/../../.." resolves outside rootfs"#.into()),
+        ("symlink escape through a later dot link", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a/l", "../s/s/../.."); link(t, EntryType::Symlink, "rootfs/s", "/"); }), d(),
+            r#"entry "rootfs/a/l": symlink target "../s/s/../.." resolves outside rootfs"#.into()),
+        ("symlink escape through a chain", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a/b/up", "../.."); link(t, EntryType::Symlink, "rootfs/a/b/l", "up/.."); }), d(),
+            r#"entry "rootfs/a/b/l": symlink target "up/.." resolves outside rootfs"#.into()),
         ("through symlinked dir", hostile(|t| { link(t, EntryType::Symlink, "rootfs/a", "/etc"); file(t, "rootfs/a/passwd"); }), d(),
             r#"entry "rootfs/a/passwd": parent "rootfs/a" is a symlink"#.into()),
         ("hardlink outside", hostile(|t| link(t, EntryType::Link, "rootfs/h", "/etc/passwd")), d(),
@@ -672,4 +678,268 @@ fn images_made_by_gnu_tar_import_and_extract() {
         );
         assert!(dest.join("long-name-".repeat(20)).exists());
     }
+}
+
+/// Address space of an attack's child process (bytes).
+const CHILD_AS_BYTES: u64 = 512 << 20;
+/// Set in the child: run the attack instead of spawning.
+const CHILD_ENV: &str = "APPC_BOUNDED_CHILD";
+
+/// Runs `attack` (which returns the import's outcome as text) in a child process running
+/// only the test `test` (its full path, e.g. `aci::tests::x`), with [`CHILD_AS_BYTES`] of
+/// address space and `deadline`; returns the text it reported.
+pub(crate) fn bounded(
+    test: &str,
+    deadline: std::time::Duration,
+    attack: impl FnOnce() -> String,
+) -> String {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let lim = libc::rlimit {
+            rlim_cur: CHILD_AS_BYTES,
+            rlim_max: CHILD_AS_BYTES,
+        };
+        // SAFETY: setrlimit reads the struct it is given; no memory is shared.
+        let rc = unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+        assert_eq!(rc, 0, "setrlimit");
+        let text = attack();
+        println!("ATTACK-RESULT: {text}");
+        std::process::exit(0);
+    }
+    let start = std::time::Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{test}: child failed ({:?}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < deadline, "{test}: took {took:?}");
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("ATTACK-RESULT: ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{test}: no result in {stdout}"))
+        .to_string()
+}
+
+/// The outcome of importing `input`: `ok` or the error with its causes.
+fn outcome(input: impl std::io::Read, limits: &Limits) -> String {
+    match import(input, std::io::sink(), limits, &mut |_| {}) {
+        Ok(_) => "ok".into(),
+        Err(e) => {
+            let mut s = e.to_string();
+            let mut cur = std::error::Error::source(&e);
+            while let Some(c) = cur {
+                s.push_str(&format!(": {c}"));
+                cur = c.source();
+            }
+            s
+        }
+    }
+}
+
+/// A tar (no end marker) of directories at the `paths` (`tar::Builder` writes GNU long
+/// names for long ones).
+fn dirs_tar(paths: impl Iterator<Item = String>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for p in paths {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn many_deep_entries_hit_the_path_memory_limit() {
+    // 4000 entries of 1000 new components each (just under the depth limit): the old check
+    // stored every prefix, ~1 MB an entry (4 GB in all); now ~100 KB of tree nodes an
+    // entry, and the limit (64 MiB here) ends it.
+    let got = bounded(
+        "aci::tests::many_deep_entries_hit_the_path_memory_limit",
+        std::time::Duration::from_secs(60),
+        || {
+            let tar = dirs_tar((0..4000).map(|i| format!("rootfs/{i:04}/{}", "a/".repeat(1000))));
+            let limits = Limits {
+                max_path_tree_bytes: 64 << 20,
+                ..Limits::default()
+            };
+            outcome(&tar[..], &limits)
+        },
+    );
+    assert!(got.contains("paths take more than 67108864 bytes"), "{got}");
+}
+
+#[test]
+fn too_deep_paths_are_refused_and_ordinary_trees_fit_the_path_memory_limit() {
+    let deep = hostile(|t| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        t.append_data(
+            &mut h,
+            format!("rootfs/{}", "a/".repeat(1100)),
+            std::io::empty(),
+        )
+        .unwrap();
+    });
+    let got = outcome(&deep[..], &Limits::default());
+    assert!(got.contains("more than 1024 components"), "{got}");
+    // 100 000 files in 1000 directories, as in a distribution's tree, within a tenth of the
+    // default limit: 1 000 000 such entries fit the default.
+    let mut b = tar::Builder::new(Vec::new());
+    let m = manifest().to_json();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(m.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest", &m[..]).unwrap();
+    for i in 0..100_000u32 {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o644);
+        let p = format!("rootfs/usr/share/package-{:03}/file-{i:06}.txt", i / 100);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let limits = Limits {
+        max_path_tree_bytes: Limits::default().max_path_tree_bytes / 10,
+        ..Limits::default()
+    };
+    assert_eq!(outcome(&tar[..], &limits), "ok");
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A tar stream made as it is read, never held: a GNU long-name (`L`) entry claiming `size`
+/// bytes and that many `a`s, a directory entry it names, the end marker; and the counter of
+/// bytes read from it.
+pub(crate) fn long_name_bomb(
+    size: u64,
+) -> (
+    impl std::io::Read,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::Read as _;
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(EntryType::GNULongName);
+    h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    let pad = (512 - size % 512) % 512;
+    let mut d = tar::Header::new_gnu();
+    d.set_entry_type(EntryType::Directory);
+    d.set_path("rootfs/aaaa").unwrap();
+    d.set_mode(0o755);
+    d.set_size(0);
+    d.set_cksum();
+    let mut tail = vec![0u8; pad as usize];
+    tail.extend_from_slice(d.as_bytes());
+    tail.extend_from_slice(&[0u8; 1024]);
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stream = std::io::Cursor::new(h.as_bytes().to_vec())
+        .chain(std::io::repeat(b'a').take(size))
+        .chain(std::io::Cursor::new(tail));
+    (
+        Counted {
+            inner: stream,
+            n: n.clone(),
+        },
+        n,
+    )
+}
+
+#[test]
+fn a_one_gib_long_name_is_refused_without_buffering_it() {
+    // The tar crate read a long name whole before anyone saw it: 1 GiB in memory.
+    let got = bounded(
+        "aci::tests::a_one_gib_long_name_is_refused_without_buffering_it",
+        std::time::Duration::from_secs(30),
+        || {
+            let (bomb, read) = long_name_bomb(1 << 30);
+            let import = outcome(bomb, &Limits::default());
+            let read = read.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(read < 64 << 20, "import read {read} bytes");
+            let (bomb, read) = long_name_bomb(1 << 30);
+            let dest = tempfile::tempdir().unwrap();
+            let extract = extract_rootfs(bomb, dest.path(), &ExtractOptions::default())
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string());
+            let read = read.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(read < 64 << 20, "extract read {read} bytes");
+            let (bomb, _) = long_name_bomb(1 << 30);
+            let manifest = read_manifest_from_tar(bomb)
+                .map(|_| "ok".to_string())
+                .unwrap_or_else(|e| e.to_string());
+            format!("{import} | {extract} | {manifest}")
+        },
+    );
+    let want = "tar GNU long name of 1073741824 bytes, more than the limit of 1048576";
+    assert_eq!(got.matches(want).count(), 3, "{got}");
+    // Within the limit, the same stream is an ordinary (if odd) entry.
+    let (small, _) = long_name_bomb(1000);
+    let got = outcome(small, &Limits::default());
+    assert!(got.contains("aaaa"), "{got}");
+}
+
+#[test]
+fn symlinks_resolved_through_symlinks_inside_rootfs_are_accepted() {
+    let ok = hostile(|t| {
+        link(t, EntryType::Symlink, "rootfs/s", ".");
+        link(t, EntryType::Symlink, "rootfs/usr/bin", "../bin");
+        link(t, EntryType::Symlink, "rootfs/usr/lib64", "/lib");
+        link(t, EntryType::Symlink, "rootfs/a/up", "..");
+        // Through s and up, and back down: never above rootfs.
+        link(
+            t,
+            EntryType::Symlink,
+            "rootfs/a/l",
+            "up/s/usr/bin/../usr/lib64/..",
+        );
+        // Missing components are taken as written.
+        link(t, EntryType::Symlink, "rootfs/m", "no/such/../..");
+        // A loop resolves nowhere.
+        link(t, EntryType::Symlink, "rootfs/x", "y/..");
+        link(t, EntryType::Symlink, "rootfs/y", "x/..");
+    });
+    let (r, _) = run(&ok, &Limits::default());
+    r.unwrap();
+    // A chain deeper than Linux follows is refused.
+    let deep = hostile(|t| {
+        for i in 0..50 {
+            link(
+                t,
+                EntryType::Symlink,
+                &format!("rootfs/c{i}"),
+                &format!("c{}", i + 1),
+            );
+        }
+        file(t, "rootfs/c50");
+    });
+    let (r, _) = run(&deep, &Limits::default());
+    assert!(r
+        .unwrap_err()
+        .to_string()
+        .contains("resolves outside rootfs"));
 }
