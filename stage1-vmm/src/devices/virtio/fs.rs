@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, MknodIn, OutHeader};
-use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::api::server::{Server, MAX_BUFFER_SIZE};
 use fuse_backend_rs::api::{Vfs, VfsOptions};
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
@@ -258,31 +258,61 @@ impl VirtioDevice for Fs {
 
 /// FUSE opcode of MKNOD.
 const FUSE_MKNOD: u32 = 8;
+/// FUSE opcode of IOCTL.
+const FUSE_IOCTL: u32 = 39;
 
-/// Answers EPERM to a MKNOD of a character or block device: a device node created by the guest
-/// in the share would be opened by the VMM on the host. Returns the reply size if it answered.
-fn refuse_device_node(
+/// Most bytes a request chain may offer in each direction, readable and writable (bytes): the
+/// largest FUSE payload the server negotiates (`MAX_BUFFER_SIZE`, 1 MiB, as max_write and the
+/// largest READ) plus 2 MiB for headers and margin. Linux sends at most `max_pages` (256) pages
+/// of payload plus headers. Beyond this the server would trust sizes a guest inflates for free
+/// with descriptors that alias the same memory (IOCTL `in_size`, READDIR `size`).
+const MAX_CHAIN_BYTES: u64 = MAX_BUFFER_SIZE as u64 + (2 << 20);
+
+/// Readable and writable bytes a chain offers (saturating; the chain was validated).
+fn chain_bytes(chain: &DescriptorChain<&GuestMem>) -> (u64, u64) {
+    chain.clone().fold((0u64, 0u64), |(rd, wr), d| {
+        let n = u64::from(d.len());
+        if d.is_write_only() {
+            (rd, wr.saturating_add(n))
+        } else {
+            (rd.saturating_add(n), wr)
+        }
+    })
+}
+
+/// Answers a request the device refuses before the server sees it; returns the reply size if
+/// it answered. Works on a private copy of the header, so a guest rewriting the request later
+/// changes nothing here (the server reads it again; the chain cap and the worker's missing
+/// `CAP_MKNOD` bound what it can do then):
+/// - IOCTL gets ENOTTY (the share implements none; the server would allocate `in_size` first);
+/// - MKNOD of a character or block device gets EPERM: a device node created by the guest in
+///   the share would be opened by the VMM on the host.
+fn refuse_early(
     r: &Reader<'_>,
     w: &mut VirtioFsWriter<'_>,
     log_limit: &mut LogLimiter,
 ) -> Option<usize> {
     let mut peek = r.clone();
     let hdr: InHeader = peek.read_obj().ok()?;
-    if hdr.opcode != FUSE_MKNOD {
-        return None;
-    }
-    let args: MknodIn = peek.read_obj().ok()?;
-    let kind = args.mode & libc::S_IFMT;
-    if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
-        return None;
-    }
-    guest_warn!(
-        log_limit,
-        "virtio-fs: guest tried to create a device node; refused"
-    );
+    let errno = match hdr.opcode {
+        FUSE_IOCTL => libc::ENOTTY,
+        FUSE_MKNOD => {
+            let args: MknodIn = peek.read_obj().ok()?;
+            let kind = args.mode & libc::S_IFMT;
+            if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
+                return None;
+            }
+            guest_warn!(
+                log_limit,
+                "virtio-fs: guest tried to create a device node; refused"
+            );
+            libc::EPERM
+        }
+        _ => return None,
+    };
     let out = OutHeader {
         len: size_of::<OutHeader>() as u32,
-        error: -libc::EPERM,
+        error: -errno,
         unique: hdr.unique,
     };
     match w.write_obj(out) {
@@ -353,10 +383,19 @@ fn serve(
     log_limit: &mut LogLimiter,
     chain: DescriptorChain<&GuestMem>,
 ) -> usize {
+    let (rd, wr) = chain_bytes(&chain);
+    if rd > MAX_CHAIN_BYTES || wr > MAX_CHAIN_BYTES {
+        guest_warn!(
+            log_limit,
+            "virtio-fs: request chain of {rd} readable and {wr} writable bytes refused \
+             (most {MAX_CHAIN_BYTES} each)"
+        );
+        return 0;
+    }
     let reader = Reader::from_descriptor_chain(mem, chain.clone());
     let writer = VirtioFsWriter::new(mem, chain);
     match (reader, writer) {
-        (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w, log_limit) {
+        (Ok(r), Ok(mut w)) => match refuse_early(&r, &mut w, log_limit) {
             Some(n) => n,
             None => match server.handle_message(r, w.into(), None, None) {
                 Ok(n) => n,
@@ -401,7 +440,9 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
-    use fuse_backend_rs::abi::fuse_abi::{EntryOut, InitIn, OpenIn, OpenOut, ReadIn, SetattrIn};
+    use fuse_backend_rs::abi::fuse_abi::{
+        EntryOut, InitIn, IoctlIn, OpenIn, OpenOut, ReadIn, SetattrIn,
+    };
     use vm_memory::{ByteValued, Bytes, GuestAddress};
 
     use super::*;
@@ -720,6 +761,135 @@ mod tests {
             .unwrap()
             .file_type()
             .is_fifo());
+    }
+
+    /// Writes `req` at `REQ` and sends one chain of `readable` then `writable` buffers; returns
+    /// the used length.
+    fn aliased_chain(
+        c: &mut Client,
+        req: &[u8],
+        readable: &[(u64, u32, bool)],
+        writable: &[(u64, u32, bool)],
+    ) -> u32 {
+        c.mem.write_slice(req, GuestAddress(REQ)).unwrap();
+        let bufs = [readable, writable].concat();
+        let rq = &mut c.q[1];
+        rq.add_chain(&c.mem, &bufs);
+        notify(&mut c.t, 1);
+        rq.wait_used(&c.mem).1
+    }
+
+    /// Bytes of guest memory every aliased descriptor covers (30 MiB of the 32 MiB test memory).
+    const ALIAS_LEN: u32 = 0x1e0_0000;
+    /// Aliased descriptors per chain: 3.5 GiB offered (virtio-queue itself stops a chain at
+    /// 4 GiB, which the queue code treats as malformed).
+    const ALIASES: usize = 120;
+    /// A size the server would allocate (bytes; below the 3.5 GiB offered).
+    const HUGE: u32 = 0xd000_0000;
+
+    /// Attack (audit vmm #1): an IOCTL claiming `in_size` = 3.25 GiB in a chain of 120 readable
+    /// descriptors aliasing the same 30 MiB (3.5 GiB offered) made the server allocate and
+    /// copy 3.25 GiB. The chain is refused unread; a plain IOCTL gets ENOTTY; the device goes on.
+    #[test]
+    fn ioctl_with_an_inflated_chain_is_refused() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let ioctl = IoctlIn {
+            fh: 0,
+            flags: 0,
+            cmd: 0x5401,
+            arg: 0,
+            in_size: HUGE,
+            out_size: 0,
+        };
+        c.unique += 1;
+        let hdr = InHeader {
+            len: (size_of::<InHeader>() + size_of::<IoctlIn>()) as u32,
+            opcode: FUSE_IOCTL,
+            unique: c.unique,
+            nodeid: ROOT,
+            ..Default::default()
+        };
+        let req = [hdr.as_slice(), ioctl.as_slice()].concat();
+        let readable = vec![(REQ, ALIAS_LEN, false); ALIASES];
+        let used = aliased_chain(&mut c, &req, &readable, &[(RESP, RESP_LEN, true)]);
+        assert_eq!(used, 0);
+        assert!(!c.t.needs_reset());
+        // Within the cap the IOCTL is answered ENOTTY before the server allocates anything.
+        assert_eq!(
+            c.call(FUSE_IOCTL, ROOT, ioctl.as_slice()).error,
+            libc::ENOTTY
+        );
+        assert!(c.lookup(ROOT, b"hello.txt").is_ok());
+    }
+
+    /// Attack (audit vmm #1): READDIR with `size` = 3.25 GiB and 120 writable descriptors
+    /// aliasing the same 30 MiB made PassthroughFs reserve 3.25 GiB. Refused; an honest READDIR works.
+    #[test]
+    fn readdir_with_an_inflated_chain_is_refused() {
+        const OPENDIR: u32 = 27;
+        const READDIR: u32 = 28;
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let open = OpenIn {
+            flags: libc::O_RDONLY as u32,
+            fuse_flags: 0,
+        };
+        let r = c.call(OPENDIR, ROOT, open.as_slice());
+        assert_eq!(r.error, 0);
+        let fh = c.body::<OpenOut>().fh;
+        let readdir = |size| ReadIn {
+            fh,
+            offset: 0,
+            size,
+            ..Default::default()
+        };
+        c.unique += 1;
+        let hdr = InHeader {
+            len: (size_of::<InHeader>() + size_of::<ReadIn>()) as u32,
+            opcode: READDIR,
+            unique: c.unique,
+            nodeid: ROOT,
+            ..Default::default()
+        };
+        let req = [hdr.as_slice(), readdir(HUGE).as_slice()].concat();
+        let writable = vec![(RESP, ALIAS_LEN, true); ALIASES];
+        let used = aliased_chain(&mut c, &req, &[(REQ, req.len() as u32, false)], &writable);
+        assert_eq!(used, 0);
+        assert!(!c.t.needs_reset());
+        let r = c.call(READDIR, ROOT, readdir(4096).as_slice());
+        assert_eq!(r.error, 0);
+        assert!(r.len > 0);
+    }
+
+    /// Attack (audit vmm #1, docs): a chain through an indirect table (never negotiated; it
+    /// would let one chain hold 65 535 aliasing buffers) is malformed: the device needs reset.
+    #[test]
+    fn indirect_descriptors_are_refused() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let table = DATA_BASE + 0x4_0000;
+        let entries: u16 = 4096;
+        for i in 0..entries {
+            let at = GuestAddress(table + 16 * u64::from(i));
+            let mut raw = [0u8; 16];
+            raw[0..8].copy_from_slice(&REQ.to_le_bytes());
+            raw[8..12].copy_from_slice(&ALIAS_LEN.to_le_bytes());
+            let flags = if i + 1 == entries { F_WRITE } else { F_NEXT };
+            raw[12..14].copy_from_slice(&flags.to_le_bytes());
+            raw[14..16].copy_from_slice(&(i + 1).to_le_bytes());
+            c.mem.write_slice(&raw, at).unwrap();
+        }
+        let rq = &mut c.q[1];
+        rq.write_desc(&c.mem, 0, table, 16 * u32::from(entries), F_INDIRECT, 0);
+        rq.publish(&c.mem, 0);
+        notify(&mut c.t, 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !c.t.needs_reset() {
+            assert!(std::time::Instant::now() < deadline, "device kept serving");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(c.q[1].pop_used(&c.mem), None);
     }
 
     #[test]
