@@ -42,6 +42,12 @@ pub const DEFAULT_TAG: &str = "rkt";
 pub const QUEUE_SIZE: u16 = 256;
 /// Number of request queues (in addition to the hiprio queue).
 const NUM_REQUEST_QUEUES: u32 = 1;
+/// Default [`FsConfig::max_fds`] (descriptors): a walk of a 10 000-file tree needs a few
+/// thousand; the share's whole state fits with room to spare.
+pub const DEFAULT_MAX_FDS: u64 = 65_536;
+/// Descriptors the rest of the VMM (guest memory, KVM, device eventfds, sockets) may hold on
+/// top of [`FsConfig::max_fds`] (descriptors).
+const FD_RESERVE: u64 = 1024;
 /// Default entry and attribute cache timeout (seconds). The guest is the only writer of the pod
 /// root while the pod runs, so caching is safe.
 pub const DEFAULT_CACHE_TIMEOUT_SECS: u64 = 5;
@@ -57,6 +63,11 @@ pub struct FsConfig {
     pub cache_policy: CachePolicy,
     /// How long the guest may cache names and attributes.
     pub cache_timeout: Duration,
+    /// Host descriptors the guest may make the VMM hold through the share (descriptors; one
+    /// per open handle and per looked-up, not forgotten inode). Enforced by the kernel:
+    /// `Fs::new` sets `RLIMIT_NOFILE` to this plus a small reserve for the rest of the VMM, so
+    /// beyond it the guest's OPEN, CREATE, OPENDIR and LOOKUP fail with EMFILE.
+    pub max_fds: u64,
 }
 
 impl FsConfig {
@@ -67,6 +78,7 @@ impl FsConfig {
             tag: DEFAULT_TAG.to_string(),
             cache_policy: CachePolicy::Always,
             cache_timeout: Duration::from_secs(DEFAULT_CACHE_TIMEOUT_SECS),
+            max_fds: DEFAULT_MAX_FDS,
         }
     }
 }
@@ -115,7 +127,7 @@ impl Fs {
         if let Some(dst) = config_space.get_mut(TAG_LEN..) {
             dst.copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
         }
-        raise_fd_limit();
+        set_fd_limit(cfg.max_fds.saturating_add(FD_RESERVE));
         let server = build_server(&cfg)?;
         Ok(Fs {
             cfg,
@@ -127,15 +139,13 @@ impl Fs {
     }
 }
 
-/// Ceiling of the open-file limit [`raise_fd_limit`] asks for when `/proc/sys/fs/nr_open`
-/// cannot be read (the kernel's default `nr_open`; descriptors).
-const FD_LIMIT_FALLBACK: u64 = 1 << 20;
-
-/// Raises the open-file limit as far as allowed: both limits to the kernel's `nr_open` when
-/// the process may raise its hard limit (root, as virtiofsd does), else the soft limit to the
-/// hard one. PassthroughFs keeps one `O_PATH` fd per inode the guest has looked up and not yet
-/// forgotten, so a walk of a 10 000-file tree needs more than the usual hard limit of 4096.
-fn raise_fd_limit() {
+/// Sets the open-file limit (soft and hard) to `budget` descriptors, or the kernel's `nr_open`
+/// if that is lower. The hard limit goes down when it was higher (a guest must not pin more of
+/// the host's file table than the budget), and up when the process may raise it (root with
+/// CAP_SYS_RESOURCE, as virtiofsd); else the soft limit goes up to the hard one.
+/// PassthroughFs keeps one `O_PATH` fd per inode the guest has looked up and not yet
+/// forgotten, and one fd per open handle.
+fn set_fd_limit(budget: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -145,25 +155,20 @@ fn raise_fd_limit() {
         log::warn!("virtio-fs: getrlimit: {}", io::Error::last_os_error());
         return;
     }
-    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+    let want = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(FD_LIMIT_FALLBACK);
-    if lim.rlim_max < ceiling {
-        let want = libc::rlimit {
-            rlim_cur: ceiling,
-            rlim_max: ceiling,
-        };
-        // SAFETY: setrlimit reads the valid `want` we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            return;
-        }
-        // EPERM without CAP_SYS_RESOURCE: the soft limit can still go up to the hard one.
-    }
-    if lim.rlim_cur >= lim.rlim_max {
+        .map_or(budget, |nr_open| budget.min(nr_open));
+    let both = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want,
+    };
+    // SAFETY: setrlimit reads the valid `both` we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &both) } == 0 {
         return;
     }
-    lim.rlim_cur = lim.rlim_max;
+    // EPERM raising the hard limit without CAP_SYS_RESOURCE: the soft one can go up to it.
+    lim.rlim_cur = want.min(lim.rlim_max);
     // SAFETY: setrlimit reads the valid `lim` we pass.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
         log::warn!("virtio-fs: setrlimit: {}", io::Error::last_os_error());
@@ -441,7 +446,7 @@ mod tests {
     use std::path::Path;
 
     use fuse_backend_rs::abi::fuse_abi::{
-        EntryOut, InitIn, IoctlIn, OpenIn, OpenOut, ReadIn, SetattrIn,
+        EntryOut, InitIn, IoctlIn, OpenIn, OpenOut, ReadIn, ReleaseIn, SetattrIn,
     };
     use vm_memory::{ByteValued, Bytes, GuestAddress};
 
@@ -479,8 +484,12 @@ mod tests {
 
     impl Client {
         fn new(share: &Path) -> Client {
+            Client::with(FsConfig::new(share))
+        }
+
+        fn with(cfg: FsConfig) -> Client {
             let mem = guest_memory();
-            let dev = Fs::new(FsConfig::new(share)).unwrap();
+            let dev = Fs::new(cfg).unwrap();
             let (t, q, _irq) = activated(&mem, Box::new(dev), &[QUEUE_SIZE, QUEUE_SIZE]);
             let mut c = Client {
                 mem,
@@ -892,6 +901,69 @@ mod tests {
         assert_eq!(c.q[1].pop_used(&c.mem), None);
     }
 
+    /// Environment variable that makes [`open_handles_are_capped_child`] run (in a child).
+    const FD_CAP_CHILD: &str = "STAGE1_VMM_FS_FD_CAP_CHILD";
+
+    /// Attack (audit vmm #2): OPEN the same file again and again, never RELEASE. Each OPEN is a
+    /// new host descriptor; the limit used to be raised to `nr_open` (2^20 to 2^30). With a
+    /// budget of 256 the guest gets EMFILE within 256 + `FD_RESERVE` opens, the device goes on,
+    /// and a RELEASE lets the next OPEN succeed. In a child: it lowers the process's limit.
+    #[test]
+    fn open_handles_are_capped() {
+        let out = crate::threads::run_test_in_child(
+            "devices::virtio::fs::tests::open_handles_are_capped_child",
+            FD_CAP_CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("FD CAP HELD"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn open_handles_are_capped_child() {
+        const RELEASE: u32 = 18;
+        if std::env::var_os(FD_CAP_CHILD).is_none() {
+            return;
+        }
+        let root = layout();
+        let mut cfg = FsConfig::new(root.path().join("share"));
+        cfg.max_fds = 256;
+        let mut c = Client::with(cfg);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the valid `lim` we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(
+            (lim.rlim_cur, lim.rlim_max),
+            (256 + FD_RESERVE, 256 + FD_RESERVE)
+        );
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let mut handles = Vec::new();
+        let err = loop {
+            match c.open(e.nodeid) {
+                Ok(fh) => handles.push(fh),
+                Err(err) => break err,
+            }
+            assert!(handles.len() <= (256 + FD_RESERVE) as usize, "no cap");
+        };
+        assert_eq!(err, libc::EMFILE);
+        assert!(!c.t.needs_reset());
+        let release = ReleaseIn {
+            fh: handles.pop().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(c.call(RELEASE, e.nodeid, release.as_slice()).error, 0);
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        println!("FD CAP HELD after {} handles", handles.len() + 1);
+    }
+
     #[test]
     fn malformed_requests_fail_alone() {
         let root = layout();
@@ -954,13 +1026,13 @@ mod tests {
     }
 
     /// More files looked up than the common hard limit of 4096 descriptors: with
-    /// CAP_SYS_RESOURCE the device raises the hard limit (to `nr_open`), so every lookup gets
+    /// CAP_SYS_RESOURCE the device raises the hard limit (to its budget), so every lookup gets
     /// its `O_PATH` fd. Without the capability it is marked for ci/nested-kvm, where CI runs it.
     #[test]
     fn lookups_beyond_4096_open_files() {
         const NAME: &str = "devices::virtio::fs::tests::lookups_beyond_4096_open_files";
         // CAP_SYS_RESOURCE (bit 24) in the effective set: may raise the hard limit. (Probing with
-        // setrlimit would fail once an earlier test's Fs::new raised it to nr_open already.)
+        // setrlimit would fail once an earlier test's Fs::new raised it already.)
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let cap_eff = status
             .lines()
