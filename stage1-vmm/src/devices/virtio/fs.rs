@@ -964,6 +964,100 @@ mod tests {
         println!("FD CAP HELD after {} handles", handles.len() + 1);
     }
 
+    /// Environment variable that makes [`device_node_race_child`] run (in a child).
+    const MKNOD_RACE_CHILD: &str = "STAGE1_VMM_FS_MKNOD_RACE_CHILD";
+
+    /// Attack (audit vmm #3): a second guest vCPU flips MKNOD's `mode` between `S_IFIFO` and
+    /// `S_IFCHR` while requests run, so the device's check sees a FIFO and the server then
+    /// reads a character device. With the worker's real capability set (no `CAP_MKNOD`) the
+    /// kernel refuses every such node. In a child: it confines the test's threads.
+    #[test]
+    fn device_node_race() {
+        let out = crate::threads::run_test_in_child(
+            "devices::virtio::fs::tests::device_node_race_child",
+            MKNOD_RACE_CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("NO DEVICE NODE"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn device_node_race_child() {
+        use std::os::unix::fs::FileTypeExt;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        if std::env::var_os(MKNOD_RACE_CHILD).is_none() {
+            return;
+        }
+        if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+            .unwrap_or(false)
+        {
+            println!("NO DEVICE NODE: SKIP: needs CAP_SETPCAP to take the worker's capabilities");
+            return;
+        }
+        // The worker thread inherits the capability sets of the thread that activates it.
+        crate::confine::caps::apply(crate::confine::caps::FS_WORKER).unwrap();
+        let root = layout();
+        let share = root.path().join("share");
+        let mut c = Client::new(&share);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flips = Arc::new(AtomicU64::new(0));
+        let mode_at = GuestAddress(REQ + size_of::<InHeader>() as u64);
+        let flipper = {
+            let (mem, stop, flips) = (c.mem.clone(), stop.clone(), flips.clone());
+            std::thread::spawn(move || {
+                let mut chr = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let kind = if chr { libc::S_IFCHR } else { libc::S_IFIFO };
+                    mem.write_obj(kind | 0o666, mode_at).unwrap();
+                    chr = !chr;
+                    flips.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while flips.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        let (mut refused, mut made) = (0, 0);
+        for i in 0..2000 {
+            let args = MknodIn {
+                mode: libc::S_IFIFO | 0o666,
+                rdev: libc::makedev(1, 3) as u32,
+                umask: 0,
+                padding: 0,
+            };
+            let name = format!("n{i}\0");
+            match c
+                .call(
+                    FUSE_MKNOD,
+                    ROOT,
+                    &[args.as_slice(), name.as_bytes()].concat(),
+                )
+                .error
+            {
+                0 => made += 1,
+                libc::EPERM => refused += 1,
+                e => panic!("mknod: errno {e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        for entry in std::fs::read_dir(&share).unwrap() {
+            let t = entry.unwrap().file_type().unwrap();
+            assert!(
+                !t.is_char_device() && !t.is_block_device(),
+                "device node made"
+            );
+        }
+        assert!(made > 0 && refused > 0, "made {made}, refused {refused}");
+        assert!(!c.t.needs_reset());
+        println!("NO DEVICE NODE: {made} FIFOs, {refused} refused");
+    }
+
     #[test]
     fn malformed_requests_fail_alone() {
         let root = layout();
