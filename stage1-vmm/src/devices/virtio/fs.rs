@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, MknodIn, OutHeader};
+use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::{Server, MAX_BUFFER_SIZE};
 use fuse_backend_rs::api::{Vfs, VfsOptions};
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, PassthroughFs};
@@ -105,10 +106,12 @@ type FsServer = Server<Arc<Vfs>>;
 
 /// A virtio-fs device.
 pub struct Fs {
-    cfg: FsConfig,
     config_space: [u8; TAG_LEN + 4],
-    /// A fresh server for the next activation (a FUSE session cannot be re-initialised).
-    next_server: Option<Arc<FsServer>>,
+    /// The FUSE server, kept across activations: it is built once, while `/proc` is still
+    /// there (PassthroughFs opens `/proc/self/fd`, which the pod's jail then removes).
+    server: Arc<FsServer>,
+    /// The server's file system, ended (handles and inodes dropped) before each activation.
+    vfs: Arc<Vfs>,
     worker: Option<WorkerHandle>,
     log_limit: LogLimiter,
 }
@@ -128,11 +131,11 @@ impl Fs {
             dst.copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
         }
         set_fd_limit(cfg.max_fds.saturating_add(FD_RESERVE));
-        let server = build_server(&cfg)?;
+        let (server, vfs) = build_server(&cfg)?;
         Ok(Fs {
-            cfg,
             config_space,
-            next_server: Some(server),
+            server,
+            vfs,
             worker: None,
             log_limit: LogLimiter::default(),
         })
@@ -177,7 +180,7 @@ fn set_fd_limit(budget: u64) {
 
 /// Builds the Vfs with PassthroughFs mounted at "/" (`do_import: false`: the Vfs validates
 /// names) and the FUSE server over it.
-fn build_server(cfg: &FsConfig) -> Result<Arc<FsServer>, FsError> {
+fn build_server(cfg: &FsConfig) -> Result<(Arc<FsServer>, Arc<Vfs>), FsError> {
     let dir = &cfg.shared_dir;
     let root_dir = dir
         .to_str()
@@ -208,7 +211,8 @@ fn build_server(cfg: &FsConfig) -> Result<Arc<FsServer>, FsError> {
         ..VfsOptions::default()
     });
     vfs.mount(Box::new(fs), "/").map_err(FsError::Mount)?;
-    Ok(Arc::new(Server::new(Arc::new(vfs))))
+    let vfs = Arc::new(vfs);
+    Ok((Arc::new(Server::new(vfs.clone())), vfs))
 }
 
 impl VirtioDevice for Fs {
@@ -236,8 +240,8 @@ impl VirtioDevice for Fs {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        // A re-activation builds its server on the worker thread (FsWorker::init): the vCPU
-        // thread that activates the device has no file-system calls.
+        // A re-activation ends the previous FUSE session on the worker thread (FsWorker::init):
+        // the vCPU thread that activates the device has no file-system calls.
         let queues = self.queue_max_sizes().len();
         worker::activate(
             &mut self.worker,
@@ -248,8 +252,8 @@ impl VirtioDevice for Fs {
                 mem,
                 queues,
                 interrupt,
-                server: self.next_server.take(),
-                cfg: self.cfg.clone(),
+                server: self.server.clone(),
+                vfs: self.vfs.clone(),
                 log_limit: LogLimiter::default(),
             },
         )
@@ -333,9 +337,10 @@ struct FsWorker {
     mem: GuestMem,
     queues: Vec<Queue>,
     interrupt: Interrupt,
-    /// The FUSE server; built by [`Worker::init`] when the device had none ready.
-    server: Option<Arc<FsServer>>,
-    cfg: FsConfig,
+    /// The FUSE server (the device's, shared by every activation).
+    server: Arc<FsServer>,
+    /// Its file system, ended by [`Worker::init`].
+    vfs: Arc<Vfs>,
     log_limit: LogLimiter,
 }
 
@@ -343,7 +348,8 @@ impl FsWorker {
     /// Serves up to one queue's worth of requests from queue `index`.
     fn drain(&mut self, index: usize) -> Result<Drain, QueueError> {
         let mem = &self.mem;
-        let (Some(queue), Some(server)) = (self.queues.get_mut(index), self.server.as_ref()) else {
+        let server = &self.server;
+        let Some(queue) = self.queues.get_mut(index) else {
             return Ok(Drain::Done);
         };
         let mut budget = queue.size();
@@ -419,11 +425,10 @@ fn serve(
 
 impl Worker for FsWorker {
     fn init(&mut self, _epoll: &Epoll) -> Result<(), DeviceError> {
-        if self.server.is_none() {
-            let server =
-                build_server(&self.cfg).map_err(|e| DeviceError::Backend(e.to_string()))?;
-            self.server = Some(server);
-        }
+        // A driver reset may have ended the last session without FUSE_DESTROY: drop its
+        // handles and inodes (closing their fds) and re-import the root, so the next INIT
+        // starts a new session. Nothing here needs `/proc`. A no-op before the first INIT.
+        self.vfs.destroy();
         Ok(())
     }
 
@@ -1103,7 +1108,7 @@ mod tests {
         notify(&mut c.t, 0);
         assert_eq!(c.q[0].wait_used(&c.mem).1, 0);
 
-        // Driver reset, new handshake, new FUSE session on a fresh server.
+        // Driver reset, new handshake, new FUSE session on the same server.
         wr(&mut c.t, 0x70, 0);
         c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
         let init = InitIn {
@@ -1113,6 +1118,34 @@ mod tests {
             flags: 0,
         };
         assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        assert!(!c.t.needs_reset());
+    }
+
+    /// Audit vmm #4: a driver reset in the middle of a session (no FUSE_DESTROY: a crashed
+    /// or reloaded driver) and a new activation. The device used to build a new server then,
+    /// which opens `/proc/self/fd`, gone in a pod's jail; now the one server built by `Fs::new`
+    /// ends the old session (its handles close) and serves the new one.
+    #[test]
+    fn reset_mid_session_reuses_the_server() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let old = c.open(e.nodeid).unwrap();
+        wr(&mut c.t, 0x70, 0);
+        c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0x2_0000,
+            flags: 0,
+        };
+        // A second INIT on a session never ended would be EINVAL.
+        assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+        // The old session's handle and inode are gone.
+        assert_eq!(c.read(e.nodeid, old, 4096), Err(libc::EBADF));
         let e = c.lookup(ROOT, b"hello.txt").unwrap();
         let fh = c.open(e.nodeid).unwrap();
         assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
