@@ -209,7 +209,8 @@ pub struct StopReport {
 }
 
 impl StopReport {
-    /// Human-readable lines, one per app (`app web: stopped by SIGTERM, status 143`).
+    /// Human-readable lines, one per app (`app web: stopped by SIGTERM, status 143`). The
+    /// report comes from the guest: control characters in names are escaped.
     pub fn lines(&self) -> Vec<String> {
         self.apps
             .iter()
@@ -222,7 +223,8 @@ impl StopReport {
                 let status = a
                     .status
                     .map_or_else(|| "unknown status".to_string(), |s| format!("status {s}"));
-                format!("app {}: {how}, {status}", a.name)
+                let name = crate::text::escape_control(&a.name);
+                format!("app {name}: {how}, {status}")
             })
             .collect()
     }

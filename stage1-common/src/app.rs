@@ -97,7 +97,8 @@ pub fn request_for(entry: Entrypoint, args: &AppArgs) -> Option<Request> {
 }
 
 /// Sends `req` on `stream` and waits (at most [`REPLY_TIMEOUT`]) for the answer. Frames are
-/// bounded (`pod_abi::exec::MAX_PAYLOAD`); error texts are cut to one line of 512 bytes.
+/// bounded (`pod_abi::exec::MAX_PAYLOAD`); error texts are cut to one line of 512 characters,
+/// control characters escaped.
 pub fn send_request(mut stream: UnixStream, req: &Request) -> Result<(), AppError> {
     stream.write_all(&req.to_line()).map_err(AppError::Io)?;
     stream
@@ -118,11 +119,7 @@ pub fn send_request(mut stream: UnixStream, req: &Request) -> Result<(), AppErro
                         why.unwrap_or_else(|| format!("failed with status {c}")),
                     ))
                 }
-                Frame::Error(t) => {
-                    let line = pod_abi::podfile::first_line(t.as_bytes());
-                    let cut: String = line.chars().take(512).collect();
-                    why = Some(cut);
-                }
+                Frame::Error(t) => why = Some(pod_abi::text::error_line(&t)),
                 other => {
                     return Err(AppError::Protocol(format!("unexpected frame {other:?}")));
                 }
@@ -183,6 +180,13 @@ mod tests {
         ]);
         let e = send_request(s, &req).unwrap_err();
         assert_eq!(e.to_string(), "no app \"web\"");
+        // Attack (audit host F5): terminal escapes in the guest's error text are escaped.
+        let (s, _t) = serve(vec![
+            Frame::Error("\u{1b}]0;x\u{7}\u{1b}[2Jowned".into()),
+            Frame::Exit(1),
+        ]);
+        let e = send_request(s, &req).unwrap_err();
+        assert_eq!(e.to_string(), "\\x1b]0;x\\x07\\x1b[2Jowned");
         let (s, _t) = serve(vec![]);
         assert!(matches!(send_request(s, &req), Err(AppError::Protocol(_))));
         assert!(request_for(Entrypoint::Run, &args).is_none());

@@ -128,7 +128,9 @@ pub fn stop_over_channel(
             .map_err(|e| ChannelError::protocol(e.to_string()))?
         {
             Some(Frame::StopReport(r)) => return Ok(Some(r)),
-            Some(Frame::Error(t)) => return Err(ChannelError::protocol(t)),
+            Some(Frame::Error(t)) => {
+                return Err(ChannelError::protocol(pod_abi::text::error_line(&t)))
+            }
             Some(other) => {
                 return Err(ChannelError::protocol(format!(
                     "unexpected frame {other:?}"
@@ -202,6 +204,34 @@ mod tests {
         assert_eq!(
             stop_over_channel(dir.path(), None, Duration::from_secs(5)).unwrap(),
             None
+        );
+    }
+
+    /// Attack (audit host F5): a guest's error text and the app names in its stop report carry
+    /// terminal escapes; what `rkt stop` prints has them escaped.
+    #[test]
+    fn guest_text_is_escaped() {
+        let (dir, _h) = fake(encoded(&Frame::Error("\u{1b}]0;x\u{7}owned\nmore".into())));
+        assert!(matches!(
+            stop_over_channel(dir.path(), None, Duration::from_secs(5)),
+            Err(ChannelError::Session(SessionError::Protocol(t))) if t == "\\x1b]0;x\\x07owned"
+        ));
+        let report = StopReport {
+            grace_secs: 1,
+            apps: vec![StoppedApp {
+                name: "a\u{1b}[2J\rrkt: fake".into(),
+                sigterm: true,
+                sigkill: false,
+                status: Some(0),
+            }],
+        };
+        let (dir, _h) = fake(encoded(&Frame::StopReport(report)));
+        let got = stop_over_channel(dir.path(), None, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.lines(),
+            ["app a\\x1b[2J\\rrkt: fake: stopped by SIGTERM, status 0"]
         );
     }
 
