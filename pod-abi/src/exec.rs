@@ -410,6 +410,27 @@ pub fn read_room(r: &FrameReader) -> usize {
     (HEADER + MAX_PAYLOAD).saturating_sub(r.pending()).max(1)
 }
 
+/// Reads from `stream` into `buf`, waiting no later than `deadline`: the deadline of a whole
+/// exchange, so a peer that trickles a byte at a time cannot stretch it (a per-read timeout
+/// restarts with every byte). Fails with `TimedOut` once the deadline has passed.
+pub fn read_by(
+    stream: &mut std::os::unix::net::UnixStream,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<usize> {
+    use std::io::{ErrorKind, Read};
+    let timed_out = || std::io::Error::new(ErrorKind::TimedOut, "no answer in time");
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(timed_out());
+    }
+    stream.set_read_timeout(Some(left))?;
+    match stream.read(buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(timed_out()),
+        r => r,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
