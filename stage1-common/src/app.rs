@@ -3,7 +3,7 @@
 //! after any `Error` frames. The flavor supplies the connected stream (ns: the pod directory's
 //! `exec.sock`; kvm: the exec service over vsock).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use pod_abi::exec::encoded;
+    use std::io::Read;
 
     fn serve(answer: Vec<Frame>) -> (UnixStream, std::thread::JoinHandle<Vec<u8>>) {
         let (a, mut b) = UnixStream::pair().unwrap();

@@ -10,7 +10,7 @@
 //! - [`stop_over_channel`]: sends a `stop` request and returns guest-init's report (which it
 //!   sends once the apps ended, just before the VM powers off).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
