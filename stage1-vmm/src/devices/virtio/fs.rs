@@ -978,6 +978,15 @@ mod tests {
     /// kernel refuses every such node. In a child: it confines the test's threads.
     #[test]
     fn device_node_race() {
+        const NAME: &str = "devices::virtio::fs::tests::device_node_race";
+        let unusable =
+            (!caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+                .unwrap_or(false))
+            .then(|| "needs CAP_SETPCAP (root); run under ci/nested-kvm".to_string());
+        if let Err(why) = super::guest_mark::mark(NAME, unusable) {
+            eprintln!("SKIP: device_node_race: {why}");
+            return;
+        }
         let out = crate::threads::run_test_in_child(
             "devices::virtio::fs::tests::device_node_race_child",
             MKNOD_RACE_CHILD,
@@ -1001,7 +1010,7 @@ mod tests {
         if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
             .unwrap_or(false)
         {
-            println!("NO DEVICE NODE: SKIP: needs CAP_SETPCAP to take the worker's capabilities");
+            println!("SKIP: device_node_race: needs CAP_SETPCAP to take the worker's capabilities");
             return;
         }
         // The worker thread inherits the capability sets of the thread that activates it.
@@ -1150,6 +1159,102 @@ mod tests {
         let fh = c.open(e.nodeid).unwrap();
         assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
         assert!(!c.t.needs_reset());
+    }
+
+    /// Environment variable that makes [`reset_without_proc_child`] run (in a child).
+    const NO_PROC_CHILD: &str = "STAGE1_VMM_FS_NO_PROC_CHILD";
+
+    /// Audit vmm #4 as in a pod: the process loses `/proc` after `Fs::new` (here: a chroot
+    /// into a directory without it, holding the share at the same path), then the driver
+    /// resets and re-activates the device. Building a server there fails (what the device
+    /// did before); the device's kept server serves the new session. In a child: it chroots.
+    #[test]
+    fn reset_without_proc() {
+        const NAME: &str = "devices::virtio::fs::tests::reset_without_proc";
+        let unusable = (!caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_CHROOT,
+        )
+        .unwrap_or(false))
+        .then(|| "needs CAP_SYS_CHROOT (root); run under ci/nested-kvm".to_string());
+        if let Err(why) = super::guest_mark::mark(NAME, unusable) {
+            eprintln!("SKIP: reset_without_proc: {why}");
+            return;
+        }
+        let out = crate::threads::run_test_in_child(
+            "devices::virtio::fs::tests::reset_without_proc_child",
+            NO_PROC_CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("REACTIVATED WITHOUT /proc"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn reset_without_proc_child() {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        if std::env::var_os(NO_PROC_CHILD).is_none() {
+            return;
+        }
+        if !caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_CHROOT,
+        )
+        .unwrap_or(false)
+        {
+            println!("SKIP: reset_without_proc: needs CAP_SYS_CHROOT");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let share = root.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        std::fs::write(share.join("hello.txt"), HELLO).unwrap();
+        // The share's path inside the new root, as the jail keeps `/pod/...` valid.
+        let inner = root.path().join(share.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::write(inner.join("hello.txt"), HELLO).unwrap();
+        let mut c = Client::new(&share);
+        assert!(c.lookup(ROOT, b"hello.txt").is_ok());
+
+        let old_root = std::fs::File::open("/").unwrap();
+        let new_root = CString::new(root.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: chroot and chdir with NUL-terminated paths; this child runs only this test.
+        unsafe {
+            assert_eq!(libc::chroot(new_root.as_ptr()), 0);
+            assert_eq!(libc::chdir(c"/".as_ptr()), 0);
+        }
+        assert!(std::fs::metadata("/proc/self/fd").is_err());
+        assert!(matches!(
+            build_server(&FsConfig::new(&share)),
+            Err(FsError::Passthrough(_))
+        ));
+        wr(&mut c.t, 0x70, 0);
+        c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0x2_0000,
+            flags: 0,
+        };
+        assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        assert!(!c.t.needs_reset());
+        // SAFETY: fchdir to the old root's open descriptor, then chroot to it.
+        unsafe {
+            assert_eq!(libc::fchdir(old_root.as_raw_fd()), 0);
+            assert_eq!(libc::chroot(c".".as_ptr()), 0);
+        }
+        println!("REACTIVATED WITHOUT /proc");
     }
 
     /// More files looked up than the common hard limit of 4096 descriptors: with
