@@ -944,10 +944,8 @@ mod tests {
         };
         // SAFETY: getrlimit writes into the valid `lim` we pass.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
-        assert_eq!(
-            (lim.rlim_cur, lim.rlim_max),
-            (256 + FD_RESERVE, 256 + FD_RESERVE)
-        );
+        // Lowered to the budget (or less, where the hard limit was lower already).
+        assert!(lim.rlim_max <= 256 + FD_RESERVE && lim.rlim_cur == lim.rlim_max);
         let e = c.lookup(ROOT, b"hello.txt").unwrap();
         let mut handles = Vec::new();
         let err = loop {
