@@ -209,7 +209,8 @@ pub struct StopReport {
 }
 
 impl StopReport {
-    /// Human-readable lines, one per app (`app web: stopped by SIGTERM, status 143`).
+    /// Human-readable lines, one per app (`app web: stopped by SIGTERM, status 143`). The
+    /// report comes from the guest: control characters in names are escaped.
     pub fn lines(&self) -> Vec<String> {
         self.apps
             .iter()
@@ -222,7 +223,8 @@ impl StopReport {
                 let status = a
                     .status
                     .map_or_else(|| "unknown status".to_string(), |s| format!("status {s}"));
-                format!("app {}: {how}, {status}", a.name)
+                let name = crate::text::escape_control(&a.name);
+                format!("app {name}: {how}, {status}")
             })
             .collect()
     }
@@ -406,6 +408,27 @@ impl FrameReader {
 /// this much from the stream at a time to keep the buffer bounded.
 pub fn read_room(r: &FrameReader) -> usize {
     (HEADER + MAX_PAYLOAD).saturating_sub(r.pending()).max(1)
+}
+
+/// Reads from `stream` into `buf`, waiting no later than `deadline`: the deadline of a whole
+/// exchange, so a peer that trickles a byte at a time cannot stretch it (a per-read timeout
+/// restarts with every byte). Fails with `TimedOut` once the deadline has passed.
+pub fn read_by(
+    stream: &mut std::os::unix::net::UnixStream,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<usize> {
+    use std::io::{ErrorKind, Read};
+    let timed_out = || std::io::Error::new(ErrorKind::TimedOut, "no answer in time");
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(timed_out());
+    }
+    stream.set_read_timeout(Some(left))?;
+    match stream.read(buf) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(timed_out()),
+        r => r,
+    }
 }
 
 #[cfg(test)]

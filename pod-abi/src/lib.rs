@@ -29,6 +29,7 @@ pub mod snapshot;
 pub mod snapshot_port;
 pub mod stage1;
 pub mod status;
+pub mod text;
 pub mod time;
 pub mod trace;
 pub mod userns;

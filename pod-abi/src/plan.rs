@@ -13,6 +13,10 @@ pub const PLAN_VERSION: u32 = 1;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Default grace period between SIGTERM and SIGKILL when stopping apps, in seconds.
 pub const DEFAULT_STOP_GRACE_SECS: u32 = 10;
+/// The longest grace period the host waits for (seconds): a KVM guest can rewrite the plan in
+/// its share, so a host reading it after the pod started clamps the value to this
+/// ([`Plan::host_stop_grace_secs`]).
+pub const MAX_STOP_GRACE_SECS: u32 = 300;
 
 /// Which stage1 flavor runs guest-init (decides how it ends: exit vs reboot); passed to
 /// guest-init as `--flavor=ns|kvm`.
@@ -312,6 +316,12 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// The grace period a host process may wait for, from a plan it read back from the pod
+    /// (seconds): [`Self::stop_grace_secs`] at most [`MAX_STOP_GRACE_SECS`].
+    pub fn host_stop_grace_secs(&self) -> u32 {
+        self.stop_grace_secs.min(MAX_STOP_GRACE_SECS)
+    }
+
     /// Parses a plan and checks its version.
     pub fn from_json(bytes: &[u8]) -> Result<Self, PlanError> {
         let p: Plan = serde_json::from_slice(bytes).map_err(PlanError::Json)?;
@@ -338,5 +348,27 @@ impl Plan {
             crate::podfile::PLAN_MAX,
         )?;
         Self::from_json(&b)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Attack (audit host F4): a KVM guest rewrites `stopGraceSecs` in its plan to 136 years;
+    /// `rkt stop` reads the plan back and waits for at most `MAX_STOP_GRACE_SECS`.
+    #[test]
+    fn a_rewritten_grace_period_is_clamped() {
+        let p = Plan::from_json(
+            br#"{"version":1,"uuid":"u","hostname":"h","stopGraceSecs":4294967295,"apps":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.host_stop_grace_secs(), MAX_STOP_GRACE_SECS);
+        let honest = Plan {
+            stop_grace_secs: DEFAULT_STOP_GRACE_SECS,
+            ..p
+        };
+        assert_eq!(honest.host_stop_grace_secs(), DEFAULT_STOP_GRACE_SECS);
     }
 }

@@ -45,28 +45,7 @@ pub fn tabwrite(rows: &[Vec<String>]) -> String {
     s
 }
 
-/// `s` with every control character (C0, DEL, C1) written as an escape: `\n`, `\r`, `\t`,
-/// `\\`-prefixed hex otherwise (`\x1b`, `\u{9b}`); a backslash itself stays as is. Borrows
-/// when there is nothing to escape.
-pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() && (c as u32) < 0x80 => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use pod_abi::text::escape_control;
 
 /// go-humanize `IBytes`: `82 B`, `1.5 KiB`, `12 MiB`.
 pub fn ibytes(n: u64) -> String {

@@ -3,11 +3,11 @@
 //! after any `Error` frames. The flavor supplies the connected stream (ns: the pod directory's
 //! `exec.sock`; kvm: the exec service over vsock).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pod_abi::exec::{read_room, Frame, FrameReader, Request};
+use pod_abi::exec::{read_by, read_room, Frame, FrameReader, Request};
 use pod_abi::stage1::{AppArgs, Entrypoint};
 
 /// Attaches `app/add`'s volumes (`args.mounts`: detached mount trees stage0 passed open) at
@@ -62,8 +62,9 @@ pub fn attach_mounts(
     Ok(())
 }
 
-/// How long guest-init may take to answer an app request; a stop waits for the app's grace
-/// period (the plan's, at most a few minutes in practice) before its answer.
+/// How long guest-init may take in all to answer an app request, however the answer trickles
+/// in; a stop waits for the app's grace period (the plan's, at most a few minutes in
+/// practice) before its answer.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A failed app request.
@@ -96,13 +97,21 @@ pub fn request_for(entry: Entrypoint, args: &AppArgs) -> Option<Request> {
     })
 }
 
-/// Sends `req` on `stream` and waits (at most [`REPLY_TIMEOUT`]) for the answer. Frames are
-/// bounded (`pod_abi::exec::MAX_PAYLOAD`); error texts are cut to one line of 512 bytes.
-pub fn send_request(mut stream: UnixStream, req: &Request) -> Result<(), AppError> {
+/// Sends `req` on `stream` and waits (at most [`REPLY_TIMEOUT`] in all) for the answer. Frames are
+/// bounded (`pod_abi::exec::MAX_PAYLOAD`); error texts are cut to one line of 512 characters,
+/// control characters escaped.
+pub fn send_request(stream: UnixStream, req: &Request) -> Result<(), AppError> {
+    send_request_within(stream, req, REPLY_TIMEOUT)
+}
+
+/// [`send_request`] with an overall wait of `wait`.
+fn send_request_within(
+    mut stream: UnixStream,
+    req: &Request,
+    wait: Duration,
+) -> Result<(), AppError> {
+    let deadline = Instant::now() + wait;
     stream.write_all(&req.to_line()).map_err(AppError::Io)?;
-    stream
-        .set_read_timeout(Some(REPLY_TIMEOUT))
-        .map_err(AppError::Io)?;
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; read_room(&reader)];
     let mut why: Option<String> = None;
@@ -118,18 +127,18 @@ pub fn send_request(mut stream: UnixStream, req: &Request) -> Result<(), AppErro
                         why.unwrap_or_else(|| format!("failed with status {c}")),
                     ))
                 }
-                Frame::Error(t) => {
-                    let line = pod_abi::podfile::first_line(t.as_bytes());
-                    let cut: String = line.chars().take(512).collect();
-                    why = Some(cut);
-                }
+                Frame::Error(t) => why = Some(pod_abi::text::error_line(&t)),
                 other => {
                     return Err(AppError::Protocol(format!("unexpected frame {other:?}")));
                 }
             }
         }
         let room = read_room(&reader);
-        match stream.read(buf.get_mut(..room).unwrap_or_default()) {
+        match read_by(
+            &mut stream,
+            buf.get_mut(..room).unwrap_or_default(),
+            deadline,
+        ) {
             Ok(0) => {
                 return Err(why
                     .map(AppError::Refused)
@@ -147,6 +156,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use pod_abi::exec::encoded;
+    use std::io::Read;
 
     fn serve(answer: Vec<Frame>) -> (UnixStream, std::thread::JoinHandle<Vec<u8>>) {
         let (a, mut b) = UnixStream::pair().unwrap();
@@ -162,6 +172,35 @@ mod tests {
             line
         });
         (a, t)
+    }
+
+    /// Attack (audit host F4): the guest answers one byte of a frame at a time, each well
+    /// within any per-read timeout. The request still fails at its overall deadline.
+    #[test]
+    fn a_trickled_answer_ends_at_the_deadline() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let frame = encoded(&Frame::Error("x".repeat(1000)));
+            for byte in frame.chunks(1) {
+                std::thread::sleep(Duration::from_millis(100));
+                if b.write_all(byte).is_err() {
+                    return;
+                }
+            }
+        });
+        let req = Request::AppStart { app: "web".into() };
+        let start = Instant::now();
+        let e = send_request_within(a, &req, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&e, AppError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        t.join().unwrap();
     }
 
     #[test]
@@ -183,6 +222,13 @@ mod tests {
         ]);
         let e = send_request(s, &req).unwrap_err();
         assert_eq!(e.to_string(), "no app \"web\"");
+        // Attack (audit host F5): terminal escapes in the guest's error text are escaped.
+        let (s, _t) = serve(vec![
+            Frame::Error("\u{1b}]0;x\u{7}\u{1b}[2Jowned".into()),
+            Frame::Exit(1),
+        ]);
+        let e = send_request(s, &req).unwrap_err();
+        assert_eq!(e.to_string(), "\\x1b]0;x\\x07\\x1b[2Jowned");
         let (s, _t) = serve(vec![]);
         assert!(matches!(send_request(s, &req), Err(AppError::Protocol(_))));
         assert!(request_for(Entrypoint::Run, &args).is_none());

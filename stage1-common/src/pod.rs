@@ -105,9 +105,11 @@ fn failure_path() -> Option<PathBuf> {
         .clone()
 }
 
-/// Writes the first line of `reason` to the pod's `failure` file (not on stderr).
+/// Writes the first line of `reason` to the pod's `failure` file (not on stderr), control
+/// characters escaped (`rkt status` prints it).
 pub fn write_failure(reason: &str) {
     let line = reason.lines().next().unwrap_or("unknown failure").trim();
+    let line = pod_abi::text::escape_control(line);
     if let Some(p) = failure_path() {
         if let Err(e) = crate::write_atomic(&p, format!("{line}\n").as_bytes()) {
             eprintln!("{}: cannot write {}: {e}", prog(), p.display());
@@ -115,11 +117,13 @@ pub fn write_failure(reason: &str) {
     }
 }
 
-/// Records why the pod failed: the first line of `reason` on stderr and in the `failure` file.
+/// Records why the pod failed: the first line of `reason` on stderr and in the `failure` file,
+/// control characters escaped (the reason may come from the pod's `rkt/failure`).
 pub fn record_failure(reason: &str) {
     let line = reason.lines().next().unwrap_or("unknown failure").trim();
+    let line = pod_abi::text::escape_control(line);
     eprintln!("{}: {line}", prog());
-    write_failure(line);
+    write_failure(&line);
 }
 
 /// The pod's exit code once guest-init has ended normally, read from the pod's stage1 root
@@ -275,6 +279,17 @@ mod tests {
             std::fs::read_to_string(pod.failure()).unwrap(),
             "guest-init failed: bad plan\n"
         );
+        // Attack (audit host F5): terminal escapes in the pod-written reason are escaped.
+        std::fs::write(pod.guest_failure(), "\u{1b}]0;x\u{7}\u{1b}[2Jowned\r\n").unwrap();
+        assert_eq!(
+            finish(pod, &plan(&["a"]), None),
+            pod_abi::exit::STAGE1_FAILED
+        );
+        assert_eq!(
+            std::fs::read_to_string(pod.failure()).unwrap(),
+            "guest-init failed: \\x1b]0;x\\x07\\x1b[2Jowned\n"
+        );
+        std::fs::write(pod.guest_failure(), "bad plan\n").unwrap();
         // A FIFO planted at guest-init's failure file is refused, not waited on.
         std::fs::remove_file(pod.guest_failure()).unwrap();
         let fifo = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(

@@ -352,8 +352,13 @@ fn call(
     Ok(())
 }
 
+/// The pod's plan as the pod left it, with the user-ID range from the host's own record
+/// (`private-users-prepared`): the plan lies in the pod's root, which a running kvm guest can
+/// rewrite, and `add` chooses host owners by the range.
 fn read_plan(paths: &PodPaths) -> Result<Plan, AppError> {
-    Plan::read_beneath(&paths.stage1_rootfs()).map_err(AppError::Plan)
+    let mut plan = Plan::read_beneath(&paths.stage1_rootfs()).map_err(AppError::Plan)?;
+    plan.private_users = layout::private_users(paths)?;
+    Ok(plan)
 }
 
 fn write_plan(paths: &PodPaths, plan: &Plan) -> Result<(), AppError> {
@@ -906,6 +911,36 @@ mod tests {
         )
         .unwrap();
         assert!(!is_mutable(&plain));
+    }
+
+    /// Attack (audit host F6): a kvm guest drops `privateUsers` from its plan, or points it at
+    /// another range, before `rkt app add`; the host uses its own record of the range.
+    #[test]
+    fn the_plan_read_back_has_the_hosts_id_range() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = PodPaths::new(d.path().to_path_buf());
+        let range = pod_abi::userns::IdRange {
+            shift: 0x1_0000,
+            count: 0x1_0000,
+        };
+        layout::write_private_users(&paths, range).unwrap();
+        let write = |json: &str| {
+            let at = paths.stage1_rootfs().join(PLAN_IN_STAGE1);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(at, json).unwrap();
+        };
+        let plan = |extra: &str| {
+            format!(
+                r#"{{"version":1,"uuid":"u","hostname":"h","stopGraceSecs":1,{extra}"apps":[]}}"#
+            )
+        };
+        write(&plan(""));
+        assert_eq!(read_plan(&paths).unwrap().private_users, Some(range));
+        write(&plan(r#""privateUsers":{"shift":0,"count":65536},"#));
+        assert_eq!(read_plan(&paths).unwrap().private_users, Some(range));
+        // A pod without a range has none, whatever its plan says.
+        std::fs::remove_file(paths.root().join(pod_abi::paths::PRIVATE_USERS_PREPARED)).unwrap();
+        assert_eq!(read_plan(&paths).unwrap().private_users, None);
     }
 
     #[test]

@@ -19,10 +19,10 @@ use super::ConfineError;
 ///   raises it itself around writes, `capset`);
 /// - `CAP_SETUID`, `CAP_SETGID`: `setresuid`/`setresgid` of the effective ids to the
 ///   requesting guest user for creations (`set_creds`), and back;
-/// - `CAP_MKNOD`: `mknodat` of device nodes (the share is `nodev` in the jail: the host never
-///   opens them).
 ///
-/// Not kept: `CAP_SETFCAP` (the share has no xattr support, so no `security.capability`),
+/// Not kept: `CAP_MKNOD` (FIFOs and sockets need none; without it the kernel refuses every
+/// device node, whatever a guest rewriting its request between the device's check and the
+/// server's read gets past the check), `CAP_SETFCAP` (the share has no xattr support, so no `security.capability`),
 /// `CAP_SYS_ADMIN`, `CAP_LINUX_IMMUTABLE` and the rest.
 pub const FS_WORKER: &[Capability] = &[
     Capability::CAP_CHOWN,
@@ -32,7 +32,6 @@ pub const FS_WORKER: &[Capability] = &[
     Capability::CAP_FSETID,
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
-    Capability::CAP_MKNOD,
 ];
 
 /// Every other thread (vCPUs, other device workers, console writers, signals, stdin, and the

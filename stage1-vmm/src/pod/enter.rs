@@ -10,13 +10,13 @@
 //! - [`stop_over_channel`]: sends a `stop` request and returns guest-init's report (which it
 //!   sends once the apps ended, just before the VM powers off).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pod_abi::attach::Attach;
-use pod_abi::exec::{read_room, Frame, FrameReader, Request, StopReport};
+use pod_abi::exec::{read_by, read_room, Frame, FrameReader, Request, StopReport};
 use pod_abi::vsock::{connect, ConnectError, EXEC_PORT, SOCKET};
 use stage1_common::session::{self, SessionError};
 
@@ -107,7 +107,7 @@ pub fn attach(pod_dir: &Path, app: &str, attach: Attach) -> Result<i32, ChannelE
 }
 
 /// Asks guest-init to stop the pod (`grace_secs`: `None` for the plan's) and waits at most
-/// `wait` for its report.
+/// `wait` in all for its report (an error then, `TimedOut`).
 pub fn stop_over_channel(
     pod_dir: &Path,
     grace_secs: Option<u32>,
@@ -117,9 +117,7 @@ pub fn stop_over_channel(
     stream
         .write_all(&Request::Stop { grace_secs }.to_line())
         .map_err(ChannelError::io)?;
-    stream
-        .set_read_timeout(Some(wait))
-        .map_err(ChannelError::io)?;
+    let deadline = Instant::now() + wait;
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; read_room(&reader)];
     loop {
@@ -128,7 +126,9 @@ pub fn stop_over_channel(
             .map_err(|e| ChannelError::protocol(e.to_string()))?
         {
             Some(Frame::StopReport(r)) => return Ok(Some(r)),
-            Some(Frame::Error(t)) => return Err(ChannelError::protocol(t)),
+            Some(Frame::Error(t)) => {
+                return Err(ChannelError::protocol(pod_abi::text::error_line(&t)))
+            }
             Some(other) => {
                 return Err(ChannelError::protocol(format!(
                     "unexpected frame {other:?}"
@@ -137,7 +137,11 @@ pub fn stop_over_channel(
             None => {}
         }
         let room = read_room(&reader);
-        match stream.read(buf.get_mut(..room).unwrap_or_default()) {
+        match read_by(
+            &mut stream,
+            buf.get_mut(..room).unwrap_or_default(),
+            deadline,
+        ) {
             // The VM went down before the report reached us.
             Ok(0) => return Ok(None),
             Ok(n) => reader.push(buf.get(..n).unwrap_or_default()),
@@ -203,6 +207,71 @@ mod tests {
             stop_over_channel(dir.path(), None, Duration::from_secs(5)).unwrap(),
             None
         );
+    }
+
+    /// Attack (audit host F5): a guest's error text and the app names in its stop report carry
+    /// terminal escapes; what `rkt stop` prints has them escaped.
+    #[test]
+    fn guest_text_is_escaped() {
+        let (dir, _h) = fake(encoded(&Frame::Error("\u{1b}]0;x\u{7}owned\nmore".into())));
+        assert!(matches!(
+            stop_over_channel(dir.path(), None, Duration::from_secs(5)),
+            Err(ChannelError::Session(SessionError::Protocol(t))) if t == "\\x1b]0;x\\x07owned"
+        ));
+        let report = StopReport {
+            grace_secs: 1,
+            apps: vec![StoppedApp {
+                name: "a\u{1b}[2J\rrkt: fake".into(),
+                sigterm: true,
+                sigkill: false,
+                status: Some(0),
+            }],
+        };
+        let (dir, _h) = fake(encoded(&Frame::StopReport(report)));
+        let got = stop_over_channel(dir.path(), None, Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.lines(),
+            ["app a\\x1b[2J\\rrkt: fake: stopped by SIGTERM, status 0"]
+        );
+    }
+
+    /// Attack (audit host F4): after the handshake the guest sends a stop report one byte at
+    /// a time, each within the per-read timeout `rkt stop` used to set. It now gets `wait` in
+    /// all, then an error (so `stop` falls back to SIGTERM).
+    #[test]
+    fn a_trickled_report_ends_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = UnixListener::bind(dir.path().join(SOCKET)).unwrap();
+        let h = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            (&s).write_all(b"OK 1024\n").unwrap();
+            r.read_line(&mut line).unwrap();
+            let frame = encoded(&Frame::Error("x".repeat(1000)));
+            for byte in frame.chunks(1) {
+                std::thread::sleep(Duration::from_millis(100));
+                if (&s).write_all(byte).is_err() {
+                    return;
+                }
+            }
+        });
+        let start = Instant::now();
+        let e = stop_over_channel(dir.path(), None, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(&e, ChannelError::Session(SessionError::Io(io))
+                if io.kind() == std::io::ErrorKind::TimedOut),
+            "{e:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        h.join().unwrap();
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! 2. [`pivot_into`] (threads may exist by then) mounts a tmpfs over the pod directory, binds the
 //!    pod directory (recursively, through an fd opened before) into it at `/pod`, makes that bind
 //!    and every mount below it (the overlays, the volumes) `nosuid,nodev` ([`harden_pod_bind`]:
-//!    a device node the guest creates in its share, which the virtio-fs worker's `CAP_MKNOD`
-//!    allows, can then never be opened on the host, and no setuid bit takes effect in the jail),
+//!    a device node in the share, which neither the device nor the virtio-fs worker's
+//!    capabilities let the guest create, could still never be opened on the host, and no setuid
+//!    bit takes effect in the jail),
 //!    mounts procfs
 //!    at `/proc`, and pivots. The share must be opened after this step so that its directory fd
 //!    lives in the new tree (an fd opened before would see the app overlays and volumes detached

@@ -29,8 +29,9 @@ pub fn stop(pod: &PodContext, args: &StopArgs) -> Result<i32, Stage1Error> {
     let pid = pod.read_pid().ok();
     let ours = pid.filter(|p| verify_vmm(*p, &args.uuid).is_none());
     if let (false, Some(pid)) = (args.force, ours) {
+        // The plan is in the guest's share: its value is clamped.
         let grace = pod_abi::plan::Plan::read_beneath(&pod.paths().stage1_rootfs())
-            .map(|p| p.stop_grace_secs)
+            .map(|p| p.host_stop_grace_secs())
             .unwrap_or(pod_abi::plan::DEFAULT_STOP_GRACE_SECS);
         let wait = Duration::from_secs(u64::from(grace)) + REPORT_MARGIN;
         match super::enter::stop_over_channel(pod.dir(), None, wait) {

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{InHeader, MknodIn, OutHeader};
-use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::api::filesystem::FileSystem;
+use fuse_backend_rs::api::server::{Server, MAX_BUFFER_SIZE};
 use fuse_backend_rs::api::{Vfs, VfsOptions};
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, PassthroughFs};
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
@@ -42,6 +43,12 @@ pub const DEFAULT_TAG: &str = "rkt";
 pub const QUEUE_SIZE: u16 = 256;
 /// Number of request queues (in addition to the hiprio queue).
 const NUM_REQUEST_QUEUES: u32 = 1;
+/// Default [`FsConfig::max_fds`] (descriptors): a walk of a 10 000-file tree needs a few
+/// thousand; the share's whole state fits with room to spare.
+pub const DEFAULT_MAX_FDS: u64 = 65_536;
+/// Descriptors the rest of the VMM (guest memory, KVM, device eventfds, sockets) may hold on
+/// top of [`FsConfig::max_fds`] (descriptors).
+const FD_RESERVE: u64 = 1024;
 /// Default entry and attribute cache timeout (seconds). The guest is the only writer of the pod
 /// root while the pod runs, so caching is safe.
 pub const DEFAULT_CACHE_TIMEOUT_SECS: u64 = 5;
@@ -57,6 +64,11 @@ pub struct FsConfig {
     pub cache_policy: CachePolicy,
     /// How long the guest may cache names and attributes.
     pub cache_timeout: Duration,
+    /// Host descriptors the guest may make the VMM hold through the share (descriptors; one
+    /// per open handle and per looked-up, not forgotten inode). Enforced by the kernel:
+    /// `Fs::new` sets `RLIMIT_NOFILE` to this plus a small reserve for the rest of the VMM, so
+    /// beyond it the guest's OPEN, CREATE, OPENDIR and LOOKUP fail with EMFILE.
+    pub max_fds: u64,
 }
 
 impl FsConfig {
@@ -67,6 +79,7 @@ impl FsConfig {
             tag: DEFAULT_TAG.to_string(),
             cache_policy: CachePolicy::Always,
             cache_timeout: Duration::from_secs(DEFAULT_CACHE_TIMEOUT_SECS),
+            max_fds: DEFAULT_MAX_FDS,
         }
     }
 }
@@ -93,10 +106,12 @@ type FsServer = Server<Arc<Vfs>>;
 
 /// A virtio-fs device.
 pub struct Fs {
-    cfg: FsConfig,
     config_space: [u8; TAG_LEN + 4],
-    /// A fresh server for the next activation (a FUSE session cannot be re-initialised).
-    next_server: Option<Arc<FsServer>>,
+    /// The FUSE server, kept across activations: it is built once, while `/proc` is still
+    /// there (PassthroughFs opens `/proc/self/fd`, which the pod's jail then removes).
+    server: Arc<FsServer>,
+    /// The server's file system, ended (handles and inodes dropped) before each activation.
+    vfs: Arc<Vfs>,
     worker: Option<WorkerHandle>,
     log_limit: LogLimiter,
 }
@@ -115,27 +130,25 @@ impl Fs {
         if let Some(dst) = config_space.get_mut(TAG_LEN..) {
             dst.copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
         }
-        raise_fd_limit();
-        let server = build_server(&cfg)?;
+        set_fd_limit(cfg.max_fds.saturating_add(FD_RESERVE));
+        let (server, vfs) = build_server(&cfg)?;
         Ok(Fs {
-            cfg,
             config_space,
-            next_server: Some(server),
+            server,
+            vfs,
             worker: None,
             log_limit: LogLimiter::default(),
         })
     }
 }
 
-/// Ceiling of the open-file limit [`raise_fd_limit`] asks for when `/proc/sys/fs/nr_open`
-/// cannot be read (the kernel's default `nr_open`; descriptors).
-const FD_LIMIT_FALLBACK: u64 = 1 << 20;
-
-/// Raises the open-file limit as far as allowed: both limits to the kernel's `nr_open` when
-/// the process may raise its hard limit (root, as virtiofsd does), else the soft limit to the
-/// hard one. PassthroughFs keeps one `O_PATH` fd per inode the guest has looked up and not yet
-/// forgotten, so a walk of a 10 000-file tree needs more than the usual hard limit of 4096.
-fn raise_fd_limit() {
+/// Sets the open-file limit (soft and hard) to `budget` descriptors, or the kernel's `nr_open`
+/// if that is lower. The hard limit goes down when it was higher (a guest must not pin more of
+/// the host's file table than the budget), and up when the process may raise it (root with
+/// CAP_SYS_RESOURCE, as virtiofsd); else the soft limit goes up to the hard one.
+/// PassthroughFs keeps one `O_PATH` fd per inode the guest has looked up and not yet
+/// forgotten, and one fd per open handle.
+fn set_fd_limit(budget: u64) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -145,25 +158,20 @@ fn raise_fd_limit() {
         log::warn!("virtio-fs: getrlimit: {}", io::Error::last_os_error());
         return;
     }
-    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+    let want = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(FD_LIMIT_FALLBACK);
-    if lim.rlim_max < ceiling {
-        let want = libc::rlimit {
-            rlim_cur: ceiling,
-            rlim_max: ceiling,
-        };
-        // SAFETY: setrlimit reads the valid `want` we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            return;
-        }
-        // EPERM without CAP_SYS_RESOURCE: the soft limit can still go up to the hard one.
-    }
-    if lim.rlim_cur >= lim.rlim_max {
+        .map_or(budget, |nr_open| budget.min(nr_open));
+    let both = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want,
+    };
+    // SAFETY: setrlimit reads the valid `both` we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &both) } == 0 {
         return;
     }
-    lim.rlim_cur = lim.rlim_max;
+    // EPERM raising the hard limit without CAP_SYS_RESOURCE: the soft one can go up to it.
+    lim.rlim_cur = want.min(lim.rlim_max);
     // SAFETY: setrlimit reads the valid `lim` we pass.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
         log::warn!("virtio-fs: setrlimit: {}", io::Error::last_os_error());
@@ -172,7 +180,7 @@ fn raise_fd_limit() {
 
 /// Builds the Vfs with PassthroughFs mounted at "/" (`do_import: false`: the Vfs validates
 /// names) and the FUSE server over it.
-fn build_server(cfg: &FsConfig) -> Result<Arc<FsServer>, FsError> {
+fn build_server(cfg: &FsConfig) -> Result<(Arc<FsServer>, Arc<Vfs>), FsError> {
     let dir = &cfg.shared_dir;
     let root_dir = dir
         .to_str()
@@ -203,7 +211,8 @@ fn build_server(cfg: &FsConfig) -> Result<Arc<FsServer>, FsError> {
         ..VfsOptions::default()
     });
     vfs.mount(Box::new(fs), "/").map_err(FsError::Mount)?;
-    Ok(Arc::new(Server::new(Arc::new(vfs))))
+    let vfs = Arc::new(vfs);
+    Ok((Arc::new(Server::new(vfs.clone())), vfs))
 }
 
 impl VirtioDevice for Fs {
@@ -231,8 +240,8 @@ impl VirtioDevice for Fs {
     }
 
     fn activate(&mut self, args: ActivateArgs) -> Result<(), ActivateError> {
-        // A re-activation builds its server on the worker thread (FsWorker::init): the vCPU
-        // thread that activates the device has no file-system calls.
+        // A re-activation ends the previous FUSE session on the worker thread (FsWorker::init):
+        // the vCPU thread that activates the device has no file-system calls.
         let queues = self.queue_max_sizes().len();
         worker::activate(
             &mut self.worker,
@@ -243,8 +252,8 @@ impl VirtioDevice for Fs {
                 mem,
                 queues,
                 interrupt,
-                server: self.next_server.take(),
-                cfg: self.cfg.clone(),
+                server: self.server.clone(),
+                vfs: self.vfs.clone(),
                 log_limit: LogLimiter::default(),
             },
         )
@@ -258,31 +267,61 @@ impl VirtioDevice for Fs {
 
 /// FUSE opcode of MKNOD.
 const FUSE_MKNOD: u32 = 8;
+/// FUSE opcode of IOCTL.
+const FUSE_IOCTL: u32 = 39;
 
-/// Answers EPERM to a MKNOD of a character or block device: a device node created by the guest
-/// in the share would be opened by the VMM on the host. Returns the reply size if it answered.
-fn refuse_device_node(
+/// Most bytes a request chain may offer in each direction, readable and writable (bytes): the
+/// largest FUSE payload the server negotiates (`MAX_BUFFER_SIZE`, 1 MiB, as max_write and the
+/// largest READ) plus 2 MiB for headers and margin. Linux sends at most `max_pages` (256) pages
+/// of payload plus headers. Beyond this the server would trust sizes a guest inflates for free
+/// with descriptors that alias the same memory (IOCTL `in_size`, READDIR `size`).
+const MAX_CHAIN_BYTES: u64 = MAX_BUFFER_SIZE as u64 + (2 << 20);
+
+/// Readable and writable bytes a chain offers (saturating; the chain was validated).
+fn chain_bytes(chain: &DescriptorChain<&GuestMem>) -> (u64, u64) {
+    chain.clone().fold((0u64, 0u64), |(rd, wr), d| {
+        let n = u64::from(d.len());
+        if d.is_write_only() {
+            (rd, wr.saturating_add(n))
+        } else {
+            (rd.saturating_add(n), wr)
+        }
+    })
+}
+
+/// Answers a request the device refuses before the server sees it; returns the reply size if
+/// it answered. Works on a private copy of the header, so a guest rewriting the request later
+/// changes nothing here (the server reads it again; the chain cap and the worker's missing
+/// `CAP_MKNOD` bound what it can do then):
+/// - IOCTL gets ENOTTY (the share implements none; the server would allocate `in_size` first);
+/// - MKNOD of a character or block device gets EPERM: a device node created by the guest in
+///   the share would be opened by the VMM on the host.
+fn refuse_early(
     r: &Reader<'_>,
     w: &mut VirtioFsWriter<'_>,
     log_limit: &mut LogLimiter,
 ) -> Option<usize> {
     let mut peek = r.clone();
     let hdr: InHeader = peek.read_obj().ok()?;
-    if hdr.opcode != FUSE_MKNOD {
-        return None;
-    }
-    let args: MknodIn = peek.read_obj().ok()?;
-    let kind = args.mode & libc::S_IFMT;
-    if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
-        return None;
-    }
-    guest_warn!(
-        log_limit,
-        "virtio-fs: guest tried to create a device node; refused"
-    );
+    let errno = match hdr.opcode {
+        FUSE_IOCTL => libc::ENOTTY,
+        FUSE_MKNOD => {
+            let args: MknodIn = peek.read_obj().ok()?;
+            let kind = args.mode & libc::S_IFMT;
+            if kind != libc::S_IFCHR && kind != libc::S_IFBLK {
+                return None;
+            }
+            guest_warn!(
+                log_limit,
+                "virtio-fs: guest tried to create a device node; refused"
+            );
+            libc::EPERM
+        }
+        _ => return None,
+    };
     let out = OutHeader {
         len: size_of::<OutHeader>() as u32,
-        error: -libc::EPERM,
+        error: -errno,
         unique: hdr.unique,
     };
     match w.write_obj(out) {
@@ -298,9 +337,10 @@ struct FsWorker {
     mem: GuestMem,
     queues: Vec<Queue>,
     interrupt: Interrupt,
-    /// The FUSE server; built by [`Worker::init`] when the device had none ready.
-    server: Option<Arc<FsServer>>,
-    cfg: FsConfig,
+    /// The FUSE server (the device's, shared by every activation).
+    server: Arc<FsServer>,
+    /// Its file system, ended by [`Worker::init`].
+    vfs: Arc<Vfs>,
     log_limit: LogLimiter,
 }
 
@@ -308,7 +348,8 @@ impl FsWorker {
     /// Serves up to one queue's worth of requests from queue `index`.
     fn drain(&mut self, index: usize) -> Result<Drain, QueueError> {
         let mem = &self.mem;
-        let (Some(queue), Some(server)) = (self.queues.get_mut(index), self.server.as_ref()) else {
+        let server = &self.server;
+        let Some(queue) = self.queues.get_mut(index) else {
             return Ok(Drain::Done);
         };
         let mut budget = queue.size();
@@ -353,10 +394,19 @@ fn serve(
     log_limit: &mut LogLimiter,
     chain: DescriptorChain<&GuestMem>,
 ) -> usize {
+    let (rd, wr) = chain_bytes(&chain);
+    if rd > MAX_CHAIN_BYTES || wr > MAX_CHAIN_BYTES {
+        guest_warn!(
+            log_limit,
+            "virtio-fs: request chain of {rd} readable and {wr} writable bytes refused \
+             (most {MAX_CHAIN_BYTES} each)"
+        );
+        return 0;
+    }
     let reader = Reader::from_descriptor_chain(mem, chain.clone());
     let writer = VirtioFsWriter::new(mem, chain);
     match (reader, writer) {
-        (Ok(r), Ok(mut w)) => match refuse_device_node(&r, &mut w, log_limit) {
+        (Ok(r), Ok(mut w)) => match refuse_early(&r, &mut w, log_limit) {
             Some(n) => n,
             None => match server.handle_message(r, w.into(), None, None) {
                 Ok(n) => n,
@@ -375,11 +425,10 @@ fn serve(
 
 impl Worker for FsWorker {
     fn init(&mut self, _epoll: &Epoll) -> Result<(), DeviceError> {
-        if self.server.is_none() {
-            let server =
-                build_server(&self.cfg).map_err(|e| DeviceError::Backend(e.to_string()))?;
-            self.server = Some(server);
-        }
+        // A driver reset may have ended the last session without FUSE_DESTROY: drop its
+        // handles and inodes (closing their fds) and re-import the root, so the next INIT
+        // starts a new session. Nothing here needs `/proc`. A no-op before the first INIT.
+        self.vfs.destroy();
         Ok(())
     }
 
@@ -401,7 +450,9 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
-    use fuse_backend_rs::abi::fuse_abi::{EntryOut, InitIn, OpenIn, OpenOut, ReadIn, SetattrIn};
+    use fuse_backend_rs::abi::fuse_abi::{
+        EntryOut, InitIn, IoctlIn, OpenIn, OpenOut, ReadIn, ReleaseIn, SetattrIn,
+    };
     use vm_memory::{ByteValued, Bytes, GuestAddress};
 
     use super::*;
@@ -438,8 +489,12 @@ mod tests {
 
     impl Client {
         fn new(share: &Path) -> Client {
+            Client::with(FsConfig::new(share))
+        }
+
+        fn with(cfg: FsConfig) -> Client {
             let mem = guest_memory();
-            let dev = Fs::new(FsConfig::new(share)).unwrap();
+            let dev = Fs::new(cfg).unwrap();
             let (t, q, _irq) = activated(&mem, Box::new(dev), &[QUEUE_SIZE, QUEUE_SIZE]);
             let mut c = Client {
                 mem,
@@ -722,6 +777,299 @@ mod tests {
             .is_fifo());
     }
 
+    /// Writes `req` at `REQ` and sends one chain of `readable` then `writable` buffers; returns
+    /// the used length.
+    fn aliased_chain(
+        c: &mut Client,
+        req: &[u8],
+        readable: &[(u64, u32, bool)],
+        writable: &[(u64, u32, bool)],
+    ) -> u32 {
+        c.mem.write_slice(req, GuestAddress(REQ)).unwrap();
+        let bufs = [readable, writable].concat();
+        let rq = &mut c.q[1];
+        rq.add_chain(&c.mem, &bufs);
+        notify(&mut c.t, 1);
+        rq.wait_used(&c.mem).1
+    }
+
+    /// Bytes of guest memory every aliased descriptor covers (30 MiB of the 32 MiB test memory).
+    const ALIAS_LEN: u32 = 0x1e0_0000;
+    /// Aliased descriptors per chain: 3.5 GiB offered (virtio-queue itself stops a chain at
+    /// 4 GiB, which the queue code treats as malformed).
+    const ALIASES: usize = 120;
+    /// A size the server would allocate (bytes; below the 3.5 GiB offered).
+    const HUGE: u32 = 0xd000_0000;
+
+    /// Attack (audit vmm #1): an IOCTL claiming `in_size` = 3.25 GiB in a chain of 120 readable
+    /// descriptors aliasing the same 30 MiB (3.5 GiB offered) made the server allocate and
+    /// copy 3.25 GiB. The chain is refused unread; a plain IOCTL gets ENOTTY; the device goes on.
+    #[test]
+    fn ioctl_with_an_inflated_chain_is_refused() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let ioctl = IoctlIn {
+            fh: 0,
+            flags: 0,
+            cmd: 0x5401,
+            arg: 0,
+            in_size: HUGE,
+            out_size: 0,
+        };
+        c.unique += 1;
+        let hdr = InHeader {
+            len: (size_of::<InHeader>() + size_of::<IoctlIn>()) as u32,
+            opcode: FUSE_IOCTL,
+            unique: c.unique,
+            nodeid: ROOT,
+            ..Default::default()
+        };
+        let req = [hdr.as_slice(), ioctl.as_slice()].concat();
+        let readable = vec![(REQ, ALIAS_LEN, false); ALIASES];
+        let used = aliased_chain(&mut c, &req, &readable, &[(RESP, RESP_LEN, true)]);
+        assert_eq!(used, 0);
+        assert!(!c.t.needs_reset());
+        // Within the cap the IOCTL is answered ENOTTY before the server allocates anything.
+        assert_eq!(
+            c.call(FUSE_IOCTL, ROOT, ioctl.as_slice()).error,
+            libc::ENOTTY
+        );
+        assert!(c.lookup(ROOT, b"hello.txt").is_ok());
+    }
+
+    /// Attack (audit vmm #1): READDIR with `size` = 3.25 GiB and 120 writable descriptors
+    /// aliasing the same 30 MiB made PassthroughFs reserve 3.25 GiB. Refused; an honest READDIR works.
+    #[test]
+    fn readdir_with_an_inflated_chain_is_refused() {
+        const OPENDIR: u32 = 27;
+        const READDIR: u32 = 28;
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let open = OpenIn {
+            flags: libc::O_RDONLY as u32,
+            fuse_flags: 0,
+        };
+        let r = c.call(OPENDIR, ROOT, open.as_slice());
+        assert_eq!(r.error, 0);
+        let fh = c.body::<OpenOut>().fh;
+        let readdir = |size| ReadIn {
+            fh,
+            offset: 0,
+            size,
+            ..Default::default()
+        };
+        c.unique += 1;
+        let hdr = InHeader {
+            len: (size_of::<InHeader>() + size_of::<ReadIn>()) as u32,
+            opcode: READDIR,
+            unique: c.unique,
+            nodeid: ROOT,
+            ..Default::default()
+        };
+        let req = [hdr.as_slice(), readdir(HUGE).as_slice()].concat();
+        let writable = vec![(RESP, ALIAS_LEN, true); ALIASES];
+        let used = aliased_chain(&mut c, &req, &[(REQ, req.len() as u32, false)], &writable);
+        assert_eq!(used, 0);
+        assert!(!c.t.needs_reset());
+        let r = c.call(READDIR, ROOT, readdir(4096).as_slice());
+        assert_eq!(r.error, 0);
+        assert!(r.len > 0);
+    }
+
+    /// Attack (audit vmm #1, docs): a chain through an indirect table (never negotiated; it
+    /// would let one chain hold 65 535 aliasing buffers) is malformed: the device needs reset.
+    #[test]
+    fn indirect_descriptors_are_refused() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let table = DATA_BASE + 0x4_0000;
+        let entries: u16 = 4096;
+        for i in 0..entries {
+            let at = GuestAddress(table + 16 * u64::from(i));
+            let mut raw = [0u8; 16];
+            raw[0..8].copy_from_slice(&REQ.to_le_bytes());
+            raw[8..12].copy_from_slice(&ALIAS_LEN.to_le_bytes());
+            let flags = if i + 1 == entries { F_WRITE } else { F_NEXT };
+            raw[12..14].copy_from_slice(&flags.to_le_bytes());
+            raw[14..16].copy_from_slice(&(i + 1).to_le_bytes());
+            c.mem.write_slice(&raw, at).unwrap();
+        }
+        let rq = &mut c.q[1];
+        rq.write_desc(&c.mem, 0, table, 16 * u32::from(entries), F_INDIRECT, 0);
+        rq.publish(&c.mem, 0);
+        notify(&mut c.t, 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !c.t.needs_reset() {
+            assert!(std::time::Instant::now() < deadline, "device kept serving");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(c.q[1].pop_used(&c.mem), None);
+    }
+
+    /// Environment variable that makes [`open_handles_are_capped_child`] run (in a child).
+    const FD_CAP_CHILD: &str = "STAGE1_VMM_FS_FD_CAP_CHILD";
+
+    /// Attack (audit vmm #2): OPEN the same file again and again, never RELEASE. Each OPEN is a
+    /// new host descriptor; the limit used to be raised to `nr_open` (2^20 to 2^30). With a
+    /// budget of 256 the guest gets EMFILE within 256 + `FD_RESERVE` opens, the device goes on,
+    /// and a RELEASE lets the next OPEN succeed. In a child: it lowers the process's limit.
+    #[test]
+    fn open_handles_are_capped() {
+        let out = crate::threads::run_test_in_child(
+            "devices::virtio::fs::tests::open_handles_are_capped_child",
+            FD_CAP_CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("FD CAP HELD"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn open_handles_are_capped_child() {
+        const RELEASE: u32 = 18;
+        if std::env::var_os(FD_CAP_CHILD).is_none() {
+            return;
+        }
+        let root = layout();
+        let mut cfg = FsConfig::new(root.path().join("share"));
+        cfg.max_fds = 256;
+        let mut c = Client::with(cfg);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the valid `lim` we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        // Lowered to the budget (or less, where the hard limit was lower already).
+        assert!(lim.rlim_max <= 256 + FD_RESERVE && lim.rlim_cur == lim.rlim_max);
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let mut handles = Vec::new();
+        let err = loop {
+            match c.open(e.nodeid) {
+                Ok(fh) => handles.push(fh),
+                Err(err) => break err,
+            }
+            assert!(handles.len() <= (256 + FD_RESERVE) as usize, "no cap");
+        };
+        assert_eq!(err, libc::EMFILE);
+        assert!(!c.t.needs_reset());
+        let release = ReleaseIn {
+            fh: handles.pop().unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(c.call(RELEASE, e.nodeid, release.as_slice()).error, 0);
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        println!("FD CAP HELD after {} handles", handles.len() + 1);
+    }
+
+    /// Environment variable that makes [`device_node_race_child`] run (in a child).
+    const MKNOD_RACE_CHILD: &str = "STAGE1_VMM_FS_MKNOD_RACE_CHILD";
+
+    /// Attack (audit vmm #3): a second guest vCPU flips MKNOD's `mode` between `S_IFIFO` and
+    /// `S_IFCHR` while requests run, so the device's check sees a FIFO and the server then
+    /// reads a character device. With the worker's real capability set (no `CAP_MKNOD`) the
+    /// kernel refuses every such node. In a child: it confines the test's threads.
+    #[test]
+    fn device_node_race() {
+        const NAME: &str = "devices::virtio::fs::tests::device_node_race";
+        let unusable =
+            (!caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+                .unwrap_or(false))
+            .then(|| "needs CAP_SETPCAP (root); run under ci/nested-kvm".to_string());
+        if let Err(why) = super::guest_mark::mark(NAME, unusable) {
+            eprintln!("SKIP: device_node_race: {why}");
+            return;
+        }
+        let out = crate::threads::run_test_in_child(
+            "devices::virtio::fs::tests::device_node_race_child",
+            MKNOD_RACE_CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("NO DEVICE NODE"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn device_node_race_child() {
+        use std::os::unix::fs::FileTypeExt;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        if std::env::var_os(MKNOD_RACE_CHILD).is_none() {
+            return;
+        }
+        if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETPCAP)
+            .unwrap_or(false)
+        {
+            println!("SKIP: device_node_race: needs CAP_SETPCAP to take the worker's capabilities");
+            return;
+        }
+        // The worker thread inherits the capability sets of the thread that activates it.
+        crate::confine::caps::apply(crate::confine::caps::FS_WORKER).unwrap();
+        let root = layout();
+        let share = root.path().join("share");
+        let mut c = Client::new(&share);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flips = Arc::new(AtomicU64::new(0));
+        let mode_at = GuestAddress(REQ + size_of::<InHeader>() as u64);
+        let flipper = {
+            let (mem, stop, flips) = (c.mem.clone(), stop.clone(), flips.clone());
+            std::thread::spawn(move || {
+                let mut chr = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let kind = if chr { libc::S_IFCHR } else { libc::S_IFIFO };
+                    mem.write_obj(kind | 0o666, mode_at).unwrap();
+                    chr = !chr;
+                    flips.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        while flips.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        let (mut refused, mut made) = (0, 0);
+        for i in 0..2000 {
+            let args = MknodIn {
+                mode: libc::S_IFIFO | 0o666,
+                rdev: libc::makedev(1, 3) as u32,
+                umask: 0,
+                padding: 0,
+            };
+            let name = format!("n{i}\0");
+            match c
+                .call(
+                    FUSE_MKNOD,
+                    ROOT,
+                    &[args.as_slice(), name.as_bytes()].concat(),
+                )
+                .error
+            {
+                0 => made += 1,
+                libc::EPERM => refused += 1,
+                e => panic!("mknod: errno {e}"),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+        for entry in std::fs::read_dir(&share).unwrap() {
+            let t = entry.unwrap().file_type().unwrap();
+            assert!(
+                !t.is_char_device() && !t.is_block_device(),
+                "device node made"
+            );
+        }
+        assert!(made > 0 && refused > 0, "made {made}, refused {refused}");
+        assert!(!c.t.needs_reset());
+        println!("NO DEVICE NODE: {made} FIFOs, {refused} refused");
+    }
+
     #[test]
     fn malformed_requests_fail_alone() {
         let root = layout();
@@ -767,7 +1115,7 @@ mod tests {
         notify(&mut c.t, 0);
         assert_eq!(c.q[0].wait_used(&c.mem).1, 0);
 
-        // Driver reset, new handshake, new FUSE session on a fresh server.
+        // Driver reset, new handshake, new FUSE session on the same server.
         wr(&mut c.t, 0x70, 0);
         c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
         let init = InitIn {
@@ -783,14 +1131,138 @@ mod tests {
         assert!(!c.t.needs_reset());
     }
 
+    /// Audit vmm #4: a driver reset in the middle of a session (no FUSE_DESTROY: a crashed
+    /// or reloaded driver) and a new activation. The device used to build a new server then,
+    /// which opens `/proc/self/fd`, gone in a pod's jail; now the one server built by `Fs::new`
+    /// ends the old session (its handles close) and serves the new one.
+    #[test]
+    fn reset_mid_session_reuses_the_server() {
+        let root = layout();
+        let mut c = Client::new(&root.path().join("share"));
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let old = c.open(e.nodeid).unwrap();
+        wr(&mut c.t, 0x70, 0);
+        c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0x2_0000,
+            flags: 0,
+        };
+        // A second INIT on a session never ended would be EINVAL.
+        assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+        // The old session's handle and inode are gone.
+        assert_eq!(c.read(e.nodeid, old, 4096), Err(libc::EBADF));
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        assert!(!c.t.needs_reset());
+    }
+
+    /// Environment variable that makes [`reset_without_proc_child`] run (in a child).
+    const NO_PROC_CHILD: &str = "STAGE1_VMM_FS_NO_PROC_CHILD";
+
+    /// Audit vmm #4 as in a pod: the process loses `/proc` after `Fs::new` (here: a chroot
+    /// into a directory without it, holding the share at the same path), then the driver
+    /// resets and re-activates the device. Building a server there fails (what the device
+    /// did before); the device's kept server serves the new session. In a child: it chroots.
+    #[test]
+    fn reset_without_proc() {
+        const NAME: &str = "devices::virtio::fs::tests::reset_without_proc";
+        let unusable = (!caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_CHROOT,
+        )
+        .unwrap_or(false))
+        .then(|| "needs CAP_SYS_CHROOT (root); run under ci/nested-kvm".to_string());
+        if let Err(why) = super::guest_mark::mark(NAME, unusable) {
+            eprintln!("SKIP: reset_without_proc: {why}");
+            return;
+        }
+        let out = crate::threads::run_test_in_child(
+            "devices::virtio::fs::tests::reset_without_proc_child",
+            NO_PROC_CHILD,
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("REACTIVATED WITHOUT /proc"),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    fn reset_without_proc_child() {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        if std::env::var_os(NO_PROC_CHILD).is_none() {
+            return;
+        }
+        if !caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_CHROOT,
+        )
+        .unwrap_or(false)
+        {
+            println!("SKIP: reset_without_proc: needs CAP_SYS_CHROOT");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let share = root.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        std::fs::write(share.join("hello.txt"), HELLO).unwrap();
+        // The share's path inside the new root, as the jail keeps `/pod/...` valid.
+        let inner = root.path().join(share.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::write(inner.join("hello.txt"), HELLO).unwrap();
+        let mut c = Client::new(&share);
+        assert!(c.lookup(ROOT, b"hello.txt").is_ok());
+
+        let old_root = std::fs::File::open("/").unwrap();
+        let new_root = CString::new(root.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: chroot and chdir with NUL-terminated paths; this child runs only this test.
+        unsafe {
+            assert_eq!(libc::chroot(new_root.as_ptr()), 0);
+            assert_eq!(libc::chdir(c"/".as_ptr()), 0);
+        }
+        assert!(std::fs::metadata("/proc/self/fd").is_err());
+        assert!(matches!(
+            build_server(&FsConfig::new(&share)),
+            Err(FsError::Passthrough(_))
+        ));
+        wr(&mut c.t, 0x70, 0);
+        c.q = handshake(&c.mem, &mut c.t, &[QUEUE_SIZE, QUEUE_SIZE]);
+        let init = InitIn {
+            major: 7,
+            minor: 31,
+            max_readahead: 0x2_0000,
+            flags: 0,
+        };
+        assert_eq!(c.call(INIT, 0, init.as_slice()).error, 0);
+        let e = c.lookup(ROOT, b"hello.txt").unwrap();
+        let fh = c.open(e.nodeid).unwrap();
+        assert_eq!(c.read(e.nodeid, fh, 4096).unwrap(), HELLO);
+        assert!(!c.t.needs_reset());
+        // SAFETY: fchdir to the old root's open descriptor, then chroot to it.
+        unsafe {
+            assert_eq!(libc::fchdir(old_root.as_raw_fd()), 0);
+            assert_eq!(libc::chroot(c".".as_ptr()), 0);
+        }
+        println!("REACTIVATED WITHOUT /proc");
+    }
+
     /// More files looked up than the common hard limit of 4096 descriptors: with
-    /// CAP_SYS_RESOURCE the device raises the hard limit (to `nr_open`), so every lookup gets
+    /// CAP_SYS_RESOURCE the device raises the hard limit (to its budget), so every lookup gets
     /// its `O_PATH` fd. Without the capability it is marked for ci/nested-kvm, where CI runs it.
     #[test]
     fn lookups_beyond_4096_open_files() {
         const NAME: &str = "devices::virtio::fs::tests::lookups_beyond_4096_open_files";
         // CAP_SYS_RESOURCE (bit 24) in the effective set: may raise the hard limit. (Probing with
-        // setrlimit would fail once an earlier test's Fs::new raised it to nr_open already.)
+        // setrlimit would fail once an earlier test's Fs::new raised it already.)
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let cap_eff = status
             .lines()

@@ -4,13 +4,15 @@
 //! Everything here reads guest-controlled data, so nothing indexes, unwraps or trusts a length.
 //! A chain is accepted only if it ends properly (the last descriptor has no `NEXT` flag within
 //! the queue-size budget, which also catches loops) and every buffer lies inside one guest memory
-//! region (so nothing touches the MMIO gap).
+//! region (so nothing touches the MMIO gap). No device offers `VIRTIO_RING_F_INDIRECT_DESC`, so
+//! a chain that uses an indirect table is malformed: each chain has at most queue-size buffers.
 
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryRegion};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemory, GuestMemoryRegion};
 
 use crate::memory::GuestMem;
 
@@ -59,6 +61,10 @@ pub enum QueueError {
     /// A chain does not terminate within the queue size, has a bad index or indirect table.
     #[error("malformed descriptor chain at head {0}")]
     MalformedChain(u16),
+    /// A chain uses an indirect descriptor table, which no device offers
+    /// (`VIRTIO_RING_F_INDIRECT_DESC` is never negotiated).
+    #[error("descriptor chain at head {0} uses an indirect table, which was not negotiated")]
+    IndirectNotNegotiated(u16),
     /// A chain's buffer is not inside one guest memory region.
     #[error("descriptor chain at head {0} points outside guest memory")]
     BufferOutOfRange(u16),
@@ -115,9 +121,46 @@ pub(crate) fn validate_layout(
     Ok(())
 }
 
-/// Checks that a chain terminates within its budget and that all its buffers are in guest memory.
-fn validate_chain(mem: &GuestMem, chain: &DescriptorChain<&GuestMem>) -> Result<(), QueueError> {
+/// Whether the chain starting at `head` of `queue`'s descriptor table has a descriptor with
+/// `VIRTQ_DESC_F_INDIRECT`. virtio-queue follows such tables (up to 65 535 entries) whether or
+/// not the feature was negotiated, so this walks the direct table itself. Stops quietly on a bad
+/// index or unreadable entry: [`validate_chain`] reports those.
+fn uses_indirect_table(mem: &GuestMem, queue: &Queue, head: u16) -> bool {
+    let table = GuestAddress(queue.desc_table());
+    let size = queue.size();
+    let mut index = head;
+    for _ in 0..size {
+        if index >= size {
+            return false;
+        }
+        let Some(addr) = table.checked_add(u64::from(index) * DESC_SIZE) else {
+            return false;
+        };
+        let Ok(desc) = mem.read_obj::<Descriptor>(addr) else {
+            return false;
+        };
+        if desc.refers_to_indirect_table() {
+            return true;
+        }
+        if !desc.has_next() {
+            return false;
+        }
+        index = desc.next();
+    }
+    false
+}
+
+/// Checks that a chain terminates within its budget, uses no indirect table and that all its
+/// buffers are in guest memory.
+fn validate_chain(
+    mem: &GuestMem,
+    queue: &Queue,
+    chain: &DescriptorChain<&GuestMem>,
+) -> Result<(), QueueError> {
     let head = chain.head_index();
+    if uses_indirect_table(mem, queue, head) {
+        return Err(QueueError::IndirectNotNegotiated(head));
+    }
     let mut count = 0usize;
     let mut last_has_next = true;
     for desc in chain.clone() {
@@ -147,7 +190,7 @@ pub(crate) fn pop_chain<'m>(
     let chain = queue.iter(mem).map_err(QueueError::Avail)?.next();
     // The driver published an entry, so `next` yields nothing only if it cannot be read.
     let chain = chain.ok_or(QueueError::MalformedChain(next_avail))?;
-    validate_chain(mem, &chain)?;
+    validate_chain(mem, queue, &chain)?;
     Ok(Some(chain))
 }
 

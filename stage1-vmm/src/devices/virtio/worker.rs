@@ -128,9 +128,6 @@ pub(crate) enum DeviceError {
     /// The event loop itself failed.
     #[error("event loop failed")]
     Epoll(#[source] io::Error),
-    /// The device's host backend could not be set up.
-    #[error("cannot set up the device backend: {0}")]
-    Backend(String),
 }
 
 /// Whether a drain left work behind (it stopped at its per-drain budget).
