@@ -195,7 +195,7 @@ pub(crate) fn first_discovered<T>(
     let mut tried = Vec::new();
     for url in discovery_urls(name, allow_http, port_override()) {
         if opts.debug {
-            eprintln!("rkt: {label}: GET {url}");
+            eprintln!("rkt: {label}: GET {}", crate::format::escape_control(&url));
         }
         let req = client
             .get(&url)
@@ -228,7 +228,11 @@ pub(crate) fn first_discovered<T>(
         }
         return Ok(got);
     }
-    Err(tried)
+    // URLs come from the name and the lines from peers: printable either way.
+    Err(tried
+        .iter()
+        .map(|t| crate::format::escape_control(t).into_owned())
+        .collect())
 }
 
 /// `(ACI URL, signature URL)` pairs discovered for `nr`, best first (https before http).

@@ -272,7 +272,7 @@ impl Session<'_> {
                 req = req.header(AUTHORIZATION, a);
             }
             if self.opts.debug {
-                eprintln!("rkt: fetching {url}");
+                eprintln!("rkt: fetching {}", crate::format::escape_control(url));
             }
             let resp = req.send().map_err(|e| super::http::request_error(url, e))?;
             if resp.status() == StatusCode::UNAUTHORIZED && !challenged {
@@ -541,7 +541,11 @@ pub(super) fn fetch_docker(
         if rem.etag.as_deref() == Some(digest.as_str()) {
             store.revalidated(&url, None)?;
             if opts.debug {
-                eprintln!("rkt: {url} unchanged ({digest})");
+                eprintln!(
+                    "rkt: {} unchanged ({})",
+                    crate::format::escape_control(&url),
+                    crate::format::escape_control(&digest)
+                );
             }
             return Ok(rec.clone());
         }

@@ -157,7 +157,11 @@ pub(crate) fn fetch_url(
     if let Some((remote, rec)) = &cached {
         if opts.pull_policy != PullPolicy::Update || fresh(remote.max_age, remote.download_time) {
             if opts.debug {
-                eprintln!("rkt: using {url} from the store ({})", rec.sha256_id);
+                eprintln!(
+                    "rkt: using {} from the store ({})",
+                    crate::format::escape_control(url),
+                    rec.sha256_id
+                );
             }
             return Ok(Fetched::Cached(rec.clone()));
         }
@@ -181,14 +185,18 @@ pub(crate) fn fetch_url(
         }
     }
     if opts.debug {
-        eprintln!("rkt: fetching {url}");
+        eprintln!("rkt: fetching {}", crate::format::escape_control(url));
     }
     let resp = req.send().map_err(|e| request_error(url, e))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
         if let Some((_, rec)) = cached {
             store.revalidated(url, max_age(&resp))?;
             if opts.debug {
-                eprintln!("rkt: {url} not modified ({})", rec.sha256_id);
+                eprintln!(
+                    "rkt: {} not modified ({})",
+                    crate::format::escape_control(url),
+                    rec.sha256_id
+                );
             }
             return Ok(Fetched::Cached(rec));
         }

@@ -395,7 +395,7 @@ fn fetch_dependencies(store: &Store, rec: &ImageRecord, opts: &FetchOptions, dep
                     msg.push_str(&format!(": {c}"));
                     cur = c.source();
                 }
-                eprintln!("{msg}");
+                eprintln!("{}", crate::format::escape_control(&msg));
             }
         }
     }
