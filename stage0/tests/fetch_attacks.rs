@@ -4,6 +4,14 @@
 
 mod store_util;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
 use appc::schema::{Dependency, Label};
 use appc::AcIdentifier;
 use store_util::*;
@@ -67,4 +75,115 @@ fn image_labels_are_escaped_on_stderr() {
         s.contains("cannot fetch dependency 127.0.0.1/dep,version=1\\x1b]0;pwned"),
         "{s}"
     );
+}
+
+/// Serves each plain-HTTP connection to 127.0.0.1:<port> with `serve` (after reading the
+/// request head); a connection opening with a TLS handshake is closed at once, as an
+/// http-only server would. Returns the port.
+fn raw_server(serve: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let serve = Arc::new(serve);
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let serve = serve.clone();
+            thread::spawn(move || {
+                let mut first = [0u8; 1];
+                if c.peek(&mut first).is_err() || first[0] == 0x16 {
+                    return;
+                }
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                serve(&mut c);
+            });
+        }
+    });
+    port
+}
+
+/// Runs `cmd`, killing it after `limit`; returns its output and how long it ran.
+fn run_with_watchdog(mut cmd: Command, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rkt");
+    while child.try_wait().expect("wait").is_none() && start.elapsed() < limit {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().expect("output");
+    (o, start.elapsed())
+}
+
+/// A discovery page that never ends: rkt stops reading at its page limit (256 KiB) and
+/// says so, instead of buffering until memory runs out.
+#[test]
+fn endless_discovery_page_is_cut_off() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let s = sent.clone();
+    let port = raw_server(move |c| {
+        if c.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html><head>",
+        )
+        .is_err()
+        {
+            return;
+        }
+        let filler = vec![b'x'; 64 << 10];
+        while c.write_all(&filler).is_ok() {
+            s.fetch_add(filler.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut cmd = rkt_cmd(
+        &t.path().join("store"),
+        &["--insecure-options=http,image", "fetch", "127.0.0.1/app"],
+    );
+    cmd.env("RKT_DISCOVERY_PORT", port.to_string());
+    let (o, took) = run_with_watchdog(cmd, Duration::from_secs(60));
+    assert_eq!(o.status.code(), Some(3), "took {took:?}: {}", stderr(&o));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        stderr(&o).contains("page larger than 262144 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    // The server could only push what fits in the socket buffers past the limit.
+    let n = sent.load(Ordering::SeqCst);
+    assert!(n < 64 << 20, "the server sent {n} bytes");
+}
+
+/// A server that announces a huge body and then drips one byte every half read timeout:
+/// each read succeeds in time, but the fetch fails for lack of progress instead of hanging.
+#[test]
+fn dripping_server_fails_the_fetch() {
+    let port = raw_server(|c| {
+        if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n")
+            .is_err()
+        {
+            return;
+        }
+        while c.write_all(b"\x1f").is_ok() {
+            thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let url = format!("http://127.0.0.1:{port}/x.aci");
+    let mut cmd = rkt_cmd(&dir, &["--insecure-options=http,image", "fetch", &url]);
+    cmd.env("RKT_HTTP_READ_TIMEOUT", "1");
+    let (o, took) = run_with_watchdog(cmd, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(1), "took {took:?}: {}", stderr(&o));
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(stderr(&o).contains("too slow"), "{}", stderr(&o));
+    assert!(image_rows(&dir).is_empty());
 }

@@ -415,7 +415,7 @@ impl Session<'_> {
         let mut bar = progress::Bar::new(self.opts.progress, &url, Some(size));
         let mut f = File::create(dest).map_err(local_error("create", dest))?;
         let mut h = Sha256::new();
-        let mut left = resp.take(size.saturating_add(1));
+        let mut left = super::http::Progress::new(resp).take(size.saturating_add(1));
         let mut buf = vec![0u8; 1 << 16];
         let mut n_total = 0u64;
         loop {
@@ -451,7 +451,8 @@ fn local_error(op: &'static str, p: &Path) -> impl FnOnce(io::Error) -> FetchErr
 /// The body of `resp`, failing past `max` bytes.
 fn read_capped(resp: Response, max: u64, url: &str) -> Result<Vec<u8>, FetchError> {
     let mut out = Vec::new();
-    resp.take(max.saturating_add(1))
+    super::http::Progress::new(resp)
+        .take(max.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| super::http::body_error(url, e))?;
     if out.len() as u64 > max {

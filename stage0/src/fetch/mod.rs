@@ -22,8 +22,8 @@ use crate::store::{ImageRecord, ImportSource, NameRef, Store, StoreError};
 
 pub use discovery::{discovery_urls, parse_meta_tags, render_template, DISCOVERY_PORT_ENV};
 pub use http::{
-    timeouts, Timeouts, CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS, READ_TIMEOUT_ENV,
-    READ_TIMEOUT_SECS,
+    timeouts, Timeouts, TooSlow, CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS, MIN_BYTES_PER_WINDOW,
+    READ_TIMEOUT_ENV, READ_TIMEOUT_SECS,
 };
 pub use signature::{keystore, warn_skipped};
 
@@ -75,6 +75,18 @@ pub enum FetchError {
         /// The timeout, in seconds.
         secs: f64,
         /// The environment variable that sets it.
+        var: &'static str,
+    },
+    /// The server sent a body too slowly (see `http::MIN_BYTES_PER_WINDOW`).
+    #[error("fetching {url} is too slow: {bytes} bytes in {secs:.1} s of waiting, fewer than {min} per window (the window is {var})", min = http::MIN_BYTES_PER_WINDOW)]
+    TooSlow {
+        /// The URL.
+        url: String,
+        /// Bytes received in the window.
+        bytes: u64,
+        /// Time waited in the window, in seconds.
+        secs: f64,
+        /// The environment variable that sets the window.
         var: &'static str,
     },
     /// A timeout environment variable is not a positive number of seconds.

@@ -234,8 +234,9 @@ pub(crate) fn download(client: &Client, url: &str, image: &str) -> Result<Vec<u8
         });
     }
     let mut buf = Vec::new();
-    resp.take(trust::MAX_SIGNATURE_BYTES as u64 + 1)
+    super::http::Progress::new(resp)
+        .take(trust::MAX_SIGNATURE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| FetchError::Store(StoreError::Read(e)))?;
+        .map_err(|e| super::http::body_error(url, e))?;
     Ok(buf)
 }
