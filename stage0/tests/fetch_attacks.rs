@@ -187,3 +187,68 @@ fn dripping_server_fails_the_fetch() {
     assert!(stderr(&o).contains("too slow"), "{}", stderr(&o));
     assert!(image_rows(&dir).is_empty());
 }
+
+/// A dependency on `name` pinned to an image ID that no image has.
+fn bogus_dependency(name: &str) -> Dependency {
+    Dependency {
+        image_name: AcIdentifier::new(name).expect("dep name"),
+        image_id: Some(format!("sha512-{}", "0".repeat(128))),
+        labels: Vec::new(),
+        size: None,
+    }
+}
+
+/// Image A and the image discovery serves for `localhost/b` both list `localhost/b` twice,
+/// pinned to an ID nothing has: every fetch of b used to recurse into b's own list (2^32
+/// fetches). Now each distinct dependency is fetched once, a fetched image with another ID
+/// is not walked, and the fetch ends with a warning.
+#[test]
+fn repeated_unmatchable_dependencies_are_fetched_once() {
+    let deps = vec![
+        bogus_dependency("localhost/b"),
+        bogus_dependency("localhost/b"),
+    ];
+    let mut mb = manifest("localhost/b", &[("os", "linux"), ("arch", "amd64")], &[]);
+    mb.dependencies = deps.clone();
+    let b = build_aci(&mb, &[("etc/b", b"b")], true);
+    let port = Arc::new(AtomicU64::new(0));
+    let p = port.clone();
+    let srv = TestServer::start(move |req| match req.url.as_str() {
+        "/b?ac-discovery=1" => Reply::ok(
+            format!(
+                "<meta name=\"ac-discovery\" content=\"localhost/b http://127.0.0.1:{}/b.aci\">",
+                p.load(Ordering::SeqCst)
+            )
+            .into_bytes(),
+        ),
+        "/b.aci" => Reply::ok(b.clone()).download(),
+        _ => Reply::status(404),
+    });
+    port.store(u64::from(srv.port), Ordering::SeqCst);
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut ma = manifest("example.com/a", &[("os", "linux"), ("arch", "amd64")], &[]);
+    ma.dependencies = deps;
+    let a = write_file(t.path(), "a.aci", &build_aci(&ma, &[("etc/a", b"a")], true));
+    let mut cmd = rkt_cmd(
+        &t.path().join("store"),
+        &[
+            "--insecure-options=http,image",
+            "fetch",
+            a.to_str().expect("utf8"),
+        ],
+    );
+    cmd.env("RKT_DISCOVERY_PORT", srv.port.to_string());
+    let (o, took) = run_with_watchdog(cmd, Duration::from_secs(60));
+    let id = ok(&o);
+    assert!(id.starts_with("sha256-"), "took {took:?}: {id}");
+    // One discovery page and one download of b.
+    assert_eq!(srv.request_count(), 2, "{}", stderr(&o));
+    assert_eq!(srv.download_count(), 1);
+    assert!(
+        stderr(&o).contains(
+            "cannot fetch dependency localhost/b of example.com/a: discovery gave image sha512-"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
