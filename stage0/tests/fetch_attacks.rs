@@ -77,20 +77,28 @@ fn image_labels_are_escaped_on_stderr() {
     );
 }
 
-/// Serves each plain-HTTP connection to 127.0.0.1:<port> with `serve` (after reading the
-/// request head); a connection opening with a TLS handshake is closed at once, as an
-/// http-only server would. Returns the port.
-fn raw_server(serve: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> u16 {
+/// Serves each plain-HTTP connection to 127.0.0.1:<port> with `serve` (given the request
+/// head); a connection opening with a TLS handshake is counted in the returned counter and
+/// closed at once, as an http-only server would. Returns the port and that counter.
+fn raw_server(
+    serve: impl Fn(&mut TcpStream, &str) + Send + Sync + 'static,
+) -> (u16, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     let serve = Arc::new(serve);
+    let tls = Arc::new(AtomicU64::new(0));
+    let tls2 = tls.clone();
     thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
-            let serve = serve.clone();
+            let (serve, tls) = (serve.clone(), tls2.clone());
             thread::spawn(move || {
                 let mut first = [0u8; 1];
-                if c.peek(&mut first).is_err() || first[0] == 0x16 {
+                if c.peek(&mut first).is_err() {
+                    return;
+                }
+                if first[0] == 0x16 {
+                    tls.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
                 let mut head = Vec::new();
@@ -101,11 +109,11 @@ fn raw_server(serve: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> u16 {
                         _ => return,
                     }
                 }
-                serve(&mut c);
+                serve(&mut c, &String::from_utf8_lossy(&head));
             });
         }
     });
-    port
+    (port, tls)
 }
 
 /// Runs `cmd`, killing it after `limit`; returns its output and how long it ran.
@@ -130,7 +138,7 @@ fn run_with_watchdog(mut cmd: Command, limit: Duration) -> (Output, Duration) {
 fn endless_discovery_page_is_cut_off() {
     let sent = Arc::new(AtomicU64::new(0));
     let s = sent.clone();
-    let port = raw_server(move |c| {
+    let (port, _) = raw_server(move |c, _| {
         if c.write_all(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html><head>",
         )
@@ -166,7 +174,7 @@ fn endless_discovery_page_is_cut_off() {
 /// each read succeeds in time, but the fetch fails for lack of progress instead of hanging.
 #[test]
 fn dripping_server_fails_the_fetch() {
-    let port = raw_server(|c| {
+    let (port, _) = raw_server(|c, _| {
         if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n")
             .is_err()
         {
@@ -251,4 +259,122 @@ fn repeated_unmatchable_dependencies_are_fetched_once() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A `dockerAuth` file for `registries` (user `alice`, password `s3cret`) in a new config
+/// directory under `dir`; returns the `--local-config` flag.
+fn docker_auth(dir: &std::path::Path, registries: &[&str]) -> String {
+    let conf = dir.join("conf");
+    std::fs::create_dir_all(conf.join("auth.d")).expect("auth.d");
+    std::fs::write(
+        conf.join("auth.d/registry.json"),
+        format!(
+            r#"{{"rktKind": "dockerAuth", "rktVersion": "v1", "registries": {registries:?}, "credentials": {{"user": "alice", "password": "s3cret"}}}}"#
+        ),
+    )
+    .expect("write auth");
+    format!("--local-config={}", conf.display())
+}
+
+/// The `Authorization` header of an HTTP request head, if any.
+fn authorization(head: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("authorization")
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Registry A's Bearer challenge names a token service on server B (another host:port): B
+/// must not receive A's `dockerAuth` credentials, and the error names B. Listing B in the same
+/// `dockerAuth` entry sends them.
+#[test]
+fn bearer_realm_elsewhere_gets_no_credentials() {
+    let seen: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let s = seen.clone();
+    let (b, _) = raw_server(move |c, head| {
+        s.lock().expect("lock").push(authorization(head));
+        let _ = c
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    });
+    let (a, _) = raw_server(move |c, _| {
+        let _ = c.write_all(
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{b}/token\",service=\"reg\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    });
+    let t = tempfile::tempdir().expect("tempdir");
+    let registry = format!("127.0.0.1:{a}");
+    let url = format!("docker://{registry}/team/x");
+    let conf = docker_auth(t.path(), &[&registry]);
+    let store = t.path().join("store");
+    let o = rkt(
+        &store,
+        &[&conf, "--insecure-options=image,http", "fetch", &url],
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got, vec![None], "B saw: {got:?}; {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "its token service 127.0.0.1:{b} is not the registry's host"
+        )),
+        "{err}"
+    );
+    // The same entry lists B: B gets them (over http, with --insecure-options=http, warned).
+    let conf = docker_auth(t.path(), &[&registry, &format!("127.0.0.1:{b}")]);
+    let o = rkt(
+        &store,
+        &[&conf, "--insecure-options=image,http", "fetch", &url],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[1].as_deref().is_some_and(|a| a.starts_with("Basic ")),
+        "{got:?}"
+    );
+    assert!(stderr(&o).contains("over plain http"), "{}", stderr(&o));
+}
+
+/// `--insecure-options=http` no longer means "plain http only": rkt opens https first and
+/// falls back to http only because the handshake fails; the registry's Basic challenge is
+/// then answered over http (the user allowed it), with a warning.
+#[test]
+fn docker_tries_https_before_plain_http() {
+    let seen: Arc<std::sync::Mutex<Vec<Option<String>>>> = Arc::default();
+    let s = seen.clone();
+    let (a, tls) = raw_server(move |c, head| {
+        s.lock().expect("lock").push(authorization(head));
+        let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    });
+    let t = tempfile::tempdir().expect("tempdir");
+    let registry = format!("127.0.0.1:{a}");
+    let conf = docker_auth(t.path(), &[&registry]);
+    let url = format!("docker://{registry}/team/x");
+    let store = t.path().join("store");
+    // Without http allowed: https only, and no credentials went anywhere.
+    let o = rkt(&store, &[&conf, "--insecure-options=image", "fetch", &url]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(tls.load(Ordering::SeqCst), 1, "{}", stderr(&o));
+    assert!(seen.lock().expect("lock").is_empty());
+    // all-fetch: https first, then http.
+    let o = rkt(
+        &store,
+        &[&conf, "--insecure-options=all-fetch", "fetch", &url],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(tls.load(Ordering::SeqCst), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("does not answer https; using plain http"),
+        "{err}"
+    );
+    assert!(err.contains("over plain http"), "{err}");
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0], None);
 }

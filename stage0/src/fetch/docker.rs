@@ -7,11 +7,13 @@
 //! documents at most [`oci_import::Limits`]' size, blobs at most the size their descriptor
 //! gives, all blobs together at most the decompressed size an image may have.
 //!
-//! Authentication, as Docker's clients do it: a `401` with a `Bearer` challenge sends the
-//! client to the challenge's realm for a token (with the `dockerAuth` credentials of the
-//! registry when `auth.d` has some, anonymously otherwise); a `Basic` challenge is answered
-//! with those credentials. Plain `http` needs `--insecure-options=http`; the images carry no
-//! appc signature, so they need `--insecure-options=image`, as rkt's `docker://` did.
+//! Authentication, as Docker's clients do it: a `401` from the registry itself with a `Bearer`
+//! challenge sends the client to the challenge's realm for a token (with the `dockerAuth`
+//! credentials of the registry when `auth.d` has some and the realm is the registry's host,
+//! domain or listed in the same entry, anonymously otherwise); a `Basic` challenge is
+//! answered with those credentials. https is tried first; plain `http` only after it fails to
+//! connect, with `--insecure-options=http`. The images carry no appc signature, so they need
+//! `--insecure-options=image`, as rkt's `docker://` did.
 //!
 //! The store remembers the manifest's digest for the reference (`remote` record, as an ETag):
 //! `--pull-policy=new` uses a stored image as it is; `update` (the default of `rkt fetch`) asks
@@ -257,6 +259,69 @@ struct Session<'a> {
     r: &'a DockerRef,
     opts: &'a FetchOptions,
     auth: Option<String>,
+    /// The warning about credentials over plain http was printed.
+    warned_http_creds: bool,
+}
+
+/// `host[:port]` of `u` with the scheme's default port left out, lower case.
+fn authority(u: &reqwest::Url) -> String {
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+/// `(host, port)` of `host[:port]` (`[v6]:port` too), the port defaulting to `default`.
+fn split_authority(a: &str, default: u16) -> (String, u16) {
+    let a = a.to_ascii_lowercase();
+    let (h, p) = match a.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') && (!h.contains(':') || h.ends_with(']')) => {
+            (h.to_string(), p.parse().unwrap_or(default))
+        }
+        _ => (a.clone(), default),
+    };
+    (h, p)
+}
+
+/// Whether hosts `a` and `b` are DNS names sharing their last two labels (`auth.docker.io`
+/// and `registry-1.docker.io`); IP addresses share nothing.
+fn same_domain(a: &str, b: &str) -> bool {
+    let dns = |h: &str| {
+        h.parse::<std::net::IpAddr>().is_err()
+            && !h.starts_with('[')
+            && h.split('.').count() >= 2
+            && h.split('.').all(|l| !l.is_empty())
+    };
+    let suffix = |h: &str| {
+        let mut l: Vec<&str> = h.rsplit('.').take(2).collect();
+        l.reverse();
+        l.join(".")
+    };
+    dns(a) && dns(b) && suffix(a) == suffix(b)
+}
+
+/// Why the registry's credentials may not go to token `realm`, or None when they may: the
+/// realm must be https (or http with `--insecure-options=http`) and be the registry itself,
+/// a host of the registry's domain on the same port, or a host its `dockerAuth` entry lists.
+fn realm_refusal(realm: &reqwest::Url, registry: &str, opts: &FetchOptions) -> Option<String> {
+    let host = authority(realm);
+    let scheme_ok = realm.scheme() == "https" || (realm.scheme() == "http" && opts.insecure.http);
+    if !scheme_ok {
+        return Some(format!("its token service {host} is not https"));
+    }
+    let default = realm.port_or_known_default().unwrap_or(443);
+    let (rh, rp) = split_authority(registry, 443);
+    let (th, tp) = split_authority(&host, default);
+    let th_port = realm.port_or_known_default().unwrap_or(tp);
+    let ours = (th == rh && th_port == rp)
+        || (same_domain(&th, &rh) && th_port == rp)
+        || opts.config.docker_auth_shared(registry, &host);
+    (!ours).then(|| {
+        format!(
+            "its token service {host} is not the registry's host or domain, nor listed in its dockerAuth entry"
+        )
+    })
 }
 
 impl Session<'_> {
@@ -275,7 +340,11 @@ impl Session<'_> {
                 eprintln!("rkt: fetching {}", crate::format::escape_control(url));
             }
             let resp = req.send().map_err(|e| super::http::request_error(url, e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !challenged {
+            // Only the registry's own challenges are answered: a 401 from where it redirected
+            // (blob storage) is an error like any other status.
+            let from_registry = reqwest::Url::parse(&self.base)
+                .is_ok_and(|b| authority(&b) == authority(resp.url()));
+            if resp.status() == StatusCode::UNAUTHORIZED && !challenged && from_registry {
                 challenged = true;
                 let c = resp
                     .headers()
@@ -296,7 +365,7 @@ impl Session<'_> {
     }
 
     /// The `Authorization` value answering challenge `c` of a request to `url`.
-    fn answer(&self, url: &str, c: Option<Challenge>) -> Result<String, FetchError> {
+    fn answer(&mut self, url: &str, c: Option<Challenge>) -> Result<String, FetchError> {
         let creds = self.opts.config.docker_authorization(&self.r.registry);
         let needs = |why: &str| FetchError::DockerAuth {
             registry: self.r.registry.clone(),
@@ -304,10 +373,19 @@ impl Session<'_> {
         };
         let c =
             c.ok_or_else(|| needs("it answered 401 without a usable WWW-Authenticate challenge"))?;
+        let plain_http = self.base.starts_with("http://");
         match c.scheme.as_str() {
-            "basic" => creds.ok_or_else(|| {
-                needs("it asks for a user and password: add a dockerAuth entry for it in auth.d")
-            }),
+            "basic" => {
+                let a = creds.ok_or_else(|| {
+                    needs(
+                        "it asks for a user and password: add a dockerAuth entry for it in auth.d",
+                    )
+                })?;
+                if plain_http {
+                    self.warn_http_creds(&self.r.registry.clone());
+                }
+                Ok(a)
+            }
             "bearer" => {
                 let realm = c
                     .param("realm")
@@ -326,16 +404,27 @@ impl Session<'_> {
                 if let Some(s) = c.param("service") {
                     q.push(("service", s.to_string()));
                 }
-                let mut req = self.client.get(realm).query(&q);
-                if let Some(a) = &creds {
+                let realm_url = reqwest::Url::parse(realm)
+                    .map_err(|_| needs("its token realm is no valid URL"))?;
+                let refusal = creds
+                    .as_ref()
+                    .and_then(|_| realm_refusal(&realm_url, &self.r.registry, self.opts));
+                let mut req = self.client.get(realm_url.clone()).query(&q);
+                if let (Some(a), None) = (&creds, &refusal) {
+                    if realm_url.scheme() == "http" {
+                        self.warn_http_creds(&authority(&realm_url));
+                    }
                     req = req.header(AUTHORIZATION, a);
                 }
                 let resp = req
                     .send()
                     .map_err(|e| super::http::request_error(realm, e))?;
                 if !resp.status().is_success() {
+                    let not_sent = refusal
+                        .map(|r| format!("; rkt asked without the dockerAuth credentials: {r}"))
+                        .unwrap_or_default();
                     return Err(needs(&format!(
-                        "its token service {realm} answered HTTP {} (for {url})",
+                        "its token service {realm} answered HTTP {} (for {url}){not_sent}",
                         resp.status().as_u16()
                     )));
                 }
@@ -351,6 +440,18 @@ impl Session<'_> {
                 Ok(format!("Bearer {token}"))
             }
             s => Err(needs(&format!("unsupported authentication scheme {s:?}"))),
+        }
+    }
+
+    /// Warns, once per session, that credentials go to `host` over plain http.
+    fn warn_http_creds(&mut self, host: &str) {
+        if !self.warned_http_creds {
+            self.warned_http_creds = true;
+            eprintln!(
+                "rkt: warning: sending the dockerAuth credentials of {} to {} over plain http (--insecure-options=http)",
+                crate::format::escape_control(&self.r.registry),
+                crate::format::escape_control(host)
+            );
         }
     }
 
@@ -470,6 +571,15 @@ fn descriptor(v: &serde_json::Value) -> Option<(String, u64)> {
     is_sha256_digest(d).then(|| (d.to_string(), size))
 }
 
+/// Whether `e` says an https connection could not be made (TCP or TLS handshake).
+fn no_https(e: &FetchError) -> bool {
+    match e {
+        FetchError::Http(_, e) => e.is_connect(),
+        FetchError::Timeout { what, .. } => *what == "connecting",
+        _ => false,
+    }
+}
+
 fn invalid(why: String) -> FetchError {
     FetchError::Oci(oci_import::OciError::Invalid(why))
 }
@@ -501,15 +611,29 @@ pub(super) fn fetch_docker(
         }
         _ => {}
     }
-    let scheme = if opts.insecure.http { "http" } else { "https" };
+    // https first; with `--insecure-options=http`, plain http when https cannot connect (the
+    // TCP connection or the TLS handshake fails), as Docker treats an insecure registry.
     let mut s = Session {
         client: super::http::client(opts)?,
-        base: format!("{scheme}://{}/v2/{}", r.registry, r.name),
+        base: format!("https://{}/v2/{}", r.registry, r.name),
         r: &r,
         opts,
         auth: None,
+        warned_http_creds: false,
     };
-    let (mut body, mut media, mut digest) = s.manifest(&r.reference)?;
+    let first = match s.manifest(&r.reference) {
+        Err(e) if opts.insecure.http && no_https(&e) => {
+            eprintln!(
+                "rkt: warning: {} does not answer https; using plain http (--insecure-options=http)",
+                crate::format::escape_control(&r.registry)
+            );
+            s.base = format!("http://{}/v2/{}", r.registry, r.name);
+            s.auth = None;
+            s.manifest(&r.reference)
+        }
+        other => other,
+    };
+    let (mut body, mut media, mut digest) = first?;
     if media.contains("index") || media.contains("manifest.list") {
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| invalid(format!("{url}: the index is not JSON: {e}")))?;
