@@ -378,3 +378,56 @@ fn docker_tries_https_before_plain_http() {
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0], None);
 }
+
+/// The store holds image `localhost/n2`, fetched from URL U; discovery of `localhost/n1`
+/// answers U. Served from the store (pull policy `new`, or a `304` under `update`), it used to
+/// be returned as n1 unchecked; now it is rejected as a download would be (exit 4).
+#[test]
+fn cached_discovered_image_must_carry_the_name() {
+    let n2 = simple_aci("localhost/n2", "1.0", "n2");
+    let port = Arc::new(AtomicU64::new(0));
+    let p = port.clone();
+    let srv = TestServer::start(move |req| match req.url.as_str() {
+        "/n1?ac-discovery=1" => Reply::ok(
+            format!(
+                "<meta name=\"ac-discovery\" content=\"localhost/n1 http://127.0.0.1:{}/n2.aci\">",
+                p.load(Ordering::SeqCst)
+            )
+            .into_bytes(),
+        ),
+        "/n2.aci" if req.header("if-none-match") == Some("\"n2\"") => Reply::status(304),
+        "/n2.aci" => Reply::ok(n2.clone()).header("ETag", "\"n2\"").download(),
+        _ => Reply::status(404),
+    });
+    port.store(u64::from(srv.port), Ordering::SeqCst);
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let run = |args: &[&str]| {
+        rkt_cmd(&dir, args)
+            .env("RKT_DISCOVERY_PORT", srv.port.to_string())
+            .output()
+            .expect("rkt")
+    };
+    let n2_id = ok(&run(&[
+        "--insecure-options=http,image",
+        "fetch",
+        &srv.url("/n2.aci"),
+    ]));
+    for policy in ["--pull-policy=new", "--pull-policy=update"] {
+        let o = run(&[
+            "--insecure-options=http,image",
+            "fetch",
+            policy,
+            "localhost/n1",
+        ]);
+        assert_eq!(o.status.code(), Some(4), "{policy}: {}", stderr(&o));
+        assert!(!stdout(&o).contains(&n2_id), "{policy}");
+        assert!(
+            stderr(&o).contains("holds image \"localhost/n2\", not \"localhost/n1\""),
+            "{policy}: {}",
+            stderr(&o)
+        );
+    }
+    // One download; the update policy's revalidation was a 304.
+    assert_eq!(srv.download_count(), 1);
+}

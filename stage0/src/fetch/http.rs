@@ -225,6 +225,7 @@ pub(crate) fn fetch_url(
     };
     if let Some((remote, rec)) = &cached {
         if opts.pull_policy != PullPolicy::Update || fresh(remote.max_age, remote.download_time) {
+            check_cached(store, rec, check)?;
             if opts.debug {
                 eprintln!(
                     "rkt: using {} from the store ({})",
@@ -259,6 +260,7 @@ pub(crate) fn fetch_url(
     let resp = req.send().map_err(|e| request_error(url, e))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
         if let Some((_, rec)) = cached {
+            check_cached(store, &rec, check)?;
             store.revalidated(url, max_age(&resp))?;
             if opts.debug {
                 eprintln!(
@@ -294,6 +296,17 @@ pub(crate) fn fetch_url(
     bar.finish();
     signature::finished(&rec, verified.as_ref(), opts);
     Ok(Fetched::Downloaded(rec))
+}
+
+/// Runs `check` on a stored image about to be served for a URL, as a download would have
+/// been checked (a discovered URL may lead to an image stored under another name).
+fn check_cached(
+    store: &Store,
+    rec: &ImageRecord,
+    check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+) -> Result<(), FetchError> {
+    let m = store.manifest(rec)?;
+    check(&m).map_err(|why| FetchError::Store(StoreError::Rejected(why)))
 }
 
 /// A failed request to `url`: [`FetchError::Timeout`] for a timeout, else the HTTP error.
