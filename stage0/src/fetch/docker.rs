@@ -310,12 +310,10 @@ fn realm_refusal(realm: &reqwest::Url, registry: &str, opts: &FetchOptions) -> O
     if !scheme_ok {
         return Some(format!("its token service {host} is not https"));
     }
-    let default = realm.port_or_known_default().unwrap_or(443);
     let (rh, rp) = split_authority(registry, 443);
-    let (th, tp) = split_authority(&host, default);
-    let th_port = realm.port_or_known_default().unwrap_or(tp);
-    let ours = (th == rh && th_port == rp)
-        || (same_domain(&th, &rh) && th_port == rp)
+    let th = realm.host_str().unwrap_or_default().to_ascii_lowercase();
+    let tp = realm.port_or_known_default().unwrap_or(443);
+    let ours = (tp == rp && (th == rh || same_domain(&th, &rh)))
         || opts.config.docker_auth_shared(registry, &host);
     (!ours).then(|| {
         format!(
@@ -760,6 +758,43 @@ pub(super) fn fetch_docker(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_registrys_realms() {
+        let opts = FetchOptions::default();
+        let refused = |realm: &str, registry: &str, o: &FetchOptions| {
+            realm_refusal(&reqwest::Url::parse(realm).unwrap(), registry, o).is_some()
+        };
+        assert!(!refused("https://auth.docker.io/token", DOCKER_HUB, &opts));
+        assert!(!refused("https://quay.io/v2/auth", "quay.io", &opts));
+        assert!(!refused(
+            "https://r.example.com:5000/t",
+            "r.example.com:5000",
+            &opts
+        ));
+        assert!(refused("https://evil.example/token", "quay.io", &opts));
+        assert!(refused(
+            "https://auth.docker.io:8443/token",
+            DOCKER_HUB,
+            &opts
+        ));
+        assert!(refused("https://127.0.0.1:2/t", "127.0.0.1:1", &opts));
+        assert!(refused("https://0.1:5000/t", "127.0.0.1:5000", &opts));
+        // Plain http only with --insecure-options=http.
+        assert!(refused("http://quay.io/v2/auth", "quay.io:80", &opts));
+        let mut http = FetchOptions::default();
+        http.insecure.http = true;
+        assert!(!refused("http://quay.io/v2/auth", "quay.io:80", &http));
+        // Listed in the same dockerAuth entry.
+        let creds = crate::config::BasicCredentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        for r in ["127.0.0.1:1", "127.0.0.1:2"] {
+            http.config.docker_auth.insert(r.into(), creds.clone());
+        }
+        assert!(!refused("http://127.0.0.1:2/t", "127.0.0.1:1", &http));
+    }
 
     #[test]
     fn references_parse_as_docker_reads_them() {

@@ -59,7 +59,7 @@ pub fn timeouts() -> Result<Timeouts, FetchError> {
 }
 
 /// Fewest bytes a peer must send per window of waiting (the window is the read timeout,
-/// [`READ_TIMEOUT_ENV`]), in bytes: a slower body fails ([`Progress`]).
+/// [`READ_TIMEOUT_ENV`]), in bytes: a slower response body fails the fetch with [`TooSlow`].
 pub const MIN_BYTES_PER_WINDOW: u64 = 16 * 1024;
 
 /// A response body that must make progress: reqwest's read timeout bounds each read, so a
@@ -115,7 +115,7 @@ impl<R: std::io::Read> std::io::Read for Progress<R> {
     }
 }
 
-/// A peer sent fewer than [`MIN_BYTES_PER_WINDOW`] bytes in a window (see [`Progress`]).
+/// A peer sent fewer than [`MIN_BYTES_PER_WINDOW`] bytes in a window of waiting for it.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the server sent {bytes} bytes in {secs:.1} s of waiting (fewer than {MIN_BYTES_PER_WINDOW})"
