@@ -431,3 +431,47 @@ fn cached_discovered_image_must_carry_the_name() {
     // One download; the update policy's revalidation was a 304.
     assert_eq!(srv.download_count(), 1);
 }
+
+/// A registry redirects to storage B, which answers 401 with its own Bearer challenge: only
+/// the registry's challenges are answered, so rkt never goes to B's token service (the
+/// fetch fails on B's 401).
+#[test]
+fn challenges_from_a_redirect_target_are_not_answered() {
+    let paths: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let ps = paths.clone();
+    let (b, _) = raw_server(move |c, head| {
+        let path = head
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        ps.lock().expect("lock").push(path);
+        let port = c.local_addr().map(|a| a.port()).unwrap_or(0);
+        let _ = c.write_all(
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    });
+    let (a, _) = raw_server(move |c, _| {
+        let _ = c.write_all(
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{b}/storage\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    });
+    let t = tempfile::tempdir().expect("tempdir");
+    let registry = format!("127.0.0.1:{a}");
+    let conf = docker_auth(t.path(), &[&registry, &format!("127.0.0.1:{b}")]);
+    let url = format!("docker://{registry}/team/x");
+    let o = rkt(
+        &t.path().join("store"),
+        &[&conf, "--insecure-options=image,http", "fetch", &url],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("HTTP 401"), "{}", stderr(&o));
+    let got = paths.lock().expect("lock").clone();
+    assert_eq!(got, vec!["/storage".to_string()], "{}", stderr(&o));
+}
