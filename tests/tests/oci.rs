@@ -656,15 +656,15 @@ fn ns_docker_registry_fetch_run_revalidate() {
     let o = fetch("image,http", &[], &url);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("dockerAuth"), "{}", stderr(&o));
-    // rkt's dockerAuth file for `registry`, then the fetch of `url` with it.
-    let fetch_with_credentials = |registry: &str, url: &str| {
+    // rkt's dockerAuth file for `registries`, then the fetch of `url` with it.
+    let fetch_with_credentials = |registries: &[&str], url: &str| -> std::process::Output {
         let conf = e.path("conf");
         std::fs::create_dir_all(conf.join("auth.d")).unwrap();
         std::fs::write(
             conf.join("auth.d/registry.json"),
             serde_json::json!({
                 "rktKind": "dockerAuth", "rktVersion": "v1",
-                "registries": [registry], "credentials": {"user": "alice", "password": "s3cret"}
+                "registries": registries, "credentials": {"user": "alice", "password": "s3cret"}
             })
             .to_string(),
         )
@@ -675,9 +675,10 @@ fn ns_docker_registry_fetch_run_revalidate() {
             "fetch".into(),
             url.to_string(),
         ]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
     };
-    fetch_with_credentials(&locked.addr, &url);
+    let o = fetch_with_credentials(&[&locked.addr], &url);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     drop(locked);
 
     // Docker's token authentication (Docker Hub's, quay's): the registry's Bearer challenge
@@ -698,6 +699,16 @@ fn ns_docker_registry_fetch_run_revalidate() {
     let o = fetch("image,http", &[], &url);
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("token service"), "{}", stderr(&o));
-    fetch_with_credentials(&bearer.addr, &url);
+    // The token service is another host:port: the registry's credentials go there only when
+    // its dockerAuth entry lists it too.
+    let o = fetch_with_credentials(&[&bearer.addr], &url);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains(&format!("its token service {} is not", tokens.addr)),
+        "{}",
+        stderr(&o)
+    );
+    let o = fetch_with_credentials(&[&bearer.addr, &tokens.addr], &url);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(tokens.issued(), pushed + 1, "one token for the whole fetch");
 }

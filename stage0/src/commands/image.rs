@@ -216,7 +216,7 @@ fn list(store: &Store, a: ListArgs) -> anyhow::Result<i32> {
         let mut o = std::cmp::Ordering::Equal;
         for f in &sort {
             o = o.then(match f.as_str() {
-                "name" => x.display_name().cmp(&y.display_name()),
+                "name" => x.name_version().cmp(&y.name_version()),
                 "lastused" => x.last_used.cmp(&y.last_used),
                 "size" => x.size.cmp(&y.size),
                 _ => x.import_time.cmp(&y.import_time),
@@ -233,7 +233,7 @@ fn list(store: &Store, a: ListArgs) -> anyhow::Result<i32> {
             .iter()
             .map(|r| ListEntry {
                 id: r.id.clone(),
-                name: r.display_name(),
+                name: r.name_version(),
                 import_time: r.import_time,
                 last_used_time: r.last_used,
                 size: r.size,

@@ -91,12 +91,18 @@ pub fn exit_on_broken_pipe() -> ! {
 }
 
 /// Prints `rkt: <error>: <cause>: <cause>` once on stderr (a closed stderr is ignored).
+/// Messages carry image-, URL- and peer-derived text, so control characters are escaped
+/// ([`stage0::format::escape_control`]).
 pub fn print_error(e: &anyhow::Error) {
-    let mut msg = format!("rkt: {e}");
+    let mut msg = format!("{e}");
     for cause in e.chain().skip(1) {
         msg.push_str(&format!(": {cause}"));
     }
-    let _ = writeln!(io::stderr(), "{msg}");
+    let _ = writeln!(
+        io::stderr(),
+        "rkt: {}",
+        stage0::format::escape_control(&msg)
+    );
 }
 
 /// Prints what a user other than root may do with a data directory `dir` that is not theirs,

@@ -358,6 +358,24 @@ impl Config {
             })
     }
 
+    /// Whether `dockerAuth` gives `other` (`host[:port]`) the same credentials as `registry`
+    /// (one entry listing both, as a registry and its token service).
+    pub fn docker_auth_shared(&self, registry: &str, other: &str) -> bool {
+        let creds = |n: &str| {
+            self.docker_auth
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, c)| c)
+        };
+        let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+        let mine = if hub.contains(&registry) {
+            hub.iter().find_map(|n| creds(n))
+        } else {
+            creds(registry)
+        };
+        mine.is_some() && mine == creds(other)
+    }
+
     /// The output of `rkt config`: `data_dir` and `stage1` are the effective values.
     pub fn to_json(&self, data_dir: &str, stage1_default_location: &str) -> Value {
         let mut stage0: Vec<Value> = Vec::new();

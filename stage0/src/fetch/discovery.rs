@@ -172,6 +172,24 @@ fn template_vars(nr: &NameRef, ext: &str) -> BTreeMap<String, String> {
     vars
 }
 
+/// Largest discovery page read, in bytes (appc discovery pages are a few meta tags).
+pub const MAX_DISCOVERY_PAGE_BYTES: u64 = 256 * 1024;
+
+/// The body of a discovery page, at most [`MAX_DISCOVERY_PAGE_BYTES`] (a longer one is an
+/// error, read no further); invalid UTF-8 is replaced.
+fn read_page(r: impl std::io::Read) -> Result<String, String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    http::Progress::new(r)
+        .take(MAX_DISCOVERY_PAGE_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| error_chain(&e))?;
+    if buf.len() as u64 > MAX_DISCOVERY_PAGE_BYTES {
+        return Err(format!("page larger than {MAX_DISCOVERY_PAGE_BYTES} bytes"));
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// Port override from [`DISCOVERY_PORT_ENV`].
 pub(crate) fn port_override() -> Option<u16> {
     std::env::var(DISCOVERY_PORT_ENV)
@@ -195,13 +213,13 @@ pub(crate) fn first_discovered<T>(
     let mut tried = Vec::new();
     for url in discovery_urls(name, allow_http, port_override()) {
         if opts.debug {
-            eprintln!("rkt: {label}: GET {url}");
+            eprintln!("rkt: {label}: GET {}", crate::format::escape_control(&url));
         }
         let req = client
             .get(&url)
             .timeout(std::time::Duration::from_secs(DISCOVERY_TIMEOUT_SECS));
         let body = match req.send() {
-            Ok(r) if r.status().is_success() => match r.text() {
+            Ok(r) if r.status().is_success() => match read_page(r) {
                 Ok(t) => t,
                 Err(e) => {
                     tried.push(format!("{url}: {e}"));
@@ -228,7 +246,11 @@ pub(crate) fn first_discovered<T>(
         }
         return Ok(got);
     }
-    Err(tried)
+    // URLs come from the name and the lines from peers: printable either way.
+    Err(tried
+        .iter()
+        .map(|t| crate::format::escape_control(t).into_owned())
+        .collect())
 }
 
 /// `(ACI URL, signature URL)` pairs discovered for `nr`, best first (https before http).

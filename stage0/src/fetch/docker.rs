@@ -7,11 +7,13 @@
 //! documents at most [`oci_import::Limits`]' size, blobs at most the size their descriptor
 //! gives, all blobs together at most the decompressed size an image may have.
 //!
-//! Authentication, as Docker's clients do it: a `401` with a `Bearer` challenge sends the
-//! client to the challenge's realm for a token (with the `dockerAuth` credentials of the
-//! registry when `auth.d` has some, anonymously otherwise); a `Basic` challenge is answered
-//! with those credentials. Plain `http` needs `--insecure-options=http`; the images carry no
-//! appc signature, so they need `--insecure-options=image`, as rkt's `docker://` did.
+//! Authentication, as Docker's clients do it: a `401` from the registry itself with a `Bearer`
+//! challenge sends the client to the challenge's realm for a token (with the `dockerAuth`
+//! credentials of the registry when `auth.d` has some and the realm is the registry's host,
+//! domain or listed in the same entry, anonymously otherwise); a `Basic` challenge is
+//! answered with those credentials. https is tried first; plain `http` only after it fails to
+//! connect, with `--insecure-options=http`. The images carry no appc signature, so they need
+//! `--insecure-options=image`, as rkt's `docker://` did.
 //!
 //! The store remembers the manifest's digest for the reference (`remote` record, as an ETag):
 //! `--pull-policy=new` uses a stored image as it is; `update` (the default of `rkt fetch`) asks
@@ -257,6 +259,67 @@ struct Session<'a> {
     r: &'a DockerRef,
     opts: &'a FetchOptions,
     auth: Option<String>,
+    /// The warning about credentials over plain http was printed.
+    warned_http_creds: bool,
+}
+
+/// `host[:port]` of `u` with the scheme's default port left out, lower case.
+fn authority(u: &reqwest::Url) -> String {
+    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+    match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host,
+    }
+}
+
+/// `(host, port)` of `host[:port]` (`[v6]:port` too), the port defaulting to `default`.
+fn split_authority(a: &str, default: u16) -> (String, u16) {
+    let a = a.to_ascii_lowercase();
+    let (h, p) = match a.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') && (!h.contains(':') || h.ends_with(']')) => {
+            (h.to_string(), p.parse().unwrap_or(default))
+        }
+        _ => (a.clone(), default),
+    };
+    (h, p)
+}
+
+/// Whether hosts `a` and `b` are DNS names sharing their last two labels (`auth.docker.io`
+/// and `registry-1.docker.io`); IP addresses share nothing.
+fn same_domain(a: &str, b: &str) -> bool {
+    let dns = |h: &str| {
+        h.parse::<std::net::IpAddr>().is_err()
+            && !h.starts_with('[')
+            && h.split('.').count() >= 2
+            && h.split('.').all(|l| !l.is_empty())
+    };
+    let suffix = |h: &str| {
+        let mut l: Vec<&str> = h.rsplit('.').take(2).collect();
+        l.reverse();
+        l.join(".")
+    };
+    dns(a) && dns(b) && suffix(a) == suffix(b)
+}
+
+/// Why the registry's credentials may not go to token `realm`, or None when they may: the
+/// realm must be https (or http with `--insecure-options=http`) and be the registry itself,
+/// a host of the registry's domain on the same port, or a host its `dockerAuth` entry lists.
+fn realm_refusal(realm: &reqwest::Url, registry: &str, opts: &FetchOptions) -> Option<String> {
+    let host = authority(realm);
+    let scheme_ok = realm.scheme() == "https" || (realm.scheme() == "http" && opts.insecure.http);
+    if !scheme_ok {
+        return Some(format!("its token service {host} is not https"));
+    }
+    let (rh, rp) = split_authority(registry, 443);
+    let th = realm.host_str().unwrap_or_default().to_ascii_lowercase();
+    let tp = realm.port_or_known_default().unwrap_or(443);
+    let ours = (tp == rp && (th == rh || same_domain(&th, &rh)))
+        || opts.config.docker_auth_shared(registry, &host);
+    (!ours).then(|| {
+        format!(
+            "its token service {host} is not the registry's host or domain, nor listed in its dockerAuth entry"
+        )
+    })
 }
 
 impl Session<'_> {
@@ -272,10 +335,14 @@ impl Session<'_> {
                 req = req.header(AUTHORIZATION, a);
             }
             if self.opts.debug {
-                eprintln!("rkt: fetching {url}");
+                eprintln!("rkt: fetching {}", crate::format::escape_control(url));
             }
             let resp = req.send().map_err(|e| super::http::request_error(url, e))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && !challenged {
+            // Only the registry's own challenges are answered: a 401 from where it redirected
+            // (blob storage) is an error like any other status.
+            let from_registry = reqwest::Url::parse(&self.base)
+                .is_ok_and(|b| authority(&b) == authority(resp.url()));
+            if resp.status() == StatusCode::UNAUTHORIZED && !challenged && from_registry {
                 challenged = true;
                 let c = resp
                     .headers()
@@ -296,7 +363,7 @@ impl Session<'_> {
     }
 
     /// The `Authorization` value answering challenge `c` of a request to `url`.
-    fn answer(&self, url: &str, c: Option<Challenge>) -> Result<String, FetchError> {
+    fn answer(&mut self, url: &str, c: Option<Challenge>) -> Result<String, FetchError> {
         let creds = self.opts.config.docker_authorization(&self.r.registry);
         let needs = |why: &str| FetchError::DockerAuth {
             registry: self.r.registry.clone(),
@@ -304,10 +371,19 @@ impl Session<'_> {
         };
         let c =
             c.ok_or_else(|| needs("it answered 401 without a usable WWW-Authenticate challenge"))?;
+        let plain_http = self.base.starts_with("http://");
         match c.scheme.as_str() {
-            "basic" => creds.ok_or_else(|| {
-                needs("it asks for a user and password: add a dockerAuth entry for it in auth.d")
-            }),
+            "basic" => {
+                let a = creds.ok_or_else(|| {
+                    needs(
+                        "it asks for a user and password: add a dockerAuth entry for it in auth.d",
+                    )
+                })?;
+                if plain_http {
+                    self.warn_http_creds(&self.r.registry.clone());
+                }
+                Ok(a)
+            }
             "bearer" => {
                 let realm = c
                     .param("realm")
@@ -326,16 +402,27 @@ impl Session<'_> {
                 if let Some(s) = c.param("service") {
                     q.push(("service", s.to_string()));
                 }
-                let mut req = self.client.get(realm).query(&q);
-                if let Some(a) = &creds {
+                let realm_url = reqwest::Url::parse(realm)
+                    .map_err(|_| needs("its token realm is no valid URL"))?;
+                let refusal = creds
+                    .as_ref()
+                    .and_then(|_| realm_refusal(&realm_url, &self.r.registry, self.opts));
+                let mut req = self.client.get(realm_url.clone()).query(&q);
+                if let (Some(a), None) = (&creds, &refusal) {
+                    if realm_url.scheme() == "http" {
+                        self.warn_http_creds(&authority(&realm_url));
+                    }
                     req = req.header(AUTHORIZATION, a);
                 }
                 let resp = req
                     .send()
                     .map_err(|e| super::http::request_error(realm, e))?;
                 if !resp.status().is_success() {
+                    let not_sent = refusal
+                        .map(|r| format!("; rkt asked without the dockerAuth credentials: {r}"))
+                        .unwrap_or_default();
                     return Err(needs(&format!(
-                        "its token service {realm} answered HTTP {} (for {url})",
+                        "its token service {realm} answered HTTP {} (for {url}){not_sent}",
                         resp.status().as_u16()
                     )));
                 }
@@ -351,6 +438,18 @@ impl Session<'_> {
                 Ok(format!("Bearer {token}"))
             }
             s => Err(needs(&format!("unsupported authentication scheme {s:?}"))),
+        }
+    }
+
+    /// Warns, once per session, that credentials go to `host` over plain http.
+    fn warn_http_creds(&mut self, host: &str) {
+        if !self.warned_http_creds {
+            self.warned_http_creds = true;
+            eprintln!(
+                "rkt: warning: sending the dockerAuth credentials of {} to {} over plain http (--insecure-options=http)",
+                crate::format::escape_control(&self.r.registry),
+                crate::format::escape_control(host)
+            );
         }
     }
 
@@ -415,7 +514,7 @@ impl Session<'_> {
         let mut bar = progress::Bar::new(self.opts.progress, &url, Some(size));
         let mut f = File::create(dest).map_err(local_error("create", dest))?;
         let mut h = Sha256::new();
-        let mut left = resp.take(size.saturating_add(1));
+        let mut left = super::http::Progress::new(resp).take(size.saturating_add(1));
         let mut buf = vec![0u8; 1 << 16];
         let mut n_total = 0u64;
         loop {
@@ -451,7 +550,8 @@ fn local_error(op: &'static str, p: &Path) -> impl FnOnce(io::Error) -> FetchErr
 /// The body of `resp`, failing past `max` bytes.
 fn read_capped(resp: Response, max: u64, url: &str) -> Result<Vec<u8>, FetchError> {
     let mut out = Vec::new();
-    resp.take(max.saturating_add(1))
+    super::http::Progress::new(resp)
+        .take(max.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| super::http::body_error(url, e))?;
     if out.len() as u64 > max {
@@ -467,6 +567,15 @@ fn descriptor(v: &serde_json::Value) -> Option<(String, u64)> {
     let d = v.get("digest")?.as_str()?;
     let size = v.get("size")?.as_u64()?;
     is_sha256_digest(d).then(|| (d.to_string(), size))
+}
+
+/// Whether `e` says an https connection could not be made (TCP or TLS handshake).
+fn no_https(e: &FetchError) -> bool {
+    match e {
+        FetchError::Http(_, e) => e.is_connect(),
+        FetchError::Timeout { what, .. } => *what == "connecting",
+        _ => false,
+    }
 }
 
 fn invalid(why: String) -> FetchError {
@@ -500,15 +609,29 @@ pub(super) fn fetch_docker(
         }
         _ => {}
     }
-    let scheme = if opts.insecure.http { "http" } else { "https" };
+    // https first; with `--insecure-options=http`, plain http when https cannot connect (the
+    // TCP connection or the TLS handshake fails), as Docker treats an insecure registry.
     let mut s = Session {
         client: super::http::client(opts)?,
-        base: format!("{scheme}://{}/v2/{}", r.registry, r.name),
+        base: format!("https://{}/v2/{}", r.registry, r.name),
         r: &r,
         opts,
         auth: None,
+        warned_http_creds: false,
     };
-    let (mut body, mut media, mut digest) = s.manifest(&r.reference)?;
+    let first = match s.manifest(&r.reference) {
+        Err(e) if opts.insecure.http && no_https(&e) => {
+            eprintln!(
+                "rkt: warning: {} does not answer https; using plain http (--insecure-options=http)",
+                crate::format::escape_control(&r.registry)
+            );
+            s.base = format!("http://{}/v2/{}", r.registry, r.name);
+            s.auth = None;
+            s.manifest(&r.reference)
+        }
+        other => other,
+    };
+    let (mut body, mut media, mut digest) = first?;
     if media.contains("index") || media.contains("manifest.list") {
         let v: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| invalid(format!("{url}: the index is not JSON: {e}")))?;
@@ -541,7 +664,11 @@ pub(super) fn fetch_docker(
         if rem.etag.as_deref() == Some(digest.as_str()) {
             store.revalidated(&url, None)?;
             if opts.debug {
-                eprintln!("rkt: {url} unchanged ({digest})");
+                eprintln!(
+                    "rkt: {} unchanged ({})",
+                    crate::format::escape_control(&url),
+                    crate::format::escape_control(&digest)
+                );
             }
             return Ok(rec.clone());
         }
@@ -631,6 +758,43 @@ pub(super) fn fetch_docker(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_registrys_realms() {
+        let opts = FetchOptions::default();
+        let refused = |realm: &str, registry: &str, o: &FetchOptions| {
+            realm_refusal(&reqwest::Url::parse(realm).unwrap(), registry, o).is_some()
+        };
+        assert!(!refused("https://auth.docker.io/token", DOCKER_HUB, &opts));
+        assert!(!refused("https://quay.io/v2/auth", "quay.io", &opts));
+        assert!(!refused(
+            "https://r.example.com:5000/t",
+            "r.example.com:5000",
+            &opts
+        ));
+        assert!(refused("https://evil.example/token", "quay.io", &opts));
+        assert!(refused(
+            "https://auth.docker.io:8443/token",
+            DOCKER_HUB,
+            &opts
+        ));
+        assert!(refused("https://127.0.0.1:2/t", "127.0.0.1:1", &opts));
+        assert!(refused("https://0.1:5000/t", "127.0.0.1:5000", &opts));
+        // Plain http only with --insecure-options=http.
+        assert!(refused("http://quay.io/v2/auth", "quay.io:80", &opts));
+        let mut http = FetchOptions::default();
+        http.insecure.http = true;
+        assert!(!refused("http://quay.io/v2/auth", "quay.io:80", &http));
+        // Listed in the same dockerAuth entry.
+        let creds = crate::config::BasicCredentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        for r in ["127.0.0.1:1", "127.0.0.1:2"] {
+            http.config.docker_auth.insert(r.into(), creds.clone());
+        }
+        assert!(!refused("http://127.0.0.1:2/t", "127.0.0.1:1", &http));
+    }
 
     #[test]
     fn references_parse_as_docker_reads_them() {

@@ -58,6 +58,75 @@ pub fn timeouts() -> Result<Timeouts, FetchError> {
     })
 }
 
+/// Fewest bytes a peer must send per window of waiting (the window is the read timeout,
+/// [`READ_TIMEOUT_ENV`]), in bytes: a slower response body fails the fetch with [`TooSlow`].
+pub const MIN_BYTES_PER_WINDOW: u64 = 16 * 1024;
+
+/// A response body that must make progress: reqwest's read timeout bounds each read, so a
+/// peer sending a byte just inside it would hold a fetch forever. Counting only the time
+/// spent waiting for the peer (not the reader's own work), every read-timeout window of it
+/// must bring [`MIN_BYTES_PER_WINDOW`] bytes, else the read fails with [`TooSlow`] (an
+/// `io::ErrorKind::TimedOut` error). Every response body rkt reads goes through one.
+pub(crate) struct Progress<R> {
+    inner: R,
+    /// Length of a window of waiting.
+    window: Duration,
+    /// Waiting so far in the current window.
+    waited: Duration,
+    /// Bytes received in the current window.
+    got: u64,
+}
+
+impl<R: std::io::Read> Progress<R> {
+    /// Wraps `inner` with the read timeout in effect as the window.
+    pub(crate) fn new(inner: R) -> Progress<R> {
+        let window = timeouts()
+            .map(|t| t.read)
+            .unwrap_or(Duration::from_secs(READ_TIMEOUT_SECS));
+        Progress {
+            inner,
+            window,
+            waited: Duration::ZERO,
+            got: 0,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let start = std::time::Instant::now();
+        let n = self.inner.read(buf)?;
+        self.waited += start.elapsed();
+        self.got += n as u64;
+        if n > 0 && self.waited >= self.window {
+            if self.got < MIN_BYTES_PER_WINDOW {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    TooSlow {
+                        bytes: self.got,
+                        secs: self.waited.as_secs_f64(),
+                    },
+                ));
+            }
+            self.waited = Duration::ZERO;
+            self.got = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// A peer sent fewer than [`MIN_BYTES_PER_WINDOW`] bytes in a window of waiting for it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the server sent {bytes} bytes in {secs:.1} s of waiting (fewer than {MIN_BYTES_PER_WINDOW})"
+)]
+pub struct TooSlow {
+    /// Bytes received in the window.
+    pub bytes: u64,
+    /// Time waited, in seconds.
+    pub secs: f64,
+}
+
 /// Maximum number of redirects followed.
 const MAX_REDIRECTS: usize = 10;
 
@@ -156,8 +225,13 @@ pub(crate) fn fetch_url(
     };
     if let Some((remote, rec)) = &cached {
         if opts.pull_policy != PullPolicy::Update || fresh(remote.max_age, remote.download_time) {
+            check_cached(store, rec, check)?;
             if opts.debug {
-                eprintln!("rkt: using {url} from the store ({})", rec.sha256_id);
+                eprintln!(
+                    "rkt: using {} from the store ({})",
+                    crate::format::escape_control(url),
+                    rec.sha256_id
+                );
             }
             return Ok(Fetched::Cached(rec.clone()));
         }
@@ -181,14 +255,19 @@ pub(crate) fn fetch_url(
         }
     }
     if opts.debug {
-        eprintln!("rkt: fetching {url}");
+        eprintln!("rkt: fetching {}", crate::format::escape_control(url));
     }
     let resp = req.send().map_err(|e| request_error(url, e))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
         if let Some((_, rec)) = cached {
+            check_cached(store, &rec, check)?;
             store.revalidated(url, max_age(&resp))?;
             if opts.debug {
-                eprintln!("rkt: {url} not modified ({})", rec.sha256_id);
+                eprintln!(
+                    "rkt: {} not modified ({})",
+                    crate::format::escape_control(url),
+                    rec.sha256_id
+                );
             }
             return Ok(Fetched::Cached(rec));
         }
@@ -208,14 +287,26 @@ pub(crate) fn fetch_url(
     let total = header(&resp, CONTENT_LENGTH).and_then(|v| v.parse().ok());
     let mut bar = progress::Bar::new(opts.progress, url, total);
     let v = verification.as_ref();
-    let (rec, verified) = signature::import(store, resp, &src, &mut |n| bar.update(n), check, v)
+    let body = Progress::new(resp);
+    let (rec, verified) = signature::import(store, body, &src, &mut |n| bar.update(n), check, v)
         .map_err(|e| match e {
-            StoreError::Read(io) if is_timeout(&io) => timed_out(url, false),
+            StoreError::Read(io) if is_timeout(&io) => body_error(url, io),
             e => signature::map_import_error(e, v),
         })?;
     bar.finish();
     signature::finished(&rec, verified.as_ref(), opts);
     Ok(Fetched::Downloaded(rec))
+}
+
+/// Runs `check` on a stored image about to be served for a URL, as a download would have
+/// been checked (a discovered URL may lead to an image stored under another name).
+fn check_cached(
+    store: &Store,
+    rec: &ImageRecord,
+    check: &mut dyn FnMut(&appc::ImageManifest) -> Result<(), String>,
+) -> Result<(), FetchError> {
+    let m = store.manifest(rec)?;
+    check(&m).map_err(|why| FetchError::Store(StoreError::Rejected(why)))
 }
 
 /// A failed request to `url`: [`FetchError::Timeout`] for a timeout, else the HTTP error.
@@ -229,6 +320,14 @@ pub(crate) fn request_error(url: &str, e: reqwest::Error) -> FetchError {
 
 /// A failed read of `url`'s response body: [`FetchError::Timeout`] for reqwest's read timeout.
 pub(crate) fn body_error(url: &str, e: std::io::Error) -> FetchError {
+    if let Some(s) = e.get_ref().and_then(|r| r.downcast_ref::<TooSlow>()) {
+        return FetchError::TooSlow {
+            url: url.to_string(),
+            bytes: s.bytes,
+            secs: s.secs,
+            var: READ_TIMEOUT_ENV,
+        };
+    }
     if is_timeout(&e) {
         timed_out(url, false)
     } else {

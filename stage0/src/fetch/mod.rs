@@ -22,8 +22,8 @@ use crate::store::{ImageRecord, ImportSource, NameRef, Store, StoreError};
 
 pub use discovery::{discovery_urls, parse_meta_tags, render_template, DISCOVERY_PORT_ENV};
 pub use http::{
-    timeouts, Timeouts, CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS, READ_TIMEOUT_ENV,
-    READ_TIMEOUT_SECS,
+    timeouts, Timeouts, TooSlow, CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_SECS, MIN_BYTES_PER_WINDOW,
+    READ_TIMEOUT_ENV, READ_TIMEOUT_SECS,
 };
 pub use signature::{keystore, warn_skipped};
 
@@ -77,6 +77,18 @@ pub enum FetchError {
         /// The environment variable that sets it.
         var: &'static str,
     },
+    /// The server sent a body too slowly (see `http::MIN_BYTES_PER_WINDOW`).
+    #[error("fetching {url} is too slow: {bytes} bytes in {secs:.1} s of waiting, fewer than {min} per window (the window is {var})", min = http::MIN_BYTES_PER_WINDOW)]
+    TooSlow {
+        /// The URL.
+        url: String,
+        /// Bytes received in the window.
+        bytes: u64,
+        /// Time waited in the window, in seconds.
+        secs: f64,
+        /// The environment variable that sets the window.
+        var: &'static str,
+    },
     /// A timeout environment variable is not a positive number of seconds.
     #[error("invalid {var}={value:?}: want a positive number of seconds")]
     BadTimeout {
@@ -102,6 +114,14 @@ pub enum FetchError {
     /// An OCI layout or Docker archive without `--insecure-options=image`.
     #[error("{0} cannot be verified: OCI and Docker archives carry no appc signature; pass --insecure-options=image to import it")]
     OciUnsigned(String),
+    /// A dependency fetched by name is not the image its `imageID` names.
+    #[error("discovery gave image {got}, not the {want} the dependency names")]
+    DependencyId {
+        /// The dependency's image ID.
+        want: String,
+        /// The fetched image's ID.
+        got: String,
+    },
     /// appc discovery found no image.
     #[error("cannot discover image {name:?}: {reason}")]
     Discovery {
@@ -360,9 +380,50 @@ pub fn fetch_image(
 /// Maximum nesting of dependencies fetched, count of levels.
 const MAX_DEPENDENCY_DEPTH: usize = 32;
 
+/// Maximum number of dependencies fetched for one image, all levels together, count.
+const MAX_DEPENDENCY_FETCHES: usize = 256;
+
+/// One dependency as asked for: name, labels, image ID.
+type DependencyKey = (String, Vec<(String, String)>, Option<String>);
+
+/// What one image's dependency walk has done: every dependency attempted (so a repeat, in
+/// the same list or further down, is not fetched again) and how many fetches it made.
+#[derive(Default)]
+struct DependencyWalk {
+    attempted: std::collections::HashSet<DependencyKey>,
+    fetches: usize,
+    warned_cap: bool,
+}
+
 /// Fetches (by discovery) the dependencies of a newly fetched image that are not in the store
-/// yet. Failures only warn: rendering reports a dependency that is still missing.
+/// yet, each distinct dependency once and at most [`MAX_DEPENDENCY_FETCHES`] in all. Failures
+/// only warn: rendering reports a dependency that is still missing.
 fn fetch_dependencies(store: &Store, rec: &ImageRecord, opts: &FetchOptions, depth: usize) {
+    let mut walk = DependencyWalk::default();
+    walk_dependencies(store, rec, opts, depth, &mut walk);
+}
+
+/// Prints `rkt: warning: ...` for dependency `nr` of `rec`, with `e`'s causes.
+fn warn_dependency(nr: &NameRef, rec: &ImageRecord, e: &dyn std::error::Error) {
+    let mut msg = format!(
+        "rkt: warning: cannot fetch dependency {nr} of {}: {e}",
+        rec.display_name()
+    );
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        msg.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    eprintln!("{}", crate::format::escape_control(&msg));
+}
+
+fn walk_dependencies(
+    store: &Store,
+    rec: &ImageRecord,
+    opts: &FetchOptions,
+    depth: usize,
+    walk: &mut DependencyWalk,
+) {
     if depth >= MAX_DEPENDENCY_DEPTH || opts.pull_policy == PullPolicy::Never {
         return;
     }
@@ -383,22 +444,53 @@ fn fetch_dependencies(store: &Store, rec: &ImageRecord, opts: &FetchOptions, dep
         if present {
             continue;
         }
-        match discovery::fetch_by_name(store, &nr, opts) {
-            Ok(d) => fetch_dependencies(store, &d, opts, depth + 1),
-            Err(e) => {
-                let mut msg = format!(
-                    "rkt: warning: cannot fetch dependency {nr} of {}: {e}",
+        let key = (nr.name.clone(), nr.labels.clone(), dep.image_id.clone());
+        if !walk.attempted.insert(key) {
+            continue;
+        }
+        if walk.fetches >= MAX_DEPENDENCY_FETCHES {
+            if !walk.warned_cap {
+                walk.warned_cap = true;
+                eprintln!(
+                    "rkt: warning: {} needs more than {MAX_DEPENDENCY_FETCHES} dependencies fetched; not fetching more",
                     rec.display_name()
                 );
-                let mut cur = std::error::Error::source(&e);
-                while let Some(c) = cur {
-                    msg.push_str(&format!(": {c}"));
-                    cur = c.source();
-                }
-                eprintln!("{msg}");
             }
+            return;
+        }
+        walk.fetches += 1;
+        match discovery::fetch_by_name(store, &nr, opts) {
+            Ok(d) => match &dep.image_id {
+                Some(id) if !id_matches(id, &d) => warn_dependency(
+                    &nr,
+                    rec,
+                    &FetchError::DependencyId {
+                        want: id.clone(),
+                        got: d.id.clone(),
+                    },
+                ),
+                _ => walk_dependencies(store, &d, opts, depth + 1, walk),
+            },
+            Err(e) => warn_dependency(&nr, rec, &e),
         }
     }
+}
+
+/// Whether image ID `id` (`sha512-...` or `sha256-...`, full or a prefix) names `rec`.
+fn id_matches(id: &str, rec: &ImageRecord) -> bool {
+    id.strip_prefix("sha512-").is_some_and(|h| {
+        !h.is_empty()
+            && rec
+                .id
+                .strip_prefix("sha512-")
+                .is_some_and(|r| r.starts_with(h))
+    }) || id.strip_prefix("sha256-").is_some_and(|h| {
+        !h.is_empty()
+            && rec
+                .sha256_id
+                .strip_prefix("sha256-")
+                .is_some_and(|r| r.starts_with(h))
+    })
 }
 
 /// Imports a local file (always read: the file may have changed), verifying its signature

@@ -76,7 +76,11 @@ pub(super) fn import_layout(
     match (imported, outcome.into_inner()) {
         (Ok(rec), Some(Ok(conv))) => {
             for w in &conv.warnings {
-                eprintln!("rkt: warning: {label}: {w}");
+                eprintln!(
+                    "rkt: warning: {}: {}",
+                    crate::format::escape_control(label),
+                    crate::format::escape_control(w)
+                );
             }
             if !opts.trusted_location && !opts.quiet {
                 super::warn_skipped(label);

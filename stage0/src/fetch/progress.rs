@@ -30,6 +30,7 @@ fn mib(n: u64) -> f64 {
 impl Bar {
     /// A bar for `label`; `total` is the expected byte count if known.
     pub(crate) fn new(want: bool, label: &str, total: Option<u64>) -> Bar {
+        let label = &*crate::format::escape_control(label);
         let label = if label.len() > 40 {
             format!(
                 "...{}",

@@ -6,7 +6,6 @@ use std::io::Read;
 
 use super::discovery::first_discovered;
 use super::{http, FetchError, FetchOptions};
-use crate::store::StoreError;
 
 /// Downloads a key file (at most [`trust::MAX_KEY_BYTES`]).
 pub fn fetch_key(url: &str, allow_http: bool, opts: &FetchOptions) -> Result<Vec<u8>, FetchError> {
@@ -28,9 +27,10 @@ pub fn fetch_key(url: &str, allow_http: bool, opts: &FetchOptions) -> Result<Vec
         });
     }
     let mut buf = Vec::new();
-    resp.take(trust::MAX_KEY_BYTES + 1)
+    http::Progress::new(resp)
+        .take(trust::MAX_KEY_BYTES + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| FetchError::Store(StoreError::Read(e)))?;
+        .map_err(|e| http::body_error(url, e))?;
     Ok(buf)
 }
 

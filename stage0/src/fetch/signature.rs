@@ -15,9 +15,11 @@ use super::{FetchError, FetchOptions};
 use crate::store::{ImageRecord, ImportSource, Store, StoreError};
 
 /// The warning printed for every image fetched with `--insecure-options=image`.
+/// `what` may carry image- or URL-derived text: control characters are escaped.
 pub fn warn_skipped(what: &str) {
     eprintln!(
-        "rkt: warning: signature verification has been disabled (--insecure-options=image): {what} is not verified"
+        "rkt: warning: signature verification has been disabled (--insecure-options=image): {} is not verified",
+        crate::format::escape_control(what)
     );
 }
 
@@ -127,7 +129,10 @@ pub(crate) fn for_download(
         return Err(FetchError::HttpNotAllowed(sig_url.to_string()));
     }
     if opts.debug {
-        eprintln!("rkt: fetching signature {sig_url}");
+        eprintln!(
+            "rkt: fetching signature {}",
+            crate::format::escape_control(sig_url)
+        );
     }
     let bytes = match download(client, sig_url, url) {
         Ok(b) => b,
@@ -166,7 +171,7 @@ fn report(rec: &ImageRecord, v: &Verified, opts: &FetchOptions) {
     let who = v
         .user_id
         .as_deref()
-        .map(|u| format!(" ({u})"))
+        .map(|u| format!(" ({})", crate::format::escape_control(u)))
         .unwrap_or_default();
     eprintln!(
         "rkt: signature verified: {} signed by key {}{who}, trusted for {}",
@@ -229,8 +234,9 @@ pub(crate) fn download(client: &Client, url: &str, image: &str) -> Result<Vec<u8
         });
     }
     let mut buf = Vec::new();
-    resp.take(trust::MAX_SIGNATURE_BYTES as u64 + 1)
+    super::http::Progress::new(resp)
+        .take(trust::MAX_SIGNATURE_BYTES as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| FetchError::Store(StoreError::Read(e)))?;
+        .map_err(|e| super::http::body_error(url, e))?;
     Ok(buf)
 }

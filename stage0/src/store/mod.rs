@@ -215,12 +215,19 @@ impl ImageRecord {
             .map(|(_, v)| v.as_str())
     }
 
-    /// `name:version` when the image has a version label, else `name` (rkt's display name).
-    pub fn display_name(&self) -> String {
+    /// `name:version` when the image has a version label, else `name`, as stored (for data
+    /// output such as JSON).
+    pub fn name_version(&self) -> String {
         match self.label("version") {
             Some(v) => format!("{}:{v}", self.name),
             None => self.name.clone(),
         }
+    }
+
+    /// [`ImageRecord::name_version`] with control characters escaped (labels are the
+    /// image's), for printing.
+    pub fn display_name(&self) -> String {
+        crate::format::escape_control(&self.name_version()).into_owned()
     }
 }
 
@@ -730,11 +737,14 @@ impl NameRef {
     }
 }
 
+/// `name,label=value,...` with control characters escaped (labels may come from an image's
+/// dependency list).
 impl std::fmt::Display for NameRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)?;
+        use crate::format::escape_control;
+        f.write_str(&escape_control(&self.name))?;
         for (k, v) in &self.labels {
-            write!(f, ",{k}={v}")?;
+            write!(f, ",{}={}", escape_control(k), escape_control(v))?;
         }
         Ok(())
     }
