@@ -909,22 +909,29 @@ mod tests {
     /// Environment variable that makes [`open_handles_are_capped_child`] run (in a child).
     const FD_CAP_CHILD: &str = "STAGE1_VMM_FS_FD_CAP_CHILD";
 
+    /// Runs test `child` (its full path) in a child process with `env` set and asserts it
+    /// succeeded and printed `marker`.
+    fn assert_child_prints(child: &str, env: &str, marker: &str) {
+        let out = crate::threads::run_test_in_child(child, env);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(marker),
+            "{:?}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Attack (audit vmm #2): OPEN the same file again and again, never RELEASE. Each OPEN is a
     /// new host descriptor; the limit used to be raised to `nr_open` (2^20 to 2^30). With a
     /// budget of 256 the guest gets EMFILE within 256 + `FD_RESERVE` opens, the device goes on,
     /// and a RELEASE lets the next OPEN succeed. In a child: it lowers the process's limit.
     #[test]
     fn open_handles_are_capped() {
-        let out = crate::threads::run_test_in_child(
+        assert_child_prints(
             "devices::virtio::fs::tests::open_handles_are_capped_child",
             FD_CAP_CHILD,
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("FD CAP HELD"),
-            "{:?}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "FD CAP HELD",
         );
     }
 
@@ -985,16 +992,10 @@ mod tests {
             eprintln!("SKIP: device_node_race: {why}");
             return;
         }
-        let out = crate::threads::run_test_in_child(
+        assert_child_prints(
             "devices::virtio::fs::tests::device_node_race_child",
             MKNOD_RACE_CHILD,
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("NO DEVICE NODE"),
-            "{:?}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "NO DEVICE NODE",
         );
     }
 
@@ -1180,16 +1181,10 @@ mod tests {
             eprintln!("SKIP: reset_without_proc: {why}");
             return;
         }
-        let out = crate::threads::run_test_in_child(
+        assert_child_prints(
             "devices::virtio::fs::tests::reset_without_proc_child",
             NO_PROC_CHILD,
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("REACTIVATED WITHOUT /proc"),
-            "{:?}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            "REACTIVATED WITHOUT /proc",
         );
     }
 
