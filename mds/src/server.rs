@@ -303,10 +303,17 @@ fn read_request(conn: &mut std::net::TcpStream) -> Result<OwnedRequest, Option<R
     let deadline = Instant::now() + Duration::from_secs(PUBLIC_REQUEST_DEADLINE_SECS);
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    let mut searched = 0usize;
     let head_len = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+        // Only the bytes new since the last look (and the 3 before them) are searched.
+        let from = searched.saturating_sub(3);
+        if let Some(i) = buf
+            .get(from..)
+            .and_then(|b| b.windows(4).position(|w| w == b"\r\n\r\n"))
+        {
+            break from + i + 4;
         }
+        searched = buf.len();
         if buf.len() > MAX_PUBLIC_HEAD {
             return Err(Some(Response::text(431, "request head too large")));
         }
