@@ -13,7 +13,7 @@
 //! same without the fsyncs, for files that do not outlive a boot. [`flock`] is the one `flock(2)`
 //! wrapper (stage0's store and pods, the snapshot cache's entry locks).
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -259,11 +259,26 @@ pub fn openat2_beneath_mode(
 ) -> std::io::Result<OwnedFd> {
     let path = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    openat2_resolve(dir, &path, flags, mode, 0)
+}
+
+/// openat2(2) of `path` beneath `dir` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS` plus `more_resolve`, and `O_NOFOLLOW | O_CLOEXEC` added to `flags`.
+pub(crate) fn openat2_resolve(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    mode: u32,
+    more_resolve: u64,
+) -> std::io::Result<OwnedFd> {
     // SAFETY: open_how is plain data; all-zero is its documented default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = u64::try_from(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC).unwrap_or_default();
     how.mode = u64::from(mode);
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = libc::RESOLVE_BENEATH
+        | libc::RESOLVE_NO_SYMLINKS
+        | libc::RESOLVE_NO_MAGICLINKS
+        | more_resolve;
     // SAFETY: openat2 reads the NUL-terminated path and the open_how we own, of the size given.
     let fd = unsafe {
         libc::syscall(
@@ -316,12 +331,18 @@ fn walk(dir: BorrowedFd<'_>, parts: &[CString], flags: libc::c_int) -> std::io::
     owned(fd)
 }
 
-fn is_symlink_at(dir: libc::c_int, name: &CString) -> bool {
+fn is_symlink_at(dir: libc::c_int, name: &CStr) -> bool {
+    file_type_at(dir, name) == Some(libc::S_IFLNK)
+}
+
+/// The file type bits (`S_IFMT`) of `name` in `dir`, the name itself if a symlink; None if
+/// it cannot be read.
+pub(crate) fn file_type_at(dir: libc::c_int, name: &CStr) -> Option<libc::mode_t> {
     // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstatat on a valid dir fd, a NUL-terminated name and a stat we own.
     let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+    (r == 0).then_some(st.st_mode & libc::S_IFMT)
 }
 
 /// Writes `data` to `path` atomically: a temporary file in the same directory (never following

@@ -11,7 +11,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -77,31 +77,13 @@ impl Drop for Stream {
 
 /// Opens directory `name` of `dir` without crossing a mount or following a symlink.
 fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain data; all-zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags =
-        u64::try_from(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .unwrap_or_default();
-    how.resolve = libc::RESOLVE_NO_XDEV
-        | libc::RESOLVE_BENEATH
-        | libc::RESOLVE_NO_SYMLINKS
-        | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 reads the NUL-terminated name and the open_how we own, of the size given.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = libc::c_int::try_from(fd).unwrap_or(-1);
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::podfile::openat2_resolve(
+        dir,
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+        libc::RESOLVE_NO_XDEV,
+    )
 }
 
 fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
@@ -191,11 +173,7 @@ fn parent_fd(f: &std::fs::File) -> BorrowedFd<'_> {
 }
 
 fn is_dir_at(dir: RawFd, name: &CStr) -> bool {
-    // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstatat on a valid dir fd, a NUL-terminated name and a stat we own.
-    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+    crate::podfile::file_type_at(dir, name) == Some(libc::S_IFDIR)
 }
 
 /// `e` with the path it happened at (the kind and errno kept).
