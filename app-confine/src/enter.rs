@@ -55,6 +55,9 @@ pub fn confine_and_exec(
     command: &Command,
     userns: Option<Handshake>,
 ) -> (i32, String) {
+    if let Err(e) = crate::exec::make_undumpable() {
+        return (STAGE1_FAILED, e.to_string());
+    }
     if let Err((f, e)) = crate::cgroup::join_self(&spec.cgroup_join) {
         return (
             STAGE1_FAILED,

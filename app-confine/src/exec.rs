@@ -14,6 +14,27 @@ use crate::StepError;
 /// Highest fd closed by the fallback loop when `close_range(2)` is unavailable.
 const MAX_STRAY_FD: i32 = 1024;
 
+/// Makes the calling process not dumpable until its `execve` (`PR_SET_DUMPABLE` 0; `execve`
+/// makes the new program dumpable again, as for any program run under unchanged IDs). Called
+/// first in every child that becomes app code: from the moment it takes the app's identity
+/// until its `execve`, the child has the app's user and capabilities but still its launcher's
+/// memory (guest-init's, or the environment of the host's `rkt enter`) and no system call filter
+/// yet, and an app of the pod with the same user and capabilities could otherwise read it
+/// through `/proc/PID/environ` or `mem`, or write it (runc's CVE-2016-9962). Not dumpable, the
+/// child's `/proc` entries need `CAP_SYS_PTRACE`, which no app has unless given it.
+pub fn make_undumpable() -> Result<(), StepError> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes integer arguments and changes only this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(StepError::new(
+            "prctl(PR_SET_DUMPABLE, 0)",
+            nix::errno::Errno::last(),
+        ))
+    }
+}
+
 /// Sets every signal's disposition back to the default. `execve` keeps ignored signals
 /// ignored, and the Rust runtime of guest-init (and of `rkt enter`'s stage1) ignores `SIGPIPE`:
 /// without this an app would start with `SIGPIPE` ignored, unlike under any shell or rkt.

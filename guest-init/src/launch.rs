@@ -136,6 +136,9 @@ pub(crate) fn read_all(fd: &OwnedFd) -> Vec<u8> {
 /// Runs in the child; returns only on failure.
 fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i32, String) {
     let fail = |what: String, e: nix::errno::Errno| (SETUP_FAILED, format!("{what}: {}", e.desc()));
+    if let Err(e) = app_confine::exec::make_undumpable() {
+        return (SETUP_FAILED, e.to_string());
+    }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     if let Err(e) = nix::unistd::setsid() {
         return fail("setsid".into(), e);

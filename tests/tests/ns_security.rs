@@ -43,6 +43,10 @@ const SETTLE_SECS: u64 = 20;
 const DIE_WITH_LAUNCHER_SECS: u64 = 5;
 /// `rkt enter` right after start: attempts.
 const ENTER_RACE_ROUNDS: usize = 20;
+/// `rkt enter`s while the app snoops on newcomers.
+const SNOOP_ENTERS: usize = 40;
+/// How long the snooping app runs, in seconds.
+const SNOOP_SECS: u64 = 15;
 
 /// A pod-check image that also holds escape-probe and a root-owned 0755 `/rootdir`.
 fn probe_image(e: &E2e) -> PathBuf {
@@ -268,6 +272,91 @@ fn ns_enter_right_after_start() {
         );
         stop_and_wait(&e, &uuid, child);
     }
+}
+
+/// `rkt enter` over and over while a root app (the default capabilities, as the entered
+/// command gets) watches for newcomers and reads their `/proc/PID/environ` as fast as it can:
+/// between taking the app's identity and its `execve` the entering process still holds its
+/// launcher's memory (stage1-ns, with the host's environment of `rkt enter`, where the test puts
+/// a secret), and the app could read it, or write it through `/proc/PID/mem` (runc's
+/// CVE-2016-9962). The entering process is not dumpable until its `execve`, so no app reaches
+/// it; the commands themselves, once they are the app's, stay readable (the probe proves it
+/// watched).
+#[test]
+fn ns_an_app_cannot_read_an_entering_process_before_its_exec() {
+    let test = "ns_an_app_cannot_read_an_entering_process_before_its_exec";
+    let Some(e) = E2e::require(test) else {
+        return;
+    };
+    let img = probe_image(&e);
+    let secret = format!("host-secret-{}", std::process::id());
+    let out_file = e.path("snoop.out");
+    let uuid_file = e.path("snoop.uuid");
+    let mut child = e
+        .rkt(&[
+            "run".to_string(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            format!("--uuid-file-save={}", uuid_file.display()),
+            img.to_str().unwrap().into(),
+            "--exec=/bin/escape-probe".into(),
+            "--".into(),
+            "snoop".into(),
+            secret.clone(),
+            SNOOP_SECS.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let uuid = wait_running(&e, &uuid_file);
+    // The probe lists the processes that were there before it starts watching.
+    std::thread::sleep(Duration::from_millis(500));
+    for round in 0..SNOOP_ENTERS {
+        let o = e
+            .rkt(&[
+                "enter",
+                &uuid,
+                "/bin/pod-check",
+                "--no-check",
+                "--sleep-ms=30",
+            ])
+            .env("RKT_TEST_HOST_SECRET", &secret)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "round {round}: {}", stderr(&o));
+    }
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(SNOOP_SECS + SETTLE_SECS),
+            "the probe did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = e.run(&["gc", "--grace-period=0s"]);
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        !out.contains("snoop: MARKER"),
+        "the app read the host environment of an entering process: {out}"
+    );
+    let done = out
+        .lines()
+        .find_map(|l| l.strip_prefix("snoop: done, "))
+        .unwrap_or_else(|| panic!("no summary from the probe: {out}"));
+    let numbers: Vec<usize> = done
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        numbers.first().is_some_and(|n| *n >= SNOOP_ENTERS),
+        "the probe saw fewer newcomers than enters: {out}"
+    );
+    assert!(
+        numbers.get(1).is_some_and(|n| *n > 0),
+        "the probe could read no entered command at all, so it proves nothing: {out}"
+    );
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of `pid`, if it exists: tells a process from a

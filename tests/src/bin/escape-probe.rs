@@ -28,6 +28,13 @@
 //!   `CAP_NET_BIND_SERVICE` over the network namespace, or a low
 //!   `ip_unprivileged_port_start`); `bind PORT: ok|<ERRNO>`.
 //!
+//! * `snoop MARKER SECS`: for SECS seconds, watches for processes that appear in the pod after
+//!   it started (a `rkt enter` command on its way in, an app being launched) and reads each one's
+//!   `/proc/PID/environ` as often as it can until the process is gone. A process whose environment
+//!   holds `MARKER` is one the probe could read before it became the app's (its environment then
+//!   was its launcher's, e.g. the host's `rkt`): `snoop: MARKER in the environment of a newcomer`.
+//!   Ends with `snoop: done, N newcomers, M of them readable at some point`.
+//!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
 use std::io::Write;
@@ -220,6 +227,65 @@ fn io_uring() {
     }
 }
 
+/// The numeric entries of `/proc`.
+fn pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// See the module documentation (`snoop`).
+fn snoop(marker: &str, secs: &str) {
+    let secs: u64 = secs.parse().unwrap_or(10);
+    let me = std::process::id() as i32;
+    let old: std::collections::HashSet<i32> = pids().into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    let (mut readable, mut hit) = (0usize, false);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        for pid in pids() {
+            if pid == me || old.contains(&pid) || !seen.insert(pid) {
+                continue;
+            }
+            // Read it as often as possible while it lives: the window is between the
+            // launcher dropping to the app's identity and its execve.
+            let path = format!("/proc/{pid}/environ");
+            let mut was_readable = false;
+            loop {
+                match std::fs::read(&path) {
+                    Ok(env) => {
+                        was_readable = true;
+                        if !hit && env.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                            hit = true;
+                            say("snoop: MARKER in the environment of a newcomer");
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => break,
+                    Err(_) => {}
+                }
+                if std::fs::symlink_metadata(format!("/proc/{pid}")).is_err()
+                    || std::time::Instant::now() >= end
+                {
+                    break;
+                }
+                // A process that runs its own program is of no further interest once
+                // readable: stop after a few reads to watch the next one.
+                if was_readable && !hit {
+                    break;
+                }
+            }
+            readable += usize::from(was_readable);
+        }
+    }
+    say(&format!(
+        "snoop: done, {} newcomers, {readable} of them readable at some point",
+        seen.len()
+    ));
+}
+
 fn seccomp_status() {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |f: &str| {
@@ -280,6 +346,10 @@ fn main() {
                     Ok(_) => say(&format!("bind {port}: ok")),
                     Err(e) => say(&format!("bind {port}: {}", io_name(&e))),
                 }
+            }
+            "snoop" => {
+                let marker = operand();
+                snoop(&marker, &operand());
             }
             "chroot-escape" => {
                 if let Err(e) = chroot_escape(&operand()) {
