@@ -7,7 +7,9 @@
 //! (`app_confine::enter`, shared with the kvm flavor's exec service in guest-init) confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
 //! namespace, `pivot_root`, old root detached), changes to the app's working directory, takes
 //! the app's identity (user, group, supplementary groups, capability sets, `no_new_privs`:
-//! `app_confine::identity`) and execs the command with exactly the app's environment. Returns
+//! `app_confine::identity`) and execs the command with exactly the app's environment. The
+//! command's stdio are a pseudo-terminal or pipes relayed to ours wherever ours could be
+//! reopened with more access ([`crate::stdio`]). Returns
 //! the command's exit code (128+signal; 127/126 for exec failures; 125 when the command could
 //! not be confined, with the reason on stderr).
 
@@ -20,12 +22,15 @@ use app_confine::enter::{confine_and_exec, pick_app, EnterSpec};
 use app_confine::exec::Command;
 use app_confine::userns::Handshake;
 use nix::sched::{setns, CloneFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::ForkResult;
+use pod_abi::exit::STAGE1_FAILED;
 use pod_abi::paths::guest_app_rootfs;
 use pod_abi::plan::{AppPlan, Plan};
 use pod_abi::stage1::EnterArgs;
 use pod_abi::status::SIGNAL_BASE;
+
+use crate::stdio::Stdio;
 
 /// Default command when none is given.
 pub const DEFAULT_CMD: &str = "/bin/sh";
@@ -62,6 +67,8 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
         Some(r) => Some((Handshake::new().context("pipes")?, r)),
         None => None,
     };
+    // Before joining the pod's mount namespace: a pseudo-terminal comes from the host's.
+    let stdio = Stdio::new().context("the command's stdio")?;
     let mut nss = Vec::new();
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{pid}/ns/{name}"))
@@ -75,7 +82,10 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
     // SAFETY: stage1-ns is single-threaded; the child only confines itself and execs.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
-            let (code, why) = child(app, &command, userns.map(|(hs, _)| hs));
+            let (code, why) = match stdio.install() {
+                Ok(()) => child(app, &command, userns.map(|(hs, _)| hs)),
+                Err(e) => (STAGE1_FAILED, format!("the command's stdio: {e}")),
+            };
             eprintln!("{}: {why}", stage1_common::log::prog());
             // SAFETY: _exit after fork is always safe.
             unsafe { libc::_exit(code) }
@@ -86,13 +96,10 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
                     eprintln!("{}: {e}", stage1_common::log::prog());
                 }
             }
-            loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-                    Ok(WaitStatus::Signaled(_, s, _)) => return Ok(SIGNAL_BASE + s as i32),
-                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => bail!("wait: {}", e.desc()),
-                }
+            match stdio.relay(child)? {
+                WaitStatus::Exited(_, c) => Ok(c),
+                WaitStatus::Signaled(_, s, _) => Ok(SIGNAL_BASE + s as i32),
+                other => bail!("the command ended oddly: {other:?}"),
             }
         }
     }

@@ -9,6 +9,7 @@ mod attach;
 mod enter;
 mod ns;
 mod run;
+mod stdio;
 mod stop;
 
 use std::process::ExitCode;

@@ -25,6 +25,7 @@
 //!   exited pod remove files through that pod's still-mounted host volume.
 #![allow(clippy::unwrap_used)]
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -357,6 +358,147 @@ fn ns_an_app_cannot_read_an_entering_process_before_its_exec() {
         numbers.get(1).is_some_and(|n| *n > 0),
         "the probe could read no entered command at all, so it proves nothing: {out}"
     );
+}
+
+/// `rkt enter` with a host file as its stdin (opened read-only) and another as its stdout
+/// (append): the command, image code, reopens both through `/proc/self/fd`, for writing and
+/// for reading. Given the host's descriptors it could write the input file and read what the
+/// output file held before; it gets pipes, and the host files stay as they were.
+#[test]
+fn ns_enter_gives_the_command_no_host_file_to_reopen() {
+    let Some(e) = E2e::require("ns_enter_gives_the_command_no_host_file_to_reopen") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let (child, uuid_file) = start(
+        &e,
+        "reopen",
+        &[
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let input = e.path("host-input");
+    std::fs::write(&input, "host input\n").unwrap();
+    let output = e.path("host-output");
+    std::fs::write(&output, "earlier host output\n").unwrap();
+    let o = e
+        .rkt(&[
+            "enter",
+            &uuid,
+            "/bin/escape-probe",
+            "reopen",
+            "0",
+            "w",
+            "reopen",
+            "1",
+            "r",
+            "link",
+            "/proc/self/fd/0",
+        ])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&output)
+                .unwrap(),
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    stop_and_wait(&e, &uuid, child);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&input).unwrap(),
+        "host input\n",
+        "the pod wrote the host file given as stdin"
+    );
+    let out = std::fs::read_to_string(&output).unwrap();
+    assert!(out.starts_with("earlier host output\n"), "{out}");
+    let line = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("no {p:?} line: {out}"))
+            .to_string()
+    };
+    assert!(
+        !line("reopen 1 r:").contains("earlier host output"),
+        "the pod read the host file given as stdout: {out}"
+    );
+    assert!(line("link /proc/self/fd/0:").contains("pipe:"), "{out}");
+}
+
+/// `rkt enter` from a terminal: the command gets a terminal of its own, not the operator's
+/// (which an app of the pod could otherwise keep reading after the command ended), and its
+/// output and exit code come back through ours.
+#[test]
+fn ns_enter_from_a_terminal_gets_a_terminal_of_its_own() {
+    let Some(e) = E2e::require("ns_enter_from_a_terminal_gets_a_terminal_of_its_own") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let (child, uuid_file) = start(
+        &e,
+        "tty",
+        &[
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let st = nix::sys::stat::fstat(pty.slave.as_raw_fd()).unwrap();
+    let ours = format!(
+        "{}:{}",
+        nix::sys::stat::major(st.st_rdev),
+        nix::sys::stat::minor(st.st_rdev)
+    );
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = e.rkt(&[
+        "enter",
+        &uuid,
+        "/bin/escape-probe",
+        "rdev",
+        "0",
+        "rdev",
+        "2",
+    ]);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut run = cmd.spawn().unwrap();
+    drop(cmd);
+    // Read the master until the command is done (EIO once no slave is open).
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let code = run.wait().unwrap().code();
+    let text = reader.join().unwrap();
+    stop_and_wait(&e, &uuid, child);
+    assert_eq!(code, Some(0), "{text}");
+    for fd in [0, 2] {
+        let l = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("rdev {fd}: ")))
+            .unwrap_or_else(|| panic!("no rdev line for fd {fd}: {text}"));
+        assert_ne!(l, ours, "the command got the operator's terminal: {text}");
+        assert!(l.starts_with("136:"), "not a terminal: {text}");
+    }
 }
 
 /// Start time (field 22 of `/proc/<pid>/stat`) of `pid`, if it exists: tells a process from a

@@ -35,6 +35,13 @@
 //!   was its launcher's, e.g. the host's `rkt`): `snoop: MARKER in the environment of a newcomer`.
 //!   Ends with `snoop: done, N newcomers, M of them readable at some point`.
 //!
+//! * `reopen FD r|w`: reopens its own fd FD through `/proc/self/fd/FD` (non-blocking) for
+//!   reading, then prints the first line read, or for writing, then writes `written by the
+//!   pod`: `reopen FD r: LINE|<ERRNO>`, `reopen FD w: ok|<ERRNO>`.
+//! * `link PATH`: `link PATH: TARGET|<ERRNO>` (e.g. `/proc/self/fd/0`).
+//! * `rdev FD`: the device number of what fd FD is (`rdev FD: MAJOR:MINOR|<ERRNO>`), e.g. to
+//!   tell one terminal from another.
+//!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
 use std::io::Write;
@@ -286,6 +293,39 @@ fn snoop(marker: &str, secs: &str) {
     ));
 }
 
+/// See the module documentation (`reopen`).
+fn reopen(fd: &str, mode: &str) {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/proc/self/fd/{fd}");
+    let mut o = std::fs::OpenOptions::new();
+    o.custom_flags(libc::O_NONBLOCK);
+    if mode == "w" {
+        o.write(true);
+    } else {
+        o.read(true);
+    }
+    let line = match o.open(&path) {
+        Err(e) => io_name(&e),
+        Ok(mut f) if mode == "w" => match f.write_all(b"written by the pod\n") {
+            Ok(()) => "ok".to_string(),
+            Err(e) => io_name(&e),
+        },
+        Ok(mut f) => {
+            let mut buf = vec![0u8; 4096];
+            match f.read(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(buf.get(..n).unwrap_or_default())
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                Err(e) => io_name(&e),
+            }
+        }
+    };
+    say(&format!("reopen {fd} {mode}: {line}"));
+}
+
 fn seccomp_status() {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |f: &str| {
@@ -345,6 +385,30 @@ fn main() {
                 match std::net::TcpListener::bind(format!("127.0.0.1:{port}")) {
                     Ok(_) => say(&format!("bind {port}: ok")),
                     Err(e) => say(&format!("bind {port}: {}", io_name(&e))),
+                }
+            }
+            "reopen" => {
+                let fd = operand();
+                reopen(&fd, &operand());
+            }
+            "rdev" => {
+                let fd = operand();
+                let line = match fd.parse::<i32>().map(nix::sys::stat::fstat) {
+                    Ok(Ok(st)) => format!(
+                        "{}:{}",
+                        nix::sys::stat::major(st.st_rdev),
+                        nix::sys::stat::minor(st.st_rdev)
+                    ),
+                    Ok(Err(e)) => errno_name(e),
+                    Err(_) => "not a number".into(),
+                };
+                say(&format!("rdev {fd}: {line}"));
+            }
+            "link" => {
+                let path = operand();
+                match std::fs::read_link(&path) {
+                    Ok(t) => say(&format!("link {path}: {}", t.display())),
+                    Err(e) => say(&format!("link {path}: {}", io_name(&e))),
                 }
             }
             "snoop" => {
