@@ -44,6 +44,7 @@ use stage1_common::terminal::{copy_winsize, EscapeDetector, RawMode, ESCAPE_KILL
 use stage1_common::{signals, PodContext};
 
 use crate::ns::{enter_pod, NsConfig, PodNet};
+use crate::stdio::PodOutputs;
 
 /// Runs the pod; returns the pod's exit code.
 pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
@@ -86,6 +87,13 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         Some(nix::pty::openpty(None, None).context("openpty")?)
     } else {
         None
+    };
+    // Not interactive: the apps get our stdout and stderr unless they could reopen them with
+    // more access (a terminal, a file), which are then relayed.
+    let outputs = if pty.is_none() {
+        PodOutputs::new().context("the pod's stdout and stderr")?
+    } else {
+        PodOutputs::default()
     };
     if let Some(p) = &pty {
         // Only the copies dup'ed onto fds 0-2 may reach guest-init and the apps.
@@ -147,6 +155,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
             match child(
                 &cfg,
                 pty.as_ref().map(|p| p.slave.as_raw_fd()),
+                &outputs,
                 go_rd,
                 exec_listener,
             ) {
@@ -185,7 +194,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
                 report: rd,
                 go: go_wr,
             };
-            let r = parent(pod, &plan, child, &mask, start, pty_master);
+            let r = parent(pod, &plan, child, &mask, start, pty_master, outputs);
             // The pod's PID namespace is gone with guest-init, so its cgroups are empty: remove
             // them now rather than leaving them until `gc` (which stays idempotent).
             if let Err(e) = cgroup::gc(&pod_dir) {
@@ -266,6 +275,7 @@ impl Start<'_> {
 fn child(
     cfg: &NsConfig<'_>,
     slave: Option<RawFd>,
+    outputs: &PodOutputs,
     go: OwnedFd,
     exec_listener: Option<std::os::unix::net::UnixListener>,
 ) -> Result<(), String> {
@@ -302,6 +312,7 @@ fn child(
             }
         }
     }
+    outputs.install()?;
     if let Err(e) = enter_pod(cfg) {
         return Err(format!("{}: {}", e.step, e.source.desc()));
     }
@@ -346,13 +357,15 @@ fn parent(
     mask: &SigSet,
     start: Start<'_>,
     master: Option<OwnedFd>,
+    outputs: PodOutputs,
 ) -> anyhow::Result<i32> {
     let sfd = SignalFd::with_flags(mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("signalfd")?;
     start.go(child)?;
     let status = match master {
         Some(m) => supervise_interactive(child, &sfd, m)?,
-        None => supervise(child, &sfd)?,
+        None if outputs.is_empty() => supervise(child, &sfd)?,
+        None => outputs.supervise(child, &sfd, |signo| forward(child, signo))?,
     };
     trace("init-exited");
     let ended = match status {

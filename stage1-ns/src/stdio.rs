@@ -1,5 +1,6 @@
-//! The stdio of a command `enter` runs in a pod: never the host's own descriptors when app code
-//! could reopen them with more access than given. A process reopens its descriptors through
+//! The stdio of a command `enter` runs in a pod ([`Stdio`]) and the stdout and stderr of an ns
+//! pod's apps ([`PodOutputs`]): never the host's own descriptors when app code could reopen them
+//! with more access than given. A process reopens its descriptors through
 //! `/proc/self/fd/N` (and an app of the pod those of a command it may inspect): a host file
 //! given read-only as stdin opens read-write that way, and the operator's terminal would stay
 //! readable by the pod after the command ended (keystrokes meant for the host's shell). So:
@@ -10,7 +11,10 @@
 //! * otherwise each of 0, 1 and 2 that is not a pipe, a socket or `/dev/null` (whose reopening
 //!   gives nothing more) is replaced by a pipe relayed to or from ours.
 //!
-//! The relay ends when the command has exited and its outputs are closed, or have been idle for
+//! For `rkt run`, whose apps read no stdin unless interactive (a pseudo-terminal already), a
+//! terminal on fd 1 or 2 becomes a pseudo-terminal of the pod's and a file a pipe.
+//!
+//! The relay ends when the command (guest-init) has exited and its outputs are closed, or have been idle for
 //! [`DRAIN_IDLE_MS`] after its exit (a background process of the command may hold them).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -150,13 +154,6 @@ impl Stdio {
     /// In the parent, once `child` is forked: relays until it has exited and its outputs are
     /// done; returns its wait status.
     pub fn relay(self, child: Pid) -> anyhow::Result<WaitStatus> {
-        // SAFETY: pidfd_open with a pid we forked and no flags; the result is checked.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
-        if raw < 0 {
-            bail!("pidfd_open: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: pidfd_open just returned this new descriptor, owned here.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
         let mut relay = Relay::default();
         let (sfd, raw_mode) = match self {
             Stdio::Pty { master, slave } => {
@@ -191,9 +188,113 @@ impl Stdio {
                 (None, None)
             }
         };
-        let status = relay.run(child, pidfd.as_fd(), sfd.as_ref());
+        let master = match &relay.input {
+            Some(Pipe {
+                to: Sink::Pty(m), ..
+            }) => Some(m.try_clone().context("dup the pty")?),
+            _ => None,
+        };
+        let status = relay.run(child, sfd.as_ref(), |signo| {
+            if signo == Signal::SIGWINCH as u32 {
+                if let Some(m) = &master {
+                    copy_winsize(std_fd(0), m.as_fd());
+                }
+            } else if let Ok(sig) = Signal::try_from(signo as i32) {
+                let _ = kill(child, sig);
+            }
+        });
         drop(raw_mode);
         status
+    }
+}
+
+/// What an ns pod's apps write to: `rkt run`'s own stdout and stderr unless either could be
+/// reopened with more access (see the module documentation): a terminal is then replaced by a
+/// pseudo-terminal of the pod's (apps still see a terminal and keep their line buffering), a
+/// file by a pipe, each relayed by stage1-ns for the pod's life.
+#[derive(Debug, Default)]
+pub struct PodOutputs {
+    /// Per fd 1 and 2 (index 0 and 1): the pod's end to put there, if not ours.
+    theirs: [Option<OwnedFd>; 2],
+    /// What stage1-ns copies: (from, to our fd).
+    relayed: Vec<(OwnedFd, RawFd)>,
+}
+
+impl PodOutputs {
+    /// Prepares them from our fds 1 and 2 (before the fork).
+    pub fn new() -> anyhow::Result<PodOutputs> {
+        let mut out = PodOutputs::default();
+        let keep = [1, 2].map(|n| fcntl(n, FcntlArg::F_GETFD).is_err() || passable(std_fd(n)));
+        if keep == [true, true] {
+            return Ok(out);
+        }
+        let tty = [1, 2].map(|n| nix::unistd::isatty(n).unwrap_or(false));
+        let mut pty_slave = None;
+        if tty.iter().zip(keep).any(|(t, k)| *t && !k) {
+            let p = nix::pty::openpty(None, None).context("openpty")?;
+            cloexec(&p.master).context("pty")?;
+            cloexec(&p.slave).context("pty")?;
+            let to = if tty[0] { 1 } else { 2 };
+            copy_winsize(std_fd(to), p.master.as_fd());
+            out.relayed.push((p.master, to));
+            pty_slave = Some(p.slave);
+        }
+        for (i, n) in [1, 2].into_iter().enumerate() {
+            if keep.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            let end = if tty.get(i).copied().unwrap_or(false) {
+                match &pty_slave {
+                    Some(s) => s.try_clone().context("dup the pty")?,
+                    None => continue,
+                }
+            } else {
+                let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+                out.relayed.push((r, n));
+                w
+            };
+            if let Some(slot) = out.theirs.get_mut(i) {
+                *slot = Some(end);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether nothing is relayed (the apps get our stdout and stderr as they are).
+    pub fn is_empty(&self) -> bool {
+        self.relayed.is_empty()
+    }
+
+    /// In the child (guest-init to be): the pod's ends onto 1 and 2.
+    pub fn install(&self) -> Result<(), String> {
+        for (end, n) in self.theirs.iter().zip([1, 2]) {
+            if let Some(fd) = end {
+                nix::unistd::dup2(fd.as_raw_fd(), n)
+                    .map_err(|e| format!("dup2 onto fd {n}: {}", e.desc()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// In the parent once the child is forked: supervises it, relaying the pod's output and
+    /// passing every signal of `sfd` to `on_signal`, until it exited and its output is done.
+    /// Returns its wait status.
+    pub fn supervise(
+        self,
+        child: Pid,
+        sfd: &SignalFd,
+        on_signal: impl FnMut(u32),
+    ) -> anyhow::Result<WaitStatus> {
+        let PodOutputs { theirs, relayed } = self;
+        drop(theirs);
+        let mut relay = Relay {
+            input: None,
+            outputs: relayed
+                .into_iter()
+                .map(|(from, to)| Output { from, to })
+                .collect(),
+        };
+        relay.run(child, Some(sfd), on_signal)
     }
 }
 
@@ -276,9 +377,17 @@ impl Relay {
     fn run(
         &mut self,
         child: Pid,
-        pidfd: BorrowedFd<'_>,
         sfd: Option<&SignalFd>,
+        mut on_signal: impl FnMut(u32),
     ) -> anyhow::Result<WaitStatus> {
+        // SAFETY: pidfd_open with a pid we forked and no flags; the result is checked.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+        if raw < 0 {
+            bail!("pidfd_open: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: pidfd_open just returned this new descriptor, owned here.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let pidfd = pidfd.as_fd();
         let mut status = None;
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -340,16 +449,7 @@ impl Relay {
             if sfd.is_some() && next() {
                 if let Some(s) = sfd {
                     while let Ok(Some(si)) = s.read_signal() {
-                        if si.ssi_signo == Signal::SIGWINCH as u32 {
-                            if let Some(Pipe {
-                                to: Sink::Pty(m), ..
-                            }) = &self.input
-                            {
-                                copy_winsize(std_fd(0), m.as_fd());
-                            }
-                        } else if let Ok(sig) = Signal::try_from(si.ssi_signo as i32) {
-                            let _ = kill(child, sig);
-                        }
+                        on_signal(si.ssi_signo);
                     }
                 }
             }

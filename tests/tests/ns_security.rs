@@ -501,6 +501,95 @@ fn ns_enter_from_a_terminal_gets_a_terminal_of_its_own() {
     }
 }
 
+/// `rkt run` with its stdout a host file opened for appending: the app reopens it for reading
+/// through `/proc/self/fd/1` (it would read what the file held before); then `rkt run` on a
+/// terminal: the app checks which terminal it holds. It gets a pipe and a pseudo-terminal of the
+/// pod's, relayed: its output still reaches the file and the terminal.
+#[test]
+fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
+    let Some(e) = E2e::require("ns_apps_get_no_host_file_or_terminal_of_rkt_run") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let img = img.to_str().unwrap();
+    let output = e.path("run-output");
+    std::fs::write(&output, "earlier host output\n").unwrap();
+    let run = |probe: &[&str]| {
+        let mut args = vec![
+            "run".to_string(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            img.into(),
+            "--exec=/bin/escape-probe".into(),
+            "--".into(),
+        ];
+        args.extend(probe.iter().map(|a| a.to_string()));
+        e.rkt(&args)
+    };
+    let o = run(&["reopen", "1", "r", "link", "/proc/self/fd/1"])
+        .stdin(Stdio::null())
+        .stdout(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&output)
+                .unwrap(),
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = std::fs::read_to_string(&output).unwrap();
+    assert!(out.starts_with("earlier host output\n"), "{out}");
+    let reopened = out
+        .lines()
+        .find(|l| l.starts_with("reopen 1 r:"))
+        .unwrap_or_else(|| panic!("the app's output did not reach the file: {out}"));
+    assert!(
+        !reopened.contains("earlier host output"),
+        "the app read the host file given as rkt run's stdout: {out}"
+    );
+    assert!(out.contains("link /proc/self/fd/1: pipe:"), "{out}");
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let st = nix::sys::stat::fstat(pty.slave.as_raw_fd()).unwrap();
+    let ours = format!(
+        "{}:{}",
+        nix::sys::stat::major(st.st_rdev),
+        nix::sys::stat::minor(st.st_rdev)
+    );
+    let slave = std::fs::File::from(pty.slave);
+    let mut cmd = run(&["rdev", "1", "rdev", "2"]);
+    cmd.stdin(Stdio::null())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let code = child.wait().unwrap().code();
+    let text = reader.join().unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    for fd in [1, 2] {
+        let l = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("rdev {fd}: ")))
+            .unwrap_or_else(|| panic!("no rdev line for fd {fd}: {text}"));
+        assert_ne!(l, ours, "the app got rkt run's terminal: {text}");
+        assert!(l.starts_with("136:"), "not a terminal: {text}");
+    }
+}
+
 /// Start time (field 22 of `/proc/<pid>/stat`) of `pid`, if it exists: tells a process from a
 /// later one that reuses its pid.
 fn start_time(pid: i32) -> Option<u64> {
