@@ -29,6 +29,27 @@ pub const DEVICES: [(&str, u64, u64); 6] = [
 /// `sysrq-trigger`.
 pub const PROC_READ_ONLY: [&str; 5] = ["sys", "sysrq-trigger", "irq", "bus", "fs"];
 
+/// Parts of an app's `/proc` and `/sys` that tell about the whole (host) kernel and machine
+/// rather than the pod, masked for the app (skipped when absent): a file gets the null device
+/// bound over it, a directory an empty read-only tmpfs. The OCI runtimes' default masked paths
+/// (containerd's list): other tenants' timers and process names (`timer_list`,
+/// `sched_debug`), the kernel's keys, its memory image (`kcore`), firmware tables, and the
+/// power-capping energy counters whose readings leak what other tenants compute
+/// (CVE-2020-8694).
+pub const MASKED: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
 /// Permission bits of the device nodes.
 const DEVICE_MODE: u32 = 0o666;
 /// Mode of directories guest-init creates (appc: missing targets are created 0755).
@@ -73,6 +94,14 @@ pub enum MountOp {
     /// Bind `path` onto itself and remount it read-only (nosuid, nodev, noexec); skipped when
     /// nothing exists at `path`.
     ReadOnlyIfPresent(PathBuf),
+    /// Mask `path` (skipped when nothing exists there): bind `null` over it; if it is a
+    /// directory (the bind fails with ENOTDIR), mount an empty read-only tmpfs on it instead.
+    MaskIfPresent {
+        /// The entry to mask.
+        path: PathBuf,
+        /// A null device to bind over files.
+        null: PathBuf,
+    },
     /// A symlink (skipped if something already exists there).
     Symlink {
         /// Link contents.
@@ -194,11 +223,25 @@ pub fn plan_app_mounts(
     ops.push(MountOp::Mkdir(sys_.clone()));
     ops.push(mnt(
         "sysfs",
-        sys_,
+        sys_.clone(),
         "sysfs",
         nosuid_nodev_noexec | MsFlags::MS_RDONLY,
         "",
     ));
+    if !app.insecure_paths {
+        for p in MASKED {
+            // Below the app's own /proc and /sys, which the app cannot replace with links.
+            let path = match (p.strip_prefix("/proc/"), p.strip_prefix("/sys/")) {
+                (Some(r), _) => proc_.join(r),
+                (_, Some(r)) => sys_.join(r),
+                _ => continue,
+            };
+            ops.push(MountOp::MaskIfPresent {
+                path,
+                null: ctx.host_dev.join("null"),
+            });
+        }
+    }
     let dev = resolve("/dev")?;
     ops.push(MountOp::Mkdir(dev.clone()));
     ops.push(mnt(
@@ -330,6 +373,25 @@ fn apply_one(sys: &dyn Sys, op: &MountOp) -> io::Result<()> {
                 | MsFlags::MS_NOEXEC;
             sys.mount(None, path, None, ro, None)
         }
+        MountOp::MaskIfPresent { path, null } => {
+            if !sys.exists(path) {
+                return Ok(());
+            }
+            let src = null.display().to_string();
+            match sys.mount(Some(&src), path, None, MsFlags::MS_BIND, None) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => sys.mount(
+                    Some("tmpfs"),
+                    path,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("size=0,mode=555"),
+                ),
+                r => r,
+            }
+        }
         MountOp::Symlink { target, link } => {
             if sys.exists(link) {
                 return Ok(());
@@ -365,6 +427,7 @@ pub fn describe(op: &MountOp) -> String {
             format!("bind {} on {}", source.display(), target.display())
         }
         MountOp::ReadOnlyIfPresent(p) => format!("read-only {}", p.display()),
+        MountOp::MaskIfPresent { path, .. } => format!("mask {}", path.display()),
         MountOp::Symlink { target, link } => format!("symlink {} -> {target}", link.display()),
     }
 }
@@ -534,6 +597,51 @@ pub(crate) mod tests {
             !ops.iter()
                 .any(|o| matches!(o, MountOp::ReadOnlyIfPresent(_))),
             "{ops:#?}"
+        );
+    }
+
+    #[test]
+    fn host_wide_proc_and_sys_entries_are_masked_when_present() {
+        let sys = FakeSys {
+            existing: vec!["/r/proc/timer_list".into(), "/r/sys/firmware".into()],
+            mount_errno_for: vec![("/r/sys/firmware".into(), libc::ENOTDIR)],
+            ..Default::default()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &ctx()).unwrap();
+        let masked: Vec<_> = ops
+            .iter()
+            .filter_map(|o| match o {
+                MountOp::MaskIfPresent { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(masked.len(), MASKED.len(), "{ops:#?}");
+        assert!(masked.contains(&"/r/proc/keys".into()));
+        assert!(masked.contains(&"/r/sys/devices/virtual/powercap".into()));
+        apply(&sys, &ops).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(
+            calls.contains(&"mount /dev/null /r/proc/timer_list - MsFlags(MS_BIND) -".to_string()),
+            "{calls:#?}"
+        );
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.starts_with("mount tmpfs /r/sys/firmware tmpfs")
+                    && c.contains("MS_RDONLY")),
+            "a directory gets an empty read-only tmpfs: {calls:#?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.contains("/r/proc/keys")),
+            "absent entries are skipped: {calls:#?}"
+        );
+        let mut a = app("a");
+        a.insecure_paths = true;
+        let ops = plan_app_mounts(&sys, &a, Path::new("/r"), &ctx()).unwrap();
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, MountOp::MaskIfPresent { .. })),
+            "--insecure-options=paths masks nothing: {ops:#?}"
         );
     }
 

@@ -109,6 +109,8 @@ pub struct FakeSys {
     pub existing: Vec<PathBuf>,
     /// Errno returned by `mknod_char`, if any.
     pub mknod_errno: Option<i32>,
+    /// Errno returned by a bind mount onto each of these targets (other mounts succeed).
+    pub mount_errno_for: Vec<(PathBuf, i32)>,
     /// Recorded calls, one human-readable line each.
     pub calls: std::cell::RefCell<Vec<String>>,
 }
@@ -143,7 +145,10 @@ impl Sys for FakeSys {
             flags,
             data.unwrap_or("-")
         ));
-        Ok(())
+        match self.mount_errno_for.iter().find(|(p, _)| p == target) {
+            Some((_, e)) if fstype.is_none() => Err(io::Error::from_raw_os_error(*e)),
+            _ => Ok(()),
+        }
     }
     fn mknod_char(&self, path: &Path, major: u64, minor: u64, mode: u32) -> io::Result<()> {
         if let Some(e) = self.mknod_errno {

@@ -590,6 +590,77 @@ fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
     }
 }
 
+/// An app reads what the host kernel tells about everyone: `/proc/timer_list` (the timers of
+/// every host process, with names and PIDs), `/proc/keys`, and lists `/sys/firmware`. They are
+/// masked (empty) unless `--insecure-options=paths`, which shows them as the host sees them.
+#[test]
+fn ns_host_wide_proc_and_sys_entries_are_masked() {
+    let Some(e) = E2e::require("ns_host_wide_proc_and_sys_entries_are_masked") else {
+        return;
+    };
+    let files: Vec<&str> = ["/proc/timer_list", "/proc/keys", "/proc/sched_debug"]
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| !b.is_empty()))
+        .collect();
+    let dirs: Vec<&str> = [
+        "/sys/firmware",
+        "/proc/acpi",
+        "/sys/devices/virtual/powercap",
+    ]
+    .into_iter()
+    .filter(|p| std::fs::read_dir(p).is_ok_and(|d| d.count() > 0))
+    .collect();
+    if files.is_empty() && dirs.is_empty() {
+        println!(
+            "SKIP: ns_host_wide_proc_and_sys_entries_are_masked: this kernel shows none of them"
+        );
+        return;
+    }
+    let img = probe_image(&e);
+    let run = |insecure: &str| {
+        let mut args = vec![
+            "run".to_string(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            insecure.into(),
+            img.to_str().unwrap().into(),
+            "--exec=/bin/escape-probe".into(),
+            "--".into(),
+        ];
+        for f in &files {
+            args.extend(["size".to_string(), f.to_string()]);
+        }
+        for d in &dirs {
+            args.extend(["entries".to_string(), d.to_string()]);
+        }
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let masked = run("--insecure-options=image");
+    let open = run("--insecure-options=image,paths");
+    for f in &files {
+        assert!(
+            masked.contains(&format!("size {f}: 0\n")),
+            "{f} not masked: {masked}"
+        );
+        assert!(
+            !open.contains(&format!("size {f}: 0\n")),
+            "{f} masked with paths: {open}"
+        );
+    }
+    for d in &dirs {
+        assert!(
+            masked.contains(&format!("entries {d}: 0\n")),
+            "{d} not masked: {masked}"
+        );
+        assert!(
+            !open.contains(&format!("entries {d}: 0\n")),
+            "{d} masked with paths: {open}"
+        );
+    }
+}
+
 /// Start time (field 22 of `/proc/<pid>/stat`) of `pid`, if it exists: tells a process from a
 /// later one that reuses its pid.
 fn start_time(pid: i32) -> Option<u64> {

@@ -39,6 +39,8 @@
 //!   reading, then prints the first line read, or for writing, then writes `written by the
 //!   pod`: `reopen FD r: LINE|<ERRNO>`, `reopen FD w: ok|<ERRNO>`.
 //! * `link PATH`: `link PATH: TARGET|<ERRNO>` (e.g. `/proc/self/fd/0`).
+//! * `size PATH`: the bytes a read of `PATH` gives (`size PATH: N|<ERRNO>`); `entries PATH`:
+//!   the entries of directory `PATH` (`entries PATH: N|<ERRNO>`).
 //! * `rdev FD`: the device number of what fd FD is (`rdev FD: MAJOR:MINOR|<ERRNO>`), e.g. to
 //!   tell one terminal from another.
 //!
@@ -390,6 +392,20 @@ fn main() {
             "reopen" => {
                 let fd = operand();
                 reopen(&fd, &operand());
+            }
+            "size" => {
+                let path = operand();
+                match std::fs::read(&path) {
+                    Ok(b) => say(&format!("size {path}: {}", b.len())),
+                    Err(e) => say(&format!("size {path}: {}", io_name(&e))),
+                }
+            }
+            "entries" => {
+                let path = operand();
+                match std::fs::read_dir(&path) {
+                    Ok(d) => say(&format!("entries {path}: {}", d.count())),
+                    Err(e) => say(&format!("entries {path}: {}", io_name(&e))),
+                }
             }
             "rdev" => {
                 let fd = operand();
