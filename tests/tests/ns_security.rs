@@ -848,6 +848,59 @@ fn ns_insecure_capabilities_lift_the_bounding_set() {
     assert!(out.contains(&format!("CapEff={all} CapBnd={all}")), "{out}");
 }
 
+/// An image whose own retain set asks for `CAP_SYS_ADMIN` and `CAP_SYS_MODULE` (on an ns host,
+/// the host) besides `CAP_CHOWN`: its root app holds only `CAP_CHOWN`, and `rkt` says what it
+/// did not grant; `--caps-retain` naming them grants them.
+#[test]
+fn ns_an_image_cannot_grant_itself_capabilities_beyond_the_default_set() {
+    let Some(e) =
+        E2e::require("ns_an_image_cannot_grant_itself_capabilities_beyond_the_default_set")
+    else {
+        return;
+    };
+    let p = e.escape_probe();
+    let img = e.pod_check_image("wide.aci", |s| {
+        s.file("/bin/escape-probe", &p, 0o755).isolator(
+            "os/linux/capabilities-retain-set",
+            serde_json::json!({"set": ["CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_SYS_MODULE"]}),
+        )
+    });
+    let run = |caps: Option<&str>| {
+        let mut args = vec![
+            "run".to_string(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            img.to_str().unwrap().into(),
+            "--exec=/bin/escape-probe".into(),
+        ];
+        args.extend(caps.map(|c| format!("--caps-retain={c}")));
+        args.extend(["--".to_string(), "status".into()]);
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    let o = run(None);
+    let chown = mask_hex(&["CAP_CHOWN"]);
+    assert!(
+        stdout(&o).contains(&format!("CapBnd={chown}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("CAP_SYS_ADMIN, CAP_SYS_MODULE not granted"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(Some("CAP_SYS_ADMIN,CAP_CHOWN"));
+    let both = mask_hex(&["CAP_SYS_ADMIN", "CAP_CHOWN"]);
+    assert!(
+        stdout(&o).contains(&format!("CapBnd={both}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains("not granted"), "{}", stderr(&o));
+}
+
 #[test]
 fn ns_pods_get_their_own_ipc_namespace_unless_ipc_parent() {
     let Some(e) = E2e::require("ns_pods_get_their_own_ipc_namespace_unless_ipc_parent") else {

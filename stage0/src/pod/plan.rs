@@ -121,6 +121,7 @@ pub fn build_plan(
         let (mut nnp, mut mem, mut cpu, mut ignored) = (false, None, None, Vec::new());
         let (mut shares, mut oom) = (None, None);
         let mut retained = false;
+        let mut retain_set: Option<Vec<String>> = None;
         let mut seccomp = None;
         for iso in app.isolators.iter().chain(&pm.isolators) {
             let parsed = iso.parsed().map_err(|e| {
@@ -128,7 +129,8 @@ pub fn build_plan(
             })?;
             match parsed {
                 IsolatorValue::CapsRetain(set) => {
-                    caps = set;
+                    caps = set.clone();
+                    retain_set = Some(set);
                     retained = true;
                 }
                 IsolatorValue::CapsRemove(set) => caps.retain(|c| !set.contains(c)),
@@ -156,6 +158,30 @@ pub fn build_plan(
                 oom = Some(0);
                 ignored.push(format!(
                     "os/linux/oom-score-adj {n} of the image (0 instead; --oom-score-adj sets a negative one)"
+                ));
+            }
+        }
+        // An image may not widen its app's capabilities beyond rkt's default set (on an ns host
+        // `CAP_SYS_ADMIN` or `CAP_SYS_MODULE` is the host): only the command line
+        // (`--caps-retain`) or a pod manifest grants more (a retain set equal to the image's
+        // own counts as the image's), as for a negative OOM score.
+        let image_retain = image_app.and_then(|a| {
+            a.isolators.iter().rev().find_map(|i| match i.parsed() {
+                Ok(IsolatorValue::CapsRetain(set)) => Some(set),
+                _ => None,
+            })
+        });
+        if retain_set.is_some() && retain_set == image_retain {
+            let beyond: Vec<String> = caps
+                .iter()
+                .filter(|c| !appc::types::DEFAULT_CAPABILITIES.contains(&c.as_str()))
+                .cloned()
+                .collect();
+            if !beyond.is_empty() {
+                caps.retain(|c| !beyond.contains(c));
+                ignored.push(format!(
+                    "os/linux/capabilities-retain-set of the image: {} not granted (beyond rkt's default set; --caps-retain grants them)",
+                    beyond.join(", ")
                 ));
             }
         }
@@ -384,6 +410,62 @@ mod tests {
             }]
         });
         PodManifest::from_json(pm.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_image_cannot_widen_its_capabilities_beyond_the_default_set() {
+        let image: ImageManifest = serde_json::from_value(serde_json::json!({
+            "acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/wide",
+            "app": {"exec": ["/bin/x"], "user": "0", "group": "0",
+                "isolators": [{"name": "os/linux/capabilities-retain-set",
+                    "value": {"set": ["CAP_SYS_ADMIN", "CAP_CHOWN", "CAP_SYS_MODULE"]}}]}
+        }))
+        .unwrap();
+        let pm_with = |app: serde_json::Value| -> PodManifest {
+            serde_json::from_value(serde_json::json!({
+                "acKind": "PodManifest", "acVersion": "0.8.11",
+                "apps": [{"name": "a", "image": {"id": format!("sha512-{}", "0".repeat(64))},
+                    "app": app}]
+            }))
+            .unwrap()
+        };
+        let image_app = serde_json::to_value(image.app.clone().unwrap()).unwrap();
+        // The image's own set (the pod manifest's app is the image's, as `rkt run` builds it).
+        let plan = build_plan(
+            "u",
+            &pm_with(image_app.clone()),
+            &[image.clone()],
+            &RunOptions::default(),
+        )
+        .unwrap();
+        let a = &plan.apps[0];
+        assert_eq!(a.capabilities, vec!["CAP_CHOWN".to_string()]);
+        assert!(
+            a.ignored_isolators
+                .iter()
+                .any(|i| i.contains("CAP_SYS_ADMIN, CAP_SYS_MODULE not granted")),
+            "{:?}",
+            a.ignored_isolators
+        );
+        // `--caps-retain` (a different set) grants them.
+        let mut cli = image_app.clone();
+        cli["isolators"] = serde_json::json!([{"name": "os/linux/capabilities-retain-set",
+            "value": {"set": ["CAP_SYS_ADMIN", "CAP_CHOWN"]}}]);
+        let plan =
+            build_plan("u", &pm_with(cli), &[image.clone()], &RunOptions::default()).unwrap();
+        assert_eq!(
+            plan.apps[0].capabilities,
+            vec!["CAP_SYS_ADMIN".to_string(), "CAP_CHOWN".to_string()]
+        );
+        assert!(plan.apps[0].ignored_isolators.is_empty());
+        // `--insecure-options=capabilities`: every capability, as before.
+        let mut rt = RunOptions::default();
+        rt.insecure.capabilities = true;
+        let plan = build_plan("u", &pm_with(image_app), &[image], &rt).unwrap();
+        assert_eq!(
+            plan.apps[0].capabilities.len(),
+            appc::types::KNOWN_CAPABILITIES.len()
+        );
     }
 
     #[test]
