@@ -434,7 +434,7 @@ mod tests {
         let plan = build_plan(
             "u",
             &pm_with(image_app.clone()),
-            &[image.clone()],
+            std::slice::from_ref(&image),
             &RunOptions::default(),
         )
         .unwrap();
@@ -451,8 +451,13 @@ mod tests {
         let mut cli = image_app.clone();
         cli["isolators"] = serde_json::json!([{"name": "os/linux/capabilities-retain-set",
             "value": {"set": ["CAP_SYS_ADMIN", "CAP_CHOWN"]}}]);
-        let plan =
-            build_plan("u", &pm_with(cli), &[image.clone()], &RunOptions::default()).unwrap();
+        let plan = build_plan(
+            "u",
+            &pm_with(cli),
+            std::slice::from_ref(&image),
+            &RunOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
             plan.apps[0].capabilities,
             vec!["CAP_SYS_ADMIN".to_string(), "CAP_CHOWN".to_string()]
