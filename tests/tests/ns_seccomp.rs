@@ -99,6 +99,46 @@ fn ns_seccomp_flag_replaces_the_default() {
     assert!(out.contains("userns: ok"), "{out}");
 }
 
+/// An image whose own remove-set names one harmless call (so that, taken as it is, user
+/// namespaces and io_uring would be open): the default filter's calls stay denied (with the
+/// image's errno) and `rkt` says so; a set from the command line is the operator's and
+/// replaces the default, as above.
+#[test]
+fn ns_an_image_cannot_loosen_the_default_filter() {
+    let Some(e) = E2e::require("ns_an_image_cannot_loosen_the_default_filter") else {
+        return;
+    };
+    let p = e.escape_probe();
+    let img = e.pod_check_image("loose.aci", |s| {
+        s.file("/bin/escape-probe", &p, 0o755).isolator(
+            "os/linux/seccomp-remove-set",
+            serde_json::json!({"set": ["chmod"], "errno": "EACCES"}),
+        )
+    });
+    let run = |app_flags: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            img.to_str().unwrap().into(),
+            "--exec=/bin/escape-probe".into(),
+        ];
+        args.extend(app_flags.iter().map(|s| s.to_string()));
+        args.extend(["--", "userns", "io-uring"].map(String::from));
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        (stdout(&o), stderr(&o))
+    };
+    let (out, err) = run(&[]);
+    assert!(out.contains("userns: EACCES"), "{out}");
+    assert!(out.contains("io-uring: EACCES"), "{out}");
+    assert!(err.contains("rkt's default filter denies"), "{err}");
+    // (A set equal to the image's own would count as the image's.)
+    let (out, err) = run(&["--seccomp=mode=remove,errno=EACCES,chmod,fchmod"]);
+    assert!(out.contains("userns: ok"), "{out}");
+    assert!(!err.contains("default filter denies"), "{err}");
+}
+
 #[test]
 fn ns_docker_and_systemd_groups_filter_what_they_name() {
     let Some(e) = E2e::require("ns_docker_and_systemd_groups_filter_what_they_name") else {

@@ -193,13 +193,37 @@ pub fn build_plan(
                 .collect();
             retained = false;
         }
+        // Nor may an image loosen its app's system call filter beyond rkt's default one: only
+        // `--seccomp` or a pod manifest does (a set equal to the image's own counts as the
+        // image's).
+        let image_seccomp = image_app.and_then(|a| {
+            a.isolators.iter().rev().find_map(|i| match i.parsed() {
+                Ok(IsolatorValue::SeccompRetain(set)) => Some((true, set)),
+                Ok(IsolatorValue::SeccompRemove(set)) => Some((false, set)),
+                _ => None,
+            })
+        });
+        let from_image = seccomp.is_some() && seccomp == image_seccomp;
         let seccomp = match (rt.insecure.seccomp, seccomp) {
             (true, _) => None,
             (false, None) => Some(super::seccomp::default_plan()),
-            (false, Some((retain, set))) => Some(
-                super::seccomp::resolve(retain, &set)
-                    .map_err(|e| PodError::Config(format!("app {}: seccomp: {e}", ra.name)))?,
-            ),
+            (false, Some((retain, set))) => {
+                let mut plan = super::seccomp::resolve(retain, &set)
+                    .map_err(|e| PodError::Config(format!("app {}: seccomp: {e}", ra.name)))?;
+                if from_image {
+                    let widened = super::seccomp::within_default(&mut plan);
+                    if !widened.is_empty() {
+                        let shown: Vec<&str> = widened.iter().take(6).copied().collect();
+                        let more = widened.len().saturating_sub(shown.len());
+                        ignored.push(format!(
+                            "the image's seccomp set allows what rkt's default filter denies ({}{}): denied too (--seccomp or --insecure-options=seccomp allow them)",
+                            shown.join(", "),
+                            if more > 0 { format!(" and {more} more") } else { String::new() }
+                        ));
+                    }
+                }
+                Some(plan)
+            }
         };
         let stdio = super::args::stdio_of(
             ra.annotations

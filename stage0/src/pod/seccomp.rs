@@ -341,6 +341,40 @@ pub fn default_plan() -> SeccompPlan {
     }
 }
 
+/// Narrows an image's own filter to what [`default_plan`] allows too: an image may tighten
+/// its app's filter but not loosen it (its remove-set is joined by the blacklist, its
+/// retain-set loses the blacklisted calls, and `clone` into a new namespace stays denied).
+/// Returns the names of the calls the image's filter allowed and the blacklist denies.
+pub fn within_default(plan: &mut SeccompPlan) -> Vec<&'static str> {
+    let denied: Vec<u32> = blacklist().collect();
+    let widened: Vec<u32> = if plan.retain {
+        plan.syscalls
+            .iter()
+            .copied()
+            .filter(|c| denied.contains(c))
+            .collect()
+    } else {
+        denied
+            .iter()
+            .copied()
+            .filter(|c| !plan.syscalls.contains(c))
+            .collect()
+    };
+    if plan.retain {
+        plan.syscalls.retain(|c| !denied.contains(c));
+    } else {
+        plan.syscalls.extend(denied);
+        plan.syscalls.sort_unstable();
+        plan.syscalls.dedup();
+    }
+    plan.no_new_namespaces = true;
+    SYSCALLS
+        .iter()
+        .filter(|(_, nr)| widened.contains(nr))
+        .map(|(n, _)| *n)
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -373,6 +407,31 @@ mod tests {
         );
         assert!(!white.syscalls.contains(&165), "mount is not whitelisted");
         assert!(white.syscalls.contains(&334), "rseq is");
+    }
+
+    #[test]
+    fn an_image_filter_is_narrowed_to_the_default() {
+        let mount = libc::SYS_mount as u32;
+        let reboot = libc::SYS_reboot as u32;
+        // A remove-set of one call: the blacklist joins it.
+        let mut p = resolve(false, &set(&["chmod"], Some("EACCES"))).unwrap();
+        let widened = within_default(&mut p);
+        assert!(
+            widened.contains(&"mount") && widened.contains(&"unshare"),
+            "{widened:?}"
+        );
+        assert!(p.syscalls.contains(&mount) && p.syscalls.contains(&reboot));
+        assert!(p.syscalls.contains(&(libc::SYS_chmod as u32)));
+        assert!(p.no_new_namespaces);
+        assert_eq!(p.errno, Some(libc::EACCES as u16));
+        // A retain-set naming mount: mount leaves it.
+        let mut p = resolve(true, &set(&["read", "mount", "exit_group"], None)).unwrap();
+        assert_eq!(within_default(&mut p), vec!["mount"]);
+        assert!(!p.syscalls.contains(&mount));
+        assert!(p.syscalls.contains(&(libc::SYS_read as u32)));
+        // A remove-set holding the whole blacklist widens nothing.
+        let mut p = resolve(false, &set(&[RKT_BLACKLIST], None)).unwrap();
+        assert!(within_default(&mut p).is_empty());
     }
 
     #[test]
