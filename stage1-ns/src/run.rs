@@ -364,7 +364,7 @@ fn parent(
     start.go(child)?;
     let status = match master {
         Some(m) => supervise_interactive(child, &sfd, m)?,
-        None if outputs.is_empty() => supervise(child, &sfd)?,
+        None if outputs.relays_nothing() => supervise(child, &sfd)?,
         None => outputs.supervise(child, &sfd, |signo| forward(child, signo))?,
     };
     trace("init-exited");

@@ -214,6 +214,10 @@ impl Stdio {
 /// file by a pipe, each relayed by stage1-ns for the pod's life.
 #[derive(Debug, Default)]
 pub struct PodOutputs {
+    /// Put `/dev/null` on fd 0 (a pod without a terminal reads nothing of ours; guest-init,
+    /// and `/dev/console` chosen from the terminals on fds 0-2, would otherwise hold our
+    /// stdin, often the operator's terminal).
+    null_stdin: bool,
     /// Per fd 1 and 2 (index 0 and 1): the pod's end to put there, if not ours.
     theirs: [Option<OwnedFd>; 2],
     /// What stage1-ns copies: (from, to our fd).
@@ -223,7 +227,10 @@ pub struct PodOutputs {
 impl PodOutputs {
     /// Prepares them from our fds 1 and 2 (before the fork).
     pub fn new() -> anyhow::Result<PodOutputs> {
-        let mut out = PodOutputs::default();
+        let mut out = PodOutputs {
+            null_stdin: true,
+            ..Default::default()
+        };
         let keep = [1, 2].map(|n| fcntl(n, FcntlArg::F_GETFD).is_err() || passable(std_fd(n)));
         if keep == [true, true] {
             return Ok(out);
@@ -261,12 +268,21 @@ impl PodOutputs {
     }
 
     /// Whether nothing is relayed (the apps get our stdout and stderr as they are).
-    pub fn is_empty(&self) -> bool {
+    pub fn relays_nothing(&self) -> bool {
         self.relayed.is_empty()
     }
 
-    /// In the child (guest-init to be): the pod's ends onto 1 and 2.
+    /// In the child (guest-init to be): `/dev/null` onto 0, the pod's ends onto 1 and 2.
     pub fn install(&self) -> Result<(), String> {
+        if self.null_stdin {
+            let null =
+                nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+                    .map_err(|e| format!("open /dev/null: {}", e.desc()))?;
+            if null != 0 {
+                nix::unistd::dup2(null, 0).map_err(|e| format!("dup2 onto fd 0: {}", e.desc()))?;
+                let _ = nix::unistd::close(null);
+            }
+        }
         for (end, n) in self.theirs.iter().zip([1, 2]) {
             if let Some(fd) = end {
                 nix::unistd::dup2(fd.as_raw_fd(), n)
@@ -285,7 +301,9 @@ impl PodOutputs {
         sfd: &SignalFd,
         on_signal: impl FnMut(u32),
     ) -> anyhow::Result<WaitStatus> {
-        let PodOutputs { theirs, relayed } = self;
+        let PodOutputs {
+            theirs, relayed, ..
+        } = self;
         drop(theirs);
         let mut relay = Relay {
             input: None,

@@ -503,7 +503,8 @@ fn ns_enter_from_a_terminal_gets_a_terminal_of_its_own() {
 
 /// `rkt run` with its stdout a host file opened for appending: the app reopens it for reading
 /// through `/proc/self/fd/1` (it would read what the file held before); then `rkt run` on a
-/// terminal: the app checks which terminal it holds. It gets a pipe and a pseudo-terminal of the
+/// terminal (stdin, stdout and stderr): the app checks which terminal it holds and which its
+/// `/dev/console` is. It gets a pipe and a pseudo-terminal of the
 /// pod's, relayed: its output still reaches the file and the terminal.
 #[test]
 fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
@@ -558,8 +559,9 @@ fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
         nix::sys::stat::minor(st.st_rdev)
     );
     let slave = std::fs::File::from(pty.slave);
-    let mut cmd = run(&["rdev", "1", "rdev", "2"]);
-    cmd.stdin(Stdio::null())
+    // As from an operator's terminal: stdin too (which the pod's `/dev/console` once followed).
+    let mut cmd = run(&["rdev", "1", "rdev", "2", "rdev", "/dev/console"]);
+    cmd.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave);
     let mut child = cmd.spawn().unwrap();
@@ -580,13 +582,13 @@ fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
     let code = child.wait().unwrap().code();
     let text = reader.join().unwrap();
     assert_eq!(code, Some(0), "{text}");
-    for fd in [1, 2] {
+    for fd in ["1", "2", "/dev/console"] {
         let l = text
             .lines()
             .find_map(|l| l.trim().strip_prefix(&format!("rdev {fd}: ")))
-            .unwrap_or_else(|| panic!("no rdev line for fd {fd}: {text}"));
-        assert_ne!(l, ours, "the app got rkt run's terminal: {text}");
-        assert!(l.starts_with("136:"), "not a terminal: {text}");
+            .unwrap_or_else(|| panic!("no rdev line for {fd}: {text}"));
+        assert_ne!(l, ours, "the app got rkt run's terminal as {fd}: {text}");
+        assert!(l.starts_with("136:"), "{fd} is not a terminal: {text}");
     }
 }
 

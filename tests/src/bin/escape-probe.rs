@@ -41,8 +41,8 @@
 //! * `link PATH`: `link PATH: TARGET|<ERRNO>` (e.g. `/proc/self/fd/0`).
 //! * `size PATH`: the bytes a read of `PATH` gives (`size PATH: N|<ERRNO>`); `entries PATH`:
 //!   the entries of directory `PATH` (`entries PATH: N|<ERRNO>`).
-//! * `rdev FD`: the device number of what fd FD is (`rdev FD: MAJOR:MINOR|<ERRNO>`), e.g. to
-//!   tell one terminal from another.
+//! * `rdev FD|PATH`: the device number of what fd FD (or `PATH`, e.g. `/dev/console`) is
+//!   (`rdev FD: MAJOR:MINOR|<ERRNO>`), e.g. to tell one terminal from another.
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -409,14 +409,17 @@ fn main() {
             }
             "rdev" => {
                 let fd = operand();
-                let line = match fd.parse::<i32>().map(nix::sys::stat::fstat) {
-                    Ok(Ok(st)) => format!(
+                let st = match fd.parse::<i32>() {
+                    Ok(n) => nix::sys::stat::fstat(n),
+                    Err(_) => nix::sys::stat::stat(fd.as_str()),
+                };
+                let line = match st {
+                    Ok(st) => format!(
                         "{}:{}",
                         nix::sys::stat::major(st.st_rdev),
                         nix::sys::stat::minor(st.st_rdev)
                     ),
-                    Ok(Err(e)) => errno_name(e),
-                    Err(_) => "not a number".into(),
+                    Err(e) => errno_name(e),
                 };
                 say(&format!("rdev {fd}: {line}"));
             }
