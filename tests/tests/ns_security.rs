@@ -451,14 +451,6 @@ fn ns_enter_from_a_terminal_gets_a_terminal_of_its_own() {
         ],
     );
     let uuid = wait_running(&e, &uuid_file);
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let st = nix::sys::stat::fstat(pty.slave.as_raw_fd()).unwrap();
-    let ours = format!(
-        "{}:{}",
-        nix::sys::stat::major(st.st_rdev),
-        nix::sys::stat::minor(st.st_rdev)
-    );
-    let slave = std::fs::File::from(pty.slave);
     let mut cmd = e.rkt(&[
         "enter",
         &uuid,
@@ -468,37 +460,9 @@ fn ns_enter_from_a_terminal_gets_a_terminal_of_its_own() {
         "rdev",
         "2",
     ]);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut run = cmd.spawn().unwrap();
-    drop(cmd);
-    // Read the master until the command is done (EIO once no slave is open).
-    let mut master = std::fs::File::from(pty.master);
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = master.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(buf.get(..n).unwrap_or_default());
-        }
-        String::from_utf8_lossy(&got).into_owned()
-    });
-    let code = run.wait().unwrap().code();
-    let text = reader.join().unwrap();
+    let (code, text) = on_a_terminal(&mut cmd, &["0", "2"]);
     stop_and_wait(&e, &uuid, child);
     assert_eq!(code, Some(0), "{text}");
-    for fd in [0, 2] {
-        let l = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("rdev {fd}: ")))
-            .unwrap_or_else(|| panic!("no rdev line for fd {fd}: {text}"));
-        assert_ne!(l, ours, "the command got the operator's terminal: {text}");
-        assert!(l.starts_with("136:"), "not a terminal: {text}");
-    }
 }
 
 /// `rkt run` with its stdout a host file opened for appending: the app reopens it for reading
@@ -551,6 +515,17 @@ fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
     );
     assert!(out.contains("link /proc/self/fd/1: pipe:"), "{out}");
 
+    // As from an operator's terminal: stdin too (which the pod's `/dev/console` once followed).
+    let mut cmd = run(&["rdev", "1", "rdev", "2", "rdev", "/dev/console"]);
+    let (code, text) = on_a_terminal(&mut cmd, &["1", "2", "/dev/console"]);
+    assert_eq!(code, Some(0), "{text}");
+}
+
+/// Runs `cmd` with a new pseudo-terminal as its stdin, stdout and stderr (an operator's
+/// terminal), reads what it prints there until it is done, and checks that each of `seen`,
+/// printed by escape-probe's `rdev`, is a terminal but not that one. Returns the exit code
+/// and the text.
+fn on_a_terminal(cmd: &mut std::process::Command, seen: &[&str]) -> (Option<i32>, String) {
     let pty = nix::pty::openpty(None, None).unwrap();
     let st = nix::sys::stat::fstat(pty.slave.as_raw_fd()).unwrap();
     let ours = format!(
@@ -559,13 +534,12 @@ fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
         nix::sys::stat::minor(st.st_rdev)
     );
     let slave = std::fs::File::from(pty.slave);
-    // As from an operator's terminal: stdin too (which the pod's `/dev/console` once followed).
-    let mut cmd = run(&["rdev", "1", "rdev", "2", "rdev", "/dev/console"]);
     cmd.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave);
     let mut child = cmd.spawn().unwrap();
-    drop(cmd);
+    // Our copies of the slave go with the command's setup: EIO on the master once it is done.
+    let _ = std::mem::replace(cmd, std::process::Command::new("true"));
     let mut master = std::fs::File::from(pty.master);
     let reader = std::thread::spawn(move || {
         use std::io::Read;
@@ -581,15 +555,15 @@ fn ns_apps_get_no_host_file_or_terminal_of_rkt_run() {
     });
     let code = child.wait().unwrap().code();
     let text = reader.join().unwrap();
-    assert_eq!(code, Some(0), "{text}");
-    for fd in ["1", "2", "/dev/console"] {
+    for what in seen {
         let l = text
             .lines()
-            .find_map(|l| l.trim().strip_prefix(&format!("rdev {fd}: ")))
-            .unwrap_or_else(|| panic!("no rdev line for {fd}: {text}"));
-        assert_ne!(l, ours, "the app got rkt run's terminal as {fd}: {text}");
-        assert!(l.starts_with("136:"), "{fd} is not a terminal: {text}");
+            .find_map(|l| l.trim().strip_prefix(&format!("rdev {what}: ")))
+            .unwrap_or_else(|| panic!("no rdev line for {what}: {text}"));
+        assert_ne!(l, ours, "it got the operator's terminal as {what}: {text}");
+        assert!(l.starts_with("136:"), "{what} is not a terminal: {text}");
     }
+    (code, text)
 }
 
 /// An app reads what the host kernel tells about everyone: `/proc/timer_list` (the timers of
