@@ -102,6 +102,9 @@ pub enum MountOp {
         /// A null device to bind over files.
         null: PathBuf,
     },
+    /// No device node on the mount at `path` or any mount below it opens (`MOUNT_ATTR_NODEV`,
+    /// set recursively, the other attributes kept).
+    NoDevices(PathBuf),
     /// A symlink (skipped if something already exists there).
     Symlink {
         /// Link contents.
@@ -210,6 +213,15 @@ pub fn plan_app_mounts(
             ops.push(remount_ro(&t));
         }
     }
+    // No device node the app makes opens anywhere it can write (a root app holds
+    // `CAP_MKNOD`, and on an ns host a node of the host's disk would be the host): the root and
+    // the volumes below it are `nodev`, as is `/dev`, where the usual nodes are bound from
+    // guest-init's own `/dev` instead of made.
+    if !app.read_only_rootfs && !sys.is_mount_point(rootfs) {
+        // Recursive: the volumes `rkt app add` attached below it come along.
+        ops.push(bind(rootfs, true));
+    }
+    ops.push(MountOp::NoDevices(rootfs.to_path_buf()));
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = resolve("/proc")?;
     ops.push(MountOp::Mkdir(proc_.clone()));
@@ -248,7 +260,7 @@ pub fn plan_app_mounts(
         "tmpfs",
         dev.clone(),
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         "mode=755,size=65536k",
     ));
     for (name, major, minor) in DEVICES {
@@ -303,7 +315,14 @@ pub fn plan_app_mounts(
         });
     }
     if app.read_only_rootfs {
-        ops.push(remount_ro(rootfs));
+        // A remount sets the mount's flags whole: nodev again.
+        ops.push(MountOp::Mount {
+            source: None,
+            target: rootfs.to_path_buf(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+            data: None,
+        });
     }
     Ok(ops)
 }
@@ -340,14 +359,17 @@ fn apply_one(sys: &dyn Sys, op: &MountOp) -> io::Result<()> {
             major,
             minor,
             fallback,
-        } => match sys.mknod_char(path, *major, *minor, DEVICE_MODE) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) && sys.exists(fallback) => {
+        } => {
+            // The app's /dev is nodev: a node opens there only as a bind of one on a mount
+            // that allows devices (guest-init's /dev); mknod is the last resort.
+            if sys.exists(fallback) {
                 sys.touch(path)?;
                 let src = fallback.display().to_string();
                 sys.mount(Some(&src), path, None, MsFlags::MS_BIND, None)
+            } else {
+                sys.mknod_char(path, *major, *minor, DEVICE_MODE)
             }
-            r => r,
-        },
+        }
         MountOp::BindFile { source, target } => {
             sys.touch(target)?;
             let src = source.display().to_string();
@@ -373,6 +395,7 @@ fn apply_one(sys: &dyn Sys, op: &MountOp) -> io::Result<()> {
                 | MsFlags::MS_NOEXEC;
             sys.mount(None, path, None, ro, None)
         }
+        MountOp::NoDevices(path) => sys.set_nodev_recursive(path),
         MountOp::MaskIfPresent { path, null } => {
             if !sys.exists(path) {
                 return Ok(());
@@ -428,6 +451,7 @@ pub fn describe(op: &MountOp) -> String {
         }
         MountOp::ReadOnlyIfPresent(p) => format!("read-only {}", p.display()),
         MountOp::MaskIfPresent { path, .. } => format!("mask {}", path.display()),
+        MountOp::NoDevices(p) => format!("nodev {} and below", p.display()),
         MountOp::Symlink { target, link } => format!("symlink {} -> {target}", link.display()),
     }
 }
@@ -513,7 +537,49 @@ pub(crate) mod tests {
                     "/r/ro".into(),
                     MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
                 ),
+                // The root, not a mount point here, bound onto itself for its nodev.
+                ("/r".into(), MsFlags::MS_BIND | MsFlags::MS_REC),
             ]
+        );
+    }
+
+    #[test]
+    fn nothing_the_app_can_write_holds_a_device_that_opens() {
+        let sys = FakeSys {
+            existing: vec!["/dev/null".into()],
+            ..Default::default()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &ctx()).unwrap();
+        let nodev = ops
+            .iter()
+            .position(|o| *o == MountOp::NoDevices("/r".into()))
+            .expect("the root and its volumes nodev");
+        let proc_at = ops
+            .iter()
+            .position(|o| matches!(o, MountOp::Mount { fstype: Some(t), .. } if t == "proc"))
+            .unwrap();
+        assert!(
+            nodev < proc_at,
+            "before /proc, /sys and /dev are mounted: {ops:#?}"
+        );
+        assert!(
+            ops.iter().any(
+                |o| matches!(o, MountOp::Mount { fstype: Some(t), flags, .. }
+                if t == "tmpfs" && flags.contains(MsFlags::MS_NODEV))
+            ),
+            "/dev is nodev: {ops:#?}"
+        );
+        apply(&sys, &ops).unwrap();
+        let calls = sys.calls.borrow();
+        assert!(calls.contains(&"nodev -R /r".to_string()), "{calls:#?}");
+        // mknod would work here, but its node would not open on a nodev /dev: bound instead.
+        assert!(
+            calls.contains(&"mount /dev/null /r/dev/null - MsFlags(MS_BIND) -".to_string()),
+            "{calls:#?}"
+        );
+        assert!(
+            !calls.iter().any(|c| c.starts_with("mknod /r/dev/null")),
+            "{calls:#?}"
         );
     }
 
@@ -524,7 +590,20 @@ pub(crate) mod tests {
         a.read_only_rootfs = true;
         let ops = plan_app_mounts(&sys, &a, Path::new("/r"), &ctx()).unwrap();
         assert_eq!(ops.first(), Some(&bind(Path::new("/r"), true)));
-        assert_eq!(ops.last(), Some(&remount_ro(Path::new("/r"))));
+        assert_eq!(
+            ops.last(),
+            Some(&MountOp::Mount {
+                source: None,
+                target: "/r".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NODEV,
+                data: None,
+            }),
+            "remounted read-only, and nodev still"
+        );
     }
 
     #[test]

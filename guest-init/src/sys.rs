@@ -32,6 +32,8 @@ pub trait Sys {
     fn symlink(&self, target: &str, link: &Path) -> io::Result<()>;
     /// Whether something exists at `path` (without following a final symlink).
     fn exists(&self, path: &Path) -> bool;
+    /// Sets `nodev` on the mount at `path` and every mount below it, keeping their other flags.
+    fn set_nodev_recursive(&self, path: &Path) -> io::Result<()>;
 }
 
 /// The real system.
@@ -96,6 +98,24 @@ impl Sys for LinuxSys {
     }
     fn exists(&self, path: &Path) -> bool {
         std::fs::symlink_metadata(path).is_ok()
+    }
+    fn set_nodev_recursive(&self, path: &Path) -> io::Result<()> {
+        match pod_abi::mount_api::set_attrs_at(path, pod_abi::mount_api::MOUNT_ATTR_NODEV, true) {
+            // Before mount_setattr (Linux 5.12): the top mount only; a remount sets the
+            // flags whole, so keep the read-only bit it may have.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                let ro = nix::sys::statvfs::statvfs(path)
+                    .map(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+                    .unwrap_or(false);
+                let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV;
+                if ro {
+                    flags |= MsFlags::MS_RDONLY;
+                }
+                let none: Option<&str> = None;
+                nix::mount::mount(none, path, none, flags, none).map_err(nix_io)
+            }
+            r => r,
+        }
     }
 }
 
@@ -173,5 +193,11 @@ impl Sys for FakeSys {
     }
     fn exists(&self, path: &Path) -> bool {
         self.existing.iter().any(|p| p == path)
+    }
+    fn set_nodev_recursive(&self, path: &Path) -> io::Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(format!("nodev -R {}", path.display()));
+        Ok(())
     }
 }

@@ -566,6 +566,61 @@ fn on_a_terminal(cmd: &mut std::process::Command, seen: &[&str]) -> (Option<i32>
     (code, text)
 }
 
+/// A root app holds `CAP_MKNOD` (rkt's default set): it makes a device node of the host's
+/// kernel log (on a host, its disk's would do) in `/dev`, in its root and in a volume, and
+/// opens each. Every place it can write is `nodev`, so none opens; the usual `/dev` nodes
+/// still work.
+#[test]
+fn ns_device_nodes_an_app_makes_do_not_open() {
+    let Some(e) = E2e::require("ns_device_nodes_an_app_makes_do_not_open") else {
+        return;
+    };
+    let p = e.escape_probe();
+    let img = e.pod_check_image("mknod.aci", |s| {
+        s.file("/bin/escape-probe", &p, 0o755)
+            .dir("/rootdir")
+            .mount_point("vol", "/vol", false)
+    });
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        "--net=none",
+        "--volume=vol,kind=empty",
+        img.to_str().unwrap(),
+        "--exec=/bin/escape-probe",
+        "--",
+        "mknod-open",
+        "/dev/hostlog",
+        "c",
+        "1",
+        "11",
+        "mknod-open",
+        "/rootdir/hostlog",
+        "c",
+        "1",
+        "11",
+        "mknod-open",
+        "/vol/hostlog",
+        "c",
+        "1",
+        "11",
+        "open-write",
+        "/dev/null",
+        "open-write",
+        "/dev/full",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for path in ["/dev/hostlog", "/rootdir/hostlog", "/vol/hostlog"] {
+        assert!(
+            out.contains(&format!("mknod-open {path}: made, open EACCES")),
+            "the app opened a device node it made at {path}: {out}"
+        );
+    }
+    assert!(out.contains("open-write /dev/null: ok"), "{out}");
+    assert!(out.contains("open-write /dev/full: ok"), "{out}");
+}
+
 /// An app reads what the host kernel tells about everyone: `/proc/timer_list` (the timers of
 /// every host process, with names and PIDs), `/proc/keys`, and lists `/sys/firmware`. They are
 /// masked (empty) unless `--insecure-options=paths`, which shows them as the host sees them.

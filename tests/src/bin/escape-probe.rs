@@ -38,6 +38,9 @@
 //! * `reopen FD r|w`: reopens its own fd FD through `/proc/self/fd/FD` (non-blocking) for
 //!   reading, then prints the first line read, or for writing, then writes `written by the
 //!   pod`: `reopen FD r: LINE|<ERRNO>`, `reopen FD w: ok|<ERRNO>`.
+//! * `mknod-open PATH c|b MAJOR MINOR`: makes a device node (mode 0600) and opens it for
+//!   writing (non-blocking): `mknod-open PATH: made, open ok|<ERRNO>` or
+//!   `mknod-open PATH: mknod <ERRNO>`.
 //! * `link PATH`: `link PATH: TARGET|<ERRNO>` (e.g. `/proc/self/fd/0`).
 //! * `size PATH`: the bytes a read of `PATH` gives (`size PATH: N|<ERRNO>`); `entries PATH`:
 //!   the entries of directory `PATH` (`entries PATH: N|<ERRNO>`).
@@ -422,6 +425,34 @@ fn main() {
                     Err(e) => errno_name(e),
                 };
                 say(&format!("rdev {fd}: {line}"));
+            }
+            "mknod-open" => {
+                let path = operand();
+                let kind = operand();
+                let (major, minor) = (operand(), operand());
+                let dev =
+                    nix::sys::stat::makedev(major.parse().unwrap_or(0), minor.parse().unwrap_or(0));
+                let sflag = if kind == "b" {
+                    nix::sys::stat::SFlag::S_IFBLK
+                } else {
+                    nix::sys::stat::SFlag::S_IFCHR
+                };
+                let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+                let line = match nix::sys::stat::mknod(path.as_str(), sflag, mode, dev) {
+                    Err(e) => format!("mknod {}", errno_name(e)),
+                    Ok(()) => {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        let o = std::fs::OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NONBLOCK)
+                            .open(&path);
+                        match o {
+                            Ok(_) => "made, open ok".to_string(),
+                            Err(e) => format!("made, open {}", io_name(&e)),
+                        }
+                    }
+                };
+                say(&format!("mknod-open {path}: {line}"));
             }
             "link" => {
                 let path = operand();
