@@ -197,6 +197,7 @@ fn ns_setup(
     Ok(supervisor::Env {
         console: console_in_root(),
         host_dev: PathBuf::from("/dev"),
+        nodev: true,
         stdout: None,
         stderr: None,
         control: None,
@@ -344,6 +345,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
     Ok(supervisor::Env {
         console,
         host_dev: PathBuf::from("/dev"),
+        nodev: false,
         stdout,
         stderr,
         control,

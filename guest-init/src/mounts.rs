@@ -122,6 +122,10 @@ pub struct MountCtx {
     pub console: Option<PathBuf>,
     /// Directory with device nodes to bind when mknod is refused (guest-init's own `/dev`).
     pub host_dev: PathBuf,
+    /// No device node an app makes may open (the ns flavor, whose kernel and devices are the
+    /// host's): the app's root, volumes and `/dev` are `nodev`. A kvm guest's devices are the
+    /// VM's own.
+    pub nodev: bool,
 }
 
 /// A failed step, with the path for the report.
@@ -217,11 +221,13 @@ pub fn plan_app_mounts(
     // `CAP_MKNOD`, and on an ns host a node of the host's disk would be the host): the root and
     // the volumes below it are `nodev`, as is `/dev`, where the usual nodes are bound from
     // guest-init's own `/dev` instead of made.
-    if !app.read_only_rootfs && !sys.is_mount_point(rootfs) {
-        // Recursive: the volumes `rkt app add` attached below it come along.
-        ops.push(bind(rootfs, true));
+    if ctx.nodev {
+        if !app.read_only_rootfs && !sys.is_mount_point(rootfs) {
+            // Recursive: the volumes `rkt app add` attached below it come along.
+            ops.push(bind(rootfs, true));
+        }
+        ops.push(MountOp::NoDevices(rootfs.to_path_buf()));
     }
-    ops.push(MountOp::NoDevices(rootfs.to_path_buf()));
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = resolve("/proc")?;
     ops.push(MountOp::Mkdir(proc_.clone()));
@@ -260,7 +266,11 @@ pub fn plan_app_mounts(
         "tmpfs",
         dev.clone(),
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+        if ctx.nodev {
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME
+        } else {
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME
+        },
         "mode=755,size=65536k",
     ));
     for (name, major, minor) in DEVICES {
@@ -320,7 +330,11 @@ pub fn plan_app_mounts(
             source: None,
             target: rootfs.to_path_buf(),
             fstype: None,
-            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
+            flags: if ctx.nodev {
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV
+            } else {
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+            },
             data: None,
         });
     }
@@ -494,6 +508,7 @@ pub(crate) mod tests {
         MountCtx {
             console: Some("/proc/self/fd/1".into()),
             host_dev: "/dev".into(),
+            nodev: true,
         }
     }
 
@@ -580,6 +595,22 @@ pub(crate) mod tests {
         assert!(
             !calls.iter().any(|c| c.starts_with("mknod /r/dev/null")),
             "{calls:#?}"
+        );
+        drop(calls);
+        // A kvm guest's devices are the VM's own: nothing nodev.
+        let kvm = MountCtx {
+            nodev: false,
+            ..ctx()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &kvm).unwrap();
+        assert!(
+            !ops.iter().any(|o| matches!(o, MountOp::NoDevices(_))),
+            "{ops:#?}"
+        );
+        assert!(
+            !ops.iter().any(|o| matches!(o, MountOp::Mount { flags, .. }
+                if flags.contains(MsFlags::MS_NODEV) && flags.contains(MsFlags::MS_STRICTATIME))),
+            "{ops:#?}"
         );
     }
 

@@ -40,6 +40,8 @@ pub struct Env {
     pub console: Option<PathBuf>,
     /// Directory with device nodes to bind when mknod is refused.
     pub host_dev: PathBuf,
+    /// Device nodes an app makes must not open (the ns flavor; [`crate::mounts::MountCtx::nodev`]).
+    pub nodev: bool,
     /// fd for the apps' stdout (`None`: inherit).
     pub stdout: Option<RawFd>,
     /// fd for the apps' stderr (`None`: inherit).
@@ -268,6 +270,7 @@ impl Supervisor {
         let ctx = MountCtx {
             console: self.env.console.clone(),
             host_dev: self.env.host_dev.clone(),
+            nodev: self.env.nodev,
         };
         let ops = mounts::plan_app_mounts(&sys, app, &rootfs, &ctx).map_err(|e| chain(&e))?;
         for op in &ops {
