@@ -34,6 +34,8 @@ pub enum Limit {
     /// CPU weight (shares, 2..=262144): `cpu.shares` (v1), `cpu.weight` (v2, 1..=10000,
     /// [`shares_to_weight`]).
     CpuShares(u64),
+    /// Tasks (processes and threads) at once: `pids.max` (v1 and v2).
+    Pids(u64),
 }
 
 impl Limit {
@@ -42,6 +44,7 @@ impl Limit {
         match self {
             Limit::Memory(_) => "memory",
             Limit::Cpu(_) | Limit::CpuShares(_) => "cpu",
+            Limit::Pids(_) => "pids",
         }
     }
 }
@@ -69,6 +72,7 @@ pub fn limit_writes(dir: &Path, v2: bool, limit: Limit) -> Vec<(PathBuf, String)
         (Limit::CpuShares(n), true) => {
             vec![(dir.join("cpu.weight"), shares_to_weight(n).to_string())]
         }
+        (Limit::Pids(n), _) => vec![(dir.join("pids.max"), n.to_string())],
     }
 }
 
@@ -115,6 +119,12 @@ mod tests {
             limit_writes(d, true, Limit::Cpu(2000)),
             vec![(PathBuf::from("/c/cpu.max"), "200000 100000".into())]
         );
+        for v2 in [false, true] {
+            assert_eq!(
+                limit_writes(d, v2, Limit::Pids(4096)),
+                vec![(PathBuf::from("/c/pids.max"), "4096".into())]
+            );
+        }
         // The kernel's smallest quota, not a refused write.
         assert_eq!(cpu_quota_us(1), MIN_CFS_QUOTA_US);
     }

@@ -123,6 +123,7 @@ mod tests {
             kvm_snapshot: false,
             host_ipc: false,
             private_users: None,
+            pids_limit: None,
         };
         assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
         let mut two = one.clone();

@@ -12,17 +12,19 @@ use nix::sched::{unshare, CloneFlags};
 use crate::{at, StepError};
 
 /// Confines the calling process to `rootfs` (a path in the caller's view, e.g.
-/// `/opt/stage2/<app>/rootfs` in guest-init's root): a mount namespace of its own whose mounts
-/// are slaves (nothing it mounts propagates back to the pod or the host), the app root bound
-/// onto itself recursively (volumes, `/proc`, `/dev` come along, read-only flags are kept),
-/// `pivot_root(".", ".")` into it (the old root stacked on the new one: no directory is
-/// needed in a possibly read-only app root), then the old root made a slave and detached.
-/// Ends with cwd `/`. Needs `CAP_SYS_ADMIN`, a process whose fs state is not shared (no
-/// threads), and a caller whose root is the root of a mount (else `pivot_root` fails with
-/// `EINVAL` rather than confine less).
+/// `/opt/stage2/<app>/rootfs` in guest-init's root): a cgroup namespace rooted at the cgroups it is
+/// in (call it once it joined them: `/proc/self/cgroup` then shows `/`, not the host's cgroup
+/// paths, which name the pod and the host's own layout), a mount namespace of its own whose mounts
+/// are slaves (nothing it mounts propagates back to the pod or the host), the app root bound onto
+/// itself recursively (volumes, `/proc`, `/dev` come along, read-only flags are kept),
+/// `pivot_root(".", ".")` into it (the old root stacked on the new one: no directory is needed in a
+/// possibly read-only app root), then the old root made a slave and detached. Ends with cwd `/`.
+/// Needs `CAP_SYS_ADMIN`, a process whose fs state is not shared (no threads), and a caller whose
+/// root is the root of a mount (else `pivot_root` fails with `EINVAL` rather than confine less).
 pub fn confine(rootfs: &Path) -> Result<(), StepError> {
     let none: Option<&str> = None;
-    unshare(CloneFlags::CLONE_NEWNS).map_err(at("unshare mount namespace"))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
+        .map_err(at("unshare mount and cgroup namespaces"))?;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_SLAVE, none)
         .map_err(at("make mounts slaves"))?;
     mount(

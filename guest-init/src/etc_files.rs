@@ -103,6 +103,7 @@ mod tests {
             kvm_snapshot: false,
             host_ipc: false,
             private_users: None,
+            pids_limit: None,
         }
     }
 

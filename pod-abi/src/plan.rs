@@ -70,7 +70,17 @@ pub struct Plan {
     /// to this host range (`crate::userns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_users: Option<crate::userns::IdRange>,
+    /// `rkt run --pids-limit`: the most tasks (processes and threads) the pod holds at once, on
+    /// the host's `pids` cgroup of an ns pod (a kvm pod's tasks are its guest's); `None`, no
+    /// limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u64>,
 }
+
+/// The most tasks (processes and threads) a pod holds at once unless `rkt run --pids-limit`
+/// says otherwise ([`Plan::pids_limit`]): a fork bomb in an ns pod stops there, far below the
+/// host's `pid_max` (podman's default is 2048 per container).
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 /// The pod-manifest annotation that makes a pod mutable (rkt's, set by `rkt app sandbox`).
 pub const MUTABLE_ANNOTATION: &str = "coreos.com/rkt/stage1/mutable";

@@ -1,11 +1,14 @@
 //! The pod's cgroups on the host. A stage1's `run` creates one cgroup per hierarchy it uses
-//! (cgroup v1: `memory` and `cpu`; cgroup v2: the unified hierarchy) below its own cgroup, named
+//! (cgroup v1: `memory` and `cpu`, and `pids` for an ns pod; cgroup v2: the unified hierarchy)
+//! below its own cgroup, named
 //! `rkt-<uuid>`, and lists the created directories in the pod directory's [`CGROUPS_FILE`] for
 //! `gc`, which removes them ([`gc`]). Two shapes ([`Shape`]):
 //!
-//! * ns ([`Shape::Nested`]): stage1-ns moves guest-init into them and bind-mounts them at
-//!   `/rkt/cgroup/<name>` in the stage1 root, where guest-init creates one sub-cgroup per app
-//!   with the app's limits; on cgroup v2 guest-init sits in the leaf [`V2_INIT_CGROUP`].
+//! * ns ([`Shape::Nested`]): stage1-ns moves guest-init into them, sets the pod's task limit
+//!   (`pids.max`: a fork bomb in the pod stops there, not at the host's `pid_max`) and
+//!   bind-mounts the memory and cpu ones at `/rkt/cgroup/<name>` in the stage1 root
+//!   ([`PodCgroup::for_apps`]), where guest-init creates one sub-cgroup per app with the app's
+//!   limits; on cgroup v2 guest-init sits in the leaf [`V2_INIT_CGROUP`].
 //! * kvm ([`Shape::Leaf`]): the VMM moves itself in, whole ([`join_this_process`]), and the pod
 //!   cgroup carries the VM's limits ([`set_limits`]): a guest's vCPUs and device threads
 //!   together get no more host CPU and memory than the pod was sized for.
@@ -33,10 +36,15 @@ pub const CGROUPS_FILE: &str = "stage1-cgroups";
 pub const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Sub-cgroup of a v2 pod cgroup that holds guest-init (its one home is `pod_abi`).
 pub use pod_abi::proccgroup::V2_INIT_CGROUP;
-/// cgroup v1 controllers the pod uses.
-const V1_CONTROLLERS: [&str; 2] = ["memory", "cpu"];
-/// The same controllers enabled for a cgroup v2 cgroup's children (`cgroup.subtree_control`).
-const V2_CONTROLLERS: &str = "+memory +cpu";
+/// Controllers a pod of each shape uses: cgroup v1 hierarchies, or those enabled for a cgroup
+/// v2 cgroup's children (`cgroup.subtree_control`). `pids` limits an ns pod's tasks on the
+/// host; a kvm pod's are the guest's (its VMM's threads are few and fixed).
+fn controllers(shape: Shape) -> &'static [&'static str] {
+    match shape {
+        Shape::Nested => &["memory", "cpu", "pids"],
+        Shape::Leaf => &["memory", "cpu"],
+    }
+}
 /// Times `gc` retries removing a busy cgroup.
 const RMDIR_RETRIES: u32 = 20;
 /// Pause between those retries, in milliseconds.
@@ -78,6 +86,12 @@ impl PodCgroup {
     pub fn is_v2(&self) -> bool {
         self.name == UNIFIED
     }
+
+    /// Whether guest-init makes the apps' sub-cgroups in it (so an ns pod binds it into the
+    /// stage1 root): all but the v1 `pids` cgroup, whose one limit is the pod's.
+    pub fn for_apps(&self) -> bool {
+        self.name != "pids"
+    }
 }
 
 /// [`PodCgroup::name`] of a cgroup v2 pod cgroup.
@@ -111,7 +125,7 @@ pub fn plan(
             continue;
         }
         for c in ctrls.split(',') {
-            if V1_CONTROLLERS.contains(&c) {
+            if controllers(shape).contains(&c) {
                 let dir = root.join(c).join(rel).join(&leaf);
                 let join = Join::SelfThread(dir.join(V1_JOIN));
                 out.push(PodCgroup {
@@ -152,10 +166,10 @@ pub fn create(pod_dir: &Path, uuid: &str, shape: Shape) -> io::Result<Vec<PodCgr
             }
         }
         if v2 {
-            let _ = std::fs::write(parent.join("cgroup.subtree_control"), V2_CONTROLLERS);
+            enable_controllers(parent, shape);
             if shape == Shape::Nested {
                 let _ = std::fs::create_dir(cg.dir.join(V2_INIT_CGROUP));
-                let _ = std::fs::write(cg.dir.join("cgroup.subtree_control"), V2_CONTROLLERS);
+                enable_controllers(&cg.dir, shape);
             }
         }
         made.push(cg);
@@ -166,6 +180,19 @@ pub fn create(pod_dir: &Path, uuid: &str, shape: Shape) -> io::Result<Vec<PodCgr
         .collect();
     std::fs::write(pod_dir.join(CGROUPS_FILE), list)?;
     Ok(made)
+}
+
+/// cgroup v2: enables the shape's controllers for the children of `dir`: in one write, or,
+/// when that fails (a write naming a controller `dir` lacks fails whole: `pids` delegated to no
+/// one), one write each, so the others are still enabled.
+fn enable_controllers(dir: &Path, shape: Shape) {
+    let file = dir.join("cgroup.subtree_control");
+    let all: Vec<String> = controllers(shape).iter().map(|c| format!("+{c}")).collect();
+    if std::fs::write(&file, all.join(" ")).is_err() {
+        for c in all {
+            let _ = std::fs::write(&file, c);
+        }
+    }
 }
 
 /// Launcher side: moves process `pid` (and its threads) into every pod cgroup joined
@@ -303,26 +330,35 @@ mod tests {
     #[test]
     fn v1_and_v2_paths() {
         let text = "9:name=systemd:/\n4:memory:/api/x\n2:cpu,cpuacct:/\n1:pids:/\n0::/\n";
-        let v1 = plan(text, false, Path::new("/sys/fs/cgroup"), "u", Shape::Nested);
+        let v1 = plan(text, false, Path::new("/sys/fs/cgroup"), "u", Shape::Leaf);
+        let memory_cpu = vec![
+            PodCgroup {
+                name: "memory".into(),
+                dir: "/sys/fs/cgroup/memory/api/x/rkt-u".into(),
+                join: Join::SelfThread("/sys/fs/cgroup/memory/api/x/rkt-u/tasks".into()),
+            },
+            PodCgroup {
+                name: "cpu".into(),
+                dir: "/sys/fs/cgroup/cpu/rkt-u".into(),
+                join: Join::SelfThread("/sys/fs/cgroup/cpu/rkt-u/tasks".into()),
+            },
+        ];
+        assert_eq!(v1, memory_cpu);
+        // An ns pod also gets a pids cgroup, for the pod's limit only; v1 joins through the
+        // same tasks files in both shapes.
+        let mut nested = memory_cpu;
+        nested.push(PodCgroup {
+            name: "pids".into(),
+            dir: "/sys/fs/cgroup/pids/rkt-u".into(),
+            join: Join::SelfThread("/sys/fs/cgroup/pids/rkt-u/tasks".into()),
+        });
         assert_eq!(
-            plan(text, false, Path::new("/sys/fs/cgroup"), "u", Shape::Leaf),
-            v1,
-            "v1 joins through the same tasks files in both shapes"
+            plan(text, false, Path::new("/sys/fs/cgroup"), "u", Shape::Nested),
+            nested
         );
         assert_eq!(
-            v1,
-            vec![
-                PodCgroup {
-                    name: "memory".into(),
-                    dir: "/sys/fs/cgroup/memory/api/x/rkt-u".into(),
-                    join: Join::SelfThread("/sys/fs/cgroup/memory/api/x/rkt-u/tasks".into()),
-                },
-                PodCgroup {
-                    name: "cpu".into(),
-                    dir: "/sys/fs/cgroup/cpu/rkt-u".into(),
-                    join: Join::SelfThread("/sys/fs/cgroup/cpu/rkt-u/tasks".into()),
-                },
-            ]
+            nested.iter().map(PodCgroup::for_apps).collect::<Vec<_>>(),
+            [true, true, false]
         );
         let v2 = plan(
             "0::/user.slice/s\n",
@@ -395,8 +431,9 @@ mod tests {
         assert_eq!(read(v1[1].dir.join("cpu.cfs_quota_us")), "200000");
         assert!(!v1[1].dir.join("memory.limit_in_bytes").exists());
         let v2 = fake(d.path(), &["unified"]);
-        set_limits(&v2, &[Limit::Memory(5), Limit::Cpu(500)]).unwrap();
+        set_limits(&v2, &[Limit::Memory(5), Limit::Cpu(500), Limit::Pids(64)]).unwrap();
         assert_eq!(read(v2[0].dir.join("memory.max")), "5");
+        assert_eq!(read(v2[0].dir.join("pids.max")), "64");
         assert_eq!(read(v2[0].dir.join("cpu.max")), "50000 100000");
         // A limit file that cannot be written is named.
         let gone = PodCgroup {

@@ -2,9 +2,9 @@
 //! namespace (joined when `crate::net` made one, new with `lo` up for `--net=none`, the host's
 //! for `--net=host`), new mount, UTS and IPC namespaces (one `unshare` with the new network
 //! namespace), hostname, `/` made rprivate, the stage1 root bound onto itself, the pod cgroups
-//! bound at `/rkt/cgroup/<name>`, then `pivot_root` into the stage1 root. This process is in
-//! the pod cgroups already, or the launcher moves it meanwhile (`crate::cgroup`). Errors carry
-//! the step that failed.
+//! guest-init makes the apps' in bound at `/rkt/cgroup/<name>`, then `pivot_root` into the
+//! stage1 root. This process is in the pod cgroups already, or the launcher moves it meanwhile
+//! (`crate::cgroup`). Errors carry the step that failed.
 
 use std::path::Path;
 
@@ -111,7 +111,7 @@ pub fn enter_pod(cfg: &NsConfig<'_>) -> Result<(), NsError> {
             Some("mode=755"),
         )
         .map_err(at(format!("mount tmpfs on {}", base.display())))?;
-        for cg in cfg.cgroups {
+        for cg in cfg.cgroups.iter().filter(|c| c.for_apps()) {
             let t = base.join(&cg.name);
             let _ = std::fs::create_dir_all(&t);
             mount(Some(&cg.dir), &t, none, MsFlags::MS_BIND, none)

@@ -44,7 +44,7 @@ use stage1_common::terminal::{copy_winsize, EscapeDetector, RawMode, ESCAPE_KILL
 use stage1_common::{signals, PodContext};
 
 use crate::ns::{enter_pod, NsConfig, PodNet};
-use crate::stdio::PodOutputs;
+use crate::stdio::{std_fd, write_all, PodOutputs};
 
 /// Runs the pod; returns the pod's exit code.
 pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
@@ -80,6 +80,20 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         log::warn!("pod cgroups unavailable: {e}");
         Vec::new()
     });
+    if let Some(n) = plan.pids_limit {
+        let limit = app_confine::cgroup::Limit::Pids(n);
+        match cgroup::set_limits(&cgroups, &[limit]) {
+            Err((file, e)) => log::warn!("pod task limit {n} not set ({}: {e})", file.display()),
+            Ok(())
+                if !cgroups
+                    .iter()
+                    .any(|c| c.is_v2() || c.name == limit.controller()) =>
+            {
+                log::warn!("pod task limit {n} not set (the host has no pids cgroup)")
+            }
+            Ok(()) => {}
+        }
+    }
     trace("cgroups-created");
     let interactive =
         (args.interactive || plan.interactive) && nix::unistd::isatty(0).unwrap_or(false);
@@ -408,21 +422,6 @@ fn supervise(child: Pid, sfd: &SignalFd) -> anyhow::Result<WaitStatus> {
     }
 }
 
-fn write_all(fd: RawFd, mut b: &[u8]) {
-    while !b.is_empty() {
-        // SAFETY: fd is an open descriptor owned by this process for the call's duration.
-        let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        match nix::unistd::write(bfd, b) {
-            Ok(n) => b = b.get(n..).unwrap_or_default(),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(nix::errno::Errno::EAGAIN) => {
-                std::thread::sleep(std::time::Duration::from_millis(5))
-            }
-            Err(_) => return,
-        }
-    }
-}
-
 fn supervise_interactive(
     child: Pid,
     sfd: &SignalFd,
@@ -485,7 +484,7 @@ fn supervise_interactive(
         if m_r {
             match nix::unistd::read(master.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(nix::errno::Errno::EIO) => master_open = false,
-                Ok(n) => write_all(1, buf.get(..n).unwrap_or_default()),
+                Ok(n) => write_all(std_fd(1), buf.get(..n).unwrap_or_default()),
                 Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                 Err(_) => master_open = false,
             }
@@ -502,9 +501,9 @@ fn supervise_interactive(
                             "\r\n{}: {ESCAPE_KILL_REASON}\r\n",
                             stage1_common::log::prog()
                         );
-                        write_all(2, msg.as_bytes());
+                        write_all(std_fd(2), msg.as_bytes());
                     }
-                    write_all(master.as_raw_fd(), data);
+                    write_all(master.as_fd(), data);
                 }
             }
         }

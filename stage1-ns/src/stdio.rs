@@ -79,9 +79,10 @@ fn nonblocking(fd: &OwnedFd) -> nix::Result<()> {
 }
 
 /// `fd` 0, 1 or 2 of this process.
-fn std_fd(n: RawFd) -> BorrowedFd<'static> {
+pub(crate) fn std_fd(n: RawFd) -> BorrowedFd<'static> {
     // SAFETY: 0, 1 and 2 stay open for the life of the process ([`Stdio::new`] opens
-    // `/dev/null` on any that was closed) and are never closed here.
+    // `/dev/null` on any that was closed, stage0 execs stage1 with all three open) and are
+    // never closed here.
     unsafe { BorrowedFd::borrow_raw(n) }
 }
 
@@ -155,7 +156,9 @@ impl Stdio {
     /// done; returns its wait status.
     pub fn relay(self, child: Pid) -> anyhow::Result<WaitStatus> {
         let mut relay = Relay::default();
-        let (sfd, raw_mode) = match self {
+        // The signalfd, raw mode, and the master the window size is copied to on SIGWINCH
+        // (its third owner, beside the input sink and the output).
+        let (sfd, raw_mode, master) = match self {
             Stdio::Pty { master, slave } => {
                 drop(slave);
                 nonblocking(&master).context("pty")?;
@@ -164,13 +167,14 @@ impl Stdio {
                     SignalFd::with_flags(&taken(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
                         .context("signalfd")?;
                 let raw = RawMode::enter(std_fd(0)).context("raw mode")?;
-                let dup = master.try_clone().context("dup the pty")?;
-                relay.input = Some(Pipe::new(std_fd(0), Sink::Pty(dup)));
+                let sink = master.try_clone().context("dup the pty")?;
+                let winsize = master.try_clone().context("dup the pty")?;
+                relay.input = Some(Pipe::new(std_fd(0), Sink::Pty(sink)));
                 relay.outputs.push(Output {
                     from: master,
                     to: 1,
                 });
-                (Some(sfd), Some(raw))
+                (Some(sfd), Some(raw), Some(winsize))
             }
             Stdio::Pipes(ends) => {
                 let [stdin, stdout, stderr] = ends;
@@ -185,14 +189,8 @@ impl Stdio {
                         relay.outputs.push(Output { from: ours, to });
                     }
                 }
-                (None, None)
+                (None, None, None)
             }
-        };
-        let master = match &relay.input {
-            Some(Pipe {
-                to: Sink::Pty(m), ..
-            }) => Some(m.try_clone().context("dup the pty")?),
-            _ => None,
         };
         let status = relay.run(child, sfd.as_ref(), |signo| {
             if signo == Signal::SIGWINCH as u32 {
@@ -376,10 +374,11 @@ struct Relay {
     outputs: Vec<Output>,
 }
 
-/// Writes all of `data` to our (blocking) fd `to`; a failure drops the rest.
-fn write_out(to: RawFd, mut data: &[u8]) {
+/// Writes all of `data` to `to` (blocking, or non-blocking with a 5 ms pause on `EAGAIN`); a
+/// failure drops the rest.
+pub fn write_all(to: BorrowedFd<'_>, mut data: &[u8]) {
     while !data.is_empty() {
-        match nix::unistd::write(std_fd(to), data) {
+        match nix::unistd::write(to, data) {
             Ok(0) => return,
             Ok(n) => data = data.get(n..).unwrap_or_default(),
             Err(nix::errno::Errno::EINTR) => {}
@@ -464,11 +463,9 @@ impl Relay {
                     Err(e) => bail!("wait: {}", e.desc()),
                 };
             }
-            if sfd.is_some() && next() {
-                if let Some(s) = sfd {
-                    while let Ok(Some(si)) = s.read_signal() {
-                        on_signal(si.ssi_signo);
-                    }
+            if let Some(s) = sfd.filter(|_| next()) {
+                while let Ok(Some(si)) = s.read_signal() {
+                    on_signal(si.ssi_signo);
                 }
             }
             if input_slot && next() {
@@ -481,7 +478,7 @@ impl Relay {
                 }
                 match nix::unistd::read(o.from.as_raw_fd(), &mut buf) {
                     Ok(0) | Err(nix::errno::Errno::EIO) => closed.push(k),
-                    Ok(n) => write_out(o.to, buf.get(..n).unwrap_or_default()),
+                    Ok(n) => write_all(std_fd(o.to), buf.get(..n).unwrap_or_default()),
                     Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
                     Err(_) => closed.push(k),
                 }

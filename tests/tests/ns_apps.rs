@@ -3,6 +3,7 @@
 //! `--oom-score-adj`.
 #![allow(clippy::unwrap_used)]
 
+use pod_abi::proccgroup::V2_INIT_CGROUP;
 use rkt_tests::{stderr, stdout, E2e};
 
 #[test]
@@ -99,7 +100,7 @@ fn ns_event_handlers_run_in_order() {
 
 /// `--cpu-shares` and `--oom-score-adj` (rktlet's QoS flags) take effect: the app's
 /// `oom_score_adj`, and its cgroup's `cpu.weight` (v2) or `cpu.shares` (v1) on the host, read
-/// while it runs; an image's own negative `oom-score-adj` is not honoured (the attack: an
+/// while it runs (the app itself sees its cgroups as `/`: a cgroup namespace of its own); an image's own negative `oom-score-adj` is not honoured (the attack: an
 /// image making its app the last the host's OOM killer picks), the command line's is.
 #[test]
 fn ns_cpu_shares_and_oom_score_adj_apply() {
@@ -110,10 +111,12 @@ fn ns_cpu_shares_and_oom_score_adj_apply() {
     std::fs::create_dir_all(&vol).unwrap();
     let img = e.pod_check_image("qos.aci", |s| s.mount_point("v", "/v", false));
     let out = e.path("qos.out");
+    let uuid_file = e.path("qos.uuid");
     let mut child = e
         .rkt(&[
             "run".to_string(),
             e.stage1_flag(),
+            format!("--uuid-file-save={}", uuid_file.display()),
             "--net=none".into(),
             format!("--volume=v,kind=host,source={}", vol.display()),
             img.display().to_string(),
@@ -132,24 +135,23 @@ fn ns_cpu_shares_and_oom_score_adj_apply() {
     let text = rkt_tests::wait_for_text(&out, std::time::Duration::from_secs(30), |t| {
         t.contains("cgroup ")
     });
-    let mut checked = false;
+    // The app sees its own cgroups as the root of its cgroup namespace; the host finds them
+    // below the pod's (guest-init's own, on cgroup v2, aside).
     for l in text.lines().filter_map(|l| l.strip_prefix("cgroup ")) {
-        let mut f = l.splitn(3, ':');
-        let (_, ctrl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
-        let rel = path.trim_start_matches('/');
-        if ctrl.is_empty() {
-            let w = std::path::Path::new("/sys/fs/cgroup")
-                .join(rel)
-                .join("cpu.weight");
-            if let Ok(v) = std::fs::read_to_string(&w) {
-                assert_eq!(v.trim(), "20", "{}", w.display());
-                checked = true;
+        assert!(l.ends_with(":/"), "the app sees a cgroup path: {l}");
+    }
+    let uuid = std::fs::read_to_string(&uuid_file).unwrap();
+    let listed = std::fs::read_to_string(e.pod_dir(uuid.trim()).join("stage1-cgroups")).unwrap();
+    let mut checked = false;
+    for dir in listed.lines() {
+        let subs = std::fs::read_dir(dir).into_iter().flatten().flatten();
+        for sub in subs.filter(|d| d.path().is_dir() && d.file_name() != V2_INIT_CGROUP) {
+            for (file, want) in [("cpu.shares", "512"), ("cpu.weight", "20")] {
+                if let Ok(v) = std::fs::read_to_string(sub.path().join(file)) {
+                    assert_eq!(v.trim(), want, "{}", sub.path().join(file).display());
+                    checked = true;
+                }
             }
-        } else if ctrl.split(',').any(|c| c == "cpu") {
-            let d = std::path::Path::new("/sys/fs/cgroup").join(ctrl).join(rel);
-            let v = std::fs::read_to_string(d.join("cpu.shares")).unwrap();
-            assert_eq!(v.trim(), "512", "{}", d.display());
-            checked = true;
         }
     }
     std::fs::write(vol.join("done"), b"").unwrap();

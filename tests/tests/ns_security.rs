@@ -79,6 +79,13 @@ fn start(e: &E2e, name: &str, args: &[&str]) -> (Child, PathBuf) {
     (child, uuid_file)
 }
 
+/// Starts `rkt run` of `img` (a probe or `pod-check` image) sleeping for a minute, as
+/// [`start`] does.
+fn start_sleeping(e: &E2e, name: &str, img: &Path) -> (Child, PathBuf) {
+    let img = img.to_str().unwrap();
+    start(e, name, &[img, "--", "--no-check", "--sleep-ms=60000"])
+}
+
 /// Waits until the pod is running with a pid; returns its UUID.
 fn wait_running(e: &E2e, uuid_file: &Path) -> String {
     let t0 = Instant::now();
@@ -243,10 +250,9 @@ fn ns_enter_right_after_start() {
         return;
     };
     let img = e.pod_check_image("sleeper.aci", |s| s);
-    let img = img.to_str().unwrap();
     for round in 0..ENTER_RACE_ROUNDS {
         let name = format!("race{round}");
-        let (child, uuid_file) = start(&e, &name, &[img, "--", "--no-check", "--sleep-ms=60000"]);
+        let (child, uuid_file) = start_sleeping(&e, &name, &img);
         // Enter the moment `pid` appears, as a script that starts a pod and enters it would.
         let t0 = Instant::now();
         let uuid = loop {
@@ -370,16 +376,7 @@ fn ns_enter_gives_the_command_no_host_file_to_reopen() {
         return;
     };
     let img = probe_image(&e);
-    let (child, uuid_file) = start(
-        &e,
-        "reopen",
-        &[
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--sleep-ms=60000",
-        ],
-    );
+    let (child, uuid_file) = start_sleeping(&e, "reopen", &img);
     let uuid = wait_running(&e, &uuid_file);
     let input = e.path("host-input");
     std::fs::write(&input, "host input\n").unwrap();
@@ -440,16 +437,7 @@ fn ns_enter_from_a_terminal_gets_a_terminal_of_its_own() {
         return;
     };
     let img = probe_image(&e);
-    let (child, uuid_file) = start(
-        &e,
-        "tty",
-        &[
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--sleep-ms=60000",
-        ],
-    );
+    let (child, uuid_file) = start_sleeping(&e, "tty", &img);
     let uuid = wait_running(&e, &uuid_file);
     let mut cmd = e.rkt(&[
         "enter",
@@ -740,16 +728,7 @@ fn ns_sigkill_of_run_ends_the_pod() {
         return;
     };
     let img = e.pod_check_image("sleeper.aci", |s| s);
-    let (mut child, uuid_file) = start(
-        &e,
-        "killed",
-        &[
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--sleep-ms=60000",
-        ],
-    );
+    let (mut child, uuid_file) = start_sleeping(&e, "killed", &img);
     let uuid = wait_running(&e, &uuid_file);
     let init = e.pod_pid(&uuid);
     let t0 = Instant::now();
@@ -802,16 +781,7 @@ fn ns_planted_fifo_status_neither_hangs_status_nor_breaks_stop() {
         return;
     };
     let img = e.pod_check_image("sleeper.aci", |s| s);
-    let (mut child, uuid_file) = start(
-        &e,
-        "fifo",
-        &[
-            img.to_str().unwrap(),
-            "--",
-            "--no-check",
-            "--sleep-ms=60000",
-        ],
-    );
+    let (mut child, uuid_file) = start_sleeping(&e, "fifo", &img);
     let uuid = wait_running(&e, &uuid_file);
     let status_dir = pod_abi::paths::PodPaths::new(e.pod_dir(&uuid)).status_dir();
     std::fs::create_dir_all(&status_dir).unwrap();
@@ -1057,4 +1027,126 @@ fn ns_a_pod_mangling_the_mount_table_cannot_make_rm_empty_a_volume() {
         Some(0),
         "pod B is removed"
     );
+}
+
+/// The pod's task limit, on the host's cgroups: a `pids` v1 hierarchy, or the v2 one with the
+/// `pids` controller.
+fn host_has_pids_cgroup() -> bool {
+    Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
+        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|n| n == "pids"))
+}
+
+/// Attack: a fork bomb. An ns pod's processes are the host's, so with no limit a pod takes the
+/// host's last PIDs (`pid_max`) and nothing on the host can fork any more. The probe stops at
+/// the default limit + 200 so that the attack stays harmless here (before the limit all of them
+/// lived); now it gets `EAGAIN` just below the limit, with `--pids-limit=32` below 32, and
+/// `--pids-limit=max` lifts the limit.
+#[test]
+fn ns_a_fork_bomb_stops_at_the_pods_task_limit() {
+    let Some(e) = E2e::require("ns_a_fork_bomb_stops_at_the_pods_task_limit") else {
+        return;
+    };
+    if !host_has_pids_cgroup() {
+        println!("SKIP: ns_a_fork_bomb_stops_at_the_pods_task_limit: the host has no pids cgroup");
+        return;
+    }
+    let img = probe_image(&e);
+    let forks = |flag: Option<&str>, n: u64| {
+        let mut args = vec!["run".to_string(), e.stage1_flag(), "--net=none".into()];
+        args.extend(flag.map(str::to_string));
+        args.extend([
+            img.to_str().unwrap().into(),
+            "--exec=/bin/escape-probe".into(),
+            "--".into(),
+            "forks".into(),
+            n.to_string(),
+        ]);
+        let o = e.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix("forks: "))
+            .unwrap_or_else(|| panic!("no forks line: {out}"))
+            .to_string();
+        let alive: u64 = line
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        (alive, line)
+    };
+    let limit = pod_abi::plan::DEFAULT_PIDS_LIMIT;
+    // guest-init and the probe are two of the pod's tasks.
+    let (alive, line) = forks(None, limit + 200);
+    assert!(
+        line.ends_with("then EAGAIN") && alive < limit && alive + 16 > limit,
+        "default limit {limit}: {line}"
+    );
+    let (alive, line) = forks(Some("--pids-limit=32"), 100);
+    assert!(
+        line.ends_with("then EAGAIN") && alive < 32 && alive + 16 > 32,
+        "--pids-limit=32: {line}"
+    );
+    let (alive, line) = forks(Some("--pids-limit=max"), limit + 200);
+    assert_eq!(alive, limit + 200, "--pids-limit=max: {line}");
+}
+
+/// Attack: an app reads `/proc/self/cgroup`, which without a cgroup namespace of its own shows
+/// its cgroups' host paths: the pod's UUID and the host's own layout (a service manager's or
+/// another runtime's cgroup the host runs rkt in). Now each app process is in a cgroup
+/// namespace rooted at its cgroups, so every line ends in `/`; and so does a `rkt enter`
+/// command's.
+#[test]
+fn ns_apps_see_their_cgroups_as_the_root() {
+    let Some(e) = E2e::require("ns_apps_see_their_cgroups_as_the_root") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let lines = |out: &str| -> Vec<String> {
+        let prefix = "print-all /proc/self/cgroup: ";
+        let l: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_string)
+            .collect();
+        assert!(!l.is_empty(), "no cgroup lines: {out}");
+        l
+    };
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        "--net=none",
+        img.to_str().unwrap(),
+        "--memory=64M",
+        "--exec=/bin/escape-probe",
+        "--",
+        "print-all",
+        "/proc/self/cgroup",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for l in lines(&stdout(&o)) {
+        assert!(l.ends_with(":/"), "the app sees a cgroup path: {l}");
+    }
+    let (child, uuid_file) = start_sleeping(&e, "cgroupns", &img);
+    let uuid = wait_running(&e, &uuid_file);
+    let o = e
+        .rkt(&[
+            "enter",
+            &uuid,
+            "/bin/escape-probe",
+            "print-all",
+            "/proc/self/cgroup",
+        ])
+        .output()
+        .unwrap();
+    stop_and_wait(&e, &uuid, child);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for l in lines(&stdout(&o)) {
+        assert!(
+            l.ends_with(":/"),
+            "a rkt enter command sees a cgroup path: {l}"
+        );
+    }
 }

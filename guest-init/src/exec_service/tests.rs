@@ -23,6 +23,7 @@ fn plan(apps: &[&str]) -> Plan {
         kvm_snapshot: false,
         host_ipc: false,
         private_users: None,
+        pids_limit: None,
     }
 }
 

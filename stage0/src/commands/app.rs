@@ -15,7 +15,7 @@ use crate::outln;
 pub const EXPERIMENT_ENV: &str = "RKT_EXPERIMENT_APP";
 
 /// Flags `rkt app sandbox` takes (rkt's pod flags; parsed like `rkt run`'s).
-const SANDBOX_FLAGS: [&str; 27] = [
+const SANDBOX_FLAGS: [&str; 28] = [
     "hostname",
     "uuid-file-save",
     "net",
@@ -37,6 +37,7 @@ const SANDBOX_FLAGS: [&str; 27] = [
     "store-only",
     "no-store",
     "ipc",
+    "pids-limit",
     "private-users",
     "stage1-from-dir",
     "annotation",

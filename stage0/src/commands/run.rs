@@ -156,6 +156,7 @@ pub(super) fn run_options(
         mds_register: pod.mds_register,
         kvm_snapshot: pod.kvm_snapshot,
         host_ipc: pod.host_ipc,
+        pids_limit: pod.pids_limit.tasks(),
         net_plan: stage0::pod::netopts::net_plan(
             &pod.dns,
             cmd.globals.local_config.as_ref().unwrap_or(&g.local_config),

@@ -9,6 +9,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use pod_abi::attach::{ModeError, StdioPlan, ANN_STDERR, ANN_STDIN, ANN_STDOUT};
+use pod_abi::plan::DEFAULT_PIDS_LIMIT;
 
 use crate::error::UsageError;
 
@@ -30,7 +31,7 @@ pub enum Mode {
 
 /// The pod-level flags `rkt run-prepared` takes (rkt 1.30); they override what `prepare`
 /// stored.
-pub const RUN_PREPARED_FLAGS: [&str; 11] = [
+pub const RUN_PREPARED_FLAGS: [&str; 12] = [
     "net",
     "dns",
     "dns-search",
@@ -39,6 +40,7 @@ pub const RUN_PREPARED_FLAGS: [&str; 11] = [
     "hosts-entry",
     "mds-register",
     "ipc",
+    "pids-limit",
     "interactive",
     "hostname",
     "kvm-snapshot",
@@ -63,6 +65,41 @@ pub enum Stage1Ref {
     /// `--stage1-from-dir`: a file name in the stage1 images directory (`paths.d`'s
     /// `stage1-images`, else where the flavors' images are looked up).
     FromDir(String),
+}
+
+/// `--pids-limit=N|max`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PidsLimit {
+    /// Not given: [`DEFAULT_PIDS_LIMIT`].
+    #[default]
+    Default,
+    /// `max`: no limit.
+    Unlimited,
+    /// `N` tasks (at least 1).
+    Tasks(u64),
+}
+
+impl PidsLimit {
+    /// The limit in tasks, `None` for none.
+    pub fn tasks(self) -> Option<u64> {
+        match self {
+            PidsLimit::Default => Some(DEFAULT_PIDS_LIMIT),
+            PidsLimit::Unlimited => None,
+            PidsLimit::Tasks(n) => Some(n),
+        }
+    }
+
+    fn parse(v: &str) -> Result<PidsLimit, UsageError> {
+        match v {
+            "max" => Ok(PidsLimit::Unlimited),
+            _ => match v.parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(PidsLimit::Tasks(n)),
+                _ => Err(usage(format!(
+                    "invalid --pids-limit value {v:?} (a number of tasks, at least 1, or max)"
+                ))),
+            },
+        }
+    }
 }
 
 /// `--mount volume=NAME,target=PATH`.
@@ -136,6 +173,9 @@ pub struct PodOptions {
     /// `--ipc=parent` (run and run-prepared): the pod stays in the host's IPC namespace
     /// (`auto` and `private`, the default, give it its own).
     pub host_ipc: bool,
+    /// `--pids-limit` (run, run-prepared, app sandbox): the pod's task limit, on the host for
+    /// an ns pod.
+    pub pids_limit: PidsLimit,
     /// `--private-users`: the apps run in a user namespace mapping the pod's IDs to a host
     /// range of their own (`pod_abi::userns`); the trees are copied into the pod with their
     /// owners shifted into that range.
@@ -289,6 +329,7 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("mds-register", Kind::Bool, Scope::Pod),
     ("private-users", Kind::Bool, Scope::Pod),
     ("ipc", Kind::Value, Scope::Pod),
+    ("pids-limit", Kind::Value, Scope::Pod),
     ("store-only", Kind::Bool, Scope::Pod),
     ("pod-manifest", Kind::Value, Scope::Pod),
     ("no-store", Kind::Bool, Scope::Pod),
@@ -841,6 +882,17 @@ impl RunCommand {
                                 cmd.pod.host_ipc = host;
                             }
                         }
+                        "pids-limit" => {
+                            let limit = PidsLimit::parse(&value)?;
+                            if mode == Mode::Prepare {
+                                // The plan is written when the pod runs.
+                                cmd.pod
+                                    .ignored
+                                    .push(format!("--{name}={value} (give it to run-prepared)"));
+                            } else {
+                                cmd.pod.pids_limit = limit;
+                            }
+                        }
                         "mds-register" => cmd.pod.mds_register = on,
                         "private-users" => cmd.pod.private_users = on,
                         "pod-manifest" => {
@@ -1297,6 +1349,22 @@ mod tests {
         assert!(!c.pod.host_ipc);
         assert_eq!(c.pod.ignored, ["--ipc=parent (give it to run-prepared)"]);
         assert!(p(Mode::Run, &["--ipc=host", "a.aci"]).is_err());
+        // --pids-limit: a pod's task limit, the default unless given; prepare records nothing.
+        assert_eq!(c.pod.pids_limit.tasks(), Some(DEFAULT_PIDS_LIMIT));
+        for (v, tasks) in [("64", Some(64)), ("max", None)] {
+            let c = p(Mode::Run, &[&format!("--pids-limit={v}"), "a.aci"]).unwrap();
+            assert_eq!(c.pod.pids_limit.tasks(), tasks, "{v}");
+        }
+        let (c, _) = RunCommand::parse_run_prepared(&v(&["u", "--pids-limit=9"])).unwrap();
+        assert_eq!(c.pod.pids_limit.tasks(), Some(9));
+        let c = p(Mode::Prepare, &["--pids-limit=9", "a.aci"]).unwrap();
+        assert_eq!(c.pod.ignored, ["--pids-limit=9 (give it to run-prepared)"]);
+        for bad in ["0", "-1", "", "lots"] {
+            assert!(
+                p(Mode::Run, &[&format!("--pids-limit={bad}"), "a.aci"]).is_err(),
+                "{bad}"
+            );
+        }
         for bad in [
             &["--exec=/x", "u"][..],
             &["--volume=v,kind=empty", "u"],

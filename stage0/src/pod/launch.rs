@@ -120,6 +120,9 @@ pub struct RunOptions {
     pub kvm_snapshot: bool,
     /// `--ipc=parent`: recorded in the plan (`Plan::host_ipc`).
     pub host_ipc: bool,
+    /// `--pids-limit`, resolved (`super::args::PidsLimit::tasks`): recorded in the plan
+    /// (`Plan::pids_limit`).
+    pub pids_limit: Option<u64>,
 }
 
 /// What a launch reports while it works (`rkt` prints warnings always, debug lines with

@@ -96,6 +96,19 @@ pub fn app_env(app_name: &str, env: &[appc::schema::EnvVar]) -> Vec<(String, Str
     out
 }
 
+/// What the image's own app section sets with the last of its isolators `pick` recognizes (the
+/// one that wins, as in the pod's merge), if any.
+fn image_last<T>(
+    image_app: Option<&appc::schema::App>,
+    pick: impl Fn(IsolatorValue) -> Option<T>,
+) -> Option<T> {
+    image_app?
+        .isolators
+        .iter()
+        .rev()
+        .find_map(|i| i.parsed().ok().and_then(&pick))
+}
+
 /// Builds the plan. `images` are the apps' image manifests in pod-manifest order.
 pub fn build_plan(
     uuid: &str,
@@ -165,11 +178,9 @@ pub fn build_plan(
         // `CAP_SYS_ADMIN` or `CAP_SYS_MODULE` is the host): only the command line
         // (`--caps-retain`) or a pod manifest grants more (a retain set equal to the image's
         // own counts as the image's), as for a negative OOM score.
-        let image_retain = image_app.and_then(|a| {
-            a.isolators.iter().rev().find_map(|i| match i.parsed() {
-                Ok(IsolatorValue::CapsRetain(set)) => Some(set),
-                _ => None,
-            })
+        let image_retain = image_last(image_app, |v| match v {
+            IsolatorValue::CapsRetain(set) => Some(set),
+            _ => None,
         });
         if retain_set.is_some() && retain_set == image_retain {
             let beyond: Vec<String> = caps
@@ -196,12 +207,10 @@ pub fn build_plan(
         // Nor may an image loosen its app's system call filter beyond rkt's default one: only
         // `--seccomp` or a pod manifest does (a set equal to the image's own counts as the
         // image's).
-        let image_seccomp = image_app.and_then(|a| {
-            a.isolators.iter().rev().find_map(|i| match i.parsed() {
-                Ok(IsolatorValue::SeccompRetain(set)) => Some((true, set)),
-                Ok(IsolatorValue::SeccompRemove(set)) => Some((false, set)),
-                _ => None,
-            })
+        let image_seccomp = image_last(image_app, |v| match v {
+            IsolatorValue::SeccompRetain(set) => Some((true, set)),
+            IsolatorValue::SeccompRemove(set) => Some((false, set)),
+            _ => None,
         });
         let from_image = seccomp.is_some() && seccomp == image_seccomp;
         let seccomp = match (rt.insecure.seccomp, seccomp) {
@@ -279,6 +288,7 @@ pub fn build_plan(
         host_ipc: rt.host_ipc,
         // Read from the pod directory by the launch (`layout::private_users`).
         private_users: None,
+        pids_limit: rt.pids_limit,
     })
 }
 

@@ -274,6 +274,7 @@ impl Pod {
             kvm_snapshot: false,
             host_ipc: false,
             private_users: None,
+            pids_limit: None,
         };
         std::fs::write(
             s1.join("rkt/plan.json"),

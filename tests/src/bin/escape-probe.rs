@@ -23,7 +23,7 @@
 //! * `seccomp-status`: `seccomp: Seccomp=S NoNewPrivs=N` (from `/proc/self/status`).
 //! * `ns NAME`: the process's namespace of that kind; `ns NAME: ipc:[4026531839]|<ERRNO>`.
 //! * `print PATH`: the first line of `PATH` (e.g. `/proc/self/uid_map`), spaces collapsed;
-//!   `print PATH: LINE|<ERRNO>`.
+//!   `print PATH: LINE|<ERRNO>`; `print-all PATH`: every line so (`print-all PATH: LINE`).
 //! * `bind PORT`: binds a TCP socket to `127.0.0.1:PORT` (a port below 1024 needs
 //!   `CAP_NET_BIND_SERVICE` over the network namespace, or a low
 //!   `ip_unprivileged_port_start`); `bind PORT: ok|<ERRNO>`.
@@ -46,6 +46,9 @@
 //!   the entries of directory `PATH` (`entries PATH: N|<ERRNO>`).
 //! * `rdev FD|PATH`: the device number of what fd FD (or `PATH`, e.g. `/dev/console`) is
 //!   (`rdev FD: MAJOR:MINOR|<ERRNO>`), e.g. to tell one terminal from another.
+//! * `forks N`: a bounded fork bomb: forks up to N children that all stay alive (each waits
+//!   for EOF on a pipe), stops at the first failure, then ends them all:
+//!   `forks: N alive` or `forks: K alive, then <ERRNO>`.
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -249,6 +252,49 @@ fn pids() -> Vec<i32> {
 }
 
 /// See the module documentation (`snoop`).
+fn forks(n: &str) {
+    let Ok(n) = n.parse::<usize>() else {
+        eprintln!("escape-probe: forks needs a count, got {n:?}");
+        std::process::exit(2)
+    };
+    let (hold, release) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return say(&format!("forks: pipe {}", errno_name(e))),
+    };
+    let mut alive = Vec::new();
+    let mut failure = None;
+    while alive.len() < n {
+        // SAFETY: the child only reads a pipe and calls _exit, both async-signal-safe.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => {
+                // Only the parent holds the write end, so its drop is EOF here.
+                let _ = nix::unistd::close(std::os::fd::AsRawFd::as_raw_fd(&release));
+                let mut b = [0u8; 1];
+                let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&hold), &mut b);
+                // SAFETY: _exit after fork is always safe.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => alive.push(child),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(release);
+    for c in &alive {
+        let _ = nix::sys::wait::waitpid(*c, None);
+    }
+    match failure {
+        None => say(&format!("forks: {} alive", alive.len())),
+        Some(e) => say(&format!(
+            "forks: {} alive, then {}",
+            alive.len(),
+            errno_name(e)
+        )),
+    }
+}
+
 fn snoop(marker: &str, secs: &str) {
     let secs: u64 = secs.parse().unwrap_or(10);
     let me = std::process::id() as i32;
@@ -374,15 +420,17 @@ fn main() {
                     Err(e) => say(&format!("ns {name}: {}", io_name(&e))),
                 }
             }
-            "print" => {
+            "print" | "print-all" => {
                 let path = operand();
                 match std::fs::read_to_string(&path) {
                     Ok(t) => {
-                        let line = t.lines().next().unwrap_or_default();
-                        let words: Vec<&str> = line.split_whitespace().collect();
-                        say(&format!("print {path}: {}", words.join(" ")));
+                        let n = if a == "print" { 1 } else { usize::MAX };
+                        for line in t.lines().take(n) {
+                            let words: Vec<&str> = line.split_whitespace().collect();
+                            say(&format!("{a} {path}: {}", words.join(" ")));
+                        }
                     }
-                    Err(e) => say(&format!("print {path}: {}", io_name(&e))),
+                    Err(e) => say(&format!("{a} {path}: {}", io_name(&e))),
                 }
             }
             "bind" => {
@@ -461,6 +509,7 @@ fn main() {
                     Err(e) => say(&format!("link {path}: {}", io_name(&e))),
                 }
             }
+            "forks" => forks(&operand()),
             "snoop" => {
                 let marker = operand();
                 snoop(&marker, &operand());
