@@ -295,31 +295,62 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// `gc`: removes every cgroup listed in the pod directory.
-pub fn gc(pod_dir: &Path) -> io::Result<()> {
+/// The pod cgroups listed in `pod_dir`'s [`CGROUPS_FILE`] (none if it has none), only those
+/// `run` could have made: beneath [`HOST_CGROUP_ROOT`], no `..`, named `rkt-...`.
+fn listed(pod_dir: &Path) -> io::Result<Vec<PathBuf>> {
     let list = match std::fs::read_to_string(pod_dir.join(CGROUPS_FILE)) {
         Ok(l) => l,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    for line in list.lines().filter(|l| !l.trim().is_empty()) {
-        let dir = Path::new(line.trim());
-        // Only ever touch cgroups we could have created.
-        if dir.starts_with(HOST_CGROUP_ROOT)
-            && dir.components().all(|c| {
-                matches!(
-                    c,
-                    std::path::Component::RootDir | std::path::Component::Normal(_)
-                )
-            })
-            && dir
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("rkt-"))
-        {
-            remove_tree(dir)?;
-        }
+    Ok(list
+        .lines()
+        .map(|l| PathBuf::from(l.trim()))
+        .filter(|dir| {
+            dir.starts_with(HOST_CGROUP_ROOT)
+                && dir.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                })
+                && dir
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("rkt-"))
+        })
+        .collect())
+}
+
+/// `gc`: removes every cgroup listed in the pod directory.
+pub fn gc(pod_dir: &Path) -> io::Result<()> {
+    for dir in listed(pod_dir)? {
+        remove_tree(&dir)?;
     }
     Ok(())
+}
+
+/// ns `enter`: the files through which a process joins the cgroups app `app`'s own processes
+/// are in, so that a command entered into the app counts against the pod's task limit and the
+/// app's own limits: in each pod cgroup, the app's sub-cgroup where guest-init made one (the
+/// app has a limit there), else the pod cgroup itself (cgroup v1) or guest-init's leaf
+/// [`V2_INIT_CGROUP`] (v2, whose inner cgroups hold no process). `tasks` on v1 (the caller
+/// must be single-threaded, its one thread then the whole process), `cgroup.procs` on v2.
+pub fn app_joins(pod_dir: &Path, app: &str) -> io::Result<Vec<PathBuf>> {
+    Ok(listed(pod_dir)?
+        .into_iter()
+        .map(|dir| {
+            let v2 = dir.join("cgroup.controllers").exists();
+            let own = dir.join(app);
+            let at = if own.is_dir() {
+                own
+            } else if v2 {
+                dir.join(V2_INIT_CGROUP)
+            } else {
+                dir
+            };
+            at.join(if v2 { V2_JOIN } else { V1_JOIN })
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -461,6 +492,25 @@ mod tests {
         assert!(!cgs[0].dir.join(V1_JOIN).exists());
         t.thread().unpark();
         t.join().unwrap();
+    }
+
+    #[test]
+    fn an_entered_command_joins_the_cgroups_of_its_app() {
+        // Real cgroup directories cannot be made here: `listed` keeps only paths below
+        // HOST_CGROUP_ROOT, so a list naming temporary ones yields nothing, and a missing list
+        // nothing either (a pod made before the list existed).
+        let d = tempfile::tempdir().unwrap();
+        assert!(app_joins(d.path(), "web").unwrap().is_empty());
+        std::fs::write(d.path().join(CGROUPS_FILE), "/tmp/rkt-x\n").unwrap();
+        assert!(app_joins(d.path(), "web").unwrap().is_empty());
+        // Where the host has cgroup v1 hierarchies mounted, the pids one of a made-up pod:
+        // the pod cgroup itself (no sub-cgroup for the app).
+        let pids = Path::new(HOST_CGROUP_ROOT).join("pids");
+        if pids.join(V1_JOIN).exists() {
+            let dir = pids.join("rkt-no-such-pod");
+            std::fs::write(d.path().join(CGROUPS_FILE), format!("{}\n", dir.display())).unwrap();
+            assert_eq!(app_joins(d.path(), "web").unwrap(), [dir.join(V1_JOIN)]);
+        }
     }
 
     #[test]

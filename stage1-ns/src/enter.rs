@@ -2,7 +2,8 @@
 //! app of a running pod, confined exactly like the app's own processes. It checks that `--pid`
 //! is guest-init (its argv, as `stop` does; stage1-ns writes `pid` only once guest-init runs
 //! in the stage1 root, so there is no window to retry), reads the plan beneath its root, joins
-//! guest-init's ipc,
+//! the app's cgroups on the host (`stage1_common::cgroup::app_joins`: the pod's task limit and
+//! the app's limits hold for the command too), guest-init's ipc,
 //! uts, net, pid and mount namespaces, forks (to be inside the PID namespace), and in the child
 //! (`app_confine::enter`, shared with the kvm flavor's exec service in guest-init) confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
 //! namespace, `pivot_root`, old root detached), changes to the app's working directory, takes
@@ -45,8 +46,8 @@ const NAMESPACES: [(&str, CloneFlags); 5] = [
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
 
-/// Runs `enter`.
-pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
+/// Runs `enter` into the pod of `pod_dir`.
+pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
     let pid = args.pid;
     if let Some(why) = crate::stop::verify_init_pid(pid) {
         bail!("refusing to enter: {why}");
@@ -67,8 +68,15 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
         Some(r) => Some((Handshake::new().context("pipes")?, r)),
         None => None,
     };
-    // Before joining the pod's mount namespace: a pseudo-terminal comes from the host's.
+    // Before joining the pod's mount namespace: a pseudo-terminal comes from the host's, and
+    // the cgroups are the host's (this process, single-threaded, moves whole; the command
+    // forked below is then under the pod's task limit and the app's own limits).
     let stdio = Stdio::new().context("the command's stdio")?;
+    let joins =
+        stage1_common::cgroup::app_joins(pod_dir, &app.name).context("read the pod's cgroups")?;
+    if let Err((file, e)) = app_confine::cgroup::join_self(&joins) {
+        bail!("join the app's cgroup {}: {e}", file.display());
+    }
     let mut nss = Vec::new();
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{pid}/ns/{name}"))
@@ -106,8 +114,8 @@ pub fn enter(args: &EnterArgs) -> anyhow::Result<i32> {
 }
 
 /// In the forked child, inside the pod's namespaces with guest-init's root: the shared
-/// confinement ([`app_confine::enter::confine_and_exec`]; no cgroup join: the ns flavor's
-/// `enter` has never moved the command into the app's cgroups). Returns only on failure.
+/// confinement ([`app_confine::enter::confine_and_exec`]; no cgroup join here: the parent
+/// joined the app's cgroups before the fork). Returns only on failure.
 fn child(app: &AppPlan, command: &Command, userns: Option<Handshake>) -> (i32, String) {
     let spec = EnterSpec {
         app,

@@ -43,8 +43,8 @@ impl Stage1 for Ns {
         net.map_err(|e| Stage1Error::failed(format!("tear down the pod's networks: {e}")))?;
         Ok(0)
     }
-    fn enter(&self, _pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {
-        enter::enter(args).map_err(Stage1Error::failed)
+    fn enter(&self, pod: &PodContext, args: &EnterArgs) -> Result<i32, Stage1Error> {
+        enter::enter(pod.dir(), args).map_err(Stage1Error::failed)
     }
     fn attach(&self, _pod: &PodContext, args: &AttachArgs) -> Result<i32, Stage1Error> {
         attach::attach(args).map_err(Stage1Error::failed)

@@ -1041,7 +1041,7 @@ fn host_has_pids_cgroup() -> bool {
 /// host's last PIDs (`pid_max`) and nothing on the host can fork any more. The probe stops at
 /// the default limit + 200 so that the attack stays harmless here (before the limit all of them
 /// lived); now it gets `EAGAIN` just below the limit, with `--pids-limit=32` below 32, and
-/// `--pids-limit=max` lifts the limit.
+/// `--pids-limit=max` lifts the limit; a `rkt enter` command is held by the same limit.
 #[test]
 fn ns_a_fork_bomb_stops_at_the_pods_task_limit() {
     let Some(e) = E2e::require("ns_a_fork_bomb_stops_at_the_pods_task_limit") else {
@@ -1091,6 +1091,34 @@ fn ns_a_fork_bomb_stops_at_the_pods_task_limit() {
     );
     let (alive, line) = forks(Some("--pids-limit=max"), limit + 200);
     assert_eq!(alive, limit + 200, "--pids-limit=max: {line}");
+    // The same bomb in a `rkt enter` command (image code the operator runs): it is in its
+    // app's cgroups, so under the pod's limit too (before, it stayed in the caller's).
+    let (child, uuid_file) = start(
+        &e,
+        "bomb",
+        &[
+            "--pids-limit=32",
+            img.to_str().unwrap(),
+            "--",
+            "--no-check",
+            "--sleep-ms=60000",
+        ],
+    );
+    let uuid = wait_running(&e, &uuid_file);
+    let o = e
+        .rkt(&["enter", &uuid, "/bin/escape-probe", "forks", "100"])
+        .output()
+        .unwrap();
+    stop_and_wait(&e, &uuid, child);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let alive: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("forks: "))
+        .and_then(|l| l.strip_suffix(" alive, then EAGAIN"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("rkt enter's bomb was not stopped: {out}"));
+    assert!(alive < 32, "rkt enter's bomb: {out}");
 }
 
 /// Attack: an app reads `/proc/self/cgroup`, which without a cgroup namespace of its own shows
