@@ -1,8 +1,8 @@
 //! The pod's cgroups on the host. A stage1's `run` creates one cgroup per hierarchy it uses
 //! (cgroup v1: `memory` and `cpu`, and `pids` for an ns pod; cgroup v2: the unified hierarchy)
-//! below its own cgroup, named
-//! `rkt-<uuid>`, and lists the created directories in the pod directory's [`CGROUPS_FILE`] for
-//! `gc`, which removes them ([`gc`]). Two shapes ([`Shape`]):
+//! below its own cgroup, named `rkt-<uuid>`, and lists the created directories in the pod
+//! directory's [`CGROUPS_FILE`] for `gc`, which removes them ([`gc`]), and for an ns pod's
+//! `enter`, whose command joins its app's ([`app_joins`]). Two shapes ([`Shape`]):
 //!
 //! * ns ([`Shape::Nested`]): stage1-ns moves guest-init into them, sets the pod's task limit
 //!   (`pids.max`: a fork bomb in the pod stops there, not at the host's `pid_max`) and
