@@ -7,7 +7,11 @@
 //! relative to its parent, so a mount point below the tree (a bind mount of the same file
 //! system included) stops the removal with [`MOUNT_REMAINS`] instead of being entered; a
 //! file mount point fails its unlink (EBUSY). The walk keeps one directory stream per level,
-//! not a call frame, so a deep tree cannot exhaust the stack.
+//! not a call frame, so a deep tree cannot exhaust the stack, and at most [`MAX_OPEN_LEVELS`]
+//! of them: a directory deeper than that is moved up to the top of the tree (a rename within
+//! it) and removed from there, so a chain of nested directories far deeper than the open-file
+//! limit (a pod makes one by creating and entering `d` 30 000 times, which any app can) is
+//! removed like any other tree instead of failing with `EMFILE` on every `rkt gc`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -20,6 +24,12 @@ pub const MOUNT_REMAINS: i32 = libc::EXDEV;
 
 /// Entries read from a directory at a time (the rest stay in the stream).
 const BATCH: usize = 256;
+
+/// Directory streams [`remove_tree`] keeps open at most (one per level it is in).
+pub const MAX_OPEN_LEVELS: usize = 64;
+
+/// Name prefix of a directory moved up to the top of the tree being removed.
+const HOISTED: &str = ".rkt-remove-";
 
 /// A directory stream (fdopendir), closed on drop.
 struct Stream {
@@ -41,6 +51,12 @@ impl Stream {
     fn fd(&self) -> RawFd {
         // SAFETY: dirp is a valid open stream until drop.
         unsafe { libc::dirfd(self.dirp) }
+    }
+
+    /// Reads the directory again from its start (entries added since are seen).
+    fn rewind(&mut self) {
+        // SAFETY: dirp is a valid open stream until drop.
+        unsafe { libc::rewinddir(self.dirp) }
     }
 
     /// Up to [`BATCH`] names (no `.`/`..`) with their d_type; empty at the end.
@@ -129,9 +145,26 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
         path: dir.to_path_buf(),
         pending: Vec::new(),
     }];
-    while let Some(cur) = levels.last_mut() {
+    // Directories moved up to the top since its stream was last read from the start.
+    let mut hoisted = false;
+    let mut hoist_seq: u64 = 0;
+    loop {
+        let depth = levels.len();
+        let Some(top_fd) = levels.first().map(|l| l.stream.fd()) else {
+            break;
+        };
+        let Some(cur) = levels.last_mut() else {
+            break;
+        };
         if cur.pending.is_empty() {
             cur.pending = cur.stream.batch().map_err(|e| at(&cur.path, e))?;
+            if cur.pending.is_empty() && depth == 1 && hoisted {
+                // The top's own entries are done; the directories moved into it meanwhile
+                // may not have been listed.
+                hoisted = false;
+                cur.stream.rewind();
+                cur.pending = cur.stream.batch().map_err(|e| at(&cur.path, e))?;
+            }
             cur.pending.reverse();
         }
         let Some((name, kind)) = cur.pending.pop() else {
@@ -157,6 +190,14 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
         // SAFETY: the stream's fd stays open while `cur` lives; borrowed for this call only.
         let fd = open_subdir(unsafe { BorrowedFd::borrow_raw(cur.stream.fd()) }, &name)
             .map_err(|e| at(&path, e))?;
+        if depth >= MAX_OPEN_LEVELS {
+            // Checked above to be a directory of this mount; moved up, it is removed from the
+            // top once the top's own entries are done.
+            drop(fd);
+            hoist(cur.stream.fd(), &name, top_fd, &mut hoist_seq).map_err(|e| at(&path, e))?;
+            hoisted = true;
+            continue;
+        }
         levels.push(Level {
             stream: Stream::new(fd).map_err(|e| at(&path, e))?,
             name,
@@ -165,6 +206,27 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Moves directory `name` of `dir` to the top directory `top` under a name of its own
+/// ([`HOISTED`] and the first free number from `seq` on).
+fn hoist(dir: RawFd, name: &CStr, top: RawFd, seq: &mut u64) -> io::Result<()> {
+    loop {
+        let to = CString::new(format!("{HOISTED}{seq}"))
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        *seq += 1;
+        // SAFETY: renameat2 on two valid directory fds with NUL-terminated names.
+        let r = unsafe {
+            libc::renameat2(dir, name.as_ptr(), top, to.as_ptr(), libc::RENAME_NOREPLACE)
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
 }
 
 fn parent_fd(f: &std::fs::File) -> BorrowedFd<'_> {
@@ -217,6 +279,92 @@ mod tests {
         assert!(!d.exists());
         assert!(outside.join("keep/f").is_file(), "a symlink's target stays");
         remove_tree(&d).unwrap(); // Gone already: fine.
+    }
+
+    /// Makes a chain of `n` directories `d` below `top`, each relative to the last (the path
+    /// is far beyond `PATH_MAX`), with a file in every 100th.
+    fn chain(top: &Path, n: usize) {
+        let d = CString::new("d").unwrap();
+        let f = CString::new("f").unwrap();
+        let mut cur = std::fs::File::open(top).unwrap();
+        for i in 0..n {
+            // SAFETY: mkdirat/openat/openat on a valid fd with NUL-terminated names; the
+            // returned fds are checked and owned by the Files made from them.
+            unsafe {
+                assert_eq!(libc::mkdirat(cur.as_raw_fd(), d.as_ptr(), 0o755), 0);
+                if i % 100 == 0 {
+                    let fd = libc::openat(
+                        cur.as_raw_fd(),
+                        f.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY,
+                        0o644,
+                    );
+                    assert!(fd >= 0);
+                    libc::close(fd);
+                }
+                let fd = libc::openat(
+                    cur.as_raw_fd(),
+                    d.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                );
+                assert!(fd >= 0);
+                cur = <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd);
+            }
+        }
+    }
+
+    /// Set in the child that [`removes_a_chain_deeper_than_the_open_levels_it_may_keep`] runs
+    /// the removal in: the tree to remove.
+    const CHILD_TREE: &str = "POD_ABI_REMOVE_TEST_TREE";
+
+    #[test]
+    fn removes_a_chain_deeper_than_the_open_levels_it_may_keep() {
+        // Attack: a pod's chain of 3000 nested directories (any app can make one) took one
+        // descriptor per level, so `rkt gc` failed on it with EMFILE wherever the open-file
+        // limit is below its depth, every time. Removed here by this test binary run again with
+        // an open-file limit of 256. A directory named like a moved one is in the way of the
+        // first move.
+        if let Some(tree) = std::env::var_os(CHILD_TREE) {
+            remove_tree(Path::new(&tree)).unwrap();
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("pod");
+        std::fs::create_dir_all(d.join(format!("{HOISTED}0/x"))).unwrap();
+        chain(&d, 3000);
+        chain(&d.join(format!("{HOISTED}0")), 200);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "remove::tests::removes_a_chain_deeper_than_the_open_levels_it_may_keep",
+            ])
+            .env(CHILD_TREE, &d);
+        // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut child, || {
+                let lim = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let out = child.output().unwrap();
+        if !out.status.success() {
+            // Here, with no limit but this process's (the temporary directory's own removal
+            // would recurse through all 3000 levels).
+            let _ = remove_tree(&d);
+        }
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(!d.exists());
     }
 
     #[test]

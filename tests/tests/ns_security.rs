@@ -1178,3 +1178,62 @@ fn ns_apps_see_their_cgroups_as_the_root() {
         );
     }
 }
+
+/// Attack: an app makes a chain of 3000 nested directories in its root, one `mkdir` and
+/// `chdir` at a time (any user can, in any directory it may write). `rkt gc` kept one descriptor per
+/// level while removing the pod, so with an open-file limit below the depth (1024 here, a
+/// common default) it failed on that pod every time, printing a path thousands of levels
+/// long, and the pod's disk was never freed. Now it is removed like any other.
+#[test]
+fn ns_a_pod_with_a_deep_directory_chain_is_still_collected() {
+    let Some(e) = E2e::require("ns_a_pod_with_a_deep_directory_chain_is_still_collected") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let uuid_file = e.path("deep.uuid");
+    let o = e.run(&[
+        "run",
+        &e.stage1_flag(),
+        "--net=none",
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        img.to_str().unwrap(),
+        "--exec=/bin/escape-probe",
+        "--",
+        "deep",
+        "3000",
+    ]);
+    assert!(
+        stdout(&o).contains("deep: 3000 levels"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let uuid = std::fs::read_to_string(&uuid_file).unwrap();
+    let pod = e.pod_dir(uuid.trim());
+    let mut gc = e.rkt(&["gc", "--grace-period=0s"]);
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut gc, || {
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let o = gc.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !pod.exists()
+            && !e
+                .dir()
+                .join("pods/exited-garbage")
+                .join(uuid.trim())
+                .exists(),
+        "the pod is still there after gc: {}",
+        stderr(&o)
+    );
+}

@@ -49,6 +49,9 @@
 //! * `forks N`: a bounded fork bomb: forks up to N children that all stay alive (each waits
 //!   for EOF on a pipe), stops at the first failure, then ends them all:
 //!   `forks: N alive` or `forks: K alive, then <ERRNO>`.
+//! * `deep N`: makes a chain of N nested directories `d/d/d/...` below the working directory,
+//!   each made and entered relative to the last (a path far beyond `PATH_MAX`):
+//!   `deep: N levels` or `deep: K levels, then <ERRNO>`.
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -295,6 +298,21 @@ fn forks(n: &str) {
     }
 }
 
+fn deep(n: &str) {
+    let Ok(n) = n.parse::<usize>() else {
+        eprintln!("escape-probe: deep needs a count, got {n:?}");
+        std::process::exit(2)
+    };
+    for made in 0..n {
+        let step = nix::unistd::mkdir("d", nix::sys::stat::Mode::from_bits_truncate(0o755))
+            .and_then(|()| nix::unistd::chdir("d"));
+        if let Err(e) = step {
+            return say(&format!("deep: {made} levels, then {}", errno_name(e)));
+        }
+    }
+    say(&format!("deep: {n} levels"));
+}
+
 fn snoop(marker: &str, secs: &str) {
     let secs: u64 = secs.parse().unwrap_or(10);
     let me = std::process::id() as i32;
@@ -510,6 +528,7 @@ fn main() {
                 }
             }
             "forks" => forks(&operand()),
+            "deep" => deep(&operand()),
             "snoop" => {
                 let marker = operand();
                 snoop(&marker, &operand());
