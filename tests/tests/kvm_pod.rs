@@ -32,9 +32,13 @@ const BULK_LINE: usize = 10;
 /// `getrandom` prints `GETRANDOM_MS=<ms>`, how long a blocking 16-byte `getrandom(2)` took, and
 /// `HWRNG=<name>`, the guest kernel's current hardware RNG (sysfs); `touch MIB` allocates MIB MiB
 /// and writes every page, then prints `TOUCHED=<MIB>`; `escape MS` leaves the app's CPU limit
-/// inside the guest (mounts the guest kernel's cpu cgroup hierarchy and moves itself to its
-/// root: needs `CAP_SYS_ADMIN` and `mount`), prints `ESCAPED=1`, then does what `spin MS` does.
+/// inside the guest (enters PID 1's cgroup namespace, its own being rooted at its cgroup, mounts
+/// the guest kernel's cpu cgroup hierarchy and moves itself to its root: needs every capability,
+/// to reach PID 1's namespace, and `mount`), prints `ESCAPED=1`, then does what `spin MS` does.
 const HELPER_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +84,8 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc >= 3 && strcmp(argv[1], "escape") == 0) {
+        int ns = open("/proc/1/ns/cgroup", O_RDONLY);
+        if (ns < 0 || setns(ns, CLONE_NEWCGROUP) != 0) { perror("enter PID 1's cgroup namespace"); return 1; }
         mkdir("/cg", 0700);
         if (mount("cgroup", "/cg", "cgroup", 0, "cpu") != 0 &&
             mount("cgroup2", "/cg", "cgroup2", 0, NULL) != 0) { perror("mount cgroup"); return 1; }
@@ -1015,20 +1021,20 @@ fn kvm_app_out_of_its_guest_cgroup_is_held_by_the_host() {
     let Some((e, img)) = helper_pod(test) else {
         return;
     };
-    // The attack: a root app given CAP_SYS_ADMIN and `mount` (no seccomp filter) leaves the
-    // guest cgroup that holds it to its 200m, then spins for 6 s. The guest kernel no longer
+    // The attack: a root app given every capability and `mount` (no seccomp filter) enters PID
+    // 1's cgroup namespace (its own is rooted at its cgroup, so `CAP_SYS_ADMIN` alone no longer
+    // reaches further), leaves the guest cgroup that holds it to its 200m, then spins for 6 s. The guest kernel no longer
     // limits it; the pod's host cgroup must (200m + the VMM's 250m). The VM's CPU use is
     // sampled over 3 s of that spin.
     let uuid_file = e.path("uuid-escape");
     let uuid_flag = format!("--uuid-file-save={}", uuid_file.display());
     let mut child = e.spawn(&[
         "run",
-        "--insecure-options=image,seccomp",
+        "--insecure-options=image,seccomp,capabilities",
         &e.stage1_flag(),
         &uuid_flag,
         img.to_str().unwrap(),
         "--cpu=200m",
-        "--caps-retain=CAP_SYS_ADMIN",
         "--",
         "escape",
         "6000",
