@@ -221,6 +221,12 @@ pub fn plan_app_mounts(
     // `CAP_MKNOD`, and on an ns host a node of the host's disk would be the host): the root and
     // the volumes below it are `nodev`, as is `/dev`, where the usual nodes are bound from
     // guest-init's own `/dev` instead of made.
+    // MS_NODEV where the flavor asks for it (the ns flavor: `MountCtx::nodev`), else nothing.
+    let nodev = if ctx.nodev {
+        MsFlags::MS_NODEV
+    } else {
+        MsFlags::empty()
+    };
     if ctx.nodev {
         if !app.read_only_rootfs && !sys.is_mount_point(rootfs) {
             // Recursive: the volumes `rkt app add` attached below it come along.
@@ -266,11 +272,7 @@ pub fn plan_app_mounts(
         "tmpfs",
         dev.clone(),
         "tmpfs",
-        if ctx.nodev {
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME
-        } else {
-            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME
-        },
+        MsFlags::MS_NOSUID | nodev | MsFlags::MS_STRICTATIME,
         "mode=755,size=65536k",
     ));
     for (name, major, minor) in DEVICES {
@@ -330,11 +332,7 @@ pub fn plan_app_mounts(
             source: None,
             target: rootfs.to_path_buf(),
             fstype: None,
-            flags: if ctx.nodev {
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NODEV
-            } else {
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
-            },
+            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nodev,
             data: None,
         });
     }

@@ -87,6 +87,12 @@ impl PodCgroup {
         self.name == UNIFIED
     }
 
+    /// Whether `limit` is set on this cgroup: the unified one (v2) holds every limit, a v1
+    /// cgroup those of its controller.
+    pub fn holds(&self, limit: Limit) -> bool {
+        self.is_v2() || self.name == limit.controller()
+    }
+
     /// Whether guest-init makes the apps' sub-cgroups in it (so an ns pod binds it into the
     /// stage1 root): all but the v1 `pids` cgroup, whose one limit is the pod's.
     pub fn for_apps(&self) -> bool {
@@ -228,10 +234,7 @@ pub fn join_self(cgroups: &[PodCgroup]) -> Result<(), (PathBuf, io::Error)> {
 pub fn set_limits(cgroups: &[PodCgroup], limits: &[Limit]) -> Result<(), (PathBuf, io::Error)> {
     let mut first_error = None;
     for limit in limits {
-        for cg in cgroups
-            .iter()
-            .filter(|c| c.is_v2() || c.name == limit.controller())
-        {
+        for cg in cgroups.iter().filter(|c| c.holds(*limit)) {
             for (f, v) in limit_writes(&cg.dir, cg.is_v2(), *limit) {
                 if let Err(e) = std::fs::write(&f, v) {
                     first_error.get_or_insert((f, e));

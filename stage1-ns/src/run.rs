@@ -84,11 +84,7 @@ pub fn run(ctx: &PodContext, args: &RunArgs) -> anyhow::Result<i32> {
         let limit = app_confine::cgroup::Limit::Pids(n);
         match cgroup::set_limits(&cgroups, &[limit]) {
             Err((file, e)) => log::warn!("pod task limit {n} not set ({}: {e})", file.display()),
-            Ok(())
-                if !cgroups
-                    .iter()
-                    .any(|c| c.is_v2() || c.name == limit.controller()) =>
-            {
+            Ok(()) if !cgroups.iter().any(|c| c.holds(limit)) => {
                 log::warn!("pod task limit {n} not set (the host has no pids cgroup)")
             }
             Ok(()) => {}

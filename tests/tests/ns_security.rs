@@ -1064,18 +1064,7 @@ fn ns_a_fork_bomb_stops_at_the_pods_task_limit() {
         ]);
         let o = e.run(&args);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let out = stdout(&o);
-        let line = out
-            .lines()
-            .find_map(|l| l.strip_prefix("forks: "))
-            .unwrap_or_else(|| panic!("no forks line: {out}"))
-            .to_string();
-        let alive: u64 = line
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{line}"));
-        (alive, line)
+        forks_alive(&stdout(&o))
     };
     let limit = pod_abi::plan::DEFAULT_PIDS_LIMIT;
     // guest-init and the probe are two of the pod's tasks.
@@ -1111,14 +1100,27 @@ fn ns_a_fork_bomb_stops_at_the_pods_task_limit() {
         .unwrap();
     stop_and_wait(&e, &uuid, child);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let out = stdout(&o);
-    let alive: u64 = out
+    let (alive, line) = forks_alive(&stdout(&o));
+    assert!(
+        line.ends_with(" alive, then EAGAIN") && alive < 32,
+        "rkt enter's bomb was not stopped: {line}"
+    );
+}
+
+/// The probe's `forks` line in `out` (without its `forks: ` prefix) and the children it had
+/// alive.
+fn forks_alive(out: &str) -> (u64, String) {
+    let line = out
         .lines()
         .find_map(|l| l.strip_prefix("forks: "))
-        .and_then(|l| l.strip_suffix(" alive, then EAGAIN"))
+        .unwrap_or_else(|| panic!("no forks line: {out}"))
+        .to_string();
+    let alive: u64 = line
+        .split_whitespace()
+        .next()
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("rkt enter's bomb was not stopped: {out}"));
-    assert!(alive < 32, "rkt enter's bomb: {out}");
+        .unwrap_or_else(|| panic!("{line}"));
+    (alive, line)
 }
 
 /// Attack: an app reads `/proc/self/cgroup`, which without a cgroup namespace of its own shows
