@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub const V1_JOIN: &str = "tasks";
 /// The file a process joins a cgroup v2 cgroup through (moves the whole process).
 pub const V2_JOIN: &str = "cgroup.procs";
+/// The cgroup v1 controller (and v2 controller name) of the task limit ([`Limit::Pids`]).
+pub const PIDS_CONTROLLER: &str = "pids";
 
 /// CFS period of CPU limits (µs).
 pub const CFS_PERIOD_US: u64 = 100_000;
@@ -44,7 +46,7 @@ impl Limit {
         match self {
             Limit::Memory(_) => "memory",
             Limit::Cpu(_) | Limit::CpuShares(_) => "cpu",
-            Limit::Pids(_) => "pids",
+            Limit::Pids(_) => PIDS_CONTROLLER,
         }
     }
 }

@@ -35,6 +35,44 @@ pub fn make_undumpable() -> Result<(), StepError> {
     }
 }
 
+/// The most bytes of environment [`forget_environment`] overwrites: the kernel's limit on one
+/// process's arguments and environment together (`ARG_MAX` is a quarter of an 8 MiB stack)
+/// (bytes).
+const MAX_ENVIRONMENT: usize = 2 << 20;
+
+/// Forgets the environment this process was started with, so that nothing it forks carries
+/// its launcher's (the host's `rkt`, i.e. the operator's, variables and secrets): clears
+/// `environ` and overwrites with zeros the strings the kernel shows as `/proc/PID/environ`
+/// (the bytes between `env_start` and `env_end` of `/proc/self/stat`; changing those bounds
+/// would need `CAP_SYS_RESOURCE`). Call single-threaded, with `/proc` of this process mounted,
+/// once whatever the process needs from its environment has been read.
+pub fn forget_environment() -> Result<(), StepError> {
+    let io = |e: std::io::Error| StepError::io("read /proc/self/stat", &e);
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(io)?;
+    let (start, end) = env_bounds(&stat)
+        .ok_or_else(|| StepError::new("parse /proc/self/stat", nix::errno::Errno::EINVAL))?;
+    // SAFETY: single-threaded (the caller's contract); clearenv only resets libc's `environ`.
+    unsafe { libc::clearenv() };
+    if end > start && end - start <= MAX_ENVIRONMENT {
+        // SAFETY: [start, end) is this process's own environment block on its stack, mapped
+        // and writable for the process's life; nothing refers to it once `environ` is cleared
+        // (Rust copies what it reads from the environment).
+        unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+    }
+    Ok(())
+}
+
+/// `env_start` and `env_end` (fields 50 and 51) of a `/proc/PID/stat` line; counted after the
+/// command name's closing parenthesis, since the name may hold spaces and parentheses.
+fn env_bounds(stat: &str) -> Option<(usize, usize)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // The first field after the name is field 3.
+    let mut f = rest.split_whitespace().skip(50 - 3);
+    let start = f.next()?.parse().ok()?;
+    let end = f.next()?.parse().ok()?;
+    Some((start, end))
+}
+
 /// Sets every signal's disposition back to the default. `execve` keeps ignored signals
 /// ignored, and the Rust runtime of guest-init (and of `rkt enter`'s stage1) ignores `SIGPIPE`:
 /// without this an app would start with `SIGPIPE` ignored, unlike under any shell or rkt.
@@ -274,6 +312,17 @@ impl Command {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn finds_the_environment_block_in_a_stat_line() {
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (start, end) = env_bounds(&own).unwrap();
+        assert!(start < end, "{own}");
+        // Fields 3 to 49, then env_start and env_end, after a name with spaces and parentheses.
+        let odd = format!("7 (a) b (c) {} 1000 2000 0", ["0"; 47].join(" "));
+        assert_eq!(env_bounds(&odd), Some((1000, 2000)));
+        assert_eq!(env_bounds("7 (no fields)"), None);
+    }
     use super::*;
 
     /// The `SigIgn` mask of the calling process.

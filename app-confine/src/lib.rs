@@ -12,7 +12,7 @@
 //!    with the shell's exit codes (127 not found, 126 not executable).
 //!
 //! [`enter::confine_and_exec`] chains them (with the app's cgroups) for a command `rkt enter`
-//! runs, in both flavors.
+//! runs, in both flavors; [`pidns`] joins the apps' own PID namespace of an ns pod.
 //!
 //! Dependencies stay light (nix, libc, the plan types, the capability table): guest-init is a
 //! static PID 1.
@@ -25,6 +25,7 @@ pub mod enter;
 pub mod exec;
 pub mod identity;
 pub mod paths;
+pub mod pidns;
 pub mod root;
 pub mod seccomp;
 pub mod user;

@@ -562,6 +562,10 @@ fn exec_session(stream: &UnixStream, ctx: &Ctx<'_>, req: &ExecReq<'_>, rest: Vec
         Ok(h) => h,
         Err(e) => return fail(format!("pipes: {}", e.desc())),
     };
+    // The exec service runs out of the apps' sight; its command is born among them.
+    if let Err(e) = crate::pidns::for_apps() {
+        return fail(format!("the apps' PID namespace: {e}"));
+    }
     // SAFETY: the session process is single-threaded (a test's session thread only forks
     // children that exec or _exit, with everything allocated before the fork).
     let pid = match unsafe { nix::unistd::fork() } {

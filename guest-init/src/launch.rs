@@ -71,8 +71,13 @@ pub fn parse_report(b: &[u8]) -> Option<(i32, String)> {
     Some((code.parse().ok()?, msg.trim_end().to_string()))
 }
 
-/// Forks and starts `spec`. Fails only if fork or the report pipe cannot be created.
+/// Forks and starts `spec` (in the apps' PID namespace, [`crate::pidns::for_apps`]). Fails only
+/// if that namespace cannot be joined or fork or the report pipe cannot be created.
 pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
+    crate::pidns::for_apps().map_err(|e| {
+        info!("{e}");
+        e.errno
+    })?;
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let prepared = Command::new(&spec.argv, &spec.env);
     let userns = match spec.private_users {

@@ -21,6 +21,7 @@ mod log;
 mod machine;
 mod mounts;
 mod net;
+mod pidns;
 mod readahead;
 mod snapshot_stage;
 mod status;
@@ -187,17 +188,24 @@ fn console_in_root() -> Option<PathBuf> {
 }
 
 /// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
-/// procfs of the pod's PID namespace for guest-init's own use.
+/// procfs of the pod's PID namespace for guest-init's own use, forget the environment stage1-ns
+/// had from the host, and make the apps' own PID namespace below it ([`pidns::split`]).
 fn ns_setup(
     start: Option<std::os::fd::OwnedFd>,
     exec_listener: Option<std::os::fd::OwnedFd>,
 ) -> Result<supervisor::Env, String> {
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
+    // guest-init is a fork of stage1-ns, which the host's rkt started with the operator's
+    // environment: none of it goes on to the reaper or any other process of the pod.
+    app_confine::exec::forget_environment()
+        .map_err(|e| format!("forget the launcher's environment: {e}"))?;
+    let apps_proc = pidns::split()?;
     Ok(supervisor::Env {
         console: console_in_root(),
         host_dev: PathBuf::from("/dev"),
         nodev: true,
+        apps_proc: Some(apps_proc),
         stdout: None,
         stderr: None,
         control: None,
@@ -343,6 +351,7 @@ fn kvm_setup(control_path: &str) -> Result<supervisor::Env, String> {
         }
     };
     Ok(supervisor::Env {
+        apps_proc: None,
         console,
         host_dev: PathBuf::from("/dev"),
         nodev: false,

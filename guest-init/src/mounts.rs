@@ -126,6 +126,9 @@ pub struct MountCtx {
     /// host's): the app's root, volumes and `/dev` are `nodev`. A kvm guest's devices are the
     /// VM's own.
     pub nodev: bool,
+    /// A procfs mount to bind as the app's `/proc` (the apps' own PID namespace's, in the ns
+    /// flavor); `None`: a new procfs (of guest-init's namespace, the kvm flavor).
+    pub proc_source: Option<PathBuf>,
 }
 
 /// A failed step, with the path for the report.
@@ -237,7 +240,25 @@ pub fn plan_app_mounts(
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_ = resolve("/proc")?;
     ops.push(MountOp::Mkdir(proc_.clone()));
-    ops.push(mnt("proc", proc_.clone(), "proc", nosuid_nodev_noexec, ""));
+    match &ctx.proc_source {
+        Some(src) => {
+            ops.push(MountOp::Mount {
+                source: Some(src.display().to_string()),
+                target: proc_.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+            });
+            ops.push(MountOp::Mount {
+                source: None,
+                target: proc_.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid_nodev_noexec,
+                data: None,
+            });
+        }
+        None => ops.push(mnt("proc", proc_.clone(), "proc", nosuid_nodev_noexec, "")),
+    }
     if !app.insecure_paths {
         for p in PROC_READ_ONLY {
             ops.push(MountOp::ReadOnlyIfPresent(proc_.join(p)));
@@ -507,6 +528,7 @@ pub(crate) mod tests {
             console: Some("/proc/self/fd/1".into()),
             host_dev: "/dev".into(),
             nodev: true,
+            proc_source: None,
         }
     }
 
@@ -609,6 +631,49 @@ pub(crate) mod tests {
             !ops.iter().any(|o| matches!(o, MountOp::Mount { flags, .. }
                 if flags.contains(MsFlags::MS_NODEV) && flags.contains(MsFlags::MS_STRICTATIME))),
             "{ops:#?}"
+        );
+    }
+
+    #[test]
+    fn proc_is_the_apps_own_procfs_when_given() {
+        let sys = FakeSys::default();
+        let bound = MountCtx {
+            proc_source: Some("/rkt/apps-proc".into()),
+            ..ctx()
+        };
+        let ops = plan_app_mounts(&sys, &app("a"), Path::new("/r"), &bound).unwrap();
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, MountOp::Mount { fstype: Some(t), .. } if t == "proc")),
+            "no procfs of guest-init's namespace: {ops:#?}"
+        );
+        let at = ops
+            .iter()
+            .position(|o| {
+                matches!(o, MountOp::Mount { source: Some(s), target, flags, .. }
+                if s == "/rkt/apps-proc" && target == Path::new("/r/proc") && *flags == MsFlags::MS_BIND)
+            })
+            .unwrap_or_else(|| panic!("/proc bound from the apps' procfs: {ops:#?}"));
+        assert_eq!(
+            ops.get(at + 1),
+            Some(&MountOp::Mount {
+                source: None,
+                target: "/r/proc".into(),
+                fstype: None,
+                flags: MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                data: None,
+            })
+        );
+        let knob = ops.iter().position(
+            |o| matches!(o, MountOp::ReadOnlyIfPresent(p) if p.starts_with("/r/proc/sys")),
+        );
+        assert!(
+            knob.is_some_and(|k| k > at + 1),
+            "knobs made read-only on the bound /proc: {ops:#?}"
         );
     }
 

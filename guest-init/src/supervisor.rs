@@ -42,6 +42,9 @@ pub struct Env {
     pub host_dev: PathBuf,
     /// Device nodes an app makes must not open (the ns flavor; [`crate::mounts::MountCtx::nodev`]).
     pub nodev: bool,
+    /// The procfs of the apps' own PID namespace (the ns flavor, [`crate::pidns`]), bound as each
+    /// app's `/proc`; `None`: each app gets a procfs of guest-init's (the kvm flavor).
+    pub apps_proc: Option<PathBuf>,
     /// fd for the apps' stdout (`None`: inherit).
     pub stdout: Option<RawFd>,
     /// fd for the apps' stderr (`None`: inherit).
@@ -129,7 +132,8 @@ pub(crate) fn prepare_streams(app: &AppPlan, rootfs: &Path) -> Result<Streams, S
     };
     let mut st = Streams::default();
     if stdio.attachable() {
-        let (ends, pid) = crate::iomux::start(&app.name, rootfs, stdio)
+        let (ends, pid) = crate::pidns::outside(|| crate::iomux::start(&app.name, rootfs, stdio))
+            .and_then(|r| r)
             .map_err(|e| format!("attachable streams: {e}"))?;
         st.ends = Some(ends);
         st.mux = Some(pid);
@@ -198,7 +202,10 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
         pod_abi::trace::phase("guest-init", "started");
     }
     if let Some(l) = sup.env.exec_listener.take() {
-        match crate::exec_service::start(l, &sup.plan) {
+        match crate::pidns::outside(|| crate::exec_service::start(l, &sup.plan))
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+        {
             Ok(s) => sup.service = Some(s),
             Err(e) => info!("exec service: {}", user::errno_text(&e)),
         }
@@ -271,6 +278,7 @@ impl Supervisor {
             console: self.env.console.clone(),
             host_dev: self.env.host_dev.clone(),
             nodev: self.env.nodev,
+            proc_source: self.env.apps_proc.clone(),
         };
         let ops = mounts::plan_app_mounts(&sys, app, &rootfs, &ctx).map_err(|e| chain(&e))?;
         for op in &ops {

@@ -209,22 +209,37 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
 }
 
 /// Moves directory `name` of `dir` to the top directory `top` under a name of its own
-/// ([`HOISTED`] and the first free number from `seq` on).
+/// ([`HOISTED`] and the first free number from `seq` on): `RENAME_NOREPLACE`, or where the
+/// file system refuses that flag (`EINVAL`), a plain rename, which may replace an empty
+/// directory of that name (everything under `top` is being removed: nothing is lost) and skips
+/// a name that holds anything else.
 fn hoist(dir: RawFd, name: &CStr, top: RawFd, seq: &mut u64) -> io::Result<()> {
+    hoist_with(dir, name, top, seq, libc::RENAME_NOREPLACE)
+}
+
+/// [`hoist`], first trying the rename flags `flags`.
+fn hoist_with(
+    dir: RawFd,
+    name: &CStr,
+    top: RawFd,
+    seq: &mut u64,
+    mut flags: libc::c_uint,
+) -> io::Result<()> {
     loop {
         let to = CString::new(format!("{HOISTED}{seq}"))
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        *seq += 1;
         // SAFETY: renameat2 on two valid directory fds with NUL-terminated names.
-        let r = unsafe {
-            libc::renameat2(dir, name.as_ptr(), top, to.as_ptr(), libc::RENAME_NOREPLACE)
-        };
+        let r = unsafe { libc::renameat2(dir, name.as_ptr(), top, to.as_ptr(), flags) };
         if r == 0 {
+            *seq += 1;
             return Ok(());
         }
         let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e);
+        match e.raw_os_error() {
+            // The name is taken (by anything, or by a non-empty directory or a file).
+            Some(libc::EEXIST | libc::ENOTEMPTY | libc::ENOTDIR) => *seq += 1,
+            Some(libc::EINVAL) if flags != 0 => flags = 0,
+            _ => return Err(e),
         }
     }
 }
@@ -365,6 +380,27 @@ mod tests {
             String::from_utf8_lossy(&out.stdout)
         );
         assert!(!d.exists());
+    }
+
+    #[test]
+    fn a_plain_rename_skips_names_that_hold_something() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path();
+        std::fs::create_dir_all(top.join("a/deep/inside")).unwrap();
+        // Taken: a non-empty directory and a file; free: an empty directory.
+        std::fs::create_dir_all(top.join(format!("{HOISTED}0/x"))).unwrap();
+        std::fs::write(top.join(format!("{HOISTED}1")), b"f").unwrap();
+        std::fs::create_dir(top.join(format!("{HOISTED}2"))).unwrap();
+        let a = std::fs::File::open(top.join("a")).unwrap();
+        let t = std::fs::File::open(top).unwrap();
+        let name = CString::new(std::ffi::OsStr::new("deep").as_bytes()).unwrap();
+        let mut seq = 0;
+        hoist_with(a.as_raw_fd(), &name, t.as_raw_fd(), &mut seq, 0).unwrap();
+        assert_eq!(seq, 3);
+        assert!(top.join(format!("{HOISTED}2/inside")).is_dir());
+        assert!(top.join(format!("{HOISTED}0/x")).is_dir());
+        assert!(!top.join("a/deep").exists());
     }
 
     #[test]

@@ -28,7 +28,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use app_confine::cgroup::{limit_writes, Limit, V1_JOIN, V2_JOIN};
+use app_confine::cgroup::{limit_writes, Limit, PIDS_CONTROLLER, V1_JOIN, V2_JOIN};
 
 /// File in the pod directory listing the host cgroup directories `run` created, one per line.
 pub const CGROUPS_FILE: &str = "stage1-cgroups";
@@ -41,7 +41,7 @@ pub use pod_abi::proccgroup::V2_INIT_CGROUP;
 /// host; a kvm pod's are the guest's (its VMM's threads are few and fixed).
 fn controllers(shape: Shape) -> &'static [&'static str] {
     match shape {
-        Shape::Nested => &["memory", "cpu", "pids"],
+        Shape::Nested => &["memory", "cpu", PIDS_CONTROLLER],
         Shape::Leaf => &["memory", "cpu"],
     }
 }
@@ -96,7 +96,7 @@ impl PodCgroup {
     /// Whether guest-init makes the apps' sub-cgroups in it (so an ns pod binds it into the
     /// stage1 root): all but the v1 `pids` cgroup, whose one limit is the pod's.
     pub fn for_apps(&self) -> bool {
-        self.name != "pids"
+        self.name != PIDS_CONTROLLER
     }
 }
 
@@ -339,10 +339,11 @@ pub fn gc(pod_dir: &Path) -> io::Result<()> {
 /// [`V2_INIT_CGROUP`] (v2, whose inner cgroups hold no process). `tasks` on v1 (the caller
 /// must be single-threaded, its one thread then the whole process), `cgroup.procs` on v2.
 pub fn app_joins(pod_dir: &Path, app: &str) -> io::Result<Vec<PathBuf>> {
+    // As `create` chose for this host.
+    let v2 = host_is_v2();
     Ok(listed(pod_dir)?
         .into_iter()
         .map(|dir| {
-            let v2 = dir.join("cgroup.controllers").exists();
             let own = dir.join(app);
             let at = if own.is_dir() {
                 own

@@ -4,7 +4,9 @@
 //! in the stage1 root, so there is no window to retry), reads the plan beneath its root, joins
 //! the app's cgroups on the host (`stage1_common::cgroup::app_joins`: the pod's task limit and
 //! the app's limits hold for the command too), guest-init's ipc,
-//! uts, net, pid and mount namespaces, forks (to be inside the PID namespace), and in the child
+//! uts, net and mount namespaces and the apps' own PID namespace below guest-init's
+//! (`app_confine::pidns`: guest-init's `pid_for_children`, refused while it is guest-init's own,
+//! so the command never sees guest-init), forks (to be inside the PID namespace), and in the child
 //! (`app_confine::enter`, shared with the kvm flavor's exec service in guest-init) confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
 //! namespace, `pivot_root`, old root detached), changes to the app's working directory, takes
 //! the app's identity (user, group, supplementary groups, capability sets, `no_new_privs`:
@@ -37,14 +39,38 @@ use crate::stdio::Stdio;
 pub const DEFAULT_CMD: &str = "/bin/sh";
 
 /// The namespaces of guest-init that the command joins, as named under `/proc/<pid>/ns/`; the
-/// mount namespace last (it changes root and cwd).
-const NAMESPACES: [(&str, CloneFlags); 5] = [
+/// mount namespace last (it changes root and cwd). The PID namespace is the apps' own
+/// ([`apps_pid_ns`]).
+const NAMESPACES: [(&str, CloneFlags); 4] = [
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
     ("net", CloneFlags::CLONE_NEWNET),
-    ("pid", CloneFlags::CLONE_NEWPID),
     ("mnt", CloneFlags::CLONE_NEWNS),
 ];
+
+/// How long `enter` waits for guest-init's children to be born among the apps again while it
+/// forks one of its own helpers (a few microseconds each time) (milliseconds).
+const APPS_PID_NS_WAIT_MS: u64 = 1000;
+
+/// The apps' PID namespace of the pod whose guest-init is `pid`: guest-init's
+/// `pid_for_children`, once it is not guest-init's own namespace.
+fn apps_pid_ns(pid: i32) -> anyhow::Result<File> {
+    let candidate = format!("/proc/{pid}/ns/pid_for_children");
+    let own = format!("/proc/{pid}/ns/pid");
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(APPS_PID_NS_WAIT_MS);
+    loop {
+        match app_confine::pidns::open_apart(Path::new(&candidate), Path::new(&own)) {
+            Ok(f) => return Ok(f),
+            Err(e)
+                if e.errno == nix::errno::Errno::EAGAIN && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => bail!("the apps' PID namespace of pid {pid}: {e}"),
+        }
+    }
+}
 
 /// Runs `enter` into the pod of `pod_dir`.
 pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
@@ -77,16 +103,23 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
     if let Err((file, e)) = app_confine::cgroup::join_self(&joins) {
         bail!("join the app's cgroup {}: {e}", file.display());
     }
+    // The child is among the apps from its birth until its exec: it carries nothing of the
+    // operator's environment, which this process inherited from the host's rkt
+    // (the host's /proc: the pod's shows no process of the host).
+    app_confine::exec::forget_environment().context("forget rkt's environment")?;
+    let apps_pid = apps_pid_ns(pid)?;
     let mut nss = Vec::new();
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{pid}/ns/{name}"))
             .with_context(|| format!("open the {name} namespace of pid {pid}"))?;
         nss.push((name, flag, f));
     }
+    app_confine::pidns::join_for_children(&apps_pid).context("join the apps' PID namespace")?;
     for (name, flag, f) in &nss {
         setns(f, *flag).with_context(|| format!("join the {name} namespace"))?;
     }
     drop(nss);
+    drop(apps_pid);
     // SAFETY: stage1-ns is single-threaded; the child only confines itself and execs.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {

@@ -421,13 +421,16 @@ fn enter_cgroups_and_gc() {
     // guest-init is in every pod cgroup and the app in its limit cgroups below them (on cgroup
     // v1 each joined by its one thread moving itself, `tasks`): whole processes, so each
     // cgroup's `cgroup.procs` lists them.
+    // Its children: the apps' reaper (guest-init/src/pidns.rs) and the app.
     let app_pid: i32 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap()
         .split_whitespace()
-        .next()
-        .expect("the app runs under guest-init")
-        .parse()
-        .unwrap();
+        .map(|c| c.parse().unwrap())
+        .find(|c: &i32| {
+            std::fs::read_to_string(format!("/proc/{c}/comm"))
+                .is_ok_and(|n| n.trim() == "pod-check")
+        })
+        .expect("the app runs under guest-init");
     for d in &dirs {
         let procs = |dir: &str| std::fs::read_to_string(format!("{dir}/cgroup.procs")).unwrap();
         let has = |dir: &str, p: i32| procs(dir).lines().any(|l| l.trim() == p.to_string());

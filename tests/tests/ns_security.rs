@@ -1239,3 +1239,143 @@ fn ns_a_pod_with_a_deep_directory_chain_is_still_collected() {
         stderr(&o)
     );
 }
+
+/// A variable only the host's `rkt` holds: seen in a process's environment, that process still
+/// carries the operator's environment (guest-init, forked from stage1-ns).
+const OPERATOR_SECRET: &str = "RKT_TEST_OPERATOR_SECRET";
+const SECRET_VALUE: &str = "operator-secret-7f3a9c";
+
+/// `CAP_SYS_ADMIN`'s bit in a capability mask: every stage1 process holds it, no app by default.
+const CAP_SYS_ADMIN_BIT: u32 = 21;
+
+/// The probe's `proc` lines: (pid, comm, effective capabilities, the rest of the line).
+fn proc_lines(out: &str) -> Vec<(u32, String, u64, String)> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("proc "))
+        .map(|l| {
+            let mut w = l.split(' ');
+            let pid = w.next().unwrap().parse().unwrap();
+            let comm = w.next().unwrap().trim_start_matches("comm=").to_string();
+            let cap = w.next().unwrap().trim_start_matches("capeff=");
+            (
+                pid,
+                comm,
+                u64::from_str_radix(cap, 16).unwrap(),
+                l.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What a tracer saw, checked: no process carrying the operator's environment, none holding
+/// `CAP_SYS_ADMIN`, and the probe's other app attached (so `ptrace` did work for it).
+fn assert_no_stage1_process(out: &str, who: &str) {
+    let procs = proc_lines(out);
+    assert!(
+        procs.iter().any(
+            |(_, comm, _, l)| (comm == "escape-probe" || comm == "pod-check")
+                && l.ends_with("attach=ok")
+        ),
+        "{who}: the probe attached to no app of its pod, so the test proves nothing: {out}"
+    );
+    for (pid, comm, cap, line) in &procs {
+        assert!(
+            !line.contains(&format!("environ={SECRET_VALUE}")),
+            "{who}: process {pid} ({comm}) holds the operator's environment: {line}"
+        );
+        assert!(
+            cap & (1 << CAP_SYS_ADMIN_BIT) == 0,
+            "{who}: process {pid} ({comm}), holding CAP_SYS_ADMIN, is in the apps' sight: {line}"
+        );
+    }
+}
+
+/// A root app the operator gave `CAP_SYS_PTRACE` and no system call filter (what `strace` or
+/// `gdb` in a pod needs) may trace every process it sees. guest-init, an ns pod's PID 1, holds
+/// every capability on the host, as do its attach multiplexers and exec service: one traced
+/// would run the app's code as the host's root. The apps have a PID namespace of their own
+/// below guest-init's, whose init is a reaper holding nothing; before, the probe attached to
+/// guest-init (all capabilities, the operator's environment in `/proc/1/environ`) and to the
+/// other app's multiplexer. Checked for an app and for a `rkt enter` command.
+#[test]
+fn ns_a_ptrace_capable_app_sees_no_stage1_process() {
+    let Some(e) = E2e::require("ns_a_ptrace_capable_app_sees_no_stage1_process") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let img = img.to_str().unwrap();
+    // The attachable app first: its multiplexer and process exist when the tracer looks.
+    let attachable = [img, "--name=attachable", "--stdin=stream", "--"];
+    let tracer = [
+        img,
+        "--name=tracer",
+        "--caps-retain=CAP_SYS_PTRACE,CAP_SETUID,CAP_SETGID",
+    ];
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        "--insecure-options=image,seccomp".into(),
+    ];
+    args.extend(attachable.iter().map(|s| s.to_string()));
+    args.extend(["--no-check", "--sleep-ms=1500", "---"].map(String::from));
+    args.extend(tracer.iter().map(|s| s.to_string()));
+    args.extend(
+        [
+            "--exec=/bin/escape-probe",
+            "--",
+            "status",
+            "procs",
+            SECRET_VALUE,
+        ]
+        .map(String::from),
+    );
+    let o = e.run_env(&[(OPERATOR_SECRET, SECRET_VALUE)], &args);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("CapEff=0000000000080"),
+        "the tracer holds CAP_SYS_PTRACE: {out}"
+    );
+    assert_no_stage1_process(&out, "the app");
+
+    // The same look from a `rkt enter` command into the tracer (its capabilities).
+    let uuid_file = e.path("tracer.uuid");
+    let mut all = vec![
+        "run".to_string(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        "--insecure-options=image,seccomp".into(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+    ];
+    all.extend(attachable.iter().map(|s| s.to_string()));
+    all.extend(["--no-check", "--sleep-ms=60000", "---"].map(String::from));
+    all.extend(tracer.iter().map(|s| s.to_string()));
+    all.extend(["--", "--no-check", "--sleep-ms=60000"].map(String::from));
+    let child = e
+        .rkt(&all)
+        .env(OPERATOR_SECRET, SECRET_VALUE)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let uuid = wait_running(&e, &uuid_file);
+    let o = e
+        .rkt(&[
+            "enter",
+            "--app=tracer",
+            &uuid,
+            "/bin/escape-probe",
+            "status",
+            "procs",
+            SECRET_VALUE,
+        ])
+        .env(OPERATOR_SECRET, SECRET_VALUE)
+        .output()
+        .unwrap();
+    stop_and_wait(&e, &uuid, child);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert_no_stage1_process(&out, "rkt enter");
+}

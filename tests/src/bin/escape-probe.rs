@@ -52,6 +52,12 @@
 //! * `deep N`: makes a chain of N nested directories `d/d/d/...` below the working directory,
 //!   each made and entered relative to the last (a path far beyond `PATH_MAX`):
 //!   `deep: N levels` or `deep: K levels, then <ERRNO>`.
+//! * `procs MARKER`: every other process the probe sees in `/proc`, one line each:
+//!   `proc PID comm=COMM capeff=HEX environ=MARKER|clean|<ERRNO> root=ok|<ERRNO>
+//!   attach=ok|<ERRNO>`: whether its environment holds MARKER (e.g. a variable set only in the
+//!   host's `rkt`), whether its root opens (`/proc/PID/root`) and whether `PTRACE_ATTACH` takes
+//!   it (then detached at once): with `CAP_SYS_PTRACE` and `ptrace` allowed, a process the probe
+//!   attaches to runs whatever the probe wants, with that process's capabilities.
 //!
 //! Exits 0 unless the arguments are wrong (2) or the escape child could not be run (1).
 
@@ -395,6 +401,59 @@ fn reopen(fd: &str, mode: &str) {
     say(&format!("reopen {fd} {mode}: {line}"));
 }
 
+fn procs(marker: &str) {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        say("procs: /proc unreadable");
+        return;
+    };
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|p| *p != me)
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let capeff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(str::trim)
+            .unwrap_or("?")
+            .to_string();
+        let environ = match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(b) if b.windows(marker.len()).any(|w| w == marker.as_bytes()) => marker.to_string(),
+            Ok(_) => "clean".to_string(),
+            Err(e) => io_name(&e),
+        };
+        let root = match std::fs::read_dir(format!("/proc/{pid}/root/")) {
+            Ok(_) => "ok".to_string(),
+            Err(e) => io_name(&e),
+        };
+        say(&format!(
+            "proc {pid} comm={} capeff={capeff} environ={environ} root={root} attach={}",
+            comm.trim(),
+            attach(pid)
+        ));
+    }
+}
+
+/// `PTRACE_ATTACH`, wait for the stop, `PTRACE_DETACH`: `ok` or the attach's errno.
+fn attach(pid: u32) -> String {
+    let pid = pid as libc::pid_t;
+    let none = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: PTRACE_ATTACH takes no addresses; its failure is reported by errno.
+    if unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, none, none) } != 0 {
+        return errno_name(nix::errno::Errno::last());
+    }
+    // SAFETY: waits for the stop the attach sent; a null status pointer is allowed.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) };
+    // SAFETY: detaches the stopped tracee, signal 0: it goes on as before.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, none, none) };
+    "ok".to_string()
+}
+
 fn seccomp_status() {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |f: &str| {
@@ -528,6 +587,7 @@ fn main() {
                 }
             }
             "forks" => forks(&operand()),
+            "procs" => procs(&operand()),
             "deep" => deep(&operand()),
             "snoop" => {
                 let marker = operand();
