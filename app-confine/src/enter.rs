@@ -43,6 +43,23 @@ pub struct EnterSpec<'a> {
     /// An fd above stderr to keep open (close-on-exec), e.g. a report pipe; every other one
     /// is closed.
     pub keep_fd: Option<RawFd>,
+    /// The caller was born out of the apps' sight: it joins their PID namespace for its
+    /// children and hatches the command's process there once it holds the app's identity
+    /// ([`crate::pidns::hatch`]).
+    pub hatch: Option<Hatch<'a>>,
+}
+
+/// How a launcher born out of the apps' sight hatches the command's process.
+#[derive(Debug, Clone, Copy)]
+pub struct Hatch<'a> {
+    /// The apps' PID namespace ([`crate::pidns::open_apart`]), joined for children first.
+    pub apps_ns: &'a std::fs::File,
+    /// Where the hatched process's pid is written (kept open; [`EnterSpec::keep_fd`] is set
+    /// to it).
+    pub report: RawFd,
+    /// The command holds a terminal on fd 0: the hatched process makes a session of its own
+    /// with it as the controlling terminal ([`crate::pidns::own_terminal`]).
+    pub terminal: bool,
 }
 
 /// Runs in a forked child whose stdio is already in place: confines it and execs `command`.
@@ -57,6 +74,13 @@ pub fn confine_and_exec(
 ) -> (i32, String) {
     if let Err(e) = crate::exec::make_undumpable() {
         return (STAGE1_FAILED, e.to_string());
+    }
+    // First: joining a PID namespace needs CAP_SYS_ADMIN over it, gone in the pod's user
+    // namespace.
+    if let Some(h) = &spec.hatch {
+        if let Err(e) = crate::pidns::join_for_children(h.apps_ns) {
+            return (STAGE1_FAILED, format!("the apps' PID namespace: {e}"));
+        }
     }
     if let Err((f, e)) = crate::cgroup::join_self(&spec.cgroup_join) {
         return (
@@ -73,7 +97,7 @@ pub fn confine_and_exec(
             return (STAGE1_FAILED, format!("the pod's user namespace: {e}"));
         }
     }
-    close_inherited_fds(spec.keep_fd);
+    close_inherited_fds(spec.hatch.map(|h| h.report).or(spec.keep_fd));
     if let Err(e) = crate::root::confine(&spec.rootfs) {
         return (
             STAGE1_FAILED,
@@ -97,6 +121,16 @@ pub fn confine_and_exec(
     }
     if let Err(e) = id.assume() {
         return (STAGE1_FAILED, format!("take the app's identity: {e}"));
+    }
+    if let Some(h) = &spec.hatch {
+        if let Err(e) = crate::pidns::hatch(h.report) {
+            return (STAGE1_FAILED, e.to_string());
+        }
+        if h.terminal {
+            if let Err(e) = crate::pidns::own_terminal() {
+                return (STAGE1_FAILED, e.to_string());
+            }
+        }
     }
     command
         .filter_and_exec(&id)

@@ -502,6 +502,7 @@ fn command_child(
                     rootfs: pod_abi::paths::guest_app_rootfs(&app.name),
                     cgroup_join: joins.cgroups,
                     keep_fd: keep,
+                    hatch: None,
                 };
                 confine_and_exec(&spec, command, joins.userns)
             }

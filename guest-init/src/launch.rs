@@ -6,6 +6,12 @@
 //! commands it runs with the same code. A setup or exec failure in the child travels back to
 //! PID 1 over a close-on-exec pipe as `<code> <reason>` and the child exits with that code, so
 //! the reason is never lost.
+//!
+//! With the apps' own PID namespace (the ns flavor, `crate::pidns`) the child is born out of the
+//! apps' sight, joins their namespace for its children, does all of the above up to the app's
+//! identity and then hatches the process that execs (`app_confine::pidns::hatch`, its pid on
+//! the pipe first): nothing holding more than the app is ever among the apps. That process,
+//! adopted by PID 1, makes its own session (and takes its terminal) before it execs.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -71,25 +77,33 @@ pub fn parse_report(b: &[u8]) -> Option<(i32, String)> {
     Some((code.parse().ok()?, msg.trim_end().to_string()))
 }
 
-/// Forks and starts `spec` (in the apps' PID namespace, [`crate::pidns::for_apps`]). Fails only
-/// if that namespace cannot be joined or fork or the report pipe cannot be created.
+/// Forks and starts `spec` (its process in the apps' PID namespace where there is one,
+/// hatched there holding the app's identity). Fails only if fork or the report pipe cannot be
+/// created.
 pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
-    crate::pidns::for_apps().map_err(|e| {
-        info!("{e}");
-        e.errno
-    })?;
     let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let prepared = Command::new(&spec.argv, &spec.env);
     let userns = match spec.private_users {
         Some(_) => Some(Handshake::new()?),
         None => None,
     };
+    let hatch = crate::pidns::is_split();
     // SAFETY: guest-init is single-threaded, so the child may allocate and use any libc call.
-    match unsafe { nix::unistd::fork() }? {
+    let fork = || unsafe { nix::unistd::fork() };
+    let forked = if hatch {
+        crate::pidns::outside(fork).map_err(|e| {
+            info!("{e}");
+            nix::errno::Errno::EAGAIN
+        })?
+    } else {
+        fork()
+    };
+    match forked? {
         ForkResult::Child => {
             drop(rd);
+            let report = hatch.then_some(wr.as_raw_fd());
             let (code, msg) = match prepared {
-                Ok(p) => child(spec, &p, userns),
+                Ok(p) => child(spec, &p, userns, report),
                 Err(m) => (SETUP_FAILED, m),
             };
             let _ = nix::unistd::write(&wr, format!("{code} {msg}").as_bytes());
@@ -110,16 +124,22 @@ pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
                 info!("the pod's user namespace: {e}");
             }
             let report = read_all(&rd);
+            // The hatched process is the app's (adopted by PID 1 once its launcher, reaped
+            // here, is gone); without one, the launcher failed and is the app's process.
+            let (pid, report) = match app_confine::pidns::hatched(&report) {
+                (Some(p), rest) => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    (Pid::from_raw(p), rest)
+                }
+                (None, all) => (child, all),
+            };
             // The child's own report first: it may have failed before the handshake.
-            let failure = parse_report(&report).or_else(|| {
+            let failure = parse_report(report).or_else(|| {
                 mapped
                     .err()
                     .map(|e| (SETUP_FAILED, format!("the pod's user namespace: {e}")))
             });
-            Ok(Launched {
-                pid: child,
-                failure,
-            })
+            Ok(Launched { pid, failure })
         }
     }
 }
@@ -138,14 +158,27 @@ pub(crate) fn read_all(fd: &OwnedFd) -> Vec<u8> {
     out
 }
 
-/// Runs in the child; returns only on failure.
-fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i32, String) {
+/// Runs in the child; returns only on failure. With `hatch` (the report pipe), the child was
+/// born out of the apps' sight and hatches the app's process among them once it holds the
+/// app's identity.
+fn child(
+    spec: &LaunchSpec,
+    command: &Command,
+    userns: Option<Handshake>,
+    hatch: Option<RawFd>,
+) -> (i32, String) {
     let fail = |what: String, e: nix::errno::Errno| (SETUP_FAILED, format!("{what}: {}", e.desc()));
     if let Err(e) = app_confine::exec::make_undumpable() {
         return (SETUP_FAILED, e.to_string());
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    if let Err(e) = nix::unistd::setsid() {
+    if hatch.is_some() {
+        // First: joining a PID namespace needs CAP_SYS_ADMIN over it, gone with a user
+        // namespace of the pod's.
+        if let Err(e) = crate::pidns::for_apps() {
+            return (SETUP_FAILED, format!("the apps' PID namespace: {e}"));
+        }
+    } else if let Err(e) = nix::unistd::setsid() {
         return fail("setsid".into(), e);
     }
     match spec.stdin {
@@ -176,7 +209,8 @@ fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i3
             }
         }
     }
-    if (spec.interactive || spec.ctty) && nix::unistd::isatty(0).unwrap_or(false) {
+    let take_tty = (spec.interactive || spec.ctty) && nix::unistd::isatty(0).unwrap_or(false);
+    if take_tty && hatch.is_none() {
         // SAFETY: TIOCSCTTY on fd 0 with an integer argument; failure is non-fatal.
         unsafe { libc::ioctl(0, libc::TIOCSCTTY, 1) };
     }
@@ -221,6 +255,19 @@ fn child(spec: &LaunchSpec, command: &Command, userns: Option<Handshake>) -> (i3
     }
     if let Err(e) = spec.identity.assume() {
         return (SETUP_FAILED, e.to_string());
+    }
+    if let Some(report) = hatch {
+        if let Err(e) = app_confine::pidns::hatch(report) {
+            return (SETUP_FAILED, e.to_string());
+        }
+        // The app's process: a session of its own, and its terminal.
+        if let Err(e) = nix::unistd::setsid() {
+            return fail("setsid".into(), e);
+        }
+        if take_tty {
+            // SAFETY: TIOCSCTTY on fd 0 with an integer argument; failure is non-fatal.
+            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 1) };
+        }
     }
     pod_abi::trace::phase("app", "exec");
     command

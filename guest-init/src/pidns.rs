@@ -77,6 +77,11 @@ pub fn split() -> Result<PathBuf, String> {
     }
 }
 
+/// Whether the apps have a PID namespace of their own ([`split`] ran).
+pub fn is_split() -> bool {
+    REAPER.load(Ordering::Relaxed) != 0
+}
+
 /// Makes the caller's next children be born in the apps' namespace, checked to be another
 /// than the caller's own (a no-op without [`split`]). Call before forking any process of an
 /// app: a failure must fail that process's start.

@@ -3,25 +3,30 @@
 //! is guest-init (its argv, as `stop` does; stage1-ns writes `pid` only once guest-init runs
 //! in the stage1 root, so there is no window to retry), reads the plan beneath its root, joins
 //! the app's cgroups on the host (`stage1_common::cgroup::app_joins`: the pod's task limit and
-//! the app's limits hold for the command too), guest-init's ipc,
-//! uts, net and mount namespaces and the apps' own PID namespace below guest-init's
-//! (`app_confine::pidns`: guest-init's `pid_for_children`, refused while it is guest-init's own,
-//! so the command never sees guest-init), forks (to be inside the PID namespace), and in the child
-//! (`app_confine::enter`, shared with the kvm flavor's exec service in guest-init) confines itself to `/opt/stage2/<app>/rootfs` (`app_confine::root::confine`: its own mount
-//! namespace, `pivot_root`, old root detached), changes to the app's working directory, takes
-//! the app's identity (user, group, supplementary groups, capability sets, `no_new_privs`:
-//! `app_confine::identity`) and execs the command with exactly the app's environment. The
+//! the app's limits hold for the command too), forgets the environment it got from the host's
+//! `rkt`, joins guest-init's ipc, uts, net and mount namespaces, opens the apps' own PID
+//! namespace below guest-init's (`app_confine::pidns`: guest-init's `pid_for_children`, refused
+//! while it is guest-init's own, so the command never sees guest-init), becomes a subreaper and
+//! forks. The child, born in the host's PID namespace out of the apps' sight, joins the apps'
+//! namespace for its children and (`app_confine::enter`, shared with the kvm flavor's exec
+//! service in guest-init) confines itself to `/opt/stage2/<app>/rootfs`
+//! (`app_confine::root::confine`: its own mount namespace, `pivot_root`, old root detached),
+//! changes to the app's working directory, takes the app's identity (user, group,
+//! supplementary groups, capability sets, `no_new_privs`: `app_confine::identity`), then
+//! hatches the command's process among the apps (`app_confine::pidns::hatch`; its pid comes
+//! back on a pipe, and this process adopts and waits for it), which execs the command with
+//! exactly the app's environment. The
 //! command's stdio are a pseudo-terminal or pipes relayed to ours wherever ours could be
 //! reopened with more access ([`crate::stdio`]). Returns
 //! the command's exit code (128+signal; 127/126 for exec failures; 125 when the command could
 //! not be confined, with the reason on stderr).
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use app_confine::enter::{confine_and_exec, pick_app, EnterSpec};
+use app_confine::enter::{confine_and_exec, pick_app, EnterSpec, Hatch};
 use app_confine::exec::Command;
 use app_confine::userns::Handshake;
 use nix::sched::{setns, CloneFlags};
@@ -114,17 +119,28 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("open the {name} namespace of pid {pid}"))?;
         nss.push((name, flag, f));
     }
-    app_confine::pidns::join_for_children(&apps_pid).context("join the apps' PID namespace")?;
     for (name, flag, f) in &nss {
         setns(f, *flag).with_context(|| format!("join the {name} namespace"))?;
     }
     drop(nss);
-    drop(apps_pid);
+    // The child is born here, out of the apps' sight, and hatches the command's process among
+    // them once it holds the app's identity; that process is then this one's to wait for.
+    // SAFETY: PR_SET_CHILD_SUBREAPER with an integer argument, on this process.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("become a subreaper");
+    }
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     // SAFETY: stage1-ns is single-threaded; the child only confines itself and execs.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
+            drop(rd);
+            let hatch = Hatch {
+                apps_ns: &apps_pid,
+                report: wr.as_raw_fd(),
+                terminal: stdio.is_terminal(),
+            };
             let (code, why) = match stdio.install() {
-                Ok(()) => child(app, &command, userns.map(|(hs, _)| hs)),
+                Ok(()) => child(app, &command, userns.map(|(hs, _)| hs), hatch),
                 Err(e) => (STAGE1_FAILED, format!("the command's stdio: {e}")),
             };
             eprintln!("{}: {why}", stage1_common::log::prog());
@@ -132,12 +148,24 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
+            drop(wr);
+            drop(apps_pid);
             if let Some((hs, range)) = userns {
                 if let Err(e) = hs.parent(proc_dir.as_fd(), child, range) {
                     eprintln!("{}: {e}", stage1_common::log::prog());
                 }
             }
-            match stdio.relay(child)? {
+            // Until the command's exec (or the child's failure): its pid, if it was hatched.
+            let mut report = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut File::from(rd), &mut report);
+            let command = match app_confine::pidns::hatched(&report).0 {
+                Some(p) => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    nix::unistd::Pid::from_raw(p)
+                }
+                None => child,
+            };
+            match stdio.relay(command)? {
                 WaitStatus::Exited(_, c) => Ok(c),
                 WaitStatus::Signaled(_, s, _) => Ok(SIGNAL_BASE + s as i32),
                 other => bail!("the command ended oddly: {other:?}"),
@@ -149,12 +177,18 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
 /// In the forked child, inside the pod's namespaces with guest-init's root: the shared
 /// confinement ([`app_confine::enter::confine_and_exec`]; no cgroup join here: the parent
 /// joined the app's cgroups before the fork). Returns only on failure.
-fn child(app: &AppPlan, command: &Command, userns: Option<Handshake>) -> (i32, String) {
+fn child(
+    app: &AppPlan,
+    command: &Command,
+    userns: Option<Handshake>,
+    hatch: Hatch<'_>,
+) -> (i32, String) {
     let spec = EnterSpec {
         app,
         rootfs: guest_app_rootfs(&app.name),
         cgroup_join: Vec::new(),
         keep_fd: None,
+        hatch: Some(hatch),
     };
     confine_and_exec(&spec, command, userns)
 }

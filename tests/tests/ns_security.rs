@@ -1379,3 +1379,87 @@ fn ns_a_ptrace_capable_app_sees_no_stage1_process() {
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert_no_stage1_process(&out, "rkt enter");
 }
+
+/// The race `ns_a_ptrace_capable_app_sees_no_stage1_process` leaves open if a launcher is
+/// born among the apps: a root app with `CAP_SYS_PTRACE` and no filter watches for newcomers
+/// while the host runs `rkt enter` into the pod's other app, reads each one's capabilities as
+/// fast as it can and attaches to any that holds `CAP_SYS_ADMIN` (a launcher that has not yet
+/// become the app's: one attached there would run the tracer's code with the launcher's
+/// capabilities, outside the app's root). Launchers are born out of the apps' sight and their
+/// commands among the apps only once they hold the app's identity, so the tracer sees none.
+#[test]
+fn ns_a_ptrace_capable_app_never_sees_a_privileged_newcomer() {
+    let test = "ns_a_ptrace_capable_app_never_sees_a_privileged_newcomer";
+    let Some(e) = E2e::require(test) else {
+        return;
+    };
+    let img = probe_image(&e);
+    let img = img.to_str().unwrap();
+    let out_file = e.path("snoop-caps.out");
+    let uuid_file = e.path("snoop-caps.uuid");
+    let child = e
+        .rkt(&[
+            "run".to_string(),
+            e.stage1_flag(),
+            "--net=none".into(),
+            "--insecure-options=image,seccomp".into(),
+            format!("--uuid-file-save={}", uuid_file.display()),
+            img.into(),
+            "--name=target".into(),
+            "--".into(),
+            "--no-check".into(),
+            "--sleep-ms=60000".into(),
+            "---".into(),
+            img.into(),
+            "--name=tracer".into(),
+            "--caps-retain=CAP_SYS_PTRACE".into(),
+            "--exec=/bin/escape-probe".into(),
+            "--".into(),
+            "snoop-caps".into(),
+            SNOOP_SECS.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let uuid = wait_running(&e, &uuid_file);
+    std::thread::sleep(Duration::from_millis(500));
+    for round in 0..SNOOP_ENTERS {
+        let o = e
+            .rkt(&["enter", "--app=target", &uuid, "/bin/hello"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "round {round}: {}", stderr(&o));
+    }
+    // The tracer ends after SNOOP_SECS; the target sleeps on.
+    let t0 = Instant::now();
+    let out = loop {
+        let out = std::fs::read_to_string(&out_file).unwrap();
+        if out.contains("snoop-caps: done")
+            || t0.elapsed() > Duration::from_secs(SNOOP_SECS + SETTLE_SECS)
+        {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop_and_wait(&e, &uuid, child);
+    let _ = e.run(&["gc", "--grace-period=0s"]);
+    let done = out
+        .lines()
+        .find_map(|l| l.strip_prefix("snoop-caps: done, "))
+        .unwrap_or_else(|| panic!("no summary from the probe: {out}"));
+    let numbers: Vec<usize> = done
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        numbers.first().is_some_and(|n| *n >= SNOOP_ENTERS / 2),
+        "the probe saw too few of the entered commands to prove anything: {out}"
+    );
+    assert_eq!(
+        numbers.get(1..),
+        Some(&[0usize, 0][..]),
+        "a newcomer held CAP_SYS_ADMIN in the apps' sight: {out}"
+    );
+}

@@ -52,6 +52,11 @@
 //! * `deep N`: makes a chain of N nested directories `d/d/d/...` below the working directory,
 //!   each made and entered relative to the last (a path far beyond `PATH_MAX`):
 //!   `deep: N levels` or `deep: K levels, then <ERRNO>`.
+//! * `snoop-caps SECS`: for SECS seconds, watches for processes that appear in the pod after it
+//!   started and reads each one's `CapEff` as often as it can until it is gone or holds no
+//!   `CAP_SYS_ADMIN`; one seen holding it (a launcher not yet the app's: guest-init's or
+//!   stage1-ns's capabilities) is attached to at once (`PTRACE_ATTACH`, detached right away):
+//!   `snoop-caps: done, N newcomers, P seen privileged, A attached while privileged`.
 //! * `procs MARKER`: every other process the probe sees in `/proc`, one line each:
 //!   `proc PID comm=COMM capeff=HEX environ=MARKER|clean|<ERRNO> root=ok|<ERRNO>
 //!   attach=ok|<ERRNO>`: whether its environment holds MARKER (e.g. a variable set only in the
@@ -368,6 +373,49 @@ fn snoop(marker: &str, secs: &str) {
     ));
 }
 
+/// `CAP_SYS_ADMIN`'s bit in a capability mask.
+const CAP_SYS_ADMIN_BIT: u32 = 21;
+
+/// The effective capabilities of `pid` (from its `status`), if it is still there.
+fn cap_eff(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = text.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn snoop_caps(secs: &str) {
+    let secs: u64 = secs.parse().unwrap_or(10);
+    let me = std::process::id() as i32;
+    let old: std::collections::HashSet<i32> = pids().into_iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    let (mut privileged, mut attached) = (0usize, 0usize);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        for pid in pids() {
+            if pid == me || old.contains(&pid) || !seen.insert(pid) {
+                continue;
+            }
+            let mut was_privileged = false;
+            while let Some(cap) = cap_eff(pid) {
+                if cap & (1 << CAP_SYS_ADMIN_BIT) == 0 || std::time::Instant::now() >= end {
+                    break;
+                }
+                if !was_privileged {
+                    was_privileged = true;
+                    privileged += 1;
+                    if attach(pid as u32) == "ok" {
+                        attached += 1;
+                    }
+                }
+            }
+        }
+    }
+    say(&format!(
+        "snoop-caps: done, {} newcomers, {privileged} seen privileged, {attached} attached while privileged",
+        seen.len()
+    ));
+}
+
 /// See the module documentation (`reopen`).
 fn reopen(fd: &str, mode: &str) {
     use std::io::{Read, Write};
@@ -588,6 +636,7 @@ fn main() {
             }
             "forks" => forks(&operand()),
             "procs" => procs(&operand()),
+            "snoop-caps" => snoop_caps(&operand()),
             "deep" => deep(&operand()),
             "snoop" => {
                 let marker = operand();
