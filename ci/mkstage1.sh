@@ -5,7 +5,8 @@
 #                                 runs guest-init in its pod child), empty /dev /proc /sys /tmp
 #                                 /rkt/status /rkt/errors /rkt/cgroup (the mount point of the
 #                                 pod's cgroups: made in the image, not through the overlay at
-#                                 each start) /opt/stage2
+#                                 each start) /opt/stage2, and for the apps' own PID namespace
+#                                 /rkt/apps-proc /rkt/reaper-root (guest-init/src/pidns.rs)
 #   ci/mkstage1.sh kvm OUT.aci   rootfs: /stage1-vmm, /run /stop /gc /enter /app_* -> stage1-vmm,
 #                                 /init (static guest-init), /kernel/vmlinux, same empty dirs
 # Inputs (override with env): BIN_DIR (default build/bin: mkaci, stage1-ns, stage1-vmm,
@@ -49,6 +50,7 @@ tmp="$out.tmp.$$"
   --symlink "/run:$host" --symlink "/stop:$host" --symlink "/gc:$host" --symlink "/enter:$host" --symlink "/attach:$host" \
   --symlink "/app_add:$host" --symlink "/app_start:$host" --symlink "/app_stop:$host" --symlink "/app_rm:$host" \
   --dir /dev --dir /proc --dir /sys --dir /tmp --dir /rkt/status --dir /rkt/errors --dir /rkt/cgroup --dir /opt/stage2 \
+  --dir /rkt/apps-proc --dir /rkt/reaper-root \
   "${extra[@]}" -o "$tmp"
 mv -f "$tmp" "$out"
 echo "mkstage1: wrote $out" >&2

@@ -88,17 +88,23 @@ pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
         None => None,
     };
     let hatch = crate::pidns::is_split();
-    // SAFETY: guest-init is single-threaded, so the child may allocate and use any libc call.
-    let fork = || unsafe { nix::unistd::fork() };
+    if hatch {
+        crate::pidns::confined().map_err(|e| {
+            info!("{e}");
+            nix::errno::Errno::ESRCH
+        })?;
+    }
     let forked = if hatch {
-        crate::pidns::outside(fork).map_err(|e| {
+        crate::pidns::fork_outside().map_err(|e| {
             info!("{e}");
             nix::errno::Errno::EAGAIN
         })?
     } else {
-        fork()
+        // SAFETY: guest-init is single-threaded, so the child may allocate and use any libc
+        // call.
+        unsafe { nix::unistd::fork() }?
     };
-    match forked? {
+    match forked {
         ForkResult::Child => {
             drop(rd);
             let report = hatch.then_some(wr.as_raw_fd());

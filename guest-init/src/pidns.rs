@@ -40,8 +40,28 @@ const OWN_NS: &str = "/proc/self/ns/pid";
 /// The reaper's pid in guest-init's namespace; 0 until [`split`] (and always in the kvm flavor).
 static REAPER: AtomicI32 = AtomicI32::new(0);
 
+/// The byte the reaper writes once the apps' procfs is mounted; its confinement goes on while
+/// guest-init prepares the apps, and is checked ([`confined`]) before the first app's launch.
+const PROC_MOUNTED: u8 = b'p';
+/// The byte the reaper writes last, once it is confined (anything else is why it failed).
+const CONFINED: u8 = b'c';
+
+/// What is known of the reaper's confinement.
+enum Reaper {
+    /// Under way (or not started: no split); the read end of its report.
+    Confining(Option<OwnedFd>),
+    /// Done.
+    Confined,
+    /// Failed: why (the reaper, and with it the apps' namespace, is gone).
+    Failed(String),
+}
+
+/// The reaper's state, for [`confined`].
+static REAPER_STATE: std::sync::Mutex<Reaper> = std::sync::Mutex::new(Reaper::Confining(None));
+
 /// Makes the apps' PID namespace and its reaper (call once, single-threaded, before any other
-/// fork); afterwards guest-init's children are born in it. Returns the apps' procfs mount.
+/// fork); afterwards guest-init's children are born in it. Returns the apps' procfs mount once
+/// the reaper has mounted it; [`confined`] tells when the reaper is done.
 pub fn split() -> Result<PathBuf, String> {
     for (dir, mode) in [(APPS_PROC, 0o555), (REAPER_ROOT, 0o555)] {
         use std::os::unix::fs::DirBuilderExt;
@@ -63,13 +83,22 @@ pub fn split() -> Result<PathBuf, String> {
         }
         ForkResult::Parent { child } => {
             drop(wr);
-            let report = crate::launch::read_all(&rd);
-            if !report.is_empty() {
+            let mut first = [0u8; 1];
+            let mounted = loop {
+                match nix::unistd::read(rd.as_raw_fd(), &mut first) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    r => break r == Ok(1) && first == [PROC_MOUNTED],
+                }
+            };
+            if !mounted {
+                let rest = crate::launch::read_all(&rd);
                 return Err(format!(
-                    "the apps' PID namespace: {}",
-                    String::from_utf8_lossy(&report)
+                    "the apps' PID namespace: {}{}",
+                    String::from_utf8_lossy(&first),
+                    String::from_utf8_lossy(&rest)
                 ));
             }
+            *REAPER_STATE.lock().unwrap_or_else(|p| p.into_inner()) = Reaper::Confining(Some(rd));
             REAPER.store(child.as_raw(), Ordering::Relaxed);
             for_apps().map_err(|e| e.to_string())?;
             Ok(PathBuf::from(APPS_PROC))
@@ -80,6 +109,35 @@ pub fn split() -> Result<PathBuf, String> {
 /// Whether the apps have a PID namespace of their own ([`split`] ran).
 pub fn is_split() -> bool {
     REAPER.load(Ordering::Relaxed) != 0
+}
+
+/// Waits until the reaper has confined itself (at once after the first call); an error names
+/// the step that failed, after which the reaper is gone, and with it the apps' namespace. Call
+/// before the first process of an app is forked: no app may see the reaper unconfined.
+pub fn confined() -> Result<(), String> {
+    let mut state = REAPER_STATE.lock().unwrap_or_else(|p| p.into_inner());
+    let next = match &*state {
+        Reaper::Confining(None) | Reaper::Confined => return Ok(()),
+        Reaper::Failed(why) => return Err(why.clone()),
+        Reaper::Confining(Some(rd)) => {
+            let why = crate::launch::read_all(rd);
+            match why.as_slice() {
+                [CONFINED] => Reaper::Confined,
+                [] => Reaper::Failed(
+                    "the apps' PID namespace: its reaper ended before it was confined".into(),
+                ),
+                _ => Reaper::Failed(format!(
+                    "the apps' PID namespace: {}",
+                    String::from_utf8_lossy(&why)
+                )),
+            }
+        }
+    };
+    *state = next;
+    match &*state {
+        Reaper::Failed(why) => Err(why.clone()),
+        _ => Ok(()),
+    }
 }
 
 /// Makes the caller's next children be born in the apps' namespace, checked to be another
@@ -114,12 +172,34 @@ pub fn outside<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     Ok(out)
 }
 
-/// The reaper, PID 1 of the apps' namespace: confines itself, reports on `report` (empty: done;
-/// else why it failed, then it exits, which ends the namespace) and reaps. Never returns.
+/// `fork` out of the apps' sight (as [`outside`]); only the parent goes back to the apps'
+/// namespace for its children: the child, an app's launcher, joins it itself
+/// ([`for_apps`]) once it has done what needs guest-init's.
+pub fn fork_outside() -> Result<ForkResult, String> {
+    let own = std::fs::File::open(OWN_NS).map_err(|e| format!("open {OWN_NS}: {e}"))?;
+    app_confine::pidns::join_for_children(&own).map_err(|e| e.to_string())?;
+    // SAFETY: guest-init is single-threaded; the caller's child only sets up and execs or
+    // exits.
+    let forked = unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))?;
+    if let ForkResult::Parent { .. } = forked {
+        if let Err(e) = for_apps() {
+            info!("back to the apps' PID namespace: {e}");
+        }
+    }
+    Ok(forked)
+}
+
+/// The reaper, PID 1 of the apps' namespace: confines itself, reports on `report`
+/// ([`PROC_MOUNTED`] once the apps' procfs is mounted, then [`CONFINED`], or why it failed
+/// before it exits, which ends the namespace) and reaps. Never returns.
 fn reaper(report: OwnedFd) -> ! {
-    let confined = confine_reaper(report.as_raw_fd());
-    let why = confined.as_ref().err().map(String::as_str).unwrap_or("");
-    let _ = nix::unistd::write(&report, why.as_bytes());
+    let confined = confine_reaper(&report);
+    // No allocation here: past its filter the reaper has neither `brk` nor `mmap`.
+    let last: &[u8] = match &confined {
+        Ok(()) => &[CONFINED],
+        Err(why) => why.as_bytes(),
+    };
+    let _ = nix::unistd::write(&report, last);
     drop(report);
     if confined.is_err() {
         // SAFETY: _exit after fork is always safe.
@@ -129,14 +209,16 @@ fn reaper(report: OwnedFd) -> ! {
 }
 
 /// The reaper's confinement: the apps' procfs mounted (before it leaves the pod's mount
-/// namespace), stdio on `/dev/null`, every other fd but `keep` closed, an empty read-only root
-/// (`pivot_root`), `nobody` with no capability and `no_new_privs`, and a filter answering
-/// `EPERM` to everything but reaping, reporting and exiting.
-fn confine_reaper(keep: i32) -> Result<(), String> {
+/// namespace; reported on `report`), stdio on `/dev/null`, every other fd but `report` closed,
+/// an empty read-only root (`pivot_root`), `nobody` with no capability and `no_new_privs`, and
+/// a filter answering `EPERM` to everything but reaping, reporting and exiting.
+fn confine_reaper(report: &OwnedFd) -> Result<(), String> {
     let step = |s: &'static str| move |e: nix::errno::Errno| format!("{s}: {}", e.desc());
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), APPS_PROC, Some("proc"), nse, None::<&str>)
         .map_err(step("mount the apps' procfs"))?;
+    nix::unistd::write(report, &[PROC_MOUNTED]).map_err(step("report"))?;
+    let keep = report.as_raw_fd();
     let null = nix::fcntl::open(
         "/dev/null",
         nix::fcntl::OFlag::O_RDWR,

@@ -192,6 +192,15 @@ pub fn run(plan: &Plan, env: Env, signals: SignalFd) -> Vec<Option<i32>> {
             streams,
         });
     }
+    // No app may see the apps' reaper before it has confined itself (it did so meanwhile).
+    if let Err(why) = crate::pidns::confined() {
+        info!("{why}");
+        for a in &mut sup.apps {
+            a.spec = None;
+            a.code = Some(SETUP_FAILED);
+            a.error.get_or_insert_with(|| why.clone());
+        }
+    }
     pod_abi::trace::phase("guest-init", "prepared");
     if let Some(gate) = sup.env.start.take() {
         pod_abi::trace::phase("guest-init", "ready");

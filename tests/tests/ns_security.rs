@@ -348,14 +348,7 @@ fn ns_an_app_cannot_read_an_entering_process_before_its_exec() {
         !out.contains("snoop: MARKER"),
         "the app read the host environment of an entering process: {out}"
     );
-    let done = out
-        .lines()
-        .find_map(|l| l.strip_prefix("snoop: done, "))
-        .unwrap_or_else(|| panic!("no summary from the probe: {out}"));
-    let numbers: Vec<usize> = done
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let numbers = summary_numbers(&out, "snoop: done, ");
     assert!(
         numbers.first().is_some_and(|n| *n >= SNOOP_ENTERS),
         "the probe saw fewer newcomers than enters: {out}"
@@ -364,6 +357,16 @@ fn ns_an_app_cannot_read_an_entering_process_before_its_exec() {
         numbers.get(1).is_some_and(|n| *n > 0),
         "the probe could read no entered command at all, so it proves nothing: {out}"
     );
+}
+
+/// The numbers of the probe's summary line starting with `prefix` in `out`, in order.
+fn summary_numbers(out: &str, prefix: &str) -> Vec<usize> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no summary from the probe: {out}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 /// `rkt enter` with a host file as its stdin (opened read-only) and another as its stdout
@@ -1445,14 +1448,7 @@ fn ns_a_ptrace_capable_app_never_sees_a_privileged_newcomer() {
     };
     stop_and_wait(&e, &uuid, child);
     let _ = e.run(&["gc", "--grace-period=0s"]);
-    let done = out
-        .lines()
-        .find_map(|l| l.strip_prefix("snoop-caps: done, "))
-        .unwrap_or_else(|| panic!("no summary from the probe: {out}"));
-    let numbers: Vec<usize> = done
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let numbers = summary_numbers(&out, "snoop-caps: done, ");
     assert!(
         numbers.first().is_some_and(|n| *n >= SNOOP_ENTERS / 2),
         "the probe saw too few of the entered commands to prove anything: {out}"
