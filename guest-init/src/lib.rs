@@ -28,6 +28,8 @@ mod status;
 mod supervisor;
 mod sys;
 
+pub use pidns::{reaper_main, REAPER_ARGV0};
+
 use std::os::fd::{IntoRawFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -130,6 +132,11 @@ fn run(
     pod_abi::trace::phase("guest-init", "net");
     let mut plan = Plan::read(Path::new(GUEST_PLAN)).map_err(|e| supervisor::chain(&e))?;
     pod_abi::trace::phase("guest-init", "plan");
+    let mut env = env;
+    if args.flavor == Flavor::Ns && app_confine::pidns::apps_apart(&plan) {
+        env.apps_proc = Some(pidns::split()?);
+        pod_abi::trace::phase("guest-init", "apps-pid-namespace");
+    }
     if let Some(url) = &args.metadata_url {
         pod_abi::plan::set_metadata_url(&mut plan, url);
     }
@@ -154,7 +161,6 @@ fn run(
         }
     }
     debug!("pod {} with {} app(s)", plan.uuid, plan.apps.len());
-    let mut env = env;
     if args.flavor == Flavor::Kvm && plan.interactive && plan.apps.len() == 1 {
         attach_interactive_console(&mut env);
     }
@@ -188,8 +194,9 @@ fn console_in_root() -> Option<PathBuf> {
 }
 
 /// ns flavor: stage1-ns already pivoted into the stage1 root inside new namespaces; mount a
-/// procfs of the pod's PID namespace for guest-init's own use, forget the environment stage1-ns
-/// had from the host, and make the apps' own PID namespace below it ([`pidns::split`]).
+/// procfs of the pod's PID namespace for guest-init's own use and forget the environment
+/// stage1-ns had from the host. (The apps' own PID namespace, where the plan asks for it, is
+/// made once the plan is read: [`pidns::split`].)
 fn ns_setup(
     start: Option<std::os::fd::OwnedFd>,
     exec_listener: Option<std::os::fd::OwnedFd>,
@@ -197,15 +204,14 @@ fn ns_setup(
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount_fs("proc", "/proc", "proc", nse, None)?;
     // guest-init is a fork of stage1-ns, which the host's rkt started with the operator's
-    // environment: none of it goes on to the reaper or any other process of the pod.
+    // environment: none of it goes on to any process of the pod.
     app_confine::exec::forget_environment()
         .map_err(|e| format!("forget the launcher's environment: {e}"))?;
-    let apps_proc = pidns::split()?;
     Ok(supervisor::Env {
         console: console_in_root(),
         host_dev: PathBuf::from("/dev"),
         nodev: true,
-        apps_proc: Some(apps_proc),
+        apps_proc: None,
         stdout: None,
         stderr: None,
         control: None,

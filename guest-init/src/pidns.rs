@@ -8,12 +8,16 @@
 //! [`split`] makes a PID namespace below guest-init's, whose init is a reaper forked here: it
 //! mounts the namespace's procfs at [`APPS_PROC`] (each app's `/proc` is a bind of it, since a
 //! procfs shows the namespace of whoever mounted it), then confines itself to nothing (an
-//! empty read-only root, `nobody`, no capabilities, a filter allowing only what reaping needs)
-//! and reaps the orphans the apps leave. Apps, event handlers and `rkt enter` commands are born
+//! empty read-only root, `nobody`, no capabilities), executes its binary afresh (keeping none
+//! of guest-init's memory), installs a filter allowing only what reaping needs and reaps the
+//! orphans the apps leave. Apps, event handlers and `rkt enter` commands are born
 //! in that namespace ([`for_apps`] before each fork); the stage1's own helpers are born in
 //! guest-init's ([`outside`]). The namespace ends with guest-init (its processes are in
-//! guest-init's namespace too) or with the reaper. The kvm flavor does not split: its
-//! guest-init is PID 1 of a VM, not of the host.
+//! guest-init's namespace too) or with the reaper. Only a pod whose apps may hold
+//! `CAP_SYS_PTRACE` over the host, or a mutable one, is split
+//! (`app_confine::pidns::apps_apart`): without that capability no app can trace a process
+//! holding more than it does. The kvm flavor does not split: its guest-init is PID 1 of a VM,
+//! not of the host.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -43,7 +47,8 @@ static REAPER: AtomicI32 = AtomicI32::new(0);
 /// The byte the reaper writes once the apps' procfs is mounted; its confinement goes on while
 /// guest-init prepares the apps, and is checked ([`confined`]) before the first app's launch.
 const PROC_MOUNTED: u8 = b'p';
-/// The byte the reaper writes last, once it is confined (anything else is why it failed).
+/// The byte the reaper writes last, once it is confined: `nobody`, no capability, an empty
+/// root (anything else is why it failed). Its fresh exec and its filter follow.
 const CONFINED: u8 = b'c';
 
 /// What is known of the reaper's confinement.
@@ -83,18 +88,12 @@ pub fn split() -> Result<PathBuf, String> {
         }
         ForkResult::Parent { child } => {
             drop(wr);
-            let mut first = [0u8; 1];
-            let mounted = loop {
-                match nix::unistd::read(rd.as_raw_fd(), &mut first) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    r => break r == Ok(1) && first == [PROC_MOUNTED],
-                }
-            };
-            if !mounted {
+            let first = read_byte(&rd);
+            if first != Some(PROC_MOUNTED) {
                 let rest = crate::launch::read_all(&rd);
                 return Err(format!(
                     "the apps' PID namespace: {}{}",
-                    String::from_utf8_lossy(&first),
+                    first.map(char::from).unwrap_or_default(),
                     String::from_utf8_lossy(&rest)
                 ));
             }
@@ -119,24 +118,34 @@ pub fn confined() -> Result<(), String> {
     let next = match &*state {
         Reaper::Confining(None) | Reaper::Confined => return Ok(()),
         Reaper::Failed(why) => return Err(why.clone()),
-        Reaper::Confining(Some(rd)) => {
-            let why = crate::launch::read_all(rd);
-            match why.as_slice() {
-                [CONFINED] => Reaper::Confined,
-                [] => Reaper::Failed(
-                    "the apps' PID namespace: its reaper ended before it was confined".into(),
-                ),
-                _ => Reaper::Failed(format!(
-                    "the apps' PID namespace: {}",
-                    String::from_utf8_lossy(&why)
-                )),
-            }
-        }
+        Reaper::Confining(Some(rd)) => match read_byte(rd) {
+            Some(CONFINED) => Reaper::Confined,
+            None => Reaper::Failed(
+                "the apps' PID namespace: its reaper ended before it was confined".into(),
+            ),
+            Some(first) => Reaper::Failed(format!(
+                "the apps' PID namespace: {}{}",
+                char::from(first),
+                String::from_utf8_lossy(&crate::launch::read_all(rd))
+            )),
+        },
     };
     *state = next;
     match &*state {
         Reaper::Failed(why) => Err(why.clone()),
         _ => Ok(()),
+    }
+}
+
+/// One byte of the reaper's report; `None` at its end.
+fn read_byte(rd: &OwnedFd) -> Option<u8> {
+    let mut b = [0u8; 1];
+    loop {
+        match nix::unistd::read(rd.as_raw_fd(), &mut b) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(1) => return Some(b[0]),
+            _ => return None,
+        }
     }
 }
 
@@ -189,36 +198,44 @@ pub fn fork_outside() -> Result<ForkResult, String> {
     Ok(forked)
 }
 
-/// The reaper, PID 1 of the apps' namespace: confines itself, reports on `report`
-/// ([`PROC_MOUNTED`] once the apps' procfs is mounted, then [`CONFINED`], or why it failed
-/// before it exits, which ends the namespace) and reaps. Never returns.
+/// `argv[0]` of the reaper once it has executed its binary afresh ([`reaper_main`]).
+pub const REAPER_ARGV0: &str = "rkt-apps-reaper";
+
+/// The reaper, PID 1 of the apps' namespace, as forked: confines itself, reports on `report`
+/// ([`PROC_MOUNTED`] once the apps' procfs is mounted, [`CONFINED`] once it holds nothing) and
+/// executes its own binary afresh ([`reaper_main`]), so that it keeps none of guest-init's
+/// memory for an app that traces it to read. On a failure it reports why and exits, which ends
+/// the namespace (after [`CONFINED`], the apps' launches then fail). Never returns.
 fn reaper(report: OwnedFd) -> ! {
-    let confined = confine_reaper(&report);
-    // No allocation here: past its filter the reaper has neither `brk` nor `mmap`.
-    let last: &[u8] = match &confined {
-        Ok(()) => &[CONFINED],
-        Err(why) => why.as_bytes(),
+    let why = match confine_reaper(&report) {
+        Ok(never) => match never {},
+        Err(why) => why,
     };
-    let _ = nix::unistd::write(&report, last);
+    let _ = nix::unistd::write(&report, why.as_bytes());
     drop(report);
-    if confined.is_err() {
-        // SAFETY: _exit after fork is always safe.
-        unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
-    }
-    reap()
+    // SAFETY: _exit after fork is always safe.
+    unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
 }
 
 /// The reaper's confinement: the apps' procfs mounted (before it leaves the pod's mount
-/// namespace; reported on `report`), stdio on `/dev/null`, every other fd but `report` closed,
-/// an empty read-only root (`pivot_root`), `nobody` with no capability and `no_new_privs`, and
-/// a filter answering `EPERM` to everything but reaping, reporting and exiting.
-fn confine_reaper(report: &OwnedFd) -> Result<(), String> {
+/// namespace; reported on `report`), its binary opened (`/proc/self/exe`, the stage1 image's
+/// own, which no pod can write), stdio on `/dev/null`, every other fd but those two closed, an
+/// empty read-only root (`pivot_root`), `nobody` with no capability and `no_new_privs`,
+/// [`CONFINED`] reported, then `execveat` of that binary as [`REAPER_ARGV0`] with no
+/// environment and no other fd. Returns only on failure.
+fn confine_reaper(report: &OwnedFd) -> Result<std::convert::Infallible, String> {
     let step = |s: &'static str| move |e: nix::errno::Errno| format!("{s}: {}", e.desc());
     let nse = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), APPS_PROC, Some("proc"), nse, None::<&str>)
         .map_err(step("mount the apps' procfs"))?;
     nix::unistd::write(report, &[PROC_MOUNTED]).map_err(step("report"))?;
     let keep = report.as_raw_fd();
+    let exe = nix::fcntl::open(
+        "/proc/self/exe",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(step("open /proc/self/exe"))?;
     let null = nix::fcntl::open(
         "/dev/null",
         nix::fcntl::OFlag::O_RDWR,
@@ -228,7 +245,7 @@ fn confine_reaper(report: &OwnedFd) -> Result<(), String> {
     for fd in 0..3 {
         nix::unistd::dup2(null, fd).map_err(step("stdio on /dev/null"))?;
     }
-    app_confine::exec::close_inherited_fds_except(&[keep]);
+    app_confine::exec::close_inherited_fds_except(&[keep, exe]);
     app_confine::root::confine(Path::new(REAPER_ROOT)).map_err(|e| e.to_string())?;
     let none: Option<&str> = None;
     mount(
@@ -250,13 +267,35 @@ fn confine_reaper(report: &OwnedFd) -> Result<(), String> {
         ambient: 0,
     };
     caps::apply_sets(nothing, true).map_err(|e| format!("drop capabilities: {e}"))?;
+    let argv = [std::ffi::CString::new(REAPER_ARGV0).map_err(|e| e.to_string())?];
+    nix::unistd::write(report, &[CONFINED]).map_err(step("report"))?;
+    let env: [std::ffi::CString; 0] = [];
+    // An empty path with AT_EMPTY_PATH executes the open binary `exe`.
+    let e = nix::unistd::execveat(
+        Some(exe),
+        c"",
+        &argv,
+        &env,
+        nix::fcntl::AtFlags::AT_EMPTY_PATH,
+    )
+    .err()
+    .unwrap_or(nix::errno::Errno::EINVAL);
+    Err(format!("execute the reaper: {}", e.desc()))
+}
+
+/// The reaper after its fresh exec: a filter answering `EPERM` to everything but reaping and
+/// exiting, then [`reap`]. Never returns.
+pub fn reaper_main() -> ! {
+    // Its name in the apps' `ps` (an fd-executed binary is named after the fd's number).
+    if let Ok(name) = std::ffi::CString::new(REAPER_ARGV0) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    }
     let mut reaping = [
         libc::SYS_wait4,
         libc::SYS_rt_sigtimedwait,
         libc::SYS_rt_sigprocmask,
         libc::SYS_restart_syscall,
-        libc::SYS_write,
-        libc::SYS_close,
     ]
     .map(|n| n as u32)
     .to_vec();
@@ -267,7 +306,13 @@ fn confine_reaper(report: &OwnedFd) -> Result<(), String> {
         syscalls: reaping,
         no_new_namespaces: false,
     };
-    app_confine::seccomp::Filter::new(&plan).and_then(|f| f.install().map_err(|e| e.to_string()))
+    let filtered = app_confine::seccomp::Filter::new(&plan)
+        .and_then(|f| f.install().map_err(|e| e.to_string()));
+    if filtered.is_err() {
+        // SAFETY: _exit is always safe; the namespace ends with its init.
+        unsafe { libc::_exit(pod_abi::exit::STAGE1_FAILED) }
+    }
+    reap()
 }
 
 /// Reaps whatever the apps orphan until the namespace ends: `wait4`, and with no child left,

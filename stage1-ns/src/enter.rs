@@ -4,17 +4,19 @@
 //! in the stage1 root, so there is no window to retry), reads the plan beneath its root, joins
 //! the app's cgroups on the host (`stage1_common::cgroup::app_joins`: the pod's task limit and
 //! the app's limits hold for the command too), forgets the environment it got from the host's
-//! `rkt`, joins guest-init's ipc, uts, net and mount namespaces, opens the apps' own PID
-//! namespace below guest-init's (`app_confine::pidns`: guest-init's `pid_for_children`, refused
-//! while it is guest-init's own, so the command never sees guest-init), becomes a subreaper and
-//! forks. The child, born in the host's PID namespace out of the apps' sight, joins the apps'
-//! namespace for its children and (`app_confine::enter`, shared with the kvm flavor's exec
+//! `rkt`, joins guest-init's ipc, uts, net and mount namespaces and, where the apps share it,
+//! its PID namespace, and forks. Where the apps have a PID namespace of their own
+//! (`app_confine::pidns::apps_apart`: one of them may hold `CAP_SYS_PTRACE`), it opens that one
+//! instead (guest-init's `pid_for_children`, refused while it is guest-init's own, so the
+//! command never sees guest-init) and becomes a subreaper before the fork; the child, born in
+//! the host's PID namespace out of the apps' sight, joins the apps' namespace for its
+//! children. The child (`app_confine::enter`, shared with the kvm flavor's exec
 //! service in guest-init) confines itself to `/opt/stage2/<app>/rootfs`
 //! (`app_confine::root::confine`: its own mount namespace, `pivot_root`, old root detached),
 //! changes to the app's working directory, takes the app's identity (user, group,
-//! supplementary groups, capability sets, `no_new_privs`: `app_confine::identity`), then
-//! hatches the command's process among the apps (`app_confine::pidns::hatch`; its pid comes
-//! back on a pipe, and this process adopts and waits for it), which execs the command with
+//! supplementary groups, capability sets, `no_new_privs`: `app_confine::identity`), with the
+//! apps apart hatches the command's process among them (`app_confine::pidns::hatch`; its pid
+//! comes back on a pipe, and this process adopts and waits for it), and execs the command with
 //! exactly the app's environment. The
 //! command's stdio are a pseudo-terminal or pipes relayed to ours wherever ours could be
 //! reopened with more access ([`crate::stdio`]). Returns
@@ -44,8 +46,8 @@ use crate::stdio::Stdio;
 pub const DEFAULT_CMD: &str = "/bin/sh";
 
 /// The namespaces of guest-init that the command joins, as named under `/proc/<pid>/ns/`; the
-/// mount namespace last (it changes root and cwd). The PID namespace is the apps' own
-/// ([`apps_pid_ns`]).
+/// mount namespace last (it changes root and cwd). The PID namespace is guest-init's, or the
+/// apps' own where they have one ([`apps_pid_ns`]).
 const NAMESPACES: [(&str, CloneFlags); 4] = [
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
@@ -112,8 +114,21 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
     // operator's environment, which this process inherited from the host's rkt
     // (the host's /proc: the pod's shows no process of the host).
     app_confine::exec::forget_environment().context("forget rkt's environment")?;
-    let apps_pid = apps_pid_ns(pid)?;
+    // Apps apart from guest-init (`app_confine::pidns::apps_apart`: one may hold
+    // CAP_SYS_PTRACE): the child is born here, out of their sight, and hatches the command's
+    // process among them once it holds the app's identity; that process is then this one's to
+    // wait for. Else the child is born in guest-init's PID namespace, where no app can trace it.
+    let apps_pid = if app_confine::pidns::apps_apart(&plan) {
+        Some(apps_pid_ns(pid)?)
+    } else {
+        None
+    };
     let mut nss = Vec::new();
+    if apps_pid.is_none() {
+        let f = File::open(format!("/proc/{pid}/ns/pid"))
+            .with_context(|| format!("open the pid namespace of pid {pid}"))?;
+        nss.push(("pid", CloneFlags::CLONE_NEWPID, f));
+    }
     for (name, flag) in NAMESPACES {
         let f = File::open(format!("/proc/{pid}/ns/{name}"))
             .with_context(|| format!("open the {name} namespace of pid {pid}"))?;
@@ -123,10 +138,8 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
         setns(f, *flag).with_context(|| format!("join the {name} namespace"))?;
     }
     drop(nss);
-    // The child is born here, out of the apps' sight, and hatches the command's process among
-    // them once it holds the app's identity; that process is then this one's to wait for.
     // SAFETY: PR_SET_CHILD_SUBREAPER with an integer argument, on this process.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+    if apps_pid.is_some() && unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("become a subreaper");
     }
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
@@ -134,12 +147,12 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
             drop(rd);
-            let hatch = Hatch {
-                apps_ns: &apps_pid,
+            let hatch = apps_pid.as_ref().map(|ns| Hatch {
+                apps_ns: ns,
                 report: wr.as_raw_fd(),
                 terminal: stdio.is_terminal(),
-            };
-            let (code, why) = match stdio.install() {
+            });
+            let (code, why) = match stdio.install(hatch.is_none()) {
                 Ok(()) => child(app, &command, userns.map(|(hs, _)| hs), hatch),
                 Err(e) => (STAGE1_FAILED, format!("the command's stdio: {e}")),
             };
@@ -181,14 +194,14 @@ fn child(
     app: &AppPlan,
     command: &Command,
     userns: Option<Handshake>,
-    hatch: Hatch<'_>,
+    hatch: Option<Hatch<'_>>,
 ) -> (i32, String) {
     let spec = EnterSpec {
         app,
         rootfs: guest_app_rootfs(&app.name),
         cgroup_join: Vec::new(),
         keep_fd: None,
-        hatch: Some(hatch),
+        hatch,
     };
     confine_and_exec(&spec, command, userns)
 }

@@ -1,6 +1,8 @@
 //! stage1-ns: the host side of the namespace stage1 flavor. One binary, dispatched by
 //! `stage1-common` on the basename of argv\[0\] (`run`, `stop`, `gc`, `enter`, `attach` are symlinks
-//! to it in the stage1 image) or on its first argument (`stage1-ns run ...`, for tests).
+//! to it in the stage1 image) or on its first argument (`stage1-ns run ...`, for tests); as
+//! `rkt-apps-reaper` it is guest-init's reaper of an ns pod's apps' PID namespace, executed
+//! afresh (`guest_init::reaper_main`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -55,5 +57,12 @@ impl Stage1 for Ns {
 }
 
 fn main() -> ExitCode {
+    // guest-init's reaper of the apps' PID namespace, executed afresh (guest_init::pidns).
+    if std::env::args_os()
+        .next()
+        .is_some_and(|a| a == guest_init::REAPER_ARGV0)
+    {
+        guest_init::reaper_main()
+    }
     stage1_common::entry::main(&Ns)
 }

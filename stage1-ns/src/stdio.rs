@@ -129,16 +129,23 @@ impl Stdio {
     }
 
     /// In the child, before it confines itself: its ends onto 0, 1 and 2 and the signals
-    /// [`Stdio::relay`] takes unblocked. The process that will run the command makes the
-    /// pseudo-terminal its controlling one in a session of its own
-    /// (`app_confine::pidns::own_terminal`): the child is not that process.
-    pub fn install(&self) -> Result<(), String> {
+    /// [`Stdio::relay`] takes unblocked; with `own_session`, the pseudo-terminal as the
+    /// controlling one of a session of its own. Without it the process that will run the
+    /// command, hatched later, makes that session (`app_confine::pidns::own_terminal`).
+    pub fn install(&self, own_session: bool) -> Result<(), String> {
         let errno = |what: &str, e: nix::errno::Errno| format!("{what}: {}", e.desc());
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&taken()), None);
         match self {
             Stdio::Pty { slave, .. } => {
+                if own_session {
+                    nix::unistd::setsid().map_err(|e| errno("setsid", e))?;
+                }
                 for n in 0..3 {
                     nix::unistd::dup2(slave.as_raw_fd(), n).map_err(|e| errno("dup2", e))?;
+                }
+                // SAFETY: TIOCSCTTY on fd 0 (the pty's slave) with an integer argument.
+                if own_session && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+                    return Err(errno("controlling terminal", nix::errno::Errno::last()));
                 }
             }
             Stdio::Pipes(ends) => {

@@ -1459,3 +1459,64 @@ fn ns_a_ptrace_capable_app_never_sees_a_privileged_newcomer() {
         "a newcomer held CAP_SYS_ADMIN in the apps' sight: {out}"
     );
 }
+
+/// Why a pod whose apps hold no `CAP_SYS_PTRACE` keeps one PID namespace with guest-init
+/// (`app_confine::pidns::apps_apart`): a root app with rkt's default capabilities and no
+/// system call filter sees guest-init and its multiplexer, but cannot attach to them, read
+/// their environment or open their root (the kernel wants a tracer's capabilities to be a
+/// superset of the traced process's, or `CAP_SYS_PTRACE`).
+#[test]
+fn ns_a_default_app_cannot_trace_guest_init() {
+    let Some(e) = E2e::require("ns_a_default_app_cannot_trace_guest_init") else {
+        return;
+    };
+    let img = probe_image(&e);
+    let img = img.to_str().unwrap();
+    let o = e.run_env(
+        &[(OPERATOR_SECRET, SECRET_VALUE)],
+        &[
+            "run",
+            &e.stage1_flag(),
+            "--net=none",
+            "--insecure-options=image,seccomp",
+            img,
+            "--name=attachable",
+            "--stdin=stream",
+            "--",
+            "--no-check",
+            "--sleep-ms=1500",
+            "---",
+            img,
+            "--name=prober",
+            "--exec=/bin/escape-probe",
+            "--",
+            "status",
+            "procs",
+            SECRET_VALUE,
+        ],
+    );
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let procs = proc_lines(&out);
+    assert!(
+        procs
+            .iter()
+            .any(|(pid, _, cap, _)| *pid == 1 && cap & (1 << CAP_SYS_ADMIN_BIT) != 0),
+        "guest-init is PID 1 of the apps' namespace here: {out}"
+    );
+    for (pid, comm, cap, line) in &procs {
+        if cap & (1 << CAP_SYS_ADMIN_BIT) == 0 {
+            continue;
+        }
+        for reached in [
+            format!("environ={SECRET_VALUE}"),
+            "root=ok".into(),
+            "attach=ok".into(),
+        ] {
+            assert!(
+                !line.contains(&reached),
+                "a default app reached process {pid} ({comm}), which holds CAP_SYS_ADMIN: {line}"
+            );
+        }
+    }
+}
