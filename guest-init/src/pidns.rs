@@ -284,7 +284,7 @@ fn confine_reaper(report: &OwnedFd) -> Result<std::convert::Infallible, String> 
 }
 
 /// The reaper after its fresh exec: a filter answering `EPERM` to everything but reaping and
-/// exiting, then [`reap`]. Never returns.
+/// exiting, then reaps (`reap`). Never returns.
 pub fn reaper_main() -> ! {
     // Its name in the apps' `ps` (an fd-executed binary is named after the fd's number).
     if let Ok(name) = std::ffi::CString::new(REAPER_ARGV0) {
