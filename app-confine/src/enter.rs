@@ -144,21 +144,7 @@ mod tests {
     #[test]
     fn pick() {
         let one = crate::identity::tests::app();
-        let mut plan = Plan {
-            version: pod_abi::plan::PLAN_VERSION,
-            uuid: "u".into(),
-            hostname: "h".into(),
-            interactive: false,
-            debug: false,
-            stop_grace_secs: 1,
-            apps: vec![one.clone()],
-            net: Default::default(),
-            mutable: false,
-            kvm_snapshot: false,
-            host_ipc: false,
-            private_users: None,
-            pids_limit: None,
-        };
+        let mut plan = crate::identity::tests::plan(vec![one.clone()]);
         assert_eq!(pick_app(&plan, "").unwrap().name, one.name);
         let mut two = one.clone();
         two.name = "second".into();

@@ -82,6 +82,25 @@ impl Identity {
 pub(crate) mod tests {
     use super::*;
 
+    /// A minimal pod plan holding `apps`.
+    pub(crate) fn plan(apps: Vec<AppPlan>) -> pod_abi::plan::Plan {
+        pod_abi::plan::Plan {
+            version: pod_abi::plan::PLAN_VERSION,
+            uuid: "u".into(),
+            hostname: "h".into(),
+            interactive: false,
+            debug: false,
+            stop_grace_secs: 1,
+            apps,
+            net: Default::default(),
+            mutable: false,
+            kvm_snapshot: false,
+            host_ipc: false,
+            private_users: None,
+            pids_limit: None,
+        }
+    }
+
     /// A minimal app plan.
     pub(crate) fn app() -> AppPlan {
         AppPlan {

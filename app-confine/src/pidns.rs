@@ -133,21 +133,7 @@ mod tests {
 
     #[test]
     fn apps_are_apart_where_one_may_trace_the_host_or_apps_may_come() {
-        let mut plan = pod_abi::plan::Plan {
-            version: pod_abi::plan::PLAN_VERSION,
-            uuid: "u".into(),
-            hostname: "h".into(),
-            interactive: false,
-            debug: false,
-            stop_grace_secs: 1,
-            apps: vec![crate::identity::tests::app()],
-            net: Default::default(),
-            mutable: false,
-            kvm_snapshot: false,
-            host_ipc: false,
-            private_users: None,
-            pids_limit: None,
-        };
+        let mut plan = crate::identity::tests::plan(vec![crate::identity::tests::app()]);
         assert!(
             !apps_apart(&plan),
             "rkt's default set has no CAP_SYS_PTRACE"

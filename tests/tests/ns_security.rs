@@ -1293,6 +1293,47 @@ fn assert_no_stage1_process(out: &str, who: &str) {
     }
 }
 
+/// Runs a pod of two apps without system call filters, an attachable one (so a multiplexer
+/// exists), then `tracer` (with `caps`, its capability flags), which prints its capabilities
+/// and every process it sees (the probe's `procs`; rkt holds [`OPERATOR_SECRET`]); returns
+/// the pod's output.
+fn procs_in_a_pod(e: &E2e, img: &str, caps: &[&str]) -> String {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        e.stage1_flag(),
+        "--net=none".into(),
+        "--insecure-options=image,seccomp".into(),
+    ];
+    // The attachable app first: its multiplexer and process exist when the tracer looks.
+    args.extend(
+        [
+            img,
+            "--name=attachable",
+            "--stdin=stream",
+            "--",
+            "--no-check",
+            "--sleep-ms=1500",
+        ]
+        .map(String::from),
+    );
+    args.extend(["---", img, "--name=tracer"].map(String::from));
+    args.extend(caps.iter().map(|c| c.to_string()));
+    args.extend(
+        [
+            "--exec=/bin/escape-probe",
+            "--",
+            "status",
+            "procs",
+            SECRET_VALUE,
+        ]
+        .map(String::from),
+    );
+    let o = e.run_env(&[(OPERATOR_SECRET, SECRET_VALUE)], &args);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    out
+}
+
 /// A root app the operator gave `CAP_SYS_PTRACE` and no system call filter (what `strace` or
 /// `gdb` in a pod needs) may trace every process it sees. guest-init, an ns pod's PID 1, holds
 /// every capability on the host, as do its attach multiplexers and exec service: one traced
@@ -1307,35 +1348,11 @@ fn ns_a_ptrace_capable_app_sees_no_stage1_process() {
     };
     let img = probe_image(&e);
     let img = img.to_str().unwrap();
-    // The attachable app first: its multiplexer and process exist when the tracer looks.
-    let attachable = [img, "--name=attachable", "--stdin=stream", "--"];
-    let tracer = [
+    let out = procs_in_a_pod(
+        &e,
         img,
-        "--name=tracer",
-        "--caps-retain=CAP_SYS_PTRACE,CAP_SETUID,CAP_SETGID",
-    ];
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        e.stage1_flag(),
-        "--net=none".into(),
-        "--insecure-options=image,seccomp".into(),
-    ];
-    args.extend(attachable.iter().map(|s| s.to_string()));
-    args.extend(["--no-check", "--sleep-ms=1500", "---"].map(String::from));
-    args.extend(tracer.iter().map(|s| s.to_string()));
-    args.extend(
-        [
-            "--exec=/bin/escape-probe",
-            "--",
-            "status",
-            "procs",
-            SECRET_VALUE,
-        ]
-        .map(String::from),
+        &["--caps-retain=CAP_SYS_PTRACE,CAP_SETUID,CAP_SETGID"],
     );
-    let o = e.run_env(&[(OPERATOR_SECRET, SECRET_VALUE)], &args);
-    let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert!(
         out.contains("CapEff=0000000000080"),
         "the tracer holds CAP_SYS_PTRACE: {out}"
@@ -1343,6 +1360,12 @@ fn ns_a_ptrace_capable_app_sees_no_stage1_process() {
     assert_no_stage1_process(&out, "the app");
 
     // The same look from a `rkt enter` command into the tracer (its capabilities).
+    let attachable = [img, "--name=attachable", "--stdin=stream", "--"];
+    let tracer = [
+        img,
+        "--name=tracer",
+        "--caps-retain=CAP_SYS_PTRACE,CAP_SETUID,CAP_SETGID",
+    ];
     let uuid_file = e.path("tracer.uuid");
     let mut all = vec![
         "run".to_string(),
@@ -1472,31 +1495,7 @@ fn ns_a_default_app_cannot_trace_guest_init() {
     };
     let img = probe_image(&e);
     let img = img.to_str().unwrap();
-    let o = e.run_env(
-        &[(OPERATOR_SECRET, SECRET_VALUE)],
-        &[
-            "run",
-            &e.stage1_flag(),
-            "--net=none",
-            "--insecure-options=image,seccomp",
-            img,
-            "--name=attachable",
-            "--stdin=stream",
-            "--",
-            "--no-check",
-            "--sleep-ms=1500",
-            "---",
-            img,
-            "--name=prober",
-            "--exec=/bin/escape-probe",
-            "--",
-            "status",
-            "procs",
-            SECRET_VALUE,
-        ],
-    );
-    let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    let out = procs_in_a_pod(&e, img, &[]);
     let procs = proc_lines(&out);
     assert!(
         procs
