@@ -54,8 +54,8 @@ pub struct EnterSpec<'a> {
 pub struct Hatch<'a> {
     /// The apps' PID namespace ([`crate::pidns::open_apart`]), joined for children first.
     pub apps_ns: &'a std::fs::File,
-    /// Where the hatched process's pid is written (kept open; [`EnterSpec::keep_fd`] is set
-    /// to it).
+    /// Where the hatched process's pid is written (the fd kept open, in place of
+    /// [`EnterSpec::keep_fd`]).
     pub report: RawFd,
     /// The command holds a terminal on fd 0: the hatched process makes a session of its own
     /// with it as the controlling terminal ([`crate::pidns::own_terminal`]).

@@ -312,6 +312,7 @@ impl Command {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn finds_the_environment_block_in_a_stat_line() {
@@ -323,7 +324,6 @@ mod tests {
         assert_eq!(env_bounds(&odd), Some((1000, 2000)));
         assert_eq!(env_bounds("7 (no fields)"), None);
     }
-    use super::*;
 
     /// The `SigIgn` mask of the calling process.
     fn ignored_mask() -> u64 {

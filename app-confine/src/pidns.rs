@@ -112,6 +112,20 @@ pub fn hatched(report: &[u8]) -> (Option<i32>, &[u8]) {
     }
 }
 
+/// In a launcher's parent, once the launcher's report has ended (the command's exec, or a
+/// failure): the process that is the app's and what the report held after its pid. A hatched
+/// process is it (the launcher, already gone, is reaped here, and the hatched process, adopted
+/// by the caller, is the caller's to wait for); without one, the launcher itself is.
+pub fn adopt(launcher: nix::unistd::Pid, report: &[u8]) -> (nix::unistd::Pid, &[u8]) {
+    match hatched(report) {
+        (Some(p), rest) => {
+            let _ = nix::sys::wait::waitpid(launcher, None);
+            (nix::unistd::Pid::from_raw(p), rest)
+        }
+        (None, all) => (launcher, all),
+    }
+}
+
 /// In the hatched process, when it is to hold a terminal (fd 0): a session of its own with that
 /// terminal as its controlling one. The launcher cannot make it: a session leader that exits
 /// takes its controlling terminal away from its session.

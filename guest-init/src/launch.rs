@@ -88,13 +88,11 @@ pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
         None => None,
     };
     let hatch = crate::pidns::is_split();
-    if hatch {
+    let forked = if hatch {
         crate::pidns::confined().map_err(|e| {
             info!("{e}");
             nix::errno::Errno::ESRCH
         })?;
-    }
-    let forked = if hatch {
         crate::pidns::fork_outside().map_err(|e| {
             info!("{e}");
             nix::errno::Errno::EAGAIN
@@ -130,15 +128,9 @@ pub fn spawn(spec: &LaunchSpec) -> nix::Result<Launched> {
                 info!("the pod's user namespace: {e}");
             }
             let report = read_all(&rd);
-            // The hatched process is the app's (adopted by PID 1 once its launcher, reaped
-            // here, is gone); without one, the launcher failed and is the app's process.
-            let (pid, report) = match app_confine::pidns::hatched(&report) {
-                (Some(p), rest) => {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    (Pid::from_raw(p), rest)
-                }
-                (None, all) => (child, all),
-            };
+            // The hatched process is the app's (adopted by PID 1); without one, the launcher
+            // failed and is the app's process.
+            let (pid, report) = app_confine::pidns::adopt(child, &report);
             // The child's own report first: it may have failed before the handshake.
             let failure = parse_report(report).or_else(|| {
                 mapped

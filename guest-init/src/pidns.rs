@@ -170,14 +170,9 @@ pub fn outside<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     if REAPER.load(Ordering::Relaxed) == 0 {
         return Ok(f());
     }
-    let own = std::fs::File::open(OWN_NS).map_err(|e| format!("open {OWN_NS}: {e}"))?;
-    app_confine::pidns::join_for_children(&own).map_err(|e| e.to_string())?;
+    own_for_children()?;
     let out = f();
-    // Every app fork joins again (and fails closed); this keeps `rkt enter`, which reads
-    // guest-init's `pid_for_children`, from finding guest-init's own.
-    if let Err(e) = for_apps() {
-        info!("back to the apps' PID namespace: {e}");
-    }
+    back_to_apps();
     Ok(out)
 }
 
@@ -185,17 +180,29 @@ pub fn outside<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// namespace for its children: the child, an app's launcher, joins it itself
 /// ([`for_apps`]) once it has done what needs guest-init's.
 pub fn fork_outside() -> Result<ForkResult, String> {
-    let own = std::fs::File::open(OWN_NS).map_err(|e| format!("open {OWN_NS}: {e}"))?;
-    app_confine::pidns::join_for_children(&own).map_err(|e| e.to_string())?;
+    own_for_children()?;
     // SAFETY: guest-init is single-threaded; the caller's child only sets up and execs or
     // exits.
     let forked = unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {}", e.desc()))?;
     if let ForkResult::Parent { .. } = forked {
-        if let Err(e) = for_apps() {
-            info!("back to the apps' PID namespace: {e}");
-        }
+        back_to_apps();
     }
     Ok(forked)
+}
+
+/// The caller's next children are born in its own namespace.
+fn own_for_children() -> Result<(), String> {
+    let own = std::fs::File::open(OWN_NS).map_err(|e| format!("open {OWN_NS}: {e}"))?;
+    app_confine::pidns::join_for_children(&own).map_err(|e| e.to_string())
+}
+
+/// After a helper's fork: children in the apps' namespace again. A failure is only reported:
+/// every app fork joins again (and fails closed); this keeps `rkt enter`, which reads
+/// guest-init's `pid_for_children`, from finding guest-init's own.
+fn back_to_apps() {
+    if let Err(e) = for_apps() {
+        info!("back to the apps' PID namespace: {e}");
+    }
 }
 
 /// `argv[0]` of the reaper once it has executed its binary afresh ([`reaper_main`]).

@@ -142,12 +142,19 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
     if apps_pid.is_some() && unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error()).context("become a subreaper");
     }
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    // Where the hatched command's pid comes back.
+    let report = match apps_pid {
+        Some(_) => Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?),
+        None => None,
+    };
     // SAFETY: stage1-ns is single-threaded; the child only confines itself and execs.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
-            drop(rd);
-            let hatch = apps_pid.as_ref().map(|ns| Hatch {
+            let wr = report.map(|(rd, wr)| {
+                drop(rd);
+                wr
+            });
+            let hatch = apps_pid.as_ref().zip(wr.as_ref()).map(|(ns, wr)| Hatch {
                 apps_ns: ns,
                 report: wr.as_raw_fd(),
                 terminal: stdio.is_terminal(),
@@ -161,7 +168,6 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            drop(wr);
             drop(apps_pid);
             if let Some((hs, range)) = userns {
                 if let Err(e) = hs.parent(proc_dir.as_fd(), child, range) {
@@ -169,12 +175,12 @@ pub fn enter(pod_dir: &Path, args: &EnterArgs) -> anyhow::Result<i32> {
                 }
             }
             // Until the command's exec (or the child's failure): its pid, if it was hatched.
-            let mut report = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut File::from(rd), &mut report);
-            let command = match app_confine::pidns::hatched(&report).0 {
-                Some(p) => {
-                    let _ = nix::sys::wait::waitpid(child, None);
-                    nix::unistd::Pid::from_raw(p)
+            let command = match report {
+                Some((rd, wr)) => {
+                    drop(wr);
+                    let mut bytes = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut File::from(rd), &mut bytes);
+                    app_confine::pidns::adopt(child, &bytes).0
                 }
                 None => child,
             };
