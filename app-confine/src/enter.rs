@@ -58,7 +58,7 @@ pub struct Hatch<'a> {
     /// [`EnterSpec::keep_fd`]).
     pub report: RawFd,
     /// The command holds a terminal on fd 0: the hatched process makes a session of its own
-    /// with it as the controlling terminal ([`crate::pidns::own_terminal`]).
+    /// with it as the controlling terminal ([`crate::session::lead`]).
     pub terminal: bool,
 }
 
@@ -127,7 +127,7 @@ pub fn confine_and_exec(
             return (STAGE1_FAILED, e.to_string());
         }
         if h.terminal {
-            if let Err(e) = crate::pidns::own_terminal() {
+            if let Err(e) = crate::session::lead(true) {
                 return (STAGE1_FAILED, e.to_string());
             }
         }

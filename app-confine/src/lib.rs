@@ -28,6 +28,7 @@ pub mod paths;
 pub mod pidns;
 pub mod root;
 pub mod seccomp;
+pub mod session;
 pub mod user;
 pub mod userns;
 

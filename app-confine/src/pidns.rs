@@ -126,21 +126,6 @@ pub fn adopt(launcher: nix::unistd::Pid, report: &[u8]) -> (nix::unistd::Pid, &[
     }
 }
 
-/// In the hatched process, when it is to hold a terminal (fd 0): a session of its own with that
-/// terminal as its controlling one. The launcher cannot make it: a session leader that exits
-/// takes its controlling terminal away from its session.
-pub fn own_terminal() -> Result<(), StepError> {
-    nix::unistd::setsid().map_err(|e| StepError::new("setsid", e))?;
-    // SAFETY: TIOCSCTTY on fd 0 with an integer argument.
-    if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-        return Err(StepError::new(
-            "controlling terminal",
-            nix::errno::Errno::last(),
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -479,20 +479,13 @@ fn command_child(
 ) -> ! {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let (code, why) = 'setup: {
-        if let Err(e) = nix::unistd::setsid() {
-            break 'setup (STAGE1_FAILED, format!("setsid: {}", e.desc()));
-        }
         for (target, fd) in child_io.iter().enumerate() {
             if let Err(e) = nix::unistd::dup2(fd.as_raw_fd(), target as RawFd) {
                 break 'setup (STAGE1_FAILED, format!("dup2: {}", e.desc()));
             }
         }
-        if tty {
-            // SAFETY: TIOCSCTTY on fd 0 (the pty's slave) with an integer argument.
-            if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-                let e = std::io::Error::last_os_error();
-                break 'setup (STAGE1_FAILED, format!("controlling terminal: {e}"));
-            }
+        if let Err(e) = app_confine::session::lead(tty) {
+            break 'setup (STAGE1_FAILED, e.to_string());
         }
         let keep = Some(report.as_raw_fd());
         match ctx.confinement {

@@ -176,8 +176,6 @@ fn child(
         if let Err(e) = crate::pidns::for_apps() {
             return (SETUP_FAILED, format!("the apps' PID namespace: {e}"));
         }
-    } else if let Err(e) = nix::unistd::setsid() {
-        return fail("setsid".into(), e);
     }
     match spec.stdin {
         Some(fd) => {
@@ -208,9 +206,10 @@ fn child(
         }
     }
     let take_tty = (spec.interactive || spec.ctty) && nix::unistd::isatty(0).unwrap_or(false);
-    if take_tty && hatch.is_none() {
-        // SAFETY: TIOCSCTTY on fd 0 with an integer argument; failure is non-fatal.
-        unsafe { libc::ioctl(0, libc::TIOCSCTTY, 1) };
+    if hatch.is_none() {
+        if let Err(e) = app_confine::session::lead(take_tty) {
+            return (SETUP_FAILED, e.to_string());
+        }
     }
     if let Err((f, e)) = app_confine::cgroup::join_self(&spec.cgroup_join) {
         let errno = nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
@@ -259,12 +258,8 @@ fn child(
             return (SETUP_FAILED, e.to_string());
         }
         // The app's process: a session of its own, and its terminal.
-        if let Err(e) = nix::unistd::setsid() {
-            return fail("setsid".into(), e);
-        }
-        if take_tty {
-            // SAFETY: TIOCSCTTY on fd 0 with an integer argument; failure is non-fatal.
-            unsafe { libc::ioctl(0, libc::TIOCSCTTY, 1) };
+        if let Err(e) = app_confine::session::lead(take_tty) {
+            return (SETUP_FAILED, e.to_string());
         }
     }
     pod_abi::trace::phase("app", "exec");

@@ -131,21 +131,17 @@ impl Stdio {
     /// In the child, before it confines itself: its ends onto 0, 1 and 2 and the signals
     /// [`Stdio::relay`] takes unblocked; with `own_session`, the pseudo-terminal as the
     /// controlling one of a session of its own. Without it the process that will run the
-    /// command, hatched later, makes that session (`app_confine::pidns::own_terminal`).
+    /// command, hatched later, makes that session (`app_confine::session::lead`).
     pub fn install(&self, own_session: bool) -> Result<(), String> {
         let errno = |what: &str, e: nix::errno::Errno| format!("{what}: {}", e.desc());
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&taken()), None);
         match self {
             Stdio::Pty { slave, .. } => {
-                if own_session {
-                    nix::unistd::setsid().map_err(|e| errno("setsid", e))?;
-                }
                 for n in 0..3 {
                     nix::unistd::dup2(slave.as_raw_fd(), n).map_err(|e| errno("dup2", e))?;
                 }
-                // SAFETY: TIOCSCTTY on fd 0 (the pty's slave) with an integer argument.
-                if own_session && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-                    return Err(errno("controlling terminal", nix::errno::Errno::last()));
+                if own_session {
+                    app_confine::session::lead(true).map_err(|e| e.to_string())?;
                 }
             }
             Stdio::Pipes(ends) => {
