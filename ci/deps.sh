@@ -7,6 +7,7 @@ pkgs=(qemu-system-x86 linux-source bc bison flex libelf-dev libssl-dev cpio crun
       containernetworking-plugins iptables   # CNI plugins land in /usr/lib/cni
       umoci skopeo                           # OCI test fixtures and bench/oci.sh
       docker-registry apache2-utils openssl  # docker:// tests: a real registry, htpasswd, JWTs
+      xfsprogs                               # --disk-limit tests: XFS with project quotas
       golang-go golang-github-appc-spec-dev)  # appc's ACE validator and actool (ci/ace.sh)
 [ "${1:-}" = "--bench" ] && pkgs+=(hyperfine time iperf3)   # iperf3: bench/net.sh
 missing=()

@@ -391,6 +391,7 @@ mod tests {
             errno: None,
             syscalls: vec![libc::SYS_read as u32],
             no_new_namespaces: false,
+            fixed_projects: false,
         };
         let seccomp = Some(Filter::new(&plan).unwrap());
         assert!(seccomp.as_ref().is_some_and(Filter::kills_reports));

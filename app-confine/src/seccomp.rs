@@ -15,7 +15,9 @@
 //! ```
 //!
 //! With [`SeccompPlan::no_new_namespaces`] (rkt's default), `clone3` answers `ENOSYS` and a
-//! `clone` with a namespace flag is denied before the search.
+//! `clone` with a namespace flag is denied before the search; with
+//! [`SeccompPlan::fixed_projects`] (a pod with a disk limit), `file_setattr` and an `ioctl`
+//! whose request is `FS_IOC_FSSETXATTR` are.
 //!
 //! For a retain-set MATCH allows and MISMATCH denies; for a remove-set the reverse. DENY is
 //! `SECCOMP_RET_ERRNO | errno`, or `SECCOMP_RET_KILL_PROCESS` (death by `SIGSYS`) without an
@@ -36,6 +38,8 @@ const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
 /// `offsetof(struct seccomp_data, args[0])`: its low 32 bits (little endian).
 const DATA_ARG0_LOW: u32 = 16;
+/// `offsetof(struct seccomp_data, args[1])`: its low 32 bits (an `ioctl`'s request).
+const DATA_ARG1_LOW: u32 = 24;
 /// The most instructions a classic BPF program may have (`BPF_MAXINSNS`).
 const MAX_INSNS: usize = 4096;
 
@@ -150,6 +154,17 @@ impl Filter {
             jump(jge, X32_SYSCALL_BIT, 0, 1),
             stmt(ret, deny),
         ];
+        if plan.fixed_projects {
+            program.extend([
+                jump(jeq, SeccompPlan::FILE_SETATTR, 0, 1),
+                stmt(ret, deny),
+                jump(jeq, libc::SYS_ioctl as u32, 0, 3),
+                stmt(ld, DATA_ARG1_LOW),
+                jump(jeq, SeccompPlan::FS_IOC_FSSETXATTR, 0, 1),
+                stmt(ret, deny),
+                stmt(ld, DATA_NR),
+            ]);
+        }
         if plan.no_new_namespaces {
             program.extend([
                 jump(jeq, libc::SYS_clone3 as u32, 0, 1),
@@ -236,6 +251,12 @@ mod tests {
 
     /// [`run`] with the low 32 bits of the first argument.
     fn run_args(f: &Filter, arch: u32, nr: u32, arg0: u32) -> u32 {
+        run_with(f, arch, nr, [arg0, 0])
+    }
+
+    /// [`run`] with the low 32 bits of the first two arguments.
+    fn run_with(f: &Filter, arch: u32, nr: u32, args: [u32; 2]) -> u32 {
+        let [arg0, arg1] = args;
         let p = f.program();
         let mut pc = 0usize;
         let mut acc = 0u32;
@@ -246,6 +267,7 @@ mod tests {
                 acc = match i.k {
                     DATA_ARCH => arch,
                     DATA_ARG0_LOW => arg0,
+                    DATA_ARG1_LOW => arg1,
                     _ => nr,
                 };
                 pc += 1;
@@ -270,6 +292,7 @@ mod tests {
             errno,
             syscalls: calls.to_vec(),
             no_new_namespaces: false,
+            fixed_projects: false,
         }
     }
 
@@ -312,6 +335,30 @@ mod tests {
                     assert_eq!(p.kills(nr), killed, "{nr} retain={retain} errno={errno:?}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn fixed_projects_deny_setting_a_files_project_and_nothing_else() {
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        let ioctl = libc::SYS_ioctl as u32;
+        for fixed in [false, true] {
+            let mut p = plan(false, Some(libc::EPERM as u16), &[libc::SYS_mount as u32]);
+            p.fixed_projects = fixed;
+            let f = Filter::new(&p).unwrap();
+            let denied = if fixed { eperm } else { RET_ALLOW };
+            let set = SeccompPlan::FS_IOC_FSSETXATTR;
+            assert_eq!(run_with(&f, AUDIT_ARCH_X86_64, ioctl, [3, set]), denied);
+            assert_eq!(
+                run_with(&f, AUDIT_ARCH_X86_64, SeccompPlan::FILE_SETATTR, [3, 0]),
+                denied
+            );
+            // FS_IOC_FSGETXATTR, TCGETS, FIONREAD; other calls; the list still applies.
+            for req in [0x801c_581f, libc::TCGETS as u32, libc::FIONREAD as u32] {
+                assert_eq!(run_with(&f, AUDIT_ARCH_X86_64, ioctl, [3, req]), RET_ALLOW);
+            }
+            assert_eq!(run(&f, AUDIT_ARCH_X86_64, libc::SYS_read as u32), RET_ALLOW);
+            assert_eq!(run(&f, AUDIT_ARCH_X86_64, libc::SYS_mount as u32), eperm);
         }
     }
 

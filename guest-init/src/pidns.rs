@@ -312,6 +312,7 @@ pub fn reaper_main() -> ! {
         errno: Some(libc::EPERM as u16),
         syscalls: reaping,
         no_new_namespaces: false,
+        fixed_projects: false,
     };
     let filtered = app_confine::seccomp::Filter::new(&plan)
         .and_then(|f| f.install().map_err(|e| e.to_string()));

@@ -257,6 +257,11 @@ pub struct SeccompPlan {
     /// `setns` too.
     #[serde(default)]
     pub no_new_namespaces: bool,
+    /// Also deny `ioctl(FS_IOC_FSSETXATTR)` and `file_setattr`, which set a file's extended
+    /// flags and its XFS project ID: a pod with a disk limit (`rkt run --disk-limit`) is
+    /// counted by the project ID of its files, which their owner could otherwise change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_projects: bool,
 }
 
 impl SeccompPlan {
@@ -270,6 +275,12 @@ impl SeccompPlan {
         | libc::CLONE_NEWUSER
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNET) as u32;
+
+    /// `FS_IOC_FSSETXATTR` (`_IOW('X', 32, struct fsxattr)`), the `ioctl` that sets a file's
+    /// extended flags and XFS project ID, denied by [`SeccompPlan::fixed_projects`].
+    pub const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+    /// `file_setattr(2)` (x86_64, Linux 6.17): the same as a system call.
+    pub const FILE_SETATTR: u32 = 469;
 
     /// What every filter allows, whatever its list: the `execve` that starts the app and the
     /// calls that end it (`execve`, `exit`, `exit_group`, `rt_sigreturn`), as systemd's

@@ -465,6 +465,8 @@ fn bad_run_flags_fail_before_the_pod_exists() {
         (vec!["--hostname=\u{1b}[31mred", img], "--hostname"),
         (vec![img, "--cpu=1e9"], "--cpu"),
         (vec![img, "--memory=0"], "--memory"),
+        // Not XFS with project quotas (the test's temporary directory).
+        (vec!["--disk-limit=32Mi", img], "--disk-limit needs"),
     ] {
         let mut args = vec!["--insecure-options=image", "prepare"];
         args.extend(flags);

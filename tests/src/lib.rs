@@ -608,6 +608,13 @@ impl E2e {
         v
     }
 
+    /// This `E2e` with `data` as the `--dir` of its `rkt` invocations (e.g. on a file system
+    /// the test made).
+    pub fn with_dir(mut self, data: PathBuf) -> E2e {
+        self.data = data;
+        self
+    }
+
     /// The `--dir` of this test's `rkt` invocations.
     pub fn dir(&self) -> PathBuf {
         self.data.clone()

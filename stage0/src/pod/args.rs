@@ -176,6 +176,9 @@ pub struct PodOptions {
     /// `--pids-limit` (run, run-prepared, app sandbox): the pod's task limit, on the host for
     /// an ns pod.
     pub pids_limit: PidsLimit,
+    /// `--disk-limit` (run, prepare; not rkt's): the most bytes the pod may write below its
+    /// directory, an XFS project quota (`super::quota`).
+    pub disk_limit: Option<u64>,
     /// `--private-users`: the apps run in a user namespace mapping the pod's IDs to a host
     /// range of their own (`pod_abi::userns`); the trees are copied into the pod with their
     /// owners shifted into that range.
@@ -330,6 +333,7 @@ const FLAGS: &[(&str, Kind, Scope)] = &[
     ("private-users", Kind::Bool, Scope::Pod),
     ("ipc", Kind::Value, Scope::Pod),
     ("pids-limit", Kind::Value, Scope::Pod),
+    ("disk-limit", Kind::Value, Scope::Pod),
     ("store-only", Kind::Bool, Scope::Pod),
     ("pod-manifest", Kind::Value, Scope::Pod),
     ("no-store", Kind::Bool, Scope::Pod),
@@ -893,6 +897,11 @@ impl RunCommand {
                                 cmd.pod.pids_limit = limit;
                             }
                         }
+                        "disk-limit" => {
+                            let bytes = super::quota::parse_limit(&value)
+                                .map_err(|e| usage(format!("--disk-limit: {e}")))?;
+                            cmd.pod.disk_limit = Some(bytes);
+                        }
                         "mds-register" => cmd.pod.mds_register = on,
                         "private-users" => cmd.pod.private_users = on,
                         "pod-manifest" => {
@@ -1365,6 +1374,13 @@ mod tests {
                 "{bad}"
             );
         }
+        // --disk-limit: run and prepare (the pod's directory is made then), not run-prepared.
+        for mode in [Mode::Run, Mode::Prepare] {
+            let c = p(mode, &["--disk-limit=64Mi", "a.aci"]).unwrap();
+            assert_eq!(c.pod.disk_limit, Some(64 << 20));
+            assert!(p(mode, &["--disk-limit=1k", "a.aci"]).is_err());
+        }
+        assert!(RunCommand::parse_run_prepared(&v(&["u", "--disk-limit=1G"])).is_err());
         for bad in [
             &["--exec=/x", "u"][..],
             &["--volume=v,kind=empty", "u"],

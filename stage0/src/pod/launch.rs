@@ -4,6 +4,7 @@
 //! stage1 `run` entrypoint holding the pod lock.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use pod_abi::paths::PodDirState;
@@ -57,6 +58,9 @@ pub enum LaunchError {
     /// `--mds-register` failed.
     #[error(transparent)]
     Metadata(#[from] super::metadata::MetadataError),
+    /// The pod's disk limit could not be set.
+    #[error("cannot limit the pod's disk use")]
+    Quota(#[from] super::quota::QuotaError),
     /// Starting the pod failed after it moved to `run/` (recorded in its `failure` file).
     #[error("cannot start pod {uuid}")]
     Start {
@@ -276,6 +280,14 @@ impl PreparedPod {
         }
         let store = Store::open(&opts.data_dir).map_err(LaunchError::OpenStore)?;
         pod_abi::trace::phase("rkt", "store-open");
+        let pods = PodsDir::open(&opts.data_dir)?;
+        if cmd.pod.disk_limit.is_some() {
+            // Refused before anything is fetched where no limit can hold.
+            let root = std::fs::File::open(pods.root())
+                .map_err(|e| LaunchError::Io("open", pods.root().to_path_buf(), e))?;
+            super::quota::check(root.as_fd(), pods.root())
+                .map_err(|e| UsageError(e.to_string()))?;
+        }
         let mut sources = EnvSources::default();
         if cmd.pod.inherit_env {
             sources.inherited = std::env::vars().collect();
@@ -332,7 +344,6 @@ impl PreparedPod {
             })?,
         };
 
-        let pods = PodsDir::open(&opts.data_dir)?;
         // --private-users: the pod's own copies of the trees, owners shifted into its range
         // (the store's trees are shared by every pod).
         if cmd.pod.private_users && !cmd.pod.no_overlay {
@@ -353,6 +364,13 @@ impl PreparedPod {
                 }
             };
         let pod = pods.create()?;
+        if let Some(bytes) = cmd.pod.disk_limit {
+            let _lock = pods.lock_all()?;
+            let id = super::quota::limit(pod.dir_file().as_fd(), &pod.path(), pod.uuid(), bytes)?;
+            notice(Notice::Debug(format!(
+                "disk limit {bytes} bytes: XFS project {id}"
+            )));
+        }
         let private_users = match cmd.pod.private_users {
             true => Some(reserve_id_range(&pods, &pod, &mut random_draw)?),
             false => None,
@@ -481,6 +499,7 @@ impl PreparedPod {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut plan = build_plan(self.pod.uuid(), &pm, &images, opts)?;
+        super::quota::fix_projects(self.pod.dir_file().as_fd(), &mut plan.apps);
         plan.private_users = layout::private_users(&paths)?;
         for a in plan.apps.iter().filter(|a| !a.ignored_isolators.is_empty()) {
             notice(Notice::Warning(format!(

@@ -770,7 +770,11 @@ pub fn remove_pod_dirs(dirs: &[PathBuf]) -> Vec<Result<(), PodError>> {
     }
     for (d, r) in dirs.iter().zip(res.iter_mut()) {
         if r.is_ok() {
+            let project = super::quota::own_project(d);
             *r = pod_abi::remove::remove_tree(d).map_err(|e| PodError::io("remove", d, e));
+            if let (Ok(()), Some((id, parent))) = (&r, project) {
+                super::quota::release(std::os::fd::AsFd::as_fd(&parent), id);
+            }
         }
     }
     res

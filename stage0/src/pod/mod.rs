@@ -15,6 +15,7 @@ pub mod netopts;
 pub mod ops;
 pub mod overlay_support;
 pub mod plan;
+pub mod quota;
 pub mod seccomp;
 pub mod status;
 pub mod syscall_groups;

@@ -508,6 +508,10 @@ pub fn add(
         .into_iter()
         .next()
         .ok_or_else(|| usage("app add takes one image"))?;
+    super::quota::fix_projects(
+        std::os::fd::AsFd::as_fd(l.pod.dir_file()),
+        std::iter::once(&mut entry),
+    );
     layout::check_mount_targets(&name, entry.mounts.iter().map(|m| m.target.as_str()))?;
     for a in &entry.ignored_isolators {
         warn(format!(

@@ -324,6 +324,7 @@ pub fn resolve(retain: bool, set: &SeccompSet) -> Result<SeccompPlan, String> {
         errno,
         syscalls: calls,
         no_new_namespaces: false,
+        fixed_projects: false,
     })
 }
 
@@ -338,6 +339,7 @@ pub fn default_plan() -> SeccompPlan {
         errno: errno_number(DEFAULT_ERRNO),
         syscalls: calls,
         no_new_namespaces: true,
+        fixed_projects: false,
     }
 }
 

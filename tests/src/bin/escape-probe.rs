@@ -52,6 +52,10 @@
 //! * `deep N`: makes a chain of N nested directories `d/d/d/...` below the working directory,
 //!   each made and entered relative to the last (a path far beyond `PATH_MAX`):
 //!   `deep: N levels` or `deep: K levels, then <ERRNO>`.
+//! * `fill PATH MIB`: appends up to MIB MiB to `PATH`, syncing each: `fill PATH: N MiB` or
+//!   `fill PATH: K MiB, then <ERRNO>` (e.g. `EDQUOT` at a pod's disk limit).
+//! * `set-project PATH ID`: sets the XFS project ID of `PATH` (made if missing) with
+//!   `ioctl(FS_IOC_FSSETXATTR)`: `set-project PATH: ok|<ERRNO>`.
 //! * `snoop-caps SECS`: for SECS seconds, watches for processes that appear in the pod after it
 //!   started and reads each one's `CapEff` as often as it can until it is gone or holds no
 //!   `CAP_SYS_ADMIN`; one seen holding it (a launcher not yet the app's: guest-init's or
@@ -322,6 +326,74 @@ fn deep(n: &str) {
         }
     }
     say(&format!("deep: {n} levels"));
+}
+
+/// `fill PATH MIB`: appends up to MIB MiB to `PATH` (made if missing), 1 MiB a write, then
+/// `fsync`s: `fill PATH: N MiB` or `fill PATH: K MiB, then <ERRNO>`.
+fn fill(path: &str, mib: &str) {
+    use std::io::Write as _;
+    let Ok(mib) = mib.parse::<usize>() else {
+        eprintln!("escape-probe: fill needs a size in MiB, got {mib:?}");
+        std::process::exit(2)
+    };
+    let mut f = match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return say(&format!("fill {path}: 0 MiB, then {}", io_name(&e))),
+    };
+    let chunk = vec![0x5au8; 1 << 20];
+    for done in 0..mib {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_data()) {
+            return say(&format!("fill {path}: {done} MiB, then {}", io_name(&e)));
+        }
+    }
+    say(&format!("fill {path}: {mib} MiB"));
+}
+
+/// `set-project PATH ID`: sets the XFS project ID of `PATH` (made if missing) to ID with
+/// `ioctl(FS_IOC_FSSETXATTR)`, which a file's owner may do: `set-project PATH: ok|<ERRNO>`.
+fn set_project(path: &str, id: &str) {
+    use std::os::fd::AsRawFd;
+    /// `struct fsxattr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct FsXattr {
+        xflags: u32,
+        extsize: u32,
+        nextents: u32,
+        projid: u32,
+        cowextsize: u32,
+        pad: [u8; 8],
+    }
+    let id: u32 = id.parse().unwrap_or(0);
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return say(&format!("set-project {path}: {}", io_name(&e))),
+    };
+    let mut fa = FsXattr::default();
+    // SAFETY: FS_IOC_FSGETXATTR fills the struct fsxattr we own.
+    if unsafe { libc::ioctl(f.as_raw_fd(), 0x801c_581f, &mut fa as *mut FsXattr) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return say(&format!("set-project {path}: get {}", io_name(&e)));
+    }
+    fa.projid = id;
+    // SAFETY: FS_IOC_FSSETXATTR reads the struct fsxattr we own.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), 0x401c_5820, &fa as *const FsXattr) };
+    if r == 0 {
+        say(&format!("set-project {path}: ok"));
+    } else {
+        let e = std::io::Error::last_os_error();
+        say(&format!("set-project {path}: {}", io_name(&e)));
+    }
 }
 
 fn snoop(marker: &str, secs: &str) {
@@ -638,6 +710,14 @@ fn main() {
             "procs" => procs(&operand()),
             "snoop-caps" => snoop_caps(&operand()),
             "deep" => deep(&operand()),
+            "fill" => {
+                let path = operand();
+                fill(&path, &operand());
+            }
+            "set-project" => {
+                let path = operand();
+                set_project(&path, &operand());
+            }
             "snoop" => {
                 let marker = operand();
                 snoop(&marker, &operand());
