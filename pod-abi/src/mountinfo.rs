@@ -103,9 +103,138 @@ impl MountTable {
     }
 }
 
+/// A mount point from the table, reached again from a directory the host trusts without
+/// following a symlink ([`pin_beneath`]), named by its `/proc/self/fd/N` path: `umount2(2)`
+/// and `mount(2)` given that path act on exactly the mount the descriptor holds.
+#[derive(Debug)]
+pub struct Pinned {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl Pinned {
+    /// `/proc/self/fd/N` of the pinned mount point.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `O_PATH` descriptor.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+}
+
+/// Re-resolves `point`, a mount point the table lists at or under `dir`, from `dir_fd` (`dir`
+/// opened) with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`. The table's paths are only text: by
+/// the time one is used, a component of it that a pod writes (a directory inside a volume
+/// another running pod shares) can have become a symlink to anywhere on the host, which a
+/// path-based `umount2` or remount would follow (`UMOUNT_NOFOLLOW` guards the last component
+/// only). A trailing symlink pins the link itself, which is no mount point. `ENOSYS` (a
+/// kernel before 5.6) is returned as it is.
+pub fn pin_beneath(
+    dir_fd: std::os::fd::BorrowedFd<'_>,
+    dir: &Path,
+    point: &Path,
+) -> std::io::Result<Pinned> {
+    use std::os::fd::AsRawFd;
+    let rel = point
+        .strip_prefix(dir)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EXDEV))?;
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let fd = crate::podfile::openat2_beneath_mode(dir_fd, rel, libc::O_PATH, 0)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    Ok(Pinned { fd, path })
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn c(p: &Path) -> std::ffi::CString {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+    }
+
+    fn tmpfs(p: &Path) {
+        std::fs::create_dir_all(p).unwrap();
+        let (src, ty) = (c(Path::new("tmpfs")), c(Path::new("tmpfs")));
+        // SAFETY: mount with NUL-terminated strings we own and no data.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                c(p).as_ptr(),
+                ty.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            r,
+            0,
+            "mount {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+
+    fn detach(p: &Path) -> i32 {
+        // SAFETY: umount2 with a NUL-terminated path we own.
+        unsafe { libc::umount2(c(p).as_ptr(), libc::MNT_DETACH) }
+    }
+
+    /// A table path whose middle component a running pod turned into a symlink to a host
+    /// directory is refused (the path-based unmount would have taken the host's mount); the
+    /// mount pinned by its current name is the pod's own. Needs root (tmpfs mounts under a
+    /// fresh temporary directory, detached at the end).
+    #[test]
+    fn a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!(
+                "SKIP: a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to: needs root"
+            );
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let pod = t.path().join("pod");
+        let host = t.path().join("host");
+        tmpfs(&pod.join("vol/d/m"));
+        tmpfs(&host.join("m"));
+        let listed = pod.join("vol/d/m");
+        assert!(MountTable::read().unwrap().contains(&listed));
+        // A running pod that writes vol/ swaps d for a symlink to the host directory.
+        std::fs::rename(pod.join("vol/d"), pod.join("vol/d2")).unwrap();
+        std::os::unix::fs::symlink(&host, pod.join("vol/d")).unwrap();
+        // What the table's text leads a path-based unmount to: the host's mount.
+        // SAFETY: umount2 with a NUL-terminated path we own.
+        let r = unsafe {
+            libc::umount2(
+                c(&listed).as_ptr(),
+                libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW,
+            )
+        };
+        assert_eq!(r, 0);
+        assert!(!MountTable::read().unwrap().contains(&host.join("m")));
+        tmpfs(&host.join("m"));
+        let dir = crate::podfile::open_dir(&pod).unwrap();
+        let dfd = std::os::fd::AsFd::as_fd(&dir);
+        let e = pin_beneath(dfd, &pod, &listed).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        // Pinned by its current name, the pod's own mount goes; the host's stays.
+        let moved = pod.join("vol/d2/m");
+        let p = pin_beneath(dfd, &pod, &moved).unwrap();
+        assert_eq!(detach(p.path()), 0, "{}", std::io::Error::last_os_error());
+        let table = MountTable::read().unwrap();
+        assert!(!table.contains(&moved) && table.contains(&host.join("m")));
+        // The directory itself pins as "."; a path outside it does not pin.
+        assert!(pin_beneath(dfd, &pod, &pod).is_ok());
+        assert!(pin_beneath(dfd, &pod, &host).is_err());
+        assert_eq!(detach(&host.join("m")), 0);
+    }
 
     #[test]
     fn escapes_are_decoded_byte_for_byte() {

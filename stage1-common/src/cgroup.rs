@@ -301,10 +301,16 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
 /// The pod cgroups listed in `pod_dir`'s [`CGROUPS_FILE`] (none if it has none), only those
 /// `run` could have made: beneath [`HOST_CGROUP_ROOT`], no `..`, named `rkt-...`.
 fn listed(pod_dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let list = match std::fs::read_to_string(pod_dir.join(CGROUPS_FILE)) {
-        Ok(l) => l,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    // Bounded, never through a symlink or from a FIFO: a KVM pod's VMM holds the pod
+    // directory writable.
+    let list = match pod_abi::podfile::read_beneath(
+        pod_dir,
+        Path::new(CGROUPS_FILE),
+        pod_abi::podfile::SMALL_FILE_MAX * 16,
+    ) {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(e) if e.is_not_found() => return Ok(Vec::new()),
+        Err(e) => return Err(io::Error::other(e.to_string())),
     };
     Ok(list
         .lines()

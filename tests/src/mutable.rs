@@ -76,7 +76,6 @@ pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Sandbox, Stri
     };
     wait_for_paths(&[&uuid_file], limit, "the sandbox saved no UUID");
     let uuid = uuid_of(&uuid_file);
-    sandbox.pid_file = PodPaths::new(e.pod_dir(&uuid)).pid();
     let t0 = Instant::now();
     loop {
         let s = stdout(&e.rkt(&["status", &uuid]).output().unwrap());
@@ -86,6 +85,8 @@ pub fn start_sandbox(e: &E2e, flags: &[&str], limit: Duration) -> (Sandbox, Stri
         assert!(t0.elapsed() < limit, "the sandbox did not start: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Only now: the UUID is saved while the pod is still being prepared (`prepare/`).
+    sandbox.pid_file = PodPaths::new(e.pod_dir(&uuid)).pid();
     (sandbox, uuid)
 }
 

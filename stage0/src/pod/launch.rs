@@ -575,7 +575,12 @@ pub fn read_pod_manifest(pod: &Pod) -> Result<appc::PodManifest, PodError> {
 /// Trees of a prepared pod, re-rendered from the store by image ID.
 fn pod_trees(store: &Store, pod: &Pod, pm: &appc::PodManifest) -> Result<PodTrees, LaunchError> {
     let path = pod.path().join(layout::STAGE1_IMAGE_ID);
-    let s1id = std::fs::read_to_string(&path).map_err(|e| LaunchError::Io("read", path, e))?;
+    let s1id = pod_abi::podfile::read_line_beneath(
+        &pod.path(),
+        Path::new(layout::STAGE1_IMAGE_ID),
+        pod_abi::podfile::SMALL_FILE_MAX,
+    )
+    .map_err(|e| LaunchError::Io("read", path, std::io::Error::other(e.to_string())))?;
     let mut holds = Vec::new();
     let stage1 = tree_of(store, &store.resolve(s1id.trim())?, &mut holds)?;
     let mut apps = Vec::new();

@@ -7,7 +7,7 @@
 //! leaves no `overlay-prepared` marker.
 
 use std::fs;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -536,20 +536,38 @@ pub fn make_read_only(target: &Path, recursive: bool) -> Result<(), PodError> {
 }
 
 /// The fallback of [`make_read_only`] (public for its test): a read-only bind remount of
-/// `target` and, when `recursive`, of every mount below it in /proc/self/mountinfo.
+/// `target` and, when `recursive`, of every mount below it in /proc/self/mountinfo, each
+/// reached again from `target` without following a symlink (`pod_abi::mountinfo::pin_beneath`:
+/// a directory in the volume that a running pod shares could lead a path-based remount to a
+/// host mount).
 pub fn remount_read_only_tree(target: &Path, recursive: bool) -> Result<(), PodError> {
-    let mut all = vec![target.to_path_buf()];
-    if recursive {
-        all.extend(mounts_under(target)?.into_iter().filter(|m| m != target));
+    // `target` itself: a path rkt resolved beneath the app's root (`secure_target`) before
+    // the pod started, a file or a directory.
+    remount_read_only(target, target)?;
+    if !recursive {
+        return Ok(());
     }
-    for m in all {
-        remount_read_only(&m)?;
+    let below: Vec<PathBuf> = mounts_under(target)?
+        .into_iter()
+        .filter(|m| m != target)
+        .collect();
+    if below.is_empty() {
+        return Ok(());
+    }
+    let dir = pod_abi::podfile::open_dir(target).map_err(|e| PodError::io("open", target, e))?;
+    for m in below {
+        match pod_abi::mountinfo::pin_beneath(dir.as_fd(), target, &m) {
+            Ok(p) => remount_read_only(p.path(), &m)?,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_read_only(&m, &m)?,
+            Err(e) => return Err(PodError::io("open", &m, e)),
+        }
     }
     Ok(())
 }
 
-/// `MS_BIND|MS_REMOUNT|MS_RDONLY` on one mount, keeping its other per-mount flags.
-fn remount_read_only(m: &Path) -> Result<(), PodError> {
+/// `MS_BIND|MS_REMOUNT|MS_RDONLY` on one mount, reached as `m` and named `shown` in errors,
+/// keeping its other per-mount flags.
+fn remount_read_only(m: &Path, shown: &Path) -> Result<(), PodError> {
     use nix::sys::statvfs::{statvfs, FsFlags};
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     if let Ok(st) = statvfs(m) {
@@ -568,7 +586,7 @@ fn remount_read_only(m: &Path) -> Result<(), PodError> {
     }
     mount(None::<&str>, m, None::<&str>, flags, None::<&str>).map_err(|e| PodError::Mount {
         what: "read-only remount".into(),
-        target: m.to_path_buf(),
+        target: shown.to_path_buf(),
         source: e,
     })
 }
@@ -700,12 +718,26 @@ fn read_mount_table() -> Result<MountTable, PodError> {
     MountTable::read().map_err(|e| PodError::io("read", Path::new(pod_abi::mountinfo::SELF), e))
 }
 
-/// Unmounts `ms` in order (lazily, so a busy mount does not block gc; never through a symlink
-/// in the last component); a mount already gone (EINVAL, ENOENT) is skipped.
-fn unmount_listed(ms: &[PathBuf]) -> Result<(), PodError> {
+/// Unmounts `ms`, mount points the table lists under `dir`, in order (lazily, so a busy mount
+/// does not block gc), each reached again from `dir` without following a symlink
+/// (`pod_abi::mountinfo::pin_beneath`: a directory inside a volume that another, running pod
+/// shares can have become a symlink to a host directory since the table was read, and a
+/// path-based unmount would take the host's mount there). A mount already gone or renamed
+/// (EINVAL, ENOENT, ELOOP) is skipped: the next round's table names it as it is then.
+fn unmount_listed(dir: &Path, ms: &[PathBuf]) -> Result<(), PodError> {
+    use nix::errno::Errno;
+    let dir_fd = pod_abi::podfile::open_dir(dir).map_err(|e| PodError::io("open", dir, e))?;
     for m in ms {
-        match umount2(m, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+        let r = match pod_abi::mountinfo::pin_beneath(dir_fd.as_fd(), dir, m) {
+            Ok(p) => umount2(p.path(), MntFlags::MNT_DETACH),
+            // No openat2 (Linux < 5.6): the path, never through a symlink at its end.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                umount2(m, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)
+            }
+            Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EINVAL))),
+        };
+        match r {
+            Ok(()) | Err(Errno::EINVAL | Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => {}
             Err(e) => return Err(PodError::Unmount(m.clone(), e)),
         }
     }
@@ -743,7 +775,7 @@ pub fn remove_pod_dirs(dirs: &[PathBuf]) -> Vec<Result<(), PodError>> {
                 continue;
             }
             any = true;
-            if let Err(e) = unmount_listed(&ms) {
+            if let Err(e) = unmount_listed(d, &ms) {
                 *r = Err(e);
             }
         }

@@ -428,11 +428,12 @@ impl Pod {
         Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
     }
 
-    /// The PID stage1 wrote to `pid` (or `ppid`).
+    /// The PID stage1 wrote to `pid` (or `ppid`), read bounded, never through a symlink or
+    /// from a FIFO (`pod_abi::podfile`: a KVM pod's VMM holds the pod directory writable).
     pub fn pid(&self) -> Option<i32> {
         let root = self.path();
         ["pid", "ppid"].iter().find_map(|f| {
-            fs::read_to_string(root.join(f))
+            pod_abi::podfile::read_line_beneath(&root, Path::new(f), pod_abi::podfile::PID_FILE_MAX)
                 .ok()
                 .and_then(|t| t.trim().parse().ok())
         })

@@ -185,10 +185,21 @@ pub struct Entrypoints {
 }
 
 impl Entrypoints {
-    /// Reads `stage1/manifest` of a pod.
+    /// Reads `stage1/manifest` of a pod (bounded, never through a symlink or from a FIFO).
     pub fn read(stage1_manifest: &Path) -> Result<Self, Stage1Error> {
-        let b = std::fs::read(stage1_manifest)
-            .map_err(|e| Stage1Error::Manifest(stage1_manifest.to_path_buf(), e))?;
+        let (dir, name) = match (stage1_manifest.parent(), stage1_manifest.file_name()) {
+            (Some(d), Some(n)) => (d, Path::new(n)),
+            _ => (Path::new("."), stage1_manifest),
+        };
+        let b = pod_abi::podfile::read_beneath(dir, name, pod_abi::podfile::MANIFEST_MAX).map_err(
+            |e| {
+                let io = match e.is_not_found() {
+                    true => std::io::Error::from(std::io::ErrorKind::NotFound),
+                    false => std::io::Error::other(e.to_string()),
+                };
+                Stage1Error::Manifest(stage1_manifest.to_path_buf(), io)
+            },
+        )?;
         let manifest = ImageManifest::from_json(&b)
             .map_err(|e| Stage1Error::BadManifest(stage1_manifest.to_path_buf(), e))?;
         Ok(Self { manifest })

@@ -202,8 +202,21 @@ pub fn harden_pod_bind(pod: &Path) -> Result<(), JailError> {
     }
     let mountinfo = std::fs::read(pod_abi::mountinfo::SELF)
         .map_err(|e| JailError::Sys("read /proc/self/mountinfo".into(), e))?;
+    // Each listed mount reached again from `pod` without following a symlink: a directory
+    // in a volume another, running pod shares can have become a symlink to a host directory
+    // since the table was read (`pod_abi::mountinfo::pin_beneath`).
+    let dir = pod_abi::podfile::open_dir(pod)
+        .map_err(|e| JailError::Sys(format!("open {}", pod.display()), e))?;
     for target in pod_abi::mountinfo::MountTable::parse(&mountinfo).points_under(pod) {
-        remount_nosuid_nodev(&target)?;
+        match pod_abi::mountinfo::pin_beneath(std::os::fd::AsFd::as_fd(&dir), pod, &target) {
+            Ok(p) => remount_nosuid_nodev(p.path())?,
+            Err(e) => {
+                return Err(JailError::Sys(
+                    format!("reach the mount {} beneath the pod", target.display()),
+                    e,
+                ))
+            }
+        }
     }
     Ok(())
 }
