@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the committed seeds of the VMM fuzz targets (virtio_queue, virtio_mmio, virtio_fs).
+"""Writes the committed seeds of the VMM fuzz targets (virtio_queue, virtio_mmio, virtio_fs,
+virtio_net, virtio_blk).
 
 Each seed follows the input format documented at the top of its target in fuzz/fuzz_targets/.
 Run from anywhere: python3 fuzz/seeds/gen_vmm_seeds.py
@@ -172,3 +173,132 @@ save("virtio_fs", "mknod_and_forget", INIT
      + fuse(42, 0, u32(1) + u32(0) + u64(2) + u64(1), ctl=0x80))
 save("virtio_fs", "split_buffers", INIT + fuse(LOOKUP, 1, z(b"a"), ctl=2, reply=1, reply2=5)
      + fuse(LOOKUP, 2, z(b"b"), ctl=1, reply=3))
+
+
+# ---- virtio_net: opts, accepted features, then steps (op, fields)
+OFFER, MTU = 1, 2
+CSUM, GUEST_CSUM, GUEST_TSO4, HOST_TSO4 = 1, 2, 4, 8
+FLUSH = 0x80
+
+
+def nframe(eth=None, total=None, big=None, flags=0, gso=0, csum=None, seg=None, nb=None, seed=0):
+    """A header + frame: `eth` Ethernet bytes (raw u16 length mode), a short `total`, or `big`
+    (MAX_FRAME - 8 + big bytes); `csum` (start, offset) and `seg` (hdr_len, gso_size) raw, or
+    canonical when None."""
+    if big is not None:
+        lsel, ln = 3 | (big << 2), b""
+    elif total is not None:
+        lsel, ln = total << 2, b""
+    else:
+        lsel, ln = 2, u16(eth)
+    fsel = (2 if csum is not None else 0) | ((2 if seg is not None else 0) << 2)
+    fsel |= 0x10 if nb is not None else 0
+    out = u8(lsel) + u8(fsel) + ln + u8(flags) + u8(gso)
+    if csum is not None:
+        out += u16(csum[0]) + u16(csum[1])
+    if seg is not None:
+        out += u16(seg[0]) + u16(seg[1])
+    if nb is not None:
+        out += u16(nb)
+    return out + u8(seed)
+
+
+def ntx(frame, descs=1, split=False, write=False, place=0, cuts=(), special=None, flush=False):
+    shape = (descs - 1) | (4 if split else 0) | (8 if write else 0) | (place << 4)
+    out = u8(FLUSH if flush else 0) + u8(shape) + frame + b"".join(u16(c) for c in cuts)
+    return out + (u8(special) if place == 3 else b"")
+
+
+def nrx(frame, flush=False):
+    return u8(2 | (FLUSH if flush else 0)) + frame
+
+
+RX_LEN = {0: 0, 12: 3, 26: 5, 60: 6, 100: 8, 1526: 9, 2048: 10, 4096: 11, 65562: 13}
+
+
+def nbufs(chains, flush=False):
+    """Receive chains: each (lens, place, readable index or None, special)."""
+    out = u8(3 | ((len(chains) - 1) << 2) | (FLUSH if flush else 0))
+    for lens, place, readable, special in chains:
+        shape = (len(lens) - 1) | (place << 2) | ((0x10 | (readable << 5)) if readable is not None else 0)
+        out += u8(shape) + b"".join(u8(RX_LEN[n]) for n in lens)
+        out += u8(special) if place == 3 else b""
+    return out
+
+
+buf2k = ([2048], 0, None, 0)
+save("virtio_net", "plain_both_ways", u8(0) + u8(0)
+     + nbufs([buf2k] * 4) + nrx(nframe(eth=60, seed=1)) + nrx(nframe(eth=1514, seed=2), flush=True)
+     + ntx(nframe(eth=1514, flags=1, gso=1, seed=3), descs=3, split=True, cuts=(12, 112), flush=True)
+     # Frames that arrive for posted buffers without a kick come from the tap's event.
+     + nrx(nframe(eth=600, seed=4), flush=True))
+save("virtio_net", "offloads_tso_and_csum", u8(OFFER | MTU) + u8(CSUM | GUEST_CSUM | GUEST_TSO4 | HOST_TSO4)
+     + ntx(nframe(eth=30000, flags=1, gso=1, seed=5))
+     + ntx(nframe(eth=1514, flags=1, csum=(34, 16), seed=6), descs=2, split=True, cuts=(12,))
+     + ntx(nframe(eth=1514, flags=1, csum=(1500, 13), seed=7), flush=True)
+     + nbufs([([65562], 0, None, 0), ([12, 4096], 0, None, 0)])
+     + nrx(nframe(eth=30000, flags=1, gso=1, seed=8)) + nrx(nframe(eth=1514, flags=3, seed=9), flush=True))
+save("virtio_net", "csum_only_driver", u8(OFFER) + u8(CSUM | GUEST_CSUM)
+     + ntx(nframe(eth=30000, flags=1, gso=1, seed=10))
+     + ntx(nframe(eth=200, flags=1, csum=(34, 16), seed=11), flush=True)
+     + nbufs([([65562], 0, None, 0)] * 2)
+     + nrx(nframe(eth=30000, flags=1, gso=1)) + nrx(nframe(eth=200, flags=1, csum=(34, 16)), flush=True))
+save("virtio_net", "no_guest_csum_completes", u8(OFFER) + u8(CSUM)
+     + nbufs([buf2k] * 2) + nrx(nframe(eth=200, flags=3, csum=(34, 16), seed=12))
+     + nrx(nframe(eth=200, flags=0xfd, csum=(34, 16), seed=13), flush=True))
+save("virtio_net", "drops", u8(OFFER) + u8(0xf)
+     + ntx(nframe(total=20))
+     + ntx(nframe(eth=100), descs=2, write=True, cuts=(12,))
+     + ntx(nframe(big=10), descs=2, cuts=(0x8000,), flush=True)
+     + nbufs([([100], 0, None, 0), ([60, 2048], 0, 0, 0)])
+     + nrx(nframe(total=25)) + nrx(nframe(eth=1000)) + nrx(nframe(eth=1000), flush=True))
+save("virtio_net", "tx_in_the_hole", u8(0) + u8(0)
+     + ntx(nframe(eth=100), descs=2, cuts=(12,), place=2)
+     + ntx(nframe(eth=100), place=3, special=0, flush=True))
+save("virtio_net", "rx_broken_link", u8(0) + u8(0)
+     + nbufs([buf2k, ([2048], 3, None, 3)]) + nrx(nframe(eth=60)) + nrx(nframe(eth=60), flush=True))
+
+# ---- virtio_blk: requests (ctl, shape, fields)
+B_IN, B_OUT, B_FLUSH, B_GET_ID = 0, 1, 2, 3
+BLK_LEN = {0: 0, 1: 1, 19: 2, 20: 3, 21: 4, 511: 5, 512: 6, 513: 7, 1024: 8, 4096: 9, 0x10000: 10,
+           0x10001: 11, 0x20000: 12}
+
+
+def breq(ty, sector_mode, sector_arg=None, lens=(), hdr=0, hdr_arg=None, status=0, status_len=None,
+         flip=False, place=None, flush=False, raw_type=None):
+    ctl = ty | (sector_mode << 3) | (0x40 if flush else 0)
+    shape = hdr | (len(lens) << 2) | (status << 4) | (0x40 if flip else 0) | (0x80 if place is not None else 0)
+    out = u8(ctl) + u8(shape)
+    if ty == 4:
+        out += u32(raw_type)
+    elif ty == 7:
+        out += u8(raw_type)
+    if sector_arg is not None:
+        out += u64(sector_arg) if sector_mode == 5 else u8(sector_arg)
+    out += b"".join(u8(BLK_LEN[n]) for n in lens)
+    if hdr in (1, 2):
+        out += u8(hdr_arg)
+    if status == 3:
+        out += u8(status_len)
+    if place is not None:
+        out += u8(place)
+    return out
+
+
+save("virtio_blk", "read_write_flush_id",
+     breq(B_IN, 1, 3, lens=(4096,)) + breq(B_IN, 0, lens=(512, 512, 0x10000))
+     + breq(B_OUT, 0, lens=(512,)) + breq(B_FLUSH, 0) + breq(B_GET_ID, 0, lens=(20,))
+     + breq(7, 0, lens=(512,), raw_type=11, flush=True))
+save("virtio_blk", "near_the_end", breq(B_IN, 2, 0, lens=(512,)) + breq(B_IN, 3, 1, lens=(1024,))
+     + breq(B_IN, 3, 2, lens=(0,)) + breq(B_IN, 4, 0, lens=(512,)) + breq(B_IN, 6, 2, lens=(512,))
+     + breq(B_IN, 7, 0, lens=(512,)) + breq(B_IN, 5, 1 << 55, lens=(512,)))
+save("virtio_blk", "odd_shapes", breq(B_IN, 0, lens=(513, 19)) + breq(B_GET_ID, 0, lens=(19,))
+     + breq(B_IN, 0, lens=(512,), hdr=1, hdr_arg=5) + breq(B_IN, 0, lens=(512,), hdr=2, hdr_arg=9)
+     + breq(B_IN, 0, lens=(512,), hdr=3) + breq(B_IN, 0, lens=(512,), status=1)
+     + breq(B_IN, 0, lens=(512,), status=2) + breq(B_IN, 0, lens=(512,), status=3, status_len=7)
+     + breq(B_OUT, 0, lens=(512,), flip=True) + breq(B_IN, 0, lens=(512,), flip=True))
+save("virtio_blk", "edges", breq(B_IN, 1, 9, lens=(4096,), place=0 | (0 << 2))
+     + breq(B_IN, 1, 9, lens=(4096,), place=1 | (1 << 2) | (2 << 5))
+     + breq(B_IN, 1, 9, lens=(512,), place=2 | (7 << 2), flush=True)
+     + breq(B_IN, 1, 9, lens=(512,), place=1 | (1 << 2) | (7 << 5)))
+save("virtio_blk", "broken_link", breq(B_IN, 0, lens=(512,)) + breq(B_IN, 0, lens=(512,), place=5 << 2))

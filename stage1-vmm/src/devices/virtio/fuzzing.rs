@@ -3,8 +3,9 @@
 //! A fuzz target must be deterministic and single-threaded, while devices normally serve their
 //! queues on a worker thread. With [`set_inline_workers`] on, activating a device registers its
 //! worker here instead of starting a thread, and [`run_inline_workers`] serves the notified
-//! queues on the caller's thread, exactly as the worker loop would (minus host-fd events).
-//! The queue helpers are re-exported so a target can drive them directly.
+//! queues on the caller's thread, exactly as the worker loop would; [`run_inline_fd_events`]
+//! serves the device's own host fds (a tap) that are ready. The queue helpers are re-exported so
+//! a target can drive them directly.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,10 +13,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::GuestAddress;
-use vmm_sys_util::epoll::Epoll;
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::worker::{error_chain, Drain, Worker};
+use super::worker::{error_chain, Drain, Worker, FIRST_DEVICE_TOKEN, STOP_TOKEN};
 use super::{queue, Interrupt};
 use crate::memory::GuestMem;
 
@@ -142,6 +143,54 @@ pub fn run_inline_workers(max_rounds: u32) -> u32 {
     served
 }
 
+/// Serves the device fds (tokens from `FIRST_DEVICE_TOKEN` on, e.g. the net device's tap) of
+/// every inline worker that are ready now (one `epoll_wait` with timeout 0 each), as the worker
+/// loop does between queue events: each goes to the worker's `fd_event`, and a queue it reports
+/// as having work left is served by the next [`run_inline_workers`]. Queue EventFds stay for
+/// [`run_inline_workers`]. Returns the number of fd events served; a failing worker marks its
+/// device `DEVICE_NEEDS_RESET` and stops serving, as its thread would.
+pub fn run_inline_fd_events() -> u32 {
+    let mut list = std::mem::take(&mut *workers());
+    let mut served = 0;
+    for w in &mut list {
+        let Some(worker) = w.worker.as_mut() else {
+            continue;
+        };
+        let mut events = [EpollEvent::default(); 16];
+        let ready = match w.epoll.wait(0, &mut events) {
+            Ok(n) => events.get(..n).unwrap_or_default(),
+            Err(e) => {
+                log::error!("inline worker {}: epoll: {e}", w.id);
+                &[]
+            }
+        };
+        for ev in ready {
+            let token = ev.data();
+            if token < FIRST_DEVICE_TOKEN || token == STOP_TOKEN {
+                continue;
+            }
+            served += 1;
+            match worker.fd_event(&w.epoll, token, ev.event_set()) {
+                Ok(queue) => {
+                    if let Some(m) = queue.and_then(|q| w.more.get_mut(q)) {
+                        *m = true;
+                    }
+                }
+                Err(e) => {
+                    log::error!("inline worker {}: {}", w.id, error_chain(&e));
+                    w.interrupt.set_needs_reset();
+                    w.worker = None;
+                    break;
+                }
+            }
+        }
+    }
+    let mut reg = workers();
+    list.append(&mut reg);
+    *reg = list;
+    served
+}
+
 /// Whether `interrupt` reports `DEVICE_NEEDS_RESET`.
 pub fn needs_reset(interrupt: &Interrupt) -> bool {
     interrupt.needs_reset()
@@ -187,10 +236,14 @@ mod tests {
     use crate::devices::virtio::blk::Block;
     use crate::devices::virtio::test_utils::*;
 
+    /// The inline workers are global: one test at a time registers and serves them.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     /// An inline virtio-blk worker serves a notified request on the caller's thread, and a
     /// driver reset unregisters it.
     #[test]
     fn inline_worker_serves_and_reset_removes_it() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk.raw");
         std::fs::write(&disk, vec![7u8; 1024]).unwrap();
@@ -221,5 +274,39 @@ mod tests {
         assert_eq!(status, 0);
         wr(&mut t, 0x70, 0);
         assert_eq!(inline_worker_count(), before);
+    }
+
+    /// A frame reaching an inline virtio-net worker's tap while the guest has receive buffers
+    /// is delivered by the fd events, not by the queue events.
+    #[test]
+    fn inline_fd_events_serve_the_tap() {
+        use std::os::fd::OwnedFd;
+        use std::os::unix::net::UnixDatagram;
+
+        use crate::devices::virtio::net::{Net, QUEUE_SIZE, VNET_HDR_LEN};
+
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let (dev_end, peer) = UnixDatagram::pair().unwrap();
+        dev_end.set_nonblocking(true).unwrap();
+        let mem = guest_memory();
+        set_inline_workers(true);
+        let dev = Net::new(OwnedFd::from(dev_end), [2, 0, 0, 0, 0, 1]);
+        let (mut t, mut q, _irq) = activated(&mem, Box::new(dev), &[QUEUE_SIZE, QUEUE_SIZE]);
+        set_inline_workers(false);
+        q[0].add_chain(&mem, &[(DATA_BASE, 2048, true)]);
+        notify(&mut t, 0);
+        assert_eq!(
+            run_inline_workers(4),
+            1,
+            "the buffer is seen, the tap is empty"
+        );
+        let frame = vec![0u8; VNET_HDR_LEN + 60];
+        peer.send(&frame).unwrap();
+        assert_eq!(run_inline_workers(4), 0, "no queue was notified");
+        assert!(q[0].pop_used(&mem).is_none());
+        assert_eq!(run_inline_fd_events(), 1);
+        assert_eq!(q[0].pop_used(&mem), Some((0, frame.len() as u32)));
+        assert_eq!(run_inline_fd_events(), 0, "nothing left to read");
+        assert!(!t.needs_reset());
     }
 }

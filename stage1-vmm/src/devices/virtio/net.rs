@@ -25,7 +25,8 @@
 //!   checks the header again when the tap takes it.
 //! - RX (offloads on the tap): a segment (`GSO_TCPV4`) goes only to a driver that accepted
 //!   `GUEST_TSO4`, else it is dropped; a partial checksum is completed here for a driver without
-//!   `GUEST_CSUM` (bounds checked as on TX), and `DATA_VALID` cleared for it.
+//!   `GUEST_CSUM` (bounds checked as on TX), and `DATA_VALID` cleared for it. No other header
+//!   flag reaches the driver.
 //! - RX: a frame from the tap goes into one guest chain; a chain too small for it drops the frame
 //!   and is returned with length 0 (Linux counts it as a length error). When the guest has no
 //!   receive buffers the tap is left unread (removed from the epoll set) until the guest adds
@@ -354,9 +355,14 @@ fn check_rx(frame: &mut [u8], o: Offloads) -> bool {
         }
         hdr[0] = 0;
     }
-    if !o.rx_csum {
-        hdr[0] &= !HDR_F_DATA_VALID;
-    }
+    // Only the flags defined here, and only to a driver that takes them: a tap sets no others,
+    // but nothing else may reach the driver (bit 2, RSC_INFO, would have a driver read
+    // csum_start and csum_offset as coalescing counts).
+    hdr[0] &= if o.rx_csum {
+        HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID
+    } else {
+        0
+    };
     true
 }
 
@@ -856,6 +862,24 @@ mod tests {
             &mut with_hdr(1, GSO_NONE, 0, 0, 1513, 0),
             Offloads::default()
         ));
+    }
+
+    /// Found by the virtio_net fuzz target: flags the tap end set beyond `NEEDS_CSUM` and
+    /// `DATA_VALID` (here `RSC_INFO` and undefined bits) passed through to the driver.
+    #[test]
+    fn received_headers_carry_only_the_flags_the_driver_accepted() {
+        let all = Offloads::accepted(OFFLOAD_FEATURES);
+        let mut f = with_hdr(0xff, GSO_NONE, 0, 0, 34, 16);
+        assert!(check_rx(&mut f, all));
+        assert_eq!(f[0], HDR_F_NEEDS_CSUM | HDR_F_DATA_VALID);
+        for o in [all, Offloads::default()] {
+            let mut f = with_hdr(0xfc, GSO_NONE, 0, 0, 34, 16);
+            assert!(check_rx(&mut f, o));
+            assert_eq!(f[0], 0, "{o:?}");
+        }
+        let mut f = with_hdr(0xfe, GSO_NONE, 0, 0, 34, 16);
+        assert!(check_rx(&mut f, Offloads::default()));
+        assert_eq!(f[0], 0, "no DATA_VALID without GUEST_CSUM");
     }
 
     /// Like [`device`], with the offloads offered and accepted by the driver (`features` low

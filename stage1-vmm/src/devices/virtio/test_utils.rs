@@ -180,19 +180,45 @@ pub fn activated(
     dev: Box<dyn VirtioDevice>,
     sizes: &[u16],
 ) -> (MmioTransport, Vec<GuestQueue>, EventFd) {
+    activated_with_features(mem, dev, sizes, VERSION_1)
+}
+
+/// Like [`activated`], with the driver writing `features` (both words; the transport keeps only
+/// those offered) instead of just `VIRTIO_F_VERSION_1`, which activation needs.
+pub fn activated_with_features(
+    mem: &GuestMem,
+    dev: Box<dyn VirtioDevice>,
+    sizes: &[u16],
+    features: u64,
+) -> (MmioTransport, Vec<GuestQueue>, EventFd) {
     let irq = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     let mut t =
         MmioTransport::new(mem.clone(), dev, irq.try_clone().expect("dup")).expect("transport");
-    let queues = handshake(mem, &mut t, sizes);
+    let queues = handshake_with_features(mem, &mut t, sizes, features);
     (t, queues, irq)
 }
 
+/// `VIRTIO_F_VERSION_1` as a feature mask.
+const VERSION_1: u64 = 1 << 32;
+
 /// Runs the driver handshake on a transport in its reset state, with fresh (zeroed) rings.
 pub fn handshake(mem: &GuestMem, t: &mut MmioTransport, sizes: &[u16]) -> Vec<GuestQueue> {
+    handshake_with_features(mem, t, sizes, VERSION_1)
+}
+
+/// Like [`handshake`], with the driver writing `features` (both words).
+pub fn handshake_with_features(
+    mem: &GuestMem,
+    t: &mut MmioTransport,
+    sizes: &[u16],
+    features: u64,
+) -> Vec<GuestQueue> {
     wr(t, 0x70, STATUS_ACKNOWLEDGE);
     wr(t, 0x70, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    wr(t, 0x24, 0);
+    wr(t, 0x20, features as u32);
     wr(t, 0x24, 1);
-    wr(t, 0x20, 1); // VIRTIO_F_VERSION_1 (bit 32)
+    wr(t, 0x20, (features >> 32) as u32);
     wr(
         t,
         0x70,

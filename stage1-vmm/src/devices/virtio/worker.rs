@@ -31,7 +31,7 @@ use crate::memory::GuestMem;
 use crate::threads::{self, ThreadKind};
 
 /// Epoll token of the stop EventFd.
-const STOP_TOKEN: u64 = u64::MAX;
+pub(crate) const STOP_TOKEN: u64 = u64::MAX;
 /// First epoll token a device may use for its own fds (queue `i` uses token `i`).
 pub(crate) const FIRST_DEVICE_TOKEN: u64 = 1 << 32;
 /// Epoll events fetched per wait (count).
