@@ -34,22 +34,16 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use rkt_fuzz::guest::{self, debug, in_memory, Break, Chain, Desc, Shadow, A, B, RINGS_END};
 use rkt_fuzz::Input;
 use stage1_vmm::devices::virtio::blk::{Block, QUEUE_SIZE, SECTOR_SIZE};
 use stage1_vmm::devices::virtio::fuzzing;
 use stage1_vmm::devices::virtio::mmio::MmioTransport;
 use stage1_vmm::devices::virtio::test_utils::{
-    activated, guest_memory_with, notify, GuestQueue, F_INDIRECT, F_NEXT, F_WRITE, RINGS_BASE,
+    activated, notify, GuestQueue, F_INDIRECT, F_NEXT, F_WRITE, RINGS_BASE,
 };
 use stage1_vmm::memory::GuestMem;
-use vm_memory::{Bytes, GuestAddress};
 
-/// Region A of guest RAM `(start, end)`: rings, then request buffers (bytes).
-const A: (u64, u64) = (0, 0x20_0000);
-/// Region B, after a 64 KiB hole (bytes).
-const B: (u64, u64) = (0x21_0000, 0x25_0000);
-/// End of the ring the handshake lays out from `RINGS_BASE` (bytes).
-const RINGS_END: u64 = 0x1_0000;
 /// Whole sectors of the image (count); a partial one of [`TAIL`] bytes follows.
 const SECTORS: u64 = 256;
 /// Bytes after the last whole sector (never readable by the guest).
@@ -74,21 +68,13 @@ const S_UNSUPP: u8 = 2;
 /// Request header (bytes).
 const HDR: usize = 16;
 
-/// `RKT_FUZZ_DEBUG=1`: print each request's outcome (for checking seeds).
-fn debug() -> bool {
-    static D: OnceLock<bool> = OnceLock::new();
-    *D.get_or_init(|| std::env::var_os("RKT_FUZZ_DEBUG").is_some())
-}
-
-/// The pattern byte at guest address `a`.
-fn pattern(a: u64) -> u8 {
-    (a as u8) ^ ((a >> 8) as u8).rotate_left(3) ^ 0xa5
-}
+/// This target's pattern salt (`rkt_fuzz::guest::pattern`).
+const SALT: u8 = 0xa5;
 
 struct Fixture {
     mem: GuestMem,
     /// The pattern over `[0, B.1)` (the hole's bytes unused).
-    image: Vec<u8>,
+    image: Shadow,
     disk: PathBuf,
     /// The image's bytes.
     bytes: Vec<u8>,
@@ -105,52 +91,12 @@ fn fixture() -> &'static Fixture {
             .collect();
         std::fs::write(&disk, &bytes).expect("write the image");
         Fixture {
-            mem: guest_memory_with(&[(A.0, (A.1 - A.0) as usize), (B.0, (B.1 - B.0) as usize)]),
-            image: (0..B.1).map(pattern).collect(),
+            mem: guest::memory(),
+            image: Shadow::pattern(SALT),
             disk,
             bytes,
         }
     })
-}
-
-/// Whether `[addr, addr + len)` lies inside one region (an empty buffer: `addr` inside one),
-/// as the device's chain validation requires.
-fn in_memory(addr: u64, len: u32) -> bool {
-    [A, B].iter().any(|&(s, e)| {
-        addr >= s && addr < e && addr.checked_add(u64::from(len)).is_some_and(|end| end <= e)
-    })
-}
-
-/// One descriptor: guest address, length, device-writable.
-#[derive(Debug, Clone, Copy)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    write: bool,
-}
-
-/// How a chain is broken (the device must need a reset on meeting it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Break {
-    None,
-    /// The last descriptor says NEXT, to an index past the table.
-    Link,
-    /// A descriptor has the INDIRECT flag.
-    Indirect,
-}
-
-/// A request made available.
-#[derive(Debug)]
-struct Chain {
-    head: u16,
-    descs: Vec<Desc>,
-    brk: Break,
-}
-
-impl Chain {
-    fn malformed(&self) -> bool {
-        self.brk != Break::None || self.descs.iter().any(|d| !in_memory(d.addr, d.len))
-    }
 }
 
 struct Run<'f> {
@@ -158,7 +104,7 @@ struct Run<'f> {
     t: MmioTransport,
     q: GuestQueue,
     /// What guest memory must hold (`[0, B.1)`, the ring excluded from comparisons).
-    shadow: Vec<u8>,
+    shadow: Shadow,
     /// Requests not yet flushed.
     pending: Vec<Chain>,
     /// Allocation cursors in A and B (reset per flush).
@@ -171,37 +117,12 @@ struct Run<'f> {
 impl Run<'_> {
     /// Writes `data` to guest memory and the shadow (skipping what is outside memory).
     fn put(&mut self, addr: u64, data: &[u8]) {
-        if data.is_empty() || !in_memory(addr, data.len() as u32) {
-            return;
-        }
-        self.f
-            .mem
-            .write_slice(data, GuestAddress(addr))
-            .expect("write guest memory");
-        let at = addr as usize;
-        self.shadow[at..at + data.len()].copy_from_slice(data);
+        self.shadow.put(&self.f.mem, addr, data);
     }
 
     /// Compares guest memory with the shadow over `[addr, addr + len)`.
     fn check_range(&self, addr: u64, len: u64, what: &str) {
-        if len == 0 {
-            return;
-        }
-        let mut got = vec![0u8; len as usize];
-        self.f
-            .mem
-            .read_slice(&mut got, GuestAddress(addr))
-            .expect("read guest memory");
-        let want = &self.shadow[addr as usize..(addr + len) as usize];
-        if got != want {
-            let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-            panic!(
-                "{what}: guest memory at {:#x} is {:#x}, expected {:#x}",
-                addr + i as u64,
-                got[i],
-                want[i]
-            );
-        }
+        self.shadow.check(&self.f.mem, addr, len, what);
     }
 
     /// Writes `data` at offset `at` of the writable bytes of `descs` into the shadow.
@@ -483,10 +404,7 @@ impl Run<'_> {
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let mem = &f.mem;
-    mem.write_slice(&f.image[..A.1 as usize], GuestAddress(A.0))
-        .expect("fill A");
-    mem.write_slice(&f.image[B.0 as usize..], GuestAddress(B.0))
-        .expect("fill B");
+    f.image.fill(mem);
     let dev = Block::new(&f.disk, ID).expect("block device");
     let (t, mut q, _irq) = activated(mem, Box::new(dev), &[QUEUE_SIZE]);
     let mut run = Run {

@@ -36,6 +36,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
+use rkt_fuzz::guest::{self, debug, Break, Chain, Desc, Shadow, A, B, RINGS_END};
 use rkt_fuzz::Input;
 use stage1_vmm::devices::virtio::fuzzing;
 use stage1_vmm::devices::virtio::mmio::MmioTransport;
@@ -45,18 +46,11 @@ use stage1_vmm::devices::virtio::net::{
     VNET_HDR_LEN,
 };
 use stage1_vmm::devices::virtio::test_utils::{
-    activated_with_features, guest_memory_with, notify, GuestQueue, F_INDIRECT, F_NEXT, F_WRITE,
-    RINGS_BASE,
+    activated_with_features, notify, GuestQueue, F_INDIRECT, F_NEXT, F_WRITE, RINGS_BASE,
 };
 use stage1_vmm::memory::GuestMem;
 use vm_memory::{Bytes, GuestAddress};
 
-/// Region A of guest RAM `(start, end)`: rings, receive and transmit buffers (bytes).
-const A: (u64, u64) = (0, 0x20_0000);
-/// Region B, after a 64 KiB hole (bytes): transmit half, then receive half.
-const B: (u64, u64) = (0x21_0000, 0x25_0000);
-/// End of the rings the handshake lays out from `RINGS_BASE` (bytes).
-const RINGS_END: u64 = 0x1_0000;
 /// Receive buffers in region A.
 const RX_A: (u64, u64) = (RINGS_END, 0x18_0000);
 /// Transmit buffers in region A, up to its end (a buffer at the edge reaches the hole).
@@ -84,21 +78,13 @@ const RX_LENS: [u32; 15] = [
     0, 1, 11, 12, 13, 26, 60, 64, 100, 1526, 2048, 4096, 0x1_0000, 65562, 65563,
 ];
 
-/// `RKT_FUZZ_DEBUG=1`: print each flush's outcome (for checking seeds).
-fn debug() -> bool {
-    static D: OnceLock<bool> = OnceLock::new();
-    *D.get_or_init(|| std::env::var_os("RKT_FUZZ_DEBUG").is_some())
-}
-
-/// The pattern byte at guest address `a`.
-fn pattern(a: u64) -> u8 {
-    (a as u8) ^ ((a >> 8) as u8).rotate_left(3) ^ 0x5a
-}
+/// This target's pattern salt (`rkt_fuzz::guest::pattern`).
+const SALT: u8 = 0x5a;
 
 struct Fixture {
     mem: GuestMem,
     /// The pattern over `[0, B.1)` (the hole's bytes unused).
-    image: Vec<u8>,
+    image: Shadow,
 }
 
 fn fixture() -> &'static Fixture {
@@ -106,17 +92,9 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         fuzzing::set_inline_workers(true);
         Fixture {
-            mem: guest_memory_with(&[(A.0, (A.1 - A.0) as usize), (B.0, (B.1 - B.0) as usize)]),
-            image: (0..B.1).map(pattern).collect(),
+            mem: guest::memory(),
+            image: Shadow::pattern(SALT),
         }
-    })
-}
-
-/// Whether `[addr, addr + len)` lies inside one region (an empty buffer: `addr` inside one),
-/// as the device's chain validation requires.
-fn in_memory(addr: u64, len: u32) -> bool {
-    [A, B].iter().any(|&(s, e)| {
-        addr >= s && addr < e && addr.checked_add(u64::from(len)).is_some_and(|end| end <= e)
     })
 }
 
@@ -249,39 +227,6 @@ fn assert_rx_accepted(h: &[u8], o: Offloads) {
     assert_eq!(&h[10..12], &1u16.to_le_bytes(), "rx num_buffers");
 }
 
-/// One descriptor: guest address, length, device-writable.
-#[derive(Debug, Clone, Copy)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    write: bool,
-}
-
-/// How a chain is broken (the device must need a reset on meeting it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Break {
-    None,
-    /// The last descriptor says NEXT, to an index past the table.
-    Link,
-    /// A descriptor has the INDIRECT flag.
-    Indirect,
-}
-
-/// A chain the driver made available.
-#[derive(Debug)]
-struct Chain {
-    head: u16,
-    descs: Vec<Desc>,
-    brk: Break,
-}
-
-impl Chain {
-    /// Whether the device must refuse the whole queue over it.
-    fn malformed(&self) -> bool {
-        self.brk != Break::None || self.descs.iter().any(|d| !in_memory(d.addr, d.len))
-    }
-}
-
 /// Everything one run tracks.
 struct Run<'f> {
     f: &'f Fixture,
@@ -291,7 +236,7 @@ struct Run<'f> {
     counters: Arc<NetCounters>,
     o: Offloads,
     /// What guest memory must hold (`[0, B.1)`, rings excluded from comparisons).
-    shadow: Vec<u8>,
+    shadow: Shadow,
     /// Frames written to the tap end and not yet read by the device.
     rx_frames: VecDeque<Vec<u8>>,
     /// Receive chains not yet used.
@@ -319,15 +264,7 @@ struct Run<'f> {
 impl Run<'_> {
     /// Writes `data` to guest memory and the shadow (skipping what is outside memory).
     fn put(&mut self, addr: u64, data: &[u8]) {
-        if data.is_empty() || !in_memory(addr, data.len() as u32) {
-            return;
-        }
-        self.f
-            .mem
-            .write_slice(data, GuestAddress(addr))
-            .expect("write guest memory");
-        let at = addr as usize;
-        self.shadow[at..at + data.len()].copy_from_slice(data);
+        self.shadow.put(&self.f.mem, addr, data);
     }
 
     /// The readable bytes of `descs` as the shadow holds them.
@@ -342,24 +279,7 @@ impl Run<'_> {
 
     /// Compares guest memory with the shadow over `[addr, addr + len)`.
     fn check_range(&self, addr: u64, len: u64, what: &str) {
-        if len == 0 {
-            return;
-        }
-        let mut got = vec![0u8; len as usize];
-        self.f
-            .mem
-            .read_slice(&mut got, GuestAddress(addr))
-            .expect("read guest memory");
-        let want = &self.shadow[addr as usize..(addr + len) as usize];
-        if got != want {
-            let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-            panic!(
-                "{what}: guest memory at {:#x} is {:#x}, expected {:#x}",
-                addr + i as u64,
-                got[i],
-                want[i]
-            );
-        }
+        self.shadow.check(&self.f.mem, addr, len, what);
     }
 
     /// Publishes `descs` on queue `qi` (breaking it as `brk` says); returns the chain.
@@ -789,10 +709,7 @@ fn frame(inp: &mut Input, tx: bool) -> Vec<u8> {
 fuzz_target!(|data: &[u8]| {
     let f = fixture();
     let mem = &f.mem;
-    mem.write_slice(&f.image[..A.1 as usize], GuestAddress(A.0))
-        .expect("fill A");
-    mem.write_slice(&f.image[B.0 as usize..], GuestAddress(B.0))
-        .expect("fill B");
+    f.image.fill(mem);
     let mut inp = Input::new(data);
     let opts = inp.u8();
     let acked = inp.u8();

@@ -1,6 +1,8 @@
 //! Helpers shared by the fuzz targets: a byte cursor that never fails (reads past the end give
 //! zeros) and per-process scratch directories removed at exit.
 
+pub mod guest;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
