@@ -140,6 +140,28 @@ fn kvm_a_pod_cannot_write_past_its_disk_limit() {
         .unwrap_or_default();
     assert!(left.is_empty(), "pods left after gc: {left:?}");
     let after = xfs.free();
+    // A data directory that passes on a project of its own (an administrator's): refused,
+    // since XFS would refuse to move the pod's directory between the state directories.
+    let shared = xfs.mnt.join("shared");
+    std::fs::create_dir_all(shared.join("pods")).unwrap();
+    let o = Command::new("xfs_io")
+        .args(["-c", "chproj 77", "-c", "chattr +P"])
+        .arg(shared.join("pods"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xfs_io: {}", stderr(&o));
+    let o = Command::new(&e.rkt)
+        .arg(format!("--dir={}", shared.display()))
+        .args(["--insecure-options=image", "run", &kvm, "--disk-limit=32Mi"])
+        .arg(probe_image(&e))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("passes on project 77"),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         after >= before + (56 << 20),
         "gc gave back the two full pods' 62 MiB: {before} -> {after} bytes free"

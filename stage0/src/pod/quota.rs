@@ -79,6 +79,9 @@ pub enum QuotaError {
     /// XFS without project quota enforcement.
     #[error("--disk-limit needs project quotas on the XFS file system of {0}: mount it with -o prjquota")]
     NotEnabled(String),
+    /// The pods directory passes on a project of its own (an administrator's).
+    #[error("--disk-limit needs a pods directory that passes on no XFS project; {0} passes on project {1} (its pods are limited together)")]
+    Inherited(String, u32),
     /// No free project ID among the candidates.
     #[error("no free XFS project ID for the pod after {TRIES} tries")]
     NoFreeId,
@@ -149,6 +152,11 @@ fn is_free(fd: BorrowedFd<'_>, id: u32, shown: &Path) -> Result<bool, QuotaError
 pub fn check(dir: BorrowedFd<'_>, shown: &Path) -> Result<(), QuotaError> {
     if !is_xfs(dir).map_err(sys("fstatfs"))? {
         return Err(QuotaError::NotXfs(shown.display().to_string()));
+    }
+    // XFS refuses to move a file into a directory that passes on another project (EXDEV):
+    // the pod could never move on from `prepare/`.
+    if let Some(id) = project_of(dir) {
+        return Err(QuotaError::Inherited(shown.display().to_string(), id));
     }
     is_free(dir, PROJECT_IDS.start, shown).map(|_| ())
 }
