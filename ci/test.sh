@@ -12,19 +12,20 @@ cd "$(dirname "$0")/.."
 root=$PWD
 log=$(mktemp -d /tmp/rkt-test.XXXXXX)
 fail=0
+failed_steps=""
 step() { echo; echo "=================== $* ==================="; }
 
 step "build"
 bash ci/build.sh || { echo "BUILD FAILED"; exit 1; }
 
 step "fmt + clippy + doc"
-if ! cargo fmt --all -- --check >"$log/fmt" 2>&1; then cat "$log/fmt"; echo "cargo fmt: FAILED"; fail=1; fi
+if ! cargo fmt --all -- --check >"$log/fmt" 2>&1; then cat "$log/fmt"; echo "cargo fmt: FAILED"; fail=1; failed_steps+=" fmt"; fi
 if ! cargo clippy --workspace --all-targets -q -- -D warnings >"$log/clippy" 2>&1; then
-  cat "$log/clippy"; echo "cargo clippy: FAILED"; fail=1
+  cat "$log/clippy"; echo "cargo clippy: FAILED"; fail=1; failed_steps+=" clippy"
 fi
 # Doc links that resolve to nothing or to private items are errors: the docs name them.
 if ! RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q >"$log/doc" 2>&1; then
-  cat "$log/doc"; echo "cargo doc: FAILED"; fail=1
+  cat "$log/doc"; echo "cargo doc: FAILED"; fail=1; failed_steps+=" doc"
 fi
 
 export RKT_BIN="$root/build/bin/rkt" RKT_BUILD_DIR="$root/build" RKT_TEST_BIN_DIR="$root/build/bin"
@@ -62,15 +63,15 @@ if [ -s "$log/guest-tests" ]; then
 else
   echo "none needed: every marked guest test ran on the host" | tee "$log/guest"
 fi
-bash ci/guest-tests.sh check "$log/host" "$log/guest" || fail=1
+bash ci/guest-tests.sh check "$log/host" "$log/guest" || { fail=1; failed_steps+=" guest-check"; }
 
 step "nested-kvm harness self-test"
 bash ci/test-nested-kvm.sh 2>&1 | tee "$log/harness"
-[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+[ "${PIPESTATUS[0]}" -eq 0 ] || { fail=1; failed_steps+=" harness-self-test"; }
 
 step "fuzz smoke (ci/fuzz.sh ${FUZZ_SMOKE_SECS:-10} s per target)"
 bash ci/fuzz.sh "${FUZZ_SMOKE_SECS:-10}" 2>&1 | tee "$log/fuzz"
-[ "${PIPESTATUS[0]}" -eq 0 ] || fail=1
+[ "${PIPESTATUS[0]}" -eq 0 ] || { fail=1; failed_steps+=" fuzz-smoke"; }
 
 step "skipped tests"
 # Tests print "SKIP: <test>: <reason>". Marked guest tests skip on a host whose KVM cannot boot
@@ -101,6 +102,18 @@ if [ "$retried" -gt 0 ]; then
   done < "$log/guest-tests"
   echo "(guest tests retried in a fresh L1: $retried; see RETRY above)"
 fi
+# Which tests failed, by name, next to the counts (a CI log is often read from its end).
+{
+  grep -h '^test .* \.\.\. FAILED$' "$log/host" 2>/dev/null | sed 's/^test \(.*\) \.\.\. FAILED$/  host: \1/'
+  if [ -f "$log/guest-tests" ] && [ -s "$log/guest-tests" ]; then
+    while read -r b t; do
+      last=$(grep -oh 'GUEST-RESULT: .*' "$log/guest" 2>/dev/null | awk -v b="$b" -v t="$t" '$3 == b && $4 == t { r = $2 } END { print r }')
+      [ "$last" = pass ] || echo "  guest: $t (${last:-no result}) in $(basename "$b")"
+    done < "$log/guest-tests"
+  fi
+} > "$log/failed-names"
+if [ -s "$log/failed-names" ]; then echo "failed tests:"; cat "$log/failed-names"; fi
+[ -z "$failed_steps" ] || echo "failed steps:$failed_steps (output above)"
 echo "$passed passed, $failed failed"
 if [ "$fail" -ne 0 ]; then echo "TEST SUITE FAILED"; exit 1; fi
 echo "TEST SUITE PASSED"
