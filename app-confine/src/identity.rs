@@ -85,19 +85,8 @@ pub(crate) mod tests {
     /// A minimal pod plan holding `apps`.
     pub(crate) fn plan(apps: Vec<AppPlan>) -> pod_abi::plan::Plan {
         pod_abi::plan::Plan {
-            version: pod_abi::plan::PLAN_VERSION,
-            uuid: "u".into(),
-            hostname: "h".into(),
-            interactive: false,
-            debug: false,
             stop_grace_secs: 1,
-            apps,
-            net: Default::default(),
-            mutable: false,
-            kvm_snapshot: false,
-            host_ipc: false,
-            private_users: None,
-            pids_limit: None,
+            ..pod_abi::plan::Plan::new("u".into(), "h".into(), apps)
         }
     }
 

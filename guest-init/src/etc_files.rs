@@ -87,23 +87,12 @@ pub fn write(plan: &Plan, rootfs: &Path) -> Result<(), PodFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pod_abi::plan::{HostsEntry, NetPlan, PLAN_VERSION};
+    use pod_abi::plan::{HostsEntry, NetPlan};
 
     fn plan(net: NetPlan) -> Plan {
         Plan {
-            version: PLAN_VERSION,
-            uuid: "u".into(),
-            hostname: "rkt-u".into(),
-            interactive: false,
-            debug: false,
-            stop_grace_secs: 1,
-            apps: vec![],
             net,
-            mutable: false,
-            kvm_snapshot: false,
-            host_ipc: false,
-            private_users: None,
-            pids_limit: None,
+            ..Plan::new("u".into(), "rkt-u".into(), vec![])
         }
     }
 

@@ -337,6 +337,28 @@ pub enum PlanError {
 }
 
 impl Plan {
+    /// A plan of `apps` with every option at its default: not interactive, no debug,
+    /// [`DEFAULT_STOP_GRACE_SECS`], the default networking options, immutable, booted cold,
+    /// its own IPC namespace, no user namespace, no task limit. Set others with struct
+    /// update syntax (`Plan { debug: true, ..Plan::new(..) }`).
+    pub fn new(uuid: String, hostname: String, apps: Vec<AppPlan>) -> Self {
+        Plan {
+            version: PLAN_VERSION,
+            uuid,
+            hostname,
+            interactive: false,
+            debug: false,
+            stop_grace_secs: DEFAULT_STOP_GRACE_SECS,
+            apps,
+            net: NetPlan::default(),
+            mutable: false,
+            kvm_snapshot: false,
+            host_ipc: false,
+            private_users: None,
+            pids_limit: None,
+        }
+    }
+
     /// The grace period a host process may wait for, from a plan it read back from the pod
     /// (seconds): [`Self::stop_grace_secs`] at most [`MAX_STOP_GRACE_SECS`].
     pub fn host_stop_grace_secs(&self) -> u32 {

@@ -2,7 +2,7 @@
 
 use super::*;
 use pod_abi::exec::{decode, StoppedApp};
-use pod_abi::plan::{AppPlan, PLAN_VERSION};
+use pod_abi::plan::AppPlan;
 
 fn plan(apps: &[&str]) -> Plan {
     let app = |name: &str| {
@@ -11,19 +11,12 @@ fn plan(apps: &[&str]) -> Plan {
         a
     };
     Plan {
-        version: PLAN_VERSION,
-        uuid: "u".into(),
-        hostname: "h".into(),
-        interactive: false,
-        debug: false,
         stop_grace_secs: 1,
-        apps: apps.iter().map(|n| app(n)).collect(),
-        net: Default::default(),
-        mutable: false,
-        kvm_snapshot: false,
-        host_ipc: false,
-        private_users: None,
-        pids_limit: None,
+        ..Plan::new(
+            "u".into(),
+            "h".into(),
+            apps.iter().map(|n| app(n)).collect(),
+        )
     }
 }
 

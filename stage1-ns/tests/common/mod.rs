@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pod_abi::paths::PodPaths;
-use pod_abi::plan::{AppPlan, MountPlan, Plan, DEFAULT_PATH, PLAN_VERSION};
+use pod_abi::plan::{AppPlan, MountPlan, Plan, DEFAULT_PATH};
 
 /// Target triple of the static builds.
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
@@ -262,19 +262,8 @@ impl Pod {
             }
         }
         let plan = Plan {
-            version: PLAN_VERSION,
-            uuid: uuid.clone(),
-            hostname: format!("rkt-{uuid}"),
-            interactive: false,
-            debug: false,
             stop_grace_secs,
-            apps,
-            net: Default::default(),
-            mutable: false,
-            kvm_snapshot: false,
-            host_ipc: false,
-            private_users: None,
-            pids_limit: None,
+            ..Plan::new(uuid.clone(), format!("rkt-{uuid}"), apps)
         };
         std::fs::write(
             s1.join("rkt/plan.json"),

@@ -152,7 +152,7 @@ mod tests {
     }
 
     use super::*;
-    use pod_abi::plan::{AppPlan, PLAN_VERSION};
+    use pod_abi::plan::AppPlan;
 
     fn app(mem: Option<u64>, cpu: Option<u64>) -> AppPlan {
         AppPlan {
@@ -183,21 +183,7 @@ mod tests {
     }
 
     fn plan(apps: Vec<AppPlan>) -> Plan {
-        Plan {
-            version: PLAN_VERSION,
-            uuid: "u".into(),
-            hostname: "h".into(),
-            interactive: false,
-            debug: false,
-            stop_grace_secs: 10,
-            apps,
-            net: Default::default(),
-            mutable: false,
-            kvm_snapshot: false,
-            host_ipc: false,
-            private_users: None,
-            pids_limit: None,
-        }
+        Plan::new("u".into(), "h".into(), apps)
     }
 
     #[test]
