@@ -415,6 +415,14 @@ impl NetWorker {
                     self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
                     guest_warn!(self.log_limit, "virtio-net: dropped a {n}-byte tap frame");
                 }
+                // A tap returns a frame's whole length even when it copied only what fits.
+                Ok(n) if n > self.rx_frame.len() => {
+                    self.counters.rx_dropped.fetch_add(1, Ordering::Relaxed);
+                    guest_warn!(
+                        self.log_limit,
+                        "virtio-net: dropped a {n}-byte tap frame, larger than any receive buffer"
+                    );
+                }
                 Ok(n) => {
                     self.rx_len = Some(n);
                     return Ok(TapRead::Frame);
