@@ -161,7 +161,14 @@ fn ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
 }
 
-fn wait_state(e: &E2e, uuid: &str, app: &str, state: &str, limit: Duration) -> serde_json::Value {
+/// Waits (at most `limit`) until app `app` of pod `uuid` is in `state`; its status.
+pub fn wait_state(
+    e: &E2e,
+    uuid: &str,
+    app: &str,
+    state: &str,
+    limit: Duration,
+) -> serde_json::Value {
     let t0 = Instant::now();
     loop {
         let s = app_status(e, uuid, app);

@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use rkt_tests::mutable::{add_app, app_cmd, start_sandbox, stop_sandbox, wait_state};
 use rkt_tests::{stderr, stdout, E2e};
 
 /// An XFS file system with project quotas on a loop device, unmounted when dropped.
@@ -65,6 +67,71 @@ fn limited_pod(e: &E2e, stage1: &str, extra: &[&str], actions: &[&str]) -> Strin
     text
 }
 
+/// The XFS project `rkt --debug` named for a limited pod's directory.
+fn project_of(text: &str) -> u32 {
+    text.split("XFS project ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no XFS project in: {text}"))
+}
+
+/// Writes `mib` MiB into a new directory of the file system that passes on project `id`;
+/// whether all of it was written (a project still limited to 32 MiB stops the write).
+fn write_in_project(xfs: &Xfs, id: u32, mib: usize) -> bool {
+    let dir = xfs.mnt.join(format!("project-{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = Command::new("xfs_io")
+        .args(["-c", &format!("chproj {id}"), "-c", "chattr +P"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xfs_io: {}", stderr(&o));
+    let ok = std::fs::write(dir.join("f"), vec![7u8; mib << 20]).is_ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
+/// `rkt app sandbox --disk-limit=32Mi` (ns flavor) with an added app that tries to take its
+/// file out of the pod's project and writes 64 MiB: refused, and stopped by the limit, as in
+/// `rkt run` (the added app's tree, copied into the pod, counts too). Stopped, not removed.
+fn limited_sandbox(e: &mut E2e, ns_aci: &Path) {
+    let kvm_aci = std::mem::replace(&mut e.stage1, ns_aci.to_path_buf());
+    let limit = Duration::from_secs(120);
+    let (mut sandbox, uuid) = start_sandbox(e, &["--net=none", "--disk-limit=32Mi"], limit);
+    let img = probe_image(e);
+    let o = add_app(
+        e,
+        &uuid,
+        &img,
+        "filler",
+        &[
+            "--exec=/bin/escape-probe",
+            "--",
+            "set-project",
+            "/big",
+            "0",
+            "fill",
+            "/big",
+            "64",
+        ],
+    );
+    assert!(o.status.success(), "app add: {}", stderr(&o));
+    let o = app_cmd(e, &["app", "start", &uuid, "--app=filler"]);
+    assert!(o.status.success(), "app start: {}", stderr(&o));
+    wait_state(e, &uuid, "filler", "exited", limit);
+    stop_sandbox(e, &mut sandbox, &uuid, limit);
+    let text = std::fs::read_to_string(e.path("sandbox.out")).unwrap();
+    assert!(text.contains("set-project /big: EPERM"), "sandbox: {text}");
+    let (mib, stopped) = filled(&text, "/big");
+    assert!(
+        (16..32).contains(&mib) && stopped,
+        "sandbox: {mib} MiB: {text}"
+    );
+    eprintln!("sandbox: the added app stopped at {mib} MiB");
+    e.stage1 = kvm_aci;
+}
+
 /// The MiB a `fill` line says were written, and whether it stopped at the limit (XFS reports a
 /// project's limit as `ENOSPC`, a full disk, as `df` in the pod would show).
 fn filled(text: &str, path: &str) -> (u64, bool) {
@@ -89,12 +156,12 @@ fn filled(text: &str, path: &str) -> (u64, bool) {
 /// requests carry no ioctl). `rkt gc` removes both pods.
 #[test]
 fn kvm_a_pod_cannot_write_past_its_disk_limit() {
-    let Some(e) = E2e::require_kvm("kvm_a_pod_cannot_write_past_its_disk_limit") else {
+    let Some(mut e) = E2e::require_kvm("kvm_a_pod_cannot_write_past_its_disk_limit") else {
         return;
     };
     let ns_aci = rkt_tests::stage1_ns_aci().expect("stage1-ns.aci beside stage1-kvm.aci");
     let xfs = Xfs::new(&e.path("xfs.img"), &e.path("xfs"), 512);
-    let e = e.with_dir(xfs.mnt.join("rkt"));
+    e = e.with_dir(xfs.mnt.join("rkt"));
     let ns = format!("--stage1-path={}", ns_aci.display());
 
     let text = limited_pod(
@@ -106,7 +173,7 @@ fn kvm_a_pod_cannot_write_past_its_disk_limit() {
     assert!(text.contains("set-project /big: EPERM"), "{text}");
     let (mib, stopped) = filled(&text, "/big");
     assert!((24..32).contains(&mib) && stopped, "{mib} MiB: {text}");
-    assert!(text.contains("XFS project "), "{text}");
+    let mut projects = vec![project_of(&text)];
     assert!(
         xfs.free() > 300 << 20,
         "the file system itself was not full"
@@ -120,6 +187,7 @@ fn kvm_a_pod_cannot_write_past_its_disk_limit() {
     );
     assert!(text.contains("set-project /big: ok"), "{text}");
     assert_eq!(filled(&text, "/big"), (40, false), "{text}");
+    projects.push(project_of(&text));
 
     let kvm = e.stage1_flag();
     let text = limited_pod(
@@ -131,6 +199,12 @@ fn kvm_a_pod_cannot_write_past_its_disk_limit() {
     assert!(!text.contains("set-project /big: ok"), "{text}");
     let (mib, stopped) = filled(&text, "/big");
     assert!((24..32).contains(&mib) && stopped, "kvm: {mib} MiB: {text}");
+    projects.push(project_of(&text));
+    // While limited, a project holds anything of its ID to 32 MiB (the check below means
+    // something).
+    assert!(!write_in_project(&xfs, projects[0], 40));
+
+    limited_sandbox(&mut e, &ns_aci);
 
     let before = xfs.free();
     let o = e.run(&["gc", "--grace-period=0s"]);
@@ -140,6 +214,13 @@ fn kvm_a_pod_cannot_write_past_its_disk_limit() {
         .unwrap_or_default();
     assert!(left.is_empty(), "pods left after gc: {left:?}");
     let after = xfs.free();
+    // gc lifted each pod's limit: its project ID holds 40 MiB again.
+    for id in &projects {
+        assert!(
+            write_in_project(&xfs, *id, 40),
+            "project {id} still limited after gc"
+        );
+    }
     // A data directory that passes on a project of its own (an administrator's): refused,
     // since XFS would refuse to move the pod's directory between the state directories.
     let shared = xfs.mnt.join("shared");

@@ -15,7 +15,7 @@ use crate::outln;
 pub const EXPERIMENT_ENV: &str = "RKT_EXPERIMENT_APP";
 
 /// Flags `rkt app sandbox` takes (rkt's pod flags; parsed like `rkt run`'s).
-const SANDBOX_FLAGS: [&str; 28] = [
+const SANDBOX_FLAGS: [&str; 29] = [
     "hostname",
     "uuid-file-save",
     "net",
@@ -38,6 +38,7 @@ const SANDBOX_FLAGS: [&str; 28] = [
     "no-store",
     "ipc",
     "pids-limit",
+    "disk-limit",
     "private-users",
     "stage1-from-dir",
     "annotation",

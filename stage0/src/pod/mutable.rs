@@ -818,6 +818,9 @@ mod tests {
         assert!(parse_sandbox(&v(&["--name=x"])).is_err());
         assert!(parse_sandbox(&v(&["--interactive"])).is_err());
         assert!(parse_sandbox(&v(&["--volume=a,kind=empty"])).is_err());
+        let c = parse_sandbox(&v(&["--disk-limit=64Mi"])).unwrap();
+        assert_eq!(c.pod.disk_limit, Some(64 << 20));
+        assert!(parse_sandbox(&v(&["--disk-limit=1k"])).is_err());
     }
 
     #[test]
