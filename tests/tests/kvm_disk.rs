@@ -76,17 +76,23 @@ fn project_of(text: &str) -> u32 {
         .unwrap_or_else(|| panic!("no XFS project in: {text}"))
 }
 
+/// Gives directory `dir` project `id`, passed on to what is made in it (`xfs_io`, as an
+/// administrator would).
+fn pass_on_project(dir: &Path, id: u32) {
+    let o = Command::new("xfs_io")
+        .args(["-c", &format!("chproj {id}"), "-c", "chattr +P"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "xfs_io: {}", stderr(&o));
+}
+
 /// Writes `mib` MiB into a new directory of the file system that passes on project `id`;
 /// whether all of it was written (a project still limited to 32 MiB stops the write).
 fn write_in_project(xfs: &Xfs, id: u32, mib: usize) -> bool {
     let dir = xfs.mnt.join(format!("project-{id}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let o = Command::new("xfs_io")
-        .args(["-c", &format!("chproj {id}"), "-c", "chattr +P"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "xfs_io: {}", stderr(&o));
+    pass_on_project(&dir, id);
     let ok = std::fs::write(dir.join("f"), vec![7u8; mib << 20]).is_ok();
     let _ = std::fs::remove_dir_all(&dir);
     ok
@@ -225,12 +231,7 @@ fn kvm_a_pod_cannot_write_past_its_disk_limit() {
     // since XFS would refuse to move the pod's directory between the state directories.
     let shared = xfs.mnt.join("shared");
     std::fs::create_dir_all(shared.join("pods")).unwrap();
-    let o = Command::new("xfs_io")
-        .args(["-c", "chproj 77", "-c", "chattr +P"])
-        .arg(shared.join("pods"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "xfs_io: {}", stderr(&o));
+    pass_on_project(&shared.join("pods"), 77);
     let o = Command::new(&e.rkt)
         .arg(format!("--dir={}", shared.display()))
         .args(["--insecure-options=image", "run", &kvm, "--disk-limit=32Mi"])

@@ -318,34 +318,17 @@ fn ns_an_app_cannot_read_an_entering_process_before_its_exec() {
         .spawn()
         .unwrap();
     let uuid = wait_running(&e, &uuid_file);
-    // The probe lists the processes that were there before it starts watching.
-    std::thread::sleep(Duration::from_millis(500));
-    // Enters only while the probe surely still watches (on a loaded machine 40 can take longer
-    // than its window), and at least a quarter of them.
-    let window = Instant::now();
-    let mut entered = 0;
-    for round in 0..SNOOP_ENTERS {
-        if window.elapsed() > Duration::from_secs(SNOOP_SECS - 3) {
-            break;
-        }
-        let o = e
-            .rkt(&[
-                "enter",
-                &uuid,
-                "/bin/pod-check",
-                "--no-check",
-                "--sleep-ms=30",
-            ])
-            .env("RKT_TEST_HOST_SECRET", &secret)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "round {round}: {}", stderr(&o));
-        entered += 1;
-    }
-    assert!(
-        entered >= SNOOP_ENTERS / 4,
-        "only {entered} enters within the probe's {SNOOP_SECS} s"
-    );
+    let entered = enter_while_watched(|| {
+        let mut c = e.rkt(&[
+            "enter",
+            &uuid,
+            "/bin/pod-check",
+            "--no-check",
+            "--sleep-ms=30",
+        ]);
+        c.env("RKT_TEST_HOST_SECRET", &secret);
+        c
+    });
     let t0 = Instant::now();
     while child.try_wait().unwrap().is_none() {
         assert!(
@@ -371,6 +354,26 @@ fn ns_an_app_cannot_read_an_entering_process_before_its_exec() {
         numbers.get(1).is_some_and(|n| *n > 0),
         "the probe could read no entered command at all, so it proves nothing: {out}"
     );
+}
+
+/// Runs the `rkt enter` commands `enter` makes, one after another (each must exit 0), while a
+/// probe started with `SNOOP_SECS` surely still watches: at most [`SNOOP_ENTERS`], and at least
+/// a quarter of them (on a loaded machine 40 can take longer than the probe's window). Waits
+/// first for the probe to list the processes that were there before it. How many ran.
+fn enter_while_watched(enter: impl Fn() -> std::process::Command) -> usize {
+    std::thread::sleep(Duration::from_millis(500));
+    let window = Instant::now();
+    let mut entered = 0;
+    while entered < SNOOP_ENTERS && window.elapsed() <= Duration::from_secs(SNOOP_SECS - 3) {
+        let o = enter().output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "enter {entered}: {}", stderr(&o));
+        entered += 1;
+    }
+    assert!(
+        entered >= SNOOP_ENTERS / 4,
+        "only {entered} enters within the probe's {SNOOP_SECS} s"
+    );
+    entered
 }
 
 /// The numbers of the probe's summary line starting with `prefix` in `out`, in order.
@@ -1464,25 +1467,7 @@ fn ns_a_ptrace_capable_app_never_sees_a_privileged_newcomer() {
         .spawn()
         .unwrap();
     let uuid = wait_running(&e, &uuid_file);
-    std::thread::sleep(Duration::from_millis(500));
-    // As in the environment snoop: enters only while the tracer surely watches.
-    let window = Instant::now();
-    let mut entered = 0;
-    for round in 0..SNOOP_ENTERS {
-        if window.elapsed() > Duration::from_secs(SNOOP_SECS - 3) {
-            break;
-        }
-        let o = e
-            .rkt(&["enter", "--app=target", &uuid, "/bin/hello"])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "round {round}: {}", stderr(&o));
-        entered += 1;
-    }
-    assert!(
-        entered >= SNOOP_ENTERS / 4,
-        "only {entered} enters within the tracer's {SNOOP_SECS} s"
-    );
+    let entered = enter_while_watched(|| e.rkt(&["enter", "--app=target", &uuid, "/bin/hello"]));
     // The tracer ends after SNOOP_SECS; the target sleeps on.
     let t0 = Instant::now();
     let out = loop {
