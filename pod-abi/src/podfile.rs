@@ -194,7 +194,9 @@ fn read_at(
     {
         return Err(PodFileError::Replaced(shown.to_path_buf()));
     }
-    let mut out = Vec::new();
+    // Room for the size seen and one byte more: two reads for a file that did not grow.
+    let seen_len = usize::try_from(st.st_size).unwrap_or(cap).min(cap);
+    let mut out = Vec::with_capacity(seen_len.saturating_add(1));
     let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
     File::from(fd)
         .take(limit)
