@@ -80,7 +80,7 @@ pub fn mount_dir() -> Result<(), String> {
     if std::fs::create_dir_all(dir).is_err() && !dir.is_dir() {
         return Err(format!("cannot make {GUEST_MUX_DIR}"));
     }
-    if pod_abi::mountinfo::MountTable::read().is_ok_and(|t| t.contains(dir)) {
+    if pod_abi::mountinfo::is_mount_point(dir).unwrap_or(false) {
         return Ok(());
     }
     nix::mount::mount(

@@ -49,8 +49,7 @@ impl Sys for LinuxSys {
         app_confine::paths::secure_join(root, path)
     }
     fn is_mount_point(&self, path: &Path) -> bool {
-        let canon = pod_abi::paths::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        pod_abi::mountinfo::MountTable::read().is_ok_and(|t| t.contains(&canon))
+        pod_abi::mountinfo::is_mount_point(path).unwrap_or(false)
     }
     fn mkdir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;

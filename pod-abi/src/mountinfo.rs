@@ -46,6 +46,37 @@ pub fn mount_points(text: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether a mount sits on `path` (symlinks followed, as a path-based mount would): the
+/// root-of-a-mount attribute of `statx(2)` (Linux 5.8), one system call; on older kernels the
+/// table ([`MountTable::read`]) with `path` canonicalized. An unreadable path or table is an
+/// error.
+pub fn is_mount_point(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a zeroed statx is a valid buffer for the kernel to fill.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statx buffer for this call.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_NO_AUTOMOUNT,
+            libc::STATX_TYPE,
+            &mut st,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let root = u64::try_from(libc::STATX_ATTR_MOUNT_ROOT).unwrap_or(0);
+    if st.stx_attributes_mask & root != 0 {
+        return Ok(st.stx_attributes & root != 0);
+    }
+    let canon = crate::paths::canonicalize(path)?;
+    Ok(MountTable::read()?.contains(&canon))
+}
+
 /// A mount table read once: each mount point with the number of mounts stacked on it.
 /// Reading it once for many directories keeps a walk over many pods linear (`rkt gc`: a read
 /// per pod made it quadratic in the pods on the host, as exited pods keep their overlays
@@ -234,6 +265,37 @@ mod tests {
         assert!(pin_beneath(dfd, &pod, &pod).is_ok());
         assert!(pin_beneath(dfd, &pod, &host).is_err());
         assert_eq!(detach(&host.join("m")), 0);
+    }
+
+    #[test]
+    fn a_mount_point_is_told_from_a_directory_as_the_table_tells_it() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!(
+                "SKIP: a_mount_point_is_told_from_a_directory_as_the_table_tells_it: needs root"
+            );
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path().join("m");
+        let plain = t.path().join("plain");
+        std::fs::create_dir(&plain).unwrap();
+        tmpfs(&m);
+        std::fs::create_dir(m.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&m, t.path().join("link")).unwrap();
+        let table = MountTable::read().unwrap();
+        for (p, want) in [
+            (m.clone(), true),
+            (t.path().join("link"), true),
+            (plain.clone(), false),
+            (m.join("sub"), false),
+            (t.path().to_path_buf(), table.contains(t.path())),
+        ] {
+            assert_eq!(is_mount_point(&p).unwrap(), want, "{}", p.display());
+        }
+        assert!(is_mount_point(&t.path().join("missing")).is_err());
+        assert_eq!(detach(&m), 0);
+        assert!(!is_mount_point(&m).unwrap());
     }
 
     #[test]
