@@ -221,13 +221,19 @@ mod tests {
     /// directory is refused (the path-based unmount would have taken the host's mount); the
     /// mount pinned by its current name is the pod's own. Needs root (tmpfs mounts under a
     /// fresh temporary directory, detached at the end).
+    /// Whether the test runs as root (mounts); says why it skips otherwise.
+    fn root(test: &str) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            println!("SKIP: {test}: needs root");
+        }
+        root
+    }
+
     #[test]
     fn a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!(
-                "SKIP: a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to: needs root"
-            );
+        if !root("a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to") {
             return;
         }
         let t = tempfile::tempdir().unwrap();
@@ -269,11 +275,7 @@ mod tests {
 
     #[test]
     fn a_mount_point_is_told_from_a_directory_as_the_table_tells_it() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            println!(
-                "SKIP: a_mount_point_is_told_from_a_directory_as_the_table_tells_it: needs root"
-            );
+        if !root("a_mount_point_is_told_from_a_directory_as_the_table_tells_it") {
             return;
         }
         let t = tempfile::tempdir().unwrap();
