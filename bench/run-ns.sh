@@ -11,8 +11,11 @@
 # bundle live: `journal`, the default, a loop-mounted ext4 with a journal; `root` this machine's
 # journal-less root file system; bench/lib.sh, bench_data_fs), INSECURE (rkt's
 # --insecure-options, default `image`; `image,seccomp` runs the apps without their seccomp
-# filter, which crun's default spec does not give its container either). bench/phases.sh shows
-# where the time goes. Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
+# filter, which crun's default spec does not give its container either), BASE_RKT_BIN and
+# BASE_STAGE1_NS_ACI (another build, e.g. a commit's from a worktree: each round then runs it
+# too, right after ours, with a store of its own, and prints its median, its ratio to crun and
+# `RATIO run_ns_vs_base` before the last line). bench/phases.sh shows where the time goes.
+# Needs root and crun (Debian package `crun`, installed by ci/deps.sh --bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,6 +40,19 @@ bench_hello_image
 # Warm-up: imports the stage1 image and renders both trees once.
 "${R[@]}" run "${s1[@]}" example.com/bench-hello >/dev/null
 "${R[@]}" gc --grace-period=0s >/dev/null
+
+# The build to compare against, if named: its own store beside ours, the same image.
+B=()
+if [ -n "${BASE_RKT_BIN:-}${BASE_STAGE1_NS_ACI:-}" ]; then
+  base_rkt=$(realpath "${BASE_RKT_BIN:?BASE_RKT_BIN: the rkt of the build to compare against}")
+  base_stage1=$(realpath "${BASE_STAGE1_NS_ACI:?BASE_STAGE1_NS_ACI: the stage1-ns image of that build}")
+  B=("$base_rkt" --dir="$data_fs/data-base" --insecure-options="${INSECURE:-image}")
+  base_cleanup() { "${B[@]}" gc --grace-period=0s >/dev/null 2>&1 || true; bench_ns_cleanup; }
+  trap base_cleanup EXIT
+  "${B[@]}" fetch "$work/hello.aci" >/dev/null 2>&1
+  "${B[@]}" run --stage1-path="$base_stage1" --net="$net" example.com/bench-hello >/dev/null
+  "${B[@]}" gc --grace-period=0s >/dev/null
+fi
 
 bundle=$data_fs/bundle
 mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/dev" "$bundle/rootfs/sys" "$bundle/rootfs/tmp"
@@ -65,13 +81,20 @@ crun_us() { # bundle id -> prints microseconds of `crun run` (setup outside the 
 crun_us "$bundle" "bench-warm-$$" >/dev/null
 
 now_ns() { date +%s%N; }
-rk=() cr=()
+rk=() cr=() rb=()
 for i in $(seq 1 "$n"); do
   t0=$(now_ns)
   "${R[@]}" run "${s1[@]}" example.com/bench-hello >/dev/null
   t1=$(now_ns)
   rk+=($(( (t1 - t0) / 1000 )))
   "${R[@]}" gc --grace-period=0s >/dev/null
+  if [ ${#B[@]} -gt 0 ]; then
+    t0=$(now_ns)
+    "${B[@]}" run --stage1-path="$base_stage1" --net="$net" example.com/bench-hello >/dev/null
+    t1=$(now_ns)
+    rb+=($(( (t1 - t0) / 1000 )))
+    "${B[@]}" gc --grace-period=0s >/dev/null
+  fi
   cr+=("$(crun_us "$bundle" "bench-$$-$i")")
 done
 
@@ -84,5 +107,11 @@ printf 'crun run             median %d.%03d ms (n=%d)\n' $((mc / 1000)) $((mc % 
 # less with the machine's spells than the ratio of the two medians, which the RATIO line keeps.
 paired=$(printf '%.2f' "$(for i in "${!rk[@]}"; do awk -v a="${rk[$i]}" -v b="${cr[$i]}" 'BEGIN { printf "%.4f\n", a / b }'; done | bench_median %.6f)")
 echo "paired: median of the $n per-pair ratios $paired"
+if [ ${#rb[@]} -gt 0 ]; then
+  mb=$(median "${rb[@]}")
+  printf 'base build           median %d.%03d ms (n=%d)\n' $((mb / 1000)) $((mb % 1000)) "$n"
+  echo "RATIO $(bench_net_ratio run_ns_base crun "$net") $(awk -v a="$mb" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"
+  echo "RATIO run_ns_vs_base $(awk -v a="$mr" -v b="$mb" 'BEGIN { printf "%.2f", a / b }')"
+fi
 name=$(bench_net_ratio run_ns crun "$net")
 echo "RATIO $name $(awk -v a="$mr" -v b="$mc" 'BEGIN { printf "%.2f", a / b }')"
