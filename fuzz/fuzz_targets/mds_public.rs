@@ -1,11 +1,12 @@
 //! The metadata service's public side (`mds::handler::public`), which every pod on the host
 //! reaches: a request is any method, flavor header, path after the token and body a hostile
 //! pod sends. Two pods are registered; the requester is pod A (its token first in the path),
-//! or holds whatever token the path starts with. Whatever it sends, the answer is one of the service's statuses; it never
-//! carries pod B's UUID, token or metadata (B's pod annotation, its app's image annotation),
-//! unless the request itself spelled them out (an unknown app's name is echoed); a stranger
-//! gets nothing but 400 or 404; and a signature the service hands out is pod A's, never B's.
-//! The control, once at start: B's token does reach B's pod annotation, A's does not.
+//! or holds whatever token the path starts with. Whatever it sends, the answer is one of the
+//! service's statuses; it never carries pod B's UUID, token or metadata (B's pod annotation,
+//! its app's image annotation), unless the request itself spelled them out (an unknown app's
+//! name is echoed); a stranger gets nothing but 400 or 404; and a signature the service hands
+//! out is pod A's, never B's. The control, once at start: B's token does reach B's pod
+//! annotation, A's does not.
 #![no_main]
 
 use std::sync::OnceLock;
