@@ -217,10 +217,6 @@ mod tests {
         unsafe { libc::umount2(c(p).as_ptr(), libc::MNT_DETACH) }
     }
 
-    /// A table path whose middle component a running pod turned into a symlink to a host
-    /// directory is refused (the path-based unmount would have taken the host's mount); the
-    /// mount pinned by its current name is the pod's own. Needs root (tmpfs mounts under a
-    /// fresh temporary directory, detached at the end).
     /// Whether the test runs as root (mounts); says why it skips otherwise.
     fn root(test: &str) -> bool {
         // SAFETY: geteuid has no preconditions.
@@ -231,6 +227,10 @@ mod tests {
         root
     }
 
+    /// A table path whose middle component a running pod turned into a symlink to a host
+    /// directory is refused (the path-based unmount would have taken the host's mount); the
+    /// mount pinned by its current name is the pod's own. Needs root (tmpfs mounts under a
+    /// fresh temporary directory, detached at the end).
     #[test]
     fn a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to() {
         if !root("a_pinned_mount_point_is_the_one_listed_never_one_a_symlink_leads_to") {

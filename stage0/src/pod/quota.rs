@@ -6,8 +6,9 @@
 //! pod's records) is counted against that project, and XFS refuses a write past the limit with
 //! `ENOSPC` (a project's limit is reported as a full disk) whoever makes it (XFS enforces
 //! project quotas even for holders of `CAP_SYS_RESOURCE`, such as the overlay copying up a
-//! file with its mounter's credentials, which ext4 would let through). A file's project ID can be changed by its owner: the apps of a
-//! limited pod run with a system call filter that denies it (`SeccompPlan::fixed_projects`).
+//! file with its mounter's credentials, which ext4 would let through). A file's project ID can
+//! be changed by its owner: the apps of a limited pod run with a system call filter that
+//! denies it (`SeccompPlan::fixed_projects`).
 //!
 //! Only XFS mounted with project quotas (`prjquota` or `pquota`) holds such a limit; anywhere
 //! else `--disk-limit` is refused with the reason, before the pod exists.
