@@ -150,17 +150,38 @@ settle() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; sleep 3; 
 settle
 base=$(mem_avail_kib)
 bench_log "memory: $pods sleeping pods"
+sleeper_pids=()
 for i in $(seq 1 "$pods"); do
     mkdir -p "$work/mark$i"
     "${R[@]}" run --net=none --stage1-path="$stage1" --uuid-file-save="$work/uuid$i" \
         --volume=mark,kind=host,source="$work/mark$i" "$sleeper_id" --memory=$pod_mem \
         --mount=volume=mark,target=/mark -- --no-check --write=/mark/up --sleep-ms=3600000 \
         </dev/null >"$work/sleep.out.$i" 2>"$work/sleep.err.$i" &
+    sleeper_pids+=($!)
 done
+# sleeper_report I: what is known of idle pod I that never wrote its mark: whether its
+# `rkt run` (the VMM, which stage0 became) still runs and the CPU time it has used, the pod's
+# state, how many of the others came up, and the tails of its console and stderr.
+sleeper_report() {
+    local i=$1 pid=${sleeper_pids[$(($1 - 1))]} up=0 j
+    for j in $(seq 1 "$pods"); do [ -e "$work/mark$j/up" ] && up=$((up + 1)); done
+    bench_log "sleeping pod $i never started ($up of $pods did):"
+    if kill -0 "$pid" 2>/dev/null; then
+        awk '{printf "bench:   its VMM (pid %s) state %s, CPU %.1f s user, %.1f s system\n", $1, $3, $14 / 100, $15 / 100}' \
+            "/proc/$pid/stat" >&2
+    else
+        local st=0
+        wait "$pid" || st=$?
+        bench_log "  its rkt run exited with status $st"
+    fi
+    [ -s "$work/uuid$i" ] && "$rkt" --dir="$dir" status "$(cat "$work/uuid$i")" 2>&1 | sed 's/^/bench:   /' >&2 || true
+    bench_log "  console (last 5 lines):"; tail -n 5 "$work/sleep.out.$i" >&2
+    bench_log "  stderr (last 5 lines):"; tail -n 5 "$work/sleep.err.$i" >&2
+}
 deadline=$((SECONDS + 900))
 for i in $(seq 1 "$pods"); do
     until [ -e "$work/mark$i/up" ]; do
-        [ $SECONDS -lt $deadline ] || { bench_log "sleeping pod $i never started:"; tail -n 5 "$work/sleep.err.$i" >&2; exit 1; }
+        [ $SECONDS -lt $deadline ] || { sleeper_report "$i"; exit 1; }
         sleep 1
     done
 done
