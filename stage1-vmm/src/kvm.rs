@@ -17,6 +17,7 @@ pub const KVM_DEV: &str = "/dev/kvm";
 const REQUIRED_CAPS: &[(Cap, &str)] = &[
     (Cap::Irqchip, "in-kernel PIC/IOAPIC/LAPIC"),
     (Cap::Pit2, "in-kernel PIT"),
+    (Cap::ReinjectControl, "the PIT dropping missed ticks"),
     (Cap::Irqfd, "device interrupts through eventfds"),
     (
         Cap::Ioeventfd,

@@ -21,7 +21,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_reinject_control, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::{GuestMemory, GuestMemoryRegion};
@@ -296,6 +298,36 @@ struct Machine {
     cpus: u8,
 }
 
+/// `KVM_REINJECT_CONTROL`, `_IO(KVMIO, 0x71)` (its argument, a `kvm_reinject_control`, is a
+/// pointer all the same).
+const KVM_REINJECT_CONTROL: libc::c_ulong = 0xae71;
+
+/// Makes the in-kernel PIT drop the ticks a guest missed instead of replaying them
+/// (QEMU's `lost_tick_policy=discard`). By default KVM counts every PIT period that passed
+/// while the vCPU could not take the interrupt and delivers them one after another later, each
+/// after the guest acknowledged the previous one. A guest on a shared, busy CPU (ten pods
+/// booting at once on one) then spends its turns on a backlog of ticks, and its boot's check of
+/// the LAPIC timer against the PIT's jiffies (`calibrate_APIC_clock`, when no TSC-deadline timer
+/// is offered) sees too many jiffies, fails, and leaves the guest ticking on the PIT, which
+/// replays again. A Linux guest keeps time with kvmclock, not by counting ticks, so nothing needs
+/// the replay (docs/vmm.md, "Lost PIT ticks").
+fn discard_lost_pit_ticks(vm: &VmFd) -> Result<(), VmmError> {
+    let ctl = kvm_reinject_control {
+        pit_reinject: 0,
+        ..Default::default()
+    };
+    // SAFETY: KVM_REINJECT_CONTROL reads one `kvm_reinject_control` (32 bytes) from the
+    // pointer, which points at `ctl`, alive for the call; the VM fd is open and has a PIT.
+    let rc = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_REINJECT_CONTROL as _, &ctl) };
+    if rc < 0 {
+        return Err(VmmError::VmIoctl(
+            "KVM_REINJECT_CONTROL",
+            kvm_ioctls::Error::last(),
+        ));
+    }
+    Ok(())
+}
+
 impl Machine {
     /// `restore`: the snapshot's memory file, mapped instead of fresh anonymous memory.
     fn create(cfg: &VmConfig, restore: Option<File>) -> Result<Machine, VmmError> {
@@ -320,6 +352,7 @@ impl Machine {
         };
         vm.create_pit2(pit)
             .map_err(|e| VmmError::VmIoctl("KVM_CREATE_PIT2", e))?;
+        discard_lost_pit_ticks(&vm)?;
 
         let mem = match restore {
             Some(file) => snapshot::memory::map_private(file, mem_size)?,
