@@ -38,16 +38,16 @@ _start:
         /* window 1: interrupts on */
         sti
         mov COUNT, %esi
-        call wait_w
+        mov $W, %ebx; call wait
         mov COUNT, %edi
         sub %esi, %edi              /* edi = ticks taken in one window */
         /* window 2: interrupts off */
         cli
-        call wait_w
+        mov $W, %ebx; call wait
         /* window 3: interrupts on, an eighth of a window */
         mov COUNT, %esi
         sti
-        call wait_w8
+        mov $(W/8), %ebx; call wait
         cli
         mov COUNT, %ebp
         sub %esi, %ebp              /* ebp = ticks taken after the gap */
@@ -64,21 +64,14 @@ _start:
 1:      hlt
         jmp 1b
 
-wait_w8:
+/* wait: spins until %ebx TSC cycles have passed (clobbers eax, ecx, edx) */
+wait:
         rdtsc
         mov %eax, %ecx
 2:      rdtsc
         sub %ecx, %eax
-        cmp $(W/8), %eax
+        cmp %ebx, %eax
         jb 2b
-        ret
-wait_w:
-        rdtsc
-        mov %eax, %ecx
-3:      rdtsc
-        sub %ecx, %eax
-        cmp $W, %eax
-        jb 3b
         ret
 putc:   mov $0x3f8, %dx
         out %al, %dx
